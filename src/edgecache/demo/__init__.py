@@ -1,0 +1,1 @@
+"""The built-in demo origin, started by ``edgecache serve`` when no configuration is given."""

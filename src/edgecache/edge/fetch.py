@@ -1,0 +1,363 @@
+"""Origin fetches that many clients share: request coalescing and streaming while storing.
+
+Theory of operation:
+- A :class:`Fetch` is one origin request for one cache key. It runs in its own task, so a client
+  that goes away does not abort a fill that other clients (or the cache) still want.
+- Clients do not wait for the whole body: each one is a :class:`Reader` that follows the fetch's
+  chunk list and writes chunks as they arrive (Varnish calls this streaming).
+- Only a response that will be stored is shared: N concurrent misses on one key cause one origin
+  fetch. A response that turns out not to be storable (private, no-store, too large...) belongs to
+  the client that started the fetch; the others fetch on their own, and the key is remembered as
+  uncacheable for a while so later misses on it do not queue behind each other (Varnish's
+  hit-for-miss).
+- Memory: a stored response is held once (its chunks become the entry's body). A response that is
+  not stored keeps only the chunks some reader has not written yet, and the fetch stops reading
+  from the origin while more than ``HIGH_WATER`` bytes wait for the slowest reader.
+- ``stored_seq`` is the purge-ledger position read *before* the origin request is sent: a purge
+  accepted while the fetch is in flight is newer than the entry it produces, so the entry is never
+  served as fresh after that purge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from edgecache.edge.origin import OriginClient, OriginError, OriginResponse, forward_headers
+from edgecache.httpcache.freshness import StorageDecision, decide_storage, format_http_date, initial_age
+from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
+from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
+from edgecache.store.entry import Entry
+
+if TYPE_CHECKING:
+    from edgecache.edge.zones import ZoneRuntime
+
+HIGH_WATER = 1024 * 1024
+
+NOT_FORWARDED_TO_ORIGIN_ON_FILL = frozenset(
+    {"range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"}
+)
+"""A fill must bring the full, unconditional object: the cache answers ranges and conditionals."""
+
+NOT_STORED = TAG_HEADERS | {"age", "content-length", "cdn-cache-control"}
+"""Fields the cache consumes itself: tags are never shown to clients, Age and Content-Length are
+recomputed on every answer, CDN-Cache-Control is addressed to us (RFC 9213)."""
+
+
+class Reader:
+    """One client's position in a fetch's chunk list."""
+
+    __slots__ = ("pos",)
+
+    def __init__(self) -> None:
+        self.pos = 0
+
+
+class Fetch:
+    """One origin request for one cache key, shared by every reader that joins it."""
+
+    def __init__(
+        self,
+        *,
+        zone: ZoneRuntime,
+        key: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        client_ip: str,
+        stored_seq: int,
+        stale: Entry | None,
+        max_object_bytes: int,
+        store_entry: Callable[[Entry, tuple[str, ...], Mapping[str, str]], None],
+        on_done: Callable[[Fetch], None],
+    ) -> None:
+        self.zone = zone
+        self.key = key
+        self.stale = stale
+        """The stored entry being revalidated, if any."""
+        self.stored_seq = stored_seq
+        self._max = max_object_bytes
+        self._store_entry = store_entry
+        self._on_done = on_done
+        self.request_headers = headers
+        drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
+        fwd = forward_headers(headers, client_ip, drop=drop)
+        if stale is not None:
+            if stale.etag:
+                fwd["if-none-match"] = stale.etag
+            if stale.last_modified:
+                fwd["if-modified-since"] = stale.last_modified
+        self._method = method
+        self._url = url
+        self._fwd = fwd
+        self.status = 0
+        self.client_headers: list[tuple[str, str]] = []
+        self._tag_source: list[tuple[str, str]] = []
+        self.head_bytes = b""
+        self.content_length: int | None = None
+        self.decision: StorageDecision | None = None
+        self.initial_age = 0.0
+        self.storable = False
+        self.revalidated = False
+        self.origin_status = 0
+        self.error: OriginError | None = None
+        self.latency: float | None = None
+        """Seconds from sending the request to receiving the response head."""
+        self.done = False
+        self.chunks: list[bytes] = []
+        self._base = 0
+        """Index (in the whole body's chunk sequence) of ``chunks[0]``: non-stored fetches trim."""
+        self._buffered = 0
+        self._size = 0
+        self.readers: list[Reader] = []
+        self.head_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._space: asyncio.Future[None] | None = None
+        self._resp: OriginResponse | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- the fetch task ---------------------------------------------------------------------------
+
+    def start(self, origin: OriginClient) -> None:
+        """Run the fetch in its own task."""
+        self.task = asyncio.get_running_loop().create_task(self._run(origin))
+
+    async def _run(self, origin: OriginClient) -> None:
+        request_time = time.time()
+        try:
+            resp = await origin.request(self._method, self._url, self._fwd)
+        except OriginError as exc:
+            self.error = exc
+            self._finish()
+            return
+        self._resp = resp
+        response_time = time.time()
+        self.latency = response_time - request_time
+        self.origin_status = resp.status
+        if resp.status == 304 and self.stale is not None:
+            resp.close()
+            self._revalidate(resp.headers, request_time, response_time)
+            self._finish()
+            return
+        self._accept_head(resp, request_time, response_time)
+        if self._method == "HEAD":
+            resp.close()
+            self._finish()
+            return
+        try:
+            async for chunk in resp.chunks():
+                await self._append(chunk)
+        except OriginError as exc:
+            self.error = exc
+            self.storable = False
+        except asyncio.CancelledError:
+            resp.close()
+            self.storable = False
+        if self.storable:
+            self._store(request_time, response_time)
+        self._finish()
+
+    def _accept_head(self, resp: OriginResponse, request_time: float, response_time: float) -> None:
+        headers = strip_hop_by_hop(resp.headers)
+        if _field(headers, "date") is None:
+            # RFC 9110 §6.6.1: a recipient with a clock adds Date to what it caches or forwards.
+            headers.append(("Date", format_http_date(response_time)))
+        zone = self.zone.config
+        decision = decide_storage(
+            method="GET",
+            status=resp.status,
+            request_headers=self.request_headers,
+            response_headers=headers,
+            now=response_time,
+            response_time=response_time,
+            cache_set_cookie=zone.cache_set_cookie,
+            heuristic_fraction=zone.heuristic_fraction,
+            heuristic_max=zone.heuristic_max,
+        )
+        self.decision = decision
+        self.status = resp.status
+        self.content_length = resp.content_length
+        self.initial_age = initial_age(
+            age_header=_field(headers, "age"),
+            date_header=_field(headers, "date"),
+            request_time=request_time,
+            response_time=response_time,
+        )
+        self._tag_source = headers
+        self.client_headers = [(k, v) for k, v in headers if k.lower() not in NOT_STORED]
+        self.head_bytes = encode_head(self.client_headers)
+        too_big = resp.content_length is not None and resp.content_length > self._max
+        self.storable = (
+            decision.storable
+            and not too_big
+            and self._method == "GET"
+            and ("authorization" not in self.request_headers or decision.auth_ok)
+        )
+        if not self.head_ready.done():
+            self.head_ready.set_result(None)
+
+    def _revalidate(self, fresh: list[tuple[str, str]], request_time: float, response_time: float) -> None:
+        """RFC 9111 §4.3.4: a 304 freshens the stored response with the fields it carries."""
+        stale = self.stale
+        assert stale is not None
+        stored = decode_head(stale.head)
+        merged = merge_304(stored, strip_hop_by_hop(fresh))
+        decision = decide_storage(
+            method="GET",
+            status=stale.status,
+            request_headers=self.request_headers,
+            response_headers=merged + [(k, v) for k, v in fresh if k.lower() in TAG_HEADERS],
+            now=response_time,
+            response_time=response_time,
+            cache_set_cookie=self.zone.config.cache_set_cookie,
+            heuristic_fraction=self.zone.config.heuristic_fraction,
+            heuristic_max=self.zone.config.heuristic_max,
+        )
+        self.decision = decision
+        self.revalidated = True
+        self.status = stale.status
+        self.client_headers = [(k, v) for k, v in merged if k.lower() not in NOT_STORED]
+        self.head_bytes = encode_head(self.client_headers)
+        self.content_length = len(stale.body)
+        self.initial_age = initial_age(
+            age_header=_field(fresh, "age"),
+            date_header=_field(fresh, "date"),
+            request_time=request_time,
+            response_time=response_time,
+        )
+        self.chunks = [stale.body]
+        self._size = len(stale.body)
+        new_tags = parse_tags(fresh)
+        entry = self._entry(
+            decision, stale.body, new_tags or stale.tags, request_time, response_time, self.head_bytes
+        )
+        self.storable = decision.storable
+        if self.storable:
+            self._store_entry(entry, decision.vary, self.request_headers)
+        if not self.head_ready.done():
+            self.head_ready.set_result(None)
+
+    async def _append(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self._size += len(chunk)
+        self._buffered += len(chunk)
+        if self.storable and self._size > self._max:
+            # Learnt mid-body (no Content-Length): stop storing, keep streaming to those reading.
+            self.storable = False
+            self._on_done(self)
+        self._wake()
+        if not self.storable:
+            self._trim()
+            while self._buffered > HIGH_WATER and self.readers:
+                self._space = asyncio.get_running_loop().create_future()
+                await self._space
+                self._trim()
+
+    def _trim(self) -> None:
+        """Forget the chunks every reader has written (only for bodies that are not stored)."""
+        if not self.readers:
+            return
+        low = min(r.pos for r in self.readers)
+        drop = low - self._base
+        if drop > 0:
+            self._buffered -= sum(len(c) for c in self.chunks[:drop])
+            del self.chunks[:drop]
+            self._base = low
+
+    def _store(self, request_time: float, response_time: float) -> None:
+        decision = self.decision
+        assert decision is not None
+        body = b"".join(self.chunks)
+        tags = parse_tags(self._tag_source)
+        entry = self._entry(decision, body, tags, request_time, response_time, self.head_bytes)
+        self._store_entry(entry, decision.vary, self.request_headers)
+
+    def _entry(
+        self,
+        decision: StorageDecision,
+        body: bytes,
+        tags: tuple[str, ...],
+        request_time: float,
+        response_time: float,
+        head: bytes,
+    ) -> Entry:
+        return Entry(
+            zone=self.zone.config.id,
+            key=self.key,
+            status=self.status,
+            head=head,
+            body=body,
+            tags=tags,
+            stored_seq=self.stored_seq,
+            request_time=request_time,
+            response_time=response_time,
+            initial_age=self.initial_age,
+            freshness_lifetime=decision.freshness_lifetime,
+            stale_while_revalidate=decision.stale_while_revalidate,
+            stale_if_error=decision.stale_if_error,
+            must_revalidate=decision.must_revalidate,
+            no_cache=decision.no_cache,
+            auth_ok=decision.auth_ok,
+            etag=_field(self.client_headers, "etag"),
+            last_modified=_field(self.client_headers, "last-modified"),
+        )
+
+    def _finish(self) -> None:
+        self.done = True
+        if not self.head_ready.done():
+            self.head_ready.set_result(None)
+        self._on_done(self)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    # -- readers ----------------------------------------------------------------------------------
+
+    def join(self) -> Reader:
+        """Start following this fetch from the first byte."""
+        reader = Reader()
+        self.readers.append(reader)
+        return reader
+
+    def leave(self, reader: Reader) -> None:
+        """A reader is finished (or its client went away)."""
+        if reader in self.readers:
+            self.readers.remove(reader)
+        if not self.readers and not self.storable and not self.done and self.task is not None:
+            self.task.cancel()
+        self._release_space()
+
+    def available(self, reader: Reader) -> list[bytes]:
+        """The chunks this reader has not written yet; advances the reader past them."""
+        start = reader.pos - self._base
+        out = self.chunks[start:]
+        reader.pos = self._base + len(self.chunks)
+        if out and not self.storable:
+            self._trim()
+            self._release_space()
+        return out
+
+    async def wait(self) -> None:
+        """Wait for more chunks or for the end of the fetch."""
+        if self.done:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        await fut
+
+    def _release_space(self) -> None:
+        if self._space is not None and not self._space.done() and self._buffered <= HIGH_WATER:
+            self._space.set_result(None)
+
+
+def _field(headers: list[tuple[str, str]], name: str) -> str | None:
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None

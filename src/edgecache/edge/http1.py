@@ -1,0 +1,715 @@
+"""The data plane's HTTP/1.1 server: an asyncio Protocol on httptools (llhttp), hardened by hand.
+
+Why our own Protocol and not a framework: see docs/decisions/0001-data-plane-http-server.md.
+
+Theory of operation
+-------------------
+One ``Connection`` per TCP connection. It has two sides that move independently.
+
+The parser side is llhttp, fed every byte that arrives, calling back into the connection. Its phase
+(``_pphase``) is IDLE between messages, HEAD from the first byte of a request-target until the end
+of the head, BODY until the message is complete, then IDLE again. The callbacks build the ``Request``
+and check every limit and framing rule as the bytes arrive; a violation records a status
+(``_status``) and raises ``_Stop``, which ends parsing for good.
+
+The response side is the handler. ``_busy`` is True from the moment a request is handed to the
+handler until it calls ``finish()`` or ``abort()``.
+
+Rules:
+
+1. Requests are answered in the order they arrived, one at a time. A complete request goes straight
+   to the handler, from inside the parser callback, when nothing is in flight (no response being
+   produced, nothing queued, write side not paused): that is the cache-hit path, with no task and
+   no future. Otherwise it joins ``_queue``, which also holds server-generated answers (an ``int``
+   status, or the interim ``100 Continue`` as bytes) in their place in the sequence. When the
+   queue holds more than ``_QUEUE_HIGH`` items, reading is paused until it is empty again. A
+   queued item is taken on the loop iteration after the previous response finishes or the write
+   side resumes, so a handler never runs inside another handler's call or inside the transport.
+2. A handler that returns None has answered synchronously and called ``finish()``. One that returns
+   an awaitable runs as a task. If either raises before writing anything, the server writes a 500
+   and closes; if it raises after writing, the connection is aborted.
+3. Once ``_stopped`` is set, no further request is parsed and arriving bytes are discarded. It is
+   set by a request that does not keep the connection alive, by a rejected request, by the
+   client's EOF, and by shutdown.
+4. The connection ends in one of two ways. ``_shutdown`` (after the last response, or after an
+   error the server wrote) flushes, half-closes (FIN), and lingers reading and discarding until
+   the client closes, so that a client still sending a body we refused reads our answer instead of
+   a reset. ``abort()`` resets at once.
+5. A rejected request never reaches the handler, and is answered (if anything was in flight, after
+   it) with a small ``text/plain`` error carrying ``Connection: close``.
+6. Nothing here arms a timer, and the per-request path never reads the clock. Entering a phase
+   zeroes its timestamp (``_t_head``, ``_t_body``, ``_t_idle``); one sweeper per server walks the
+   connections a few times a second, stamps the zeroed ones and expires the old ones, so each
+   deadline is met up to one sweep late: header_timeout for a head (408), body_timeout between
+   body bytes (408), idle_timeout for an idle keep-alive connection (silent close) and for a
+   client that does not read what we write (``_t_wpause``, abort). A connection that never sent a
+   request gets header_timeout. A 408 is written only when nothing else is in flight; otherwise
+   it is an abort. A lingering connection (``_linger``) is reset after ``_LINGER`` seconds.
+
+Framing, stricter than llhttp where llhttp is lenient (decisions in ADR 0001): bare LF and bare CR
+are errors (llhttp's strict default, pinned per parser); Content-Length must be plain ASCII digits
+and may appear once; Transfer-Encoding must be exactly ``chunked`` (case-insensitive), may appear
+once, and not in HTTP/1.0; HTTP versions other than 1.0 and 1.1 get 505; an HTTP/1.1 request needs
+exactly one Host; a request-target may not contain ``#``; trailer fields count against the header
+limits and are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import NoReturn, cast
+
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from edgecache.config import Limits
+
+__all__ = ["Connection", "Handler", "Http1Stats", "HttpServer", "Request", "start_server"]
+
+_log = logging.getLogger(__name__)
+_monotonic = time.monotonic
+
+
+@dataclass(slots=True)
+class Request:
+    """One complete request, as handed to the handler."""
+
+    method: str
+    target: str
+    """The request-target exactly as received, latin-1 decoded, e.g. ``/a/b?x=1``."""
+    headers: dict[str, str]
+    """Lower-case names; repeated fields joined with ", " (``cookie`` with "; "); no trailers."""
+    body: bytes
+    http_version: str
+    """``"1.1"`` or ``"1.0"``."""
+    keep_alive: bool
+    """Whether the client allows keeping the connection open."""
+    client_ip: str
+
+
+Handler = Callable[[Request, "Connection"], Awaitable[None] | None]
+
+
+class Http1Stats:
+    """Counters of one server, plain integers read by the metrics collector at scrape time."""
+
+    __slots__ = ("connections_opened", "handler_errors", "idle_closed", "rejected", "requests", "timeouts")
+
+    def __init__(self) -> None:
+        self.connections_opened = 0
+        self.requests = 0
+        """Complete requests parsed (each one is answered by the handler or dropped on close)."""
+        self.rejected: dict[int, int] = dict.fromkeys(_REJECT_STATUSES, 0)
+        """Requests the server answered itself, by status (408 counts timeouts it could answer)."""
+        self.timeouts = 0
+        """Connections closed for a header, body or send timeout."""
+        self.idle_closed = 0
+        self.handler_errors = 0
+
+
+_REJECT_STATUSES = (400, 405, 408, 413, 414, 431, 501, 505)
+_PHRASES = {
+    400: "Bad Request",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+
+
+def _error_response(status: int) -> bytes:
+    body = f"{_PHRASES[status]}\n".encode("ascii")
+    # RFC 9110 §15.5.6: a 405 must say what is allowed; CONNECT is the only method we refuse so.
+    allow = b"Allow: GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE\r\n" if status == 405 else b""
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%bConnection: close\r\n\r\n%b"
+        % (status, _PHRASES[status].encode("ascii"), len(body), allow, body)
+    )
+
+
+_ERRORS = {status: _error_response(status) for status in _PHRASES}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_IDLE, _HEAD, _BODY = 0, 1, 2
+_QUEUE_HIGH = 8
+_LINGER = 2.0
+"""Seconds a half-closed connection waits for the client's FIN once our bytes are out."""
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_SINGLE = frozenset({"content-length", "host", "transfer-encoding"})
+_NAMES: dict[bytes, str] = {}
+"""Raw field name → lower-case str, for valid tokens only; bounded so clients cannot grow it."""
+_NAMES_MAX = 1024
+_METHODS: dict[bytes, str] = {}
+"""llhttp only reports methods from its fixed table, so this stays small."""
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to end parsing; the reason is in ``Connection._status``."""
+
+
+def _field_name(raw: bytes) -> str:
+    if _TOKEN.fullmatch(raw) is None:
+        raise _Stop
+    name = raw.decode("ascii").lower()
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[raw] = name
+    return name
+
+
+class Connection(asyncio.Protocol):
+    """One client connection; the handler receives it to write its response.
+
+    ``closed`` is True once nothing more can be written: the client went away, the connection was
+    aborted, or it is shutting down after its last response. ``write()`` is then a no-op.
+    """
+
+    __slots__ = (
+        "_blen",
+        "_body",
+        "_busy",
+        "_drain_waiter",
+        "_eof",
+        "_handler",
+        "_hbytes",
+        "_hcount",
+        "_head_fresh",
+        "_head_raw",
+        "_headers",
+        "_keep_alive",
+        "_limits",
+        "_linger",
+        "_max_body",
+        "_max_hbytes",
+        "_max_hcount",
+        "_max_line",
+        "_method",
+        "_parser",
+        "_pphase",
+        "_queue",
+        "_read_paused",
+        "_seq",
+        "_server",
+        "_stats",
+        "_status",
+        "_stopped",
+        "_t_body",
+        "_t_head",
+        "_t_idle",
+        "_t_wpause",
+        "_target",
+        "_task",
+        "_transport",
+        "_url",
+        "_version",
+        "_write_paused",
+        "_wrote",
+        "client_ip",
+        "closed",
+    )
+
+    _transport: asyncio.Transport
+
+    def __init__(self, server: HttpServer) -> None:
+        limits = server.limits
+        self._server = server
+        self._handler = server.handler
+        self._stats = server.stats
+        self._limits = limits
+        self._max_line = limits.max_request_line
+        self._max_hcount = limits.max_header_count
+        self._max_hbytes = limits.max_header_bytes
+        self._max_body = limits.max_body_bytes
+        self._parser = HttpRequestParser(self)
+        # Leniencies are off by default today; pinning them keeps a future default from loosening
+        # framing under us (bare CR/LF, chunk-size whitespace, Connection: close data, ...).
+        self._parser.set_dangerous_leniencies(
+            lenient_headers=False,
+            lenient_chunked_length=False,
+            lenient_keep_alive=False,
+            lenient_transfer_encoding=False,
+            lenient_version=False,
+            lenient_data_after_close=False,
+            lenient_optional_lf_after_cr=False,
+            lenient_optional_cr_before_lf=False,
+            lenient_optional_crlf_after_chunk=False,
+            lenient_spaces_after_chunk_size=False,
+        )
+        self.client_ip = ""
+        self.closed = False
+        self._queue: deque[Request | int | bytes] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._pphase = _IDLE
+        self._busy = False
+        self._wrote = False
+        self._seq = 0
+        self._stopped = False
+        self._eof = False
+        self._status = 0
+        self._read_paused = False
+        self._write_paused = False
+        self._t_idle = self._t_head = self._t_body = self._t_wpause = self._linger = 0.0
+        self._head_fresh = False
+        self._head_raw = 0
+        self._method = ""
+        self._url = b""
+        self._target = ""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] | None = None
+        self._blen = self._hcount = self._hbytes = 0
+        self._version = "1.1"
+        self._keep_alive = False
+
+    # -- the handler's interface --------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Send response bytes; dropped once the connection is closed or closing."""
+        if self.closed:
+            return
+        self._wrote = True
+        self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark (or the connection is gone)."""
+        if not self._write_paused or self.closed:
+            return
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = self._server.loop.create_future()
+        await waiter
+
+    def finish(self, keep_alive: bool) -> None:
+        """The current response is complete; the connection stays open if both sides allow it."""
+        if not self._busy:
+            return
+        self._busy = False
+        if not keep_alive:
+            self._shutdown()
+        elif self._queue:
+            self._server.loop.call_soon(self._run_queue)
+        elif self._stopped:
+            self._shutdown()  # the request said close, or the client sent EOF
+        else:
+            self._t_idle = 0.0
+
+    def abort(self) -> None:
+        """Reset the connection at once, dropping anything buffered or queued."""
+        self._busy = False
+        self._stopped = True
+        self._queue.clear()
+        self.closed = True
+        self._transport.abort()
+        self._wake_drain()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client_ip = peer[0]
+        self._server.connections.add(self)
+        self._stats.connections_opened += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._stopped = True
+        self._busy = False
+        self._queue.clear()
+        self._server.connections.discard(self)
+        self._wake_drain()
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        try:
+            self._parser.feed_data(data)
+        except (HttpParserError, HttpParserUpgrade) as exc:
+            self._parse_failed(exc)
+            return
+        if self._pphase:
+            self._partial_message(len(data))
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._stopped = True
+        # Keep the write side open for the answers still owed; _shutdown closes it afterwards.
+        return True if self._busy or self._queue else None
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._t_wpause = _monotonic()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._linger:
+            self._linger = _monotonic()
+        self._wake_drain()
+        if self._queue and not self._busy:
+            self._server.loop.call_soon(self._run_queue)
+
+    # -- httptools callbacks -------------------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        # The first piece of the target starts a message (no on_message_begin: one callback less
+        # per request); on_message_complete has already reset the per-message state.
+        if self._url:
+            url = self._url + url
+        else:
+            if self._stopped:
+                raise _Stop
+            self._pphase = _HEAD
+            self._t_head = 0.0
+            self._head_fresh = True
+            raw = self._parser.get_method()
+            method = _METHODS.get(raw)
+            if method is None:
+                method = _METHODS[raw] = raw.decode("ascii")
+            self._method = method
+        if len(self._method) + 1 + len(url) > self._max_line:
+            self._fail(414)
+        self._url = url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        count = self._hcount = self._hcount + 1
+        size = self._hbytes = self._hbytes + len(name) + len(value) + 4
+        if count > self._max_hcount or size > self._max_hbytes:
+            self._fail(431)
+        if self._pphase != _HEAD:
+            return
+        key = _NAMES.get(name)
+        if key is None:
+            key = _field_name(name)
+        # llhttp strips leading whitespace from a value but keeps trailing whitespace (RFC 9110 §5.5).
+        text = value.rstrip(b" \t").decode("latin-1")
+        headers = self._headers
+        if key in headers:
+            if key in _SINGLE:
+                self._fail(400)
+            headers[key] += ("; " if key == "cookie" else ", ") + text
+        else:
+            headers[key] = text
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._fail(505)
+        if self._method == "CONNECT":
+            self._fail(405)
+        headers = self._headers
+        # llhttp flags an upgrade only for CONNECT or an Upgrade field; the C call is skipped otherwise.
+        if "upgrade" in headers and parser.should_upgrade():
+            self._fail(501)
+        te = headers.get("transfer-encoding")
+        if te is not None:
+            # RFC 9112 §6.1: HTTP/1.0 has no chunked framing, so a TE there means broken framing.
+            if version == "1.0" or te.lower() != "chunked" or "content-length" in headers:
+                self._fail(400)
+            expects_body = True
+        else:
+            cl = headers.get("content-length")
+            if cl is None:
+                expects_body = False
+            elif not (cl.isascii() and cl.isdigit()):
+                self._fail(400)
+            else:
+                length = int(cl)
+                if length > self._max_body:
+                    self._fail(413)
+                expects_body = length > 0
+        if version == "1.1" and "host" not in headers:
+            self._fail(400)
+        url = self._url
+        if b"#" in url:
+            self._fail(400)
+        self._target = url.decode("latin-1")
+        self._version = version
+        self._keep_alive = parser.should_keep_alive()
+        self._pphase = _BODY
+        if expects_body and version == "1.1" and headers.get("expect", "").lower() == "100-continue":
+            if self._busy or self._queue:
+                self._queue.append(_CONTINUE)
+            else:
+                self._transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        blen = self._blen + len(body)
+        if blen > self._max_body:
+            self._fail(413)
+        self._blen = blen
+        if self._body is None:
+            self._body = [body]
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._pphase = _IDLE
+        parts = self._body
+        if parts is None:
+            body = b""
+        else:
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._body = None
+            self._blen = 0
+        req = Request(
+            self._method, self._target, self._headers, body, self._version, self._keep_alive, self.client_ip
+        )
+        self._url = b""
+        self._headers = {}
+        self._hcount = self._hbytes = 0
+        self._stats.requests += 1
+        if not self._keep_alive:
+            self._stopped = True
+        if self._busy or self._queue or self._write_paused:
+            queue = self._queue
+            queue.append(req)
+            if len(queue) > _QUEUE_HIGH and not self._read_paused:
+                self._read_paused = True
+                self._transport.pause_reading()
+        else:
+            self._dispatch(req)
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _partial_message(self, received: int) -> None:
+        if self._pphase == _BODY:
+            self._t_body = 0.0
+        # httptools buffers a field until it is complete, so the callbacks alone cannot bound the
+        # memory a never-ending field takes. Every chunk after the one the head began in belongs to
+        # the head entirely; count those.
+        elif self._head_fresh:
+            self._head_fresh = False
+            self._head_raw = 0
+        else:
+            self._head_raw += received
+            if self._head_raw > self._max_line + self._max_hbytes:
+                self._reject(431)
+
+    def _fail(self, status: int) -> NoReturn:
+        self._status = status
+        raise _Stop
+
+    def _parse_failed(self, exc: Exception) -> None:
+        status = self._status
+        if not status:
+            if self._stopped:
+                return  # bytes after the last request (e.g. after Connection: close): ignored
+            if isinstance(exc, HttpParserCallbackError) and not isinstance(exc.__context__, _Stop):
+                _log.error("HTTP/1 parser callback failed", exc_info=exc.__context__)
+            status = 400
+        self._reject(status)
+
+    def _reject(self, status: int) -> None:
+        self._stats.rejected[status] += 1
+        self._stopped = True
+        self._pphase = _IDLE
+        if self._busy or self._queue:
+            self._queue.append(status)
+        else:
+            self._send_error(status)
+
+    def _send_error(self, status: int) -> None:
+        if not self.closed:
+            self._transport.write(_ERRORS[status])
+            self._shutdown()
+
+    def _dispatch(self, req: Request) -> None:
+        self._busy = True
+        self._wrote = False
+        try:
+            result = self._handler(req, self)
+        except Exception as exc:
+            self._handler_failed(exc)
+            return
+        if result is not None:
+            # The sequence number tells this response from a later one once finish() has been called.
+            self._seq += 1
+            self._task = self._server.loop.create_task(self._run(result, self._seq))
+        elif self._busy:
+            self._handler_failed(None)
+
+    async def _run(self, awaitable: Awaitable[None], seq: int) -> None:
+        try:
+            await awaitable
+        except Exception as exc:
+            if self._busy and self._seq == seq:
+                self._handler_failed(exc)
+            else:
+                _log.error("HTTP/1 handler failed after finishing its response", exc_info=exc)
+            return
+        if self._busy and self._seq == seq:
+            self._handler_failed(None)
+
+    def _handler_failed(self, exc: Exception | None) -> None:
+        if exc is None:
+            _log.error("HTTP/1 handler returned without calling finish() or abort()")
+        else:
+            _log.error("HTTP/1 handler failed", exc_info=exc)
+        self._stats.handler_errors += 1
+        self._busy = False
+        if self._wrote:
+            self.abort()
+        else:
+            self._queue.clear()
+            self._send_error(500)
+
+    def _run_queue(self) -> None:
+        queue = self._queue
+        while queue and not self._busy and not self._write_paused and not self.closed:
+            item = queue.popleft()
+            if isinstance(item, Request):
+                self._dispatch(item)
+            elif isinstance(item, bytes):
+                self._transport.write(item)
+            else:
+                self._send_error(item)
+                return
+        if self._read_paused and not queue and not self.closed:
+            self._read_paused = False
+            self._transport.resume_reading()
+        if not queue and not self._busy and self._stopped and not self.closed:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._stopped = True
+        self._queue.clear()
+        if self.closed:
+            return
+        self.closed = True
+        self._linger = _monotonic()
+        transport = self._transport
+        if self._eof or not transport.can_write_eof():
+            transport.close()
+        else:
+            transport.write_eof()
+            if self._read_paused:
+                self._read_paused = False
+                transport.resume_reading()
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _sweep(self, now: float) -> None:
+        """Enforce the deadline of the current phase (called by the server's sweeper)."""
+        limits = self._limits
+        if self._write_paused:
+            if now - self._t_wpause > limits.idle_timeout:
+                self._stats.timeouts += 1
+                self.abort()
+        elif self._linger:
+            if now - self._linger > _LINGER:
+                self._transport.abort()
+        elif self._read_paused:
+            return  # the queue is full: progress is up to the handler, not the client
+        # The hot path only zeroes a phase's timestamp; the first sweep that sees it stamps it, so a
+        # deadline is met up to one sweep interval late and no request reads the clock.
+        elif self._pphase == _HEAD:
+            if not self._t_head:
+                self._t_head = now
+            elif now - self._t_head > limits.header_timeout:
+                self._expire()
+        elif self._pphase == _BODY:
+            if not self._t_body:
+                self._t_body = now
+            elif now - self._t_body > limits.body_timeout:
+                self._expire()
+        elif not self._busy and not self._queue:
+            if not self._t_idle:
+                self._t_idle = now
+            elif now - self._t_idle > (limits.idle_timeout if self._method else limits.header_timeout):
+                self._stats.idle_closed += 1
+                self.abort()
+
+    def _expire(self) -> None:
+        self._stats.timeouts += 1
+        if self._busy or self._queue:
+            self.abort()
+        else:
+            self._reject(408)
+
+
+class HttpServer:
+    """A listening data-plane server and its timeout sweeper."""
+
+    __slots__ = ("_server", "_sweeper", "connections", "handler", "limits", "loop", "stats")
+
+    _server: asyncio.Server
+    _sweeper: asyncio.Task[None]
+
+    def __init__(self, handler: Handler, limits: Limits, loop: asyncio.AbstractEventLoop) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.loop = loop
+        self.stats = Http1Stats()
+        self.connections: set[Connection] = set()
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._server.sockets)
+
+    @property
+    def port(self) -> int:
+        """The port of the first listening socket (useful after binding port 0)."""
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        """Stop listening, reset every connection, and cancel handler tasks still running."""
+        self._server.close()
+        self._sweeper.cancel()
+        tasks = []
+        for conn in tuple(self.connections):
+            conn.abort()
+            if conn._task is not None and not conn._task.done():
+                conn._task.cancel()
+                tasks.append(conn._task)
+        await asyncio.gather(self._sweeper, *tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _sweep_forever(self) -> None:
+        limits = self.limits
+        shortest = min(limits.header_timeout, limits.body_timeout, limits.idle_timeout)
+        interval = max(0.05, min(0.5, shortest / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = _monotonic()
+            for conn in tuple(self.connections):
+                conn._sweep(now)
+
+
+async def start_server(
+    handler: Handler,
+    limits: Limits,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    sock: socket.socket | None = None,
+) -> HttpServer:
+    """Listen on ``host:port`` (or on ``sock``) and serve each request with ``handler``."""
+    loop = asyncio.get_running_loop()
+    server = HttpServer(handler, limits, loop)
+    factory = functools.partial(Connection, server)
+    if sock is not None:
+        server._server = await loop.create_server(factory, sock=sock, backlog=1024)
+    else:
+        server._server = await loop.create_server(factory, host, port, backlog=1024, reuse_address=True)
+    server._sweeper = loop.create_task(server._sweep_forever())
+    return server

@@ -1,0 +1,573 @@
+"""The data plane's request handler: a shared cache (RFC 9111) in front of each zone's origin.
+
+Theory of operation, for one request:
+1. The Host field selects the zone (421 if none). Methods other than GET and HEAD pass through to
+   the origin; a successful unsafe one invalidates the target URL (RFC 9111 §4.4).
+2. The cache key is the primary key (scheme, host, path, query) plus the zone's variant parts; if
+   the origin answered this URL with ``Vary``, the selected request fields are appended.
+3. A fresh entry is a HIT, answered synchronously in the same call: no task, no future. This is the
+   product's hot path; it builds the response head from the entry's pre-encoded header block.
+4. A stale entry is served at once while a background revalidation runs if
+   ``stale-while-revalidate`` allows (UPDATING); otherwise it is revalidated with the origin
+   (REVALIDATED on 304, EXPIRED on a new response), or served stale if the origin fails and
+   ``stale-if-error`` allows (STALE).
+5. A miss joins the in-flight fetch for that key, or starts one (see ``fetch.py``), and streams the
+   response as it arrives.
+
+Decisions a reader might look for: request ``Cache-Control`` is ignored, as CDNs do (a client
+cannot force an origin fetch); request cookies do not prevent caching (Cloudflare's behaviour),
+response ``Set-Cookie`` does unless the zone opts in; the cache key ignores the port, because a
+zone is served on one port per scheme and purge URLs should not have to name it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
+
+from edgecache.edge.fetch import Fetch, Reader
+from edgecache.edge.http1 import Connection, Request
+from edgecache.edge.origin import OriginClient, OriginError, OriginTimeout, forward_headers
+from edgecache.edge.stats import EdgeStats
+from edgecache.edge.zones import ZoneRuntime, ZoneTable
+from edgecache.httpcache.conditional import evaluate_preconditions, if_range_allows
+from edgecache.httpcache.headers import decode_head, encode_head, strip_hop_by_hop
+from edgecache.httpcache.key import primary_key, variant_suffix, vary_suffix
+from edgecache.httpcache.ranges import content_range, multipart_byteranges, parse_range, unsatisfied_range
+from edgecache.httpcache.status import CfStatus, cache_status_fwd, cache_status_hit
+from edgecache.httpcache.tags import TAG_HEADERS
+from edgecache.store.base import Tier
+from edgecache.store.entry import Entry
+
+STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
+CONDITIONAL = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since")
+UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+HIT_FOR_MISS_SECONDS = 60.0
+HIT_FOR_MISS_MAX = 10_000
+NOT_MODIFIED_FIELDS = frozenset(
+    {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
+)
+"""RFC 9110 §15.4.5: what a 304 carries."""
+
+CF_HIT = b"CF-Cache-Status: HIT\r\n"
+VARY_SEP = "\x00v:"
+"""Where the Vary-selected part of a key starts (see ``httpcache.key.vary_suffix``)."""
+
+
+class Proxy:
+    """The data-plane handler: call it with each parsed request."""
+
+    def __init__(
+        self,
+        zones: ZoneTable,
+        store: Tier,
+        origin: OriginClient,
+        stats: EdgeStats,
+        *,
+        max_object_bytes: int,
+        ledger_position: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.zones = zones
+        self.store = store
+        self.origin = origin
+        self.stats = stats
+        self._max = max_object_bytes
+        self._ledger_position = ledger_position
+        self.inflight: dict[str, Fetch] = {}
+        self._hit_for_miss: dict[str, float] = {}
+
+    # -- entry point ------------------------------------------------------------------------------
+
+    def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | None:
+        """Answer one request: synchronously on a fresh hit, else through a coroutine."""
+        headers = req.headers
+        found = self.zones.for_host(headers.get("host", ""))
+        if found is None:
+            self._plain(conn, req, 421, "No zone serves this host.\n")
+            return None
+        zone, host = found
+        method = req.method
+        if method != "GET" and method != "HEAD":
+            return self._pass(req, conn, zone, host)
+        base = primary_key("http", host, req.target, zone.key_options)
+        if zone.has_variants:
+            base += variant_suffix(headers, zone.key_options)
+        key = base
+        vary = self.store.vary(base)
+        if vary:
+            key = base + vary_suffix(vary, headers)
+        entry = self.store.get(key)
+        auth = "authorization" in headers
+        if entry is not None and (entry.auth_ok or not auth):
+            now = time.time()
+            ttl = entry.ttl(now)
+            if ttl > 0 and not entry.no_cache:
+                self._hit(req, conn, entry, now, ttl)
+                return None
+            return self._stale(req, conn, zone, host, key, entry, now)
+        return self._fill(req, conn, zone, host, key, None, coalesce=not auth)
+
+    # -- hits -------------------------------------------------------------------------------------
+
+    def _hit(self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float) -> None:
+        self.stats.hits += 1
+        status_fields = b"Cache-Status: " + cache_status_hit(ttl).encode() + b"\r\n" + CF_HIT
+        self._answer_from_entry(req, conn, entry, now, status_fields)
+
+    def _answer_from_entry(
+        self, req: Request, conn: Connection, entry: Entry, now: float, status_fields: bytes
+    ) -> None:
+        """Write a stored response, honouring the client's conditionals and Range (RFC 9110 §13, §14)."""
+        headers = req.headers
+        age = b"Age: %d\r\n" % max(0, int(entry.age(now)))
+        keep = req.keep_alive
+        conn_field = _connection_field(req)
+        body = entry.body
+        status = entry.status
+        extra = b""
+        if any(h in headers for h in CONDITIONAL):
+            verdict = evaluate_preconditions(req.method, headers, entry.etag, entry.last_modified)
+            if verdict == 304:
+                head = encode_head(
+                    [(k, v) for k, v in decode_head(entry.head) if k.lower() in NOT_MODIFIED_FIELDS]
+                )
+                conn.write(STATUS_LINES[304] + head + age + status_fields + conn_field + b"\r\n")
+                conn.finish(keep)
+                return
+            if verdict == 412:
+                self._plain(conn, req, 412, "Precondition failed.\n")
+                return
+        if "range" in headers and status == 200 and req.method == "GET":
+            if_range = headers.get("if-range")
+            if if_range is None or if_range_allows(if_range, entry.etag, entry.last_modified):
+                ranges = parse_range(headers["range"], len(body))
+                if ranges == "unsatisfiable":
+                    conn.write(
+                        STATUS_LINES[416]
+                        + b"Content-Range: "
+                        + unsatisfied_range(len(body)).encode()
+                        + b"\r\nContent-Length: 0\r\n"
+                        + age
+                        + status_fields
+                        + conn_field
+                        + b"\r\n"
+                    )
+                    conn.finish(keep)
+                    return
+                if ranges:
+                    status = 206
+                    if len(ranges) == 1:
+                        start, end = ranges[0]
+                        extra = b"Content-Range: " + content_range(start, end, len(body)).encode() + b"\r\n"
+                        body = body[start : end + 1]
+                    else:
+                        body, ctype = multipart_byteranges(
+                            body, ranges, _content_type(entry.head), len(entry.body)
+                        )
+                        head = encode_head(
+                            [(k, v) for k, v in decode_head(entry.head) if k.lower() != "content-type"]
+                        )
+                        self._write_full(
+                            conn,
+                            req,
+                            206,
+                            head,
+                            b"Content-Type: " + ctype.encode() + b"\r\n" + age + status_fields,
+                            body,
+                        )
+                        return
+        self._write_full(conn, req, status, entry.head, extra + age + status_fields, body)
+
+    def _write_full(
+        self, conn: Connection, req: Request, status: int, head: bytes, fields: bytes, body: bytes
+    ) -> None:
+        """Write a complete response with a known length."""
+        out = (
+            STATUS_LINES[status]
+            + head
+            + fields
+            + b"Content-Length: %d\r\n" % len(body)
+            + _connection_field(req)
+            + b"\r\n"
+        )
+        if req.method == "HEAD":
+            conn.write(out)
+        elif len(body) < 16384:
+            conn.write(out + body)
+        else:
+            conn.write(out)
+            conn.write(body)
+        self.stats.bytes_sent += len(out) + len(body)
+        conn.finish(req.keep_alive)
+
+    # -- stale entries ----------------------------------------------------------------------------
+
+    def _stale(
+        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, entry: Entry, now: float
+    ) -> Awaitable[None] | None:
+        staleness = -entry.ttl(now)
+        if not entry.must_revalidate and not entry.no_cache and staleness <= entry.stale_while_revalidate:
+            # RFC 5861 §3: serve stale now, refresh in the background (one refresh per key).
+            if key not in self.inflight:
+                self._start_fetch(zone, host, key, req, entry, coalesce=True)
+            self.stats.count(CfStatus.UPDATING)
+            fields = (
+                b"Cache-Status: "
+                + cache_status_hit(-staleness).encode()
+                + b'; detail="stale-while-revalidate"\r\nCF-Cache-Status: UPDATING\r\n'
+            )
+            self._answer_from_entry(req, conn, entry, now, fields)
+            return None
+        return self._fill(req, conn, zone, host, key, entry, coalesce="authorization" not in req.headers)
+
+    def _serve_stale_on_error(self, req: Request, conn: Connection, entry: Entry, why: str) -> bool:
+        """RFC 5861 §4 stale-if-error; never for must-revalidate responses (RFC 9111 §4.2.4)."""
+        now = time.time()
+        staleness = -entry.ttl(now)
+        if entry.must_revalidate or staleness > entry.stale_if_error:
+            return False
+        self.stats.count(CfStatus.STALE)
+        fields = (
+            b"Cache-Status: "
+            + cache_status_fwd("stale", ttl=-staleness, detail=why).encode()
+            + b"\r\nCF-Cache-Status: STALE\r\n"
+        )
+        self._answer_from_entry(req, conn, entry, now, fields)
+        return True
+
+    # -- fills ------------------------------------------------------------------------------------
+
+    def _start_fetch(
+        self, zone: ZoneRuntime, host: str, key: str, req: Request, stale: Entry | None, *, coalesce: bool
+    ) -> Fetch:
+        fetch = Fetch(
+            zone=zone,
+            key=key,
+            method="GET",
+            url=zone.origin + _origin_target(req.target),
+            headers=req.headers,
+            client_ip=req.client_ip,
+            stored_seq=self._ledger_position(),
+            stale=stale,
+            max_object_bytes=self._max,
+            store_entry=self._store_entry,
+            on_done=self._fetch_done,
+        )
+        if coalesce:
+            self.inflight[key] = fetch
+        self.stats.origin_fetches += 1
+        fetch.start(self.origin)
+        return fetch
+
+    def _store_entry(self, entry: Entry, vary: tuple[str, ...], request_headers: Mapping[str, str]) -> None:
+        """Store a fill under the key its Vary fields select (RFC 9111 §4.1)."""
+        base = _strip_vary(entry.key)
+        if self.store.vary(base) != (vary or None):
+            # The origin changed its Vary: variants selected by the old fields are unreachable now.
+            for key in self.store.variants(entry.primary):
+                if key == base or key.startswith(base + VARY_SEP):
+                    self.store.delete(key)
+        if vary:
+            entry.key = base + vary_suffix(vary, request_headers)
+        self.store.put(entry)
+        if vary:
+            self.store.set_vary(base, vary)
+
+    def _fetch_done(self, fetch: Fetch) -> None:
+        if fetch.latency is not None and fetch.done:
+            self.stats.observe_origin(fetch.latency)
+        if self.inflight.get(fetch.key) is fetch:
+            del self.inflight[fetch.key]
+        if fetch.done and fetch.decision is not None and not fetch.storable and fetch.error is None:
+            if len(self._hit_for_miss) >= HIT_FOR_MISS_MAX:
+                del self._hit_for_miss[next(iter(self._hit_for_miss))]
+            self._hit_for_miss[fetch.key] = time.monotonic() + HIT_FOR_MISS_SECONDS
+        if fetch.done and fetch.storable:
+            self._hit_for_miss.pop(fetch.key, None)
+
+    async def _fill(
+        self,
+        req: Request,
+        conn: Connection,
+        zone: ZoneRuntime,
+        host: str,
+        key: str,
+        stale: Entry | None,
+        *,
+        coalesce: bool,
+    ) -> None:
+        if coalesce:
+            until = self._hit_for_miss.get(key)
+            if until is not None and until > time.monotonic():
+                coalesce = False
+        fetch = self.inflight.get(key) if coalesce else None
+        collapsed = fetch is not None
+        if fetch is None:
+            fetch = self._start_fetch(zone, host, key, req, stale, coalesce=coalesce)
+        reader = fetch.join()
+        try:
+            await fetch.head_ready
+            if fetch.error is not None or (stale is not None and fetch.origin_status >= 500):
+                why = str(fetch.error) if fetch.error is not None else f"origin status {fetch.origin_status}"
+                if stale is not None and self._serve_stale_on_error(req, conn, stale, why):
+                    return
+                if fetch.error is not None:
+                    self._origin_failure(req, conn, fetch.error)
+                    return
+            if collapsed and not fetch.storable:
+                fetch.leave(reader)
+                await self._fill(req, conn, zone, host, key, stale, coalesce=False)
+                return
+            vary = fetch.decision.vary if fetch.decision is not None else ()
+            if (
+                collapsed
+                and vary
+                and vary_suffix(vary, req.headers) != vary_suffix(vary, fetch.request_headers)
+            ):
+                # Joined before the origin said Vary: this client selects another variant.
+                fetch.leave(reader)
+                await self._fill(
+                    req,
+                    conn,
+                    zone,
+                    host,
+                    _strip_vary(key) + vary_suffix(vary, req.headers),
+                    stale,
+                    coalesce=True,
+                )
+                return
+            await self._stream(req, conn, fetch, reader, stale, collapsed)
+        finally:
+            fetch.leave(reader)
+
+    async def _stream(
+        self,
+        req: Request,
+        conn: Connection,
+        fetch: Fetch,
+        reader: Reader,
+        stale: Entry | None,
+        collapsed: bool,
+    ) -> None:
+        if stale is None:
+            cf = CfStatus.MISS if fetch.storable else CfStatus.BYPASS
+            fwd = "uri-miss" if fetch.storable else "bypass"
+        else:
+            cf = CfStatus.REVALIDATED if fetch.revalidated else CfStatus.EXPIRED
+            fwd = "stale"
+        self.stats.count(cf)
+        detail = None if fetch.storable or fetch.decision is None else fetch.decision.reason or None
+        cache_status = cache_status_fwd(
+            fwd,
+            fwd_status=fetch.origin_status,
+            stored=fetch.storable,
+            collapsed=collapsed,
+            detail=detail,
+        )
+        fields = b"Cache-Status: " + cache_status.encode() + b"\r\nCF-Cache-Status: " + cf.encode() + b"\r\n"
+        if fetch.initial_age >= 1:
+            fields += b"Age: %d\r\n" % int(fetch.initial_age)
+        if any(h in req.headers for h in CONDITIONAL) and fetch.status == 200:
+            etag = _field(fetch.client_headers, "etag")
+            last_modified = _field(fetch.client_headers, "last-modified")
+            if evaluate_preconditions(req.method, req.headers, etag, last_modified) == 304:
+                head = encode_head(
+                    [(k, v) for k, v in fetch.client_headers if k.lower() in NOT_MODIFIED_FIELDS]
+                )
+                conn.write(STATUS_LINES[304] + head + fields + _connection_field(req) + b"\r\n")
+                conn.finish(req.keep_alive)
+                return
+        await self._relay(
+            req, conn, fetch.status, fetch.head_bytes, fields, fetch.content_length, fetch, reader
+        )
+
+    async def _relay(
+        self,
+        req: Request,
+        conn: Connection,
+        status: int,
+        head: bytes,
+        fields: bytes,
+        length: int | None,
+        fetch: Fetch,
+        reader: Reader,
+    ) -> None:
+        """Stream a fetch's body to one client, framed by Content-Length, chunked, or close."""
+        keep = req.keep_alive
+        bodyless = req.method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        chunked = False
+        if length is not None:
+            fields += b"Content-Length: %d\r\n" % length
+        elif bodyless:
+            pass
+        elif req.http_version == "1.1":
+            chunked = True
+            fields += b"Transfer-Encoding: chunked\r\n"
+        else:
+            keep = False
+        line = STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+        conn.write(
+            line + head + fields + (_connection_field(req) if keep else b"Connection: close\r\n") + b"\r\n"
+        )
+        if bodyless:
+            conn.finish(keep)
+            return
+        sent = 0
+        while True:
+            chunks = fetch.available(reader)
+            if chunks:
+                for chunk in chunks:
+                    sent += len(chunk)
+                    conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                await conn.drain()
+                if conn.closed:
+                    return
+                continue
+            if fetch.done:
+                break
+            await fetch.wait()
+        self.stats.bytes_sent += sent
+        if fetch.error is not None or (length is not None and sent != length):
+            conn.abort()
+            return
+        if chunked:
+            conn.write(b"0\r\n\r\n")
+        conn.finish(keep)
+
+    def _origin_failure(self, req: Request, conn: Connection, error: OriginError) -> None:
+        if isinstance(error, OriginTimeout):
+            self._plain(conn, req, 504, "The origin did not answer in time.\n")
+        else:
+            self._plain(conn, req, 502, "The origin could not be reached.\n")
+
+    # -- pass-through -----------------------------------------------------------------------------
+
+    async def _pass(self, req: Request, conn: Connection, zone: ZoneRuntime, host: str) -> None:
+        """Methods the cache does not store: forwarded, streamed back, never stored (DYNAMIC)."""
+        self.stats.count(CfStatus.DYNAMIC)
+        try:
+            resp = await self.origin.request(
+                req.method,
+                zone.origin + _origin_target(req.target),
+                forward_headers(req.headers, req.client_ip),
+                req.body,
+            )
+        except OriginError as exc:
+            self._origin_failure(req, conn, exc)
+            return
+        if req.method in UNSAFE and 200 <= resp.status < 400:
+            self._invalidate_after_unsafe(zone, host, req, resp.headers)
+        headers = [
+            (k, v)
+            for k, v in strip_hop_by_hop(resp.headers)
+            if k.lower() not in TAG_HEADERS and k.lower() != "content-length"
+        ]
+        fields = (
+            b"Cache-Status: "
+            + cache_status_fwd("method", fwd_status=resp.status).encode()
+            + b"\r\nCF-Cache-Status: DYNAMIC\r\n"
+        )
+        keep = req.keep_alive
+        bodyless = req.method == "HEAD" or resp.status in (204, 304) or resp.status < 200
+        length = resp.content_length
+        chunked = False
+        if length is not None:
+            fields += b"Content-Length: %d\r\n" % length
+        elif not bodyless:
+            if req.http_version == "1.1":
+                chunked = True
+                fields += b"Transfer-Encoding: chunked\r\n"
+            else:
+                keep = False
+        line = STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
+        conn.write(
+            line
+            + encode_head(headers)
+            + fields
+            + (_connection_field(req) if keep else b"Connection: close\r\n")
+            + b"\r\n"
+        )
+        if bodyless:
+            resp.close()
+            conn.finish(keep)
+            return
+        try:
+            async for chunk in resp.chunks():
+                conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                await conn.drain()
+                if conn.closed:
+                    resp.close()
+                    return
+        except OriginError:
+            conn.abort()
+            return
+        if chunked:
+            conn.write(b"0\r\n\r\n")
+        conn.finish(keep)
+
+    def _invalidate_after_unsafe(
+        self, zone: ZoneRuntime, host: str, req: Request, response_headers: list[tuple[str, str]]
+    ) -> None:
+        """RFC 9111 §4.4: a successful unsafe request invalidates the target URI, and the
+        Location / Content-Location URIs when they are on the same host."""
+        targets = [req.target]
+        for k, v in response_headers:
+            name = k.lower()
+            if name in ("location", "content-location"):
+                if v.startswith("/"):
+                    targets.append(v)
+                elif "://" in v and v.split("://", 1)[1].split("/", 1)[0].lower() == host:
+                    targets.append(
+                        "/" + v.split("://", 1)[1].split("/", 1)[1] if "/" in v.split("://", 1)[1] else "/"
+                    )
+        for target in targets:
+            removed = self.store.delete_primary(primary_key("http", host, target, zone.key_options))
+            self.stats.invalidated_by_unsafe += removed
+
+    # -- small answers ----------------------------------------------------------------------------
+
+    def _plain(self, conn: Connection, req: Request, status: int, text: str) -> None:
+        body = text.encode()
+        conn.write(
+            STATUS_LINES[status]
+            + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body)
+            + b"Cache-Status: edgecache; fwd=request\r\n"
+            + _connection_field(req)
+            + b"\r\n"
+            + (b"" if req.method == "HEAD" else body)
+        )
+        conn.finish(req.keep_alive)
+
+
+def _connection_field(req: Request) -> bytes:
+    if not req.keep_alive:
+        return b"Connection: close\r\n"
+    if req.http_version == "1.0":
+        return b"Connection: keep-alive\r\n"
+    return b""
+
+
+def _origin_target(target: str) -> str:
+    """The path and query to request from the origin (absolute-form is reduced to origin-form)."""
+    if target.startswith("/"):
+        return target
+    rest = target.split("://", 1)[-1]
+    i = rest.find("/")
+    return rest[i:] if i >= 0 else "/"
+
+
+def _strip_vary(key: str) -> str:
+    i = key.find(VARY_SEP)
+    return key if i < 0 else key[:i]
+
+
+def _content_type(head: bytes) -> str | None:
+    return _field(decode_head(head), "content-type")
+
+
+def _field(headers: list[tuple[str, str]], name: str) -> str | None:
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None

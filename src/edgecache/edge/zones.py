@@ -1,0 +1,68 @@
+"""Zones as the data plane sees them: hostname → zone, with everything precomputed for the hot path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgecache.config import Zone
+from edgecache.httpcache.key import KeyOptions
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRuntime:
+    """A configured zone plus what each request would otherwise recompute."""
+
+    config: Zone
+    key_options: KeyOptions
+    has_variants: bool
+    origin: str
+
+
+def key_options(zone: Zone) -> KeyOptions:
+    """The zone's cache-key options in the pure core's terms."""
+    ck = zone.cache_key
+    return KeyOptions(
+        query=ck.query,
+        device_type=ck.device_type,
+        country=ck.country,
+        country_header=ck.country_header,
+        language=ck.language,
+        origin=ck.origin,
+        extra_headers=ck.extra_headers,
+    )
+
+
+class ZoneTable:
+    """Hostname (lower-case, no port) → zone."""
+
+    def __init__(self, zones: tuple[Zone, ...]) -> None:
+        self.by_id: dict[str, ZoneRuntime] = {}
+        self._by_host: dict[str, ZoneRuntime] = {}
+        for zone in zones:
+            opts = key_options(zone)
+            rt = ZoneRuntime(
+                config=zone,
+                key_options=opts,
+                has_variants=bool(
+                    opts.device_type or opts.country or opts.language or opts.origin or opts.extra_headers
+                ),
+                origin=zone.origin,
+            )
+            self.by_id[zone.id] = rt
+            for host in zone.hostnames:
+                self._by_host[host] = rt
+
+    def for_host(self, host_header: str) -> tuple[ZoneRuntime, str] | None:
+        """The zone serving a Host header value, and the host as the cache key names it
+        (lower-case, without port or trailing dot)."""
+        rt = self._by_host.get(host_header)
+        if rt is not None:
+            return rt, host_header
+        host = host_header.lower()
+        if host.startswith("["):
+            host = host[: host.find("]") + 1]
+        elif ":" in host:
+            host = host.rsplit(":", 1)[0]
+        host = host.rstrip(".")
+        rt = self._by_host.get(host)
+        return None if rt is None else (rt, host)

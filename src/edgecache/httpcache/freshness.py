@@ -1,0 +1,278 @@
+"""Whether a shared cache may store a response, for how long it is fresh, and how old it already is.
+
+Rules of this module:
+- We are a shared cache (RFC 9111 §3) and a CDN (RFC 9213): CDN-Cache-Control, when present, valid and
+  non-empty, replaces Cache-Control *and* Expires entirely for this response (RFC 9213 §2.2); the
+  directives below (no-store, private, no-cache, max-age, stale-*) are then read from it.
+- Only GET responses are stored; HEAD is answered from a stored GET, never stored itself.
+- Only complete responses are stored: never 1xx, 206 or 304.
+- A stored response must be usable: one with zero freshness, no validator and no permission to be served
+  stale ("no-freshness"), or one marked no-cache that has no validator ("no-validator"), would cost a
+  write and then be refetched in full on every use, so it is not stored.
+- Times are POSIX seconds (floats) passed in by the caller; nothing here reads the clock.
+- HTTP dates are parsed leniently (the three RFC 9110 §5.6.7 forms, via a fast path for IMF-fixdate);
+  an unparseable date is None, never an exception.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from edgecache.httpcache.cachecontrol import (
+    DELTA_MAX,
+    CacheControl,
+    parse_cache_control,
+    parse_cdn_cache_control,
+)
+
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+"""Status codes that are heuristically cacheable by default (RFC 9110 §15.1)."""
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {name: i + 1 for i, name in enumerate(_MONTH_NAMES)}
+_MAX_DATE_LEN = 64
+"""Longer than any HTTP-date form; longer values are rejected before parsing or caching."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageDecision:
+    """The outcome of :func:`decide_storage`: whether to store, and the policy to store with."""
+
+    storable: bool
+    reason: str
+    """A short token saying why the response is not storable; "" when it is."""
+    freshness_lifetime: float
+    stale_while_revalidate: float
+    stale_if_error: float
+    must_revalidate: bool
+    """must-revalidate, proxy-revalidate or s-maxage: never served stale (RFC 9111 §4.2.4, §5.2.2.10)."""
+    no_cache: bool
+    """Stored, but validated with the origin before every use (RFC 9111 §5.2.2.4)."""
+    auth_ok: bool
+    """May be reused for requests carrying Authorization (RFC 9111 §3.5)."""
+    vary: tuple[str, ...]
+    """Lower-cased field names from Vary, deduplicated and sorted."""
+
+
+def _refuse(reason: str) -> StorageDecision:
+    return StorageDecision(False, reason, 0.0, 0.0, 0.0, False, False, False, ())
+
+
+def decide_storage(
+    *,
+    method: str,
+    status: int,
+    request_headers: Mapping[str, str],
+    response_headers: Sequence[tuple[str, str]],
+    now: float,
+    response_time: float,
+    cache_set_cookie: bool = False,
+    heuristic_fraction: float = 0.1,
+    heuristic_max: float = 86400.0,
+) -> StorageDecision:
+    """Decide whether a shared cache may store a response, and compute its freshness policy.
+
+    RFC 9111 §3 (storing responses), §3.5 (Authorization), §4.1 (Vary: * never matches), §4.2.1
+    (freshness lifetime: s-maxage, max-age, Expires - Date), §4.2.2 (heuristic freshness, only for the
+    heuristically cacheable statuses of RFC 9110 §15.1 or with ``public``), RFC 9213 (CDN-Cache-Control
+    takes precedence), RFC 5861 (stale-while-revalidate, stale-if-error).
+
+    ``now`` is when the decision is made: an Expires at or before it gives a lifetime of 0. A missing or
+    invalid Date counts as ``response_time``. ``Set-Cookie`` prevents storage unless ``cache_set_cookie``.
+    """
+    if method != "GET":
+        return _refuse("method")
+    if status < 200 or status == 206 or status == 304:
+        return _refuse("status")
+
+    cc_lines: list[str] = []
+    cdn_lines: list[str] = []
+    expires = date = last_modified = etag = None
+    vary_lines: list[str] = []
+    set_cookie = False
+    for name, value in response_headers:
+        n = name.lower()
+        if n == "cache-control":
+            cc_lines.append(value)
+        elif n == "cdn-cache-control":
+            cdn_lines.append(value)
+        elif n == "expires":
+            # RFC 9111 §4.2.1: with several values, the first is used.
+            expires = value if expires is None else expires
+        elif n == "date":
+            date = value if date is None else date
+        elif n == "last-modified":
+            last_modified = value if last_modified is None else last_modified
+        elif n == "etag":
+            etag = value
+        elif n == "vary":
+            vary_lines.append(value)
+        elif n == "set-cookie":
+            set_cookie = True
+
+    cdn = parse_cdn_cache_control(", ".join(cdn_lines)) if cdn_lines else None
+    cc: CacheControl = cdn if cdn is not None else parse_cache_control(cc_lines)
+
+    if cc.no_store:
+        return _refuse("no-store")
+    if cc.private:
+        return _refuse("private")
+    auth_ok = cc.public or cc.s_maxage is not None or cc.must_revalidate
+    if "authorization" in request_headers and not auth_ok:
+        return _refuse("authorization")
+    if set_cookie and not cache_set_cookie:
+        return _refuse("set-cookie")
+    vary = _vary_names(vary_lines)
+    if "*" in vary:
+        return _refuse("vary-star")
+
+    date_value = parse_http_date(date) if date is not None else None
+    if date_value is None:
+        date_value = response_time
+    lm_value = parse_http_date(last_modified) if last_modified is not None else None
+
+    lifetime: float
+    if cc.s_maxage is not None:
+        lifetime = cc.s_maxage
+    elif cc.max_age is not None:
+        lifetime = cc.max_age
+    elif expires is not None and cdn is None:
+        lifetime = _expires_lifetime(expires, date_value, now)
+    elif status in HEURISTIC_STATUSES or cc.public:
+        lifetime = heuristic_lifetime(date_value, lm_value, heuristic_fraction, heuristic_max)
+    else:
+        return _refuse("status")
+
+    has_validator = etag is not None or lm_value is not None
+    must_revalidate = cc.must_revalidate or cc.proxy_revalidate or cc.s_maxage is not None
+    if cc.no_cache and not has_validator:
+        return _refuse("no-validator")
+    swr = float(cc.stale_while_revalidate or 0)
+    sie = float(cc.stale_if_error or 0)
+    may_serve_stale = not must_revalidate and not cc.no_cache and (swr > 0 or sie > 0)
+    if lifetime <= 0 and not has_validator and not may_serve_stale:
+        return _refuse("no-freshness")
+    return StorageDecision(
+        storable=True,
+        reason="",
+        freshness_lifetime=float(lifetime),
+        stale_while_revalidate=swr,
+        stale_if_error=sie,
+        must_revalidate=must_revalidate,
+        no_cache=cc.no_cache,
+        auth_ok=auth_ok,
+        vary=vary,
+    )
+
+
+def _vary_names(lines: list[str]) -> tuple[str, ...]:
+    """Vary field names (RFC 9110 §12.5.5), lower-cased, deduplicated and sorted."""
+    if not lines:
+        return ()
+    names = {part.strip().lower() for line in lines for part in line.split(",")}
+    names.discard("")
+    return tuple(sorted(names))
+
+
+def _expires_lifetime(expires: str, date_value: float, now: float) -> float:
+    """Expires - Date (RFC 9111 §4.2.1); an invalid Expires, or one already past, means stale (§5.3)."""
+    value = parse_http_date(expires)
+    if value is None or value <= now:
+        return 0.0
+    return min(max(0.0, value - date_value), float(DELTA_MAX))
+
+
+def heuristic_lifetime(
+    date_value: float, last_modified: float | None, fraction: float, maximum: float
+) -> float:
+    """A fraction of the time since Last-Modified, capped (RFC 9111 §4.2.2); 0 without Last-Modified."""
+    if last_modified is None:
+        return 0.0
+    return min(max(0.0, (date_value - last_modified) * fraction), maximum)
+
+
+def initial_age(
+    *, age_header: str | None, date_header: str | None, request_time: float, response_time: float
+) -> float:
+    """corrected_initial_age of RFC 9111 §4.2.3, computed once when the response is received.
+
+    The Age value is the first member if the field was repeated; an invalid Age counts as 0 and an
+    invalid or missing Date gives no apparent age.
+    """
+    age_value = 0
+    if age_header:
+        first = age_header.split(",", 1)[0].strip()
+        if first.isascii() and first.isdigit():
+            age_value = DELTA_MAX if len(first) > 10 else min(int(first), DELTA_MAX)
+    date_value = parse_http_date(date_header) if date_header else None
+    apparent_age = max(0.0, response_time - date_value) if date_value is not None else 0.0
+    response_delay = max(0.0, response_time - request_time)
+    return max(apparent_age, age_value + response_delay)
+
+
+def parse_http_date(value: str) -> float | None:
+    """Parse an HTTP-date (RFC 9110 §5.6.7) to POSIX seconds; None when it is not one.
+
+    IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``) takes a fast path; the obsolete RFC 850
+    (``Sunday, 06-Nov-94 08:49:37 GMT``) and asctime (``Sun Nov  6 08:49:37 1994``) forms go through
+    ``email.utils``, whose two-digit-year window approximates the RFC's 50-year rule. Numeric zones other
+    than GMT are honoured rather than rejected, as §5.6.7 asks recipients to be robust. Results are
+    memoised: validators and If-Modified-Since values repeat on every hit.
+    """
+    value = value.strip()
+    if len(value) > _MAX_DATE_LEN:
+        return None
+    return _parse_date(value)
+
+
+@lru_cache(maxsize=1024)
+def _parse_date(value: str) -> float | None:
+    if len(value) == 29 and value[3:5] == ", " and value[25:] == " GMT" and _fixdate_separators(value):
+        month = _MONTHS.get(value[8:11])
+        digits = value[5:7] + value[12:16] + value[17:19] + value[20:22] + value[23:25]
+        if month is None or not (digits.isascii() and digits.isdigit()):
+            return None
+        return _timestamp(
+            int(value[12:16]), month, int(value[5:7]), int(value[17:19]), int(value[20:22]), int(value[23:25])
+        )
+    parts = email.utils.parsedate_tz(value)
+    if parts is None:
+        return None
+    ts = _timestamp(parts[0], parts[1], parts[2], parts[3], parts[4], parts[5])
+    return None if ts is None else ts - (parts[9] or 0)
+
+
+def _fixdate_separators(value: str) -> bool:
+    return value[7] == value[11] == value[16] == " " and value[19] == value[22] == ":"
+
+
+def _timestamp(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float | None:
+    """POSIX seconds for a UTC calendar time, None if it does not exist (leap second 60 allowed)."""
+    if not (hour < 24 and minute < 60 and second <= 60):
+        return None
+    try:
+        midnight = datetime(year, month, day, tzinfo=UTC).timestamp()
+    except (ValueError, OverflowError):
+        return None
+    return midnight + hour * 3600 + minute * 60 + second
+
+
+def format_http_date(ts: float) -> str:
+    """Format POSIX seconds as an IMF-fixdate (RFC 9110 §5.6.7), the only form a sender may generate."""
+    return _format_second(int(ts // 1))
+
+
+@lru_cache(maxsize=8)
+def _format_second(second: int) -> str:
+    # A server formats the current second over and over: a tiny memo turns that into a lookup.
+    t = time.gmtime(second)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTH_NAMES[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )

@@ -1,0 +1,51 @@
+"""Surrogate keys (cache tags): the names a response is filed under for purge-by-tag.
+
+Rules of this module:
+- Four response fields carry tags: Cache-Tag and Edge-Cache-Tag (comma-separated), Surrogate-Key
+  (space-separated) and xkey (space- or comma-separated).
+- Tags are trimmed and lower-cased on both sides (store and purge), so purging ``Blog`` hits ``blog``.
+- Limits follow Cloudflare: a tag longer than 1024 characters is dropped; once the tags kept so far
+  would exceed 16 KiB in aggregate (UTF-8 bytes plus one separator each), later tags are not added.
+  Duplicates are removed, keeping first-seen order across all fields; they count once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+TAG_HEADERS = frozenset({"cache-tag", "surrogate-key", "xkey", "edge-cache-tag"})
+MAX_TAG_LENGTH = 1024
+MAX_AGGREGATE_BYTES = 16 * 1024
+
+
+def normalise_tag(tag: str) -> str:
+    """The canonical form of a tag, as stored and as matched by a purge."""
+    return tag.strip().lower()
+
+
+def _split(name: str, value: str) -> list[str]:
+    if name == "surrogate-key":
+        return value.split()
+    if name == "xkey":
+        return value.replace(",", " ").split()
+    return value.split(",")
+
+
+def parse_tags(response_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The normalised tags of a response, in first-seen order, within the length limits."""
+    kept: dict[str, None] = {}
+    total = 0
+    for name, value in response_headers:
+        n = name.lower()
+        if n not in TAG_HEADERS:
+            continue
+        for raw in _split(n, value):
+            tag = raw.strip().lower()
+            if not tag or tag in kept or len(tag) > MAX_TAG_LENGTH:
+                continue
+            cost = (len(tag) if tag.isascii() else len(tag.encode())) + 1
+            if total + cost > MAX_AGGREGATE_BYTES:
+                return tuple(kept)
+            total += cost
+            kept[tag] = None
+    return tuple(kept)

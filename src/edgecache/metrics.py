@@ -1,0 +1,70 @@
+"""Prometheus exposition of every component's counters, read at scrape time.
+
+Components keep plain counters (see ``edge/stats.py``); this collector turns them into metric
+families when ``/metrics`` is scraped, so nothing on the hot path touches prometheus_client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from edgecache.edge.stats import ORIGIN_BUCKETS, EdgeStats
+from edgecache.store.base import Tier
+
+
+class EdgeCollector(Collector):
+    """Data-plane and memory-tier metrics of one node."""
+
+    def __init__(self, stats: EdgeStats, store: Tier) -> None:
+        self._stats = stats
+        self._store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        """Yield the current values (called by the registry on each scrape)."""
+        s = self._stats
+        responses = CounterMetricFamily(
+            "edgecache_responses", "Answers by CF-Cache-Status", labels=["cache_status"]
+        )
+        for status, n in s.responses().items():
+            responses.add_metric([status], n)
+        yield responses
+        yield CounterMetricFamily("edgecache_hits", "Fresh cache hits", value=s.hits)
+        misses = sum(n for st, n in s.responses().items() if st in ("MISS", "EXPIRED", "REVALIDATED"))
+        yield CounterMetricFamily("edgecache_misses", "Answers that needed the origin", value=misses)
+        yield CounterMetricFamily(
+            "edgecache_sent_bytes", "Response bytes written to clients", value=s.bytes_sent
+        )
+        yield CounterMetricFamily(
+            "edgecache_origin_fetches", "Requests sent to origins", value=s.origin_fetches
+        )
+        yield CounterMetricFamily(
+            "edgecache_unsafe_invalidations",
+            "Entries removed by successful unsafe requests",
+            value=s.invalidated_by_unsafe,
+        )
+        cumulative: list[tuple[str, float]] = []
+        total = 0
+        for bound, n in zip(ORIGIN_BUCKETS, s.origin_buckets, strict=True):
+            total += n
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        yield HistogramMetricFamily(
+            "edgecache_origin_latency_seconds",
+            "Time to the origin's response head",
+            buckets=cumulative,
+            sum_value=s.origin_sum,
+        )
+        yield GaugeMetricFamily(
+            "edgecache_stored_entries", "Entries in the memory tier", value=len(self._store)
+        )
+        yield GaugeMetricFamily(
+            "edgecache_stored_bytes", "Bytes charged in the memory tier", value=self._store.bytes_used
+        )
+        yield GaugeMetricFamily(
+            "edgecache_storage_budget_bytes", "Memory tier budget", value=self._store.budget
+        )
+        yield CounterMetricFamily(
+            "edgecache_evictions", "Entries evicted for space", value=self._store.evictions
+        )

@@ -1,0 +1,84 @@
+"""The interface of a cache tier.
+
+Rules of this module:
+- A tier maps keys to entries within a byte budget: ``bytes_used`` is the sum of ``Entry.size`` over
+  the stored entries and never exceeds ``budget`` once a call returns. ``put`` evicts as needed; an
+  entry larger than the whole budget is not stored, and the entry it would have replaced is dropped
+  (the origin has sent something newer, the old response must not be served).
+- Keys: a primary key (scheme, host, path, query) optionally followed by variant parts, each
+  starting with ``VARIANT_SEP``. A *base key* is a primary key plus the variant parts the cache key
+  options add (device type, country, ...); the response's Vary adds further parts after it. An entry
+  is *under* a base key when its key equals it or continues it with ``VARIANT_SEP``.
+- ``get`` is the hit path and informs the eviction policy; ``peek`` never does, so administrative
+  reads (purge, debug, revalidation) do not keep an entry alive.
+- The Vary field names of a base key are remembered only while an entry is stored under it: call
+  ``set_vary`` after the ``put`` that stores the variant (it is ignored when nothing is under the base
+  key), and the names go with the last entry under that base key, whatever removed it.
+- A stored entry's key, head and body do not change while it is stored (its size is charged once);
+  other fields (``stale_since`` for a soft purge) may be changed in place through ``peek``.
+- Iteration is over a snapshot, so a caller may delete while iterating.
+- The purge engine's selectors (tag, host, URL prefix) are added here as further methods; tiers keep
+  the indexes they need, so callers of the methods below do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from edgecache.store.entry import Entry
+
+
+class Tier(Protocol):
+    """A store of entries with a byte budget and an eviction policy."""
+
+    @property
+    def budget(self) -> int:
+        """Bytes this tier may hold (sum of ``Entry.size``)."""
+        ...
+
+    @property
+    def bytes_used(self) -> int:
+        """Bytes currently held (sum of ``Entry.size``)."""
+        ...
+
+    @property
+    def evictions(self) -> int:
+        """Entries removed by the eviction policy to make room (not deletes or replacements)."""
+        ...
+
+    def get(self, key: str) -> Entry | None:
+        """The entry under ``key``, marked as used for the eviction policy."""
+        ...
+
+    def peek(self, key: str) -> Entry | None:
+        """The entry under ``key``, without telling the eviction policy."""
+        ...
+
+    def put(self, entry: Entry) -> None:
+        """Store ``entry`` under ``entry.key``, replacing any entry with that key."""
+        ...
+
+    def delete(self, key: str) -> Entry | None:
+        """Remove and return the entry under ``key``."""
+        ...
+
+    def delete_primary(self, primary: str) -> int:
+        """Remove every variant of one URL; return how many entries went."""
+        ...
+
+    def variants(self, primary: str) -> list[str]:
+        """Keys of the stored entries whose primary key is ``primary``."""
+        ...
+
+    def vary(self, base_key: str) -> tuple[str, ...] | None:
+        """The Vary field names learned for ``base_key``, or None when unknown."""
+        ...
+
+    def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
+        """Remember the Vary field names for ``base_key`` while an entry is stored under it."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Entry]: ...

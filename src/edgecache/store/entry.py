@@ -1,0 +1,80 @@
+"""The stored object: one response, as the cache keeps it.
+
+Rules of this module:
+- An entry is what a tier stores and what invalidation reasons about. It keeps everything a purge
+  selector needs (zone, key, tags, the ledger position when its origin fetch started) and everything
+  the cache policy needs to answer without re-parsing (times, freshness, validators).
+- The response head is kept as one pre-encoded block of header lines, not a list of tuples: it is
+  what the hit path writes, and it is several times smaller in memory than a list of str pairs.
+- The key encodes scheme, host, path and query, then the variant parts after a NUL byte; the primary
+  key (all variants of one URL) is the part before the first NUL. Host and path are derived from the
+  key rather than stored twice (see ``edgecache.httpcache.key``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+VARIANT_SEP = "\x00"
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One cached response (one variant of one URL)."""
+
+    zone: str
+    key: str
+    status: int
+    head: bytes
+    """Header lines (``Name: value\\r\\n`` each) to send on a hit, without Age, Date-independent
+    cache status headers, Content-Length or hop-by-hop headers."""
+    body: bytes
+    tags: tuple[str, ...]
+    stored_seq: int
+    """Purge-ledger position when the origin fetch that produced this entry started."""
+    request_time: float
+    response_time: float
+    initial_age: float
+    """corrected_initial_age of RFC 9111 §4.2.3, computed once at store time."""
+    freshness_lifetime: float
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    must_revalidate: bool = False
+    """must-revalidate, proxy-revalidate, or s-maxage present: never served stale (RFC 9111 §4.2.4)."""
+    no_cache: bool = False
+    """Stored but must be validated before every use (RFC 9111 §5.2.2.4)."""
+    auth_ok: bool = False
+    """May answer requests that carry Authorization (RFC 9111 §3.5)."""
+    etag: str | None = None
+    last_modified: str | None = None
+    stale_since: float | None = None
+    """Set by a soft purge: from this instant the entry is stale whatever its freshness said."""
+    visited: bool = field(default=False)
+    """Eviction-policy bit (SIEVE), owned by the memory tier."""
+
+    @property
+    def primary(self) -> str:
+        """The URL-level key shared by every variant of this URL."""
+        i = self.key.find(VARIANT_SEP)
+        return self.key if i < 0 else self.key[:i]
+
+    @property
+    def size(self) -> int:
+        """Bytes this entry is charged for against the tier's budget."""
+        return len(self.body) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
+
+    def age(self, now: float) -> float:
+        """current_age of RFC 9111 §4.2.3."""
+        return self.initial_age + (now - self.response_time)
+
+    def ttl(self, now: float) -> float:
+        """Seconds of freshness left (negative once stale); a soft purge makes it stale at once."""
+        if self.stale_since is not None and now >= self.stale_since:
+            return min(self.freshness_lifetime - self.age(now), self.stale_since - now)
+        return self.freshness_lifetime - self.age(now)
+
+
+ENTRY_OVERHEAD = 512
+"""Approximate fixed bytes of bookkeeping per entry (object, dict slot, indexes, tags), charged so
+that a byte budget filled with tiny objects still bounds memory (measured: ~475 B beyond body, head
+and key; see docs/decisions/0002-memory-tier-eviction.md)."""

@@ -1,0 +1,174 @@
+"""Shared fixtures: a scripted origin and a real edgecache node, both on 127.0.0.1 with free ports.
+
+The node and the origin run on their own event loop in a background thread; tests talk to them
+over real sockets with blocking clients, as a user's curl would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import threading
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+
+from edgecache.app import Node
+from edgecache.config import CacheKeyOptions, Config, Limits, Listener, Zone
+
+T = TypeVar("T")
+
+ZONE_ID = "0123456789abcdef0123456789abcdef"
+VARIANT_ZONE_ID = "fedcba9876543210fedcba9876543210"
+
+
+@dataclass
+class Route:
+    """What the scripted origin answers for one path."""
+
+    body: bytes = b"hello"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=lambda: {"Cache-Control": "public, max-age=60"})
+    delay: float = 0.0
+    chunks: int = 1
+    chunk_delay: float = 0.0
+    chunked: bool = False
+    honour_inm: bool = True
+    """Answer 304 when If-None-Match equals our ETag."""
+
+
+class ScriptedOrigin:
+    """An origin whose answers tests set per path, counting what it receives."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.hits: Counter[str] = Counter()
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body_in = await request.read()
+        self.hits[request.path_qs] += 1
+        self.requests.append((request.method, request.path_qs, dict(request.headers), body_in))
+        route = self.routes.get(request.path_qs) or self.routes.get(request.path)
+        if route is None:
+            return web.Response(status=404, text="not found", headers={"Cache-Control": "no-store"})
+        if route.delay:
+            await asyncio.sleep(route.delay)
+        etag = route.headers.get("ETag")
+        if route.honour_inm and etag and request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=route.headers)
+        headers = dict(route.headers)
+        if not route.chunked:
+            headers["Content-Length"] = str(len(route.body))
+        resp = web.StreamResponse(status=route.status, headers=headers)
+        if route.chunked:
+            resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
+        n = max(1, route.chunks)
+        step = max(1, -(-len(route.body) // n))
+        for i in range(0, len(route.body), step):
+            await resp.write(route.body[i : i + step])
+            if route.chunk_delay:
+                await asyncio.sleep(route.chunk_delay)
+        await resp.write_eof()
+        return resp
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class Stack:
+    """A running origin + node, driven from the test thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.origin = ScriptedOrigin()
+        self.run(self.origin.start())
+        origin_url = f"http://127.0.0.1:{self.origin.port}"
+        config = Config(
+            data=Listener(port=0),
+            control=Listener(port=0),
+            zones=(
+                Zone(
+                    id=ZONE_ID,
+                    name="test.example",
+                    hostnames=("test.example", "127.0.0.1"),
+                    origin=origin_url,
+                ),
+                Zone(
+                    id=VARIANT_ZONE_ID,
+                    name="variants.example",
+                    hostnames=("variants.example",),
+                    origin=origin_url,
+                    cache_key=CacheKeyOptions(device_type=True, country=True, language=True),
+                ),
+            ),
+            limits=Limits(origin_read_timeout=2.0),
+        )
+        self.node = Node(config)
+        self.run(self.node.start())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run a plain function on the node's loop (the store is not thread-safe)."""
+
+        async def wrap() -> T:
+            return fn()
+
+        return self.run(wrap())
+
+    def request(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        host: str = "test.example",
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.node.data_port, timeout=20)
+        try:
+            hdrs = {"Host": host, **(headers or {})}
+            conn.request(method, path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.run(self.node.stop())
+        self.run(self.origin.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    s = Stack()
+    try:
+        yield s
+    finally:
+        s.close()

@@ -1,0 +1,253 @@
+"""Storage decisions, freshness lifetime, age and HTTP dates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgecache.httpcache.freshness import (
+    StorageDecision,
+    decide_storage,
+    format_http_date,
+    initial_age,
+    parse_http_date,
+)
+
+T = 1_700_000_000.0
+DATE = format_http_date(T)
+
+
+def decide(
+    *headers: tuple[str, str],
+    status: int = 200,
+    method: str = "GET",
+    request: Mapping[str, str] | None = None,
+    cache_set_cookie: bool = False,
+) -> StorageDecision:
+    return decide_storage(
+        method=method,
+        status=status,
+        request_headers=request or {},
+        response_headers=[("Date", DATE), *headers],
+        now=T,
+        response_time=T,
+        cache_set_cookie=cache_set_cookie,
+    )
+
+
+def test_max_age_gives_the_lifetime() -> None:
+    d = decide(("Cache-Control", "max-age=300"))
+    assert d.storable and d.reason == "" and d.freshness_lifetime == 300
+    assert not d.must_revalidate and not d.no_cache and not d.auth_ok and d.vary == ()
+
+
+def test_s_maxage_beats_max_age_and_implies_revalidation_and_auth_reuse() -> None:
+    d = decide(("cache-control", "max-age=10, s-maxage=600"))
+    assert d.freshness_lifetime == 600 and d.must_revalidate and d.auth_ok
+
+
+def test_expires_minus_date() -> None:
+    d = decide(("Expires", format_http_date(T + 120)))
+    assert d.storable and d.freshness_lifetime == 120
+
+
+def test_expires_without_date_uses_response_time() -> None:
+    d = decide_storage(
+        method="GET",
+        status=200,
+        request_headers={},
+        response_headers=[("Expires", format_http_date(T + 50))],
+        now=T,
+        response_time=T,
+    )
+    assert d.freshness_lifetime == 50
+
+
+def test_max_age_beats_expires() -> None:
+    d = decide(("Expires", format_http_date(T + 9999)), ("Cache-Control", "max-age=5"))
+    assert d.freshness_lifetime == 5
+
+
+@pytest.mark.parametrize("expires", ["0", "-1", "yesterday", format_http_date(T - 60)])
+def test_invalid_or_past_expires_is_stale(expires: str) -> None:
+    assert decide(("Expires", expires)).reason == "no-freshness"
+    with_etag = decide(("Expires", expires), ("ETag", '"v1"'))
+    assert with_etag.storable and with_etag.freshness_lifetime == 0
+
+
+def test_heuristic_freshness_from_last_modified() -> None:
+    d = decide(("Last-Modified", format_http_date(T - 1000)))
+    assert d.storable and d.freshness_lifetime == pytest.approx(100)
+
+
+def test_heuristic_is_capped_and_configurable() -> None:
+    lm = ("Last-Modified", format_http_date(T - 10 * 86400 * 10))
+    assert decide(lm).freshness_lifetime == 86400
+    d = decide_storage(
+        method="GET",
+        status=200,
+        request_headers={},
+        response_headers=[("Date", DATE), ("Last-Modified", format_http_date(T - 1000))],
+        now=T,
+        response_time=T,
+        heuristic_fraction=0.5,
+        heuristic_max=300,
+    )
+    assert d.freshness_lifetime == 300
+
+
+def test_heuristic_only_for_heuristically_cacheable_statuses_unless_public() -> None:
+    lm = ("Last-Modified", format_http_date(T - 1000))
+    assert decide(lm, status=404).storable
+    assert decide(lm, status=500).reason == "status"
+    assert decide(lm, status=302).reason == "status"
+    public = decide(lm, ("Cache-Control", "public"), status=500)
+    assert public.storable and public.freshness_lifetime == pytest.approx(100)
+
+
+def test_any_final_status_with_explicit_freshness_is_storable() -> None:
+    assert decide(("Cache-Control", "max-age=30"), status=500).storable
+    assert decide(("Expires", format_http_date(T + 30)), status=302).storable
+
+
+@pytest.mark.parametrize("status", [100, 103, 206, 304])
+def test_incomplete_or_interim_statuses_are_never_stored(status: int) -> None:
+    assert decide(("Cache-Control", "max-age=60"), status=status).reason == "status"
+
+
+@pytest.mark.parametrize("method", ["HEAD", "POST", "get"])
+def test_only_get_is_stored(method: str) -> None:
+    assert decide(("Cache-Control", "max-age=60"), method=method).reason == "method"
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "reason"),
+    [
+        ("no-store, max-age=60", "no-store"),
+        ("private, max-age=60", "private"),
+        ('private="x", max-age=9', "private"),
+    ],
+)
+def test_no_store_and_private_prevent_storage(cache_control: str, reason: str) -> None:
+    assert decide(("Cache-Control", cache_control)).reason == reason
+
+
+def test_authorization_requires_explicit_permission() -> None:
+    auth = {"authorization": "Bearer x"}
+    assert decide(("Cache-Control", "max-age=60"), request=auth).reason == "authorization"
+    for cc in ("public, max-age=60", "s-maxage=60", "must-revalidate, max-age=60"):
+        d = decide(("Cache-Control", cc), request=auth)
+        assert d.storable and d.auth_ok, cc
+
+
+def test_set_cookie_prevents_storage_unless_configured() -> None:
+    headers = (("Cache-Control", "max-age=60"), ("Set-Cookie", "a=b"))
+    assert decide(*headers).reason == "set-cookie"
+    assert decide(*headers, cache_set_cookie=True).storable
+
+
+def test_vary_star_prevents_storage_and_vary_names_are_normalised() -> None:
+    assert decide(("Cache-Control", "max-age=60"), ("Vary", "Accept, *")).reason == "vary-star"
+    d = decide(
+        ("Cache-Control", "max-age=60"), ("Vary", "Accept-Encoding, Accept"), ("vary", "accept-encoding,,")
+    )
+    assert d.vary == ("accept", "accept-encoding")
+
+
+def test_no_cache_is_stored_for_revalidation_only_with_a_validator() -> None:
+    d = decide(("Cache-Control", "no-cache, max-age=60"), ("ETag", '"a"'))
+    assert d.storable and d.no_cache
+    assert decide(("Cache-Control", "no-cache, max-age=60")).reason == "no-validator"
+
+
+def test_zero_lifetime_needs_a_validator_or_a_stale_allowance() -> None:
+    assert decide(("Cache-Control", "max-age=0")).reason == "no-freshness"
+    assert decide(("Cache-Control", "max-age=0"), ("ETag", '"a"')).storable
+    sie = decide(("Cache-Control", "max-age=0, stale-if-error=600"))
+    assert sie.storable and sie.stale_if_error == 600
+    assert (
+        decide(("Cache-Control", "max-age=0, must-revalidate, stale-if-error=600")).reason == "no-freshness"
+    )
+
+
+def test_no_freshness_information_at_all_is_not_stored() -> None:
+    assert decide().reason == "no-freshness"
+
+
+def test_cdn_cache_control_wins_over_cache_control_and_expires() -> None:
+    d = decide(("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=600, stale-while-revalidate=60"))
+    assert d.storable and d.freshness_lifetime == 600 and d.stale_while_revalidate == 60
+    assert (
+        decide(("Cache-Control", "public, max-age=60"), ("CDN-Cache-Control", "no-store")).reason
+        == "no-store"
+    )
+    assert decide(("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "private")).reason == "private"
+    expires_only = decide(("Expires", format_http_date(T + 60)), ("CDN-Cache-Control", "public"))
+    assert expires_only.reason == "no-freshness"
+
+
+def test_invalid_or_empty_cdn_cache_control_falls_back_to_cache_control() -> None:
+    for cdn in ("Max-Age=600", "", "max-age=600,"):
+        d = decide(("Cache-Control", "max-age=60"), ("CDN-Cache-Control", cdn))
+        assert d.freshness_lifetime == 60, cdn
+
+
+def test_cdn_cache_control_lines_are_combined() -> None:
+    d = decide(("CDN-Cache-Control", "max-age=90"), ("CDN-Cache-Control", "stale-if-error=5"))
+    assert d.freshness_lifetime == 90 and d.stale_if_error == 5
+
+
+def test_header_names_are_case_insensitive_and_lines_combine() -> None:
+    d = decide(("CACHE-CONTROL", "max-age=60"), ("cache-control", "must-revalidate"))
+    assert d.freshness_lifetime == 60 and d.must_revalidate
+
+
+def test_initial_age_follows_rfc_9111_4_2_3() -> None:
+    assert initial_age(age_header="10", date_header=None, request_time=T - 2, response_time=T) == 12
+    apparent = initial_age(
+        age_header=None, date_header=format_http_date(T - 30), request_time=T - 1, response_time=T
+    )
+    assert apparent == 30
+    assert initial_age(age_header="bogus", date_header="bogus", request_time=T, response_time=T) == 0
+    assert initial_age(age_header="5, 50", date_header=None, request_time=T, response_time=T) == 5
+    clock_ahead = initial_age(
+        age_header=None, date_header=format_http_date(T + 99), request_time=T, response_time=T
+    )
+    assert clock_ahead == 0
+
+
+def test_http_date_forms_are_equivalent() -> None:
+    expected = 784111777.0
+    assert parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == expected
+    assert parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT") == expected
+    assert parse_http_date("Sun Nov  6 08:49:37 1994") == expected
+    assert format_http_date(expected) == "Sun, 06 Nov 1994 08:49:37 GMT"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "0",
+        "Sun, 30 Feb 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 25:49:37 GMT",
+        "Sun, 06 Xyz 1994",
+        "Sun, 06 Nov 1994 08x49:37 GMT",
+        "x" * 500,
+    ],
+)
+def test_invalid_dates_are_none(value: str) -> None:
+    assert parse_http_date(value) is None
+
+
+@given(st.integers(min_value=-2_000_000_000, max_value=250_000_000_000))
+def test_format_then_parse_round_trips(ts: int) -> None:
+    assert parse_http_date(format_http_date(ts)) == ts
+
+
+@given(st.text(max_size=40))
+def test_parse_http_date_never_raises(value: str) -> None:
+    parse_http_date(value)

@@ -1,0 +1,280 @@
+"""End-to-end behaviour of the shared cache (RFC 9111) through a real origin on loopback."""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+
+from conftest import ZONE_ID, Route, Stack
+
+
+def test_get_is_stored_and_then_served_as_hit(stack: Stack) -> None:
+    stack.origin.routes["/basic"] = Route(body=b"basic body")
+    s1, h1, b1 = stack.request("/basic")
+    s2, h2, b2 = stack.request("/basic")
+    assert (s1, b1, h1["cf-cache-status"]) == (200, b"basic body", "MISS")
+    assert (s2, b2, h2["cf-cache-status"]) == (200, b"basic body", "HIT")
+    assert h1["cache-status"].startswith("edgecache; fwd=uri-miss")
+    assert "stored" in h1["cache-status"]
+    assert h2["cache-status"].startswith("edgecache; hit; ttl=")
+    assert h2["content-length"] == "10"
+    assert stack.origin.hits["/basic"] == 1
+
+
+def test_head_is_answered_from_the_cached_get(stack: Stack) -> None:
+    stack.origin.routes["/head"] = Route(body=b"0123456789")
+    s1, h1, b1 = stack.request("/head", method="HEAD")
+    s2, h2, b2 = stack.request("/head")
+    s3, h3, b3 = stack.request("/head", method="HEAD")
+    assert (s1, b1, h1["content-length"]) == (200, b"", "10")
+    assert s2 == s3 == 200
+    assert (h2["cf-cache-status"], b2) == ("HIT", b"0123456789")
+    assert (h3["cf-cache-status"], b3, h3["content-length"]) == ("HIT", b"", "10")
+    assert [m for m, p, _, _ in stack.origin.requests if p == "/head"] == ["GET"]
+
+
+def test_successful_post_passes_through_and_invalidates_the_url(stack: Stack) -> None:
+    stack.origin.routes["/item"] = Route(body=b"v1")
+    stack.request("/item")
+    assert stack.request("/item")[1]["cf-cache-status"] == "HIT"
+    status, headers, _ = stack.request("/item", method="POST", body=b"new=1")
+    assert status == 200 and headers["cf-cache-status"] == "DYNAMIC"
+    method, _, _, body = stack.origin.requests[-1]
+    assert (method, body) == ("POST", b"new=1")
+    assert stack.request("/item")[1]["cf-cache-status"] == "MISS"
+
+
+def test_failed_post_does_not_invalidate(stack: Stack) -> None:
+    stack.origin.routes["/keep"] = Route(body=b"v1")
+    stack.request("/keep")
+    stack.origin.routes["/keep"] = Route(status=500, body=b"boom", headers={})
+    assert stack.request("/keep", method="POST", body=b"x")[0] == 500
+    stack.origin.routes["/keep"] = Route(body=b"v1")
+    assert stack.request("/keep")[1]["cf-cache-status"] == "HIT"
+
+
+def test_s_maxage_overrides_max_age_for_the_shared_cache(stack: Stack) -> None:
+    stack.origin.routes["/smax"] = Route(headers={"Cache-Control": "max-age=0, s-maxage=60"})
+    stack.request("/smax")
+    assert stack.request("/smax")[1]["cf-cache-status"] == "HIT"
+
+
+def test_cdn_cache_control_takes_precedence_and_is_not_forwarded(stack: Stack) -> None:
+    stack.origin.routes["/cdn"] = Route(
+        headers={"Cache-Control": "no-store", "CDN-Cache-Control": "max-age=60"}
+    )
+    stack.request("/cdn")
+    _, headers, _ = stack.request("/cdn")
+    assert headers["cf-cache-status"] == "HIT"
+    assert headers["cache-control"] == "no-store"
+    assert "cdn-cache-control" not in headers
+
+
+def test_expires_gives_freshness_and_a_past_expires_does_not(stack: Stack) -> None:
+    now = time.time()
+    stack.origin.routes["/exp"] = Route(
+        headers={"Date": formatdate(now, usegmt=True), "Expires": formatdate(now + 60, usegmt=True)}
+    )
+    stack.request("/exp")
+    assert stack.request("/exp")[1]["cf-cache-status"] == "HIT"
+    stack.origin.routes["/expired"] = Route(
+        headers={"Date": formatdate(now, usegmt=True), "Expires": formatdate(now - 60, usegmt=True)}
+    )
+    stack.request("/expired")
+    assert stack.request("/expired")[1]["cf-cache-status"] != "HIT"
+    assert stack.origin.hits["/expired"] == 2
+
+
+def test_last_modified_heuristic_freshness(stack: Stack) -> None:
+    stack.origin.routes["/heur"] = Route(
+        headers={"Last-Modified": formatdate(time.time() - 10 * 86400, usegmt=True)}
+    )
+    stack.request("/heur")
+    assert stack.request("/heur")[1]["cf-cache-status"] == "HIT"
+
+
+def test_no_store_and_private_are_never_stored(stack: Stack) -> None:
+    for path, cc in (("/nostore", "no-store"), ("/private", "private, max-age=60")):
+        stack.origin.routes[path] = Route(headers={"Cache-Control": cc})
+        assert stack.request(path)[1]["cf-cache-status"] == "BYPASS"
+        assert stack.request(path)[1]["cf-cache-status"] == "BYPASS"
+        assert stack.origin.hits[path] == 2
+
+
+def test_set_cookie_responses_are_not_stored(stack: Stack) -> None:
+    stack.origin.routes["/cookie"] = Route(
+        headers={"Cache-Control": "public, max-age=60", "Set-Cookie": "s=1"}
+    )
+    stack.request("/cookie")
+    _, headers, _ = stack.request("/cookie")
+    assert headers["cf-cache-status"] == "BYPASS"
+    assert stack.origin.hits["/cookie"] == 2
+
+
+def test_no_cache_is_stored_but_revalidated_on_every_use(stack: Stack) -> None:
+    stack.origin.routes["/nocache"] = Route(headers={"Cache-Control": "no-cache", "ETag": '"v1"'})
+    assert stack.request("/nocache")[1]["cf-cache-status"] == "MISS"
+    status, headers, body = stack.request("/nocache")
+    assert (status, body, headers["cf-cache-status"]) == (200, b"hello", "REVALIDATED")
+    assert stack.origin.requests[-1][2].get("If-None-Match") == '"v1"'
+
+
+def test_requests_with_authorization(stack: Stack) -> None:
+    stack.origin.routes["/auth"] = Route(headers={"Cache-Control": "max-age=60"})
+    stack.request("/auth", headers={"Authorization": "Bearer x"})
+    stack.request("/auth", headers={"Authorization": "Bearer x"})
+    assert stack.origin.hits["/auth"] == 2
+    stack.origin.routes["/authpub"] = Route(headers={"Cache-Control": "public, max-age=60"})
+    stack.request("/authpub", headers={"Authorization": "Bearer x"})
+    assert stack.request("/authpub", headers={"Authorization": "Bearer y"})[1]["cf-cache-status"] == "HIT"
+
+
+def test_vary_selects_variants_and_vary_star_is_not_stored(stack: Stack) -> None:
+    stack.origin.routes["/vary"] = Route(headers={"Cache-Control": "max-age=60", "Vary": "Accept-Language"})
+    assert stack.request("/vary", headers={"Accept-Language": "en"})[1]["cf-cache-status"] == "MISS"
+    assert stack.request("/vary", headers={"Accept-Language": "fr"})[1]["cf-cache-status"] == "MISS"
+    assert stack.request("/vary", headers={"Accept-Language": "en"})[1]["cf-cache-status"] == "HIT"
+    assert stack.request("/vary", headers={"Accept-Language": "fr"})[1]["cf-cache-status"] == "HIT"
+    assert stack.origin.hits["/vary"] == 2
+    stack.origin.routes["/varystar"] = Route(headers={"Cache-Control": "max-age=60", "Vary": "*"})
+    stack.request("/varystar")
+    assert stack.request("/varystar")[1]["cf-cache-status"] != "HIT"
+
+
+def test_age_counts_the_origins_age(stack: Stack) -> None:
+    stack.origin.routes["/aged"] = Route(headers={"Cache-Control": "max-age=600", "Age": "100"})
+    stack.request("/aged")
+    _, headers, _ = stack.request("/aged")
+    assert 100 <= int(headers["age"]) < 110
+
+
+def test_revalidation_304_updates_the_stored_headers(stack: Stack) -> None:
+    stack.origin.routes["/reval"] = Route(
+        headers={"Cache-Control": "max-age=1", "ETag": '"e1"', "X-Version": "1"}
+    )
+    stack.request("/reval")
+    time.sleep(1.2)
+    stack.origin.routes["/reval"] = Route(
+        body=b"must not be sent", headers={"Cache-Control": "max-age=60", "ETag": '"e1"', "X-Version": "2"}
+    )
+    status, headers, body = stack.request("/reval")
+    assert (status, body, headers["cf-cache-status"]) == (200, b"hello", "REVALIDATED")
+    assert headers["x-version"] == "2"
+    _, headers, body = stack.request("/reval")
+    assert (headers["cf-cache-status"], headers["x-version"], body) == ("HIT", "2", b"hello")
+
+
+def test_expired_entry_replaced_by_a_new_response(stack: Stack) -> None:
+    stack.origin.routes["/replace"] = Route(body=b"old", headers={"Cache-Control": "max-age=1"})
+    stack.request("/replace")
+    time.sleep(1.2)
+    stack.origin.routes["/replace"] = Route(body=b"new", headers={"Cache-Control": "max-age=60"})
+    _, headers, body = stack.request("/replace")
+    assert (headers["cf-cache-status"], body) == ("EXPIRED", b"new")
+    assert stack.request("/replace")[2] == b"new"
+
+
+def test_client_conditionals_are_answered_from_cache(stack: Stack) -> None:
+    stack.origin.routes["/cond"] = Route(headers={"Cache-Control": "max-age=60", "ETag": '"c1"'})
+    stack.request("/cond")
+    status, headers, body = stack.request("/cond", headers={"If-None-Match": '"c1"'})
+    assert (status, body, headers["etag"]) == (304, b"", '"c1"')
+    assert stack.request("/cond", headers={"If-None-Match": '"other"'})[0] == 200
+    assert stack.origin.hits["/cond"] == 1
+
+
+def test_range_requests_are_answered_from_the_cached_object(stack: Stack) -> None:
+    stack.origin.routes["/range"] = Route(body=b"0123456789")
+    stack.request("/range")
+    status, headers, body = stack.request("/range", headers={"Range": "bytes=2-5"})
+    assert (status, body, headers["content-range"]) == (206, b"2345", "bytes 2-5/10")
+    status, headers, _ = stack.request("/range", headers={"Range": "bytes=50-60"})
+    assert (status, headers["content-range"]) == (416, "bytes */10")
+    assert stack.origin.hits["/range"] == 1
+
+
+def test_stale_while_revalidate_answers_at_once_and_refreshes(stack: Stack) -> None:
+    stack.origin.routes["/swr"] = Route(
+        body=b"v1", headers={"Cache-Control": "max-age=1, stale-while-revalidate=30"}
+    )
+    stack.request("/swr")
+    time.sleep(1.2)
+    stack.origin.routes["/swr"] = Route(body=b"v2", delay=1.0, headers={"Cache-Control": "max-age=60"})
+    started = time.monotonic()
+    _, headers, body = stack.request("/swr")
+    assert time.monotonic() - started < 0.5
+    assert (headers["cf-cache-status"], body) == ("UPDATING", b"v1")
+    time.sleep(1.3)
+    _, headers, body = stack.request("/swr")
+    assert (headers["cf-cache-status"], body) == ("HIT", b"v2")
+
+
+def test_stale_if_error_serves_stale_when_the_origin_fails(stack: Stack) -> None:
+    stack.origin.routes["/sie"] = Route(
+        body=b"good", headers={"Cache-Control": "max-age=1, stale-if-error=60"}
+    )
+    stack.request("/sie")
+    time.sleep(1.2)
+    stack.origin.routes["/sie"] = Route(status=503, body=b"down", headers={})
+    status, headers, body = stack.request("/sie")
+    assert (status, body, headers["cf-cache-status"]) == (200, b"good", "STALE")
+
+
+def test_must_revalidate_is_never_served_stale(stack: Stack) -> None:
+    stack.origin.routes["/mr"] = Route(
+        body=b"good", headers={"Cache-Control": "max-age=1, must-revalidate, stale-if-error=60"}
+    )
+    stack.request("/mr")
+    time.sleep(1.2)
+    stack.origin.routes["/mr"] = Route(status=503, body=b"down", headers={})
+    status, _, body = stack.request("/mr")
+    assert (status, body) == (503, b"down")
+
+
+def test_origin_errors_give_clean_502_and_504(stack: Stack) -> None:
+    stack.origin.routes["/timeout"] = Route(delay=3.0)
+    status, headers, _ = stack.request("/timeout")
+    assert status == 504 and headers["content-type"].startswith("text/plain")
+    zone = stack.node.zones.by_id[ZONE_ID]
+    original = zone.origin
+    object.__setattr__(zone, "origin", "http://127.0.0.1:1")
+    try:
+        assert stack.request("/refused")[0] == 502
+    finally:
+        object.__setattr__(zone, "origin", original)
+
+
+def test_unknown_host_is_refused(stack: Stack) -> None:
+    assert stack.request("/", host="nobody.example")[0] == 421
+
+
+def test_tags_and_hop_by_hop_fields_never_reach_clients(stack: Stack) -> None:
+    stack.origin.routes["/tagged"] = Route(
+        headers={
+            "Cache-Control": "max-age=60",
+            "Cache-Tag": "Alpha, beta",
+            "Surrogate-Key": "gamma delta",
+            "xkey": "eps",
+            "Edge-Cache-Tag": "zeta",
+            "Keep-Alive": "timeout=5",
+        }
+    )
+    for _ in range(2):
+        _, headers, _ = stack.request("/tagged")
+        for name in ("cache-tag", "surrogate-key", "xkey", "edge-cache-tag", "keep-alive"):
+            assert name not in headers
+    entry = stack.call(lambda: stack.node.store.peek("http://test.example/tagged"))
+    assert entry is not None
+    assert set(entry.tags) == {"alpha", "beta", "gamma", "delta", "eps", "zeta"}
+    assert entry.zone == ZONE_ID and entry.primary == "http://test.example/tagged"
+
+
+def test_forwarding_fields_added_and_control_fields_dropped(stack: Stack) -> None:
+    stack.origin.routes["/fwd"] = Route()
+    stack.request("/fwd", headers={"X-Auth-Key": "secret", "X-Auth-Email": "a@b.c", "Connection": "close"})
+    _, _, headers, _ = stack.origin.requests[-1]
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert lower["x-forwarded-for"] == "127.0.0.1"
+    assert lower["x-forwarded-proto"] == "http"
+    assert "x-auth-key" not in lower and "x-auth-email" not in lower
+    assert lower["host"] == "test.example"
