@@ -30,6 +30,8 @@ FAST = LIMITS.model_copy(update={"header_timeout": 0.3, "body_timeout": 0.3, "id
 Run = Callable[[Coroutine[Any, Any, None]], None]
 Response = tuple[int, dict[str, str], bytes]
 GET = b"GET %b HTTP/1.1\r\nHost: a\r\n\r\n"
+POST = b"POST / HTTP/1.1\r\nHost: a\r\n"
+CHUNKED = POST + b"Transfer-Encoding: chunked\r\n\r\n"
 LAST = b"GET %b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 
 
@@ -415,10 +417,25 @@ def test_chunked_body_over_limit_is_413(aio: Run) -> None:
     aio(scenario())
 
 
+def test_endless_chunk_extension_is_413(aio: Run) -> None:
+    async def scenario() -> None:
+        async with serving() as (server, echo):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(CHUNKED + b"1;ext=")
+            for _ in range(100):  # 2 * max_body_bytes + 64 KiB of wire bytes end it
+                await asyncio.sleep(0.002)
+                if reader.at_eof() or writer.is_closing():
+                    break
+                writer.write(b"a" * 2048)
+            assert (await read_response(reader))[0] == 413
+            assert echo.calls == []
+            writer.close()
+
+    aio(scenario())
+
+
 # -- framing ---------------------------------------------------------------------------------------------
 
-POST = b"POST / HTTP/1.1\r\nHost: a\r\n"
-CHUNKED = POST + b"Transfer-Encoding: chunked\r\n\r\n"
 BAD_FRAMING = {
     "cl-and-te": POST + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "te-and-cl": POST + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",

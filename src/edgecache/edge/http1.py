@@ -10,7 +10,9 @@ The parser side is llhttp, fed every byte that arrives, calling back into the co
 (``_pphase``) is IDLE between messages, HEAD from the first byte of a request-target until the end
 of the head, BODY until the message is complete, then IDLE again. The callbacks build the ``Request``
 and check every limit and framing rule as the bytes arrive; a violation records a status
-(``_status``) and raises ``_Stop``, which ends parsing for good.
+(``_status``) and raises ``_Stop``, which ends parsing for good. What the callbacks cannot see (a
+field httptools is still buffering, chunk extensions llhttp skips) is bounded by counting the raw
+bytes of each phase (``_raw``) in ``data_received``.
 
 The response side is the handler. ``_busy`` is True from the moment a request is handed to the
 handler until it calls ``finish()`` or ``abort()``.
@@ -181,23 +183,25 @@ class Connection(asyncio.Protocol):
         "_busy",
         "_drain_waiter",
         "_eof",
+        "_fresh",
         "_handler",
         "_hbytes",
         "_hcount",
-        "_head_fresh",
-        "_head_raw",
         "_headers",
         "_keep_alive",
         "_limits",
         "_linger",
         "_max_body",
+        "_max_body_wire",
         "_max_hbytes",
         "_max_hcount",
+        "_max_head",
         "_max_line",
         "_method",
         "_parser",
         "_pphase",
         "_queue",
+        "_raw",
         "_read_paused",
         "_seq",
         "_server",
@@ -231,6 +235,10 @@ class Connection(asyncio.Protocol):
         self._max_hcount = limits.max_header_count
         self._max_hbytes = limits.max_header_bytes
         self._max_body = limits.max_body_bytes
+        # The version, the spaces and the line ends count here but in neither limit.
+        self._max_head = limits.max_request_line + limits.max_header_bytes + 32
+        # Chunk framing may add to the body; an honest client's overhead is far below this.
+        self._max_body_wire = 2 * limits.max_body_bytes + 65536
         self._parser = HttpRequestParser(self)
         # Leniencies are off by default today; pinning them keeps a future default from loosening
         # framing under us (bare CR/LF, chunk-size whitespace, Connection: close data, ...).
@@ -261,8 +269,8 @@ class Connection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._t_idle = self._t_head = self._t_body = self._t_wpause = self._linger = 0.0
-        self._head_fresh = False
-        self._head_raw = 0
+        self._fresh = False
+        self._raw = 0
         self._method = ""
         self._url = b""
         self._target = ""
@@ -372,7 +380,7 @@ class Connection(asyncio.Protocol):
                 raise _Stop
             self._pphase = _HEAD
             self._t_head = 0.0
-            self._head_fresh = True
+            self._fresh = True
             raw = self._parser.get_method()
             method = _METHODS.get(raw)
             if method is None:
@@ -439,6 +447,7 @@ class Connection(asyncio.Protocol):
         self._version = version
         self._keep_alive = parser.should_keep_alive()
         self._pphase = _BODY
+        self._fresh = True
         if expects_body and version == "1.1" and headers.get("expect", "").lower() == "100-continue":
             if self._busy or self._queue:
                 self._queue.append(_CONTINUE)
@@ -485,18 +494,20 @@ class Connection(asyncio.Protocol):
     # -- internals --------------------------------------------------------------------------------------
 
     def _partial_message(self, received: int) -> None:
+        # httptools buffers a field until it is complete, and llhttp skips chunk extensions of any
+        # length, so the callbacks bound neither a never-ending field nor an endless extension.
+        # Every chunk after the one a phase began in belongs to that phase entirely; count those.
+        if self._fresh:
+            self._fresh = False
+            self._raw = 0
+        else:
+            self._raw += received
         if self._pphase == _BODY:
             self._t_body = 0.0
-        # httptools buffers a field until it is complete, so the callbacks alone cannot bound the
-        # memory a never-ending field takes. Every chunk after the one the head began in belongs to
-        # the head entirely; count those.
-        elif self._head_fresh:
-            self._head_fresh = False
-            self._head_raw = 0
-        else:
-            self._head_raw += received
-            if self._head_raw > self._max_line + self._max_hbytes:
-                self._reject(431)
+            if self._raw > self._max_body_wire:
+                self._reject(413)
+        elif self._raw > self._max_head:
+            self._reject(431)
 
     def _fail(self, status: int) -> NoReturn:
         self._status = status
