@@ -1,6 +1,11 @@
-"""Tests of the memory tier: contract (``store.base``), SIEVE behaviour, and internal invariants."""
+"""Tests of the memory tier: contract (``store.base``), SIEVE behaviour, purge indexes, and internal
+invariants. The indexes are checked against a full scan of the stored entries, which is what each of
+them stands in for."""
 
 from __future__ import annotations
+
+import sys
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -15,14 +20,14 @@ from edgecache.store.memory import MemoryTier
 S = VARIANT_SEP
 
 
-def make(key: str, body: int = 0) -> Entry:
+def make(key: str, body: int = 0, zone: str = "z", tags: tuple[str, ...] = ()) -> Entry:
     return Entry(
-        zone="z",
+        zone=zone,
         key=key,
         status=200,
         head=b"",
         body=b"x" * body,
-        tags=(),
+        tags=tags,
         stored_seq=0,
         request_time=0.0,
         response_time=0.0,
@@ -47,6 +52,33 @@ def check_internals(tier: MemoryTier) -> None:
     assert tier._retired_bytes == sum(e.size for e in tier._retired) <= tier.budget >> 3
     assert tier.bytes_used == sum(e.size for e in stored) <= tier.budget
     assert 0 <= tier._hand <= len(tier._ring)
+    check_indexes(tier)
+
+
+def check_indexes(tier: MemoryTier) -> None:
+    """Each index equals a full scan of the stored entries, and keeps no slot for nothing."""
+    stored = list(tier._entries.values())
+    assert tier.keys_with_prefix("") == sorted(tier._entries), "the key index holds exactly the stored keys"
+    tags: dict[str, dict[str, set[str]]] = {}
+    for e in stored:
+        for t in e.tags:
+            tags.setdefault(e.zone, {}).setdefault(t, set()).add(e.key)
+    assert {
+        z: {t: {ks} if isinstance(ks, str) else ks for t, ks in by_tag.items()}
+        for z, by_tag in tier._tags.items()
+    } == tags
+    assert all(
+        isinstance(ks, str) or len(ks) >= 2 for by_tag in tier._tags.values() for ks in by_tag.values()
+    )
+    assert all(e.key.startswith(memory._host_range(e.key)) for e in stored)
+    ranges = Counter((e.zone, memory._host_range(e.key)) for e in stored)
+    assert {(z, r): n for z, by_range in tier._zones.items() for r, n in by_range.items()} == ranges
+    assert tier._zones_of_range == Counter(r for _, r in ranges)
+    for zone in {e.zone for e in stored} | {"nowhere"}:
+        assert sorted(tier.keys_for_zone(zone)) == sorted(e.key for e in stored if e.zone == zone)
+        for tag in {t for e in stored for t in e.tags} | {"untagged"}:
+            want = sorted(e.key for e in stored if e.zone == zone and tag in e.tags)
+            assert sorted(tier.keys_for_tag(zone, tag)) == want
 
 
 def test_is_a_tier() -> None:
@@ -111,20 +143,86 @@ def test_delete_primary_removes_exactly_that_url() -> None:
     assert tier.variants("http://h/a") == [] and tier.delete_primary("http://h/a") == 0
 
 
-def test_variants_survive_primary_hash_collisions(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(memory, "hash", lambda _: 0, raising=False)
+def test_variants_and_prefixes_stop_where_they_should() -> None:
     tier = MemoryTier(100_000)
-    keys = [f"http://h/a{S}gzip", f"http://h/b{S}gzip", f"http://h/b{S}br", f"http://h/c{S}gzip"]
+    a = ["http://h/a", f"http://h/a{S}gzip", f"http://h/a{S}\x01"]
+    others = [
+        "http://h/a!",
+        "http://h/a/b",
+        "http://h/a?x=1",
+        f"http://h/ab{S}gzip",
+        "http://h/b",
+        "http://h2/a",
+    ]
+    for k in a + others:
+        tier.put(make(k))
+    assert tier.variants("http://h/a") == sorted(a)
+    assert tier.variants("http://h/") == [] and tier.variants("http://h/z") == []
+    assert tier.keys_with_prefix("http://h/a") == sorted(a + others[:4])
+    assert tier.keys_with_prefix("http://h/") == sorted(a + others[:5])
+    assert tier.keys_with_prefix("http://h") == sorted(a + others)
+    assert tier.keys_with_prefix("") == sorted(a + others)
+    assert tier.keys_with_prefix("http://h/c") == [] and tier.keys_with_prefix("https://") == []
+    check_internals(tier)
+
+
+def test_prefix_ending_in_the_last_character() -> None:
+    top = chr(sys.maxunicode)
+    tier = MemoryTier(100_000)
+    keys = [f"http://h/{top}", f"http://h/{top}{top}x", f"http://h/{top}a", "http://h/~", f"http://h/~{top}"]
     for k in keys:
         tier.put(make(k))
-    assert len(tier._variants) == 1, "every primary in one bucket"
-    assert tier.variants("http://h/a") == [keys[0]]
-    assert sorted(tier.variants("http://h/b")) == sorted(keys[1:3])
-    assert tier.delete_primary("http://h/b") == 2
-    assert tier.variants("http://h/a") == [keys[0]] and tier.variants("http://h/c") == [keys[3]]
-    tier.delete(keys[0])
-    assert tier.variants("http://h/a") == [] and tier.variants("http://h/c") == [keys[3]]
+    assert tier.keys_with_prefix(f"http://h/{top}") == sorted(keys[:3])
+    assert tier.keys_with_prefix(f"http://h/{top}{top}") == [keys[1]]
+    assert tier.keys_with_prefix(f"http://h/~{top}") == [keys[4]]
+    assert tier.keys_with_prefix(top) == []
+
+
+def test_tag_index_per_zone() -> None:
+    tier = MemoryTier(100_000)
+    tier.put(make("http://h/1", zone="z1", tags=("a", "b")))
+    tier.put(make("http://h/2", zone="z1", tags=("b",)))
+    tier.put(make("http://g/3", zone="z2", tags=("b",)))
+    assert tier.keys_for_tag("z1", "a") == ["http://h/1"]
+    assert sorted(tier.keys_for_tag("z1", "b")) == ["http://h/1", "http://h/2"]
+    assert tier.keys_for_tag("z2", "b") == ["http://g/3"] and tier.keys_for_tag("z2", "a") == []
+    assert tier.keys_for_tag("z3", "b") == []
+    tier.put(make("http://h/1", zone="z1", tags=("c",)))
+    assert tier.keys_for_tag("z1", "a") == [] and tier.keys_for_tag("z1", "b") == ["http://h/2"]
+    assert tier.keys_for_tag("z1", "c") == ["http://h/1"]
+    tier.delete("http://h/2")
+    tier.delete("http://g/3")
+    assert tier._tags == {"z1": {"c": "http://h/1"}}, "no slot for a tag or zone left without entries"
     check_internals(tier)
+
+
+def test_zone_index_with_shared_hosts_and_malformed_keys() -> None:
+    tier = MemoryTier(100_000)
+    z1 = ["http://h", f"http://h{S}gzip", "http://h/a", "https://h/a", "nonsense", "http://", "https://x"]
+    z2 = ["http://h/b", "http://hh/a", "http://g/a", "https://x/", "http://x"]
+    for k in z1:
+        tier.put(make(k, zone="z1"))
+    for k in z2:
+        tier.put(make(k, zone="z2"))
+    assert sorted(tier.keys_for_zone("z1")) == sorted(z1)
+    assert sorted(tier.keys_for_zone("z2")) == sorted(z2)
+    assert tier.keys_for_zone("z3") == []
+    for k in z1:
+        tier.delete(k)
+    assert tier.keys_for_zone("z1") == [] and set(tier._zones) == {"z2"}
+    check_internals(tier)
+
+
+def test_mark_stale_keeps_the_earliest_time_and_the_visited_bit() -> None:
+    tier = MemoryTier(100_000)
+    e = make("http://h/a")
+    tier.put(e)
+    assert tier.mark_stale("http://h/a", 20.0) and e.stale_since == 20.0 and not e.visited
+    assert tier.mark_stale("http://h/a", 30.0) and e.stale_since == 20.0
+    tier.get("http://h/a")
+    assert tier.mark_stale("http://h/a", 10.0) and e.stale_since == 10.0 and e.visited
+    assert not tier.mark_stale("http://h/missing", 5.0)
+    assert tier.peek("http://h/a") is e and len(tier) == 1
 
 
 def test_vary_lives_while_an_entry_is_under_its_base_key() -> None:
@@ -283,9 +381,12 @@ def test_evicts_exactly_like_sieve(seq: list[tuple[str, int, int]], budget: int)
         check_internals(tier)
 
 
-PRIMARIES = ["http://h/a", "http://h/b", "http://g/a"]
+PRIMARIES = ["http://h/a", "http://h/ab", "http://h/a?x", "http://h/b", "http://g/a", "http://h"]
 SUFFIXES = ["", f"{S}gzip", f"{S}br", f"{S}m", f"{S}m{S}gzip", f"{S}m{S}br", f"{S}d{S}gzip"]
 BASES = ["", f"{S}m", f"{S}d"]
+ZONES = ["z1", "z2"]
+TAGS = ["a", "b", "c"]
+PREFIX_CHARS = "htp:/gab?x" + S + chr(sys.maxunicode)
 
 
 class TierMachine(RuleBasedStateMachine):
@@ -312,9 +413,15 @@ class TierMachine(RuleBasedStateMachine):
         for base in [b for b in self.vary if not any(k == b or k.startswith(b + S) for k in self.model)]:
             del self.vary[base]
 
-    @rule(p=st.sampled_from(PRIMARIES), s=st.sampled_from(SUFFIXES), body=st.integers(0, 3000))
-    def put(self, p: str, s: str, body: int) -> None:
-        e = make(p + s, body)
+    @rule(
+        p=st.sampled_from(PRIMARIES),
+        s=st.sampled_from(SUFFIXES),
+        body=st.integers(0, 3000),
+        zone=st.sampled_from(ZONES),
+        tags=st.lists(st.sampled_from(TAGS), unique=True, max_size=3).map(tuple),
+    )
+    def put(self, p: str, s: str, body: int, zone: str, tags: tuple[str, ...]) -> None:
+        e = make(p + s, body, zone, tags)
         self.pool.append(e)
         self._put(e)
 
@@ -355,6 +462,27 @@ class TierMachine(RuleBasedStateMachine):
         if any(k == p + b or k.startswith(p + b + S) for k in self.model):
             self.vary[p + b] = names
 
+    @rule(p=st.sampled_from(PRIMARIES), s=st.sampled_from(SUFFIXES), at=st.sampled_from([1.0, 2.0, 3.0]))
+    def mark_stale(self, p: str, s: str, at: float) -> None:
+        e = self.model.get(p + s)
+        before = None if e is None else (e.stale_since, e.visited)
+        assert self.tier.mark_stale(p + s, at) is (e is not None)
+        if e is not None and before is not None:
+            assert e.stale_since == (at if before[0] is None else min(before[0], at))
+            assert e.visited is before[1]
+
+    @rule(data=st.data())
+    def prefix(self, data: st.DataObject) -> None:
+        """``keys_with_prefix`` equals a scan, for a prefix of a stored key or any string at all."""
+        keys = sorted(self.model)
+        cut = (
+            st.sampled_from(keys).flatmap(lambda k: st.integers(0, len(k)).map(lambda i: k[:i]))
+            if keys
+            else st.nothing()
+        )
+        prefix = data.draw(st.one_of(cut, st.text(PREFIX_CHARS, max_size=12)))
+        assert self.tier.keys_with_prefix(prefix) == [k for k in keys if k.startswith(prefix)]
+
     @invariant()
     def stored_is_model(self) -> None:
         assert {e.key: e for e in self.tier} == self.model
@@ -366,6 +494,7 @@ class TierMachine(RuleBasedStateMachine):
     def variants_match(self) -> None:
         for p in PRIMARIES:
             assert sorted(self.tier.variants(p)) == sorted(k for k in self.model if k.split(S, 1)[0] == p)
+            assert self.tier.keys_with_prefix(p) == sorted(k for k in self.model if k.startswith(p))
 
     @invariant()
     def vary_matches(self) -> None:

@@ -14,11 +14,19 @@ Rules of this module:
 - The Vary field names of a base key are remembered only while an entry is stored under it: call
   ``set_vary`` after the ``put`` that stores the variant (it is ignored when nothing is under the base
   key), and the names go with the last entry under that base key, whatever removed it.
-- A stored entry's key, head and body do not change while it is stored (its size is charged once);
-  other fields (``stale_since`` for a soft purge) may be changed in place through ``peek``.
-- Iteration is over a snapshot, so a caller may delete while iterating.
-- The purge engine's selectors (tag, host, URL prefix) are added here as further methods; tiers keep
-  the indexes they need, so callers of the methods below do not change.
+- A stored entry's key, head and body do not change while it is stored (its size is charged once),
+  nor do its zone and tags (the tier indexes them); its tags are distinct and already normalised, as
+  ``edgecache.httpcache.tags.parse_tags`` makes them. Other fields may be changed in place through
+  ``peek``; ``stale_since`` is best set through ``mark_stale``.
+- Iteration is over a snapshot, so a caller may delete while iterating; so are the lists the purge
+  selectors return (``variants``, ``keys_with_prefix``, ``keys_for_tag``, ``keys_for_zone``).
+- The purge selectors serve the reclaimer, which removes or marks stale what a purge covers after the
+  epoch index has already hidden it: each answers from an index the tier keeps up to date on every
+  store and removal, without a scan of the tier (memory: in O(log n) plus the keys returned).
+  They see only stored entries, never evicted, deleted or replaced ones. Like ``peek``, they do not
+  inform the eviction policy.
+- ``keys_with_prefix`` is plain string-prefix matching on whole keys and ignores zones (a key's host
+  is in the key, and zones own disjoint hosts); ``keys_for_tag`` and ``keys_for_zone`` are per zone.
 """
 
 from __future__ import annotations
@@ -68,7 +76,29 @@ class Tier(Protocol):
         ...
 
     def variants(self, primary: str) -> list[str]:
-        """Keys of the stored entries whose primary key is ``primary``."""
+        """Keys of the stored entries whose primary key is ``primary``: the key equal to it and those
+        continuing it with ``VARIANT_SEP`` (so ``http://h/a`` never yields ``http://h/ab``)."""
+        ...
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Keys of the stored entries that start with ``prefix``, in any zone.
+
+        The reclaimer passes ``scheme://host/path`` for a URL-prefix purge (every query string and
+        variant follows), ``scheme://host/`` for a host purge."""
+        ...
+
+    def keys_for_tag(self, zone: str, tag: str) -> list[str]:
+        """Keys of the stored entries of ``zone`` that carry ``tag`` (given normalised)."""
+        ...
+
+    def keys_for_zone(self, zone: str) -> list[str]:
+        """Keys of every stored entry of ``zone`` (purge everything)."""
+        ...
+
+    def mark_stale(self, key: str, at: float) -> bool:
+        """Soft-purge the entry under ``key``: stale from ``at``, or from its earlier ``stale_since``
+        if it has one. Its freshness, place and visited bit are otherwise left alone. Returns whether
+        an entry was stored under ``key``."""
         ...
 
     def vary(self, base_key: str) -> tuple[str, ...] | None:
