@@ -1,0 +1,221 @@
+"""Tables of the control-plane database (SQLAlchemy Core ``MetaData``).
+
+Rules:
+- Portable types only: strings, text, integers and ``UTCDateTime``. JSON is stored as ``Text``
+  (SQLite has no JSON column type; the values are small and never queried inside).
+- Identifiers are 32 lower-case hex characters (Cloudflare's identifier shape), stored as
+  ``String(32)``.
+- Tokens and global keys are never stored: only their SHA-256 hex digests (see
+  ``edgecache.control.credentials`` for why a fast hash is right for them). EdgeOne SecretKeys are
+  the one exception, stored encrypted, because TC3 is an HMAC the server must recompute.
+- Constraints carry names (``NAMING``) so a later migration can refer to them on both engines.
+- ``SCHEMA_VERSION`` is the version a fresh database is created at; bump it together with a new
+  entry in ``edgecache.db.engine.MIGRATIONS`` whenever a table here changes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+SCHEMA_VERSION = 1
+
+PLANS = ("free", "pro", "business", "enterprise")
+PURGE_MODES = ("delete", "invalidate")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC ``datetime`` on both engines.
+
+    PostgreSQL stores ``timestamptz``. SQLite stores ISO text without an offset, so values are
+    converted to UTC before binding and tagged UTC when read back; as the text format is fixed
+    width, ``<``/``>`` in SQL compare correctly on SQLite too.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive time is ambiguous; refusing it keeps every stored instant unambiguous.
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("plan", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    CheckConstraint(_in("plan", PLANS), name="plan"),
+)
+
+zones = Table(
+    "zones",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(253), nullable=False),
+    Column("plan", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    CheckConstraint(_in("plan", PLANS), name="plan"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(120), nullable=False),
+    # SHA-256 hex of the 40-character token; unique so verification is one index lookup.
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    # JSON array of permission names, e.g. ["cache_purge"].
+    Column("permissions", Text, nullable=False),
+    # JSON array of zone ids; NULL means every zone of the account.
+    Column("zones", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    # Written at most once a minute per token (see CredentialService.verify_token).
+    Column("last_used_at", UTCDateTime(), nullable=True),
+)
+
+global_keys = Table(
+    "global_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    # Lower-cased; one key per email, as Cloudflare has one Global API Key per user.
+    Column("email", String(254), nullable=False, unique=True),
+    # SHA-256 hex of the 37-character lower-hex key.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+purge_ledger = Table(
+    "purge_ledger",
+    metadata,
+    # The ledger position. SQLite: INTEGER PRIMARY KEY AUTOINCREMENT (sqlite_autoincrement below), so
+    # a number is never reused even after the newest rows are compacted away; a plain rowid would
+    # hand out max(rowid)+1 again. PostgreSQL: a BIGINT identity.
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        Identity(start=1),
+        primary_key=True,
+    ),
+    Column("zone_id", String(32), ForeignKey("zones.id"), nullable=False),
+    Column("mode", String(16), nullable=False),
+    # JSON object of the selectors, e.g. {"tags": ["a"]} or {"everything": true}.
+    Column("selectors", Text, nullable=False),
+    # Who asked, e.g. "token:<id>" or "global_key:<id>".
+    Column("principal", String(200), nullable=False),
+    # Which API dialect the purge came through: "cloudflare", "edgeone", "cli", ...
+    Column("dialect", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("job_id", String(32), nullable=False, index=True),
+    CheckConstraint(_in("mode", PURGE_MODES), name="mode"),
+    sqlite_autoincrement=True,
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", String(200), nullable=False),
+    Column("applied_at", UTCDateTime(), nullable=False),
+)
+
+api_secrets = Table(
+    "api_secrets",
+    metadata,
+    # EdgeOne's SecretId: "AKID" + 32 alphanumerics (36 characters), Tencent Cloud's own shape.
+    Column("secret_id", String(36), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(120), nullable=False),
+    # The SecretKey as a Fernet token under the node master key. Unlike tokens it cannot be a hash:
+    # TC3-HMAC-SHA256 is an HMAC, so the server must recompute signatures with the key itself
+    # (docs/decisions/0004-edgeone-secrets.md, edgecache.control.secrets).
+    Column("secret_key_enc", Text, nullable=False),
+    # JSON array of permission names, as for tokens.
+    Column("permissions", Text, nullable=False),
+    # JSON array of zone ids; NULL means every zone of the account.
+    Column("zones", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+TASK_KINDS = ("purge", "prefetch")
+TASK_STATUSES = ("processing", "success", "failed", "timeout", "canceled", "invalid")
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), Identity(start=1), primary_key=True),
+    # One job per request; one task per target of the job (EdgeOne's Task model, shared by the
+    # Cloudflare dialect, whose answer ``id`` is this job id).
+    Column("job_id", String(32), nullable=False, index=True),
+    Column("kind", String(8), nullable=False),
+    Column("zone_id", String(32), ForeignKey("zones.id"), nullable=False),
+    # The purge's ledger position (NULL for prefetch), to acknowledge a purge's tasks at once.
+    Column("seq", BigInteger, nullable=True, index=True),
+    Column("target", Text, nullable=False),
+    # The target's hostname, for the ``domains`` filter (NULL for tags and purge-all).
+    Column("domain", String(253), nullable=True),
+    Column("type", String(24), nullable=False),
+    Column("method", String(16), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("fail_type", String(40), nullable=True),
+    Column("fail_message", Text, nullable=True),
+    # Audit: who asked, through which dialect.
+    Column("principal", String(200), nullable=False),
+    Column("dialect", String(16), nullable=False),
+    # Cached objects the target matched and removed or marked stale on this node.
+    Column("matched", Integer, nullable=True),
+    CheckConstraint(_in("kind", TASK_KINDS), name="kind"),
+    CheckConstraint(_in("status", TASK_STATUSES), name="status"),
+    Index("ix_tasks_zone_kind_created", "zone_id", "kind", "created_at"),
+    sqlite_autoincrement=True,
+)
