@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
 
 from edgecache.app import Node
-from edgecache.config import CacheKeyOptions, Config, Limits, Listener, Zone
+from edgecache.config import DEFAULT_ACCOUNT_ID, Account, CacheKeyOptions, Config, Limits, Listener, Zone
+from edgecache.control.credentials import Permission
 
 T = TypeVar("T")
 
 ZONE_ID = "0123456789abcdef0123456789abcdef"
 VARIANT_ZONE_ID = "fedcba9876543210fedcba9876543210"
+LIMITED_ZONE_ID = "aaaabbbbccccddddeeeeffff00001111"
+LIMITED_ACCOUNT_ID = "11112222333344445555666677778888"
 
 
 @dataclass
@@ -104,10 +109,13 @@ class Stack:
         self.thread.start()
         self.origin = ScriptedOrigin()
         self.run(self.origin.start())
+        self.tmp = tempfile.TemporaryDirectory(prefix="edgecache-test-")
         origin_url = f"http://127.0.0.1:{self.origin.port}"
         config = Config(
+            data_dir=Path(self.tmp.name),
             data=Listener(port=0),
             control=Listener(port=0),
+            accounts=(Account(), Account(id=LIMITED_ACCOUNT_ID, name="limited", plan="free")),
             zones=(
                 Zone(
                     id=ZONE_ID,
@@ -121,6 +129,14 @@ class Stack:
                     hostnames=("variants.example",),
                     origin=origin_url,
                     cache_key=CacheKeyOptions(device_type=True, country=True, language=True),
+                ),
+                Zone(
+                    id=LIMITED_ZONE_ID,
+                    name="limited.example",
+                    hostnames=("limited.example",),
+                    origin=origin_url,
+                    account_id=LIMITED_ACCOUNT_ID,
+                    plan="free",
                 ),
             ),
             limits=Limits(origin_read_timeout=2.0),
@@ -158,11 +174,22 @@ class Stack:
         finally:
             conn.close()
 
+    def token(
+        self,
+        permissions: tuple[Permission, ...] = (Permission.CACHE_PURGE,),
+        zones: list[str] | None = None,
+        account: str = DEFAULT_ACCOUNT_ID,
+    ) -> str:
+        """A new API token (plaintext) from the node's credential service."""
+        _, secret = self.node.credentials.create_token(account, "test", list(permissions), zones)
+        return secret
+
     def close(self) -> None:
         self.run(self.node.stop())
         self.run(self.origin.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self.tmp.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,60 @@ Nothing else in the code base wires components together; tests start nodes throu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
+from edgecache.api.context import ControlContext
 from edgecache.api.control_app import build_control_app
-from edgecache.config import Config
+from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
+from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
+from edgecache.config import TASK_TYPES, Account, Config
+from edgecache.control.credentials import CredentialService
+from edgecache.control.prefetch import PrefetchService
+from edgecache.control.purges import PurgeService
+from edgecache.control.quotas import QuotaService
+from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
+from edgecache.control.secrets import MasterKey, SecretService
+from edgecache.db.engine import open_database, sqlite_url
+from edgecache.db.ledger import LedgerStore
+from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
 from edgecache.edge.http1 import HttpServer, start_server
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
+from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneTable
 from edgecache.metrics import EdgeCollector
+from edgecache.purge.index import EpochIndex
+from edgecache.purge.selectors import Purge
 from edgecache.store.memory import MemoryTier
+
+log = logging.getLogger(__name__)
+
+
+def account_limits(account: Account) -> PlanLimits:
+    """An account's purge limits: its plan's published numbers, with its configured overrides."""
+    limits = PLAN_LIMITS[account.plan]
+    changes: dict[str, object] = {}
+    if account.flex_purge is not None:
+        changes["flex_purge"] = Rate(account.flex_purge.per_second, account.flex_purge.burst)
+    if account.single_file_purge is not None:
+        changes["single_file_purge"] = Rate(
+            account.single_file_purge.per_second, account.single_file_purge.burst
+        )
+    if account.files_per_request is not None:
+        changes["files_per_request"] = account.files_per_request
+    if account.flex_items_per_request is not None:
+        changes["flex_items_per_request"] = account.flex_items_per_request
+    return limits.with_overrides(**changes) if changes else limits
 
 
 class Node:
@@ -28,6 +69,11 @@ class Node:
         self.stats = EdgeStats()
         self.store = MemoryTier(config.storage.memory_bytes)
         self.zones = ZoneTable(config.zones)
+        self.database = open_database(config.database_url or sqlite_url(config.data_dir))
+        ledger = LedgerStore(self.database)
+        # Entries are stored at the ledger position; the memory tier starts empty, so purges from
+        # before this start need no replay, only their numbering.
+        self.index = EpochIndex(position=ledger.position())
         self.origin = OriginClient(config.limits.origin_connect_timeout, config.limits.origin_read_timeout)
         self.proxy = Proxy(
             self.zones,
@@ -35,33 +81,134 @@ class Node:
             self.origin,
             self.stats,
             max_object_bytes=config.storage.max_object_bytes,
+            index=self.index,
+        )
+        self.credentials = CredentialService(self.database)
+        limits = {a.id: account_limits(a) for a in config.accounts}
+        self.tasks = TaskStore(self.database)
+        self.quotas = QuotaService(self.tasks.count_since)
+        self.purges = PurgeService(
+            ledger_store=ledger,
+            task_store=self.tasks,
+            quotas=self.quotas,
+            limiter=RateLimiter(lambda account_id: limits[account_id]),
+            limits_for=lambda account_id: limits[account_id],
+            apply=self._apply_purge,
+        )
+        self.prefetch = PrefetchService(
+            task_store=self.tasks,
+            quotas=self.quotas,
+            warm=self._warm,
+            concurrency=config.tasks.prefetch_concurrency,
+            timeout=config.tasks.prefetch_timeout,
+        )
+        self.secrets = SecretService(self.database, MasterKey(config.data_dir))
+        self.reclaimer = Reclaimer(
+            self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
         )
         self.registry = CollectorRegistry()
         self.registry.register(EdgeCollector(self.stats, self.store))
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
+        self._warm_session: aiohttp.ClientSession | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
+
+    def _apply_purge(self, purge: Purge) -> None:
+        """Put a durable purge in effect on this node: the index at once, the reclaimer after."""
+        self.index.apply(purge)
+        self.reclaimer.enqueue(purge)
+
+    async def _warm(self, host: str, path: str, headers: Mapping[str, str]) -> int:
+        """One request through this node's own data plane (prefetch), body read and dropped."""
+        if self._warm_session is None:
+            self._warm_session = aiohttp.ClientSession(auto_decompress=False)
+        listen = self.config.data.host
+        address = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen
+        async with self._warm_session.get(
+            f"http://{address}:{self.data_port}{path}",
+            headers={**headers, "Host": host},
+            allow_redirects=False,
+        ) as resp:
+            async for _ in resp.content.iter_chunked(65536):
+                pass
+            return resp.status
+
+    def quota_for(self, zone_id: str) -> list[Quota]:
+        """Every task type's quota state for one zone (DescribeContentQuota)."""
+        zone = self.zones.by_id[zone_id].config
+        out: list[Quota] = []
+        for task_type in TASK_TYPES:
+            st = self.quotas.state(zone, task_type)
+            out.append(Quota(Type=st.type, Batch=st.batch, Daily=st.daily, DailyAvailable=st.daily_available))
+        return out
+
+    async def _keep_tasks(self) -> None:
+        """Tasks nobody acknowledged in time end ``timeout``; old tasks go after the retention."""
+        cfg = self.config.tasks
+        while True:
+            await asyncio.sleep(min(5.0, cfg.timeout / 4))
+            now = datetime.now(UTC)
+            try:
+                await asyncio.to_thread(self.tasks.expire, now - timedelta(seconds=cfg.timeout), now)
+                await asyncio.to_thread(self.tasks.forget, now - timedelta(days=cfg.retention_days))
+            except Exception:
+                log.exception("task housekeeping failed")
+
+    def _seed(self) -> None:
+        for account in self.config.accounts:
+            self.credentials.ensure_account(account.id, account.name, account.plan)
+        for zone in self.config.zones:
+            self.credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)
 
     async def start(self) -> None:
         """Bind every listener; ports given as 0 are chosen by the kernel (see ``*_port``)."""
         cfg = self.config
+        await asyncio.to_thread(self._seed)
         if cfg.demo_origin is not None:
             self._demo = await demo_origin.start(cfg.demo_origin.host, cfg.demo_origin.port)
+        self.reclaimer.start()
+        self._housekeeping = asyncio.get_running_loop().create_task(self._keep_tasks())
         self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
         self.data_port = self._data.port
-        self._control = web.AppRunner(build_control_app(self.registry), access_log=None)
+        context = ControlContext(
+            zones=self.zones,
+            credentials=self.credentials,
+            purges=self.purges,
+            tasks=self.tasks,
+            quotas=self.quotas,
+            prefetch=self.prefetch,
+        )
+        edgeone = EdgeOneServices(
+            secrets=self.secrets,
+            quota_for=self.quota_for,
+            edgeone_ids={z.eo_id: z.id for z in cfg.zones},
+        )
+        self._control = web.AppRunner(
+            build_control_app(self.registry, context, edgeone), access_log=None, shutdown_timeout=5.0
+        )
         await self._control.setup()
         await web.TCPSite(self._control, cfg.control.host, cfg.control.port).start()
         self.control_port = int(self._control.addresses[0][1])
 
     async def stop(self) -> None:
-        """Close the listeners, then the origin pool."""
+        """Close the listeners, then the background work and the origin pool."""
         if self._data is not None:
             await self._data.close()
         if self._control is not None:
             await self._control.cleanup()
+        await self.reclaimer.stop()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.prefetch.drain()
+        if self._warm_session is not None:
+            await self._warm_session.close()
         await self.origin.close()
         if self._demo is not None:
             await self._demo.cleanup()
+        self.purges.close()
+        self.database.dispose()

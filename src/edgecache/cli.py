@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Annotated
 
@@ -12,12 +16,17 @@ import typer
 import uvloop
 
 from edgecache.app import Node
-from edgecache.config import Config, demo_config, load_config
+from edgecache.cli_tokens import tokens_app
+from edgecache.config import DEMO_ZONE_ID, Config, demo_config, load_config
+from edgecache.control.credentials import Permission
 from edgecache.demo.origin import DEMO_PATHS
 
 app = typer.Typer(
     help="edgecache: a self-hosted edge cache whose strength is invalidation.", no_args_is_help=True
 )
+app.add_typer(tokens_app, name="token")
+
+DEMO_TOKEN_NAME = "demo (make run)"
 
 
 @app.callback()
@@ -25,12 +34,35 @@ def _root() -> None:
     """edgecache: a self-hosted edge cache whose strength is invalidation."""
 
 
-def _banner(node: Node, cfg: Config) -> str:
+def _demo_token(node: Node) -> str:
+    """A fresh purge token for the demo zone; earlier demo tokens are revoked (they were printed)."""
+    account = node.config.accounts[0].id
+    for info in node.credentials.list_tokens(account):
+        if info.name == DEMO_TOKEN_NAME and info.revoked_at is None:
+            node.credentials.revoke_token(info.id)
+    _, secret = node.credentials.create_token(
+        account, DEMO_TOKEN_NAME, [Permission.CACHE_PURGE, Permission.ZONE_SETTINGS_READ], [DEMO_ZONE_ID]
+    )
+    return secret
+
+
+def _banner(node: Node, cfg: Config, token: str | None) -> str:
     data = f"http://{cfg.data.host}:{node.data_port}"
-    lines = [f"edgecache serving on {data} (control plane on http://{cfg.control.host}:{node.control_port})"]
+    api = f"http://{cfg.control.host}:{node.control_port}/client/v4"
+    lines = [f"edgecache serving on {data} (control plane on {api})"]
     if cfg.demo_origin is not None:
         lines.append("Demo zone in front of the built-in origin. Try (run each twice: MISS, then HIT):")
         lines += [f"  curl -si {data}{p} | grep -i cache-status" for p in DEMO_PATHS[:4]]
+    if token is not None:
+        lines += [
+            "",
+            f"API token (Cache Purge on zone {DEMO_ZONE_ID}, shown once): {token}",
+            "Purge every product page by tag, then fetch one again (MISS):",
+            f"  curl -s -X POST {api}/zones/{DEMO_ZONE_ID}/purge_cache \\",
+            f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\",
+            """    -d '{"tags":["products"]}'""",
+            f"  or: EDGECACHE_TOKEN={token} edgecache purge --zone {DEMO_ZONE_ID} --tag products --api {api}",
+        ]
     lines.append(f"Metrics: curl http://{cfg.control.host}:{node.control_port}/metrics")
     return "\n".join(lines)
 
@@ -38,7 +70,8 @@ def _banner(node: Node, cfg: Config) -> str:
 async def _serve(cfg: Config) -> None:
     node = Node(cfg)
     await node.start()
-    typer.echo(_banner(node, cfg))
+    token = await asyncio.to_thread(_demo_token, node) if cfg.demo_origin is not None else None
+    typer.echo(_banner(node, cfg, token))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -57,6 +90,64 @@ def serve(
     cfg = load_config(config) if config is not None else demo_config()
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(_serve(cfg))
+
+
+@app.command()
+def purge(
+    zone: Annotated[str, typer.Option("--zone", "-z", help="Zone id (32 hex).")],
+    url: Annotated[
+        list[str] | None, typer.Option("--url", help="A URL (all its variants); repeatable.")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="A cache tag; repeatable.")] = None,
+    host: Annotated[list[str] | None, typer.Option("--host", help="A hostname; repeatable.")] = None,
+    prefix: Annotated[
+        list[str] | None, typer.Option("--prefix", help="host/path prefix; repeatable.")
+    ] = None,
+    everything: Annotated[bool, typer.Option("--everything", help="Purge everything in the zone.")] = False,
+    soft: Annotated[bool, typer.Option("--soft", help="Invalidate (mark stale) instead of delete.")] = False,
+    api: Annotated[
+        str, typer.Option("--api", help="The node's v4 API base URL.")
+    ] = "http://127.0.0.1:8081/client/v4",
+    token: Annotated[
+        str | None, typer.Option("--token", help="API token (default: $EDGECACHE_TOKEN).", show_default=False)
+    ] = None,
+) -> None:
+    """Purge through a running node's API; prints the job id."""
+    secret = token or os.environ.get("EDGECACHE_TOKEN")
+    if not secret:
+        typer.echo("error: give --token or set EDGECACHE_TOKEN", err=True)
+        raise typer.Exit(2)
+    bodies: list[dict[str, object]] = []
+    if everything:
+        bodies.append({"purge_everything": True})
+    if url:
+        bodies.append({"files": list(url)})
+    flex: dict[str, object] = {k: v for k, v in (("tags", tag), ("hosts", host), ("prefixes", prefix)) if v}
+    if flex:
+        bodies.append(flex)
+    if not bodies:
+        typer.echo("error: nothing to purge: give --url, --tag, --host, --prefix or --everything", err=True)
+        raise typer.Exit(2)
+    endpoint = "invalidate_cache" if soft else "purge_cache"
+    for body in bodies:
+        req = urllib.request.Request(
+            f"{api.rstrip('/')}/zones/{zone}/{endpoint}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                answer = json.load(resp)
+        except urllib.error.HTTPError as err:
+            answer = json.load(err)
+            for e in answer.get("errors", []):
+                typer.echo(f"error {e.get('code')}: {e.get('message')}", err=True)
+            raise typer.Exit(1) from None
+        except urllib.error.URLError as err:
+            typer.echo(f"error: cannot reach {api}: {err.reason}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(answer["result"]["id"])
 
 
 def main() -> None:

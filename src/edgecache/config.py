@@ -53,11 +53,71 @@ class CacheKeyOptions(_Model):
         return tuple(sorted({h.lower() for h in v}))
 
 
+DEFAULT_ACCOUNT_ID = "9a7806061c88ada191ed06f989cc3dac"
+
+
+class PurgeRate(_Model):
+    """A token bucket: refill per second and bucket size."""
+
+    per_second: float = Field(gt=0)
+    burst: float = Field(ge=1)
+
+
+class Account(_Model):
+    """An account owns zones and credentials; purge rate limits apply per account."""
+
+    id: str = DEFAULT_ACCOUNT_ID
+    name: str = "default"
+    plan: Plan = "enterprise"
+    """Selects the default purge limits (Cloudflare's published numbers for that plan)."""
+    flex_purge: PurgeRate | None = None
+    """Override the tag/host/prefix/everything purge bucket."""
+    single_file_purge: PurgeRate | None = None
+    """Override the URLs-per-second bucket."""
+    files_per_request: int | None = Field(default=None, ge=1)
+    flex_items_per_request: int | None = Field(default=None, ge=1)
+
+    @field_validator("id")
+    @classmethod
+    def _account_id(cls, v: str) -> str:
+        if not ZONE_ID.match(v):
+            raise ValueError("account id must be 32 lower-case hex characters")
+        return v
+
+
+class Quota(_Model):
+    """Content-management quota of one task type: items per request and per day."""
+
+    batch: int = Field(ge=1)
+    daily: int = Field(ge=1)
+
+
+TASK_TYPES = ("purge_url", "purge_prefix", "purge_host", "purge_all", "purge_cache_tag", "prefetch_url")
+
+DEFAULT_QUOTAS: dict[str, Quota] = {
+    # Batch sizes: EdgeOne's console FAQ (URL 5000, directory 1000, hostname 1000, Cache-Tag 100,
+    # prefetch URL 5000); daily caps: its documented example (10,000), raised for URLs, which are
+    # cheap for us. Self-hosted operators set their own per zone.
+    "purge_url": Quota(batch=5000, daily=100_000),
+    "purge_prefix": Quota(batch=1000, daily=10_000),
+    "purge_host": Quota(batch=1000, daily=10_000),
+    "purge_all": Quota(batch=1, daily=10_000),
+    "purge_cache_tag": Quota(batch=100, daily=10_000),
+    "prefetch_url": Quota(batch=5000, daily=10_000),
+}
+
+
 class Zone(_Model):
     """A site in front of one origin."""
 
     id: str
     name: str
+    account_id: str = DEFAULT_ACCOUNT_ID
+    edgeone_id: str | None = None
+    """The zone's EdgeOne-style id (``zone-`` + 12 characters); derived from ``id`` when not set."""
+    quotas: dict[str, Quota] = Field(default_factory=dict)
+    """Per task type (purge_url, purge_prefix, purge_host, purge_all, purge_cache_tag, prefetch_url);
+    types not given use ``DEFAULT_QUOTAS``."""
     hostnames: tuple[str, ...]
     origin: str
     plan: Plan = "enterprise"
@@ -74,6 +134,30 @@ class Zone(_Model):
         if not ZONE_ID.match(v):
             raise ValueError("zone id must be 32 lower-case hex characters")
         return v
+
+    @field_validator("edgeone_id")
+    @classmethod
+    def _edgeone_id(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^zone-[0-9a-z]{6,32}$", v):
+            raise ValueError("edgeone_id must look like zone-2o3h21ed8bpu")
+        return v
+
+    @field_validator("quotas")
+    @classmethod
+    def _quota_types(cls, v: dict[str, Quota]) -> dict[str, Quota]:
+        unknown = set(v) - set(TASK_TYPES)
+        if unknown:
+            raise ValueError(f"unknown quota types {sorted(unknown)}; known: {', '.join(TASK_TYPES)}")
+        return v
+
+    @property
+    def eo_id(self) -> str:
+        """The EdgeOne-style id of this zone."""
+        return self.edgeone_id or "zone-" + self.id[:12]
+
+    def quota(self, task_type: str) -> Quota:
+        """The quota of one task type."""
+        return self.quotas.get(task_type) or DEFAULT_QUOTAS[task_type]
 
     @field_validator("hostnames")
     @classmethod
@@ -102,6 +186,17 @@ class Storage(_Model):
     """Larger responses stream through without being stored."""
 
 
+class Tasks(_Model):
+    """Purge and prefetch task tracking."""
+
+    timeout: float = Field(default=60.0, gt=0)
+    """A task not acknowledged by every node within this many seconds ends ``timeout``."""
+    retention_days: float = Field(default=30.0, gt=0)
+    prefetch_concurrency: int = Field(default=8, ge=1, le=256)
+    prefetch_timeout: float = Field(default=60.0, gt=0)
+    """Per-target limit for a prefetch fetch."""
+
+
 class Limits(_Model):
     """Data-plane hardening limits."""
 
@@ -124,15 +219,28 @@ class Config(_Model):
     demo_origin: Listener | None = None
     """Start the built-in demo origin on this address (the demo zone points at it)."""
     data_dir: Path = Path("data")
+    database_url: str | None = None
+    """SQLAlchemy URL of the control-plane database; default: SQLite under ``data_dir``."""
+    accounts: tuple[Account, ...] = (Account(),)
     zones: tuple[Zone, ...] = ()
     storage: Storage = Storage()
     limits: Limits = Limits()
+    tasks: Tasks = Tasks()
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
         ids = [z.id for z in self.zones]
         if len(ids) != len(set(ids)):
             raise ValueError("zone ids must be unique")
+        eo_ids = [z.eo_id for z in self.zones]
+        if len(eo_ids) != len(set(eo_ids)):
+            raise ValueError("zone EdgeOne ids must be unique (set edgeone_id where derived ids collide)")
+        accounts = {a.id for a in self.accounts}
+        if len(accounts) != len(self.accounts):
+            raise ValueError("account ids must be unique")
+        for z in self.zones:
+            if z.account_id not in accounts:
+                raise ValueError(f"zone {z.id} names account {z.account_id}, which is not configured")
         hosts = [h for z in self.zones for h in z.hostnames]
         if len(hosts) != len(set(hosts)):
             raise ValueError("a hostname may belong to one zone only")

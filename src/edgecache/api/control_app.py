@@ -6,6 +6,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from edgecache.api.cloudflare.routes import add_routes, envelope_errors
+from edgecache.api.context import CONTEXT_KEY, ControlContext
+from edgecache.api.edgeone.dispatch import EdgeOneServices
+from edgecache.api.edgeone.dispatch import add_routes as add_edgeone_routes
+
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 
 
@@ -20,10 +25,16 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_control_app(registry: CollectorRegistry) -> web.Application:
-    """The control-plane application."""
-    app = web.Application()
+def build_control_app(
+    registry: CollectorRegistry, context: ControlContext, edgeone: EdgeOneServices
+) -> web.Application:
+    """The control-plane application: Cloudflare v4 under ``/client/v4`` (and ``/zones/...``),
+    EdgeOne API 3.0 at ``POST /``, metrics and health."""
+    app = web.Application(middlewares=[envelope_errors], client_max_size=4 * 1024 * 1024)
     app[REGISTRY_KEY] = registry
+    app[CONTEXT_KEY] = context
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", health)
+    add_routes(app)
+    add_edgeone_routes(app, edgeone)
     return app

@@ -23,7 +23,8 @@ zone is served on one port per scheme and purge URLs should not have to name it.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Mapping
 from http import HTTPStatus
 
 from edgecache.edge.fetch import Fetch, Reader
@@ -37,6 +38,7 @@ from edgecache.httpcache.key import primary_key, variant_suffix, vary_suffix
 from edgecache.httpcache.ranges import content_range, multipart_byteranges, parse_range, unsatisfied_range
 from edgecache.httpcache.status import CfStatus, cache_status_fwd, cache_status_hit
 from edgecache.httpcache.tags import TAG_HEADERS
+from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
 from edgecache.store.entry import Entry
 
@@ -66,23 +68,30 @@ class Proxy:
         stats: EdgeStats,
         *,
         max_object_bytes: int,
-        ledger_position: Callable[[], int] = lambda: 0,
+        index: EpochIndex,
     ) -> None:
         self.zones = zones
         self.store = store
         self.origin = origin
         self.stats = stats
         self._max = max_object_bytes
-        self._ledger_position = ledger_position
+        self.index = index
         self.inflight: dict[str, Fetch] = {}
         self._hit_for_miss: dict[str, float] = {}
+        self._fetch_seqs: Counter[int] = Counter()
+        """stored_seq of every origin fetch in flight: the reclaimer may not compact past the oldest."""
 
     # -- entry point ------------------------------------------------------------------------------
 
     def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | None:
         """Answer one request: synchronously on a fresh hit, else through a coroutine."""
         headers = req.headers
-        found = self.zones.for_host(headers.get("host", ""))
+        target = req.target
+        if target[0] == "/":
+            found = self.zones.for_host(headers.get("host", ""))
+        else:
+            # RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored.
+            found = self.zones.for_host(target.partition("://")[2].partition("/")[0])
         if found is None:
             self._plain(conn, req, 421, "No zone serves this host.\n")
             return None
@@ -90,7 +99,7 @@ class Proxy:
         method = req.method
         if method != "GET" and method != "HEAD":
             return self._pass(req, conn, zone, host)
-        base = primary_key("http", host, req.target, zone.key_options)
+        base = primary_key("http", host, target, zone.key_options)
         if zone.has_variants:
             base += variant_suffix(headers, zone.key_options)
         key = base
@@ -98,6 +107,8 @@ class Proxy:
         if vary:
             key = base + vary_suffix(vary, headers)
         entry = self.store.get(key)
+        if entry is not None and entry.stored_seq < self.index.position:
+            entry = self._purge_check(entry)
         auth = "authorization" in headers
         if entry is not None and (entry.auth_ok or not auth):
             now = time.time()
@@ -107,6 +118,21 @@ class Proxy:
                 return None
             return self._stale(req, conn, zone, host, key, entry, now)
         return self._fill(req, conn, zone, host, key, None, coalesce=not auth)
+
+    def _purge_check(self, entry: Entry) -> Entry | None:
+        """Apply the purges accepted since the entry was fetched (design: the epoch index)."""
+        verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
+        if verdict is None:
+            # Checked against every purge so far: later lookups take the one-comparison path.
+            entry.stored_seq = self.index.zone_seq(entry.zone)
+            return entry
+        if verdict.hard:
+            self.store.delete(entry.key)
+            self.stats.purged_on_lookup += 1
+            return None
+        if entry.stale_since is None or verdict.at < entry.stale_since:
+            entry.stale_since = verdict.at
+        return entry
 
     # -- hits -------------------------------------------------------------------------------------
 
@@ -248,7 +274,7 @@ class Proxy:
             url=zone.origin + _origin_target(req.target),
             headers=req.headers,
             client_ip=req.client_ip,
-            stored_seq=self._ledger_position(),
+            stored_seq=self.index.position,
             stale=stale,
             max_object_bytes=self._max,
             store_entry=self._store_entry,
@@ -256,25 +282,43 @@ class Proxy:
         )
         if coalesce:
             self.inflight[key] = fetch
+        self._fetch_seqs[fetch.stored_seq] += 1
         self.stats.origin_fetches += 1
         fetch.start(self.origin)
         return fetch
 
     def _store_entry(self, entry: Entry, vary: tuple[str, ...], request_headers: Mapping[str, str]) -> None:
-        """Store a fill under the key its Vary fields select (RFC 9111 §4.1)."""
+        """Store a fill under the key its Vary fields select (RFC 9111 §4.1), unless a purge
+        accepted after its fetch started covers it (design: no purge/fetch race)."""
         base = _strip_vary(entry.key)
+        if vary:
+            entry.key = base + vary_suffix(vary, request_headers)
+        verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
+        if verdict is not None:
+            if verdict.hard:
+                self.store.delete(entry.key)
+                return
+            entry.stale_since = verdict.at
         if self.store.vary(base) != (vary or None):
             # The origin changed its Vary: variants selected by the old fields are unreachable now.
             for key in self.store.variants(entry.primary):
                 if key == base or key.startswith(base + VARY_SEP):
                     self.store.delete(key)
-        if vary:
-            entry.key = base + vary_suffix(vary, request_headers)
         self.store.put(entry)
         if vary:
             self.store.set_vary(base, vary)
 
+    def oldest_fetch_seq(self) -> int | None:
+        """The lowest stored_seq of the origin fetches in flight, or None when there are none."""
+        return min(self._fetch_seqs) if self._fetch_seqs else None
+
     def _fetch_done(self, fetch: Fetch) -> None:
+        if fetch.done:
+            n = self._fetch_seqs[fetch.stored_seq] - 1
+            if n > 0:
+                self._fetch_seqs[fetch.stored_seq] = n
+            else:
+                self._fetch_seqs.pop(fetch.stored_seq, None)
         if fetch.latency is not None and fetch.done:
             self.stats.observe_origin(fetch.latency)
         if self.inflight.get(fetch.key) is fetch:

@@ -24,6 +24,7 @@ class EdgeStats:
         "origin_count",
         "origin_fetches",
         "origin_sum",
+        "purged_on_lookup",
     )
 
     def __init__(self) -> None:
@@ -33,6 +34,8 @@ class EdgeStats:
         self.bytes_sent = 0
         self.origin_fetches = 0
         self.invalidated_by_unsafe = 0
+        self.purged_on_lookup = 0
+        """Entries found purged by the epoch index before the reclaimer reached them."""
         self.origin_buckets = [0] * len(ORIGIN_BUCKETS)
         self.origin_count = 0
         self.origin_sum = 0.0

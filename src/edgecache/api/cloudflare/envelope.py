@@ -1,0 +1,68 @@
+"""The v4 envelope: every answer is JSON ``{success, errors, messages, result}``.
+
+Rules: errors are raised as :class:`CfError` anywhere below a route and turned into the failure
+envelope by the middleware in ``routes.py``; nothing else builds error bodies. Codes and messages
+follow ``shared/reference/cloudflare-api.md`` §1.5 and §2.7.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+
+class CfError(Exception):
+    """A v4 API error: HTTP status, code, message, and an optional ``error_chain``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        *,
+        chain: list[tuple[int, str]] | None = None,
+        extra: list[tuple[int, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.chain = chain or []
+        self.extra = extra or []
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The failure envelope."""
+        first: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.chain:
+            first["error_chain"] = [{"code": c, "message": m} for c, m in self.chain]
+        errors = [first] + [{"code": c, "message": m} for c, m in self.extra]
+        return {"success": False, "errors": errors, "messages": [], "result": None}
+
+
+def success(result: Any, *, status: int = 200, result_info: dict[str, int] | None = None) -> web.Response:
+    """The success envelope around ``result``."""
+    body: dict[str, Any] = {"success": True, "errors": [], "messages": [], "result": result}
+    if result_info is not None:
+        body["result_info"] = result_info
+    return web.Response(status=status, body=json.dumps(body), content_type="application/json")
+
+
+def failure(err: CfError) -> web.Response:
+    """The failure envelope for ``err``."""
+    return web.Response(
+        status=err.status, body=json.dumps(err.body()), content_type="application/json", headers=err.headers
+    )
+
+
+def no_route(path: str) -> CfError:
+    """What the real API answers for an unknown route or an invalid identifier in the path."""
+    return CfError(
+        400,
+        7003,
+        f"Could not route to {path}, perhaps your object identifier is invalid?",
+        extra=[(7000, "No route for that URI")],
+    )

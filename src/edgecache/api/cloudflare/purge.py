@@ -1,0 +1,159 @@
+"""``/zones/{zone_id}/purge_cache`` and ``/zones/{zone_id}/invalidate_cache``: the wire format.
+
+Validation order (reference ``cloudflare-api.md`` §2.7, "recommended validation order"): auth →
+zone exists and is accessible (7003/10000) → body is a JSON object → exactly-one-field rule
+(1012/1092/1013) → array types (1014) → per-plan item counts (1094/1101/1111) → each item (1100,
+1114/1115, 1082) → the account's token bucket (429/1134) → 200 ``{"id": <job id>}``.
+
+Combinations: ``purge_everything`` must be alone and ``true``; ``tags``, ``hosts`` and ``prefixes``
+may be combined (the historical API accepted it; they are ORed); ``files`` must be alone.
+The answer's ``id`` is the purge's own job id (Cloudflare answers with the zone id; a 32-hex
+string either way, and ours lets the tasks API find the purge).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from edgecache.api.cloudflare.auth import authenticate, denied
+from edgecache.api.cloudflare.envelope import CfError, no_route, success
+from edgecache.api.context import CONTEXT_KEY
+from edgecache.control.credentials import Permission
+from edgecache.control.purges import (
+    FileTarget,
+    HostTooLong,
+    InvalidHost,
+    InvalidPrefix,
+    InvalidTag,
+    InvalidUrl,
+    PurgeRejected,
+    PurgeRequest,
+    RateLimited,
+    TagTooLong,
+    TooManyItems,
+)
+from edgecache.control.quotas import QuotaExceeded
+from edgecache.control.ratelimit import retry_after
+from edgecache.edge.zones import ZoneRuntime
+from edgecache.purge.selectors import Mode
+
+ZONE_ID = re.compile(r"^[0-9a-f]{32}$")
+FIELDS = ("purge_everything", "files", "tags", "hosts", "prefixes")
+FLEX_FIELDS = ("tags", "hosts", "prefixes")
+MSG_1012 = 'Request must contain one of "purge_everything", "files", "tags", "hosts" or "prefixes"'
+TOO_MANY_CODES = {"files": 1094, "tags": 1101, "hosts": 1111, "prefixes": 1101}
+
+
+def _bad(code: int, message: str) -> CfError:
+    return CfError(400, code, message)
+
+
+def parse_body(raw: bytes) -> PurgeRequest:
+    """The request body as a :class:`PurgeRequest`, or the v4 error for it."""
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise _bad(6007, "Malformed JSON in request body") from exc
+    if not isinstance(body, dict):
+        raise _bad(1012, MSG_1012)
+    present = [f for f in FIELDS if f in body]
+    if not present:
+        raise _bad(1012, MSG_1012)
+    if "purge_everything" in present:
+        if len(present) > 1:
+            raise _bad(
+                1092, "Request cannot contain 'purge_everything' and any of 'files', 'tags', or 'hosts'"
+            )
+        if body["purge_everything"] is not True:
+            raise _bad(1013, "'purge_everything' must be true")
+        return PurgeRequest(everything=True)
+    if "files" in present and len(present) > 1:
+        raise _bad(1012, 'Request must contain only one of "files" or "tags", "hosts", "prefixes"')
+    for name in present:
+        if not isinstance(body[name], list):
+            raise _bad(1014, '"files", "tags", or "hosts" must be an array')
+        if not body[name]:
+            raise _bad(1012, MSG_1012)
+    if "files" in present:
+        return PurgeRequest(files=tuple(_file(item) for item in body["files"]))
+    lists: dict[str, tuple[str, ...]] = {}
+    for name in FLEX_FIELDS:
+        items = body.get(name, [])
+        if not all(isinstance(i, str) for i in items):
+            raise _bad(1014, f'"{name}" must be an array of strings')
+        lists[name] = tuple(items)
+    return PurgeRequest(tags=lists["tags"], hosts=lists["hosts"], prefixes=lists["prefixes"])
+
+
+def _file(item: Any) -> FileTarget:
+    if isinstance(item, str):
+        return FileTarget(item)
+    if isinstance(item, dict) and isinstance(item.get("url"), str):
+        headers = item.get("headers") or {}
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise _bad(1012, '"files[].headers" must be an object of header names to string values')
+        return FileTarget(item["url"], headers or None)
+    raise _bad(1012, MSG_1012)
+
+
+def rejected(exc: PurgeRejected) -> CfError:
+    """The v4 error for a domain rejection."""
+    match exc:
+        case TooManyItems(kind=kind):
+            return _bad(TOO_MANY_CODES[kind], exc.message)
+        case TagTooLong() | InvalidTag():
+            return _bad(1100, exc.message)
+        case HostTooLong():
+            return _bad(1114, exc.message)
+        case InvalidHost() | InvalidPrefix():
+            return _bad(1115, exc.message)
+        case InvalidUrl():
+            return _bad(1082, exc.message)
+        case RateLimited(retry_after=wait):
+            return CfError(429, 1134, exc.message, headers={"Retry-After": str(retry_after(wait))})
+    return _bad(1012, exc.message)
+
+
+def zone_for(request: web.Request) -> ZoneRuntime:
+    """The zone named in the path, or 7003 for an identifier that names no zone."""
+    zone_id = request.match_info["zone_id"]
+    zone = request.app[CONTEXT_KEY].zones.by_id.get(zone_id) if ZONE_ID.match(zone_id) else None
+    if zone is None:
+        raise no_route(request.path)
+    return zone
+
+
+async def _purge(request: web.Request, mode: Mode) -> web.Response:
+    ctx = request.app[CONTEXT_KEY]
+    principal = await authenticate(request, ctx.credentials)
+    zone = zone_for(request)
+    if not principal.allows(Permission.CACHE_PURGE, zone.config.id, zone.config.account_id):
+        raise denied()
+    req = parse_body(await request.read())
+    try:
+        items = ctx.purges.items(zone, req)
+        ctx.purges.take_rate(zone, req)
+        accepted = await ctx.purges.submit(
+            zone, mode, items, req, principal=principal.ref, dialect="cloudflare"
+        )
+    except PurgeRejected as exc:
+        raise rejected(exc) from exc
+    except QuotaExceeded as exc:
+        raise CfError(429, 1134, f"Unable to purge, {exc}", headers={"Retry-After": "3600"}) from exc
+    return success({"id": accepted.job_id})
+
+
+async def purge_cache(request: web.Request) -> web.Response:
+    """Hard purge: matched entries are deleted; the next request is a MISS."""
+    return await _purge(request, Mode.DELETE)
+
+
+async def invalidate_cache(request: web.Request) -> web.Response:
+    """Soft purge: matched entries are stale; the next request revalidates (REVALIDATED/EXPIRED)."""
+    return await _purge(request, Mode.INVALIDATE)

@@ -1,0 +1,46 @@
+"""Mounting the v4 dialect: every route under ``/client/v4`` and, as the SDK allows, at ``/``.
+
+Rules: every answer on these paths is the JSON envelope, errors included; an unknown route or an
+unsupported method on a known one is 400 with 7003/7000, as the real API answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from edgecache.api.cloudflare import openapi, purge
+from edgecache.api.cloudflare.envelope import CfError, failure, no_route
+
+log = logging.getLogger(__name__)
+
+PREFIXES = ("/client/v4", "")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the v4 routes on ``app`` under both prefixes."""
+    for prefix in PREFIXES:
+        app.router.add_post(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
+        app.router.add_delete(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
+        app.router.add_post(prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
+        app.router.add_get(prefix + "/openapi.json", openapi.document)
+
+
+@web.middleware
+async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error on an API path into the v4 failure envelope."""
+    try:
+        return await handler(request)
+    except CfError as err:
+        return failure(err)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        return failure(no_route(request.path))
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("control-plane request failed: %s %s", request.method, request.path)
+        return failure(CfError(500, 10001, "Internal server error"))

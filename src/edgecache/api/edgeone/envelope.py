@@ -1,0 +1,72 @@
+"""The API 3.0 envelope: ``{"Response": {<fields>, "RequestId": "<uuid>"}}``, errors included.
+
+Rules (reference ``edgeone-api.md`` §2.5):
+- Every answer is HTTP 200 with ``Content-Type`` exactly ``application/json`` (no charset) and a
+  ``RequestId``. The official Python SDK turns any other status into ``ServerNetworkError`` (losing
+  the code), ignores errors whose Content-Type differs from that exact string, and raises
+  ``KeyError`` on an error without ``RequestId``.
+- Errors are raised as :class:`EoError` anywhere below the dispatcher and turned into the error
+  envelope there; nothing else builds error bodies.
+- Codes are the reference's (§2.4, §2.6). Messages copy the live service's wording where it has been
+  seen in public (MissingParameter, UnknownParameter, InvalidParameter); the rest are ours, in the
+  same style. The SDK never inspects them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+
+class EoError(Exception):
+    """An API 3.0 error: ``Code`` (e.g. ``AuthFailure.SignatureFailure``) and ``Message``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _answer(response: dict[str, Any]) -> web.Response:
+    # body= (bytes) rather than text=: aiohttp would append "; charset=utf-8" to a text body's type.
+    return web.Response(
+        status=200, body=json.dumps({"Response": response}).encode(), content_type="application/json"
+    )
+
+
+def success(request_id: str, fields: Mapping[str, Any]) -> web.Response:
+    """The success envelope: ``fields`` plus ``RequestId``."""
+    if "RequestId" in fields or "Error" in fields:
+        raise ValueError("an action's result must not carry RequestId or Error")
+    return _answer({**fields, "RequestId": request_id})
+
+
+def failure(request_id: str, err: EoError) -> web.Response:
+    """The error envelope for ``err``."""
+    return _answer({"Error": {"Code": err.code, "Message": err.message}, "RequestId": request_id})
+
+
+def missing_parameter(name: str) -> EoError:
+    return EoError("MissingParameter", f"The request is missing a required parameter `{name}`.")
+
+
+def invalid_parameter(name: str, expected: str) -> EoError:
+    """A parameter of the wrong JSON type or syntax; ``expected`` says what it should be."""
+    return EoError("InvalidParameter", f"Parameter `{name}` type error: expected {expected}.")
+
+
+def invalid_parameter_value(name: str, reason: str) -> EoError:
+    """A parameter of the right type whose value is not acceptable; ``reason`` says why."""
+    return EoError("InvalidParameterValue", f"The value of parameter `{name}` is invalid: {reason}.")
+
+
+def unknown_parameter(name: str) -> EoError:
+    return EoError("UnknownParameter", f"The parameter `{name}` is not recognized.")

@@ -1,0 +1,320 @@
+"""Purges as a domain service: validate, rate-limit, record durably, apply at once.
+
+Rules of this module:
+- Dialects (Cloudflare, EdgeOne, CLI) translate their wire format into a :class:`PurgeRequest` and
+  map the :class:`PurgeRejected` errors raised here onto their own codes; no wire format lives here.
+- Validation happens before anything changes, in a fixed order: item counts per plan, then each
+  item (URL inside the zone, host and tag lengths, prefix shape), then the account's rate limit.
+  A rejected request changes nothing and consumes no rate-limit tokens.
+- Acceptance is durable before it is acknowledged: :meth:`PurgeService.submit` returns only after the
+  ledger row is committed. The same writer thread then schedules the in-memory application on the
+  event loop *before* the caller resumes, in ledger order, so the purge is in effect on this node
+  when the API answers.
+- URLs name what clients fetch through this node: the scheme and port of a purge URL are ignored
+  (the data plane keys on ``http`` and the bare host, see ``edge/proxy.py``), the host must be one of
+  the zone's hostnames, and ``files[].headers`` select one variant through the zone's cache-key
+  options.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgecache.control.quotas import QuotaService
+from edgecache.control.ratelimit import Bucket, PlanLimits, RateLimiter
+from edgecache.db.ledger import LedgerStore
+from edgecache.db.tasks import NewTask, TaskStore
+from edgecache.edge.zones import ZoneRuntime
+from edgecache.httpcache.key import normalise_path, primary_key, variant_suffix
+from edgecache.httpcache.tags import normalise_tag
+from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url
+
+MAX_TAG_LENGTH = 1024
+MAX_HOST_LENGTH = 200
+MAX_PREFIX_SLASHES = 31
+
+
+class PurgeRejected(Exception):
+    """A purge request that cannot be accepted; nothing was changed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TooManyItems(PurgeRejected):
+    """More items of one kind than the plan allows in one request."""
+
+    def __init__(self, kind: str, limit: int) -> None:
+        super().__init__(f"Exceeded maximum amount of {limit} {kind} that can be purged on a single request")
+        self.kind = kind
+        self.limit = limit
+
+
+class TagTooLong(PurgeRejected):
+    """A tag over 1024 characters."""
+
+
+class InvalidTag(PurgeRejected):
+    """An empty tag or one with whitespace or control characters."""
+
+
+class HostTooLong(PurgeRejected):
+    """A host over 200 characters."""
+
+
+class InvalidHost(PurgeRejected):
+    """Not a hostname, or not one of the zone's."""
+
+
+class InvalidPrefix(PurgeRejected):
+    """A prefix with a scheme, query or fragment, too deep, or outside the zone."""
+
+
+class InvalidUrl(PurgeRejected):
+    """A URL that cannot be parsed, or whose host is not one of the zone's."""
+
+
+class RateLimited(PurgeRejected):
+    """The account's purge bucket is empty; ``retry_after`` seconds until it is not."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            "Unable to purge, rate limit reached. Please wait and consider throttling your request speed"
+        )
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class FileTarget:
+    """One URL to purge, optionally with the cache-key headers that select one variant."""
+
+    url: str
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeRequest:
+    """What to purge, in the dialect-neutral form."""
+
+    files: tuple[FileTarget, ...] = ()
+    tags: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    everything: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeItem:
+    """One target of a purge: what the user named, its task type, and the selector it means."""
+
+    target: str
+    type: str
+    selector: Selector
+    domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedPurge:
+    """A purge that is durable and in effect."""
+
+    job_id: str
+    purge: Purge
+    items: tuple[PurgeItem, ...] = field(compare=False)
+
+
+class PurgeService:
+    """Accepts purges for the zones this node serves."""
+
+    def __init__(
+        self,
+        *,
+        ledger_store: LedgerStore,
+        task_store: TaskStore,
+        quotas: QuotaService,
+        limiter: RateLimiter,
+        limits_for: Callable[[str], PlanLimits],
+        apply: Callable[[Purge], None],
+    ) -> None:
+        self._store = ledger_store
+        self._tasks = task_store
+        self._quotas = quotas
+        self._pending: dict[int, tuple[PurgeItem, ...]] = {}
+        """Items of purges not yet reclaimed, to attribute matched counts to their tasks."""
+        self._limiter = limiter
+        self._limits_for = limits_for
+        self._apply = apply
+        # One writer: ledger rows are committed, and applied, in sequence order.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecache-ledger")
+
+    def close(self) -> None:
+        """Stop the writer thread (pending writes finish first)."""
+        self._writer.shutdown(wait=True)
+
+    # -- validation -------------------------------------------------------------------------------
+
+    def items(
+        self, zone: ZoneRuntime, req: PurgeRequest, *, plan_limits: bool = True
+    ) -> tuple[PurgeItem, ...]:
+        """Validate a request against the zone (and, with ``plan_limits``, the Cloudflare plan's
+        per-request item counts); return its targets as selectors."""
+        if plan_limits:
+            limits = self._limits_for(zone.config.account_id)
+            if len(req.files) > limits.files_per_request:
+                raise TooManyItems("files", limits.files_per_request)
+            for kind, names in (("tags", req.tags), ("hosts", req.hosts), ("prefixes", req.prefixes)):
+                if len(names) > limits.flex_items_per_request:
+                    raise TooManyItems(kind, limits.flex_items_per_request)
+        if req.everything:
+            return (PurgeItem("", "purge_all", Everything()),)
+        out: list[PurgeItem] = []
+        for f in req.files:
+            url, host = self._url(zone, f)
+            out.append(PurgeItem(f.url, "purge_url", url, host))
+        out += [PurgeItem(t, "purge_cache_tag", self._tag(t)) for t in req.tags]
+        for h in req.hosts:
+            sel = self._host(zone, h)
+            out.append(PurgeItem(h, "purge_host", sel, sel.host))
+        for p in req.prefixes:
+            prefix = self._prefix(zone, p)
+            out.append(PurgeItem(p, "purge_prefix", prefix, prefix.host))
+        return tuple(out)
+
+    def _url(self, zone: ZoneRuntime, target: FileTarget) -> tuple[Url, str]:
+        url = target.url.strip()
+        if "://" not in url:
+            url = "http://" + url
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").rstrip(".")
+        except ValueError as exc:
+            raise InvalidUrl(f"Unable to purge '{target.url}': {exc}") from exc
+        if parts.scheme not in ("http", "https") or not host:
+            raise InvalidUrl(f"Unable to purge '{target.url}': not an http(s) URL")
+        if host not in zone.config.hostnames:
+            raise InvalidUrl(f"Unable to purge '{target.url}'. You can only purge files for this zone")
+        path_qs = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        key = primary_key("http", host, path_qs, zone.key_options)
+        if target.headers and zone.has_variants:
+            key += variant_suffix({k.lower(): v for k, v in target.headers.items()}, zone.key_options)
+        return Url(key), host
+
+    @staticmethod
+    def _tag(tag: str) -> Tag:
+        if len(tag) > MAX_TAG_LENGTH:
+            raise TagTooLong(f"Tag exceeds maximum length of {MAX_TAG_LENGTH} characters")
+        normal = normalise_tag(tag)
+        if not normal or any(c.isspace() or not c.isprintable() for c in normal):
+            raise InvalidTag(f"Invalid tag '{tag}'")
+        return Tag(normal)
+
+    @staticmethod
+    def _host(zone: ZoneRuntime, host: str) -> Host:
+        if len(host) > MAX_HOST_LENGTH:
+            raise HostTooLong(f"Host exceeds maximum length of {MAX_HOST_LENGTH} characters")
+        h = host.strip().lower().rstrip(".")
+        if h not in zone.config.hostnames:
+            raise InvalidHost(f"Invalid host '{host}'")
+        return Host(h)
+
+    @staticmethod
+    def _prefix(zone: ZoneRuntime, prefix: str) -> Prefix:
+        p = prefix.strip()
+        if "://" in p or "?" in p or "#" in p:
+            raise InvalidPrefix(
+                f"Invalid prefix '{prefix}': do not include a scheme, query string or fragment"
+            )
+        if p.count("/") > MAX_PREFIX_SLASHES:
+            raise InvalidPrefix(f"Invalid prefix '{prefix}': more than {MAX_PREFIX_SLASHES} path separators")
+        host, slash, path = p.partition("/")
+        host = host.lower().rstrip(".")
+        if host.rsplit(":", 1)[0] not in zone.config.hostnames:
+            raise InvalidPrefix(f"Invalid prefix '{prefix}': host is not part of this zone")
+        host = host.rsplit(":", 1)[0]
+        return Prefix(host + (normalise_path("/" + path) if slash else "/"))
+
+    def take_rate(self, zone: ZoneRuntime, req: PurgeRequest) -> None:
+        """Charge the account's bucket for this request, or raise :class:`RateLimited`."""
+        account = zone.config.account_id
+        if req.files and not (req.tags or req.hosts or req.prefixes or req.everything):
+            wait = self._limiter.take(account, Bucket.SINGLE_FILE_PURGE, len(req.files))
+        else:
+            wait = self._limiter.take(account, Bucket.FLEX_PURGE, 1)
+        if wait is not None:
+            raise RateLimited(wait)
+
+    # -- acceptance -------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        zone: ZoneRuntime,
+        mode: Mode,
+        items: tuple[PurgeItem, ...],
+        request: PurgeRequest,
+        *,
+        principal: str,
+        dialect: str,
+    ) -> AcceptedPurge:
+        """Charge the quotas, record the purge and its tasks durably, put it in effect on this
+        node, and return its job. Raises :class:`QuotaExceeded` with nothing recorded."""
+        loop = asyncio.get_running_loop()
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        record = _describe(request)
+        selectors = tuple(dict.fromkeys(item.selector for item in items))
+        counts: dict[str, int] = {}
+        for item in items:
+            counts[item.type] = counts.get(item.type, 0) + 1
+        new_tasks = [NewTask(i.target, i.type, i.domain, mode.value) for i in items]
+
+        def write() -> Purge:
+            for task_type, n in counts.items():
+                self._quotas.charge(zone.config, task_type, n)
+            seq = self._store.append(
+                zone_id=zone.config.id,
+                mode=mode.value,
+                selectors=record,
+                principal=principal,
+                dialect=dialect,
+                job_id=job_id,
+                created_at=datetime.fromtimestamp(now, UTC),
+                tasks=new_tasks,
+            )
+            purge = Purge(seq, zone.config.id, mode, selectors, now)
+            self._pending[seq] = items
+            loop.call_soon_threadsafe(self._apply, purge)
+            return purge
+
+        purge = await loop.run_in_executor(self._writer, write)
+        return AcceptedPurge(job_id, purge, items)
+
+    def reclaimed(self, purge: Purge, matched: dict[Selector, int]) -> None:
+        """This node has applied and reclaimed a purge: its tasks succeed, with the counts."""
+        items = self._pending.pop(purge.seq, ())
+        by_target = {item.target: matched.get(item.selector, 0) for item in items}
+        now = datetime.now(UTC)
+        self._writer.submit(self._tasks.finish_purge, purge.seq, by_target, now)
+
+
+def _describe(req: PurgeRequest) -> dict[str, Any]:
+    """The request as stored in the ledger (for audit and for peers catching up)."""
+    if req.everything:
+        return {"everything": True}
+    out: dict[str, Any] = {}
+    if req.files:
+        out["files"] = [
+            f.url if not f.headers else {"url": f.url, "headers": dict(f.headers)} for f in req.files
+        ]
+    for name in ("tags", "hosts", "prefixes"):
+        items = getattr(req, name)
+        if items:
+            out[name] = list(items)
+    return out

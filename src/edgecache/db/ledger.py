@@ -1,0 +1,106 @@
+"""The durable purge ledger: one row per accepted purge, numbered by the database.
+
+Rules: ``append`` writes the purge and its tasks in one transaction and commits before it returns
+(SQLite WAL with synchronous=FULL, or PostgreSQL), so a purge the API has acknowledged survives a
+crash. The database assigns ``seq``; the node's in-memory ledger (``edgecache.purge.ledger``)
+mirrors it in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from edgecache.db.engine import read_transaction, write_transaction
+from edgecache.db.schema import purge_ledger
+from edgecache.db.tasks import NewTask, insert_tasks
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One stored purge."""
+
+    seq: int
+    zone_id: str
+    mode: str
+    selectors: dict[str, Any]
+    principal: str
+    dialect: str
+    created_at: datetime
+    job_id: str
+
+
+class LedgerStore:
+    """Reads and appends purge-ledger rows."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def append(
+        self,
+        *,
+        zone_id: str,
+        mode: str,
+        selectors: dict[str, Any],
+        principal: str,
+        dialect: str,
+        job_id: str,
+        created_at: datetime,
+        tasks: Sequence[NewTask] = (),
+    ) -> int:
+        """Insert one purge and its tasks, and commit; returns its sequence number."""
+        with write_transaction(self._engine) as conn:
+            result = conn.execute(
+                purge_ledger.insert()
+                .values(
+                    zone_id=zone_id,
+                    mode=mode,
+                    selectors=json.dumps(selectors, separators=(",", ":")),
+                    principal=principal,
+                    dialect=dialect,
+                    job_id=job_id,
+                    created_at=created_at,
+                )
+                .returning(purge_ledger.c.seq)
+            )
+            seq = int(result.scalar_one())
+            insert_tasks(
+                conn,
+                job_id=job_id,
+                kind="purge",
+                zone_id=zone_id,
+                seq=seq,
+                items=tasks,
+                principal=principal,
+                dialect=dialect,
+                created_at=created_at,
+            )
+            return seq
+
+    def position(self) -> int:
+        """The highest sequence number stored (0 for an empty ledger)."""
+        with read_transaction(self._engine) as conn:
+            return int(conn.execute(select(func.coalesce(func.max(purge_ledger.c.seq), 0))).scalar_one())
+
+    def by_job(self, job_id: str) -> LedgerRow | None:
+        """The purge with this job id."""
+        with read_transaction(self._engine) as conn:
+            row = conn.execute(select(purge_ledger).where(purge_ledger.c.job_id == job_id)).first()
+        if row is None:
+            return None
+        return LedgerRow(
+            seq=row.seq,
+            zone_id=row.zone_id,
+            mode=row.mode,
+            selectors=json.loads(row.selectors),
+            principal=row.principal,
+            dialect=row.dialect,
+            created_at=row.created_at,
+            job_id=row.job_id,
+        )

@@ -1,0 +1,285 @@
+"""Purge and prefetch tasks: one row per target of a job, queried by both dialects.
+
+Rules:
+- A job is one request (one ledger row for a purge); it has one task per target, all sharing the
+  job id. Purge tasks are written in the same transaction as their ledger row, so an accepted
+  purge always has its tasks.
+- Status moves only forward from ``processing`` to a final status (``success``, ``failed``,
+  ``timeout``, ``canceled``, and ``invalid`` for prefetch); updates name the expected current
+  status, so a late acknowledgement cannot overwrite a timeout.
+- Queries always name a zone and a time range or a job id, and are served by the
+  ``(zone_id, kind, created_at)`` and ``job_id`` indexes; ``target`` filters may be fuzzy
+  (substring) and are evaluated within that range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from edgecache.db.engine import read_transaction, write_transaction
+from edgecache.db.schema import tasks
+
+PROCESSING = "processing"
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task to create."""
+
+    target: str
+    type: str
+    domain: str | None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """A stored task."""
+
+    id: int
+    job_id: str
+    kind: str
+    zone_id: str
+    seq: int | None
+    target: str
+    domain: str | None
+    type: str
+    method: str | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    fail_type: str | None
+    fail_message: str | None
+    principal: str
+    dialect: str
+    matched: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """Filters of a task listing; every given filter must hold (values within one are ORed)."""
+
+    zone_id: str
+    kind: str
+    start: datetime | None = None
+    end: datetime | None = None
+    job_id: str | None = None
+    target: str | None = None
+    target_fuzzy: bool = False
+    domains: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    offset: int = 0
+    limit: int = 20
+
+
+def insert_tasks(
+    conn: Connection,
+    *,
+    job_id: str,
+    kind: str,
+    zone_id: str,
+    seq: int | None,
+    items: Sequence[NewTask],
+    principal: str,
+    dialect: str,
+    created_at: datetime,
+) -> None:
+    """Insert a job's tasks inside the caller's transaction."""
+    if not items:
+        return
+    conn.execute(
+        insert(tasks),
+        [
+            {
+                "job_id": job_id,
+                "kind": kind,
+                "zone_id": zone_id,
+                "seq": seq,
+                "target": item.target,
+                "domain": item.domain,
+                "type": item.type,
+                "method": item.method,
+                "status": PROCESSING,
+                "created_at": created_at,
+                "updated_at": created_at,
+                "principal": principal,
+                "dialect": dialect,
+            }
+            for item in items
+        ],
+    )
+
+
+def _row(r: Any) -> TaskRow:
+    return TaskRow(
+        id=r.id,
+        job_id=r.job_id,
+        kind=r.kind,
+        zone_id=r.zone_id,
+        seq=r.seq,
+        target=r.target,
+        domain=r.domain,
+        type=r.type,
+        method=r.method,
+        status=r.status,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        fail_type=r.fail_type,
+        fail_message=r.fail_message,
+        principal=r.principal,
+        dialect=r.dialect,
+        matched=r.matched,
+    )
+
+
+class TaskStore:
+    """Task rows: creation (with a job), completion, expiry, retention and queries."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create_job(
+        self,
+        *,
+        job_id: str,
+        kind: str,
+        zone_id: str,
+        items: Sequence[NewTask],
+        principal: str,
+        dialect: str,
+        created_at: datetime,
+    ) -> None:
+        """Insert a job that has no ledger row (prefetch)."""
+        with write_transaction(self._engine) as conn:
+            insert_tasks(
+                conn,
+                job_id=job_id,
+                kind=kind,
+                zone_id=zone_id,
+                seq=None,
+                items=items,
+                principal=principal,
+                dialect=dialect,
+                created_at=created_at,
+            )
+
+    def finish_purge(self, seq: int, matched: dict[str, int], now: datetime) -> int:
+        """Mark the purge's tasks successful, with how many entries each target matched."""
+        with write_transaction(self._engine) as conn:
+            rows = conn.execute(
+                select(tasks.c.id, tasks.c.target).where(tasks.c.seq == seq, tasks.c.status == PROCESSING)
+            ).all()
+            for r in rows:
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == r.id, tasks.c.status == PROCESSING)
+                    .values(status="success", matched=matched.get(r.target, 0), updated_at=now)
+                )
+            return len(rows)
+
+    def finish_task(
+        self,
+        task_id: int,
+        status: str,
+        now: datetime,
+        *,
+        fail_type: str | None = None,
+        fail_message: str | None = None,
+    ) -> bool:
+        """Move one processing task to a final status."""
+        with write_transaction(self._engine) as conn:
+            done = conn.execute(
+                update(tasks)
+                .where(tasks.c.id == task_id, tasks.c.status == PROCESSING)
+                .values(status=status, updated_at=now, fail_type=fail_type, fail_message=fail_message)
+            )
+            return bool(done.rowcount)
+
+    def expire(self, older_than: datetime, now: datetime) -> int:
+        """Tasks still processing after their deadline become ``timeout``."""
+        with write_transaction(self._engine) as conn:
+            done = conn.execute(
+                update(tasks)
+                .where(tasks.c.status == PROCESSING, tasks.c.created_at < older_than)
+                .values(
+                    status="timeout",
+                    updated_at=now,
+                    fail_type="taskFailed",
+                    fail_message="not acknowledged by every node in time",
+                )
+            )
+            return int(done.rowcount)
+
+    def forget(self, before: datetime) -> int:
+        """Retention: delete tasks created before ``before``."""
+        with write_transaction(self._engine) as conn:
+            return int(conn.execute(delete(tasks).where(tasks.c.created_at < before)).rowcount)
+
+    def by_job(self, job_id: str) -> list[TaskRow]:
+        """Every task of a job, in creation order."""
+        with read_transaction(self._engine) as conn:
+            rows = conn.execute(select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.id)).all()
+        return [_row(r) for r in rows]
+
+    def processing_purge_seqs(self) -> list[int]:
+        """Ledger positions of purges with tasks still processing (to resume after a restart)."""
+        with read_transaction(self._engine) as conn:
+            rows = conn.execute(
+                select(tasks.c.seq).where(tasks.c.status == PROCESSING, tasks.c.seq.is_not(None)).distinct()
+            ).all()
+        return sorted(int(r.seq) for r in rows)
+
+    def count_since(self, zone_id: str, kind: str, type_: str, since: datetime) -> int:
+        """Tasks of one type created in a zone since an instant (daily quota accounting)."""
+        with read_transaction(self._engine) as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        tasks.c.zone_id == zone_id,
+                        tasks.c.kind == kind,
+                        tasks.c.created_at >= since,
+                        tasks.c.type == type_,
+                    )
+                ).scalar_one()
+            )
+
+    def query(self, q: TaskQuery) -> tuple[int, list[TaskRow]]:
+        """Total matching, and one page of tasks, newest first."""
+        conds: list[ColumnElement[bool]] = [tasks.c.zone_id == q.zone_id, tasks.c.kind == q.kind]
+        if q.start is not None:
+            conds.append(tasks.c.created_at >= q.start)
+        if q.end is not None:
+            conds.append(tasks.c.created_at <= q.end)
+        if q.job_id is not None:
+            conds.append(tasks.c.job_id == q.job_id)
+        if q.target is not None:
+            if q.target_fuzzy:
+                escaped = q.target.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                conds.append(tasks.c.target.like(f"%{escaped}%", escape="\\"))
+            else:
+                conds.append(tasks.c.target == q.target)
+        if q.domains:
+            conds.append(or_(*(tasks.c.domain == d for d in q.domains)))
+        if q.statuses:
+            conds.append(tasks.c.status.in_(q.statuses))
+        if q.types:
+            conds.append(tasks.c.type.in_(q.types))
+        where = and_(*conds)
+        with read_transaction(self._engine) as conn:
+            total = int(conn.execute(select(func.count()).select_from(tasks).where(where)).scalar_one())
+            rows = conn.execute(
+                select(tasks)
+                .where(where)
+                .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+                .offset(q.offset)
+                .limit(q.limit)
+            ).all()
+        return total, [_row(r) for r in rows]

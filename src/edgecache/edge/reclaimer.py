@@ -1,0 +1,158 @@
+"""The reclaimer: frees what purges matched, in the background, then compacts the epoch index.
+
+Theory of operation:
+- A purge is in effect the moment the epoch index has it (every lookup checks it). The reclaimer
+  makes that cheap to keep true: it finds the matched entries through the tier's indexes (tag →
+  keys, ordered keys for hosts, prefixes and URL variants, zone → keys), deletes them (hard) or
+  marks them stale from the purge's time (soft), so memory is really released.
+- It works in batches and yields to the event loop between them, so the data plane never waits
+  for a large purge.
+- Compaction: the rows of purges up to S can be forgotten once every purge up to S has been
+  reclaimed and no origin fetch with ``stored_seq < S`` is still in flight (such a fetch's entry is
+  checked against the index when it is stored, so the rows must still be there).
+- ``on_reclaimed(purge, matched)`` reports, per purge and selector, how many entries were removed
+  or marked stale: this node's acknowledgement, which completes the purge's tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from edgecache.purge.index import EpochIndex
+from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url, matches
+from edgecache.store.base import Tier
+from edgecache.store.entry import VARIANT_SEP
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000
+COMPACT_EVERY = 1.0
+
+
+class Reclaimer:
+    """Background removal of purged entries and compaction of the epoch index."""
+
+    def __init__(
+        self,
+        store: Tier,
+        index: EpochIndex,
+        oldest_fetch_seq: Callable[[], int | None],
+        on_reclaimed: Callable[[Purge, dict[Selector, int]], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._oldest_fetch_seq = oldest_fetch_seq
+        self._on_reclaimed = on_reclaimed
+        self._queue: deque[Purge] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.reclaimed_upto = 0
+        self.compacted_upto = 0
+        self.removed = 0
+        self.marked_stale = 0
+        self._busy = False
+
+    def enqueue(self, purge: Purge) -> None:
+        """Schedule a purge that the epoch index already has."""
+        self._queue.append(purge)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Purges not reclaimed yet."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Run in the background on the current loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the background task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def drain(self) -> None:
+        """Wait until every enqueued purge has been reclaimed (for tests and benchmarks)."""
+        while self._queue or self._busy:
+            await asyncio.sleep(0.001)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), COMPACT_EVERY)
+            self._wake.clear()
+            while self._queue:
+                purge = self._queue[0]
+                self._busy = True
+                try:
+                    matched = await self.reclaim(purge)
+                except Exception:
+                    log.exception("reclaiming purge %d failed; its epoch rows stay in force", purge.seq)
+                    matched = {}
+                finally:
+                    self._queue.popleft()
+                    self._busy = False
+                self.reclaimed_upto = purge.seq
+                if self._on_reclaimed is not None:
+                    self._on_reclaimed(purge, matched)
+            self.compact()
+
+    async def reclaim(self, purge: Purge) -> dict[Selector, int]:
+        """Delete or mark stale every stored entry the purge covers; returns how many per selector."""
+        counts: dict[Selector, int] = {}
+        seen = 0
+        hard = purge.mode is Mode.DELETE
+        for selector in purge.selectors:
+            done = 0
+            for key in self._candidates(purge.zone, selector):
+                seen += 1
+                if seen % BATCH == 0:
+                    await asyncio.sleep(0)
+                entry = self._store.peek(key)
+                if entry is None or entry.stored_seq >= purge.seq:
+                    continue
+                if not matches(selector, purge.zone, entry.zone, entry.key, entry.tags):
+                    continue
+                if hard:
+                    self._store.delete(key)
+                    self.removed += 1
+                else:
+                    self._store.mark_stale(key, purge.at)
+                    self.marked_stale += 1
+                done += 1
+            counts[selector] = done
+        return counts
+
+    def _candidates(self, zone: str, selector: Selector) -> list[str]:
+        store = self._store
+        match selector:
+            case Url(key=key):
+                if VARIANT_SEP in key:
+                    return [key, *store.keys_with_prefix(key + VARIANT_SEP)]
+                return store.variants(key)
+            case Tag(tag=tag):
+                return store.keys_for_tag(zone, tag)
+            case Host(host=host):
+                return store.keys_with_prefix(f"http://{host}/")
+            case Prefix(prefix=prefix):
+                return store.keys_with_prefix("http://" + prefix)
+            case Everything():
+                return store.keys_for_zone(zone)
+        return []
+
+    def compact(self) -> int:
+        """Forget the epoch rows that no stored entry or in-flight fetch can need any more."""
+        upto = self.reclaimed_upto
+        oldest = self._oldest_fetch_seq()
+        if oldest is not None:
+            upto = min(upto, oldest)
+        if upto <= self.compacted_upto:
+            return 0
+        self.compacted_upto = upto
+        return self._index.compact(upto)
