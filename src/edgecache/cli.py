@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,8 @@ import typer
 import uvloop
 
 from edgecache.app import Node
+from edgecache.cli_credentials import credentials_app
+from edgecache.cli_tasks import tasks_app
 from edgecache.cli_tokens import tokens_app
 from edgecache.config import DEMO_ZONE_ID, Config, demo_config, load_config
 from edgecache.control.credentials import Permission
@@ -25,6 +28,8 @@ app = typer.Typer(
     help="edgecache: a self-hosted edge cache whose strength is invalidation.", no_args_is_help=True
 )
 app.add_typer(tokens_app, name="token")
+app.add_typer(credentials_app, name="credential")
+app.add_typer(tasks_app, name="tasks")
 
 DEMO_TOKEN_NAME = "demo (make run)"
 
@@ -111,8 +116,10 @@ def purge(
     token: Annotated[
         str | None, typer.Option("--token", help="API token (default: $EDGECACHE_TOKEN).", show_default=False)
     ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Show the tasks' progress until they finish.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait with --wait.")] = 120.0,
 ) -> None:
-    """Purge through a running node's API; prints the job id."""
+    """Purge through a running node's API; prints the job id (and, with --wait, its tasks)."""
     secret = token or os.environ.get("EDGECACHE_TOKEN")
     if not secret:
         typer.echo("error: give --token or set EDGECACHE_TOKEN", err=True)
@@ -147,7 +154,36 @@ def purge(
         except urllib.error.URLError as err:
             typer.echo(f"error: cannot reach {api}: {err.reason}", err=True)
             raise typer.Exit(1) from None
-        typer.echo(answer["result"]["id"])
+        job_id = answer["result"]["id"]
+        typer.echo(job_id)
+        if wait and not _wait(api, secret, job_id, timeout):
+            raise typer.Exit(1)
+
+
+def _wait(api: str, secret: str, job_id: str, timeout: float) -> bool:
+    """Poll the native jobs API until every task of the job is final; False on failure or timeout."""
+    base = api.rstrip("/").removesuffix("/client/v4")
+    deadline = time.monotonic() + timeout
+    shown: dict[str, str] = {}
+    while True:
+        req = urllib.request.Request(
+            f"{base}/edgecache/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {secret}"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            job = json.load(resp)
+        for task in job["tasks"]:
+            line = f"{task['status']:<10} {task['type']:<16} {task['target'] or '(everything)'}"
+            if task["matched"] is not None:
+                line += f"  ({task['matched']} cached objects)"
+            if shown.get(task["target"]) != line:
+                shown[task["target"]] = line
+                typer.echo(f"  {line}", err=True)
+        if job["done"]:
+            return all(t["status"] == "success" for t in job["tasks"])
+        if time.monotonic() > deadline:
+            typer.echo(f"error: job {job_id} still processing after {timeout:g} s", err=True)
+            return False
+        time.sleep(0.2)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from edgecache.api.cloudflare.routes import add_routes, envelope_errors
 from edgecache.api.context import CONTEXT_KEY, ControlContext
 from edgecache.api.edgeone.dispatch import EdgeOneServices
 from edgecache.api.edgeone.dispatch import add_routes as add_edgeone_routes
+from edgecache.api.native import add_routes as add_native_routes
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 
@@ -36,5 +37,6 @@ def build_control_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", health)
     add_routes(app)
+    add_native_routes(app)
     add_edgeone_routes(app, edgeone)
     return app

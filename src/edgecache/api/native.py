@@ -1,0 +1,152 @@
+"""edgecache's own REST API for tasks: ``/edgecache/v1/...`` on the control listener.
+
+Rules: bearer tokens as in the Cloudflare dialect; a caller sees a zone's tasks with Cache Purge or
+Zone Settings Read on that zone. Answers are plain JSON; errors are
+``{"error": {"code": <http status>, "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from edgecache.api.context import CONTEXT_KEY
+from edgecache.control.credentials import Permission, Principal, is_well_formed_token
+from edgecache.db.tasks import TaskQuery, TaskRow
+
+FINAL = frozenset({"success", "failed", "timeout", "canceled", "invalid"})
+READ = (Permission.CACHE_PURGE, Permission.ZONE_SETTINGS_READ)
+
+
+class NativeError(Exception):
+    """An error answer of the native API."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json_error(status: int, message: str) -> NativeError:
+    return NativeError(status, message)
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _answers_errors(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except NativeError as err:
+            return web.json_response(
+                {"error": {"code": err.status, "message": err.message}}, status=err.status
+            )
+
+    return wrapped
+
+
+async def _principal(request: web.Request) -> Principal:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not is_well_formed_token(token.strip()):
+        raise _json_error(401, "an API token is required: Authorization: Bearer <token>")
+    principal = await asyncio.to_thread(request.app[CONTEXT_KEY].credentials.verify_token, token.strip())
+    if principal is None:
+        raise _json_error(403, "unknown, revoked or expired token")
+    return principal
+
+
+def _allowed(principal: Principal, zone_id: str, account_id: str) -> bool:
+    return any(principal.allows(p, zone_id, account_id) for p in READ)
+
+
+def task_json(row: TaskRow) -> dict[str, Any]:
+    """A task as the native API and the CLI show it."""
+    return {
+        "job_id": row.job_id,
+        "kind": row.kind,
+        "zone_id": row.zone_id,
+        "target": row.target,
+        "type": row.type,
+        "method": row.method,
+        "status": row.status,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "fail_type": row.fail_type,
+        "fail_message": row.fail_message,
+        "matched": row.matched,
+        "principal": row.principal,
+        "dialect": row.dialect,
+    }
+
+
+@_answers_errors
+async def job(request: web.Request) -> web.Response:
+    """``GET /edgecache/v1/jobs/{job_id}``: every task of a job and whether all are final."""
+    principal = await _principal(request)
+    ctx = request.app[CONTEXT_KEY]
+    rows = await asyncio.to_thread(ctx.tasks.by_job, request.match_info["job_id"])
+    zone = ctx.zones.by_id.get(rows[0].zone_id) if rows else None
+    if zone is None or not _allowed(principal, zone.config.id, zone.config.account_id):
+        raise _json_error(404, "no such job")
+    return web.json_response(
+        {
+            "job_id": rows[0].job_id,
+            "zone_id": zone.config.id,
+            "done": all(r.status in FINAL for r in rows),
+            "tasks": [task_json(r) for r in rows],
+        }
+    )
+
+
+@_answers_errors
+async def zone_tasks(request: web.Request) -> web.Response:
+    """``GET /edgecache/v1/zones/{zone_id}/tasks``: filtered, newest first.
+
+    Query: ``kind`` (purge|prefetch), ``status``, ``type`` (repeatable), ``target`` (substring),
+    ``domain``, ``job_id``, ``since`` (seconds back, default 86400), ``limit`` (≤ 1000), ``offset``.
+    """
+    principal = await _principal(request)
+    ctx = request.app[CONTEXT_KEY]
+    zone = ctx.zones.by_id.get(request.match_info["zone_id"])
+    if zone is None or not _allowed(principal, zone.config.id, zone.config.account_id):
+        raise _json_error(404, "no such zone")
+    q = request.query
+    try:
+        since = float(q.get("since", "86400"))
+        limit = int(q.get("limit", "50"))
+        offset = int(q.get("offset", "0"))
+    except ValueError as exc:
+        raise _json_error(400, f"invalid number: {exc}") from exc
+    if not 1 <= limit <= 1000 or offset < 0 or since <= 0:
+        raise _json_error(400, "limit must be 1..1000, offset >= 0, since > 0")
+    kind = q.get("kind", "purge")
+    if kind not in ("purge", "prefetch"):
+        raise _json_error(400, "kind must be purge or prefetch")
+    query = TaskQuery(
+        zone_id=zone.config.id,
+        kind=kind,
+        start=datetime.now(UTC) - timedelta(seconds=since),
+        job_id=q.get("job_id"),
+        target=q.get("target"),
+        target_fuzzy=True,
+        domains=tuple(q.getall("domain", [])),
+        statuses=tuple(q.getall("status", [])),
+        types=tuple(q.getall("type", [])),
+        offset=offset,
+        limit=limit,
+    )
+    total, rows = await asyncio.to_thread(ctx.tasks.query, query)
+    return web.json_response({"total": total, "tasks": [task_json(r) for r in rows]})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the native routes."""
+    app.router.add_get("/edgecache/v1/jobs/{job_id}", job)
+    app.router.add_get("/edgecache/v1/zones/{zone_id}/tasks", zone_tasks)

@@ -1,0 +1,88 @@
+"""``edgecache tasks``: purge and prefetch tasks, read from the node's control database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgecache.cli_tokens import DatabaseUrl, DataDir
+from edgecache.db.engine import open_database, sqlite_url
+from edgecache.db.tasks import TaskQuery, TaskRow, TaskStore
+
+tasks_app = typer.Typer(
+    help="Purge and prefetch tasks (who purged what, when, and how it went).", no_args_is_help=True
+)
+
+
+def _store(data_dir: Path, database_url: str | None) -> TaskStore:
+    return TaskStore(open_database(database_url or sqlite_url(data_dir)))
+
+
+def _table(rows: list[TaskRow]) -> None:
+    lines = [("JOB", "CREATED", "TYPE", "METHOD", "STATUS", "MATCHED", "VIA", "BY", "TARGET")]
+    for r in rows:
+        lines.append(
+            (
+                r.job_id,
+                r.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                r.type,
+                r.method or "-",
+                r.status + (f" ({r.fail_type}: {r.fail_message})" if r.fail_type else ""),
+                "-" if r.matched is None else str(r.matched),
+                r.dialect,
+                r.principal,
+                r.target or "(everything)",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+@tasks_app.command("list")
+def list_(
+    zone: Annotated[str, typer.Option("--zone", "-z", help="Zone id (32 hex).")],
+    kind: Annotated[str, typer.Option("--kind", help="purge or prefetch.")] = "purge",
+    status: Annotated[list[str] | None, typer.Option("--status", help="Repeatable.")] = None,
+    type_: Annotated[list[str] | None, typer.Option("--type", help="purge_url, purge_cache_tag, ...")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Substring of the target.")] = None,
+    job: Annotated[str | None, typer.Option("--job", help="Job id.")] = None,
+    hours: Annotated[float, typer.Option("--hours", help="How far back.")] = 24.0,
+    limit: Annotated[int, typer.Option("--limit")] = 50,
+    data_dir: DataDir = Path("data"),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List tasks, newest first."""
+    store = _store(data_dir, database_url)
+    total, rows = store.query(
+        TaskQuery(
+            zone_id=zone,
+            kind=kind,
+            start=datetime.now(UTC) - timedelta(hours=hours),
+            job_id=job,
+            target=target,
+            target_fuzzy=True,
+            statuses=tuple(status or ()),
+            types=tuple(type_ or ()),
+            limit=limit,
+        )
+    )
+    _table(rows)
+    typer.echo(f"{len(rows)} of {total} tasks", err=True)
+
+
+@tasks_app.command("show")
+def show(
+    job: Annotated[str, typer.Argument(help="Job id (the id a purge answered with).")],
+    data_dir: DataDir = Path("data"),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Every task of one job."""
+    rows = _store(data_dir, database_url).by_job(job)
+    if not rows:
+        typer.echo(f"error: no job {job}", err=True)
+        raise typer.Exit(1)
+    _table(rows)
