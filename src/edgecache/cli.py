@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +51,15 @@ def _demo_token(node: Node) -> str:
         account, DEMO_TOKEN_NAME, [Permission.CACHE_PURGE, Permission.ZONE_SETTINGS_READ], [DEMO_ZONE_ID]
     )
     return secret
+
+
+def _self() -> str:
+    """How the user can run this same ``edgecache`` (``make run`` uses the project's venv)."""
+    here = os.path.realpath(sys.argv[0])
+    found = shutil.which("edgecache")
+    if found is not None and os.path.realpath(found) == here:
+        return "edgecache"
+    return os.path.relpath(here)
 
 
 def _banner(node: Node, cfg: Config, token: str | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgecache.config import Zone
 from edgecache.httpcache.key import KeyOptions
@@ -16,6 +16,8 @@ class ZoneRuntime:
     key_options: KeyOptions
     has_variants: bool
     origin: str
+    key_memo: dict[str, str] = field(default_factory=dict, compare=False)
+    """``host + " " + target`` → primary key, for zones without variant parts (bounded by the proxy)."""
 
 
 def key_options(zone: Zone) -> KeyOptions:
@@ -32,12 +34,17 @@ def key_options(zone: Zone) -> KeyOptions:
     )
 
 
+HOST_MEMO_MAX = 4096
+"""Distinct Host values remembered; a client sending random hosts only empties it now and then."""
+
+
 class ZoneTable:
     """Hostname (lower-case, no port) → zone."""
 
     def __init__(self, zones: tuple[Zone, ...]) -> None:
         self.by_id: dict[str, ZoneRuntime] = {}
         self._by_host: dict[str, ZoneRuntime] = {}
+        self._memo: dict[str, tuple[ZoneRuntime, str] | None] = {}
         for zone in zones:
             opts = key_options(zone)
             rt = ZoneRuntime(
@@ -55,9 +62,17 @@ class ZoneTable:
     def for_host(self, host_header: str) -> tuple[ZoneRuntime, str] | None:
         """The zone serving a Host header value, and the host as the cache key names it
         (lower-case, without port or trailing dot)."""
-        rt = self._by_host.get(host_header)
-        if rt is not None:
-            return rt, host_header
+        try:
+            return self._memo[host_header]
+        except KeyError:
+            pass
+        found = self._resolve(host_header)
+        if len(self._memo) >= HOST_MEMO_MAX:
+            self._memo.clear()
+        self._memo[host_header] = found
+        return found
+
+    def _resolve(self, host_header: str) -> tuple[ZoneRuntime, str] | None:
         host = host_header.lower()
         if host.startswith("["):
             host = host[: host.find("]") + 1]
