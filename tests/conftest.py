@@ -20,7 +20,16 @@ import pytest
 from aiohttp import web
 
 from edgecache.app import Node
-from edgecache.config import DEFAULT_ACCOUNT_ID, Account, CacheKeyOptions, Config, Limits, Listener, Zone
+from edgecache.config import (
+    DEFAULT_ACCOUNT_ID,
+    Account,
+    CacheKeyOptions,
+    Config,
+    Limits,
+    Listener,
+    Quota,
+    Zone,
+)
 from edgecache.control.credentials import Permission
 
 T = TypeVar("T")
@@ -129,6 +138,7 @@ class Stack:
                     hostnames=("variants.example",),
                     origin=origin_url,
                     cache_key=CacheKeyOptions(device_type=True, country=True, language=True),
+                    quotas={"purge_host": Quota(batch=2, daily=3)},
                 ),
                 Zone(
                     id=LIMITED_ZONE_ID,

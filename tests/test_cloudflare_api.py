@@ -280,3 +280,16 @@ def test_openapi_document(stack: Stack) -> None:
     code, doc = raw(stack, "GET", "/client/v4/openapi.json", None, {})
     assert code == 200 and doc["openapi"].startswith("3.")
     assert {"/zones/{zone_id}/purge_cache", "/zones/{zone_id}/invalidate_cache"} <= set(doc["paths"])
+
+
+def test_zone_quotas_hold_for_the_cloudflare_dialect_too(stack: Stack) -> None:
+    client = client_for(stack, api_token=stack.token())
+    with pytest.raises(cloudflare.BadRequestError) as bad:
+        client.cache.purge(zone_id=VARIANT_ZONE_ID, hosts=["variants.example"] * 3)  # batch of 2
+    assert error_of(bad.value)["code"] == 1111 and "per request" in error_of(bad.value)["message"]
+    for _ in range(3):
+        client.cache.purge(zone_id=VARIANT_ZONE_ID, hosts=["variants.example"])
+    with pytest.raises(cloudflare.RateLimitError) as err:
+        client.cache.purge(zone_id=VARIANT_ZONE_ID, hosts=["variants.example"])  # 3 per day
+    assert error_of(err.value)["code"] == 1134 and "per day" in error_of(err.value)["message"]
+    assert 1 <= int(err.value.response.headers["retry-after"]) <= 86400

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -120,6 +121,26 @@ def rejected(exc: PurgeRejected) -> CfError:
     return _bad(1012, exc.message)
 
 
+QUOTA_KIND = {
+    "purge_url": "files",
+    "purge_cache_tag": "tags",
+    "purge_host": "hosts",
+    "purge_prefix": "prefixes",
+    "purge_all": "tags",
+}
+
+
+def quota_error(exc: QuotaExceeded) -> CfError:
+    """A zone quota: too many items in one request is a 400 like the plan's item limits; the daily
+    cap is a 429 whose Retry-After runs to the next UTC midnight, when it resets."""
+    if exc.kind == "batch":
+        return _bad(TOO_MANY_CODES[QUOTA_KIND[exc.task_type]], f"Unable to purge: {exc}")
+    now = datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    wait = str(max(1, int((midnight - now).total_seconds())))
+    return CfError(429, 1134, f"Unable to purge: {exc}", headers={"Retry-After": wait})
+
+
 def zone_for(request: web.Request) -> ZoneRuntime:
     """The zone named in the path, or 7003 for an identifier that names no zone."""
     zone_id = request.match_info["zone_id"]
@@ -145,7 +166,7 @@ async def _purge(request: web.Request, mode: Mode) -> web.Response:
     except PurgeRejected as exc:
         raise rejected(exc) from exc
     except QuotaExceeded as exc:
-        raise CfError(429, 1134, f"Unable to purge, {exc}", headers={"Retry-After": "3600"}) from exc
+        raise quota_error(exc) from exc
     return success({"id": accepted.job_id})
 
 
