@@ -500,32 +500,41 @@ class Proxy:
         else:
             keep = False
         line = STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
-        conn.write(
+        # Pieces are gathered and written together: each write is a send() on the socket, and on a
+        # miss of a small object the head and the whole body are usually ready at once.
+        pending = [
             line + head + fields + (_connection_field(req) if keep else b"Connection: close\r\n") + b"\r\n"
-        )
+        ]
         if bodyless:
+            conn.write(pending[0])
             conn.finish(keep)
             return
         sent = 0
         while True:
             chunks = fetch.available(reader)
-            if chunks:
-                for chunk in chunks:
-                    sent += len(chunk)
-                    conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            for chunk in chunks:
+                sent += len(chunk)
+                if chunked:
+                    pending += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+                else:
+                    pending.append(chunk)
+            if fetch.done:
+                break
+            if pending:
+                _flush(conn, pending)
+                pending = []
                 await conn.drain()
                 if conn.closed:
                     return
-                continue
-            if fetch.done:
-                break
-            await fetch.wait()
+            if not chunks:
+                await fetch.wait()
         self.stats.bytes_sent += sent
         if fetch.error is not None or (length is not None and sent != length):
             conn.abort()
             return
         if chunked:
-            conn.write(b"0\r\n\r\n")
+            pending.append(b"0\r\n\r\n")
+        _flush(conn, pending)
         conn.finish(keep)
 
     def _origin_failure(self, req: Request, conn: Connection, error: OriginError) -> None:
@@ -631,6 +640,17 @@ class Proxy:
             + (b"" if req.method == "HEAD" else body)
         )
         conn.finish(req.keep_alive)
+
+
+def _flush(conn: Connection, pieces: list[bytes]) -> None:
+    """Write pieces: joined when small (one send), one by one when large (no big copy)."""
+    if not pieces:
+        return
+    if sum(len(p) for p in pieces) <= 65536:
+        conn.write(b"".join(pieces))
+    else:
+        for piece in pieces:
+            conn.write(piece)
 
 
 def _connection_field(req: Request) -> bytes:
