@@ -1,0 +1,125 @@
+"""Turn samples into markdown tables: medians with min-max, and edgecache against the best peer.
+
+Rules: every metric is summarised on its own (median of the req/s runs, median of the p99s, ...), as in
+the reference measurements; a server that could not run gets a row that says why instead of numbers.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+EDGECACHE = "edgecache"
+PEERS = ("nginx", "varnish")
+
+
+@dataclass(frozen=True)
+class Sample:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    server_cpu: float
+    wrk_cpu: float
+    origin_cpu: float
+    other_cpu: float
+    """CPU taken by processes outside the benchmark during the run (a noisy neighbour), % of one core."""
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def median_rps(self, server: str) -> float | None:
+        runs = self.samples.get(server)
+        return statistics.median(s.rps for s in runs) if runs else None
+
+
+@dataclass(frozen=True)
+class Memory:
+    server: str
+    objects: int
+    empty_rss: int
+    full_rss: int
+    fill_seconds: float
+    fill_errors: int
+    sampled: int
+    sampled_hits: int
+
+    @property
+    def growth(self) -> float:
+        return (self.full_rss - self.empty_rss) / self.objects
+
+    @property
+    def overhead(self) -> float:
+        return self.growth - 1024
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    med = format(statistics.median(values), fmt)
+    if len(values) == 1:
+        return med
+    return f"{med} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def best_peer(scn: Scenario) -> tuple[str, float] | None:
+    peers = [(p, r) for p in PEERS if (r := scn.median_rps(p)) is not None]
+    return max(peers, key=lambda pr: pr[1]) if peers else None
+
+
+def scenario_table(scn: Scenario) -> str:
+    head = (
+        "| server | req/s median (min-max) | p50 ms | p99 ms | errors | server CPU % | wrk CPU % "
+        "| origin CPU % | other CPU % | vs best peer |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = [f"### {scn.title}", "", head]
+    best = best_peer(scn)
+    for server, runs in scn.samples.items():
+        ratio = ""
+        if best is not None and (server == EDGECACHE or server == best[0]):
+            ratio = f"{statistics.median(s.rps for s in runs) / best[1]:.2f}x {best[0]}"
+        rows.append(
+            f"| {server} | {_spread([s.rps for s in runs], ',.0f')}"
+            f" | {_spread([s.p50_ms for s in runs], '.2f')} | {_spread([s.p99_ms for s in runs], '.2f')}"
+            f" | {sum(s.errors for s in runs)}"
+            f" | {statistics.median(s.server_cpu for s in runs):.0f}"
+            f" | {statistics.median(s.wrk_cpu for s in runs):.0f}"
+            f" | {statistics.median(s.origin_cpu for s in runs):.0f}"
+            f" | {statistics.median(s.other_cpu for s in runs):.0f} | {ratio} |"
+        )
+    rows += [f"| {name}: not available ({_cell(why)}) |" + " |" * 9 for name, why in scn.unavailable.items()]
+    return "\n".join(rows) + "\n"
+
+
+def memory_table(results: list[Memory], unavailable: dict[str, str]) -> str:
+    rows = [
+        f"### Memory: {results[0].objects if results else 100_000:,} distinct 1 KiB objects",
+        "",
+        "| server (process) | RSS empty MB | RSS full MB | growth B/object | overhead B/object "
+        "| fill s (req/s) | fill errors | HIT in sample |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in results:
+        rows.append(
+            f"| {m.server} | {m.empty_rss / 1e6:.1f} | {m.full_rss / 1e6:.1f}"
+            f" | {m.growth:,.0f} | {m.overhead:,.0f}"
+            f" | {m.fill_seconds:.1f} ({m.objects / m.fill_seconds:,.0f}) | {m.fill_errors}"
+            f" | {m.sampled_hits}/{m.sampled} |"
+        )
+    rows += [f"| {name}: not available ({_cell(why)}) |" + " |" * 7 for name, why in unavailable.items()]
+    by_name = {m.server.split()[0]: m for m in results}
+    if EDGECACHE in by_name and "varnish" in by_name:
+        ec, vn = by_name[EDGECACHE], by_name["varnish"]
+        rows += [
+            "",
+            f"edgecache / Varnish overhead per object: {ec.overhead / vn.overhead:.2f}x "
+            f"({ec.overhead:,.0f} B vs {vn.overhead:,.0f} B; target ≤ 1,024 B)",
+        ]
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,415 @@
+"""Hit-path benchmark: edgecache against nginx proxy_cache and Varnish, on one machine, one command.
+
+Method (see /work/shared/reference/bench-anchors.md for the reference setup and figures):
+
+- One nginx origin serves /small (1 KiB), /medium (64 KiB) and /obj/NNNNNN (1 KiB, tagged), all with
+  `Cache-Control: public, max-age=3600`. In front of it, each on its own port: nginx proxy_cache
+  (1 worker, sendfile off), Varnish (`-s malloc`) and edgecache. All are started here from configs written
+  into a temp dir, and stopped here by PID.
+- Each cache is warmed (every URL requested until the cache itself says HIT) before its runs; the
+  origin's CPU during a hit run is reported, and should be ~0.
+- Load is `wrk -t1 -c50 -d10s --latency` per run. Runs are interleaved (A B C, A B C, ...), not all runs
+  of one server and then the next, so slow drift on this noisy shared VM affects every server alike.
+- Each metric is reported as the median of the rounds with min-max, because single runs vary by
+  ±10-15% here and outliers are common; the median ignores one bad run, min-max shows the spread.
+- wrk runs on the same 2 cores as the server and the kernel's loopback path: the figures are what the
+  whole box does end to end, not server capacity. wrk's CPU is reported; near 100% of a core means the
+  figure is a lower bound set by the client.
+- The machine is shared with other work. Before each run the harness waits (at most 10 s) until processes
+  outside the benchmark use < 15% of a core, and each row reports what they took during its runs
+  ("other CPU %"); a row with a high figure there was measured against a noisy neighbour.
+- Memory (separate step): fresh Varnish and edgecache are filled with 100,000 distinct 1 KiB objects;
+  RSS (VmRSS) before and after gives the growth per object; overhead = growth - 1,024 bytes of body.
+
+Usage: `.venv/bin/python bench/run.py [--rounds N] [--duration S] [--only SCENARIO ...] [--memory |
+--no-memory] [--keep]`. Results are printed and written to bench/out/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import _client as client
+import _report as report
+import _servers as srv
+import _wrk as wrk
+
+REPO = Path(__file__).resolve().parent.parent
+EDGECACHE_BIN = REPO / ".venv" / "bin" / "edgecache"
+OUT = REPO / "bench" / "out" / "results.md"
+PACKAGES = ("nginx", "varnish", "varnish-modules", "wrk")
+MEMORY_OBJECTS = 100_000
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A hit-path scenario: what wrk requests and which URLs must be warm first."""
+
+    name: str
+    title: str
+    path: str
+    script: str | None
+    warm_paths: Callable[[], list[str]]
+
+
+SCENARIOS = (
+    Spec("small", "(a) hot 1 KiB hit, /small", "/small", None, lambda: ["/small"]),
+    Spec("medium", "(b) hot 64 KiB hit, /medium", "/medium", None, lambda: ["/medium"]),
+    Spec(
+        "rand10k",
+        "(c) 10k random warm keys, 1 KiB",
+        "/",
+        "rand10k",
+        lambda: [f"/obj/{i:06d}" for i in range(10_000)],
+    ),
+    Spec(
+        "missmix",
+        "(d) miss-heavy: ~90% never-seen keys, ~10% one hot key",
+        "/",
+        "missmix",
+        lambda: ["/small"],
+    ),
+)
+
+
+# --- tools ---------------------------------------------------------------------------------------------
+
+
+def _have_tools() -> bool:
+    xkey = list(Path("/usr/lib").glob("*/varnish/vmods/libvmod_xkey.so"))
+    return bool(xkey) and all(shutil.which(t) for t in ("nginx", "varnishd", "wrk"))
+
+
+def ensure_tools() -> None:
+    """apt-get install the servers and wrk if missing, without letting Debian start its services."""
+    if _have_tools():
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"missing tools; as root run: apt-get install -y {' '.join(PACKAGES)}")
+    policy = Path("/usr/sbin/policy-rc.d")
+    created = not policy.exists()
+    if created:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["timeout", "600", "apt-get", "update", "-q"], check=True, env=env)
+        subprocess.run(["timeout", "900", "apt-get", "install", "-y", "-q", *PACKAGES], check=True, env=env)
+    finally:
+        if created:
+            policy.unlink()
+
+
+def versions() -> str:
+    def version(argv: list[str], pattern: str) -> str:
+        p = subprocess.run(argv, capture_output=True, text=True, check=False)
+        found = re.search(pattern, p.stdout + p.stderr)
+        return found.group(1) if found else "?"
+
+    nginx = version(["nginx", "-v"], r"nginx/(\S+)")
+    varnish = version(["varnishd", "-V"], r"varnish-(\S+)")
+    wrk_version = version(["wrk", "-v"], r"wrk \S+/(\S+)")
+    return f"nginx {nginx}, Varnish {varnish}, wrk {wrk_version}"
+
+
+# --- servers -------------------------------------------------------------------------------------------
+
+
+class Fleet:
+    """Every server this run started, so they can all be stopped by PID on the way out."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.started: list[srv.Server] = []
+
+    def start(self, name: str, starter: Callable[[], srv.Server]) -> srv.Server | str:
+        """Start a server; on failure return the reason instead."""
+        try:
+            server = starter()
+        except (srv.ServerError, OSError) as e:
+            return str(e)
+        self.started.append(server)
+        return server
+
+    def stop(self, server: srv.Server) -> None:
+        srv.stop(server)
+        if server in self.started:
+            self.started.remove(server)
+
+    def stop_all(self) -> None:
+        for server in reversed(list(self.started)):
+            self.stop(server)
+
+
+def start_caches(fleet: Fleet, origin: srv.Server) -> tuple[list[srv.Server], dict[str, str]]:
+    tmp, port = fleet.tmp, origin.port
+    starters: dict[str, Callable[[], srv.Server]] = {
+        "nginx": lambda: srv.start_nginx_cache(tmp, port),
+        "varnish": lambda: srv.start_varnish(tmp, port),
+        "edgecache": lambda: srv.start_edgecache(tmp, port, EDGECACHE_BIN),
+    }
+    servers, unavailable = [], {}
+    for name, starter in starters.items():
+        got = fleet.start(name, starter)
+        if isinstance(got, str):
+            unavailable[name] = got
+            print(f"{name}: not available ({got})", flush=True)
+        else:
+            servers.append(got)
+    return servers, unavailable
+
+
+# --- hit scenarios -------------------------------------------------------------------------------------
+
+
+def warm(server: srv.Server, paths: list[str]) -> str | None:
+    """Warm `paths`; return why the server is not warm, or None."""
+    try:
+        cold = client.warm(server.port, paths, server.status_header)
+    except (TimeoutError, OSError) as e:
+        return f"warm-up failed: {e!r}"
+    if cold:
+        return f"{len(cold)} of {len(paths)} URLs never answered {server.status_header}: HIT (e.g. {cold[0]})"
+    return None
+
+
+def others_busy(interval: float) -> float:
+    """CPU % (of one core) that processes outside the benchmark took over `interval` seconds."""
+    before = srv.others_cpu()
+    time.sleep(interval)
+    return 100 * sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in srv.others_cpu().items()) / interval
+
+
+def wait_quiet(max_wait: float = 10.0, threshold: float = 15.0) -> None:
+    """Wait (bounded) until the rest of the machine is nearly idle, so a neighbour's burst is not measured."""
+    deadline = time.monotonic() + max_wait
+    while others_busy(0.5) > threshold and time.monotonic() < deadline:
+        pass
+
+
+def measure(
+    server: srv.Server,
+    origin: srv.Server,
+    spec: Spec,
+    args: argparse.Namespace,
+    scripts: dict[str, Path],
+    round_no: int,
+) -> report.Sample:
+    pids, opids = server.pids(), origin.pids()
+    others0 = srv.others_cpu()
+    cpu0, ocpu0, t0 = srv.cpu_seconds(pids), srv.cpu_seconds(opids), time.monotonic()
+    script = scripts[spec.script] if spec.script else None
+    extra = (str((round_no + 1) * 10**8),) if spec.name == "missmix" else ()
+    res = wrk.run(f"http://127.0.0.1:{server.port}{spec.path}", args.duration, script, extra)
+    wall = time.monotonic() - t0
+    cpu = 100 * (srv.cpu_seconds(pids) - cpu0) / wall
+    ocpu = 100 * (srv.cpu_seconds(opids) - ocpu0) / wall
+    others = 100 * sum(max(0.0, t - others0.get(pid, 0.0)) for pid, t in srv.others_cpu().items()) / wall
+    return report.Sample(res.rps, res.p50_ms, res.p99_ms, res.errors, cpu, res.wrk_cpu, ocpu, others)
+
+
+def run_scenario(
+    spec: Spec,
+    servers: list[srv.Server],
+    origin: srv.Server,
+    args: argparse.Namespace,
+    scripts: dict[str, Path],
+    unavailable: dict[str, str],
+) -> report.Scenario:
+    scn = report.Scenario(spec.name, spec.title, unavailable=dict(unavailable))
+    ready = []
+    for server in servers:
+        why = server.why_dead() if not server.alive() else warm(server, spec.warm_paths())
+        if why:
+            scn.unavailable[server.name] = why
+        else:
+            ready.append(server)
+    for round_no in range(args.rounds):
+        for server in list(ready):
+            if not server.alive():
+                scn.unavailable[server.name] = f"died during the runs: {server.why_dead()}"
+                ready.remove(server)
+                continue
+            wait_quiet()
+            try:
+                sample = measure(server, origin, spec, args, scripts, round_no)
+            except wrk.WrkError as e:
+                scn.unavailable[server.name] = str(e)
+                ready.remove(server)
+                continue
+            scn.samples.setdefault(server.name, []).append(sample)
+            print(
+                f"  {spec.name} round {round_no + 1} {server.name}: {sample.rps:,.0f} req/s, "
+                f"p99 {sample.p99_ms:.2f} ms, errors {sample.errors}, other CPU {sample.other_cpu:.0f}%",
+                flush=True,
+            )
+    for name in scn.samples:
+        scn.unavailable.pop(name, None)
+    return scn
+
+
+# --- memory --------------------------------------------------------------------------------------------
+
+
+def fill_and_measure(server: srv.Server, label: str, rss: Callable[[srv.Server], int]) -> report.Memory:
+    client.request_all(server.port, ["/small"], server.status_header, concurrency=1, timeout=30)
+    time.sleep(1)
+    empty = rss(server)
+    paths = [f"/obj/{i:06d}" for i in range(MEMORY_OBJECTS)]
+    fill = client.request_all(server.port, paths, server.status_header, concurrency=32, timeout=600)
+    time.sleep(2)
+    full = rss(server)
+    sample = random.Random(1).sample(paths, 1000)
+    check = client.request_all(server.port, sample, server.status_header, concurrency=8, timeout=60)
+    errors = len(fill.errors) + sum(n for status, n in fill.statuses.items() if status != 200)
+    return report.Memory(
+        label, MEMORY_OBJECTS, empty, full, fill.seconds, errors, len(sample), len(check.hits)
+    )
+
+
+def run_memory(fleet: Fleet, origin: srv.Server) -> tuple[list[report.Memory], dict[str, str]]:
+    tmp, port = fleet.tmp, origin.port
+    plan: list[tuple[str, str, Callable[[], srv.Server], Callable[[srv.Server], int]]] = [
+        (
+            "varnish",
+            "varnish (cache-main child)",
+            lambda: srv.start_varnish(tmp, port, "varnish-mem"),
+            lambda s: srv.rss_bytes(srv.varnish_child(s)),
+        ),
+        (
+            "edgecache",
+            "edgecache (all its processes)",
+            lambda: srv.start_edgecache(tmp, port, EDGECACHE_BIN, "edgecache-mem"),
+            lambda s: sum(srv.rss_bytes(p) for p in s.pids()),
+        ),
+    ]
+    results, unavailable = [], {}
+    for name, label, starter, rss in plan:
+        got = fleet.start(name, starter)
+        if isinstance(got, str):
+            unavailable[name] = got
+            continue
+        print(f"  memory: filling {name} with {MEMORY_OBJECTS:,} objects", flush=True)
+        try:
+            results.append(fill_and_measure(got, label, rss))
+        except (TimeoutError, OSError, srv.ServerError) as e:
+            unavailable[name] = f"fill failed: {e!r}" + ("" if got.alive() else f"; {got.why_dead()}")
+        finally:
+            fleet.stop(got)
+    return results, unavailable
+
+
+# --- main ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario (default 3)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=[s.name for s in SCENARIOS],
+        help="run only this hit scenario (repeatable); skips memory unless --memory",
+    )
+    p.add_argument("--memory", action="store_true", help="run the memory step (alone unless --only)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory step")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    args = p.parse_args(argv)
+    if args.memory and args.no_memory:
+        p.error("--memory and --no-memory exclude each other")
+    if args.rounds < 1 or args.duration < 1:
+        p.error("--rounds and --duration must be at least 1")
+    return args
+
+
+def plan(args: argparse.Namespace) -> tuple[list[Spec], bool]:
+    """Which hit scenarios run, and whether the memory step runs."""
+    if args.only:
+        return [s for s in SCENARIOS if s.name in args.only], args.memory
+    if args.memory:
+        return [], True
+    return list(SCENARIOS), not args.no_memory
+
+
+@contextlib.contextmanager
+def workspace(keep: bool) -> Iterator[Fleet]:
+    """A temp dir and a fleet; on exit (also Ctrl-C / SIGTERM) every server is stopped, the dir removed."""
+    tmp = Path(tempfile.mkdtemp(prefix="edgecache-bench-"))
+    tmp.chmod(0o755)  # nginx workers and Varnish's sandbox user read configs and files here
+    fleet = Fleet(tmp)
+    try:
+        yield fleet
+    finally:
+        fleet.stop_all()
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(fleet: Fleet, args: argparse.Namespace) -> str:
+    specs, memory = plan(args)
+    origin = srv.start_origin(fleet.tmp)
+    fleet.started.append(origin)
+    parts = []
+    if specs:
+        servers, unavailable = start_caches(fleet, origin)
+        scripts = wrk.write_scripts(fleet.tmp)
+        for spec in specs:
+            print(f"scenario {spec.title}", flush=True)
+            scn = run_scenario(spec, servers, origin, args, scripts, unavailable)
+            parts.append(report.scenario_table(scn))
+        for server in servers:
+            fleet.stop(server)
+    if memory:
+        print("memory step", flush=True)
+        parts.append(report.memory_table(*run_memory(fleet, origin)))
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_tools()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
+    with workspace(args.keep) as fleet:
+        tables = bench(fleet, args)
+    method = (
+        f"wrk -t1 -c50 -d{args.duration}s, {args.rounds} interleaved rounds; median (min-max); "
+        if plan(args)[0]
+        else ""
+    )
+    header = (
+        f"# edgecache hit-path benchmark, {datetime.now():%Y-%m-%d %H:%M}\n\n"
+        f"{os.cpu_count()} CPUs, {platform.platform()}; {versions()}.\n"
+        f"{method}took {time.monotonic() - started:.0f} s.\n"
+    )
+    text = header + "\n" + tables
+    print("\n" + text)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        sys.exit(130)
