@@ -11,6 +11,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 TAG_HEADERS = frozenset({"cache-tag", "surrogate-key", "xkey", "edge-cache-tag"})
@@ -47,5 +48,7 @@ def parse_tags(response_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
             if total + cost > MAX_AGGREGATE_BYTES:
                 return tuple(kept)
             total += cost
-            kept[tag] = None
+            # Interned: a cache holds the same few tags on many entries; one string each saves
+            # ~50 bytes per tag per entry and makes the tier's tag index share them too.
+            kept[sys.intern(tag)] = None
     return tuple(kept)
