@@ -36,6 +36,7 @@ from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneTable
+from edgecache.gcpolicy import keep_gc
 from edgecache.metrics import EdgeCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge
@@ -113,6 +114,7 @@ class Node:
         self._demo: web.AppRunner | None = None
         self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._gc: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
 
@@ -170,7 +172,9 @@ class Node:
         if cfg.demo_origin is not None:
             self._demo = await demo_origin.start(cfg.demo_origin.host, cfg.demo_origin.port)
         self.reclaimer.start()
-        self._housekeeping = asyncio.get_running_loop().create_task(self._keep_tasks())
+        loop = asyncio.get_running_loop()
+        self._housekeeping = loop.create_task(self._keep_tasks())
+        self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
         self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
         self.data_port = self._data.port
         context = ControlContext(
@@ -200,10 +204,11 @@ class Node:
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        for task in (self._housekeeping, self._gc):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.prefetch.drain()
         if self._warm_session is not None:
             await self._warm_session.close()

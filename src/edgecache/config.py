@@ -197,6 +197,13 @@ class Tasks(_Model):
     """Per-target limit for a prefetch fetch."""
 
 
+class Runtime(_Model):
+    """Process-level tuning (see ``edgecache.gcpolicy``)."""
+
+    gc_freeze_every: float = Field(default=30.0, gt=0)
+    gc_sweep_every: float = Field(default=3600.0, gt=0)
+
+
 class Limits(_Model):
     """Data-plane hardening limits."""
 
@@ -226,6 +233,7 @@ class Config(_Model):
     storage: Storage = Storage()
     limits: Limits = Limits()
     tasks: Tasks = Tasks()
+    runtime: Runtime = Runtime()
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

@@ -89,7 +89,7 @@ class PrefetchService:
             parsed = split_target(target)
             if parsed is None:
                 raise ValueError(f"not an http(s) URL: {target}")
-            if parsed[0] not in zone.config.hostnames:
+            if parsed[0] not in zone.hostnames:
                 refused.append(target)
             else:
                 accepted.append((target, *parsed))

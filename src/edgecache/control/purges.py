@@ -19,6 +19,8 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -36,6 +38,8 @@ from edgecache.edge.zones import ZoneRuntime
 from edgecache.httpcache.key import normalise_path, primary_key, variant_suffix
 from edgecache.httpcache.tags import normalise_tag
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url
+
+log = logging.getLogger(__name__)
 
 MAX_TAG_LENGTH = 1024
 MAX_HOST_LENGTH = 200
@@ -148,6 +152,9 @@ class PurgeService:
         self._tasks = task_store
         self._quotas = quotas
         self._pending: dict[int, tuple[PurgeItem, ...]] = {}
+        self._acks: list[tuple[int, dict[str, int]]] = []
+        self._acks_lock = threading.Lock()
+        self._acks_scheduled = False
         """Items of purges not yet reclaimed, to attribute matched counts to their tasks."""
         self._limiter = limiter
         self._limits_for = limits_for
@@ -199,7 +206,7 @@ class PurgeService:
             raise InvalidUrl(f"Unable to purge '{target.url}': {exc}") from exc
         if parts.scheme not in ("http", "https") or not host:
             raise InvalidUrl(f"Unable to purge '{target.url}': not an http(s) URL")
-        if host not in zone.config.hostnames:
+        if host not in zone.hostnames:
             raise InvalidUrl(f"Unable to purge '{target.url}'. You can only purge files for this zone")
         path_qs = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         key = primary_key("http", host, path_qs, zone.key_options)
@@ -221,7 +228,7 @@ class PurgeService:
         if len(host) > MAX_HOST_LENGTH:
             raise HostTooLong(f"Host exceeds maximum length of {MAX_HOST_LENGTH} characters")
         h = host.strip().lower().rstrip(".")
-        if h not in zone.config.hostnames:
+        if h not in zone.hostnames:
             raise InvalidHost(f"Invalid host '{host}'")
         return Host(h)
 
@@ -236,7 +243,7 @@ class PurgeService:
             raise InvalidPrefix(f"Invalid prefix '{prefix}': more than {MAX_PREFIX_SLASHES} path separators")
         host, slash, path = p.partition("/")
         host = host.lower().rstrip(".")
-        if host.rsplit(":", 1)[0] not in zone.config.hostnames:
+        if host.rsplit(":", 1)[0] not in zone.hostnames:
             raise InvalidPrefix(f"Invalid prefix '{prefix}': host is not part of this zone")
         host = host.rsplit(":", 1)[0]
         return Prefix(host + (normalise_path("/" + path) if slash else "/"))
@@ -300,8 +307,23 @@ class PurgeService:
         """This node has applied and reclaimed a purge: its tasks succeed, with the counts."""
         items = self._pending.pop(purge.seq, ())
         by_target = {item.target: matched.get(item.selector, 0) for item in items}
-        now = datetime.now(UTC)
-        self._writer.submit(self._tasks.finish_purge, purge.seq, by_target, now)
+        with self._acks_lock:
+            self._acks.append((purge.seq, by_target))
+            if self._acks_scheduled:
+                return
+            self._acks_scheduled = True
+        self._writer.submit(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        """On the writer thread: record every acknowledgement gathered so far in one transaction."""
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+            self._acks_scheduled = False
+        try:
+            self._tasks.finish_purges(acks, datetime.now(UTC))
+        except Exception:
+            # The tasks stay processing and end as timeout: visible, not silent.
+            log.exception("recording %d purge acknowledgements failed", len(acks))
 
 
 def _describe(req: PurgeRequest) -> dict[str, Any]:

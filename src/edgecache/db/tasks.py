@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -171,19 +171,30 @@ class TaskStore:
                 created_at=created_at,
             )
 
-    def finish_purge(self, seq: int, matched: dict[str, int], now: datetime) -> int:
-        """Mark the purge's tasks successful, with how many entries each target matched."""
+    def finish_purges(self, acks: Sequence[tuple[int, dict[str, int]]], now: datetime) -> int:
+        """Mark the tasks of several purges successful, with how many entries each target matched,
+        in one transaction (acknowledgements arrive in bursts; one commit each would queue them
+        behind each other on the writer)."""
         with write_transaction(self._engine) as conn:
-            rows = conn.execute(
-                select(tasks.c.id, tasks.c.target).where(tasks.c.seq == seq, tasks.c.status == PROCESSING)
-            ).all()
-            for r in rows:
+            done = 0
+            for seq, matched in acks:
+                rows = conn.execute(
+                    select(tasks.c.id, tasks.c.target).where(tasks.c.seq == seq, tasks.c.status == PROCESSING)
+                ).all()
+                if not rows:
+                    continue
                 conn.execute(
                     update(tasks)
-                    .where(tasks.c.id == r.id, tasks.c.status == PROCESSING)
-                    .values(status="success", matched=matched.get(r.target, 0), updated_at=now)
+                    .where(tasks.c.id == bindparam("task_id"), tasks.c.status == PROCESSING)
+                    .values(status="success", matched=bindparam("n"), updated_at=now),
+                    [{"task_id": r.id, "n": matched.get(r.target, 0)} for r in rows],
                 )
-            return len(rows)
+                done += len(rows)
+            return done
+
+    def finish_purge(self, seq: int, matched: dict[str, int], now: datetime) -> int:
+        """Mark one purge's tasks successful (see :meth:`finish_purges`)."""
+        return self.finish_purges([(seq, matched)], now)
 
     def finish_task(
         self,
@@ -219,9 +230,21 @@ class TaskStore:
             return int(done.rowcount)
 
     def forget(self, before: datetime) -> int:
-        """Retention: delete tasks created before ``before``."""
+        """Retention: delete tasks created before ``before`` (per zone and kind, so each delete is
+        a range of the (zone, kind, created_at) index rather than a scan of the table)."""
+        with read_transaction(self._engine) as conn:
+            scopes = conn.execute(select(tasks.c.zone_id, tasks.c.kind).distinct()).all()
+        removed = 0
         with write_transaction(self._engine) as conn:
-            return int(conn.execute(delete(tasks).where(tasks.c.created_at < before)).rowcount)
+            for zone_id, kind in scopes:
+                removed += int(
+                    conn.execute(
+                        delete(tasks).where(
+                            tasks.c.zone_id == zone_id, tasks.c.kind == kind, tasks.c.created_at < before
+                        )
+                    ).rowcount
+                )
+        return removed
 
     def by_job(self, job_id: str) -> list[TaskRow]:
         """Every task of a job, in creation order."""

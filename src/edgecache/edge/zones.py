@@ -16,6 +16,8 @@ class ZoneRuntime:
     key_options: KeyOptions
     has_variants: bool
     origin: str
+    hostnames: frozenset[str]
+    """The zone's hostnames as a set: purge validation tests membership per target."""
     key_memo: dict[str, str] = field(default_factory=dict, compare=False)
     """``host + " " + target`` → primary key, for zones without variant parts (bounded by the proxy)."""
 
@@ -54,6 +56,7 @@ class ZoneTable:
                     opts.device_type or opts.country or opts.language or opts.origin or opts.extra_headers
                 ),
                 origin=zone.origin,
+                hostnames=frozenset(zone.hostnames),
             )
             self.by_id[zone.id] = rt
             for host in zone.hostnames:

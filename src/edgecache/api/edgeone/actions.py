@@ -100,7 +100,7 @@ async def create_purge_task(ctx: ActionContext) -> dict[str, Any]:
         reject_unknown(cache_tag, ("Domains",), where="CacheTag.")
         domains = require(cache_tag, "Domains", list, where="CacheTag.")
         for d in domains:
-            if not isinstance(d, str) or d.lower().rstrip(".") not in zone.config.hostnames:
+            if not isinstance(d, str) or d.lower().rstrip(".") not in zone.hostnames:
                 raise EoError(
                     "InvalidParameter.DomainNotFound",
                     f"The domain `{d}` does not exist or does not belong to this zone.",
@@ -109,7 +109,7 @@ async def create_purge_task(ctx: ActionContext) -> dict[str, Any]:
     refused: list[str] = []
     for target in targets:
         host = None if type_ == "purge_cache_tag" else _host_of(target, type_)
-        if type_ != "purge_cache_tag" and host not in zone.config.hostnames:
+        if type_ != "purge_cache_tag" and host not in zone.hostnames:
             refused.append(target)
         else:
             valid.append(target)
