@@ -523,8 +523,6 @@ def whole_entry(n: int) -> float:
                 1.0,
                 0.0,
                 86400.0,
-                etag=etag,
-                last_modified=modified,
             )
         )
     used = tracemalloc.get_traced_memory()[0]

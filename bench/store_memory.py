@@ -65,11 +65,9 @@ def make_entry(i: int, total: int) -> Entry:
         body=bytes(1024),
         tags=parse_tags([("cache-tag", f"tag{i % 99:02d}, site")]),
         stored_seq=0,
-        request_time=0.0,
         response_time=0.0,
         initial_age=0.0,
         freshness_lifetime=300.0,
-        etag=etag,
     )
 
 

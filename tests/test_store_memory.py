@@ -29,7 +29,6 @@ def make(key: str, body: int = 0, zone: str = "z", tags: tuple[str, ...] = ()) -
         body=b"x" * body,
         tags=tags,
         stored_seq=0,
-        request_time=0.0,
         response_time=0.0,
         initial_age=0.0,
         freshness_lifetime=60.0,

@@ -156,7 +156,7 @@ class Fetch:
             resp.close()
             self.storable = False
         if self.storable:
-            self._store(request_time, response_time)
+            self._store(response_time)
         self._finish()
 
     def _accept_head(self, resp: OriginResponse, request_time: float, response_time: float) -> None:
@@ -230,9 +230,7 @@ class Fetch:
         self.chunks = [stale.body]
         self._size = len(stale.body)
         new_tags = parse_tags(fresh)
-        entry = self._entry(
-            decision, stale.body, new_tags or stale.tags, request_time, response_time, self.head_bytes
-        )
+        entry = self._entry(decision, stale.body, new_tags or stale.tags, response_time, self.head_bytes)
         self.storable = decision.storable
         if self.storable:
             self._store_entry(entry, decision.vary, self.request_headers)
@@ -266,12 +264,12 @@ class Fetch:
             del self.chunks[:drop]
             self._base = low
 
-    def _store(self, request_time: float, response_time: float) -> None:
+    def _store(self, response_time: float) -> None:
         decision = self.decision
         assert decision is not None
         body = b"".join(self.chunks)
         tags = parse_tags(self._tag_source)
-        entry = self._entry(decision, body, tags, request_time, response_time, self.head_bytes)
+        entry = self._entry(decision, body, tags, response_time, self.head_bytes)
         self._store_entry(entry, decision.vary, self.request_headers)
 
     def _entry(
@@ -279,7 +277,6 @@ class Fetch:
         decision: StorageDecision,
         body: bytes,
         tags: tuple[str, ...],
-        request_time: float,
         response_time: float,
         head: bytes,
     ) -> Entry:
@@ -291,17 +288,15 @@ class Fetch:
             body=body,
             tags=tags,
             stored_seq=self.stored_seq,
-            request_time=request_time,
             response_time=response_time,
             initial_age=self.initial_age,
             freshness_lifetime=decision.freshness_lifetime,
-            stale_while_revalidate=decision.stale_while_revalidate,
-            stale_if_error=decision.stale_if_error,
+            # ``or 0.0``: the shared constant instead of a float object per entry when zero.
+            stale_while_revalidate=decision.stale_while_revalidate or 0.0,
+            stale_if_error=decision.stale_if_error or 0.0,
             must_revalidate=decision.must_revalidate,
             no_cache=decision.no_cache,
             auth_ok=decision.auth_ok,
-            etag=_field(self.client_headers, "etag"),
-            last_modified=_field(self.client_headers, "last-modified"),
         )
 
     def _finish(self) -> None:

@@ -32,7 +32,6 @@ class Entry:
     tags: tuple[str, ...]
     stored_seq: int
     """Purge-ledger position when the origin fetch that produced this entry started."""
-    request_time: float
     response_time: float
     initial_age: float
     """corrected_initial_age of RFC 9111 §4.2.3, computed once at store time."""
@@ -45,12 +44,21 @@ class Entry:
     """Stored but must be validated before every use (RFC 9111 §5.2.2.4)."""
     auth_ok: bool = False
     """May answer requests that carry Authorization (RFC 9111 §3.5)."""
-    etag: str | None = None
-    last_modified: str | None = None
     stale_since: float | None = None
     """Set by a soft purge: from this instant the entry is stale whatever its freshness said."""
     visited: bool = field(default=False)
     """Eviction-policy bit (SIEVE), owned by the memory tier."""
+
+    @property
+    def etag(self) -> str | None:
+        """The stored ETag (read from the head: conditionals are rare next to plain hits, and two
+        more strings per entry would cost ~150 bytes of a ~1 KB per-object budget)."""
+        return _head_field(self.head, b"\r\netag:")
+
+    @property
+    def last_modified(self) -> str | None:
+        """The stored Last-Modified (read from the head, as :attr:`etag`)."""
+        return _head_field(self.head, b"\r\nlast-modified:")
 
     @property
     def primary(self) -> str:
@@ -72,6 +80,17 @@ class Entry:
         if self.stale_since is not None and now >= self.stale_since:
             return min(self.freshness_lifetime - self.age(now), self.stale_since - now)
         return self.freshness_lifetime - self.age(now)
+
+
+def _head_field(head: bytes, marker: bytes) -> str | None:
+    """The value of the first field named by ``marker`` (``b"\\r\\nname:"``, lower-case) in a head."""
+    lowered = b"\r\n" + head.lower()
+    i = lowered.find(marker)
+    if i < 0:
+        return None
+    start = i + len(marker) - 2
+    end = head.find(b"\r\n", start)
+    return head[start : end if end >= 0 else len(head)].strip().decode("latin-1")
 
 
 ENTRY_OVERHEAD = 512
