@@ -82,6 +82,8 @@ def test_queries_filter_page_and_search(engine: Engine) -> None:
     assert total == 30 and page[0].target == "https://example.com/p/24_x%"
     total, found = tasks.query(TaskQuery(zone_id=ZONE, kind="purge", target="/1_x%", target_fuzzy=True))
     assert total == 1 and found[0].target == "https://example.com/p/1_x%"  # % and _ are literal
+    total, _ = tasks.query(TaskQuery(zone_id=ZONE, kind="purge", target="/P/1_X%", target_fuzzy=True))
+    assert total == 1  # fuzzy search ignores case on both engines
     total, _ = tasks.query(TaskQuery(zone_id=ZONE, kind="purge", statuses=("success",)))
     assert total == 0
     assert tasks.count_since(ZONE, "purge", "purge_url", base) == 30

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -43,6 +44,9 @@ from edgecache.purge.selectors import Purge
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
+
+RETENTION_EVERY = 3600.0
+"""Seconds between retention passes over the task table (each deletes a range per zone)."""
 
 
 def account_limits(account: Account) -> PlanLimits:
@@ -150,16 +154,22 @@ class Node:
     async def _keep_tasks(self) -> None:
         """Tasks nobody acknowledged in time end ``timeout``; old tasks go after the retention."""
         cfg = self.config.tasks
+        last_forget = 0.0
         while True:
             await asyncio.sleep(min(5.0, cfg.timeout / 4))
             now = datetime.now(UTC)
             try:
                 await asyncio.to_thread(self.tasks.expire, now - timedelta(seconds=cfg.timeout), now)
-                await asyncio.to_thread(self.tasks.forget, now - timedelta(days=cfg.retention_days))
+                if time.monotonic() - last_forget >= RETENTION_EVERY:
+                    await asyncio.to_thread(self.tasks.forget, now - timedelta(days=cfg.retention_days))
+                    last_forget = time.monotonic()
             except Exception:
                 log.exception("task housekeeping failed")
 
     def _seed(self) -> None:
+        # Purges still processing when this node last stopped: the memory tier starts empty, so
+        # there is nothing left for them to remove here; this node acknowledges them.
+        self.tasks.finish_purges([(seq, {}) for seq in self.tasks.processing_purge_seqs()], datetime.now(UTC))
         for account in self.config.accounts:
             self.credentials.ensure_account(account.id, account.name, account.plan)
         for zone in self.config.zones:

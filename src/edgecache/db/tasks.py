@@ -285,8 +285,9 @@ class TaskStore:
             conds.append(tasks.c.job_id == q.job_id)
         if q.target is not None:
             if q.target_fuzzy:
-                escaped = q.target.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                conds.append(tasks.c.target.like(f"%{escaped}%", escape="\\"))
+                # lower() on both sides: LIKE is case-insensitive on SQLite but not on PostgreSQL.
+                escaped = q.target.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                conds.append(func.lower(tasks.c.target).like(f"%{escaped}%", escape="\\"))
             else:
                 conds.append(tasks.c.target == q.target)
         if q.domains:
