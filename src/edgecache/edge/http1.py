@@ -289,6 +289,13 @@ class Connection(asyncio.Protocol):
         self._wrote = True
         self._transport.write(data)
 
+    def writelines(self, pieces: list[bytes]) -> None:
+        """Send several pieces at once (one gathered write where the loop supports it, no copy)."""
+        if self.closed:
+            return
+        self._wrote = True
+        self._transport.writelines(pieces)
+
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark (or the connection is gone)."""
         if not self._write_paused or self.closed:
