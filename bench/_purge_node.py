@@ -1,0 +1,424 @@
+"""Launcher for bench/purge_api.py: one real edgecache node, plus a small command port for the harness.
+
+Run: ``.venv/bin/python bench/_purge_node.py --hook-port P --origin http://127.0.0.1:O --data-dir D
+[--no-reclaimer] [--memory-bytes B]``. The node is built by ``edgecache.app.Node`` from a generated
+configuration (data and control ports chosen by the kernel) and started as ``edgecache serve`` would
+(uvloop). Then a tiny aiohttp app listens on ``--hook-port`` (POST /cmd, one JSON object in, one out),
+which lets the harness do what the public API cannot:
+
+- ``info``: ports, zone id, a fresh API token (``node.credentials.create_token``), pid.
+- ``fill`` / ``refill``: put synthetic 1 KiB entries straight into the memory tier (``node.store``),
+  object ``i`` = ``http://bench.test/obj/{i:06d}`` (every hundredth, ``i % 100 == 42``, on host
+  ``alt.bench.test`` so that a host purge covers 1%), tags ``tag{i%100}`` and ``grp{i//100%100}``,
+  ``stored_seq`` = the index position. Filling a million objects over HTTP would take minutes; the
+  purge path does not care how an entry got there.
+- ``drain``: wait until the reclaimer is idle and the ledger writer has committed the reclaimer's
+  acknowledgements; report how long the last purge took from "in the index" to "reclaimed".
+- ``reclaim``: the reclaimer benchmark, in process: RSS and ``bytes_used`` before, submit one purge
+  through ``node.purges`` (the API's own service), wait, RSS after (and after ``malloc_trim``).
+- ``checkcost``: ns per ``EpochIndex.check`` for an entry older than every outstanding rule.
+- ``commitcost``: ms per bare SQLite ``INSERT`` + commit (WAL, synchronous=FULL) in the data dir.
+- ``stats``: RSS, entries, bytes_used, outstanding index rows, pending purges, and the garbage
+  collector's pauses per generation since the start (``gc.callbacks``; the event loop stops meanwhile).
+
+Instrumentation reads two private attributes (``PurgeService._apply`` and ``Reclaimer._on_reclaimed``
+are wrapped to time-stamp each purge; ``PurgeService._writer`` is waited on): a benchmark may look
+inside, the product is not changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import dataclasses
+import gc
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from aiohttp import web
+
+from edgecache.app import Node
+from edgecache.config import Account, Config, Listener, PurgeRate, Quota, Storage, Zone
+from edgecache.control.credentials import Permission
+from edgecache.control.purges import PurgeRequest
+from edgecache.purge.selectors import Mode, Purge, Selector
+from edgecache.store.entry import Entry
+
+ZONE_ID = "be4c4e0000000000000000000000beef"
+HOST = "bench.test"
+ALT_HOST = "alt.bench.test"
+ALT_MOD = 42
+"""Objects with ``i % 100 == ALT_MOD`` live on ALT_HOST."""
+HEAD = (
+    b"Server: nginx/1.22.1\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b"Last-Modified: Sun, 22 Nov 2026 13:00:00 GMT\r\n"
+    b'ETag: "6740a1b0-400"\r\n'
+    b"Cache-Control: public, max-age=3600\r\n"
+    b"Accept-Ranges: bytes\r\n"
+)
+BODY = b"a" * 1024
+ENTRY_FIELDS = frozenset(f.name for f in dataclasses.fields(Entry))
+HUGE = 10**9
+
+
+def object_key(i: int) -> str:
+    host = ALT_HOST if i % 100 == ALT_MOD else HOST
+    return f"http://{host}/obj/{i:06d}"
+
+
+def object_tags(i: int) -> tuple[str, str]:
+    return (f"tag{i % 100:02d}", f"grp{i // 100 % 100:02d}")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def malloc_trim() -> bool:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    return False
+
+
+def build_config(data_dir: Path, origin: str, memory_bytes: int) -> Config:
+    """One enterprise zone with rate limits and quotas out of the way (they are not what is measured)."""
+    quotas = {
+        t: Quota(batch=b, daily=HUGE)
+        for t, b in (
+            ("purge_url", 5000),
+            ("purge_prefix", 1000),
+            ("purge_host", 1000),
+            ("purge_all", 1),
+            ("purge_cache_tag", 100),
+            ("prefetch_url", 5000),
+        )
+    }
+    return Config(
+        data=Listener(port=0),
+        control=Listener(port=0),
+        data_dir=data_dir,
+        accounts=(
+            Account(
+                flex_purge=PurgeRate(per_second=1e6, burst=1e6),
+                single_file_purge=PurgeRate(per_second=1e6, burst=1e6),
+            ),
+        ),
+        zones=(
+            Zone(
+                id=ZONE_ID,
+                name=HOST,
+                hostnames=(HOST, ALT_HOST, "127.0.0.1", "localhost"),
+                origin=origin,
+                quotas=quotas,
+            ),
+        ),
+        storage=Storage(memory_bytes=memory_bytes, max_object_bytes=1 << 20),
+    )
+
+
+class Bench:
+    """The command handlers; everything runs on the node's event loop."""
+
+    def __init__(self, node: Node, data_dir: Path) -> None:
+        self.node = node
+        self.data_dir = data_dir
+        self.token = ""
+        self.applied: dict[int, float] = {}
+        self.reclaimed: dict[int, tuple[float, int]] = {}
+        self.last_seq = 0
+        self.gc_pauses: list[list[float]] = [[], [], []]
+        """Seconds of each collection per generation (the whole loop stops meanwhile)."""
+        self._gc_t0 = 0.0
+        gc.callbacks.append(self._gc_timer)
+        self._wrap()
+
+    def _gc_timer(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        else:
+            self.gc_pauses[info["generation"]].append(time.perf_counter() - self._gc_t0)
+
+    def _wrap(self) -> None:
+        purges: Any = self.node.purges
+        reclaimer: Any = self.node.reclaimer
+        apply: Callable[[Purge], None] = purges._apply
+        done: Callable[[Purge, dict[Selector, int]], None] | None = reclaimer._on_reclaimed
+
+        def timed_apply(purge: Purge) -> None:
+            self.applied[purge.seq] = time.perf_counter()
+            self.last_seq = purge.seq
+            apply(purge)
+
+        def timed_done(purge: Purge, matched: dict[Selector, int]) -> None:
+            self.reclaimed[purge.seq] = (time.perf_counter(), sum(matched.values()))
+            if done is not None:
+                done(purge, matched)
+
+        purges._apply = timed_apply
+        reclaimer._on_reclaimed = timed_done
+
+    # -- entries -------------------------------------------------------------------------------------
+
+    def _put_all(self, indices: Iterator[int]) -> int:
+        store, seq, now, n = self.node.store, self.node.index.position, time.time(), 0
+        tail = BODY[6:]
+        # Fields that older Entry versions had and newer ones derive (validators from the head).
+        optional: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("request_time", now),
+                ("etag", '"6740a1b0-400"'),
+                ("last_modified", "Sun, 22 Nov 2026 13:00:00 GMT"),
+            )
+            if k in ENTRY_FIELDS
+        }
+        for i in indices:
+            store.put(
+                Entry(
+                    zone=ZONE_ID,
+                    key=object_key(i),
+                    status=200,
+                    head=HEAD,
+                    body=b"%06d" % i + tail,
+                    tags=object_tags(i),
+                    stored_seq=seq,
+                    response_time=now,
+                    initial_age=0.0,
+                    freshness_lifetime=86400.0,
+                    **optional,
+                )
+            )
+            n += 1
+        return n
+
+    def fill(self, n: int) -> dict[str, Any]:
+        rss0 = rss_bytes()
+        t0 = time.perf_counter()
+        gc.disable()  # a bulk load: generational passes over a growing heap would dominate
+        try:
+            put = self._put_all(iter(range(n)))
+        finally:
+            gc.enable()
+        t1 = time.perf_counter()
+        gc.collect()  # as a node that filled over hours: every entry in the oldest generation
+        self.gc_pauses = [[], [], []]  # count what happens from now on, not this explicit pass
+        return {
+            "n": put,
+            "fill_s": t1 - t0,
+            "gc_s": time.perf_counter() - t1,
+            "rss_before": rss0,
+            "rss_after": rss_bytes(),
+            "bytes_used": self.node.store.bytes_used,
+            "entries": len(self.node.store),
+        }
+
+    def refill(self, ranges: list[list[int]]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        n = self._put_all(i for r in ranges for i in range(*r))
+        return {"n": n, "s": time.perf_counter() - t0, "entries": len(self.node.store)}
+
+    # -- reclaimer -----------------------------------------------------------------------------------
+
+    async def _writer_idle(self) -> None:
+        writer = getattr(self.node.purges, "_writer", None)
+        if writer is not None:
+            await asyncio.wrap_future(writer.submit(lambda: None))
+
+    async def drain(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        await self.node.reclaimer.drain()
+        await self._writer_idle()
+        seq = self.last_seq
+        applied = self.applied.get(seq)
+        done = self.reclaimed.get(seq)
+        return {
+            "seq": seq,
+            "gone_ms": None if applied is None or done is None else (done[0] - applied) * 1000,
+            "matched": None if done is None else done[1],
+            "wait_ms": (time.perf_counter() - t0) * 1000,
+            "entries": len(self.node.store),
+        }
+
+    async def reclaim(self, kind: str, arg: str) -> dict[str, Any]:
+        """Time one purge from acceptance to reclaimed, with memory before and after."""
+        node = self.node
+        zone = node.zones.by_id[ZONE_ID]
+        req = PurgeRequest(everything=True) if kind == "everything" else PurgeRequest(tags=(arg,))
+        items = node.purges.items(zone, req)
+        await self.drain()
+        gc.collect()
+        rss0, used0, n0 = rss_bytes(), node.store.bytes_used, len(node.store)
+        removed0 = node.reclaimer.removed
+        t0 = time.perf_counter()
+        accepted = await node.purges.submit(zone, Mode.DELETE, items, req, principal="bench", dialect="bench")
+        t_ack = time.perf_counter()
+        await node.reclaimer.drain()
+        seq = accepted.purge.seq
+        t_done = self.reclaimed[seq][0]
+        await self._writer_idle()
+        rss1 = rss_bytes()
+        gc.collect()
+        rss2 = rss_bytes()
+        trimmed = malloc_trim()
+        rss3 = rss_bytes()
+        removed = node.reclaimer.removed - removed0
+        reclaim_s = t_done - self.applied[seq]
+        return {
+            "kind": kind,
+            "entries_before": n0,
+            "removed": removed,
+            "accept_ms": (t_ack - t0) * 1000,
+            "reclaim_s": reclaim_s,
+            "objects_per_s": removed / reclaim_s if reclaim_s > 0 else None,
+            "bytes_used_before": used0,
+            "bytes_used_after": node.store.bytes_used,
+            "rss_before": rss0,
+            "rss_after": rss1,
+            "rss_after_gc": rss2,
+            "rss_after_trim": rss3 if trimmed else None,
+            "entries_after": len(node.store),
+            # Deleted entries are "retired": out of the index, still holding their bodies until the ring
+            # is compacted (when retired bytes pass budget/8). Private; read for this table only.
+            "retired_bytes_after": getattr(node.store, "_retired_bytes", None),
+        }
+
+    # -- costs ---------------------------------------------------------------------------------------
+
+    def checkcost(self, key: str, tags: list[str], loops: int) -> dict[str, Any]:
+        index = self.node.index
+        tup = tuple(tags)
+        best = {}
+        for name, stored in (("older_than_rules", 0), ("newer_than_rules", index.position)):
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter_ns()
+                for _ in range(loops):
+                    index.check(ZONE_ID, key, tup, stored)
+                times.append((time.perf_counter_ns() - t0) / loops)
+            best[name] = min(times)
+        return {"ns": best, "verdict": repr(index.check(ZONE_ID, key, tup, 0)), "rows": len(index)}
+
+    def commitcost(self, n: int) -> dict[str, Any]:
+        path = self.data_dir / "commit-probe.db"
+        con = sqlite3.connect(path, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
+            out = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                con.execute("BEGIN IMMEDIATE")
+                con.execute("INSERT INTO t (v) VALUES (?)", (f"row {i}",))
+                con.execute("COMMIT")
+                out.append((time.perf_counter() - t0) * 1000)
+        finally:
+            con.close()
+        return {"ms": out}
+
+    def stats(self) -> dict[str, Any]:
+        node = self.node
+        return {
+            "rss": rss_bytes(),
+            "entries": len(node.store),
+            "bytes_used": node.store.bytes_used,
+            "index_rows": len(node.index),
+            "index_position": node.index.position,
+            "pending": node.reclaimer.pending,
+            "removed": node.reclaimer.removed,
+            "marked_stale": node.reclaimer.marked_stale,
+            "gc": [
+                {"count": len(p), "total_s": sum(p), "max_s": max(p, default=0.0)} for p in self.gc_pauses
+            ],
+        }
+
+    def info(self) -> dict[str, Any]:
+        node = self.node
+        return {
+            "pid": os.getpid(),
+            "data_port": node.data_port,
+            "control_port": node.control_port,
+            "zone": ZONE_ID,
+            "token": self.token,
+            "budget": node.store.budget,
+        }
+
+    async def handle(self, request: web.Request) -> web.Response:
+        cmd: dict[str, Any] = await request.json()
+        op = cmd["op"]
+        result: dict[str, Any]
+        if op == "info":
+            result = self.info()
+        elif op == "fill":
+            result = self.fill(int(cmd["n"]))
+        elif op == "refill":
+            result = self.refill(cmd["ranges"])
+        elif op == "drain":
+            result = await self.drain()
+        elif op == "reclaim":
+            result = await self.reclaim(cmd["kind"], cmd.get("arg", ""))
+        elif op == "checkcost":
+            result = self.checkcost(cmd["key"], cmd["tags"], int(cmd.get("loops", 100_000)))
+        elif op == "commitcost":
+            result = self.commitcost(int(cmd.get("n", 100)))
+        elif op == "stats":
+            result = self.stats()
+        else:
+            return web.json_response({"error": f"unknown op {op!r}"}, status=400)
+        return web.json_response(result)
+
+
+async def main(args: argparse.Namespace) -> None:
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    node = Node(build_config(data_dir, args.origin, args.memory_bytes))
+    await node.start()
+    if args.no_reclaimer:
+        # Purges stay outstanding (in the index, never compacted) until the process ends.
+        await node.reclaimer.stop()
+    bench = Bench(node, data_dir)
+    _, bench.token = await asyncio.to_thread(
+        node.credentials.create_token, node.config.accounts[0].id, "bench", [Permission.CACHE_PURGE], None
+    )
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/cmd", bench.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", args.hook_port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(json.dumps(bench.info()), flush=True)
+    await stop.wait()
+    await runner.cleanup()
+    await node.stop()
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hook-port", type=int, required=True)
+    p.add_argument("--origin", required=True, help="http://host:port of the zone's origin")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--memory-bytes", type=int, default=256 << 20)
+    p.add_argument("--no-reclaimer", action="store_true", help="stop the reclaimer: purges stay outstanding")
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    uvloop.run(main(parse_args()))
