@@ -200,7 +200,7 @@ class Tasks(_Model):
 class Runtime(_Model):
     """Process-level tuning (see ``edgecache.gcpolicy``)."""
 
-    gc_freeze_every: float = Field(default=30.0, gt=0)
+    gc_freeze_every: float = Field(default=5.0, gt=0)
     gc_sweep_every: float = Field(default=3600.0, gt=0)
 
 

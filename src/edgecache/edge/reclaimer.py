@@ -29,7 +29,8 @@ from edgecache.store.entry import VARIANT_SEP
 
 log = logging.getLogger(__name__)
 
-BATCH = 2000
+BATCH = 256
+"""Entries examined between yields to the event loop: at ~8 µs each, about 2 ms of hits delayed."""
 COMPACT_EVERY = 1.0
 
 
