@@ -116,3 +116,6 @@ def test_metrics_report_hits_misses_and_storage(stack: Stack) -> None:
     assert values["edgecache_stored_bytes"] > 100
     assert values["edgecache_origin_latency_seconds_count"] >= 1
     assert values["edgecache_sent_bytes_total"] > 0
+    assert values["edgecache_http_requests_total"] >= 2
+    assert 'edgecache_http_rejected_total{status="400"}' in values
+    assert "edgecache_purge_index_rows" in values and "edgecache_purge_ledger_position" in values

@@ -87,4 +87,4 @@ def test_queries_filter_page_and_search(engine: Engine) -> None:
     total, _ = tasks.query(TaskQuery(zone_id=ZONE, kind="purge", statuses=("success",)))
     assert total == 0
     assert tasks.count_since(ZONE, "purge", "purge_url", base) == 30
-    assert tasks.forget(base + timedelta(seconds=10)) == 10
+    assert tasks.forget(base + timedelta(seconds=10), [ZONE]) == 10

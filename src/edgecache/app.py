@@ -111,11 +111,19 @@ class Node:
         self.reclaimer = Reclaimer(
             self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
         )
-        self.registry = CollectorRegistry()
-        self.registry.register(EdgeCollector(self.stats, self.store))
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
+        self.registry = CollectorRegistry()
+        self.registry.register(
+            EdgeCollector(
+                self.stats,
+                self.store,
+                http=lambda: None if self._data is None else self._data.stats,
+                index=lambda: self.index,
+                reclaimer=self.reclaimer,
+            )
+        )
         self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
@@ -161,7 +169,9 @@ class Node:
             try:
                 await asyncio.to_thread(self.tasks.expire, now - timedelta(seconds=cfg.timeout), now)
                 if time.monotonic() - last_forget >= RETENTION_EVERY:
-                    await asyncio.to_thread(self.tasks.forget, now - timedelta(days=cfg.retention_days))
+                    await asyncio.to_thread(
+                        self.tasks.forget, now - timedelta(days=cfg.retention_days), list(self.zones.by_id)
+                    )
                     last_forget = time.monotonic()
             except Exception:
                 log.exception("task housekeeping failed")

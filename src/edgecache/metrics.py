@@ -6,21 +6,35 @@ families when ``/metrics`` is scraped, so nothing on the hot path touches promet
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from edgecache.edge.http1 import Http1Stats
+from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import ORIGIN_BUCKETS, EdgeStats
+from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
 
 
 class EdgeCollector(Collector):
-    """Data-plane and memory-tier metrics of one node."""
+    """Data-plane, HTTP server, memory-tier and invalidation metrics of one node."""
 
-    def __init__(self, stats: EdgeStats, store: Tier) -> None:
+    def __init__(
+        self,
+        stats: EdgeStats,
+        store: Tier,
+        *,
+        http: Callable[[], Http1Stats | None],
+        index: Callable[[], EpochIndex],
+        reclaimer: Reclaimer,
+    ) -> None:
         self._stats = stats
         self._store = store
+        self._http = http
+        self._index = index
+        self._reclaimer = reclaimer
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         """Yield the current values (called by the registry on each scrape)."""
@@ -67,4 +81,44 @@ class EdgeCollector(Collector):
         )
         yield CounterMetricFamily(
             "edgecache_evictions", "Entries evicted for space", value=self._store.evictions
+        )
+        yield from self._http_metrics()
+        yield from self._purge_metrics()
+
+    def _http_metrics(self) -> Iterator[CounterMetricFamily]:
+        http = self._http()
+        if http is None:
+            return
+        yield CounterMetricFamily(
+            "edgecache_http_connections", "Client connections accepted", value=http.connections_opened
+        )
+        yield CounterMetricFamily("edgecache_http_requests", "Complete requests parsed", value=http.requests)
+        rejected = CounterMetricFamily(
+            "edgecache_http_rejected", "Requests the server refused itself, by status", labels=["status"]
+        )
+        for status, n in sorted(http.rejected.items()):
+            rejected.add_metric([str(status)], n)
+        yield rejected
+        yield CounterMetricFamily(
+            "edgecache_http_timeouts",
+            "Connections closed for a header, body or send timeout",
+            value=http.timeouts,
+        )
+
+    def _purge_metrics(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        index = self._index()
+        r = self._reclaimer
+        yield GaugeMetricFamily("edgecache_purge_ledger_position", "Last purge applied", value=index.position)
+        yield GaugeMetricFamily("edgecache_purge_index_rows", "Outstanding epoch rows", value=index.rows)
+        yield GaugeMetricFamily("edgecache_purge_pending", "Purges not reclaimed yet", value=r.pending)
+        yield CounterMetricFamily(
+            "edgecache_purge_removed", "Entries deleted by hard purges", value=r.removed
+        )
+        yield CounterMetricFamily(
+            "edgecache_purge_marked_stale", "Entries marked stale by soft purges", value=r.marked_stale
+        )
+        yield CounterMetricFamily(
+            "edgecache_purge_hits_refused",
+            "Lookups that found their entry purged before the reclaimer reached it",
+            value=self._stats.purged_on_lookup,
         )

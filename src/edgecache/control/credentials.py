@@ -200,14 +200,15 @@ def _new_id() -> str:
     return secrets.token_hex(16)
 
 
-def _permissions(stored: Iterable[str]) -> frozenset[Permission]:
+def stored_permissions(stored: Iterable[str], holder: str = "a token") -> frozenset[Permission]:
+    """Permissions read back from the database; unknown names are dropped with a warning."""
     out = set()
     for name in stored:
         try:
             out.add(Permission(name))
         except ValueError:
             # Written by a newer release: ignoring it can only take rights away, never add them.
-            log.warning("ignoring unknown permission %r stored on a token", name)
+            log.warning("ignoring unknown permission %r stored on %s", name, holder)
     return frozenset(out)
 
 
@@ -216,7 +217,7 @@ def _info(r: TokenRecord) -> TokenInfo:
         id=r.id,
         account_id=r.account_id,
         name=r.name,
-        permissions=_permissions(r.permissions),
+        permissions=stored_permissions(r.permissions),
         zones=None if r.zones is None else frozenset(r.zones),
         created_at=r.created_at,
         expires_at=r.expires_at,
@@ -357,7 +358,7 @@ class CredentialService:
             kind="token",
             id=r.id,
             account_id=r.account_id,
-            permissions=_permissions(r.permissions),
+            permissions=stored_permissions(r.permissions),
             zones=None if r.zones is None else frozenset(r.zones),
             label=r.name,
         )

@@ -38,7 +38,7 @@ from typing import Literal
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine
 
-from edgecache.control.credentials import CredentialError, Permission, utc_now
+from edgecache.control.credentials import CredentialError, Permission, stored_permissions, utc_now
 from edgecache.db.identity import IdentityStore
 from edgecache.db.secrets import SecretRecord, SecretStore
 
@@ -214,23 +214,12 @@ class SecretInfo:
         return "active" if self.revoked_at is None else "revoked"
 
 
-def _permissions(stored: Iterable[str]) -> frozenset[Permission]:
-    out = set()
-    for name in stored:
-        try:
-            out.add(Permission(name))
-        except ValueError:
-            # Written by a newer release: ignoring it can only take rights away, never add them.
-            log.warning("ignoring unknown permission %r stored on an EdgeOne secret", name)
-    return frozenset(out)
-
-
 def _info(r: SecretRecord) -> SecretInfo:
     return SecretInfo(
         secret_id=r.secret_id,
         account_id=r.account_id,
         name=r.name,
-        permissions=_permissions(r.permissions),
+        permissions=stored_permissions(r.permissions, "an EdgeOne secret"),
         zones=None if r.zones is None else frozenset(r.zones),
         created_at=r.created_at,
         revoked_at=r.revoked_at,
@@ -318,7 +307,7 @@ class SecretService:
         principal = SecretPrincipal(
             id=r.secret_id,
             account_id=r.account_id,
-            permissions=_permissions(r.permissions),
+            permissions=stored_permissions(r.permissions, "an EdgeOne secret"),
             zones=None if r.zones is None else frozenset(r.zones),
             label=r.name,
         )
