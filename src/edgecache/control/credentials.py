@@ -110,7 +110,7 @@ ALL_PERMISSIONS = frozenset(Permission)
 class Principal:
     """An authenticated caller."""
 
-    kind: Literal["token", "global_key"]
+    kind: Literal["token", "global_key", "secret"]
     id: str
     account_id: str
     permissions: frozenset[Permission]

@@ -38,7 +38,7 @@ from typing import Literal
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine
 
-from edgecache.control.credentials import CredentialError, Permission, stored_permissions, utc_now
+from edgecache.control.credentials import CredentialError, Permission, Principal, stored_permissions, utc_now
 from edgecache.db.identity import IdentityStore
 from edgecache.db.secrets import SecretRecord, SecretStore
 
@@ -161,40 +161,12 @@ class MasterKey:
             tmp.unlink(missing_ok=True)
 
 
-@dataclass(frozen=True, slots=True)
-class SecretPrincipal:
-    """A caller authenticated by an EdgeOne secret; the same API as
-    ``edgecache.control.credentials.Principal`` (whose ``kind`` does not include ``"secret"``)."""
-
-    id: str
-    """The SecretId."""
-    account_id: str
-    permissions: frozenset[Permission]
-    zones: frozenset[str] | None
-    """Zone scope; None means every zone of the account."""
-    label: str
-    """The secret's name, for logs."""
-    kind: Literal["secret"] = "secret"
-
-    def allows(self, permission: Permission, zone_id: str, zone_account_id: str) -> bool:
-        """May this caller use ``permission`` on the zone ``zone_id`` owned by ``zone_account_id``?"""
-        return (
-            permission in self.permissions
-            and zone_account_id == self.account_id
-            and (self.zones is None or zone_id in self.zones)
-        )
-
-    def allows_account(self, permission: Permission, account_id: str) -> bool:
-        """May this caller use an account-level ``permission`` on ``account_id``? (Zone scope does
-        not restrict account-level permissions, as for tokens.)"""
-        return (
-            permission.level == "account" and permission in self.permissions and account_id == self.account_id
-        )
-
-    @property
-    def ref(self) -> str:
-        """A stable reference for records such as the purge ledger: ``secret:<SecretId>``."""
-        return f"{self.kind}:{self.id}"
+def SecretPrincipal(
+    id: str, account_id: str, permissions: frozenset[Permission], zones: frozenset[str] | None, label: str
+) -> Principal:
+    """A caller authenticated by an EdgeOne secret (``ref`` is ``secret:<SecretId>``); the same
+    permission rules as tokens."""
+    return Principal("secret", id, account_id, permissions, zones, label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +268,7 @@ class SecretService:
         """Revoke at once, permanently; False when there is no such active secret."""
         return self._store.revoke(secret_id, self._clock())
 
-    def lookup(self, secret_id: str) -> tuple[str, SecretPrincipal] | None:
+    def lookup(self, secret_id: str) -> tuple[str, Principal] | None:
         """The SecretKey and the caller it authenticates, or None for an unknown or revoked
         SecretId. Raises :class:`MasterKeyError` when the stored key cannot be decrypted."""
         if not is_well_formed_secret_id(secret_id):

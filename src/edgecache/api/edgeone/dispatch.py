@@ -49,9 +49,9 @@ from edgecache.api.edgeone.envelope import (
     success,
     unknown_parameter,
 )
-from edgecache.control.credentials import Permission
+from edgecache.control.credentials import Permission, Principal
 from edgecache.control.ratelimit import Rate, TokenBucket
-from edgecache.control.secrets import SecretPrincipal, SecretService, is_well_formed_secret_id
+from edgecache.control.secrets import SecretService, is_well_formed_secret_id
 from edgecache.edge.zones import ZoneRuntime
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class ActionContext:
 
     action: str
     params: dict[str, Any]
-    principal: SecretPrincipal
+    principal: Principal
     request_id: str
     language: str
     region: str | None
