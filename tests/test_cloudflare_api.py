@@ -293,3 +293,14 @@ def test_zone_quotas_hold_for_the_cloudflare_dialect_too(stack: Stack) -> None:
         client.cache.purge(zone_id=VARIANT_ZONE_ID, hosts=["variants.example"])  # 3 per day
     assert error_of(err.value)["code"] == 1134 and "per day" in error_of(err.value)["message"]
     assert 1 <= int(err.value.response.headers["retry-after"]) <= 86400
+
+
+def test_revoking_a_token_in_use_takes_effect_at_once(stack: Stack) -> None:
+    token = stack.token()
+    client = client_for(stack, api_token=token)
+    assert client.cache.purge(zone_id=ZONE_ID, tags=["in-use"]) is not None
+    principal = stack.node.credentials.cached_token(token)  # verified once, now trusted for a while
+    assert principal is not None
+    assert stack.node.credentials.revoke_token(principal.id)
+    with pytest.raises(cloudflare.PermissionDeniedError):
+        client.cache.purge(zone_id=ZONE_ID, tags=["in-use"])

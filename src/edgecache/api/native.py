@@ -56,7 +56,10 @@ async def _principal(request: web.Request) -> Principal:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not is_well_formed_token(token.strip()):
         raise _json_error(401, "an API token is required: Authorization: Bearer <token>")
-    principal = await asyncio.to_thread(request.app[CONTEXT_KEY].credentials.verify_token, token.strip())
+    credentials = request.app[CONTEXT_KEY].credentials
+    principal = credentials.cached_token(token.strip()) or await asyncio.to_thread(
+        credentials.verify_token, token.strip()
+    )
     if principal is None:
         raise _json_error(403, "unknown, revoked or expired token")
     return principal

@@ -55,7 +55,9 @@ async def authenticate(request: web.Request, credentials: CredentialService) -> 
         token = token.strip()
         if scheme.lower() != "bearer" or not is_well_formed_token(token):
             raise _malformed(6111, "Authorization")
-        principal = await asyncio.to_thread(credentials.verify_token, token)
+        principal = credentials.cached_token(token) or await asyncio.to_thread(
+            credentials.verify_token, token
+        )
     if principal is None:
         raise denied()
     return principal
