@@ -44,6 +44,23 @@ def test_successful_post_passes_through_and_invalidates_the_url(stack: Stack) ->
     assert stack.request("/item")[1]["cf-cache-status"] == "MISS"
 
 
+def test_successful_post_also_invalidates_same_host_location(stack: Stack) -> None:
+    for path in ("/loc/created", "/loc/other", "/loc/elsewhere"):
+        stack.origin.routes[path] = Route()
+        stack.request(path)
+    stack.origin.routes["/loc/form"] = Route(
+        status=201,
+        headers={"Location": "/loc/created", "Content-Location": "http://test.example/loc/other"},
+    )
+    stack.request("/loc/form", method="POST", body=b"x")
+    assert stack.request("/loc/created")[1]["cf-cache-status"] == "MISS"
+    assert stack.request("/loc/other")[1]["cf-cache-status"] == "MISS"
+    assert stack.request("/loc/elsewhere")[1]["cf-cache-status"] == "HIT"
+    stack.origin.routes["/loc/form2"] = Route(headers={"Location": "http://other.example/loc/elsewhere"})
+    stack.request("/loc/form2", method="PUT", body=b"x")
+    assert stack.request("/loc/elsewhere")[1]["cf-cache-status"] == "HIT"  # another host: untouched
+
+
 def test_failed_post_does_not_invalidate(stack: Stack) -> None:
     stack.origin.routes["/keep"] = Route(body=b"v1")
     stack.request("/keep")

@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Mapping
 from http import HTTPStatus
+from urllib.parse import urlsplit
 
 from edgecache.edge.fetch import Fetch, Reader
 from edgecache.edge.http1 import Connection, Request
@@ -613,14 +614,14 @@ class Proxy:
         Location / Content-Location URIs when they are on the same host."""
         targets = [req.target]
         for k, v in response_headers:
-            name = k.lower()
-            if name in ("location", "content-location"):
-                if v.startswith("/"):
-                    targets.append(v)
-                elif "://" in v and v.split("://", 1)[1].split("/", 1)[0].lower() == host:
-                    targets.append(
-                        "/" + v.split("://", 1)[1].split("/", 1)[1] if "/" in v.split("://", 1)[1] else "/"
-                    )
+            if k.lower() not in ("location", "content-location"):
+                continue
+            if v.startswith("/"):
+                targets.append(v)
+                continue
+            parts = urlsplit(v)
+            if parts.scheme in ("http", "https") and (parts.hostname or "").rstrip(".") == host:
+                targets.append((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
         for target in targets:
             removed = self.store.delete_primary(primary_key("http", host, target, zone.key_options))
             self.stats.invalidated_by_unsafe += removed
