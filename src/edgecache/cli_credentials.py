@@ -22,6 +22,7 @@ from typing import Annotated
 
 import typer
 
+from edgecache.cli_tokens import echo_table
 from edgecache.control.credentials import CredentialError
 from edgecache.control.secrets import MasterKey, MasterKeyError, SecretService
 from edgecache.db.engine import open_database, sqlite_url
@@ -114,9 +115,7 @@ def list_(
                 _when(s.revoked_at),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    echo_table(rows)
 
 
 @credentials_app.command("revoke")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgecache.cli_tokens import DatabaseUrl, DataDir
+from edgecache.cli_tokens import DatabaseUrl, DataDir, echo_table
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.tasks import TaskQuery, TaskRow, TaskStore
 
@@ -37,9 +37,7 @@ def _table(rows: list[TaskRow]) -> None:
                 r.target or "(everything)",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for line in lines:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    echo_table(lines)
 
 
 @tasks_app.command("list")

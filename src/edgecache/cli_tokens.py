@@ -12,7 +12,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +57,13 @@ def _parse_time(value: str) -> datetime:
         raise _fail(f"--expires-at: not an ISO 8601 time: {value!r}") from None
     # A time without an offset is taken as UTC, the only zone the server stores.
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def echo_table(rows: Sequence[Sequence[str]]) -> None:
+    """Print rows (the first one is the header) as left-aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _when(t: datetime | None) -> str:
@@ -119,9 +126,7 @@ def list_(
                 _when(t.last_used_at),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    echo_table(rows)
 
 
 @tokens_app.command("revoke")
