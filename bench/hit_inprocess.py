@@ -1,0 +1,107 @@
+"""CPU per cache hit inside one edgecache process, without the kernel or a load generator.
+
+Method: start a demo node (demo origin included) on free ports, warm one URL with a real request,
+then feed the same request bytes straight into a data-plane ``Connection`` whose transport only
+counts writes: "server path" is parsing + handler + response building per request; "handler" calls
+the cache handler alone with a prebuilt request. Best of 5 runs of 100,000 requests each. This
+isolates the Python cost per hit that the wrk benchmark (`bench/run.py`) measures together with the
+loopback network path.
+
+Run: ``.venv/bin/python bench/hit_inprocess.py``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from edgecache.app import Node
+from edgecache.config import demo_config
+from edgecache.edge.http1 import Connection, Request
+
+N = 100_000
+
+
+class CountingTransport:
+    """Stands in for the socket: accepts writes, never blocks."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.writes += 1
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def best(fn: Any) -> float:
+    runs = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(N):
+            fn()
+        runs.append((time.perf_counter() - started) / N * 1e6)
+    return min(runs)
+
+
+async def main() -> None:
+    data, control, origin = free_port(), free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = demo_config(data, control, origin).model_copy(update={"data_dir": Path(tmp)})
+        node = Node(config)
+        await node.start()
+        try:
+            url = f"http://127.0.0.1:{data}/products/1"
+            await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+            server = node._data
+            assert server is not None
+            conn = Connection(server)
+            conn.connection_made(CountingTransport())  # type: ignore[arg-type]
+            raw = f"GET /products/1 HTTP/1.1\r\nHost: 127.0.0.1:{data}\r\n\r\n".encode()
+            request = Request(
+                "GET", "/products/1", {"host": f"127.0.0.1:{data}"}, b"", "1.1", True, "127.0.0.1"
+            )
+            server_path = best(lambda: conn.data_received(raw))
+            handler = best(lambda: node.proxy(request, conn))
+            hits = node.stats.hits
+        finally:
+            await node.stop()
+    print("| measure | µs per hit |")
+    print("|---|---:|")
+    print(f"| server path (parse, handler, response) | {server_path:.2f} |")
+    print(f"| cache handler alone | {handler:.2f} |")
+    print(f"\n{hits:,} hits served; best of 5 x {N:,}.")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
