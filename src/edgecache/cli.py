@@ -55,9 +55,11 @@ def _demo_token(node: Node) -> str:
 
 def _self() -> str:
     """How the user can run this same ``edgecache`` (``make run`` uses the project's venv)."""
-    here = os.path.realpath(sys.argv[0])
+    # The console script sits next to the interpreter running it (argv[0] is not reliable: the
+    # CLI framework may rewrite it to the bare program name).
+    here = os.path.realpath(os.path.join(os.path.dirname(sys.executable), "edgecache"))
     found = shutil.which("edgecache")
-    if found is not None and os.path.realpath(found) == here:
+    if not os.path.exists(here) or (found is not None and os.path.realpath(found) == here):
         return "edgecache"
     return os.path.relpath(here)
 
@@ -77,7 +79,7 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
             f"  curl -s -X POST {api}/zones/{DEMO_ZONE_ID}/purge_cache \\",
             f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\",
             """    -d '{"tags":["products"]}'""",
-            f"  or: EDGECACHE_TOKEN={token} edgecache purge --zone {DEMO_ZONE_ID} --tag products --api {api}",
+            f"  or: EDGECACHE_TOKEN={token} {_self()} purge --zone {DEMO_ZONE_ID} --tag products --api {api}",
         ]
     lines.append(f"Metrics: curl http://{cfg.control.host}:{node.control_port}/metrics")
     return "\n".join(lines)
