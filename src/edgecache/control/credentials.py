@@ -239,6 +239,43 @@ def _check_id(kind: str, value: str) -> None:
         raise CredentialError(f"{kind} id must be 32 lower-case hex characters, got {value!r}")
 
 
+def validate_grant(
+    identity: IdentityStore,
+    account_id: str,
+    name: str,
+    permissions: Iterable[Permission | str],
+    zones: Iterable[str] | None,
+    *,
+    what: str,
+    name_max: int,
+) -> tuple[str, frozenset[Permission], frozenset[str] | None]:
+    """Check what a new credential (token or EdgeOne secret) would grant: an existing account, a
+    name, at least one known permission, and zones of that account (None: every zone). Returns the
+    stripped name, the permissions and the zone scope; raises :class:`CredentialError`."""
+    if identity.get_account(account_id) is None:
+        raise CredentialError(f"unknown account {account_id}")
+    name = name.strip()
+    if not 1 <= len(name) <= name_max:
+        raise CredentialError(f"a {what} name needs 1 to {name_max} characters")
+    try:
+        perms = frozenset(p if isinstance(p, Permission) else Permission.parse(p) for p in permissions)
+    except ValueError as e:
+        raise CredentialError(str(e)) from None
+    if not perms:
+        raise CredentialError(f"a {what} needs at least one permission")
+    if zones is None:
+        return name, perms, None
+    scope = frozenset(zones)
+    if not scope:
+        raise CredentialError("an empty zone list would allow nothing; omit it for all zones")
+    for z in scope:
+        _check_id("zone", z)
+    foreign = scope - identity.zone_ids_of_account(account_id, scope)
+    if foreign:
+        raise CredentialError(f"not zones of account {account_id}: {', '.join(sorted(foreign))}")
+    return name, perms, scope
+
+
 class CredentialService:
     """Accounts, zones, tokens and global keys; the authentication decisions of the control plane."""
 
@@ -292,27 +329,9 @@ class CredentialService:
         """Create a token; return its description and the secret, which is not stored and cannot
         be shown again. ``zones=None`` lets it act on every zone of the account."""
         now = self._clock()
-        if self._store.get_account(account_id) is None:
-            raise CredentialError(f"unknown account {account_id}")
-        name = name.strip()
-        if not 1 <= len(name) <= TOKEN_NAME_MAX:
-            raise CredentialError(f"a token name needs 1 to {TOKEN_NAME_MAX} characters")
-        try:
-            perms = frozenset(p if isinstance(p, Permission) else Permission.parse(p) for p in permissions)
-        except ValueError as e:
-            raise CredentialError(str(e)) from None
-        if not perms:
-            raise CredentialError("a token needs at least one permission")
-        scope: frozenset[str] | None = None
-        if zones is not None:
-            scope = frozenset(zones)
-            if not scope:
-                raise CredentialError("an empty zone list would allow nothing; omit it for all zones")
-            for z in scope:
-                _check_id("zone", z)
-            foreign = scope - self._store.zone_ids_of_account(account_id, scope)
-            if foreign:
-                raise CredentialError(f"not zones of account {account_id}: {', '.join(sorted(foreign))}")
+        name, perms, scope = validate_grant(
+            self._store, account_id, name, permissions, zones, what="token", name_max=TOKEN_NAME_MAX
+        )
         if expires_at is not None:
             if expires_at.tzinfo is None:
                 raise CredentialError("expires_at must carry a time zone")

@@ -38,7 +38,13 @@ from typing import Literal
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine
 
-from edgecache.control.credentials import CredentialError, Permission, Principal, stored_permissions, utc_now
+from edgecache.control.credentials import (
+    Permission,
+    Principal,
+    stored_permissions,
+    utc_now,
+    validate_grant,
+)
 from edgecache.db.identity import IdentityStore
 from edgecache.db.secrets import SecretRecord, SecretStore
 
@@ -50,7 +56,6 @@ SECRET_NAME_MAX = 120
 
 _ALNUM = string.ascii_letters + string.digits
 _SECRET_ID = re.compile(r"AKID[A-Za-z0-9]{32}")
-_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class MasterKeyError(RuntimeError):
@@ -218,28 +223,9 @@ class SecretService:
     ) -> tuple[str, str]:
         """Create a secret; return ``(SecretId, SecretKey)``. The SecretKey cannot be shown again.
         ``zones=None`` lets it act on every zone of the account."""
-        if self._identity.get_account(account_id) is None:
-            raise CredentialError(f"unknown account {account_id}")
-        name = name.strip()
-        if not 1 <= len(name) <= SECRET_NAME_MAX:
-            raise CredentialError(f"a secret name needs 1 to {SECRET_NAME_MAX} characters")
-        try:
-            perms = frozenset(p if isinstance(p, Permission) else Permission.parse(p) for p in permissions)
-        except ValueError as e:
-            raise CredentialError(str(e)) from None
-        if not perms:
-            raise CredentialError("a secret needs at least one permission")
-        scope: frozenset[str] | None = None
-        if zones is not None:
-            scope = frozenset(zones)
-            if not scope:
-                raise CredentialError("an empty zone list would allow nothing; omit it for all zones")
-            for z in scope:
-                if _ID.fullmatch(z) is None:
-                    raise CredentialError(f"zone id must be 32 lower-case hex characters, got {z!r}")
-            foreign = scope - self._identity.zone_ids_of_account(account_id, scope)
-            if foreign:
-                raise CredentialError(f"not zones of account {account_id}: {', '.join(sorted(foreign))}")
+        name, perms, scope = validate_grant(
+            self._identity, account_id, name, permissions, zones, what="secret", name_max=SECRET_NAME_MAX
+        )
         secret_id = "AKID" + _random_alnum(32)
         secret_key = _random_alnum(32)
         self._store.insert(
