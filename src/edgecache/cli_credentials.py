@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from edgecache.cli_tokens import echo_table
+from edgecache.cli_common import DatabaseUrl, DataDir, echo_table, fail, when
 from edgecache.control.credentials import CredentialError
 from edgecache.control.secrets import MasterKey, MasterKeyError, SecretService
 from edgecache.db.engine import open_database, sqlite_url
@@ -30,17 +29,6 @@ from edgecache.db.engine import open_database, sqlite_url
 credentials_app = typer.Typer(
     help="Manage EdgeOne API secrets (SecretId/SecretKey for the Tencent Cloud SDKs).", no_args_is_help=True
 )
-
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir", help="Node data directory holding edgecache.db and master.key.", show_default=True
-    ),
-]
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="SQLAlchemy URL of the control database (overrides --data-dir)."),
-]
 
 
 @contextmanager
@@ -50,15 +38,6 @@ def _service(data_dir: Path, database_url: str | None) -> Iterator[SecretService
         yield SecretService(engine, MasterKey(data_dir))
     finally:
         engine.dispose()
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
-
-
-def _when(t: datetime | None) -> str:
-    return "-" if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @credentials_app.command("create")
@@ -81,7 +60,7 @@ def create(
         try:
             secret_id, secret_key = service.create(account, name, permission, zone or None)
         except (CredentialError, MasterKeyError) as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
         info = service.get(secret_id)
     assert info is not None  # just written
     scope = "all zones" if info.zones is None else ", ".join(sorted(info.zones))
@@ -111,8 +90,8 @@ def list_(
                 s.status,
                 ",".join(sorted(p.value for p in s.permissions)),
                 "all" if s.zones is None else ",".join(sorted(s.zones)),
-                _when(s.created_at),
-                _when(s.revoked_at),
+                when(s.created_at),
+                when(s.revoked_at),
             )
         )
     echo_table(rows)
@@ -128,7 +107,7 @@ def revoke(
     with _service(data_dir, database_url) as service:
         revoked = service.revoke(secret_id)
     if not revoked:
-        raise _fail(f"no active secret with id {secret_id}")
+        raise fail(f"no active secret with id {secret_id}")
     typer.echo(f"revoked {secret_id}", err=True)
 
 
@@ -143,5 +122,5 @@ def rewrap(
         try:
             count = service.rewrap()
         except MasterKeyError as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
     typer.echo(f"re-encrypted {count} secret(s) with the current master key", err=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgecache.cli_tokens import DatabaseUrl, DataDir, echo_table
+from edgecache.cli_common import DatabaseUrl, DataDir, echo_table
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.tasks import TaskQuery, TaskRow, TaskStore
 

@@ -12,7 +12,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,20 +20,13 @@ from typing import Annotated
 
 import typer
 
+from edgecache.cli_common import DatabaseUrl, DataDir, echo_table, fail, when
 from edgecache.control.credentials import CredentialError, CredentialService, utc_now
 from edgecache.db.engine import open_database, sqlite_url
 
 tokens_app = typer.Typer(help="Manage API tokens and global API keys.", no_args_is_help=True)
 global_key_app = typer.Typer(help="Legacy global API keys (X-Auth-Email + X-Auth-Key).", no_args_is_help=True)
 tokens_app.add_typer(global_key_app, name="global-key")
-
-DataDir = Annotated[
-    Path, typer.Option("--data-dir", help="Node data directory holding edgecache.db.", show_default=True)
-]
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="SQLAlchemy URL of the control database (overrides --data-dir)."),
-]
 
 
 @contextmanager
@@ -45,29 +38,13 @@ def _service(data_dir: Path, database_url: str | None) -> Iterator[CredentialSer
         engine.dispose()
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
-
-
 def _parse_time(value: str) -> datetime:
     try:
         t = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(f"--expires-at: not an ISO 8601 time: {value!r}") from None
+        raise fail(f"--expires-at: not an ISO 8601 time: {value!r}") from None
     # A time without an offset is taken as UTC, the only zone the server stores.
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def echo_table(rows: Sequence[Sequence[str]]) -> None:
-    """Print rows (the first one is the header) as left-aligned columns."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-def _when(t: datetime | None) -> str:
-    return "-" if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @tokens_app.command("create")
@@ -94,7 +71,7 @@ def create(
         try:
             info, secret = service.create_token(account, name, permission, zone or None, expiry)
         except CredentialError as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
     scope = "all zones" if info.zones is None else ", ".join(sorted(info.zones))
     perms = ", ".join(sorted(p.value for p in info.permissions))
     typer.echo(f"token {info.id} for account {info.account_id}: {perms} on {scope}", err=True)
@@ -122,8 +99,8 @@ def list_(
                 t.status(now),
                 ",".join(sorted(p.value for p in t.permissions)),
                 "all" if t.zones is None else ",".join(sorted(t.zones)),
-                _when(t.expires_at),
-                _when(t.last_used_at),
+                when(t.expires_at),
+                when(t.last_used_at),
             )
         )
     echo_table(rows)
@@ -139,7 +116,7 @@ def revoke(
     with _service(data_dir, database_url) as service:
         revoked = service.revoke_token(token_id)
     if not revoked:
-        raise _fail(f"no active token with id {token_id}")
+        raise fail(f"no active token with id {token_id}")
     typer.echo(f"revoked {token_id}", err=True)
 
 
@@ -155,7 +132,7 @@ def global_key_create(
         try:
             key = service.create_global_key(account, email)
         except CredentialError as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
     typer.echo(f"global key for {email.lower()} on account {account}: every permission, every zone", err=True)
     typer.echo("Store the key now: it cannot be shown again.", err=True)
     typer.echo(key)
