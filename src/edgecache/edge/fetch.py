@@ -115,7 +115,6 @@ class Fetch:
         self.head_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters: list[asyncio.Future[None]] = []
         self._space: asyncio.Future[None] | None = None
-        self._resp: OriginResponse | None = None
         self.task: asyncio.Task[None] | None = None
 
     # -- the fetch task ---------------------------------------------------------------------------
@@ -132,7 +131,6 @@ class Fetch:
             self.error = exc
             self._finish()
             return
-        self._resp = resp
         response_time = time.time()
         self.latency = response_time - request_time
         self.origin_status = resp.status
