@@ -1,7 +1,8 @@
 """Data-plane counters: plain integers bumped on the hot path, read by the metrics collector.
 
-Why not prometheus_client counters directly: each ``inc()`` takes a lock and costs about a
-microsecond; on a hit path that answers in ~10 µs that is measurable. The collector in
+Why not prometheus_client counters directly: each ``inc()`` takes a lock, about 330 ns here against
+45 ns for an integer increment, on a cache handler that spends 1.9 µs per hit in all
+(``bench/hit_inprocess.py``). The collector in
 ``edgecache.metrics`` reads these at scrape time instead (Varnish's varnishstat model).
 """
 

@@ -5,7 +5,8 @@ Rules of this module:
   selector needs (zone, key, tags, the ledger position when its origin fetch started) and everything
   the cache policy needs to answer without re-parsing (times, freshness, validators).
 - The response head is kept as one pre-encoded block of header lines, not a list of tuples: it is
-  what the hit path writes, and it is several times smaller in memory than a list of str pairs.
+  what the hit path writes, and one bytes object per entry instead of a list of tuples of strings
+  (the per-object overhead `bench/run.py --memory` reports includes it).
 - The key encodes scheme, host, path and query, then the variant parts after a NUL byte; the primary
   key (all variants of one URL) is the part before the first NUL. Host and path are derived from the
   key rather than stored twice (see ``edgecache.httpcache.key``).
