@@ -30,8 +30,8 @@ from edgecache.store.entry import VARIANT_SEP
 log = logging.getLogger(__name__)
 
 BATCH = 256
-"""Entries examined between yields to the event loop: at the 4–10 µs per entry that
-``bench/purge_api.py`` measures (105–245k objects/s), at most ~2.5 ms of hits delayed."""
+"""Entries examined between yields to the event loop: at the 4 to 10 µs per entry that
+``bench/purge_api.py`` measures (105 to 245k objects/s), at most ~2.5 ms of hits delayed."""
 COMPACT_EVERY = 1.0
 
 
