@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -21,12 +22,14 @@ from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
 from edgecache.config import TASK_TYPES, Account, Config
+from edgecache.control.cache_reserve import CacheReserveService
 from edgecache.control.credentials import CredentialService
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
+from edgecache.db.cache_reserve import CacheReserveStore
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
@@ -41,6 +44,10 @@ from edgecache.gcpolicy import keep_gc
 from edgecache.metrics import EdgeCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge
+from edgecache.store.base import Tier
+from edgecache.store.chain import TierChain
+from edgecache.store.disk import DiskStore, JobProgress, clear_reserve_job
+from edgecache.store.entry import Entry
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
@@ -76,13 +83,29 @@ class Node:
         self.zones = ZoneTable(config.zones)
         self.database = open_database(config.database_url or sqlite_url(config.data_dir))
         ledger = LedgerStore(self.database)
-        # Entries are stored at the ledger position; the memory tier starts empty, so purges from
-        # before this start need no replay, only their numbering.
-        self.index = EpochIndex(position=ledger.position())
+        position = ledger.position()
+        self.disk: DiskStore | None = None
+        self.tiers: Tier = self.store
+        """What the data plane reads and writes: memory alone, or memory in front of disk."""
+        self.cache_reserve = CacheReserveService(CacheReserveStore(self.database), self._run_reserve_clear)
+        self.cache_reserve.load()
+        if config.storage.disk.enabled:
+            self.disk = self._open_disk(position)
+            self.tiers = TierChain(
+                self.store,
+                self.disk,
+                reserve_on=self.cache_reserve.is_on,
+                reserve_eligible=self._reserve_eligible,
+            )
+        # Objects on disk may predate purges that were never applied to the disk (a crash between
+        # a purge's commit and its reclaim): those purges are put in effect again, from the ledger.
+        # Without a disk the memory tier starts empty, and the purges need only their numbering.
+        floor = position if self.disk is None else min(position, self.disk.reclaimed_upto)
+        self.index = EpochIndex(position=floor)
         self.origin = OriginClient(config.limits.origin_connect_timeout, config.limits.origin_read_timeout)
         self.proxy = Proxy(
             self.zones,
-            self.store,
+            self.tiers,
             self.origin,
             self.stats,
             max_object_bytes=config.storage.max_object_bytes,
@@ -109,8 +132,15 @@ class Node:
         )
         self.secrets = SecretService(self.database, MasterKey(config.data_dir))
         self.reclaimer = Reclaimer(
-            self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
+            self.store,
+            self.index,
+            self.proxy.oldest_fetch_seq,
+            on_reclaimed=self.purges.reclaimed,
+            disk=self.disk,
         )
+        self._replayed = self.purges.replay(self.zones.by_id, ledger.after(floor)) if floor < position else []
+        for purge in self._replayed:
+            self.index.apply(purge)
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
@@ -129,6 +159,32 @@ class Node:
         self._gc: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
+
+    def _open_disk(self, position: int) -> DiskStore:
+        cfg = self.config.storage.disk
+        reserve = {z.id: z.cache_reserve for z in self.config.zones}
+        return DiskStore(
+            self.config.data_dir / cfg.path,
+            budget=cfg.budget_bytes,
+            position=position,
+            reserve_budget=lambda zone: reserve[zone].budget_bytes if zone in reserve else 0,
+            reserve_retention=lambda zone: reserve[zone].retention_days * 86400.0 if zone in reserve else 0.0,
+        )
+
+    def _reserve_eligible(self, entry: Entry) -> bool:
+        """Cloudflare's eligibility: fresh for at least the zone's minimum TTL, and not too large."""
+        zone = self.zones.by_id.get(entry.zone)
+        if zone is None:
+            return False
+        rules = zone.config.cache_reserve
+        return entry.freshness_lifetime >= rules.min_ttl and len(entry.body) <= rules.max_object_bytes
+
+    def _run_reserve_clear(self, zone_id: str, progress: JobProgress) -> Future[None]:
+        if self.disk is None:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return self.disk.run_job(clear_reserve_job(zone_id, progress))
 
     def _apply_purge(self, purge: Purge) -> None:
         """Put a durable purge in effect on this node: the index at once, the reclaimer after."""
@@ -177,8 +233,8 @@ class Node:
                 log.exception("task housekeeping failed")
 
     def _seed(self) -> None:
-        # Purges still processing when this node last stopped: the memory tier starts empty, so
-        # there is nothing left for them to remove here; this node acknowledges them.
+        # Purges still processing when this node last stopped: the memory tier starts empty, and
+        # those the disk may still hold objects for are replayed (see __init__); acknowledged here.
         self.tasks.finish_purges([(seq, {}) for seq in self.tasks.processing_purge_seqs()], datetime.now(UTC))
         for account in self.config.accounts:
             self.credentials.ensure_account(account.id, account.name, account.plan)
@@ -192,6 +248,9 @@ class Node:
         if cfg.demo_origin is not None:
             self._demo = await demo_origin.start(cfg.demo_origin.host, cfg.demo_origin.port)
         self.reclaimer.start()
+        for purge in self._replayed:
+            self.reclaimer.enqueue(purge)
+        self.cache_reserve.resume()
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
@@ -204,6 +263,7 @@ class Node:
             tasks=self.tasks,
             quotas=self.quotas,
             prefetch=self.prefetch,
+            cache_reserve=self.cache_reserve,
         )
         edgeone = EdgeOneServices(
             secrets=self.secrets,
@@ -224,6 +284,7 @@ class Node:
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
+        await self.cache_reserve.stop()
         for task in (self._housekeeping, self._gc):
             if task is not None:
                 task.cancel()
@@ -236,4 +297,6 @@ class Node:
         if self._demo is not None:
             await self._demo.cleanup()
         self.purges.close()
+        if self.disk is not None:
+            await asyncio.to_thread(self.disk.close)
         self.database.dispose()

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, select, t
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from edgecache.db import schema
 from edgecache.db.schema import SCHEMA_VERSION, metadata, schema_version
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -49,7 +50,13 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
-MIGRATIONS: tuple[Migration, ...] = ()
+def _create_cache_reserve(conn: Connection) -> None:
+    schema.cache_reserve.create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "cache_reserve: each zone's Cache Reserve setting and latest clear", _create_cache_reserve),
+)
 """Steps after version 1. A fresh database is created from ``schema.metadata`` directly and stamped
 ``SCHEMA_VERSION``; these steps only upgrade databases created by older code. Append, never edit."""
 

@@ -12,6 +12,11 @@ Theory of operation:
   checked against the index when it is stored, so the rows must still be there).
 - ``on_reclaimed(purge, matched)`` reports, per purge and selector, how many entries were removed
   or marked stale: this node's acknowledgement, which completes the purge's tasks.
+- With a persistent tier, each purge is then a job on the disk writer (:class:`DiskReclaim`): the
+  same selectors over the disk's indexes, a few thousand records per transaction, and the disk's
+  ``reclaimed_upto`` moved to the purge in the transaction that finishes it. The purge is
+  acknowledged, and its epoch rows may be compacted, only after that: until then a disk copy is
+  still hidden by the index, and after a crash the purge is replayed from the ledger.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url, matches
 from edgecache.store.base import Tier
+from edgecache.store.disk import JOB_STEP, DiskStore, WriteView
 from edgecache.store.entry import VARIANT_SEP
 
 log = logging.getLogger(__name__)
@@ -44,8 +50,11 @@ class Reclaimer:
         index: EpochIndex,
         oldest_fetch_seq: Callable[[], int | None],
         on_reclaimed: Callable[[Purge, dict[Selector, int]], None] | None = None,
+        disk: DiskStore | None = None,
     ) -> None:
         self._store = store
+        self._disk = disk
+        self._compact_limit: int | None = None
         self._index = index
         self._oldest_fetch_seq = oldest_fetch_seq
         self._on_reclaimed = on_reclaimed
@@ -94,9 +103,17 @@ class Reclaimer:
                 self._busy = True
                 try:
                     matched = await self.reclaim(purge)
+                    if self._disk is not None:
+                        job = DiskReclaim(purge)
+                        await asyncio.wrap_future(self._disk.run_job(job))
+                        # Most objects are in both tiers (fills are written through): the larger
+                        # count is the closer one to the number of distinct objects.
+                        matched = {s: max(matched.get(s, 0), job.counts.get(s, 0)) for s in purge.selectors}
                 except Exception:
                     log.exception("reclaiming purge %d failed; its epoch rows stay in force", purge.seq)
                     matched = {}
+                    if self._compact_limit is None:
+                        self._compact_limit = purge.seq - 1
                 finally:
                     self._queue.popleft()
                     self._busy = False
@@ -154,7 +171,63 @@ class Reclaimer:
         oldest = self._oldest_fetch_seq()
         if oldest is not None:
             upto = min(upto, oldest)
+        if self._compact_limit is not None:
+            upto = min(upto, self._compact_limit)
         if upto <= self.compacted_upto:
             return 0
         self.compacted_upto = upto
         return self._index.compact(upto)
+
+
+class DiskReclaim:
+    """A purge as a job on the disk writer: removes or marks stale what it covers on disk, a step of
+    at most ``JOB_STEP`` records per transaction, then records the purge as reclaimed on disk."""
+
+    def __init__(self, purge: Purge) -> None:
+        self.purge = purge
+        self.counts: dict[Selector, int] = {}
+        self._i = 0
+        self._after: bytes | None = None
+
+    def __call__(self, view: WriteView) -> bool:
+        purge = self.purge
+        hard = purge.mode is Mode.DELETE
+        while self._i < len(purge.selectors):
+            selector = purge.selectors[self._i]
+            handles = self._candidates(view, selector)
+            done = self.counts.get(selector, 0)
+            for handle in handles:
+                entry = view.peek(handle)
+                if entry is None or entry.stored_seq >= purge.seq:
+                    continue
+                if not matches(selector, purge.zone, entry.zone, entry.key, entry.tags):
+                    continue
+                if hard:
+                    view.delete(handle)
+                else:
+                    view.mark_stale(handle, purge.at)
+                if handle[:1] == b"c":
+                    done += 1
+            self.counts[selector] = done
+            if len(handles) >= JOB_STEP:
+                self._after = handles[-1]
+                return False
+            self._i += 1
+            self._after = None
+        view.set_reclaimed(purge.seq)
+        return True
+
+    def _candidates(self, view: WriteView, selector: Selector) -> list[bytes]:
+        after = self._after
+        match selector:
+            case Url(key=key):
+                return view.scan_prefix(key, after, JOB_STEP)
+            case Tag(tag=tag):
+                return view.scan_tag(self.purge.zone, tag, after, JOB_STEP)
+            case Host(host=host):
+                return view.scan_prefix(f"http://{host}/", after, JOB_STEP)
+            case Prefix(prefix=prefix):
+                return view.scan_prefix("http://" + prefix, after, JOB_STEP)
+            case Everything():
+                return view.scan_zone(self.purge.zone, after, JOB_STEP)
+        return []
