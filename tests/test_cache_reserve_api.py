@@ -3,6 +3,7 @@ what the data plane then does with eligible objects."""
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from collections.abc import Iterator
@@ -141,3 +142,31 @@ def _drop_cache_area(view: Any) -> bool:
     for handle in view.scan_zone(ZONE_ID, None, 1 << 30, area=b"c"):
         view.delete(handle)
     return True
+
+
+def test_cli_and_metrics_show_the_clear(fresh: Stack) -> None:
+    from typer.testing import CliRunner
+
+    from edgecache.cli import app
+
+    token = fresh.token((Permission.ZONE_SETTINGS_READ, Permission.ZONE_SETTINGS_WRITE))
+    api = ["--api", f"http://127.0.0.1:{fresh.node.control_port}/client/v4", "--token", token, "-z", ZONE_ID]
+    runner = CliRunner()
+    assert "cache reserve off; never cleared" in runner.invoke(app, ["reserve", "status", *api]).output
+    assert runner.invoke(app, ["reserve", "on", *api]).exit_code == 0
+    fresh.origin.routes["/cli"] = Route(body=b"c" * 300, headers={"Cache-Control": "max-age=86400"})
+    fresh.request("/cli")
+    refused = runner.invoke(app, ["reserve", "clear", *api])
+    assert refused.exit_code == 1 and "1152" in refused.output
+    assert runner.invoke(app, ["reserve", "off", *api]).exit_code == 0
+    disk = fresh.node.disk
+    assert disk is not None and disk.flush(10)
+    done = runner.invoke(app, ["reserve", "clear", "--wait", *api])
+    assert done.exit_code == 0, done.output
+    assert "clear Completed: 1 objects" in done.output
+    conn = http.client.HTTPConnection("127.0.0.1", fresh.node.control_port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    assert f'edgecache_reserve_clear_objects{{zone="{ZONE_ID}"}} 1.0' in text
+    assert "edgecache_disk_writes_total 1.0" in text

@@ -42,6 +42,7 @@ from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
 from edgecache.metrics import EdgeCollector
+from edgecache.metrics_disk import DiskCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge
 from edgecache.store.base import Tier
@@ -154,6 +155,8 @@ class Node:
                 reclaimer=self.reclaimer,
             )
         )
+        if self.disk is not None:
+            self.registry.register(DiskCollector(self.disk, self.cache_reserve, list(self.zones.by_id)))
         self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
