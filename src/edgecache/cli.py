@@ -73,6 +73,7 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
     if cfg.demo_origin is not None:
         lines.append("Demo zone in front of the built-in origin. Try (run each twice: MISS, then HIT):")
         lines += [f"  curl -si {data}{p} | grep -i cache-status" for p in DEMO_PATHS[:4]]
+        lines.append("Stop (Ctrl-C) and start again: a page still fresh is a HIT from disk (detail=disk).")
     if token is not None:
         lines += [
             "",
