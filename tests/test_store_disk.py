@@ -3,7 +3,6 @@ full scan would, the byte budgets hold, and the reserve keeps what it should for
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -175,7 +174,8 @@ def test_reserve_budget_retention_and_clear(tmp_path: Path) -> None:
 
 
 def test_reserve_retention_is_extended_on_access(tmp_path: Path) -> None:
-    store = open_store(tmp_path, reserve_budget=lambda z: 1 << 20, reserve_retention=lambda z: 3600.0)
+    retention = {"z": 60.0}
+    store = open_store(tmp_path, reserve_budget=lambda z: 1 << 20, reserve_retention=lambda z: retention[z])
     store.put(make("http://h/r"), reserve=True)
     assert store.flush(10)
 
@@ -186,12 +186,16 @@ def test_reserve_retention_is_extended_on_access(tmp_path: Path) -> None:
     first: list[float] = []
     store.run_job(lambda v: first.append(expiry(v)) or True).result(10)
     store.run_job(lambda v: v.delete(CACHE + b"http://h/r") > 0).result(10)  # the disk cache lets go
-    time.sleep(0.01)
+    retention["z"] = 3600.0  # the record is now far into its retention period: a read renews it
     found = store.get("http://h/r", reserve=lambda z: True)
     assert found is not None and found[1]
     assert store.flush(10)
     later: list[float] = []
     store.run_job(lambda v: later.append(expiry(v)) or True).result(10)
-    assert later[0] > first[0]
+    assert later[0] > first[0] + 3000
+    # Renewed just now: another read does not write again.
+    commits = store.stats.commits
+    assert store.get("http://h/r", reserve=lambda z: True) is not None
+    assert store.flush(10) and store.stats.commits == commits
     assert store.get("http://h/r", reserve=lambda z: False) is None  # the zone's reserve is off
     store.close()

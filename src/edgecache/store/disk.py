@@ -167,8 +167,9 @@ class Record:
     reserve_expires: float
 
 
-def decode_entry(raw: bytes | memoryview) -> Record:
-    """An entry from its record (raises ``struct.error`` or ``UnicodeDecodeError`` on a bad one)."""
+def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
+    """An entry from its record (raises ``struct.error`` or ``UnicodeDecodeError`` on a bad one);
+    without ``body`` the entry's body is left empty (what removal jobs match on needs no copy)."""
     status, seq, tick, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = _REC.unpack_from(raw)
     p = _REC.size
     view = memoryview(raw)
@@ -185,7 +186,7 @@ def decode_entry(raw: bytes | memoryview) -> Record:
         key=key,
         status=status,
         head=head,
-        body=bytes(view[p:]),
+        body=bytes(view[p:]) if body else b"",
         tags=tuple(tags_raw.split("\x00")) if tags_raw else (),
         stored_seq=seq,
         response_time=rtime,
@@ -263,9 +264,9 @@ class WriteView:
         return out
 
     def peek(self, handle: bytes) -> Entry | None:
-        """The entry under a handle."""
+        """The entry under a handle, without its body."""
         raw = self.txn.get(handle, db=self._s._entries)
-        return None if raw is None else decode_entry(raw).entry
+        return None if raw is None else decode_entry(raw, body=False).entry
 
     def delete(self, handle: bytes) -> int:
         """Remove a record; returns the bytes it freed (0 when there was none)."""
@@ -351,6 +352,8 @@ class DiskStore:
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._queued = 0
         self._hidden: Counter[str] = Counter()
+        self._delta: dict[bytes, int] = {}
+        """Counter changes of the writer's open transaction (see ``_account``)."""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
@@ -361,7 +364,9 @@ class DiskStore:
     def get(self, key: str, *, reserve: Callable[[str], bool] | None = None) -> tuple[Entry, bool] | None:
         """The entry under ``key`` from the disk cache, else from the reserve when ``reserve(zone)``
         says that zone's reserve is on; with whether it came from the reserve. A hit renews the
-        record's place (cache) or retention (reserve), through the writer."""
+        record's place (cache) or retention (reserve), through the writer, unless it is already
+        among the most recent half of the order, or its retention was renewed in the last
+        thirtieth of the period: a write per hit would cost more than the precision is worth."""
         if self._hidden and key in self._hidden:
             return None
         ck = db_key(CACHE, key)
@@ -380,6 +385,14 @@ class DiskStore:
                 log.error("unreadable disk record for %r: ignored", key)
                 self.stats.misses += 1
                 return None
+            if area == CACHE:
+                clock = txn.get(b"clock", db=self._meta)
+                count = txn.get(b"count:c", db=self._meta)
+                recent = (
+                    clock is not None
+                    and count is not None
+                    and _INT.unpack(clock)[0] - rec.tick < _INT.unpack(count)[0] // 2
+                )
         entry = rec.entry
         if entry.key != key or (area == RESERVE and (reserve is None or not reserve(entry.zone))):
             self.stats.misses += 1
@@ -388,7 +401,10 @@ class DiskStore:
             self.stats.hits += 1
         else:
             self.stats.reserve_hits += 1
-        self._enqueue(("touch", area, key))
+            retention = self._reserve_retention(entry.zone)
+            recent = rec.reserve_expires - time.time() > retention * 29 / 30
+        if not recent:
+            self._enqueue(("touch", area, key))
         return entry, area == RESERVE
 
     def vary(self, base_key: str) -> tuple[str, ...] | None:
@@ -512,6 +528,7 @@ class DiskStore:
 
     def _apply(self, batch: list[tuple[Any, ...]]) -> None:
         jobs = []
+        self._delta = {}
         with self.env.begin(write=True) as txn:
             now = time.time()
             for op in batch:
@@ -533,15 +550,20 @@ class DiskStore:
                     txn.put(db_key(CACHE, op[1]), "\x00".join(op[2]).encode(), db=self._vary)
                 elif kind == "job":
                     jobs.append(op)
+            # Written before evicting too: eviction finds the reserve zones by their counters.
+            self._write_counts(txn)
             self._evict(txn, now)
+            self._write_counts(txn)
         self.stats.commits += 1
         for op in jobs:
             self._step(op[1], op[2])
 
     def _step(self, job: Job, fut: Future[None]) -> None:
+        self._delta = {}
         try:
             with self.env.begin(write=True) as txn:
                 done = job(WriteView(self, txn))
+                self._write_counts(txn)
         except Exception as exc:
             fut.set_exception(exc)
             return
@@ -583,7 +605,7 @@ class DiskStore:
             return 0
         size = len(raw)
         try:
-            rec = decode_entry(raw)
+            rec = decode_entry(raw, body=False)
         except (struct.error, UnicodeDecodeError):
             txn.delete(handle, db=self._entries)
             return size
@@ -600,9 +622,18 @@ class DiskStore:
         return size
 
     def _account(self, txn: lmdb.Transaction, area: bytes, zone: str, size: int, count: int) -> None:
+        # Summed in memory and written once per transaction (``_write_counts``): two meta updates per
+        # record would double the cost of a clear.
         suffix = b"c" if area == CACHE else b"r:" + zone.encode()
-        self._meta_put(txn, b"used:" + suffix, self._meta_get(txn, b"used:" + suffix) + size)
-        self._meta_put(txn, b"count:" + suffix, self._meta_get(txn, b"count:" + suffix) + count)
+        delta = self._delta
+        delta[b"used:" + suffix] = delta.get(b"used:" + suffix, 0) + size
+        delta[b"count:" + suffix] = delta.get(b"count:" + suffix, 0) + count
+
+    def _write_counts(self, txn: lmdb.Transaction) -> None:
+        delta, self._delta = self._delta, {}
+        for name, d in delta.items():
+            if d:
+                self._meta_put(txn, name, self._stored(txn, name) + d)
 
     def _touch(self, txn: lmdb.Transaction, area: bytes, key: str, now: float) -> None:
         handle = db_key(area, key)
@@ -683,6 +714,10 @@ class DiskStore:
         return "" if raw is None else decode_entry(raw).entry.key
 
     def _meta_get(self, txn: lmdb.Transaction, name: bytes) -> int:
+        """A counter as this transaction sees it (stored value plus this transaction's changes)."""
+        return self._stored(txn, name) + self._delta.get(name, 0)
+
+    def _stored(self, txn: lmdb.Transaction, name: bytes) -> int:
         raw = txn.get(name, db=self._meta)
         return 0 if raw is None else int(_INT.unpack(raw)[0])
 
