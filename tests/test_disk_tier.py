@@ -110,3 +110,30 @@ def test_unsafe_method_invalidation_reaches_the_disk(fresh: Stack) -> None:
     flush(fresh)
     fresh.restart()
     assert fresh.request("/form")[1]["cf-cache-status"] == "MISS"
+
+
+def test_a_soft_purge_on_disk_survives_a_restart(fresh: Stack) -> None:
+    fresh.origin.routes["/soft"] = Route(
+        body=b"old", headers={"Cache-Control": "max-age=600", "Cache-Tag": "soft", "ETag": '"v1"'}
+    )
+    fresh.request("/soft")
+    flush(fresh)
+    fresh.call(lambda: fresh.node.store.delete("http://test.example/soft"))  # only the disk has it now
+    purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.INVALIDATE, (Tag("soft"),), 1.0)
+    LedgerStore(fresh.node.database).append(
+        zone_id=ZONE_ID,
+        mode="invalidate",
+        selectors={"tags": ["soft"]},
+        principal="test",
+        dialect="cli",
+        job_id="c" * 32,
+        created_at=datetime.now(UTC),
+    )
+    fresh.call(lambda: fresh.node._apply_purge(purge))
+    flush(fresh)
+    fresh.restart()
+    # Stale on disk: revalidated with the origin (304), not served as a fresh hit, not refetched.
+    headers, body = fresh.request("/soft")[1:]
+    assert headers["cf-cache-status"] == "REVALIDATED" and body == b"old"
+    assert fresh.origin.requests[-1][2].get("If-None-Match") == '"v1"'
+    assert fresh.request("/soft")[1]["cf-cache-status"] == "HIT"

@@ -210,6 +210,7 @@ class WriteView:
     def __init__(self, store: DiskStore, txn: lmdb.Transaction) -> None:
         self._s = store
         self.txn = txn
+        self._peeked: tuple[bytes, Record, int] | None = None
 
     def scan_prefix(self, prefix: str, after: bytes | None, limit: int) -> list[bytes]:
         """Up to ``limit`` handles, after ``after``, of the records whose key starts with ``prefix``,
@@ -266,14 +267,24 @@ class WriteView:
     def peek(self, handle: bytes) -> Entry | None:
         """The entry under a handle, without its body."""
         raw = self.txn.get(handle, db=self._s._entries)
-        return None if raw is None else decode_entry(raw, body=False).entry
+        if raw is None:
+            return None
+        rec = decode_entry(raw, body=False)
+        # Kept for a ``delete`` of the same handle next (the reclaimer peeks, then deletes).
+        self._peeked = (handle, rec, len(raw))
+        return rec.entry
 
     def delete(self, handle: bytes) -> int:
         """Remove a record; returns the bytes it freed (0 when there was none)."""
+        peeked = self._peeked
+        self._peeked = None
+        if peeked is not None and peeked[0] == handle:
+            return self._s._remove(self.txn, handle, peeked[1:])
         return self._s._remove(self.txn, handle)
 
     def mark_stale(self, handle: bytes, at: float) -> bool:
         """Make a record stale from ``at`` (or its earlier stale time)."""
+        self._peeked = None
         raw = self.txn.get(handle, db=self._s._entries)
         if raw is None:
             return False
@@ -599,16 +610,20 @@ class DiskStore:
             txn.put(_tag_key(zone, tag), handle, db=self._tags)
         self._account(txn, handle[:1], zone, len(record), 1)
 
-    def _remove(self, txn: lmdb.Transaction, handle: bytes) -> int:
-        raw = txn.get(handle, db=self._entries)
-        if raw is None:
-            return 0
-        size = len(raw)
-        try:
-            rec = decode_entry(raw, body=False)
-        except (struct.error, UnicodeDecodeError):
-            txn.delete(handle, db=self._entries)
-            return size
+    def _remove(self, txn: lmdb.Transaction, handle: bytes, known: tuple[Record, int] | None = None) -> int:
+        """Remove a record and its index rows (``known``: the record already decoded, and its size)."""
+        if known is None:
+            raw = txn.get(handle, db=self._entries)
+            if raw is None:
+                return 0
+            size = len(raw)
+            try:
+                rec = decode_entry(raw, body=False)
+            except (struct.error, UnicodeDecodeError):
+                txn.delete(handle, db=self._entries)
+                return size
+        else:
+            rec, size = known
         entry = rec.entry
         txn.delete(handle, db=self._entries)
         txn.delete(entry.zone.encode(), handle, db=self._zones)
