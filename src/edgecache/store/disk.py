@@ -251,14 +251,18 @@ class WriteView:
         self, db: Any, key: bytes, after: bytes | None, limit: int, area: bytes | None = None
     ) -> list[bytes]:
         cur = self.txn.cursor(db=db)
-        found = cur.set_key(key) if after is None else cur.set_range_dup(key, after)
+        # Handles sort by area first: start at the area (or just after ``after``) and stop past it.
+        start = after if after is not None else area
+        found = cur.set_range_dup(key, start) if start is not None else cur.set_key(key)
         if not found:
             return []
         out: list[bytes] = []
         for raw in cur.iternext_dup():
             v = bytes(raw)
-            if v == after or (area is not None and v[:1] != area):
+            if v == after:
                 continue
+            if area is not None and v[:1] != area:
+                break
             out.append(v)
             if len(out) >= limit:
                 break
