@@ -40,6 +40,11 @@ class DiskCollector(Collector):
         yield CounterMetricFamily(
             "edgecache_disk_write_errors", "Disk write batches that failed", value=s.write_errors
         )
+        yield CounterMetricFamily(
+            "edgecache_disk_dropped_writes",
+            "Fills not written because the writer was behind",
+            value=s.dropped,
+        )
         yield GaugeMetricFamily("edgecache_disk_entries", "Records in the disk cache", value=count)
         yield GaugeMetricFamily("edgecache_disk_bytes", "Bytes of records in the disk cache", value=used)
         yield GaugeMetricFamily(

@@ -104,7 +104,9 @@ class Reclaimer:
                 try:
                     matched = await self.reclaim(purge)
                     if self._disk is not None:
-                        job = DiskReclaim(purge)
+                        # After a failed purge the disk's reclaimed position must stay before it,
+                        # so that a restart replays it.
+                        job = DiskReclaim(purge, record=self._compact_limit is None)
                         await asyncio.wrap_future(self._disk.run_job(job))
                         # Most objects are in both tiers (fills are written through): the larger
                         # count is the closer one to the number of distinct objects.
@@ -181,10 +183,12 @@ class Reclaimer:
 
 class DiskReclaim:
     """A purge as a job on the disk writer: removes or marks stale what it covers on disk, a step of
-    at most ``JOB_STEP`` records per transaction, then records the purge as reclaimed on disk."""
+    at most ``JOB_STEP`` records per transaction, then records the purge as reclaimed on disk
+    (unless ``record`` is false: an earlier purge failed and must be replayed at the next start)."""
 
-    def __init__(self, purge: Purge) -> None:
+    def __init__(self, purge: Purge, *, record: bool = True) -> None:
         self.purge = purge
+        self._record = record
         self.counts: dict[Selector, int] = {}
         self._i = 0
         self._after: bytes | None = None
@@ -214,7 +218,8 @@ class DiskReclaim:
                 return False
             self._i += 1
             self._after = None
-        view.set_reclaimed(purge.seq)
+        if self._record:
+            view.set_reclaimed(purge.seq)
         return True
 
     def _candidates(self, view: WriteView, selector: Selector) -> list[bytes]:

@@ -60,6 +60,9 @@ _DIGEST_MARK = b"\xff"
 """Never in UTF-8, so a cut key cannot collide with a stored-as-is one."""
 _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
+MAX_QUEUED = 20_000
+"""Queued changes beyond which fills and touches are dropped (counted) rather than queued: the disk
+falls behind a burst of fills, memory does not grow without bound. Deletes and jobs always queue."""
 JOB_STEP = 2048
 """Records a removal job handles per write transaction before queued puts get their turn."""
 
@@ -88,6 +91,7 @@ class DiskStats:
     reserve_expired: int = 0
     commits: int = 0
     write_errors: int = 0
+    dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -418,7 +422,7 @@ class DiskStore:
             self.stats.reserve_hits += 1
             retention = self._reserve_retention(entry.zone)
             recent = rec.reserve_expires - time.time() > retention * 29 / 30
-        if not recent:
+        if not recent and self._queued < MAX_QUEUED:
             self._enqueue(("touch", area, key))
         return entry, area == RESERVE
 
@@ -462,6 +466,9 @@ class DiskStore:
 
     def put(self, entry: Entry, *, reserve: bool = False) -> None:
         """Store an entry in the disk cache, and in its zone's reserve when ``reserve``."""
+        if self._queued >= MAX_QUEUED:
+            self.stats.dropped += 1
+            return
         self._enqueue(("put", entry, reserve))
 
     def delete(self, key: str) -> None:
@@ -477,7 +484,8 @@ class DiskStore:
     def touch(self, key: str) -> None:
         """Renew a disk-cache record's place in the eviction order (the memory tier let go of a
         used copy)."""
-        self._enqueue(("touch", CACHE, key))
+        if self._queued < MAX_QUEUED:
+            self._enqueue(("touch", CACHE, key))
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
         """Remember the Vary field names of a base key."""
