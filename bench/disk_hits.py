@@ -49,6 +49,7 @@ def main() -> None:
     n = args.objects
     with tempfile.TemporaryDirectory(prefix="edgecache-disk-hits-") as d:
         tmp = Path(d)
+        tmp.chmod(0o755)  # varnishd reads its VCL and file storage after dropping privileges
         started: list[srv.Server] = []
         try:
             origin = srv.start_origin(tmp)

@@ -13,8 +13,8 @@ Rules of this module (the engine choice is measured in docs/decisions/0009-persi
   looks for it. A delete is hidden from readers from the moment it is enqueued.
 - Indexes live in the environment, maintained in the same transaction as the record, never rebuilt at
   start: the records themselves are ordered by key (URL, host and prefix ranges), ``tags`` maps
-  ``zone NUL tag`` to database keys, ``zones`` maps a zone to its database keys, ``order`` keeps the
-  disk cache's eviction order and ``retain`` each reserve zone's expiry order.
+  ``zone NUL tag`` to database keys, ``zones`` maps a zone to its database keys, ``order`` (with
+  ``ticks``) keeps the disk cache's eviction order and ``retain`` each reserve zone's expiry order.
 - Eviction in the disk cache is least-recently-used by a logical clock: a record's position is
   renewed when it is read from disk (a memory-tier miss) or when the memory tier evicts it after a
   hit (``touch``); memory hits themselves never write. Argued in decision 0009.
@@ -66,8 +66,8 @@ falls behind a burst of fills, memory does not grow without bound. Deletes and j
 JOB_STEP = 2048
 """Records a removal job handles per write transaction before queued puts get their turn."""
 
-_REC = struct.Struct("<HqqdddddddBHIHI")
-"""status, stored_seq, tick, response_time, initial_age, freshness_lifetime, swr, sie,
+_REC = struct.Struct("<HqdddddddBHIHI")
+"""status, stored_seq, response_time, initial_age, freshness_lifetime, swr, sie,
 stale_since (NaN: none), reserve_expires, flags, len(zone), len(key), len(tags), len(head);
 then zone, key, tags (NUL-joined), head, body."""
 _F_MUST_REVALIDATE = 1
@@ -124,7 +124,7 @@ def _tag_key(zone: str, tag: str) -> bytes:
     )
 
 
-def encode_entry(entry: Entry, tick: int, reserve_expires: float) -> bytes:
+def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
     """The record of an entry."""
     zone = entry.zone.encode()
     key = entry.key.encode("utf-8", "surrogatepass")
@@ -139,7 +139,6 @@ def encode_entry(entry: Entry, tick: int, reserve_expires: float) -> bytes:
             _REC.pack(
                 entry.status,
                 entry.stored_seq,
-                tick,
                 entry.response_time,
                 entry.initial_age,
                 entry.freshness_lifetime,
@@ -167,14 +166,13 @@ class Record:
     """A decoded record: the entry and the bookkeeping the store keeps beside it."""
 
     entry: Entry
-    tick: int
     reserve_expires: float
 
 
 def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
     """An entry from its record (raises ``struct.error`` or ``UnicodeDecodeError`` on a bad one);
     without ``body`` the entry's body is left empty (what removal jobs match on needs no copy)."""
-    status, seq, tick, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = _REC.unpack_from(raw)
+    status, seq, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = _REC.unpack_from(raw)
     p = _REC.size
     view = memoryview(raw)
     zone = bytes(view[p : p + lz]).decode()
@@ -203,7 +201,7 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
         auth_ok=bool(flags & _F_AUTH_OK),
         stale_since=None if math.isnan(stale) else stale,
     )
-    return Record(entry, tick, rexp)
+    return Record(entry, rexp)
 
 
 class WriteView:
@@ -300,7 +298,7 @@ class WriteView:
         e = rec.entry
         if e.stale_since is None or at < e.stale_since:
             e.stale_since = at
-            self.txn.put(handle, encode_entry(e, rec.tick, rec.reserve_expires), db=self._s._entries)
+            self.txn.put(handle, encode_entry(e, rec.reserve_expires), db=self._s._entries)
         return True
 
     def set_reclaimed(self, seq: int) -> None:
@@ -361,6 +359,7 @@ class DiskStore:
         self._tags = self.env.open_db(b"tags", dupsort=True)
         self._zones = self.env.open_db(b"zones", dupsort=True)
         self._order = self.env.open_db(b"order")
+        self._ticks = self.env.open_db(b"ticks")
         self._retain = self.env.open_db(b"retain")
         self._vary = self.env.open_db(b"vary")
         self._meta = self.env.open_db(b"meta")
@@ -405,13 +404,7 @@ class DiskStore:
                 self.stats.misses += 1
                 return None
             if area == CACHE:
-                clock = txn.get(b"clock", db=self._meta)
-                count = txn.get(b"count:c", db=self._meta)
-                recent = (
-                    clock is not None
-                    and count is not None
-                    and _INT.unpack(clock)[0] - rec.tick < _INT.unpack(count)[0] // 2
-                )
+                recent = self._recent(txn, ck)
         entry = rec.entry
         if entry.key != key or (area == RESERVE and (reserve is None or not reserve(entry.zone))):
             self.stats.misses += 1
@@ -483,8 +476,12 @@ class DiskStore:
 
     def touch(self, key: str) -> None:
         """Renew a disk-cache record's place in the eviction order (the memory tier let go of a
-        used copy)."""
-        if self._queued < MAX_QUEUED:
+        copy), unless it is already in the most recent half."""
+        if self._queued >= MAX_QUEUED:
+            return
+        with self.env.begin() as txn:
+            recent = self._recent(txn, db_key(CACHE, key))
+        if not recent:
             self._enqueue(("touch", CACHE, key))
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
@@ -596,18 +593,16 @@ class DiskStore:
             self._enqueue(("job", job, fut))
 
     def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float) -> None:
-        tick = self._meta_get(txn, b"clock") + 1
-        self._meta_put(txn, b"clock", tick)
         ck = db_key(CACHE, entry.key)
         self._remove(txn, ck)
-        self._insert(txn, ck, encode_entry(entry, tick, 0.0), entry)
-        txn.put(_TICK.pack(tick) + ck, b"", db=self._order)
+        self._insert(txn, ck, encode_entry(entry, 0.0), entry)
+        self._place(txn, ck)
         self.stats.writes += 1
         if reserve:
             rk = db_key(RESERVE, entry.key)
             self._remove(txn, rk)
             expires = now + self._reserve_retention(entry.zone)
-            self._insert(txn, rk, encode_entry(entry, 0, expires), entry)
+            self._insert(txn, rk, encode_entry(entry, expires), entry)
             txn.put(self._retain_key(entry.zone, expires, rk), b"", db=self._retain)
 
     @staticmethod
@@ -642,7 +637,9 @@ class DiskStore:
         for tag in entry.tags:
             txn.delete(_tag_key(entry.zone, tag), handle, db=self._tags)
         if handle[:1] == CACHE:
-            txn.delete(_TICK.pack(rec.tick) + handle, db=self._order)
+            tick = txn.pop(handle, db=self._ticks)
+            if tick is not None:
+                txn.delete(bytes(tick) + handle, db=self._order)
         else:
             txn.delete(self._retain_key(entry.zone, rec.reserve_expires, handle), db=self._retain)
         self._account(txn, handle[:1], entry.zone, -size, -1)
@@ -664,22 +661,39 @@ class DiskStore:
 
     def _touch(self, txn: lmdb.Transaction, area: bytes, key: str, now: float) -> None:
         handle = db_key(area, key)
+        if area == CACHE:
+            old = txn.get(handle, db=self._ticks)
+            if old is not None:
+                txn.delete(bytes(old) + handle, db=self._order)
+                self._place(txn, handle)
+            return
         raw = txn.get(handle, db=self._entries)
         if raw is None:
             return
         rec = decode_entry(raw)
-        if area == CACHE:
-            tick = self._meta_get(txn, b"clock") + 1
-            self._meta_put(txn, b"clock", tick)
-            txn.delete(_TICK.pack(rec.tick) + handle, db=self._order)
-            txn.put(_TICK.pack(tick) + handle, b"", db=self._order)
-            txn.put(handle, encode_entry(rec.entry, tick, 0.0), db=self._entries)
-        else:
-            zone = rec.entry.zone
-            expires = now + self._reserve_retention(zone)
-            txn.delete(self._retain_key(zone, rec.reserve_expires, handle), db=self._retain)
-            txn.put(self._retain_key(zone, expires, handle), b"", db=self._retain)
-            txn.put(handle, encode_entry(rec.entry, 0, expires), db=self._entries)
+        zone = rec.entry.zone
+        expires = now + self._reserve_retention(zone)
+        txn.delete(self._retain_key(zone, rec.reserve_expires, handle), db=self._retain)
+        txn.put(self._retain_key(zone, expires, handle), b"", db=self._retain)
+        txn.put(handle, encode_entry(rec.entry, expires), db=self._entries)
+
+    def _place(self, txn: lmdb.Transaction, handle: bytes) -> None:
+        """Put a disk-cache record at the most recent end of the eviction order. The order lives
+        beside the record (``ticks``, ``order``), so renewing it never rewrites the record."""
+        tick = self._meta_get(txn, b"clock") + 1
+        self._meta_put(txn, b"clock", tick)
+        packed = _TICK.pack(tick)
+        txn.put(handle, packed, db=self._ticks)
+        txn.put(packed + handle, b"", db=self._order)
+
+    def _recent(self, txn: lmdb.Transaction, handle: bytes) -> bool:
+        """Whether a disk-cache record is in the most recent half of the eviction order."""
+        tick = txn.get(handle, db=self._ticks)
+        clock = txn.get(b"clock", db=self._meta)
+        count = txn.get(b"count:c", db=self._meta)
+        if tick is None or clock is None or count is None:
+            return False
+        return bool(_INT.unpack(clock)[0] - _TICK.unpack(tick)[0] < _INT.unpack(count)[0] // 2)
 
     def _evict(self, txn: lmdb.Transaction, now: float) -> None:
         """Least recently used first in the disk cache; per reserve zone, the expired and then the
