@@ -3,6 +3,7 @@ full scan would, the byte budgets hold, and the reserve keeps what it should for
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -198,4 +199,21 @@ def test_reserve_retention_is_extended_on_access(tmp_path: Path) -> None:
     assert store.get("http://h/r", reserve=lambda z: True) is not None
     assert store.flush(10) and store.stats.commits == commits
     assert store.get("http://h/r", reserve=lambda z: False) is None  # the zone's reserve is off
+    store.close()
+
+
+def test_a_url_invalidation_is_hidden_before_it_is_written(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    variant = "http://h/a" + VARIANT_SEP + "m"
+    store.put(make(variant))
+    store.put(make("http://h/ab"))
+    assert store.flush(10)
+    gate = threading.Event()
+    store.run_job(lambda view: gate.wait(10))  # the writer is busy: the removal waits in the queue
+    store.delete_primary("http://h/a")
+    assert store.get(variant) is None
+    assert store.get("http://h/ab") is not None
+    gate.set()
+    assert store.flush(10)
+    assert store.get(variant) is None and len(store) == 1
     store.close()

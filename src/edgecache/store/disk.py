@@ -111,6 +111,11 @@ def db_key(area: bytes, key: str) -> bytes:
     return area + raw[:_MAX_INLINE_KEY] + _DIGEST_MARK + hashlib.sha256(raw).digest()[:16]
 
 
+def _primary(key: str) -> str:
+    i = key.find(VARIANT_SEP)
+    return key if i < 0 else key[:i]
+
+
 def _range_start(area: bytes, prefix: str) -> bytes:
     return area + prefix.encode("utf-8", "surrogatepass")[:_MAX_INLINE_KEY]
 
@@ -385,7 +390,7 @@ class DiskStore:
         record's place (cache) or retention (reserve), through the writer, unless it is already
         among the most recent half of the order, or its retention was renewed in the last
         thirtieth of the period: a write per hit would cost more than the precision is worth."""
-        if self._hidden and key in self._hidden:
+        if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
             return None
         ck = db_key(CACHE, key)
         with self.env.begin(db=self._entries) as txn:
@@ -471,7 +476,9 @@ class DiskStore:
         self._enqueue(("del", key))
 
     def delete_primary(self, primary: str) -> None:
-        """Remove every variant of one URL from both areas."""
+        """Remove every variant of one URL from both areas (hidden from readers at once)."""
+        with self._lock:
+            self._hidden[primary] += 1
         self._enqueue(("delprimary", primary))
 
     def touch(self, key: str) -> None:
@@ -540,7 +547,7 @@ class DiskStore:
                 with self._idle:
                     self._queued -= len(batch)
                     for op in batch:
-                        if op[0] == "del":
+                        if op[0] in ("del", "delprimary"):
                             self._hidden[op[1]] -= 1
                             if self._hidden[op[1]] <= 0:
                                 del self._hidden[op[1]]
