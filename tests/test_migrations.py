@@ -9,6 +9,7 @@ to ``schema.py`` without its revision fails here).
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -17,16 +18,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import cloudflare
 import pytest
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 from typer.testing import CliRunner
 
 import schema_0_1_0
+from edgecache.app import Node
 from edgecache.cli import app
+from edgecache.config import Account, Config, Listener, Zone
 from edgecache.control.credentials import CredentialService, Permission
 from edgecache.control.secrets import MasterKey, SecretService
 from edgecache.db.engine import connect, migration_transaction, open_database, sqlite_url
@@ -265,16 +268,10 @@ class MigrationContract:
 def test_the_revisions_form_one_line() -> None:
     # Two branches that each added a revision on the same parent leave two heads: `upgrade head`
     # would refuse to run. Renumber one of them on top of the other when merging.
-    script = ScriptDirectory.from_config(_config())
+    script = ScriptDirectory(str(SCRIPTS))
     assert len(script.get_heads()) == 1
     revisions = list(script.walk_revisions())
     assert revisions[-1].revision == LEGACY_REVISION and revisions[-1].down_revision is None
-
-
-def _config() -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(SCRIPTS))
-    return cfg
 
 
 def test_cli_reads_the_database_from_the_configuration(tmp_path: Path) -> None:
@@ -286,6 +283,57 @@ def test_cli_reads_the_database_from_the_configuration(tmp_path: Path) -> None:
     engine = connect(sqlite_url(data))
     try:
         assert state(engine).up_to_date
+    finally:
+        engine.dispose()
+
+
+def test_a_node_started_on_a_0_1_0_data_directory_upgrades_it_and_its_tokens_still_purge(
+    tmp_path: Path,
+) -> None:
+    create_release_0_1_0(sqlite_url(tmp_path))
+    old = connect(sqlite_url(tmp_path))
+    filled = Filled(old, tmp_path)
+    old.dispose()
+    cfg = Config(
+        data_dir=tmp_path,
+        data=Listener(port=0),
+        control=Listener(port=0),
+        accounts=(Account(id=ACCOUNT, name="Acme"),),
+        zones=(
+            Zone(
+                id=ZONE,
+                account_id=ACCOUNT,
+                name="example.com",
+                hostnames=("example.com",),
+                origin="http://127.0.0.1:9",
+            ),
+        ),
+    )
+
+    def purge_with_the_old_token(port: int) -> str:
+        with cloudflare.Cloudflare(
+            api_token=filled.token, base_url=f"http://127.0.0.1:{port}/client/v4", max_retries=0
+        ) as cf:
+            answer = cf.cache.purge(zone_id=ZONE, tags=["after-upgrade"])
+        assert answer is not None
+        return answer.id
+
+    async def run() -> tuple[str, int]:
+        node = Node(cfg)
+        await node.start()
+        try:
+            job = await asyncio.to_thread(purge_with_the_old_token, node.control_port)
+            row = LedgerStore(node.database).by_job(job)
+            assert row is not None
+            return job, row.seq
+        finally:
+            await node.stop()
+
+    job, seq = asyncio.run(run())
+    assert len(job) == 32 and seq > filled.highest_seq
+    engine = connect(sqlite_url(tmp_path))
+    try:
+        assert state(engine).up_to_date and drift(engine) == []
     finally:
         engine.dispose()
 
