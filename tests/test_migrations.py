@@ -253,6 +253,18 @@ class MigrationContract:
         finally:
             engine.dispose()
 
+    def test_an_up_to_date_database_is_opened_without_waiting_for_the_lock(self, db_url: str) -> None:
+        open_database(db_url).dispose()
+        engine = connect(db_url)
+        try:
+            with migration_transaction(engine):
+                opener = run_cli("db", "upgrade", "--database-url", db_url)
+                out, err = opener.communicate(timeout=60)
+            assert opener.returncode == 0, err
+            assert out.strip() == f"already at {head()} (head)"
+        finally:
+            engine.dispose()
+
     def test_cli_current_reports_without_changing(self, db_url: str) -> None:
         runner = CliRunner()
         create_release_0_1_0(db_url)

@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -60,9 +61,15 @@ def _config(conn: Connection | None = None) -> Config:
     return cfg
 
 
+@cache
+def _scripts() -> ScriptDirectory:
+    # Reading the revision files once per process: every open_database asks for the head.
+    return ScriptDirectory.from_config(_config())
+
+
 def head() -> str:
     """The newest revision this code knows."""
-    found = ScriptDirectory.from_config(_config()).get_current_head()
+    found = _scripts().get_current_head()
     assert found is not None, "the package ships no revision"
     return found
 
@@ -74,7 +81,7 @@ def _read(conn: Connection) -> SchemaState:
         revision = MigrationContext.configure(conn).get_current_revision()
         if revision is not None:
             try:
-                ScriptDirectory.from_config(_config()).get_revision(revision)
+                _scripts().get_revision(revision)
             except CommandError:
                 raise RuntimeError(
                     f"the database is at schema revision {revision}, which this release does not know: "
@@ -109,6 +116,11 @@ def state(engine: Engine) -> SchemaState:
 def upgrade(engine: Engine) -> SchemaState:
     """Bring the database to ``head()`` (see the module rules); returns the state found under the
     lock, before upgrading (``up_to_date`` when another process had done it)."""
+    found = state(engine)
+    if found.up_to_date:
+        # The common case, decided without the lock: a node starting beside running ones never
+        # holds up their writes.
+        return found
     with migration_transaction(engine) as conn:
         found = _read(conn)
         if found.up_to_date:
