@@ -211,7 +211,11 @@ class PurgeService:
         path_qs = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         key = primary_key("http", host, path_qs, zone.key_options)
         if target.headers and zone.has_variants:
-            key += variant_suffix({k.lower(): v for k, v in target.headers.items()}, zone.key_options)
+            # The purge names a variant: CF-Device-Type names the device type the data plane derives,
+            # and a country counts only where the zone takes it from a trusted header.
+            named = zone.trusted_fields | {"cf-device-type"}
+            headers = {k.lower(): v for k, v in target.headers.items()}
+            key += variant_suffix(headers, zone.key_options, named)
         return Url(key), host
 
     @staticmethod
