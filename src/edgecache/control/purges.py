@@ -35,7 +35,7 @@ from edgecache.control.ratelimit import Bucket, PlanLimits, RateLimiter
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import NewTask, TaskStore
 from edgecache.edge.zones import ZoneRuntime
-from edgecache.httpcache.key import normalise_path, primary_key, variant_suffix
+from edgecache.httpcache.key import primary_key, variant_suffix
 from edgecache.httpcache.tags import normalise_tag
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url
 
@@ -250,7 +250,7 @@ class PurgeService:
         if host.rsplit(":", 1)[0] not in zone.hostnames:
             raise InvalidPrefix(f"Invalid prefix '{prefix}': host is not part of this zone")
         host = host.rsplit(":", 1)[0]
-        return Prefix(host + (normalise_path("/" + path) if slash else "/"))
+        return Prefix(host + "/" + path if slash else host)
 
     def take_rate(self, zone: ZoneRuntime, req: PurgeRequest) -> None:
         """Charge the account's bucket for this request, or raise :class:`RateLimited`."""
