@@ -1,8 +1,10 @@
 """The data plane's request handler: a shared cache (RFC 9111) in front of each zone's origin.
 
 Theory of operation, for one request:
-1. The Host field selects the zone (421 if none). Methods other than GET and HEAD pass through to
-   the origin; a successful unsafe one invalidates the target URL (RFC 9111 §4.4).
+1. The Host field, or an absolute-form target's authority, selects the zone (400 if malformed, 421
+   if no zone serves it); from then on the zone's hostname is the only spelling the key and the
+   origin see. Methods other than GET and HEAD pass through to the origin; a successful unsafe one
+   invalidates the target URL (RFC 9111 §4.4).
 2. The cache key is the primary key (scheme, host, path, query) plus the zone's variant parts; if
    the origin answered this URL with ``Vary``, the selected request fields are appended.
 3. A fresh entry is a HIT, answered synchronously in the same call: no task, no future. This is the
@@ -17,7 +19,8 @@ Theory of operation, for one request:
 Decisions a reader might look for: request ``Cache-Control`` is ignored, as CDNs do (a client
 cannot force an origin fetch); request cookies do not prevent caching (Cloudflare's behaviour),
 response ``Set-Cookie`` does unless the zone opts in; the cache key ignores the port, because a
-zone is served on one port per scheme and purge URLs should not have to name it.
+zone is served on one port per scheme and purge URLs should not have to name it; the origin gets
+the key's authority as Host and the key's path (decision 0012).
 """
 
 from __future__ import annotations

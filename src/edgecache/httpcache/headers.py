@@ -52,12 +52,7 @@ def connection_options(value: str) -> frozenset[str]:
 
 def _connection_options(headers: Sequence[tuple[str, str]]) -> frozenset[str]:
     """HOP_BY_HOP plus the field names listed in Connection (RFC 9110 §7.6.1)."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
+    named = frozenset().union(*(connection_options(v) for name, v in headers if name.lower() == "connection"))
     return HOP_BY_HOP | named if named else HOP_BY_HOP
 
 
