@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import cloudflare
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from edgecache.app import Node
 from edgecache.config import DEFAULT_ACCOUNT_ID, CacheKeyOptions, ClientTrust, Config, Listener, Zone
@@ -320,3 +321,15 @@ def test_purge_reaches_every_spelling(edge: Edge) -> None:
         assert edge.get("/c/gap")[0] == "MISS" and edge.get("/c/gap")[0] == "HIT"
         cf.cache.purge(zone_id=PLAIN_ID, prefixes=["example.com/c/zzz/../g"])
         assert edge.get("/c/%2e/gap")[0] == "MISS"
+
+
+def test_trust_configuration_is_explicit() -> None:
+    base = {"id": PLAIN_ID, "name": "x", "hostnames": ["x.example"], "origin": "http://127.0.0.1:9"}
+    with pytest.raises(ValidationError, match="proxies"):
+        Zone.model_validate({**base, "trust": {"fields": ["CF-IPCountry"]}})
+    with pytest.raises(ValidationError, match="x-anything"):
+        Zone.model_validate({**base, "trust": {"fields": ["X-Anything"], "proxies": ["10.0.0.0/8"]}})
+    custom = {**base, "cache_key": {"country": True, "country_header": "X-Geo"}}
+    zone = Zone.model_validate({**custom, "trust": {"fields": ["X-Geo"], "proxies": ["::/0", "0.0.0.0/0"]}})
+    assert zone.trust.fields == ("x-geo",)
+    assert Zone.model_validate(base).trust.fields == ()
