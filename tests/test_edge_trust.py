@@ -198,6 +198,11 @@ def test_malformed_host_is_400_and_nothing_is_fetched(edge: Edge, value: str) ->
     assert status == 400 and len(edge.origin.seen) == before
 
 
+def test_malformed_host_is_400_with_an_absolute_form_target_too(edge: Edge) -> None:
+    assert edge.send("GET http://example.com/x HTTP/1.1\nHost: example.com:evil\n")[0] == 400
+    assert edge.send("OPTIONS * HTTP/1.1\nHost: example.com:evil\n")[0] == 400
+
+
 def test_unknown_host_is_421(edge: Edge) -> None:
     assert edge.send("GET / HTTP/1.1\nHost: other.example\n")[0] == 421
 

@@ -192,6 +192,10 @@ class Proxy:
         """A request-target that is not origin-form (RFC 9112 §3.2). Absolute-form selects the zone by
         its authority, whatever Host says (§3.2.2), and is reduced to origin-form in ``req.target``;
         ``OPTIONS *`` is answered here (§3.2.4). Returns None when the request has been answered."""
+        if self.zones.for_host(req.headers.get("host", "")) == BAD_HOST:
+            # Ignored for routing, but still a field that must be valid (RFC 9112 §3.2).
+            self._plain(conn, req, BAD_HOST, HOST_ERRORS[BAD_HOST])
+            return None
         target = req.target
         if target == "*":
             if req.method == "OPTIONS":
