@@ -90,7 +90,7 @@ class Filled:
             for i, mode in enumerate(("delete", "invalidate", "delete"))
         ]
         tasks = TaskStore(engine)
-        tasks.finish_purge(seqs[0], {f"http://example.com/{0}": 3}, T0 + timedelta(minutes=1))
+        tasks.finish_purge(seqs[0], {"http://example.com/0": 3}, T0 + timedelta(minutes=1))
         tasks.create_job(
             job_id="e" * 32,
             kind="prefetch",
