@@ -1,6 +1,6 @@
 """What a purge covers, written from the documented rules alone (``edgecache.purge.selectors``'s
-module docstring, Cloudflare's purge documentation), without ``purge.matches`` or the selector
-classes: the oracle the property tests hold the engine against.
+module docstring, Cloudflare's purge documentation, RFC 3986 for paths), without ``purge.matches``
+or the selector classes: the oracle the property tests hold the engine against.
 
 A selector is given as the user typed it, ``(kind, value)``; this module does its own
 normalisation, so a rule the selector constructors or ``matches`` drop shows up as a difference.
@@ -8,11 +8,50 @@ normalisation, so a rule the selector constructors or ``matches`` drop shows up 
 
 from __future__ import annotations
 
+import re
+import string
 from urllib.parse import urlsplit
 
 from edgecache.purge import Everything, Host, Prefix, Selector, Tag, Url
 
 KINDS = ("url", "tag", "host", "prefix", "everything")
+UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4, step by step as the RFC writes it (input buffer, output buffer)."""
+    given, out = path, ""
+    while given:
+        if given.startswith("../"):
+            given = given[3:]
+        elif given.startswith("./"):
+            given = given[2:]
+        elif given.startswith("/./"):
+            given = "/" + given[3:]
+        elif given == "/.":
+            given = "/"
+        elif given.startswith("/../") or given == "/..":
+            given = "/" + given[4:]
+            out = out[: out.rfind("/")] if "/" in out else ""
+        elif given in (".", ".."):
+            given = ""
+        else:
+            end = given.find("/", 1)
+            end = len(given) if end < 0 else end
+            out, given = out + given[:end], given[end:]
+    return out
+
+
+def normal_path(path: str) -> str:
+    """RFC 3986 §6.2.2: percent-encodings in upper case, unreserved characters decoded (§6.2.2.1,
+    §6.2.2.2), then dot-segments removed (§6.2.2.3); an empty path is "/" (§6.2.3)."""
+
+    def escape(m: re.Match[str]) -> str:
+        char = chr(int(m[1], 16))
+        return char if char in UNRESERVED else "%" + m[1].upper()
+
+    decoded = re.sub(r"%([0-9A-Fa-f]{2})", escape, path)
+    return _remove_dot_segments(decoded if decoded.startswith("/") else "/" + decoded) or "/"
 
 
 def _entry_url(key: str) -> tuple[str, str, str]:
@@ -43,12 +82,15 @@ def covers(kind: str, value: str, purge_zone: str, entry_zone: str, key: str, ta
     if kind == "prefix":
         # host/path without a scheme: the host exactly, the path as a case-sensitive string prefix
         # of the entry's path (every query string); a bare host means all of it; a "?" in the
-        # prefix matches nothing.
+        # prefix matches nothing. The prefix's path is normalised as keys are (every spelling of
+        # a path is one prefix).
         wanted = value.strip()
         if "?" in wanted:
             return False
         wanted_host, slash, wanted_path = wanted.partition("/")
-        return wanted_host.lower() == host and path.startswith("/" + wanted_path if slash else "/")
+        return wanted_host.lower() == host and path.startswith(
+            normal_path("/" + wanted_path) if slash else "/"
+        )
     raise ValueError(f"unknown selector kind {kind!r}")
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecache.purge import Everything, Host, Prefix, Selector, Tag, Url, matches
-from purge_reference import KINDS, covers
+from purge_reference import KINDS, covers, normal_path
 
 ZONES = ("z1", "z2")
 HOSTS = ("a.com", "b.com", "a.com:8080", "www.a.com", "a.co")
@@ -73,7 +73,7 @@ def typed_selector(draw: st.DrawFn, key: str, tags: tuple[str, ...]) -> tuple[st
     if kind == "prefix":
         own = (slash + path).split("?", 1)[0]
         cut = draw(st.integers(0, len(own)))
-        tail = draw(st.sampled_from(("", "", "x", "/", "?x=1")))
+        tail = draw(st.sampled_from(("", "", "x", "/", "?x=1", "/.", "/..", "/../a", "/./B", "%62", "%2f")))
         # Mostly the entry's own host: the path rules only matter once the host matches.
         host_part = draw(st.sampled_from((host, host, host, *HOSTS)).flatmap(_random_case))
         return kind, draw(_padded(st.just(host_part + own[:cut] + tail)))
@@ -103,3 +103,8 @@ def test_the_reference_by_example() -> None:
     assert not covers("url", "http://example.com/bar/baz?x=1", "z", "z", key, ())
     assert covers("tag", " Shoes ", "z", "z", key, ("shoes",))
     assert not covers("everything", "", "z", "other", key, ())
+    assert covers("prefix", "example.com/x/../bar/%62az", "z", "z", key, ())
+    # RFC 3986 §5.2.4's own examples.
+    assert normal_path("/a/b/c/./../../g") == "/a/g"
+    assert normal_path("mid/content=5/../6") == "/mid/6"
+    assert normal_path("/%7euser/%2f") == "/~user/%2F"
