@@ -64,6 +64,7 @@ prefix_st = st.builds(
 selector_st: st.SearchStrategy[Selector] = st.one_of(
     key_st.map(Url),
     tags_st.map(Tag),
+    st.builds(Tag, tags_st, st.sampled_from(HOSTS).flatmap(_random_case)),
     st.sampled_from(HOSTS).flatmap(_random_case).map(Host),
     prefix_st.map(Prefix),
     st.just(Everything()),
@@ -137,8 +138,10 @@ def _scope_name(sel: Selector) -> tuple[str, str]:
     match sel:
         case Url(key=k):
             return ("url", k)
-        case Tag(tag=t):
+        case Tag(tag=t, host=None):
             return ("tag", t)
+        case Tag(tag=t, host=str(h)):
+            return ("host tag", f"{h} {t}")
         case Host(host=h):
             return ("host", h)
         case Prefix(prefix=p):

@@ -17,9 +17,12 @@ from aiohttp import web
 
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.control.credentials import Permission, Principal, is_well_formed_token
-from edgecache.db.tasks import TaskQuery, TaskRow
+from edgecache.db.tasks import MAX_OFFSET, TaskQuery, TaskRow
 
 FINAL = frozenset({"success", "failed", "timeout", "canceled", "invalid"})
+MAX_SINCE = 10 * 366 * 86400.0
+"""Ten years, in seconds: longer than any task retention, and far from the calendar's limits."""
+
 READ = (Permission.CACHE_PURGE, Permission.ZONE_SETTINGS_READ)
 
 
@@ -127,8 +130,13 @@ async def zone_tasks(request: web.Request) -> web.Response:
         offset = int(q.get("offset", "0"))
     except ValueError as exc:
         raise _json_error(400, f"invalid number: {exc}") from exc
-    if not 1 <= limit <= 1000 or offset < 0 or since <= 0:
-        raise _json_error(400, "limit must be 1..1000, offset >= 0, since > 0")
+    # "not (a <= x <= b)" also refuses NaN, which fails every comparison.
+    if not (1 <= limit <= 1000 and 0 <= offset <= MAX_OFFSET and 0 < since <= MAX_SINCE):
+        raise _json_error(
+            400,
+            f"limit must be 1..1000, offset 0..{MAX_OFFSET}, "
+            f"since a number of seconds in (0, {MAX_SINCE:.0f}]",
+        )
     kind = q.get("kind", "purge")
     if kind not in ("purge", "prefetch"):
         raise _json_error(400, "kind must be purge or prefetch")

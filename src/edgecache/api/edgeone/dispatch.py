@@ -28,7 +28,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -49,6 +48,7 @@ from edgecache.api.edgeone.envelope import (
     success,
     unknown_parameter,
 )
+from edgecache.api.jsonbody import BadJson, load_json
 from edgecache.control.credentials import Permission, Principal
 from edgecache.control.ratelimit import Rate, TokenBucket
 from edgecache.control.secrets import SecretService, is_well_formed_secret_id
@@ -302,9 +302,9 @@ async def _dispatch(request: web.Request, request_id: str) -> dict[str, Any]:
         )
     try:
         # An empty body is "no parameters"; the SDK sends "{}" but hand-written clients may not.
-        params = json.loads(body) if body.strip() else {}
-    except ValueError:
-        raise EoError("InvalidParameter", "The request body is not valid JSON.") from None
+        params = load_json(body)
+    except BadJson as exc:
+        raise EoError("InvalidParameter", f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(params, dict):
         raise EoError("InvalidParameter", "The request body must be a JSON object.")
     ctx = ActionContext(
