@@ -1,14 +1,15 @@
 """edgecache's own REST API for tasks: ``/edgecache/v1/...`` on the control listener.
 
 Rules: bearer tokens as in the Cloudflare dialect; a caller sees a zone's tasks with Cache Purge or
-Zone Settings Read on that zone. Answers are plain JSON; errors are
-``{"error": {"code": <http status>, "message": ...}}``.
+Zone Settings Read on that zone. Answers are plain JSON; errors, unknown paths under
+``/edgecache/`` included, are ``{"error": {"code": <http status>, "message": ...}}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,9 @@ from edgecache.api.context import CONTEXT_KEY
 from edgecache.control.credentials import Permission, Principal, is_well_formed_token
 from edgecache.db.tasks import MAX_OFFSET, TaskQuery, TaskRow
 
+log = logging.getLogger(__name__)
+
+PREFIX = "/edgecache/"
 FINAL = frozenset({"success", "failed", "timeout", "canceled", "invalid"})
 MAX_SINCE = 10 * 366 * 86400.0
 """Ten years, in seconds: longer than any task retention, and far from the calendar's limits."""
@@ -42,17 +46,40 @@ def _json_error(status: int, message: str) -> NativeError:
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
+def _error(err: NativeError) -> web.Response:
+    return web.json_response({"error": {"code": err.status, "message": err.message}}, status=err.status)
+
+
 def _answers_errors(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.Response:
         try:
             return await handler(request)
         except NativeError as err:
-            return web.json_response(
-                {"error": {"code": err.status, "message": err.message}}, status=err.status
-            )
+            return _error(err)
 
     return wrapped
+
+
+@web.middleware
+async def native_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every answer under ``/edgecache/`` in this API's error shape: unknown routes and methods,
+    and (logged) unexpected failures."""
+    if not request.path.startswith(PREFIX):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _error(NativeError(404, f"no route for {request.path}"))
+    except web.HTTPMethodNotAllowed:
+        return _error(NativeError(405, f"{request.method} is not allowed on {request.path}"))
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("native API request failed: %s %s", request.method, request.path)
+        return _error(NativeError(500, "internal error; the server log has the details"))
 
 
 async def _principal(request: web.Request) -> Principal:

@@ -210,11 +210,14 @@ async def create_prefetch_task(ctx: ActionContext) -> dict[str, Any]:
 
 
 def _time(value: str, name: str) -> datetime:
+    """An ISO 8601 time as UTC (no offset: UTC); the database compares instants in UTC."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     except ValueError as exc:
         raise _param_error(f"`{name}` is not an ISO 8601 time: {value}") from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00, before the calendar's first instant
+        raise _param_error(f"`{name}` is outside the years 1 to 9999 in UTC: {value}") from exc
 
 
 def _iso(t: datetime) -> str:
