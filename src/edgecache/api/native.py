@@ -19,6 +19,7 @@ from aiohttp import web
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.control.credentials import Permission, Principal, is_well_formed_token
 from edgecache.db.tasks import MAX_OFFSET, TaskQuery, TaskRow
+from edgecache.edge.zones import ZoneRuntime
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +139,39 @@ async def job(request: web.Request) -> web.Response:
     )
 
 
+def _zone(request: web.Request, principal: Principal) -> ZoneRuntime:
+    """The zone named in the path (by either id) if the caller may read it; else 404."""
+    zone = request.app[CONTEXT_KEY].zones.lookup(request.match_info["zone_id"])
+    if zone is None or not _allowed(principal, zone.config.id, zone.config.account_id):
+        raise _json_error(404, "no such zone")
+    return zone
+
+
+@_answers_errors
+async def zone_info(request: web.Request) -> web.Response:
+    """``GET /edgecache/v1/zones/{zone_id}``: the zone's ids (ours and the EdgeOne-style one), name
+    and hostnames; ``zone_id`` may be either id."""
+    zone = _zone(request, await _principal(request))
+    return web.json_response(
+        {
+            "id": zone.config.id,
+            "edgeone_id": zone.config.eo_id,
+            "name": zone.config.name,
+            "hostnames": list(zone.config.hostnames),
+        }
+    )
+
+
 @_answers_errors
 async def zone_tasks(request: web.Request) -> web.Response:
-    """``GET /edgecache/v1/zones/{zone_id}/tasks``: filtered, newest first.
+    """``GET /edgecache/v1/zones/{zone_id}/tasks``: filtered, newest first; ``zone_id`` may be either
+    id.
 
     Query: ``kind`` (purge|prefetch), ``status``, ``type`` (repeatable), ``target`` (substring),
     ``domain``, ``job_id``, ``since`` (seconds back, default 86400), ``limit`` (≤ 1000), ``offset``.
     """
-    principal = await _principal(request)
+    zone = _zone(request, await _principal(request))
     ctx = request.app[CONTEXT_KEY]
-    zone = ctx.zones.by_id.get(request.match_info["zone_id"])
-    if zone is None or not _allowed(principal, zone.config.id, zone.config.account_id):
-        raise _json_error(404, "no such zone")
     q = request.query
     try:
         since = float(q.get("since", "86400"))
@@ -187,4 +209,5 @@ async def zone_tasks(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the native routes."""
     app.router.add_get("/edgecache/v1/jobs/{job_id}", job)
+    app.router.add_get("/edgecache/v1/zones/{zone_id}", zone_info)
     app.router.add_get("/edgecache/v1/zones/{zone_id}/tasks", zone_tasks)

@@ -45,6 +45,7 @@ class ZoneTable:
 
     def __init__(self, zones: tuple[Zone, ...]) -> None:
         self.by_id: dict[str, ZoneRuntime] = {}
+        self._by_eo_id: dict[str, ZoneRuntime] = {}
         self._by_host: dict[str, ZoneRuntime] = {}
         self._memo: dict[str, tuple[ZoneRuntime, str] | None] = {}
         for zone in zones:
@@ -59,8 +60,13 @@ class ZoneTable:
                 hostnames=frozenset(zone.hostnames),
             )
             self.by_id[zone.id] = rt
+            self._by_eo_id[zone.eo_id] = rt
             for host in zone.hostnames:
                 self._by_host[host] = rt
+
+    def lookup(self, zone_id: str) -> ZoneRuntime | None:
+        """The zone with this id: ours (32 hex) or its EdgeOne-style one (``zone-2o3h21ed8bpu``)."""
+        return self.by_id.get(zone_id) or self._by_eo_id.get(zone_id)
 
     def for_host(self, host_header: str) -> tuple[ZoneRuntime, str] | None:
         """The zone serving a Host header value, and the host as the cache key names it

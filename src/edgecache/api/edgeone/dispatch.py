@@ -109,8 +109,6 @@ class EdgeOneServices:
 
     secrets: SecretService
     quota_for: QuotaSource
-    edgeone_ids: Mapping[str, str] = field(default_factory=dict)
-    """EdgeOne-style zone id (``zone-2o3h21ed8bpu``) → our 32-hex zone id."""
     limiter: ActionLimiter = field(default_factory=ActionLimiter)
     clock: Callable[[], float] = time.time
     """Unix time, for the signature's ±300 s window."""
@@ -218,7 +216,7 @@ def resolve_zone(ctx: ActionContext, zone_id: str, permission: Permission) -> Zo
     so ids cannot be probed across accounts; a zone of the caller's account outside its scope or
     permissions is ``UnauthorizedOperation.NoPermission``.
     """
-    zone = ctx.control.zones.by_id.get(ctx.edgeone.edgeone_ids.get(zone_id, zone_id))
+    zone = ctx.control.zones.lookup(zone_id)
     if zone is None or zone.config.account_id != ctx.principal.account_id:
         raise EoError("ResourceNotFound.ZoneNotFound", f"The zone `{zone_id}` does not exist.")
     if not ctx.principal.allows(permission, zone.config.id, zone.config.account_id):
