@@ -388,9 +388,6 @@ def body_st(
     )
 
 
-strings_st = st.lists(text_st, min_size=1, max_size=3)
-
-
 def items(*valid: str) -> st.SearchStrategy[list[str]]:
     """1 to 3 items, mostly ``valid`` ones (so a body reaches the write), now and then any string or
     a valid one followed by a lone surrogate."""

@@ -7,7 +7,8 @@ Rules:
 - ``take`` answers None (allowed, tokens spent) or the seconds until the request would be allowed
   (nothing spent); ``retry_after`` turns that into the whole seconds of a ``Retry-After`` header.
   ``refund`` gives tokens back for a request that was refused after it paid (its quota, or a
-  failed write): Cloudflare counts the purges it performs, not the ones it refuses.
+  failed write): the bucket limits purges performed (the reference's validation order charges it
+  after every check of the request), so a refused one costs nothing.
 - The defaults are Cloudflare's published per-plan numbers (reference ``cloudflare-api.md`` §2.4,
   §2.5 and §1.6); ``limits_for`` lets the caller override them per account.
 - Thread-safe (one lock): the API layer may call from its event loop or from worker threads.
