@@ -113,7 +113,8 @@ class ScriptedOrigin:
 class Stack:
     """A running origin + node, driven from the test thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_zones: tuple[Zone, ...] = ()) -> None:
+        """``extra_zones`` (with hostnames of their own) join the three zones every test module has."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -151,6 +152,7 @@ class Stack:
                     account_id=LIMITED_ACCOUNT_ID,
                     plan="free",
                 ),
+                *(z.model_copy(update={"origin": origin_url}) for z in extra_zones),
             ),
             limits=Limits(origin_read_timeout=2.0),
         )
