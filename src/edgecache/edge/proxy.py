@@ -2,7 +2,8 @@
 
 Theory of operation, for one request:
 1. The Host field selects the zone (421 if none). Methods other than GET and HEAD pass through to
-   the origin; a successful unsafe one invalidates the target URL (RFC 9111 §4.4).
+   the origin; a successful one that is not safe (RFC 9110 §9.2.1), extension methods included,
+   invalidates the target URL (RFC 9111 §4.4).
 2. The cache key is the primary key (scheme, host, path, query) plus the zone's variant parts; if
    the origin answered this URL with ``Vary``, the selected request fields are appended.
 3. A fresh entry is a HIT, answered synchronously in the same call: no task, no future. This is the
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 
 from edgecache.edge.fetch import Fetch, Reader
 from edgecache.edge.http1 import Connection, Request
-from edgecache.edge.origin import OriginClient, OriginError, OriginTimeout, forward_headers
+from edgecache.edge.origin import OriginClient, OriginError, OriginInvalid, OriginTimeout, forward_headers
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneRuntime, ZoneTable
 from edgecache.httpcache.conditional import evaluate_preconditions, if_range_allows
@@ -44,9 +45,15 @@ from edgecache.store.base import Tier
 from edgecache.store.entry import Entry
 
 _time = time.time
-STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+STATUS_LINES = {
+    code: f"HTTP/1.1 {code} {_PHRASES.get(code, '')}\r\n".encode("latin-1") for code in range(100, 600)
+}
+"""Every valid status code (RFC 9110 §15: 100..599; the origin client rejects others). A code without
+a registered reason phrase gets an empty one, which RFC 9112 §4 allows: clients must ignore it."""
 CONDITIONAL = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since")
-UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""RFC 9110 §9.2.1. Every other method, extension methods included, is unsafe (RFC 9111 §4.4)."""
 HIT_FOR_MISS_SECONDS = 60.0
 HIT_FOR_MISS_MAX = 10_000
 NOT_MODIFIED_FIELDS = frozenset(
@@ -498,7 +505,7 @@ class Proxy:
             fields += b"Transfer-Encoding: chunked\r\n"
         else:
             keep = False
-        line = STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+        line = STATUS_LINES[status]
         # Pieces are gathered and written together: each write is a send() on the socket, and on a
         # miss of a small object the head and the whole body are usually ready at once.
         pending = [
@@ -539,6 +546,8 @@ class Proxy:
     def _origin_failure(self, req: Request, conn: Connection, error: OriginError) -> None:
         if isinstance(error, OriginTimeout):
             self._plain(conn, req, 504, "The origin did not answer in time.\n")
+        elif isinstance(error, OriginInvalid):
+            self._plain(conn, req, 502, "The origin sent an invalid response.\n")
         else:
             self._plain(conn, req, 502, "The origin could not be reached.\n")
 
@@ -557,7 +566,7 @@ class Proxy:
         except OriginError as exc:
             self._origin_failure(req, conn, exc)
             return
-        if req.method in UNSAFE and 200 <= resp.status < 400:
+        if req.method not in SAFE and 200 <= resp.status < 400:
             self._invalidate_after_unsafe(zone, host, req, resp.headers)
         headers = [
             (k, v)
@@ -581,7 +590,7 @@ class Proxy:
                 fields += b"Transfer-Encoding: chunked\r\n"
             else:
                 keep = False
-        line = STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
+        line = STATUS_LINES[resp.status]
         conn.write(
             line
             + encode_head(headers)
