@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from edgecache.app import Node
 from edgecache.config import (
@@ -53,6 +54,8 @@ class Route:
     chunked: bool = False
     honour_inm: bool = True
     """Answer 304 when If-None-Match equals our ETag."""
+    repeated: list[tuple[str, str]] = field(default_factory=list)
+    """Fields sent after ``headers``, where a name may repeat (``Expires`` twice, say)."""
 
 
 class ScriptedOrigin:
@@ -77,7 +80,9 @@ class ScriptedOrigin:
         etag = route.headers.get("ETag")
         if route.honour_inm and etag and request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers=route.headers)
-        headers = dict(route.headers)
+        headers = CIMultiDict(route.headers)
+        for name, value in route.repeated:
+            headers.add(name, value)
         if not route.chunked:
             headers["Content-Length"] = str(len(route.body))
         resp = web.StreamResponse(status=route.status, headers=headers)

@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from edgecache.edge.origin import OriginClient, OriginError, OriginResponse, forward_headers
-from edgecache.httpcache.freshness import StorageDecision, decide_storage, format_http_date, initial_age
+from edgecache.httpcache.dates import format_http_date
+from edgecache.httpcache.freshness import StorageDecision, decide_storage, initial_age
 from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
 from edgecache.store.entry import Entry
