@@ -14,6 +14,10 @@ Theory of operation, for one request:
    ``stale-if-error`` allows (STALE).
 5. A miss joins the in-flight fetch for that key, or starts one (see ``fetch.py``), and streams the
    response as it arrives.
+6. A GET with Range that finds no usable full entry looks for the URL's partial entry (stored 206
+   parts, ``store/partial.py``): ranges it holds are a HIT; otherwise one client range is fetched
+   from the origin, relayed, and combined with the stored parts; complete parts become a full
+   entry (docs/decisions/0013-partial-content.md).
 
 Decisions a reader might look for: request ``Cache-Control`` is ignored, as CDNs do (a client
 cannot force an origin fetch); request cookies do not prevent caching (Cloudflare's behaviour),
@@ -25,8 +29,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
+from typing import Literal
 from urllib.parse import urlsplit
 
 from edgecache.edge.fetch import Fetch, Reader
@@ -37,12 +42,19 @@ from edgecache.edge.zones import ZoneRuntime, ZoneTable
 from edgecache.httpcache.conditional import evaluate_preconditions, if_range_allows
 from edgecache.httpcache.headers import decode_head, encode_head, strip_hop_by_hop
 from edgecache.httpcache.key import primary_key, variant_suffix, vary_suffix
-from edgecache.httpcache.ranges import content_range, multipart_byteranges, parse_range, unsatisfied_range
+from edgecache.httpcache.ranges import (
+    content_range,
+    multipart_byteranges,
+    parse_range,
+    single_range,
+    unsatisfied_range,
+)
 from edgecache.httpcache.status import CfStatus, cache_status_fwd, cache_status_hit
 from edgecache.httpcache.tags import TAG_HEADERS
 from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
 from edgecache.store.entry import Entry
+from edgecache.store.partial import PARTIAL_SUFFIX, PartialEntry
 
 _time = time.time
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
@@ -69,6 +81,8 @@ HIT_FIELDS = (
 KEY_MEMO_MAX = 65536
 VARY_SEP = "\x00v:"
 """Where the Vary-selected part of a key starts (see ``httpcache.key.vary_suffix``)."""
+RANGE_FLIGHT = "\x00range:"
+"""Separates a key from the range a range fill forwards, in the key its readers share it under."""
 
 
 class Proxy:
@@ -173,6 +187,8 @@ class Proxy:
                 conn.finish(req.keep_alive)
                 return None
             return self._stale(req, conn, zone, host, key, entry, now)
+        if method == "GET" and "range" in headers:
+            return self._range_miss(req, conn, zone, host, key)
         return self._fill(req, conn, zone, host, key, None, coalesce="authorization" not in headers)
 
     def _purge_check(self, entry: Entry) -> Entry | None:
@@ -197,69 +213,81 @@ class Proxy:
         status_fields = b"Cache-Status: " + cache_status_hit(ttl).encode() + b"\r\n" + CF_HIT
         self._answer_from_entry(req, conn, entry, now, status_fields)
 
+    def _precondition_failed(self, req: Request, conn: Connection, entry: Entry, fields: bytes) -> bool:
+        """Answer 304 or 412 when a conditional says so (RFC 9110 §13.2.2); whether it did."""
+        verdict = evaluate_preconditions(req.method, req.headers, entry.etag, entry.last_modified)
+        if verdict == 304:
+            head = encode_head(
+                [(k, v) for k, v in decode_head(entry.head) if k.lower() in NOT_MODIFIED_FIELDS]
+            )
+            conn.write(STATUS_LINES[304] + head + fields + _connection_field(req) + b"\r\n")
+            conn.finish(req.keep_alive)
+            return True
+        if verdict == 412:
+            self._plain(conn, req, 412, "Precondition failed.\n")
+            return True
+        return False
+
     def _answer_from_entry(
         self, req: Request, conn: Connection, entry: Entry, now: float, status_fields: bytes
     ) -> None:
         """Write a stored response, honouring the client's conditionals and Range (RFC 9110 §13, §14)."""
         headers = req.headers
         age = b"Age: %d\r\n" % max(0, int(entry.age(now)))
-        keep = req.keep_alive
-        conn_field = _connection_field(req)
         body = entry.body
         status = entry.status
-        extra = b""
-        if any(h in headers for h in CONDITIONAL):
-            verdict = evaluate_preconditions(req.method, headers, entry.etag, entry.last_modified)
-            if verdict == 304:
-                head = encode_head(
-                    [(k, v) for k, v in decode_head(entry.head) if k.lower() in NOT_MODIFIED_FIELDS]
-                )
-                conn.write(STATUS_LINES[304] + head + age + status_fields + conn_field + b"\r\n")
-                conn.finish(keep)
-                return
-            if verdict == 412:
-                self._plain(conn, req, 412, "Precondition failed.\n")
-                return
+        if any(h in headers for h in CONDITIONAL) and self._precondition_failed(
+            req, conn, entry, age + status_fields
+        ):
+            return
         if "range" in headers and status == 200 and req.method == "GET":
             if_range = headers.get("if-range")
             if if_range is None or if_range_allows(if_range, entry.etag, entry.last_modified):
                 ranges = parse_range(headers["range"], len(body))
-                if ranges == "unsatisfiable":
-                    conn.write(
-                        STATUS_LINES[416]
-                        + b"Content-Range: "
-                        + unsatisfied_range(len(body)).encode()
-                        + b"\r\nContent-Length: 0\r\n"
-                        + age
-                        + status_fields
-                        + conn_field
-                        + b"\r\n"
+                if ranges is not None:
+                    self._write_ranges(
+                        req,
+                        conn,
+                        entry.head,
+                        ranges,
+                        len(body),
+                        lambda s, e: body[s : e + 1],
+                        age + status_fields,
                     )
-                    conn.finish(keep)
                     return
-                if ranges:
-                    status = 206
-                    if len(ranges) == 1:
-                        start, end = ranges[0]
-                        extra = b"Content-Range: " + content_range(start, end, len(body)).encode() + b"\r\n"
-                        body = body[start : end + 1]
-                    else:
-                        body, ctype = multipart_byteranges(
-                            body, ranges, _content_type(entry.head), len(entry.body)
-                        )
-                        head = encode_head(
-                            [(k, v) for k, v in decode_head(entry.head) if k.lower() != "content-type"]
-                        )
-                        self._write_full(
-                            conn,
-                            req,
-                            206,
-                            head,
-                            b"Content-Type: " + ctype.encode() + b"\r\n" + age + status_fields,
-                            body,
-                        )
-                        return
-        self._write_full(conn, req, status, entry.head, extra + age + status_fields, body)
+        self._write_full(conn, req, status, entry.head, age + status_fields, body)
+
+    def _write_ranges(
+        self,
+        req: Request,
+        conn: Connection,
+        head: bytes,
+        ranges: list[tuple[int, int]] | Literal["unsatisfiable"],
+        size: int,
+        slice_of: Callable[[int, int], bytes],
+        fields: bytes,
+    ) -> None:
+        """Answer a Range from a stored representation of ``size`` bytes: 206 or 416 (RFC 9110 §14)."""
+        if ranges == "unsatisfiable":
+            conn.write(
+                STATUS_LINES[416]
+                + b"Content-Range: "
+                + unsatisfied_range(size).encode()
+                + b"\r\nContent-Length: 0\r\n"
+                + fields
+                + _connection_field(req)
+                + b"\r\n"
+            )
+            conn.finish(req.keep_alive)
+            return
+        if len(ranges) == 1:
+            start, end = ranges[0]
+            extra = b"Content-Range: " + content_range(start, end, size).encode() + b"\r\n"
+            self._write_full(conn, req, 206, head, extra + fields, slice_of(start, end))
+            return
+        body, ctype = multipart_byteranges(slice_of, ranges, _content_type(head), size)
+        head = encode_head([(k, v) for k, v in decode_head(head) if k.lower() != "content-type"])
+        self._write_full(conn, req, 206, head, b"Content-Type: " + ctype.encode() + b"\r\n" + fields, body)
 
     def _write_full(
         self, conn: Connection, req: Request, status: int, head: bytes, fields: bytes, body: bytes
@@ -281,6 +309,94 @@ class Proxy:
             conn.writelines([out, body])
         self.stats.bytes_sent += len(out) + len(body)
         conn.finish(req.keep_alive)
+
+    # -- partial entries --------------------------------------------------------------------------
+
+    def _range_miss(
+        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str
+    ) -> Awaitable[None] | None:
+        """A GET with Range and no usable full entry: from the stored parts if they hold every range,
+        else a range fill (one client range forwarded) or, for other Range fields, a full fill."""
+        headers = req.headers
+        coalesce = "authorization" not in headers
+        part = self.store.get(key + PARTIAL_SUFFIX)
+        if part is not None and part.stored_seq < self.index.position:
+            part = self._purge_check(part)
+        if isinstance(part, PartialEntry) and (part.auth_ok or coalesce):
+            now = _time()
+            ttl = part.ttl(now)
+            if ttl > 0 and not part.no_cache and self._answer_from_part(req, conn, part, now, ttl):
+                return None
+        forward = single_range(headers["range"])
+        if forward is None:
+            return self._fill(req, conn, zone, host, key, None, coalesce=coalesce)
+        return self._fill(req, conn, zone, host, key, None, coalesce=coalesce, ranged=forward)
+
+    def _answer_from_part(
+        self, req: Request, conn: Connection, part: PartialEntry, now: float, ttl: float
+    ) -> bool:
+        """Answer a Range from the stored parts when they hold all of it; whether it was answered.
+
+        If-Range must hold against the parts' validators (else the client wants the whole current
+        representation: the origin's business), and the Range must be valid.
+        """
+        headers = req.headers
+        if_range = headers.get("if-range")
+        if if_range is not None and not if_range_allows(if_range, part.etag, part.last_modified):
+            return False
+        ranges = parse_range(headers["range"], part.length)
+        if ranges is None or (ranges != "unsatisfiable" and not part.covers(ranges)):
+            return False
+        self.stats.hits += 1
+        fields = (
+            b"Age: %d\r\n" % max(0, int(part.age(now)))
+            + b"Cache-Status: "
+            + cache_status_hit(ttl).encode()
+            + b"\r\n"
+            + CF_HIT
+        )
+        if any(h in headers for h in CONDITIONAL) and self._precondition_failed(req, conn, part, fields):
+            return True
+        self._write_ranges(req, conn, part.head, ranges, part.length, part.slice, fields)
+        return True
+
+    def _store_part(
+        self, part: PartialEntry, vary: tuple[str, ...], request_headers: Mapping[str, str]
+    ) -> None:
+        """Store a 206 under its key's partial slot, combined with the parts stored there when both
+        have the same strong validator and length (RFC 9111 §3.4); complete parts become the full
+        entry. A purge accepted since either fetch started is honoured as for any fill."""
+        base = _strip_vary(part.key)
+        key = base + vary_suffix(vary, request_headers) if vary else part.key
+        part.key = key + PARTIAL_SUFFIX
+        verdict = self.index.check(part.zone, part.key, part.tags, part.stored_seq)
+        if verdict is not None:
+            if verdict.hard:
+                self.store.delete(part.key)
+                return
+            part.stale_since = verdict.at
+        old = self.store.peek(part.key)
+        if old is not None and old.stored_seq < self.index.position:
+            old = self._purge_check(old)
+        if (
+            isinstance(old, PartialEntry)
+            and part.validator
+            and old.validator == part.validator
+            and old.length == part.length
+            and old.stale_since is None
+            and part.stale_since is None
+        ):
+            joined = PartialEntry.holding(part, part.length, part.joined_with(old), part.validator)
+            if sum(len(data) for _, data in joined.parts) > self._max:
+                return
+            part = joined
+        if part.complete:
+            self._store_entry(part.as_full(key), vary, request_headers)
+            return
+        self._forget_other_vary(base, vary, part.primary)
+        self.store.put(part)
+        if vary:
+            self.store.set_vary(base, vary)
 
     # -- stale entries ----------------------------------------------------------------------------
 
@@ -320,11 +436,22 @@ class Proxy:
     # -- fills ------------------------------------------------------------------------------------
 
     def _start_fetch(
-        self, zone: ZoneRuntime, host: str, key: str, req: Request, stale: Entry | None, *, coalesce: bool
+        self,
+        zone: ZoneRuntime,
+        host: str,
+        key: str,
+        req: Request,
+        stale: Entry | None,
+        *,
+        coalesce: bool,
+        ranged: str | None = None,
     ) -> Fetch:
+        flight = _flight(key, req, ranged)
         fetch = Fetch(
             zone=zone,
             key=key,
+            flight=flight,
+            range_value=ranged,
             method="GET",
             url=zone.origin + _origin_target(req.target),
             headers=req.headers,
@@ -336,7 +463,7 @@ class Proxy:
             on_done=self._fetch_done,
         )
         if coalesce:
-            self.inflight[key] = fetch
+            self.inflight[flight] = fetch
         self._fetch_seqs[fetch.stored_seq] += 1
         self.stats.origin_fetches += 1
         fetch.start(self.origin)
@@ -344,24 +471,34 @@ class Proxy:
 
     def _store_entry(self, entry: Entry, vary: tuple[str, ...], request_headers: Mapping[str, str]) -> None:
         """Store a fill under the key its Vary fields select (RFC 9111 §4.1), unless a purge
-        accepted after its fetch started covers it (design: no purge/fetch race)."""
+        accepted after its fetch started covers it (design: no purge/fetch race). A full response
+        replaces the parts stored for its key."""
+        if isinstance(entry, PartialEntry):
+            self._store_part(entry, vary, request_headers)
+            return
         base = _strip_vary(entry.key)
         if vary:
             entry.key = base + vary_suffix(vary, request_headers)
         verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
+        self.store.delete(entry.key + PARTIAL_SUFFIX)
         if verdict is not None:
             if verdict.hard:
                 self.store.delete(entry.key)
                 return
             entry.stale_since = verdict.at
-        if self.store.vary(base) != (vary or None):
-            # The origin changed its Vary: variants selected by the old fields are unreachable now.
-            for key in self.store.variants(entry.primary):
-                if key == base or key.startswith(base + VARY_SEP):
-                    self.store.delete(key)
+        self._forget_other_vary(base, vary, entry.primary)
         self.store.put(entry)
         if vary:
             self.store.set_vary(base, vary)
+
+    def _forget_other_vary(self, base: str, vary: tuple[str, ...], primary: str) -> None:
+        """When the origin changed its Vary, the variants (and parts) selected by the old fields
+        are unreachable: remove them."""
+        if self.store.vary(base) == (vary or None):
+            return
+        for key in self.store.variants(primary):
+            if key == base or key.startswith(base + VARY_SEP) or key == base + PARTIAL_SUFFIX:
+                self.store.delete(key)
 
     def oldest_fetch_seq(self) -> int | None:
         """The lowest stored_seq of the origin fetches in flight, or None when there are none."""
@@ -376,14 +513,14 @@ class Proxy:
                 self._fetch_seqs.pop(fetch.stored_seq, None)
         if fetch.latency is not None and fetch.done:
             self.stats.observe_origin(fetch.latency)
-        if self.inflight.get(fetch.key) is fetch:
-            del self.inflight[fetch.key]
+        if self.inflight.get(fetch.flight) is fetch:
+            del self.inflight[fetch.flight]
         if fetch.done and fetch.decision is not None and not fetch.storable and fetch.error is None:
             if len(self._hit_for_miss) >= HIT_FOR_MISS_MAX:
                 del self._hit_for_miss[next(iter(self._hit_for_miss))]
-            self._hit_for_miss[fetch.key] = time.monotonic() + HIT_FOR_MISS_SECONDS
+            self._hit_for_miss[fetch.flight] = time.monotonic() + HIT_FOR_MISS_SECONDS
         if fetch.done and fetch.storable:
-            self._hit_for_miss.pop(fetch.key, None)
+            self._hit_for_miss.pop(fetch.flight, None)
 
     async def _fill(
         self,
@@ -395,15 +532,17 @@ class Proxy:
         stale: Entry | None,
         *,
         coalesce: bool,
+        ranged: str | None = None,
     ) -> None:
+        flight = _flight(key, req, ranged)
         if coalesce:
-            until = self._hit_for_miss.get(key)
+            until = self._hit_for_miss.get(flight)
             if until is not None and until > time.monotonic():
                 coalesce = False
-        fetch = self.inflight.get(key) if coalesce else None
+        fetch = self.inflight.get(flight) if coalesce else None
         collapsed = fetch is not None
         if fetch is None:
-            fetch = self._start_fetch(zone, host, key, req, stale, coalesce=coalesce)
+            fetch = self._start_fetch(zone, host, key, req, stale, coalesce=coalesce, ranged=ranged)
         reader = fetch.join()
         try:
             await fetch.head_ready
@@ -416,7 +555,7 @@ class Proxy:
                     return
             if collapsed and not fetch.storable:
                 fetch.leave(reader)
-                await self._fill(req, conn, zone, host, key, stale, coalesce=False)
+                await self._fill(req, conn, zone, host, key, stale, coalesce=False, ranged=ranged)
                 return
             vary = fetch.decision.vary if fetch.decision is not None else ()
             if (
@@ -434,6 +573,7 @@ class Proxy:
                     _strip_vary(key) + vary_suffix(vary, req.headers),
                     stale,
                     coalesce=True,
+                    ranged=ranged,
                 )
                 return
             await self._stream(req, conn, fetch, reader, stale, collapsed)
@@ -675,6 +815,13 @@ def _origin_target(target: str) -> str:
     rest = target.split("://", 1)[-1]
     i = rest.find("/")
     return rest[i:] if i >= 0 else "/"
+
+
+def _flight(key: str, req: Request, ranged: str | None) -> str:
+    """The key a fill's readers share it under: a range fill only with the same range and If-Range."""
+    if ranged is None:
+        return key
+    return key + RANGE_FLIGHT + ranged + VARY_SEP + req.headers.get("if-range", "")
 
 
 def _strip_vary(key: str) -> str:

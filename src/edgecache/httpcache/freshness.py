@@ -5,7 +5,9 @@ Rules of this module:
   non-empty, replaces Cache-Control *and* Expires entirely for this response (RFC 9213 §2.2); the
   directives below (no-store, private, no-cache, max-age, stale-*) are then read from it.
 - Only GET responses are stored; HEAD is answered from a stored GET, never stored itself.
-- Only complete responses are stored: never 1xx, 206 or 304.
+- Never 1xx, 304 or 416 (which answers the request's Range, not the URL). A 206 is judged like any
+  response here; whether its body can be placed in the representation (Content-Range) is the
+  caller's question (RFC 9111 §3.3).
 - A stored response must be usable: one with zero freshness, no validator and no permission to be served
   stale ("no-freshness"), or one marked no-cache that has no validator ("no-validator"), would cost a
   write and then be refetched in full on every use, so it is not stored.
@@ -79,7 +81,7 @@ def decide_storage(
     """
     if method != "GET":
         return _refuse("method")
-    if status < 200 or status == 206 or status == 304:
+    if status < 200 or status == 304 or status == 416:
         return _refuse("status")
 
     cc_lines: list[str] = []
