@@ -75,3 +75,17 @@ def test_an_extension_method_that_fails_does_not_invalidate(stack: Stack) -> Non
     stack.origin.routes["/ext/fail"] = Route(status=404, body=b"no", headers={})
     assert stack.request("/ext/fail", method="M-SEARCH")[0] == 404
     assert stack.request("/ext/fail")[1]["cf-cache-status"] == "HIT"
+
+
+def test_must_understand_keeps_an_unknown_status_out_of_the_cache(stack: Stack) -> None:
+    stack.origin.routes["/status/mu299"] = Route(
+        status=299, body=b"odd", headers={"Cache-Control": "must-understand, no-store, max-age=60"}
+    )
+    stack.origin.routes["/status/mu200"] = Route(
+        status=200, body=b"ok", headers={"Cache-Control": "must-understand, no-store, max-age=60"}
+    )
+    for _ in range(2):
+        assert stack.request("/status/mu299")[0] == 299
+        stack.request("/status/mu200")
+    assert stack.origin.hits["/status/mu299"] == 2
+    assert stack.origin.hits["/status/mu200"] == 1

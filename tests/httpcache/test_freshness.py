@@ -210,3 +210,19 @@ def test_initial_age_follows_rfc_9111_4_2_3() -> None:
         age_header=None, date_header=format_http_date(T + 99), request_time=T, response_time=T
     )
     assert clock_ahead == 0
+
+
+@pytest.mark.parametrize("status", [299, 418, 499, 599])
+def test_an_unknown_status_is_stored_with_explicit_freshness_only(status: int) -> None:
+    assert decide(("Cache-Control", "max-age=60"), status=status).storable
+    assert decide(("Expires", format_http_date(T + 60)), status=status).storable
+    lm = ("Last-Modified", format_http_date(T - 1000))
+    assert decide(lm, status=status).reason == "status"
+
+
+def test_must_understand_stores_only_understood_statuses_and_then_overrides_no_store() -> None:
+    cc = ("Cache-Control", "must-understand, no-store, max-age=60")
+    assert decide(cc).storable and decide(cc).freshness_lifetime == 60
+    assert decide(cc, status=299).reason == "must-understand"
+    assert decide(("Cache-Control", "must-understand, max-age=60"), status=499).reason == "must-understand"
+    assert decide(("Cache-Control", "no-store, max-age=60")).reason == "no-store"

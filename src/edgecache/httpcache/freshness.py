@@ -33,6 +33,13 @@ from edgecache.httpcache.dates import parse_http_date
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 """Status codes that are heuristically cacheable by default (RFC 9110 §15.1)."""
 
+UNDERSTOOD_STATUSES = frozenset(
+    {*range(200, 207), *range(300, 306), 307, 308, *range(400, 418), 421, 422, 426, *range(500, 506)}
+)
+"""The final status codes whose semantics RFC 9110 §15 defines and this cache honours; only these
+may be stored under ``must-understand`` (RFC 9111 §5.2.2.3). Any other code is stored only with
+explicit freshness, since none is heuristically cacheable."""
+
 @dataclass(frozen=True, slots=True)
 class StorageDecision:
     """The outcome of :func:`decide_storage`: whether to store, and the policy to store with."""
@@ -112,7 +119,12 @@ def decide_storage(
     cdn = parse_cdn_cache_control(", ".join(cdn_lines)) if cdn_lines else None
     cc: CacheControl = cdn if cdn is not None else parse_cache_control(cc_lines)
 
-    if cc.no_store:
+    if cc.must_understand:
+        # RFC 9111 §5.2.2.3: store only a status we understand, and then no-store (which origins
+        # send alongside for caches that do not know must-understand) is ignored.
+        if status not in UNDERSTOOD_STATUSES:
+            return _refuse("must-understand")
+    elif cc.no_store:
         return _refuse("no-store")
     if cc.private:
         return _refuse("private")
