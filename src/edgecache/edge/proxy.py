@@ -387,7 +387,7 @@ class Proxy:
             and part.stale_since is None
         ):
             joined = PartialEntry.holding(part, part.length, part.joined_with(old), part.validator)
-            if sum(len(data) for _, data in joined.parts) > self._max:
+            if joined.held > self._max:
                 return
             part = joined
         if part.complete:
@@ -821,7 +821,7 @@ def _flight(key: str, req: Request, ranged: str | None) -> str:
     """The key a fill's readers share it under: a range fill only with the same range and If-Range."""
     if ranged is None:
         return key
-    return key + RANGE_FLIGHT + ranged + VARY_SEP + req.headers.get("if-range", "")
+    return key + RANGE_FLIGHT + ranged + "\x00if-range:" + req.headers.get("if-range", "")
 
 
 def _strip_vary(key: str) -> str:
