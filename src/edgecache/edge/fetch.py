@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from edgecache.edge.origin import OriginClient, OriginError, OriginResponse, forward_headers
+from edgecache.edge.forwarding import forward_headers
+from edgecache.edge.origin import OriginClient, OriginError, OriginResponse
 from edgecache.httpcache.dates import format_http_date
 from edgecache.httpcache.freshness import StorageDecision, decide_storage, initial_age
 from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
@@ -70,6 +71,7 @@ class Fetch:
         self,
         *,
         zone: ZoneRuntime,
+        host: str,
         key: str,
         flight: str,
         range_value: str | None,
@@ -95,7 +97,7 @@ class Fetch:
         self._on_done = on_done
         self.request_headers = headers
         drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
-        fwd = forward_headers(headers, client_ip, drop=drop)
+        fwd = forward_headers(headers, client_ip, zone, host, drop=drop)
         if range_value is not None:
             fwd["range"] = range_value
             if_range = headers.get("if-range")
