@@ -266,3 +266,27 @@ def test_a_416_from_the_origin_is_not_stored_for_the_url(stack: Stack) -> None:
     assert (status, headers["content-range"]) == (416, "bytes */10240")
     status, headers, body = get(stack, "/p/416")
     assert (status, headers["cf-cache-status"], body) == (200, "MISS", BODY)
+
+
+def test_a_soft_purge_makes_the_parts_stale_and_they_are_not_combined_again(
+    stack: Stack, cf: cloudflare.Cloudflare
+) -> None:
+    media("/p/soft", stack, headers={"Cache-Tag": "softclip"})
+    get(stack, "/p/soft", "bytes=0-999")
+    cf.cache.invalidate(zone_id=ZONE_ID, tags=["softclip"])
+    status, headers, body = get(stack, "/p/soft", "bytes=0-99")
+    assert (status, headers["cf-cache-status"], body) == (206, "MISS", BODY[:100])
+    held = partial(stack, "/p/soft")
+    assert held is not None and [(s, len(d)) for s, d in held.parts] == [(0, 100)]
+    assert get(stack, "/p/soft", "bytes=0-99")[1]["cf-cache-status"] == "HIT"
+    assert get(stack, "/p/soft", "bytes=100-199")[1]["cf-cache-status"] == "MISS"
+
+
+def test_parts_are_kept_per_variant_when_the_origin_varies(stack: Stack) -> None:
+    media("/p/vary", stack, headers={"Vary": "Accept-Encoding"})
+    get(stack, "/p/vary", "bytes=0-99", **{"Accept-Encoding": "gzip"})
+    assert get(stack, "/p/vary", "bytes=0-9", **{"Accept-Encoding": "gzip"})[1]["cf-cache-status"] == "HIT"
+    assert get(stack, "/p/vary", "bytes=0-9", **{"Accept-Encoding": "br"})[1]["cf-cache-status"] == "MISS"
+    assert get(stack, "/p/vary", "bytes=0-9", **{"Accept-Encoding": "br"})[1]["cf-cache-status"] == "HIT"
+    stack.request("/p/vary", method="PUT", body=b"x")
+    assert get(stack, "/p/vary", "bytes=0-9", **{"Accept-Encoding": "gzip"})[1]["cf-cache-status"] == "MISS"
