@@ -30,6 +30,7 @@ from edgecache.config import (
     Limits,
     Listener,
     Quota,
+    Storage,
     Zone,
 )
 from edgecache.control.credentials import Permission
@@ -150,7 +151,7 @@ def _answer_range(request: web.Request, route: Route, headers: CIMultiDict[str])
 class Stack:
     """A running origin + node, driven from the test thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, storage: Storage | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -190,6 +191,7 @@ class Stack:
                 ),
             ),
             limits=Limits(origin_read_timeout=2.0),
+            storage=storage or Storage(),
         )
         self.node = Node(config)
         self.run(self.node.start())
