@@ -37,8 +37,9 @@ UNDERSTOOD_STATUSES = frozenset(
     {*range(200, 207), *range(300, 306), 307, 308, *range(400, 418), 421, 422, 426, *range(500, 506)}
 )
 """The final status codes whose semantics RFC 9110 §15 defines and this cache honours; only these
-may be stored under ``must-understand`` (RFC 9111 §5.2.2.3). Any other code is stored only with
-explicit freshness, since none is heuristically cacheable."""
+may be stored under ``must-understand`` (RFC 9111 §5.2.2.3). Without it, any final code is stored
+with explicit freshness or ``public``; only ``HEURISTIC_STATUSES`` are heuristically cacheable."""
+
 
 @dataclass(frozen=True, slots=True)
 class StorageDecision:
