@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cloudflare
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import ZONE_ID, Route, Stack
 from edgecache.config import Storage
@@ -321,3 +323,24 @@ def test_an_object_over_the_size_limit_is_still_cached_in_parts(small: Stack) ->
     # A single range above the limit streams through unstored.
     status, headers, body = get(small, "/big", "bytes=5000-")
     assert (status, headers["cf-cache-status"], body) == (206, "BYPASS", BODY[5000:])
+
+
+range_values = st.one_of(
+    st.from_regex(r"bytes=([0-9]{0,6}-[0-9]{0,6})(, ?[0-9]{0,6}-[0-9]{0,6}){0,3}", fullmatch=True),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=range_values)
+def test_any_range_field_on_parts_is_answered_without_a_5xx(stack: Stack, value: str) -> None:
+    if "/p/fuzz" not in stack.origin.routes:
+        media("/p/fuzz", stack)
+        get(stack, "/p/fuzz", "bytes=1000-5999")
+    status, headers, body = get(stack, "/p/fuzz", value)
+    assert status in (200, 206, 416)
+    if status == 200:
+        assert body == BODY
+    elif status == 206 and "content-range" in headers:
+        first, last = map(int, headers["content-range"].split()[1].split("/")[0].split("-"))
+        assert body == BODY[first : last + 1]
