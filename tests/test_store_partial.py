@@ -53,24 +53,24 @@ def test_joined_parts_hold_exactly_the_union_of_what_arrived(arrivals: list[tupl
     starts = [s for s, _ in held.parts]
     assert starts == sorted(starts)
     for (s1, d1), (s2, _) in zip(held.parts, held.parts[1:], strict=False):
-        assert s1 + len(d1) < s2  # disjoint and not adjacent
+        assert s1 + len(d1) <= s2  # disjoint
     for start, data in held.parts:
-        assert data == DATA[start : start + len(data)]
+        assert data and data == DATA[start : start + len(data)]
     assert held.held == sum(reference)
     assert held.complete == all(reference)
     for first in range(0, SIZE, 7):
         for last in (first, first + 9, SIZE - 1):
             if last >= SIZE:
                 continue
-            inside = all(reference[first : last + 1]) and any(
-                s <= first and last < s + len(d) for s, d in held.parts
-            )
+            inside = all(reference[first : last + 1])
             assert held.covers([(first, last)]) == inside
             if inside:
                 assert held.slice(first, last) == DATA[first : last + 1]
+    if held.complete:
+        assert held.as_full(KEY).body == DATA
 
 
-def test_a_range_across_a_gap_is_not_covered() -> None:
+def test_a_range_across_a_gap_is_not_covered_and_one_across_adjacent_parts_is() -> None:
     held = part(0, 9)
     new = part(20, 29)
     joined = PartialEntry.holding(new, SIZE, new.joined_with(held), new.validator)
@@ -78,6 +78,18 @@ def test_a_range_across_a_gap_is_not_covered() -> None:
     assert not joined.covers([(5, 25)])
     with pytest.raises(ValueError):
         joined.slice(5, 25)
+    gap = part(10, 19)
+    filled = PartialEntry.holding(gap, SIZE, gap.joined_with(joined), gap.validator)
+    assert [(s, len(d)) for s, d in filled.parts] == [(0, 10), (10, 10), (20, 10)]
+    assert filled.slice(5, 25) == DATA[5:26]
+
+
+def test_a_new_part_adds_only_the_bytes_not_held() -> None:
+    held = part(10, 19)
+    wide = part(0, 29)
+    joined = PartialEntry.holding(wide, SIZE, wide.joined_with(held), wide.validator)
+    assert [(s, len(d)) for s, d in joined.parts] == [(0, 10), (10, 10), (20, 10)]
+    assert joined.parts[1][1] is held.parts[0][1]
 
 
 def test_complete_parts_make_a_full_entry() -> None:

@@ -2,8 +2,12 @@
 
 Rules of this module (the design is argued in docs/decisions/0013-partial-content.md):
 - A :class:`PartialEntry` is an :class:`~edgecache.store.entry.Entry` with status 206, an empty
-  ``body`` and the bytes it holds in ``parts``: ``(first, data)`` pairs, sorted, disjoint and not
-  adjacent (adjacent or overlapping pieces are joined), all inside ``0..length-1``. Its ``head`` is
+  ``body`` and the bytes it holds in ``parts``: ``(first, data)`` pairs, sorted and disjoint, all
+  inside ``0..length-1``. Adjacent parts are not joined: a new part adds only the bytes not yet
+  held, so storing the n-th range copies that range, never the megabytes held already (a player
+  reading a video in 64 KiB ranges would otherwise copy the whole prefix on every range). A
+  range across adjacent parts is answered by joining just its slices; complete parts are joined
+  once, into the full entry's body. Its ``head`` is
   the newest partial response's fields without Content-Range, which every answer computes anew.
 - It is stored under its full entry's key plus :data:`PARTIAL_SUFFIX`, a variant part no request
   key can have. So the hit path for full objects never meets one, and every purge selector still
@@ -49,41 +53,47 @@ class PartialEntry(Entry):
 
     @property
     def complete(self) -> bool:
-        """Whether the parts add up to the whole representation."""
-        return len(self.parts) == 1 and self.parts[0][0] == 0 and len(self.parts[0][1]) == self.length
+        """Whether the parts add up to the whole representation (they never overlap)."""
+        return self.held == self.length
 
     def covers(self, ranges: Iterable[tuple[int, int]]) -> bool:
-        """Whether every inclusive ``(first, last)`` range lies inside one held part."""
-        return all(self._part_for(first, last) is not None for first, last in ranges)
+        """Whether every inclusive ``(first, last)`` range is held, in one part or in adjacent ones."""
+        return all(self._pieces(first, last) is not None for first, last in ranges)
 
     def slice(self, first: int, last: int) -> bytes:
         """The bytes ``first..last`` (inclusive); the range must be covered."""
-        part = self._part_for(first, last)
-        if part is None:
+        pieces = self._pieces(first, last)
+        if pieces is None:
             raise ValueError(f"bytes {first}-{last} are not held")
-        start, data = part
-        return data[first - start : last - start + 1]
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _part_for(self, first: int, last: int) -> tuple[int, bytes] | None:
+    def _pieces(self, first: int, last: int) -> list[bytes] | None:
+        """The slices of the parts that together hold ``first..last``, or None when a byte is missing."""
+        pos = first
+        out: list[bytes] = []
         for start, data in self.parts:
-            if start <= first and last < start + len(data):
-                return start, data
+            end = start + len(data)
+            if end <= pos:
+                continue
+            if start > pos:
+                return None
+            out.append(data[pos - start : min(end, last + 1) - start])
+            pos = end
+            if pos > last:
+                return out
         return None
 
     def joined_with(self, older: PartialEntry) -> tuple[tuple[int, bytes], ...]:
-        """This entry's parts joined with an older entry's of the same strong validator, whose
-        bytes are therefore the same wherever the two overlap (RFC 9111 §3.4)."""
-        out: list[tuple[int, bytes]] = []
-        for start, data in sorted([*older.parts, *self.parts], key=lambda p: p[0]):
-            if out:
-                prev_start, prev = out[-1]
-                prev_end = prev_start + len(prev)
-                if start <= prev_end:
-                    if start + len(data) > prev_end:
-                        out[-1] = (prev_start, prev + data[prev_end - start :])
-                    continue
-            out.append((start, data))
-        return tuple(out)
+        """The older entry's parts plus the bytes of this entry's parts that they lack.
+
+        Both have the same strong validator, so where they overlap the bytes are the same (RFC 9111
+        §3.4). Adjacent parts stay separate: only the new bytes are copied, never what is held.
+        """
+        parts = list(older.parts)
+        for start, data in self.parts:
+            parts += _missing(parts, start, data)
+            parts.sort(key=lambda p: p[0])
+        return tuple(parts)
 
     @classmethod
     def holding(
@@ -98,5 +108,26 @@ class PartialEntry(Entry):
     def as_full(self, key: str) -> Entry:
         """The complete response these parts make, stored as a 200 under ``key`` (RFC 9111 §3.4)."""
         values = {f.name: getattr(self, f.name) for f in fields(Entry)}
-        values.update(key=key, status=200, body=self.parts[0][1], visited=False)
+        values.update(key=key, status=200, body=b"".join(data for _, data in self.parts), visited=False)
         return Entry(**values)
+
+
+def _missing(parts: list[tuple[int, bytes]], start: int, data: bytes) -> list[tuple[int, bytes]]:
+    """The pieces of ``data`` (placed at ``start``) that the sorted, disjoint ``parts`` do not hold."""
+    end = start + len(data)
+    pos = start
+    out: list[tuple[int, bytes]] = []
+    for first, held in parts:
+        last_end = first + len(held)
+        if last_end <= pos:
+            continue
+        if first >= end:
+            break
+        if first > pos:
+            out.append((pos, data[pos - start : first - start]))
+        pos = last_end
+        if pos >= end:
+            return out
+    if pos < end:
+        out.append((pos, data[pos - start :]))
+    return out
