@@ -28,8 +28,9 @@ from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry
 PARTIAL_SUFFIX = VARIANT_SEP + "partial"
 """Appended to a full entry's key. Variant parts are ``name=value``; this one has no ``=``."""
 
-PART_OVERHEAD = 64
-"""Bytes charged per held piece (a tuple and an int beside the data)."""
+PART_OVERHEAD = 128
+"""Bytes charged per held part beyond its data: on CPython 3.11 the pair tuple (56), its offset int
+(28), the bytes object's header (33) and its slot in ``parts`` (8), rounded up."""
 
 
 @dataclass(slots=True, eq=False)
