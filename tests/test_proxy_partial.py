@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from conftest import ZONE_ID, Route, Stack
 from edgecache.config import Storage
 from edgecache.httpcache.dates import format_http_date
-from edgecache.store.partial import PARTIAL_SUFFIX, PartialEntry
+from edgecache.store.partial import MAX_PARTS, PARTIAL_SUFFIX, PartialEntry
 
 BODY = bytes(range(256)) * 40
 """10240 bytes, each position recognisable."""
@@ -344,3 +345,20 @@ def test_any_range_field_on_parts_is_answered_without_a_5xx(stack: Stack, value:
     elif status == 206 and "content-range" in headers:
         first, last = map(int, headers["content-range"].split()[1].split("/")[0].split("-"))
         assert body == BODY[first : last + 1]
+
+
+def test_scattered_ranges_stop_being_combined_at_the_part_limit(stack: Stack) -> None:
+    media("/p/scatter", stack)
+    conn = http.client.HTTPConnection("127.0.0.1", stack.node.data_port, timeout=20)
+    try:
+        for i in range(MAX_PARTS + 1):
+            conn.request(
+                "GET", "/p/scatter", headers={"Host": "test.example", "Range": f"bytes={2 * i}-{2 * i}"}
+            )
+            assert conn.getresponse().read() == BODY[2 * i : 2 * i + 1]
+    finally:
+        conn.close()
+    held = partial(stack, "/p/scatter")
+    assert held is not None and len(held.parts) == MAX_PARTS
+    assert get(stack, "/p/scatter", "bytes=0-0")[1]["cf-cache-status"] == "HIT"
+    assert get(stack, "/p/scatter", f"bytes={2 * MAX_PARTS}-{2 * MAX_PARTS}")[1]["cf-cache-status"] == "MISS"

@@ -58,7 +58,7 @@ from edgecache.httpcache.tags import TAG_HEADERS
 from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
 from edgecache.store.entry import Entry
-from edgecache.store.partial import PARTIAL_SUFFIX, PartialEntry
+from edgecache.store.partial import MAX_PARTS, PARTIAL_SUFFIX, PartialEntry
 
 _time = time.time
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
@@ -443,7 +443,7 @@ class Proxy:
             and part.stale_since is None
         ):
             joined = PartialEntry.holding(part, part.length, part.joined_with(old), part.validator)
-            if joined.held > self._max:
+            if joined.held > self._max or len(joined.parts) > MAX_PARTS:
                 return
             part = joined
         if part.complete:

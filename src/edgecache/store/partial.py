@@ -20,6 +20,7 @@ Rules of this module (the design is argued in docs/decisions/0013-partial-conten
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
@@ -27,6 +28,10 @@ from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry
 
 PARTIAL_SUFFIX = VARIANT_SEP + "partial"
 """Appended to a full entry's key. Variant parts are ``name=value``; this one has no ``=``."""
+
+MAX_PARTS = 1024
+"""Most parts one entry holds: a part that would add more is not combined (lookups stay short, and
+scattered one-byte ranges cannot make an entry of millions of parts)."""
 
 PART_OVERHEAD = 128
 """Bytes charged per held part beyond its data: on CPython 3.11 the pair tuple (56), its offset int
@@ -72,7 +77,9 @@ class PartialEntry(Entry):
         """The slices of the parts that together hold ``first..last``, or None when a byte is missing."""
         pos = first
         out: list[bytes] = []
-        for start, data in self.parts:
+        parts = self.parts
+        i = max(0, bisect_right(parts, first, key=_start) - 1)
+        for start, data in parts[i:]:
             end = start + len(data)
             if end <= pos:
                 continue
@@ -132,3 +139,7 @@ def _missing(parts: list[tuple[int, bytes]], start: int, data: bytes) -> list[tu
     if pos < end:
         out.append((pos, data[pos - start :]))
     return out
+
+
+def _start(part: tuple[int, bytes]) -> int:
+    return part[0]
