@@ -33,6 +33,9 @@ MAX_PARTS = 1024
 """Most parts one entry holds: a part that would add more is not combined (lookups stay short, and
 scattered one-byte ranges cannot make an entry of millions of parts)."""
 
+_SCAN_PARTS = 8
+"""Up to this many parts a lookup scans them from the first; beyond, it bisects to its start."""
+
 PART_OVERHEAD = 128
 """Bytes charged per held part beyond its data: on CPython 3.11 the pair tuple (56), its offset int
 (28), the bytes object's header (33) and its slot in ``parts`` (8), rounded up."""
@@ -78,8 +81,9 @@ class PartialEntry(Entry):
         pos = first
         out: list[bytes] = []
         parts = self.parts
-        i = max(0, bisect_right(parts, first, key=_start) - 1)
-        for start, data in parts[i:]:
+        if len(parts) > _SCAN_PARTS:
+            parts = parts[max(0, bisect_right(parts, first, key=_start) - 1) :]
+        for start, data in parts:
             end = start + len(data)
             if end <= pos:
                 continue
