@@ -17,6 +17,9 @@ Theory of operation:
   ``reclaimed_upto`` moved to the purge in the transaction that finishes it. The purge is
   acknowledged, and its epoch rows may be compacted, only after that: until then a disk copy is
   still hidden by the index, and after a crash the purge is replayed from the ledger.
+- ``hold()`` / ``release()`` keep purges queued without reclaiming them. Nothing in the node holds
+  it; tests do, to prove that the lookup-time check alone puts a purge in effect (the reclaimer
+  usually wins the race with the next request, which would hide that check's loss).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 
@@ -66,6 +70,20 @@ class Reclaimer:
         self.removed = 0
         self.marked_stale = 0
         self._busy = False
+        self._released = asyncio.Event()
+        self._released.set()
+        self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, asyncio.Future[None]]] = deque()
+        self._disk_wake = asyncio.Event()
+        self._disk_failed = threading.Event()
+        self._acks: asyncio.Task[None] | None = None
+
+    def hold(self) -> None:
+        """Stop reclaiming after the purge in progress; purges queue up until ``release()``."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Reclaim again, starting with what queued while held."""
+        self._released.set()
 
     def enqueue(self, purge: Purge) -> None:
         """Schedule a purge that the epoch index already has."""
@@ -79,18 +97,21 @@ class Reclaimer:
 
     def start(self) -> None:
         """Run in the background on the current loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+        self._acks = loop.create_task(self._acknowledge())
 
     async def stop(self) -> None:
-        """Stop the background task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop the background tasks."""
+        for task in (self._task, self._acks):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def drain(self) -> None:
         """Wait until every enqueued purge has been reclaimed (for tests and benchmarks)."""
-        while self._queue or self._busy:
+        while self._queue or self._busy or self._disk_jobs:
             await asyncio.sleep(0.001)
 
     async def _run(self) -> None:
@@ -98,31 +119,61 @@ class Reclaimer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), COMPACT_EVERY)
             self._wake.clear()
-            while self._queue:
+            await self._released.wait()
+            while self._queue and self._released.is_set():
                 purge = self._queue[0]
                 self._busy = True
                 try:
                     matched = await self.reclaim(purge)
-                    if self._disk is not None:
-                        # After a failed purge the disk's reclaimed position must stay before it,
-                        # so that a restart replays it.
-                        job = DiskReclaim(purge, record=self._compact_limit is None)
-                        await asyncio.wrap_future(self._disk.run_job(job))
-                        # Most objects are in both tiers (fills are written through): the larger
-                        # count is the closer one to the number of distinct objects.
-                        matched = {s: max(matched.get(s, 0), job.counts.get(s, 0)) for s in purge.selectors}
                 except Exception:
                     log.exception("reclaiming purge %d failed; its epoch rows stay in force", purge.seq)
                     matched = {}
-                    if self._compact_limit is None:
-                        self._compact_limit = purge.seq - 1
+                    self._failed(purge)
                 finally:
                     self._queue.popleft()
                     self._busy = False
-                self.reclaimed_upto = purge.seq
-                if self._on_reclaimed is not None:
-                    self._on_reclaimed(purge, matched)
+                if self._disk is None:
+                    self._finish(purge, matched)
+                else:
+                    # The disk's part runs on its writer, in purge order; the next purge's memory
+                    # part need not wait for it. Acknowledged in order by ``_acknowledge``.
+                    job = DiskReclaim(purge, self._disk_failed)
+                    done = asyncio.wrap_future(self._disk.run_job(job))
+                    self._disk_jobs.append((purge, matched, job, done))
+                    self._disk_wake.set()
             self.compact()
+
+    async def _acknowledge(self) -> None:
+        """Acknowledge each purge once its disk job has finished too, in purge order."""
+        while True:
+            await self._disk_wake.wait()
+            self._disk_wake.clear()
+            while self._disk_jobs:
+                purge, matched, job, done = self._disk_jobs[0]
+                try:
+                    await done
+                    # Most objects are in both tiers (fills are written through): the larger count
+                    # is the closer one to the number of distinct objects.
+                    matched = {s: max(matched.get(s, 0), job.counts.get(s, 0)) for s in purge.selectors}
+                except Exception:
+                    log.exception("reclaiming purge %d on disk failed; replayed at the next start", purge.seq)
+                    matched = {}
+                    self._failed(purge)
+                self._disk_jobs.popleft()
+                self._finish(purge, matched)
+            self.compact()
+
+    def _failed(self, purge: Purge) -> None:
+        """Keep the epoch rows of this purge and every later one (and the disk's reclaimed
+        position before it, so that a restart replays it)."""
+        self._disk_failed.set()
+        if self._compact_limit is None:
+            self._compact_limit = purge.seq - 1
+
+    def _finish(self, purge: Purge, matched: dict[Selector, int]) -> None:
+        self.reclaimed_upto = purge.seq
+        if self._on_reclaimed is not None:
+            self._on_reclaimed(purge, matched)
 
     async def reclaim(self, purge: Purge) -> dict[Selector, int]:
         """Delete or mark stale every stored entry the purge covers; returns how many per selector."""
@@ -183,17 +234,25 @@ class Reclaimer:
 
 class DiskReclaim:
     """A purge as a job on the disk writer: removes or marks stale what it covers on disk, a step of
-    at most ``JOB_STEP`` records per transaction, then records the purge as reclaimed on disk
-    (unless ``record`` is false: an earlier purge failed and must be replayed at the next start)."""
+    at most ``JOB_STEP`` records per transaction, then records the purge as reclaimed on disk,
+    unless ``failed`` is set: an earlier purge failed (in memory or on disk) and must be replayed at
+    the next start, so the disk's reclaimed position must stay before it."""
 
-    def __init__(self, purge: Purge, *, record: bool = True) -> None:
+    def __init__(self, purge: Purge, failed: threading.Event | None = None) -> None:
         self.purge = purge
-        self._record = record
+        self._failed = failed or threading.Event()
         self.counts: dict[Selector, int] = {}
         self._i = 0
         self._after: bytes | None = None
 
     def __call__(self, view: WriteView) -> bool:
+        try:
+            return self._step(view)
+        except Exception:
+            self._failed.set()
+            raise
+
+    def _step(self, view: WriteView) -> bool:
         purge = self.purge
         hard = purge.mode is Mode.DELETE
         while self._i < len(purge.selectors):
@@ -218,7 +277,7 @@ class DiskReclaim:
                 return False
             self._i += 1
             self._after = None
-        if self._record:
+        if not self._failed.is_set():
             view.set_reclaimed(purge.seq)
         return True
 

@@ -10,7 +10,9 @@ Rules of this module:
   scheme too).
 - ``Tag(tag)``: covers every entry carrying the tag. Tags are case-insensitive: the selector stores
   the same normal form as ``edgecache.httpcache.tags.normalise_tag`` (trimmed, lower-cased), which is
-  also the form entries store, so matching is plain equality.
+  also the form entries store, so matching is plain equality. ``Tag(tag, host)`` covers only those
+  entries whose key has exactly this host (matched like ``Host``): EdgeOne's ``CacheTag.Domains``
+  limits a tag purge to some hostnames of the zone, one selector per hostname.
 - ``Host(host)``: covers every entry whose key has exactly this host (any scheme, path, query,
   variant). Exact match, not a suffix: ``example.com`` does not cover ``www.example.com``. A
   non-default port is part of the host in the key (``example.com:8080``), so it must be in the
@@ -20,8 +22,8 @@ Rules of this module:
   covers ``/bar``, ``/bar/x``, ``/barbaz`` and ``/bar?x=1`` (every query string), but not ``/ba``.
   A bare host (``example.com``) means ``example.com/``, every path on that host. A prefix that itself
   contains "?" matches nothing, as at Cloudflare ("purging ``foo.com/bar?good=bad`` itself will not
-  work"). Paths are compared as stored, so callers normalise the prefix's path the way keys are
-  normalised (``normalise_path``).
+  work"). The prefix's path is normalised the way keys are (``normalise_path``: percent-encodings,
+  dot-segments), so ``example.com/a/../b`` and ``example.com/%62`` are ``example.com/b``.
 - ``Everything()``: every entry of the zone.
 - ``Mode.DELETE`` removes matched entries (the next request is a miss); ``Mode.INVALIDATE`` marks them
   stale from the purge's time ``at``, so they are revalidated with the origin (and may still be
@@ -35,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from edgecache.httpcache.key import VARIANT_SEP, host_and_path
+from edgecache.httpcache.key import VARIANT_SEP, host_and_path, normalise_path
 from edgecache.httpcache.tags import normalise_tag
 
 
@@ -57,12 +59,16 @@ class Url:
 
 @dataclass(frozen=True, slots=True)
 class Tag:
-    """Every entry carrying this cache tag (case-insensitive)."""
+    """Every entry carrying this cache tag (case-insensitive), on one host or on every host."""
 
     tag: str
+    host: str | None = None
+    """None: every host of the zone; else only entries whose key has exactly this host."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tag", normalise_tag(self.tag))
+        if self.host is not None:
+            object.__setattr__(self, "host", self.host.strip().lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +93,8 @@ class Prefix:
         host, slash, path = p.partition("/")
         # A bare host means its whole path space; the "/" also keeps "example.com" from covering
         # "example.community" under string-prefix semantics.
-        object.__setattr__(self, "prefix", host.lower() + "/" + path if slash else host.lower() + "/")
+        # The path is normalised as keys are (RFC 3986 §6.2.2), so every spelling is one prefix.
+        object.__setattr__(self, "prefix", host.lower() + (normalise_path("/" + path) if slash else "/"))
 
     @property
     def host(self) -> str:
@@ -136,8 +143,8 @@ def matches(selector: Selector, zone_of_purge: str, entry_zone: str, key: str, t
             return True
         case Url(key=k):
             return k in (primary, key)
-        case Tag(tag=t):
-            return t in tags
+        case Tag(tag=t, host=h):
+            return t in tags and (h is None or host_and_path(primary)[0] == h)
         case Host(host=h):
             return host_and_path(primary)[0] == h
         case Prefix(prefix=p):

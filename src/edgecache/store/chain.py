@@ -5,7 +5,8 @@ Rules of this module:
   An entry read from disk is promoted into memory, with ``Entry.tier`` naming where it came from
   (the first answer says so in ``Cache-Status``; the proxy clears it).
 - Writes go to both: a fill is stored in memory and written through to disk (and to the reserve
-  when its zone's reserve is on and the object is eligible); a delete removes it from both. A
+  when its zone's reserve is on and the object is eligible); a delete removes it from both. Stored
+  byte ranges (``PartialEntry``) stay in memory only: the disk keeps whole responses. A
   memory eviction only renews the disk copy's place in the disk's eviction order.
 - The purge selectors (``variants``, ``keys_*``), ``peek`` and ``mark_stale`` are the memory tier's:
   the reclaimer covers the disk with its own job (see ``edge/reclaimer.py``), inside the disk
@@ -70,7 +71,8 @@ class TierChain:
 
     def put(self, entry: Entry) -> None:
         self.memory.put(entry)
-        self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
+        if type(entry) is Entry:
+            self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
 
     def delete(self, key: str) -> Entry | None:
         self.disk.delete(key)

@@ -8,7 +8,6 @@ which the SDK sends empty with a JSON content type. Times are RFC 3339 with micr
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ from edgecache.api.cloudflare.auth import authenticate, denied
 from edgecache.api.cloudflare.envelope import CfError, no_route, success
 from edgecache.api.cloudflare.purge import zone_for
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.jsonbody import BadJson, load_json
 from edgecache.control.cache_reserve import (
     CacheReserveService,
     ClearProgress,
@@ -77,9 +77,9 @@ async def edit_setting(request: web.Request) -> web.Response:
     """Turn the zone's Cache Reserve on or off."""
     service, zone = await _service(request, Permission.ZONE_SETTINGS_WRITE)
     try:
-        body = json.loads(await request.read() or b"null")
-    except ValueError as exc:
-        raise CfError(400, 6007, "Malformed JSON in request body") from exc
+        body = load_json(await request.read())
+    except BadJson as exc:
+        raise CfError(400, 6007, f"Malformed JSON in request body: {exc}") from exc
     value = body.get("value") if isinstance(body, dict) else None
     if value not in ("on", "off"):
         raise CfError(
