@@ -14,9 +14,11 @@ Theory of operation:
   or marked stale: this node's acknowledgement, which completes the purge's tasks.
 - With a persistent tier, each purge is then a job on the disk writer (:class:`DiskReclaim`): the
   same selectors over the disk's indexes, a few thousand records per transaction, and the disk's
-  ``reclaimed_upto`` moved to the purge in the transaction that finishes it. The purge is
-  acknowledged, and its epoch rows may be compacted, only after that: until then a disk copy is
-  still hidden by the index, and after a crash the purge is replayed from the ledger.
+  ``reclaimed_upto`` moved to the purge in the transaction that finishes it. The memory part of the
+  next purge does not wait for it (the writer runs the jobs in purge order); a purge is
+  acknowledged, and its epoch rows may be compacted, only once its job has finished, in purge
+  order: until then a disk copy is still hidden by the index, and after a crash the purge is
+  replayed from the ledger.
 - ``hold()`` / ``release()`` keep purges queued without reclaiming them. Nothing in the node holds
   it; tests do, to prove that the lookup-time check alone puts a purge in effect (the reclaimer
   usually wins the race with the next request, which would hide that check's loss).

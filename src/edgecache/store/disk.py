@@ -16,15 +16,19 @@ Rules of this module (the engine choice is measured in docs/decisions/0009-persi
   ``zone NUL tag`` to database keys, ``zones`` maps a zone to its database keys, ``order`` (with
   ``ticks``) keeps the disk cache's eviction order and ``retain`` each reserve zone's expiry order.
 - Eviction in the disk cache is least-recently-used by a logical clock: a record's position is
-  renewed when it is read from disk (a memory-tier miss) or when the memory tier evicts it after a
-  hit (``touch``); memory hits themselves never write. Argued in decision 0009.
+  renewed when it is read from disk (a memory-tier miss) or when the memory tier evicts it
+  (``touch``), if it is in the older half of the order; memory hits never write. Argued in
+  decision 0009. Reserve records expire ``retention`` after their last read, and over a zone's
+  budget the one expiring soonest goes first.
 - A key longer than ``_MAX_INLINE_KEY`` bytes is stored under its first bytes plus a digest (LMDB
   keys are at most 511 bytes); range lookups then compare the full key kept in the record.
 - ``reclaimed_upto`` is the purge-ledger position up to which every purge has been applied to what
   is on disk. It is written in the transaction that finishes a purge's removal job, so after a crash
-  the node replays the purges after it (see ``edge/tiers.py``).
+  the node replays the purges after it (``Node.__init__``, ``PurgeService.replay``).
 - A crash (kill -9) loses at most the queued changes: a committed transaction is whole, an
   uncommitted one is invisible, so no torn record is ever read.
+- Only whole responses are stored (``TierChain`` keeps 206 parts in memory), at most the memory
+  tier's ``max_object_bytes`` each, read whole on a hit: objects larger than that are not kept here.
 """
 
 from __future__ import annotations
