@@ -3,6 +3,8 @@ full scan would, the byte budgets hold, and the reserve keeps what it should for
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -216,4 +218,35 @@ def test_a_url_invalidation_is_hidden_before_it_is_written(tmp_path: Path) -> No
     gate.set()
     assert store.flush(10)
     assert store.get(variant) is None and len(store) == 1
+    store.close()
+
+
+_OTHER_PROCESS = """
+import sys
+from pathlib import Path
+from edgecache.store.disk import DiskStore
+from edgecache.store.entry import Entry
+
+store = DiskStore(Path(sys.argv[1]), budget=1 << 30, position=0, map_size=1 << 28)
+found = store.get("http://h/from-parent")
+print("parent's:", None if found is None else found[0].body.decode())
+store.put(Entry("z", "http://h/from-child", 200, b"", b"child", (), 0, 0.0, 0.0, 60.0))
+assert store.flush(10)
+store.close()
+"""
+
+
+def test_two_processes_share_the_store(tmp_path: Path) -> None:
+    """What worker processes will rely on: each opens the same environment, reads what the other
+    wrote, and writes while the other has it open (LMDB's writer lock spans processes)."""
+    store = open_store(tmp_path)
+    store.put(make("http://h/from-parent", b"parent"))
+    assert store.flush(10)
+    out = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "parent's: parent" in out.stdout
+    found = store.get("http://h/from-child")
+    assert found is not None and found[0].body == b"child"
     store.close()
