@@ -137,3 +137,21 @@ def test_a_soft_purge_on_disk_survives_a_restart(fresh: Stack) -> None:
     assert headers["cf-cache-status"] == "REVALIDATED" and body == b"old"
     assert fresh.origin.requests[-1][2].get("If-None-Match") == '"v1"'
     assert fresh.request("/soft")[1]["cf-cache-status"] == "HIT"
+
+
+def test_a_memory_eviction_writes_back_what_the_disk_lost(fresh: Stack) -> None:
+    fresh.origin.routes["/back"] = Route(body=b"b" * 100, headers={"Cache-Control": "max-age=600"})
+    fresh.request("/back")
+    flush(fresh)
+    disk = fresh.node.disk
+    assert disk is not None
+    key = "http://test.example/back"
+    disk.run_job(lambda view: view.delete(b"c" + key.encode()) > 0).result(10)  # as a disk eviction would
+    assert not disk.has(key)
+    entry = fresh.call(lambda: fresh.node.store.peek(key))
+    assert entry is not None
+    fresh.call(lambda: fresh.node.store.on_evict(entry))  # type: ignore[misc]
+    flush(fresh)
+    assert disk.has(key)
+    fresh.restart()
+    assert fresh.request("/back")[1]["cache-status"].endswith("detail=disk")

@@ -6,8 +6,10 @@ Rules of this module:
   (the first answer says so in ``Cache-Status``; the proxy clears it).
 - Writes go to both: a fill is stored in memory and written through to disk (and to the reserve
   when its zone's reserve is on and the object is eligible); a delete removes it from both. Stored
-  byte ranges (``PartialEntry``) stay in memory only: the disk keeps whole responses. A
-  memory eviction only renews the disk copy's place in the disk's eviction order.
+  byte ranges (``PartialEntry``) stay in memory only: the disk keeps whole responses.
+- A memory eviction writes the entry back to disk only when it is worth keeping: still fresh, and
+  no longer on disk (the disk evicted it while memory served it). Otherwise the disk copy is
+  already there, and its place in the disk's order is renewed by disk reads, not by evictions.
 - The purge selectors (``variants``, ``keys_*``), ``peek`` and ``mark_stale`` are the memory tier's:
   the reclaimer covers the disk with its own job (see ``edge/reclaimer.py``), inside the disk
   writer's transactions.
@@ -15,6 +17,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from edgecache.store.disk import DiskStore
@@ -115,4 +118,5 @@ class TierChain:
         return iter(self.memory)
 
     def _evicted(self, entry: Entry) -> None:
-        self.disk.touch(entry.key)
+        if type(entry) is Entry and entry.ttl(time.time()) > 0 and not self.disk.has(entry.key):
+            self.disk.put(entry)

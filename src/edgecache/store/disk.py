@@ -16,10 +16,9 @@ Rules of this module (the engine choice is measured in docs/decisions/0009-persi
   ``zone NUL tag`` to database keys, ``zones`` maps a zone to its database keys, ``order`` (with
   ``ticks``) keeps the disk cache's eviction order and ``retain`` each reserve zone's expiry order.
 - Eviction in the disk cache is least-recently-used by a logical clock: a record's position is
-  renewed when it is read from disk (a memory-tier miss) or when the memory tier evicts it
-  (``touch``), if it is in the older half of the order; memory hits never write. Argued in
-  decision 0009. Reserve records expire ``retention`` after their last read, and over a zone's
-  budget the one expiring soonest goes first.
+  renewed when it is read from disk (a memory-tier miss), if it is in the older half of the
+  order; memory hits never write. Argued in decision 0009. Reserve records expire ``retention``
+  after their last read, and over a zone's budget the one expiring soonest goes first.
 - A key longer than ``_MAX_INLINE_KEY`` bytes is stored under its first bytes plus a digest (LMDB
   keys are at most 511 bytes); range lookups then compare the full key kept in the record.
 - ``reclaimed_upto`` is the purge-ledger position up to which every purge has been applied to what
@@ -65,7 +64,7 @@ _DIGEST_MARK = b"\xff"
 _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
 MAX_QUEUED = 20_000
-"""Queued changes beyond which fills and touches are dropped (counted) rather than queued: the disk
+"""Queued changes beyond which fills and renewals are dropped (counted) rather than queued: the disk
 falls behind a burst of fills, memory does not grow without bound. Deletes and jobs always queue."""
 JOB_STEP = 2048
 """Records a removal job handles per write transaction before queued puts get their turn."""
@@ -428,6 +427,14 @@ class DiskStore:
             self._enqueue(("touch", area, key))
         return entry, area == RESERVE
 
+    def has(self, key: str) -> bool:
+        """Whether the disk cache holds a record under ``key``; a key with a delete still queued
+        counts as held, so that nothing is written back over a pending removal."""
+        if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
+            return True
+        with self.env.begin(db=self._entries) as txn:
+            return txn.get(db_key(CACHE, key)) is not None
+
     def vary(self, base_key: str) -> tuple[str, ...] | None:
         """The Vary field names recorded for a base key."""
         with self.env.begin(db=self._vary) as txn:
@@ -484,16 +491,6 @@ class DiskStore:
         with self._lock:
             self._hidden[primary] += 1
         self._enqueue(("delprimary", primary))
-
-    def touch(self, key: str) -> None:
-        """Renew a disk-cache record's place in the eviction order (the memory tier let go of a
-        copy), unless it is already in the most recent half."""
-        if self._queued >= MAX_QUEUED:
-            return
-        with self.env.begin() as txn:
-            recent = self._recent(txn, db_key(CACHE, key))
-        if not recent:
-            self._enqueue(("touch", CACHE, key))
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
         """Remember the Vary field names of a base key."""
