@@ -149,7 +149,7 @@ class Stack:
                     plan="free",
                 ),
             ),
-            limits=Limits(origin_read_timeout=2.0),
+            limits=Limits(origin_first_byte_timeout=2.0, origin_read_timeout=2.0),
         )
         self.node = Node(config)
         self.run(self.node.start())
