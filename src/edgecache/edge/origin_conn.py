@@ -48,7 +48,7 @@ from typing import cast
 from httptools import HttpParserError, HttpResponseParser
 
 MAX_HEAD = 64 * 1024
-"""Bytes of response head (interim responses included) accepted before the final head is complete."""
+"""Bytes of field names and values in a response's heads (interim responses included)."""
 MAX_FIELDS = 256
 HIGH_WATER = 256 * 1024
 
@@ -181,6 +181,7 @@ class OriginConnection(asyncio.Protocol):
     """One connection to an origin; see the module's rules."""
 
     __slots__ = (
+        "_field_bytes",
         "_fields",
         "_final",
         "_head_bytes",
@@ -226,6 +227,9 @@ class OriginConnection(asyncio.Protocol):
         self._final = False
         """The final (non-1xx) head of the current exchange is complete."""
         self._head_bytes = 0
+        """Raw bytes read before the final head was complete: bounds what httptools buffers."""
+        self._field_bytes = 0
+        """Bytes of field names and values in the exchange's heads (interim ones included)."""
         self._keep_alive = False
         self._until_close = False
         self._paused = False
@@ -245,6 +249,7 @@ class OriginConnection(asyncio.Protocol):
         self._fields = []
         self._final = False
         self._head_bytes = 0
+        self._field_bytes = 0
         self._until_close = False
         self._reusable_after = False
         self.transport.write(request)
@@ -281,7 +286,7 @@ class OriginConnection(asyncio.Protocol):
         resp.received_any = True
         if not self._final:
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD + len(data):
+            if self._head_bytes > 2 * MAX_HEAD + len(data):
                 self._protocol_error(f"response head over {MAX_HEAD} bytes")
                 return
         else:
@@ -330,8 +335,9 @@ class OriginConnection(asyncio.Protocol):
         if self._final:
             return  # trailer fields: framing only, never part of the stored or relayed response
         fields = self._fields
-        if len(fields) >= MAX_FIELDS:
-            self._protocol_error(f"response head over {MAX_FIELDS} fields")
+        self._field_bytes += len(name) + len(value)
+        if len(fields) >= MAX_FIELDS or self._field_bytes > MAX_HEAD:
+            self._protocol_error(f"response head over {MAX_FIELDS} fields or {MAX_HEAD} bytes")
             raise _Stop
         fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
