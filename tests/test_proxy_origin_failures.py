@@ -24,17 +24,6 @@ HandlerT = Callable[[socket.socket, int], None]
 
 
 @contextlib.contextmanager
-def origin_at(stack: Stack, url: str) -> Iterator[None]:
-    zone = stack.node.zones.by_id[ZONE_ID]
-    original = zone.origin
-    object.__setattr__(zone, "origin", url)
-    try:
-        yield
-    finally:
-        object.__setattr__(zone, "origin", original)
-
-
-@contextlib.contextmanager
 def zone_stale_if_error(stack: Stack, seconds: float) -> Iterator[None]:
     zone = stack.node.zones.by_id[ZONE_ID]
     original = zone.config
@@ -77,9 +66,9 @@ GONE: dict[str, HandlerT | None] = {
 def _with_gone_origin(stack: Stack, kind: str, path: str) -> tuple[int, dict[str, str], bytes]:
     handler = GONE[kind]
     if handler is None:
-        with origin_at(stack, refused_url()):
+        with stack.origin_at(refused_url()):
             return stack.request(path)
-    with raw_origin(handler) as origin, origin_at(stack, origin.url):
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
         return stack.request(path)
 
 
@@ -112,7 +101,7 @@ def test_zone_allowance_never_overrides_must_revalidate_or_no_cache(stack: Stack
         stack.origin.routes[path] = Route(body=b"kept", headers={"Cache-Control": cc})
         stack.request(path)
     time.sleep(1.1)
-    with zone_stale_if_error(stack, 600), origin_at(stack, refused_url()):
+    with zone_stale_if_error(stack, 600), stack.origin_at(refused_url()):
         assert stack.request("/gone-mr")[0] == 502
         assert stack.request("/gone-nc")[0] == 502
 
@@ -147,7 +136,7 @@ TRUNCATED = {
 @pytest.mark.parametrize("framing", list(TRUNCATED))
 def test_early_close_mid_body_closes_the_client_and_stores_nothing(stack: Stack, framing: str) -> None:
     path = f"/truncated-{framing}"
-    with raw_origin(TRUNCATED[framing]) as origin, origin_at(stack, origin.url):
+    with raw_origin(TRUNCATED[framing]) as origin, stack.origin_at(origin.url):
         raw = exchange(stack.node.data_port, f"GET {path} HTTP/1.1\r\nHost: test.example\r\n\r\n".encode())
         head, _, body = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
@@ -170,7 +159,7 @@ def test_a_silent_origin_mid_body_closes_the_client_after_the_read_timeout(stack
         sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 10\r\n\r\nabc")
         time.sleep(5)
 
-    with raw_origin(stall) as origin, origin_at(stack, origin.url):
+    with raw_origin(stall) as origin, stack.origin_at(origin.url):
         started = time.monotonic()
         raw = exchange(stack.node.data_port, b"GET /stalled HTTP/1.1\r\nHost: test.example\r\n\r\n")
         assert 1.5 < time.monotonic() - started < 4.5
@@ -198,7 +187,7 @@ def test_bad_framing_is_a_502_and_never_cached(stack: Stack, kind: str) -> None:
         sock.sendall(BAD[kind].replace(b"200 OK\r\n", b"200 OK\r\nCache-Control: max-age=60\r\n"))
         time.sleep(0.5)
 
-    with raw_origin(handler) as origin, origin_at(stack, origin.url):
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
         status, _, body = stack.request(path)
         assert status == 502 and b"bad!" not in body
         assert not stored(stack, path)
@@ -209,7 +198,7 @@ def test_excess_body_bytes_are_not_served_and_the_connection_is_not_reused(stack
         while read_request(sock) is not None:
             sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 2\r\n\r\nokSMUGGLED")
 
-    with raw_origin(handler) as origin, origin_at(stack, origin.url):
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
         bodies = [stack.request("/excess")[2] for _ in range(3)]
         assert bodies == [b"ok"] * 3
         assert origin.connections == 3
@@ -220,7 +209,7 @@ def test_misses_reuse_one_origin_connection(stack: Stack) -> None:
         while read_request(sock) is not None:
             sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4\r\n\r\nfill")
 
-    with raw_origin(handler) as origin, origin_at(stack, origin.url):
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
         for i in range(5):
             assert stack.request(f"/reuse-{i}")[2] == b"fill"
         assert origin.connections == 1
@@ -240,7 +229,7 @@ def test_early_hints_are_relayed_never_stored_and_never_merged(stack: Stack) -> 
         while read_request(sock) is not None:
             sock.sendall(EARLY_HINTS)
 
-    with raw_origin(handler) as origin, origin_at(stack, origin.url):
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
         raw = exchange(
             stack.node.data_port, b"GET /hints HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n"
         )
@@ -261,7 +250,7 @@ def test_interim_responses_are_not_sent_to_http10_clients(stack: Stack) -> None:
         while read_request(sock) is not None:
             sock.sendall(EARLY_HINTS.replace(b"max-age=60", b"no-store"))
 
-    with raw_origin(handler) as origin, origin_at(stack, origin.url):
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
         raw = exchange(stack.node.data_port, b"GET /hints10 HTTP/1.0\r\nHost: test.example\r\n\r\n")
         assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"final")
 
@@ -274,7 +263,7 @@ def test_100_continue_from_the_origin_reaches_only_clients_that_expect_it(stack:
                 b"HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated"
             )
 
-    with raw_origin(handler) as origin, origin_at(stack, origin.url):
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
         plain = exchange(
             stack.node.data_port,
             b"POST /upload HTTP/1.1\r\nHost: test.example\r\nContent-Length: 4\r\n"
