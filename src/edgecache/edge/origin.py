@@ -19,11 +19,13 @@ Rules of this module:
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from edgecache.edge.origin_conn import (
+    Deadlines,
     Interim,
     OriginError,
     OriginProtocolError,
@@ -129,6 +131,7 @@ class OriginClient:
         self._max_connections = max_connections
         self._ssl = ssl_context
         self._pools: dict[str, tuple[OriginPool, str]] = {}
+        self._deadlines: Deadlines | None = None
         self.retries = 0
         """Idempotent requests re-sent on a new connection after a reused one failed unanswered."""
 
@@ -154,7 +157,10 @@ class OriginClient:
             found = self._pools[origin] = self._new_pool(origin)
         pool, authority = found
         data = encode_request(method, target, headers, body, authority)
-        conn, reused = await pool.acquire()
+        conn = pool.take_idle()
+        reused = conn is not None
+        if conn is None:
+            conn, reused = await pool.acquire()
         resp = conn.send(data, method, on_interim)
         try:
             await resp.head
@@ -175,6 +181,9 @@ class OriginClient:
         for pool, _ in self._pools.values():
             pool.close()
         self._pools.clear()
+        if self._deadlines is not None:
+            self._deadlines.stop()
+            self._deadlines = None
 
     @staticmethod
     async def _head(resp: OriginResponse) -> None:
@@ -188,11 +197,15 @@ class OriginClient:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise OriginUnreachable(f"not an http(s) origin: {origin!r}")
+        if self._deadlines is None:
+            shortest = min(self._first_byte_timeout, self._read_timeout)
+            self._deadlines = Deadlines(asyncio.get_running_loop(), min(max(shortest / 4, 0.01), 0.5))
         tls = parts.scheme == "https"
         context = None
         if tls:
             context = self._ssl or ssl.create_default_context()
         pool = OriginPool(
+            deadlines=self._deadlines,
             host=parts.hostname,
             port=parts.port or (443 if tls else 80),
             ssl_context=context,

@@ -30,10 +30,12 @@ Rules:
    cannot be trusted, and the connection is closed.
 5. Back-pressure: when more than ``HIGH_WATER`` body bytes wait for the reader, reading from the
    origin pauses; it resumes when the reader has taken them all.
-6. One timer per exchange, re-armed lazily (the callback compares the clock with the last read):
-   until the final head is complete the first-byte deadline applies (a head that trickles in
-   counts as not answering); then the read timeout applies between reads, except while reading
-   is paused for a slow reader.
+6. No timer per request, and the request path does not read the clock: every connection with a
+   request outstanding is in :class:`Deadlines`, whose periodic sweep stamps each phase the
+   first time it sees it and expires phases that lasted too long (as ``http1.py`` does for
+   clients), so a deadline is met up to two sweep intervals late. Until the final head is
+   complete the first-byte deadline applies (a head that trickles in counts as not answering);
+   then the read timeout applies between reads, except while reading is paused for a slow reader.
 7. ``received_any`` says whether any byte of the response arrived: the pool retries an idempotent
    request that failed on a reused connection only when it is False.
 """
@@ -70,6 +72,37 @@ class OriginProtocolError(OriginUnreachable):
 
 class OriginTimeout(OriginError):
     """The origin did not connect, answer or keep sending in time: answered with 504."""
+
+
+class Deadlines:
+    """The timeouts of every connection with a request outstanding, checked by one periodic sweep."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.now = loop.time()
+        """The loop's clock at the last sweep (or at the first request after a quiet spell)."""
+        self.active: set[OriginConnection] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def watch(self, conn: OriginConnection) -> None:
+        """Start checking ``conn``'s deadlines (until its exchange ends)."""
+        self.active.add(conn)
+        if self._handle is None:
+            self.now = self.loop.time()
+            self._handle = self.loop.call_at(self.now + self.interval, self._sweep)
+
+    def stop(self) -> None:
+        """Stop sweeping (the client is closing)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _sweep(self) -> None:
+        now = self.now = self.loop.time()
+        for conn in list(self.active):
+            conn.check_deadline(now)
+        self._handle = self.loop.call_at(now + self.interval, self._sweep) if self.active else None
 
 
 class _Stop(Exception):
@@ -186,13 +219,13 @@ class OriginConnection(asyncio.Protocol):
         "_final",
         "_head_bytes",
         "_keep_alive",
-        "_last_read",
         "_parser",
         "_paused",
         "_reusable_after",
-        "_timer",
+        "_stamp",
         "_until_close",
         "closed",
+        "deadlines",
         "exchange",
         "first_byte_timeout",
         "idle_since",
@@ -207,12 +240,14 @@ class OriginConnection(asyncio.Protocol):
         self,
         loop: asyncio.AbstractEventLoop,
         *,
+        deadlines: Deadlines,
         first_byte_timeout: float,
         read_timeout: float,
         on_reusable: Callable[[OriginConnection], None],
         on_closed: Callable[[OriginConnection], None],
     ) -> None:
         self.loop = loop
+        self.deadlines = deadlines
         self.first_byte_timeout = first_byte_timeout
         self.read_timeout = read_timeout
         self.on_reusable = on_reusable
@@ -221,7 +256,7 @@ class OriginConnection(asyncio.Protocol):
         self.closed = False
         self.exchange: OriginResponse | None = None
         self.idle_since = 0.0
-        """Loop time at which the last exchange ended (the pool's idle timeout counts from it)."""
+        """When the last exchange ended, by ``Deadlines.now`` (the pool's idle timeout counts from it)."""
         self._parser = HttpResponseParser(self)
         self._fields: list[tuple[str, str]] = []
         self._final = False
@@ -233,8 +268,8 @@ class OriginConnection(asyncio.Protocol):
         self._keep_alive = False
         self._until_close = False
         self._paused = False
-        self._last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._stamp = 0.0
+        """When the current phase was first seen by the sweep; 0.0 when a phase has just begun."""
         self._reusable_after = False
 
     # -- the pool's interface ------------------------------------------------------------------------
@@ -252,15 +287,16 @@ class OriginConnection(asyncio.Protocol):
         self._field_bytes = 0
         self._until_close = False
         self._reusable_after = False
+        self._stamp = 0.0
+        self.deadlines.watch(self)
         self.transport.write(request)
-        self._arm(self.first_byte_timeout)
         return resp
 
     def resume(self) -> None:
         """The reader took every buffered byte: read from the origin again."""
         if self._paused and not self.closed and self.transport is not None:
             self._paused = False
-            self._last_read = self.loop.time()
+            self._stamp = 0.0
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -290,7 +326,7 @@ class OriginConnection(asyncio.Protocol):
                 self._protocol_error(f"response head over {MAX_HEAD} bytes")
                 return
         else:
-            self._last_read = self.loop.time()
+            self._stamp = 0.0
         try:
             self._parser.feed_data(data)
         except HttpParserError as exc:
@@ -305,7 +341,7 @@ class OriginConnection(asyncio.Protocol):
             return
         if self._reusable_after:
             self._reusable_after = False
-            self.idle_since = self.loop.time()
+            self.idle_since = self.deadlines.now
             self.on_reusable(self)
         elif self.exchange is resp and resp._buffered > HIGH_WATER and not self._paused:
             self._paused = True
@@ -367,8 +403,7 @@ class OriginConnection(asyncio.Protocol):
                 length = int(value)  # llhttp has checked it: digits only, one field
         self._final = True
         self._keep_alive = parser.should_keep_alive()
-        self._last_read = self.loop.time()
-        self._arm(self.read_timeout)
+        self._stamp = 0.0
         resp.status = status
         resp.headers = fields
         resp.content_length = length
@@ -401,7 +436,7 @@ class OriginConnection(asyncio.Protocol):
 
     def _end_exchange(self, resp: OriginResponse) -> None:
         self.exchange = None
-        self._cancel_timer()
+        self.deadlines.active.discard(self)
         resp._done()
 
     def _protocol_error(self, why: str) -> None:
@@ -415,7 +450,7 @@ class OriginConnection(asyncio.Protocol):
             return
         self.closed = True
         self._reusable_after = False
-        self._cancel_timer()
+        self.deadlines.active.discard(self)
         resp = self.exchange
         self.exchange = None
         if resp is not None:
@@ -427,30 +462,22 @@ class OriginConnection(asyncio.Protocol):
                 resp._fail(error)
         self.on_closed(self)
 
-    def _arm(self, delay: float) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_at(self.loop.time() + delay, self._on_timer)
+    # -- the sweep's interface ---------------------------------------------------------------------
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
+    def check_deadline(self, now: float) -> None:
+        """Called by :class:`Deadlines` every interval while a request is outstanding."""
         resp = self.exchange
         if resp is None:
             return
+        if self._stamp == 0.0 or self._paused:
+            # A phase just began, or reading waits for our reader rather than for the origin.
+            self._stamp = now
+            return
         if not self._final:
-            resp._fail(OriginTimeout(f"origin sent no response head within {self.first_byte_timeout:g} s"))
+            if now - self._stamp > self.first_byte_timeout:
+                limit = self.first_byte_timeout
+                resp._fail(OriginTimeout(f"origin sent no response head within {limit:g} s"))
+                self.close()
+        elif now - self._stamp > self.read_timeout:
+            resp._fail(OriginTimeout(f"origin sent nothing for {self.read_timeout:g} s mid-body"))
             self.close()
-            return
-        now = self.loop.time()
-        if self._paused:
-            self._last_read = now  # waiting for our reader, not for the origin
-        left = self._last_read + self.read_timeout - now
-        if left > 0:
-            self._timer = self.loop.call_at(now + left, self._on_timer)
-            return
-        resp._fail(OriginTimeout(f"origin sent nothing for {self.read_timeout:g} s mid-body"))
-        self.close()

@@ -16,7 +16,7 @@ import asyncio
 import ssl
 from collections import deque
 
-from edgecache.edge.origin_conn import OriginConnection, OriginTimeout, OriginUnreachable
+from edgecache.edge.origin_conn import Deadlines, OriginConnection, OriginTimeout, OriginUnreachable
 
 
 class OriginPool:
@@ -25,6 +25,7 @@ class OriginPool:
     def __init__(
         self,
         *,
+        deadlines: Deadlines,
         host: str,
         port: int,
         ssl_context: ssl.SSLContext | None,
@@ -34,6 +35,7 @@ class OriginPool:
         idle_timeout: float,
         max_connections: int,
     ) -> None:
+        self._deadlines = deadlines
         self.host = host
         self.port = port
         self._ssl = ssl_context
@@ -49,20 +51,26 @@ class OriginPool:
         self.connects = 0
         """Connections opened so far (reuse = requests - connects)."""
 
-    async def acquire(self) -> tuple[OriginConnection, bool]:
-        """A connection to send one request on, and whether it was used before."""
-        loop = asyncio.get_running_loop()
+    def take_idle(self) -> OriginConnection | None:
+        """The most recently used idle connection that is still open and young enough, if any."""
         idle = self._idle
-        oldest = loop.time() - self._idle_timeout
+        oldest = self._deadlines.now - self._idle_timeout
         while idle:
             conn = idle.pop()
             if not conn.closed and conn.idle_since > oldest:
-                return conn, True
+                return conn
             conn.close()
-        if self._open >= self._max:
-            await self._wait_for_slot(loop)
-            return await self.acquire()
-        return await self.connect(), False
+        return None
+
+    async def acquire(self) -> tuple[OriginConnection, bool]:
+        """A connection to send one request on, and whether it was used before."""
+        while True:
+            conn = self.take_idle()
+            if conn is not None:
+                return conn, True
+            if self._open < self._max:
+                return await self.connect(), False
+            await self._wait_for_slot(asyncio.get_running_loop())
 
     async def connect(self) -> OriginConnection:
         """Open a new connection (counted against the bound from the start)."""
@@ -70,6 +78,7 @@ class OriginPool:
         self._open += 1
         conn = OriginConnection(
             loop,
+            deadlines=self._deadlines,
             first_byte_timeout=self._first_byte_timeout,
             read_timeout=self._read_timeout,
             on_reusable=self._release,
