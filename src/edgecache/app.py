@@ -12,6 +12,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
@@ -44,6 +45,9 @@ from edgecache.purge.selectors import Purge
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
+
+TARGET_SAFE = "/?[]@!$&'()*+,;=:%~-._"
+"""Characters a prefetch target keeps as they are; others (spaces, non-ASCII) are percent-encoded."""
 
 RETENTION_EVERY = 3600.0
 """Seconds between retention passes over the task table (each deletes a range per zone)."""
@@ -155,7 +159,8 @@ class Node:
         address = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen
         fields = {name.lower(): value for name, value in headers.items()}
         fields["host"] = host
-        resp = await self.origin.request("GET", f"http://{address}:{self.data_port}{path}", fields)
+        target = quote(path, safe=TARGET_SAFE)
+        resp = await self.origin.request("GET", f"http://{address}:{self.data_port}{target}", fields)
         async for _ in resp.chunks():
             pass
         return resp.status

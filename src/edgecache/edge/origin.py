@@ -93,8 +93,11 @@ def encode_request(
 ) -> bytes:
     """The request as bytes: request line, the given fields, ``Host`` if absent, Content-Length.
 
-    Raises ValueError for a field value with CR or LF (it would split the request).
+    Raises ValueError for a target with whitespace or a field value with CR or LF (either would
+    change how the origin splits the request).
     """
+    if " " in target or "\r" in target or "\n" in target or "\t" in target:
+        raise ValueError(f"whitespace in the request target {target!r}")
     lines = [f"{method} {target} HTTP/1.1\r\n"]
     if "host" not in headers:
         lines.append(f"host: {authority}\r\n")

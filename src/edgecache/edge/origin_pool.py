@@ -93,17 +93,15 @@ class OriginPool:
                     ssl=self._ssl,
                     server_hostname=self.host if self._ssl is not None else None,
                 )
-        except TimeoutError as exc:
-            self._give_back_slot()
-            raise OriginTimeout(
-                f"origin {self.host}:{self.port} did not accept a connection "
-                f"within {self._connect_timeout:g} s"
-            ) from exc
-        except (OSError, ssl.SSLError) as exc:
-            self._give_back_slot()
-            raise OriginUnreachable(f"origin {self.host}:{self.port} unreachable: {exc}") from exc
-        except BaseException:
-            self._give_back_slot()
+        except BaseException as exc:
+            self._abandon(conn)
+            if isinstance(exc, TimeoutError):
+                raise OriginTimeout(
+                    f"origin {self.host}:{self.port} did not accept a connection "
+                    f"within {self._connect_timeout:g} s"
+                ) from exc
+            if isinstance(exc, OSError):  # ssl.SSLError included
+                raise OriginUnreachable(f"origin {self.host}:{self.port} unreachable: {exc}") from exc
             raise
         self.connects += 1
         return conn
@@ -129,6 +127,13 @@ class OriginPool:
         if conn in self._idle:
             self._idle.remove(conn)
         self._give_back_slot()
+
+    def _abandon(self, conn: OriginConnection) -> None:
+        """A connect that did not complete: the slot comes back once, whether or not a transport exists."""
+        if conn.transport is not None:
+            conn.close()  # calls _closed, which gives the slot back
+        else:
+            self._give_back_slot()
 
     def _give_back_slot(self) -> None:
         self._open -= 1
