@@ -97,13 +97,18 @@ def test_origin_gone_serves_stale_when_the_zone_allows(stack: Stack, kind: str) 
 
 
 def test_zone_allowance_never_overrides_must_revalidate_or_no_cache(stack: Stack) -> None:
-    for path, cc in (("/gone-mr", "max-age=1, must-revalidate"), ("/gone-nc", "no-cache")):
+    paths = {
+        "/gone-mr": "max-age=1, must-revalidate",
+        "/gone-nc": "no-cache",
+        "/gone-nc-sie": "max-age=1, no-cache, stale-if-error=600",  # RFC 9111 §4.2.4: no-cache wins
+    }
+    for path, cc in paths.items():
         stack.origin.routes[path] = Route(body=b"kept", headers={"Cache-Control": cc})
         stack.request(path)
     time.sleep(1.1)
     with zone_stale_if_error(stack, 600), stack.origin_at(refused_url()):
-        assert stack.request("/gone-mr")[0] == 502
-        assert stack.request("/gone-nc")[0] == 502
+        for path in paths:
+            assert stack.request(path)[0] == 502, path
 
 
 @pytest.mark.parametrize("kind", list(GONE))
