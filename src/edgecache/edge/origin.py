@@ -1,11 +1,9 @@
 """The origin client: keep-alive pools of our own HTTP/1.1 connections, responses streamed, never decoded.
 
 Rules of this module:
-- What goes to the origin is the client's request minus hop-by-hop fields and minus our own control
-  fields (credentials of the control plane, internal ``x-edgecache-*`` fields), plus the standard
-  forwarding fields (``X-Forwarded-For``/``-Proto``/``-Host``, ``Via``): all of it decided in
-  :func:`forward_headers`, and nowhere else. :func:`encode_request` only frames it (request line,
-  ``Host`` when none was given, ``Content-Length``).
+- The caller gives the request fields to send (``edge/forwarding.py`` decides them);
+  :func:`encode_request` only frames them (request line, ``Host`` when none was given,
+  ``Content-Length``).
 - Bodies are never decompressed or re-encoded: the cache stores what the origin sent.
 - One pool per origin (``origin_pool.py``), one request at a time per connection
   (``origin_conn.py``). A request is retried once, on a new connection, only when it is idempotent
@@ -34,7 +32,6 @@ from edgecache.edge.origin_conn import (
     OriginUnreachable,
 )
 from edgecache.edge.origin_pool import OriginPool
-from edgecache.httpcache.headers import HOP_BY_HOP
 
 __all__ = [
     "OriginClient",
@@ -44,11 +41,7 @@ __all__ = [
     "OriginTimeout",
     "OriginUnreachable",
     "encode_request",
-    "forward_headers",
 ]
-
-CONTROL_HEADERS = frozenset({"x-auth-key", "x-auth-email", "x-auth-user-service-key", "cf-connecting-ip"})
-"""Request fields that carry control-plane credentials or that only we may set: never forwarded."""
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """RFC 9110 §9.2.2."""
@@ -56,36 +49,6 @@ CONTENT_METHODS = frozenset({"POST", "PUT", "PATCH"})
 """Methods whose request is framed with Content-Length even when empty (RFC 9110 §8.6)."""
 FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
 """Set by :func:`encode_request` alone, whatever the caller passed."""
-
-
-def forward_headers(
-    headers: Mapping[str, str], client_ip: str, *, drop: frozenset[str] = frozenset()
-) -> dict[str, str]:
-    """The request fields to send to the origin (RFC 9110 §7.6: hop-by-hop fields are not forwarded).
-
-    Content-Length is left to :func:`encode_request`, which frames the body it sends.
-    """
-    connection_named = {t.strip().lower() for t in headers.get("connection", "").split(",") if t.strip()}
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        if (
-            name in HOP_BY_HOP
-            or name in CONTROL_HEADERS
-            or name in connection_named
-            or name in drop
-            or name == "content-length"
-            or name.startswith("x-edgecache-")
-        ):
-            continue
-        out[name] = value
-    prior = headers.get("x-forwarded-for")
-    out["x-forwarded-for"] = f"{prior}, {client_ip}" if prior else client_ip
-    out["x-forwarded-proto"] = "http"
-    if "host" in headers:
-        out["x-forwarded-host"] = headers["host"]
-    via = headers.get("via")
-    out["via"] = f"{via}, 1.1 edgecache" if via else "1.1 edgecache"
-    return out
 
 
 def encode_request(
