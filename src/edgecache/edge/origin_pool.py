@@ -48,8 +48,6 @@ class OriginPool:
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
-        self.connects = 0
-        """Connections opened so far (reuse = requests - connects)."""
 
     def take_idle(self) -> OriginConnection | None:
         """The most recently used idle connection that is still open and young enough, if any."""
@@ -57,7 +55,9 @@ class OriginPool:
         oldest = self._deadlines.now - self._idle_timeout
         while idle:
             conn = idle.pop()
-            if not conn.closed and conn.idle_since > oldest:
+            transport = conn.transport
+            usable = not conn.closed and transport is not None and not transport.is_closing()
+            if usable and conn.idle_since > oldest:
                 return conn
             conn.close()
         return None
@@ -103,7 +103,6 @@ class OriginPool:
             if isinstance(exc, OSError):  # ssl.SSLError included
                 raise OriginUnreachable(f"origin {self.host}:{self.port} unreachable: {exc}") from exc
             raise
-        self.connects += 1
         return conn
 
     def close(self) -> None:
