@@ -131,7 +131,7 @@ def test_get_is_retried_once_when_a_reused_connection_closes_unanswered() -> Non
         async def main() -> tuple[list[tuple[int, bytes]], int]:
             c = client()
             try:
-                return [await get(c, origin), await get(c, origin)], c.retries
+                return [await get(c, origin), await get(c, origin)], c.stats.retries
             finally:
                 await c.close()
 
@@ -162,7 +162,7 @@ def test_post_is_never_retried_and_nothing_is_retried_after_a_response_byte() ->
                 with pytest.raises(OriginUnreachable) as partial:
                     await get(c, origin)
                 out.append(str(partial.value))
-                assert c.retries == 0
+                assert c.stats.retries == 0
             finally:
                 await c.close()
             return out

@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import socket
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -209,15 +210,30 @@ def test_excess_body_bytes_are_not_served_and_the_connection_is_not_reused(stack
         assert origin.connections == 3
 
 
-def test_misses_reuse_one_origin_connection(stack: Stack) -> None:
+def origin_metrics(stack: Stack) -> dict[str, float]:
+    url = f"http://127.0.0.1:{stack.node.control_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in text.splitlines())
+        if name.startswith("edgecache_origin_") and name.endswith("_total")
+    }
+
+
+def test_misses_reuse_one_origin_connection_and_metrics_show_it(stack: Stack) -> None:
     def handler(sock: socket.socket, n: int) -> None:
         while read_request(sock) is not None:
             sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4\r\n\r\nfill")
 
+    before = origin_metrics(stack)
     with raw_origin(handler) as origin, stack.origin_at(origin.url):
         for i in range(5):
             assert stack.request(f"/reuse-{i}")[2] == b"fill"
         assert origin.connections == 1
+    after = origin_metrics(stack)
+    assert after["edgecache_origin_requests_total"] - before["edgecache_origin_requests_total"] == 5
+    assert after["edgecache_origin_connections_total"] - before["edgecache_origin_connections_total"] == 1
+    assert after["edgecache_origin_retries_total"] == before["edgecache_origin_retries_total"]
 
 
 # -- 1xx --------------------------------------------------------------------------------------------

@@ -141,6 +141,7 @@ class Node:
                 http=lambda: None if self._data is None else self._data.stats,
                 index=lambda: self.index,
                 reclaimer=self.reclaimer,
+                origin=self.origin.stats,
             )
         )
         self._housekeeping: asyncio.Task[None] | None = None

@@ -31,13 +31,14 @@ from edgecache.edge.origin_conn import (
     OriginTimeout,
     OriginUnreachable,
 )
-from edgecache.edge.origin_pool import OriginPool
+from edgecache.edge.origin_pool import OriginPool, OriginStats
 
 __all__ = [
     "OriginClient",
     "OriginError",
     "OriginProtocolError",
     "OriginResponse",
+    "OriginStats",
     "OriginTimeout",
     "OriginUnreachable",
     "encode_request",
@@ -98,8 +99,7 @@ class OriginClient:
         self._ssl = ssl_context
         self._pools: dict[str, tuple[OriginPool, str]] = {}
         self._deadlines: Deadlines | None = None
-        self.retries = 0
-        """Idempotent requests re-sent on a new connection after a reused one failed unanswered."""
+        self.stats = OriginStats()
 
     async def request(
         self,
@@ -123,6 +123,7 @@ class OriginClient:
             found = self._pools[origin] = self._new_pool(origin)
         pool, authority = found
         data = encode_request(method, target, headers, body, authority)
+        self.stats.requests += 1
         conn = pool.take_idle()
         reused = conn is not None
         if conn is None:
@@ -133,7 +134,8 @@ class OriginClient:
         except OriginUnreachable:
             if not (reused and not resp.received_any and method in IDEMPOTENT):
                 raise
-            self.retries += 1
+            self.stats.retries += 1
+            self.stats.requests += 1
             conn = await pool.connect()
             resp = conn.send(data, method, on_interim)
             await self._head(resp)
@@ -172,6 +174,7 @@ class OriginClient:
             context = self._ssl or ssl.create_default_context()
         pool = OriginPool(
             deadlines=self._deadlines,
+            stats=self.stats,
             host=parts.hostname,
             port=parts.port or (443 if tls else 80),
             ssl_context=context,

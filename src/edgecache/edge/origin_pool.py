@@ -19,6 +19,19 @@ from collections import deque
 from edgecache.edge.origin_conn import Deadlines, OriginConnection, OriginTimeout, OriginUnreachable
 
 
+class OriginStats:
+    """Counters of the origin client across its pools, plain integers read at scrape time."""
+
+    __slots__ = ("connections_opened", "requests", "retries")
+
+    def __init__(self) -> None:
+        self.connections_opened = 0
+        self.requests = 0
+        """Requests sent, retries included: requests - connections_opened went on reused connections."""
+        self.retries = 0
+        """Idempotent requests re-sent on a new connection after a reused one failed unanswered."""
+
+
 class OriginPool:
     """The connections to one origin."""
 
@@ -26,6 +39,7 @@ class OriginPool:
         self,
         *,
         deadlines: Deadlines,
+        stats: OriginStats,
         host: str,
         port: int,
         ssl_context: ssl.SSLContext | None,
@@ -36,6 +50,7 @@ class OriginPool:
         max_connections: int,
     ) -> None:
         self._deadlines = deadlines
+        self._stats = stats
         self.host = host
         self.port = port
         self._ssl = ssl_context
@@ -103,6 +118,7 @@ class OriginPool:
             if isinstance(exc, OSError):  # ssl.SSLError included
                 raise OriginUnreachable(f"origin {self.host}:{self.port} unreachable: {exc}") from exc
             raise
+        self._stats.connections_opened += 1
         return conn
 
     def close(self) -> None:
