@@ -22,7 +22,7 @@ from edgecache.config import Limits
 from edgecache.edge.origin import (
     OriginClient,
     OriginError,
-    OriginProtocolError,
+    OriginInvalid,
     OriginResponse,
     OriginTimeout,
     OriginUnreachable,
@@ -188,6 +188,8 @@ def test_post_is_never_retried_and_nothing_is_retried_after_a_response_byte() ->
         (b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n", "head over"),
         (b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 300 + b"Content-Length: 0\r\n\r\n", "fields"),
         (b"SSH-2.0-OpenSSH_9.2\r\n", "malformed"),
+        (b"HTTP/1.1 600 Beyond\r\nContent-Length: 0\r\n\r\n", "invalid status code 600"),
+        (b"HTTP/1.1 099 Early\r\n\r\n", "invalid status code 99"),
     ],
 )
 def test_malformed_framing_is_an_error_not_a_response(response: bytes, why: str) -> None:
@@ -201,7 +203,7 @@ def test_malformed_framing_is_an_error_not_a_response(response: bytes, why: str)
         async def main() -> None:
             c = client()
             try:
-                with pytest.raises(OriginProtocolError, match=why):
+                with pytest.raises(OriginInvalid, match=why):
                     await get(c, origin)
             finally:
                 await c.close()

@@ -71,7 +71,7 @@ def test_gzip_chunked_body_from_nginx_is_stored_as_sent(stack: Stack, nginx_orig
 def test_https_nginx_origin_trusted_through_origin_ca_file(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     origin = NginxOrigin(FILES, cert=cert, key=key)
-    stack = Stack(Limits(origin_ca_file=cert, origin_first_byte_timeout=5.0))
+    stack = Stack(limits=Limits(origin_ca_file=cert, origin_first_byte_timeout=5.0))
     try:
         with stack.origin_at(origin.url):
             for _ in range(2):

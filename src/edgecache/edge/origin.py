@@ -10,9 +10,10 @@ Rules of this module:
   (RFC 9110 §9.2.2), was sent on a reused connection, and the connection failed before any byte of
   the response arrived: the usual sign that the origin closed an idle connection as we used it.
   Anything else is not retried: the origin may have acted on the request.
-- Failures are typed: :class:`OriginUnreachable` (refused, reset, closed early, malformed:
-  :class:`OriginProtocolError`) maps to 502, :class:`OriginTimeout` to 504. The caller decides
-  about stale-if-error.
+- Failures are typed: :class:`OriginUnreachable` (refused, reset, closed early) and its subclass
+  :class:`OriginInvalid` (bytes that are not a response we may relay: bad framing, a status code
+  outside 100..599) map to 502, :class:`OriginTimeout` to 504. The caller decides about
+  stale-if-error.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from edgecache.edge.origin_conn import (
     Deadlines,
     Interim,
     OriginError,
-    OriginProtocolError,
+    OriginInvalid,
     OriginResponse,
     OriginTimeout,
     OriginUnreachable,
@@ -36,7 +37,7 @@ from edgecache.edge.origin_pool import OriginPool, OriginStats
 __all__ = [
     "OriginClient",
     "OriginError",
-    "OriginProtocolError",
+    "OriginInvalid",
     "OriginResponse",
     "OriginStats",
     "OriginTimeout",

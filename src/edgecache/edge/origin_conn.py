@@ -15,9 +15,10 @@ Rules:
 
 1. Framing is strict. llhttp already refuses Content-Length together with Transfer-Encoding, a
    repeated or non-numeric Content-Length, bare LF and obsolete line folding; on top of that a
-   Transfer-Encoding other than exactly ``chunked``, a ``101``, and a head over ``MAX_HEAD`` bytes or
-   ``MAX_FIELDS`` fields are errors. A violation fails the exchange (:class:`OriginProtocolError`)
-   and closes the connection: it is never taken for a complete response.
+   Transfer-Encoding other than exactly ``chunked``, a ``101``, a status code outside 100..599, and
+   a head over ``MAX_HEAD`` bytes or ``MAX_FIELDS`` fields are errors. A violation fails the
+   exchange (:class:`OriginInvalid`) and closes the connection: it is never taken for a complete
+   response.
 2. A body ends with its Content-Length, with the last chunk, or, when it has neither, with the
    origin's close. A close before the declared end fails the exchange; the bytes read so far are
    never presented as the whole body.
@@ -66,8 +67,8 @@ class OriginUnreachable(OriginError):
     """Connection refused, reset or closed before the response was complete: answered with 502."""
 
 
-class OriginProtocolError(OriginUnreachable):
-    """The origin's bytes are not a well-framed HTTP/1.1 response: answered with 502."""
+class OriginInvalid(OriginUnreachable):
+    """The origin answered with something that is not an HTTP response we may relay: 502."""
 
 
 class OriginTimeout(OriginError):
@@ -383,6 +384,10 @@ class OriginConnection(asyncio.Protocol):
         parser = self._parser
         status = parser.get_status_code()
         fields, self._fields = self._fields, []
+        if not 100 <= status <= 599:
+            # RFC 9110 §15: outside 100..599 is not a status code; llhttp reads any three digits.
+            self._protocol_error(f"invalid status code {status}")
+            raise _Stop
         if status < 200:
             if status == 101:
                 self._protocol_error("origin switched protocols (101) without being asked to")
@@ -442,7 +447,7 @@ class OriginConnection(asyncio.Protocol):
     def _protocol_error(self, why: str) -> None:
         resp = self.exchange
         if resp is not None:
-            resp._fail(OriginProtocolError(f"origin sent a malformed response: {why}"))
+            resp._fail(OriginInvalid(f"origin sent a malformed response: {why}"))
         self.close()
 
     def _lost(self, error: OriginError, *, clean: bool = False) -> None:
