@@ -346,16 +346,14 @@ def test_timeouts_connect_first_byte_slow_head_and_silent_body() -> None:
 
     with raw_origin(handler) as origin:
 
-        async def main() -> list[type[OriginError]]:
+        async def main() -> None:
             c = OriginClient(0.5, 0.5, first_byte_timeout=0.5)
-            kinds: list[type[OriginError]] = []
             try:
                 for _ in range(2):
                     started = time.monotonic()
-                    with pytest.raises(OriginTimeout, match="no response head") as e:
+                    with pytest.raises(OriginTimeout, match="no response head"):
                         await get(c, origin)
                     assert time.monotonic() - started < 1.2
-                    kinds.append(type(e.value))
                 resp = await c.request("GET", origin.url + "/", {})
                 with pytest.raises(OriginTimeout, match="mid-body"):
                     await body_of(resp)
@@ -377,7 +375,6 @@ def test_timeouts_connect_first_byte_slow_head_and_silent_body() -> None:
                         s.close()
             finally:
                 await c.close()
-            return kinds
 
         run(main())
 
