@@ -230,6 +230,7 @@ def test_misses_reuse_one_origin_connection_and_metrics_show_it(stack: Stack) ->
         for i in range(5):
             assert stack.request(f"/reuse-{i}")[2] == b"fill"
         assert origin.connections == 1
+        assert stored(stack, "/reuse-0")  # what the "never stored" checks look up does exist
     after = origin_metrics(stack)
     assert after["edgecache_origin_requests_total"] - before["edgecache_origin_requests_total"] == 5
     assert after["edgecache_origin_connections_total"] - before["edgecache_origin_connections_total"] == 1
