@@ -16,17 +16,20 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
+from edgecache.api.console.app import build_console_app
 from edgecache.api.context import ControlContext
 from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
 from edgecache.config import TASK_TYPES, Account, Config
 from edgecache.control.credentials import CredentialService
+from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
+from edgecache.control.sessions import SessionService
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
@@ -124,6 +127,8 @@ class Node:
                 reclaimer=self.reclaimer,
             )
         )
+        self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
+        self.live = LiveStats(self.registry)
         self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
@@ -210,8 +215,9 @@ class Node:
             quota_for=self.quota_for,
             edgeone_ids={z.eo_id: z.id for z in cfg.zones},
         )
+        console = build_console_app(self.sessions, self.live) if cfg.console.enabled else None
         self._control = web.AppRunner(
-            build_control_app(self.registry, context, edgeone), access_log=None, shutdown_timeout=5.0
+            build_control_app(self.registry, context, edgeone, console), access_log=None, shutdown_timeout=5.0
         )
         await self._control.setup()
         await web.TCPSite(self._control, cfg.control.host, cfg.control.port).start()

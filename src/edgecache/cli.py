@@ -81,6 +81,10 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
             """    -d '{"tags":["products"]}'""",
             f"  or: EDGECACHE_TOKEN={token} {_self()} purge --zone {DEMO_ZONE_ID} --tag products --api {api}",
         ]
+    if cfg.console.enabled:
+        console = f"http://{cfg.control.host}:{node.control_port}/console/"
+        who = f"sign in with the API token: {token}" if token is not None else "sign in with an API token"
+        lines.append(f"Web console: {console} ({who})")
     lines.append(f"Metrics: curl http://{cfg.control.host}:{node.control_port}/metrics")
     return "\n".join(lines)
 
