@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -34,7 +34,8 @@ from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
-from edgecache.edge.http1 import HttpServer, start_server
+from edgecache.edge.accesslog import AccessLog, LoggedHandler, connection_factory
+from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
@@ -114,6 +115,12 @@ class Node:
         self.reclaimer = Reclaimer(
             self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
         )
+        log_cfg = config.logging
+        self.access_log = (
+            AccessLog(log_cfg.access_log, log_cfg.access_log_format, self.zones)
+            if log_cfg.access_log is not None
+            else None
+        )
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
@@ -172,7 +179,16 @@ class Node:
             await asyncio.sleep(min(5.0, cfg.timeout / 4))
             now = datetime.now(UTC)
             try:
-                await asyncio.to_thread(self.tasks.expire, now - timedelta(seconds=cfg.timeout), now)
+                expired = await asyncio.to_thread(
+                    self.tasks.expire, now - timedelta(seconds=cfg.timeout), now
+                )
+                if expired:
+                    log.warning(
+                        "%d tasks timed out: not acknowledged within %g s",
+                        expired,
+                        cfg.timeout,
+                        extra={"event": "tasks_timeout", "count": expired, "timeout_s": cfg.timeout},
+                    )
                 if time.monotonic() - last_forget >= RETENTION_EVERY:
                     await asyncio.to_thread(
                         self.tasks.forget, now - timedelta(days=cfg.retention_days), list(self.zones.by_id)
@@ -200,7 +216,15 @@ class Node:
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
-        self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
+        handler: Handler = self.proxy
+        connection: Callable[[HttpServer], Connection] = Connection
+        if self.access_log is not None:
+            self.access_log.start()
+            handler = LoggedHandler(self.proxy)
+            connection = connection_factory(self.access_log)
+        self._data = await start_server(
+            handler, cfg.limits, cfg.data.host, cfg.data.port, connection=connection
+        )
         self.data_port = self._data.port
         context = ControlContext(
             zones=self.zones,
@@ -227,6 +251,8 @@ class Node:
         """Close the listeners, then the background work and the origin pool."""
         if self._data is not None:
             await self._data.close()
+        if self.access_log is not None:
+            await asyncio.to_thread(self.access_log.close)
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()

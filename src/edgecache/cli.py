@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 import uvloop
 
+from edgecache import logs
 from edgecache.app import Node
 from edgecache.cli_credentials import credentials_app
 from edgecache.cli_tasks import tasks_app
@@ -110,6 +111,7 @@ def serve(
 ) -> None:
     """Run a node: the data plane, the control plane, and (without --config) the demo origin."""
     cfg = load_config(config) if config is not None else demo_config()
+    logs.configure(cfg.logging)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(_serve(cfg))
 
