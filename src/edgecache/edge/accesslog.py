@@ -25,12 +25,13 @@ included, as nginx's ``$bytes_sent``) followed by ``cache= zone= origin_ms= tota
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, Literal
 
@@ -40,7 +41,7 @@ from edgecache.edge.zones import ZoneTable
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
-FLUSH_EVERY = 0.25
+FLUSH_EVERY = 0.1
 MAX_PENDING = 200_000
 ORIGIN_STATUSES = frozenset({"MISS", "EXPIRED", "REVALIDATED", "BYPASS", "DYNAMIC"})
 _CF = b"\r\nCF-Cache-Status: "
@@ -63,6 +64,9 @@ class AccessLog:
         self._thread: threading.Thread | None = None
         self._file: IO[str] | None = None
         self._stamp = (0, "")
+        self._iso = (0, "")
+        self._zone_names: dict[str, str] = {}
+        """Host field → zone name (or "-"), filled by the writer thread only."""
 
     def record(self, item: Record) -> None:
         """Queue one request's record (on the loop: O(1), never blocks)."""
@@ -123,17 +127,24 @@ class AccessLog:
     def _fields(self, rec: Record) -> tuple[str, str, str, str, str]:
         """Status, cache status, zone name, origin ms and total ms of a record."""
         req, start, head_at, end, head, _ = rec
-        status = head[9:12].decode("latin-1") if head is not None and head.startswith(b"HTTP/1.") else "-"
-        cache = "-"
+        status = cache = "-"
         if head is not None:
+            if head.startswith(b"HTTP/1."):
+                status = head[9:12].decode("latin-1")
             i = head.find(_CF, 0, 8192)
             if i >= 0:
-                j = head.find(b"\r\n", i + len(_CF))
-                cache = head[i + len(_CF) : j].decode("latin-1")
-        found = self.zones.for_host(req.headers.get("host", ""))
-        zone = found[0].config.name if found is not None else "-"
-        origin = f"{(head_at - start) * 1000:.3f}" if cache in ORIGIN_STATUSES else "-"
-        return status, cache, zone, origin, f"{(end - start) * 1000:.3f}"
+                i += len(_CF)
+                cache = head[i : head.find(b"\r", i)].decode("latin-1")
+        host = req.headers.get("host", "")
+        zone = self._zone_names.get(host)
+        if zone is None:
+            found = self.zones.for_host(host)
+            zone = found[0].config.name if found is not None else "-"
+            if len(self._zone_names) >= 4096:
+                self._zone_names.clear()
+            self._zone_names[host] = zone
+        origin = "%.3f" % ((head_at - start) * 1000) if cache in ORIGIN_STATUSES else "-"
+        return status, cache, zone, origin, "%.3f" % ((end - start) * 1000)
 
     def _clf_time(self, at: float) -> str:
         second = int(at)
@@ -145,47 +156,74 @@ class AccessLog:
         req = rec[0]
         status, cache, zone, origin, total = self._fields(rec)
         h = req.headers
-        return (
-            f"{req.client_ip or '-'} - - [{self._clf_time(rec[3] + offset)}] "
-            f'"{_q(req.method)} {_q(req.target)} HTTP/{req.http_version}" {status} {rec[5]} '
-            f'"{_q(h.get("referer", "-"))}" "{_q(h.get("user-agent", "-"))}" '
-            f"cache={cache} zone={zone} origin_ms={origin} total_ms={total}\n"
+        target = req.target
+        referer = h.get("referer", "-")
+        agent = h.get("user-agent", "-")
+        if _UNSAFE.search(target) or _UNSAFE.search(referer) or _UNSAFE.search(agent):
+            target, referer, agent = _q(target), _q(referer), _q(agent)
+        return _COMBINED % (
+            req.client_ip or "-",
+            self._clf_time(rec[3] + offset),
+            req.method,
+            target,
+            req.http_version,
+            status,
+            rec[5],
+            referer,
+            agent,
+            cache,
+            zone,
+            origin,
+            total,
         )
 
     def _json(self, rec: Record, offset: float) -> str:
         req = rec[0]
         status, cache, zone, origin, total = self._fields(rec)
         h = req.headers
-        return (
-            json.dumps(
-                {
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec[3] + offset))
-                    + f".{int((rec[3] + offset) % 1 * 1000):03d}Z",
-                    "client": req.client_ip,
-                    "method": req.method,
-                    "target": req.target,
-                    "protocol": f"HTTP/{req.http_version}",
-                    "status": int(status) if status.isdigit() else None,
-                    "bytes": rec[5],
-                    "host": h.get("host"),
-                    "zone": None if zone == "-" else zone,
-                    "cache": None if cache == "-" else cache,
-                    "origin_ms": None if origin == "-" else float(origin),
-                    "total_ms": float(total),
-                    "referer": h.get("referer"),
-                    "user_agent": h.get("user-agent"),
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
+        at = rec[3] + offset
+        return _JSON % (
+            self._iso_time(at),
+            int((at % 1) * 1000),
+            _js(req.client_ip),
+            _js(req.method),
+            _js(req.target),
+            req.http_version,
+            status if status != "-" else "null",
+            rec[5],
+            _js(h.get("host")),
+            _js(None if zone == "-" else zone),
+            _js(None if cache == "-" else cache),
+            "null" if origin == "-" else origin,
+            total,
+            _js(h.get("referer")),
+            _js(h.get("user-agent")),
         )
+
+    def _iso_time(self, at: float) -> str:
+        second = int(at)
+        if self._iso[0] != second:
+            self._iso = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return self._iso[1]
+
+
+_COMBINED = '%s - - [%s] "%s %s HTTP/%s" %s %d "%s" "%s" cache=%s zone=%s origin_ms=%s total_ms=%s\n'
+_JSON = (
+    '{"time": "%s.%03dZ", "client": %s, "method": %s, "target": %s, "protocol": "HTTP/%s", '
+    '"status": %s, "bytes": %d, "host": %s, "zone": %s, "cache": %s, "origin_ms": %s, "total_ms": %s, '
+    '"referer": %s, "user_agent": %s}\n'
+)
+_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f]')
+"""What a quoted combined-format field may not contain as is."""
+
+
+def _js(text: str | None) -> str:
+    return "null" if text is None else encode_basestring(text)
 
 
 def _q(text: str) -> str:
     """A request value inside a quoted combined-format field: quotes, backslashes and control
     characters escaped, so a client cannot forge a line or a field."""
-    if text.isprintable() and '"' not in text and "\\" not in text:
-        return text
     return "".join("\\" + c if c in '"\\' else c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
@@ -217,20 +255,22 @@ class LoggedConnection(Connection):
         Connection.writelines(self, pieces)
 
     def finish(self, keep_alive: bool) -> None:
-        self._logged()
-        Connection.finish(self, keep_alive)
-
-    def abort(self) -> None:
-        self._logged()
-        Connection.abort(self)
-
-    def _logged(self) -> None:
         req = self.al_req
         if req is not None:
             self.al_req = None
             self._access.record(
                 (req, self.al_start, self.al_head_at, _monotonic(), self.al_head, self.al_bytes)
             )
+        Connection.finish(self, keep_alive)
+
+    def abort(self) -> None:
+        req = self.al_req
+        if req is not None:
+            self.al_req = None
+            self._access.record(
+                (req, self.al_start, self.al_head_at, _monotonic(), self.al_head, self.al_bytes)
+            )
+        Connection.abort(self)
 
 
 class LoggedHandler:
