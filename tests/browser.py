@@ -4,7 +4,9 @@ Use it from a test module with::
 
     from browser import browser_fixture  # noqa: F401
 
-which provides the session fixture ``browser`` (a Playwright ``Browser``).
+which provides the module fixture ``browser`` (a Playwright ``Browser``). Module scope, not session:
+Playwright's sync API keeps an event loop running on the main thread while it is open, and other
+modules' tests start their own loops there.
 
 Playwright's own browser download cannot run on these machines, so it is pointed at the system
 Chromium (``executable_path``). When ``chromium`` is missing and we are root, Debian's package is
@@ -58,7 +60,7 @@ def install_chromium() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session", name="browser")
+@pytest.fixture(scope="module", name="browser")
 def browser_fixture() -> Iterator[Browser]:
     path = find_chromium()
     if path is None:

@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -230,13 +231,52 @@ def test_json_application_logs_say_who_purged_what_and_which_tokens_failed(
     assert purge[0]["principal"] == f"token:{info.id}" and purge[0]["dialect"] == "cloudflare"
     assert purge[0]["selectors"] == {"tags": ["news"]} and purge[0]["zone_id"] == ZONE_ID
     assert purge[0]["level"] == "INFO" and "time" in purge[0]
+    second_info, second = n.node.credentials.create_token(
+        n.config.accounts[0].id, "console user", [Permission.ZONE_SETTINGS_READ], [ZONE_ID]
+    )
     unknown = "A" * 40
     assert _post(n, f"/client/v4/zones/{ZONE_ID}/purge_cache", {"tags": ["x"]}, unknown) == 403
     n.node.credentials.revoke_token(info.id)
     assert _post(n, f"/client/v4/zones/{ZONE_ID}/purge_cache", {"tags": ["x"]}, token) == 403
-    rejected = _events(json_stderr, "token_rejected")
+    assert _console_sign_in(n, "A" * 40) == 403
+    assert _console_sign_in(n, second) == 303
+    (signin,) = _events(json_stderr, "signin")
+    assert signin["principal"] == f"token:{second_info.id}" and signin["token_name"] == "console user"
+    assert _events(json_stderr, "signin_failed")[0]["well_formed"] is True
+    rejected = _events(json_stderr, "token_rejected")[:2]
     assert [(r["reason"], r["token_id"]) for r in rejected] == [("unknown", None), ("revoked", info.id)]
     assert token not in json_stderr.getvalue() and unknown not in json_stderr.getvalue()
+
+
+def _console_sign_in(n: LoggedNode, token: str) -> int:
+    """Sign in through the console's form as a browser would; the answer's status."""
+    base = f"http://127.0.0.1:{n.node.control_port}/console"
+
+    def go() -> int:
+        with urllib.request.urlopen(f"{base}/signin", timeout=10) as resp:
+            cookie = resp.headers["Set-Cookie"].split(";")[0]
+            nonce = cookie.split("=", 1)[1]
+        req = urllib.request.Request(
+            f"{base}/signin",
+            data=urllib.parse.urlencode({"csrf": nonce, "token": token, "next": "/console/"}).encode(),
+            headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{n.node.control_port}"},
+        )
+        opener = urllib.request.build_opener(_NoRedirect())
+        try:
+            with opener.open(req, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+
+    async def run() -> int:
+        return await asyncio.to_thread(go)
+
+    return n.loop.run_until_complete(run())
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
 
 
 def test_task_timeouts_are_logged(

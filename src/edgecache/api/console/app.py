@@ -128,7 +128,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
     session_id, session = opened
     log.info(
         "console sign-in",
-        extra={"event": "signin", "principal": session.principal.ref, "name": session.principal.label},
+        extra={"event": "signin", "principal": session.principal.ref, "token_name": session.principal.label},
     )
     response = web.HTTPSeeOther(_safe_next(str(form.get("next", ""))))
     set_session_cookie(response, request, session_id, max(1, int(session.deadline - time.time())))
