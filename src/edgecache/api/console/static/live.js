@@ -21,7 +21,7 @@
 
   function width(el) { return Math.max(240, el.clientWidth - 4); }
 
-  function make(id, series, axes) {
+  function make(id, series, axes, scales) {
     var el = document.getElementById(id);
     var opts = {
       width: width(el), height: 190,
@@ -29,7 +29,7 @@
       axes: axes || [{}, { size: 60 }],
       legend: { live: false },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true } },
+      scales: Object.assign({ x: { time: true } }, scales || {}),
     };
     el.innerHTML = "";
     return new uPlot(opts, [[]].concat(series.map(function () { return []; })), el);
@@ -42,7 +42,8 @@
 
   function build() {
     state.charts.status = make("c-status", STATUSES.map(function (s, i) { return line(s, COLOURS[i]); }));
-    state.charts.hit = make("c-hit", [line("HIT %", COLOURS[0], { fill: "rgba(26,127,55,0.12)" })]);
+    state.charts.hit = make("c-hit", [line("HIT %", COLOURS[0], { fill: "rgba(26,127,55,0.12)" })],
+      null, { y: { range: [0, 100] } });
     state.charts.bytes = make("c-bytes", [line("bytes/s", "#0969da", { fill: "rgba(9,105,218,0.10)", value: function (u, v) { return bytes(v); } })],
       [{}, { size: 70, values: function (u, vals) { return vals.map(bytes); } }]);
     state.charts.origin = make("c-origin", [line("ms", "#bc4c00")]);
