@@ -163,6 +163,41 @@ def test_purge_by_tag_reaches_success_and_the_next_request_misses(
     context.close()
 
 
+def test_purge_one_url_variant_by_its_cache_key_headers_soft(browser: Browser, stack: Stack) -> None:
+    stack.origin.routes["/variant"] = Route(
+        body=b"v", headers={"Cache-Control": "public, max-age=600", "ETag": '"v1"'}
+    )
+    mobile = {"CF-Device-Type": "mobile"}
+    desktop = {"CF-Device-Type": "desktop"}
+    for headers in (mobile, desktop, mobile, desktop):
+        status = stack.request("/variant", headers=headers, host="variants.example")[1]["cf-cache-status"]
+    assert status == "HIT"
+    token = stack.token((Permission.CACHE_PURGE,), [VARIANT_ZONE_ID])
+    context, page = sign_in(browser, stack, token)
+    page.goto(console_url(stack, f"/console/zones/{VARIANT_ZONE_ID}/purge"))
+    page.get_by_label("URLs").check()
+    page.get_by_label("Items").fill("https://variants.example/variant")
+    page.get_by_text("Cache-key headers (URLs only)").click()
+    page.get_by_label("Headers that select one variant of each URL").fill("CF-Device-Type: mobile")
+    page.get_by_label("Soft: mark stale").check()
+    page.get_by_role("button", name="Purge", exact=True).click()
+    expect(page.locator("[data-status]").first).to_have_text("success", timeout=15_000)
+    expect(page.locator("#job-tasks tbody tr td").nth(2)).to_have_text("soft")
+    # Only the mobile variant was invalidated: it revalidates (304 from the origin), desktop still hits.
+    assert (
+        stack.request("/variant", headers=mobile, host="variants.example")[1]["cf-cache-status"]
+        == "REVALIDATED"
+    )
+    assert stack.request("/variant", headers=desktop, host="variants.example")[1]["cf-cache-status"] == "HIT"
+    page.goto(console_url(stack, f"/console/zones/{VARIANT_ZONE_ID}/purge"))
+    page.get_by_label("Items").fill("https://variants.example/variant")
+    page.get_by_text("Cache-key headers (URLs only)").click()
+    page.get_by_label("Headers that select one variant of each URL").fill("not a header line")
+    page.get_by_role("button", name="Purge", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("Cache-key header lines look like")
+    context.close()
+
+
 def test_purge_errors_are_the_apis_and_change_nothing(browser: Browser, stack: Stack) -> None:
     token = stack.token((Permission.CACHE_PURGE,), [ZONE_ID])
     context, page = sign_in(browser, stack, token)
