@@ -19,6 +19,7 @@ from edgecache.purge import (
     Verdict,
     matches,
 )
+from purge_reference import covers, typed
 
 Z = "zone-1"
 OTHER = "zone-2"
@@ -43,7 +44,7 @@ class Engine:
         covering = [
             p
             for p in self.ledger.since(stored)
-            if any(matches(s, p.zone, zone, key, tags) for s in p.selectors)
+            if any(covers(*typed(s), p.zone, zone, key, tags) for s in p.selectors)
         ]
         assert (v is not None) == bool(covering)
         return v

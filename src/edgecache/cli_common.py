@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
+from edgecache.config import load_config
+from edgecache.db.engine import sqlite_url
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="The node's TOML configuration (its data_dir and database_url)."),
+]
 DataDir = Annotated[
     Path,
     typer.Option("--data-dir", help="Node data directory (edgecache.db, master.key).", show_default=True),
@@ -17,6 +25,20 @@ DatabaseUrl = Annotated[
     str | None,
     typer.Option("--database-url", help="SQLAlchemy URL of the control database (overrides --data-dir)."),
 ]
+
+
+def resolve_database_url(config: Path | None, data_dir: Path, url: str | None) -> str:
+    """The control database a command opens: ``--database-url``, else the one ``--config`` names
+    (its ``database_url``, else SQLite under its ``data_dir``), else SQLite under ``--data-dir``."""
+    if url is not None:
+        return url
+    if config is not None:
+        try:
+            cfg = load_config(config)
+        except (OSError, ValueError, ValidationError) as err:
+            raise fail(f"--config {config}: {err}") from None
+        return cfg.database_url or sqlite_url(cfg.data_dir)
+    return sqlite_url(data_dir)
 
 
 def fail(message: str) -> typer.Exit:
