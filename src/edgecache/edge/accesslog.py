@@ -146,7 +146,7 @@ class AccessLog:
         zone = self._zone_names.get(host)
         if zone is None:
             found = self.zones.for_host(host)
-            zone = found[0].config.name if found is not None else "-"
+            zone = found[0].config.name if isinstance(found, tuple) else "-"
             if len(self._zone_names) >= 4096:
                 self._zone_names.clear()
             self._zone_names[host] = zone
