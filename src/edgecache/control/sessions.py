@@ -60,10 +60,12 @@ class SessionService:
         lifetime: float,
         *,
         clock: Callable[[], float] = time.time,
+        recheck: float = RECHECK,
     ) -> None:
         self._credentials = credentials
         self._lifetime = lifetime
         self._clock = clock
+        self._recheck = recheck
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
@@ -98,7 +100,7 @@ class SessionService:
         if session.deadline <= self._clock():
             self._end(digest)
             return None
-        if time.monotonic() - session.checked >= RECHECK:
+        if time.monotonic() - session.checked >= self._recheck:
             info = self._credentials.get_token(session.principal.id)
             if info is None or info.status(datetime.now(UTC)) != "active":
                 self._end(digest)
