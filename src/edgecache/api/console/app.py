@@ -49,7 +49,8 @@ SIGNIN_TTL = 3600
 @web.middleware
 async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Find the session, refuse cross-site POSTs, show errors as pages, add the security headers."""
-    session = await load_session(request)
+    static = request.path.startswith(f"{PATH}/static/")
+    session = None if static else await load_session(request)
     if session is not None:
         request[SESSION] = session
     try:
@@ -70,7 +71,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = render(
             request, "error.html", {"status": exc.status, "message": exc.reason}, status=exc.status
         )
-    if not request.path.startswith(f"{PATH}/static/"):
+    if not static:
         response.headers["Cache-Control"] = "no-store"
     response.headers.update(SECURITY_HEADERS)
     return response

@@ -9,7 +9,6 @@ list, a malformed header line). The job's tasks are recorded with dialect ``cons
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -23,8 +22,6 @@ from edgecache.control.quotas import QuotaExceeded
 from edgecache.db.tasks import TaskRow
 from edgecache.edge.zones import ZoneRuntime
 from edgecache.purge.selectors import Mode
-
-log = logging.getLogger(__name__)
 
 PURGE = (Permission.CACHE_PURGE,)
 KINDS = {

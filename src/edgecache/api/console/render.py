@@ -1,4 +1,7 @@
-"""Rendering console pages: the templates' shared context, and which zones a user may see."""
+"""Rendering console pages: the templates' shared context, and which zones a user may see.
+
+``READ`` (who may see a zone's tasks) is the native tasks API's rule, imported, not restated.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,12 @@ from aiohttp import web
 
 from edgecache.api.console.guard import SESSION
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.native import READ
 from edgecache.control.credentials import Permission
 from edgecache.control.sessions import Session
 from edgecache.edge.zones import ZoneRuntime
 
-READ = (Permission.CACHE_PURGE, Permission.ZONE_SETTINGS_READ)
-"""A zone's tasks are visible with either permission, as in the native tasks API."""
+__all__ = ["READ", "render", "zones_allowing"]
 
 
 def zones_allowing(
