@@ -1,7 +1,7 @@
 """The Purge page and a job's live task list.
 
 Rules: the form builds the same :class:`PurgeRequest` the Cloudflare dialect builds, and submits it
-through the same calls in the same order (``items`` → ``take_rate`` → ``submit``), so every rule,
+through the same calls (``items``, then ``submit`` with the account's rate limit), so every rule,
 limit and message is the API's; the only checks made here are about the form itself (an empty
 list, a malformed header line). The job's tasks are recorded with dialect ``console``.
 """
@@ -130,9 +130,8 @@ async def purge_submit(request: web.Request) -> web.StreamResponse:
     try:
         req = request_from_form(form["kind"], form["items"], form["headers"])
         items = ctx.purges.items(zone, req)
-        ctx.purges.take_rate(zone, req)
         accepted = await ctx.purges.submit(
-            zone, mode, items, req, principal=session.principal.ref, dialect="console"
+            zone, mode, items, req, principal=session.principal.ref, dialect="console", rate_limited=True
         )
     except (FormError, PurgeRejected) as exc:
         return _form_page(request, zone, form, str(exc), 400)
