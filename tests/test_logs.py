@@ -179,15 +179,17 @@ def _get_other_host(port: int) -> None:
 @pytest.fixture
 def json_stderr() -> Iterator[io.StringIO]:
     root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    ours = logging.getLogger("edgecache")
+    saved = root.handlers[:], root.level, ours.level
     out = io.StringIO()
     logs.configure(Logging(format="json"))
     handler = root.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(out)
     yield out
-    root.handlers[:], level = saved
+    root.handlers[:], level, our_level = saved
     root.setLevel(level)
+    ours.setLevel(our_level)
 
 
 def _events(out: io.StringIO, name: str) -> list[dict[str, object]]:

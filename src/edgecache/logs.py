@@ -19,7 +19,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def configure(cfg: Logging) -> None:
-    """Send the root logger's records to stderr in the configured format and level."""
+    """Send log records to stderr in the configured format; edgecache's at the configured level."""
     handler = logging.StreamHandler(sys.stderr)
     if cfg.format == "json":
         handler.setFormatter(
@@ -33,6 +33,7 @@ def configure(cfg: Logging) -> None:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(cfg.level)
-    # aiohttp's own access log of the control listener is off (AppRunner access_log=None); its
-    # server errors still arrive here.
+    # The level applies to edgecache's own loggers; libraries (alembic's migration chatter, aiohttp)
+    # speak at WARNING and above. aiohttp's access log of the control listener is off.
+    root.setLevel(logging.WARNING)
+    logging.getLogger("edgecache").setLevel(cfg.level)
