@@ -25,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, inspect, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from edgecache.db.engine import migration_transaction, read_transaction
 
@@ -118,10 +118,10 @@ def upgrade(engine: Engine) -> SchemaState:
     """Bring the database to ``head()`` (see the module rules); returns the state found under the
     lock, before upgrading (``up_to_date`` when another process had done it)."""
     try:
-        found = state(engine)
-    except DBAPIError:
-        # Read without the lock while another process migrates: a table listed a moment ago (the
-        # 0.1.0 schema_version) was dropped before it was read. Decide again under the lock.
+        found: SchemaState | None = state(engine)
+    except (RuntimeError, SQLAlchemyError):
+        # Read without the lock, the catalogue can change between two statements (another process
+        # committing an upgrade drops ``schema_version`` after we listed it): decide under the lock.
         found = None
     if found is not None and found.up_to_date:
         # The common case, decided without the lock: a node starting beside running ones never
