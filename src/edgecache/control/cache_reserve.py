@@ -195,8 +195,6 @@ class CacheReserveService:
                     self._rows[zone_id] = row
                 if finished:
                     return
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("Cache Reserve clear of zone %s failed; it resumes at the next start", zone_id)
         finally:

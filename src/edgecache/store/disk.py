@@ -44,15 +44,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import lmdb
 
 from edgecache.store.entry import VARIANT_SEP, Entry
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 CACHE = b"c"
 RESERVE = b"r"
