@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -31,7 +32,7 @@ from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
-from edgecache.edge.http1 import HttpServer, start_server
+from edgecache.edge.http1 import Handler, HttpServer, start_server
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
@@ -40,7 +41,7 @@ from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
 from edgecache.metrics import EdgeCollector
 from edgecache.purge.index import EpochIndex
-from edgecache.purge.selectors import Purge
+from edgecache.purge.selectors import Purge, Selector
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,16 @@ def account_limits(account: Account) -> PlanLimits:
 class Node:
     """One edgecache node: data listener, control listener, and (for the demo) the origin."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        apply: Callable[[Purge], None] | None = None,
+        acknowledge: Callable[[Purge, dict[Selector, int]], None] | None = None,
+    ) -> None:
+        """``apply`` receives each accepted purge (default: this process's own index and reclaimer);
+        ``acknowledge`` receives each reclaimed one (default: its tasks succeed). A node of worker
+        processes (``edgecache.cluster``) routes both through its control plane."""
         self.config = config
         self.stats = EdgeStats()
         self.store = MemoryTier(config.storage.memory_bytes)
@@ -98,7 +108,7 @@ class Node:
             quotas=self.quotas,
             limiter=RateLimiter(lambda account_id: limits[account_id]),
             limits_for=lambda account_id: limits[account_id],
-            apply=self._apply_purge,
+            apply=apply or self.apply_purge,
         )
         self.prefetch = PrefetchService(
             task_store=self.tasks,
@@ -109,7 +119,10 @@ class Node:
         )
         self.secrets = SecretService(self.database, MasterKey(config.data_dir))
         self.reclaimer = Reclaimer(
-            self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
+            self.store,
+            self.index,
+            self.proxy.oldest_fetch_seq,
+            on_reclaimed=acknowledge or self.purges.reclaimed,
         )
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
@@ -130,7 +143,7 @@ class Node:
         self.data_port = 0
         self.control_port = 0
 
-    def _apply_purge(self, purge: Purge) -> None:
+    def apply_purge(self, purge: Purge) -> None:
         """Put a durable purge in effect on this node: the index at once, the reclaimer after."""
         self.index.apply(purge)
         self.reclaimer.enqueue(purge)
@@ -187,16 +200,19 @@ class Node:
 
     async def start(self) -> None:
         """Bind every listener; ports given as 0 are chosen by the kernel (see ``*_port``)."""
+        await self.start_control()
+        await self.start_data()
+
+    async def start_control(self, refresh_metrics: Callable[[], Awaitable[None]] | None = None) -> None:
+        """The control plane: settle earlier tasks, the demo origin, task housekeeping, the API
+        listener (``refresh_metrics`` runs before each scrape)."""
         cfg = self.config
         await asyncio.to_thread(self._seed)
         if cfg.demo_origin is not None:
             self._demo = await demo_origin.start(cfg.demo_origin.host, cfg.demo_origin.port)
-        self.reclaimer.start()
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
-        self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
-        self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
-        self.data_port = self._data.port
+        self._keep_gc()
         context = ControlContext(
             zones=self.zones,
             credentials=self.credentials,
@@ -211,11 +227,34 @@ class Node:
             edgeone_ids={z.eo_id: z.id for z in cfg.zones},
         )
         self._control = web.AppRunner(
-            build_control_app(self.registry, context, edgeone), access_log=None, shutdown_timeout=5.0
+            build_control_app(self.registry, context, edgeone, refresh_metrics),
+            access_log=None,
+            shutdown_timeout=5.0,
         )
         await self._control.setup()
         await web.TCPSite(self._control, cfg.control.host, cfg.control.port).start()
         self.control_port = int(self._control.addresses[0][1])
+
+    async def start_data(self, sock: socket.socket | None = None, handler: Handler | None = None) -> None:
+        """The data plane: the reclaimer and the data listener (on ``sock`` when given), serving
+        through ``handler`` (default: the proxy itself)."""
+        cfg = self.config
+        self.reclaimer.start()
+        self._keep_gc()
+        self._data = await start_server(
+            handler or self.proxy, cfg.limits, cfg.data.host, cfg.data.port, sock=sock
+        )
+        self.data_port = self._data.port
+
+    def _keep_gc(self) -> None:
+        if self._gc is None:
+            rt = self.config.runtime
+            self._gc = asyncio.get_running_loop().create_task(keep_gc(rt.gc_freeze_every, rt.gc_sweep_every))
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking connections and let in-flight responses finish (at most ``grace`` seconds)."""
+        if self._data is not None:
+            await self._data.drain(grace)
 
     async def stop(self) -> None:
         """Close the listeners, then the background work and the origin pool."""

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import Bucket, PlanLimits, RateLimiter
-from edgecache.db.ledger import LedgerStore
+from edgecache.db.ledger import LedgerRow, LedgerStore
 from edgecache.db.tasks import NewTask, TaskStore
 from edgecache.edge.zones import ZoneRuntime
 from edgecache.httpcache.key import primary_key, variant_suffix
@@ -280,7 +280,7 @@ class PurgeService:
         job_id = uuid.uuid4().hex
         now = time.time()
         record = _describe(request)
-        selectors = tuple(dict.fromkeys(item.selector for item in items))
+        selectors = _selectors(items)
         counts: dict[str, int] = {}
         for item in items:
             counts[item.type] = counts.get(item.type, 0) + 1
@@ -307,6 +307,13 @@ class PurgeService:
         purge = await loop.run_in_executor(self._writer, write)
         return AcceptedPurge(job_id, purge, items)
 
+    def replay(self, zone: ZoneRuntime, row: LedgerRow) -> Purge:
+        """A purge read back from the ledger, with the selectors its submission put in effect
+        (how another process or node follows the ledger). Raises :class:`PurgeRejected` when the
+        zone's configuration no longer accepts what it named."""
+        items = self.items(zone, _request_from_record(row.selectors), plan_limits=False)
+        return Purge(row.seq, row.zone_id, Mode(row.mode), _selectors(items), row.created_at.timestamp())
+
     def reclaimed(self, purge: Purge, matched: dict[Selector, int]) -> None:
         """This node has applied and reclaimed a purge: its tasks succeed, with the counts."""
         items = self._pending.pop(purge.seq, ())
@@ -328,6 +335,28 @@ class PurgeService:
         except Exception:
             # The tasks stay processing and end as timeout: visible, not silent.
             log.exception("recording %d purge acknowledgements failed", len(acks))
+
+
+def _selectors(items: tuple[PurgeItem, ...]) -> tuple[Selector, ...]:
+    """A purge's selectors, each once, in the order of its items (acknowledgements count per
+    selector in this order, so every process must derive the same tuple)."""
+    return tuple(dict.fromkeys(item.selector for item in items))
+
+
+def _request_from_record(record: dict[str, Any]) -> PurgeRequest:
+    """The inverse of :func:`_describe`."""
+    if record.get("everything"):
+        return PurgeRequest(everything=True)
+    files = tuple(
+        FileTarget(f) if isinstance(f, str) else FileTarget(f["url"], f.get("headers"))
+        for f in record.get("files", ())
+    )
+    return PurgeRequest(
+        files=files,
+        tags=tuple(record.get("tags", ())),
+        hosts=tuple(record.get("hosts", ())),
+        prefixes=tuple(record.get("prefixes", ())),
+    )
 
 
 def _describe(req: PurgeRequest) -> dict[str, Any]:

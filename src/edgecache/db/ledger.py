@@ -92,15 +92,29 @@ class LedgerStore:
         """The purge with this job id."""
         with read_transaction(self._engine) as conn:
             row = conn.execute(select(purge_ledger).where(purge_ledger.c.job_id == job_id)).first()
-        if row is None:
-            return None
-        return LedgerRow(
-            seq=row.seq,
-            zone_id=row.zone_id,
-            mode=row.mode,
-            selectors=json.loads(row.selectors),
-            principal=row.principal,
-            dialect=row.dialect,
-            created_at=row.created_at,
-            job_id=row.job_id,
-        )
+        return None if row is None else _row(row)
+
+    def since(self, after: int, limit: int = 1000) -> list[LedgerRow]:
+        """The purges with a seq above ``after``, oldest first, at most ``limit`` of them (how an
+        applier that has applied up to ``after`` catches up)."""
+        with read_transaction(self._engine) as conn:
+            rows = conn.execute(
+                select(purge_ledger)
+                .where(purge_ledger.c.seq > after)
+                .order_by(purge_ledger.c.seq)
+                .limit(limit)
+            ).all()
+        return [_row(r) for r in rows]
+
+
+def _row(row: Any) -> LedgerRow:
+    return LedgerRow(
+        seq=row.seq,
+        zone_id=row.zone_id,
+        mode=row.mode,
+        selectors=json.loads(row.selectors),
+        principal=row.principal,
+        dialect=row.dialect,
+        created_at=row.created_at,
+        job_id=row.job_id,
+    )
