@@ -144,7 +144,9 @@ async def _main(
 
 def main(argv: list[str]) -> None:
     """Entry point of a worker process."""
-    logging.basicConfig(level=logging.WARNING, format=f"worker {argv[0]}: %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format=f"worker {argv[0]}: %(levelname)s %(name)s: %(message)s"
+    )
     config = Config.model_validate_json(os.environ[CONFIG_ENV])
     slot, slots, board_fd, channel_fd, listen_fd = (int(a) for a in argv[:5])
     with contextlib.suppress(KeyboardInterrupt):
