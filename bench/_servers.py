@@ -267,6 +267,9 @@ host = "127.0.0.1"
 port = {control}
 [storage]
 memory_bytes = 2147483648
+[runtime]
+workers = {workers}
+listen = "{listen}"
 [[zones]]
 id = "{zone}"
 name = "bench.test"
@@ -318,13 +321,24 @@ def start_varnish(tmp: Path, origin: int, name: str = "varnish") -> Server:
     return spawn(name, argv, port, "x-cache", tmp)
 
 
-def start_edgecache(tmp: Path, origin: int, binary: Path, name: str = "edgecache") -> Server:
+def start_edgecache(
+    tmp: Path, origin: int, binary: Path, name: str = "edgecache", workers: int = 1, listen: str = "reuseport"
+) -> Server:
     if not binary.exists():
         raise ServerError(f"{binary} does not exist")
     port, control = free_port(), free_port()
     toml = tmp / f"{name}.toml"
     toml.write_text(
-        EDGECACHE_TOML.format(tmp=tmp, name=name, port=port, control=control, origin=origin, zone=ZONE_ID)
+        EDGECACHE_TOML.format(
+            tmp=tmp,
+            name=name,
+            port=port,
+            control=control,
+            origin=origin,
+            zone=ZONE_ID,
+            workers=workers,
+            listen=listen,
+        )
     )
     server = spawn(name, [str(binary), "serve", "--config", str(toml)], port, "cf-cache-status", tmp)
     server.extra["control_port"] = str(control)

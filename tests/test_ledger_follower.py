@@ -84,7 +84,7 @@ class Pair:
 
     def close(self) -> None:
         self.cf.close()
-        self.run(self.worker.node.stop())
+        self.run(self.worker.stop())
         self.run(self.control.stop())
         self.run(self.origin.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -29,7 +29,7 @@ from edgecache.cluster.channel import Channel
 from edgecache.cluster.collector import families
 from edgecache.cluster.follower import LedgerFollower, SharedWordWaker
 from edgecache.config import Config
-from edgecache.db.ledger import LedgerRow, LedgerStore
+from edgecache.db.ledger import LedgerRow, LedgerTail
 from edgecache.edge.http1 import Connection, Handler, Request
 from edgecache.purge.selectors import Purge, Selector
 
@@ -60,9 +60,9 @@ class Worker:
         self._channel = channel
         self.node = Node(config, acknowledge=self._acknowledge)
         self.waker = SharedWordWaker(board)
-        ledger = LedgerStore(self.node.database)
+        self._tail = LedgerTail(self.node.database)
         self.follower = LedgerFollower(
-            read_after=ledger.since,
+            read_after=self._tail.after,
             apply=self._apply,
             waker=self.waker,
             position=self.node.index.position,
@@ -114,6 +114,11 @@ class Worker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop the data plane and return the ledger connection."""
+        self._tail.close()
         await self.node.stop()
 
     async def _listen(self, stop: asyncio.Event) -> None:
