@@ -104,9 +104,12 @@ class Api:
             raise RuntimeError(answer)
 
 
-def hit_run(server: srv.Server, api: Api | None, duration: int) -> tuple[float, float, float, int]:
-    """One wrk run on /small, with a URL purge through the API every 20 ms when ``api`` is given:
-    (req/s, hits per worker CPU-second, control-plane CPU seconds, purges sent)."""
+def hit_run(
+    server: srv.Server, api: Api | None, duration: int, *, load: bool = True
+) -> tuple[float, float, float, int]:
+    """One run, with a URL purge through the API every 20 ms when ``api`` is given: with ``load``,
+    wrk on /small and (req/s, hits per worker CPU-second, control-plane CPU seconds, purges sent);
+    without, the same tuple with the workers' CPU seconds in place of hits per CPU-second."""
     supervisor, *workers = server.pids()
     stop = threading.Event()
     sent = [0]
@@ -125,14 +128,18 @@ def hit_run(server: srv.Server, api: Api | None, duration: int) -> tuple[float, 
     if api is not None:
         thread.start()
     try:
-        result = wrk.run(f"http://127.0.0.1:{server.port}/small", duration)
+        if load:
+            requests = wrk.run(f"http://127.0.0.1:{server.port}/small", duration).requests
+        else:
+            time.sleep(duration)
+            requests = 0
     finally:
         stop.set()
         if api is not None:
             thread.join()
     work = srv.cpu_seconds(workers) - work0
     control = srv.cpu_seconds([supervisor]) - control0
-    return result.rps, result.requests / work, control, sent[0]
+    return requests / duration, requests / work if requests else work, control, sent[0]
 
 
 def owner(port: int, sock: socket.socket, pids: list[int]) -> int:
@@ -303,6 +310,16 @@ def main() -> None:
             )
         ratio = statistics.median(r[1] for r in runs[True]) / statistics.median(r[1] for r in runs[False])
         print(f"\nhits per worker CPU-second, purging / not: {ratio:.2f}")
+        idle = [hit_run(ec2, None, args.duration, load=False) for _ in range(args.rounds)]
+        busy = [hit_run(ec2, api, args.duration, load=False) for _ in range(args.rounds)]
+        extra = statistics.median(r[1] for r in busy) - statistics.median(r[1] for r in idle)
+        per_purge = extra / statistics.median(r[3] for r in busy) / 2
+        print(
+            f"without traffic: workers' CPU {statistics.median(r[1] for r in idle):.3f} s idle, "
+            f"{statistics.median(r[1] for r in busy):.3f} s with a purge every 20 ms "
+            f"({args.duration} s runs): {1000 * per_purge:.2f} ms per purge per worker, "
+            f"{100 * per_purge * 50:.1f}% of a core per worker at 50 purges/s"
+        )
 
         purged, plain = purge_to_miss(ec2, api, args.purges)
         print(f"\n(3) API answer -> MISS from both workers, {args.purges} purges (ms)\n")
