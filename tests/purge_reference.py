@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from edgecache.purge import Everything, Host, Prefix, Selector, Tag, Url
 
-KINDS = ("url", "tag", "host", "prefix", "everything")
+KINDS = ("url", "tag", "host tag", "host", "prefix", "everything")
 UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 
 
@@ -76,6 +76,10 @@ def covers(kind: str, value: str, purge_zone: str, entry_zone: str, key: str, ta
     if kind == "tag":
         # Tags are case-insensitive and trimmed.
         return value.strip().lower() in tags
+    if kind == "host tag":
+        # EdgeOne's CacheTag.Domains: "host tag", the tag on exactly that host (any case) only.
+        tag_host, _, tag = value.partition(" ")
+        return tag.strip().lower() in tags and tag_host.strip().lower() == host
     if kind == "host":
         # The exact host (port included when not the default), any case; not a suffix.
         return value.strip().lower() == host
@@ -99,8 +103,10 @@ def typed(selector: Selector) -> tuple[str, str]:
     match selector:
         case Url(key=k):
             return ("url", k)
-        case Tag(tag=t):
+        case Tag(tag=t, host=None):
             return ("tag", t)
+        case Tag(tag=t, host=str(h)):
+            return ("host tag", f"{h} {t}")
         case Host(host=h):
             return ("host", h)
         case Prefix(prefix=p):

@@ -65,6 +65,7 @@ prefix_st = st.builds(
 selector_st: st.SearchStrategy[Selector] = st.one_of(
     key_st.map(Url),
     tags_st.map(Tag),
+    st.builds(Tag, tags_st, st.sampled_from(HOSTS).flatmap(_random_case)),
     st.sampled_from(HOSTS).flatmap(_random_case).map(Host),
     prefix_st.map(Prefix),
     st.just(Everything()),

@@ -48,6 +48,9 @@ def build(kind: str, value: str) -> Selector:
         return Url(value)
     if kind == "tag":
         return Tag(value)
+    if kind == "host tag":
+        tag_host, _, tag = value.partition(" ")
+        return Tag(tag, host=tag_host)
     if kind == "host":
         return Host(value)
     if kind == "prefix":
@@ -68,6 +71,10 @@ def typed_selector(draw: st.DrawFn, key: str, tags: tuple[str, ...]) -> tuple[st
     if kind == "tag":
         tag = draw(st.sampled_from((*tags, *TAGS))) if tags else draw(st.sampled_from(TAGS))
         return kind, draw(_padded(_random_case(tag)))
+    if kind == "host tag":
+        tag = draw(st.sampled_from((*tags, *TAGS))) if tags else draw(st.sampled_from(TAGS))
+        tag_host = draw(st.sampled_from((host, host, *HOSTS)).flatmap(_random_case))
+        return kind, tag_host + " " + draw(_random_case(tag))
     if kind == "host":
         return kind, draw(_padded(st.sampled_from((host, host, *HOSTS)).flatmap(_random_case)))
     if kind == "prefix":
@@ -102,6 +109,8 @@ def test_the_reference_by_example() -> None:
     assert covers("url", "https://example.com/bar/baz?x=1", "z", "z", key, ())
     assert not covers("url", "http://example.com/bar/baz?x=1", "z", "z", key, ())
     assert covers("tag", " Shoes ", "z", "z", key, ("shoes",))
+    assert covers("host tag", "Example.com shoes", "z", "z", key, ("shoes",))
+    assert not covers("host tag", "www.example.com shoes", "z", "z", key, ("shoes",))
     assert not covers("everything", "", "z", "other", key, ())
     assert covers("prefix", "example.com/x/../bar/%62az", "z", "z", key, ())
     # RFC 3986 §5.2.4's own examples.

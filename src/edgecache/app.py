@@ -15,24 +15,28 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from aiohttp import web
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
+from edgecache.api.console.app import build_console_app
 from edgecache.api.context import ControlContext
 from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
 from edgecache.config import TASK_TYPES, Account, Config
 from edgecache.control.credentials import CredentialService
+from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
+from edgecache.control.sessions import SessionService
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
-from edgecache.edge.http1 import Handler, HttpServer, start_server
+from edgecache.edge.accesslog import AccessLog, LoggedHandler, connection_factory
+from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
@@ -67,6 +71,15 @@ def account_limits(account: Account) -> PlanLimits:
     return limits.with_overrides(**changes) if changes else limits
 
 
+def seed_identity(credentials: CredentialService, config: Config) -> None:
+    """Create the configured accounts and zones in the control database, or bring them in line
+    (idempotent): what tokens and secrets are granted on. ``serve`` and the CLI both call it."""
+    for account in config.accounts:
+        credentials.ensure_account(account.id, account.name, account.plan)
+    for zone in config.zones:
+        credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)
+
+
 class Node:
     """One edgecache node: data listener, control listener, and (for the demo) the origin."""
 
@@ -76,10 +89,12 @@ class Node:
         *,
         apply: Callable[[Purge], None] | None = None,
         acknowledge: Callable[[Purge, dict[Selector, int]], None] | None = None,
+        collector: Collector | None = None,
     ) -> None:
         """``apply`` receives each accepted purge (default: this process's own index and reclaimer);
-        ``acknowledge`` receives each reclaimed one (default: its tasks succeed). A node of worker
-        processes (``edgecache.cluster``) routes both through its control plane."""
+        ``acknowledge`` receives each reclaimed one (default: its tasks succeed); ``collector`` is
+        what ``/metrics`` reports (default: this process's counters). A node of worker processes
+        (``edgecache.cluster``) routes all three through its control plane."""
         self.config = config
         self.stats = EdgeStats()
         self.store = MemoryTier(config.storage.memory_bytes)
@@ -124,12 +139,19 @@ class Node:
             self.proxy.oldest_fetch_seq,
             on_reclaimed=acknowledge or self.purges.reclaimed,
         )
+        log_cfg = config.logging
+        self.access_log = (
+            AccessLog(log_cfg.access_log, log_cfg.access_log_format, self.zones)
+            if log_cfg.access_log is not None
+            else None
+        )
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
         self.registry = CollectorRegistry()
         self.registry.register(
-            EdgeCollector(
+            collector
+            or EdgeCollector(
                 self.stats,
                 self.store,
                 http=lambda: None if self._data is None else self._data.stats,
@@ -137,6 +159,8 @@ class Node:
                 reclaimer=self.reclaimer,
             )
         )
+        self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
+        self.live = LiveStats(self.registry)
         self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
@@ -180,7 +204,16 @@ class Node:
             await asyncio.sleep(min(5.0, cfg.timeout / 4))
             now = datetime.now(UTC)
             try:
-                await asyncio.to_thread(self.tasks.expire, now - timedelta(seconds=cfg.timeout), now)
+                expired = await asyncio.to_thread(
+                    self.tasks.expire, now - timedelta(seconds=cfg.timeout), now
+                )
+                if expired:
+                    log.warning(
+                        "%d tasks timed out: not acknowledged within %g s",
+                        expired,
+                        cfg.timeout,
+                        extra={"event": "tasks_timeout", "count": expired, "timeout_s": cfg.timeout},
+                    )
                 if time.monotonic() - last_forget >= RETENTION_EVERY:
                     await asyncio.to_thread(
                         self.tasks.forget, now - timedelta(days=cfg.retention_days), list(self.zones.by_id)
@@ -193,10 +226,7 @@ class Node:
         # Purges still processing when this node last stopped: the memory tier starts empty, so
         # there is nothing left for them to remove here; this node acknowledges them.
         self.tasks.finish_purges([(seq, {}) for seq in self.tasks.processing_purge_seqs()], datetime.now(UTC))
-        for account in self.config.accounts:
-            self.credentials.ensure_account(account.id, account.name, account.plan)
-        for zone in self.config.zones:
-            self.credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)
+        seed_identity(self.credentials, self.config)
 
     async def start(self) -> None:
         """Bind every listener; ports given as 0 are chosen by the kernel (see ``*_port``)."""
@@ -224,10 +254,10 @@ class Node:
         edgeone = EdgeOneServices(
             secrets=self.secrets,
             quota_for=self.quota_for,
-            edgeone_ids={z.eo_id: z.id for z in cfg.zones},
         )
+        console = build_console_app(self.sessions, self.live) if cfg.console.enabled else None
         self._control = web.AppRunner(
-            build_control_app(self.registry, context, edgeone, refresh_metrics),
+            build_control_app(self.registry, context, edgeone, console, refresh_metrics),
             access_log=None,
             shutdown_timeout=5.0,
         )
@@ -241,8 +271,14 @@ class Node:
         cfg = self.config
         self.reclaimer.start()
         self._keep_gc()
+        serve: Handler = handler or self.proxy
+        connection: Callable[[HttpServer], Connection] = Connection
+        if self.access_log is not None:
+            self.access_log.start()
+            serve = LoggedHandler(serve)
+            connection = connection_factory(self.access_log)
         self._data = await start_server(
-            handler or self.proxy, cfg.limits, cfg.data.host, cfg.data.port, sock=sock
+            serve, cfg.limits, cfg.data.host, cfg.data.port, sock=sock, connection=connection
         )
         self.data_port = self._data.port
 
@@ -260,6 +296,8 @@ class Node:
         """Close the listeners, then the background work and the origin pool."""
         if self._data is not None:
             await self._data.close()
+        if self.access_log is not None:
+            await asyncio.to_thread(self.access_log.close)
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()

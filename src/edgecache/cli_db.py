@@ -9,12 +9,10 @@ Rules:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from edgecache.cli_common import ConfigFile, DatabaseUrl, DataDir, fail, resolve_database_url
+from edgecache.cli_common import ConfigFile, DatabaseUrl, DataDir, fail, locate
 from edgecache.db.engine import connect
 from edgecache.db.migrate import SchemaState, state, upgrade
 
@@ -33,10 +31,10 @@ def _describe(found: SchemaState) -> str:
 
 @db_app.command("current")
 def current(
-    config: ConfigFile = None, data_dir: DataDir = Path("data"), database_url: DatabaseUrl = None
+    config: ConfigFile = None, data_dir: DataDir = None, database_url: DatabaseUrl = None
 ) -> None:
     """Print the database's schema revision and whether it is the newest this release knows."""
-    engine = connect(resolve_database_url(config, data_dir, database_url))
+    engine = connect(locate(config, data_dir, database_url)[2])
     try:
         typer.echo(_describe(state(engine)))
     except (RuntimeError, SQLAlchemyError) as err:
@@ -47,10 +45,10 @@ def current(
 
 @db_app.command("upgrade")
 def upgrade_(
-    config: ConfigFile = None, data_dir: DataDir = Path("data"), database_url: DatabaseUrl = None
+    config: ConfigFile = None, data_dir: DataDir = None, database_url: DatabaseUrl = None
 ) -> None:
     """Bring the database to the newest revision (waits while another process migrates it)."""
-    engine = connect(resolve_database_url(config, data_dir, database_url))
+    engine = connect(locate(config, data_dir, database_url)[2])
     try:
         found = upgrade(engine)
     except (RuntimeError, SQLAlchemyError) as err:

@@ -13,6 +13,7 @@ from edgecache.api.context import CONTEXT_KEY, ControlContext
 from edgecache.api.edgeone.dispatch import EdgeOneServices
 from edgecache.api.edgeone.dispatch import add_routes as add_edgeone_routes
 from edgecache.api.native import add_routes as add_native_routes
+from edgecache.api.native import native_errors
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 REFRESH_KEY = web.AppKey("refresh_metrics", object)
@@ -36,12 +37,13 @@ def build_control_app(
     registry: CollectorRegistry,
     context: ControlContext,
     edgeone: EdgeOneServices,
+    console: web.Application | None = None,
     refresh_metrics: Callable[[], Awaitable[None]] | None = None,
 ) -> web.Application:
     """The control-plane application: Cloudflare v4 under ``/client/v4`` (and ``/zones/...``),
     EdgeOne API 3.0 at ``POST /``, metrics (gathered by ``refresh_metrics`` first, when the
-    node's counters live in other processes) and health."""
-    app = web.Application(middlewares=[envelope_errors], client_max_size=4 * 1024 * 1024)
+    node's counters live in other processes) and health, and the web console under ``/console/``."""
+    app = web.Application(middlewares=[envelope_errors, native_errors], client_max_size=4 * 1024 * 1024)
     app[REGISTRY_KEY] = registry
     if refresh_metrics is not None:
         app[REFRESH_KEY] = refresh_metrics
@@ -51,4 +53,12 @@ def build_control_app(
     add_routes(app)
     add_native_routes(app)
     add_edgeone_routes(app, edgeone)
+    if console is not None:
+        app.router.add_get("/console", to_console)
+        app.add_subapp("/console/", console)
     return app
+
+
+async def to_console(request: web.Request) -> web.Response:
+    """``/console`` without the slash: the console's home."""
+    raise web.HTTPPermanentRedirect("/console/")

@@ -65,13 +65,22 @@ class WorkerView:
 class NodeCollector(Collector):
     """The node's metrics, gathered from its worker processes."""
 
-    def __init__(self, workers: Callable[[], Sequence[WorkerView]], published: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        workers: Callable[[], Sequence[WorkerView]],
+        published: Callable[[], int],
+        on_collect: Callable[[], object] | None = None,
+    ) -> None:
+        """``workers`` gives each slot's latest samples; ``on_collect`` asks for newer ones."""
         self._workers = workers
         self._published = published
+        self._on_collect = on_collect
 
     def collect(self) -> Iterator[Metric]:
         """Summed families, then the per-process ones (called by the registry on each scrape)."""
         views = self._workers()
+        if self._on_collect is not None:
+            self._on_collect()
         yield from _summed([v.families for v in views if v.alive])
         yield GaugeMetricFamily(
             "edgecache_ledger_published_position",

@@ -30,8 +30,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client.registry import CollectorRegistry
-
 from edgecache.app import Node
 from edgecache.cluster.acks import AckBook
 from edgecache.cluster.board import PositionBoard
@@ -75,9 +73,8 @@ class Supervisor:
         self.config = config
         self.board = PositionBoard.create(config.runtime.workers)
         self.acks = AckBook(done=self._acknowledged)
-        self.node = Node(config, apply=self._publish)
-        self.node.registry = CollectorRegistry()
-        self.node.registry.register(NodeCollector(self._views, lambda: self.board.published))
+        collector = NodeCollector(self._views, lambda: self.board.published, on_collect=self._ask_metrics)
+        self.node = Node(config, apply=self._publish, collector=collector)
         self._slots = [_Slot(i) for i in range(config.runtime.workers)]
         self._port_holder: socket.socket | None = None
         self._shared: socket.socket | None = None
@@ -219,17 +216,25 @@ class Supervisor:
 
     # -- metrics -------------------------------------------------------------------------------------
 
-    async def _gather_metrics(self) -> None:
-        """Ask every worker for its samples (before a scrape); a slow one keeps its last answer."""
+    def _ask_metrics(self) -> list[asyncio.Future[None]]:
+        """Ask every worker for its samples; their answers replace the ones kept per slot. (Called
+        on each collection, so readers of the registry other than a scrape, the console's Live
+        page, see figures at most one reading old.)"""
         self._metrics_id += 1
         loop = asyncio.get_running_loop()
         waiters = []
         for slot in self._slots:
             if slot.channel is None or not slot.alive:
                 continue
-            slot.metrics_waiter = loop.create_future()
+            if slot.metrics_waiter is None or slot.metrics_waiter.done():
+                slot.metrics_waiter = loop.create_future()
             waiters.append(slot.metrics_waiter)
             slot.channel.send({"t": "metrics?", "id": self._metrics_id})
+        return waiters
+
+    async def _gather_metrics(self) -> None:
+        """Fresh samples from every worker before a scrape; a slow one keeps its last answer."""
+        waiters = self._ask_metrics()
         if waiters:
             await asyncio.wait(waiters, timeout=METRICS_TIMEOUT)
 

@@ -23,6 +23,7 @@ from collections.abc import Awaitable
 
 import uvloop
 
+from edgecache import logs
 from edgecache.app import Node
 from edgecache.cluster.board import PositionBoard
 from edgecache.cluster.channel import Channel
@@ -149,10 +150,8 @@ async def _main(
 
 def main(argv: list[str]) -> None:
     """Entry point of a worker process."""
-    logging.basicConfig(
-        level=logging.WARNING, format=f"worker {argv[0]}: %(levelname)s %(name)s: %(message)s"
-    )
     config = Config.model_validate_json(os.environ[CONFIG_ENV])
+    logs.configure(config.logging)
     slot, slots, board_fd, channel_fd, listen_fd = (int(a) for a in argv[:5])
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(_main(config, slot, slots, board_fd, channel_fd, listen_fd))

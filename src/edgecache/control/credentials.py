@@ -94,7 +94,7 @@ class Permission(StrEnum):
         if key in _SCOPES:
             return _SCOPES[key]
         names = ", ".join(p.value for p in cls)
-        raise ValueError(f"unknown permission {text!r} (known: {names})")
+        raise ValueError(f"unknown permission {text!r} (known: {names}, or {ALL} for every one)")
 
 
 _LABELS = {
@@ -112,6 +112,22 @@ _SCOPES = {
 }
 
 ALL_PERMISSIONS = frozenset(Permission)
+ALL = "all"
+"""Shorthand for every permission wherever permissions are named (``--permission all``)."""
+
+
+def parse_permissions(items: Iterable[Permission | str]) -> frozenset[Permission]:
+    """Permissions by value, label or scope (see :meth:`Permission.parse`), or ``all``; raises
+    ``ValueError`` for an unknown name."""
+    out: set[Permission] = set()
+    for item in items:
+        if isinstance(item, Permission):
+            out.add(item)
+        elif item.strip().lower() == ALL:
+            out |= ALL_PERMISSIONS
+        else:
+            out.add(Permission.parse(item))
+    return frozenset(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +274,7 @@ def validate_grant(
     if not 1 <= len(name) <= name_max:
         raise CredentialError(f"a {what} name needs 1 to {name_max} characters")
     try:
-        perms = frozenset(p if isinstance(p, Permission) else Permission.parse(p) for p in permissions)
+        perms = parse_permissions(permissions)
     except ValueError as e:
         raise CredentialError(str(e)) from None
     if not perms:
@@ -274,6 +290,16 @@ def validate_grant(
     if foreign:
         raise CredentialError(f"not zones of account {account_id}: {', '.join(sorted(foreign))}")
     return name, perms, scope
+
+
+def _rejected(reason: str, token_id: str | None) -> None:
+    # Never the secret or its hash: the id of a known token is enough to act on.
+    log.warning(
+        "API token rejected: %s%s",
+        reason,
+        f" (token {token_id})" if token_id else "",
+        extra={"event": "token_rejected", "reason": reason, "token_id": token_id},
+    )
 
 
 class CredentialService:
@@ -391,9 +417,11 @@ class CredentialService:
         digest = hash_secret(secret)
         r = self._store.token_by_hash(digest)
         if r is None or not hmac.compare_digest(r.secret_hash, digest):
+            _rejected("unknown", None)
             return None
         now = self._clock()
         if r.revoked_at is not None or (r.expires_at is not None and r.expires_at <= now):
+            _rejected("revoked" if r.revoked_at is not None else "expired", r.id)
             return None
         cutoff = now - self._touch_interval
         if r.last_used_at is None or r.last_used_at < cutoff:
