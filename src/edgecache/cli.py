@@ -73,7 +73,7 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
     data = f"http://{cfg.data.host}:{node.data_port}"
     api = f"http://{cfg.control.host}:{node.control_port}/client/v4"
     workers = f", {cfg.runtime.workers} worker processes" if cfg.runtime.workers > 1 else ""
-    lines = [f"edgecache serving on {data} (control plane on {api}{workers})"]
+    lines = [f"edgecache serving on {data} (control plane on {api}){workers}"]
     if cfg.demo_origin is not None:
         lines.append("Demo zone in front of the built-in origin. Try (run each twice: MISS, then HIT):")
         lines += [f"  curl -si {data}{p} | grep -i cache-status" for p in DEMO_PATHS[:4]]
