@@ -20,12 +20,15 @@ from typing import Any, TypeVar
 
 import cloudflare
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from conftest import Route, ScriptedOrigin
 from edgecache.app import Node
 from edgecache.cluster.acks import AckBook
 from edgecache.cluster.board import PositionBoard
 from edgecache.cluster.channel import Channel
+from edgecache.cluster.collector import NodeCollector, WorkerView
 from edgecache.cluster.worker import Worker
 from edgecache.config import Config, Listener, Zone
 from edgecache.control.credentials import Permission
@@ -194,3 +197,25 @@ def test_ack_book_completes_a_purge_when_every_process_that_could_hold_it_has_ac
     empty = AckBook(lambda purge, matched: done.append((purge.seq, matched)))
     empty.published(_purge(4, Tag("d")))
     assert done[-1] == (4, {Tag("d"): 0})
+
+
+def test_node_metrics_sum_the_processes_and_take_the_lowest_applied_position() -> None:
+    def view(slot: int, hits: float, position: float) -> WorkerView:
+        families = [
+            ["edgecache_hits", "counter", "Fresh cache hits", [["edgecache_hits_total", {}, hits]]],
+            [
+                "edgecache_purge_ledger_position",
+                "gauge",
+                "Last purge applied",
+                [["edgecache_purge_ledger_position", {}, position]],
+            ],
+        ]
+        return WorkerView(slot, 0, True, 0, int(position), int(position), families)
+
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(lambda: [view(0, 5, 7), view(1, 6, 4)], lambda: 7))
+    text = generate_latest(registry).decode()
+    assert "edgecache_hits_total 11.0" in text
+    assert "edgecache_purge_ledger_position 4.0" in text
+    assert 'edgecache_worker_applied_position{worker="1"} 4.0' in text
+    assert "edgecache_ledger_published_position 7.0" in text
