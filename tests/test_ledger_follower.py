@@ -15,6 +15,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ from edgecache.cluster.collector import NodeCollector, WorkerView
 from edgecache.cluster.worker import Worker
 from edgecache.config import Config, Listener, Zone
 from edgecache.control.credentials import Permission
+from edgecache.db.ledger import LedgerStore
 from edgecache.purge.selectors import Everything, Mode, Purge, Selector, Tag
 
 T = TypeVar("T")
@@ -219,3 +221,32 @@ def test_node_metrics_sum_the_processes_and_take_the_lowest_applied_position() -
     assert "edgecache_purge_ledger_position 4.0" in text
     assert 'edgecache_worker_applied_position{worker="1"} 4.0' in text
     assert "edgecache_ledger_published_position 7.0" in text
+
+
+def test_a_worker_applies_nothing_past_the_announced_position(pair: Pair) -> None:
+    path = "/follow/unannounced/x"
+    pair.origin.routes[path] = Route(
+        headers={"Cache-Control": "public, max-age=600", "Cache-Tag": "follow-un"}
+    )
+    pair.status(path)
+    ledger = LedgerStore(pair.control.database)
+
+    def commit(tag: str, job: str) -> int:
+        return ledger.append(
+            zone_id=ZONE,
+            mode="delete",
+            selectors={"tags": [tag]},
+            principal="test",
+            dialect="cloudflare",
+            job_id=job * 32,
+            created_at=datetime.now(UTC),
+        )
+
+    announced = commit("follow-other", "e")
+    unannounced = commit("follow-un", "f")  # committed, its announcement not made yet
+    pair.board.publish(announced)
+    assert pair.status(path) == "HIT"  # caught up to the announced row only
+    assert pair.worker.follower.applied == announced
+    pair.board.publish(unannounced)
+    assert pair.status(path) == "MISS"
+    assert pair.worker.follower.applied == unannounced

@@ -10,6 +10,8 @@ above ``applied``, :meth:`LedgerFollower.check` reads the rows after ``applied``
 seq order, and applies each; nothing else changes ``applied``.
 
 Rules:
+- Rows up to the announced position are applied, never beyond: an applier acknowledges what it
+  applied, and the control plane expects acknowledgements only for purges it has announced.
 - ``check`` is what the hit path calls: one comparison when the applier is current, so an applier
   that was told it is behind catches up before it answers the request in hand.
 - The waker is the only part that differs between appliers: shared memory plus a nudge over the
@@ -79,7 +81,9 @@ class LedgerFollower:
         self.caught_up += 1
         target = self._waker.target()
         while self.applied < target:
-            rows = self._read_after(self.applied)
+            # Only up to the announced position: a row committed but not announced yet would be
+            # acknowledged before the control plane has registered it (the announcement follows).
+            rows = [row for row in self._read_after(self.applied) if row.seq <= target]
             if not rows:
                 # Announced but not readable here yet (a replica behind its primary); the next
                 # check tries again.
