@@ -9,11 +9,12 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
-import aiohttp
 from aiohttp import web
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -22,7 +23,7 @@ from edgecache.api.context import ControlContext
 from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
-from edgecache.config import TASK_TYPES, Account, Config
+from edgecache.config import TASK_TYPES, Account, Config, Limits
 from edgecache.control.credentials import CredentialService
 from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
@@ -49,6 +50,9 @@ from edgecache.purge.selectors import Purge, Selector
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
+
+TARGET_SAFE = "/?[]@!$&'()*+,;=:%~-._"
+"""Characters a prefetch target keeps as they are; others (spaces, non-ASCII) are percent-encoded."""
 
 RETENTION_EVERY = 3600.0
 """Seconds between retention passes over the task table (each deletes a range per zone)."""
@@ -80,6 +84,21 @@ def seed_identity(credentials: CredentialService, config: Config) -> None:
         credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)
 
 
+def origin_client(limits: Limits) -> OriginClient:
+    """The origin client the limits describe (timeouts, pool bounds, the CAs trusted for https)."""
+    context = None
+    if limits.origin_ca_file is not None:
+        context = ssl.create_default_context(cafile=str(limits.origin_ca_file))
+    return OriginClient(
+        limits.origin_connect_timeout,
+        limits.origin_read_timeout,
+        first_byte_timeout=limits.origin_first_byte_timeout,
+        idle_timeout=limits.origin_keepalive_timeout,
+        max_connections=limits.origin_max_connections,
+        ssl_context=context,
+    )
+
+
 class Node:
     """One edgecache node: data listener, control listener, and (for the demo) the origin."""
 
@@ -104,7 +123,7 @@ class Node:
         # Entries are stored at the ledger position; the memory tier starts empty, so purges from
         # before this start need no replay, only their numbering.
         self.index = EpochIndex(position=ledger.position())
-        self.origin = OriginClient(config.limits.origin_connect_timeout, config.limits.origin_read_timeout)
+        self.origin = origin_client(config.limits)
         self.proxy = Proxy(
             self.zones,
             self.store,
@@ -157,11 +176,11 @@ class Node:
                 http=lambda: None if self._data is None else self._data.stats,
                 index=lambda: self.index,
                 reclaimer=self.reclaimer,
+                origin=self.origin.stats,
             )
         )
         self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
         self.live = LiveStats(self.registry)
-        self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
         self.data_port = 0
@@ -174,18 +193,15 @@ class Node:
 
     async def _warm(self, host: str, path: str, headers: Mapping[str, str]) -> int:
         """One request through this node's own data plane (prefetch), body read and dropped."""
-        if self._warm_session is None:
-            self._warm_session = aiohttp.ClientSession(auto_decompress=False)
         listen = self.config.data.host
         address = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen
-        async with self._warm_session.get(
-            f"http://{address}:{self.data_port}{path}",
-            headers={**headers, "Host": host},
-            allow_redirects=False,
-        ) as resp:
-            async for _ in resp.content.iter_chunked(65536):
-                pass
-            return resp.status
+        fields = {name.lower(): value for name, value in headers.items()}
+        fields["host"] = host
+        target = quote(path, safe=TARGET_SAFE)
+        resp = await self.origin.request("GET", f"http://{address}:{self.data_port}{target}", fields)
+        async for _ in resp.chunks():
+            pass
+        return resp.status
 
     def quota_for(self, zone_id: str) -> list[Quota]:
         """Every task type's quota state for one zone (DescribeContentQuota)."""
@@ -307,8 +323,6 @@ class Node:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.prefetch.drain()
-        if self._warm_session is not None:
-            await self._warm_session.close()
         await self.origin.close()
         if self._demo is not None:
             await self._demo.cleanup()
