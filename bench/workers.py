@@ -7,7 +7,9 @@ Method:
   stime of its whole process tree, from /proc) over the run; figure = requests / CPU seconds. This
   is what carries to a bigger machine: on 2 cores wrk takes one, so req/s alone measures the client.
 - (2) Hit throughput of edgecache (2 workers) on /small while a client purges an unrelated URL through
-  the API every 20 ms (each purge makes every worker read the ledger once), against none.
+  the API every 20 ms (each purge makes every worker read the ledger once), against none: req/s,
+  hits per worker CPU-second, the control plane's CPU per purge; then the same purges without
+  traffic, for the workers' own CPU per purge.
 - (3) From the purge API's answer to the first MISS in every process: two kept-alive connections,
   one held by each worker (identified through /proc), each holding the purged URL as a hit; at the
   answer both send the request at once; the figure is when the later MISS head arrives. The same
