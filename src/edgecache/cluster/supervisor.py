@@ -82,11 +82,6 @@ class Supervisor:
         self._stopping = False
         self._metrics_id = 0
 
-    @property
-    def pids(self) -> list[int]:
-        """The running workers' process ids, by slot (0 for a slot being restarted)."""
-        return [s.process.pid if s.process is not None and s.alive else 0 for s in self._slots]
-
     # -- purges and acknowledgements -----------------------------------------------------------------
 
     def _publish(self, purge: Purge) -> None:
@@ -125,7 +120,12 @@ class Supervisor:
         await self.node.start_control(refresh_metrics=self._gather_metrics)
         for slot in self._slots:
             await self._spawn(slot)
-        await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in self._slots)), START_TIMEOUT)
+        # Polled rather than awaited: a worker that dies while starting is replaced with a new event.
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(s.ready.is_set() for s in self._slots):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers not serving after {START_TIMEOUT:.0f} s")
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         """Stop every worker (each drains within the grace period), then the control plane."""
