@@ -38,6 +38,8 @@ from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
+from edgecache.looplag import LoopLag
+from edgecache.memtrim import release_freed_memory
 from edgecache.metrics import EdgeCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge
@@ -118,8 +120,13 @@ class Node:
         )
         self.secrets = SecretService(self.database, MasterKey(config.data_dir))
         self.reclaimer = Reclaimer(
-            self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
+            self.store,
+            self.index,
+            self.proxy.oldest_fetch_seq,
+            on_reclaimed=self.purges.reclaimed,
+            release_memory=release_freed_memory,
         )
+        self.looplag = LoopLag(config.runtime.loop_probe_every)
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
@@ -131,11 +138,13 @@ class Node:
                 http=lambda: None if self._data is None else self._data.stats,
                 index=lambda: self.index,
                 reclaimer=self.reclaimer,
+                looplag=self.looplag,
             )
         )
         self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
 
@@ -201,6 +210,7 @@ class Node:
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
+        self._probe = loop.create_task(self.looplag.run())
         self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
         self.data_port = self._data.port
         context = ControlContext(
@@ -229,7 +239,7 @@ class Node:
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
-        for task in (self._housekeeping, self._gc):
+        for task in (self._housekeeping, self._gc, self._probe):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

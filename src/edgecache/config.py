@@ -234,10 +234,12 @@ class Tasks(_Model):
 
 
 class Runtime(_Model):
-    """Process-level tuning (see ``edgecache.gcpolicy``)."""
+    """Process-level tuning (see ``edgecache.gcpolicy`` and ``edgecache.looplag``)."""
 
     gc_freeze_every: float = Field(default=5.0, gt=0)
     gc_sweep_every: float = Field(default=3600.0, gt=0)
+    loop_probe_every: float = Field(default=0.005, gt=0)
+    """Period of the loop-lag probe (``edgecache.looplag``): the resolution of the stall it reports."""
 
 
 class Limits(_Model):

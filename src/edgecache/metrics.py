@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from edgecache.edge.http1 import Http1Stats
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import ORIGIN_BUCKETS, EdgeStats
+from edgecache.looplag import STALL, LoopLag
 from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
 
@@ -29,8 +30,10 @@ class EdgeCollector(Collector):
         http: Callable[[], Http1Stats | None],
         index: Callable[[], EpochIndex],
         reclaimer: Reclaimer,
+        looplag: LoopLag,
     ) -> None:
         self._stats = stats
+        self._looplag = looplag
         self._store = store
         self._http = http
         self._index = index
@@ -84,6 +87,16 @@ class EdgeCollector(Collector):
         )
         yield from self._http_metrics()
         yield from self._purge_metrics()
+        yield GaugeMetricFamily(
+            "edgecache_loop_stall_longest_seconds",
+            "Longest time the event loop ran a probe late since the start (resolution: the probe period)",
+            value=self._looplag.longest,
+        )
+        yield CounterMetricFamily(
+            "edgecache_loop_stalls",
+            f"Probe wake-ups later than {STALL * 1000:.0f} ms",
+            value=self._looplag.stalls,
+        )
 
     def _http_metrics(self) -> Iterator[CounterMetricFamily]:
         http = self._http()
