@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from edgecache.edge import reclaimer as reclaimer_module
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.looplag import LoopLag
@@ -147,4 +149,34 @@ def test_the_loop_lag_probe_reports_a_stall() -> None:
 
     probe = asyncio.run(go())
     assert probe.longest >= 0.045 - 0.002 and probe.stalls >= 1
-    assert probe.reset() >= 0.043 and probe.longest == 0.0
+    longest, _ = probe.reset()
+    assert longest >= 0.043 and probe.longest == 0.0
+
+
+def test_the_probe_counts_cpu_work_that_held_the_loop() -> None:
+    async def go() -> LoopLag:
+        probe = LoopLag(0.002)
+        task = asyncio.get_running_loop().create_task(probe.run())
+        await asyncio.sleep(0.02)
+        end = time.thread_time() + 0.03
+        while time.thread_time() < end:  # 30 ms of CPU in one callback
+            pass
+        await asyncio.sleep(0.02)
+        task.cancel()
+        return probe
+
+    probe = asyncio.run(go())
+    assert probe.longest_cpu >= 0.03
+
+
+def test_a_tag_on_more_entries_than_a_snapshot_is_reclaimed_through_the_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reclaimer_module, "TAG_SNAPSHOT_MAX", 100)
+    n = 2 * reclaimer_module.PAGE
+    tier = filled(n)
+    assert tier.tag_size("a", "t3") > 100
+    counts, _ = run_purge(tier, Purge(1, "a", Mode.DELETE, (Tag("t3"),), time.time()))
+    assert counts == {Tag("t3"): sum(1 for i in range(n) if i % 7 == 3)}
+    assert not any("t3" in e.tags for e in tier) and len(tier) == n - counts[Tag("t3")] + 50
+    assert tier.tag_size("b", "t1") == 50

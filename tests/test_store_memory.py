@@ -47,13 +47,14 @@ def check_internals(tier: MemoryTier) -> None:
     slots = [e for e in tier._ring if e is not None]
     assert len(slots) == len({id(e) for e in slots}), "an entry object holds two slots"
     stored = set(tier._entries.values())
-    assert {e for e in slots if e not in tier._retired} == stored
-    assert tier._retired <= set(slots)
-    assert not (tier._retired & stored)
-    assert tier._retired_bytes == sum(e.size for e in tier._retired) <= tier.budget >> 2
+    retired = {e for e in slots if e.retired}
+    assert set(slots) - retired == stored
+    assert not (retired & stored)
+    assert tier._retired_count == len(retired)
+    assert tier._retired_bytes == sum(e.size for e in retired) <= tier.budget >> 2
     assert tier.bytes_used == sum(e.size for e in stored) <= tier.budget
     assert 0 <= tier._hand <= len(tier._ring)
-    assert not any(gc.is_tracked(x) for x in (tier._entries, tier._ring, tier._retired, *stored)), (
+    assert not any(gc.is_tracked(x) for x in (tier._entries, tier._ring, *stored)), (
         "the collector walks the tier"
     )
     check_indexes(tier)
@@ -100,6 +101,7 @@ def check_indexes(tier: MemoryTier) -> None:
         for tag in {t for e in stored for t in e.tags} | {"untagged"}:
             want = sorted(e.key for e in stored if e.zone == zone and tag in e.tags)
             assert sorted(tier.keys_for_tag(zone, tag)) == want
+            assert tier.tag_size(zone, tag) == len(want)
 
 
 def test_is_a_tier() -> None:

@@ -92,6 +92,11 @@ class EdgeCollector(Collector):
             "Longest time the event loop ran a probe late since the start (resolution: the probe period)",
             value=self._looplag.longest,
         )
+        yield GaugeMetricFamily(
+            "edgecache_loop_stall_longest_cpu_seconds",
+            "Most CPU time the event loop's thread spent within one probe period since the start",
+            value=self._looplag.longest_cpu,
+        )
         yield CounterMetricFamily(
             "edgecache_loop_stalls",
             f"Probe wake-ups later than {STALL * 1000:.0f} ms",

@@ -8,7 +8,9 @@ Theory of operation:
 - It never holds the event loop for long (target: no stall over 10 ms, measured by
   ``edgecache.looplag`` in ``bench/purge_api.py``): candidates are read from the tier a page of
   ``PAGE`` keys at a time (a purge of everything at a million entries never builds the zone's whole
-  key list), and it yields to the loop whenever ``SLICE`` seconds of work have passed.
+  key list; a tag on more than ``TAG_SNAPSHOT_MAX`` entries pages through its zone rather than
+  copying its key set at once), and it yields to the loop whenever ``SLICE`` seconds of work have
+  passed.
 - Compaction: the rows of purges up to S can be forgotten once every purge up to S has been
   reclaimed and no origin fetch with ``stored_seq < S`` is still in flight (such a fetch's entry is
   checked against the index when it is stored, so the rows must still be there). It forgets
@@ -44,6 +46,8 @@ SLICE = 0.002
 CLOCK_EVERY = 64
 PAGE = 1024
 """Keys read from the tier at a time for host, prefix and zone selectors (O(log n + PAGE) a read)."""
+TAG_SNAPSHOT_MAX = 65536
+"""A tag on more entries than this is reclaimed by paging through its zone's keys (see ``_candidates``)."""
 COMPACT_EVERY = 1.0
 COMPACT_PURGES = 256
 """Purges forgotten by the epoch index between yields (O(their selectors) each)."""
@@ -202,7 +206,12 @@ class Reclaimer:
                 else:
                     yield store.variants(key)
             case Tag(tag=tag):
-                yield store.keys_for_tag(zone, tag)
+                if store.tag_size(zone, tag) <= TAG_SNAPSHOT_MAX:
+                    yield store.keys_for_tag(zone, tag)
+                else:
+                    # A tag set cannot be read in pages, and copying a million keys holds the loop
+                    # for ~30 ms: page through the zone instead (``matches`` keeps the tagged ones).
+                    yield from _pages(lambda after: store.keys_for_zone(zone, after, PAGE))
             case Host(host=host):
                 yield from _pages(lambda after: store.keys_with_prefix(f"http://{host}/", after, PAGE))
             case Prefix(prefix=prefix):

@@ -95,6 +95,10 @@ class Tier(Protocol):
         """Keys of the stored entries of ``zone`` that carry ``tag`` (given normalised)."""
         ...
 
+    def tag_size(self, zone: str, tag: str) -> int:
+        """How many stored entries of ``zone`` carry ``tag`` (O(1)): ``keys_for_tag`` copies that many."""
+        ...
+
     def keys_for_zone(self, zone: str, after: str | None = None, limit: int | None = None) -> list[str]:
         """Keys of every stored entry of ``zone`` (purge everything), in key order, paged as
         ``keys_with_prefix``."""

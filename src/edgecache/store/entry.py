@@ -49,6 +49,10 @@ class Entry:
     """Set by a soft purge: from this instant the entry is stale whatever its freshness said."""
     visited: bool = field(default=False)
     """Eviction-policy bit (SIEVE), owned by the memory tier."""
+    retired: bool = field(default=False)
+    """Owned by the memory tier: removed from it, its ring slot not cleared yet. Set only while a tier
+    holds the object in its ring, so an entry is never copied (``dataclasses.replace``) from one
+    that a tier holds."""
 
     @property
     def etag(self) -> str | None:

@@ -24,8 +24,10 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
   (``edgecache.store.untracked``): none can be part of a cycle, and a full collection would
   otherwise walk all of them (docs/decisions/0006-gc-policy.md).
 - Each entry object has at most one slot: putting a retired entry again revives its old slot.
-- Every stored entry is in ``_entries`` and has exactly one slot; every retired entry is in
-  ``_retired`` and has exactly one slot; every other slot is ``None``.
+- Every stored entry is in ``_entries`` and has exactly one slot; every retired entry has
+  ``entry.retired`` set and exactly one slot; every other slot is ``None``. Retirement is a flag on
+  the entry, not a set: a set of the retired entries would be rehashed as a mass purge grows it, a
+  pause of several ms at a hundred thousand entries.
 - Every change to what is stored goes through ``_link`` and ``_unlink``, and so does every index:
   an index holds exactly the stored entries, never a retired or evicted one.
 - Key index: every stored key in one sorted list (``sortedcontainers.SortedList``: a list of sorted
@@ -112,8 +114,8 @@ class MemoryTier:
         "_evictions",
         "_hand",
         "_keys",
-        "_retired",
         "_retired_bytes",
+        "_retired_count",
         "_ring",
         "_sweep_at",
         "_tags",
@@ -133,10 +135,9 @@ class MemoryTier:
         self._ring: list[Entry | None] = []
         self._hand = 0
         self._sweep_at = 0
-        self._retired: set[Entry] = set()
+        self._retired_count = 0
         self._retired_bytes = 0
         untrack(self._ring)
-        untrack(self._retired)
         self._keys: _SortedKeys = SortedList()
         self._tags: dict[str, dict[str, str | set[str]]] = {}
         self._zones: dict[str, dict[str, int]] = {}
@@ -186,12 +187,13 @@ class MemoryTier:
         self._link(entry, size)
         while self._used > self._budget:
             self._evict()
-        if entry in self._retired:
-            self._retired.remove(entry)
+        if entry.retired:
+            entry.retired = False
+            self._retired_count -= 1
             self._retired_bytes -= size
             return
         self._ring.append(entry)
-        if len(self._ring) > 2 * (len(self._entries) + len(self._retired)) + _MIN_DEAD_SLOTS:
+        if len(self._ring) > 2 * (len(self._entries) + self._retired_count) + _MIN_DEAD_SLOTS:
             self._shrink()
 
     def delete(self, key: str) -> Entry | None:
@@ -222,6 +224,13 @@ class MemoryTier:
         if keys is None:
             return []
         return [keys] if isinstance(keys, str) else list(keys)
+
+    def tag_size(self, zone: str, tag: str) -> int:
+        tags = self._tags.get(zone)
+        keys = None if tags is None else tags.get(tag)
+        if keys is None:
+            return 0
+        return 1 if isinstance(keys, str) else len(keys)
 
     def keys_for_zone(self, zone: str, after: str | None = None, limit: int | None = None) -> list[str]:
         ranges = self._zones.get(zone)
@@ -349,7 +358,8 @@ class MemoryTier:
 
     def _retire(self, entry: Entry, forget_vary: bool = True) -> None:
         self._unlink(entry, forget_vary)
-        self._retired.add(entry)
+        entry.retired = True
+        self._retired_count += 1
         size = entry.size
         self._retired_bytes += size
         if self._retired_bytes > self._budget >> 3:
@@ -364,17 +374,15 @@ class MemoryTier:
         being put (not yet in the ring) cannot do alone: a victim is in the ring, and the hand finds
         it within two turns."""
         ring = self._ring
-        retired = self._retired
         hand = self._hand
         while True:
             if hand >= len(ring):
                 hand = 0
             entry = ring[hand]
             if entry is not None:
-                if entry in retired:
+                if entry.retired:
                     ring[hand] = None
-                    retired.remove(entry)
-                    self._retired_bytes -= entry.size
+                    self._clear_retired(entry)
                 elif entry.visited:
                     entry.visited = False
                 else:
@@ -389,19 +397,23 @@ class MemoryTier:
         """Clear the slots of the retired entries among the next ``slots`` slots of the ring, from
         where the last sweep stopped (wrapping), so that their bodies are freed."""
         ring = self._ring
-        retired = self._retired
         n = len(ring)
         i = self._sweep_at
         for _ in range(min(slots, n)):
             if i >= n:
                 i = 0
             entry = ring[i]
-            if entry is not None and entry in retired:
+            if entry is not None and entry.retired:
                 ring[i] = None
-                retired.remove(entry)
-                self._retired_bytes -= entry.size
+                self._clear_retired(entry)
             i += 1
         self._sweep_at = i
+
+    def _clear_retired(self, entry: Entry) -> None:
+        """Forget a retired entry whose slot was just cleared."""
+        entry.retired = False
+        self._retired_count -= 1
+        self._retired_bytes -= entry.size
 
     def _shrink(self) -> None:
         """Drop the dead slots, keeping the order (and so the hand's and the sweep's places)."""
