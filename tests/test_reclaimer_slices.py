@@ -180,3 +180,32 @@ def test_a_tag_on_more_entries_than_a_snapshot_is_reclaimed_through_the_zone(
     assert counts == {Tag("t3"): sum(1 for i in range(n) if i % 7 == 3)}
     assert not any("t3" in e.tags for e in tier) and len(tier) == n - counts[Tag("t3")] + 50
     assert tier.tag_size("b", "t1") == 50
+
+
+def test_a_large_reclaim_releases_memory_in_the_background_and_a_small_one_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tier = filled(3000)
+    monkeypatch.setattr(reclaimer_module, "TRIM_AFTER_BYTES", tier.bytes_used // 2)
+    calls: list[int] = []
+
+    async def release() -> bool:
+        calls.append(len(tier))
+        return True
+
+    async def go() -> None:
+        index = EpochIndex()
+        rec = Reclaimer(tier, index, lambda: None, release_memory=release)
+        rec.start()
+        for seq, selector in enumerate((Tag("t1"), Everything()), start=1):
+            purge = Purge(seq, "a", Mode.DELETE, (selector,), time.time())
+            index.apply(purge)
+            rec.enqueue(purge)
+            await rec.drain()
+            await asyncio.sleep(0.05)
+            if seq == 1:
+                assert calls == [], "a seventh of the tier is under the threshold"
+        await rec.stop()
+
+    asyncio.run(go())
+    assert calls == [50], "released once, after the purge that emptied zone a"
