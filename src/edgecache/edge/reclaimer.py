@@ -40,7 +40,7 @@ from edgecache.store.entry import VARIANT_SEP
 
 log = logging.getLogger(__name__)
 
-SLICE = 0.002
+SLICE = 0.001
 """Seconds of reclaiming between yields to the event loop (checked every ``CLOCK_EVERY`` entries, at
 4 to 10 µs an entry)."""
 CLOCK_EVERY = 64
