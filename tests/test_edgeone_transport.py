@@ -578,7 +578,9 @@ def test_internal_error_keeps_the_envelope(env: Env) -> None:
 
 
 def test_wrong_key_is_signature_failure(env: Env) -> None:
-    err = sdk_error(env.client((env.full[0], env.full[1][:-1] + "x")).DescribeContentQuota, quota_request())
+    secret = env.full[1]
+    wrong = secret[:-1] + ("y" if secret.endswith("x") else "x")
+    err = sdk_error(env.client((env.full[0], wrong)).DescribeContentQuota, quota_request())
     assert err.code == "AuthFailure.SignatureFailure"
     assert err.message.startswith("The provided credentials could not be validated.")
 

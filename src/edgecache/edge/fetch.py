@@ -13,9 +13,16 @@ Theory of operation:
 - Memory: a stored response is held once (its chunks become the entry's body). A response that is
   not stored keeps only the chunks some reader has not written yet, and the fetch stops reading
   from the origin while more than ``HIGH_WATER`` bytes wait for the slowest reader.
+- Interim (1xx) responses are not part of the object: each one is passed, as it arrives, to the
+  readers waiting for the head (``relay_interim``), and never stored.
 - ``stored_seq`` is the purge-ledger position read *before* the origin request is sent: a purge
   accepted while the fetch is in flight is newer than the entry it produces, so the entry is never
   served as fresh after that purge.
+- A fill brings the full, unconditional object, except a *range fill*: it forwards one client
+  range (and the client's If-Range, so the origin decides which representation the bytes are of).
+  Its 206 is stored as a :class:`~edgecache.store.partial.PartialEntry` when Content-Range places
+  it; the proxy combines it with the parts already stored (docs/decisions/0013-partial-content.md).
+  Its readers share it under its own ``flight`` key, never with a full fill of the same key.
 """
 
 from __future__ import annotations
@@ -23,14 +30,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from edgecache.edge.forwarding import forward_headers
-from edgecache.edge.origin import OriginClient, OriginError, OriginResponse
-from edgecache.httpcache.freshness import StorageDecision, decide_storage, format_http_date, initial_age
+from edgecache.edge.origin import OriginClient, OriginError, OriginResponse, OriginUnreachable
+from edgecache.httpcache.dates import format_http_date
+from edgecache.httpcache.freshness import StorageDecision, decide_storage, initial_age
 from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
+from edgecache.httpcache.ranges import parse_content_range, strong_validator
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
 from edgecache.store.entry import Entry
+from edgecache.store.partial import PartialEntry
 
 if TYPE_CHECKING:
     from edgecache.edge.zones import ZoneRuntime
@@ -45,6 +56,10 @@ NOT_FORWARDED_TO_ORIGIN_ON_FILL = frozenset(
 NOT_STORED = TAG_HEADERS | {"age", "content-length", "cdn-cache-control"}
 """Fields the cache consumes itself: tags are never shown to clients, Age and Content-Length are
 recomputed on every answer, CDN-Cache-Control is addressed to us (RFC 9213)."""
+
+
+InterimSink = Callable[[int, bytes], None]
+"""``sink(status, response_bytes)``: writes one 1xx response to a client waiting for the head."""
 
 
 class Reader:
@@ -65,6 +80,8 @@ class Fetch:
         zone: ZoneRuntime,
         host: str,
         key: str,
+        flight: str,
+        range_value: str | None,
         method: str,
         url: str,
         headers: Mapping[str, str],
@@ -77,6 +94,8 @@ class Fetch:
     ) -> None:
         self.zone = zone
         self.key = key
+        self.flight = flight
+        """The key readers share this fetch under: ``key``, or ``key`` and the range forwarded."""
         self.stale = stale
         """The stored entry being revalidated, if any."""
         self.stored_seq = stored_seq
@@ -86,6 +105,11 @@ class Fetch:
         self.request_headers = headers
         drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
         fwd = forward_headers(headers, client_ip, zone, host, drop=drop)
+        if range_value is not None:
+            fwd["range"] = range_value
+            if_range = headers.get("if-range")
+            if if_range is not None:
+                fwd["if-range"] = if_range
         if stale is not None:
             if stale.etag:
                 fwd["if-none-match"] = stale.etag
@@ -99,6 +123,8 @@ class Fetch:
         self._tag_source: list[tuple[str, str]] = []
         self.head_bytes = b""
         self.content_length: int | None = None
+        self.content_range: tuple[int, int, int] | None = None
+        """Where a 206's body lies in the representation, when its Content-Range says so exactly."""
         self.decision: StorageDecision | None = None
         self.initial_age = 0.0
         self.storable = False
@@ -115,6 +141,8 @@ class Fetch:
         self._size = 0
         self.readers: list[Reader] = []
         self.head_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._interim: list[tuple[int, bytes]] = []
+        self._interim_sinks: list[InterimSink] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._space: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -128,11 +156,16 @@ class Fetch:
     async def _run(self, origin: OriginClient) -> None:
         request_time = time.time()
         try:
-            resp = await origin.request(self._method, self._url, self._fwd)
+            resp = await origin.request(self._method, self._url, self._fwd, on_interim=self._on_interim)
         except OriginError as exc:
             self.error = exc
             self._finish()
             return
+        except asyncio.CancelledError:
+            # Every reader left before the head: later misses must not join a fetch that never ends.
+            self.error = OriginUnreachable("the origin request was abandoned")
+            self._finish()
+            raise
         response_time = time.time()
         self.latency = response_time - request_time
         self.origin_status = resp.status
@@ -158,6 +191,12 @@ class Fetch:
         if self.storable:
             self._store(response_time)
         self._finish()
+
+    def _on_interim(self, status: int, fields: list[tuple[str, str]]) -> None:
+        data = interim_response(status, fields)
+        self._interim.append((status, data))
+        for sink in self._interim_sinks:
+            sink(status, data)
 
     def _accept_head(self, resp: OriginResponse, request_time: float, response_time: float) -> None:
         headers = strip_hop_by_hop(resp.headers)
@@ -186,11 +225,21 @@ class Fetch:
             response_time=response_time,
         )
         self._tag_source = headers
+        self._interim_sinks = []
         self.client_headers = [(k, v) for k, v in headers if k.lower() not in NOT_STORED]
         self.head_bytes = encode_head(self.client_headers)
         too_big = resp.content_length is not None and resp.content_length > self._max
+        placed = True
+        if resp.status == 206:
+            cr = _field(headers, "content-range")
+            self.content_range = parse_content_range(cr) if cr is not None else None
+            placed = self.content_range is not None and (
+                resp.content_length is None
+                or resp.content_length == self.content_range[1] - self.content_range[0] + 1
+            )
         self.storable = (
             decision.storable
+            and placed
             and not too_big
             and self._method == "GET"
             and ("authorization" not in self.request_headers or decision.auth_ok)
@@ -269,8 +318,36 @@ class Fetch:
         assert decision is not None
         body = b"".join(self.chunks)
         tags = parse_tags(self._tag_source)
-        entry = self._entry(decision, body, tags, response_time, self.head_bytes)
+        if self.content_range is None:
+            entry = self._entry(decision, body, tags, response_time, self.head_bytes)
+        else:
+            first, last, length = self.content_range
+            if len(body) != last - first + 1:
+                return
+            entry = self._part(decision, (first, body), length, tags, response_time)
         self._store_entry(entry, decision.vary, self.request_headers)
+
+    def _part(
+        self,
+        decision: StorageDecision,
+        part: tuple[int, bytes],
+        length: int,
+        tags: tuple[str, ...],
+        response_time: float,
+    ) -> PartialEntry:
+        """A 206 as stored: its fields without Content-Range, which each answer computes anew."""
+        fields = self.client_headers
+        entry = self._entry(
+            decision,
+            b"",
+            tags,
+            response_time,
+            encode_head([(k, v) for k, v in fields if k.lower() != "content-range"]),
+        )
+        validator = strong_validator(
+            _field(fields, "etag"), _field(fields, "last-modified"), _field(fields, "date")
+        )
+        return PartialEntry.holding(entry, length, (part,), validator or "")
 
     def _entry(
         self,
@@ -303,6 +380,7 @@ class Fetch:
         self.done = True
         if not self.head_ready.done():
             self.head_ready.set_result(None)
+        self._interim_sinks = []
         self._on_done(self)
         self._wake()
 
@@ -319,6 +397,14 @@ class Fetch:
         reader = Reader()
         self.readers.append(reader)
         return reader
+
+    def relay_interim(self, sink: InterimSink) -> None:
+        """Pass this fetch's 1xx responses to ``sink`` until the final head: past ones, then new ones."""
+        if self.head_ready.done():
+            return
+        for status, data in self._interim:
+            sink(status, data)
+        self._interim_sinks.append(sink)
 
     def leave(self, reader: Reader) -> None:
         """A reader is finished (or its client went away)."""
@@ -349,6 +435,15 @@ class Fetch:
     def _release_space(self) -> None:
         if self._space is not None and not self._space.done() and self._buffered <= HIGH_WATER:
             self._space.set_result(None)
+
+
+def interim_response(status: int, fields: list[tuple[str, str]]) -> bytes:
+    """A 1xx response as relayed to a client: its own end-to-end fields only (RFC 9110 §15.2)."""
+    try:
+        phrase = HTTPStatus(status).phrase.encode("latin-1")
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %b\r\n" % (status, phrase) + encode_head(strip_hop_by_hop(fields)) + b"\r\n"
 
 
 def _field(headers: list[tuple[str, str]], name: str) -> str | None:

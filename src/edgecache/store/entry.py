@@ -74,9 +74,8 @@ class Entry:
     @property
     def size(self) -> int:
         """Bytes this entry is charged for against the tier's budget."""
-        tags = self.tags
         charged = len(self.body) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
-        return charged + TAG_OVERHEAD * len(tags) + sum(map(len, tags)) if tags else charged
+        return charged + tags_charge(self.tags) if self.tags else charged
 
     def age(self, now: float) -> float:
         """current_age of RFC 9111 §4.2.3."""
@@ -109,3 +108,8 @@ a full tier's real use is within 5% of its budget."""
 TAG_OVERHEAD = 110
 """Bytes each tag costs beyond its characters: its string object, its slot in the entry's tuple, and
 its place in the tier's tag index (measured as ``ENTRY_OVERHEAD``)."""
+
+
+def tags_charge(tags: tuple[str, ...]) -> int:
+    """Bytes an entry's tags are charged for (``TAG_OVERHEAD`` and the characters of each)."""
+    return TAG_OVERHEAD * len(tags) + sum(map(len, tags))
