@@ -18,6 +18,7 @@ from edgecache.store import memory
 from edgecache.store.base import Tier
 from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry
 from edgecache.store.memory import MemoryTier
+from edgecache.store.partial import PartialEntry
 
 S = VARIANT_SEP
 
@@ -528,3 +529,17 @@ class TierMachine(RuleBasedStateMachine):
 
 TierMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 test_tier_machine = TierMachine.TestCase
+
+
+def test_an_entry_built_from_a_retired_one_is_stored_like_any_other() -> None:
+    # A 206 combined with an entry the tier has just removed copies that entry's fields; the tier's
+    # own state of the old object must not come along.
+    tier = MemoryTier(10_000)
+    old = make("http://h/a", 10)
+    tier.put(old)
+    tier.delete(old.key)
+    assert old.retired
+    part = PartialEntry.holding(old, 100, ((0, b"x" * 10),), "")
+    tier.put(part)
+    assert tier.get(part.key) is part and not part.retired
+    check_internals(tier)

@@ -44,6 +44,7 @@ SLICE = 0.001
 """Seconds of reclaiming between yields to the event loop (checked every ``CLOCK_EVERY`` entries, at
 4 to 10 µs an entry)."""
 CLOCK_EVERY = 64
+"""Entries between two reads of the clock (a read costs about as much as examining one entry)."""
 PAGE = 1024
 """Keys read from the tier at a time for host, prefix and zone selectors (O(log n + PAGE) a read)."""
 TAG_SNAPSHOT_MAX = 65536
@@ -52,6 +53,8 @@ COMPACT_EVERY = 1.0
 COMPACT_PURGES = 256
 """Purges forgotten by the epoch index between yields (O(their selectors) each)."""
 TRIM_AFTER_BYTES = 64 << 20
+"""Tier bytes freed by reclaims before ``release_memory`` runs (a trim walks the whole heap, so it is
+not worth running for a few entries)."""
 
 
 class Reclaimer:
