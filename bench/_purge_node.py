@@ -20,6 +20,7 @@ which lets the harness do what the public API cannot:
 - ``commitcost``: ms per bare SQLite ``INSERT`` + commit (WAL, synchronous=FULL) in the data dir.
 - ``stats``: RSS, entries, bytes_used, outstanding index rows, pending purges, and the garbage
   collector's pauses per generation since the start (``gc.callbacks``; the event loop stops meanwhile).
+- ``cpu``: the node process's CPU time so far (every thread).
 - ``lag``: the longest event-loop stall since the last ``lag`` (``edgecache.looplag.LoopLag`` with a
   1 ms period, wall and loop-thread CPU), and start a new window. The harness opens a window right
   before each purge and reads it after the reclaimer is done, so its own fills are never counted.
@@ -51,6 +52,7 @@ from aiohttp import web
 
 from edgecache.app import Node
 from edgecache.config import Account, Config, Listener, PurgeRate, Quota, Storage, Zone
+from edgecache.control import purges as purges_module
 from edgecache.control.credentials import Permission
 from edgecache.control.purges import PurgeRequest
 from edgecache.looplag import LoopLag
@@ -242,7 +244,7 @@ class Bench:
     async def _writer_idle(self) -> None:
         writer = getattr(self.node.purges, "_writer", None)
         if writer is not None:
-            await asyncio.wrap_future(writer.submit(lambda: None))
+            await asyncio.wrap_future(writer.submit(self.node.purges._flush_acks))
 
     async def drain(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -388,6 +390,8 @@ class Bench:
             result = self.commitcost(int(cmd.get("n", 100)))
         elif op == "stats":
             result = self.stats()
+        elif op == "cpu":
+            result = {"process_s": time.process_time()}
         elif op == "lag":
             wall, cpu = self.probe.reset()
             result = {"ms": wall * 1000, "cpu_ms": cpu * 1000}
@@ -398,6 +402,8 @@ class Bench:
 
 async def main(args: argparse.Namespace) -> None:
     data_dir = Path(args.data_dir)
+    if args.ack_delay is not None:
+        purges_module.ACK_DELAY = args.ack_delay
     data_dir.mkdir(parents=True, exist_ok=True)
     node = Node(build_config(data_dir, args.origin, args.memory_bytes))
     await node.start()
@@ -432,6 +438,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--memory-bytes", type=int, default=256 << 20)
     p.add_argument("--no-reclaimer", action="store_true", help="stop the reclaimer: purges stay outstanding")
+    p.add_argument(
+        "--ack-delay", type=float, help="PurgeService's ACK_DELAY (0: every acknowledgement alone)"
+    )
     return p.parse_args()
 
 
