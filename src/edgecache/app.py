@@ -11,6 +11,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
 from edgecache.config import TASK_TYPES, Account, Config, Limits
+from edgecache.control.cache_reserve import CacheReserveService
 from edgecache.control.credentials import CredentialService
 from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
@@ -31,6 +33,7 @@ from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
 from edgecache.control.sessions import SessionService
+from edgecache.db.cache_reserve import CacheReserveStore
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
@@ -46,8 +49,13 @@ from edgecache.gcpolicy import keep_gc
 from edgecache.looplag import LoopLag
 from edgecache.memtrim import release_freed_memory
 from edgecache.metrics import EdgeCollector
+from edgecache.metrics_disk import DiskCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge
+from edgecache.store.base import Tier
+from edgecache.store.chain import TierChain
+from edgecache.store.disk import DiskStore, JobProgress, clear_reserve_job
+from edgecache.store.entry import Entry
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
@@ -110,13 +118,29 @@ class Node:
         self.zones = ZoneTable(config.zones)
         self.database = open_database(config.database_url or sqlite_url(config.data_dir))
         ledger = LedgerStore(self.database)
-        # Entries are stored at the ledger position; the memory tier starts empty, so purges from
-        # before this start need no replay, only their numbering.
-        self.index = EpochIndex(position=ledger.position())
+        position = ledger.position()
+        self.disk: DiskStore | None = None
+        self.tiers: Tier = self.store
+        """What the data plane reads and writes: memory alone, or memory in front of disk."""
+        self.cache_reserve = CacheReserveService(CacheReserveStore(self.database), self._run_reserve_clear)
+        self.cache_reserve.load()
+        if config.storage.disk.enabled:
+            self.disk = self._open_disk(position)
+            self.tiers = TierChain(
+                self.store,
+                self.disk,
+                reserve_on=self.cache_reserve.is_on,
+                reserve_eligible=self._reserve_eligible,
+            )
+        # Objects on disk may predate purges that were never applied to the disk (a crash between
+        # a purge's commit and its reclaim): those purges are put in effect again, from the ledger.
+        # Without a disk the memory tier starts empty, and the purges need only their numbering.
+        floor = position if self.disk is None else min(position, self.disk.reclaimed_upto)
+        self.index = EpochIndex(position=floor)
         self.origin = origin_client(config.limits)
         self.proxy = Proxy(
             self.zones,
-            self.store,
+            self.tiers,
             self.origin,
             self.stats,
             max_object_bytes=config.storage.max_object_bytes,
@@ -148,8 +172,12 @@ class Node:
             self.proxy.oldest_fetch_seq,
             on_reclaimed=self.purges.reclaimed,
             release_memory=release_freed_memory,
+            disk=self.disk,
         )
         self.looplag = LoopLag(config.runtime.loop_probe_every)
+        self._replayed = self.purges.replay(self.zones.by_id, ledger.after(floor)) if floor < position else []
+        for purge in self._replayed:
+            self.index.apply(purge)
         log_cfg = config.logging
         self.access_log = (
             AccessLog(log_cfg.access_log, log_cfg.access_log_format, self.zones)
@@ -171,6 +199,8 @@ class Node:
                 origin=self.origin.stats,
             )
         )
+        if self.disk is not None:
+            self.registry.register(DiskCollector(self.disk, self.cache_reserve, list(self.zones.by_id)))
         self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
         self.live = LiveStats(self.registry)
         self._housekeeping: asyncio.Task[None] | None = None
@@ -178,6 +208,32 @@ class Node:
         self._probe: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
+
+    def _open_disk(self, position: int) -> DiskStore:
+        cfg = self.config.storage.disk
+        reserve = {z.id: z.cache_reserve for z in self.config.zones}
+        return DiskStore(
+            self.config.data_dir / cfg.path,
+            budget=cfg.budget_bytes,
+            position=position,
+            reserve_budget=lambda zone: reserve[zone].budget_bytes if zone in reserve else 0,
+            reserve_retention=lambda zone: reserve[zone].retention_days * 86400.0 if zone in reserve else 0.0,
+        )
+
+    def _reserve_eligible(self, entry: Entry) -> bool:
+        """Cloudflare's eligibility: fresh for at least the zone's minimum TTL, and not too large."""
+        zone = self.zones.by_id.get(entry.zone)
+        if zone is None:
+            return False
+        rules = zone.config.cache_reserve
+        return entry.freshness_lifetime >= rules.min_ttl and len(entry.body) <= rules.max_object_bytes
+
+    def _run_reserve_clear(self, zone_id: str, progress: JobProgress) -> Future[None]:
+        if self.disk is None:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return self.disk.run_job(clear_reserve_job(zone_id, progress))
 
     def _apply_purge(self, purge: Purge) -> None:
         """Put a durable purge in effect on this node: the index at once, the reclaimer after."""
@@ -232,8 +288,8 @@ class Node:
                 log.exception("task housekeeping failed")
 
     def _seed(self) -> None:
-        # Purges still processing when this node last stopped: the memory tier starts empty, so
-        # there is nothing left for them to remove here; this node acknowledges them.
+        # Purges still processing when this node last stopped: the memory tier starts empty, and
+        # those the disk may still hold objects for are replayed (see __init__); acknowledged here.
         self.tasks.finish_purges([(seq, {}) for seq in self.tasks.processing_purge_seqs()], datetime.now(UTC))
         seed_identity(self.credentials, self.config)
 
@@ -244,6 +300,9 @@ class Node:
         if cfg.demo_origin is not None:
             self._demo = await demo_origin.start(cfg.demo_origin.host, cfg.demo_origin.port)
         self.reclaimer.start()
+        for purge in self._replayed:
+            self.reclaimer.enqueue(purge)
+        self.cache_reserve.resume()
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
@@ -265,6 +324,7 @@ class Node:
             tasks=self.tasks,
             quotas=self.quotas,
             prefetch=self.prefetch,
+            cache_reserve=self.cache_reserve,
         )
         edgeone = EdgeOneServices(
             secrets=self.secrets,
@@ -287,6 +347,7 @@ class Node:
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
+        await self.cache_reserve.stop()
         for task in (self._housekeeping, self._gc, self._probe):
             if task is not None:
                 task.cancel()
@@ -297,4 +358,6 @@ class Node:
         if self._demo is not None:
             await self._demo.cleanup()
         self.purges.close()
+        if self.disk is not None:
+            await asyncio.to_thread(self.disk.close)
         self.database.dispose()

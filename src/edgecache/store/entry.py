@@ -53,6 +53,9 @@ class Entry:
     """Owned by the memory tier: removed from it, its ring slot not cleared yet. Set only while a tier
     holds the object in its ring, so an entry is never copied (``dataclasses.replace``) from one
     that a tier holds."""
+    tier: bytes = b""
+    """Set when the entry was just read from the persistent tier (``b"disk"``, ``b"reserve"``): the
+    answer that uses it first says so in Cache-Status, then clears it."""
 
     @property
     def etag(self) -> str | None:

@@ -49,7 +49,7 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Protocol
 
@@ -123,6 +123,7 @@ class MemoryTier:
         "_vary",
         "_zones",
         "_zones_of_range",
+        "on_evict",
     )
 
     def __init__(self, budget: int) -> None:
@@ -143,6 +144,8 @@ class MemoryTier:
         self._zones: dict[str, dict[str, int]] = {}
         self._zones_of_range: dict[str, int] = {}
         self._vary: dict[str, tuple[str, ...]] = {}
+        self.on_evict: Callable[[Entry], None] | None = None
+        """Told of each entry the eviction policy removes (the persistent tier renews its copy)."""
 
     @property
     def budget(self) -> int:
@@ -390,6 +393,8 @@ class MemoryTier:
                     self._hand = hand + 1
                     self._unlink(entry)
                     self._evictions += 1
+                    if self.on_evict is not None:
+                        self.on_evict(entry)
                     return
             hand += 1
 
