@@ -65,6 +65,7 @@ class Pair:
         self.run(self.control.start_control())
         self.supervisor_end, worker_end = socket.socketpair()
         self.supervisor_end.setblocking(False)
+        self.channel: Channel | None = None
 
         async def make_worker() -> Worker:
             worker = Worker(config, 0, self.board, await Channel.open(worker_end))
@@ -82,6 +83,20 @@ class Pair:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def ack(self, seq: int) -> dict[str, Any]:
+        """The worker's acknowledgement of purge ``seq``, as the supervisor would read it."""
+
+        async def read() -> dict[str, Any]:
+            if self.channel is None:
+                self.channel = await Channel.open(self.supervisor_end)
+            while True:
+                message = await self.channel.receive()
+                assert message is not None
+                if message["t"] == "ack" and message["seq"] == seq:
+                    return message
+
+        return self.run(asyncio.wait_for(read(), 20))
 
     def status(self, path: str) -> str:
         conn = http.client.HTTPConnection("127.0.0.1", self.worker.node.data_port, timeout=20)
@@ -150,17 +165,30 @@ def test_the_reclaimed_purge_is_acknowledged_with_its_counts(pair: Pair) -> None
     seq = pair.board.published
     pair.run(_release(pair))
 
-    async def read_ack() -> dict[str, Any]:
-        channel = await Channel.open(pair.supervisor_end)
-        while True:
-            message = await channel.receive()
-            assert message is not None
-            if message["t"] == "ack" and message["seq"] == seq:
-                return message
-
-    ack = pair.run(asyncio.wait_for(read_ack(), 20))
+    ack = pair.ack(seq)
     assert ack["counts"] == [1, 0]  # per selector, in the purge's order
     assert pair.board.reclaimed(0) == seq
+
+
+def test_an_object_a_request_removed_before_the_reclaimer_is_acknowledged_with_its_count(
+    pair: Pair,
+) -> None:
+    for path in ("/follow/early/x", "/follow/early/y"):
+        pair.origin.routes[path] = Route(
+            headers={"Cache-Control": "public, max-age=600", "Cache-Tag": "follow-early"}
+        )
+        pair.status(path)
+        assert pair.status(path) == "HIT"
+    pair.run(_hold(pair))
+    pair.cf.cache.purge(zone_id=ZONE, tags=["follow-early"])
+    assert pair.status("/follow/early/x") == "MISS"  # removed by this lookup, not by the reclaimer
+    seq = pair.board.published
+    pair.run(_release(pair))
+    assert pair.ack(seq)["counts"] == [2]
+
+
+async def _hold(pair: Pair) -> None:
+    pair.worker.node.reclaimer.hold()
 
 
 async def _release(pair: Pair) -> None:

@@ -185,6 +185,7 @@ class Node:
             on_reclaimed=acknowledge or self.purges.reclaimed,
             release_memory=release_freed_memory,
             disk=self.disk,
+            credits=self.proxy.credits,
         )
         self.looplag = LoopLag(config.runtime.loop_probe_every)
         self._replayed = [

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 from edgecache.edge.fetch import Fetch, Reader, interim_response
 from edgecache.edge.forwarding import forward_headers
 from edgecache.edge.http1 import Connection, Request
+from edgecache.edge.lookup_credits import LookupCredits
 from edgecache.edge.origin import OriginClient, OriginError, OriginInvalid, OriginTimeout
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import BAD_HOST, NO_ZONE, ZoneRuntime, ZoneTable
@@ -107,6 +108,7 @@ class Proxy:
         *,
         max_object_bytes: int,
         index: EpochIndex,
+        credits: LookupCredits | None = None,
     ) -> None:
         self.zones = zones
         self.store = store
@@ -114,6 +116,8 @@ class Proxy:
         self.stats = stats
         self._max = max_object_bytes
         self.index = index
+        self.credits = LookupCredits() if credits is None else credits
+        """What lookups removed or marked stale for a purge before the reclaimer got there."""
         self.inflight: dict[str, Fetch] = {}
         self._hit_for_miss: dict[str, float] = {}
         self._fetch_seqs: Counter[int] = Counter()
@@ -258,9 +262,11 @@ class Proxy:
         if verdict.hard:
             self.store.delete(entry.key)
             self.stats.purged_on_lookup += 1
+            self.credits.removed(entry, verdict.seq)
             return None
         if entry.stale_since is None or verdict.at < entry.stale_since:
             entry.stale_since = verdict.at
+            self.credits.marked(entry, verdict.seq)
         return entry
 
     # -- hits -------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ Theory of operation:
 - After a reclaim that freed at least ``TRIM_AFTER_BYTES`` of the tier, ``release_memory`` (when
   given) runs in the background: glibc keeps freed memory in its arenas until ``malloc_trim``.
 - ``on_reclaimed(purge, matched)`` reports, per purge and selector, how many entries were removed
-  or marked stale: this node's acknowledgement, which completes the purge's tasks.
+  or marked stale: this node's acknowledgement, which completes the purge's tasks. Entries a lookup
+  removed or marked before the reclaimer got there are counted too (``lookup_credits.py``), so the
+  counts do not depend on which of the two came first.
 - With a persistent tier, each purge is then a job on the disk writer (:class:`DiskReclaim`): the
   same selectors over the disk's indexes, a few thousand records per transaction, and the disk's
   ``reclaimed_upto`` moved to the purge in the transaction that finishes it. The memory part of the
@@ -41,6 +43,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 
+from edgecache.edge.lookup_credits import LookupCredits
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url, matches
 from edgecache.store.base import Tier
@@ -77,8 +80,10 @@ class Reclaimer:
         on_reclaimed: Callable[[Purge, dict[Selector, int]], None] | None = None,
         release_memory: Callable[[], Awaitable[object]] | None = None,
         disk: DiskStore | None = None,
+        credits: LookupCredits | None = None,
     ) -> None:
         self._store = store
+        self._credits = LookupCredits() if credits is None else credits
         self._release_memory = release_memory
         self._releasing: asyncio.Task[object] | None = None
         self._disk = disk
@@ -151,6 +156,7 @@ class Reclaimer:
                 self._busy = True
                 try:
                     matched = await self.reclaim(purge)
+                    matched = _plus(matched, self._credits.claim_soft(purge, self._store.peek))
                 except Exception:
                     log.exception("reclaiming purge %d failed; its epoch rows stay in force", purge.seq)
                     matched = {}
@@ -202,8 +208,11 @@ class Reclaimer:
                 try:
                     await done
                     # Most objects are in both tiers (fills are written through): the larger count
-                    # is the closer one to the number of distinct objects.
-                    matched = {s: max(matched.get(s, 0), job.counts.get(s, 0)) for s in purge.selectors}
+                    # is the closer one to the number of distinct objects. What lookups removed
+                    # counts with the tier they found it in (see ``lookup_credits.py``).
+                    memory = _plus(matched, self._credits.claim_hard(purge, on_disk=False))
+                    disk = _plus(job.counts, self._credits.claim_hard(purge, on_disk=True))
+                    matched = {s: max(memory.get(s, 0), disk.get(s, 0)) for s in purge.selectors}
                 except Exception:
                     log.exception("reclaiming purge %d on disk failed; replayed at the next start", purge.seq)
                     matched = {}
@@ -220,6 +229,9 @@ class Reclaimer:
             self._compact_limit = purge.seq - 1
 
     def _finish(self, purge: Purge, matched: dict[Selector, int]) -> None:
+        if self._disk is None:
+            matched = _plus(matched, self._credits.claim_hard(purge, on_disk=False))
+        self._credits.forget(purge.seq)
         self.reclaimed_upto = purge.seq
         if self._on_reclaimed is not None:
             self._on_reclaimed(purge, matched)
@@ -296,6 +308,16 @@ class Reclaimer:
             removed += self._index.compact(upto, COMPACT_PURGES)
         self.compacted_upto = upto
         return removed
+
+
+def _plus(counts: dict[Selector, int], more: dict[Selector, int]) -> dict[Selector, int]:
+    """Two per-selector counts added up."""
+    if not more:
+        return counts
+    out = dict(counts)
+    for selector, n in more.items():
+        out[selector] = out.get(selector, 0) + n
+    return out
 
 
 def _pages(read: Callable[[str | None], list[str]]) -> Iterator[list[str]]:
