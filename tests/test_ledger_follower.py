@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import socket
 import tempfile
 import threading
@@ -28,13 +29,13 @@ from conftest import Route, ScriptedOrigin
 from edgecache.app import Node
 from edgecache.cluster.acks import AckBook
 from edgecache.cluster.board import PositionBoard
-from edgecache.cluster.channel import Channel
+from edgecache.cluster.channel import Channel, decode_purge, encode_purge
 from edgecache.cluster.collector import NodeCollector, WorkerView
 from edgecache.cluster.worker import Worker
 from edgecache.config import Config, DiskStorage, Listener, Storage, Zone
 from edgecache.control.credentials import Permission
 from edgecache.db.ledger import LedgerStore
-from edgecache.purge.selectors import Everything, Mode, Purge, Selector, Tag
+from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url
 
 T = TypeVar("T")
 ZONE = "5" * 32
@@ -61,7 +62,8 @@ class Pair:
             storage=Storage(disk=DiskStorage(enabled=False)),
         )
         self.board = PositionBoard.create(1)
-        self.control = Node(config, apply=lambda purge: self.board.publish(purge.seq))
+        self.published: list[Purge] = []
+        self.control = Node(config, apply=self._publish)
         self.run(self.control.start_control())
         self.supervisor_end, worker_end = socket.socketpair()
         self.supervisor_end.setblocking(False)
@@ -81,8 +83,20 @@ class Pair:
             api_token=token, base_url=f"http://127.0.0.1:{self.control.control_port}/client/v4", max_retries=0
         )
 
+    def _publish(self, purge: Purge) -> None:
+        self.published.append(purge)
+        self.board.publish(purge.seq)
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def wake(self, after: int, purge: Purge) -> None:
+        """The supervisor's wake message for ``purge``, published after position ``after``."""
+
+        async def deliver() -> None:
+            self.worker.woken({"t": "wake", "after": after, "purge": encode_purge(purge)})
+
+        self.run(deliver())
 
     def ack(self, seq: int) -> dict[str, Any]:
         """The worker's acknowledgement of purge ``seq``, as the supervisor would read it."""
@@ -284,3 +298,47 @@ def test_a_worker_applies_nothing_past_the_announced_position(pair: Pair) -> Non
     pair.board.publish(unannounced)
     assert pair.status(path) == "MISS"
     assert pair.worker.follower.applied == unannounced
+
+
+def test_a_purge_carried_in_the_wake_is_applied_without_reading_the_ledger(pair: Pair) -> None:
+    path = "/follow/carried/x"
+    pair.origin.routes[path] = Route(headers={"Cache-Control": "public, max-age=600", "Cache-Tag": "carried"})
+    pair.status(path)
+    assert pair.status(path) == "HIT"  # and the worker is at the published position
+    after = pair.worker.follower.applied
+    reads, delivered = pair.worker.follower.caught_up, pair.worker.follower.delivered
+    pair.cf.cache.purge(zone_id=ZONE, tags=["carried"])
+    pair.wake(after, pair.published[-1])
+    assert pair.worker.follower.applied == pair.board.published
+    assert pair.status(path) == "MISS"
+    assert (pair.worker.follower.caught_up, pair.worker.follower.delivered) == (reads, delivered + 1)
+
+
+def test_after_a_missed_wake_the_ledger_is_read_instead(pair: Pair) -> None:
+    paths = ["/follow/missed/x", "/follow/missed/y"]
+    for n, path in enumerate(paths):
+        pair.origin.routes[path] = Route(
+            headers={"Cache-Control": "public, max-age=600", "Cache-Tag": f"missed-{n}"}
+        )
+        pair.status(path)
+        assert pair.status(path) == "HIT"
+    reads, delivered = pair.worker.follower.caught_up, pair.worker.follower.delivered
+    pair.cf.cache.purge(zone_id=ZONE, tags=["missed-0"])
+    first_seq = pair.published[-1].seq
+    pair.cf.cache.purge(zone_id=ZONE, tags=["missed-1"])
+    # The first purge's wake never arrived: the second's is not the next purge for this worker.
+    pair.wake(first_seq, pair.published[-1])
+    assert pair.worker.follower.delivered == delivered
+    assert [pair.status(p) for p in paths] == ["MISS", "MISS"]
+    assert pair.worker.follower.caught_up == reads + 1
+
+
+def test_a_purge_survives_the_wake_message_with_its_selectors_in_order() -> None:
+    purge = Purge(
+        7,
+        ZONE,
+        Mode.INVALIDATE,
+        (Tag("b"), Url(f"http://{HOST}/x"), Tag("a", HOST), Host(HOST), Prefix(f"{HOST}/p"), Everything()),
+        1.5,
+    )
+    assert decode_purge(json.loads(json.dumps(encode_purge(purge)))) == purge

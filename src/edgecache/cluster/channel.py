@@ -3,10 +3,14 @@
 Messages (``t`` names the kind):
 - worker → supervisor: ``hello`` (``position``: the ledger position it starts from),
   ``ack`` (``seq``, ``counts`` per selector), ``metrics`` (``id``, ``families``).
-- supervisor → worker: ``wake`` (a purge was published), ``metrics?`` (``id``).
+- supervisor → worker: ``wake`` (a purge was published: ``after``, the position published before
+  it, and ``purge``, the committed purge with its selectors, see :func:`encode_purge`),
+  ``metrics?`` (``id``).
 
-The channel carries no purge itself: the ledger table does (see ``follower.py``). End of file on
-either side means the other process is gone.
+The ledger table stays the record (see ``follower.py``): the purge in a ``wake`` only saves the
+worker a read of the row it announces, when that row is the next one the worker needs. A worker
+that missed a message, or was behind already, reads the table as before. End of file on either
+side means the other process is gone.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import asyncio
 import json
 import socket
 from typing import Any
+
+from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url
 
 Message = dict[str, Any]
 
@@ -52,3 +58,45 @@ class Channel:
     def close(self) -> None:
         """Close this end."""
         self._writer.close()
+
+
+def encode_purge(purge: Purge) -> list[Any]:
+    """A purge as JSON values: seq, zone, mode, time, then one list per selector, in order (the
+    acknowledgements count per selector in this order)."""
+    return [purge.seq, purge.zone, purge.mode.value, purge.at, [_encode_selector(s) for s in purge.selectors]]
+
+
+def decode_purge(value: list[Any]) -> Purge:
+    """The inverse of :func:`encode_purge`."""
+    seq, zone, mode, at, selectors = value
+    return Purge(int(seq), str(zone), Mode(mode), tuple(_decode_selector(s) for s in selectors), float(at))
+
+
+def _encode_selector(selector: Selector) -> list[Any]:
+    match selector:
+        case Url(key=key):
+            return ["u", key]
+        case Tag(tag=tag, host=host):
+            return ["t", tag, host]
+        case Host(host=host):
+            return ["h", host]
+        case Prefix(prefix=prefix):
+            return ["p", prefix]
+        case Everything():
+            return ["e"]
+    raise TypeError(f"not a selector: {selector!r}")
+
+
+def _decode_selector(value: list[Any]) -> Selector:
+    match value:
+        case ["u", str(key)]:
+            return Url(key)
+        case ["t", str(tag), str() | None as host]:
+            return Tag(tag, host)
+        case ["h", str(host)]:
+            return Host(host)
+        case ["p", str(prefix)]:
+            return Prefix(prefix)
+        case ["e"]:
+            return Everything()
+    raise ValueError(f"not a selector: {value!r}")

@@ -20,6 +20,11 @@ Rules:
   nudge delays an applier but never leaves it behind.
 - A row that cannot be replayed (its zone is gone from this node's configuration) is skipped with a
   log line: it can cover nothing this applier stores, and the position still moves past it.
+- A purge may also be *delivered* with its announcement (the processes' wake message carries it,
+  with the position announced before it): it is applied as it is, without reading its row, when
+  the applier is exactly at that earlier position; otherwise (a message missed, the applier behind
+  or ahead already) the announcement counts only as a wake, and the ledger read decides. The shared
+  word, not the message, says whether an applier is behind, so a request never waits for one.
 - Rows are applied in seq order; gaps in the numbering (a PostgreSQL sequence skips values on
   rollback) are harmless, because ``applied`` is the last seq read, not a count.
 """
@@ -70,11 +75,29 @@ class LedgerFollower:
         self.applied = position
         self.caught_up = 0
         """How many times this applier found itself behind and read the ledger."""
+        self.delivered = 0
+        """How many purges were applied as delivered, without a ledger read."""
 
     def check(self) -> None:
         """Catch up if the waker announced a newer position (one comparison otherwise)."""
         if self._waker.target() > self.applied:
             self.catch_up()
+
+    def deliver(self, after: int, seq: int, apply: Callable[[], None]) -> bool:
+        """Apply the purge announced at ``seq`` (``apply`` puts it in effect) if it is the next one
+        for this applier (at ``after``, the position announced before it) and announced; returns
+        whether it did. When not, nothing is applied: the caller wakes the ledger read instead."""
+        if self.applied != after or not after < seq <= self._waker.target():
+            return False
+        self.delivered += 1
+        try:
+            apply()
+        except Exception:
+            log.exception("cannot apply delivered purge %d; skipped", seq)
+        self.applied = seq
+        if self._on_applied is not None:
+            self._on_applied(seq)
+        return True
 
     def catch_up(self) -> None:
         """Apply every ledger row up to the announced position."""

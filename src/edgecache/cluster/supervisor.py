@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from edgecache.app import Node
 from edgecache.cluster.acks import AckBook
 from edgecache.cluster.board import PositionBoard
-from edgecache.cluster.channel import Channel
+from edgecache.cluster.channel import Channel, encode_purge
 from edgecache.cluster.collector import Families, NodeCollector, WorkerView
 from edgecache.cluster.worker import CONFIG_ENV
 from edgecache.config import Config, Listener
@@ -86,11 +86,14 @@ class Supervisor:
 
     def _publish(self, purge: Purge) -> None:
         """A purge is committed: announce it to every worker (before the API answers)."""
+        after = self.board.published
         self.board.publish(purge.seq)
         self.acks.published(purge)
+        # The purge rides along: a worker at ``after`` applies it without reading its ledger row.
+        message = {"t": "wake", "after": after, "purge": encode_purge(purge)}
         for slot in self._slots:
             if slot.channel is not None:
-                slot.channel.send({"t": "wake"})
+                slot.channel.send(message)
 
     def _acknowledged(self, purge: Purge, matched: dict[Selector, int]) -> None:
         self.node.purges.reclaimed(purge, matched)

@@ -26,7 +26,7 @@ import uvloop
 from edgecache import logs
 from edgecache.app import Node
 from edgecache.cluster.board import PositionBoard
-from edgecache.cluster.channel import Channel
+from edgecache.cluster.channel import Channel, Message, decode_purge
 from edgecache.cluster.collector import families
 from edgecache.cluster.follower import LedgerFollower, SharedWordWaker
 from edgecache.config import Config
@@ -79,6 +79,19 @@ class Worker:
             return
         self.node.apply_purge(self.node.purges.replay(zone, row))
 
+    def woken(self, message: Message) -> None:
+        """A purge was published: apply the one carried in the message when it is the next one here,
+        else wake the ledger read."""
+        purge = decode_purge(message["purge"])
+        if not self.follower.deliver(int(message["after"]), purge.seq, lambda: self._put(purge)):
+            self.waker.nudge()
+
+    def _put(self, purge: Purge) -> None:
+        if purge.zone not in self.node.zones.by_id:
+            log.warning("purge %d names zone %s, which this node does not serve", purge.seq, purge.zone)
+            return
+        self.node.apply_purge(purge)
+
     def _acknowledge(self, purge: Purge, matched: dict[Selector, int]) -> None:
         self._board.set_reclaimed(self.slot, purge.seq)
         counts = [matched.get(s, 0) for s in purge.selectors]
@@ -126,7 +139,7 @@ class Worker:
         while (message := await self._channel.receive()) is not None:
             kind = message.get("t")
             if kind == "wake":
-                self.waker.nudge()
+                self.woken(message)
             elif kind == "metrics?":
                 samples = families(self.node.registry)
                 self._channel.send({"t": "metrics", "id": message["id"], "families": samples})
