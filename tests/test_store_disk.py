@@ -12,6 +12,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgecache.edge.reclaimer import DiskReclaim
+from edgecache.purge.selectors import Mode, Purge, Selector, Tag, Url
 from edgecache.store.disk import (
     CACHE,
     RESERVE,
@@ -253,4 +255,27 @@ def test_two_processes_share_the_store(tmp_path: Path) -> None:
     assert "parent's: parent" in out.stdout
     found = store.get("http://h/from-child")
     assert found is not None and found[0].body == b"child"
+    store.close()
+
+
+def test_a_purge_that_removes_nothing_writes_its_position_with_the_next_write(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put(make("http://h/a", tags=("t",)))  # stored at 3
+    assert store.flush(10)
+
+    def reclaim(seq: int, selector: Selector) -> None:
+        store.run_job(DiskReclaim(Purge(seq, "z", Mode.DELETE, (selector,), 0.0))).result(10)
+
+    reclaim(11, Url("http://h/none"))
+    assert store.reclaimed_upto == 0  # no commit for a purge that had nothing to remove here
+    reclaim(12, Tag("t"))
+    assert store.reclaimed_upto == 12 and store.get("http://h/a") is None
+    reclaim(13, Url("http://h/none"))
+    store.put(make("http://h/b"))
+    assert store.flush(10)
+    assert store.reclaimed_upto == 13  # carried by the next write
+    reclaim(14, Url("http://h/none"))
+    store.close()
+    store = open_store(tmp_path)
+    assert store.reclaimed_upto == 14  # and written at close: a restart replays nothing
     store.close()

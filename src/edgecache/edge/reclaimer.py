@@ -344,6 +344,7 @@ class DiskReclaim:
         self.counts: dict[Selector, int] = {}
         self._i = 0
         self._after: bytes | None = None
+        self._changed = False
 
     def __call__(self, view: WriteView) -> bool:
         try:
@@ -369,6 +370,7 @@ class DiskReclaim:
                     view.delete(handle)
                 else:
                     view.mark_stale(handle, purge.at)
+                self._changed = True
                 if handle[:1] == b"c":
                     done += 1
             self.counts[selector] = done
@@ -378,7 +380,7 @@ class DiskReclaim:
             self._i += 1
             self._after = None
         if not self._failed.is_set():
-            view.set_reclaimed(purge.seq)
+            view.set_reclaimed(purge.seq, changed=self._changed)
         return True
 
     def _candidates(self, view: WriteView, selector: Selector) -> list[bytes]:

@@ -23,7 +23,10 @@ Rules of this module (the engine choice is measured in docs/decisions/0009-persi
   keys are at most 511 bytes); range lookups then compare the full key kept in the record.
 - ``reclaimed_upto`` is the purge-ledger position up to which every purge has been applied to what
   is on disk. It is written in the transaction that finishes a purge's removal job, so after a crash
-  the node replays the purges after it (``Node.__init__``, ``PurgeService.replay``).
+  the node replays the purges after it (``Node.__init__``, ``PurgeService.replay``). A job that
+  changed nothing does not write it (a commit, with its sync, per purge that covers nothing on disk
+  cost more than the rest of the purge): the position rides in the next transaction that writes
+  anyway, and at close. A crash before then replays purges that had nothing to remove here.
 - A crash (kill -9) loses at most the queued changes: a committed transaction is whole, an
   uncommitted one is invisible, so no torn record is ever read.
 - Only whole responses are stored (``TierChain`` keeps 206 parts in memory), at most the memory
@@ -309,9 +312,14 @@ class WriteView:
             self.txn.put(handle, encode_entry(e, rec.reserve_expires), db=self._s._entries)
         return True
 
-    def set_reclaimed(self, seq: int) -> None:
-        """Record that every purge up to ``seq`` has been applied to what is on disk."""
-        self._s._meta_put(self.txn, b"reclaimed_upto", seq)
+    def set_reclaimed(self, seq: int, *, changed: bool = True) -> None:
+        """Record that every purge up to ``seq`` has been applied to what is on disk; when the job
+        ``changed`` nothing, with the next transaction that writes anyway."""
+        if changed:
+            self._s._meta_put(self.txn, b"reclaimed_upto", max(seq, self._s._reclaimed_later))
+            self._s._reclaimed_later = 0
+        else:
+            self._s._reclaimed_later = max(seq, self._s._reclaimed_later)
 
 
 Job = Callable[[WriteView], bool]
@@ -379,6 +387,8 @@ class DiskStore:
         self._queued = 0
         self._hidden: Counter[str] = Counter()
         self._delta: dict[bytes, int] = {}
+        self._reclaimed_later = 0
+        """A reclaimed position not written yet (see the module rules); 0 when none."""
         """Counter changes of the writer's open transaction (see ``_account``)."""
         self._renewals: set[tuple[bytes, str]] = set()
         """Records read from disk whose place (or retention) to renew, written every
@@ -552,6 +562,9 @@ class DiskStore:
             if op is None:
                 stopping = True
             self._write_batch(batch)
+        if self._reclaimed_later:
+            with self.env.begin(write=True) as txn:
+                self._write_reclaimed_later(txn)
 
     def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
         try:
@@ -599,6 +612,8 @@ class DiskStore:
                     txn.put(db_key(CACHE, op[1]), "\x00".join(op[2]).encode(), db=self._vary)
                 elif kind == "job":
                     jobs.append(op)
+            if len(jobs) < len(batch):
+                self._write_reclaimed_later(txn)
             # Written before evicting too: eviction finds the reserve zones by their counters.
             self._write_counts(txn)
             self._evict(txn, now)
@@ -790,6 +805,11 @@ class DiskStore:
     def _stored(self, txn: lmdb.Transaction, name: bytes) -> int:
         raw = txn.get(name, db=self._meta)
         return 0 if raw is None else int(_INT.unpack(raw)[0])
+
+    def _write_reclaimed_later(self, txn: lmdb.Transaction) -> None:
+        if self._reclaimed_later:
+            self._meta_put(txn, b"reclaimed_upto", self._reclaimed_later)
+            self._reclaimed_later = 0
 
     def _meta_put(self, txn: lmdb.Transaction, name: bytes, value: int) -> None:
         txn.put(name, _INT.pack(value), db=self._meta)
