@@ -7,17 +7,20 @@ Method:
   stime of its whole process tree, from /proc) over the run; figure = requests / CPU seconds. This
   is what carries to a bigger machine: on 2 cores wrk takes one, so req/s alone measures the client.
 - (2) Hit throughput of edgecache (2 workers) on /small while a client purges an unrelated URL through
-  the API every 20 ms (each purge makes every worker read the ledger once), against none: req/s,
-  hits per worker CPU-second, the control plane's CPU per purge; then the same purges without
+  the API every 20 ms (each purge reaches every worker in its wake message), against none and
+  against a purge request the API rejects every 20 ms (the same client and most of the same
+  control-plane work, nothing for the workers: what sharing the 2 cores costs by itself): req/s,
+  hits per worker CPU-second, the control plane's CPU per call; then the same purges without
   traffic, for the workers' own CPU per purge.
 - (3) From the purge API's answer to the first MISS in every process: two kept-alive connections,
   one held by each worker (identified through /proc), each holding the purged URL as a hit; at the
-  answer both send the request at once; the figure is when the later MISS head arrives. The same
+  answer both send the request at once; the figure is when the later answer's head arrives (a
+  MISS, or a hit from the shared disk tier on what the other process fetched meanwhile). The same
   measurement without a purge, on a never-seen URL (a plain MISS), is the floor it includes.
 - Rounds are interleaved; medians with min-max. The machine is shared with other work now: every
   figure is noisy, and the "other CPU %" column says how busy the rest of the machine was.
 
-Usage: ``.venv/bin/python bench/workers.py [--duration S] [--rounds N] [--purges N]``.
+Usage: ``.venv/bin/python bench/workers.py [--duration S] [--rounds N] [--purges N] [--sections 123]``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import _servers as srv
@@ -105,29 +109,40 @@ class Api:
         if not answer["success"]:
             raise RuntimeError(answer)
 
+    def purge_nothing(self) -> None:
+        """A purge request the API rejects (a file URL of another host): authentication, parsing and
+        validation, but no ledger row and nothing for the workers."""
+        body = json.dumps({"files": ["http://elsewhere.invalid/x"]})
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        self.conn.request("POST", f"/client/v4/zones/{srv.ZONE_ID}/purge_cache", body=body, headers=headers)
+        answer = json.loads(self.conn.getresponse().read())
+        if answer["success"]:
+            raise RuntimeError(answer)
+
 
 def hit_run(
-    server: srv.Server, api: Api | None, duration: int, *, load: bool = True
+    server: srv.Server, call: Callable[[int], None] | None, duration: int, *, load: bool = True
 ) -> tuple[float, float, float, int]:
-    """One run, with a URL purge through the API every 20 ms when ``api`` is given: with ``load``,
-    wrk on /small and (req/s, hits per worker CPU-second, control-plane CPU seconds, purges sent);
-    without, the same tuple with the workers' CPU seconds in place of hits per CPU-second."""
+    """One run, with ``call(n)`` (an API call: a URL purge, or one rejected) every 20 ms when given:
+    with ``load``, wrk on /small and (req/s, hits per worker CPU-second, control-plane CPU seconds,
+    calls made); without, the same tuple with the workers' CPU seconds in place of hits per
+    CPU-second."""
     supervisor, *workers = server.pids()
     stop = threading.Event()
     sent = [0]
 
     def purger() -> None:
-        assert api is not None
+        assert call is not None
         next_at = time.monotonic()
         while not stop.is_set():
-            api.purge_url(f"/unrelated/{sent[0]}")
+            call(sent[0])
             sent[0] += 1
             next_at += 0.020
             time.sleep(max(0.0, next_at - time.monotonic()))
 
     thread = threading.Thread(target=purger)
     work0, control0 = srv.cpu_seconds(workers), srv.cpu_seconds([supervisor])
-    if api is not None:
+    if call is not None:
         thread.start()
     try:
         if load:
@@ -137,7 +152,7 @@ def hit_run(
             requests = 0
     finally:
         stop.set()
-        if api is not None:
+        if call is not None:
             thread.join()
     work = srv.cpu_seconds(workers) - work0
     control = srv.cpu_seconds([supervisor]) - control0
@@ -305,23 +320,32 @@ def main() -> None:
         ec2 = servers["edgecache, 2 workers"]
         api = Api(ec2, tmp / "edgecache-2-data")
         if "2" in args.sections:
-            runs: dict[bool, list[tuple[float, float, float, int]]] = {False: [], True: []}
+            calls: dict[str, Callable[[int], None] | None] = {
+                "no API calls": None,
+                "a rejected purge every 20 ms": lambda n: api.purge_nothing(),
+                "a purge every 20 ms": lambda n: api.purge_url(f"/unrelated/{n}"),
+            }
+            runs: dict[str, list[tuple[float, float, float, int]]] = {label: [] for label in calls}
             for _ in range(args.rounds):
-                for purging in (False, True):
-                    runs[purging].append(hit_run(ec2, api if purging else None, args.duration))
-            print("\n(2) edgecache, 2 workers, 1 KiB hits, without purges and with a URL purge every 20 ms\n")
-            print("| | req/s | hits per worker CPU-s | control-plane CPU-s per purge |")
+                for label, call in calls.items():
+                    runs[label].append(hit_run(ec2, call, args.duration))
+            print("\n(2) edgecache, 2 workers, 1 KiB hits, with API calls every 20 ms or without\n")
+            print("| | req/s | hits per worker CPU-s | control-plane CPU-s per call |")
             print("|---|---:|---:|---:|")
-            for purging, label in ((False, "no purges"), (True, "a purge every 20 ms")):
-                rows = runs[purging]
+            for label, rows in runs.items():
                 sent = sum(r[3] for r in rows)
-                per_purge = f"{1000 * sum(r[2] for r in rows) / sent:.2f} ms ({sent} purges)" if sent else "-"
+                per_call = f"{1000 * sum(r[2] for r in rows) / sent:.2f} ms ({sent} calls)" if sent else "-"
                 rates, per_cpu_s = spread([r[0] for r in rows]), spread([r[1] for r in rows])
-                print(f"| {label} | {rates} | {per_cpu_s} | {per_purge} |")
-            ratio = statistics.median(r[1] for r in runs[True]) / statistics.median(r[1] for r in runs[False])
-            print(f"\nhits per worker CPU-second, purging / not: {ratio:.2f}")
+                print(f"| {label} | {rates} | {per_cpu_s} | {per_call} |")
+            base = statistics.median(r[1] for r in runs["no API calls"])
+            for label in ("a rejected purge every 20 ms", "a purge every 20 ms"):
+                ratio = statistics.median(r[1] for r in runs[label]) / base
+                print(f"hits per worker CPU-second, {label} / none: {ratio:.2f}")
             idle = [hit_run(ec2, None, args.duration, load=False) for _ in range(args.rounds)]
-            busy = [hit_run(ec2, api, args.duration, load=False) for _ in range(args.rounds)]
+            busy = [
+                hit_run(ec2, calls["a purge every 20 ms"], args.duration, load=False)
+                for _ in range(args.rounds)
+            ]
             extra = statistics.median(r[1] for r in busy) - statistics.median(r[1] for r in idle)
             per_purge = extra / statistics.median(r[3] for r in busy) / 2
             print(
