@@ -5,6 +5,8 @@ official Cloudflare SDK on a real node, with and without the persistent tier."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 from collections.abc import Iterator
 
@@ -79,3 +81,26 @@ def test_every_object_removed_by_requests_is_still_counted(node: Stack) -> None:
     assert matched(node, first.id) == {"credit-c": 2}
     assert set(matched(node, second.id).values()) == {0}
     assert len(node.node.proxy.credits) == 0
+
+
+def test_a_soft_purged_object_revalidated_before_the_reclaimer_is_still_counted(node: Stack) -> None:
+    for path in ("/credit/s1", "/credit/s2"):
+        cached(node, path, "credit-s")
+    node.call(node.node.reclaimer.hold)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", node.node.control_port, timeout=20)
+        conn.request(
+            "POST",
+            f"/client/v4/zones/{ZONE_ID}/invalidate_cache",
+            body=json.dumps({"tags": ["credit-s"]}),
+            headers={"Authorization": f"Bearer {node.token()}", "Content-Type": "application/json"},
+        )
+        answer = json.loads(conn.getresponse().read())
+        conn.close()
+        assert answer["success"], answer
+        # Marked stale on this lookup, then replaced by the revalidated response: the reclaimer
+        # will find only the new entry, stored after the purge.
+        assert node.request("/credit/s1")[1]["cf-cache-status"] in ("REVALIDATED", "EXPIRED")
+    finally:
+        node.call(node.node.reclaimer.release)
+    assert matched(node, answer["result"]["id"]) == {"credit-s": 2}
