@@ -3,14 +3,15 @@
 Messages (``t`` names the kind):
 - worker → supervisor: ``hello`` (``position``: the ledger position it starts from),
   ``ack`` (``seq``, ``counts`` per selector), ``metrics`` (``id``, ``families``).
-- supervisor → worker: ``wake`` (a purge was published: ``after``, the position published before
-  it, and ``purge``, the committed purge with its selectors, see :func:`encode_purge`),
-  ``metrics?`` (``id``).
+- supervisor → worker: ``metrics?`` (``id``).
 
-The ledger table stays the record (see ``follower.py``): the purge in a ``wake`` only saves the
-worker a read of the row it announces, when that row is the next one the worker needs. A worker
-that missed a message, or was behind already, reads the table as before. End of file on either
-side means the other process is gone.
+Published purges travel apart, one datagram each on a wake socket, as JSON ``wake`` messages
+(``after``, the position published before it, and ``purge``, the committed purge with its
+selectors, see :func:`encode_purge`), so that a worker can read them without waiting for its event
+loop (``worker.py``). The ledger table stays the record (see ``follower.py``): the purge in a
+``wake`` only saves the worker a read of the row it announces, when that row is the next one the
+worker needs. A worker that missed a message, or was behind already, reads the table as before.
+End of file on either side of the channel means the other process is gone.
 """
 
 from __future__ import annotations

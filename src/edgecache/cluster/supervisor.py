@@ -8,9 +8,11 @@ exceeded once per worker). It starts N worker processes (``worker.py``) that ser
 each with its own memory tier, and shares with them a position board (``board.py``).
 
 A purge: the API's ``PurgeService.submit`` commits the ledger row, then (before the API answers)
-calls :meth:`Supervisor._publish`, which writes the seq to the board's published word and nudges
-every worker. From then on no worker answers a request before it has caught up with the ledger
-(``follower.py``). Each worker's reclaimer acknowledges over its channel; ``AckBook`` completes the
+calls :meth:`Supervisor._publish`, which writes the seq to the board's published word and sends
+every worker the purge on its wake socket (a datagram socket pair, apart from the channel, so that
+a worker can read it synchronously on the request that finds it behind). From then on no worker
+answers a request before it has caught up with the ledger (``follower.py``).
+Each worker's reclaimer acknowledges over its channel; ``AckBook`` completes the
 purge's tasks when every worker that could hold covered entries has acknowledged.
 
 Workers that die are replaced with a backoff (logged, counted in ``/metrics``); a replacement starts
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -53,6 +56,7 @@ class _Slot:
     index: int
     process: asyncio.subprocess.Process | None = None
     channel: Channel | None = None
+    wakes: socket.socket | None = None
     started: float = 0.0
     restarts: int = 0
     backoff: float = 0.0
@@ -90,10 +94,13 @@ class Supervisor:
         self.board.publish(purge.seq)
         self.acks.published(purge)
         # The purge rides along: a worker at ``after`` applies it without reading its ledger row.
-        message = {"t": "wake", "after": after, "purge": encode_purge(purge)}
+        # One datagram each, never blocking: a message the socket cannot take now is dropped, and
+        # that worker reads the ledger instead (the shared word already says it is behind).
+        data = json.dumps({"t": "wake", "after": after, "purge": encode_purge(purge)}).encode()
         for slot in self._slots:
-            if slot.channel is not None:
-                slot.channel.send(message)
+            if slot.wakes is not None:
+                with contextlib.suppress(OSError):
+                    slot.wakes.send(data)
 
     def _acknowledged(self, purge: Purge, matched: dict[Selector, int]) -> None:
         self.node.purges.reclaimed(purge, matched)
@@ -153,6 +160,8 @@ class Supervisor:
                     await task
             if slot.channel is not None:
                 slot.channel.close()
+            if slot.wakes is not None:
+                slot.wakes.close()
         await self.node.stop()
         for sock in (self._shared, self._port_holder):
             if sock is not None:
@@ -161,9 +170,11 @@ class Supervisor:
 
     async def _spawn(self, slot: _Slot) -> None:
         parent, child = socket.socketpair()
+        wakes, wakes_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        wakes.setblocking(False)
         listen_fd = self._shared.fileno() if self._shared is not None else -1
-        fds = [self.board.fd, child.fileno()] + ([listen_fd] if listen_fd >= 0 else [])
-        args = (slot.index, len(self._slots), self.board.fd, child.fileno(), listen_fd)
+        fds = [self.board.fd, child.fileno(), wakes_child.fileno()] + ([listen_fd] if listen_fd >= 0 else [])
+        args = (slot.index, len(self._slots), self.board.fd, child.fileno(), wakes_child.fileno(), listen_fd)
         slot.ready = asyncio.Event()
         slot.process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -174,6 +185,8 @@ class Supervisor:
             env={**os.environ, CONFIG_ENV: self._worker_config},
         )
         child.close()
+        wakes_child.close()
+        slot.wakes = wakes
         slot.channel = await Channel.open(parent)
         slot.started = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -200,6 +213,9 @@ class Supervisor:
         if slot.channel is not None:
             slot.channel.close()
             slot.channel = None
+        if slot.wakes is not None:
+            slot.wakes.close()
+            slot.wakes = None
         if self._stopping:
             return
         uptime = time.monotonic() - slot.started

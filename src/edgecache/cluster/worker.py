@@ -6,7 +6,8 @@ compares the published position with the one it has applied, and catches up firs
 reclaimer's acknowledgements, and its metrics when asked, go to the supervisor over the channel.
 
 Arguments: slot, number of slots, then the descriptors it inherited: the position board, the
-channel, and the listening socket (-1: bind its own with SO_REUSEPORT). The configuration arrives
+channel, the wake socket (datagrams: one purge each, see ``woken``), and the listening socket (-1:
+bind its own with SO_REUSEPORT). The configuration arrives
 as JSON in ``EDGECACHE_WORKER_CONFIG``.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -35,6 +37,9 @@ from edgecache.edge.http1 import Connection, Handler, Request
 from edgecache.purge.selectors import Purge, Selector
 
 CONFIG_ENV = "EDGECACHE_WORKER_CONFIG"
+WAKE_MAX = 1 << 20
+"""The largest wake message read whole (a larger datagram is refused by the kernel when sent, and
+the worker then reads the ledger instead)."""
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +60,18 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 class Worker:
     """The data plane of one process, following the node's ledger."""
 
-    def __init__(self, config: Config, slot: int, board: PositionBoard, channel: Channel) -> None:
+    def __init__(
+        self,
+        config: Config,
+        slot: int,
+        board: PositionBoard,
+        channel: Channel,
+        wakes: socket.socket | None = None,
+    ) -> None:
+        """``wakes``: the datagram socket the supervisor sends each published purge on."""
         self.slot = slot
+        self._wakes = wakes
+        self._buffer = bytearray(WAKE_MAX)
         self._board = board
         self._channel = channel
         self.node = Node(config, acknowledge=self._acknowledge)
@@ -78,6 +93,37 @@ class Worker:
             log.warning("ledger row %d names zone %s, which this node does not serve", row.seq, row.zone_id)
             return
         self.node.apply_purge(self.node.purges.replay(zone, row))
+
+    def read_wakes(self) -> None:
+        """Handle every wake message waiting on the wake socket (non-blocking; called when the
+        socket is readable, and by a request that finds this worker behind: the supervisor sends
+        the message before the API answers, so it is usually there already)."""
+        if self._wakes is None:
+            return
+        while True:
+            try:
+                n = self._wakes.recv_into(self._buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                log.exception("reading the wake socket failed; following the ledger alone")
+                self._stop_reading_wakes()
+                return
+            if n == 0:  # the supervisor is gone (the channel's end of file stops this worker)
+                self._stop_reading_wakes()
+                return
+            try:
+                self.woken(json.loads(self._buffer[:n]))
+            except Exception:
+                log.exception("bad wake message; following the ledger instead")
+                self.waker.nudge()
+
+    def _stop_reading_wakes(self) -> None:
+        if self._wakes is not None:
+            with contextlib.suppress(RuntimeError):  # no loop: nothing was registered
+                asyncio.get_running_loop().remove_reader(self._wakes.fileno())
+            self._wakes.close()
+            self._wakes = None
 
     def woken(self, message: Message) -> None:
         """A purge was published: apply the one carried in the message when it is the next one here,
@@ -102,11 +148,15 @@ class Worker:
         words = self._board.words
         follower = self.follower
         proxy = self.node.proxy
+        read_wakes = self.read_wakes
 
         def handle(req: Request, conn: Connection) -> Awaitable[None] | None:
-            # One shared-memory read per request; a worker that is behind catches up before it answers.
+            # One shared-memory read per request; a worker that is behind catches up before it
+            # answers: from the wake messages waiting for it, else from the ledger.
             if words[0] > follower.applied:
-                follower.catch_up()
+                read_wakes()
+                if words[0] > follower.applied:
+                    follower.catch_up()
             return proxy(req, conn)
 
         return handle
@@ -118,11 +168,14 @@ class Worker:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         self.follower.check()
+        if self._wakes is not None:
+            loop.add_reader(self._wakes.fileno(), self.read_wakes)
         await self.node.start_data(sock, self.handler())
         self._channel.send({"t": "hello", "position": self.follower.applied, "pid": os.getpid()})
         following = loop.create_task(self.follower.run())
         listening = loop.create_task(self._listen(stop))
         await stop.wait()
+        self._stop_reading_wakes()
         await self.node.drain(grace)
         for task in (following, listening):
             task.cancel()
@@ -138,9 +191,7 @@ class Worker:
     async def _listen(self, stop: asyncio.Event) -> None:
         while (message := await self._channel.receive()) is not None:
             kind = message.get("t")
-            if kind == "wake":
-                self.woken(message)
-            elif kind == "metrics?":
+            if kind == "metrics?":
                 samples = families(self.node.registry)
                 self._channel.send({"t": "metrics", "id": message["id"], "families": samples})
         # The supervisor is gone: nobody would restart us or acknowledge our purges.
@@ -148,16 +199,18 @@ class Worker:
 
 
 async def _main(
-    config: Config, slot: int, slots: int, board_fd: int, channel_fd: int, listen_fd: int
+    config: Config, slot: int, slots: int, board_fd: int, channel_fd: int, wakes_fd: int, listen_fd: int
 ) -> None:
     board = PositionBoard(board_fd, slots)
     channel = await Channel.open(socket.socket(fileno=channel_fd))
+    wakes = socket.socket(fileno=wakes_fd)
+    wakes.setblocking(False)
     if listen_fd >= 0:
         sock = socket.socket(fileno=listen_fd)
         sock.setblocking(False)
     else:
         sock = reuseport_socket(config.data.host, config.data.port)
-    worker = Worker(config, slot, board, channel)
+    worker = Worker(config, slot, board, channel, wakes)
     await worker.serve(sock, config.runtime.shutdown_grace)
 
 
@@ -165,9 +218,9 @@ def main(argv: list[str]) -> None:
     """Entry point of a worker process."""
     config = Config.model_validate_json(os.environ[CONFIG_ENV])
     logs.configure(config.logging)
-    slot, slots, board_fd, channel_fd, listen_fd = (int(a) for a in argv[:5])
+    slot, slots, board_fd, channel_fd, wakes_fd, listen_fd = (int(a) for a in argv[:6])
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_main(config, slot, slots, board_fd, channel_fd, listen_fd))
+        uvloop.run(_main(config, slot, slots, board_fd, channel_fd, wakes_fd, listen_fd))
 
 
 if __name__ == "__main__":
