@@ -68,9 +68,11 @@ class Pair:
         self.supervisor_end, worker_end = socket.socketpair()
         self.supervisor_end.setblocking(False)
         self.channel: Channel | None = None
+        self.wakes_end, worker_wakes = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        worker_wakes.setblocking(False)
 
         async def make_worker() -> Worker:
-            worker = Worker(config, 0, self.board, await Channel.open(worker_end))
+            worker = Worker(config, 0, self.board, await Channel.open(worker_end), worker_wakes)
             await worker.node.start_data(None, worker.handler())
             worker.node.reclaimer.hold()
             return worker
@@ -91,12 +93,9 @@ class Pair:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     def wake(self, after: int, purge: Purge) -> None:
-        """The supervisor's wake message for ``purge``, published after position ``after``."""
-
-        async def deliver() -> None:
-            self.worker.woken({"t": "wake", "after": after, "purge": encode_purge(purge)})
-
-        self.run(deliver())
+        """The supervisor's wake message for ``purge``, published after position ``after`` (nothing
+        here reads the socket until a request finds the worker behind)."""
+        self.wakes_end.send(json.dumps({"t": "wake", "after": after, "purge": encode_purge(purge)}).encode())
 
     def ack(self, seq: int) -> dict[str, Any]:
         """The worker's acknowledgement of purge ``seq``, as the supervisor would read it."""
@@ -129,6 +128,7 @@ class Pair:
         self.run(self.origin.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.supervisor_end.close()
+        self.wakes_end.close()
         self.tmp.cleanup()
 
 
@@ -309,8 +309,9 @@ def test_a_purge_carried_in_the_wake_is_applied_without_reading_the_ledger(pair:
     reads, delivered = pair.worker.follower.caught_up, pair.worker.follower.delivered
     pair.cf.cache.purge(zone_id=ZONE, tags=["carried"])
     pair.wake(after, pair.published[-1])
-    assert pair.worker.follower.applied == pair.board.published
+    # The request finds the worker behind and reads the waiting message before it answers.
     assert pair.status(path) == "MISS"
+    assert pair.worker.follower.applied == pair.board.published
     assert (pair.worker.follower.caught_up, pair.worker.follower.delivered) == (reads, delivered + 1)
 
 
