@@ -591,6 +591,12 @@ class DiskStore:
             # Readers keep adding to the set they see; a renewal lost in the swap is only a hint.
             renewals, self._renewals = self._renewals, set()
             self._renewed = time.monotonic()
+        if not renewals and all(op[0] == "job" for op in batch):
+            # Only jobs (a purge's reclaim, usually): each has its own transaction below, and an
+            # empty one here would still take the environment's write lock from every process.
+            for op in batch:
+                self._step(op[1], op[2])
+            return
         with self.env.begin(write=True) as txn:
             now = time.time()
             for area, key in renewals:
