@@ -112,7 +112,7 @@ class ScriptedOrigin:
 class Stack:
     """A running origin + node, driven from the test thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, database_url: str | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -120,8 +120,9 @@ class Stack:
         self.run(self.origin.start())
         self.tmp = tempfile.TemporaryDirectory(prefix="edgecache-test-")
         origin_url = f"http://127.0.0.1:{self.origin.port}"
-        config = Config(
+        self.config = Config(
             data_dir=Path(self.tmp.name),
+            database_url=database_url,
             data=Listener(port=0),
             control=Listener(port=0),
             accounts=(Account(), Account(id=LIMITED_ACCOUNT_ID, name="limited", plan="free")),
@@ -151,7 +152,7 @@ class Stack:
             ),
             limits=Limits(origin_read_timeout=2.0),
         )
-        self.node = Node(config)
+        self.node = Node(self.config)
         self.run(self.node.start())
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -193,6 +194,12 @@ class Stack:
         """A new API token (plaintext) from the node's credential service."""
         _, secret = self.node.credentials.create_token(account, "test", list(permissions), zones)
         return secret
+
+    def restart(self) -> None:
+        """Stop the node and start a new one on the same configuration and database."""
+        self.run(self.node.stop())
+        self.node = Node(self.config)
+        self.run(self.node.start())
 
     def close(self) -> None:
         self.run(self.node.stop())

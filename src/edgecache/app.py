@@ -24,6 +24,7 @@ from edgecache.config import TASK_TYPES, Account, Config
 from edgecache.control.credentials import CredentialService
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
+from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
@@ -107,6 +108,7 @@ class Node:
             concurrency=config.tasks.prefetch_concurrency,
             timeout=config.tasks.prefetch_timeout,
         )
+        self.queues = QueueService(self.database)
         self.secrets = SecretService(self.database, MasterKey(config.data_dir))
         self.reclaimer = Reclaimer(
             self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
@@ -127,6 +129,7 @@ class Node:
         self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
+        self._queue_sweeper: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
 
@@ -194,6 +197,7 @@ class Node:
         self.reclaimer.start()
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
+        self._queue_sweeper = loop.create_task(self.queues.keep())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
         self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
         self.data_port = self._data.port
@@ -204,6 +208,7 @@ class Node:
             tasks=self.tasks,
             quotas=self.quotas,
             prefetch=self.prefetch,
+            queues=self.queues,
         )
         edgeone = EdgeOneServices(
             secrets=self.secrets,
@@ -224,7 +229,7 @@ class Node:
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
-        for task in (self._housekeeping, self._gc):
+        for task in (self._housekeeping, self._gc, self._queue_sweeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -236,4 +241,5 @@ class Node:
         if self._demo is not None:
             await self._demo.cleanup()
         self.purges.close()
+        self.queues.close()
         self.database.dispose()

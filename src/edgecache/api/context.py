@@ -9,6 +9,7 @@ from aiohttp import web
 from edgecache.control.credentials import CredentialService
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
+from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
 from edgecache.db.tasks import TaskStore
 from edgecache.edge.zones import ZoneTable
@@ -24,6 +25,7 @@ class ControlContext:
     tasks: TaskStore
     quotas: QuotaService
     prefetch: PrefetchService
+    queues: QueueService
 
 
 CONTEXT_KEY = web.AppKey("context", ControlContext)

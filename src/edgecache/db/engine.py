@@ -29,7 +29,15 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, select, t
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from edgecache.db.schema import SCHEMA_VERSION, metadata, schema_version
+from edgecache.db.schema import (
+    SCHEMA_VERSION,
+    metadata,
+    queue_consumers,
+    queue_messages,
+    queue_tombstones,
+    queues,
+    schema_version,
+)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite connection waits for another process's write lock before failing."""
@@ -49,7 +57,12 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
-MIGRATIONS: tuple[Migration, ...] = ()
+def _create_queue_tables(conn: Connection) -> None:
+    for table in (queues, queue_consumers, queue_messages, queue_tombstones):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(2, "queues", _create_queue_tables),)
 """Steps after version 1. A fresh database is created from ``schema.metadata`` directly and stamped
 ``SCHEMA_VERSION``; these steps only upgrade databases created by older code. Append, never edit."""
 
