@@ -5,6 +5,7 @@ SQLite and on a real PostgreSQL server: every endpoint, the limits and error cod
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import threading
 import time
@@ -43,7 +44,7 @@ def client_for(stack: Stack, token: str) -> cloudflare.Cloudflare:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cf(qstack: Stack) -> Iterator[cloudflare.Cloudflare]:
     client = client_for(qstack, qstack.token(WRITE))
     yield client
@@ -477,3 +478,35 @@ def test_messages_survive_a_restart(qstack: Stack, cf: cloudflare.Cloudflare) ->
     qstack.restart()
     client = client_for(qstack, qstack.token(WRITE))
     assert [m.body for m in pull(client, qid, batch_size=10)] == [f"m{i}" for i in range(5)]
+
+
+def test_metrics_per_queue(qstack: Stack, cf: cloudflare.Cloudflare) -> None:
+    qid = new_queue(cf, consumer={"settings": {"max_retries": 0}})
+    cf.queues.messages.bulk_push(
+        qid, account_id=A, messages=[{"body": "m" * 10, "content_type": "text"} for _ in range(4)]
+    )
+    leases = [m.lease_id or "" for m in pull(cf, qid, batch_size=3)]
+    cf.queues.messages.ack(
+        qid, account_id=A, acks=[{"lease_id": leases[0]}], retries=[{"lease_id": leases[1]}]
+    )
+    qstack.run(qstack.node.queues.refresh_snapshot())
+    conn = http.client.HTTPConnection("127.0.0.1", qstack.node.control_port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+
+    def value(metric: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(metric + "{") and f'queue_id="{qid}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"{metric} for {qid} not exposed")
+
+    assert value("edgecache_queue_pushed_total") == 4
+    assert value("edgecache_queue_pulled_total") == 3
+    assert value("edgecache_queue_acked_total") == 1
+    # max_retries 0: the retried message was out of retries and, with no dead-letter queue, deleted.
+    assert value("edgecache_queue_retried_total") == 1
+    assert value("edgecache_queue_dead_lettered_total") == 1
+    assert value("edgecache_queue_backlog_messages") == 2
+    assert value("edgecache_queue_backlog_bytes") == 20
+    assert 0 <= value("edgecache_queue_oldest_message_age_seconds") < 60

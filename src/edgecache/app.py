@@ -39,7 +39,7 @@ from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
-from edgecache.metrics import EdgeCollector
+from edgecache.metrics import EdgeCollector, QueueCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge
 from edgecache.store.memory import MemoryTier
@@ -126,6 +126,7 @@ class Node:
                 reclaimer=self.reclaimer,
             )
         )
+        self.registry.register(QueueCollector(self.queues, time.time))
         self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None

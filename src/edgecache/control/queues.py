@@ -70,6 +70,9 @@ DELETE_BATCH = 10_000
 messages take a hundred steps, small enough that pushes between steps wait milliseconds."""
 SWEEP_EVERY = 1.0
 """Seconds between sweeps (pending purges, retention, deleted queues)."""
+SNAPSHOT_EVERY = 10.0
+"""Seconds between refreshes of every queue's backlog for ``/metrics`` (one grouped read per queue,
+done by the sweeper so a scrape never waits on the database)."""
 BACKLOG_TTL = 1.0
 """Seconds a queue's backlog figures embedded in pull answers may be old (they are documented as
 approximate; counting on every pull would cost a scan of the queue's index each time)."""
@@ -264,6 +267,9 @@ class QueueService:
         self.counters: dict[str, QueueCounters] = {}
         self._wake = asyncio.Event()
         self._on_purged: list[Callable[[QueueRow], None]] = []
+        self.snapshot: list[tuple[QueueRow, Backlog]] = []
+        """Every queue with its backlog, as of the last refresh (``SNAPSHOT_EVERY``)."""
+        self._snapshot_at = -SNAPSHOT_EVERY
 
     def close(self) -> None:
         """Finish pending writes and stop the writer thread."""
@@ -837,6 +843,13 @@ class QueueService:
             await self._expire(q.id, now - 1000 * q.retention_seconds)
         while await self._writer.run(lambda conn: db.sweep_deleted(conn, DELETE_BATCH)) == DELETE_BATCH:
             pass
+        if time.monotonic() - self._snapshot_at >= SNAPSHOT_EVERY:
+            await self.refresh_snapshot()
+
+    async def refresh_snapshot(self) -> None:
+        """Read every queue's backlog now (for ``/metrics``)."""
+        self.snapshot = await self.all_backlogs()
+        self._snapshot_at = time.monotonic()
 
     async def _expire(self, queue_id: str, cutoff_ms: int) -> None:
         while (
