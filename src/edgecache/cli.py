@@ -20,6 +20,7 @@ import uvloop
 
 from edgecache.app import Node
 from edgecache.cli_credentials import credentials_app
+from edgecache.cli_queues import queues_app
 from edgecache.cli_tasks import tasks_app
 from edgecache.cli_tokens import tokens_app
 from edgecache.config import DEMO_ZONE_ID, Config, demo_config, load_config
@@ -32,6 +33,7 @@ app = typer.Typer(
 app.add_typer(tokens_app, name="token")
 app.add_typer(credentials_app, name="credential")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(queues_app, name="queues")
 
 DEMO_TOKEN_NAME = "demo (make run)"
 

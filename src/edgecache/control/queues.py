@@ -391,6 +391,15 @@ class QueueService:
         row = cls._queue(conn, account_id, queue_id)
         return Queue(row, tuple(db.consumers_of(conn, [row.id])))
 
+    async def find_queue(self, account_id: str, name_or_id: str) -> Queue:
+        """A queue by name, or by id; raises :class:`QueueNotFound`."""
+
+        def read(conn: Connection) -> Queue:
+            row = db.queue_named(conn, account_id, name_or_id)
+            return self._full(conn, account_id, name_or_id if row is None else row.id)
+
+        return await self._read(read)
+
     async def get_queue(self, account_id: str, queue_id: str) -> Queue:
         """One queue with its consumers, or :class:`QueueNotFound`."""
         return await self._read(lambda conn: self._full(conn, account_id, queue_id))
