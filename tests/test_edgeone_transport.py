@@ -55,6 +55,7 @@ from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
+from edgecache.control.subscriptions import SubscriptionService
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
@@ -511,6 +512,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         quotas=quotas,
         prefetch=PrefetchService(task_store=tasks, quotas=quotas, warm=no_warm, concurrency=1, timeout=1.0),
         queues=queues,
+        subscriptions=SubscriptionService(engine, queues, tasks, ZoneTable(zones), 60.0),
     )
     add_cloudflare_routes(app)
     add_routes(

@@ -16,7 +16,7 @@ from typing import Any
 import cloudflare
 import pytest
 
-from conftest import LIMITED_ACCOUNT_ID, Stack
+from conftest import LIMITED_ACCOUNT_ID, ZONE_ID, Stack
 from edgecache.config import DEFAULT_ACCOUNT_ID
 from edgecache.control.credentials import Permission
 from pg import postgres_server_fixture  # noqa: F401
@@ -510,3 +510,98 @@ def test_metrics_per_queue(qstack: Stack, cf: cloudflare.Cloudflare) -> None:
     assert value("edgecache_queue_backlog_messages") == 2
     assert value("edgecache_queue_backlog_bytes") == 20
     assert 0 <= value("edgecache_queue_oldest_message_age_seconds") < 60
+
+
+# -- event subscriptions --------------------------------------------------------------------------
+
+
+def wait_for_messages(cf: cloudflare.Cloudflare, qid: str, timeout: float = 20.0) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pull(cf, qid, batch_size=10)
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"no message arrived in queue {qid} within {timeout} s")
+
+
+def event_of(message: Any) -> dict[str, Any]:
+    return dict(json.loads(base64.b64decode(message.body)))
+
+
+def test_event_subscription_crud(qstack: Stack, cf: cloudflare.Cloudflare) -> None:
+    qid = new_queue(cf)
+    sub = cf.queues.subscriptions.create(
+        account_id=A,
+        name="deploys",
+        source={"type": "edgecache.purge"},  # type: ignore[arg-type,misc]
+        events=["purge.completed"],
+        destination={"type": "queues.queue", "queue_id": qid},
+    )
+    assert sub is not None and sub.enabled is True and sub.destination.queue_id == qid
+    assert sub.source.type == "edgecache.purge"  # type: ignore[union-attr]
+    listed = [s.id for s in cf.queues.subscriptions.list(account_id=A, per_page=1)]
+    assert sub.id in listed
+    got = cf.queues.subscriptions.get(sub.id, account_id=A)
+    assert got is not None and got.events == ["purge.completed"]
+    updated = cf.queues.subscriptions.update(
+        sub.id, account_id=A, enabled=False, events=["purge.completed", "purge.timedOut"]
+    )
+    assert updated is not None and updated.enabled is False and len(updated.events) == 2
+    with pytest.raises(cloudflare.BadRequestError):
+        cf.queues.subscriptions.update(sub.id, account_id=A, events=["queue.purgeCompleted"])
+    with pytest.raises(cloudflare.BadRequestError):
+        cf.queues.subscriptions.create(
+            account_id=A,
+            name="r2",
+            source={"type": "r2"},
+            events=["object.create"],
+            destination={"type": "queues.queue", "queue_id": qid},
+        )
+    with pytest.raises(cloudflare.NotFoundError):
+        cf.queues.subscriptions.create(
+            account_id=A,
+            name="nowhere",
+            source={"type": "edgecache.purge"},  # type: ignore[arg-type,misc]
+            events=["purge.completed"],
+            destination={"type": "queues.queue", "queue_id": "0" * 32},
+        )
+    deleted = cf.queues.subscriptions.delete(sub.id, account_id=A)
+    assert deleted is not None and deleted.id == sub.id
+    with pytest.raises(cloudflare.NotFoundError):
+        cf.queues.subscriptions.get(sub.id, account_id=A)
+
+
+def test_queue_purge_completion_is_published(qstack: Stack, cf: cloudflare.Cloudflare) -> None:
+    watched = new_queue(cf)
+    events = new_queue(cf, consumer={})
+    cf.queues.subscriptions.create(
+        account_id=A,
+        name="purges",
+        source={"type": "edgecache.queues", "queue_id": watched},  # type: ignore[arg-type,misc]
+        events=["queue.purgeCompleted"],
+        destination={"type": "queues.queue", "queue_id": events},
+    )
+    cf.queues.messages.push(watched, account_id=A, body="x", content_type="text")
+    cf.queues.purge.start(watched, account_id=A, delete_messages_permanently=True)
+    [message] = wait_for_messages(cf, events)
+    event = event_of(message)
+    assert event["type"] == "edgecache.queue.purgeCompleted"
+    assert event["payload"]["queue_id"] == watched
+
+
+def test_purge_job_completion_is_published(qstack: Stack, cf: cloudflare.Cloudflare) -> None:
+    events = new_queue(cf, consumer={})
+    cf.queues.subscriptions.create(
+        account_id=A,
+        name="cache purges",
+        source={"type": "edgecache.purge", "zone_id": ZONE_ID},  # type: ignore[arg-type,misc]
+        events=["purge.completed"],
+        destination={"type": "queues.queue", "queue_id": events},
+    )
+    purger = client_for(qstack, qstack.token((Permission.CACHE_PURGE,)))
+    job = purger.cache.purge(zone_id=ZONE_ID, tags=["deploy-123"])
+    assert job is not None
+    found = [event_of(m) for m in wait_for_messages(cf, events)]
+    assert any(e["payload"]["job_id"] == job.id for e in found), found
+    assert all(e["type"] == "edgecache.purge.completed" for e in found)

@@ -56,6 +56,13 @@ def test_queue_lifecycle_from_the_command_line(tmp_path: Path) -> None:
     assert "purge completed" in out
     assert run("pull", "jobs") == ""
     run("push", "nope", "x", code=1)
+    sub_id = run(
+        "subscriptions", "create", "jobs-dlq", "--source", "edgecache.purge", "--event", "purge.completed"
+    ).strip()
+    assert sub_id in run("subscriptions", "list")
+    run("subscriptions", "create", "jobs", "--source", "r2", "--event", "x", code=1)
+    run("subscriptions", "delete", sub_id)
+    assert sub_id not in run("subscriptions", "list")
     run("consumers", "remove", "jobs")
     run("delete", "jobs")
     assert "jobs " not in run("list")

@@ -97,3 +97,24 @@ def test_wrangler_sees_queues_created_elsewhere(wrangler: Wrangler, cf: cloudfla
     created = cf.queues.create(account_id=A, queue_name="from-sdk")
     assert created is not None and created.queue_id is not None
     assert created.queue_id in wrangler("queues", "info", "from-sdk")
+
+
+def test_wrangler_lists_and_deletes_event_subscriptions(
+    wrangler: Wrangler, cf: cloudflare.Cloudflare
+) -> None:
+    created = cf.queues.create(account_id=A, queue_name="deploy-events")
+    assert created is not None and created.queue_id is not None
+    sub = cf.queues.subscriptions.create(
+        account_id=A,
+        name="purges done",
+        source={"type": "edgecache.purge"},  # type: ignore[arg-type,misc]
+        events=["purge.completed", "purge.timedOut"],
+        destination={"type": "queues.queue", "queue_id": created.queue_id},
+    )
+    assert sub is not None
+    listing = wrangler("queues", "subscription", "list", "deploy-events")
+    assert sub.id in listing and "edgecache.purge" in listing and "purge.completed" in listing
+    wrangler("queues", "subscription", "delete", "deploy-events", "--id", sub.id, "--force")
+    with pytest.raises(cloudflare.NotFoundError):
+        cf.queues.subscriptions.get(sub.id, account_id=A)
+    assert "No event subscriptions found" in wrangler("queues", "subscription", "list", "deploy-events")

@@ -28,6 +28,7 @@ from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
+from edgecache.control.subscriptions import SubscriptionService
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
@@ -109,6 +110,9 @@ class Node:
             timeout=config.tasks.prefetch_timeout,
         )
         self.queues = QueueService(self.database)
+        self.subscriptions = SubscriptionService(
+            self.database, self.queues, self.tasks, self.zones, config.tasks.timeout
+        )
         self.secrets = SecretService(self.database, MasterKey(config.data_dir))
         self.reclaimer = Reclaimer(
             self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
@@ -131,6 +135,7 @@ class Node:
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
         self._queue_sweeper: asyncio.Task[None] | None = None
+        self._events: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
 
@@ -199,6 +204,7 @@ class Node:
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
         self._queue_sweeper = loop.create_task(self.queues.keep())
+        self._events = loop.create_task(self.subscriptions.keep())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
         self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
         self.data_port = self._data.port
@@ -210,6 +216,7 @@ class Node:
             quotas=self.quotas,
             prefetch=self.prefetch,
             queues=self.queues,
+            subscriptions=self.subscriptions,
         )
         edgeone = EdgeOneServices(
             secrets=self.secrets,
@@ -230,7 +237,7 @@ class Node:
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
-        for task in (self._housekeeping, self._gc, self._queue_sweeper):
+        for task in (self._housekeeping, self._gc, self._queue_sweeper, self._events):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

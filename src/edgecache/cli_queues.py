@@ -27,13 +27,21 @@ from edgecache.control.queues import (
     QueueSettings,
     Retry,
 )
+from edgecache.control.subscriptions import SOURCES, SubscriptionService, SubscriptionSpec
 from edgecache.db.engine import open_database, sqlite_url
+from edgecache.db.tasks import TaskStore
+from edgecache.edge.zones import ZoneTable
 
 T = TypeVar("T")
 
 queues_app = typer.Typer(help="Queues: create, push, pull, ack, purge.", no_args_is_help=True)
 consumers_app = typer.Typer(help="The consumer of a queue (http_pull).", no_args_is_help=True)
 queues_app.add_typer(consumers_app, name="consumers")
+subscriptions_app = typer.Typer(
+    help="Event subscriptions: edgecache's own events (purge, prefetch, queue purge) into a queue.",
+    no_args_is_help=True,
+)
+queues_app.add_typer(subscriptions_app, name="subscriptions")
 
 Account = Annotated[str, typer.Option("--account", help="Account id (32 hex).")]
 QueueArg = Annotated[str, typer.Argument(help="Queue name (or id).")]
@@ -42,10 +50,20 @@ QueueArg = Annotated[str, typer.Argument(help="Queue name (or id).")]
 def _run(
     data_dir: Path, database_url: str | None, work: Callable[[QueueService], Coroutine[Any, Any, T]]
 ) -> T:
+    return _run_with(data_dir, database_url, lambda queues, _subs: work(queues))
+
+
+def _run_with(
+    data_dir: Path,
+    database_url: str | None,
+    work: Callable[[QueueService, SubscriptionService], Coroutine[Any, Any, T]],
+) -> T:
     engine = open_database(database_url or sqlite_url(data_dir))
     service = QueueService(engine)
+    # Publishing needs the zones and the task timeout; managing subscriptions does not.
+    subscriptions = SubscriptionService(engine, service, TaskStore(engine), ZoneTable(()), 0.0)
     try:
-        return asyncio.run(work(service))
+        return asyncio.run(work(service, subscriptions))
     except QueueRejected as exc:
         raise fail(exc.message) from exc
     except IntegrityError as exc:
@@ -347,3 +365,64 @@ def consumers_remove(
         await service.delete_consumer(account, q.row.id, q.consumers[0].id)
 
     _run(data_dir, database_url, work)
+
+
+@subscriptions_app.command("create")
+def subscriptions_create(
+    queue: Annotated[str, typer.Argument(help="Destination queue name (or id).")],
+    source: Annotated[str, typer.Option(help=f"One of {', '.join(SOURCES)}.")],
+    event: Annotated[
+        list[str], typer.Option("--event", help="Event name (repeatable), e.g. purge.completed.")
+    ],
+    name: Annotated[str, typer.Option(help="Subscription name.")] = "edgecache events",
+    zone: Annotated[str | None, typer.Option(help="Only this zone (purge, prefetch sources).")] = None,
+    source_queue: Annotated[str | None, typer.Option(help="Only this queue id (queues source).")] = None,
+    account: Account = DEFAULT_ACCOUNT_ID,
+    data_dir: DataDir = Path("data"),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Subscribe a queue to edgecache events; prints the subscription id."""
+    src: dict[str, Any] = {"type": source}
+    if zone is not None:
+        src["zone_id"] = zone
+    if source_queue is not None:
+        src["queue_id"] = source_queue
+
+    async def work(queues: QueueService, subs: SubscriptionService) -> str:
+        queue_id = await _id(queues, account, queue)
+        spec = SubscriptionSpec(name=name, source=src, events=tuple(event), queue_id=queue_id)
+        return (await subs.create(account, spec)).id
+
+    typer.echo(_run_with(data_dir, database_url, work))
+
+
+@subscriptions_app.command("list")
+def subscriptions_list(
+    account: Account = DEFAULT_ACCOUNT_ID, data_dir: DataDir = Path("data"), database_url: DatabaseUrl = None
+) -> None:
+    """The account's event subscriptions."""
+
+    async def work(_queues: QueueService, subs: SubscriptionService) -> list[tuple[str, ...]]:
+        _, found = await subs.list(account, None, 1, 10_000)
+        rows: list[tuple[str, ...]] = [("ID", "NAME", "SOURCE", "EVENTS", "QUEUE", "ENABLED")]
+        for s in found:
+            source = ",".join(f"{k}={v}" for k, v in sorted(s.source.items()))
+            rows.append((s.id, s.name, source, ",".join(s.events), s.queue_id, "yes" if s.enabled else "no"))
+        return rows
+
+    echo_table(_run_with(data_dir, database_url, work))
+
+
+@subscriptions_app.command("delete")
+def subscriptions_delete(
+    subscription_id: Annotated[str, typer.Argument(help="Subscription id.")],
+    account: Account = DEFAULT_ACCOUNT_ID,
+    data_dir: DataDir = Path("data"),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove an event subscription."""
+
+    async def work(_queues: QueueService, subs: SubscriptionService) -> None:
+        await subs.delete(account, subscription_id)
+
+    _run_with(data_dir, database_url, work)

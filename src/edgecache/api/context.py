@@ -11,6 +11,7 @@ from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
 from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
+from edgecache.control.subscriptions import SubscriptionService
 from edgecache.db.tasks import TaskStore
 from edgecache.edge.zones import ZoneTable
 
@@ -26,6 +27,7 @@ class ControlContext:
     quotas: QuotaService
     prefetch: PrefetchService
     queues: QueueService
+    subscriptions: SubscriptionService
 
 
 CONTEXT_KEY = web.AppKey("context", ControlContext)

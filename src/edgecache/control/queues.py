@@ -29,7 +29,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
@@ -266,7 +266,7 @@ class QueueService:
         self._backlogs: dict[str, _CachedBacklog] = {}
         self.counters: dict[str, QueueCounters] = {}
         self._wake = asyncio.Event()
-        self._on_purged: list[Callable[[QueueRow], None]] = []
+        self._on_purged: list[Callable[[QueueRow], Awaitable[None]]] = []
         self.snapshot: list[tuple[QueueRow, Backlog]] = []
         """Every queue with its backlog, as of the last refresh (``SNAPSHOT_EVERY``)."""
         self._snapshot_at = -SNAPSHOT_EVERY
@@ -280,8 +280,13 @@ class QueueService:
         """Transactions committed by this node's queue writer."""
         return self._writer.commits
 
-    def on_purged(self, callback: Callable[[QueueRow], None]) -> None:
-        """Call ``callback`` (on the event loop) whenever a whole-queue purge completes here."""
+    @property
+    def writer(self) -> GroupWriter:
+        """The group-commit writer (shared with event subscriptions, which push into queues)."""
+        return self._writer
+
+    def on_purged(self, callback: Callable[[QueueRow], Awaitable[None]]) -> None:
+        """Await ``callback`` whenever a whole-queue purge completes on this node."""
         self._on_purged.append(callback)
 
     def _now(self) -> datetime:
@@ -837,7 +842,7 @@ class QueueService:
 
         if await self._writer.run(done):
             for callback in self._on_purged:
-                callback(queue)
+                await callback(queue)
 
     # -- background -------------------------------------------------------------------------------
 

@@ -33,7 +33,9 @@ from edgecache.db.schema import (
     SCHEMA_VERSION,
     metadata,
     queue_consumers,
+    queue_event_log,
     queue_messages,
+    queue_subscriptions,
     queue_tombstones,
     queues,
     schema_version,
@@ -58,7 +60,14 @@ class Migration:
 
 
 def _create_queue_tables(conn: Connection) -> None:
-    for table in (queues, queue_consumers, queue_messages, queue_tombstones):
+    for table in (
+        queues,
+        queue_consumers,
+        queue_messages,
+        queue_tombstones,
+        queue_subscriptions,
+        queue_event_log,
+    ):
         table.create(conn, checkfirst=True)
 
 

@@ -313,3 +313,30 @@ queue_tombstones = Table(
     Column("queue_id", String(32), primary_key=True),
     Column("deleted_at", UTCDateTime(), nullable=False),
 )
+
+queue_subscriptions = Table(
+    "queue_subscriptions",
+    metadata,
+    # An event subscription (Cloudflare's event-subscriptions shape): edgecache's own events of one
+    # source, delivered as messages into one queue of the same account.
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    # JSON object, e.g. {"type": "edgecache.purge", "zone_id": "..."}.
+    Column("source", Text, nullable=False),
+    # JSON array of event names, e.g. ["purge.completed"].
+    Column("events", Text, nullable=False),
+    Column("queue_id", String(32), nullable=False),
+    Column("enabled", Boolean(create_constraint=False), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("modified_at", UTCDateTime(), nullable=False),
+)
+
+queue_event_log = Table(
+    "queue_event_log",
+    metadata,
+    # One row per event published (e.g. "purge.completed:<job id>"): nodes that notice the same
+    # event race on this key, so each event is delivered once per subscription.
+    Column("key", String(200), primary_key=True),
+    Column("published_at", UTCDateTime(), nullable=False, index=True),
+)

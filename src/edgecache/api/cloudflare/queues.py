@@ -159,7 +159,7 @@ def _message_json(m: StoredMessage) -> dict[str, Any]:
 # -- request helpers ------------------------------------------------------------------------------
 
 
-async def _caller(request: web.Request, *, write: bool) -> tuple[QueueService, str]:
+async def caller(request: web.Request, *, write: bool) -> tuple[QueueService, str]:
     ctx = request.app[CONTEXT_KEY]
     principal = await authenticate(request, ctx.credentials)
     account_id = request.match_info["account_id"]
@@ -178,7 +178,7 @@ def _queue_id(request: web.Request) -> str:
     return queue_id
 
 
-async def _json(request: web.Request, *, empty: Any = None) -> Any:
+async def json_body(request: web.Request, *, empty: Any = None) -> Any:
     raw = await request.read()
     if not raw.strip():
         if empty is not None:
@@ -190,7 +190,7 @@ async def _json(request: web.Request, *, empty: Any = None) -> Any:
         raise _bad(10208, "The request body is not valid JSON") from exc
 
 
-def _object(value: Any, code: int = 10207) -> dict[str, Any]:
+def json_object(value: Any, code: int = 10207) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _bad(code, "The request body must be a JSON object")
     return value
@@ -208,7 +208,7 @@ def _int(body: dict[str, Any], name: str, code: int) -> int | None:
     return int(value)
 
 
-def _bool(body: dict[str, Any], name: str, code: int) -> bool | None:
+def bool_field(body: dict[str, Any], name: str, code: int) -> bool | None:
     value = body.get(name)
     if value is None:
         return None
@@ -224,10 +224,10 @@ def _settings(body: dict[str, Any]) -> QueueSettings:
     raw = body.get("settings")
     if raw is None:
         return QueueSettings()
-    settings = _object(raw, 100128)
+    settings = json_object(raw, 100128)
     return QueueSettings(
         delivery_delay=_int(settings, "delivery_delay", 100128),
-        delivery_paused=_bool(settings, "delivery_paused", 100128),
+        delivery_paused=bool_field(settings, "delivery_paused", 100128),
         retention_seconds=_int(settings, "message_retention_period", 100128),
     )
 
@@ -243,8 +243,8 @@ def _name(body: dict[str, Any], *, required: bool) -> str | None:
 
 async def create_queue(request: web.Request) -> web.Response:
     """POST /queues."""
-    service, account_id = await _caller(request, write=True)
-    body = _object(await _json(request))
+    service, account_id = await caller(request, write=True)
+    body = json_object(await json_body(request))
     name = _name(body, required=True)
     assert name is not None
     try:
@@ -256,7 +256,7 @@ async def create_queue(request: web.Request) -> web.Response:
 
 async def list_queues(request: web.Request) -> web.Response:
     """GET /queues?name=...&page=...&per_page=..."""
-    service, account_id = await _caller(request, write=False)
+    service, account_id = await caller(request, write=False)
     try:
         page = int(request.query.get("page", "1"))
         per_page = int(request.query.get("per_page", str(DEFAULT_PER_PAGE)))
@@ -278,7 +278,7 @@ async def list_queues(request: web.Request) -> web.Response:
 
 async def get_queue(request: web.Request) -> web.Response:
     """GET /queues/{queue_id}."""
-    service, account_id = await _caller(request, write=False)
+    service, account_id = await caller(request, write=False)
     queue_id = _queue_id(request)
     try:
         return success(queue_json(await service.get_queue(account_id, queue_id)))
@@ -287,9 +287,9 @@ async def get_queue(request: web.Request) -> web.Response:
 
 
 async def _update(request: web.Request, *, replace_all: bool) -> web.Response:
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
-    body = _object(await _json(request))
+    body = json_object(await json_body(request))
     try:
         queue = await service.update_queue(
             account_id,
@@ -320,7 +320,7 @@ def _envelope_only() -> web.Response:
 
 async def delete_queue(request: web.Request) -> web.Response:
     """DELETE /queues/{queue_id}."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
     try:
         await service.delete_queue(account_id, queue_id)
@@ -331,7 +331,7 @@ async def delete_queue(request: web.Request) -> web.Response:
 
 async def queue_metrics(request: web.Request) -> web.Response:
     """GET /queues/{queue_id}/metrics."""
-    service, account_id = await _caller(request, write=False)
+    service, account_id = await caller(request, write=False)
     queue_id = _queue_id(request)
     try:
         return success(metrics_json(await service.backlog(account_id, queue_id)))
@@ -351,7 +351,7 @@ def _consumer_spec(body: dict[str, Any]) -> ConsumerSpec:
         dlq = ""
     if not isinstance(dlq, str):
         raise _bad(100127, "dead_letter_queue must be a queue name")
-    settings = _object(body.get("settings") or {}, 100127)
+    settings = json_object(body.get("settings") or {}, 100127)
     return ConsumerSpec(
         type=kind,
         dead_letter_queue=dlq,
@@ -375,9 +375,9 @@ async def _queue_name(service: QueueService, account_id: str, queue_id: str) -> 
 
 async def create_consumer(request: web.Request) -> web.Response:
     """POST /queues/{queue_id}/consumers."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
-    spec = _consumer_spec(_object(await _json(request)))
+    spec = _consumer_spec(json_object(await json_body(request)))
     try:
         row = await service.create_consumer(account_id, queue_id, spec)
         name = await _queue_name(service, account_id, queue_id)
@@ -388,7 +388,7 @@ async def create_consumer(request: web.Request) -> web.Response:
 
 async def list_consumers(request: web.Request) -> web.Response:
     """GET /queues/{queue_id}/consumers."""
-    service, account_id = await _caller(request, write=False)
+    service, account_id = await caller(request, write=False)
     queue_id = _queue_id(request)
     try:
         queue = await service.get_queue(account_id, queue_id)
@@ -399,7 +399,7 @@ async def list_consumers(request: web.Request) -> web.Response:
 
 async def get_consumer(request: web.Request) -> web.Response:
     """GET /queues/{queue_id}/consumers/{consumer_id}."""
-    service, account_id = await _caller(request, write=False)
+    service, account_id = await caller(request, write=False)
     queue_id = _queue_id(request)
     consumer_id = _consumer_id(request)
     try:
@@ -412,10 +412,10 @@ async def get_consumer(request: web.Request) -> web.Response:
 
 async def update_consumer(request: web.Request) -> web.Response:
     """PUT /queues/{queue_id}/consumers/{consumer_id}."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
     consumer_id = _consumer_id(request)
-    spec = _consumer_spec(_object(await _json(request)))
+    spec = _consumer_spec(json_object(await json_body(request)))
     try:
         row = await service.update_consumer(account_id, queue_id, consumer_id, spec)
         name = await _queue_name(service, account_id, queue_id)
@@ -426,7 +426,7 @@ async def update_consumer(request: web.Request) -> web.Response:
 
 async def delete_consumer(request: web.Request) -> web.Response:
     """DELETE /queues/{queue_id}/consumers/{consumer_id}."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
     consumer_id = _consumer_id(request)
     try:
@@ -441,7 +441,7 @@ async def delete_consumer(request: web.Request) -> web.Response:
 
 def parse_message(item: Any, where: str) -> Message:
     """One pushed message (``where`` names it in errors)."""
-    m = _object(item)
+    m = json_object(item)
     if "body" not in m:
         raise _bad(10207, f"{where}: body is required")
     content_type = m.get("content_type", "json")
@@ -467,9 +467,9 @@ def parse_message(item: Any, where: str) -> Message:
 
 async def push(request: web.Request) -> web.Response:
     """POST /queues/{queue_id}/messages."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
-    message = parse_message(await _json(request), "message")
+    message = parse_message(await json_body(request), "message")
     try:
         await service.push(account_id, queue_id, [message])
     except QueueRejected as exc:
@@ -479,9 +479,9 @@ async def push(request: web.Request) -> web.Response:
 
 async def push_batch(request: web.Request) -> web.Response:
     """POST /queues/{queue_id}/messages/batch."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
-    body = _object(await _json(request))
+    body = json_object(await json_body(request))
     items = body.get("messages")
     if not isinstance(items, list):
         raise _bad(10207, "messages must be an array")
@@ -496,9 +496,9 @@ async def push_batch(request: web.Request) -> web.Response:
 
 async def pull(request: web.Request) -> web.Response:
     """POST /queues/{queue_id}/messages/pull."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
-    body = _object(await _json(request, empty={}), 10026)
+    body = json_object(await json_body(request, empty={}), 10026)
     visibility = _int(body, "visibility_timeout_ms", 10026)
     if visibility is None:
         # An older name for the same setting, still in Cloudflare's pull-consumer docs' curl example.
@@ -530,9 +530,9 @@ def _leases(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 async def ack(request: web.Request) -> web.Response:
     """POST /queues/{queue_id}/messages/ack: acks and retries in one call."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
-    body = _object(await _json(request), 10026)
+    body = json_object(await json_body(request), 10026)
     acks = [a["lease_id"] for a in _leases(body, "acks")]
     retries = [Retry(r["lease_id"], _int(r, "delay_seconds", 10026)) for r in _leases(body, "retries")]
     try:
@@ -544,9 +544,9 @@ async def ack(request: web.Request) -> web.Response:
 
 async def peek(request: web.Request) -> web.Response:
     """POST /queues/{queue_id}/messages/peek: deliverable messages, not leased."""
-    service, account_id = await _caller(request, write=False)
+    service, account_id = await caller(request, write=False)
     queue_id = _queue_id(request)
-    body = _object(await _json(request, empty={}), 10026)
+    body = json_object(await json_body(request, empty={}), 10026)
     size = _int(body, "batch_size", 10026)
     try:
         found = await service.peek(account_id, queue_id, 5 if size is None else size)
@@ -557,9 +557,9 @@ async def peek(request: web.Request) -> web.Response:
 
 async def purge_messages(request: web.Request) -> web.Response:
     """POST /queues/{queue_id}/messages/purge: delete messages by the refs peek gave."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
-    body = _object(await _json(request))
+    body = json_object(await json_body(request))
     refs = body.get("refs")
     if not isinstance(refs, list) or not all(
         isinstance(r, dict) and isinstance(r.get("ref"), str) for r in refs
@@ -577,9 +577,9 @@ async def purge_messages(request: web.Request) -> web.Response:
 
 async def start_purge(request: web.Request) -> web.Response:
     """POST /queues/{queue_id}/purge: requires ``{"delete_messages_permanently": true}``."""
-    service, account_id = await _caller(request, write=True)
+    service, account_id = await caller(request, write=True)
     queue_id = _queue_id(request)
-    body = _object(await _json(request, empty={}))
+    body = json_object(await json_body(request, empty={}))
     if body.get("delete_messages_permanently") is not True:
         raise _bad(
             10207,
@@ -594,7 +594,7 @@ async def start_purge(request: web.Request) -> web.Response:
 
 async def purge_status(request: web.Request) -> web.Response:
     """GET /queues/{queue_id}/purge: ``started_at`` and ``completed`` (a string, as the SDK types it)."""
-    service, account_id = await _caller(request, write=False)
+    service, account_id = await caller(request, write=False)
     queue_id = _queue_id(request)
     try:
         status = await service.purge_status(account_id, queue_id)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from edgecache.api.cloudflare import openapi, purge, queues
+from edgecache.api.cloudflare import openapi, purge, queues, subscriptions
 from edgecache.api.cloudflare.envelope import CfError, failure, no_route
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_post(prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
         app.router.add_get(prefix + "/openapi.json", openapi.document)
         queues.add_routes(app, prefix)
+        subscriptions.add_routes(app, prefix)
 
 
 @web.middleware
