@@ -24,6 +24,7 @@ from edgecache.config import (
     DEFAULT_ACCOUNT_ID,
     Account,
     CacheKeyOptions,
+    ClientTrust,
     Config,
     Limits,
     Listener,
@@ -139,6 +140,8 @@ class Stack:
                     hostnames=("variants.example",),
                     origin=origin_url,
                     cache_key=CacheKeyOptions(device_type=True, country=True, language=True),
+                    # As if behind a proxy of ours that sets these: the tests are that proxy.
+                    trust=ClientTrust(fields=("cf-ipcountry", "cf-device-type"), proxies=("127.0.0.1/32",)),
                     quotas={"purge_host": Quota(batch=2, daily=3)},
                 ),
                 Zone(

@@ -288,3 +288,18 @@ def test_secret_without_access_to_the_zone(stack: Stack, eo_zone: str) -> None:
     with pytest.raises(TencentCloudSDKException) as err:
         purge(reader, eo_zone, "purge_all")
     assert err.value.code == "UnauthorizedOperation.NoPermission"
+
+
+def test_edgeone_targets_reach_every_spelling_of_their_path(stack: Stack, teo: Any, eo_zone: str) -> None:
+    stack.origin.routes["/eo/sp/gap"] = Route()
+    stack.origin.routes["/eo/sp/dir/x"] = Route()
+    spellings = ["/eo/sp/gap", "/eo/sp/a/../gap", "/eo/sp/%2e/gap", "/eo/sp/x/%2E%2E/gap"]
+    for path in [*spellings, "/eo/sp/dir/x"]:
+        stack.request(path)
+        assert stack.request(path)[1]["cf-cache-status"] == "HIT", path
+    purge(teo, eo_zone, "purge_url", ["http://test.example/eo/sp/./b/../gap"], method="delete")
+    for path in spellings:
+        assert stack.request(path)[1]["cf-cache-status"] == "MISS", path
+        purge(teo, eo_zone, "purge_url", ["http://test.example/eo/sp/gap"], method="delete")
+    purge(teo, eo_zone, "purge_prefix", ["http://test.example/eo/sp/%2e/d%69r/"], method="delete")
+    assert stack.request("/eo/sp/./dir/x")[1]["cf-cache-status"] == "MISS"

@@ -644,6 +644,31 @@ def test_stalled_body_gets_408(aio: Run) -> None:
     aio(scenario())
 
 
+def test_trickling_body_gets_408_at_the_total_deadline(aio: Run) -> None:
+    limits = LIMITS.model_copy(update={"body_timeout": 0.5, "body_deadline": 0.6})
+
+    async def scenario() -> None:
+        async with serving(limits) as (server, echo):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
+
+            async def trickle() -> None:  # a byte every 0.1 s: never a pause of body_timeout
+                while True:
+                    await asyncio.sleep(0.1)
+                    writer.write(b"x")
+
+            dripping = asyncio.ensure_future(trickle())
+            started = asyncio.get_running_loop().time()
+            status, headers, _ = await read_response(reader)
+            elapsed = asyncio.get_running_loop().time() - started
+            dripping.cancel()
+            assert status == 408 and headers["connection"] == "close"
+            assert elapsed < 2.0 and echo.calls == [] and server.stats.timeouts == 1
+            writer.close()
+
+    aio(scenario())
+
+
 def test_idle_keep_alive_connection_closed_silently(aio: Run) -> None:
     async def scenario() -> None:
         async with serving(FAST) as (server, _):

@@ -10,7 +10,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
+
+from edgecache.httpcache.headers import EDGE_ONLY
 
 Plan = Literal["free", "pro", "business", "enterprise"]
 
@@ -51,6 +53,29 @@ class CacheKeyOptions(_Model):
     @classmethod
     def _lower_headers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(sorted({h.lower() for h in v}))
+
+
+class ClientTrust(_Model):
+    """Which edge-only request fields (CF-IPCountry, CF-Device-Type, CF-Connecting-IP, CF-Ray,
+    CF-Visitor, True-Client-IP, X-Real-IP, X-Forwarded-For, and the zone's country header) a zone
+    accepts from the peer, and from which peers: set it when a proxy you run sits in front of
+    edgecache and sets them. Untrusted values are removed; the device type then comes from
+    User-Agent, the country is empty, and CF-Connecting-IP / X-Forwarded-For name the real peer."""
+
+    fields: tuple[str, ...] = ()
+    proxies: tuple[IPvAnyNetwork, ...] = ()
+    """Peer networks the fields are accepted from (``0.0.0.0/0`` and ``::/0`` for every peer)."""
+
+    @field_validator("fields")
+    @classmethod
+    def _lower_fields(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted({h.strip().lower() for h in v}))
+
+    @model_validator(mode="after")
+    def _proxies_named(self) -> ClientTrust:
+        if self.fields and not self.proxies:
+            raise ValueError("trusted fields need the proxies they are accepted from (trust.proxies)")
+        return self
 
 
 DEFAULT_ACCOUNT_ID = "9a7806061c88ada191ed06f989cc3dac"
@@ -122,6 +147,8 @@ class Zone(_Model):
     origin: str
     plan: Plan = "enterprise"
     cache_key: CacheKeyOptions = CacheKeyOptions()
+    trust: ClientTrust = ClientTrust()
+    """Edge-only request fields accepted from a proxy in front of this node; none by default."""
     cache_set_cookie: bool = False
     """Store responses that carry Set-Cookie (the cookie is then shared with every client)."""
     heuristic_fraction: float = Field(default=0.1, ge=0, le=1)
@@ -149,6 +176,15 @@ class Zone(_Model):
         if unknown:
             raise ValueError(f"unknown quota types {sorted(unknown)}; known: {', '.join(TASK_TYPES)}")
         return v
+
+    @model_validator(mode="after")
+    def _trusted_fields_known(self) -> Zone:
+        unknown = set(self.trust.fields) - EDGE_ONLY - {self.cache_key.country_header}
+        if unknown:
+            raise ValueError(
+                f"trust.fields {sorted(unknown)} are not edge-only fields or the zone's country header"
+            )
+        return self
 
     @property
     def eo_id(self) -> str:
@@ -213,6 +249,9 @@ class Limits(_Model):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     header_timeout: float = Field(default=10.0, gt=0)
     body_timeout: float = Field(default=30.0, gt=0)
+    """Longest pause between two pieces of a request body."""
+    body_deadline: float = Field(default=300.0, gt=0)
+    """Longest time from the end of a request's head to the end of its body, however it trickles in."""
     idle_timeout: float = Field(default=60.0, gt=0)
     origin_connect_timeout: float = Field(default=5.0, gt=0)
     origin_read_timeout: float = Field(default=30.0, gt=0)

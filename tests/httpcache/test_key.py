@@ -10,6 +10,8 @@ from edgecache.httpcache.key import (
     KeyOptions,
     device_type,
     host_and_path,
+    normalise_accept_language,
+    origin_target,
     primary_key,
     split_key,
     url_key,
@@ -69,9 +71,26 @@ def test_percent_encoding_normalisation_keeps_reserved_escapes() -> None:
     assert key == "http://h/~user/A%2F%2Fb%zz%4"
 
 
-def test_no_dot_segment_or_slash_rewriting() -> None:
-    assert primary_key("http", "h", "/a/../b/./c/", PLAIN) == "http://h/a/../b/./c/"
+def test_dot_segments_are_removed_but_slashes_kept() -> None:
+    assert primary_key("http", "h", "/a/../b/./c/", PLAIN) == "http://h/b/c/"
+    for spelling in (
+        "/c/a/../gap",
+        "/c/./gap",
+        "/c/%2e/gap",
+        "/c/x/%2E%2E/gap",
+        "/../c/gap",
+        "/c/.%2e/c/gap",
+    ):
+        assert primary_key("http", "h", spelling, PLAIN) == "http://h/c/gap", spelling
+    assert primary_key("http", "h", "/a/b/..", PLAIN) == "http://h/a/"
+    assert primary_key("http", "h", "/.well-known/x", PLAIN) == "http://h/.well-known/x"
     assert primary_key("http", "h", "/a", PLAIN) != primary_key("http", "h", "/a/", PLAIN)
+    assert primary_key("http", "h", "/a//b", PLAIN) != primary_key("http", "h", "/a/b", PLAIN)
+
+
+def test_origin_target_is_the_keyed_path_with_the_query_as_sent() -> None:
+    assert origin_target("/c/x/%2E%2E/g%61p?b=2&a=/../1") == "/c/gap?b=2&a=/../1"
+    assert origin_target("/a#frag") == "/a"
 
 
 def test_fragment_is_dropped() -> None:
@@ -172,8 +191,9 @@ def test_variant_parts_in_fixed_order() -> None:
         "x-tenant": "  acme ",
     }
     assert variant_suffix(headers, opts) == (
-        "\x00dt=mobile\x00cc=FR\x00lang=fr-ch\x00origin=https://shop.example.com\x00h:x-tenant=acme"
+        "\x00dt=mobile\x00cc=\x00lang=fr-ch\x00origin=https://shop.example.com\x00h:x-tenant=acme"
     )
+    assert "\x00cc=FR\x00" in variant_suffix(headers, opts, frozenset({"cf-ipcountry"}))
 
 
 def test_missing_headers_are_empty_but_present() -> None:
@@ -184,7 +204,10 @@ def test_missing_headers_are_empty_but_present() -> None:
 
 def test_custom_country_header() -> None:
     opts = KeyOptions(country=True, country_header="X-Country")
-    assert variant_suffix({"x-country": "de"}, opts) == "\x00cc=DE"
+    assert variant_suffix({"x-country": "de"}, opts, frozenset({"x-country"})) == "\x00cc=DE"
+    # Not trusted: the client's value does not choose the variant.
+    assert variant_suffix({"x-country": "de"}, opts) == "\x00cc="
+    assert variant_suffix({"x-country": "de"}, opts, frozenset({"cf-ipcountry"})) == "\x00cc="
 
 
 @pytest.mark.parametrize(
@@ -210,10 +233,17 @@ def test_device_type(ua: str, expected: str) -> None:
     assert device_type(ua) == expected
 
 
-def test_explicit_device_type_header_wins_when_valid() -> None:
+def test_explicit_device_type_header_wins_when_valid_and_trusted() -> None:
     opts = KeyOptions(device_type=True)
-    assert variant_suffix({"cf-device-type": "Tablet", "user-agent": "iPhone"}, opts) == "\x00dt=tablet"
-    assert variant_suffix({"cf-device-type": "robot", "user-agent": "iPhone"}, opts) == "\x00dt=mobile"
+    trusted = frozenset({"cf-device-type"})
+    assert (
+        variant_suffix({"cf-device-type": "Tablet", "user-agent": "iPhone"}, opts, trusted) == "\x00dt=tablet"
+    )
+    assert (
+        variant_suffix({"cf-device-type": "robot", "user-agent": "iPhone"}, opts, trusted) == "\x00dt=mobile"
+    )
+    # Untrusted (the default): the User-Agent decides, whatever the client claims.
+    assert variant_suffix({"cf-device-type": "Tablet", "user-agent": "iPhone"}, opts) == "\x00dt=mobile"
 
 
 def test_vary_suffix_collapses_list_whitespace() -> None:
@@ -222,6 +252,27 @@ def test_vary_suffix_collapses_list_whitespace() -> None:
     b = vary_suffix(names, {"accept-encoding": "gzip , br", "accept": " text/html"})
     assert a == b == "\x00v:accept=text/html\x00v:accept-encoding=gzip,br"
     assert vary_suffix(names, {"accept-encoding": "br"}) != a
+
+
+def test_accept_language_normal_form() -> None:
+    same = ["de-CH, fr;q=0.5, en", "en,de-ch,FR;q=0.50", " EN , de-ch ; q=1.0 ,fr;q=0.500"]
+    assert {normalise_accept_language(v) for v in same} == {"de-ch,en,fr;q=0.5"}
+    assert normalise_accept_language("fr;q=0.5, en") != normalise_accept_language("fr, en;q=0.5")
+    assert normalise_accept_language("da;q=x,  en") == "da;q=x,en"
+    names = ("accept-language",)
+    assert vary_suffix(names, {"accept-language": "en, DE"}) == vary_suffix(
+        names, {"accept-language": "de,en"}
+    )
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["en", "de-CH", "fr", "*"]), st.sampled_from(["", ";q=0.5", ";q=1"])))
+)
+def test_accept_language_normalisation_is_idempotent_and_order_blind(items: list[tuple[str, str]]) -> None:
+    value = ", ".join(tag + q for tag, q in items)
+    normal = normalise_accept_language(value)
+    assert normalise_accept_language(normal) == normal
+    assert normalise_accept_language(", ".join(tag + q for tag, q in reversed(items))) == normal
 
 
 _values = st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=12)

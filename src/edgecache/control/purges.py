@@ -35,7 +35,7 @@ from edgecache.control.ratelimit import Bucket, PlanLimits, RateLimiter
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import NewTask, TaskStore
 from edgecache.edge.zones import ZoneRuntime
-from edgecache.httpcache.key import normalise_path, primary_key, variant_suffix
+from edgecache.httpcache.key import primary_key, variant_suffix
 from edgecache.httpcache.tags import normalise_tag
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url
 
@@ -211,7 +211,11 @@ class PurgeService:
         path_qs = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         key = primary_key("http", host, path_qs, zone.key_options)
         if target.headers and zone.has_variants:
-            key += variant_suffix({k.lower(): v for k, v in target.headers.items()}, zone.key_options)
+            # The purge names a variant: CF-Device-Type names the device type the data plane derives,
+            # and a country counts only where the zone takes it from a trusted header.
+            named = zone.trusted_fields | {"cf-device-type"}
+            headers = {k.lower(): v for k, v in target.headers.items()}
+            key += variant_suffix(headers, zone.key_options, named)
         return Url(key), host
 
     @staticmethod
@@ -246,7 +250,7 @@ class PurgeService:
         if host.rsplit(":", 1)[0] not in zone.hostnames:
             raise InvalidPrefix(f"Invalid prefix '{prefix}': host is not part of this zone")
         host = host.rsplit(":", 1)[0]
-        return Prefix(host + (normalise_path("/" + path) if slash else "/"))
+        return Prefix(host + "/" + path if slash else host)
 
     def take_rate(self, zone: ZoneRuntime, req: PurgeRequest) -> None:
         """Charge the account's bucket for this request, or raise :class:`RateLimited`."""

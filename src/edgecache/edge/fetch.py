@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from edgecache.edge.origin import OriginClient, OriginError, OriginResponse, forward_headers
+from edgecache.edge.forwarding import forward_headers
+from edgecache.edge.origin import OriginClient, OriginError, OriginResponse
 from edgecache.httpcache.freshness import StorageDecision, decide_storage, format_http_date, initial_age
 from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
@@ -62,6 +63,7 @@ class Fetch:
         self,
         *,
         zone: ZoneRuntime,
+        host: str,
         key: str,
         method: str,
         url: str,
@@ -83,7 +85,7 @@ class Fetch:
         self._on_done = on_done
         self.request_headers = headers
         drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
-        fwd = forward_headers(headers, client_ip, drop=drop)
+        fwd = forward_headers(headers, client_ip, zone, host, drop=drop)
         if stale is not None:
             if stale.etag:
                 fwd["if-none-match"] = stale.etag

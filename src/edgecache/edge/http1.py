@@ -43,8 +43,9 @@ Rules:
    zeroes its timestamp (``_t_head``, ``_t_body``, ``_t_idle``); one sweeper per server walks the
    connections a few times a second, stamps the zeroed ones and expires the old ones, so each
    deadline is met up to one sweep late: header_timeout for a head (408), body_timeout between
-   body bytes (408), idle_timeout for an idle keep-alive connection (silent close) and for a
-   client that does not read what we write (``_t_wpause``, abort). A connection that never sent a
+   body bytes and body_deadline for the whole body (``_t_bstart``; 408), idle_timeout for an idle
+   keep-alive connection (silent close) and for a client that does not read what we write
+   (``_t_wpause``, abort). A connection that never sent a
    request gets header_timeout. A 408 is written only when nothing else is in flight; otherwise
    it is an abort. A lingering connection (``_linger``) is reset after ``_LINGER`` seconds.
 
@@ -209,6 +210,7 @@ class Connection(asyncio.Protocol):
         "_status",
         "_stopped",
         "_t_body",
+        "_t_bstart",
         "_t_head",
         "_t_idle",
         "_t_wpause",
@@ -268,7 +270,7 @@ class Connection(asyncio.Protocol):
         self._status = 0
         self._read_paused = False
         self._write_paused = False
-        self._t_idle = self._t_head = self._t_body = self._t_wpause = self._linger = 0.0
+        self._t_idle = self._t_head = self._t_body = self._t_bstart = self._t_wpause = self._linger = 0.0
         self._fresh = False
         self._raw = 0
         self._method = ""
@@ -454,6 +456,7 @@ class Connection(asyncio.Protocol):
         self._version = version
         self._keep_alive = parser.should_keep_alive()
         self._pphase = _BODY
+        self._t_bstart = 0.0
         self._fresh = True
         if expects_body and version == "1.1" and headers.get("expect", "").lower() == "100-continue":
             if self._busy or self._queue:
@@ -649,6 +652,12 @@ class Connection(asyncio.Protocol):
                 self._t_body = now
             elif now - self._t_body > limits.body_timeout:
                 self._expire()
+                return
+            # Bytes now and then keep _t_body fresh; the whole body still has one deadline.
+            if not self._t_bstart:
+                self._t_bstart = now
+            elif now - self._t_bstart > limits.body_deadline:
+                self._expire()
         elif not self._busy and not self._queue:
             if not self._t_idle:
                 self._t_idle = now
@@ -704,7 +713,7 @@ class HttpServer:
 
     async def _sweep_forever(self) -> None:
         limits = self.limits
-        shortest = min(limits.header_timeout, limits.body_timeout, limits.idle_timeout)
+        shortest = min(limits.header_timeout, limits.body_timeout, limits.body_deadline, limits.idle_timeout)
         interval = max(0.05, min(0.5, shortest / 4))
         while True:
             await asyncio.sleep(interval)

@@ -1,9 +1,7 @@
 """The origin client: one pooled aiohttp session per node, responses streamed, never decoded.
 
 Rules of this module:
-- What goes to the origin is the client's request minus hop-by-hop fields and minus our own control
-  fields (credentials of the control plane, internal ``x-edgecache-*`` fields), plus the standard
-  forwarding fields (``X-Forwarded-For``/``-Proto``/``-Host``, ``Via``).
+- The caller gives the request fields to send (``edge/forwarding.py`` decides them).
 - Bodies are never decompressed or re-encoded: the cache stores what the origin sent.
 - Failures are typed: :class:`OriginUnreachable` (connection refused/reset, DNS) maps to 502,
   :class:`OriginTimeout` to 504. The caller decides about stale-if-error.
@@ -15,11 +13,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
-
-from edgecache.httpcache.headers import HOP_BY_HOP
-
-CONTROL_HEADERS = frozenset({"x-auth-key", "x-auth-email", "x-auth-user-service-key", "cf-connecting-ip"})
-"""Request fields that carry control-plane credentials or that only we may set: never forwarded."""
 
 CHUNK = 64 * 1024
 
@@ -60,36 +53,6 @@ class OriginResponse:
     def close(self) -> None:
         """Drop the connection (the body will not be read)."""
         self._resp.close()
-
-
-def forward_headers(
-    headers: Mapping[str, str], client_ip: str, *, drop: frozenset[str] = frozenset()
-) -> dict[str, str]:
-    """The request fields to send to the origin (RFC 9110 §7.6: hop-by-hop fields are not forwarded).
-
-    Content-Length is left to the client library, which frames the body it sends itself.
-    """
-    connection_named = {t.strip().lower() for t in headers.get("connection", "").split(",") if t.strip()}
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        if (
-            name in HOP_BY_HOP
-            or name in CONTROL_HEADERS
-            or name in connection_named
-            or name in drop
-            or name == "content-length"
-            or name.startswith("x-edgecache-")
-        ):
-            continue
-        out[name] = value
-    prior = headers.get("x-forwarded-for")
-    out["x-forwarded-for"] = f"{prior}, {client_ip}" if prior else client_ip
-    out["x-forwarded-proto"] = "http"
-    if "host" in headers:
-        out["x-forwarded-host"] = headers["host"]
-    via = headers.get("via")
-    out["via"] = f"{via}, 1.1 edgecache" if via else "1.1 edgecache"
-    return out
 
 
 class OriginClient:

@@ -1,8 +1,10 @@
 """The data plane's request handler: a shared cache (RFC 9111) in front of each zone's origin.
 
 Theory of operation, for one request:
-1. The Host field selects the zone (421 if none). Methods other than GET and HEAD pass through to
-   the origin; a successful unsafe one invalidates the target URL (RFC 9111 §4.4).
+1. The Host field, or an absolute-form target's authority, selects the zone (400 if malformed, 421
+   if no zone serves it); from then on the zone's hostname is the only spelling the key and the
+   origin see. Methods other than GET and HEAD pass through to the origin; a successful unsafe one
+   invalidates the target URL (RFC 9111 §4.4).
 2. The cache key is the primary key (scheme, host, path, query) plus the zone's variant parts; if
    the origin answered this URL with ``Vary``, the selected request fields are appended.
 3. A fresh entry is a HIT, answered synchronously in the same call: no task, no future. This is the
@@ -17,7 +19,8 @@ Theory of operation, for one request:
 Decisions a reader might look for: request ``Cache-Control`` is ignored, as CDNs do (a client
 cannot force an origin fetch); request cookies do not prevent caching (Cloudflare's behaviour),
 response ``Set-Cookie`` does unless the zone opts in; the cache key ignores the port, because a
-zone is served on one port per scheme and purge URLs should not have to name it.
+zone is served on one port per scheme and purge URLs should not have to name it; the origin gets
+the key's authority as Host and the key's path (decision 0012).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from edgecache.edge.fetch import Fetch, Reader
+from edgecache.edge.forwarding import forward_headers
 from edgecache.edge.http1 import Connection, Request
-from edgecache.edge.origin import OriginClient, OriginError, OriginTimeout, forward_headers
+from edgecache.edge.origin import OriginClient, OriginError, OriginTimeout
 from edgecache.edge.stats import EdgeStats
-from edgecache.edge.zones import ZoneRuntime, ZoneTable
+from edgecache.edge.zones import BAD_HOST, NO_ZONE, ZoneRuntime, ZoneTable
 from edgecache.httpcache.conditional import evaluate_preconditions, if_range_allows
-from edgecache.httpcache.headers import decode_head, encode_head, strip_hop_by_hop
-from edgecache.httpcache.key import primary_key, variant_suffix, vary_suffix
+from edgecache.httpcache.headers import connection_options, decode_head, encode_head, strip_hop_by_hop
+from edgecache.httpcache.key import origin_target, primary_key, variant_suffix, vary_suffix
 from edgecache.httpcache.ranges import content_range, multipart_byteranges, parse_range, unsatisfied_range
 from edgecache.httpcache.status import CfStatus, cache_status_fwd, cache_status_hit
 from edgecache.httpcache.tags import TAG_HEADERS
@@ -59,6 +63,12 @@ HIT_FIELDS = (
     b"Age: %d\r\nCache-Status: edgecache; hit; ttl=%d\r\nCF-Cache-Status: HIT\r\nContent-Length: %d\r\n"
 )
 """The fields every plain hit adds to the stored head (``%d`` truncates, as Age and ttl want)."""
+HOST_ERRORS = {
+    BAD_HOST: "The Host field is not a valid host[:port].\n",
+    NO_ZONE: "No zone serves this host.\n",
+}
+ALLOW = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
+"""What ``OPTIONS *`` answers: the methods the edge accepts (CONNECT is refused by the server)."""
 KEY_MEMO_MAX = 65536
 VARY_SEP = "\x00v:"
 """Where the Vary-selected part of a key starts (see ``httpcache.key.vary_suffix``)."""
@@ -97,10 +107,13 @@ class Proxy:
         if target[0] == "/":
             found = self.zones.for_host(headers.get("host", ""))
         else:
-            # RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored.
-            found = self.zones.for_host(target.partition("://")[2].partition("/")[0])
-        if found is None:
-            self._plain(conn, req, 421, "No zone serves this host.\n")
+            other = self._other_target_form(req, conn)
+            if other is None:
+                return None
+            found = other
+            target = req.target
+        if isinstance(found, int):
+            self._plain(conn, req, found, HOST_ERRORS[found])
             return None
         zone, host = found
         method = req.method
@@ -108,7 +121,7 @@ class Proxy:
             return self._pass(req, conn, zone, host)
         if zone.has_variants:
             base = primary_key("http", host, target, zone.key_options)
-            base += variant_suffix(headers, zone.key_options)
+            base += variant_suffix(headers, zone.key_options, zone.trusted_from(req.client_ip))
         else:
             # The primary key of a (host, target) never changes: normalise each one once.
             memo = zone.key_memo
@@ -165,8 +178,51 @@ class Proxy:
                 self.stats.bytes_sent += len(head) + len(body)
                 conn.finish(req.keep_alive)
                 return None
-            return self._stale(req, conn, zone, host, key, entry, now)
+        else:
+            entry = None
+        if "connection" in headers and _drop_connection_options(headers):
+            # A field named in Connection does not reach the origin, so it may not select what the
+            # fill is filed under either: key the request again without it.
+            return self(req, conn)
+        if entry is not None:
+            return self._stale(req, conn, zone, host, key, entry, _time())
         return self._fill(req, conn, zone, host, key, None, coalesce="authorization" not in headers)
+
+    def _other_target_form(self, req: Request, conn: Connection) -> tuple[ZoneRuntime, str] | int | None:
+        """A request-target that is not origin-form (RFC 9112 §3.2). Absolute-form selects the zone by
+        its authority, whatever Host says (§3.2.2), and is reduced to origin-form in ``req.target``;
+        ``OPTIONS *`` is answered here (§3.2.4). Returns None when the request has been answered."""
+        if self.zones.for_host(req.headers.get("host", "")) == BAD_HOST:
+            # Ignored for routing, but still a field that must be valid (RFC 9112 §3.2).
+            self._plain(conn, req, BAD_HOST, HOST_ERRORS[BAD_HOST])
+            return None
+        target = req.target
+        if target == "*":
+            if req.method == "OPTIONS":
+                conn.write(
+                    STATUS_LINES[200]
+                    + b"Allow: "
+                    + ALLOW
+                    + b"\r\nContent-Length: 0\r\n"
+                    + _connection_field(req)
+                    + b"\r\n"
+                )
+                conn.finish(req.keep_alive)
+            else:
+                self._plain(conn, req, 400, "The asterisk-form target is for OPTIONS only.\n")
+            return None
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            self._plain(conn, req, 400, "The request-target must be origin-form or an http(s) URI.\n")
+            return None
+        end = len(rest)
+        for c in "/?":
+            i = rest.find(c, 0, end)
+            if i >= 0:
+                end = i
+        path = rest[end:]
+        req.target = path if path[:1] == "/" else "/" + path
+        return self.zones.for_host(rest[:end])
 
     def _purge_check(self, entry: Entry) -> Entry | None:
         """Apply the purges accepted since the entry was fetched (design: the epoch index)."""
@@ -317,9 +373,10 @@ class Proxy:
     ) -> Fetch:
         fetch = Fetch(
             zone=zone,
+            host=host,
             key=key,
             method="GET",
-            url=zone.origin + _origin_target(req.target),
+            url=zone.origin + origin_target(req.target),
             headers=req.headers,
             client_ip=req.client_ip,
             stored_seq=self.index.position,
@@ -550,8 +607,8 @@ class Proxy:
         try:
             resp = await self.origin.request(
                 req.method,
-                zone.origin + _origin_target(req.target),
-                forward_headers(req.headers, req.client_ip),
+                zone.origin + origin_target(req.target),
+                forward_headers(req.headers, req.client_ip, zone, host),
                 req.body,
             )
         except OriginError as exc:
@@ -659,13 +716,15 @@ def _connection_field(req: Request) -> bytes:
     return b""
 
 
-def _origin_target(target: str) -> str:
-    """The path and query to request from the origin (absolute-form is reduced to origin-form)."""
-    if target.startswith("/"):
-        return target
-    rest = target.split("://", 1)[-1]
-    i = rest.find("/")
-    return rest[i:] if i >= 0 else "/"
+def _drop_connection_options(headers: dict[str, str]) -> bool:
+    """Remove the fields named in Connection (RFC 9110 §7.6.1), except Host, which selected the zone
+    and is replaced on the way to the origin anyway; True if any was present."""
+    dropped = False
+    for name in connection_options(headers["connection"]):
+        if name in headers and name != "host" and name != "connection":
+            del headers[name]
+            dropped = True
+    return dropped
 
 
 def _strip_vary(key: str) -> str:

@@ -1,11 +1,29 @@
-"""Zones as the data plane sees them: hostname → zone, with everything precomputed for the hot path."""
+"""Zones as the data plane sees them: hostname → zone, with everything precomputed for the hot path.
+
+Rules of this module:
+- A Host value (or the authority of an absolute-form target) selects a zone by its host name alone,
+  lower-cased and without port or trailing dot; the name returned is the zone's hostname as
+  configured, and it is the only spelling the key and the origin ever see.
+- A value that is not ``host[:port]`` by RFC 9110 §7.2 / RFC 3986 §3.2.2 (a port that is not a
+  number, user information, characters a host cannot contain) is answered 400 (RFC 9112 §3.2); a
+  well-formed host no zone serves, 421.
+- Both verdicts are memoised per distinct value, so a plain hit pays one dict lookup for all of this.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from edgecache.config import Zone
 from edgecache.httpcache.key import KeyOptions
+
+BAD_HOST = 400
+NO_ZONE = 421
+
+_AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
+"""RFC 3986 §3.2.2 host (IP-literal, or reg-name, which covers IPv4) and an optional numeric port."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +36,38 @@ class ZoneRuntime:
     origin: str
     hostnames: frozenset[str]
     """The zone's hostnames as a set: purge validation tests membership per target."""
+    trusted_fields: frozenset[str] = frozenset()
+    """Edge-only request fields this zone accepts from a trusted proxy (see ``config.ClientTrust``)."""
     key_memo: dict[str, str] = field(default_factory=dict, compare=False)
     """``host + " " + target`` → primary key, for zones without variant parts (bounded by the proxy)."""
+    peer_memo: dict[str, bool] = field(default_factory=dict, compare=False)
+    """Peer address → whether it is one of the trusted proxies (at most ``PEER_MEMO_MAX`` entries)."""
+
+    def trusted_from(self, peer: str) -> frozenset[str]:
+        """The edge-only fields whose values count for a request from ``peer``."""
+        if not self.trusted_fields:
+            return self.trusted_fields
+        memo = self.peer_memo
+        ok = memo.get(peer)
+        if ok is None:
+            ok = _in_networks(peer, self.config.trust.proxies)
+            if len(memo) >= PEER_MEMO_MAX:
+                memo.clear()
+            memo[peer] = ok
+        return self.trusted_fields if ok else frozenset()
+
+
+PEER_MEMO_MAX = 4096
+
+
+def _in_networks(peer: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in networks)
 
 
 def key_options(zone: Zone) -> KeyOptions:
@@ -46,7 +94,7 @@ class ZoneTable:
     def __init__(self, zones: tuple[Zone, ...]) -> None:
         self.by_id: dict[str, ZoneRuntime] = {}
         self._by_host: dict[str, ZoneRuntime] = {}
-        self._memo: dict[str, tuple[ZoneRuntime, str] | None] = {}
+        self._memo: dict[str, tuple[ZoneRuntime, str] | int] = {}
         for zone in zones:
             opts = key_options(zone)
             rt = ZoneRuntime(
@@ -57,14 +105,16 @@ class ZoneTable:
                 ),
                 origin=zone.origin,
                 hostnames=frozenset(zone.hostnames),
+                trusted_fields=frozenset(zone.trust.fields),
             )
             self.by_id[zone.id] = rt
             for host in zone.hostnames:
                 self._by_host[host] = rt
 
-    def for_host(self, host_header: str) -> tuple[ZoneRuntime, str] | None:
-        """The zone serving a Host header value, and the host as the cache key names it
-        (lower-case, without port or trailing dot)."""
+    def for_host(self, host_header: str) -> tuple[ZoneRuntime, str] | int:
+        """The zone serving a Host value or target authority, and its hostname as configured (which
+        the key and the origin's Host use); else the status to answer: :data:`BAD_HOST` or
+        :data:`NO_ZONE`."""
         try:
             return self._memo[host_header]
         except KeyError:
@@ -75,7 +125,9 @@ class ZoneTable:
         self._memo[host_header] = found
         return found
 
-    def _resolve(self, host_header: str) -> tuple[ZoneRuntime, str] | None:
+    def _resolve(self, host_header: str) -> tuple[ZoneRuntime, str] | int:
+        if _AUTHORITY.fullmatch(host_header) is None:
+            return BAD_HOST
         host = host_header.lower()
         if host.startswith("["):
             host = host[: host.find("]") + 1]
@@ -83,4 +135,4 @@ class ZoneTable:
             host = host.rsplit(":", 1)[0]
         host = host.rstrip(".")
         rt = self._by_host.get(host)
-        return None if rt is None else (rt, host)
+        return NO_ZONE if rt is None else (rt, host)

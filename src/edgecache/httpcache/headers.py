@@ -2,6 +2,7 @@
 
 Rules of this module:
 - Hop-by-hop fields (RFC 9110 §7.6.1) and every field named in Connection are never forwarded or stored.
+- Some request fields are the edge's to set (``EDGE_ONLY``): the client's values never pass unless trusted.
 - A 304 updates the stored fields it carries (RFC 9111 §3.2, §4.3.4) in place: the new lines take the
   position of the first stored line of that name, other stored lines of that name go; Content-Length
   and hop-by-hop fields of the 304 are ignored.
@@ -28,15 +29,30 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+EDGE_ONLY = frozenset(
+    {
+        "cf-ipcountry",
+        "cf-device-type",
+        "cf-connecting-ip",
+        "cf-ray",
+        "cf-visitor",
+        "true-client-ip",
+        "x-real-ip",
+        "x-forwarded-for",
+    }
+)
+"""Request fields that only an edge (or a proxy in front of it) may set: a client's own values are
+removed before forwarding unless the zone trusts them from that peer (see ``config.ClientTrust``)."""
+
+
+def connection_options(value: str) -> frozenset[str]:
+    """The field names listed in one Connection field value, lower-cased (RFC 9110 §7.6.1)."""
+    return frozenset(t for token in value.split(",") if (t := token.strip().lower()))
+
 
 def _connection_options(headers: Sequence[tuple[str, str]]) -> frozenset[str]:
     """HOP_BY_HOP plus the field names listed in Connection (RFC 9110 §7.6.1)."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
+    named = frozenset().union(*(connection_options(v) for name, v in headers if name.lower() == "connection"))
     return HOP_BY_HOP | named if named else HOP_BY_HOP
 
 

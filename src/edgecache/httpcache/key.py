@@ -4,22 +4,29 @@ Rules of this module:
 - Key format (other code depends on it): the primary key is ``scheme://host/path[?query]``; variant
   parts follow, each ``"\\x00" + name + "=" + value``. Everything before the first NUL identifies the
   URL (all its variants); header values cannot contain NUL (RFC 9110 §5.5), so NUL is a safe separator.
-- Normalisation is the safe subset of RFC 3986 §6.2.2-§6.2.3 and nothing more: scheme and host are
-  lower-cased, a trailing dot and the scheme's default port (or an empty port) are removed from the
-  host, percent-encodings get upper-case hex digits and those of unreserved characters are decoded,
-  and an empty path becomes "/". The path stays case-sensitive, dot-segments are kept and trailing
-  slashes are left alone: the origin receives the request-target as sent, so two targets the origin
-  might answer differently (``/a/../b`` and ``/b`` behind a router that does not resolve dots) must not
-  share an entry. A fragment, which never reaches the origin, is dropped.
+- The path is normalised once, by RFC 3986 §6.2.2 and nothing more: percent-encodings get upper-case
+  hex digits, those of unreserved characters are decoded, and then dot-segments are removed (§5.2.4),
+  so ``/c/a/../gap``, ``/c/./gap``, ``/c/%2e/gap`` and ``/c/x/%2E%2E/gap`` are all ``/c/gap``. The
+  same function builds the key, the purge selectors and the target the origin receives
+  (:func:`origin_target`), so one spelling is one object: a purge of the normal form reaches every
+  spelling, and no spelling can reach an origin object the key names differently. The path stays
+  case-sensitive and empty segments and trailing slashes are kept; an empty path becomes "/". A
+  fragment, which never reaches the origin, is dropped.
+- Scheme and host are lower-cased, a trailing dot and the scheme's default port (or an empty port)
+  are removed from the host.
 - With an absolute-form request-target the host inside it wins over the Host header (RFC 9112 §3.2.2);
   the scheme stays the one of the connection, so a client cannot file a response fetched for plain
   HTTP under the https key.
+- Request fields only an edge may set (``cf-device-type``, the country header) select a variant only
+  when the caller says they are trusted; otherwise the device type comes from User-Agent and the
+  country is empty, so a client cannot name another client's variant.
 - Variant parts are computed only when configured: with none, :func:`variant_suffix` returns "" at
   the cost of one attribute test (the common, hot case).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -72,18 +79,49 @@ class KeyOptions:
 
 
 def normalise_path(path: str) -> str:
-    """Percent-encoding normalisation of RFC 3986 §6.2.2.1-§6.2.2.2; "" becomes "/" (§6.2.3).
+    """RFC 3986 §6.2.2: percent-encoding normalisation (§6.2.2.1-§6.2.2.2), then dot-segment removal
+    (§6.2.2.3, by the algorithm of §5.2.4). The result starts with "/": "" becomes "/" (§6.2.3).
 
-    Idempotent: a decoded character is unreserved, never "%", so no new escape can appear.
+    Idempotent: a decoded character is unreserved, never "%", so no new escape can appear, and removing
+    dot-segments leaves none behind.
     """
-    if "%" not in path:
-        return path or "/"
-    parts = path.split("%")
-    out = [parts[0]]
-    for part in parts[1:]:
-        rep = _PCT.get(part[:2])
-        out.append("%" + part if rep is None else rep + part[2:])
-    return "".join(out)
+    if "%" in path:
+        parts = path.split("%")
+        out = [parts[0]]
+        for part in parts[1:]:
+            rep = _PCT.get(part[:2])
+            out.append("%" + part if rep is None else rep + part[2:])
+        path = "".join(out)
+    if path[:1] != "/":
+        path = "/" + path
+    if "/." in path:
+        return _remove_dot_segments(path)
+    return path
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 for a path starting with "/" (every dot-segment is then preceded by "/")."""
+    segments = path.split("/")
+    out: list[str] = []
+    for seg in segments[1:]:
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg != ".":
+            out.append(seg)
+    if segments[-1] in (".", ".."):
+        out.append("")
+    return "/" + "/".join(out)
+
+
+def origin_target(target: str) -> str:
+    """The origin-form target to send to the origin for an origin-form ``target``: the path exactly as
+    the key normalises it, the query as received (the zone's query option shapes the key only)."""
+    h = target.find("#")
+    if h >= 0:
+        target = target[:h]
+    path, sep, query = target.partition("?")
+    return normalise_path(path) + sep + query
 
 
 def normalise_host(scheme: str, host: str) -> str:
@@ -230,22 +268,24 @@ def _language(accept_language: str) -> str:
     return "" if tag == "*" else tag
 
 
-def variant_suffix(headers: Mapping[str, str], opts: KeyOptions) -> str:
+def variant_suffix(
+    headers: Mapping[str, str], opts: KeyOptions, trusted: frozenset[str] = frozenset()
+) -> str:
     """The configured variant parts of the key, in the fixed order dt, cc, lang, origin, h:<name>.
 
-    A missing header gives an empty value, so requests without it form their own variant. An explicit
-    ``cf-device-type`` of mobile, tablet or desktop wins over the User-Agent heuristic.
+    A missing header gives an empty value, so requests without it form their own variant. ``trusted``
+    names the edge-only fields whose values count: an explicit ``cf-device-type`` of mobile, tablet or
+    desktop wins over the User-Agent heuristic only when trusted, and the country is read only from
+    a trusted country header (else it is empty).
     """
     if not opts.has_variants:
         return ""
     parts: list[str] = []
     if opts.device_type:
-        dt = headers.get("cf-device-type", "").strip().lower()
-        if dt not in _DEVICE_TYPES:
-            dt = device_type(headers.get("user-agent", ""))
-        parts.append("\x00dt=" + dt)
+        parts.append("\x00dt=" + variant_device_type(headers, trusted))
     if opts.country:
-        parts.append("\x00cc=" + headers.get(opts.country_header, "").strip().upper())
+        cc = headers.get(opts.country_header, "") if opts.country_header in trusted else ""
+        parts.append("\x00cc=" + cc.strip().upper())
     if opts.language:
         parts.append("\x00lang=" + _language(headers.get("accept-language", "")))
     if opts.origin:
@@ -255,6 +295,15 @@ def variant_suffix(headers: Mapping[str, str], opts: KeyOptions) -> str:
     return "".join(parts)
 
 
+def variant_device_type(headers: Mapping[str, str], trusted: frozenset[str] = frozenset()) -> str:
+    """The device type a request selects: a trusted ``cf-device-type`` if valid, else from User-Agent."""
+    if "cf-device-type" in trusted:
+        dt = headers.get("cf-device-type", "").strip().lower()
+        if dt in _DEVICE_TYPES:
+            return dt
+    return device_type(headers.get("user-agent", ""))
+
+
 def _normalise_list_value(value: str) -> str:
     """Collapse whitespace around commas so that ``a,b`` and ``a, b`` select the same variant."""
     if "," not in value:
@@ -262,17 +311,58 @@ def _normalise_list_value(value: str) -> str:
     return ",".join(p.strip() for p in value.split(","))
 
 
+_QVALUE = re.compile(r"q=(0(\.[0-9]{0,3})?|1(\.0{0,3})?)", re.ASCII | re.IGNORECASE)
+
+
+def normalise_accept_language(value: str) -> str:
+    """Accept-Language (RFC 9110 §12.5.4) in a normal form: tags lower-cased, whitespace removed, q
+    written without trailing zeros (and left out when 1), tags of equal weight in alphabetical order,
+    higher weights first. Equal-weight tags express no preference among themselves, so reordering
+    them keeps the meaning. A value that does not parse is only whitespace-normalised.
+    """
+    if len(value) > _MAX_MEMO_LEN:
+        return _normalise_accept_language(value)
+    return _normalise_accept_language_memo(value)
+
+
+def _normalise_accept_language(value: str) -> str:
+    items: list[tuple[float, str]] = []
+    for raw in value.split(","):
+        tag, semi, param = raw.partition(";")
+        tag = tag.strip().lower()
+        if not tag:
+            continue
+        weight = "1"
+        if semi:
+            m = _QVALUE.fullmatch(param.strip().replace(" ", ""))
+            if m is None:
+                return _normalise_list_value(value)
+            weight = m.group(1).rstrip("0").rstrip(".") or "0"
+        items.append((-float(weight), tag if weight == "1" else tag + ";q=" + weight))
+    items.sort()
+    return ",".join(item for _, item in items)
+
+
+_normalise_accept_language_memo = lru_cache(maxsize=4096)(_normalise_accept_language)
+
+
 def vary_suffix(names: tuple[str, ...], headers: Mapping[str, str]) -> str:
     """Key parts selecting a variant by the request fields named in Vary (RFC 9111 §4.1).
 
-    ``names`` are the lower-cased, sorted names a stored response carried; values are normalised by
-    collapsing whitespace around commas (§4.1 permits normalisation). An absent field and an empty one
-    select the same variant.
+    ``names`` are the lower-cased, sorted names a stored response carried; values are normalised
+    (§4.1 permits normalising semantically equivalent values): whitespace around commas is collapsed,
+    and Accept-Language is put in the normal form of :func:`normalise_accept_language`. An absent
+    field and an empty one select the same variant.
     """
     out = ""
     for name in names:
         value = headers.get(name)
-        out += "\x00v:" + name + "=" + (_normalise_list_value(value) if value else "")
+        if not value:
+            out += "\x00v:" + name + "="
+        elif name == "accept-language":
+            out += "\x00v:" + name + "=" + normalise_accept_language(value)
+        else:
+            out += "\x00v:" + name + "=" + _normalise_list_value(value)
     return out
 
 

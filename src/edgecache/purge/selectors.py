@@ -20,8 +20,8 @@ Rules of this module:
   covers ``/bar``, ``/bar/x``, ``/barbaz`` and ``/bar?x=1`` (every query string), but not ``/ba``.
   A bare host (``example.com``) means ``example.com/``, every path on that host. A prefix that itself
   contains "?" matches nothing, as at Cloudflare ("purging ``foo.com/bar?good=bad`` itself will not
-  work"). Paths are compared as stored, so callers normalise the prefix's path the way keys are
-  normalised (``normalise_path``).
+  work"). The prefix's path is normalised the way keys are (``normalise_path``: percent-encodings,
+  dot-segments), so ``example.com/a/../b`` and ``example.com/%62`` are ``example.com/b``.
 - ``Everything()``: every entry of the zone.
 - ``Mode.DELETE`` removes matched entries (the next request is a miss); ``Mode.INVALIDATE`` marks them
   stale from the purge's time ``at``, so they are revalidated with the origin (and may still be
@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from edgecache.httpcache.key import VARIANT_SEP, host_and_path
+from edgecache.httpcache.key import VARIANT_SEP, host_and_path, normalise_path
 from edgecache.httpcache.tags import normalise_tag
 
 
@@ -87,7 +87,8 @@ class Prefix:
         host, slash, path = p.partition("/")
         # A bare host means its whole path space; the "/" also keeps "example.com" from covering
         # "example.community" under string-prefix semantics.
-        object.__setattr__(self, "prefix", host.lower() + "/" + path if slash else host.lower() + "/")
+        # The path is normalised as keys are (RFC 3986 §6.2.2), so every spelling is one prefix.
+        object.__setattr__(self, "prefix", host.lower() + (normalise_path("/" + path) if slash else "/"))
 
     @property
     def host(self) -> str:

@@ -1,0 +1,74 @@
+"""What the origin receives: the request the cache keyed, never a spelling the key did not see.
+
+Rules of this module:
+- ``Host`` and ``X-Forwarded-Host`` are the zone hostname the key was built from (lower-case, no
+  port, no trailing dot), whatever the client wrote in Host or in an absolute-form target; the
+  origin's own address and port are the connection's business, not the Host field's.
+- Hop-by-hop fields and the fields named in Connection are not forwarded (RFC 9110 §7.6.1). The
+  proxy removes the Connection-named ones from a request before it keys a fill
+  (``Proxy._drop_connection_options``), so the key never depends on a field the origin did not get;
+  Host is set here whatever Connection says.
+- Edge-only request fields (``httpcache.headers.EDGE_ONLY`` and the zone's country header) pass only
+  when the zone trusts them from this peer. The edge sets its own: ``CF-Connecting-IP`` is the peer
+  (or the trusted value), ``X-Forwarded-For`` is the peer appended to a trusted list or alone,
+  ``CF-Visitor`` and ``X-Forwarded-Proto`` name the scheme, and ``CF-Device-Type`` is the device type
+  the key selected when the zone keys on it, so the origin renders the variant it is filed under.
+- ``Forwarded`` (RFC 7239) is the edge's too, and we do not emit it: a client's is removed.
+- Control-plane credentials and our internal ``x-edgecache-*`` fields never leave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from edgecache.edge.zones import ZoneRuntime
+from edgecache.httpcache.headers import EDGE_ONLY, HOP_BY_HOP, connection_options
+from edgecache.httpcache.key import variant_device_type
+
+CONTROL_HEADERS = frozenset({"x-auth-key", "x-auth-email", "x-auth-user-service-key"})
+"""Request fields that carry control-plane credentials: never forwarded."""
+
+EDGE_SET = frozenset({"host", "x-forwarded-host", "x-forwarded-proto", "via", "forwarded", "content-length"})
+"""Fields this module writes itself (or, for Forwarded and Content-Length, leaves to others)."""
+
+
+def forward_headers(
+    headers: Mapping[str, str],
+    client_ip: str,
+    zone: ZoneRuntime,
+    host: str,
+    *,
+    drop: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """The request fields to send to ``zone``'s origin for a request from ``client_ip`` that the cache
+    keyed under ``host``. Content-Length is left to the client library, which frames the body."""
+    connection_named = connection_options(headers.get("connection", ""))
+    trusted = zone.trusted_from(client_ip)
+    edge_only = EDGE_ONLY | {zone.key_options.country_header} if zone.key_options.country else EDGE_ONLY
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if (
+            name in HOP_BY_HOP
+            or name in EDGE_SET
+            or name in CONTROL_HEADERS
+            or name in connection_named
+            or name in drop
+            or name.startswith("x-edgecache-")
+            or (name in edge_only and name not in trusted)
+        ):
+            continue
+        out[name] = value
+    out["host"] = host
+    out["x-forwarded-host"] = host
+    out["x-forwarded-proto"] = "http"
+    prior = out.get("x-forwarded-for")
+    out["x-forwarded-for"] = f"{prior}, {client_ip}" if prior else client_ip
+    if "cf-connecting-ip" not in out:
+        out["cf-connecting-ip"] = client_ip
+    if "cf-visitor" not in out:
+        out["cf-visitor"] = '{"scheme":"http"}'
+    if zone.key_options.device_type:
+        out["cf-device-type"] = variant_device_type(headers, trusted)
+    via = headers.get("via")
+    out["via"] = f"{via}, 1.1 edgecache" if via else "1.1 edgecache"
+    return out
