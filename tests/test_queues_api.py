@@ -5,18 +5,20 @@ SQLite and on a real PostgreSQL server: every endpoint, the limits and error cod
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import http.client
 import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import cloudflare
 import pytest
 
-from conftest import LIMITED_ACCOUNT_ID, ZONE_ID, Stack
+from conftest import LIMITED_ACCOUNT_ID, ZONE_ID, Route, Stack
 from edgecache.config import DEFAULT_ACCOUNT_ID
 from edgecache.control.credentials import Permission
 from pg import postgres_server_fixture  # noqa: F401
@@ -605,3 +607,99 @@ def test_purge_job_completion_is_published(qstack: Stack, cf: cloudflare.Cloudfl
     found = [event_of(m) for m in wait_for_messages(cf, events)]
     assert any(e["payload"]["job_id"] == job.id for e in found), found
     assert all(e["type"] == "edgecache.purge.completed" for e in found)
+
+
+# -- http_push consumers --------------------------------------------------------------------------
+
+
+def wait_until(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_http_push_delivers_signed_batches(qstack: Stack, cf: cloudflare.Cloudflare) -> None:
+    path = f"/hook/{uuid.uuid4().hex}"
+    qstack.origin.routes[path] = Route(body=b"", headers={})
+    qid = new_queue(cf)
+    cf.queues.messages.bulk_push(
+        qid, account_id=A, messages=[{"body": f"m{i}", "content_type": "text"} for i in range(5)]
+    )
+    dlq = name()
+    peeked = cf.queues.messages.peek(qid, account_id=A, batch_size=10)
+    assert peeked is not None and peeked.messages
+    # The endpoint asks for the second message to be retried; the rest are acknowledged.
+    retry_id = peeked.messages[1].id
+    qstack.origin.routes[path] = Route(body=json.dumps({"retries": [{"id": retry_id}]}).encode(), headers={})
+    created = cf.queues.consumers.create(
+        qid,
+        account_id=A,
+        type="http_push",  # type: ignore[arg-type]
+        dead_letter_queue=dlq,
+        settings={  # type: ignore[typeddict-unknown-key]
+            "endpoint": f"http://127.0.0.1:{qstack.origin.port}{path}",
+            "batch_size": 10,
+            "max_retries": 0,
+            "max_concurrency": 2,
+        },
+    )
+    assert created is not None
+    secret = cast(dict[str, Any], created.model_extra)["signing_secret"]
+    wait_until(lambda: any(r[1] == path for r in qstack.origin.requests))
+    method, _, headers, body = next(r for r in qstack.origin.requests if r[1] == path)
+    assert method == "POST"
+    stamp = headers["X-Edgecache-Timestamp"]
+    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    assert headers["X-Edgecache-Signature"] == f"v1={mac}"
+    sent = json.loads(body)
+    assert sent["queue_id"] == qid and [m["body"] for m in sent["messages"]] == [f"m{i}" for i in range(5)]
+
+    def empty() -> bool:
+        m = cf.queues.get_metrics(qid, account_id=A)
+        return m is not None and m.backlog_count == 0
+
+    wait_until(empty)
+    # max_retries 0: the retried message was out of retries and went to the dead-letter queue.
+    dlq_id = next(q.queue_id for q in cf.queues.list(account_id=A) if q.queue_name == dlq)
+    assert dlq_id is not None
+    dead = cf.queues.messages.peek(dlq_id, account_id=A, batch_size=10)
+    assert dead is not None and [m.body for m in dead.messages or []] == ["m1"]
+
+
+def test_http_push_failures_back_off_then_dead_letter(qstack: Stack, cf: cloudflare.Cloudflare) -> None:
+    path = f"/hook/{uuid.uuid4().hex}"
+    qstack.origin.routes[path] = Route(status=503, body=b"down", headers={})
+    qid = new_queue(cf)
+    dlq = name()
+    cf.queues.consumers.create(
+        qid,
+        account_id=A,
+        type="http_push",  # type: ignore[arg-type]
+        dead_letter_queue=dlq,
+        settings={  # type: ignore[typeddict-unknown-key]
+            "endpoint": f"http://127.0.0.1:{qstack.origin.port}{path}",
+            "max_retries": 1,
+        },
+    )
+    cf.queues.messages.push(qid, account_id=A, body="x", content_type="text")
+    wait_until(lambda: qstack.origin.hits[path] >= 1)
+    # The failed batch waits out its backoff (at least a second) before the second attempt.
+    time.sleep(0.3)
+    assert qstack.origin.hits[path] == 1
+    wait_until(lambda: qstack.origin.hits[path] >= 2, timeout=30)
+    dlq_id = next(q.queue_id for q in cf.queues.list(account_id=A) if q.queue_name == dlq)
+
+    def dead() -> bool:
+        m = cf.queues.get_metrics(dlq_id or "", account_id=A)
+        return m is not None and m.backlog_count == 1
+
+    wait_until(dead)
+    with pytest.raises(cloudflare.BadRequestError) as bad:
+        cf.queues.consumers.create(
+            new_queue(cf),
+            account_id=A,
+            type="http_push",  # type: ignore[arg-type]
+            settings={"endpoint": "ftp://example.com/x"},  # type: ignore[typeddict-unknown-key]
+        )
+    assert error(bad.value)["code"] == 100127

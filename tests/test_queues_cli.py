@@ -65,4 +65,9 @@ def test_queue_lifecycle_from_the_command_line(tmp_path: Path) -> None:
     assert sub_id not in run("subscriptions", "list")
     run("consumers", "remove", "jobs")
     run("delete", "jobs")
+    run("create", "hooks")
+    out = run("consumers", "add", "hooks", "--endpoint", "https://hooks.example/q", "--max-concurrency", "4")
+    assert "signing secret (shown once)" in out
+    assert "https://hooks.example/q" in run("consumers", "list", "hooks")
+    run("consumers", "add", "jobs-dlq", "--endpoint", "file:///etc/passwd", code=1)
     assert "jobs " not in run("list")

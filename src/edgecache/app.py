@@ -24,6 +24,7 @@ from edgecache.config import TASK_TYPES, Account, Config
 from edgecache.control.credentials import CredentialService
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
+from edgecache.control.push_delivery import PushDelivery
 from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
@@ -109,11 +110,13 @@ class Node:
             concurrency=config.tasks.prefetch_concurrency,
             timeout=config.tasks.prefetch_timeout,
         )
-        self.queues = QueueService(self.database)
+        master_key = MasterKey(config.data_dir)
+        self.queues = QueueService(self.database, master_key=master_key)
+        self.push_delivery = PushDelivery(self.queues)
         self.subscriptions = SubscriptionService(
             self.database, self.queues, self.tasks, self.zones, config.tasks.timeout
         )
-        self.secrets = SecretService(self.database, MasterKey(config.data_dir))
+        self.secrets = SecretService(self.database, master_key)
         self.reclaimer = Reclaimer(
             self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
         )
@@ -136,6 +139,7 @@ class Node:
         self._gc: asyncio.Task[None] | None = None
         self._queue_sweeper: asyncio.Task[None] | None = None
         self._events: asyncio.Task[None] | None = None
+        self._push: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
 
@@ -205,6 +209,7 @@ class Node:
         self._housekeeping = loop.create_task(self._keep_tasks())
         self._queue_sweeper = loop.create_task(self.queues.keep())
         self._events = loop.create_task(self.subscriptions.keep())
+        self._push = loop.create_task(self.push_delivery.keep())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
         self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
         self.data_port = self._data.port
@@ -237,7 +242,7 @@ class Node:
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
-        for task in (self._housekeeping, self._gc, self._queue_sweeper, self._events):
+        for task in (self._housekeeping, self._gc, self._queue_sweeper, self._events, self._push):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -27,6 +27,7 @@ from edgecache.control.queues import (
     QueueSettings,
     Retry,
 )
+from edgecache.control.secrets import MasterKey
 from edgecache.control.subscriptions import SOURCES, SubscriptionService, SubscriptionSpec
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.tasks import TaskStore
@@ -59,7 +60,7 @@ def _run_with(
     work: Callable[[QueueService, SubscriptionService], Coroutine[Any, Any, T]],
 ) -> T:
     engine = open_database(database_url or sqlite_url(data_dir))
-    service = QueueService(engine)
+    service = QueueService(engine, master_key=MasterKey(data_dir))
     # Publishing needs the zones and the task timeout; managing subscriptions does not.
     subscriptions = SubscriptionService(engine, service, TaskStore(engine), ZoneTable(()), 0.0)
     try:
@@ -307,7 +308,7 @@ def consumers_list(
     async def work(service: QueueService) -> list[tuple[str, ...]]:
         q = await service.find_queue(account, queue)
         rows: list[tuple[str, ...]] = [
-            ("ID", "TYPE", "BATCH", "RETRIES", "RETRY DELAY", "VISIBILITY MS", "DEAD LETTERS")
+            ("ID", "TYPE", "BATCH", "RETRIES", "RETRY DELAY", "VISIBILITY MS", "DEAD LETTERS", "ENDPOINT")
         ]
         for c in q.consumers:
             rows.append(
@@ -319,6 +320,7 @@ def consumers_list(
                     str(c.retry_delay),
                     str(c.visibility_timeout_ms),
                     c.dead_letter_queue or "-",
+                    c.endpoint or "-",
                 )
             )
         return rows
@@ -334,17 +336,32 @@ def consumers_add(
     retry_delay: Annotated[int | None, typer.Option(help="Seconds before a retried message returns.")] = None,
     visibility_timeout_ms: Annotated[int | None, typer.Option(help="Lease length.")] = None,
     dead_letter_queue: Annotated[str, typer.Option(help="Queue name for messages out of retries.")] = "",
+    endpoint: Annotated[
+        str | None, typer.Option(help="http_push: POST batches to this URL instead of waiting for pulls.")
+    ] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="http_push: batches in flight at once.")] = None,
     account: Account = DEFAULT_ACCOUNT_ID,
     data_dir: DataDir = Path("data"),
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Attach an http_pull consumer; prints its id."""
+    """Attach a consumer (http_pull, or http_push with --endpoint); prints its id, and for
+    http_push the signing secret (shown once)."""
+    kind = "http_push" if endpoint is not None else "http_pull"
     spec = ConsumerSpec(
-        "http_pull", dead_letter_queue, batch_size, max_retries, retry_delay, visibility_timeout_ms
+        kind,
+        dead_letter_queue,
+        batch_size,
+        max_retries,
+        retry_delay,
+        visibility_timeout_ms,
+        endpoint=endpoint,
+        max_concurrency=max_concurrency,
     )
 
     async def work(service: QueueService) -> str:
-        return (await service.create_consumer(account, await _id(service, account, queue), spec)).id
+        row = await service.create_consumer(account, await _id(service, account, queue), spec)
+        secret = service.secret_of(row)
+        return row.id if secret is None else f"{row.id}\nsigning secret (shown once): {secret}"
 
     typer.echo(_run(data_dir, database_url, work))
 

@@ -30,13 +30,15 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from edgecache.control.secrets import MasterKey
 from edgecache.db import queues as db
 from edgecache.db.engine import read_transaction
 from edgecache.db.queues import Backlog, ConsumerRow, NewMessage, QueueRow, StoredMessage
@@ -60,6 +62,11 @@ MAX_PULL_BATCH = 100
 DEFAULT_PULL_BATCH = 5
 MAX_VISIBILITY_MS = 43_200_000
 DEFAULT_VISIBILITY_MS = 30_000
+DEFAULT_PUSH_BATCH = 10
+DEFAULT_PUSH_CONCURRENCY = 1
+MAX_PUSH_CONCURRENCY = 250
+"""Cloudflare's limit on concurrent push-consumer invocations."""
+CONSUMER_TYPES = ("http_pull", "http_push")
 CONTENT_TYPES = ("text", "json", "bytes", "v8")
 MAX_SEQ = 2**63 - 1
 """The largest message number both databases store (a signed 64-bit integer)."""
@@ -157,6 +164,10 @@ class ConsumerSpec:
     max_retries: int | None = None
     retry_delay: int | None = None
     visibility_timeout_ms: int | None = None
+    endpoint: str | None = None
+    """http_push only: where batches are POSTed."""
+    max_concurrency: int | None = None
+    """http_push only: batches in flight at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +262,18 @@ def parse_lease(text: str) -> tuple[int, str] | None:
     return int(seq, 16), nonce
 
 
+def _check_endpoint(endpoint: str | None) -> str:
+    if not endpoint:
+        raise InvalidConsumerSettings("http_push consumers need settings.endpoint, an http(s) URL")
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError as exc:
+        raise InvalidConsumerSettings(f"endpoint {endpoint!r} is not a URL") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(endpoint) > 2048:
+        raise InvalidConsumerSettings(f"endpoint {endpoint!r} must be an http(s) URL with a host")
+    return endpoint
+
+
 def _check_range(name: str, value: int, low: int, high: int, error: type[QueueRejected]) -> None:
     if not low <= value <= high:
         raise error(f"{name} must be between {low} and {high}, got {value}")
@@ -259,8 +282,11 @@ def _check_range(name: str, value: int, low: int, high: int, error: type[QueueRe
 class QueueService:
     """Queues of every account, stored in the control database."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Callable[[], float] = time.time, master_key: MasterKey | None = None
+    ) -> None:
         self._engine = engine
+        self._master_key = master_key
         self._writer = GroupWriter(engine, name="edgecache-queues")
         self._clock = clock
         self._backlogs: dict[str, _CachedBacklog] = {}
@@ -462,16 +488,18 @@ class QueueService:
     # -- consumers --------------------------------------------------------------------------------
 
     def _consumer_row(
-        self, spec: ConsumerSpec, queue_id: str, consumer_id: str, created: datetime
+        self, spec: ConsumerSpec, queue_id: str, consumer_id: str, created: datetime, secret_enc: str | None
     ) -> ConsumerRow:
-        if spec.type != "http_pull":
+        if spec.type not in CONSUMER_TYPES:
             raise InvalidConsumerSettings(
                 f"Consumer type {spec.type!r} is not supported here: edgecache has no Workers runtime; "
-                "use 'http_pull'"
+                "use 'http_pull', or 'http_push' to have batches POSTed to an endpoint"
             )
         if spec.dead_letter_queue:
             self._check_name(spec.dead_letter_queue)
-        batch = DEFAULT_PULL_BATCH if spec.batch_size is None else spec.batch_size
+        push = spec.type == "http_push"
+        default_batch = DEFAULT_PUSH_BATCH if push else DEFAULT_PULL_BATCH
+        batch = default_batch if spec.batch_size is None else spec.batch_size
         retries = DEFAULT_MAX_RETRIES if spec.max_retries is None else spec.max_retries
         delay = spec.retry_delay or 0
         vt = DEFAULT_VISIBILITY_MS if spec.visibility_timeout_ms is None else spec.visibility_timeout_ms
@@ -479,6 +507,16 @@ class QueueService:
         _check_range("max_retries", retries, 0, MAX_RETRIES, InvalidConsumerSettings)
         _check_range("retry_delay", delay, 0, MAX_DELAY_SECONDS, InvalidConsumerSettings)
         _check_range("visibility_timeout_ms", vt, 1, MAX_VISIBILITY_MS, InvalidConsumerSettings)
+        endpoint: str | None = None
+        concurrency: int | None = None
+        if push:
+            endpoint = _check_endpoint(spec.endpoint)
+            concurrency = DEFAULT_PUSH_CONCURRENCY if spec.max_concurrency is None else spec.max_concurrency
+            _check_range("max_concurrency", concurrency, 1, MAX_PUSH_CONCURRENCY, InvalidConsumerSettings)
+            if secret_enc is None:
+                if self._master_key is None:
+                    raise InvalidConsumerSettings("http_push consumers need the node's master key")
+                secret_enc = self._master_key.encrypt(secrets.token_urlsafe(32))
         return ConsumerRow(
             id=consumer_id,
             queue_id=queue_id,
@@ -489,10 +527,16 @@ class QueueService:
             max_retries=retries,
             retry_delay=delay,
             visibility_timeout_ms=vt,
-            endpoint=None,
-            max_concurrency=None,
-            secret_enc=None,
+            endpoint=endpoint,
+            max_concurrency=concurrency,
+            secret_enc=secret_enc if push else None,
         )
+
+    def secret_of(self, consumer: ConsumerRow) -> str | None:
+        """The signing secret of an http_push consumer (shown once at creation, used to sign)."""
+        if consumer.secret_enc is None or self._master_key is None:
+            return None
+        return self._master_key.decrypt(consumer.secret_enc)
 
     def _ensure_dlq(self, conn: Connection, queue: QueueRow, name: str) -> None:
         if not name:
@@ -504,7 +548,7 @@ class QueueService:
 
     async def create_consumer(self, account_id: str, queue_id: str, spec: ConsumerSpec) -> ConsumerRow:
         """Attach a consumer; raises :class:`ConsumerExists` when the queue has one."""
-        row = self._consumer_row(spec, queue_id, uuid.uuid4().hex, self._now())
+        row = self._consumer_row(spec, queue_id, uuid.uuid4().hex, self._now(), None)
 
         def op(conn: Connection) -> ConsumerRow:
             queue = self._queue(conn, account_id, queue_id)
@@ -522,13 +566,14 @@ class QueueService:
         self, account_id: str, queue_id: str, consumer_id: str, spec: ConsumerSpec
     ) -> ConsumerRow:
         """Replace a consumer's settings (PUT); raises :class:`ConsumerNotFound`."""
-        probe = self._consumer_row(spec, queue_id, consumer_id, self._now())
+        self._consumer_row(spec, queue_id, consumer_id, self._now(), "")  # validate before writing
 
         def op(conn: Connection) -> ConsumerRow:
             queue = self._queue(conn, account_id, queue_id)
             current = self._consumer(conn, queue_id, consumer_id)
             self._ensure_dlq(conn, queue, spec.dead_letter_queue)
-            row = replace(probe, created_at=current.created_at)
+            # A push consumer keeps its signing secret across updates.
+            row = self._consumer_row(spec, queue_id, consumer_id, current.created_at, current.secret_enc)
             db.replace_consumer(conn, row)
             return row
 
@@ -631,11 +676,11 @@ class QueueService:
         self._count(queue.id).dead_lettered += len(seqs)
 
     @staticmethod
-    def _pull_consumer(conn: Connection, queue: QueueRow) -> ConsumerRow:
+    def _pull_consumer(conn: Connection, queue: QueueRow, kind: str = "http_pull") -> ConsumerRow:
         for c in db.consumers_of(conn, [queue.id]):
-            if c.type == "http_pull":
+            if c.type == kind:
                 return c
-        raise PullNotEnabled("messages cannot be pulled unless http_pull mode is enabled")
+        raise PullNotEnabled(f"messages cannot be pulled unless {kind} mode is enabled")
 
     async def pull(
         self,
@@ -643,9 +688,12 @@ class QueueService:
         queue_id: str,
         batch_size: int | None = None,
         visibility_timeout_ms: int | None = None,
+        *,
+        consumer_type: str = "http_pull",
     ) -> tuple[list[Delivered], Backlog]:
         """Lease up to ``batch_size`` messages (default: the consumer's) for the visibility timeout;
-        also returns the queue's (approximate) backlog."""
+        also returns the queue's (approximate) backlog. The push delivery leases with
+        ``consumer_type="http_push"``."""
         if batch_size is not None:
             _check_range("batch_size", batch_size, 1, MAX_PULL_BATCH, InvalidPull)
         if visibility_timeout_ms is not None:
@@ -654,7 +702,7 @@ class QueueService:
 
         def op(conn: Connection) -> list[StoredMessage]:
             queue = self._queue(conn, account_id, queue_id)
-            consumer = self._pull_consumer(conn, queue)
+            consumer = self._pull_consumer(conn, queue, consumer_type)
             if queue.delivery_paused:
                 raise DeliveryPaused("queue_delivery_paused")
             want = batch_size or consumer.batch_size
@@ -678,7 +726,13 @@ class QueueService:
         return [Delivered(m, lease_id(m.seq, nonce)) for m in leased], backlog
 
     async def ack(
-        self, account_id: str, queue_id: str, acks: Sequence[str], retries: Sequence[Retry]
+        self,
+        account_id: str,
+        queue_id: str,
+        acks: Sequence[str],
+        retries: Sequence[Retry],
+        *,
+        consumer_type: str = "http_pull",
     ) -> AckResult:
         """Delete acknowledged messages and put retried ones back (dead-lettering those out of
         retries). Unknown lease ids are reported in ``warnings``, never as an error."""
@@ -703,7 +757,7 @@ class QueueService:
 
         def op(conn: Connection) -> tuple[int, int, dict[str, str]]:
             queue = self._queue(conn, account_id, queue_id)
-            consumer = self._pull_consumer(conn, queue)
+            consumer = self._pull_consumer(conn, queue, consumer_type)
             now = self._now_ms()
             found: dict[str, str] = {}
             state = db.leased(conn, queue_id, [*ack_seqs, *(s for s, _, _ in retry_parsed)])
@@ -776,6 +830,17 @@ class QueueService:
         value = await self._read(read)
         self._backlogs[queue_id] = _CachedBacklog(time.monotonic(), value)
         return value
+
+    async def push_consumers(self) -> list[tuple[QueueRow, ConsumerRow]]:
+        """Every http_push consumer with its queue (for the delivery loop)."""
+
+        def read(conn: Connection) -> list[tuple[QueueRow, ConsumerRow]]:
+            queues = {q.id: q for q in db.all_queues(conn)}
+            return [
+                (queues[c.queue_id], c) for c in db.consumers_of(conn, list(queues)) if c.type == "http_push"
+            ]
+
+        return await self._read(read)
 
     async def all_backlogs(self) -> list[tuple[QueueRow, Backlog]]:
         """Every queue with its backlog (for metrics)."""

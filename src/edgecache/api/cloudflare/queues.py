@@ -98,21 +98,28 @@ def when(t: datetime | None) -> str | None:
     return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def consumer_json(c: ConsumerRow, queue_name: str) -> dict[str, Any]:
-    """A consumer as the API shows it."""
-    return {
+def consumer_json(c: ConsumerRow, queue_name: str, secret: str | None = None) -> dict[str, Any]:
+    """A consumer as the API shows it; ``secret`` (an http_push consumer's signing secret) is shown
+    only in the answer that created it."""
+    settings: dict[str, Any] = {
+        "batch_size": c.batch_size,
+        "max_retries": c.max_retries,
+        "retry_delay": c.retry_delay,
+        "visibility_timeout_ms": c.visibility_timeout_ms,
+    }
+    if c.type == "http_push":
+        settings.update(endpoint=c.endpoint, max_concurrency=c.max_concurrency)
+    out = {
         "consumer_id": c.id,
         "type": c.type,
         "queue_name": queue_name,
         "created_on": when(c.created_at),
         "dead_letter_queue": c.dead_letter_queue,
-        "settings": {
-            "batch_size": c.batch_size,
-            "max_retries": c.max_retries,
-            "retry_delay": c.retry_delay,
-            "visibility_timeout_ms": c.visibility_timeout_ms,
-        },
+        "settings": settings,
     }
+    if secret is not None:
+        out["signing_secret"] = secret
+    return out
 
 
 def queue_json(q: Queue) -> dict[str, Any]:
@@ -345,7 +352,7 @@ async def queue_metrics(request: web.Request) -> web.Response:
 def _consumer_spec(body: dict[str, Any]) -> ConsumerSpec:
     kind = body.get("type")
     if not isinstance(kind, str):
-        raise _bad(100127, "type is required: 'http_pull'")
+        raise _bad(100127, "type is required: 'http_pull' or 'http_push'")
     dlq = body.get("dead_letter_queue", "")
     if dlq is None:
         dlq = ""
@@ -359,7 +366,16 @@ def _consumer_spec(body: dict[str, Any]) -> ConsumerSpec:
         max_retries=_int(settings, "max_retries", 100127),
         retry_delay=_int(settings, "retry_delay", 100127),
         visibility_timeout_ms=_int(settings, "visibility_timeout_ms", 100127),
+        endpoint=_text(settings, "endpoint"),
+        max_concurrency=_int(settings, "max_concurrency", 100127),
     )
+
+
+def _text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _bad(100127, f"{name} must be a string")
+    return value
 
 
 def _consumer_id(request: web.Request) -> str:
@@ -383,7 +399,7 @@ async def create_consumer(request: web.Request) -> web.Response:
         name = await _queue_name(service, account_id, queue_id)
     except QueueRejected as exc:
         raise rejected(exc) from exc
-    return success(consumer_json(row, name))
+    return success(consumer_json(row, name, service.secret_of(row)))
 
 
 async def list_consumers(request: web.Request) -> web.Response:
