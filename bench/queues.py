@@ -5,10 +5,10 @@ Method:
 - The node is ``edgecache serve`` in its own process (SQLite under a temporary data directory, or a
   PostgreSQL server started here with its default durability: fsync and synchronous commit on).
   Every accepted push is committed durably before its answer, as in production.
-- The load comes from ``bench/_queues_client.py`` in another process (aiohttp, one keep-alive
-  connection per client): ``push1`` with 50 producers sending one 100-byte message per request,
-  ``push100`` with 10 producers sending batches of 100, ``pullack`` with 10 consumers each pulling up
-  to 100 and acking them in one call (the queue is pre-filled by the push100 run).
+- Pushes come from wrk (50 keep-alive connections sending one 100-byte message per request, or 10
+  sending batches of 100), pull+ack from ``bench/_queues_client.py`` in another process (aiohttp,
+  10 consumers each pulling up to 100 and acking them in one call, on the queue the batch run
+  filled): pull answers must be parsed, which wrk cannot do.
 - Purge: a queue is filled with ``--purge-messages`` rows written straight into the database, then a
   push1 run on another queue is measured twice, alone and while that queue's purge runs (started
   0.5 s in); the purge time is from the POST to the first status that reads ``completed``.
@@ -129,6 +129,51 @@ def load(node: Node, mode: str, queue_id: str, concurrency: int, duration: float
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+WRK_LUA = """\
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def wrk_push(node: Node, queue_id: str, batch: int, connections: int, duration: float) -> dict[str, float]:
+    """Pushes with wrk (C, so the client does not take the node's CPU as a Python client would):
+    the same message (or batch of ``batch``) on every request, ``connections`` keep-alive clients."""
+    message = {"body": "x" * 100, "content_type": "text"}
+    body = json.dumps(message if batch == 1 else {"messages": [message] * batch})
+    path = f"/client/v4/accounts/{DEFAULT_ACCOUNT_ID}/queues/{queue_id}/messages"
+    path += "" if batch == 1 else "/batch"
+    script = node.dir / f"push{batch}.lua"
+    script.write_text(WRK_LUA % (body, node.token))
+    threads = "2" if connections >= 2 else "1"
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            threads,
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration:.0f}s",
+            "-s",
+            str(script),
+            node.base + path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    rps = float(found.group(1)) if found else 0.0
+    errors = float(bad.group(1)) if bad else 0.0
+    if socket_errors:
+        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    return {"rate": rps * batch, "errors": errors, "messages": rps * batch * duration}
+
+
 def fill(url: str, queue_id: str, n: int) -> float:
     """Write ``n`` messages for a queue straight into the database; returns seconds taken."""
     engine = open_database(url)
@@ -154,23 +199,23 @@ def edgecache_rows(backend: str, database_url: str | None, args: argparse.Namesp
         q1 = node.queue("push-one", consumer=True)
         q2 = node.queue("push-batch", consumer=True)
         c0 = node.commits()
-        r = load(node, "push1", q1, 50, args.duration)
+        r = wrk_push(node, q1, 1, 50, args.duration)
         per_commit = r["messages"] / max(1.0, node.commits() - c0)
         rows.append(
             row(backend, "push, 1 msg/request, 50 producers", r, f"{per_commit:.1f} pushes per commit")
         )
-        r = load(node, "push100", q2, 10, args.duration)
+        r = wrk_push(node, q2, 100, 10, args.duration)
         rows.append(row(backend, "push, batches of 100, 10 producers", r, ""))
         r = load(node, "pullack", q2, 10, args.duration)
         rows.append(row(backend, "pull 100 + ack, 10 consumers", r, "queue pre-filled by the batch run"))
         big = node.queue("purge-me")
         other = node.queue("other", consumer=True)
         filled = fill(node.url, big, args.purge_messages)
-        alone = load(node, "push1", other, 50, args.duration)
+        alone = wrk_push(node, other, 1, 50, args.duration)
         result: dict[str, Any] = {}
 
         def during() -> None:
-            result.update(load(node, "push1", other, 50, args.duration))
+            result.update(wrk_push(node, other, 1, 50, args.duration))
 
         t = threading.Thread(target=during)
         t.start()

@@ -20,7 +20,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    LargeBinary,
+    String,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
 
 from edgecache.db.schema import queue_consumers, queue_messages, queue_tombstones, queues
 
@@ -272,6 +286,36 @@ def insert_messages(conn: Connection, queue_id: str, messages: Sequence[NewMessa
             for m in messages
         ],
     )
+
+
+def push_one(
+    conn: Connection,
+    account_id: str,
+    queue_id: str,
+    body: bytes,
+    content_type: str,
+    delay: int | None,
+    now_ms: int,
+) -> bool:
+    """Store one message in the account's queue (``delay`` None: the queue's default), in one
+    statement that also checks the queue exists and reads its default delay; False when there is
+    no such queue."""
+    stmt = insert(queue_messages).from_select(
+        ["queue_id", "body", "size", "content_type", "attempts", "created_ms", "visible_ms", "lease"],
+        select(
+            queues.c.id,
+            literal(body, LargeBinary),
+            literal(len(body), Integer),
+            literal(content_type, String),
+            literal(0, Integer),
+            literal(now_ms, BigInteger),
+            literal(now_ms, BigInteger)
+            + 1000 * func.coalesce(literal(delay, Integer), queues.c.delivery_delay),
+            null(),
+        ).where(queues.c.id == queue_id, queues.c.account_id == account_id),
+    )
+    # RETURNING rather than rowcount, which psycopg reports as -1 for INSERT ... SELECT.
+    return conn.execute(stmt.returning(queue_messages.c.seq)).first() is not None
 
 
 def _ready(queue_id: str, purge_through: int, now_ms: int) -> Any:

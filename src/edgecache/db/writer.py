@@ -6,7 +6,9 @@ Rules:
   only then resolves their futures: a caller hears back after its write is on disk, and N callers
   waiting together share one fsync instead of paying N.
 - An operation that raises is rolled back to its savepoint and gets the exception; the others in
-  the group still commit. A failed commit fails the whole group.
+  the group still commit. A failed commit fails the whole group. An operation submitted with
+  ``atomic=True`` is one statement (or raises before writing anything), so it needs no savepoint:
+  two statements fewer, which on PostgreSQL are two network round trips fewer per push.
 - One writer per process keeps SQLite's write lock in one place (other processes queue for it with
   ``BEGIN IMMEDIATE`` and the busy timeout); on PostgreSQL the operations themselves must be safe
   against other nodes' writers (``FOR UPDATE SKIP LOCKED`` where they claim rows).
@@ -45,15 +47,15 @@ class GroupWriter:
         self.commits = 0
         """Transactions committed so far (for metrics: operations per commit shows the grouping)."""
 
-    def submit(self, op: Callable[[Connection], T]) -> Future[T]:
+    def submit(self, op: Callable[[Connection], T], *, atomic: bool = False) -> Future[T]:
         """Queue ``op``; its future resolves once the transaction holding it has committed."""
         fut: Future[T] = Future()
-        self._queue.put((op, fut))
+        self._queue.put((op, fut, atomic))
         return fut
 
-    async def run(self, op: Callable[[Connection], T]) -> T:
+    async def run(self, op: Callable[[Connection], T], *, atomic: bool = False) -> T:
         """Queue ``op`` and wait for it from the event loop."""
-        return await asyncio.wrap_future(self.submit(op))
+        return await asyncio.wrap_future(self.submit(op, atomic=atomic))
 
     def call(self, op: Callable[[Connection], T]) -> T:
         """Queue ``op`` and wait for it from a plain thread (the CLI)."""
@@ -84,16 +86,22 @@ class GroupWriter:
             if stop:
                 return
 
-    def _commit(self, group: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
+    def _commit(self, group: list[tuple[Callable[[Connection], Any], Future[Any], bool]]) -> None:
         # A caller that gave up before its turn (a cancelled task) gets nothing written; once
         # running, a future can no longer be cancelled, so every result below has a taker.
-        group = [(op, fut) for op, fut in group if fut.set_running_or_notify_cancel()]
+        group = [(op, fut, atomic) for op, fut, atomic in group if fut.set_running_or_notify_cancel()]
         if not group:
             return
         outcomes: list[tuple[bool, Any]] = []
         try:
             with write_transaction(self._engine) as conn:
-                for op, _fut in group:
+                for op, _fut, atomic in group:
+                    if atomic:
+                        try:
+                            outcomes.append((True, op(conn)))
+                        except Exception as exc:
+                            outcomes.append((False, exc))
+                        continue
                     savepoint = conn.begin_nested()
                     try:
                         value = op(conn)
@@ -105,11 +113,11 @@ class GroupWriter:
                         outcomes.append((True, value))
         except Exception as exc:
             log.exception("group commit of %d operations failed", len(group))
-            for _op, fut in group:
+            for _op, fut, _atomic in group:
                 fut.set_exception(exc)
             return
         self.commits += 1
-        for (_op, fut), (ok, value) in zip(group, outcomes, strict=True):
+        for (_op, fut, _atomic), (ok, value) in zip(group, outcomes, strict=True):
             if ok:
                 fut.set_result(value)
             else:
