@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from edgecache.control.credentials import CredentialService
-from edgecache.control.queues import ConsumerSpec, Message, QueueService, QueueSettings
+from edgecache.control.queue_rules import ConsumerSpec, Message, QueueSettings
+from edgecache.control.queues import QueueService
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.schema import queue_messages
 from pg import postgres_server_fixture  # noqa: F401

@@ -19,14 +19,8 @@ from sqlalchemy.exc import IntegrityError
 
 from edgecache.cli_common import DatabaseUrl, DataDir, echo_table, fail, when
 from edgecache.config import DEFAULT_ACCOUNT_ID
-from edgecache.control.queues import (
-    ConsumerSpec,
-    Message,
-    QueueRejected,
-    QueueService,
-    QueueSettings,
-    Retry,
-)
+from edgecache.control.queue_rules import ConsumerSpec, Message, QueueRejected, QueueSettings, Retry
+from edgecache.control.queues import QueueService
 from edgecache.control.secrets import MasterKey
 from edgecache.control.subscriptions import SOURCES, SubscriptionService, SubscriptionSpec
 from edgecache.db.engine import open_database, sqlite_url

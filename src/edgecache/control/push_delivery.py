@@ -29,7 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from edgecache.control.queues import Delivered, DeliveryPaused, QueueRejected, QueueService, Retry
+from edgecache.control.queue_rules import Delivered, DeliveryPaused, QueueRejected, Retry
+from edgecache.control.queues import QueueService
 from edgecache.db.queues import ConsumerRow, QueueRow
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,9 @@
 letters, pause, purge, retention.
 
 Rules of this module:
-- No wire format: dialects build the values below and map :class:`QueueRejected` subclasses onto
-  their own codes. Every check runs before anything is written: a rejected request changes nothing.
+- No wire format: dialects build the values of ``edgecache.control.queue_rules`` and map its
+  :class:`QueueRejected` subclasses onto their own codes. Every check runs before anything is
+  written: a rejected request changes nothing.
 - Durable before the answer: every change is one operation on the group-commit writer
   (``edgecache.db.writer``) and a call returns once its transaction has committed (SQLite
   ``synchronous=FULL`` or PostgreSQL). Concurrent pushes share commits instead of queueing for them.
@@ -32,12 +33,49 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
-from urllib.parse import urlsplit
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from edgecache.control.queue_rules import (
+    CONSUMER_TYPES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PULL_BATCH,
+    DEFAULT_PUSH_BATCH,
+    DEFAULT_PUSH_CONCURRENCY,
+    DEFAULT_RETENTION_SECONDS,
+    DEFAULT_VISIBILITY_MS,
+    MAX_DELAY_SECONDS,
+    MAX_PULL_BATCH,
+    MAX_PUSH_CONCURRENCY,
+    MAX_RETRIES,
+    MAX_SEQ,
+    MAX_VISIBILITY_MS,
+    AckResult,
+    ConsumerExists,
+    ConsumerNotFound,
+    ConsumerSpec,
+    Delivered,
+    DeliveryPaused,
+    InvalidConsumerSettings,
+    InvalidPull,
+    Message,
+    PullNotEnabled,
+    PurgeStatus,
+    Queue,
+    QueueNameTaken,
+    QueueNotFound,
+    QueueSettings,
+    Retry,
+    check_endpoint,
+    check_messages,
+    check_name,
+    check_range,
+    check_settings,
+    lease_id,
+    parse_lease,
+)
 from edgecache.control.secrets import MasterKey
 from edgecache.db import queues as db
 from edgecache.db.engine import read_transaction
@@ -48,182 +86,27 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_MESSAGE_BYTES = 128_000
-"""Cloudflare's message limit: 128 KB, where 1 KB is 1000 bytes."""
-MAX_BATCH_BYTES = 256_000
-MAX_BATCH_MESSAGES = 100
-MAX_DELAY_SECONDS = 86_400
-MIN_RETENTION_SECONDS = 60
-MAX_RETENTION_SECONDS = 1_209_600
-DEFAULT_RETENTION_SECONDS = 345_600
-MAX_RETRIES = 100
-DEFAULT_MAX_RETRIES = 3
-MAX_PULL_BATCH = 100
-DEFAULT_PULL_BATCH = 5
-MAX_VISIBILITY_MS = 43_200_000
-DEFAULT_VISIBILITY_MS = 30_000
-DEFAULT_PUSH_BATCH = 10
-DEFAULT_PUSH_CONCURRENCY = 1
-MAX_PUSH_CONCURRENCY = 250
-"""Cloudflare's limit on concurrent push-consumer invocations."""
-CONSUMER_TYPES = ("http_pull", "http_push")
-CONTENT_TYPES = ("text", "json", "bytes", "v8")
-MAX_SEQ = 2**63 - 1
-"""The largest message number both databases store (a signed 64-bit integer)."""
-QUEUE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
 DELETE_BATCH = 2_000
 """Rows one purge, retention or cleanup step deletes. Each step shares the writer with pushes and
 pulls, which wait for it: at 10,000 rows a step took ~160 ms here and pushes to other queues fell
 by 89% during a purge (bench/queues.py); 2,000 keeps each wait to tens of milliseconds."""
+
 SWEEP_EVERY = 1.0
 """Seconds between sweeps (pending purges, retention, deleted queues)."""
+
 SNAPSHOT_EVERY = 10.0
 """Seconds between refreshes of every queue's backlog for ``/metrics`` (one grouped read per queue,
 done by the sweeper so a scrape never waits on the database)."""
+
 BACKLOG_TTL = 1.0
 """Seconds a queue's backlog figures embedded in pull answers may be old (they are documented as
 approximate; counting on every pull would cost a scan of the queue's index each time)."""
 
 
-class QueueRejected(Exception):
-    """A request that cannot be accepted; nothing was changed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class QueueNotFound(QueueRejected):
-    """No such queue in this account."""
-
-
-class ConsumerNotFound(QueueRejected):
-    """No such consumer on this queue."""
-
-
-class InvalidQueueName(QueueRejected):
-    """A queue name outside the naming rule."""
-
-
-class QueueNameTaken(QueueRejected):
-    """Another queue of the account has this name."""
-
-
-class ConsumerExists(QueueRejected):
-    """The queue has a consumer already (Cloudflare allows one)."""
-
-
-class InvalidQueueSettings(QueueRejected):
-    """A queue setting out of range."""
-
-
-class InvalidConsumerSettings(QueueRejected):
-    """A consumer setting out of range, or an unsupported consumer type."""
-
-
-class InvalidMessage(QueueRejected):
-    """A message or batch outside the limits; ``kind`` says which."""
-
-    def __init__(
-        self,
-        kind: Literal["metadata", "size", "batch_bytes", "batch_count", "batch_delay"],
-        message: str,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class InvalidPull(QueueRejected):
-    """Pull or ack parameters out of range."""
-
-
-class DeliveryPaused(QueueRejected):
-    """The queue's delivery is paused: pulls are refused, pushes are still accepted."""
-
-
-class PullNotEnabled(QueueRejected):
-    """The queue has no ``http_pull`` consumer."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSettings:
-    """A queue's settings (None: leave as is, or the default on creation)."""
-
-    delivery_delay: int | None = None
-    delivery_paused: bool | None = None
-    retention_seconds: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerSpec:
-    """A consumer to create or replace; None settings take the defaults."""
-
-    type: str
-    dead_letter_queue: str = ""
-    batch_size: int | None = None
-    max_retries: int | None = None
-    retry_delay: int | None = None
-    visibility_timeout_ms: int | None = None
-    endpoint: str | None = None
-    """http_push only: where batches are POSTed."""
-    max_concurrency: int | None = None
-    """http_push only: batches in flight at once."""
-
-
-@dataclass(frozen=True, slots=True)
-class Queue:
-    """A queue with its consumers."""
-
-    row: QueueRow
-    consumers: tuple[ConsumerRow, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message to push: its stored bytes, content type, and own delay (None: inherit)."""
-
-    body: bytes
-    content_type: str
-    delay_seconds: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """A leased message."""
-
-    message: StoredMessage
-    lease_id: str
-
-    @property
-    def id(self) -> str:
-        return message_id(self.message.seq)
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """A lease to put back, after ``delay_seconds`` (None: the consumer's retry delay)."""
-
-    lease_id: str
-    delay_seconds: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AckResult:
-    """What an ack call did; ``warnings`` maps lease ids that did nothing to why."""
-
-    acked: int
-    retried: int
-    warnings: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeStatus:
-    """The last whole-queue purge (None: never purged)."""
-
-    started_at: datetime | None
-    completed: bool
-    remaining: int
+@dataclass
+class _CachedBacklog:
+    at: float
+    value: Backlog
 
 
 @dataclass
@@ -235,49 +118,6 @@ class QueueCounters:
     acked: int = 0
     retried: int = 0
     dead_lettered: int = 0
-
-
-@dataclass
-class _CachedBacklog:
-    at: float
-    value: Backlog
-
-
-def message_id(seq: int) -> str:
-    """The public id of a message: its number as 32 hex digits."""
-    return f"{seq:032x}"
-
-
-def lease_id(seq: int, nonce: str) -> str:
-    """The lease id of one delivery of one message."""
-    return f"{seq:x}-{nonce}"
-
-
-def parse_lease(text: str) -> tuple[int, str] | None:
-    """(seq, nonce) of a lease id, or None when it cannot be one of ours."""
-    seq, sep, nonce = text.partition("-")
-    if not sep or not re.fullmatch(r"[0-9a-f]{1,16}", seq) or not re.fullmatch(r"[0-9a-f]{16}", nonce):
-        return None
-    if int(seq, 16) > MAX_SEQ:
-        return None
-    return int(seq, 16), nonce
-
-
-def _check_endpoint(endpoint: str | None) -> str:
-    if not endpoint:
-        raise InvalidConsumerSettings("http_push consumers need settings.endpoint, an http(s) URL")
-    try:
-        parts = urlsplit(endpoint)
-    except ValueError as exc:
-        raise InvalidConsumerSettings(f"endpoint {endpoint!r} is not a URL") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(endpoint) > 2048:
-        raise InvalidConsumerSettings(f"endpoint {endpoint!r} must be an http(s) URL with a host")
-    return endpoint
-
-
-def _check_range(name: str, value: int, low: int, high: int, error: type[QueueRejected]) -> None:
-    if not low <= value <= high:
-        raise error(f"{name} must be between {low} and {high}, got {value}")
 
 
 class QueueService:
@@ -337,29 +177,6 @@ class QueueService:
 
     # -- queues -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_settings(settings: QueueSettings) -> None:
-        if settings.delivery_delay is not None:
-            _check_range(
-                "delivery_delay", settings.delivery_delay, 0, MAX_DELAY_SECONDS, InvalidQueueSettings
-            )
-        if settings.retention_seconds is not None:
-            _check_range(
-                "message_retention_period",
-                settings.retention_seconds,
-                MIN_RETENTION_SECONDS,
-                MAX_RETENTION_SECONDS,
-                InvalidQueueSettings,
-            )
-
-    @staticmethod
-    def _check_name(name: str) -> None:
-        if not QUEUE_NAME.match(name):
-            raise InvalidQueueName(
-                f"Invalid queue name {name!r}: 1 to 63 lower-case letters, digits and dashes, "
-                "not starting or ending with a dash"
-            )
-
     def _new_queue(self, account_id: str, name: str, settings: QueueSettings) -> QueueRow:
         now = self._now()
         return QueueRow(
@@ -386,13 +203,12 @@ class QueueService:
             # Another node created the same name between our check and our insert.
             raise QueueNameTaken(f"A queue named {row.name!r} already exists") from exc
 
-    async def create_queue(
-        self, account_id: str, name: str, settings: QueueSettings = QueueSettings()
-    ) -> Queue:
+    async def create_queue(self, account_id: str, name: str, settings: QueueSettings | None = None) -> Queue:
         """Create a queue; raises :class:`QueueNameTaken`, :class:`InvalidQueueName`,
         :class:`InvalidQueueSettings`."""
-        self._check_name(name)
-        self._check_settings(settings)
+        settings = settings or QueueSettings()
+        check_name(name)
+        check_settings(settings)
         row = self._new_queue(account_id, name, settings)
         await self._writer.run(lambda conn: self._insert_queue(conn, row))
         return Queue(row, ())
@@ -448,8 +264,8 @@ class QueueService:
         """Rename and change settings. ``replace_all`` (PUT) resets settings not given to their
         defaults; otherwise (PATCH) they stay."""
         if name is not None:
-            self._check_name(name)
-        self._check_settings(settings)
+            check_name(name)
+        check_settings(settings)
         if replace_all:
             settings = QueueSettings(
                 delivery_delay=settings.delivery_delay or 0,
@@ -497,23 +313,23 @@ class QueueService:
                 "use 'http_pull', or 'http_push' to have batches POSTed to an endpoint"
             )
         if spec.dead_letter_queue:
-            self._check_name(spec.dead_letter_queue)
+            check_name(spec.dead_letter_queue)
         push = spec.type == "http_push"
         default_batch = DEFAULT_PUSH_BATCH if push else DEFAULT_PULL_BATCH
         batch = default_batch if spec.batch_size is None else spec.batch_size
         retries = DEFAULT_MAX_RETRIES if spec.max_retries is None else spec.max_retries
         delay = spec.retry_delay or 0
         vt = DEFAULT_VISIBILITY_MS if spec.visibility_timeout_ms is None else spec.visibility_timeout_ms
-        _check_range("batch_size", batch, 1, MAX_PULL_BATCH, InvalidConsumerSettings)
-        _check_range("max_retries", retries, 0, MAX_RETRIES, InvalidConsumerSettings)
-        _check_range("retry_delay", delay, 0, MAX_DELAY_SECONDS, InvalidConsumerSettings)
-        _check_range("visibility_timeout_ms", vt, 1, MAX_VISIBILITY_MS, InvalidConsumerSettings)
+        check_range("batch_size", batch, 1, MAX_PULL_BATCH, InvalidConsumerSettings)
+        check_range("max_retries", retries, 0, MAX_RETRIES, InvalidConsumerSettings)
+        check_range("retry_delay", delay, 0, MAX_DELAY_SECONDS, InvalidConsumerSettings)
+        check_range("visibility_timeout_ms", vt, 1, MAX_VISIBILITY_MS, InvalidConsumerSettings)
         endpoint: str | None = None
         concurrency: int | None = None
         if push:
-            endpoint = _check_endpoint(spec.endpoint)
+            endpoint = check_endpoint(spec.endpoint)
             concurrency = DEFAULT_PUSH_CONCURRENCY if spec.max_concurrency is None else spec.max_concurrency
-            _check_range("max_concurrency", concurrency, 1, MAX_PUSH_CONCURRENCY, InvalidConsumerSettings)
+            check_range("max_concurrency", concurrency, 1, MAX_PUSH_CONCURRENCY, InvalidConsumerSettings)
             if secret_enc is None:
                 if self._master_key is None:
                     raise InvalidConsumerSettings("http_push consumers need the node's master key")
@@ -608,43 +424,11 @@ class QueueService:
 
     # -- messages ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def check_messages(messages: Sequence[Message], batch_delay: int | None) -> None:
-        """The push limits (reference §4.5, §4.11), before anything is stored."""
-        if batch_delay is not None and not 0 <= batch_delay <= MAX_DELAY_SECONDS:
-            raise InvalidMessage(
-                "batch_delay", f"delay_seconds must be between 0 and {MAX_DELAY_SECONDS}, got {batch_delay}"
-            )
-        if len(messages) > MAX_BATCH_MESSAGES:
-            raise InvalidMessage(
-                "batch_count", f"A batch holds at most {MAX_BATCH_MESSAGES} messages, got {len(messages)}"
-            )
-        total = 0
-        for i, m in enumerate(messages):
-            if m.content_type not in CONTENT_TYPES:
-                raise InvalidMessage(
-                    "metadata",
-                    f"messages[{i}]: content_type must be one of {', '.join(CONTENT_TYPES)}",
-                )
-            if m.delay_seconds is not None and not 0 <= m.delay_seconds <= MAX_DELAY_SECONDS:
-                raise InvalidMessage(
-                    "metadata",
-                    f"messages[{i}]: delay_seconds must be between 0 and {MAX_DELAY_SECONDS}",
-                )
-            if len(m.body) > MAX_MESSAGE_BYTES:
-                raise InvalidMessage(
-                    "size",
-                    f"messages[{i}]: a message is at most {MAX_MESSAGE_BYTES} bytes, got {len(m.body)}",
-                )
-            total += len(m.body)
-        if total > MAX_BATCH_BYTES:
-            raise InvalidMessage("batch_bytes", f"A batch is at most {MAX_BATCH_BYTES} bytes, got {total}")
-
     async def push(
         self, account_id: str, queue_id: str, messages: Sequence[Message], batch_delay: int | None = None
     ) -> None:
         """Store messages durably. Delay precedence: the message's own, the batch's, the queue's."""
-        self.check_messages(messages, batch_delay)
+        check_messages(messages, batch_delay)
 
         def delay_of(m: Message, default: int | None) -> int | None:
             return default if m.delay_seconds is None else m.delay_seconds
@@ -704,9 +488,9 @@ class QueueService:
         also returns the queue's (approximate) backlog. The push delivery leases with
         ``consumer_type="http_push"``."""
         if batch_size is not None:
-            _check_range("batch_size", batch_size, 1, MAX_PULL_BATCH, InvalidPull)
+            check_range("batch_size", batch_size, 1, MAX_PULL_BATCH, InvalidPull)
         if visibility_timeout_ms is not None:
-            _check_range("visibility_timeout_ms", visibility_timeout_ms, 1, MAX_VISIBILITY_MS, InvalidPull)
+            check_range("visibility_timeout_ms", visibility_timeout_ms, 1, MAX_VISIBILITY_MS, InvalidPull)
         nonce = secrets.token_hex(8)
 
         def op(conn: Connection) -> list[StoredMessage]:
@@ -747,7 +531,7 @@ class QueueService:
         retries). Unknown lease ids are reported in ``warnings``, never as an error."""
         for r in retries:
             if r.delay_seconds is not None:
-                _check_range("retries[].delay_seconds", r.delay_seconds, 0, MAX_DELAY_SECONDS, InvalidPull)
+                check_range("retries[].delay_seconds", r.delay_seconds, 0, MAX_DELAY_SECONDS, InvalidPull)
         warnings: dict[str, str] = {}
         ack_seqs: dict[int, str] = {}
         for a in acks:
@@ -800,7 +584,7 @@ class QueueService:
 
     async def peek(self, account_id: str, queue_id: str, batch_size: int) -> list[StoredMessage]:
         """Deliverable messages without leasing them."""
-        _check_range("batch_size", batch_size, 1, MAX_PULL_BATCH, InvalidPull)
+        check_range("batch_size", batch_size, 1, MAX_PULL_BATCH, InvalidPull)
 
         def read(conn: Connection) -> list[StoredMessage]:
             queue = self._queue(conn, account_id, queue_id)

@@ -28,7 +28,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from edgecache.control.queues import QueueNotFound, QueueRejected, QueueService
+from edgecache.control.queue_rules import QueueNotFound, QueueRejected
+from edgecache.control.queues import QueueService
 from edgecache.db import queues as qdb
 from edgecache.db import subscriptions as db
 from edgecache.db.engine import read_transaction

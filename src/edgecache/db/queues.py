@@ -372,26 +372,27 @@ def move_messages(conn: Connection, seqs: Sequence[int], to_queue_id: str, now_m
 
 def delete_messages(conn: Connection, queue_id: str, seqs: Sequence[int]) -> set[int]:
     """Delete these messages of one queue; returns the seqs that existed."""
-    if not seqs:
-        return set()
-    found = conn.execute(
-        delete(queue_messages)
-        .where(queue_messages.c.queue_id == queue_id, queue_messages.c.seq.in_(list(seqs)))
-        .returning(queue_messages.c.seq)
-    ).scalars()
-    return {int(s) for s in found}
+    owned = list(leased(conn, queue_id, seqs))
+    if owned:
+        conn.execute(delete(queue_messages).where(queue_messages.c.seq.in_(owned)))
+    return set(owned)
 
 
 def leased(conn: Connection, queue_id: str, seqs: Sequence[int]) -> dict[int, tuple[int, str | None]]:
     """For these messages of one queue: seq → (attempts, current lease nonce), locked for update."""
     if not seqs:
         return {}
+    # Looked up by primary key alone, the queue checked on the rows found: with "queue_id = ?" in
+    # the WHERE clause SQLite's planner chose the queue's index and scanned every message of the
+    # queue (an ack over HTTP took 32 ms at 235,000 messages; 3 ms this way).
     rows = conn.execute(
-        select(queue_messages.c.seq, queue_messages.c.attempts, queue_messages.c.lease)
-        .where(queue_messages.c.queue_id == queue_id, queue_messages.c.seq.in_(list(seqs)))
+        select(
+            queue_messages.c.seq, queue_messages.c.queue_id, queue_messages.c.attempts, queue_messages.c.lease
+        )
+        .where(queue_messages.c.seq.in_(list(seqs)))
         .with_for_update()
     ).all()
-    return {int(r.seq): (int(r.attempts), r.lease) for r in rows}
+    return {int(r.seq): (int(r.attempts), r.lease) for r in rows if r.queue_id == queue_id}
 
 
 def release(conn: Connection, seqs_visible: Sequence[tuple[int, int]]) -> None:

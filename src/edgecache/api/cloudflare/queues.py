@@ -26,7 +26,7 @@ from edgecache.api.cloudflare.auth import authenticate, denied
 from edgecache.api.cloudflare.envelope import CfError, no_route, success
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.control.credentials import Permission
-from edgecache.control.queues import (
+from edgecache.control.queue_rules import (
     ConsumerExists,
     ConsumerNotFound,
     ConsumerSpec,
@@ -42,10 +42,10 @@ from edgecache.control.queues import (
     QueueNameTaken,
     QueueNotFound,
     QueueRejected,
-    QueueService,
     QueueSettings,
     Retry,
 )
+from edgecache.control.queues import QueueService
 from edgecache.db.queues import Backlog, ConsumerRow, StoredMessage
 
 ID = re.compile(r"^[0-9a-f]{32}$")

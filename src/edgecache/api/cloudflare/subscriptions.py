@@ -17,7 +17,7 @@ from aiohttp import web
 from edgecache.api.cloudflare.envelope import CfError, success
 from edgecache.api.cloudflare.queues import bool_field, caller, json_body, json_object, rejected, when
 from edgecache.api.context import CONTEXT_KEY
-from edgecache.control.queues import QueueRejected
+from edgecache.control.queue_rules import QueueRejected
 from edgecache.control.subscriptions import SubscriptionNotFound, SubscriptionSpec
 from edgecache.db.subscriptions import SubscriptionRow
 
