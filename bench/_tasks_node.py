@@ -42,7 +42,7 @@ from sqlalchemy import bindparam, delete, select, update
 from edgecache.api.edgeone.dispatch import EDGEONE_KEY
 from edgecache.app import Node
 from edgecache.control.credentials import Permission
-from edgecache.control.purges import PurgeService
+from edgecache.control.purges import PurgeService, matched_by_target
 from edgecache.control.ratelimit import Rate
 from edgecache.db.engine import write_transaction
 from edgecache.db.schema import TASK_KINDS, tasks
@@ -95,7 +95,7 @@ def prototype(node: Node, enabled: list[bool]) -> None:
             original(purge, matched)
             return
         items = purges._pending.pop(purge.seq, ())
-        by_target = {item.target: matched.get(item.selector, 0) for item in items}
+        by_target = matched_by_target(items, matched)
         with lock:
             queued.append((purge.seq, by_target))
             if scheduled[0]:

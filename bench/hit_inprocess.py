@@ -5,7 +5,9 @@ then feed the same request bytes straight into a data-plane ``Connection`` whose
 counts writes: "server path" is parsing + handler + response building per request; "handler" calls
 the cache handler alone with a prebuilt request. Best of 5 runs of 100,000 requests each. This
 isolates the Python cost per hit that the wrk benchmark (`bench/run.py`) measures together with the
-loopback network path.
+loopback network path. Two more rows time the handler for a one-range request answered from the
+full entry, and from stored parts (the full entry is then swapped for a partial entry holding its
+first half, decision 0013).
 
 Run: ``.venv/bin/python bench/hit_inprocess.py``
 """
@@ -17,12 +19,14 @@ import socket
 import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edgecache.app import Node
 from edgecache.config import demo_config
 from edgecache.edge.http1 import Connection, Request
+from edgecache.store.partial import PARTIAL_SUFFIX, PartialEntry
 
 N = 100_000
 
@@ -93,6 +97,28 @@ async def main() -> None:
             )
             server_path = best(lambda: conn.data_received(raw))
             handler = best(lambda: node.proxy(request, conn))
+            ranged = Request(
+                "GET",
+                "/products/1",
+                {"host": f"127.0.0.1:{data}", "range": "bytes=10-29"},
+                b"",
+                "1.1",
+                True,
+                "127.0.0.1",
+            )
+            assert node.proxy(ranged, conn) is None
+            range_full = best(lambda: node.proxy(ranged, conn))
+            key = next(e.key for e in node.store if e.key.endswith("/products/1"))
+            entry = node.store.delete(key)
+            assert entry is not None
+            half = entry.body[: len(entry.body) // 2]
+            node.store.put(
+                PartialEntry.holding(
+                    replace(entry, key=key + PARTIAL_SUFFIX), len(entry.body), ((0, half),), ""
+                )
+            )
+            assert node.proxy(ranged, conn) is None, "the parts must answer the range"
+            range_parts = best(lambda: node.proxy(ranged, conn))
             hits = node.stats.hits
         finally:
             await node.stop()
@@ -100,6 +126,8 @@ async def main() -> None:
     print("|---|---:|")
     print(f"| server path (parse, handler, response) | {server_path:.2f} |")
     print(f"| cache handler alone | {handler:.2f} |")
+    print(f"| handler, bytes=10-29 from the full entry | {range_full:.2f} |")
+    print(f"| handler, bytes=10-29 from stored parts | {range_parts:.2f} |")
     print(f"\n{hits:,} hits served; best of 5 x {N:,}.")
 
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from edgecache.app import Node
 from edgecache.config import (
@@ -29,6 +30,7 @@ from edgecache.config import (
     Limits,
     Listener,
     Quota,
+    Storage,
     Zone,
 )
 from edgecache.control.credentials import Permission
@@ -54,6 +56,10 @@ class Route:
     chunked: bool = False
     honour_inm: bool = True
     """Answer 304 when If-None-Match equals our ETag."""
+    ranges: bool = False
+    """Honour a single-range Range (and If-Range) with 206, as origins serving media do."""
+    repeated: list[tuple[str, str]] = field(default_factory=list)
+    """Fields sent after ``headers``, where a name may repeat (``Expires`` twice, say)."""
 
 
 class ScriptedOrigin:
@@ -78,19 +84,24 @@ class ScriptedOrigin:
         etag = route.headers.get("ETag")
         if route.honour_inm and etag and request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers=route.headers)
-        headers = dict(route.headers)
+        headers = CIMultiDict(route.headers)
+        for name, value in route.repeated:
+            headers.add(name, value)
+        status, body = route.status, route.body
+        if route.ranges:
+            status, body = _answer_range(request, route, headers)
         if not route.chunked:
-            headers["Content-Length"] = str(len(route.body))
-        resp = web.StreamResponse(status=route.status, headers=headers)
+            headers["Content-Length"] = str(len(body))
+        resp = web.StreamResponse(status=status, headers=headers)
         if route.chunked:
             resp.enable_chunked_encoding()
         await resp.prepare(request)
         if request.method == "HEAD":
             return resp
         n = max(1, route.chunks)
-        step = max(1, -(-len(route.body) // n))
-        for i in range(0, len(route.body), step):
-            await resp.write(route.body[i : i + step])
+        step = max(1, -(-len(body) // n))
+        for i in range(0, len(body), step):
+            await resp.write(body[i : i + step])
             if route.chunk_delay:
                 await asyncio.sleep(route.chunk_delay)
         await resp.write_eof()
@@ -110,10 +121,44 @@ class ScriptedOrigin:
             await self._runner.cleanup()
 
 
+def _answer_range(request: web.Request, route: Route, headers: CIMultiDict[str]) -> tuple[int, bytes]:
+    """What an origin that honours one byte range sends (RFC 9110 §14): written independently of
+    the cache's own range code, so that the two check each other."""
+    headers["Accept-Ranges"] = "bytes"
+    spec = request.headers.get("Range", "")
+    if_range = request.headers.get("If-Range")
+    size = len(route.body)
+    if route.status != 200 or not spec.startswith("bytes=") or "," in spec:
+        return route.status, route.body
+    if if_range is not None and if_range not in (
+        route.headers.get("ETag"),
+        route.headers.get("Last-Modified"),
+    ):
+        return route.status, route.body
+    first_text, _, last_text = spec[len("bytes=") :].partition("-")
+    if first_text:
+        first = int(first_text)
+        last = min(int(last_text), size - 1) if last_text else size - 1
+    else:
+        first, last = max(0, size - int(last_text)), size - 1
+    if first >= size:
+        headers["Content-Range"] = f"bytes */{size}"
+        return 416, b""
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    return 206, route.body[first : last + 1]
+
+
 class Stack:
     """A running origin + node, driven from the test thread."""
 
-    def __init__(self, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        extra_zones: tuple[Zone, ...] = (),
+        storage: Storage | None = None,
+        database_url: str | None = None,
+    ) -> None:
+        """``extra_zones`` (with hostnames of their own) join the three zones every test module has;
+        ``database_url`` replaces the SQLite database under the data directory (PostgreSQL)."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -152,8 +197,10 @@ class Stack:
                     account_id=LIMITED_ACCOUNT_ID,
                     plan="free",
                 ),
+                *(z.model_copy(update={"origin": origin_url}) for z in extra_zones),
             ),
             limits=Limits(origin_read_timeout=2.0),
+            storage=storage or Storage(),
         )
         self.node = Node(self.config)
         self.run(self.node.start())

@@ -49,6 +49,12 @@ REFLECTED = (
     "x-real-ip",
     "user-agent",
     "accept-language",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-host",
 )
 
 
@@ -225,6 +231,21 @@ def test_client_forwarding_fields_are_replaced(edge: Edge) -> None:
     assert "forwarded" not in attacked
     cache, clean = edge.get("/xfh")
     assert cache == "HIT" and clean["x-forwarded-host"] == "example.com"
+
+
+def test_unkeyed_override_fields_never_reach_the_origin(edge: Edge) -> None:
+    overrides = {
+        "X_Original_URL": "/admin",
+        "X_Rewrite_URL": "/admin",
+        "X_HTTP_Method_Override": "DELETE",
+        "X_Forwarded_Port": "8443",
+        "X_Forwarded_Scheme": "https",
+        "X_Host": "evil.example",
+    }
+    _, attacked = edge.get("/override", **overrides)
+    assert not set(attacked) & {k.lower().replace("_", "-") for k in overrides}
+    cache, clean = edge.get("/override")
+    assert cache == "HIT" and clean == attacked
 
 
 SPOOFED = {

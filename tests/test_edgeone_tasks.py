@@ -19,7 +19,9 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.teo.v20220901 import models, teo_client
 
 from conftest import LIMITED_ACCOUNT_ID, LIMITED_ZONE_ID, ZONE_ID, Route, Stack
+from edgecache.api.edgeone.dispatch import EDGEONE_KEY
 from edgecache.control.credentials import Permission
+from edgecache.control.ratelimit import Rate
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,10 @@ def teo(stack: Stack) -> Iterator[Any]:
     for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         os.environ.pop(var, None)
     os.environ["NO_PROXY"] = "127.0.0.1"
+    # This module calls CreatePurgeTask faster than 20/s; the limit itself is tested in
+    # test_edgeone_transport.py.
+    assert stack.node._control is not None
+    stack.node._control.app[EDGEONE_KEY].limiter.rate = Rate(1000, 1000)
     yield client(
         stack, *stack.node.secrets.create(stack.node.config.accounts[0].id, "t", [Permission.CACHE_PURGE])
     )
@@ -104,13 +110,13 @@ def test_purge_url_through_edgeone_then_task_succeeds(stack: Stack, teo: Any, eo
     assert resp.JobId and len(resp.FailedList) == 1
     assert resp.FailedList[0].Reason == "domain not valid"
     assert resp.FailedList[0].Targets == ["http://elsewhere.example/x"]
-    assert status(stack, "/eo/url/a") == "REVALIDATED"  # Method defaults to invalidate
+    assert status(stack, "/eo/url/a") == "MISS"  # a URL purge deletes unless told otherwise
     assert status(stack, "/eo/url/b") == "HIT"
     done = wait_for(
         lambda: [t for t in describe(teo, eo_zone, job_id=[resp.JobId]).Tasks if t.Status == "success"]
     )
     assert [(t.Target, t.Type, t.Method) for t in done] == [
-        ("http://test.example/eo/url/a", "purge_url", "invalidate")
+        ("http://test.example/eo/url/a", "purge_url", "delete")
     ]
 
 
@@ -119,7 +125,7 @@ def test_purge_types_and_methods(stack: Stack, teo: Any, eo_zone: str) -> None:
     purge(teo, eo_zone, "purge_prefix", ["http://test.example/eo/p/dir/"], method="delete")
     assert status(stack, "/eo/p/dir/a") == "MISS"
     assert status(stack, "/eo/p/other") == "HIT"
-    purge(teo, eo_zone, "purge_cache_tag", ["EO-TAG"])  # invalidate by default: revalidated with 304
+    purge(teo, eo_zone, "purge_cache_tag", ["EO-TAG"], method="invalidate")  # revalidated with 304
     _, headers, _ = stack.request("/eo/p/other")
     assert headers["cf-cache-status"] == "REVALIDATED"
     warm(stack, "/eo/p/host")
@@ -128,6 +134,73 @@ def test_purge_types_and_methods(stack: Stack, teo: Any, eo_zone: str) -> None:
     warm(stack, "/eo/p/all")
     purge(teo, eo_zone, "purge_all", method="delete")
     assert status(stack, "/eo/p/all") == "MISS"
+
+
+@pytest.mark.parametrize(
+    ("type_", "target", "method", "expected"),
+    [
+        # Method is documented for prefix, host and all (default invalidate); URL and tag purges
+        # delete by default ("直接清除" in the Chinese examples). An explicit Method always wins.
+        ("purge_url", "http://test.example/eo/m/{n}", None, ("MISS", "delete")),
+        ("purge_url", "http://test.example/eo/m/{n}", "invalidate", ("REVALIDATED", "invalidate")),
+        ("purge_cache_tag", "eo-m-{n}", None, ("MISS", "delete")),
+        ("purge_cache_tag", "eo-m-{n}", "invalidate", ("REVALIDATED", "invalidate")),
+        ("purge_prefix", "http://test.example/eo/m/{n}", None, ("REVALIDATED", "invalidate")),
+        ("purge_prefix", "http://test.example/eo/m/{n}", "delete", ("MISS", "delete")),
+        ("purge_host", "test.example", None, ("REVALIDATED", "invalidate")),
+        ("purge_all", None, None, ("REVALIDATED", "invalidate")),
+    ],
+)
+def test_method_defaults_per_type(
+    stack: Stack,
+    teo: Any,
+    eo_zone: str,
+    type_: str,
+    target: str | None,
+    method: str | None,
+    expected: tuple[str, str],
+) -> None:
+    n = f"{type_}-{method}"
+    path = f"/eo/m/{n}"
+    warm(stack, path, tags=f"eo-m-{n}")
+    job = purge(teo, eo_zone, type_, None if target is None else [target.format(n=n)], method=method)
+    assert status(stack, path) == expected[0]
+    assert {t.Method for t in describe(teo, eo_zone, job_id=[job.JobId]).Tasks} == {expected[1]}
+
+
+def purge_tag_on(teo: Any, zone: str, tag: str, domains: list[str] | None) -> Any:
+    req = models.CreatePurgeTaskRequest()
+    req.ZoneId, req.Type, req.Targets = zone, "purge_cache_tag", [tag]
+    if domains is not None:
+        req.CacheTag = models.CacheTag()
+        req.CacheTag.Domains = domains
+    return teo.CreatePurgeTask(req)
+
+
+def test_cache_tag_domains_limit_the_purge(stack: Stack, teo: Any, eo_zone: str) -> None:
+    # The zone has two hostnames; the same path and tag are cached under each.
+    stack.origin.routes["/eo/dom"] = Route(headers={"Cache-Control": "max-age=600", "Cache-Tag": "eo-dom"})
+    for host in ("test.example", "127.0.0.1"):
+        stack.request("/eo/dom", host=host)
+        assert stack.request("/eo/dom", host=host)[1]["cf-cache-status"] == "HIT"
+    job = purge_tag_on(teo, eo_zone, "eo-dom", ["127.0.0.1"])
+    assert stack.request("/eo/dom", host="127.0.0.1")[1]["cf-cache-status"] == "MISS"
+    assert stack.request("/eo/dom", host="test.example")[1]["cf-cache-status"] == "HIT"
+    tasks = wait_for(
+        lambda: [t for t in describe(teo, eo_zone, job_id=[job.JobId]).Tasks if t.Status == "success"]
+    )
+    assert [t.Target for t in tasks] == ["eo-dom"]
+    assert stack.node.tasks.by_job(job.JobId)[0].matched == 1  # the other hostname's entry stayed
+    assert describe(teo, eo_zone, job_id=[job.JobId], domains=["127.0.0.1"]).TotalCount == 1
+    purge_tag_on(teo, eo_zone, "eo-dom", None)  # without CacheTag: every hostname of the zone
+    for host in ("test.example", "127.0.0.1"):
+        assert stack.request("/eo/dom", host=host)[1]["cf-cache-status"] == "MISS"
+    with pytest.raises(TencentCloudSDKException) as err:
+        purge_tag_on(teo, eo_zone, "eo-dom", ["elsewhere.example"])
+    assert err.value.code == "InvalidParameter.DomainNotFound"
+    with pytest.raises(TencentCloudSDKException) as err:
+        purge_tag_on(teo, eo_zone, "eo-dom", [])
+    assert err.value.code == "InvalidParameter.ParameterError"
 
 
 def test_cloudflare_purge_is_an_edgeone_task_and_back(stack: Stack, teo: Any, eo_zone: str) -> None:
@@ -214,6 +287,11 @@ def test_describe_errors_and_unknown_zone(stack: Stack, teo: Any, eo_zone: str) 
         teo.DescribePurgeTasks(req)
     assert err.value.code == "InvalidParameter.ParameterError"
     req.Limit = 10
+    req.Offset = 10**20
+    with pytest.raises(TencentCloudSDKException) as err:
+        teo.DescribePurgeTasks(req)
+    assert err.value.code == "InvalidParameter.ParameterError"
+    req.Offset = 0
     req.ZoneId = "zone-000000000000"
     with pytest.raises(TencentCloudSDKException) as err:
         teo.DescribePurgeTasks(req)
@@ -288,6 +366,23 @@ def test_secret_without_access_to_the_zone(stack: Stack, eo_zone: str) -> None:
     with pytest.raises(TencentCloudSDKException) as err:
         purge(reader, eo_zone, "purge_all")
     assert err.value.code == "UnauthorizedOperation.NoPermission"
+
+
+@pytest.mark.parametrize("action", ["DescribePurgeTasks", "DescribePrefetchTasks"])
+def test_describe_window_is_at_most_seven_days(teo: Any, eo_zone: str, action: str) -> None:
+    req = getattr(models, f"{action}Request")()
+    req.ZoneId = eo_zone
+    req.StartTime = "2026-11-01T00:00:00+08:00"
+    req.EndTime = "2026-11-08T00:00:00+08:00"  # exactly 7 days: allowed
+    assert getattr(teo, action)(req).TotalCount == 0
+    req.EndTime = "2026-11-08T00:00:01+08:00"
+    with pytest.raises(TencentCloudSDKException) as err:
+        getattr(teo, action)(req)
+    assert err.value.code == "InvalidParameter.ParameterError"
+    assert err.value.message == (
+        "Parameter error: Invalid \u201cEnd time\u201d. "
+        "The interval between the start and end time cannot exceed 7 days."
+    )
 
 
 def test_edgeone_targets_reach_every_spelling_of_their_path(stack: Stack, teo: Any, eo_zone: str) -> None:

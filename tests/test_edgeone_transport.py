@@ -467,7 +467,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     credentials.ensure_account(ACCOUNT, "Acme")
     credentials.ensure_account(OTHER_ACCOUNT, "Other")
     zones = (
-        _zone(ZONE, ACCOUNT, "one.example"),
+        _zone(ZONE, ACCOUNT, "one.example").model_copy(update={"edgeone_id": EO_ZONE}),
         _zone(SCOPED_ZONE, ACCOUNT, "two.example"),
         _zone(OTHER_ZONE, OTHER_ACCOUNT, "other.example"),
     )
@@ -520,7 +520,6 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         EdgeOneServices(
             secrets=secrets,
             quota_for=quota_for,
-            edgeone_ids={EO_ZONE: ZONE},
             limiter=ActionLimiter(Rate(20, 20), clock=clock),  # frozen: no refill during a test
             clock=clock,
         ),
@@ -585,7 +584,9 @@ def test_internal_error_keeps_the_envelope(env: Env) -> None:
 
 
 def test_wrong_key_is_signature_failure(env: Env) -> None:
-    err = sdk_error(env.client((env.full[0], env.full[1][:-1] + "x")).DescribeContentQuota, quota_request())
+    secret = env.full[1]
+    wrong = secret[:-1] + ("y" if secret.endswith("x") else "x")
+    err = sdk_error(env.client((env.full[0], wrong)).DescribeContentQuota, quota_request())
     assert err.code == "AuthFailure.SignatureFailure"
     assert err.message.startswith("The provided credentials could not be validated.")
 

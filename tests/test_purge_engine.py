@@ -19,6 +19,7 @@ from edgecache.purge import (
     Verdict,
     matches,
 )
+from purge_reference import covers, typed
 
 Z = "zone-1"
 OTHER = "zone-2"
@@ -43,7 +44,7 @@ class Engine:
         covering = [
             p
             for p in self.ledger.since(stored)
-            if any(matches(s, p.zone, zone, key, tags) for s in p.selectors)
+            if any(covers(*typed(s), p.zone, zone, key, tags) for s in p.selectors)
         ]
         assert (v is not None) == bool(covering)
         return v
@@ -62,6 +63,31 @@ def test_tags_are_case_insensitive() -> None:
     assert e.purged("http://a.com/x", ("blog", "news"))
     assert not e.purged("http://a.com/x", ("blogs", "news"))
     assert not e.purged("http://a.com/x")
+
+
+def test_tag_on_a_host_covers_that_host_only() -> None:
+    assert Tag("Blog", " WWW.A.com ") == Tag("blog", "www.a.com")
+    e = Engine()
+    e.purge(Tag("blog", "www.a.com"))
+    assert e.purged("http://www.a.com/x", ("blog",))
+    assert e.purged("https://www.a.com/x?q\x00dt=mobile", ("news", "blog"))
+    assert not e.purged("http://a.com/x", ("blog",))  # exact host, not a suffix
+    assert not e.purged("http://www.a.com.evil/x", ("blog",))
+    assert not e.purged("http://www.a.com/x", ("news",))
+    e.purge(Tag("blog"))
+    assert e.purged("http://a.com/x", ("blog",))  # a tag without a host covers the whole zone
+
+
+def test_tags_on_hosts_compact_like_other_scopes() -> None:
+    e = Engine()
+    e.purge(Tag("blog", "a.com"), Tag("blog", "b.com"), mode=SOFT, at=5.0)
+    assert e.index.rows == 2
+    assert e.check("http://b.com/x", ("blog",)) == Verdict(False, 1, 5.0)
+    e.purge(Tag("blog", "a.com"))
+    assert e.index.rows == 2  # the hard row replaced a.com's soft row
+    assert e.index.compact(2) == 2
+    assert e.index.rows == 0
+    assert e.index.check(Z, "http://a.com/x", ("blog",), 0) is None
 
 
 def test_prefix_is_a_string_prefix() -> None:

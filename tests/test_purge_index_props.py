@@ -3,9 +3,10 @@
 A random script interleaves new entries (stored at the current ledger position, as a fetch started
 now would be), purges (random selectors over the same small universe of zones, hosts, paths and
 tags, so they often match) and compactions. After every step each entry's ``check`` must equal the
-verdict computed from :func:`edgecache.purge.matches` over all purges newer than the entry (and,
-after compaction to ``upto``, newer than ``upto``), and the index's row count must equal the number
-of live rows the module rules define.
+verdict computed from the independent reference ``purge_reference.covers`` (not
+``purge.matches``) over all purges newer than the entry (and, after compaction to ``upto``, newer
+than ``upto``), and the index's row count must equal the number of live rows the module rules
+define.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from edgecache.purge import (
     Tag,
     Url,
     Verdict,
-    matches,
 )
+from purge_reference import covers, typed
 
 ZONES = ("z1", "z2")
 HOSTS = ("a.com", "b.com", "a.com:8080", "www.a.com")
@@ -64,6 +65,7 @@ prefix_st = st.builds(
 selector_st: st.SearchStrategy[Selector] = st.one_of(
     key_st.map(Url),
     tags_st.map(Tag),
+    st.builds(Tag, tags_st, st.sampled_from(HOSTS).flatmap(_random_case)),
     st.sampled_from(HOSTS).flatmap(_random_case).map(Host),
     prefix_st.map(Prefix),
     st.just(Everything()),
@@ -121,7 +123,8 @@ def reference(entry: Stored, purges: list[Purge], after: int) -> Verdict | None:
     covering = [
         p
         for p in purges
-        if p.seq > after and any(matches(s, p.zone, entry.zone, entry.key, entry.tags) for s in p.selectors)
+        if p.seq > after
+        and any(covers(*typed(s), p.zone, entry.zone, entry.key, entry.tags) for s in p.selectors)
     ]
     hard = [p for p in covering if p.mode is Mode.DELETE]
     if hard:
@@ -133,24 +136,11 @@ def reference(entry: Stored, purges: list[Purge], after: int) -> Verdict | None:
     return None
 
 
-def _scope_name(sel: Selector) -> tuple[str, str]:
-    match sel:
-        case Url(key=k):
-            return ("url", k)
-        case Tag(tag=t):
-            return ("tag", t)
-        case Host(host=h):
-            return ("host", h)
-        case Prefix(prefix=p):
-            return ("prefix", p)
-    return ("everything", "")
-
-
 def expected_rows(purges: list[Purge], compacted: int) -> int:
     """Rows per the module rules: per scope, the latest hard row and the soft rows after it."""
     scopes: dict[tuple[str, tuple[str, str]], list[Purge]] = {}
     for p in purges:
-        for sel in dict.fromkeys(_scope_name(s) for s in p.selectors):
+        for sel in dict.fromkeys(typed(s) for s in p.selectors):
             scopes.setdefault((p.zone, sel), []).append(p)
     rows = 0
     for ps in scopes.values():
@@ -202,7 +192,7 @@ def test_index_agrees_with_reference(ops: list[NewEntry | NewPurge | Compact]) -
                 or not any(
                     p.mode is Mode.DELETE
                     and p.seq <= upto
-                    and any(matches(s, p.zone, e.zone, e.key, e.tags) for s in p.selectors)
+                    and any(covers(*typed(s), p.zone, e.zone, e.key, e.tags) for s in p.selectors)
                     for p in m.purges
                     if p.seq > e.seq
                 )
@@ -224,7 +214,7 @@ def test_single_selector_matches_reference(key: str, raw_tags: list[str], sel: S
     tags = tuple(dict.fromkeys(normalise_tag(t) for t in raw_tags))
     idx = EpochIndex()
     idx.apply(Purge(1, "z1", mode, (sel,), 7.0))
-    expected = Verdict(mode is Mode.DELETE, 1, 7.0) if matches(sel, "z1", "z1", key, tags) else None
+    expected = Verdict(mode is Mode.DELETE, 1, 7.0) if covers(*typed(sel), "z1", "z1", key, tags) else None
     assert idx.check("z1", key, tags, 0) == expected
     assert idx.check("z2", key, tags, 0) is None
     assert idx.check("z1", key, tags, 1) is None

@@ -69,6 +69,15 @@ def account_limits(account: Account) -> PlanLimits:
     return limits.with_overrides(**changes) if changes else limits
 
 
+def seed_identity(credentials: CredentialService, config: Config) -> None:
+    """Create the configured accounts and zones in the control database, or bring them in line
+    (idempotent): what tokens and secrets are granted on. ``serve`` and the CLI both call it."""
+    for account in config.accounts:
+        credentials.ensure_account(account.id, account.name, account.plan)
+    for zone in config.zones:
+        credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)
+
+
 class Node:
     """One edgecache node: data listener, control listener, and (for the demo) the origin."""
 
@@ -193,10 +202,7 @@ class Node:
         # Purges still processing when this node last stopped: the memory tier starts empty, so
         # there is nothing left for them to remove here; this node acknowledges them.
         self.tasks.finish_purges([(seq, {}) for seq in self.tasks.processing_purge_seqs()], datetime.now(UTC))
-        for account in self.config.accounts:
-            self.credentials.ensure_account(account.id, account.name, account.plan)
-        for zone in self.config.zones:
-            self.credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)
+        seed_identity(self.credentials, self.config)
 
     async def start(self) -> None:
         """Bind every listener; ports given as 0 are chosen by the kernel (see ``*_port``)."""
@@ -226,7 +232,6 @@ class Node:
         edgeone = EdgeOneServices(
             secrets=self.secrets,
             quota_for=self.quota_for,
-            edgeone_ids={z.eo_id: z.id for z in cfg.zones},
         )
         self._control = web.AppRunner(
             build_control_app(self.registry, context, edgeone), access_log=None, shutdown_timeout=5.0

@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Annotated
@@ -20,10 +21,11 @@ import uvloop
 
 from edgecache.app import Node
 from edgecache.cli_credentials import credentials_app
+from edgecache.cli_db import db_app
 from edgecache.cli_queues import queues_app
 from edgecache.cli_tasks import tasks_app
 from edgecache.cli_tokens import tokens_app
-from edgecache.config import DEMO_ZONE_ID, Config, demo_config, load_config
+from edgecache.config import DEMO_ZONE_ID, ZONE_ID, Config, demo_config, load_config
 from edgecache.control.credentials import Permission
 from edgecache.demo.origin import DEMO_PATHS
 
@@ -33,6 +35,7 @@ app = typer.Typer(
 app.add_typer(tokens_app, name="token")
 app.add_typer(credentials_app, name="credential")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(db_app, name="db")
 app.add_typer(queues_app, name="queues")
 
 DEMO_TOKEN_NAME = "demo (make run)"
@@ -114,7 +117,9 @@ def serve(
 
 @app.command()
 def purge(
-    zone: Annotated[str, typer.Option("--zone", "-z", help="Zone id (32 hex).")],
+    zone: Annotated[
+        str, typer.Option("--zone", "-z", help="Zone id: 32 hex, or the EdgeOne-style one (zone-...).")
+    ],
     url: Annotated[
         list[str] | None, typer.Option("--url", help="A URL (all its variants); repeatable.")
     ] = None,
@@ -151,9 +156,10 @@ def purge(
         typer.echo("error: nothing to purge: give --url, --tag, --host, --prefix or --everything", err=True)
         raise typer.Exit(2)
     endpoint = "invalidate_cache" if soft else "purge_cache"
+    zone_id = zone if ZONE_ID.fullmatch(zone) else _zone_id(api, secret, zone)
     for body in bodies:
         req = urllib.request.Request(
-            f"{api.rstrip('/')}/zones/{zone}/{endpoint}",
+            f"{api.rstrip('/')}/zones/{zone_id}/{endpoint}",
             data=json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
             method="POST",
@@ -175,14 +181,39 @@ def purge(
             raise typer.Exit(1)
 
 
+def _native(api: str) -> str:
+    """The node's native API base, next to its v4 API."""
+    return api.rstrip("/").removesuffix("/client/v4") + "/edgecache/v1"
+
+
+def _zone_id(api: str, secret: str, zone: str) -> str:
+    """Our 32-hex id of a zone named by its EdgeOne-style id (the v4 API takes only ours), asked of
+    the node's native API."""
+    req = urllib.request.Request(
+        f"{_native(api)}/zones/{urllib.parse.quote(zone, safe='')}",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return str(json.load(resp)["id"])
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            typer.echo(f"error: no zone {zone} (or this token may not use it)", err=True)
+        else:
+            typer.echo(f"error {err.code}: {json.load(err).get('error', {}).get('message')}", err=True)
+        raise typer.Exit(1) from None
+    except urllib.error.URLError as err:
+        typer.echo(f"error: cannot reach {api}: {err.reason}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _wait(api: str, secret: str, job_id: str, timeout: float) -> bool:
     """Poll the native jobs API until every task of the job is final; False on failure or timeout."""
-    base = api.rstrip("/").removesuffix("/client/v4")
     deadline = time.monotonic() + timeout
     shown: dict[str, str] = {}
     while True:
         req = urllib.request.Request(
-            f"{base}/edgecache/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {secret}"}
+            f"{_native(api)}/jobs/{job_id}", headers={"Authorization": f"Bearer {secret}"}
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
             job = json.load(resp)

@@ -6,9 +6,10 @@ Rules:
 - ``create`` prints the pair to stdout alone, as the two environment variables the Tencent Cloud
   SDKs read (``TENCENTCLOUD_SECRET_ID``/``TENCENTCLOUD_SECRET_KEY``), so ``… > teo.env`` works;
   everything else goes to stderr. The SecretKey is shown once and cannot be recovered.
-- The database is ``sqlite:///<data-dir>/edgecache.db`` unless ``--database-url`` names another. The
-  master key is ``$EDGECACHE_MASTER_KEY`` or ``<data-dir>/master.key`` (created on first use), also
-  with ``--database-url``: every node and this command must use the same key.
+- The database, and the accounts and zones a secret is granted on, come from ``--config`` (applied
+  first, as ``serve`` does), ``--data-dir`` or ``--database-url``: see ``cli_common``. The master key
+  is ``$EDGECACHE_MASTER_KEY`` or ``<data-dir>/master.key`` (created on first use), also with
+  ``--database-url``: every node and this command must use the same key.
 - Errors exit with status 1 and a message on stderr, never a traceback.
 """
 
@@ -21,10 +22,20 @@ from typing import Annotated
 
 import typer
 
-from edgecache.cli_common import DatabaseUrl, DataDir, echo_table, fail, when
+from edgecache.cli_common import (
+    ConfigFile,
+    DatabaseUrl,
+    DataDir,
+    Permissions,
+    State,
+    credential_error,
+    echo_table,
+    fail,
+    open_state,
+    when,
+)
 from edgecache.control.credentials import CredentialError
 from edgecache.control.secrets import MasterKey, MasterKeyError, SecretService
-from edgecache.db.engine import open_database, sqlite_url
 
 credentials_app = typer.Typer(
     help="Manage EdgeOne API secrets (SecretId/SecretKey for the Tencent Cloud SDKs).", no_args_is_help=True
@@ -32,34 +43,33 @@ credentials_app = typer.Typer(
 
 
 @contextmanager
-def _service(data_dir: Path, database_url: str | None) -> Iterator[SecretService]:
-    engine = open_database(database_url or sqlite_url(data_dir))
-    try:
-        yield SecretService(engine, MasterKey(data_dir))
-    finally:
-        engine.dispose()
+def _service(
+    config: Path | None, data_dir: Path | None, database_url: str | None
+) -> Iterator[tuple[SecretService, State]]:
+    with open_state(config, data_dir, database_url) as state:
+        yield SecretService(state.engine, MasterKey(state.data_dir)), state
 
 
 @credentials_app.command("create")
 def create(
     account: Annotated[str, typer.Option("--account", help="Account id (32 hex).")],
     name: Annotated[str, typer.Option("--name", help="A name to recognise the secret by.")],
-    permission: Annotated[
-        list[str],
-        typer.Option("--permission", "-p", help="cache_purge, zone_settings_read, ... (repeatable)."),
-    ],
+    permission: Permissions,
     zone: Annotated[
         list[str] | None,
         typer.Option("--zone", "-z", help="Limit to this zone id (repeatable); all zones if omitted."),
     ] = None,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create a secret; print SecretId and SecretKey once (stdout), details to stderr."""
-    with _service(data_dir, database_url) as service:
+    with _service(config, data_dir, database_url) as (service, state):
         try:
             secret_id, secret_key = service.create(account, name, permission, zone or None)
-        except (CredentialError, MasterKeyError) as e:
+        except CredentialError as e:
+            raise credential_error(e, state) from None
+        except MasterKeyError as e:
             raise fail(str(e)) from None
         info = service.get(secret_id)
     assert info is not None  # just written
@@ -74,11 +84,12 @@ def create(
 @credentials_app.command("list")
 def list_(
     account: Annotated[str | None, typer.Option("--account", help="Only this account's secrets.")] = None,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """List secrets (never their SecretKey), oldest first."""
-    with _service(data_dir, database_url) as service:
+    with _service(config, data_dir, database_url) as (service, _):
         found = service.list(account)
     rows = [("SECRET ID", "ACCOUNT", "NAME", "STATUS", "PERMISSIONS", "ZONES", "CREATED", "REVOKED")]
     for s in found:
@@ -100,11 +111,12 @@ def list_(
 @credentials_app.command("revoke")
 def revoke(
     secret_id: Annotated[str, typer.Argument(help="The SecretId (AKID...).")],
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a secret at once, permanently."""
-    with _service(data_dir, database_url) as service:
+    with _service(config, data_dir, database_url) as (service, _):
         revoked = service.revoke(secret_id)
     if not revoked:
         raise fail(f"no active secret with id {secret_id}")
@@ -113,12 +125,13 @@ def revoke(
 
 @credentials_app.command("rewrap")
 def rewrap(
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Re-encrypt every stored SecretKey with the first master key (after putting a new key in
     front of the old one in master.key or $EDGECACHE_MASTER_KEY; drop the old key afterwards)."""
-    with _service(data_dir, database_url) as service:
+    with _service(config, data_dir, database_url) as (service, _):
         try:
             count = service.rewrap()
         except MasterKeyError as e:

@@ -17,13 +17,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import IntegrityError
 
-from edgecache.cli_common import DatabaseUrl, DataDir, echo_table, fail, when
+from edgecache.cli_common import ConfigFile, DatabaseUrl, DataDir, echo_table, fail, open_state, when
 from edgecache.config import DEFAULT_ACCOUNT_ID
 from edgecache.control.queue_rules import ConsumerSpec, Message, QueueRejected, QueueSettings, Retry
 from edgecache.control.queues import QueueService
 from edgecache.control.secrets import MasterKey
 from edgecache.control.subscriptions import SOURCES, SubscriptionService, SubscriptionSpec
-from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.tasks import TaskStore
 from edgecache.edge.zones import ZoneTable
 
@@ -43,29 +42,37 @@ QueueArg = Annotated[str, typer.Argument(help="Queue name (or id).")]
 
 
 def _run(
-    data_dir: Path, database_url: str | None, work: Callable[[QueueService], Coroutine[Any, Any, T]]
+    config: Path | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    work: Callable[[QueueService], Coroutine[Any, Any, T]],
 ) -> T:
-    return _run_with(data_dir, database_url, lambda queues, _subs: work(queues))
+    return _run_with(config, data_dir, database_url, lambda queues, _subs: work(queues))
 
 
 def _run_with(
-    data_dir: Path,
+    config: Path | None,
+    data_dir: Path | None,
     database_url: str | None,
     work: Callable[[QueueService, SubscriptionService], Coroutine[Any, Any, T]],
 ) -> T:
-    engine = open_database(database_url or sqlite_url(data_dir))
-    service = QueueService(engine, master_key=MasterKey(data_dir))
-    # Publishing needs the zones and the task timeout; managing subscriptions does not.
-    subscriptions = SubscriptionService(engine, service, TaskStore(engine), ZoneTable(()), 0.0)
-    try:
-        return asyncio.run(work(service, subscriptions))
-    except QueueRejected as exc:
-        raise fail(exc.message) from exc
-    except IntegrityError as exc:
-        raise fail("unknown account: start the node once with it configured, then retry") from exc
-    finally:
-        service.close()
-        engine.dispose()
+    with open_state(config, data_dir, database_url) as state:
+        service = QueueService(state.engine, master_key=MasterKey(state.data_dir))
+        # Publishing needs the zones and the task timeout; managing subscriptions does not.
+        subscriptions = SubscriptionService(
+            state.engine, service, TaskStore(state.engine), ZoneTable(()), 0.0
+        )
+        try:
+            return asyncio.run(work(service, subscriptions))
+        except QueueRejected as exc:
+            raise fail(exc.message) from exc
+        except IntegrityError as exc:
+            raise fail(
+                "unknown account: pass --config FILE (the file `edgecache serve --config FILE` uses), "
+                f"or start `edgecache serve` once with the data directory {state.data_dir}"
+            ) from exc
+        finally:
+            service.close()
 
 
 async def _id(service: QueueService, account: str, queue: str) -> str:
@@ -74,7 +81,10 @@ async def _id(service: QueueService, account: str, queue: str) -> str:
 
 @queues_app.command("list")
 def list_(
-    account: Account = DEFAULT_ACCOUNT_ID, data_dir: DataDir = Path("data"), database_url: DatabaseUrl = None
+    account: Account = DEFAULT_ACCOUNT_ID,
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Every queue of the account, with its backlog and consumer."""
 
@@ -97,7 +107,7 @@ def list_(
             )
         return rows
 
-    echo_table(_run(data_dir, database_url, work))
+    echo_table(_run(config, data_dir, database_url, work))
 
 
 @queues_app.command("create")
@@ -110,12 +120,13 @@ def create(
         int | None, typer.Option(help="Message retention in seconds (60 to 1209600).")
     ] = None,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create a queue and print its id."""
     settings = QueueSettings(delivery_delay=delivery_delay, retention_seconds=retention)
-    queue = _run(data_dir, database_url, lambda s: s.create_queue(account, name, settings))
+    queue = _run(config, data_dir, database_url, lambda s: s.create_queue(account, name, settings))
     typer.echo(queue.row.id)
 
 
@@ -123,7 +134,8 @@ def create(
 def delete(
     queue: QueueArg,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Delete a queue, its consumer and its messages."""
@@ -131,10 +143,17 @@ def delete(
     async def work(service: QueueService) -> None:
         await service.delete_queue(account, await _id(service, account, queue))
 
-    _run(data_dir, database_url, work)
+    _run(config, data_dir, database_url, work)
 
 
-def _pause(queue: str, paused: bool, account: str, data_dir: Path, database_url: str | None) -> None:
+def _pause(
+    queue: str,
+    paused: bool,
+    account: str,
+    config: Path | None,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
     async def work(service: QueueService) -> None:
         await service.update_queue(
             account,
@@ -144,29 +163,31 @@ def _pause(queue: str, paused: bool, account: str, data_dir: Path, database_url:
             replace_all=False,
         )
 
-    _run(data_dir, database_url, work)
+    _run(config, data_dir, database_url, work)
 
 
 @queues_app.command("pause")
 def pause(
     queue: QueueArg,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Stop deliveries (pulls answer queue_delivery_paused); pushes are still accepted."""
-    _pause(queue, True, account, data_dir, database_url)
+    _pause(queue, True, account, config, data_dir, database_url)
 
 
 @queues_app.command("resume")
 def resume(
     queue: QueueArg,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Resume deliveries."""
-    _pause(queue, False, account, data_dir, database_url)
+    _pause(queue, False, account, config, data_dir, database_url)
 
 
 @queues_app.command("push")
@@ -176,7 +197,8 @@ def push(
     content_type: Annotated[str, typer.Option(help="text or json (the body is parsed as JSON).")] = "text",
     delay: Annotated[int | None, typer.Option(help="Seconds before delivery.")] = None,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Push messages (durable when this returns)."""
@@ -196,7 +218,7 @@ def push(
     async def work(service: QueueService) -> None:
         await service.push(account, await _id(service, account, queue), messages)
 
-    _run(data_dir, database_url, work)
+    _run(config, data_dir, database_url, work)
 
 
 @queues_app.command("pull")
@@ -207,7 +229,8 @@ def pull(
     ] = None,
     visibility_timeout_ms: Annotated[int | None, typer.Option(help="Lease length.")] = None,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Lease messages; prints one JSON object per message (ack them with their lease_id)."""
@@ -232,7 +255,7 @@ def pull(
             )
         return out
 
-    for line in _run(data_dir, database_url, work):
+    for line in _run(config, data_dir, database_url, work):
         typer.echo(json.dumps(line))
 
 
@@ -245,7 +268,8 @@ def ack(
     ] = None,
     retry_delay: Annotated[int | None, typer.Option(help="Seconds before retried messages return.")] = None,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Acknowledge and retry leased messages."""
@@ -261,7 +285,7 @@ def ack(
         for lease, why in result.warnings.items():
             typer.echo(f"warning: {lease}: {why}", err=True)
 
-    _run(data_dir, database_url, work)
+    _run(config, data_dir, database_url, work)
 
 
 @queues_app.command("purge")
@@ -271,7 +295,8 @@ def purge(
         bool, typer.Option("--wait", help="Delete the messages now, with a progress bar.")
     ] = False,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Purge every message stored now; messages pushed afterwards are kept."""
@@ -287,14 +312,15 @@ def purge(
             await service.finish_purge(started.row, progress=bar.update)
         typer.echo("purge completed")
 
-    _run(data_dir, database_url, work)
+    _run(config, data_dir, database_url, work)
 
 
 @consumers_app.command("list")
 def consumers_list(
     queue: QueueArg,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """The queue's consumer and its settings."""
@@ -319,7 +345,7 @@ def consumers_list(
             )
         return rows
 
-    echo_table(_run(data_dir, database_url, work))
+    echo_table(_run(config, data_dir, database_url, work))
 
 
 @consumers_app.command("add")
@@ -335,7 +361,8 @@ def consumers_add(
     ] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="http_push: batches in flight at once.")] = None,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Attach a consumer (http_pull, or http_push with --endpoint); prints its id, and for
@@ -357,14 +384,15 @@ def consumers_add(
         secret = service.secret_of(row)
         return row.id if secret is None else f"{row.id}\nsigning secret (shown once): {secret}"
 
-    typer.echo(_run(data_dir, database_url, work))
+    typer.echo(_run(config, data_dir, database_url, work))
 
 
 @consumers_app.command("remove")
 def consumers_remove(
     queue: QueueArg,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Detach the queue's consumer (its messages stay)."""
@@ -375,7 +403,7 @@ def consumers_remove(
             raise QueueRejected(f"queue {q.row.name!r} has no consumer")
         await service.delete_consumer(account, q.row.id, q.consumers[0].id)
 
-    _run(data_dir, database_url, work)
+    _run(config, data_dir, database_url, work)
 
 
 @subscriptions_app.command("create")
@@ -389,7 +417,8 @@ def subscriptions_create(
     zone: Annotated[str | None, typer.Option(help="Only this zone (purge, prefetch sources).")] = None,
     source_queue: Annotated[str | None, typer.Option(help="Only this queue id (queues source).")] = None,
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Subscribe a queue to edgecache events; prints the subscription id."""
@@ -404,12 +433,15 @@ def subscriptions_create(
         spec = SubscriptionSpec(name=name, source=src, events=tuple(event), queue_id=queue_id)
         return (await subs.create(account, spec)).id
 
-    typer.echo(_run_with(data_dir, database_url, work))
+    typer.echo(_run_with(config, data_dir, database_url, work))
 
 
 @subscriptions_app.command("list")
 def subscriptions_list(
-    account: Account = DEFAULT_ACCOUNT_ID, data_dir: DataDir = Path("data"), database_url: DatabaseUrl = None
+    account: Account = DEFAULT_ACCOUNT_ID,
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """The account's event subscriptions."""
 
@@ -421,14 +453,15 @@ def subscriptions_list(
             rows.append((s.id, s.name, source, ",".join(s.events), s.queue_id, "yes" if s.enabled else "no"))
         return rows
 
-    echo_table(_run_with(data_dir, database_url, work))
+    echo_table(_run_with(config, data_dir, database_url, work))
 
 
 @subscriptions_app.command("delete")
 def subscriptions_delete(
     subscription_id: Annotated[str, typer.Argument(help="Subscription id.")],
     account: Account = DEFAULT_ACCOUNT_ID,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Remove an event subscription."""
@@ -436,4 +469,4 @@ def subscriptions_delete(
     async def work(_queues: QueueService, subs: SubscriptionService) -> None:
         await subs.delete(account, subscription_id)
 
-    _run_with(data_dir, database_url, work)
+    _run_with(config, data_dir, database_url, work)

@@ -1,15 +1,14 @@
-"""``edgecache tasks``: purge and prefetch tasks, read from the node's control database."""
+"""``edgecache tasks``: purge and prefetch tasks, read from the node's control database (chosen by
+``--config``, ``--data-dir`` or ``--database-url``, see ``cli_common``)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from edgecache.cli_common import DatabaseUrl, DataDir, echo_table
-from edgecache.db.engine import open_database, sqlite_url
+from edgecache.cli_common import ConfigFile, DatabaseUrl, DataDir, State, echo_table, fail, open_state
 from edgecache.db.tasks import TaskQuery, TaskRow, TaskStore
 
 tasks_app = typer.Typer(
@@ -17,8 +16,15 @@ tasks_app = typer.Typer(
 )
 
 
-def _store(data_dir: Path, database_url: str | None) -> TaskStore:
-    return TaskStore(open_database(database_url or sqlite_url(data_dir)))
+def _zone_id(zone: str, state: State) -> str:
+    """Our zone id for ``zone``, which may be the EdgeOne-style id of a configured zone."""
+    if state.config is not None:
+        for z in state.config.zones:
+            if zone == z.eo_id:
+                return z.id
+    if zone.startswith("zone-"):
+        raise fail(f"{zone} looks like an EdgeOne zone id: resolve it with --config FILE, or give the hex id")
+    return zone
 
 
 def _table(rows: list[TaskRow]) -> None:
@@ -42,7 +48,9 @@ def _table(rows: list[TaskRow]) -> None:
 
 @tasks_app.command("list")
 def list_(
-    zone: Annotated[str, typer.Option("--zone", "-z", help="Zone id (32 hex).")],
+    zone: Annotated[
+        str, typer.Option("--zone", "-z", help="Zone id: 32 hex, or the EdgeOne-style id with --config.")
+    ],
     kind: Annotated[str, typer.Option("--kind", help="purge or prefetch.")] = "purge",
     status: Annotated[list[str] | None, typer.Option("--status", help="Repeatable.")] = None,
     type_: Annotated[list[str] | None, typer.Option("--type", help="purge_url, purge_cache_tag, ...")] = None,
@@ -50,24 +58,25 @@ def list_(
     job: Annotated[str | None, typer.Option("--job", help="Job id.")] = None,
     hours: Annotated[float, typer.Option("--hours", help="How far back.")] = 24.0,
     limit: Annotated[int, typer.Option("--limit")] = 50,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """List tasks, newest first."""
-    store = _store(data_dir, database_url)
-    total, rows = store.query(
-        TaskQuery(
-            zone_id=zone,
-            kind=kind,
-            start=datetime.now(UTC) - timedelta(hours=hours),
-            job_id=job,
-            target=target,
-            target_fuzzy=True,
-            statuses=tuple(status or ()),
-            types=tuple(type_ or ()),
-            limit=limit,
+    with open_state(config, data_dir, database_url) as state:
+        total, rows = TaskStore(state.engine).query(
+            TaskQuery(
+                zone_id=_zone_id(zone, state),
+                kind=kind,
+                start=datetime.now(UTC) - timedelta(hours=hours),
+                job_id=job,
+                target=target,
+                target_fuzzy=True,
+                statuses=tuple(status or ()),
+                types=tuple(type_ or ()),
+                limit=limit,
+            )
         )
-    )
     _table(rows)
     typer.echo(f"{len(rows)} of {total} tasks", err=True)
 
@@ -75,11 +84,13 @@ def list_(
 @tasks_app.command("show")
 def show(
     job: Annotated[str, typer.Argument(help="Job id (the id a purge answered with).")],
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Every task of one job."""
-    rows = _store(data_dir, database_url).by_job(job)
+    with open_state(config, data_dir, database_url) as state:
+        rows = TaskStore(state.engine).by_job(job)
     if not rows:
         typer.echo(f"error: no job {job}", err=True)
         raise typer.Exit(1)

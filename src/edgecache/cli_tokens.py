@@ -4,9 +4,9 @@ Rules:
 - A thin shell over ``control.credentials.CredentialService``; every rule lives there.
 - Secrets go to stdout alone (``TOKEN=$(edgecache token create …)`` works); everything else that is
   printed while creating goes to stderr. They are shown once and cannot be recovered.
-- The database is ``sqlite:///<data-dir>/edgecache.db`` unless ``--database-url`` names another
-  (e.g. the cluster's PostgreSQL). Accounts and zones must exist: the node creates them from its
-  configuration at start-up.
+- The database, and the accounts and zones a token is granted on, come from ``--config`` (the node's
+  configuration, applied first as ``serve`` does), ``--data-dir`` or ``--database-url``: see
+  ``cli_common``.
 - Errors exit with status 1 and a message on stderr, never a traceback.
 """
 
@@ -20,9 +20,19 @@ from typing import Annotated
 
 import typer
 
-from edgecache.cli_common import DatabaseUrl, DataDir, echo_table, fail, when
+from edgecache.cli_common import (
+    ConfigFile,
+    DatabaseUrl,
+    DataDir,
+    Permissions,
+    State,
+    credential_error,
+    echo_table,
+    fail,
+    open_state,
+    when,
+)
 from edgecache.control.credentials import CredentialError, CredentialService, utc_now
-from edgecache.db.engine import open_database, sqlite_url
 
 tokens_app = typer.Typer(help="Manage API tokens and global API keys.", no_args_is_help=True)
 global_key_app = typer.Typer(help="Legacy global API keys (X-Auth-Email + X-Auth-Key).", no_args_is_help=True)
@@ -30,12 +40,11 @@ tokens_app.add_typer(global_key_app, name="global-key")
 
 
 @contextmanager
-def _service(data_dir: Path, database_url: str | None) -> Iterator[CredentialService]:
-    engine = open_database(database_url or sqlite_url(data_dir))
-    try:
-        yield CredentialService(engine)
-    finally:
-        engine.dispose()
+def _service(
+    config: Path | None, data_dir: Path | None, database_url: str | None
+) -> Iterator[tuple[CredentialService, State]]:
+    with open_state(config, data_dir, database_url) as state:
+        yield CredentialService(state.engine), state
 
 
 def _parse_time(value: str) -> datetime:
@@ -51,10 +60,7 @@ def _parse_time(value: str) -> datetime:
 def create(
     account: Annotated[str, typer.Option("--account", help="Account id (32 hex).")],
     name: Annotated[str, typer.Option("--name", help="A name to recognise the token by.")],
-    permission: Annotated[
-        list[str],
-        typer.Option("--permission", "-p", help="cache_purge, zone_settings_read, ... (repeatable)."),
-    ],
+    permission: Permissions,
     zone: Annotated[
         list[str] | None,
         typer.Option("--zone", "-z", help="Limit to this zone id (repeatable); all zones if omitted."),
@@ -62,16 +68,17 @@ def create(
     expires_at: Annotated[
         str | None, typer.Option("--expires-at", help="ISO 8601 expiry, e.g. 2027-01-01T00:00:00Z.")
     ] = None,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create an API token and print it once (stdout); details go to stderr."""
     expiry = _parse_time(expires_at) if expires_at is not None else None
-    with _service(data_dir, database_url) as service:
+    with _service(config, data_dir, database_url) as (service, state):
         try:
             info, secret = service.create_token(account, name, permission, zone or None, expiry)
         except CredentialError as e:
-            raise fail(str(e)) from None
+            raise credential_error(e, state) from None
     scope = "all zones" if info.zones is None else ", ".join(sorted(info.zones))
     perms = ", ".join(sorted(p.value for p in info.permissions))
     typer.echo(f"token {info.id} for account {info.account_id}: {perms} on {scope}", err=True)
@@ -82,11 +89,12 @@ def create(
 @tokens_app.command("list")
 def list_(
     account: Annotated[str | None, typer.Option("--account", help="Only this account's tokens.")] = None,
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """List tokens (never their secrets), oldest first."""
-    with _service(data_dir, database_url) as service:
+    with _service(config, data_dir, database_url) as (service, _):
         found = service.list_tokens(account)
     now = utc_now()
     rows = [("ID", "ACCOUNT", "NAME", "STATUS", "PERMISSIONS", "ZONES", "EXPIRES", "LAST USED")]
@@ -109,11 +117,12 @@ def list_(
 @tokens_app.command("revoke")
 def revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (from `list`), not its secret.")],
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a token at once, permanently."""
-    with _service(data_dir, database_url) as service:
+    with _service(config, data_dir, database_url) as (service, _):
         revoked = service.revoke_token(token_id)
     if not revoked:
         raise fail(f"no active token with id {token_id}")
@@ -124,15 +133,16 @@ def revoke(
 def global_key_create(
     account: Annotated[str, typer.Option("--account", help="Account id (32 hex).")],
     email: Annotated[str, typer.Option("--email", help="The X-Auth-Email the key goes with.")],
-    data_dir: DataDir = Path("data"),
+    config: ConfigFile = None,
+    data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create the global API key for an email, or roll it (the old key stops working); print it once."""
-    with _service(data_dir, database_url) as service:
+    with _service(config, data_dir, database_url) as (service, state):
         try:
             key = service.create_global_key(account, email)
         except CredentialError as e:
-            raise fail(str(e)) from None
+            raise credential_error(e, state) from None
     typer.echo(f"global key for {email.lower()} on account {account}: every permission, every zone", err=True)
     typer.echo("Store the key now: it cannot be shown again.", err=True)
     typer.echo(key)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgecache.httpcache.conditional import evaluate_preconditions, if_range_allows
-from edgecache.httpcache.freshness import format_http_date
+from edgecache.httpcache.dates import format_http_date
 
 LM_TS = 1_700_000_000
 LM = format_http_date(LM_TS)

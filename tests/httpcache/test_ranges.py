@@ -1,4 +1,4 @@
-"""Range requests (RFC 9110 §14) served from a stored full response."""
+"""Range requests (RFC 9110 §14) served from stored responses, and the 206s the cache can store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from edgecache.httpcache.ranges import (
     MAX_RANGES,
     content_range,
     multipart_byteranges,
+    parse_content_range,
     parse_range,
+    single_range,
+    strong_validator,
     unsatisfied_range,
 )
 
@@ -106,7 +109,9 @@ def test_content_range_values() -> None:
 
 def test_multipart_byteranges_body() -> None:
     body = bytes(range(256)) * 4
-    payload, ctype = multipart_byteranges(body, [(0, 9), (500, 509)], "application/octet-stream", len(body))
+    payload, ctype = multipart_byteranges(
+        lambda s, e: body[s : e + 1], [(0, 9), (500, 509)], "application/octet-stream", len(body)
+    )
     assert ctype.startswith("multipart/byteranges; boundary=")
     boundary = ctype.split("boundary=", 1)[1].encode()
     parts = payload.split(b"--" + boundary)
@@ -119,7 +124,61 @@ def test_multipart_byteranges_body() -> None:
 
 
 def test_multipart_boundaries_differ_and_type_is_optional() -> None:
-    a, ctype_a = multipart_byteranges(b"abcdef", [(0, 1), (3, 4)], None, 6)
-    _, ctype_b = multipart_byteranges(b"abcdef", [(0, 1), (3, 4)], None, 6)
+    a, ctype_a = multipart_byteranges(lambda s, e: b"abcdef"[s : e + 1], [(0, 1), (3, 4)], None, 6)
+    _, ctype_b = multipart_byteranges(lambda s, e: b"abcdef"[s : e + 1], [(0, 1), (3, 4)], None, 6)
     assert ctype_a != ctype_b
     assert b"Content-Type" not in a
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("bytes=0-99", "bytes=0-99"),
+        ("BYTES= 100-", "bytes=100-"),
+        ("bytes=-500", "bytes=-500"),
+        ("bytes=0-99,200-299", None),
+        ("bytes=-0", None),
+        ("bytes=-", None),
+        ("bytes=9-1", None),
+        ("bytes=a-b", None),
+        ("items=0-9", None),
+        ("bytes=0-1-2", None),
+    ],
+)
+def test_single_range_is_what_a_range_fill_forwards(value: str, expected: str | None) -> None:
+    assert single_range(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("bytes 0-99/1000", (0, 99, 1000)),
+        ("bytes 999-999/1000", (999, 999, 1000)),
+        ("bytes 0-99/*", None),
+        ("bytes */1000", None),
+        ("bytes 0-1000/1000", None),
+        ("bytes 10-9/1000", None),
+        ("items 0-9/10", None),
+        ("bytes 0-9", None),
+    ],
+)
+def test_content_range_places_a_206_only_exactly(value: str, expected: tuple[int, int, int] | None) -> None:
+    assert parse_content_range(value) == expected
+
+
+def test_strong_validators_for_combining_parts() -> None:
+    date = "Sun, 06 Nov 1994 08:49:37 GMT"
+    assert strong_validator('"a"', None, None) == 'etag "a"'
+    assert strong_validator('W/"a"', date, date) is None
+    assert strong_validator(None, "Sun, 06 Nov 1994 08:48:37 GMT", date) is not None
+    assert strong_validator(None, "Sun, 06 Nov 1994 08:48:38 GMT", date) is None
+    assert strong_validator(None, "Sun, 06 Nov 1994 08:48:37 UTC", date) is None
+    assert strong_validator(None, None, date) is None
+
+
+@given(st.text(max_size=30))
+def test_range_helpers_never_raise(value: str) -> None:
+    single_range(value)
+    parse_content_range(value)
+    single_range("bytes=" + value)
+    parse_content_range("bytes " + value)

@@ -11,6 +11,7 @@ from edgecache.api.context import CONTEXT_KEY, ControlContext
 from edgecache.api.edgeone.dispatch import EdgeOneServices
 from edgecache.api.edgeone.dispatch import add_routes as add_edgeone_routes
 from edgecache.api.native import add_routes as add_native_routes
+from edgecache.api.native import native_errors
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 
@@ -31,7 +32,7 @@ def build_control_app(
 ) -> web.Application:
     """The control-plane application: Cloudflare v4 under ``/client/v4`` (and ``/zones/...``),
     EdgeOne API 3.0 at ``POST /``, metrics and health."""
-    app = web.Application(middlewares=[envelope_errors], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[envelope_errors, native_errors], client_max_size=4 * 1024 * 1024)
     app[REGISTRY_KEY] = registry
     app[CONTEXT_KEY] = context
     app.router.add_get("/metrics", metrics)

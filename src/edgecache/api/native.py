@@ -1,14 +1,15 @@
 """edgecache's own REST API for tasks: ``/edgecache/v1/...`` on the control listener.
 
 Rules: bearer tokens as in the Cloudflare dialect; a caller sees a zone's tasks with Cache Purge or
-Zone Settings Read on that zone. Answers are plain JSON; errors are
-``{"error": {"code": <http status>, "message": ...}}``.
+Zone Settings Read on that zone. Answers are plain JSON; errors, unknown paths under
+``/edgecache/`` included, are ``{"error": {"code": <http status>, "message": ...}}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,9 +18,16 @@ from aiohttp import web
 
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.control.credentials import Permission, Principal, is_well_formed_token
-from edgecache.db.tasks import TaskQuery, TaskRow
+from edgecache.db.tasks import MAX_OFFSET, TaskQuery, TaskRow
+from edgecache.edge.zones import ZoneRuntime
 
+log = logging.getLogger(__name__)
+
+PREFIX = "/edgecache/"
 FINAL = frozenset({"success", "failed", "timeout", "canceled", "invalid"})
+MAX_SINCE = 10 * 366 * 86400.0
+"""Ten years, in seconds: longer than any task retention, and far from the calendar's limits."""
+
 READ = (Permission.CACHE_PURGE, Permission.ZONE_SETTINGS_READ)
 
 
@@ -39,17 +47,40 @@ def _json_error(status: int, message: str) -> NativeError:
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
+def _error(err: NativeError) -> web.Response:
+    return web.json_response({"error": {"code": err.status, "message": err.message}}, status=err.status)
+
+
 def _answers_errors(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.Response:
         try:
             return await handler(request)
         except NativeError as err:
-            return web.json_response(
-                {"error": {"code": err.status, "message": err.message}}, status=err.status
-            )
+            return _error(err)
 
     return wrapped
+
+
+@web.middleware
+async def native_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every answer under ``/edgecache/`` in this API's error shape: unknown routes and methods,
+    and (logged) unexpected failures."""
+    if not request.path.startswith(PREFIX):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _error(NativeError(404, f"no route for {request.path}"))
+    except web.HTTPMethodNotAllowed:
+        return _error(NativeError(405, f"{request.method} is not allowed on {request.path}"))
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("native API request failed: %s %s", request.method, request.path)
+        return _error(NativeError(500, "internal error; the server log has the details"))
 
 
 async def _principal(request: web.Request) -> Principal:
@@ -108,18 +139,39 @@ async def job(request: web.Request) -> web.Response:
     )
 
 
+def _zone(request: web.Request, principal: Principal) -> ZoneRuntime:
+    """The zone named in the path (by either id) if the caller may read it; else 404."""
+    zone = request.app[CONTEXT_KEY].zones.lookup(request.match_info["zone_id"])
+    if zone is None or not _allowed(principal, zone.config.id, zone.config.account_id):
+        raise _json_error(404, "no such zone")
+    return zone
+
+
+@_answers_errors
+async def zone_info(request: web.Request) -> web.Response:
+    """``GET /edgecache/v1/zones/{zone_id}``: the zone's ids (ours and the EdgeOne-style one), name
+    and hostnames; ``zone_id`` may be either id."""
+    zone = _zone(request, await _principal(request))
+    return web.json_response(
+        {
+            "id": zone.config.id,
+            "edgeone_id": zone.config.eo_id,
+            "name": zone.config.name,
+            "hostnames": list(zone.config.hostnames),
+        }
+    )
+
+
 @_answers_errors
 async def zone_tasks(request: web.Request) -> web.Response:
-    """``GET /edgecache/v1/zones/{zone_id}/tasks``: filtered, newest first.
+    """``GET /edgecache/v1/zones/{zone_id}/tasks``: filtered, newest first; ``zone_id`` may be either
+    id.
 
     Query: ``kind`` (purge|prefetch), ``status``, ``type`` (repeatable), ``target`` (substring),
     ``domain``, ``job_id``, ``since`` (seconds back, default 86400), ``limit`` (≤ 1000), ``offset``.
     """
-    principal = await _principal(request)
+    zone = _zone(request, await _principal(request))
     ctx = request.app[CONTEXT_KEY]
-    zone = ctx.zones.by_id.get(request.match_info["zone_id"])
-    if zone is None or not _allowed(principal, zone.config.id, zone.config.account_id):
-        raise _json_error(404, "no such zone")
     q = request.query
     try:
         since = float(q.get("since", "86400"))
@@ -127,8 +179,13 @@ async def zone_tasks(request: web.Request) -> web.Response:
         offset = int(q.get("offset", "0"))
     except ValueError as exc:
         raise _json_error(400, f"invalid number: {exc}") from exc
-    if not 1 <= limit <= 1000 or offset < 0 or since <= 0:
-        raise _json_error(400, "limit must be 1..1000, offset >= 0, since > 0")
+    # "not (a <= x <= b)" also refuses NaN, which fails every comparison.
+    if not (1 <= limit <= 1000 and 0 <= offset <= MAX_OFFSET and 0 < since <= MAX_SINCE):
+        raise _json_error(
+            400,
+            f"limit must be 1..1000, offset 0..{MAX_OFFSET}, "
+            f"since a number of seconds in (0, {MAX_SINCE:.0f}]",
+        )
     kind = q.get("kind", "purge")
     if kind not in ("purge", "prefetch"):
         raise _json_error(400, "kind must be purge or prefetch")
@@ -152,4 +209,5 @@ async def zone_tasks(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the native routes."""
     app.router.add_get("/edgecache/v1/jobs/{job_id}", job)
+    app.router.add_get("/edgecache/v1/zones/{zone_id}", zone_info)
     app.router.add_get("/edgecache/v1/zones/{zone_id}/tasks", zone_tasks)

@@ -94,7 +94,7 @@ class Permission(StrEnum):
         if key in _SCOPES:
             return _SCOPES[key]
         names = ", ".join(p.value for p in cls)
-        raise ValueError(f"unknown permission {text!r} (known: {names})")
+        raise ValueError(f"unknown permission {text!r} (known: {names}, or {ALL} for every one)")
 
 
 _LABELS = {
@@ -112,6 +112,22 @@ _SCOPES = {
 }
 
 ALL_PERMISSIONS = frozenset(Permission)
+ALL = "all"
+"""Shorthand for every permission wherever permissions are named (``--permission all``)."""
+
+
+def parse_permissions(items: Iterable[Permission | str]) -> frozenset[Permission]:
+    """Permissions by value, label or scope (see :meth:`Permission.parse`), or ``all``; raises
+    ``ValueError`` for an unknown name."""
+    out: set[Permission] = set()
+    for item in items:
+        if isinstance(item, Permission):
+            out.add(item)
+        elif item.strip().lower() == ALL:
+            out |= ALL_PERMISSIONS
+        else:
+            out.add(Permission.parse(item))
+    return frozenset(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +274,7 @@ def validate_grant(
     if not 1 <= len(name) <= name_max:
         raise CredentialError(f"a {what} name needs 1 to {name_max} characters")
     try:
-        perms = frozenset(p if isinstance(p, Permission) else Permission.parse(p) for p in permissions)
+        perms = parse_permissions(permissions)
     except ValueError as e:
         raise CredentialError(str(e)) from None
     if not perms:

@@ -7,7 +7,8 @@ Rules:
   ``success`` (2xx), ``invalid`` (the origin answered with another status: FailType
   ``originPullFailed``, the status in FailMessage), ``failed`` (the origin could not be reached:
   our 502/504, or a connection error) or ``timeout``.
-- Quotas are charged before anything is recorded; a rejected request changes nothing.
+- Every target and header is validated before anything is charged; the quota is charged with the
+  write of the tasks (given back if it fails); a rejected request changes nothing.
 """
 
 from __future__ import annotations
@@ -99,16 +100,16 @@ class PrefetchService:
         now = datetime.now(UTC)
 
         def record() -> list[TaskRow]:
-            self._quotas.charge(zone.config, "prefetch_url", len(accepted))
-            self._tasks.create_job(
-                job_id=job_id,
-                kind="prefetch",
-                zone_id=zone.config.id,
-                items=[NewTask(t, "prefetch_url", host) for t, host, _ in accepted],
-                principal=principal,
-                dialect=dialect,
-                created_at=now,
-            )
+            with self._quotas.reserve(zone.config, {"prefetch_url": len(accepted)}):
+                self._tasks.create_job(
+                    job_id=job_id,
+                    kind="prefetch",
+                    zone_id=zone.config.id,
+                    items=[NewTask(t, "prefetch_url", host) for t, host, _ in accepted],
+                    principal=principal,
+                    dialect=dialect,
+                    created_at=now,
+                )
             return self._tasks.by_job(job_id)
 
         rows = await asyncio.to_thread(record)

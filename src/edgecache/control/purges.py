@@ -3,9 +3,11 @@
 Rules of this module:
 - Dialects (Cloudflare, EdgeOne, CLI) translate their wire format into a :class:`PurgeRequest` and
   map the :class:`PurgeRejected` errors raised here onto their own codes; no wire format lives here.
-- Validation happens before anything changes, in a fixed order: item counts per plan, then each
-  item (URL inside the zone, host and tag lengths, prefix shape), then the account's rate limit.
-  A rejected request changes nothing and consumes no rate-limit tokens.
+- Validation happens before anything is charged, in a fixed order: item counts per plan, then each
+  item (URL inside the zone, host and tag lengths, prefix shape). Then
+  :meth:`PurgeService.submit` charges, all or nothing: the account's rate limit (Cloudflare dialect),
+  the zone's quotas and the ledger write. A request refused at any step, or whose write fails, has
+  its rate-limit tokens and quota given back and leaves no row.
 - Acceptance is durable before it is acknowledged: :meth:`PurgeService.submit` returns only after the
   ledger row is committed. The same writer thread then schedules the in-memory application on the
   event loop *before* the caller resumes, in ledger order, so the purge is in effect on this node
@@ -114,15 +116,19 @@ class PurgeRequest:
     hosts: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
     everything: bool = False
+    tag_hosts: tuple[str, ...] = ()
+    """Limit the tag purges to these hostnames of the zone (EdgeOne's ``CacheTag.Domains``); empty:
+    every hostname."""
 
 
 @dataclass(frozen=True, slots=True)
 class PurgeItem:
-    """One target of a purge: what the user named, its task type, and the selector it means."""
+    """One target of a purge: what the user named, its task type, and the selectors it means (one,
+    or one per hostname for a tag limited to some hostnames)."""
 
     target: str
     type: str
-    selector: Selector
+    selectors: tuple[Selector, ...]
     domain: str | None = None
 
 
@@ -181,18 +187,24 @@ class PurgeService:
                 if len(names) > limits.flex_items_per_request:
                     raise TooManyItems(kind, limits.flex_items_per_request)
         if req.everything:
-            return (PurgeItem("", "purge_all", Everything()),)
+            return (PurgeItem("", "purge_all", (Everything(),)),)
         out: list[PurgeItem] = []
         for f in req.files:
             url, host = self._url(zone, f)
-            out.append(PurgeItem(f.url, "purge_url", url, host))
-        out += [PurgeItem(t, "purge_cache_tag", self._tag(t)) for t in req.tags]
+            out.append(PurgeItem(f.url, "purge_url", (url,), host))
+        tag_hosts = tuple(dict.fromkeys(self._host(zone, h).host for h in req.tag_hosts))
+        # A task has one domain: a tag purge names one when it is limited to a single hostname.
+        tag_domain = tag_hosts[0] if len(tag_hosts) == 1 else None
+        for t in req.tags:
+            tag = self._tag(t)
+            selectors = tuple(Tag(tag.tag, h) for h in tag_hosts) if tag_hosts else (tag,)
+            out.append(PurgeItem(t, "purge_cache_tag", selectors, tag_domain))
         for h in req.hosts:
             sel = self._host(zone, h)
-            out.append(PurgeItem(h, "purge_host", sel, sel.host))
+            out.append(PurgeItem(h, "purge_host", (sel,), sel.host))
         for p in req.prefixes:
             prefix = self._prefix(zone, p)
-            out.append(PurgeItem(p, "purge_prefix", prefix, prefix.host))
+            out.append(PurgeItem(p, "purge_prefix", (prefix,), prefix.host))
         return tuple(out)
 
     def _url(self, zone: ZoneRuntime, target: FileTarget) -> tuple[Url, str]:
@@ -252,15 +264,18 @@ class PurgeService:
         host = host.rsplit(":", 1)[0]
         return Prefix(host + "/" + path if slash else host)
 
-    def take_rate(self, zone: ZoneRuntime, req: PurgeRequest) -> None:
-        """Charge the account's bucket for this request, or raise :class:`RateLimited`."""
+    def _take_rate(self, zone: ZoneRuntime, req: PurgeRequest) -> Callable[[], None]:
+        """Charge the account's bucket for this request, or raise :class:`RateLimited`; returns what
+        gives the tokens back."""
         account = zone.config.account_id
         if req.files and not (req.tags or req.hosts or req.prefixes or req.everything):
-            wait = self._limiter.take(account, Bucket.SINGLE_FILE_PURGE, len(req.files))
+            bucket, cost = Bucket.SINGLE_FILE_PURGE, len(req.files)
         else:
-            wait = self._limiter.take(account, Bucket.FLEX_PURGE, 1)
+            bucket, cost = Bucket.FLEX_PURGE, 1
+        wait = self._limiter.take(account, bucket, cost)
         if wait is not None:
             raise RateLimited(wait)
+        return lambda: self._limiter.refund(account, bucket, cost)
 
     # -- acceptance -------------------------------------------------------------------------------
 
@@ -273,44 +288,55 @@ class PurgeService:
         *,
         principal: str,
         dialect: str,
+        rate_limited: bool = False,
     ) -> AcceptedPurge:
-        """Charge the quotas, record the purge and its tasks durably, put it in effect on this
-        node, and return its job. Raises :class:`QuotaExceeded` with nothing recorded."""
+        """Charge the account's purge rate (``rate_limited``: the Cloudflare dialect's token
+        buckets) and the zone's quotas, record the purge and its tasks durably, put it in effect on
+        this node, and return its job.
+
+        Raises :class:`RateLimited` or :class:`QuotaExceeded`, or the database's error, with nothing
+        recorded and nothing charged.
+        """
         loop = asyncio.get_running_loop()
         job_id = uuid.uuid4().hex
         now = time.time()
         record = _describe(request)
-        selectors = tuple(dict.fromkeys(item.selector for item in items))
+        selectors = tuple(dict.fromkeys(s for item in items for s in item.selectors))
         counts: dict[str, int] = {}
         for item in items:
             counts[item.type] = counts.get(item.type, 0) + 1
         new_tasks = [NewTask(i.target, i.type, i.domain, mode.value) for i in items]
 
         def write() -> Purge:
-            for task_type, n in counts.items():
-                self._quotas.charge(zone.config, task_type, n)
-            seq = self._store.append(
-                zone_id=zone.config.id,
-                mode=mode.value,
-                selectors=record,
-                principal=principal,
-                dialect=dialect,
-                job_id=job_id,
-                created_at=datetime.fromtimestamp(now, UTC),
-                tasks=new_tasks,
-            )
+            with self._quotas.reserve(zone.config, counts):
+                seq = self._store.append(
+                    zone_id=zone.config.id,
+                    mode=mode.value,
+                    selectors=record,
+                    principal=principal,
+                    dialect=dialect,
+                    job_id=job_id,
+                    created_at=datetime.fromtimestamp(now, UTC),
+                    tasks=new_tasks,
+                )
             purge = Purge(seq, zone.config.id, mode, selectors, now)
             self._pending[seq] = items
             loop.call_soon_threadsafe(self._apply, purge)
             return purge
 
-        purge = await loop.run_in_executor(self._writer, write)
+        refund = self._take_rate(zone, request) if rate_limited else None
+        try:
+            purge = await loop.run_in_executor(self._writer, write)
+        except Exception:
+            # Not on cancellation: the write goes on in the writer thread and may commit.
+            if refund is not None:
+                refund()
+            raise
         return AcceptedPurge(job_id, purge, items)
 
     def reclaimed(self, purge: Purge, matched: dict[Selector, int]) -> None:
         """This node has applied and reclaimed a purge: its tasks succeed, with the counts."""
-        items = self._pending.pop(purge.seq, ())
-        by_target = {item.target: matched.get(item.selector, 0) for item in items}
+        by_target = matched_by_target(self._pending.pop(purge.seq, ()), matched)
         with self._acks_lock:
             self._acks.append((purge.seq, by_target))
             if self._acks_scheduled:
@@ -330,6 +356,11 @@ class PurgeService:
             log.exception("recording %d purge acknowledgements failed", len(acks))
 
 
+def matched_by_target(items: tuple[PurgeItem, ...], matched: Mapping[Selector, int]) -> dict[str, int]:
+    """How many entries each target's selectors matched (the reclaimer counts per selector)."""
+    return {item.target: sum(matched.get(s, 0) for s in item.selectors) for item in items}
+
+
 def _describe(req: PurgeRequest) -> dict[str, Any]:
     """The request as stored in the ledger (for audit and for peers catching up)."""
     if req.everything:
@@ -343,4 +374,6 @@ def _describe(req: PurgeRequest) -> dict[str, Any]:
         items = getattr(req, name)
         if items:
             out[name] = list(items)
+    if req.tag_hosts:
+        out["tag_hosts"] = list(req.tag_hosts)
     return out

@@ -6,14 +6,18 @@ Rules:
 - A purge-all request counts 1; every other request counts one per target (reference
   ``edgeone-api.md`` §6, DERIVED).
 - The day is the UTC day. Today's usage is read once from the task table (durable across restarts),
-  then counted in memory; ``charge`` is atomic (a lock), so concurrent requests cannot overshoot.
-- A rejected request is not charged.
+  then counted in memory; a charge is atomic (a lock), so concurrent requests cannot overshoot.
+- A charge goes with the write it pays for: :meth:`QuotaService.reserve` wraps the transaction that
+  writes the tasks, and gives the items back when that transaction fails, so the count in memory
+  always equals the tasks committed (which are what a restart counts). A request is charged for all
+  its task types or for none.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -68,18 +72,37 @@ class QuotaService:
         self._used[(zone.id, task_type)] = (day, used)
         return used
 
-    def charge(self, zone: Zone, task_type: str, items: int) -> None:
-        """Count ``items`` of ``task_type`` or raise :class:`QuotaExceeded` (nothing counted)."""
-        quota = zone.quota(task_type)
-        cost = 1 if task_type == "purge_all" else items
-        if task_type != "purge_all" and items > quota.batch:
-            raise QuotaExceeded(task_type, "batch", quota.batch)
+    @contextmanager
+    def reserve(self, zone: Zone, items: Mapping[str, int]) -> Iterator[None]:
+        """Charge ``items`` (task type → number of targets) for the block that writes them.
+
+        Raises :class:`QuotaExceeded` before the block runs when any type is over its batch or daily
+        quota (nothing counted); gives everything back when the block raises.
+        """
+        costs = {t: 1 if t == "purge_all" else n for t, n in items.items()}
+        for task_type, n in items.items():
+            batch = zone.quota(task_type).batch
+            if task_type != "purge_all" and n > batch:
+                raise QuotaExceeded(task_type, "batch", batch)
         with self._lock:
             day = self._today()
-            used = self._usage(zone, task_type, day)
-            if used + cost > quota.daily:
-                raise QuotaExceeded(task_type, "daily", quota.daily)
-            self._used[(zone.id, task_type)] = (day, used + cost)
+            used = {t: self._usage(zone, t, day) for t in costs}
+            for task_type, cost in costs.items():
+                daily = zone.quota(task_type).daily
+                if used[task_type] + cost > daily:
+                    raise QuotaExceeded(task_type, "daily", daily)
+            for task_type, cost in costs.items():
+                self._used[(zone.id, task_type)] = (day, used[task_type] + cost)
+        try:
+            yield
+        except BaseException:
+            with self._lock:
+                for task_type, cost in costs.items():
+                    known = self._used.get((zone.id, task_type))
+                    # A new UTC day since the charge re-reads usage from the tasks table instead.
+                    if known is not None and known[0] == day:
+                        self._used[(zone.id, task_type)] = (day, known[1] - cost)
+            raise
 
     def state(self, zone: Zone, task_type: str) -> QuotaState:
         """Batch, daily cap and what is left today."""

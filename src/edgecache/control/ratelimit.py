@@ -6,6 +6,9 @@ Rules:
   account gets up to N times its rate (a shared limiter would need the database on every call).
 - ``take`` answers None (allowed, tokens spent) or the seconds until the request would be allowed
   (nothing spent); ``retry_after`` turns that into the whole seconds of a ``Retry-After`` header.
+  ``refund`` gives tokens back for a request that was refused after it paid (its quota, or a
+  failed write): the bucket limits purges performed (the reference's validation order charges it
+  after every check of the request), so a refused one costs nothing.
 - The defaults are Cloudflare's published per-plan numbers (reference ``cloudflare-api.md`` §2.4,
   §2.5 and §1.6); ``limits_for`` lets the caller override them per account.
 - Thread-safe (one lock): the API layer may call from its event loop or from worker threads.
@@ -149,6 +152,11 @@ class TokenBucket:
             return None
         return (cost - self._tokens) / self.rate_per_s
 
+    def refund(self, cost: float, now: float | None = None) -> None:
+        """Give back ``cost`` tokens taken by :meth:`take` (never above ``burst``)."""
+        self._refill(time.monotonic() if now is None else now)
+        self._tokens = min(self.burst, self._tokens + cost)
+
     def available(self, now: float | None = None) -> float:
         self._refill(time.monotonic() if now is None else now)
         return self._tokens
@@ -185,3 +193,10 @@ class RateLimiter:
                     fresh.set_tokens(b.available(now))
                 b = self._buckets[key] = fresh
             return b.take(cost, now)
+
+    def refund(self, account_id: str, bucket: str, cost: float = 1) -> None:
+        """Give back what a successful :meth:`take` spent, for a request refused afterwards."""
+        with self._lock:
+            b = self._buckets.get((account_id, str(bucket)))
+            if b is not None:
+                b.refund(cost, self._clock())

@@ -5,6 +5,7 @@ Rules:
   PostgreSQL for clusters (``postgresql+psycopg://…``). Statements are built with SQLAlchemy Core so
   the same expression compiles for both; dialect-specific code is limited to ``engine.py``
   (connection pragmas, transaction start, the migration lock).
+- The schema changes only through Alembic revisions (``migrations/``, run by ``migrate.py``).
 - Nothing here knows a wire format or a domain rule: modules take and return plain values and
   frozen records. Rules (hashing, expiry, permissions) live in ``edgecache.control``.
 - Calls block. Callers on an event loop run them in a worker thread.
@@ -12,10 +13,9 @@ Rules:
 """
 
 from edgecache.db.engine import open_database, read_transaction, sqlite_url, write_transaction
-from edgecache.db.schema import SCHEMA_VERSION, metadata
+from edgecache.db.schema import metadata
 
 __all__ = [
-    "SCHEMA_VERSION",
     "metadata",
     "open_database",
     "read_transaction",

@@ -1,79 +1,43 @@
-"""Opening the control-plane database: engine options, SQLite pragmas, transactions, migrations.
+"""Opening the control-plane database: engine options, SQLite pragmas, transactions, the migration lock.
 
 Rules:
-- ``open_database(url)`` is the only way to get an engine: it applies the connection settings and
-  brings the schema to ``SCHEMA_VERSION`` before returning.
+- ``open_database(url)`` is how a node or a command gets an engine: it applies the connection
+  settings and brings the schema to the newest revision (``edgecache.db.migrate``) before
+  returning. ``connect(url)`` is the same without touching the schema (``edgecache db current``).
 - SQLite (embedded default): WAL, so readers never wait for the writer; ``synchronous=FULL``, so a
   commit (an accepted purge) is on disk before the API answers; foreign keys on; a busy timeout so
   worker processes queue for the write lock instead of failing.
 - Writes use ``write_transaction``: on SQLite it starts with ``BEGIN IMMEDIATE`` (the write lock is
   taken first, so a transaction that reads then writes cannot fail half-way with SQLITE_BUSY when
   another process committed meanwhile); reads use ``read_transaction`` (a plain deferred ``BEGIN``).
-- Migrations are a short forward-only list, not Alembic. With one schema version and a handful of
-  tables, Alembic's revision graph, autogenerate and env.py would be more code than the migrations
-  themselves; the list below is enough until branches or downgrades are needed (they are not: a node
-  refuses to open a database newer than its code).
+- Migrations run in ``migration_transaction``: one transaction that no other migrator shares
+  (``BEGIN EXCLUSIVE`` on SQLite, a transaction-scoped advisory lock on PostgreSQL), see
+  ``docs/decisions/0007-migrations-alembic.md``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from edgecache.db.schema import (
-    SCHEMA_VERSION,
-    metadata,
-    queue_consumers,
-    queue_event_log,
-    queue_messages,
-    queue_subscriptions,
-    queue_tombstones,
-    queues,
-    schema_version,
-)
-
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite connection waits for another process's write lock before failing."""
+SQLITE_MIGRATION_WAIT_MS = 600_000
+"""How long a starting node waits on SQLite while another process migrates (PostgreSQL waits as
+long as the advisory lock is held)."""
 
-_WRITE = "edgecache_write"
+_BEGIN = "edgecache_begin"
+"""Execution option: the statement that opens a transaction on SQLite."""
 # An arbitrary constant: the key of the PostgreSQL advisory lock held while migrating, so nodes
 # starting together migrate one after the other.
 _MIGRATION_LOCK_KEY = 0x6564676563616368  # "edgecach"
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One forward step: brings a database at ``version - 1`` to ``version``."""
-
-    version: int
-    description: str
-    apply: Callable[[Connection], None]
-
-
-def _create_queue_tables(conn: Connection) -> None:
-    for table in (
-        queues,
-        queue_consumers,
-        queue_messages,
-        queue_tombstones,
-        queue_subscriptions,
-        queue_event_log,
-    ):
-        table.create(conn, checkfirst=True)
-
-
-MIGRATIONS: tuple[Migration, ...] = (Migration(2, "queues", _create_queue_tables),)
-"""Steps after version 1. A fresh database is created from ``schema.metadata`` directly and stamped
-``SCHEMA_VERSION``; these steps only upgrade databases created by older code. Append, never edit."""
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -82,20 +46,32 @@ def sqlite_url(data_dir: Path) -> str:
     return URL.create("sqlite", database=str(Path(data_dir) / "edgecache.db")).render_as_string()
 
 
-def open_database(url: str) -> Engine:
-    """Create an engine for ``url`` (SQLite or PostgreSQL) and bring its schema up to date.
-
-    Idempotent: opening an up-to-date database changes nothing. Raises ``RuntimeError`` when the
-    database was written by newer code than this.
-    """
+def connect(url: str) -> Engine:
+    """An engine for ``url`` (SQLite or PostgreSQL) with this project's connection settings; the
+    schema is left as it is."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(parsed)
-    else:
-        # pool_pre_ping: a cluster's database restarts or fails over; a dead pooled connection
-        # must be replaced, not handed to a request.
-        engine = create_engine(parsed, pool_pre_ping=True)
-    ensure_schema(engine)
+        return _sqlite_engine(parsed)
+    # pool_pre_ping: a cluster's database restarts or fails over; a dead pooled connection must be
+    # replaced, not handed to a request.
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def open_database(url: str) -> Engine:
+    """``connect(url)``, then bring the schema to the newest revision.
+
+    Idempotent: opening an up-to-date database changes nothing. Raises ``RuntimeError`` when the
+    database was written by newer code than this, or is not one edgecache created.
+    """
+    # Imported here: migrate builds on this module's transactions.
+    from edgecache.db.migrate import upgrade
+
+    engine = connect(url)
+    try:
+        upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
@@ -122,8 +98,7 @@ def _sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN, "BEGIN"))
 
     return engine
 
@@ -132,7 +107,7 @@ def _sqlite_engine(url: URL) -> Engine:
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: committed on normal exit, rolled back on an exception."""
     with engine.connect() as conn:
-        conn.execution_options(**{_WRITE: True})
+        conn.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
         with conn.begin():
             yield conn
 
@@ -144,38 +119,27 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def ensure_schema(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> int:
-    """Create the schema on an empty database or apply the pending migrations; return the version.
+@contextmanager
+def migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction that at most one process at a time is in, committed on normal exit.
 
-    Runs in one write transaction (both engines have transactional DDL), under the SQLite write
-    lock or a PostgreSQL advisory lock, so concurrent starters migrate once.
+    SQLite: ``BEGIN EXCLUSIVE`` (in WAL mode readers carry on with the schema they started with),
+    waiting up to ``SQLITE_MIGRATION_WAIT_MS`` for a migrator in another process. PostgreSQL:
+    ``pg_advisory_xact_lock``, released by the commit or rollback, or when the connection dies.
     """
-    latest = max([SCHEMA_VERSION, *(m.version for m in migrations)])
-    now = datetime.now(UTC)
-    with write_transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-        schema_version.create(conn, checkfirst=True)
-        current = conn.execute(select(func.max(schema_version.c.version))).scalar_one_or_none()
-        if current is None:
-            metadata.create_all(conn, checkfirst=True)
-            conn.execute(
-                schema_version.insert().values(version=latest, description="initial schema", applied_at=now)
-            )
-            return latest
-        if current > latest:
-            raise RuntimeError(
-                f"the database is at schema version {current}, newer than this code ({latest}); "
-                "upgrade edgecache instead of opening it with an older release"
-            )
-        for step in sorted(migrations, key=lambda m: m.version):
-            if step.version <= current:
-                continue
-            step.apply(conn)
-            conn.execute(
-                schema_version.insert().values(
-                    version=step.version, description=step.description, applied_at=now
-                )
-            )
-            current = step.version
-        return current
+    with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":
+            with conn.begin():
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+                yield conn
+            return
+        # On the driver's connection: a statement through ``conn`` would open the transaction.
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        raw.execute(f"PRAGMA busy_timeout={SQLITE_MIGRATION_WAIT_MS}")
+        conn.execution_options(**{_BEGIN: "BEGIN EXCLUSIVE"})
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

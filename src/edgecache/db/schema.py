@@ -9,8 +9,9 @@ Rules:
   ``edgecache.control.credentials`` for why a fast hash is right for them). EdgeOne SecretKeys are
   the one exception, stored encrypted, because TC3 is an HMAC the server must recompute.
 - Constraints carry names (``NAMING``) so a later migration can refer to them on both engines.
-- ``SCHEMA_VERSION`` is the version a fresh database is created at; bump it together with a new
-  entry in ``edgecache.db.engine.MIGRATIONS`` whenever a table here changes.
+- This module describes the newest schema; databases get there through the Alembic revisions in
+  ``edgecache.db.migrations`` (how to add one: that package's docstring). A change here without
+  its revision fails ``tests/test_migrations.py``'s drift check.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
-
-SCHEMA_VERSION = 2
 
 PLANS = ("free", "pro", "business", "enterprise")
 PURGE_MODES = ("delete", "invalidate")
@@ -160,14 +159,6 @@ purge_ledger = Table(
     Column("job_id", String(32), nullable=False, index=True),
     CheckConstraint(_in("mode", PURGE_MODES), name="mode"),
     sqlite_autoincrement=True,
-)
-
-schema_version = Table(
-    "schema_version",
-    metadata,
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("description", String(200), nullable=False),
-    Column("applied_at", UTCDateTime(), nullable=False),
 )
 
 api_secrets = Table(

@@ -27,6 +27,8 @@ from edgecache.db.engine import read_transaction, write_transaction
 from edgecache.db.schema import TASK_KINDS, tasks
 
 PROCESSING = "processing"
+MAX_OFFSET = 2**63 - 1
+"""The largest ``TaskQuery.offset`` the database takes (a signed 64-bit integer on both engines)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,11 @@ Theory of operation:
 - ``stored_seq`` is the purge-ledger position read *before* the origin request is sent: a purge
   accepted while the fetch is in flight is newer than the entry it produces, so the entry is never
   served as fresh after that purge.
+- A fill brings the full, unconditional object, except a *range fill*: it forwards one client
+  range (and the client's If-Range, so the origin decides which representation the bytes are of).
+  Its 206 is stored as a :class:`~edgecache.store.partial.PartialEntry` when Content-Range places
+  it; the proxy combines it with the parts already stored (docs/decisions/0013-partial-content.md).
+  Its readers share it under its own ``flight`` key, never with a full fill of the same key.
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from typing import TYPE_CHECKING
 
 from edgecache.edge.forwarding import forward_headers
 from edgecache.edge.origin import OriginClient, OriginError, OriginResponse
-from edgecache.httpcache.freshness import StorageDecision, decide_storage, format_http_date, initial_age
+from edgecache.httpcache.dates import format_http_date
+from edgecache.httpcache.freshness import StorageDecision, decide_storage, initial_age
 from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
+from edgecache.httpcache.ranges import parse_content_range, strong_validator
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
 from edgecache.store.entry import Entry
+from edgecache.store.partial import PartialEntry
 
 if TYPE_CHECKING:
     from edgecache.edge.zones import ZoneRuntime
@@ -65,6 +73,8 @@ class Fetch:
         zone: ZoneRuntime,
         host: str,
         key: str,
+        flight: str,
+        range_value: str | None,
         method: str,
         url: str,
         headers: Mapping[str, str],
@@ -77,6 +87,8 @@ class Fetch:
     ) -> None:
         self.zone = zone
         self.key = key
+        self.flight = flight
+        """The key readers share this fetch under: ``key``, or ``key`` and the range forwarded."""
         self.stale = stale
         """The stored entry being revalidated, if any."""
         self.stored_seq = stored_seq
@@ -86,6 +98,11 @@ class Fetch:
         self.request_headers = headers
         drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
         fwd = forward_headers(headers, client_ip, zone, host, drop=drop)
+        if range_value is not None:
+            fwd["range"] = range_value
+            if_range = headers.get("if-range")
+            if if_range is not None:
+                fwd["if-range"] = if_range
         if stale is not None:
             if stale.etag:
                 fwd["if-none-match"] = stale.etag
@@ -99,6 +116,8 @@ class Fetch:
         self._tag_source: list[tuple[str, str]] = []
         self.head_bytes = b""
         self.content_length: int | None = None
+        self.content_range: tuple[int, int, int] | None = None
+        """Where a 206's body lies in the representation, when its Content-Range says so exactly."""
         self.decision: StorageDecision | None = None
         self.initial_age = 0.0
         self.storable = False
@@ -189,8 +208,17 @@ class Fetch:
         self.client_headers = [(k, v) for k, v in headers if k.lower() not in NOT_STORED]
         self.head_bytes = encode_head(self.client_headers)
         too_big = resp.content_length is not None and resp.content_length > self._max
+        placed = True
+        if resp.status == 206:
+            cr = _field(headers, "content-range")
+            self.content_range = parse_content_range(cr) if cr is not None else None
+            placed = self.content_range is not None and (
+                resp.content_length is None
+                or resp.content_length == self.content_range[1] - self.content_range[0] + 1
+            )
         self.storable = (
             decision.storable
+            and placed
             and not too_big
             and self._method == "GET"
             and ("authorization" not in self.request_headers or decision.auth_ok)
@@ -269,8 +297,36 @@ class Fetch:
         assert decision is not None
         body = b"".join(self.chunks)
         tags = parse_tags(self._tag_source)
-        entry = self._entry(decision, body, tags, response_time, self.head_bytes)
+        if self.content_range is None:
+            entry = self._entry(decision, body, tags, response_time, self.head_bytes)
+        else:
+            first, last, length = self.content_range
+            if len(body) != last - first + 1:
+                return
+            entry = self._part(decision, (first, body), length, tags, response_time)
         self._store_entry(entry, decision.vary, self.request_headers)
+
+    def _part(
+        self,
+        decision: StorageDecision,
+        part: tuple[int, bytes],
+        length: int,
+        tags: tuple[str, ...],
+        response_time: float,
+    ) -> PartialEntry:
+        """A 206 as stored: its fields without Content-Range, which each answer computes anew."""
+        fields = self.client_headers
+        entry = self._entry(
+            decision,
+            b"",
+            tags,
+            response_time,
+            encode_head([(k, v) for k, v in fields if k.lower() != "content-range"]),
+        )
+        validator = strong_validator(
+            _field(fields, "etag"), _field(fields, "last-modified"), _field(fields, "date")
+        )
+        return PartialEntry.holding(entry, length, (part,), validator or "")
 
     def _entry(
         self,

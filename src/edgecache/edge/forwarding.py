@@ -15,6 +15,9 @@ Rules of this module:
   the key selected when the zone keys on it, so the origin renders the variant it is filed under.
 - ``Forwarded`` (RFC 7239) is the edge's too, and we do not emit it: a client's is removed.
 - Control-plane credentials and our internal ``x-edgecache-*`` fields never leave.
+- Fields that common origin frameworks read as an override of the URL, method, host, port or scheme
+  (``UNKEYED_OVERRIDES``) never leave either: the key does not include them, so forwarding them would
+  let one client choose what the origin renders under everyone's key.
 """
 
 from __future__ import annotations
@@ -27,6 +30,24 @@ from edgecache.httpcache.key import variant_device_type
 
 CONTROL_HEADERS = frozenset({"x-auth-key", "x-auth-email", "x-auth-user-service-key"})
 """Request fields that carry control-plane credentials: never forwarded."""
+
+UNKEYED_OVERRIDES = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-host",
+        "x-forwarded-server",
+        "x-forwarded-port",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "front-end-https",
+    }
+)
+"""Request fields that frameworks (IIS/ASP.NET, Symfony, Rails, Flask middlewares) honour as the real
+URL, method, host, port or scheme: the classic unkeyed inputs of cache-poisoning attacks."""
 
 EDGE_SET = frozenset({"host", "x-forwarded-host", "x-forwarded-proto", "via", "forwarded", "content-length"})
 """Fields this module writes itself (or, for Forwarded and Content-Length, leaves to others)."""
@@ -51,6 +72,7 @@ def forward_headers(
             name in HOP_BY_HOP
             or name in EDGE_SET
             or name in CONTROL_HEADERS
+            or name in UNKEYED_OVERRIDES
             or name in connection_named
             or name in drop
             or name.startswith("x-edgecache-")

@@ -3,7 +3,8 @@
 Rules of this module:
 - The caller gives the request fields to send (``edge/forwarding.py`` decides them).
 - Bodies are never decompressed or re-encoded: the cache stores what the origin sent.
-- Failures are typed: :class:`OriginUnreachable` (connection refused/reset, DNS) maps to 502,
+- Failures are typed: :class:`OriginUnreachable` (connection refused/reset, DNS, or an invalid
+  response such as a status code outside 100..599) maps to 502,
   :class:`OriginTimeout` to 504. The caller decides about stale-if-error.
 """
 
@@ -27,6 +28,10 @@ class OriginUnreachable(OriginError):
 
 class OriginTimeout(OriginError):
     """The origin did not connect or answer in time: answered with 504."""
+
+
+class OriginInvalid(OriginUnreachable):
+    """The origin answered with something that is not an HTTP response we may relay: 502."""
 
 
 @dataclass(slots=True)
@@ -94,6 +99,11 @@ class OriginClient:
             raise OriginTimeout(f"origin did not answer in time: {url}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise OriginUnreachable(f"origin unreachable: {exc}") from exc
+        if not 100 <= resp.status <= 599:
+            # RFC 9110 §15: a status code outside 100..599 is invalid; the client parser lets 0xx
+            # and 6xx..9xx through.
+            resp.close()
+            raise OriginInvalid(f"origin sent an invalid status code {resp.status}")
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
         return OriginResponse(resp.status, raw, resp.content_length, resp)
 

@@ -3,8 +3,9 @@
 Theory of operation, for one request:
 1. The Host field, or an absolute-form target's authority, selects the zone (400 if malformed, 421
    if no zone serves it); from then on the zone's hostname is the only spelling the key and the
-   origin see. Methods other than GET and HEAD pass through to the origin; a successful unsafe one
-   invalidates the target URL (RFC 9111 §4.4).
+   origin see. Methods other than GET and HEAD pass through to the origin; a successful one that
+   is not safe (RFC 9110 §9.2.1), extension methods included, invalidates the target URL
+   (RFC 9111 §4.4).
 2. The cache key is the primary key (scheme, host, path, query) plus the zone's variant parts; if
    the origin answered this URL with ``Vary``, the selected request fields are appended.
 3. A fresh entry is a HIT, answered synchronously in the same call: no task, no future. This is the
@@ -15,6 +16,10 @@ Theory of operation, for one request:
    ``stale-if-error`` allows (STALE).
 5. A miss joins the in-flight fetch for that key, or starts one (see ``fetch.py``), and streams the
    response as it arrives.
+6. A GET with Range that finds no usable full entry looks for the URL's partial entry (stored 206
+   parts, ``store/partial.py``): ranges it holds are a HIT; otherwise one client range is fetched
+   from the origin, relayed, and combined with the stored parts; complete parts become a full
+   entry (docs/decisions/0013-partial-content.md).
 
 Decisions a reader might look for: request ``Cache-Control`` is ignored, as CDNs do (a client
 cannot force an origin fetch); request cookies do not prevent caching (Cloudflare's behaviour),
@@ -27,30 +32,44 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
+from typing import Literal
 from urllib.parse import urlsplit
 
 from edgecache.edge.fetch import Fetch, Reader
 from edgecache.edge.forwarding import forward_headers
 from edgecache.edge.http1 import Connection, Request
-from edgecache.edge.origin import OriginClient, OriginError, OriginTimeout
+from edgecache.edge.origin import OriginClient, OriginError, OriginInvalid, OriginTimeout
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import BAD_HOST, NO_ZONE, ZoneRuntime, ZoneTable
 from edgecache.httpcache.conditional import evaluate_preconditions, if_range_allows
 from edgecache.httpcache.headers import connection_options, decode_head, encode_head, strip_hop_by_hop
 from edgecache.httpcache.key import origin_target, primary_key, variant_suffix, vary_suffix
-from edgecache.httpcache.ranges import content_range, multipart_byteranges, parse_range, unsatisfied_range
+from edgecache.httpcache.ranges import (
+    content_range,
+    multipart_byteranges,
+    parse_range,
+    single_range,
+    unsatisfied_range,
+)
 from edgecache.httpcache.status import CfStatus, cache_status_fwd, cache_status_hit
 from edgecache.httpcache.tags import TAG_HEADERS
 from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
 from edgecache.store.entry import Entry
+from edgecache.store.partial import MAX_PARTS, PARTIAL_SUFFIX, PartialEntry
 
 _time = time.time
-STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+STATUS_LINES = {
+    code: f"HTTP/1.1 {code} {_PHRASES.get(code, '')}\r\n".encode("latin-1") for code in range(100, 600)
+}
+"""Every valid status code (RFC 9110 §15: 100..599; the origin client rejects others). A code without
+a registered reason phrase gets an empty one, which RFC 9112 §4 allows: clients must ignore it."""
 CONDITIONAL = ("if-none-match", "if-modified-since", "if-match", "if-unmodified-since")
-UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""RFC 9110 §9.2.1. Every other method, extension methods included, is unsafe (RFC 9111 §4.4)."""
 HIT_FOR_MISS_SECONDS = 60.0
 HIT_FOR_MISS_MAX = 10_000
 NOT_MODIFIED_FIELDS = frozenset(
@@ -72,6 +91,8 @@ ALLOW = b"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
 KEY_MEMO_MAX = 65536
 VARY_SEP = "\x00v:"
 """Where the Vary-selected part of a key starts (see ``httpcache.key.vary_suffix``)."""
+RANGE_FLIGHT = "\x00range:"
+"""Separates a key from the range a range fill forwards, in the key its readers share it under."""
 
 
 class Proxy:
@@ -186,6 +207,8 @@ class Proxy:
             return self(req, conn)
         if entry is not None:
             return self._stale(req, conn, zone, host, key, entry, _time())
+        if method == "GET" and "range" in headers:
+            return self._range_miss(req, conn, zone, host, key)
         return self._fill(req, conn, zone, host, key, None, coalesce="authorization" not in headers)
 
     def _other_target_form(self, req: Request, conn: Connection) -> tuple[ZoneRuntime, str] | int | None:
@@ -246,69 +269,81 @@ class Proxy:
         status_fields = b"Cache-Status: " + cache_status_hit(ttl).encode() + b"\r\n" + CF_HIT
         self._answer_from_entry(req, conn, entry, now, status_fields)
 
+    def _precondition_failed(self, req: Request, conn: Connection, entry: Entry, fields: bytes) -> bool:
+        """Answer 304 or 412 when a conditional says so (RFC 9110 §13.2.2); whether it did."""
+        verdict = evaluate_preconditions(req.method, req.headers, entry.etag, entry.last_modified)
+        if verdict == 304:
+            head = encode_head(
+                [(k, v) for k, v in decode_head(entry.head) if k.lower() in NOT_MODIFIED_FIELDS]
+            )
+            conn.write(STATUS_LINES[304] + head + fields + _connection_field(req) + b"\r\n")
+            conn.finish(req.keep_alive)
+            return True
+        if verdict == 412:
+            self._plain(conn, req, 412, "Precondition failed.\n")
+            return True
+        return False
+
     def _answer_from_entry(
         self, req: Request, conn: Connection, entry: Entry, now: float, status_fields: bytes
     ) -> None:
         """Write a stored response, honouring the client's conditionals and Range (RFC 9110 §13, §14)."""
         headers = req.headers
         age = b"Age: %d\r\n" % max(0, int(entry.age(now)))
-        keep = req.keep_alive
-        conn_field = _connection_field(req)
         body = entry.body
         status = entry.status
-        extra = b""
-        if any(h in headers for h in CONDITIONAL):
-            verdict = evaluate_preconditions(req.method, headers, entry.etag, entry.last_modified)
-            if verdict == 304:
-                head = encode_head(
-                    [(k, v) for k, v in decode_head(entry.head) if k.lower() in NOT_MODIFIED_FIELDS]
-                )
-                conn.write(STATUS_LINES[304] + head + age + status_fields + conn_field + b"\r\n")
-                conn.finish(keep)
-                return
-            if verdict == 412:
-                self._plain(conn, req, 412, "Precondition failed.\n")
-                return
+        if any(h in headers for h in CONDITIONAL) and self._precondition_failed(
+            req, conn, entry, age + status_fields
+        ):
+            return
         if "range" in headers and status == 200 and req.method == "GET":
             if_range = headers.get("if-range")
             if if_range is None or if_range_allows(if_range, entry.etag, entry.last_modified):
                 ranges = parse_range(headers["range"], len(body))
-                if ranges == "unsatisfiable":
-                    conn.write(
-                        STATUS_LINES[416]
-                        + b"Content-Range: "
-                        + unsatisfied_range(len(body)).encode()
-                        + b"\r\nContent-Length: 0\r\n"
-                        + age
-                        + status_fields
-                        + conn_field
-                        + b"\r\n"
+                if ranges is not None:
+                    self._write_ranges(
+                        req,
+                        conn,
+                        entry.head,
+                        ranges,
+                        len(body),
+                        lambda s, e: body[s : e + 1],
+                        age + status_fields,
                     )
-                    conn.finish(keep)
                     return
-                if ranges:
-                    status = 206
-                    if len(ranges) == 1:
-                        start, end = ranges[0]
-                        extra = b"Content-Range: " + content_range(start, end, len(body)).encode() + b"\r\n"
-                        body = body[start : end + 1]
-                    else:
-                        body, ctype = multipart_byteranges(
-                            body, ranges, _content_type(entry.head), len(entry.body)
-                        )
-                        head = encode_head(
-                            [(k, v) for k, v in decode_head(entry.head) if k.lower() != "content-type"]
-                        )
-                        self._write_full(
-                            conn,
-                            req,
-                            206,
-                            head,
-                            b"Content-Type: " + ctype.encode() + b"\r\n" + age + status_fields,
-                            body,
-                        )
-                        return
-        self._write_full(conn, req, status, entry.head, extra + age + status_fields, body)
+        self._write_full(conn, req, status, entry.head, age + status_fields, body)
+
+    def _write_ranges(
+        self,
+        req: Request,
+        conn: Connection,
+        head: bytes,
+        ranges: list[tuple[int, int]] | Literal["unsatisfiable"],
+        size: int,
+        slice_of: Callable[[int, int], bytes],
+        fields: bytes,
+    ) -> None:
+        """Answer a Range from a stored representation of ``size`` bytes: 206 or 416 (RFC 9110 §14)."""
+        if ranges == "unsatisfiable":
+            conn.write(
+                STATUS_LINES[416]
+                + b"Content-Range: "
+                + unsatisfied_range(size).encode()
+                + b"\r\nContent-Length: 0\r\n"
+                + fields
+                + _connection_field(req)
+                + b"\r\n"
+            )
+            conn.finish(req.keep_alive)
+            return
+        if len(ranges) == 1:
+            start, end = ranges[0]
+            extra = b"Content-Range: " + content_range(start, end, size).encode() + b"\r\n"
+            self._write_full(conn, req, 206, head, extra + fields, slice_of(start, end))
+            return
+        body, ctype = multipart_byteranges(slice_of, ranges, _content_type(head), size)
+        head = encode_head([(k, v) for k, v in decode_head(head) if k.lower() != "content-type"])
+        self._write_full(conn, req, 206, head, b"Content-Type: " + ctype.encode() + b"\r\n" + fields, body)
 
     def _write_full(
         self, conn: Connection, req: Request, status: int, head: bytes, fields: bytes, body: bytes
@@ -330,6 +365,94 @@ class Proxy:
             conn.writelines([out, body])
         self.stats.bytes_sent += len(out) + len(body)
         conn.finish(req.keep_alive)
+
+    # -- partial entries --------------------------------------------------------------------------
+
+    def _range_miss(
+        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str
+    ) -> Awaitable[None] | None:
+        """A GET with Range and no usable full entry: from the stored parts if they hold every range,
+        else a range fill (one client range forwarded) or, for other Range fields, a full fill."""
+        headers = req.headers
+        coalesce = "authorization" not in headers
+        part = self.store.get(key + PARTIAL_SUFFIX)
+        if part is not None and part.stored_seq < self.index.position:
+            part = self._purge_check(part)
+        if isinstance(part, PartialEntry) and (part.auth_ok or coalesce):
+            now = _time()
+            ttl = part.ttl(now)
+            if ttl > 0 and not part.no_cache and self._answer_from_part(req, conn, part, now, ttl):
+                return None
+        forward = single_range(headers["range"])
+        if forward is None:
+            return self._fill(req, conn, zone, host, key, None, coalesce=coalesce)
+        return self._fill(req, conn, zone, host, key, None, coalesce=coalesce, ranged=forward)
+
+    def _answer_from_part(
+        self, req: Request, conn: Connection, part: PartialEntry, now: float, ttl: float
+    ) -> bool:
+        """Answer a Range from the stored parts when they hold all of it; whether it was answered.
+
+        If-Range must hold against the parts' validators (else the client wants the whole current
+        representation: the origin's business), and the Range must be valid.
+        """
+        headers = req.headers
+        if_range = headers.get("if-range")
+        if if_range is not None and not if_range_allows(if_range, part.etag, part.last_modified):
+            return False
+        ranges = parse_range(headers["range"], part.length)
+        if ranges is None or (ranges != "unsatisfiable" and not part.covers(ranges)):
+            return False
+        self.stats.hits += 1
+        fields = (
+            b"Age: %d\r\n" % max(0, int(part.age(now)))
+            + b"Cache-Status: "
+            + cache_status_hit(ttl).encode()
+            + b"\r\n"
+            + CF_HIT
+        )
+        if any(h in headers for h in CONDITIONAL) and self._precondition_failed(req, conn, part, fields):
+            return True
+        self._write_ranges(req, conn, part.head, ranges, part.length, part.slice, fields)
+        return True
+
+    def _store_part(
+        self, part: PartialEntry, vary: tuple[str, ...], request_headers: Mapping[str, str]
+    ) -> None:
+        """Store a 206 under its key's partial slot, combined with the parts stored there when both
+        have the same strong validator and length (RFC 9111 §3.4); complete parts become the full
+        entry. A purge accepted since either fetch started is honoured as for any fill."""
+        base = _strip_vary(part.key)
+        key = base + vary_suffix(vary, request_headers) if vary else part.key
+        part.key = key + PARTIAL_SUFFIX
+        verdict = self.index.check(part.zone, part.key, part.tags, part.stored_seq)
+        if verdict is not None:
+            if verdict.hard:
+                self.store.delete(part.key)
+                return
+            part.stale_since = verdict.at
+        old = self.store.peek(part.key)
+        if old is not None and old.stored_seq < self.index.position:
+            old = self._purge_check(old)
+        if (
+            isinstance(old, PartialEntry)
+            and part.validator
+            and old.validator == part.validator
+            and old.length == part.length
+            and old.stale_since is None
+            and part.stale_since is None
+        ):
+            joined = PartialEntry.holding(part, part.length, part.joined_with(old), part.validator)
+            if joined.held > self._max or len(joined.parts) > MAX_PARTS:
+                return
+            part = joined
+        if part.complete:
+            self._store_entry(part.as_full(key), vary, request_headers)
+            return
+        self._forget_other_vary(base, vary, part.primary)
+        self.store.put(part)
+        if vary:
+            self.store.set_vary(base, vary)
 
     # -- stale entries ----------------------------------------------------------------------------
 
@@ -369,12 +492,23 @@ class Proxy:
     # -- fills ------------------------------------------------------------------------------------
 
     def _start_fetch(
-        self, zone: ZoneRuntime, host: str, key: str, req: Request, stale: Entry | None, *, coalesce: bool
+        self,
+        zone: ZoneRuntime,
+        host: str,
+        key: str,
+        req: Request,
+        stale: Entry | None,
+        *,
+        coalesce: bool,
+        ranged: str | None = None,
     ) -> Fetch:
+        flight = _flight(key, req, ranged)
         fetch = Fetch(
             zone=zone,
             host=host,
             key=key,
+            flight=flight,
+            range_value=ranged,
             method="GET",
             url=zone.origin + origin_target(req.target),
             headers=req.headers,
@@ -386,7 +520,7 @@ class Proxy:
             on_done=self._fetch_done,
         )
         if coalesce:
-            self.inflight[key] = fetch
+            self.inflight[flight] = fetch
         self._fetch_seqs[fetch.stored_seq] += 1
         self.stats.origin_fetches += 1
         fetch.start(self.origin)
@@ -394,24 +528,34 @@ class Proxy:
 
     def _store_entry(self, entry: Entry, vary: tuple[str, ...], request_headers: Mapping[str, str]) -> None:
         """Store a fill under the key its Vary fields select (RFC 9111 §4.1), unless a purge
-        accepted after its fetch started covers it (design: no purge/fetch race)."""
+        accepted after its fetch started covers it (design: no purge/fetch race). A full response
+        replaces the parts stored for its key."""
+        if isinstance(entry, PartialEntry):
+            self._store_part(entry, vary, request_headers)
+            return
         base = _strip_vary(entry.key)
         if vary:
             entry.key = base + vary_suffix(vary, request_headers)
         verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
+        self.store.delete(entry.key + PARTIAL_SUFFIX)
         if verdict is not None:
             if verdict.hard:
                 self.store.delete(entry.key)
                 return
             entry.stale_since = verdict.at
-        if self.store.vary(base) != (vary or None):
-            # The origin changed its Vary: variants selected by the old fields are unreachable now.
-            for key in self.store.variants(entry.primary):
-                if key == base or key.startswith(base + VARY_SEP):
-                    self.store.delete(key)
+        self._forget_other_vary(base, vary, entry.primary)
         self.store.put(entry)
         if vary:
             self.store.set_vary(base, vary)
+
+    def _forget_other_vary(self, base: str, vary: tuple[str, ...], primary: str) -> None:
+        """When the origin changed its Vary, the variants (and parts) selected by the old fields
+        are unreachable: remove them."""
+        if self.store.vary(base) == (vary or None):
+            return
+        for key in self.store.variants(primary):
+            if key == base or key.startswith(base + VARY_SEP) or key == base + PARTIAL_SUFFIX:
+                self.store.delete(key)
 
     def oldest_fetch_seq(self) -> int | None:
         """The lowest stored_seq of the origin fetches in flight, or None when there are none."""
@@ -426,14 +570,14 @@ class Proxy:
                 self._fetch_seqs.pop(fetch.stored_seq, None)
         if fetch.latency is not None and fetch.done:
             self.stats.observe_origin(fetch.latency)
-        if self.inflight.get(fetch.key) is fetch:
-            del self.inflight[fetch.key]
+        if self.inflight.get(fetch.flight) is fetch:
+            del self.inflight[fetch.flight]
         if fetch.done and fetch.decision is not None and not fetch.storable and fetch.error is None:
             if len(self._hit_for_miss) >= HIT_FOR_MISS_MAX:
                 del self._hit_for_miss[next(iter(self._hit_for_miss))]
-            self._hit_for_miss[fetch.key] = time.monotonic() + HIT_FOR_MISS_SECONDS
+            self._hit_for_miss[fetch.flight] = time.monotonic() + HIT_FOR_MISS_SECONDS
         if fetch.done and fetch.storable:
-            self._hit_for_miss.pop(fetch.key, None)
+            self._hit_for_miss.pop(fetch.flight, None)
 
     async def _fill(
         self,
@@ -445,15 +589,17 @@ class Proxy:
         stale: Entry | None,
         *,
         coalesce: bool,
+        ranged: str | None = None,
     ) -> None:
+        flight = _flight(key, req, ranged)
         if coalesce:
-            until = self._hit_for_miss.get(key)
+            until = self._hit_for_miss.get(flight)
             if until is not None and until > time.monotonic():
                 coalesce = False
-        fetch = self.inflight.get(key) if coalesce else None
+        fetch = self.inflight.get(flight) if coalesce else None
         collapsed = fetch is not None
         if fetch is None:
-            fetch = self._start_fetch(zone, host, key, req, stale, coalesce=coalesce)
+            fetch = self._start_fetch(zone, host, key, req, stale, coalesce=coalesce, ranged=ranged)
         reader = fetch.join()
         try:
             await fetch.head_ready
@@ -466,7 +612,7 @@ class Proxy:
                     return
             if collapsed and not fetch.storable:
                 fetch.leave(reader)
-                await self._fill(req, conn, zone, host, key, stale, coalesce=False)
+                await self._fill(req, conn, zone, host, key, stale, coalesce=False, ranged=ranged)
                 return
             vary = fetch.decision.vary if fetch.decision is not None else ()
             if (
@@ -484,6 +630,7 @@ class Proxy:
                     _strip_vary(key) + vary_suffix(vary, req.headers),
                     stale,
                     coalesce=True,
+                    ranged=ranged,
                 )
                 return
             await self._stream(req, conn, fetch, reader, stale, collapsed)
@@ -555,7 +702,7 @@ class Proxy:
             fields += b"Transfer-Encoding: chunked\r\n"
         else:
             keep = False
-        line = STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+        line = STATUS_LINES[status]
         # Pieces are gathered and written together: each write is a send() on the socket, and on a
         # miss of a small object the head and the whole body are usually ready at once.
         pending = [
@@ -596,6 +743,8 @@ class Proxy:
     def _origin_failure(self, req: Request, conn: Connection, error: OriginError) -> None:
         if isinstance(error, OriginTimeout):
             self._plain(conn, req, 504, "The origin did not answer in time.\n")
+        elif isinstance(error, OriginInvalid):
+            self._plain(conn, req, 502, "The origin sent an invalid response.\n")
         else:
             self._plain(conn, req, 502, "The origin could not be reached.\n")
 
@@ -614,7 +763,7 @@ class Proxy:
         except OriginError as exc:
             self._origin_failure(req, conn, exc)
             return
-        if req.method in UNSAFE and 200 <= resp.status < 400:
+        if req.method not in SAFE and 200 <= resp.status < 400:
             self._invalidate_after_unsafe(zone, host, req, resp.headers)
         headers = [
             (k, v)
@@ -638,7 +787,7 @@ class Proxy:
                 fields += b"Transfer-Encoding: chunked\r\n"
             else:
                 keep = False
-        line = STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
+        line = STATUS_LINES[resp.status]
         conn.write(
             line
             + encode_head(headers)
@@ -725,6 +874,13 @@ def _drop_connection_options(headers: dict[str, str]) -> bool:
             del headers[name]
             dropped = True
     return dropped
+
+
+def _flight(key: str, req: Request, ranged: str | None) -> str:
+    """The key a fill's readers share it under: a range fill only with the same range and If-Range."""
+    if ranged is None:
+        return key
+    return key + RANGE_FLIGHT + ranged + "\x00if-range:" + req.headers.get("if-range", "")
 
 
 def _strip_vary(key: str) -> str:

@@ -12,6 +12,9 @@ Theory of operation:
   checked against the index when it is stored, so the rows must still be there).
 - ``on_reclaimed(purge, matched)`` reports, per purge and selector, how many entries were removed
   or marked stale: this node's acknowledgement, which completes the purge's tasks.
+- ``hold()`` / ``release()`` keep purges queued without reclaiming them. Nothing in the node holds
+  it; tests do, to prove that the lookup-time check alone puts a purge in effect (the reclaimer
+  usually wins the race with the next request, which would hide that check's loss).
 """
 
 from __future__ import annotations
@@ -57,6 +60,16 @@ class Reclaimer:
         self.removed = 0
         self.marked_stale = 0
         self._busy = False
+        self._released = asyncio.Event()
+        self._released.set()
+
+    def hold(self) -> None:
+        """Stop reclaiming after the purge in progress; purges queue up until ``release()``."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Reclaim again, starting with what queued while held."""
+        self._released.set()
 
     def enqueue(self, purge: Purge) -> None:
         """Schedule a purge that the epoch index already has."""
@@ -89,7 +102,8 @@ class Reclaimer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), COMPACT_EVERY)
             self._wake.clear()
-            while self._queue:
+            await self._released.wait()
+            while self._queue and self._released.is_set():
                 purge = self._queue[0]
                 self._busy = True
                 try:

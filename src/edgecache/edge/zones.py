@@ -93,6 +93,7 @@ class ZoneTable:
 
     def __init__(self, zones: tuple[Zone, ...]) -> None:
         self.by_id: dict[str, ZoneRuntime] = {}
+        self._by_eo_id: dict[str, ZoneRuntime] = {}
         self._by_host: dict[str, ZoneRuntime] = {}
         self._memo: dict[str, tuple[ZoneRuntime, str] | int] = {}
         for zone in zones:
@@ -108,8 +109,13 @@ class ZoneTable:
                 trusted_fields=frozenset(zone.trust.fields),
             )
             self.by_id[zone.id] = rt
+            self._by_eo_id[zone.eo_id] = rt
             for host in zone.hostnames:
                 self._by_host[host] = rt
+
+    def lookup(self, zone_id: str) -> ZoneRuntime | None:
+        """The zone with this id: ours (32 hex) or its EdgeOne-style one (``zone-2o3h21ed8bpu``)."""
+        return self.by_id.get(zone_id) or self._by_eo_id.get(zone_id)
 
     def for_host(self, host_header: str) -> tuple[ZoneRuntime, str] | int:
         """The zone serving a Host value or target authority, and its hostname as configured (which

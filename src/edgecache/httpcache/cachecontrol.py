@@ -41,6 +41,7 @@ class CacheControl:
     proxy_revalidate: bool = False
     immutable: bool = False
     no_transform: bool = False
+    must_understand: bool = False
     stale_while_revalidate: int | None = None
     stale_if_error: int | None = None
 
@@ -131,6 +132,7 @@ def parse_cache_control(values: Iterable[str]) -> CacheControl:
         proxy_revalidate="proxy-revalidate" in seen,
         immutable="immutable" in seen,
         no_transform="no-transform" in seen,
+        must_understand="must-understand" in seen,
         stale_while_revalidate=_delta_seconds(seen.get("stale-while-revalidate")),
         stale_if_error=_delta_seconds(seen.get("stale-if-error")),
     )
@@ -171,6 +173,7 @@ def parse_cdn_cache_control(value: str) -> CacheControl | None:
         proxy_revalidate=flag("proxy-revalidate"),
         immutable=flag("immutable"),
         no_transform=flag("no-transform"),
+        must_understand=flag("must-understand"),
         stale_while_revalidate=integer("stale-while-revalidate"),
         stale_if_error=integer("stale-if-error"),
     )

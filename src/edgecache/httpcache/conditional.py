@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from edgecache.httpcache.freshness import parse_http_date
+from edgecache.httpcache.dates import parse_http_date
 
 _NO_PRECONDITIONS = frozenset({"CONNECT", "OPTIONS", "TRACE"})
 

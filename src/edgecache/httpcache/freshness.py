@@ -5,23 +5,22 @@ Rules of this module:
   non-empty, replaces Cache-Control *and* Expires entirely for this response (RFC 9213 §2.2); the
   directives below (no-store, private, no-cache, max-age, stale-*) are then read from it.
 - Only GET responses are stored; HEAD is answered from a stored GET, never stored itself.
-- Only complete responses are stored: never 1xx, 206 or 304.
+- Never 1xx, 304 or 416 (which answers the request's Range, not the URL). A 206 is judged like any
+  response here; whether its body can be placed in the representation (Content-Range) is the
+  caller's question (RFC 9111 §3.3).
 - A stored response must be usable: one with zero freshness, no validator and no permission to be served
   stale ("no-freshness"), or one marked no-cache that has no validator ("no-validator"), would cost a
   write and then be refetched in full on every use, so it is not stored.
 - Times are POSIX seconds (floats) passed in by the caller; nothing here reads the clock.
-- HTTP dates are parsed leniently (the three RFC 9110 §5.6.7 forms, via a fast path for IMF-fixdate);
-  an unparseable date is None, never an exception.
+- HTTP dates are parsed exactly (``dates``). An Expires that is not a date, or several Expires fields
+  that disagree, mean "already expired" (RFC 9111 §5.3); an invalid Date counts as the response time,
+  an invalid Last-Modified as none.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import lru_cache
 
 from edgecache.httpcache.cachecontrol import (
     DELTA_MAX,
@@ -29,15 +28,17 @@ from edgecache.httpcache.cachecontrol import (
     parse_cache_control,
     parse_cdn_cache_control,
 )
+from edgecache.httpcache.dates import parse_http_date
 
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 """Status codes that are heuristically cacheable by default (RFC 9110 §15.1)."""
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTHS = {name: i + 1 for i, name in enumerate(_MONTH_NAMES)}
-_MAX_DATE_LEN = 64
-"""Longer than any HTTP-date form; longer values are rejected before parsing or caching."""
+UNDERSTOOD_STATUSES = frozenset(
+    {*range(200, 207), *range(300, 306), 307, 308, *range(400, 418), 421, 422, 426, *range(500, 506)}
+)
+"""The final status codes whose semantics RFC 9110 §15 defines and this cache honours; only these
+may be stored under ``must-understand`` (RFC 9111 §5.2.2.3). Without it, any final code is stored
+with explicit freshness or ``public``; only ``HEURISTIC_STATUSES`` are heuristically cacheable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +89,13 @@ def decide_storage(
     """
     if method != "GET":
         return _refuse("method")
-    if status < 200 or status == 206 or status == 304:
+    if status < 200 or status == 304 or status == 416:
         return _refuse("status")
 
     cc_lines: list[str] = []
     cdn_lines: list[str] = []
-    expires = date = last_modified = etag = None
+    expires: list[str] = []
+    date = last_modified = etag = None
     vary_lines: list[str] = []
     set_cookie = False
     for name, value in response_headers:
@@ -103,8 +105,7 @@ def decide_storage(
         elif n == "cdn-cache-control":
             cdn_lines.append(value)
         elif n == "expires":
-            # RFC 9111 §4.2.1: with several values, the first is used.
-            expires = value if expires is None else expires
+            expires.append(value)
         elif n == "date":
             date = value if date is None else date
         elif n == "last-modified":
@@ -119,7 +120,12 @@ def decide_storage(
     cdn = parse_cdn_cache_control(", ".join(cdn_lines)) if cdn_lines else None
     cc: CacheControl = cdn if cdn is not None else parse_cache_control(cc_lines)
 
-    if cc.no_store:
+    if cc.must_understand:
+        # RFC 9111 §5.2.2.3: store only a status we understand, and then no-store (which origins
+        # send alongside for caches that do not know must-understand) is ignored.
+        if status not in UNDERSTOOD_STATUSES:
+            return _refuse("must-understand")
+    elif cc.no_store:
         return _refuse("no-store")
     if cc.private:
         return _refuse("private")
@@ -132,17 +138,17 @@ def decide_storage(
     if "*" in vary:
         return _refuse("vary-star")
 
-    date_value = parse_http_date(date) if date is not None else None
+    date_value = parse_http_date(date, now) if date is not None else None
     if date_value is None:
         date_value = response_time
-    lm_value = parse_http_date(last_modified) if last_modified is not None else None
+    lm_value = parse_http_date(last_modified, now) if last_modified is not None else None
 
     lifetime: float
     if cc.s_maxage is not None:
         lifetime = cc.s_maxage
     elif cc.max_age is not None:
         lifetime = cc.max_age
-    elif expires is not None and cdn is None:
+    elif expires and cdn is None:
         lifetime = _expires_lifetime(expires, date_value, now)
     elif status in HEURISTIC_STATUSES or cc.public:
         lifetime = heuristic_lifetime(date_value, lm_value, heuristic_fraction, heuristic_max)
@@ -180,9 +186,14 @@ def _vary_names(lines: list[str]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _expires_lifetime(expires: str, date_value: float, now: float) -> float:
-    """Expires - Date (RFC 9111 §4.2.1); an invalid Expires, or one already past, means stale (§5.3)."""
-    value = parse_http_date(expires)
+def _expires_lifetime(expires: list[str], date_value: float, now: float) -> float:
+    """Expires - Date (RFC 9111 §4.2.1); an invalid Expires, or one already past, means stale (§5.3).
+
+    Expires is a singleton field (RFC 9110 §5.5): several fields with different values are invalid.
+    """
+    if any(value.strip(" \t") != expires[0].strip(" \t") for value in expires):
+        return 0.0
+    value = parse_http_date(expires[0], now)
     if value is None or value <= now:
         return 0.0
     return min(max(0.0, value - date_value), float(DELTA_MAX))
@@ -210,69 +221,7 @@ def initial_age(
         first = age_header.split(",", 1)[0].strip()
         if first.isascii() and first.isdigit():
             age_value = DELTA_MAX if len(first) > 10 else min(int(first), DELTA_MAX)
-    date_value = parse_http_date(date_header) if date_header else None
+    date_value = parse_http_date(date_header, response_time) if date_header else None
     apparent_age = max(0.0, response_time - date_value) if date_value is not None else 0.0
     response_delay = max(0.0, response_time - request_time)
     return max(apparent_age, age_value + response_delay)
-
-
-def parse_http_date(value: str) -> float | None:
-    """Parse an HTTP-date (RFC 9110 §5.6.7) to POSIX seconds; None when it is not one.
-
-    IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``) takes a fast path; the obsolete RFC 850
-    (``Sunday, 06-Nov-94 08:49:37 GMT``) and asctime (``Sun Nov  6 08:49:37 1994``) forms go through
-    ``email.utils``, whose two-digit-year window approximates the RFC's 50-year rule. Numeric zones other
-    than GMT are honoured rather than rejected, as §5.6.7 asks recipients to be robust. Results are
-    memoised: validators and If-Modified-Since values repeat on every hit.
-    """
-    value = value.strip()
-    if len(value) > _MAX_DATE_LEN:
-        return None
-    return _parse_date(value)
-
-
-@lru_cache(maxsize=1024)
-def _parse_date(value: str) -> float | None:
-    if len(value) == 29 and value[3:5] == ", " and value[25:] == " GMT" and _fixdate_separators(value):
-        month = _MONTHS.get(value[8:11])
-        digits = value[5:7] + value[12:16] + value[17:19] + value[20:22] + value[23:25]
-        if month is None or not (digits.isascii() and digits.isdigit()):
-            return None
-        return _timestamp(
-            int(value[12:16]), month, int(value[5:7]), int(value[17:19]), int(value[20:22]), int(value[23:25])
-        )
-    parts = email.utils.parsedate_tz(value)
-    if parts is None:
-        return None
-    ts = _timestamp(parts[0], parts[1], parts[2], parts[3], parts[4], parts[5])
-    return None if ts is None else ts - (parts[9] or 0)
-
-
-def _fixdate_separators(value: str) -> bool:
-    return value[7] == value[11] == value[16] == " " and value[19] == value[22] == ":"
-
-
-def _timestamp(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float | None:
-    """POSIX seconds for a UTC calendar time, None if it does not exist (leap second 60 allowed)."""
-    if not (hour < 24 and minute < 60 and second <= 60):
-        return None
-    try:
-        midnight = datetime(year, month, day, tzinfo=UTC).timestamp()
-    except (ValueError, OverflowError):
-        return None
-    return midnight + hour * 3600 + minute * 60 + second
-
-
-def format_http_date(ts: float) -> str:
-    """Format POSIX seconds as an IMF-fixdate (RFC 9110 §5.6.7), the only form a sender may generate."""
-    return _format_second(int(ts // 1))
-
-
-@lru_cache(maxsize=8)
-def _format_second(second: int) -> str:
-    # A server formats the current second over and over: a tiny memo turns that into a lookup.
-    t = time.gmtime(second)
-    return (
-        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTH_NAMES[t.tm_mon - 1]} {t.tm_year:04d} "
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
-    )

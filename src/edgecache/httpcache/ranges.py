@@ -1,4 +1,5 @@
-"""Byte range requests served from a stored full response (RFC 9110 §14).
+"""Byte range requests served from stored responses, and the partial responses the cache stores
+(RFC 9110 §14, RFC 9111 §3.3, §3.4).
 
 Rules of this module:
 - Only the ``bytes`` unit is understood (compared case-insensitively, §14.1); any other unit, or a
@@ -7,14 +8,21 @@ Rules of this module:
   requested. A range that starts at or past the end is unsatisfiable; when all are, the answer is 416.
 - To resist abuse (§14.2 permits ignoring such requests), a set with more than 16 ranges or with
   overlapping satisfiable ranges is treated as invalid: the full response is served once.
+- A 206 can be stored only when its Content-Range places it exactly: one ``bytes first-last/length``
+  with a known complete length (§14.4). A multipart/byteranges 206 is relayed, never stored.
+- Two partial responses are combined only when they share a strong validator (RFC 9111 §3.4): a
+  strong ETag, or, without an ETag, a Last-Modified at least 60 seconds older than the response's
+  Date (RFC 9110 §8.8.2.2).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Literal
+
+from edgecache.httpcache.dates import parse_http_date
 
 MAX_RANGES = 16
 _HUGE = 10**18
@@ -72,6 +80,66 @@ def parse_range(value: str, size: int) -> list[tuple[int, int]] | Literal["unsat
     return out
 
 
+def single_range(value: str) -> str | None:
+    """The Range field to send to the origin for a client's Range, when it asks for one range.
+
+    ``bytes=first-last``, ``bytes=first-`` and ``bytes=-suffix`` are passed on normalised (unit
+    case, whitespace); anything else (several ranges, other units, invalid syntax) is None.
+    """
+    v = value.strip()
+    if v[:6].lower() != "bytes=":
+        return None
+    spec = v[6:].strip()
+    first_text, dash, last_text = spec.partition("-")
+    if not dash or "," in spec:
+        return None
+    first = _position(first_text) if first_text else None
+    last = _position(last_text) if last_text else None
+    if (first_text and first is None) or (last_text and last is None):
+        return None
+    if first is None and not last:
+        return None
+    if first is not None and last is not None and last < first:
+        return None
+    return f"bytes={first_text}-{last_text}"
+
+
+def parse_content_range(value: str) -> tuple[int, int, int] | None:
+    """(first, last, complete length) of a Content-Range that places a 206's body (RFC 9110 §14.4).
+
+    None for anything the cache cannot place: an unknown complete length (``*``), a range outside
+    the representation, another unit, or invalid syntax.
+    """
+    v = value.strip()
+    if v[:6].lower() != "bytes ":
+        return None
+    span, slash, complete = v[6:].strip().partition("/")
+    first_text, dash, last_text = span.partition("-")
+    if not (slash and dash):
+        return None
+    first, last, length = _position(first_text), _position(last_text), _position(complete)
+    if first is None or last is None or length is None or not first <= last < length < _HUGE:
+        return None
+    return first, last, length
+
+
+def strong_validator(etag: str | None, last_modified: str | None, date: str | None) -> str | None:
+    """The strong validator two partial responses must share to be combined (RFC 9111 §3.4).
+
+    A strong ETag; without an ETag, a Last-Modified that is at least 60 seconds older than the Date
+    (RFC 9110 §8.8.2.2). None when the response has no strong validator, so it is never combined.
+    """
+    if etag is not None:
+        tag = etag.strip()
+        return "etag " + tag if tag[:1] == '"' else None
+    if last_modified is None or date is None:
+        return None
+    modified, sent = parse_http_date(last_modified), parse_http_date(date)
+    if modified is None or sent is None or sent - modified < 60:
+        return None
+    return f"lm {modified:.0f}"
+
+
 def content_range(start: int, end: int, size: int) -> str:
     """The Content-Range value for one satisfied range (RFC 9110 §14.4)."""
     return f"bytes {start}-{end}/{size}"
@@ -83,12 +151,16 @@ def unsatisfied_range(size: int) -> str:
 
 
 def multipart_byteranges(
-    body: bytes, ranges: Sequence[tuple[int, int]], content_type: str | None, size: int
+    slice_of: Callable[[int, int], bytes],
+    ranges: Sequence[tuple[int, int]],
+    content_type: str | None,
+    size: int,
 ) -> tuple[bytes, str]:
     """The body and Content-Type of a multipart/byteranges 206 response (RFC 9110 §14.6).
 
-    ``body`` is the full representation. The boundary is 128 random bits, so it cannot be predicted by
-    whoever chose the content and a collision with it is negligible.
+    ``slice_of(first, last)`` gives the representation's bytes first..last (inclusive), from a full
+    entry or from stored parts. The boundary is 128 random bits, so it cannot be predicted by whoever
+    chose the content and a collision with it is negligible.
     """
     boundary = secrets.token_hex(16)
     type_line = f"Content-Type: {content_type}\r\n" if content_type else ""
@@ -96,7 +168,7 @@ def multipart_byteranges(
     for start, end in ranges:
         part_head = f"--{boundary}\r\n{type_line}Content-Range: {content_range(start, end, size)}\r\n\r\n"
         chunks.append(part_head.encode("latin-1"))
-        chunks.append(body[start : end + 1])
+        chunks.append(slice_of(start, end))
         chunks.append(b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode("latin-1"))
     return b"".join(chunks), f"multipart/byteranges; boundary={boundary}"

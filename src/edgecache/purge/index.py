@@ -6,7 +6,8 @@ Rules of this module:
   fetch began. A purge with seq S therefore covers entries with ``stored_seq < S`` and never one with
   ``stored_seq >= S`` (that entry was fetched after the purge was accepted).
 - Per zone, the index keeps one *scope* per thing a selector can name: everything, each host, each
-  tag, each URL key (primary or full variant key), each prefix. A scope holds the latest hard seq
+  tag, each (host, tag) pair of a host-scoped tag, each URL key (primary or full variant key), each
+  prefix. A scope holds the latest hard seq
   (with its time) and the soft (seq, at) pairs newer than that hard seq. Each of those is one *row*.
   A hard purge of a scope drops its older soft rows: any entry they cover is covered by the hard one.
 - Soft rows are kept as a list, not just the latest, because staleness counts from the *first* soft
@@ -190,7 +191,7 @@ _NO_COUNTS: dict[tuple[str, int], int] = {}
 
 
 class _Zone:
-    __slots__ = ("everything", "hosts", "last_seq", "rows", "tags", "trie", "urls")
+    __slots__ = ("everything", "host_tags", "hosts", "last_seq", "rows", "tags", "trie", "urls")
 
     def __init__(self) -> None:
         self.last_seq = 0  # newest purge applied to this zone
@@ -198,6 +199,7 @@ class _Zone:
         self.everything: _Scope | None = None
         self.hosts: dict[str, _Scope] = {}
         self.tags: dict[str, _Scope] = {}
+        self.host_tags: dict[str, dict[str, _Scope]] = {}  # host -> tag -> scope (Tag with a host)
         self.urls: dict[str, _Scope] = {}
         self.trie: dict[str, _Node] = {}  # host -> root node (host is matched exactly)
 
@@ -316,8 +318,10 @@ class EpochIndex:
 def _scope_for(z: _Zone, sel: object) -> _Scope:
     """The scope a selector names, created if missing."""
     match sel:
-        case Tag(tag=t):
+        case Tag(tag=t, host=None):
             table, name = z.tags, t
+        case Tag(tag=t, host=str(h)):
+            table, name = z.host_tags.setdefault(h, {}), t
         case Url(key=k):
             table, name = z.urls, k
         case Host(host=h):
@@ -346,8 +350,16 @@ def _scope_for(z: _Zone, sel: object) -> _Scope:
 def _drop(z: _Zone, sel: object, upto: int) -> int:
     """Forget a selector's rows with seq <= upto, removing its scope (and trie nodes) once empty."""
     match sel:
-        case Tag(tag=t):
+        case Tag(tag=t, host=None):
             table, name = z.tags, t
+        case Tag(tag=t, host=str(h)):
+            by_tag = z.host_tags.get(h)
+            if by_tag is None:
+                return 0
+            n = _drop_named(by_tag, t, upto)
+            if not by_tag:
+                del z.host_tags[h]
+            return n
         case Url(key=k):
             table, name = z.urls, k
         case Host(host=h):
@@ -363,6 +375,10 @@ def _drop(z: _Zone, sel: object, upto: int) -> int:
             return n
         case _:
             raise TypeError(f"not a selector: {sel!r}")
+    return _drop_named(table, name, upto)
+
+
+def _drop_named(table: dict[str, _Scope], name: str, upto: int) -> int:
     scope = table.get(name)
     if scope is None:
         return 0
@@ -424,12 +440,18 @@ def _check_zone(z: _Zone, key: str, tags: tuple[str, ...], stored: int) -> Verdi
             s = zt.get(t)
             if s is not None and s.top > stored:
                 found.append(s)
-    if z.hosts or z.trie:
+    if z.hosts or z.trie or z.host_tags:
         # "scheme://host/p1/p2?query": cut the query, then one split gives ["scheme:", "", host, p1, p2]
         # (the fewest string operations; a "/" inside the query or a variant part is cut off first).
         q = primary.find("?")
         parts = (primary if q < 0 else primary[:q]).split("/")
         host = parts[2]
+        by_tag = z.host_tags.get(host) if tags and z.host_tags else None
+        if by_tag is not None:
+            for t in tags:
+                s = by_tag.get(t)
+                if s is not None and s.top > stored:
+                    found.append(s)
         if z.hosts:
             s = z.hosts.get(host)
             if s is not None and s.top > stored:

@@ -10,7 +10,9 @@ Rules of this module:
   scheme too).
 - ``Tag(tag)``: covers every entry carrying the tag. Tags are case-insensitive: the selector stores
   the same normal form as ``edgecache.httpcache.tags.normalise_tag`` (trimmed, lower-cased), which is
-  also the form entries store, so matching is plain equality.
+  also the form entries store, so matching is plain equality. ``Tag(tag, host)`` covers only those
+  entries whose key has exactly this host (matched like ``Host``): EdgeOne's ``CacheTag.Domains``
+  limits a tag purge to some hostnames of the zone, one selector per hostname.
 - ``Host(host)``: covers every entry whose key has exactly this host (any scheme, path, query,
   variant). Exact match, not a suffix: ``example.com`` does not cover ``www.example.com``. A
   non-default port is part of the host in the key (``example.com:8080``), so it must be in the
@@ -57,12 +59,16 @@ class Url:
 
 @dataclass(frozen=True, slots=True)
 class Tag:
-    """Every entry carrying this cache tag (case-insensitive)."""
+    """Every entry carrying this cache tag (case-insensitive), on one host or on every host."""
 
     tag: str
+    host: str | None = None
+    """None: every host of the zone; else only entries whose key has exactly this host."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tag", normalise_tag(self.tag))
+        if self.host is not None:
+            object.__setattr__(self, "host", self.host.strip().lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +143,8 @@ def matches(selector: Selector, zone_of_purge: str, entry_zone: str, key: str, t
             return True
         case Url(key=k):
             return k in (primary, key)
-        case Tag(tag=t):
-            return t in tags
+        case Tag(tag=t, host=h):
+            return t in tags and (h is None or host_and_path(primary)[0] == h)
         case Host(host=h):
             return host_and_path(primary)[0] == h
         case Prefix(prefix=p):

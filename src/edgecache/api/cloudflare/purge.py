@@ -13,7 +13,6 @@ string either way, and ours lets the tasks API find the purge).
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from aiohttp import web
 from edgecache.api.cloudflare.auth import authenticate, denied
 from edgecache.api.cloudflare.envelope import CfError, no_route, success
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.jsonbody import BadJson, load_json
 from edgecache.control.credentials import Permission
 from edgecache.control.purges import (
     FileTarget,
@@ -56,9 +56,9 @@ def _bad(code: int, message: str) -> CfError:
 def parse_body(raw: bytes) -> PurgeRequest:
     """The request body as a :class:`PurgeRequest`, or the v4 error for it."""
     try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise _bad(6007, "Malformed JSON in request body") from exc
+        body = load_json(raw)
+    except BadJson as exc:
+        raise _bad(6007, f"Malformed JSON in request body: {exc}") from exc
     if not isinstance(body, dict):
         raise _bad(1012, MSG_1012)
     present = [f for f in FIELDS if f in body]
@@ -159,9 +159,8 @@ async def _purge(request: web.Request, mode: Mode) -> web.Response:
     req = parse_body(await request.read())
     try:
         items = ctx.purges.items(zone, req)
-        ctx.purges.take_rate(zone, req)
         accepted = await ctx.purges.submit(
-            zone, mode, items, req, principal=principal.ref, dialect="cloudflare"
+            zone, mode, items, req, principal=principal.ref, dialect="cloudflare", rate_limited=True
         )
     except PurgeRejected as exc:
         raise rejected(exc) from exc

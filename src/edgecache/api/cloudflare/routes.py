@@ -1,7 +1,9 @@
 """Mounting the v4 dialect: every route under ``/client/v4`` and, as the SDK allows, at ``/``.
 
 Rules: every answer on these paths is the JSON envelope, errors included; an unknown route or an
-unsupported method on a known one is 400 with 7003/7000, as the real API answers.
+unsupported method on a known one is 400 with 7003/7000, as the real API answers. A body over the
+listener's size limit is 413 with code 6008 (ours: the real API answers from its edge with an HTML
+page, no code; 6008 sits next to 6007, "Malformed JSON in request body").
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         return failure(err)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
         return failure(no_route(request.path))
+    except web.HTTPRequestEntityTooLarge:
+        return failure(
+            CfError(413, 6008, f"Request body too large: the limit is {request.client_max_size} bytes")
+        )
     except web.HTTPException:
         raise
     except Exception:

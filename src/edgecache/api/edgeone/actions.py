@@ -5,9 +5,16 @@ Wire facts: reference ``edgeone-api.md`` §3 (CreatePurgeTask), §4 (DescribePur
 services as the Cloudflare dialect, so a purge sent either way is a task visible both ways.
 
 Decisions where the reference is silent or in conflict (§3.6):
-- ``Method`` defaults to ``invalidate`` and is honoured for every type; it is stored on each task.
-- ``CacheTag.Domains`` may be omitted (all domains of the zone); given domains must belong to the
-  zone, and the tag purge applies zone-wide, as tags are indexed per zone.
+- ``Method`` is documented for ``purge_prefix``, ``purge_host`` and ``purge_all``, whose default is
+  ``invalidate``; URL and Cache-Tag purges delete by default, as the Chinese documentation's examples
+  say ("直接清除", delete directly). An explicit ``Method`` is honoured for every type; the method
+  used is stored on each task.
+- ``CacheTag.Domains`` limits a tag purge to those hostnames of the zone (each must be one, else
+  ``InvalidParameter.DomainNotFound``); without ``CacheTag`` the purge covers the whole zone, as the
+  official example sends it.
+- ``DescribePurgeTasks``/``DescribePrefetchTasks``: ``EndTime`` more than 7 days after ``StartTime``
+  is ``InvalidParameter.ParameterError`` with the documented message; ``Offset`` must fit the
+  database's 64-bit integers.
 - Targets whose host is not one of the zone's are answered in ``FailedList`` with the reason
   ``domain not valid``; the task is created for the rest. If no target is left:
   ``InvalidParameter.DomainNotFound``.
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -38,11 +45,25 @@ from edgecache.control.credentials import Permission
 from edgecache.control.prefetch import split_target
 from edgecache.control.purges import FileTarget, PurgeRejected, PurgeRequest
 from edgecache.control.quotas import QuotaExceeded
-from edgecache.db.tasks import TaskQuery, TaskRow
+from edgecache.db.tasks import MAX_OFFSET, TaskQuery, TaskRow
 from edgecache.purge.selectors import Mode
 
 PURGE_TYPES = ("purge_url", "purge_prefix", "purge_host", "purge_all", "purge_cache_tag")
 METHODS = {"invalidate": Mode.INVALIDATE, "delete": Mode.DELETE}
+DEFAULT_METHOD = {
+    "purge_url": "delete",
+    "purge_cache_tag": "delete",
+    "purge_prefix": "invalidate",
+    "purge_host": "invalidate",
+    "purge_all": "invalidate",
+}
+MAX_WINDOW = timedelta(days=7)
+WINDOW_MESSAGE = (
+    "Parameter error: Invalid \u201cEnd time\u201d. The interval between the start and end time cannot "
+    "exceed 7 days."
+)
+"""The description of ``InvalidParameter.ParameterError`` on the DescribePurgeTasks page."""
+
 STATUSES = ("processing", "success", "failed", "timeout", "canceled")
 MAX_LIMIT = 1000
 MAX_FILTER_VALUES = 20
@@ -82,7 +103,7 @@ async def create_purge_task(ctx: ActionContext) -> dict[str, Any]:
     type_ = require(p, "Type", str)
     if type_ not in PURGE_TYPES:
         raise EoError("InvalidParameterValue", f"The value `{type_}` of parameter `Type` is not valid.")
-    method = optional(p, "Method", str, "invalidate")
+    method = optional(p, "Method", str, DEFAULT_METHOD.get(type_, "invalidate"))
     if method not in METHODS:
         raise EoError("InvalidParameterValue", f"The value `{method}` of parameter `Method` is not valid.")
     targets: list[str] = optional(p, "Targets", list, [])
@@ -96,11 +117,14 @@ async def create_purge_task(ctx: ActionContext) -> dict[str, Any]:
             raise _param_error("Targets must be empty for purge_all.")
     elif not targets:
         raise EoError("MissingParameter", "The request is missing a required parameter `Targets`.")
+    domains: list[str] = []
     if type_ == "purge_cache_tag" and cache_tag:
         reject_unknown(cache_tag, ("Domains",), where="CacheTag.")
         domains = require(cache_tag, "Domains", list, where="CacheTag.")
+        if not domains:
+            raise _param_error("CacheTag.Domains must name at least one domain; omit CacheTag for all.")
         for d in domains:
-            if not isinstance(d, str) or d.lower().rstrip(".") not in zone.hostnames:
+            if not isinstance(d, str) or d.strip().lower().rstrip(".") not in zone.hostnames:
                 raise EoError(
                     "InvalidParameter.DomainNotFound",
                     f"The domain `{d}` does not exist or does not belong to this zone.",
@@ -125,7 +149,7 @@ async def create_purge_task(ctx: ActionContext) -> dict[str, Any]:
     elif type_ == "purge_host":
         req = PurgeRequest(hosts=tuple(valid))
     elif type_ == "purge_cache_tag":
-        req = PurgeRequest(tags=tuple(valid))
+        req = PurgeRequest(tags=tuple(valid), tag_hosts=tuple(d.strip().lower().rstrip(".") for d in domains))
     else:
         req = PurgeRequest(everything=True)
     purges = ctx.control.purges
@@ -186,11 +210,14 @@ async def create_prefetch_task(ctx: ActionContext) -> dict[str, Any]:
 
 
 def _time(value: str, name: str) -> datetime:
+    """An ISO 8601 time as UTC (no offset: UTC); the database compares instants in UTC."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     except ValueError as exc:
         raise _param_error(f"`{name}` is not an ISO 8601 time: {value}") from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00, before the calendar's first instant
+        raise _param_error(f"`{name}` is outside the years 1 to 9999 in UTC: {value}") from exc
 
 
 def _iso(t: datetime) -> str:
@@ -223,12 +250,15 @@ async def _describe(ctx: ActionContext, kind: str) -> dict[str, Any]:
     end_s = optional(p, "EndTime", str, "")
     start = _time(start_s, "StartTime") if start_s else None
     end = _time(end_s, "EndTime") if end_s else None
-    if start is not None and end is not None and end < start:
-        raise _param_error("EndTime is earlier than StartTime.")
+    if start is not None and end is not None:
+        if end < start:
+            raise _param_error("EndTime is earlier than StartTime.")
+        if end - start > MAX_WINDOW:
+            raise _param_error(WINDOW_MESSAGE)
     offset = optional(p, "Offset", int, 0)
     limit = optional(p, "Limit", int, 20)
-    if offset < 0:
-        raise _param_error("Offset must not be negative.")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise _param_error(f"Offset must be between 0 and {MAX_OFFSET}.")
     if not 1 <= limit <= MAX_LIMIT:
         raise _param_error(f"Limit must be between 1 and {MAX_LIMIT}.")
     filters: dict[str, list[str]] = {}

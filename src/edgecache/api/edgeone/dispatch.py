@@ -28,7 +28,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -49,6 +48,7 @@ from edgecache.api.edgeone.envelope import (
     success,
     unknown_parameter,
 )
+from edgecache.api.jsonbody import BadJson, load_json
 from edgecache.control.credentials import Permission, Principal
 from edgecache.control.ratelimit import Rate, TokenBucket
 from edgecache.control.secrets import SecretService, is_well_formed_secret_id
@@ -109,8 +109,6 @@ class EdgeOneServices:
 
     secrets: SecretService
     quota_for: QuotaSource
-    edgeone_ids: Mapping[str, str] = field(default_factory=dict)
-    """EdgeOne-style zone id (``zone-2o3h21ed8bpu``) → our 32-hex zone id."""
     limiter: ActionLimiter = field(default_factory=ActionLimiter)
     clock: Callable[[], float] = time.time
     """Unix time, for the signature's ±300 s window."""
@@ -218,7 +216,7 @@ def resolve_zone(ctx: ActionContext, zone_id: str, permission: Permission) -> Zo
     so ids cannot be probed across accounts; a zone of the caller's account outside its scope or
     permissions is ``UnauthorizedOperation.NoPermission``.
     """
-    zone = ctx.control.zones.by_id.get(ctx.edgeone.edgeone_ids.get(zone_id, zone_id))
+    zone = ctx.control.zones.lookup(zone_id)
     if zone is None or zone.config.account_id != ctx.principal.account_id:
         raise EoError("ResourceNotFound.ZoneNotFound", f"The zone `{zone_id}` does not exist.")
     if not ctx.principal.allows(permission, zone.config.id, zone.config.account_id):
@@ -302,9 +300,9 @@ async def _dispatch(request: web.Request, request_id: str) -> dict[str, Any]:
         )
     try:
         # An empty body is "no parameters"; the SDK sends "{}" but hand-written clients may not.
-        params = json.loads(body) if body.strip() else {}
-    except ValueError:
-        raise EoError("InvalidParameter", "The request body is not valid JSON.") from None
+        params = load_json(body)
+    except BadJson as exc:
+        raise EoError("InvalidParameter", f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(params, dict):
         raise EoError("InvalidParameter", "The request body must be a JSON object.")
     ctx = ActionContext(

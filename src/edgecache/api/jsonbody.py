@@ -1,0 +1,67 @@
+"""Request bodies as JSON, read the same way by every dialect.
+
+Rules: a body is accepted only when it is one JSON document that the rest of the control plane can
+hold. Two things the standard parser lets through, or fails on with something other than a
+``ValueError``, are refused here: nesting deeper than :data:`MAX_DEPTH` (the parser recurses; at
+about a thousand levels it raises ``RecursionError``), and strings with a lone surrogate
+(``"\\ud800"``), valid JSON escapes that are not Unicode characters, so no database column, cache key
+or HTTP field can store them. Callers map :class:`BadJson` onto their own error code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_DEPTH = 64
+"""Deeper than any request of either dialect (CreatePurgeTask nests three levels)."""
+
+
+class BadJson(ValueError):
+    """The body is not one well-formed JSON document; ``str()`` says why."""
+
+
+def load_json(raw: bytes) -> Any:
+    """Parse a request body; an empty (or blank) body is an empty object."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw, parse_constant=_constant)
+    except RecursionError:
+        raise BadJson(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except BadJson:
+        raise
+    except ValueError as exc:
+        raise BadJson(f"not valid JSON: {exc}") from None
+    _check(value)
+    return value
+
+
+def _constant(name: str) -> Any:
+    # The parser accepts NaN and Infinity, which RFC 8259 does not.
+    raise BadJson(f"{name} is not a JSON value")
+
+
+def _check(value: Any) -> None:
+    # Iterative, so that checking cannot hit the recursion limit that parsing just escaped.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _unicode(item)
+        elif isinstance(item, (list, dict)):
+            if depth > MAX_DEPTH:
+                raise BadJson(f"JSON nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _unicode(key)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+
+
+def _unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadJson("a JSON string holds a lone surrogate (\\ud800 to \\udfff), not a character") from None

@@ -1,0 +1,1 @@
+"""One module per revision (Alembic ignores this file)."""
