@@ -17,6 +17,9 @@ from typing import Any, cast
 
 import cloudflare
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from conftest import LIMITED_ACCOUNT_ID, ZONE_ID, Route, Stack
 from edgecache.config import DEFAULT_ACCOUNT_ID
@@ -703,3 +706,59 @@ def test_http_push_failures_back_off_then_dead_letter(qstack: Stack, cf: cloudfl
             settings={"endpoint": "ftp://example.com/x"},  # type: ignore[typeddict-unknown-key]
         )
     assert error(bad.value)["code"] == 100127
+
+
+# -- arbitrary input ------------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "body": JSON,
+        "content_type": st.sampled_from(["text", "json", "bytes", "v8", "zip"]) | JSON,
+        "delay_seconds": JSON,
+        "messages": st.lists(
+            st.dictionaries(st.sampled_from(["body", "content_type", "delay_seconds"]), JSON)
+        ),
+        "batch_size": JSON,
+        "visibility_timeout_ms": JSON,
+        "acks": JSON,
+        "retries": JSON,
+        "refs": JSON,
+        "queue_name": JSON,
+        "settings": JSON,
+        "type": JSON,
+        "delete_messages_permanently": JSON,
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_queue(qstack: Stack) -> str:
+    client = client_for(qstack, qstack.token(WRITE))
+    try:
+        return new_queue(client, consumer={})
+    finally:
+        client.close()
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=FIELDS | JSON, target=st.sampled_from(
+    ["messages", "messages/batch", "messages/pull", "messages/ack", "messages/peek", "messages/purge",
+     "purge", "consumers", ""]
+))  # fmt: skip
+def test_arbitrary_bodies_never_answer_5xx(qstack: Stack, fuzz_queue: str, body: Any, target: str) -> None:
+    qid = fuzz_queue
+    headers = {"Authorization": "Bearer " + qstack.token(WRITE), "Content-Type": "application/json"}
+    path = f"/client/v4/accounts/{A}/queues/{qid}" + (f"/{target}" if target else "")
+    if target == "":
+        path = f"/client/v4/accounts/{A}/queues"
+    code, answer = raw(qstack, "POST", path, json.dumps(body).encode(), headers)
+    assert code < 500, answer
+    assert answer["success"] is (code == 200)

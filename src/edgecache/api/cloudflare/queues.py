@@ -44,6 +44,7 @@ from edgecache.control.queue_rules import (
     QueueRejected,
     QueueSettings,
     Retry,
+    message_id,
 )
 from edgecache.control.queues import QueueService
 from edgecache.db.queues import Backlog, ConsumerRow, StoredMessage
@@ -155,7 +156,7 @@ def _message_body(m: StoredMessage) -> str:
 
 def _message_json(m: StoredMessage) -> dict[str, Any]:
     return {
-        "id": f"{m.seq:032x}",
+        "id": message_id(m.seq),
         "attempts": m.attempts,
         "body": _message_body(m),
         "metadata": {"CF-sourceMessageSource": "api", "CF-Content-Type": m.content_type},
@@ -167,6 +168,7 @@ def _message_json(m: StoredMessage) -> dict[str, Any]:
 
 
 async def caller(request: web.Request, *, write: bool) -> tuple[QueueService, str]:
+    """Authenticate, check the account id and the permission; the service and the account id."""
     ctx = request.app[CONTEXT_KEY]
     principal = await authenticate(request, ctx.credentials)
     account_id = request.match_info["account_id"]
@@ -186,6 +188,7 @@ def _queue_id(request: web.Request) -> str:
 
 
 async def json_body(request: web.Request, *, empty: Any = None) -> Any:
+    """The parsed JSON body (``empty`` when there is none and that is allowed), or 10207/10208."""
     raw = await request.read()
     if not raw.strip():
         if empty is not None:
@@ -198,6 +201,7 @@ async def json_body(request: web.Request, *, empty: Any = None) -> Any:
 
 
 def json_object(value: Any, code: int = 10207) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else the error ``code``."""
     if not isinstance(value, dict):
         raise _bad(code, "The request body must be a JSON object")
     return value
@@ -216,6 +220,7 @@ def _int(body: dict[str, Any], name: str, code: int) -> int | None:
 
 
 def bool_field(body: dict[str, Any], name: str, code: int) -> bool | None:
+    """An optional true/false field, else the error ``code``."""
     value = body.get(name)
     if value is None:
         return None
@@ -568,7 +573,7 @@ async def peek(request: web.Request) -> web.Response:
         found = await service.peek(account_id, queue_id, 5 if size is None else size)
     except QueueRejected as exc:
         raise rejected(exc) from exc
-    return success({"messages": [{**_message_json(m), "ref": f"{m.seq:032x}"} for m in found]})
+    return success({"messages": [{**_message_json(m), "ref": message_id(m.seq)} for m in found]})
 
 
 async def purge_messages(request: web.Request) -> web.Response:
