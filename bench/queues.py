@@ -15,6 +15,8 @@ Method:
 - Baseline (PostgreSQL only): a plain table with ``FOR UPDATE SKIP LOCKED`` driven in this process
   with psycopg, one connection per thread, no HTTP: push1 (autocommit insert), push100 (one
   transaction of 100 inserts), pull 100 + ack (claim transaction, then delete transaction).
+- The same loads on the queue service in the benchmark's own process, without HTTP, show what the
+  HTTP layer (aiohttp, JSON, auth) costs on top of the database.
 - Client, node and database share this 2-core machine, which other work also uses: every figure is
   noisy and a lower bound of what the server does alone.
 
@@ -25,6 +27,7 @@ Usage: ``.venv/bin/python bench/queues.py [--duration 8] [--purge-messages 10000
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -44,6 +47,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from edgecache.config import DEFAULT_ACCOUNT_ID  # noqa: E402
 from edgecache.control.credentials import CredentialService, Permission  # noqa: E402
+from edgecache.control.queue_rules import ConsumerSpec, Message  # noqa: E402
+from edgecache.control.queues import QueueService  # noqa: E402
 from edgecache.db.engine import open_database, sqlite_url, write_transaction  # noqa: E402
 from edgecache.db.queues import NewMessage, insert_messages  # noqa: E402
 from pg import PostgresServer, start_postgres  # noqa: E402
@@ -233,7 +238,60 @@ def edgecache_rows(backend: str, database_url: str | None, args: argparse.Namesp
         rows.append(row(backend, "push1 on another queue during that purge", result, note))
     finally:
         node.stop()
-    return rows
+    return rows + service_rows(backend, node.url, args.duration)
+
+
+def service_rows(backend: str, url: str, duration: float) -> list[list[str]]:
+    """The same three loads on ``QueueService`` in this process, without HTTP: what the HTTP layer
+    costs is the difference to the edgecache rows."""
+    engine = open_database(url)
+    service = QueueService(engine)
+    message = Message(b"x" * 100, "text")
+
+    async def run() -> list[list[str]]:
+        one = await service.create_queue(DEFAULT_ACCOUNT_ID, "in-process-one")
+        batch = await service.create_queue(DEFAULT_ACCOUNT_ID, "in-process-batch")
+        await service.create_consumer(DEFAULT_ACCOUNT_ID, batch.row.id, ConsumerSpec("http_pull"))
+
+        async def loop(workers: int, step: Any) -> float:
+            done = 0
+            stop = time.monotonic() + duration
+
+            async def worker() -> None:
+                nonlocal done
+                while time.monotonic() < stop:
+                    done += await step()
+
+            start = time.monotonic()
+            await asyncio.gather(*(worker() for _ in range(workers)))
+            return done / (time.monotonic() - start)
+
+        async def push1() -> int:
+            await service.push(DEFAULT_ACCOUNT_ID, one.row.id, [message])
+            return 1
+
+        async def push100() -> int:
+            await service.push(DEFAULT_ACCOUNT_ID, batch.row.id, [message] * 100)
+            return 100
+
+        async def pullack() -> int:
+            got, _ = await service.pull(DEFAULT_ACCOUNT_ID, batch.row.id, 100, 30_000)
+            if got:
+                await service.ack(DEFAULT_ACCOUNT_ID, batch.row.id, [d.lease_id for d in got], [])
+            return len(got)
+
+        system = "service in process (no HTTP)"
+        return [
+            [backend, system, "push, 1 msg/call, 50 tasks", f"{await loop(50, push1):,.0f}", "0", ""],
+            [backend, system, "push, batches of 100, 10 tasks", f"{await loop(10, push100):,.0f}", "0", ""],
+            [backend, system, "pull 100 + ack, 10 tasks", f"{await loop(10, pullack):,.0f}", "0", ""],
+        ]
+
+    try:
+        return asyncio.run(run())
+    finally:
+        service.close()
+        engine.dispose()
 
 
 def baseline_rows(server: PostgresServer, duration: float) -> list[list[str]]:
