@@ -260,7 +260,10 @@ def service_rows(backend: str, url: str, duration: float) -> list[list[str]]:
             async def worker() -> None:
                 nonlocal done
                 while time.monotonic() < stop:
-                    done += await step()
+                    # Awaited first: "done += await step()" reads done before the await and loses
+                    # the other workers' updates.
+                    n = await step()
+                    done += n
 
             start = time.monotonic()
             await asyncio.gather(*(worker() for _ in range(workers)))
