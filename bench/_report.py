@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 EDGECACHE = "edgecache"
 PEERS = ("nginx", "varnish")
+BASELINE = "edgecache-baseline"
+"""Another build of edgecache measured in the same run (``run.py --baseline``)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def scenario_table(scn: Scenario) -> str:
     best = best_peer(scn)
     for server, runs in scn.samples.items():
         ratio = ""
-        if best is not None and (server == EDGECACHE or server == best[0]):
+        if best is not None and server in (EDGECACHE, BASELINE, best[0]):
             ratio = f"{statistics.median(s.rps for s in runs) / best[1]:.2f}x {best[0]}"
         rows.append(
             f"| {server} | {_spread([s.rps for s in runs], ',.0f')}"

@@ -8,20 +8,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
-import aiohttp
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
+from edgecache.api.console.app import build_console_app
 from edgecache.api.context import ControlContext
 from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
-from edgecache.config import TASK_TYPES, Account, Config
+from edgecache.config import TASK_TYPES, Account, Config, Limits
 from edgecache.control.credentials import CredentialService
+from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
 from edgecache.control.push_delivery import PushDelivery
@@ -29,12 +32,14 @@ from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
+from edgecache.control.sessions import SessionService
 from edgecache.control.subscriptions import SubscriptionService
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
-from edgecache.edge.http1 import HttpServer, start_server
+from edgecache.edge.accesslog import AccessLog, LoggedHandler, connection_factory
+from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
@@ -47,6 +52,9 @@ from edgecache.purge.selectors import Purge
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
+
+TARGET_SAFE = "/?[]@!$&'()*+,;=:%~-._"
+"""Characters a prefetch target keeps as they are; others (spaces, non-ASCII) are percent-encoded."""
 
 RETENTION_EVERY = 3600.0
 """Seconds between retention passes over the task table (each deletes a range per zone)."""
@@ -78,6 +86,21 @@ def seed_identity(credentials: CredentialService, config: Config) -> None:
         credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)
 
 
+def origin_client(limits: Limits) -> OriginClient:
+    """The origin client the limits describe (timeouts, pool bounds, the CAs trusted for https)."""
+    context = None
+    if limits.origin_ca_file is not None:
+        context = ssl.create_default_context(cafile=str(limits.origin_ca_file))
+    return OriginClient(
+        limits.origin_connect_timeout,
+        limits.origin_read_timeout,
+        first_byte_timeout=limits.origin_first_byte_timeout,
+        idle_timeout=limits.origin_keepalive_timeout,
+        max_connections=limits.origin_max_connections,
+        ssl_context=context,
+    )
+
+
 class Node:
     """One edgecache node: data listener, control listener, and (for the demo) the origin."""
 
@@ -91,7 +114,7 @@ class Node:
         # Entries are stored at the ledger position; the memory tier starts empty, so purges from
         # before this start need no replay, only their numbering.
         self.index = EpochIndex(position=ledger.position())
-        self.origin = OriginClient(config.limits.origin_connect_timeout, config.limits.origin_read_timeout)
+        self.origin = origin_client(config.limits)
         self.proxy = Proxy(
             self.zones,
             self.store,
@@ -129,6 +152,12 @@ class Node:
         self.reclaimer = Reclaimer(
             self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
         )
+        log_cfg = config.logging
+        self.access_log = (
+            AccessLog(log_cfg.access_log, log_cfg.access_log_format, self.zones)
+            if log_cfg.access_log is not None
+            else None
+        )
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
@@ -140,10 +169,12 @@ class Node:
                 http=lambda: None if self._data is None else self._data.stats,
                 index=lambda: self.index,
                 reclaimer=self.reclaimer,
+                origin=self.origin.stats,
             )
         )
+        self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
+        self.live = LiveStats(self.registry)
         self.registry.register(QueueCollector(self.queues, time.time))
-        self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
         self._queue_sweeper: asyncio.Task[None] | None = None
@@ -159,18 +190,15 @@ class Node:
 
     async def _warm(self, host: str, path: str, headers: Mapping[str, str]) -> int:
         """One request through this node's own data plane (prefetch), body read and dropped."""
-        if self._warm_session is None:
-            self._warm_session = aiohttp.ClientSession(auto_decompress=False)
         listen = self.config.data.host
         address = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen
-        async with self._warm_session.get(
-            f"http://{address}:{self.data_port}{path}",
-            headers={**headers, "Host": host},
-            allow_redirects=False,
-        ) as resp:
-            async for _ in resp.content.iter_chunked(65536):
-                pass
-            return resp.status
+        fields = {name.lower(): value for name, value in headers.items()}
+        fields["host"] = host
+        target = quote(path, safe=TARGET_SAFE)
+        resp = await self.origin.request("GET", f"http://{address}:{self.data_port}{target}", fields)
+        async for _ in resp.chunks():
+            pass
+        return resp.status
 
     def quota_for(self, zone_id: str) -> list[Quota]:
         """Every task type's quota state for one zone (DescribeContentQuota)."""
@@ -189,7 +217,16 @@ class Node:
             await asyncio.sleep(min(5.0, cfg.timeout / 4))
             now = datetime.now(UTC)
             try:
-                await asyncio.to_thread(self.tasks.expire, now - timedelta(seconds=cfg.timeout), now)
+                expired = await asyncio.to_thread(
+                    self.tasks.expire, now - timedelta(seconds=cfg.timeout), now
+                )
+                if expired:
+                    log.warning(
+                        "%d tasks timed out: not acknowledged within %g s",
+                        expired,
+                        cfg.timeout,
+                        extra={"event": "tasks_timeout", "count": expired, "timeout_s": cfg.timeout},
+                    )
                 if time.monotonic() - last_forget >= RETENTION_EVERY:
                     await asyncio.to_thread(
                         self.tasks.forget, now - timedelta(days=cfg.retention_days), list(self.zones.by_id)
@@ -217,7 +254,15 @@ class Node:
         self._events = loop.create_task(self.subscriptions.keep())
         self._push = loop.create_task(self.push_delivery.keep())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
-        self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
+        handler: Handler = self.proxy
+        connection: Callable[[HttpServer], Connection] = Connection
+        if self.access_log is not None:
+            self.access_log.start()
+            handler = LoggedHandler(self.proxy)
+            connection = connection_factory(self.access_log)
+        self._data = await start_server(
+            handler, cfg.limits, cfg.data.host, cfg.data.port, connection=connection
+        )
         self.data_port = self._data.port
         context = ControlContext(
             zones=self.zones,
@@ -233,8 +278,9 @@ class Node:
             secrets=self.secrets,
             quota_for=self.quota_for,
         )
+        console = build_console_app(self.sessions, self.live) if cfg.console.enabled else None
         self._control = web.AppRunner(
-            build_control_app(self.registry, context, edgeone), access_log=None, shutdown_timeout=5.0
+            build_control_app(self.registry, context, edgeone, console), access_log=None, shutdown_timeout=5.0
         )
         await self._control.setup()
         await web.TCPSite(self._control, cfg.control.host, cfg.control.port).start()
@@ -244,6 +290,8 @@ class Node:
         """Close the listeners, then the background work and the origin pool."""
         if self._data is not None:
             await self._data.close()
+        if self.access_log is not None:
+            await asyncio.to_thread(self.access_log.close)
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
@@ -253,8 +301,6 @@ class Node:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.prefetch.drain()
-        if self._warm_session is not None:
-            await self._warm_session.close()
         await self.origin.close()
         if self._demo is not None:
             await self._demo.cleanup()

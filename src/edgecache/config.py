@@ -154,6 +154,10 @@ class Zone(_Model):
     heuristic_fraction: float = Field(default=0.1, ge=0, le=1)
     """Freshness from Last-Modified when nothing explicit is given (RFC 9111 §4.2.2)."""
     heuristic_max: float = Field(default=86400.0, ge=0)
+    stale_if_error: float = Field(default=0.0, ge=0)
+    """Seconds past its freshness a stored response may still be served when the origin cannot be
+    reached, closes early, times out or answers 5xx, for responses that allow less themselves
+    (RFC 9111 §4.2.4); must-revalidate and no-cache still forbid it."""
 
     @field_validator("id")
     @classmethod
@@ -254,7 +258,36 @@ class Limits(_Model):
     """Longest time from the end of a request's head to the end of its body, however it trickles in."""
     idle_timeout: float = Field(default=60.0, gt=0)
     origin_connect_timeout: float = Field(default=5.0, gt=0)
+    origin_first_byte_timeout: float = Field(default=30.0, gt=0)
+    """Seconds from sending a request until the origin's whole response head has arrived."""
     origin_read_timeout: float = Field(default=30.0, gt=0)
+    """Seconds the origin may stay silent mid-body."""
+    origin_keepalive_timeout: float = Field(default=30.0, gt=0)
+    """Idle pooled connections to an origin are closed after this many seconds."""
+    origin_max_connections: int = Field(default=512, ge=1)
+    """Open connections per origin; further requests wait for one (within the connect timeout)."""
+    origin_ca_file: Path | None = None
+    """PEM bundle of CAs trusted for https origins instead of the system's (a private CA)."""
+
+
+class Console(_Model):
+    """The web console on the control listener (``/console/``)."""
+
+    enabled: bool = True
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    """A console session ends this long after sign-in (or when its token expires or is revoked)."""
+
+
+class Logging(_Model):
+    """Application logs (stderr) and the data plane's access log."""
+
+    format: Literal["text", "json"] = "text"
+    """Application log lines as plain text or as JSON objects, one per line."""
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: Path | None = None
+    """Write one line per data-plane request to this file (off when unset)."""
+    access_log_format: Literal["combined", "json"] = "combined"
+    """``combined``: Apache/nginx combined format plus cache fields; ``json``: JSON lines."""
 
 
 class Config(_Model):
@@ -273,6 +306,8 @@ class Config(_Model):
     limits: Limits = Limits()
     tasks: Tasks = Tasks()
     runtime: Runtime = Runtime()
+    console: Console = Console()
+    logging: Logging = Logging()
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
