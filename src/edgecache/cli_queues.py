@@ -1,4 +1,5 @@
-"""``edgecache queues``: queues, consumers and messages, straight on the node's control database.
+"""``edgecache queues``: queues, consumers and messages, straight on the node's control database
+(chosen by ``--config``, ``--data-dir`` or ``--database-url``, see ``cli_common``).
 
 Every command runs the same domain service as the API (limits, leases, dead letters, durable
 commits). ``purge --wait`` deletes the purged messages itself, with a progress bar, instead of
@@ -29,7 +30,9 @@ from edgecache.edge.zones import ZoneTable
 T = TypeVar("T")
 
 queues_app = typer.Typer(help="Queues: create, push, pull, ack, purge.", no_args_is_help=True)
-consumers_app = typer.Typer(help="The consumer of a queue (http_pull).", no_args_is_help=True)
+consumers_app = typer.Typer(
+    help="The consumer of a queue (http_pull, or http_push to an endpoint).", no_args_is_help=True
+)
 queues_app.add_typer(consumers_app, name="consumers")
 subscriptions_app = typer.Typer(
     help="Event subscriptions: edgecache's own events (purge, prefetch, queue purge) into a queue.",
