@@ -458,11 +458,19 @@ class QueueService:
     def _dead_letter(
         self, conn: Connection, queue: QueueRow, consumer: ConsumerRow, seqs: Sequence[int], now_ms: int
     ) -> None:
+        # Never raises: pull and ack call this after their first write, without a savepoint.
+        dlq = None
         if consumer.dead_letter_queue:
             dlq = db.queue_named(conn, queue.account_id, consumer.dead_letter_queue)
             if dlq is None:
-                dlq = self._new_queue(queue.account_id, consumer.dead_letter_queue, QueueSettings())
-                self._insert_queue(conn, dlq)
+                created = self._new_queue(queue.account_id, consumer.dead_letter_queue, QueueSettings())
+                try:
+                    self._insert_queue(conn, created)
+                    dlq = created
+                except QueueNameTaken:
+                    # Another node created it a moment ago.
+                    dlq = db.queue_named(conn, queue.account_id, consumer.dead_letter_queue)
+        if dlq is not None:
             db.move_messages(conn, seqs, dlq.id, now_ms)
         else:
             db.delete_messages(conn, queue.id, seqs)
@@ -513,7 +521,9 @@ class QueueService:
                     break
             return out
 
-        leased = await self._writer.run(op)
+        # The operation raises (no queue, no consumer, paused) only before its first write, so it
+        # needs no savepoint of its own: two round trips fewer per pull on PostgreSQL.
+        leased = await self._writer.run(op, atomic=True)
         self._count(queue_id).delivered += len(leased)
         backlog = await self.backlog(account_id, queue_id, max_age=BACKLOG_TTL)
         return [Delivered(m, lease_id(m.seq, nonce)) for m in leased], backlog
@@ -575,7 +585,8 @@ class QueueService:
                 self._dead_letter(conn, queue, consumer, dead, now)
             return len(to_ack), len(back) + len(dead), found
 
-        acked, retried, more = await self._writer.run(op)
+        # As for pull: a refusal comes before the first write.
+        acked, retried, more = await self._writer.run(op, atomic=True)
         warnings.update(more)
         counters = self._count(queue_id)
         counters.acked += acked
