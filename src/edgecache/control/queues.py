@@ -80,7 +80,7 @@ from edgecache.control.secrets import MasterKey
 from edgecache.db import queues as db
 from edgecache.db.engine import read_transaction
 from edgecache.db.queues import Backlog, ConsumerRow, NewMessage, QueueRow, StoredMessage
-from edgecache.db.writer import GroupWriter
+from edgecache.db.writer import WriterPool
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ by 89% during a purge (bench/queues.py); 2,000 keeps each wait to tens of millis
 SWEEP_EVERY = 1.0
 """Seconds between sweeps (pending purges, retention, deleted queues)."""
 
+POSTGRES_WRITERS = 4
+"""Group-commit writers (connections) per node on PostgreSQL; SQLite has one write lock, so one."""
 SNAPSHOT_EVERY = 10.0
 """Seconds between refreshes of every queue's backlog for ``/metrics`` (one grouped read per queue,
 done by the sweeper so a scrape never waits on the database)."""
@@ -128,7 +130,11 @@ class QueueService:
     ) -> None:
         self._engine = engine
         self._master_key = master_key
-        self._writer = GroupWriter(engine, name="edgecache-queues")
+        # PostgreSQL: several connections overlap their round trips (bench/queues.py: one writer
+        # connection was the limit, far below the hand-written SKIP LOCKED baseline); pulls on
+        # them skip each other's rows as pulls on other nodes do.
+        writers = POSTGRES_WRITERS if engine.dialect.name == "postgresql" else 1
+        self._writer = WriterPool(engine, name="edgecache-queues", size=writers)
         self._clock = clock
         self._backlogs: dict[str, _CachedBacklog] = {}
         self.counters: dict[str, QueueCounters] = {}
@@ -148,7 +154,7 @@ class QueueService:
         return self._writer.commits
 
     @property
-    def writer(self) -> GroupWriter:
+    def writer(self) -> WriterPool:
         """The group-commit writer (shared with event subscriptions, which push into queues)."""
         return self._writer
 

@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import threading
@@ -122,3 +123,32 @@ class GroupWriter:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+
+class WriterPool:
+    """Several group writers taking operations in turn: one on SQLite (its single write lock
+    serialises writers anyway), several on PostgreSQL, where one writer's connection spends its
+    time waiting on network round trips that other connections can overlap. Operations must then be
+    safe against each other the way they are against other nodes' writers."""
+
+    def __init__(self, engine: Engine, *, name: str, size: int) -> None:
+        self._writers = [GroupWriter(engine, name=f"{name}-{i}") for i in range(max(1, size))]
+        self._next = itertools.cycle(self._writers)
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by all the writers."""
+        return sum(w.commits for w in self._writers)
+
+    def submit(self, op: Callable[[Connection], T], *, atomic: bool = False) -> Future[T]:
+        """Queue ``op`` on the next writer (see :meth:`GroupWriter.submit`)."""
+        return next(self._next).submit(op, atomic=atomic)
+
+    async def run(self, op: Callable[[Connection], T], *, atomic: bool = False) -> T:
+        """Queue ``op`` and wait for it from the event loop."""
+        return await asyncio.wrap_future(self.submit(op, atomic=atomic))
+
+    def close(self) -> None:
+        """Finish every writer's queued operations, then stop them."""
+        for w in self._writers:
+            w.close()
