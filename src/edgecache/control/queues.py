@@ -574,7 +574,7 @@ class QueueService:
             for s, lid in ack_seqs.items():
                 if s not in to_ack:
                     found[lid] = "message not found: already acknowledged, purged or expired"
-            db.delete_messages(conn, queue_id, to_ack)
+            db.delete_known(conn, to_ack)
             back: list[tuple[int, int]] = []
             dead: list[int] = []
             for seq, nonce, r in retry_parsed:

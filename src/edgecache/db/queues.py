@@ -373,9 +373,14 @@ def move_messages(conn: Connection, seqs: Sequence[int], to_queue_id: str, now_m
 def delete_messages(conn: Connection, queue_id: str, seqs: Sequence[int]) -> set[int]:
     """Delete these messages of one queue; returns the seqs that existed."""
     owned = list(leased(conn, queue_id, seqs))
-    if owned:
-        conn.execute(delete(queue_messages).where(queue_messages.c.seq.in_(owned)))
+    delete_known(conn, owned)
     return set(owned)
+
+
+def delete_known(conn: Connection, seqs: Sequence[int]) -> None:
+    """Delete messages already known (and locked) by the caller, by number."""
+    if seqs:
+        conn.execute(delete(queue_messages).where(queue_messages.c.seq.in_(list(seqs))))
 
 
 def leased(conn: Connection, queue_id: str, seqs: Sequence[int]) -> dict[int, tuple[int, str | None]]:
