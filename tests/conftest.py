@@ -207,6 +207,13 @@ class Stack:
         self.node = Node(self.config)
         self.run(self.node.start())
 
+    def restart(self) -> None:
+        """Stop the node and start a new one on the same configuration and data directory (new
+        ports): what survives is what the database and the persistent tier kept."""
+        self.run(self.node.stop())
+        self.node = Node(self.config)
+        self.run(self.node.start())
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
@@ -257,12 +264,6 @@ class Stack:
         """A new API token (plaintext) from the node's credential service."""
         _, secret = self.node.credentials.create_token(account, "test", list(permissions), zones)
         return secret
-
-    def restart(self) -> None:
-        """Stop the node and start a new one on the same configuration and database."""
-        self.run(self.node.stop())
-        self.node = Node(self.config)
-        self.run(self.node.start())
 
     def close(self) -> None:
         self.run(self.node.stop())

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from edgecache.control.cache_reserve import CacheReserveService
 from edgecache.control.credentials import CredentialService
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
@@ -28,6 +29,8 @@ class ControlContext:
     prefetch: PrefetchService
     queues: QueueService
     subscriptions: SubscriptionService
+    cache_reserve: CacheReserveService | None = None
+    """None when the node has no persistent tier."""
 
 
 CONTEXT_KEY = web.AppKey("context", ControlContext)
