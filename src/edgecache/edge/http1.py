@@ -291,6 +291,18 @@ class Connection(asyncio.Protocol):
         self._wrote = True
         self._transport.write(data)
 
+    def respond(self, data: bytes, keep_alive: bool) -> None:
+        """Send a whole response in one write and finish it: ``write(data)`` then ``finish(keep_alive)``
+        in one call, for answers that are ready at once (a cache hit)."""
+        if not self.closed:
+            self._wrote = True
+            self._transport.write(data)
+        if keep_alive and self._busy and not self._queue and not self._stopped:
+            self._busy = False
+            self._t_idle = 0.0
+        else:
+            self.finish(keep_alive)
+
     def writelines(self, pieces: list[bytes]) -> None:
         """Send several pieces at once (one gathered write where the loop supports it, no copy)."""
         if self.closed:
@@ -421,12 +433,12 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        headers = self._headers
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             self._fail(505)
         if self._method == "CONNECT":
             self._fail(405)
-        headers = self._headers
         # llhttp flags an upgrade only for CONNECT or an Upgrade field; the C call is skipped otherwise.
         if "upgrade" in headers and parser.should_upgrade():
             self._fail(501)
@@ -449,10 +461,11 @@ class Connection(asyncio.Protocol):
                 expects_body = length > 0
         if version == "1.1" and "host" not in headers:
             self._fail(400)
-        url = self._url
-        if b"#" in url:
+        # Latin-1 maps byte for byte, so the test on the text is the test on the bytes (and cheaper).
+        target = self._url.decode("latin-1")
+        if "#" in target:
             self._fail(400)
-        self._target = url.decode("latin-1")
+        self._target = target
         self._version = version
         self._keep_alive = parser.should_keep_alive()
         self._pphase = _BODY
@@ -492,14 +505,26 @@ class Connection(asyncio.Protocol):
         self._stats.requests += 1
         if not self._keep_alive:
             self._stopped = True
-        if self._busy or self._queue or self._write_paused:
-            queue = self._queue
+        queue = self._queue
+        if self._busy or queue or self._write_paused:
             queue.append(req)
             if len(queue) > _QUEUE_HIGH and not self._read_paused:
                 self._read_paused = True
                 self._transport.pause_reading()
-        else:
-            self._dispatch(req)
+            return
+        # _dispatch, inlined: this is every request's path when nothing is in flight.
+        self._busy = True
+        self._wrote = False
+        try:
+            result = self._handler(req, self)
+        except Exception as exc:
+            self._handler_failed(exc)
+            return
+        if result is not None:
+            self._seq += 1
+            self._task = self._server.loop.create_task(self._run(result, self._seq))
+        elif self._busy:
+            self._handler_failed(None)
 
     # -- internals --------------------------------------------------------------------------------------
 

@@ -79,9 +79,13 @@ NOT_MODIFIED_FIELDS = frozenset(
 
 CF_HIT = b"CF-Cache-Status: HIT\r\n"
 HIT_FIELDS = (
-    b"Age: %d\r\nCache-Status: edgecache; hit; ttl=%d\r\nCF-Cache-Status: HIT\r\nContent-Length: %d\r\n"
+    b"Age: %d\r\nCache-Status: edgecache; hit; ttl=%d\r\nCF-Cache-Status: HIT\r\nContent-Length: %d\r\n\r\n"
 )
-"""The fields every plain hit adds to the stored head (``%d`` truncates, as Age and ttl want)."""
+"""The fields every plain hit adds to the stored head, and the blank line that ends it."""
+HIT_FIELDS_MEMO_MAX = 4096
+_HIT_FIELDS_MEMO: dict[tuple[int, int, int], bytes] = {}
+"""(Age, ttl, Content-Length) → :data:`HIT_FIELDS` formatted. Age and ttl change once a second per
+entry and hot entries share values, so formatting (the costliest step of a hit) is mostly skipped."""
 HOST_ERRORS = {
     BAD_HOST: "The Host field is not a valid host[:port].\n",
     NO_ZONE: "No zone serves this host.\n",
@@ -164,7 +168,9 @@ class Proxy:
             entry = self._purge_check(entry)
         if entry is not None and (entry.auth_ok or "authorization" not in headers):
             now = _time()
-            ttl = entry.ttl(now)
+            age = entry.initial_age + (now - entry.response_time)
+            # Entry.ttl, inlined for an entry no soft purge has touched.
+            ttl = entry.freshness_lifetime - age if entry.stale_since is None else entry.ttl(now)
             if ttl > 0 and not entry.no_cache:
                 if (
                     "range" in headers
@@ -175,29 +181,30 @@ class Proxy:
                 ):
                     self._hit(req, conn, entry, now, ttl)
                     return None
-                # The hot path: a plain fresh hit, written in one go.
+                # The hot path: a plain fresh hit, written in one go. Its varying fields (Age, ttl,
+                # Content-Length) are formatted once per distinct value, not once per hit.
                 self.stats.hits += 1
                 body = entry.body
-                head = (
-                    STATUS_LINES[entry.status]
-                    + entry.head
-                    + HIT_FIELDS
-                    % (
-                        entry.initial_age + (now - entry.response_time),
-                        ttl,
-                        len(body),
-                    )
-                )
-                if not req.keep_alive or req.http_version == "1.0":
-                    head += _connection_field(req)
-                if method == "HEAD":
-                    conn.write(head + b"\r\n")
-                elif len(body) < 16384:
-                    conn.write(head + b"\r\n" + body)
+                stamp = (int(age), int(ttl), len(body))
+                fields = _HIT_FIELDS_MEMO.get(stamp)
+                if fields is None:
+                    fields = _hit_fields(stamp)
+                keep = req.keep_alive
+                line = STATUS_LINES[entry.status]
+                if keep and req.http_version == "1.1":
+                    head = line + entry.head + fields
                 else:
-                    conn.writelines([head + b"\r\n", body])
-                self.stats.bytes_sent += len(head) + len(body)
-                conn.finish(req.keep_alive)
+                    head = line + entry.head + _connection_field(req) + fields
+                if method == "HEAD":
+                    self.stats.bytes_sent += len(head)
+                    conn.respond(head, keep)
+                elif len(body) < 16384:
+                    self.stats.bytes_sent += len(head) + len(body)
+                    conn.respond(head + body, keep)
+                else:
+                    self.stats.bytes_sent += len(head) + len(body)
+                    conn.writelines([head, body])
+                    conn.finish(keep)
                 return None
         else:
             entry = None
@@ -845,6 +852,15 @@ class Proxy:
             + (b"" if req.method == "HEAD" else body)
         )
         conn.finish(req.keep_alive)
+
+
+def _hit_fields(stamp: tuple[int, int, int]) -> bytes:
+    """Format and remember the fields of a plain hit (the memo is emptied when full)."""
+    fields = HIT_FIELDS % stamp
+    if len(_HIT_FIELDS_MEMO) >= HIT_FIELDS_MEMO_MAX:
+        _HIT_FIELDS_MEMO.clear()
+    _HIT_FIELDS_MEMO[stamp] = fields
+    return fields
 
 
 def _flush(conn: Connection, pieces: list[bytes]) -> None:
