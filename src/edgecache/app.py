@@ -9,29 +9,33 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
+from edgecache.api.console.app import build_console_app
 from edgecache.api.context import ControlContext
 from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
 from edgecache.config import TASK_TYPES, Account, Config
 from edgecache.control.credentials import CredentialService
+from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
+from edgecache.control.sessions import SessionService
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
-from edgecache.edge.http1 import HttpServer, start_server
+from edgecache.edge.accesslog import AccessLog, LoggedHandler, connection_factory
+from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
@@ -120,6 +124,12 @@ class Node:
         self.reclaimer = Reclaimer(
             self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
         )
+        log_cfg = config.logging
+        self.access_log = (
+            AccessLog(log_cfg.access_log, log_cfg.access_log_format, self.zones)
+            if log_cfg.access_log is not None
+            else None
+        )
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
@@ -133,6 +143,8 @@ class Node:
                 reclaimer=self.reclaimer,
             )
         )
+        self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
+        self.live = LiveStats(self.registry)
         self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
@@ -176,7 +188,16 @@ class Node:
             await asyncio.sleep(min(5.0, cfg.timeout / 4))
             now = datetime.now(UTC)
             try:
-                await asyncio.to_thread(self.tasks.expire, now - timedelta(seconds=cfg.timeout), now)
+                expired = await asyncio.to_thread(
+                    self.tasks.expire, now - timedelta(seconds=cfg.timeout), now
+                )
+                if expired:
+                    log.warning(
+                        "%d tasks timed out: not acknowledged within %g s",
+                        expired,
+                        cfg.timeout,
+                        extra={"event": "tasks_timeout", "count": expired, "timeout_s": cfg.timeout},
+                    )
                 if time.monotonic() - last_forget >= RETENTION_EVERY:
                     await asyncio.to_thread(
                         self.tasks.forget, now - timedelta(days=cfg.retention_days), list(self.zones.by_id)
@@ -201,7 +222,15 @@ class Node:
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
-        self._data = await start_server(self.proxy, cfg.limits, cfg.data.host, cfg.data.port)
+        handler: Handler = self.proxy
+        connection: Callable[[HttpServer], Connection] = Connection
+        if self.access_log is not None:
+            self.access_log.start()
+            handler = LoggedHandler(self.proxy)
+            connection = connection_factory(self.access_log)
+        self._data = await start_server(
+            handler, cfg.limits, cfg.data.host, cfg.data.port, connection=connection
+        )
         self.data_port = self._data.port
         context = ControlContext(
             zones=self.zones,
@@ -215,8 +244,9 @@ class Node:
             secrets=self.secrets,
             quota_for=self.quota_for,
         )
+        console = build_console_app(self.sessions, self.live) if cfg.console.enabled else None
         self._control = web.AppRunner(
-            build_control_app(self.registry, context, edgeone), access_log=None, shutdown_timeout=5.0
+            build_control_app(self.registry, context, edgeone, console), access_log=None, shutdown_timeout=5.0
         )
         await self._control.setup()
         await web.TCPSite(self._control, cfg.control.host, cfg.control.port).start()
@@ -226,6 +256,8 @@ class Node:
         """Close the listeners, then the background work and the origin pool."""
         if self._data is not None:
             await self._data.close()
+        if self.access_log is not None:
+            await asyncio.to_thread(self.access_log.close)
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()

@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 import uvloop
 
+from edgecache import logs
 from edgecache.app import Node
 from edgecache.cli_credentials import credentials_app
 from edgecache.cli_db import db_app
@@ -84,6 +85,10 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
             """    -d '{"tags":["products"]}'""",
             f"  or: EDGECACHE_TOKEN={token} {_self()} purge --zone {DEMO_ZONE_ID} --tag products --api {api}",
         ]
+    if cfg.console.enabled:
+        console = f"http://{cfg.control.host}:{node.control_port}/console/"
+        who = f"sign in with the API token: {token}" if token is not None else "sign in with an API token"
+        lines.append(f"Web console: {console} ({who})")
     lines.append(f"Metrics: curl http://{cfg.control.host}:{node.control_port}/metrics")
     return "\n".join(lines)
 
@@ -109,6 +114,7 @@ def serve(
 ) -> None:
     """Run a node: the data plane, the control plane, and (without --config) the demo origin."""
     cfg = load_config(config) if config is not None else demo_config()
+    logs.configure(cfg.logging)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(_serve(cfg))
 

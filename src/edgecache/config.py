@@ -257,6 +257,26 @@ class Limits(_Model):
     origin_read_timeout: float = Field(default=30.0, gt=0)
 
 
+class Console(_Model):
+    """The web console on the control listener (``/console/``)."""
+
+    enabled: bool = True
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    """A console session ends this long after sign-in (or when its token expires or is revoked)."""
+
+
+class Logging(_Model):
+    """Application logs (stderr) and the data plane's access log."""
+
+    format: Literal["text", "json"] = "text"
+    """Application log lines as plain text or as JSON objects, one per line."""
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: Path | None = None
+    """Write one line per data-plane request to this file (off when unset)."""
+    access_log_format: Literal["combined", "json"] = "combined"
+    """``combined``: Apache/nginx combined format plus cache fields; ``json``: JSON lines."""
+
+
 class Config(_Model):
     """The whole node configuration."""
 
@@ -273,6 +293,8 @@ class Config(_Model):
     limits: Limits = Limits()
     tasks: Tasks = Tasks()
     runtime: Runtime = Runtime()
+    console: Console = Console()
+    logging: Logging = Logging()
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

@@ -28,10 +28,13 @@ async def health(request: web.Request) -> web.Response:
 
 
 def build_control_app(
-    registry: CollectorRegistry, context: ControlContext, edgeone: EdgeOneServices
+    registry: CollectorRegistry,
+    context: ControlContext,
+    edgeone: EdgeOneServices,
+    console: web.Application | None = None,
 ) -> web.Application:
     """The control-plane application: Cloudflare v4 under ``/client/v4`` (and ``/zones/...``),
-    EdgeOne API 3.0 at ``POST /``, metrics and health."""
+    EdgeOne API 3.0 at ``POST /``, metrics and health, and the web console under ``/console/``."""
     app = web.Application(middlewares=[envelope_errors, native_errors], client_max_size=4 * 1024 * 1024)
     app[REGISTRY_KEY] = registry
     app[CONTEXT_KEY] = context
@@ -40,4 +43,12 @@ def build_control_app(
     add_routes(app)
     add_native_routes(app)
     add_edgeone_routes(app, edgeone)
+    if console is not None:
+        app.router.add_get("/console", to_console)
+        app.add_subapp("/console/", console)
     return app
+
+
+async def to_console(request: web.Request) -> web.Response:
+    """``/console`` without the slash: the console's home."""
+    raise web.HTTPPermanentRedirect("/console/")

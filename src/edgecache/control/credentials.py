@@ -292,6 +292,16 @@ def validate_grant(
     return name, perms, scope
 
 
+def _rejected(reason: str, token_id: str | None) -> None:
+    # Never the secret or its hash: the id of a known token is enough to act on.
+    log.warning(
+        "API token rejected: %s%s",
+        reason,
+        f" (token {token_id})" if token_id else "",
+        extra={"event": "token_rejected", "reason": reason, "token_id": token_id},
+    )
+
+
 class CredentialService:
     """Accounts, zones, tokens and global keys; the authentication decisions of the control plane."""
 
@@ -407,9 +417,11 @@ class CredentialService:
         digest = hash_secret(secret)
         r = self._store.token_by_hash(digest)
         if r is None or not hmac.compare_digest(r.secret_hash, digest):
+            _rejected("unknown", None)
             return None
         now = self._clock()
         if r.revoked_at is not None or (r.expires_at is not None and r.expires_at <= now):
+            _rejected("revoked" if r.revoked_at is not None else "expired", r.id)
             return None
         cutoff = now - self._touch_interval
         if r.last_used_at is None or r.last_used_at < cutoff:

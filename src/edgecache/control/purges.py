@@ -332,6 +332,24 @@ class PurgeService:
             if refund is not None:
                 refund()
             raise
+        log.info(
+            "purge accepted: %s %s on zone %s by %s via %s",
+            mode.value,
+            record,
+            zone.config.id,
+            principal,
+            dialect,
+            extra={
+                "event": "purge_accepted",
+                "job_id": job_id,
+                "seq": purge.seq,
+                "zone_id": zone.config.id,
+                "mode": mode.value,
+                "selectors": record,
+                "principal": principal,
+                "dialect": dialect,
+            },
+        )
         return AcceptedPurge(job_id, purge, items)
 
     def reclaimed(self, purge: Purge, matched: dict[Selector, int]) -> None:

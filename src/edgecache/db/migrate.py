@@ -25,6 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from edgecache.db.engine import migration_transaction, read_transaction
 
@@ -116,8 +117,13 @@ def state(engine: Engine) -> SchemaState:
 def upgrade(engine: Engine) -> SchemaState:
     """Bring the database to ``head()`` (see the module rules); returns the state found under the
     lock, before upgrading (``up_to_date`` when another process had done it)."""
-    found = state(engine)
-    if found.up_to_date:
+    try:
+        found: SchemaState | None = state(engine)
+    except (RuntimeError, SQLAlchemyError):
+        # Read without the lock, the catalogue can change between two statements (another process
+        # committing an upgrade drops ``schema_version`` after we listed it): decide under the lock.
+        found = None
+    if found is not None and found.up_to_date:
         # The common case, decided without the lock: a node starting beside running ones never
         # holds up their writes.
         return found

@@ -754,11 +754,13 @@ async def start_server(
     port: int = 0,
     *,
     sock: socket.socket | None = None,
+    connection: Callable[[HttpServer], Connection] = Connection,
 ) -> HttpServer:
-    """Listen on ``host:port`` (or on ``sock``) and serve each request with ``handler``."""
+    """Listen on ``host:port`` (or on ``sock``) and serve each request with ``handler``;
+    ``connection`` builds each client connection (the access log passes a subclass)."""
     loop = asyncio.get_running_loop()
     server = HttpServer(handler, limits, loop)
-    factory = functools.partial(Connection, server)
+    factory = functools.partial(connection, server)
     if sock is not None:
         server._server = await loop.create_server(factory, sock=sock, backlog=1024)
     else:

@@ -1,0 +1,51 @@
+"""Rendering console pages: the templates' shared context, and which zones a user may see.
+
+``READ`` (who may see a zone's tasks) is the native tasks API's rule, imported, not restated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from edgecache.api.console.guard import SESSION
+from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.native import READ
+from edgecache.control.credentials import Permission
+from edgecache.control.sessions import Session
+from edgecache.edge.zones import ZoneRuntime
+
+__all__ = ["READ", "render", "zones_allowing"]
+
+
+def zones_allowing(
+    request: web.Request, session: Session, permissions: Iterable[Permission]
+) -> list[ZoneRuntime]:
+    """The node's zones on which the session's token holds one of ``permissions``, by name."""
+    wanted = tuple(permissions)
+    principal = session.principal
+    found = [
+        zone
+        for zone in request.config_dict[CONTEXT_KEY].zones.by_id.values()
+        if any(principal.allows(p, zone.config.id, zone.config.account_id) for p in wanted)
+    ]
+    return sorted(found, key=lambda z: z.config.name)
+
+
+def render(
+    request: web.Request, template: str, context: dict[str, Any], *, status: int = 200
+) -> web.Response:
+    """A page: ``template`` with ``context`` and what every page shows (who is signed in, the
+    navigation, the CSRF token for the sign-out form)."""
+    session = request.get(SESSION)
+    shared: dict[str, Any] = {"session": None, "csrf": "", "can_purge": False, "page": ""}
+    if session is not None:
+        shared.update(
+            session=session,
+            csrf=session.csrf,
+            can_purge=bool(zones_allowing(request, session, (Permission.CACHE_PURGE,))),
+        )
+    return aiohttp_jinja2.render_template(template, request, {**shared, **context}, status=status)
