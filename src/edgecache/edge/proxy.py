@@ -127,10 +127,9 @@ class Proxy:
 
     def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | None:
         """Answer one request: synchronously on a fresh hit, else through a coroutine."""
-        headers = req.headers
         target = req.target
         if target[0] == "/":
-            found = self.zones.for_host(headers.get("host", ""))
+            found = self.zones.for_host(req.host)
         else:
             other = self._other_target_form(req, conn)
             if other is None:
@@ -146,7 +145,7 @@ class Proxy:
             return self._pass(req, conn, zone, host)
         if zone.has_variants:
             base = primary_key("http", host, target, zone.key_options)
-            base += variant_suffix(headers, zone.key_options, zone.trusted_from(req.client_ip))
+            base += variant_suffix(req.headers, zone.key_options, zone.trusted_from(req.client_ip))
         else:
             # The primary key of a (host, target) never changes: normalise each one once.
             memo = zone.key_memo
@@ -162,25 +161,30 @@ class Proxy:
         store = self.store
         vary = store.vary(base)
         if vary:
-            key = base + vary_suffix(vary, headers)
+            key = base + vary_suffix(vary, req.headers)
         entry = store.get(key)
         if entry is not None and entry.stored_seq < self.index.position:
             entry = self._purge_check(entry)
-        if entry is not None and (entry.auth_ok or "authorization" not in headers):
+        # A plain request (Request.plain) carries no Authorization, Range or conditional: its fresh
+        # hit is decided without the request's header dict, which is then never built.
+        plain = req.plain
+        if entry is not None and (plain or entry.auth_ok or "authorization" not in req.headers):
             now = _time()
             age = entry.initial_age + (now - entry.response_time)
             # Entry.ttl, inlined for an entry no soft purge has touched.
             ttl = entry.freshness_lifetime - age if entry.stale_since is None else entry.ttl(now)
             if ttl > 0 and not entry.no_cache:
-                if (
-                    "range" in headers
-                    or "if-none-match" in headers
-                    or "if-modified-since" in headers
-                    or "if-match" in headers
-                    or "if-unmodified-since" in headers
-                ):
-                    self._hit(req, conn, entry, now, ttl)
-                    return None
+                if not plain:
+                    headers = req.headers
+                    if (
+                        "range" in headers
+                        or "if-none-match" in headers
+                        or "if-modified-since" in headers
+                        or "if-match" in headers
+                        or "if-unmodified-since" in headers
+                    ):
+                        self._hit(req, conn, entry, now, ttl)
+                        return None
                 # The hot path: a plain fresh hit, written in one go. Its varying fields (Age, ttl,
                 # Content-Length) are formatted once per distinct value, not once per hit.
                 self.stats.hits += 1
@@ -208,6 +212,7 @@ class Proxy:
                 return None
         else:
             entry = None
+        headers = req.headers
         if "connection" in headers and _drop_connection_options(headers):
             # A field named in Connection does not reach the origin, so it may not select what the
             # fill is filed under either: key the request again without it.
@@ -222,7 +227,7 @@ class Proxy:
         """A request-target that is not origin-form (RFC 9112 §3.2). Absolute-form selects the zone by
         its authority, whatever Host says (§3.2.2), and is reduced to origin-form in ``req.target``;
         ``OPTIONS *`` is answered here (§3.2.4). Returns None when the request has been answered."""
-        if self.zones.for_host(req.headers.get("host", "")) == BAD_HOST:
+        if self.zones.for_host(req.host) == BAD_HOST:
             # Ignored for routing, but still a field that must be valid (RFC 9112 §3.2).
             self._plain(conn, req, BAD_HOST, HOST_ERRORS[BAD_HOST])
             return None
