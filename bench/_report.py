@@ -15,6 +15,8 @@ EDGECACHE = "edgecache"
 PEERS = ("nginx", "varnish")
 CEILING = "bare"
 """The bare Python server (``_bare.py``): a ceiling to compare with, never a peer."""
+BASELINE = "edgecache-baseline"
+"""Another build of edgecache measured in the same run (``run.py --baseline``)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def scenario_table(scn: Scenario) -> str:
     for server, runs in scn.samples.items():
         rps = statistics.median(s.rps for s in runs)
         ratio = ""
-        if best is not None and (server == EDGECACHE or server == best[0]):
+        if best is not None and server in (EDGECACHE, BASELINE, best[0]):
             ratio = f"{rps / best[1]:.2f}x {best[0]}"
         of_bare = f"{rps / ceiling:.2f}" if ceiling else ""
         rows.append(

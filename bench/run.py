@@ -30,7 +30,9 @@ Method (see /work/shared/reference/bench-anchors.md for the reference setup and 
   RSS (VmRSS) before and after gives the growth per object; overhead = growth - 1,024 bytes of body.
 
 Usage: `.venv/bin/python bench/run.py [--rounds N] [--duration S] [--only SCENARIO ...] [--memory |
---no-memory] [--keep]`. Results are printed and written to bench/out/results.md.
+--no-memory] [--keep] [--baseline EXE]`. Results are printed and written to bench/out/results.md.
+``--baseline`` adds another build of edgecache (its ``edgecache`` executable) as one more server in
+the same interleaved rounds, so a change is measured before and after against the same peers.
 """
 
 from __future__ import annotations
@@ -167,7 +169,9 @@ class Fleet:
             self.stop(server)
 
 
-def start_caches(fleet: Fleet, origin: srv.Server) -> tuple[list[srv.Server], dict[str, str]]:
+def start_caches(
+    fleet: Fleet, origin: srv.Server, baseline: Path | None = None
+) -> tuple[list[srv.Server], dict[str, str]]:
     tmp, port = fleet.tmp, origin.port
     starters: dict[str, Callable[[], srv.Server]] = {
         "nginx": lambda: srv.start_nginx_cache(tmp, port),
@@ -175,6 +179,8 @@ def start_caches(fleet: Fleet, origin: srv.Server) -> tuple[list[srv.Server], di
         "edgecache": lambda: srv.start_edgecache(tmp, port, EDGECACHE_BIN),
         report.CEILING: lambda: srv.start_bare(tmp),
     }
+    if baseline is not None:
+        starters[report.BASELINE] = lambda: srv.start_edgecache(tmp, port, baseline, report.BASELINE)
     servers, unavailable = [], {}
     for name, starter in starters.items():
         got = fleet.start(name, starter)
@@ -344,6 +350,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", action="store_true", help="run the memory step (alone unless --only)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory step")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="an edgecache executable of another build (e.g. main), measured in the same rounds",
+    )
     args = p.parse_args(argv)
     if args.memory and args.no_memory:
         p.error("--memory and --no-memory exclude each other")
@@ -383,7 +394,7 @@ def bench(fleet: Fleet, args: argparse.Namespace) -> str:
     fleet.started.append(origin)
     parts = []
     if specs:
-        servers, unavailable = start_caches(fleet, origin)
+        servers, unavailable = start_caches(fleet, origin, args.baseline)
         scripts = wrk.write_scripts(fleet.tmp)
         for spec in specs:
             print(f"scenario {spec.title}", flush=True)

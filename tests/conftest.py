@@ -7,6 +7,7 @@ over real sockets with blocking clients, as a user's curl would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import tempfile
 import threading
@@ -151,7 +152,12 @@ def _answer_range(request: web.Request, route: Route, headers: CIMultiDict[str])
 class Stack:
     """A running origin + node, driven from the test thread."""
 
-    def __init__(self, extra_zones: tuple[Zone, ...] = (), storage: Storage | None = None) -> None:
+    def __init__(
+        self,
+        extra_zones: tuple[Zone, ...] = (),
+        storage: Storage | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         """``extra_zones`` (with hostnames of their own) join the three zones every test module has."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -192,14 +198,33 @@ class Stack:
                 ),
                 *(z.model_copy(update={"origin": origin_url}) for z in extra_zones),
             ),
-            limits=Limits(origin_read_timeout=2.0),
+            limits=limits or Limits(origin_first_byte_timeout=2.0, origin_read_timeout=2.0),
             storage=storage or Storage(),
         )
+        self.config = config
         self.node = Node(config)
+        self.run(self.node.start())
+
+    def restart(self) -> None:
+        """Stop the node and start a new one on the same configuration and data directory (new
+        ports): what survives is what the database and the persistent tier kept."""
+        self.run(self.node.stop())
+        self.node = Node(self.config)
         self.run(self.node.start())
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    @contextlib.contextmanager
+    def origin_at(self, url: str) -> Iterator[None]:
+        """Point the test zone at another origin for the duration of a ``with`` block."""
+        zone = self.node.zones.by_id[ZONE_ID]
+        original = zone.origin
+        object.__setattr__(zone, "origin", url)
+        try:
+            yield
+        finally:
+            object.__setattr__(zone, "origin", original)
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run a plain function on the node's loop (the store is not thread-safe)."""

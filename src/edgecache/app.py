@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
-import aiohttp
 from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
@@ -21,7 +23,8 @@ from edgecache.api.context import ControlContext
 from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
-from edgecache.config import TASK_TYPES, Account, Config
+from edgecache.config import TASK_TYPES, Account, Config, Limits
+from edgecache.control.cache_reserve import CacheReserveService
 from edgecache.control.credentials import CredentialService
 from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
@@ -30,6 +33,7 @@ from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
 from edgecache.control.sessions import SessionService
+from edgecache.db.cache_reserve import CacheReserveStore
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
@@ -43,11 +47,19 @@ from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
 from edgecache.metrics import EdgeCollector
+from edgecache.metrics_disk import DiskCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge
+from edgecache.store.base import Tier
+from edgecache.store.chain import TierChain
+from edgecache.store.disk import DiskStore, JobProgress, clear_reserve_job
+from edgecache.store.entry import Entry
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
+
+TARGET_SAFE = "/?[]@!$&'()*+,;=:%~-._"
+"""Characters a prefetch target keeps as they are; others (spaces, non-ASCII) are percent-encoded."""
 
 RETENTION_EVERY = 3600.0
 """Seconds between retention passes over the task table (each deletes a range per zone)."""
@@ -79,6 +91,21 @@ def seed_identity(credentials: CredentialService, config: Config) -> None:
         credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)
 
 
+def origin_client(limits: Limits) -> OriginClient:
+    """The origin client the limits describe (timeouts, pool bounds, the CAs trusted for https)."""
+    context = None
+    if limits.origin_ca_file is not None:
+        context = ssl.create_default_context(cafile=str(limits.origin_ca_file))
+    return OriginClient(
+        limits.origin_connect_timeout,
+        limits.origin_read_timeout,
+        first_byte_timeout=limits.origin_first_byte_timeout,
+        idle_timeout=limits.origin_keepalive_timeout,
+        max_connections=limits.origin_max_connections,
+        ssl_context=context,
+    )
+
+
 class Node:
     """One edgecache node: data listener, control listener, and (for the demo) the origin."""
 
@@ -89,13 +116,29 @@ class Node:
         self.zones = ZoneTable(config.zones)
         self.database = open_database(config.database_url or sqlite_url(config.data_dir))
         ledger = LedgerStore(self.database)
-        # Entries are stored at the ledger position; the memory tier starts empty, so purges from
-        # before this start need no replay, only their numbering.
-        self.index = EpochIndex(position=ledger.position())
-        self.origin = OriginClient(config.limits.origin_connect_timeout, config.limits.origin_read_timeout)
+        position = ledger.position()
+        self.disk: DiskStore | None = None
+        self.tiers: Tier = self.store
+        """What the data plane reads and writes: memory alone, or memory in front of disk."""
+        self.cache_reserve = CacheReserveService(CacheReserveStore(self.database), self._run_reserve_clear)
+        self.cache_reserve.load()
+        if config.storage.disk.enabled:
+            self.disk = self._open_disk(position)
+            self.tiers = TierChain(
+                self.store,
+                self.disk,
+                reserve_on=self.cache_reserve.is_on,
+                reserve_eligible=self._reserve_eligible,
+            )
+        # Objects on disk may predate purges that were never applied to the disk (a crash between
+        # a purge's commit and its reclaim): those purges are put in effect again, from the ledger.
+        # Without a disk the memory tier starts empty, and the purges need only their numbering.
+        floor = position if self.disk is None else min(position, self.disk.reclaimed_upto)
+        self.index = EpochIndex(position=floor)
+        self.origin = origin_client(config.limits)
         self.proxy = Proxy(
             self.zones,
-            self.store,
+            self.tiers,
             self.origin,
             self.stats,
             max_object_bytes=config.storage.max_object_bytes,
@@ -122,8 +165,15 @@ class Node:
         )
         self.secrets = SecretService(self.database, MasterKey(config.data_dir))
         self.reclaimer = Reclaimer(
-            self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
+            self.store,
+            self.index,
+            self.proxy.oldest_fetch_seq,
+            on_reclaimed=self.purges.reclaimed,
+            disk=self.disk,
         )
+        self._replayed = self.purges.replay(self.zones.by_id, ledger.after(floor)) if floor < position else []
+        for purge in self._replayed:
+            self.index.apply(purge)
         log_cfg = config.logging
         self.access_log = (
             AccessLog(log_cfg.access_log, log_cfg.access_log_format, self.zones)
@@ -141,15 +191,43 @@ class Node:
                 http=lambda: None if self._data is None else self._data.stats,
                 index=lambda: self.index,
                 reclaimer=self.reclaimer,
+                origin=self.origin.stats,
             )
         )
+        if self.disk is not None:
+            self.registry.register(DiskCollector(self.disk, self.cache_reserve, list(self.zones.by_id)))
         self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
         self.live = LiveStats(self.registry)
-        self._warm_session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
+
+    def _open_disk(self, position: int) -> DiskStore:
+        cfg = self.config.storage.disk
+        reserve = {z.id: z.cache_reserve for z in self.config.zones}
+        return DiskStore(
+            self.config.data_dir / cfg.path,
+            budget=cfg.budget_bytes,
+            position=position,
+            reserve_budget=lambda zone: reserve[zone].budget_bytes if zone in reserve else 0,
+            reserve_retention=lambda zone: reserve[zone].retention_days * 86400.0 if zone in reserve else 0.0,
+        )
+
+    def _reserve_eligible(self, entry: Entry) -> bool:
+        """Cloudflare's eligibility: fresh for at least the zone's minimum TTL, and not too large."""
+        zone = self.zones.by_id.get(entry.zone)
+        if zone is None:
+            return False
+        rules = zone.config.cache_reserve
+        return entry.freshness_lifetime >= rules.min_ttl and len(entry.body) <= rules.max_object_bytes
+
+    def _run_reserve_clear(self, zone_id: str, progress: JobProgress) -> Future[None]:
+        if self.disk is None:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return self.disk.run_job(clear_reserve_job(zone_id, progress))
 
     def _apply_purge(self, purge: Purge) -> None:
         """Put a durable purge in effect on this node: the index at once, the reclaimer after."""
@@ -158,18 +236,15 @@ class Node:
 
     async def _warm(self, host: str, path: str, headers: Mapping[str, str]) -> int:
         """One request through this node's own data plane (prefetch), body read and dropped."""
-        if self._warm_session is None:
-            self._warm_session = aiohttp.ClientSession(auto_decompress=False)
         listen = self.config.data.host
         address = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen
-        async with self._warm_session.get(
-            f"http://{address}:{self.data_port}{path}",
-            headers={**headers, "Host": host},
-            allow_redirects=False,
-        ) as resp:
-            async for _ in resp.content.iter_chunked(65536):
-                pass
-            return resp.status
+        fields = {name.lower(): value for name, value in headers.items()}
+        fields["host"] = host
+        target = quote(path, safe=TARGET_SAFE)
+        resp = await self.origin.request("GET", f"http://{address}:{self.data_port}{target}", fields)
+        async for _ in resp.chunks():
+            pass
+        return resp.status
 
     def quota_for(self, zone_id: str) -> list[Quota]:
         """Every task type's quota state for one zone (DescribeContentQuota)."""
@@ -207,8 +282,8 @@ class Node:
                 log.exception("task housekeeping failed")
 
     def _seed(self) -> None:
-        # Purges still processing when this node last stopped: the memory tier starts empty, so
-        # there is nothing left for them to remove here; this node acknowledges them.
+        # Purges still processing when this node last stopped: the memory tier starts empty, and
+        # those the disk may still hold objects for are replayed (see __init__); acknowledged here.
         self.tasks.finish_purges([(seq, {}) for seq in self.tasks.processing_purge_seqs()], datetime.now(UTC))
         seed_identity(self.credentials, self.config)
 
@@ -219,6 +294,9 @@ class Node:
         if cfg.demo_origin is not None:
             self._demo = await demo_origin.start(cfg.demo_origin.host, cfg.demo_origin.port)
         self.reclaimer.start()
+        for purge in self._replayed:
+            self.reclaimer.enqueue(purge)
+        self.cache_reserve.resume()
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
@@ -239,6 +317,7 @@ class Node:
             tasks=self.tasks,
             quotas=self.quotas,
             prefetch=self.prefetch,
+            cache_reserve=self.cache_reserve,
         )
         edgeone = EdgeOneServices(
             secrets=self.secrets,
@@ -261,16 +340,17 @@ class Node:
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
+        await self.cache_reserve.stop()
         for task in (self._housekeeping, self._gc):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.prefetch.drain()
-        if self._warm_session is not None:
-            await self._warm_session.close()
         await self.origin.close()
         if self._demo is not None:
             await self._demo.cleanup()
         self.purges.close()
+        if self.disk is not None:
+            await asyncio.to_thread(self.disk.close)
         self.database.dispose()

@@ -23,6 +23,7 @@ from edgecache import logs
 from edgecache.app import Node
 from edgecache.cli_credentials import credentials_app
 from edgecache.cli_db import db_app
+from edgecache.cli_reserve import reserve_app
 from edgecache.cli_tasks import tasks_app
 from edgecache.cli_tokens import tokens_app
 from edgecache.config import DEMO_ZONE_ID, ZONE_ID, Config, demo_config, load_config
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(tokens_app, name="token")
 app.add_typer(credentials_app, name="credential")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(reserve_app, name="reserve")
 app.add_typer(db_app, name="db")
 
 DEMO_TOKEN_NAME = "demo (make run)"
@@ -75,6 +77,7 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
     if cfg.demo_origin is not None:
         lines.append("Demo zone in front of the built-in origin. Try (run each twice: MISS, then HIT):")
         lines += [f"  curl -si {data}{p} | grep -i cache-status" for p in DEMO_PATHS[:4]]
+        lines.append("Stop (Ctrl-C) and start again: a page still fresh is a HIT from disk (detail=disk).")
     if token is not None:
         lines += [
             "",

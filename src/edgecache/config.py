@@ -132,6 +132,18 @@ DEFAULT_QUOTAS: dict[str, Quota] = {
 }
 
 
+class CacheReserve(_Model):
+    """A zone's Cache Reserve: which objects it keeps, how long, and how many bytes (whether it is
+    on is runtime state, set through the API and kept in the control database)."""
+
+    min_ttl: float = Field(default=36000.0, ge=0)
+    """Freshness lifetime an object needs to be eligible (Cloudflare: 10 hours)."""
+    max_object_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    retention_days: float = Field(default=30.0, gt=0)
+    """An object not read for this long is removed; every read starts the period again."""
+    budget_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
+
+
 class Zone(_Model):
     """A site in front of one origin."""
 
@@ -154,6 +166,11 @@ class Zone(_Model):
     heuristic_fraction: float = Field(default=0.1, ge=0, le=1)
     """Freshness from Last-Modified when nothing explicit is given (RFC 9111 §4.2.2)."""
     heuristic_max: float = Field(default=86400.0, ge=0)
+    stale_if_error: float = Field(default=0.0, ge=0)
+    """Seconds past its freshness a stored response may still be served when the origin cannot be
+    reached, closes early, times out or answers 5xx, for responses that allow less themselves
+    (RFC 9111 §4.2.4); must-revalidate and no-cache still forbid it."""
+    cache_reserve: CacheReserve = CacheReserve()
 
     @field_validator("id")
     @classmethod
@@ -214,12 +231,22 @@ class Zone(_Model):
         return v.rstrip("/")
 
 
+class DiskStorage(_Model):
+    """The persistent tier (LMDB under ``path``, relative to ``data_dir``)."""
+
+    enabled: bool = True
+    path: Path = Path("cache")
+    budget_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
+    """Bytes of records in the disk cache (the Cache Reserve has its own budgets, per zone)."""
+
+
 class Storage(_Model):
     """Cache tiers."""
 
     memory_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
     max_object_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Larger responses stream through without being stored."""
+    disk: DiskStorage = DiskStorage()
 
 
 class Tasks(_Model):
@@ -254,7 +281,16 @@ class Limits(_Model):
     """Longest time from the end of a request's head to the end of its body, however it trickles in."""
     idle_timeout: float = Field(default=60.0, gt=0)
     origin_connect_timeout: float = Field(default=5.0, gt=0)
+    origin_first_byte_timeout: float = Field(default=30.0, gt=0)
+    """Seconds from sending a request until the origin's whole response head has arrived."""
     origin_read_timeout: float = Field(default=30.0, gt=0)
+    """Seconds the origin may stay silent mid-body."""
+    origin_keepalive_timeout: float = Field(default=30.0, gt=0)
+    """Idle pooled connections to an origin are closed after this many seconds."""
+    origin_max_connections: int = Field(default=512, ge=1)
+    """Open connections per origin; further requests wait for one (within the connect timeout)."""
+    origin_ca_file: Path | None = None
+    """PEM bundle of CAs trusted for https origins instead of the system's (a private CA)."""
 
 
 class Console(_Model):

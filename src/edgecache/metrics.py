@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from edgecache.edge.http1 import Http1Stats
+from edgecache.edge.origin import OriginStats
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import ORIGIN_BUCKETS, EdgeStats
 from edgecache.purge.index import EpochIndex
@@ -29,8 +30,10 @@ class EdgeCollector(Collector):
         http: Callable[[], Http1Stats | None],
         index: Callable[[], EpochIndex],
         reclaimer: Reclaimer,
+        origin: OriginStats,
     ) -> None:
         self._stats = stats
+        self._origin = origin
         self._store = store
         self._http = http
         self._index = index
@@ -58,6 +61,21 @@ class EdgeCollector(Collector):
             "edgecache_unsafe_invalidations",
             "Entries removed by successful unsafe requests",
             value=s.invalidated_by_unsafe,
+        )
+        yield CounterMetricFamily(
+            "edgecache_origin_connections",
+            "Connections opened to origins (the rest of the requests reused one)",
+            value=self._origin.connections_opened,
+        )
+        yield CounterMetricFamily(
+            "edgecache_origin_requests",
+            "Requests written to origins, retries included",
+            value=self._origin.requests,
+        )
+        yield CounterMetricFamily(
+            "edgecache_origin_retries",
+            "Idempotent requests re-sent after a reused connection closed unanswered",
+            value=self._origin.retries,
         )
         cumulative: list[tuple[str, float]] = []
         total = 0

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import Bucket, PlanLimits, RateLimiter
-from edgecache.db.ledger import LedgerStore
+from edgecache.db.ledger import LedgerRow, LedgerStore
 from edgecache.db.tasks import NewTask, TaskStore
 from edgecache.edge.zones import ZoneRuntime
 from edgecache.httpcache.key import primary_key, variant_suffix
@@ -351,6 +351,38 @@ class PurgeService:
             },
         )
         return AcceptedPurge(job_id, purge, items)
+
+    def replay(self, zones: Mapping[str, ZoneRuntime], rows: list[LedgerRow]) -> list[Purge]:
+        """The stored purges as they were put in effect, to apply again at start (the persistent
+        tier may hold objects they cover). A row that no longer validates against its zone's
+        configuration becomes a purge of the whole zone: over-invalidating is safe, serving a
+        purged object is not. Rows of zones no longer configured are skipped (nothing serves them)."""
+        out: list[Purge] = []
+        for row in rows:
+            zone = zones.get(row.zone_id)
+            if zone is None:
+                continue
+            mode = Mode(row.mode)
+            at = row.created_at.replace(tzinfo=row.created_at.tzinfo or UTC).timestamp()
+            sel = row.selectors
+            req = PurgeRequest(
+                files=tuple(
+                    FileTarget(f) if isinstance(f, str) else FileTarget(f["url"], f.get("headers"))
+                    for f in sel.get("files", ())
+                ),
+                tags=tuple(sel.get("tags", ())),
+                hosts=tuple(sel.get("hosts", ())),
+                prefixes=tuple(sel.get("prefixes", ())),
+                everything=bool(sel.get("everything")),
+                tag_hosts=tuple(sel.get("tag_hosts", ())),
+            )
+            try:
+                items = self.items(zone, req, plan_limits=False)
+                selectors: tuple[Selector, ...] = tuple(dict.fromkeys(s for i in items for s in i.selectors))
+            except PurgeRejected:
+                selectors = ()
+            out.append(Purge(row.seq, row.zone_id, mode, selectors or (Everything(),), at))
+        return out
 
     def reclaimed(self, purge: Purge, matched: dict[Selector, int]) -> None:
         """This node has applied and reclaimed a purge: its tasks succeed, with the counts."""

@@ -88,19 +88,29 @@ class LedgerStore:
         with read_transaction(self._engine) as conn:
             return int(conn.execute(select(func.coalesce(func.max(purge_ledger.c.seq), 0))).scalar_one())
 
+    def after(self, seq: int) -> list[LedgerRow]:
+        """The purges with a sequence number above ``seq``, oldest first (replayed at start)."""
+        with read_transaction(self._engine) as conn:
+            rows = conn.execute(
+                select(purge_ledger).where(purge_ledger.c.seq > seq).order_by(purge_ledger.c.seq)
+            ).all()
+        return [_row(r) for r in rows]
+
     def by_job(self, job_id: str) -> LedgerRow | None:
         """The purge with this job id."""
         with read_transaction(self._engine) as conn:
             row = conn.execute(select(purge_ledger).where(purge_ledger.c.job_id == job_id)).first()
-        if row is None:
-            return None
-        return LedgerRow(
-            seq=row.seq,
-            zone_id=row.zone_id,
-            mode=row.mode,
-            selectors=json.loads(row.selectors),
-            principal=row.principal,
-            dialect=row.dialect,
-            created_at=row.created_at,
-            job_id=row.job_id,
-        )
+        return None if row is None else _row(row)
+
+
+def _row(row: Any) -> LedgerRow:
+    return LedgerRow(
+        seq=row.seq,
+        zone_id=row.zone_id,
+        mode=row.mode,
+        selectors=json.loads(row.selectors),
+        principal=row.principal,
+        dialect=row.dialect,
+        created_at=row.created_at,
+        job_id=row.job_id,
+    )

@@ -13,6 +13,8 @@ Theory of operation:
 - Memory: a stored response is held once (its chunks become the entry's body). A response that is
   not stored keeps only the chunks some reader has not written yet, and the fetch stops reading
   from the origin while more than ``HIGH_WATER`` bytes wait for the slowest reader.
+- Interim (1xx) responses are not part of the object: each one is passed, as it arrives, to the
+  readers waiting for the head (``relay_interim``), and never stored.
 - ``stored_seq`` is the purge-ledger position read *before* the origin request is sent: a purge
   accepted while the fetch is in flight is newer than the entry it produces, so the entry is never
   served as fresh after that purge.
@@ -28,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from edgecache.edge.forwarding import forward_headers
-from edgecache.edge.origin import OriginClient, OriginError, OriginResponse
+from edgecache.edge.origin import OriginClient, OriginError, OriginResponse, OriginUnreachable
 from edgecache.httpcache.dates import format_http_date
 from edgecache.httpcache.freshness import StorageDecision, decide_storage, initial_age
 from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
@@ -53,6 +56,10 @@ NOT_FORWARDED_TO_ORIGIN_ON_FILL = frozenset(
 NOT_STORED = TAG_HEADERS | {"age", "content-length", "cdn-cache-control"}
 """Fields the cache consumes itself: tags are never shown to clients, Age and Content-Length are
 recomputed on every answer, CDN-Cache-Control is addressed to us (RFC 9213)."""
+
+
+InterimSink = Callable[[int, bytes], None]
+"""``sink(status, response_bytes)``: writes one 1xx response to a client waiting for the head."""
 
 
 class Reader:
@@ -134,6 +141,8 @@ class Fetch:
         self._size = 0
         self.readers: list[Reader] = []
         self.head_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._interim: list[tuple[int, bytes]] = []
+        self._interim_sinks: list[InterimSink] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._space: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -147,11 +156,16 @@ class Fetch:
     async def _run(self, origin: OriginClient) -> None:
         request_time = time.time()
         try:
-            resp = await origin.request(self._method, self._url, self._fwd)
+            resp = await origin.request(self._method, self._url, self._fwd, on_interim=self._on_interim)
         except OriginError as exc:
             self.error = exc
             self._finish()
             return
+        except asyncio.CancelledError:
+            # Every reader left before the head: later misses must not join a fetch that never ends.
+            self.error = OriginUnreachable("the origin request was abandoned")
+            self._finish()
+            raise
         response_time = time.time()
         self.latency = response_time - request_time
         self.origin_status = resp.status
@@ -177,6 +191,12 @@ class Fetch:
         if self.storable:
             self._store(response_time)
         self._finish()
+
+    def _on_interim(self, status: int, fields: list[tuple[str, str]]) -> None:
+        data = interim_response(status, fields)
+        self._interim.append((status, data))
+        for sink in self._interim_sinks:
+            sink(status, data)
 
     def _accept_head(self, resp: OriginResponse, request_time: float, response_time: float) -> None:
         headers = strip_hop_by_hop(resp.headers)
@@ -205,6 +225,7 @@ class Fetch:
             response_time=response_time,
         )
         self._tag_source = headers
+        self._interim_sinks = []
         self.client_headers = [(k, v) for k, v in headers if k.lower() not in NOT_STORED]
         self.head_bytes = encode_head(self.client_headers)
         too_big = resp.content_length is not None and resp.content_length > self._max
@@ -359,6 +380,7 @@ class Fetch:
         self.done = True
         if not self.head_ready.done():
             self.head_ready.set_result(None)
+        self._interim_sinks = []
         self._on_done(self)
         self._wake()
 
@@ -375,6 +397,14 @@ class Fetch:
         reader = Reader()
         self.readers.append(reader)
         return reader
+
+    def relay_interim(self, sink: InterimSink) -> None:
+        """Pass this fetch's 1xx responses to ``sink`` until the final head: past ones, then new ones."""
+        if self.head_ready.done():
+            return
+        for status, data in self._interim:
+            sink(status, data)
+        self._interim_sinks.append(sink)
 
     def leave(self, reader: Reader) -> None:
         """A reader is finished (or its client went away)."""
@@ -405,6 +435,15 @@ class Fetch:
     def _release_space(self) -> None:
         if self._space is not None and not self._space.done() and self._buffered <= HIGH_WATER:
             self._space.set_result(None)
+
+
+def interim_response(status: int, fields: list[tuple[str, str]]) -> bytes:
+    """A 1xx response as relayed to a client: its own end-to-end fields only (RFC 9110 §15.2)."""
+    try:
+        phrase = HTTPStatus(status).phrase.encode("latin-1")
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %b\r\n" % (status, phrase) + encode_head(strip_hop_by_hop(fields)) + b"\r\n"
 
 
 def _field(headers: list[tuple[str, str]], name: str) -> str | None:

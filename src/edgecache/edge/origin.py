@@ -1,114 +1,188 @@
-"""The origin client: one pooled aiohttp session per node, responses streamed, never decoded.
+"""The origin client: keep-alive pools of our own HTTP/1.1 connections, responses streamed, never decoded.
 
 Rules of this module:
-- The caller gives the request fields to send (``edge/forwarding.py`` decides them).
+- The caller gives the request fields to send (``edge/forwarding.py`` decides them);
+  :func:`encode_request` only frames them (request line, ``Host`` when none was given,
+  ``Content-Length``).
 - Bodies are never decompressed or re-encoded: the cache stores what the origin sent.
-- Failures are typed: :class:`OriginUnreachable` (connection refused/reset, DNS, or an invalid
-  response such as a status code outside 100..599) maps to 502,
-  :class:`OriginTimeout` to 504. The caller decides about stale-if-error.
+- One pool per origin (``origin_pool.py``), one request at a time per connection
+  (``origin_conn.py``). A request is retried once, on a new connection, only when it is idempotent
+  (RFC 9110 §9.2.2), was sent on a reused connection, and the connection failed before any byte of
+  the response arrived: the usual sign that the origin closed an idle connection as we used it.
+  Anything else is not retried: the origin may have acted on the request.
+- Failures are typed: :class:`OriginUnreachable` (refused, reset, closed early) and its subclass
+  :class:`OriginInvalid` (bytes that are not a response we may relay: bad framing, a status code
+  outside 100..599) map to 502, :class:`OriginTimeout` to 504. The caller decides about
+  stale-if-error.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+import asyncio
+import ssl
+from collections.abc import Mapping
+from urllib.parse import urlsplit
 
-import aiohttp
+from edgecache.edge.origin_conn import (
+    Deadlines,
+    Interim,
+    OriginError,
+    OriginInvalid,
+    OriginResponse,
+    OriginTimeout,
+    OriginUnreachable,
+)
+from edgecache.edge.origin_pool import OriginPool, OriginStats
 
-CHUNK = 64 * 1024
+__all__ = [
+    "OriginClient",
+    "OriginError",
+    "OriginInvalid",
+    "OriginResponse",
+    "OriginStats",
+    "OriginTimeout",
+    "OriginUnreachable",
+    "encode_request",
+]
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""RFC 9110 §9.2.2."""
+CONTENT_METHODS = frozenset({"POST", "PUT", "PATCH"})
+"""Methods whose request is framed with Content-Length even when empty (RFC 9110 §8.6)."""
+FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "connection"})
+"""Set by :func:`encode_request` alone, whatever the caller passed."""
 
 
-class OriginError(Exception):
-    """The origin could not give a response."""
+def encode_request(
+    method: str, target: str, headers: Mapping[str, str], body: bytes, authority: str
+) -> bytes:
+    """The request as bytes: request line, the given fields, ``Host`` if absent, Content-Length.
 
-
-class OriginUnreachable(OriginError):
-    """Connection refused, reset or otherwise failed: answered with 502."""
-
-
-class OriginTimeout(OriginError):
-    """The origin did not connect or answer in time: answered with 504."""
-
-
-class OriginInvalid(OriginUnreachable):
-    """The origin answered with something that is not an HTTP response we may relay: 502."""
-
-
-@dataclass(slots=True)
-class OriginResponse:
-    """A response head from the origin, with its body still to be read."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    content_length: int | None
-    _resp: aiohttp.ClientResponse
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield the body as it arrives; raises :class:`OriginError` if the origin fails mid-body."""
-        try:
-            async for chunk in self._resp.content.iter_chunked(CHUNK):
-                yield chunk
-        except TimeoutError as exc:
-            raise OriginTimeout("origin timed out while sending the body") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise OriginUnreachable(f"origin failed while sending the body: {exc}") from exc
-        finally:
-            self._resp.release()
-
-    def close(self) -> None:
-        """Drop the connection (the body will not be read)."""
-        self._resp.close()
+    Raises ValueError for a target with whitespace or a field value with CR or LF (either would
+    change how the origin splits the request).
+    """
+    if " " in target or "\r" in target or "\n" in target or "\t" in target:
+        raise ValueError(f"whitespace in the request target {target!r}")
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    if "host" not in headers:
+        lines.append(f"host: {authority}\r\n")
+    for name, value in headers.items():
+        if name in FRAMING_FIELDS:
+            continue
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"CR or LF in the value of request field {name!r}")
+        lines.append(f"{name}: {value}\r\n")
+    if body or method in CONTENT_METHODS:
+        lines.append(f"content-length: {len(body)}\r\n")
+    lines.append("\r\n")
+    head = "".join(lines).encode("latin-1")
+    return head + body if body else head
 
 
 class OriginClient:
-    """A pooled HTTP client to every zone's origin."""
+    """Pooled HTTP/1.1 (and HTTPS) connections to every zone's origin."""
 
-    def __init__(self, connect_timeout: float, read_timeout: float) -> None:
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
-        self._session: aiohttp.ClientSession | None = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=30, ttl_dns_cache=60),
-                timeout=self._timeout,
-                auto_decompress=False,
-                skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        *,
+        first_byte_timeout: float | None = None,
+        idle_timeout: float = 30.0,
+        max_connections: int = 512,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._first_byte_timeout = read_timeout if first_byte_timeout is None else first_byte_timeout
+        self._idle_timeout = idle_timeout
+        self._max_connections = max_connections
+        self._ssl = ssl_context
+        self._pools: dict[str, tuple[OriginPool, str]] = {}
+        self._deadlines: Deadlines | None = None
+        self.stats = OriginStats()
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        *,
+        on_interim: Interim | None = None,
     ) -> OriginResponse:
-        """Send one request; returns once the response head has arrived."""
-        session = self._open()
+        """Send one request; returns once the final response head has arrived.
+
+        ``url`` is the origin's ``scheme://authority`` followed by the origin-form target.
+        ``on_interim(status, fields)`` is called for each 1xx response that precedes the final one.
+        """
+        scheme_end = url.find("://") + 3
+        slash = url.find("/", scheme_end)
+        origin, target = (url, "/") if slash < 0 else (url[:slash], url[slash:])
+        found = self._pools.get(origin)
+        if found is None:
+            found = self._pools[origin] = self._new_pool(origin)
+        pool, authority = found
+        data = encode_request(method, target, headers, body, authority)
+        self.stats.requests += 1
+        conn = pool.take_idle()
+        reused = conn is not None
+        if conn is None:
+            conn, reused = await pool.acquire()
+        resp = conn.send(data, method, on_interim)
         try:
-            resp = await session.request(
-                method,
-                url,
-                headers=headers,
-                data=body if body else None,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
-            )
-        except TimeoutError as exc:
-            raise OriginTimeout(f"origin did not answer in time: {url}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise OriginUnreachable(f"origin unreachable: {exc}") from exc
-        if not 100 <= resp.status <= 599:
-            # RFC 9110 §15: a status code outside 100..599 is invalid; the client parser lets 0xx
-            # and 6xx..9xx through.
+            await resp.head
+        except OriginUnreachable:
+            if not (reused and not resp.received_any and method in IDEMPOTENT):
+                raise
+            self.stats.retries += 1
+            self.stats.requests += 1
+            conn = await pool.connect()
+            resp = conn.send(data, method, on_interim)
+            await self._head(resp)
+        except BaseException:
             resp.close()
-            raise OriginInvalid(f"origin sent an invalid status code {resp.status}")
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
-        return OriginResponse(resp.status, raw, resp.content_length, resp)
+            raise
+        return resp
 
     async def close(self) -> None:
-        """Close every pooled connection."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close every idle connection; busy ones close when their response ends."""
+        for pool, _ in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        if self._deadlines is not None:
+            self._deadlines.stop()
+            self._deadlines = None
+
+    @staticmethod
+    async def _head(resp: OriginResponse) -> None:
+        try:
+            await resp.head
+        except BaseException:
+            resp.close()
+            raise
+
+    def _new_pool(self, origin: str) -> tuple[OriginPool, str]:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise OriginUnreachable(f"not an http(s) origin: {origin!r}")
+        if self._deadlines is None:
+            shortest = min(self._first_byte_timeout, self._read_timeout)
+            self._deadlines = Deadlines(asyncio.get_running_loop(), min(max(shortest / 4, 0.01), 0.5))
+        tls = parts.scheme == "https"
+        context = None
+        if tls:
+            context = self._ssl or ssl.create_default_context()
+        pool = OriginPool(
+            deadlines=self._deadlines,
+            stats=self.stats,
+            host=parts.hostname,
+            port=parts.port or (443 if tls else 80),
+            ssl_context=context,
+            connect_timeout=self._connect_timeout,
+            first_byte_timeout=self._first_byte_timeout,
+            read_timeout=self._read_timeout,
+            idle_timeout=self._idle_timeout,
+            max_connections=self._max_connections,
+        )
+        return pool, parts.netloc

@@ -37,7 +37,7 @@ from http import HTTPStatus
 from typing import Literal
 from urllib.parse import urlsplit
 
-from edgecache.edge.fetch import Fetch, Reader
+from edgecache.edge.fetch import Fetch, Reader, interim_response
 from edgecache.edge.forwarding import forward_headers
 from edgecache.edge.http1 import Connection, Request
 from edgecache.edge.origin import OriginClient, OriginError, OriginInvalid, OriginTimeout
@@ -174,10 +174,11 @@ class Proxy:
             # Entry.ttl, inlined for an entry no soft purge has touched.
             ttl = entry.freshness_lifetime - age if entry.stale_since is None else entry.ttl(now)
             if ttl > 0 and not entry.no_cache:
-                if not plain:
+                if entry.tier or not plain:
                     headers = req.headers
                     if (
-                        "range" in headers
+                        entry.tier
+                        or "range" in headers
                         or "if-none-match" in headers
                         or "if-modified-since" in headers
                         or "if-match" in headers
@@ -278,7 +279,9 @@ class Proxy:
 
     def _hit(self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float) -> None:
         self.stats.hits += 1
-        status_fields = b"Cache-Status: " + cache_status_hit(ttl).encode() + b"\r\n" + CF_HIT
+        status = cache_status_hit(ttl, entry.tier.decode())
+        status_fields = b"Cache-Status: " + status.encode() + b"\r\n" + CF_HIT
+        entry.tier = b""
         self._answer_from_entry(req, conn, entry, now, status_fields)
 
     def _precondition_failed(self, req: Request, conn: Connection, entry: Entry, fields: bytes) -> bool:
@@ -486,11 +489,15 @@ class Proxy:
             return None
         return self._fill(req, conn, zone, host, key, entry, coalesce="authorization" not in req.headers)
 
-    def _serve_stale_on_error(self, req: Request, conn: Connection, entry: Entry, why: str) -> bool:
-        """RFC 5861 §4 stale-if-error; never for must-revalidate responses (RFC 9111 §4.2.4)."""
+    def _serve_stale_on_error(
+        self, req: Request, conn: Connection, zone: ZoneRuntime, entry: Entry, why: str
+    ) -> bool:
+        """RFC 5861 §4 stale-if-error, or the zone's own allowance when the origin is gone (RFC 9111
+        §4.2.4: serving stale while disconnected); never when must-revalidate or no-cache forbid it."""
         now = time.time()
         staleness = -entry.ttl(now)
-        if entry.must_revalidate or staleness > entry.stale_if_error:
+        allowed = max(entry.stale_if_error, zone.config.stale_if_error)
+        if entry.must_revalidate or entry.no_cache or staleness > allowed:
             return False
         self.stats.count(CfStatus.STALE)
         fields = (
@@ -613,11 +620,13 @@ class Proxy:
         if fetch is None:
             fetch = self._start_fetch(zone, host, key, req, stale, coalesce=coalesce, ranged=ranged)
         reader = fetch.join()
+        if req.http_version == "1.1" and not fetch.head_ready.done():
+            fetch.relay_interim(_interim_sink(req, conn))
         try:
             await fetch.head_ready
             if fetch.error is not None or (stale is not None and fetch.origin_status >= 500):
                 why = str(fetch.error) if fetch.error is not None else f"origin status {fetch.origin_status}"
-                if stale is not None and self._serve_stale_on_error(req, conn, stale, why):
+                if stale is not None and self._serve_stale_on_error(req, conn, zone, stale, why):
                     return
                 if fetch.error is not None:
                     self._origin_failure(req, conn, fetch.error)
@@ -771,6 +780,7 @@ class Proxy:
                 zone.origin + origin_target(req.target),
                 forward_headers(req.headers, req.client_ip, zone, host),
                 req.body,
+                on_interim=None if req.http_version != "1.1" else _interim_writer(req, conn),
             )
         except OriginError as exc:
             self._origin_failure(req, conn, exc)
@@ -866,6 +876,23 @@ def _hit_fields(stamp: tuple[int, int, int]) -> bytes:
         _HIT_FIELDS_MEMO.clear()
     _HIT_FIELDS_MEMO[stamp] = fields
     return fields
+
+
+def _interim_sink(req: Request, conn: Connection) -> Callable[[int, bytes], None]:
+    """Where a fetch's 1xx responses go for this client (HTTP/1.1 only: RFC 9110 §15.2)."""
+    expects_continue = req.headers.get("expect", "").lower() == "100-continue"
+
+    def sink(status: int, data: bytes) -> None:
+        # A 100 answers an Expect: 100-continue; a client that did not send one is not told.
+        if status != 100 or expects_continue:
+            conn.write(data)
+
+    return sink
+
+
+def _interim_writer(req: Request, conn: Connection) -> Callable[[int, list[tuple[str, str]]], None]:
+    sink = _interim_sink(req, conn)
+    return lambda status, fields: sink(status, interim_response(status, fields))
 
 
 def _flush(conn: Connection, pieces: list[bytes]) -> None:

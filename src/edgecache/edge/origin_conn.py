@@ -1,0 +1,488 @@
+"""One HTTP/1.1 connection to an origin: an asyncio Protocol on httptools' response parser.
+
+Why by hand and not a client library: see docs/decisions/0008-origin-client.md.
+
+Theory of operation
+-------------------
+A connection carries one exchange at a time (requests are never pipelined). ``send()`` writes a
+request and returns its :class:`OriginResponse`; the response's ``head`` future resolves when the
+final (non-1xx) head has arrived, and body bytes collect in the response until its reader takes
+them. The pool (``origin_pool.py``) gets the connection back through ``on_reusable`` the moment the
+final response is complete, even if its reader has not taken the body yet: the bytes already belong
+to the response.
+
+Rules:
+
+1. Framing is strict. llhttp already refuses Content-Length together with Transfer-Encoding, a
+   repeated or non-numeric Content-Length, bare LF and obsolete line folding; on top of that a
+   Transfer-Encoding other than exactly ``chunked``, a ``101``, a status code outside 100..599, and
+   a head over ``MAX_HEAD`` bytes or ``MAX_FIELDS`` fields are errors. A violation fails the
+   exchange (:class:`OriginInvalid`) and closes the connection: it is never taken for a complete
+   response.
+2. A body ends with its Content-Length, with the last chunk, or, when it has neither, with the
+   origin's close. A close before the declared end fails the exchange; the bytes read so far are
+   never presented as the whole body.
+3. Interim responses (1xx other than 101) go to the exchange's ``on_interim`` callback; their
+   fields are dropped before the next message, so none of them reaches the final response.
+4. The connection is reusable after a final response only if the origin keeps it alive
+   (HTTP/1.1 without ``Connection: close``), the request was not HEAD (httptools cannot be told
+   that a HEAD response has no body, so such a connection is closed), and no byte arrived after
+   the response: anything after it (a second response, excess body bytes) means the framing
+   cannot be trusted, and the connection is closed.
+5. Back-pressure: when more than ``HIGH_WATER`` body bytes wait for the reader, reading from the
+   origin pauses; it resumes when the reader has taken them all.
+6. No timer per request, and the request path does not read the clock: every connection with a
+   request outstanding is in :class:`Deadlines`, whose periodic sweep stamps each phase the
+   first time it sees it and expires phases that lasted too long (as ``http1.py`` does for
+   clients), so a deadline is met up to two sweep intervals late. Until the final head is
+   complete the first-byte deadline applies (a head that trickles in counts as not answering);
+   then the read timeout applies between reads, except while reading is paused for a slow reader.
+7. ``received_any`` says whether any byte of the response arrived: the pool retries an idempotent
+   request that failed on a reused connection only when it is False.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import cast
+
+from httptools import HttpParserError, HttpResponseParser
+
+MAX_HEAD = 64 * 1024
+"""Bytes of field names and values in a response's heads (interim responses included)."""
+MAX_FIELDS = 256
+HIGH_WATER = 256 * 1024
+
+Interim = Callable[[int, list[tuple[str, str]]], None]
+"""``on_interim(status, fields)``: called for each 1xx response before the final one."""
+
+
+class OriginError(Exception):
+    """The origin could not give a response."""
+
+
+class OriginUnreachable(OriginError):
+    """Connection refused, reset or closed before the response was complete: answered with 502."""
+
+
+class OriginInvalid(OriginUnreachable):
+    """The origin answered with something that is not an HTTP response we may relay: 502."""
+
+
+class OriginTimeout(OriginError):
+    """The origin did not connect, answer or keep sending in time: answered with 504."""
+
+
+class Deadlines:
+    """The timeouts of every connection with a request outstanding, checked by one periodic sweep."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.now = loop.time()
+        """The loop's clock at the last sweep (or at the first request after a quiet spell)."""
+        self.active: set[OriginConnection] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def watch(self, conn: OriginConnection) -> None:
+        """Start checking ``conn``'s deadlines (until its exchange ends)."""
+        self.active.add(conn)
+        if self._handle is None:
+            self.now = self.loop.time()
+            self._handle = self.loop.call_at(self.now + self.interval, self._sweep)
+
+    def stop(self) -> None:
+        """Stop sweeping (the client is closing)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _sweep(self) -> None:
+        now = self.now = self.loop.time()
+        for conn in list(self.active):
+            conn.check_deadline(now)
+        self._handle = self.loop.call_at(now + self.interval, self._sweep) if self.active else None
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing; the reason is already recorded."""
+
+
+class OriginResponse:
+    """A response from the origin: ``status``, ``headers`` and ``content_length`` once ``head`` is done."""
+
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_complete",
+        "_conn",
+        "_error",
+        "_waiter",
+        "content_length",
+        "head",
+        "headers",
+        "method",
+        "on_interim",
+        "received_any",
+        "status",
+    )
+
+    def __init__(
+        self, conn: OriginConnection, method: str, on_interim: Interim | None, head: asyncio.Future[None]
+    ) -> None:
+        self._conn = conn
+        self.method = method
+        self.on_interim = on_interim
+        self.head = head
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        """Field names as the origin spelt them; hop-by-hop fields included (the caller strips them)."""
+        self.content_length: int | None = None
+        self.received_any = False
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._complete = False
+        self._error: OriginError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has arrived (it may still be waiting for the reader)."""
+        return self._complete
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield the body as it arrives; raises :class:`OriginError` if the origin fails mid-body.
+
+        Leaving the loop early (break, cancellation) closes the connection unless the body is complete.
+        """
+        try:
+            while True:
+                chunks = self._chunks
+                if chunks:
+                    self._chunks = []
+                    self._buffered = 0
+                    for chunk in chunks:
+                        yield chunk
+                    continue
+                if self._error is not None:
+                    raise self._error
+                if self._complete:
+                    return
+                self._conn.resume()
+                waiter = self._waiter = self._conn.loop.create_future()
+                await waiter
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Give up on the rest of the body: the connection is closed unless the body is complete."""
+        if not self._complete and self._error is None:
+            self._fail(OriginUnreachable("response abandoned before its end"))
+            self._conn.close()
+
+    # -- called by the connection ------------------------------------------------------------------
+
+    def _body(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        self._wake()
+
+    def _done(self) -> None:
+        self._complete = True
+        self._wake()
+
+    def _fail(self, error: OriginError) -> None:
+        if self._complete or self._error is not None:
+            return
+        self._error = error
+        if not self.head.done():
+            self.head.set_exception(error)
+            # Retrieved here: a caller that stopped waiting must not log "exception never retrieved".
+            self.head.exception()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class OriginConnection(asyncio.Protocol):
+    """One connection to an origin; see the module's rules."""
+
+    __slots__ = (
+        "_field_bytes",
+        "_fields",
+        "_final",
+        "_head_bytes",
+        "_keep_alive",
+        "_parser",
+        "_paused",
+        "_reusable_after",
+        "_stamp",
+        "_until_close",
+        "closed",
+        "deadlines",
+        "exchange",
+        "first_byte_timeout",
+        "idle_since",
+        "loop",
+        "on_closed",
+        "on_reusable",
+        "read_timeout",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        deadlines: Deadlines,
+        first_byte_timeout: float,
+        read_timeout: float,
+        on_reusable: Callable[[OriginConnection], None],
+        on_closed: Callable[[OriginConnection], None],
+    ) -> None:
+        self.loop = loop
+        self.deadlines = deadlines
+        self.first_byte_timeout = first_byte_timeout
+        self.read_timeout = read_timeout
+        self.on_reusable = on_reusable
+        self.on_closed = on_closed
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.exchange: OriginResponse | None = None
+        self.idle_since = 0.0
+        """When the last exchange ended, by ``Deadlines.now`` (the pool's idle timeout counts from it)."""
+        self._parser = HttpResponseParser(self)
+        self._fields: list[tuple[str, str]] = []
+        self._final = False
+        """The final (non-1xx) head of the current exchange is complete."""
+        self._head_bytes = 0
+        """Raw bytes read before the final head was complete: bounds what httptools buffers."""
+        self._field_bytes = 0
+        """Bytes of field names and values in the exchange's heads (interim ones included)."""
+        self._keep_alive = False
+        self._until_close = False
+        self._paused = False
+        self._stamp = 0.0
+        """When the current phase was first seen by the sweep; 0.0 when a phase has just begun."""
+        self._reusable_after = False
+
+    # -- the pool's interface ------------------------------------------------------------------------
+
+    def send(self, request: bytes, method: str, on_interim: Interim | None) -> OriginResponse:
+        """Write one request; the returned response's ``head`` resolves with the final head."""
+        resp = OriginResponse(self, method, on_interim, self.loop.create_future())
+        if self.closed or self.transport is None or self.transport.is_closing():
+            resp._fail(OriginUnreachable("origin connection closed before the request was sent"))
+            return resp
+        self.exchange = resp
+        self._fields = []
+        self._final = False
+        self._head_bytes = 0
+        self._field_bytes = 0
+        self._until_close = False
+        self._reusable_after = False
+        self._stamp = 0.0
+        self.deadlines.watch(self)
+        self.transport.write(request)
+        return resp
+
+    def resume(self) -> None:
+        """The reader took every buffered byte: read from the origin again."""
+        if self._paused and not self.closed and self.transport is not None:
+            self._paused = False
+            self._stamp = 0.0
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close at once (reset): the connection is not reused."""
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self._lost(OriginUnreachable("origin connection closed"))
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        resp = self.exchange
+        if resp is None:
+            # Bytes while no request is outstanding: the previous response's framing was wrong.
+            self.close()
+            return
+        resp.received_any = True
+        if not self._final:
+            self._head_bytes += len(data)
+            if self._head_bytes > 2 * MAX_HEAD + len(data):
+                self._protocol_error(f"response head over {MAX_HEAD} bytes")
+                return
+        else:
+            self._stamp = 0.0
+        try:
+            self._parser.feed_data(data)
+        except HttpParserError as exc:
+            # A callback's _Stop arrives here too, wrapped by httptools (HttpParserCallbackError).
+            if self.closed:
+                return
+            if resp.complete:
+                # The response ended inside this read and bytes followed it: framing is not trusted.
+                self.close()
+                return
+            self._protocol_error(str(exc) or type(exc).__name__)
+            return
+        if self._reusable_after:
+            self._reusable_after = False
+            self.idle_since = self.deadlines.now
+            self.on_reusable(self)
+        elif self.exchange is resp and resp._buffered > HIGH_WATER and not self._paused:
+            self._paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        resp = self.exchange
+        if resp is not None and self._final and self._until_close:
+            # RFC 9112 §6.3: with neither Content-Length nor chunked, the close ends the body.
+            self._end_exchange(resp)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self._lost(OriginUnreachable("origin closed the connection"), clean=True)
+        else:
+            self._lost(OriginUnreachable(f"origin connection lost: {exc}"))
+
+    # -- httptools callbacks -------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            raise _Stop
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._final:
+            return  # trailer fields: framing only, never part of the stored or relayed response
+        fields = self._fields
+        self._field_bytes += len(name) + len(value)
+        if len(fields) >= MAX_FIELDS or self._field_bytes > MAX_HEAD:
+            self._protocol_error(f"response head over {MAX_FIELDS} fields or {MAX_HEAD} bytes")
+            raise _Stop
+        fields.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        resp = self.exchange
+        assert resp is not None
+        parser = self._parser
+        status = parser.get_status_code()
+        fields, self._fields = self._fields, []
+        if not 100 <= status <= 599:
+            # RFC 9110 §15: outside 100..599 is not a status code; llhttp reads any three digits.
+            self._protocol_error(f"invalid status code {status}")
+            raise _Stop
+        if status < 200:
+            if status == 101:
+                self._protocol_error("origin switched protocols (101) without being asked to")
+                raise _Stop
+            if resp.on_interim is not None:
+                resp.on_interim(status, fields)
+            return
+        length: int | None = None
+        chunked = False
+        for name, value in fields:
+            lower = name.lower()
+            if lower == "transfer-encoding":
+                if chunked or value.strip().lower() != "chunked":
+                    self._protocol_error(f"unsupported Transfer-Encoding: {value!r}")
+                    raise _Stop
+                chunked = True
+            elif lower == "content-length":
+                length = int(value)  # llhttp has checked it: digits only, one field
+        self._final = True
+        self._keep_alive = parser.should_keep_alive()
+        self._stamp = 0.0
+        resp.status = status
+        resp.headers = fields
+        resp.content_length = length
+        bodyless = resp.method == "HEAD" or status == 204 or status == 304
+        self._until_close = length is None and not chunked and not bodyless
+        if not resp.head.done():
+            resp.head.set_result(None)
+        if resp.method == "HEAD":
+            self._keep_alive = False
+            self._end_exchange(resp)
+            self.close()
+            raise _Stop
+
+    def on_body(self, body: bytes) -> None:
+        resp = self.exchange
+        assert resp is not None
+        resp._body(body)
+
+    def on_message_complete(self) -> None:
+        resp = self.exchange
+        if resp is None or not self._final:
+            return  # an interim response ended; the final one follows
+        self._end_exchange(resp)
+        if self._keep_alive:
+            self._reusable_after = True
+        else:
+            self.close()
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _end_exchange(self, resp: OriginResponse) -> None:
+        self.exchange = None
+        self.deadlines.active.discard(self)
+        resp._done()
+
+    def _protocol_error(self, why: str) -> None:
+        resp = self.exchange
+        if resp is not None:
+            resp._fail(OriginInvalid(f"origin sent a malformed response: {why}"))
+        self.close()
+
+    def _lost(self, error: OriginError, *, clean: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._reusable_after = False
+        self.deadlines.active.discard(self)
+        resp = self.exchange
+        self.exchange = None
+        if resp is not None:
+            if self._final and self._until_close and clean:
+                resp._done()
+            else:
+                if self._final:
+                    error = OriginUnreachable(f"{error} before the end of the body")
+                resp._fail(error)
+        self.on_closed(self)
+
+    # -- the sweep's interface ---------------------------------------------------------------------
+
+    def check_deadline(self, now: float) -> None:
+        """Called by :class:`Deadlines` every interval while a request is outstanding."""
+        resp = self.exchange
+        if resp is None:
+            return
+        if self._stamp == 0.0 or self._paused:
+            # A phase just began, or reading waits for our reader rather than for the origin.
+            self._stamp = now
+            return
+        if not self._final:
+            if now - self._stamp > self.first_byte_timeout:
+                limit = self.first_byte_timeout
+                resp._fail(OriginTimeout(f"origin sent no response head within {limit:g} s"))
+                self.close()
+        elif now - self._stamp > self.read_timeout:
+            resp._fail(OriginTimeout(f"origin sent nothing for {self.read_timeout:g} s mid-body"))
+            self.close()

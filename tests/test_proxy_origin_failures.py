@@ -1,0 +1,302 @@
+"""The node in front of origins that go away or misbehave, and origins that send 1xx responses.
+
+End to end: a real node (``conftest.Stack``), clients over loopback, and raw-socket origins
+(``rawhttp.py``) that refuse, reset, stall or frame badly. What a user would notice: a stale copy
+when the response or the zone allows one, a clean 502/504 otherwise, a truncated body never
+presented as complete (the client's connection is closed instead) and never stored, and interim
+responses relayed without leaking into what is cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from conftest import ZONE_ID, Route, Stack
+from rawhttp import exchange, raw_origin, read_request, reset
+
+HandlerT = Callable[[socket.socket, int], None]
+
+
+@contextlib.contextmanager
+def zone_stale_if_error(stack: Stack, seconds: float) -> Iterator[None]:
+    zone = stack.node.zones.by_id[ZONE_ID]
+    original = zone.config
+    object.__setattr__(zone, "config", original.model_copy(update={"stale_if_error": seconds}))
+    try:
+        yield
+    finally:
+        object.__setattr__(zone, "config", original)
+
+
+def refused_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def reset_mid_headers(sock: socket.socket, n: int) -> None:
+    read_request(sock)
+    sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Le")
+    time.sleep(0.05)
+    reset(sock)
+
+
+def silent(sock: socket.socket, n: int) -> None:
+    read_request(sock)
+    time.sleep(4.0)
+
+
+def stored(stack: Stack, path: str) -> bool:
+    return stack.call(lambda: stack.node.store.peek(f"http://test.example{path}")) is not None
+
+
+GONE: dict[str, HandlerT | None] = {
+    "refused": None,
+    "reset mid-headers": reset_mid_headers,
+    "timeout": silent,
+}
+
+
+def _with_gone_origin(stack: Stack, kind: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    handler = GONE[kind]
+    if handler is None:
+        with stack.origin_at(refused_url()):
+            return stack.request(path)
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        return stack.request(path)
+
+
+@pytest.mark.parametrize("kind", list(GONE))
+def test_origin_gone_serves_stale_when_the_response_allows(stack: Stack, kind: str) -> None:
+    path = f"/gone-sie-{kind.replace(' ', '-')}"
+    stack.origin.routes[path] = Route(body=b"kept", headers={"Cache-Control": "max-age=1, stale-if-error=60"})
+    stack.request(path)
+    time.sleep(1.1)
+    status, headers, body = _with_gone_origin(stack, kind, path)
+    assert (status, body, headers["cf-cache-status"]) == (200, b"kept", "STALE")
+
+
+@pytest.mark.parametrize("kind", list(GONE))
+def test_origin_gone_serves_stale_when_the_zone_allows(stack: Stack, kind: str) -> None:
+    path = f"/gone-zone-{kind.replace(' ', '-')}"
+    stack.origin.routes[path] = Route(body=b"kept", headers={"Cache-Control": "max-age=1"})
+    stack.request(path)
+    time.sleep(1.1)
+    expected = 504 if kind == "timeout" else 502
+    status, _, _ = _with_gone_origin(stack, kind, path)
+    assert status == expected  # the zone allows nothing by default
+    with zone_stale_if_error(stack, 600):
+        status, headers, body = _with_gone_origin(stack, kind, path)
+    assert (status, body, headers["cf-cache-status"]) == (200, b"kept", "STALE")
+
+
+def test_zone_allowance_never_overrides_must_revalidate_or_no_cache(stack: Stack) -> None:
+    paths = {
+        "/gone-mr": "max-age=1, must-revalidate",
+        "/gone-nc": "no-cache",
+        "/gone-nc-sie": "max-age=1, no-cache, stale-if-error=600",  # RFC 9111 §4.2.4: no-cache wins
+    }
+    for path, cc in paths.items():
+        stack.origin.routes[path] = Route(body=b"kept", headers={"Cache-Control": cc})
+        stack.request(path)
+    time.sleep(1.1)
+    with zone_stale_if_error(stack, 600), stack.origin_at(refused_url()):
+        for path in paths:
+            assert stack.request(path)[0] == 502, path
+
+
+@pytest.mark.parametrize("kind", list(GONE))
+def test_origin_gone_without_a_stored_copy_is_a_clean_error(stack: Stack, kind: str) -> None:
+    status, headers, _ = _with_gone_origin(stack, kind, f"/gone-cold-{kind.replace(' ', '-')}")
+    assert status == (504 if kind == "timeout" else 502)
+    assert headers["content-type"].startswith("text/plain")
+
+
+def early_close(head: bytes, body: bytes) -> HandlerT:
+    def handler(sock: socket.socket, n: int) -> None:
+        read_request(sock)
+        sock.sendall(head + body)
+        time.sleep(0.1)
+
+    return handler
+
+
+TRUNCATED = {
+    "content-length": early_close(
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 1000\r\n\r\n", b"p" * 300
+    ),
+    "chunked": early_close(
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"12c\r\n" + b"p" * 300 + b"\r\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("framing", list(TRUNCATED))
+def test_early_close_mid_body_closes_the_client_and_stores_nothing(stack: Stack, framing: str) -> None:
+    path = f"/truncated-{framing}"
+    with raw_origin(TRUNCATED[framing]) as origin, stack.origin_at(origin.url):
+        raw = exchange(stack.node.data_port, f"GET {path} HTTP/1.1\r\nHost: test.example\r\n\r\n".encode())
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        if framing == "content-length":
+            assert b"Content-Length: 1000" in head and len(body) < 1000
+        else:
+            assert not body.endswith(b"0\r\n\r\n")
+        assert not stored(stack, path)
+        conn = http.client.HTTPConnection("127.0.0.1", stack.node.data_port, timeout=10)
+        conn.request("GET", path, headers={"Host": "test.example"})
+        with pytest.raises(http.client.IncompleteRead):
+            conn.getresponse().read()
+        conn.close()
+        assert origin.connections == 2  # the second client was not answered from a stored partial
+
+
+def test_a_silent_origin_mid_body_closes_the_client_after_the_read_timeout(stack: Stack) -> None:
+    def stall(sock: socket.socket, n: int) -> None:
+        read_request(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 10\r\n\r\nabc")
+        time.sleep(5)
+
+    with raw_origin(stall) as origin, stack.origin_at(origin.url):
+        started = time.monotonic()
+        raw = exchange(stack.node.data_port, b"GET /stalled HTTP/1.1\r\nHost: test.example\r\n\r\n")
+        assert 1.5 < time.monotonic() - started < 4.5
+        assert raw.endswith(b"\r\n\r\nabc")
+        assert not stored(stack, "/stalled")
+
+
+BAD = {
+    "cl and te": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbad!\r\n0\r\n\r\n"
+    ),
+    "two lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nbad!!",
+    "te gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nbad!",
+    "bare lf": b"HTTP/1.1 200 OK\nContent-Length: 4\n\nbad!",
+    "not http": b"220 smtp.example ESMTP\r\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_bad_framing_is_a_502_and_never_cached(stack: Stack, kind: str) -> None:
+    path = f"/bad-{kind.replace(' ', '-')}"
+
+    def handler(sock: socket.socket, n: int) -> None:
+        read_request(sock)
+        sock.sendall(BAD[kind].replace(b"200 OK\r\n", b"200 OK\r\nCache-Control: max-age=60\r\n"))
+        time.sleep(0.5)
+
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        status, _, body = stack.request(path)
+        assert status == 502 and b"bad!" not in body
+        assert not stored(stack, path)
+
+
+def test_excess_body_bytes_are_not_served_and_the_connection_is_not_reused(stack: Stack) -> None:
+    def handler(sock: socket.socket, n: int) -> None:
+        while read_request(sock) is not None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 2\r\n\r\nokSMUGGLED")
+
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        bodies = [stack.request("/excess")[2] for _ in range(3)]
+        assert bodies == [b"ok"] * 3
+        assert origin.connections == 3
+
+
+def origin_metrics(stack: Stack) -> dict[str, float]:
+    url = f"http://127.0.0.1:{stack.node.control_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in text.splitlines())
+        if name.startswith("edgecache_origin_") and name.endswith("_total")
+    }
+
+
+def test_misses_reuse_one_origin_connection_and_metrics_show_it(stack: Stack) -> None:
+    def handler(sock: socket.socket, n: int) -> None:
+        while read_request(sock) is not None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4\r\n\r\nfill")
+
+    before = origin_metrics(stack)
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        for i in range(5):
+            assert stack.request(f"/reuse-{i}")[2] == b"fill"
+        assert origin.connections == 1
+        assert stored(stack, "/reuse-0")  # what the "never stored" checks look up does exist
+    after = origin_metrics(stack)
+    assert after["edgecache_origin_requests_total"] - before["edgecache_origin_requests_total"] == 5
+    assert after["edgecache_origin_connections_total"] - before["edgecache_origin_connections_total"] == 1
+    assert after["edgecache_origin_retries_total"] == before["edgecache_origin_retries_total"]
+
+
+# -- 1xx --------------------------------------------------------------------------------------------
+
+EARLY_HINTS = (
+    b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nX-Interim: yes\r\n\r\n"
+    b"HTTP/1.1 102 Processing\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nfinal"
+)
+
+
+def test_early_hints_are_relayed_never_stored_and_never_merged(stack: Stack) -> None:
+    def handler(sock: socket.socket, n: int) -> None:
+        while read_request(sock) is not None:
+            sock.sendall(EARLY_HINTS)
+
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        raw = exchange(
+            stack.node.data_port, b"GET /hints HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n"
+        )
+        hints, _, rest = raw.partition(b"\r\n\r\n")
+        processing, _, final = rest.partition(b"\r\n\r\n")
+        assert hints == b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nX-Interim: yes"
+        assert processing == b"HTTP/1.1 102 Processing"
+        assert final.startswith(b"HTTP/1.1 200 OK\r\n") and final.endswith(b"\r\n\r\nfinal")
+        assert b"X-Interim" not in final and b"Link" not in final
+        status, headers, body = stack.request("/hints")
+        assert (status, headers["cf-cache-status"], body) == (200, "HIT", b"final")
+        assert "x-interim" not in headers and "link" not in headers
+        assert origin.connections == 1
+
+
+def test_interim_responses_are_not_sent_to_http10_clients(stack: Stack) -> None:
+    def handler(sock: socket.socket, n: int) -> None:
+        while read_request(sock) is not None:
+            sock.sendall(EARLY_HINTS.replace(b"max-age=60", b"no-store"))
+
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        raw = exchange(stack.node.data_port, b"GET /hints10 HTTP/1.0\r\nHost: test.example\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"final")
+
+
+def test_100_continue_from_the_origin_reaches_only_clients_that_expect_it(stack: Stack) -> None:
+    def handler(sock: socket.socket, n: int) -> None:
+        while read_request(sock) is not None:
+            sock.sendall(
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated"
+            )
+
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        plain = exchange(
+            stack.node.data_port,
+            b"POST /upload HTTP/1.1\r\nHost: test.example\r\nContent-Length: 4\r\n"
+            b"Connection: close\r\n\r\ndata",
+        )
+        assert plain.startswith(b"HTTP/1.1 201 Created\r\n") and plain.endswith(b"created")
+        expecting = exchange(
+            stack.node.data_port,
+            b"POST /upload HTTP/1.1\r\nHost: test.example\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\ndata",
+        )
+        # The edge's own 100 (sent before it read the body), then the origin's, then the answer.
+        assert expecting.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n")
+        assert b"HTTP/1.1 201 Created\r\n" in expecting and expecting.endswith(b"created")
