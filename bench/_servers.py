@@ -273,6 +273,9 @@ host = "127.0.0.1"
 port = {control}
 [storage]
 memory_bytes = {memory}
+[runtime]
+workers = {workers}
+listen = "{listen}"
 [[zones]]
 id = "{zone}"
 name = "bench.test"
@@ -325,7 +328,13 @@ def start_varnish(tmp: Path, origin: int, name: str = "varnish", storage: str = 
 
 
 def start_edgecache(
-    tmp: Path, origin: int, binary: Path, name: str = "edgecache", memory: int = 2147483648
+    tmp: Path,
+    origin: int,
+    binary: Path,
+    name: str = "edgecache",
+    memory: int = 2147483648,
+    workers: int = 1,
+    listen: str = "reuseport",
 ) -> Server:
     """Start edgecache; a second call with the same ``name`` restarts it on the same data directory."""
     if not binary.exists():
@@ -334,7 +343,15 @@ def start_edgecache(
     toml = tmp / f"{name}.toml"
     toml.write_text(
         EDGECACHE_TOML.format(
-            tmp=tmp, name=name, port=port, control=control, origin=origin, zone=ZONE_ID, memory=memory
+            tmp=tmp,
+            name=name,
+            port=port,
+            control=control,
+            origin=origin,
+            zone=ZONE_ID,
+            memory=memory,
+            workers=workers,
+            listen=listen,
         )
     )
     server = spawn(name, [str(binary), "serve", "--config", str(toml)], port, "cf-cache-status", tmp)

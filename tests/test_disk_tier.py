@@ -70,7 +70,7 @@ def test_purges_reach_the_disk(fresh: Stack) -> None:
         job_id="a" * 32,
         created_at=datetime.now(UTC),
     )
-    fresh.call(lambda: fresh.node._apply_purge(purge))
+    fresh.call(lambda: fresh.node.apply_purge(purge))
     flush(fresh)
     assert fresh.node.disk is not None and fresh.node.disk.reclaimed_upto == purge.seq
     fresh.restart()
@@ -129,7 +129,7 @@ def test_a_soft_purge_on_disk_survives_a_restart(fresh: Stack) -> None:
         job_id="c" * 32,
         created_at=datetime.now(UTC),
     )
-    fresh.call(lambda: fresh.node._apply_purge(purge))
+    fresh.call(lambda: fresh.node.apply_purge(purge))
     flush(fresh)
     fresh.restart()
     # Stale on disk: revalidated with the origin (304), not served as a fresh hit, not refetched.

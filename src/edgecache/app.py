@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from aiohttp import web
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from edgecache.api.console.app import build_console_app
 from edgecache.api.context import ControlContext
@@ -49,7 +50,7 @@ from edgecache.gcpolicy import keep_gc
 from edgecache.metrics import EdgeCollector
 from edgecache.metrics_disk import DiskCollector
 from edgecache.purge.index import EpochIndex
-from edgecache.purge.selectors import Purge
+from edgecache.purge.selectors import Purge, Selector
 from edgecache.store.base import Tier
 from edgecache.store.chain import TierChain
 from edgecache.store.disk import DiskStore, JobProgress, clear_reserve_job
@@ -109,7 +110,18 @@ def origin_client(limits: Limits) -> OriginClient:
 class Node:
     """One edgecache node: data listener, control listener, and (for the demo) the origin."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        apply: Callable[[Purge], None] | None = None,
+        acknowledge: Callable[[Purge, dict[Selector, int]], None] | None = None,
+        collector: Collector | None = None,
+    ) -> None:
+        """``apply`` receives each accepted purge (default: this process's own index and reclaimer);
+        ``acknowledge`` receives each reclaimed one (default: its tasks succeed); ``collector`` is
+        what ``/metrics`` reports (default: this process's counters). A node of worker processes
+        (``edgecache.cluster``) routes all three through its control plane."""
         self.config = config
         self.stats = EdgeStats()
         self.store = MemoryTier(config.storage.memory_bytes)
@@ -154,7 +166,7 @@ class Node:
             quotas=self.quotas,
             limiter=RateLimiter(lambda account_id: limits[account_id]),
             limits_for=lambda account_id: limits[account_id],
-            apply=self._apply_purge,
+            apply=apply or self.apply_purge,
         )
         self.prefetch = PrefetchService(
             task_store=self.tasks,
@@ -168,10 +180,15 @@ class Node:
             self.store,
             self.index,
             self.proxy.oldest_fetch_seq,
-            on_reclaimed=self.purges.reclaimed,
+            on_reclaimed=acknowledge or self.purges.reclaimed,
             disk=self.disk,
         )
-        self._replayed = self.purges.replay(self.zones.by_id, ledger.after(floor)) if floor < position else []
+        self._replayed = [
+            self.purges.replay(self.zones.by_id[row.zone_id], row)
+            for row in (ledger.after(floor) if floor < position else ())
+            # Zones no longer configured: nothing here serves their objects.
+            if row.zone_id in self.zones.by_id
+        ]
         for purge in self._replayed:
             self.index.apply(purge)
         log_cfg = config.logging
@@ -185,7 +202,8 @@ class Node:
         self._demo: web.AppRunner | None = None
         self.registry = CollectorRegistry()
         self.registry.register(
-            EdgeCollector(
+            collector
+            or EdgeCollector(
                 self.stats,
                 self.store,
                 http=lambda: None if self._data is None else self._data.stats,
@@ -229,7 +247,7 @@ class Node:
             return done
         return self.disk.run_job(clear_reserve_job(zone_id, progress))
 
-    def _apply_purge(self, purge: Purge) -> None:
+    def apply_purge(self, purge: Purge) -> None:
         """Put a durable purge in effect on this node: the index at once, the reclaimer after."""
         self.index.apply(purge)
         self.reclaimer.enqueue(purge)
@@ -289,27 +307,20 @@ class Node:
 
     async def start(self) -> None:
         """Bind every listener; ports given as 0 are chosen by the kernel (see ``*_port``)."""
+        await self.start_control()
+        await self.start_data()
+
+    async def start_control(self, refresh_metrics: Callable[[], Awaitable[None]] | None = None) -> None:
+        """The control plane: settle earlier tasks, the demo origin, task housekeeping, the API
+        listener (``refresh_metrics`` runs before each scrape)."""
         cfg = self.config
         await asyncio.to_thread(self._seed)
         if cfg.demo_origin is not None:
             self._demo = await demo_origin.start(cfg.demo_origin.host, cfg.demo_origin.port)
-        self.reclaimer.start()
-        for purge in self._replayed:
-            self.reclaimer.enqueue(purge)
         self.cache_reserve.resume()
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
-        self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
-        handler: Handler = self.proxy
-        connection: Callable[[HttpServer], Connection] = Connection
-        if self.access_log is not None:
-            self.access_log.start()
-            handler = LoggedHandler(self.proxy)
-            connection = connection_factory(self.access_log)
-        self._data = await start_server(
-            handler, cfg.limits, cfg.data.host, cfg.data.port, connection=connection
-        )
-        self.data_port = self._data.port
+        self._keep_gc()
         context = ControlContext(
             zones=self.zones,
             credentials=self.credentials,
@@ -325,11 +336,42 @@ class Node:
         )
         console = build_console_app(self.sessions, self.live) if cfg.console.enabled else None
         self._control = web.AppRunner(
-            build_control_app(self.registry, context, edgeone, console), access_log=None, shutdown_timeout=5.0
+            build_control_app(self.registry, context, edgeone, console, refresh_metrics),
+            access_log=None,
+            shutdown_timeout=5.0,
         )
         await self._control.setup()
         await web.TCPSite(self._control, cfg.control.host, cfg.control.port).start()
         self.control_port = int(self._control.addresses[0][1])
+
+    async def start_data(self, sock: socket.socket | None = None, handler: Handler | None = None) -> None:
+        """The data plane: the reclaimer and the data listener (on ``sock`` when given), serving
+        through ``handler`` (default: the proxy itself)."""
+        cfg = self.config
+        self.reclaimer.start()
+        for purge in self._replayed:
+            self.reclaimer.enqueue(purge)
+        self._keep_gc()
+        serve: Handler = handler or self.proxy
+        connection: Callable[[HttpServer], Connection] = Connection
+        if self.access_log is not None:
+            self.access_log.start()
+            serve = LoggedHandler(serve)
+            connection = connection_factory(self.access_log)
+        self._data = await start_server(
+            serve, cfg.limits, cfg.data.host, cfg.data.port, sock=sock, connection=connection
+        )
+        self.data_port = self._data.port
+
+    def _keep_gc(self) -> None:
+        if self._gc is None:
+            rt = self.config.runtime
+            self._gc = asyncio.get_running_loop().create_task(keep_gc(rt.gc_freeze_every, rt.gc_sweep_every))
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking connections and let in-flight responses finish (at most ``grace`` seconds)."""
+        if self._data is not None:
+            await self._data.drain(grace)
 
     async def stop(self) -> None:
         """Close the listeners, then the background work and the origin pool."""

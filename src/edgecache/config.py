@@ -5,6 +5,7 @@ Rules: every setting has a default that works on a laptop; validation errors nam
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -260,11 +261,23 @@ class Tasks(_Model):
     """Per-target limit for a prefetch fetch."""
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 class Runtime(_Model):
-    """Process-level tuning (see ``edgecache.gcpolicy``)."""
+    """Process-level tuning (see ``edgecache.gcpolicy`` and ``edgecache.cluster``)."""
 
     gc_freeze_every: float = Field(default=5.0, gt=0)
     gc_sweep_every: float = Field(default=3600.0, gt=0)
+    workers: int = Field(default_factory=usable_cores, ge=1, le=256)
+    """Data-plane processes of ``edgecache serve``; 1 is one process serving data and control."""
+    listen: Literal["reuseport", "shared"] = "reuseport"
+    """How workers share the data port: a socket each with SO_REUSEPORT (the kernel spreads
+    connections), or one inherited listening socket (decision 0014 compares them)."""
+    shutdown_grace: float = Field(default=10.0, gt=0)
+    """Seconds a stopping worker lets in-flight responses finish before it resets what is left."""
 
 
 class Limits(_Model):

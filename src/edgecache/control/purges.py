@@ -301,7 +301,7 @@ class PurgeService:
         job_id = uuid.uuid4().hex
         now = time.time()
         record = _describe(request)
-        selectors = tuple(dict.fromkeys(s for item in items for s in item.selectors))
+        selectors = _selectors(items)
         counts: dict[str, int] = {}
         for item in items:
             counts[item.type] = counts.get(item.type, 0) + 1
@@ -352,37 +352,18 @@ class PurgeService:
         )
         return AcceptedPurge(job_id, purge, items)
 
-    def replay(self, zones: Mapping[str, ZoneRuntime], rows: list[LedgerRow]) -> list[Purge]:
-        """The stored purges as they were put in effect, to apply again at start (the persistent
-        tier may hold objects they cover). A row that no longer validates against its zone's
-        configuration becomes a purge of the whole zone: over-invalidating is safe, serving a
-        purged object is not. Rows of zones no longer configured are skipped (nothing serves them)."""
-        out: list[Purge] = []
-        for row in rows:
-            zone = zones.get(row.zone_id)
-            if zone is None:
-                continue
-            mode = Mode(row.mode)
-            at = row.created_at.replace(tzinfo=row.created_at.tzinfo or UTC).timestamp()
-            sel = row.selectors
-            req = PurgeRequest(
-                files=tuple(
-                    FileTarget(f) if isinstance(f, str) else FileTarget(f["url"], f.get("headers"))
-                    for f in sel.get("files", ())
-                ),
-                tags=tuple(sel.get("tags", ())),
-                hosts=tuple(sel.get("hosts", ())),
-                prefixes=tuple(sel.get("prefixes", ())),
-                everything=bool(sel.get("everything")),
-                tag_hosts=tuple(sel.get("tag_hosts", ())),
-            )
-            try:
-                items = self.items(zone, req, plan_limits=False)
-                selectors: tuple[Selector, ...] = tuple(dict.fromkeys(s for i in items for s in i.selectors))
-            except PurgeRejected:
-                selectors = ()
-            out.append(Purge(row.seq, row.zone_id, mode, selectors or (Everything(),), at))
-        return out
+    def replay(self, zone: ZoneRuntime, row: LedgerRow) -> Purge:
+        """A purge read back from the ledger, with the selectors its submission put in effect: how a
+        restart applies again what the persistent tier may hold objects for, and how another process
+        (or node) follows the ledger. A row that no longer validates against its zone's configuration
+        becomes a purge of the whole zone: over-invalidating is safe, serving a purged object is not."""
+        try:
+            selectors = _selectors(self.items(zone, _request_from_record(row.selectors), plan_limits=False))
+        except PurgeRejected:
+            selectors = ()
+        # SQLite gives back naive datetimes; every time in the ledger is UTC.
+        at = row.created_at.replace(tzinfo=row.created_at.tzinfo or UTC).timestamp()
+        return Purge(row.seq, row.zone_id, Mode(row.mode), selectors or (Everything(),), at)
 
     def reclaimed(self, purge: Purge, matched: dict[Selector, int]) -> None:
         """This node has applied and reclaimed a purge: its tasks succeed, with the counts."""
@@ -404,6 +385,29 @@ class PurgeService:
         except Exception:
             # The tasks stay processing and end as timeout: visible, not silent.
             log.exception("recording %d purge acknowledgements failed", len(acks))
+
+
+def _selectors(items: tuple[PurgeItem, ...]) -> tuple[Selector, ...]:
+    """A purge's selectors, each once, in the order of its items (acknowledgements count per
+    selector in this order, so every process must derive the same tuple)."""
+    return tuple(dict.fromkeys(s for item in items for s in item.selectors))
+
+
+def _request_from_record(record: dict[str, Any]) -> PurgeRequest:
+    """The inverse of :func:`_describe`."""
+    if record.get("everything"):
+        return PurgeRequest(everything=True)
+    files = tuple(
+        FileTarget(f) if isinstance(f, str) else FileTarget(f["url"], f.get("headers"))
+        for f in record.get("files", ())
+    )
+    return PurgeRequest(
+        files=files,
+        tags=tuple(record.get("tags", ())),
+        hosts=tuple(record.get("hosts", ())),
+        prefixes=tuple(record.get("prefixes", ())),
+        tag_hosts=tuple(record.get("tag_hosts", ())),
+    )
 
 
 def matched_by_target(items: tuple[PurgeItem, ...], matched: Mapping[Selector, int]) -> dict[str, int]:
