@@ -612,6 +612,25 @@ def test_purge_job_completion_is_published(qstack: Stack, cf: cloudflare.Cloudfl
     assert all(e["type"] == "edgecache.purge.completed" for e in found)
 
 
+def test_cache_reserve_clear_completion_is_published(qstack: Stack, cf: cloudflare.Cloudflare) -> None:
+    events = new_queue(cf, consumer={})
+    cf.queues.subscriptions.create(
+        account_id=A,
+        name="reserve clears",
+        source={"type": "edgecache.reserve", "zone_id": ZONE_ID},  # type: ignore[arg-type,misc]
+        events=["reserve.clearCompleted"],
+        destination={"type": "queues.queue", "queue_id": events},
+    )
+    admin = client_for(qstack, qstack.token((Permission.ZONE_SETTINGS_WRITE, Permission.ZONE_SETTINGS_READ)))
+    admin.cache.cache_reserve.edit(zone_id=ZONE_ID, value="off")
+    started = admin.cache.cache_reserve.clear(zone_id=ZONE_ID)
+    assert started is not None
+    [message] = wait_for_messages(cf, events)
+    event = event_of(message)
+    assert event["type"] == "edgecache.reserve.clearCompleted"
+    assert event["payload"]["zone_id"] == ZONE_ID and event["payload"]["end_ts"]
+
+
 # -- http_push consumers --------------------------------------------------------------------------
 
 

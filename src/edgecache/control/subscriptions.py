@@ -3,13 +3,15 @@
 Rules of this module:
 - Cloudflare's event-subscriptions shape (source, events, destination queue), with edgecache's own
   sources: ``edgecache.purge`` (a purge job's tasks all finished: ``purge.completed``, or some
-  timed out: ``purge.timedOut``), ``edgecache.prefetch`` (``prefetch.completed``) and
+  timed out: ``purge.timedOut``), ``edgecache.prefetch`` (``prefetch.completed``),
+  ``edgecache.reserve`` (a Cache Reserve clear finished: ``reserve.clearCompleted``) and
   ``edgecache.queues`` (``queue.purgeCompleted``). A source may name one ``zone_id`` (purge,
-  prefetch) or ``queue_id`` (queues) to narrow it.
+  prefetch, reserve) or ``queue_id`` (queues) to narrow it.
 - Each event reaches each matching subscription once: the message is pushed in the same transaction
   that records ``<subscription>:<event key>`` in the event log, so nodes noticing the same job race
   on that key and one wins. Jobs are noticed by polling the tasks of the last few minutes (a job
-  ends within the task timeout), which also catches jobs that ended on other nodes.
+  ends within the task timeout), which also catches jobs that ended on other nodes; Cache Reserve
+  clears are noticed the same way, by their end time in the ``cache_reserve`` table.
 - The message body is JSON: ``{"type", "source", "payload", "metadata"}`` like Cloudflare's events,
   with ``type`` ``edgecache.<event>`` (e.g. ``edgecache.purge.completed``).
 """
@@ -32,6 +34,7 @@ from edgecache.control.queue_rules import QueueNotFound, QueueRejected
 from edgecache.control.queues import QueueService
 from edgecache.db import queues as qdb
 from edgecache.db import subscriptions as db
+from edgecache.db.cache_reserve import CacheReserveStore
 from edgecache.db.engine import read_transaction
 from edgecache.db.queues import NewMessage, QueueRow
 from edgecache.db.subscriptions import SubscriptionRow
@@ -45,12 +48,14 @@ T = TypeVar("T")
 SOURCES: dict[str, tuple[str, ...]] = {
     "edgecache.purge": ("purge.completed", "purge.timedOut"),
     "edgecache.prefetch": ("prefetch.completed",),
+    "edgecache.reserve": ("reserve.clearCompleted",),
     "edgecache.queues": ("queue.purgeCompleted",),
 }
 """Each source and the events it emits."""
 SOURCE_FILTERS = {
     "edgecache.purge": "zone_id",
     "edgecache.prefetch": "zone_id",
+    "edgecache.reserve": "zone_id",
     "edgecache.queues": "queue_id",
 }
 POLL_EVERY = 2.0
@@ -291,11 +296,42 @@ class SubscriptionService:
                     },
                 )
 
+    async def _reserve_events(self, subs: Sequence[SubscriptionRow]) -> None:
+        accounts = {s.account_id for s in subs if s.source.get("type") == "edgecache.reserve"}
+        if not accounts:
+            return
+        since = datetime.now(UTC) - self._window
+        rows = await asyncio.to_thread(CacheReserveStore(self._engine).all)
+        for row in rows:
+            zone = self._zones.by_id.get(row.zone_id)
+            if zone is None or zone.config.account_id not in accounts:
+                continue
+            if row.clear_state != "Completed" or row.clear_start is None or row.clear_end is None:
+                continue
+            end = row.clear_end.replace(tzinfo=row.clear_end.tzinfo or UTC)
+            if end < since:
+                continue
+            start = row.clear_start.replace(tzinfo=row.clear_start.tzinfo or UTC)
+            await self.publish(
+                zone.config.account_id,
+                {"type": "edgecache.reserve", "zone_id": row.zone_id},
+                "reserve.clearCompleted",
+                f"reserve.clearCompleted:{row.zone_id}:{start.isoformat()}",
+                {
+                    "zone_id": row.zone_id,
+                    "start_ts": start.isoformat(),
+                    "end_ts": end.isoformat(),
+                    "objects_removed": row.clear_objects,
+                    "bytes_removed": row.clear_bytes,
+                },
+            )
+
     async def poll(self) -> None:
-        """One look for finished jobs, and the event log's upkeep."""
+        """One look for finished jobs and clears, and the event log's upkeep."""
         subs = await self._read(db.enabled_subscriptions)
         if subs:
             await self._job_events(subs)
+            await self._reserve_events(subs)
         if time.monotonic() - self._forgot_at > 3600:
             cutoff = datetime.now(UTC) - LOG_KEEP
             await self._writer.run(lambda conn: db.forget_events(conn, cutoff))
