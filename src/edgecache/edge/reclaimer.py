@@ -366,7 +366,12 @@ class DiskReclaim:
                     continue
                 if not matches(selector, purge.zone, entry.zone, entry.key, entry.tags):
                     continue
+                if view.removing(entry.key):
+                    # A lookup found it first and removed it; its credit counts it (lookup_credits).
+                    continue
                 if hard:
+                    # And from here on a lookup does not find it: this job counts it.
+                    view.taking(entry.key)
                     view.delete(handle)
                 else:
                     view.mark_stale(handle, purge.at)

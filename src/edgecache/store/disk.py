@@ -291,6 +291,17 @@ class WriteView:
         self._peeked = (handle, rec, len(raw))
         return rec.entry
 
+    def removing(self, key: str) -> bool:
+        """Whether a delete of ``key`` (or of its primary URL) is queued in this process: the record
+        is as good as gone, and whoever asked for the delete accounts for it."""
+        hidden = self._s._hidden
+        return bool(hidden) and (key in hidden or _primary(key) in hidden)
+
+    def taking(self, key: str) -> None:
+        """This job removes ``key``: until its transaction commits, reads on other threads (which
+        still see the record) treat it as gone, so that the job alone accounts for it."""
+        self._s._taking.add(key)
+
     def delete(self, handle: bytes) -> int:
         """Remove a record; returns the bytes it freed (0 when there was none)."""
         peeked = self._peeked
@@ -389,6 +400,8 @@ class DiskStore:
         self._delta: dict[bytes, int] = {}
         self._reclaimed_later = 0
         """A reclaimed position not written yet (see the module rules); 0 when none."""
+        self._taking: set[str] = set()
+        """Keys the running job removes in its uncommitted transaction (``WriteView.taking``)."""
         """Counter changes of the writer's open transaction (see ``_account``)."""
         self._renewals: set[tuple[bytes, str]] = set()
         """Records read from disk whose place (or retention) to renew, written every
@@ -409,6 +422,8 @@ class DiskStore:
         among the most recent half of the order, or its retention was renewed in the last
         thirtieth of the period: a write per hit would cost more than the precision is worth."""
         if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
+            return None
+        if self._taking and key in self._taking:
             return None
         ck = db_key(CACHE, key)
         with self.env.begin(db=self._entries) as txn:
@@ -637,6 +652,9 @@ class DiskStore:
         except Exception as exc:
             fut.set_exception(exc)
             return
+        finally:
+            if self._taking:
+                self._taking = set()
         if done:
             fut.set_result(None)
         else:
