@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -35,15 +36,17 @@ from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
-from edgecache.edge.accesslog import AccessLog, LoggedHandler, connection_factory
+from edgecache.edge.accesslog import FormatterProcess, LoggedHandler, close_ring, connection_factory
 from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
+from edgecache.edge.logring import RingWriter, read_counts, ring_files, ring_path
+from edgecache.edge.logtail import write_zones
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
-from edgecache.metrics import EdgeCollector
+from edgecache.metrics import AccessLogCollector, EdgeCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge
 from edgecache.store.memory import MemoryTier
@@ -144,8 +147,10 @@ class Node:
             self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
         )
         log_cfg = config.logging
-        self.access_log = (
-            AccessLog(log_cfg.access_log, log_cfg.access_log_format, self.zones)
+        self.access_ring_dir = config.data_dir / "accesslog"
+        self.access_ring: RingWriter | None = None
+        self.access_formatter = (
+            FormatterProcess(self.access_ring_dir, log_cfg.access_log, log_cfg.access_log_format)
             if log_cfg.access_log is not None
             else None
         )
@@ -163,6 +168,10 @@ class Node:
                 origin=self.origin.stats,
             )
         )
+        if self.access_formatter is not None:
+            self.registry.register(
+                AccessLogCollector(lambda: [read_counts(p) for p in ring_files(self.access_ring_dir)])
+            )
         self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
         self.live = LiveStats(self.registry)
         self._housekeeping: asyncio.Task[None] | None = None
@@ -240,10 +249,14 @@ class Node:
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
         handler: Handler = self.proxy
         connection: Callable[[HttpServer], Connection] = Connection
-        if self.access_log is not None:
-            self.access_log.start()
+        if self.access_formatter is not None:
+            await asyncio.to_thread(write_zones, self.access_ring_dir, cfg.zones)
+            self.access_ring = RingWriter(
+                ring_path(self.access_ring_dir, os.getpid()), cfg.logging.access_log_ring_mib << 20
+            )
+            await self.access_formatter.start()
             handler = LoggedHandler(self.proxy)
-            connection = connection_factory(self.access_log)
+            connection = connection_factory(self.access_ring)
         self._data = await start_server(
             handler, cfg.limits, cfg.data.host, cfg.data.port, connection=connection
         )
@@ -272,8 +285,10 @@ class Node:
         """Close the listeners, then the background work and the origin pool."""
         if self._data is not None:
             await self._data.close()
-        if self.access_log is not None:
-            await asyncio.to_thread(self.access_log.close)
+        if self.access_formatter is not None:
+            await self.access_formatter.stop()
+        if self.access_ring is not None:
+            close_ring(self.access_ring)
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()

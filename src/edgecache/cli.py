@@ -23,6 +23,7 @@ from edgecache import logs
 from edgecache.app import Node
 from edgecache.cli_credentials import credentials_app
 from edgecache.cli_db import db_app
+from edgecache.cli_log import log_app
 from edgecache.cli_tasks import tasks_app
 from edgecache.cli_tokens import tokens_app
 from edgecache.config import DEMO_ZONE_ID, ZONE_ID, Config, demo_config, load_config
@@ -36,6 +37,7 @@ app.add_typer(tokens_app, name="token")
 app.add_typer(credentials_app, name="credential")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(db_app, name="db")
+app.add_typer(log_app, name="log")
 
 DEMO_TOKEN_NAME = "demo (make run)"
 

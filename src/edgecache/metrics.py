@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from edgecache.edge.http1 import Http1Stats
+from edgecache.edge.logring import RingCounts
 from edgecache.edge.origin import OriginStats
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import ORIGIN_BUCKETS, EdgeStats
@@ -139,4 +140,30 @@ class EdgeCollector(Collector):
             "edgecache_purge_hits_refused",
             "Lookups that found their entry purged before the reclaimer reached it",
             value=self._stats.purged_on_lookup,
+        )
+
+
+class AccessLogCollector(Collector):
+    """The access log's rings: records captured, written out as lines, and lost to overrun."""
+
+    def __init__(self, rings: Callable[[], list[RingCounts]]) -> None:
+        self._rings = rings
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """Sum the counters in every ring's header (one ring per data-plane process)."""
+        rings = self._rings()
+        yield CounterMetricFamily(
+            "edgecache_access_log_records",
+            "Requests recorded in the access log's rings",
+            value=sum(r.written for r in rings),
+        )
+        yield CounterMetricFamily(
+            "edgecache_access_log_lines",
+            "Access-log lines the node's formatter wrote",
+            value=sum(r.logged for r in rings),
+        )
+        yield CounterMetricFamily(
+            "edgecache_access_log_lost",
+            "Access-log records overwritten before the formatter read them",
+            value=sum(r.lost for r in rings),
         )

@@ -1,0 +1,302 @@
+"""The access log's shared-memory ring: binary request records, written by one data-plane process,
+read by formatter processes (Varnish's shared-memory log, in miniature).
+
+Theory of operation:
+- One ring per writing process: a file ``<pid>.ring`` in the ring directory, mapped with ``mmap``.
+  A node of several data-plane processes has one ring per process; a reader reads every ring in
+  the directory, so writers never share a position and never lock.
+- The file is a 128-byte header and a data area of ``capacity`` bytes (a power of two). Positions
+  are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
+- The writer appends a record (a fixed header of integers and times, then the raw strings) at
+  ``head``, then publishes the new ``head`` and record count with one 16-byte store. A record that
+  would cross the end of the area is preceded by a wrap marker (a zero size) and starts at the
+  beginning. The writer never reads the readers' state and never waits: it simply overwrites.
+- A reader keeps its own position. Before reading it compares it with ``head``: if the writer is
+  more than ``capacity - 2 * MAX_RECORD`` ahead, what it has not read may already be overwritten,
+  so it jumps to ``head`` and counts the records it skipped as lost. After copying a batch it
+  reads ``head`` again and drops the batch the same way if the writer came that close meanwhile
+  (it may have overwritten bytes while they were copied). Records carry their sequence number, so
+  every loss is counted exactly.
+- Store order: the record's bytes are written before the header's ``head``. On x86 (TSO) other
+  cores see stores in that order; CPython issues them from one thread as plain memory copies.
+- The node's own formatter (the one that writes the access-log file) keeps its position, the next
+  sequence number, the lost and written counts in the header's reader fields, so a restarted
+  formatter resumes where the last one stopped and ``/metrics`` reads the counts from the ring.
+  Readers started by hand (``edgecache log tail``) keep theirs in memory only.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MAGIC = b"ECVSL\x00\x00\x01"
+HEADER_SIZE = 128
+_HEADER = struct.Struct("<8sIIQ")
+"""magic, writer pid, reserved, capacity."""
+_HEAD = struct.Struct("<QQ")
+"""At offset 24: the writer's head (absolute byte position) and the number of records written."""
+_READER = struct.Struct("<QQQQ")
+"""At offset 40: the node formatter's position, next sequence number, records lost and written."""
+_HEAD_AT = 24
+_READER_AT = 40
+
+_REC = struct.Struct("<IQdddq3sHHHHHHHH")
+"""size, sequence, start, head written, end (monotonic), bytes sent, status digits, then the
+lengths of: client ip, method, target, version, host, referer, user agent, cache status."""
+MAX_FIELD = 4096
+"""Longer request values are cut to this many bytes in the record."""
+MAX_RECORD = (_REC.size + 8 * MAX_FIELD + 7) & ~7
+DEFAULT_CAPACITY = 16 * 1024 * 1024
+_WRAP = b"\x00\x00\x00\x00"
+
+
+def ring_path(directory: Path, pid: int) -> Path:
+    """The ring file of the process ``pid``."""
+    return directory / f"{pid}.ring"
+
+
+class RingWriter:
+    """The writing side of one ring: :meth:`put` runs on the event loop, once per request."""
+
+    __slots__ = ("_head", "_mask", "_mm", "_seq", "capacity", "path")
+
+    def __init__(self, path: Path, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity & (capacity - 1) or capacity < 4 * MAX_RECORD:
+            raise ValueError(f"ring capacity must be a power of two of at least {4 * MAX_RECORD} bytes")
+        self.path = path
+        self.capacity = capacity
+        self._mask = capacity - 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".new")
+        with tmp.open("wb") as f:
+            f.truncate(HEADER_SIZE + capacity)
+            f.write(_HEADER.pack(MAGIC, os.getpid(), 0, capacity))
+        # Readers only open complete files: the header is in place before the name appears.
+        tmp.replace(path)
+        with path.open("r+b") as f:
+            self._mm = mmap.mmap(f.fileno(), HEADER_SIZE + capacity)
+        self._head = 0
+        self._seq = 0
+
+    def put(
+        self,
+        start: float,
+        head_at: float,
+        end: float,
+        sent: int,
+        status: bytes,
+        cache: bytes,
+        ip: str,
+        method: str,
+        target: str,
+        version: str,
+        host: str,
+        referer: str,
+        agent: str,
+    ) -> None:
+        """Append one request's record (never blocks; overwrites what readers have not read)."""
+        b_target = target.encode("latin-1")
+        b_host = host.encode("latin-1")
+        b_ref = referer.encode("latin-1")
+        b_agent = agent.encode("latin-1")
+        lengths = (len(ip), len(method), len(b_target), len(version), len(b_host), len(b_ref), len(b_agent))
+        if max(lengths) > MAX_FIELD or len(cache) > MAX_FIELD:
+            b_target, b_host, b_ref, b_agent = (
+                b_target[:MAX_FIELD],
+                b_host[:MAX_FIELD],
+                b_ref[:MAX_FIELD],
+                b_agent[:MAX_FIELD],
+            )
+            ip, method, version, cache = ip[:64], method[:64], version[:8], cache[:64]
+            lengths = (
+                len(ip),
+                len(method),
+                len(b_target),
+                len(version),
+                len(b_host),
+                len(b_ref),
+                len(b_agent),
+            )
+        blob = b"".join(
+            (
+                ip.encode("latin-1"),
+                method.encode("latin-1"),
+                b_target,
+                version.encode("latin-1"),
+                b_host,
+                b_ref,
+                b_agent,
+                cache,
+            )
+        )
+        size = (_REC.size + len(blob) + 7) & ~7
+        mm = self._mm
+        pos = self._head
+        off = pos & self._mask
+        if off + size > self.capacity:
+            mm[HEADER_SIZE + off : HEADER_SIZE + off + 4] = _WRAP
+            pos += self.capacity - off
+            off = 0
+        at = HEADER_SIZE + off
+        _REC.pack_into(mm, at, size, self._seq, start, head_at, end, sent, status, *lengths, len(cache))
+        at += _REC.size
+        mm[at : at + len(blob)] = blob
+        self._seq += 1
+        self._head = pos + size
+        _HEAD.pack_into(mm, _HEAD_AT, self._head, self._seq)
+
+    def close(self, unlink: bool = False) -> None:
+        """Unmap the ring; ``unlink`` also removes its file (once a reader has drained it)."""
+        self._mm.close()
+        if unlink:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One request as the ring holds it (strings decoded as they were received: latin-1)."""
+
+    start: float
+    head_at: float
+    end: float
+    sent: int
+    status: str
+    cache: str
+    client_ip: str
+    method: str
+    target: str
+    version: str
+    host: str
+    referer: str
+    user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class RingCounts:
+    """What a ring's header says: records written by its process, and the node formatter's
+    account of them."""
+
+    written: int
+    lost: int
+    logged: int
+
+
+def read_counts(path: Path) -> RingCounts:
+    """The counters in a ring file's header (without mapping the data area)."""
+    with path.open("rb") as f:
+        header = f.read(HEADER_SIZE)
+    _, seq = _HEAD.unpack_from(header, _HEAD_AT)
+    _, _, lost, logged = _READER.unpack_from(header, _READER_AT)
+    return RingCounts(written=seq, lost=lost, logged=logged)
+
+
+class RingReader:
+    """One reader of one ring. ``keep`` makes it the ring's node formatter: it starts where the
+    last one stopped and records its position and counts in the ring's header."""
+
+    def __init__(self, path: Path, *, keep: bool = False, from_start: bool = False) -> None:
+        self.path = path
+        self.keep = keep
+        with path.open("r+b" if keep else "rb") as f:
+            magic, self.pid, _, self.capacity = _HEADER.unpack(f.read(_HEADER.size))
+            if magic != MAGIC:
+                raise ValueError(f"{path} is not an access-log ring")
+            access = mmap.ACCESS_WRITE if keep else mmap.ACCESS_READ
+            self._mm = mmap.mmap(f.fileno(), HEADER_SIZE + self.capacity, access=access)
+        self._mask = self.capacity - 1
+        self.pos: int
+        self.next_seq: int
+        self.lost: int
+        self.logged: int
+        head, seq = _HEAD.unpack_from(self._mm, _HEAD_AT)
+        if keep:
+            self.pos, self.next_seq, self.lost, self.logged = _READER.unpack_from(self._mm, _READER_AT)
+        elif from_start:
+            self.pos, self.next_seq, self.lost, self.logged = 0, 0, 0, 0
+        else:
+            self.pos, self.next_seq, self.lost, self.logged = head, seq, 0, 0
+
+    def written(self) -> int:
+        """Records the writer has put in the ring so far."""
+        seq: int = _HEAD.unpack_from(self._mm, _HEAD_AT)[1]
+        return seq
+
+    def read(self) -> list[Record]:
+        """Every record written since the last call (fewer, with ``lost`` counting the rest, when
+        the writer lapped this reader)."""
+        mm = self._mm
+        head, seq = _HEAD.unpack_from(mm, _HEAD_AT)
+        if head - self.pos > self.capacity - 2 * MAX_RECORD:
+            self._skip_to(head, seq)
+            return []
+        out: list[Record] = []
+        pos, expect = self.pos, self.next_seq
+        while pos < head:
+            at = HEADER_SIZE + (pos & self._mask)
+            size, rec_seq, start, head_at, end, sent, status, *lengths = _REC.unpack_from(mm, at)
+            if size == 0:
+                pos += self.capacity - (pos & self._mask)
+                continue
+            at += _REC.size
+            fields = []
+            for n in lengths:
+                fields.append(mm[at : at + n].decode("latin-1"))
+                at += n
+            ip, method, target, version, host, referer, agent, cache = fields
+            out.append(
+                Record(
+                    start,
+                    head_at,
+                    end,
+                    sent,
+                    status.decode("latin-1"),
+                    cache,
+                    ip,
+                    method,
+                    target,
+                    version,
+                    host,
+                    referer,
+                    agent,
+                )
+            )
+            self.lost += rec_seq - expect
+            expect = rec_seq + 1
+            pos += size
+        now, now_seq = _HEAD.unpack_from(mm, _HEAD_AT)
+        if now + 2 * MAX_RECORD > self.pos + self.capacity:
+            # The writer came close enough to have overwritten part of what was copied.
+            self._skip_to(now, now_seq)
+            return []
+        self.pos, self.next_seq = pos, expect
+        return out
+
+    def _skip_to(self, head: int, seq: int) -> None:
+        self.lost += seq - self.next_seq
+        self.pos, self.next_seq = head, seq
+
+    def commit(self, logged: int) -> None:
+        """Count ``logged`` records as written out; the node formatter saves its state in the ring."""
+        self.logged += logged
+        if self.keep:
+            _READER.pack_into(self._mm, _READER_AT, self.pos, self.next_seq, self.lost, self.logged)
+
+    def drained(self) -> bool:
+        """Whether this reader has read everything written so far."""
+        head: int = _HEAD.unpack_from(self._mm, _HEAD_AT)[0]
+        return self.pos >= head
+
+    def close(self) -> None:
+        """Unmap the ring."""
+        self._mm.close()
+
+
+def ring_files(directory: Path) -> Iterator[Path]:
+    """The ring files in a ring directory (one per data-plane process, live or gone)."""
+    if directory.is_dir():
+        yield from sorted(directory.glob("*.ring"))
