@@ -36,8 +36,8 @@ from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
-from edgecache.edge.accesslog import FormatterProcess, LoggedHandler, close_ring, connection_factory
-from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
+from edgecache.edge.accesslog import FormatterProcess, close_ring, connection_factory
+from edgecache.edge.http1 import Connection, HttpServer, start_server
 from edgecache.edge.logring import RingWriter, read_counts, ring_files, ring_path
 from edgecache.edge.logtail import write_zones
 from edgecache.edge.origin import OriginClient
@@ -247,7 +247,6 @@ class Node:
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
         self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
-        handler: Handler = self.proxy
         connection: Callable[[HttpServer], Connection] = Connection
         if self.access_formatter is not None:
             await asyncio.to_thread(write_zones, self.access_ring_dir, cfg.zones)
@@ -255,10 +254,9 @@ class Node:
                 ring_path(self.access_ring_dir, os.getpid()), cfg.logging.access_log_ring_mib << 20
             )
             await self.access_formatter.start()
-            handler = LoggedHandler(self.proxy)
             connection = connection_factory(self.access_ring)
         self._data = await start_server(
-            handler, cfg.limits, cfg.data.host, cfg.data.port, connection=connection
+            self.proxy, cfg.limits, cfg.data.host, cfg.data.port, connection=connection
         )
         self.data_port = self._data.port
         context = ControlContext(
@@ -285,6 +283,8 @@ class Node:
         """Close the listeners, then the background work and the origin pool."""
         if self._data is not None:
             await self._data.close()
+        if self.access_ring is not None:
+            self.access_ring.flush()  # the last requests' batch, before the formatter's last read
         if self.access_formatter is not None:
             await self.access_formatter.stop()
         if self.access_ring is not None:

@@ -7,17 +7,19 @@ Theory of operation:
   the directory, so writers never share a position and never lock.
 - The file is a 128-byte header and a data area of ``capacity`` bytes (a power of two). Positions
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
-- The writer appends a record (a fixed header of integers and times, then the raw strings) at
-  ``head``, then publishes the new ``head`` and record count with one 16-byte store. A record that
-  would cross the end of the area is preceded by a wrap marker (a zero size) and starts at the
-  beginning. The writer never reads the readers' state and never waits: it simply overwrites.
+- The writer appends a batch of records (a small header, then the batch's values as one
+  ``marshal`` blob: times, byte count, status and cache values, the request's strings as
+  received) at ``head``, then publishes the new ``head`` and record count with one
+  16-byte store. A batch that would cross the end of the area is preceded by a wrap marker and
+  starts at the beginning. The writer never reads the readers' state and never waits: it simply
+  overwrites.
 - A reader keeps its own position. Before reading it compares it with ``head``: if the writer is
-  more than ``capacity - 2 * MAX_RECORD`` ahead, what it has not read may already be overwritten,
-  so it jumps to ``head`` and counts the records it skipped as lost. After copying a batch it
-  reads ``head`` again and drops the batch the same way if the writer came that close meanwhile
-  (it may have overwritten bytes while they were copied). Records carry their sequence number, so
-  every loss is counted exactly.
-- Store order: the record's bytes are written before the header's ``head``. On x86 (TSO) other
+  more than ``capacity - 2 * MAX_BATCH`` ahead, what it has not read may already be overwritten,
+  so it jumps to ``head`` and counts the records it skipped as lost. After copying it reads
+  ``head`` again and drops what it copied the same way if the writer came that close meanwhile
+  (it may have overwritten bytes while they were copied). Batches carry the sequence number of
+  their first record, so every loss is counted exactly.
+- Store order: the batch's bytes are written before the header's ``head``. On x86 (TSO) other
   cores see stores in that order; CPython issues them from one thread as plain memory copies.
 - The node's own formatter (the one that writes the access-log file) keeps its position, the next
   sequence number, the lost and written counts in the header's reader fields, so a restarted
@@ -27,12 +29,15 @@ Theory of operation:
 
 from __future__ import annotations
 
+import asyncio
+import marshal
 import mmap
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MAGIC = b"ECVSL\x00\x00\x01"
 HEADER_SIZE = 128
@@ -45,12 +50,20 @@ _READER = struct.Struct("<QQQQ")
 _HEAD_AT = 24
 _READER_AT = 40
 
-_REC = struct.Struct("<IQdddq3sHHHHHHHH")
-"""size, sequence, start, head written, end (monotonic), bytes sent, status digits, then the
-lengths of: client ip, method, target, version, host, referer, user agent, cache status."""
+_BATCH = struct.Struct("<IQII")
+"""A batch's header: size, sequence number of its first record, records, payload bytes. The
+payload is the batch's values, ``FIELDS`` per record, as one ``marshal`` blob (CPython's own
+binary format for plain values: one C call to write, one to read; both sides run the same
+Python)."""
+FIELDS = 13
+"""Values per record in :attr:`RingWriter.pending` (and in a batch's payload)."""
+BATCH_RECORDS = 32
+"""Records gathered in process memory before they are copied into the ring together."""
+FLUSH_DELAY = 0.05
+"""Seconds a smaller batch waits before it is copied anyway."""
 MAX_FIELD = 4096
-"""Longer request values are cut to this many bytes in the record."""
-MAX_RECORD = (_REC.size + 8 * MAX_FIELD + 7) & ~7
+"""When one request alone would exceed ``MAX_BATCH``, its strings are cut to this many bytes."""
+MAX_BATCH = 256 * 1024
 DEFAULT_CAPACITY = 16 * 1024 * 1024
 _WRAP = b"\x00\x00\x00\x00"
 
@@ -61,13 +74,17 @@ def ring_path(directory: Path, pid: int) -> Path:
 
 
 class RingWriter:
-    """The writing side of one ring: :meth:`put` runs on the event loop, once per request."""
+    """The writing side of one ring. On the event loop, a request's values are appended to
+    :attr:`pending` (one ``list.extend``); every ``BATCH_RECORDS`` records, or ``FLUSH_DELAY``
+    after the first of a smaller batch, :meth:`flush` copies the batch into the ring, so the
+    per-request cost is a list append and the copy is a few C calls per batch
+    (Varnish's workers buffer their log records the same way before they reach shared memory)."""
 
-    __slots__ = ("_head", "_mask", "_mm", "_seq", "capacity", "path")
+    __slots__ = ("_armed", "_head", "_loop", "_mask", "_mm", "_seq", "capacity", "path", "pending")
 
     def __init__(self, path: Path, capacity: int = DEFAULT_CAPACITY) -> None:
-        if capacity & (capacity - 1) or capacity < 4 * MAX_RECORD:
-            raise ValueError(f"ring capacity must be a power of two of at least {4 * MAX_RECORD} bytes")
+        if capacity & (capacity - 1) or capacity < 4 * MAX_BATCH:
+            raise ValueError(f"ring capacity must be a power of two of at least {4 * MAX_BATCH} bytes")
         self.path = path
         self.capacity = capacity
         self._mask = capacity - 1
@@ -82,59 +99,45 @@ class RingWriter:
             self._mm = mmap.mmap(f.fileno(), HEADER_SIZE + capacity)
         self._head = 0
         self._seq = 0
+        self._armed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.pending: list[Any] = []
+        """``FIELDS`` values per request: start, head written, end, bytes sent, status digits,
+        cache status (bytes), client ip, method, target, version, host, referer, user agent."""
 
-    def put(
-        self,
-        start: float,
-        head_at: float,
-        end: float,
-        sent: int,
-        status: bytes,
-        cache: bytes,
-        ip: str,
-        method: str,
-        target: str,
-        version: str,
-        host: str,
-        referer: str,
-        agent: str,
-    ) -> None:
-        """Append one request's record (never blocks; overwrites what readers have not read)."""
-        b_target = target.encode("latin-1")
-        b_host = host.encode("latin-1")
-        b_ref = referer.encode("latin-1")
-        b_agent = agent.encode("latin-1")
-        lengths = (len(ip), len(method), len(b_target), len(version), len(b_host), len(b_ref), len(b_agent))
-        if max(lengths) > MAX_FIELD or len(cache) > MAX_FIELD:
-            b_target, b_host, b_ref, b_agent = (
-                b_target[:MAX_FIELD],
-                b_host[:MAX_FIELD],
-                b_ref[:MAX_FIELD],
-                b_agent[:MAX_FIELD],
-            )
-            ip, method, version, cache = ip[:64], method[:64], version[:8], cache[:64]
-            lengths = (
-                len(ip),
-                len(method),
-                len(b_target),
-                len(version),
-                len(b_host),
-                len(b_ref),
-                len(b_agent),
-            )
-        blob = b"".join(
-            (
-                ip.encode("latin-1"),
-                method.encode("latin-1"),
-                b_target,
-                version.encode("latin-1"),
-                b_host,
-                b_ref,
-                b_agent,
-                cache,
-            )
-        )
-        size = (_REC.size + len(blob) + 7) & ~7
+    def batch_started(self) -> None:
+        """Called when ``pending`` holds its first record: copy it within ``FLUSH_DELAY``."""
+        if not self._armed:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._armed = True
+            self._loop.call_later(FLUSH_DELAY, self._timer)
+
+    def _timer(self) -> None:
+        self._armed = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Copy the pending records into the ring (never blocks; overwrites what readers have not
+        read)."""
+        pending = self.pending
+        if pending:
+            batch = pending[:]
+            pending.clear()
+            self._write(batch)
+
+    def _write(self, rec: list[Any]) -> None:
+        n = len(rec) // FIELDS
+        payload = marshal.dumps(rec)
+        size = (_BATCH.size + len(payload) + 7) & ~7
+        if size > MAX_BATCH:
+            if n > 1:
+                half = n // 2 * FIELDS
+                self._write(rec[:half])
+                self._write(rec[half:])
+            else:
+                self._write([v[:MAX_FIELD] if isinstance(v, str | bytes) else v for v in rec])
+            return
         mm = self._mm
         pos = self._head
         off = pos & self._mask
@@ -143,15 +146,16 @@ class RingWriter:
             pos += self.capacity - off
             off = 0
         at = HEADER_SIZE + off
-        _REC.pack_into(mm, at, size, self._seq, start, head_at, end, sent, status, *lengths, len(cache))
-        at += _REC.size
-        mm[at : at + len(blob)] = blob
-        self._seq += 1
+        _BATCH.pack_into(mm, at, size, self._seq, n, len(payload))
+        at += _BATCH.size
+        mm[at : at + len(payload)] = payload
+        self._seq += n
         self._head = pos + size
         _HEAD.pack_into(mm, _HEAD_AT, self._head, self._seq)
 
     def close(self, unlink: bool = False) -> None:
-        """Unmap the ring; ``unlink`` also removes its file (once a reader has drained it)."""
+        """Copy what is pending, unmap the ring; ``unlink`` also removes its file."""
+        self.flush()
         self._mm.close()
         if unlink:
             self.path.unlink(missing_ok=True)
@@ -231,45 +235,30 @@ class RingReader:
         the writer lapped this reader)."""
         mm = self._mm
         head, seq = _HEAD.unpack_from(mm, _HEAD_AT)
-        if head - self.pos > self.capacity - 2 * MAX_RECORD:
+        if head - self.pos > self.capacity - 2 * MAX_BATCH:
             self._skip_to(head, seq)
             return []
         out: list[Record] = []
         pos, expect = self.pos, self.next_seq
         while pos < head:
             at = HEADER_SIZE + (pos & self._mask)
-            size, rec_seq, start, head_at, end, sent, status, *lengths = _REC.unpack_from(mm, at)
-            if size == 0:
+            if mm[at : at + 4] == _WRAP:
                 pos += self.capacity - (pos & self._mask)
                 continue
-            at += _REC.size
-            fields = []
-            for n in lengths:
-                fields.append(mm[at : at + n].decode("latin-1"))
-                at += n
-            ip, method, target, version, host, referer, agent, cache = fields
-            out.append(
-                Record(
-                    start,
-                    head_at,
-                    end,
-                    sent,
-                    status.decode("latin-1"),
-                    cache,
-                    ip,
-                    method,
-                    target,
-                    version,
-                    host,
-                    referer,
-                    agent,
-                )
-            )
-            self.lost += rec_seq - expect
-            expect = rec_seq + 1
+            size, first, n, length = _BATCH.unpack_from(mm, at)
+            at += _BATCH.size
             pos += size
+            try:
+                values = marshal.loads(mm[at : at + length])
+            except (EOFError, ValueError, TypeError):
+                continue  # overwritten while read: its records are counted lost below
+            if not isinstance(values, list) or len(values) != n * FIELDS:
+                continue
+            self.lost += first - expect
+            expect = first + n
+            out.extend(_record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS))
         now, now_seq = _HEAD.unpack_from(mm, _HEAD_AT)
-        if now + 2 * MAX_RECORD > self.pos + self.capacity:
+        if now + 2 * MAX_BATCH > self.pos + self.capacity:
             # The writer came close enough to have overwritten part of what was copied.
             self._skip_to(now, now_seq)
             return []
@@ -294,6 +283,25 @@ class RingReader:
     def close(self) -> None:
         """Unmap the ring."""
         self._mm.close()
+
+
+def _record(v: list[Any]) -> Record:
+    start, head_at, end, sent, status, cache, ip, method, target, version, host, referer, agent = v
+    return Record(
+        start,
+        head_at,
+        end,
+        sent,
+        status.decode("latin-1"),
+        cache.decode("latin-1"),
+        ip,
+        method,
+        target,
+        version,
+        host,
+        referer,
+        agent,
+    )
 
 
 def ring_files(directory: Path) -> Iterator[Path]:
