@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from json.encoder import encode_basestring
+from json.encoder import encode_basestring_ascii
 from typing import Literal
 
 from edgecache.edge.logring import Record
@@ -124,7 +124,8 @@ they arrive as raw octets and the log file is written as UTF-8)."""
 
 
 def _js(text: str | None) -> str:
-    return encode_basestring(text) if text else "null"
+    # ASCII-only: U+0085 and U+2028 end lines for some readers (Python's splitlines among them).
+    return encode_basestring_ascii(text) if text else "null"
 
 
 def _q(text: str) -> str:

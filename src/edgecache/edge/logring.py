@@ -5,7 +5,7 @@ Theory of operation:
 - One ring per writing process: a file ``<pid>.ring`` in the ring directory, mapped with ``mmap``.
   A node of several data-plane processes has one ring per process; a reader reads every ring in
   the directory, so writers never share a position and never lock.
-- The file is a 128-byte header and a data area of ``capacity`` bytes (a power of two). Positions
+- The file is a 256-byte header and a data area of ``capacity`` bytes (a power of two). Positions
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
 - The writer appends a batch of records (a small header, then the batch's values as one
   ``marshal`` blob: times, byte count, status and cache values, the request's strings as
@@ -15,7 +15,9 @@ Theory of operation:
   overwrites.
 - A reader keeps its own position. Before reading it compares it with ``head``: if the writer is
   more than ``capacity - 2 * MAX_BATCH`` ahead, what it has not read may already be overwritten,
-  so it jumps to ``head`` and counts the records it skipped as lost. After copying it reads
+  so it resumes at the oldest batch still safe to read (the header keeps where the first batch of
+  each eighth of the area starts, as Varnish's log keeps segment starts), or at ``head``, and
+  counts the records it skipped as lost. After copying it reads
   ``head`` again and drops what it copied the same way if the writer came that close meanwhile
   (it may have overwritten bytes while they were copied). Batches carry the sequence number of
   their first record, so every loss is counted exactly.
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 MAGIC = b"ECVSL\x00\x00\x01"
-HEADER_SIZE = 128
+HEADER_SIZE = 256
 _HEADER = struct.Struct("<8sIIQ")
 """magic, writer pid, reserved, capacity."""
 _HEAD = struct.Struct("<QQ")
@@ -49,6 +51,11 @@ _READER = struct.Struct("<QQQQ")
 """At offset 40: the node formatter's position, next sequence number, records lost and written."""
 _HEAD_AT = 24
 _READER_AT = 40
+SEGMENTS = 8
+_SEGMENTS_AT = 72
+"""8 positions: the first batch that started in each eighth of the area, by its absolute eighth
+modulo 8, so a lapped reader can resume at the oldest batch not yet overwritten."""
+_POS = struct.Struct("<Q")
 
 _BATCH = struct.Struct("<IQII")
 """A batch's header: size, sequence number of its first record, records, payload bytes. The
@@ -80,7 +87,19 @@ class RingWriter:
     per-request cost is a list append and the copy is a few C calls per batch
     (Varnish's workers buffer their log records the same way before they reach shared memory)."""
 
-    __slots__ = ("_armed", "_head", "_loop", "_mask", "_mm", "_seq", "capacity", "path", "pending")
+    __slots__ = (
+        "_armed",
+        "_head",
+        "_loop",
+        "_mask",
+        "_mm",
+        "_segment",
+        "_segment_shift",
+        "_seq",
+        "capacity",
+        "path",
+        "pending",
+    )
 
     def __init__(self, path: Path, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity & (capacity - 1) or capacity < 4 * MAX_BATCH:
@@ -99,6 +118,8 @@ class RingWriter:
             self._mm = mmap.mmap(f.fileno(), HEADER_SIZE + capacity)
         self._head = 0
         self._seq = 0
+        self._segment_shift = (capacity // SEGMENTS).bit_length() - 1
+        self._segment = -1
         self._armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.pending: list[Any] = []
@@ -145,6 +166,10 @@ class RingWriter:
             mm[HEADER_SIZE + off : HEADER_SIZE + off + 4] = _WRAP
             pos += self.capacity - off
             off = 0
+        segment = pos >> self._segment_shift
+        if segment != self._segment:
+            self._segment = segment
+            _POS.pack_into(mm, _SEGMENTS_AT + (segment % SEGMENTS) * 8, pos)
         at = HEADER_SIZE + off
         _BATCH.pack_into(mm, at, size, self._seq, n, len(payload))
         at += _BATCH.size
@@ -235,11 +260,14 @@ class RingReader:
         the writer lapped this reader)."""
         mm = self._mm
         head, seq = _HEAD.unpack_from(mm, _HEAD_AT)
-        if head - self.pos > self.capacity - 2 * MAX_BATCH:
-            self._skip_to(head, seq)
-            return []
+        start = self.pos
+        if head - start > self.capacity - 2 * MAX_BATCH:
+            start = self._oldest_safe(head)
+            if start == head:
+                self._skip_to(head, seq)
+                return []
         out: list[Record] = []
-        pos, expect = self.pos, self.next_seq
+        pos, expect = start, self.next_seq
         while pos < head:
             at = HEADER_SIZE + (pos & self._mask)
             if mm[at : at + 4] == _WRAP:
@@ -258,12 +286,18 @@ class RingReader:
             expect = first + n
             out.extend(_record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS))
         now, now_seq = _HEAD.unpack_from(mm, _HEAD_AT)
-        if now + 2 * MAX_BATCH > self.pos + self.capacity:
+        if now + 2 * MAX_BATCH > start + self.capacity:
             # The writer came close enough to have overwritten part of what was copied.
             self._skip_to(now, now_seq)
             return []
         self.pos, self.next_seq = pos, expect
         return out
+
+    def _oldest_safe(self, head: int) -> int:
+        """The oldest batch the writer cannot be overwriting now (or ``head`` if none is known)."""
+        safe = head + 2 * MAX_BATCH - self.capacity
+        starts = [_POS.unpack_from(self._mm, _SEGMENTS_AT + 8 * i)[0] for i in range(SEGMENTS)]
+        return min((p for p in starts if safe <= p <= head), default=head)
 
     def _skip_to(self, head: int, seq: int) -> None:
         self.lost += seq - self.next_seq
