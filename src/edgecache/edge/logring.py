@@ -280,7 +280,7 @@ class RingReader:
                 values = marshal.loads(mm[at : at + length])
             except (EOFError, ValueError, TypeError):
                 continue  # overwritten while read: its records are counted lost below
-            if not isinstance(values, list) or len(values) != n * FIELDS:
+            if first < expect or not isinstance(values, list) or len(values) != n * FIELDS:
                 continue
             self.lost += first - expect
             expect = first + n
