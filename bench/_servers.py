@@ -219,6 +219,10 @@ http {{
       add_header Cache-Tag "tag$tag"; add_header xkey "tag$tag";
       try_files /small =404;
     }}
+    location ~ ^/mobj/(?<mid>\\d+)$ {{
+      add_header Cache-Control "public, max-age=3600";
+      try_files /medium =404;
+    }}
   }}
 }}
 """
@@ -266,7 +270,10 @@ port = {port}
 host = "127.0.0.1"
 port = {control}
 [storage]
-memory_bytes = 2147483648
+memory_bytes = {memory}
+[runtime]
+workers = {workers}
+listen = "{listen}"
 [[zones]]
 id = "{zone}"
 name = "bench.test"
@@ -295,7 +302,7 @@ def start_nginx_cache(tmp: Path, origin: int) -> Server:
     return _nginx("nginx", NGINX_CACHE_CONF, tmp, origin, "x-cache")
 
 
-def start_varnish(tmp: Path, origin: int, name: str = "varnish") -> Server:
+def start_varnish(tmp: Path, origin: int, name: str = "varnish", storage: str = "malloc,2g") -> Server:
     port, admin = free_port(), free_port()
     vcl = tmp / f"{name}.vcl"
     vcl.write_text(VARNISH_VCL.format(origin=origin))
@@ -311,20 +318,39 @@ def start_varnish(tmp: Path, origin: int, name: str = "varnish") -> Server:
         "-f",
         str(vcl),
         "-s",
-        "malloc,2g",
+        storage,
         "-P",
         str(tmp / f"{name}.pid"),
     ]
     return spawn(name, argv, port, "x-cache", tmp)
 
 
-def start_edgecache(tmp: Path, origin: int, binary: Path, name: str = "edgecache") -> Server:
+def start_edgecache(
+    tmp: Path,
+    origin: int,
+    binary: Path,
+    name: str = "edgecache",
+    memory: int = 2147483648,
+    workers: int = 1,
+    listen: str = "reuseport",
+) -> Server:
+    """Start edgecache; a second call with the same ``name`` restarts it on the same data directory."""
     if not binary.exists():
         raise ServerError(f"{binary} does not exist")
     port, control = free_port(), free_port()
     toml = tmp / f"{name}.toml"
     toml.write_text(
-        EDGECACHE_TOML.format(tmp=tmp, name=name, port=port, control=control, origin=origin, zone=ZONE_ID)
+        EDGECACHE_TOML.format(
+            tmp=tmp,
+            name=name,
+            port=port,
+            control=control,
+            origin=origin,
+            zone=ZONE_ID,
+            memory=memory,
+            workers=workers,
+            listen=listen,
+        )
     )
     server = spawn(name, [str(binary), "serve", "--config", str(toml)], port, "cf-cache-status", tmp)
     server.extra["control_port"] = str(control)

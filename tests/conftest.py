@@ -201,7 +201,15 @@ class Stack:
             limits=limits or Limits(origin_first_byte_timeout=2.0, origin_read_timeout=2.0),
             storage=storage or Storage(),
         )
+        self.config = config
         self.node = Node(config)
+        self.run(self.node.start())
+
+    def restart(self) -> None:
+        """Stop the node and start a new one on the same configuration and data directory (new
+        ports): what survives is what the database and the persistent tier kept."""
+        self.run(self.node.stop())
+        self.node = Node(self.config)
         self.run(self.node.start())
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -23,6 +23,7 @@ from conftest import Route
 from edgecache.edge.logring import FIELDS, RingCounts, RingReader, RingWriter, read_counts, ring_path
 from edgecache.edge.logtail import Tail
 from test_logs import COMBINED, LoggedNode, _lines
+from workers_node import VersionedOrigin, WorkerNode
 
 ONE_MIB = 1 << 20
 CLI = [sys.executable, "-c", "from edgecache.cli import main; main()"]
@@ -210,3 +211,29 @@ def test_log_tail_says_when_the_access_log_is_off(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 1 and "access log on" in proc.stderr
+
+
+def test_each_worker_process_writes_its_own_ring_and_one_formatter_writes_them_all(tmp_path: Path) -> None:
+    origin = VersionedOrigin()
+    log = tmp_path / "access.log"
+    node = WorkerNode(tmp_path, origin, extra=f'[logging]\naccess_log = "{log}"\n')
+    try:
+        answers = list(node.spread("/w", at_least=2))
+        served_by = {pid for *_, pid in answers}
+        assert len(served_by) == 2
+        rings = {int(p.stem) for p in (tmp_path / "accesslog").glob("*.ring")}
+        assert served_by <= rings
+        deadline = time.monotonic() + 20
+        while (not log.exists() or len(_lines(log)) < len(answers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        metrics = node.metrics()
+        # Counted once for the node, not once per process.
+        assert metrics["edgecache_access_log_records_total"] == len(answers)
+        assert metrics["edgecache_access_log_lines_total"] == len(answers)
+        assert metrics["edgecache_access_log_lost_total"] == 0
+    finally:
+        assert node.stop() == 0
+        origin.close()
+    targets = [m["request"] for m in (COMBINED.match(line) for line in _lines(log)) if m]
+    assert targets == ["GET /w HTTP/1.1"] * len(answers)
+    assert not list((tmp_path / "accesslog").glob("*.ring"))

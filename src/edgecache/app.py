@@ -9,14 +9,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from aiohttp import web
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from edgecache.api.console.app import build_console_app
 from edgecache.api.context import ControlContext
@@ -24,6 +26,7 @@ from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
 from edgecache.config import TASK_TYPES, Account, Config, Limits
+from edgecache.control.cache_reserve import CacheReserveService
 from edgecache.control.credentials import CredentialService
 from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
@@ -32,12 +35,13 @@ from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
 from edgecache.control.sessions import SessionService
+from edgecache.db.cache_reserve import CacheReserveStore
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
 from edgecache.edge.accesslog import FormatterProcess, close_ring, connection_factory
-from edgecache.edge.http1 import Connection, HttpServer, start_server
+from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
 from edgecache.edge.logring import RingWriter, read_counts, ring_files, ring_path
 from edgecache.edge.logtail import write_zones
 from edgecache.edge.origin import OriginClient
@@ -47,8 +51,13 @@ from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
 from edgecache.metrics import AccessLogCollector, EdgeCollector
+from edgecache.metrics_disk import DiskCollector
 from edgecache.purge.index import EpochIndex
-from edgecache.purge.selectors import Purge
+from edgecache.purge.selectors import Purge, Selector
+from edgecache.store.base import Tier
+from edgecache.store.chain import TierChain
+from edgecache.store.disk import DiskStore, JobProgress, clear_reserve_job
+from edgecache.store.entry import Entry
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
@@ -104,20 +113,47 @@ def origin_client(limits: Limits) -> OriginClient:
 class Node:
     """One edgecache node: data listener, control listener, and (for the demo) the origin."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        apply: Callable[[Purge], None] | None = None,
+        acknowledge: Callable[[Purge, dict[Selector, int]], None] | None = None,
+        collector: Collector | None = None,
+    ) -> None:
+        """``apply`` receives each accepted purge (default: this process's own index and reclaimer);
+        ``acknowledge`` receives each reclaimed one (default: its tasks succeed); ``collector`` is
+        what ``/metrics`` reports (default: this process's counters). A node of worker processes
+        (``edgecache.cluster``) routes all three through its control plane."""
         self.config = config
         self.stats = EdgeStats()
         self.store = MemoryTier(config.storage.memory_bytes)
         self.zones = ZoneTable(config.zones)
         self.database = open_database(config.database_url or sqlite_url(config.data_dir))
         ledger = LedgerStore(self.database)
-        # Entries are stored at the ledger position; the memory tier starts empty, so purges from
-        # before this start need no replay, only their numbering.
-        self.index = EpochIndex(position=ledger.position())
+        position = ledger.position()
+        self.disk: DiskStore | None = None
+        self.tiers: Tier = self.store
+        """What the data plane reads and writes: memory alone, or memory in front of disk."""
+        self.cache_reserve = CacheReserveService(CacheReserveStore(self.database), self._run_reserve_clear)
+        self.cache_reserve.load()
+        if config.storage.disk.enabled:
+            self.disk = self._open_disk(position)
+            self.tiers = TierChain(
+                self.store,
+                self.disk,
+                reserve_on=self.cache_reserve.is_on,
+                reserve_eligible=self._reserve_eligible,
+            )
+        # Objects on disk may predate purges that were never applied to the disk (a crash between
+        # a purge's commit and its reclaim): those purges are put in effect again, from the ledger.
+        # Without a disk the memory tier starts empty, and the purges need only their numbering.
+        floor = position if self.disk is None else min(position, self.disk.reclaimed_upto)
+        self.index = EpochIndex(position=floor)
         self.origin = origin_client(config.limits)
         self.proxy = Proxy(
             self.zones,
-            self.store,
+            self.tiers,
             self.origin,
             self.stats,
             max_object_bytes=config.storage.max_object_bytes,
@@ -133,7 +169,7 @@ class Node:
             quotas=self.quotas,
             limiter=RateLimiter(lambda account_id: limits[account_id]),
             limits_for=lambda account_id: limits[account_id],
-            apply=self._apply_purge,
+            apply=apply or self.apply_purge,
         )
         self.prefetch = PrefetchService(
             task_store=self.tasks,
@@ -144,8 +180,20 @@ class Node:
         )
         self.secrets = SecretService(self.database, MasterKey(config.data_dir))
         self.reclaimer = Reclaimer(
-            self.store, self.index, self.proxy.oldest_fetch_seq, on_reclaimed=self.purges.reclaimed
+            self.store,
+            self.index,
+            self.proxy.oldest_fetch_seq,
+            on_reclaimed=acknowledge or self.purges.reclaimed,
+            disk=self.disk,
         )
+        self._replayed = [
+            self.purges.replay(self.zones.by_id[row.zone_id], row)
+            for row in (ledger.after(floor) if floor < position else ())
+            # Zones no longer configured: nothing here serves their objects.
+            if row.zone_id in self.zones.by_id
+        ]
+        for purge in self._replayed:
+            self.index.apply(purge)
         log_cfg = config.logging
         self.access_ring_dir = config.data_dir / "accesslog"
         self.access_ring: RingWriter | None = None
@@ -159,7 +207,8 @@ class Node:
         self._demo: web.AppRunner | None = None
         self.registry = CollectorRegistry()
         self.registry.register(
-            EdgeCollector(
+            collector
+            or EdgeCollector(
                 self.stats,
                 self.store,
                 http=lambda: None if self._data is None else self._data.stats,
@@ -168,10 +217,8 @@ class Node:
                 origin=self.origin.stats,
             )
         )
-        if self.access_formatter is not None:
-            self.registry.register(
-                AccessLogCollector(lambda: [read_counts(p) for p in ring_files(self.access_ring_dir)])
-            )
+        if self.disk is not None:
+            self.registry.register(DiskCollector(self.disk, self.cache_reserve, list(self.zones.by_id)))
         self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
         self.live = LiveStats(self.registry)
         self._housekeeping: asyncio.Task[None] | None = None
@@ -179,7 +226,33 @@ class Node:
         self.data_port = 0
         self.control_port = 0
 
-    def _apply_purge(self, purge: Purge) -> None:
+    def _open_disk(self, position: int) -> DiskStore:
+        cfg = self.config.storage.disk
+        reserve = {z.id: z.cache_reserve for z in self.config.zones}
+        return DiskStore(
+            self.config.data_dir / cfg.path,
+            budget=cfg.budget_bytes,
+            position=position,
+            reserve_budget=lambda zone: reserve[zone].budget_bytes if zone in reserve else 0,
+            reserve_retention=lambda zone: reserve[zone].retention_days * 86400.0 if zone in reserve else 0.0,
+        )
+
+    def _reserve_eligible(self, entry: Entry) -> bool:
+        """Cloudflare's eligibility: fresh for at least the zone's minimum TTL, and not too large."""
+        zone = self.zones.by_id.get(entry.zone)
+        if zone is None:
+            return False
+        rules = zone.config.cache_reserve
+        return entry.freshness_lifetime >= rules.min_ttl and len(entry.body) <= rules.max_object_bytes
+
+    def _run_reserve_clear(self, zone_id: str, progress: JobProgress) -> Future[None]:
+        if self.disk is None:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return self.disk.run_job(clear_reserve_job(zone_id, progress))
+
+    def apply_purge(self, purge: Purge) -> None:
         """Put a durable purge in effect on this node: the index at once, the reclaimer after."""
         self.index.apply(purge)
         self.reclaimer.enqueue(purge)
@@ -232,33 +305,34 @@ class Node:
                 log.exception("task housekeeping failed")
 
     def _seed(self) -> None:
-        # Purges still processing when this node last stopped: the memory tier starts empty, so
-        # there is nothing left for them to remove here; this node acknowledges them.
+        # Purges still processing when this node last stopped: the memory tier starts empty, and
+        # those the disk may still hold objects for are replayed (see __init__); acknowledged here.
         self.tasks.finish_purges([(seq, {}) for seq in self.tasks.processing_purge_seqs()], datetime.now(UTC))
         seed_identity(self.credentials, self.config)
 
     async def start(self) -> None:
         """Bind every listener; ports given as 0 are chosen by the kernel (see ``*_port``)."""
+        await self.start_control()
+        await self.start_data()
+
+    async def start_control(self, refresh_metrics: Callable[[], Awaitable[None]] | None = None) -> None:
+        """The control plane: settle earlier tasks, the demo origin, task housekeeping, the API
+        listener (``refresh_metrics`` runs before each scrape)."""
         cfg = self.config
         await asyncio.to_thread(self._seed)
         if cfg.demo_origin is not None:
             self._demo = await demo_origin.start(cfg.demo_origin.host, cfg.demo_origin.port)
-        self.reclaimer.start()
+        self.cache_reserve.resume()
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
-        self._gc = loop.create_task(keep_gc(cfg.runtime.gc_freeze_every, cfg.runtime.gc_sweep_every))
-        connection: Callable[[HttpServer], Connection] = Connection
+        self._keep_gc()
         if self.access_formatter is not None:
+            # One formatter per node, in the control plane's process: it reads the ring of every
+            # data-plane process, and /metrics counts the rings here once.
             await asyncio.to_thread(write_zones, self.access_ring_dir, cfg.zones)
-            self.access_ring = RingWriter(
-                ring_path(self.access_ring_dir, os.getpid()), cfg.logging.access_log_ring_mib << 20
-            )
             await self.access_formatter.start()
-            connection = connection_factory(self.access_ring)
-        self._data = await start_server(
-            self.proxy, cfg.limits, cfg.data.host, cfg.data.port, connection=connection
-        )
-        self.data_port = self._data.port
+            rings = self.access_ring_dir
+            self.registry.register(AccessLogCollector(lambda: [read_counts(p) for p in ring_files(rings)]))
         context = ControlContext(
             zones=self.zones,
             credentials=self.credentials,
@@ -266,6 +340,7 @@ class Node:
             tasks=self.tasks,
             quotas=self.quotas,
             prefetch=self.prefetch,
+            cache_reserve=self.cache_reserve,
         )
         edgeone = EdgeOneServices(
             secrets=self.secrets,
@@ -273,11 +348,44 @@ class Node:
         )
         console = build_console_app(self.sessions, self.live) if cfg.console.enabled else None
         self._control = web.AppRunner(
-            build_control_app(self.registry, context, edgeone, console), access_log=None, shutdown_timeout=5.0
+            build_control_app(self.registry, context, edgeone, console, refresh_metrics),
+            access_log=None,
+            shutdown_timeout=5.0,
         )
         await self._control.setup()
         await web.TCPSite(self._control, cfg.control.host, cfg.control.port).start()
         self.control_port = int(self._control.addresses[0][1])
+
+    async def start_data(self, sock: socket.socket | None = None, handler: Handler | None = None) -> None:
+        """The data plane: the reclaimer and the data listener (on ``sock`` when given), serving
+        through ``handler`` (default: the proxy itself)."""
+        cfg = self.config
+        self.reclaimer.start()
+        for purge in self._replayed:
+            self.reclaimer.enqueue(purge)
+        self._keep_gc()
+        serve: Handler = handler or self.proxy
+        connection: Callable[[HttpServer], Connection] = Connection
+        if self.access_formatter is not None:
+            # One ring per data-plane process, named by its pid (decision 0016).
+            self.access_ring = RingWriter(
+                ring_path(self.access_ring_dir, os.getpid()), cfg.logging.access_log_ring_mib << 20
+            )
+            connection = connection_factory(self.access_ring)
+        self._data = await start_server(
+            serve, cfg.limits, cfg.data.host, cfg.data.port, sock=sock, connection=connection
+        )
+        self.data_port = self._data.port
+
+    def _keep_gc(self) -> None:
+        if self._gc is None:
+            rt = self.config.runtime
+            self._gc = asyncio.get_running_loop().create_task(keep_gc(rt.gc_freeze_every, rt.gc_sweep_every))
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking connections and let in-flight responses finish (at most ``grace`` seconds)."""
+        if self._data is not None:
+            await self._data.drain(grace)
 
     async def stop(self) -> None:
         """Close the listeners, then the background work and the origin pool."""
@@ -292,6 +400,7 @@ class Node:
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()
+        await self.cache_reserve.stop()
         for task in (self._housekeeping, self._gc):
             if task is not None:
                 task.cancel()
@@ -302,4 +411,6 @@ class Node:
         if self._demo is not None:
             await self._demo.cleanup()
         self.purges.close()
+        if self.disk is not None:
+            await asyncio.to_thread(self.disk.close)
         self.database.dispose()

@@ -24,8 +24,10 @@ from edgecache.app import Node
 from edgecache.cli_credentials import credentials_app
 from edgecache.cli_db import db_app
 from edgecache.cli_log import log_app
+from edgecache.cli_reserve import reserve_app
 from edgecache.cli_tasks import tasks_app
 from edgecache.cli_tokens import tokens_app
+from edgecache.cluster.supervisor import Supervisor
 from edgecache.config import DEMO_ZONE_ID, ZONE_ID, Config, demo_config, load_config
 from edgecache.control.credentials import Permission
 from edgecache.demo.origin import DEMO_PATHS
@@ -36,6 +38,7 @@ app = typer.Typer(
 app.add_typer(tokens_app, name="token")
 app.add_typer(credentials_app, name="credential")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(reserve_app, name="reserve")
 app.add_typer(db_app, name="db")
 app.add_typer(log_app, name="log")
 
@@ -73,10 +76,12 @@ def _self() -> str:
 def _banner(node: Node, cfg: Config, token: str | None) -> str:
     data = f"http://{cfg.data.host}:{node.data_port}"
     api = f"http://{cfg.control.host}:{node.control_port}/client/v4"
-    lines = [f"edgecache serving on {data} (control plane on {api})"]
+    workers = f", {cfg.runtime.workers} worker processes" if cfg.runtime.workers > 1 else ""
+    lines = [f"edgecache serving on {data} (control plane on {api}){workers}"]
     if cfg.demo_origin is not None:
         lines.append("Demo zone in front of the built-in origin. Try (run each twice: MISS, then HIT):")
         lines += [f"  curl -si {data}{p} | grep -i cache-status" for p in DEMO_PATHS[:4]]
+        lines.append("Stop (Ctrl-C) and start again: a page still fresh is a HIT from disk (detail=disk).")
     if token is not None:
         lines += [
             "",
@@ -96,8 +101,9 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
 
 
 async def _serve(cfg: Config) -> None:
-    node = Node(cfg)
-    await node.start()
+    supervisor = Supervisor(cfg) if cfg.runtime.workers > 1 else None
+    node = supervisor.node if supervisor is not None else Node(cfg)
+    await (supervisor.start() if supervisor is not None else node.start())
     token = await asyncio.to_thread(_demo_token, node) if cfg.demo_origin is not None else None
     typer.echo(_banner(node, cfg, token))
     stop = asyncio.Event()
@@ -105,7 +111,11 @@ async def _serve(cfg: Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await node.stop()
+    if supervisor is not None:
+        await supervisor.stop()
+    else:
+        await node.drain(cfg.runtime.shutdown_grace)
+        await node.stop()
 
 
 @app.command()

@@ -5,6 +5,7 @@ Rules: every setting has a default that works on a laptop; validation errors nam
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -132,6 +133,18 @@ DEFAULT_QUOTAS: dict[str, Quota] = {
 }
 
 
+class CacheReserve(_Model):
+    """A zone's Cache Reserve: which objects it keeps, how long, and how many bytes (whether it is
+    on is runtime state, set through the API and kept in the control database)."""
+
+    min_ttl: float = Field(default=36000.0, ge=0)
+    """Freshness lifetime an object needs to be eligible (Cloudflare: 10 hours)."""
+    max_object_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    retention_days: float = Field(default=30.0, gt=0)
+    """An object not read for this long is removed; every read starts the period again."""
+    budget_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
+
+
 class Zone(_Model):
     """A site in front of one origin."""
 
@@ -158,6 +171,7 @@ class Zone(_Model):
     """Seconds past its freshness a stored response may still be served when the origin cannot be
     reached, closes early, times out or answers 5xx, for responses that allow less themselves
     (RFC 9111 §4.2.4); must-revalidate and no-cache still forbid it."""
+    cache_reserve: CacheReserve = CacheReserve()
 
     @field_validator("id")
     @classmethod
@@ -218,12 +232,22 @@ class Zone(_Model):
         return v.rstrip("/")
 
 
+class DiskStorage(_Model):
+    """The persistent tier (LMDB under ``path``, relative to ``data_dir``)."""
+
+    enabled: bool = True
+    path: Path = Path("cache")
+    budget_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
+    """Bytes of records in the disk cache (the Cache Reserve has its own budgets, per zone)."""
+
+
 class Storage(_Model):
     """Cache tiers."""
 
     memory_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
     max_object_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Larger responses stream through without being stored."""
+    disk: DiskStorage = DiskStorage()
 
 
 class Tasks(_Model):
@@ -237,11 +261,23 @@ class Tasks(_Model):
     """Per-target limit for a prefetch fetch."""
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 class Runtime(_Model):
-    """Process-level tuning (see ``edgecache.gcpolicy``)."""
+    """Process-level tuning (see ``edgecache.gcpolicy`` and ``edgecache.cluster``)."""
 
     gc_freeze_every: float = Field(default=5.0, gt=0)
     gc_sweep_every: float = Field(default=3600.0, gt=0)
+    workers: int = Field(default_factory=usable_cores, ge=1, le=256)
+    """Data-plane processes of ``edgecache serve``; 1 is one process serving data and control."""
+    listen: Literal["reuseport", "shared"] = "reuseport"
+    """How workers share the data port: a socket each with SO_REUSEPORT (the kernel spreads
+    connections), or one inherited listening socket (decision 0014 compares them)."""
+    shutdown_grace: float = Field(default=10.0, gt=0)
+    """Seconds a stopping worker lets in-flight responses finish before it resets what is left."""
 
 
 class Limits(_Model):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from edgecache.control.cache_reserve import CacheReserveService
 from edgecache.control.credentials import CredentialService
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
@@ -24,6 +25,8 @@ class ControlContext:
     tasks: TaskStore
     quotas: QuotaService
     prefetch: PrefetchService
+    cache_reserve: CacheReserveService | None = None
+    """None when the node has no persistent tier."""
 
 
 CONTEXT_KEY = web.AppKey("context", ControlContext)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -14,10 +16,14 @@ from edgecache.api.native import add_routes as add_native_routes
 from edgecache.api.native import native_errors
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+REFRESH_KEY = web.AppKey("refresh_metrics", object)
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
+    refresh = request.app.get(REFRESH_KEY)
+    if callable(refresh):
+        await refresh()
     body = generate_latest(request.app[REGISTRY_KEY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -32,11 +38,15 @@ def build_control_app(
     context: ControlContext,
     edgeone: EdgeOneServices,
     console: web.Application | None = None,
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None,
 ) -> web.Application:
     """The control-plane application: Cloudflare v4 under ``/client/v4`` (and ``/zones/...``),
-    EdgeOne API 3.0 at ``POST /``, metrics and health, and the web console under ``/console/``."""
+    EdgeOne API 3.0 at ``POST /``, metrics (gathered by ``refresh_metrics`` first, when the
+    node's counters live in other processes) and health, and the web console under ``/console/``."""
     app = web.Application(middlewares=[envelope_errors, native_errors], client_max_size=4 * 1024 * 1024)
     app[REGISTRY_KEY] = registry
+    if refresh_metrics is not None:
+        app[REFRESH_KEY] = refresh_metrics
     app[CONTEXT_KEY] = context
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", health)

@@ -206,8 +206,39 @@ async def zone_tasks(request: web.Request) -> web.Response:
     return web.json_response({"total": total, "tasks": [task_json(r) for r in rows]})
 
 
+@_answers_errors
+async def zone_reserve(request: web.Request) -> web.Response:
+    """A zone's Cache Reserve: the setting and the latest clear with its progress (objects and
+    bytes removed), which the v4 objects do not carry (``edgecache reserve status``)."""
+    principal = await _principal(request)
+    ctx = request.app[CONTEXT_KEY]
+    zone = ctx.zones.by_id.get(request.match_info["zone_id"])
+    if zone is None or not _allowed(principal, zone.config.id, zone.config.account_id):
+        raise _json_error(404, "no such zone")
+    if ctx.cache_reserve is None:
+        raise _json_error(404, "this node has no persistent tier")
+    value, modified_on = ctx.cache_reserve.setting(zone.config.id)
+    clear = ctx.cache_reserve.clears().get(zone.config.id)
+    return web.json_response(
+        {
+            "value": value,
+            "modified_on": None if modified_on is None else modified_on.isoformat(),
+            "clear": None
+            if clear is None
+            else {
+                "state": clear.state,
+                "start": clear.start.isoformat(),
+                "end": None if clear.end is None else clear.end.isoformat(),
+                "objects": clear.objects,
+                "bytes": clear.bytes,
+            },
+        }
+    )
+
+
 def add_routes(app: web.Application) -> None:
     """Register the native routes."""
+    app.router.add_get("/edgecache/v1/zones/{zone_id}/cache_reserve", zone_reserve)
     app.router.add_get("/edgecache/v1/jobs/{job_id}", job)
     app.router.add_get("/edgecache/v1/zones/{zone_id}", zone_info)
     app.router.add_get("/edgecache/v1/zones/{zone_id}/tasks", zone_tasks)

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import Bucket, PlanLimits, RateLimiter
-from edgecache.db.ledger import LedgerStore
+from edgecache.db.ledger import LedgerRow, LedgerStore
 from edgecache.db.tasks import NewTask, TaskStore
 from edgecache.edge.zones import ZoneRuntime
 from edgecache.httpcache.key import primary_key, variant_suffix
@@ -301,7 +301,7 @@ class PurgeService:
         job_id = uuid.uuid4().hex
         now = time.time()
         record = _describe(request)
-        selectors = tuple(dict.fromkeys(s for item in items for s in item.selectors))
+        selectors = _selectors(items)
         counts: dict[str, int] = {}
         for item in items:
             counts[item.type] = counts.get(item.type, 0) + 1
@@ -352,6 +352,19 @@ class PurgeService:
         )
         return AcceptedPurge(job_id, purge, items)
 
+    def replay(self, zone: ZoneRuntime, row: LedgerRow) -> Purge:
+        """A purge read back from the ledger, with the selectors its submission put in effect: how a
+        restart applies again what the persistent tier may hold objects for, and how another process
+        (or node) follows the ledger. A row that no longer validates against its zone's configuration
+        becomes a purge of the whole zone: over-invalidating is safe, serving a purged object is not."""
+        try:
+            selectors = _selectors(self.items(zone, _request_from_record(row.selectors), plan_limits=False))
+        except PurgeRejected:
+            selectors = ()
+        # SQLite gives back naive datetimes; every time in the ledger is UTC.
+        at = row.created_at.replace(tzinfo=row.created_at.tzinfo or UTC).timestamp()
+        return Purge(row.seq, row.zone_id, Mode(row.mode), selectors or (Everything(),), at)
+
     def reclaimed(self, purge: Purge, matched: dict[Selector, int]) -> None:
         """This node has applied and reclaimed a purge: its tasks succeed, with the counts."""
         by_target = matched_by_target(self._pending.pop(purge.seq, ()), matched)
@@ -372,6 +385,29 @@ class PurgeService:
         except Exception:
             # The tasks stay processing and end as timeout: visible, not silent.
             log.exception("recording %d purge acknowledgements failed", len(acks))
+
+
+def _selectors(items: tuple[PurgeItem, ...]) -> tuple[Selector, ...]:
+    """A purge's selectors, each once, in the order of its items (acknowledgements count per
+    selector in this order, so every process must derive the same tuple)."""
+    return tuple(dict.fromkeys(s for item in items for s in item.selectors))
+
+
+def _request_from_record(record: dict[str, Any]) -> PurgeRequest:
+    """The inverse of :func:`_describe`."""
+    if record.get("everything"):
+        return PurgeRequest(everything=True)
+    files = tuple(
+        FileTarget(f) if isinstance(f, str) else FileTarget(f["url"], f.get("headers"))
+        for f in record.get("files", ())
+    )
+    return PurgeRequest(
+        files=files,
+        tags=tuple(record.get("tags", ())),
+        hosts=tuple(record.get("hosts", ())),
+        prefixes=tuple(record.get("prefixes", ())),
+        tag_hosts=tuple(record.get("tag_hosts", ())),
+    )
 
 
 def matched_by_target(items: tuple[PurgeItem, ...], matched: Mapping[Selector, int]) -> dict[str, int]:

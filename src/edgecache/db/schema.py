@@ -222,3 +222,22 @@ tasks = Table(
     ),
     sqlite_autoincrement=True,
 )
+
+cache_reserve = Table(
+    "cache_reserve",
+    metadata,
+    # One row per zone that ever had its Cache Reserve set or cleared; no row: off, never cleared.
+    Column("zone_id", String(32), ForeignKey("zones.id"), primary_key=True),
+    Column("value", String(3), nullable=False),
+    Column("modified_on", UTCDateTime(), nullable=True),
+    # The latest clear: NULL state when none ever ran.
+    Column("clear_state", String(16), nullable=True),
+    Column("clear_start", UTCDateTime(), nullable=True),
+    Column("clear_end", UTCDateTime(), nullable=True),
+    Column("clear_objects", BigInteger, nullable=False, server_default=text("0")),
+    Column("clear_bytes", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint(_in("value", ("on", "off")), name="value"),
+    CheckConstraint(
+        "clear_state IS NULL OR " + _in("clear_state", ("In-progress", "Completed")), name="clear_state"
+    ),
+)

@@ -321,6 +321,12 @@ class Connection(asyncio.Protocol):
         else:
             self._t_idle = 0.0
 
+    def close_when_idle(self) -> None:
+        """Parse nothing more; close after the responses already owed (at once when there are none)."""
+        self._stopped = True
+        if not self._busy and not self._queue:
+            self._shutdown()
+
     def abort(self) -> None:
         """Reset the connection at once, dropping anything buffered or queued."""
         self._busy = False
@@ -697,6 +703,19 @@ class HttpServer:
         """The port of the first listening socket (useful after binding port 0)."""
         port: int = self._server.sockets[0].getsockname()[1]
         return port
+
+    async def drain(self, grace: float) -> None:
+        """Stop listening and let every connection finish the responses it owes, for at most
+        ``grace`` seconds; then :meth:`close` resets whatever is left."""
+        self._server.close()
+        for conn in tuple(self.connections):
+            conn.close_when_idle()
+        deadline = self.loop.time() + grace
+        # A closing connection stays in the set while it lingers for the client's FIN: resetting it
+        # earlier could discard a response the client has not read yet.
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await self.close()
 
     async def close(self) -> None:
         """Stop listening, reset every connection, and cancel handler tasks still running."""

@@ -167,7 +167,8 @@ class Proxy:
             ttl = entry.ttl(now)
             if ttl > 0 and not entry.no_cache:
                 if (
-                    "range" in headers
+                    entry.tier
+                    or "range" in headers
                     or "if-none-match" in headers
                     or "if-modified-since" in headers
                     or "if-match" in headers
@@ -266,7 +267,9 @@ class Proxy:
 
     def _hit(self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float) -> None:
         self.stats.hits += 1
-        status_fields = b"Cache-Status: " + cache_status_hit(ttl).encode() + b"\r\n" + CF_HIT
+        status = cache_status_hit(ttl, entry.tier.decode())
+        status_fields = b"Cache-Status: " + status.encode() + b"\r\n" + CF_HIT
+        entry.tier = b""
         self._answer_from_entry(req, conn, entry, now, status_fields)
 
     def _precondition_failed(self, req: Request, conn: Connection, entry: Entry, fields: bytes) -> bool:

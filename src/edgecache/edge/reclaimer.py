@@ -12,6 +12,13 @@ Theory of operation:
   checked against the index when it is stored, so the rows must still be there).
 - ``on_reclaimed(purge, matched)`` reports, per purge and selector, how many entries were removed
   or marked stale: this node's acknowledgement, which completes the purge's tasks.
+- With a persistent tier, each purge is then a job on the disk writer (:class:`DiskReclaim`): the
+  same selectors over the disk's indexes, a few thousand records per transaction, and the disk's
+  ``reclaimed_upto`` moved to the purge in the transaction that finishes it. The memory part of the
+  next purge does not wait for it (the writer runs the jobs in purge order); a purge is
+  acknowledged, and its epoch rows may be compacted, only once its job has finished, in purge
+  order: until then a disk copy is still hidden by the index, and after a crash the purge is
+  replayed from the ledger.
 - ``hold()`` / ``release()`` keep purges queued without reclaiming them. Nothing in the node holds
   it; tests do, to prove that the lookup-time check alone puts a purge in effect (the reclaimer
   usually wins the race with the next request, which would hide that check's loss).
@@ -22,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url, matches
 from edgecache.store.base import Tier
+from edgecache.store.disk import JOB_STEP, DiskStore, WriteView
 from edgecache.store.entry import VARIANT_SEP
 
 log = logging.getLogger(__name__)
@@ -47,8 +56,11 @@ class Reclaimer:
         index: EpochIndex,
         oldest_fetch_seq: Callable[[], int | None],
         on_reclaimed: Callable[[Purge, dict[Selector, int]], None] | None = None,
+        disk: DiskStore | None = None,
     ) -> None:
         self._store = store
+        self._disk = disk
+        self._compact_limit: int | None = None
         self._index = index
         self._oldest_fetch_seq = oldest_fetch_seq
         self._on_reclaimed = on_reclaimed
@@ -62,6 +74,10 @@ class Reclaimer:
         self._busy = False
         self._released = asyncio.Event()
         self._released.set()
+        self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, asyncio.Future[None]]] = deque()
+        self._disk_wake = asyncio.Event()
+        self._disk_failed = threading.Event()
+        self._acks: asyncio.Task[None] | None = None
 
     def hold(self) -> None:
         """Stop reclaiming after the purge in progress; purges queue up until ``release()``."""
@@ -83,18 +99,21 @@ class Reclaimer:
 
     def start(self) -> None:
         """Run in the background on the current loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+        self._acks = loop.create_task(self._acknowledge())
 
     async def stop(self) -> None:
-        """Stop the background task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop the background tasks."""
+        for task in (self._task, self._acks):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def drain(self) -> None:
         """Wait until every enqueued purge has been reclaimed (for tests and benchmarks)."""
-        while self._queue or self._busy:
+        while self._queue or self._busy or self._disk_jobs:
             await asyncio.sleep(0.001)
 
     async def _run(self) -> None:
@@ -111,13 +130,52 @@ class Reclaimer:
                 except Exception:
                     log.exception("reclaiming purge %d failed; its epoch rows stay in force", purge.seq)
                     matched = {}
+                    self._failed(purge)
                 finally:
                     self._queue.popleft()
                     self._busy = False
-                self.reclaimed_upto = purge.seq
-                if self._on_reclaimed is not None:
-                    self._on_reclaimed(purge, matched)
+                if self._disk is None:
+                    self._finish(purge, matched)
+                else:
+                    # The disk's part runs on its writer, in purge order; the next purge's memory
+                    # part need not wait for it. Acknowledged in order by ``_acknowledge``.
+                    job = DiskReclaim(purge, self._disk_failed)
+                    done = asyncio.wrap_future(self._disk.run_job(job))
+                    self._disk_jobs.append((purge, matched, job, done))
+                    self._disk_wake.set()
             self.compact()
+
+    async def _acknowledge(self) -> None:
+        """Acknowledge each purge once its disk job has finished too, in purge order."""
+        while True:
+            await self._disk_wake.wait()
+            self._disk_wake.clear()
+            while self._disk_jobs:
+                purge, matched, job, done = self._disk_jobs[0]
+                try:
+                    await done
+                    # Most objects are in both tiers (fills are written through): the larger count
+                    # is the closer one to the number of distinct objects.
+                    matched = {s: max(matched.get(s, 0), job.counts.get(s, 0)) for s in purge.selectors}
+                except Exception:
+                    log.exception("reclaiming purge %d on disk failed; replayed at the next start", purge.seq)
+                    matched = {}
+                    self._failed(purge)
+                self._disk_jobs.popleft()
+                self._finish(purge, matched)
+            self.compact()
+
+    def _failed(self, purge: Purge) -> None:
+        """Keep the epoch rows of this purge and every later one (and the disk's reclaimed
+        position before it, so that a restart replays it)."""
+        self._disk_failed.set()
+        if self._compact_limit is None:
+            self._compact_limit = purge.seq - 1
+
+    def _finish(self, purge: Purge, matched: dict[Selector, int]) -> None:
+        self.reclaimed_upto = purge.seq
+        if self._on_reclaimed is not None:
+            self._on_reclaimed(purge, matched)
 
     async def reclaim(self, purge: Purge) -> dict[Selector, int]:
         """Delete or mark stale every stored entry the purge covers; returns how many per selector."""
@@ -168,7 +226,74 @@ class Reclaimer:
         oldest = self._oldest_fetch_seq()
         if oldest is not None:
             upto = min(upto, oldest)
+        if self._compact_limit is not None:
+            upto = min(upto, self._compact_limit)
         if upto <= self.compacted_upto:
             return 0
         self.compacted_upto = upto
         return self._index.compact(upto)
+
+
+class DiskReclaim:
+    """A purge as a job on the disk writer: removes or marks stale what it covers on disk, a step of
+    at most ``JOB_STEP`` records per transaction, then records the purge as reclaimed on disk,
+    unless ``failed`` is set: an earlier purge failed (in memory or on disk) and must be replayed at
+    the next start, so the disk's reclaimed position must stay before it."""
+
+    def __init__(self, purge: Purge, failed: threading.Event | None = None) -> None:
+        self.purge = purge
+        self._failed = failed or threading.Event()
+        self.counts: dict[Selector, int] = {}
+        self._i = 0
+        self._after: bytes | None = None
+
+    def __call__(self, view: WriteView) -> bool:
+        try:
+            return self._step(view)
+        except Exception:
+            self._failed.set()
+            raise
+
+    def _step(self, view: WriteView) -> bool:
+        purge = self.purge
+        hard = purge.mode is Mode.DELETE
+        while self._i < len(purge.selectors):
+            selector = purge.selectors[self._i]
+            handles = self._candidates(view, selector)
+            done = self.counts.get(selector, 0)
+            for handle in handles:
+                entry = view.peek(handle)
+                if entry is None or entry.stored_seq >= purge.seq:
+                    continue
+                if not matches(selector, purge.zone, entry.zone, entry.key, entry.tags):
+                    continue
+                if hard:
+                    view.delete(handle)
+                else:
+                    view.mark_stale(handle, purge.at)
+                if handle[:1] == b"c":
+                    done += 1
+            self.counts[selector] = done
+            if len(handles) >= JOB_STEP:
+                self._after = handles[-1]
+                return False
+            self._i += 1
+            self._after = None
+        if not self._failed.is_set():
+            view.set_reclaimed(purge.seq)
+        return True
+
+    def _candidates(self, view: WriteView, selector: Selector) -> list[bytes]:
+        after = self._after
+        match selector:
+            case Url(key=key):
+                return view.scan_prefix(key, after, JOB_STEP)
+            case Tag(tag=tag):
+                return view.scan_tag(self.purge.zone, tag, after, JOB_STEP)
+            case Host(host=host):
+                return view.scan_prefix(f"http://{host}/", after, JOB_STEP)
+            case Prefix(prefix=prefix):
+                return view.scan_prefix("http://" + prefix, after, JOB_STEP)
+            case Everything():
+                return view.scan_zone(self.purge.zone, after, JOB_STEP)
+        return []

@@ -33,9 +33,11 @@ class CfStatus(StrEnum):
     DYNAMIC = "DYNAMIC"
 
 
-def cache_status_hit(ttl: float) -> str:
-    """Cache-Status for a response served from cache (RFC 9211 §2.1, §2.4)."""
-    return f"{CACHE_NAME}; hit; ttl={math.floor(ttl)}"
+def cache_status_hit(ttl: float, tier: str = "") -> str:
+    """Cache-Status for a response served from cache (RFC 9211 §2.1, §2.4); ``tier`` names the
+    tier below memory that answered (a token: ``disk``, ``reserve``) as its detail."""
+    out = f"{CACHE_NAME}; hit; ttl={math.floor(ttl)}"
+    return out + "; detail=" + tier if tier else out
 
 
 def _sf_string(text: str) -> str:

@@ -49,6 +49,9 @@ class Entry:
     """Set by a soft purge: from this instant the entry is stale whatever its freshness said."""
     visited: bool = field(default=False)
     """Eviction-policy bit (SIEVE), owned by the memory tier."""
+    tier: bytes = b""
+    """Set when the entry was just read from the persistent tier (``b"disk"``, ``b"reserve"``): the
+    answer that uses it first says so in Cache-Status, then clears it."""
 
     @property
     def etag(self) -> str | None:

@@ -40,7 +40,7 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -108,6 +108,7 @@ class MemoryTier:
         "_vary",
         "_zones",
         "_zones_of_range",
+        "on_evict",
     )
 
     def __init__(self, budget: int) -> None:
@@ -126,6 +127,8 @@ class MemoryTier:
         self._zones: dict[str, dict[str, int]] = {}
         self._zones_of_range: dict[str, int] = {}
         self._vary: dict[str, tuple[str, ...]] = {}
+        self.on_evict: Callable[[Entry], None] | None = None
+        """Told of each entry the eviction policy removes (the persistent tier renews its copy)."""
 
     @property
     def budget(self) -> int:
@@ -343,6 +346,8 @@ class MemoryTier:
                     self._hand = hand + 1
                     self._unlink(entry)
                     self._evictions += 1
+                    if self.on_evict is not None:
+                        self.on_evict(entry)
                     return
             hand += 1
 

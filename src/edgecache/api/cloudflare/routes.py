@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from edgecache.api.cloudflare import openapi, purge
+from edgecache.api.cloudflare import cache_reserve, openapi, purge
 from edgecache.api.cloudflare.envelope import CfError, failure, no_route
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,10 @@ def add_routes(app: web.Application) -> None:
         app.router.add_post(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
         app.router.add_delete(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
         app.router.add_post(prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
+        app.router.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.get_setting)
+        app.router.add_patch(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.edit_setting)
+        app.router.add_post(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.start_clear)
+        app.router.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.clear_status)
         app.router.add_get(prefix + "/openapi.json", openapi.document)
 
 

@@ -1,0 +1,91 @@
+"""Hits from disk, side by side: edgecache's persistent tier, nginx proxy_cache, Varnish -s file.
+
+One command, prints a table:
+
+    .venv/bin/python bench/disk_hits.py [--duration 10] [--objects 10000]
+
+For 1 KiB and 64 KiB objects, N distinct URLs are warmed in each cache, then wrk (one thread, 50
+connections, uniformly random URLs) measures hits:
+- ``edgecache disk``: restarted after the warm-up with a 1 MiB memory tier, so its memory is cold
+  and nearly every hit is read from the disk tier (LMDB, pages in the page cache);
+- ``edgecache memory``: the same URLs from a 2 GiB memory tier (the ratio the issue asks about);
+- ``nginx proxy_cache``: hits from files in the page cache (``sendfile off``, as bench/run.py);
+- ``varnish -s file``: Varnish's file storage (a memory-mapped file).
+wrk runs on the same 2 shared cores (its CPU is printed): the figures are lower bounds and noisy,
+and the machine is shared with other work while they are taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import _client as client
+import _servers as srv
+import _wrk as wrk
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / ".venv" / "bin" / "edgecache"
+
+LUA = """\
+request = function()
+  return wrk.format("GET", string.format("{prefix}%06d", math.random(0, {n} - 1)))
+end
+"""
+
+
+def warmed(server: srv.Server, paths: list[str]) -> None:
+    cold = client.warm(server.port, paths, server.status_header)
+    if cold:
+        raise srv.ServerError(f"{server.name}: {len(cold)} URLs never answered HIT (e.g. {cold[0]})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--objects", type=int, default=10_000)
+    args = ap.parse_args()
+    n = args.objects
+    with tempfile.TemporaryDirectory(prefix="edgecache-disk-hits-") as d:
+        tmp = Path(d)
+        tmp.chmod(0o755)  # varnishd reads its VCL and file storage after dropping privileges
+        started: list[srv.Server] = []
+        try:
+            origin = srv.start_origin(tmp)
+            started.append(origin)
+            caches = {
+                "nginx proxy_cache": srv.start_nginx_cache(tmp, origin.port),
+                "varnish -s file": srv.start_varnish(tmp, origin.port, storage=f"file,{tmp}/varnish.bin,2g"),
+                "edgecache memory": srv.start_edgecache(tmp, origin.port, BIN, name="ec-memory"),
+                "edgecache disk": srv.start_edgecache(tmp, origin.port, BIN, name="ec-disk", memory=1 << 20),
+            }
+            started += caches.values()
+            head = ("req/s", 10), ("p50 ms", 9), ("p99 ms", 9), ("errors", 8), ("wrk cpu%", 10)
+            print(f"{'server':<20}{'size':>7}" + "".join(f"{t:>{w}}" for t, w in head))
+            for size, prefix in (("1 KiB", "/obj/"), ("64 KiB", "/mobj/")):
+                paths = [f"{prefix}{i:06d}" for i in range(n)]
+                script = tmp / f"rand{prefix.strip('/')}.lua"
+                script.write_text(LUA.format(prefix=prefix, n=n))
+                for name, server in list(caches.items()):
+                    warmed(server, paths)
+                    if name == "edgecache disk":
+                        srv.stop(server)
+                        started.remove(server)
+                        server = caches[name] = srv.start_edgecache(
+                            tmp, origin.port, BIN, name="ec-disk", memory=1 << 20
+                        )
+                        started.append(server)
+                    res = wrk.run(f"http://127.0.0.1:{server.port}/", args.duration, script)
+                    print(
+                        f"{name:<20}{size:>7}{res.rps:>10.0f}{res.p50_ms:>9.2f}{res.p99_ms:>9.2f}"
+                        f"{res.errors:>8}{res.wrk_cpu:>10.0f}",
+                        flush=True,
+                    )
+        finally:
+            for server in reversed(started):
+                srv.stop(server)
+
+
+if __name__ == "__main__":
+    main()

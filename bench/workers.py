@@ -1,0 +1,340 @@
+"""Worker processes: what one node of N processes gives per CPU, and what following the ledger costs.
+
+Method:
+- An nginx origin (bench/_servers.py) serves /small (1 KiB) and /medium (64 KiB). In front of it:
+  nginx proxy_cache (1 worker), Varnish, edgecache with ``[runtime] workers = 1`` and with 2.
+- (1) Requests per server CPU-second: ``wrk -t1 -c50`` on a warm hit; the server's CPU (utime +
+  stime of its whole process tree, from /proc) over the run; figure = requests / CPU seconds. This
+  is what carries to a bigger machine: on 2 cores wrk takes one, so req/s alone measures the client.
+- (2) Hit throughput of edgecache (2 workers) on /small while a client purges an unrelated URL through
+  the API every 20 ms (each purge makes every worker read the ledger once), against none: req/s,
+  hits per worker CPU-second, the control plane's CPU per purge; then the same purges without
+  traffic, for the workers' own CPU per purge.
+- (3) From the purge API's answer to the first MISS in every process: two kept-alive connections,
+  one held by each worker (identified through /proc), each holding the purged URL as a hit; at the
+  answer both send the request at once; the figure is when the later MISS head arrives. The same
+  measurement without a purge, on a never-seen URL (a plain MISS), is the floor it includes.
+- Rounds are interleaved; medians with min-max. The machine is shared with other work now: every
+  figure is noisy, and the "other CPU %" column says how busy the rest of the machine was.
+
+Usage: ``.venv/bin/python bench/workers.py [--duration S] [--rounds N] [--purges N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import _servers as srv
+import _wrk as wrk
+
+from edgecache.config import DEFAULT_ACCOUNT_ID
+from edgecache.control.credentials import CredentialService, Permission
+from edgecache.db.engine import open_database, sqlite_url
+
+REPO = Path(__file__).resolve().parent.parent
+EDGECACHE_BIN = REPO / ".venv" / "bin" / "edgecache"
+
+
+def fresh_get(port: int, path: str) -> str:
+    """One GET on a new connection; the cache status it reports."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": "127.0.0.1"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.headers.get("CF-Cache-Status") or resp.headers.get("X-Cache") or ""
+    finally:
+        conn.close()
+
+
+def warm(server: srv.Server, paths: list[str]) -> None:
+    """Every process of the server has every path (new connections spread over the workers)."""
+    for path in paths:
+        for _ in range(40):
+            fresh_get(server.port, path)
+
+
+def others_cpu_percent(before: dict[int, float], seconds: float) -> float:
+    after = srv.others_cpu()
+    return 100 * sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in after.items()) / seconds
+
+
+def per_cpu_second(server: srv.Server, path: str, duration: int) -> tuple[float, float, float]:
+    """(requests per server CPU-second, req/s, other CPU %) of one wrk run."""
+    pids = server.pids()
+    others = srv.others_cpu()
+    cpu0 = srv.cpu_seconds(pids)
+    start = time.monotonic()
+    result = wrk.run(f"http://127.0.0.1:{server.port}{path}", duration)
+    wall = time.monotonic() - start
+    cpu = srv.cpu_seconds(server.pids()) - cpu0
+    if result.errors:
+        print(f"  {server.name} {path}: {result.errors} errors", file=sys.stderr)
+    return result.requests / cpu, result.rps, others_cpu_percent(others, wall)
+
+
+class Api:
+    """The control plane of one edgecache, with a token."""
+
+    def __init__(self, server: srv.Server, data_dir: Path) -> None:
+        engine = open_database(sqlite_url(data_dir))
+        try:
+            _, self.token = CredentialService(engine).create_token(
+                DEFAULT_ACCOUNT_ID, "bench", [Permission.CACHE_PURGE], [srv.ZONE_ID]
+            )
+        finally:
+            engine.dispose()
+        self.conn = http.client.HTTPConnection("127.0.0.1", int(server.extra["control_port"]), timeout=30)
+
+    def purge_url(self, path: str) -> None:
+        body = json.dumps({"files": [f"http://127.0.0.1{path}"]})
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        self.conn.request("POST", f"/client/v4/zones/{srv.ZONE_ID}/purge_cache", body=body, headers=headers)
+        answer = json.loads(self.conn.getresponse().read())
+        if not answer["success"]:
+            raise RuntimeError(answer)
+
+
+def hit_run(
+    server: srv.Server, api: Api | None, duration: int, *, load: bool = True
+) -> tuple[float, float, float, int]:
+    """One run, with a URL purge through the API every 20 ms when ``api`` is given: with ``load``,
+    wrk on /small and (req/s, hits per worker CPU-second, control-plane CPU seconds, purges sent);
+    without, the same tuple with the workers' CPU seconds in place of hits per CPU-second."""
+    supervisor, *workers = server.pids()
+    stop = threading.Event()
+    sent = [0]
+
+    def purger() -> None:
+        assert api is not None
+        next_at = time.monotonic()
+        while not stop.is_set():
+            api.purge_url(f"/unrelated/{sent[0]}")
+            sent[0] += 1
+            next_at += 0.020
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    thread = threading.Thread(target=purger)
+    work0, control0 = srv.cpu_seconds(workers), srv.cpu_seconds([supervisor])
+    if api is not None:
+        thread.start()
+    try:
+        if load:
+            requests = wrk.run(f"http://127.0.0.1:{server.port}/small", duration).requests
+        else:
+            time.sleep(duration)
+            requests = 0
+    finally:
+        stop.set()
+        if api is not None:
+            thread.join()
+    work = srv.cpu_seconds(workers) - work0
+    control = srv.cpu_seconds([supervisor]) - control0
+    return requests / duration, requests / work if requests else work, control, sent[0]
+
+
+def owner(port: int, sock: socket.socket, pids: list[int]) -> int:
+    """The process of ``pids`` holding the server side of a client socket."""
+    client_port = sock.getsockname()[1]
+    inode = ""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == port and int(f[2].split(":")[1], 16) == client_port:
+            inode = f[9]
+    for pid in pids:
+        try:
+            if any(
+                os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"
+                for fd in os.listdir(f"/proc/{pid}/fd")
+            ):
+                return pid
+        except OSError:
+            continue
+    return 0
+
+
+def one_per_worker(server: srv.Server, workers: list[int]) -> list[socket.socket]:
+    """A kept-alive connection held by each worker."""
+    held: dict[int, socket.socket] = {}
+    spare = []
+    for _ in range(200):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        request(sock, "/small")
+        pid = owner(server.port, sock, workers)
+        if pid and pid not in held:
+            held[pid] = sock
+        else:
+            spare.append(sock)
+        if len(held) == len(workers):
+            break
+    for sock in spare:
+        sock.close()
+    if len(held) != len(workers):
+        raise RuntimeError("could not reach every worker")
+    return list(held.values())
+
+
+def request(sock: socket.socket, path: str) -> str:
+    """GET on a kept-alive socket; returns the cache status (body read, 1 KiB)."""
+    sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> str:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    fields = dict(
+        (k.strip().lower(), v.strip())
+        for k, _, v in (ln.partition(":") for ln in head.decode().split("\r\n")[1:])
+    )
+    remaining = int(fields.get("content-length", "0")) - len(rest)
+    while remaining > 0:
+        remaining -= len(sock.recv(remaining))
+    return fields.get("cf-cache-status", "")
+
+
+def first_miss_everywhere(socks: list[socket.socket], path: str, api: Api, *, purge: bool) -> float:
+    """Seconds from the purge API's answer (or from now, without ``purge``) to the last process's
+    MISS for ``path``."""
+    if purge:
+        api.purge_url(path)
+    start = time.perf_counter()
+    for sock in socks:
+        sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    statuses = [read_response(sock) for sock in socks]
+    elapsed = time.perf_counter() - start
+    if set(statuses) != {"MISS"}:
+        raise RuntimeError(f"expected MISS from every worker, got {statuses}")
+    return elapsed
+
+
+def purge_to_miss(server: srv.Server, api: Api, count: int) -> tuple[list[float], list[float]]:
+    """(API answer → every process's MISS, plain MISS in every process) in seconds, ``count`` each."""
+    workers = server.pids()[1:]
+    socks = one_per_worker(server, workers)
+    purged, plain = [], []
+    for i in range(count):
+        path = f"/obj/{i:04d}77"
+        for sock in socks:
+            request(sock, path)
+            if request(sock, path) != "HIT":
+                raise RuntimeError("not a hit before the purge")
+        purged.append(first_miss_everywhere(socks, path, api, purge=True))
+        plain.append(first_miss_everywhere(socks, f"/obj/{i:04d}88", api, purge=False))
+    for sock in socks:
+        sock.close()
+    return purged, plain
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--purges", type=int, default=200)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="edgecache-workers-bench-"))
+    tmp.chmod(0o755)  # nginx workers and Varnish's sandbox user read configs and files here
+    started: list[srv.Server] = []
+    try:
+        origin = srv.start_origin(tmp)
+        started.append(origin)
+        servers = {
+            "nginx": srv.start_nginx_cache(tmp, origin.port),
+            "varnish": srv.start_varnish(tmp, origin.port),
+            "edgecache, 1 worker": srv.start_edgecache(
+                tmp, origin.port, EDGECACHE_BIN, "edgecache-1", workers=1
+            ),
+            "edgecache, 2 workers": srv.start_edgecache(
+                tmp, origin.port, EDGECACHE_BIN, "edgecache-2", workers=2
+            ),
+        }
+        started += servers.values()
+        time.sleep(2.0)  # the workers of edgecache-2 bind after the supervisor answers
+        for server in servers.values():
+            warm(server, ["/small", "/medium"])
+
+        per_cpu: dict[tuple[str, str], list[float]] = {}
+        rps: dict[tuple[str, str], list[float]] = {}
+        others: list[float] = []
+        for _ in range(args.rounds):
+            for name, server in servers.items():
+                for path in ("/small", "/medium"):
+                    figure, rate, busy = per_cpu_second(server, path, args.duration)
+                    per_cpu.setdefault((name, path), []).append(figure)
+                    rps.setdefault((name, path), []).append(rate)
+                    others.append(busy)
+        print("\n(1) requests per server CPU-second, warm hits (median (min-max) of rounds)\n")
+        print("| server | 1 KiB per CPU-s | 64 KiB per CPU-s | 1 KiB req/s | 64 KiB req/s |")
+        print("|---|---:|---:|---:|---:|")
+        for name in servers:
+            cells = [spread(per_cpu[(name, p)]) for p in ("/small", "/medium")]
+            cells += [spread(rps[(name, p)]) for p in ("/small", "/medium")]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"\nother CPU during (1): median {statistics.median(others):.0f}% of a core")
+
+        ec2 = servers["edgecache, 2 workers"]
+        api = Api(ec2, tmp / "edgecache-2-data")
+        runs: dict[bool, list[tuple[float, float, float, int]]] = {False: [], True: []}
+        for _ in range(args.rounds):
+            for purging in (False, True):
+                runs[purging].append(hit_run(ec2, api if purging else None, args.duration))
+        print("\n(2) edgecache, 2 workers, 1 KiB hits, without purges and with a URL purge every 20 ms\n")
+        print("| | req/s | hits per worker CPU-s | control-plane CPU-s per purge |")
+        print("|---|---:|---:|---:|")
+        for purging, label in ((False, "no purges"), (True, "a purge every 20 ms")):
+            rows = runs[purging]
+            sent = sum(r[3] for r in rows)
+            per_purge = f"{1000 * sum(r[2] for r in rows) / sent:.2f} ms ({sent} purges)" if sent else "-"
+            print(
+                f"| {label} | {spread([r[0] for r in rows])} | {spread([r[1] for r in rows])} | {per_purge} |"
+            )
+        ratio = statistics.median(r[1] for r in runs[True]) / statistics.median(r[1] for r in runs[False])
+        print(f"\nhits per worker CPU-second, purging / not: {ratio:.2f}")
+        idle = [hit_run(ec2, None, args.duration, load=False) for _ in range(args.rounds)]
+        busy = [hit_run(ec2, api, args.duration, load=False) for _ in range(args.rounds)]
+        extra = statistics.median(r[1] for r in busy) - statistics.median(r[1] for r in idle)
+        per_purge = extra / statistics.median(r[3] for r in busy) / 2
+        print(
+            f"without traffic: workers' CPU {statistics.median(r[1] for r in idle):.3f} s idle, "
+            f"{statistics.median(r[1] for r in busy):.3f} s with a purge every 20 ms "
+            f"({args.duration} s runs): {1000 * per_purge:.2f} ms per purge per worker, "
+            f"{100 * per_purge * 50:.1f}% of a core per worker at 50 purges/s"
+        )
+
+        purged, plain = purge_to_miss(ec2, api, args.purges)
+        print(f"\n(3) API answer -> MISS from both workers, {args.purges} purges (ms)\n")
+        print("| | p50 | p99 | max |")
+        print("|---|---:|---:|---:|")
+        for label, values in (("after a purge", purged), ("plain MISS, no purge", plain)):
+            ms = [v * 1000 for v in values]
+            print(f"| {label} | {pct(ms, 0.5):.2f} | {pct(ms, 0.99):.2f} | {max(ms):.2f} |")
+    finally:
+        for server in reversed(started):
+            srv.stop(server)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

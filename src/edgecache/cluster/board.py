@@ -1,0 +1,82 @@
+"""The position board: ledger positions shared by the processes of one node, in shared memory.
+
+Layout (unsigned 64-bit words in one anonymous shared mapping, a ``memfd`` the supervisor creates
+and every worker inherits by file descriptor, so nothing is left on disk and two nodes on one
+machine never meet):
+- word 0, alone on its cache line: the *published* position, the seq of the newest purge the
+  control plane has committed. Only the control plane writes it, after the commit and before the
+  API answers; every worker reads it on every request.
+- one cache line per worker slot: the position it has *applied* (its epoch index has every purge up
+  to it) and the one it has *reclaimed*, written by that worker only, read by the control plane for
+  ``/metrics``. A line per writer keeps one process's writes from invalidating another's reads.
+
+An aligned 8-byte store is a single instruction on the platforms CPython runs on, so a reader sees
+the old value or the new one, never a mix; positions only grow, so a stale read means "not behind
+yet", which the next request corrects.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+_LINE = 8  # words per 64-byte cache line
+_APPLIED = 0
+_RECLAIMED = 1
+
+
+class PositionBoard:
+    """The published position and each worker slot's applied and reclaimed positions."""
+
+    __slots__ = ("_map", "fd", "slots", "words")
+
+    def __init__(self, fd: int, slots: int) -> None:
+        """Map an existing board (a worker does this with the descriptor it inherited)."""
+        self.fd = fd
+        self.slots = slots
+        self._map = mmap.mmap(fd, _size(slots))
+        self.words = memoryview(self._map).cast("Q")
+        """The raw words; ``words[0]`` is the published position (read inline on the hit path)."""
+
+    @classmethod
+    def create(cls, slots: int) -> PositionBoard:
+        """A new zeroed board for ``slots`` workers; its descriptor is inheritable by children."""
+        fd = os.memfd_create("edgecache-positions", 0)
+        os.ftruncate(fd, _size(slots))
+        os.set_inheritable(fd, True)
+        return cls(fd, slots)
+
+    @property
+    def published(self) -> int:
+        """The newest committed purge the control plane has announced."""
+        return int(self.words[0])
+
+    def publish(self, seq: int) -> None:
+        """Announce a committed purge (control plane only)."""
+        self.words[0] = seq
+
+    def applied(self, slot: int) -> int:
+        """The position worker ``slot`` has applied."""
+        return int(self.words[(slot + 1) * _LINE + _APPLIED])
+
+    def set_applied(self, slot: int, seq: int) -> None:
+        """Worker ``slot`` has every purge up to ``seq`` in its index."""
+        self.words[(slot + 1) * _LINE + _APPLIED] = seq
+
+    def reclaimed(self, slot: int) -> int:
+        """The position worker ``slot`` has reclaimed."""
+        return int(self.words[(slot + 1) * _LINE + _RECLAIMED])
+
+    def set_reclaimed(self, slot: int, seq: int) -> None:
+        """Worker ``slot`` has reclaimed every purge up to ``seq``."""
+        self.words[(slot + 1) * _LINE + _RECLAIMED] = seq
+
+    def close(self) -> None:
+        """Unmap (and close the descriptor)."""
+        self.words.release()
+        self._map.close()
+        os.close(self.fd)
+
+
+def _size(slots: int) -> int:
+    return (slots + 1) * _LINE * 8

@@ -1,0 +1,161 @@
+"""One data-plane process of a node: ``python -m edgecache.cluster.worker`` (started by the supervisor).
+
+It builds the same ``Node`` a single-process node runs and starts only its data plane: its memory
+tier is its own L1. Purges reach it through the ledger (``follower.py``): before each request it
+compares the published position with the one it has applied, and catches up first when behind. Its
+reclaimer's acknowledgements, and its metrics when asked, go to the supervisor over the channel.
+
+Arguments: slot, number of slots, then the descriptors it inherited: the position board, the
+channel, and the listening socket (-1: bind its own with SO_REUSEPORT). The configuration arrives
+as JSON in ``EDGECACHE_WORKER_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable
+
+import uvloop
+
+from edgecache import logs
+from edgecache.app import Node
+from edgecache.cluster.board import PositionBoard
+from edgecache.cluster.channel import Channel
+from edgecache.cluster.collector import families
+from edgecache.cluster.follower import LedgerFollower, SharedWordWaker
+from edgecache.config import Config
+from edgecache.db.ledger import LedgerRow, LedgerTail
+from edgecache.edge.http1 import Connection, Handler, Request
+from edgecache.purge.selectors import Purge, Selector
+
+CONFIG_ENV = "EDGECACHE_WORKER_CONFIG"
+
+log = logging.getLogger(__name__)
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A listening socket of its own on a port other processes share (the kernel spreads
+    connections over them)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    """The data plane of one process, following the node's ledger."""
+
+    def __init__(self, config: Config, slot: int, board: PositionBoard, channel: Channel) -> None:
+        self.slot = slot
+        self._board = board
+        self._channel = channel
+        self.node = Node(config, acknowledge=self._acknowledge)
+        self.waker = SharedWordWaker(board)
+        self._tail = LedgerTail(self.node.database)
+        self.follower = LedgerFollower(
+            read_after=self._tail.after,
+            apply=self._apply,
+            waker=self.waker,
+            position=self.node.index.position,
+            on_applied=lambda seq: board.set_applied(slot, seq),
+        )
+        board.set_applied(slot, self.follower.applied)
+        board.set_reclaimed(slot, self.follower.applied)
+
+    def _apply(self, row: LedgerRow) -> None:
+        zone = self.node.zones.by_id.get(row.zone_id)
+        if zone is None:
+            log.warning("ledger row %d names zone %s, which this node does not serve", row.seq, row.zone_id)
+            return
+        self.node.apply_purge(self.node.purges.replay(zone, row))
+
+    def _acknowledge(self, purge: Purge, matched: dict[Selector, int]) -> None:
+        self._board.set_reclaimed(self.slot, purge.seq)
+        counts = [matched.get(s, 0) for s in purge.selectors]
+        self._channel.send({"t": "ack", "seq": purge.seq, "counts": counts})
+
+    def handler(self) -> Handler:
+        """The data plane's request handler: the proxy, behind the ledger check."""
+        words = self._board.words
+        follower = self.follower
+        proxy = self.node.proxy
+
+        def handle(req: Request, conn: Connection) -> Awaitable[None] | None:
+            # One shared-memory read per request; a worker that is behind catches up before it answers.
+            if words[0] > follower.applied:
+                follower.catch_up()
+            return proxy(req, conn)
+
+        return handle
+
+    async def serve(self, sock: socket.socket, grace: float) -> None:
+        """Serve until SIGTERM/SIGINT or until the supervisor goes away; then drain and stop."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        self.follower.check()
+        await self.node.start_data(sock, self.handler())
+        self._channel.send({"t": "hello", "position": self.follower.applied, "pid": os.getpid()})
+        following = loop.create_task(self.follower.run())
+        listening = loop.create_task(self._listen(stop))
+        await stop.wait()
+        await self.node.drain(grace)
+        for task in (following, listening):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop the data plane and return the ledger connection."""
+        self._tail.close()
+        await self.node.stop()
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        while (message := await self._channel.receive()) is not None:
+            kind = message.get("t")
+            if kind == "wake":
+                self.waker.nudge()
+            elif kind == "metrics?":
+                samples = families(self.node.registry)
+                self._channel.send({"t": "metrics", "id": message["id"], "families": samples})
+        # The supervisor is gone: nobody would restart us or acknowledge our purges.
+        stop.set()
+
+
+async def _main(
+    config: Config, slot: int, slots: int, board_fd: int, channel_fd: int, listen_fd: int
+) -> None:
+    board = PositionBoard(board_fd, slots)
+    channel = await Channel.open(socket.socket(fileno=channel_fd))
+    if listen_fd >= 0:
+        sock = socket.socket(fileno=listen_fd)
+        sock.setblocking(False)
+    else:
+        sock = reuseport_socket(config.data.host, config.data.port)
+    worker = Worker(config, slot, board, channel)
+    await worker.serve(sock, config.runtime.shutdown_grace)
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of a worker process."""
+    config = Config.model_validate_json(os.environ[CONFIG_ENV])
+    logs.configure(config.logging)
+    slot, slots, board_fd, channel_fd, listen_fd = (int(a) for a in argv[:5])
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(_main(config, slot, slots, board_fd, channel_fd, listen_fd))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

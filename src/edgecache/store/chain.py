@@ -1,0 +1,122 @@
+"""Memory in front of disk: the tier the data plane sees when a node has a persistent tier.
+
+Rules of this module:
+- ``get``: the memory tier; on a miss, the disk cache, then the zone's Cache Reserve when it is on.
+  An entry read from disk is promoted into memory, with ``Entry.tier`` naming where it came from
+  (the first answer says so in ``Cache-Status``; the proxy clears it).
+- Writes go to both: a fill is stored in memory and written through to disk (and to the reserve
+  when its zone's reserve is on and the object is eligible); a delete removes it from both. Stored
+  byte ranges (``PartialEntry``) stay in memory only: the disk keeps whole responses.
+- A memory eviction writes the entry back to disk only when it is worth keeping: still fresh, and
+  no longer on disk (the disk evicted it while memory served it). Otherwise the disk copy is
+  already there, and its place in the disk's order is renewed by disk reads, not by evictions.
+- The purge selectors (``variants``, ``keys_*``), ``peek`` and ``mark_stale`` are the memory tier's:
+  the reclaimer covers the disk with its own job (see ``edge/reclaimer.py``), inside the disk
+  writer's transactions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from edgecache.store.disk import DiskStore
+from edgecache.store.entry import Entry
+from edgecache.store.memory import MemoryTier
+
+DISK = b"disk"
+RESERVE = b"reserve"
+
+
+class TierChain:
+    """Memory tier as L1, persistent tier as L2 (implements ``edgecache.store.base.Tier``)."""
+
+    def __init__(
+        self,
+        memory: MemoryTier,
+        disk: DiskStore,
+        *,
+        reserve_on: Callable[[str], bool],
+        reserve_eligible: Callable[[Entry], bool],
+    ) -> None:
+        self.memory = memory
+        self.disk = disk
+        self._reserve_on = reserve_on
+        self._eligible = reserve_eligible
+        memory.on_evict = self._evicted
+
+    @property
+    def budget(self) -> int:
+        return self.memory.budget
+
+    @property
+    def bytes_used(self) -> int:
+        return self.memory.bytes_used
+
+    @property
+    def evictions(self) -> int:
+        return self.memory.evictions
+
+    def get(self, key: str) -> Entry | None:
+        entry = self.memory.get(key)
+        if entry is not None:
+            return entry
+        found = self.disk.get(key, reserve=self._reserve_on)
+        if found is None:
+            return None
+        entry, from_reserve = found
+        entry.tier = RESERVE if from_reserve else DISK
+        self.memory.put(entry)
+        return entry
+
+    def peek(self, key: str) -> Entry | None:
+        return self.memory.peek(key)
+
+    def put(self, entry: Entry) -> None:
+        self.memory.put(entry)
+        if type(entry) is Entry:
+            self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
+
+    def delete(self, key: str) -> Entry | None:
+        self.disk.delete(key)
+        return self.memory.delete(key)
+
+    def delete_primary(self, primary: str) -> int:
+        self.disk.delete_primary(primary)
+        return self.memory.delete_primary(primary)
+
+    def variants(self, primary: str) -> list[str]:
+        return self.memory.variants(primary)
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        return self.memory.keys_with_prefix(prefix)
+
+    def keys_for_tag(self, zone: str, tag: str) -> list[str]:
+        return self.memory.keys_for_tag(zone, tag)
+
+    def keys_for_zone(self, zone: str) -> list[str]:
+        return self.memory.keys_for_zone(zone)
+
+    def mark_stale(self, key: str, at: float) -> bool:
+        return self.memory.mark_stale(key, at)
+
+    def vary(self, base_key: str) -> tuple[str, ...] | None:
+        names = self.memory.vary(base_key)
+        if names is not None or self.memory.peek(base_key) is not None:
+            # An entry under the bare base key means the URL has no Vary: no disk read on that hit.
+            return names
+        return self.disk.vary(base_key)
+
+    def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
+        self.memory.set_vary(base_key, names)
+        self.disk.set_vary(base_key, names)
+
+    def __len__(self) -> int:
+        return len(self.memory)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.memory)
+
+    def _evicted(self, entry: Entry) -> None:
+        if type(entry) is Entry and entry.ttl(time.time()) > 0 and not self.disk.has(entry.key):
+            self.disk.put(entry)

@@ -1,0 +1,795 @@
+"""The persistent tier: entries in an LMDB environment on local disk, shared by a node's processes.
+
+Rules of this module (the engine choice is measured in docs/decisions/0009-persistent-tier.md):
+- Two areas in one environment, told apart by the first byte of the database key: the **disk cache**
+  (``b"c"``), every storable object within ``budget`` bytes, and the **Cache Reserve** (``b"r"``),
+  per zone, the eligible objects within that zone's own budget, each kept ``retention`` seconds after
+  its last access. An object in both areas is two records: the areas evict independently.
+- Reads are synchronous and take microseconds while the pages are in the page cache (one read
+  transaction, one ``get``). They may run on any thread or process.
+- Every change goes through one queue to one writer thread, which applies a batch of them in one
+  write transaction and commits it (LMDB fsyncs on commit): the event loop never waits for the disk.
+  The queue is ordered, so a put enqueued before a purge's removal job is on disk before that job
+  looks for it. A delete is hidden from readers from the moment it is enqueued.
+- Indexes live in the environment, maintained in the same transaction as the record, never rebuilt at
+  start: the records themselves are ordered by key (URL, host and prefix ranges), ``tags`` maps
+  ``zone NUL tag`` to database keys, ``zones`` maps a zone to its database keys, ``order`` (with
+  ``ticks``) keeps the disk cache's eviction order and ``retain`` each reserve zone's expiry order.
+- Eviction in the disk cache is least-recently-used by a logical clock: a record's position is
+  renewed when it is read from disk (a memory-tier miss), if it is in the older half of the
+  order; memory hits never write. Argued in decision 0009. Reserve records expire ``retention``
+  after their last read, and over a zone's budget the one expiring soonest goes first.
+- A key longer than ``_MAX_INLINE_KEY`` bytes is stored under its first bytes plus a digest (LMDB
+  keys are at most 511 bytes); range lookups then compare the full key kept in the record.
+- ``reclaimed_upto`` is the purge-ledger position up to which every purge has been applied to what
+  is on disk. It is written in the transaction that finishes a purge's removal job, so after a crash
+  the node replays the purges after it (``Node.__init__``, ``PurgeService.replay``).
+- A crash (kill -9) loses at most the queued changes: a committed transaction is whole, an
+  uncommitted one is invisible, so no torn record is ever read.
+- Only whole responses are stored (``TierChain`` keeps 206 parts in memory), at most the memory
+  tier's ``max_object_bytes`` each, read whole on a hit: objects larger than that are not kept here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import queue
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from edgecache.store.entry import VARIANT_SEP, Entry
+
+log = logging.getLogger(__name__)
+
+CACHE = b"c"
+RESERVE = b"r"
+
+_MAX_INLINE_KEY = 440
+"""Key bytes stored as they are; longer keys are cut here and get a digest (LMDB's limit is 511)."""
+_DIGEST_MARK = b"\xff"
+"""Never in UTF-8, so a cut key cannot collide with a stored-as-is one."""
+_MAX_BATCH_OPS = 512
+_MAX_BATCH_BYTES = 64 << 20
+RENEW_EVERY = 1.0
+"""Seconds between the writes that renew the records read from disk."""
+MAX_QUEUED = 20_000
+"""Queued changes beyond which fills are dropped (counted) rather than queued: the disk
+falls behind a burst of fills, memory does not grow without bound. Deletes and jobs always queue."""
+JOB_STEP = 2048
+"""Records a removal job handles per write transaction before queued puts get their turn."""
+
+_REC = struct.Struct("<HqdddddddBHIHI")
+"""status, stored_seq, response_time, initial_age, freshness_lifetime, swr, sie,
+stale_since (NaN: none), reserve_expires, flags, len(zone), len(key), len(tags), len(head);
+then zone, key, tags (NUL-joined), head, body."""
+_F_MUST_REVALIDATE = 1
+_F_NO_CACHE = 2
+_F_AUTH_OK = 4
+_TICK = struct.Struct(">Q")
+"""Big-endian, so that order keys sort by tick."""
+_INT = struct.Struct("<q")
+
+
+@dataclass(slots=True)
+class DiskStats:
+    """Counters the metrics read (plain integers, written by the owning thread)."""
+
+    hits: int = 0
+    reserve_hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    evictions: int = 0
+    reserve_evictions: int = 0
+    reserve_expired: int = 0
+    commits: int = 0
+    write_errors: int = 0
+    dropped: int = 0
+
+
+@dataclass(slots=True)
+class JobProgress:
+    """What a removal job has done so far."""
+
+    objects: int = 0
+    bytes: int = 0
+    done: bool = False
+
+
+def db_key(area: bytes, key: str) -> bytes:
+    """The database key of a cache key in an area."""
+    raw = key.encode("utf-8", "surrogatepass")
+    if len(raw) <= _MAX_INLINE_KEY:
+        return area + raw
+    return area + raw[:_MAX_INLINE_KEY] + _DIGEST_MARK + hashlib.sha256(raw).digest()[:16]
+
+
+def _primary(key: str) -> str:
+    i = key.find(VARIANT_SEP)
+    return key if i < 0 else key[:i]
+
+
+def _range_start(area: bytes, prefix: str) -> bytes:
+    return area + prefix.encode("utf-8", "surrogatepass")[:_MAX_INLINE_KEY]
+
+
+def _tag_key(zone: str, tag: str) -> bytes:
+    raw = (zone + "\x00" + tag).encode()
+    return (
+        raw
+        if len(raw) <= _MAX_INLINE_KEY
+        else raw[:_MAX_INLINE_KEY] + _DIGEST_MARK + hashlib.sha256(raw).digest()[:16]
+    )
+
+
+def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
+    """The record of an entry."""
+    zone = entry.zone.encode()
+    key = entry.key.encode("utf-8", "surrogatepass")
+    tags = "\x00".join(entry.tags).encode()
+    flags = (
+        (_F_MUST_REVALIDATE if entry.must_revalidate else 0)
+        | (_F_NO_CACHE if entry.no_cache else 0)
+        | (_F_AUTH_OK if entry.auth_ok else 0)
+    )
+    return b"".join(
+        (
+            _REC.pack(
+                entry.status,
+                entry.stored_seq,
+                entry.response_time,
+                entry.initial_age,
+                entry.freshness_lifetime,
+                entry.stale_while_revalidate,
+                entry.stale_if_error,
+                math.nan if entry.stale_since is None else entry.stale_since,
+                reserve_expires,
+                flags,
+                len(zone),
+                len(key),
+                len(tags),
+                len(entry.head),
+            ),
+            zone,
+            key,
+            tags,
+            entry.head,
+            entry.body,
+        )
+    )
+
+
+@dataclass(slots=True)
+class Record:
+    """A decoded record: the entry and the bookkeeping the store keeps beside it."""
+
+    entry: Entry
+    reserve_expires: float
+
+
+def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
+    """An entry from its record (raises ``struct.error`` or ``UnicodeDecodeError`` on a bad one);
+    without ``body`` the entry's body is left empty (what removal jobs match on needs no copy)."""
+    status, seq, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = _REC.unpack_from(raw)
+    p = _REC.size
+    view = memoryview(raw)
+    zone = bytes(view[p : p + lz]).decode()
+    p += lz
+    key = bytes(view[p : p + lk]).decode("utf-8", "surrogatepass")
+    p += lk
+    tags_raw = bytes(view[p : p + lt]).decode()
+    p += lt
+    head = bytes(view[p : p + lh])
+    p += lh
+    entry = Entry(
+        zone=zone,
+        key=key,
+        status=status,
+        head=head,
+        body=bytes(view[p:]) if body else b"",
+        tags=tuple(tags_raw.split("\x00")) if tags_raw else (),
+        stored_seq=seq,
+        response_time=rtime,
+        initial_age=iage,
+        freshness_lifetime=life,
+        stale_while_revalidate=swr,
+        stale_if_error=sie,
+        must_revalidate=bool(flags & _F_MUST_REVALIDATE),
+        no_cache=bool(flags & _F_NO_CACHE),
+        auth_ok=bool(flags & _F_AUTH_OK),
+        stale_since=None if math.isnan(stale) else stale,
+    )
+    return Record(entry, rexp)
+
+
+class WriteView:
+    """The store as seen inside the writer's transaction: what removal jobs use.
+
+    Handles are database keys (opaque to callers): a cache key may have one in each area."""
+
+    def __init__(self, store: DiskStore, txn: lmdb.Transaction) -> None:
+        self._s = store
+        self.txn = txn
+        self._peeked: tuple[bytes, Record, int] | None = None
+
+    def scan_prefix(self, prefix: str, after: bytes | None, limit: int) -> list[bytes]:
+        """Up to ``limit`` handles, after ``after``, of the records whose key starts with ``prefix``,
+        in both areas (the disk cache's first)."""
+        out: list[bytes] = []
+        exact = len(prefix.encode("utf-8", "surrogatepass")) <= _MAX_INLINE_KEY
+        cur = self.txn.cursor(db=self._s._entries)
+        for area in (CACHE, RESERVE):
+            if after is not None and after[:1] > area:
+                continue
+            start = _range_start(area, prefix)
+            if not cur.set_range(after if after is not None and after[:1] == area else start):
+                continue
+            for raw_key in cur.iternext(keys=True, values=False):
+                k = bytes(raw_key)
+                if not k.startswith(start):
+                    break
+                if k == after:
+                    continue
+                if not exact or _DIGEST_MARK in k[len(start) :]:
+                    rec = self.peek(k)
+                    if rec is None or not rec.key.startswith(prefix):
+                        continue
+                out.append(k)
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def scan_tag(self, zone: str, tag: str, after: bytes | None, limit: int) -> list[bytes]:
+        """Up to ``limit`` handles, after ``after``, of the records of ``zone`` carrying ``tag``."""
+        return self._scan_dup(self._s._tags, _tag_key(zone, tag), after, limit)
+
+    def scan_zone(self, zone: str, after: bytes | None, limit: int, area: bytes | None = None) -> list[bytes]:
+        """Up to ``limit`` handles, after ``after``, of the records of ``zone`` (one area or both)."""
+        return self._scan_dup(self._s._zones, zone.encode(), after, limit, area)
+
+    def _scan_dup(
+        self, db: Any, key: bytes, after: bytes | None, limit: int, area: bytes | None = None
+    ) -> list[bytes]:
+        cur = self.txn.cursor(db=db)
+        # Handles sort by area first: start at the area (or just after ``after``) and stop past it.
+        start = after if after is not None else area
+        found = cur.set_range_dup(key, start) if start is not None else cur.set_key(key)
+        if not found:
+            return []
+        out: list[bytes] = []
+        for raw in cur.iternext_dup():
+            v = bytes(raw)
+            if v == after:
+                continue
+            if area is not None and v[:1] != area:
+                break
+            out.append(v)
+            if len(out) >= limit:
+                break
+        return out
+
+    def peek(self, handle: bytes) -> Entry | None:
+        """The entry under a handle, without its body."""
+        raw = self.txn.get(handle, db=self._s._entries)
+        if raw is None:
+            return None
+        rec = decode_entry(raw, body=False)
+        # Kept for a ``delete`` of the same handle next (the reclaimer peeks, then deletes).
+        self._peeked = (handle, rec, len(raw))
+        return rec.entry
+
+    def delete(self, handle: bytes) -> int:
+        """Remove a record; returns the bytes it freed (0 when there was none)."""
+        peeked = self._peeked
+        self._peeked = None
+        if peeked is not None and peeked[0] == handle:
+            return self._s._remove(self.txn, handle, peeked[1:])
+        return self._s._remove(self.txn, handle)
+
+    def mark_stale(self, handle: bytes, at: float) -> bool:
+        """Make a record stale from ``at`` (or its earlier stale time)."""
+        self._peeked = None
+        raw = self.txn.get(handle, db=self._s._entries)
+        if raw is None:
+            return False
+        rec = decode_entry(raw)
+        e = rec.entry
+        if e.stale_since is None or at < e.stale_since:
+            e.stale_since = at
+            self.txn.put(handle, encode_entry(e, rec.reserve_expires), db=self._s._entries)
+        return True
+
+    def set_reclaimed(self, seq: int) -> None:
+        """Record that every purge up to ``seq`` has been applied to what is on disk."""
+        self._s._meta_put(self.txn, b"reclaimed_upto", seq)
+
+
+Job = Callable[[WriteView], bool]
+"""A removal job: one step per call (at most ``JOB_STEP`` records), True once finished."""
+
+
+def clear_reserve_job(zone: str, progress: JobProgress) -> Job:
+    """A job removing every reserve record of ``zone``, counting into ``progress``. Running it
+    again after a crash finishes what is left (it removes whatever is still there)."""
+
+    def step(view: WriteView) -> bool:
+        handles = view.scan_zone(zone, None, JOB_STEP, area=RESERVE)
+        for handle in handles:
+            freed = view.delete(handle)
+            if freed:
+                progress.objects += 1
+                progress.bytes += freed
+        if len(handles) < JOB_STEP:
+            progress.done = True
+            return True
+        return False
+
+    return step
+
+
+class DiskStore:
+    """The on-disk tier: synchronous reads, writes through one batching writer thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        budget: int,
+        position: int,
+        map_size: int | None = None,
+        reserve_budget: Callable[[str], int] = lambda zone: 0,
+        reserve_retention: Callable[[str], float] = lambda zone: 30 * 86400.0,
+    ) -> None:
+        """Open (or create) the store at ``path``. ``position`` is the purge-ledger position to
+        record as reclaimed when the store is new (nothing on disk predates it)."""
+        path.mkdir(parents=True, exist_ok=True)
+        self.budget = budget
+        self._reserve_budget = reserve_budget
+        self._reserve_retention = reserve_retention
+        self.env = lmdb.open(
+            str(path),
+            map_size=map_size or max(1 << 30, 4 * budget),
+            max_dbs=8,
+            readahead=True,
+            max_readers=1024,
+        )
+        self._entries = self.env.open_db(b"entries")
+        self._tags = self.env.open_db(b"tags", dupsort=True)
+        self._zones = self.env.open_db(b"zones", dupsort=True)
+        self._order = self.env.open_db(b"order")
+        self._ticks = self.env.open_db(b"ticks")
+        self._retain = self.env.open_db(b"retain")
+        self._vary = self.env.open_db(b"vary")
+        self._meta = self.env.open_db(b"meta")
+        with self.env.begin(write=True) as txn:
+            if txn.get(b"reclaimed_upto", db=self._meta) is None:
+                self._meta_put(txn, b"reclaimed_upto", position)
+        self.stats = DiskStats()
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._queued = 0
+        self._hidden: Counter[str] = Counter()
+        self._delta: dict[bytes, int] = {}
+        """Counter changes of the writer's open transaction (see ``_account``)."""
+        self._renewals: set[tuple[bytes, str]] = set()
+        """Records read from disk whose place (or retention) to renew, written every
+        ``RENEW_EVERY`` seconds: a commit, and its fsync, per few hits slowed the hits several times
+        (measured with bench/disk_hits.py)."""
+        self._renewed = 0.0
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
+        self._thread.start()
+
+    # -- reads (any thread) -----------------------------------------------------------------------
+
+    def get(self, key: str, *, reserve: Callable[[str], bool] | None = None) -> tuple[Entry, bool] | None:
+        """The entry under ``key`` from the disk cache, else from the reserve when ``reserve(zone)``
+        says that zone's reserve is on; with whether it came from the reserve. A hit renews the
+        record's place (cache) or retention (reserve), through the writer, unless it is already
+        among the most recent half of the order, or its retention was renewed in the last
+        thirtieth of the period: a write per hit would cost more than the precision is worth."""
+        if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
+            return None
+        ck = db_key(CACHE, key)
+        with self.env.begin(db=self._entries) as txn:
+            raw = txn.get(ck)
+            area = CACHE
+            if raw is None and reserve is not None:
+                area = RESERVE
+                raw = txn.get(db_key(RESERVE, key))
+            if raw is None:
+                self.stats.misses += 1
+                return None
+            try:
+                rec = decode_entry(raw)
+            except (struct.error, UnicodeDecodeError):
+                log.error("unreadable disk record for %r: ignored", key)
+                self.stats.misses += 1
+                return None
+            if area == CACHE:
+                recent = self._recent(txn, ck)
+        entry = rec.entry
+        if entry.key != key or (area == RESERVE and (reserve is None or not reserve(entry.zone))):
+            self.stats.misses += 1
+            return None
+        if area == CACHE:
+            self.stats.hits += 1
+        else:
+            self.stats.reserve_hits += 1
+            retention = self._reserve_retention(entry.zone)
+            recent = rec.reserve_expires - time.time() > retention * 29 / 30
+        if not recent:
+            self._renewals.add((area, key))
+        return entry, area == RESERVE
+
+    def has(self, key: str) -> bool:
+        """Whether the disk cache holds a record under ``key``; a key with a delete still queued
+        counts as held, so that nothing is written back over a pending removal."""
+        if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
+            return True
+        with self.env.begin(db=self._entries) as txn:
+            return txn.get(db_key(CACHE, key)) is not None
+
+    def vary(self, base_key: str) -> tuple[str, ...] | None:
+        """The Vary field names recorded for a base key."""
+        with self.env.begin(db=self._vary) as txn:
+            raw = txn.get(db_key(CACHE, base_key))
+        return None if raw is None else tuple(raw.decode().split("\x00"))
+
+    @property
+    def reclaimed_upto(self) -> int:
+        """The ledger position up to which every purge is applied on disk."""
+        with self.env.begin(db=self._meta) as txn:
+            return self._meta_get(txn, b"reclaimed_upto")
+
+    def usage(self) -> tuple[int, int]:
+        """Bytes and records in the disk cache."""
+        with self.env.begin(db=self._meta) as txn:
+            return self._meta_get(txn, b"used:c"), self._meta_get(txn, b"count:c")
+
+    def reserve_usage(self, zone: str) -> tuple[int, int]:
+        """Bytes and records in one zone's reserve."""
+        with self.env.begin(db=self._meta) as txn:
+            z = zone.encode()
+            return self._meta_get(txn, b"used:r:" + z), self._meta_get(txn, b"count:r:" + z)
+
+    def __len__(self) -> int:
+        with self.env.begin(db=self._entries) as txn:
+            return int(txn.stat(self._entries)["entries"])
+
+    def __iter__(self) -> Iterator[Entry]:
+        with self.env.begin(db=self._entries) as txn:
+            return iter([decode_entry(v).entry for v in txn.cursor().iternext(keys=False, values=True)])
+
+    @property
+    def queue_depth(self) -> int:
+        """Changes waiting for the writer."""
+        return self._queued
+
+    # -- writes (queued) --------------------------------------------------------------------------
+
+    def put(self, entry: Entry, *, reserve: bool = False) -> None:
+        """Store an entry in the disk cache, and in its zone's reserve when ``reserve``."""
+        if self._queued >= MAX_QUEUED:
+            self.stats.dropped += 1
+            return
+        self._enqueue(("put", entry, reserve))
+
+    def delete(self, key: str) -> None:
+        """Remove the entry under ``key`` from both areas (hidden from readers at once)."""
+        with self._lock:
+            self._hidden[key] += 1
+        self._enqueue(("del", key))
+
+    def delete_primary(self, primary: str) -> None:
+        """Remove every variant of one URL from both areas (hidden from readers at once)."""
+        with self._lock:
+            self._hidden[primary] += 1
+        self._enqueue(("delprimary", primary))
+
+    def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
+        """Remember the Vary field names of a base key."""
+        self._enqueue(("vary", base_key, names))
+
+    def run_job(self, job: Job) -> Future[None]:
+        """Run a removal job on the writer, a step per transaction, interleaved with other changes
+        (ordered after everything queued before it); the future completes when it has finished."""
+        fut: Future[None] = Future()
+        self._enqueue(("job", job, fut))
+        return fut
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued change, and every renewal so far, is committed (tests,
+        benchmarks)."""
+        self._enqueue(("renew",))
+        with self._idle:
+            return self._idle.wait_for(lambda: self._queued == 0, timeout)
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close the environment."""
+        self._queue.put(None)
+        self._thread.join()
+        self.env.close()
+
+    def _enqueue(self, op: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._queued += 1
+        self._queue.put(op)
+
+    # -- the writer thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                op: tuple[Any, ...] | None = self._queue.get(timeout=RENEW_EVERY)
+            except queue.Empty:
+                if self._renewals:
+                    self._write_batch([])
+                continue
+            batch: list[tuple[Any, ...]] = []
+            size = 0
+            while op is not None:
+                batch.append(op)
+                if op[0] == "put":
+                    size += len(op[1].body)
+                if len(batch) >= _MAX_BATCH_OPS or size >= _MAX_BATCH_BYTES:
+                    break
+                try:
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if op is None:
+                stopping = True
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        try:
+            self._apply(batch)
+        except Exception:
+            self.stats.write_errors += 1
+            log.exception("disk tier: a batch of %d changes was not written", len(batch))
+        finally:
+            with self._idle:
+                self._queued -= len(batch)
+                for op in batch:
+                    if op[0] in ("del", "delprimary"):
+                        self._hidden[op[1]] -= 1
+                        if self._hidden[op[1]] <= 0:
+                            del self._hidden[op[1]]
+                self._idle.notify_all()
+
+    def _apply(self, batch: list[tuple[Any, ...]]) -> None:
+        jobs = []
+        self._delta = {}
+        renewals: set[tuple[bytes, str]] = set()
+        due = time.monotonic() - self._renewed >= RENEW_EVERY or any(op[0] == "renew" for op in batch)
+        if self._renewals and due:
+            # Readers keep adding to the set they see; a renewal lost in the swap is only a hint.
+            renewals, self._renewals = self._renewals, set()
+            self._renewed = time.monotonic()
+        with self.env.begin(write=True) as txn:
+            now = time.time()
+            for area, key in renewals:
+                self._touch(txn, area, key, now)
+            for op in batch:
+                kind = op[0]
+                if kind == "put":
+                    self._put(txn, op[1], op[2], now)
+                elif kind == "del":
+                    self._remove(txn, db_key(CACHE, op[1]))
+                    self._remove(txn, db_key(RESERVE, op[1]))
+                elif kind == "delprimary":
+                    primary = op[1]
+                    for handle in WriteView(self, txn).scan_prefix(primary, None, 1 << 62):
+                        key = self._key_of(txn, handle)
+                        if key == primary or key.startswith(primary + VARIANT_SEP):
+                            self._remove(txn, handle)
+                elif kind == "vary":
+                    txn.put(db_key(CACHE, op[1]), "\x00".join(op[2]).encode(), db=self._vary)
+                elif kind == "job":
+                    jobs.append(op)
+            # Written before evicting too: eviction finds the reserve zones by their counters.
+            self._write_counts(txn)
+            self._evict(txn, now)
+            self._write_counts(txn)
+        self.stats.commits += 1
+        for op in jobs:
+            self._step(op[1], op[2])
+
+    def _step(self, job: Job, fut: Future[None]) -> None:
+        self._delta = {}
+        try:
+            with self.env.begin(write=True) as txn:
+                done = job(WriteView(self, txn))
+                self._write_counts(txn)
+        except Exception as exc:
+            fut.set_exception(exc)
+            return
+        if done:
+            fut.set_result(None)
+        else:
+            self._enqueue(("job", job, fut))
+
+    def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float) -> None:
+        ck = db_key(CACHE, entry.key)
+        self._remove(txn, ck)
+        self._insert(txn, ck, encode_entry(entry, 0.0), entry)
+        self._place(txn, ck)
+        self.stats.writes += 1
+        if reserve:
+            rk = db_key(RESERVE, entry.key)
+            self._remove(txn, rk)
+            expires = now + self._reserve_retention(entry.zone)
+            self._insert(txn, rk, encode_entry(entry, expires), entry)
+            txn.put(self._retain_key(entry.zone, expires, rk), b"", db=self._retain)
+
+    @staticmethod
+    def _retain_key(zone: str, expires: float, handle: bytes) -> bytes:
+        return zone.encode() + b"\x00" + _TICK.pack(int(expires * 1000)) + handle
+
+    def _insert(self, txn: lmdb.Transaction, handle: bytes, record: bytes, entry: Entry) -> None:
+        txn.put(handle, record, db=self._entries)
+        zone = entry.zone
+        txn.put(zone.encode(), handle, db=self._zones)
+        for tag in entry.tags:
+            txn.put(_tag_key(zone, tag), handle, db=self._tags)
+        self._account(txn, handle[:1], zone, len(record), 1)
+
+    def _remove(self, txn: lmdb.Transaction, handle: bytes, known: tuple[Record, int] | None = None) -> int:
+        """Remove a record and its index rows (``known``: the record already decoded, and its size)."""
+        if known is None:
+            raw = txn.get(handle, db=self._entries)
+            if raw is None:
+                return 0
+            size = len(raw)
+            try:
+                rec = decode_entry(raw, body=False)
+            except (struct.error, UnicodeDecodeError):
+                txn.delete(handle, db=self._entries)
+                return size
+        else:
+            rec, size = known
+        entry = rec.entry
+        txn.delete(handle, db=self._entries)
+        txn.delete(entry.zone.encode(), handle, db=self._zones)
+        for tag in entry.tags:
+            txn.delete(_tag_key(entry.zone, tag), handle, db=self._tags)
+        if handle[:1] == CACHE:
+            tick = txn.pop(handle, db=self._ticks)
+            if tick is not None:
+                txn.delete(bytes(tick) + handle, db=self._order)
+        else:
+            txn.delete(self._retain_key(entry.zone, rec.reserve_expires, handle), db=self._retain)
+        self._account(txn, handle[:1], entry.zone, -size, -1)
+        return size
+
+    def _account(self, txn: lmdb.Transaction, area: bytes, zone: str, size: int, count: int) -> None:
+        # Summed in memory and written once per transaction (``_write_counts``): two meta updates per
+        # record would double the cost of a clear.
+        suffix = b"c" if area == CACHE else b"r:" + zone.encode()
+        delta = self._delta
+        delta[b"used:" + suffix] = delta.get(b"used:" + suffix, 0) + size
+        delta[b"count:" + suffix] = delta.get(b"count:" + suffix, 0) + count
+
+    def _write_counts(self, txn: lmdb.Transaction) -> None:
+        delta, self._delta = self._delta, {}
+        for name, d in delta.items():
+            if d:
+                self._meta_put(txn, name, self._stored(txn, name) + d)
+
+    def _touch(self, txn: lmdb.Transaction, area: bytes, key: str, now: float) -> None:
+        handle = db_key(area, key)
+        if area == CACHE:
+            old = txn.get(handle, db=self._ticks)
+            if old is not None:
+                txn.delete(bytes(old) + handle, db=self._order)
+                self._place(txn, handle)
+            return
+        raw = txn.get(handle, db=self._entries)
+        if raw is None:
+            return
+        rec = decode_entry(raw)
+        zone = rec.entry.zone
+        expires = now + self._reserve_retention(zone)
+        txn.delete(self._retain_key(zone, rec.reserve_expires, handle), db=self._retain)
+        txn.put(self._retain_key(zone, expires, handle), b"", db=self._retain)
+        txn.put(handle, encode_entry(rec.entry, expires), db=self._entries)
+
+    def _place(self, txn: lmdb.Transaction, handle: bytes) -> None:
+        """Put a disk-cache record at the most recent end of the eviction order. The order lives
+        beside the record (``ticks``, ``order``), so renewing it never rewrites the record."""
+        tick = self._meta_get(txn, b"clock") + 1
+        self._meta_put(txn, b"clock", tick)
+        packed = _TICK.pack(tick)
+        txn.put(handle, packed, db=self._ticks)
+        txn.put(packed + handle, b"", db=self._order)
+
+    def _recent(self, txn: lmdb.Transaction, handle: bytes) -> bool:
+        """Whether a disk-cache record is in the most recent half of the eviction order."""
+        tick = txn.get(handle, db=self._ticks)
+        clock = txn.get(b"clock", db=self._meta)
+        count = txn.get(b"count:c", db=self._meta)
+        if tick is None or clock is None or count is None:
+            return False
+        return bool(_INT.unpack(clock)[0] - _TICK.unpack(tick)[0] < _INT.unpack(count)[0] // 2)
+
+    def _evict(self, txn: lmdb.Transaction, now: float) -> None:
+        """Least recently used first in the disk cache; per reserve zone, the expired and then the
+        soonest to expire (the least recently accessed) while over its budget."""
+        used = self._meta_get(txn, b"used:c")
+        if used > self.budget:
+            cur = txn.cursor(db=self._order)
+            victims = []
+            for k in cur.iternext(keys=True, values=False):
+                if used <= self.budget:
+                    break
+                handle = bytes(k[_TICK.size :])
+                raw = txn.get(handle, db=self._entries)
+                used -= 0 if raw is None else len(raw)
+                victims.append(handle)
+            for handle in victims:
+                self._remove(txn, handle)
+                self.stats.evictions += 1
+        cur = txn.cursor(db=self._meta)
+        zones = []
+        if cur.set_range(b"used:r:"):
+            for raw_key in cur.iternext(keys=True, values=False):
+                k = bytes(raw_key)
+                if not k.startswith(b"used:r:"):
+                    break
+                zones.append(k[len(b"used:r:") :].decode())
+        for zone in zones:
+            self._evict_reserve(txn, zone, now)
+
+    def _evict_reserve(self, txn: lmdb.Transaction, zone: str, now: float) -> None:
+        budget = self._reserve_budget(zone)
+        used = self._meta_get(txn, b"used:r:" + zone.encode())
+        start = zone.encode() + b"\x00"
+        cur = txn.cursor(db=self._retain)
+        if not cur.set_range(start):
+            return
+        victims = []
+        now_ms = int(now * 1000)
+        for raw_key in cur.iternext(keys=True, values=False):
+            k = bytes(raw_key)
+            if not k.startswith(start):
+                break
+            expires = _TICK.unpack_from(k, len(start))[0]
+            if expires > now_ms and used <= budget:
+                break
+            handle = k[len(start) + _TICK.size :]
+            raw = txn.get(handle, db=self._entries)
+            used -= 0 if raw is None else len(raw)
+            victims.append((handle, expires <= now_ms))
+        for handle, expired in victims:
+            self._remove(txn, handle)
+            if expired:
+                self.stats.reserve_expired += 1
+            else:
+                self.stats.reserve_evictions += 1
+
+    def _key_of(self, txn: lmdb.Transaction, handle: bytes) -> str:
+        raw = txn.get(handle, db=self._entries)
+        return "" if raw is None else decode_entry(raw).entry.key
+
+    def _meta_get(self, txn: lmdb.Transaction, name: bytes) -> int:
+        """A counter as this transaction sees it (stored value plus this transaction's changes)."""
+        return self._stored(txn, name) + self._delta.get(name, 0)
+
+    def _stored(self, txn: lmdb.Transaction, name: bytes) -> int:
+        raw = txn.get(name, db=self._meta)
+        return 0 if raw is None else int(_INT.unpack(raw)[0])
+
+    def _meta_put(self, txn: lmdb.Transaction, name: bytes, value: int) -> None:
+        txn.put(name, _INT.pack(value), db=self._meta)

@@ -1,0 +1,157 @@
+"""The persistent tier through the data plane: what a restarted node serves from disk, and what it
+must not (purged objects, including purges the disk had not reclaimed when the node went away)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from conftest import ZONE_ID, Route, Stack
+from edgecache.db.ledger import LedgerStore
+from edgecache.purge.selectors import Mode, Purge, Tag
+
+
+@pytest.fixture
+def fresh() -> Iterator[Stack]:
+    s = Stack()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def flush(stack: Stack) -> None:
+    stack.run(stack.node.reclaimer.drain())
+    assert stack.node.disk is not None
+    assert stack.node.disk.flush(10)
+
+
+def test_restart_serves_from_disk_then_from_memory(fresh: Stack) -> None:
+    fresh.origin.routes["/kept"] = Route(body=b"x" * 5000, headers={"Cache-Control": "max-age=600"})
+    assert fresh.request("/kept")[1]["cf-cache-status"] == "MISS"
+    flush(fresh)
+    fresh.restart()
+    status, headers, body = fresh.request("/kept")
+    assert (status, body) == (200, b"x" * 5000)
+    assert headers["cf-cache-status"] == "HIT"
+    assert headers["cache-status"].endswith("; detail=disk")
+    again = fresh.request("/kept")[1]
+    assert again["cf-cache-status"] == "HIT" and "detail" not in again["cache-status"]
+    assert fresh.origin.hits["/kept"] == 1
+
+
+def test_vary_variants_are_found_after_restart(fresh: Stack) -> None:
+    fresh.origin.routes["/v"] = Route(
+        body=b"en", headers={"Cache-Control": "max-age=600", "Vary": "Accept-Language"}
+    )
+    fresh.request("/v", headers={"Accept-Language": "en"})
+    flush(fresh)
+    fresh.restart()
+    headers = fresh.request("/v", headers={"Accept-Language": "en"})[1]
+    assert headers["cache-status"].endswith("detail=disk")
+    assert fresh.request("/v", headers={"Accept-Language": "fr"})[1]["cf-cache-status"] == "MISS"
+
+
+def test_purges_reach_the_disk(fresh: Stack) -> None:
+    for p in ("/t1", "/t2", "/other"):
+        tag = "red" if p.startswith("/t") else "blue"
+        fresh.origin.routes[p] = Route(headers={"Cache-Control": "max-age=600", "Cache-Tag": tag})
+        fresh.request(p)
+    flush(fresh)
+    purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag("red"),), 0.0)
+    LedgerStore(fresh.node.database).append(
+        zone_id=ZONE_ID,
+        mode="delete",
+        selectors={"tags": ["red"]},
+        principal="test",
+        dialect="cli",
+        job_id="a" * 32,
+        created_at=datetime.now(UTC),
+    )
+    fresh.call(lambda: fresh.node.apply_purge(purge))
+    flush(fresh)
+    assert fresh.node.disk is not None and fresh.node.disk.reclaimed_upto == purge.seq
+    fresh.restart()
+    assert fresh.request("/t1")[1]["cf-cache-status"] == "MISS"
+    assert fresh.request("/t2")[1]["cf-cache-status"] == "MISS"
+    assert fresh.request("/other")[1]["cache-status"].endswith("detail=disk")
+
+
+def test_a_purge_committed_but_never_reclaimed_is_replayed(fresh: Stack) -> None:
+    """The crash window: the ledger row is durable, the node died before its reclaimer ran."""
+    fresh.origin.routes["/doomed"] = Route(headers={"Cache-Control": "max-age=600", "Cache-Tag": "doomed"})
+    fresh.origin.routes["/safe"] = Route(headers={"Cache-Control": "max-age=600"})
+    fresh.request("/doomed")
+    fresh.request("/safe")
+    flush(fresh)
+    LedgerStore(fresh.node.database).append(
+        zone_id=ZONE_ID,
+        mode="delete",
+        selectors={"tags": ["doomed"]},
+        principal="test",
+        dialect="cli",
+        job_id="b" * 32,
+        created_at=datetime.now(UTC),
+    )
+    fresh.restart()
+    assert fresh.request("/doomed")[1]["cf-cache-status"] == "MISS"
+    assert fresh.request("/safe")[1]["cache-status"].endswith("detail=disk")
+    flush(fresh)
+    assert fresh.node.disk is not None
+    assert fresh.node.disk.reclaimed_upto == fresh.node.index.position
+
+
+def test_unsafe_method_invalidation_reaches_the_disk(fresh: Stack) -> None:
+    fresh.origin.routes["/form"] = Route(headers={"Cache-Control": "max-age=600"})
+    fresh.request("/form")
+    fresh.request("/form", method="POST", body=b"x")
+    flush(fresh)
+    fresh.restart()
+    assert fresh.request("/form")[1]["cf-cache-status"] == "MISS"
+
+
+def test_a_soft_purge_on_disk_survives_a_restart(fresh: Stack) -> None:
+    fresh.origin.routes["/soft"] = Route(
+        body=b"old", headers={"Cache-Control": "max-age=600", "Cache-Tag": "soft", "ETag": '"v1"'}
+    )
+    fresh.request("/soft")
+    flush(fresh)
+    fresh.call(lambda: fresh.node.store.delete("http://test.example/soft"))  # only the disk has it now
+    purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.INVALIDATE, (Tag("soft"),), 1.0)
+    LedgerStore(fresh.node.database).append(
+        zone_id=ZONE_ID,
+        mode="invalidate",
+        selectors={"tags": ["soft"]},
+        principal="test",
+        dialect="cli",
+        job_id="c" * 32,
+        created_at=datetime.now(UTC),
+    )
+    fresh.call(lambda: fresh.node.apply_purge(purge))
+    flush(fresh)
+    fresh.restart()
+    # Stale on disk: revalidated with the origin (304), not served as a fresh hit, not refetched.
+    headers, body = fresh.request("/soft")[1:]
+    assert headers["cf-cache-status"] == "REVALIDATED" and body == b"old"
+    assert fresh.origin.requests[-1][2].get("If-None-Match") == '"v1"'
+    assert fresh.request("/soft")[1]["cf-cache-status"] == "HIT"
+
+
+def test_a_memory_eviction_writes_back_what_the_disk_lost(fresh: Stack) -> None:
+    fresh.origin.routes["/back"] = Route(body=b"b" * 100, headers={"Cache-Control": "max-age=600"})
+    fresh.request("/back")
+    flush(fresh)
+    disk = fresh.node.disk
+    assert disk is not None
+    key = "http://test.example/back"
+    disk.run_job(lambda view: view.delete(b"c" + key.encode()) > 0).result(10)  # as a disk eviction would
+    assert not disk.has(key)
+    entry = fresh.call(lambda: fresh.node.store.peek(key))
+    assert entry is not None
+    fresh.call(lambda: fresh.node.store.on_evict(entry))  # type: ignore[misc]
+    flush(fresh)
+    assert disk.has(key)
+    fresh.restart()
+    assert fresh.request("/back")[1]["cache-status"].endswith("detail=disk")

@@ -1,0 +1,256 @@
+"""The persistent tier's store on its own: records survive a reopen whole, the indexes answer what a
+full scan would, the byte budgets hold, and the reserve keeps what it should for as long as it should."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgecache.store.disk import (
+    CACHE,
+    RESERVE,
+    DiskStore,
+    JobProgress,
+    WriteView,
+    clear_reserve_job,
+    decode_entry,
+    encode_entry,
+)
+from edgecache.store.entry import VARIANT_SEP, Entry
+
+
+def make(
+    key: str, body: bytes = b"body", zone: str = "z", tags: tuple[str, ...] = (), life: float = 60.0
+) -> Entry:
+    return Entry(
+        zone=zone,
+        key=key,
+        status=200,
+        head=b"Content-Type: text/plain\r\n",
+        body=body,
+        tags=tags,
+        stored_seq=3,
+        response_time=1000.0,
+        initial_age=2.0,
+        freshness_lifetime=life,
+        must_revalidate=True,
+        stale_since=None,
+    )
+
+
+def open_store(path: Path, budget: int = 1 << 30, **kw: object) -> DiskStore:
+    return DiskStore(path, budget=budget, position=0, map_size=1 << 28, **kw)  # type: ignore[arg-type]
+
+
+def scan(store: DiskStore, fn: object) -> list[str]:
+    out: list[str] = []
+
+    def job(view: WriteView) -> bool:
+        out.extend(view.peek(h).key for h in fn(view))  # type: ignore[operator, union-attr]
+        return True
+
+    store.run_job(job).result(10)
+    return sorted(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.text(min_size=1, max_size=700),
+    body=st.binary(max_size=2000),
+    tags=st.lists(st.text(alphabet="abcdef", min_size=1, max_size=5), unique=True, max_size=4),
+    stale=st.none() | st.floats(min_value=0, max_value=1e10),
+)
+def test_records_round_trip(key: str, body: bytes, tags: list[str], stale: float | None) -> None:
+    e = make(key, body, tags=tuple(tags))
+    e.stale_since = stale
+    rec = decode_entry(encode_entry(e, 9.5))
+    got = rec.entry
+    assert rec.reserve_expires == 9.5
+    assert (got.key, got.body, got.tags, got.head, got.stale_since) == (key, body, tuple(tags), e.head, stale)
+    assert (got.stored_seq, got.must_revalidate, got.no_cache, got.freshness_lifetime) == (
+        3,
+        True,
+        False,
+        60.0,
+    )
+
+
+def test_entries_and_vary_survive_a_reopen(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put(make("http://h/a", b"A" * 70000))
+    store.set_vary("http://h/v", ("accept-language",))
+    assert store.flush(10)
+    store.close()
+    store = open_store(tmp_path)
+    found = store.get("http://h/a")
+    assert found is not None and found[0].body == b"A" * 70000 and not found[1]
+    assert store.vary("http://h/v") == ("accept-language",)
+    assert store.get("http://h/b") is None
+    store.close()
+
+
+def test_a_delete_is_hidden_before_it_is_written(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put(make("http://h/a"))
+    assert store.flush(10)
+    store.delete("http://h/a")
+    assert store.get("http://h/a") is None
+    assert store.flush(10)
+    assert store.get("http://h/a") is None and len(store) == 0
+    store.close()
+
+
+def test_indexes_answer_like_a_scan(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    long = "http://h/" + "p" * 600
+    keys = ["http://h/a", "http://h/a" + VARIANT_SEP + "m", "http://h/ab", "http://g/a", long, long + "x"]
+    for i, k in enumerate(keys):
+        store.put(make(k, tags=("t",) if i % 2 else ("u",), zone="y" if "//g" in k else "z"))
+    assert store.flush(10)
+    assert scan(store, lambda v: v.scan_prefix("http://h/a", None, 100)) == sorted(keys[:3])
+    assert scan(store, lambda v: v.scan_prefix(long, None, 100)) == sorted([long, long + "x"])
+    assert scan(store, lambda v: v.scan_prefix(long + "x", None, 100)) == [long + "x"]
+    assert scan(store, lambda v: v.scan_tag("z", "t", None, 100)) == sorted([keys[1], long + "x"])
+    assert scan(store, lambda v: v.scan_zone("y", None, 100)) == ["http://g/a"]
+    # Resumable: pages of two give the whole answer.
+    pages: list[str] = []
+
+    def paged(view: WriteView) -> bool:
+        after = None
+        while True:
+            page = view.scan_zone("z", after, 2)
+            pages.extend(view.peek(h).key for h in page)  # type: ignore[union-attr]
+            if len(page) < 2:
+                return True
+            after = page[-1]
+
+    store.run_job(paged).result(10)
+    assert sorted(pages) == sorted(k for k in keys if "//g" not in k)
+    store.delete_primary("http://h/a")
+    assert store.flush(10)
+    assert sorted(e.key for e in store) == sorted(keys[2:])
+    store.close()
+
+
+def test_budget_evicts_least_recently_used(tmp_path: Path) -> None:
+    store = open_store(tmp_path, budget=10 * 1200)
+    for i in range(10):
+        store.put(make(f"http://h/{i}", b"x" * 1000))
+    assert store.flush(10)
+    assert store.get("http://h/0") is not None  # renews /0
+    for i in range(10, 13):
+        store.put(make(f"http://h/{i}", b"x" * 1000))
+    assert store.flush(10)
+    used, count = store.usage()
+    assert used <= 10 * 1200 and count == len(store)
+    left = {e.key for e in store}
+    assert "http://h/0" in left and "http://h/1" not in left and "http://h/12" in left
+    assert store.stats.evictions >= 3
+    store.close()
+
+
+def test_reserve_budget_retention_and_clear(tmp_path: Path) -> None:
+    retention = {"z": 3600.0}
+    store = open_store(tmp_path, reserve_budget=lambda z: 3 * 1200, reserve_retention=lambda z: retention[z])
+    for i in range(5):
+        store.put(make(f"http://h/{i}", b"x" * 1000), reserve=True)
+    assert store.flush(10)
+    used, count = store.reserve_usage("z")
+    assert count == 3 and used <= 3 * 1200
+    assert store.get("http://h/4", reserve=lambda z: True) is not None  # from the disk cache first
+    retention["z"] = -1.0  # what is written from now on is already past its retention
+    store.put(make("http://h/9", b"y"), reserve=True)
+    store.put(make("http://h/10", b"y"), reserve=True)
+    assert store.flush(10)
+    assert store.stats.reserve_expired >= 1
+    progress = JobProgress()
+    store.run_job(clear_reserve_job("z", progress)).result(10)
+    assert progress.done and store.reserve_usage("z") == (0, 0)
+    assert progress.objects >= 1 and progress.bytes > 0
+    assert store.get("http://h/4") is not None  # the disk cache is not the reserve
+    store.close()
+
+
+def test_reserve_retention_is_extended_on_access(tmp_path: Path) -> None:
+    retention = {"z": 60.0}
+    store = open_store(tmp_path, reserve_budget=lambda z: 1 << 20, reserve_retention=lambda z: retention[z])
+    store.put(make("http://h/r"), reserve=True)
+    assert store.flush(10)
+
+    def expiry(view: WriteView) -> float:
+        raw = view.txn.get(RESERVE + b"http://h/r", db=store._entries)
+        return decode_entry(raw).reserve_expires
+
+    first: list[float] = []
+    store.run_job(lambda v: first.append(expiry(v)) or True).result(10)
+    store.run_job(lambda v: v.delete(CACHE + b"http://h/r") > 0).result(10)  # the disk cache lets go
+    retention["z"] = 3600.0  # the record is now far into its retention period: a read renews it
+    found = store.get("http://h/r", reserve=lambda z: True)
+    assert found is not None and found[1]
+    assert store.flush(10)
+    later: list[float] = []
+    store.run_job(lambda v: later.append(expiry(v)) or True).result(10)
+    assert later[0] > first[0] + 3000
+    # Renewed just now: another read does not renew again.
+    time.sleep(0.01)
+    assert store.get("http://h/r", reserve=lambda z: True) is not None
+    assert store.flush(10)
+    again: list[float] = []
+    store.run_job(lambda v: again.append(expiry(v)) or True).result(10)
+    assert again == later
+    assert store.get("http://h/r", reserve=lambda z: False) is None  # the zone's reserve is off
+    store.close()
+
+
+def test_a_url_invalidation_is_hidden_before_it_is_written(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    variant = "http://h/a" + VARIANT_SEP + "m"
+    store.put(make(variant))
+    store.put(make("http://h/ab"))
+    assert store.flush(10)
+    gate = threading.Event()
+    store.run_job(lambda view: gate.wait(10))  # the writer is busy: the removal waits in the queue
+    store.delete_primary("http://h/a")
+    assert store.get(variant) is None
+    assert store.get("http://h/ab") is not None
+    gate.set()
+    assert store.flush(10)
+    assert store.get(variant) is None and len(store) == 1
+    store.close()
+
+
+_OTHER_PROCESS = """
+import sys
+from pathlib import Path
+from edgecache.store.disk import DiskStore
+from edgecache.store.entry import Entry
+
+store = DiskStore(Path(sys.argv[1]), budget=1 << 30, position=0, map_size=1 << 28)
+found = store.get("http://h/from-parent")
+print("parent's:", None if found is None else found[0].body.decode())
+store.put(Entry("z", "http://h/from-child", 200, b"", b"child", (), 0, 0.0, 0.0, 60.0))
+assert store.flush(10)
+store.close()
+"""
+
+
+def test_two_processes_share_the_store(tmp_path: Path) -> None:
+    """What worker processes will rely on: each opens the same environment, reads what the other
+    wrote, and writes while the other has it open (LMDB's writer lock spans processes)."""
+    store = open_store(tmp_path)
+    store.put(make("http://h/from-parent", b"parent"))
+    assert store.flush(10)
+    out = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "parent's: parent" in out.stdout
+    found = store.get("http://h/from-child")
+    assert found is not None and found[0].body == b"child"
+    store.close()

@@ -1,0 +1,232 @@
+"""A multi-process node for tests: ``edgecache serve --config`` as a real subprocess, an origin
+whose answers carry a version, and a way to tell which worker process holds a client connection."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from edgecache.config import DEFAULT_ACCOUNT_ID
+from edgecache.control.credentials import CredentialService, Permission
+from edgecache.db.engine import open_database, sqlite_url
+
+ZONE = "9" * 32
+HOST = "workers.example"
+
+
+class VersionedOrigin:
+    """Answers every path with ``<path> v<version>``, cacheable for 10 minutes, tagged ``obj``;
+    paths under ``/slow/`` take ``slow`` seconds."""
+
+    def __init__(self) -> None:
+        self.version = 1
+        self.slow = 1.0
+        self.fetches = 0
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                origin.fetches += 1
+                if self.path.startswith("/slow/"):
+                    time.sleep(origin.slow)
+                body = f"{self.path} v{origin.version}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "public, max-age=600")
+                self.send_header("Cache-Tag", "obj")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class WorkerNode:
+    """``edgecache serve`` with ``[runtime] workers = N`` on free ports, in ``data_dir``."""
+
+    def __init__(
+        self, data_dir: Path, origin: VersionedOrigin, workers: int = 2, grace: float = 5.0, extra: str = ""
+    ) -> None:
+        """``extra``: TOML appended to the configuration."""
+        self.data_dir = data_dir
+        config = data_dir / "edgecache.toml"
+        config.write_text(
+            f"""data_dir = "{data_dir}"
+[data]
+port = 0
+[control]
+port = 0
+[runtime]
+workers = {workers}
+shutdown_grace = {grace}
+[[zones]]
+id = "{ZONE}"
+name = "{HOST}"
+hostnames = ["{HOST}"]
+origin = "http://127.0.0.1:{origin.port}"
+{extra}"""
+        )
+        self.log = (data_dir / "serve.log").open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from edgecache.cli import main; main()",
+                "serve",
+                "--config",
+                str(config),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        banner = self.process.stdout.readline()
+        found = re.search(r"http://127\.0\.0\.1:(\d+) \(control plane on http://127\.0\.0\.1:(\d+)/", banner)
+        assert found, f"no banner: {banner!r}; log: {(data_dir / 'serve.log').read_text()}"
+        self.data_port, self.control_port = int(found[1]), int(found[2])
+        engine = open_database(sqlite_url(data_dir))
+        try:
+            _, self.token = CredentialService(engine).create_token(
+                DEFAULT_ACCOUNT_ID, "workers test", [Permission.CACHE_PURGE], [ZONE]
+            )
+        finally:
+            engine.dispose()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self.log.close()
+        return code
+
+    def workers(self) -> list[int]:
+        """Process ids of the running workers (the supervisor's children but its access-log
+        formatter)."""
+        me = str(self.process.pid)
+        out = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    command = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if stat.rsplit(")", 1)[1].split()[1] == me and b"edgecache.edge.logtail" not in command:
+                    out.append(int(entry))
+        return sorted(out)
+
+    def connection(self) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("127.0.0.1", self.data_port, timeout=10)
+        conn.connect()
+        return conn
+
+    def get(self, conn: http.client.HTTPConnection, path: str) -> tuple[int, str, str]:
+        """Status, CF-Cache-Status and body of one request on a kept-alive connection."""
+        conn.request("GET", path, headers={"Host": HOST})
+        resp = conn.getresponse()
+        return resp.status, resp.headers.get("CF-Cache-Status", ""), resp.read().decode()
+
+    def owner(self, conn: http.client.HTTPConnection) -> int:
+        """The worker process holding the server side of a client connection (0: none found; ask
+        after a response, when the worker has accepted the connection)."""
+        assert conn.sock is not None
+        client_port = conn.sock.getsockname()[1]
+        inode = ""
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if (
+                int(fields[1].split(":")[1], 16) == self.data_port
+                and int(fields[2].split(":")[1], 16) == client_port
+            ):
+                inode = fields[9]
+        for pid in self.workers():
+            try:
+                links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            except OSError:
+                continue
+            if f"socket:[{inode}]" in links:
+                return pid
+        return 0
+
+    def purge(self, body: dict[str, Any]) -> str:
+        """A Cloudflare purge through the control plane; returns the job id."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.control_port, timeout=30)
+        try:
+            conn.request(
+                "POST",
+                f"/client/v4/zones/{ZONE}/purge_cache",
+                body=json.dumps(body),
+                headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            )
+            answer = json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+        assert answer["success"], answer
+        return str(answer["result"]["id"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.control_port, timeout=30)
+        try:
+            conn.request(
+                "GET", f"/edgecache/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {self.token}"}
+            )
+            job: dict[str, Any] = json.loads(conn.getresponse().read())
+            return job
+        finally:
+            conn.close()
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of ``/metrics``, keyed by its name and labels as exposed."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.control_port, timeout=30)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def spread(self, path: str, at_least: int = 2, tries: int = 200) -> Iterator[tuple[int, str, str, int]]:
+        """Requests on fresh connections until every worker answered at least ``at_least``:
+        yields (status, cache status, body, worker pid) for each."""
+        seen: dict[int, int] = {}
+        for _ in range(tries):
+            conn = self.connection()
+            try:
+                status, cache, body = self.get(conn, path)
+                pid = self.owner(conn)
+            finally:
+                conn.close()
+            seen[pid] = seen.get(pid, 0) + 1
+            yield status, cache, body, pid
+            workers = self.workers()
+            if len(workers) >= 2 and all(seen.get(p, 0) >= at_least for p in workers):
+                return
+        raise AssertionError(f"connections did not reach every worker: {seen}")
