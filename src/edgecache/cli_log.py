@@ -27,7 +27,7 @@ def tail(
 
     Reads the rings the node's data-plane processes write (its access log must be on); it does not
     disturb the node's own log file. Records the node overwrites before this reads them are lost
-    to this reader, and counted on stderr when it exits.
+    to this reader, and counted in a warning on stderr.
     """
     if fmt not in ("combined", "json"):
         typer.echo("error: --format is combined or json", err=True)

@@ -232,6 +232,8 @@ class RingReader:
         self.path = path
         self.keep = keep
         with path.open("r+b" if keep else "rb") as f:
+            self.inode = os.fstat(f.fileno()).st_ino
+            """Which file this is: a new process with a reused pid replaces the file of that name."""
             magic, self.pid, _, self.capacity = _HEADER.unpack(f.read(_HEADER.size))
             if magic != MAGIC:
                 raise ValueError(f"{path} is not an access-log ring")

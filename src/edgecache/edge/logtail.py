@@ -77,6 +77,8 @@ class Tail:
         self.formatter = LineFormatter(fmt, read_zones(directory))
         self.readers: dict[Path, RingReader] = {}
         self.lost_reported = 0
+        self.lost_before = 0
+        """Records lost in rings this formatter no longer follows."""
 
     def rescan(self) -> None:
         """Open rings that appeared; forget (and, for the node's formatter, remove) drained rings
@@ -88,11 +90,22 @@ class Tail:
                 except (OSError, ValueError):
                     log.warning("cannot read access-log ring %s", path, exc_info=True)
         for path, reader in list(self.readers.items()):
-            if not path.exists() or (not _alive(reader.pid) and reader.drained()):
-                reader.close()
-                del self.readers[path]
+            try:
+                replaced = path.stat().st_ino != reader.inode
+            except FileNotFoundError:
+                replaced = True
+            if replaced:
+                # Gone, or a new process with a reused pid made a new ring: read that one next time.
+                self._forget(path)
+            elif not _alive(reader.pid) and reader.drained():
+                self._forget(path)
                 if self.keep:
                     path.unlink(missing_ok=True)
+
+    def _forget(self, path: Path) -> None:
+        reader = self.readers.pop(path)
+        self.lost_before += reader.lost
+        reader.close()
 
     def pump(self) -> int:
         """Read, format and write what every ring gathered; the number of lines written."""
@@ -118,7 +131,7 @@ class Tail:
 
     def lost(self) -> int:
         """Records overwritten before this formatter read them, over every ring it follows."""
-        return sum(r.lost for r in self.readers.values())
+        return self.lost_before + sum(r.lost for r in self.readers.values())
 
     def run(self, stop: threading.Event) -> None:
         """Follow the rings until ``stop`` is set, then write what is left."""
