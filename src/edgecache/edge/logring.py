@@ -9,8 +9,9 @@ Theory of operation:
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
 - The writer appends a batch of records (a small header, then the batch's values as one
   ``marshal`` blob: times, byte count, status and cache values, the request's strings as
-  received) at ``head``, then publishes the new ``head`` and record count with one
-  16-byte store. A batch that would cross the end of the area is preceded by a wrap marker and
+  received) at ``head``, then publishes the new ``head`` and record count (one 16-byte copy; a
+  reader that sees it half-done takes an older count, and the next batch's sequence number
+  settles the account). A batch that would cross the end of the area is preceded by a wrap marker and
   starts at the beginning. The writer never reads the readers' state and never waits: it simply
   overwrites.
 - A reader keeps its own position. Before reading it compares it with ``head``: if the writer is
