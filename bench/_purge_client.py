@@ -105,7 +105,13 @@ class EdgeNode:
     """A node started by bench/_purge_node.py, with its API, data-plane and command connections."""
 
     def __init__(
-        self, name: str, tmp: Path, origin_port: int, memory_bytes: int, no_reclaimer: bool = False
+        self,
+        name: str,
+        tmp: Path,
+        origin_port: int,
+        memory_bytes: int,
+        no_reclaimer: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> None:
         hook = srv.free_port()
         argv = [
@@ -122,6 +128,7 @@ class EdgeNode:
         ]
         if no_reclaimer:
             argv.append("--no-reclaimer")
+        argv += extra
         self.server = srv.spawn(name, argv, hook, "cf-cache-status", tmp)
         self._hook = Conn(hook, timeout=900)
         info = self.cmd("info")

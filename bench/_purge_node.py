@@ -20,6 +20,10 @@ which lets the harness do what the public API cannot:
 - ``commitcost``: ms per bare SQLite ``INSERT`` + commit (WAL, synchronous=FULL) in the data dir.
 - ``stats``: RSS, entries, bytes_used, outstanding index rows, pending purges, and the garbage
   collector's pauses per generation since the start (``gc.callbacks``; the event loop stops meanwhile).
+- ``cpu``: the node process's CPU time so far (every thread).
+- ``lag``: the longest event-loop stall since the last ``lag`` (``edgecache.looplag.LoopLag`` with a
+  1 ms period, wall and loop-thread CPU), and start a new window. The harness opens a window right
+  before each purge and reads it after the reclaimer is done, so its own fills are never counted.
 
 Instrumentation reads two private attributes (``PurgeService._apply`` and ``Reclaimer._on_reclaimed``
 are wrapped to time-stamp each purge; ``PurgeService._writer`` is waited on): a benchmark may look
@@ -48,8 +52,10 @@ from aiohttp import web
 
 from edgecache.app import Node
 from edgecache.config import Account, Config, Listener, PurgeRate, Quota, Storage, Zone
+from edgecache.control import purges as purges_module
 from edgecache.control.credentials import Permission
 from edgecache.control.purges import PurgeRequest
+from edgecache.looplag import LoopLag
 from edgecache.purge.selectors import Mode, Purge, Selector
 from edgecache.store.entry import Entry
 
@@ -142,6 +148,7 @@ class Bench:
         self.reclaimed: dict[int, tuple[float, int]] = {}
         self.last_seq = 0
         self.gc_pauses: list[list[float]] = [[], [], []]
+        self.probe = LoopLag(0.001)
         """Seconds of each collection per generation (the whole loop stops meanwhile)."""
         self._gc_t0 = 0.0
         gc.callbacks.append(self._gc_timer)
@@ -237,7 +244,7 @@ class Bench:
     async def _writer_idle(self) -> None:
         writer = getattr(self.node.purges, "_writer", None)
         if writer is not None:
-            await asyncio.wrap_future(writer.submit(lambda: None))
+            await asyncio.wrap_future(writer.submit(self.node.purges._flush_acks))
 
     async def drain(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -264,6 +271,7 @@ class Bench:
         gc.collect()
         rss0, used0, n0 = rss_bytes(), node.store.bytes_used, len(node.store)
         removed0 = node.reclaimer.removed
+        self.probe.reset()
         t0 = time.perf_counter()
         accepted = await node.purges.submit(zone, Mode.DELETE, items, req, principal="bench", dialect="bench")
         t_ack = time.perf_counter()
@@ -271,6 +279,8 @@ class Bench:
         seq = accepted.purge.seq
         t_done = self.reclaimed[seq][0]
         await self._writer_idle()
+        await asyncio.sleep(1.5)  # the reclaimer's compaction and its malloc_trim, in the background
+        stall, stall_cpu = self.probe.reset()
         rss1 = rss_bytes()
         gc.collect()
         rss2 = rss_bytes()
@@ -291,6 +301,8 @@ class Bench:
             "rss_after": rss1,
             "rss_after_gc": rss2,
             "rss_after_trim": rss3 if trimmed else None,
+            "stall_ms": stall * 1000,
+            "stall_cpu_ms": stall_cpu * 1000,
             "entries_after": len(node.store),
             # Deleted entries are "retired": out of the index, still holding their bodies until the ring
             # is compacted (when retired bytes pass budget/8). Private; read for this table only.
@@ -378,6 +390,11 @@ class Bench:
             result = self.commitcost(int(cmd.get("n", 100)))
         elif op == "stats":
             result = self.stats()
+        elif op == "cpu":
+            result = {"process_s": time.process_time()}
+        elif op == "lag":
+            wall, cpu = self.probe.reset()
+            result = {"ms": wall * 1000, "cpu_ms": cpu * 1000}
         else:
             return web.json_response({"error": f"unknown op {op!r}"}, status=400)
         return web.json_response(result)
@@ -385,6 +402,8 @@ class Bench:
 
 async def main(args: argparse.Namespace) -> None:
     data_dir = Path(args.data_dir)
+    if args.ack_delay is not None:
+        purges_module.ACK_DELAY = args.ack_delay
     data_dir.mkdir(parents=True, exist_ok=True)
     node = Node(build_config(data_dir, args.origin, args.memory_bytes))
     await node.start()
@@ -392,6 +411,7 @@ async def main(args: argparse.Namespace) -> None:
         # Purges stay outstanding (in the index, never compacted) until the process ends.
         await node.reclaimer.stop()
     bench = Bench(node, data_dir)
+    probe = asyncio.get_running_loop().create_task(bench.probe.run())
     _, bench.token = await asyncio.to_thread(
         node.credentials.create_token, node.config.accounts[0].id, "bench", [Permission.CACHE_PURGE], None
     )
@@ -406,6 +426,7 @@ async def main(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     print(json.dumps(bench.info()), flush=True)
     await stop.wait()
+    probe.cancel()
     await runner.cleanup()
     await node.stop()
 
@@ -417,6 +438,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--memory-bytes", type=int, default=256 << 20)
     p.add_argument("--no-reclaimer", action="store_true", help="stop the reclaimer: purges stay outstanding")
+    p.add_argument(
+        "--ack-delay", type=float, help="PurgeService's ACK_DELAY (0: every acknowledgement alone)"
+    )
     return p.parse_args()
 
 

@@ -65,7 +65,14 @@ def free_port() -> int:
 def _records(flat: list[Any]) -> list[Record]:
     """Records from the capture's flat list (``FIELDS`` values each)."""
     return [
-        Record(*flat[i : i + 4], flat[i + 4].decode(), flat[i + 5].decode(), *flat[i + 6 : i + FIELDS])
+        Record(
+            *flat[i : i + 4],
+            flat[i + 4].decode(),
+            flat[i + 5].decode(),
+            *flat[i + 6 : i + 11],
+            flat[i + 11].decode("latin-1"),
+            flat[i + 12].decode("latin-1"),
+        )
         for i in range(0, len(flat), FIELDS)
     ]
 

@@ -80,7 +80,7 @@ from _purge_client import ALT_HOST, ALT_MOD, HOST, ApiClient, BenchError, Conn, 
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out" / "purge.md"
-ENTRY_BYTES = 1753
+ENTRY_BYTES = 1839
 """bytes_used per synthetic entry (1 KiB body, head, key, fixed overhead), for sizing the budget."""
 KINDS = ("url", "tag", "host", "prefix", "invalidate", "floor")
 LABELS = {
@@ -247,6 +247,8 @@ class KindResult:
     other: Counter[str] = field(default_factory=Counter)
     gone_ms: list[float] = field(default_factory=list)
     matched: list[int] = field(default_factory=list)
+    stall_ms: list[float] = field(default_factory=list)
+    stall_cpu_ms: list[float] = field(default_factory=list)
     refill_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -296,6 +298,7 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
         def one(kind: str, r: int) -> None:
             s = spec_for(kind, r, n, rng)
             kr = res[kind]
+            node.cmd("lag")  # a new window: the harness's refill before this purge is not counted
             ms, status, answer = node.purge(s.body, soft=s.soft)
             if status != 200 or not (answer or {}).get("success"):
                 kr.errors.append(f"{status} {answer}")
@@ -306,6 +309,9 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
                     times.append(pms)
                     seen[cache] += 1
             d = node.cmd("drain")
+            lag = node.cmd("lag")
+            kr.stall_ms.append(lag["ms"])
+            kr.stall_cpu_ms.append(lag["cpu_ms"])
             if d["gone_ms"] is not None:
                 kr.gone_ms.append(d["gone_ms"])
             if d["matched"] is not None:
@@ -389,8 +395,9 @@ def api_tables(results: list[ApiResult]) -> str:
         " then the harness waits for the reclaimer.",
         "",
         "| selector | N | uncovered GET: status, ms p50 / max | covered GET: status | covered GET ms p50/max "
-        "| reclaimer done after, ms p50 / p99 / max | refill s (harness, not timed) |",
-        "|---|---|---|---|---|---|---|",
+        "| reclaimer done after, ms p50 / p99 / max | longest loop stall, ms wall / loop-thread CPU"
+        " | refill s (harness, not timed) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def seen(c: Counter[str]) -> str:
@@ -409,9 +416,10 @@ def api_tables(results: list[ApiResult]) -> str:
                 else "-"
             )
             refill = f"{statistics.median(k.refill_s):.3f}" if k.refill_s else "-"
+            stall = f"{fmt_ms(max(k.stall_ms))} / {fmt_ms(max(k.stall_cpu_ms))}" if k.stall_ms else "-"
             out.append(
                 f"| {LABELS[kind]} | {n_label(r.n)} | {other} | {seen(k.probe)} | {p50max(k.probe_ms)}"
-                f" | {gone} | {refill} |"
+                f" | {gone} | {stall} | {refill} |"
             )
     out += [
         "",
@@ -443,8 +451,9 @@ def reclaim_table(results: list[ApiResult]) -> str:
         "### 3. Reclaimer throughput and memory released (inside the node, one purge each)",
         "",
         "| N | purge | entries before | removed | accepted ms | reclaimer s | objects/s "
-        "| bytes_used MB before → after | retired MB after | RSS MB before → after → gc → malloc_trim |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| bytes_used MB before → after | retired MB after | RSS MB before → after (node's own trim)"
+        " → gc → malloc_trim | longest loop stall ms, wall / loop-thread CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for c in r.reclaim:
@@ -460,7 +469,8 @@ def reclaim_table(results: list[ApiResult]) -> str:
                 f" | {'-' if retired is None else f'{retired / 1e6:,.1f}'}"
                 f" | {c['rss_before'] / 1e6:,.0f} → {c['rss_after'] / 1e6:,.0f}"
                 f" → {c['rss_after_gc'] / 1e6:,.0f}"
-                f" → {'-' if trim is None else f'{trim / 1e6:,.0f}'} |"
+                f" → {'-' if trim is None else f'{trim / 1e6:,.0f}'}"
+                f" | {fmt_ms(c.get('stall_ms'))} / {fmt_ms(c.get('stall_cpu_ms'))} |"
             )
     return "\n".join(out) + "\n"
 

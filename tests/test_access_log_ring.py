@@ -64,8 +64,8 @@ def _record(i: int) -> tuple[object, ...]:
         f"/r/{i}",
         "1.1",
         "a.example",
-        "",
-        "t",
+        b"",
+        b"t",
     )
 
 

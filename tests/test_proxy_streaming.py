@@ -119,3 +119,5 @@ def test_metrics_report_hits_misses_and_storage(stack: Stack) -> None:
     assert values["edgecache_http_requests_total"] >= 2
     assert 'edgecache_http_rejected_total{status="400"}' in values
     assert "edgecache_purge_index_rows" in values and "edgecache_purge_ledger_position" in values
+    assert values["edgecache_loop_stall_longest_seconds"] >= 0 and "edgecache_loop_stalls_total" in values
+    assert values["edgecache_loop_stall_longest_cpu_seconds"] >= 0

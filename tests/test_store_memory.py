@@ -4,8 +4,10 @@ them stands in for."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +18,7 @@ from edgecache.store import memory
 from edgecache.store.base import Tier
 from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry
 from edgecache.store.memory import MemoryTier
+from edgecache.store.partial import PartialEntry
 
 S = VARIANT_SEP
 
@@ -45,13 +48,28 @@ def check_internals(tier: MemoryTier) -> None:
     slots = [e for e in tier._ring if e is not None]
     assert len(slots) == len({id(e) for e in slots}), "an entry object holds two slots"
     stored = set(tier._entries.values())
-    assert {e for e in slots if e not in tier._retired} == stored
-    assert tier._retired <= set(slots)
-    assert not (tier._retired & stored)
-    assert tier._retired_bytes == sum(e.size for e in tier._retired) <= tier.budget >> 3
+    retired = {e for e in slots if e.retired}
+    assert set(slots) - retired == stored
+    assert not (retired & stored)
+    assert tier._retired_count == len(retired)
+    assert tier._retired_bytes == sum(e.size for e in retired) <= tier.budget >> 2
     assert tier.bytes_used == sum(e.size for e in stored) <= tier.budget
     assert 0 <= tier._hand <= len(tier._ring)
+    assert not any(gc.is_tracked(x) for x in (tier._entries, tier._ring, *stored)), (
+        "the collector walks the tier"
+    )
     check_indexes(tier)
+
+
+def pages(read: Callable[[str | None], list[str]], limit: int) -> list[str]:
+    """Every key a paged selector yields, page by page as the reclaimer reads them."""
+    keys: list[str] = []
+    while True:
+        page = read(keys[-1] if keys else None)
+        assert len(page) <= limit
+        keys += page
+        if len(page) < limit:
+            return keys
 
 
 def check_indexes(tier: MemoryTier) -> None:
@@ -73,11 +91,18 @@ def check_indexes(tier: MemoryTier) -> None:
     ranges = Counter((e.zone, memory._host_range(e.key)) for e in stored)
     assert {(z, r): n for z, by_range in tier._zones.items() for r, n in by_range.items()} == ranges
     assert tier._zones_of_range == Counter(r for _, r in ranges)
+    assert pages(lambda after: tier.keys_with_prefix("http://", after, 2), 2) == tier.keys_with_prefix(
+        "http://"
+    )
     for zone in {e.zone for e in stored} | {"nowhere"}:
         assert sorted(tier.keys_for_zone(zone)) == sorted(e.key for e in stored if e.zone == zone)
+        assert pages(lambda after, z=zone: tier.keys_for_zone(z, after, 2), 2) == sorted(
+            tier.keys_for_zone(zone)
+        )
         for tag in {t for e in stored for t in e.tags} | {"untagged"}:
             want = sorted(e.key for e in stored if e.zone == zone and tag in e.tags)
             assert sorted(tier.keys_for_tag(zone, tag)) == want
+            assert tier.tag_size(zone, tag) == len(want)
 
 
 def test_is_a_tier() -> None:
@@ -504,3 +529,17 @@ class TierMachine(RuleBasedStateMachine):
 
 TierMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 test_tier_machine = TierMachine.TestCase
+
+
+def test_an_entry_built_from_a_retired_one_is_stored_like_any_other() -> None:
+    # A 206 combined with an entry the tier has just removed copies that entry's fields; the tier's
+    # own state of the old object must not come along.
+    tier = MemoryTier(10_000)
+    old = make("http://h/a", 10)
+    tier.put(old)
+    tier.delete(old.key)
+    assert old.retired
+    part = PartialEntry.holding(old, 100, ((0, b"x" * 10),), "")
+    tier.put(part)
+    assert tier.get(part.key) is part and not part.retired
+    check_internals(tier)

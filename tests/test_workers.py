@@ -60,10 +60,12 @@ def test_a_purge_is_in_effect_in_every_worker_before_the_api_answers(
     assert {body for _, _, body, _ in after} == {"/purge/a v2"}
     assert after[0][1] == "MISS" and len({pid for *_, pid in after}) == 2
 
-    # The task succeeds once both processes have reclaimed it; each had the object once.
+    # The task succeeds once both processes have reclaimed it. Each had the object once; a worker
+    # whose request above found the purged entry first removed it on that lookup, before its
+    # reclaimer could count it, so the count is 1 or 2.
     wait_for(lambda: node.job(job)["done"])
     [task] = node.job(job)["tasks"]
-    assert (task["status"], task["matched"]) == ("success", 2)
+    assert task["status"] == "success" and task["matched"] in (1, 2)
 
     metrics = node.metrics()
     assert metrics["edgecache_workers"] == 2

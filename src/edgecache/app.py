@@ -50,6 +50,8 @@ from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
+from edgecache.looplag import LoopLag
+from edgecache.memtrim import release_freed_memory
 from edgecache.metrics import AccessLogCollector, EdgeCollector
 from edgecache.metrics_disk import DiskCollector
 from edgecache.purge.index import EpochIndex
@@ -184,8 +186,10 @@ class Node:
             self.index,
             self.proxy.oldest_fetch_seq,
             on_reclaimed=acknowledge or self.purges.reclaimed,
+            release_memory=release_freed_memory,
             disk=self.disk,
         )
+        self.looplag = LoopLag(config.runtime.loop_probe_every)
         self._replayed = [
             self.purges.replay(self.zones.by_id[row.zone_id], row)
             for row in (ledger.after(floor) if floor < position else ())
@@ -214,6 +218,7 @@ class Node:
                 http=lambda: None if self._data is None else self._data.stats,
                 index=lambda: self.index,
                 reclaimer=self.reclaimer,
+                looplag=self.looplag,
                 origin=self.origin.stats,
             )
         )
@@ -223,6 +228,7 @@ class Node:
         self.live = LiveStats(self.registry)
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
 
@@ -378,6 +384,9 @@ class Node:
         self.data_port = self._data.port
 
     def _keep_gc(self) -> None:
+        # Every process of a node runs these once, whichever planes it serves.
+        if self._probe is None:
+            self._probe = asyncio.get_running_loop().create_task(self.looplag.run())
         if self._gc is None:
             rt = self.config.runtime
             self._gc = asyncio.get_running_loop().create_task(keep_gc(rt.gc_freeze_every, rt.gc_sweep_every))
@@ -401,7 +410,7 @@ class Node:
             await self._control.cleanup()
         await self.reclaimer.stop()
         await self.cache_reserve.stop()
-        for task in (self._housekeeping, self._gc):
+        for task in (self._housekeeping, self._gc, self._probe):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -267,7 +267,7 @@ def usable_cores() -> int:
 
 
 class Runtime(_Model):
-    """Process-level tuning (see ``edgecache.gcpolicy`` and ``edgecache.cluster``)."""
+    """Process-level tuning (see ``edgecache.gcpolicy``, ``edgecache.looplag`` and ``edgecache.cluster``)."""
 
     gc_freeze_every: float = Field(default=5.0, gt=0)
     gc_sweep_every: float = Field(default=3600.0, gt=0)
@@ -278,6 +278,8 @@ class Runtime(_Model):
     connections), or one inherited listening socket (decision 0014 compares them)."""
     shutdown_grace: float = Field(default=10.0, gt=0)
     """Seconds a stopping worker lets in-flight responses finish before it resets what is left."""
+    loop_probe_every: float = Field(default=0.005, gt=0)
+    """Period of the loop-lag probe (``edgecache.looplag``): the resolution of the stall it reports."""
 
 
 class Limits(_Model):

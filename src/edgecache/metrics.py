@@ -16,6 +16,7 @@ from edgecache.edge.logring import RingCounts
 from edgecache.edge.origin import OriginStats
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import ORIGIN_BUCKETS, EdgeStats
+from edgecache.looplag import STALL, LoopLag
 from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
 
@@ -31,9 +32,11 @@ class EdgeCollector(Collector):
         http: Callable[[], Http1Stats | None],
         index: Callable[[], EpochIndex],
         reclaimer: Reclaimer,
+        looplag: LoopLag,
         origin: OriginStats,
     ) -> None:
         self._stats = stats
+        self._looplag = looplag
         self._origin = origin
         self._store = store
         self._http = http
@@ -103,6 +106,21 @@ class EdgeCollector(Collector):
         )
         yield from self._http_metrics()
         yield from self._purge_metrics()
+        yield GaugeMetricFamily(
+            "edgecache_loop_stall_longest_seconds",
+            "Longest time the event loop ran a probe late since the start (resolution: the probe period)",
+            value=self._looplag.longest,
+        )
+        yield GaugeMetricFamily(
+            "edgecache_loop_stall_longest_cpu_seconds",
+            "Most CPU time the event loop's thread spent within one probe period since the start",
+            value=self._looplag.longest_cpu,
+        )
+        yield CounterMetricFamily(
+            "edgecache_loop_stalls",
+            f"Probe wake-ups later than {STALL * 1000:.0f} ms",
+            value=self._looplag.stalls,
+        )
 
     def _http_metrics(self) -> Iterator[CounterMetricFamily]:
         http = self._http()

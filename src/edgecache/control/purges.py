@@ -12,6 +12,9 @@ Rules of this module:
   ledger row is committed. The same writer thread then schedules the in-memory application on the
   event loop *before* the caller resumes, in ledger order, so the purge is in effect on this node
   when the API answers.
+- Acknowledgements (this node reclaimed a purge: its tasks succeed) ride in the next ledger write's
+  transaction; when no purge comes within ``ACK_DELAY`` seconds they get a transaction of their
+  own. A stream of purges so costs one commit per purge, not two.
 - URLs name what clients fetch through this node: the scheme and port of a purge URL are ignored
   (the data plane keys on ``http`` and the bare host, see ``edge/proxy.py``), the host must be one of
   the zone's hostnames, and ``files[].headers`` select one variant through the zone's cache-key
@@ -21,6 +24,7 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -42,6 +46,9 @@ from edgecache.httpcache.tags import normalise_tag
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url
 
 log = logging.getLogger(__name__)
+
+ACK_DELAY = 0.1
+"""Seconds an acknowledgement waits for the next ledger write before it is committed on its own."""
 
 MAX_TAG_LENGTH = 1024
 MAX_HOST_LENGTH = 200
@@ -169,7 +176,8 @@ class PurgeService:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecache-ledger")
 
     def close(self) -> None:
-        """Stop the writer thread (pending writes finish first)."""
+        """Stop the writer thread (pending writes and acknowledgements are committed first)."""
+        self._writer.submit(self._flush_acks)
         self._writer.shutdown(wait=True)
 
     # -- validation -------------------------------------------------------------------------------
@@ -308,17 +316,26 @@ class PurgeService:
         new_tasks = [NewTask(i.target, i.type, i.domain, mode.value) for i in items]
 
         def write() -> Purge:
-            with self._quotas.reserve(zone.config, counts):
-                seq = self._store.append(
-                    zone_id=zone.config.id,
-                    mode=mode.value,
-                    selectors=record,
-                    principal=principal,
-                    dialect=dialect,
-                    job_id=job_id,
-                    created_at=datetime.fromtimestamp(now, UTC),
-                    tasks=new_tasks,
-                )
+            with self._acks_lock:
+                acks, self._acks = self._acks, []
+            try:
+                with self._quotas.reserve(zone.config, counts):
+                    seq = self._store.append(
+                        zone_id=zone.config.id,
+                        mode=mode.value,
+                        selectors=record,
+                        principal=principal,
+                        dialect=dialect,
+                        job_id=job_id,
+                        created_at=datetime.fromtimestamp(now, UTC),
+                        tasks=new_tasks,
+                        acks=acks,
+                        acked_at=datetime.now(UTC),
+                    )
+            except BaseException:
+                with self._acks_lock:
+                    self._acks[:0] = acks  # not committed: the next write or the timer takes them
+                raise
             purge = Purge(seq, zone.config.id, mode, selectors, now)
             self._pending[seq] = items
             loop.call_soon_threadsafe(self._apply, purge)
@@ -373,13 +390,19 @@ class PurgeService:
             if self._acks_scheduled:
                 return
             self._acks_scheduled = True
-        self._writer.submit(self._flush_acks)
+        asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the writer is shut down: close() flushed them
+            self._writer.submit(self._flush_acks)
 
     def _flush_acks(self) -> None:
         """On the writer thread: record every acknowledgement gathered so far in one transaction."""
         with self._acks_lock:
             acks, self._acks = self._acks, []
             self._acks_scheduled = False
+        if not acks:
+            return  # a ledger write took them
         try:
             self._tasks.finish_purges(acks, datetime.now(UTC))
         except Exception:

@@ -82,6 +82,26 @@ class TaskQuery:
     limit: int = 20
 
 
+def finish_purges_in(conn: Connection, acks: Sequence[tuple[int, dict[str, int]]], now: datetime) -> int:
+    """:meth:`TaskStore.finish_purges` inside the caller's transaction (the ledger folds the
+    acknowledgements gathered since its last write into its next one)."""
+    done = 0
+    for seq, matched in acks:
+        rows = conn.execute(
+            select(tasks.c.id, tasks.c.target).where(tasks.c.seq == seq, tasks.c.status == PROCESSING)
+        ).all()
+        if not rows:
+            continue
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == bindparam("task_id"), tasks.c.status == PROCESSING)
+            .values(status="success", matched=bindparam("n"), updated_at=now),
+            [{"task_id": r.id, "n": matched.get(r.target, 0)} for r in rows],
+        )
+        done += len(rows)
+    return done
+
+
 def insert_tasks(
     conn: Connection,
     *,
@@ -178,21 +198,7 @@ class TaskStore:
         in one transaction (acknowledgements arrive in bursts; one commit each would queue them
         behind each other on the writer)."""
         with write_transaction(self._engine) as conn:
-            done = 0
-            for seq, matched in acks:
-                rows = conn.execute(
-                    select(tasks.c.id, tasks.c.target).where(tasks.c.seq == seq, tasks.c.status == PROCESSING)
-                ).all()
-                if not rows:
-                    continue
-                conn.execute(
-                    update(tasks)
-                    .where(tasks.c.id == bindparam("task_id"), tasks.c.status == PROCESSING)
-                    .values(status="success", matched=bindparam("n"), updated_at=now),
-                    [{"task_id": r.id, "n": matched.get(r.target, 0)} for r in rows],
-                )
-                done += len(rows)
-            return done
+            return finish_purges_in(conn, acks, now)
 
     def finish_purge(self, seq: int, matched: dict[str, int], now: datetime) -> int:
         """Mark one purge's tasks successful (see :meth:`finish_purges`)."""

@@ -29,7 +29,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from edgecache.edge.http1 import Connection, HttpServer, Request
@@ -53,16 +53,26 @@ STOP_GRACE = 10.0
 class LoggedConnection(Connection):
     """A data-plane connection that notes, per request, what its handler writes and when."""
 
-    __slots__ = ("_pending", "_ring", "al_bytes", "al_head", "al_head_at", "al_req", "al_start")
+    __slots__ = ("_pending", "_ring", "_serve", "al_bytes", "al_head", "al_head_at", "al_req", "al_start")
 
     def __init__(self, server: HttpServer, ring: RingWriter) -> None:
         super().__init__(server)
         self._ring = ring
         self._pending = ring.pending
+        # The server calls self._handler for every request, queued or not: stamp there.
+        self._serve = self._handler
+        self._handler = self._stamp
         self.al_req: Request | None = None
         self.al_start = self.al_head_at = 0.0
         self.al_head: bytes | None = None
         self.al_bytes = 0
+
+    def _stamp(self, req: Request, conn: Connection) -> Awaitable[None] | None:
+        self.al_req = req
+        self.al_start = _monotonic()
+        self.al_head = None
+        self.al_bytes = 0
+        return self._serve(req, conn)
 
     def write(self, data: bytes) -> None:
         if self.al_head is None:
@@ -78,12 +88,15 @@ class LoggedConnection(Connection):
         self.al_bytes += sum(map(len, pieces))
         Connection.writelines(self, pieces)
 
-    def _dispatch(self, req: Request) -> None:
-        self.al_req = req
-        self.al_start = _monotonic()
-        self.al_head = None
-        self.al_bytes = 0
-        Connection._dispatch(self, req)
+    def respond(self, data: bytes, keep_alive: bool) -> None:
+        # The base class's fast path (a hit) calls neither write() nor finish(): note both here.
+        if self.al_head is None:
+            self.al_head = data
+            self.al_head_at = _monotonic()
+        self.al_bytes += len(data)
+        Connection.respond(self, data, keep_alive)
+        if self.al_req is not None:
+            self._record()
 
     def finish(self, keep_alive: bool) -> None:
         if self.al_req is not None:
@@ -107,7 +120,8 @@ class LoggedConnection(Connection):
             if i >= 0:
                 i += _CF_LEN
                 cache = head[i : head.find(b"\r", i)]
-        h = req.headers
+        # The raw fields, not req.headers: building that dict is what a cache hit avoids.
+        fields = dict(req._fields)
         # One list.extend: the ring writer copies a batch of these into the ring at a time.
         self._pending.extend(
             (
@@ -121,9 +135,9 @@ class LoggedConnection(Connection):
                 req.method,
                 req.target,
                 req.http_version,
-                h.get("host", ""),
-                h.get("referer", ""),
-                h.get("user-agent", ""),
+                req.host,
+                fields.get("referer", b""),
+                fields.get("user-agent", b""),
             )
         )
         n = len(self._pending)

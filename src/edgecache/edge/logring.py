@@ -125,7 +125,8 @@ class RingWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.pending: list[Any] = []
         """``FIELDS`` values per request: start, head written, end, bytes sent, status digits,
-        cache status (bytes), client ip, method, target, version, host, referer, user agent."""
+        cache status (bytes), client ip, method, target, version, host, then referer and user
+        agent as received (bytes)."""
 
     def batch_started(self) -> None:
         """Called when ``pending`` holds its first record: copy it within ``FLUSH_DELAY``."""
@@ -336,8 +337,8 @@ def _record(v: list[Any]) -> Record:
         target,
         version,
         host,
-        referer,
-        agent,
+        referer.rstrip(b" \t").decode("latin-1"),
+        agent.rstrip(b" \t").decode("latin-1"),
     )
 
 

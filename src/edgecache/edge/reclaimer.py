@@ -5,11 +5,18 @@ Theory of operation:
   makes that cheap to keep true: it finds the matched entries through the tier's indexes (tag →
   keys, ordered keys for hosts, prefixes and URL variants, zone → keys), deletes them (hard) or
   marks them stale from the purge's time (soft), so memory is really released.
-- It works in batches and yields to the event loop between them, so the data plane never waits
-  for a large purge.
+- It never holds the event loop for long (target: no stall over 10 ms, measured by
+  ``edgecache.looplag`` in ``bench/purge_api.py``): candidates are read from the tier a page of
+  ``PAGE`` keys at a time (a purge of everything at a million entries never builds the zone's whole
+  key list; a tag on more than ``TAG_SNAPSHOT_MAX`` entries pages through its zone rather than
+  copying its key set at once), and it yields to the loop whenever ``SLICE`` seconds of work have
+  passed.
 - Compaction: the rows of purges up to S can be forgotten once every purge up to S has been
   reclaimed and no origin fetch with ``stored_seq < S`` is still in flight (such a fetch's entry is
-  checked against the index when it is stored, so the rows must still be there).
+  checked against the index when it is stored, so the rows must still be there). It forgets
+  ``COMPACT_PURGES`` purges at a time, yielding between them.
+- After a reclaim that freed at least ``TRIM_AFTER_BYTES`` of the tier, ``release_memory`` (when
+  given) runs in the background: glibc keeps freed memory in its arenas until ``malloc_trim``.
 - ``on_reclaimed(purge, matched)`` reports, per purge and selector, how many entries were removed
   or marked stale: this node's acknowledgement, which completes the purge's tasks.
 - With a persistent tier, each purge is then a job on the disk writer (:class:`DiskReclaim`): the
@@ -30,8 +37,9 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url, matches
@@ -41,10 +49,21 @@ from edgecache.store.entry import VARIANT_SEP
 
 log = logging.getLogger(__name__)
 
-BATCH = 256
-"""Entries examined between yields to the event loop: at the 4 to 10 µs per entry that
-``bench/purge_api.py`` measures (105 to 245k objects/s), at most ~2.5 ms of hits delayed."""
+SLICE = 0.001
+"""Seconds of reclaiming between yields to the event loop (checked every ``CLOCK_EVERY`` entries, at
+4 to 10 µs an entry)."""
+CLOCK_EVERY = 64
+"""Entries between two reads of the clock (a read costs about as much as examining one entry)."""
+PAGE = 1024
+"""Keys read from the tier at a time for host, prefix and zone selectors (O(log n + PAGE) a read)."""
+TAG_SNAPSHOT_MAX = 65536
+"""A tag on more entries than this is reclaimed by paging through its zone's keys (see ``_candidates``)."""
 COMPACT_EVERY = 1.0
+COMPACT_PURGES = 256
+"""Purges forgotten by the epoch index between yields (O(their selectors) each)."""
+TRIM_AFTER_BYTES = 64 << 20
+"""Tier bytes freed by reclaims before ``release_memory`` runs (a trim walks the whole heap, so it is
+not worth running for a few entries)."""
 
 
 class Reclaimer:
@@ -56,9 +75,12 @@ class Reclaimer:
         index: EpochIndex,
         oldest_fetch_seq: Callable[[], int | None],
         on_reclaimed: Callable[[Purge, dict[Selector, int]], None] | None = None,
+        release_memory: Callable[[], Awaitable[object]] | None = None,
         disk: DiskStore | None = None,
     ) -> None:
         self._store = store
+        self._release_memory = release_memory
+        self._releasing: asyncio.Task[object] | None = None
         self._disk = disk
         self._compact_limit: int | None = None
         self._index = index
@@ -72,6 +94,8 @@ class Reclaimer:
         self.removed = 0
         self.marked_stale = 0
         self._busy = False
+        self._last_yield = 0.0
+        self._freed = 0
         self._released = asyncio.Event()
         self._released.set()
         self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, asyncio.Future[None]]] = deque()
@@ -143,7 +167,30 @@ class Reclaimer:
                     done = asyncio.wrap_future(self._disk.run_job(job))
                     self._disk_jobs.append((purge, matched, job, done))
                     self._disk_wake.set()
-            self.compact()
+            self._maybe_release_memory()
+            await self.compact()
+
+    def _maybe_release_memory(self) -> None:
+        if self._release_memory is None or self._freed < TRIM_AFTER_BYTES:
+            return
+        if self._releasing is None or self._releasing.done():
+            self._freed = 0
+            self._releasing = asyncio.get_running_loop().create_task(self._release())
+
+    async def _release(self) -> object:
+        assert self._release_memory is not None
+        try:
+            return await self._release_memory()
+        except Exception:
+            log.exception("releasing freed memory failed")
+            return None
+
+    async def _pause(self) -> None:
+        """Yield to the event loop if this slice of work has lasted ``SLICE`` seconds."""
+        now = time.perf_counter()
+        if now - self._last_yield >= SLICE:
+            await asyncio.sleep(0)
+            self._last_yield = time.perf_counter()
 
     async def _acknowledge(self) -> None:
         """Acknowledge each purge once its disk job has finished too, in purge order."""
@@ -163,7 +210,7 @@ class Reclaimer:
                     self._failed(purge)
                 self._disk_jobs.popleft()
                 self._finish(purge, matched)
-            self.compact()
+            await self.compact()
 
     def _failed(self, purge: Purge) -> None:
         """Keep the epoch rows of this purge and every later one (and the disk's reclaimed
@@ -182,45 +229,58 @@ class Reclaimer:
         counts: dict[Selector, int] = {}
         seen = 0
         hard = purge.mode is Mode.DELETE
+        store = self._store
+        used = store.bytes_used
+        self._last_yield = time.perf_counter()
         for selector in purge.selectors:
             done = 0
-            for key in self._candidates(purge.zone, selector):
-                seen += 1
-                if seen % BATCH == 0:
-                    await asyncio.sleep(0)
-                entry = self._store.peek(key)
-                if entry is None or entry.stored_seq >= purge.seq:
-                    continue
-                if not matches(selector, purge.zone, entry.zone, entry.key, entry.tags):
-                    continue
-                if hard:
-                    self._store.delete(key)
-                    self.removed += 1
-                else:
-                    self._store.mark_stale(key, purge.at)
-                    self.marked_stale += 1
-                done += 1
+            for page in self._candidates(purge.zone, selector):
+                for key in page:
+                    seen += 1
+                    if seen % CLOCK_EVERY == 0:
+                        await self._pause()
+                    entry = store.peek(key)
+                    if entry is None or entry.stored_seq >= purge.seq:
+                        continue
+                    if not matches(selector, purge.zone, entry.zone, entry.key, entry.tags):
+                        continue
+                    if hard:
+                        store.delete(key)
+                        self.removed += 1
+                    else:
+                        store.mark_stale(key, purge.at)
+                        self.marked_stale += 1
+                    done += 1
+                await self._pause()
             counts[selector] = done
+        self._freed += max(0, used - store.bytes_used)
         return counts
 
-    def _candidates(self, zone: str, selector: Selector) -> list[str]:
+    def _candidates(self, zone: str, selector: Selector) -> Iterator[list[str]]:
+        """The keys a selector may cover, page by page (each page read after the previous one was
+        dealt with, so deletes in between are seen)."""
         store = self._store
         match selector:
             case Url(key=key):
                 if VARIANT_SEP in key:
-                    return [key, *store.keys_with_prefix(key + VARIANT_SEP)]
-                return store.variants(key)
+                    yield [key, *store.keys_with_prefix(key + VARIANT_SEP)]
+                else:
+                    yield store.variants(key)
             case Tag(tag=tag):
-                return store.keys_for_tag(zone, tag)
+                if store.tag_size(zone, tag) <= TAG_SNAPSHOT_MAX:
+                    yield store.keys_for_tag(zone, tag)
+                else:
+                    # A tag set cannot be read in pages, and copying a million keys holds the loop
+                    # for ~30 ms: page through the zone instead (``matches`` keeps the tagged ones).
+                    yield from _pages(lambda after: store.keys_for_zone(zone, after, PAGE))
             case Host(host=host):
-                return store.keys_with_prefix(f"http://{host}/")
+                yield from _pages(lambda after: store.keys_with_prefix(f"http://{host}/", after, PAGE))
             case Prefix(prefix=prefix):
-                return store.keys_with_prefix("http://" + prefix)
+                yield from _pages(lambda after: store.keys_with_prefix("http://" + prefix, after, PAGE))
             case Everything():
-                return store.keys_for_zone(zone)
-        return []
+                yield from _pages(lambda after: store.keys_for_zone(zone, after, PAGE))
 
-    def compact(self) -> int:
+    async def compact(self) -> int:
         """Forget the epoch rows that no stored entry or in-flight fetch can need any more."""
         upto = self.reclaimed_upto
         oldest = self._oldest_fetch_seq()
@@ -230,8 +290,24 @@ class Reclaimer:
             upto = min(upto, self._compact_limit)
         if upto <= self.compacted_upto:
             return 0
+        removed = self._index.compact(upto, COMPACT_PURGES)
+        while self._index.compactable(upto):
+            await asyncio.sleep(0)
+            removed += self._index.compact(upto, COMPACT_PURGES)
         self.compacted_upto = upto
-        return self._index.compact(upto)
+        return removed
+
+
+def _pages(read: Callable[[str | None], list[str]]) -> Iterator[list[str]]:
+    """Every page of a paged tier selector: each starts after the last key of the one before."""
+    after = None
+    while True:
+        page = read(after)
+        if page:
+            yield page
+        if len(page) < PAGE:
+            return
+        after = page[-1]
 
 
 class DiskReclaim:

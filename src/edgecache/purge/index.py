@@ -280,15 +280,21 @@ class EpochIndex:
 
     # --- compact ----------------------------------------------------------------------------------
 
-    def compact(self, upto_seq: int) -> int:
+    def compact(self, upto_seq: int, max_purges: int | None = None) -> int:
         """Forget every row with seq <= ``upto_seq``; returns how many rows went.
+
+        With ``max_purges``, only the rows of that many of the oldest purges (and any row of a later
+        one with seq <= ``upto_seq`` that shares their scopes): call again while ``compactable``, so
+        that a long backlog is forgotten in slices.
 
         Call only once every entry those purges matched has been removed or marked stale and no origin
         fetch that started before ``upto_seq`` is still in flight (see the module rules).
         """
         removed = 0
         log = self._log
-        while log and log[0].seq <= upto_seq:
+        left = len(log) if max_purges is None else max_purges
+        while log and log[0].seq <= upto_seq and left > 0:
+            left -= 1
             purge = log.popleft()
             z = self._zones.get(purge.zone)
             if z is None:
@@ -303,6 +309,10 @@ class EpochIndex:
                 del self._zones[purge.zone]
         self._rows -= removed
         return removed
+
+    def compactable(self, upto_seq: int) -> bool:
+        """Whether some purge with seq <= ``upto_seq`` still has its rows here."""
+        return bool(self._log) and self._log[0].seq <= upto_seq
 
     def trie_nodes(self) -> int:
         """Number of prefix-trie nodes (for metrics and tests; walks the tries)."""

@@ -19,7 +19,9 @@ Rules of this module:
   ``edgecache.httpcache.tags.parse_tags`` makes them. Other fields may be changed in place through
   ``peek``; ``stale_since`` is best set through ``mark_stale``.
 - Iteration is over a snapshot, so a caller may delete while iterating; so are the lists the purge
-  selectors return (``variants``, ``keys_with_prefix``, ``keys_for_tag``, ``keys_for_zone``).
+  selectors return (``variants``, ``keys_with_prefix``, ``keys_for_tag``, ``keys_for_zone``). The
+  last two are paged (``after``, ``limit``), so that a purge of a million keys is reclaimed in
+  slices without ever building the whole list at once.
 - The purge selectors serve the reclaimer, which removes or marks stale what a purge covers after the
   epoch index has already hidden it: each answers from an index the tier keeps up to date on every
   store and removal, without a scan of the tier (memory: in O(log n) plus the keys returned).
@@ -80,8 +82,10 @@ class Tier(Protocol):
         continuing it with ``VARIANT_SEP`` (so ``http://h/a`` never yields ``http://h/ab``)."""
         ...
 
-    def keys_with_prefix(self, prefix: str) -> list[str]:
-        """Keys of the stored entries that start with ``prefix``, in any zone.
+    def keys_with_prefix(self, prefix: str, after: str | None = None, limit: int | None = None) -> list[str]:
+        """Keys of the stored entries that start with ``prefix``, in any zone, in key order; only those
+        after ``after`` and at most ``limit`` of them when given (one page: the next starts after the
+        last key returned, and a page shorter than ``limit`` is the last).
 
         The reclaimer passes ``scheme://host/path`` for a URL-prefix purge (every query string and
         variant follows), ``scheme://host/`` for a host purge."""
@@ -91,8 +95,13 @@ class Tier(Protocol):
         """Keys of the stored entries of ``zone`` that carry ``tag`` (given normalised)."""
         ...
 
-    def keys_for_zone(self, zone: str) -> list[str]:
-        """Keys of every stored entry of ``zone`` (purge everything)."""
+    def tag_size(self, zone: str, tag: str) -> int:
+        """How many stored entries of ``zone`` carry ``tag`` (O(1)): ``keys_for_tag`` copies that many."""
+        ...
+
+    def keys_for_zone(self, zone: str, after: str | None = None, limit: int | None = None) -> list[str]:
+        """Keys of every stored entry of ``zone`` (purge everything), in key order, paged as
+        ``keys_with_prefix``."""
         ...
 
     def mark_stale(self, key: str, at: float) -> bool:

@@ -88,14 +88,17 @@ class TierChain:
     def variants(self, primary: str) -> list[str]:
         return self.memory.variants(primary)
 
-    def keys_with_prefix(self, prefix: str) -> list[str]:
-        return self.memory.keys_with_prefix(prefix)
+    def keys_with_prefix(self, prefix: str, after: str | None = None, limit: int | None = None) -> list[str]:
+        return self.memory.keys_with_prefix(prefix, after, limit)
 
     def keys_for_tag(self, zone: str, tag: str) -> list[str]:
         return self.memory.keys_for_tag(zone, tag)
 
-    def keys_for_zone(self, zone: str) -> list[str]:
-        return self.memory.keys_for_zone(zone)
+    def tag_size(self, zone: str, tag: str) -> int:
+        return self.memory.tag_size(zone, tag)
+
+    def keys_for_zone(self, zone: str, after: str | None = None, limit: int | None = None) -> list[str]:
+        return self.memory.keys_for_zone(zone, after, limit)
 
     def mark_stale(self, key: str, at: float) -> bool:
         return self.memory.mark_stale(key, at)

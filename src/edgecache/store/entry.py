@@ -49,6 +49,10 @@ class Entry:
     """Set by a soft purge: from this instant the entry is stale whatever its freshness said."""
     visited: bool = field(default=False)
     """Eviction-policy bit (SIEVE), owned by the memory tier."""
+    retired: bool = field(default=False)
+    """Owned by the memory tier: removed from it, its ring slot not cleared yet. Set only while a tier
+    holds the object in its ring, so an entry is never copied (``dataclasses.replace``) from one
+    that a tier holds."""
     tier: bytes = b""
     """Set when the entry was just read from the persistent tier (``b"disk"``, ``b"reserve"``): the
     answer that uses it first says so in Cache-Status, then clears it."""
@@ -73,7 +77,8 @@ class Entry:
     @property
     def size(self) -> int:
         """Bytes this entry is charged for against the tier's budget."""
-        return len(self.body) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
+        charged = len(self.body) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
+        return charged + tags_charge(self.tags) if self.tags else charged
 
     def age(self, now: float) -> float:
         """current_age of RFC 9111 §4.2.3."""
@@ -97,7 +102,17 @@ def _head_field(head: bytes, marker: bytes) -> str | None:
     return head[start : end if end >= 0 else len(head)].strip().decode("latin-1")
 
 
-ENTRY_OVERHEAD = 512
-"""Approximate fixed bytes of bookkeeping per entry (object, dict slot, indexes, tags), charged so
-that a byte budget filled with tiny objects still bounds memory (measured: ~475 B beyond body, head
-and key; see docs/decisions/0002-memory-tier-eviction.md)."""
+ENTRY_OVERHEAD = 368
+"""Bytes an entry costs beyond its body, head and key strings and its tags: the entry object, the
+bytes and str object headers, and the tier's dict, ring and key-index slots. Measured with
+tracemalloc by ``bench/tier_accounting.py`` (docs/decisions/0002-memory-tier-eviction.md), so that
+a full tier's real use is within 5% of its budget."""
+
+TAG_OVERHEAD = 110
+"""Bytes each tag costs beyond its characters: its string object, its slot in the entry's tuple, and
+its place in the tier's tag index (measured as ``ENTRY_OVERHEAD``)."""
+
+
+def tags_charge(tags: tuple[str, ...]) -> int:
+    """Bytes an entry's tags are charged for (``TAG_OVERHEAD`` and the characters of each)."""
+    return TAG_OVERHEAD * len(tags) + sum(map(len, tags))

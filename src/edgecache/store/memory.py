@@ -12,13 +12,22 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
 - The ring is a plain list (8 bytes a slot, no node objects). Eviction leaves ``None`` in the slot.
   ``delete`` and replacement cannot find the slot, so they *retire* the entry instead: it leaves the
   dict at once, and its slot is cleared when the hand reaches it or the ring is compacted.
-- A retired entry still holds its body, so retired bytes are bounded: the ring is compacted when they
-  exceed an eighth of the budget (at most one O(n) pass per eighth of the budget deleted), or when
-  dead slots outnumber stored entries by ``_MIN_DEAD_SLOTS`` (each pass then halves the ring, so the
-  cost is amortised O(1) a put).
+- A retired entry still holds its body, so retired bytes are bounded, without ever stopping the event
+  loop for a pass over the whole ring: once they exceed an eighth of the budget, each retirement
+  sweeps a few more slots from where the last sweep stopped (clearing retired entries' slots), as
+  many as make one full turn of the ring while another eighth of the budget is retired; so retired
+  bytes stay near a quarter of the budget at most, and above that (entries far larger than the
+  average) the rest of the ring is swept at once. Dead slots (``None``) are dropped when they
+  outnumber live and retired ones by ``_MIN_DEAD_SLOTS``: one ``filter`` over the ring, in C (a few
+  ms at two million slots), which at least halves it, so the cost is amortised O(1) a put.
+- The tier's entries and big containers are kept out of the cyclic garbage collector
+  (``edgecache.store.untracked``): none can be part of a cycle, and a full collection would
+  otherwise walk all of them (docs/decisions/0006-gc-policy.md).
 - Each entry object has at most one slot: putting a retired entry again revives its old slot.
-- Every stored entry is in ``_entries`` and has exactly one slot; every retired entry is in
-  ``_retired`` and has exactly one slot; every other slot is ``None``.
+- Every stored entry is in ``_entries`` and has exactly one slot; every retired entry has
+  ``entry.retired`` set and exactly one slot; every other slot is ``None``. Retirement is a flag on
+  the entry, not a set: a set of the retired entries would be rehashed as a mass purge grows it, a
+  pause of several ms at a hundred thousand entries.
 - Every change to what is stored goes through ``_link`` and ``_unlink``, and so does every index:
   an index holds exactly the stored entries, never a retired or evicted one.
 - Key index: every stored key in one sorted list (``sortedcontainers.SortedList``: a list of sorted
@@ -41,15 +50,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Protocol
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from edgecache.store.entry import VARIANT_SEP, Entry
+from edgecache.store.untracked import untrack
 
 _MIN_DEAD_SLOTS = 64
 """Dead slots tolerated before compacting however few entries are stored, so that a small tier does
 not compact on nearly every eviction."""
+
+_SWEEP_TURNS_PER_BUDGET = 8
+"""Retirements sweep one full turn of the ring per budget/this bytes retired (see the module rules)."""
 
 _AFTER_VARIANTS = chr(ord(VARIANT_SEP) + 1)
 """The least string after ``VARIANT_SEP``: the keys under a base key sort in [base, base + this)."""
@@ -100,9 +114,10 @@ class MemoryTier:
         "_evictions",
         "_hand",
         "_keys",
-        "_retired",
         "_retired_bytes",
+        "_retired_count",
         "_ring",
+        "_sweep_at",
         "_tags",
         "_used",
         "_vary",
@@ -120,8 +135,10 @@ class MemoryTier:
         self._entries: dict[str, Entry] = {}
         self._ring: list[Entry | None] = []
         self._hand = 0
-        self._retired: set[Entry] = set()
+        self._sweep_at = 0
+        self._retired_count = 0
         self._retired_bytes = 0
+        untrack(self._ring)
         self._keys: _SortedKeys = SortedList()
         self._tags: dict[str, dict[str, str | set[str]]] = {}
         self._zones: dict[str, dict[str, int]] = {}
@@ -173,13 +190,14 @@ class MemoryTier:
         self._link(entry, size)
         while self._used > self._budget:
             self._evict()
-        if entry in self._retired:
-            self._retired.remove(entry)
+        if entry.retired:
+            entry.retired = False
+            self._retired_count -= 1
             self._retired_bytes -= size
             return
         self._ring.append(entry)
-        if len(self._ring) > 2 * len(self._entries) + _MIN_DEAD_SLOTS:
-            self._compact()
+        if len(self._ring) > 2 * (len(self._entries) + self._retired_count) + _MIN_DEAD_SLOTS:
+            self._shrink()
 
     def delete(self, key: str) -> Entry | None:
         entry = self._entries.get(key)
@@ -196,8 +214,12 @@ class MemoryTier:
     def variants(self, primary: str) -> list[str]:
         return list(self._keys.irange(primary, primary + _AFTER_VARIANTS, inclusive=(True, False)))
 
-    def keys_with_prefix(self, prefix: str) -> list[str]:
-        return list(self._keys.irange(prefix, _prefix_end(prefix), inclusive=(True, False)))
+    def keys_with_prefix(self, prefix: str, after: str | None = None, limit: int | None = None) -> list[str]:
+        if after is None or after < prefix:
+            keys = self._keys.irange(prefix, _prefix_end(prefix), inclusive=(True, False))
+        else:
+            keys = self._keys.irange(after, _prefix_end(prefix), inclusive=(False, False))
+        return list(keys if limit is None else islice(keys, limit))
 
     def keys_for_tag(self, zone: str, tag: str) -> list[str]:
         tags = self._tags.get(zone)
@@ -206,7 +228,14 @@ class MemoryTier:
             return []
         return [keys] if isinstance(keys, str) else list(keys)
 
-    def keys_for_zone(self, zone: str) -> list[str]:
+    def tag_size(self, zone: str, tag: str) -> int:
+        tags = self._tags.get(zone)
+        keys = None if tags is None else tags.get(tag)
+        if keys is None:
+            return 0
+        return 1 if isinstance(keys, str) else len(keys)
+
+    def keys_for_zone(self, zone: str, after: str | None = None, limit: int | None = None) -> list[str]:
         ranges = self._zones.get(zone)
         if ranges is None:
             return []
@@ -219,10 +248,17 @@ class MemoryTier:
             if scanned is not None and r.startswith(scanned):
                 continue
             scanned = r
-            if self._zones_of_range[r] == 1 and _well_formed(r):
-                keys += self.keys_with_prefix(r)
-            else:
-                keys += (k for k in self.keys_with_prefix(r) if entries[k].zone == zone)
+            end = _prefix_end(r)
+            if after is not None and end is not None and after >= end:
+                continue
+            want = None if limit is None else limit - len(keys)
+            lo, first = (r, True) if after is None or after < r else (after, False)
+            in_range = self._keys.irange(lo, end, inclusive=(first, False))
+            if not (self._zones_of_range[r] == 1 and _well_formed(r)):
+                in_range = (k for k in in_range if entries[k].zone == zone)
+            keys += in_range if want is None else islice(in_range, want)
+            if limit is not None and len(keys) >= limit:
+                break
         return keys
 
     def mark_stale(self, key: str, at: float) -> bool:
@@ -238,12 +274,16 @@ class MemoryTier:
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
         if self._has_under(base_key):
+            untrack(names)
             self._vary[base_key] = names
+            untrack(self._vary)
 
     def _link(self, entry: Entry, size: int) -> None:
         key = entry.key
         zone = entry.zone
+        untrack(entry)
         self._entries[key] = entry
+        untrack(self._entries)  # inserting an object the collector may track re-tracks the dict
         self._used += size
         self._keys.add(key)
         ranges = self._zones.get(zone)
@@ -265,7 +305,10 @@ class MemoryTier:
                 if keys is None:
                     tags[tag] = key
                 elif isinstance(keys, str):
-                    tags[tag] = {keys, key}
+                    pair = {keys, key}
+                    untrack(pair)
+                    tags[tag] = pair
+                    untrack(tags)
                 else:
                     keys.add(key)
 
@@ -318,27 +361,31 @@ class MemoryTier:
 
     def _retire(self, entry: Entry, forget_vary: bool = True) -> None:
         self._unlink(entry, forget_vary)
-        self._retired.add(entry)
-        self._retired_bytes += entry.size
+        entry.retired = True
+        self._retired_count += 1
+        size = entry.size
+        self._retired_bytes += size
         if self._retired_bytes > self._budget >> 3:
-            self._compact()
+            ring = len(self._ring)
+            if self._retired_bytes > self._budget >> 2:
+                self._sweep(ring)
+            else:
+                self._sweep(ring * size * _SWEEP_TURNS_PER_BUDGET // max(self._budget, 1) + 1)
 
     def _evict(self) -> None:
         """Evict one entry. Called only while ``bytes_used`` exceeds the budget, which the entry
         being put (not yet in the ring) cannot do alone: a victim is in the ring, and the hand finds
         it within two turns."""
         ring = self._ring
-        retired = self._retired
         hand = self._hand
         while True:
             if hand >= len(ring):
                 hand = 0
             entry = ring[hand]
             if entry is not None:
-                if entry in retired:
+                if entry.retired:
                     ring[hand] = None
-                    retired.remove(entry)
-                    self._retired_bytes -= entry.size
+                    self._clear_retired(entry)
                 elif entry.visited:
                     entry.visited = False
                 else:
@@ -351,10 +398,33 @@ class MemoryTier:
                     return
             hand += 1
 
-    def _compact(self) -> None:
-        retired = self._retired
+    def _sweep(self, slots: int) -> None:
+        """Clear the slots of the retired entries among the next ``slots`` slots of the ring, from
+        where the last sweep stopped (wrapping), so that their bodies are freed."""
         ring = self._ring
-        self._hand = sum(1 for e in ring[: self._hand] if e is not None and e not in retired)
-        self._ring = [e for e in ring if e is not None and e not in retired]
-        retired.clear()
-        self._retired_bytes = 0
+        n = len(ring)
+        i = self._sweep_at
+        for _ in range(min(slots, n)):
+            if i >= n:
+                i = 0
+            entry = ring[i]
+            if entry is not None and entry.retired:
+                ring[i] = None
+                self._clear_retired(entry)
+            i += 1
+        self._sweep_at = i
+
+    def _clear_retired(self, entry: Entry) -> None:
+        """Forget a retired entry whose slot was just cleared."""
+        entry.retired = False
+        self._retired_count -= 1
+        self._retired_bytes -= entry.size
+
+    def _shrink(self) -> None:
+        """Drop the dead slots, keeping the order (and so the hand's and the sweep's places)."""
+        ring = self._ring
+        self._hand -= ring[: self._hand].count(None)
+        self._sweep_at -= ring[: self._sweep_at].count(None)
+        # Entries are always true, so filter(None) keeps exactly the live and retired slots, in C.
+        self._ring = list(filter(None, ring))
+        untrack(self._ring)

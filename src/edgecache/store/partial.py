@@ -24,7 +24,7 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
-from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry
+from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry, tags_charge
 
 PARTIAL_SUFFIX = VARIANT_SEP + "partial"
 """Appended to a full entry's key. Variant parts are ``name=value``; this one has no ``=``."""
@@ -53,7 +53,10 @@ class PartialEntry(Entry):
     @property
     def size(self) -> int:
         """Bytes this entry is charged for against the tier's budget."""
-        return self.held + PART_OVERHEAD * len(self.parts) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
+        charged = (
+            self.held + PART_OVERHEAD * len(self.parts) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
+        )
+        return charged + tags_charge(self.tags)
 
     @property
     def held(self) -> int:
@@ -115,12 +118,15 @@ class PartialEntry(Entry):
         values = {f.name: getattr(entry, f.name) for f in fields(Entry)}
         values["status"] = 206
         values["body"] = b""
+        values["visited"] = values["retired"] = False  # the tier's state of ``entry``, not of this one
         return cls(**values, length=length, parts=parts, validator=validator)
 
     def as_full(self, key: str) -> Entry:
         """The complete response these parts make, stored as a 200 under ``key`` (RFC 9111 §3.4)."""
         values = {f.name: getattr(self, f.name) for f in fields(Entry)}
-        values.update(key=key, status=200, body=b"".join(data for _, data in self.parts), visited=False)
+        values.update(
+            key=key, status=200, body=b"".join(data for _, data in self.parts), visited=False, retired=False
+        )
         return Entry(**values)
 
 

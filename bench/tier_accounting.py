@@ -1,0 +1,106 @@
+"""Does the memory tier's byte budget bound the memory it really uses?
+
+Run: ``.venv/bin/python bench/tier_accounting.py [--budget MB]`` (about half a minute). For each
+entry shape below, a fresh ``MemoryTier`` with a budget of ``--budget`` MB (default 64) is filled
+until it has evicted as many entries again as it holds, with entries built the way the proxy builds
+them (key and head strings and bytes of their own, tags parsed from a Cache-Tag field by
+``parse_tags``). ``tracemalloc`` measures every byte allocated and still alive afterwards (entries,
+their keys, heads, bodies and tag strings, the tier's dict, ring and indexes) against the budget,
+which is what ``bytes_used`` claims to bound. The figure that matters is "real / budget": within 5%
+is the target (docs/decisions/0002-memory-tier-eviction.md). tracemalloc counts what Python asked
+of the allocator; malloc's own headers and rounding (~8-16 B a block) come on top in RSS.
+
+Printed: per shape, entries stored, real bytes per entry, charged bytes per entry (``Entry.size``),
+their difference, and real / budget. Process time; nothing here depends on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tracemalloc
+from dataclasses import dataclass
+
+from edgecache.httpcache.tags import parse_tags
+from edgecache.store.entry import Entry
+from edgecache.store.memory import MemoryTier
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    body: int
+    tags: int
+    head: int
+
+
+SHAPES = (
+    Shape("1 KiB body, 2 tags", 1024, 2, 100),
+    Shape("1 KiB body, no tags", 1024, 0, 100),
+    Shape("empty body, 2 tags", 0, 2, 100),
+    Shape("16 KiB body, 1 tag", 16384, 1, 300),
+    Shape("1 KiB body, 6 tags", 1024, 6, 100),
+    Shape("100 B body, 2 tags, long key", 100, 2, 250),
+)
+
+
+def make(shape: Shape, i: int) -> Entry:
+    tag_field = ", ".join(
+        [f"tag{i % 97:02d}", "site", *(f"t{k}-{i % 1000}" for k in range(shape.tags))][: shape.tags]
+    )
+    key = f"http://bench.test/obj/{i:08d}" + ("?q=" + "x" * 60 if "long" in shape.name else "")
+    head = (
+        f'content-type: text/html\r\netag: "{i:08d}"\r\n' + "x-pad: " + "p" * shape.head + "\r\n"
+    ).encode()
+    return Entry(
+        zone="bench",
+        key=key,
+        status=200,
+        head=head,
+        body=bytes(shape.body),
+        tags=parse_tags([("cache-tag", tag_field)]) if tag_field else (),
+        stored_seq=0,
+        response_time=0.0,
+        initial_age=0.0,
+        freshness_lifetime=300.0,
+    )
+
+
+def measure(shape: Shape, budget: int) -> dict[str, float]:
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    tier = MemoryTier(budget)
+    i = 0
+    while tier.evictions < len(tier) or tier.evictions == 0:
+        tier.put(make(shape, i))
+        i += 1
+    gc.collect()
+    real = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    n = len(tier)
+    charged = tier.bytes_used
+    del tier
+    return {"n": n, "real": real, "charged": charged}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--budget", type=int, default=64, help="MB")
+    args = p.parse_args()
+    budget = args.budget << 20
+    print(f"budget {budget:,} B; tracemalloc after filling and churning through as many entries again\n")
+    print("| entry shape | entries | real B/entry | charged B/entry | real - charged | real / budget |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for shape in SHAPES:
+        m = measure(shape, budget)
+        n = m["n"]
+        print(
+            f"| {shape.name} | {n:,.0f} | {m['real'] / n:,.0f} | {m['charged'] / n:,.0f}"
+            f" | {(m['real'] - m['charged']) / n:+,.0f} | {m['real'] / budget:.3f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
