@@ -238,10 +238,18 @@ def start(tmp: Path, name: str, logging: str) -> srv.Server:
     return server
 
 
+def _is_formatter(pid: int) -> bool:
+    try:
+        return b"edgecache.edge.logtail" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def end_to_end(
     tmp: Path, rounds: int, duration: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], list[float], float, int]:
-    """req/s and server CPU µs per request by variant, formatter CPU µs per line, others' CPU, lines."""
+    """req/s and server CPU µs per request by variant (every process of the server but the
+    formatter: supervisor and workers), formatter CPU µs per line, others' CPU, lines."""
     servers = {
         "off": start(tmp, "off", ""),
         "on, combined": start(tmp, "on", f'[logging]\naccess_log = "{tmp}/access.log"\n'),
@@ -253,12 +261,13 @@ def end_to_end(
     try:
         for _ in range(rounds):
             for name, server in servers.items():
-                main_pid = server.proc.pid
-                children = [p for p in server.pids() if p != main_pid]
+                pids = server.pids()
+                children = [p for p in pids if _is_formatter(p)]
+                own = [p for p in pids if p not in children]
                 before = srv.others_cpu()
-                own0, kids0 = srv.cpu_seconds([main_pid]), srv.cpu_seconds(children)
+                own0, kids0 = srv.cpu_seconds(own), srv.cpu_seconds(children)
                 result = wrk.run(f"http://127.0.0.1:{server.port}/products/1", duration)
-                own1, kids1 = srv.cpu_seconds([main_pid]), srv.cpu_seconds(children)
+                own1, kids1 = srv.cpu_seconds(own), srv.cpu_seconds(children)
                 after = srv.others_cpu()
                 others += sum(max(0.0, after[p] - before.get(p, 0.0)) for p in after)
                 if result.errors:
@@ -275,12 +284,26 @@ def end_to_end(
     return rps, cpu, formatter, 100.0 * others / (rounds * len(servers) * duration), lines
 
 
+def _print_in_process(figures: list[tuple[str, float, float]], per_line: float, rounds: int) -> None:
+    _, base_wall, base_cpu = figures[0]
+    print(
+        "In process (parse + handler + response), best of "
+        f"{rounds} interleaved rounds x {N:,}; CPU is this process's (loop and threads):\n"
+    )
+    print("| access log | wall µs per hit | vs off | CPU µs per hit | vs off |")
+    print("|---|---:|---:|---:|---:|")
+    for name, us, cus in figures:
+        print(f"| {name} | {us:.2f} | {us / base_wall - 1:+.1%} | {cus:.2f} | {cus / base_cpu - 1:+.1%} |")
+    print(f"\nThe ring's formatter process: {per_line:.2f} µs of its own CPU per line.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--inprocess-rounds", type=int, default=7)
     parser.add_argument("--no-wrk", action="store_true", help="only the in-process figures")
+    parser.add_argument("--no-inprocess", action="store_true", help="only the end-to-end figures")
     args = parser.parse_args()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -289,19 +312,12 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     with tempfile.TemporaryDirectory(prefix="edgecache-accesslog-") as t:
         tmp = Path(t)
-        figures, per_line = asyncio.run(in_process(tmp, args.inprocess_rounds))
-        _, base_wall, base_cpu = figures[0]
-        print(
-            "In process (parse + handler + response), best of "
-            f"{args.inprocess_rounds} interleaved rounds x {N:,}; CPU is this process's (loop and threads):\n"
-        )
-        print("| access log | wall µs per hit | vs off | CPU µs per hit | vs off |")
-        print("|---|---:|---:|---:|---:|")
-        for name, us, cus in figures:
-            print(
-                f"| {name} | {us:.2f} | {us / base_wall - 1:+.1%} | {cus:.2f} | {cus / base_cpu - 1:+.1%} |"
-            )
-        print(f"\nThe ring's formatter process: {per_line:.2f} µs of its own CPU per line.")
+        if args.no_inprocess:
+            figures, per_line = [], 0.0
+        else:
+            figures, per_line = asyncio.run(in_process(tmp, args.inprocess_rounds))
+        if figures:
+            _print_in_process(figures, per_line, args.inprocess_rounds)
         if args.no_wrk:
             return
         rps, cpu, formatter, others, lines = end_to_end(tmp, args.rounds, args.duration)
