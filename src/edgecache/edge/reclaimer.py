@@ -336,9 +336,7 @@ class DiskReclaim:
         while self._i < len(purge.selectors):
             selector = purge.selectors[self._i]
             if hard and isinstance(selector, Everything):
-                removed, _, _, self._after = view.wipe_zone(
-                    purge.zone, None, purge.seq, self._after, JOB_STEP
-                )
+                removed, _, _, self._after = view.wipe_zone_slice(purge.zone, None, purge.seq, self._after)
                 self.counts[selector] = self.counts.get(selector, 0) + removed
                 if self._after is not None:
                     return False

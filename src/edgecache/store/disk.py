@@ -68,6 +68,11 @@ MAX_QUEUED = 20_000
 falls behind a burst of fills, memory does not grow without bound. Deletes and jobs always queue."""
 JOB_STEP = 2048
 """Records a removal job handles per write transaction before queued puts get their turn."""
+WIPE_SLICE = 0.05
+"""Seconds of work per write transaction of a whole-zone removal: its records cost a few µs each,
+so a slice of ``JOB_STEP`` would pay a commit (an fsync) per few ms of work, and the fsyncs, not the
+work, would set the rate (``bench/disk_tier.py``). Fills wait at most this long behind it."""
+_WIPE_CHUNK = 512
 
 _REC = struct.Struct("<HqdddddddBHIHI")
 """status, stored_seq, response_time, initial_age, freshness_lifetime, swr, sie,
@@ -336,6 +341,18 @@ class WriteView:
         # Not done: resume after the last record kept, or from the start (b"") when none was kept.
         return removed_c, removed_r, freed, last or after or b""
 
+    def wipe_zone_slice(
+        self, zone: str, area: bytes | None, before: int, after: bytes | None
+    ) -> tuple[int, int, int, bytes | None]:
+        """``wipe_zone`` for about ``WIPE_SLICE`` seconds of work (the same answer, summed)."""
+        c = r = freed = 0
+        end = time.monotonic() + WIPE_SLICE
+        resume: bytes | None = after or b""
+        while resume is not None and time.monotonic() < end:
+            dc, dr, df, resume = self.wipe_zone(zone, area, before, resume or None, _WIPE_CHUNK)
+            c, r, freed = c + dc, r + dr, freed + df
+        return c, r, freed, resume
+
     def _scan_dup(
         self, db: Any, key: bytes, after: bytes | None, limit: int, area: bytes | None = None
     ) -> list[bytes]:
@@ -405,7 +422,7 @@ def clear_reserve_job(zone: str, progress: JobProgress) -> Job:
 
 class ZoneWipe:
     """A job removing every record of a zone (one area, or both when ``area`` is None) stored before
-    ledger position ``before``, a slice of at most ``JOB_STEP`` records per transaction; ``cache``
+    ledger position ``before``, a slice of ``WIPE_SLICE`` seconds per transaction; ``cache``
     counts the disk-cache records removed (what a purge reports)."""
 
     def __init__(
@@ -419,8 +436,8 @@ class ZoneWipe:
         self._after: bytes | None = None
 
     def __call__(self, view: WriteView) -> bool:
-        removed_c, removed_r, freed, self._after = view.wipe_zone(
-            self.zone, self.area, self.before, self._after, JOB_STEP
+        removed_c, removed_r, freed, self._after = view.wipe_zone_slice(
+            self.zone, self.area, self.before, self._after
         )
         self.cache += removed_c
         self.progress.objects += removed_c + removed_r
