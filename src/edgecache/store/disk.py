@@ -21,6 +21,10 @@ Rules of this module (the engine choice is measured in docs/decisions/0009-persi
   after their last read, and over a zone's budget the one expiring soonest goes first.
 - A key longer than ``_MAX_INLINE_KEY`` bytes is stored under its first bytes plus a digest (LMDB
   keys are at most 511 bytes); range lookups then compare the full key kept in the record.
+- Removing a whole zone (a reserve clear, a hard purge of everything) walks the ``zones`` index with
+  one cursor and unpacks each record's header in place (``WriteView.wipe_zone``), in transactions of
+  ``WIPE_SLICE`` seconds of work: every index row still goes with its record, in the same
+  transaction, so an interrupted removal leaves a consistent store that the rerun finishes.
 - ``reclaimed_upto`` is the purge-ledger position up to which every purge has been applied to what
   is on disk. It is written in the transaction that finishes a purge's removal job, so after a crash
   the node replays the purges after it (``Node.__init__``, ``PurgeService.replay``).
