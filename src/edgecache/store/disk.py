@@ -426,8 +426,7 @@ def clear_reserve_job(zone: str, progress: JobProgress) -> Job:
 
 class ZoneWipe:
     """A job removing every record of a zone (one area, or both when ``area`` is None) stored before
-    ledger position ``before``, a slice of ``WIPE_SLICE`` seconds per transaction; ``cache``
-    counts the disk-cache records removed (what a purge reports)."""
+    ledger position ``before``, a slice of ``WIPE_SLICE`` seconds per transaction."""
 
     def __init__(
         self, zone: str, area: bytes | None, before: int, progress: JobProgress | None = None
@@ -436,14 +435,12 @@ class ZoneWipe:
         self.area = area
         self.before = before
         self.progress = progress or JobProgress()
-        self.cache = 0
         self._after: bytes | None = None
 
     def __call__(self, view: WriteView) -> bool:
         removed_c, removed_r, freed, self._after = view.wipe_zone_slice(
             self.zone, self.area, self.before, self._after
         )
-        self.cache += removed_c
         self.progress.objects += removed_c + removed_r
         self.progress.bytes += freed
         if self._after is None:
