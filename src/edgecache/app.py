@@ -257,12 +257,17 @@ class Node:
         )
 
     def _reserve_eligible(self, entry: Entry) -> bool:
-        """Cloudflare's eligibility: fresh for at least the zone's minimum TTL, and not too large."""
+        """Cloudflare's eligibility: fresh for at least the zone's minimum TTL, the origin sent a
+        Content-Length, and not too large."""
         zone = self.zones.by_id.get(entry.zone)
         if zone is None:
             return False
         rules = zone.config.cache_reserve
-        return entry.freshness_lifetime >= rules.min_ttl and len(entry.body) <= rules.max_object_bytes
+        return (
+            entry.length_known
+            and entry.freshness_lifetime >= rules.min_ttl
+            and len(entry.body) <= rules.max_object_bytes
+        )
 
     def _run_reserve_clear(self, zone_id: str, progress: JobProgress) -> Future[None]:
         if self.disk is None:
