@@ -6,6 +6,7 @@ Every page visited is saved as a PNG under this module's pytest output folder; w
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -357,4 +358,125 @@ def test_pages_work_from_the_keyboard(browser: Browser, stack: Stack) -> None:
     expect(page.get_by_role("heading", name="Zones")).to_be_visible()
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    context.close()
+
+
+def reserve_objects(stack: Stack, count: int) -> tuple[int, int]:
+    """Fill the test zone's Cache Reserve (it must be on) with ``count`` eligible objects; returns
+    the reserve's (bytes, objects) once they are on disk."""
+    for i in range(count):
+        path = f"/reserve-{i}"
+        stack.origin.routes[path] = Route(body=b"r" * (1000 + i), headers={"Cache-Control": "max-age=86400"})
+        stack.request(path)
+    disk = stack.node.disk
+    assert disk is not None and disk.flush(10)
+    return disk.reserve_usage(ZONE_ID)
+
+
+def test_reserve_toggles_and_clears_with_live_progress(browser: Browser, stack: Stack, shots: Path) -> None:
+    service = stack.node.cache_reserve
+    token = stack.token((Permission.ZONE_SETTINGS_READ, Permission.ZONE_SETTINGS_WRITE), [ZONE_ID])
+    context, page = sign_in(browser, stack, token)
+    page.get_by_role("link", name="Cache Reserve").first.click()
+    expect(page.get_by_role("heading", name="Cache Reserve")).to_be_visible()
+    expect(page.locator("#reserve-value")).to_have_text("Off")
+    expect(page.locator("#reserve-modified")).to_have_text("never changed")
+    expect(page.get_by_role("status")).to_have_text("Never cleared.")
+
+    page.get_by_role("button", name="Turn on").click()
+    expect(page.locator("#reserve-value")).to_have_text("On")
+    expect(page.locator("#reserve-modified")).to_contain_text("changed 20")
+    assert service.is_on(ZONE_ID)
+    stored_bytes, stored = reserve_objects(stack, 3)
+    assert stored == 3
+
+    # The API's rule and message: no clear while the reserve is on; nothing starts.
+    page.get_by_role("button", name="Clear Cache Reserve").click()
+    expect(page.get_by_role("alert")).to_have_text("Turn off Cache Reserve sync to proceed with deletion.")
+    assert ZONE_ID not in service.clears()
+
+    page.get_by_role("button", name="Turn off").click()
+    expect(page.locator("#reserve-value")).to_have_text("Off")
+    disk = stack.node.disk
+    assert disk is not None
+    gate = threading.Event()
+    disk.run_job(lambda view: gate.wait(15))  # holds the writer: the clear stays in progress
+    try:
+        page.get_by_role("button", name="Clear Cache Reserve").click()
+        expect(page.locator("#clear-state")).to_have_text("In-progress")
+        expect(page.get_by_role("status")).to_contain_text("Clearing")
+        shot(page, shots, "reserve-clearing")
+        # Enabling during a clear: the API's 1153 message, and the reserve stays off.
+        page.get_by_role("button", name="Turn on").click()
+        expect(page.get_by_role("alert")).to_have_text(
+            "Cache Reserve cannot be enabled because a deletion is already in progress."
+        )
+        assert not service.is_on(ZONE_ID)
+        expect(page.locator("#clear-state")).to_have_text("In-progress")
+    finally:
+        gate.set()
+    # The page was not reloaded: the progress fragment updates itself until Completed.
+    expect(page.locator("#clear-state")).to_have_text("Completed", timeout=15_000)
+    expect(page.locator("#clear-objects")).to_have_text("3")
+    expect(page.locator("#clear-bytes")).to_have_attribute("title", f"{stored_bytes:,} bytes")
+    assert disk.reserve_usage(ZONE_ID) == (0, 0)
+    page.goto(console_url(stack, f"/console/zones/{ZONE_ID}/reserve"))
+    expect(page.get_by_role("status")).to_have_text("Completed.")
+    shot(page, shots, "reserve")
+    context.close()
+
+
+def test_a_read_only_token_sees_the_reserve_without_buttons_and_cannot_post(
+    browser: Browser, stack: Stack
+) -> None:
+    service = stack.node.cache_reserve
+    token = stack.token((Permission.ZONE_SETTINGS_READ,), [ZONE_ID])
+    context, page = sign_in(browser, stack, token)
+    page.get_by_role("link", name="Cache Reserve").first.click()
+    expect(page.locator("#reserve-value")).to_have_text("Off")
+    expect(page.locator("main").get_by_role("button")).to_have_count(0)
+    # A forged POST with this session's own CSRF token (from the sign-out form) is refused.
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    origin = console_url(stack, "").rstrip("/")
+    before = service.clears().get(ZONE_ID)
+    for path, form in (("reserve", {"value": "on"}), ("reserve/clear", {})):
+        answer = page.request.post(
+            console_url(stack, f"/console/zones/{ZONE_ID}/{path}"),
+            form={"csrf": csrf, **form},
+            headers={"Origin": origin},
+        )
+        assert answer.status == 403
+        assert "may view Cache Reserve on this zone but not change it" in answer.text()
+    assert not service.is_on(ZONE_ID)
+    assert service.clears().get(ZONE_ID) == before
+    # A token without either permission has no such page and no link to it.
+    purger = stack.token((Permission.CACHE_PURGE,), [ZONE_ID])
+    other, page = sign_in(browser, stack, purger)
+    expect(page.get_by_role("link", name="Cache Reserve")).to_have_count(0)
+    response = page.goto(console_url(stack, f"/console/zones/{ZONE_ID}/reserve"))
+    assert response is not None and response.status == 404
+    other.close()
+    context.close()
+
+
+def test_reserve_forms_without_the_csrf_token_are_refused(browser: Browser, stack: Stack) -> None:
+    service = stack.node.cache_reserve
+    token = stack.token((Permission.ZONE_SETTINGS_READ, Permission.ZONE_SETTINGS_WRITE), [ZONE_ID])
+    context, page = sign_in(browser, stack, token)
+    target = console_url(stack, f"/console/zones/{ZONE_ID}/reserve")
+    page.goto(target)
+    before = service.setting(ZONE_ID)
+    for form in ({"value": "on"}, {"csrf": "guessed", "value": "on"}):
+        answer = page.request.post(target, form=form)
+        assert answer.status == 403
+    assert service.setting(ZONE_ID) == before
+    answer = page.request.post(target + "/clear", form={"csrf": "guessed"})
+    assert answer.status == 403
+    # The form's own token works, and a value the API refuses gets the API's message.
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    answer = page.request.post(target, form={"csrf": csrf, "value": "maybe"})
+    assert answer.status == 400
+    message = 'Invalid value for zone setting cache_reserve: "value" must be "on" or "off"'
+    assert message in html.unescape(answer.text())
+    assert service.setting(ZONE_ID) == before
     context.close()

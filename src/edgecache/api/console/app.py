@@ -3,7 +3,7 @@
 Server-rendered pages (Jinja2 templates shipped in this package), a few small scripts (htmx for the
 job's live task list, uPlot for the Live charts, both vendored under ``static/vendor``). Nothing
 is loaded from elsewhere at run time. Pages: sign in, zones, Purge (per zone), a job's tasks,
-Tasks (the history), Live. See ``guard.py`` for sessions and CSRF.
+Tasks (the history), Live, Cache Reserve (per zone). See ``guard.py`` for sessions and CSRF.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from edgecache.api.console import live, purge, tasks
+from edgecache.api.console import live, purge, reserve, tasks
 from edgecache.api.console.guard import (
     COOKIE,
     PATH,
@@ -155,10 +155,11 @@ async def home(request: web.Request) -> web.Response:
     session = signed_in(request)
     readable = zones_allowing(request, session, READ)
     purgeable = {z.config.id for z in zones_allowing(request, session, purge.PURGE)}
+    reservable = {z.config.id for z in reserve.viewable_zones(request, session)}
     return render(
         request,
         "home.html",
-        {"page": "home", "zones": readable, "purgeable": purgeable},
+        {"page": "home", "zones": readable, "purgeable": purgeable, "reservable": reservable},
     )
 
 
@@ -180,6 +181,7 @@ def build_console_app(sessions: SessionService, live_stats: LiveStats) -> web.Ap
     purge.add_routes(app)
     tasks.add_routes(app)
     live.add_routes(app)
+    reserve.add_routes(app)
     static = app.router.add_static("/static", HERE / "static", append_version=True)
     env.globals["asset"] = lambda name: str(static.url_for(filename=name))
     app.on_shutdown.append(live.close_streams)
