@@ -154,12 +154,19 @@ async def home(request: web.Request) -> web.Response:
     """``GET /console/``: the zones this token can see, with what it may do on each."""
     session = signed_in(request)
     readable = zones_allowing(request, session, READ)
-    purgeable = {z.config.id for z in zones_allowing(request, session, purge.PURGE)}
-    reservable = {z.config.id for z in reserve.viewable_zones(request, session)}
+    reservable = reserve.viewable_zones(request, session)
+    # A token that may only change zone settings sees its zones too, with only what it may use.
+    shown = {z.config.id: z for z in (*readable, *reservable)}
     return render(
         request,
         "home.html",
-        {"page": "home", "zones": readable, "purgeable": purgeable, "reservable": reservable},
+        {
+            "page": "home",
+            "zones": sorted(shown.values(), key=lambda z: z.config.name),
+            "purgeable": {z.config.id for z in zones_allowing(request, session, purge.PURGE)},
+            "tasks_readable": {z.config.id for z in readable},
+            "reservable": {z.config.id for z in reservable},
+        },
     )
 
 
