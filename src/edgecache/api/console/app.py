@@ -34,7 +34,7 @@ from edgecache.api.console.guard import (
     set_session_cookie,
     signed_in,
 )
-from edgecache.api.console.render import READ, render, zones_allowing
+from edgecache.api.console.render import READ, render, reserve_zones, zones_allowing
 from edgecache.control.credentials import is_well_formed_token
 from edgecache.control.livestats import LiveStats
 from edgecache.control.sessions import SessionService
@@ -154,7 +154,7 @@ async def home(request: web.Request) -> web.Response:
     """``GET /console/``: the zones this token can see, with what it may do on each."""
     session = signed_in(request)
     readable = zones_allowing(request, session, READ)
-    reservable = reserve.viewable_zones(request, session)
+    reservable = reserve_zones(request, session)
     # A token that may only change zone settings sees its zones too, with only what it may use.
     shown = {z.config.id: z for z in (*readable, *reservable)}
     return render(

@@ -20,7 +20,7 @@ from edgecache.control.credentials import Permission
 from edgecache.control.sessions import Session
 from edgecache.edge.zones import ZoneRuntime
 
-__all__ = ["READ", "allowed_zone", "render", "zones_allowing"]
+__all__ = ["READ", "allowed_zone", "render", "reserve_zones", "zones_allowing"]
 
 
 def zones_allowing(
@@ -35,6 +35,13 @@ def zones_allowing(
         if any(principal.allows(p, zone.config.id, zone.config.account_id) for p in wanted)
     ]
     return sorted(found, key=lambda z: z.config.name)
+
+
+def reserve_zones(request: web.Request, session: Session) -> list[ZoneRuntime]:
+    """The zones whose Cache Reserve the session may see (none on a node without the service)."""
+    if request.config_dict[CONTEXT_KEY].cache_reserve is None:
+        return []
+    return zones_allowing(request, session, reserve.VIEW)
 
 
 def allowed_zone(request: web.Request, permissions: Iterable[Permission]) -> ZoneRuntime:
@@ -62,11 +69,10 @@ def render(
         "page": "",
     }
     if session is not None:
-        has_reserve = request.config_dict[CONTEXT_KEY].cache_reserve is not None
         shared.update(
             session=session,
             csrf=session.csrf,
             can_purge=bool(zones_allowing(request, session, (Permission.CACHE_PURGE,))),
-            can_reserve=has_reserve and bool(zones_allowing(request, session, reserve.VIEW)),
+            can_reserve=bool(reserve_zones(request, session)),
         )
     return aiohttp_jinja2.render_template(template, request, {**shared, **context}, status=status)

@@ -16,10 +16,9 @@ from aiohttp import web
 
 from edgecache.api.cloudflare.cache_reserve import BAD_VALUE, CHANGE, VALUES, VIEW
 from edgecache.api.console.guard import signed_in
-from edgecache.api.console.render import allowed_zone, render, zones_allowing
+from edgecache.api.console.render import allowed_zone, render, reserve_zones
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.control.cache_reserve import IN_PROGRESS, CacheReserveService, ReserveRejected
-from edgecache.control.sessions import Session
 from edgecache.edge.zones import ZoneRuntime
 
 
@@ -28,13 +27,6 @@ def _service(request: web.Request) -> CacheReserveService:
     if service is None:
         raise web.HTTPNotFound(reason="This node has no persistent tier, so no Cache Reserve.")
     return service
-
-
-def viewable_zones(request: web.Request, session: Session) -> list[ZoneRuntime]:
-    """The zones whose Cache Reserve the session may see (none on a node without the service)."""
-    if request.config_dict[CONTEXT_KEY].cache_reserve is None:
-        return []
-    return zones_allowing(request, session, VIEW)
 
 
 def _may_change(request: web.Request, zone: ZoneRuntime) -> bool:
@@ -59,7 +51,7 @@ def _page(request: web.Request, zone: ZoneRuntime, error: str, status: int) -> w
         "reserve.html",
         {
             "page": "reserve",
-            "zones": zones_allowing(request, signed_in(request), VIEW),
+            "zones": reserve_zones(request, signed_in(request)),
             "value": value,
             "modified_on": modified_on,
             "can_change": _may_change(request, zone),
@@ -81,7 +73,7 @@ def _changeable(request: web.Request) -> ZoneRuntime:
 async def reserve_home(request: web.Request) -> web.Response:
     """``GET /console/reserve``: the Cache Reserve page of the first zone this token may see."""
     _service(request)
-    zones = viewable_zones(request, signed_in(request))
+    zones = reserve_zones(request, signed_in(request))
     if not zones:
         raise web.HTTPNotFound(reason="This token may not see Cache Reserve on any zone of this node.")
     raise web.HTTPSeeOther(_url(zones[0]))
