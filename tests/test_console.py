@@ -431,14 +431,15 @@ def test_reserve_toggles_and_clears_with_live_progress(browser: Browser, stack: 
 
 
 def test_a_read_only_token_sees_the_reserve_without_buttons_and_cannot_post(
-    browser: Browser, stack: Stack
+    browser: Browser, stack: Stack, shots: Path
 ) -> None:
     service = stack.node.cache_reserve
     token = stack.token((Permission.ZONE_SETTINGS_READ,), [ZONE_ID])
-    context, page = sign_in(browser, stack, token)
+    context, page = sign_in(browser, stack, token, viewport=PHONE)
     page.get_by_role("link", name="Cache Reserve").first.click()
     expect(page.locator("#reserve-value")).to_have_text("Off")
     expect(page.locator("main").get_by_role("button")).to_have_count(0)
+    shot(page, shots, "reserve-readonly-phone")
     # A forged POST with this session's own CSRF token (from the sign-out form) is refused.
     csrf = page.locator("input[name=csrf]").first.get_attribute("value") or ""
     origin = console_url(stack, "").rstrip("/")
