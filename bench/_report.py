@@ -2,6 +2,8 @@
 
 Rules: every metric is summarised on its own (median of the req/s runs, median of the p99s, ...), as in
 the reference measurements; a server that could not run gets a row that says why instead of numbers.
+Requests per server CPU-second are taken per run (req/s / server CPU share) and summarised the same way.
+Each server's req/s is also given as a fraction of the bare ceiling's from the same run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 
 EDGECACHE = "edgecache"
 PEERS = ("nginx", "varnish")
+CEILING = "bare"
+"""The bare Python server (``_bare.py``): a ceiling to compare with, never a peer."""
 BASELINE = "edgecache-baseline"
 """Another build of edgecache measured in the same run (``run.py --baseline``)."""
 
@@ -26,6 +30,11 @@ class Sample:
     origin_cpu: float
     other_cpu: float
     """CPU taken by processes outside the benchmark during the run (a noisy neighbour), % of one core."""
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Requests served per second of server CPU (utime + stime)."""
+        return self.rps / (self.server_cpu / 100) if self.server_cpu > 0 else 0.0
 
 
 @dataclass
@@ -78,25 +87,30 @@ def best_peer(scn: Scenario) -> tuple[str, float] | None:
 
 def scenario_table(scn: Scenario) -> str:
     head = (
-        "| server | req/s median (min-max) | p50 ms | p99 ms | errors | server CPU % | wrk CPU % "
-        "| origin CPU % | other CPU % | vs best peer |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| server | req/s median (min-max) | req per server CPU-s | p50 ms | p99 ms | errors | server CPU % "
+        "| wrk CPU % | origin CPU % | other CPU % | vs best peer | of bare |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = [f"### {scn.title}", "", head]
     best = best_peer(scn)
+    ceiling = scn.median_rps(CEILING)
     for server, runs in scn.samples.items():
+        rps = statistics.median(s.rps for s in runs)
         ratio = ""
         if best is not None and server in (EDGECACHE, BASELINE, best[0]):
-            ratio = f"{statistics.median(s.rps for s in runs) / best[1]:.2f}x {best[0]}"
+            ratio = f"{rps / best[1]:.2f}x {best[0]}"
+        of_bare = f"{rps / ceiling:.2f}" if ceiling else ""
         rows.append(
             f"| {server} | {_spread([s.rps for s in runs], ',.0f')}"
+            f" | {_spread([s.per_cpu_second for s in runs], ',.0f')}"
             f" | {_spread([s.p50_ms for s in runs], '.2f')} | {_spread([s.p99_ms for s in runs], '.2f')}"
             f" | {sum(s.errors for s in runs)}"
             f" | {statistics.median(s.server_cpu for s in runs):.0f}"
             f" | {statistics.median(s.wrk_cpu for s in runs):.0f}"
             f" | {statistics.median(s.origin_cpu for s in runs):.0f}"
-            f" | {statistics.median(s.other_cpu for s in runs):.0f} | {ratio} |"
+            f" | {statistics.median(s.other_cpu for s in runs):.0f} | {ratio} | {of_bare} |"
         )
-    rows += [f"| {name}: not available ({_cell(why)}) |" + " |" * 9 for name, why in scn.unavailable.items()]
+    rows += [f"| {name}: not available ({_cell(why)}) |" + " |" * 11 for name, why in scn.unavailable.items()]
     return "\n".join(rows) + "\n"
 
 

@@ -1,4 +1,5 @@
-"""Start and stop the servers the benchmark compares: an nginx origin, an nginx cache, Varnish and edgecache.
+"""Start and stop the servers the benchmark compares: an nginx origin, an nginx cache, Varnish, edgecache
+and the bare Python ceiling (``_bare.py``).
 
 Rules:
 - Every server runs in the foreground as our own child (nginx `daemon off`, `varnishd -F`), so the PID we
@@ -16,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,3 +357,10 @@ def start_edgecache(
     server = spawn(name, [str(binary), "serve", "--config", str(toml)], port, "cf-cache-status", tmp)
     server.extra["control_port"] = str(control)
     return server
+
+
+def start_bare(tmp: Path) -> Server:
+    """The ceiling column: ``_bare.py`` under the benchmark's own interpreter (the project's venv)."""
+    port = free_port()
+    script = Path(__file__).resolve().parent / "_bare.py"
+    return spawn("bare", [sys.executable, str(script), str(port)], port, "x-cache", tmp)

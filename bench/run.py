@@ -6,6 +6,14 @@ Method (see /work/shared/reference/bench-anchors.md for the reference setup and 
   `Cache-Control: public, max-age=3600`. In front of it, each on its own port: nginx proxy_cache
   (1 worker, sendfile off), Varnish (`-s malloc`) and edgecache. All are started here from configs written
   into a temp dir, and stopped here by PID.
+- The ceiling: "bare" (`_bare.py`) is an asyncio Protocol on httptools + uvloop that answers prebuilt
+  bytes (no key, no lookup, no Age). It runs in the hit scenarios (not the miss mix, where it would
+  answer without an origin) so that every run says how far edgecache is from what Python on this stack
+  can do at all; it is not a peer, and the "vs best peer" ratio ignores it.
+- Requests per server CPU-second (req/s divided by the server's CPU share, from utime + stime in
+  /proc/<pid>/stat of the server's process tree) is reported for every server: on two shared cores the
+  req/s ratios move with whatever else runs, while the work per request does much less, and it is the
+  figure that carries to machines with more cores.
 - Each cache is warmed (every URL requested until the cache itself says HIT) before its runs; the
   origin's CPU during a hit run is reported, and should be ~0.
 - Load is `wrk -t1 -c50 -d10s --latency` per run. Runs are interleaved (A B C, A B C, ...), not all runs
@@ -67,6 +75,8 @@ class Spec:
     path: str
     script: str | None
     warm_paths: Callable[[], list[str]]
+    ceiling: bool = True
+    """Whether the bare ceiling server runs in this scenario (only where it answers what a cache would)."""
 
 
 SCENARIOS = (
@@ -85,6 +95,7 @@ SCENARIOS = (
         "/",
         "missmix",
         lambda: ["/small"],
+        ceiling=False,
     ),
 )
 
@@ -166,6 +177,7 @@ def start_caches(
         "nginx": lambda: srv.start_nginx_cache(tmp, port),
         "varnish": lambda: srv.start_varnish(tmp, port),
         "edgecache": lambda: srv.start_edgecache(tmp, port, EDGECACHE_BIN),
+        report.CEILING: lambda: srv.start_bare(tmp),
     }
     if baseline is not None:
         starters[report.BASELINE] = lambda: srv.start_edgecache(tmp, port, baseline, report.BASELINE)
@@ -240,6 +252,8 @@ def run_scenario(
     scn = report.Scenario(spec.name, spec.title, unavailable=dict(unavailable))
     ready = []
     for server in servers:
+        if server.name == report.CEILING and not spec.ceiling:
+            continue
         why = server.why_dead() if not server.alive() else warm(server, spec.warm_paths())
         if why:
             scn.unavailable[server.name] = why

@@ -165,6 +165,30 @@ def test_age_counts_the_origins_age(stack: Stack) -> None:
     assert 100 <= int(headers["age"]) < 110
 
 
+def test_hit_fields_follow_the_clock_and_each_object(stack: Stack) -> None:
+    """The plain hit's Age / ttl / Content-Length are formatted once per value and reused: a hit a
+    second later still shows the newer Age and the shorter ttl, and two objects of different sizes
+    hit in the same second each carry their own length."""
+    stack.origin.routes["/clock/a"] = Route(body=b"a" * 10, headers={"Cache-Control": "max-age=600"})
+    stack.origin.routes["/clock/b"] = Route(body=b"b" * 20, headers={"Cache-Control": "max-age=600"})
+    stack.request("/clock/a")
+    stack.request("/clock/b")
+
+    def fields(path: str) -> tuple[int, int, int, bytes]:
+        _, headers, body = stack.request(path)
+        assert headers["cf-cache-status"] == "HIT"
+        ttl = int(headers["cache-status"].rsplit("ttl=", 1)[1])
+        return int(headers["age"]), ttl, int(headers["content-length"]), body
+
+    age1, ttl1, len_a, body_a = fields("/clock/a")
+    _, _, len_b, body_b = fields("/clock/b")
+    assert (len_a, body_a, len_b, body_b) == (10, b"a" * 10, 20, b"b" * 20)
+    time.sleep(1.1)
+    age2, ttl2, _, _ = fields("/clock/a")
+    assert age2 >= age1 + 1 and ttl2 <= ttl1 - 1
+    assert age2 + ttl2 in (599, 600)
+
+
 def test_revalidation_304_updates_the_stored_headers(stack: Stack) -> None:
     stack.origin.routes["/reval"] = Route(
         headers={"Cache-Control": "max-age=1", "ETag": '"e1"', "X-Version": "1"}

@@ -260,6 +260,12 @@ class LoggedConnection(Connection):
         self.al_bytes += sum(map(len, pieces))
         Connection.writelines(self, pieces)
 
+    def respond(self, data: bytes, keep_alive: bool) -> None:
+        # Through write() and finish(), so that the record sees the response: the base class's
+        # fast path calls neither.
+        self.write(data)
+        self.finish(keep_alive)
+
     def finish(self, keep_alive: bool) -> None:
         req = self.al_req
         if req is not None:

@@ -67,7 +67,6 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import NoReturn, cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -80,21 +79,84 @@ _log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 
-@dataclass(slots=True)
 class Request:
-    """One complete request, as handed to the handler."""
+    """One complete request, as handed to the handler.
+
+    ``headers`` is built on first use: the server decodes only the fields it or a cache hit needs
+    (``host`` and the framing, conditional, range and credential fields) as they arrive, and keeps
+    the rest as raw bytes, so a request the cache answers never pays for a dict of every field.
+    """
+
+    __slots__ = (
+        "_fields",
+        "_headers",
+        "body",
+        "client_ip",
+        "host",
+        "http_version",
+        "keep_alive",
+        "method",
+        "plain",
+        "target",
+    )
 
     method: str
     target: str
     """The request-target exactly as received, latin-1 decoded, e.g. ``/a/b?x=1``."""
-    headers: dict[str, str]
-    """Lower-case names; repeated fields joined with ", " (``cookie`` with "; "); no trailers."""
     body: bytes
     http_version: str
     """``"1.1"`` or ``"1.0"``."""
     keep_alive: bool
     """Whether the client allows keeping the connection open."""
     client_ip: str
+    host: str
+    """The Host field ("" when absent)."""
+    plain: bool
+    """No Range, no conditional (If-*) and no Authorization field: a stored response may answer
+    the request as it is."""
+    _headers: dict[str, str] | None
+    _fields: list[tuple[str, bytes]]
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        http_version: str,
+        keep_alive: bool,
+        client_ip: str,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self._headers = headers
+        self._fields = []
+        self.body = body
+        self.http_version = http_version
+        self.keep_alive = keep_alive
+        self.client_ip = client_ip
+        self.host = headers.get("host", "")
+        self.plain = _NOT_PLAIN.isdisjoint(headers)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lower-case names; repeated fields joined with ", " (``cookie`` with "; "); no trailers."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = {}
+            for key, raw in self._fields:
+                text = raw.rstrip(b" \t").decode("latin-1")
+                if key in headers:
+                    headers[key] += ("; " if key == "cookie" else ", ") + text
+                else:
+                    headers[key] = text
+        return headers
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.target!r} HTTP/{self.http_version} from {self.client_ip})"
+
+
+_new_request = object.__new__
 
 
 Handler = Callable[[Request, "Connection"], Awaitable[None] | None]
@@ -151,6 +213,20 @@ _LINGER = 2.0
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SINGLE = frozenset({"content-length", "host", "transfer-encoding"})
+_NOT_PLAIN = frozenset(
+    {
+        "authorization",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "range",
+    }
+)
+"""Fields that change what a stored response answers (RFC 9110 §13, §14; RFC 9111 §3.5)."""
+_WATCHED = _SINGLE | _NOT_PLAIN | {"expect", "upgrade"}
+"""Fields decoded as they arrive: what the server's own checks and :attr:`Request.plain` read."""
 _NAMES: dict[bytes, str] = {}
 """Raw field name → lower-case str, for valid tokens only; bounded so clients cannot grow it."""
 _NAMES_MAX = 1024
@@ -184,11 +260,11 @@ class Connection(asyncio.Protocol):
         "_busy",
         "_drain_waiter",
         "_eof",
+        "_fields",
         "_fresh",
         "_handler",
         "_hbytes",
         "_hcount",
-        "_headers",
         "_keep_alive",
         "_limits",
         "_linger",
@@ -200,10 +276,12 @@ class Connection(asyncio.Protocol):
         "_max_line",
         "_method",
         "_parser",
+        "_plain",
         "_pphase",
         "_queue",
         "_raw",
         "_read_paused",
+        "_seen",
         "_seq",
         "_server",
         "_stats",
@@ -276,7 +354,9 @@ class Connection(asyncio.Protocol):
         self._method = ""
         self._url = b""
         self._target = ""
-        self._headers: dict[str, str] = {}
+        self._fields: list[tuple[str, bytes]] = []
+        self._seen: dict[str, str] = {}
+        self._plain = True
         self._body: list[bytes] | None = None
         self._blen = self._hcount = self._hbytes = 0
         self._version = "1.1"
@@ -290,6 +370,18 @@ class Connection(asyncio.Protocol):
             return
         self._wrote = True
         self._transport.write(data)
+
+    def respond(self, data: bytes, keep_alive: bool) -> None:
+        """Send a whole response in one write and finish it: ``write(data)`` then ``finish(keep_alive)``
+        in one call, for answers that are ready at once (a cache hit)."""
+        if not self.closed:
+            self._wrote = True
+            self._transport.write(data)
+        if keep_alive and self._busy and not self._queue and not self._stopped:
+            self._busy = False
+            self._t_idle = 0.0
+        else:
+            self.finish(keep_alive)
 
     def writelines(self, pieces: list[bytes]) -> None:
         """Send several pieces at once (one gathered write where the loop supports it, no copy)."""
@@ -415,24 +507,29 @@ class Connection(asyncio.Protocol):
         key = _NAMES.get(name)
         if key is None:
             key = _field_name(name)
+        self._fields.append((key, value))
+        if key not in _WATCHED:
+            return  # decoded only if the handler asks for Request.headers
+        if key in _NOT_PLAIN:
+            self._plain = False
         # llhttp strips leading whitespace from a value but keeps trailing whitespace (RFC 9110 §5.5).
         text = value.rstrip(b" \t").decode("latin-1")
-        headers = self._headers
-        if key in headers:
+        seen = self._seen
+        if key in seen:
             if key in _SINGLE:
                 self._fail(400)
-            headers[key] += ("; " if key == "cookie" else ", ") + text
+            seen[key] += ", " + text
         else:
-            headers[key] = text
+            seen[key] = text
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        headers = self._seen
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             self._fail(505)
         if self._method == "CONNECT":
             self._fail(405)
-        headers = self._headers
         # llhttp flags an upgrade only for CONNECT or an Upgrade field; the C call is skipped otherwise.
         if "upgrade" in headers and parser.should_upgrade():
             self._fail(501)
@@ -455,10 +552,11 @@ class Connection(asyncio.Protocol):
                 expects_body = length > 0
         if version == "1.1" and "host" not in headers:
             self._fail(400)
-        url = self._url
-        if b"#" in url:
+        # Latin-1 maps byte for byte, so the test on the text is the test on the bytes (and cheaper).
+        target = self._url.decode("latin-1")
+        if "#" in target:
             self._fail(400)
-        self._target = url.decode("latin-1")
+        self._target = target
         self._version = version
         self._keep_alive = parser.should_keep_alive()
         self._pphase = _BODY
@@ -489,23 +587,46 @@ class Connection(asyncio.Protocol):
             body = parts[0] if len(parts) == 1 else b"".join(parts)
             self._body = None
             self._blen = 0
-        req = Request(
-            self._method, self._target, self._headers, body, self._version, self._keep_alive, self.client_ip
-        )
+        # Request.__init__, without the call: its fields are all known here, its dict is not built.
+        req = _new_request(Request)
+        req.method = self._method
+        req.target = self._target
+        req.body = body
+        req.http_version = self._version
+        req.keep_alive = self._keep_alive
+        req.client_ip = self.client_ip
+        req.host = self._seen.get("host", "")
+        req.plain = self._plain
+        req._fields = self._fields
+        req._headers = None
         self._url = b""
-        self._headers = {}
+        self._fields = []
+        self._seen = {}
+        self._plain = True
         self._hcount = self._hbytes = 0
         self._stats.requests += 1
         if not self._keep_alive:
             self._stopped = True
-        if self._busy or self._queue or self._write_paused:
-            queue = self._queue
+        queue = self._queue
+        if self._busy or queue or self._write_paused:
             queue.append(req)
             if len(queue) > _QUEUE_HIGH and not self._read_paused:
                 self._read_paused = True
                 self._transport.pause_reading()
-        else:
-            self._dispatch(req)
+            return
+        # _dispatch, inlined: this is every request's path when nothing is in flight.
+        self._busy = True
+        self._wrote = False
+        try:
+            result = self._handler(req, self)
+        except Exception as exc:
+            self._handler_failed(exc)
+            return
+        if result is not None:
+            self._seq += 1
+            self._task = self._server.loop.create_task(self._run(result, self._seq))
+        elif self._busy:
+            self._handler_failed(None)
 
     # -- internals --------------------------------------------------------------------------------------
 
