@@ -157,8 +157,10 @@ class Stack:
         extra_zones: tuple[Zone, ...] = (),
         storage: Storage | None = None,
         limits: Limits | None = None,
+        database_url: str | None = None,
     ) -> None:
-        """``extra_zones`` (with hostnames of their own) join the three zones every test module has."""
+        """``extra_zones`` (with hostnames of their own) join the three zones every test module has;
+        ``database_url`` replaces the SQLite database under the data directory (PostgreSQL)."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -166,8 +168,9 @@ class Stack:
         self.run(self.origin.start())
         self.tmp = tempfile.TemporaryDirectory(prefix="edgecache-test-")
         origin_url = f"http://127.0.0.1:{self.origin.port}"
-        config = Config(
+        self.config = Config(
             data_dir=Path(self.tmp.name),
+            database_url=database_url,
             data=Listener(port=0),
             control=Listener(port=0),
             accounts=(Account(), Account(id=LIMITED_ACCOUNT_ID, name="limited", plan="free")),
@@ -201,8 +204,7 @@ class Stack:
             limits=limits or Limits(origin_first_byte_timeout=2.0, origin_read_timeout=2.0),
             storage=storage or Storage(),
         )
-        self.config = config
-        self.node = Node(config)
+        self.node = Node(self.config)
         self.run(self.node.start())
 
     def restart(self) -> None:

@@ -125,8 +125,11 @@ class PostgresServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start_postgres() -> PostgresServer:
-    """initdb + postgres; raises RuntimeError with the server log when it does not come up."""
+def start_postgres(*, durable: bool = False) -> PostgresServer:
+    """initdb + postgres; raises RuntimeError with the server log when it does not come up.
+
+    ``durable`` keeps PostgreSQL's default fsync and synchronous commit (benchmarks measure with
+    them); tests turn them off."""
     bindir = find_bindir()
     if bindir is None:
         reason = install_postgresql()
@@ -169,8 +172,12 @@ def start_postgres() -> PostgresServer:
             process = subprocess.Popen(
                 [
                     *(str(bindir / "postgres"), "-D", str(data), "-k", str(base), "-p", str(port)),
-                    *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
-                    *("-c", "full_page_writes=off", "-c", "synchronous_commit=off"),
+                    *("-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"),
+                    *(
+                        ()
+                        if durable
+                        else ("-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
+                    ),
                 ],
                 cwd=base,
                 env=env,

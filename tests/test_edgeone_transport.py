@@ -51,9 +51,11 @@ from edgecache.config import Zone
 from edgecache.control.credentials import CredentialService, Permission
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
+from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
+from edgecache.control.subscriptions import SubscriptionService
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
@@ -495,6 +497,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         return QUOTAS
 
     app = web.Application(middlewares=[envelope_errors])
+    queues = QueueService(engine)
     tasks = TaskStore(engine)
     quotas = QuotaService(tasks.count_since)
 
@@ -508,6 +511,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         tasks=tasks,
         quotas=quotas,
         prefetch=PrefetchService(task_store=tasks, quotas=quotas, warm=no_warm, concurrency=1, timeout=1.0),
+        queues=queues,
+        subscriptions=SubscriptionService(engine, queues, tasks, ZoneTable(zones), 60.0),
     )
     add_cloudflare_routes(app)
     add_routes(
@@ -526,6 +531,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     finally:
         server.close()
         purges.close()
+        queues.close()
         engine.dispose()
 
 

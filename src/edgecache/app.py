@@ -30,10 +30,13 @@ from edgecache.control.credentials import CredentialService
 from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
+from edgecache.control.push_delivery import PushDelivery
+from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
 from edgecache.control.secrets import MasterKey, SecretService
 from edgecache.control.sessions import SessionService
+from edgecache.control.subscriptions import SubscriptionService
 from edgecache.db.cache_reserve import CacheReserveStore
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
@@ -49,7 +52,7 @@ from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
 from edgecache.looplag import LoopLag
 from edgecache.memtrim import release_freed_memory
-from edgecache.metrics import EdgeCollector
+from edgecache.metrics import EdgeCollector, QueueCollector
 from edgecache.metrics_disk import DiskCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge, Selector
@@ -177,7 +180,13 @@ class Node:
             concurrency=config.tasks.prefetch_concurrency,
             timeout=config.tasks.prefetch_timeout,
         )
-        self.secrets = SecretService(self.database, MasterKey(config.data_dir))
+        master_key = MasterKey(config.data_dir)
+        self.queues = QueueService(self.database, master_key=master_key)
+        self.push_delivery = PushDelivery(self.queues)
+        self.subscriptions = SubscriptionService(
+            self.database, self.queues, self.tasks, self.zones, config.tasks.timeout
+        )
+        self.secrets = SecretService(self.database, master_key)
         self.reclaimer = Reclaimer(
             self.store,
             self.index,
@@ -221,8 +230,12 @@ class Node:
             self.registry.register(DiskCollector(self.disk, self.cache_reserve, list(self.zones.by_id)))
         self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
         self.live = LiveStats(self.registry)
+        self.registry.register(QueueCollector(self.queues, time.time))
         self._housekeeping: asyncio.Task[None] | None = None
         self._gc: asyncio.Task[None] | None = None
+        self._queue_sweeper: asyncio.Task[None] | None = None
+        self._events: asyncio.Task[None] | None = None
+        self._push: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self.data_port = 0
         self.control_port = 0
@@ -326,6 +339,9 @@ class Node:
         self.cache_reserve.resume()
         loop = asyncio.get_running_loop()
         self._housekeeping = loop.create_task(self._keep_tasks())
+        self._queue_sweeper = loop.create_task(self.queues.keep())
+        self._events = loop.create_task(self.subscriptions.keep())
+        self._push = loop.create_task(self.push_delivery.keep())
         self._keep_gc()
         context = ControlContext(
             zones=self.zones,
@@ -335,6 +351,8 @@ class Node:
             quotas=self.quotas,
             prefetch=self.prefetch,
             cache_reserve=self.cache_reserve,
+            queues=self.queues,
+            subscriptions=self.subscriptions,
         )
         edgeone = EdgeOneServices(
             secrets=self.secrets,
@@ -392,7 +410,14 @@ class Node:
             await self._control.cleanup()
         await self.reclaimer.stop()
         await self.cache_reserve.stop()
-        for task in (self._housekeeping, self._gc, self._probe):
+        for task in (
+            self._housekeeping,
+            self._gc,
+            self._probe,
+            self._queue_sweeper,
+            self._events,
+            self._push,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -402,6 +427,7 @@ class Node:
         if self._demo is not None:
             await self._demo.cleanup()
         self.purges.close()
+        self.queues.close()
         if self.disk is not None:
             await asyncio.to_thread(self.disk.close)
         self.database.dispose()

@@ -30,9 +30,7 @@ def _describe(found: SchemaState) -> str:
 
 
 @db_app.command("current")
-def current(
-    config: ConfigFile = None, data_dir: DataDir = None, database_url: DatabaseUrl = None
-) -> None:
+def current(config: ConfigFile = None, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Print the database's schema revision and whether it is the newest this release knows."""
     engine = connect(locate(config, data_dir, database_url)[2])
     try:
@@ -44,9 +42,7 @@ def current(
 
 
 @db_app.command("upgrade")
-def upgrade_(
-    config: ConfigFile = None, data_dir: DataDir = None, database_url: DatabaseUrl = None
-) -> None:
+def upgrade_(config: ConfigFile = None, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Bring the database to the newest revision (waits while another process migrates it)."""
     engine = connect(locate(config, data_dir, database_url)[2])
     try:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from edgecache.control.queues import QueueService
 from edgecache.edge.http1 import Http1Stats
 from edgecache.edge.origin import OriginStats
 from edgecache.edge.reclaimer import Reclaimer
@@ -157,4 +158,52 @@ class EdgeCollector(Collector):
             "edgecache_purge_hits_refused",
             "Lookups that found their entry purged before the reclaimer reached it",
             value=self._stats.purged_on_lookup,
+        )
+
+
+class QueueCollector(Collector):
+    """Per-queue figures: backlog from the service's last snapshot, activity since this node
+    started (each node counts what it served; sum across nodes for a cluster)."""
+
+    def __init__(self, queues: QueueService, clock: Callable[[], float]) -> None:
+        self._queues = queues
+        self._clock = clock
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Yield the current values (called by the registry on each scrape)."""
+        labels = ["queue", "queue_id"]
+        backlog = GaugeMetricFamily("edgecache_queue_backlog_messages", "Messages stored", labels=labels)
+        size = GaugeMetricFamily("edgecache_queue_backlog_bytes", "Bytes of stored messages", labels=labels)
+        oldest = GaugeMetricFamily(
+            "edgecache_queue_oldest_message_age_seconds", "Age of the oldest stored message", labels=labels
+        )
+        names: dict[str, str] = {}
+        now = self._clock()
+        for q, b in self._queues.snapshot:
+            names[q.id] = q.name
+            backlog.add_metric([q.name, q.id], b.count)
+            size.add_metric([q.name, q.id], b.bytes)
+            oldest.add_metric([q.name, q.id], max(0.0, now - b.oldest_ms / 1000) if b.oldest_ms else 0.0)
+        yield from (backlog, size, oldest)
+        families = {
+            "pushed": CounterMetricFamily("edgecache_queue_pushed", "Messages pushed", labels=labels),
+            "delivered": CounterMetricFamily(
+                "edgecache_queue_pulled", "Messages delivered by pulls", labels=labels
+            ),
+            "acked": CounterMetricFamily("edgecache_queue_acked", "Messages acknowledged", labels=labels),
+            "retried": CounterMetricFamily("edgecache_queue_retried", "Messages retried", labels=labels),
+            "dead_lettered": CounterMetricFamily(
+                "edgecache_queue_dead_lettered",
+                "Messages out of retries (moved to the dead-letter queue, or deleted)",
+                labels=labels,
+            ),
+        }
+        for queue_id, c in list(self._queues.counters.items()):
+            for attr, family in families.items():
+                family.add_metric([names.get(queue_id, ""), queue_id], getattr(c, attr))
+        yield from families.values()
+        yield CounterMetricFamily(
+            "edgecache_queue_commits",
+            "Transactions of the queue writer (group commits)",
+            value=self._queues.commits,
         )

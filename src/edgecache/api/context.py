@@ -10,7 +10,9 @@ from edgecache.control.cache_reserve import CacheReserveService
 from edgecache.control.credentials import CredentialService
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
+from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
+from edgecache.control.subscriptions import SubscriptionService
 from edgecache.db.tasks import TaskStore
 from edgecache.edge.zones import ZoneTable
 
@@ -25,6 +27,8 @@ class ControlContext:
     tasks: TaskStore
     quotas: QuotaService
     prefetch: PrefetchService
+    queues: QueueService
+    subscriptions: SubscriptionService
     cache_reserve: CacheReserveService | None = None
     """None when the node has no persistent tier."""
 

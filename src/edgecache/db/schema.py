@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -27,10 +28,12 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -221,6 +224,112 @@ tasks = Table(
         postgresql_where=text("status = 'processing'"),
     ),
     sqlite_autoincrement=True,
+)
+
+QUEUE_CONSUMER_TYPES = ("http_pull", "http_push")
+QUEUE_CONTENT_TYPES = ("text", "json", "bytes", "v8")
+
+queues = Table(
+    "queues",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False),
+    Column("name", String(63), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("modified_at", UTCDateTime(), nullable=False),
+    Column("delivery_delay", Integer, nullable=False),
+    Column("delivery_paused", Boolean(create_constraint=False), nullable=False),
+    Column("retention_seconds", Integer, nullable=False),
+    # The last whole-queue purge: it covers every message with seq <= purge_through (messages
+    # pushed after it started survive); completed_at is set once they are all deleted.
+    Column("purge_started_at", UTCDateTime(), nullable=True),
+    Column("purge_through", BigInteger, nullable=False, server_default=text("0")),
+    Column("purge_completed_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("account_id", "name"),
+)
+
+queue_consumers = Table(
+    "queue_consumers",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    # One consumer per queue, as in Cloudflare.
+    Column("queue_id", String(32), ForeignKey("queues.id"), nullable=False, unique=True),
+    Column("type", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # The dead-letter queue's name ("" when none): Cloudflare names it, and creates it on first use.
+    Column("dead_letter_queue", String(63), nullable=False),
+    Column("batch_size", Integer, nullable=False),
+    Column("max_retries", Integer, nullable=False),
+    Column("retry_delay", Integer, nullable=False),
+    Column("visibility_timeout_ms", Integer, nullable=False),
+    # http_push only: where batches are POSTed, how many at once, and the HMAC key of the
+    # signature header (Fernet-encrypted under the node master key, like EdgeOne secrets).
+    Column("endpoint", Text, nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
+    Column("secret_enc", Text, nullable=True),
+    CheckConstraint(_in("type", QUEUE_CONSUMER_TYPES), name="type"),
+)
+
+queue_messages = Table(
+    "queue_messages",
+    metadata,
+    # Push order; also the message id (as 32 hex digits) and what a purge's bound compares with.
+    # AUTOINCREMENT on SQLite so a number is never handed out twice (see purge_ledger).
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), Identity(start=1), primary_key=True),
+    # No foreign key: deleting a queue must not delete a million rows in one transaction; the
+    # sweeper removes the messages of deleted queues (queue_tombstones) in small batches.
+    Column("queue_id", String(32), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    # len(body), kept so the backlog's byte count is read from an index, not from every body.
+    Column("size", Integer, nullable=False),
+    Column("content_type", String(8), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    # Epoch milliseconds (the API's unit): when pushed, and when next deliverable (after a delay,
+    # a retry delay, or the end of a lease).
+    Column("created_ms", BigInteger, nullable=False),
+    Column("visible_ms", BigInteger, nullable=False),
+    # Random part of the current lease id (NULL until first delivered).
+    Column("lease", String(16), nullable=True),
+    # Pulls read the ready messages of one queue in delivery order; retention and the backlog
+    # figures (count, bytes, oldest) read by age, from the index alone.
+    Index("ix_queue_messages_ready", "queue_id", "visible_ms", "seq"),
+    Index("ix_queue_messages_age", "queue_id", "created_ms", "size"),
+    sqlite_autoincrement=True,
+)
+
+queue_tombstones = Table(
+    "queue_tombstones",
+    metadata,
+    # A deleted queue whose messages the sweeper has not removed yet.
+    Column("queue_id", String(32), primary_key=True),
+    Column("deleted_at", UTCDateTime(), nullable=False),
+)
+
+queue_subscriptions = Table(
+    "queue_subscriptions",
+    metadata,
+    # An event subscription (Cloudflare's event-subscriptions shape): edgecache's own events of one
+    # source, delivered as messages into one queue of the same account.
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    # JSON object, e.g. {"type": "edgecache.purge", "zone_id": "..."}.
+    Column("source", Text, nullable=False),
+    # JSON array of event names, e.g. ["purge.completed"].
+    Column("events", Text, nullable=False),
+    Column("queue_id", String(32), nullable=False),
+    Column("enabled", Boolean(create_constraint=False), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("modified_at", UTCDateTime(), nullable=False),
+)
+
+queue_event_log = Table(
+    "queue_event_log",
+    metadata,
+    # One row per event published (e.g. "purge.completed:<job id>"): nodes that notice the same
+    # event race on this key, so each event is delivered once per subscription.
+    Column("key", String(200), primary_key=True),
+    Column("published_at", UTCDateTime(), nullable=False, index=True),
 )
 
 cache_reserve = Table(

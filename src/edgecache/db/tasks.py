@@ -162,6 +162,18 @@ def _row(r: Any) -> TaskRow:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A job none of whose tasks is still processing."""
+
+    job_id: str
+    kind: str
+    zone_id: str
+    statuses: dict[str, int]
+    """How many of its tasks ended in each status."""
+    ended_at: datetime
+
+
 class TaskStore:
     """Task rows: creation (with a job), completion, expiry, retention and queries."""
 
@@ -192,6 +204,28 @@ class TaskStore:
                 dialect=dialect,
                 created_at=created_at,
             )
+
+    def finished_jobs(self, zone_ids: Sequence[str], kind: str, since: datetime) -> list[FinishedJob]:
+        """Jobs of ``kind`` created since ``since`` in these zones whose tasks all reached a final
+        status, with their count per status (one range of the (zone, kind, created_at) index per
+        zone; jobs end within the task timeout of their creation, so a short window finds them)."""
+        out: list[FinishedJob] = []
+        with read_transaction(self._engine) as conn:
+            for zone_id in zone_ids:
+                rows = conn.execute(
+                    select(tasks.c.job_id, tasks.c.status, func.count(), func.max(tasks.c.updated_at))
+                    .where(tasks.c.zone_id == zone_id, tasks.c.kind == kind, tasks.c.created_at >= since)
+                    .group_by(tasks.c.job_id, tasks.c.status)
+                ).all()
+                by_job: dict[str, dict[str, int]] = {}
+                ended: dict[str, datetime] = {}
+                for job_id, status, n, last in rows:
+                    by_job.setdefault(job_id, {})[status] = int(n)
+                    ended[job_id] = max(ended.get(job_id, last), last)
+                for job_id, counts in by_job.items():
+                    if PROCESSING not in counts:
+                        out.append(FinishedJob(job_id, kind, zone_id, counts, ended[job_id]))
+        return out
 
     def finish_purges(self, acks: Sequence[tuple[int, dict[str, int]]], now: datetime) -> int:
         """Mark the tasks of several purges successful, with how many entries each target matched,

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from edgecache.api.cloudflare import cache_reserve, openapi, purge
+from edgecache.api.cloudflare import cache_reserve, openapi, purge, queues, subscriptions
 from edgecache.api.cloudflare.envelope import CfError, failure, no_route
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ def add_routes(app: web.Application) -> None:
         app.router.add_post(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.start_clear)
         app.router.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.clear_status)
         app.router.add_get(prefix + "/openapi.json", openapi.document)
+        queues.add_routes(app, prefix)
+        subscriptions.add_routes(app, prefix)
 
 
 @web.middleware

@@ -1,0 +1,134 @@
+"""The queue service on its own, on SQLite and PostgreSQL: retention, the sweeper, and pullers on
+two nodes (two engines, two writers) sharing one database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from edgecache.control.credentials import CredentialService
+from edgecache.control.queue_rules import ConsumerSpec, Message, QueueSettings
+from edgecache.control.queues import QueueService
+from edgecache.db.engine import open_database, sqlite_url
+from edgecache.db.schema import queue_messages
+from pg import postgres_server_fixture  # noqa: F401
+
+ACCOUNT = "ab" * 16
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_server").create_database())
+    return sqlite_url(tmp_path)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    e = open_database(db_url)
+    CredentialService(e).ensure_account(ACCOUNT, "queues", "enterprise")
+    yield e
+    e.dispose()
+
+
+def stored(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(queue_messages)).scalar_one())
+
+
+def text(body: str, delay: int | None = None) -> Message:
+    return Message(body.encode(), "text", delay)
+
+
+def test_retention_removes_expired_messages_only(engine: Engine) -> None:
+    clock = Clock(1_800_000_000.0)
+    service = QueueService(engine, clock=clock)
+
+    async def run() -> list[str]:
+        q = await service.create_queue(ACCOUNT, "short")
+        await service.update_queue(
+            ACCOUNT, q.row.id, name=None, settings=QueueSettings(retention_seconds=60), replace_all=False
+        )
+        await service.create_consumer(ACCOUNT, q.row.id, ConsumerSpec("http_pull"))
+        await service.push(ACCOUNT, q.row.id, [text("old"), text("old-delayed", 3600)])
+        clock.now += 59
+        await service.push(ACCOUNT, q.row.id, [text("young")])
+        clock.now += 2
+        await service.sweep()
+        delivered, backlog = await service.pull(ACCOUNT, q.row.id, 10)
+        assert backlog.count == 1
+        return [d.message.body.decode() for d in delivered]
+
+    try:
+        assert asyncio.run(run()) == ["young"]
+        assert stored(engine) == 1
+    finally:
+        service.close()
+
+
+def test_deleted_queue_messages_are_swept_and_the_name_is_free(engine: Engine) -> None:
+    service = QueueService(engine)
+
+    async def run() -> None:
+        q = await service.create_queue(ACCOUNT, "gone")
+        await service.push(ACCOUNT, q.row.id, [text(str(i)) for i in range(100)])
+        await service.delete_queue(ACCOUNT, q.row.id)
+        again = await service.create_queue(ACCOUNT, "gone")
+        await service.push(ACCOUNT, again.row.id, [text("new")])
+        await service.sweep()
+
+    try:
+        asyncio.run(run())
+        assert stored(engine) == 1
+    finally:
+        service.close()
+
+
+def test_pullers_on_two_nodes_get_disjoint_batches(engine: Engine, db_url: str) -> None:
+    other = open_database(db_url)
+    services = [QueueService(engine), QueueService(other)]
+    q = asyncio.run(services[0].create_queue(ACCOUNT, "shared"))
+    asyncio.run(services[0].create_consumer(ACCOUNT, q.row.id, ConsumerSpec("http_pull")))
+    for start in range(0, 1000, 100):
+        asyncio.run(services[0].push(ACCOUNT, q.row.id, [text(str(i)) for i in range(start, start + 100)]))
+    seen: list[list[str]] = [[] for _ in range(4)]
+    barrier = threading.Barrier(4)
+
+    def puller(n: int) -> None:
+        service = services[n % 2]
+
+        async def loop() -> None:
+            barrier.wait()
+            while True:
+                delivered, _ = await service.pull(ACCOUNT, q.row.id, 7, 60_000)
+                if not delivered:
+                    return
+                seen[n] += [d.message.body.decode() for d in delivered]
+
+        asyncio.run(loop())
+
+    threads = [threading.Thread(target=puller, args=(n,)) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for s in services:
+            s.close()
+        other.dispose()
+    everything = [b for part in seen for b in part]
+    assert sorted(everything, key=int) == [str(i) for i in range(1000)]
