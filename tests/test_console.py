@@ -23,7 +23,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from browser import browser_fixture  # noqa: F401
 from conftest import VARIANT_ZONE_ID, ZONE_ID, Route, Stack
+from edgecache.config import DEFAULT_ACCOUNT_ID
 from edgecache.control.credentials import Permission
+from edgecache.control.queue_rules import Message
 
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
@@ -485,3 +487,83 @@ def test_reserve_forms_without_the_csrf_token_are_refused(browser: Browser, stac
     assert message in html.unescape(answer.text())
     assert service.setting(ZONE_ID) == before
     context.close()
+
+
+def test_queues_show_backlog_pause_and_purge_with_progress(
+    browser: Browser, stack: Stack, shots: Path
+) -> None:
+    service = stack.node.queues
+    queue = stack.run(service.create_queue(DEFAULT_ACCOUNT_ID, "console-orders")).row
+    stack.run(service.create_queue(DEFAULT_ACCOUNT_ID, "console-emails"))
+    messages = [Message(f"order {i}".encode(), "text") for i in range(40)]
+    stack.run(service.push(DEFAULT_ACCOUNT_ID, queue.id, messages))
+    token = stack.token((Permission.QUEUES_READ, Permission.QUEUES_WRITE))
+    context, page = sign_in(browser, stack, token)
+    page.get_by_role("link", name="Queues").click()
+    expect(page.get_by_role("heading", name="Queues")).to_be_visible()
+    row = page.locator("table.queues tbody tr", has_text="console-orders")
+    expect(row.locator("td").nth(1)).to_have_text("delivering")
+    expect(row.locator("td").nth(2)).to_have_text("40")
+    empty = page.locator("table.queues tbody tr", has_text="console-emails")
+    expect(empty.locator("td").nth(2)).to_have_text("0")
+    shot(page, shots, "queues")
+    row.get_by_role("link", name="console-orders").click()
+    expect(page.get_by_role("heading", name="Queue console-orders")).to_be_visible()
+    expect(page.locator("#queue-backlog")).to_have_text("40")
+
+    page.get_by_role("button", name="Pause delivery").click()
+    expect(page.locator("#queue-delivery")).to_have_text("Paused")
+    assert stack.run(service.get_queue(DEFAULT_ACCOUNT_ID, queue.id)).row.delivery_paused
+    page.get_by_role("button", name="Resume delivery").click()
+    expect(page.locator("#queue-delivery")).to_have_text("Delivering")
+    assert not stack.run(service.get_queue(DEFAULT_ACCOUNT_ID, queue.id)).row.delivery_paused
+
+    # Unconfirmed: the API's message, nothing purged.
+    page.get_by_role("button", name="Purge queue").click()
+    expect(page.get_by_role("alert")).to_contain_text("A purge deletes every message for good")
+    expect(page.locator("#queue-backlog")).to_have_text("40")
+    page.get_by_label("Delete every message for good").check()
+    page.get_by_role("button", name="Purge queue").click()
+    # The page is not reloaded: the fragment follows the purge until it completes.
+    expect(page.locator("#queue-purge-state")).to_have_text("completed", timeout=15_000)
+    expect(page.get_by_role("status")).to_have_text("Purge completed.")
+    expect(page.locator("#queue-backlog")).to_have_text("0")
+    assert stack.run(service.backlog(DEFAULT_ACCOUNT_ID, queue.id)).count == 0
+    shot(page, shots, "queue")
+    context.close()
+
+
+def test_a_queues_read_token_sees_no_buttons_and_cannot_post(browser: Browser, stack: Stack) -> None:
+    service = stack.node.queues
+    queue = stack.run(service.create_queue(DEFAULT_ACCOUNT_ID, "console-readonly")).row
+    stack.run(service.push(DEFAULT_ACCOUNT_ID, queue.id, [Message(b"keep", "text")]))
+    token = stack.token((Permission.QUEUES_READ,))
+    context, page = sign_in(browser, stack, token)
+    page.goto(console_url(stack, f"/console/queues/{queue.id}"))
+    expect(page.locator("#queue-backlog")).to_have_text("1")
+    expect(page.locator("main").get_by_role("button")).to_have_count(0)
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    origin = console_url(stack, "").rstrip("/")
+    for path, form in (("delivery", {"paused": "true"}), ("purge", {"delete_messages_permanently": "true"})):
+        answer = page.request.post(
+            console_url(stack, f"/console/queues/{queue.id}/{path}"),
+            form={"csrf": csrf, **form},
+            headers={"Origin": origin},
+        )
+        assert answer.status == 403
+    # And without the CSRF token, a token that may write is refused too.
+    writer, page = sign_in(browser, stack, stack.token((Permission.QUEUES_WRITE,)))
+    answer = page.request.post(
+        console_url(stack, f"/console/queues/{queue.id}/purge"), form={"delete_messages_permanently": "true"}
+    )
+    assert answer.status == 403
+    after = stack.run(service.get_queue(DEFAULT_ACCOUNT_ID, queue.id)).row
+    assert not after.delivery_paused and after.purge_started_at is None
+    assert stack.run(service.backlog(DEFAULT_ACCOUNT_ID, queue.id)).count == 1
+    # A token without queue permissions has no Queues link and no page.
+    other, page = sign_in(browser, stack, stack.token((Permission.CACHE_PURGE,)))
+    expect(page.get_by_role("link", name="Queues")).to_have_count(0)
+    response = page.goto(console_url(stack, "/console/queues"))
+    assert response is not None and response.status == 404
+    for c in (other, writer, context):
+        c.close()

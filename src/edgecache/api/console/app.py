@@ -3,7 +3,8 @@
 Server-rendered pages (Jinja2 templates shipped in this package), a few small scripts (htmx for the
 job's live task list, uPlot for the Live charts, both vendored under ``static/vendor``). Nothing
 is loaded from elsewhere at run time. Pages: sign in, zones, Purge (per zone), a job's tasks,
-Tasks (the history), Live, Cache Reserve (per zone). See ``guard.py`` for sessions and CSRF.
+Tasks (the history), Live, Cache Reserve (per zone), Queues (the account's). See ``guard.py``
+for sessions and CSRF.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from edgecache.api.console import live, purge, reserve, tasks
+from edgecache.api.console import live, purge, queues, reserve, tasks
 from edgecache.api.console.guard import (
     COOKIE,
     PATH,
@@ -189,6 +190,7 @@ def build_console_app(sessions: SessionService, live_stats: LiveStats) -> web.Ap
     tasks.add_routes(app)
     live.add_routes(app)
     reserve.add_routes(app)
+    queues.add_routes(app)
     static = app.router.add_static("/static", HERE / "static", append_version=True)
     env.globals["asset"] = lambda name: str(static.url_for(filename=name))
     app.on_shutdown.append(live.close_streams)

@@ -13,6 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from edgecache.api.cloudflare import cache_reserve as reserve
+from edgecache.api.cloudflare import queues
 from edgecache.api.console.guard import SESSION, signed_in
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.api.native import READ
@@ -66,13 +67,16 @@ def render(
         "csrf": "",
         "can_purge": False,
         "can_reserve": False,
+        "can_queues": False,
         "page": "",
     }
     if session is not None:
+        principal = session.principal
         shared.update(
             session=session,
             csrf=session.csrf,
             can_purge=bool(zones_allowing(request, session, (Permission.CACHE_PURGE,))),
             can_reserve=bool(reserve_zones(request, session)),
+            can_queues=any(principal.allows_account(p, principal.account_id) for p in queues.VIEW),
         )
     return aiohttp_jinja2.render_template(template, request, {**shared, **context}, status=status)
