@@ -1,46 +1,59 @@
-"""What the access log costs a cache hit: in process, and end to end with wrk.
+"""What the access log costs a cache hit: in process (wall and CPU time), and end to end with wrk.
 
 Method:
-- In process (as ``hit_inprocess.py``): a demo node, one URL warmed, the same request bytes fed
-  straight into a data-plane connection whose transport only counts writes. "off" is the plain
-  ``Connection`` and the cache handler; "on" is ``LoggedConnection`` and ``LoggedHandler`` with the
-  writer thread running and writing to a file, so its formatting competes for the interpreter as
-  it does in production. Best of 7 interleaved rounds of 100,000 hits each.
+- In process (as ``hit_inprocess.py``): a demo node with the access log on (its formatter process
+  running and writing a file), one URL warmed, the same request bytes fed straight into data-plane
+  connections whose transport only counts writes. "off" is the plain ``Connection`` and the cache
+  handler. "ring" is ``LoggedConnection`` putting records in the node's ring
+  (the shipped design). Two alternatives, built here with the same capture and the same formatter
+  code so that only the hand-over differs: "thread" (decision 0011's design: a deque drained by a
+  writer thread that formats and writes every 100 ms) and "queue to a process" (a
+  ``multiprocessing.Queue`` whose feeder thread pickles records for a formatter process).
+  Best of ``--inprocess-rounds`` interleaved rounds of 100,000 hits; per hit, wall-clock µs and CPU
+  µs of this process (``process_time``: the loop and any thread of ours, not the formatter process,
+  whose own CPU per line is shown apart).
 - End to end: two ``edgecache serve`` processes with the same configuration but the access log
   (combined), each in front of its own built-in demo origin, warmed; ``wrk -t1 -c50`` on one hot
   URL, rounds interleaved (off, on, off, on, ...) so drift on a shared machine hits both alike;
-  median req/s with min-max, and the CPU other processes took during the rounds.
+  median req/s with min-max, the server's CPU per request (the data-plane process, and its
+  formatter child apart), and the CPU other processes took during the rounds.
 
-Run: ``.venv/bin/python bench/access_log.py [--rounds N] [--duration S]``
+Run: ``.venv/bin/python bench/access_log.py [--rounds N] [--duration S] [--no-wrk]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
+import os
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import _servers as srv
 import _wrk as wrk
 from hit_inprocess import CountingTransport
 
 from edgecache.app import Node
-from edgecache.config import demo_config
-from edgecache.edge.accesslog import AccessLog, LoggedConnection, LoggedHandler
+from edgecache.config import Logging, demo_config
+from edgecache.edge.accesslog import LoggedConnection
 from edgecache.edge.http1 import Connection
+from edgecache.edge.logformat import LineFormatter
+from edgecache.edge.logring import FIELDS, Record
+from edgecache.edge.zones import ZoneTable
 
 REPO = Path(__file__).resolve().parent.parent
 BINARY = REPO / ".venv" / "bin" / "edgecache"
 N = 100_000
-ROUNDS = 7
+FLUSH_EVERY = 0.1
 
 
 def free_port() -> int:
@@ -49,49 +62,147 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def in_process(tmp: Path) -> list[tuple[str, float]]:
+def _records(flat: list[Any]) -> list[Record]:
+    """Records from the capture's flat list (``FIELDS`` values each)."""
+    return [
+        Record(
+            *flat[i : i + 4],
+            flat[i + 4].decode(),
+            flat[i + 5].decode(),
+            *flat[i + 6 : i + 11],
+            flat[i + 11].decode("latin-1"),
+            flat[i + 12].decode("latin-1"),
+        )
+        for i in range(0, len(flat), FIELDS)
+    ]
+
+
+class ThreadSink:
+    """Decision 0011's hand-over: the loop appends, a thread formats and writes every 100 ms."""
+
+    def __init__(self, path: Path, zones: ZoneTable) -> None:
+        self.pending: list[Any] = []
+        self.formatter = LineFormatter("combined", zones)
+        self.file = path.open("a", encoding="utf-8")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def flush(self) -> None:
+        """Nothing to do on the loop: the thread takes what gathered."""
+
+    def batch_started(self) -> None:
+        """As :meth:`flush`."""
+
+    def _run(self) -> None:
+        while not self.stop.wait(FLUSH_EVERY):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        pending = self.pending
+        batch = pending[:]
+        # The loop only appends meanwhile, so what was copied is the list's head.
+        del pending[: len(batch)]
+        self.file.write(self.formatter.lines(_records(batch)))
+        self.file.flush()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.file.close()
+
+
+def _queue_formatter(queue: Any, path: str) -> None:
+    formatter = LineFormatter("combined", ZoneTable(()))
+    with open(path, "a", encoding="utf-8") as out:
+        while (batch := queue.get()) is not None:
+            out.write(formatter.lines(_records(batch)))
+            out.flush()
+
+
+class QueueSink:
+    """A ``multiprocessing.Queue`` to a formatter process, a batch of 32 records per message (its
+    feeder thread pickles them on our side)."""
+
+    def __init__(self, path: Path) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.pending: list[Any] = []
+        self.queue: Any = ctx.Queue()
+        self.proc = ctx.Process(target=_queue_formatter, args=(self.queue, str(path)), daemon=True)
+        self.proc.start()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.queue.put(self.pending[:])
+            self.pending.clear()
+
+    def batch_started(self) -> None:
+        """Batches go when full (and at the end), enough for a benchmark."""
+
+    def close(self) -> None:
+        self.flush()
+        self.queue.put(None)
+        self.proc.join(60)
+
+
+def _child_cpu(pid: int) -> float:
+    return srv.cpu_seconds([pid]) if pid else 0.0
+
+
+async def in_process(tmp: Path, rounds: int) -> tuple[list[tuple[str, float, float]], float]:
     data, control, origin = free_port(), free_port(), free_port()
-    config = demo_config(data, control, origin).model_copy(update={"data_dir": tmp})
+    config = demo_config(data, control, origin).model_copy(
+        update={"data_dir": tmp, "logging": Logging(access_log=tmp / "access-ring.log")}
+    )
     node = Node(config)
     await node.start()
-    logs: list[AccessLog] = []
+    sinks: list[ThreadSink | QueueSink] = []
     try:
         url = f"http://127.0.0.1:{data}/products/1"
         await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
         server = node._data
-        assert server is not None
+        ring = node.access_ring
+        formatter = node.access_formatter
+        assert server is not None and ring is not None and formatter is not None
         raw = f"GET /products/1 HTTP/1.1\r\nHost: 127.0.0.1:{data}\r\nUser-Agent: bench\r\n\r\n".encode()
-        # A connection takes the server's handler when it is made: the plain one gets the proxy.
         conns: dict[str, Connection] = {"off": Connection(server)}
-        server.handler = LoggedHandler(node.proxy)
-        formats: tuple[Literal["combined", "json"], ...] = ("combined", "json")
-        for fmt in formats:
-            access = AccessLog(tmp / f"access-{fmt}.log", fmt, node.zones)
-            access.start()
-            logs.append(access)
-            conns[f"on, {fmt}"] = LoggedConnection(server, access)
-        server.handler = node.proxy
+        conns["ring"] = LoggedConnection(server, ring)
+        thread = ThreadSink(tmp / "access-thread.log", node.zones)
+        queue = QueueSink(tmp / "access-queue.log")
+        sinks += [thread, queue]
+        for name, sink in (("thread", thread), ("queue to a process", queue)):
+            conns[name] = LoggedConnection(server, sink)  # type: ignore[arg-type]
         for conn in conns.values():
             conn.connection_made(CountingTransport())  # type: ignore[arg-type]
-        runs: dict[str, list[float]] = {name: [] for name in conns}
+        proc = formatter._proc
+        fpid = proc.pid if proc is not None else 0
+        wall: dict[str, list[float]] = {name: [] for name in conns}
+        cpu: dict[str, list[float]] = {name: [] for name in conns}
+        formatter_cpu = 0.0
         # Rounds interleave the variants, so drift on a shared machine touches each alike.
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for name, conn in conns.items():
                 feed = conn.data_received
-                started = time.perf_counter()
+                before = _child_cpu(fpid) if name == "ring" else 0.0
+                started, c0 = time.perf_counter(), time.process_time()
                 for _ in range(N):
                     feed(raw)
-                runs[name].append((time.perf_counter() - started) / N * 1e6)
+                wall[name].append((time.perf_counter() - started) / N * 1e6)
+                cpu[name].append((time.process_time() - c0) / N * 1e6)
+                if name == "ring":
+                    # Let the formatter catch up (and count its CPU) before the next variant runs.
+                    await asyncio.sleep(0.5)
+                    formatter_cpu += _child_cpu(fpid) - before
+                await asyncio.sleep(0)
     finally:
-        for access in logs:
-            await asyncio.to_thread(access.close)
-            if access.dropped:
-                print(
-                    f"note: {access.format}: {access.dropped:,} records dropped (writer behind)",
-                    file=sys.stderr,
-                )
+        for sink in sinks:
+            await asyncio.to_thread(sink.close)
         await node.stop()
-    return [(name, min(values)) for name, values in runs.items()]
+    lines = sum(1 for _ in (tmp / "access-ring.log").open())
+    per_line = formatter_cpu / max(1, rounds * N) * 1e6
+    print(f"ring formatter: {lines:,} lines written", file=sys.stderr)
+    return [(name, min(wall[name]), min(cpu[name])) for name in conns], per_line
 
 
 TOML = """\
@@ -127,66 +238,109 @@ def start(tmp: Path, name: str, logging: str) -> srv.Server:
     return server
 
 
-def end_to_end(tmp: Path, rounds: int, duration: int) -> tuple[dict[str, list[float]], float, int]:
+def _is_formatter(pid: int) -> bool:
+    try:
+        return b"edgecache.edge.logtail" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def end_to_end(
+    tmp: Path, rounds: int, duration: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], list[float], float, int]:
+    """req/s and server CPU µs per request by variant (every process of the server but the
+    formatter: supervisor and workers), formatter CPU µs per line, others' CPU, lines."""
     servers = {
         "off": start(tmp, "off", ""),
         "on, combined": start(tmp, "on", f'[logging]\naccess_log = "{tmp}/access.log"\n'),
     }
     rps: dict[str, list[float]] = {name: [] for name in servers}
+    cpu: dict[str, list[float]] = {name: [] for name in servers}
+    formatter: list[float] = []
     others = 0.0
     try:
         for _ in range(rounds):
             for name, server in servers.items():
+                pids = server.pids()
+                children = [p for p in pids if _is_formatter(p)]
+                own = [p for p in pids if p not in children]
                 before = srv.others_cpu()
+                own0, kids0 = srv.cpu_seconds(own), srv.cpu_seconds(children)
                 result = wrk.run(f"http://127.0.0.1:{server.port}/products/1", duration)
+                own1, kids1 = srv.cpu_seconds(own), srv.cpu_seconds(children)
                 after = srv.others_cpu()
                 others += sum(max(0.0, after[p] - before.get(p, 0.0)) for p in after)
                 if result.errors:
                     raise RuntimeError(f"{name}: {result.errors} errors")
                 rps[name].append(result.rps)
+                requests = result.rps * duration
+                cpu[name].append((own1 - own0) / requests * 1e6)
+                if children:
+                    formatter.append((kids1 - kids0) / requests * 1e6)
     finally:
         for server in servers.values():
             srv.stop(server)
     lines = sum(1 for _ in (tmp / "access.log").open())
-    return rps, 100.0 * others / (rounds * len(servers) * duration), lines
+    return rps, cpu, formatter, 100.0 * others / (rounds * len(servers) * duration), lines
+
+
+def _print_in_process(figures: list[tuple[str, float, float]], per_line: float, rounds: int) -> None:
+    _, base_wall, base_cpu = figures[0]
+    print(
+        "In process (parse + handler + response), best of "
+        f"{rounds} interleaved rounds x {N:,}; CPU is this process's (loop and threads):\n"
+    )
+    print("| access log | wall µs per hit | vs off | CPU µs per hit | vs off |")
+    print("|---|---:|---:|---:|---:|")
+    for name, us, cus in figures:
+        print(f"| {name} | {us:.2f} | {us / base_wall - 1:+.1%} | {cus:.2f} | {cus / base_cpu - 1:+.1%} |")
+    print(f"\nThe ring's formatter process: {per_line:.2f} µs of its own CPU per line.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--inprocess-rounds", type=int, default=7)
     parser.add_argument("--no-wrk", action="store_true", help="only the in-process figures")
+    parser.add_argument("--no-inprocess", action="store_true", help="only the end-to-end figures")
     args = parser.parse_args()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    print(f"access log cost per hit, commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print(f"access log cost per hit, commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     with tempfile.TemporaryDirectory(prefix="edgecache-accesslog-") as t:
         tmp = Path(t)
-        figures = asyncio.run(in_process(tmp))
-        base = figures[0][1]
-        print(
-            "In process (parse + handler + response; writer thread running), "
-            "best of 7 interleaved rounds x 100,000:\n"
-        )
-        print("| access log | µs per hit | vs off |")
-        print("|---|---:|---:|")
-        for name, us in figures:
-            print(f"| {name} | {us:.2f} | {us / base - 1:+.1%} |")
+        if args.no_inprocess:
+            figures, per_line = [], 0.0
+        else:
+            figures, per_line = asyncio.run(in_process(tmp, args.inprocess_rounds))
+        if figures:
+            _print_in_process(figures, per_line, args.inprocess_rounds)
         if args.no_wrk:
             return
-        rps, others, lines = end_to_end(tmp, args.rounds, args.duration)
+        rps, cpu, formatter, others, lines = end_to_end(tmp, args.rounds, args.duration)
         off = statistics.median(rps["off"])
+        off_cpu = statistics.median(cpu["off"])
         print(
             f"\nEnd to end: wrk -t1 -c50 -d{args.duration}s on /products/1 (hot hit), "
             f"{args.rounds} interleaved rounds; other processes took {others:.0f}% of a core on average:\n"
         )
-        print("| access log | req/s median (min-max) | vs off |")
-        print("|---|---|---:|")
+        print("| access log | req/s median (min-max) | vs off | server CPU µs/req median | vs off |")
+        print("|---|---|---:|---:|---:|")
         for name, values in rps.items():
             med = statistics.median(values)
-            print(f"| {name} | {med:,.0f} ({min(values):,.0f}-{max(values):,.0f}) | {med / off - 1:+.1%} |")
-        print(f"\n{lines:,} access-log lines written by the logged server.")
+            c = statistics.median(cpu[name])
+            print(
+                f"| {name} | {med:,.0f} ({min(values):,.0f}-{max(values):,.0f}) | {med / off - 1:+.1%} "
+                f"| {c:.2f} | {c / off_cpu - 1:+.1%} |"
+            )
+        if formatter:
+            print(
+                f"\nThe formatter process: {statistics.median(formatter):.2f} µs of CPU per request (median)."
+            )
+        print(f"{lines:,} access-log lines written by the logged server.")
 
 
 if __name__ == "__main__":

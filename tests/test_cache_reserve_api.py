@@ -138,6 +138,60 @@ def test_reserve_keeps_eligible_objects_and_serves_them(fresh: Stack) -> None:
     assert fresh.origin.hits["/long"] == 1
 
 
+def test_reserve_admits_only_responses_with_a_content_length(fresh: Stack) -> None:
+    """Cloudflare's rule: a response without Content-Length (chunked here) stays out of the reserve,
+    even when long-lived; it is still cached on disk, and a revalidation keeps the rule."""
+    cf = sdk(fresh)
+    cf.cache.cache_reserve.edit(zone_id=ZONE_ID, value="on")
+    long_lived = {"Cache-Control": "max-age=86400", "ETag": '"v1"'}
+    fresh.origin.routes["/sized"] = Route(body=b"S" * 200, headers=long_lived)
+    fresh.origin.routes["/chunked"] = Route(body=b"C" * 200, headers=long_lived, chunked=True, chunks=4)
+    assert fresh.request("/sized")[2] == b"S" * 200
+    assert fresh.request("/chunked")[2] == b"C" * 200
+    disk = fresh.node.disk
+    assert disk is not None and disk.flush(10)
+    assert disk.usage()[1] == 2
+    assert disk.reserve_usage(ZONE_ID)[1] == 1
+    for key in ("http://test.example/sized", "http://test.example/chunked"):
+        fresh.call(lambda k=key: fresh.node.store.delete(k))
+    disk.run_job(_drop_cache_area).result(10)
+    status, headers, body = fresh.request("/sized")
+    assert (status, body) == (200, b"S" * 200)
+    assert headers["cache-status"].endswith("detail=reserve")
+    status, headers, body = fresh.request("/chunked")
+    assert (status, body, headers["cf-cache-status"]) == (200, b"C" * 200, "MISS")
+    assert fresh.origin.hits == {"/sized": 1, "/chunked": 2}
+
+
+def test_reserve_rule_survives_a_disk_round_trip(fresh: Stack) -> None:
+    """Objects read back from disk keep what the origin sent: stored again with the reserve on, the
+    one that had a Content-Length is admitted, the chunked one is not."""
+    long_lived = {"Cache-Control": "max-age=86400"}
+    fresh.origin.routes["/sized"] = Route(body=b"S" * 200, headers=long_lived)
+    fresh.origin.routes["/chunked"] = Route(body=b"C" * 200, headers=long_lived, chunked=True, chunks=4)
+    fresh.request("/sized")
+    fresh.request("/chunked")
+    disk = fresh.node.disk
+    assert disk is not None and disk.flush(10)
+    fresh.restart()
+    sdk(fresh).cache.cache_reserve.edit(zone_id=ZONE_ID, value="on")
+    for path in ("/sized", "/chunked"):
+        status, headers, _ = fresh.request(path)
+        assert status == 200 and headers["cache-status"].endswith("detail=disk")
+
+    def store_again() -> None:
+        for path in ("/sized", "/chunked"):
+            entry = fresh.node.tiers.get("http://test.example" + path)
+            assert entry is not None
+            fresh.node.tiers.put(entry)
+
+    fresh.call(store_again)
+    disk = fresh.node.disk
+    assert disk is not None and disk.flush(10)
+    assert disk.reserve_usage(ZONE_ID)[1] == 1
+    assert fresh.origin.hits == {"/sized": 1, "/chunked": 1}
+
+
 def _drop_cache_area(view: Any) -> bool:
     for handle in view.scan_zone(ZONE_ID, None, 1 << 30, area=b"c"):
         view.delete(handle)

@@ -6,6 +6,7 @@ Every page visited is saved as a PNG under this module's pytest output folder; w
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -22,7 +23,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from browser import browser_fixture  # noqa: F401
 from conftest import VARIANT_ZONE_ID, ZONE_ID, Route, Stack
+from edgecache.config import DEFAULT_ACCOUNT_ID
 from edgecache.control.credentials import Permission
+from edgecache.control.queue_rules import Message
 
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
@@ -358,3 +361,209 @@ def test_pages_work_from_the_keyboard(browser: Browser, stack: Stack) -> None:
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     context.close()
+
+
+def reserve_objects(stack: Stack, count: int) -> tuple[int, int]:
+    """Fill the test zone's Cache Reserve (it must be on) with ``count`` eligible objects; returns
+    the reserve's (bytes, objects) once they are on disk."""
+    for i in range(count):
+        path = f"/reserve-{i}"
+        stack.origin.routes[path] = Route(body=b"r" * (1000 + i), headers={"Cache-Control": "max-age=86400"})
+        stack.request(path)
+    disk = stack.node.disk
+    assert disk is not None and disk.flush(10)
+    return disk.reserve_usage(ZONE_ID)
+
+
+def test_reserve_toggles_and_clears_with_live_progress(browser: Browser, stack: Stack, shots: Path) -> None:
+    service = stack.node.cache_reserve
+    token = stack.token((Permission.ZONE_SETTINGS_WRITE,), [ZONE_ID])
+    context, page = sign_in(browser, stack, token)
+    # zone_settings_write alone (no purge, no read): the zone is listed with only this page.
+    card = page.locator("ul.zones li")
+    expect(card).to_have_count(1)
+    expect(card.get_by_role("link")).to_have_text(["Cache Reserve"])
+    page.get_by_role("link", name="Cache Reserve").first.click()
+    expect(page.get_by_role("heading", name="Cache Reserve")).to_be_visible()
+    expect(page.locator("#reserve-value")).to_have_text("Off")
+    expect(page.locator("#reserve-modified")).to_have_text("never changed")
+    expect(page.get_by_role("status")).to_have_text("Never cleared.")
+
+    page.get_by_role("button", name="Turn on").click()
+    expect(page.locator("#reserve-value")).to_have_text("On")
+    expect(page.locator("#reserve-modified")).to_contain_text("changed 20")
+    assert service.is_on(ZONE_ID)
+    stored_bytes, stored = reserve_objects(stack, 3)
+    assert stored == 3
+
+    # The API's rule and message: no clear while the reserve is on; nothing starts.
+    page.get_by_role("button", name="Clear Cache Reserve").click()
+    expect(page.get_by_role("alert")).to_have_text("Turn off Cache Reserve sync to proceed with deletion.")
+    assert ZONE_ID not in service.clears()
+
+    page.get_by_role("button", name="Turn off").click()
+    expect(page.locator("#reserve-value")).to_have_text("Off")
+    disk = stack.node.disk
+    assert disk is not None
+    gate = threading.Event()
+    disk.run_job(lambda view: gate.wait(15))  # holds the writer: the clear stays in progress
+    try:
+        page.get_by_role("button", name="Clear Cache Reserve").click()
+        expect(page.locator("#clear-state")).to_have_text("In-progress")
+        expect(page.get_by_role("status")).to_contain_text("Clearing")
+        shot(page, shots, "reserve-clearing")
+        # Enabling during a clear: the API's 1153 message, and the reserve stays off.
+        page.get_by_role("button", name="Turn on").click()
+        expect(page.get_by_role("alert")).to_have_text(
+            "Cache Reserve cannot be enabled because a deletion is already in progress."
+        )
+        assert not service.is_on(ZONE_ID)
+        expect(page.locator("#clear-state")).to_have_text("In-progress")
+    finally:
+        gate.set()
+    # The page was not reloaded: the progress fragment updates itself until Completed.
+    expect(page.locator("#clear-state")).to_have_text("Completed", timeout=15_000)
+    expect(page.locator("#clear-objects")).to_have_text("3")
+    expect(page.locator("#clear-bytes")).to_have_attribute("title", f"{stored_bytes:,} bytes")
+    assert disk.reserve_usage(ZONE_ID) == (0, 0)
+    page.goto(console_url(stack, f"/console/zones/{ZONE_ID}/reserve"))
+    expect(page.get_by_role("status")).to_have_text("Completed.")
+    shot(page, shots, "reserve")
+    context.close()
+
+
+def test_a_read_only_token_sees_the_reserve_without_buttons_and_cannot_post(
+    browser: Browser, stack: Stack, shots: Path
+) -> None:
+    service = stack.node.cache_reserve
+    token = stack.token((Permission.ZONE_SETTINGS_READ,), [ZONE_ID])
+    context, page = sign_in(browser, stack, token, viewport=PHONE)
+    page.get_by_role("link", name="Cache Reserve").first.click()
+    expect(page.locator("#reserve-value")).to_have_text("Off")
+    expect(page.locator("main").get_by_role("button")).to_have_count(0)
+    shot(page, shots, "reserve-readonly-phone")
+    # A forged POST with this session's own CSRF token (from the sign-out form) is refused.
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    origin = console_url(stack, "").rstrip("/")
+    before = service.clears().get(ZONE_ID)
+    for path, form in (("reserve", {"value": "on"}), ("reserve/clear", {})):
+        answer = page.request.post(
+            console_url(stack, f"/console/zones/{ZONE_ID}/{path}"),
+            form={"csrf": csrf, **form},
+            headers={"Origin": origin},
+        )
+        assert answer.status == 403
+        assert "may view Cache Reserve on this zone but not change it" in answer.text()
+    assert not service.is_on(ZONE_ID)
+    assert service.clears().get(ZONE_ID) == before
+    # A token without either permission has no such page and no link to it.
+    purger = stack.token((Permission.CACHE_PURGE,), [ZONE_ID])
+    other, page = sign_in(browser, stack, purger)
+    expect(page.get_by_role("link", name="Cache Reserve")).to_have_count(0)
+    response = page.goto(console_url(stack, f"/console/zones/{ZONE_ID}/reserve"))
+    assert response is not None and response.status == 404
+    other.close()
+    context.close()
+
+
+def test_reserve_forms_without_the_csrf_token_are_refused(browser: Browser, stack: Stack) -> None:
+    service = stack.node.cache_reserve
+    token = stack.token((Permission.ZONE_SETTINGS_READ, Permission.ZONE_SETTINGS_WRITE), [ZONE_ID])
+    context, page = sign_in(browser, stack, token)
+    target = console_url(stack, f"/console/zones/{ZONE_ID}/reserve")
+    page.goto(target)
+    before = service.setting(ZONE_ID)
+    for form in ({"value": "on"}, {"csrf": "guessed", "value": "on"}):
+        answer = page.request.post(target, form=form)
+        assert answer.status == 403
+    assert service.setting(ZONE_ID) == before
+    answer = page.request.post(target + "/clear", form={"csrf": "guessed"})
+    assert answer.status == 403
+    # The form's own token works, and a value the API refuses gets the API's message.
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    answer = page.request.post(target, form={"csrf": csrf, "value": "maybe"})
+    assert answer.status == 400
+    message = 'Invalid value for zone setting cache_reserve: "value" must be "on" or "off"'
+    assert message in html.unescape(answer.text())
+    assert service.setting(ZONE_ID) == before
+    context.close()
+
+
+def test_queues_show_backlog_pause_and_purge_with_progress(
+    browser: Browser, stack: Stack, shots: Path
+) -> None:
+    service = stack.node.queues
+    queue = stack.run(service.create_queue(DEFAULT_ACCOUNT_ID, "console-orders")).row
+    stack.run(service.create_queue(DEFAULT_ACCOUNT_ID, "console-emails"))
+    messages = [Message(f"order {i}".encode(), "text") for i in range(40)]
+    stack.run(service.push(DEFAULT_ACCOUNT_ID, queue.id, messages))
+    token = stack.token((Permission.QUEUES_READ, Permission.QUEUES_WRITE))
+    context, page = sign_in(browser, stack, token)
+    page.get_by_role("link", name="Queues").click()
+    expect(page.get_by_role("heading", name="Queues")).to_be_visible()
+    row = page.locator("table.queues tbody tr", has_text="console-orders")
+    expect(row.locator("td").nth(1)).to_have_text("delivering")
+    expect(row.locator("td").nth(2)).to_have_text("40")
+    empty = page.locator("table.queues tbody tr", has_text="console-emails")
+    expect(empty.locator("td").nth(2)).to_have_text("0")
+    shot(page, shots, "queues")
+    row.get_by_role("link", name="console-orders").click()
+    expect(page.get_by_role("heading", name="Queue console-orders")).to_be_visible()
+    expect(page.locator("#queue-backlog")).to_have_text("40")
+
+    page.get_by_role("button", name="Pause delivery").click()
+    expect(page.locator("#queue-delivery")).to_have_text("Paused")
+    assert stack.run(service.get_queue(DEFAULT_ACCOUNT_ID, queue.id)).row.delivery_paused
+    page.get_by_role("button", name="Resume delivery").click()
+    expect(page.locator("#queue-delivery")).to_have_text("Delivering")
+    assert not stack.run(service.get_queue(DEFAULT_ACCOUNT_ID, queue.id)).row.delivery_paused
+
+    # Unconfirmed: the API's message, nothing purged.
+    page.get_by_role("button", name="Purge queue").click()
+    expect(page.get_by_role("alert")).to_contain_text("A purge deletes every message for good")
+    expect(page.locator("#queue-backlog")).to_have_text("40")
+    page.get_by_label("Delete every message for good").check()
+    page.get_by_role("button", name="Purge queue").click()
+    # The page is not reloaded: the fragment follows the purge until it completes.
+    expect(page.locator("#queue-purge-state")).to_have_text("completed", timeout=15_000)
+    expect(page.get_by_role("status")).to_have_text("Purge completed.")
+    expect(page.locator("#queue-backlog")).to_have_text("0")
+    assert stack.run(service.backlog(DEFAULT_ACCOUNT_ID, queue.id)).count == 0
+    shot(page, shots, "queue")
+    context.close()
+
+
+def test_a_queues_read_token_sees_no_buttons_and_cannot_post(browser: Browser, stack: Stack) -> None:
+    service = stack.node.queues
+    queue = stack.run(service.create_queue(DEFAULT_ACCOUNT_ID, "console-readonly")).row
+    stack.run(service.push(DEFAULT_ACCOUNT_ID, queue.id, [Message(b"keep", "text")]))
+    token = stack.token((Permission.QUEUES_READ,))
+    context, page = sign_in(browser, stack, token)
+    page.goto(console_url(stack, f"/console/queues/{queue.id}"))
+    expect(page.locator("#queue-backlog")).to_have_text("1")
+    expect(page.locator("main").get_by_role("button")).to_have_count(0)
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    origin = console_url(stack, "").rstrip("/")
+    for path, form in (("delivery", {"paused": "true"}), ("purge", {"delete_messages_permanently": "true"})):
+        answer = page.request.post(
+            console_url(stack, f"/console/queues/{queue.id}/{path}"),
+            form={"csrf": csrf, **form},
+            headers={"Origin": origin},
+        )
+        assert answer.status == 403
+    # And without the CSRF token, a token that may write is refused too.
+    writer, page = sign_in(browser, stack, stack.token((Permission.QUEUES_WRITE,)))
+    answer = page.request.post(
+        console_url(stack, f"/console/queues/{queue.id}/purge"), form={"delete_messages_permanently": "true"}
+    )
+    assert answer.status == 403
+    after = stack.run(service.get_queue(DEFAULT_ACCOUNT_ID, queue.id)).row
+    assert not after.delivery_paused and after.purge_started_at is None
+    assert stack.run(service.backlog(DEFAULT_ACCOUNT_ID, queue.id)).count == 1
+    # A token without queue permissions has no Queues link and no page.
+    other, page = sign_in(browser, stack, stack.token((Permission.CACHE_PURGE,)))
+    expect(page.get_by_role("link", name="Queues")).to_have_count(0)
+    response = page.goto(console_url(stack, "/console/queues"))
+    assert response is not None and response.status == 404
+    for c in (other, writer, context):
+        c.close()

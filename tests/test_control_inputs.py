@@ -515,14 +515,18 @@ def test_arbitrary_signed_edgeone_actions(
 ) -> None:
     action, body = request
     raw = body
-    if zone != "none" and body.startswith(b"{"):
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        fields = None  # bytes that only start like an object: posted as they are
+    if zone != "none" and isinstance(fields, dict):
         zone_id = {
             "eo": stack.node.zones.by_id[ZONE_ID].config.eo_id,
             "hex": ZONE_ID,
             "limited": LIMITED_ZONE_ID,
             "random": "zone-" + body.hex()[:12],
         }[zone]
-        raw = json.dumps({"ZoneId": zone_id, **json.loads(body)}).encode()
+        raw = json.dumps({"ZoneId": zone_id, **fields}).encode()
     before = snapshot(stack)
     response = eo_post(stack, secret, action, raw)
     event(response["Error"]["Code"] if "Error" in response else f"{action} ok")

@@ -278,4 +278,57 @@ def test_a_purge_that_removes_nothing_writes_its_position_with_the_next_write(tm
     store.close()
     store = open_store(tmp_path)
     assert store.reclaimed_upto == 14  # and written at close: a restart replays nothing
+def _index_rows(store: DiskStore) -> dict[str, int]:
+    rows: dict[str, int] = {}
+    with store.env.begin() as txn:
+        for name, db in (
+            ("entries", store._entries),
+            ("tags", store._tags),
+            ("zones", store._zones),
+            ("order", store._order),
+            ("ticks", store._ticks),
+            ("retain", store._retain),
+        ):
+            rows[name] = int(txn.stat(db)["entries"])
+    return rows
+
+
+def test_a_zone_wipe_removes_what_predates_it_and_every_index_row(tmp_path: Path) -> None:
+    """Purge-everything's and the clear's fast path: resumed slice by slice (small slices here),
+    records stored after the purge and other zones stay, and no index row or count is left behind."""
+    store = open_store(tmp_path, reserve_budget=lambda z: 1 << 20)
+    for i in range(9):
+        tags = ("a", "b") if i % 2 else ()
+        store.put(make(f"http://h/{i}", b"x" * (100 + i), tags=tags), reserve=i % 3 == 0)
+    later = make("http://h/later", tags=("a",))
+    later.stored_seq = 50
+    store.put(later, reserve=True)
+    store.put(make("http://g/other", tags=("a",), zone="y"), reserve=True)
+    assert store.flush(10)
+    kept = make("http://h/kept", tags=("a",))
+    kept.stored_seq = 50
+
+    def wipe(view: WriteView) -> bool:
+        after: bytes | None = b""
+        totals = [0, 0]
+        while after is not None:
+            c, r, _, after = view.wipe_zone("z", None, 10, after or None, 2)
+            totals[0] += c
+            totals[1] += r
+        assert totals == [9, 3]
+        return True
+
+    store.run_job(wipe).result(10)
+    store.put(kept)
+    assert store.flush(10)
+    # Both areas' records of "later" and "other", the disk-cache record of "kept".
+    left = ["http://g/other", "http://g/other", "http://h/kept", "http://h/later", "http://h/later"]
+    assert sorted(e.key for e in store) == left
+    assert scan(store, lambda v: v.scan_tag("z", "a", None, 100)) == left[2:]
+    rows = _index_rows(store)
+    # later (c, r), kept (c), other (c, r): 5 records, each with a zone row and one tag row.
+    assert rows == {"entries": 5, "tags": 5, "zones": 5, "order": 3, "ticks": 3, "retain": 2}
+    sizes = {e.key: len(encode_entry(e, 0.0)) for e in store}
+    assert store.usage() == (sizes["http://h/later"] + sizes["http://h/kept"] + sizes["http://g/other"], 3)
+    assert store.reserve_usage("z") == (sizes["http://h/later"], 1)
     store.close()

@@ -66,7 +66,10 @@ class VersionedOrigin:
 class WorkerNode:
     """``edgecache serve`` with ``[runtime] workers = N`` on free ports, in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, origin: VersionedOrigin, workers: int = 2, grace: float = 5.0) -> None:
+    def __init__(
+        self, data_dir: Path, origin: VersionedOrigin, workers: int = 2, grace: float = 5.0, extra: str = ""
+    ) -> None:
+        """``extra``: TOML appended to the configuration."""
         self.data_dir = data_dir
         config = data_dir / "edgecache.toml"
         config.write_text(
@@ -83,7 +86,7 @@ id = "{ZONE}"
 name = "{HOST}"
 hostnames = ["{HOST}"]
 origin = "http://127.0.0.1:{origin.port}"
-"""
+{extra}"""
         )
         self.log = (data_dir / "serve.log").open("w")
         self.process = subprocess.Popen(
@@ -120,16 +123,18 @@ origin = "http://127.0.0.1:{origin.port}"
         return code
 
     def workers(self) -> list[int]:
-        """Process ids of the running workers (the supervisor's children)."""
+        """Process ids of the running workers (the supervisor's children but its access-log
+        formatter)."""
         me = str(self.process.pid)
         out = []
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
                     stat = Path(f"/proc/{entry}/stat").read_text()
+                    command = Path(f"/proc/{entry}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if stat.rsplit(")", 1)[1].split()[1] == me:
+                if stat.rsplit(")", 1)[1].split()[1] == me and b"edgecache.edge.logtail" not in command:
                     out.append(int(entry))
         return sorted(out)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import time
@@ -42,8 +43,10 @@ from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
-from edgecache.edge.accesslog import AccessLog, LoggedHandler, connection_factory
+from edgecache.edge.accesslog import FormatterProcess, close_ring, connection_factory
 from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
+from edgecache.edge.logring import RingWriter, read_counts, ring_files, ring_path
+from edgecache.edge.logtail import write_zones
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
@@ -52,7 +55,7 @@ from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
 from edgecache.looplag import LoopLag
 from edgecache.memtrim import release_freed_memory
-from edgecache.metrics import EdgeCollector, QueueCollector
+from edgecache.metrics import AccessLogCollector, EdgeCollector, QueueCollector
 from edgecache.metrics_disk import DiskCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge, Selector
@@ -206,8 +209,10 @@ class Node:
         for purge in self._replayed:
             self.index.apply(purge)
         log_cfg = config.logging
-        self.access_log = (
-            AccessLog(log_cfg.access_log, log_cfg.access_log_format, self.zones)
+        self.access_ring_dir = config.data_dir / "accesslog"
+        self.access_ring: RingWriter | None = None
+        self.access_formatter = (
+            FormatterProcess(self.access_ring_dir, log_cfg.access_log, log_cfg.access_log_format)
             if log_cfg.access_log is not None
             else None
         )
@@ -253,12 +258,17 @@ class Node:
         )
 
     def _reserve_eligible(self, entry: Entry) -> bool:
-        """Cloudflare's eligibility: fresh for at least the zone's minimum TTL, and not too large."""
+        """Cloudflare's eligibility: fresh for at least the zone's minimum TTL, the origin sent a
+        Content-Length, and not too large."""
         zone = self.zones.by_id.get(entry.zone)
         if zone is None:
             return False
         rules = zone.config.cache_reserve
-        return entry.freshness_lifetime >= rules.min_ttl and len(entry.body) <= rules.max_object_bytes
+        return (
+            entry.length_known
+            and entry.freshness_lifetime >= rules.min_ttl
+            and len(entry.body) <= rules.max_object_bytes
+        )
 
     def _run_reserve_clear(self, zone_id: str, progress: JobProgress) -> Future[None]:
         if self.disk is None:
@@ -344,6 +354,13 @@ class Node:
         self._events = loop.create_task(self.subscriptions.keep())
         self._push = loop.create_task(self.push_delivery.keep())
         self._keep_gc()
+        if self.access_formatter is not None:
+            # One formatter per node, in the control plane's process: it reads the ring of every
+            # data-plane process, and /metrics counts the rings here once.
+            await asyncio.to_thread(write_zones, self.access_ring_dir, cfg.zones)
+            await self.access_formatter.start()
+            rings = self.access_ring_dir
+            self.registry.register(AccessLogCollector(lambda: [read_counts(p) for p in ring_files(rings)]))
         context = ControlContext(
             zones=self.zones,
             credentials=self.credentials,
@@ -379,10 +396,12 @@ class Node:
         self._keep_gc()
         serve: Handler = handler or self.proxy
         connection: Callable[[HttpServer], Connection] = Connection
-        if self.access_log is not None:
-            self.access_log.start()
-            serve = LoggedHandler(serve)
-            connection = connection_factory(self.access_log)
+        if self.access_formatter is not None:
+            # One ring per data-plane process, named by its pid (decision 0016).
+            self.access_ring = RingWriter(
+                ring_path(self.access_ring_dir, os.getpid()), cfg.logging.access_log_ring_mib << 20
+            )
+            connection = connection_factory(self.access_ring)
         self._data = await start_server(
             serve, cfg.limits, cfg.data.host, cfg.data.port, sock=sock, connection=connection
         )
@@ -405,8 +424,12 @@ class Node:
         """Close the listeners, then the background work and the origin pool."""
         if self._data is not None:
             await self._data.close()
-        if self.access_log is not None:
-            await asyncio.to_thread(self.access_log.close)
+        if self.access_ring is not None:
+            self.access_ring.flush()  # the last requests' batch, before the formatter's last read
+        if self.access_formatter is not None:
+            await self.access_formatter.stop()
+        if self.access_ring is not None:
+            close_ring(self.access_ring)
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()

@@ -23,6 +23,7 @@ from edgecache import logs
 from edgecache.app import Node
 from edgecache.cli_credentials import credentials_app
 from edgecache.cli_db import db_app
+from edgecache.cli_log import log_app
 from edgecache.cli_queues import queues_app
 from edgecache.cli_reserve import reserve_app
 from edgecache.cli_tasks import tasks_app
@@ -41,6 +42,7 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(reserve_app, name="reserve")
 app.add_typer(db_app, name="db")
 app.add_typer(queues_app, name="queues")
+app.add_typer(log_app, name="log")
 
 DEMO_TOKEN_NAME = "demo (make run)"
 

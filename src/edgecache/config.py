@@ -326,6 +326,9 @@ class Logging(_Model):
     """Write one line per data-plane request to this file (off when unset)."""
     access_log_format: Literal["combined", "json"] = "combined"
     """``combined``: Apache/nginx combined format plus cache fields; ``json``: JSON lines."""
+    access_log_ring_mib: Literal[1, 2, 4, 8, 16, 32, 64, 128, 256] = 16
+    """Shared memory per data-plane process for records the formatter has not read yet (about
+    100,000 hits at 16 MiB); when the formatter falls further behind, records are lost and counted."""
 
 
 class Config(_Model):

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from edgecache.control.queues import QueueService
 from edgecache.edge.http1 import Http1Stats
+from edgecache.edge.logring import RingCounts
 from edgecache.edge.origin import OriginStats
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import ORIGIN_BUCKETS, EdgeStats
@@ -206,4 +207,30 @@ class QueueCollector(Collector):
             "edgecache_queue_commits",
             "Transactions of the queue writer (group commits)",
             value=self._queues.commits,
+        )
+
+
+class AccessLogCollector(Collector):
+    """The access log's rings: records captured, written out as lines, and lost to overrun."""
+
+    def __init__(self, rings: Callable[[], list[RingCounts]]) -> None:
+        self._rings = rings
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """Sum the counters in every ring's header (one ring per data-plane process)."""
+        rings = self._rings()
+        yield CounterMetricFamily(
+            "edgecache_access_log_records",
+            "Requests recorded in the access log's rings",
+            value=sum(r.written for r in rings),
+        )
+        yield CounterMetricFamily(
+            "edgecache_access_log_lines",
+            "Access-log lines the node's formatter wrote",
+            value=sum(r.logged for r in rings),
+        )
+        yield CounterMetricFamily(
+            "edgecache_access_log_lost",
+            "Access-log records overwritten before the formatter read them",
+            value=sum(r.lost for r in rings),
         )

@@ -1,250 +1,78 @@
-"""The data plane's access log: one line per answered request, written off the event loop.
+"""The data plane's access log: a binary record per answered request, put in a shared-memory ring
+on the event loop, and a formatter process that turns records into lines (decision 0016).
 
 Theory of operation:
-- Off by default. When on, the server is built with :class:`LoggedConnection` (a ``Connection``
-  that notes what the handler writes) and :class:`LoggedHandler` (which stamps the request's start);
-  when off, neither exists and the hit path is untouched.
-- On the loop, each request costs a few attribute stores, three clock reads and one tuple appended to
-  a deque: no formatting, no I/O. The status, ``CF-Cache-Status`` and zone are recovered later from
-  what was written (the response head) and the Host field.
-- A writer thread wakes every ``FLUSH_EVERY`` seconds, formats what gathered (letting the loop run
-  every ``YIELD_EVERY`` records: the thread shares CPython's interpreter lock with the loop, so
-  formatting here keeps file I/O off the loop, not CPU), writes it with one ``write`` and flushes,
-  so a crash loses at most the last interval.
-- If the writer falls behind by ``MAX_PENDING`` records, new records are dropped and counted
-  (``dropped``), and a warning says how many: memory stays bounded and the loop never waits.
+- Off by default. When on, the server is built with :class:`LoggedConnection`, a ``Connection``
+  that stamps each request's start and notes what the handler writes; when off, it does not
+  exist and the hit path is untouched.
+- On the loop, each request costs a few attribute stores, three clock reads, two slices of the
+  response head (status digits, ``CF-Cache-Status``) and one ``list.extend`` of the values at
+  hand onto the ring writer's batch; every 32 requests (or 50 ms) the batch is copied into the
+  shared-memory ring in a few C calls (:class:`RingWriter`). No formatting, no clock
+  conversion, no I/O, no lock, never a wait.
+- Every data-plane process writes its own ring (``<data_dir>/accesslog/<pid>.ring``);
+  :class:`FormatterProcess` runs ``edgecache.edge.logtail`` as a child process that reads every
+  ring in that directory and writes the file, and starts it again if it dies. Its CPU is its own:
+  it does not take the interpreter lock from the loop, as a writer thread would.
 - What is timed: ``total`` from the complete request to the end of the response; ``origin`` from
-  the complete request to the response head, for answers that needed the origin (MISS, EXPIRED,
-  REVALIDATED, BYPASS, DYNAMIC; for a collapsed request this is its wait for the shared fetch).
+  the complete request to the response head (the formatter shows it for answers that needed the
+  origin).
 - Requests the server rejects itself (400, 408, 413, ... before any handler) are counted in the
   metrics, not logged here.
-
-Formats: ``combined`` is Apache/nginx's combined log format (bytes are all bytes sent, head
-included, as nginx's ``$bytes_sent``) followed by ``cache= zone= origin_ms= total_ms=``;
-``json`` is one JSON object per line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import re
-import threading
+import signal
+import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from json.encoder import encode_basestring
 from pathlib import Path
-from typing import IO, Literal
 
-from edgecache.edge.http1 import Connection, Handler, HttpServer, Request
-from edgecache.edge.zones import ZoneTable
+from edgecache.edge.http1 import Connection, HttpServer, Request
+from edgecache.edge.logformat import Format
+from edgecache.edge.logring import BATCH_RECORDS, FIELDS, RingWriter, read_counts
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
-FLUSH_EVERY = 0.1
-MAX_PENDING = 200_000
-YIELD_EVERY = 128
-"""Records the writer formats before it lets the event loop run (it shares the interpreter lock)."""
-ORIGIN_STATUSES = frozenset({"MISS", "EXPIRED", "REVALIDATED", "BYPASS", "DYNAMIC"})
 _CF = b"\r\nCF-Cache-Status: "
-
-Record = tuple[Request, float, float, float, bytes | None, int]
-"""request, start, head written, end (monotonic), first bytes written, bytes sent."""
-
-
-class AccessLog:
-    """The buffer between the loop and the writer thread, and the writer."""
-
-    def __init__(self, path: Path, fmt: Literal["combined", "json"], zones: ZoneTable) -> None:
-        self.path = path
-        self.format = fmt
-        self.zones = zones
-        self.pending: deque[Record] = deque()
-        self.written = 0
-        self.dropped = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._file: IO[str] | None = None
-        self._stamp = (0, "")
-        self._iso = (0, "")
-        self._zone_names: dict[str, str] = {}
-        """Host field → zone name (or "-"), filled by the writer thread only."""
-
-    def record(self, item: Record) -> None:
-        """Queue one request's record (on the loop: O(1), never blocks)."""
-        if len(self.pending) >= MAX_PENDING:
-            self.dropped += 1
-            return
-        self.pending.append(item)
-
-    def start(self) -> None:
-        """Open the file and start the writer thread."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8", errors="replace")
-        self._thread = threading.Thread(target=self._run, name="edgecache-access-log", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        """Write what is queued, stop the thread and close the file (blocking: call off the loop)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._file is not None:
-            self._file.close()
-
-    def _run(self) -> None:
-        reported = 0
-        while not self._stop.wait(FLUSH_EVERY):
-            self._drain()
-            if self.dropped != reported:
-                log.warning(
-                    "access log fell behind; %d records dropped so far",
-                    self.dropped,
-                    extra={"event": "access_log_dropped", "dropped": self.dropped},
-                )
-                reported = self.dropped
-        self._drain()
-
-    def _drain(self) -> None:
-        pending = self.pending
-        if not pending or self._file is None:
-            return
-        # Wall-clock time of a record = now - (monotonic now - its monotonic end).
-        offset = time.time() - _monotonic()
-        line = self._json if self.format == "json" else self._combined
-        lines = []
-        # What is queued now, not what arrives meanwhile: each write stays bounded.
-        for i in range(1, len(pending) + 1):
-            lines.append(line(pending.popleft(), offset))
-            if i % YIELD_EVERY == 0:
-                # Hand the interpreter back to the event loop now, rather than at the
-                # interpreter's 5 ms switch interval: a burst of records must not stall requests.
-                time.sleep(0)
-        try:
-            self._file.write("".join(lines))
-            self._file.flush()
-        except OSError:
-            log.exception("writing the access log to %s failed", self.path)
-            return
-        self.written += len(lines)
-
-    def _fields(self, rec: Record) -> tuple[str, str, str, str, str]:
-        """Status, cache status, zone name, origin ms and total ms of a record."""
-        req, start, head_at, end, head, _ = rec
-        status = cache = "-"
-        if head is not None:
-            if head.startswith(b"HTTP/1."):
-                status = head[9:12].decode("latin-1")
-            i = head.find(_CF, 0, 8192)
-            if i >= 0:
-                i += len(_CF)
-                cache = head[i : head.find(b"\r", i)].decode("latin-1")
-        host = req.headers.get("host", "")
-        zone = self._zone_names.get(host)
-        if zone is None:
-            found = self.zones.for_host(host)
-            zone = found[0].config.name if isinstance(found, tuple) else "-"
-            if len(self._zone_names) >= 4096:
-                self._zone_names.clear()
-            self._zone_names[host] = zone
-        origin = "%.3f" % ((head_at - start) * 1000) if cache in ORIGIN_STATUSES else "-"
-        return status, cache, zone, origin, "%.3f" % ((end - start) * 1000)
-
-    def _clf_time(self, at: float) -> str:
-        second = int(at)
-        if self._stamp[0] != second:
-            self._stamp = (second, time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)))
-        return self._stamp[1]
-
-    def _combined(self, rec: Record, offset: float) -> str:
-        req = rec[0]
-        status, cache, zone, origin, total = self._fields(rec)
-        h = req.headers
-        target = req.target
-        referer = h.get("referer", "-")
-        agent = h.get("user-agent", "-")
-        if _UNSAFE.search(target) or _UNSAFE.search(referer) or _UNSAFE.search(agent):
-            target, referer, agent = _q(target), _q(referer), _q(agent)
-        return _COMBINED % (
-            req.client_ip or "-",
-            self._clf_time(rec[3] + offset),
-            req.method,
-            target,
-            req.http_version,
-            status,
-            rec[5],
-            referer,
-            agent,
-            cache,
-            zone,
-            origin,
-            total,
-        )
-
-    def _json(self, rec: Record, offset: float) -> str:
-        req = rec[0]
-        status, cache, zone, origin, total = self._fields(rec)
-        h = req.headers
-        at = rec[3] + offset
-        return _JSON % (
-            self._iso_time(at),
-            int((at % 1) * 1000),
-            _js(req.client_ip),
-            _js(req.method),
-            _js(req.target),
-            req.http_version,
-            status if status != "-" else "null",
-            rec[5],
-            _js(h.get("host")),
-            _js(None if zone == "-" else zone),
-            _js(None if cache == "-" else cache),
-            "null" if origin == "-" else origin,
-            total,
-            _js(h.get("referer")),
-            _js(h.get("user-agent")),
-        )
-
-    def _iso_time(self, at: float) -> str:
-        second = int(at)
-        if self._iso[0] != second:
-            self._iso = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        return self._iso[1]
-
-
-_COMBINED = '%s - - [%s] "%s %s HTTP/%s" %s %d "%s" "%s" cache=%s zone=%s origin_ms=%s total_ms=%s\n'
-_JSON = (
-    '{"time": "%s.%03dZ", "client": %s, "method": %s, "target": %s, "protocol": "HTTP/%s", '
-    '"status": %s, "bytes": %d, "host": %s, "zone": %s, "cache": %s, "origin_ms": %s, "total_ms": %s, '
-    '"referer": %s, "user_agent": %s}\n'
-)
-_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f]')
-"""What a quoted combined-format field may not contain as is."""
-
-
-def _js(text: str | None) -> str:
-    return "null" if text is None else encode_basestring(text)
-
-
-def _q(text: str) -> str:
-    """A request value inside a quoted combined-format field: quotes, backslashes and control
-    characters escaped, so a client cannot forge a line or a field."""
-    return "".join("\\" + c if c in '"\\' else c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+_CF_LEN = len(_CF)
+_FULL = BATCH_RECORDS * FIELDS
+RESTART_AFTER = 1.0
+"""Seconds between a formatter's unexpected exit and its restart."""
+READY = b"ready\n"
+READY_WITHIN = 30.0
+STOP_GRACE = 10.0
+"""Seconds a stopping formatter has to write what is left before it is killed."""
 
 
 class LoggedConnection(Connection):
     """A data-plane connection that notes, per request, what its handler writes and when."""
 
-    __slots__ = ("_access", "_pending", "al_bytes", "al_head", "al_head_at", "al_req", "al_start")
+    __slots__ = ("_pending", "_ring", "_serve", "al_bytes", "al_head", "al_head_at", "al_req", "al_start")
 
-    def __init__(self, server: HttpServer, access: AccessLog) -> None:
+    def __init__(self, server: HttpServer, ring: RingWriter) -> None:
         super().__init__(server)
-        self._access = access
-        self._pending = access.pending
+        self._ring = ring
+        self._pending = ring.pending
+        # The server calls self._handler for every request, queued or not: stamp there.
+        self._serve = self._handler
+        self._handler = self._stamp
         self.al_req: Request | None = None
         self.al_start = self.al_head_at = 0.0
         self.al_head: bytes | None = None
         self.al_bytes = 0
+
+    def _stamp(self, req: Request, conn: Connection) -> Awaitable[None] | None:
+        self.al_req = req
+        self.al_start = _monotonic()
+        self.al_head = None
+        self.al_bytes = 0
+        return self._serve(req, conn)
 
     def write(self, data: bytes) -> None:
         if self.al_head is None:
@@ -261,52 +89,146 @@ class LoggedConnection(Connection):
         Connection.writelines(self, pieces)
 
     def respond(self, data: bytes, keep_alive: bool) -> None:
-        # Through write() and finish(), so that the record sees the response: the base class's
-        # fast path calls neither.
-        self.write(data)
-        self.finish(keep_alive)
+        # The base class's fast path (a hit) calls neither write() nor finish(): note both here.
+        if self.al_head is None:
+            self.al_head = data
+            self.al_head_at = _monotonic()
+        self.al_bytes += len(data)
+        Connection.respond(self, data, keep_alive)
+        if self.al_req is not None:
+            self._record()
 
     def finish(self, keep_alive: bool) -> None:
-        req = self.al_req
-        if req is not None:
-            # AccessLog.record, inlined: this runs once per request on the loop.
-            self.al_req = None
-            pending = self._pending
-            if len(pending) < MAX_PENDING:
-                pending.append(
-                    (req, self.al_start, self.al_head_at, _monotonic(), self.al_head, self.al_bytes)
-                )
-            else:
-                self._access.dropped += 1
+        if self.al_req is not None:
+            self._record()
         Connection.finish(self, keep_alive)
 
     def abort(self) -> None:
-        req = self.al_req
-        if req is not None:
-            self.al_req = None
-            self._access.record(
-                (req, self.al_start, self.al_head_at, _monotonic(), self.al_head, self.al_bytes)
-            )
+        if self.al_req is not None:
+            self._record()
         Connection.abort(self)
 
+    def _record(self) -> None:
+        req = self.al_req
+        assert req is not None
+        self.al_req = None
+        head = self.al_head
+        status = cache = b""
+        if head is not None:
+            status = head[9:12]
+            i = head.find(_CF, 0, 4096)
+            if i >= 0:
+                i += _CF_LEN
+                cache = head[i : head.find(b"\r", i)]
+        # The raw fields, not req.headers: building that dict is what a cache hit avoids.
+        fields = dict(req._fields)
+        # One list.extend: the ring writer copies a batch of these into the ring at a time.
+        self._pending.extend(
+            (
+                self.al_start,
+                self.al_head_at,
+                _monotonic(),
+                self.al_bytes,
+                status,
+                cache,
+                req.client_ip,
+                req.method,
+                req.target,
+                req.http_version,
+                req.host,
+                fields.get("referer", b""),
+                fields.get("user-agent", b""),
+            )
+        )
+        n = len(self._pending)
+        if n >= _FULL:
+            self._ring.flush()
+        elif n == FIELDS:
+            self._ring.batch_started()
 
-class LoggedHandler:
-    """Wraps the data-plane handler: stamps each request's start on its connection."""
 
-    __slots__ = ("_handler",)
-
-    def __init__(self, handler: Handler) -> None:
-        self._handler = handler
-
-    def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | None:
-        if isinstance(conn, LoggedConnection):
-            conn.al_req = req
-            conn.al_start = _monotonic()
-            conn.al_head = None
-            conn.al_bytes = 0
-        return self._handler(req, conn)
-
-
-def connection_factory(access: AccessLog) -> Callable[[HttpServer], Connection]:
+def connection_factory(ring: RingWriter) -> Callable[[HttpServer], Connection]:
     """What the server builds per TCP connection when the access log is on."""
-    return lambda server: LoggedConnection(server, access)
+    return lambda server: LoggedConnection(server, ring)
+
+
+class FormatterProcess:
+    """The node's access-log formatter as a supervised child process."""
+
+    def __init__(self, ring_dir: Path, output: Path, fmt: Format) -> None:
+        self.ring_dir = ring_dir
+        self.output = output
+        self.format = fmt
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Start the formatter and keep it running until :meth:`stop`."""
+        self._proc = await self._spawn()
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "edgecache.edge.logtail",
+            "--dir",
+            str(self.ring_dir),
+            "--format",
+            self.format,
+            "--output",
+            str(self.output),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        # Ready once it has its signal handlers and its file: a stop from then on loses nothing.
+        assert proc.stdout is not None
+        try:
+            ready = await asyncio.wait_for(proc.stdout.readline(), READY_WITHIN)
+        except TimeoutError:
+            ready = b""
+        if ready != READY:
+            log.error("the access-log formatter did not start (it said %r)", ready)
+        return proc
+
+    async def _supervise(self) -> None:
+        while True:
+            assert self._proc is not None
+            code = await self._proc.wait()
+            if self._stopping:
+                return
+            self.restarts += 1
+            log.warning(
+                "access-log formatter exited with status %s; starting it again",
+                code,
+                extra={"event": "access_log_formatter_exited", "status": code},
+            )
+            await asyncio.sleep(RESTART_AFTER)
+            if self._stopping:
+                return
+            self._proc = await self._spawn()
+
+    async def stop(self) -> None:
+        """Let the formatter write what the rings hold, then end it."""
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except TimeoutError:
+                log.error("access-log formatter did not stop in %g s; killing it", STOP_GRACE)
+                proc.kill()
+                await proc.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def close_ring(ring: RingWriter) -> None:
+    """Unmap a process's ring; remove it if the formatter read all of it (else a later formatter
+    will, and remove it then)."""
+    counts = read_counts(ring.path)
+    ring.close(unlink=counts.logged + counts.lost >= counts.written)

@@ -123,6 +123,8 @@ class Fetch:
         self._tag_source: list[tuple[str, str]] = []
         self.head_bytes = b""
         self.content_length: int | None = None
+        self.length_known = False
+        """The origin's response (or, after a 304, the stored one's) carried a Content-Length."""
         self.content_range: tuple[int, int, int] | None = None
         """Where a 206's body lies in the representation, when its Content-Range says so exactly."""
         self.decision: StorageDecision | None = None
@@ -218,6 +220,7 @@ class Fetch:
         self.decision = decision
         self.status = resp.status
         self.content_length = resp.content_length
+        self.length_known = resp.content_length is not None
         self.initial_age = initial_age(
             age_header=_field(headers, "age"),
             date_header=_field(headers, "date"),
@@ -270,6 +273,7 @@ class Fetch:
         self.client_headers = [(k, v) for k, v in merged if k.lower() not in NOT_STORED]
         self.head_bytes = encode_head(self.client_headers)
         self.content_length = len(stale.body)
+        self.length_known = stale.length_known
         self.initial_age = initial_age(
             age_header=_field(fresh, "age"),
             date_header=_field(fresh, "date"),
@@ -374,6 +378,7 @@ class Fetch:
             must_revalidate=decision.must_revalidate,
             no_cache=decision.no_cache,
             auth_ok=decision.auth_ok,
+            length_known=self.length_known,
         )
 
     def _finish(self) -> None:

@@ -358,6 +358,14 @@ class DiskReclaim:
         hard = purge.mode is Mode.DELETE
         while self._i < len(purge.selectors):
             selector = purge.selectors[self._i]
+            if hard and isinstance(selector, Everything):
+                removed, _, _, self._after = view.wipe_zone_slice(purge.zone, None, purge.seq, self._after)
+                self.counts[selector] = self.counts.get(selector, 0) + removed
+                self._changed = True
+                if self._after is not None:
+                    return False
+                self._i += 1
+                continue
             handles = self._candidates(view, selector)
             done = self.counts.get(selector, 0)
             for handle in handles:

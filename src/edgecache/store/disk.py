@@ -21,6 +21,10 @@ Rules of this module (the engine choice is measured in docs/decisions/0009-persi
   after their last read, and over a zone's budget the one expiring soonest goes first.
 - A key longer than ``_MAX_INLINE_KEY`` bytes is stored under its first bytes plus a digest (LMDB
   keys are at most 511 bytes); range lookups then compare the full key kept in the record.
+- Removing a whole zone (a reserve clear, a hard purge of everything) walks the ``zones`` index with
+  one cursor and unpacks each record's header in place (``WriteView.wipe_zone``), in transactions of
+  ``WIPE_SLICE`` seconds of work: every index row still goes with its record, in the same
+  transaction, so an interrupted removal leaves a consistent store that the rerun finishes.
 - ``reclaimed_upto`` is the purge-ledger position up to which every purge has been applied to what
   is on disk. It is written in the transaction that finishes a purge's removal job, so after a crash
   the node replays the purges after it (``Node.__init__``, ``PurgeService.replay``). A job that
@@ -47,7 +51,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 
@@ -71,6 +75,11 @@ MAX_QUEUED = 20_000
 falls behind a burst of fills, memory does not grow without bound. Deletes and jobs always queue."""
 JOB_STEP = 2048
 """Records a removal job handles per write transaction before queued puts get their turn."""
+WIPE_SLICE = 0.05
+"""Seconds of work per write transaction of a whole-zone removal: its records cost a few µs each,
+so a slice of ``JOB_STEP`` would pay a commit (an fsync) per few ms of work, and the fsyncs, not the
+work, would set the rate (``bench/disk_tier.py``). Fills wait at most this long behind it."""
+_WIPE_CHUNK = 512
 
 _REC = struct.Struct("<HqdddddddBHIHI")
 """status, stored_seq, response_time, initial_age, freshness_lifetime, swr, sie,
@@ -79,6 +88,7 @@ then zone, key, tags (NUL-joined), head, body."""
 _F_MUST_REVALIDATE = 1
 _F_NO_CACHE = 2
 _F_AUTH_OK = 4
+_F_LENGTH_KNOWN = 8
 _TICK = struct.Struct(">Q")
 """Big-endian, so that order keys sort by tick."""
 _INT = struct.Struct("<q")
@@ -144,6 +154,7 @@ def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
         (_F_MUST_REVALIDATE if entry.must_revalidate else 0)
         | (_F_NO_CACHE if entry.no_cache else 0)
         | (_F_AUTH_OK if entry.auth_ok else 0)
+        | (_F_LENGTH_KNOWN if entry.length_known else 0)
     )
     return b"".join(
         (
@@ -210,6 +221,7 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
         must_revalidate=bool(flags & _F_MUST_REVALIDATE),
         no_cache=bool(flags & _F_NO_CACHE),
         auth_ok=bool(flags & _F_AUTH_OK),
+        length_known=bool(flags & _F_LENGTH_KNOWN),
         stale_since=None if math.isnan(stale) else stale,
     )
     return Record(entry, rexp)
@@ -259,6 +271,94 @@ class WriteView:
     def scan_zone(self, zone: str, after: bytes | None, limit: int, area: bytes | None = None) -> list[bytes]:
         """Up to ``limit`` handles, after ``after``, of the records of ``zone`` (one area or both)."""
         return self._scan_dup(self._s._zones, zone.encode(), after, limit, area)
+
+    def wipe_zone(
+        self, zone: str, area: bytes | None, before: int, after: bytes | None, limit: int
+    ) -> tuple[int, int, int, bytes | None]:
+        """Remove up to ``limit`` records of ``zone`` (one area or both) stored before ledger
+        position ``before``, walking the zone index after ``after``; returns the disk-cache and
+        reserve records removed, their bytes, and where to resume (None once the zone is done; b"":
+        from the start).
+
+        The whole-zone path of clears and purges of everything: the record's header is unpacked in
+        place, no ``Entry`` is built, and the zone index is walked and trimmed by one cursor, so a
+        record costs a handful of C calls (``bench/disk_tier.py``)."""
+        s = self._s
+        txn = self.txn
+        entries, tags_db, ticks, order, retain = s._entries, s._tags, s._ticks, s._order, s._retain
+        zkey = zone.encode()
+        tag_prefix = zkey + b"\x00"
+        cur = txn.cursor(db=s._zones)
+        start = after or area
+        found = cur.set_range_dup(zkey, start) if start else cur.set_key(zkey)
+        removed_c = removed_r = freed_c = freed_r = 0
+        seen = 0
+        last: bytes | None = None
+        unpack = _REC.unpack_from
+        pack_tick = _TICK.pack
+        while found and seen < limit:
+            # The write transaction hands out bytes, never buffers.
+            handle = cast(bytes, cur.value())
+            if handle == after:
+                found = cur.next_dup()
+                continue
+            if area is not None and handle[:1] != area:
+                found = False
+                break
+            seen += 1
+            raw = cast(bytes | None, txn.get(handle, db=entries))
+            if raw is None:
+                # An index row without its record: not a record to count, but garbage to drop.
+                found = cur.delete() and cur.key() == zkey
+                continue
+            try:
+                _, seq, _, _, _, _, _, _, rexp, _, lz, lk, lt, _ = unpack(raw)
+            except struct.error:
+                seq, rexp, lz, lk, lt = -1, 0.0, 0, 0, 0
+            if seq >= before:
+                last = handle
+                found = cur.next_dup()
+                continue
+            p = _REC.size + lz + lk
+            tags_raw = raw[p : p + lt]
+            txn.delete(handle, db=entries)
+            if tags_raw:
+                for tag in tags_raw.split(b"\x00"):
+                    tk = tag_prefix + tag
+                    if len(tk) > _MAX_INLINE_KEY:
+                        tk = tk[:_MAX_INLINE_KEY] + _DIGEST_MARK + hashlib.sha256(tk).digest()[:16]
+                    txn.delete(tk, handle, db=tags_db)
+            size = len(raw)
+            if handle[:1] == CACHE:
+                tick = cast(bytes | None, txn.pop(handle, db=ticks))
+                if tick is not None:
+                    txn.delete(tick + handle, db=order)
+                removed_c += 1
+                freed_c += size
+            else:
+                txn.delete(tag_prefix + pack_tick(int(rexp * 1000)) + handle, db=retain)
+                removed_r += 1
+                freed_r += size
+            found = cur.delete() and cur.key() == zkey
+        s._account(txn, CACHE, zone, -freed_c, -removed_c)
+        s._account(txn, RESERVE, zone, -freed_r, -removed_r)
+        freed = freed_c + freed_r
+        if not found:
+            return removed_c, removed_r, freed, None
+        # Not done: resume after the last record kept, or from the start (b"") when none was kept.
+        return removed_c, removed_r, freed, last or after or b""
+
+    def wipe_zone_slice(
+        self, zone: str, area: bytes | None, before: int, after: bytes | None
+    ) -> tuple[int, int, int, bytes | None]:
+        """``wipe_zone`` for about ``WIPE_SLICE`` seconds of work (the same answer, summed)."""
+        c = r = freed = 0
+        end = time.monotonic() + WIPE_SLICE
+        resume: bytes | None = after or b""
+        while resume is not None and time.monotonic() < end:
+            dc, dr, df, resume = self.wipe_zone(zone, area, before, resume or None, _WIPE_CHUNK)
+            c, r, freed = c + dc, r + dr, freed + df
+        return c, r, freed, resume
 
     def _scan_dup(
         self, db: Any, key: bytes, after: bytes | None, limit: int, area: bytes | None = None
@@ -340,20 +440,32 @@ Job = Callable[[WriteView], bool]
 def clear_reserve_job(zone: str, progress: JobProgress) -> Job:
     """A job removing every reserve record of ``zone``, counting into ``progress``. Running it
     again after a crash finishes what is left (it removes whatever is still there)."""
+    return ZoneWipe(zone, RESERVE, 1 << 62, progress)
 
-    def step(view: WriteView) -> bool:
-        handles = view.scan_zone(zone, None, JOB_STEP, area=RESERVE)
-        for handle in handles:
-            freed = view.delete(handle)
-            if freed:
-                progress.objects += 1
-                progress.bytes += freed
-        if len(handles) < JOB_STEP:
-            progress.done = True
+
+class ZoneWipe:
+    """A job removing every record of a zone (one area, or both when ``area`` is None) stored before
+    ledger position ``before``, a slice of ``WIPE_SLICE`` seconds per transaction."""
+
+    def __init__(
+        self, zone: str, area: bytes | None, before: int, progress: JobProgress | None = None
+    ) -> None:
+        self.zone = zone
+        self.area = area
+        self.before = before
+        self.progress = progress or JobProgress()
+        self._after: bytes | None = None
+
+    def __call__(self, view: WriteView) -> bool:
+        removed_c, removed_r, freed, self._after = view.wipe_zone_slice(
+            self.zone, self.area, self.before, self._after
+        )
+        self.progress.objects += removed_c + removed_r
+        self.progress.bytes += freed
+        if self._after is None:
+            self.progress.done = True
             return True
         return False
-
-    return step
 
 
 class DiskStore:

@@ -45,6 +45,9 @@ class Entry:
     """Stored but must be validated before every use (RFC 9111 §5.2.2.4)."""
     auth_ok: bool = False
     """May answer requests that carry Authorization (RFC 9111 §3.5)."""
+    length_known: bool = False
+    """The origin's response carried a Content-Length (not chunked, not until-close): Cloudflare's
+    Cache Reserve admits only such responses."""
     stale_since: float | None = None
     """Set by a soft purge: from this instant the entry is stale whatever its freshness said."""
     visited: bool = field(default=False)

@@ -30,6 +30,12 @@ from edgecache.control.credentials import Permission
 from edgecache.edge.zones import ZoneRuntime
 
 CODES = {ClearWhileOn: 1152, EnableWhileClearing: 1153, NeverCleared: 1142}
+VIEW = (Permission.ZONE_SETTINGS_READ, Permission.ZONE_SETTINGS_WRITE)
+"""Who may see a zone's Cache Reserve setting and clear."""
+CHANGE = (Permission.ZONE_SETTINGS_WRITE,)
+"""Who may turn it on or off, and clear it."""
+VALUES = ("on", "off")
+BAD_VALUE = 'Invalid value for zone setting cache_reserve: "value" must be "on" or "off"'
 
 
 def _time(t: datetime | None) -> str | None:
@@ -69,22 +75,20 @@ def _clear(progress: ClearProgress) -> dict[str, Any]:
 
 async def get_setting(request: web.Request) -> web.Response:
     """The zone's Cache Reserve setting."""
-    service, zone = await _service(request, Permission.ZONE_SETTINGS_READ, Permission.ZONE_SETTINGS_WRITE)
+    service, zone = await _service(request, *VIEW)
     return success(_setting(*service.setting(zone.config.id)))
 
 
 async def edit_setting(request: web.Request) -> web.Response:
     """Turn the zone's Cache Reserve on or off."""
-    service, zone = await _service(request, Permission.ZONE_SETTINGS_WRITE)
+    service, zone = await _service(request, *CHANGE)
     try:
         body = load_json(await request.read())
     except BadJson as exc:
         raise CfError(400, 6007, f"Malformed JSON in request body: {exc}") from exc
     value = body.get("value") if isinstance(body, dict) else None
-    if value not in ("on", "off"):
-        raise CfError(
-            400, 1007, 'Invalid value for zone setting cache_reserve: "value" must be "on" or "off"'
-        )
+    if value not in VALUES:
+        raise CfError(400, 1007, BAD_VALUE)
     try:
         return success(_setting(*await service.set(zone.config.id, value)))
     except ReserveRejected as exc:
@@ -93,7 +97,7 @@ async def edit_setting(request: web.Request) -> web.Response:
 
 async def start_clear(request: web.Request) -> web.Response:
     """Start removing the zone's Cache Reserve objects (the reserve must be off)."""
-    service, zone = await _service(request, Permission.ZONE_SETTINGS_WRITE)
+    service, zone = await _service(request, *CHANGE)
     try:
         return success(_clear(await service.clear(zone.config.id)))
     except ReserveRejected as exc:
@@ -102,7 +106,7 @@ async def start_clear(request: web.Request) -> web.Response:
 
 async def clear_status(request: web.Request) -> web.Response:
     """The zone's latest Cache Reserve clear."""
-    service, zone = await _service(request, Permission.ZONE_SETTINGS_READ, Permission.ZONE_SETTINGS_WRITE)
+    service, zone = await _service(request, *VIEW)
     try:
         return success(_clear(service.status(zone.config.id)))
     except ReserveRejected as exc:

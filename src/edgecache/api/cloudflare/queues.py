@@ -62,6 +62,15 @@ MESSAGE_CODES = {
 }
 
 
+VIEW = (Permission.QUEUES_READ, Permission.QUEUES_WRITE)
+"""Who may list queues and read their backlog and purge status (account-level permissions)."""
+CHANGE = (Permission.QUEUES_WRITE,)
+"""Who may change them: pause, resume, purge."""
+PURGE_UNCONFIRMED = (
+    'A purge deletes every message for good: confirm with {"delete_messages_permanently": true}'
+)
+
+
 def _bad(code: int, message: str) -> CfError:
     return CfError(400, code, message)
 
@@ -174,7 +183,7 @@ async def caller(request: web.Request, *, write: bool) -> tuple[QueueService, st
     account_id = request.match_info["account_id"]
     if not ID.match(account_id):
         raise no_route(request.path)
-    wanted = (Permission.QUEUES_WRITE,) if write else (Permission.QUEUES_READ, Permission.QUEUES_WRITE)
+    wanted = CHANGE if write else VIEW
     if not any(principal.allows_account(p, account_id) for p in wanted):
         raise denied()
     return ctx.queues, account_id
@@ -602,10 +611,7 @@ async def start_purge(request: web.Request) -> web.Response:
     queue_id = _queue_id(request)
     body = json_object(await json_body(request, empty={}))
     if body.get("delete_messages_permanently") is not True:
-        raise _bad(
-            10207,
-            'A purge deletes every message for good: confirm with {"delete_messages_permanently": true}',
-        )
+        raise _bad(10207, PURGE_UNCONFIRMED)
     try:
         queue = await service.start_purge(account_id, queue_id)
     except QueueRejected as exc:

@@ -3,7 +3,8 @@
 Server-rendered pages (Jinja2 templates shipped in this package), a few small scripts (htmx for the
 job's live task list, uPlot for the Live charts, both vendored under ``static/vendor``). Nothing
 is loaded from elsewhere at run time. Pages: sign in, zones, Purge (per zone), a job's tasks,
-Tasks (the history), Live. See ``guard.py`` for sessions and CSRF.
+Tasks (the history), Live, Cache Reserve (per zone), Queues (the account's). See ``guard.py``
+for sessions and CSRF.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from edgecache.api.console import live, purge, tasks
+from edgecache.api.console import live, purge, queues, reserve, tasks
 from edgecache.api.console.guard import (
     COOKIE,
     PATH,
@@ -34,7 +35,7 @@ from edgecache.api.console.guard import (
     set_session_cookie,
     signed_in,
 )
-from edgecache.api.console.render import READ, render, zones_allowing
+from edgecache.api.console.render import READ, render, reserve_zones, zones_allowing
 from edgecache.control.credentials import is_well_formed_token
 from edgecache.control.livestats import LiveStats
 from edgecache.control.sessions import SessionService
@@ -154,11 +155,19 @@ async def home(request: web.Request) -> web.Response:
     """``GET /console/``: the zones this token can see, with what it may do on each."""
     session = signed_in(request)
     readable = zones_allowing(request, session, READ)
-    purgeable = {z.config.id for z in zones_allowing(request, session, purge.PURGE)}
+    reservable = reserve_zones(request, session)
+    # A token that may only change zone settings sees its zones too, with only what it may use.
+    shown = {z.config.id: z for z in (*readable, *reservable)}
     return render(
         request,
         "home.html",
-        {"page": "home", "zones": readable, "purgeable": purgeable},
+        {
+            "page": "home",
+            "zones": sorted(shown.values(), key=lambda z: z.config.name),
+            "purgeable": {z.config.id for z in zones_allowing(request, session, purge.PURGE)},
+            "tasks_readable": {z.config.id for z in readable},
+            "reservable": {z.config.id for z in reservable},
+        },
     )
 
 
@@ -180,6 +189,8 @@ def build_console_app(sessions: SessionService, live_stats: LiveStats) -> web.Ap
     purge.add_routes(app)
     tasks.add_routes(app)
     live.add_routes(app)
+    reserve.add_routes(app)
+    queues.add_routes(app)
     static = app.router.add_static("/static", HERE / "static", append_version=True)
     env.globals["asset"] = lambda name: str(static.url_for(filename=name))
     app.on_shutdown.append(live.close_streams)

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from edgecache.api.console.guard import signed_in
-from edgecache.api.console.render import READ, render, zones_allowing
+from edgecache.api.console.render import READ, allowed_zone, render, zones_allowing
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.control.credentials import Permission
 from edgecache.control.purges import FileTarget, PurgeRejected, PurgeRequest
@@ -36,16 +36,6 @@ FINAL = frozenset({"success", "failed", "timeout", "canceled", "invalid"})
 
 class FormError(Exception):
     """The form itself is incomplete or malformed (before any purge rule is applied)."""
-
-
-def _zone(request: web.Request, permissions: tuple[Permission, ...]) -> ZoneRuntime:
-    session = signed_in(request)
-    zone_id = request.match_info["zone_id"]
-    for zone in zones_allowing(request, session, permissions):
-        if zone.config.id == zone_id:
-            return zone
-    # Unknown and forbidden zones look the same, as in the API.
-    raise web.HTTPNotFound(reason="No such zone, or this token may not use it.")
 
 
 def _list(text: str, *, commas: bool) -> tuple[str, ...]:
@@ -115,13 +105,13 @@ async def purge_home(request: web.Request) -> web.Response:
 
 async def purge_form(request: web.Request) -> web.Response:
     """``GET /console/zones/{zone_id}/purge``."""
-    zone = _zone(request, PURGE)
+    zone = allowed_zone(request, PURGE)
     return _form_page(request, zone, {"kind": "urls", "items": "", "headers": "", "mode": "hard"}, "", 200)
 
 
 async def purge_submit(request: web.Request) -> web.StreamResponse:
     """``POST /console/zones/{zone_id}/purge``: validate and submit as the API does, then show the job."""
-    zone = _zone(request, PURGE)
+    zone = allowed_zone(request, PURGE)
     session = signed_in(request)
     raw = await request.post()
     form = {name: str(raw.get(name, "")) for name in ("kind", "items", "headers", "mode")}

@@ -1,0 +1,348 @@
+"""The access log's shared-memory ring: binary request records, written by one data-plane process,
+read by formatter processes (Varnish's shared-memory log, in miniature).
+
+Theory of operation:
+- One ring per writing process: a file ``<pid>.ring`` in the ring directory, mapped with ``mmap``.
+  A node of several data-plane processes has one ring per process; a reader reads every ring in
+  the directory, so writers never share a position and never lock.
+- The file is a 256-byte header and a data area of ``capacity`` bytes (a power of two). Positions
+  are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
+- The writer appends a batch of records (a small header, then the batch's values as one
+  ``marshal`` blob: times, byte count, status and cache values, the request's strings as
+  received) at ``head``, then publishes the new ``head`` and record count (one 16-byte copy; a
+  reader that sees it half-done takes an older count, and the next batch's sequence number
+  settles the account). A batch that would cross the end of the area is preceded by a wrap marker and
+  starts at the beginning. The writer never reads the readers' state and never waits: it simply
+  overwrites.
+- A reader keeps its own position. Before reading it compares it with ``head``: if the writer is
+  more than ``capacity - 2 * MAX_BATCH`` ahead, what it has not read may already be overwritten,
+  so it resumes at the oldest batch still safe to read (the header keeps where the first batch of
+  each eighth of the area starts, as Varnish's log keeps segment starts), or at ``head``, and
+  counts the records it skipped as lost. After copying it reads
+  ``head`` again and drops what it copied the same way if the writer came that close meanwhile
+  (it may have overwritten bytes while they were copied). Batches carry the sequence number of
+  their first record, so every loss is counted exactly.
+- Store order: the batch's bytes are written before the header's ``head``. On x86 (TSO) other
+  cores see stores in that order; CPython issues them from one thread as plain memory copies.
+- The node's own formatter (the one that writes the access-log file) keeps its position, the next
+  sequence number, the lost and written counts in the header's reader fields, so a restarted
+  formatter resumes where the last one stopped and ``/metrics`` reads the counts from the ring.
+  Readers started by hand (``edgecache log tail``) keep theirs in memory only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import marshal
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAGIC = b"ECVSL\x00\x00\x01"
+HEADER_SIZE = 256
+_HEADER = struct.Struct("<8sIIQ")
+"""magic, writer pid, reserved, capacity."""
+_HEAD = struct.Struct("<QQ")
+"""At offset 24: the writer's head (absolute byte position) and the number of records written."""
+_READER = struct.Struct("<QQQQ")
+"""At offset 40: the node formatter's position, next sequence number, records lost and written."""
+_HEAD_AT = 24
+_READER_AT = 40
+SEGMENTS = 8
+_SEGMENTS_AT = 72
+"""8 positions: the first batch that started in each eighth of the area, by its absolute eighth
+modulo 8, so a lapped reader can resume at the oldest batch not yet overwritten."""
+_POS = struct.Struct("<Q")
+
+_BATCH = struct.Struct("<IQII")
+"""A batch's header: size, sequence number of its first record, records, payload bytes. The
+payload is the batch's values, ``FIELDS`` per record, as one ``marshal`` blob (CPython's own
+binary format for plain values: one C call to write, one to read; both sides run the same
+Python)."""
+FIELDS = 13
+"""Values per record in :attr:`RingWriter.pending` (and in a batch's payload)."""
+BATCH_RECORDS = 32
+"""Records gathered in process memory before they are copied into the ring together."""
+FLUSH_DELAY = 0.05
+"""Seconds a smaller batch waits before it is copied anyway."""
+MAX_FIELD = 4096
+"""When one request alone would exceed ``MAX_BATCH``, its strings are cut to this many bytes."""
+MAX_BATCH = 256 * 1024
+DEFAULT_CAPACITY = 16 * 1024 * 1024
+_WRAP = b"\x00\x00\x00\x00"
+
+
+def ring_path(directory: Path, pid: int) -> Path:
+    """The ring file of the process ``pid``."""
+    return directory / f"{pid}.ring"
+
+
+class RingWriter:
+    """The writing side of one ring. On the event loop, a request's values are appended to
+    :attr:`pending` (one ``list.extend``); every ``BATCH_RECORDS`` records, or ``FLUSH_DELAY``
+    after the first of a smaller batch, :meth:`flush` copies the batch into the ring, so the
+    per-request cost is a list append and the copy is a few C calls per batch
+    (Varnish's workers buffer their log records the same way before they reach shared memory)."""
+
+    __slots__ = (
+        "_armed",
+        "_head",
+        "_loop",
+        "_mask",
+        "_mm",
+        "_segment",
+        "_segment_shift",
+        "_seq",
+        "capacity",
+        "path",
+        "pending",
+    )
+
+    def __init__(self, path: Path, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity & (capacity - 1) or capacity < 4 * MAX_BATCH:
+            raise ValueError(f"ring capacity must be a power of two of at least {4 * MAX_BATCH} bytes")
+        self.path = path
+        self.capacity = capacity
+        self._mask = capacity - 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".new")
+        with tmp.open("wb") as f:
+            f.truncate(HEADER_SIZE + capacity)
+            f.write(_HEADER.pack(MAGIC, os.getpid(), 0, capacity))
+        # Readers only open complete files: the header is in place before the name appears.
+        tmp.replace(path)
+        with path.open("r+b") as f:
+            self._mm = mmap.mmap(f.fileno(), HEADER_SIZE + capacity)
+        self._head = 0
+        self._seq = 0
+        self._segment_shift = (capacity // SEGMENTS).bit_length() - 1
+        self._segment = -1
+        self._armed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.pending: list[Any] = []
+        """``FIELDS`` values per request: start, head written, end, bytes sent, status digits,
+        cache status (bytes), client ip, method, target, version, host, then referer and user
+        agent as received (bytes)."""
+
+    def batch_started(self) -> None:
+        """Called when ``pending`` holds its first record: copy it within ``FLUSH_DELAY``."""
+        if not self._armed:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._armed = True
+            self._loop.call_later(FLUSH_DELAY, self._timer)
+
+    def _timer(self) -> None:
+        self._armed = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Copy the pending records into the ring (never blocks; overwrites what readers have not
+        read)."""
+        pending = self.pending
+        if pending:
+            batch = pending[:]
+            pending.clear()
+            self._write(batch)
+
+    def _write(self, rec: list[Any]) -> None:
+        n = len(rec) // FIELDS
+        payload = marshal.dumps(rec)
+        size = (_BATCH.size + len(payload) + 7) & ~7
+        if size > MAX_BATCH:
+            if n > 1:
+                half = n // 2 * FIELDS
+                self._write(rec[:half])
+                self._write(rec[half:])
+            else:
+                self._write([v[:MAX_FIELD] if isinstance(v, str | bytes) else v for v in rec])
+            return
+        mm = self._mm
+        pos = self._head
+        off = pos & self._mask
+        if off + size > self.capacity:
+            mm[HEADER_SIZE + off : HEADER_SIZE + off + 4] = _WRAP
+            pos += self.capacity - off
+            off = 0
+        segment = pos >> self._segment_shift
+        if segment != self._segment:
+            self._segment = segment
+            _POS.pack_into(mm, _SEGMENTS_AT + (segment % SEGMENTS) * 8, pos)
+        at = HEADER_SIZE + off
+        _BATCH.pack_into(mm, at, size, self._seq, n, len(payload))
+        at += _BATCH.size
+        mm[at : at + len(payload)] = payload
+        self._seq += n
+        self._head = pos + size
+        _HEAD.pack_into(mm, _HEAD_AT, self._head, self._seq)
+
+    def close(self, unlink: bool = False) -> None:
+        """Copy what is pending, unmap the ring; ``unlink`` also removes its file."""
+        self.flush()
+        self._mm.close()
+        if unlink:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One request as the ring holds it (strings decoded as they were received: latin-1)."""
+
+    start: float
+    head_at: float
+    end: float
+    sent: int
+    status: str
+    cache: str
+    client_ip: str
+    method: str
+    target: str
+    version: str
+    host: str
+    referer: str
+    user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class RingCounts:
+    """What a ring's header says: records written by its process, and the node formatter's
+    account of them."""
+
+    written: int
+    lost: int
+    logged: int
+
+
+def read_counts(path: Path) -> RingCounts:
+    """The counters in a ring file's header (without mapping the data area)."""
+    with path.open("rb") as f:
+        header = f.read(HEADER_SIZE)
+    _, seq = _HEAD.unpack_from(header, _HEAD_AT)
+    _, _, lost, logged = _READER.unpack_from(header, _READER_AT)
+    return RingCounts(written=seq, lost=lost, logged=logged)
+
+
+class RingReader:
+    """One reader of one ring. ``keep`` makes it the ring's node formatter: it starts where the
+    last one stopped and records its position and counts in the ring's header."""
+
+    def __init__(self, path: Path, *, keep: bool = False, from_start: bool = False) -> None:
+        self.path = path
+        self.keep = keep
+        with path.open("r+b" if keep else "rb") as f:
+            self.inode = os.fstat(f.fileno()).st_ino
+            """Which file this is: a new process with a reused pid replaces the file of that name."""
+            magic, self.pid, _, self.capacity = _HEADER.unpack(f.read(_HEADER.size))
+            if magic != MAGIC:
+                raise ValueError(f"{path} is not an access-log ring")
+            access = mmap.ACCESS_WRITE if keep else mmap.ACCESS_READ
+            self._mm = mmap.mmap(f.fileno(), HEADER_SIZE + self.capacity, access=access)
+        self._mask = self.capacity - 1
+        self.pos: int
+        self.next_seq: int
+        self.lost: int
+        self.logged: int
+        head, seq = _HEAD.unpack_from(self._mm, _HEAD_AT)
+        if keep:
+            self.pos, self.next_seq, self.lost, self.logged = _READER.unpack_from(self._mm, _READER_AT)
+        elif from_start:
+            self.pos, self.next_seq, self.lost, self.logged = 0, 0, 0, 0
+        else:
+            self.pos, self.next_seq, self.lost, self.logged = head, seq, 0, 0
+
+    def written(self) -> int:
+        """Records the writer has put in the ring so far."""
+        seq: int = _HEAD.unpack_from(self._mm, _HEAD_AT)[1]
+        return seq
+
+    def read(self) -> list[Record]:
+        """Every record written since the last call (fewer, with ``lost`` counting the rest, when
+        the writer lapped this reader)."""
+        mm = self._mm
+        head, seq = _HEAD.unpack_from(mm, _HEAD_AT)
+        start = self.pos
+        if head - start > self.capacity - 2 * MAX_BATCH:
+            start = self._oldest_safe(head)
+            if start == head:
+                self._skip_to(head, seq)
+                return []
+        out: list[Record] = []
+        pos, expect = start, self.next_seq
+        while pos < head:
+            at = HEADER_SIZE + (pos & self._mask)
+            if mm[at : at + 4] == _WRAP:
+                pos += self.capacity - (pos & self._mask)
+                continue
+            size, first, n, length = _BATCH.unpack_from(mm, at)
+            at += _BATCH.size
+            pos += size
+            try:
+                values = marshal.loads(mm[at : at + length])
+            except (EOFError, ValueError, TypeError):
+                continue  # overwritten while read: its records are counted lost below
+            if first < expect or not isinstance(values, list) or len(values) != n * FIELDS:
+                continue
+            self.lost += first - expect
+            expect = first + n
+            out.extend(_record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS))
+        now, now_seq = _HEAD.unpack_from(mm, _HEAD_AT)
+        if now + 2 * MAX_BATCH > start + self.capacity:
+            # The writer came close enough to have overwritten part of what was copied.
+            self._skip_to(now, now_seq)
+            return []
+        self.pos, self.next_seq = pos, expect
+        return out
+
+    def _oldest_safe(self, head: int) -> int:
+        """The oldest batch the writer cannot be overwriting now (or ``head`` if none is known)."""
+        safe = head + 2 * MAX_BATCH - self.capacity
+        starts = [_POS.unpack_from(self._mm, _SEGMENTS_AT + 8 * i)[0] for i in range(SEGMENTS)]
+        return min((p for p in starts if safe <= p <= head), default=head)
+
+    def _skip_to(self, head: int, seq: int) -> None:
+        self.lost += seq - self.next_seq
+        self.pos, self.next_seq = head, seq
+
+    def commit(self, logged: int) -> None:
+        """Count ``logged`` records as written out; the node formatter saves its state in the ring."""
+        self.logged += logged
+        if self.keep:
+            _READER.pack_into(self._mm, _READER_AT, self.pos, self.next_seq, self.lost, self.logged)
+
+    def drained(self) -> bool:
+        """Whether this reader has read everything written so far."""
+        head: int = _HEAD.unpack_from(self._mm, _HEAD_AT)[0]
+        return self.pos >= head
+
+    def close(self) -> None:
+        """Unmap the ring."""
+        self._mm.close()
+
+
+def _record(v: list[Any]) -> Record:
+    start, head_at, end, sent, status, cache, ip, method, target, version, host, referer, agent = v
+    return Record(
+        start,
+        head_at,
+        end,
+        sent,
+        status.decode("latin-1"),
+        cache.decode("latin-1"),
+        ip,
+        method,
+        target,
+        version,
+        host,
+        referer.rstrip(b" \t").decode("latin-1"),
+        agent.rstrip(b" \t").decode("latin-1"),
+    )
+
+
+def ring_files(directory: Path) -> Iterator[Path]:
+    """The ring files in a ring directory (one per data-plane process, live or gone)."""
+    if directory.is_dir():
+        yield from sorted(directory.glob("*.ring"))

@@ -1,0 +1,239 @@
+"""The access log's shared-memory ring and its formatter process, on real nodes and real processes:
+lines for real requests, a formatter that dies is replaced without duplicating or losing lines,
+overrun is counted (in /metrics and the log) and never makes the writer wait, and
+``edgecache log tail`` prints the node's requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import test_logs
+from conftest import Route
+from edgecache.edge.logring import FIELDS, RingCounts, RingReader, RingWriter, read_counts, ring_path
+from edgecache.edge.logtail import Tail
+from test_logs import COMBINED, LoggedNode, _lines
+from workers_node import VersionedOrigin, WorkerNode
+
+ONE_MIB = 1 << 20
+CLI = [sys.executable, "-c", "from edgecache.cli import main; main()"]
+node_factory = test_logs.node_factory
+
+
+def _wait(predicate: object, n: LoggedNode, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
+        n.run(0.05)
+    assert predicate(), "timed out"  # type: ignore[operator]
+
+
+def _metrics(n: LoggedNode) -> dict[str, float]:
+    async def get() -> str:
+        url = f"http://127.0.0.1:{n.node.control_port}/metrics"
+        return await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+
+    text = n.loop.run_until_complete(get())
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in text.splitlines())
+        if name.startswith("edgecache_access_log_")
+    }
+
+
+def _record(i: int) -> tuple[object, ...]:
+    now = time.monotonic()
+    return (
+        now,
+        now,
+        now,
+        1000 + i,
+        b"200",
+        b"HIT",
+        "127.0.0.1",
+        "GET",
+        f"/r/{i}",
+        "1.1",
+        "a.example",
+        b"",
+        b"t",
+    )
+
+
+def test_formatter_is_a_process_that_writes_lines_and_comes_back_when_killed(
+    tmp_path: Path, node_factory: type[LoggedNode]
+) -> None:
+    path = tmp_path / "access.log"
+    n = node_factory(tmp_path, access_log=path)
+    n.origin.routes["/p"] = Route(body=b"x" * 100)
+    formatter = n.node.access_formatter
+    assert formatter is not None and formatter._proc is not None
+    first_pid = formatter._proc.pid
+    assert first_pid != os.getpid()
+    for _ in range(3):
+        assert n.request("/p") == 200
+    _wait(lambda: path.exists() and len(_lines(path)) == 3, n)
+    os.kill(first_pid, signal.SIGKILL)
+    _wait(lambda: formatter._proc is not None and formatter._proc.pid != first_pid, n)
+    assert n.request("/p?after") == 200
+    _wait(lambda: len(_lines(path)) == 4, n)
+    assert _metrics(n) == {
+        "edgecache_access_log_records_total": 4.0,
+        "edgecache_access_log_lines_total": 4.0,
+        "edgecache_access_log_lost_total": 0.0,
+    }
+    n.close()
+    lines = [COMBINED.match(line) for line in _lines(path)]
+    assert [m["request"] if m else None for m in lines] == ["GET /p HTTP/1.1"] * 3 + ["GET /p?after HTTP/1.1"]
+    assert [m["cache"] if m else None for m in lines] == ["MISS", "HIT", "HIT", "MISS"]
+    # Drained and stopped: the node's ring is gone with it.
+    assert not list((tmp_path / "accesslog").glob("*.ring"))
+
+
+def test_a_formatter_that_falls_behind_loses_records_and_counts_them(
+    tmp_path: Path, node_factory: type[LoggedNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "access.log"
+    n = node_factory(tmp_path, access_log=path, access_log_ring_mib=1)
+    ring = n.node.access_ring
+    formatter = n.node.access_formatter
+    assert ring is not None and formatter is not None and formatter._proc is not None
+    pid = formatter._proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # The writer laps the stopped reader many times over and never waits for it.
+        total = 30_000
+        started = time.monotonic()
+        for i in range(total):
+            ring.pending.extend(_record(i))
+            if len(ring.pending) >= 32 * FIELDS:
+                ring.flush()
+        ring.flush()
+        assert time.monotonic() - started < 30
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    def settled() -> bool:
+        c = read_counts(ring.path)
+        return c.written == total and c.logged + c.lost == total
+
+    _wait(settled, n)
+    counts = read_counts(ring.path)
+    assert counts.lost > total // 2 and counts.logged > 0
+    metrics = _metrics(n)
+    assert metrics["edgecache_access_log_lost_total"] == counts.lost
+    assert metrics["edgecache_access_log_lines_total"] == counts.logged == len(_lines(path))
+    # What was written is the newest records, whole, in order.
+    targets = [line.split('"')[1].split()[1] for line in _lines(path)]
+    assert targets == [f"/r/{i}" for i in range(total - len(targets), total)]
+
+
+def test_a_reader_counts_exactly_what_it_missed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "rings"
+    writer = RingWriter(ring_path(directory, os.getpid()), ONE_MIB)
+    out = (tmp_path / "out.log").open("w")
+    tail = Tail(directory, out, "json", keep=True)
+    tail.rescan()
+    for i in range(100):
+        writer.pending.extend(_record(i))
+    writer.flush()
+    assert tail.pump() == 100
+    for i in range(100, 40_100):
+        writer.pending.extend(_record(i))
+        if len(writer.pending) >= 32 * FIELDS:
+            writer.flush()
+    writer.flush()
+    with caplog.at_level(logging.WARNING, logger="edgecache.edge.logtail"):
+        got = tail.pump()
+    out.close()
+    assert tail.lost() + got == 40_000 and tail.lost() > 0
+    assert any("records lost" in r.getMessage() for r in caplog.records)
+    counts = read_counts(writer.path)
+    assert (counts.written, counts.lost, counts.logged) == (40_100, tail.lost(), 100 + got)
+    # A second reader started by hand keeps its own place and writes nothing in the ring.
+    by_hand = RingReader(writer.path)
+    writer.pending.extend(_record(40_100))
+    writer.flush()
+    assert [r.target for r in by_hand.read()] == ["/r/40100"]
+    assert read_counts(writer.path) == RingCounts(written=40_101, lost=counts.lost, logged=counts.logged)
+    writer.close()
+
+
+def test_log_tail_prints_the_nodes_requests(tmp_path: Path, node_factory: type[LoggedNode]) -> None:
+    n = node_factory(tmp_path, access_log=tmp_path / "access.log")
+    n.origin.routes["/t"] = Route(body=b"tail")
+    assert n.request("/t") == 200
+    assert n.request("/t", headers={"User-Agent": "line\u0085two"}) == 200
+    n.node.access_ring.flush()  # type: ignore[union-attr]
+    proc = subprocess.Popen(
+        [*CLI, "log", "tail", "--data-dir", str(tmp_path), "--format", "json", "--from-start"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        second = json.loads(proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
+    assert (first["target"], first["cache"], first["status"]) == ("/t", "MISS", 200)
+    assert (second["cache"], second["zone"]) == ("HIT", "test.example")
+    assert second["user_agent"] == "line\u0085two"
+    # The node's own log file is unaffected by the extra reader.
+    n.close()
+    assert len(_lines(tmp_path / "access.log")) == 2
+
+
+def test_log_tail_says_when_the_access_log_is_off(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from edgecache.cli import main; main()",
+            "log",
+            "tail",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "access log on" in proc.stderr
+
+
+def test_each_worker_process_writes_its_own_ring_and_one_formatter_writes_them_all(tmp_path: Path) -> None:
+    origin = VersionedOrigin()
+    log = tmp_path / "access.log"
+    node = WorkerNode(tmp_path, origin, extra=f'[logging]\naccess_log = "{log}"\n')
+    try:
+        answers = list(node.spread("/w", at_least=2))
+        served_by = {pid for *_, pid in answers}
+        assert len(served_by) == 2
+        rings = {int(p.stem) for p in (tmp_path / "accesslog").glob("*.ring")}
+        assert served_by <= rings
+        deadline = time.monotonic() + 20
+        while (not log.exists() or len(_lines(log)) < len(answers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        metrics = node.metrics()
+        # Counted once for the node, not once per process.
+        assert metrics["edgecache_access_log_records_total"] == len(answers)
+        assert metrics["edgecache_access_log_lines_total"] == len(answers)
+        assert metrics["edgecache_access_log_lost_total"] == 0
+    finally:
+        assert node.stop() == 0
+        origin.close()
+    targets = [m["request"] for m in (COMBINED.match(line) for line in _lines(log)) if m]
+    assert targets == ["GET /w HTTP/1.1"] * len(answers)
+    assert not list((tmp_path / "accesslog").glob("*.ring"))
