@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from conftest import ZONE_ID, Route, Stack
+from edgecache.control.livestats import read
 from edgecache.db.ledger import LedgerStore
 from edgecache.purge.selectors import Mode, Purge, Tag
 
@@ -155,3 +156,12 @@ def test_a_memory_eviction_writes_back_what_the_disk_lost(fresh: Stack) -> None:
     assert disk.has(key)
     fresh.restart()
     assert fresh.request("/back")[1]["cache-status"].endswith("detail=disk")
+
+
+def test_the_live_page_counts_the_disk_tier(fresh: Stack) -> None:
+    fresh.origin.routes["/counted"] = Route(body=b"y" * 3000, headers={"Cache-Control": "max-age=600"})
+    fresh.request("/counted")
+    flush(fresh)
+    tiers = read(fresh.node.registry).tiers
+    assert tiers["memory"][0] >= 1 and tiers["disk"][0] >= 1
+    assert tiers["disk"][1] >= 3000

@@ -53,13 +53,17 @@ def _root() -> None:
 
 
 def _demo_token(node: Node) -> str:
-    """A fresh purge token for the demo zone; earlier demo tokens are revoked (they were printed)."""
+    """A fresh token for the demo zone (purge, and Cache Reserve settings so the console's reserve page
+    can be tried); earlier demo tokens are revoked (they were printed)."""
     account = node.config.accounts[0].id
     for info in node.credentials.list_tokens(account):
         if info.name == DEMO_TOKEN_NAME and info.revoked_at is None:
             node.credentials.revoke_token(info.id)
     _, secret = node.credentials.create_token(
-        account, DEMO_TOKEN_NAME, [Permission.CACHE_PURGE, Permission.ZONE_SETTINGS_READ], [DEMO_ZONE_ID]
+        account,
+        DEMO_TOKEN_NAME,
+        [Permission.CACHE_PURGE, Permission.ZONE_SETTINGS_READ, Permission.ZONE_SETTINGS_WRITE],
+        [DEMO_ZONE_ID],
     )
     return secret
 
@@ -87,7 +91,7 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
     if token is not None:
         lines += [
             "",
-            f"API token (Cache Purge on zone {DEMO_ZONE_ID}, shown once): {token}",
+            f"API token (Cache Purge and Zone Settings on zone {DEMO_ZONE_ID}, shown once): {token}",
             "Purge every product page by tag, then fetch one again (MISS):",
             f"  curl -s -X POST {api}/zones/{DEMO_ZONE_ID}/purge_cache \\",
             f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\",

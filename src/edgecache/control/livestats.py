@@ -2,8 +2,7 @@
 
 Rules:
 - The figures come from the same Prometheus registry that ``/metrics`` exposes, so the console and
-  a scraper never disagree, and a component that adds metrics (a new tier) shows up without
-  changes here.
+  a scraper never disagree; each tier's object and byte gauges are named in ``TIER_GAUGES``.
 - Counters become per-second rates by differencing consecutive samples; gauges are shown as read.
 - The sampler runs only while someone watches: it starts with the first subscriber and stops a
   minute after the last one leaves. It keeps the last ``HISTORY`` samples, so a page that opens
@@ -25,6 +24,17 @@ HISTORY = 300
 IDLE_STOP = 60.0
 """Seconds the sampler keeps running after the last subscriber left (a page reload is not a gap)."""
 CACHE_STATUSES = ("HIT", "MISS", "EXPIRED", "REVALIDATED", "UPDATING", "STALE", "BYPASS", "DYNAMIC")
+
+TIER_GAUGES = (
+    ("edgecache_stored_entries", "memory", 0),
+    ("edgecache_stored_bytes", "memory", 1),
+    ("edgecache_disk_entries", "disk", 0),
+    ("edgecache_disk_bytes", "disk", 1),
+    ("edgecache_reserve_entries", "reserve", 0),
+    ("edgecache_reserve_bytes", "reserve", 1),
+)
+"""The gauges behind the Live page's per-tier chart: (metric, tier, 0 = objects / 1 = bytes); the
+reserve's are per zone and summed here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +97,9 @@ def read(registry: CollectorRegistry) -> Reading:
     for labels, v in values.get("edgecache_responses_total", ()):
         responses[labels.get("cache_status", "")] = v
     tiers: dict[str, list[float]] = {}
-    for name, slot in (("edgecache_stored_entries", 0), ("edgecache_stored_bytes", 1)):
-        for labels, v in values.get(name, ()):
-            tiers.setdefault(labels.get("tier", "memory"), [0.0, 0.0])[slot] += v
+    for name, tier, slot in TIER_GAUGES:
+        for _, v in values.get(name, ()):
+            tiers.setdefault(tier, [0.0, 0.0])[slot] += v
     return Reading(
         at=time.time(),
         responses=responses,
