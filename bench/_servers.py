@@ -167,10 +167,18 @@ def others_cpu() -> dict[int, float]:
 
 
 def rss_bytes(pid: int) -> int:
+    """Resident memory the kernel cannot drop: anonymous and shared-memory pages (RssAnon +
+    RssShmem). File-backed pages (RssFile: the binaries, and the mapped pages of edgecache's LMDB
+    disk tier) are left out: they are page cache, reclaimable, and would charge the disk tier's
+    file to the memory per object."""
+    found = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise ServerError(f"no VmRSS for pid {pid}")
+        name, _, rest = line.partition(":")
+        if name in ("RssAnon", "RssShmem"):
+            found[name] = int(rest.split()[0]) * 1024
+    if len(found) != 2:
+        raise ServerError(f"no RssAnon/RssShmem for pid {pid}")
+    return sum(found.values())
 
 
 def varnish_child(server: Server) -> int:

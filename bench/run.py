@@ -27,7 +27,8 @@ Method (see /work/shared/reference/bench-anchors.md for the reference setup and 
   outside the benchmark use < 15% of a core, and each row reports what they took during its runs
   ("other CPU %"); a row with a high figure there was measured against a noisy neighbour.
 - Memory (separate step): fresh Varnish and edgecache are filled with 100,000 distinct 1 KiB objects;
-  RSS (VmRSS) before and after gives the growth per object; overhead = growth - 1,024 bytes of body.
+  resident anonymous + shared memory (RssAnon + RssShmem, not the page cache of mapped files such as
+  the disk tier's) before and after gives the growth per object; overhead = growth - 1,024 bytes of body.
 
 Usage: `.venv/bin/python bench/run.py [--rounds N] [--duration S] [--only SCENARIO ...] [--memory |
 --no-memory] [--keep] [--baseline EXE]`. Results are printed and written to bench/out/results.md.
