@@ -16,7 +16,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -121,20 +121,8 @@ def _queue(row: Any) -> QueueRow:
 
 
 def _consumer(row: Any) -> ConsumerRow:
-    return ConsumerRow(
-        id=row.id,
-        queue_id=row.queue_id,
-        type=row.type,
-        created_at=row.created_at,
-        dead_letter_queue=row.dead_letter_queue,
-        batch_size=row.batch_size,
-        max_retries=row.max_retries,
-        retry_delay=row.retry_delay,
-        visibility_timeout_ms=row.visibility_timeout_ms,
-        endpoint=row.endpoint,
-        max_concurrency=row.max_concurrency,
-        secret_enc=row.secret_enc,
-    )
+    # The dataclass's fields are the table's columns, one for one.
+    return ConsumerRow(**row._mapping)
 
 
 def _message(row: Any) -> StoredMessage:
@@ -215,41 +203,17 @@ def all_queues(conn: Connection) -> list[QueueRow]:
 
 def insert_consumer(conn: Connection, row: ConsumerRow) -> None:
     """Store a consumer (the unique queue_id rejects a second one for a queue)."""
-    conn.execute(
-        insert(queue_consumers).values(
-            id=row.id,
-            queue_id=row.queue_id,
-            type=row.type,
-            created_at=row.created_at,
-            dead_letter_queue=row.dead_letter_queue,
-            batch_size=row.batch_size,
-            max_retries=row.max_retries,
-            retry_delay=row.retry_delay,
-            visibility_timeout_ms=row.visibility_timeout_ms,
-            endpoint=row.endpoint,
-            max_concurrency=row.max_concurrency,
-            secret_enc=row.secret_enc,
-        )
-    )
+    conn.execute(insert(queue_consumers).values(**asdict(row)))
+
+
+CONSUMER_FIXED = ("id", "queue_id", "created_at")
+"""What a consumer keeps when its settings are replaced."""
 
 
 def replace_consumer(conn: Connection, row: ConsumerRow) -> None:
     """Overwrite a consumer's settings (id, queue and creation time stay)."""
-    conn.execute(
-        update(queue_consumers)
-        .where(queue_consumers.c.id == row.id)
-        .values(
-            type=row.type,
-            dead_letter_queue=row.dead_letter_queue,
-            batch_size=row.batch_size,
-            max_retries=row.max_retries,
-            retry_delay=row.retry_delay,
-            visibility_timeout_ms=row.visibility_timeout_ms,
-            endpoint=row.endpoint,
-            max_concurrency=row.max_concurrency,
-            secret_enc=row.secret_enc,
-        )
-    )
+    settings = {k: v for k, v in asdict(row).items() if k not in CONSUMER_FIXED}
+    conn.execute(update(queue_consumers).where(queue_consumers.c.id == row.id).values(**settings))
 
 
 def consumers_of(conn: Connection, queue_ids: Sequence[str]) -> list[ConsumerRow]:
