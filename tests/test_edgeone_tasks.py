@@ -398,3 +398,20 @@ def test_edgeone_targets_reach_every_spelling_of_their_path(stack: Stack, teo: A
         purge(teo, eo_zone, "purge_url", ["http://test.example/eo/sp/gap"], method="delete")
     purge(teo, eo_zone, "purge_prefix", ["http://test.example/eo/sp/%2e/d%69r/"], method="delete")
     assert stack.request("/eo/sp/./dir/x")[1]["cf-cache-status"] == "MISS"
+
+
+@pytest.mark.parametrize("method", ["invalidate", "delete"])
+def test_an_object_two_targets_cover_is_counted_once(
+    stack: Stack, teo: Any, eo_zone: str, method: str
+) -> None:
+    # Two prefixes of one job both cover the one cached object: the job matched one object, under
+    # the first target, whether the purge marks it stale or deletes it.
+    path = f"/eo/twice-{method}/sub/x"
+    warm(stack, path)
+    outer, inner = f"http://test.example/eo/twice-{method}/", f"http://test.example/eo/twice-{method}/sub/"
+    job = purge(teo, eo_zone, "purge_prefix", [outer, inner], method=method)
+    tasks = wait_for(
+        lambda: [t for t in describe(teo, eo_zone, job_id=[job.JobId]).Tasks if t.Status == "success"]
+    )
+    assert len(tasks) == 2
+    assert {row.target: row.matched for row in stack.node.tasks.by_job(job.JobId)} == {outer: 1, inner: 0}

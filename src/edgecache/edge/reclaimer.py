@@ -20,7 +20,9 @@ Theory of operation:
 - ``on_reclaimed(purge, matched)`` reports, per purge and selector, how many entries were removed
   or marked stale: this node's acknowledgement, which completes the purge's tasks. Entries a lookup
   removed or marked before the reclaimer got there are counted too (``lookup_credits.py``), so the
-  counts do not depend on which of the two came first.
+  counts do not depend on which of the two came first. An entry that several selectors of one
+  purge cover counts once, under the first of them (a soft purge leaves it in place, where the
+  later ones would find it again).
 - With a persistent tier, each purge is then a job on the disk writer (:class:`DiskReclaim`): the
   same selectors over the disk's indexes, a few thousand records per transaction, and the disk's
   ``reclaimed_upto`` moved to the purge in the transaction that finishes it. The memory part of the
@@ -244,7 +246,7 @@ class Reclaimer:
         store = self._store
         used = store.bytes_used
         self._last_yield = time.perf_counter()
-        for selector in purge.selectors:
+        for i, selector in enumerate(purge.selectors):
             done = 0
             for page in self._candidates(purge.zone, selector):
                 for key in page:
@@ -255,6 +257,8 @@ class Reclaimer:
                     if entry is None or entry.stored_seq >= purge.seq:
                         continue
                     if not matches(selector, purge.zone, entry.zone, entry.key, entry.tags):
+                        continue
+                    if not hard and _counted_before(purge, i, entry.zone, entry.key, entry.tags):
                         continue
                     if hard:
                         store.delete(key)
@@ -320,6 +324,13 @@ def _plus(counts: dict[Selector, int], more: dict[Selector, int]) -> dict[Select
     return out
 
 
+def _counted_before(purge: Purge, i: int, zone: str, key: str, tags: tuple[str, ...]) -> bool:
+    """Whether a selector before the ``i``-th of ``purge`` covers the entry: a soft purge leaves
+    what it marks in place, where its later selectors find it again; it counts under the first one
+    only, as a hard purge's deletion does (and as ``lookup_credits`` does)."""
+    return any(matches(s, purge.zone, zone, key, tags) for s in purge.selectors[:i])
+
+
 def _pages(read: Callable[[str | None], list[str]]) -> Iterator[list[str]]:
     """Every page of a paged tier selector: each starts after the last key of the one before."""
     after = None
@@ -373,6 +384,8 @@ class DiskReclaim:
                 if entry is None or entry.stored_seq >= purge.seq:
                     continue
                 if not matches(selector, purge.zone, entry.zone, entry.key, entry.tags):
+                    continue
+                if not hard and _counted_before(purge, self._i, entry.zone, entry.key, entry.tags):
                     continue
                 if view.removing(entry.key):
                     # A lookup found it first and removed it; its credit counts it (lookup_credits).
