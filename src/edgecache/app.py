@@ -125,10 +125,12 @@ class Node:
         apply: Callable[[Purge], None] | None = None,
         acknowledge: Callable[[Purge, dict[Selector, int]], None] | None = None,
         collector: Collector | None = None,
+        reclaim_gather: float = 0.0,
     ) -> None:
         """``apply`` receives each accepted purge (default: this process's own index and reclaimer);
         ``acknowledge`` receives each reclaimed one (default: its tasks succeed); ``collector`` is
-        what ``/metrics`` reports (default: this process's counters). A node of worker processes
+        what ``/metrics`` reports (default: this process's counters); ``reclaim_gather`` lets purges
+        accumulate that many seconds before the reclaimer takes them together. A node of worker processes
         (``edgecache.cluster``) routes all three through its control plane."""
         self.config = config
         self.stats = EdgeStats()
@@ -198,6 +200,7 @@ class Node:
             release_memory=release_freed_memory,
             disk=self.disk,
             credits=self.proxy.credits,
+            gather=reclaim_gather,
         )
         self.looplag = LoopLag(config.runtime.loop_probe_every)
         self._replayed = [

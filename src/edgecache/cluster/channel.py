@@ -2,7 +2,8 @@
 
 Messages (``t`` names the kind):
 - worker → supervisor: ``hello`` (``position``: the ledger position it starts from),
-  ``ack`` (``seq``, ``counts`` per selector), ``metrics`` (``id``, ``families``).
+  ``acks`` (``acks``: ``[seq, counts per selector]`` for each purge reclaimed since the last one,
+  in seq order), ``metrics`` (``id``, ``families``).
 - supervisor → worker: ``metrics?`` (``id``).
 
 Published purges travel apart, one datagram each on a wake socket, as JSON ``wake`` messages

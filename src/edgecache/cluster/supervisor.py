@@ -198,8 +198,9 @@ class Supervisor:
             if kind == "hello":
                 self.acks.joined(slot.index, int(message["position"]))
                 slot.ready.set()
-            elif kind == "ack":
-                self.acks.acked(slot.index, int(message["seq"]), message["counts"])
+            elif kind == "acks":
+                for seq, counts in message["acks"]:
+                    self.acks.acked(slot.index, int(seq), counts)
             elif kind == "metrics":
                 slot.families = message["families"]
                 if slot.metrics_waiter is not None and not slot.metrics_waiter.done():

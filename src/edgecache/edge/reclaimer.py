@@ -30,6 +30,10 @@ Theory of operation:
   acknowledged, and its epoch rows may be compacted, only once its job has finished, in purge
   order: until then a disk copy is still hidden by the index, and after a crash the purge is
   replayed from the ledger.
+- ``gather`` (a worker process sets it, decision 0014): once a purge arrives, the reclaimer waits
+  that long for more before it reclaims, so a burst of purges pays one wake-up of the reclaimer, of
+  the disk writer and of the acknowledgement path instead of one each. The epoch index has every
+  purge already (it is in effect); only freeing memory and the tasks' success wait.
 - ``hold()`` / ``release()`` keep purges queued without reclaiming them. Nothing in the node holds
   it; tests do, to prove that the lookup-time check alone puts a purge in effect (the reclaimer
   usually wins the race with the next request, which would hide that check's loss).
@@ -83,8 +87,13 @@ class Reclaimer:
         release_memory: Callable[[], Awaitable[object]] | None = None,
         disk: DiskStore | None = None,
         credits: LookupCredits | None = None,
+        gather: float = 0.0,
     ) -> None:
+        """``gather``: seconds to let purges accumulate after the first one arrives before reclaiming
+        them together (0: at once); see the module rules."""
         self._store = store
+        self._gather = gather
+        self._tick: asyncio.TimerHandle | None = None
         self._credits = LookupCredits() if credits is None else credits
         self._release_memory = release_memory
         self._releasing: asyncio.Task[object] | None = None
@@ -133,9 +142,18 @@ class Reclaimer:
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run())
         self._acks = loop.create_task(self._acknowledge())
+        self._tick = loop.call_later(COMPACT_EVERY, self._compact_tick)
+
+    def _compact_tick(self) -> None:
+        # One timer a second rather than a timeout on every wait: a purge's wake-up then costs no
+        # timer and no extra task (``asyncio.wait_for`` makes both).
+        self._wake.set()
+        self._tick = asyncio.get_running_loop().call_later(COMPACT_EVERY, self._compact_tick)
 
     async def stop(self) -> None:
         """Stop the background tasks."""
+        if self._tick is not None:
+            self._tick.cancel()
         for task in (self._task, self._acks):
             if task is not None:
                 task.cancel()
@@ -149,8 +167,9 @@ class Reclaimer:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), COMPACT_EVERY)
+            await self._wake.wait()
+            if self._gather and self._queue:
+                await asyncio.sleep(self._gather)
             self._wake.clear()
             await self._released.wait()
             while self._queue and self._released.is_set():
