@@ -12,15 +12,24 @@ Method:
   control-plane work, nothing for the workers: what sharing the 2 cores costs by itself): req/s,
   hits per worker CPU-second, the control plane's CPU per call; then the same purges without
   traffic, for the workers' own CPU per purge.
+  Also the server's wake-ups per request (voluntary context switches of its processes, from
+  /proc): a worker that sleeps less often handles more requests per system call.
 - (3) From the purge API's answer to the first MISS in every process: two kept-alive connections,
   one held by each worker (identified through /proc), each holding the purged URL as a hit; at the
   answer both send the request at once; the figure is when the later answer's head arrives (a
   MISS, or a hit from the shared disk tier on what the other process fetched meanwhile). The same
   measurement without a purge, on a never-seen URL (a plain MISS), is the floor it includes.
+  Then at the board: with no request in flight, from the API's answer until every worker's
+  applied position on the position board (the supervisor's memfd, mapped through /proc) reaches
+  the purge, spinning on the mapping: how soon an idle worker has the purge in its index without a
+  request to make it look (a request that arrives first applies it itself, before it is served).
+- (4) Origin fetches for one hot new object: ``wrk -c50`` for 1 s on a never-seen URL, with 1 and
+  with 2 workers; the node's ``edgecache_origin_fetches_total`` before and after (``/metrics``,
+  summed over the workers). Coalescing is per process, so 2 workers may fetch it twice.
 - Rounds are interleaved; medians with min-max. The machine is shared with other work now: every
   figure is noisy, and the "other CPU %" column says how busy the rest of the machine was.
 
-Usage: ``.venv/bin/python bench/workers.py [--duration S] [--rounds N] [--purges N] [--sections 123]``.
+Usage: ``.venv/bin/python bench/workers.py [--duration S] [--rounds N] [--purges N] [--sections 1234]``.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import mmap
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -74,18 +85,39 @@ def others_cpu_percent(before: dict[int, float], seconds: float) -> float:
     return 100 * sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in after.items()) / seconds
 
 
-def per_cpu_second(server: srv.Server, path: str, duration: int) -> tuple[float, float, float]:
-    """(requests per server CPU-second, req/s, other CPU %) of one wrk run."""
+def wakeups(pids: list[int]) -> int:
+    """Voluntary context switches of the processes (each thread's): how often they went to sleep."""
+    total = 0
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            match = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", text, re.M)
+            total += int(match.group(1)) if match else 0
+    return total
+
+
+def per_cpu_second(server: srv.Server, path: str, duration: int) -> tuple[float, float, float, float]:
+    """(requests per server CPU-second, req/s, other CPU %, requests per server wake-up) of one
+    wrk run."""
     pids = server.pids()
     others = srv.others_cpu()
-    cpu0 = srv.cpu_seconds(pids)
+    cpu0, sleeps0 = srv.cpu_seconds(pids), wakeups(pids)
     start = time.monotonic()
     result = wrk.run(f"http://127.0.0.1:{server.port}{path}", duration)
     wall = time.monotonic() - start
     cpu = srv.cpu_seconds(server.pids()) - cpu0
+    sleeps = wakeups(server.pids()) - sleeps0
     if result.errors:
         print(f"  {server.name} {path}: {result.errors} errors", file=sys.stderr)
-    return result.requests / cpu, result.rps, others_cpu_percent(others, wall)
+    return (
+        result.requests / cpu,
+        result.rps,
+        others_cpu_percent(others, wall),
+        result.requests / max(1, sleeps),
+    )
 
 
 class Api:
@@ -256,6 +288,64 @@ def purge_to_miss(server: srv.Server, api: Api, count: int) -> tuple[list[float]
     return purged, plain
 
 
+class BoardView:
+    """The node's position board, mapped read-only through the supervisor's descriptor."""
+
+    def __init__(self, supervisor: int, workers: int) -> None:
+        fds = Path(f"/proc/{supervisor}/fd")
+        path = next(f for f in fds.iterdir() if "edgecache-positions" in os.readlink(f))
+        with open(path, "rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        self.words = memoryview(self._map).cast("Q")
+        self.lines = [(slot + 1) * 8 for slot in range(workers)]
+
+    def all_applied(self) -> bool:
+        published = self.words[0]
+        return all(self.words[line] >= published for line in self.lines)
+
+
+def purge_to_applied(server: srv.Server, api: Api, count: int) -> list[float]:
+    """Seconds from the purge API's answer until every worker's applied position reaches the
+    purge (spinning on the board; no request is made)."""
+    supervisor, *workers = server.pids()
+    board = BoardView(supervisor, len(workers))
+    out = []
+    for i in range(count):
+        api.purge_url(f"/board/{i}")
+        start = time.perf_counter()
+        while not board.all_applied():
+            if time.perf_counter() - start > 5:
+                raise RuntimeError("a worker did not apply the purge within 5 s")
+        out.append(time.perf_counter() - start)
+        time.sleep(0.005)
+    return out
+
+
+def origin_fetches(server: srv.Server) -> float:
+    """The node's origin fetches so far (its /metrics, summed over its processes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(server.extra["control_port"]), timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    match = re.search(r"^edgecache_origin_fetches_total\s+(\S+)", text, re.M)
+    if match is None:
+        raise RuntimeError("no edgecache_origin_fetches_total in /metrics")
+    return float(match.group(1))
+
+
+def hot_new_object(server: srv.Server, label: str, trials: int) -> list[float]:
+    """Origin fetches for each of ``trials`` never-seen objects, each requested by wrk's 50
+    connections for 1 s."""
+    out = []
+    for i in range(trials):
+        before = origin_fetches(server)
+        wrk.run(f"http://127.0.0.1:{server.port}/obj/{label}{i:04d}55", 1)
+        out.append(origin_fetches(server) - before)
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -270,7 +360,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--purges", type=int, default=200)
-    parser.add_argument("--sections", default="123", help="which measurements to run, e.g. 23")
+    parser.add_argument("--sections", default="1234", help="which measurements to run, e.g. 23")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-workers-bench-"))
     tmp.chmod(0o755)  # nginx workers and Varnish's sandbox user read configs and files here
@@ -283,7 +373,7 @@ def main() -> None:
                 tmp, origin.port, EDGECACHE_BIN, "edgecache-2", workers=2
             ),
         }
-        if "1" in args.sections:
+        if "1" in args.sections or "4" in args.sections:
             servers = {
                 "nginx": srv.start_nginx_cache(tmp, origin.port),
                 "varnish": srv.start_varnish(tmp, origin.port),
@@ -300,20 +390,26 @@ def main() -> None:
         if "1" in args.sections:
             per_cpu: dict[tuple[str, str], list[float]] = {}
             rps: dict[tuple[str, str], list[float]] = {}
+            per_wake: dict[tuple[str, str], list[float]] = {}
             others: list[float] = []
             for _ in range(args.rounds):
                 for name, server in servers.items():
                     for path in ("/small", "/medium"):
-                        figure, rate, busy = per_cpu_second(server, path, args.duration)
+                        figure, rate, busy, batch = per_cpu_second(server, path, args.duration)
                         per_cpu.setdefault((name, path), []).append(figure)
                         rps.setdefault((name, path), []).append(rate)
+                        per_wake.setdefault((name, path), []).append(batch)
                         others.append(busy)
             print("\n(1) requests per server CPU-second, warm hits (median (min-max) of rounds)\n")
-            print("| server | 1 KiB per CPU-s | 64 KiB per CPU-s | 1 KiB req/s | 64 KiB req/s |")
-            print("|---|---:|---:|---:|---:|")
+            print(
+                "| server | 1 KiB per CPU-s | 64 KiB per CPU-s | 1 KiB req/s | 64 KiB req/s "
+                "| 1 KiB requests per wake-up |"
+            )
+            print("|---|---:|---:|---:|---:|---:|")
             for name in servers:
                 cells = [spread(per_cpu[(name, p)]) for p in ("/small", "/medium")]
                 cells += [spread(rps[(name, p)]) for p in ("/small", "/medium")]
+                cells.append(f"{statistics.median(per_wake[(name, '/small')]):.1f}")
                 print(f"| {name} | " + " | ".join(cells) + " |")
             print(f"\nother CPU during (1): median {statistics.median(others):.0f}% of a core")
 
@@ -360,9 +456,28 @@ def main() -> None:
             print(f"\n(3) API answer -> MISS from both workers, {args.purges} purges (ms)\n")
             print("| | p50 | p99 | max |")
             print("|---|---:|---:|---:|")
-            for label, values in (("after a purge", purged), ("plain MISS, no purge", plain)):
+            added = [a - b for a, b in zip(purged, plain, strict=True)]
+            applied = purge_to_applied(ec2, api, args.purges)
+            for label, values in (
+                ("after a purge", purged),
+                ("plain MISS, no purge", plain),
+                ("after a purge minus the plain MISS after it", added),
+                ("at the board: until every worker applied it (no request)", applied),
+            ):
                 ms = [v * 1000 for v in values]
                 print(f"| {label} | {pct(ms, 0.5):.2f} | {pct(ms, 0.99):.2f} | {max(ms):.2f} |")
+
+        if "4" in args.sections:
+            fetches = {"edgecache, 2 workers": hot_new_object(ec2, "2", args.rounds * 5)}
+            if "edgecache, 1 worker" in servers:
+                fetches["edgecache, 1 worker"] = hot_new_object(
+                    servers["edgecache, 1 worker"], "1", args.rounds * 5
+                )
+            print("\n(4) origin fetches for one hot new object (wrk -c50, 1 s each)\n")
+            print("| server | objects | fetches per object (each) |")
+            print("|---|---:|---|")
+            for name, counts in fetches.items():
+                print(f"| {name} | {len(counts)} | {', '.join(f'{c:.0f}' for c in counts)} |")
     finally:
         for server in reversed(started):
             srv.stop(server)
