@@ -25,8 +25,9 @@ Theory of operation:
   later ones would find it again).
 - With a persistent tier, each purge is then a job on the disk writer (:class:`DiskReclaim`): the
   same selectors over the disk's indexes, a few thousand records per transaction, and the disk's
-  ``reclaimed_upto`` moved to the purge in the transaction that finishes it. The memory part of the
-  next purge does not wait for it (the writer runs the jobs in purge order); a purge is
+  ``reclaimed_upto`` moved to the purge in the transaction that finishes it (the purges reclaimed
+  in one pass, see ``gather``, are one job, each purge's part run to its end in turn). The memory
+  part of the next purge does not wait for it (the writer runs the jobs in purge order); a purge is
   acknowledged, and its epoch rows may be compacted, only once its job has finished, in purge
   order: until then a disk copy is still hidden by the index, and after a crash the purge is
   replayed from the ledger.
@@ -172,6 +173,7 @@ class Reclaimer:
                 await asyncio.sleep(self._gather)
             self._wake.clear()
             await self._released.wait()
+            batch: list[tuple[Purge, dict[Selector, int], DiskReclaim]] = []
             while self._queue and self._released.is_set():
                 purge = self._queue[0]
                 self._busy = True
@@ -188,12 +190,14 @@ class Reclaimer:
                 if self._disk is None:
                     self._finish(purge, matched)
                 else:
-                    # The disk's part runs on its writer, in purge order; the next purge's memory
-                    # part need not wait for it. Acknowledged in order by ``_acknowledge``.
-                    job = DiskReclaim(purge, self._disk_failed)
-                    done = asyncio.wrap_future(self._disk.run_job(job))
-                    self._disk_jobs.append((purge, matched, job, done))
-                    self._disk_wake.set()
+                    batch.append((purge, matched, DiskReclaim(purge, self._disk_failed)))
+            if batch and self._disk is not None:
+                # The disk's part runs on its writer, in purge order, one job for the purges taken
+                # together (one hand-over to the writer thread and back); the next purges' memory
+                # part need not wait for it. Acknowledged in order by ``_acknowledge``.
+                done = asyncio.wrap_future(self._disk.run_job(_Jobs([job for _, _, job in batch])))
+                self._disk_jobs.extend((purge, matched, job, done) for purge, matched, job in batch)
+                self._disk_wake.set()
             self._maybe_release_memory()
             await self.compact()
 
@@ -360,6 +364,21 @@ def _pages(read: Callable[[str | None], list[str]]) -> Iterator[list[str]]:
         if len(page) < PAGE:
             return
         after = page[-1]
+
+
+class _Jobs:
+    """Several removal jobs as one on the disk writer: each runs to its end in turn, the steps
+    sharing the writer's transactions."""
+
+    def __init__(self, jobs: list[DiskReclaim]) -> None:
+        self._jobs = deque(jobs)
+
+    def __call__(self, view: WriteView) -> bool:
+        while self._jobs:
+            if not self._jobs[0](view):
+                return False
+            self._jobs.popleft()
+        return True
 
 
 class DiskReclaim:
