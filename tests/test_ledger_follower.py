@@ -316,6 +316,29 @@ def test_a_purge_carried_in_the_wake_is_applied_without_reading_the_ledger(pair:
     assert (pair.worker.follower.caught_up, pair.worker.follower.delivered) == (reads, delivered + 1)
 
 
+def test_a_wake_read_before_the_word_moves_spares_the_ledger_read(pair: Pair) -> None:
+    # The supervisor sends the wake, then writes the word: a worker may read the message first.
+    path = "/follow/early-wake/x"
+    pair.origin.routes[path] = Route(headers={"Cache-Control": "public, max-age=600", "Cache-Tag": "early"})
+    pair.status(path)
+    assert pair.status(path) == "HIT"
+    after = pair.worker.follower.applied
+    reads, delivered = pair.worker.follower.caught_up, pair.worker.follower.delivered
+    pair.cf.cache.purge(zone_id=ZONE, tags=["early"])
+    purge = pair.published[-1]
+    pair.board.publish(after)  # as if the word were not written yet
+    pair.wake(after, purge)
+    pair.run(_read_wakes(pair))
+    assert pair.worker.follower.applied == purge.seq
+    pair.board.publish(purge.seq)
+    assert pair.status(path) == "MISS"
+    assert (pair.worker.follower.caught_up, pair.worker.follower.delivered) == (reads, delivered + 1)
+
+
+async def _read_wakes(pair: Pair) -> None:
+    pair.worker.read_wakes()
+
+
 def test_after_a_missed_wake_the_ledger_is_read_instead(pair: Pair) -> None:
     paths = ["/follow/missed/x", "/follow/missed/y"]
     for n, path in enumerate(paths):

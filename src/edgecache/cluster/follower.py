@@ -22,9 +22,11 @@ Rules:
   log line: it can cover nothing this applier stores, and the position still moves past it.
 - A purge may also be *delivered* with its announcement (the processes' wake message carries it,
   with the position announced before it): it is applied as it is, without reading its row, when
-  the applier is exactly at that earlier position; otherwise (a message missed, the applier behind
-  or ahead already) the announcement counts only as a wake, and the ledger read decides. The shared
-  word, not the message, says whether an applier is behind, so a request never waits for one.
+  the applier is exactly at that earlier position, even before the waker's target shows it (the
+  message is its announcement: the control plane registers a purge before it sends it);
+  otherwise (a message missed, the applier behind or ahead already) the announcement counts only
+  as a wake, and the ledger read decides. The shared word, not the message, says whether an
+  applier is behind, so a request never waits for one.
 - Rows are applied in seq order; gaps in the numbering (a PostgreSQL sequence skips values on
   rollback) are harmless, because ``applied`` is the last seq read, not a count.
 """
@@ -85,9 +87,9 @@ class LedgerFollower:
 
     def deliver(self, after: int, seq: int, apply: Callable[[], None]) -> bool:
         """Apply the purge announced at ``seq`` (``apply`` puts it in effect) if it is the next one
-        for this applier (at ``after``, the position announced before it) and announced; returns
-        whether it did. When not, nothing is applied: the caller wakes the ledger read instead."""
-        if self.applied != after or not after < seq <= self._waker.target():
+        for this applier (at ``after``, the position announced before it); returns whether it did.
+        When not, nothing is applied: the caller wakes the ledger read instead."""
+        if self.applied != after or not after < seq:
             return False
         self.delivered += 1
         try:

@@ -91,16 +91,20 @@ class Supervisor:
     def _publish(self, purge: Purge) -> None:
         """A purge is committed: announce it to every worker (before the API answers)."""
         after = self.board.published
-        self.board.publish(purge.seq)
+        # Registered before any worker can acknowledge it.
         self.acks.published(purge)
         # The purge rides along: a worker at ``after`` applies it without reading its ledger row.
         # One datagram each, never blocking: a message the socket cannot take now is dropped, and
-        # that worker reads the ledger instead (the shared word already says it is behind).
+        # that worker reads the ledger instead (the shared word says it is behind). Sent before the
+        # word is written: a request that sees the new word then always finds the message waiting
+        # (a send on a local datagram socket has queued it when it returns), rather than reading
+        # the ledger in the moment between the two.
         data = json.dumps({"t": "wake", "after": after, "purge": encode_purge(purge)}).encode()
         for slot in self._slots:
             if slot.wakes is not None:
                 with contextlib.suppress(OSError):
                     slot.wakes.send(data)
+        self.board.publish(purge.seq)
 
     def _acknowledged(self, purge: Purge, matched: dict[Selector, int]) -> None:
         self.node.purges.reclaimed(purge, matched)
