@@ -208,6 +208,9 @@ class Node:
         self.live = LiveStats(self.registry)
         self.registry.register(QueueCollector(self.queues, time.time))
         self._background = Background()
+        # The loop probe's figures reach /metrics through this process's own collector only: a
+        # control plane that reports its workers' instead would wake 200 times a second for nothing.
+        self._probe_loop = collector is None
         self.data_port = 0
         self.control_port = 0
 
@@ -315,7 +318,8 @@ class Node:
     def _keep_gc(self) -> None:
         # Every process of a node runs these once, whichever planes it serves.
         rt = self.config.runtime
-        self._background.start("looplag", self.looplag.run)
+        if self._probe_loop:
+            self._background.start("looplag", self.looplag.run)
         self._background.start("gc", lambda: keep_gc(rt.gc_freeze_every, rt.gc_sweep_every))
 
     async def drain(self, grace: float) -> None:
