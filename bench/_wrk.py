@@ -78,8 +78,10 @@ def parse(text: str) -> tuple[float, float, float, int, int]:
     return float(rps.group(1)), lat["50"], lat["99"], int(total.group(1)), errors
 
 
-def run(url: str, duration: int, script: Path | None = None, args: tuple[str, ...] = ()) -> WrkResult:
-    argv = ["timeout", str(duration + 20), "wrk", "-t1", "-c50", f"-d{duration}s", "--latency"]
+def run(
+    url: str, duration: int, script: Path | None = None, args: tuple[str, ...] = (), connections: int = 50
+) -> WrkResult:
+    argv = ["timeout", str(duration + 20), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if script is not None:
         argv += ["-s", str(script)]
     argv.append(url)

@@ -12,7 +12,9 @@ Method:
   control-plane work, nothing for the workers: what sharing the 2 cores costs by itself): req/s,
   hits per worker CPU-second, the control plane's CPU per call; then the same purges without
   traffic, for the workers' own CPU per purge.
-  Also the server's wake-ups per request (voluntary context switches of its processes, from
+  A last row runs the one worker with ``wrk -c25``, what each of two workers gets of ``-c50``: the
+  same connections per worker, so the ratio of 2 workers to it shows what the second process costs
+  rather than the change of load per process. Also the server's wake-ups per request (voluntary context switches of its processes, from
   /proc): a worker that sleeps less often handles more requests per system call.
 - (3) From the purge API's answer to the first MISS in every process: two kept-alive connections,
   one held by each worker (identified through /proc), each holding the purged URL as a hit; at the
@@ -99,14 +101,16 @@ def wakeups(pids: list[int]) -> int:
     return total
 
 
-def per_cpu_second(server: srv.Server, path: str, duration: int) -> tuple[float, float, float, float]:
+def per_cpu_second(
+    server: srv.Server, path: str, duration: int, connections: int = 50
+) -> tuple[float, float, float, float]:
     """(requests per server CPU-second, req/s, other CPU %, requests per server wake-up) of one
     wrk run."""
     pids = server.pids()
     others = srv.others_cpu()
     cpu0, sleeps0 = srv.cpu_seconds(pids), wakeups(pids)
     start = time.monotonic()
-    result = wrk.run(f"http://127.0.0.1:{server.port}{path}", duration)
+    result = wrk.run(f"http://127.0.0.1:{server.port}{path}", duration, connections=connections)
     wall = time.monotonic() - start
     cpu = srv.cpu_seconds(server.pids()) - cpu0
     sleeps = wakeups(server.pids()) - sleeps0
@@ -392,13 +396,16 @@ def main() -> None:
             rps: dict[tuple[str, str], list[float]] = {}
             per_wake: dict[tuple[str, str], list[float]] = {}
             others: list[float] = []
+            # The last row gives the one worker what each of two gets: half of wrk's connections.
+            runs = [(name, server, 50) for name, server in servers.items()]
+            runs.append(("edgecache, 1 worker, wrk -c25", servers["edgecache, 1 worker"], 25))
             for _ in range(args.rounds):
-                for name, server in servers.items():
+                for label, server, connections in runs:
                     for path in ("/small", "/medium"):
-                        figure, rate, busy, batch = per_cpu_second(server, path, args.duration)
-                        per_cpu.setdefault((name, path), []).append(figure)
-                        rps.setdefault((name, path), []).append(rate)
-                        per_wake.setdefault((name, path), []).append(batch)
+                        figure, rate, busy, batch = per_cpu_second(server, path, args.duration, connections)
+                        per_cpu.setdefault((label, path), []).append(figure)
+                        rps.setdefault((label, path), []).append(rate)
+                        per_wake.setdefault((label, path), []).append(batch)
                         others.append(busy)
             print("\n(1) requests per server CPU-second, warm hits (median (min-max) of rounds)\n")
             print(
@@ -406,11 +413,18 @@ def main() -> None:
                 "| 1 KiB requests per wake-up |"
             )
             print("|---|---:|---:|---:|---:|---:|")
-            for name in servers:
+            for name, *_ in runs:
                 cells = [spread(per_cpu[(name, p)]) for p in ("/small", "/medium")]
                 cells += [spread(rps[(name, p)]) for p in ("/small", "/medium")]
                 cells.append(f"{statistics.median(per_wake[(name, '/small')]):.1f}")
                 print(f"| {name} | " + " | ".join(cells) + " |")
+            for base in ("edgecache, 1 worker", "edgecache, 1 worker, wrk -c25"):
+                ratios = [
+                    statistics.median(per_cpu[("edgecache, 2 workers", p)])
+                    / statistics.median(per_cpu[(base, p)])
+                    for p in ("/small", "/medium")
+                ]
+                print(f"\n2 workers / ({base}) per CPU-second: 1 KiB {ratios[0]:.2f}, 64 KiB {ratios[1]:.2f}")
             print(f"\nother CPU during (1): median {statistics.median(others):.0f}% of a core")
 
         ec2 = servers["edgecache, 2 workers"]
