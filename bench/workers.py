@@ -6,16 +6,17 @@ Method:
 - (1) Requests per server CPU-second: ``wrk -t1 -c50`` on a warm hit; the server's CPU (utime +
   stime of its whole process tree, from /proc) over the run; figure = requests / CPU seconds. This
   is what carries to a bigger machine: on 2 cores wrk takes one, so req/s alone measures the client.
+  A last row runs the one worker with ``wrk -c25``, what each of two workers gets of ``-c50``: the
+  same connections per worker, so the ratio of 2 workers to it shows what the second process
+  costs rather than the change of load per process. Also the server's wake-ups per request
+  (voluntary context switches of its processes, from /proc): a process that sleeps less often
+  handles more requests per system call.
 - (2) Hit throughput of edgecache (2 workers) on /small while a client purges an unrelated URL through
   the API every 20 ms (each purge reaches every worker in its wake message), against none and
   against a purge request the API rejects every 20 ms (the same client and most of the same
   control-plane work, nothing for the workers: what sharing the 2 cores costs by itself): req/s,
   hits per worker CPU-second, the control plane's CPU per call; then the same purges without
   traffic, for the workers' own CPU per purge.
-  A last row runs the one worker with ``wrk -c25``, what each of two workers gets of ``-c50``: the
-  same connections per worker, so the ratio of 2 workers to it shows what the second process costs
-  rather than the change of load per process. Also the server's wake-ups per request (voluntary context switches of its processes, from
-  /proc): a worker that sleeps less often handles more requests per system call.
 - (3) From the purge API's answer to the first MISS in every process: two kept-alive connections,
   one held by each worker (identified through /proc), each holding the purged URL as a hit; at the
   answer both send the request at once; the figure is when the later answer's head arrives (a
@@ -27,9 +28,9 @@ Method:
   request to make it look (a request that arrives first applies it itself, before it is served).
 - (4) Origin fetches for one hot new object: ``wrk -c50`` for 1 s on a never-seen URL, with 1 and
   with 2 workers; the node's ``edgecache_origin_fetches_total`` before and after (``/metrics``,
-  summed over the workers). Coalescing is per process, so 2 workers may fetch it twice.
+  summed over the workers). Coalescing is per process, so each process may fetch it.
 - Rounds are interleaved; medians with min-max. The machine is shared with other work now: every
-  figure is noisy, and the "other CPU %" column says how busy the rest of the machine was.
+  figure is noisy, and the "other CPU" line says how busy the rest of the machine was.
 
 Usage: ``.venv/bin/python bench/workers.py [--duration S] [--rounds N] [--purges N] [--sections 1234]``.
 """
