@@ -8,11 +8,11 @@ exceeded once per worker). It starts N worker processes (``worker.py``) that ser
 each with its own memory tier, and shares with them a position board (``board.py``).
 
 A purge: the API's ``PurgeService.submit`` commits the ledger row, then (before the API answers)
-calls :meth:`Supervisor._publish`, which writes the seq to the board's published word and sends
-every worker the purge on its wake socket (a datagram socket pair, apart from the channel, so that
-a worker can read it synchronously on the request that finds it behind). From then on no worker
-answers a request before it has caught up with the ledger (``follower.py``).
-Each worker's reclaimer acknowledges over its channel; ``AckBook`` completes the
+calls :meth:`Supervisor._publish`, which sends every worker the purge on its wake socket (a
+datagram socket pair, apart from the channel, so that a worker can read it synchronously on the
+request that finds it behind), then writes the seq to the board's published word. From then on no
+worker answers a request before it has caught up with the ledger (``follower.py``). Each worker's
+reclaimer acknowledges over its channel, a batch of purges per message; ``AckBook`` completes the
 purge's tasks when every worker that could hold covered entries has acknowledged.
 
 Workers that die are replaced with a backoff (logged, counted in ``/metrics``); a replacement starts
