@@ -20,7 +20,8 @@ which lets the harness do what the public API cannot:
 - ``commitcost``: ms per bare SQLite ``INSERT`` + commit (WAL, synchronous=FULL) in the data dir.
 - ``stats``: RSS, entries, bytes_used, outstanding index rows, pending purges, and the garbage
   collector's pauses per generation since the start (``gc.callbacks``; the event loop stops meanwhile).
-- ``cpu``: the node process's CPU time so far (every thread), and each thread's by name.
+- ``cpu``: the node process's CPU time so far (every thread), each thread's by name, and the ledger
+  writer's commits so far.
 - ``profile``: ``{"action": "start"}`` runs cProfile on the event loop's thread and the ledger
   writer's thread; ``{"action": "stop", "top": N}`` stops it and answers each thread's N most
   expensive functions by their own time, with the thread's CPU seconds over the window.
@@ -371,6 +372,8 @@ class Bench:
         """Run ``fn`` on the ledger writer's thread and wait for it (the loop blocks meanwhile: a
         benchmark command, between measured windows)."""
         writer: Any = self.node.purges._writer
+        if not hasattr(writer, "call"):  # before the group writer: a thread pool of one
+            return writer.submit(fn).result()
         return writer.call(lambda _conn: fn())
 
     def profile(self, action: str, top: int) -> dict[str, Any]:
@@ -449,7 +452,13 @@ class Bench:
         elif op == "profile":
             result = self.profile(cmd["action"], int(cmd.get("top", 40)))
         elif op == "cpu":
-            result = {"process_s": time.process_time(), "threads": thread_cpu()}
+            writer: Any = self.node.purges._writer
+            result = {
+                "process_s": time.process_time(),
+                "threads": thread_cpu(),
+                # None before the group writer (one commit per purge).
+                "ledger_commits": getattr(writer, "commits", None),
+            }
         elif op == "lag":
             wall, cpu = self.probe.reset()
             result = {"ms": wall * 1000, "cpu_ms": cpu * 1000}
