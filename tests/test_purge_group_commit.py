@@ -1,24 +1,42 @@
 """Purges that arrive together share one durable commit, and one that fails is undone alone: the
 others are answered, recorded and in effect; the failed one leaves no ledger row, no task, and no
-quota charged. Through the official Cloudflare SDK on a real node with SQLite."""
+quota charged. Through the official Cloudflare SDK on a real node, with SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import cloudflare
+import pytest
 from sqlalchemy import Connection
 
 from conftest import ZONE_ID, Route, Stack
 from edgecache.control.purges import FileTarget, PurgeRequest
 from edgecache.db.ledger import LedgerStore
 from edgecache.purge.selectors import Mode
+from pg import PostgresServer, postgres_server_fixture  # noqa: F401
 
 
-def test_concurrent_purges_share_a_commit_and_a_failing_one_is_undone_alone(stack: Stack) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A node of its own on either database (the writer is held below: not the shared one)."""
+    url = None
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database()
+    stack = Stack(database_url=url)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+def test_concurrent_purges_share_a_commit_and_a_failing_one_is_undone_alone(any_stack: Stack) -> None:
+    stack = any_stack
     node = stack.node
     zone = node.zones.by_id[ZONE_ID]
     cf = cloudflare.Cloudflare(
