@@ -164,8 +164,9 @@ class Reclaimer:
                 self._busy = True
                 try:
                     # The purge was applied by a callback that also woke its API request: let that
-                    # answer go out before the first slice of reclaiming, or every purge's answer
-                    # waits for a slice (and for the first page of a large selector's keys).
+                    # answer go out before the first slice of reclaiming (and the first page of a
+                    # large selector's keys). Python 3.11's wait_for above happens to order them so
+                    # already; this keeps it so whatever wakes the reclaimer.
                     await asyncio.sleep(0)
                     matched = await self.reclaim(purge)
                     matched = _plus(matched, self._credits.claim_soft(purge, self._store.peek))
