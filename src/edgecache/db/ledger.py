@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from edgecache.db.engine import read_transaction, write_transaction
 from edgecache.db.prepared import Prepared
 from edgecache.db.schema import purge_ledger
-from edgecache.db.tasks import NewTask, finish_purges_in, insert_tasks
+from edgecache.db.tasks import NewTask, insert_tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +107,9 @@ class LedgerStore:
         job_id: str,
         created_at: datetime,
         tasks: Sequence[NewTask] = (),
-        acks: Sequence[tuple[int, dict[str, int]]] = (),
-        acked_at: datetime | None = None,
     ) -> int:
-        """Insert one purge and its tasks, and commit; returns its sequence number.
-
-        ``acks`` (earlier purges' sequence numbers with their per-target counts) are recorded as
-        :meth:`TaskStore.finish_purges` would, at ``acked_at``, in the same transaction: one commit
-        instead of two when purges arrive in a stream."""
+        """Insert one purge and its tasks, and commit; returns its sequence number (the purge
+        service writes through :func:`append_in` instead, in its group writer's transactions)."""
         with write_transaction(self._engine) as conn:
             seq = append_in(
                 conn,
@@ -127,8 +122,6 @@ class LedgerStore:
                 created_at=created_at,
                 tasks=tasks,
             )
-            if acks:
-                finish_purges_in(conn, acks, acked_at or created_at)
             return seq
 
     def position(self) -> int:

@@ -70,8 +70,8 @@ TRIM_AFTER_BYTES = 16 << 20
 """Tier bytes freed by reclaims before ``release_memory`` runs. A trim walks the whole heap, so it is
 not worth running for a few entries; and glibc holds an arena's lock while it returns that arena's
 free pages, so every allocation of the event loop waits for it: trimmed in steps of this size, a
-mass purge of a million entries costs trims of at most ~2 ms of CPU each (``bench/reclaim_stalls.py``),
-where one trim at its end took ~95 ms."""
+mass purge of a million entries costs trims of 2-10 ms of CPU each (``bench/reclaim_stalls.py``, the
+higher figure on a loaded machine), where one trim at its end took 85-112 ms."""
 
 
 class Reclaimer:
