@@ -562,7 +562,11 @@ class Proxy:
         if vary:
             entry.key = base + vary_suffix(vary, request_headers)
         verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
-        self.store.delete(entry.key + PARTIAL_SUFFIX)
+        partial = entry.key + PARTIAL_SUFFIX
+        if self.store.peek(partial) is not None:
+            # Parts live in memory only (store/chain.py), so peek sees them all; a delete of a key
+            # that is not there would still cost the disk tier a queued removal on every fill.
+            self.store.delete(partial)
         if verdict is not None:
             if verdict.hard:
                 self.store.delete(entry.key)
@@ -576,9 +580,12 @@ class Proxy:
     def _forget_other_vary(self, base: str, vary: tuple[str, ...], primary: str) -> None:
         """When the origin changed its Vary, the variants (and parts) selected by the old fields
         are unreachable: remove them."""
-        if self.store.vary(base) == (vary or None):
+        # The variants first: without any (the usual fill of a new URL), the stored Vary does not
+        # matter, and reading it may cost the disk tier a read.
+        keys = self.store.variants(primary)
+        if not keys or self.store.vary(base) == (vary or None):
             return
-        for key in self.store.variants(primary):
+        for key in keys:
             if key == base or key.startswith(base + VARY_SEP) or key == base + PARTIAL_SUFFIX:
                 self.store.delete(key)
 
