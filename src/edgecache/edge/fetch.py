@@ -48,7 +48,14 @@ from edgecache.edge.origin import (
 )
 from edgecache.httpcache.dates import format_http_date
 from edgecache.httpcache.freshness import StorageDecision, decide_storage, initial_age
-from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
+from edgecache.httpcache.headers import (
+    HOP_BY_HOP,
+    connection_options,
+    decode_head,
+    encode_head,
+    merge_304,
+    strip_hop_by_hop,
+)
 from edgecache.httpcache.ranges import parse_content_range, strong_validator
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
 from edgecache.store.entry import Entry
@@ -273,10 +280,35 @@ class Fetch:
             sink(status, data)
 
     def _accept_head(self, resp: OriginResponse, request_time: float, response_time: float) -> None:
-        headers = strip_hop_by_hop(resp.headers)
-        if _field(headers, "date") is None:
+        # One pass over the fields (this is every miss): hop-by-hop ones dropped, the end-to-end
+        # ones kept for the storage decision, the tags and the fields clients are shown.
+        drop = HOP_BY_HOP
+        for name, value in resp.headers:
+            if len(name) == 10 and name.lower() == "connection":
+                drop = drop | connection_options(value)
+        headers: list[tuple[str, str]] = []
+        shown: list[tuple[str, str]] = []
+        tag_fields: list[tuple[str, str]] = []
+        date = age = None
+        for field in resp.headers:
+            n = field[0].lower()
+            if n in drop:
+                continue
+            headers.append(field)
+            if n in NOT_STORED:
+                if n in TAG_HEADERS:
+                    tag_fields.append(field)
+                elif n == "age" and age is None:
+                    age = field[1]
+                continue
+            if n == "date" and date is None:
+                date = field[1]
+            shown.append(field)
+        if date is None:
             # RFC 9110 §6.6.1: a recipient with a clock adds Date to what it caches or forwards.
-            headers.append(("Date", format_http_date(response_time)))
+            date = format_http_date(response_time)
+            headers.append(("Date", date))
+            shown.append(("Date", date))
         zone = self.zone.config
         decision = decide_storage(
             method="GET",
@@ -294,15 +326,12 @@ class Fetch:
         self.content_length = resp.content_length
         self.length_known = resp.content_length is not None
         self.initial_age = initial_age(
-            age_header=_field(headers, "age"),
-            date_header=_field(headers, "date"),
-            request_time=request_time,
-            response_time=response_time,
+            age_header=age, date_header=date, request_time=request_time, response_time=response_time
         )
-        self._tag_source = headers
+        self._tag_source = tag_fields
         self._interim_sinks = []
-        self.client_headers = [(k, v) for k, v in headers if k.lower() not in NOT_STORED]
-        self.head_bytes = encode_head(self.client_headers)
+        self.client_headers = shown
+        self.head_bytes = encode_head(shown)
         too_big = resp.content_length is not None and resp.content_length > self._max
         placed = True
         if resp.status == 206:

@@ -479,13 +479,13 @@ class OriginConnection(asyncio.Protocol):
         length: int | None = None
         chunked = False
         for name, value in fields:
-            lower = name.lower()
-            if lower == "transfer-encoding":
+            size = len(name)  # compared first: most names are neither, and lower() costs more
+            if size == 17 and name.lower() == "transfer-encoding":
                 if chunked or value.strip().lower() != "chunked":
                     self._protocol_error(f"unsupported Transfer-Encoding: {value!r}")
                     raise _Stop
                 chunked = True
-            elif lower == "content-length":
+            elif size == 14 and name.lower() == "content-length":
                 length = int(value)  # llhttp has checked it: digits only, one field
         self._final = True
         self._keep_alive = parser.should_keep_alive()
