@@ -182,7 +182,8 @@ class Fetch:
         resp = origin.send_idle(self._method, self._url, self._fwd, self, on_interim=self._on_interim)
         if resp is None:
             self.task = asyncio.get_running_loop().create_task(self._send(origin, retry=False))
-        elif not self.done and self.task is None:
+        elif not resp.ended:
+            # (An exchange that failed as it was sent has been handled by origin_failed already.)
             self._resp = resp
 
     async def _send(self, origin: OriginClient, *, retry: bool) -> None:
@@ -199,7 +200,7 @@ class Fetch:
             self.error = OriginUnreachable("the origin request was abandoned")
             self._finish()
             raise
-        if not self.done and self._resp is None:
+        if not resp.ended:
             self._resp = resp
 
     # -- the response, as the origin connection parses it (ResponseListener) ----------------------

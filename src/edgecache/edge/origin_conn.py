@@ -189,6 +189,11 @@ class OriginResponse:
         """The whole body has arrived (it may still be waiting for the reader)."""
         return self._complete
 
+    @property
+    def ended(self) -> bool:
+        """The exchange is over: complete, or failed."""
+        return self._complete or self._error is not None
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the body as it arrives; raises :class:`OriginError` if the origin fails mid-body.
 
