@@ -584,12 +584,9 @@ class Proxy:
     def _forget_other_vary(self, base: str, vary: tuple[str, ...], primary: str) -> None:
         """When the origin changed its Vary, the variants (and parts) selected by the old fields
         are unreachable: remove them."""
-        # The variants first: without any (the usual fill of a new URL), the stored Vary does not
-        # matter, and reading it may cost the disk tier a read.
-        keys = self.store.variants(primary)
-        if not keys or self.store.vary(base) == (vary or None):
+        if self.store.vary(base) == (vary or None):
             return
-        for key in keys:
+        for key in self.store.variants(primary):
             if key == base or key.startswith(base + VARY_SEP) or key == base + PARTIAL_SUFFIX:
                 self.store.delete(key)
 
