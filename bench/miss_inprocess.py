@@ -12,7 +12,8 @@ The whole miss is measured twice, with the persistent (LMDB) tier on, as a node 
 and memory only, which is the miss path's own cost. Best of ``--rounds`` rounds of ``--requests``.
 It also counts the asyncio tasks created per miss (a task factory that counts), since each one
 costs a loop iteration or more. ``--profile`` prints cProfile's top functions for one memory-only
-round (deterministic profiling inflates small functions: read it for where, not for how much).
+round (deterministic profiling inflates small functions: read it for where, not for how much);
+for a sampling profile, run ``--memory-only`` under ``py-spy record --native``.
 
 Run it against another build to compare (the harness uses only APIs both sides have):
 ``PYTHONPATH=/path/to/other/src .venv/bin/python bench/miss_inprocess.py``.
@@ -179,20 +180,22 @@ async def whole_miss(
     return min(costs), tasks, fetches
 
 
-async def main(origin_port: int, tmp: Path, profile: bool) -> None:
+async def main(origin_port: int, tmp: Path, profile: bool, memory_only: bool) -> None:
     memory, tasks, fetches = await whole_miss(
         origin_port, tmp / "memory", disk=False, first=10**7, profile=profile
     )
-    disk, _, more = await whole_miss(origin_port, tmp / "disk", disk=True, first=2 * 10**7, profile=False)
-    alone = min([await client_alone(origin_port, (r + 5) * 10**7) for r in range(ROUNDS)])
     print(f"edgecache from {Path(edgecache.__file__).parent}")
     print("| measure | CPU µs per request |")
     print("|---|---:|")
     print(f"| whole miss, memory tier only (parse, handler, fetch, origin client, store) | {memory:.1f} |")
-    print(f"| whole miss, memory + disk tier (the default), writer thread included | {disk:.1f} |")
-    print(f"| origin client alone (request, head, body) | {alone:.1f} |")
+    if not memory_only:
+        disk, _, more = await whole_miss(origin_port, tmp / "disk", disk=True, first=2 * 10**7, profile=False)
+        fetches += more
+        alone = min([await client_alone(origin_port, (r + 5) * 10**7) for r in range(ROUNDS)])
+        print(f"| whole miss, memory + disk tier (the default), writer thread included | {disk:.1f} |")
+        print(f"| origin client alone (request, head, body) | {alone:.1f} |")
     print(
-        f"\n{tasks:.2f} asyncio tasks created per miss; {fetches + more:,} origin fetches by the nodes; "
+        f"\n{tasks:.2f} asyncio tasks created per miss; {fetches:,} origin fetches by the nodes; "
         f"best of {ROUNDS} x {N:,}, {CONCURRENCY} concurrent."
     )
 
@@ -203,13 +206,16 @@ def run() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--requests", type=int, default=N, help="per round")
     parser.add_argument("--profile", action="store_true", help="cProfile one memory-only round")
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only the memory-tier miss (e.g. under py-spy)"
+    )
     args = parser.parse_args()
     N, ROUNDS = args.requests, args.rounds
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-miss-"))
     tmp.chmod(0o755)
     origin = srv.start_origin(tmp)
     try:
-        uvloop.run(main(origin.port, tmp, args.profile))
+        uvloop.run(main(origin.port, tmp, args.profile, args.memory_only))
     finally:
         srv.stop(origin)
         shutil.rmtree(tmp, ignore_errors=True)
