@@ -411,8 +411,9 @@ class OriginConnection(asyncio.Protocol):
             # A callback's _Stop arrives here too, wrapped by httptools (HttpParserCallbackError).
             cause = exc.__context__
             if cause is not None and not isinstance(cause, _Stop):
-                # A listener's bug, not the origin's: say so, and fail the exchange all the same.
-                _log.error("origin response listener failed", exc_info=cause)
+                # Our bug (a callback or a listener failed), not the origin's: say so, and fail the
+                # exchange all the same.
+                _log.error("origin response callback failed", exc_info=cause)
             if self.closed:
                 return
             if resp.complete:
