@@ -429,3 +429,21 @@ def test_a_store_in_the_old_layout_is_emptied_at_open(tmp_path: Path) -> None:
     store = DiskStore(tmp_path, budget=1 << 30, position=99, map_size=1 << 28)
     assert store.reclaimed_upto == 40 and store.get("http://h/a") is not None  # layout 2 is kept
     store.close()
+
+
+def test_a_delete_in_the_batch_of_its_hosts_first_put_finds_it(tmp_path: Path) -> None:
+    """The host → zone row of a first put is written in the batch's transaction: a delete in the
+    same batch must see it (else the record would outlive its delete)."""
+    store = open_store(tmp_path)
+    gate, busy = threading.Event(), threading.Event()
+    store.run_job(lambda view: busy.set() or gate.wait(10))
+    assert busy.wait(10)
+    store.put(make("http://new.example/a"))
+    store.delete("http://new.example/a")
+    store.put(make("http://new.example/v" + VARIANT_SEP + "v:a=1"))
+    store.set_vary("http://new.example/v", ("a",))
+    gate.set()
+    assert store.flush(10)
+    assert store.get("http://new.example/a") is None and len(store) == 1
+    assert store.vary("http://new.example/v") == ("a",)
+    store.close()

@@ -186,7 +186,7 @@ class WriteView:
         """Up to ``limit`` handles, after ``after``, of the records of ``zone`` (by default the zone
         of the prefix's host) whose key starts with ``prefix``, in both areas (the disk cache's first)."""
         s = self._s
-        zone = zone if zone is not None else s._hosts.get(host_of(prefix))
+        zone = zone if zone is not None else s._writer_zone_of(prefix)
         if zone is None:
             return []
         pb, exact = prefix_bytes(prefix)
@@ -400,6 +400,9 @@ class DiskStore:
         self._asked: set[str] = set()
         """Zones whose databases a reader asked the writer to open."""
         self._hosts: dict[str, str] = {}
+        """Host → zone (the ``host:`` rows), as far as this process has read or written them."""
+        self._new_hosts: dict[str, str] = {}
+        """Host rows written in the writer's open transaction, published when it commits."""
         self._meta = self._open_layout(position)
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._queued = 0
@@ -480,6 +483,10 @@ class DiskStore:
         zone = bytes(raw).decode()
         self._hosts[host] = zone
         return zone
+
+    def _writer_zone_of(self, key: str) -> str | None:
+        """``_zone_of`` on the writer, which also sees the host rows of its open transaction."""
+        return self._new_hosts.get(host_of(key)) or self._zone_of(key)
 
     def _reader_db(self, area: bytes, zone: str) -> Any:
         db = self._dbs.get((area, zone))
@@ -751,7 +758,7 @@ class DiskStore:
                 self._write_counts(txn)
             self._publish()
         finally:
-            self._new_dbs = {}
+            self._new_dbs, self._new_hosts = {}, {}
         self.stats.commits += 1
         for op in jobs:
             self._step(op[1], op[2])
@@ -770,7 +777,7 @@ class DiskStore:
             fut.set_exception(exc)
             return
         finally:
-            self._new_dbs = {}
+            self._new_dbs, self._new_hosts = {}, {}
             if self._taking:
                 self._taking = set()
             if self._dropping:
@@ -781,9 +788,13 @@ class DiskStore:
             self._enqueue(("job", job, fut))
 
     def _publish(self) -> None:
+        """After a commit: what it created is there for readers too."""
         if self._new_dbs:
             self._dbs.update(self._new_dbs)
             self._new_dbs = {}
+        if self._new_hosts:
+            self._hosts.update(self._new_hosts)
+            self._new_hosts = {}
 
     def _zdb(self, txn: lmdb.Transaction, area: bytes, zone: str, *, create: bool) -> Any:
         """A zone area's database in the writer's transaction (opened, or created, when needed);
@@ -802,9 +813,9 @@ class DiskStore:
     def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float) -> None:
         zone = entry.zone
         host = host_of(entry.key)
-        if self._hosts.get(host) != zone:
+        if (self._new_hosts.get(host) or self._hosts.get(host)) != zone:
             txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
-            self._hosts[host] = zone
+            self._new_hosts[host] = zone
         kb = key_bytes(entry.key)
         cdb = self._zdb(txn, CACHE, zone, create=True)
         self._remove(txn, CACHE, zone, kb, keep_vary=True)
@@ -828,14 +839,14 @@ class DiskStore:
         self._account(area, zone, len(record), 1)
 
     def _delete_key(self, txn: lmdb.Transaction, key: str) -> None:
-        zone = self._zone_of(key)
+        zone = self._writer_zone_of(key)
         if zone is not None:
             kb = key_bytes(key)
             self._remove(txn, CACHE, zone, kb)
             self._remove(txn, RESERVE, zone, kb)
 
     def _delete_primary(self, txn: lmdb.Transaction, primary: str) -> None:
-        zone = self._zone_of(primary)
+        zone = self._writer_zone_of(primary)
         if zone is None:
             return
         view = WriteView(self, txn)
@@ -846,7 +857,7 @@ class DiskStore:
                 self._remove(txn, area, zone, kb)
 
     def _set_vary(self, txn: lmdb.Transaction, base_key: str, names: tuple[str, ...]) -> None:
-        zone = self._zone_of(base_key)
+        zone = self._writer_zone_of(base_key)
         if zone is None or not self._under(txn, zone, base_key):
             return
         db = self._zdb(txn, CACHE, zone, create=True)
@@ -942,7 +953,7 @@ class DiskStore:
                 self._meta_put(txn, name, self._stored(txn, name) + d)
 
     def _touch(self, txn: lmdb.Transaction, area: bytes, key: str, now: float) -> None:
-        zone = self._zone_of(key)
+        zone = self._writer_zone_of(key)
         if zone is None:
             return
         db = self._zdb(txn, area, zone, create=False)
