@@ -23,7 +23,9 @@ One command, prints a table:
   writer thread while the event loop (uvloop) serves a request every millisecond: a disk read of one
   of zone ``live``'s objects. Reported: objects/s on the wall clock and per CPU second of the
   process, the loop's longest stall (how late a request was started), and the requests' latency p99
-  (from when it was due to its answer) while the job ran against the idle second before it.
+  (from when it was due to its answer) while the job ran, against the idle second just before it.
+  ``mdb_drop`` and the commit run with the GIL released (py-lmdb's ``UNLOCKED``), so what the
+  writer holds the loop back by is the Python around them.
 - fills after: 20k puts once the zone has been dropped (LMDB reuses the freed pages).
 The machine is shared with other work: wall-clock figures are noisy, the CPU figures less so.
 """
@@ -282,13 +284,13 @@ def main() -> None:
         row("  corrupt records / covered by an acked purge", bad)
         row("  counters minus records found", f"{result['counters_off']:.0f}")
         store = open_store(root)
-        p99, stall, reqs = idle_serving(store)
-        row("idle: request p99 / longest stall, ms", f"{p99:.2f} / {stall:.2f}")
         for name, job_of in (
             ("Cache Reserve clear", lambda p: clear_reserve_job(ZONE, p)),
             ("purge everything", None),
         ):
             progress = JobProgress()
+            p99, stall, reqs = idle_serving(store)
+            row(f"{name}: the second before, request p99 / stall, ms", f"{p99:.2f} / {stall:.2f}")
             if job_of is None:
                 reclaim = DiskReclaim(Purge(20, ZONE, Mode.DELETE, (Everything(),), time.time()))
                 took, cpu, p99, stall, reqs = timed_job(store, reclaim)
@@ -296,10 +298,11 @@ def main() -> None:
             else:
                 took, cpu, p99, stall, reqs = timed_job(store, job_of(progress))
                 removed = progress.objects
-            row(f"{name}: objects removed", f"{removed:,}")
+            row("  objects removed", f"{removed:,}")
             row("  objects/s wall (per CPU second)", f"{removed / took:,.0f} ({removed / cpu:,.0f})")
             row("  wall s / CPU s", f"{took:.3f} / {cpu:.3f}")
             row("  meanwhile: request p99 / longest stall, ms", f"{p99:.2f} / {stall:.2f} ({reqs} req)")
+            row("  load average (1 min)", f"{os.getloadavg()[0]:.1f}")
         t, c = time.perf_counter(), time.process_time()
         fill(store, SIDE, 1024, reserve=False)
         row(f"fills after the drop, {SIDE}, objects/s", f"{SIDE / (time.perf_counter() - t):,.0f}")
