@@ -395,6 +395,8 @@ class DiskStore:
         self.stats = DiskStats()
         self._dbs: dict[tuple[bytes, str], Any] = {}
         """Published databases by (area, zone): readers use only these."""
+        self._cache_dbs: dict[str, Any] = {}
+        """The disk-cache databases of ``_dbs`` by zone alone: the hit path's lookup."""
         self._new_dbs: dict[tuple[bytes, str], Any] = {}
         """Databases opened in the writer's open transaction, published when it commits."""
         self._asked: set[str] = set()
@@ -459,6 +461,7 @@ class DiskStore:
                 name = bytes(raw)
                 if name[1:2] == b"/" and name[:1] in AREAS:
                     self._dbs[(name[:1], name[2:].decode())] = env.open_db(name, txn=txn)
+            self._cache_dbs = {zone: db for (area, zone), db in self._dbs.items() if area == CACHE}
             cur = txn.cursor(db=meta)
             if cur.set_range(b"host:"):
                 for k, v in cur.iternext():
@@ -506,16 +509,20 @@ class DiskStore:
             return None
         if self._taking and key in self._taking:
             return None
-        zone = self._zone_of(key)
+        zone = self._hosts.get(host_of(key)) or self._zone_of(key)
         if zone is None:
             self.stats.misses += 1
             return None
         dropping = self._dropping
-        cdb = None if dropping and (CACHE, zone) in dropping else self._reader_db(CACHE, zone)
+        cdb = self._cache_dbs.get(zone)
+        if cdb is None:
+            cdb = self._reader_db(CACHE, zone)
+        elif dropping and (CACHE, zone) in dropping:
+            cdb = None
         kb = key_bytes(key)
         ek = ENTRY + kb
-        with self.env.begin() as txn:
-            raw = None if cdb is None else txn.get(ek, db=cdb)
+        with self.env.begin(db=cdb) as txn:
+            raw = None if cdb is None else txn.get(ek)
             area = CACHE
             if raw is None and reserve is not None and reserve(zone) and (RESERVE, zone) not in dropping:
                 rdb = self._reader_db(RESERVE, zone)
@@ -531,7 +538,7 @@ class DiskStore:
                 self.stats.misses += 1
                 return None
             if area == CACHE:
-                recent = self._recent(txn, cdb, kb)
+                recent = self._recent(txn, kb)
         entry = rec.entry
         if entry.key != key:
             self.stats.misses += 1
@@ -791,6 +798,7 @@ class DiskStore:
         """After a commit: what it created is there for readers too."""
         if self._new_dbs:
             self._dbs.update(self._new_dbs)
+            self._cache_dbs.update((zone, db) for (area, zone), db in self._new_dbs.items() if area == CACHE)
             self._new_dbs = {}
         if self._new_hosts:
             self._hosts.update(self._new_hosts)
@@ -984,9 +992,10 @@ class DiskStore:
         txn.put(TICK + kb, packed, db=db)
         txn.put(ORDER + packed + kb, b"", db=db)
 
-    def _recent(self, txn: lmdb.Transaction, db: Any, kb: bytes) -> bool:
-        """Whether a disk-cache record is in the most recent half of the eviction order."""
-        tick = txn.get(TICK + kb, db=db)
+    def _recent(self, txn: lmdb.Transaction, kb: bytes) -> bool:
+        """Whether a disk-cache record is in the most recent half of the eviction order (``txn``
+        reads the record's disk-cache database by default)."""
+        tick = txn.get(TICK + kb)
         clock = txn.get(b"clock", db=self._meta)
         count = txn.get(b"count:c", db=self._meta)
         if tick is None or clock is None or count is None:
