@@ -282,6 +282,8 @@ def test_a_purge_that_removes_nothing_writes_its_position_with_the_next_write(tm
     store.close()
     store = open_store(tmp_path)
     assert store.reclaimed_upto == 14  # and written at close: a restart replays nothing
+
+
 def _rows(store: DiskStore) -> dict[str, int]:
     """Rows per kind (first byte) over every zone database: what a removal must not leave behind."""
     rows: dict[str, int] = {}

@@ -322,11 +322,9 @@ class WriteView:
         """Record that every purge up to ``seq`` has been applied to what is on disk; when the job
         ``changed`` nothing, with the next transaction that writes anyway. Never moves it back."""
         s = self._s
+        s._reclaimed_later = max(seq, s._reclaimed_later)
         if changed:
-            s._reclaimed_later = max(seq, s._reclaimed_later)
             s._write_reclaimed_later(self.txn)
-        else:
-            s._reclaimed_later = max(seq, s._reclaimed_later)
 
 
 Job = Callable[[WriteView], bool]
