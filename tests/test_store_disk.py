@@ -449,3 +449,18 @@ def test_a_delete_in_the_batch_of_its_hosts_first_put_finds_it(tmp_path: Path) -
     assert store.get("http://new.example/a") is None and len(store) == 1
     assert store.vary("http://new.example/v") == ("a",)
     store.close()
+
+
+def test_a_zone_past_the_limit_is_not_stored_and_the_others_are(tmp_path: Path, monkeypatch: object) -> None:
+    import edgecache.store.disk as disk
+
+    monkeypatch.setattr(disk, "MAX_ZONES", 1)  # type: ignore[attr-defined]
+    store = open_store(tmp_path)
+    store.put(make("http://a.example/1", zone="a"), reserve=True)
+    store.put(make("http://b.example/1", zone="b"))  # "a" holds both databases: no room for "b"
+    store.put(make("http://a.example/2", zone="a"))
+    assert store.flush(10)
+    assert store.get("http://a.example/1") is not None and store.get("http://a.example/2") is not None
+    assert store.get("http://b.example/1") is None
+    assert store.stats.write_errors == 0 and store.stats.dropped == 1
+    store.close()

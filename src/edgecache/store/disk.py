@@ -804,7 +804,8 @@ class DiskStore:
 
     def _zdb(self, txn: lmdb.Transaction, area: bytes, zone: str, *, create: bool) -> Any:
         """A zone area's database in the writer's transaction (opened, or created, when needed);
-        None when it does not exist and ``create`` is False."""
+        None when it does not exist and ``create`` is False, or when ``MAX_ZONES`` zones already
+        have one (what would go there is not stored; the rest of the batch is)."""
         key = (area, zone)
         db = self._dbs.get(key) or self._new_dbs.get(key)
         if db is not None:
@@ -812,24 +813,31 @@ class DiskStore:
         name = db_name(area, zone)
         if not create and txn.get(name) is None:
             return None
-        db = self.env.open_db(name, txn=txn)
+        try:
+            db = self.env.open_db(name, txn=txn)
+        except lmdb.DbsFullError:
+            log.error("disk tier: no room for zone %s's database (%d zones at most)", zone, MAX_ZONES)
+            return None
         self._new_dbs[key] = db
         return db
 
     def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float) -> None:
         zone = entry.zone
+        cdb = self._zdb(txn, CACHE, zone, create=True)
+        if cdb is None:
+            self.stats.dropped += 1
+            return
         host = host_of(entry.key)
         if (self._new_hosts.get(host) or self._hosts.get(host)) != zone:
             txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
             self._new_hosts[host] = zone
         kb = key_bytes(entry.key)
-        cdb = self._zdb(txn, CACHE, zone, create=True)
         self._remove(txn, CACHE, zone, kb, keep_vary=True)
         self._insert(txn, cdb, CACHE, zone, kb, encode_entry(entry, 0.0), entry)
         self._place(txn, cdb, kb)
         self.stats.writes += 1
-        if reserve:
-            rdb = self._zdb(txn, RESERVE, zone, create=True)
+        rdb = self._zdb(txn, RESERVE, zone, create=True) if reserve else None
+        if rdb is not None:
             self._remove(txn, RESERVE, zone, kb, keep_vary=True)
             expires = now + self._reserve_retention(zone)
             self._insert(txn, rdb, RESERVE, zone, kb, encode_entry(entry, expires), entry)
@@ -867,7 +875,8 @@ class DiskStore:
         if zone is None or not self._under(txn, zone, base_key):
             return
         db = self._zdb(txn, CACHE, zone, create=True)
-        txn.put(VARY + key_bytes(base_key), "\x00".join(names).encode(), db=db)
+        if db is not None:
+            txn.put(VARY + key_bytes(base_key), "\x00".join(names).encode(), db=db)
 
     def _under(self, txn: lmdb.Transaction, zone: str, base_key: str) -> bool:
         """Whether a record of ``zone`` is stored under ``base_key`` (in either area)."""
