@@ -180,6 +180,18 @@ def test_absolute_form_target_wins_over_host_and_is_what_the_origin_gets(edge: E
     assert cache == "HIT" and clean["host"] == "example.com"
 
 
+def test_absolute_form_does_not_choose_what_a_later_origin_form_request_under_that_host_gets(
+    edge: Edge,
+) -> None:
+    # The hot path remembers the key of a (Host, target) pair; a request whose authority chose the zone
+    # instead of Host must not teach it that Host's /cross is example.com's.
+    for _ in range(2):
+        assert edge.send("GET http://example.com/cross HTTP/1.1\nHost: v.example\n")[0] == 200
+    status, headers, body = edge.send("GET /cross HTTP/1.1\nHost: v.example\n")
+    assert status == 200 and json.loads(body)["host"] == "v.example"
+    assert headers["cf-cache-status"] == "MISS"
+
+
 @pytest.mark.parametrize(
     "spelling", ["example.com:1337", "example.com:80", "EXAMPLE.COM", "example.com.", "Example.Com.:8080"]
 )
