@@ -305,21 +305,21 @@ class Proxy:
             fields = _hit_fields(stamp)
         keep = req.keep_alive
         connection = b"" if keep and req.http_version == "1.1" else _connection_field(req)
+        # Joined once: a chain of concatenations would copy the head twice, and a small body once more.
         if req.method == "HEAD":
-            head = STATUS_LINES[entry.status] + entry.head + connection + fields
+            head = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields))
             self.stats.bytes_sent += len(head)
             conn.respond(head, keep)
         elif len(body) < 16384:
-            # One join: a chain of concatenations would copy the head twice and the body once more.
             out = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields, body))
             self.stats.bytes_sent += len(out)
             conn.respond(out, keep)
         else:
-            head = STATUS_LINES[entry.status] + entry.head + connection + fields
+            # A large body is not copied: head and body leave in one gathered write.
+            head = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields))
             self.stats.bytes_sent += len(head) + len(body)
             conn.writelines([head, body])
             conn.finish(keep)
-
 
     def _hit(self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float) -> None:
         self.stats.hits += 1
