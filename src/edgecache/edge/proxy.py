@@ -185,16 +185,21 @@ class Proxy:
         if zone.has_variants:
             base = primary_key("http", host, target, zone.key_options)
             base += variant_suffix(req.headers, zone.key_options, zone.trusted_from(req.client_ip))
-        else:
-            base = primary_key("http", host, target, zone.key_options)
-            if origin_form:
-                # The primary key of a (Host, target) never changes (zones are fixed for the process's
-                # life): the hot path finds it by the two fields as received. Not for absolute-form,
-                # whose authority, not Host, chose the zone.
-                memo = self._key_memo
+        elif origin_form:
+            # The primary key of a (Host, target) never changes (zones are fixed for the process's
+            # life): it is normalised once and found again by the two fields as received. Not for
+            # absolute-form, whose authority, not Host, chose the zone.
+            memo = self._key_memo
+            memo_key = req.host + target
+            cached = memo.get(memo_key)
+            if cached is None:
+                cached = primary_key("http", host, target, zone.key_options)
                 if len(memo) >= KEY_MEMO_MAX:
                     memo.clear()
-                memo[req.host + target] = base
+                memo[memo_key] = cached
+            base = cached
+        else:
+            base = primary_key("http", host, target, zone.key_options)
         key = base
         store = self.store
         vary = store.vary(base)
