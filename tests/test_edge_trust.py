@@ -192,6 +192,15 @@ def test_absolute_form_does_not_choose_what_a_later_origin_form_request_under_th
     assert headers["cf-cache-status"] == "MISS"
 
 
+def test_a_host_with_a_slash_is_400_even_where_host_and_target_spell_a_cached_url(edge: Edge) -> None:
+    # The hot path's memo is consulted before Host is validated: "example.com/slash" + "/cached"
+    # must not read as "example.com" + "/slash/cached".
+    edge.get("/slash/cached")
+    assert edge.get("/slash/cached")[0] == "HIT"
+    status, _, _ = edge.send("GET /cached HTTP/1.1\nHost: example.com/slash\n")
+    assert status == 400
+
+
 @pytest.mark.parametrize(
     "spelling", ["example.com:1337", "example.com:80", "EXAMPLE.COM", "example.com.", "Example.Com.:8080"]
 )

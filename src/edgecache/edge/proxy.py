@@ -122,8 +122,10 @@ class Proxy:
         """The memory tier behind ``store`` (itself, or the chain's first tier): the hot path asks it
         alone."""
         self._key_memo: dict[str, str] = {}
-        """Host field + origin-form target, as received → primary key, for zones without variant
-        parts (at most ``KEY_MEMO_MAX`` entries)."""
+        """``host + " " + target`` as received → primary key, for zones without variant parts (at most
+        ``KEY_MEMO_MAX`` entries). The hot path looks it up before the Host field is validated; a
+        target has no space, so the last space splits every such string one way only, and an
+        invalid Host cannot spell a valid pair's entry."""
         self.origin = origin
         self.stats = stats
         self._max = max_object_bytes
@@ -145,7 +147,7 @@ class Proxy:
         # entry of the memory tier stored under its primary key (no Vary). It needs neither the zone
         # nor the request's header dict; anything else takes the general path below.
         if req.plain and target[0] == "/" and (method == "GET" or method == "HEAD"):
-            base = self._key_memo.get(req.host + target)
+            base = self._key_memo.get(req.host + " " + target)
             if base is not None:
                 entry = self._memory.get_plain(base)
                 if (
@@ -190,7 +192,7 @@ class Proxy:
             # life): it is normalised once and found again by the two fields as received. Not for
             # absolute-form, whose authority, not Host, chose the zone.
             memo = self._key_memo
-            memo_key = req.host + target
+            memo_key = req.host + " " + target
             cached = memo.get(memo_key)
             if cached is None:
                 cached = primary_key("http", host, target, zone.key_options)
