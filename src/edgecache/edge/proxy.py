@@ -185,9 +185,16 @@ class Proxy:
             self._plain(conn, req, found, HOST_ERRORS[found])
             return None
         zone, host = found
-        method = req.method
-        if method != "GET" and method != "HEAD":
+        if req.method != "GET" and req.method != "HEAD":
             return self._pass(req, conn, zone, host)
+        return self._lookup_in(req, conn, zone, host, origin_form)
+
+    def _lookup_in(
+        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, origin_form: bool
+    ) -> Awaitable[None] | None:
+        """A GET or HEAD in the zone already chosen (by Host, or by an absolute-form authority)."""
+        target = req.target
+        method = req.method
         if zone.has_variants:
             base = primary_key("http", host, target, zone.key_options)
             base += variant_suffix(req.headers, zone.key_options, zone.trusted_from(req.client_ip))
@@ -242,8 +249,9 @@ class Proxy:
         headers = req.headers
         if "connection" in headers and _drop_connection_options(headers):
             # A field named in Connection does not reach the origin, so it may not select what the
-            # fill is filed under either: key the request again without it.
-            return self._lookup(req, conn)
+            # fill is filed under either: key the request again without it, in the zone already
+            # chosen (an absolute-form target chose it by its authority, not by Host).
+            return self._lookup_in(req, conn, zone, host, origin_form)
         if entry is not None:
             return self._stale(req, conn, zone, host, key, entry, _time())
         if method == "GET" and "range" in headers:
