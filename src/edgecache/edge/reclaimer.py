@@ -388,17 +388,22 @@ def _pages(read: Callable[[str | None], list[str]]) -> Iterator[list[str]]:
 
 
 class _Jobs:
-    """Several removal jobs as one on the disk writer: each runs to its end in turn, the steps
-    sharing the writer's transactions."""
+    """Several removal jobs as one on the disk writer: each runs to its end in turn. Jobs that
+    change nothing (the usual purge of what the disk does not hold) share one transaction; after one
+    that changed something the rest go on in the next, so that its changes, and what runs once they
+    are committed (a whole-zone removal's count), are settled before the next purge's part."""
 
     def __init__(self, jobs: list[DiskReclaim]) -> None:
         self._jobs = deque(jobs)
 
     def __call__(self, view: WriteView) -> bool:
         while self._jobs:
-            if not self._jobs[0](view):
+            job = self._jobs[0]
+            if not job(view):
                 return False
             self._jobs.popleft()
+            if job.changed and self._jobs:
+                return False
         return True
 
 
@@ -415,6 +420,11 @@ class DiskReclaim:
         self._i = 0
         self._after: bytes | None = None
         self._changed = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether this job has changed anything on disk."""
+        return self._changed
 
     def __call__(self, view: WriteView) -> bool:
         try:
