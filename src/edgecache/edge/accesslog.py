@@ -39,6 +39,8 @@ from edgecache.edge.logring import BATCH_RECORDS, FIELDS, RingWriter, read_count
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
+_respond = Connection.respond
+_HIT = b"HIT"
 _CF = b"\r\nCF-Cache-Status: "
 _CF_LEN = len(_CF)
 _FULL = BATCH_RECORDS * FIELDS
@@ -51,7 +53,7 @@ STOP_GRACE = 10.0
 
 
 class LoggedConnection(Connection):
-    """A data-plane connection that notes, per request, what its handler writes and when."""
+    """A data-plane connection that records, per request, what its handler wrote and when."""
 
     __slots__ = ("_pending", "_ring", "_serve", "al_bytes", "al_head", "al_head_at", "al_req", "al_start")
 
@@ -59,20 +61,54 @@ class LoggedConnection(Connection):
         super().__init__(server)
         self._ring = ring
         self._pending = ring.pending
-        # The server calls self._handler for every request, queued or not: stamp there.
+        # The server calls self._handler for every request, queued or not: note the request there.
         self._serve = self._handler
-        self._handler = self._stamp
+        self._handler = self._note
         self.al_req: Request | None = None
         self.al_start = self.al_head_at = 0.0
         self.al_head: bytes | None = None
         self.al_bytes = 0
 
-    def _stamp(self, req: Request, conn: Connection) -> Awaitable[None] | None:
+    def _note(self, req: Request, conn: Connection) -> Awaitable[None] | None:
         self.al_req = req
-        self.al_start = _monotonic()
-        self.al_head = None
-        self.al_bytes = 0
-        return self._serve(req, conn)
+        result = self._serve(req, conn)
+        if result is not None:
+            # Answered by a task: its time runs from here (the lookup before took microseconds).
+            # A request answered at once reads the clock once, when it is done.
+            self.al_start = _monotonic()
+        return result
+
+    def respond(self, data: bytes, keep_alive: bool) -> None:
+        # The hit path: Connection.respond is the cache's fresh-hit answer, written at once, so
+        # its cache status is HIT without looking (decision 0016), and start, head and end are
+        # one clock read. Everything else about the request is a reference the ring copies.
+        req = self.al_req
+        self.al_req = None
+        _respond(self, data, keep_alive)
+        if req is not None:
+            now = _monotonic()
+            fields = dict(req._fields)
+            pending = self._pending
+            pending += (
+                now,
+                now,
+                now,
+                len(data),
+                data[9:12],
+                _HIT,
+                req.client_ip,
+                req.method,
+                req.target,
+                req.http_version,
+                req.host,
+                fields.get("referer"),
+                fields.get("user-agent"),
+            )
+            n = len(pending)
+            if n >= _FULL:
+                self._ring.flush()
+            elif n == FIELDS:
+                self._ring.batch_started()
 
     def write(self, data: bytes) -> None:
         if self.al_head is None:
@@ -88,16 +124,6 @@ class LoggedConnection(Connection):
         self.al_bytes += sum(map(len, pieces))
         Connection.writelines(self, pieces)
 
-    def respond(self, data: bytes, keep_alive: bool) -> None:
-        # The base class's fast path (a hit) calls neither write() nor finish(): note both here.
-        if self.al_head is None:
-            self.al_head = data
-            self.al_head_at = _monotonic()
-        self.al_bytes += len(data)
-        Connection.respond(self, data, keep_alive)
-        if self.al_req is not None:
-            self._record()
-
     def finish(self, keep_alive: bool) -> None:
         if self.al_req is not None:
             self._record()
@@ -109,37 +135,41 @@ class LoggedConnection(Connection):
         Connection.abort(self)
 
     def _record(self) -> None:
+        """Record a request answered through write() (anything but a fresh hit)."""
         req = self.al_req
         assert req is not None
         self.al_req = None
+        end = _monotonic()
+        start = self.al_start or end
         head = self.al_head
         status = cache = b""
+        head_at = end
         if head is not None:
+            head_at = self.al_head_at
             status = head[9:12]
             i = head.find(_CF, 0, 4096)
             if i >= 0:
                 i += _CF_LEN
                 cache = head[i : head.find(b"\r", i)]
-        # The raw fields, not req.headers: building that dict is what a cache hit avoids.
         fields = dict(req._fields)
-        # One list.extend: the ring writer copies a batch of these into the ring at a time.
-        self._pending.extend(
-            (
-                self.al_start,
-                self.al_head_at,
-                _monotonic(),
-                self.al_bytes,
-                status,
-                cache,
-                req.client_ip,
-                req.method,
-                req.target,
-                req.http_version,
-                req.host,
-                fields.get("referer", b""),
-                fields.get("user-agent", b""),
-            )
+        self._pending += (
+            start,
+            head_at,
+            end,
+            self.al_bytes,
+            status,
+            cache,
+            req.client_ip,
+            req.method,
+            req.target,
+            req.http_version,
+            req.host,
+            fields.get("referer"),
+            fields.get("user-agent"),
         )
+        self.al_start = 0.0
+        self.al_head = None
+        self.al_bytes = 0
         n = len(self._pending)
         if n >= _FULL:
             self._ring.flush()
