@@ -47,7 +47,7 @@ from edgecache.config import Logging, demo_config
 from edgecache.edge.accesslog import LoggedConnection
 from edgecache.edge.http1 import Connection
 from edgecache.edge.logformat import LineFormatter
-from edgecache.edge.logring import FIELDS, Record
+from edgecache.edge.logring import records
 from edgecache.edge.zones import ZoneTable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,21 +60,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _records(flat: list[Any]) -> list[Record]:
-    """Records from the capture's flat list (``FIELDS`` values each)."""
-    return [
-        Record(
-            *flat[i : i + 4],
-            flat[i + 4].decode(),
-            flat[i + 5].decode(),
-            *flat[i + 6 : i + 11],
-            flat[i + 11].decode("latin-1"),
-            flat[i + 12].decode("latin-1"),
-        )
-        for i in range(0, len(flat), FIELDS)
-    ]
 
 
 class ThreadSink:
@@ -104,7 +89,7 @@ class ThreadSink:
         batch = pending[:]
         # The loop only appends meanwhile, so what was copied is the list's head.
         del pending[: len(batch)]
-        self.file.write(self.formatter.lines(_records(batch)))
+        self.file.write(self.formatter.lines(records(batch)))
         self.file.flush()
 
     def close(self) -> None:
@@ -117,7 +102,7 @@ def _queue_formatter(queue: Any, path: str) -> None:
     formatter = LineFormatter("combined", ZoneTable(()))
     with open(path, "a", encoding="utf-8") as out:
         while (batch := queue.get()) is not None:
-            out.write(formatter.lines(_records(batch)))
+            out.write(formatter.lines(records(batch)))
             out.flush()
 
 

@@ -64,17 +64,15 @@ def _record(i: int) -> tuple[object, ...]:
     now = time.monotonic()
     return (
         now,
-        now,
-        now,
+        None,
         1000 + i,
         b"200",
-        b"HIT",
         "127.0.0.1",
         "GET",
         f"/r/{i}",
         "1.1",
         "a.example",
-        b"",
+        None,
         b"t",
     )
 
@@ -261,8 +259,7 @@ for i in range(total):
     target = "/r/%d/%s" % (i, "x" * rng.randrange(300))
     agent = b"a" * rng.randrange(50)
     check = zlib.crc32(agent, zlib.crc32(target.encode()))
-    writer.pending += (1.0, 1.0, 1.0, check, b"200", b"HIT", "10.0.0.1",
-        "GET", target, "1.1", "h", b"", agent)
+    writer.pending += (1.0, None, check, b"200", "10.0.0.1", "GET", target, "1.1", "h", None, agent)
     if rng.random() < 0.05:
         writer.flush()
 writer.close()

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 _respond = Connection.respond
-_HIT = b"HIT"
 _CF = b"\r\nCF-Cache-Status: "
 _CF_LEN = len(_CF)
 _FULL = BATCH_RECORDS * FIELDS
@@ -80,8 +79,8 @@ class LoggedConnection(Connection):
 
     def respond(self, data: bytes, keep_alive: bool) -> None:
         # The hit path: Connection.respond is the cache's fresh-hit answer, written at once, so
-        # its cache status is HIT without looking (decision 0016), and start, head and end are
-        # one clock read. Everything else about the request is a reference the ring copies.
+        # its cache status is HIT without looking and its start, head and end are one clock read
+        # (a record's None; decision 0016). The rest are references the ring's batch copies.
         req = self.al_req
         self.al_req = None
         _respond(self, data, keep_alive)
@@ -91,11 +90,9 @@ class LoggedConnection(Connection):
             pending = self._pending
             pending += (
                 now,
-                now,
-                now,
+                None,
                 len(data),
                 data[9:12],
-                _HIT,
                 req.client_ip,
                 req.method,
                 req.target,
@@ -153,12 +150,10 @@ class LoggedConnection(Connection):
                 cache = head[i : head.find(b"\r", i)]
         fields = dict(req._fields)
         self._pending += (
-            start,
-            head_at,
             end,
+            (start, head_at, cache),
             self.al_bytes,
             status,
-            cache,
             req.client_ip,
             req.method,
             req.target,

@@ -81,8 +81,9 @@ _META = struct.Struct("<IQII")
 """The part of a batch header its CRC covers."""
 ALIGN = 32
 """Batches start at multiples of this, so a wrap marker always fits before the end of the area."""
-FIELDS = 13
+FIELDS = 11
 """Values per record in :attr:`RingWriter.pending` (and in a batch's payload)."""
+HIT = "HIT"
 BATCH_RECORDS = 32
 """Records gathered in process memory before they are copied into the ring together."""
 FLUSH_DELAY = 0.05
@@ -180,9 +181,10 @@ class RingWriter:
         self._armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.pending: list[Any] = []
-        """``FIELDS`` values per request: start, head written, end, bytes sent, status digits,
-        cache status (bytes), client ip, method, target, version, host, then referer and user
-        agent as received (bytes)."""
+        """``FIELDS`` values per request: end (monotonic), ``None`` for a fresh hit answered at
+        once (start and head at the end, cache status HIT) or else (start, head written, cache
+        status bytes), bytes sent, status digits, client ip, method, target, version, host, then
+        referer and user agent as received (bytes, or None when absent)."""
 
     def batch_started(self) -> None:
         """Called when ``pending`` holds its first record: copy it within ``FLUSH_DELAY``."""
@@ -365,7 +367,7 @@ class RingReader:
             return []
         self.lost += lost
         self.pos, self.next_seq = pos, expect
-        return [_record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS)]
+        return records(values)
 
     def _batch(self, pos: int, expect: int) -> tuple[int, int, list[Any]] | None:
         """The batch at ``pos``, if it is whole and not older than ``expect``: its size (0 for a
@@ -414,15 +416,26 @@ class RingReader:
         self._mm.close()
 
 
+def records(values: list[Any]) -> list[Record]:
+    """The records of a batch's values (``FIELDS`` each, as :attr:`RingWriter.pending` holds them)."""
+    return [_record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS)]
+
+
 def _record(v: list[Any]) -> Record:
-    start, head_at, end, sent, status, cache, ip, method, target, version, host, referer, agent = v
+    end, detail, sent, status, ip, method, target, version, host, referer, agent = v
+    if detail is None:
+        start = head_at = end
+        cache = HIT
+    else:
+        start, head_at, raw = detail
+        cache = raw.decode("latin-1")
     return Record(
         start,
         head_at,
         end,
         sent,
         status.decode("latin-1"),
-        cache.decode("latin-1"),
+        cache,
         ip,
         method,
         target,
