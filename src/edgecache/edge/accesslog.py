@@ -3,20 +3,25 @@ on the event loop, and a formatter process that turns records into lines (decisi
 
 Theory of operation:
 - Off by default. When on, the server is built with :class:`LoggedConnection`, a ``Connection``
-  that stamps each request's start and notes what the handler writes; when off, it does not
-  exist and the hit path is untouched.
-- On the loop, each request costs a few attribute stores, three clock reads, two slices of the
-  response head (status digits, ``CF-Cache-Status``) and one ``list.extend`` of the values at
-  hand onto the ring writer's batch; every 32 requests (or 50 ms) the batch is copied into the
-  shared-memory ring in a few C calls (:class:`RingWriter`). No formatting, no clock
-  conversion, no I/O, no lock, never a wait.
-- Every data-plane process writes its own ring (``<data_dir>/accesslog/<pid>.ring``);
-  :class:`FormatterProcess` runs ``edgecache.edge.logtail`` as a child process that reads every
-  ring in that directory and writes the file, and starts it again if it dies. Its CPU is its own:
-  it does not take the interpreter lock from the loop, as a writer thread would.
-- What is timed: ``total`` from the complete request to the end of the response; ``origin`` from
-  the complete request to the response head (the formatter shows it for answers that needed the
-  origin).
+  that notes each request handed to the handler and what the handler writes; when off, it does
+  not exist and the hit path is untouched.
+- A fresh hit is answered through ``Connection.respond`` (the cache's one-write answer): the
+  override reads the clock once, takes the status digits from the head, finds Referer and
+  User-Agent among the raw fields and adds eleven references to the ring writer's batch with one
+  ``+=``. Its cache status is HIT by what ``respond`` is for, so the head is not searched. Any
+  other answer goes through ``write``/``writelines``/``finish``, where the clock is read at the
+  task's start, the first write and the end, and the head is searched for ``CF-Cache-Status``.
+- Every 32 requests (or 50 ms) the batch is copied into the shared-memory ring in a few C calls
+  (:class:`RingWriter`). No formatting, no clock conversion, no I/O, no lock, never a wait.
+- Every data-plane process writes its own ring (``<pid>-<token>.ring`` in the node's ring
+  directory, on tmpfs when there is one); :class:`FormatterProcess` runs
+  ``edgecache.edge.logtail`` as a child process that reads every ring in that directory and
+  writes the file, and starts it again if it dies. Its CPU is its own: it does not take the
+  interpreter lock from the loop, as a writer thread would.
+- What is timed: ``total`` from the handler's return (for answers a task writes) or from the
+  end (for answers written at once: a hit logs 0) to the end of the response; ``origin`` to the
+  response head (the formatter shows it for answers that needed the origin). As nginx's cached
+  clock, the log's resolution stops at the work of one callback: a hit takes microseconds.
 - Requests the server rejects itself (400, 408, 413, ... before any handler) are counted in the
   metrics, not logged here.
 """
@@ -86,7 +91,13 @@ class LoggedConnection(Connection):
         _respond(self, data, keep_alive)
         if req is not None:
             now = _monotonic()
-            fields = dict(req._fields)
+            # The raw fields, not req.headers: building that dict is what a cache hit avoids.
+            referer = agent = None
+            for key, value in req._fields:
+                if key == "referer":
+                    referer = value
+                elif key == "user-agent":
+                    agent = value
             pending = self._pending
             pending += (
                 now,
@@ -98,8 +109,8 @@ class LoggedConnection(Connection):
                 req.target,
                 req.http_version,
                 req.host,
-                fields.get("referer"),
-                fields.get("user-agent"),
+                referer,
+                agent,
             )
             n = len(pending)
             if n >= _FULL:

@@ -203,9 +203,8 @@ class RingWriter:
         read)."""
         pending = self.pending
         if pending:
-            batch = pending[:]
+            self._write(pending)
             pending.clear()
-            self._write(batch)
 
     def _write(self, rec: list[Any]) -> None:
         n = len(rec) // FIELDS
