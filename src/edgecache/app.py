@@ -336,7 +336,7 @@ class Node:
             await self.access_formatter.stop()
         if self.access_ring is not None:
             close_ring(self.access_ring)
-        if self.access_formatter is not None:
+        if self.access_formatter is not None and self.access_formatter.started:
             remove_if_empty(self.access_ring_dir)
         if self._control is not None:
             await self._control.cleanup()

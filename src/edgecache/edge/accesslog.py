@@ -196,12 +196,15 @@ class FormatterProcess:
         self.output = output
         self.format = fmt
         self.restarts = 0
+        self.started = False
+        """Whether this process runs the formatter (a node's control plane does, its workers not)."""
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
         """Start the formatter and keep it running until :meth:`stop`."""
+        self.started = True
         self._proc = await self._spawn()
         self._task = asyncio.get_running_loop().create_task(self._supervise())
 
