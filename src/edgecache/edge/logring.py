@@ -166,7 +166,17 @@ class RingWriter:
         # Request lines and client addresses: readable by the node's user only.
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "r+b") as f:
-            f.truncate(HEADER_SIZE + capacity)
+            # Every page allocated now: a full tmpfs fails here, at start, rather than with a
+            # SIGBUS on the event loop when a later write touches a page it cannot have.
+            try:
+                os.posix_fallocate(f.fileno(), 0, HEADER_SIZE + capacity)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise OSError(
+                    exc.errno,
+                    f"cannot allocate the {capacity >> 20} MiB access-log ring in {path.parent} "
+                    "(lower [logging] access_log_ring_mib, or give the filesystem more room)",
+                ) from exc
             f.write(_HEADER.pack(MAGIC, os.getpid(), 0, capacity))
             f.seek(_STARTED_AT)
             f.write(_POS.pack(process_started(os.getpid())))
