@@ -372,3 +372,20 @@ def test_a_dead_process_ring_is_logged_then_removed_even_when_its_pid_is_reused(
     assert ring.path.exists()
     n.close()
     assert [line.split('"')[1] for line in _lines(path)] == [f"GET /r/{i} HTTP/1.1" for i in range(3)]
+
+
+def test_a_node_with_the_log_off_frees_the_rings_a_crashed_run_left(
+    tmp_path: Path, node_factory: type[LoggedNode]
+) -> None:
+    directory = ring_directory(tmp_path)
+    crashed = RingWriter(ring_path(directory), ONE_MIB)
+    crashed.pending.extend(_record(0))
+    crashed.flush()
+    started = logring._POS.unpack_from(crashed._mm, logring._STARTED_AT)[0]
+    logring._POS.pack_into(crashed._mm, logring._STARTED_AT, started - 1)
+    crashed.close()
+    live = RingWriter(ring_path(directory), ONE_MIB)  # a process of ours still writing
+    n = node_factory(tmp_path)
+    assert not crashed.path.exists() and live.path.exists()
+    live.close(unlink=True)
+    n.close()

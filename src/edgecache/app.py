@@ -48,6 +48,7 @@ from edgecache.edge.logring import (
     RingWriter,
     read_counts,
     remove_if_empty,
+    remove_stale,
     ring_directory,
     ring_files,
     ring_path,
@@ -262,7 +263,10 @@ class Node:
         self._background.start("subscriptions", self.subscriptions.keep)
         self._background.start("push", self.push_delivery.keep)
         self._keep_gc()
-        if self.access_formatter is not None:
+        if self.access_formatter is None:
+            # Rings a crashed earlier run (log on) left hold tmpfs memory, and nothing reads them now.
+            await asyncio.to_thread(remove_stale, self.access_ring_dir)
+        else:
             # One formatter per node, in the control plane's process: it reads the ring of every
             # data-plane process, and /metrics counts the rings here once.
             await asyncio.to_thread(write_zones, self.access_ring_dir, cfg.zones)

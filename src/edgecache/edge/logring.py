@@ -461,6 +461,21 @@ def ring_files(directory: Path) -> Iterator[Path]:
         yield from sorted(directory.glob("*.ring"))
 
 
+def remove_stale(directory: Path) -> None:
+    """Remove the rings of processes that are gone, unread (what a node whose access log is off
+    does with what an earlier run left: on tmpfs each ring holds its memory until removed)."""
+    for path in ring_files(directory):
+        try:
+            with path.open("rb") as f:
+                header = f.read(HEADER_SIZE)
+        except FileNotFoundError:
+            continue
+        magic, pid, _, _ = _HEADER.unpack_from(header)
+        if magic == MAGIC and not owner_alive(pid, _POS.unpack_from(header, _STARTED_AT)[0]):
+            path.unlink(missing_ok=True)
+    remove_if_empty(directory)
+
+
 def remove_if_empty(directory: Path) -> None:
     """Remove a ring directory (and the zones file in it) once no ring is left in it."""
     if directory.is_dir() and not any(directory.glob("*.ring")):
