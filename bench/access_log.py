@@ -108,7 +108,7 @@ def _queue_formatter(queue: Any, path: str) -> None:
 
 
 class QueueSink:
-    """A ``multiprocessing.Queue`` to a formatter process, a batch of 32 records per message (its
+    """A ``multiprocessing.Queue`` to a formatter process, a batch of ``BATCH_RECORDS`` per message (its
     feeder thread pickles them on our side)."""
 
     def __init__(self, path: Path) -> None:

@@ -11,7 +11,7 @@ Theory of operation:
   ``+=``. Its cache status is HIT by what ``respond`` is for, so the head is not searched. Any
   other answer goes through ``write``/``writelines``/``finish``, where the clock is read at the
   task's start, the first write and the end, and the head is searched for ``CF-Cache-Status``.
-- Every 32 requests (or 50 ms) the batch is copied into the shared-memory ring in a few C calls
+- Every 64 requests (or 50 ms) the batch is copied into the shared-memory ring in a few C calls
   (:class:`RingWriter`). No formatting, no clock conversion, no I/O, no lock, never a wait.
 - Every data-plane process writes its own ring (``<pid>-<token>.ring`` in the node's ring
   directory, on tmpfs when there is one); :class:`FormatterProcess` runs

@@ -84,7 +84,7 @@ ALIGN = 32
 FIELDS = 11
 """Values per record in :attr:`RingWriter.pending` (and in a batch's payload)."""
 HIT = "HIT"
-BATCH_RECORDS = 32
+BATCH_RECORDS = 64
 """Records gathered in process memory before they are copied into the ring together."""
 FLUSH_DELAY = 0.05
 """Seconds a smaller batch waits before it is copied anyway."""
