@@ -1,7 +1,9 @@
 """The access log's shared-memory ring and its formatter process, on real nodes and real processes:
 lines for real requests, a formatter that dies is replaced without duplicating or losing lines,
 overrun is counted (in /metrics and the log) and never makes the writer wait, and
-``edgecache log tail`` prints the node's requests."""
+``edgecache log tail`` prints the node's requests. And the ring's soundness: a reader in another
+process never gets a torn record, a batch not yet wholly visible is waited for, rings live on
+tmpfs, and a dead process's ring is never reused by one with the same pid, and is cleaned up."""
 
 from __future__ import annotations
 
