@@ -389,5 +389,6 @@ def test_a_node_with_the_log_off_frees_the_rings_a_crashed_run_left(
     live = RingWriter(ring_path(directory), ONE_MIB)  # a process of ours still writing
     n = node_factory(tmp_path)
     assert not crashed.path.exists() and live.path.exists()
-    live.close(unlink=True)
     n.close()
+    live.close(unlink=True)
+    directory.rmdir()
