@@ -132,3 +132,34 @@ def test_pullers_on_two_nodes_get_disjoint_batches(engine: Engine, db_url: str) 
         other.dispose()
     everything = [b for part in seen for b in part]
     assert sorted(everything, key=int) == [str(i) for i in range(1000)]
+
+
+def test_concurrent_pushes_share_commits_and_fail_alone(engine: Engine) -> None:
+    """Pushes waiting together are stored together; one to a missing queue, or to another
+    account's queue, fails alone and writes nothing."""
+    other_account = "cd" * 16
+    CredentialService(engine).ensure_account(other_account, "other", "enterprise")
+    service = QueueService(engine)
+
+    async def run() -> tuple[list[object], list[str], int]:
+        q = await service.create_queue(ACCOUNT, "shared-commits", QueueSettings(delivery_delay=0))
+        await service.create_consumer(ACCOUNT, q.row.id, ConsumerSpec("http_pull"))
+        commits = service.commits
+        pushes = [service.push(ACCOUNT, q.row.id, [text(str(i))]) for i in range(200)]
+        pushes.append(service.push(ACCOUNT, "0" * 32, [text("nowhere")]))
+        pushes.append(service.push(other_account, q.row.id, [text("not yours")]))
+        outcomes = await asyncio.gather(*pushes, return_exceptions=True)
+        used = service.commits - commits
+        delivered, _ = await service.pull(ACCOUNT, q.row.id, 100)
+        more, _ = await service.pull(ACCOUNT, q.row.id, 100)
+        return outcomes, [d.message.body.decode() for d in delivered + more], used
+
+    try:
+        outcomes, bodies, used = asyncio.run(run())
+    finally:
+        service.close()
+    assert outcomes[:200] == [None] * 200
+    assert [type(o).__name__ for o in outcomes[200:]] == ["QueueNotFound", "QueueNotFound"]
+    assert sorted(bodies, key=int) == [str(i) for i in range(200)]
+    assert stored(engine) == 200
+    assert used < 20

@@ -38,6 +38,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from edgecache.control.queue_pushes import PushCombiner
 from edgecache.control.queue_rules import (
     CONSUMER_TYPES,
     DEFAULT_MAX_RETRIES,
@@ -79,7 +80,7 @@ from edgecache.control.queue_rules import (
 from edgecache.control.secrets import MasterKey
 from edgecache.db import queues as db
 from edgecache.db.engine import read_transaction
-from edgecache.db.queues import Backlog, ConsumerRow, NewMessage, QueueRow, StoredMessage
+from edgecache.db.queues import Backlog, ConsumerRow, QueueRow, StoredMessage
 from edgecache.db.writer import WriterPool
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class QueueService:
         # them skip each other's rows as pulls on other nodes do.
         writers = POSTGRES_WRITERS if engine.dialect.name == "postgresql" else 1
         self._writer = WriterPool(engine, name="edgecache-queues", size=writers)
+        self._pushes = PushCombiner(self._writer, self._now_ms)
         self._clock = clock
         self._backlogs: dict[str, _CachedBacklog] = {}
         self.counters: dict[str, QueueCounters] = {}
@@ -435,30 +437,7 @@ class QueueService:
     ) -> None:
         """Store messages durably. Delay precedence: the message's own, the batch's, the queue's."""
         check_messages(messages, batch_delay)
-
-        def delay_of(m: Message, default: int | None) -> int | None:
-            return default if m.delay_seconds is None else m.delay_seconds
-
-        def op(conn: Connection) -> None:
-            now = self._now_ms()
-            if len(messages) == 1:
-                m = messages[0]
-                if not db.push_one(
-                    conn, account_id, queue_id, m.body, m.content_type, delay_of(m, batch_delay), now
-                ):
-                    raise QueueNotFound(f"Queue {queue_id} does not exist")
-                return
-            queue = self._queue(conn, account_id, queue_id)
-            default = queue.delivery_delay if batch_delay is None else batch_delay
-            rows = [
-                NewMessage(m.body, m.content_type, now + 1000 * (delay_of(m, default) or 0)) for m in messages
-            ]
-            if rows:
-                db.insert_messages(conn, queue_id, rows, now)
-
-        # Either one statement, or a read that may raise followed by one executemany: nothing is
-        # left half-written when the operation fails, so it needs no savepoint.
-        await self._writer.run(op, atomic=True)
+        await self._pushes.push(account_id, queue_id, messages, batch_delay)
         self._count(queue_id).pushed += len(messages)
 
     def _dead_letter(

@@ -15,23 +15,17 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Connection,
-    Integer,
-    LargeBinary,
-    String,
     and_,
     delete,
     func,
     insert,
-    literal,
-    null,
     select,
     update,
 )
@@ -233,7 +227,14 @@ def delete_consumer(conn: Connection, consumer_id: str) -> None:
 
 
 def insert_messages(conn: Connection, queue_id: str, messages: Sequence[NewMessage], now_ms: int) -> None:
-    """Store messages (one executemany)."""
+    """Store messages of one queue (one executemany)."""
+    insert_rows(conn, [(queue_id, m) for m in messages], now_ms)
+
+
+def insert_rows(conn: Connection, rows: Sequence[tuple[str, NewMessage]], now_ms: int) -> None:
+    """Store (queue id, message) pairs, of any queues, in one executemany."""
+    if not rows:
+        return
     conn.execute(
         insert(queue_messages),
         [
@@ -247,39 +248,19 @@ def insert_messages(conn: Connection, queue_id: str, messages: Sequence[NewMessa
                 "visible_ms": m.visible_ms,
                 "lease": None,
             }
-            for m in messages
+            for queue_id, m in rows
         ],
     )
 
 
-def push_one(
-    conn: Connection,
-    account_id: str,
-    queue_id: str,
-    body: bytes,
-    content_type: str,
-    delay: int | None,
-    now_ms: int,
-) -> bool:
-    """Store one message in the account's queue (``delay`` None: the queue's default), in one
-    statement that also checks the queue exists and reads its default delay; False when there is
-    no such queue."""
-    stmt = insert(queue_messages).from_select(
-        ["queue_id", "body", "size", "content_type", "attempts", "created_ms", "visible_ms", "lease"],
-        select(
-            queues.c.id,
-            literal(body, LargeBinary),
-            literal(len(body), Integer),
-            literal(content_type, String),
-            literal(0, Integer),
-            literal(now_ms, BigInteger),
-            literal(now_ms, BigInteger)
-            + 1000 * func.coalesce(literal(delay, Integer), queues.c.delivery_delay),
-            null(),
-        ).where(queues.c.id == queue_id, queues.c.account_id == account_id),
-    )
-    # RETURNING rather than rowcount, which psycopg reports as -1 for INSERT ... SELECT.
-    return conn.execute(stmt.returning(queue_messages.c.seq)).first() is not None
+def queue_delays(conn: Connection, queue_ids: Collection[str]) -> dict[str, tuple[str, int]]:
+    """For the queues among these ids that exist: id → (account id, default delivery delay)."""
+    rows = conn.execute(
+        select(queues.c.id, queues.c.account_id, queues.c.delivery_delay).where(
+            queues.c.id.in_(list(queue_ids))
+        )
+    ).all()
+    return {r.id: (r.account_id, int(r.delivery_delay)) for r in rows}
 
 
 def _ready(queue_id: str, purge_through: int, now_ms: int) -> Any:
