@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from edgecache.control.credentials import CredentialService
-from edgecache.control.queue_rules import ConsumerSpec, Message, QueueSettings
+from edgecache.control.queue_rules import ConsumerSpec, DeliveryPaused, Message, QueueSettings
 from edgecache.control.queues import QueueService
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.schema import queue_messages
@@ -163,3 +163,40 @@ def test_concurrent_pushes_share_commits_and_fail_alone(engine: Engine) -> None:
     assert sorted(bodies, key=int) == [str(i) for i in range(200)]
     assert stored(engine) == 200
     assert used < 20
+
+
+def test_pause_and_purge_through_another_node_apply_to_the_next_pull(engine: Engine, db_url: str) -> None:
+    """A node that has just pulled (and keeps the queue's settings for a moment) still sees a pause
+    or a purge made through another node on its very next pull."""
+    other = open_database(db_url)
+    node, admin = QueueService(engine), QueueService(other)
+
+    async def run() -> None:
+        q = await node.create_queue(ACCOUNT, "elsewhere")
+        await node.create_consumer(ACCOUNT, q.row.id, ConsumerSpec("http_pull"))
+        await node.push(ACCOUNT, q.row.id, [text(str(i)) for i in range(10)])
+        first, _ = await node.pull(ACCOUNT, q.row.id, 1)
+        assert [d.message.body for d in first] == [b"0"]
+        await admin.update_queue(
+            ACCOUNT, q.row.id, name=None, settings=QueueSettings(delivery_paused=True), replace_all=False
+        )
+        with pytest.raises(DeliveryPaused):
+            await node.pull(ACCOUNT, q.row.id, 1)
+        await admin.update_queue(
+            ACCOUNT, q.row.id, name=None, settings=QueueSettings(delivery_paused=False), replace_all=False
+        )
+        second, _ = await node.pull(ACCOUNT, q.row.id, 1)
+        assert [d.message.body for d in second] == [b"1"]
+        await admin.start_purge(ACCOUNT, q.row.id)
+        after, _ = await node.pull(ACCOUNT, q.row.id, 10)
+        assert after == []
+        await node.push(ACCOUNT, q.row.id, [text("new")])
+        fresh, _ = await node.pull(ACCOUNT, q.row.id, 10)
+        assert [d.message.body for d in fresh] == [b"new"]
+
+    try:
+        asyncio.run(run())
+    finally:
+        node.close()
+        admin.close()
+        other.dispose()

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from edgecache.db.queues import ConsumerRow, QueueRow, StoredMessage
+from edgecache.db.queues import MAX_SEQ, ConsumerRow, QueueRow, StoredMessage
 
 MAX_MESSAGE_BYTES = 128_000
 """Cloudflare's message limit: 128 KB, where 1 KB is 1000 bytes."""
@@ -35,8 +35,6 @@ MAX_PUSH_CONCURRENCY = 250
 """Cloudflare's limit on concurrent push-consumer invocations."""
 CONSUMER_TYPES = ("http_pull", "http_push")
 CONTENT_TYPES = ("text", "json", "bytes", "v8")
-MAX_SEQ = 2**63 - 1
-"""The largest message number both databases store (a signed 64-bit integer)."""
 QUEUE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 

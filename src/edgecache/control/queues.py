@@ -51,7 +51,6 @@ from edgecache.control.queue_rules import (
     MAX_PULL_BATCH,
     MAX_PUSH_CONCURRENCY,
     MAX_RETRIES,
-    MAX_SEQ,
     MAX_VISIBILITY_MS,
     AckResult,
     ConsumerExists,
@@ -80,7 +79,7 @@ from edgecache.control.queue_rules import (
 from edgecache.control.secrets import MasterKey
 from edgecache.db import queues as db
 from edgecache.db.engine import read_transaction
-from edgecache.db.queues import Backlog, ConsumerRow, QueueRow, StoredMessage
+from edgecache.db.queues import MAX_SEQ, Backlog, ConsumerRow, QueueRow, StoredMessage
 from edgecache.db.writer import WriterPool
 
 log = logging.getLogger(__name__)
@@ -101,6 +100,12 @@ SNAPSHOT_EVERY = 10.0
 """Seconds between refreshes of every queue's backlog for ``/metrics`` (one grouped read per queue,
 done by the sweeper so a scrape never waits on the database)."""
 
+CONFIG_TTL = 1.0
+"""Seconds a pull or an ack may act on a queue's and consumer's settings as read before (each read
+was two statements per call). A pause or a purge still applies at once (the claim reads the
+queue's row itself); settings changed through this node apply at once (the cache is cleared); a
+consumer changed or deleted through another node or the CLI applies within this time."""
+
 BACKLOG_TTL = 1.0
 """Seconds a queue's backlog figures embedded in pull answers may be old (they are documented as
 approximate; counting on every pull would cost a scan of the queue's index each time)."""
@@ -110,6 +115,15 @@ approximate; counting on every pull would cost a scan of the queue's index each 
 class _CachedBacklog:
     at: float
     value: Backlog
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    """A queue and the consumer a pull or an ack acts for, as read at ``at`` (monotonic)."""
+
+    at: float
+    queue: QueueRow
+    consumer: ConsumerRow
 
 
 @dataclass
@@ -139,6 +153,8 @@ class QueueService:
         self._pushes = PushCombiner(self._writer, self._now_ms)
         self._clock = clock
         self._backlogs: dict[str, _CachedBacklog] = {}
+        self._configs: dict[tuple[str, str, str], _Config] = {}
+        self._config_generation = 0
         self.counters: dict[str, QueueCounters] = {}
         self._wake = asyncio.Event()
         self._on_purged: list[Callable[[QueueRow], Awaitable[None]]] = []
@@ -297,7 +313,9 @@ class QueueService:
             db.update_queue(conn, queue_id, **values)
             return self._full(conn, account_id, queue_id)
 
-        return await self._writer.run(op)
+        result = await self._writer.run(op)
+        self._forget_configs()
+        return result
 
     async def delete_queue(self, account_id: str, queue_id: str) -> None:
         """Delete a queue and its consumer; its messages are removed in the background."""
@@ -307,6 +325,7 @@ class QueueService:
             db.delete_queue(conn, queue_id, self._now())
 
         await self._writer.run(op)
+        self._forget_configs()
         self.counters.pop(queue_id, None)
         self._wake.set()
 
@@ -385,7 +404,9 @@ class QueueService:
             db.insert_consumer(conn, row)
             return row
 
-        return await self._writer.run(op)
+        result = await self._writer.run(op)
+        self._forget_configs()
+        return result
 
     async def update_consumer(
         self, account_id: str, queue_id: str, consumer_id: str, spec: ConsumerSpec
@@ -402,7 +423,9 @@ class QueueService:
             db.replace_consumer(conn, row)
             return row
 
-        return await self._writer.run(op)
+        result = await self._writer.run(op)
+        self._forget_configs()
+        return result
 
     @staticmethod
     def _consumer(conn: Connection, queue_id: str, consumer_id: str) -> ConsumerRow:
@@ -429,6 +452,7 @@ class QueueService:
             db.delete_consumer(conn, consumer_id)
 
         await self._writer.run(op)
+        self._forget_configs()
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -461,11 +485,34 @@ class QueueService:
             db.delete_messages(conn, queue.id, seqs)
         self._count(queue.id).dead_lettered += len(seqs)
 
-    @staticmethod
-    def _pull_consumer(conn: Connection, queue: QueueRow, kind: str = "http_pull") -> ConsumerRow:
+    def _config(self, account_id: str, queue_id: str, consumer_type: str) -> _Config | None:
+        cached = self._configs.get((account_id, queue_id, consumer_type))
+        if cached is None or time.monotonic() - cached.at > CONFIG_TTL:
+            return None
+        return cached
+
+    def _forget_configs(self) -> None:
+        # Settings changed through this node: the next pull or ack reads them again, and one
+        # that read them before the change does not store what it read.
+        self._configs.clear()
+        self._config_generation += 1
+
+    def _remember(self, key: tuple[str, str, str], config: _Config, generation: int) -> None:
+        if generation == self._config_generation:
+            self._configs[key] = config
+
+    @classmethod
+    def _read_config(
+        cls, conn: Connection, account_id: str, queue_id: str, kind: str, *, pulling: bool
+    ) -> _Config:
+        """The queue and its consumer of type ``kind``, or the refusal a pull (``pulling``) or an
+        ack gets."""
+        queue = cls._queue(conn, account_id, queue_id)
         for c in db.consumers_of(conn, [queue.id]):
             if c.type == kind:
-                return c
+                if pulling and queue.delivery_paused:
+                    raise DeliveryPaused("queue_delivery_paused")
+                return _Config(time.monotonic(), queue, c)
         raise PullNotEnabled(f"messages cannot be pulled unless {kind} mode is enabled")
 
     async def pull(
@@ -485,30 +532,36 @@ class QueueService:
         if visibility_timeout_ms is not None:
             check_range("visibility_timeout_ms", visibility_timeout_ms, 1, MAX_VISIBILITY_MS, InvalidPull)
         nonce = secrets.token_hex(8)
+        generation = self._config_generation
+        config = self._config(account_id, queue_id, consumer_type)
 
-        def op(conn: Connection) -> list[StoredMessage]:
-            queue = self._queue(conn, account_id, queue_id)
-            consumer = self._pull_consumer(conn, queue, consumer_type)
-            if queue.delivery_paused:
-                raise DeliveryPaused("queue_delivery_paused")
+        def op(conn: Connection) -> tuple[_Config, list[StoredMessage]]:
+            current = config or self._read_config(conn, account_id, queue_id, consumer_type, pulling=True)
+            queue, consumer = current.queue, current.consumer
             want = batch_size or consumer.batch_size
             vt = visibility_timeout_ms or consumer.visibility_timeout_ms
             now = self._now_ms()
             out: list[StoredMessage] = []
+            moved = False
             while len(out) < want:
-                claimed = db.claim(conn, queue_id, queue.purge_through, now, want - len(out))
-                live = [seq for seq, attempts in claimed if attempts <= consumer.max_retries]
-                dead = [seq for seq, attempts in claimed if attempts > consumer.max_retries]
-                if dead:
-                    self._dead_letter(conn, queue, consumer, dead, now)
-                out += db.lease(conn, live, now + vt, nonce)
+                leased = db.claim_and_lease(conn, queue_id, now, want - len(out), now + vt, nonce)
+                # attempts counts this delivery: past 1 + max_retries it goes to the dead letters.
+                dead = [m.seq for m in leased if m.attempts > consumer.max_retries + 1]
+                out += [m for m in leased if m.attempts <= consumer.max_retries + 1]
                 if not dead:
                     break
-            return out
+                self._dead_letter(conn, queue, consumer, dead, now)
+                moved = True
+            if not out and not moved and config is not None:
+                # Nothing deliverable, or the queue was paused, deleted or changed elsewhere since
+                # its settings were cached: read them again (this raises when it must).
+                current = self._read_config(conn, account_id, queue_id, consumer_type, pulling=True)
+            return current, out
 
         # The operation raises (no queue, no consumer, paused) only before its first write, so it
         # needs no savepoint of its own: two round trips fewer per pull on PostgreSQL.
-        leased = await self._writer.run(op, atomic=True)
+        current, leased = await self._writer.run(op, atomic=True)
+        self._remember((account_id, queue_id, consumer_type), current, generation)
         self._count(queue_id).delivered += len(leased)
         backlog = await self.backlog(account_id, queue_id, max_age=BACKLOG_TTL)
         return [Delivered(m, lease_id(m.seq, nonce)) for m in leased], backlog
@@ -543,19 +596,21 @@ class QueueService:
             elif parsed[0] not in ack_seqs:
                 retry_parsed.append((parsed[0], parsed[1], r))
 
-        def op(conn: Connection) -> tuple[int, int, dict[str, str]]:
-            queue = self._queue(conn, account_id, queue_id)
-            consumer = self._pull_consumer(conn, queue, consumer_type)
+        generation = self._config_generation
+        config = self._config(account_id, queue_id, consumer_type)
+
+        def op(conn: Connection) -> tuple[_Config, int, int, dict[str, str]]:
+            current = config or self._read_config(conn, account_id, queue_id, consumer_type, pulling=False)
+            queue, consumer = current.queue, current.consumer
             now = self._now_ms()
             found: dict[str, str] = {}
-            state = db.leased(conn, queue_id, [*ack_seqs, *(s for s, _, _ in retry_parsed)])
-            to_ack = [s for s in ack_seqs if s in state and state[s][1] is not None]
+            acked = db.ack_delivered(conn, queue_id, list(ack_seqs))
             for s, lid in ack_seqs.items():
-                if s not in to_ack:
+                if s not in acked:
                     found[lid] = "message not found: already acknowledged, purged or expired"
-            db.delete_known(conn, to_ack)
             back: list[tuple[int, int]] = []
             dead: list[int] = []
+            state = db.leased(conn, queue_id, [s for s, _, _ in retry_parsed])
             for seq, nonce, r in retry_parsed:
                 st = state.get(seq)
                 if st is None or st[1] != nonce:
@@ -568,10 +623,11 @@ class QueueService:
             db.release(conn, back)
             if dead:
                 self._dead_letter(conn, queue, consumer, dead, now)
-            return len(to_ack), len(back) + len(dead), found
+            return current, len(acked), len(back) + len(dead), found
 
         # As for pull: a refusal comes before the first write.
-        acked, retried, more = await self._writer.run(op, atomic=True)
+        current, acked, retried, more = await self._writer.run(op, atomic=True)
+        self._remember((account_id, queue_id, consumer_type), current, generation)
         warnings.update(more)
         counters = self._count(queue_id)
         counters.acked += acked
@@ -657,6 +713,7 @@ class QueueService:
             return self._full(conn, account_id, queue_id)
 
         queue = await self._writer.run(op)
+        self._forget_configs()
         self._backlogs.pop(queue_id, None)
         self._wake.set()
         return queue
