@@ -200,3 +200,40 @@ def test_pause_and_purge_through_another_node_apply_to_the_next_pull(engine: Eng
         node.close()
         admin.close()
         other.dispose()
+
+
+def test_acks_during_a_purge_all_succeed(engine: Engine) -> None:
+    """Acks of leased messages and a purge of the same messages run together: on PostgreSQL, with
+    several writers, an ack group locking rows in one order and a purge step locking them in
+    another must not deadlock (which fails the whole group); every ack answers, and the purge
+    completes with nothing left."""
+    service = QueueService(engine)
+
+    async def run() -> tuple[list[object], bool]:
+        q = await service.create_queue(ACCOUNT, "ack-vs-purge")
+        await service.create_consumer(ACCOUNT, q.row.id, ConsumerSpec("http_pull"))
+        for start in range(0, 6000, 100):
+            await service.push(ACCOUNT, q.row.id, [text(str(i)) for i in range(start, start + 100)])
+        batches: list[list[str]] = []
+        while True:
+            delivered, _ = await service.pull(ACCOUNT, q.row.id, 100, 600_000)
+            if not delivered:
+                break
+            batches.append([d.lease_id for d in delivered])
+        assert sum(map(len, batches)) == 6000
+        purging = await service.start_purge(ACCOUNT, q.row.id)
+        # Newest batches first: a writer's group then locks high numbers before low ones, while
+        # the purge deletes from the lowest up.
+        acks = [service.ack(ACCOUNT, q.row.id, leases, []) for leases in reversed(batches)]
+        outcomes = await asyncio.gather(service.finish_purge(purging.row), *acks, return_exceptions=True)
+        status = await service.purge_status(ACCOUNT, q.row.id)
+        return outcomes, status.completed
+
+    try:
+        outcomes, completed = asyncio.run(run())
+    finally:
+        service.close()
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert failures == []
+    assert completed
+    assert stored(engine) == 0
