@@ -36,6 +36,7 @@ MAX_PUSH_CONCURRENCY = 250
 CONSUMER_TYPES = ("http_pull", "http_push")
 CONTENT_TYPES = ("text", "json", "bytes", "v8")
 QUEUE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+LEASE_ID = re.compile(r"([0-9a-f]{1,16})-([0-9a-f]{16})")
 
 
 class QueueRejected(Exception):
@@ -190,12 +191,11 @@ def lease_id(seq: int, nonce: str) -> str:
 
 def parse_lease(text: str) -> tuple[int, str] | None:
     """(seq, nonce) of a lease id, or None when it cannot be one of ours."""
-    seq, sep, nonce = text.partition("-")
-    if not sep or not re.fullmatch(r"[0-9a-f]{1,16}", seq) or not re.fullmatch(r"[0-9a-f]{16}", nonce):
+    found = LEASE_ID.fullmatch(text)
+    if found is None:
         return None
-    if int(seq, 16) > MAX_SEQ:
-        return None
-    return int(seq, 16), nonce
+    seq = int(found.group(1), 16)
+    return None if seq > MAX_SEQ else (seq, found.group(2))
 
 
 def check_endpoint(endpoint: str | None) -> str:

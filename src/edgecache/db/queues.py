@@ -321,11 +321,14 @@ def ack_delivered(conn: Connection, queue_id: str, seqs: Sequence[int]) -> set[i
     seqs deleted."""
     if not seqs:
         return set()
+    # The queue is compared through an expression no index serves: with "queue_id = ?" SQLite's
+    # planner walked the queue's index, every message of the queue (66 ms per ack of 100 at
+    # 200,000 messages), instead of looking the numbers up by primary key.
     rows = conn.execute(
         delete(queue_messages)
         .where(
             queue_messages.c.seq.in_(list(seqs)),
-            queue_messages.c.queue_id == queue_id,
+            queue_messages.c.queue_id + "" == queue_id,
             queue_messages.c.lease.is_not(None),
         )
         .returning(queue_messages.c.seq)
