@@ -177,6 +177,7 @@ class PurgeStatus:
     started_at: datetime | None
     completed: bool
     remaining: int
+    """Messages the purge has left to delete (0 when not counted)."""
 
 
 def message_id(seq: int) -> str:
