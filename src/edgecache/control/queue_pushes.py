@@ -4,7 +4,7 @@ lookup and one ``executemany``, in one group-commit transaction.
 Why: with 50 producers each push used to be its own writer operation (its own statement, built and
 compiled by SQLAlchemy per push): ~400 µs of CPU per push, most of it in the writer thread, which
 then set the rate rather than the disk (decision 0010). Here the per-push work in the writer is one
-row of an ``executemany``: ~30–40 µs per push in all (``bench/queues.py``, CPU column).
+row of an ``executemany``: ~30 to 40 µs per push in all (``bench/queues.py``, CPU column).
 
 Rules:
 - A push is validated before it is queued (``check_messages``); what can still fail is the queue
