@@ -89,6 +89,18 @@ def get(port: int, path: str) -> tuple[int, bytes, str]:
         conn.close()
 
 
+def disk_entries(control_port: int) -> float:
+    """The node's ``edgecache_disk_entries`` (summed over zones and areas), from ``/metrics``."""
+    conn = http.client.HTTPConnection("127.0.0.1", control_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    lines = [line for line in text.splitlines() if line.startswith("edgecache_disk_entries")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
 def test_kill_9_during_fills_and_purges(tmp_path: Path) -> None:
     origin = Origin()
     proc, info = start(tmp_path, origin)
@@ -132,7 +144,12 @@ def test_kill_9_during_fills_and_purges(tmp_path: Path) -> None:
     threads = [threading.Thread(target=fill) for _ in range(4)] + [threading.Thread(target=purge)]
     for t in threads:
         t.start()
+    # At least two seconds of fills and purges, and (on a loaded machine, later) until the disk
+    # writer has committed objects and a purge has been acknowledged: the kill must find both.
+    deadline = time.monotonic() + 60
     time.sleep(2.0)
+    while time.monotonic() < deadline and not (acknowledged and disk_entries(info["control"]) > 0):
+        time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     stop.set()

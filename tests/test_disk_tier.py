@@ -3,15 +3,19 @@ must not (purged objects, including purges the disk had not reclaimed when the n
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import cloudflare
 import pytest
 
 from conftest import ZONE_ID, Route, Stack
 from edgecache.control.livestats import read
 from edgecache.db.ledger import LedgerStore
 from edgecache.purge.selectors import Mode, Purge, Tag
+from edgecache.store.disk import _MAX_BATCH_OPS
 
 
 @pytest.fixture
@@ -147,7 +151,8 @@ def test_a_memory_eviction_writes_back_what_the_disk_lost(fresh: Stack) -> None:
     disk = fresh.node.disk
     assert disk is not None
     key = "http://test.example/back"
-    disk.run_job(lambda view: view.delete(b"c" + key.encode()) > 0).result(10)  # as a disk eviction would
+    # As a disk eviction would: the disk cache's record (the first handle) goes.
+    disk.run_job(lambda view: view.delete(view.scan_prefix(key, None, 1)[0]) > 0).result(10)
     assert not disk.has(key)
     entry = fresh.call(lambda: fresh.node.store.peek(key))
     assert entry is not None
@@ -165,3 +170,45 @@ def test_the_live_page_counts_the_disk_tier(fresh: Stack) -> None:
     tiers = read(fresh.node.registry).tiers
     assert tiers["memory"][0] >= 1 and tiers["disk"][0] >= 1
     assert tiers["disk"][1] >= 3000
+
+
+def test_purge_everything_counts_each_disk_object_once_when_requests_reach_them_first(fresh: Stack) -> None:
+    """Memory is cold (a restart), the purge's disk job waits behind the writer, and requests find
+    covered objects on disk first: they remove them and credit them to the purge, and the job's
+    whole-zone drop must not count them a second time (the task's matched count, via the SDK)."""
+    paths = [f"/every/{i}" for i in range(6)]
+    for p in paths:
+        fresh.origin.routes[p] = Route(headers={"Cache-Control": "max-age=600"})
+        fresh.request(p)
+    flush(fresh)
+    fresh.restart()
+    disk = fresh.node.disk
+    assert disk is not None
+    api = f"http://127.0.0.1:{fresh.node.control_port}/client/v4"
+    cf = cloudflare.Cloudflare(base_url=api, max_retries=0, api_token=fresh.token())
+    gate, busy = threading.Event(), threading.Event()
+    disk.run_job(lambda view: busy.set() or gate.wait(20))  # the purge's disk job queues behind this
+    assert busy.wait(10)
+    # Changes that do nothing fill the writer's next batch up to the purge's job, so that the
+    # requests' deletes land in the batch after it: the job's drop finds their records still there.
+    for i in range(_MAX_BATCH_OPS - 1):
+        disk.set_vary(f"http://filler.invalid/{i}", ("accept",))
+    try:
+        job = cf.cache.purge(zone_id=ZONE_ID, purge_everything=True)
+        assert job is not None
+        deadline = time.monotonic() + 10
+        while disk.queue_depth < _MAX_BATCH_OPS + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert disk.queue_depth == _MAX_BATCH_OPS + 1  # the blocking job, the fillers, the purge's
+        for p in paths[:4]:
+            assert fresh.request(p)[1]["cf-cache-status"] == "MISS"
+        assert fresh.node.stats.purged_on_lookup >= 4
+    finally:
+        gate.set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        tasks = fresh.node.tasks.by_job(job.id)
+        if tasks and all(t.status == "success" for t in tasks):
+            break
+        time.sleep(0.05)
+    assert [t.matched for t in fresh.node.tasks.by_job(job.id)] == [len(paths)]

@@ -86,13 +86,16 @@ def test_records_round_trip(key: str, body: bytes, tags: list[str], stale: float
 def test_entries_and_vary_survive_a_reopen(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     store.put(make("http://h/a", b"A" * 70000))
+    store.put(make("http://h/v" + VARIANT_SEP + "v:accept-language=en"))
     store.set_vary("http://h/v", ("accept-language",))
+    store.set_vary("http://h/none", ("accept-language",))  # nothing under it: not kept
     assert store.flush(10)
     store.close()
     store = open_store(tmp_path)
     found = store.get("http://h/a")
     assert found is not None and found[0].body == b"A" * 70000 and not found[1]
     assert store.vary("http://h/v") == ("accept-language",)
+    assert store.vary("http://h/none") is None
     assert store.get("http://h/b") is None
     store.close()
 
@@ -186,12 +189,13 @@ def test_reserve_retention_is_extended_on_access(tmp_path: Path) -> None:
     assert store.flush(10)
 
     def expiry(view: WriteView) -> float:
-        raw = view.txn.get(RESERVE + b"http://h/r", db=store._entries)
-        return decode_entry(raw).reserve_expires
+        peeked = view.peek(RESERVE + b"z\x00http://h/r")
+        assert peeked is not None and view._peeked is not None
+        return view._peeked[1].reserve_expires
 
     first: list[float] = []
     store.run_job(lambda v: first.append(expiry(v)) or True).result(10)
-    store.run_job(lambda v: v.delete(CACHE + b"http://h/r") > 0).result(10)  # the disk cache lets go
+    store.run_job(lambda v: v.delete(CACHE + b"z\x00http://h/r") > 0).result(10)  # the disk cache lets go
     retention["z"] = 3600.0  # the record is now far into its retention period: a read renews it
     found = store.get("http://h/r", reserve=lambda z: True)
     assert found is not None and found[1]
@@ -278,57 +282,185 @@ def test_a_purge_that_removes_nothing_writes_its_position_with_the_next_write(tm
     store.close()
     store = open_store(tmp_path)
     assert store.reclaimed_upto == 14  # and written at close: a restart replays nothing
-def _index_rows(store: DiskStore) -> dict[str, int]:
+
+
+def _rows(store: DiskStore) -> dict[str, int]:
+    """Rows per kind (first byte) over every zone database: what a removal must not leave behind."""
     rows: dict[str, int] = {}
     with store.env.begin() as txn:
-        for name, db in (
-            ("entries", store._entries),
-            ("tags", store._tags),
-            ("zones", store._zones),
-            ("order", store._order),
-            ("ticks", store._ticks),
-            ("retain", store._retain),
-        ):
-            rows[name] = int(txn.stat(db)["entries"])
+        for db in store._dbs.values():
+            for k in txn.cursor(db=db).iternext(keys=True, values=False):
+                kind = bytes(k[:1]).decode()
+                rows[kind] = rows.get(kind, 0) + 1
     return rows
 
 
+def wipe(store: DiskStore, zone: str, area: bytes | None, before: int) -> list[int]:
+    totals = [0, 0, 0]
+
+    def report(c: int, r: int, freed: int) -> None:
+        totals[0] += c
+        totals[1] += r
+        totals[2] += freed
+
+    def job(view: WriteView) -> bool:
+        return view.wipe_zone(zone, area, before, report)
+
+    store.run_job(job).result(10)
+    return totals
+
+
 def test_a_zone_wipe_removes_what_predates_it_and_every_index_row(tmp_path: Path) -> None:
-    """Purge-everything's and the clear's fast path: resumed slice by slice (small slices here),
-    records stored after the purge and other zones stay, and no index row or count is left behind."""
+    """Purge-everything's and the clear's fast path: one drop, records stored after the purge and
+    other zones stay (with their Vary names), and no index row or count is left behind."""
     store = open_store(tmp_path, reserve_budget=lambda z: 1 << 20)
     for i in range(9):
         tags = ("a", "b") if i % 2 else ()
         store.put(make(f"http://h/{i}", b"x" * (100 + i), tags=tags), reserve=i % 3 == 0)
-    later = make("http://h/later", tags=("a",))
+    later = make("http://h/later" + VARIANT_SEP + "v:accept=x", tags=("a",))
     later.stored_seq = 50
     store.put(later, reserve=True)
+    store.set_vary("http://h/later", ("accept",))
+    store.put(make("http://h/gone" + VARIANT_SEP + "v:accept=x"))
+    store.set_vary("http://h/gone", ("accept",))
     store.put(make("http://g/other", tags=("a",), zone="y"), reserve=True)
     assert store.flush(10)
+    freed = sum(len(encode_entry(e, 0.0)) for e in store if e.zone == "z" and e.stored_seq < 10)
+    cache, reserve, freed_bytes = wipe(store, "z", None, 10)
+    assert (cache, reserve) == (10, 3)
+    assert freed_bytes == freed
     kept = make("http://h/kept", tags=("a",))
     kept.stored_seq = 50
-
-    def wipe(view: WriteView) -> bool:
-        after: bytes | None = b""
-        totals = [0, 0]
-        while after is not None:
-            c, r, _, after = view.wipe_zone("z", None, 10, after or None, 2)
-            totals[0] += c
-            totals[1] += r
-        assert totals == [9, 3]
-        return True
-
-    store.run_job(wipe).result(10)
     store.put(kept)
     assert store.flush(10)
     # Both areas' records of "later" and "other", the disk-cache record of "kept".
-    left = ["http://g/other", "http://g/other", "http://h/kept", "http://h/later", "http://h/later"]
+    left = sorted(["http://g/other", "http://g/other", "http://h/kept", later.key, later.key])
     assert sorted(e.key for e in store) == left
-    assert scan(store, lambda v: v.scan_tag("z", "a", None, 100)) == left[2:]
-    rows = _index_rows(store)
-    # later (c, r), kept (c), other (c, r): 5 records, each with a zone row and one tag row.
-    assert rows == {"entries": 5, "tags": 5, "zones": 5, "order": 3, "ticks": 3, "retain": 2}
+    assert scan(store, lambda v: v.scan_tag("z", "a", None, 100)) == sorted([later.key, later.key, "http://h/kept"])
+    assert store.vary("http://h/later") == ("accept",) and store.vary("http://h/gone") is None
+    # later (c, r), kept (c), other (c, r): 5 records, each with a seq row and one tag row; 3 in
+    # eviction order (tick and order rows), 2 in a retention order; one Vary row.
+    assert _rows(store) == {"e": 5, "s": 5, "t": 5, "k": 3, "o": 3, "x": 2, "v": 1}
     sizes = {e.key: len(encode_entry(e, 0.0)) for e in store}
-    assert store.usage() == (sizes["http://h/later"] + sizes["http://h/kept"] + sizes["http://g/other"], 3)
-    assert store.reserve_usage("z") == (sizes["http://h/later"], 1)
+    assert store.usage() == (sizes[later.key] + sizes["http://h/kept"] + sizes["http://g/other"], 3)
+    assert store.reserve_usage("z") == (sizes[later.key], 1)
+    assert wipe(store, "z", RESERVE, 1 << 62)[:2] == [0, 1]  # a reserve clear leaves the disk cache
+    assert store.reserve_usage("z") == (0, 0) and store.get(later.key) is not None
+    store.close()
+
+
+def test_a_zone_wipe_with_many_survivors_goes_record_by_record(tmp_path: Path, monkeypatch: object) -> None:
+    """Past ``WIPE_KEEP_MAX`` records to keep, the wipe removes the covered ones in steps instead."""
+    import edgecache.store.disk as disk
+
+    monkeypatch.setattr(disk, "WIPE_KEEP_MAX", 2)  # type: ignore[attr-defined]
+    monkeypatch.setattr(disk, "JOB_STEP", 3)  # type: ignore[attr-defined]
+    store = open_store(tmp_path)
+    for i in range(10):
+        e = make(f"http://h/{i}", tags=("a",))
+        e.stored_seq = i
+        store.put(e)
+    assert store.flush(10)
+    assert wipe(store, "z", None, 6)[:2] == [6, 0]
+    assert sorted(e.key for e in store) == [f"http://h/{i}" for i in range(6, 10)]
+    assert _rows(store) == {"e": 4, "s": 4, "t": 4, "k": 4, "o": 4}
+    assert store.usage()[1] == 4
+    store.close()
+
+
+def test_vary_names_go_with_the_last_variant(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    base = "http://h/page"
+    en, fr = (base + VARIANT_SEP + "v:accept-language=" + lang for lang in ("en", "fr"))
+    store.put(make(en))
+    store.put(make(fr))
+    store.set_vary(base, ("accept-language",))
+    assert store.flush(10)
+    store.delete(en)
+    assert store.flush(10)
+    assert store.vary(base) == ("accept-language",)  # fr is still under it
+    store.put(make(fr, b"newer"))  # a replacement keeps them
+    assert store.flush(10) and store.vary(base) == ("accept-language",)
+    store.delete(fr)
+    assert store.flush(10)
+    assert store.vary(base) is None
+    assert "v" not in _rows(store)
+    store.close()
+
+
+def test_the_reclaimed_position_never_moves_back(tmp_path: Path) -> None:
+    """Each worker's reclaim writes the shared position: one behind another must not lower it."""
+    store = open_store(tmp_path)
+
+    def reclaimed(seq: int) -> None:
+        store.run_job(lambda v: v.set_reclaimed(seq) or True).result(10)
+
+    reclaimed(20)
+    reclaimed(12)
+    assert store.reclaimed_upto == 20
+    store.run_job(lambda v: v.set_reclaimed(15, changed=False) or True).result(10)
+    store.put(make("http://h/a"))
+    assert store.flush(10)
+    assert store.reclaimed_upto == 20
+    reclaimed(21)
+    assert store.reclaimed_upto == 21
+    store.close()
+
+
+def test_a_store_in_the_old_layout_is_emptied_at_open(tmp_path: Path) -> None:
+    """Layout 1 (one ``entries`` database for all zones, dup-sorted global indexes): not converted
+    but emptied, and nothing on disk predates the position given, so no purge is replayed."""
+    import lmdb
+
+    env = lmdb.open(str(tmp_path), max_dbs=8, map_size=1 << 28)
+    entries = env.open_db(b"entries")
+    zones = env.open_db(b"zones", dupsort=True)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        txn.put(b"chttp://h/a", encode_entry(make("http://h/a"), 0.0), db=entries)
+        txn.put(b"z", b"chttp://h/a", db=zones)
+        txn.put(b"reclaimed_upto", (3).to_bytes(8, "little"), db=meta)
+    env.close()
+    store = DiskStore(tmp_path, budget=1 << 30, position=40, map_size=1 << 28)
+    assert store.reclaimed_upto == 40 and len(store) == 0 and store.get("http://h/a") is None
+    with store.env.begin() as txn:
+        assert sorted(bytes(k) for k in txn.cursor().iternext(keys=True, values=False)) == [b"meta"]
+    store.put(make("http://h/a"))
+    assert store.flush(10)
+    store.close()
+    store = DiskStore(tmp_path, budget=1 << 30, position=99, map_size=1 << 28)
+    assert store.reclaimed_upto == 40 and store.get("http://h/a") is not None  # layout 2 is kept
+    store.close()
+
+
+def test_a_delete_in_the_batch_of_its_hosts_first_put_finds_it(tmp_path: Path) -> None:
+    """The host → zone row of a first put is written in the batch's transaction: a delete in the
+    same batch must see it (else the record would outlive its delete)."""
+    store = open_store(tmp_path)
+    gate, busy = threading.Event(), threading.Event()
+    store.run_job(lambda view: busy.set() or gate.wait(10))
+    assert busy.wait(10)
+    store.put(make("http://new.example/a"))
+    store.delete("http://new.example/a")
+    store.put(make("http://new.example/v" + VARIANT_SEP + "v:a=1"))
+    store.set_vary("http://new.example/v", ("a",))
+    gate.set()
+    assert store.flush(10)
+    assert store.get("http://new.example/a") is None and len(store) == 1
+    assert store.vary("http://new.example/v") == ("a",)
+    store.close()
+
+
+def test_a_zone_past_the_limit_is_not_stored_and_the_others_are(tmp_path: Path, monkeypatch: object) -> None:
+    import edgecache.store.disk as disk
+
+    monkeypatch.setattr(disk, "MAX_ZONES", 1)  # type: ignore[attr-defined]
+    store = open_store(tmp_path)
+    store.put(make("http://a.example/1", zone="a"), reserve=True)
+    store.put(make("http://b.example/1", zone="b"))  # "a" holds both databases: no room for "b"
+    store.put(make("http://a.example/2", zone="a"))
+    assert store.flush(10)
+    assert store.get("http://a.example/1") is not None and store.get("http://a.example/2") is not None
+    assert store.get("http://b.example/1") is None
+    assert store.stats.write_errors == 0 and store.stats.dropped == 1
     store.close()

@@ -381,10 +381,10 @@ class DiskReclaim:
         while self._i < len(purge.selectors):
             selector = purge.selectors[self._i]
             if hard and isinstance(selector, Everything):
-                removed, _, _, self._after = view.wipe_zone_slice(purge.zone, None, purge.seq, self._after)
-                self.counts[selector] = self.counts.get(selector, 0) + removed
+                # Counted once committed, less what lookups removed first (their credit counts it).
+                finished = view.wipe_zone(purge.zone, None, purge.seq, self._wiped)
                 self._changed = True
-                if self._after is not None:
+                if not finished:
                     return False
                 self._i += 1
                 continue
@@ -418,17 +418,21 @@ class DiskReclaim:
             view.set_reclaimed(purge.seq, changed=self._changed)
         return True
 
+    def _wiped(self, cache: int, reserve: int, freed: int) -> None:
+        selector = Everything()
+        self.counts[selector] = self.counts.get(selector, 0) + cache
+
     def _candidates(self, view: WriteView, selector: Selector) -> list[bytes]:
         after = self._after
         match selector:
             case Url(key=key):
-                return view.scan_prefix(key, after, JOB_STEP)
+                return view.scan_prefix(key, after, JOB_STEP, self.purge.zone)
             case Tag(tag=tag):
                 return view.scan_tag(self.purge.zone, tag, after, JOB_STEP)
             case Host(host=host):
-                return view.scan_prefix(f"http://{host}/", after, JOB_STEP)
+                return view.scan_prefix(f"http://{host}/", after, JOB_STEP, self.purge.zone)
             case Prefix(prefix=prefix):
-                return view.scan_prefix("http://" + prefix, after, JOB_STEP)
+                return view.scan_prefix("http://" + prefix, after, JOB_STEP, self.purge.zone)
             case Everything():
                 return view.scan_zone(self.purge.zone, after, JOB_STEP)
         return []

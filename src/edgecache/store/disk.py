@@ -1,36 +1,40 @@
 """The persistent tier: entries in an LMDB environment on local disk, shared by a node's processes.
 
-Rules of this module (the engine choice is measured in docs/decisions/0009-persistent-tier.md):
-- Two areas in one environment, told apart by the first byte of the database key: the **disk cache**
-  (``b"c"``), every storable object within ``budget`` bytes, and the **Cache Reserve** (``b"r"``),
-  per zone, the eligible objects within that zone's own budget, each kept ``retention`` seconds after
-  its last access. An object in both areas is two records: the areas evict independently.
+Rules of this module (the engine choice and the layout are measured in
+docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout.py``):
+- Two areas, each zone having one named database per area: the **disk cache** (``c``), every
+  storable object within ``budget`` bytes, and the **Cache Reserve** (``r``), per zone, the eligible
+  objects within that zone's own budget, each kept ``retention`` seconds after its last access. An
+  object in both areas is two records: the areas evict independently.
 - Reads are synchronous and take microseconds while the pages are in the page cache (one read
-  transaction, one ``get``). They may run on any thread or process.
+  transaction, one ``get``). They may run on any thread or process. A read finds the zone from the
+  key's host (``host:`` rows, cached in memory).
 - Every change goes through one queue to one writer thread, which applies a batch of them in one
   write transaction and commits it (LMDB fsyncs on commit): the event loop never waits for the disk.
   The queue is ordered, so a put enqueued before a purge's removal job is on disk before that job
   looks for it. A delete is hidden from readers from the moment it is enqueued.
-- Indexes live in the environment, maintained in the same transaction as the record, never rebuilt at
-  start: the records themselves are ordered by key (URL, host and prefix ranges), ``tags`` maps
-  ``zone NUL tag`` to database keys, ``zones`` maps a zone to its database keys, ``order`` (with
-  ``ticks``) keeps the disk cache's eviction order and ``retain`` each reserve zone's expiry order.
-- Eviction in the disk cache is least-recently-used by a logical clock: a record's position is
-  renewed when it is read from disk (a memory-tier miss), if it is in the older half of the
-  order; memory hits never write. Argued in decision 0009. Reserve records expire ``retention``
-  after their last read, and over a zone's budget the one expiring soonest goes first.
-- A key longer than ``_MAX_INLINE_KEY`` bytes is stored under its first bytes plus a digest (LMDB
-  keys are at most 511 bytes); range lookups then compare the full key kept in the record.
-- Removing a whole zone (a reserve clear, a hard purge of everything) walks the ``zones`` index with
-  one cursor and unpacks each record's header in place (``WriteView.wipe_zone``), in transactions of
-  ``WIPE_SLICE`` seconds of work: every index row still goes with its record, in the same
-  transaction, so an interrupted removal leaves a consistent store that the rerun finishes.
+- Indexes live in the record's own database, maintained in the same transaction as the record, never
+  rebuilt at start. Only the writer opens databases (LMDB allows one opener at a time in a process);
+  a database is published to readers once the transaction that created it has committed. A zone
+  created by another process is opened when this process first misses on it (the writer is asked to).
+- Eviction in the disk cache is least-recently-used by a logical clock shared by the zones (each
+  zone's ``o`` rows are merged): a record's position is renewed when it is read from disk (a
+  memory-tier miss), if it is in the older half of the order; memory hits never write. Reserve
+  records expire ``retention`` after their last read, and over a zone's budget the one expiring
+  soonest goes first.
+- Removing a whole zone's area (a reserve clear, a hard purge of everything) empties its database
+  with one ``mdb_drop`` (``WriteView.wipe_zone``): the records stored after the purge (found through
+  the ``s`` rows from the purge's position) are read first and written back in the same transaction,
+  so the removal is exact and atomic. While that transaction is open, readers treat the zone's area as
+  empty. When too many records survive for one transaction (``WIPE_KEEP_MAX``), the covered ones are
+  removed record by record in steps instead.
 - ``reclaimed_upto`` is the purge-ledger position up to which every purge has been applied to what
-  is on disk. It is written in the transaction that finishes a purge's removal job, so after a crash
-  the node replays the purges after it (``Node.__init__``, ``PurgeService.replay``). A job that
-  changed nothing does not write it (a commit, with its sync, per purge that covers nothing on disk
-  cost more than the rest of the purge): the position rides in the next transaction that writes
-  anyway, and at close. A crash before then replays purges that had nothing to remove here.
+  is on disk. It only moves forward (each process's reclaim writes it; the larger value wins), in the
+  transaction that finishes a purge's removal job, so after a crash the node replays the purges after
+  it (``Node.__init__``, ``PurgeService.replay``). A job that changed nothing does not write it: the
+  position rides in the next transaction that writes anyway, and at close.
+- The Vary names of a base key are kept while a record is stored under it in either area: the removal
+  of the last one deletes them (a whole-zone removal keeps those of the records it keeps).
 - A crash (kill -9) loses at most the queued changes: a committed transaction is whole, an
   uncommitted one is invisible, so no torn record is ever read.
 - Only whole responses are stored (``TierChain`` keeps 206 parts in memory), at most the memory
@@ -39,9 +43,8 @@ Rules of this module (the engine choice is measured in docs/decisions/0009-persi
 
 from __future__ import annotations
 
-import hashlib
+import heapq
 import logging
-import math
 import queue
 import struct
 import threading
@@ -51,21 +54,59 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import lmdb
 
+from edgecache.store.disk_layout import (
+    AREAS,
+    CACHE,
+    ENTRY,
+    EXPIRY,
+    INT,
+    LAYOUT,
+    ORDER,
+    REC,
+    RESERVE,
+    SEQ,
+    TICK,
+    U64,
+    VARY,
+    Record,
+    db_name,
+    decode_entry,
+    encode_entry,
+    expiry_row,
+    handle,
+    host_of,
+    key_bytes,
+    parse_handle,
+    prefix_bytes,
+    seq_row,
+    tag_row,
+)
 from edgecache.store.entry import VARIANT_SEP, Entry
+
+__all__ = [
+    "CACHE",
+    "JOB_STEP",
+    "RESERVE",
+    "DiskStats",
+    "DiskStore",
+    "Job",
+    "JobProgress",
+    "Record",
+    "WriteView",
+    "ZoneWipe",
+    "clear_reserve_job",
+    "decode_entry",
+    "encode_entry",
+]
 
 log = logging.getLogger(__name__)
 
-CACHE = b"c"
-RESERVE = b"r"
-
-_MAX_INLINE_KEY = 440
-"""Key bytes stored as they are; longer keys are cut here and get a digest (LMDB's limit is 511)."""
-_DIGEST_MARK = b"\xff"
-"""Never in UTF-8, so a cut key cannot collide with a stored-as-is one."""
+MAX_ZONES = 1024
+"""Zones the store can hold (two named databases each; LMDB fixes the number when it opens)."""
 _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
 RENEW_EVERY = 1.0
@@ -75,23 +116,12 @@ MAX_QUEUED = 20_000
 falls behind a burst of fills, memory does not grow without bound. Deletes and jobs always queue."""
 JOB_STEP = 2048
 """Records a removal job handles per write transaction before queued puts get their turn."""
-WIPE_SLICE = 0.05
-"""Seconds of work per write transaction of a whole-zone removal: its records cost a few µs each,
-so a slice of ``JOB_STEP`` would pay a commit (an fsync) per few ms of work, and the fsyncs, not the
-work, would set the rate (``bench/disk_tier.py``). Fills wait at most this long behind it."""
-_WIPE_CHUNK = 512
-
-_REC = struct.Struct("<HqdddddddBHIHI")
-"""status, stored_seq, response_time, initial_age, freshness_lifetime, swr, sie,
-stale_since (NaN: none), reserve_expires, flags, len(zone), len(key), len(tags), len(head);
-then zone, key, tags (NUL-joined), head, body."""
-_F_MUST_REVALIDATE = 1
-_F_NO_CACHE = 2
-_F_AUTH_OK = 4
-_F_LENGTH_KNOWN = 8
-_TICK = struct.Struct(">Q")
-"""Big-endian, so that order keys sort by tick."""
-_INT = struct.Struct("<q")
+WIPE_KEEP_MAX = 20_000
+"""Records a whole-zone removal writes back at most (those stored after the purge): more, and it
+removes the covered ones ``JOB_STEP`` at a time instead, so that no transaction grows unbounded."""
+_SEP = VARIANT_SEP.encode()
+_SEQ_AT = len(SEQ) + U64.size
+_ORDER_AT = len(ORDER) + U64.size
 
 
 @dataclass(slots=True)
@@ -119,276 +149,138 @@ class JobProgress:
     done: bool = False
 
 
-def db_key(area: bytes, key: str) -> bytes:
-    """The database key of a cache key in an area."""
-    raw = key.encode("utf-8", "surrogatepass")
-    if len(raw) <= _MAX_INLINE_KEY:
-        return area + raw
-    return area + raw[:_MAX_INLINE_KEY] + _DIGEST_MARK + hashlib.sha256(raw).digest()[:16]
-
-
 def _primary(key: str) -> str:
     i = key.find(VARIANT_SEP)
     return key if i < 0 else key[:i]
 
 
-def _range_start(area: bytes, prefix: str) -> bytes:
-    return area + prefix.encode("utf-8", "surrogatepass")[:_MAX_INLINE_KEY]
+def _bases(key: str) -> list[str]:
+    """The base keys a key may be under: itself and each prefix ending before a variant part."""
+    out = [key]
+    i = key.find(VARIANT_SEP)
+    while i >= 0:
+        out.append(key[:i])
+        i = key.find(VARIANT_SEP, i + 1)
+    return out
 
 
-def _tag_key(zone: str, tag: str) -> bytes:
-    raw = (zone + "\x00" + tag).encode()
-    return (
-        raw
-        if len(raw) <= _MAX_INLINE_KEY
-        else raw[:_MAX_INLINE_KEY] + _DIGEST_MARK + hashlib.sha256(raw).digest()[:16]
-    )
-
-
-def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
-    """The record of an entry."""
-    zone = entry.zone.encode()
-    key = entry.key.encode("utf-8", "surrogatepass")
-    tags = "\x00".join(entry.tags).encode()
-    flags = (
-        (_F_MUST_REVALIDATE if entry.must_revalidate else 0)
-        | (_F_NO_CACHE if entry.no_cache else 0)
-        | (_F_AUTH_OK if entry.auth_ok else 0)
-        | (_F_LENGTH_KNOWN if entry.length_known else 0)
-    )
-    return b"".join(
-        (
-            _REC.pack(
-                entry.status,
-                entry.stored_seq,
-                entry.response_time,
-                entry.initial_age,
-                entry.freshness_lifetime,
-                entry.stale_while_revalidate,
-                entry.stale_if_error,
-                math.nan if entry.stale_since is None else entry.stale_since,
-                reserve_expires,
-                flags,
-                len(zone),
-                len(key),
-                len(tags),
-                len(entry.head),
-            ),
-            zone,
-            key,
-            tags,
-            entry.head,
-            entry.body,
-        )
-    )
-
-
-@dataclass(slots=True)
-class Record:
-    """A decoded record: the entry and the bookkeeping the store keeps beside it."""
-
-    entry: Entry
-    reserve_expires: float
-
-
-def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
-    """An entry from its record (raises ``struct.error`` or ``UnicodeDecodeError`` on a bad one);
-    without ``body`` the entry's body is left empty (what removal jobs match on needs no copy)."""
-    status, seq, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = _REC.unpack_from(raw)
-    p = _REC.size
-    view = memoryview(raw)
-    zone = bytes(view[p : p + lz]).decode()
-    p += lz
-    key = bytes(view[p : p + lk]).decode("utf-8", "surrogatepass")
-    p += lk
-    tags_raw = bytes(view[p : p + lt]).decode()
-    p += lt
-    head = bytes(view[p : p + lh])
-    p += lh
-    entry = Entry(
-        zone=zone,
-        key=key,
-        status=status,
-        head=head,
-        body=bytes(view[p:]) if body else b"",
-        tags=tuple(tags_raw.split("\x00")) if tags_raw else (),
-        stored_seq=seq,
-        response_time=rtime,
-        initial_age=iage,
-        freshness_lifetime=life,
-        stale_while_revalidate=swr,
-        stale_if_error=sie,
-        must_revalidate=bool(flags & _F_MUST_REVALIDATE),
-        no_cache=bool(flags & _F_NO_CACHE),
-        auth_ok=bool(flags & _F_AUTH_OK),
-        length_known=bool(flags & _F_LENGTH_KNOWN),
-        stale_since=None if math.isnan(stale) else stale,
-    )
-    return Record(entry, rexp)
+Reported = Callable[[int, int, int], None]
+"""Called with the disk-cache records, the reserve records and the bytes a whole-zone removal took,
+once its transaction has committed."""
 
 
 class WriteView:
     """The store as seen inside the writer's transaction: what removal jobs use.
 
-    Handles are database keys (opaque to callers): a cache key may have one in each area."""
+    Handles are opaque bytes naming a record's area, zone and key."""
 
     def __init__(self, store: DiskStore, txn: lmdb.Transaction) -> None:
         self._s = store
         self.txn = txn
         self._peeked: tuple[bytes, Record, int] | None = None
+        self._after_commit: list[Callable[[], None]] = []
 
-    def scan_prefix(self, prefix: str, after: bytes | None, limit: int) -> list[bytes]:
-        """Up to ``limit`` handles, after ``after``, of the records whose key starts with ``prefix``,
-        in both areas (the disk cache's first)."""
+    def scan_prefix(
+        self, prefix: str, after: bytes | None, limit: int, zone: str | None = None
+    ) -> list[bytes]:
+        """Up to ``limit`` handles, after ``after``, of the records of ``zone`` (by default the zone
+        of the prefix's host) whose key starts with ``prefix``, in both areas (the disk cache's first)."""
+        s = self._s
+        zone = zone if zone is not None else s._writer_zone_of(prefix)
+        if zone is None:
+            return []
+        pb, exact = prefix_bytes(prefix)
         out: list[bytes] = []
-        exact = len(prefix.encode("utf-8", "surrogatepass")) <= _MAX_INLINE_KEY
-        cur = self.txn.cursor(db=self._s._entries)
-        for area in (CACHE, RESERVE):
-            if after is not None and after[:1] > area:
+        for area in AREAS:
+            h_start = handle(area, zone, b"")
+            if after is not None and after[: len(h_start)] > h_start:
                 continue
-            start = _range_start(area, prefix)
-            if not cur.set_range(after if after is not None and after[:1] == area else start):
+            db = s._zdb(self.txn, area, zone, create=False)
+            if db is None:
+                continue
+            cur = self.txn.cursor(db=db)
+            resume = after is not None and after.startswith(h_start)
+            start = ENTRY + (after[len(h_start) :] if resume and after is not None else pb)
+            if not cur.set_range(start):
                 continue
             for raw_key in cur.iternext(keys=True, values=False):
                 k = bytes(raw_key)
-                if not k.startswith(start):
+                if not k.startswith(ENTRY + pb):
                     break
-                if k == after:
+                h = h_start + k[len(ENTRY) :]
+                if h == after:
                     continue
-                if not exact or _DIGEST_MARK in k[len(start) :]:
-                    rec = self.peek(k)
-                    if rec is None or not rec.key.startswith(prefix):
+                if not exact or b"\xff" in k[len(ENTRY) + len(pb) :]:
+                    entry = self.peek(h)
+                    if entry is None or not entry.key.startswith(prefix):
                         continue
-                out.append(k)
+                out.append(h)
                 if len(out) >= limit:
                     return out
         return out
 
     def scan_tag(self, zone: str, tag: str, after: bytes | None, limit: int) -> list[bytes]:
-        """Up to ``limit`` handles, after ``after``, of the records of ``zone`` carrying ``tag``."""
-        return self._scan_dup(self._s._tags, _tag_key(zone, tag), after, limit)
+        """Up to ``limit`` handles, after ``after``, of the records of ``zone`` carrying ``tag``
+        (a digest names the tag: the records' own tags are what a job matches on)."""
+        return self._scan_rows(zone, tag_row(tag, b""), after, limit, None)
 
     def scan_zone(self, zone: str, after: bytes | None, limit: int, area: bytes | None = None) -> list[bytes]:
         """Up to ``limit`` handles, after ``after``, of the records of ``zone`` (one area or both)."""
-        return self._scan_dup(self._s._zones, zone.encode(), after, limit, area)
+        return self._scan_rows(zone, ENTRY, after, limit, area)
 
-    def wipe_zone(
-        self, zone: str, area: bytes | None, before: int, after: bytes | None, limit: int
-    ) -> tuple[int, int, int, bytes | None]:
-        """Remove up to ``limit`` records of ``zone`` (one area or both) stored before ledger
-        position ``before``, walking the zone index after ``after``; returns the disk-cache and
-        reserve records removed, their bytes, and where to resume (None once the zone is done; b"":
-        from the start).
-
-        The whole-zone path of clears and purges of everything: the record's header is unpacked in
-        place, no ``Entry`` is built, and the zone index is walked and trimmed by one cursor, so a
-        record costs a handful of C calls (``bench/disk_tier.py``)."""
-        s = self._s
-        txn = self.txn
-        entries, tags_db, ticks, order, retain = s._entries, s._tags, s._ticks, s._order, s._retain
-        zkey = zone.encode()
-        tag_prefix = zkey + b"\x00"
-        cur = txn.cursor(db=s._zones)
-        start = after or area
-        found = cur.set_range_dup(zkey, start) if start else cur.set_key(zkey)
-        removed_c = removed_r = freed_c = freed_r = 0
-        seen = 0
-        last: bytes | None = None
-        unpack = _REC.unpack_from
-        pack_tick = _TICK.pack
-        while found and seen < limit:
-            # The write transaction hands out bytes, never buffers.
-            handle = cast(bytes, cur.value())
-            if handle == after:
-                found = cur.next_dup()
-                continue
-            if area is not None and handle[:1] != area:
-                found = False
-                break
-            seen += 1
-            raw = cast(bytes | None, txn.get(handle, db=entries))
-            if raw is None:
-                # An index row without its record: not a record to count, but garbage to drop.
-                found = cur.delete() and cur.key() == zkey
-                continue
-            try:
-                _, seq, _, _, _, _, _, _, rexp, _, lz, lk, lt, _ = unpack(raw)
-            except struct.error:
-                seq, rexp, lz, lk, lt = -1, 0.0, 0, 0, 0
-            if seq >= before:
-                last = handle
-                found = cur.next_dup()
-                continue
-            p = _REC.size + lz + lk
-            tags_raw = raw[p : p + lt]
-            txn.delete(handle, db=entries)
-            if tags_raw:
-                for tag in tags_raw.split(b"\x00"):
-                    tk = tag_prefix + tag
-                    if len(tk) > _MAX_INLINE_KEY:
-                        tk = tk[:_MAX_INLINE_KEY] + _DIGEST_MARK + hashlib.sha256(tk).digest()[:16]
-                    txn.delete(tk, handle, db=tags_db)
-            size = len(raw)
-            if handle[:1] == CACHE:
-                tick = cast(bytes | None, txn.pop(handle, db=ticks))
-                if tick is not None:
-                    txn.delete(tick + handle, db=order)
-                removed_c += 1
-                freed_c += size
-            else:
-                txn.delete(tag_prefix + pack_tick(int(rexp * 1000)) + handle, db=retain)
-                removed_r += 1
-                freed_r += size
-            found = cur.delete() and cur.key() == zkey
-        s._account(txn, CACHE, zone, -freed_c, -removed_c)
-        s._account(txn, RESERVE, zone, -freed_r, -removed_r)
-        freed = freed_c + freed_r
-        if not found:
-            return removed_c, removed_r, freed, None
-        # Not done: resume after the last record kept, or from the start (b"") when none was kept.
-        return removed_c, removed_r, freed, last or after or b""
-
-    def wipe_zone_slice(
-        self, zone: str, area: bytes | None, before: int, after: bytes | None
-    ) -> tuple[int, int, int, bytes | None]:
-        """``wipe_zone`` for about ``WIPE_SLICE`` seconds of work (the same answer, summed)."""
-        c = r = freed = 0
-        end = time.monotonic() + WIPE_SLICE
-        resume: bytes | None = after or b""
-        while resume is not None and time.monotonic() < end:
-            dc, dr, df, resume = self.wipe_zone(zone, area, before, resume or None, _WIPE_CHUNK)
-            c, r, freed = c + dc, r + dr, freed + df
-        return c, r, freed, resume
-
-    def _scan_dup(
-        self, db: Any, key: bytes, after: bytes | None, limit: int, area: bytes | None = None
+    def _scan_rows(
+        self, zone: str, row: bytes, after: bytes | None, limit: int, only: bytes | None
     ) -> list[bytes]:
-        cur = self.txn.cursor(db=db)
-        # Handles sort by area first: start at the area (or just after ``after``) and stop past it.
-        start = after if after is not None else area
-        found = cur.set_range_dup(key, start) if start is not None else cur.set_key(key)
-        if not found:
-            return []
+        s = self._s
         out: list[bytes] = []
-        for raw in cur.iternext_dup():
-            v = bytes(raw)
-            if v == after:
+        for area in AREAS:
+            if only is not None and area != only:
                 continue
-            if area is not None and v[:1] != area:
-                break
-            out.append(v)
-            if len(out) >= limit:
-                break
+            h_start = handle(area, zone, b"")
+            if after is not None and after[: len(h_start)] > h_start:
+                continue
+            db = s._zdb(self.txn, area, zone, create=False)
+            if db is None:
+                continue
+            cur = self.txn.cursor(db=db)
+            resume = after is not None and after.startswith(h_start)
+            start = row + (after[len(h_start) :] if resume and after is not None else b"")
+            if not cur.set_range(start):
+                continue
+            for raw_key in cur.iternext(keys=True, values=False):
+                k = bytes(raw_key)
+                if not k.startswith(row):
+                    break
+                h = h_start + k[len(row) :]
+                if h == after:
+                    continue
+                out.append(h)
+                if len(out) >= limit:
+                    return out
         return out
 
-    def peek(self, handle: bytes) -> Entry | None:
+    def wipe_zone(self, zone: str, area: bytes | None, before: int, report: Reported) -> bool:
+        """Remove every record of ``zone`` (one area or both) stored before ledger position
+        ``before``; True once done (False: call again in the next transaction). ``report`` gets the
+        disk-cache and reserve records removed and their bytes once the transaction has committed;
+        disk-cache records whose delete a lookup had queued are not counted (the lookup's credit
+        counts them, see ``edge/lookup_credits.py``), as on the record-by-record paths."""
+        return self._s._wipe(self, zone, area, before, report)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the writer once this transaction has committed."""
+        self._after_commit.append(fn)
+
+    def peek(self, h: bytes) -> Entry | None:
         """The entry under a handle, without its body."""
-        raw = self.txn.get(handle, db=self._s._entries)
+        area, zone, kb = parse_handle(h)
+        db = self._s._zdb(self.txn, area, zone, create=False)
+        raw = None if db is None else self.txn.get(ENTRY + kb, db=db)
         if raw is None:
             return None
         rec = decode_entry(raw, body=False)
         # Kept for a ``delete`` of the same handle next (the reclaimer peeks, then deletes).
-        self._peeked = (handle, rec, len(raw))
+        self._peeked = (h, rec, len(raw))
         return rec.entry
 
     def removing(self, key: str) -> bool:
@@ -402,35 +294,37 @@ class WriteView:
         still see the record) treat it as gone, so that the job alone accounts for it."""
         self._s._taking.add(key)
 
-    def delete(self, handle: bytes) -> int:
+    def delete(self, h: bytes) -> int:
         """Remove a record; returns the bytes it freed (0 when there was none)."""
         peeked = self._peeked
         self._peeked = None
-        if peeked is not None and peeked[0] == handle:
-            return self._s._remove(self.txn, handle, peeked[1:])
-        return self._s._remove(self.txn, handle)
+        area, zone, kb = parse_handle(h)
+        if peeked is not None and peeked[0] == h:
+            return self._s._remove(self.txn, area, zone, kb, peeked[1:])
+        return self._s._remove(self.txn, area, zone, kb)
 
-    def mark_stale(self, handle: bytes, at: float) -> bool:
+    def mark_stale(self, h: bytes, at: float) -> bool:
         """Make a record stale from ``at`` (or its earlier stale time)."""
         self._peeked = None
-        raw = self.txn.get(handle, db=self._s._entries)
+        area, zone, kb = parse_handle(h)
+        db = self._s._zdb(self.txn, area, zone, create=False)
+        raw = None if db is None else self.txn.get(ENTRY + kb, db=db)
         if raw is None:
             return False
         rec = decode_entry(raw)
         e = rec.entry
         if e.stale_since is None or at < e.stale_since:
             e.stale_since = at
-            self.txn.put(handle, encode_entry(e, rec.reserve_expires), db=self._s._entries)
+            self.txn.put(ENTRY + kb, encode_entry(e, rec.reserve_expires), db=db)
         return True
 
     def set_reclaimed(self, seq: int, *, changed: bool = True) -> None:
         """Record that every purge up to ``seq`` has been applied to what is on disk; when the job
-        ``changed`` nothing, with the next transaction that writes anyway."""
+        ``changed`` nothing, with the next transaction that writes anyway. Never moves it back."""
+        s = self._s
+        s._reclaimed_later = max(seq, s._reclaimed_later)
         if changed:
-            self._s._meta_put(self.txn, b"reclaimed_upto", max(seq, self._s._reclaimed_later))
-            self._s._reclaimed_later = 0
-        else:
-            self._s._reclaimed_later = max(seq, self._s._reclaimed_later)
+            s._write_reclaimed_later(self.txn)
 
 
 Job = Callable[[WriteView], bool]
@@ -445,7 +339,7 @@ def clear_reserve_job(zone: str, progress: JobProgress) -> Job:
 
 class ZoneWipe:
     """A job removing every record of a zone (one area, or both when ``area`` is None) stored before
-    ledger position ``before``, a slice of ``WIPE_SLICE`` seconds per transaction."""
+    ledger position ``before``."""
 
     def __init__(
         self, zone: str, area: bytes | None, before: int, progress: JobProgress | None = None
@@ -454,18 +348,19 @@ class ZoneWipe:
         self.area = area
         self.before = before
         self.progress = progress or JobProgress()
-        self._after: bytes | None = None
 
     def __call__(self, view: WriteView) -> bool:
-        removed_c, removed_r, freed, self._after = view.wipe_zone_slice(
-            self.zone, self.area, self.before, self._after
-        )
-        self.progress.objects += removed_c + removed_r
+        done = view.wipe_zone(self.zone, self.area, self.before, self._count)
+        if done:
+            view.after_commit(self._done)
+        return done
+
+    def _count(self, cache: int, reserve: int, freed: int) -> None:
+        self.progress.objects += cache + reserve
         self.progress.bytes += freed
-        if self._after is None:
-            self.progress.done = True
-            return True
-        return False
+
+    def _done(self) -> None:
+        self.progress.done = True
 
 
 class DiskStore:
@@ -482,7 +377,8 @@ class DiskStore:
         reserve_retention: Callable[[str], float] = lambda zone: 30 * 86400.0,
     ) -> None:
         """Open (or create) the store at ``path``. ``position`` is the purge-ledger position to
-        record as reclaimed when the store is new (nothing on disk predates it)."""
+        record as reclaimed when the store is new (nothing on disk predates it), or was written in
+        another layout (it is emptied: see ``_open_layout``)."""
         path.mkdir(parents=True, exist_ok=True)
         self.budget = budget
         self._reserve_budget = reserve_budget
@@ -490,31 +386,37 @@ class DiskStore:
         self.env = lmdb.open(
             str(path),
             map_size=map_size or max(1 << 30, 4 * budget),
-            max_dbs=8,
+            max_dbs=2 * MAX_ZONES + 1,
             readahead=True,
             max_readers=1024,
         )
-        self._entries = self.env.open_db(b"entries")
-        self._tags = self.env.open_db(b"tags", dupsort=True)
-        self._zones = self.env.open_db(b"zones", dupsort=True)
-        self._order = self.env.open_db(b"order")
-        self._ticks = self.env.open_db(b"ticks")
-        self._retain = self.env.open_db(b"retain")
-        self._vary = self.env.open_db(b"vary")
-        self._meta = self.env.open_db(b"meta")
-        with self.env.begin(write=True) as txn:
-            if txn.get(b"reclaimed_upto", db=self._meta) is None:
-                self._meta_put(txn, b"reclaimed_upto", position)
         self.stats = DiskStats()
+        self._dbs: dict[tuple[bytes, str], Any] = {}
+        """Published databases by (area, zone): readers use only these."""
+        self._cache_dbs: dict[str, Any] = {}
+        """The disk-cache databases of ``_dbs`` by zone alone: the hit path's lookup."""
+        self._new_dbs: dict[tuple[bytes, str], Any] = {}
+        """Databases opened in the writer's open transaction, published when it commits."""
+        self._asked: set[str] = set()
+        """Zones whose databases a reader asked the writer to open."""
+        self._hosts: dict[str, str] = {}
+        """Host → zone (the ``host:`` rows), as far as this process has read or written them."""
+        self._new_hosts: dict[str, str] = {}
+        """Host rows written in the writer's open transaction, published when it commits."""
+        self._meta = self._open_layout(position)
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._queued = 0
         self._hidden: Counter[str] = Counter()
+        self._hidden_primaries: Counter[str] = Counter()
+        """The subset of ``_hidden`` queued by ``delete_primary`` (all variants go)."""
         self._delta: dict[bytes, int] = {}
+        """Counter changes of the writer's open transaction (see ``_account``)."""
         self._reclaimed_later = 0
         """A reclaimed position not written yet (see the module rules); 0 when none."""
         self._taking: set[str] = set()
         """Keys the running job removes in its uncommitted transaction (``WriteView.taking``)."""
-        """Counter changes of the writer's open transaction (see ``_account``)."""
+        self._dropping: set[tuple[bytes, str]] = set()
+        """Zone areas the running job is emptying in its uncommitted transaction."""
         self._renewals: set[tuple[bytes, str]] = set()
         """Records read from disk whose place (or retention) to renew, written every
         ``RENEW_EVERY`` seconds: a commit, and its fsync, per few hits slowed the hits several times
@@ -525,7 +427,75 @@ class DiskStore:
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
         self._thread.start()
 
+    def _open_layout(self, position: int) -> Any:
+        """Open the meta database and every zone's, after bringing the layout to ``LAYOUT``.
+
+        A store in another layout (or none: a new one) is emptied, not converted: it is a cache, a
+        conversion would read and rewrite every record before the node could serve (about 10 s per
+        million records at the rates in decision 0009), and the ledger position it was reclaimed
+        up to means nothing once its records are gone. Done in one write transaction, which LMDB
+        serialises across processes: the first process to open converts, the others find ``LAYOUT``."""
+        env = self.env
+        with env.begin(write=True) as txn:
+            meta = env.open_db(b"meta", txn=txn)
+            found = txn.get(b"layout", db=meta)
+            if found is None or INT.unpack(found)[0] != LAYOUT:
+                if found is not None or txn.get(b"reclaimed_upto", db=meta) is not None:
+                    was = 1 if found is None else INT.unpack(found)[0]
+                    log.warning("disk tier: layout %d at %s emptied for layout %d", was, env.path(), LAYOUT)
+                names = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
+                for name in names:
+                    if name == b"meta":
+                        continue
+                    try:
+                        db = env.open_db(name, txn=txn, create=False)
+                    except lmdb.IncompatibleError:
+                        db = env.open_db(name, txn=txn, create=False, dupsort=True)
+                    txn.drop(db, delete=True)
+                txn.drop(meta, delete=False)
+                txn.put(b"layout", INT.pack(LAYOUT), db=meta)
+                txn.put(b"reclaimed_upto", INT.pack(position), db=meta)
+            for raw in txn.cursor().iternext(keys=True, values=False):
+                name = bytes(raw)
+                if name[1:2] == b"/" and name[:1] in AREAS:
+                    self._dbs[(name[:1], name[2:].decode())] = env.open_db(name, txn=txn)
+            self._cache_dbs = {zone: db for (area, zone), db in self._dbs.items() if area == CACHE}
+            cur = txn.cursor(db=meta)
+            if cur.set_range(b"host:"):
+                for k, v in cur.iternext():
+                    if not bytes(k).startswith(b"host:"):
+                        break
+                    self._hosts[bytes(k[5:]).decode()] = bytes(v).decode()
+        return meta
+
     # -- reads (any thread) -----------------------------------------------------------------------
+
+    def _zone_of(self, key: str) -> str | None:
+        """The zone whose databases hold ``key``, from its host (read from disk on a first miss:
+        another process may have stored the host)."""
+        host = host_of(key)
+        zone = self._hosts.get(host)
+        if zone is not None:
+            return zone
+        with self.env.begin(db=self._meta) as txn:
+            raw = txn.get(b"host:" + host.encode())
+        if raw is None:
+            return None
+        zone = bytes(raw).decode()
+        self._hosts[host] = zone
+        return zone
+
+    def _writer_zone_of(self, key: str) -> str | None:
+        """``_zone_of`` on the writer, which also sees the host rows of its open transaction."""
+        return self._new_hosts.get(host_of(key)) or self._zone_of(key)
+
+    def _reader_db(self, area: bytes, zone: str) -> Any:
+        db = self._dbs.get((area, zone))
+        if db is None and zone not in self._asked:
+            # Created by another process: only the writer may open it (LMDB's rule in a process).
+            self._asked.add(zone)
+            self._enqueue(("open", zone))
+        return db
 
     def get(self, key: str, *, reserve: Callable[[str], bool] | None = None) -> tuple[Entry, bool] | None:
         """The entry under ``key`` from the disk cache, else from the reserve when ``reserve(zone)``
@@ -537,13 +507,25 @@ class DiskStore:
             return None
         if self._taking and key in self._taking:
             return None
-        ck = db_key(CACHE, key)
-        with self.env.begin(db=self._entries) as txn:
-            raw = txn.get(ck)
+        zone = self._hosts.get(host_of(key)) or self._zone_of(key)
+        if zone is None:
+            self.stats.misses += 1
+            return None
+        dropping = self._dropping
+        cdb = self._cache_dbs.get(zone)
+        if cdb is None:
+            cdb = self._reader_db(CACHE, zone)
+        elif dropping and (CACHE, zone) in dropping:
+            cdb = None
+        kb = key_bytes(key)
+        ek = ENTRY + kb
+        with self.env.begin(db=cdb) as txn:
+            raw = None if cdb is None else txn.get(ek)
             area = CACHE
-            if raw is None and reserve is not None:
+            if raw is None and reserve is not None and reserve(zone) and (RESERVE, zone) not in dropping:
+                rdb = self._reader_db(RESERVE, zone)
                 area = RESERVE
-                raw = txn.get(db_key(RESERVE, key))
+                raw = None if rdb is None else txn.get(ek, db=rdb)
             if raw is None:
                 self.stats.misses += 1
                 return None
@@ -554,16 +536,16 @@ class DiskStore:
                 self.stats.misses += 1
                 return None
             if area == CACHE:
-                recent = self._recent(txn, ck)
+                recent = self._recent(txn, kb)
         entry = rec.entry
-        if entry.key != key or (area == RESERVE and (reserve is None or not reserve(entry.zone))):
+        if entry.key != key:
             self.stats.misses += 1
             return None
         if area == CACHE:
             self.stats.hits += 1
         else:
             self.stats.reserve_hits += 1
-            retention = self._reserve_retention(entry.zone)
+            retention = self._reserve_retention(zone)
             recent = rec.reserve_expires - time.time() > retention * 29 / 30
         if not recent:
             self._renewals.add((area, key))
@@ -574,14 +556,22 @@ class DiskStore:
         counts as held, so that nothing is written back over a pending removal."""
         if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
             return True
-        with self.env.begin(db=self._entries) as txn:
-            return txn.get(db_key(CACHE, key)) is not None
+        zone = self._zone_of(key)
+        db = None if zone is None else self._dbs.get((CACHE, zone))
+        if db is None:
+            return False
+        with self.env.begin(db=db) as txn:
+            return txn.get(ENTRY + key_bytes(key)) is not None
 
     def vary(self, base_key: str) -> tuple[str, ...] | None:
         """The Vary field names recorded for a base key."""
-        with self.env.begin(db=self._vary) as txn:
-            raw = txn.get(db_key(CACHE, base_key))
-        return None if raw is None else tuple(raw.decode().split("\x00"))
+        zone = self._zone_of(base_key)
+        db = None if zone is None else self._dbs.get((CACHE, zone))
+        if db is None:
+            return None
+        with self.env.begin(db=db) as txn:
+            raw = txn.get(VARY + key_bytes(base_key))
+        return None if raw is None else tuple(bytes(raw).decode().split("\x00"))
 
     @property
     def reclaimed_upto(self) -> int:
@@ -601,12 +591,28 @@ class DiskStore:
             return self._meta_get(txn, b"used:r:" + z), self._meta_get(txn, b"count:r:" + z)
 
     def __len__(self) -> int:
-        with self.env.begin(db=self._entries) as txn:
-            return int(txn.stat(self._entries)["entries"])
+        with self.env.begin() as txn:
+            total = 0
+            for db in list(self._dbs.values()):
+                cur = txn.cursor(db=db)
+                if cur.set_range(ENTRY):
+                    for k in cur.iternext(keys=True, values=False):
+                        if bytes(k[:1]) != ENTRY:
+                            break
+                        total += 1
+            return total
 
     def __iter__(self) -> Iterator[Entry]:
-        with self.env.begin(db=self._entries) as txn:
-            return iter([decode_entry(v).entry for v in txn.cursor().iternext(keys=False, values=True)])
+        out: list[Entry] = []
+        with self.env.begin() as txn:
+            for db in list(self._dbs.values()):
+                cur = txn.cursor(db=db)
+                if cur.set_range(ENTRY):
+                    for k, v in cur.iternext():
+                        if bytes(k[:1]) != ENTRY:
+                            break
+                        out.append(decode_entry(v).entry)
+        return iter(out)
 
     @property
     def queue_depth(self) -> int:
@@ -632,10 +638,11 @@ class DiskStore:
         """Remove every variant of one URL from both areas (hidden from readers at once)."""
         with self._lock:
             self._hidden[primary] += 1
+            self._hidden_primaries[primary] += 1
         self._enqueue(("delprimary", primary))
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
-        """Remember the Vary field names of a base key."""
+        """Remember the Vary field names of a base key (ignored when nothing is stored under it)."""
         self._enqueue(("vary", base_key, names))
 
     def run_job(self, job: Job) -> Future[None]:
@@ -707,6 +714,10 @@ class DiskStore:
                         self._hidden[op[1]] -= 1
                         if self._hidden[op[1]] <= 0:
                             del self._hidden[op[1]]
+                    if op[0] == "delprimary":
+                        self._hidden_primaries[op[1]] -= 1
+                        if self._hidden_primaries[op[1]] <= 0:
+                            del self._hidden_primaries[op[1]]
                 self._idle.notify_all()
 
     def _apply(self, batch: list[tuple[Any, ...]]) -> None:
@@ -724,33 +735,35 @@ class DiskStore:
             for op in batch:
                 self._step(op[1], op[2])
             return
-        with self.env.begin(write=True) as txn:
-            now = time.time()
-            for area, key in renewals:
-                self._touch(txn, area, key, now)
-            for op in batch:
-                kind = op[0]
-                if kind == "put":
-                    self._put(txn, op[1], op[2], now)
-                elif kind == "del":
-                    self._remove(txn, db_key(CACHE, op[1]))
-                    self._remove(txn, db_key(RESERVE, op[1]))
-                elif kind == "delprimary":
-                    primary = op[1]
-                    for handle in WriteView(self, txn).scan_prefix(primary, None, 1 << 62):
-                        key = self._key_of(txn, handle)
-                        if key == primary or key.startswith(primary + VARIANT_SEP):
-                            self._remove(txn, handle)
-                elif kind == "vary":
-                    txn.put(db_key(CACHE, op[1]), "\x00".join(op[2]).encode(), db=self._vary)
-                elif kind == "job":
-                    jobs.append(op)
-            if len(jobs) < len(batch):
-                self._write_reclaimed_later(txn)
-            # Written before evicting too: eviction finds the reserve zones by their counters.
-            self._write_counts(txn)
-            self._evict(txn, now)
-            self._write_counts(txn)
+        try:
+            with self.env.begin(write=True) as txn:
+                now = time.time()
+                for area, key in renewals:
+                    self._touch(txn, area, key, now)
+                for op in batch:
+                    kind = op[0]
+                    if kind == "put":
+                        self._put(txn, op[1], op[2], now)
+                    elif kind == "del":
+                        self._delete_key(txn, op[1])
+                    elif kind == "delprimary":
+                        self._delete_primary(txn, op[1])
+                    elif kind == "vary":
+                        self._set_vary(txn, op[1], op[2])
+                    elif kind == "open":
+                        for area in AREAS:
+                            self._zdb(txn, area, op[1], create=False)
+                    elif kind == "job":
+                        jobs.append(op)
+                if len(jobs) < len(batch):
+                    self._write_reclaimed_later(txn)
+                # Written before evicting too: eviction reads the counters.
+                self._write_counts(txn)
+                self._evict(txn, now)
+                self._write_counts(txn)
+            self._publish()
+        finally:
+            self._new_dbs, self._new_hosts = {}, {}
         self.stats.commits += 1
         for op in jobs:
             self._step(op[1], op[2])
@@ -759,79 +772,194 @@ class DiskStore:
         self._delta = {}
         try:
             with self.env.begin(write=True) as txn:
-                done = job(WriteView(self, txn))
+                view = WriteView(self, txn)
+                done = job(view)
                 self._write_counts(txn)
+            self._publish()
+            for fn in view._after_commit:
+                fn()
         except Exception as exc:
             fut.set_exception(exc)
             return
         finally:
+            self._new_dbs, self._new_hosts = {}, {}
             if self._taking:
                 self._taking = set()
+            if self._dropping:
+                self._dropping = set()
         if done:
             fut.set_result(None)
         else:
             self._enqueue(("job", job, fut))
 
+    def _publish(self) -> None:
+        """After a commit: what it created is there for readers too."""
+        if self._new_dbs:
+            self._dbs.update(self._new_dbs)
+            self._cache_dbs.update((zone, db) for (area, zone), db in self._new_dbs.items() if area == CACHE)
+            self._new_dbs = {}
+        if self._new_hosts:
+            self._hosts.update(self._new_hosts)
+            self._new_hosts = {}
+
+    def _zdb(self, txn: lmdb.Transaction, area: bytes, zone: str, *, create: bool) -> Any:
+        """A zone area's database in the writer's transaction (opened, or created, when needed);
+        None when it does not exist and ``create`` is False, or when ``MAX_ZONES`` zones already
+        have one (what would go there is not stored; the rest of the batch is)."""
+        key = (area, zone)
+        db = self._dbs.get(key) or self._new_dbs.get(key)
+        if db is not None:
+            return db
+        name = db_name(area, zone)
+        if not create and txn.get(name) is None:
+            return None
+        try:
+            db = self.env.open_db(name, txn=txn)
+        except lmdb.DbsFullError:
+            log.error("disk tier: no room for zone %s's database (%d zones at most)", zone, MAX_ZONES)
+            return None
+        self._new_dbs[key] = db
+        return db
+
     def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float) -> None:
-        ck = db_key(CACHE, entry.key)
-        self._remove(txn, ck)
-        self._insert(txn, ck, encode_entry(entry, 0.0), entry)
-        self._place(txn, ck)
-        self.stats.writes += 1
-        if reserve:
-            rk = db_key(RESERVE, entry.key)
-            self._remove(txn, rk)
-            expires = now + self._reserve_retention(entry.zone)
-            self._insert(txn, rk, encode_entry(entry, expires), entry)
-            txn.put(self._retain_key(entry.zone, expires, rk), b"", db=self._retain)
-
-    @staticmethod
-    def _retain_key(zone: str, expires: float, handle: bytes) -> bytes:
-        return zone.encode() + b"\x00" + _TICK.pack(int(expires * 1000)) + handle
-
-    def _insert(self, txn: lmdb.Transaction, handle: bytes, record: bytes, entry: Entry) -> None:
-        txn.put(handle, record, db=self._entries)
         zone = entry.zone
-        txn.put(zone.encode(), handle, db=self._zones)
-        for tag in entry.tags:
-            txn.put(_tag_key(zone, tag), handle, db=self._tags)
-        self._account(txn, handle[:1], zone, len(record), 1)
+        cdb = self._zdb(txn, CACHE, zone, create=True)
+        if cdb is None:
+            self.stats.dropped += 1
+            return
+        host = host_of(entry.key)
+        if (self._new_hosts.get(host) or self._hosts.get(host)) != zone:
+            txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
+            self._new_hosts[host] = zone
+        kb = key_bytes(entry.key)
+        self._remove(txn, CACHE, zone, kb, keep_vary=True)
+        self._insert(txn, cdb, CACHE, zone, kb, encode_entry(entry, 0.0), entry)
+        self._place(txn, cdb, kb)
+        self.stats.writes += 1
+        rdb = self._zdb(txn, RESERVE, zone, create=True) if reserve else None
+        if rdb is not None:
+            self._remove(txn, RESERVE, zone, kb, keep_vary=True)
+            expires = now + self._reserve_retention(zone)
+            self._insert(txn, rdb, RESERVE, zone, kb, encode_entry(entry, expires), entry)
+            txn.put(expiry_row(expires, kb), b"", db=rdb)
 
-    def _remove(self, txn: lmdb.Transaction, handle: bytes, known: tuple[Record, int] | None = None) -> int:
-        """Remove a record and its index rows (``known``: the record already decoded, and its size)."""
+    def _insert(
+        self, txn: lmdb.Transaction, db: Any, area: bytes, zone: str, kb: bytes, record: bytes, entry: Entry
+    ) -> None:
+        txn.put(ENTRY + kb, record, db=db)
+        txn.put(seq_row(entry.stored_seq, kb), b"", db=db)
+        for tag in entry.tags:
+            txn.put(tag_row(tag, kb), b"", db=db)
+        self._account(area, zone, len(record), 1)
+
+    def _delete_key(self, txn: lmdb.Transaction, key: str) -> None:
+        zone = self._writer_zone_of(key)
+        if zone is not None:
+            kb = key_bytes(key)
+            self._remove(txn, CACHE, zone, kb)
+            self._remove(txn, RESERVE, zone, kb)
+
+    def _delete_primary(self, txn: lmdb.Transaction, primary: str) -> None:
+        zone = self._writer_zone_of(primary)
+        if zone is None:
+            return
+        view = WriteView(self, txn)
+        for h in view.scan_prefix(primary, None, 1 << 62, zone):
+            area, _, kb = parse_handle(h)
+            key = self._key_of(txn, area, zone, kb)
+            if key == primary or key.startswith(primary + VARIANT_SEP):
+                self._remove(txn, area, zone, kb)
+
+    def _set_vary(self, txn: lmdb.Transaction, base_key: str, names: tuple[str, ...]) -> None:
+        zone = self._writer_zone_of(base_key)
+        if zone is None or not self._under(txn, zone, base_key):
+            return
+        db = self._zdb(txn, CACHE, zone, create=True)
+        if db is not None:
+            txn.put(VARY + key_bytes(base_key), "\x00".join(names).encode(), db=db)
+
+    def _under(self, txn: lmdb.Transaction, zone: str, base_key: str) -> bool:
+        """Whether a record of ``zone`` is stored under ``base_key`` (in either area)."""
+        bb, exact = prefix_bytes(base_key)
+        if not exact:
+            return True  # cut keys cannot be told apart by their stored form: keep the names
+        row = ENTRY + bb
+        for area in AREAS:
+            db = self._zdb(txn, area, zone, create=False)
+            if db is None:
+                continue
+            cur = txn.cursor(db=db)
+            # A base's own record sorts first, then its variants (NUL sorts before any other byte).
+            if cur.set_range(row):
+                k = bytes(cur.key())
+                if k == row or k.startswith(row + _SEP):
+                    return True
+        return False
+
+    def _remove(
+        self,
+        txn: lmdb.Transaction,
+        area: bytes,
+        zone: str,
+        kb: bytes,
+        known: tuple[Record, int] | None = None,
+        *,
+        keep_vary: bool = False,
+    ) -> int:
+        """Remove a record and its index rows (``known``: the record already decoded, and its size);
+        the Vary names it was the last record under go too, unless ``keep_vary`` (a replacement)."""
+        db = self._zdb(txn, area, zone, create=False)
+        if db is None:
+            return 0
         if known is None:
-            raw = txn.get(handle, db=self._entries)
+            raw = txn.get(ENTRY + kb, db=db)
             if raw is None:
                 return 0
             size = len(raw)
             try:
                 rec = decode_entry(raw, body=False)
             except (struct.error, UnicodeDecodeError):
-                txn.delete(handle, db=self._entries)
+                txn.delete(ENTRY + kb, db=db)
                 return size
         else:
             rec, size = known
         entry = rec.entry
-        txn.delete(handle, db=self._entries)
-        txn.delete(entry.zone.encode(), handle, db=self._zones)
+        txn.delete(ENTRY + kb, db=db)
+        txn.delete(seq_row(entry.stored_seq, kb), db=db)
         for tag in entry.tags:
-            txn.delete(_tag_key(entry.zone, tag), handle, db=self._tags)
-        if handle[:1] == CACHE:
-            tick = txn.pop(handle, db=self._ticks)
+            txn.delete(tag_row(tag, kb), db=db)
+        if area == CACHE:
+            tick = txn.pop(TICK + kb, db=db)
             if tick is not None:
-                txn.delete(bytes(tick) + handle, db=self._order)
+                txn.delete(ORDER + bytes(tick) + kb, db=db)
         else:
-            txn.delete(self._retain_key(entry.zone, rec.reserve_expires, handle), db=self._retain)
-        self._account(txn, handle[:1], entry.zone, -size, -1)
+            txn.delete(expiry_row(rec.reserve_expires, kb), db=db)
+        self._account(area, zone, -size, -1)
+        if not keep_vary:
+            self._forget_vary(txn, zone, entry.key)
         return size
 
-    def _account(self, txn: lmdb.Transaction, area: bytes, zone: str, size: int, count: int) -> None:
-        # Summed in memory and written once per transaction (``_write_counts``): two meta updates per
-        # record would double the cost of a clear.
-        suffix = b"c" if area == CACHE else b"r:" + zone.encode()
+    def _forget_vary(self, txn: lmdb.Transaction, zone: str, key: str) -> None:
+        """Delete the Vary names of the bases ``key`` was under once nothing is stored under them."""
+        db = self._zdb(txn, CACHE, zone, create=False)
+        if db is None:
+            return
+        for base in _bases(key):
+            vk = VARY + key_bytes(base)
+            if txn.get(vk, db=db) is not None and not self._under(txn, zone, base):
+                txn.delete(vk, db=db)
+
+    def _account(self, area: bytes, zone: str, size: int, count: int) -> None:
+        # Summed in memory and written once per transaction (``_write_counts``): meta updates per
+        # record would double the cost of a removal.
+        z = zone.encode()
+        names = (b"used:c", b"count:c", b"used:c:" + z, b"count:c:" + z) if area == CACHE else (
+            b"used:r:" + z,
+            b"count:r:" + z,
+        )
         delta = self._delta
-        delta[b"used:" + suffix] = delta.get(b"used:" + suffix, 0) + size
-        delta[b"count:" + suffix] = delta.get(b"count:" + suffix, 0) + count
+        for i, name in enumerate(names):
+            delta[name] = delta.get(name, 0) + (size if i % 2 == 0 else count)
 
     def _write_counts(self, txn: lmdb.Transaction) -> None:
         delta, self._delta = self._delta, {}
@@ -840,99 +968,270 @@ class DiskStore:
                 self._meta_put(txn, name, self._stored(txn, name) + d)
 
     def _touch(self, txn: lmdb.Transaction, area: bytes, key: str, now: float) -> None:
-        handle = db_key(area, key)
-        if area == CACHE:
-            old = txn.get(handle, db=self._ticks)
-            if old is not None:
-                txn.delete(bytes(old) + handle, db=self._order)
-                self._place(txn, handle)
+        zone = self._writer_zone_of(key)
+        if zone is None:
             return
-        raw = txn.get(handle, db=self._entries)
+        db = self._zdb(txn, area, zone, create=False)
+        if db is None:
+            return
+        kb = key_bytes(key)
+        if area == CACHE:
+            old = txn.get(TICK + kb, db=db)
+            if old is not None:
+                txn.delete(ORDER + bytes(old) + kb, db=db)
+                self._place(txn, db, kb)
+            return
+        raw = txn.get(ENTRY + kb, db=db)
         if raw is None:
             return
         rec = decode_entry(raw)
-        zone = rec.entry.zone
         expires = now + self._reserve_retention(zone)
-        txn.delete(self._retain_key(zone, rec.reserve_expires, handle), db=self._retain)
-        txn.put(self._retain_key(zone, expires, handle), b"", db=self._retain)
-        txn.put(handle, encode_entry(rec.entry, expires), db=self._entries)
+        txn.delete(expiry_row(rec.reserve_expires, kb), db=db)
+        txn.put(expiry_row(expires, kb), b"", db=db)
+        txn.put(ENTRY + kb, encode_entry(rec.entry, expires), db=db)
 
-    def _place(self, txn: lmdb.Transaction, handle: bytes) -> None:
+    def _place(self, txn: lmdb.Transaction, db: Any, kb: bytes) -> None:
         """Put a disk-cache record at the most recent end of the eviction order. The order lives
-        beside the record (``ticks``, ``order``), so renewing it never rewrites the record."""
+        beside the record (``k``, ``o`` rows), so renewing it never rewrites the record."""
         tick = self._meta_get(txn, b"clock") + 1
         self._meta_put(txn, b"clock", tick)
-        packed = _TICK.pack(tick)
-        txn.put(handle, packed, db=self._ticks)
-        txn.put(packed + handle, b"", db=self._order)
+        packed = U64.pack(tick)
+        txn.put(TICK + kb, packed, db=db)
+        txn.put(ORDER + packed + kb, b"", db=db)
 
-    def _recent(self, txn: lmdb.Transaction, handle: bytes) -> bool:
-        """Whether a disk-cache record is in the most recent half of the eviction order."""
-        tick = txn.get(handle, db=self._ticks)
+    def _recent(self, txn: lmdb.Transaction, kb: bytes) -> bool:
+        """Whether a disk-cache record is in the most recent half of the eviction order (``txn``
+        reads the record's disk-cache database by default)."""
+        tick = txn.get(TICK + kb)
         clock = txn.get(b"clock", db=self._meta)
         count = txn.get(b"count:c", db=self._meta)
         if tick is None or clock is None or count is None:
             return False
-        return bool(_INT.unpack(clock)[0] - _TICK.unpack(tick)[0] < _INT.unpack(count)[0] // 2)
+        return bool(INT.unpack(clock)[0] - U64.unpack(tick)[0] < INT.unpack(count)[0] // 2)
+
+    def _zone_dbs(self, area: bytes) -> list[tuple[str, Any]]:
+        return [(zone, db) for (a, zone), db in {**self._dbs, **self._new_dbs}.items() if a == area]
 
     def _evict(self, txn: lmdb.Transaction, now: float) -> None:
-        """Least recently used first in the disk cache; per reserve zone, the expired and then the
-        soonest to expire (the least recently accessed) while over its budget."""
+        """Least recently used first in the disk cache (the zones' orders merged by tick); per
+        reserve zone, the expired and then the soonest to expire (the least recently accessed)
+        while over its budget."""
         used = self._meta_get(txn, b"used:c")
         if used > self.budget:
-            cur = txn.cursor(db=self._order)
+            heads: list[tuple[bytes, int]] = []
+            cursors = []
+            for i, (zone, db) in enumerate(self._zone_dbs(CACHE)):
+                cur = txn.cursor(db=db)
+                cursors.append((zone, db, cur))
+                if cur.set_range(ORDER) and bytes(cur.key()[:1]) == ORDER:
+                    heads.append((bytes(cur.key()), i))
+            heapq.heapify(heads)
             victims = []
-            for k in cur.iternext(keys=True, values=False):
-                if used <= self.budget:
-                    break
-                handle = bytes(k[_TICK.size :])
-                raw = txn.get(handle, db=self._entries)
+            while heads and used > self.budget:
+                k, i = heads[0]
+                zone, db, cur = cursors[i]
+                kb = k[_ORDER_AT:]
+                raw = txn.get(ENTRY + kb, db=db)
                 used -= 0 if raw is None else len(raw)
-                victims.append(handle)
-            for handle in victims:
-                self._remove(txn, handle)
+                victims.append((zone, kb))
+                if cur.next() and bytes(cur.key()[:1]) == ORDER:
+                    heapq.heapreplace(heads, (bytes(cur.key()), i))
+                else:
+                    heapq.heappop(heads)
+            for zone, kb in victims:
+                self._remove(txn, CACHE, zone, kb)
                 self.stats.evictions += 1
-        cur = txn.cursor(db=self._meta)
-        zones = []
-        if cur.set_range(b"used:r:"):
-            for raw_key in cur.iternext(keys=True, values=False):
-                k = bytes(raw_key)
-                if not k.startswith(b"used:r:"):
-                    break
-                zones.append(k[len(b"used:r:") :].decode())
-        for zone in zones:
-            self._evict_reserve(txn, zone, now)
+        for zone, db in self._zone_dbs(RESERVE):
+            self._evict_reserve(txn, zone, db, now)
 
-    def _evict_reserve(self, txn: lmdb.Transaction, zone: str, now: float) -> None:
+    def _evict_reserve(self, txn: lmdb.Transaction, zone: str, db: Any, now: float) -> None:
         budget = self._reserve_budget(zone)
         used = self._meta_get(txn, b"used:r:" + zone.encode())
-        start = zone.encode() + b"\x00"
-        cur = txn.cursor(db=self._retain)
-        if not cur.set_range(start):
+        cur = txn.cursor(db=db)
+        if not cur.set_range(EXPIRY):
             return
         victims = []
         now_ms = int(now * 1000)
         for raw_key in cur.iternext(keys=True, values=False):
             k = bytes(raw_key)
-            if not k.startswith(start):
+            if not k.startswith(EXPIRY):
                 break
-            expires = _TICK.unpack_from(k, len(start))[0]
+            expires = U64.unpack_from(k, len(EXPIRY))[0]
             if expires > now_ms and used <= budget:
                 break
-            handle = k[len(start) + _TICK.size :]
-            raw = txn.get(handle, db=self._entries)
+            kb = k[len(EXPIRY) + U64.size :]
+            raw = txn.get(ENTRY + kb, db=db)
             used -= 0 if raw is None else len(raw)
-            victims.append((handle, expires <= now_ms))
-        for handle, expired in victims:
-            self._remove(txn, handle)
+            victims.append((kb, expires <= now_ms))
+        for kb, expired in victims:
+            self._remove(txn, RESERVE, zone, kb)
             if expired:
                 self.stats.reserve_expired += 1
             else:
                 self.stats.reserve_evictions += 1
 
-    def _key_of(self, txn: lmdb.Transaction, handle: bytes) -> str:
-        raw = txn.get(handle, db=self._entries)
-        return "" if raw is None else decode_entry(raw).entry.key
+    # -- whole-zone removal -----------------------------------------------------------------------
+
+    def _wipe(self, view: WriteView, zone: str, area: bytes | None, before: int, report: Reported) -> bool:
+        txn = view.txn
+        areas = AREAS if area is None else (area,)
+        kept: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        for a in areas:
+            db = self._zdb(txn, a, zone, create=False)
+            if db is None:
+                continue
+            rows = self._kept_rows(txn, db, before)
+            if rows is None:
+                return self._wipe_step(view, zone, areas, before, report)
+            kept[a] = rows
+        if not kept:
+            view.after_commit(lambda: report(0, 0, 0))
+            return True
+        published = self._dbs.get((CACHE, zone))
+        with self._lock:
+            self._dropping.update((a, zone) for a in kept)
+        # What the zone looked like before the drop, to find the records lookups removed meanwhile.
+        before_drop = self.env.begin()
+        removed = dict.fromkeys(AREAS, 0)
+        freed = 0
+        z = zone.encode()
+        for a, rows in kept.items():
+            db = self._zdb(txn, a, zone, create=False)
+            names = (b"used:c:" + z, b"count:c:" + z) if a == CACHE else (b"used:r:" + z, b"count:r:" + z)
+            used, count = (self._meta_get(txn, n) for n in names)
+            txn.drop(db, delete=False)
+            self._account(a, zone, -used, -count)
+            kept_bytes = 0
+            for k, v in rows:
+                txn.put(k, v, db=db)
+                if k[:1] == ENTRY:
+                    kept_bytes += len(v)
+                    self._account(a, zone, len(v), 1)
+                    if a == CACHE:
+                        self._place(txn, db, k[len(ENTRY) :])
+            removed[a] = count - sum(1 for k, _ in rows if k[:1] == ENTRY)
+            freed += used - kept_bytes
+
+        def settle() -> None:
+            try:
+                credited = 0
+                if CACHE in kept and published is not None:
+                    credited = self._credited(before_drop, published, zone, before)
+            finally:
+                before_drop.abort()
+            report(removed[CACHE] - credited, removed[RESERVE], freed)
+
+        view.after_commit(settle)
+        return True
+
+    def _kept_rows(self, txn: lmdb.Transaction, db: Any, before: int) -> list[tuple[bytes, bytes]] | None:
+        """The rows of the records stored at or after ``before`` (record, seq, tag, expiry and Vary
+        rows: the eviction place is given anew), or None when there are more than ``WIPE_KEEP_MAX``."""
+        cur = txn.cursor(db=db)
+        rows: list[tuple[bytes, bytes]] = []
+        if not cur.set_range(SEQ + U64.pack(max(before, 0))):
+            return rows
+        n = 0
+        for raw_key in cur.iternext(keys=True, values=False):
+            k = bytes(raw_key)
+            if k[:1] != SEQ:
+                break
+            n += 1
+            if n > WIPE_KEEP_MAX:
+                return None
+            kb = k[_SEQ_AT:]
+            raw = txn.get(ENTRY + kb, db=db)
+            if raw is None:
+                continue
+            rows.append((k, b""))
+            rows.append((ENTRY + kb, bytes(raw)))
+            try:
+                rec = decode_entry(raw, body=False)
+            except (struct.error, UnicodeDecodeError):
+                continue
+            rows.extend((tag_row(t, kb), b"") for t in rec.entry.tags)
+            if rec.reserve_expires:
+                rows.append((expiry_row(rec.reserve_expires, kb), b""))
+            for base in _bases(rec.entry.key):
+                vk = VARY + key_bytes(base)
+                names = txn.get(vk, db=db)
+                if names is not None:
+                    rows.append((vk, bytes(names)))
+        return rows
+
+    def _credited(self, snapshot: lmdb.Transaction, db: Any, zone: str, before: int) -> int:
+        """Disk-cache records of ``zone`` (in ``db``) stored before ``before`` that a lookup had
+        queued a delete of (read in the ``snapshot`` taken before the drop): their lookup credit
+        counts them. Only a database published before the drop can have been read by a lookup here."""
+        with self._lock:
+            keys = [k for k in self._hidden if k not in self._hidden_primaries]
+            primaries = list(self._hidden_primaries)
+        seen: set[bytes] = set()
+        for key in keys:
+            if self._hosts.get(host_of(key)) == zone:
+                raw = snapshot.get(ENTRY + key_bytes(key), db=db)
+                if raw is not None and REC.unpack_from(raw)[1] < before:
+                    seen.add(key_bytes(key))
+        for primary in primaries:
+            if self._hosts.get(host_of(primary)) != zone:
+                continue
+            pb = key_bytes(primary)
+            cur = snapshot.cursor(db=db)
+            if not cur.set_range(ENTRY + pb):
+                continue
+            for k, raw in cur.iternext():
+                kb = bytes(k[len(ENTRY) :])
+                if not (kb == pb or kb.startswith(pb + _SEP)):
+                    break
+                if REC.unpack_from(raw)[1] < before:
+                    seen.add(kb)
+        return len(seen)
+
+    def _wipe_step(
+        self, view: WriteView, zone: str, areas: tuple[bytes, ...], before: int, report: Reported
+    ) -> bool:
+        """Too many records to keep for one transaction: remove the covered ones, oldest position
+        first, ``JOB_STEP`` per transaction (those with a delete queued are left to it)."""
+        txn = view.txn
+        removed = dict.fromkeys(AREAS, 0)
+        freed = 0
+        budget = JOB_STEP
+        for a in areas:
+            db = self._zdb(txn, a, zone, create=False)
+            if db is None:
+                continue
+            cur = txn.cursor(db=db)
+            batch: list[bytes] = []
+            if cur.set_range(SEQ):
+                for raw_key in cur.iternext(keys=True, values=False):
+                    k = bytes(raw_key)
+                    if k[:1] != SEQ or U64.unpack_from(k, len(SEQ))[0] >= before or len(batch) >= budget:
+                        break
+                    batch.append(k)
+            for k in batch:
+                kb = k[_SEQ_AT:]
+                entry = view.peek(handle(a, zone, kb))
+                if entry is None:
+                    txn.delete(k, db=db)  # a position row left without its record
+                    continue
+                if view.removing(entry.key):
+                    continue
+                view.taking(entry.key)
+                freed += view.delete(handle(a, zone, kb))
+                removed[a] += 1
+            budget -= len(batch)
+            if budget <= 0:
+                break
+        c, r = removed[CACHE], removed[RESERVE]
+        view.after_commit(lambda: report(c, r, freed))
+        return budget > 0
+
+    # -- meta -------------------------------------------------------------------------------------
+
+    def _key_of(self, txn: lmdb.Transaction, area: bytes, zone: str, kb: bytes) -> str:
+        db = self._zdb(txn, area, zone, create=False)
+        raw = None if db is None else txn.get(ENTRY + kb, db=db)
+        return "" if raw is None else decode_entry(raw, body=False).entry.key
 
     def _meta_get(self, txn: lmdb.Transaction, name: bytes) -> int:
         """A counter as this transaction sees it (stored value plus this transaction's changes)."""
@@ -940,12 +1239,16 @@ class DiskStore:
 
     def _stored(self, txn: lmdb.Transaction, name: bytes) -> int:
         raw = txn.get(name, db=self._meta)
-        return 0 if raw is None else int(_INT.unpack(raw)[0])
+        return 0 if raw is None else int(INT.unpack(raw)[0])
 
     def _write_reclaimed_later(self, txn: lmdb.Transaction) -> None:
+        # Each process's reclaim writes the shared position: the larger one wins, so that a
+        # process behind another never moves it back (it would replay purges already applied).
         if self._reclaimed_later:
-            self._meta_put(txn, b"reclaimed_upto", self._reclaimed_later)
+            stored = self._stored(txn, b"reclaimed_upto")
+            if self._reclaimed_later > stored:
+                self._meta_put(txn, b"reclaimed_upto", self._reclaimed_later)
             self._reclaimed_later = 0
 
     def _meta_put(self, txn: lmdb.Transaction, name: bytes, value: int) -> None:
-        txn.put(name, _INT.pack(value), db=self._meta)
+        txn.put(name, INT.pack(value), db=self._meta)

@@ -1,0 +1,201 @@
+"""The persistent tier's on-disk layout: what is stored under which LMDB key (layout version 2).
+
+Rules of this module (pure encoding, no LMDB calls; the store is ``store/disk.py``):
+- Every zone has two named databases, one per area: ``c/<zone>`` (the disk cache) and ``r/<zone>``
+  (the zone's Cache Reserve). A record and every index row that refers to it live in the same
+  database, so emptying that database (one ``mdb_drop``) removes a zone's area whole, with no row
+  left behind elsewhere (decision 0009). Rows are told apart by their first byte:
+  ``e`` + key → the record; ``t`` + tag digest + key → tag index; ``s`` + stored_seq + key → the
+  records by ledger position (what a purge of everything keeps: those stored after it);
+  ``k`` + key → tick and ``o`` + tick + key (disk cache: the eviction order); ``x`` + expiry + key
+  (reserve: the retention order); ``v`` + base key → Vary names (disk cache database only).
+- ``meta`` holds the counters (global and per zone), the clock, ``reclaimed_upto``, ``layout`` (this
+  module's ``LAYOUT``) and ``host:<host>`` → zone: the hit path knows the URL, not the zone, and a
+  key's host names its zone (zones own distinct hostnames).
+- A key longer than ``MAX_INLINE_KEY`` bytes is stored under its first bytes plus a digest (LMDB keys
+  are at most 511 bytes); range lookups then compare the full key kept in the record.
+- A *handle* (what removal jobs see) is ``area + zone + NUL + key bytes``: it names the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from dataclasses import dataclass
+
+from edgecache.store.entry import Entry
+
+LAYOUT = 2
+"""On-disk layout version. 1 (no ``layout`` row): one ``entries`` database for every zone, with
+global index databases. A store found at another version is emptied at open (``DiskStore``)."""
+
+CACHE = b"c"
+RESERVE = b"r"
+AREAS = (CACHE, RESERVE)
+
+MAX_INLINE_KEY = 440
+"""Key bytes stored as they are; longer keys are cut here and get a digest (LMDB's limit is 511)."""
+DIGEST_MARK = b"\xff"
+"""Never in UTF-8, so a cut key cannot collide with a stored-as-is one."""
+
+ENTRY = b"e"
+TAG = b"t"
+SEQ = b"s"
+TICK = b"k"
+ORDER = b"o"
+EXPIRY = b"x"
+VARY = b"v"
+
+REC = struct.Struct("<HqdddddddBHIHI")
+"""status, stored_seq, response_time, initial_age, freshness_lifetime, swr, sie,
+stale_since (NaN: none), reserve_expires, flags, len(zone), len(key), len(tags), len(head);
+then zone, key, tags (NUL-joined), head, body."""
+_F_MUST_REVALIDATE = 1
+_F_NO_CACHE = 2
+_F_AUTH_OK = 4
+_F_LENGTH_KNOWN = 8
+U64 = struct.Struct(">Q")
+"""Big-endian, so that ticks, expiries and positions sort as numbers."""
+INT = struct.Struct("<q")
+
+
+def key_bytes(key: str) -> bytes:
+    """The stored form of a cache key (cut and digested when too long)."""
+    raw = key.encode("utf-8", "surrogatepass")
+    if len(raw) <= MAX_INLINE_KEY:
+        return raw
+    return raw[:MAX_INLINE_KEY] + DIGEST_MARK + hashlib.sha256(raw).digest()[:16]
+
+
+def prefix_bytes(prefix: str) -> tuple[bytes, bool]:
+    """The stored form of a key prefix, and whether it is exact (False: cut, compare full keys)."""
+    raw = prefix.encode("utf-8", "surrogatepass")
+    return raw[:MAX_INLINE_KEY], len(raw) <= MAX_INLINE_KEY
+
+
+def tag_row(tag: str, kb: bytes) -> bytes:
+    """The tag index row of a record (the tag as a digest, so that any tag fits beside any key)."""
+    return TAG + tag_digest(tag) + kb
+
+
+def tag_digest(tag: str) -> bytes:
+    """Twelve bytes naming a tag in its zone's databases."""
+    return hashlib.blake2b(tag.encode(), digest_size=12).digest()
+
+
+def seq_row(seq: int, kb: bytes) -> bytes:
+    """The row placing a record by the ledger position it was stored at."""
+    return SEQ + U64.pack(max(seq, 0)) + kb
+
+
+def expiry_row(expires: float, kb: bytes) -> bytes:
+    """A reserve record's place in its zone's retention order."""
+    return EXPIRY + U64.pack(max(int(expires * 1000), 0)) + kb
+
+
+def db_name(area: bytes, zone: str) -> bytes:
+    """The named database of one zone's area."""
+    return area + b"/" + zone.encode()
+
+
+def handle(area: bytes, zone: str, kb: bytes) -> bytes:
+    """The handle removal jobs use for a record."""
+    return area + zone.encode() + b"\x00" + kb
+
+
+def parse_handle(h: bytes) -> tuple[bytes, str, bytes]:
+    """Area, zone and key bytes of a handle."""
+    i = h.index(b"\x00", 1)
+    return h[:1], h[1:i].decode(), h[i + 1 :]
+
+
+def host_of(key: str) -> str:
+    """The host part of a cache key (``scheme://host/...``), or the empty string."""
+    i = key.find("://")
+    if i < 0:
+        return ""
+    j = key.find("/", i + 3)
+    return key[i + 3 :] if j < 0 else key[i + 3 : j]
+
+
+def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
+    """The record of an entry."""
+    zone = entry.zone.encode()
+    key = entry.key.encode("utf-8", "surrogatepass")
+    tags = "\x00".join(entry.tags).encode()
+    flags = (
+        (_F_MUST_REVALIDATE if entry.must_revalidate else 0)
+        | (_F_NO_CACHE if entry.no_cache else 0)
+        | (_F_AUTH_OK if entry.auth_ok else 0)
+        | (_F_LENGTH_KNOWN if entry.length_known else 0)
+    )
+    return b"".join(
+        (
+            REC.pack(
+                entry.status,
+                entry.stored_seq,
+                entry.response_time,
+                entry.initial_age,
+                entry.freshness_lifetime,
+                entry.stale_while_revalidate,
+                entry.stale_if_error,
+                math.nan if entry.stale_since is None else entry.stale_since,
+                reserve_expires,
+                flags,
+                len(zone),
+                len(key),
+                len(tags),
+                len(entry.head),
+            ),
+            zone,
+            key,
+            tags,
+            entry.head,
+            entry.body,
+        )
+    )
+
+
+@dataclass(slots=True)
+class Record:
+    """A decoded record: the entry and the bookkeeping the store keeps beside it."""
+
+    entry: Entry
+    reserve_expires: float
+
+
+def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
+    """An entry from its record (raises ``struct.error`` or ``UnicodeDecodeError`` on a bad one);
+    without ``body`` the entry's body is left empty (what removal jobs match on needs no copy)."""
+    status, seq, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = REC.unpack_from(raw)
+    p = REC.size
+    view = memoryview(raw)
+    zone = bytes(view[p : p + lz]).decode()
+    p += lz
+    key = bytes(view[p : p + lk]).decode("utf-8", "surrogatepass")
+    p += lk
+    tags_raw = bytes(view[p : p + lt]).decode()
+    p += lt
+    head = bytes(view[p : p + lh])
+    p += lh
+    entry = Entry(
+        zone=zone,
+        key=key,
+        status=status,
+        head=head,
+        body=bytes(view[p:]) if body else b"",
+        tags=tuple(tags_raw.split("\x00")) if tags_raw else (),
+        stored_seq=seq,
+        response_time=rtime,
+        initial_age=iage,
+        freshness_lifetime=life,
+        stale_while_revalidate=swr,
+        stale_if_error=sie,
+        must_revalidate=bool(flags & _F_MUST_REVALIDATE),
+        no_cache=bool(flags & _F_NO_CACHE),
+        auth_ok=bool(flags & _F_AUTH_OK),
+        length_known=bool(flags & _F_LENGTH_KNOWN),
+        stale_since=None if math.isnan(stale) else stale,
+    )
+    return Record(entry, rexp)
