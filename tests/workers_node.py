@@ -206,10 +206,18 @@ origin = "http://127.0.0.1:{origin.port}"
             text = conn.getresponse().read().decode()
         finally:
             conn.close()
-        out = {}
+        out: dict[str, float] = {}
+        families: set[str] = set()
         for line in text.splitlines():
-            if line and not line.startswith("#"):
+            if line.startswith("# TYPE "):
+                # The exposition format allows one block per family: Prometheus refuses a scrape
+                # that repeats one, and a reader taking the first would read one process's value.
+                family = line.split()[2]
+                assert family not in families, f"/metrics repeats the family {family}"
+                families.add(family)
+            elif line and not line.startswith("#"):
                 name, value = line.rsplit(" ", 1)
+                assert name not in out, f"/metrics repeats the sample {name}"
                 out[name] = float(value)
         return out
 

@@ -64,7 +64,7 @@ from edgecache.gcpolicy import keep_gc
 from edgecache.looplag import LoopLag
 from edgecache.memtrim import release_freed_memory
 from edgecache.metrics import AccessLogCollector, EdgeCollector, QueueCollector
-from edgecache.metrics_disk import DiskCollector
+from edgecache.metrics_disk import DiskCollector, DiskUsageCollector
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Purge, Selector
 from edgecache.store.base import Tier
@@ -197,24 +197,28 @@ class Node:
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
+        # /metrics: this process's data-plane figures, or (a control plane of worker processes) the
+        # given collector's sums of its workers'; what the node holds as a whole is added by
+        # start_control, once per node.
         self.registry = CollectorRegistry()
-        self.registry.register(
-            collector
-            or EdgeCollector(
-                self.stats,
-                self.store,
-                http=lambda: None if self._data is None else self._data.stats,
-                index=lambda: self.index,
-                reclaimer=self.reclaimer,
-                looplag=self.looplag,
-                origin=self.origin.stats,
+        if collector is not None:
+            self.registry.register(collector)
+        else:
+            self.registry.register(
+                EdgeCollector(
+                    self.stats,
+                    self.store,
+                    http=lambda: None if self._data is None else self._data.stats,
+                    index=lambda: self.index,
+                    reclaimer=self.reclaimer,
+                    looplag=self.looplag,
+                    origin=self.origin.stats,
+                )
             )
-        )
-        if self.disk is not None:
-            self.registry.register(DiskCollector(self.disk, self.cache_reserve, list(self.zones.by_id)))
+            if self.disk is not None:
+                self.registry.register(DiskCollector(self.disk))
         self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
         self.live = LiveStats(self.registry)
-        self.registry.register(QueueCollector(self.queues, time.time))
         self._background = Background()
         # The loop probe's figures reach /metrics through this process's own collector only: a
         # control plane that reports its workers' instead would wake 200 times a second for nothing.
@@ -270,6 +274,9 @@ class Node:
         self._background.start("subscriptions", self.subscriptions.keep)
         self._background.start("push", self.push_delivery.keep)
         self._keep_gc()
+        self.registry.register(QueueCollector(self.queues, time.time))
+        if self.disk is not None:
+            self.registry.register(DiskUsageCollector(self.disk, self.cache_reserve, list(self.zones.by_id)))
         if self.access_formatter is None:
             # Rings a crashed earlier run (log on) left hold tmpfs memory, and nothing reads them now.
             await asyncio.to_thread(remove_stale, self.access_ring_dir)

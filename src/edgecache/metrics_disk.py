@@ -12,18 +12,16 @@ from edgecache.store.disk import DiskStore
 
 
 class DiskCollector(Collector):
-    """Disk cache and Cache Reserve metrics of one node."""
+    """What one process did with the disk tier (its reads, its writer's work): a node of worker
+    processes sums these over its workers."""
 
-    def __init__(self, disk: DiskStore, reserve: CacheReserveService, zones: list[str]) -> None:
+    def __init__(self, disk: DiskStore) -> None:
         self._disk = disk
-        self._reserve = reserve
-        self._zones = zones
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield the current values (called by the registry on each scrape)."""
         d = self._disk
         s = d.stats
-        used, count = d.usage()
         yield CounterMetricFamily(
             "edgecache_disk_hits", "Memory misses answered by the disk cache", value=s.hits
         )
@@ -45,8 +43,6 @@ class DiskCollector(Collector):
             "Fills not written because the writer was behind",
             value=s.dropped,
         )
-        yield GaugeMetricFamily("edgecache_disk_entries", "Records in the disk cache", value=count)
-        yield GaugeMetricFamily("edgecache_disk_bytes", "Bytes of records in the disk cache", value=used)
         yield GaugeMetricFamily(
             "edgecache_disk_write_queue", "Changes waiting for the disk writer", value=d.queue_depth
         )
@@ -61,6 +57,23 @@ class DiskCollector(Collector):
             "Reserve records removed after their retention",
             value=s.reserve_expired,
         )
+
+
+class DiskUsageCollector(Collector):
+    """What the node's one shared disk tier holds, and the Cache Reserve clears: reported once per
+    node, by its control plane (every process sees the same store; a sum would count it N times)."""
+
+    def __init__(self, disk: DiskStore, reserve: CacheReserveService, zones: list[str]) -> None:
+        self._disk = disk
+        self._reserve = reserve
+        self._zones = zones
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the current values (called by the registry on each scrape)."""
+        d = self._disk
+        used, count = d.usage()
+        yield GaugeMetricFamily("edgecache_disk_entries", "Records in the disk cache", value=count)
+        yield GaugeMetricFamily("edgecache_disk_bytes", "Bytes of records in the disk cache", value=used)
         entries = GaugeMetricFamily(
             "edgecache_reserve_entries", "Records in a zone's reserve", labels=["zone"]
         )
