@@ -178,11 +178,13 @@ class Proxy:
             # Entry.ttl, inlined for an entry no soft purge has touched.
             ttl = entry.freshness_lifetime - age if entry.stale_since is None else entry.ttl(now)
             if ttl > 0 and not entry.no_cache:
-                if entry.tier or not plain:
+                if entry.tier:
+                    self._hit(req, conn, entry, now, ttl)
+                    return None
+                if not plain:
                     headers = req.headers
                     if (
-                        entry.tier
-                        or "range" in headers
+                        "range" in headers
                         or "if-none-match" in headers
                         or "if-modified-since" in headers
                         or "if-match" in headers
@@ -284,10 +286,17 @@ class Proxy:
     # -- hits -------------------------------------------------------------------------------------
 
     def _hit(self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float) -> None:
+        """A fresh hit that is not the memory tier's plain one: the request has Range or
+        conditionals, or the entry was just read from a tier below memory (the answer names it)."""
         self.stats.hits += 1
         status = cache_status_hit(ttl, entry.tier.decode())
         status_fields = b"Cache-Status: " + status.encode() + b"\r\n" + CF_HIT
         entry.tier = b""
+        if req.plain:
+            # Nothing to evaluate: the request's header dict is never built.
+            age = b"Age: %d\r\n" % max(0, int(entry.age(now)))
+            self._write_full(conn, req, entry.status, entry.head, age + status_fields, entry.body)
+            return
         self._answer_from_entry(req, conn, entry, now, status_fields)
 
     def _precondition_failed(self, req: Request, conn: Connection, entry: Entry, fields: bytes) -> bool:

@@ -227,6 +227,41 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
     return Record(entry, rexp)
 
 
+def decode_hit(raw: bytes | memoryview, key: str, raw_key: bytes) -> Record | None:
+    """The record of ``key`` as the hit path needs it, or None when the record is another key's (a
+    long key's digest collided): the key is compared as bytes, never decoded, and the head and
+    body are the only copies taken from ``raw`` (raises as ``decode_entry``)."""
+    status, seq, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = _REC.unpack_from(raw)
+    view = memoryview(raw)
+    p = _REC.size + lz
+    if view[p : p + lk] != raw_key:
+        return None
+    zone = str(view[_REC.size : p], "utf-8")
+    p += lk
+    tags_raw = str(view[p : p + lt], "utf-8") if lt else ""
+    p += lt
+    entry = Entry(
+        zone=zone,
+        key=key,
+        status=status,
+        head=bytes(view[p : p + lh]),
+        body=bytes(view[p + lh :]),
+        tags=tuple(tags_raw.split("\x00")) if tags_raw else (),
+        stored_seq=seq,
+        response_time=rtime,
+        initial_age=iage,
+        freshness_lifetime=life,
+        stale_while_revalidate=swr,
+        stale_if_error=sie,
+        must_revalidate=bool(flags & _F_MUST_REVALIDATE),
+        no_cache=bool(flags & _F_NO_CACHE),
+        auth_ok=bool(flags & _F_AUTH_OK),
+        length_known=bool(flags & _F_LENGTH_KNOWN),
+        stale_since=None if math.isnan(stale) else stale,
+    )
+    return Record(entry, rexp)
+
+
 class WriteView:
     """The store as seen inside the writer's transaction: what removal jobs use.
 
@@ -531,14 +566,17 @@ class DiskStore:
         """The entry under ``key`` from the disk cache, else from the reserve when ``reserve(zone)``
         says that zone's reserve is on; with whether it came from the reserve. A hit renews the
         record's place (cache) or retention (reserve), through the writer, unless it is already
-        among the most recent half of the order, or its retention was renewed in the last
-        thirtieth of the period: a write per hit would cost more than the precision is worth."""
+        among the most recent half of the order (the writer checks), or its retention was renewed
+        in the last thirtieth of the period: a write per hit would cost more than the precision is
+        worth."""
         if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
             return None
         if self._taking and key in self._taking:
             return None
         ck = db_key(CACHE, key)
-        with self.env.begin(db=self._entries) as txn:
+        raw_key = key.encode("utf-8", "surrogatepass")
+        # Buffers: the record is read in place from the map, and only the head and body are copied.
+        with self.env.begin(db=self._entries, buffers=True) as txn:
             raw = txn.get(ck)
             area = CACHE
             if raw is None and reserve is not None:
@@ -548,25 +586,25 @@ class DiskStore:
                 self.stats.misses += 1
                 return None
             try:
-                rec = decode_entry(raw)
+                rec = decode_hit(raw, key, raw_key)
             except (struct.error, UnicodeDecodeError):
                 log.error("unreadable disk record for %r: ignored", key)
                 self.stats.misses += 1
                 return None
-            if area == CACHE:
-                recent = self._recent(txn, ck)
-        entry = rec.entry
-        if entry.key != key or (area == RESERVE and (reserve is None or not reserve(entry.zone))):
+        if rec is None or (area == RESERVE and (reserve is None or not reserve(rec.entry.zone))):
             self.stats.misses += 1
             return None
+        entry = rec.entry
         if area == CACHE:
             self.stats.hits += 1
+            # Whether the place needs renewing is the writer's question (``_touch``): asking it here
+            # cost three more reads per hit.
+            self._renewals.add((CACHE, key))
         else:
             self.stats.reserve_hits += 1
             retention = self._reserve_retention(entry.zone)
-            recent = rec.reserve_expires - time.time() > retention * 29 / 30
-        if not recent:
-            self._renewals.add((area, key))
+            if rec.reserve_expires - time.time() <= retention * 29 / 30:
+                self._renewals.add((RESERVE, key))
         return entry, area == RESERVE
 
     def has(self, key: str) -> bool:
@@ -843,7 +881,7 @@ class DiskStore:
         handle = db_key(area, key)
         if area == CACHE:
             old = txn.get(handle, db=self._ticks)
-            if old is not None:
+            if old is not None and not self._recent(txn, handle):
                 txn.delete(bytes(old) + handle, db=self._order)
                 self._place(txn, handle)
             return
