@@ -23,6 +23,9 @@ Theory of operation:
   Its 206 is stored as a :class:`~edgecache.store.partial.PartialEntry` when Content-Range places
   it; the proxy combines it with the parts already stored (docs/decisions/0013-partial-content.md).
   Its readers share it under its own ``flight`` key, never with a full fill of the same key.
+- A response larger than ``max_object_bytes`` that is otherwise storable is streamed like one that
+  is not stored, and written to disk in chunks as it arrives when the tier offers ``open_large``
+  (``store/chunked.py``); it is stored only when its body arrived whole.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from edgecache.httpcache.freshness import StorageDecision, decide_storage, initi
 from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
 from edgecache.httpcache.ranges import parse_content_range, strong_validator
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
+from edgecache.store.chunked import LargeWrite
 from edgecache.store.entry import Entry
 from edgecache.store.partial import PartialEntry
 
@@ -91,6 +95,7 @@ class Fetch:
         max_object_bytes: int,
         store_entry: Callable[[Entry, tuple[str, ...], Mapping[str, str]], None],
         on_done: Callable[[Fetch], None],
+        open_large: Callable[[], LargeWrite] | None = None,
     ) -> None:
         self.zone = zone
         self.key = key
@@ -102,6 +107,9 @@ class Fetch:
         self._max = max_object_bytes
         self._store_entry = store_entry
         self._on_done = on_done
+        self._open_large = open_large
+        self._large: LargeWrite | None = None
+        """The write to disk of a response too large for memory, while it goes on."""
         self.request_headers = headers
         drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
         fwd = forward_headers(headers, client_ip, zone, host, drop=drop)
@@ -181,17 +189,22 @@ class Fetch:
             resp.close()
             self._finish()
             return
+        whole = True
         try:
             async for chunk in resp.chunks():
                 await self._append(chunk)
         except OriginError as exc:
             self.error = exc
             self.storable = False
+            whole = False
         except asyncio.CancelledError:
             resp.close()
             self.storable = False
+            whole = False
         if self.storable:
             self._store(response_time)
+        elif self._large is not None:
+            self._store_large(response_time, whole)
         self._finish()
 
     def _on_interim(self, status: int, fields: list[tuple[str, str]]) -> None:
@@ -240,13 +253,15 @@ class Fetch:
                 resp.content_length is None
                 or resp.content_length == self.content_range[1] - self.content_range[0] + 1
             )
-        self.storable = (
+        storable = (
             decision.storable
             and placed
-            and not too_big
             and self._method == "GET"
             and ("authorization" not in self.request_headers or decision.auth_ok)
         )
+        self.storable = storable and not too_big
+        if storable and too_big:
+            self._begin_large()
         if not self.head_ready.done():
             self.head_ready.set_result(None)
 
@@ -297,7 +312,10 @@ class Fetch:
         if self.storable and self._size > self._max:
             # Learnt mid-body (no Content-Length): stop storing, keep streaming to those reading.
             self.storable = False
+            self._begin_large()
             self._on_done(self)
+        elif self._large is not None and not self._large.add(chunk):
+            self._large = None
         self._wake()
         if not self.storable:
             self._trim()
@@ -305,6 +323,35 @@ class Fetch:
                 self._space = asyncio.get_running_loop().create_future()
                 await self._space
                 self._trim()
+
+    @property
+    def storing_large(self) -> bool:
+        """Whether the body is being written to disk in chunks (too large for memory)."""
+        return self._large is not None
+
+    def _begin_large(self) -> None:
+        """Write this response to disk in chunks, with the chunks received so far (a whole 200 only:
+        parts stay in memory, decision 0013)."""
+        if self._open_large is None or self.status != 200 or self.content_range is not None:
+            return
+        large = self._open_large()
+        for chunk in self.chunks:
+            large.add(chunk)
+        self._large = large
+
+    def _store_large(self, response_time: float, whole: bool) -> None:
+        large = self._large
+        assert large is not None and self.decision is not None
+        self._large = None
+        if not whole or (self.content_length is not None and large.length != self.content_length):
+            large.abandon()
+            return
+        decision = self.decision
+        entry = large.finish(
+            self._entry(decision, b"", parse_tags(self._tag_source), response_time, self.head_bytes)
+        )
+        if entry is not None:
+            self._store_entry(entry, decision.vary, self.request_headers)
 
     def _trim(self) -> None:
         """Forget the chunks every reader has written (only for bodies that are not stored)."""

@@ -20,6 +20,9 @@ Theory of operation, for one request:
    parts, ``store/partial.py``): ranges it holds are a HIT; otherwise one client range is fetched
    from the origin, relayed, and combined with the stored parts; complete parts become a full
    entry (docs/decisions/0013-partial-content.md).
+7. An object larger than ``max_object_bytes`` is written to disk in chunks while it streams to its
+   first client, when the tier has a disk (``store/chunked.py``); its hits stream from disk chunk
+   by chunk, waiting for the client to drain each one.
 
 Decisions a reader might look for: request ``Cache-Control`` is ignored, as CDNs do (a client
 cannot force an origin fetch); request cookies do not prevent caching (Cloudflare's behaviour),
@@ -58,6 +61,8 @@ from edgecache.httpcache.status import CfStatus, cache_status_fwd, cache_status_
 from edgecache.httpcache.tags import TAG_HEADERS
 from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
+from edgecache.store.chain import TierChain
+from edgecache.store.chunked import ChunkedEntry
 from edgecache.store.entry import Entry
 from edgecache.store.partial import MAX_PARTS, PARTIAL_SUFFIX, PartialEntry
 
@@ -125,6 +130,7 @@ class Proxy:
         self.inflight: dict[str, Fetch] = {}
         self._hit_for_miss: dict[str, float] = {}
         self._fetch_seqs: Counter[int] = Counter()
+        self._open_large = store.open_large if isinstance(store, TierChain) else None
         """stored_seq of every origin fetch in flight: the reclaimer may not compact past the oldest."""
 
     # -- entry point ------------------------------------------------------------------------------
@@ -179,8 +185,7 @@ class Proxy:
             ttl = entry.freshness_lifetime - age if entry.stale_since is None else entry.ttl(now)
             if ttl > 0 and not entry.no_cache:
                 if entry.tier:
-                    self._hit(req, conn, entry, now, ttl)
-                    return None
+                    return self._hit(req, conn, entry, now, ttl)
                 if not plain:
                     headers = req.headers
                     if (
@@ -285,19 +290,78 @@ class Proxy:
 
     # -- hits -------------------------------------------------------------------------------------
 
-    def _hit(self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float) -> None:
+    def _hit(
+        self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float
+    ) -> Awaitable[None] | None:
         """A fresh hit that is not the memory tier's plain one: the request has Range or
         conditionals, or the entry was just read from a tier below memory (the answer names it)."""
         self.stats.hits += 1
         status = cache_status_hit(ttl, entry.tier.decode())
         status_fields = b"Cache-Status: " + status.encode() + b"\r\n" + CF_HIT
         entry.tier = b""
+        if type(entry) is ChunkedEntry:
+            return self._stream_large(req, conn, entry, now, status_fields)
         if req.plain:
             # Nothing to evaluate: the request's header dict is never built.
             age = b"Age: %d\r\n" % max(0, int(entry.age(now)))
             self._write_full(conn, req, entry.status, entry.head, age + status_fields, entry.body)
-            return
+            return None
         self._answer_from_entry(req, conn, entry, now, status_fields)
+        return None
+
+    async def _stream_large(
+        self, req: Request, conn: Connection, entry: ChunkedEntry, now: float, status_fields: bytes
+    ) -> None:
+        """Answer from an object on disk in chunks: the whole of it, or one range (206); several
+        ranges get the whole object (RFC 9110 §14.2 lets a server ignore Range), since a multipart
+        body would have to be built in memory. A chunk read only once the client has taken the one
+        before (back-pressure); if the object vanishes mid-way the connection is reset, never ended
+        as if the body were whole."""
+        fields = b"Age: %d\r\n" % max(0, int(entry.age(now))) + status_fields
+        length = entry.length
+        first, last = 0, length - 1
+        status = entry.status
+        if not req.plain:
+            headers = req.headers
+            if any(h in headers for h in CONDITIONAL) and self._precondition_failed(
+                req, conn, entry, fields
+            ):
+                return
+            if_range = headers.get("if-range")
+            if (
+                "range" in headers
+                and req.method == "GET"
+                and (if_range is None or if_range_allows(if_range, entry.etag, entry.last_modified))
+            ):
+                ranges = parse_range(headers["range"], length)
+                if ranges == "unsatisfiable":
+                    self._write_ranges(req, conn, entry.head, ranges, length, lambda s, e: b"", fields)
+                    return
+                if ranges is not None and len(ranges) == 1:
+                    first, last = ranges[0]
+                    status = 206
+                    fields += b"Content-Range: " + content_range(first, last, length).encode() + b"\r\n"
+        out = (
+            STATUS_LINES[status]
+            + entry.head
+            + fields
+            + b"Content-Length: %d\r\n" % (last - first + 1)
+            + _connection_field(req)
+            + b"\r\n"
+        )
+        conn.write(out)
+        self.stats.bytes_sent += len(out)
+        if req.method != "HEAD":
+            for piece in entry.pieces(first, last):
+                if piece is None:
+                    conn.abort()
+                    return
+                conn.write(piece)
+                self.stats.bytes_sent += len(piece)
+                await conn.drain()
+                if conn.closed:
+                    return
+        conn.finish(req.keep_alive)
 
     def _precondition_failed(self, req: Request, conn: Connection, entry: Entry, fields: bytes) -> bool:
         """Answer 304 or 412 when a conditional says so (RFC 9110 §13.2.2); whether it did."""
@@ -489,6 +553,9 @@ class Proxy:
     def _stale(
         self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, entry: Entry, now: float
     ) -> Awaitable[None] | None:
+        if type(entry) is ChunkedEntry:
+            # Not revalidated: a 304 would have to rewrite the record around its chunks. Refetched.
+            return self._fill(req, conn, zone, host, key, None, coalesce="authorization" not in req.headers)
         staleness = -entry.ttl(now)
         if not entry.must_revalidate and not entry.no_cache and staleness <= entry.stale_while_revalidate:
             # RFC 5861 §3: serve stale now, refresh in the background (one refresh per key).
@@ -552,6 +619,7 @@ class Proxy:
             max_object_bytes=self._max,
             store_entry=self._store_entry,
             on_done=self._fetch_done,
+            open_large=self._open_large,
         )
         if coalesce:
             self.inflight[flight] = fetch
@@ -682,18 +750,20 @@ class Proxy:
         stale: Entry | None,
         collapsed: bool,
     ) -> None:
+        # A large object written to disk in chunks is stored too, though not held by the fetch.
+        stored = fetch.storable or fetch.storing_large
         if stale is None:
-            cf = CfStatus.MISS if fetch.storable else CfStatus.BYPASS
-            fwd = "uri-miss" if fetch.storable else "bypass"
+            cf = CfStatus.MISS if stored else CfStatus.BYPASS
+            fwd = "uri-miss" if stored else "bypass"
         else:
             cf = CfStatus.REVALIDATED if fetch.revalidated else CfStatus.EXPIRED
             fwd = "stale"
         self.stats.count(cf)
-        detail = None if fetch.storable or fetch.decision is None else fetch.decision.reason or None
+        detail = None if stored or fetch.decision is None else fetch.decision.reason or None
         cache_status = cache_status_fwd(
             fwd,
             fwd_status=fetch.origin_status,
-            stored=fetch.storable,
+            stored=stored,
             collapsed=collapsed,
             detail=detail,
         )

@@ -7,6 +7,9 @@ Rules of this module:
 - Writes go to both: a fill is stored in memory and written through to disk (and to the reserve
   when its zone's reserve is on and the object is eligible); a delete removes it from both. Stored
   byte ranges (``PartialEntry``) stay in memory only: the disk keeps whole responses.
+- Objects larger than the memory tier's ``max_object_bytes`` live on disk only (``ChunkedEntry``,
+  ``store/chunked.py``): a fill writes them through :meth:`open_large`, and a hit streams them from
+  disk without promoting them.
 - A memory eviction writes the entry back to disk only when it is worth keeping: still fresh, and
   no longer on disk (the disk evicted it while memory served it). Otherwise the disk copy is
   already there, and its place in the disk's order is renewed by disk reads, not by evictions.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+from edgecache.store.chunked import ORPHAN_AGE, ChunkedEntry, LargeWrite
 from edgecache.store.disk import DiskStore
 from edgecache.store.entry import Entry
 from edgecache.store.memory import MemoryTier
@@ -44,6 +48,9 @@ class TierChain:
         self._reserve_on = reserve_on
         self._eligible = reserve_eligible
         memory.on_evict = self._evicted
+        # Chunks of writes a crash interrupted: swept at start, then now and again by open_large.
+        disk.sweep_orphans()
+        self._swept = time.monotonic()
 
     @property
     def budget(self) -> int:
@@ -66,16 +73,30 @@ class TierChain:
             return None
         entry, from_reserve = found
         entry.tier = RESERVE if from_reserve else DISK
-        self.memory.put(entry)
+        if type(entry) is not ChunkedEntry:
+            self.memory.put(entry)
         return entry
 
     def peek(self, key: str) -> Entry | None:
         return self.memory.peek(key)
 
     def put(self, entry: Entry) -> None:
+        if type(entry) is ChunkedEntry:
+            # Replaces whatever memory held under the key, as a put into memory would.
+            self.memory.delete(entry.key)
+            self.disk.put(entry)
+            return
         self.memory.put(entry)
         if type(entry) is Entry:
             self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
+
+    def open_large(self) -> LargeWrite:
+        """Start writing an object too large for memory to disk (``store/chunked.py``): store the
+        entry :meth:`LargeWrite.finish` returns with :meth:`put`, or :meth:`LargeWrite.abandon` it."""
+        if time.monotonic() - self._swept > ORPHAN_AGE:
+            self._swept = time.monotonic()
+            self.disk.sweep_orphans()
+        return LargeWrite(self.disk)
 
     def delete(self, key: str) -> Entry | None:
         self.disk.delete(key)

@@ -33,8 +33,10 @@ Rules of this module (the engine choice is measured in docs/decisions/0009-persi
   anyway, and at close. A crash before then replays purges that had nothing to remove here.
 - A crash (kill -9) loses at most the queued changes: a committed transaction is whole, an
   uncommitted one is invisible, so no torn record is ever read.
-- Only whole responses are stored (``TierChain`` keeps 206 parts in memory), at most the memory
-  tier's ``max_object_bytes`` each, read whole on a hit: objects larger than that are not kept here.
+- Only whole responses are stored (``TierChain`` keeps 206 parts in memory). Up to the memory
+  tier's ``max_object_bytes`` a record holds the body and is read whole on a hit; a larger object's
+  record holds a manifest, and its bytes are in the ``chunks`` database (``store/chunked.py``): its
+  record is written after its chunks, and removed with them, in one transaction.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from typing import Any, cast
 
 import lmdb
 
+from edgecache.store.chunked import MANIFEST, ORPHAN_AGE, ChunkedEntry, chunk_key, chunked_from, object_age
 from edgecache.store.entry import VARIANT_SEP, Entry
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,9 @@ _F_MUST_REVALIDATE = 1
 _F_NO_CACHE = 2
 _F_AUTH_OK = 4
 _F_LENGTH_KNOWN = 8
+_F_CHUNKED = 16
+"""The body is a large object's manifest (``store/chunked.py``)."""
+_FLAGS_AT = struct.calcsize("<Hqddddddd")
 _TICK = struct.Struct(">Q")
 """Big-endian, so that order keys sort by tick."""
 _INT = struct.Struct("<q")
@@ -155,6 +161,7 @@ def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
         | (_F_NO_CACHE if entry.no_cache else 0)
         | (_F_AUTH_OK if entry.auth_ok else 0)
         | (_F_LENGTH_KNOWN if entry.length_known else 0)
+        | (_F_CHUNKED if type(entry) is ChunkedEntry else 0)
     )
     return b"".join(
         (
@@ -178,7 +185,7 @@ def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
             key,
             tags,
             entry.head,
-            entry.body,
+            entry.manifest if type(entry) is ChunkedEntry else entry.body,
         )
     )
 
@@ -224,6 +231,8 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
         length_known=bool(flags & _F_LENGTH_KNOWN),
         stale_since=None if math.isnan(stale) else stale,
     )
+    if flags & _F_CHUNKED:
+        entry = chunked_from(entry, view[p:])
     return Record(entry, rexp)
 
 
@@ -259,7 +268,14 @@ def decode_hit(raw: bytes | memoryview, key: str, raw_key: bytes) -> Record | No
         length_known=bool(flags & _F_LENGTH_KNOWN),
         stale_since=None if math.isnan(stale) else stale,
     )
+    if flags & _F_CHUNKED:
+        entry = chunked_from(entry, view[p + lh :])
     return Record(entry, rexp)
+
+
+def large_bytes(raw: bytes | memoryview) -> int:
+    """The chunk bytes a record stands for beyond itself (0 unless it is a large object's)."""
+    return int(MANIFEST.unpack_from(raw, len(raw) - MANIFEST.size)[0]) if raw[_FLAGS_AT] & _F_CHUNKED else 0
 
 
 class WriteView:
@@ -363,7 +379,7 @@ class WriteView:
                     if len(tk) > _MAX_INLINE_KEY:
                         tk = tk[:_MAX_INLINE_KEY] + _DIGEST_MARK + hashlib.sha256(tk).digest()[:16]
                     txn.delete(tk, handle, db=tags_db)
-            size = len(raw)
+            size = len(raw) + s._drop_large(txn, raw)
             if handle[:1] == CACHE:
                 tick = cast(bytes | None, txn.pop(handle, db=ticks))
                 if tick is not None:
@@ -525,7 +541,7 @@ class DiskStore:
         self.env = lmdb.open(
             str(path),
             map_size=map_size or max(1 << 30, 4 * budget),
-            max_dbs=8,
+            max_dbs=16,
             readahead=True,
             max_readers=1024,
         )
@@ -537,6 +553,8 @@ class DiskStore:
         self._retain = self.env.open_db(b"retain")
         self._vary = self.env.open_db(b"vary")
         self._meta = self.env.open_db(b"meta")
+        self._chunks = self.env.open_db(b"chunks")
+        """Large objects' chunks (``store/chunked.py``), and each object id → its record's handle."""
         with self.env.begin(write=True) as txn:
             if txn.get(b"reclaimed_upto", db=self._meta) is None:
                 self._meta_put(txn, b"reclaimed_upto", position)
@@ -595,6 +613,8 @@ class DiskStore:
             self.stats.misses += 1
             return None
         entry = rec.entry
+        if type(entry) is ChunkedEntry:
+            entry.read_chunk = self.read_chunk
         if area == CACHE:
             self.stats.hits += 1
             # Whether the place needs renewing is the writer's question (``_touch``): asking it here
@@ -689,6 +709,69 @@ class DiskStore:
         self._enqueue(("renew",))
         with self._idle:
             return self._idle.wait_for(lambda: self._queued == 0, timeout)
+
+    # -- large objects (``store/chunked.py``) -----------------------------------------------------
+
+    def write_chunk(self, object_id: bytes, index: int, data: bytes) -> Future[None]:
+        """Queue one chunk of a large object; it gets a write transaction of its own, ordered
+        after everything queued before it (so before the record that will point to it)."""
+
+        def job(view: WriteView) -> bool:
+            view.txn.put(chunk_key(object_id, index), data, db=self._chunks)
+            return True
+
+        return self.run_job(job)
+
+    def drop_object(self, object_id: bytes) -> None:
+        """Queue the removal of a large object's chunks that no record points to (a write that gave
+        up); a record that does point to them keeps them."""
+
+        def job(view: WriteView) -> bool:
+            if view.txn.get(object_id, db=self._chunks) is None:
+                self._delete_chunks(view.txn, object_id)
+            return True
+
+        self.run_job(job)
+
+    def read_chunk(self, object_id: bytes, index: int) -> bytes | None:
+        """One chunk of a large object (one copy out of the map), or None when it is gone."""
+        with self.env.begin(db=self._chunks) as txn:
+            return txn.get(chunk_key(object_id, index))
+
+    def sweep_orphans(self, older_than: float = ORPHAN_AGE) -> Future[None]:
+        """Remove the chunks that no record points to and that were written more than
+        ``older_than`` seconds ago (writes interrupted by a crash); the future completes when done."""
+
+        def job(view: WriteView) -> bool:
+            cur = view.txn.cursor(db=self._chunks)
+            now = time.time()
+            orphans = []
+            found = cur.first()
+            while found:
+                k = cast(bytes, cur.key())
+                object_id = k[:16]
+                if len(k) != 16 and object_age(object_id, now) > older_than:
+                    orphans.append(object_id)
+                found = cur.set_range(object_id + b"\xff" * 5)
+            for object_id in orphans:
+                self._delete_chunks(view.txn, object_id)
+            return True
+
+        return self.run_job(job)
+
+    def _delete_chunks(self, txn: lmdb.Transaction, object_id: bytes) -> None:
+        cur = txn.cursor(db=self._chunks)
+        found = cur.set_range(object_id)
+        while found and cast(bytes, cur.key())[:16] == object_id:
+            found = cur.delete()
+
+    def _drop_large(self, txn: lmdb.Transaction, raw: bytes) -> int:
+        """Remove the chunks of a large object's record; the bytes they were accounted as."""
+        if not raw[_FLAGS_AT] & _F_CHUNKED:
+            return 0
+        length, _, object_id = MANIFEST.unpack_from(raw, len(raw) - MANIFEST.size)
+        self._delete_chunks(txn, object_id)
+        return int(length)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the environment."""
@@ -833,7 +916,11 @@ class DiskStore:
         txn.put(zone.encode(), handle, db=self._zones)
         for tag in entry.tags:
             txn.put(_tag_key(zone, tag), handle, db=self._tags)
-        self._account(txn, handle[:1], zone, len(record), 1)
+        extra = 0
+        if type(entry) is ChunkedEntry:
+            txn.put(entry.object_id, handle, db=self._chunks)
+            extra = entry.length
+        self._account(txn, handle[:1], zone, len(record) + extra, 1)
 
     def _remove(self, txn: lmdb.Transaction, handle: bytes, known: tuple[Record, int] | None = None) -> int:
         """Remove a record and its index rows (``known``: the record already decoded, and its size)."""
@@ -851,6 +938,9 @@ class DiskStore:
             rec, size = known
         entry = rec.entry
         txn.delete(handle, db=self._entries)
+        if type(entry) is ChunkedEntry:
+            self._delete_chunks(txn, entry.object_id)
+            size += entry.length
         txn.delete(entry.zone.encode(), handle, db=self._zones)
         for tag in entry.tags:
             txn.delete(_tag_key(entry.zone, tag), handle, db=self._tags)
@@ -925,7 +1015,7 @@ class DiskStore:
                     break
                 handle = bytes(k[_TICK.size :])
                 raw = txn.get(handle, db=self._entries)
-                used -= 0 if raw is None else len(raw)
+                used -= 0 if raw is None else len(raw) + large_bytes(raw)
                 victims.append(handle)
             for handle in victims:
                 self._remove(txn, handle)
