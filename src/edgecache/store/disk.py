@@ -243,34 +243,49 @@ def decode_hit(raw: bytes | memoryview, key: str, raw_key: bytes) -> Record | No
     status, seq, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = _REC.unpack_from(raw)
     view = memoryview(raw)
     p = _REC.size + lz
-    if view[p : p + lk] != raw_key:
+    q = p + lk
+    if view[p:q] != raw_key:
         return None
-    zone = str(view[_REC.size : p], "utf-8")
-    p += lk
-    tags_raw = str(view[p : p + lt], "utf-8") if lt else ""
-    p += lt
+    zone_raw = bytes(view[_REC.size : p])
+    zone = _ZONE_NAMES.get(zone_raw)
+    if zone is None:
+        zone = _zone_name(zone_raw)
+    h = q + lt
+    # Positional: with keywords, building the entry cost more than the rest of the decoding.
     entry = Entry(
-        zone=zone,
-        key=key,
-        status=status,
-        head=bytes(view[p : p + lh]),
-        body=bytes(view[p + lh :]),
-        tags=tuple(tags_raw.split("\x00")) if tags_raw else (),
-        stored_seq=seq,
-        response_time=rtime,
-        initial_age=iage,
-        freshness_lifetime=life,
-        stale_while_revalidate=swr,
-        stale_if_error=sie,
-        must_revalidate=bool(flags & _F_MUST_REVALIDATE),
-        no_cache=bool(flags & _F_NO_CACHE),
-        auth_ok=bool(flags & _F_AUTH_OK),
-        length_known=bool(flags & _F_LENGTH_KNOWN),
-        stale_since=None if math.isnan(stale) else stale,
+        zone,
+        key,
+        status,
+        bytes(view[h : h + lh]),
+        bytes(view[h + lh :]),
+        tuple(str(view[q:h], "utf-8").split("\x00")) if lt else (),
+        seq,
+        rtime,
+        iage,
+        life,
+        swr,
+        sie,
+        bool(flags & _F_MUST_REVALIDATE),
+        bool(flags & _F_NO_CACHE),
+        bool(flags & _F_AUTH_OK),
+        bool(flags & _F_LENGTH_KNOWN),
+        None if math.isnan(stale) else stale,
     )
     if flags & _F_CHUNKED:
-        entry = chunked_from(entry, view[p + lh :])
+        entry = chunked_from(entry, view[h + lh :])
     return Record(entry, rexp)
+
+
+_ZONE_NAMES: dict[bytes, str] = {}
+"""Zone ids as read from records, decoded once (there are few)."""
+
+
+def _zone_name(raw: bytes) -> str:
+    name = raw.decode()
+    if len(_ZONE_NAMES) >= 4096:
+        _ZONE_NAMES.clear()
+    _ZONE_NAMES[raw] = name
+    return name
 
 
 def large_bytes(raw: bytes | memoryview) -> int:
@@ -587,28 +602,45 @@ class DiskStore:
         among the most recent half of the order (the writer checks), or its retention was renewed
         in the last thirtieth of the period: a write per hit would cost more than the precision is
         worth."""
+        # Buffers: the record is read in place from the map, and only the head and body are copied.
+        with self.env.begin(buffers=True) as txn:
+            return self._get(txn, key, reserve)
+
+    def lookup(
+        self, base_key: str, *, reserve: Callable[[str], bool] | None = None
+    ) -> tuple[tuple[str, ...] | None, tuple[Entry, bool] | None]:
+        """The Vary field names recorded for a base key and, when it has none, what ``get`` answers
+        for the base key itself, in one read transaction: a memory miss asks both."""
+        with self.env.begin(buffers=True) as txn:
+            names = txn.get(db_key(CACHE, base_key), db=self._vary)
+            if names is not None:
+                return tuple(bytes(names).decode().split("\x00")), None
+            return None, self._get(txn, base_key, reserve)
+
+    def _get(
+        self, txn: lmdb.Transaction, key: str, reserve: Callable[[str], bool] | None
+    ) -> tuple[Entry, bool] | None:
         if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
             return None
         if self._taking and key in self._taking:
             return None
-        ck = db_key(CACHE, key)
         raw_key = key.encode("utf-8", "surrogatepass")
-        # Buffers: the record is read in place from the map, and only the head and body are copied.
-        with self.env.begin(db=self._entries, buffers=True) as txn:
-            raw = txn.get(ck)
-            area = CACHE
-            if raw is None and reserve is not None:
-                area = RESERVE
-                raw = txn.get(db_key(RESERVE, key))
-            if raw is None:
-                self.stats.misses += 1
-                return None
-            try:
-                rec = decode_hit(raw, key, raw_key)
-            except (struct.error, UnicodeDecodeError):
-                log.error("unreadable disk record for %r: ignored", key)
-                self.stats.misses += 1
-                return None
+        ck = CACHE + raw_key if len(raw_key) <= _MAX_INLINE_KEY else db_key(CACHE, key)
+        entries = self._entries
+        raw = txn.get(ck, db=entries)
+        area = CACHE
+        if raw is None and reserve is not None:
+            area = RESERVE
+            raw = txn.get(db_key(RESERVE, key), db=entries)
+        if raw is None:
+            self.stats.misses += 1
+            return None
+        try:
+            rec = decode_hit(raw, key, raw_key)
+        except (struct.error, UnicodeDecodeError):
+            log.error("unreadable disk record for %r: ignored", key)
+            self.stats.misses += 1
+            return None
         if rec is None or (area == RESERVE and (reserve is None or not reserve(rec.entry.zone))):
             self.stats.misses += 1
             return None
