@@ -3,6 +3,7 @@ full scan would, the byte budgets hold, and the reserve keeps what it should for
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -22,9 +23,12 @@ from edgecache.store.disk import (
     WriteView,
     clear_reserve_job,
     decode_entry,
+    decode_hit,
     encode_entry,
 )
 from edgecache.store.entry import VARIANT_SEP, Entry
+
+FIELDS = [f.name for f in dataclasses.fields(Entry)]
 
 
 def make(
@@ -81,6 +85,12 @@ def test_records_round_trip(key: str, body: bytes, tags: list[str], stale: float
         False,
         60.0,
     )
+    # The hit path's decoder reads the same entry from the record in place.
+    raw = encode_entry(e, 9.5)
+    hit = decode_hit(memoryview(raw), key, key.encode("utf-8", "surrogatepass"))
+    assert hit is not None and hit.reserve_expires == 9.5
+    assert {f: getattr(hit.entry, f) for f in FIELDS} == {f: getattr(got, f) for f in FIELDS}
+    assert decode_hit(raw, key + "x", (key + "x").encode("utf-8", "surrogatepass")) is None
 
 
 def test_entries_and_vary_survive_a_reopen(tmp_path: Path) -> None:
@@ -278,6 +288,8 @@ def test_a_purge_that_removes_nothing_writes_its_position_with_the_next_write(tm
     store.close()
     store = open_store(tmp_path)
     assert store.reclaimed_upto == 14  # and written at close: a restart replays nothing
+
+
 def _index_rows(store: DiskStore) -> dict[str, int]:
     rows: dict[str, int] = {}
     with store.env.begin() as txn:
