@@ -287,6 +287,8 @@ port = {control}
 [storage]
 memory_bytes = {memory}
 max_object_bytes = {max_object}
+[storage.disk]
+budget_bytes = {disk_budget}
 [runtime]
 workers = {workers}
 listen = "{listen}"
@@ -350,6 +352,7 @@ def start_edgecache(
     memory: int = 2147483648,
     workers: int = 1,
     max_object: int = 8 << 20,
+    disk_budget: int = 1 << 30,
     listen: str = "reuseport",
 ) -> Server:
     """Start edgecache; a second call with the same ``name`` restarts it on the same data directory."""
@@ -367,6 +370,7 @@ def start_edgecache(
             zone=ZONE_ID,
             memory=memory,
             max_object=max_object,
+            disk_budget=disk_budget,
             workers=workers,
             listen=listen,
         )

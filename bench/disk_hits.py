@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin" / "edgecache"
 COLD_MEMORY = 1 << 20
 DISK_MAX_OBJECT = 1 << 20
+DISK_BUDGET = 4 << 30
+"""As nginx's ``max_size``: every object of the run fits (the default 1 GiB would evict 8 MiB ones)."""
 
 LUA = """\
 request = function()
@@ -51,7 +53,13 @@ def warmed(server: srv.Server, paths: list[str]) -> None:
 
 def start_disk(tmp: Path, origin: srv.Server) -> srv.Server:
     return srv.start_edgecache(
-        tmp, origin.port, BIN, name="ec-disk", memory=COLD_MEMORY, max_object=DISK_MAX_OBJECT
+        tmp,
+        origin.port,
+        BIN,
+        name="ec-disk",
+        memory=COLD_MEMORY,
+        max_object=DISK_MAX_OBJECT,
+        disk_budget=DISK_BUDGET,
     )
 
 

@@ -649,7 +649,7 @@ class DiskStore:
             entry.read_chunk = self.read_chunk
         if area == CACHE:
             self.stats.hits += 1
-            # Whether the place needs renewing is the writer's question (``_touch``): asking it here
+            # Whether the place needs renewing is the writer's question (``_renew``): asking it here
             # cost three more reads per hit.
             self._renewals.add((CACHE, key))
         else:
@@ -879,8 +879,8 @@ class DiskStore:
             return
         with self.env.begin(write=True) as txn:
             now = time.time()
-            for area, key in renewals:
-                self._touch(txn, area, key, now)
+            if renewals:
+                self._renew(txn, renewals, now)
             for op in batch:
                 kind = op[0]
                 if kind == "put":
@@ -999,14 +999,33 @@ class DiskStore:
             if d:
                 self._meta_put(txn, name, self._stored(txn, name) + d)
 
-    def _touch(self, txn: lmdb.Transaction, area: bytes, key: str, now: float) -> None:
-        handle = db_key(area, key)
-        if area == CACHE:
-            old = txn.get(handle, db=self._ticks)
-            if old is not None and not self._recent(txn, handle):
-                txn.delete(bytes(old) + handle, db=self._order)
-                self._place(txn, handle)
-            return
+    def _renew(self, txn: lmdb.Transaction, renewals: set[tuple[bytes, str]], now: float) -> None:
+        """Renew the records read from disk since the last renewal: a disk-cache record moves to the
+        most recent end of the order unless it is in the recent half already, a reserve record's
+        retention starts again (``_touch``). The clock and the count are read once per batch."""
+        ticks, order = self._ticks, self._order
+        clock = start = self._meta_get(txn, b"clock")
+        half = self._meta_get(txn, b"count:c") // 2
+        unpack, pack = _TICK.unpack, _TICK.pack
+        for area, key in renewals:
+            if area != CACHE:
+                self._touch(txn, key, now)
+                continue
+            handle = db_key(CACHE, key)
+            old = txn.get(handle, db=ticks)
+            if old is None or clock - unpack(old)[0] < half:
+                continue
+            txn.delete(bytes(old) + handle, db=order)
+            clock += 1
+            packed = pack(clock)
+            txn.put(handle, packed, db=ticks)
+            txn.put(packed + handle, b"", db=order)
+        if clock != start:
+            self._meta_put(txn, b"clock", clock)
+
+    def _touch(self, txn: lmdb.Transaction, key: str, now: float) -> None:
+        """Start a reserve record's retention again."""
+        handle = db_key(RESERVE, key)
         raw = txn.get(handle, db=self._entries)
         if raw is None:
             return
@@ -1025,15 +1044,6 @@ class DiskStore:
         packed = _TICK.pack(tick)
         txn.put(handle, packed, db=self._ticks)
         txn.put(packed + handle, b"", db=self._order)
-
-    def _recent(self, txn: lmdb.Transaction, handle: bytes) -> bool:
-        """Whether a disk-cache record is in the most recent half of the eviction order."""
-        tick = txn.get(handle, db=self._ticks)
-        clock = txn.get(b"clock", db=self._meta)
-        count = txn.get(b"count:c", db=self._meta)
-        if tick is None or clock is None or count is None:
-            return False
-        return bool(_INT.unpack(clock)[0] - _TICK.unpack(tick)[0] < _INT.unpack(count)[0] // 2)
 
     def _evict(self, txn: lmdb.Transaction, now: float) -> None:
         """Least recently used first in the disk cache; per reserve zone, the expired and then the
