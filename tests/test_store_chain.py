@@ -75,6 +75,10 @@ def test_a_memory_miss_reads_vary_and_record_in_one_go(chain: TierChain) -> None
     entry = chain.get("http://h/plain")
     assert entry is not None and entry.tier == DISK
     assert chain.disk.stats.hits == hits + 1
+    # Asking for the Vary names alone (a fill does) counts no read from disk.
+    misses = chain.disk.stats.misses
+    assert chain.vary("http://h/absent") is None
+    assert chain.disk.stats.misses == misses
     # A delete between the two drops what the lookup read.
     chain.memory.delete("http://h/plain")
     assert chain.vary("http://h/plain") is None

@@ -130,8 +130,9 @@ class Proxy:
         self.inflight: dict[str, Fetch] = {}
         self._hit_for_miss: dict[str, float] = {}
         self._fetch_seqs: Counter[int] = Counter()
-        self._open_large = store.open_large if isinstance(store, TierChain) else None
         """stored_seq of every origin fetch in flight: the reclaimer may not compact past the oldest."""
+        self._open_large = store.open_large if isinstance(store, TierChain) else None
+        """Where fills too large for memory are written (in chunks), when the tier has a disk."""
 
     # -- entry point ------------------------------------------------------------------------------
 

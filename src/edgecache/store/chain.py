@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from edgecache.store.chunked import ORPHAN_AGE, ChunkedEntry, LargeWrite
-from edgecache.store.disk import DiskStore
+from edgecache.store.disk import DiskStore, Lookup
 from edgecache.store.entry import Entry
 from edgecache.store.memory import MemoryTier
 
@@ -57,7 +57,7 @@ class TierChain:
         self._seen: set[str] = set()
         self._seen_before: set[str] = set()
         """The doorkeeper: keys read from disk once and not promoted, in two generations."""
-        self._looked_up: tuple[str, tuple[Entry, bool] | None] | None = None
+        self._looked_up: Lookup | None = None
         """What ``vary`` read from disk for a base key without Vary names, for the ``get`` of that
         key that follows it on a memory miss (one read transaction instead of two); any other call
         that reads or changes the tier drops it."""
@@ -82,10 +82,7 @@ class TierChain:
         looked_up, self._looked_up = self._looked_up, None
         if entry is not None:
             return entry
-        if looked_up is not None and looked_up[0] == key:
-            found = looked_up[1]
-        else:
-            found = self.disk.get(key, reserve=self._reserve_on)
+        found = self.disk.get(key, reserve=self._reserve_on, looked_up=looked_up)
         if found is None:
             return None
         entry, from_reserve = found
@@ -166,8 +163,7 @@ class TierChain:
         if names is not None or self.memory.peek(base_key) is not None:
             # An entry under the bare base key means the URL has no Vary: no disk read on that hit.
             return names
-        names, found = self.disk.lookup(base_key, reserve=self._reserve_on)
-        self._looked_up = (base_key, found) if names is None else None
+        names, self._looked_up = self.disk.lookup(base_key, reserve=self._reserve_on)
         return names
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:

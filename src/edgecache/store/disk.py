@@ -499,6 +499,14 @@ class WriteView:
             self._s._reclaimed_later = max(seq, self._s._reclaimed_later)
 
 
+@dataclass(slots=True)
+class Lookup:
+    """What :meth:`DiskStore.lookup` read for a base key: its record and area, or None."""
+
+    key: str
+    found: tuple[Record, bytes] | None
+
+
 Job = Callable[[WriteView], bool]
 """A removal job: one step per call (at most ``JOB_STEP`` records), True once finished."""
 
@@ -595,55 +603,34 @@ class DiskStore:
 
     # -- reads (any thread) -----------------------------------------------------------------------
 
-    def get(self, key: str, *, reserve: Callable[[str], bool] | None = None) -> tuple[Entry, bool] | None:
+    def get(
+        self,
+        key: str,
+        *,
+        reserve: Callable[[str], bool] | None = None,
+        looked_up: Lookup | None = None,
+    ) -> tuple[Entry, bool] | None:
         """The entry under ``key`` from the disk cache, else from the reserve when ``reserve(zone)``
         says that zone's reserve is on; with whether it came from the reserve. A hit renews the
         record's place (cache) or retention (reserve), through the writer, unless it is already
         among the most recent half of the order (the writer checks), or its retention was renewed
         in the last thirtieth of the period: a write per hit would cost more than the precision is
-        worth."""
-        # Buffers: the record is read in place from the map, and only the head and body are copied.
-        with self.env.begin(buffers=True) as txn:
-            return self._get(txn, key, reserve)
-
-    def lookup(
-        self, base_key: str, *, reserve: Callable[[str], bool] | None = None
-    ) -> tuple[tuple[str, ...] | None, tuple[Entry, bool] | None]:
-        """The Vary field names recorded for a base key and, when it has none, what ``get`` answers
-        for the base key itself, in one read transaction: a memory miss asks both."""
-        with self.env.begin(buffers=True) as txn:
-            names = txn.get(db_key(CACHE, base_key), db=self._vary)
-            if names is not None:
-                return tuple(bytes(names).decode().split("\x00")), None
-            return None, self._get(txn, base_key, reserve)
-
-    def _get(
-        self, txn: lmdb.Transaction, key: str, reserve: Callable[[str], bool] | None
-    ) -> tuple[Entry, bool] | None:
+        worth. ``looked_up``: what :meth:`lookup` just read, used instead of reading again when it
+        is of ``key``."""
         if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
             return None
         if self._taking and key in self._taking:
             return None
-        raw_key = key.encode("utf-8", "surrogatepass")
-        ck = CACHE + raw_key if len(raw_key) <= _MAX_INLINE_KEY else db_key(CACHE, key)
-        entries = self._entries
-        raw = txn.get(ck, db=entries)
-        area = CACHE
-        if raw is None and reserve is not None:
-            area = RESERVE
-            raw = txn.get(db_key(RESERVE, key), db=entries)
-        if raw is None:
+        if looked_up is not None and looked_up.key == key:
+            found = looked_up.found
+        else:
+            # Buffers: the record is read in place from the map; only the head and body are copied.
+            with self.env.begin(buffers=True) as txn:
+                found = self._read(txn, key, reserve)
+        if found is None:
             self.stats.misses += 1
             return None
-        try:
-            rec = decode_hit(raw, key, raw_key)
-        except (struct.error, UnicodeDecodeError):
-            log.error("unreadable disk record for %r: ignored", key)
-            self.stats.misses += 1
-            return None
-        if rec is None or (area == RESERVE and (reserve is None or not reserve(rec.entry.zone))):
-            self.stats.misses += 1
-            return None
+        rec, area = found
         entry = rec.entry
         if type(entry) is ChunkedEntry:
             entry.read_chunk = self.read_chunk
@@ -658,6 +645,41 @@ class DiskStore:
             if rec.reserve_expires - time.time() <= retention * 29 / 30:
                 self._renewals.add((RESERVE, key))
         return entry, area == RESERVE
+
+    def lookup(
+        self, base_key: str, *, reserve: Callable[[str], bool] | None = None
+    ) -> tuple[tuple[str, ...] | None, Lookup | None]:
+        """The Vary field names recorded for a base key and, when it has none, the record under the
+        base key itself (for the :meth:`get` that follows), in one read transaction: a memory miss
+        asks both. Counts nothing: the ``get`` does."""
+        with self.env.begin(buffers=True) as txn:
+            names = txn.get(db_key(CACHE, base_key), db=self._vary)
+            if names is not None:
+                return tuple(bytes(names).decode().split("\x00")), None
+            return None, Lookup(base_key, self._read(txn, base_key, reserve))
+
+    def _read(
+        self, txn: lmdb.Transaction, key: str, reserve: Callable[[str], bool] | None
+    ) -> tuple[Record, bytes] | None:
+        """The record of ``key`` and its area, or None."""
+        raw_key = key.encode("utf-8", "surrogatepass")
+        ck = CACHE + raw_key if len(raw_key) <= _MAX_INLINE_KEY else db_key(CACHE, key)
+        entries = self._entries
+        raw = txn.get(ck, db=entries)
+        area = CACHE
+        if raw is None and reserve is not None:
+            area = RESERVE
+            raw = txn.get(db_key(RESERVE, key), db=entries)
+        if raw is None:
+            return None
+        try:
+            rec = decode_hit(raw, key, raw_key)
+        except (struct.error, UnicodeDecodeError):
+            log.error("unreadable disk record for %r: ignored", key)
+            return None
+        if rec is None or (area == RESERVE and (reserve is None or not reserve(rec.entry.zone))):
+            return None
+        return rec, area
 
     def has(self, key: str) -> bool:
         """Whether the disk cache holds a record under ``key``; a key with a delete still queued
