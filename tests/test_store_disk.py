@@ -167,6 +167,24 @@ def test_budget_evicts_least_recently_used(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_read_renews_only_records_among_the_oldest(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    for i in range(16):
+        store.put(make(f"http://h/{i}"))
+    assert store.flush(10)
+
+    def clock() -> int:
+        with store.env.begin() as txn:
+            return store._stored(txn, b"clock")
+
+    start = clock()
+    assert store.get("http://h/15") is not None  # the most recent: no write
+    assert store.flush(10) and clock() == start
+    assert store.get("http://h/0") is not None  # the oldest: moves to the recent end
+    assert store.flush(10) and clock() == start + 1
+    store.close()
+
+
 def test_reserve_budget_retention_and_clear(tmp_path: Path) -> None:
     retention = {"z": 3600.0}
     store = open_store(tmp_path, reserve_budget=lambda z: 3 * 1200, reserve_retention=lambda z: retention[z])

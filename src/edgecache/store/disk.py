@@ -16,9 +16,10 @@ Rules of this module (the engine choice is measured in docs/decisions/0009-persi
   ``zone NUL tag`` to database keys, ``zones`` maps a zone to its database keys, ``order`` (with
   ``ticks``) keeps the disk cache's eviction order and ``retain`` each reserve zone's expiry order.
 - Eviction in the disk cache is least-recently-used by a logical clock: a record's position is
-  renewed when it is read from disk (a memory-tier miss), if it is in the older half of the
-  order; memory hits never write. Argued in decision 0009. Reserve records expire ``retention``
-  after their last read, and over a zone's budget the one expiring soonest goes first.
+  renewed when it is read from disk (a memory-tier miss), if it is among the oldest
+  ``1/RENEW_OLDEST`` of the order; memory hits never write. Argued in decision 0009. Reserve
+  records expire ``retention`` after their last read, and over a zone's budget the one expiring
+  soonest goes first.
 - A key longer than ``_MAX_INLINE_KEY`` bytes is stored under its first bytes plus a digest (LMDB
   keys are at most 511 bytes); range lookups then compare the full key kept in the record.
 - Removing a whole zone (a reserve clear, a hard purge of everything) walks the ``zones`` index with
@@ -73,6 +74,10 @@ _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
 RENEW_EVERY = 1.0
 """Seconds between the writes that renew the records read from disk."""
+RENEW_OLDEST = 8
+"""A record read from disk is renewed only when it is among the oldest ``1/RENEW_OLDEST`` of the
+order: a fraction f renews f of the disk hits, while the window in which a record must be read to
+be kept lasts about one mean interval between its reads whatever f is (decision 0009)."""
 MAX_QUEUED = 20_000
 """Queued changes beyond which fills are dropped (counted) rather than queued: the disk
 falls behind a burst of fills, memory does not grow without bound. Deletes and jobs always queue."""
@@ -612,11 +617,11 @@ class DiskStore:
     ) -> tuple[Entry, bool] | None:
         """The entry under ``key`` from the disk cache, else from the reserve when ``reserve(zone)``
         says that zone's reserve is on; with whether it came from the reserve. A hit renews the
-        record's place (cache) or retention (reserve), through the writer, unless it is already
-        among the most recent half of the order (the writer checks), or its retention was renewed
-        in the last thirtieth of the period: a write per hit would cost more than the precision is
-        worth. ``looked_up``: what :meth:`lookup` just read, used instead of reading again when it
-        is of ``key``."""
+        record's place (cache) or retention (reserve), through the writer, unless it is outside
+        the oldest ``1/RENEW_OLDEST`` of the order (the writer checks), or its retention was
+        renewed in the last thirtieth of the period: a write per hit would cost more than the
+        precision is worth. ``looked_up``: what :meth:`lookup` just read, used instead of reading
+        again when it is of ``key``."""
         if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
             return None
         if self._taking and key in self._taking:
@@ -1023,11 +1028,12 @@ class DiskStore:
 
     def _renew(self, txn: lmdb.Transaction, renewals: set[tuple[bytes, str]], now: float) -> None:
         """Renew the records read from disk since the last renewal: a disk-cache record moves to the
-        most recent end of the order unless it is in the recent half already, a reserve record's
+        most recent end of the order if it is among the oldest ``1/RENEW_OLDEST``, a reserve record's
         retention starts again (``_touch``). The clock and the count are read once per batch."""
         ticks, order = self._ticks, self._order
         clock = start = self._meta_get(txn, b"clock")
-        half = self._meta_get(txn, b"count:c") // 2
+        count = self._meta_get(txn, b"count:c")
+        young = count - count // RENEW_OLDEST
         unpack, pack = _TICK.unpack, _TICK.pack
         for area, key in renewals:
             if area != CACHE:
@@ -1035,7 +1041,7 @@ class DiskStore:
                 continue
             handle = db_key(CACHE, key)
             old = txn.get(handle, db=ticks)
-            if old is None or clock - unpack(old)[0] < half:
+            if old is None or clock - unpack(old)[0] < young:
                 continue
             txn.delete(bytes(old) + handle, db=order)
             clock += 1
