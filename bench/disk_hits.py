@@ -67,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--objects", type=int, default=10_000)
-    ap.add_argument("--large-objects", type=int, default=32)
+    ap.add_argument("--large-objects", type=int, default=32, help="0: leave the 8 MiB case out")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgecache-disk-hits-") as d:
         tmp = Path(d)
@@ -87,7 +87,8 @@ def main() -> None:
             head += (("cpu µs/req", 12),)
             print(f"{'server':<20}{'size':>7}" + "".join(f"{t:>{w}}" for t, w in head))
             sizes = (("1 KiB", "/obj/", args.objects), ("64 KiB", "/mobj/", args.objects))
-            sizes += (("8 MiB", "/lobj/", args.large_objects),)
+            if args.large_objects:
+                sizes += (("8 MiB", "/lobj/", args.large_objects),)
             for size, prefix, n in sizes:
                 paths = [f"{prefix}{i:06d}" for i in range(n)]
                 script = tmp / f"rand{prefix.strip('/')}.lua"

@@ -92,6 +92,13 @@ HIT_FIELDS_MEMO_MAX = 4096
 _HIT_FIELDS_MEMO: dict[tuple[int, int, int], bytes] = {}
 """(Age, ttl, Content-Length) → :data:`HIT_FIELDS` formatted. Age and ttl change once a second per
 entry and hot entries share values, so formatting (the costliest step of a hit) is mostly skipped."""
+TIER_HIT_FIELDS = (
+    b"Age: %d\r\nCache-Status: edgecache; hit; ttl=%d; detail=%b\r\nCF-Cache-Status: HIT\r\n"
+    b"Content-Length: %d\r\n\r\n"
+)
+"""The fields of a plain hit on an entry just read from a tier below memory (its detail names it)."""
+_TIER_HIT_FIELDS_MEMO: dict[tuple[int, int, bytes, int], bytes] = {}
+"""(Age, ttl, tier, Content-Length) → :data:`TIER_HIT_FIELDS` formatted, as ``_HIT_FIELDS_MEMO``."""
 HOST_ERRORS = {
     BAD_HOST: "The Host field is not a valid host[:port].\n",
     NO_ZONE: "No zone serves this host.\n",
@@ -297,16 +304,34 @@ class Proxy:
         """A fresh hit that is not the memory tier's plain one: the request has Range or
         conditionals, or the entry was just read from a tier below memory (the answer names it)."""
         self.stats.hits += 1
-        status = cache_status_hit(ttl, entry.tier.decode())
-        status_fields = b"Cache-Status: " + status.encode() + b"\r\n" + CF_HIT
+        tier = entry.tier
         entry.tier = b""
+        if req.plain and type(entry) is not ChunkedEntry:
+            # Nothing to evaluate (the request's header dict is never built): the memory tier's
+            # plain hit, with the tier named in Cache-Status.
+            body = entry.body
+            stamp = (max(0, int(entry.age(now))), int(ttl), tier, len(body))
+            fields = _TIER_HIT_FIELDS_MEMO.get(stamp)
+            if fields is None:
+                fields = _tier_hit_fields(stamp)
+            keep = req.keep_alive
+            head = STATUS_LINES[entry.status] + entry.head
+            head += fields if keep and req.http_version == "1.1" else _connection_field(req) + fields
+            if req.method == "HEAD":
+                self.stats.bytes_sent += len(head)
+                conn.respond(head, keep)
+            elif len(body) < 16384:
+                self.stats.bytes_sent += len(head) + len(body)
+                conn.respond(head + body, keep)
+            else:
+                self.stats.bytes_sent += len(head) + len(body)
+                conn.writelines([head, body])
+                conn.finish(keep)
+            return None
+        status = cache_status_hit(ttl, tier.decode())
+        status_fields = b"Cache-Status: " + status.encode() + b"\r\n" + CF_HIT
         if type(entry) is ChunkedEntry:
             return self._stream_large(req, conn, entry, now, status_fields)
-        if req.plain:
-            # Nothing to evaluate: the request's header dict is never built.
-            age = b"Age: %d\r\n" % max(0, int(entry.age(now)))
-            self._write_full(conn, req, entry.status, entry.head, age + status_fields, entry.body)
-            return None
         self._answer_from_entry(req, conn, entry, now, status_fields)
         return None
 
@@ -961,6 +986,15 @@ def _hit_fields(stamp: tuple[int, int, int]) -> bytes:
     if len(_HIT_FIELDS_MEMO) >= HIT_FIELDS_MEMO_MAX:
         _HIT_FIELDS_MEMO.clear()
     _HIT_FIELDS_MEMO[stamp] = fields
+    return fields
+
+
+def _tier_hit_fields(stamp: tuple[int, int, bytes, int]) -> bytes:
+    """Format and remember the fields of a plain hit from a lower tier (emptied when full)."""
+    fields = TIER_HIT_FIELDS % stamp
+    if len(_TIER_HIT_FIELDS_MEMO) >= HIT_FIELDS_MEMO_MAX:
+        _TIER_HIT_FIELDS_MEMO.clear()
+    _TIER_HIT_FIELDS_MEMO[stamp] = fields
     return fields
 
 
