@@ -181,3 +181,18 @@ def test_orphan_chunks_are_swept(big: Stack) -> None:
     assert chunk_rows(big) == 2, "a write that may still be under way is kept"
     disk.sweep_orphans(older_than=0).result(10)
     assert chunk_rows(big) == 0
+
+
+def test_a_player_asking_for_bytes_0_stores_the_whole_object(big: Stack) -> None:
+    big.origin.routes["/video"] = Route(
+        body=BIG, headers={"Cache-Control": "max-age=600", "ETag": '"v"'}, ranges=True, chunks=40
+    )
+    status, headers, body = big.request("/video", headers={"Range": "bytes=0-"})
+    assert (status, headers["cf-cache-status"], body) == (206, "MISS", BIG)
+    flush(big)
+    status, headers, body = big.request("/video")
+    assert (status, headers["cf-cache-status"], body) == (200, "HIT", BIG)
+    assert "content-range" not in headers
+    status, headers, body = big.request("/video", headers={"Range": "bytes=100-199"})
+    assert (status, body) == (206, BIG[100:200])
+    assert big.origin.hits["/video"] == 1

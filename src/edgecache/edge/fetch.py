@@ -330,14 +330,21 @@ class Fetch:
         return self._large is not None
 
     def _begin_large(self) -> None:
-        """Write this response to disk in chunks, with the chunks received so far (a whole 200 only:
-        parts stay in memory, decision 0013)."""
-        if self._open_large is None or self.status != 200 or self.content_range is not None:
+        """Write this response to disk in chunks, with the chunks received so far: a 200, or a 206
+        of the whole representation (a player's ``bytes=0-``); other parts stay in memory
+        (decision 0013)."""
+        if self._open_large is None or not (self.status == 200 or self._whole_206):
             return
         large = self._open_large()
         for chunk in self.chunks:
             large.add(chunk)
         self._large = large
+
+    @property
+    def _whole_206(self) -> bool:
+        return self.status == 206 and self.content_range is not None and self.content_range[0] == 0 and (
+            self.content_range[1] == self.content_range[2] - 1
+        )
 
     def _store_large(self, response_time: float, whole: bool) -> None:
         large = self._large
@@ -347,10 +354,13 @@ class Fetch:
             large.abandon()
             return
         decision = self.decision
-        entry = large.finish(
-            self._entry(decision, b"", parse_tags(self._tag_source), response_time, self.head_bytes)
-        )
+        head = self.head_bytes
+        if self.status == 206:
+            # Every byte of the representation: stored as the 200 it is part of (RFC 9111 §3.4).
+            head = encode_head([(k, v) for k, v in self.client_headers if k.lower() != "content-range"])
+        entry = large.finish(self._entry(decision, b"", parse_tags(self._tag_source), response_time, head))
         if entry is not None:
+            entry.status = 200
             self._store_entry(entry, decision.vary, self.request_headers)
 
     def _trim(self) -> None:
