@@ -110,11 +110,11 @@ def test_head_and_conditionals_on_a_large_object(big: Stack) -> None:
     assert (status, body) == (304, b"")
 
 
-def purge_tag(stack: Stack, tag: str) -> None:
-    purge = Purge(stack.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag(tag),), 0.0)
+def purge_tag(stack: Stack, tag: str, mode: Mode = Mode.DELETE) -> None:
+    purge = Purge(stack.node.index.position + 1, ZONE_ID, mode, (Tag(tag),), time.time())
     LedgerStore(stack.node.database).append(
         zone_id=ZONE_ID,
-        mode="delete",
+        mode=mode.value,
         selectors={"tags": [tag]},
         principal="test",
         dialect="cli",
@@ -196,3 +196,17 @@ def test_a_player_asking_for_bytes_0_stores_the_whole_object(big: Stack) -> None
     status, headers, body = big.request("/video", headers={"Range": "bytes=100-199"})
     assert (status, body) == (206, BIG[100:200])
     assert big.origin.hits["/video"] == 1
+
+
+def test_a_soft_purge_marks_it_stale_on_disk_and_it_is_refetched(big: Stack) -> None:
+    big.request("/big")
+    flush(big)
+    purge_tag(big, "video", Mode.INVALIDATE)
+    flush(big)
+    big.restart()  # what the reclaimer rewrote on disk is read back as a large object, stale
+    status, headers, body = big.request("/big")
+    assert (status, body) == (200, BIG) and headers["cf-cache-status"] != "HIT"
+    assert big.origin.hits["/big"] == 2
+    flush(big)
+    status, headers, body = big.request("/big")
+    assert (status, headers["cf-cache-status"], body) == (200, "HIT", BIG)
