@@ -6,16 +6,14 @@ Nothing else in the code base wires components together; tests start nodes throu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
+from datetime import UTC, datetime
 
 from aiohttp import web
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -24,20 +22,22 @@ from edgecache.api.console.app import build_console_app
 from edgecache.api.context import ControlContext
 from edgecache.api.control_app import build_control_app
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
-from edgecache.api.edgeone.dispatch import EdgeOneServices, Quota
-from edgecache.config import TASK_TYPES, Account, Config, Limits
-from edgecache.control.cache_reserve import CacheReserveService
-from edgecache.control.credentials import CredentialService
+from edgecache.api.edgeone.dispatch import EdgeOneServices, quota_source
+from edgecache.background import Background
+from edgecache.config import Config, Limits
+from edgecache.control.cache_reserve import CacheReserveService, eligibility
+from edgecache.control.credentials import CredentialService, seed_identity
 from edgecache.control.livestats import LiveStats
 from edgecache.control.prefetch import PrefetchService
 from edgecache.control.purges import PurgeService
 from edgecache.control.push_delivery import PushDelivery
 from edgecache.control.queues import QueueService
 from edgecache.control.quotas import QuotaService
-from edgecache.control.ratelimit import PLAN_LIMITS, PlanLimits, Rate, RateLimiter
+from edgecache.control.ratelimit import RateLimiter, account_limits
 from edgecache.control.secrets import MasterKey, SecretService
 from edgecache.control.sessions import SessionService
 from edgecache.control.subscriptions import SubscriptionService
+from edgecache.control.task_housekeeping import keep_tasks
 from edgecache.db.cache_reserve import CacheReserveStore
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.ledger import LedgerStore
@@ -51,6 +51,7 @@ from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import EdgeStats
+from edgecache.edge.warm import Warmer
 from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
 from edgecache.looplag import LoopLag
@@ -62,43 +63,9 @@ from edgecache.purge.selectors import Purge, Selector
 from edgecache.store.base import Tier
 from edgecache.store.chain import TierChain
 from edgecache.store.disk import DiskStore, JobProgress, clear_reserve_job
-from edgecache.store.entry import Entry
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
-
-TARGET_SAFE = "/?[]@!$&'()*+,;=:%~-._"
-"""Characters a prefetch target keeps as they are; others (spaces, non-ASCII) are percent-encoded."""
-
-RETENTION_EVERY = 3600.0
-"""Seconds between retention passes over the task table (each deletes a range per zone)."""
-
-
-def account_limits(account: Account) -> PlanLimits:
-    """An account's purge limits: its plan's published numbers, with its configured overrides."""
-    limits = PLAN_LIMITS[account.plan]
-    changes: dict[str, object] = {}
-    if account.flex_purge is not None:
-        changes["flex_purge"] = Rate(account.flex_purge.per_second, account.flex_purge.burst)
-    if account.single_file_purge is not None:
-        changes["single_file_purge"] = Rate(
-            account.single_file_purge.per_second, account.single_file_purge.burst
-        )
-    if account.files_per_request is not None:
-        changes["files_per_request"] = account.files_per_request
-    if account.flex_items_per_request is not None:
-        changes["flex_items_per_request"] = account.flex_items_per_request
-    return limits.with_overrides(**changes) if changes else limits
-
-
-def seed_identity(credentials: CredentialService, config: Config) -> None:
-    """Create the configured accounts and zones in the control database, or bring them in line
-    (idempotent): what tokens and secrets are granted on. ``serve`` and the CLI both call it."""
-    for account in config.accounts:
-        credentials.ensure_account(account.id, account.name, account.plan)
-    for zone in config.zones:
-        credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)
-
 
 def origin_client(limits: Limits) -> OriginClient:
     """The origin client the limits describe (timeouts, pool bounds, the CAs trusted for https)."""
@@ -148,7 +115,7 @@ class Node:
                 self.store,
                 self.disk,
                 reserve_on=self.cache_reserve.is_on,
-                reserve_eligible=self._reserve_eligible,
+                reserve_eligible=eligibility({z.id: z.cache_reserve for z in config.zones}),
             )
         # Objects on disk may predate purges that were never applied to the disk (a crash between
         # a purge's commit and its reclaim): those purges are put in effect again, from the ledger.
@@ -179,7 +146,7 @@ class Node:
         self.prefetch = PrefetchService(
             task_store=self.tasks,
             quotas=self.quotas,
-            warm=self._warm,
+            warm=Warmer(self.origin, config.data.host, lambda: self.data_port),
             concurrency=config.tasks.prefetch_concurrency,
             timeout=config.tasks.prefetch_timeout,
         )
@@ -237,12 +204,7 @@ class Node:
         self.sessions = SessionService(self.credentials, config.console.session_hours * 3600)
         self.live = LiveStats(self.registry)
         self.registry.register(QueueCollector(self.queues, time.time))
-        self._housekeeping: asyncio.Task[None] | None = None
-        self._gc: asyncio.Task[None] | None = None
-        self._queue_sweeper: asyncio.Task[None] | None = None
-        self._events: asyncio.Task[None] | None = None
-        self._push: asyncio.Task[None] | None = None
-        self._probe: asyncio.Task[None] | None = None
+        self._background = Background()
         self.data_port = 0
         self.control_port = 0
 
@@ -257,19 +219,6 @@ class Node:
             reserve_retention=lambda zone: reserve[zone].retention_days * 86400.0 if zone in reserve else 0.0,
         )
 
-    def _reserve_eligible(self, entry: Entry) -> bool:
-        """Cloudflare's eligibility: fresh for at least the zone's minimum TTL, the origin sent a
-        Content-Length, and not too large."""
-        zone = self.zones.by_id.get(entry.zone)
-        if zone is None:
-            return False
-        rules = zone.config.cache_reserve
-        return (
-            entry.length_known
-            and entry.freshness_lifetime >= rules.min_ttl
-            and len(entry.body) <= rules.max_object_bytes
-        )
-
     def _run_reserve_clear(self, zone_id: str, progress: JobProgress) -> Future[None]:
         if self.disk is None:
             done: Future[None] = Future()
@@ -281,53 +230,6 @@ class Node:
         """Put a durable purge in effect on this node: the index at once, the reclaimer after."""
         self.index.apply(purge)
         self.reclaimer.enqueue(purge)
-
-    async def _warm(self, host: str, path: str, headers: Mapping[str, str]) -> int:
-        """One request through this node's own data plane (prefetch), body read and dropped."""
-        listen = self.config.data.host
-        address = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen
-        fields = {name.lower(): value for name, value in headers.items()}
-        fields["host"] = host
-        target = quote(path, safe=TARGET_SAFE)
-        resp = await self.origin.request("GET", f"http://{address}:{self.data_port}{target}", fields)
-        async for _ in resp.chunks():
-            pass
-        return resp.status
-
-    def quota_for(self, zone_id: str) -> list[Quota]:
-        """Every task type's quota state for one zone (DescribeContentQuota)."""
-        zone = self.zones.by_id[zone_id].config
-        out: list[Quota] = []
-        for task_type in TASK_TYPES:
-            st = self.quotas.state(zone, task_type)
-            out.append(Quota(Type=st.type, Batch=st.batch, Daily=st.daily, DailyAvailable=st.daily_available))
-        return out
-
-    async def _keep_tasks(self) -> None:
-        """Tasks nobody acknowledged in time end ``timeout``; old tasks go after the retention."""
-        cfg = self.config.tasks
-        last_forget = 0.0
-        while True:
-            await asyncio.sleep(min(5.0, cfg.timeout / 4))
-            now = datetime.now(UTC)
-            try:
-                expired = await asyncio.to_thread(
-                    self.tasks.expire, now - timedelta(seconds=cfg.timeout), now
-                )
-                if expired:
-                    log.warning(
-                        "%d tasks timed out: not acknowledged within %g s",
-                        expired,
-                        cfg.timeout,
-                        extra={"event": "tasks_timeout", "count": expired, "timeout_s": cfg.timeout},
-                    )
-                if time.monotonic() - last_forget >= RETENTION_EVERY:
-                    await asyncio.to_thread(
-                        self.tasks.forget, now - timedelta(days=cfg.retention_days), list(self.zones.by_id)
-                    )
-                    last_forget = time.monotonic()
-            except Exception:
-                log.exception("task housekeeping failed")
 
     def _seed(self) -> None:
         # Purges still processing when this node last stopped: the memory tier starts empty, and
@@ -348,11 +250,11 @@ class Node:
         if cfg.demo_origin is not None:
             self._demo = await demo_origin.start(cfg.demo_origin.host, cfg.demo_origin.port)
         self.cache_reserve.resume()
-        loop = asyncio.get_running_loop()
-        self._housekeeping = loop.create_task(self._keep_tasks())
-        self._queue_sweeper = loop.create_task(self.queues.keep())
-        self._events = loop.create_task(self.subscriptions.keep())
-        self._push = loop.create_task(self.push_delivery.keep())
+        zone_ids = list(self.zones.by_id)
+        self._background.start("tasks", lambda: keep_tasks(self.tasks, cfg.tasks, zone_ids))
+        self._background.start("queues", self.queues.keep)
+        self._background.start("subscriptions", self.subscriptions.keep)
+        self._background.start("push", self.push_delivery.keep)
         self._keep_gc()
         if self.access_formatter is not None:
             # One formatter per node, in the control plane's process: it reads the ring of every
@@ -374,7 +276,7 @@ class Node:
         )
         edgeone = EdgeOneServices(
             secrets=self.secrets,
-            quota_for=self.quota_for,
+            quota_for=quota_source(self.quotas, self.zones),
         )
         console = build_console_app(self.sessions, self.live) if cfg.console.enabled else None
         self._control = web.AppRunner(
@@ -409,11 +311,9 @@ class Node:
 
     def _keep_gc(self) -> None:
         # Every process of a node runs these once, whichever planes it serves.
-        if self._probe is None:
-            self._probe = asyncio.get_running_loop().create_task(self.looplag.run())
-        if self._gc is None:
-            rt = self.config.runtime
-            self._gc = asyncio.get_running_loop().create_task(keep_gc(rt.gc_freeze_every, rt.gc_sweep_every))
+        rt = self.config.runtime
+        self._background.start("looplag", self.looplag.run)
+        self._background.start("gc", lambda: keep_gc(rt.gc_freeze_every, rt.gc_sweep_every))
 
     async def drain(self, grace: float) -> None:
         """Stop taking connections and let in-flight responses finish (at most ``grace`` seconds)."""
@@ -434,18 +334,7 @@ class Node:
             await self._control.cleanup()
         await self.reclaimer.stop()
         await self.cache_reserve.stop()
-        for task in (
-            self._housekeeping,
-            self._gc,
-            self._probe,
-            self._queue_sweeper,
-            self._events,
-            self._push,
-        ):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._background.stop()
         await self.prefetch.drain()
         await self.origin.close()
         if self._demo is not None:

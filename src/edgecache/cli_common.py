@@ -25,9 +25,8 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from edgecache.app import seed_identity
 from edgecache.config import Config, load_config
-from edgecache.control.credentials import ALL, CredentialError, CredentialService, Permission
+from edgecache.control.credentials import ALL, CredentialError, CredentialService, Permission, seed_identity
 from edgecache.db.engine import open_database, sqlite_url
 
 DEFAULT_DATA_DIR = Path("data")

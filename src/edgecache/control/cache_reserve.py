@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from edgecache.config import CacheReserve
 from edgecache.db.cache_reserve import CacheReserveStore, ReserveRow
 from edgecache.store.disk import JobProgress
+from edgecache.store.entry import Entry
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +202,24 @@ class CacheReserveService:
         finally:
             self._clears.pop(zone_id, None)
             self._progress.pop(zone_id, None)
+
+
+def eligible(rules: CacheReserve, entry: Entry) -> bool:
+    """Cloudflare's eligibility for the reserve: fresh for at least the zone's minimum TTL, the
+    origin sent a Content-Length, and not too large."""
+    return (
+        entry.length_known
+        and entry.freshness_lifetime >= rules.min_ttl
+        and len(entry.body) <= rules.max_object_bytes
+    )
+
+
+def eligibility(rules: Mapping[str, CacheReserve]) -> Callable[[Entry], bool]:
+    """The data plane's eligibility test over every configured zone's rules (by zone id); objects
+    of zones no longer configured are never eligible."""
+
+    def test(entry: Entry) -> bool:
+        zone_rules = rules.get(entry.zone)
+        return zone_rules is not None and eligible(zone_rules, entry)
+
+    return test

@@ -34,6 +34,7 @@ from typing import Literal
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from edgecache.config import Config
 from edgecache.db.identity import (
     ConflictError,
     GlobalKeyRecord,
@@ -487,3 +488,12 @@ class CredentialService:
             zones=None,
             label=r.email,
         )
+
+
+def seed_identity(credentials: CredentialService, config: Config) -> None:
+    """Create the configured accounts and zones in the control database, or bring them in line
+    (idempotent): what tokens and secrets are granted on. ``serve`` and the CLI both call it."""
+    for account in config.accounts:
+        credentials.ensure_account(account.id, account.name, account.plan)
+    for zone in config.zones:
+        credentials.ensure_zone(zone.id, zone.account_id, zone.name, zone.plan)

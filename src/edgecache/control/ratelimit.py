@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from edgecache.config import Plan
+from edgecache.config import Account, Plan
 
 
 class Bucket(StrEnum):
@@ -200,3 +200,20 @@ class RateLimiter:
             b = self._buckets.get((account_id, str(bucket)))
             if b is not None:
                 b.refund(cost, self._clock())
+
+
+def account_limits(account: Account) -> PlanLimits:
+    """An account's purge limits: its plan's published numbers, with its configured overrides."""
+    limits = PLAN_LIMITS[account.plan]
+    changes: dict[str, object] = {}
+    if account.flex_purge is not None:
+        changes["flex_purge"] = Rate(account.flex_purge.per_second, account.flex_purge.burst)
+    if account.single_file_purge is not None:
+        changes["single_file_purge"] = Rate(
+            account.single_file_purge.per_second, account.single_file_purge.burst
+        )
+    if account.files_per_request is not None:
+        changes["files_per_request"] = account.files_per_request
+    if account.flex_items_per_request is not None:
+        changes["flex_items_per_request"] = account.flex_items_per_request
+    return limits.with_overrides(**changes) if changes else limits

@@ -49,10 +49,12 @@ from edgecache.api.edgeone.envelope import (
     unknown_parameter,
 )
 from edgecache.api.jsonbody import BadJson, load_json
+from edgecache.config import TASK_TYPES
 from edgecache.control.credentials import Permission, Principal
+from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import Rate, TokenBucket
 from edgecache.control.secrets import SecretService, is_well_formed_secret_id
-from edgecache.edge.zones import ZoneRuntime
+from edgecache.edge.zones import ZoneRuntime, ZoneTable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,20 @@ class QuotaSource(Protocol):
     thread, so it may query the database."""
 
     def __call__(self, zone_id: str) -> Sequence[Quota]: ...
+
+
+def quota_source(quotas: QuotaService, zones: ZoneTable) -> QuotaSource:
+    """The quotas of one zone as ``DescribeContentQuota`` reports them: every task type's state."""
+
+    def quota_for(zone_id: str) -> list[Quota]:
+        zone = zones.by_id[zone_id].config
+        out: list[Quota] = []
+        for task_type in TASK_TYPES:
+            st = quotas.state(zone, task_type)
+            out.append(Quota(Type=st.type, Batch=st.batch, Daily=st.daily, DailyAvailable=st.daily_available))
+        return out
+
+    return quota_for
 
 
 class ActionLimiter:
