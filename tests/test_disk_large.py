@@ -4,9 +4,11 @@ it, answered in ranges, purged like any other, never served truncated (store/chu
 from __future__ import annotations
 
 import http.client
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,9 @@ from conftest import ZONE_ID, Route, Stack
 from edgecache.config import Storage
 from edgecache.db.ledger import LedgerStore
 from edgecache.purge.selectors import Mode, Purge, Tag
-from edgecache.store.chunked import CHUNK_BYTES, LargeWrite
+from edgecache.store.chunked import CHUNK_BYTES, ChunkedEntry, LargeWrite
+from edgecache.store.disk import DiskStore
+from edgecache.store.entry import Entry
 
 LIMIT = 256 * 1024
 BIG = bytes(range(256)) * (5 * CHUNK_BYTES // 256) + b"tail of the object"
@@ -210,3 +214,37 @@ def test_a_soft_purge_marks_it_stale_on_disk_and_it_is_refetched(big: Stack) -> 
     flush(big)
     status, headers, body = big.request("/big")
     assert (status, headers["cf-cache-status"], body) == (200, "HIT", BIG)
+
+
+def test_a_reader_never_finds_the_record_before_its_chunks(tmp_path: Path) -> None:
+    disk = DiskStore(tmp_path, budget=1 << 30, position=0, map_size=1 << 30)
+    seen: list[int] = []
+    current = ["http://h/large0"]
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            found = disk.get(current[0])
+            if found is not None:
+                entry = found[0]
+                assert isinstance(entry, ChunkedEntry)
+                seen.append(sum(len(p or b"") for p in entry.pieces(0, entry.length - 1)))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for round_ in range(5):
+            current[0] = f"http://h/large{round_}"
+            write = LargeWrite(disk, chunk_size=64 * 1024)
+            write.add(bytes([round_]) * (20 * 64 * 1024 + 7))
+            entry = write.finish(Entry("z", current[0], 200, b"", b"", (), 0, time.time(), 0.0, 600.0))
+            assert entry is not None
+            disk.put(entry)
+            assert disk.flush(10)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join(10)
+        disk.close()
+    # Every time the record was found, every chunk was there.
+    assert seen and set(seen) == {20 * 64 * 1024 + 7}

@@ -295,7 +295,14 @@ def _zone_name(raw: bytes) -> str:
 
 def large_bytes(raw: bytes | memoryview) -> int:
     """The chunk bytes a record stands for beyond itself (0 unless it is a large object's)."""
-    return int(MANIFEST.unpack_from(raw, len(raw) - MANIFEST.size)[0]) if raw[_FLAGS_AT] & _F_CHUNKED else 0
+    if not _chunked(raw):
+        return 0
+    return int(MANIFEST.unpack_from(raw, len(raw) - MANIFEST.size)[0])
+
+
+def _chunked(raw: bytes | memoryview) -> bool:
+    """Whether a record is a large object's (an unreadable, too short one is not)."""
+    return len(raw) >= _REC.size + MANIFEST.size and bool(raw[_FLAGS_AT] & _F_CHUNKED)
 
 
 class WriteView:
@@ -772,25 +779,17 @@ class DiskStore:
     # -- large objects (``store/chunked.py``) -----------------------------------------------------
 
     def write_chunk(self, object_id: bytes, index: int, data: bytes) -> Future[None]:
-        """Queue one chunk of a large object; it gets a write transaction of its own, ordered
-        after everything queued before it (so before the record that will point to it)."""
-
-        def job(view: WriteView) -> bool:
-            view.txn.put(chunk_key(object_id, index), data, db=self._chunks)
-            return True
-
-        return self.run_job(job)
+        """Queue one chunk of a large object, in order with every other change: it is committed
+        before (or with) the record that will point to it, which is queued after it. The future
+        completes once it is committed."""
+        done: Future[None] = Future()
+        self._enqueue(("chunk", object_id, index, data, done))
+        return done
 
     def drop_object(self, object_id: bytes) -> None:
         """Queue the removal of a large object's chunks that no record points to (a write that gave
         up); a record that does point to them keeps them."""
-
-        def job(view: WriteView) -> bool:
-            if view.txn.get(object_id, db=self._chunks) is None:
-                self._delete_chunks(view.txn, object_id)
-            return True
-
-        self.run_job(job)
+        self._enqueue(("dropobject", object_id))
 
     def read_chunk(self, object_id: bytes, index: int) -> bytes | None:
         """One chunk of a large object (one copy out of the map), or None when it is gone."""
@@ -826,7 +825,7 @@ class DiskStore:
 
     def _drop_large(self, txn: lmdb.Transaction, raw: bytes) -> int:
         """Remove the chunks of a large object's record; the bytes they were accounted as."""
-        if not raw[_FLAGS_AT] & _F_CHUNKED:
+        if not _chunked(raw):
             return 0
         length, _, object_id = MANIFEST.unpack_from(raw, len(raw) - MANIFEST.size)
         self._delete_chunks(txn, object_id)
@@ -860,6 +859,8 @@ class DiskStore:
                 batch.append(op)
                 if op[0] == "put":
                     size += len(op[1].body)
+                elif op[0] == "chunk":
+                    size += len(op[3])
                 if len(batch) >= _MAX_BATCH_OPS or size >= _MAX_BATCH_BYTES:
                     break
                 try:
@@ -876,9 +877,16 @@ class DiskStore:
     def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
         try:
             self._apply(batch)
-        except Exception:
+        except Exception as exc:
             self.stats.write_errors += 1
             log.exception("disk tier: a batch of %d changes was not written", len(batch))
+            for op in batch:
+                if op[0] == "chunk":
+                    op[4].set_exception(exc)
+        else:
+            for op in batch:
+                if op[0] == "chunk":
+                    op[4].set_result(None)
         finally:
             with self._idle:
                 self._queued -= len(batch)
@@ -923,6 +931,11 @@ class DiskStore:
                             self._remove(txn, handle)
                 elif kind == "vary":
                     txn.put(db_key(CACHE, op[1]), "\x00".join(op[2]).encode(), db=self._vary)
+                elif kind == "chunk":
+                    txn.put(chunk_key(op[1], op[2]), op[3], db=self._chunks)
+                elif kind == "dropobject":
+                    if txn.get(op[1], db=self._chunks) is None:
+                        self._delete_chunks(txn, op[1])
                 elif kind == "job":
                     jobs.append(op)
             if len(jobs) < len(batch):
