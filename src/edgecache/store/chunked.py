@@ -106,6 +106,10 @@ class ChunkedEntry(Entry):
 def chunked_from(entry: Entry, manifest: bytes | memoryview) -> ChunkedEntry:
     """The large-object entry of a decoded record: ``entry`` with the manifest's fields."""
     length, chunk_size, object_id = MANIFEST.unpack(manifest)
+    return _chunked(entry, length, object_id, chunk_size)
+
+
+def _chunked(entry: Entry, length: int, object_id: bytes, chunk_size: int) -> ChunkedEntry:
     values = {f.name: getattr(entry, f.name) for f in fields(Entry)}
     values["body"] = b""
     return ChunkedEntry(**values, length=length, object_id=object_id, chunk_size=chunk_size)
@@ -164,11 +168,7 @@ class LargeWrite:
             self._send(b"".join(self._buffer))
             self._buffer = []
             self._buffered = 0
-        values = {f.name: getattr(entry, f.name) for f in fields(Entry)}
-        values["body"] = b""
-        return ChunkedEntry(
-            **values, length=self.length, object_id=self.object_id, chunk_size=self._chunk_size
-        )
+        return _chunked(entry, self.length, self.object_id, self._chunk_size)
 
     def abandon(self) -> None:
         """Give up: the chunks written so far are removed (no record will point to them)."""
