@@ -110,6 +110,9 @@ class Fetch:
         self._open_large = open_large
         self._large: LargeWrite | None = None
         """The write to disk of a response too large for memory, while it goes on."""
+        self.storing_large = False
+        """The body is written to disk in chunks (too large for memory), and the write has not
+        given up (it stays True once the object is stored)."""
         self.request_headers = headers
         drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
         fwd = forward_headers(headers, client_ip, zone, host, drop=drop)
@@ -316,6 +319,7 @@ class Fetch:
             self._on_done(self)
         elif self._large is not None and not self._large.add(chunk):
             self._large = None
+            self.storing_large = False
         self._wake()
         if not self.storable:
             self._trim()
@@ -323,11 +327,6 @@ class Fetch:
                 self._space = asyncio.get_running_loop().create_future()
                 await self._space
                 self._trim()
-
-    @property
-    def storing_large(self) -> bool:
-        """Whether the body is being written to disk in chunks (too large for memory)."""
-        return self._large is not None
 
     def _begin_large(self) -> None:
         """Write this response to disk in chunks, with the chunks received so far: a 200, or a 206
@@ -339,6 +338,7 @@ class Fetch:
         for chunk in self.chunks:
             large.add(chunk)
         self._large = large
+        self.storing_large = True
 
     @property
     def _whole_206(self) -> bool:
@@ -352,6 +352,7 @@ class Fetch:
         self._large = None
         if not whole or (self.content_length is not None and large.length != self.content_length):
             large.abandon()
+            self.storing_large = False
             return
         decision = self.decision
         head = self.head_bytes
@@ -359,7 +360,9 @@ class Fetch:
             # Every byte of the representation: stored as the 200 it is part of (RFC 9111 §3.4).
             head = encode_head([(k, v) for k, v in self.client_headers if k.lower() != "content-range"])
         entry = large.finish(self._entry(decision, b"", parse_tags(self._tag_source), response_time, head))
-        if entry is not None:
+        if entry is None:
+            self.storing_large = False
+        else:
             entry.status = 200
             self._store_entry(entry, decision.vary, self.request_headers)
 
