@@ -20,7 +20,11 @@ which lets the harness do what the public API cannot:
 - ``commitcost``: ms per bare SQLite ``INSERT`` + commit (WAL, synchronous=FULL) in the data dir.
 - ``stats``: RSS, entries, bytes_used, outstanding index rows, pending purges, and the garbage
   collector's pauses per generation since the start (``gc.callbacks``; the event loop stops meanwhile).
-- ``cpu``: the node process's CPU time so far (every thread).
+- ``cpu``: the node process's CPU time so far (every thread), each thread's by name, and the ledger
+  writer's commits so far.
+- ``profile``: ``{"action": "start"}`` runs cProfile on the event loop's thread and the ledger
+  writer's thread; ``{"action": "stop", "top": N}`` stops it and answers each thread's N most
+  expensive functions by their own time, with the thread's CPU seconds over the window.
 - ``lag``: the longest event-loop stall since the last ``lag`` (``edgecache.looplag.LoopLag`` with a
   1 ms period, wall and loop-thread CPU), and start a new window. The harness opens a window right
   before each purge and reads it after the reclaimer is done, so its own fills are never counted.
@@ -35,13 +39,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import ctypes
 import dataclasses
 import gc
+import io
 import json
 import os
+import pstats
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,6 +100,19 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of each of this process's threads, summed per thread name (the kernel's
+    per-thread run time in ns, ``/proc/self/task/*/schedstat``)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            name = names.get(int(task.name)) or (task / "comm").read_text().strip()
+            ns = int((task / "schedstat").read_text().split()[0])
+            out[name] = out.get(name, 0.0) + ns / 1e9
+    return out
 
 
 def malloc_trim() -> bool:
@@ -153,6 +174,8 @@ class Bench:
         self._gc_t0 = 0.0
         gc.callbacks.append(self._gc_timer)
         self._wrap()
+        self._profiles: dict[str, cProfile.Profile] = {}
+        self._thread_cpu0: dict[str, float] = {}
 
     def _gc_timer(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -343,6 +366,42 @@ class Bench:
             con.close()
         return {"ms": out}
 
+    # -- profile -------------------------------------------------------------------------------------
+
+    def _on_writer(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the ledger writer's thread and wait for it (the loop blocks meanwhile: a
+        benchmark command, between measured windows)."""
+        writer: Any = self.node.purges._writer
+        if not hasattr(writer, "call"):  # before the group writer: a thread pool of one
+            return writer.submit(fn).result()
+        return writer.call(lambda _conn: fn())
+
+    def profile(self, action: str, top: int) -> dict[str, Any]:
+        if action == "start":
+            # Timed by each thread's CPU clock: waits (the GIL, fsync, the queue) are not counted.
+            self._profiles = {name: cProfile.Profile(time.thread_time) for name in ("loop", "writer")}
+            self._thread_cpu0 = {"loop": time.thread_time(), "writer": self._on_writer(time.thread_time)}
+            self._on_writer(self._profiles["writer"].enable)
+            self._profiles["loop"].enable()
+            return {"started": True}
+        self._profiles["loop"].disable()
+        cpu = {"loop": time.thread_time(), "writer": 0.0}
+        self._on_writer(self._profiles["writer"].disable)
+        cpu["writer"] = self._on_writer(time.thread_time)
+        out: dict[str, Any] = {}
+        for name, prof in self._profiles.items():
+            buf = io.StringIO()
+            stats = pstats.Stats(prof, stream=buf)
+            stats.sort_stats("tottime").print_stats(top)
+            buf2 = io.StringIO()
+            pstats.Stats(prof, stream=buf2).sort_stats("cumulative").print_stats(top)
+            out[name] = {
+                "cpu_s": cpu[name] - self._thread_cpu0[name],
+                "tottime": buf.getvalue(),
+                "cumulative": buf2.getvalue(),
+            }
+        return out
+
     def stats(self) -> dict[str, Any]:
         node = self.node
         return {
@@ -390,8 +449,16 @@ class Bench:
             result = self.commitcost(int(cmd.get("n", 100)))
         elif op == "stats":
             result = self.stats()
+        elif op == "profile":
+            result = self.profile(cmd["action"], int(cmd.get("top", 40)))
         elif op == "cpu":
-            result = {"process_s": time.process_time()}
+            writer: Any = self.node.purges._writer
+            result = {
+                "process_s": time.process_time(),
+                "threads": thread_cpu(),
+                # None before the group writer (one commit per purge).
+                "ledger_commits": getattr(writer, "commits", None),
+            }
         elif op == "lag":
             wall, cpu = self.probe.reset()
             result = {"ms": wall * 1000, "cpu_ms": cpu * 1000}

@@ -101,7 +101,7 @@ def prototype(node: Node, enabled: list[bool]) -> None:
             if scheduled[0]:
                 return
             scheduled[0] = True
-        purges._writer.submit(drain)
+        purges._writer.submit(lambda _conn: drain())
 
     # The reclaimer holds the bound method given at construction: replace it there.
     node.reclaimer._on_reclaimed = reclaimed

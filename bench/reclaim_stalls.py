@@ -9,7 +9,12 @@ one after the other: a 1% tag, a 1% URL prefix, the ``site`` tag (every entry of
 a tag snapshot, so reclaimed by paging through the zone), and everything of the zone (refilled first).
 
 Printed: per purge, entries removed, reclaim wall time, and the longest stall: loop-thread CPU
-time within one probe period (independent of the machine's other load) and wall lateness.
+time within one probe period (independent of the machine's other load) and wall lateness. And the
+trims (``malloc_trim`` in a worker thread, as the node runs it): how many, the longest one's CPU time
+(glibc holds an arena's lock while it returns that arena's pages; the time it holds it is at least
+this), and the longest the loop waited for one 4 KiB allocation (a ``bytearray`` every 1 ms on the
+loop: what a response being stored waits for while a trim holds the lock; wall time, so noisy on a
+shared machine). ``--trim-after-mb`` sets the reclaimer's trim step (``TRIM_AFTER_BYTES``).
 """
 
 from __future__ import annotations
@@ -22,12 +27,53 @@ import time
 import uvloop
 from store_memory import make_entry
 
+from edgecache.edge import reclaimer as reclaimer_module
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.looplag import LoopLag
-from edgecache.memtrim import release_freed_memory
+from edgecache.memtrim import trim_now
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Everything, Mode, Prefix, Purge, Selector, Tag
 from edgecache.store.memory import MemoryTier
+
+
+class Trims:
+    """``release_memory`` for the reclaimer: ``trim_now`` in a worker thread, timed there."""
+
+    def __init__(self) -> None:
+        self.cpu: list[float] = []
+
+    async def release(self) -> bool:
+        return await asyncio.to_thread(self._trim)
+
+    def _trim(self) -> bool:
+        t0 = time.thread_time()
+        released = trim_now()
+        self.cpu.append(time.thread_time() - t0)
+        return released
+
+
+class AllocProbe:
+    """The longest the loop waited for one 4 KiB allocation (malloc, not pymalloc)."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+
+    async def run(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            block = bytearray(4096)
+            took = time.perf_counter() - t0
+            del block
+            self.longest = max(self.longest, took)
+            await asyncio.sleep(0.001)
+
+
+def rss_mb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
 
 
 async def run(n: int) -> None:
@@ -43,26 +89,35 @@ async def run(n: int) -> None:
 
     fill()
     index = EpochIndex()
-    rec = Reclaimer(tier, index, lambda: None, release_memory=release_freed_memory)
+    trims = Trims()
+    rec = Reclaimer(tier, index, lambda: None, release_memory=trims.release)
     rec.start()
     probe = LoopLag(0.001)
-    task = asyncio.get_running_loop().create_task(probe.run())
+    alloc = AllocProbe()
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(probe.run()), loop.create_task(alloc.run())]
     plan: list[tuple[str, Selector]] = [
         ("one tag (1%)", Tag("tag07")),
         ("one prefix (1%)", Prefix("bench.test/obj/01")),
         ("tag on every entry of the zone", Tag("site")),
         ("everything (after a refill)", Everything()),
     ]
-    print(f"n = {n:,}\n")
+    step = reclaimer_module.TRIM_AFTER_BYTES >> 20
+    print(f"n = {n:,}, trim step {step} MB\n")
     print(
-        "| purge | removed | reclaim s (wall) | longest stall, loop-thread CPU ms | wall ms | ≤ 10 ms (CPU) |"
+        "| purge | removed | reclaim s (wall) | longest stall, loop-thread CPU ms | wall ms | ≤ 10 ms (CPU) "
+        "| trims | longest trim, CPU ms | longest 4 KiB allocation on the loop, wall ms "
+        "| RSS MB before → after |"
     )
-    print("|---|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
     for seq, (label, selector) in enumerate(plan, start=1):
         if isinstance(selector, Everything):
             fill()
         await asyncio.sleep(0.2)
         probe.reset()
+        alloc.longest = 0.0
+        trims.cpu.clear()
+        rss0 = rss_mb()
         before = len(tier)
         purge = Purge(seq, "bench", Mode.DELETE, (selector,), time.time())
         t0 = time.perf_counter()
@@ -74,17 +129,24 @@ async def run(n: int) -> None:
         wall, cpu = probe.reset()
         print(
             f"| {label} | {before - len(tier):,} | {took:.2f} | {cpu * 1e3:.2f} | {wall * 1e3:.1f}"
-            f" | {'yes' if cpu <= 0.010 else '**no**'} |",
+            f" | {'yes' if cpu <= 0.010 else '**no**'} | {len(trims.cpu)}"
+            f" | {max(trims.cpu, default=0.0) * 1e3:.1f} | {alloc.longest * 1e3:.1f}"
+            f" | {rss0:,} → {rss_mb():,} |",
             flush=True,
         )
-    task.cancel()
+    for task in tasks:
+        task.cancel()
     await rec.stop()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1_000_000)
-    uvloop.run(run(p.parse_args().n))
+    p.add_argument("--trim-after-mb", type=int, help="the reclaimer's trim step (default: the shipped one)")
+    args = p.parse_args()
+    if args.trim_after_mb is not None:
+        reclaimer_module.TRIM_AFTER_BYTES = args.trim_after_mb << 20
+    uvloop.run(run(args.n))
 
 
 if __name__ == "__main__":

@@ -237,6 +237,36 @@ def test_misses_reuse_one_origin_connection_and_metrics_show_it(stack: Stack) ->
     assert after["edgecache_origin_retries_total"] == before["edgecache_origin_retries_total"]
 
 
+def test_a_miss_on_a_connection_the_origin_closed_is_retried_once_on_a_new_one(stack: Stack) -> None:
+    """The origin closes its first connection on receiving a second request, without a byte of
+    answer (a keep-alive timeout racing our reuse): that miss is re-sent, once, on a new connection,
+    and the client never sees the failure."""
+    fill = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4\r\n\r\nfill"
+
+    def handler(sock: socket.socket, n: int) -> None:
+        if read_request(sock) is None:
+            return
+        if n == 1:
+            sock.sendall(fill)
+            read_request(sock)
+            sock.close()
+            return
+        sock.sendall(fill)
+        while read_request(sock) is not None:
+            sock.sendall(fill)
+
+    before = origin_metrics(stack)
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        assert stack.request("/closing-0")[2] == b"fill"
+        status, headers, body = stack.request("/closing-1")
+        assert (status, body, headers["cf-cache-status"]) == (200, b"fill", "MISS")
+        assert origin.connections == 2
+        assert stored(stack, "/closing-1")
+    after = origin_metrics(stack)
+    assert after["edgecache_origin_retries_total"] - before["edgecache_origin_retries_total"] == 1
+    assert after["edgecache_origin_requests_total"] - before["edgecache_origin_requests_total"] == 3
+
+
 # -- 1xx --------------------------------------------------------------------------------------------
 
 EARLY_HINTS = (

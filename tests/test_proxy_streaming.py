@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from conftest import Route, Stack
 from edgecache.config import DiskStorage, Storage
+from rawhttp import raw_origin, read_request
 
 
 def test_concurrent_misses_cause_one_origin_fetch(stack: Stack) -> None:
@@ -63,6 +65,39 @@ def test_objects_over_the_size_limit_stream_through_unstored_without_a_disk() ->
             assert stack.call(lambda p=path: stack.node.store.peek("http://test.example" + p)) is None
     finally:
         stack.close()
+
+
+def test_a_slow_client_holds_back_the_origin_of_an_unstored_body(stack: Stack) -> None:
+    """A body over the size limit is not stored, so the edge keeps only what its reader lags by:
+    while the client reads nothing, the origin cannot send much beyond the sockets' buffers; once
+    the client reads, the whole body arrives intact and the origin connection serves the next miss."""
+    size = 32 * 1024 * 1024
+    block = bytes(range(256)) * 256
+    sent = [0]
+
+    def handler(sock: socket.socket, n: int) -> None:
+        while read_request(sock) is not None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            for _ in range(size // len(block)):
+                sock.sendall(block)
+                sent[0] += len(block)
+
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        with socket.create_connection(("127.0.0.1", stack.node.data_port), timeout=20) as client:
+            client.sendall(b"GET /slow-reader HTTP/1.1\r\nHost: test.example\r\n\r\n")
+            got = client.recv(65536)
+            time.sleep(1.5)
+            held_back = sent[0]
+            while got.count(b"\r\n\r\n") == 0 or len(got) - got.index(b"\r\n\r\n") - 4 < size:
+                chunk = client.recv(1 << 20)
+                assert chunk, "the edge closed before the end of the body"
+                got += chunk
+        assert held_back < size * 3 // 4
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert b"CF-Cache-Status: BYPASS" in head
+        assert body == block * (size // len(block))
+        assert stack.request("/after")[0] == 200
+        assert origin.connections == 1
 
 
 def test_chunked_origin_response_is_cached(stack: Stack) -> None:

@@ -5,6 +5,7 @@ each purge covers. The loop-lag probe sees a stall when one happens."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -182,15 +183,16 @@ def test_a_tag_on_more_entries_than_a_snapshot_is_reclaimed_through_the_zone(
     assert tier.tag_size("b", "t1") == 50
 
 
-def test_a_large_reclaim_releases_memory_in_the_background_and_a_small_one_does_not(
+def test_a_large_reclaim_releases_memory_in_steps_as_it_goes_and_a_small_one_does_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     tier = filled(3000)
-    monkeypatch.setattr(reclaimer_module, "TRIM_AFTER_BYTES", tier.bytes_used // 2)
-    calls: list[int] = []
+    step = tier.bytes_used // 5
+    monkeypatch.setattr(reclaimer_module, "TRIM_AFTER_BYTES", step)
+    calls: list[tuple[int, int]] = []
 
     async def release() -> bool:
-        calls.append(len(tier))
+        calls.append((len(tier), tier.bytes_used))
         return True
 
     async def go() -> None:
@@ -204,8 +206,13 @@ def test_a_large_reclaim_releases_memory_in_the_background_and_a_small_one_does_
             await rec.drain()
             await asyncio.sleep(0.05)
             if seq == 1:
-                assert calls == [], "a seventh of the tier is under the threshold"
+                assert calls == [], "a seventh of the tier is under the step"
         await rec.stop()
 
+    before = tier.bytes_used
     asyncio.run(go())
-    assert calls == [50], "released once, after the purge that emptied zone a"
+    assert len(calls) >= 3, "several trims while zone a was being emptied"
+    assert calls[0][0] > 50, "the first trim ran before the reclaim had finished"
+    assert calls[-1][0] == 50, "and the last one for its rest, once it had"
+    freed = [before - calls[0][1]] + [a[1] - b[1] for a, b in itertools.pairwise(calls)]
+    assert all(f < 2 * step for f in freed[:-1]), f"each trim returns about one step: {freed}"

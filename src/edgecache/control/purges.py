@@ -9,12 +9,18 @@ Rules of this module:
   the zone's quotas and the ledger write. A request refused at any step, or whose write fails, has
   its rate-limit tokens and quota given back and leaves no row.
 - Acceptance is durable before it is acknowledged: :meth:`PurgeService.submit` returns only after the
-  ledger row is committed. The same writer thread then schedules the in-memory application on the
-  event loop *before* the caller resumes, in ledger order, so the purge is in effect on this node
-  when the API answers.
+  ledger row is committed. Purges are written by one group writer (``edgecache.db.writer``):
+  purges that arrive while a commit is under way share the next transaction and its one sync, each
+  in a savepoint of its own, so one that fails (its quota, a row the database refuses) is undone
+  alone and the others commit. The writer thread, as each commit completes, schedules the in-memory
+  application on the event loop *before* the callers resume, in ledger order, so every purge is in
+  effect on this node when the API answers, whether or not its caller is still waiting.
 - Acknowledgements (this node reclaimed a purge: its tasks succeed) ride in the next ledger write's
   transaction; when no purge comes within ``ACK_DELAY`` seconds they get a transaction of their
   own. A stream of purges so costs one commit per purge, not two.
+- What a purge was charged (the account's rate-limit tokens, the zone's quotas) is given back when
+  its write does not commit, by the writer thread as the outcome is known: a caller that went away
+  meanwhile cannot leave a charge behind.
 - URLs name what clients fetch through this node: the scheme and port of a purge URL are ignored
   (the data plane keys on ``http`` and the bare host, see ``edge/proxy.py``), the host must be one of
   the zone's hostnames, and ``files[].headers`` select one variant through the zone's cache-key
@@ -24,22 +30,25 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import Connection
+
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import Bucket, PlanLimits, RateLimiter
-from edgecache.db.ledger import LedgerRow, LedgerStore
-from edgecache.db.tasks import NewTask, TaskStore
+from edgecache.db.ledger import LedgerRow, LedgerStore, append_in
+from edgecache.db.prepared import savepoint
+from edgecache.db.tasks import NewTask, TaskStore, finish_purges_in
+from edgecache.db.writer import GroupWriter
 from edgecache.edge.zones import ZoneRuntime
 from edgecache.httpcache.key import primary_key, variant_suffix
 from edgecache.httpcache.tags import normalise_tag
@@ -165,20 +174,20 @@ class PurgeService:
         self._tasks = task_store
         self._quotas = quotas
         self._pending: dict[int, tuple[PurgeItem, ...]] = {}
+        """Items of purges not yet reclaimed, to attribute matched counts to their tasks."""
         self._acks: list[tuple[int, dict[str, int]]] = []
         self._acks_lock = threading.Lock()
         self._acks_scheduled = False
-        """Items of purges not yet reclaimed, to attribute matched counts to their tasks."""
         self._limiter = limiter
         self._limits_for = limits_for
         self._apply = apply
         # One writer: ledger rows are committed, and applied, in sequence order.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecache-ledger")
+        self._writer = GroupWriter(ledger_store.engine, name="edgecache-ledger")
 
     def close(self) -> None:
         """Stop the writer thread (pending writes and acknowledgements are committed first)."""
-        self._writer.submit(self._flush_acks)
-        self._writer.shutdown(wait=True)
+        self._writer.submit(self._flush_acks, atomic=True)
+        self._writer.close()
 
     # -- validation -------------------------------------------------------------------------------
 
@@ -308,47 +317,57 @@ class PurgeService:
         loop = asyncio.get_running_loop()
         job_id = uuid.uuid4().hex
         now = time.time()
+        created_at = datetime.fromtimestamp(now, UTC)
         record = _describe(request)
         selectors = _selectors(items)
         counts: dict[str, int] = {}
         for item in items:
             counts[item.type] = counts.get(item.type, 0) + 1
         new_tasks = [NewTask(i.target, i.type, i.domain, mode.value) for i in items]
+        give_back: list[Callable[[], None]] = []
+        """What to undo when the write does not commit (filled on the writer thread)."""
+        taken: list[tuple[int, dict[str, int]]] = []
 
-        def write() -> Purge:
-            with self._acks_lock:
-                acks, self._acks = self._acks, []
-            try:
-                with self._quotas.reserve(zone.config, counts):
-                    seq = self._store.append(
-                        zone_id=zone.config.id,
-                        mode=mode.value,
-                        selectors=record,
-                        principal=principal,
-                        dialect=dialect,
-                        job_id=job_id,
-                        created_at=datetime.fromtimestamp(now, UTC),
-                        tasks=new_tasks,
-                        acks=acks,
-                        acked_at=datetime.now(UTC),
-                    )
-            except BaseException:
+        def write(conn: Connection) -> Purge:
+            with savepoint(conn, "purge"):
+                give_back.append(self._quotas.charge(zone.config, counts))
                 with self._acks_lock:
-                    self._acks[:0] = acks  # not committed: the next write or the timer takes them
-                raise
-            purge = Purge(seq, zone.config.id, mode, selectors, now)
-            self._pending[seq] = items
-            loop.call_soon_threadsafe(self._apply, purge)
-            return purge
+                    acks, self._acks = self._acks, []
+                taken.extend(acks)
+                seq = append_in(
+                    conn,
+                    zone_id=zone.config.id,
+                    mode=mode.value,
+                    selectors=record,
+                    principal=principal,
+                    dialect=dialect,
+                    job_id=job_id,
+                    created_at=created_at,
+                    tasks=new_tasks,
+                )
+                if acks:
+                    finish_purges_in(conn, acks, datetime.now(UTC))
+            return Purge(seq, zone.config.id, mode, selectors, now)
 
-        refund = self._take_rate(zone, request) if rate_limited else None
-        try:
-            purge = await loop.run_in_executor(self._writer, write)
-        except Exception:
-            # Not on cancellation: the write goes on in the writer thread and may commit.
+        def settled(fut: Future[Purge]) -> None:
+            # On the writer thread, as the commit's outcome is known; before the caller resumes.
+            if fut.cancelled():
+                return  # never ran: nothing charged but the bucket (kept, see decision 0015)
+            if fut.exception() is None:
+                loop.call_soon_threadsafe(self._put_in_effect, fut.result(), items)
+                return
+            for undo in give_back:
+                undo()
+            with self._acks_lock:
+                self._acks[:0] = taken  # not committed: the next write or the timer takes them
             if refund is not None:
                 refund()
-            raise
+
+        refund = self._take_rate(zone, request) if rate_limited else None
+        # Atomic: ``write`` undoes its own writes (its savepoint) when it raises.
+        fut = self._writer.submit(write, atomic=True)
+        fut.add_done_callback(settled)
+        purge = await asyncio.wrap_future(fut)
         log.info(
             "purge accepted: %s %s on zone %s by %s via %s",
             mode.value,
@@ -368,6 +387,11 @@ class PurgeService:
             },
         )
         return AcceptedPurge(job_id, purge, items)
+
+    def _put_in_effect(self, purge: Purge, items: tuple[PurgeItem, ...]) -> None:
+        """On the event loop, in ledger order: the committed purge is applied on this node."""
+        self._pending[purge.seq] = items
+        self._apply(purge)
 
     def replay(self, zone: ZoneRuntime, row: LedgerRow) -> Purge:
         """A purge read back from the ledger, with the selectors its submission put in effect: how a
@@ -393,18 +417,20 @@ class PurgeService:
         asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_soon)
 
     def _flush_soon(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the writer is shut down: close() flushed them
-            self._writer.submit(self._flush_acks)
+        # Atomic: the operation keeps its own savepoint and never raises.
+        self._writer.submit(self._flush_acks, atomic=True)
 
-    def _flush_acks(self) -> None:
-        """On the writer thread: record every acknowledgement gathered so far in one transaction."""
+    def _flush_acks(self, conn: Connection) -> None:
+        """On the writer thread: record every acknowledgement gathered so far, in the group's
+        transaction."""
         with self._acks_lock:
             acks, self._acks = self._acks, []
             self._acks_scheduled = False
         if not acks:
             return  # a ledger write took them
         try:
-            self._tasks.finish_purges(acks, datetime.now(UTC))
+            with savepoint(conn, "acks"):
+                finish_purges_in(conn, acks, datetime.now(UTC))
         except Exception:
             # The tasks stay processing and end as timeout: visible, not silent.
             log.exception("recording %d purge acknowledgements failed", len(acks))

@@ -8,7 +8,8 @@ Rules:
 - The day is the UTC day. Today's usage is read once from the task table (durable across restarts),
   then counted in memory; a charge is atomic (a lock), so concurrent requests cannot overshoot.
 - A charge goes with the write it pays for: :meth:`QuotaService.reserve` wraps the transaction that
-  writes the tasks, and gives the items back when that transaction fails, so the count in memory
+  writes the tasks (or :meth:`QuotaService.charge` is made inside it, where several writes share one
+  commit), and the items are given back when that transaction fails, so the count in memory
   always equals the tasks committed (which are what a restart counts). A request is charged for all
   its task types or for none.
 """
@@ -72,12 +73,11 @@ class QuotaService:
         self._used[(zone.id, task_type)] = (day, used)
         return used
 
-    @contextmanager
-    def reserve(self, zone: Zone, items: Mapping[str, int]) -> Iterator[None]:
-        """Charge ``items`` (task type → number of targets) for the block that writes them.
+    def charge(self, zone: Zone, items: Mapping[str, int]) -> Callable[[], None]:
+        """Count ``items`` (task type → number of targets) now; returns what gives them back.
 
-        Raises :class:`QuotaExceeded` before the block runs when any type is over its batch or daily
-        quota (nothing counted); gives everything back when the block raises.
+        Raises :class:`QuotaExceeded` when any type is over its batch or daily quota, with nothing
+        counted. The caller gives the items back when the write they pay for does not commit.
         """
         costs = {t: 1 if t == "purge_all" else n for t, n in items.items()}
         for task_type, n in items.items():
@@ -93,15 +93,25 @@ class QuotaService:
                     raise QuotaExceeded(task_type, "daily", daily)
             for task_type, cost in costs.items():
                 self._used[(zone.id, task_type)] = (day, used[task_type] + cost)
-        try:
-            yield
-        except BaseException:
+
+        def give_back() -> None:
             with self._lock:
                 for task_type, cost in costs.items():
                     known = self._used.get((zone.id, task_type))
                     # A new UTC day since the charge re-reads usage from the tasks table instead.
                     if known is not None and known[0] == day:
                         self._used[(zone.id, task_type)] = (day, known[1] - cost)
+
+        return give_back
+
+    @contextmanager
+    def reserve(self, zone: Zone, items: Mapping[str, int]) -> Iterator[None]:
+        """:meth:`charge` for the block that writes them, given back when the block raises."""
+        give_back = self.charge(zone, items)
+        try:
+            yield
+        except BaseException:
+            give_back()
             raise
 
     def state(self, zone: Zone, task_type: str) -> QuotaState:

@@ -2,8 +2,10 @@
 
 Rules: ``append`` writes the purge and its tasks in one transaction and commits before it returns
 (SQLite WAL with synchronous=FULL, or PostgreSQL), so a purge the API has acknowledged survives a
-crash. The database assigns ``seq``; the node's in-memory ledger (``edgecache.purge.ledger``)
-mirrors it in the same order.
+crash. ``append_in`` writes the same rows inside a caller's transaction (the purge service's group
+commit: several purges, one commit). The database assigns ``seq``; the node's in-memory ledger
+(``edgecache.purge.ledger``) mirrors it in the same order. The writes run as prepared statements on
+the driver's cursor (``edgecache.db.prepared``: they are on every purge's path).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from edgecache.db.engine import read_transaction, write_transaction
+from edgecache.db.prepared import Prepared
 from edgecache.db.schema import purge_ledger
-from edgecache.db.tasks import NewTask, finish_purges_in, insert_tasks
+from edgecache.db.tasks import NewTask, insert_tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +39,62 @@ class LedgerRow:
     job_id: str
 
 
+_INSERT = Prepared(
+    insert(purge_ledger).returning(purge_ledger.c.seq),
+    column_keys=("zone_id", "mode", "selectors", "principal", "dialect", "job_id", "created_at"),
+)
+
+
+def append_in(
+    conn: Connection,
+    *,
+    zone_id: str,
+    mode: str,
+    selectors: dict[str, Any],
+    principal: str,
+    dialect: str,
+    job_id: str,
+    created_at: datetime,
+    tasks: Sequence[NewTask] = (),
+) -> int:
+    """Insert one purge and its tasks inside the caller's transaction; returns its sequence number."""
+    rows = _INSERT.rows(
+        conn,
+        {
+            "zone_id": zone_id,
+            "mode": mode,
+            "selectors": json.dumps(selectors, separators=(",", ":")),
+            "principal": principal,
+            "dialect": dialect,
+            "job_id": job_id,
+            "created_at": created_at,
+        },
+    )
+    seq = int(rows[0][0])
+    insert_tasks(
+        conn,
+        job_id=job_id,
+        kind="purge",
+        zone_id=zone_id,
+        seq=seq,
+        items=tasks,
+        principal=principal,
+        dialect=dialect,
+        created_at=created_at,
+    )
+    return seq
+
+
 class LedgerStore:
     """Reads and appends purge-ledger rows."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        """The database the ledger is in (the purge service's writer commits to it)."""
+        return self._engine
 
     def append(
         self,
@@ -53,42 +107,21 @@ class LedgerStore:
         job_id: str,
         created_at: datetime,
         tasks: Sequence[NewTask] = (),
-        acks: Sequence[tuple[int, dict[str, int]]] = (),
-        acked_at: datetime | None = None,
     ) -> int:
-        """Insert one purge and its tasks, and commit; returns its sequence number.
-
-        ``acks`` (earlier purges' sequence numbers with their per-target counts) are recorded as
-        :meth:`TaskStore.finish_purges` would, at ``acked_at``, in the same transaction: one commit
-        instead of two when purges arrive in a stream."""
+        """Insert one purge and its tasks, and commit; returns its sequence number (the purge
+        service writes through :func:`append_in` instead, in its group writer's transactions)."""
         with write_transaction(self._engine) as conn:
-            result = conn.execute(
-                purge_ledger.insert()
-                .values(
-                    zone_id=zone_id,
-                    mode=mode,
-                    selectors=json.dumps(selectors, separators=(",", ":")),
-                    principal=principal,
-                    dialect=dialect,
-                    job_id=job_id,
-                    created_at=created_at,
-                )
-                .returning(purge_ledger.c.seq)
-            )
-            seq = int(result.scalar_one())
-            insert_tasks(
+            seq = append_in(
                 conn,
-                job_id=job_id,
-                kind="purge",
                 zone_id=zone_id,
-                seq=seq,
-                items=tasks,
+                mode=mode,
+                selectors=selectors,
                 principal=principal,
                 dialect=dialect,
+                job_id=job_id,
                 created_at=created_at,
+                tasks=tasks,
             )
-            if acks:
-                finish_purges_in(conn, acks, acked_at or created_at)
             return seq
 
     def position(self) -> int:

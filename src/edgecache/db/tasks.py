@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from edgecache.db.engine import read_transaction, write_transaction
+from edgecache.db.prepared import Prepared
 from edgecache.db.schema import TASK_KINDS, tasks
 
 PROCESSING = "processing"
@@ -82,22 +83,41 @@ class TaskQuery:
     limit: int = 20
 
 
+_PROCESSING_OF_SEQ = Prepared(
+    select(tasks.c.id, tasks.c.target).where(tasks.c.seq == bindparam("seq"), tasks.c.status == PROCESSING)
+)
+_SUCCEED = Prepared(
+    update(tasks)
+    .where(tasks.c.id == bindparam("task_id"), tasks.c.status == PROCESSING)
+    .values(status="success", matched=bindparam("n"), updated_at=bindparam("now"))
+)
+_TASK_COLUMNS = (
+    "job_id",
+    "kind",
+    "zone_id",
+    "seq",
+    "target",
+    "domain",
+    "type",
+    "method",
+    "status",
+    "created_at",
+    "updated_at",
+    "principal",
+    "dialect",
+)
+_INSERT = Prepared(insert(tasks), column_keys=_TASK_COLUMNS)
+
+
 def finish_purges_in(conn: Connection, acks: Sequence[tuple[int, dict[str, int]]], now: datetime) -> int:
     """:meth:`TaskStore.finish_purges` inside the caller's transaction (the ledger folds the
     acknowledgements gathered since its last write into its next one)."""
     done = 0
     for seq, matched in acks:
-        rows = conn.execute(
-            select(tasks.c.id, tasks.c.target).where(tasks.c.seq == seq, tasks.c.status == PROCESSING)
-        ).all()
+        rows = _PROCESSING_OF_SEQ.rows(conn, {"seq": seq})
         if not rows:
             continue
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.id == bindparam("task_id"), tasks.c.status == PROCESSING)
-            .values(status="success", matched=bindparam("n"), updated_at=now),
-            [{"task_id": r.id, "n": matched.get(r.target, 0)} for r in rows],
-        )
+        _SUCCEED.run_many(conn, ({"task_id": r[0], "n": matched.get(r[1], 0), "now": now} for r in rows))
         done += len(rows)
     return done
 
@@ -117,9 +137,9 @@ def insert_tasks(
     """Insert a job's tasks inside the caller's transaction."""
     if not items:
         return
-    conn.execute(
-        insert(tasks),
-        [
+    _INSERT.run_many(
+        conn,
+        (
             {
                 "job_id": job_id,
                 "kind": kind,
@@ -136,7 +156,7 @@ def insert_tasks(
                 "dialect": dialect,
             }
             for item in items
-        ],
+        ),
     )
 
 

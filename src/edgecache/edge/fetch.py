@@ -1,8 +1,13 @@
 """Origin fetches that many clients share: request coalescing and streaming while storing.
 
 Theory of operation:
-- A :class:`Fetch` is one origin request for one cache key. It runs in its own task, so a client
-  that goes away does not abort a fill that other clients (or the cache) still want.
+- A :class:`Fetch` is one origin request for one cache key. It is driven by the origin
+  connection's own callbacks (it is the response's listener, ``origin_conn.py`` rule 8), not by the
+  task of the client that started it, so a client that goes away does not abort a fill that other
+  clients (or the cache) still want. On an idle keep-alive connection the request is sent at once
+  and the response is taken as it is parsed: no task, no future and no loop iteration of its own.
+  Only when a connection must be opened or waited for (or a failed exchange is retried) does a
+  short task run, and it ends once the request is sent.
 - Clients do not wait for the whole body: each one is a :class:`Reader` that follows the fetch's
   chunk list and writes chunks as they arrive (Varnish calls this streaming).
 - Only a response that will be stored is shared: N concurrent misses on one key cause one origin
@@ -37,10 +42,23 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from edgecache.edge.forwarding import forward_headers
-from edgecache.edge.origin import OriginClient, OriginError, OriginResponse, OriginUnreachable
+from edgecache.edge.origin import (
+    OriginClient,
+    OriginError,
+    OriginResponse,
+    OriginUnreachable,
+    retryable,
+)
 from edgecache.httpcache.dates import format_http_date
 from edgecache.httpcache.freshness import StorageDecision, decide_storage, initial_age
-from edgecache.httpcache.headers import decode_head, encode_head, merge_304, strip_hop_by_hop
+from edgecache.httpcache.headers import (
+    HOP_BY_HOP,
+    connection_options,
+    decode_head,
+    encode_head,
+    merge_304,
+    strip_hop_by_hop,
+)
 from edgecache.httpcache.ranges import parse_content_range, strong_validator
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
 from edgecache.store.chunked import LargeWrite
@@ -157,19 +175,33 @@ class Fetch:
         self._interim: list[tuple[int, bytes]] = []
         self._interim_sinks: list[InterimSink] = []
         self._waiters: list[asyncio.Future[None]] = []
-        self._space: asyncio.Future[None] | None = None
+        self._origin: OriginClient | None = None
+        self._resp: OriginResponse | None = None
+        """The exchange in progress, once sent; None again when it has ended or been dropped."""
+        self._paused = False
+        self._request_time = 0.0
+        self._response_time = 0.0
         self.task: asyncio.Task[None] | None = None
+        """Opens or waits for a connection, when none was idle; done once the request is sent."""
 
-    # -- the fetch task ---------------------------------------------------------------------------
+    # -- sending ----------------------------------------------------------------------------------
 
     def start(self, origin: OriginClient) -> None:
-        """Run the fetch in its own task."""
-        self.task = asyncio.get_running_loop().create_task(self._run(origin))
+        """Send the request: at once on an idle connection, else from a task that gets one."""
+        self._origin = origin
+        self._request_time = time.time()
+        resp = origin.send_idle(self._method, self._url, self._fwd, self, on_interim=self._on_interim)
+        if resp is None:
+            self.task = asyncio.get_running_loop().create_task(self._send(origin, retry=False))
+        elif not resp.ended:
+            # (An exchange that failed as it was sent has been handled by origin_failed already.)
+            self._resp = resp
 
-    async def _run(self, origin: OriginClient) -> None:
-        request_time = time.time()
+    async def _send(self, origin: OriginClient, *, retry: bool) -> None:
         try:
-            resp = await origin.request(self._method, self._url, self._fwd, on_interim=self._on_interim)
+            resp = await origin.send_new(
+                self._method, self._url, self._fwd, self, on_interim=self._on_interim, retry=retry
+            )
         except OriginError as exc:
             self.error = exc
             self._finish()
@@ -179,36 +211,87 @@ class Fetch:
             self.error = OriginUnreachable("the origin request was abandoned")
             self._finish()
             raise
-        response_time = time.time()
+        if not resp.ended:
+            self._resp = resp
+
+    # -- the response, as the origin connection parses it (ResponseListener) ----------------------
+
+    def origin_head(self, resp: OriginResponse) -> None:
+        """The final head: decide storage, and let the readers start."""
+        response_time = self._response_time = time.time()
+        request_time = self._request_time
         self.latency = response_time - request_time
         self.origin_status = resp.status
+        # A 304, or any response to HEAD, has no body (the connection reuses or closes itself):
+        # once finished here, the fetch ignores the exchange's end.
         if resp.status == 304 and self.stale is not None:
-            resp.close()
             self._revalidate(resp.headers, request_time, response_time)
             self._finish()
             return
         self._accept_head(resp, request_time, response_time)
         if self._method == "HEAD":
-            resp.close()
             self._finish()
+
+    def origin_body(self, resp: OriginResponse, data: bytes) -> None:
+        """Body bytes: kept for the readers (and the entry), reading paused while they lag."""
+        self.chunks.append(data)
+        self._size += len(data)
+        self._buffered += len(data)
+        if self.storable and self._size > self._max:
+            # Learnt mid-body (no Content-Length): stop storing, keep streaming to those reading.
+            self.storable = False
+            self._begin_large()
+            self._on_done(self)
+        elif self._large is not None and not self._large.add(data):
+            self._large = None
+            self.storing_large = False
+        self._wake()
+        if not self.storable:
+            self._trim()
+            if self._buffered > HIGH_WATER and self.readers and not self._paused:
+                self._paused = True
+                resp.pause()
+
+    def origin_done(self, resp: OriginResponse) -> None:
+        """The whole body is in: store it if it is storable."""
+        if self.done:
             return
-        whole = True
-        try:
-            async for chunk in resp.chunks():
-                await self._append(chunk)
-        except OriginError as exc:
-            self.error = exc
-            self.storable = False
-            whole = False
-        except asyncio.CancelledError:
-            resp.close()
-            self.storable = False
-            whole = False
+        self._resp = None
         if self.storable:
-            self._store(response_time)
+            self._store(self._response_time)
         elif self._large is not None:
-            self._store_large(response_time, whole)
+            self._store_large(self._response_time)
         self._finish()
+
+    def origin_failed(self, resp: OriginResponse, error: OriginError) -> None:
+        """The exchange failed: re-sent once when the retry rule allows, else the fetch ends."""
+        if self.done:
+            return
+        self._resp = None
+        self._give_up_large()
+        origin = self._origin
+        if origin is not None and retryable(resp):
+            self.task = asyncio.get_running_loop().create_task(self._send(origin, retry=True))
+            return
+        self.error = error
+        self.storable = False
+        self._finish()
+
+    def _abandon(self) -> None:
+        """Every reader left a fetch that will not be stored: stop it."""
+        resp = self._resp
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            return
+        if self.head_ready.done():
+            self.storable = False
+            self._give_up_large()
+        else:
+            self.error = OriginUnreachable("the origin request was abandoned")
+        self._finish()
+        if resp is not None:
+            self._resp = None
+            resp.close()
 
     def _on_interim(self, status: int, fields: list[tuple[str, str]]) -> None:
         data = interim_response(status, fields)
@@ -217,10 +300,35 @@ class Fetch:
             sink(status, data)
 
     def _accept_head(self, resp: OriginResponse, request_time: float, response_time: float) -> None:
-        headers = strip_hop_by_hop(resp.headers)
-        if _field(headers, "date") is None:
+        # One pass over the fields (this is every miss): hop-by-hop ones dropped, the end-to-end
+        # ones kept for the storage decision, the tags and the fields clients are shown.
+        drop = HOP_BY_HOP
+        for name, value in resp.headers:
+            if len(name) == 10 and name.lower() == "connection":
+                drop = drop | connection_options(value)
+        headers: list[tuple[str, str]] = []
+        shown: list[tuple[str, str]] = []
+        tag_fields: list[tuple[str, str]] = []
+        date = age = None
+        for field in resp.headers:
+            n = field[0].lower()
+            if n in drop:
+                continue
+            headers.append(field)
+            if n in NOT_STORED:
+                if n in TAG_HEADERS:
+                    tag_fields.append(field)
+                elif n == "age" and age is None:
+                    age = field[1]
+                continue
+            if n == "date" and date is None:
+                date = field[1]
+            shown.append(field)
+        if date is None:
             # RFC 9110 §6.6.1: a recipient with a clock adds Date to what it caches or forwards.
-            headers.append(("Date", format_http_date(response_time)))
+            date = format_http_date(response_time)
+            headers.append(("Date", date))
+            shown.append(("Date", date))
         zone = self.zone.config
         decision = decide_storage(
             method="GET",
@@ -238,15 +346,12 @@ class Fetch:
         self.content_length = resp.content_length
         self.length_known = resp.content_length is not None
         self.initial_age = initial_age(
-            age_header=_field(headers, "age"),
-            date_header=_field(headers, "date"),
-            request_time=request_time,
-            response_time=response_time,
+            age_header=age, date_header=date, request_time=request_time, response_time=response_time
         )
-        self._tag_source = headers
+        self._tag_source = tag_fields
         self._interim_sinks = []
-        self.client_headers = [(k, v) for k, v in headers if k.lower() not in NOT_STORED]
-        self.head_bytes = encode_head(self.client_headers)
+        self.client_headers = shown
+        self.head_bytes = encode_head(shown)
         too_big = resp.content_length is not None and resp.content_length > self._max
         placed = True
         if resp.status == 206:
@@ -308,26 +413,6 @@ class Fetch:
         if not self.head_ready.done():
             self.head_ready.set_result(None)
 
-    async def _append(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-        self._size += len(chunk)
-        self._buffered += len(chunk)
-        if self.storable and self._size > self._max:
-            # Learnt mid-body (no Content-Length): stop storing, keep streaming to those reading.
-            self.storable = False
-            self._begin_large()
-            self._on_done(self)
-        elif self._large is not None and not self._large.add(chunk):
-            self._large = None
-            self.storing_large = False
-        self._wake()
-        if not self.storable:
-            self._trim()
-            while self._buffered > HIGH_WATER and self.readers:
-                self._space = asyncio.get_running_loop().create_future()
-                await self._space
-                self._trim()
-
     def _begin_large(self) -> None:
         """Write this response to disk in chunks, with the chunks received so far: a 200, or a 206
         of the whole representation (a player's ``bytes=0-``); other parts stay in memory
@@ -346,14 +431,13 @@ class Fetch:
             self.content_range[1] == self.content_range[2] - 1
         )
 
-    def _store_large(self, response_time: float, whole: bool) -> None:
+    def _store_large(self, response_time: float) -> None:
         large = self._large
         assert large is not None and self.decision is not None
-        self._large = None
-        if not whole or (self.content_length is not None and large.length != self.content_length):
-            large.abandon()
-            self.storing_large = False
+        if self.content_length is not None and large.length != self.content_length:
+            self._give_up_large()
             return
+        self._large = None
         decision = self.decision
         head = self.head_bytes
         if self.status == 206:
@@ -365,6 +449,13 @@ class Fetch:
         else:
             entry.status = 200
             self._store_entry(entry, decision.vary, self.request_headers)
+
+    def _give_up_large(self) -> None:
+        """The body will not arrive whole: what was written to disk of it goes."""
+        if self._large is not None:
+            self._large.abandon()
+            self._large = None
+            self.storing_large = False
 
     def _trim(self) -> None:
         """Forget the chunks every reader has written (only for bodies that are not stored)."""
@@ -475,8 +566,8 @@ class Fetch:
         """A reader is finished (or its client went away)."""
         if reader in self.readers:
             self.readers.remove(reader)
-        if not self.readers and not self.storable and not self.done and self.task is not None:
-            self.task.cancel()
+        if not self.readers and not self.storable and not self.done:
+            self._abandon()
         self._release_space()
 
     def available(self, reader: Reader) -> list[bytes]:
@@ -498,8 +589,10 @@ class Fetch:
         await fut
 
     def _release_space(self) -> None:
-        if self._space is not None and not self._space.done() and self._buffered <= HIGH_WATER:
-            self._space.set_result(None)
+        if self._paused and self._buffered <= HIGH_WATER:
+            self._paused = False
+            if self._resp is not None:
+                self._resp.resume()
 
 
 def interim_response(status: int, fields: list[tuple[str, str]]) -> bytes:

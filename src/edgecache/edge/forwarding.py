@@ -63,7 +63,8 @@ def forward_headers(
 ) -> dict[str, str]:
     """The request fields to send to ``zone``'s origin for a request from ``client_ip`` that the cache
     keyed under ``host``. Content-Length is left to the client library, which frames the body."""
-    connection_named = connection_options(headers.get("connection", ""))
+    connection = headers.get("connection")
+    connection_named = connection_options(connection) if connection else frozenset()
     trusted = zone.trusted_from(client_ip)
     edge_only = EDGE_ONLY | {zone.key_options.country_header} if zone.key_options.country else EDGE_ONLY
     out: dict[str, str] = {}

@@ -10,6 +10,11 @@ Rules of this module:
   (RFC 9110 §9.2.2), was sent on a reused connection, and the connection failed before any byte of
   the response arrived: the usual sign that the origin closed an idle connection as we used it.
   Anything else is not retried: the origin may have acted on the request.
+- Two ways to send. ``request()`` awaits the head and streams the body through ``chunks()`` (and
+  retries by itself). The fill path instead calls ``send_idle()``, which sends at once on an idle
+  keep-alive connection without awaiting anything, and falls back to ``send_new()`` (awaited: it may
+  connect, or wait for a free connection) when none is idle or when :func:`retryable` says a failed
+  exchange may be re-sent; the response then goes to a listener (``origin_conn.py``, rule 8).
 - Failures are typed: :class:`OriginUnreachable` (refused, reset, closed early) and its subclass
   :class:`OriginInvalid` (bytes that are not a response we may relay: bad framing, a status code
   outside 100..599) map to 502, :class:`OriginTimeout` to 504. The caller decides about
@@ -31,6 +36,7 @@ from edgecache.edge.origin_conn import (
     OriginResponse,
     OriginTimeout,
     OriginUnreachable,
+    ResponseListener,
 )
 from edgecache.edge.origin_pool import OriginPool, OriginStats
 
@@ -42,7 +48,9 @@ __all__ = [
     "OriginStats",
     "OriginTimeout",
     "OriginUnreachable",
+    "ResponseListener",
     "encode_request",
+    "retryable",
 ]
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -77,6 +85,11 @@ def encode_request(
     lines.append("\r\n")
     head = "".join(lines).encode("latin-1")
     return head + body if body else head
+
+
+def retryable(resp: OriginResponse) -> bool:
+    """Whether a failed exchange may be re-sent on a new connection (the module's retry rule)."""
+    return resp.reused and not resp.received_any and resp.method in IDEMPOTENT
 
 
 class OriginClient:
@@ -116,24 +129,18 @@ class OriginClient:
         ``url`` is the origin's ``scheme://authority`` followed by the origin-form target.
         ``on_interim(status, fields)`` is called for each 1xx response that precedes the final one.
         """
-        scheme_end = url.find("://") + 3
-        slash = url.find("/", scheme_end)
-        origin, target = (url, "/") if slash < 0 else (url[:slash], url[slash:])
-        found = self._pools.get(origin)
-        if found is None:
-            found = self._pools[origin] = self._new_pool(origin)
-        pool, authority = found
-        data = encode_request(method, target, headers, body, authority)
+        pool, data = self._prepare(method, url, headers, body)
         self.stats.requests += 1
         conn = pool.take_idle()
         reused = conn is not None
         if conn is None:
             conn, reused = await pool.acquire()
-        resp = conn.send(data, method, on_interim)
+        resp = conn.send(data, method, on_interim, reused=reused)
         try:
+            assert resp.head is not None
             await resp.head
         except OriginUnreachable:
-            if not (reused and not resp.received_any and method in IDEMPOTENT):
+            if not retryable(resp):
                 raise
             self.stats.retries += 1
             self.stats.requests += 1
@@ -145,6 +152,46 @@ class OriginClient:
             raise
         return resp
 
+    def send_idle(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        listener: ResponseListener,
+        *,
+        on_interim: Interim | None = None,
+    ) -> OriginResponse | None:
+        """Send a bodiless request at once on an idle keep-alive connection to ``listener``, or
+        return None, having sent nothing, when the origin has no idle connection."""
+        pool, data = self._prepare(method, url, headers, b"")
+        conn = pool.take_idle()
+        if conn is None:
+            return None
+        self.stats.requests += 1
+        return conn.send(data, method, on_interim, listener=listener, reused=True)
+
+    async def send_new(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        listener: ResponseListener,
+        *,
+        on_interim: Interim | None = None,
+        retry: bool = False,
+    ) -> OriginResponse:
+        """Send a bodiless request to ``listener`` on any usable connection, opening one or waiting
+        for one if need be; with ``retry``, on a new connection, counted as the retry of an exchange
+        that :func:`retryable` allowed. Raises :class:`OriginError` when no connection was had."""
+        pool, data = self._prepare(method, url, headers, b"")
+        self.stats.requests += 1
+        if retry:
+            self.stats.retries += 1
+            conn, reused = await pool.connect(), False
+        else:
+            conn, reused = await pool.acquire()
+        return conn.send(data, method, on_interim, listener=listener, reused=reused)
+
     async def close(self) -> None:
         """Close every idle connection; busy ones close when their response ends."""
         for pool, _ in self._pools.values():
@@ -154,9 +201,22 @@ class OriginClient:
             self._deadlines.stop()
             self._deadlines = None
 
+    def _prepare(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[OriginPool, bytes]:
+        scheme_end = url.find("://") + 3
+        slash = url.find("/", scheme_end)
+        origin, target = (url, "/") if slash < 0 else (url[:slash], url[slash:])
+        found = self._pools.get(origin)
+        if found is None:
+            found = self._pools[origin] = self._new_pool(origin)
+        pool, authority = found
+        return pool, encode_request(method, target, headers, body, authority)
+
     @staticmethod
     async def _head(resp: OriginResponse) -> None:
         try:
+            assert resp.head is not None
             await resp.head
         except BaseException:
             resp.close()

@@ -39,14 +39,20 @@ Rules:
    then the read timeout applies between reads, except while reading is paused for a slow reader.
 7. ``received_any`` says whether any byte of the response arrived: the pool retries an idempotent
    request that failed on a reused connection only when it is False.
+8. A response is read either through its ``head`` future and ``chunks()``, or, when ``send()`` is
+   given a :class:`ResponseListener`, through the listener's methods, called from the protocol's
+   own callbacks: no future, no task and no loop iteration between the bytes and the caller. Such a
+   caller takes every body byte as it comes and applies back-pressure itself (``pause()`` /
+   ``resume()``), so rule 5 does not apply to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import cast
+from typing import Protocol, cast
 
 from httptools import HttpParserError, HttpResponseParser
 
@@ -57,6 +63,8 @@ HIGH_WATER = 256 * 1024
 
 Interim = Callable[[int, list[tuple[str, str]]], None]
 """``on_interim(status, fields)``: called for each 1xx response before the final one."""
+
+_log = logging.getLogger(__name__)
 
 
 class OriginError(Exception):
@@ -73,6 +81,23 @@ class OriginInvalid(OriginUnreachable):
 
 class OriginTimeout(OriginError):
     """The origin did not connect, answer or keep sending in time: answered with 504."""
+
+
+class ResponseListener(Protocol):
+    """Receives one response's events as they are parsed (rule 8). Exactly one of ``origin_done``
+    and ``origin_failed`` ends the exchange; ``origin_head`` and ``origin_body`` come before it."""
+
+    def origin_head(self, resp: OriginResponse) -> None:
+        """The final head is in: ``resp.status``, ``headers`` and ``content_length`` are set."""
+
+    def origin_body(self, resp: OriginResponse, data: bytes) -> None:
+        """Body bytes, in order (the caller keeps them: they are not buffered in ``resp``)."""
+
+    def origin_done(self, resp: OriginResponse) -> None:
+        """The whole body has arrived."""
+
+    def origin_failed(self, resp: OriginResponse, error: OriginError) -> None:
+        """The exchange failed (before or after the head); the connection is closed."""
 
 
 class Deadlines:
@@ -123,19 +148,31 @@ class OriginResponse:
         "content_length",
         "head",
         "headers",
+        "listener",
         "method",
         "on_interim",
         "received_any",
+        "reused",
         "status",
     )
 
     def __init__(
-        self, conn: OriginConnection, method: str, on_interim: Interim | None, head: asyncio.Future[None]
+        self,
+        conn: OriginConnection,
+        method: str,
+        on_interim: Interim | None,
+        head: asyncio.Future[None] | None,
+        listener: ResponseListener | None,
+        reused: bool,
     ) -> None:
         self._conn = conn
         self.method = method
         self.on_interim = on_interim
         self.head = head
+        """Resolves with the final head; None when a listener receives the response instead."""
+        self.listener = listener
+        self.reused = reused
+        """Sent on a connection that had carried an earlier exchange (see the client's retry rule)."""
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         """Field names as the origin spelt them; hop-by-hop fields included (the caller strips them)."""
@@ -151,6 +188,11 @@ class OriginResponse:
     def complete(self) -> bool:
         """The whole body has arrived (it may still be waiting for the reader)."""
         return self._complete
+
+    @property
+    def ended(self) -> bool:
+        """The exchange is over: complete, or failed."""
+        return self._complete or self._error is not None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the body as it arrives; raises :class:`OriginError` if the origin fails mid-body.
@@ -182,25 +224,49 @@ class OriginResponse:
             self._fail(OriginUnreachable("response abandoned before its end"))
             self._conn.close()
 
+    def pause(self) -> None:
+        """Stop reading from the origin until :meth:`resume` (a listener's back-pressure)."""
+        conn = self._conn
+        if not conn._paused and not conn.closed and conn.transport is not None and not self._complete:
+            conn._paused = True
+            conn.transport.pause_reading()
+
+    def resume(self) -> None:
+        """Read from the origin again after :meth:`pause`."""
+        self._conn.resume()
+
     # -- called by the connection ------------------------------------------------------------------
 
     def _body(self, data: bytes) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener.origin_body(self, data)
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         self._wake()
 
     def _done(self) -> None:
         self._complete = True
+        listener = self.listener
+        if listener is not None:
+            listener.origin_done(self)
+            return
         self._wake()
 
     def _fail(self, error: OriginError) -> None:
         if self._complete or self._error is not None:
             return
         self._error = error
-        if not self.head.done():
-            self.head.set_exception(error)
+        listener = self.listener
+        if listener is not None:
+            listener.origin_failed(self, error)
+            return
+        head = self.head
+        if head is not None and not head.done():
+            head.set_exception(error)
             # Retrieved here: a caller that stopped waiting must not log "exception never retrieved".
-            self.head.exception()
+            head.exception()
         self._wake()
 
     def _wake(self) -> None:
@@ -275,9 +341,20 @@ class OriginConnection(asyncio.Protocol):
 
     # -- the pool's interface ------------------------------------------------------------------------
 
-    def send(self, request: bytes, method: str, on_interim: Interim | None) -> OriginResponse:
-        """Write one request; the returned response's ``head`` resolves with the final head."""
-        resp = OriginResponse(self, method, on_interim, self.loop.create_future())
+    def send(
+        self,
+        request: bytes,
+        method: str,
+        on_interim: Interim | None,
+        *,
+        listener: ResponseListener | None = None,
+        reused: bool = False,
+    ) -> OriginResponse:
+        """Write one request; the response's ``head`` resolves with the final head, or, with a
+        ``listener``, the listener receives the response (rule 8; it may be told of a failure
+        before this returns)."""
+        head = self.loop.create_future() if listener is None else None
+        resp = OriginResponse(self, method, on_interim, head, listener, reused)
         if self.closed or self.transport is None or self.transport.is_closing():
             resp._fail(OriginUnreachable("origin connection closed before the request was sent"))
             return resp
@@ -332,6 +409,11 @@ class OriginConnection(asyncio.Protocol):
             self._parser.feed_data(data)
         except HttpParserError as exc:
             # A callback's _Stop arrives here too, wrapped by httptools (HttpParserCallbackError).
+            cause = exc.__context__
+            if cause is not None and not isinstance(cause, _Stop):
+                # Our bug (a callback or a listener failed), not the origin's: say so, and fail the
+                # exchange all the same.
+                _log.error("origin response callback failed", exc_info=cause)
             if self.closed:
                 return
             if resp.complete:
@@ -342,6 +424,11 @@ class OriginConnection(asyncio.Protocol):
             return
         if self._reusable_after:
             self._reusable_after = False
+            if self._paused:
+                # A listener paused reading in the read that completed the response.
+                self._paused = False
+                assert self.transport is not None
+                self.transport.resume_reading()
             self.idle_since = self.deadlines.now
             self.on_reusable(self)
         elif self.exchange is resp and resp._buffered > HIGH_WATER and not self._paused:
@@ -398,13 +485,13 @@ class OriginConnection(asyncio.Protocol):
         length: int | None = None
         chunked = False
         for name, value in fields:
-            lower = name.lower()
-            if lower == "transfer-encoding":
+            size = len(name)  # compared first: most names are neither, and lower() costs more
+            if size == 17 and name.lower() == "transfer-encoding":
                 if chunked or value.strip().lower() != "chunked":
                     self._protocol_error(f"unsupported Transfer-Encoding: {value!r}")
                     raise _Stop
                 chunked = True
-            elif lower == "content-length":
+            elif size == 14 and name.lower() == "content-length":
                 length = int(value)  # llhttp has checked it: digits only, one field
         self._final = True
         self._keep_alive = parser.should_keep_alive()
@@ -414,8 +501,13 @@ class OriginConnection(asyncio.Protocol):
         resp.content_length = length
         bodyless = resp.method == "HEAD" or status == 204 or status == 304
         self._until_close = length is None and not chunked and not bodyless
-        if not resp.head.done():
-            resp.head.set_result(None)
+        head = resp.head
+        if head is not None and not head.done():
+            head.set_result(None)
+        if resp.listener is not None:
+            resp.listener.origin_head(resp)
+            if self.closed:
+                raise _Stop  # the listener gave up on the response
         if resp.method == "HEAD":
             self._keep_alive = False
             self._end_exchange(resp)
@@ -426,6 +518,8 @@ class OriginConnection(asyncio.Protocol):
         resp = self.exchange
         assert resp is not None
         resp._body(body)
+        if self.closed:
+            raise _Stop  # a listener gave up on the response
 
     def on_message_complete(self) -> None:
         resp = self.exchange

@@ -99,6 +99,10 @@ TIER_HIT_FIELDS = (
 """The fields of a plain hit on an entry just read from a tier below memory (its detail names it)."""
 _TIER_HIT_FIELDS_MEMO: dict[tuple[int, int, bytes, int], bytes] = {}
 """(Age, ttl, tier, Content-Length) → :data:`TIER_HIT_FIELDS` formatted, as ``_HIT_FIELDS_MEMO``."""
+FWD_FIELDS_MEMO_MAX = 1024
+_FWD_FIELDS_MEMO: dict[tuple[CfStatus, str, int, bool, bool, str | None], bytes] = {}
+"""(CF-Cache-Status, fwd, origin status, stored, collapsed, detail) → the two status fields of a
+forwarded answer: few distinct values, formatted once each rather than on every miss."""
 HOST_ERRORS = {
     BAD_HOST: "The Host field is not a valid host[:port].\n",
     NO_ZONE: "No zone serves this host.\n",
@@ -665,7 +669,11 @@ class Proxy:
         if vary:
             entry.key = base + vary_suffix(vary, request_headers)
         verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
-        self.store.delete(entry.key + PARTIAL_SUFFIX)
+        partial = entry.key + PARTIAL_SUFFIX
+        if self.store.peek(partial) is not None:
+            # Parts live in memory only (store/chain.py), so peek sees them all; a delete of a key
+            # that is not there would still cost the disk tier a queued removal on every fill.
+            self.store.delete(partial)
         if verdict is not None:
             if verdict.hard:
                 self.store.delete(entry.key)
@@ -786,17 +794,19 @@ class Proxy:
             fwd = "stale"
         self.stats.count(cf)
         detail = None if stored or fetch.decision is None else fetch.decision.reason or None
-        cache_status = cache_status_fwd(
-            fwd,
-            fwd_status=fetch.origin_status,
-            stored=stored,
-            collapsed=collapsed,
-            detail=detail,
-        )
-        fields = b"Cache-Status: " + cache_status.encode() + b"\r\nCF-Cache-Status: " + cf.encode() + b"\r\n"
+        stamp = (cf, fwd, fetch.origin_status, stored, collapsed, detail)
+        fields = _FWD_FIELDS_MEMO.get(stamp)
+        if fields is None:
+            fields = _fwd_fields(stamp)
         if fetch.initial_age >= 1:
             fields += b"Age: %d\r\n" % int(fetch.initial_age)
-        if any(h in req.headers for h in CONDITIONAL) and fetch.status == 200:
+        headers = req.headers
+        if (
+            "if-none-match" in headers
+            or "if-modified-since" in headers
+            or "if-match" in headers
+            or "if-unmodified-since" in headers
+        ) and fetch.status == 200:
             etag = _field(fetch.client_headers, "etag")
             last_modified = _field(fetch.client_headers, "last-modified")
             if evaluate_preconditions(req.method, req.headers, etag, last_modified) == 304:
@@ -995,6 +1005,17 @@ def _tier_hit_fields(stamp: tuple[int, int, bytes, int]) -> bytes:
     if len(_TIER_HIT_FIELDS_MEMO) >= HIT_FIELDS_MEMO_MAX:
         _TIER_HIT_FIELDS_MEMO.clear()
     _TIER_HIT_FIELDS_MEMO[stamp] = fields
+    return fields
+
+
+def _fwd_fields(stamp: tuple[CfStatus, str, int, bool, bool, str | None]) -> bytes:
+    """Format and remember the Cache-Status and CF-Cache-Status fields of a forwarded answer."""
+    cf, fwd, status, stored, collapsed, detail = stamp
+    value = cache_status_fwd(fwd, fwd_status=status, stored=stored, collapsed=collapsed, detail=detail)
+    fields = b"Cache-Status: " + value.encode() + b"\r\nCF-Cache-Status: " + cf.encode() + b"\r\n"
+    if len(_FWD_FIELDS_MEMO) >= FWD_FIELDS_MEMO_MAX:
+        _FWD_FIELDS_MEMO.clear()
+    _FWD_FIELDS_MEMO[stamp] = fields
     return fields
 
 

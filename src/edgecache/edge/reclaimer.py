@@ -15,8 +15,10 @@ Theory of operation:
   reclaimed and no origin fetch with ``stored_seq < S`` is still in flight (such a fetch's entry is
   checked against the index when it is stored, so the rows must still be there). It forgets
   ``COMPACT_PURGES`` purges at a time, yielding between them.
-- After a reclaim that freed at least ``TRIM_AFTER_BYTES`` of the tier, ``release_memory`` (when
-  given) runs in the background: glibc keeps freed memory in its arenas until ``malloc_trim``.
+- Whenever reclaims have freed ``TRIM_AFTER_BYTES`` of the tier, ``release_memory`` (when given)
+  runs, and the reclaimer waits for it before going on: glibc keeps freed memory in its arenas until
+  ``malloc_trim``, and a trim holds the allocator's lock for as long as it has memory to return, so
+  a mass purge is trimmed in steps as it goes, and once more for its rest when the queue drains.
 - ``on_reclaimed(purge, matched)`` reports, per purge and selector, how many entries were removed
   or marked stale: this node's acknowledgement, which completes the purge's tasks. Entries a lookup
   removed or marked before the reclaimer got there are counted too (``lookup_credits.py``), so the
@@ -64,9 +66,12 @@ TAG_SNAPSHOT_MAX = 65536
 COMPACT_EVERY = 1.0
 COMPACT_PURGES = 256
 """Purges forgotten by the epoch index between yields (O(their selectors) each)."""
-TRIM_AFTER_BYTES = 64 << 20
-"""Tier bytes freed by reclaims before ``release_memory`` runs (a trim walks the whole heap, so it is
-not worth running for a few entries)."""
+TRIM_AFTER_BYTES = 16 << 20
+"""Tier bytes freed by reclaims before ``release_memory`` runs. A trim walks the whole heap, so it is
+not worth running for a few entries; and glibc holds an arena's lock while it returns that arena's
+free pages, so every allocation of the event loop waits for it: trimmed in steps of this size, a
+mass purge of a million entries costs trims of 2-10 ms of CPU each (``bench/reclaim_stalls.py``, the
+higher figure on a loaded machine), where one trim at its end took 85-112 ms."""
 
 
 class Reclaimer:
@@ -85,7 +90,6 @@ class Reclaimer:
         self._store = store
         self._credits = LookupCredits() if credits is None else credits
         self._release_memory = release_memory
-        self._releasing: asyncio.Task[object] | None = None
         self._disk = disk
         self._compact_limit: int | None = None
         self._index = index
@@ -101,6 +105,10 @@ class Reclaimer:
         self._busy = False
         self._last_yield = 0.0
         self._freed = 0
+        self._used = 0
+        """The tier's ``bytes_used`` when the running reclaim last counted what it freed."""
+        self._trimmed = False
+        """A trim ran during the reclaims since the queue last drained."""
         self._released = asyncio.Event()
         self._released.set()
         self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, asyncio.Future[None]]] = deque()
@@ -155,6 +163,11 @@ class Reclaimer:
                 purge = self._queue[0]
                 self._busy = True
                 try:
+                    # The purge was applied by a callback that also woke its API request: let that
+                    # answer go out before the first slice of reclaiming (and the first page of a
+                    # large selector's keys). Python 3.11's wait_for above happens to order them so
+                    # already; this keeps it so whatever wakes the reclaimer.
+                    await asyncio.sleep(0)
                     matched = await self.reclaim(purge)
                     matched = _plus(matched, self._credits.claim_soft(purge, self._store.peek))
                 except Exception:
@@ -173,23 +186,24 @@ class Reclaimer:
                     done = asyncio.wrap_future(self._disk.run_job(job))
                     self._disk_jobs.append((purge, matched, job, done))
                     self._disk_wake.set()
-            self._maybe_release_memory()
+            # The rest of a large reclaim (less than a step), now rather than after the next one.
+            await self._trim_if_due(self._freed if self._trimmed else None)
+            self._trimmed = False
             await self.compact()
 
-    def _maybe_release_memory(self) -> None:
-        if self._release_memory is None or self._freed < TRIM_AFTER_BYTES:
+    async def _trim_if_due(self, threshold: int | None = None) -> None:
+        """Run ``release_memory`` once ``threshold`` bytes of the tier (default ``TRIM_AFTER_BYTES``;
+        always more than none) have been freed since the last time, and wait for it: in the middle
+        of a large reclaim too, so that each trim returns a bounded amount of memory."""
+        limit = TRIM_AFTER_BYTES if threshold is None else threshold
+        if self._release_memory is None or self._freed < max(1, limit):
             return
-        if self._releasing is None or self._releasing.done():
-            self._freed = 0
-            self._releasing = asyncio.get_running_loop().create_task(self._release())
-
-    async def _release(self) -> object:
-        assert self._release_memory is not None
+        self._freed = 0
+        self._trimmed = True
         try:
-            return await self._release_memory()
+            await self._release_memory()
         except Exception:
             log.exception("releasing freed memory failed")
-            return None
 
     async def _pause(self) -> None:
         """Yield to the event loop if this slice of work has lasted ``SLICE`` seconds."""
@@ -242,7 +256,7 @@ class Reclaimer:
         seen = 0
         hard = purge.mode is Mode.DELETE
         store = self._store
-        used = store.bytes_used
+        self._used = store.bytes_used
         self._last_yield = time.perf_counter()
         for selector in purge.selectors:
             done = 0
@@ -250,7 +264,7 @@ class Reclaimer:
                 for key in page:
                     seen += 1
                     if seen % CLOCK_EVERY == 0:
-                        await self._pause()
+                        await self._step()
                     entry = store.peek(key)
                     if entry is None or entry.stored_seq >= purge.seq:
                         continue
@@ -263,10 +277,18 @@ class Reclaimer:
                         store.mark_stale(key, purge.at)
                         self.marked_stale += 1
                     done += 1
-                await self._pause()
+                await self._step()
             counts[selector] = done
-        self._freed += max(0, used - store.bytes_used)
         return counts
+
+    async def _step(self) -> None:
+        """Between entries of a reclaim: count what it freed, trim when a step's worth is, and
+        yield to the loop when the slice is over."""
+        used = self._store.bytes_used
+        self._freed += max(0, self._used - used)
+        self._used = used
+        await self._trim_if_due()
+        await self._pause()
 
     def _candidates(self, zone: str, selector: Selector) -> Iterator[list[str]]:
         """The keys a selector may cover, page by page (each page read after the previous one was

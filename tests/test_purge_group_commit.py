@@ -1,0 +1,143 @@
+"""Purges that arrive together share one durable commit, and one that fails is undone alone: the
+others are answered, recorded and in effect; the failed one leaves no ledger row, no task, and no
+quota charged. Through the official Cloudflare SDK on a real node, with SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import cloudflare
+import pytest
+from sqlalchemy import Connection
+
+from conftest import ZONE_ID, Route, Stack
+from edgecache.control.purges import FileTarget, PurgeRequest
+from edgecache.db.ledger import LedgerStore
+from edgecache.purge.selectors import Mode
+from pg import PostgresServer, postgres_server_fixture  # noqa: F401
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A node of its own on either database (the writer is held below: not the shared one)."""
+    url = None
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database()
+    stack = Stack(database_url=url)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+def test_concurrent_purges_share_a_commit_and_a_failing_one_is_undone_alone(any_stack: Stack) -> None:
+    stack = any_stack
+    node = stack.node
+    zone = node.zones.by_id[ZONE_ID]
+    cf = cloudflare.Cloudflare(
+        base_url=f"http://127.0.0.1:{node.control_port}/client/v4", max_retries=0, api_token=stack.token()
+    )
+    for i in range(5):
+        stack.origin.routes[f"/group/{i}"] = Route(
+            headers={"Cache-Control": "max-age=600", "Cache-Tag": f"group-{i}"}
+        )
+        stack.request(f"/group/{i}")
+        assert stack.request(f"/group/{i}")[1]["cf-cache-status"] == "HIT"
+    # The token is verified now (a write of its last use), not while the writer holds the lock.
+    assert cf.cache.purge(zone_id=ZONE_ID, tags=["group-warm-up"]) is not None
+    url_quota = node.quotas.state(zone.config, "purge_url").daily_available
+
+    # Hold the writer so that everything below is waiting when it next looks at its queue.
+    gate, running = threading.Event(), threading.Event()
+    writer = node.purges._writer
+
+    def hold(_conn: Connection) -> None:
+        running.set()
+        gate.wait(30)
+
+    held = writer.submit(hold)
+    assert running.wait(30)
+    commits = writer.commits
+
+    # A URL the database cannot encode (a lone surrogate): its ledger row is written first, then
+    # its task fails. The wire formats refuse such a body; this reaches the service directly.
+    bad = PurgeRequest(files=(FileTarget("http://test.example/group/\ud800"),))
+
+    async def submit_bad() -> None:
+        items = node.purges.items(zone, bad)
+        await node.purges.submit(zone, Mode.DELETE, items, bad, principal="test", dialect="test")
+
+    failed = asyncio.run_coroutine_threadsafe(submit_bad(), stack.loop)
+    with ThreadPoolExecutor(5) as pool:
+        answers = [pool.submit(cf.cache.purge, zone_id=ZONE_ID, tags=[f"group-{i}"]) for i in range(5)]
+        while writer._queue.qsize() < 6:
+            threading.Event().wait(0.01)
+        gate.set()
+        jobs = [a.result(30) for a in answers]
+    held.result(30)
+
+    assert all(job is not None for job in jobs)
+    assert writer.commits == commits + 2, "the holder's transaction, then one for all six purges"
+    try:
+        failed.result(30)
+        raise AssertionError("the purge of an unencodable URL was accepted")
+    except UnicodeEncodeError:
+        pass
+    for i, job in enumerate(jobs):
+        assert job is not None
+        assert [t.target for t in node.tasks.by_job(job.id)] == [f"group-{i}"]
+        assert stack.request(f"/group/{i}")[1]["cf-cache-status"] == "MISS"
+    rows = LedgerStore(node.database).after(0)
+    assert not any("files" in r.selectors for r in rows), "the failed purge's row was rolled back"
+    assert node.quotas.state(zone.config, "purge_url").daily_available == url_quota
+
+
+def test_a_group_commit_that_fails_gives_every_charge_back(stack: Stack) -> None:
+    node = stack.node
+    zone = node.zones.by_id[ZONE_ID]
+    tags_left = node.quotas.state(zone.config, "purge_cache_tag").daily_available
+    gate, running = threading.Event(), threading.Event()
+    writer = node.purges._writer
+
+    def hold(_conn: Connection) -> None:
+        running.set()
+        gate.wait(30)
+
+    def fail_the_commit(conn: Connection) -> None:
+        # Checked at COMMIT: every operation of the group succeeds, then the commit fails.
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        now = datetime.now(UTC).isoformat()
+        conn.exec_driver_sql(
+            "INSERT INTO tasks (job_id, kind, zone_id, target, type, status, created_at, updated_at, "
+            "principal, dialect) VALUES ('x', 'purge', 'no-such-zone', 't', 'purge_url', 'processing', "
+            f"'{now}', '{now}', 'p', 'd')"
+        )
+
+    held = writer.submit(hold)
+    assert running.wait(30)
+    failing = writer.submit(fail_the_commit, atomic=True)
+    req = PurgeRequest(tags=("never-committed",))
+
+    async def submit() -> None:
+        items = node.purges.items(zone, req)
+        await node.purges.submit(zone, Mode.DELETE, items, req, principal="test", dialect="test")
+
+    pending = asyncio.run_coroutine_threadsafe(submit(), stack.loop)
+    while writer._queue.qsize() < 2:
+        threading.Event().wait(0.01)
+    gate.set()
+    held.result(30)
+    for fut in (failing, pending):
+        try:
+            fut.result(30)
+            raise AssertionError("an operation whose commit failed was answered as done")
+        except Exception as exc:  # the database's error, as the API would see it
+            assert "FOREIGN KEY" in str(exc)
+    assert node.quotas.state(zone.config, "purge_cache_tag").daily_available == tags_left
+    rows = LedgerStore(node.database).after(0)
+    assert not any(r.selectors.get("tags") == ["never-committed"] for r in rows)
