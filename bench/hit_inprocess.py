@@ -6,9 +6,11 @@ counts writes: "server path" is parsing + handler + response building per reques
 carries Host only, as wrk's do; a second row adds 12 fields, as a browser's would); "handler" calls
 the cache handler alone with a prebuilt request. Best of 5 runs of 100,000 requests each. This
 isolates the Python cost per hit that the wrk benchmark (`bench/run.py`) measures together with the
-loopback network path. Two more rows time the handler for a one-range request answered from the
-full entry, and from stored parts (the full entry is then swapped for a partial entry holding its
-first half, decision 0013).
+loopback network path. "10k random keys" feeds requests for 10,000 stored URLs in a shuffled order
+(copies of the warmed entry under other query strings), as ``bench/run.py``'s scenario (c) does: each
+hit then touches entries, keys and memo slots that are not in the CPU's caches. Two more rows time
+the handler for a one-range request answered from the full entry, and from stored parts (the full
+entry is then swapped for a partial entry holding its first half, decision 0013).
 
 Run: ``.venv/bin/python bench/hit_inprocess.py``
 """
@@ -16,6 +18,7 @@ Run: ``.venv/bin/python bench/hit_inprocess.py``
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import tempfile
 import time
@@ -30,6 +33,7 @@ from edgecache.edge.http1 import Connection, Request
 from edgecache.store.partial import PARTIAL_SUFFIX, PartialEntry
 
 N = 100_000
+KEYS = 10_000
 
 
 class CountingTransport:
@@ -81,6 +85,17 @@ def best(fn: Any) -> float:
     return min(runs)
 
 
+def best_of_batch(fn: Any, per_call: int) -> float:
+    """CPU µs per request of ``fn``, which serves ``per_call`` requests; best of 5 runs of ``N``."""
+    runs = []
+    for _ in range(5):
+        started = time.thread_time()
+        for _ in range(N // per_call):
+            fn()
+        runs.append((time.thread_time() - started) / N * 1e6)
+    return min(runs)
+
+
 async def main() -> None:
     data, control, origin = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +123,21 @@ async def main() -> None:
                 + b"\r\n"
             )
             browser_path = best(lambda: conn.data_received(browser))
+            key = next(e.key for e in node.store if e.key.endswith("/products/1"))
+            entry = node.store.peek(key)
+            assert entry is not None
+            for i in range(KEYS):
+                node.store.put(replace(entry, key=f"{key}?n={i}"))
+            many = [
+                f"GET /products/1?n={i} HTTP/1.1\r\nHost: 127.0.0.1:{data}\r\n\r\n".encode()
+                for i in random.Random(1).sample(range(KEYS), KEYS)
+            ]
+            feed = conn.data_received
+            hits = node.stats.hits
+            for one in many:
+                feed(one)
+            assert node.stats.hits == hits + KEYS, "every copy must be a hit"
+            random_path = best_of_batch(lambda: [feed(one) for one in many], KEYS)
             handler = best(lambda: node.proxy(request, conn))
             ranged = Request(
                 "GET",
@@ -120,7 +150,6 @@ async def main() -> None:
             )
             assert node.proxy(ranged, conn) is None
             range_full = best(lambda: node.proxy(ranged, conn))
-            key = next(e.key for e in node.store if e.key.endswith("/products/1"))
             entry = node.store.delete(key)
             assert entry is not None
             half = entry.body[: len(entry.body) // 2]
@@ -138,6 +167,7 @@ async def main() -> None:
     print("|---|---:|")
     print(f"| server path (parse, handler, response) | {server_path:.2f} |")
     print(f"| server path, Host and 12 more fields | {browser_path:.2f} |")
+    print(f"| server path, 10k random keys (Host only) | {random_path:.2f} |")
     print(f"| cache handler alone | {handler:.2f} |")
     print(f"| handler, bytes=10-29 from the full entry | {range_full:.2f} |")
     print(f"| handler, bytes=10-29 from stored parts | {range_parts:.2f} |")

@@ -180,6 +180,38 @@ def test_absolute_form_target_wins_over_host_and_is_what_the_origin_gets(edge: E
     assert cache == "HIT" and clean["host"] == "example.com"
 
 
+def test_absolute_form_does_not_choose_what_a_later_origin_form_request_under_that_host_gets(
+    edge: Edge,
+) -> None:
+    # The hot path remembers the key of a (Host, target) pair; a request whose authority chose the zone
+    # instead of Host must not teach it that Host's /cross is example.com's.
+    for _ in range(2):
+        assert edge.send("GET http://example.com/cross HTTP/1.1\nHost: v.example\n")[0] == 200
+    status, headers, body = edge.send("GET /cross HTTP/1.1\nHost: v.example\n")
+    assert status == 200 and json.loads(body)["host"] == "v.example"
+    assert headers["cf-cache-status"] == "MISS"
+
+
+def test_absolute_form_keeps_its_zone_when_connection_names_a_field(edge: Edge) -> None:
+    # Dropping the fields Connection names keys the request again: in the zone the authority chose,
+    # not in the one Host names.
+    head = "GET http://example.com/conn-opt HTTP/1.1\nHost: v.example\nConnection: x-drop\nX-Drop: 1\n"
+    status, _, body = edge.send(head)
+    seen = json.loads(body)
+    assert status == 200 and seen["host"] == "example.com" and "x-drop" not in seen
+    cache, clean = edge.get("/conn-opt")
+    assert cache == "HIT" and clean["host"] == "example.com"
+
+
+def test_a_host_with_a_slash_is_400_even_where_host_and_target_spell_a_cached_url(edge: Edge) -> None:
+    # The hot path's memo is consulted before Host is validated: "example.com/slash" + "/cached"
+    # must not read as "example.com" + "/slash/cached".
+    edge.get("/slash/cached")
+    assert edge.get("/slash/cached")[0] == "HIT"
+    status, _, _ = edge.send("GET /cached HTTP/1.1\nHost: example.com/slash\n")
+    assert status == 400
+
+
 @pytest.mark.parametrize(
     "spelling", ["example.com:1337", "example.com:80", "EXAMPLE.COM", "example.com.", "Example.Com.:8080"]
 )

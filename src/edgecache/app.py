@@ -130,6 +130,7 @@ class Node:
             self.stats,
             max_object_bytes=config.storage.max_object_bytes,
             index=self.index,
+            memory=self.store,
         )
         self.credentials = CredentialService(self.database)
         limits = {a.id: account_limits(a) for a in config.accounts}

@@ -64,6 +64,7 @@ from edgecache.store.base import Tier
 from edgecache.store.chain import TierChain
 from edgecache.store.chunked import ChunkedEntry
 from edgecache.store.entry import Entry
+from edgecache.store.memory import MemoryTier
 from edgecache.store.partial import MAX_PARTS, PARTIAL_SUFFIX, PartialEntry
 
 _time = time.time
@@ -128,10 +129,19 @@ class Proxy:
         *,
         max_object_bytes: int,
         index: EpochIndex,
+        memory: MemoryTier,
         credits: LookupCredits | None = None,
     ) -> None:
         self.zones = zones
         self.store = store
+        self._memory = memory
+        """The memory tier behind ``store`` (itself, or the chain's first tier): the hot path asks it
+        alone."""
+        self._key_memo: dict[str, str] = {}
+        """``host + " " + target`` as received → primary key, for zones without variant parts (at most
+        ``KEY_MEMO_MAX`` entries). The hot path looks it up before the Host field is validated; a
+        target has no space, so the last space splits every such string one way only, and an
+        invalid Host cannot spell a valid pair's entry."""
         self.origin = origin
         self.stats = stats
         self._max = max_object_bytes
@@ -150,7 +160,34 @@ class Proxy:
     def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | None:
         """Answer one request: synchronously on a fresh hit, else through a coroutine."""
         target = req.target
-        if target[0] == "/":
+        method = req.method
+        # The hot path: a plain GET or HEAD whose (Host, target) was seen before, answered by a fresh
+        # entry of the memory tier stored under its primary key (no Vary). It needs neither the zone
+        # nor the request's header dict; anything else takes the general path below.
+        if req.plain and target[0] == "/" and (method == "GET" or method == "HEAD"):
+            base = self._key_memo.get(req.host + " " + target)
+            if base is not None:
+                entry = self._memory.get_plain(base)
+                if (
+                    entry is not None
+                    and entry.stored_seq >= self.index.position
+                    and entry.stale_since is None
+                    and not entry.no_cache
+                    and not entry.tier
+                ):
+                    now = _time()
+                    age = entry.initial_age + (now - entry.response_time)
+                    ttl = entry.freshness_lifetime - age
+                    if ttl > 0:
+                        self._plain_hit(req, conn, entry, age, ttl)
+                        return None
+        return self._lookup(req, conn)
+
+    def _lookup(self, req: Request, conn: Connection) -> Awaitable[None] | None:
+        """Everything but the hot path: zone, key (variants, Vary), purge check, hit, stale or miss."""
+        target = req.target
+        origin_form = target[0] == "/"
+        if origin_form:
             found = self.zones.for_host(req.host)
         else:
             other = self._other_target_form(req, conn)
@@ -162,16 +199,25 @@ class Proxy:
             self._plain(conn, req, found, HOST_ERRORS[found])
             return None
         zone, host = found
-        method = req.method
-        if method != "GET" and method != "HEAD":
+        if req.method != "GET" and req.method != "HEAD":
             return self._pass(req, conn, zone, host)
+        return self._lookup_in(req, conn, zone, host, origin_form)
+
+    def _lookup_in(
+        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, origin_form: bool
+    ) -> Awaitable[None] | None:
+        """A GET or HEAD in the zone already chosen (by Host, or by an absolute-form authority)."""
+        target = req.target
+        method = req.method
         if zone.has_variants:
             base = primary_key("http", host, target, zone.key_options)
             base += variant_suffix(req.headers, zone.key_options, zone.trusted_from(req.client_ip))
-        else:
-            # The primary key of a (host, target) never changes: normalise each one once.
-            memo = zone.key_memo
-            memo_key = host + " " + target
+        elif origin_form:
+            # The primary key of a (Host, target) never changes (zones are fixed for the process's
+            # life): it is normalised once and found again by the two fields as received. Not for
+            # absolute-form, whose authority, not Host, chose the zone.
+            memo = self._key_memo
+            memo_key = req.host + " " + target
             cached = memo.get(memo_key)
             if cached is None:
                 cached = primary_key("http", host, target, zone.key_options)
@@ -179,6 +225,8 @@ class Proxy:
                     memo.clear()
                 memo[memo_key] = cached
             base = cached
+        else:
+            base = primary_key("http", host, target, zone.key_options)
         key = base
         store = self.store
         vary = store.vary(base)
@@ -209,38 +257,16 @@ class Proxy:
                     ):
                         self._hit(req, conn, entry, now, ttl)
                         return None
-                # The hot path: a plain fresh hit, written in one go. Its varying fields (Age, ttl,
-                # Content-Length) are formatted once per distinct value, not once per hit.
-                self.stats.hits += 1
-                body = entry.body
-                stamp = (int(age), int(ttl), len(body))
-                fields = _HIT_FIELDS_MEMO.get(stamp)
-                if fields is None:
-                    fields = _hit_fields(stamp)
-                keep = req.keep_alive
-                line = STATUS_LINES[entry.status]
-                if keep and req.http_version == "1.1":
-                    head = line + entry.head + fields
-                else:
-                    head = line + entry.head + _connection_field(req) + fields
-                if method == "HEAD":
-                    self.stats.bytes_sent += len(head)
-                    conn.respond(head, keep)
-                elif len(body) < 16384:
-                    self.stats.bytes_sent += len(head) + len(body)
-                    conn.respond(head + body, keep)
-                else:
-                    self.stats.bytes_sent += len(head) + len(body)
-                    conn.writelines([head, body])
-                    conn.finish(keep)
+                self._plain_hit(req, conn, entry, age, ttl)
                 return None
         else:
             entry = None
         headers = req.headers
         if "connection" in headers and _drop_connection_options(headers):
             # A field named in Connection does not reach the origin, so it may not select what the
-            # fill is filed under either: key the request again without it.
-            return self(req, conn)
+            # fill is filed under either: key the request again without it, in the zone already
+            # chosen (an absolute-form target chose it by its authority, not by Host).
+            return self._lookup_in(req, conn, zone, host, origin_form)
         if entry is not None:
             return self._stale(req, conn, zone, host, key, entry, _time())
         if method == "GET" and "range" in headers:
@@ -301,6 +327,33 @@ class Proxy:
         return entry
 
     # -- hits -------------------------------------------------------------------------------------
+
+    def _plain_hit(self, req: Request, conn: Connection, entry: Entry, age: float, ttl: float) -> None:
+        """Write a fresh entry as it is: its varying fields (Age, ttl, Content-Length) are formatted
+        once per distinct value, not once per hit, and head and body leave in one write."""
+        self.stats.hits += 1
+        body = entry.body
+        stamp = (int(age), int(ttl), len(body))
+        fields = _HIT_FIELDS_MEMO.get(stamp)
+        if fields is None:
+            fields = _hit_fields(stamp)
+        keep = req.keep_alive
+        connection = b"" if keep and req.http_version == "1.1" else _connection_field(req)
+        # Joined once: a chain of concatenations would copy the head twice, and a small body once more.
+        if req.method == "HEAD":
+            head = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields))
+            self.stats.bytes_sent += len(head)
+            conn.respond(head, keep)
+        elif len(body) < 16384:
+            out = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields, body))
+            self.stats.bytes_sent += len(out)
+            conn.respond(out, keep)
+        else:
+            # A large body is not copied: head and body leave in one gathered write.
+            head = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields))
+            self.stats.bytes_sent += len(head) + len(body)
+            conn.writelines([head, body])
+            conn.finish(keep)
 
     def _hit(
         self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float

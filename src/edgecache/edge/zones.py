@@ -38,8 +38,6 @@ class ZoneRuntime:
     """The zone's hostnames as a set: purge validation tests membership per target."""
     trusted_fields: frozenset[str] = frozenset()
     """Edge-only request fields this zone accepts from a trusted proxy (see ``config.ClientTrust``)."""
-    key_memo: dict[str, str] = field(default_factory=dict, compare=False)
-    """``host + " " + target`` → primary key, for zones without variant parts (bounded by the proxy)."""
     peer_memo: dict[str, bool] = field(default_factory=dict, compare=False)
     """Peer address → whether it is one of the trusted proxies (at most ``PEER_MEMO_MAX`` entries)."""
 

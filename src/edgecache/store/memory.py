@@ -174,6 +174,16 @@ class MemoryTier:
     def peek(self, key: str) -> Entry | None:
         return self._entries.get(key)
 
+    def get_plain(self, base_key: str) -> Entry | None:
+        """``get(base_key)`` for a URL without Vary names: what ``get(base_key + vary_suffix(...))``
+        would return after ``vary(base_key)`` said None, in one call (the hit path's lookup); None
+        when the URL has Vary names or nothing is stored under its base key."""
+        entry = self._entries.get(base_key)
+        if entry is not None and base_key not in self._vary:
+            entry.visited = True
+            return entry
+        return None
+
     def put(self, entry: Entry) -> None:
         old = self._entries.get(entry.key)
         if old is entry:
