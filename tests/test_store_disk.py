@@ -3,6 +3,7 @@ full scan would, the byte budgets hold, and the reserve keeps what it should for
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -22,9 +23,12 @@ from edgecache.store.disk import (
     WriteView,
     clear_reserve_job,
     decode_entry,
+    decode_hit,
     encode_entry,
 )
 from edgecache.store.entry import VARIANT_SEP, Entry
+
+FIELDS = [f.name for f in dataclasses.fields(Entry)]
 
 
 def make(
@@ -81,6 +85,12 @@ def test_records_round_trip(key: str, body: bytes, tags: list[str], stale: float
         False,
         60.0,
     )
+    # The hit path's decoder reads the same entry from the record in place.
+    raw = encode_entry(e, 9.5)
+    hit = decode_hit(memoryview(raw), key, key.encode("utf-8", "surrogatepass"))
+    assert hit is not None and hit.reserve_expires == 9.5
+    assert {f: getattr(hit.entry, f) for f in FIELDS} == {f: getattr(got, f) for f in FIELDS}
+    assert decode_hit(raw, key + "x", (key + "x").encode("utf-8", "surrogatepass")) is None
 
 
 def test_entries_and_vary_survive_a_reopen(tmp_path: Path) -> None:
@@ -157,6 +167,24 @@ def test_budget_evicts_least_recently_used(tmp_path: Path) -> None:
     left = {e.key for e in store}
     assert "http://h/0" in left and "http://h/1" not in left and "http://h/12" in left
     assert store.stats.evictions >= 3
+    store.close()
+
+
+def test_a_read_renews_only_records_among_the_oldest(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    for i in range(16):
+        store.put(make(f"http://h/{i}"))
+    assert store.flush(10)
+
+    def clock() -> int:
+        with store.env.begin() as txn:
+            return store._stored(txn, b"clock")
+
+    start = clock()
+    assert store.get("http://h/15") is not None  # the most recent: no write
+    assert store.flush(10) and clock() == start
+    assert store.get("http://h/0") is not None  # the oldest: moves to the recent end
+    assert store.flush(10) and clock() == start + 1
     store.close()
 
 
@@ -416,15 +444,19 @@ def test_a_store_in_the_old_layout_is_emptied_at_open(tmp_path: Path) -> None:
     entries = env.open_db(b"entries")
     zones = env.open_db(b"zones", dupsort=True)
     meta = env.open_db(b"meta")
+    chunks = env.open_db(b"chunks")
     with env.begin(write=True) as txn:
         txn.put(b"chttp://h/a", encode_entry(make("http://h/a"), 0.0), db=entries)
         txn.put(b"z", b"chttp://h/a", db=zones)
         txn.put(b"reclaimed_upto", (3).to_bytes(8, "little"), db=meta)
+        txn.put(b"\x01" * 16 + b"\x00" * 4, b"a chunk of layout 1", db=chunks)
     env.close()
     store = DiskStore(tmp_path, budget=1 << 30, position=40, map_size=1 << 28)
     assert store.reclaimed_upto == 40 and len(store) == 0 and store.get("http://h/a") is None
     with store.env.begin() as txn:
-        assert sorted(bytes(k) for k in txn.cursor().iternext(keys=True, values=False)) == [b"meta"]
+        names = sorted(bytes(k) for k in txn.cursor().iternext(keys=True, values=False))
+        assert names == [b"chunks", b"meta"]
+        assert txn.stat(store._chunks)["entries"] == 0
     store.put(make("http://h/a"))
     assert store.flush(10)
     store.close()
