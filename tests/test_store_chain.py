@@ -33,7 +33,11 @@ def make(key: str, size: int = 1024) -> Entry:
 def chain(tmp_path: Path) -> Iterator[TierChain]:
     disk = DiskStore(tmp_path, budget=1 << 28, position=0, map_size=1 << 28)
     tiers = TierChain(
-        MemoryTier(1 << 20), disk, reserve_on=lambda zone: False, reserve_eligible=lambda e: False
+        MemoryTier(1 << 20),
+        disk,
+        reserve_on=lambda zone: False,
+        reserve_eligible=lambda e: False,
+        still_valid=lambda e: True,
     )
     try:
         yield tiers

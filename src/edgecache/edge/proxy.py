@@ -732,6 +732,10 @@ class Proxy:
                 self.store.delete(entry.key)
                 return
             entry.stale_since = verdict.at
+        else:
+            # Checked against every purge so far: the disk tier would drop a fill still numbered
+            # below a purge it has reclaimed meanwhile (store/disk.py).
+            entry.stored_seq = self.index.position
         self._forget_other_vary(base, vary, entry.primary)
         self.store.put(entry)
         if vary:

@@ -14,9 +14,12 @@ Rules of this module:
 - Objects larger than the memory tier's ``max_object_bytes`` live on disk only (``ChunkedEntry``,
   ``store/chunked.py``): a fill writes them through :meth:`open_large`, and a hit streams them from
   disk without promoting them.
-- A memory eviction writes the entry back to disk only when it is worth keeping: still fresh, and
-  no longer on disk (the disk evicted it while memory served it). Otherwise the disk copy is
-  already there, and its place in the disk's order is renewed by disk reads, not by evictions.
+- A memory eviction writes the entry back to disk only when it is worth keeping: still fresh, no
+  longer on disk (the disk evicted it while memory served it), and covered by no purge
+  (``still_valid``, which raises its ``stored_seq`` to the purges it was checked against: the disk
+  drops a put below the position it has reclaimed, since a purge it has already applied may cover
+  it, see ``store/disk.py``). Otherwise the disk copy is already there, and its place in the
+  disk's order is renewed by disk reads, not by evictions.
 - The purge selectors (``variants``, ``keys_*``), ``peek`` and ``mark_stale`` are the memory tier's:
   the reclaimer covers the disk with its own job (see ``edge/reclaimer.py``), inside the disk
   writer's transactions.
@@ -48,8 +51,12 @@ class TierChain:
         *,
         reserve_on: Callable[[str], bool],
         reserve_eligible: Callable[[Entry], bool],
+        still_valid: Callable[[Entry], bool],
     ) -> None:
+        """``still_valid(entry)``: whether no purge covers an entry memory evicts, its ``stored_seq``
+        raised to the purges it was checked against when none does (run on the event loop)."""
         self.memory = memory
+        self._still_valid = still_valid
         self.disk = disk
         self._reserve_on = reserve_on
         self._eligible = reserve_eligible
@@ -178,5 +185,10 @@ class TierChain:
         return iter(self.memory)
 
     def _evicted(self, entry: Entry) -> None:
-        if type(entry) is Entry and entry.ttl(time.time()) > 0 and not self.disk.has(entry.key):
+        if (
+            type(entry) is Entry
+            and entry.ttl(time.time()) > 0
+            and not self.disk.has(entry.key)
+            and self._still_valid(entry)
+        ):
             self.disk.put(entry)

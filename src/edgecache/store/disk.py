@@ -35,6 +35,10 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   transaction that finishes a purge's removal job, so after a crash the node replays the purges after
   it (``Node.__init__``, ``PurgeService.replay``). A job that changed nothing does not write it: the
   position rides in the next transaction that writes anyway, and at close.
+- A put whose entry's ``stored_seq`` is below ``reclaimed_upto`` (as the writer's transaction sees
+  it) is dropped, counted, never written: a purge up to that position may cover it and will not be
+  replayed after a restart, and a cache may always drop. Whoever writes an entry back raises its
+  ``stored_seq`` first once it has checked it against the purges (``TierChain``'s ``still_valid``).
 - The Vary names of a base key are kept while a record is stored under it in either area: the removal
   of the last one deletes them (a whole-zone removal keeps those of the records it keeps).
 - A crash (kill -9) loses at most the queued changes: a committed transaction is whole, an
@@ -874,12 +878,13 @@ class DiskStore:
         try:
             with self.env.begin(write=True) as txn:
                 now = time.time()
+                reclaimed = max(self._stored(txn, b"reclaimed_upto"), self._reclaimed_later)
                 if renewals:
                     self._renew(txn, renewals, now)
                 for op in batch:
                     kind = op[0]
                     if kind == "put":
-                        self._put(txn, op[1], op[2], now)
+                        self._put(txn, op[1], op[2], now, reclaimed)
                     elif kind == "del":
                         self._delete_key(txn, op[1])
                     elif kind == "delprimary":
@@ -962,11 +967,16 @@ class DiskStore:
         self._new_dbs[key] = db
         return db
 
-    def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float) -> None:
+    def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float, reclaimed: int) -> None:
         zone = entry.zone
-        cdb = self._zdb(txn, CACHE, zone, create=True)
+        # Below the reclaimed position, a purge already applied to the disk may cover the entry
+        # (its fetch began before the purge, or memory evicted it after the purge's disk job) and
+        # would not be replayed after a restart: not written (see the module rules).
+        cdb = None if entry.stored_seq < reclaimed else self._zdb(txn, CACHE, zone, create=True)
         if cdb is None:
             self.stats.dropped += 1
+            if type(entry) is ChunkedEntry:
+                self._delete_chunks(txn, entry.object_id)
             return
         host = host_of(entry.key)
         if (self._new_hosts.get(host) or self._hosts.get(host)) != zone:
