@@ -17,8 +17,10 @@ Method:
   transaction of 100 inserts), pull 100 + ack (claim transaction, then delete transaction).
 - The same loads on the queue service in the benchmark's own process, without HTTP, show what the
   HTTP layer (aiohttp, JSON, auth) costs on top of the database.
-- Client, node and database share this 2-core machine, which other work also uses: every figure is
-  noisy and a lower bound of what the server does alone.
+- Client, node and database share this 2-core machine, which other work also uses: every rate is
+  noisy and a lower bound of what the server does alone. The CPU column is the steadier figure:
+  CPU microseconds per message of the node process (HTTP rows; PostgreSQL's own processes not
+  included) or of this whole process (in-process rows: event loop and writer threads).
 
 Usage: ``.venv/bin/python bench/queues.py [--duration 8] [--purge-messages 1000000]
 [--only sqlite|postgresql]``. Prints a markdown table and writes it to ``bench/out/queues.md``.
@@ -31,6 +33,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,8 +111,13 @@ class Node:
     def commits(self) -> float:
         with urllib.request.urlopen(f"{self.base}/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        found = re.search(r"^edgecache_queue_commits_total (\S+)$", text, re.M)
-        return float(found.group(1)) if found else 0.0
+        # Every process of the node reports its own series (worker processes theirs, zero here).
+        return sum(float(v) for v in re.findall(r"^edgecache_queue_commits_total (\S+)$", text, re.M))
+
+    def cpu(self) -> float:
+        """CPU seconds the node process has used so far (all its threads, user and system)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -117,7 +125,8 @@ class Node:
 
 
 def load(node: Node, mode: str, queue_id: str, concurrency: int, duration: float) -> dict[str, float]:
-    """Run the client process once; its JSON result."""
+    """Run the client process once; its JSON result, with the node's CPU seconds meanwhile."""
+    cpu = node.cpu()
     out = subprocess.run(
         [
             sys.executable,
@@ -131,7 +140,9 @@ def load(node: Node, mode: str, queue_id: str, concurrency: int, duration: float
         text=True,
         check=True,
     )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    result = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    result["cpu"] = node.cpu() - cpu
+    return result
 
 
 WRK_LUA = """\
@@ -152,6 +163,7 @@ def wrk_push(node: Node, queue_id: str, batch: int, connections: int, duration: 
     script = node.dir / f"push{batch}.lua"
     script.write_text(WRK_LUA % (body, node.token))
     threads = "2" if connections >= 2 else "1"
+    cpu = node.cpu()
     out = subprocess.run(
         [
             "wrk",
@@ -176,7 +188,8 @@ def wrk_push(node: Node, queue_id: str, batch: int, connections: int, duration: 
     errors = float(bad.group(1)) if bad else 0.0
     if socket_errors:
         errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
-    return {"rate": rps * batch, "errors": errors, "messages": rps * batch * duration}
+    messages = rps * batch * duration
+    return {"rate": rps * batch, "errors": errors, "messages": messages, "cpu": node.cpu() - cpu}
 
 
 def fill(url: str, queue_id: str, n: int) -> float:
@@ -192,9 +205,15 @@ def fill(url: str, queue_id: str, n: int) -> float:
     return time.monotonic() - start
 
 
+def per_message(cpu: float, messages: float) -> str:
+    """CPU microseconds per message, the figure this shared machine does not distort much."""
+    return f"{cpu / messages * 1e6:,.0f}" if messages else "-"
+
+
 def row(backend: str, scenario: str, r: dict[str, float], note: str) -> list[str]:
-    """One edgecache table row from a client result."""
-    return [backend, "edgecache", scenario, f"{r['rate']:,.0f}", f"{r['errors']:.0f}", note]
+    """One edgecache table row from a client result (CPU: the node process's)."""
+    cpu = per_message(r["cpu"], r["messages"])
+    return [backend, "edgecache", scenario, f"{r['rate']:,.0f}", cpu, f"{r['errors']:.0f}", note]
 
 
 def edgecache_rows(backend: str, database_url: str | None, args: argparse.Namespace) -> list[list[str]]:
@@ -233,12 +252,16 @@ def edgecache_rows(backend: str, database_url: str | None, args: argparse.Namesp
         t.join()
         change = (result["rate"] - alone["rate"]) / alone["rate"] * 100
         purged = f"purge {args.purge_messages:,} messages"
-        rows.append([backend, "edgecache", purged, f"{purge_s:.2f} s", "0", f"filled in {filled:.0f} s"])
+        rows.append([backend, "edgecache", purged, f"{purge_s:.2f} s", "-", "0", f"filled in {filled:.0f} s"])
         note = f"{change:+.0f}% vs {alone['rate']:,.0f} alone"
         rows.append(row(backend, "push1 on another queue during that purge", result, note))
     finally:
         node.stop()
-    return rows + service_rows(backend, node.url, args.duration)
+    try:
+        return rows + service_rows(backend, node.url, args.duration)
+    finally:
+        # The data directory holds the SQLite database: over a million rows after the purge run.
+        shutil.rmtree(node.dir, ignore_errors=True)
 
 
 def service_rows(backend: str, url: str, duration: float) -> list[list[str]]:
@@ -253,7 +276,9 @@ def service_rows(backend: str, url: str, duration: float) -> list[list[str]]:
         batch = await service.create_queue(DEFAULT_ACCOUNT_ID, "in-process-batch")
         await service.create_consumer(DEFAULT_ACCOUNT_ID, batch.row.id, ConsumerSpec("http_pull"))
 
-        async def loop(workers: int, step: Any) -> float:
+        async def loop(workers: int, step: Any) -> tuple[str, str]:
+            """Messages per second, and CPU microseconds per message of this whole process (event
+            loop and writer threads)."""
             done = 0
             stop = time.monotonic() + duration
 
@@ -265,9 +290,10 @@ def service_rows(backend: str, url: str, duration: float) -> list[list[str]]:
                     n = await step()
                     done += n
 
-            start = time.monotonic()
+            start, cpu = time.monotonic(), time.process_time()
             await asyncio.gather(*(worker() for _ in range(workers)))
-            return done / (time.monotonic() - start)
+            took, cpu = time.monotonic() - start, time.process_time() - cpu
+            return f"{done / took:,.0f}", per_message(cpu, done)
 
         async def push1() -> int:
             await service.push(DEFAULT_ACCOUNT_ID, one.row.id, [message])
@@ -284,11 +310,12 @@ def service_rows(backend: str, url: str, duration: float) -> list[list[str]]:
             return len(got)
 
         system = "service in process (no HTTP)"
-        return [
-            [backend, system, "push, 1 msg/call, 50 tasks", f"{await loop(50, push1):,.0f}", "0", ""],
-            [backend, system, "push, batches of 100, 10 tasks", f"{await loop(10, push100):,.0f}", "0", ""],
-            [backend, system, "pull 100 + ack, 10 tasks", f"{await loop(10, pullack):,.0f}", "0", ""],
+        loads = [
+            ("push, 1 msg/call, 50 tasks", 50, push1),
+            ("push, batches of 100, 10 tasks", 10, push100),
+            ("pull 100 + ack, 10 tasks", 10, pullack),
         ]
+        return [[backend, system, name, *await loop(n, step), "0", ""] for name, n, step in loads]
 
     try:
         return asyncio.run(run())
@@ -356,6 +383,7 @@ def baseline_rows(server: PostgresServer, duration: float) -> list[list[str]]:
             system,
             "push, 1 msg/transaction, 50 threads",
             f"{run(50, push1):,.0f}",
+            "-",
             "0",
             "no HTTP",
         ],
@@ -364,10 +392,11 @@ def baseline_rows(server: PostgresServer, duration: float) -> list[list[str]]:
             system,
             "push, 100 msg/transaction, 10 threads",
             f"{run(10, push100):,.0f}",
+            "-",
             "0",
             "no HTTP",
         ],
-        ["postgresql", system, "pull 100 + ack, 10 threads", f"{run(10, pullack):,.0f}", "0", "no HTTP"],
+        ["postgresql", system, "pull 100 + ack, 10 threads", f"{run(10, pullack):,.0f}", "-", "0", "no HTTP"],
     ]
 
 
@@ -387,7 +416,7 @@ def main() -> None:
             rows += baseline_rows(server, args.duration)
         finally:
             server.stop()
-    head = ["database", "system", "scenario", "messages/s (or time)", "errors", "notes"]
+    head = ["database", "system", "scenario", "messages/s (or time)", "CPU µs/msg", "errors", "notes"]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
     load_avg = os.getloadavg()

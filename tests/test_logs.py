@@ -25,6 +25,7 @@ from edgecache.config import Config, Listener, Logging, Tasks, Zone
 from edgecache.control.credentials import Permission
 from edgecache.db.tasks import NewTask
 from edgecache.edge.http1 import Connection
+from edgecache.edge.logring import ring_directory
 
 COMBINED = re.compile(
     r'^(?P<ip>\S+) - - \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\.)*)" '
@@ -111,7 +112,7 @@ def test_access_log_is_off_by_default(tmp_path: Path, node_factory: type[LoggedN
     server = n.node._data
     assert server is not None and all(type(c) is Connection for c in server.connections)
     n.close()
-    assert not list(tmp_path.glob("*.log")) and not (tmp_path / "accesslog").exists()
+    assert not list(tmp_path.glob("*.log")) and not ring_directory(tmp_path).exists()
 
 
 def test_combined_access_log_has_cache_status_zone_bytes_and_times(

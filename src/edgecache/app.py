@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import ssl
 import time
@@ -45,7 +44,15 @@ from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
 from edgecache.edge.accesslog import FormatterProcess, close_ring, connection_factory
 from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
-from edgecache.edge.logring import RingWriter, read_counts, ring_files, ring_path
+from edgecache.edge.logring import (
+    RingWriter,
+    read_counts,
+    remove_if_empty,
+    remove_stale,
+    ring_directory,
+    ring_files,
+    ring_path,
+)
 from edgecache.edge.logtail import write_zones
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
@@ -180,7 +187,7 @@ class Node:
         for purge in self._replayed:
             self.index.apply(purge)
         log_cfg = config.logging
-        self.access_ring_dir = config.data_dir / "accesslog"
+        self.access_ring_dir = ring_directory(config.data_dir)
         self.access_ring: RingWriter | None = None
         self.access_formatter = (
             FormatterProcess(self.access_ring_dir, log_cfg.access_log, log_cfg.access_log_format)
@@ -260,7 +267,10 @@ class Node:
         self._background.start("subscriptions", self.subscriptions.keep)
         self._background.start("push", self.push_delivery.keep)
         self._keep_gc()
-        if self.access_formatter is not None:
+        if self.access_formatter is None:
+            # Rings a crashed earlier run (log on) left hold tmpfs memory, and nothing reads them now.
+            await asyncio.to_thread(remove_stale, self.access_ring_dir)
+        else:
             # One formatter per node, in the control plane's process: it reads the ring of every
             # data-plane process, and /metrics counts the rings here once.
             await asyncio.to_thread(write_zones, self.access_ring_dir, cfg.zones)
@@ -303,9 +313,9 @@ class Node:
         serve: Handler = handler or self.proxy
         connection: Callable[[HttpServer], Connection] = Connection
         if self.access_formatter is not None:
-            # One ring per data-plane process, named by its pid (decision 0016).
+            # One ring per data-plane process, named by its pid and a token (decision 0016).
             self.access_ring = RingWriter(
-                ring_path(self.access_ring_dir, os.getpid()), cfg.logging.access_log_ring_mib << 20
+                ring_path(self.access_ring_dir), cfg.logging.access_log_ring_mib << 20
             )
             connection = connection_factory(self.access_ring)
         self._data = await start_server(
@@ -334,6 +344,8 @@ class Node:
             await self.access_formatter.stop()
         if self.access_ring is not None:
             close_ring(self.access_ring)
+        if self.access_formatter is not None and self.access_formatter.started:
+            remove_if_empty(self.access_ring_dir)
         if self._control is not None:
             await self._control.cleanup()
         await self.reclaimer.stop()

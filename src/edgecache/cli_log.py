@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import typer
 
 from edgecache.cli_common import ConfigFile, DataDir, fail, locate
+from edgecache.edge.logring import ring_directory
 from edgecache.edge.logtail import follow
 
 log_app = typer.Typer(help="The data plane's access log.", no_args_is_help=True)
@@ -34,7 +35,7 @@ def tail(
         raise typer.Exit(2)
     chosen: Literal["combined", "json"] = "json" if fmt == "json" else "combined"
     _, directory, _ = locate(config, data_dir, None)
-    ring_dir = directory / "accesslog"
+    ring_dir = ring_directory(directory)
     if not ring_dir.is_dir():
         raise fail(f"no access-log rings in {ring_dir} (is the node's access log on?)")
     follow(ring_dir, chosen, None, from_start=from_start)

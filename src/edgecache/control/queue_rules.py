@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from edgecache.db.queues import ConsumerRow, QueueRow, StoredMessage
+from edgecache.db.queues import MAX_SEQ, ConsumerRow, QueueRow, StoredMessage
 
 MAX_MESSAGE_BYTES = 128_000
 """Cloudflare's message limit: 128 KB, where 1 KB is 1000 bytes."""
@@ -35,9 +35,8 @@ MAX_PUSH_CONCURRENCY = 250
 """Cloudflare's limit on concurrent push-consumer invocations."""
 CONSUMER_TYPES = ("http_pull", "http_push")
 CONTENT_TYPES = ("text", "json", "bytes", "v8")
-MAX_SEQ = 2**63 - 1
-"""The largest message number both databases store (a signed 64-bit integer)."""
 QUEUE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+LEASE_ID = re.compile(r"([0-9a-f]{1,16})-([0-9a-f]{16})")
 
 
 class QueueRejected(Exception):
@@ -178,6 +177,7 @@ class PurgeStatus:
     started_at: datetime | None
     completed: bool
     remaining: int
+    """Messages the purge has left to delete (0 when not counted)."""
 
 
 def message_id(seq: int) -> str:
@@ -192,12 +192,11 @@ def lease_id(seq: int, nonce: str) -> str:
 
 def parse_lease(text: str) -> tuple[int, str] | None:
     """(seq, nonce) of a lease id, or None when it cannot be one of ours."""
-    seq, sep, nonce = text.partition("-")
-    if not sep or not re.fullmatch(r"[0-9a-f]{1,16}", seq) or not re.fullmatch(r"[0-9a-f]{16}", nonce):
+    found = LEASE_ID.fullmatch(text)
+    if found is None:
         return None
-    if int(seq, 16) > MAX_SEQ:
-        return None
-    return int(seq, 16), nonce
+    seq = int(found.group(1), 16)
+    return None if seq > MAX_SEQ else (seq, found.group(2))
 
 
 def check_endpoint(endpoint: str | None) -> str:

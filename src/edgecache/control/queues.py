@@ -38,6 +38,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from edgecache.control.queue_pushes import PushCombiner
 from edgecache.control.queue_rules import (
     CONSUMER_TYPES,
     DEFAULT_MAX_RETRIES,
@@ -50,7 +51,6 @@ from edgecache.control.queue_rules import (
     MAX_PULL_BATCH,
     MAX_PUSH_CONCURRENCY,
     MAX_RETRIES,
-    MAX_SEQ,
     MAX_VISIBILITY_MS,
     AckResult,
     ConsumerExists,
@@ -79,7 +79,7 @@ from edgecache.control.queue_rules import (
 from edgecache.control.secrets import MasterKey
 from edgecache.db import queues as db
 from edgecache.db.engine import read_transaction
-from edgecache.db.queues import Backlog, ConsumerRow, NewMessage, QueueRow, StoredMessage
+from edgecache.db.queues import MAX_SEQ, Backlog, ConsumerRow, QueueRow, StoredMessage
 from edgecache.db.writer import WriterPool
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DELETE_BATCH = 2_000
-"""Rows one purge, retention or cleanup step deletes. Each step shares the writer with pushes and
-pulls, which wait for it: at 10,000 rows a step took ~160 ms here and pushes to other queues fell
-by 89% during a purge (bench/queues.py); 2,000 keeps each wait to tens of milliseconds."""
+"""Rows one purge, retention or cleanup step deletes, one transaction each. On SQLite each step
+shares the writer with pushes and pulls, which wait for it: at 10,000 rows a step took ~160 ms and
+pushes to other queues fell by 89% during a purge (bench/queues.py); 2,000 keeps each wait to tens
+of milliseconds. On PostgreSQL (its own connection) 2,000 deleted the most rows per second:
+45k/s, against 40k/s at 10,000 and 31k/s at 500 (300,000 rows, loaded machine)."""
+
+LOCKED_RETRY = 0.05
+"""Seconds a purge waits before looking again for rows its deletions skipped because another
+transaction held them."""
 
 SWEEP_EVERY = 1.0
 """Seconds between sweeps (pending purges, retention, deleted queues)."""
@@ -100,15 +106,36 @@ SNAPSHOT_EVERY = 10.0
 """Seconds between refreshes of every queue's backlog for ``/metrics`` (one grouped read per queue,
 done by the sweeper so a scrape never waits on the database)."""
 
+CONFIG_TTL = 1.0
+"""Seconds a pull or an ack may act on a queue's and consumer's settings as read before (each read
+was two statements per call). A pause or a purge still applies at once (the claim reads the
+queue's row itself); settings changed through this node apply at once (the cache is cleared); a
+consumer changed or deleted through another node or the CLI applies within this time."""
+
+BACKLOG_COST_SHARE = 0.1
+"""At most this share of the time goes to counting one queue's backlog for pull answers: a count
+that took 0.2 s is refreshed every 2 s at most."""
+
 BACKLOG_TTL = 1.0
-"""Seconds a queue's backlog figures embedded in pull answers may be old (they are documented as
-approximate; counting on every pull would cost a scan of the queue's index each time)."""
+"""Seconds after which a queue's backlog figures embedded in pull answers are counted again, in the
+background, while pulls answer with the last count (they are documented as approximate; counting
+on every pull would cost a scan of the queue's index each time)."""
 
 
 @dataclass
 class _CachedBacklog:
     at: float
     value: Backlog
+    took: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    """A queue and the consumer a pull or an ack acts for, as read at ``at`` (monotonic)."""
+
+    at: float
+    queue: QueueRow
+    consumer: ConsumerRow
 
 
 @dataclass
@@ -135,8 +162,18 @@ class QueueService:
         # them skip each other's rows as pulls on other nodes do.
         writers = POSTGRES_WRITERS if engine.dialect.name == "postgresql" else 1
         self._writer = WriterPool(engine, name="edgecache-queues", size=writers)
+        self._pushes = PushCombiner(self._writer, self._now_ms)
+        # Bulk deletions (purge, retention, deleted queues) get their own connection on PostgreSQL,
+        # so pushes and pulls never queue behind a deletion step; SQLite's one write lock
+        # serialises them anyway, so there they share the writer and interleave with its groups.
+        self._sweeper = (
+            WriterPool(engine, name="edgecache-queues-sweep", size=1) if writers > 1 else self._writer
+        )
         self._clock = clock
         self._backlogs: dict[str, _CachedBacklog] = {}
+        self._counting: dict[str, asyncio.Future[Backlog]] = {}
+        self._configs: dict[tuple[str, str, str], _Config] = {}
+        self._config_generation = 0
         self.counters: dict[str, QueueCounters] = {}
         self._wake = asyncio.Event()
         self._on_purged: list[Callable[[QueueRow], Awaitable[None]]] = []
@@ -145,13 +182,17 @@ class QueueService:
         self._snapshot_at = -SNAPSHOT_EVERY
 
     def close(self) -> None:
-        """Finish pending writes and stop the writer thread."""
+        """Finish pending writes and stop the writer threads."""
         self._writer.close()
+        if self._sweeper is not self._writer:
+            self._sweeper.close()
 
     @property
     def commits(self) -> int:
-        """Transactions committed by this node's queue writer."""
-        return self._writer.commits
+        """Transactions committed by this node's queue writers."""
+        if self._sweeper is self._writer:
+            return self._writer.commits
+        return self._writer.commits + self._sweeper.commits
 
     @property
     def writer(self) -> WriterPool:
@@ -295,7 +336,9 @@ class QueueService:
             db.update_queue(conn, queue_id, **values)
             return self._full(conn, account_id, queue_id)
 
-        return await self._writer.run(op)
+        result = await self._writer.run(op)
+        self._forget_configs()
+        return result
 
     async def delete_queue(self, account_id: str, queue_id: str) -> None:
         """Delete a queue and its consumer; its messages are removed in the background."""
@@ -305,6 +348,7 @@ class QueueService:
             db.delete_queue(conn, queue_id, self._now())
 
         await self._writer.run(op)
+        self._forget_configs()
         self.counters.pop(queue_id, None)
         self._wake.set()
 
@@ -383,7 +427,9 @@ class QueueService:
             db.insert_consumer(conn, row)
             return row
 
-        return await self._writer.run(op)
+        result = await self._writer.run(op)
+        self._forget_configs()
+        return result
 
     async def update_consumer(
         self, account_id: str, queue_id: str, consumer_id: str, spec: ConsumerSpec
@@ -400,7 +446,9 @@ class QueueService:
             db.replace_consumer(conn, row)
             return row
 
-        return await self._writer.run(op)
+        result = await self._writer.run(op)
+        self._forget_configs()
+        return result
 
     @staticmethod
     def _consumer(conn: Connection, queue_id: str, consumer_id: str) -> ConsumerRow:
@@ -427,6 +475,7 @@ class QueueService:
             db.delete_consumer(conn, consumer_id)
 
         await self._writer.run(op)
+        self._forget_configs()
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -435,30 +484,7 @@ class QueueService:
     ) -> None:
         """Store messages durably. Delay precedence: the message's own, the batch's, the queue's."""
         check_messages(messages, batch_delay)
-
-        def delay_of(m: Message, default: int | None) -> int | None:
-            return default if m.delay_seconds is None else m.delay_seconds
-
-        def op(conn: Connection) -> None:
-            now = self._now_ms()
-            if len(messages) == 1:
-                m = messages[0]
-                if not db.push_one(
-                    conn, account_id, queue_id, m.body, m.content_type, delay_of(m, batch_delay), now
-                ):
-                    raise QueueNotFound(f"Queue {queue_id} does not exist")
-                return
-            queue = self._queue(conn, account_id, queue_id)
-            default = queue.delivery_delay if batch_delay is None else batch_delay
-            rows = [
-                NewMessage(m.body, m.content_type, now + 1000 * (delay_of(m, default) or 0)) for m in messages
-            ]
-            if rows:
-                db.insert_messages(conn, queue_id, rows, now)
-
-        # Either one statement, or a read that may raise followed by one executemany: nothing is
-        # left half-written when the operation fails, so it needs no savepoint.
-        await self._writer.run(op, atomic=True)
+        await self._pushes.push(account_id, queue_id, messages, batch_delay)
         self._count(queue_id).pushed += len(messages)
 
     def _dead_letter(
@@ -482,11 +508,34 @@ class QueueService:
             db.delete_messages(conn, queue.id, seqs)
         self._count(queue.id).dead_lettered += len(seqs)
 
-    @staticmethod
-    def _pull_consumer(conn: Connection, queue: QueueRow, kind: str = "http_pull") -> ConsumerRow:
+    def _config(self, account_id: str, queue_id: str, consumer_type: str) -> _Config | None:
+        cached = self._configs.get((account_id, queue_id, consumer_type))
+        if cached is None or time.monotonic() - cached.at > CONFIG_TTL:
+            return None
+        return cached
+
+    def _forget_configs(self) -> None:
+        # Settings changed through this node: the next pull or ack reads them again, and one
+        # that read them before the change does not store what it read.
+        self._configs.clear()
+        self._config_generation += 1
+
+    def _remember(self, key: tuple[str, str, str], config: _Config, generation: int) -> None:
+        if generation == self._config_generation:
+            self._configs[key] = config
+
+    @classmethod
+    def _read_config(
+        cls, conn: Connection, account_id: str, queue_id: str, kind: str, *, pulling: bool
+    ) -> _Config:
+        """The queue and its consumer of type ``kind``, or the refusal a pull (``pulling``) or an
+        ack gets."""
+        queue = cls._queue(conn, account_id, queue_id)
         for c in db.consumers_of(conn, [queue.id]):
             if c.type == kind:
-                return c
+                if pulling and queue.delivery_paused:
+                    raise DeliveryPaused("queue_delivery_paused")
+                return _Config(time.monotonic(), queue, c)
         raise PullNotEnabled(f"messages cannot be pulled unless {kind} mode is enabled")
 
     async def pull(
@@ -506,30 +555,36 @@ class QueueService:
         if visibility_timeout_ms is not None:
             check_range("visibility_timeout_ms", visibility_timeout_ms, 1, MAX_VISIBILITY_MS, InvalidPull)
         nonce = secrets.token_hex(8)
+        generation = self._config_generation
+        config = self._config(account_id, queue_id, consumer_type)
 
-        def op(conn: Connection) -> list[StoredMessage]:
-            queue = self._queue(conn, account_id, queue_id)
-            consumer = self._pull_consumer(conn, queue, consumer_type)
-            if queue.delivery_paused:
-                raise DeliveryPaused("queue_delivery_paused")
+        def op(conn: Connection) -> tuple[_Config, list[StoredMessage]]:
+            current = config or self._read_config(conn, account_id, queue_id, consumer_type, pulling=True)
+            queue, consumer = current.queue, current.consumer
             want = batch_size or consumer.batch_size
             vt = visibility_timeout_ms or consumer.visibility_timeout_ms
             now = self._now_ms()
             out: list[StoredMessage] = []
+            moved = False
             while len(out) < want:
-                claimed = db.claim(conn, queue_id, queue.purge_through, now, want - len(out))
-                live = [seq for seq, attempts in claimed if attempts <= consumer.max_retries]
-                dead = [seq for seq, attempts in claimed if attempts > consumer.max_retries]
-                if dead:
-                    self._dead_letter(conn, queue, consumer, dead, now)
-                out += db.lease(conn, live, now + vt, nonce)
+                leased = db.claim_and_lease(conn, queue_id, now, want - len(out), now + vt, nonce)
+                # attempts counts this delivery: past 1 + max_retries it goes to the dead letters.
+                dead = [m.seq for m in leased if m.attempts > consumer.max_retries + 1]
+                out += [m for m in leased if m.attempts <= consumer.max_retries + 1]
                 if not dead:
                     break
-            return out
+                self._dead_letter(conn, queue, consumer, dead, now)
+                moved = True
+            if not out and not moved and config is not None:
+                # Nothing deliverable, or the queue was paused, deleted or changed elsewhere since
+                # its settings were cached: read them again (this raises when it must).
+                current = self._read_config(conn, account_id, queue_id, consumer_type, pulling=True)
+            return current, out
 
         # The operation raises (no queue, no consumer, paused) only before its first write, so it
         # needs no savepoint of its own: two round trips fewer per pull on PostgreSQL.
-        leased = await self._writer.run(op, atomic=True)
+        current, leased = await self._writer.run(op, atomic=True)
+        self._remember((account_id, queue_id, consumer_type), current, generation)
         self._count(queue_id).delivered += len(leased)
         backlog = await self.backlog(account_id, queue_id, max_age=BACKLOG_TTL)
         return [Delivered(m, lease_id(m.seq, nonce)) for m in leased], backlog
@@ -564,19 +619,21 @@ class QueueService:
             elif parsed[0] not in ack_seqs:
                 retry_parsed.append((parsed[0], parsed[1], r))
 
-        def op(conn: Connection) -> tuple[int, int, dict[str, str]]:
-            queue = self._queue(conn, account_id, queue_id)
-            consumer = self._pull_consumer(conn, queue, consumer_type)
+        generation = self._config_generation
+        config = self._config(account_id, queue_id, consumer_type)
+
+        def op(conn: Connection) -> tuple[_Config, int, int, dict[str, str]]:
+            current = config or self._read_config(conn, account_id, queue_id, consumer_type, pulling=False)
+            queue, consumer = current.queue, current.consumer
             now = self._now_ms()
             found: dict[str, str] = {}
-            state = db.leased(conn, queue_id, [*ack_seqs, *(s for s, _, _ in retry_parsed)])
-            to_ack = [s for s in ack_seqs if s in state and state[s][1] is not None]
+            acked = db.ack_delivered(conn, queue_id, list(ack_seqs))
             for s, lid in ack_seqs.items():
-                if s not in to_ack:
+                if s not in acked:
                     found[lid] = "message not found: already acknowledged, purged or expired"
-            db.delete_known(conn, to_ack)
             back: list[tuple[int, int]] = []
             dead: list[int] = []
+            state = db.leased(conn, queue_id, [s for s, _, _ in retry_parsed])
             for seq, nonce, r in retry_parsed:
                 st = state.get(seq)
                 if st is None or st[1] != nonce:
@@ -589,10 +646,11 @@ class QueueService:
             db.release(conn, back)
             if dead:
                 self._dead_letter(conn, queue, consumer, dead, now)
-            return len(to_ack), len(back) + len(dead), found
+            return current, len(acked), len(back) + len(dead), found
 
         # As for pull: a refusal comes before the first write.
-        acked, retried, more = await self._writer.run(op, atomic=True)
+        current, acked, retried, more = await self._writer.run(op, atomic=True)
+        self._remember((account_id, queue_id, consumer_type), current, generation)
         warnings.update(more)
         counters = self._count(queue_id)
         counters.acked += acked
@@ -628,18 +686,54 @@ class QueueService:
         return warnings
 
     async def backlog(self, account_id: str, queue_id: str, *, max_age: float = 0.0) -> Backlog:
-        """Messages stored for the queue (count, bytes, oldest push time), at most ``max_age`` old."""
+        """Messages stored for the queue (count, bytes, oldest push time). With ``max_age`` (the
+        approximate figures of pull answers), a count at most that old, or else the last one while
+        one background count refreshes it."""
+        if max_age <= 0:
+            return await self._read(lambda conn: self._count_backlog(conn, account_id, queue_id))
+        # A count scans the queue's index, ~0.1 s of CPU at 200,000 messages: every pull counting
+        # for itself when the figures expired took 300 µs of CPU per message pulled
+        # (bench/queues.py). So one count per queue at a time, shared by the pulls that wait for
+        # a first one, and at most BACKLOG_COST_SHARE of the time.
         cached = self._backlogs.get(queue_id)
-        if cached is not None and time.monotonic() - cached.at <= max_age:
+        counting = self._counting.get(queue_id)
+        if counting is None and (
+            cached is None or time.monotonic() - cached.at > max(max_age, cached.took / BACKLOG_COST_SHARE)
+        ):
+            counting = self._counting[queue_id] = asyncio.ensure_future(self._recount(account_id, queue_id))
+            # Nobody may wait for a background count; its failure (a deleted queue) is the next
+            # pull's to report.
+            counting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if cached is not None:
             return cached.value
+        if counting is None or counting.get_loop() is not asyncio.get_running_loop():
+            # A count started from another event loop (the service is shared by threads in the
+            # CLI and the tests) cannot be awaited from this one.
+            return await self._read(lambda conn: self._count_backlog(conn, account_id, queue_id))
+        return await asyncio.shield(counting)
 
-        def read(conn: Connection) -> Backlog:
-            queue = self._queue(conn, account_id, queue_id)
-            return db.backlog(conn, queue_id, queue.purge_through)
+    def _count_backlog(self, conn: Connection, account_id: str, queue_id: str) -> Backlog:
+        queue = self._queue(conn, account_id, queue_id)
+        return db.backlog(conn, queue_id, queue.purge_through)
 
-        value = await self._read(read)
-        self._backlogs[queue_id] = _CachedBacklog(time.monotonic(), value)
+    async def _recount(self, account_id: str, queue_id: str) -> Backlog:
+        # Stores its count only while it is still the queue's registered count: a purge started
+        # meanwhile forgets it, and the next pull counts again.
+        me = asyncio.current_task()
+        start = time.monotonic()
+        try:
+            value = await self._read(lambda conn: self._count_backlog(conn, account_id, queue_id))
+        finally:
+            current = self._counting.get(queue_id) is me
+            if current:
+                del self._counting[queue_id]
+        if current:
+            self._backlogs[queue_id] = _CachedBacklog(time.monotonic(), value, time.monotonic() - start)
         return value
+
+    def _forget_backlog(self, queue_id: str) -> None:
+        self._backlogs.pop(queue_id, None)
+        self._counting.pop(queue_id, None)
 
     async def push_consumers(self) -> list[tuple[QueueRow, ConsumerRow]]:
         """Every http_push consumer with its queue (for the delivery loop)."""
@@ -678,17 +772,20 @@ class QueueService:
             return self._full(conn, account_id, queue_id)
 
         queue = await self._writer.run(op)
-        self._backlogs.pop(queue_id, None)
+        self._forget_configs()
+        self._forget_backlog(queue_id)
         self._wake.set()
         return queue
 
-    async def purge_status(self, account_id: str, queue_id: str) -> PurgeStatus:
-        """The last purge: when it started, whether it completed, messages it has left to delete."""
+    async def purge_status(self, account_id: str, queue_id: str, *, count: bool = True) -> PurgeStatus:
+        """The last purge: when it started, whether it completed, and (``count``) messages it has
+        left to delete; counting scans what is left, which callers polling the status every few
+        milliseconds (the v4 API) need not pay for."""
 
         def read(conn: Connection) -> PurgeStatus:
             queue = self._queue(conn, account_id, queue_id)
             remaining = 0
-            if queue.purge_started_at is not None and queue.purge_completed_at is None:
+            if count and queue.purge_started_at is not None and queue.purge_completed_at is None:
                 remaining = db.count_upto(conn, queue_id, queue.purge_through)
             return PurgeStatus(queue.purge_started_at, queue.purge_completed_at is not None, remaining)
 
@@ -696,26 +793,33 @@ class QueueService:
 
     async def finish_purge(self, queue: QueueRow, progress: Callable[[int], None] | None = None) -> None:
         """Delete what a started purge covers, a batch per transaction, then mark it completed."""
+
+        def done(conn: Connection) -> str:
+            current = db.get_queue(conn, queue.account_id, queue.id)
+            # A newer purge (higher bound) started meanwhile: it completes on its own pass.
+            if current is None or current.purge_through != queue.purge_through:
+                return "superseded"
+            if db.count_upto(conn, queue.id, queue.purge_through):
+                return "remaining"
+            if current.purge_completed_at is None:
+                db.update_queue(conn, queue.id, purge_completed_at=self._now())
+                return "completed"
+            return "superseded"
+
         while True:
-            n = await self._writer.run(
+            n = await self._sweeper.run(
                 lambda conn: db.delete_upto(conn, queue.id, queue.purge_through, DELETE_BATCH)
             )
             if progress is not None:
                 progress(n)
-            if n < DELETE_BATCH:
+            if n == DELETE_BATCH:
+                continue
+            state = await self._sweeper.run(done)
+            if state != "remaining":
                 break
-
-        def done(conn: Connection) -> bool:
-            current = db.get_queue(conn, queue.account_id, queue.id)
-            # A newer purge (higher bound) started meanwhile: it completes on its own pass.
-            if current is None or current.purge_through != queue.purge_through:
-                return False
-            if current.purge_completed_at is None:
-                db.update_queue(conn, queue.id, purge_completed_at=self._now())
-                return True
-            return False
-
-        if await self._writer.run(done):
+            # Rows an ack or a dead-lettering held were skipped (PostgreSQL); they are about to go.
+            await asyncio.sleep(LOCKED_RETRY)
+        if state == "completed":
             for callback in self._on_purged:
                 await callback(queue)
 
@@ -730,7 +834,7 @@ class QueueService:
         now = self._now_ms()
         for q in rows:
             await self._expire(q.id, now - 1000 * q.retention_seconds)
-        while await self._writer.run(lambda conn: db.sweep_deleted(conn, DELETE_BATCH)) == DELETE_BATCH:
+        while await self._sweeper.run(lambda conn: db.sweep_deleted(conn, DELETE_BATCH)) == DELETE_BATCH:
             pass
         if time.monotonic() - self._snapshot_at >= SNAPSHOT_EVERY:
             await self.refresh_snapshot()
@@ -742,7 +846,7 @@ class QueueService:
 
     async def _expire(self, queue_id: str, cutoff_ms: int) -> None:
         while (
-            await self._writer.run(lambda conn: db.delete_expired(conn, queue_id, cutoff_ms, DELETE_BATCH))
+            await self._sweeper.run(lambda conn: db.delete_expired(conn, queue_id, cutoff_ms, DELETE_BATCH))
             == DELETE_BATCH
         ):
             pass

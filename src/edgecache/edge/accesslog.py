@@ -3,20 +3,25 @@ on the event loop, and a formatter process that turns records into lines (decisi
 
 Theory of operation:
 - Off by default. When on, the server is built with :class:`LoggedConnection`, a ``Connection``
-  that stamps each request's start and notes what the handler writes; when off, it does not
-  exist and the hit path is untouched.
-- On the loop, each request costs a few attribute stores, three clock reads, two slices of the
-  response head (status digits, ``CF-Cache-Status``) and one ``list.extend`` of the values at
-  hand onto the ring writer's batch; every 32 requests (or 50 ms) the batch is copied into the
-  shared-memory ring in a few C calls (:class:`RingWriter`). No formatting, no clock
-  conversion, no I/O, no lock, never a wait.
-- Every data-plane process writes its own ring (``<data_dir>/accesslog/<pid>.ring``);
-  :class:`FormatterProcess` runs ``edgecache.edge.logtail`` as a child process that reads every
-  ring in that directory and writes the file, and starts it again if it dies. Its CPU is its own:
-  it does not take the interpreter lock from the loop, as a writer thread would.
-- What is timed: ``total`` from the complete request to the end of the response; ``origin`` from
-  the complete request to the response head (the formatter shows it for answers that needed the
-  origin).
+  that notes each request handed to the handler and what the handler writes; when off, it does
+  not exist and the hit path is untouched.
+- A fresh hit is answered through ``Connection.respond`` (the cache's one-write answer): the
+  override reads the clock once, takes the status digits from the head, finds Referer and
+  User-Agent among the raw fields and adds eleven references to the ring writer's batch with one
+  ``+=``. Its cache status is HIT by what ``respond`` is for, so the head is not searched. Any
+  other answer goes through ``write``/``writelines``/``finish``, where the clock is read at the
+  task's start, the first write and the end, and the head is searched for ``CF-Cache-Status``.
+- Every 64 requests (or 50 ms) the batch is copied into the shared-memory ring in a few C calls
+  (:class:`RingWriter`). No formatting, no clock conversion, no I/O, no lock, never a wait.
+- Every data-plane process writes its own ring (``<pid>-<token>.ring`` in the node's ring
+  directory, on tmpfs when there is one); :class:`FormatterProcess` runs
+  ``edgecache.edge.logtail`` as a child process that reads every ring in that directory and
+  writes the file, and starts it again if it dies. Its CPU is its own: it does not take the
+  interpreter lock from the loop, as a writer thread would.
+- What is timed: ``total`` from the handler's return (for answers a task writes) or from the
+  end (for answers written at once: a hit logs 0) to the end of the response; ``origin`` to the
+  response head (the formatter shows it for answers that needed the origin). As nginx's cached
+  clock, the log's resolution stops at the work of one callback: a hit takes microseconds.
 - Requests the server rejects itself (400, 408, 413, ... before any handler) are counted in the
   metrics, not logged here.
 """
@@ -39,6 +44,7 @@ from edgecache.edge.logring import BATCH_RECORDS, FIELDS, RingWriter, read_count
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
+_respond = Connection.respond
 _CF = b"\r\nCF-Cache-Status: "
 _CF_LEN = len(_CF)
 _FULL = BATCH_RECORDS * FIELDS
@@ -51,7 +57,7 @@ STOP_GRACE = 10.0
 
 
 class LoggedConnection(Connection):
-    """A data-plane connection that notes, per request, what its handler writes and when."""
+    """A data-plane connection that records, per request, what its handler wrote and when."""
 
     __slots__ = ("_pending", "_ring", "_serve", "al_bytes", "al_head", "al_head_at", "al_req", "al_start")
 
@@ -59,20 +65,58 @@ class LoggedConnection(Connection):
         super().__init__(server)
         self._ring = ring
         self._pending = ring.pending
-        # The server calls self._handler for every request, queued or not: stamp there.
+        # The server calls self._handler for every request, queued or not: note the request there.
         self._serve = self._handler
-        self._handler = self._stamp
+        self._handler = self._note
         self.al_req: Request | None = None
         self.al_start = self.al_head_at = 0.0
         self.al_head: bytes | None = None
         self.al_bytes = 0
 
-    def _stamp(self, req: Request, conn: Connection) -> Awaitable[None] | None:
+    def _note(self, req: Request, conn: Connection) -> Awaitable[None] | None:
         self.al_req = req
-        self.al_start = _monotonic()
-        self.al_head = None
-        self.al_bytes = 0
-        return self._serve(req, conn)
+        result = self._serve(req, conn)
+        if result is not None:
+            # Answered by a task: its time runs from here (the lookup before took microseconds).
+            # A request answered at once reads the clock once, when it is done.
+            self.al_start = _monotonic()
+        return result
+
+    def respond(self, data: bytes, keep_alive: bool) -> None:
+        # The hit path: Connection.respond is the cache's fresh-hit answer, written at once, so
+        # its cache status is HIT without looking and its start, head and end are one clock read
+        # (a record's None; decision 0016). The rest are references the ring's batch copies.
+        req = self.al_req
+        self.al_req = None
+        _respond(self, data, keep_alive)
+        if req is not None:
+            now = _monotonic()
+            # The raw fields, not req.headers: building that dict is what a cache hit avoids.
+            referer = agent = None
+            for key, value in req._fields:
+                if key == "referer":
+                    referer = value
+                elif key == "user-agent":
+                    agent = value
+            pending = self._pending
+            pending += (
+                now,
+                None,
+                len(data),
+                data[9:12],
+                req.client_ip,
+                req.method,
+                req.target,
+                req.http_version,
+                req.host,
+                referer,
+                agent,
+            )
+            n = len(pending)
+            if n >= _FULL:
+                self._ring.flush()
+            elif n == FIELDS:
+                self._ring.batch_started()
 
     def write(self, data: bytes) -> None:
         if self.al_head is None:
@@ -88,16 +132,6 @@ class LoggedConnection(Connection):
         self.al_bytes += sum(map(len, pieces))
         Connection.writelines(self, pieces)
 
-    def respond(self, data: bytes, keep_alive: bool) -> None:
-        # The base class's fast path (a hit) calls neither write() nor finish(): note both here.
-        if self.al_head is None:
-            self.al_head = data
-            self.al_head_at = _monotonic()
-        self.al_bytes += len(data)
-        Connection.respond(self, data, keep_alive)
-        if self.al_req is not None:
-            self._record()
-
     def finish(self, keep_alive: bool) -> None:
         if self.al_req is not None:
             self._record()
@@ -109,37 +143,39 @@ class LoggedConnection(Connection):
         Connection.abort(self)
 
     def _record(self) -> None:
+        """Record a request answered through write() (anything but a fresh hit)."""
         req = self.al_req
         assert req is not None
         self.al_req = None
+        end = _monotonic()
+        start = self.al_start or end
         head = self.al_head
         status = cache = b""
+        head_at = end
         if head is not None:
+            head_at = self.al_head_at
             status = head[9:12]
             i = head.find(_CF, 0, 4096)
             if i >= 0:
                 i += _CF_LEN
                 cache = head[i : head.find(b"\r", i)]
-        # The raw fields, not req.headers: building that dict is what a cache hit avoids.
         fields = dict(req._fields)
-        # One list.extend: the ring writer copies a batch of these into the ring at a time.
-        self._pending.extend(
-            (
-                self.al_start,
-                self.al_head_at,
-                _monotonic(),
-                self.al_bytes,
-                status,
-                cache,
-                req.client_ip,
-                req.method,
-                req.target,
-                req.http_version,
-                req.host,
-                fields.get("referer", b""),
-                fields.get("user-agent", b""),
-            )
+        self._pending += (
+            end,
+            (start, head_at, cache),
+            self.al_bytes,
+            status,
+            req.client_ip,
+            req.method,
+            req.target,
+            req.http_version,
+            req.host,
+            fields.get("referer"),
+            fields.get("user-agent"),
         )
+        self.al_start = 0.0
+        self.al_head = None
+        self.al_bytes = 0
         n = len(self._pending)
         if n >= _FULL:
             self._ring.flush()
@@ -160,12 +196,15 @@ class FormatterProcess:
         self.output = output
         self.format = fmt
         self.restarts = 0
+        self.started = False
+        """Whether this process runs the formatter (a node's control plane does, its workers not)."""
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
         """Start the formatter and keep it running until :meth:`stop`."""
+        self.started = True
         self._proc = await self._spawn()
         self._task = asyncio.get_running_loop().create_task(self._supervise())
 

@@ -2,28 +2,35 @@
 read by formatter processes (Varnish's shared-memory log, in miniature).
 
 Theory of operation:
-- One ring per writing process: a file ``<pid>.ring`` in the ring directory, mapped with ``mmap``.
-  A node of several data-plane processes has one ring per process; a reader reads every ring in
-  the directory, so writers never share a position and never lock.
+- One ring per writing process: a file ``<pid>-<token>.ring`` in the ring directory, mapped with
+  ``mmap``. The directory is on tmpfs (``/dev/shm``) when the machine has one, so the ring's pages
+  are never written back to a disk (:func:`ring_directory`). The random token means a process that
+  reuses a crashed process's pid never opens that process's ring; the header keeps the writer's
+  pid and start time, so a reader tells a live owner from a gone one (:func:`owner_alive`).
 - The file is a 256-byte header and a data area of ``capacity`` bytes (a power of two). Positions
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
-- The writer appends a batch of records (a small header, then the batch's values as one
-  ``marshal`` blob: times, byte count, status and cache values, the request's strings as
-  received) at ``head``, then publishes the new ``head`` and record count (one 16-byte copy; a
-  reader that sees it half-done takes an older count, and the next batch's sequence number
-  settles the account). A batch that would cross the end of the area is preceded by a wrap marker and
-  starts at the beginning. The writer never reads the readers' state and never waits: it simply
-  overwrites.
-- A reader keeps its own position. Before reading it compares it with ``head``: if the writer is
-  more than ``capacity - 2 * MAX_BATCH`` ahead, what it has not read may already be overwritten,
-  so it resumes at the oldest batch still safe to read (the header keeps where the first batch of
+- The writer appends a batch of records at ``head`` (the batch's values as one ``marshal`` blob:
+  times, byte count, status and cache values, the request's strings as received). It writes the
+  payload first, then the batch's header (its commit word: size, sequence number of its first
+  record, record count, payload length and a CRC-32 of all of them), then the ring's ``head`` and
+  record count. A batch that would cross the end of the area is preceded by a wrap header (size 0)
+  and starts at the beginning. The writer never reads the readers' state and never waits: it
+  simply overwrites.
+- A reader keeps its own position and the sequence number it expects next. A batch is accepted
+  only if its header's CRC matches the bytes copied and its sequence number is the one expected
+  (a seqlock whose check is the CRC): a batch seen before all its bytes are visible, or one being
+  overwritten while it was copied, fails the check. If the writer is more than
+  ``capacity - 2 * MAX_BATCH`` ahead, what the reader has not read may already be overwritten, so
+  it resumes at the oldest batch still safe to read (the header keeps where the first batch of
   each eighth of the area starts, as Varnish's log keeps segment starts), or at ``head``, and
-  counts the records it skipped as lost. After copying it reads
-  ``head`` again and drops what it copied the same way if the writer came that close meanwhile
-  (it may have overwritten bytes while they were copied). Batches carry the sequence number of
-  their first record, so every loss is counted exactly.
-- Store order: the batch's bytes are written before the header's ``head``. On x86 (TSO) other
-  cores see stores in that order; CPython issues them from one thread as plain memory copies.
+  counts the records it skipped as lost. After copying it reads ``head`` again and drops what it
+  copied the same way if the writer came that close meanwhile. Every loss is counted exactly.
+- Store order: CPython writes to an ``mmap`` with plain memory copies and issues no memory
+  barrier between two of them. On x86 (TSO) other cores see the payload, the batch header and
+  ``head`` in that order; on weakly ordered CPUs (ARM, POWER) they may not. The reader therefore
+  never trusts ``head`` alone: a batch whose bytes are not all visible yet fails its CRC or shows
+  an older sequence number, and the reader stops there and tries again on its next read (a batch
+  that still fails then is counted lost and skipped).
 - The node's own formatter (the one that writes the access-log file) keeps its position, the next
   sequence number, the lost and written counts in the header's reader fields, so a restarted
   formatter resumes where the last one stopped and ``/metrics`` reads the counts from the ring.
@@ -33,16 +40,20 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import marshal
 import mmap
 import os
+import secrets
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MAGIC = b"ECVSL\x00\x00\x01"
+MAGIC = b"ECVSL\x00\x00\x02"
 HEADER_SIZE = 256
 _HEADER = struct.Struct("<8sIIQ")
 """magic, writer pid, reserved, capacity."""
@@ -56,16 +67,24 @@ SEGMENTS = 8
 _SEGMENTS_AT = 72
 """8 positions: the first batch that started in each eighth of the area, by its absolute eighth
 modulo 8, so a lapped reader can resume at the oldest batch not yet overwritten."""
+_STARTED_AT = 136
+"""The writer's start time (clock ticks after boot, from /proc), which tells it from a later
+process with the same pid."""
 _POS = struct.Struct("<Q")
 
-_BATCH = struct.Struct("<IQII")
-"""A batch's header: size, sequence number of its first record, records, payload bytes. The
-payload is the batch's values, ``FIELDS`` per record, as one ``marshal`` blob (CPython's own
-binary format for plain values: one C call to write, one to read; both sides run the same
-Python)."""
-FIELDS = 13
+_BATCH = struct.Struct("<IIQII")
+"""A batch's header, written after its payload: CRC-32 of the rest of the header and the payload,
+size (0: a wrap marker), sequence number of its first record, records, payload bytes. The payload
+is the batch's values, ``FIELDS`` per record, as one ``marshal`` blob (CPython's own binary
+format for plain values: one C call to write, one to read; both sides run the same Python)."""
+_META = struct.Struct("<IQII")
+"""The part of a batch header its CRC covers."""
+ALIGN = 32
+"""Batches start at multiples of this, so a wrap marker always fits before the end of the area."""
+FIELDS = 11
 """Values per record in :attr:`RingWriter.pending` (and in a batch's payload)."""
-BATCH_RECORDS = 32
+HIT = "HIT"
+BATCH_RECORDS = 64
 """Records gathered in process memory before they are copied into the ring together."""
 FLUSH_DELAY = 0.05
 """Seconds a smaller batch waits before it is copied anyway."""
@@ -73,12 +92,46 @@ MAX_FIELD = 4096
 """When one request alone would exceed ``MAX_BATCH``, its strings are cut to this many bytes."""
 MAX_BATCH = 256 * 1024
 DEFAULT_CAPACITY = 16 * 1024 * 1024
-_WRAP = b"\x00\x00\x00\x00"
+SHM = Path("/dev/shm")
 
 
-def ring_path(directory: Path, pid: int) -> Path:
-    """The ring file of the process ``pid``."""
-    return directory / f"{pid}.ring"
+def ring_directory(data_dir: Path, shm: Path = SHM) -> Path:
+    """Where a node's rings live: a directory of its own on tmpfs (``shm``) when the machine has
+    one, named after the data directory so every process of the node (and ``edgecache log tail``)
+    finds it; else ``<data_dir>/accesslog``."""
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+        digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+        return shm / f"edgecache-accesslog-{digest}"
+    return data_dir / "accesslog"
+
+
+def ring_path(directory: Path) -> Path:
+    """A new ring file for this process: its pid and a random token, so no two processes (not even
+    one that reuses a dead one's pid) ever share a ring."""
+    return directory / f"{os.getpid()}-{secrets.token_hex(6)}.ring"
+
+
+def process_started(pid: int) -> int:
+    """When process ``pid`` started, in clock ticks after boot (0 if unknown: no /proc, or gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 0
+    # Field 22; the command name before it (in parentheses) may hold spaces.
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def owner_alive(pid: int, started: int) -> bool:
+    """Whether the process that wrote a ring (``pid``, started at ``started``) still runs."""
+    if started:
+        return process_started(pid) == started
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RingWriter:
@@ -108,11 +161,25 @@ class RingWriter:
         self.path = path
         self.capacity = capacity
         self._mask = capacity - 1
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_suffix(".new")
-        with tmp.open("wb") as f:
-            f.truncate(HEADER_SIZE + capacity)
+        # Request lines and client addresses: readable by the node's user only.
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "r+b") as f:
+            # Every page allocated now: a full tmpfs fails here, at start, rather than with a
+            # SIGBUS on the event loop when a later write touches a page it cannot have.
+            try:
+                os.posix_fallocate(f.fileno(), 0, HEADER_SIZE + capacity)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise OSError(
+                    exc.errno,
+                    f"cannot allocate the {capacity >> 20} MiB access-log ring in {path.parent} "
+                    "(lower [logging] access_log_ring_mib, or give the filesystem more room)",
+                ) from exc
             f.write(_HEADER.pack(MAGIC, os.getpid(), 0, capacity))
+            f.seek(_STARTED_AT)
+            f.write(_POS.pack(process_started(os.getpid())))
         # Readers only open complete files: the header is in place before the name appears.
         tmp.replace(path)
         with path.open("r+b") as f:
@@ -124,9 +191,10 @@ class RingWriter:
         self._armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.pending: list[Any] = []
-        """``FIELDS`` values per request: start, head written, end, bytes sent, status digits,
-        cache status (bytes), client ip, method, target, version, host, then referer and user
-        agent as received (bytes)."""
+        """``FIELDS`` values per request: end (monotonic), ``None`` for a fresh hit answered at
+        once (start and head at the end, cache status HIT) or else (start, head written, cache
+        status bytes), bytes sent, status digits, client ip, method, target, version, host, then
+        referer and user agent as received (bytes, or None when absent)."""
 
     def batch_started(self) -> None:
         """Called when ``pending`` holds its first record: copy it within ``FLUSH_DELAY``."""
@@ -145,14 +213,13 @@ class RingWriter:
         read)."""
         pending = self.pending
         if pending:
-            batch = pending[:]
+            self._write(pending)
             pending.clear()
-            self._write(batch)
 
     def _write(self, rec: list[Any]) -> None:
         n = len(rec) // FIELDS
         payload = marshal.dumps(rec)
-        size = (_BATCH.size + len(payload) + 7) & ~7
+        size = (_BATCH.size + len(payload) + ALIGN - 1) & -ALIGN
         if size > MAX_BATCH:
             if n > 1:
                 half = n // 2 * FIELDS
@@ -165,7 +232,7 @@ class RingWriter:
         pos = self._head
         off = pos & self._mask
         if off + size > self.capacity:
-            mm[HEADER_SIZE + off : HEADER_SIZE + off + 4] = _WRAP
+            _commit(mm, HEADER_SIZE + off, 0, self._seq, 0, b"")
             pos += self.capacity - off
             off = 0
         segment = pos >> self._segment_shift
@@ -173,9 +240,8 @@ class RingWriter:
             self._segment = segment
             _POS.pack_into(mm, _SEGMENTS_AT + (segment % SEGMENTS) * 8, pos)
         at = HEADER_SIZE + off
-        _BATCH.pack_into(mm, at, size, self._seq, n, len(payload))
-        at += _BATCH.size
-        mm[at : at + len(payload)] = payload
+        mm[at + _BATCH.size : at + _BATCH.size + len(payload)] = payload
+        _commit(mm, at, size, self._seq, n, payload)
         self._seq += n
         self._head = pos + size
         _HEAD.pack_into(mm, _HEAD_AT, self._head, self._seq)
@@ -186,6 +252,12 @@ class RingWriter:
         self._mm.close()
         if unlink:
             self.path.unlink(missing_ok=True)
+
+
+def _commit(mm: mmap.mmap, at: int, size: int, seq: int, n: int, payload: bytes) -> None:
+    """Write a batch's header (its commit word) at ``at``, after its payload."""
+    crc = zlib.crc32(payload, zlib.crc32(_META.pack(size, seq, n, len(payload))))
+    _BATCH.pack_into(mm, at, crc, size, seq, n, len(payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,14 +306,16 @@ class RingReader:
         self.path = path
         self.keep = keep
         with path.open("r+b" if keep else "rb") as f:
-            self.inode = os.fstat(f.fileno()).st_ino
-            """Which file this is: a new process with a reused pid replaces the file of that name."""
             magic, self.pid, _, self.capacity = _HEADER.unpack(f.read(_HEADER.size))
             if magic != MAGIC:
                 raise ValueError(f"{path} is not an access-log ring")
             access = mmap.ACCESS_WRITE if keep else mmap.ACCESS_READ
             self._mm = mmap.mmap(f.fileno(), HEADER_SIZE + self.capacity, access=access)
+        self.started: int = _POS.unpack_from(self._mm, _STARTED_AT)[0]
+        """The writer's start time (see :func:`owner_alive`)."""
         self._mask = self.capacity - 1
+        self._stuck = -1
+        """A position whose batch failed its check on the last read (not yet visible, or torn)."""
         self.pos: int
         self.next_seq: int
         self.lost: int
@@ -259,6 +333,10 @@ class RingReader:
         seq: int = _HEAD.unpack_from(self._mm, _HEAD_AT)[1]
         return seq
 
+    def owner_alive(self) -> bool:
+        """Whether the process that writes this ring still runs."""
+        return owner_alive(self.pid, self.started)
+
     def read(self) -> list[Record]:
         """Every record written since the last call (fewer, with ``lost`` counting the rest, when
         the writer lapped this reader)."""
@@ -270,32 +348,56 @@ class RingReader:
             if start == head:
                 self._skip_to(head, seq)
                 return []
-        out: list[Record] = []
+        values: list[Any] = []
         pos, expect = start, self.next_seq
+        lost = 0
         while pos < head:
-            at = HEADER_SIZE + (pos & self._mask)
-            if mm[at : at + 4] == _WRAP:
+            batch = self._batch(pos, expect)
+            if batch is None:
+                if self._stuck == pos:
+                    # Failed twice, a read apart: not a batch still becoming visible. Resume at head.
+                    self._stuck = -1
+                    self._skip_to(head, seq)
+                    return []
+                self._stuck = pos
+                break
+            size, first, payload = batch
+            lost += first - expect
+            if size == 0:
                 pos += self.capacity - (pos & self._mask)
                 continue
-            size, first, n, length = _BATCH.unpack_from(mm, at)
-            at += _BATCH.size
             pos += size
-            try:
-                values = marshal.loads(mm[at : at + length])
-            except (EOFError, ValueError, TypeError):
-                continue  # overwritten while read: its records are counted lost below
-            if first < expect or not isinstance(values, list) or len(values) != n * FIELDS:
-                continue
-            self.lost += first - expect
-            expect = first + n
-            out.extend(_record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS))
+            expect = first + len(payload) // FIELDS
+            values += payload
         now, now_seq = _HEAD.unpack_from(mm, _HEAD_AT)
         if now + 2 * MAX_BATCH > start + self.capacity:
             # The writer came close enough to have overwritten part of what was copied.
             self._skip_to(now, now_seq)
             return []
+        self.lost += lost
         self.pos, self.next_seq = pos, expect
-        return out
+        return records(values)
+
+    def _batch(self, pos: int, expect: int) -> tuple[int, int, list[Any]] | None:
+        """The batch at ``pos``, if it is whole and not older than ``expect``: its size (0 for a
+        wrap marker), first sequence number and values."""
+        at = HEADER_SIZE + (pos & self._mask)
+        header = self._mm[at : at + _BATCH.size]
+        crc, size, first, n, length = _BATCH.unpack(header)
+        if first < expect or length > MAX_BATCH or (size and size < _BATCH.size + length):
+            return None
+        payload = self._mm[at + _BATCH.size : at + _BATCH.size + length]
+        if zlib.crc32(payload, zlib.crc32(header[4:])) != crc:
+            return None
+        if size == 0:
+            return 0, first, []
+        try:
+            values = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):
+            return None
+        if not isinstance(values, list) or len(values) != n * FIELDS:
+            return None
+        return size, first, values
 
     def _oldest_safe(self, head: int) -> int:
         """The oldest batch the writer cannot be overwriting now (or ``head`` if none is known)."""
@@ -323,22 +425,33 @@ class RingReader:
         self._mm.close()
 
 
+def records(values: list[Any]) -> list[Record]:
+    """The records of a batch's values (``FIELDS`` each, as :attr:`RingWriter.pending` holds them)."""
+    return [_record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS)]
+
+
 def _record(v: list[Any]) -> Record:
-    start, head_at, end, sent, status, cache, ip, method, target, version, host, referer, agent = v
+    end, detail, sent, status, ip, method, target, version, host, referer, agent = v
+    if detail is None:
+        start = head_at = end
+        cache = HIT
+    else:
+        start, head_at, raw = detail
+        cache = raw.decode("latin-1")
     return Record(
         start,
         head_at,
         end,
         sent,
         status.decode("latin-1"),
-        cache.decode("latin-1"),
+        cache,
         ip,
         method,
         target,
         version,
         host,
-        referer.rstrip(b" \t").decode("latin-1"),
-        agent.rstrip(b" \t").decode("latin-1"),
+        (referer or b"").rstrip(b" \t").decode("latin-1"),
+        (agent or b"").rstrip(b" \t").decode("latin-1"),
     )
 
 
@@ -346,3 +459,28 @@ def ring_files(directory: Path) -> Iterator[Path]:
     """The ring files in a ring directory (one per data-plane process, live or gone)."""
     if directory.is_dir():
         yield from sorted(directory.glob("*.ring"))
+
+
+def remove_stale(directory: Path) -> None:
+    """Remove the rings of processes that are gone, unread (what a node whose access log is off
+    does with what an earlier run left: on tmpfs each ring holds its memory until removed)."""
+    for path in ring_files(directory):
+        try:
+            with path.open("rb") as f:
+                header = f.read(HEADER_SIZE)
+        except FileNotFoundError:
+            continue
+        magic, pid, _, _ = _HEADER.unpack_from(header)
+        if magic == MAGIC and not owner_alive(pid, _POS.unpack_from(header, _STARTED_AT)[0]):
+            path.unlink(missing_ok=True)
+    remove_if_empty(directory)
+
+
+def remove_if_empty(directory: Path) -> None:
+    """Remove a ring directory (and the zones file in it) once no ring is left in it."""
+    if directory.is_dir() and not any(directory.glob("*.ring")):
+        for path in directory.glob("*.json"):
+            path.unlink(missing_ok=True)
+        # A process of the node may have made a new ring meanwhile: then the directory stays.
+        with contextlib.suppress(OSError):
+            directory.rmdir()

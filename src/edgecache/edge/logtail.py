@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -54,16 +53,6 @@ def read_zones(directory: Path) -> ZoneTable:
     return ZoneTable(tuple(Zone.model_validate(z) for z in raw))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Tail:
     """Follows the rings of one directory and writes their records as lines to ``out``."""
 
@@ -82,7 +71,8 @@ class Tail:
 
     def rescan(self) -> None:
         """Open rings that appeared; forget (and, for the node's formatter, remove) drained rings
-        of processes that are gone."""
+        of processes that are gone: a process with the same pid but another start time is not
+        the ring's owner."""
         for path in ring_files(self.directory):
             if path not in self.readers:
                 try:
@@ -90,14 +80,9 @@ class Tail:
                 except (OSError, ValueError):
                     log.warning("cannot read access-log ring %s", path, exc_info=True)
         for path, reader in list(self.readers.items()):
-            try:
-                replaced = path.stat().st_ino != reader.inode
-            except FileNotFoundError:
-                replaced = True
-            if replaced:
-                # Gone, or a new process with a reused pid made a new ring: read that one next time.
+            if not path.exists():
                 self._forget(path)
-            elif not _alive(reader.pid) and reader.drained():
+            elif not reader.owner_alive() and reader.drained():
                 self._forget(path)
                 if self.keep:
                     path.unlink(missing_ok=True)

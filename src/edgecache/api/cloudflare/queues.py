@@ -624,7 +624,7 @@ async def purge_status(request: web.Request) -> web.Response:
     service, account_id = await caller(request, write=False)
     queue_id = _queue_id(request)
     try:
-        status = await service.purge_status(account_id, queue_id)
+        status = await service.purge_status(account_id, queue_id, count=False)
     except QueueRejected as exc:
         raise rejected(exc) from exc
     if status.started_at is None:
