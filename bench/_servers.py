@@ -24,6 +24,7 @@ from pathlib import Path
 
 SMALL = b"a" * 1024
 MEDIUM = b"b" * 65536
+LARGE = b"c" * (8 << 20)
 ZONE_ID = "0123456789abcdef0123456789abcdef"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
@@ -233,6 +234,10 @@ http {{
       add_header Cache-Control "public, max-age=3600";
       try_files /medium =404;
     }}
+    location ~ ^/lobj/(?<lid>\\d+)$ {{
+      add_header Cache-Control "public, max-age=3600";
+      try_files /large =404;
+    }}
   }}
 }}
 """
@@ -281,6 +286,9 @@ host = "127.0.0.1"
 port = {control}
 [storage]
 memory_bytes = {memory}
+max_object_bytes = {max_object}
+[storage.disk]
+budget_bytes = {disk_budget}
 [runtime]
 workers = {workers}
 listen = "{listen}"
@@ -305,6 +313,7 @@ def start_origin(tmp: Path) -> Server:
     www.mkdir(mode=0o755)
     (www / "small").write_bytes(SMALL)
     (www / "medium").write_bytes(MEDIUM)
+    (www / "large").write_bytes(LARGE)
     return _nginx("origin", ORIGIN_CONF, tmp, 0, "")
 
 
@@ -342,6 +351,8 @@ def start_edgecache(
     name: str = "edgecache",
     memory: int = 2147483648,
     workers: int = 1,
+    max_object: int = 8 << 20,
+    disk_budget: int = 1 << 30,
     listen: str = "reuseport",
 ) -> Server:
     """Start edgecache; a second call with the same ``name`` restarts it on the same data directory."""
@@ -358,6 +369,8 @@ def start_edgecache(
             origin=origin,
             zone=ZONE_ID,
             memory=memory,
+            max_object=max_object,
+            disk_budget=disk_budget,
             workers=workers,
             listen=listen,
         )

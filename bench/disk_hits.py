@@ -2,17 +2,23 @@
 
 One command, prints a table:
 
-    .venv/bin/python bench/disk_hits.py [--duration 10] [--objects 10000]
+    .venv/bin/python bench/disk_hits.py [--duration 10] [--objects 10000] [--large-objects 32]
 
-For 1 KiB and 64 KiB objects, N distinct URLs are warmed in each cache, then wrk (one thread, 50
-connections, uniformly random URLs) measures hits:
+For 1 KiB and 64 KiB objects (``--objects`` distinct URLs) and 8 MiB objects (``--large-objects``),
+the URLs are warmed in each cache, then wrk (one thread, 50 connections, uniformly random URLs)
+measures hits:
 - ``edgecache disk``: restarted after the warm-up with a 1 MiB memory tier, so its memory is cold
-  and nearly every hit is read from the disk tier (LMDB, pages in the page cache);
+  and nearly every hit is read from the disk tier (LMDB, pages in the page cache). Its
+  ``max_object_bytes`` is 1 MiB, so the 8 MiB objects are stored in chunks and streamed from disk
+  (``store/chunked.py``);
 - ``edgecache memory``: the same URLs from a 2 GiB memory tier (the ratio the issue asks about);
 - ``nginx proxy_cache``: hits from files in the page cache (``sendfile off``, as bench/run.py);
 - ``varnish -s file``: Varnish's file storage (a memory-mapped file).
-wrk runs on the same 2 shared cores (its CPU is printed): the figures are lower bounds and noisy,
-and the machine is shared with other work while they are taken.
+
+Columns: requests per second and latencies (wall clock: noisy on the shared machine), and
+``cpu µs/req``, the server's own CPU time (every process and thread of it, from /proc) per request
+served during the run: what one hit costs the server, the figure to trust when other work shares
+the cores. wrk runs on the same 2 cores (its CPU is printed): the wall figures are lower bounds.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ import _wrk as wrk
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin" / "edgecache"
+COLD_MEMORY = 1 << 20
+DISK_MAX_OBJECT = 1 << 20
+DISK_BUDGET = 4 << 30
+"""As nginx's ``max_size``: every object of the run fits (the default 1 GiB would evict 8 MiB ones)."""
 
 LUA = """\
 request = function()
@@ -41,12 +51,24 @@ def warmed(server: srv.Server, paths: list[str]) -> None:
         raise srv.ServerError(f"{server.name}: {len(cold)} URLs never answered HIT (e.g. {cold[0]})")
 
 
+def start_disk(tmp: Path, origin: srv.Server) -> srv.Server:
+    return srv.start_edgecache(
+        tmp,
+        origin.port,
+        BIN,
+        name="ec-disk",
+        memory=COLD_MEMORY,
+        max_object=DISK_MAX_OBJECT,
+        disk_budget=DISK_BUDGET,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--objects", type=int, default=10_000)
+    ap.add_argument("--large-objects", type=int, default=32, help="0: leave the 8 MiB case out")
     args = ap.parse_args()
-    n = args.objects
     with tempfile.TemporaryDirectory(prefix="edgecache-disk-hits-") as d:
         tmp = Path(d)
         tmp.chmod(0o755)  # varnishd reads its VCL and file storage after dropping privileges
@@ -58,12 +80,16 @@ def main() -> None:
                 "nginx proxy_cache": srv.start_nginx_cache(tmp, origin.port),
                 "varnish -s file": srv.start_varnish(tmp, origin.port, storage=f"file,{tmp}/varnish.bin,2g"),
                 "edgecache memory": srv.start_edgecache(tmp, origin.port, BIN, name="ec-memory"),
-                "edgecache disk": srv.start_edgecache(tmp, origin.port, BIN, name="ec-disk", memory=1 << 20),
+                "edgecache disk": start_disk(tmp, origin),
             }
             started += caches.values()
             head = ("req/s", 10), ("p50 ms", 9), ("p99 ms", 9), ("errors", 8), ("wrk cpu%", 10)
+            head += (("cpu µs/req", 12),)
             print(f"{'server':<20}{'size':>7}" + "".join(f"{t:>{w}}" for t, w in head))
-            for size, prefix in (("1 KiB", "/obj/"), ("64 KiB", "/mobj/")):
+            sizes = (("1 KiB", "/obj/", args.objects), ("64 KiB", "/mobj/", args.objects))
+            if args.large_objects:
+                sizes += (("8 MiB", "/lobj/", args.large_objects),)
+            for size, prefix, n in sizes:
                 paths = [f"{prefix}{i:06d}" for i in range(n)]
                 script = tmp / f"rand{prefix.strip('/')}.lua"
                 script.write_text(LUA.format(prefix=prefix, n=n))
@@ -72,14 +98,15 @@ def main() -> None:
                     if name == "edgecache disk":
                         srv.stop(server)
                         started.remove(server)
-                        server = caches[name] = srv.start_edgecache(
-                            tmp, origin.port, BIN, name="ec-disk", memory=1 << 20
-                        )
+                        server = caches[name] = start_disk(tmp, origin)
                         started.append(server)
+                    pids = server.pids()
+                    cpu_before = srv.cpu_seconds(pids)
                     res = wrk.run(f"http://127.0.0.1:{server.port}/", args.duration, script)
+                    cpu = srv.cpu_seconds(pids) - cpu_before
                     print(
                         f"{name:<20}{size:>7}{res.rps:>10.0f}{res.p50_ms:>9.2f}{res.p99_ms:>9.2f}"
-                        f"{res.errors:>8}{res.wrk_cpu:>10.0f}",
+                        f"{res.errors:>8}{res.wrk_cpu:>10.0f}{cpu / max(res.requests, 1) * 1e6:>12.1f}",
                         flush=True,
                     )
         finally:

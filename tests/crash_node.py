@@ -1,4 +1,5 @@
-"""A node in its own process, for tests that kill it: ``python crash_node.py DATA_DIR ORIGIN_URL``.
+"""A node in its own process, for tests that kill it:
+``python crash_node.py DATA_DIR ORIGIN_URL [MAX_OBJECT_BYTES]``.
 
 Prints one JSON line with its ports and an API token once it serves, then runs until killed."""
 
@@ -12,15 +13,19 @@ from pathlib import Path
 import uvloop
 
 from edgecache.app import Node
-from edgecache.config import Config, Listener, Zone
+from edgecache.config import Config, Listener, Storage, Zone
 from edgecache.control.credentials import Permission
 
 ZONE = "0123456789abcdef0123456789abcdef"
 
 
-async def main(data_dir: Path, origin: str) -> None:
+async def main(data_dir: Path, origin: str, storage: Storage) -> None:
     zone = Zone(id=ZONE, name="crash.example", hostnames=("crash.example",), origin=origin)
-    node = Node(Config(data_dir=data_dir, data=Listener(port=0), control=Listener(port=0), zones=(zone,)))
+    node = Node(
+        Config(
+            data_dir=data_dir, data=Listener(port=0), control=Listener(port=0), zones=(zone,), storage=storage
+        )
+    )
     await node.start()
     _, token = await asyncio.to_thread(
         node.credentials.create_token, zone.account_id, "crash", [Permission.CACHE_PURGE], None
@@ -30,4 +35,5 @@ async def main(data_dir: Path, origin: str) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(main(Path(sys.argv[1]), sys.argv[2]))
+    limit = {"max_object_bytes": int(sys.argv[3])} if len(sys.argv) > 3 else {}
+    uvloop.run(main(Path(sys.argv[1]), sys.argv[2], Storage(**limit)))

@@ -62,13 +62,15 @@ def tag_of(path: str) -> int:
     return int(path.rsplit("/", 1)[1]) % TAGS
 
 
-def start(data: Path, origin: Origin) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+def start(data: Path, origin: Origin, *extra: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start ``crash_node.py`` (``extra``: its optional arguments) and read its ports and token."""
     proc = subprocess.Popen(
         [
             sys.executable,
             str(Path(__file__).with_name("crash_node.py")),
             str(data),
             f"http://127.0.0.1:{origin.server.server_port}",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         text=True,

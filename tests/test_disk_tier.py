@@ -14,6 +14,7 @@ import pytest
 from conftest import ZONE_ID, Route, Stack
 from edgecache.control.livestats import read
 from edgecache.db.ledger import LedgerStore
+from edgecache.edge.reclaimer import DiskReclaim
 from edgecache.purge.selectors import Mode, Purge, Tag
 from edgecache.store.disk import _MAX_BATCH_OPS
 
@@ -212,3 +213,81 @@ def test_purge_everything_counts_each_disk_object_once_when_requests_reach_them_
             break
         time.sleep(0.05)
     assert [t.matched for t in fresh.node.tasks.by_job(job.id)] == [len(paths)]
+
+
+def test_a_purged_entry_evicted_from_memory_after_the_disk_reclaim_stays_purged_after_a_restart(
+    fresh: Stack,
+) -> None:
+    """The race: a purge's disk job has removed the object and moved the reclaimed position past
+    the purge, but the memory pass has not run yet when memory evicts the object. Written back to
+    disk with its old position, it would be served fresh after a restart, since the restarted node
+    replays only the purges after the reclaimed position."""
+    fresh.origin.routes["/raced"] = Route(
+        body=b"version 1", headers={"Cache-Control": "max-age=600", "Cache-Tag": "raced"}
+    )
+    assert fresh.request("/raced")[1]["cf-cache-status"] == "MISS"
+    flush(fresh)
+    disk = fresh.node.disk
+    assert disk is not None
+    key = "http://test.example/raced"
+    fresh.call(fresh.node.reclaimer.hold)
+    purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag("raced"),), time.time())
+    LedgerStore(fresh.node.database).append(
+        zone_id=ZONE_ID,
+        mode="delete",
+        selectors={"tags": ["raced"]},
+        principal="test",
+        dialect="cli",
+        job_id="d" * 32,
+        created_at=datetime.now(UTC),
+    )
+    fresh.call(lambda: fresh.node.apply_purge(purge))
+    # The purge's disk job runs (the memory pass is held): the object leaves the disk.
+    disk.run_job(DiskReclaim(purge)).result(10)
+    assert disk.reclaimed_upto == purge.seq and not disk.has(key)
+    entry = fresh.call(lambda: fresh.node.store.peek(key))
+    assert entry is not None  # still in memory, as the memory pass has not reached it
+    fresh.call(lambda: fresh.node.store.on_evict(entry))  # type: ignore[misc]
+    assert disk.flush(10)
+    assert not disk.has(key)
+    fresh.origin.routes["/raced"] = Route(
+        body=b"version 2", headers={"Cache-Control": "max-age=600", "Cache-Tag": "raced"}
+    )
+    fresh.restart()
+    status, headers, body = fresh.request("/raced")
+    assert (status, headers["cf-cache-status"], body) == (200, "MISS", b"version 2")
+
+
+def test_a_memory_eviction_of_an_entry_no_purge_covers_is_written_back_after_a_purge_elsewhere(
+    fresh: Stack,
+) -> None:
+    """The eviction checks the entry against the purges: one that no purge covers is written back
+    at the current position, so that the disk does not drop it as older than what it reclaimed."""
+    fresh.origin.routes["/kept"] = Route(body=b"kept", headers={"Cache-Control": "max-age=600"})
+    fresh.request("/kept")
+    flush(fresh)
+    disk = fresh.node.disk
+    assert disk is not None
+    key = "http://test.example/kept"
+    purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag("other"),), time.time())
+    LedgerStore(fresh.node.database).append(
+        zone_id=ZONE_ID,
+        mode="delete",
+        selectors={"tags": ["other"]},
+        principal="test",
+        dialect="cli",
+        job_id="e" * 32,
+        created_at=datetime.now(UTC),
+    )
+    fresh.call(lambda: fresh.node.apply_purge(purge))
+    flush(fresh)
+    assert disk.reclaimed_upto == purge.seq
+    # As a disk eviction would: the disk cache's record goes, memory still has the object.
+    disk.run_job(lambda view: view.delete(view.scan_prefix(key, None, 1)[0]) > 0).result(10)
+    entry = fresh.call(lambda: fresh.node.store.peek(key))
+    assert entry is not None and entry.stored_seq < purge.seq
+    fresh.call(lambda: fresh.node.store.on_evict(entry))  # type: ignore[misc]
+    assert disk.flush(10) and disk.has(key)
+    fresh.restart()
+    status, headers, body = fresh.request("/kept")
+    assert (status, body) == (200, b"kept") and headers["cache-status"].endswith("detail=disk")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ZONE_ID, Route, Stack
-from edgecache.config import Storage
+from edgecache.config import DiskStorage, Storage
 from edgecache.httpcache.dates import format_http_date
 from edgecache.store.partial import MAX_PARTS, PARTIAL_SUFFIX, PartialEntry
 
@@ -303,8 +303,9 @@ def test_parts_are_kept_per_variant_when_the_origin_varies(stack: Stack) -> None
 
 @pytest.fixture(scope="module")
 def small() -> Iterator[Stack]:
-    """A node whose objects may hold 4096 bytes: BODY (10240 bytes) is never stored whole."""
-    s = Stack(storage=Storage(max_object_bytes=4096))
+    """A node without a disk tier whose objects may hold 4096 bytes: BODY (10240 bytes) is never
+    stored whole (with a disk it would be, in chunks: tests/test_disk_large.py)."""
+    s = Stack(storage=Storage(max_object_bytes=4096, disk=DiskStorage(enabled=False)))
     try:
         yield s
     finally:

@@ -59,6 +59,7 @@ from edgecache.edge.proxy import Proxy
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.warm import Warmer
+from edgecache.edge.writeback import still_valid
 from edgecache.edge.zones import ZoneTable
 from edgecache.gcpolicy import keep_gc
 from edgecache.looplag import LoopLag
@@ -120,17 +121,19 @@ class Node:
         self.cache_reserve.load()
         if config.storage.disk.enabled:
             self.disk = self._open_disk(position)
-            self.tiers = TierChain(
-                self.store,
-                self.disk,
-                reserve_on=self.cache_reserve.is_on,
-                reserve_eligible=eligibility({z.id: z.cache_reserve for z in config.zones}),
-            )
         # Objects on disk may predate purges that were never applied to the disk (a crash between
         # a purge's commit and its reclaim): those purges are put in effect again, from the ledger.
         # Without a disk the memory tier starts empty, and the purges need only their numbering.
         floor = position if self.disk is None else min(position, self.disk.reclaimed_upto)
         self.index = EpochIndex(position=floor)
+        if self.disk is not None:
+            self.tiers = TierChain(
+                self.store,
+                self.disk,
+                reserve_on=self.cache_reserve.is_on,
+                reserve_eligible=eligibility({z.id: z.cache_reserve for z in config.zones}),
+                still_valid=still_valid(self.index),
+            )
         self.origin = origin_client(config.limits)
         self.proxy = Proxy(
             self.zones,

@@ -28,6 +28,9 @@ Theory of operation:
   Its 206 is stored as a :class:`~edgecache.store.partial.PartialEntry` when Content-Range places
   it; the proxy combines it with the parts already stored (docs/decisions/0013-partial-content.md).
   Its readers share it under its own ``flight`` key, never with a full fill of the same key.
+- A response larger than ``max_object_bytes`` that is otherwise storable is streamed like one that
+  is not stored, and written to disk in chunks as it arrives when the tier offers ``open_large``
+  (``store/chunked.py``); it is stored only when its body arrived whole.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from edgecache.httpcache.headers import (
 )
 from edgecache.httpcache.ranges import parse_content_range, strong_validator
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
+from edgecache.store.chunked import LargeWrite
 from edgecache.store.entry import Entry
 from edgecache.store.partial import PartialEntry
 
@@ -109,6 +113,7 @@ class Fetch:
         max_object_bytes: int,
         store_entry: Callable[[Entry, tuple[str, ...], Mapping[str, str]], None],
         on_done: Callable[[Fetch], None],
+        open_large: Callable[[], LargeWrite] | None = None,
     ) -> None:
         self.zone = zone
         self.key = key
@@ -120,6 +125,12 @@ class Fetch:
         self._max = max_object_bytes
         self._store_entry = store_entry
         self._on_done = on_done
+        self._open_large = open_large
+        self._large: LargeWrite | None = None
+        """The write to disk of a response too large for memory, while it goes on."""
+        self.storing_large = False
+        """The body is written to disk in chunks (too large for memory), and the write has not
+        given up (it stays True once the object is stored)."""
         self.request_headers = headers
         drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
         fwd = forward_headers(headers, client_ip, zone, host, drop=drop)
@@ -229,7 +240,11 @@ class Fetch:
         if self.storable and self._size > self._max:
             # Learnt mid-body (no Content-Length): stop storing, keep streaming to those reading.
             self.storable = False
+            self._begin_large()
             self._on_done(self)
+        elif self._large is not None and not self._large.add(data):
+            self._large = None
+            self.storing_large = False
         self._wake()
         if not self.storable:
             self._trim()
@@ -244,6 +259,8 @@ class Fetch:
         self._resp = None
         if self.storable:
             self._store(self._response_time)
+        elif self._large is not None:
+            self._store_large(self._response_time)
         self._finish()
 
     def origin_failed(self, resp: OriginResponse, error: OriginError) -> None:
@@ -251,6 +268,7 @@ class Fetch:
         if self.done:
             return
         self._resp = None
+        self._give_up_large()
         origin = self._origin
         if origin is not None and retryable(resp):
             self.task = asyncio.get_running_loop().create_task(self._send(origin, retry=True))
@@ -267,6 +285,7 @@ class Fetch:
             return
         if self.head_ready.done():
             self.storable = False
+            self._give_up_large()
         else:
             self.error = OriginUnreachable("the origin request was abandoned")
         self._finish()
@@ -342,13 +361,15 @@ class Fetch:
                 resp.content_length is None
                 or resp.content_length == self.content_range[1] - self.content_range[0] + 1
             )
-        self.storable = (
+        storable = (
             decision.storable
             and placed
-            and not too_big
             and self._method == "GET"
             and ("authorization" not in self.request_headers or decision.auth_ok)
         )
+        self.storable = storable and not too_big
+        if storable and too_big:
+            self._begin_large()
         if not self.head_ready.done():
             self.head_ready.set_result(None)
 
@@ -391,6 +412,50 @@ class Fetch:
             self._store_entry(entry, decision.vary, self.request_headers)
         if not self.head_ready.done():
             self.head_ready.set_result(None)
+
+    def _begin_large(self) -> None:
+        """Write this response to disk in chunks, with the chunks received so far: a 200, or a 206
+        of the whole representation (a player's ``bytes=0-``); other parts stay in memory
+        (decision 0013)."""
+        if self._open_large is None or not (self.status == 200 or self._whole_206):
+            return
+        large = self._open_large()
+        for chunk in self.chunks:
+            large.add(chunk)
+        self._large = large
+        self.storing_large = True
+
+    @property
+    def _whole_206(self) -> bool:
+        return self.status == 206 and self.content_range is not None and self.content_range[0] == 0 and (
+            self.content_range[1] == self.content_range[2] - 1
+        )
+
+    def _store_large(self, response_time: float) -> None:
+        large = self._large
+        assert large is not None and self.decision is not None
+        if self.content_length is not None and large.length != self.content_length:
+            self._give_up_large()
+            return
+        self._large = None
+        decision = self.decision
+        head = self.head_bytes
+        if self.status == 206:
+            # Every byte of the representation: stored as the 200 it is part of (RFC 9111 §3.4).
+            head = encode_head([(k, v) for k, v in self.client_headers if k.lower() != "content-range"])
+        entry = large.finish(self._entry(decision, b"", parse_tags(self._tag_source), response_time, head))
+        if entry is None:
+            self.storing_large = False
+        else:
+            entry.status = 200
+            self._store_entry(entry, decision.vary, self.request_headers)
+
+    def _give_up_large(self) -> None:
+        """The body will not arrive whole: what was written to disk of it goes."""
+        if self._large is not None:
+            self._large.abandon()
+            self._large = None
+            self.storing_large = False
 
     def _trim(self) -> None:
         """Forget the chunks every reader has written (only for bodies that are not stored)."""

@@ -20,6 +20,9 @@ Theory of operation, for one request:
    parts, ``store/partial.py``): ranges it holds are a HIT; otherwise one client range is fetched
    from the origin, relayed, and combined with the stored parts; complete parts become a full
    entry (docs/decisions/0013-partial-content.md).
+7. An object larger than ``max_object_bytes`` is written to disk in chunks while it streams to its
+   first client, when the tier has a disk (``store/chunked.py``); its hits stream from disk chunk
+   by chunk, waiting for the client to drain each one.
 
 Decisions a reader might look for: request ``Cache-Control`` is ignored, as CDNs do (a client
 cannot force an origin fetch); request cookies do not prevent caching (Cloudflare's behaviour),
@@ -58,6 +61,8 @@ from edgecache.httpcache.status import CfStatus, cache_status_fwd, cache_status_
 from edgecache.httpcache.tags import TAG_HEADERS
 from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
+from edgecache.store.chain import TierChain
+from edgecache.store.chunked import ChunkedEntry
 from edgecache.store.entry import Entry
 from edgecache.store.memory import MemoryTier
 from edgecache.store.partial import MAX_PARTS, PARTIAL_SUFFIX, PartialEntry
@@ -88,6 +93,13 @@ HIT_FIELDS_MEMO_MAX = 4096
 _HIT_FIELDS_MEMO: dict[tuple[int, int, int], bytes] = {}
 """(Age, ttl, Content-Length) → :data:`HIT_FIELDS` formatted. Age and ttl change once a second per
 entry and hot entries share values, so formatting (the costliest step of a hit) is mostly skipped."""
+TIER_HIT_FIELDS = (
+    b"Age: %d\r\nCache-Status: edgecache; hit; ttl=%d; detail=%b\r\nCF-Cache-Status: HIT\r\n"
+    b"Content-Length: %d\r\n\r\n"
+)
+"""The fields of a plain hit on an entry just read from a tier below memory (its detail names it)."""
+_TIER_HIT_FIELDS_MEMO: dict[tuple[int, int, bytes, int], bytes] = {}
+"""(Age, ttl, tier, Content-Length) → :data:`TIER_HIT_FIELDS` formatted, as ``_HIT_FIELDS_MEMO``."""
 FWD_FIELDS_MEMO_MAX = 1024
 _FWD_FIELDS_MEMO: dict[tuple[CfStatus, str, int, bool, bool, str | None], bytes] = {}
 """(CF-Cache-Status, fwd, origin status, stored, collapsed, detail) → the two status fields of a
@@ -140,6 +152,8 @@ class Proxy:
         self._hit_for_miss: dict[str, float] = {}
         self._fetch_seqs: Counter[int] = Counter()
         """stored_seq of every origin fetch in flight: the reclaimer may not compact past the oldest."""
+        self._open_large = store.open_large if isinstance(store, TierChain) else None
+        """Where fills too large for memory are written (in chunks), when the tier has a disk."""
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -230,11 +244,12 @@ class Proxy:
             # Entry.ttl, inlined for an entry no soft purge has touched.
             ttl = entry.freshness_lifetime - age if entry.stale_since is None else entry.ttl(now)
             if ttl > 0 and not entry.no_cache:
-                if entry.tier or not plain:
+                if entry.tier:
+                    return self._hit(req, conn, entry, now, ttl)
+                if not plain:
                     headers = req.headers
                     if (
-                        entry.tier
-                        or "range" in headers
+                        "range" in headers
                         or "if-none-match" in headers
                         or "if-modified-since" in headers
                         or "if-match" in headers
@@ -340,12 +355,96 @@ class Proxy:
             conn.writelines([head, body])
             conn.finish(keep)
 
-    def _hit(self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float) -> None:
+    def _hit(
+        self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float
+    ) -> Awaitable[None] | None:
+        """A fresh hit that is not the memory tier's plain one: the request has Range or
+        conditionals, or the entry was just read from a tier below memory (the answer names it)."""
         self.stats.hits += 1
-        status = cache_status_hit(ttl, entry.tier.decode())
-        status_fields = b"Cache-Status: " + status.encode() + b"\r\n" + CF_HIT
+        tier = entry.tier
         entry.tier = b""
+        if req.plain and type(entry) is not ChunkedEntry:
+            # Nothing to evaluate (the request's header dict is never built): the memory tier's
+            # plain hit, with the tier named in Cache-Status.
+            body = entry.body
+            stamp = (max(0, int(entry.age(now))), int(ttl), tier, len(body))
+            fields = _TIER_HIT_FIELDS_MEMO.get(stamp)
+            if fields is None:
+                fields = _tier_hit_fields(stamp)
+            keep = req.keep_alive
+            head = STATUS_LINES[entry.status] + entry.head
+            head += fields if keep and req.http_version == "1.1" else _connection_field(req) + fields
+            if req.method == "HEAD":
+                self.stats.bytes_sent += len(head)
+                conn.respond(head, keep)
+            elif len(body) < 16384:
+                self.stats.bytes_sent += len(head) + len(body)
+                conn.respond(head + body, keep)
+            else:
+                self.stats.bytes_sent += len(head) + len(body)
+                conn.writelines([head, body])
+                conn.finish(keep)
+            return None
+        status = cache_status_hit(ttl, tier.decode())
+        status_fields = b"Cache-Status: " + status.encode() + b"\r\n" + CF_HIT
+        if type(entry) is ChunkedEntry:
+            return self._stream_large(req, conn, entry, now, status_fields)
         self._answer_from_entry(req, conn, entry, now, status_fields)
+        return None
+
+    async def _stream_large(
+        self, req: Request, conn: Connection, entry: ChunkedEntry, now: float, status_fields: bytes
+    ) -> None:
+        """Answer from an object on disk in chunks: the whole of it, or one range (206); several
+        ranges get the whole object (RFC 9110 §14.2 lets a server ignore Range), since a multipart
+        body would have to be built in memory. A chunk read only once the client has taken the one
+        before (back-pressure); if the object vanishes mid-way the connection is reset, never ended
+        as if the body were whole."""
+        fields = b"Age: %d\r\n" % max(0, int(entry.age(now))) + status_fields
+        length = entry.length
+        first, last = 0, length - 1
+        status = entry.status
+        if not req.plain:
+            headers = req.headers
+            if any(h in headers for h in CONDITIONAL) and self._precondition_failed(
+                req, conn, entry, fields
+            ):
+                return
+            if_range = headers.get("if-range")
+            if (
+                "range" in headers
+                and req.method == "GET"
+                and (if_range is None or if_range_allows(if_range, entry.etag, entry.last_modified))
+            ):
+                ranges = parse_range(headers["range"], length)
+                if ranges == "unsatisfiable":
+                    self._write_ranges(req, conn, entry.head, ranges, length, lambda s, e: b"", fields)
+                    return
+                if ranges is not None and len(ranges) == 1:
+                    first, last = ranges[0]
+                    status = 206
+                    fields += b"Content-Range: " + content_range(first, last, length).encode() + b"\r\n"
+        out = (
+            STATUS_LINES[status]
+            + entry.head
+            + fields
+            + b"Content-Length: %d\r\n" % (last - first + 1)
+            + _connection_field(req)
+            + b"\r\n"
+        )
+        conn.write(out)
+        self.stats.bytes_sent += len(out)
+        if req.method != "HEAD":
+            for piece in entry.pieces(first, last):
+                if piece is None:
+                    conn.abort()
+                    return
+                conn.write(piece)
+                self.stats.bytes_sent += len(piece)
+                await conn.drain()
+                if conn.closed:
+                    return
+        conn.finish(req.keep_alive)
 
     def _precondition_failed(self, req: Request, conn: Connection, entry: Entry, fields: bytes) -> bool:
         """Answer 304 or 412 when a conditional says so (RFC 9110 §13.2.2); whether it did."""
@@ -537,6 +636,9 @@ class Proxy:
     def _stale(
         self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, entry: Entry, now: float
     ) -> Awaitable[None] | None:
+        if type(entry) is ChunkedEntry:
+            # Not revalidated: a 304 would have to rewrite the record around its chunks. Refetched.
+            return self._fill(req, conn, zone, host, key, None, coalesce="authorization" not in req.headers)
         staleness = -entry.ttl(now)
         if not entry.must_revalidate and not entry.no_cache and staleness <= entry.stale_while_revalidate:
             # RFC 5861 §3: serve stale now, refresh in the background (one refresh per key).
@@ -600,6 +702,7 @@ class Proxy:
             max_object_bytes=self._max,
             store_entry=self._store_entry,
             on_done=self._fetch_done,
+            open_large=self._open_large,
         )
         if coalesce:
             self.inflight[flight] = fetch
@@ -629,6 +732,10 @@ class Proxy:
                 self.store.delete(entry.key)
                 return
             entry.stale_since = verdict.at
+        else:
+            # Checked against every purge so far: the disk tier would drop a fill still numbered
+            # below a purge it has reclaimed meanwhile (store/disk.py).
+            entry.stored_seq = self.index.position
         self._forget_other_vary(base, vary, entry.primary)
         self.store.put(entry)
         if vary:
@@ -734,15 +841,17 @@ class Proxy:
         stale: Entry | None,
         collapsed: bool,
     ) -> None:
+        # A large object written to disk in chunks is stored too, though not held by the fetch.
+        stored = fetch.storable or fetch.storing_large
         if stale is None:
-            cf = CfStatus.MISS if fetch.storable else CfStatus.BYPASS
-            fwd = "uri-miss" if fetch.storable else "bypass"
+            cf = CfStatus.MISS if stored else CfStatus.BYPASS
+            fwd = "uri-miss" if stored else "bypass"
         else:
             cf = CfStatus.REVALIDATED if fetch.revalidated else CfStatus.EXPIRED
             fwd = "stale"
         self.stats.count(cf)
-        detail = None if fetch.storable or fetch.decision is None else fetch.decision.reason or None
-        stamp = (cf, fwd, fetch.origin_status, fetch.storable, collapsed, detail)
+        detail = None if stored or fetch.decision is None else fetch.decision.reason or None
+        stamp = (cf, fwd, fetch.origin_status, stored, collapsed, detail)
         fields = _FWD_FIELDS_MEMO.get(stamp)
         if fields is None:
             fields = _fwd_fields(stamp)
@@ -944,6 +1053,15 @@ def _hit_fields(stamp: tuple[int, int, int]) -> bytes:
     if len(_HIT_FIELDS_MEMO) >= HIT_FIELDS_MEMO_MAX:
         _HIT_FIELDS_MEMO.clear()
     _HIT_FIELDS_MEMO[stamp] = fields
+    return fields
+
+
+def _tier_hit_fields(stamp: tuple[int, int, bytes, int]) -> bytes:
+    """Format and remember the fields of a plain hit from a lower tier (emptied when full)."""
+    fields = TIER_HIT_FIELDS % stamp
+    if len(_TIER_HIT_FIELDS_MEMO) >= HIT_FIELDS_MEMO_MAX:
+        _TIER_HIT_FIELDS_MEMO.clear()
+    _TIER_HIT_FIELDS_MEMO[stamp] = fields
     return fields
 
 

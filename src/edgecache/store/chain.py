@@ -2,14 +2,24 @@
 
 Rules of this module:
 - ``get``: the memory tier; on a miss, the disk cache, then the zone's Cache Reserve when it is on.
-  An entry read from disk is promoted into memory, with ``Entry.tier`` naming where it came from
-  (the first answer says so in ``Cache-Status``; the proxy clears it).
+  ``Entry.tier`` names where an entry read from disk came from (the answer says so in
+  ``Cache-Status``; the proxy clears it). It is promoted into memory, so that its next hit is a
+  memory hit, when memory has room for it, and otherwise only on its second read from disk among
+  the last ``len(memory)`` or so (a doorkeeper, as TinyLFU's): when memory is full, promoting
+  every read evicts an entry per disk hit, and under traffic spread wider than memory (what
+  reaches the disk) that churn cost more than the disk read itself and bought few memory hits.
 - Writes go to both: a fill is stored in memory and written through to disk (and to the reserve
   when its zone's reserve is on and the object is eligible); a delete removes it from both. Stored
   byte ranges (``PartialEntry``) stay in memory only: the disk keeps whole responses.
-- A memory eviction writes the entry back to disk only when it is worth keeping: still fresh, and
-  no longer on disk (the disk evicted it while memory served it). Otherwise the disk copy is
-  already there, and its place in the disk's order is renewed by disk reads, not by evictions.
+- Objects larger than the memory tier's ``max_object_bytes`` live on disk only (``ChunkedEntry``,
+  ``store/chunked.py``): a fill writes them through :meth:`open_large`, and a hit streams them from
+  disk without promoting them.
+- A memory eviction writes the entry back to disk only when it is worth keeping: still fresh, no
+  longer on disk (the disk evicted it while memory served it), and covered by no purge
+  (``still_valid``, which raises its ``stored_seq`` to the purges it was checked against: the disk
+  drops a put below the position it has reclaimed, since a purge it has already applied may cover
+  it, see ``store/disk.py``). Otherwise the disk copy is already there, and its place in the
+  disk's order is renewed by disk reads, not by evictions.
 - The purge selectors (``variants``, ``keys_*``), ``peek`` and ``mark_stale`` are the memory tier's:
   the reclaimer covers the disk with its own job (see ``edge/reclaimer.py``), inside the disk
   writer's transactions.
@@ -20,11 +30,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from edgecache.store.disk import DiskStore
+from edgecache.store.chunked import ORPHAN_AGE, ChunkedEntry, LargeWrite
+from edgecache.store.disk import DiskStore, Lookup
 from edgecache.store.entry import Entry
 from edgecache.store.memory import MemoryTier
 
 DISK = b"disk"
+DOORKEEPER_MIN = 1024
+"""Fewest keys a doorkeeper generation holds (it holds about as many as memory has entries)."""
 RESERVE = b"reserve"
 
 
@@ -38,12 +51,26 @@ class TierChain:
         *,
         reserve_on: Callable[[str], bool],
         reserve_eligible: Callable[[Entry], bool],
+        still_valid: Callable[[Entry], bool],
     ) -> None:
+        """``still_valid(entry)``: whether no purge covers an entry memory evicts, its ``stored_seq``
+        raised to the purges it was checked against when none does (run on the event loop)."""
         self.memory = memory
+        self._still_valid = still_valid
         self.disk = disk
         self._reserve_on = reserve_on
         self._eligible = reserve_eligible
         memory.on_evict = self._evicted
+        self._seen: set[str] = set()
+        self._seen_before: set[str] = set()
+        """The doorkeeper: keys read from disk once and not promoted, in two generations."""
+        self._looked_up: Lookup | None = None
+        """What ``vary`` read from disk for a base key without Vary names, for the ``get`` of that
+        key that follows it on a memory miss (one read transaction instead of two); any other call
+        that reads or changes the tier drops it."""
+        # Chunks of writes a crash interrupted: swept at start, then now and again by open_large.
+        disk.sweep_orphans()
+        self._swept = time.monotonic()
 
     @property
     def budget(self) -> int:
@@ -59,29 +86,64 @@ class TierChain:
 
     def get(self, key: str) -> Entry | None:
         entry = self.memory.get(key)
+        looked_up, self._looked_up = self._looked_up, None
         if entry is not None:
             return entry
-        found = self.disk.get(key, reserve=self._reserve_on)
+        found = self.disk.get(key, reserve=self._reserve_on, looked_up=looked_up)
         if found is None:
             return None
         entry, from_reserve = found
         entry.tier = RESERVE if from_reserve else DISK
-        self.memory.put(entry)
+        if type(entry) is not ChunkedEntry and self._admit(key, entry):
+            self.memory.put(entry)
         return entry
+
+    def _admit(self, key: str, entry: Entry) -> bool:
+        """Whether an entry read from disk goes into memory (see the module's rules)."""
+        memory = self.memory
+        if memory.bytes_used + entry.size <= memory.budget:
+            return True
+        seen = self._seen
+        if key in seen:
+            seen.discard(key)
+            return True
+        if key in self._seen_before:
+            self._seen_before.discard(key)
+            return True
+        if len(seen) >= max(DOORKEEPER_MIN, len(memory)):
+            self._seen_before, self._seen = seen, set()
+        self._seen.add(key)
+        return False
 
     def peek(self, key: str) -> Entry | None:
         return self.memory.peek(key)
 
     def put(self, entry: Entry) -> None:
+        self._looked_up = None
+        if type(entry) is ChunkedEntry:
+            # Replaces whatever memory held under the key, as a put into memory would.
+            self.memory.delete(entry.key)
+            self.disk.put(entry)
+            return
         self.memory.put(entry)
         if type(entry) is Entry:
             self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
 
+    def open_large(self) -> LargeWrite:
+        """Start writing an object too large for memory to disk (``store/chunked.py``): store the
+        entry :meth:`LargeWrite.finish` returns with :meth:`put`, or :meth:`LargeWrite.abandon` it."""
+        if time.monotonic() - self._swept > ORPHAN_AGE:
+            self._swept = time.monotonic()
+            self.disk.sweep_orphans()
+        return LargeWrite(self.disk)
+
     def delete(self, key: str) -> Entry | None:
+        self._looked_up = None
         self.disk.delete(key)
         return self.memory.delete(key)
 
     def delete_primary(self, primary: str) -> int:
+        self._looked_up = None
         self.disk.delete_primary(primary)
         return self.memory.delete_primary(primary)
 
@@ -108,9 +170,11 @@ class TierChain:
         if names is not None or self.memory.peek(base_key) is not None:
             # An entry under the bare base key means the URL has no Vary: no disk read on that hit.
             return names
-        return self.disk.vary(base_key)
+        names, self._looked_up = self.disk.lookup(base_key, reserve=self._reserve_on)
+        return names
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
+        self._looked_up = None
         self.memory.set_vary(base_key, names)
         self.disk.set_vary(base_key, names)
 
@@ -121,5 +185,10 @@ class TierChain:
         return iter(self.memory)
 
     def _evicted(self, entry: Entry) -> None:
-        if type(entry) is Entry and entry.ttl(time.time()) > 0 and not self.disk.has(entry.key):
+        if (
+            type(entry) is Entry
+            and entry.ttl(time.time()) > 0
+            and not self.disk.has(entry.key)
+            and self._still_valid(entry)
+        ):
             self.disk.put(entry)

@@ -19,26 +19,35 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   created by another process is opened when this process first misses on it (the writer is asked to).
 - Eviction in the disk cache is least-recently-used by a logical clock shared by the zones (each
   zone's ``o`` rows are merged): a record's position is renewed when it is read from disk (a
-  memory-tier miss), if it is in the older half of the order; memory hits never write. Reserve
-  records expire ``retention`` after their last read, and over a zone's budget the one expiring
-  soonest goes first.
+  memory-tier miss), if it is among the oldest ``1/RENEW_OLDEST`` of the order (the writer decides,
+  reading the clock and the count once per batch); memory hits never write. Reserve records expire
+  ``retention`` after their last read, and over a zone's budget the one expiring soonest goes first.
 - Removing a whole zone's area (a reserve clear, a hard purge of everything) empties its database
   with one ``mdb_drop`` (``WriteView.wipe_zone``): the records stored after the purge (found through
   the ``s`` rows from the purge's position) are read first and written back in the same transaction,
-  so the removal is exact and atomic. While that transaction is open, readers treat the zone's area as
-  empty. When too many records survive for one transaction (``WIPE_KEEP_MAX``), the covered ones are
-  removed record by record in steps instead.
+  so the removal is exact and atomic. The chunks of the large objects it drops (found through the
+  zone's ``g`` rows) are deleted in that same transaction; those of the records it keeps stay.
+  While that transaction is open, readers treat the zone's area as empty. When too many records
+  survive for one transaction (``WIPE_KEEP_MAX``), the covered ones are removed record by record in
+  steps instead.
 - ``reclaimed_upto`` is the purge-ledger position up to which every purge has been applied to what
   is on disk. It only moves forward (each process's reclaim writes it; the larger value wins), in the
   transaction that finishes a purge's removal job, so after a crash the node replays the purges after
   it (``Node.__init__``, ``PurgeService.replay``). A job that changed nothing does not write it: the
   position rides in the next transaction that writes anyway, and at close.
+- A put whose entry's ``stored_seq`` is below ``reclaimed_upto`` (as the writer's transaction sees
+  it) is dropped, counted, never written: a purge up to that position may cover it and will not be
+  replayed after a restart, and a cache may always drop. Whoever writes an entry back raises its
+  ``stored_seq`` first once it has checked it against the purges (``TierChain``'s ``still_valid``).
 - The Vary names of a base key are kept while a record is stored under it in either area: the removal
   of the last one deletes them (a whole-zone removal keeps those of the records it keeps).
 - A crash (kill -9) loses at most the queued changes: a committed transaction is whole, an
   uncommitted one is invisible, so no torn record is ever read.
-- Only whole responses are stored (``TierChain`` keeps 206 parts in memory), at most the memory
-  tier's ``max_object_bytes`` each, read whole on a hit: objects larger than that are not kept here.
+- Only whole responses are stored (``TierChain`` keeps 206 parts in memory). Up to the memory
+  tier's ``max_object_bytes`` a record holds the body and is read whole, in place, on a hit; a
+  larger object's record holds a manifest, and its bytes are in the environment's ``chunks``
+  database (``store/chunked.py``): its chunks are queued before its record in the ordered queue, and
+  every removal of the record (delete, purge, eviction, wipe) removes them in its transaction.
 """
 
 from __future__ import annotations
@@ -54,17 +63,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 
+from edgecache.store.chunked import ORPHAN_AGE, ChunkedEntry, chunk_key, object_age
 from edgecache.store.disk_layout import (
     AREAS,
     CACHE,
     ENTRY,
     EXPIRY,
     INT,
+    LARGE,
     LAYOUT,
+    MAX_INLINE_KEY,
     ORDER,
     REC,
     RESERVE,
@@ -75,11 +87,13 @@ from edgecache.store.disk_layout import (
     Record,
     db_name,
     decode_entry,
+    decode_hit,
     encode_entry,
     expiry_row,
     handle,
     host_of,
     key_bytes,
+    large_bytes,
     parse_handle,
     prefix_bytes,
     seq_row,
@@ -95,11 +109,13 @@ __all__ = [
     "DiskStore",
     "Job",
     "JobProgress",
+    "Lookup",
     "Record",
     "WriteView",
     "ZoneWipe",
     "clear_reserve_job",
     "decode_entry",
+    "decode_hit",
     "encode_entry",
 ]
 
@@ -111,6 +127,10 @@ _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
 RENEW_EVERY = 1.0
 """Seconds between the writes that renew the records read from disk."""
+RENEW_OLDEST = 8
+"""A record read from disk is renewed only when it is among the oldest ``1/RENEW_OLDEST`` of the
+order: a fraction f renews f of the disk hits, while the window in which a record must be read to
+be kept lasts about one mean interval between its reads whatever f is (decision 0009)."""
 MAX_QUEUED = 20_000
 """Queued changes beyond which fills are dropped (counted) rather than queued: the disk
 falls behind a burst of fills, memory does not grow without bound. Deletes and jobs always queue."""
@@ -327,6 +347,14 @@ class WriteView:
             s._write_reclaimed_later(self.txn)
 
 
+@dataclass(slots=True)
+class Lookup:
+    """What :meth:`DiskStore.lookup` read for a base key: its record and area, or None."""
+
+    key: str
+    found: tuple[Record, bytes] | None
+
+
 Job = Callable[[WriteView], bool]
 """A removal job: one step per call (at most ``JOB_STEP`` records), True once finished."""
 
@@ -386,7 +414,7 @@ class DiskStore:
         self.env = lmdb.open(
             str(path),
             map_size=map_size or max(1 << 30, 4 * budget),
-            max_dbs=2 * MAX_ZONES + 1,
+            max_dbs=2 * MAX_ZONES + 2,
             readahead=True,
             max_readers=1024,
         )
@@ -403,6 +431,8 @@ class DiskStore:
         """Host → zone (the ``host:`` rows), as far as this process has read or written them."""
         self._new_hosts: dict[str, str] = {}
         """Host rows written in the writer's open transaction, published when it commits."""
+        self._chunks: Any = None
+        """Large objects' chunks (``store/chunked.py``), and each object id → its record's handle."""
         self._meta = self._open_layout(position)
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._queued = 0
@@ -455,6 +485,7 @@ class DiskStore:
                 txn.drop(meta, delete=False)
                 txn.put(b"layout", INT.pack(LAYOUT), db=meta)
                 txn.put(b"reclaimed_upto", INT.pack(position), db=meta)
+            self._chunks = env.open_db(b"chunks", txn=txn)
             for raw in txn.cursor().iternext(keys=True, values=False):
                 name = bytes(raw)
                 if name[1:2] == b"/" and name[:1] in AREAS:
@@ -497,19 +528,70 @@ class DiskStore:
             self._enqueue(("open", zone))
         return db
 
-    def get(self, key: str, *, reserve: Callable[[str], bool] | None = None) -> tuple[Entry, bool] | None:
+    def get(
+        self,
+        key: str,
+        *,
+        reserve: Callable[[str], bool] | None = None,
+        looked_up: Lookup | None = None,
+    ) -> tuple[Entry, bool] | None:
         """The entry under ``key`` from the disk cache, else from the reserve when ``reserve(zone)``
         says that zone's reserve is on; with whether it came from the reserve. A hit renews the
-        record's place (cache) or retention (reserve), through the writer, unless it is already
-        among the most recent half of the order, or its retention was renewed in the last
-        thirtieth of the period: a write per hit would cost more than the precision is worth."""
+        record's place (cache) or retention (reserve), through the writer, unless it is outside
+        the oldest ``1/RENEW_OLDEST`` of the order (the writer checks), or its retention was
+        renewed in the last thirtieth of the period: a write per hit would cost more than the
+        precision is worth. ``looked_up``: what :meth:`lookup` just read, used instead of reading
+        again when it is of ``key``."""
         if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
             return None
         if self._taking and key in self._taking:
             return None
+        if looked_up is not None and looked_up.key == key:
+            found = looked_up.found
+        else:
+            where = self._where(key)
+            # Buffers: the record is read in place from the map; only the head and body are copied.
+            with self.env.begin(buffers=True) as txn:
+                found = self._read(txn, key, where, reserve)
+        if found is None:
+            self.stats.misses += 1
+            return None
+        rec, area = found
+        entry = rec.entry
+        if type(entry) is ChunkedEntry:
+            entry.read_chunk = self.read_chunk
+        if area == CACHE:
+            self.stats.hits += 1
+            # Whether the place needs renewing is the writer's question (``_renew``): asking it here
+            # cost three more reads per hit.
+            self._renewals.add((CACHE, key))
+        else:
+            self.stats.reserve_hits += 1
+            retention = self._reserve_retention(entry.zone)
+            if rec.reserve_expires - time.time() <= retention * 29 / 30:
+                self._renewals.add((RESERVE, key))
+        return entry, area == RESERVE
+
+    def lookup(
+        self, base_key: str, *, reserve: Callable[[str], bool] | None = None
+    ) -> tuple[tuple[str, ...] | None, Lookup | None]:
+        """The Vary field names recorded for a base key and, when it has none, the record under the
+        base key itself (for the :meth:`get` that follows), in one read transaction: a memory miss
+        asks both. Counts nothing: the ``get`` does."""
+        where = self._where(base_key)
+        with self.env.begin(buffers=True) as txn:
+            cdb = None if where is None else where[1]
+            names = None if cdb is None else txn.get(VARY + key_bytes(base_key), db=cdb)
+            if names is not None:
+                return tuple(bytes(names).decode().split("\x00")), None
+            return None, Lookup(base_key, self._read(txn, base_key, where, reserve))
+
+    def _where(self, key: str) -> tuple[str, Any, Any] | None:
+        """The zone of ``key`` and its published disk-cache and reserve databases (None: none, or
+        being emptied). Found before the read transaction begins: a transaction cannot use a
+        database opened after it began."""
         zone = self._hosts.get(host_of(key)) or self._zone_of(key)
         if zone is None:
-            self.stats.misses += 1
             return None
         dropping = self._dropping
         cdb = self._cache_dbs.get(zone)
@@ -517,39 +599,41 @@ class DiskStore:
             cdb = self._reader_db(CACHE, zone)
         elif dropping and (CACHE, zone) in dropping:
             cdb = None
-        kb = key_bytes(key)
-        ek = ENTRY + kb
-        with self.env.begin(db=cdb) as txn:
-            raw = None if cdb is None else txn.get(ek)
-            area = CACHE
-            if raw is None and reserve is not None and reserve(zone) and (RESERVE, zone) not in dropping:
-                rdb = self._reader_db(RESERVE, zone)
-                area = RESERVE
-                raw = None if rdb is None else txn.get(ek, db=rdb)
-            if raw is None:
-                self.stats.misses += 1
-                return None
-            try:
-                rec = decode_entry(raw)
-            except (struct.error, UnicodeDecodeError):
-                log.error("unreadable disk record for %r: ignored", key)
-                self.stats.misses += 1
-                return None
-            if area == CACHE:
-                recent = self._recent(txn, kb)
-        entry = rec.entry
-        if entry.key != key:
-            self.stats.misses += 1
+        rdb = self._dbs.get((RESERVE, zone))
+        if rdb is not None and dropping and (RESERVE, zone) in dropping:
+            rdb = None
+        return zone, cdb, rdb
+
+    def _read(
+        self,
+        txn: lmdb.Transaction,
+        key: str,
+        where: tuple[str, Any, Any] | None,
+        reserve: Callable[[str], bool] | None,
+    ) -> tuple[Record, bytes] | None:
+        """The record of ``key`` and its area, or None (counts nothing)."""
+        if where is None:
             return None
-        if area == CACHE:
-            self.stats.hits += 1
-        else:
-            self.stats.reserve_hits += 1
-            retention = self._reserve_retention(zone)
-            recent = rec.reserve_expires - time.time() > retention * 29 / 30
-        if not recent:
-            self._renewals.add((area, key))
-        return entry, area == RESERVE
+        zone, cdb, rdb = where
+        raw_key = key.encode("utf-8", "surrogatepass")
+        ek = ENTRY + (raw_key if len(raw_key) <= MAX_INLINE_KEY else key_bytes(key))
+        raw = None if cdb is None else txn.get(ek, db=cdb)
+        area = CACHE
+        if raw is None and reserve is not None and reserve(zone):
+            if rdb is None and (RESERVE, zone) not in self._dropping:
+                self._reader_db(RESERVE, zone)
+            area = RESERVE
+            raw = None if rdb is None else txn.get(ek, db=rdb)
+        if raw is None:
+            return None
+        try:
+            rec = decode_hit(raw, key, raw_key)
+        except (struct.error, UnicodeDecodeError):
+            log.error("unreadable disk record for %r: ignored", key)
+            return None
+        if rec is None:
+            return None
+        return rec, area
 
     def has(self, key: str) -> bool:
         """Whether the disk cache holds a record under ``key``; a key with a delete still queued
@@ -659,6 +743,53 @@ class DiskStore:
         with self._idle:
             return self._idle.wait_for(lambda: self._queued == 0, timeout)
 
+    # -- large objects (``store/chunked.py``) -----------------------------------------------------
+
+    def write_chunk(self, object_id: bytes, index: int, data: bytes) -> Future[None]:
+        """Queue one chunk of a large object, in order with every other change: it is committed
+        before (or with) the record that will point to it, which is queued after it. The future
+        completes once it is committed."""
+        done: Future[None] = Future()
+        self._enqueue(("chunk", object_id, index, data, done))
+        return done
+
+    def drop_object(self, object_id: bytes) -> None:
+        """Queue the removal of a large object's chunks that no record points to (a write that gave
+        up); a record that does point to them keeps them."""
+        self._enqueue(("dropobject", object_id))
+
+    def read_chunk(self, object_id: bytes, index: int) -> bytes | None:
+        """One chunk of a large object (one copy out of the map), or None when it is gone."""
+        with self.env.begin(db=self._chunks) as txn:
+            return txn.get(chunk_key(object_id, index))
+
+    def sweep_orphans(self, older_than: float = ORPHAN_AGE) -> Future[None]:
+        """Remove the chunks that no record points to and that were written more than
+        ``older_than`` seconds ago (writes interrupted by a crash); the future completes when done."""
+
+        def job(view: WriteView) -> bool:
+            cur = view.txn.cursor(db=self._chunks)
+            now = time.time()
+            orphans = []
+            found = cur.first()
+            while found:
+                k = cast(bytes, cur.key())
+                object_id = k[:16]
+                if len(k) != 16 and object_age(object_id, now) > older_than:
+                    orphans.append(object_id)
+                found = cur.set_range(object_id + b"\xff" * 5)
+            for object_id in orphans:
+                self._delete_chunks(view.txn, object_id)
+            return True
+
+        return self.run_job(job)
+
+    def _delete_chunks(self, txn: lmdb.Transaction, object_id: bytes) -> None:
+        cur = txn.cursor(db=self._chunks)
+        found = cur.set_range(object_id)
+        while found and cast(bytes, cur.key())[:16] == object_id:
+            found = cur.delete()
+
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the environment."""
         self._queue.put(None)
@@ -687,6 +818,8 @@ class DiskStore:
                 batch.append(op)
                 if op[0] == "put":
                     size += len(op[1].body)
+                elif op[0] == "chunk":
+                    size += len(op[3])
                 if len(batch) >= _MAX_BATCH_OPS or size >= _MAX_BATCH_BYTES:
                     break
                 try:
@@ -703,9 +836,16 @@ class DiskStore:
     def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
         try:
             self._apply(batch)
-        except Exception:
+        except Exception as exc:
             self.stats.write_errors += 1
             log.exception("disk tier: a batch of %d changes was not written", len(batch))
+            for op in batch:
+                if op[0] == "chunk":
+                    op[4].set_exception(exc)
+        else:
+            for op in batch:
+                if op[0] == "chunk":
+                    op[4].set_result(None)
         finally:
             with self._idle:
                 self._queued -= len(batch)
@@ -738,18 +878,24 @@ class DiskStore:
         try:
             with self.env.begin(write=True) as txn:
                 now = time.time()
-                for area, key in renewals:
-                    self._touch(txn, area, key, now)
+                reclaimed = max(self._stored(txn, b"reclaimed_upto"), self._reclaimed_later)
+                if renewals:
+                    self._renew(txn, renewals, now)
                 for op in batch:
                     kind = op[0]
                     if kind == "put":
-                        self._put(txn, op[1], op[2], now)
+                        self._put(txn, op[1], op[2], now, reclaimed)
                     elif kind == "del":
                         self._delete_key(txn, op[1])
                     elif kind == "delprimary":
                         self._delete_primary(txn, op[1])
                     elif kind == "vary":
                         self._set_vary(txn, op[1], op[2])
+                    elif kind == "chunk":
+                        txn.put(chunk_key(op[1], op[2]), op[3], db=self._chunks)
+                    elif kind == "dropobject":
+                        if txn.get(op[1], db=self._chunks) is None:
+                            self._delete_chunks(txn, op[1])
                     elif kind == "open":
                         for area in AREAS:
                             self._zdb(txn, area, op[1], create=False)
@@ -821,11 +967,16 @@ class DiskStore:
         self._new_dbs[key] = db
         return db
 
-    def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float) -> None:
+    def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float, reclaimed: int) -> None:
         zone = entry.zone
-        cdb = self._zdb(txn, CACHE, zone, create=True)
+        # Below the reclaimed position, a purge already applied to the disk may cover the entry
+        # (its fetch began before the purge, or memory evicted it after the purge's disk job) and
+        # would not be replayed after a restart: not written (see the module rules).
+        cdb = None if entry.stored_seq < reclaimed else self._zdb(txn, CACHE, zone, create=True)
         if cdb is None:
             self.stats.dropped += 1
+            if type(entry) is ChunkedEntry:
+                self._delete_chunks(txn, entry.object_id)
             return
         host = host_of(entry.key)
         if (self._new_hosts.get(host) or self._hosts.get(host)) != zone:
@@ -836,6 +987,8 @@ class DiskStore:
         self._insert(txn, cdb, CACHE, zone, kb, encode_entry(entry, 0.0), entry)
         self._place(txn, cdb, kb)
         self.stats.writes += 1
+        # A large object never enters the reserve (store/chunked.py): its chunks have one owner.
+        reserve = reserve and type(entry) is not ChunkedEntry
         rdb = self._zdb(txn, RESERVE, zone, create=True) if reserve else None
         if rdb is not None:
             self._remove(txn, RESERVE, zone, kb, keep_vary=True)
@@ -850,7 +1003,12 @@ class DiskStore:
         txn.put(seq_row(entry.stored_seq, kb), b"", db=db)
         for tag in entry.tags:
             txn.put(tag_row(tag, kb), b"", db=db)
-        self._account(area, zone, len(record), 1)
+        extra = 0
+        if type(entry) is ChunkedEntry:
+            txn.put(LARGE + kb, entry.object_id, db=db)
+            txn.put(entry.object_id, handle(area, zone, kb), db=self._chunks)
+            extra = entry.length
+        self._account(area, zone, len(record) + extra, 1)
 
     def _delete_key(self, txn: lmdb.Transaction, key: str) -> None:
         zone = self._writer_zone_of(key)
@@ -925,6 +1083,10 @@ class DiskStore:
             rec, size = known
         entry = rec.entry
         txn.delete(ENTRY + kb, db=db)
+        if type(entry) is ChunkedEntry:
+            txn.delete(LARGE + kb, db=db)
+            self._delete_chunks(txn, entry.object_id)
+            size += entry.length
         txn.delete(seq_row(entry.stored_seq, kb), db=db)
         for tag in entry.tags:
             txn.delete(tag_row(tag, kb), db=db)
@@ -967,20 +1129,42 @@ class DiskStore:
             if d:
                 self._meta_put(txn, name, self._stored(txn, name) + d)
 
-    def _touch(self, txn: lmdb.Transaction, area: bytes, key: str, now: float) -> None:
-        zone = self._writer_zone_of(key)
-        if zone is None:
-            return
-        db = self._zdb(txn, area, zone, create=False)
+    def _renew(self, txn: lmdb.Transaction, renewals: set[tuple[bytes, str]], now: float) -> None:
+        """Renew the records read from disk since the last renewal: a disk-cache record moves to the
+        most recent end of the order if it is among the oldest ``1/RENEW_OLDEST``, a reserve record's
+        retention starts again (``_touch``). The clock and the count are read once per batch."""
+        clock = start = self._meta_get(txn, b"clock")
+        count = self._meta_get(txn, b"count:c")
+        young = count - count // RENEW_OLDEST
+        unpack, pack = U64.unpack, U64.pack
+        for area, key in renewals:
+            zone = self._writer_zone_of(key)
+            if zone is None:
+                continue
+            if area != CACHE:
+                self._touch(txn, zone, key, now)
+                continue
+            db = self._zdb(txn, CACHE, zone, create=False)
+            if db is None:
+                continue
+            kb = key_bytes(key)
+            old = txn.get(TICK + kb, db=db)
+            if old is None or clock - unpack(old)[0] < young:
+                continue
+            txn.delete(ORDER + bytes(old) + kb, db=db)
+            clock += 1
+            packed = pack(clock)
+            txn.put(TICK + kb, packed, db=db)
+            txn.put(ORDER + packed + kb, b"", db=db)
+        if clock != start:
+            self._meta_put(txn, b"clock", clock)
+
+    def _touch(self, txn: lmdb.Transaction, zone: str, key: str, now: float) -> None:
+        """Start a reserve record's retention again."""
+        db = self._zdb(txn, RESERVE, zone, create=False)
         if db is None:
             return
         kb = key_bytes(key)
-        if area == CACHE:
-            old = txn.get(TICK + kb, db=db)
-            if old is not None:
-                txn.delete(ORDER + bytes(old) + kb, db=db)
-                self._place(txn, db, kb)
-            return
         raw = txn.get(ENTRY + kb, db=db)
         if raw is None:
             return
@@ -998,16 +1182,6 @@ class DiskStore:
         packed = U64.pack(tick)
         txn.put(TICK + kb, packed, db=db)
         txn.put(ORDER + packed + kb, b"", db=db)
-
-    def _recent(self, txn: lmdb.Transaction, kb: bytes) -> bool:
-        """Whether a disk-cache record is in the most recent half of the eviction order (``txn``
-        reads the record's disk-cache database by default)."""
-        tick = txn.get(TICK + kb)
-        clock = txn.get(b"clock", db=self._meta)
-        count = txn.get(b"count:c", db=self._meta)
-        if tick is None or clock is None or count is None:
-            return False
-        return bool(INT.unpack(clock)[0] - U64.unpack(tick)[0] < INT.unpack(count)[0] // 2)
 
     def _zone_dbs(self, area: bytes) -> list[tuple[str, Any]]:
         return [(zone, db) for (a, zone), db in {**self._dbs, **self._new_dbs}.items() if a == area]
@@ -1032,7 +1206,7 @@ class DiskStore:
                 zone, db, cur = cursors[i]
                 kb = k[_ORDER_AT:]
                 raw = txn.get(ENTRY + kb, db=db)
-                used -= 0 if raw is None else len(raw)
+                used -= 0 if raw is None else len(raw) + large_bytes(raw)
                 victims.append((zone, kb))
                 if cur.next() and bytes(cur.key()[:1]) == ORDER:
                     heapq.heapreplace(heads, (bytes(cur.key()), i))
@@ -1099,14 +1273,17 @@ class DiskStore:
             db = self._zdb(txn, a, zone, create=False)
             names = (b"used:c:" + z, b"count:c:" + z) if a == CACHE else (b"used:r:" + z, b"count:r:" + z)
             used, count = (self._meta_get(txn, n) for n in names)
+            if a == CACHE:
+                self._drop_large(txn, db, {k for k, _ in rows if k[:1] == LARGE})
             txn.drop(db, delete=False)
             self._account(a, zone, -used, -count)
             kept_bytes = 0
             for k, v in rows:
                 txn.put(k, v, db=db)
                 if k[:1] == ENTRY:
-                    kept_bytes += len(v)
-                    self._account(a, zone, len(v), 1)
+                    size = len(v) + large_bytes(v)
+                    kept_bytes += size
+                    self._account(a, zone, size, 1)
                     if a == CACHE:
                         self._place(txn, db, k[len(ENTRY) :])
             removed[a] = count - sum(1 for k, _ in rows if k[:1] == ENTRY)
@@ -1150,6 +1327,8 @@ class DiskStore:
             except (struct.error, UnicodeDecodeError):
                 continue
             rows.extend((tag_row(t, kb), b"") for t in rec.entry.tags)
+            if type(rec.entry) is ChunkedEntry:
+                rows.append((LARGE + kb, rec.entry.object_id))
             if rec.reserve_expires:
                 rows.append((expiry_row(rec.reserve_expires, kb), b""))
             for base in _bases(rec.entry.key):
@@ -1158,6 +1337,18 @@ class DiskStore:
                 if names is not None:
                     rows.append((vk, bytes(names)))
         return rows
+
+    def _drop_large(self, txn: lmdb.Transaction, db: Any, kept: set[bytes]) -> None:
+        """Delete the chunks of the large objects in a disk-cache database about to be dropped,
+        except those of the records it keeps (their ``g`` rows in ``kept``)."""
+        cur = txn.cursor(db=db)
+        if not cur.set_range(LARGE):
+            return
+        for k, v in cur.iternext():
+            if bytes(k[:1]) != LARGE:
+                break
+            if bytes(k) not in kept:
+                self._delete_chunks(txn, bytes(v))
 
     def _credited(self, snapshot: lmdb.Transaction, db: Any, zone: str, before: int) -> int:
         """Disk-cache records of ``zone`` (in ``db``) stored before ``before`` that a lookup had

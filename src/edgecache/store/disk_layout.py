@@ -8,7 +8,13 @@ Rules of this module (pure encoding, no LMDB calls; the store is ``store/disk.py
   ``e`` + key → the record; ``t`` + tag digest + key → tag index; ``s`` + stored_seq + key → the
   records by ledger position (what a purge of everything keeps: those stored after it);
   ``k`` + key → tick and ``o`` + tick + key (disk cache: the eviction order); ``x`` + expiry + key
-  (reserve: the retention order); ``v`` + base key → Vary names (disk cache database only).
+  (reserve: the retention order); ``v`` + base key → Vary names (disk cache database only);
+  ``g`` + key → object id (disk cache only: the zone's large objects, so that removing the zone
+  whole finds their chunks without reading every record).
+- ``chunks`` (one database for the environment) holds large objects' bytes under ``object id +
+  chunk number``, and ``object id`` → the handle of the record pointing to them
+  (``store/chunked.py``); a large object's record holds a manifest in place of the body and has
+  ``_F_CHUNKED`` set.
 - ``meta`` holds the counters (global and per zone), the clock, ``reclaimed_upto``, ``layout`` (this
   module's ``LAYOUT``) and ``host:<host>`` → zone: the hit path knows the URL, not the zone, and a
   key's host names its zone (zones own distinct hostnames).
@@ -24,6 +30,7 @@ import math
 import struct
 from dataclasses import dataclass
 
+from edgecache.store.chunked import MANIFEST, ChunkedEntry, chunked_from
 from edgecache.store.entry import Entry
 
 LAYOUT = 2
@@ -46,6 +53,7 @@ TICK = b"k"
 ORDER = b"o"
 EXPIRY = b"x"
 VARY = b"v"
+LARGE = b"g"
 
 REC = struct.Struct("<HqdddddddBHIHI")
 """status, stored_seq, response_time, initial_age, freshness_lifetime, swr, sie,
@@ -55,6 +63,9 @@ _F_MUST_REVALIDATE = 1
 _F_NO_CACHE = 2
 _F_AUTH_OK = 4
 _F_LENGTH_KNOWN = 8
+_F_CHUNKED = 16
+"""The body is a large object's manifest (``store/chunked.py``)."""
+_FLAGS_AT = struct.calcsize("<Hqddddddd")
 U64 = struct.Struct(">Q")
 """Big-endian, so that ticks, expiries and positions sort as numbers."""
 INT = struct.Struct("<q")
@@ -129,6 +140,7 @@ def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
         | (_F_NO_CACHE if entry.no_cache else 0)
         | (_F_AUTH_OK if entry.auth_ok else 0)
         | (_F_LENGTH_KNOWN if entry.length_known else 0)
+        | (_F_CHUNKED if type(entry) is ChunkedEntry else 0)
     )
     return b"".join(
         (
@@ -152,7 +164,7 @@ def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
             key,
             tags,
             entry.head,
-            entry.body,
+            entry.manifest if type(entry) is ChunkedEntry else entry.body,
         )
     )
 
@@ -198,4 +210,70 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
         length_known=bool(flags & _F_LENGTH_KNOWN),
         stale_since=None if math.isnan(stale) else stale,
     )
+    if flags & _F_CHUNKED:
+        entry = chunked_from(entry, view[p:])
     return Record(entry, rexp)
+
+
+def decode_hit(raw: bytes | memoryview, key: str, raw_key: bytes) -> Record | None:
+    """The record of ``key`` as the hit path needs it, or None when the record is another key's (a
+    long key's digest collided): the key is compared as bytes, never decoded, and the head and
+    body are the only copies taken from ``raw`` (raises as ``decode_entry``)."""
+    status, seq, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = REC.unpack_from(raw)
+    view = memoryview(raw)
+    p = REC.size + lz
+    q = p + lk
+    if view[p:q] != raw_key:
+        return None
+    zone_raw = bytes(view[REC.size : p])
+    zone = _ZONE_NAMES.get(zone_raw)
+    if zone is None:
+        zone = _zone_name(zone_raw)
+    h = q + lt
+    # Positional: with keywords, building the entry cost more than the rest of the decoding.
+    entry = Entry(
+        zone,
+        key,
+        status,
+        bytes(view[h : h + lh]),
+        bytes(view[h + lh :]),
+        tuple(str(view[q:h], "utf-8").split("\x00")) if lt else (),
+        seq,
+        rtime,
+        iage,
+        life,
+        swr,
+        sie,
+        bool(flags & _F_MUST_REVALIDATE),
+        bool(flags & _F_NO_CACHE),
+        bool(flags & _F_AUTH_OK),
+        bool(flags & _F_LENGTH_KNOWN),
+        None if math.isnan(stale) else stale,
+    )
+    if flags & _F_CHUNKED:
+        entry = chunked_from(entry, view[h + lh :])
+    return Record(entry, rexp)
+
+
+_ZONE_NAMES: dict[bytes, str] = {}
+"""Zone ids as read from records, decoded once (there are few)."""
+
+
+def _zone_name(raw: bytes) -> str:
+    name = raw.decode()
+    if len(_ZONE_NAMES) >= 4096:
+        _ZONE_NAMES.clear()
+    _ZONE_NAMES[raw] = name
+    return name
+
+
+def large_bytes(raw: bytes | memoryview) -> int:
+    """The chunk bytes a record stands for beyond itself (0 unless it is a large object's)."""
+    if not is_chunked(raw):
+        return 0
+    return int(MANIFEST.unpack_from(raw, len(raw) - MANIFEST.size)[0])
+
+
+def is_chunked(raw: bytes | memoryview) -> bool:
+    """Whether a record is a large object's (an unreadable, too short one is not)."""
+    return len(raw) >= REC.size + MANIFEST.size and bool(raw[_FLAGS_AT] & _F_CHUNKED)
