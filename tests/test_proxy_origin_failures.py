@@ -311,8 +311,7 @@ def test_100_continue_from_the_origin_reaches_only_clients_that_expect_it(stack:
     def handler(sock: socket.socket, n: int) -> None:
         while read_request(sock) is not None:
             sock.sendall(
-                b"HTTP/1.1 100 Continue\r\n\r\n"
-                b"HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated"
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated"
             )
 
     with raw_origin(handler) as origin, stack.origin_at(origin.url):

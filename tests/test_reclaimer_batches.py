@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 from edgecache.edge.reclaimer import Reclaimer
+from edgecache.edge.writeback import still_valid
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Everything, Mode, Purge, Selector, Url
 from edgecache.store.chain import TierChain
@@ -38,10 +39,14 @@ def test_a_gathered_batch_with_two_zone_removals_acknowledges_each_purge(tmp_pat
 
     async def go() -> None:
         disk = DiskStore(tmp_path, budget=1 << 30, position=0, map_size=1 << 28)
-        tiers = TierChain(
-            MemoryTier(1 << 24), disk, reserve_on=lambda zone: False, reserve_eligible=lambda e: False
-        )
         index = EpochIndex()
+        tiers = TierChain(
+            MemoryTier(1 << 24),
+            disk,
+            reserve_on=lambda zone: False,
+            reserve_eligible=lambda e: False,
+            still_valid=still_valid(index),
+        )
         rec = Reclaimer(
             tiers,
             index,

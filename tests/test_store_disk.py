@@ -365,7 +365,9 @@ def test_a_zone_wipe_removes_what_predates_it_and_every_index_row(tmp_path: Path
     # Both areas' records of "later" and "other", the disk-cache record of "kept".
     left = sorted(["http://g/other", "http://g/other", "http://h/kept", later.key, later.key])
     assert sorted(e.key for e in store) == left
-    assert scan(store, lambda v: v.scan_tag("z", "a", None, 100)) == sorted([later.key, later.key, "http://h/kept"])
+    assert scan(store, lambda v: v.scan_tag("z", "a", None, 100)) == sorted(
+        [later.key, later.key, "http://h/kept"]
+    )
     assert store.vary("http://h/later") == ("accept",) and store.vary("http://h/gone") is None
     # later (c, r), kept (c), other (c, r): 5 records, each with a seq row and one tag row; 3 in
     # eviction order (tick and order rows), 2 in a retention order; one Vary row.

@@ -75,6 +75,7 @@ from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
 
+
 def origin_client(limits: Limits) -> OriginClient:
     """The origin client the limits describe (timeouts, pool bounds, the CAs trusted for https)."""
     context = None

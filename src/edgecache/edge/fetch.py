@@ -427,8 +427,11 @@ class Fetch:
 
     @property
     def _whole_206(self) -> bool:
-        return self.status == 206 and self.content_range is not None and self.content_range[0] == 0 and (
-            self.content_range[1] == self.content_range[2] - 1
+        return (
+            self.status == 206
+            and self.content_range is not None
+            and self.content_range[0] == 0
+            and (self.content_range[1] == self.content_range[2] - 1)
         )
 
     def _store_large(self, response_time: float) -> None:

@@ -406,9 +406,7 @@ class Proxy:
         status = entry.status
         if not req.plain:
             headers = req.headers
-            if any(h in headers for h in CONDITIONAL) and self._precondition_failed(
-                req, conn, entry, fields
-            ):
+            if any(h in headers for h in CONDITIONAL) and self._precondition_failed(req, conn, entry, fields):
                 return
             if_range = headers.get("if-range")
             if (

@@ -1115,9 +1115,13 @@ class DiskStore:
         # Summed in memory and written once per transaction (``_write_counts``): meta updates per
         # record would double the cost of a removal.
         z = zone.encode()
-        names = (b"used:c", b"count:c", b"used:c:" + z, b"count:c:" + z) if area == CACHE else (
-            b"used:r:" + z,
-            b"count:r:" + z,
+        names = (
+            (b"used:c", b"count:c", b"used:c:" + z, b"count:c:" + z)
+            if area == CACHE
+            else (
+                b"used:r:" + z,
+                b"count:r:" + z,
+            )
         )
         delta = self._delta
         for i, name in enumerate(names):
