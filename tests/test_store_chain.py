@@ -3,6 +3,7 @@ a memory miss reads from disk."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +89,20 @@ def test_a_memory_miss_reads_vary_and_record_in_one_go(chain: TierChain) -> None
     assert chain.vary("http://h/plain") is None
     chain.delete("http://h/plain")
     assert chain.get("http://h/plain") is None
+
+
+def test_an_eviction_while_the_fill_waits_for_the_writer_is_not_written_twice(chain: TierChain) -> None:
+    # Hold the writer with a job, so that the fills' puts stay queued while memory evicts them.
+    release = threading.Event()
+
+    def hold(view: object) -> bool:
+        release.wait(10)
+        return True
+
+    chain.disk.run_job(hold)
+    for i in range(400):
+        chain.put(make(f"http://h/held/{i}", size=8192))  # 3.2 MB through a 1 MiB memory tier
+    assert chain.memory.evictions > 0
+    release.set()
+    assert chain.disk.flush(10)
+    assert chain.disk.stats.writes == 400, "each record written once, not again at its eviction"

@@ -438,6 +438,9 @@ class DiskStore:
         self._queued = 0
         self._hidden: Counter[str] = Counter()
         self._hidden_primaries: Counter[str] = Counter()
+        self._pending: Counter[str] = Counter()
+        """Keys with a put still queued: ``has`` counts them as held, so that a memory eviction
+        does not queue the same record a second time while the first is waiting for the writer."""
         """The subset of ``_hidden`` queued by ``delete_primary`` (all variants go)."""
         self._delta: dict[bytes, int] = {}
         """Counter changes of the writer's open transaction (see ``_account``)."""
@@ -636,9 +639,11 @@ class DiskStore:
         return rec, area
 
     def has(self, key: str) -> bool:
-        """Whether the disk cache holds a record under ``key``; a key with a delete still queued
-        counts as held, so that nothing is written back over a pending removal."""
+        """Whether the disk cache holds a record under ``key``; a key with a delete or a put still
+        queued counts as held, so that nothing is written back over a pending removal, nor twice."""
         if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
+            return True
+        if key in self._pending:
             return True
         zone = self._zone_of(key)
         db = None if zone is None else self._dbs.get((CACHE, zone))
@@ -710,6 +715,8 @@ class DiskStore:
         if self._queued >= MAX_QUEUED:
             self.stats.dropped += 1
             return
+        with self._lock:
+            self._pending[entry.key] += 1
         self._enqueue(("put", entry, reserve))
 
     def delete(self, key: str) -> None:
@@ -850,6 +857,11 @@ class DiskStore:
             with self._idle:
                 self._queued -= len(batch)
                 for op in batch:
+                    if op[0] == "put":
+                        key = op[1].key
+                        self._pending[key] -= 1
+                        if self._pending[key] <= 0:
+                            del self._pending[key]
                     if op[0] in ("del", "delprimary"):
                         self._hidden[op[1]] -= 1
                         if self._hidden[op[1]] <= 0:
