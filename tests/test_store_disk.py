@@ -291,6 +291,32 @@ def test_two_processes_share_the_store(tmp_path: Path) -> None:
     store.close()
 
 
+_FIRST_WRITER = """
+import sys
+from pathlib import Path
+from edgecache.store.disk import DiskStore
+from edgecache.store.entry import Entry
+
+store = DiskStore(Path(sys.argv[1]), budget=1 << 30, position=0, map_size=1 << 28, zones=("y",))
+store.put(Entry("y", "http://y/new", 200, b"", b"written there", (), 0, 0.0, 0.0, 60.0))
+assert store.flush(10)
+store.close()
+"""
+
+
+def test_a_zone_another_process_writes_first_is_readable_here_on_the_first_lookup(tmp_path: Path) -> None:
+    """Both processes open the configured zone at start: the object the other process stored is a
+    hit here at once, not after one miss (which, with worker processes, was an origin fetch)."""
+    store = open_store(tmp_path, zones=("y",))
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_WRITER, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    found = store.get("http://y/new")
+    assert found is not None and found[0].body == b"written there"
+    store.close()
+
+
 def test_a_purge_that_removes_nothing_writes_its_position_with_the_next_write(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     store.put(make("http://h/a", tags=("t",)))  # stored at 3

@@ -239,6 +239,7 @@ class Node:
             position=position,
             reserve_budget=lambda zone: reserve[zone].budget_bytes if zone in reserve else 0,
             reserve_retention=lambda zone: reserve[zone].retention_days * 86400.0 if zone in reserve else 0.0,
+            zones=list(reserve),
         )
 
     def _run_reserve_clear(self, zone_id: str, progress: JobProgress) -> Future[None]:

@@ -15,8 +15,10 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   looks for it. A delete is hidden from readers from the moment it is enqueued.
 - Indexes live in the record's own database, maintained in the same transaction as the record, never
   rebuilt at start. Only the writer opens databases (LMDB allows one opener at a time in a process);
-  a database is published to readers once the transaction that created it has committed. A zone
-  created by another process is opened when this process first misses on it (the writer is asked to).
+  a database is published to readers once the transaction that created it has committed. The
+  configured zones' databases are opened (created if new) at start, before the writer runs, so a
+  record another worker process stored is a hit here from the first lookup; a zone outside them is
+  opened when this process first misses on it (the writer is asked to).
 - Eviction in the disk cache is least-recently-used by a logical clock shared by the zones (each
   zone's ``o`` rows are merged): a record's position is renewed when it is read from disk (a
   memory-tier miss), if it is among the oldest ``1/RENEW_OLDEST`` of the order (the writer decides,
@@ -59,7 +61,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,10 +405,13 @@ class DiskStore:
         map_size: int | None = None,
         reserve_budget: Callable[[str], int] = lambda zone: 0,
         reserve_retention: Callable[[str], float] = lambda zone: 30 * 86400.0,
+        zones: Iterable[str] = (),
     ) -> None:
         """Open (or create) the store at ``path``. ``position`` is the purge-ledger position to
         record as reclaimed when the store is new (nothing on disk predates it), or was written in
-        another layout (it is emptied: see ``_open_layout``)."""
+        another layout (it is emptied: see ``_open_layout``). ``zones``: the configured zones,
+        whose databases are opened (created when new) at once, so that what another process
+        writes for them is readable here from its first lookup."""
         path.mkdir(parents=True, exist_ok=True)
         self.budget = budget
         self._reserve_budget = reserve_budget
@@ -433,7 +438,7 @@ class DiskStore:
         """Host rows written in the writer's open transaction, published when it commits."""
         self._chunks: Any = None
         """Large objects' chunks (``store/chunked.py``), and each object id → its record's handle."""
-        self._meta = self._open_layout(position)
+        self._meta = self._open_layout(position, zones)
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._queued = 0
         self._hidden: Counter[str] = Counter()
@@ -460,7 +465,7 @@ class DiskStore:
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
         self._thread.start()
 
-    def _open_layout(self, position: int) -> Any:
+    def _open_layout(self, position: int, zones: Iterable[str]) -> Any:
         """Open the meta database and every zone's, after bringing the layout to ``LAYOUT``.
 
         A store in another layout (or none: a new one) is emptied, not converted: it is a cache, a
@@ -493,6 +498,13 @@ class DiskStore:
                 name = bytes(raw)
                 if name[1:2] == b"/" and name[:1] in AREAS:
                     self._dbs[(name[:1], name[2:].decode())] = env.open_db(name, txn=txn)
+            for zone in zones:
+                for area in AREAS:
+                    if (area, zone) not in self._dbs:
+                        try:
+                            self._dbs[(area, zone)] = env.open_db(db_name(area, zone), txn=txn)
+                        except lmdb.DbsFullError:
+                            log.error("disk tier: no room for zone %s (%d zones at most)", zone, MAX_ZONES)
             self._cache_dbs = {zone: db for (area, zone), db in self._dbs.items() if area == CACHE}
             cur = txn.cursor(db=meta)
             if cur.set_range(b"host:"):
