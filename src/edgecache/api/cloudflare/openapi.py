@@ -62,40 +62,47 @@ _MESSAGE = {
     "required": ["code", "message"],
     "properties": {"code": {"type": "integer", "minimum": 1000}, "message": {"type": "string"}},
 }
-_FAILURE = {
-    "type": "object",
-    "required": ["success", "errors", "messages", "result"],
-    "properties": {
-        "success": {"const": False},
-        "errors": {"type": "array", "items": _MESSAGE, "minItems": 1},
-        "messages": {"type": "array", "items": _MESSAGE},
-        "result": {"type": "null"},
-    },
-}
-_PURGE_SUCCESS = {
-    "type": "object",
-    "required": ["success", "errors", "messages", "result"],
-    "properties": {
-        "success": {"const": True},
-        "errors": {"type": "array", "items": _MESSAGE},
-        "messages": {"type": "array", "items": _MESSAGE},
-        "result": {
-            "type": "object",
-            "required": ["id"],
-            "properties": {"id": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "Job id"}},
+
+
+def _envelope(success: bool, result: dict[str, Any]) -> dict[str, Any]:
+    """The v4 envelope's schema: a failure has at least one error and a null result."""
+    errors: dict[str, Any] = {"type": "array", "items": _MESSAGE}
+    if not success:
+        errors["minItems"] = 1
+    return {
+        "type": "object",
+        "required": ["success", "errors", "messages", "result"],
+        "properties": {
+            "success": {"const": success},
+            "errors": errors,
+            "messages": {"type": "array", "items": _MESSAGE},
+            "result": result,
         },
+    }
+
+
+_FAILURE = _envelope(False, {"type": "null"})
+_SUCCESS = _envelope(True, {})
+_PURGE_SUCCESS = _envelope(
+    True,
+    {
+        "type": "object",
+        "required": ["id"],
+        "properties": {"id": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "Job id"}},
     },
-}
+)
+SECURITY: list[dict[str, list[str]]] = [{"api_token": []}, {"api_email": [], "api_key": []}]
+
+
+def _failure(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": _FAILURE}}}
 
 
 def _operation(summary: str, description: str) -> dict[str, Any]:
-    def failure(text: str) -> dict[str, Any]:
-        return {"description": text, "content": {"application/json": {"schema": _FAILURE}}}
-
     return {
         "summary": summary,
         "description": description,
-        "security": [{"api_token": []}, {"api_email": [], "api_key": []}],
+        "security": SECURITY,
         "parameters": [
             {
                 "name": "zone_id",
@@ -110,27 +117,16 @@ def _operation(summary: str, description: str) -> dict[str, Any]:
                 "description": "Accepted: durable and in effect on this node",
                 "content": {"application/json": {"schema": _PURGE_SUCCESS}},
             },
-            "400": failure(
+            "400": _failure(
                 "Invalid request: 6003/6007/9106 headers and JSON; 1012/1013/1014/1092 body shape; "
                 "1094/1101/1111 too many items; 1100 tag; 1114/1115 host or prefix; 1082 URL outside "
                 "the zone; 7003/7000 unknown zone or route"
             ),
-            "403": failure("10000: unknown credential, or no Cache Purge permission for this zone"),
-            "429": failure("1134: the account's purge rate limit; see Retry-After"),
+            "403": _failure("10000: unknown credential, or no Cache Purge permission for this zone"),
+            "429": _failure("1134: the account's purge rate limit; see Retry-After"),
         },
     }
 
-
-_SUCCESS = {
-    "type": "object",
-    "required": ["success", "errors", "messages", "result"],
-    "properties": {
-        "success": {"const": True},
-        "errors": {"type": "array", "items": _MESSAGE},
-        "messages": {"type": "array", "items": _MESSAGE},
-        "result": {},
-    },
-}
 
 PURGE_DESCRIPTION = (
     "Hard purge: matched entries are deleted. Selectors: files (URLs, optionally with cache-key "
@@ -281,15 +277,12 @@ def _plain(path: str, op_id: str, summary: str, description: str, has_body: bool
         "operationId": op_id,
         "summary": summary,
         "description": description,
-        "security": [{"api_token": []}, {"api_email": [], "api_key": []}],
+        "security": SECURITY,
         "parameters": _parameters(path),
         "responses": {
             "200": {"description": "Success", "content": {"application/json": {"schema": _SUCCESS}}},
-            "400": {"description": "Invalid request", "content": {"application/json": {"schema": _FAILURE}}},
-            "403": {
-                "description": "10000: no permission",
-                "content": {"application/json": {"schema": _FAILURE}},
-            },
+            "400": _failure("Invalid request"),
+            "403": _failure("10000: no permission"),
         },
     }
     if has_body:
