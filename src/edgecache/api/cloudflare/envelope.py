@@ -8,6 +8,7 @@ follow ``shared/reference/cloudflare-api.md`` §1.5 and §2.7.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -49,6 +50,17 @@ def success(result: Any, *, status: int = 200, result_info: dict[str, int] | Non
     if result_info is not None:
         body["result_info"] = result_info
     return web.Response(status=status, body=json.dumps(body), content_type="application/json")
+
+
+def page_info(page: int, per_page: int, count: int, total: int) -> dict[str, int]:
+    """``result_info`` of one page of a V4-paginated list (at least one page, even when empty)."""
+    return {
+        "page": page,
+        "per_page": per_page,
+        "count": count,
+        "total_count": total,
+        "total_pages": max(1, math.ceil(total / per_page)),
+    }
 
 
 def failure(err: CfError) -> web.Response:

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from edgecache.api.cloudflare.auth import authenticate, denied
-from edgecache.api.cloudflare.envelope import CfError, no_route, success
+from edgecache.api.cloudflare.envelope import CfError, no_route, page_info, success
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.control.credentials import Permission
 from edgecache.control.queue_rules import (
@@ -287,14 +287,7 @@ async def list_queues(request: web.Request) -> web.Response:
         raise _bad(10207, f"page must be at least 1 and per_page between 1 and {MAX_PER_PAGE}")
     names = request.query.getall("name", [])
     total, queues = await service.list_queues(account_id, names, page, per_page)
-    info = {
-        "page": page,
-        "per_page": per_page,
-        "count": len(queues),
-        "total_count": total,
-        "total_pages": max(1, math.ceil(total / per_page)),
-    }
-    return success([queue_json(q) for q in queues], result_info=info)
+    return success([queue_json(q) for q in queues], result_info=page_info(page, per_page, len(queues), total))
 
 
 async def get_queue(request: web.Request) -> web.Response:

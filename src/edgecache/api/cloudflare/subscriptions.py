@@ -8,13 +8,12 @@ subscription is 404.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 from aiohttp import web
 
-from edgecache.api.cloudflare.envelope import CfError, success
+from edgecache.api.cloudflare.envelope import CfError, page_info, success
 from edgecache.api.cloudflare.queues import bool_field, caller, json_body, json_object, rejected, when
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.control.queue_rules import QueueRejected
@@ -97,13 +96,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
         raise _bad(f"page must be at least 1 and per_page between 1 and {MAX_PER_PAGE}")
     service = request.app[CONTEXT_KEY].subscriptions
     total, rows = await service.list(account_id, request.query.get("queue_id"), page, per_page)
-    info = {
-        "page": page,
-        "per_page": per_page,
-        "count": len(rows),
-        "total_count": total,
-        "total_pages": max(1, math.ceil(total / per_page)),
-    }
+    info = page_info(page, per_page, len(rows), total)
     return success([subscriptionjson_body(r) for r in rows], result_info=info)
 
 
