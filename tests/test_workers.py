@@ -43,6 +43,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
+def test_an_object_one_worker_fetched_is_a_hit_for_the_other(
+    node: WorkerNode, origin: VersionedOrigin
+) -> None:
+    # First in the module, on a node that has served nothing: the other worker has never looked
+    # at this zone's disk database before it reads the object the first one stored there.
+    origin.version = 1
+    conn = node.connection()
+    try:
+        assert node.get(conn, "/shared/a")[1] == "MISS"
+    finally:
+        conn.close()
+    wait_for(lambda: node.metrics().get("edgecache_disk_write_queue") == 0)
+    answers = list(node.spread("/shared/a", at_least=1))
+    assert {cache for _, cache, _, _ in answers} == {"HIT"}
+
+
 def test_a_purge_is_in_effect_in_every_worker_before_the_api_answers(
     node: WorkerNode, origin: VersionedOrigin
 ) -> None:
