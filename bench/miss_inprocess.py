@@ -9,11 +9,14 @@ fetches the same objects itself, 50 at a time, reading each body. The figure is 
 time (user + system, `time.process_time`, so the disk tier's writer thread is in it) divided by the
 requests: nginx's CPU is not in it, and a busy neighbour slows the run without changing it much.
 The whole miss is measured twice, with the persistent (LMDB) tier on, as a node runs by default,
-and memory only, which is the miss path's own cost. Best of ``--rounds`` rounds of ``--requests``.
+and memory only, which is the miss path's own cost. With the disk tier, a round ends when the
+writer has committed its fills (``DiskStore.flush``), and the writer thread's own CPU clock gives
+its part; the records written per commit are printed. Best of ``--rounds`` rounds of ``--requests``.
 It also counts the asyncio tasks created per miss (a task factory that counts), since each one
 costs a loop iteration or more. ``--profile`` prints cProfile's top functions for one memory-only
 round (deterministic profiling inflates small functions: read it for where, not for how much);
-for a sampling profile, run ``--memory-only`` under ``py-spy record --native``.
+for a sampling profile, run ``--memory-only`` (or ``--disk-only`` with ``--threads``) under
+``py-spy record --native``.
 
 Run it against another build to compare (the harness uses only APIs both sides have):
 ``PYTHONPATH=/path/to/other/src .venv/bin/python bench/miss_inprocess.py``.
@@ -87,7 +90,9 @@ class TimedConnection(Connection):
             self.done.set_result(None)
 
 
-async def miss_path(node: Node, start: int) -> float:
+async def miss_path(node: Node, start: int) -> tuple[float, float]:
+    """CPU µs per miss of the whole process, and of the disk tier's writer thread alone (0 without
+    one), for one round of ``N`` never-seen keys."""
     server = node._data
     assert server is not None
     loop = asyncio.get_running_loop()
@@ -102,9 +107,25 @@ async def miss_path(node: Node, start: int) -> float:
             conn.data_received(b"GET /obj/%08d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % key)
             await conn.done
 
+    writer = _writer_clock(node)
     cpu = time.process_time()
+    wcpu = 0.0 if writer is None else time.clock_gettime(writer)
     await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
-    return (time.process_time() - cpu) / N * 1e6
+    if node.disk is not None:
+        # The writer's work for this round's fills belongs to this round.
+        node.disk.flush()
+    used = time.process_time() - cpu
+    wused = 0.0 if writer is None else time.clock_gettime(writer) - wcpu
+    return used / N * 1e6, wused / N * 1e6
+
+
+def _writer_clock(node: Node) -> int | None:
+    """The CPU clock of the disk tier's writer thread (None without a disk tier)."""
+    if node.disk is None:
+        return None
+    ident = node.disk._thread.ident
+    assert ident is not None
+    return time.pthread_getcpuclockid(ident)
 
 
 async def client_alone(origin_port: int, start: int) -> float:
@@ -141,8 +162,9 @@ class TaskCounter:
 
 async def whole_miss(
     origin_port: int, data_dir: Path, *, disk: bool, first: int, profile: bool
-) -> tuple[float, float, int]:
-    """Best CPU µs per miss, tasks created per miss, origin fetches, for one node configuration."""
+) -> tuple[tuple[float, float], float, int, float]:
+    """Best CPU µs per miss (with the writer thread's part of it), tasks created per miss, origin
+    fetches, and the disk tier's records written per commit, for one node configuration."""
     config = Config(
         data_dir=data_dir,
         data=Listener(port=srv.free_port()),
@@ -174,25 +196,34 @@ async def whole_miss(
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(40)
         fetches = node.stats.origin_fetches
+        per_commit = 0.0 if node.disk is None else node.disk.stats.writes / max(node.disk.stats.commits, 1)
     finally:
         loop.set_task_factory(None)
         await node.stop()
-    return min(costs), tasks, fetches
+    return min(costs), tasks, fetches, per_commit
 
 
-async def main(origin_port: int, tmp: Path, profile: bool, memory_only: bool) -> None:
-    memory, tasks, fetches = await whole_miss(
-        origin_port, tmp / "memory", disk=False, first=10**7, profile=profile
-    )
+async def main(origin_port: int, tmp: Path, profile: bool, only: str | None) -> None:
     print(f"edgecache from {Path(edgecache.__file__).parent}")
     print("| measure | CPU µs per request |")
     print("|---|---:|")
-    print(f"| whole miss, memory tier only (parse, handler, fetch, origin client, store) | {memory:.1f} |")
-    if not memory_only:
-        disk, _, more = await whole_miss(origin_port, tmp / "disk", disk=True, first=2 * 10**7, profile=False)
+    tasks, fetches = 0.0, 0
+    if only != "disk":
+        (memory, _), tasks, fetches, _ = await whole_miss(
+            origin_port, tmp / "memory", disk=False, first=10**7, profile=profile
+        )
+        what = "whole miss, memory tier only (parse, handler, fetch, origin client, store)"
+        print(f"| {what} | {memory:.1f} |")
+    if only != "memory":
+        (disk, writer), tasks, more, per_commit = await whole_miss(
+            origin_port, tmp / "disk", disk=True, first=2 * 10**7, profile=False
+        )
         fetches += more
-        alone = min([await client_alone(origin_port, (r + 5) * 10**7) for r in range(ROUNDS)])
         print(f"| whole miss, memory + disk tier (the default), writer thread included | {disk:.1f} |")
+        print(f"| of which the disk tier's writer thread (same round) | {writer:.1f} |")
+        print(f"| (records written per disk commit, over the whole run) | {per_commit:.0f} |")
+    if only is None:
+        alone = min([await client_alone(origin_port, (r + 5) * 10**7) for r in range(ROUNDS)])
         print(f"| origin client alone (request, head, body) | {alone:.1f} |")
     print(
         f"\n{tasks:.2f} asyncio tasks created per miss; {fetches:,} origin fetches by the nodes; "
@@ -209,13 +240,17 @@ def run() -> None:
     parser.add_argument(
         "--memory-only", action="store_true", help="only the memory-tier miss (e.g. under py-spy)"
     )
+    parser.add_argument(
+        "--disk-only", action="store_true", help="only the miss with the disk tier (py-spy --threads)"
+    )
     args = parser.parse_args()
     N, ROUNDS = args.requests, args.rounds
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-miss-"))
     tmp.chmod(0o755)
     origin = srv.start_origin(tmp)
     try:
-        uvloop.run(main(origin.port, tmp, args.profile, args.memory_only))
+        only = "memory" if args.memory_only else "disk" if args.disk_only else None
+        uvloop.run(main(origin.port, tmp, args.profile, only))
     finally:
         srv.stop(origin)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -742,11 +742,18 @@ class Proxy:
     def _forget_other_vary(self, base: str, vary: tuple[str, ...], primary: str) -> None:
         """When the origin changed its Vary, the variants (and parts) selected by the old fields
         are unreachable: remove them."""
-        if self.store.vary(base) == (vary or None):
+        store = self.store
+        # Only what memory lists is removed, so with nothing listed under the base key (a fill of
+        # a new URL) the Vary names are not asked for: with a disk tier, that was a disk read per fill.
+        stale = [
+            key
+            for key in store.variants(primary)
+            if key == base or key.startswith(base + VARY_SEP) or key == base + PARTIAL_SUFFIX
+        ]
+        if not stale or store.vary(base) == (vary or None):
             return
-        for key in self.store.variants(primary):
-            if key == base or key.startswith(base + VARY_SEP) or key == base + PARTIAL_SUFFIX:
-                self.store.delete(key)
+        for key in stale:
+            store.delete(key)
 
     def oldest_fetch_seq(self) -> int | None:
         """The lowest stored_seq of the origin fetches in flight, or None when there are none."""

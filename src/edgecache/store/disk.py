@@ -127,6 +127,14 @@ MAX_ZONES = 1024
 """Zones the store can hold (two named databases each; LMDB fixes the number when it opens)."""
 _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
+GROUP_WAIT = 0.01
+"""Seconds the writer waits after the first fill of a batch for more fills to share its
+transaction: the commit (two fsyncs) costs as much CPU as ten puts, so committing the fills as they
+came cost a miss more than the rest of its write. Any other change (a delete, a job, a chunk, a
+flush) ends the wait at once. An object stored by one process is readable by the others this much
+later at most, plus the batch's own write (decision 0009, addendum 2026-11-30)."""
+_FILLS = frozenset(("put", "vary"))
+"""The changes that wait for others to share their commit (see ``GROUP_WAIT``)."""
 RENEW_EVERY = 1.0
 """Seconds between the writes that renew the records read from disk."""
 RENEW_OLDEST = 8
@@ -443,12 +451,22 @@ class DiskStore:
         self._queued = 0
         self._hidden: Counter[str] = Counter()
         self._hidden_primaries: Counter[str] = Counter()
-        self._pending: Counter[str] = Counter()
+        """The subset of ``_hidden`` queued by ``delete_primary`` (all variants go)."""
+        self._pending: dict[str, int] = {}
         """Keys with a put still queued: ``has`` counts them as held, so that a memory eviction
         does not queue the same record a second time while the first is waiting for the writer."""
-        """The subset of ``_hidden`` queued by ``delete_primary`` (all variants go)."""
+        self._wake = threading.Event()
+        """Set by every change but a fill: ends the writer's wait for more fills (``GROUP_WAIT``)."""
         self._delta: dict[bytes, int] = {}
         """Counter changes of the writer's open transaction (see ``_account``)."""
+        self._seen: dict[bytes, int] = {}
+        """Counters as stored when the writer's open transaction began, read once each in it."""
+        self._count_names: dict[tuple[bytes, str], tuple[bytes, ...]] = {}
+        """The counters a record of one zone's area adds to (``_account``), named once."""
+        self._reserve_swept = 0.0
+        """When every zone's reserve was last checked for expired records (``_evict``)."""
+        self._grown: set[str] = set()
+        """Zones whose reserve grew in the writer's open transaction (``_evict`` checks them)."""
         self._reclaimed_later = 0
         """A reclaimed position not written yet (see the module rules); 0 when none."""
         self._taking: set[str] = set()
@@ -678,18 +696,18 @@ class DiskStore:
     def reclaimed_upto(self) -> int:
         """The ledger position up to which every purge is applied on disk."""
         with self.env.begin(db=self._meta) as txn:
-            return self._meta_get(txn, b"reclaimed_upto")
+            return _int(txn.get(b"reclaimed_upto"))
 
     def usage(self) -> tuple[int, int]:
         """Bytes and records in the disk cache."""
         with self.env.begin(db=self._meta) as txn:
-            return self._meta_get(txn, b"used:c"), self._meta_get(txn, b"count:c")
+            return _int(txn.get(b"used:c")), _int(txn.get(b"count:c"))
 
     def reserve_usage(self, zone: str) -> tuple[int, int]:
         """Bytes and records in one zone's reserve."""
         with self.env.begin(db=self._meta) as txn:
             z = zone.encode()
-            return self._meta_get(txn, b"used:r:" + z), self._meta_get(txn, b"count:r:" + z)
+            return _int(txn.get(b"used:r:" + z)), _int(txn.get(b"count:r:" + z))
 
     def __len__(self) -> int:
         with self.env.begin() as txn:
@@ -727,9 +745,13 @@ class DiskStore:
         if self._queued >= MAX_QUEUED:
             self.stats.dropped += 1
             return
+        key = entry.key
+        pending = self._pending
         with self._lock:
-            self._pending[entry.key] += 1
-        self._enqueue(("put", entry, reserve))
+            pending[key] = pending.get(key, 0) + 1
+            self._queued += 1
+        # A fill does not wake the writer: it waits for more of them (``GROUP_WAIT``).
+        self._queue.put(("put", entry, reserve))
 
     def delete(self, key: str) -> None:
         """Remove the entry under ``key`` from both areas (hidden from readers at once)."""
@@ -746,7 +768,9 @@ class DiskStore:
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
         """Remember the Vary field names of a base key (ignored when nothing is stored under it)."""
-        self._enqueue(("vary", base_key, names))
+        with self._lock:
+            self._queued += 1
+        self._queue.put(("vary", base_key, names))
 
     def run_job(self, job: Job) -> Future[None]:
         """Run a removal job on the writer, a step per transaction, interleaved with other changes
@@ -812,6 +836,7 @@ class DiskStore:
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the environment."""
         self._queue.put(None)
+        self._wake.set()
         self._thread.join()
         self.env.close()
 
@@ -819,30 +844,40 @@ class DiskStore:
         with self._lock:
             self._queued += 1
         self._queue.put(op)
+        self._wake.set()
 
     # -- the writer thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
         stopping = False
+        get, get_nowait = self._queue.get, self._queue.get_nowait
         while not stopping:
             try:
-                op: tuple[Any, ...] | None = self._queue.get(timeout=RENEW_EVERY)
+                op: tuple[Any, ...] | None = get(timeout=RENEW_EVERY)
             except queue.Empty:
                 if self._renewals:
                     self._write_batch([])
                 continue
+            if op is not None and op[0] in _FILLS and self._queued < _MAX_BATCH_OPS:
+                # More fills share this transaction's commit (``GROUP_WAIT``); a change of any other
+                # kind, or a full batch already queued, does not wait.
+                self._wake.wait(GROUP_WAIT)
+            # Cleared before the queue is drained: a change queued after this is in the batch or
+            # wakes the next wait.
+            self._wake.clear()
             batch: list[tuple[Any, ...]] = []
             size = 0
             while op is not None:
                 batch.append(op)
-                if op[0] == "put":
+                kind = op[0]
+                if kind == "put":
                     size += len(op[1].body)
-                elif op[0] == "chunk":
+                elif kind == "chunk":
                     size += len(op[3])
                 if len(batch) >= _MAX_BATCH_OPS or size >= _MAX_BATCH_BYTES:
                     break
                 try:
-                    op = self._queue.get_nowait()
+                    op = get_nowait()
                 except queue.Empty:
                     break
             if op is None:
@@ -850,6 +885,7 @@ class DiskStore:
             self._write_batch(batch)
         if self._reclaimed_later:
             with self.env.begin(write=True) as txn:
+                self._seen = {}
                 self._write_reclaimed_later(txn)
 
     def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
@@ -866,22 +902,26 @@ class DiskStore:
                 if op[0] == "chunk":
                     op[4].set_result(None)
         finally:
+            pending = self._pending
             with self._idle:
                 self._queued -= len(batch)
                 for op in batch:
-                    if op[0] == "put":
+                    kind = op[0]
+                    if kind == "put":
                         key = op[1].key
-                        self._pending[key] -= 1
-                        if self._pending[key] <= 0:
-                            del self._pending[key]
-                    if op[0] in ("del", "delprimary"):
+                        n = pending[key] - 1
+                        if n > 0:
+                            pending[key] = n
+                        else:
+                            del pending[key]
+                    elif kind == "del" or kind == "delprimary":
                         self._hidden[op[1]] -= 1
                         if self._hidden[op[1]] <= 0:
                             del self._hidden[op[1]]
-                    if op[0] == "delprimary":
-                        self._hidden_primaries[op[1]] -= 1
-                        if self._hidden_primaries[op[1]] <= 0:
-                            del self._hidden_primaries[op[1]]
+                        if kind == "delprimary":
+                            self._hidden_primaries[op[1]] -= 1
+                            if self._hidden_primaries[op[1]] <= 0:
+                                del self._hidden_primaries[op[1]]
                 self._idle.notify_all()
 
     def _apply(self, batch: list[tuple[Any, ...]]) -> None:
@@ -901,14 +941,16 @@ class DiskStore:
             return
         try:
             with self.env.begin(write=True) as txn:
+                self._seen, self._grown = {}, set()
                 now = time.time()
                 reclaimed = max(self._stored(txn, b"reclaimed_upto"), self._reclaimed_later)
                 if renewals:
                     self._renew(txn, renewals, now)
+                put = self._put
                 for op in batch:
                     kind = op[0]
                     if kind == "put":
-                        self._put(txn, op[1], op[2], now, reclaimed)
+                        put(txn, op[1], op[2], now, reclaimed)
                     elif kind == "del":
                         self._delete_key(txn, op[1])
                     elif kind == "delprimary":
@@ -927,8 +969,6 @@ class DiskStore:
                         jobs.append(op)
                 if len(jobs) < len(batch):
                     self._write_reclaimed_later(txn)
-                # Written before evicting too: eviction reads the counters.
-                self._write_counts(txn)
                 self._evict(txn, now)
                 self._write_counts(txn)
             self._publish()
@@ -942,6 +982,7 @@ class DiskStore:
         self._delta = {}
         try:
             with self.env.begin(write=True) as txn:
+                self._seen = {}
                 view = WriteView(self, txn)
                 done = job(view)
                 self._write_counts(txn)
@@ -1002,12 +1043,12 @@ class DiskStore:
             if type(entry) is ChunkedEntry:
                 self._delete_chunks(txn, entry.object_id)
             return
-        host = host_of(entry.key)
+        key = entry.key
+        host = host_of(key)
         if (self._new_hosts.get(host) or self._hosts.get(host)) != zone:
             txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
             self._new_hosts[host] = zone
-        kb = key_bytes(entry.key)
-        self._remove(txn, CACHE, zone, kb, keep_vary=True)
+        kb = key_bytes(key)
         self._insert(txn, cdb, CACHE, zone, kb, encode_entry(entry, 0.0), entry)
         self._place(txn, cdb, kb)
         self.stats.writes += 1
@@ -1015,7 +1056,6 @@ class DiskStore:
         reserve = reserve and type(entry) is not ChunkedEntry
         rdb = self._zdb(txn, RESERVE, zone, create=True) if reserve else None
         if rdb is not None:
-            self._remove(txn, RESERVE, zone, kb, keep_vary=True)
             expires = now + self._reserve_retention(zone)
             self._insert(txn, rdb, RESERVE, zone, kb, encode_entry(entry, expires), entry)
             txn.put(expiry_row(expires, kb), b"", db=rdb)
@@ -1023,7 +1063,14 @@ class DiskStore:
     def _insert(
         self, txn: lmdb.Transaction, db: Any, area: bytes, zone: str, kb: bytes, record: bytes, entry: Entry
     ) -> None:
-        txn.put(ENTRY + kb, record, db=db)
+        """Write a record and its index rows, replacing the key's record in that area if there is one
+        (its index rows go, its Vary names stay: the new record is under the same base key)."""
+        ek = ENTRY + kb
+        # Tried without overwriting: for a new key (the usual fill) that is the one call, where
+        # reading first for a record to replace was a second.
+        if not txn.put(ek, record, db=db, overwrite=False):
+            self._remove(txn, area, zone, kb, keep_vary=True)
+            txn.put(ek, record, db=db)
         txn.put(seq_row(entry.stored_seq, kb), b"", db=db)
         for tag in entry.tags:
             txn.put(tag_row(tag, kb), b"", db=db)
@@ -1138,18 +1185,20 @@ class DiskStore:
     def _account(self, area: bytes, zone: str, size: int, count: int) -> None:
         # Summed in memory and written once per transaction (``_write_counts``): meta updates per
         # record would double the cost of a removal.
-        z = zone.encode()
-        names = (
-            (b"used:c", b"count:c", b"used:c:" + z, b"count:c:" + z)
-            if area == CACHE
-            else (
-                b"used:r:" + z,
-                b"count:r:" + z,
+        names = self._count_names.get((area, zone))
+        if names is None:
+            z = zone.encode()
+            names = (
+                (b"used:c", b"count:c", b"used:c:" + z, b"count:c:" + z)
+                if area == CACHE
+                else (b"used:r:" + z, b"count:r:" + z)
             )
-        )
+            self._count_names[(area, zone)] = names
         delta = self._delta
         for i, name in enumerate(names):
             delta[name] = delta.get(name, 0) + (size if i % 2 == 0 else count)
+        if area == RESERVE and size > 0:
+            self._grown.add(zone)
 
     def _write_counts(self, txn: lmdb.Transaction) -> None:
         delta, self._delta = self._delta, {}
@@ -1185,7 +1234,7 @@ class DiskStore:
             txn.put(TICK + kb, packed, db=db)
             txn.put(ORDER + packed + kb, b"", db=db)
         if clock != start:
-            self._meta_put(txn, b"clock", clock)
+            self._delta[b"clock"] = self._delta.get(b"clock", 0) + clock - start
 
     def _touch(self, txn: lmdb.Transaction, zone: str, key: str, now: float) -> None:
         """Start a reserve record's retention again."""
@@ -1205,9 +1254,10 @@ class DiskStore:
     def _place(self, txn: lmdb.Transaction, db: Any, kb: bytes) -> None:
         """Put a disk-cache record at the most recent end of the eviction order. The order lives
         beside the record (``k``, ``o`` rows), so renewing it never rewrites the record."""
-        tick = self._meta_get(txn, b"clock") + 1
-        self._meta_put(txn, b"clock", tick)
-        packed = U64.pack(tick)
+        # The clock is a counter like the others: read once per transaction, written at its end.
+        delta = self._delta
+        delta[b"clock"] = delta.get(b"clock", 0) + 1
+        packed = U64.pack(self._stored(txn, b"clock") + delta[b"clock"])
         txn.put(TICK + kb, packed, db=db)
         txn.put(ORDER + packed + kb, b"", db=db)
 
@@ -1243,8 +1293,17 @@ class DiskStore:
             for zone, kb in victims:
                 self._remove(txn, CACHE, zone, kb)
                 self.stats.evictions += 1
-        for zone, db in self._zone_dbs(RESERVE):
-            self._evict_reserve(txn, zone, db, now)
+        grown, self._grown = self._grown, set()
+        if time.monotonic() - self._reserve_swept >= RENEW_EVERY:
+            self._reserve_swept = time.monotonic()
+            reserves = self._zone_dbs(RESERVE)
+        else:
+            # Between the sweeps for expired records, only a reserve that grew can be over budget:
+            # checking every zone's reserve was three reads per configured zone per batch.
+            reserves = [(zone, self._zdb(txn, RESERVE, zone, create=False)) for zone in grown]
+        for zone, db in reserves:
+            if db is not None:
+                self._evict_reserve(txn, zone, db, now)
 
     def _evict_reserve(self, txn: lmdb.Transaction, zone: str, db: Any, now: float) -> None:
         budget = self._reserve_budget(zone)
@@ -1457,8 +1516,11 @@ class DiskStore:
         return self._stored(txn, name) + self._delta.get(name, 0)
 
     def _stored(self, txn: lmdb.Transaction, name: bytes) -> int:
-        raw = txn.get(name, db=self._meta)
-        return 0 if raw is None else int(INT.unpack(raw)[0])
+        """A counter as stored when the writer's transaction began (or as it last wrote it)."""
+        seen = self._seen.get(name)
+        if seen is None:
+            seen = self._seen[name] = _int(txn.get(name, db=self._meta))
+        return seen
 
     def _write_reclaimed_later(self, txn: lmdb.Transaction) -> None:
         # Each process's reclaim writes the shared position: the larger one wins, so that a
@@ -1471,3 +1533,9 @@ class DiskStore:
 
     def _meta_put(self, txn: lmdb.Transaction, name: bytes, value: int) -> None:
         txn.put(name, INT.pack(value), db=self._meta)
+        self._seen[name] = value
+
+
+def _int(raw: bytes | memoryview | None) -> int:
+    """A stored counter (0 when it was never written)."""
+    return 0 if raw is None else int(INT.unpack(raw)[0])
