@@ -127,12 +127,13 @@ MAX_ZONES = 1024
 """Zones the store can hold (two named databases each; LMDB fixes the number when it opens)."""
 _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
-GROUP_WAIT = 0.01
+GROUP_WAIT = 0.025
 """Seconds the writer waits after the first fill of a batch for more fills to share its
-transaction: the commit (two fsyncs) costs as much CPU as ten puts, so committing the fills as they
-came cost a miss more than the rest of its write. Any other change (a delete, a job, a chunk, a
-flush) ends the wait at once. An object stored by one process is readable by the others this much
-later at most, plus the batch's own write (decision 0009, addendum 2026-11-30)."""
+transaction: a commit writes and fsyncs every page the batch dirtied, and puts of one batch share
+pages (the index rows of one tag, the positions, the order), so the fewer commits the fewer pages
+per put. Any other change (a delete, a job, a chunk, a flush) ends the wait at once. An object one
+process stores is readable by the others this much later at most, plus the batch's own write
+(decision 0009, addendum of 2026-11-30)."""
 _FILLS = frozenset(("put", "vary"))
 """The changes that wait for others to share their commit (see ``GROUP_WAIT``)."""
 RENEW_EVERY = 1.0
