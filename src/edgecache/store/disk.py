@@ -129,11 +129,14 @@ _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
 GROUP_WAIT = 0.025
 """Seconds the writer waits after the first fill of a batch for more fills to share its
-transaction: a commit writes and fsyncs every page the batch dirtied, and puts of one batch share
-pages (the index rows of one tag, the positions, the order), so the fewer commits the fewer pages
-per put. Any other change (a delete, a job, a chunk, a flush) ends the wait at once. An object one
-process stores is readable by the others this much later at most, plus the batch's own write
-(decision 0009, addendum of 2026-11-30)."""
+transaction, when fills keep coming (``GROUP_QUIET``): a commit writes and fsyncs every page the
+batch dirtied, and the puts of one batch share pages (the index rows of one tag, the positions, the
+order), so the fewer commits the fewer pages per put. Any other change (a delete, a job, a chunk, a
+flush) ends the wait at once. An object one process stores is readable by the others this much
+later at most, plus the batch's own write (decision 0009, addendum of 2026-11-30)."""
+GROUP_QUIET = 0.002
+"""When no other change arrives this long after the first fill, the batch is written at once:
+sparse fills would only wait for nothing, and be seen later by the other processes."""
 _FILLS = frozenset(("put", "vary"))
 """The changes that wait for others to share their commit (see ``GROUP_WAIT``)."""
 RENEW_EVERY = 1.0
@@ -860,9 +863,11 @@ class DiskStore:
                     self._write_batch([])
                 continue
             if op is not None and op[0] in _FILLS and self._queued < _MAX_BATCH_OPS:
-                # More fills share this transaction's commit (``GROUP_WAIT``); a change of any other
-                # kind, or a full batch already queued, does not wait.
-                self._wake.wait(GROUP_WAIT)
+                # More fills share this transaction's commit (``GROUP_WAIT``) if they keep coming; a
+                # change of any other kind, or a full batch already queued, does not wait.
+                queued = self._queued
+                if not self._wake.wait(GROUP_QUIET) and self._queued > queued:
+                    self._wake.wait(GROUP_WAIT - GROUP_QUIET)
             # Cleared before the queue is drained: a change queued after this is in the batch or
             # wakes the next wait.
             self._wake.clear()
