@@ -11,6 +11,8 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   key's host (``host:`` rows, cached in memory).
 - Every change goes through one queue to one writer thread, which applies a batch of them in one
   write transaction and commits it (LMDB fsyncs on commit): the event loop never waits for the disk.
+  A stream of fills is gathered for up to ``GROUP_WAIT`` into one batch (the commit's cost is shared);
+  any other change is written at once.
   The queue is ordered, so a put enqueued before a purge's removal job is on disk before that job
   looks for it. A delete is hidden from readers from the moment it is enqueued.
 - Indexes live in the record's own database, maintained in the same transaction as the record, never
