@@ -317,6 +317,26 @@ def test_a_zone_another_process_writes_first_is_readable_here_on_the_first_looku
     store.close()
 
 
+def test_fills_share_a_commit_and_are_readable_without_a_flush(tmp_path: Path) -> None:
+    """A burst of fills is written in one transaction (the writer waits for more before it commits),
+    and nobody has to flush for them to reach the disk: another process would read them soon after."""
+    store = open_store(tmp_path)
+    store.put(make("http://h/first"))
+    assert store.flush(10)
+    commits = store.stats.commits
+    keys = [f"http://h/burst/{i}" for i in range(50)]
+    for key in keys:
+        store.put(make(key))
+    deadline = time.monotonic() + 10
+    while store.get(keys[-1]) is None:
+        assert time.monotonic() < deadline, "a fill was not written without a flush"
+        time.sleep(0.005)
+    assert all(store.get(key) is not None for key in keys)
+    # One commit for the burst; two if this thread was descheduled for the whole wait mid-burst.
+    assert store.stats.commits - commits <= 2
+    store.close()
+
+
 def test_a_purge_that_removes_nothing_writes_its_position_with_the_next_write(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     store.put(make("http://h/a", tags=("t",)))  # stored at 3
