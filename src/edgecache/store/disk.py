@@ -1203,8 +1203,10 @@ class DiskStore:
             )
             self._count_names[(area, zone)] = names
         delta = self._delta
-        for i, name in enumerate(names):
-            delta[name] = delta.get(name, 0) + (size if i % 2 == 0 else count)
+        for i in range(0, len(names), 2):
+            used, records = names[i], names[i + 1]
+            delta[used] = delta.get(used, 0) + size
+            delta[records] = delta.get(records, 0) + count
         if area == RESERVE and size > 0:
             self._grown.add(zone)
 
@@ -1286,20 +1288,27 @@ class DiskStore:
                 if cur.set_range(ORDER) and bytes(cur.key()[:1]) == ORDER:
                     heads.append((bytes(cur.key()), i))
             heapq.heapify(heads)
-            victims = []
+            victims: list[tuple[str, bytes, tuple[Record, int] | None]] = []
             while heads and used > self.budget:
                 k, i = heads[0]
                 zone, db, cur = cursors[i]
                 kb = k[_ORDER_AT:]
                 raw = txn.get(ENTRY + kb, db=db)
-                used -= 0 if raw is None else len(raw) + large_bytes(raw)
-                victims.append((zone, kb))
+                known = None
+                if raw is not None:
+                    used -= len(raw) + large_bytes(raw)
+                    # Decoded here for its removal below, which would read it again.
+                    try:
+                        known = (decode_entry(raw, body=False), len(raw))
+                    except (struct.error, UnicodeDecodeError):
+                        known = None
+                victims.append((zone, kb, known))
                 if cur.next() and bytes(cur.key()[:1]) == ORDER:
                     heapq.heapreplace(heads, (bytes(cur.key()), i))
                 else:
                     heapq.heappop(heads)
-            for zone, kb in victims:
-                self._remove(txn, CACHE, zone, kb)
+            for zone, kb, known in victims:
+                self._remove(txn, CACHE, zone, kb, known)
                 self.stats.evictions += 1
         grown, self._grown = self._grown, set()
         if time.monotonic() - self._reserve_swept >= RENEW_EVERY:

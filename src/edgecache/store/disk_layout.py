@@ -194,24 +194,25 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
     p += lt
     head = bytes(view[p : p + lh])
     p += lh
+    # Positional, as in ``decode_hit``: the writer decodes every record it removes or evicts.
     entry = Entry(
-        zone=zone,
-        key=key,
-        status=status,
-        head=head,
-        body=bytes(view[p:]) if body else b"",
-        tags=tuple(tags_raw.split("\x00")) if tags_raw else (),
-        stored_seq=seq,
-        response_time=rtime,
-        initial_age=iage,
-        freshness_lifetime=life,
-        stale_while_revalidate=swr,
-        stale_if_error=sie,
-        must_revalidate=bool(flags & _F_MUST_REVALIDATE),
-        no_cache=bool(flags & _F_NO_CACHE),
-        auth_ok=bool(flags & _F_AUTH_OK),
-        length_known=bool(flags & _F_LENGTH_KNOWN),
-        stale_since=None if math.isnan(stale) else stale,
+        zone,
+        key,
+        status,
+        head,
+        bytes(view[p:]) if body else b"",
+        tuple(tags_raw.split("\x00")) if tags_raw else (),
+        seq,
+        rtime,
+        iage,
+        life,
+        swr,
+        sie,
+        bool(flags & _F_MUST_REVALIDATE),
+        bool(flags & _F_NO_CACHE),
+        bool(flags & _F_AUTH_OK),
+        bool(flags & _F_LENGTH_KNOWN),
+        None if math.isnan(stale) else stale,
     )
     if flags & _F_CHUNKED:
         entry = chunked_from(entry, view[p:])
