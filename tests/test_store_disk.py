@@ -27,6 +27,7 @@ from edgecache.store.disk import (
     decode_hit,
     encode_entry,
 )
+from edgecache.store.disk_layout import with_reserve_expires
 from edgecache.store.entry import VARIANT_SEP, Entry
 
 FIELDS = [f.name for f in dataclasses.fields(Entry)]
@@ -92,6 +93,8 @@ def test_records_round_trip(key: str, body: bytes, tags: list[str], stale: float
     assert hit is not None and hit.reserve_expires == 9.5
     assert {f: getattr(hit.entry, f) for f in FIELDS} == {f: getattr(got, f) for f in FIELDS}
     assert decode_hit(raw, key + "x", (key + "x").encode("utf-8", "surrogatepass")) is None
+    # A fill's reserve copy and a renewed retention change the expiry in the bytes, nothing else.
+    assert with_reserve_expires(encode_entry(e, 0.0), 9.5) == raw
 
 
 def test_entries_and_vary_survive_a_reopen(tmp_path: Path) -> None:

@@ -100,8 +100,10 @@ from edgecache.store.disk_layout import (
     large_bytes,
     parse_handle,
     prefix_bytes,
+    reserve_expires_of,
     seq_row,
     tag_row,
+    with_reserve_expires,
 )
 from edgecache.store.entry import VARIANT_SEP, Entry
 
@@ -1057,7 +1059,8 @@ class DiskStore:
             txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
             self._new_hosts[host] = zone
         kb = key_bytes(key)
-        self._insert(txn, cdb, CACHE, zone, kb, encode_entry(entry, 0.0), entry)
+        record = encode_entry(entry, 0.0)
+        self._insert(txn, cdb, CACHE, zone, kb, record, entry)
         self._place(txn, cdb, kb)
         self.stats.writes += 1
         # A large object never enters the reserve (store/chunked.py): its chunks have one owner.
@@ -1065,7 +1068,7 @@ class DiskStore:
         rdb = self._zdb(txn, RESERVE, zone, create=True) if reserve else None
         if rdb is not None:
             expires = now + self._reserve_retention(zone)
-            self._insert(txn, rdb, RESERVE, zone, kb, encode_entry(entry, expires), entry)
+            self._insert(txn, rdb, RESERVE, zone, kb, with_reserve_expires(record, expires), entry)
             txn.put(expiry_row(expires, kb), b"", db=rdb)
 
     def _insert(
@@ -1255,11 +1258,10 @@ class DiskStore:
         raw = txn.get(ENTRY + kb, db=db)
         if raw is None:
             return
-        rec = decode_entry(raw)
         expires = now + self._reserve_retention(zone)
-        txn.delete(expiry_row(rec.reserve_expires, kb), db=db)
+        txn.delete(expiry_row(reserve_expires_of(raw), kb), db=db)
         txn.put(expiry_row(expires, kb), b"", db=db)
-        txn.put(ENTRY + kb, encode_entry(rec.entry, expires), db=db)
+        txn.put(ENTRY + kb, with_reserve_expires(raw, expires), db=db)
 
     def _place(self, txn: lmdb.Transaction, db: Any, kb: bytes) -> None:
         """Put a disk-cache record at the most recent end of the eviction order. The order lives

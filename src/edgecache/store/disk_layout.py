@@ -67,6 +67,8 @@ _F_LENGTH_KNOWN = 8
 _F_CHUNKED = 16
 """The body is a large object's manifest (``store/chunked.py``)."""
 _FLAGS_AT = struct.calcsize("<Hqddddddd")
+_EXPIRES = struct.Struct("<d")
+_EXPIRES_AT = struct.calcsize("<Hqdddddd")
 U64 = struct.Struct(">Q")
 """Big-endian, so that ticks, expiries and positions sort as numbers."""
 INT = struct.Struct("<q")
@@ -170,6 +172,19 @@ def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
             entry.manifest if type(entry) is ChunkedEntry else entry.body,
         )
     )
+
+
+def with_reserve_expires(record: bytes | memoryview, reserve_expires: float) -> bytes:
+    """The same record with another reserve expiry: the copy of a fill written to the reserve, a
+    retention renewed, without decoding and encoding the entry again."""
+    out = bytearray(record)
+    _EXPIRES.pack_into(out, _EXPIRES_AT, reserve_expires)
+    return bytes(out)
+
+
+def reserve_expires_of(record: bytes | memoryview) -> float:
+    """The reserve expiry a record holds (0 in the disk cache)."""
+    return float(_EXPIRES.unpack_from(record, _EXPIRES_AT)[0])
 
 
 @dataclass(slots=True)
