@@ -289,6 +289,49 @@ def test_http10_closes_unless_keep_alive(aio: Run) -> None:
 
     aio(scenario())
 
+KEEP_ALIVE_FIELDS = [
+    b"",
+    b"Connection: keep-alive\r\n",
+    b"Proxy-Connection: keep-alive\r\n",
+    b"proxy-connection: Keep-Alive\r\n",
+    b"Connection: close\r\n",
+    b"Connection: x-other\r\nX-Other: 1\r\n",
+    b"Keep-Alive: 5\r\n",
+]
+
+
+@pytest.mark.parametrize("field", KEEP_ALIVE_FIELDS)
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+def test_the_handler_sees_the_version_the_request_line_says(aio: Run, version: bytes, field: bytes) -> None:
+    """The server tells 1.1 from a kept-alive request without asking the parser for the version
+    (on_headers_complete): a 1.0 request kept alive by Proxy-Connection must still be 1.0."""
+
+    async def scenario() -> None:
+        async with serving() as (server, _):
+            request = b"GET /v HTTP/%b\r\nHost: a\r\n%b\r\n" % (version, field)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(request)
+            d = described((await read_response(reader))[2])
+            assert d["version"] == version.decode()
+            kept = b"connection: keep-alive" in field.lower() or (version == b"1.1" and b"close" not in field)
+            assert d["keep_alive"] is kept
+            writer.close()
+
+    aio(scenario())
+
+
+@pytest.mark.parametrize("field", KEEP_ALIVE_FIELDS)
+@pytest.mark.parametrize("version", [b"2.0", b"0.9"])
+def test_other_versions_are_505_whatever_keeps_them_alive(aio: Run, version: bytes, field: bytes) -> None:
+    async def scenario() -> None:
+        async with serving() as (server, echo):
+            request = b"GET / HTTP/%b\r\nHost: a\r\n%b\r\n" % (version, field)
+            assert await rejected(server.port, request) == 505
+            assert echo.calls == []
+
+    aio(scenario())
+
+
 
 def test_connection_close_honoured_and_later_bytes_ignored(
     aio: Run,
@@ -513,6 +556,8 @@ def test_own_checks_hold_with_a_lenient_parser(aio: Run, name: str, monkeypatch:
         async with serving() as (server, echo):
             assert await rejected(server.port, BAD_FRAMING[name]) == 400
             assert await rejected(server.port, b"GET / HTTP/1.2\r\nHost: a\r\n\r\n") == 505
+            # Kept alive without a Connection field, as 1.1 is: the version is still read.
+            assert await rejected(server.port, b"GET / HTTP/9.9\r\nHost: a\r\n\r\n") == 505
             assert echo.calls == []
 
     aio(scenario())
