@@ -189,6 +189,21 @@ def test_hit_fields_follow_the_clock_and_each_object(stack: Stack) -> None:
     assert age2 + ttl2 in (599, 600)
 
 
+def test_age_is_never_negative_after_the_clock_steps_back(stack: Stack) -> None:
+    """An entry fetched "in the future" (the wall clock stepped back since): its hits say Age: 0, on
+    the first lookup and on the (Host, target) memo's path alike, and the ttl does not grow past the
+    freshness lifetime by more than the step."""
+    stack.origin.routes["/clock/back"] = Route(body=b"c" * 10, headers={"Cache-Control": "max-age=600"})
+    stack.request("/clock/back")
+    entry = stack.call(lambda: stack.node.store.peek("http://test.example/clock/back"))
+    assert entry is not None
+    entry.response_time += 2.5
+    for _ in range(2):
+        _, headers, body = stack.request("/clock/back")
+        assert (headers["cf-cache-status"], headers["age"], body) == ("HIT", "0", b"c" * 10)
+        assert int(headers["cache-status"].rsplit("ttl=", 1)[1]) <= 603
+
+
 def test_revalidation_304_updates_the_stored_headers(stack: Stack) -> None:
     stack.origin.routes["/reval"] = Route(
         headers={"Cache-Control": "max-age=1", "ETag": '"e1"', "X-Version": "1"}

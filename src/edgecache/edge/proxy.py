@@ -333,7 +333,9 @@ class Proxy:
         once per distinct value, not once per hit, and head and body leave in one write."""
         self.stats.hits += 1
         body = entry.body
-        stamp = (int(age), int(ttl), len(body))
+        # Age is a non-negative integer (RFC 9111 §5.1); a clock stepped back since the fetch makes the
+        # computed age negative, and int() would round -2.5 up to -2.
+        stamp = (int(age) if age > 0 else 0, int(ttl), len(body))
         fields = _HIT_FIELDS_MEMO.get(stamp)
         if fields is None:
             fields = _hit_fields(stamp)
