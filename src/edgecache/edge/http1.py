@@ -553,39 +553,52 @@ class Connection(asyncio.Protocol):
         # string, the costliest line of a plain hit's head) is needed only for the others.
         if (
             keep_alive
+            and len(headers) == 1
+            and "host" in headers
             and self._versions_strict
-            and "connection" not in headers
-            and "proxy-connection" not in headers
+            and self._method != "CONNECT"
         ):
+            # The common request: Host is its only watched field, so it is 1.1 (as above) and has no
+            # body, no Upgrade and no Expect; none of the checks below could fail.
             version = "1.1"
+            expects_body = False
         else:
-            version = parser.get_http_version()
-            if version != "1.1" and version != "1.0":
-                self._fail(505)
-        if self._method == "CONNECT":
-            self._fail(405)
-        # llhttp flags an upgrade only for CONNECT or an Upgrade field; the C call is skipped otherwise.
-        if "upgrade" in headers and parser.should_upgrade():
-            self._fail(501)
-        te = headers.get("transfer-encoding")
-        if te is not None:
-            # RFC 9112 §6.1: HTTP/1.0 has no chunked framing, so a TE there means broken framing.
-            if version == "1.0" or te.lower() != "chunked" or "content-length" in headers:
-                self._fail(400)
-            expects_body = True
-        else:
-            cl = headers.get("content-length")
-            if cl is None:
-                expects_body = False
-            elif not (cl.isascii() and cl.isdigit()):
-                self._fail(400)
+            if (
+                keep_alive
+                and self._versions_strict
+                and "connection" not in headers
+                and "proxy-connection" not in headers
+            ):
+                version = "1.1"
             else:
-                length = int(cl)
-                if length > self._max_body:
-                    self._fail(413)
-                expects_body = length > 0
-        if version == "1.1" and "host" not in headers:
-            self._fail(400)
+                version = parser.get_http_version()
+                if version != "1.1" and version != "1.0":
+                    self._fail(505)
+            if self._method == "CONNECT":
+                self._fail(405)
+            # llhttp flags an upgrade only for CONNECT or an Upgrade field; the C call is skipped
+            # otherwise.
+            if "upgrade" in headers and parser.should_upgrade():
+                self._fail(501)
+            te = headers.get("transfer-encoding")
+            if te is not None:
+                # RFC 9112 §6.1: HTTP/1.0 has no chunked framing, so a TE there means broken framing.
+                if version == "1.0" or te.lower() != "chunked" or "content-length" in headers:
+                    self._fail(400)
+                expects_body = True
+            else:
+                cl = headers.get("content-length")
+                if cl is None:
+                    expects_body = False
+                elif not (cl.isascii() and cl.isdigit()):
+                    self._fail(400)
+                else:
+                    length = int(cl)
+                    if length > self._max_body:
+                        self._fail(413)
+                    expects_body = length > 0
+            if version == "1.1" and "host" not in headers:
+                self._fail(400)
         # Latin-1 maps byte for byte, so the test on the text is the test on the bytes (and cheaper).
         target = self._url.decode("latin-1")
         if "#" in target:
