@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Literal
 from urllib.parse import urlsplit
@@ -1136,7 +1136,7 @@ def _content_type(head: bytes) -> str | None:
     return _field(decode_head(head), "content-type")
 
 
-def _field(headers: list[tuple[str, str]], name: str) -> str | None:
+def _field(headers: Sequence[tuple[str, str]], name: str) -> str | None:
     for k, v in headers:
         if k.lower() == name:
             return v
