@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from edgecache.edge.http1 import Connection, HttpServer, Request
+from edgecache.edge.http1 import Connection, HttpServer, Pending, Request
 from edgecache.edge.logformat import Format
 from edgecache.edge.logring import BATCH_RECORDS, FIELDS, RingWriter, read_counts
 
@@ -73,11 +73,12 @@ class LoggedConnection(Connection):
         self.al_head: bytes | None = None
         self.al_bytes = 0
 
-    def _note(self, req: Request, conn: Connection) -> Awaitable[None] | None:
+    def _note(self, req: Request, conn: Connection) -> Awaitable[None] | Pending | None:
         self.al_req = req
         result = self._serve(req, conn)
         if result is not None:
-            # Answered by a task: its time runs from here (the lookup before took microseconds).
+            # Answered by a task or by callbacks (PENDING): its time runs from here (the lookup
+            # before took microseconds).
             # A request answered at once reads the clock once, when it is done.
             self.al_start = _monotonic()
         return result

@@ -9,7 +9,11 @@ Theory of operation:
   Only when a connection must be opened or waited for (or a failed exchange is retried) does a
   short task run, and it ends once the request is sent.
 - Clients do not wait for the whole body: each one is a :class:`Reader` that follows the fetch's
-  chunk list and writes chunks as they arrive (Varnish calls this streaming).
+  chunk list and writes chunks as they arrive (Varnish calls this streaming). The client that
+  started a fetch may instead ask to be called back (``follow``) when the fetch ends or when a
+  read leaves the body unfinished, whichever comes first: a small object's whole response usually
+  comes in one read, and is then answered from the origin connection's callbacks, with no task;
+  otherwise it streams from there on like any reader.
 - Only a response that will be stored is shared: N concurrent misses on one key cause one origin
   fetch. A response that turns out not to be storable (private, no-store, too large...) belongs to
   the client that started the fetch; the others fetch on their own, and the key is remembered as
@@ -164,6 +168,7 @@ class Fetch:
     _response_time = 0.0
     task: asyncio.Task[None] | None = None
     """Opens or waits for a connection, when none was idle; done once the request is sent."""
+    _followers: list[Callable[[], None]] | None = None
     client_headers: Sequence[tuple[str, str]] = ()
     _tag_source: Sequence[tuple[str, str]] = ()
 
@@ -311,6 +316,12 @@ class Fetch:
         self.error = error
         self.storable = False
         self._finish()
+
+    def origin_read_end(self, resp: OriginResponse) -> None:
+        """A read left the response unfinished: followers that have the head stop hoping for the
+        whole of it at once."""
+        if self._followers is not None and self.head_ready.done() and not self.done:
+            self._call_followers()
 
     def _abandon(self) -> None:
         """Every reader left a fetch that will not be stored: stop it."""
@@ -624,6 +635,15 @@ class Fetch:
         self._interim_sinks = []
         self._on_done(self)
         self._wake()
+        if self._followers is not None:
+            self._call_followers()
+
+    def _call_followers(self) -> None:
+        followers = self._followers
+        self._followers = None
+        if followers is not None:
+            for callback in followers:
+                callback()
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -638,6 +658,16 @@ class Fetch:
         reader = Reader()
         self.readers.append(reader)
         return reader
+
+    def follow(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, from the origin connection's callbacks: when the fetch ends, or
+        when a read leaves it with its head in and its body unfinished (then the caller has to
+        wait for the rest, as :meth:`wait` does). A small object's head, body and end usually come
+        in one read: a reader that follows the fetch so answers its client without a task."""
+        if self._followers is None:
+            self._followers = [callback]
+        else:
+            self._followers.append(callback)
 
     def relay_interim(self, sink: InterimSink) -> None:
         """Pass this fetch's 1xx responses to ``sink`` until the final head: past ones, then new ones."""
