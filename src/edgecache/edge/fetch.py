@@ -133,7 +133,7 @@ class Reader:
 class Fetch:
     """One origin request for one cache key, shared by every reader that joins it."""
 
-    # What most fetches keep at its first value, as class attributes: a fetch is made on every
+    # What most fetches keep at their first value, as class attributes: a fetch is made on every
     # miss, and an instance pays only for the attributes it sets.
     _large: LargeWrite | None = None
     """The write to disk of a response too large for memory, while it goes on."""
@@ -351,8 +351,9 @@ class Fetch:
         # Each spelling's kind is remembered (_FIELD_KINDS), so a field costs one probe, not a
         # lower() and a probe per rule.
         kinds = _FIELD_KINDS
+        # Fields named in Connection that are not hop-by-hop anyway (RFC 9110 §7.6.1) are rare: a
+        # Connection field that names one starts the pass again, dropping them.
         named: frozenset[str] = frozenset()
-        """Fields named in Connection that are not hop-by-hop anyway (RFC 9110 §7.6.1): rare."""
         while True:
             shown: list[tuple[str, str]] = []
             tag_fields: list[tuple[str, str]] = []

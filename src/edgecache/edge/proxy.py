@@ -15,7 +15,8 @@ Theory of operation, for one request:
    (REVALIDATED on 304, EXPIRED on a new response), or served stale if the origin fails and
    ``stale-if-error`` allows (STALE).
 5. A miss joins the in-flight fetch for that key, or starts one (see ``fetch.py``), and streams the
-   response as it arrives.
+   response as it arrives. A miss that starts its own fetch is answered from the fetch's callbacks
+   when the whole response comes in one read (no task: ``_miss``, ``http1.PENDING``).
 6. A GET with Range that finds no usable full entry looks for the URL's partial entry (stored 206
    parts, ``store/partial.py``): ranges it holds are a HIT; otherwise one client range is fetched
    from the origin, relayed, and combined with the stored parts; complete parts become a full
@@ -159,7 +160,8 @@ class Proxy:
     # -- entry point ------------------------------------------------------------------------------
 
     def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | Pending | None:
-        """Answer one request: synchronously on a fresh hit, else through a coroutine."""
+        """Answer one request: synchronously on a fresh hit; a small miss from its fetch's callbacks
+        (``PENDING``); anything else through a coroutine."""
         target = req.target
         method = req.method
         # The hot path: a plain GET or HEAD whose (Host, target) was seen before, answered by a fresh
