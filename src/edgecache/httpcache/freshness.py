@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 from edgecache.httpcache.cachecontrol import (
     DELTA_MAX,
@@ -61,7 +62,9 @@ class StorageDecision:
     """Lower-cased field names from Vary, deduplicated and sorted."""
 
 
+@cache
 def _refuse(reason: str) -> StorageDecision:
+    # One object per reason (a handful of constants): refusals are immutable and repeat.
     return StorageDecision(False, reason, 0.0, 0.0, 0.0, False, False, False, ())
 
 
@@ -204,17 +207,20 @@ def decide_from_fields(
     may_serve_stale = not must_revalidate and not cc.no_cache and (swr > 0 or sie > 0)
     if lifetime <= 0 and not has_validator and not may_serve_stale:
         return _refuse("no-freshness")
-    return StorageDecision(
-        storable=True,
-        reason="",
-        freshness_lifetime=float(lifetime),
-        stale_while_revalidate=swr,
-        stale_if_error=sie,
-        must_revalidate=must_revalidate,
-        no_cache=cc.no_cache,
-        auth_ok=auth_ok,
-        vary=names,
-    )
+    # Decisions repeat (an origin sends the same directives on every response) and are immutable:
+    # one object per distinct outcome rather than a frozen dataclass built on every miss.
+    outcome = (float(lifetime), swr, sie, must_revalidate, cc.no_cache, auth_ok, names)
+    decision = _DECISIONS.get(outcome)
+    if decision is None:
+        decision = StorageDecision(True, "", *outcome)
+        if len(_DECISIONS) >= _DECISIONS_MAX:
+            _DECISIONS.clear()
+        _DECISIONS[outcome] = decision
+    return decision
+
+
+_DECISIONS: dict[tuple[float, float, float, bool, bool, bool, tuple[str, ...]], StorageDecision] = {}
+_DECISIONS_MAX = 1024
 
 
 def _vary_names(lines: list[str]) -> tuple[str, ...]:
