@@ -45,9 +45,9 @@ from hit_inprocess import CountingTransport
 from edgecache.app import Node
 from edgecache.config import Logging, demo_config
 from edgecache.edge.accesslog import LoggedConnection
-from edgecache.edge.http1 import Connection
+from edgecache.edge.http1 import Connection, HttpServer, Request
 from edgecache.edge.logformat import LineFormatter
-from edgecache.edge.logring import records
+from edgecache.edge.logring import RingWriter
 from edgecache.edge.zones import ZoneTable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ class ThreadSink:
         batch = pending[:]
         # The loop only appends meanwhile, so what was copied is the list's head.
         del pending[: len(batch)]
-        self.file.write(self.formatter.lines(records(batch)))
+        self.file.write(self.formatter.lines(batch))
         self.file.flush()
 
     def close(self) -> None:
@@ -103,7 +103,7 @@ def _queue_formatter(queue: Any, path: str) -> None:
     formatter = LineFormatter("combined", ZoneTable(()))
     with open(path, "a", encoding="utf-8") as out:
         while (batch := queue.get()) is not None:
-            out.write(formatter.lines(records(batch)))
+            out.write(formatter.lines(batch))
             out.flush()
 
 
@@ -150,14 +150,18 @@ class DiscardSink:
 
 
 class HooksOnly(LoggedConnection):
-    """The access log's hooks on the hit path (handler wrapper, ``respond`` override), recording
-    nothing: what intercepting a hit costs before any value is captured."""
+    """The access log's hook on the hit path (the server's test in ``respond`` and a call),
+    recording nothing: what reaching the capture costs before any value is captured."""
 
     __slots__ = ()
 
-    def respond(self, data: bytes, keep_alive: bool) -> None:
-        self.al_req = None
-        Connection.respond(self, data, keep_alive)
+    def __init__(self, server: HttpServer, ring: RingWriter) -> None:
+        super().__init__(server, ring)
+        self._alog = _ignore
+
+
+def _ignore(req: Request, data: bytes) -> None:
+    """A hit recorder that records nothing."""
 
 
 async def in_process(

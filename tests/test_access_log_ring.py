@@ -73,9 +73,7 @@ def _record(i: int) -> tuple[object, ...]:
         "GET",
         f"/r/{i}",
         "1.1",
-        "a.example",
-        None,
-        b"t",
+        [("host", b"a.example"), ("user-agent", b"t")],
     )
 
 
@@ -261,7 +259,8 @@ for i in range(total):
     target = "/r/%d/%s" % (i, "x" * rng.randrange(300))
     agent = b"a" * rng.randrange(50)
     check = zlib.crc32(agent, zlib.crc32(target.encode()))
-    writer.pending += (1.0, None, check, b"200", "10.0.0.1", "GET", target, "1.1", "h", None, agent)
+    fields = [("host", b"h"), ("user-agent", agent)]
+    writer.pending += (1.0, None, check, b"200", "10.0.0.1", "GET", target, "1.1", fields)
     if rng.random() < 0.05:
         writer.flush()
 writer.close()

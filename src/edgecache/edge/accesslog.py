@@ -34,8 +34,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from edgecache.edge.http1 import Connection, HttpServer, Request
 from edgecache.edge.logformat import Format
@@ -44,7 +45,6 @@ from edgecache.edge.logring import BATCH_RECORDS, FIELDS, RingWriter, read_count
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
-_respond = Connection.respond
 _CF = b"\r\nCF-Cache-Status: "
 _CF_LEN = len(_CF)
 _FULL = BATCH_RECORDS * FIELDS
@@ -56,67 +56,58 @@ STOP_GRACE = 10.0
 """Seconds a stopping formatter has to write what is left before it is killed."""
 
 
-class LoggedConnection(Connection):
-    """A data-plane connection that records, per request, what its handler wrote and when."""
+def hit_recorder(ring: RingWriter) -> Callable[[Request, bytes], None]:
+    """What ``Connection.respond`` calls with the access log on: the record of a fresh hit."""
+    pending = ring.pending
+    flush = ring.flush
+    batch_started = ring.batch_started
 
-    __slots__ = ("_pending", "_ring", "_serve", "al_bytes", "al_head", "al_head_at", "al_req", "al_start")
+    def hit(req: Request, data: bytes) -> None:
+        # A fresh hit is written at once, so its cache status is HIT without looking and its
+        # start, head and end are one clock read (the record's None). The rest are references,
+        # the raw fields among them: the formatter finds Host, Referer and User-Agent there.
+        nonlocal pending
+        pending += (
+            _monotonic(),
+            None,
+            len(data),
+            data[9:12],
+            req.client_ip,
+            req.method,
+            req.target,
+            req.http_version,
+            req._fields,
+        )
+        n = len(pending)
+        if n >= _FULL:
+            flush()
+        elif n == FIELDS:
+            batch_started()
+
+    return hit
+
+
+class LoggedConnection(Connection):
+    """A data-plane connection that records, per request, what its handler wrote and when. A fresh
+    hit is recorded by the server's own ``respond`` (through :func:`hit_recorder`); this class
+    times and records every other answer."""
+
+    __slots__ = ("_pending", "_ring", "al_bytes", "al_head", "al_head_at", "al_start")
 
     def __init__(self, server: HttpServer, ring: RingWriter) -> None:
         super().__init__(server)
         self._ring = ring
         self._pending = ring.pending
-        # The server calls self._handler for every request, queued or not: note the request there.
-        self._serve = self._handler
-        self._handler = self._note
-        self.al_req: Request | None = None
+        self._alog = hit_recorder(ring)
         self.al_start = self.al_head_at = 0.0
         self.al_head: bytes | None = None
         self.al_bytes = 0
 
-    def _note(self, req: Request, conn: Connection) -> Awaitable[None] | None:
-        self.al_req = req
-        result = self._serve(req, conn)
-        if result is not None:
-            # Answered by a task: its time runs from here (the lookup before took microseconds).
-            # A request answered at once reads the clock once, when it is done.
-            self.al_start = _monotonic()
-        return result
-
-    def respond(self, data: bytes, keep_alive: bool) -> None:
-        # The hit path: Connection.respond is the cache's fresh-hit answer, written at once, so
-        # its cache status is HIT without looking and its start, head and end are one clock read
-        # (a record's None; decision 0016). The rest are references the ring's batch copies.
-        req = self.al_req
-        self.al_req = None
-        _respond(self, data, keep_alive)
-        if req is not None:
-            now = _monotonic()
-            # The raw fields, not req.headers: building that dict is what a cache hit avoids.
-            referer = agent = None
-            for key, value in req._fields:
-                if key == "referer":
-                    referer = value
-                elif key == "user-agent":
-                    agent = value
-            pending = self._pending
-            pending += (
-                now,
-                None,
-                len(data),
-                data[9:12],
-                req.client_ip,
-                req.method,
-                req.target,
-                req.http_version,
-                req.host,
-                referer,
-                agent,
-            )
-            n = len(pending)
-            if n >= _FULL:
-                self._ring.flush()
-            elif n == FIELDS:
-                self._ring.batch_started()
+    def _run(self, awaitable: Awaitable[None], seq: int) -> Coroutine[Any, Any, None]:
+        # Answered by a task: its time runs from the handler's return (the lookup before took
+        # microseconds). A request answered at once reads the clock once, when it is done.
+        self.al_start = _monotonic()
+        return Connection._run(self, awaitable, seq)
 
     def write(self, data: bytes) -> None:
         if self.al_head is None:
@@ -133,20 +124,20 @@ class LoggedConnection(Connection):
         Connection.writelines(self, pieces)
 
     def finish(self, keep_alive: bool) -> None:
-        if self.al_req is not None:
+        if self._areq is not None:
             self._record()
         Connection.finish(self, keep_alive)
 
     def abort(self) -> None:
-        if self.al_req is not None:
+        if self._areq is not None:
             self._record()
         Connection.abort(self)
 
     def _record(self) -> None:
         """Record a request answered through write() (anything but a fresh hit)."""
-        req = self.al_req
+        req = self._areq
         assert req is not None
-        self.al_req = None
+        self._areq = None
         end = _monotonic()
         start = self.al_start or end
         head = self.al_head
@@ -159,7 +150,6 @@ class LoggedConnection(Connection):
             if i >= 0:
                 i += _CF_LEN
                 cache = head[i : head.find(b"\r", i)]
-        fields = dict(req._fields)
         self._pending += (
             end,
             (start, head_at, cache),
@@ -169,9 +159,7 @@ class LoggedConnection(Connection):
             req.method,
             req.target,
             req.http_version,
-            req.host,
-            fields.get("referer"),
-            fields.get("user-agent"),
+            req._fields,
         )
         self.al_start = 0.0
         self.al_head = None

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MAGIC = b"ECVSL\x00\x00\x02"
+MAGIC = b"ECVSL\x00\x00\x03"
 HEADER_SIZE = 256
 _HEADER = struct.Struct("<8sIIQ")
 """magic, writer pid, reserved, capacity."""
@@ -81,7 +81,7 @@ _META = struct.Struct("<IQII")
 """The part of a batch header its CRC covers."""
 ALIGN = 32
 """Batches start at multiples of this, so a wrap marker always fits before the end of the area."""
-FIELDS = 11
+FIELDS = 9
 """Values per record in :attr:`RingWriter.pending` (and in a batch's payload)."""
 HIT = "HIT"
 BATCH_RECORDS = 64
@@ -193,8 +193,9 @@ class RingWriter:
         self.pending: list[Any] = []
         """``FIELDS`` values per request: end (monotonic), ``None`` for a fresh hit answered at
         once (start and head at the end, cache status HIT) or else (start, head written, cache
-        status bytes), bytes sent, status digits, client ip, method, target, version, host, then
-        referer and user agent as received (bytes, or None when absent)."""
+        status bytes), bytes sent, status digits, client ip, method, target, version, then the
+        request's header fields as received (a list of (lower-case name, raw value); the reader
+        takes Host, Referer and User-Agent from it, so the loop does not look for them)."""
 
     def batch_started(self) -> None:
         """Called when ``pending`` holds its first record: copy it within ``FLUSH_DELAY``."""
@@ -226,7 +227,7 @@ class RingWriter:
                 self._write(rec[:half])
                 self._write(rec[half:])
             else:
-                self._write([v[:MAX_FIELD] if isinstance(v, str | bytes) else v for v in rec])
+                self._write([_cut(v) for v in rec])
             return
         mm = self._mm
         pos = self._head
@@ -252,6 +253,18 @@ class RingWriter:
         self._mm.close()
         if unlink:
             self.path.unlink(missing_ok=True)
+
+
+def _cut(value: Any) -> Any:
+    """A value of a request too large for one batch, cut to what a line can use."""
+    if isinstance(value, str | bytes):
+        return value[:MAX_FIELD]
+    if isinstance(value, list):
+        return [(k, v[:MAX_FIELD]) for k, v in value if k in _LOGGED_FIELDS]
+    return value
+
+
+_LOGGED_FIELDS = frozenset({"host", "referer", "user-agent"})
 
 
 def _commit(mm: mmap.mmap, at: int, size: int, seq: int, n: int, payload: bytes) -> None:
@@ -340,6 +353,10 @@ class RingReader:
     def read(self) -> list[Record]:
         """Every record written since the last call (fewer, with ``lost`` counting the rest, when
         the writer lapped this reader)."""
+        return records(self.read_values())
+
+    def read_values(self) -> list[Any]:
+        """As :meth:`read`, the records' values as the writer gave them (``FIELDS`` each)."""
         mm = self._mm
         head, seq = _HEAD.unpack_from(mm, _HEAD_AT)
         start = self.pos
@@ -376,7 +393,7 @@ class RingReader:
             return []
         self.lost += lost
         self.pos, self.next_seq = pos, expect
-        return records(values)
+        return values
 
     def _batch(self, pos: int, expect: int) -> tuple[int, int, list[Any]] | None:
         """The batch at ``pos``, if it is whole and not older than ``expect``: its size (0 for a
@@ -427,11 +444,21 @@ class RingReader:
 
 def records(values: list[Any]) -> list[Record]:
     """The records of a batch's values (``FIELDS`` each, as :attr:`RingWriter.pending` holds them)."""
-    return [_record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS)]
+    return [record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS)]
 
 
-def _record(v: list[Any]) -> Record:
-    end, detail, sent, status, ip, method, target, version, host, referer, agent = v
+def record(v: list[Any]) -> Record:
+    """One record from its ``FIELDS`` values."""
+    end, detail, sent, status, ip, method, target, version, fields = v
+    host = referer = agent = b""
+    # As Request.headers would give them (the last of repeated Referer or User-Agent fields).
+    for key, value in fields:
+        if key == "host":
+            host = value
+        elif key == "referer":
+            referer = value
+        elif key == "user-agent":
+            agent = value
     if detail is None:
         start = head_at = end
         cache = HIT
@@ -449,9 +476,9 @@ def _record(v: list[Any]) -> Record:
         method,
         target,
         version,
-        host,
-        (referer or b"").rstrip(b" \t").decode("latin-1"),
-        (agent or b"").rstrip(b" \t").decode("latin-1"),
+        host.rstrip(b" \t").decode("latin-1"),
+        referer.rstrip(b" \t").decode("latin-1"),
+        agent.rstrip(b" \t").decode("latin-1"),
     )
 
 
