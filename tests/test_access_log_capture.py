@@ -65,9 +65,13 @@ def test_pipelined_split_head_and_non_hit_requests_each_get_their_own_line(
         b"T /h?split HTTP/1.1\r\nHo",
         f"st: {HOST}\r\nUser-Agent: sp".encode(),
         b"lit\r\n\r\n",
+        # A method split over two reads: the second read begins the head's request line but not
+        # the request.
+        b"GE",
+        f"T /h HTTP/1.1\r\nHost: {HOST}\r\nUser-Agent: two reads\r\n\r\n".encode(),
     ]
     last = f"GET /h HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode()
-    received = _send(n, [pipelined, *split, last], expect=6)
+    received = _send(n, [pipelined, *split, last], expect=7)
     n.close()
     lines = [json.loads(line) for line in _lines(path)][1:]
     summary = [(r["method"], r["target"], r["protocol"], r["status"], r["cache"]) for r in lines]
@@ -77,6 +81,7 @@ def test_pipelined_split_head_and_non_hit_requests_each_get_their_own_line(
         ("GET", "/gone?x=1", "HTTP/1.1", 404, "BYPASS"),
         ("GET", "/h", "HTTP/1.1", 200, "HIT"),
         ("GET", "/h?split", "HTTP/1.1", 200, "MISS"),
+        ("GET", "/h", "HTTP/1.1", 200, "HIT"),
         ("GET", "/h", "HTTP/1.0", 200, "HIT"),
     ]
     assert [(r["referer"], r["user_agent"]) for r in lines] == [
@@ -85,6 +90,7 @@ def test_pipelined_split_head_and_non_hit_requests_each_get_their_own_line(
         (None, "third"),
         ("http://y/", "b"),  # repeated fields: the last one, as before
         (None, "split"),
+        (None, "two reads"),
         (None, None),
     ]
     assert {r["host"] for r in lines} == {HOST} and {r["zone"] for r in lines} == {"test.example"}
@@ -120,15 +126,16 @@ def test_hits_of_many_requests_fill_batches_and_repeat_lines_without_mixing_them
 
 def test_a_remembered_hit_line_is_used_only_for_the_same_request_and_answer() -> None:
     formatter = LineFormatter("combined", ZoneTable(()))
-    fields = [("host", b"a.example"), ("user-agent", b"ua")]
-    base = [time.monotonic(), None, 100, b"200", "10.0.0.1", "GET", "/x", "1.1", fields]
+    head = b"GET /x HTTP/1.1\r\nHost: a.example\r\nUser-Agent: ua\r\n\r\n"
+    base = [time.monotonic(), None, 100, b"200", "10.0.0.1", head]
     variants = [
         base,
         [*base[:2], 101, *base[3:]],
         [*base[:3], b"404", *base[4:]],
-        [*base[:4], "10.0.0.2", *base[5:]],
-        [*base[:8], [("host", b"a.example"), ("user-agent", b"other")]],
-        [*base[:8], [("host", b"a.example"), ("referer", b"http://r/"), ("user-agent", b"ua")]],
+        [*base[:4], "10.0.0.2", head],
+        [*base[:5], head.replace(b"ua", b"other")],
+        [*base[:5], head.replace(b"\r\n\r\n", b"\r\nReferer: http://r/\r\n\r\n")],
+        [*base[:5], ("GET", "/x", "1.1", ("host", b"a.example"), ("user-agent", b"values"))],
     ]
     first = formatter.lines([v for variant in variants for v in variant]).splitlines()
     again = formatter.lines([v for variant in variants for v in variant]).splitlines()
@@ -141,4 +148,5 @@ def test_a_remembered_hit_line_is_used_only_for_the_same_request_and_answer() ->
         ("10.0.0.2", "200", "100", "-", "ua"),
         ("10.0.0.1", "200", "100", "-", "other"),
         ("10.0.0.1", "200", "100", "http://r/", "ua"),
+        ("10.0.0.1", "200", "100", "-", "values"),
     ]

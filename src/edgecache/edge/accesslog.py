@@ -40,7 +40,7 @@ from typing import Any
 
 from edgecache.edge.http1 import Connection, HttpServer, Request
 from edgecache.edge.logformat import Format
-from edgecache.edge.logring import BATCH_RECORDS, FIELDS, RingWriter, read_counts
+from edgecache.edge.logring import BATCH_RECORDS, FIELDS, MAX_FIELD, RingWriter, read_counts
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
@@ -56,6 +56,30 @@ STOP_GRACE = 10.0
 """Seconds a stopping formatter has to write what is left before it is killed."""
 
 
+def request_values(req: Request) -> bytes | tuple[Any, ...]:
+    """What a record keeps of a request: the read its head began, if that read began with it
+    (one reference now, one copy into the ring, and the formatter parses it); else its method,
+    target, version and raw fields (a head split over reads, the second of pipelined requests,
+    a head after empty lines, or a read too large to copy whole)."""
+    raw = req.raw
+    if raw is not None and len(raw) <= MAX_FIELD and raw.startswith(_prefix(req.method)):
+        return raw
+    return (req.method, req.target, req.http_version, *req._fields)
+
+
+def _prefix(method: str) -> bytes:
+    """What a read that begins with a request of ``method`` starts with (a read that began with
+    the rest of a method split over two reads does not)."""
+    prefix = _PREFIXES.get(method)
+    if prefix is None:
+        prefix = _PREFIXES[method] = method.encode("ascii") + b" "
+    return prefix
+
+
+_PREFIXES: dict[str, bytes] = {}
+"""By method (llhttp's fixed table, so it stays small)."""
+
+
 def hit_recorder(ring: RingWriter) -> Callable[[Request, bytes], None]:
     """What ``Connection.respond`` calls with the access log on: the record of a fresh hit."""
     pending = ring.pending
@@ -64,20 +88,16 @@ def hit_recorder(ring: RingWriter) -> Callable[[Request, bytes], None]:
 
     def hit(req: Request, data: bytes) -> None:
         # A fresh hit is written at once, so its cache status is HIT without looking and its
-        # start, head and end are one clock read (the record's None). The rest are references,
-        # the raw fields among them: the formatter finds Host, Referer and User-Agent there.
+        # start, head and end are one clock read (the record's None). The request is, as a rule,
+        # the bytes it arrived in (request_values() without the call).
         nonlocal pending
-        pending += (
-            _monotonic(),
-            None,
-            len(data),
-            data[9:12],
-            req.client_ip,
-            req.method,
-            req.target,
-            req.http_version,
-            req._fields,
+        raw = req.raw
+        request = (
+            raw
+            if raw is not None and len(raw) <= MAX_FIELD and raw.startswith(_prefix(req.method))
+            else request_values(req)
         )
+        pending += (_monotonic(), None, len(data), data[9:12], req.client_ip, request)
         n = len(pending)
         if n >= _FULL:
             flush()
@@ -156,10 +176,7 @@ class LoggedConnection(Connection):
             self.al_bytes,
             status,
             req.client_ip,
-            req.method,
-            req.target,
-            req.http_version,
-            req._fields,
+            request_values(req),
         )
         self.al_start = 0.0
         self.al_head = None

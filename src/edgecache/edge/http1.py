@@ -97,6 +97,7 @@ class Request:
         "keep_alive",
         "method",
         "plain",
+        "raw",
         "target",
     )
 
@@ -114,6 +115,9 @@ class Request:
     plain: bool
     """No Range, no conditional (If-*) and no Authorization field: a stored response may answer
     the request as it is."""
+    raw: bytes | None
+    """With the access log on: the bytes of the read this request's head began, when it began
+    one (else None)."""
     _headers: dict[str, str] | None
     _fields: list[tuple[str, bytes]]
 
@@ -131,6 +135,7 @@ class Request:
         self.target = target
         self._headers = headers
         self._fields = []
+        self.raw = None
         self.body = body
         self.http_version = http_version
         self.keep_alive = keep_alive
@@ -255,6 +260,7 @@ class Connection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_achunk",
         "_alog",
         "_areq",
         "_blen",
@@ -342,6 +348,9 @@ class Connection(asyncio.Protocol):
         """The access log's record of a fresh hit (set by its connection subclass; None when off)."""
         self._areq: Request | None = None
         """With the access log on: the request being answered."""
+        self._achunk: bytes | None = None
+        """With the access log on: the last read, if it began between two requests and no
+        request has claimed it yet."""
         self._queue: deque[Request | int | bytes] = deque()
         self._task: asyncio.Task[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -463,6 +472,8 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stopped:
             return
+        if self._alog is not None:
+            self._achunk = None if self._pphase else data
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as exc:
@@ -613,6 +624,12 @@ class Connection(asyncio.Protocol):
         req.plain = self._plain
         req._fields = self._fields
         req._headers = None
+        alog = self._alog
+        if alog is not None:
+            # The first request that ends in a read begun between requests began that read: the
+            # access log copies those bytes rather than the request's values (decision 0016).
+            req.raw = self._achunk
+            self._achunk = None
         self._url = b""
         self._fields = []
         self._seen = {}
@@ -629,7 +646,7 @@ class Connection(asyncio.Protocol):
                 self._transport.pause_reading()
             return
         # _dispatch, inlined: this is every request's path when nothing is in flight.
-        if self._alog is not None:
+        if alog is not None:
             self._areq = req
         self._busy = True
         self._wrote = False

@@ -53,7 +53,7 @@ class LineFormatter:
         for i in range(0, len(values), FIELDS):
             v = values[i : i + FIELDS]
             if v[1] is None:
-                key = (*v[2:8], *v[8])
+                key = (v[2], v[3], v[4], v[5])
                 parts = memo.get(key)
                 if parts is None:
                     if len(memo) >= LINE_MEMO_MAX:

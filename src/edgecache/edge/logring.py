@@ -53,6 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from httptools import HttpParserCallbackError, HttpParserError, HttpRequestParser
+
 MAGIC = b"ECVSL\x00\x00\x03"
 HEADER_SIZE = 256
 _HEADER = struct.Struct("<8sIIQ")
@@ -81,7 +83,7 @@ _META = struct.Struct("<IQII")
 """The part of a batch header its CRC covers."""
 ALIGN = 32
 """Batches start at multiples of this, so a wrap marker always fits before the end of the area."""
-FIELDS = 9
+FIELDS = 6
 """Values per record in :attr:`RingWriter.pending` (and in a batch's payload)."""
 HIT = "HIT"
 BATCH_RECORDS = 64
@@ -193,9 +195,10 @@ class RingWriter:
         self.pending: list[Any] = []
         """``FIELDS`` values per request: end (monotonic), ``None`` for a fresh hit answered at
         once (start and head at the end, cache status HIT) or else (start, head written, cache
-        status bytes), bytes sent, status digits, client ip, method, target, version, then the
-        request's header fields as received (a list of (lower-case name, raw value); the reader
-        takes Host, Referer and User-Agent from it, so the loop does not look for them)."""
+        status bytes), bytes sent, status digits, client ip, then the request: the bytes of the
+        read its head began (the reader parses method, target, version, Host, Referer and
+        User-Agent from them, so the loop does not look for them), or else a tuple of method,
+        target, version and the raw fields, (lower-case name, value) each."""
 
     def batch_started(self) -> None:
         """Called when ``pending`` holds its first record: copy it within ``FLUSH_DELAY``."""
@@ -259,8 +262,10 @@ def _cut(value: Any) -> Any:
     """A value of a request too large for one batch, cut to what a line can use."""
     if isinstance(value, str | bytes):
         return value[:MAX_FIELD]
-    if isinstance(value, list):
-        return [(k, v[:MAX_FIELD]) for k, v in value if k in _LOGGED_FIELDS]
+    if isinstance(value, tuple):
+        method, target, version, *fields = value
+        kept = [(k, v[:MAX_FIELD]) for k, v in fields if k in _LOGGED_FIELDS]
+        return (method, target[:MAX_FIELD], version, *kept)
     return value
 
 
@@ -449,7 +454,11 @@ def records(values: list[Any]) -> list[Record]:
 
 def record(v: list[Any]) -> Record:
     """One record from its ``FIELDS`` values."""
-    end, detail, sent, status, ip, method, target, version, fields = v
+    end, detail, sent, status, ip, request = v
+    if isinstance(request, bytes):
+        method, target, version, fields = _parse_head(request)
+    else:
+        method, target, version, *fields = request
     host = referer = agent = b""
     # As Request.headers would give them (the last of repeated Referer or User-Agent fields).
     for key, value in fields:
@@ -480,6 +489,41 @@ def record(v: list[Any]) -> Record:
         referer.rstrip(b" \t").decode("latin-1"),
         agent.rstrip(b" \t").decode("latin-1"),
     )
+
+
+class _Head:
+    """httptools callbacks that keep the first request head of a read."""
+
+    def __init__(self) -> None:
+        self.parser = HttpRequestParser(self)
+        self.url = b""
+        self.fields: list[tuple[str, bytes]] = []
+        self.method = ""
+        self.version = ""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.decode("latin-1").lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.method = self.parser.get_method().decode("latin-1")
+        self.version = self.parser.get_http_version()
+        raise _HeadEnd
+
+
+class _HeadEnd(Exception):
+    """Raised once the first head of a read is parsed: what follows is not this request's."""
+
+
+def _parse_head(raw: bytes) -> tuple[str, str, str, list[tuple[str, bytes]]]:
+    """Method, target, version and raw fields of the request a read began with (the server parsed
+    the same bytes with the same parser and accepted them)."""
+    head = _Head()
+    with contextlib.suppress(HttpParserCallbackError, HttpParserError):
+        head.parser.feed_data(raw)
+    return head.method, head.url.decode("latin-1"), head.version, head.fields
 
 
 def ring_files(directory: Path) -> Iterator[Path]:
