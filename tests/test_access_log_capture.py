@@ -69,9 +69,10 @@ def test_pipelined_split_head_and_non_hit_requests_each_get_their_own_line(
         # the request.
         b"GE",
         f"T /h HTTP/1.1\r\nHost: {HOST}\r\nUser-Agent: two reads\r\n\r\n".encode(),
+        f"HEAD /h HTTP/1.1\r\nHost: {HOST}\r\nReferer: http://h/\r\nUser-Agent: alone\r\n\r\n".encode(),
     ]
     last = f"GET /h HTTP/1.0\r\nHost: {HOST}\r\n\r\n".encode()
-    received = _send(n, [pipelined, *split, last], expect=7)
+    received = _send(n, [pipelined, *split, last], expect=8)
     n.close()
     lines = [json.loads(line) for line in _lines(path)][1:]
     summary = [(r["method"], r["target"], r["protocol"], r["status"], r["cache"]) for r in lines]
@@ -82,6 +83,7 @@ def test_pipelined_split_head_and_non_hit_requests_each_get_their_own_line(
         ("GET", "/h", "HTTP/1.1", 200, "HIT"),
         ("GET", "/h?split", "HTTP/1.1", 200, "MISS"),
         ("GET", "/h", "HTTP/1.1", 200, "HIT"),
+        ("HEAD", "/h", "HTTP/1.1", 200, "HIT"),
         ("GET", "/h", "HTTP/1.0", 200, "HIT"),
     ]
     assert [(r["referer"], r["user_agent"]) for r in lines] == [
@@ -91,13 +93,14 @@ def test_pipelined_split_head_and_non_hit_requests_each_get_their_own_line(
         ("http://y/", "b"),  # repeated fields: the last one, as before
         (None, "split"),
         (None, "two reads"),
+        ("http://h/", "alone"),
         (None, None),
     ]
     assert {r["host"] for r in lines} == {HOST} and {r["zone"] for r in lines} == {"test.example"}
     assert {r["client"] for r in lines} == {"127.0.0.1"}
     # Every byte the client received is counted, each answer on its own line; HEAD's is a head.
     assert sum(r["bytes"] for r in lines) == len(received)
-    assert lines[1]["bytes"] < 700 < lines[0]["bytes"]
+    assert lines[1]["bytes"] == lines[6]["bytes"] < 700 < lines[0]["bytes"]
     assert lines[2]["origin_ms"] is not None and lines[0]["origin_ms"] is None
 
 
