@@ -14,6 +14,7 @@ from pathlib import Path
 
 from conftest import Route
 from edgecache.edge.logformat import LineFormatter
+from edgecache.edge.logring import MAX_FIELD, RingReader, RingWriter, ring_path
 from edgecache.edge.zones import ZoneTable
 from test_logs import COMBINED, LoggedNode, _lines, node_factory
 
@@ -153,3 +154,17 @@ def test_a_remembered_hit_line_is_used_only_for_the_same_request_and_answer() ->
         ("10.0.0.1", "200", "100", "http://r/", "ua"),
         ("10.0.0.1", "200", "100", "-", "values"),
     ]
+
+
+def test_a_request_too_large_for_a_batch_is_logged_cut_with_the_fields_a_line_shows(tmp_path: Path) -> None:
+    writer = RingWriter(ring_path(tmp_path), 1 << 20)
+    reader = RingReader(writer.path)
+    cookie = ("cookie", b"c" * 300_000)
+    request = ("GET", "/" + "t" * 300_000, "1.1", ("host", b"a.example"), cookie, ("user-agent", b"ua"))
+    writer.pending += (time.monotonic(), None, 10, b"200", "10.0.0.1", request)
+    writer.flush()
+    (rec,) = reader.read()
+    assert rec.target == "/" + "t" * (MAX_FIELD - 1)
+    assert (rec.host, rec.user_agent, rec.method, rec.version) == ("a.example", "ua", "GET", "1.1")
+    reader.close()
+    writer.close()
