@@ -78,9 +78,11 @@ def _prefix(method: str) -> bytes:
 
 _PREFIXES: dict[str, bytes] = {}
 """By method (llhttp's fixed table, so it stays small)."""
-_GET_OR_HEAD = (b"GET ", b"HEAD ")
-"""What a read that began with a request a fresh hit answers starts with (no method ends with
-the name of another plus a space, so a method split over two reads cannot look like these)."""
+_G_OR_H = frozenset(b"GH")
+"""The first byte of a read that began with a request a fresh hit answers (GET or HEAD). A read
+that began between requests but after their first byte starts with the rest of the method (E, T,
+A or D here) or with the empty lines a client may send first: its request's values are recorded
+instead."""
 
 
 def hit_recorder(ring: RingWriter) -> Callable[[Request, bytes], None]:
@@ -92,13 +94,12 @@ def hit_recorder(ring: RingWriter) -> Callable[[Request, bytes], None]:
     def hit(req: Request, data: bytes) -> None:
         # A fresh hit is written at once, so its cache status is HIT without looking and its
         # start, head and end are one clock read (the record's None). The request is, as a rule,
-        # the bytes it arrived in (request_values(), without the call and its method lookup:
-        # a fresh hit answers only GET and HEAD).
+        # the bytes it arrived in (request_values(), without the call and its method lookup).
         nonlocal pending
         raw = req.raw
         request = (
             raw
-            if raw is not None and raw.startswith(_GET_OR_HEAD) and len(raw) <= MAX_FIELD
+            if raw is not None and raw[0] in _G_OR_H and len(raw) <= MAX_FIELD
             else request_values(req)
         )
         pending += (_monotonic(), None, len(data), data[9:12], req.client_ip, request)
