@@ -98,9 +98,7 @@ def hit_recorder(ring: RingWriter) -> Callable[[Request, bytes], None]:
         nonlocal pending
         raw = req.raw
         request = (
-            raw
-            if raw is not None and raw[0] in _G_OR_H and len(raw) <= MAX_FIELD
-            else request_values(req)
+            raw if raw is not None and raw[0] in _G_OR_H and len(raw) <= MAX_FIELD else request_values(req)
         )
         pending += (_monotonic(), None, len(data), data[9:12], req.client_ip, request)
         n = len(pending)

@@ -393,7 +393,7 @@ class Connection(asyncio.Protocol):
             self._wrote = True
             self._transport.write(data)
         alog = self._alog
-        if alog:
+        if alog is not None:
             # The access log's capture of a hit is here, behind one test, rather than in an
             # override: a Python-level wrapper cost a hit more than the record itself (decision 0016).
             req = self._areq
@@ -472,7 +472,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stopped:
             return
-        if self._alog:
+        if self._alog is not None:
             self._achunk = None if self._pphase else data
         try:
             self._parser.feed_data(data)
@@ -624,12 +624,6 @@ class Connection(asyncio.Protocol):
         req.plain = self._plain
         req._fields = self._fields
         req._headers = None
-        alog = self._alog
-        if alog:
-            # The first request that ends in a read begun between requests began that read: the
-            # access log copies those bytes rather than the request's values (decision 0016).
-            req.raw = self._achunk
-            self._achunk = None
         self._url = b""
         self._fields = []
         self._seen = {}
@@ -640,13 +634,20 @@ class Connection(asyncio.Protocol):
             self._stopped = True
         queue = self._queue
         if self._busy or queue or self._write_paused:
+            if self._alog is not None:
+                req.raw = self._achunk
+                self._achunk = None
             queue.append(req)
             if len(queue) > _QUEUE_HIGH and not self._read_paused:
                 self._read_paused = True
                 self._transport.pause_reading()
             return
         # _dispatch, inlined: this is every request's path when nothing is in flight.
-        if alog:
+        if self._alog is not None:
+            # The first request that ends in a read begun between requests began that read: the
+            # access log copies those bytes rather than the request's values (decision 0016).
+            req.raw = self._achunk
+            self._achunk = None
             self._areq = req
         self._busy = True
         self._wrote = False
@@ -708,7 +709,7 @@ class Connection(asyncio.Protocol):
             self._shutdown()
 
     def _dispatch(self, req: Request) -> None:
-        if self._alog:
+        if self._alog is not None:
             self._areq = req
         self._busy = True
         self._wrote = False
