@@ -3,14 +3,18 @@ on the event loop, and a formatter process that turns records into lines (decisi
 
 Theory of operation:
 - Off by default. When on, the server is built with :class:`LoggedConnection`, a ``Connection``
-  that notes each request handed to the handler and what the handler writes; when off, it does
-  not exist and the hit path is untouched.
-- A fresh hit is answered through ``Connection.respond`` (the cache's one-write answer): the
-  override reads the clock once, takes the status digits from the head, finds Referer and
-  User-Agent among the raw fields and adds eleven references to the ring writer's batch with one
-  ``+=``. Its cache status is HIT by what ``respond`` is for, so the head is not searched. Any
-  other answer goes through ``write``/``writelines``/``finish``, where the clock is read at the
-  task's start, the first write and the end, and the head is searched for ``CF-Cache-Status``.
+  that sets the server's ``_alog`` hook and times what the handler writes; when off, it does not
+  exist and the hit path pays three ``is not None`` tests.
+- A fresh hit is answered through ``Connection.respond`` (the cache's one-write answer), which
+  calls the hook (:func:`hit_recorder`): it reads the clock once, takes the status digits from the
+  head and adds six references to the ring writer's batch with one ``+=``. Its cache status is HIT
+  by what ``respond`` is for, so the head is not searched. The request is, as a rule, the bytes of
+  the read its head began (the server keeps that read when it began between requests), which the
+  formatter parses for method, target, version, Host, Referer and User-Agent; otherwise (a head
+  split over reads, a pipelined request after the first, a read of more than 4 KiB) its values.
+  Any other answer goes through ``write``/``writelines``/``finish``, where the clock is read at
+  the task's start, the first write and the end, and the head is searched for
+  ``CF-Cache-Status``.
 - Every 64 requests (or 50 ms) the batch is copied into the shared-memory ring in a few C calls
   (:class:`RingWriter`). No formatting, no clock conversion, no I/O, no lock, never a wait.
 - Every data-plane process writes its own ring (``<pid>-<token>.ring`` in the node's ring

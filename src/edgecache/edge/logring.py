@@ -10,7 +10,8 @@ Theory of operation:
 - The file is a 256-byte header and a data area of ``capacity`` bytes (a power of two). Positions
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
 - The writer appends a batch of records at ``head`` (the batch's values as one ``marshal`` blob:
-  times, byte count, status and cache values, the request's strings as received). It writes the
+  times, byte count, status and cache values, and the request as received: the bytes of the read
+  its head began, or its method, target, version and raw fields). It writes the
   payload first, then the batch's header (its commit word: size, sequence number of its first
   record, record count, payload length and a CRC-32 of all of them), then the ring's ``head`` and
   record count. A batch that would cross the end of the area is preceded by a wrap header (size 0)
