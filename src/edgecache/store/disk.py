@@ -422,6 +422,9 @@ class DiskStore:
             max_dbs=2 * MAX_ZONES + 2,
             readahead=True,
             max_readers=1024,
+            # A read transaction ended is kept and renewed by the next ``begin`` (no reader-table
+            # lock and scan, no allocation): the hit path begins one per loop turn (``read_in_turns``).
+            max_spare_txns=1,
         )
         self.stats = DiskStats()
         self._dbs: dict[tuple[bytes, str], Any] = {}
@@ -460,6 +463,13 @@ class DiskStore:
         ``RENEW_EVERY`` seconds: a commit, and its fsync, per few hits slowed the hits several times
         (measured with bench/disk_hits.py)."""
         self._renewed = 0.0
+        self._generation = 0
+        """Bumped by the writer after each commit, before it publishes what the commit created."""
+        self._turn: lmdb.Transaction | None = None
+        """The read transaction of the current loop turn (``read_in_turns``), or None."""
+        self._turn_generation = -1
+        self._turn_thread = -1
+        self._call_soon: Callable[[Callable[[], None]], object] | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
@@ -516,6 +526,43 @@ class DiskStore:
 
     # -- reads (any thread) -----------------------------------------------------------------------
 
+    def read_in_turns(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
+        """Let the hit path's reads on the calling thread (the event loop's) share one read
+        transaction until the end of the loop's turn, which ``call_soon`` schedules: a transaction
+        per hit cost about as much as the read itself. Reads on other threads begin their own.
+
+        What makes a shared snapshot safe: it is begun again as soon as this process's writer has
+        committed (``_generation``), so a read never misses a removal that this process's reclaimer
+        may already have compacted away from the epoch index (the reclaimer compacts only after its
+        disk job's commit), nor a database or host the writer has published; and it ends with the
+        turn, so it never pins pages that writers in other processes could reuse, and another
+        process's fills are seen from the next turn on."""
+        self._turn_thread = threading.get_ident()
+        self._call_soon = call_soon
+
+    def _reader(self) -> lmdb.Transaction | None:
+        """This turn's read transaction (begun when there is none or the writer committed since),
+        or None on a thread that does not read in turns: it begins its own."""
+        if threading.get_ident() != self._turn_thread or self._call_soon is None:
+            return None
+        txn = self._turn
+        if txn is not None:
+            if self._turn_generation == self._generation:
+                return txn
+            txn.abort()
+        else:
+            self._call_soon(self._end_turn)
+        # Read before the transaction begins: a commit in between only makes the next read begin
+        # again, never lets a snapshot older than a commit pass for newer.
+        self._turn_generation = self._generation
+        self._turn = txn = self.env.begin(buffers=True)
+        return txn
+
+    def _end_turn(self) -> None:
+        txn, self._turn = self._turn, None
+        if txn is not None:
+            txn.abort()
+
     def _zone_of(self, key: str) -> str | None:
         """The zone whose databases hold ``key``, from its host (read from disk on a first miss:
         another process may have stored the host)."""
@@ -566,7 +613,11 @@ class DiskStore:
         else:
             where = self._where(key)
             # Buffers: the record is read in place from the map; only the head and body are copied.
-            with self.env.begin(buffers=True) as txn:
+            txn = self._reader()
+            if txn is None:
+                with self.env.begin(buffers=True) as txn:
+                    found = self._read(txn, key, where, reserve)
+            else:
                 found = self._read(txn, key, where, reserve)
         if found is None:
             self.stats.misses += 1
@@ -594,12 +645,24 @@ class DiskStore:
         base key itself (for the :meth:`get` that follows), in one read transaction: a memory miss
         asks both. Counts nothing: the ``get`` does."""
         where = self._where(base_key)
-        with self.env.begin(buffers=True) as txn:
-            cdb = None if where is None else where[1]
-            names = None if cdb is None else txn.get(VARY + key_bytes(base_key), db=cdb)
-            if names is not None:
-                return tuple(bytes(names).decode().split("\x00")), None
-            return None, Lookup(base_key, self._read(txn, base_key, where, reserve))
+        txn = self._reader()
+        if txn is None:
+            with self.env.begin(buffers=True) as txn:
+                return self._lookup(txn, base_key, where, reserve)
+        return self._lookup(txn, base_key, where, reserve)
+
+    def _lookup(
+        self,
+        txn: lmdb.Transaction,
+        base_key: str,
+        where: tuple[str, Any, Any] | None,
+        reserve: Callable[[str], bool] | None,
+    ) -> tuple[tuple[str, ...] | None, Lookup | None]:
+        cdb = None if where is None else where[1]
+        names = None if cdb is None else txn.get(VARY + key_bytes(base_key), db=cdb)
+        if names is not None:
+            return tuple(bytes(names).decode().split("\x00")), None
+        return None, Lookup(base_key, self._read(txn, base_key, where, reserve))
 
     def _where(self, key: str) -> tuple[str, Any, Any] | None:
         """The zone of ``key`` and its published disk-cache and reserve databases (None: none, or
@@ -661,8 +724,11 @@ class DiskStore:
         db = None if zone is None else self._dbs.get((CACHE, zone))
         if db is None:
             return False
-        with self.env.begin(db=db) as txn:
-            return txn.get(ENTRY + key_bytes(key)) is not None
+        txn = self._reader()
+        if txn is None:
+            with self.env.begin(db=db) as txn:
+                return txn.get(ENTRY + key_bytes(key)) is not None
+        return txn.get(ENTRY + key_bytes(key), db=db) is not None
 
     def vary(self, base_key: str) -> tuple[str, ...] | None:
         """The Vary field names recorded for a base key."""
@@ -813,6 +879,8 @@ class DiskStore:
         """Commit what is queued, stop the writer and close the environment."""
         self._queue.put(None)
         self._thread.join()
+        self._call_soon = None
+        self._turn = None
         self.env.close()
 
     def _enqueue(self, op: tuple[Any, ...]) -> None:
@@ -964,6 +1032,9 @@ class DiskStore:
 
     def _publish(self) -> None:
         """After a commit: what it created is there for readers too."""
+        # First: a reader that finds a database published here must also find its turn's snapshot
+        # outdated (``_reader``), or it would use the database in a transaction begun before it.
+        self._generation += 1
         if self._new_dbs:
             self._dbs.update(self._new_dbs)
             self._cache_dbs.update((zone, db) for (area, zone), db in self._new_dbs.items() if area == CACHE)
