@@ -109,6 +109,7 @@ __all__ = [
     "RESERVE",
     "DiskStats",
     "DiskStore",
+    "Found",
     "Job",
     "JobProgress",
     "Lookup",
@@ -125,6 +126,8 @@ log = logging.getLogger(__name__)
 
 MAX_ZONES = 1024
 """Zones the store can hold (two named databases each; LMDB fixes the number when it opens)."""
+MAX_WHERES = 4096
+"""Hosts whose zone and databases the hit path remembers (a zone may serve many hosts)."""
 _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
 RENEW_EVERY = 1.0
@@ -349,12 +352,11 @@ class WriteView:
             s._write_reclaimed_later(self.txn)
 
 
-@dataclass(slots=True)
-class Lookup:
-    """What :meth:`DiskStore.lookup` read for a base key: its record and area, or None."""
-
-    key: str
-    found: tuple[Record, bytes] | None
+Found = tuple[Entry, bytes, float]
+"""What a read found: the entry, its area (``CACHE`` or ``RESERVE``) and, for a reserve record, when
+it expires (plain tuples: the hit path builds one per disk hit)."""
+Lookup = tuple[str, Found | None]
+"""What :meth:`DiskStore.lookup` read for a base key: the key and what was found under it."""
 
 
 Job = Callable[[WriteView], bool]
@@ -436,6 +438,10 @@ class DiskStore:
         self._asked: set[str] = set()
         """Zones whose databases a reader asked the writer to open."""
         self._hosts: dict[str, str] = {}
+        self._wheres: dict[str, tuple[str, Any, Any]] = {}
+        """Host → ``_where``'s answer, for zones whose disk-cache database is published. The writer
+        replaces the dict (never clears it) after publishing: a reader that looked at the
+        databases before that stores its answer in the dict being dropped."""
         """Host → zone (the ``host:`` rows), as far as this process has read or written them."""
         self._new_hosts: dict[str, str] = {}
         """Host rows written in the writer's open transaction, published when it commits."""
@@ -458,8 +464,8 @@ class DiskStore:
         """Keys the running job removes in its uncommitted transaction (``WriteView.taking``)."""
         self._dropping: set[tuple[bytes, str]] = set()
         """Zone areas the running job is emptying in its uncommitted transaction."""
-        self._renewals: set[tuple[bytes, str]] = set()
-        """Records read from disk whose place (or retention) to renew, written every
+        self._renewals: dict[str, bytes] = {}
+        """Keys read from disk → their area, whose place (or retention) to renew, written every
         ``RENEW_EVERY`` seconds: a commit, and its fsync, per few hits slowed the hits several times
         (measured with bench/disk_hits.py)."""
         self._renewed = 0.0
@@ -608,8 +614,8 @@ class DiskStore:
             return None
         if self._taking and key in self._taking:
             return None
-        if looked_up is not None and looked_up.key == key:
-            found = looked_up.found
+        if looked_up is not None and looked_up[0] == key:
+            found = looked_up[1]
         else:
             where = self._where(key)
             # Buffers: the record is read in place from the map; only the head and body are copied.
@@ -622,21 +628,20 @@ class DiskStore:
         if found is None:
             self.stats.misses += 1
             return None
-        rec, area = found
-        entry = rec.entry
+        entry, area, expires = found
         if type(entry) is ChunkedEntry:
             entry.read_chunk = self.read_chunk
-        if area == CACHE:
+        if area is CACHE:
             self.stats.hits += 1
             # Whether the place needs renewing is the writer's question (``_renew``): asking it here
             # cost three more reads per hit.
-            self._renewals.add((CACHE, key))
-        else:
-            self.stats.reserve_hits += 1
-            retention = self._reserve_retention(entry.zone)
-            if rec.reserve_expires - time.time() <= retention * 29 / 30:
-                self._renewals.add((RESERVE, key))
-        return entry, area == RESERVE
+            self._renewals[key] = CACHE
+            return entry, False
+        self.stats.reserve_hits += 1
+        retention = self._reserve_retention(entry.zone)
+        if expires - time.time() <= retention * 29 / 30:
+            self._renewals[key] = RESERVE
+        return entry, True
 
     def lookup(
         self, base_key: str, *, reserve: Callable[[str], bool] | None = None
@@ -662,25 +667,42 @@ class DiskStore:
         names = None if cdb is None else txn.get(VARY + key_bytes(base_key), db=cdb)
         if names is not None:
             return tuple(bytes(names).decode().split("\x00")), None
-        return None, Lookup(base_key, self._read(txn, base_key, where, reserve))
+        return None, (base_key, self._read(txn, base_key, where, reserve))
 
     def _where(self, key: str) -> tuple[str, Any, Any] | None:
         """The zone of ``key`` and its published disk-cache and reserve databases (None: none, or
         being emptied). Found before the read transaction begins: a transaction cannot use a
-        database opened after it began."""
-        zone = self._hosts.get(host_of(key)) or self._zone_of(key)
+        database opened after it began. Remembered by host (``_wheres``) once the zone's disk-cache
+        database is published; forgotten whenever the writer publishes a database or a host."""
+        host = host_of(key)
+        where = self._wheres.get(host)
+        if where is None:
+            where = self._find_where(host, key)
+            if where is None:
+                return None
+        dropping = self._dropping
+        if dropping:
+            zone, cdb, rdb = where
+            if (CACHE, zone) in dropping:
+                cdb = None
+            if (RESERVE, zone) in dropping:
+                rdb = None
+            return zone, cdb, rdb
+        return where
+
+    def _find_where(self, host: str, key: str) -> tuple[str, Any, Any] | None:
+        wheres = self._wheres  # before the databases are read (see ``_wheres``)
+        zone = self._hosts.get(host) or self._zone_of(key)
         if zone is None:
             return None
-        dropping = self._dropping
         cdb = self._cache_dbs.get(zone)
         if cdb is None:
-            cdb = self._reader_db(CACHE, zone)
-        elif dropping and (CACHE, zone) in dropping:
-            cdb = None
-        rdb = self._dbs.get((RESERVE, zone))
-        if rdb is not None and dropping and (RESERVE, zone) in dropping:
-            rdb = None
-        return zone, cdb, rdb
+            return zone, self._reader_db(CACHE, zone), self._dbs.get((RESERVE, zone))
+        where = zone, cdb, self._dbs.get((RESERVE, zone))
+        if len(wheres) >= MAX_WHERES:
+            wheres.clear()
+        wheres[host] = where
+        return where
 
     def _read(
         self,
@@ -688,13 +710,15 @@ class DiskStore:
         key: str,
         where: tuple[str, Any, Any] | None,
         reserve: Callable[[str], bool] | None,
-    ) -> tuple[Record, bytes] | None:
-        """The record of ``key`` and its area, or None (counts nothing)."""
+    ) -> Found | None:
+        """The record of ``key``, its area and its reserve expiry, or None (counts nothing)."""
         if where is None:
             return None
         zone, cdb, rdb = where
         raw_key = key.encode("utf-8", "surrogatepass")
-        ek = ENTRY + (raw_key if len(raw_key) <= MAX_INLINE_KEY else key_bytes(key))
+        # A key stored as it is needs no comparison with the record's: the row's key is the key.
+        cut = raw_key if len(raw_key) > MAX_INLINE_KEY else None
+        ek = ENTRY + (raw_key if cut is None else key_bytes(key))
         raw = None if cdb is None else txn.get(ek, db=cdb)
         area = CACHE
         if raw is None and reserve is not None and reserve(zone):
@@ -705,13 +729,13 @@ class DiskStore:
         if raw is None:
             return None
         try:
-            rec = decode_hit(raw, key, raw_key)
+            found = decode_hit(raw, key, zone, cut)
         except (struct.error, UnicodeDecodeError):
             log.error("unreadable disk record for %r: ignored", key)
             return None
-        if rec is None:
+        if found is None:
             return None
-        return rec, area
+        return found[0], area, found[1]
 
     def has(self, key: str) -> bool:
         """Whether the disk cache holds a record under ``key``; a key with a delete or a put still
@@ -955,11 +979,11 @@ class DiskStore:
     def _apply(self, batch: list[tuple[Any, ...]]) -> None:
         jobs = []
         self._delta = {}
-        renewals: set[tuple[bytes, str]] = set()
+        renewals: dict[str, bytes] = {}
         due = time.monotonic() - self._renewed >= RENEW_EVERY or any(op[0] == "renew" for op in batch)
         if self._renewals and due:
             # Readers keep adding to the set they see; a renewal lost in the swap is only a hint.
-            renewals, self._renewals = self._renewals, set()
+            renewals, self._renewals = self._renewals, {}
             self._renewed = time.monotonic()
         if not renewals and all(op[0] == "job" for op in batch):
             # Only jobs (a purge's reclaim, usually): each has its own transaction below, and an
@@ -1039,9 +1063,11 @@ class DiskStore:
             self._dbs.update(self._new_dbs)
             self._cache_dbs.update((zone, db) for (area, zone), db in self._new_dbs.items() if area == CACHE)
             self._new_dbs = {}
+            self._wheres = {}
         if self._new_hosts:
             self._hosts.update(self._new_hosts)
             self._new_hosts = {}
+            self._wheres = {}
 
     def _zdb(self, txn: lmdb.Transaction, area: bytes, zone: str, *, create: bool) -> Any:
         """A zone area's database in the writer's transaction (opened, or created, when needed);
@@ -1228,7 +1254,7 @@ class DiskStore:
             if d:
                 self._meta_put(txn, name, self._stored(txn, name) + d)
 
-    def _renew(self, txn: lmdb.Transaction, renewals: set[tuple[bytes, str]], now: float) -> None:
+    def _renew(self, txn: lmdb.Transaction, renewals: dict[str, bytes], now: float) -> None:
         """Renew the records read from disk since the last renewal: a disk-cache record moves to the
         most recent end of the order if it is among the oldest ``1/RENEW_OLDEST``, a reserve record's
         retention starts again (``_touch``). The clock and the count are read once per batch."""
@@ -1236,7 +1262,7 @@ class DiskStore:
         count = self._meta_get(txn, b"count:c")
         young = count - count // RENEW_OLDEST
         unpack, pack = U64.unpack, U64.pack
-        for area, key in renewals:
+        for key, area in renewals.items():
             zone = self._writer_zone_of(key)
             if zone is None:
                 continue
