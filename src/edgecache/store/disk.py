@@ -619,12 +619,13 @@ class DiskStore:
         else:
             where = self._where(key)
             # Buffers: the record is read in place from the map; only the head and body are copied.
+            kb = key_bytes(key)
             txn = self._reader()
             if txn is None:
                 with self.env.begin(buffers=True) as txn:
-                    found = self._read(txn, key, where, reserve)
+                    found = self._read(txn, key, kb, where, reserve)
             else:
-                found = self._read(txn, key, where, reserve)
+                found = self._read(txn, key, kb, where, reserve)
         if found is None:
             self.stats.misses += 1
             return None
@@ -663,11 +664,14 @@ class DiskStore:
         where: tuple[str, Any, Any] | None,
         reserve: Callable[[str], bool] | None,
     ) -> tuple[tuple[str, ...] | None, Lookup | None]:
-        cdb = None if where is None else where[1]
-        names = None if cdb is None else txn.get(VARY + key_bytes(base_key), db=cdb)
+        if where is None:
+            return None, (base_key, None)
+        kb = key_bytes(base_key)
+        cdb = where[1]
+        names = None if cdb is None else txn.get(VARY + kb, db=cdb)
         if names is not None:
             return tuple(bytes(names).decode().split("\x00")), None
-        return None, (base_key, self._read(txn, base_key, where, reserve))
+        return None, (base_key, self._read(txn, base_key, kb, where, reserve))
 
     def _where(self, key: str) -> tuple[str, Any, Any] | None:
         """The zone of ``key`` and its published disk-cache and reserve databases (None: none, or
@@ -708,17 +712,16 @@ class DiskStore:
         self,
         txn: lmdb.Transaction,
         key: str,
+        kb: bytes,
         where: tuple[str, Any, Any] | None,
         reserve: Callable[[str], bool] | None,
     ) -> Found | None:
-        """The record of ``key``, its area and its reserve expiry, or None (counts nothing)."""
+        """The record of ``key`` (stored as ``kb``), its area and its reserve expiry, or None
+        (counts nothing)."""
         if where is None:
             return None
         zone, cdb, rdb = where
-        raw_key = key.encode("utf-8", "surrogatepass")
-        # A key stored as it is needs no comparison with the record's: the row's key is the key.
-        cut = raw_key if len(raw_key) > MAX_INLINE_KEY else None
-        ek = ENTRY + (raw_key if cut is None else key_bytes(key))
+        ek = ENTRY + kb
         raw = None if cdb is None else txn.get(ek, db=cdb)
         area = CACHE
         if raw is None and reserve is not None and reserve(zone):
@@ -728,6 +731,8 @@ class DiskStore:
             raw = None if rdb is None else txn.get(ek, db=rdb)
         if raw is None:
             return None
+        # A key stored as it is needs no comparison with the record's: the row's key is the key.
+        cut = key.encode("utf-8", "surrogatepass") if len(kb) > MAX_INLINE_KEY else None
         try:
             found = decode_hit(raw, key, zone, cut)
         except (struct.error, UnicodeDecodeError):
