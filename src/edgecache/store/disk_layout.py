@@ -223,33 +223,34 @@ def decode_hit(raw: bytes | memoryview, key: str, zone: str, cut: bytes | None) 
     the key is never decoded, and the head and body are the only copies taken from ``raw`` (raises
     as ``decode_entry``)."""
     status, seq, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = REC.unpack_from(raw)
-    view = memoryview(raw)
+    # ``raw`` is sliced as it is: a memoryview (LMDB's buffer) gives views, copied once by bytes().
     q = REC.size + lz + lk
-    if cut is not None and view[q - lk : q] != cut:
+    if cut is not None and raw[q - lk : q] != cut:
         return None
     h = q + lt
-    # Positional: with keywords, building the entry cost more than the rest of the decoding.
+    # Positional, and flags tested without bool(): with keywords, building the entry cost more
+    # than the rest of the decoding.
     entry = Entry(
         zone,
         key,
         status,
-        bytes(view[h : h + lh]),
-        bytes(view[h + lh :]),
-        tuple(str(view[q:h], "utf-8").split("\x00")) if lt else (),
+        bytes(raw[h : h + lh]),
+        bytes(raw[h + lh :]),
+        tuple(str(raw[q:h], "utf-8").split("\x00")) if lt else (),
         seq,
         rtime,
         iage,
         life,
         swr,
         sie,
-        bool(flags & _F_MUST_REVALIDATE),
-        bool(flags & _F_NO_CACHE),
-        bool(flags & _F_AUTH_OK),
-        bool(flags & _F_LENGTH_KNOWN),
+        flags & _F_MUST_REVALIDATE != 0,
+        flags & _F_NO_CACHE != 0,
+        flags & _F_AUTH_OK != 0,
+        flags & _F_LENGTH_KNOWN != 0,
         None if stale != stale else stale,  # NaN: not stale
     )
     if flags & _F_CHUNKED:
-        entry = chunked_from(entry, view[h + lh :])
+        entry = chunked_from(entry, raw[h + lh :])
     return entry, rexp
 
 
