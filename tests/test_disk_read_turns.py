@@ -148,3 +148,20 @@ def test_a_reserve_database_created_after_a_read_of_its_zone_is_read(tmp_path: P
             store.close()
 
     asyncio.run(main())
+
+
+def test_reads_on_the_thread_of_a_loop_that_closed_go_on(tmp_path: Path) -> None:
+    store = stored(tmp_path, make("http://h/a"))
+
+    async def main() -> None:
+        store.read_in_turns(asyncio.get_running_loop().call_soon)
+        assert store.get("http://h/a") is not None
+
+    asyncio.run(main())
+    try:
+        store.put(make("http://h/b", b"later"))
+        assert store.flush(10)
+        found = store.get("http://h/b")
+        assert found is not None and found[0].body == b"later"
+    finally:
+        store.close()

@@ -8,7 +8,11 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   object in both areas is two records: the areas evict independently.
 - Reads are synchronous and take microseconds while the pages are in the page cache (one read
   transaction, one ``get``). They may run on any thread or process. A read finds the zone from the
-  key's host (``host:`` rows, cached in memory).
+  key's host (``host:`` rows, cached in memory, and the host's databases remembered).
+- The hit path's reads on the event loop's thread share one read transaction until the end of the
+  loop's turn (``read_in_turns``), begun again whenever this process's writer has committed since:
+  a snapshot never predates a removal this process's reclaimer may already have compacted out of
+  the epoch index, nor a database the writer published, and it never outlives the turn.
 - Every change goes through one queue to one writer thread, which applies a batch of them in one
   write transaction and commits it (LMDB fsyncs on commit): the event loop never waits for the disk.
   The queue is ordered, so a put enqueued before a purge's removal job is on disk before that job
@@ -543,13 +547,15 @@ class DiskStore:
         disk job's commit), nor a database or host the writer has published; and it ends with the
         turn, so it never pins pages that writers in other processes could reuse, and another
         process's fills are seen from the next turn on."""
+        self._end_turn()  # one a loop that has stopped since may have left open
         self._turn_thread = threading.get_ident()
         self._call_soon = call_soon
 
     def _reader(self) -> lmdb.Transaction | None:
         """This turn's read transaction (begun when there is none or the writer committed since),
         or None on a thread that does not read in turns: it begins its own."""
-        if threading.get_ident() != self._turn_thread or self._call_soon is None:
+        call_soon = self._call_soon
+        if call_soon is None or threading.get_ident() != self._turn_thread:
             return None
         txn = self._turn
         if txn is not None:
@@ -557,7 +563,12 @@ class DiskStore:
                 return txn
             txn.abort()
         else:
-            self._call_soon(self._end_turn)
+            try:
+                call_soon(self._end_turn)
+            except RuntimeError:
+                # The loop has closed: reads on this thread begin their own transactions again.
+                self._call_soon = None
+                return None
         # Read before the transaction begins: a commit in between only makes the next read begin
         # again, never lets a snapshot older than a commit pass for newer.
         self._turn_generation = self._generation
