@@ -444,11 +444,11 @@ class DiskStore:
         self._asked: set[str] = set()
         """Zones whose databases a reader asked the writer to open."""
         self._hosts: dict[str, str] = {}
+        """Host → zone (the ``host:`` rows), as far as this process has read or written them."""
         self._wheres: dict[str, tuple[str, Any, Any]] = {}
         """Host → ``_where``'s answer, for zones whose disk-cache database is published. The writer
         replaces the dict (never clears it) after publishing: a reader that looked at the
         databases before that stores its answer in the dict being dropped."""
-        """Host → zone (the ``host:`` rows), as far as this process has read or written them."""
         self._new_hosts: dict[str, str] = {}
         """Host rows written in the writer's open transaction, published when it commits."""
         self._chunks: Any = None
