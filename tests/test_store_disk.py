@@ -190,30 +190,6 @@ def test_a_read_renews_only_records_among_the_oldest(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_record_read_while_young_is_renewed_once_it_has_aged(tmp_path: Path) -> None:
-    """The writer remembers the ticks of the young records it was asked to renew: a record
-    remembered young is still renewed once newer records have pushed it among the oldest."""
-    store = open_store(tmp_path)
-    for i in range(16):
-        store.put(make(f"http://h/{i}"))
-    assert store.flush(10)
-
-    def clock() -> int:
-        with store.env.begin() as txn:
-            return store._stored(txn, b"clock")
-
-    start = clock()
-    assert store.get("http://h/15") is not None  # young: no write
-    assert store.flush(10) and clock() == start
-    for i in range(16, 160):
-        store.put(make(f"http://h/{i}"))
-    assert store.flush(10)
-    aged = clock()
-    assert store.get("http://h/15") is not None  # now among the oldest eighth: renewed
-    assert store.flush(10) and clock() == aged + 1
-    store.close()
-
-
 def test_reserve_budget_retention_and_clear(tmp_path: Path) -> None:
     retention = {"z": 3600.0}
     store = open_store(tmp_path, reserve_budget=lambda z: 3 * 1200, reserve_retention=lambda z: retention[z])

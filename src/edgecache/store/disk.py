@@ -136,8 +136,6 @@ _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
 RENEW_EVERY = 1.0
 """Seconds between the writes that renew the records read from disk."""
-MAX_YOUNG_TICKS = 1 << 16
-"""Keys whose last tick read the writer remembers for the renewals (``_young_ticks``)."""
 RENEW_OLDEST = 8
 """A record read from disk is renewed only when it is among the oldest ``1/RENEW_OLDEST`` of the
 order: a fraction f renews f of the disk hits, while the window in which a record must be read to
@@ -475,10 +473,6 @@ class DiskStore:
         ``RENEW_EVERY`` seconds: a commit, and its fsync, per few hits slowed the hits several times
         (measured with bench/disk_hits.py)."""
         self._renewed = 0.0
-        self._young_ticks: dict[str, int] = {}
-        """Renewals' disk-cache keys found young → the tick read (writer thread): ticks only grow
-        (renewals and new puts take the next one, in any process), so while the clock has not
-        moved ``young`` past it, the key is still young and its tick need not be read again."""
         self._generation = 0
         """Bumped by the writer after each commit, before it publishes what the commit created."""
         self._turn: lmdb.Transaction | None = None
@@ -1284,14 +1278,7 @@ class DiskStore:
         count = self._meta_get(txn, b"count:c")
         young = count - count // RENEW_OLDEST
         unpack, pack = U64.unpack, U64.pack
-        known = self._young_ticks
-        if len(known) >= MAX_YOUNG_TICKS:
-            known.clear()
         for key, area in renewals.items():
-            if area is CACHE:
-                tick = known.get(key)
-                if tick is not None and clock - tick < young:
-                    continue  # its tick can only have grown since it was read: still young
             zone = self._writer_zone_of(key)
             if zone is None:
                 continue
@@ -1303,14 +1290,8 @@ class DiskStore:
                 continue
             kb = key_bytes(key)
             old = txn.get(TICK + kb, db=db)
-            if old is None:
+            if old is None or clock - unpack(old)[0] < young:
                 continue
-            tick = unpack(old)[0]
-            if clock - tick < young:
-                known[key] = tick
-                continue
-            # Not remembered as renewed: this transaction may yet fail to commit.
-            known.pop(key, None)
             txn.delete(ORDER + bytes(old) + kb, db=db)
             clock += 1
             packed = pack(clock)
