@@ -328,7 +328,9 @@ class Node:
         if self.disk is not None:
             # The hit path's disk reads share a read transaction per turn of this loop.
             self.disk.read_in_turns(asyncio.get_running_loop().call_soon)
-        serve: Handler = handler or self.proxy
+        # The bound method: calling the Proxy instance itself goes through its type's call slot first,
+        # about 0.1 µs more per request.
+        serve: Handler = handler or self.proxy.__call__
         connection: Callable[[HttpServer], Connection] = Connection
         if self.access_formatter is not None:
             # One ring per data-plane process, named by its pid and a token (decision 0016).
