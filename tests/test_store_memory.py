@@ -81,7 +81,7 @@ def check_indexes(tier: MemoryTier) -> None:
         for t in e.tags:
             tags.setdefault(e.zone, {}).setdefault(t, set()).add(e.key)
     assert {
-        z: {t: {ks} if isinstance(ks, str) else ks for t, ks in by_tag.items()}
+        z: {t: {ks} if isinstance(ks, str) else set(ks) for t, ks in by_tag.items()}
         for z, by_tag in tier._tags.items()
     } == tags
     assert all(
@@ -218,6 +218,32 @@ def test_tag_index_per_zone() -> None:
     tier.delete("http://g/3")
     assert tier._tags == {"z1": {"c": "http://h/1"}}, "no slot for a tag or zone left without entries"
     check_internals(tier)
+
+
+def test_a_tag_on_many_entries_is_kept_in_shards_each_freed_as_it_empties(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Small thresholds, so that a few dozen entries take the path a tag on a million takes.
+    monkeypatch.setattr(memory, "_TAG_SHARD_AT", 8)
+    monkeypatch.setattr(memory, "_TAG_SHARDS", 4)
+    tier = MemoryTier(1_000_000)
+    keys = [f"http://h/{i:03d}" for i in range(40)]
+    for i, key in enumerate(keys):
+        tier.put(make(key, zone="z", tags=("site", f"t{i % 3}")))
+        check_internals(tier)
+    shards = tier._tags["z"]["site"]
+    assert isinstance(shards, memory._TagShards) and tier.tag_size("z", "site") == 40
+    assert not any(gc.is_tracked(x) for x in (shards, shards._sets, *shards._sets, tier._tags["z"]))
+    tables = list(shards._sets)
+    tier.put(make(keys[0], zone="z", tags=("other",)))  # a replacement leaves the tag
+    tier.put(make(keys[0], zone="z", tags=("site",)))  # and joins it again
+    for key in keys[5:] + keys[1:5]:
+        tier.delete(key)
+        check_internals(tier)
+    assert tier._tags["z"]["site"] == keys[0], "one key left: a plain string again"
+    assert not any(a is b for a in tables for b in shards._sets), "each shard's table let go as it emptied"
+    tier.delete(keys[0])
+    assert tier._tags == {}
 
 
 def test_zone_index_with_shared_hosts_and_malformed_keys() -> None:
