@@ -92,6 +92,24 @@ class _SortedKeys(Protocol):
     def irange(self, minimum: str, maximum: str | None, inclusive: tuple[bool, bool]) -> Iterator[str]: ...
 
 
+class _UntrackedKeys(SortedList):  # type: ignore[misc]
+    """The key index: a ``SortedList`` whose sublists (lists of key strings, which cannot be in a
+    cycle) are kept out of the garbage collector. A full collection visits every reference of every
+    tracked list: at a million keys the sublists made one ~20 ms pass, paid by every full collection
+    that ran before the next ``gc.freeze`` after a large fill (docs/decisions/0006-gc-policy.md)."""
+
+    def _expand(self, pos: int) -> None:
+        # Called after every add; sortedcontainers makes a sublist only when it splits one in two
+        # here (the first sublist, made when the list was empty, is untracked at its first split).
+        lists = self._lists
+        if len(lists[pos]) > self._load << 1:
+            SortedList._expand(self, pos)
+            untrack(lists[pos])
+            untrack(lists[pos + 1])
+        elif self._index:
+            SortedList._expand(self, pos)
+
+
 def _prefix_end(prefix: str) -> str | None:
     """The least string above every string that starts with ``prefix``; None when there is none."""
     # Trailing maximal characters cannot be incremented, and dropping them does not let in any string
@@ -201,7 +219,7 @@ class MemoryTier:
         self._retired_count = 0
         self._retired_bytes = 0
         untrack(self._ring)
-        self._keys: _SortedKeys = SortedList()
+        self._keys: _SortedKeys = _UntrackedKeys()
         self._tags: dict[str, dict[str, str | set[str] | _TagShards]] = {}
         self._zones: dict[str, dict[str, int]] = {}
         self._zones_of_range: dict[str, int] = {}
@@ -383,7 +401,7 @@ class MemoryTier:
                     untrack(tags)
                 else:
                     keys.add(key)
-                    if isinstance(keys, set) and len(keys) >= _TAG_SHARD_AT:
+                    if type(keys) is set and len(keys) >= _TAG_SHARD_AT:
                         tags[tag] = _TagShards(keys)
                         untrack(tags)
 
