@@ -28,7 +28,10 @@ Method (reference setup and Varnish figures: /work/shared/reference/bench-anchor
    after" = from the purge entering the index to the reclaimer finishing it, time-stamped inside the
    node) and puts the purged objects back as fresh entries, so every purge of a kind sees the same N.
    Purge everything empties the tier, so it gets fewer repetitions, each on a tier refilled to N.
-   p50/p99 are nearest-rank percentiles. To split the floor: GET /healthz (aiohttp alone), an
+   p50/p99 are nearest-rank percentiles. For one URL and the floor (nothing to reclaim after the
+   answer) the node's process CPU from just before the purge to just after its answer is read too
+   (less what two back-to-back reads cost): the figure a loaded machine does not distort much. To
+   split the floor: GET /healthz (aiohttp alone), an
    authenticated purge with an empty body (auth + validation, answered 400, no commit) and a bare
    SQLite INSERT+COMMIT (WAL, synchronous=FULL) in the node's data dir. The node's garbage-collector
    pauses during the rounds are recorded (``gc.callbacks``).
@@ -98,6 +101,8 @@ LABELS = {
     "everything": "purge everything",
 }
 FLEX = ("tag", "host", "prefix", "everything")
+CPU_KINDS = ("url", "floor")
+"""Kinds whose node CPU per purge is read (nothing, or one entry, to reclaim after the answer)."""
 
 
 # --- small helpers ------------------------------------------------------------------------------------
@@ -255,6 +260,9 @@ class KindResult:
     stall_ms: list[float] = field(default_factory=list)
     stall_cpu_ms: list[float] = field(default_factory=list)
     refill_s: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    """Node process CPU from just before the purge to just after its answer, less the probe's own
+    (``CPU_KINDS`` only: for the others it would include the reclaimer's first slices)."""
     after_refill: list[float] = field(default_factory=list)
     """The untimed purge before each timed one (nothing matched), right after the harness's refill."""
     errors: list[str] = field(default_factory=list)
@@ -297,6 +305,12 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
         node.purge({"tags": ["warm-up"]})  # open the connection, load the token cache: untimed
         node.get("/obj/000000", HOST)
         node.cmd("drain")
+        # What two back-to-back CPU reads cost the node: subtracted from each purge's reading.
+        probe_cpu = []
+        for _ in range(20):
+            c0 = node.cmd("cpu")["process_s"]
+            probe_cpu.append((node.cmd("cpu")["process_s"] - c0) * 1000)
+        probe_ms = statistics.median(probe_cpu)
         others = OthersCpu()
         res = {k: KindResult() for k in (*KINDS, "everything")}
         healthz: list[float] = []
@@ -311,7 +325,10 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
             kr.after_refill.append(ms)
             node.cmd("drain")
             node.cmd("lag")  # a new window: the harness's refill before this purge is not counted
+            cpu0 = node.cmd("cpu")["process_s"] if kind in CPU_KINDS else 0.0
             ms, status, answer = node.purge(s.body, soft=s.soft)
+            if kind in CPU_KINDS:
+                kr.cpu_ms.append((node.cmd("cpu")["process_s"] - cpu0) * 1000 - probe_ms)
             if status != 200 or not (answer or {}).get("success"):
                 kr.errors.append(f"{status} {answer}")
             kr.lat.append(ms)
@@ -439,10 +456,10 @@ def api_tables(results: list[ApiResult]) -> str:
         "",
         "| N | GET /healthz (aiohttp alone) p50 / p99 | authenticated purge, rejected as empty (400) "
         "| floor purge (unknown tag) p50 / p99 | the same, right after the harness's refill p50 / p99 "
-        "| bare SQLite INSERT+COMMIT (WAL, FULL) p50 / p99 "
+        "| node CPU per purge, one URL / floor: p50 ms | bare SQLite INSERT+COMMIT (WAL, FULL) p50 / p99 "
         "| node fill: s, entries, bytes_used MB, RSS MB | full GC passes during the rounds: n, max, total "
         "| others' CPU % | load 1/5/15 after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def pp(v: list[float]) -> str:
@@ -452,7 +469,9 @@ def api_tables(results: list[ApiResult]) -> str:
         f, g = r.fill, r.gc[2]
         out.append(
             f"| {n_label(r.n)} | {pp(r.healthz_ms)} | {pp(r.auth_ms)} | {pp(r.kinds['floor'].lat)}"
-            f" | {pp([ms for k in r.kinds.values() for ms in k.after_refill])} | {pp(r.commit_ms)}"
+            f" | {pp([ms for k in r.kinds.values() for ms in k.after_refill])}"
+            f" | {' / '.join(fmt_ms(statistics.median(r.kinds[k].cpu_ms)) for k in CPU_KINDS)}"
+            f" | {pp(r.commit_ms)}"
             f" | {f['fill_s']:.1f} s, {f['entries']:,}, {f['bytes_used'] / 1e6:,.0f} MB,"
             f" {f['rss_after'] / 1e6:,.0f} MB | {g['count']:.0f}, {g['max_s'] * 1000:,.0f} ms,"
             f" {g['total_s']:.1f} s | {r.others_cpu:.0f} | {r.load} |"
