@@ -31,7 +31,8 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
 - Every change to what is stored goes through ``_link`` and ``_unlink``, and so does every index:
   an index holds exactly the stored entries, never a retired or evicted one.
 - Key index: every stored key in one sorted list (``sortedcontainers.SortedList``: a list of sorted
-  sublists, ~8-9 bytes a key, the key string itself shared with the dict). The keys starting with a
+  sublists, ~8-9 bytes a key, the key string itself shared with the dict; the sublists are kept
+  out of the collector, see ``_UntrackedKeys``). The keys starting with a
   string are one contiguous range, found by bisection: O(log n + matches). Because ``VARIANT_SEP``
   is the least character, the keys under a base key are the range [base, base + "\\x01").
 - Tag index: zone → tag → the keys carrying it, as a ``str`` for a tag on a single entry (per-object
