@@ -18,23 +18,22 @@ Method (reference setup and Varnish figures: /work/shared/reference/bench-anchor
    one prefix (~N/100); ``invalidate_cache`` of one tag; a tag nobody carries (the floor: the same
    durable commit, nothing to reclaim); and purge everything. Kinds are interleaved round by round, so
    drift hits all alike. Each purge of 1a follows a purge of a tag nobody carries (answered and
-   reclaimed, timed apart): the harness's refill before it re-inserts N/100 entries (10k at 1M, 100
-   at 10k), which leaves the CPU's caches cold for the node's purge path in proportion to N, and
-   the purge after it paid ~0.5-1 ms more at any N (measured: 2026-11-30 in docs/benchmarks.md). That first
-   purge after the refill is reported too ("right after the harness's refill", 1c). After each
-   answer: a GET of an object the purge does not cover (a HIT, served while the reclaimer works)
-   and one of an object it covers (must not be a HIT: the purge is in effect when the API
-   answers); then the harness waits until the reclaimer is done ("reclaimer done
-   after" = from the purge entering the index to the reclaimer finishing it, time-stamped inside the
-   node) and puts the purged objects back as fresh entries, so every purge of a kind sees the same N.
-   Purge everything empties the tier, so it gets fewer repetitions, each on a tier refilled to N.
-   p50/p99 are nearest-rank percentiles. For one URL and the floor (nothing to reclaim after the
-   answer) the node's process CPU from just before the purge to just after its answer is read too
-   (less what two back-to-back reads cost): the figure a loaded machine does not distort much. To
-   split the floor: GET /healthz (aiohttp alone), an
-   authenticated purge with an empty body (auth + validation, answered 400, no commit) and a bare
-   SQLite INSERT+COMMIT (WAL, synchronous=FULL) in the node's data dir. The node's garbage-collector
-   pauses during the rounds are recorded (``gc.callbacks``).
+   reclaimed, timed apart as "right after the harness's refill" in 1c): the harness's refill before it
+   re-inserts N/100 entries (10k at 1M, 100 at 10k), which leaves the CPU's caches cold for the node's
+   purge path in proportion to N (at the session's start, idle: the purges that followed a refill were
+   ~0.9 ms slower at 1M; docs/benchmarks.md, 2026-11-30, branch purge1m), and 1a is to compare sizes,
+   not refills. After each answer: a GET of an object the purge does not cover (a HIT, served while the
+   reclaimer works) and one of an object it covers (must not be a HIT: the purge is in effect when the
+   API answers); then the harness waits until the reclaimer is done ("reclaimer done after" = from the
+   purge entering the index to the reclaimer finishing it, time-stamped inside the node) and puts the
+   purged objects back as fresh entries, so every purge of a kind sees the same N. Purge everything
+   empties the tier, so it gets fewer repetitions, each on a tier refilled to N. p50/p99 are
+   nearest-rank percentiles. For one URL and the floor (nothing to reclaim after the answer) the node's
+   process CPU from just before the purge to just after its answer is read too (less what two
+   back-to-back reads cost; it includes the commit's sync in the kernel). To split the floor: GET
+   /healthz (aiohttp alone), an authenticated purge with an empty body (auth + validation, answered
+   400, no commit) and a bare SQLite INSERT+COMMIT (WAL, synchronous=FULL) in the node's data dir. The
+   node's garbage-collector pauses during the rounds are recorded (``gc.callbacks``).
 2. Hit throughput with 0 and with 100k outstanding purge rules: two nodes in front of the nginx origin,
    each warmed over the real data plane with /small and 10k /obj/ keys. One runs with the reclaimer
    stopped (so nothing is ever compacted) and gets 100k non-matching rules through the API (40k tags,
@@ -264,7 +263,7 @@ class KindResult:
     """Node process CPU from just before the purge to just after its answer, less the probe's own
     (``CPU_KINDS`` only: for the others it would include the reclaimer's first slices)."""
     after_refill: list[float] = field(default_factory=list)
-    """The untimed purge before each timed one (nothing matched), right after the harness's refill."""
+    """The purge of nothing before each timed one, right after the harness's refill."""
     errors: list[str] = field(default_factory=list)
 
 
