@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from typing import Protocol
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -156,8 +156,8 @@ class _TagShards:
         return self._len
 
     def __iter__(self) -> Iterator[str]:
-        for shard in self._sets:
-            yield from shard
+        # In C: the reclaimer copies a tag's keys in one step (``keys_for_tag``).
+        return chain.from_iterable(self._sets)
 
     def add(self, key: str) -> None:
         shard = self._sets[hash(key) % _TAG_SHARDS]
