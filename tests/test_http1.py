@@ -12,6 +12,8 @@ from typing import Any
 import httptools
 import pytest
 import uvloop
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgecache.config import Limits
 from edgecache.edge import http1
@@ -290,6 +292,49 @@ def test_http10_closes_unless_keep_alive(aio: Run) -> None:
     aio(scenario())
 
 
+KEEP_ALIVE_FIELDS = [
+    b"",
+    b"Connection: keep-alive\r\n",
+    b"Proxy-Connection: keep-alive\r\n",
+    b"proxy-connection: Keep-Alive\r\n",
+    b"Connection: close\r\n",
+    b"Connection: x-other\r\nX-Other: 1\r\n",
+    b"Keep-Alive: 5\r\n",
+]
+
+
+@pytest.mark.parametrize("field", KEEP_ALIVE_FIELDS)
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+def test_the_handler_sees_the_version_the_request_line_says(aio: Run, version: bytes, field: bytes) -> None:
+    """The server tells 1.1 from a kept-alive request without asking the parser for the version
+    (on_headers_complete): a 1.0 request kept alive by Proxy-Connection must still be 1.0."""
+
+    async def scenario() -> None:
+        async with serving() as (server, _):
+            request = b"GET /v HTTP/%b\r\nHost: a\r\n%b\r\n" % (version, field)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(request)
+            d = described((await read_response(reader))[2])
+            assert d["version"] == version.decode()
+            kept = b"connection: keep-alive" in field.lower() or (version == b"1.1" and b"close" not in field)
+            assert d["keep_alive"] is kept
+            writer.close()
+
+    aio(scenario())
+
+
+@pytest.mark.parametrize("field", KEEP_ALIVE_FIELDS)
+@pytest.mark.parametrize("version", [b"2.0", b"0.9"])
+def test_other_versions_are_505_whatever_keeps_them_alive(aio: Run, version: bytes, field: bytes) -> None:
+    async def scenario() -> None:
+        async with serving() as (server, echo):
+            request = b"GET / HTTP/%b\r\nHost: a\r\n%b\r\n" % (version, field)
+            assert await rejected(server.port, request) == 505
+            assert echo.calls == []
+
+    aio(scenario())
+
+
 def test_connection_close_honoured_and_later_bytes_ignored(
     aio: Run,
 ) -> None:
@@ -513,6 +558,8 @@ def test_own_checks_hold_with_a_lenient_parser(aio: Run, name: str, monkeypatch:
         async with serving() as (server, echo):
             assert await rejected(server.port, BAD_FRAMING[name]) == 400
             assert await rejected(server.port, b"GET / HTTP/1.2\r\nHost: a\r\n\r\n") == 505
+            # Kept alive without a Connection field, as 1.1 is: the version is still read.
+            assert await rejected(server.port, b"GET / HTTP/9.9\r\nHost: a\r\n\r\n") == 505
             assert echo.calls == []
 
     aio(scenario())
@@ -731,3 +778,98 @@ def test_start_server_on_given_socket_and_counters(aio: Run) -> None:
             await server.close()
 
     aio(scenario())
+
+
+# -- the version a kept-alive request is read as, against llhttp's own answer ---------------------------
+
+
+class _Recorder:
+    """A transport that keeps what the server writes (an in-process connection)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class _Reference:
+    """What llhttp itself says of a head: its version and keep-alive, asked at the end of the head."""
+
+    def __init__(self) -> None:
+        self.parser = http1._strict_parser(self)
+        self.seen: tuple[str, bool] | None = None
+
+    def on_headers_complete(self) -> None:
+        self.seen = (self.parser.get_http_version(), self.parser.should_keep_alive())
+
+
+_FIELDS = st.sampled_from(
+    [
+        b"Connection: keep-alive\r\n",
+        b"Connection: close\r\n",
+        b"connection: Upgrade, Keep-Alive\r\n",
+        b"Proxy-Connection: keep-alive\r\n",
+        b"Keep-Alive: 5\r\n",
+        b"X-A: 1\r\n",
+        b"Content-Length: 0\r\n",
+    ]
+)
+
+
+_VERSIONS = st.one_of(
+    st.sampled_from([(1, 0), (1, 1), (0, 9), (2, 0), (1, 2), (3, 1)]),
+    st.tuples(st.integers(0, 9), st.integers(0, 9)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([b"GET", b"HEAD", b"POST"]), _VERSIONS, st.booleans(), st.lists(_FIELDS, max_size=3))
+def test_a_request_is_read_as_the_version_llhttp_reports(
+    method: bytes, version: tuple[int, int], host: bool, fields: list[bytes]
+) -> None:
+    """Whatever the version and the fields that keep a connection alive, the handler sees the
+    version and keep-alive llhttp reports (the server skips asking for the version when it can tell),
+    and a version other than 1.0 and 1.1 never reaches the handler."""
+    head = b"%b / HTTP/%d.%d\r\n%b%b\r\n" % (
+        method,
+        *version,
+        b"Host: a\r\n" if host else b"",
+        b"".join(fields),
+    )
+    reference = _Reference()
+    try:
+        reference.parser.feed_data(head)
+    except httptools.HttpParserError:
+        reference.seen = None
+    loop = asyncio.new_event_loop()
+    try:
+        calls: list[Request] = []
+
+        def handler(req: Request, conn: Connection) -> None:
+            calls.append(req)
+            conn.respond(b"HTTP/1.1 204 No Content\r\n\r\n", req.keep_alive)
+
+        conn = Connection(HttpServer(handler, LIMITS, loop))
+        transport = _Recorder()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.data_received(head)
+    finally:
+        loop.close()
+    if reference.seen is None or reference.seen[0] not in ("1.0", "1.1"):
+        assert calls == []
+        return
+    if calls:
+        assert (calls[0].http_version, calls[0].keep_alive) == reference.seen
+    else:
+        assert transport.data.startswith(b"HTTP/1.1 400 ")  # HTTP/1.1 without Host
+        assert reference.seen[0] == "1.1" and not host

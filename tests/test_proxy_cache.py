@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 
+import pytest
+
 from conftest import ZONE_ID, Route, Stack
 
 
@@ -187,6 +189,54 @@ def test_hit_fields_follow_the_clock_and_each_object(stack: Stack) -> None:
     age2, ttl2, _, _ = fields("/clock/a")
     assert age2 >= age1 + 1 and ttl2 <= ttl1 - 1
     assert age2 + ttl2 in (599, 600)
+
+
+def test_age_is_never_negative_after_the_clock_steps_back(stack: Stack) -> None:
+    """An entry fetched "in the future" (the wall clock stepped back since): its hits say Age: 0, on
+    the first lookup and on the (Host, target) memo's path alike, and the ttl does not grow past the
+    freshness lifetime by more than the step."""
+    stack.origin.routes["/clock/back"] = Route(body=b"c" * 10, headers={"Cache-Control": "max-age=600"})
+    stack.request("/clock/back")
+    entry = stack.call(lambda: stack.node.store.peek("http://test.example/clock/back"))
+    assert entry is not None
+    entry.response_time += 2.5
+    for _ in range(2):
+        _, headers, body = stack.request("/clock/back")
+        assert (headers["cf-cache-status"], headers["age"], body) == ("HIT", "0", b"c" * 10)
+        assert int(headers["cache-status"].rsplit("ttl=", 1)[1]) <= 603
+
+
+HOT_PATH_CASES = {
+    # attribute set on the stored entry after its (Host, target) was memoised -> what the next plain GET gets
+    "soft-purged": ("stale_since", lambda e: time.time() - 1, "REVALIDATED"),
+    "no-cache": ("no_cache", lambda e: True, "REVALIDATED"),
+    "expired": ("freshness_lifetime", lambda e: 0.0, "REVALIDATED"),
+    "read-from-disk": ("tier", lambda e: b"disk", "HIT"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOT_PATH_CASES))
+def test_the_memo_path_leaves_what_it_cannot_answer_to_the_general_path(stack: Stack, case: str) -> None:
+    """A plain GET whose (Host, target) was seen before is answered without the zone; an entry a soft
+    purge marked stale, one that must be revalidated on every use, one that expired and one just read
+    from a lower tier are not its to answer as they are."""
+    path = f"/hot/{case}"
+    stack.origin.routes[path] = Route(headers={"Cache-Control": "max-age=600", "ETag": f'"{case}"'})
+    stack.request(path)
+    assert stack.request(path)[1]["cf-cache-status"] == "HIT"
+    entry = stack.call(lambda: stack.node.store.peek(f"http://test.example{path}"))
+    assert entry is not None
+    name, value, expected = HOT_PATH_CASES[case]
+    setattr(entry, name, value(entry))
+    fetched = stack.origin.hits[path]
+    status, headers, body = stack.request(path)
+    assert (status, body, headers["cf-cache-status"]) == (200, b"hello", expected)
+    if expected == "REVALIDATED":
+        assert stack.origin.hits[path] == fetched + 1
+        assert stack.origin.requests[-1][2].get("If-None-Match") == f'"{case}"'
+    else:
+        assert headers["cache-status"].endswith("detail=disk")
+        assert stack.origin.hits[path] == fetched
 
 
 def test_revalidation_304_updates_the_stored_headers(stack: Stack) -> None:

@@ -325,7 +325,9 @@ class Node:
         for purge in self._replayed:
             self.reclaimer.enqueue(purge)
         self._keep_gc()
-        serve: Handler = handler or self.proxy
+        # The bound method: calling the Proxy instance itself goes through its type's call slot first,
+        # about 0.1 µs more per request.
+        serve: Handler = handler or self.proxy.__call__
         connection: Callable[[HttpServer], Connection] = Connection
         if self.access_formatter is not None:
             # One ring per data-plane process, named by its pid and a token (decision 0016).

@@ -159,7 +159,7 @@ class Worker:
         """The data plane's request handler: the proxy, behind the ledger check."""
         words = self._board.words
         follower = self.follower
-        proxy = self.node.proxy
+        proxy = self.node.proxy.__call__  # bound once: see Node.start_data
         read_wakes = self.read_wakes
 
         def handle(req: Request, conn: Connection) -> Awaitable[None] | None:

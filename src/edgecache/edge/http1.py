@@ -225,7 +225,7 @@ _NOT_PLAIN = frozenset(
     }
 )
 """Fields that change what a stored response answers (RFC 9110 §13, §14; RFC 9111 §3.5)."""
-_WATCHED = _SINGLE | _NOT_PLAIN | {"expect", "upgrade"}
+_WATCHED = _SINGLE | _NOT_PLAIN | {"connection", "expect", "proxy-connection", "upgrade"}
 """Fields decoded as they arrive: what the server's own checks and :attr:`Request.plain` read."""
 _NAMES: dict[bytes, str] = {}
 """Raw field name → lower-case str, for valid tokens only; bounded so clients cannot grow it."""
@@ -245,6 +245,39 @@ def _field_name(raw: bytes) -> str:
     if len(_NAMES) < _NAMES_MAX:
         _NAMES[raw] = name
     return name
+
+
+def _strict_parser(protocol: object) -> HttpRequestParser:
+    parser = HttpRequestParser(protocol)
+    # Leniencies are off by default today; pinning them keeps a future default from loosening
+    # framing under us (bare CR/LF, chunk-size whitespace, Connection: close data, ...).
+    parser.set_dangerous_leniencies(
+        lenient_headers=False,
+        lenient_chunked_length=False,
+        lenient_keep_alive=False,
+        lenient_transfer_encoding=False,
+        lenient_version=False,
+        lenient_data_after_close=False,
+        lenient_optional_lf_after_cr=False,
+        lenient_optional_cr_before_lf=False,
+        lenient_optional_crlf_after_chunk=False,
+        lenient_spaces_after_chunk_size=False,
+    )
+    return parser
+
+
+def _versions_strict() -> bool:
+    """Whether a parser built as each connection builds it refuses every HTTP version but 0.9, 1.0,
+    1.1 and 2.0 (llhttp's strict table). Only then does a kept-alive request without a Connection or
+    Proxy-Connection field tell its version, 1.1, without ``get_http_version()`` (see
+    ``on_headers_complete``); a parser that lets other versions through gets the call every time."""
+    for line in (b"GET / HTTP/1.2\r\n", b"GET / HTTP/3.1\r\n"):
+        try:
+            _strict_parser(object()).feed_data(line + b"Host: a\r\n\r\n")
+        except HttpParserError:
+            continue
+        return False
+    return True
 
 
 class Connection(asyncio.Protocol):
@@ -297,6 +330,7 @@ class Connection(asyncio.Protocol):
         "_transport",
         "_url",
         "_version",
+        "_versions_strict",
         "_write_paused",
         "_wrote",
         "client_ip",
@@ -319,21 +353,8 @@ class Connection(asyncio.Protocol):
         self._max_head = limits.max_request_line + limits.max_header_bytes + 32
         # Chunk framing may add to the body; an honest client's overhead is far below this.
         self._max_body_wire = 2 * limits.max_body_bytes + 65536
-        self._parser = HttpRequestParser(self)
-        # Leniencies are off by default today; pinning them keeps a future default from loosening
-        # framing under us (bare CR/LF, chunk-size whitespace, Connection: close data, ...).
-        self._parser.set_dangerous_leniencies(
-            lenient_headers=False,
-            lenient_chunked_length=False,
-            lenient_keep_alive=False,
-            lenient_transfer_encoding=False,
-            lenient_version=False,
-            lenient_data_after_close=False,
-            lenient_optional_lf_after_cr=False,
-            lenient_optional_cr_before_lf=False,
-            lenient_optional_crlf_after_chunk=False,
-            lenient_spaces_after_chunk_size=False,
-        )
+        self._parser = _strict_parser(self)
+        self._versions_strict = server.versions_strict
         self.client_ip = ""
         self.closed = False
         self._queue: deque[Request | int | bytes] = deque()
@@ -525,40 +546,66 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         headers = self._seen
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            self._fail(505)
-        if self._method == "CONNECT":
-            self._fail(405)
-        # llhttp flags an upgrade only for CONNECT or an Upgrade field; the C call is skipped otherwise.
-        if "upgrade" in headers and parser.should_upgrade():
-            self._fail(501)
-        te = headers.get("transfer-encoding")
-        if te is not None:
-            # RFC 9112 §6.1: HTTP/1.0 has no chunked framing, so a TE there means broken framing.
-            if version == "1.0" or te.lower() != "chunked" or "content-length" in headers:
-                self._fail(400)
-            expects_body = True
+        keep_alive = parser.should_keep_alive()
+        # llhttp keeps an HTTP/1.x connection alive by default only from 1.1 on, and any other version
+        # only on a keep-alive token in Connection or Proxy-Connection; its strict table has no 1.x
+        # above 1.1. So a request kept alive without either field is 1.1, and the call (it formats a
+        # string, the costliest line of a plain hit's head) is needed only for the others.
+        if (
+            keep_alive
+            and len(headers) == 1
+            and "host" in headers
+            and self._versions_strict
+            and self._method != "CONNECT"
+        ):
+            # The common request: Host is its only watched field, so it is 1.1 (as above) and has no
+            # body, no Upgrade and no Expect; none of the checks below could fail.
+            version = "1.1"
+            expects_body = False
         else:
-            cl = headers.get("content-length")
-            if cl is None:
-                expects_body = False
-            elif not (cl.isascii() and cl.isdigit()):
-                self._fail(400)
+            if (
+                keep_alive
+                and self._versions_strict
+                and "connection" not in headers
+                and "proxy-connection" not in headers
+            ):
+                version = "1.1"
             else:
-                length = int(cl)
-                if length > self._max_body:
-                    self._fail(413)
-                expects_body = length > 0
-        if version == "1.1" and "host" not in headers:
-            self._fail(400)
+                version = parser.get_http_version()
+                if version != "1.1" and version != "1.0":
+                    self._fail(505)
+            if self._method == "CONNECT":
+                self._fail(405)
+            # llhttp flags an upgrade only for CONNECT or an Upgrade field; the C call is skipped
+            # otherwise.
+            if "upgrade" in headers and parser.should_upgrade():
+                self._fail(501)
+            te = headers.get("transfer-encoding")
+            if te is not None:
+                # RFC 9112 §6.1: HTTP/1.0 has no chunked framing, so a TE there means broken framing.
+                if version == "1.0" or te.lower() != "chunked" or "content-length" in headers:
+                    self._fail(400)
+                expects_body = True
+            else:
+                cl = headers.get("content-length")
+                if cl is None:
+                    expects_body = False
+                elif not (cl.isascii() and cl.isdigit()):
+                    self._fail(400)
+                else:
+                    length = int(cl)
+                    if length > self._max_body:
+                        self._fail(413)
+                    expects_body = length > 0
+            if version == "1.1" and "host" not in headers:
+                self._fail(400)
         # Latin-1 maps byte for byte, so the test on the text is the test on the bytes (and cheaper).
         target = self._url.decode("latin-1")
         if "#" in target:
             self._fail(400)
         self._target = target
         self._version = version
-        self._keep_alive = parser.should_keep_alive()
+        self._keep_alive = keep_alive
         self._pphase = _BODY
         self._t_bstart = 0.0
         self._fresh = True
@@ -803,7 +850,16 @@ class Connection(asyncio.Protocol):
 class HttpServer:
     """A listening data-plane server and its timeout sweeper."""
 
-    __slots__ = ("_server", "_sweeper", "connections", "handler", "limits", "loop", "stats")
+    __slots__ = (
+        "_server",
+        "_sweeper",
+        "connections",
+        "handler",
+        "limits",
+        "loop",
+        "stats",
+        "versions_strict",
+    )
 
     _server: asyncio.Server
     _sweeper: asyncio.Task[None]
@@ -814,6 +870,8 @@ class HttpServer:
         self.loop = loop
         self.stats = Http1Stats()
         self.connections: set[Connection] = set()
+        self.versions_strict = _versions_strict()
+        """Checked once per server: see :func:`_versions_strict`."""
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:

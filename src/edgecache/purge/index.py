@@ -214,20 +214,17 @@ def _split_prefix(prefix: str) -> tuple[str, list[str], str]:
 class EpochIndex:
     """Latest purge epochs per zone and scope; answers :meth:`check` on every cache hit."""
 
-    __slots__ = ("_log", "_position", "_rows", "_zones")
+    __slots__ = ("_log", "_rows", "_zones", "position")
 
     def __init__(self, position: int = 0) -> None:
         """``position``: the ledger position to start from (a restarted node numbers on from it)."""
         self._zones: dict[str, _Zone] = {}
         self._rows = 0
-        self._position = position
+        self.position = position
+        """Seq of the last purge applied (0 when none); read-only outside this class. A plain slot, not
+        a property: every cache hit compares against it, and a property read is a Python call."""
         # Applied purges in seq order, so compaction visits exactly the scopes it can shrink.
         self._log: deque[Purge] = deque()
-
-    @property
-    def position(self) -> int:
-        """Seq of the last purge applied (0 when none)."""
-        return self._position
 
     @property
     def rows(self) -> int:
@@ -250,8 +247,8 @@ class EpochIndex:
         Purges must be applied in seq order (ValueError otherwise): rows are kept sorted by seq.
         """
         seq = purge.seq
-        if seq <= self._position:
-            raise ValueError(f"purge seq {seq} is not after index position {self._position}")
+        if seq <= self.position:
+            raise ValueError(f"purge seq {seq} is not after index position {self.position}")
         z = self._zones.get(purge.zone)
         if z is None:
             z = self._zones[purge.zone] = _Zone()
@@ -262,7 +259,7 @@ class EpochIndex:
         z.rows += delta
         self._rows += delta
         z.last_seq = seq
-        self._position = seq
+        self.position = seq
         self._log.append(purge)
 
     # --- check (the hit path) ---------------------------------------------------------------------
