@@ -70,12 +70,7 @@ def _record(i: int) -> tuple[object, ...]:
         1000 + i,
         b"200",
         "127.0.0.1",
-        "GET",
-        f"/r/{i}",
-        "1.1",
-        "a.example",
-        None,
-        b"t",
+        ("GET", f"/r/{i}", "1.1", ("host", b"a.example"), ("user-agent", b"t")),
     )
 
 
@@ -261,7 +256,8 @@ for i in range(total):
     target = "/r/%d/%s" % (i, "x" * rng.randrange(300))
     agent = b"a" * rng.randrange(50)
     check = zlib.crc32(agent, zlib.crc32(target.encode()))
-    writer.pending += (1.0, None, check, b"200", "10.0.0.1", "GET", target, "1.1", "h", None, agent)
+    request = ("GET", target, "1.1", ("host", b"h"), ("user-agent", agent))
+    writer.pending += (1.0, None, check, b"200", "10.0.0.1", request)
     if rng.random() < 0.05:
         writer.flush()
 writer.close()

@@ -3,14 +3,18 @@ on the event loop, and a formatter process that turns records into lines (decisi
 
 Theory of operation:
 - Off by default. When on, the server is built with :class:`LoggedConnection`, a ``Connection``
-  that notes each request handed to the handler and what the handler writes; when off, it does
-  not exist and the hit path is untouched.
-- A fresh hit is answered through ``Connection.respond`` (the cache's one-write answer): the
-  override reads the clock once, takes the status digits from the head, finds Referer and
-  User-Agent among the raw fields and adds eleven references to the ring writer's batch with one
-  ``+=``. Its cache status is HIT by what ``respond`` is for, so the head is not searched. Any
-  other answer goes through ``write``/``writelines``/``finish``, where the clock is read at the
-  task's start, the first write and the end, and the head is searched for ``CF-Cache-Status``.
+  that sets the server's ``_alog`` hook and times what the handler writes; when off, it does not
+  exist and the hit path pays three ``is not None`` tests.
+- A fresh hit is answered through ``Connection.respond`` (the cache's one-write answer), which
+  calls the hook (:func:`hit_recorder`): it reads the clock once, takes the status digits from the
+  head and adds six references to the ring writer's batch with one ``+=``. Its cache status is HIT
+  by what ``respond`` is for, so the head is not searched. The request is, as a rule, the bytes of
+  the read its head began (the server keeps that read when it began between requests), which the
+  formatter parses for method, target, version, Host, Referer and User-Agent; otherwise (a head
+  split over reads, a pipelined request after the first, a read of more than 4 KiB) its values.
+  Any other answer goes through ``write``/``writelines``/``finish``, where the clock is read at
+  the task's start, the first write and the end, and the head is searched for
+  ``CF-Cache-Status``.
 - Every 64 requests (or 50 ms) the batch is copied into the shared-memory ring in a few C calls
   (:class:`RingWriter`). No formatting, no clock conversion, no I/O, no lock, never a wait.
 - Every data-plane process writes its own ring (``<pid>-<token>.ring`` in the node's ring
@@ -34,17 +38,17 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from edgecache.edge.http1 import Connection, HttpServer, Request
 from edgecache.edge.logformat import Format
-from edgecache.edge.logring import BATCH_RECORDS, FIELDS, RingWriter, read_counts
+from edgecache.edge.logring import BATCH_RECORDS, FIELDS, MAX_FIELD, RingWriter, read_counts
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
-_respond = Connection.respond
 _CF = b"\r\nCF-Cache-Status: "
 _CF_LEN = len(_CF)
 _FULL = BATCH_RECORDS * FIELDS
@@ -56,67 +60,81 @@ STOP_GRACE = 10.0
 """Seconds a stopping formatter has to write what is left before it is killed."""
 
 
-class LoggedConnection(Connection):
-    """A data-plane connection that records, per request, what its handler wrote and when."""
+def request_values(req: Request) -> bytes | tuple[Any, ...]:
+    """What a record keeps of a request: the read its head began, if that read began with it
+    (one reference now, one copy into the ring, and the formatter parses it); else its method,
+    target, version and raw fields (a head split over reads, the second of pipelined requests,
+    a head after empty lines, or a read too large to copy whole)."""
+    raw = req.raw
+    if raw is not None and len(raw) <= MAX_FIELD and raw.startswith(_prefix(req.method)):
+        return raw
+    return (req.method, req.target, req.http_version, *req._fields)
 
-    __slots__ = ("_pending", "_ring", "_serve", "al_bytes", "al_head", "al_head_at", "al_req", "al_start")
+
+def _prefix(method: str) -> bytes:
+    """What a read that begins with a request of ``method`` starts with (a read that began with
+    the rest of a method split over two reads does not)."""
+    prefix = _PREFIXES.get(method)
+    if prefix is None:
+        prefix = _PREFIXES[method] = method.encode("ascii") + b" "
+    return prefix
+
+
+_PREFIXES: dict[str, bytes] = {}
+"""By method (llhttp's fixed table, so it stays small)."""
+_G_OR_H = frozenset(b"GH")
+"""The first byte of a read that began with a request a fresh hit answers (GET or HEAD). A read
+that began between requests but after their first byte starts with the rest of the method (E, T,
+A or D here) or with the empty lines a client may send first: its request's values are recorded
+instead."""
+
+
+def hit_recorder(ring: RingWriter) -> Callable[[Request, bytes], None]:
+    """What ``Connection.respond`` calls with the access log on: the record of a fresh hit."""
+    pending = ring.pending
+    flush = ring.flush
+    batch_started = ring.batch_started
+
+    def hit(req: Request, data: bytes) -> None:
+        # A fresh hit is written at once, so its cache status is HIT without looking and its
+        # start, head and end are one clock read (the record's None). The request is, as a rule,
+        # the bytes it arrived in (request_values(), without the call and its method lookup).
+        nonlocal pending
+        raw = req.raw
+        request = (
+            raw if raw is not None and raw[0] in _G_OR_H and len(raw) <= MAX_FIELD else request_values(req)
+        )
+        pending += (_monotonic(), None, len(data), data[9:12], req.client_ip, request)
+        n = len(pending)
+        if n >= _FULL:
+            flush()
+        elif n == FIELDS:
+            batch_started()
+
+    return hit
+
+
+class LoggedConnection(Connection):
+    """A data-plane connection that records, per request, what its handler wrote and when. A fresh
+    hit is recorded by the server's own ``respond`` (through :func:`hit_recorder`); this class
+    times and records every other answer."""
+
+    __slots__ = ("_pending", "_ring", "al_bytes", "al_head", "al_head_at", "al_start")
 
     def __init__(self, server: HttpServer, ring: RingWriter) -> None:
         super().__init__(server)
         self._ring = ring
         self._pending = ring.pending
-        # The server calls self._handler for every request, queued or not: note the request there.
-        self._serve = self._handler
-        self._handler = self._note
-        self.al_req: Request | None = None
+        self._alog = hit_recorder(ring)
         self.al_start = self.al_head_at = 0.0
         self.al_head: bytes | None = None
         self.al_bytes = 0
 
-    def _note(self, req: Request, conn: Connection) -> Awaitable[None] | None:
-        self.al_req = req
-        result = self._serve(req, conn)
-        if result is not None:
-            # Answered by a task: its time runs from here (the lookup before took microseconds).
-            # A request answered at once reads the clock once, when it is done.
-            self.al_start = _monotonic()
-        return result
-
-    def respond(self, data: bytes, keep_alive: bool) -> None:
-        # The hit path: Connection.respond is the cache's fresh-hit answer, written at once, so
-        # its cache status is HIT without looking and its start, head and end are one clock read
-        # (a record's None; decision 0016). The rest are references the ring's batch copies.
-        req = self.al_req
-        self.al_req = None
-        _respond(self, data, keep_alive)
-        if req is not None:
-            now = _monotonic()
-            # The raw fields, not req.headers: building that dict is what a cache hit avoids.
-            referer = agent = None
-            for key, value in req._fields:
-                if key == "referer":
-                    referer = value
-                elif key == "user-agent":
-                    agent = value
-            pending = self._pending
-            pending += (
-                now,
-                None,
-                len(data),
-                data[9:12],
-                req.client_ip,
-                req.method,
-                req.target,
-                req.http_version,
-                req.host,
-                referer,
-                agent,
-            )
-            n = len(pending)
-            if n >= _FULL:
-                self._ring.flush()
-            elif n == FIELDS:
-                self._ring.batch_started()
+    def _run(self, awaitable: Awaitable[None], seq: int) -> Coroutine[Any, Any, None]:
+        # Answered by a task: its time runs from the handler's return (the lookup before took
+        # microseconds). A request answered at once reads the clock once, when it is done.
+        self.al_start = _monotonic()
+        return Connection._run(self, awaitable, seq)
 
     def write(self, data: bytes) -> None:
         if self.al_head is None:
@@ -133,20 +151,20 @@ class LoggedConnection(Connection):
         Connection.writelines(self, pieces)
 
     def finish(self, keep_alive: bool) -> None:
-        if self.al_req is not None:
+        if self._areq is not None:
             self._record()
         Connection.finish(self, keep_alive)
 
     def abort(self) -> None:
-        if self.al_req is not None:
+        if self._areq is not None:
             self._record()
         Connection.abort(self)
 
     def _record(self) -> None:
         """Record a request answered through write() (anything but a fresh hit)."""
-        req = self.al_req
+        req = self._areq
         assert req is not None
-        self.al_req = None
+        self._areq = None
         end = _monotonic()
         start = self.al_start or end
         head = self.al_head
@@ -159,19 +177,13 @@ class LoggedConnection(Connection):
             if i >= 0:
                 i += _CF_LEN
                 cache = head[i : head.find(b"\r", i)]
-        fields = dict(req._fields)
         self._pending += (
             end,
             (start, head_at, cache),
             self.al_bytes,
             status,
             req.client_ip,
-            req.method,
-            req.target,
-            req.http_version,
-            req.host,
-            fields.get("referer"),
-            fields.get("user-agent"),
+            request_values(req),
         )
         self.al_start = 0.0
         self.al_head = None

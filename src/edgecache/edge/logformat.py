@@ -14,32 +14,56 @@ import re
 import time
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
-from typing import Literal
+from typing import Any, Literal
 
-from edgecache.edge.logring import Record
+from edgecache.edge.logring import FIELDS, Record, record
 from edgecache.edge.zones import ZoneTable
 
 Format = Literal["combined", "json"]
 ORIGIN_STATUSES = frozenset({"MISS", "EXPIRED", "REVALIDATED", "BYPASS", "DYNAMIC"})
 ZONE_MEMO_MAX = 4096
+LINE_MEMO_MAX = 4096
 
 
 class LineFormatter:
-    """Turns records into lines of one format; ``offset`` maps monotonic times to wall-clock ones
-    (the monotonic clock is the same in every process of the machine)."""
+    """Turns ring values into lines of one format. Monotonic times become wall-clock ones through
+    the offset between the clocks when a batch is formatted (the monotonic clock is the same in
+    every process of the machine).
+
+    A fresh hit's line is its time plus text that depends only on the request and the answer, and
+    hits repeat: that text is formatted once and kept (up to ``LINE_MEMO_MAX`` requests), keyed
+    by the record's values; the time string is made once a second (once a millisecond for JSON)."""
 
     def __init__(self, fmt: Format, zones: ZoneTable) -> None:
-        self.line: Callable[[Record, float], str] = self._json if fmt == "json" else self._combined
+        self.line: Callable[[Record, str], str] = self._json if fmt == "json" else self._combined
+        self._stamp: Callable[[float], str] = self._iso_time if fmt == "json" else self._clf_time
         self._zones = zones
         self._zone_names: dict[str, str] = {}
-        self._stamp = (0, "")
-        self._iso = (0, "")
+        self._memo: dict[tuple[Any, ...], tuple[str, str]] = {}
+        self._second = self._ms = -1
+        self._second_text = self._ms_text = ""
 
-    def lines(self, records: list[Record]) -> str:
-        """The lines of ``records``, joined."""
+    def lines(self, values: list[Any]) -> str:
+        """The lines of a ring's values (``FIELDS`` per record), joined."""
         offset = time.time() - time.monotonic()
         line = self.line
-        return "".join([line(rec, offset) for rec in records])
+        stamp = self._stamp
+        memo = self._memo
+        out = []
+        for i in range(0, len(values), FIELDS):
+            v = values[i : i + FIELDS]
+            if v[1] is None:
+                key = (v[2], v[3], v[4], v[5])
+                parts = memo.get(key)
+                if parts is None:
+                    if len(memo) >= LINE_MEMO_MAX:
+                        memo.clear()
+                    before, _, after = line(record(v), _AT).partition(_AT)
+                    parts = memo[key] = (before, after)
+                out.append(parts[0] + stamp(v[0] + offset) + parts[1])
+            else:
+                out.append(line(record(v), stamp(v[0] + offset)))
+        return "".join(out)
 
     def _fields(self, rec: Record) -> tuple[str, str, str, str]:
         """Cache status, zone name, origin ms and total ms of a record."""
@@ -55,7 +79,7 @@ class LineFormatter:
         origin = "%.3f" % ((rec.head_at - rec.start) * 1000) if cache in ORIGIN_STATUSES else "-"
         return cache, zone, origin, "%.3f" % ((rec.end - rec.start) * 1000)
 
-    def _combined(self, rec: Record, offset: float) -> str:
+    def _combined(self, rec: Record, at: str) -> str:
         cache, zone, origin, total = self._fields(rec)
         target = rec.target
         referer = rec.referer or "-"
@@ -64,7 +88,7 @@ class LineFormatter:
             target, referer, agent = _q(target), _q(referer), _q(agent)
         return _COMBINED % (
             rec.client_ip or "-",
-            self._clf_time(rec.end + offset),
+            at,
             rec.method,
             target,
             rec.version,
@@ -78,12 +102,10 @@ class LineFormatter:
             total,
         )
 
-    def _json(self, rec: Record, offset: float) -> str:
+    def _json(self, rec: Record, at: str) -> str:
         cache, zone, origin, total = self._fields(rec)
-        at = rec.end + offset
         return _JSON % (
-            self._iso_time(at),
-            int((at % 1) * 1000),
+            at,
             _js(rec.client_ip),
             _js(rec.method),
             _js(rec.target),
@@ -101,20 +123,29 @@ class LineFormatter:
 
     def _clf_time(self, at: float) -> str:
         second = int(at)
-        if self._stamp[0] != second:
-            self._stamp = (second, time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)))
-        return self._stamp[1]
+        if self._second != second:
+            self._second = second
+            self._second_text = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
+        return self._second_text
 
     def _iso_time(self, at: float) -> str:
-        second = int(at)
-        if self._iso[0] != second:
-            self._iso = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        return self._iso[1]
+        ms = int(at * 1000)
+        if self._ms != ms:
+            self._ms = ms
+            second, rest = divmod(ms, 1000)
+            if self._second != second:
+                self._second = second
+                self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._ms_text = f"{self._second_text}.{rest:03d}"
+        return self._ms_text
 
 
+_AT = "\x00"
+"""Where the time goes in a hit's memoised line: a character no line holds (requests' values are
+escaped, and the rest is ours)."""
 _COMBINED = '%s - - [%s] "%s %s HTTP/%s" %s %d "%s" "%s" cache=%s zone=%s origin_ms=%s total_ms=%s\n'
 _JSON = (
-    '{"time": "%s.%03dZ", "client": %s, "method": %s, "target": %s, "protocol": "HTTP/%s", '
+    '{"time": "%sZ", "client": %s, "method": %s, "target": %s, "protocol": "HTTP/%s", '
     '"status": %s, "bytes": %d, "host": %s, "zone": %s, "cache": %s, "origin_ms": %s, "total_ms": %s, '
     '"referer": %s, "user_agent": %s}\n'
 )

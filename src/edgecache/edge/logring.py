@@ -10,7 +10,8 @@ Theory of operation:
 - The file is a 256-byte header and a data area of ``capacity`` bytes (a power of two). Positions
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
 - The writer appends a batch of records at ``head`` (the batch's values as one ``marshal`` blob:
-  times, byte count, status and cache values, the request's strings as received). It writes the
+  times, byte count, status and cache values, and the request as received: the bytes of the read
+  its head began, or its method, target, version and raw fields). It writes the
   payload first, then the batch's header (its commit word: size, sequence number of its first
   record, record count, payload length and a CRC-32 of all of them), then the ring's ``head`` and
   record count. A batch that would cross the end of the area is preceded by a wrap header (size 0)
@@ -53,7 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MAGIC = b"ECVSL\x00\x00\x02"
+from httptools import HttpParserCallbackError, HttpParserError, HttpRequestParser
+
+MAGIC = b"ECVSL\x00\x00\x03"
 HEADER_SIZE = 256
 _HEADER = struct.Struct("<8sIIQ")
 """magic, writer pid, reserved, capacity."""
@@ -81,7 +84,7 @@ _META = struct.Struct("<IQII")
 """The part of a batch header its CRC covers."""
 ALIGN = 32
 """Batches start at multiples of this, so a wrap marker always fits before the end of the area."""
-FIELDS = 11
+FIELDS = 6
 """Values per record in :attr:`RingWriter.pending` (and in a batch's payload)."""
 HIT = "HIT"
 BATCH_RECORDS = 64
@@ -193,8 +196,10 @@ class RingWriter:
         self.pending: list[Any] = []
         """``FIELDS`` values per request: end (monotonic), ``None`` for a fresh hit answered at
         once (start and head at the end, cache status HIT) or else (start, head written, cache
-        status bytes), bytes sent, status digits, client ip, method, target, version, host, then
-        referer and user agent as received (bytes, or None when absent)."""
+        status bytes), bytes sent, status digits, client ip, then the request: the bytes of the
+        read its head began (the reader parses method, target, version, Host, Referer and
+        User-Agent from them, so the loop does not look for them), or else a tuple of method,
+        target, version and the raw fields, (lower-case name, value) each."""
 
     def batch_started(self) -> None:
         """Called when ``pending`` holds its first record: copy it within ``FLUSH_DELAY``."""
@@ -226,7 +231,7 @@ class RingWriter:
                 self._write(rec[:half])
                 self._write(rec[half:])
             else:
-                self._write([v[:MAX_FIELD] if isinstance(v, str | bytes) else v for v in rec])
+                self._write([_cut(v) for v in rec])
             return
         mm = self._mm
         pos = self._head
@@ -252,6 +257,20 @@ class RingWriter:
         self._mm.close()
         if unlink:
             self.path.unlink(missing_ok=True)
+
+
+def _cut(value: Any) -> Any:
+    """A value of a request too large for one batch, cut to what a line can use."""
+    if isinstance(value, str | bytes):
+        return value[:MAX_FIELD]
+    if isinstance(value, tuple):
+        method, target, version, *fields = value
+        kept = [(k, v[:MAX_FIELD]) for k, v in fields if k in _LOGGED_FIELDS]
+        return (method, target[:MAX_FIELD], version, *kept)
+    return value
+
+
+_LOGGED_FIELDS = frozenset({"host", "referer", "user-agent"})
 
 
 def _commit(mm: mmap.mmap, at: int, size: int, seq: int, n: int, payload: bytes) -> None:
@@ -340,6 +359,10 @@ class RingReader:
     def read(self) -> list[Record]:
         """Every record written since the last call (fewer, with ``lost`` counting the rest, when
         the writer lapped this reader)."""
+        return records(self.read_values())
+
+    def read_values(self) -> list[Any]:
+        """As :meth:`read`, the records' values as the writer gave them (``FIELDS`` each)."""
         mm = self._mm
         head, seq = _HEAD.unpack_from(mm, _HEAD_AT)
         start = self.pos
@@ -376,7 +399,7 @@ class RingReader:
             return []
         self.lost += lost
         self.pos, self.next_seq = pos, expect
-        return records(values)
+        return values
 
     def _batch(self, pos: int, expect: int) -> tuple[int, int, list[Any]] | None:
         """The batch at ``pos``, if it is whole and not older than ``expect``: its size (0 for a
@@ -427,11 +450,25 @@ class RingReader:
 
 def records(values: list[Any]) -> list[Record]:
     """The records of a batch's values (``FIELDS`` each, as :attr:`RingWriter.pending` holds them)."""
-    return [_record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS)]
+    return [record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS)]
 
 
-def _record(v: list[Any]) -> Record:
-    end, detail, sent, status, ip, method, target, version, host, referer, agent = v
+def record(v: list[Any]) -> Record:
+    """One record from its ``FIELDS`` values."""
+    end, detail, sent, status, ip, request = v
+    if isinstance(request, bytes):
+        method, target, version, fields = _parse_head(request)
+    else:
+        method, target, version, *fields = request
+    host = referer = agent = b""
+    # As Request.headers would give them (the last of repeated Referer or User-Agent fields).
+    for key, value in fields:
+        if key == "host":
+            host = value
+        elif key == "referer":
+            referer = value
+        elif key == "user-agent":
+            agent = value
     if detail is None:
         start = head_at = end
         cache = HIT
@@ -449,10 +486,45 @@ def _record(v: list[Any]) -> Record:
         method,
         target,
         version,
-        host,
-        (referer or b"").rstrip(b" \t").decode("latin-1"),
-        (agent or b"").rstrip(b" \t").decode("latin-1"),
+        host.rstrip(b" \t").decode("latin-1"),
+        referer.rstrip(b" \t").decode("latin-1"),
+        agent.rstrip(b" \t").decode("latin-1"),
     )
+
+
+class _Head:
+    """httptools callbacks that keep the first request head of a read."""
+
+    def __init__(self) -> None:
+        self.parser = HttpRequestParser(self)
+        self.url = b""
+        self.fields: list[tuple[str, bytes]] = []
+        self.method = ""
+        self.version = ""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.decode("latin-1").lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.method = self.parser.get_method().decode("latin-1")
+        self.version = self.parser.get_http_version()
+        raise _HeadEnd
+
+
+class _HeadEnd(Exception):
+    """Raised once the first head of a read is parsed: what follows is not this request's."""
+
+
+def _parse_head(raw: bytes) -> tuple[str, str, str, list[tuple[str, bytes]]]:
+    """Method, target, version and raw fields of the request a read began with (the server parsed
+    the same bytes with the same parser and accepted them)."""
+    head = _Head()
+    with contextlib.suppress(HttpParserCallbackError, HttpParserError):
+        head.parser.feed_data(raw)
+    return head.method, head.url.decode("latin-1"), head.version, head.fields
 
 
 def ring_files(directory: Path) -> Iterator[Path]:
