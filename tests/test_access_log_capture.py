@@ -168,3 +168,22 @@ def test_a_request_too_large_for_a_batch_is_logged_cut_with_the_fields_a_line_sh
     assert (rec.host, rec.user_agent, rec.method, rec.version) == ("a.example", "ua", "GET", "1.1")
     reader.close()
     writer.close()
+
+
+def test_a_miss_is_timed_from_the_request_to_the_end_of_its_answer(
+    tmp_path: Path, node_factory: type[LoggedNode]
+) -> None:
+    # A small miss is answered from the origin connection's callbacks, not by a task (the
+    # handler returns PENDING): its line still times the wait for the origin, and a body that
+    # spans reads (answered by a task from the first read on) the whole of it.
+    path = tmp_path / "access.jsonl"
+    n = node_factory(tmp_path, access_log=path, access_log_format="json")
+    n.origin.routes["/slow"] = Route(body=b"s" * 100, delay=0.3)
+    n.origin.routes["/slower"] = Route(body=b"t" * 300_000, chunks=3, chunk_delay=0.2)
+    assert n.request("/slow") == 200
+    assert n.request("/slower") == 200
+    n.close()
+    slow, slower = (json.loads(line) for line in _lines(path))
+    assert (slow["cache"], slower["cache"]) == ("MISS", "MISS")
+    assert 250 <= slow["origin_ms"] <= slow["total_ms"]
+    assert slower["total_ms"] >= 350 and slower["origin_ms"] < slower["total_ms"]

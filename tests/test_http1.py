@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from edgecache.config import Limits
 from edgecache.edge import http1
-from edgecache.edge.http1 import Connection, HttpServer, Request, start_server
+from edgecache.edge.http1 import PENDING, Connection, HttpServer, Pending, Request, start_server
 
 LIMITS = Limits(
     max_request_line=256,
@@ -56,10 +56,15 @@ class Echo:
         self.big_done = asyncio.Event()
         self.big_saw_closed = False
 
-    def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | None:
+    def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | Pending | None:
         self.calls.append(req)
         if req.target.startswith("/async"):
             return self._later(req, conn)
+        if req.target.startswith("/callback"):
+            # Answered later from a callback of the handler's own, without a task (the cache's
+            # miss answered from the origin's callbacks), or handed to a task then, or failed.
+            asyncio.get_running_loop().call_soon(self._called_back, req, conn)
+            return PENDING
         if req.target == "/boom":
             raise RuntimeError("boom")
         if req.target == "/nofinish":
@@ -76,6 +81,15 @@ class Echo:
         # it, so the pipelining, close and half-close tests hold for both spellings.
         conn.respond(_response(req), req.keep_alive)
         return None
+
+    def _called_back(self, req: Request, conn: Connection) -> None:
+        if req.target == "/callback-boom":
+            conn.fail(RuntimeError("boom"))
+        elif req.target.startswith("/callback-task"):
+            conn.follow(self._later(req, conn))
+        else:
+            conn.write(_response(req))
+            conn.finish(req.keep_alive)
 
     async def _later(self, req: Request, conn: Connection) -> None:
         await asyncio.sleep(0)
@@ -193,10 +207,10 @@ def test_pipelined_requests_in_one_packet_answered_in_order(
 ) -> None:
     async def scenario() -> None:
         async with serving() as (server, _):
-            targets = [b"/1", b"/async-2", b"/3", b"/async-4", b"/async-5", b"/6"]
-            data = b"".join(GET % t for t in targets) + LAST % b"/7"
-            responses, rest = await exchange(server.port, data, count=7)
-            assert [described(b)["target"] for _, _, b in responses] == [t.decode() for t in targets] + ["/7"]
+            targets = [b"/1", b"/async-2", b"/3", b"/callback-4", b"/async-5", b"/callback-task-6", b"/7"]
+            data = b"".join(GET % t for t in targets) + LAST % b"/8"
+            responses, rest = await exchange(server.port, data, count=8)
+            assert [described(b)["target"] for _, _, b in responses] == [t.decode() for t in targets] + ["/8"]
             assert rest == b""
 
     aio(scenario())
@@ -738,10 +752,10 @@ def test_idle_keep_alive_connection_closed_silently(aio: Run) -> None:
 def test_handler_exception_before_writing_is_500(aio: Run) -> None:
     async def scenario() -> None:
         async with serving() as (server, _):
-            for target in (b"/boom", b"/async-boom", b"/nofinish"):
+            for target in (b"/boom", b"/async-boom", b"/nofinish", b"/callback-boom"):
                 [(status, headers, _)], rest = await exchange(server.port, GET % target + GET % b"/next")
                 assert status == 500 and headers["connection"] == "close" and rest == b""
-            assert server.stats.handler_errors == 3
+            assert server.stats.handler_errors == 4
 
     aio(scenario())
 

@@ -360,6 +360,36 @@ def test_tags_and_hop_by_hop_fields_never_reach_clients(stack: Stack) -> None:
     assert entry.zone == ZONE_ID and entry.primary == "http://test.example/tagged"
 
 
+def test_field_spellings_and_fields_named_in_connection_follow_the_same_rules(stack: Stack) -> None:
+    # A fill classifies each spelling of a field name once and remembers it: an upper-case
+    # directive must be read as the lower-case one, on the first response and on later ones.
+    for i in range(2):
+        stack.origin.routes[f"/spell/nostore{i}"] = Route(headers={"CACHE-CONTROL": "NO-STORE"})
+        for _ in range(2):
+            assert stack.request(f"/spell/nostore{i}")[1]["cf-cache-status"] == "BYPASS"
+        assert stack.origin.hits[f"/spell/nostore{i}"] == 2
+    # A field the origin names in Connection is hop-by-hop, even when it comes before Connection:
+    # neither shown nor stored, and the storage decision does not read it (RFC 9110 §7.6.1).
+    stack.origin.routes["/spell/named"] = Route(
+        headers={
+            "X-Private": "secret",
+            "Cache-Control": "no-store",
+            "CACHE-TAG": "Shouty",
+            "X-Public": "ok",
+            "Expires": formatdate(time.time() + 600, usegmt=True),
+            "Connection": "X-Private, Cache-Control",
+        }
+    )
+    for status in ("MISS", "HIT"):
+        _, headers, _ = stack.request("/spell/named")
+        assert headers["cf-cache-status"] == status
+        assert "x-private" not in headers and "cache-control" not in headers and "cache-tag" not in headers
+        assert headers["x-public"] == "ok"
+    entry = stack.call(lambda: stack.node.store.peek("http://test.example/spell/named"))
+    assert entry is not None and entry.tags == ("shouty",)
+    assert b"secret" not in entry.head and b"no-store" not in entry.head
+
+
 def test_forwarding_fields_added_and_control_fields_dropped(stack: Stack) -> None:
     stack.origin.routes["/fwd"] = Route()
     stack.request("/fwd", headers={"X-Auth-Key": "secret", "X-Auth-Email": "a@b.c", "Connection": "close"})

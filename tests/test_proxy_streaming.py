@@ -22,6 +22,48 @@ def test_concurrent_misses_cause_one_origin_fetch(stack: Stack) -> None:
     assert sum("collapsed" in h["cache-status"] for _, h, _ in results) >= 1
 
 
+def test_pipelined_misses_are_answered_in_order_on_one_connection(stack: Stack) -> None:
+    # A small miss is answered from the origin connection's callbacks, not from a task of the
+    # client's (proxy.py, _miss): the client connection must still answer in the order asked,
+    # each with its own object, whatever kind of answer each one is.
+    stack.origin.routes["/pipe/a"] = Route(body=b"alpha")
+    stack.origin.routes["/pipe/b"] = Route(body=b"beta", headers={"Cache-Control": "private"})
+    stack.origin.routes["/pipe/c"] = Route(body=b"gamma")
+    stack.origin.routes["/pipe/e"] = Route(status=500, body=b"broken", headers={})
+    stack.origin.routes["/pipe/slow"] = Route(body=b"s" * 300_000, chunks=3, chunk_delay=0.1)
+    asked = [
+        ("GET", "/pipe/a"),
+        ("GET", "/pipe/b"),
+        ("HEAD", "/pipe/c"),
+        ("GET", "/pipe/slow"),
+        ("GET", "/pipe/a"),
+        ("GET", "/pipe/e"),
+        ("GET", "/pipe/c"),
+    ]
+    with socket.create_connection(("127.0.0.1", stack.node.data_port), timeout=10) as sock:
+        request = b"%s %s HTTP/1.1\r\nHost: test.example\r\n\r\n"
+        sock.sendall(b"".join(request % (m.encode(), p.encode()) for m, p in asked))
+        stream = sock.makefile("rb")
+        answers = []
+        for method, _ in asked:
+            status = int(stream.readline().split()[1])
+            fields = {}
+            while (line := stream.readline()) != b"\r\n":
+                name, _, value = line.decode().partition(":")
+                fields[name.lower()] = value.strip()
+            body = b"" if method == "HEAD" else stream.read(int(fields["content-length"]))
+            answers.append((status, fields["cf-cache-status"], body))
+    assert answers == [
+        (200, "MISS", b"alpha"),
+        (200, "BYPASS", b"beta"),
+        (200, "MISS", b""),
+        (200, "MISS", b"s" * 300_000),
+        (200, "HIT", b"alpha"),
+        (500, "BYPASS", b"broken"),
+        (200, "HIT", b"gamma"),
+    ]
+
+
 def test_uncacheable_responses_are_not_shared_between_clients(stack: Stack) -> None:
     stack.origin.routes["/private-slow"] = Route(
         body=b"mine", delay=0.3, headers={"Cache-Control": "private"}

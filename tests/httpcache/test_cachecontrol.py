@@ -5,8 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgecache.httpcache import cachecontrol
 from edgecache.httpcache.cachecontrol import (
     DELTA_MAX,
+    MEMO_MAX,
     CacheControl,
     parse_cache_control,
     parse_cdn_cache_control,
@@ -136,3 +138,20 @@ def test_cdn_cache_control_last_duplicate_wins_and_clamps() -> None:
 def test_cdn_parse_never_raises(value: str) -> None:
     cc = parse_cdn_cache_control(value)
     assert cc is None or cc.max_age is None or 0 <= cc.max_age <= DELTA_MAX
+
+
+@given(st.text(max_size=300), st.text(max_size=300))
+def test_a_remembered_value_parses_as_it_did_the_first_time(first: str, second: str) -> None:
+    # The memo is keyed by the field value: a second origin sending another value, or the same
+    # value again, gets the same directives as a parse of that value alone.
+    for value in (first, second, first):
+        assert parse_cache_control([value]) == parse_cache_control((value, ""))
+        assert parse_cdn_cache_control(value) == parse_cdn_cache_control(value + " ")
+
+
+def test_the_memo_stays_bounded_whatever_an_origin_sends() -> None:
+    for i in range(3 * MEMO_MAX):
+        parse_cache_control([f"max-age={i}"])
+        parse_cdn_cache_control(f"max-age={i}")
+    assert len(cachecontrol._CC_MEMO) <= MEMO_MAX and len(cachecontrol._CDN_MEMO) <= MEMO_MAX
+    assert parse_cache_control([f"max-age={3 * MEMO_MAX - 1}"]).max_age == 3 * MEMO_MAX - 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgecache.httpcache.dates import format_http_date
 from edgecache.httpcache.freshness import StorageDecision, decide_storage, initial_age
@@ -226,3 +228,30 @@ def test_must_understand_stores_only_understood_statuses_and_then_overrides_no_s
     assert decide(cc, status=299).reason == "must-understand"
     assert decide(("Cache-Control", "must-understand, max-age=60"), status=499).reason == "must-understand"
     assert decide(("Cache-Control", "no-store, max-age=60")).reason == "no-store"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**6),
+            st.integers(0, 100),
+            st.booleans(),
+            st.sampled_from(["", "accept", "accept-encoding, origin"]),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_decisions_remembered_per_outcome_match_each_response(
+    responses: list[tuple[int, int, bool, str]],
+) -> None:
+    # Decisions are shared per distinct outcome: each response still gets exactly its own policy,
+    # whichever came before it.
+    for max_age, swr, must_revalidate, vary in responses:
+        cc = f"max-age={max_age}, stale-while-revalidate={swr}"
+        cc += ", must-revalidate" if must_revalidate else ""
+        fields = [("Cache-Control", cc), ("ETag", '"v"')] + ([("Vary", vary)] if vary else [])
+        d = decide(*fields)
+        assert d.storable and d.freshness_lifetime == max_age
+        assert (d.stale_while_revalidate, d.must_revalidate) == (swr, must_revalidate)
+        assert d.vary == tuple(sorted(v.strip() for v in vary.split(",") if v.strip()))

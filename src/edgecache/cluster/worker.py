@@ -33,7 +33,7 @@ from edgecache.cluster.collector import families
 from edgecache.cluster.follower import LedgerFollower, SharedWordWaker
 from edgecache.config import Config
 from edgecache.db.ledger import LedgerRow, LedgerTail
-from edgecache.edge.http1 import Connection, Handler, Request
+from edgecache.edge.http1 import Connection, Handler, Pending, Request
 from edgecache.purge.selectors import Purge, Selector
 
 CONFIG_ENV = "EDGECACHE_WORKER_CONFIG"
@@ -162,7 +162,7 @@ class Worker:
         proxy = self.node.proxy.__call__  # bound once: see Node.start_data
         read_wakes = self.read_wakes
 
-        def handle(req: Request, conn: Connection) -> Awaitable[None] | None:
+        def handle(req: Request, conn: Connection) -> Awaitable[None] | Pending | None:
             # One shared-memory read per request; a worker that is behind catches up before it
             # answers: from the wake messages waiting for it, else from the ledger.
             if words[0] > follower.applied:

@@ -13,8 +13,8 @@ Theory of operation:
   formatter parses for method, target, version, Host, Referer and User-Agent; otherwise (a head
   split over reads, a pipelined request after the first, a read of more than 4 KiB) its values.
   Any other answer goes through ``write``/``writelines``/``finish``, where the clock is read at
-  the task's start, the first write and the end, and the head is searched for
-  ``CF-Cache-Status``.
+  the handler's return (a task's start, or a ``PENDING`` return), the first write and the end,
+  and the head is searched for ``CF-Cache-Status``.
 - Every 64 requests (or 50 ms) the batch is copied into the shared-memory ring in a few C calls
   (:class:`RingWriter`). No formatting, no clock conversion, no I/O, no lock, never a wait.
 - Every data-plane process writes its own ring (``<pid>-<token>.ring`` in the node's ring
@@ -22,10 +22,11 @@ Theory of operation:
   ``edgecache.edge.logtail`` as a child process that reads every ring in that directory and
   writes the file, and starts it again if it dies. Its CPU is its own: it does not take the
   interpreter lock from the loop, as a writer thread would.
-- What is timed: ``total`` from the handler's return (for answers a task writes) or from the
-  end (for answers written at once: a hit logs 0) to the end of the response; ``origin`` to the
-  response head (the formatter shows it for answers that needed the origin). As nginx's cached
-  clock, the log's resolution stops at the work of one callback: a hit takes microseconds.
+- What is timed: ``total`` from the handler's return (for answers a task or the handler's
+  callbacks write) or from the end (for answers written at once: a hit logs 0) to the end of the
+  response; ``origin`` to the response head (the formatter shows it for answers that needed the
+  origin). As nginx's cached clock, the log's resolution stops at the work of one callback: a hit
+  takes microseconds.
 - Requests the server rejects itself (400, 408, 413, ... before any handler) are counted in the
   metrics, not logged here.
 """
@@ -132,9 +133,15 @@ class LoggedConnection(Connection):
 
     def _run(self, awaitable: Awaitable[None], seq: int) -> Coroutine[Any, Any, None]:
         # Answered by a task: its time runs from the handler's return (the lookup before took
-        # microseconds). A request answered at once reads the clock once, when it is done.
-        self.al_start = _monotonic()
+        # microseconds). A request answered at once reads the clock once, when it is done. An
+        # answer handed to a task after a PENDING return keeps the time it started with.
+        if not self.al_start:
+            self.al_start = _monotonic()
         return Connection._run(self, awaitable, seq)
+
+    def _answers_later(self) -> None:
+        # Answered from the handler's callbacks (PENDING): timed from the handler's return too.
+        self.al_start = _monotonic()
 
     def write(self, data: bytes) -> None:
         if self.al_head is None:

@@ -9,7 +9,11 @@ Theory of operation:
   Only when a connection must be opened or waited for (or a failed exchange is retried) does a
   short task run, and it ends once the request is sent.
 - Clients do not wait for the whole body: each one is a :class:`Reader` that follows the fetch's
-  chunk list and writes chunks as they arrive (Varnish calls this streaming).
+  chunk list and writes chunks as they arrive (Varnish calls this streaming). The client that
+  started a fetch may instead ask to be called back (``follow``) when the fetch ends or when a
+  read leaves the body unfinished, whichever comes first: a small object's whole response usually
+  comes in one read, and is then answered from the origin connection's callbacks, with no task;
+  otherwise it streams from there on like any reader.
 - Only a response that will be stored is shared: N concurrent misses on one key cause one origin
   fetch. A response that turns out not to be storable (private, no-store, too large...) belongs to
   the client that started the fetch; the others fetch on their own, and the key is remembered as
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -50,7 +54,7 @@ from edgecache.edge.origin import (
     retryable,
 )
 from edgecache.httpcache.dates import format_http_date
-from edgecache.httpcache.freshness import StorageDecision, decide_storage, initial_age
+from edgecache.httpcache.freshness import StorageDecision, decide_from_fields, decide_storage, initial_age
 from edgecache.httpcache.headers import (
     HOP_BY_HOP,
     connection_options,
@@ -80,6 +84,39 @@ NOT_STORED = TAG_HEADERS | {"age", "content-length", "cdn-cache-control"}
 recomputed on every answer, CDN-Cache-Control is addressed to us (RFC 9213)."""
 
 
+_SHOWN, _HOP_BY_HOP, _CONNECTION, _TAG, _AGE, _NOT_SHOWN, _CDN_CACHE_CONTROL = range(7)
+_CACHE_CONTROL, _DATE, _LAST_MODIFIED, _ETAG, _EXPIRES, _VARY, _SET_COOKIE = range(7, 14)
+_KIND_BY_NAME = {
+    **dict.fromkeys(HOP_BY_HOP, _HOP_BY_HOP),
+    **dict.fromkeys(TAG_HEADERS, _TAG),
+    "connection": _CONNECTION,
+    "age": _AGE,
+    "content-length": _NOT_SHOWN,
+    "cdn-cache-control": _CDN_CACHE_CONTROL,
+    "cache-control": _CACHE_CONTROL,
+    "date": _DATE,
+    "last-modified": _LAST_MODIFIED,
+    "etag": _ETAG,
+    "expires": _EXPIRES,
+    "vary": _VARY,
+    "set-cookie": _SET_COOKIE,
+}
+"""What a fill does with a response field, by lower-case name: shown to clients and stored
+(``_SHOWN``, the default) or not (hop-by-hop, tags, Age, Content-Length, CDN-Cache-Control: see
+``NOT_STORED``), and whether the storage decision reads it."""
+_FIELD_KINDS: dict[str, int] = {}
+"""The origin's spelling of a field name → its kind; bounded (emptied when full)."""
+_FIELD_KINDS_MAX = 1024
+
+
+def _field_kind(name: str) -> int:
+    kind = _KIND_BY_NAME.get(name.lower(), _SHOWN)
+    if len(_FIELD_KINDS) >= _FIELD_KINDS_MAX:
+        _FIELD_KINDS.clear()
+    _FIELD_KINDS[name] = kind
+    return kind
+
+
 InterimSink = Callable[[int, bytes], None]
 """``sink(status, response_bytes)``: writes one 1xx response to a client waiting for the head."""
 
@@ -95,6 +132,45 @@ class Reader:
 
 class Fetch:
     """One origin request for one cache key, shared by every reader that joins it."""
+
+    # What most fetches keep at their first value, as class attributes: a fetch is made on every
+    # miss, and an instance pays only for the attributes it sets.
+    _large: LargeWrite | None = None
+    """The write to disk of a response too large for memory, while it goes on."""
+    storing_large = False
+    """The body is written to disk in chunks (too large for memory), and the write has not given up
+    (it stays True once the object is stored)."""
+    status = 0
+    head_bytes = b""
+    content_length: int | None = None
+    length_known = False
+    """The origin's response (or, after a 304, the stored one's) carried a Content-Length."""
+    content_range: tuple[int, int, int] | None = None
+    """Where a 206's body lies in the representation, when its Content-Range says so exactly."""
+    decision: StorageDecision | None = None
+    initial_age = 0.0
+    storable = False
+    revalidated = False
+    origin_status = 0
+    error: OriginError | None = None
+    latency: float | None = None
+    """Seconds from sending the request to receiving the response head."""
+    done = False
+    _base = 0
+    """Index (in the whole body's chunk sequence) of ``chunks[0]``: non-stored fetches trim."""
+    _buffered = 0
+    _size = 0
+    _origin: OriginClient | None = None
+    _resp: OriginResponse | None = None
+    """The exchange in progress, once sent; None again when it has ended or been dropped."""
+    _paused = False
+    _request_time = 0.0
+    _response_time = 0.0
+    task: asyncio.Task[None] | None = None
+    """Opens or waits for a connection, when none was idle; done once the request is sent."""
+    _followers: list[Callable[[], None]] | None = None
+    client_headers: Sequence[tuple[str, str]] = ()
+    _tag_source: Sequence[tuple[str, str]] = ()
 
     def __init__(
         self,
@@ -126,14 +202,8 @@ class Fetch:
         self._store_entry = store_entry
         self._on_done = on_done
         self._open_large = open_large
-        self._large: LargeWrite | None = None
-        """The write to disk of a response too large for memory, while it goes on."""
-        self.storing_large = False
-        """The body is written to disk in chunks (too large for memory), and the write has not
-        given up (it stays True once the object is stored)."""
         self.request_headers = headers
-        drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
-        fwd = forward_headers(headers, client_ip, zone, host, drop=drop)
+        fwd = forward_headers(headers, client_ip, zone, host, drop=NOT_FORWARDED_TO_ORIGIN_ON_FILL)
         if range_value is not None:
             fwd["range"] = range_value
             if_range = headers.get("if-range")
@@ -147,42 +217,12 @@ class Fetch:
         self._method = method
         self._url = url
         self._fwd = fwd
-        self.status = 0
-        self.client_headers: list[tuple[str, str]] = []
-        self._tag_source: list[tuple[str, str]] = []
-        self.head_bytes = b""
-        self.content_length: int | None = None
-        self.length_known = False
-        """The origin's response (or, after a 304, the stored one's) carried a Content-Length."""
-        self.content_range: tuple[int, int, int] | None = None
-        """Where a 206's body lies in the representation, when its Content-Range says so exactly."""
-        self.decision: StorageDecision | None = None
-        self.initial_age = 0.0
-        self.storable = False
-        self.revalidated = False
-        self.origin_status = 0
-        self.error: OriginError | None = None
-        self.latency: float | None = None
-        """Seconds from sending the request to receiving the response head."""
-        self.done = False
         self.chunks: list[bytes] = []
-        self._base = 0
-        """Index (in the whole body's chunk sequence) of ``chunks[0]``: non-stored fetches trim."""
-        self._buffered = 0
-        self._size = 0
         self.readers: list[Reader] = []
         self.head_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._interim: list[tuple[int, bytes]] = []
         self._interim_sinks: list[InterimSink] = []
         self._waiters: list[asyncio.Future[None]] = []
-        self._origin: OriginClient | None = None
-        self._resp: OriginResponse | None = None
-        """The exchange in progress, once sent; None again when it has ended or been dropped."""
-        self._paused = False
-        self._request_time = 0.0
-        self._response_time = 0.0
-        self.task: asyncio.Task[None] | None = None
-        """Opens or waits for a connection, when none was idle; done once the request is sent."""
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -277,6 +317,12 @@ class Fetch:
         self.storable = False
         self._finish()
 
+    def origin_read_end(self, resp: OriginResponse) -> None:
+        """A read left the response unfinished: followers that have the head stop hoping for the
+        whole of it at once."""
+        if self._followers is not None and self.head_ready.done() and not self.done:
+            self._call_followers()
+
     def _abandon(self) -> None:
         """Every reader left a fetch that will not be stored: stop it."""
         resp = self._resp
@@ -300,41 +346,89 @@ class Fetch:
             sink(status, data)
 
     def _accept_head(self, resp: OriginResponse, request_time: float, response_time: float) -> None:
-        # One pass over the fields (this is every miss): hop-by-hop ones dropped, the end-to-end
-        # ones kept for the storage decision, the tags and the fields clients are shown.
-        drop = HOP_BY_HOP
-        for name, value in resp.headers:
-            if len(name) == 10 and name.lower() == "connection":
-                drop = drop | connection_options(value)
-        headers: list[tuple[str, str]] = []
-        shown: list[tuple[str, str]] = []
-        tag_fields: list[tuple[str, str]] = []
-        date = age = None
-        for field in resp.headers:
-            n = field[0].lower()
-            if n in drop:
-                continue
-            headers.append(field)
-            if n in NOT_STORED:
-                if n in TAG_HEADERS:
+        # One pass over the fields (this is every miss): hop-by-hop ones dropped, the tags and the
+        # fields clients are shown kept, and what the storage decision reads gathered on the way.
+        # Each spelling's kind is remembered (_FIELD_KINDS), so a field costs one probe, not a
+        # lower() and a probe per rule.
+        kinds = _FIELD_KINDS
+        # Fields named in Connection that are not hop-by-hop anyway (RFC 9110 §7.6.1) are rare: a
+        # Connection field that names one starts the pass again, dropping them.
+        named: frozenset[str] = frozenset()
+        while True:
+            shown: list[tuple[str, str]] = []
+            tag_fields: list[tuple[str, str]] = []
+            cache_control: list[str] = []
+            cdn_cache_control: list[str] = []
+            expires: list[str] = []
+            vary: list[str] = []
+            date = age = last_modified = None
+            etag = set_cookie = False
+            again = False
+            for field in resp.headers:
+                name = field[0]
+                kind = kinds.get(name)
+                if kind is None:
+                    kind = _field_kind(name)
+                if named and name.lower() in named:
+                    continue
+                if kind == _SHOWN:
+                    shown.append(field)
+                elif kind == _HOP_BY_HOP:
+                    pass
+                elif kind == _TAG:
                     tag_fields.append(field)
-                elif n == "age" and age is None:
-                    age = field[1]
-                continue
-            if n == "date" and date is None:
-                date = field[1]
-            shown.append(field)
+                elif kind == _CACHE_CONTROL:
+                    cache_control.append(field[1])
+                    shown.append(field)
+                elif kind == _DATE:
+                    if date is None:
+                        date = field[1]
+                    shown.append(field)
+                elif kind == _LAST_MODIFIED:
+                    if last_modified is None:
+                        last_modified = field[1]
+                    shown.append(field)
+                elif kind == _ETAG:
+                    etag = True
+                    shown.append(field)
+                elif kind == _AGE:
+                    if age is None:
+                        age = field[1]
+                elif kind == _EXPIRES:
+                    expires.append(field[1])
+                    shown.append(field)
+                elif kind == _VARY:
+                    vary.append(field[1])
+                    shown.append(field)
+                elif kind == _SET_COOKIE:
+                    set_cookie = True
+                    shown.append(field)
+                elif kind == _CDN_CACHE_CONTROL:
+                    cdn_cache_control.append(field[1])
+                elif kind == _CONNECTION:
+                    extra = connection_options(field[1]) - HOP_BY_HOP
+                    if extra - named:
+                        named = named | extra
+                        again = True
+                # _NOT_SHOWN (Content-Length): recomputed on every answer.
+            if not again:
+                break
         if date is None:
             # RFC 9110 §6.6.1: a recipient with a clock adds Date to what it caches or forwards.
             date = format_http_date(response_time)
-            headers.append(("Date", date))
             shown.append(("Date", date))
         zone = self.zone.config
-        decision = decide_storage(
-            method="GET",
-            status=resp.status,
-            request_headers=self.request_headers,
-            response_headers=headers,
+        decision = decide_from_fields(
+            resp.status,
+            cache_control=cache_control,
+            cdn_cache_control=cdn_cache_control,
+            expires=expires,
+            date=date,
+            last_modified=last_modified,
+            etag=etag,
+            vary=vary,
+            set_cookie=set_cookie,
+            authorization="authorization" in self.request_headers,
             now=response_time,
             response_time=response_time,
             cache_set_cookie=zone.cache_set_cookie,
@@ -355,7 +449,7 @@ class Fetch:
         too_big = resp.content_length is not None and resp.content_length > self._max
         placed = True
         if resp.status == 206:
-            cr = _field(headers, "content-range")
+            cr = _field(shown, "content-range")
             self.content_range = parse_content_range(cr) if cr is not None else None
             placed = self.content_range is not None and (
                 resp.content_length is None
@@ -542,6 +636,15 @@ class Fetch:
         self._interim_sinks = []
         self._on_done(self)
         self._wake()
+        if self._followers is not None:
+            self._call_followers()
+
+    def _call_followers(self) -> None:
+        followers = self._followers
+        self._followers = None
+        if followers is not None:
+            for callback in followers:
+                callback()
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -556,6 +659,16 @@ class Fetch:
         reader = Reader()
         self.readers.append(reader)
         return reader
+
+    def follow(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, from the origin connection's callbacks: when the fetch ends, or
+        when a read leaves it with its head in and its body unfinished (then the caller has to
+        wait for the rest, as :meth:`wait` does). A small object's head, body and end usually come
+        in one read: a reader that follows the fetch so answers its client without a task."""
+        if self._followers is None:
+            self._followers = [callback]
+        else:
+            self._followers.append(callback)
 
     def relay_interim(self, sink: InterimSink) -> None:
         """Pass this fetch's 1xx responses to ``sink`` until the final head: past ones, then new ones."""
@@ -607,7 +720,7 @@ def interim_response(status: int, fields: list[tuple[str, str]]) -> bytes:
     return b"HTTP/1.1 %d %b\r\n" % (status, phrase) + encode_head(strip_hop_by_hop(fields)) + b"\r\n"
 
 
-def _field(headers: list[tuple[str, str]], name: str) -> str | None:
+def _field(headers: Sequence[tuple[str, str]], name: str) -> str | None:
     for k, v in headers:
         if k.lower() == name:
             return v

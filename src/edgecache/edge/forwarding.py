@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from edgecache.edge.zones import ZoneRuntime
-from edgecache.httpcache.headers import EDGE_ONLY, HOP_BY_HOP, connection_options
+from edgecache.httpcache.headers import HOP_BY_HOP, connection_options
 from edgecache.httpcache.key import variant_device_type
 
 CONTROL_HEADERS = frozenset({"x-auth-key", "x-auth-email", "x-auth-user-service-key"})
@@ -53,6 +53,22 @@ EDGE_SET = frozenset({"host", "x-forwarded-host", "x-forwarded-proto", "via", "f
 """Fields this module writes itself (or, for Forwarded and Content-Length, leaves to others)."""
 
 
+NEVER_FORWARDED = HOP_BY_HOP | EDGE_SET | CONTROL_HEADERS | UNKEYED_OVERRIDES
+"""Names dropped whatever the zone and the peer: one set, so each field costs one probe."""
+
+_BLOCKED: dict[tuple[frozenset[str], frozenset[str], frozenset[str]], frozenset[str]] = {}
+"""(edge-only fields, trusted fields, caller's drop) → every name not forwarded for them. The keys
+come from the configuration and the callers' constants, so the memo stays as small as they are."""
+
+
+def _blocked(edge_only: frozenset[str], trusted: frozenset[str], drop: frozenset[str]) -> frozenset[str]:
+    memo_key = (edge_only, trusted, drop)
+    blocked = _BLOCKED.get(memo_key)
+    if blocked is None:
+        blocked = _BLOCKED[memo_key] = NEVER_FORWARDED | (edge_only - trusted) | drop
+    return blocked
+
+
 def forward_headers(
     headers: Mapping[str, str],
     client_ip: str,
@@ -63,24 +79,17 @@ def forward_headers(
 ) -> dict[str, str]:
     """The request fields to send to ``zone``'s origin for a request from ``client_ip`` that the cache
     keyed under ``host``. Content-Length is left to the client library, which frames the body."""
-    connection = headers.get("connection")
-    connection_named = connection_options(connection) if connection else frozenset()
     trusted = zone.trusted_from(client_ip)
-    edge_only = EDGE_ONLY | {zone.key_options.country_header} if zone.key_options.country else EDGE_ONLY
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        if (
-            name in HOP_BY_HOP
-            or name in EDGE_SET
-            or name in CONTROL_HEADERS
-            or name in UNKEYED_OVERRIDES
-            or name in connection_named
-            or name in drop
-            or name.startswith("x-edgecache-")
-            or (name in edge_only and name not in trusted)
-        ):
-            continue
-        out[name] = value
+    edge_only = zone.edge_only
+    blocked = _blocked(edge_only, trusted, drop)
+    connection = headers.get("connection")
+    if connection:
+        blocked = blocked | connection_options(connection)
+    out = {
+        name: value
+        for name, value in headers.items()
+        if name not in blocked and not name.startswith("x-edgecache-")
+    }
     out["host"] = host
     out["x-forwarded-host"] = host
     out["x-forwarded-proto"] = "http"

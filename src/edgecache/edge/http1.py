@@ -28,8 +28,11 @@ Rules:
    queued item is taken on the loop iteration after the previous response finishes or the write
    side resumes, so a handler never runs inside another handler's call or inside the transport.
 2. A handler that returns None has answered synchronously and called ``finish()``. One that returns
-   an awaitable runs as a task. If either raises before writing anything, the server writes a 500
-   and closes; if it raises after writing, the connection is aborted.
+   an awaitable runs as a task. One that returns :data:`PENDING` answers later from callbacks of
+   its own: it calls ``finish()`` or ``abort()`` then, or hands the rest of the answer to
+   ``follow()`` (run as a task, as if it had been returned), or reports a failure to ``fail()``.
+   If a handler raises before writing anything, the server writes a 500 and closes; if it raises
+   after writing, the connection is aborted.
 3. Once ``_stopped`` is set, no further request is parsed and arriving bytes are discarded. It is
    set by a request that does not keep the connection alive, by a rejected request, by the
    client's EOF, and by shutdown.
@@ -73,7 +76,16 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from edgecache.config import Limits
 
-__all__ = ["Connection", "Handler", "Http1Stats", "HttpServer", "Request", "start_server"]
+__all__ = [
+    "PENDING",
+    "Connection",
+    "Handler",
+    "Http1Stats",
+    "HttpServer",
+    "Pending",
+    "Request",
+    "start_server",
+]
 
 _log = logging.getLogger(__name__)
 _monotonic = time.monotonic
@@ -164,7 +176,16 @@ class Request:
 _new_request = object.__new__
 
 
-Handler = Callable[[Request, "Connection"], Awaitable[None] | None]
+class Pending:
+    """The type of :data:`PENDING`."""
+
+    __slots__ = ()
+
+
+PENDING = Pending()
+"""What a handler returns when it answers later from callbacks of its own (rule 2): no task."""
+
+Handler = Callable[[Request, "Connection"], Awaitable[None] | Pending | None]
 
 
 class Http1Stats:
@@ -457,6 +478,25 @@ class Connection(asyncio.Protocol):
         else:
             self._t_idle = 0.0
 
+    def follow(self, awaitable: Awaitable[None]) -> None:
+        """Run the rest of the current answer as a task (rule 2): what a handler that returned
+        :data:`PENDING` calls when it has to wait after all."""
+        # The sequence number tells this response from a later one once finish() has been called.
+        self._seq += 1
+        self._task = self._server.loop.create_task(self._run(awaitable, self._seq))
+
+    def _answers_later(self) -> None:
+        """The handler returned :data:`PENDING` with the access log on: the log's connection starts
+        timing the answer here (``edge/accesslog.py``)."""
+
+    def fail(self, exc: Exception) -> None:
+        """The current answer failed in a callback of a handler that returned :data:`PENDING`:
+        a 500 if nothing was written yet, else the connection is aborted (rule 2)."""
+        if self._busy:
+            self._handler_failed(exc)
+        else:
+            _log.error("HTTP/1 handler failed after finishing its response", exc_info=exc)
+
     def close_when_idle(self) -> None:
         """Parse nothing more; close after the responses already owed (at once when there are none)."""
         self._stopped = True
@@ -704,8 +744,10 @@ class Connection(asyncio.Protocol):
             self._handler_failed(exc)
             return
         if result is not None:
-            self._seq += 1
-            self._task = self._server.loop.create_task(self._run(result, self._seq))
+            if not isinstance(result, Pending):
+                self.follow(result)
+            elif self._alog is not None:
+                self._answers_later()
         elif self._busy:
             self._handler_failed(None)
 
@@ -766,9 +808,10 @@ class Connection(asyncio.Protocol):
             self._handler_failed(exc)
             return
         if result is not None:
-            # The sequence number tells this response from a later one once finish() has been called.
-            self._seq += 1
-            self._task = self._server.loop.create_task(self._run(result, self._seq))
+            if not isinstance(result, Pending):
+                self.follow(result)
+            elif self._alog is not None:
+                self._answers_later()
         elif self._busy:
             self._handler_failed(None)
 

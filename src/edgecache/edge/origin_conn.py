@@ -43,7 +43,9 @@ Rules:
    given a :class:`ResponseListener`, through the listener's methods, called from the protocol's
    own callbacks: no future, no task and no loop iteration between the bytes and the caller. Such a
    caller takes every body byte as it comes and applies back-pressure itself (``pause()`` /
-   ``resume()``), so rule 5 does not apply to it.
+   ``resume()``), so rule 5 does not apply to it. After each read that leaves the response
+   unfinished it is told so (``origin_read_end``): a caller that hoped for the whole response in
+   one read (a small object's usual case) knows then that it has to wait.
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class ResponseListener(Protocol):
 
     def origin_failed(self, resp: OriginResponse, error: OriginError) -> None:
         """The exchange failed (before or after the head); the connection is closed."""
+
+    def origin_read_end(self, resp: OriginResponse) -> None:
+        """A read's bytes are parsed and the response has not ended: the rest comes in later reads."""
 
 
 class Deadlines:
@@ -422,6 +427,9 @@ class OriginConnection(asyncio.Protocol):
                 return
             self._protocol_error(str(exc) or type(exc).__name__)
             return
+        listener = resp.listener
+        if listener is not None and not resp.ended:
+            listener.origin_read_end(resp)
         if self._reusable_after:
             self._reusable_after = False
             if self._paused:

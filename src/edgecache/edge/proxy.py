@@ -15,7 +15,8 @@ Theory of operation, for one request:
    (REVALIDATED on 304, EXPIRED on a new response), or served stale if the origin fails and
    ``stale-if-error`` allows (STALE).
 5. A miss joins the in-flight fetch for that key, or starts one (see ``fetch.py``), and streams the
-   response as it arrives.
+   response as it arrives. A miss that starts its own fetch is answered from the fetch's callbacks
+   when the whole response comes in one read (no task: ``_miss``, ``http1.PENDING``).
 6. A GET with Range that finds no usable full entry looks for the URL's partial entry (stored 206
    parts, ``store/partial.py``): ranges it holds are a HIT; otherwise one client range is fetched
    from the origin, relayed, and combined with the stored parts; complete parts become a full
@@ -36,14 +37,15 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from http import HTTPStatus
 from typing import Literal
 from urllib.parse import urlsplit
 
 from edgecache.edge.fetch import Fetch, Reader, interim_response
 from edgecache.edge.forwarding import forward_headers
-from edgecache.edge.http1 import Connection, Request
+from edgecache.edge.http1 import PENDING, Connection, Pending, Request
 from edgecache.edge.lookup_credits import LookupCredits
 from edgecache.edge.origin import OriginClient, OriginError, OriginInvalid, OriginTimeout
 from edgecache.edge.stats import EdgeStats
@@ -159,8 +161,9 @@ class Proxy:
 
     # -- entry point ------------------------------------------------------------------------------
 
-    def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | None:
-        """Answer one request: synchronously on a fresh hit, else through a coroutine."""
+    def __call__(self, req: Request, conn: Connection) -> Awaitable[None] | Pending | None:
+        """Answer one request: synchronously on a fresh hit; a small miss from its fetch's callbacks
+        (``PENDING``); anything else through a coroutine."""
         target = req.target
         method = req.method
         # The hot path: a plain GET or HEAD whose (Host, target) was seen before, answered by a fresh
@@ -185,7 +188,7 @@ class Proxy:
                         return None
         return self._lookup(req, conn)
 
-    def _lookup(self, req: Request, conn: Connection) -> Awaitable[None] | None:
+    def _lookup(self, req: Request, conn: Connection) -> Awaitable[None] | Pending | None:
         """Everything but the hot path: zone, key (variants, Vary), purge check, hit, stale or miss."""
         target = req.target
         origin_form = target[0] == "/"
@@ -207,7 +210,7 @@ class Proxy:
 
     def _lookup_in(
         self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, origin_form: bool
-    ) -> Awaitable[None] | None:
+    ) -> Awaitable[None] | Pending | None:
         """A GET or HEAD in the zone already chosen (by Host, or by an absolute-form authority)."""
         target = req.target
         method = req.method
@@ -273,7 +276,7 @@ class Proxy:
             return self._stale(req, conn, zone, host, key, entry, _time())
         if method == "GET" and "range" in headers:
             return self._range_miss(req, conn, zone, host, key)
-        return self._fill(req, conn, zone, host, key, None, coalesce="authorization" not in headers)
+        return self._miss(req, conn, zone, host, key, coalesce="authorization" not in headers)
 
     def _other_target_form(self, req: Request, conn: Connection) -> tuple[ZoneRuntime, str] | int | None:
         """A request-target that is not origin-form (RFC 9112 §3.2). Absolute-form selects the zone by
@@ -775,6 +778,62 @@ class Proxy:
         if fetch.done and fetch.storable:
             self._hit_for_miss.pop(fetch.flight, None)
 
+    def _miss(
+        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, *, coalesce: bool
+    ) -> Awaitable[None] | Pending | None:
+        """A miss with nothing stored and no Range. Joining a fill in flight is ``_fill``'s job;
+        a fetch of its own is answered from the fetch's callbacks (``Fetch.follow``) when the
+        whole response arrives in one read, as a small object's usually does: no task, no
+        future. If a read leaves the body unfinished, the answer streams on in a task from there."""
+        if coalesce:
+            until = self._hit_for_miss.get(key)
+            if until is not None and until > time.monotonic():
+                coalesce = False
+            elif key in self.inflight:
+                return self._fill(req, conn, zone, host, key, None, coalesce=True)
+        fetch = self._start_fetch(zone, host, key, req, None, coalesce=coalesce)
+        reader = fetch.join()
+        if fetch.done:
+            # It failed as it was sent (nothing to wait for): answered now.
+            self._answer_fill(req, conn, fetch, reader)
+            return None
+        if req.http_version == "1.1":
+            fetch.relay_interim(_interim_sink(req, conn))
+        fetch.follow(lambda: self._answer_fill(req, conn, fetch, reader))
+        return PENDING
+
+    def _answer_fill(self, req: Request, conn: Connection, fetch: Fetch, reader: Reader) -> None:
+        """Answer a miss of ``_miss`` once its fetch has ended, or hand it to a task that streams
+        the rest when a read has left the body unfinished. Called from the origin connection's
+        callbacks: a failure here is the client connection's (``Connection.fail``), never the
+        origin's."""
+        if not fetch.done:
+            conn.follow(self._stream_rest(req, conn, fetch, reader))
+            return
+        try:
+            if fetch.error is not None:
+                self._origin_failure(req, conn, fetch.error)
+                return
+            fields = self._forwarded_fields(req, conn, fetch, None, False)
+            if fields is None:
+                return
+            length = fetch.content_length
+            started = self._relay_start(req, conn, fetch.status, fetch.head_bytes, fields, length)
+            if started is not None:
+                pending, keep, chunked = started
+                self._relay_end(conn, fetch, reader, pending, keep, chunked, length, 0)
+        except Exception as exc:
+            conn.fail(exc)
+        finally:
+            fetch.leave(reader)
+
+    async def _stream_rest(self, req: Request, conn: Connection, fetch: Fetch, reader: Reader) -> None:
+        """The rest of ``_answer_fill``'s answer, streamed as the body arrives."""
+        try:
+            await self._stream(req, conn, fetch, reader, None, False)
+        finally:
+            fetch.leave(reader)
+
     async def _fill(
         self,
         req: Request,
@@ -844,6 +903,17 @@ class Proxy:
         stale: Entry | None,
         collapsed: bool,
     ) -> None:
+        fields = self._forwarded_fields(req, conn, fetch, stale, collapsed)
+        if fields is not None:
+            await self._relay(
+                req, conn, fetch.status, fetch.head_bytes, fields, fetch.content_length, fetch, reader
+            )
+
+    def _forwarded_fields(
+        self, req: Request, conn: Connection, fetch: Fetch, stale: Entry | None, collapsed: bool
+    ) -> bytes | None:
+        """The status fields (and Age) of an answer from a fetch whose head is in; None when the
+        client's conditionals were answered with a 304 here."""
         # A large object written to disk in chunks is stored too, though not held by the fetch.
         stored = fetch.storable or fetch.storing_large
         if stale is None:
@@ -860,6 +930,8 @@ class Proxy:
             fields = _fwd_fields(stamp)
         if fetch.initial_age >= 1:
             fields += b"Age: %d\r\n" % int(fetch.initial_age)
+        if req.plain:
+            return fields
         headers = req.headers
         if (
             "if-none-match" in headers
@@ -875,10 +947,8 @@ class Proxy:
                 )
                 conn.write(STATUS_LINES[304] + head + fields + _connection_field(req) + b"\r\n")
                 conn.finish(req.keep_alive)
-                return
-        await self._relay(
-            req, conn, fetch.status, fetch.head_bytes, fields, fetch.content_length, fetch, reader
-        )
+                return None
+        return fields
 
     async def _relay(
         self,
@@ -892,6 +962,34 @@ class Proxy:
         reader: Reader,
     ) -> None:
         """Stream a fetch's body to one client, framed by Content-Length, chunked, or close."""
+        started = self._relay_start(req, conn, status, head, fields, length)
+        if started is None:
+            return
+        pending, keep, chunked = started
+        sent = 0
+        while not fetch.done:
+            chunks = fetch.available(reader)
+            for chunk in chunks:
+                sent += len(chunk)
+                if chunked:
+                    pending += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+                else:
+                    pending.append(chunk)
+            if pending:
+                _flush(conn, pending)
+                pending = []
+                await conn.drain()
+                if conn.closed:
+                    return
+            if not chunks:
+                await fetch.wait()
+        self._relay_end(conn, fetch, reader, pending, keep, chunked, length, sent)
+
+    def _relay_start(
+        self, req: Request, conn: Connection, status: int, head: bytes, fields: bytes, length: int | None
+    ) -> tuple[list[bytes], bool, bool] | None:
+        """The head of a relayed answer, framed, as the first piece to write, whether the connection
+        is kept and whether the body is chunked; None when the answer has no body and is written."""
         keep = req.keep_alive
         bodyless = req.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         chunked = False
@@ -904,35 +1002,33 @@ class Proxy:
             fields += b"Transfer-Encoding: chunked\r\n"
         else:
             keep = False
-        line = STATUS_LINES[status]
-        # Pieces are gathered and written together: each write is a send() on the socket, and on a
-        # miss of a small object the head and the whole body are usually ready at once.
-        pending = [
-            line + head + fields + (_connection_field(req) if keep else b"Connection: close\r\n") + b"\r\n"
-        ]
+        connection = _connection_field(req) if keep else b"Connection: close\r\n"
+        first = STATUS_LINES[status] + head + fields + connection + b"\r\n"
         if bodyless:
-            conn.write(pending[0])
+            conn.write(first)
             conn.finish(keep)
-            return
-        sent = 0
-        while True:
-            chunks = fetch.available(reader)
-            for chunk in chunks:
-                sent += len(chunk)
-                if chunked:
-                    pending += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
-                else:
-                    pending.append(chunk)
-            if fetch.done:
-                break
-            if pending:
-                _flush(conn, pending)
-                pending = []
-                await conn.drain()
-                if conn.closed:
-                    return
-            if not chunks:
-                await fetch.wait()
+            return None
+        return [first], keep, chunked
+
+    def _relay_end(
+        self,
+        conn: Connection,
+        fetch: Fetch,
+        reader: Reader,
+        pending: list[bytes],
+        keep: bool,
+        chunked: bool,
+        length: int | None,
+        sent: int,
+    ) -> None:
+        """The last chunks of an ended fetch, written with what is pending (on a miss of a small
+        object, its head: head and body leave in one write); a body that fell short is an abort."""
+        for chunk in fetch.available(reader):
+            sent += len(chunk)
+            if chunked:
+                pending += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            else:
+                pending.append(chunk)
         self.stats.bytes_sent += sent
         if fetch.error is not None or (length is not None and sent != length):
             conn.abort()
@@ -1080,15 +1176,15 @@ def _fwd_fields(stamp: tuple[CfStatus, str, int, bool, bool, str | None]) -> byt
 
 
 def _interim_sink(req: Request, conn: Connection) -> Callable[[int, bytes], None]:
-    """Where a fetch's 1xx responses go for this client (HTTP/1.1 only: RFC 9110 §15.2)."""
-    expects_continue = req.headers.get("expect", "").lower() == "100-continue"
+    """Where a fetch's 1xx responses go for this client (HTTP/1.1 only: RFC 9110 §15.2). Made for
+    every miss and rarely called: the request is looked at only when a 1xx arrives."""
+    return partial(_write_interim, req, conn)
 
-    def sink(status: int, data: bytes) -> None:
-        # A 100 answers an Expect: 100-continue; a client that did not send one is not told.
-        if status != 100 or expects_continue:
-            conn.write(data)
 
-    return sink
+def _write_interim(req: Request, conn: Connection, status: int, data: bytes) -> None:
+    # A 100 answers an Expect: 100-continue; a client that did not send one is not told.
+    if status != 100 or req.headers.get("expect", "").lower() == "100-continue":
+        conn.write(data)
 
 
 def _interim_writer(req: Request, conn: Connection) -> Callable[[int, list[tuple[str, str]]], None]:
@@ -1100,7 +1196,7 @@ def _flush(conn: Connection, pieces: list[bytes]) -> None:
     """Write pieces: joined when small, gathered when large (no big copy); one send either way."""
     if not pieces:
         return
-    if sum(len(p) for p in pieces) <= 65536:
+    if sum(map(len, pieces)) <= 65536:
         conn.write(b"".join(pieces))
     else:
         conn.writelines(pieces)
@@ -1141,7 +1237,7 @@ def _content_type(head: bytes) -> str | None:
     return _field(decode_head(head), "content-type")
 
 
-def _field(headers: list[tuple[str, str]], name: str) -> str | None:
+def _field(headers: Sequence[tuple[str, str]], name: str) -> str | None:
     for k, v in headers:
         if k.lower() == name:
             return v

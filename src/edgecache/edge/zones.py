@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from edgecache.config import Zone
+from edgecache.httpcache.headers import EDGE_ONLY
 from edgecache.httpcache.key import KeyOptions
 
 BAD_HOST = 400
@@ -38,6 +39,9 @@ class ZoneRuntime:
     """The zone's hostnames as a set: purge validation tests membership per target."""
     trusted_fields: frozenset[str] = frozenset()
     """Edge-only request fields this zone accepts from a trusted proxy (see ``config.ClientTrust``)."""
+    edge_only: frozenset[str] = EDGE_ONLY
+    """The request fields only an edge may set: ``EDGE_ONLY``, and the country header when the key
+    uses one (``edge/forwarding.py`` drops a client's values unless trusted)."""
     peer_memo: dict[str, bool] = field(default_factory=dict, compare=False)
     """Peer address → whether it is one of the trusted proxies (at most ``PEER_MEMO_MAX`` entries)."""
 
@@ -105,6 +109,7 @@ class ZoneTable:
                 origin=zone.origin,
                 hostnames=frozenset(zone.hostnames),
                 trusted_fields=frozenset(zone.trust.fields),
+                edge_only=EDGE_ONLY | {opts.country_header} if opts.country else EDGE_ONLY,
             )
             self.by_id[zone.id] = rt
             self._by_eo_id[zone.eo_id] = rt

@@ -8,6 +8,9 @@ Rules of this module:
   response is stale (RFC 9111 §4.2.1); for stale-while-revalidate / stale-if-error (RFC 5861) the
   directive is ignored instead, since those only ever extend reuse. Values above 2**31 are clamped to
   2**31 (RFC 9111 §1.2.2).
+- Parsing is memoised per distinct field value (one line, up to ``MEMO_VALUE_MAX`` characters): an
+  origin sends the same few values on every response, and the result is immutable, so sharing it
+  is safe. The memo is bounded and emptied when full, so an origin cannot grow it.
 - A directive given twice: the first occurrence wins (RFC 9111 §4.2.1 allows "first" or "stale";
   first keeps ``max-age=60, max-age=60`` cacheable, which is what origins that repeat themselves mean).
 - The qualified forms ``no-cache="field"`` and ``private="field"`` count as the unqualified directive:
@@ -22,9 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 DELTA_MAX = 2**31
 """The largest delta-seconds we represent (RFC 9111 §1.2.2)."""
+_T = TypeVar("_T")
+MEMO_MAX = 1024
+"""Distinct field values remembered by each parser's memo before it is emptied."""
+MEMO_VALUE_MAX = 256
+"""Longer values are parsed each time: the memo holds at most MEMO_MAX short strings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,28 @@ def parse_cache_control(values: Iterable[str]) -> CacheControl:
     directives), §4.2.1 (first occurrence wins, invalid max-age means stale), §1.2.2 (clamping),
     RFC 5861 (stale-while-revalidate, stale-if-error), RFC 8246 (immutable).
     """
+    if isinstance(values, list | tuple) and len(values) == 1:
+        line = values[0]
+        cc = _CC_MEMO.get(line)
+        if cc is None:
+            cc = _parse_cache_control(values)
+            _remember(_CC_MEMO, line, cc)
+        return cc
+    return _parse_cache_control(values)
+
+
+_CC_MEMO: dict[str, CacheControl] = {}
+_CDN_MEMO: dict[str, CacheControl | None] = {}
+
+
+def _remember(memo: dict[str, _T], value: str, cc: _T) -> None:
+    if len(value) <= MEMO_VALUE_MAX:
+        if len(memo) >= MEMO_MAX:
+            memo.clear()
+        memo[value] = cc
+
+
+def _parse_cache_control(values: Iterable[str]) -> CacheControl:
     seen: dict[str, str | None] = {}
     for line in values:
         for item in _split_list(line):
@@ -148,6 +179,14 @@ def parse_cdn_cache_control(value: str) -> CacheControl | None:
     when it is not a valid Structured Fields Dictionary or when it is empty (RFC 9213 §2.2: only a
     "valid, non-empty value" overrides Cache-Control).
     """
+    if value in _CDN_MEMO:
+        return _CDN_MEMO[value]
+    cc = _parse_cdn_cache_control(value)
+    _remember(_CDN_MEMO, value, cc)
+    return cc
+
+
+def _parse_cdn_cache_control(value: str) -> CacheControl | None:
     members = _parse_sf_dictionary(value)
     if not members:
         return None

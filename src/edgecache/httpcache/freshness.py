@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 from edgecache.httpcache.cachecontrol import (
     DELTA_MAX,
@@ -61,7 +62,9 @@ class StorageDecision:
     """Lower-cased field names from Vary, deduplicated and sorted."""
 
 
+@cache
 def _refuse(reason: str) -> StorageDecision:
+    # One object per reason (a handful of constants): refusals are immutable and repeat.
     return StorageDecision(False, reason, 0.0, 0.0, 0.0, False, False, False, ())
 
 
@@ -89,13 +92,11 @@ def decide_storage(
     """
     if method != "GET":
         return _refuse("method")
-    if status < 200 or status == 304 or status == 416:
-        return _refuse("status")
-
     cc_lines: list[str] = []
     cdn_lines: list[str] = []
     expires: list[str] = []
-    date = last_modified = etag = None
+    date = last_modified = None
+    etag = False
     vary_lines: list[str] = []
     set_cookie = False
     for name, value in response_headers:
@@ -111,14 +112,56 @@ def decide_storage(
         elif n == "last-modified":
             last_modified = value if last_modified is None else last_modified
         elif n == "etag":
-            etag = value
+            etag = True
         elif n == "vary":
             vary_lines.append(value)
         elif n == "set-cookie":
             set_cookie = True
+    return decide_from_fields(
+        status,
+        cache_control=cc_lines,
+        cdn_cache_control=cdn_lines,
+        expires=expires,
+        date=date,
+        last_modified=last_modified,
+        etag=etag,
+        vary=vary_lines,
+        set_cookie=set_cookie,
+        authorization="authorization" in request_headers,
+        now=now,
+        response_time=response_time,
+        cache_set_cookie=cache_set_cookie,
+        heuristic_fraction=heuristic_fraction,
+        heuristic_max=heuristic_max,
+    )
 
-    cdn = parse_cdn_cache_control(", ".join(cdn_lines)) if cdn_lines else None
-    cc: CacheControl = cdn if cdn is not None else parse_cache_control(cc_lines)
+
+def decide_from_fields(
+    status: int,
+    *,
+    cache_control: list[str],
+    cdn_cache_control: list[str],
+    expires: list[str],
+    date: str | None,
+    last_modified: str | None,
+    etag: bool,
+    vary: list[str],
+    set_cookie: bool,
+    authorization: bool,
+    now: float,
+    response_time: float,
+    cache_set_cookie: bool,
+    heuristic_fraction: float,
+    heuristic_max: float,
+) -> StorageDecision:
+    """:func:`decide_storage` for a GET, from the response fields it reads, already gathered by a
+    caller that passes over the fields anyway (the fill does): every Cache-Control, CDN-Cache-Control,
+    Expires and Vary line, the first Date and Last-Modified, whether an ETag or a Set-Cookie was
+    sent; ``authorization`` says whether the request carried one."""
+    if status < 200 or status == 304 or status == 416:
+        return _refuse("status")
+    cdn = parse_cdn_cache_control(", ".join(cdn_cache_control)) if cdn_cache_control else None
+    cc: CacheControl = cdn if cdn is not None else parse_cache_control(cache_control)
 
     if cc.must_understand:
         # RFC 9111 §5.2.2.3: store only a status we understand, and then no-store (which origins
@@ -130,12 +173,12 @@ def decide_storage(
     if cc.private:
         return _refuse("private")
     auth_ok = cc.public or cc.s_maxage is not None or cc.must_revalidate
-    if "authorization" in request_headers and not auth_ok:
+    if authorization and not auth_ok:
         return _refuse("authorization")
     if set_cookie and not cache_set_cookie:
         return _refuse("set-cookie")
-    vary = _vary_names(vary_lines)
-    if "*" in vary:
+    names = _vary_names(vary)
+    if "*" in names:
         return _refuse("vary-star")
 
     date_value = parse_http_date(date, now) if date is not None else None
@@ -155,7 +198,7 @@ def decide_storage(
     else:
         return _refuse("status")
 
-    has_validator = etag is not None or lm_value is not None
+    has_validator = etag or lm_value is not None
     must_revalidate = cc.must_revalidate or cc.proxy_revalidate or cc.s_maxage is not None
     if cc.no_cache and not has_validator:
         return _refuse("no-validator")
@@ -164,17 +207,20 @@ def decide_storage(
     may_serve_stale = not must_revalidate and not cc.no_cache and (swr > 0 or sie > 0)
     if lifetime <= 0 and not has_validator and not may_serve_stale:
         return _refuse("no-freshness")
-    return StorageDecision(
-        storable=True,
-        reason="",
-        freshness_lifetime=float(lifetime),
-        stale_while_revalidate=swr,
-        stale_if_error=sie,
-        must_revalidate=must_revalidate,
-        no_cache=cc.no_cache,
-        auth_ok=auth_ok,
-        vary=vary,
-    )
+    # Decisions repeat (an origin sends the same directives on every response) and are immutable:
+    # one object per distinct outcome rather than a frozen dataclass built on every miss.
+    outcome = (float(lifetime), swr, sie, must_revalidate, cc.no_cache, auth_ok, names)
+    decision = _DECISIONS.get(outcome)
+    if decision is None:
+        decision = StorageDecision(True, "", *outcome)
+        if len(_DECISIONS) >= _DECISIONS_MAX:
+            _DECISIONS.clear()
+        _DECISIONS[outcome] = decision
+    return decision
+
+
+_DECISIONS: dict[tuple[float, float, float, bool, bool, bool, tuple[str, ...]], StorageDecision] = {}
+_DECISIONS_MAX = 1024
 
 
 def _vary_names(lines: list[str]) -> tuple[str, ...]:

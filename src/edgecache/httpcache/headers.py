@@ -14,6 +14,7 @@ Rules of this module:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 HOP_BY_HOP = frozenset(
     {
@@ -45,8 +46,10 @@ EDGE_ONLY = frozenset(
 removed before forwarding unless the zone trusts them from that peer (see ``config.ClientTrust``)."""
 
 
+@lru_cache(maxsize=256)
 def connection_options(value: str) -> frozenset[str]:
-    """The field names listed in one Connection field value, lower-cased (RFC 9110 §7.6.1)."""
+    """The field names listed in one Connection field value, lower-cased (RFC 9110 §7.6.1).
+    Remembered per value (bounded): every origin response and many requests send the same one."""
     return frozenset(t for token in value.split(",") if (t := token.strip().lower()))
 
 
@@ -90,7 +93,7 @@ def merge_304(stored: Sequence[tuple[str, str]], fresh: Sequence[tuple[str, str]
 
 def encode_head(headers: Sequence[tuple[str, str]]) -> bytes:
     """Encode fields as ``Name: value\\r\\n`` lines in ISO-8859-1."""
-    text = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    text = "".join([f"{name}: {value}\r\n" for name, value in headers])
     # One CR and one LF per field, or a value smuggled in a line break.
     if text.count("\n") != len(headers) or text.count("\r") != len(headers):
         raise ValueError("header field contains CR or LF")
