@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from workers_node import VersionedOrigin, WorkerNode
+from workers_node import HOST, VersionedOrigin, WorkerNode
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,42 @@ def test_an_object_one_worker_fetched_is_a_hit_for_the_other(
     wait_for(lambda: node.metrics().get("edgecache_disk_write_queue") == 0)
     answers = list(node.spread("/shared/a", at_least=1))
     assert {cache for _, cache, _, _ in answers} == {"HIT"}
+    # The next tests count what their purges match: leave nothing behind.
+    job = node.purge({"tags": ["obj"]})
+    wait_for(lambda: node.job(job)["done"])
+
+
+def test_an_object_purged_is_no_disk_hit_for_a_worker_that_never_held_it(
+    node: WorkerNode, origin: VersionedOrigin
+) -> None:
+    """One worker fetches two objects (written to the shared disk tier); one is purged, and both
+    processes reclaim it (its epoch rows may then be compacted away). The other worker, whose
+    memory never held either, reads the kept one from disk and never serves the purged one."""
+    origin.version = 1
+    conn = node.connection()
+    try:
+        assert node.get(conn, "/disk-purge/a")[1:] == ("MISS", "/disk-purge/a v1")
+        assert node.get(conn, "/disk-purge/kept")[1:] == ("MISS", "/disk-purge/kept v1")
+        first = node.owner(conn)
+    finally:
+        conn.close()
+    wait_for(lambda: node.metrics().get("edgecache_disk_write_queue") == 0)
+    origin.version = 2
+    job = node.purge({"files": [f"http://{HOST}/disk-purge/a"]})
+    wait_for(lambda: node.job(job)["done"])
+    for _ in range(200):
+        conn = node.connection()
+        try:
+            status, cache, body = node.get(conn, "/disk-purge/kept")
+            if node.owner(conn) == first:
+                continue
+            assert (status, cache, body) == (200, "HIT", "/disk-purge/kept v1")
+            assert node.get(conn, "/disk-purge/a")[1:] == ("MISS", "/disk-purge/a v2")
+            break
+        finally:
+            conn.close()
+    else:
+        raise AssertionError("no connection reached the other worker")
     # The next tests count what their purges match: leave nothing behind.
     job = node.purge({"tags": ["obj"]})
     wait_for(lambda: node.job(job)["done"])

@@ -325,6 +325,9 @@ class Node:
         for purge in self._replayed:
             self.reclaimer.enqueue(purge)
         self._keep_gc()
+        if self.disk is not None:
+            # The hit path's disk reads share a read transaction per turn of this loop.
+            self.disk.read_in_turns(asyncio.get_running_loop().call_soon)
         # The bound method: calling the Proxy instance itself goes through its type's call slot first,
         # about 0.1 µs more per request.
         serve: Handler = handler or self.proxy.__call__

@@ -375,20 +375,25 @@ class Proxy:
             # Nothing to evaluate (the request's header dict is never built): the memory tier's
             # plain hit, with the tier named in Cache-Status.
             body = entry.body
-            stamp = (max(0, int(entry.age(now))), int(ttl), tier, len(body))
+            age = entry.initial_age + (now - entry.response_time)
+            stamp = (int(age) if age > 0 else 0, int(ttl), tier, len(body))
             fields = _TIER_HIT_FIELDS_MEMO.get(stamp)
             if fields is None:
                 fields = _tier_hit_fields(stamp)
             keep = req.keep_alive
-            head = STATUS_LINES[entry.status] + entry.head
-            head += fields if keep and req.http_version == "1.1" else _connection_field(req) + fields
+            if not keep or req.http_version != "1.1":
+                fields = _connection_field(req) + fields
             if req.method == "HEAD":
+                head = b"".join((STATUS_LINES[entry.status], entry.head, fields))
                 self.stats.bytes_sent += len(head)
                 conn.respond(head, keep)
             elif len(body) < 16384:
-                self.stats.bytes_sent += len(head) + len(body)
-                conn.respond(head + body, keep)
+                # Joined once, as the memory tier's plain hit (a chain of concatenations copies more).
+                out = b"".join((STATUS_LINES[entry.status], entry.head, fields, body))
+                self.stats.bytes_sent += len(out)
+                conn.respond(out, keep)
             else:
+                head = b"".join((STATUS_LINES[entry.status], entry.head, fields))
                 self.stats.bytes_sent += len(head) + len(body)
                 conn.writelines([head, body])
                 conn.finish(keep)

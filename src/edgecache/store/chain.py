@@ -64,6 +64,7 @@ class TierChain:
         self._seen: set[str] = set()
         self._seen_before: set[str] = set()
         """The doorkeeper: keys read from disk once and not promoted, in two generations."""
+        self._seen_max = DOORKEEPER_MIN
         self._looked_up: Lookup | None = None
         """What ``vary`` read from disk for a base key without Vary names, for the ``get`` of that
         key that follows it on a memory miss (one read transaction instead of two); any other call
@@ -85,10 +86,13 @@ class TierChain:
         return self.memory.evictions
 
     def get(self, key: str) -> Entry | None:
-        entry = self.memory.get(key)
         looked_up, self._looked_up = self._looked_up, None
-        if entry is not None:
-            return entry
+        if looked_up is None or looked_up[0] != key:
+            # Otherwise ``vary`` has just found memory without the key (a memory miss, and nothing
+            # has changed memory since: every change drops ``_looked_up``).
+            entry = self.memory.get(key)
+            if entry is not None:
+                return entry
         found = self.disk.get(key, reserve=self._reserve_on, looked_up=looked_up)
         if found is None:
             return None
@@ -110,9 +114,12 @@ class TierChain:
         if key in self._seen_before:
             self._seen_before.discard(key)
             return True
-        if len(seen) >= max(DOORKEEPER_MIN, len(memory)):
-            self._seen_before, self._seen = seen, set()
-        self._seen.add(key)
+        if len(seen) >= self._seen_max:
+            self._seen_before, self._seen = seen, {key}
+            # A generation holds about as many keys as memory has entries (sized at each change).
+            self._seen_max = max(DOORKEEPER_MIN, len(memory))
+            return False
+        seen.add(key)
         return False
 
     def peek(self, key: str) -> Entry | None:

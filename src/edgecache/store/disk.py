@@ -8,7 +8,11 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   object in both areas is two records: the areas evict independently.
 - Reads are synchronous and take microseconds while the pages are in the page cache (one read
   transaction, one ``get``). They may run on any thread or process. A read finds the zone from the
-  key's host (``host:`` rows, cached in memory).
+  key's host (``host:`` rows, cached in memory, and the host's databases remembered).
+- The hit path's reads on the event loop's thread share one read transaction until the end of the
+  loop's turn (``read_in_turns``), begun again whenever this process's writer has committed since:
+  a snapshot never predates a removal this process's reclaimer may already have compacted out of
+  the epoch index, nor a database the writer published, and it never outlives the turn.
 - Every change goes through one queue to one writer thread, which applies a batch of them in one
   write transaction and commits it (LMDB fsyncs on commit): the event loop never waits for the disk.
   The queue is ordered, so a put enqueued before a purge's removal job is on disk before that job
@@ -109,6 +113,7 @@ __all__ = [
     "RESERVE",
     "DiskStats",
     "DiskStore",
+    "Found",
     "Job",
     "JobProgress",
     "Lookup",
@@ -125,6 +130,8 @@ log = logging.getLogger(__name__)
 
 MAX_ZONES = 1024
 """Zones the store can hold (two named databases each; LMDB fixes the number when it opens)."""
+MAX_WHERES = 4096
+"""Hosts whose zone and databases the hit path remembers (a zone may serve many hosts)."""
 _MAX_BATCH_OPS = 512
 _MAX_BATCH_BYTES = 64 << 20
 RENEW_EVERY = 1.0
@@ -349,12 +356,11 @@ class WriteView:
             s._write_reclaimed_later(self.txn)
 
 
-@dataclass(slots=True)
-class Lookup:
-    """What :meth:`DiskStore.lookup` read for a base key: its record and area, or None."""
-
-    key: str
-    found: tuple[Record, bytes] | None
+Found = tuple[Entry, bytes, float]
+"""What a read found: the entry, its area (``CACHE`` or ``RESERVE``) and, for a reserve record, when
+it expires (plain tuples: the hit path builds one per disk hit)."""
+Lookup = tuple[str, Found | None]
+"""What :meth:`DiskStore.lookup` read for a base key: the key and what was found under it."""
 
 
 Job = Callable[[WriteView], bool]
@@ -422,6 +428,9 @@ class DiskStore:
             max_dbs=2 * MAX_ZONES + 2,
             readahead=True,
             max_readers=1024,
+            # A read transaction ended is kept and renewed by the next ``begin`` (no reader-table
+            # lock and scan, no allocation): the hit path begins one per loop turn (``read_in_turns``).
+            max_spare_txns=1,
         )
         self.stats = DiskStats()
         self._dbs: dict[tuple[bytes, str], Any] = {}
@@ -434,6 +443,10 @@ class DiskStore:
         """Zones whose databases a reader asked the writer to open."""
         self._hosts: dict[str, str] = {}
         """Host → zone (the ``host:`` rows), as far as this process has read or written them."""
+        self._wheres: dict[str, tuple[str, Any, Any]] = {}
+        """Host → ``_where``'s answer, for zones whose disk-cache database is published. The writer
+        replaces the dict (never clears it) after publishing: a reader that looked at the
+        databases before that stores its answer in the dict being dropped."""
         self._new_hosts: dict[str, str] = {}
         """Host rows written in the writer's open transaction, published when it commits."""
         self._chunks: Any = None
@@ -455,11 +468,18 @@ class DiskStore:
         """Keys the running job removes in its uncommitted transaction (``WriteView.taking``)."""
         self._dropping: set[tuple[bytes, str]] = set()
         """Zone areas the running job is emptying in its uncommitted transaction."""
-        self._renewals: set[tuple[bytes, str]] = set()
-        """Records read from disk whose place (or retention) to renew, written every
+        self._renewals: dict[str, bytes] = {}
+        """Keys read from disk → their area, whose place (or retention) to renew, written every
         ``RENEW_EVERY`` seconds: a commit, and its fsync, per few hits slowed the hits several times
         (measured with bench/disk_hits.py)."""
         self._renewed = 0.0
+        self._generation = 0
+        """Bumped by the writer after each commit, before it publishes what the commit created."""
+        self._turn: lmdb.Transaction | None = None
+        """The read transaction of the current loop turn (``read_in_turns``), or None."""
+        self._turn_generation = -1
+        self._turn_thread = -1
+        self._call_soon: Callable[[Callable[[], None]], object] | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
@@ -516,6 +536,50 @@ class DiskStore:
 
     # -- reads (any thread) -----------------------------------------------------------------------
 
+    def read_in_turns(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
+        """Let the hit path's reads on the calling thread (the event loop's) share one read
+        transaction until the end of the loop's turn, which ``call_soon`` schedules: a transaction
+        per hit cost about as much as the read itself. Reads on other threads begin their own.
+
+        What makes a shared snapshot safe: it is begun again as soon as this process's writer has
+        committed (``_generation``), so a read never misses a removal that this process's reclaimer
+        may already have compacted away from the epoch index (the reclaimer compacts only after its
+        disk job's commit), nor a database or host the writer has published; and it ends with the
+        turn, so it never pins pages that writers in other processes could reuse, and another
+        process's fills are seen from the next turn on."""
+        self._end_turn()  # one a loop that has stopped since may have left open
+        self._turn_thread = threading.get_ident()
+        self._call_soon = call_soon
+
+    def _reader(self) -> lmdb.Transaction | None:
+        """This turn's read transaction (begun when there is none or the writer committed since),
+        or None on a thread that does not read in turns: it begins its own."""
+        call_soon = self._call_soon
+        if call_soon is None or threading.get_ident() != self._turn_thread:
+            return None
+        txn = self._turn
+        if txn is not None:
+            if self._turn_generation == self._generation:
+                return txn
+            txn.abort()
+        else:
+            try:
+                call_soon(self._end_turn)
+            except RuntimeError:
+                # The loop has closed: reads on this thread begin their own transactions again.
+                self._call_soon = None
+                return None
+        # Read before the transaction begins: a commit in between only makes the next read begin
+        # again, never lets a snapshot older than a commit pass for newer.
+        self._turn_generation = self._generation
+        self._turn = txn = self.env.begin(buffers=True)
+        return txn
+
+    def _end_turn(self) -> None:
+        txn, self._turn = self._turn, None
+        if txn is not None:
+            txn.abort()
+
     def _zone_of(self, key: str) -> str | None:
         """The zone whose databases hold ``key``, from its host (read from disk on a first miss:
         another process may have stored the host)."""
@@ -561,31 +625,35 @@ class DiskStore:
             return None
         if self._taking and key in self._taking:
             return None
-        if looked_up is not None and looked_up.key == key:
-            found = looked_up.found
+        if looked_up is not None and looked_up[0] == key:
+            found = looked_up[1]
         else:
             where = self._where(key)
             # Buffers: the record is read in place from the map; only the head and body are copied.
-            with self.env.begin(buffers=True) as txn:
-                found = self._read(txn, key, where, reserve)
+            kb = key_bytes(key)
+            txn = self._reader()
+            if txn is None:
+                with self.env.begin(buffers=True) as txn:
+                    found = self._read(txn, key, kb, where, reserve)
+            else:
+                found = self._read(txn, key, kb, where, reserve)
         if found is None:
             self.stats.misses += 1
             return None
-        rec, area = found
-        entry = rec.entry
+        entry, area, expires = found
         if type(entry) is ChunkedEntry:
             entry.read_chunk = self.read_chunk
-        if area == CACHE:
+        if area is CACHE:
             self.stats.hits += 1
             # Whether the place needs renewing is the writer's question (``_renew``): asking it here
             # cost three more reads per hit.
-            self._renewals.add((CACHE, key))
-        else:
-            self.stats.reserve_hits += 1
-            retention = self._reserve_retention(entry.zone)
-            if rec.reserve_expires - time.time() <= retention * 29 / 30:
-                self._renewals.add((RESERVE, key))
-        return entry, area == RESERVE
+            self._renewals[key] = CACHE
+            return entry, False
+        self.stats.reserve_hits += 1
+        retention = self._reserve_retention(entry.zone)
+        if expires - time.time() <= retention * 29 / 30:
+            self._renewals[key] = RESERVE
+        return entry, True
 
     def lookup(
         self, base_key: str, *, reserve: Callable[[str], bool] | None = None
@@ -594,44 +662,77 @@ class DiskStore:
         base key itself (for the :meth:`get` that follows), in one read transaction: a memory miss
         asks both. Counts nothing: the ``get`` does."""
         where = self._where(base_key)
-        with self.env.begin(buffers=True) as txn:
-            cdb = None if where is None else where[1]
-            names = None if cdb is None else txn.get(VARY + key_bytes(base_key), db=cdb)
-            if names is not None:
-                return tuple(bytes(names).decode().split("\x00")), None
-            return None, Lookup(base_key, self._read(txn, base_key, where, reserve))
+        txn = self._reader()
+        if txn is None:
+            with self.env.begin(buffers=True) as txn:
+                return self._lookup(txn, base_key, where, reserve)
+        return self._lookup(txn, base_key, where, reserve)
+
+    def _lookup(
+        self,
+        txn: lmdb.Transaction,
+        base_key: str,
+        where: tuple[str, Any, Any] | None,
+        reserve: Callable[[str], bool] | None,
+    ) -> tuple[tuple[str, ...] | None, Lookup | None]:
+        if where is None:
+            return None, (base_key, None)
+        kb = key_bytes(base_key)
+        cdb = where[1]
+        names = None if cdb is None else txn.get(VARY + kb, db=cdb)
+        if names is not None:
+            return tuple(bytes(names).decode().split("\x00")), None
+        return None, (base_key, self._read(txn, base_key, kb, where, reserve))
 
     def _where(self, key: str) -> tuple[str, Any, Any] | None:
         """The zone of ``key`` and its published disk-cache and reserve databases (None: none, or
         being emptied). Found before the read transaction begins: a transaction cannot use a
-        database opened after it began."""
-        zone = self._hosts.get(host_of(key)) or self._zone_of(key)
+        database opened after it began. Remembered by host (``_wheres``) once the zone's disk-cache
+        database is published; forgotten whenever the writer publishes a database or a host."""
+        host = host_of(key)
+        where = self._wheres.get(host)
+        if where is None:
+            where = self._find_where(host, key)
+            if where is None:
+                return None
+        dropping = self._dropping
+        if dropping:
+            zone, cdb, rdb = where
+            if (CACHE, zone) in dropping:
+                cdb = None
+            if (RESERVE, zone) in dropping:
+                rdb = None
+            return zone, cdb, rdb
+        return where
+
+    def _find_where(self, host: str, key: str) -> tuple[str, Any, Any] | None:
+        wheres = self._wheres  # before the databases are read (see ``_wheres``)
+        zone = self._hosts.get(host) or self._zone_of(key)
         if zone is None:
             return None
-        dropping = self._dropping
         cdb = self._cache_dbs.get(zone)
         if cdb is None:
-            cdb = self._reader_db(CACHE, zone)
-        elif dropping and (CACHE, zone) in dropping:
-            cdb = None
-        rdb = self._dbs.get((RESERVE, zone))
-        if rdb is not None and dropping and (RESERVE, zone) in dropping:
-            rdb = None
-        return zone, cdb, rdb
+            return zone, self._reader_db(CACHE, zone), self._dbs.get((RESERVE, zone))
+        where = zone, cdb, self._dbs.get((RESERVE, zone))
+        if len(wheres) >= MAX_WHERES:
+            wheres.clear()
+        wheres[host] = where
+        return where
 
     def _read(
         self,
         txn: lmdb.Transaction,
         key: str,
+        kb: bytes,
         where: tuple[str, Any, Any] | None,
         reserve: Callable[[str], bool] | None,
-    ) -> tuple[Record, bytes] | None:
-        """The record of ``key`` and its area, or None (counts nothing)."""
+    ) -> Found | None:
+        """The record of ``key`` (stored as ``kb``), its area and its reserve expiry, or None
+        (counts nothing)."""
         if where is None:
             return None
         zone, cdb, rdb = where
-        raw_key = key.encode("utf-8", "surrogatepass")
-        ek = ENTRY + (raw_key if len(raw_key) <= MAX_INLINE_KEY else key_bytes(key))
+        ek = ENTRY + kb
         raw = None if cdb is None else txn.get(ek, db=cdb)
         area = CACHE
         if raw is None and reserve is not None and reserve(zone):
@@ -641,14 +742,16 @@ class DiskStore:
             raw = None if rdb is None else txn.get(ek, db=rdb)
         if raw is None:
             return None
+        # A key stored as it is needs no comparison with the record's: the row's key is the key.
+        cut = key.encode("utf-8", "surrogatepass") if len(kb) > MAX_INLINE_KEY else None
         try:
-            rec = decode_hit(raw, key, raw_key)
+            found = decode_hit(raw, key, zone, cut)
         except (struct.error, UnicodeDecodeError):
             log.error("unreadable disk record for %r: ignored", key)
             return None
-        if rec is None:
+        if found is None:
             return None
-        return rec, area
+        return found[0], area, found[1]
 
     def has(self, key: str) -> bool:
         """Whether the disk cache holds a record under ``key``; a key with a delete or a put still
@@ -661,8 +764,11 @@ class DiskStore:
         db = None if zone is None else self._dbs.get((CACHE, zone))
         if db is None:
             return False
-        with self.env.begin(db=db) as txn:
-            return txn.get(ENTRY + key_bytes(key)) is not None
+        txn = self._reader()
+        if txn is None:
+            with self.env.begin(db=db) as txn:
+                return txn.get(ENTRY + key_bytes(key)) is not None
+        return txn.get(ENTRY + key_bytes(key), db=db) is not None
 
     def vary(self, base_key: str) -> tuple[str, ...] | None:
         """The Vary field names recorded for a base key."""
@@ -813,6 +919,8 @@ class DiskStore:
         """Commit what is queued, stop the writer and close the environment."""
         self._queue.put(None)
         self._thread.join()
+        self._call_soon = None
+        self._turn = None
         self.env.close()
 
     def _enqueue(self, op: tuple[Any, ...]) -> None:
@@ -887,11 +995,11 @@ class DiskStore:
     def _apply(self, batch: list[tuple[Any, ...]]) -> None:
         jobs = []
         self._delta = {}
-        renewals: set[tuple[bytes, str]] = set()
+        renewals: dict[str, bytes] = {}
         due = time.monotonic() - self._renewed >= RENEW_EVERY or any(op[0] == "renew" for op in batch)
         if self._renewals and due:
             # Readers keep adding to the set they see; a renewal lost in the swap is only a hint.
-            renewals, self._renewals = self._renewals, set()
+            renewals, self._renewals = self._renewals, {}
             self._renewed = time.monotonic()
         if not renewals and all(op[0] == "job" for op in batch):
             # Only jobs (a purge's reclaim, usually): each has its own transaction below, and an
@@ -964,13 +1072,18 @@ class DiskStore:
 
     def _publish(self) -> None:
         """After a commit: what it created is there for readers too."""
+        # First: a reader that finds a database published here must also find its turn's snapshot
+        # outdated (``_reader``), or it would use the database in a transaction begun before it.
+        self._generation += 1
         if self._new_dbs:
             self._dbs.update(self._new_dbs)
             self._cache_dbs.update((zone, db) for (area, zone), db in self._new_dbs.items() if area == CACHE)
             self._new_dbs = {}
+            self._wheres = {}
         if self._new_hosts:
             self._hosts.update(self._new_hosts)
             self._new_hosts = {}
+            self._wheres = {}
 
     def _zdb(self, txn: lmdb.Transaction, area: bytes, zone: str, *, create: bool) -> Any:
         """A zone area's database in the writer's transaction (opened, or created, when needed);
@@ -1157,7 +1270,7 @@ class DiskStore:
             if d:
                 self._meta_put(txn, name, self._stored(txn, name) + d)
 
-    def _renew(self, txn: lmdb.Transaction, renewals: set[tuple[bytes, str]], now: float) -> None:
+    def _renew(self, txn: lmdb.Transaction, renewals: dict[str, bytes], now: float) -> None:
         """Renew the records read from disk since the last renewal: a disk-cache record moves to the
         most recent end of the order if it is among the oldest ``1/RENEW_OLDEST``, a reserve record's
         retention starts again (``_touch``). The clock and the count are read once per batch."""
@@ -1165,7 +1278,7 @@ class DiskStore:
         count = self._meta_get(txn, b"count:c")
         young = count - count // RENEW_OLDEST
         unpack, pack = U64.unpack, U64.pack
-        for area, key in renewals:
+        for key, area in renewals.items():
             zone = self._writer_zone_of(key)
             if zone is None:
                 continue

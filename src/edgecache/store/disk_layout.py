@@ -215,56 +215,43 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
     return Record(entry, rexp)
 
 
-def decode_hit(raw: bytes | memoryview, key: str, raw_key: bytes) -> Record | None:
-    """The record of ``key`` as the hit path needs it, or None when the record is another key's (a
-    long key's digest collided): the key is compared as bytes, never decoded, and the head and
-    body are the only copies taken from ``raw`` (raises as ``decode_entry``)."""
+def decode_hit(raw: bytes | memoryview, key: str, zone: str, cut: bytes | None) -> tuple[Entry, float] | None:
+    """The entry of ``key`` in ``zone``'s database as the hit path needs it, with its reserve
+    expiry. ``cut``: the full key's bytes when the row's key was cut (``key_bytes``), to compare
+    with the record's; None when the row's key is the key. None when the record is another key's (a
+    cut key's digest collided). The zone is the database's (a record is stored in its own zone's),
+    the key is never decoded, and the head and body are the only copies taken from ``raw`` (raises
+    as ``decode_entry``)."""
     status, seq, rtime, iage, life, swr, sie, stale, rexp, flags, lz, lk, lt, lh = REC.unpack_from(raw)
-    view = memoryview(raw)
-    p = REC.size + lz
-    q = p + lk
-    if view[p:q] != raw_key:
+    # ``raw`` is sliced as it is: a memoryview (LMDB's buffer) gives views, copied once by bytes().
+    q = REC.size + lz + lk
+    if cut is not None and raw[q - lk : q] != cut:
         return None
-    zone_raw = bytes(view[REC.size : p])
-    zone = _ZONE_NAMES.get(zone_raw)
-    if zone is None:
-        zone = _zone_name(zone_raw)
     h = q + lt
-    # Positional: with keywords, building the entry cost more than the rest of the decoding.
+    # Positional, and flags tested without bool(): with keywords, building the entry cost more
+    # than the rest of the decoding.
     entry = Entry(
         zone,
         key,
         status,
-        bytes(view[h : h + lh]),
-        bytes(view[h + lh :]),
-        tuple(str(view[q:h], "utf-8").split("\x00")) if lt else (),
+        bytes(raw[h : h + lh]),
+        bytes(raw[h + lh :]),
+        tuple(str(raw[q:h], "utf-8").split("\x00")) if lt else (),
         seq,
         rtime,
         iage,
         life,
         swr,
         sie,
-        bool(flags & _F_MUST_REVALIDATE),
-        bool(flags & _F_NO_CACHE),
-        bool(flags & _F_AUTH_OK),
-        bool(flags & _F_LENGTH_KNOWN),
-        None if math.isnan(stale) else stale,
+        flags & _F_MUST_REVALIDATE != 0,
+        flags & _F_NO_CACHE != 0,
+        flags & _F_AUTH_OK != 0,
+        flags & _F_LENGTH_KNOWN != 0,
+        None if stale != stale else stale,  # NaN: not stale
     )
     if flags & _F_CHUNKED:
-        entry = chunked_from(entry, view[h + lh :])
-    return Record(entry, rexp)
-
-
-_ZONE_NAMES: dict[bytes, str] = {}
-"""Zone ids as read from records, decoded once (there are few)."""
-
-
-def _zone_name(raw: bytes) -> str:
-    name = raw.decode()
-    if len(_ZONE_NAMES) >= 4096:
-        _ZONE_NAMES.clear()
-    _ZONE_NAMES[raw] = name
-    return name
+        entry = chunked_from(entry, raw[h + lh :])
+    return entry, rexp
 
 
 def large_bytes(raw: bytes | memoryview) -> int:
