@@ -17,16 +17,23 @@ Method (reference setup and Varnish figures: /work/shared/reference/bench-anchor
    at a time, answer read): one URL; one tag (N/100 objects); one host (``alt.bench.test``, N/100);
    one prefix (~N/100); ``invalidate_cache`` of one tag; a tag nobody carries (the floor: the same
    durable commit, nothing to reclaim); and purge everything. Kinds are interleaved round by round, so
-   drift hits all alike. After each answer: a GET of an object the purge does not cover (a HIT, served
-   while the reclaimer works) and one of an object it covers (must not be a HIT: the purge is in
-   effect when the API answers); then the harness waits until the reclaimer is done ("reclaimer done
-   after" = from the purge entering the index to the reclaimer finishing it, time-stamped inside the
-   node) and puts the purged objects back as fresh entries, so every purge of a kind sees the same N.
-   Purge everything empties the tier, so it gets fewer repetitions, each on a tier refilled to N.
-   p50/p99 are nearest-rank percentiles. To split the floor: GET /healthz (aiohttp alone), an
-   authenticated purge with an empty body (auth + validation, answered 400, no commit) and a bare
-   SQLite INSERT+COMMIT (WAL, synchronous=FULL) in the node's data dir. The node's garbage-collector
-   pauses during the rounds are recorded (``gc.callbacks``).
+   drift hits all alike. Each purge of 1a follows a purge of a tag nobody carries (answered and
+   reclaimed, timed apart as "right after the harness's refill" in 1c): the harness's refill before it
+   re-inserts N/100 entries (10k at 1M, 100 at 10k), which leaves the CPU's caches cold for the node's
+   purge path in proportion to N (at the session's start, idle: the purges that followed a refill were
+   ~0.9 ms slower at 1M; docs/benchmarks.md, 2026-11-30, branch purge1m), and 1a is to compare sizes,
+   not refills. After each answer: a GET of an object the purge does not cover (a HIT, served while the
+   reclaimer works) and one of an object it covers (must not be a HIT: the purge is in effect when the
+   API answers); then the harness waits until the reclaimer is done ("reclaimer done after" = from the
+   purge entering the index to the reclaimer finishing it, time-stamped inside the node) and puts the
+   purged objects back as fresh entries, so every purge of a kind sees the same N. Purge everything
+   empties the tier, so it gets fewer repetitions, each on a tier refilled to N. p50/p99 are
+   nearest-rank percentiles. For one URL and the floor (nothing to reclaim after the answer) the node's
+   process CPU from just before the purge to just after its answer is read too (less what two
+   back-to-back reads cost; it includes the commit's sync in the kernel). To split the floor: GET
+   /healthz (aiohttp alone), an authenticated purge with an empty body (auth + validation, answered
+   400, no commit) and a bare SQLite INSERT+COMMIT (WAL, synchronous=FULL) in the node's data dir. The
+   node's garbage-collector pauses during the rounds are recorded (``gc.callbacks``).
 2. Hit throughput with 0 and with 100k outstanding purge rules: two nodes in front of the nginx origin,
    each warmed over the real data plane with /small and 10k /obj/ keys. One runs with the reclaimer
    stopped (so nothing is ever compacted) and gets 100k non-matching rules through the API (40k tags,
@@ -93,6 +100,8 @@ LABELS = {
     "everything": "purge everything",
 }
 FLEX = ("tag", "host", "prefix", "everything")
+CPU_KINDS = ("url", "floor")
+"""Kinds whose node CPU per purge is read (nothing, or one entry, to reclaim after the answer)."""
 
 
 # --- small helpers ------------------------------------------------------------------------------------
@@ -250,6 +259,11 @@ class KindResult:
     stall_ms: list[float] = field(default_factory=list)
     stall_cpu_ms: list[float] = field(default_factory=list)
     refill_s: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    """Node process CPU from just before the purge to just after its answer, less the probe's own
+    (``CPU_KINDS`` only: for the others it would include the reclaimer's first slices)."""
+    after_refill: list[float] = field(default_factory=list)
+    """The purge of nothing before each timed one, right after the harness's refill."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -290,6 +304,12 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
         node.purge({"tags": ["warm-up"]})  # open the connection, load the token cache: untimed
         node.get("/obj/000000", HOST)
         node.cmd("drain")
+        # What two back-to-back CPU reads cost the node: subtracted from each purge's reading.
+        probe_cpu = []
+        for _ in range(20):
+            c0 = node.cmd("cpu")["process_s"]
+            probe_cpu.append((node.cmd("cpu")["process_s"] - c0) * 1000)
+        probe_ms = statistics.median(probe_cpu)
         others = OthersCpu()
         res = {k: KindResult() for k in (*KINDS, "everything")}
         healthz: list[float] = []
@@ -298,8 +318,16 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
         def one(kind: str, r: int) -> None:
             s = spec_for(kind, r, n, rng)
             kr = res[kind]
+            # The same path once, after the harness's refill and before the timed purge (see the
+            # module docstring): what is timed then depends on N, not on how much the harness refilled.
+            ms, _, _ = node.purge({"tags": [f"settle-{kind}-{r}"]})
+            kr.after_refill.append(ms)
+            node.cmd("drain")
             node.cmd("lag")  # a new window: the harness's refill before this purge is not counted
+            cpu0 = node.cmd("cpu")["process_s"] if kind in CPU_KINDS else 0.0
             ms, status, answer = node.purge(s.body, soft=s.soft)
+            if kind in CPU_KINDS:
+                kr.cpu_ms.append((node.cmd("cpu")["process_s"] - cpu0) * 1000 - probe_ms)
             if status != 200 or not (answer or {}).get("success"):
                 kr.errors.append(f"{status} {answer}")
             kr.lat.append(ms)
@@ -426,10 +454,11 @@ def api_tables(results: list[ApiResult]) -> str:
         "### 1c. Where the floor goes: HTTP, authentication, the durable commit",
         "",
         "| N | GET /healthz (aiohttp alone) p50 / p99 | authenticated purge, rejected as empty (400) "
-        "| floor purge (unknown tag) p50 / p99 | bare SQLite INSERT+COMMIT (WAL, FULL) p50 / p99 "
+        "| floor purge (unknown tag) p50 / p99 | the same, right after the harness's refill p50 / p99 "
+        "| node CPU per purge, one URL / floor: p50 ms | bare SQLite INSERT+COMMIT (WAL, FULL) p50 / p99 "
         "| node fill: s, entries, bytes_used MB, RSS MB | full GC passes during the rounds: n, max, total "
         "| others' CPU % | load 1/5/15 after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def pp(v: list[float]) -> str:
@@ -439,7 +468,10 @@ def api_tables(results: list[ApiResult]) -> str:
         f, g = r.fill, r.gc[2]
         out.append(
             f"| {n_label(r.n)} | {pp(r.healthz_ms)} | {pp(r.auth_ms)} | {pp(r.kinds['floor'].lat)}"
-            f" | {pp(r.commit_ms)} | {f['fill_s']:.1f} s, {f['entries']:,}, {f['bytes_used'] / 1e6:,.0f} MB,"
+            f" | {pp([ms for k in r.kinds.values() for ms in k.after_refill])}"
+            f" | {' / '.join(fmt_ms(statistics.median(r.kinds[k].cpu_ms)) for k in CPU_KINDS)}"
+            f" | {pp(r.commit_ms)}"
+            f" | {f['fill_s']:.1f} s, {f['entries']:,}, {f['bytes_used'] / 1e6:,.0f} MB,"
             f" {f['rss_after'] / 1e6:,.0f} MB | {g['count']:.0f}, {g['max_s'] * 1000:,.0f} ms,"
             f" {g['total_s']:.1f} s | {r.others_cpu:.0f} | {r.load} |"
         )

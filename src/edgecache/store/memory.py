@@ -18,8 +18,12 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
   many as make one full turn of the ring while another eighth of the budget is retired; so retired
   bytes stay near a quarter of the budget at most, and above that (entries far larger than the
   average) the rest of the ring is swept at once. Dead slots (``None``) are dropped when they
-  outnumber live and retired ones by ``_MIN_DEAD_SLOTS``: one ``filter`` over the ring, in C (a few
-  ms at two million slots), which at least halves it, so the cost is amortised O(1) a put.
+  outnumber live and retired ones by ``_MIN_DEAD_SLOTS``: a compaction that at least halves the
+  ring, so its cost is amortised O(1) a put. It runs in steps of ``_COMPACT_STEP`` slots, one per
+  put, in place: the slots before the read cursor hold, in order, the entries it has passed, then
+  ``None`` up to it, then the slots not reached yet; the hand and the sweep move with the entry they
+  point at. Done at once, it held the loop ~17 ms at a million slots (the first put after a purge
+  of everything).
 - The tier's entries and big containers are kept out of the cyclic garbage collector
   (``edgecache.store.untracked``): none can be part of a cycle, and a full collection would
   otherwise walk all of them (docs/decisions/0006-gc-policy.md).
@@ -31,12 +35,17 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
 - Every change to what is stored goes through ``_link`` and ``_unlink``, and so does every index:
   an index holds exactly the stored entries, never a retired or evicted one.
 - Key index: every stored key in one sorted list (``sortedcontainers.SortedList``: a list of sorted
-  sublists, ~8-9 bytes a key, the key string itself shared with the dict). The keys starting with a
+  sublists, ~8-9 bytes a key, the key string itself shared with the dict; the sublists are kept
+  out of the collector, see ``_UntrackedKeys``). The keys starting with a
   string are one contiguous range, found by bisection: O(log n + matches). Because ``VARIANT_SEP``
   is the least character, the keys under a base key are the range [base, base + "\\x01").
 - Tag index: zone → tag → the keys carrying it, as a ``str`` for a tag on a single entry (per-object
-  tags are common, and a one-element set costs 216 bytes) and a ``set`` from two on; a tag with no
-  stored entry has no slot.
+  tags are common, and a one-element set costs 216 bytes), a ``set`` from two on, and from
+  ``_TAG_SHARD_AT`` keys a :class:`_TagShards` (the keys spread by hash over ``_TAG_SHARDS`` sets);
+  a tag with no stored entry has no slot. Why shards: a set never shrinks its table, so a tag once
+  on a million entries keeps a 32 MB table until its last key goes, and freeing that table (a scan
+  of every slot, then ``munmap``) held the loop for 6-11 ms in one ``delete``. Shards are freed
+  one by one as each empties, a fraction of a millisecond each.
 - Zone index: zone → host range → how many stored keys of the zone lie in it, and host range → how
   many zones have keys in it. A key's host range is ``scheme://host/`` (its prefix up to the first
   "/" after the host); for a malformed key without one, the key itself. Nothing per entry: a zone's
@@ -50,7 +59,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from typing import Protocol
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -62,6 +71,9 @@ _MIN_DEAD_SLOTS = 64
 """Dead slots tolerated before compacting however few entries are stored, so that a small tier does
 not compact on nearly every eviction."""
 
+_COMPACT_STEP = 8192
+"""Slots one put compacts while a compaction is under way (a few tens of µs, in C)."""
+
 _SWEEP_TURNS_PER_BUDGET = 8
 """Retirements sweep one full turn of the ring per budget/this bytes retired (see the module rules)."""
 
@@ -69,6 +81,13 @@ _AFTER_VARIANTS = chr(ord(VARIANT_SEP) + 1)
 """The least string after ``VARIANT_SEP``: the keys under a base key sort in [base, base + this)."""
 
 _LAST_CHAR = chr(sys.maxunicode)
+
+_TAG_SHARD_AT = 4096
+"""Keys of one tag from which they are kept in shards (converting costs 0.4-0.9 ms at this size)."""
+
+_TAG_SHARDS = 64
+"""Sets a sharded tag's keys are spread over: a tag on a million entries has ~16k keys a shard, whose
+table is freed in ~0.1 ms."""
 
 
 class _SortedKeys(Protocol):
@@ -79,6 +98,24 @@ class _SortedKeys(Protocol):
     def remove(self, value: str, /) -> None: ...
 
     def irange(self, minimum: str, maximum: str | None, inclusive: tuple[bool, bool]) -> Iterator[str]: ...
+
+
+class _UntrackedKeys(SortedList):  # type: ignore[misc]
+    """The key index: a ``SortedList`` whose sublists (lists of key strings, which cannot be in a
+    cycle) are kept out of the garbage collector. A full collection visits every reference of every
+    tracked list: at a million keys the sublists made one ~20 ms pass, paid by every full collection
+    that ran before the next ``gc.freeze`` after a large fill (docs/decisions/0006-gc-policy.md)."""
+
+    def _expand(self, pos: int) -> None:
+        # Called after every add; sortedcontainers makes a sublist only when it splits one in two
+        # here (the first sublist, made when the list was empty, is untracked at its first split).
+        lists = self._lists
+        if len(lists[pos]) > self._load << 1:
+            SortedList._expand(self, pos)
+            untrack(lists[pos])
+            untrack(lists[pos + 1])
+        elif self._index:
+            SortedList._expand(self, pos)
 
 
 def _prefix_end(prefix: str) -> str | None:
@@ -105,11 +142,64 @@ def _well_formed(host_range: str) -> bool:
     return len(host_range) > _HOST_START and host_range[-1] == "/"
 
 
+class _TagShards:
+    """The keys of a tag on many entries, spread by hash over ``_TAG_SHARDS`` sets (see the module
+    rules): the operations of a ``set`` that the tier uses. A shard that empties is replaced by a new
+    empty set at once, so its table is freed then, not together with every other shard's."""
+
+    __slots__ = ("_len", "_sets")
+
+    def __init__(self, keys: set[str]) -> None:
+        self._sets: list[set[str]] = [set() for _ in range(_TAG_SHARDS)]
+        for key in keys:
+            self._sets[hash(key) % _TAG_SHARDS].add(key)
+        self._len = len(keys)
+        for shard in self._sets:
+            untrack(shard)
+        untrack(self._sets)
+        untrack(self)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[str]:
+        # In C: the reclaimer copies a tag's keys in one step (``keys_for_tag``).
+        return chain.from_iterable(self._sets)
+
+    def add(self, key: str) -> None:
+        shard = self._sets[hash(key) % _TAG_SHARDS]
+        before = len(shard)
+        shard.add(key)
+        self._len += len(shard) - before
+
+    def remove(self, key: str) -> None:
+        i = hash(key) % _TAG_SHARDS
+        self._sets[i].remove(key)
+        self._took(i)
+
+    def pop(self) -> str:
+        for i, shard in enumerate(self._sets):
+            if shard:
+                key = shard.pop()
+                self._took(i)
+                return key
+        raise KeyError("pop from an empty tag")
+
+    def _took(self, i: int) -> None:
+        self._len -= 1
+        if not self._sets[i]:
+            fresh: set[str] = set()
+            untrack(fresh)
+            self._sets[i] = fresh
+
+
 class MemoryTier:
     """The in-process tier (implements ``edgecache.store.base.Tier``)."""
 
     __slots__ = (
         "_budget",
+        "_compact_read",
+        "_compact_write",
         "_entries",
         "_evictions",
         "_hand",
@@ -136,11 +226,14 @@ class MemoryTier:
         self._ring: list[Entry | None] = []
         self._hand = 0
         self._sweep_at = 0
+        self._compact_read = -1
+        """Where the compaction under way reads next; -1 when none is."""
+        self._compact_write = 0
         self._retired_count = 0
         self._retired_bytes = 0
         untrack(self._ring)
-        self._keys: _SortedKeys = SortedList()
-        self._tags: dict[str, dict[str, str | set[str]]] = {}
+        self._keys: _SortedKeys = _UntrackedKeys()
+        self._tags: dict[str, dict[str, str | set[str] | _TagShards]] = {}
         self._zones: dict[str, dict[str, int]] = {}
         self._zones_of_range: dict[str, int] = {}
         self._vary: dict[str, tuple[str, ...]] = {}
@@ -206,8 +299,11 @@ class MemoryTier:
             self._retired_bytes -= size
             return
         self._ring.append(entry)
-        if len(self._ring) > 2 * (len(self._entries) + self._retired_count) + _MIN_DEAD_SLOTS:
-            self._shrink()
+        if self._compact_read >= 0:
+            self._compact_step()
+        elif len(self._ring) > 2 * (len(self._entries) + self._retired_count) + _MIN_DEAD_SLOTS:
+            self._compact_read = self._compact_write = 0
+            self._compact_step()
 
     def delete(self, key: str) -> Entry | None:
         entry = self._entries.get(key)
@@ -321,6 +417,9 @@ class MemoryTier:
                     untrack(tags)
                 else:
                     keys.add(key)
+                    if type(keys) is set and len(keys) >= _TAG_SHARD_AT:
+                        tags[tag] = _TagShards(keys)
+                        untrack(tags)
 
     def _unlink(self, entry: Entry, forget_vary: bool = True) -> None:
         key = entry.key
@@ -430,11 +529,31 @@ class MemoryTier:
         self._retired_count -= 1
         self._retired_bytes -= entry.size
 
-    def _shrink(self) -> None:
-        """Drop the dead slots, keeping the order (and so the hand's and the sweep's places)."""
+    def _compact_step(self) -> None:
+        """Compact the next ``_COMPACT_STEP`` slots in place; at the end of the ring, drop the
+        ``None`` slots the compaction left behind it (see the module rules)."""
         ring = self._ring
-        self._hand -= ring[: self._hand].count(None)
-        self._sweep_at -= ring[: self._sweep_at].count(None)
+        read = self._compact_read
+        write = self._compact_write
+        end = min(read + _COMPACT_STEP, len(ring))
+        chunk = ring[read:end]
         # Entries are always true, so filter(None) keeps exactly the live and retired slots, in C.
-        self._ring = list(filter(None, ring))
-        untrack(self._ring)
+        kept = list(filter(None, chunk))
+        for name in ("_hand", "_sweep_at"):
+            at = getattr(self, name)
+            if read <= at < end:
+                setattr(self, name, write + (at - read) - chunk[: at - read].count(None))
+        ring[write : write + len(kept)] = kept
+        write += len(kept)
+        # The slots from `write` to `read` are None already: clear only what this step read.
+        clear = max(write, read)
+        ring[clear:end] = [None] * (end - clear)
+        if end < len(ring):
+            self._compact_read = end
+            self._compact_write = write
+            return
+        # Slots at or past `write` are None now: a hand there would next find the ring's start.
+        self._hand = min(self._hand, write)
+        self._sweep_at = min(self._sweep_at, write)
+        del ring[write:]
+        self._compact_read = -1
