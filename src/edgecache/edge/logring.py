@@ -374,6 +374,8 @@ class RingReader:
         values: list[Any] = []
         pos, expect = start, self.next_seq
         lost = 0
+        # Per batch copied: its position and where its values begin in `values`.
+        marks: list[tuple[int, int]] = []
         while pos < head:
             batch = self._batch(pos, expect)
             if batch is None:
@@ -389,14 +391,28 @@ class RingReader:
             if size == 0:
                 pos += self.capacity - (pos & self._mask)
                 continue
+            marks.append((pos, len(values)))
             pos += size
             expect = first + len(payload) // FIELDS
             values += payload
         now, now_seq = _HEAD.unpack_from(mm, _HEAD_AT)
-        if now + 2 * MAX_BATCH > start + self.capacity:
-            # The writer came close enough to have overwritten part of what was copied.
-            self._skip_to(now, now_seq)
-            return []
+        safe = now + 2 * MAX_BATCH - self.capacity
+        if safe > start:
+            # The writer came close enough to have overwritten the batches copied from before
+            # `safe` while they were copied: those are dropped (counted lost), the later ones kept.
+            kept = next((at for p, at in marks if p >= safe), None)
+            if kept is None:
+                # Nothing copied is safe: the next read resumes at the oldest batch that is (and
+                # counts what it skipped from that batch's sequence number), not at the head, so
+                # that the batches written meanwhile are still read.
+                resume = self._oldest_safe(now)
+                if resume == now:
+                    self._skip_to(now, now_seq)
+                else:
+                    self.pos = resume
+                return []
+            values = values[kept:]
+            lost = expect - self.next_seq - len(values) // FIELDS
         self.lost += lost
         self.pos, self.next_seq = pos, expect
         return values
