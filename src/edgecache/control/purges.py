@@ -170,7 +170,6 @@ class PurgeService:
         limits_for: Callable[[str], PlanLimits],
         apply: Callable[[Purge], None],
     ) -> None:
-        self._store = ledger_store
         self._tasks = task_store
         self._quotas = quotas
         self._pending: dict[int, tuple[PurgeItem, ...]] = {}

@@ -90,8 +90,9 @@ DELETE_BATCH = 2_000
 """Rows one purge, retention or cleanup step deletes, one transaction each. On SQLite each step
 shares the writer with pushes and pulls, which wait for it: at 10,000 rows a step took ~160 ms and
 pushes to other queues fell by 89% during a purge (bench/queues.py); 2,000 keeps each wait to tens
-of milliseconds. On PostgreSQL (its own connection) 2,000 deleted the most rows per second:
-45k/s, against 40k/s at 10,000 and 31k/s at 500 (300,000 rows, loaded machine)."""
+of milliseconds. On PostgreSQL (its own connection) 2,000 deleted the most rows per second in
+ad-hoc runs at 500, 2,000 and 10,000 (300,000 rows, loaded machine; bench/queues.py runs the
+chosen size only)."""
 
 LOCKED_RETRY = 0.05
 """Seconds a purge waits before looking again for rows its deletions skipped because another

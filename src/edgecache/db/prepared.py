@@ -2,10 +2,12 @@
 
 Why: through ``Connection.execute`` a statement costs 0.1-0.2 ms of Python before the driver sees
 it (building the statement, its cache key, the execution context, the result), against ~10 µs for
-the driver itself; a purge writes three statements and its acknowledgement two more, on the same
-interpreter as the data plane. The SQL is still SQLAlchemy's: compiled from the schema's ``Table``
-objects for the connection's dialect, with the columns' own bind processors (``UTCDateTime``), so
-each engine receives the text and values it would receive through ``execute``.
+the driver itself (cProfile of the ledger thread, ``bench/purge_stream_cpu.py --profile``; the
+benchmark's own figure is the purge's whole CPU); a purge writes three statements and its
+acknowledgement two more, on the same interpreter as the data plane. The SQL is still
+SQLAlchemy's: compiled from the schema's ``Table`` objects for the connection's dialect, with the
+columns' own bind processors (``UTCDateTime``), so each engine receives the text and values it
+would receive through ``execute``.
 
 Rules: a :class:`Prepared` runs inside the caller's transaction (it uses the connection's driver
 connection, where that transaction is open); its parameters are the statement's required bind names;

@@ -3,8 +3,8 @@ on the event loop, and a formatter process that turns records into lines (decisi
 
 Theory of operation:
 - Off by default. When on, the server is built with :class:`LoggedConnection`, a ``Connection``
-  that sets the server's ``_alog`` hook and times what the handler writes; when off, it does not
-  exist and the hit path pays three ``is not None`` tests.
+  that sets its own ``_alog`` hook (``Connection._alog``) and times what the handler writes;
+  when off, it does not exist and the hit path pays three ``is not None`` tests.
 - A fresh hit is answered through ``Connection.respond`` (the cache's one-write answer), which
   calls the hook (:func:`hit_recorder`): it reads the clock once, takes the status digits from the
   head and adds six references to the ring writer's batch with one ``+=``. Its cache status is HIT

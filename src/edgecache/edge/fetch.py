@@ -636,13 +636,12 @@ class Fetch:
         self._interim_sinks = []
         self._on_done(self)
         self._wake()
-        if self._followers is not None:
-            self._call_followers()
+        self._call_followers()
 
     def _call_followers(self) -> None:
         followers = self._followers
-        self._followers = None
         if followers is not None:
+            self._followers = None
             for callback in followers:
                 callback()
 

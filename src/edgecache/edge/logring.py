@@ -10,8 +10,9 @@ Theory of operation:
 - The file is a 256-byte header and a data area of ``capacity`` bytes (a power of two). Positions
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
 - The writer appends a batch of records at ``head`` (the batch's values as one ``marshal`` blob:
-  times, byte count, status and cache values, and the request as received: the bytes of the read
-  its head began, or its method, target, version and raw fields). It writes the
+  times, byte count, status and cache values, the client's address, and the request as
+  received: the bytes of the read its head began, or its method, target, version and raw
+  fields). It writes the
   payload first, then the batch's header (its commit word: size, sequence number of its first
   record, record count, payload length and a CRC-32 of all of them), then the ring's ``head`` and
   record count. A batch that would cross the end of the area is preceded by a wrap header (size 0)
@@ -23,9 +24,11 @@ Theory of operation:
   overwritten while it was copied, fails the check. If the writer is more than
   ``capacity - 2 * MAX_BATCH`` ahead, what the reader has not read may already be overwritten, so
   it resumes at the oldest batch still safe to read (the header keeps where the first batch of
-  each eighth of the area starts, as Varnish's log keeps segment starts), or at ``head``, and
-  counts the records it skipped as lost. After copying it reads ``head`` again and drops what it
-  copied the same way if the writer came that close meanwhile. Every loss is counted exactly.
+  each eighth of the area starts, as Varnish's log keeps segment starts), or at ``head`` when none
+  is known, and counts the records it skipped as lost. After copying it reads ``head`` again and
+  drops the batches it copied from before that safe line (the writer may have reached them
+  meanwhile), keeping the later ones; when none is safe, its next read resumes at the oldest safe
+  batch. Every loss is counted exactly.
 - Store order: CPython writes to an ``mmap`` with plain memory copies and issues no memory
   barrier between two of them. On x86 (TSO) other cores see the payload, the batch header and
   ``head`` in that order; on weakly ordered CPUs (ARM, POWER) they may not. The reader therefore

@@ -163,10 +163,12 @@ class OriginClient:
     ) -> OriginResponse | None:
         """Send a bodiless request at once on an idle keep-alive connection to ``listener``, or
         return None, having sent nothing, when the origin has no idle connection."""
-        pool, data = self._prepare(method, url, headers, b"")
+        pool, target, authority = self._route(url)
         conn = pool.take_idle()
         if conn is None:
+            # Encoded only once a connection is had: send_new encodes it for the one it gets.
             return None
+        data = encode_request(method, target, headers, b"", authority)
         self.stats.requests += 1
         return conn.send(data, method, on_interim, listener=listener, reused=True)
 
@@ -204,6 +206,11 @@ class OriginClient:
     def _prepare(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[OriginPool, bytes]:
+        pool, target, authority = self._route(url)
+        return pool, encode_request(method, target, headers, body, authority)
+
+    def _route(self, url: str) -> tuple[OriginPool, str, str]:
+        """The pool of ``url``'s origin (made on first use), the request-target and the authority."""
         scheme_end = url.find("://") + 3
         slash = url.find("/", scheme_end)
         origin, target = (url, "/") if slash < 0 else (url[:slash], url[slash:])
@@ -211,7 +218,7 @@ class OriginClient:
         if found is None:
             found = self._pools[origin] = self._new_pool(origin)
         pool, authority = found
-        return pool, encode_request(method, target, headers, body, authority)
+        return pool, target, authority
 
     @staticmethod
     async def _head(resp: OriginResponse) -> None:

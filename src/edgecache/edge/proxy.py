@@ -340,7 +340,7 @@ class Proxy:
         body = entry.body
         # Age is a non-negative integer (RFC 9111 §5.1); a clock stepped back since the fetch makes the
         # computed age negative, and truncation would round -2.5 up to -2. math.trunc is int() for a
-        # float, without the type call (a third of its cost).
+        # float, without the type call.
         stamp = (_trunc(age) if age > 0 else 0, _trunc(ttl), len(body))
         fields = _HIT_FIELDS_MEMO.get(stamp)
         if fields is None:
@@ -376,7 +376,7 @@ class Proxy:
             # plain hit, with the tier named in Cache-Status.
             body = entry.body
             age = entry.initial_age + (now - entry.response_time)
-            stamp = (int(age) if age > 0 else 0, int(ttl), tier, len(body))
+            stamp = (_trunc(age) if age > 0 else 0, _trunc(ttl), tier, len(body))
             fields = _TIER_HIT_FIELDS_MEMO.get(stamp)
             if fields is None:
                 fields = _tier_hit_fields(stamp)
@@ -945,12 +945,7 @@ class Proxy:
         if req.plain:
             return fields
         headers = req.headers
-        if (
-            "if-none-match" in headers
-            or "if-modified-since" in headers
-            or "if-match" in headers
-            or "if-unmodified-since" in headers
-        ) and fetch.status == 200:
+        if fetch.status == 200 and any(name in headers for name in CONDITIONAL):
             etag = _field(fetch.client_headers, "etag")
             last_modified = _field(fetch.client_headers, "last-modified")
             if evaluate_preconditions(req.method, req.headers, etag, last_modified) == 304:

@@ -1218,10 +1218,10 @@ class DiskStore:
             return
         view = WriteView(self, txn)
         for h in view.scan_prefix(primary, None, 1 << 62, zone):
-            area, _, kb = parse_handle(h)
-            key = self._key_of(txn, area, zone, kb)
-            if key == primary or key.startswith(primary + VARIANT_SEP):
-                self._remove(txn, area, zone, kb)
+            # The peeked record is the one the delete removes: read once.
+            entry = view.peek(h)
+            if entry is not None and (entry.key == primary or entry.key.startswith(primary + VARIANT_SEP)):
+                view.delete(h)
 
     def _set_vary(self, txn: lmdb.Transaction, base_key: str, names: tuple[str, ...]) -> None:
         zone = self._writer_zone_of(base_key)
@@ -1308,7 +1308,7 @@ class DiskStore:
 
     def _account(self, area: bytes, zone: str, size: int, count: int) -> None:
         # Summed in memory and written once per transaction (``_write_counts``): meta updates per
-        # record would double the cost of a removal.
+        # record would be a write per removed record more.
         names = self._count_names.get((area, zone))
         if names is None:
             z = zone.encode()
@@ -1382,7 +1382,7 @@ class DiskStore:
         # The clock is a counter like the others: read once per transaction, written at its end.
         delta = self._delta
         delta[b"clock"] = delta.get(b"clock", 0) + 1
-        packed = U64.pack(self._stored(txn, b"clock") + delta[b"clock"])
+        packed = U64.pack(self._meta_get(txn, b"clock"))
         txn.put(TICK + kb, packed, db=db)
         txn.put(ORDER + packed + kb, b"", db=db)
 
@@ -1637,11 +1637,6 @@ class DiskStore:
         return budget > 0
 
     # -- meta -------------------------------------------------------------------------------------
-
-    def _key_of(self, txn: lmdb.Transaction, area: bytes, zone: str, kb: bytes) -> str:
-        db = self._zdb(txn, area, zone, create=False)
-        raw = None if db is None else txn.get(ENTRY + kb, db=db)
-        return "" if raw is None else decode_entry(raw, body=False).entry.key
 
     def _meta_get(self, txn: lmdb.Transaction, name: bytes) -> int:
         """A counter as this transaction sees it (stored value plus this transaction's changes)."""

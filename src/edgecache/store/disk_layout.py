@@ -247,8 +247,8 @@ def decode_hit(raw: bytes | memoryview, key: str, zone: str, cut: bytes | None) 
     if cut is not None and raw[q - lk : q] != cut:
         return None
     h = q + lt
-    # Positional, and flags tested without bool(): with keywords, building the entry cost more
-    # than the rest of the decoding.
+    # Positional, and flags tested without bool(): this runs on every disk hit, and keyword
+    # arguments and bool() calls are extra interpreter work per field.
     entry = Entry(
         zone,
         key,

@@ -22,8 +22,9 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
   ring, so its cost is amortised O(1) a put. It runs in steps of ``_COMPACT_STEP`` slots, one per
   put, in place: the slots before the read cursor hold, in order, the entries it has passed, then
   ``None`` up to it, then the slots not reached yet; the hand and the sweep move with the entry they
-  point at. Done at once, it held the loop ~17 ms at a million slots (the first put after a purge
-  of everything).
+  point at. Done at once, the first put after a purge of everything at a million slots held the loop
+  for milliseconds (figures, measured ad hoc, in docs/decisions/0002-memory-tier-eviction.md,
+  addendum 4; bench/purge_api.py and bench/reclaim_stalls.py show the loop's longest stall).
 - The tier's entries and big containers are kept out of the cyclic garbage collector
   (``edgecache.store.untracked``): none can be part of a cycle, and a full collection would
   otherwise walk all of them (docs/decisions/0006-gc-policy.md).
@@ -44,8 +45,8 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
   ``_TAG_SHARD_AT`` keys a :class:`_TagShards` (the keys spread by hash over ``_TAG_SHARDS`` sets);
   a tag with no stored entry has no slot. Why shards: a set never shrinks its table, so a tag once
   on a million entries keeps a 32 MB table until its last key goes, and freeing that table (a scan
-  of every slot, then ``munmap``) held the loop for 6-11 ms in one ``delete``. Shards are freed
-  one by one as each empties, a fraction of a millisecond each.
+  of every slot, then ``munmap``) held the loop for milliseconds in one ``delete`` (bench/reclaim_stalls.py,
+  a tag on every entry; decision 0002, addendum 3). Shards are freed one by one as each empties.
 - Zone index: zone → host range → how many stored keys of the zone lie in it, and host range → how
   many zones have keys in it. A key's host range is ``scheme://host/`` (its prefix up to the first
   "/" after the host); for a malformed key without one, the key itself. Nothing per entry: a zone's
@@ -72,7 +73,7 @@ _MIN_DEAD_SLOTS = 64
 not compact on nearly every eviction."""
 
 _COMPACT_STEP = 8192
-"""Slots one put compacts while a compaction is under way (a few tens of µs, in C)."""
+"""Slots one put compacts while a compaction is under way (a `filter` and slice copies, in C)."""
 
 _SWEEP_TURNS_PER_BUDGET = 8
 """Retirements sweep one full turn of the ring per budget/this bytes retired (see the module rules)."""
@@ -83,11 +84,10 @@ _AFTER_VARIANTS = chr(ord(VARIANT_SEP) + 1)
 _LAST_CHAR = chr(sys.maxunicode)
 
 _TAG_SHARD_AT = 4096
-"""Keys of one tag from which they are kept in shards (converting costs 0.4-0.9 ms at this size)."""
+"""Keys of one tag from which they are kept in shards (converting is one step, once per tag)."""
 
 _TAG_SHARDS = 64
-"""Sets a sharded tag's keys are spread over: a tag on a million entries has ~16k keys a shard, whose
-table is freed in ~0.1 ms."""
+"""Sets a sharded tag's keys are spread over: a tag on a million entries has ~16k keys a shard."""
 
 
 class _SortedKeys(Protocol):
@@ -103,8 +103,8 @@ class _SortedKeys(Protocol):
 class _UntrackedKeys(SortedList):  # type: ignore[misc]
     """The key index: a ``SortedList`` whose sublists (lists of key strings, which cannot be in a
     cycle) are kept out of the garbage collector. A full collection visits every reference of every
-    tracked list: at a million keys the sublists made one ~20 ms pass, paid by every full collection
-    that ran before the next ``gc.freeze`` after a large fill (docs/decisions/0006-gc-policy.md)."""
+    tracked list, paid by every full collection that ran before the next ``gc.freeze`` after a large
+    fill (bench/gc_pause.py; docs/decisions/0006-gc-policy.md)."""
 
     def _expand(self, pos: int) -> None:
         # Called after every add; sortedcontainers makes a sublist only when it splits one in two
