@@ -258,6 +258,11 @@ class KindResult:
     matched: list[int] = field(default_factory=list)
     stall_ms: list[float] = field(default_factory=list)
     stall_cpu_ms: list[float] = field(default_factory=list)
+    unqueued: list[tuple[float, float, float]] = field(default_factory=list)
+    """Per purge: the longest lateness not spent waiting for a CPU, that period's loop-thread CPU and
+    how long a ``malloc_trim`` ran in it (ms)."""
+    trim_ms: list[float] = field(default_factory=list)
+    """Per timed API call: how long a ``malloc_trim`` of the node ran during it (ms)."""
     refill_s: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
     """Node process CPU from just before the purge to just after its answer, less the probe's own
@@ -324,8 +329,11 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
             kr.after_refill.append(ms)
             node.cmd("drain")
             node.cmd("lag")  # a new window: the harness's refill before this purge is not counted
+            node.cmd("trims")
             cpu0 = node.cmd("cpu")["process_s"] if kind in CPU_KINDS else 0.0
+            t0 = time.perf_counter()
             ms, status, answer = node.purge(s.body, soft=s.soft)
+            t1 = time.perf_counter()
             if kind in CPU_KINDS:
                 kr.cpu_ms.append((node.cmd("cpu")["process_s"] - cpu0) * 1000 - probe_ms)
             if status != 200 or not (answer or {}).get("success"):
@@ -340,6 +348,9 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
             lag = node.cmd("lag")
             kr.stall_ms.append(lag["ms"])
             kr.stall_cpu_ms.append(lag["cpu_ms"])
+            kr.unqueued.append((lag["unqueued_ms"], lag["unqueued_cpu_ms"], lag["unqueued_trim_ms"]))
+            trims = node.cmd("trims")["trims"]
+            kr.trim_ms.append(sum(max(0.0, min(t1, b) - max(t0, a)) for a, b, _ in trims) * 1000)
             if d["gone_ms"] is not None:
                 kr.gone_ms.append(d["gone_ms"])
             if d["matched"] is not None:
@@ -402,7 +413,10 @@ def api_tables(results: list[ApiResult]) -> str:
         for r in results:
             k = r.kinds[kind]
             err = f" ({len(k.errors)} errors)" if k.errors else ""
-            cells.append(f"{fmt_ms(pct(k.lat, 50))} / {fmt_ms(pct(k.lat, 99))} (n={len(k.lat)}){err}")
+            during = [ms for ms, t in zip(k.lat, k.trim_ms, strict=True) if t > 0]
+            trimmed = f", {len(during)} during a trim (max {fmt_ms(max(during))})" if during else ""
+            n_err = f"(n={len(k.lat)}{trimmed}){err}"
+            cells.append(f"{fmt_ms(pct(k.lat, 50))} / {fmt_ms(pct(k.lat, 99))} {n_err}")
         p99_ok = all(pct(r.kinds[kind].lat, 99) <= 5 for r in results)
         if ratio:
             a, b = first.kinds[kind].lat, last.kinds[kind].lat
@@ -424,8 +438,9 @@ def api_tables(results: list[ApiResult]) -> str:
         "",
         "| selector | N | uncovered GET: status, ms p50 / max | covered GET: status | covered GET ms p50/max "
         "| reclaimer done after, ms p50 / p99 / max | longest loop stall, ms wall / loop-thread CPU"
+        " | longest stall not queued for a CPU, ms: late / CPU / of it a trim ran"
         " | refill s (harness, not timed) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def seen(c: Counter[str]) -> str:
@@ -445,9 +460,10 @@ def api_tables(results: list[ApiResult]) -> str:
             )
             refill = f"{statistics.median(k.refill_s):.3f}" if k.refill_s else "-"
             stall = f"{fmt_ms(max(k.stall_ms))} / {fmt_ms(max(k.stall_cpu_ms))}" if k.stall_ms else "-"
+            own = " / ".join(fmt_ms(v) for v in max(k.unqueued)) if k.unqueued else "-"
             out.append(
                 f"| {LABELS[kind]} | {n_label(r.n)} | {other} | {seen(k.probe)} | {p50max(k.probe_ms)}"
-                f" | {gone} | {stall} | {refill} |"
+                f" | {gone} | {stall} | {own} | {refill} |"
             )
     out += [
         "",
