@@ -293,11 +293,34 @@ def budget_for(n: int) -> int:
     return max(256 << 20, int(n * ENTRY_BYTES * 1.25))
 
 
-def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: int) -> ApiResult:
+ALLOCATORS = {
+    "glibc": {},
+    # Background threads return freed pages (after a second, not jemalloc's default ten): no trim.
+    "jemalloc": {
+        "LD_PRELOAD": "/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "MALLOC_CONF": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
+    },
+}
+"""The API node's allocator (``--allocator``): environment variables for its process."""
+
+
+def run_api(
+    n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: int, allocator: str = "glibc"
+) -> ApiResult:
     rng = random.Random(seed)
     t_start = time.monotonic()
-    print(f"[api] N={n:,}: starting node and filling", flush=True)
-    node = EdgeNode(f"api-{n_label(n)}", tmp, origin, budget_for(n))
+    print(f"[api] N={n:,}: starting node ({allocator}) and filling", flush=True)
+    env = ALLOCATORS[allocator]
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the node's process inherits them
+    try:
+        node = EdgeNode(f"api-{n_label(n)}", tmp, origin, budget_for(n))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
     with stopping([node]):
         fill = node.cmd("fill", n=n)
         print(
@@ -930,6 +953,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, help="purges per kind (default 200, quick 50)")
     p.add_argument("--skip", nargs="*", default=[], choices=["api", "hits", "varnish"])
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument(
+        "--allocator",
+        choices=sorted(ALLOCATORS),
+        default="glibc",
+        help="the API nodes' malloc (jemalloc: preloaded, to compare; the node itself runs on glibc's)",
+    )
     args = p.parse_args()
     need_tools()
     quick = args.quick
@@ -993,7 +1022,8 @@ def main() -> None:
             if "api" not in args.skip:
                 for i, n in enumerate(sizes):
                     try:
-                        api.append(run_api(n, rounds, everything.get(n, 3), tmp, origin.port, seed=i))
+                        per = everything.get(n, 3)
+                        api.append(run_api(n, rounds, per, tmp, origin.port, i, args.allocator))
                     except Exception as e:
                         failed(f"API N={n:,}", e)
                     report(False)
