@@ -957,7 +957,7 @@ def main() -> None:
         "--allocator",
         choices=sorted(ALLOCATORS),
         default="glibc",
-        help="the API nodes' malloc (jemalloc: preloaded, to compare; the node itself runs on glibc's)",
+        help="the API nodes' malloc (jemalloc: preloaded, to compare; edgecache starts on glibc's)",
     )
     args = p.parse_args()
     need_tools()

@@ -17,7 +17,10 @@ trims (``malloc_trim`` in a worker thread, as the node runs it): how many, the l
 (glibc holds an arena's lock while it returns that arena's pages; the time it holds it is at least
 this), and the longest the loop waited for one 4 KiB allocation (a ``bytearray`` every 1 ms on the
 loop: what a response being stored waits for while a trim holds the lock; wall time, so noisy on a
-shared machine). ``--trim-after-mb`` sets the reclaimer's trim step (``TRIM_AFTER_BYTES``).
+shared machine). ``--trim-after-mb`` sets the reclaimer's trim step (``TRIM_AFTER_BYTES``). To
+compare allocators, run it with jemalloc preloaded (``LD_PRELOAD=/lib/x86_64-linux-gnu/libjemalloc.so.2
+MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0``): ``edgecache.memtrim``
+then trims nothing (decision 0002, addendum 5).
 """
 
 from __future__ import annotations
