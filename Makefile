@@ -7,9 +7,16 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint bench install
 
 # Debian's python3 lacks venv's ensurepip until python3-venv is installed (done as root, as CI runs).
+# jemalloc (decision 0019) likewise, when missing and root; without root, runtime.allocator = "auto"
+# falls back to the system allocator and says so.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && rm -rf $(VENV) \
 		&& apt-get update -q && apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
+	@if ! ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			{ apt-get update -q && apt-get install -y -q libjemalloc2; } || echo "libjemalloc2: install failed"; \
+		else echo "libjemalloc2 is not installed (needs root): edgecache runs on the system allocator"; fi; \
+	fi
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)

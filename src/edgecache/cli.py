@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 import uvloop
 
-from edgecache import logs
+from edgecache import allocator, logs
 from edgecache.app import Node
 from edgecache.cli_credentials import credentials_app
 from edgecache.cli_db import db_app
@@ -132,7 +132,13 @@ def serve(
 ) -> None:
     """Run a node: the data plane, the control plane, and (without --config) the demo origin."""
     cfg = load_config(config) if config is not None else demo_config()
-    logs.configure(cfg.logging)
+    try:
+        allocator.ensure(cfg.runtime.allocator, cfg.runtime.jemalloc_path)
+        logs.configure(cfg.logging)
+        allocator.report(cfg.runtime.allocator, cfg.runtime.jemalloc_path)
+    except allocator.AllocatorError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(_serve(cfg))
 

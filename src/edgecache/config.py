@@ -280,6 +280,12 @@ class Runtime(_Model):
     """Seconds a stopping worker lets in-flight responses finish before it resets what is left."""
     loop_probe_every: float = Field(default=0.005, gt=0)
     """Period of the loop-lag probe (``edgecache.looplag``): the resolution of the stall it reports."""
+    allocator: Literal["auto", "jemalloc", "system"] = "auto"
+    """``malloc`` of ``edgecache serve`` (``edgecache.allocator``, decision 0019): ``auto`` runs on
+    jemalloc when the library is found, else on the system's; ``jemalloc`` refuses to start without
+    it; ``system`` is glibc's (the reclaimer then trims after mass purges)."""
+    jemalloc_path: Path | None = None
+    """The jemalloc shared library; default: the first ``libjemalloc.so.2`` in the usual directories."""
 
 
 class Limits(_Model):

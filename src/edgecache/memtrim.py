@@ -21,6 +21,8 @@ import ctypes
 import ctypes.util
 import logging
 
+from edgecache.allocator import running
+
 log = logging.getLogger(__name__)
 
 
@@ -38,12 +40,7 @@ def _load_trim() -> ctypes._NamedFuncPointer | None:
     return trim
 
 
-def _jemalloc_in_process() -> bool:
-    """Whether ``malloc`` of this process is jemalloc's (its control call is then linked in)."""
-    return hasattr(ctypes.CDLL(None), "mallctl")
-
-
-JEMALLOC = _jemalloc_in_process()
+JEMALLOC = running() == "jemalloc"
 """This process allocates through jemalloc (preloaded): nothing to trim."""
 
 _TRIM = None if JEMALLOC else _load_trim()
@@ -56,7 +53,11 @@ def trim_now() -> bool:
 
 
 async def release_freed_memory() -> bool:
-    """``trim_now`` in a worker thread, off the event loop."""
+    """``trim_now`` in a worker thread, off the event loop; on jemalloc, nothing (its background
+    threads return the pages within ``dirty_decay_ms``)."""
+    if JEMALLOC:
+        log.debug("freed memory: jemalloc's background threads return it")
+        return False
     released = await asyncio.to_thread(trim_now)
     log.debug("malloc_trim returned memory: %s", released)
     return released

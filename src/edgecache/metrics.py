@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from edgecache.allocator import running
 from edgecache.control.queues import QueueService
 from edgecache.edge.http1 import Http1Stats
 from edgecache.edge.logring import RingCounts
@@ -43,6 +44,7 @@ class EdgeCollector(Collector):
         self._http = http
         self._index = index
         self._reclaimer = reclaimer
+        self._allocator = running()
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         """Yield the current values (called by the registry on each scrape)."""
@@ -117,6 +119,11 @@ class EdgeCollector(Collector):
             "Most CPU time the event loop's thread spent within one probe period since the start",
             value=self._looplag.longest_cpu,
         )
+        allocator = GaugeMetricFamily(
+            "edgecache_allocator_info", "The malloc this process runs on", labels=["allocator"]
+        )
+        allocator.add_metric([self._allocator], 1)
+        yield allocator
         yield CounterMetricFamily(
             "edgecache_loop_stalls",
             f"Probe wake-ups later than {STALL * 1000:.0f} ms",
