@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgecache.store.blocks import slack
+
 VARIANT_SEP = "\x00"
 
 
@@ -79,8 +81,10 @@ class Entry:
 
     @property
     def size(self) -> int:
-        """Bytes this entry is charged for against the tier's budget."""
-        charged = len(self.body) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
+        """Bytes this entry is charged for against the tier's budget (the body as the allocator rounds
+        it: ``edgecache.store.blocks``)."""
+        body = len(self.body)
+        charged = body + slack(body) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
         return charged + tags_charge(self.tags) if self.tags else charged
 
     def age(self, now: float) -> float:
