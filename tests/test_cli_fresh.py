@@ -148,9 +148,14 @@ def serve(config: Path) -> Iterator[str]:
     )
     try:
         assert proc.stdout is not None
-        banner = proc.stdout.readline()
-        found = re.search(r"\(control plane on (http://\S+)/client/v4\)", banner)
-        assert found, banner
+        seen: list[str] = []
+        found = None
+        # Log lines (the allocator's, at start) come before the banner on the merged stream.
+        while line := proc.stdout.readline():
+            seen.append(line)
+            if found := re.search(r"\(control plane on (http://\S+)/client/v4\)", line):
+                break
+        assert found, "".join(seen)
         yield found.group(1)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edgecache.allocator import MALLOC_CONF
 from edgecache.memtrim import release_freed_memory
 
 
@@ -44,3 +45,31 @@ def test_a_process_on_jemalloc_does_not_trim_glibc() -> None:
     assert out.stdout.split() == ["True", "False"]
     plain = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert plain.stdout.split()[0] == "False"
+
+
+@pytest.mark.skipif(not JEMALLOC.exists(), reason="libjemalloc2 is not installed")
+def test_on_jemalloc_freed_bodies_leave_the_process_without_a_trim() -> None:
+    # What the reclaimer relies on there: release_freed_memory does nothing, and jemalloc's
+    # background threads return the pages within dirty_decay_ms (MALLOC_CONF as serve sets it).
+    probe = """
+import asyncio, os, time
+from edgecache.allocator import MALLOC_CONF
+from edgecache.memtrim import release_freed_memory
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+bodies = [bytes(1000) + bytes([i % 256]) for i in range(200_000)]
+survivors = bodies[::512]
+del bodies
+before = rss()
+released = asyncio.run(release_freed_memory())
+deadline = time.monotonic() + 10
+while before - rss() < 100 << 20 and time.monotonic() < deadline:
+    time.sleep(0.1)
+print(released, (before - rss()) >> 20, len(survivors))
+"""
+    env = {**os.environ, "LD_PRELOAD": str(JEMALLOC), "MALLOC_CONF": MALLOC_CONF}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    released, freed_mib, survivors = out.stdout.split()
+    assert released == "False" and survivors == "391"
+    assert int(freed_mib) > 100
