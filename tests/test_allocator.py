@@ -154,6 +154,11 @@ def test_workers_inherit_jemalloc(tmp_path: Path) -> None:
         assert len(workers) == 2
         assert on_jemalloc(node.process.pid)
         assert all(on_jemalloc(pid) for pid in workers)
+        # The node's /metrics sums its processes: every one that serves data runs on jemalloc.
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.control_port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert 'edgecache_allocator_info{allocator="jemalloc"} 2.0' in text
+        assert 'allocator="system"' not in text
     finally:
         node.stop()
         origin.close()
