@@ -162,3 +162,37 @@ def test_workers_inherit_jemalloc(tmp_path: Path) -> None:
     finally:
         node.stop()
         origin.close()
+
+
+def test_the_console_script_settles_the_allocator_before_importing_the_node(tmp_path: Path) -> None:
+    # The re-execution (or the refusal) happens with only the configuration loaded: the node's
+    # modules are imported once, by the process that runs.
+    missing = tmp_path / "nowhere" / "libjemalloc.so.2"
+    config = write_config(tmp_path, f'allocator = "jemalloc"\njemalloc_path = "{missing}"')
+    exe = Path(sys.executable).parent / "edgecache"
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", str(exe), "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "libjemalloc.so.2 was not found" in out.stderr
+    assert "edgecache.config" in out.stderr
+    assert "edgecache.app" not in out.stderr and "edgecache.cli" not in out.stderr
+
+
+@needs_jemalloc
+def test_the_console_script_runs_serve_on_jemalloc(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "")
+    exe = Path(sys.executable).parent / "edgecache"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert "control plane on" in proc.stdout.readline()
+        assert on_jemalloc(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
