@@ -584,3 +584,33 @@ def test_a_put_numbered_below_the_reclaimed_position_is_dropped(tmp_path: Path) 
     assert store.flush(10)
     assert store.get("http://h/large") is None and store.read_chunk(large.object_id, 0) is None
     store.close()
+
+
+def test_a_batch_of_new_and_replaced_fills_keeps_one_place_and_the_counts_each(tmp_path: Path) -> None:
+    """Fills written as one run (new keys, a key replaced within the run and one replaced from an
+    earlier batch, a large record's neighbours): every record has one place in the eviction order,
+    the places are distinct and in the order of the puts, and the counters match what is stored."""
+    store = open_store(tmp_path)
+    store.put(make("http://h/old", b"o" * 300, tags=("t",)))
+    assert store.flush(10)
+    puts = ["http://h/a", "http://h/b", "http://h/a", "http://h/old", "http://h/c"]
+    for i, key in enumerate(puts):
+        store.put(make(key, b"x" * (100 + i), tags=("t", f"u{i}")))
+    assert store.flush(10)
+    entries = {e.key: e for e in store}
+    assert sorted(entries) == ["http://h/a", "http://h/b", "http://h/c", "http://h/old"]
+    assert entries["http://h/a"].body == b"x" * 102 and entries["http://h/old"].body == b"x" * 103
+    with store.env.begin() as txn:
+        db = store._dbs[(CACHE, "z")]
+        rows = [bytes(k) for k, _ in txn.cursor(db=db)]
+        records = [bytes(v) for k, v in txn.cursor(db=db) if bytes(k)[:1] == b"e"]
+    order = [r[9:].decode() for r in rows if r[:1] == b"o"]
+    ticks = [r for r in rows if r[:1] == b"k"]
+    # Last written last: b, then a (its second put), old, c.
+    assert order == ["http://h/b", "http://h/a", "http://h/old", "http://h/c"]
+    assert len(ticks) == 4
+    tagged = [r for r in rows if r[:1] == b"t"]
+    assert len(tagged) == 8  # two tags per record, none left from the replaced records
+    used, count = store.usage()
+    assert count == 4 and used == sum(len(r) for r in records)
+    store.close()
