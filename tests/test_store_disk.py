@@ -109,8 +109,8 @@ def test_entries_and_vary_survive_a_reopen(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     found = store.get("http://h/a")
     assert found is not None and found[0].body == b"A" * 70000 and not found[1]
-    assert store.vary("http://h/v") == ("accept-language",)
-    assert store.vary("http://h/none") is None
+    assert store.lookup("http://h/v")[0] == ("accept-language",)
+    assert store.lookup("http://h/none")[0] is None
     assert store.get("http://h/b") is None
     store.close()
 
@@ -418,7 +418,7 @@ def test_a_zone_wipe_removes_what_predates_it_and_every_index_row(tmp_path: Path
     assert scan(store, lambda v: v.scan_tag("z", "a", None, 100)) == sorted(
         [later.key, later.key, "http://h/kept"]
     )
-    assert store.vary("http://h/later") == ("accept",) and store.vary("http://h/gone") is None
+    assert store.lookup("http://h/later")[0] == ("accept",) and store.lookup("http://h/gone")[0] is None
     # later (c, r), kept (c), other (c, r): 5 records, each with a seq row and one tag row; 3 in
     # eviction order (tick and order rows), 2 in a retention order; one Vary row.
     assert _rows(store) == {"e": 5, "s": 5, "t": 5, "k": 3, "o": 3, "x": 2, "v": 1}
@@ -459,12 +459,12 @@ def test_vary_names_go_with_the_last_variant(tmp_path: Path) -> None:
     assert store.flush(10)
     store.delete(en)
     assert store.flush(10)
-    assert store.vary(base) == ("accept-language",)  # fr is still under it
+    assert store.lookup(base)[0] == ("accept-language",)  # fr is still under it
     store.put(make(fr, b"newer"))  # a replacement keeps them
-    assert store.flush(10) and store.vary(base) == ("accept-language",)
+    assert store.flush(10) and store.lookup(base)[0] == ("accept-language",)
     store.delete(fr)
     assert store.flush(10)
-    assert store.vary(base) is None
+    assert store.lookup(base)[0] is None
     assert "v" not in _rows(store)
     store.close()
 
@@ -534,7 +534,7 @@ def test_a_delete_in_the_batch_of_its_hosts_first_put_finds_it(tmp_path: Path) -
     gate.set()
     assert store.flush(10)
     assert store.get("http://new.example/a") is None and len(store) == 1
-    assert store.vary("http://new.example/v") == ("a",)
+    assert store.lookup("http://new.example/v")[0] == ("a",)
     store.close()
 
 

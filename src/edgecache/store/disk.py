@@ -451,8 +451,6 @@ class DiskStore:
         self.stats = DiskStats()
         self._dbs: dict[tuple[bytes, str], Any] = {}
         """Published databases by (area, zone): readers use only these."""
-        self._cache_dbs: dict[str, Any] = {}
-        """The disk-cache databases of ``_dbs`` by zone alone: the hit path's lookup."""
         self._new_dbs: dict[tuple[bytes, str], Any] = {}
         """Databases opened in the writer's open transaction, published when it commits."""
         self._asked: set[str] = set()
@@ -551,7 +549,6 @@ class DiskStore:
                             self._dbs[(area, zone)] = env.open_db(db_name(area, zone), txn=txn)
                         except lmdb.DbsFullError:
                             log.error("disk tier: no room for zone %s (%d zones at most)", zone, MAX_ZONES)
-            self._cache_dbs = {zone: db for (area, zone), db in self._dbs.items() if area == CACHE}
             cur = txn.cursor(db=meta)
             if cur.set_range(b"host:"):
                 for k, v in cur.iternext():
@@ -736,7 +733,7 @@ class DiskStore:
         zone = self._hosts.get(host) or self._zone_of(key)
         if zone is None:
             return None
-        cdb = self._cache_dbs.get(zone)
+        cdb = self._dbs.get((CACHE, zone))
         if cdb is None:
             return zone, self._reader_db(CACHE, zone), self._dbs.get((RESERVE, zone))
         where = zone, cdb, self._dbs.get((RESERVE, zone))
@@ -795,16 +792,6 @@ class DiskStore:
             with self.env.begin(db=db) as txn:
                 return txn.get(ENTRY + key_bytes(key)) is not None
         return txn.get(ENTRY + key_bytes(key), db=db) is not None
-
-    def vary(self, base_key: str) -> tuple[str, ...] | None:
-        """The Vary field names recorded for a base key."""
-        zone = self._zone_of(base_key)
-        db = None if zone is None else self._dbs.get((CACHE, zone))
-        if db is None:
-            return None
-        with self.env.begin(db=db) as txn:
-            raw = txn.get(VARY + key_bytes(base_key))
-        return None if raw is None else tuple(bytes(raw).decode().split("\x00"))
 
     @property
     def reclaimed_upto(self) -> int:
@@ -1134,7 +1121,6 @@ class DiskStore:
         self._generation += 1
         if self._new_dbs:
             self._dbs.update(self._new_dbs)
-            self._cache_dbs.update((zone, db) for (area, zone), db in self._new_dbs.items() if area == CACHE)
             self._new_dbs = {}
             self._wheres = {}
         if self._new_hosts:
