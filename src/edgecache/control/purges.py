@@ -45,7 +45,7 @@ from sqlalchemy import Connection
 
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import Bucket, PlanLimits, RateLimiter
-from edgecache.db.ledger import LedgerRow, LedgerStore, append_in
+from edgecache.db.ledger import LedgerRow, LedgerStore, NewPurge, append_in
 from edgecache.db.prepared import savepoint
 from edgecache.db.tasks import NewTask, TaskStore, finish_purges_in
 from edgecache.db.writer import GroupWriter
@@ -176,7 +176,10 @@ class PurgeService:
         """Items of purges not yet reclaimed, to attribute matched counts to their tasks."""
         self._acks: list[tuple[int, dict[str, int]]] = []
         self._acks_lock = threading.Lock()
-        self._acks_scheduled = False
+        self._acks_since = 0.0
+        """When the oldest acknowledgement in ``_acks`` came (monotonic)."""
+        self._acks_timer = False
+        """Whether a timer will look at ``_acks`` (one at a time)."""
         self._limiter = limiter
         self._limits_for = limits_for
         self._apply = apply
@@ -322,7 +325,16 @@ class PurgeService:
         counts: dict[str, int] = {}
         for item in items:
             counts[item.type] = counts.get(item.type, 0) + 1
-        new_tasks = [NewTask(i.target, i.type, i.domain, mode.value) for i in items]
+        row = NewPurge(
+            zone_id=zone.config.id,
+            mode=mode.value,
+            selectors=record,
+            principal=principal,
+            dialect=dialect,
+            job_id=job_id,
+            created_at=created_at,
+            tasks=[NewTask(i.target, i.type, i.domain, mode.value) for i in items],
+        )
         give_back: list[Callable[[], None]] = []
         """What to undo when the write does not commit (filled on the writer thread)."""
         taken: list[tuple[int, dict[str, int]]] = []
@@ -330,20 +342,9 @@ class PurgeService:
         def write(conn: Connection) -> Purge:
             with savepoint(conn, "purge"):
                 give_back.append(self._quotas.charge(zone.config, counts))
-                with self._acks_lock:
-                    acks, self._acks = self._acks, []
+                acks = self._take_acks()
                 taken.extend(acks)
-                seq = append_in(
-                    conn,
-                    zone_id=zone.config.id,
-                    mode=mode.value,
-                    selectors=record,
-                    principal=principal,
-                    dialect=dialect,
-                    job_id=job_id,
-                    created_at=created_at,
-                    tasks=new_tasks,
-                )
+                seq = append_in(conn, row)
                 if acks:
                     finish_purges_in(conn, acks, datetime.now(UTC))
             return Purge(seq, zone.config.id, mode, selectors, now)
@@ -357,8 +358,9 @@ class PurgeService:
                 return
             for undo in give_back:
                 undo()
-            with self._acks_lock:
-                self._acks[:0] = taken  # not committed: the next write or the timer takes them
+            if taken:
+                self._return_acks(taken)
+                loop.call_soon_threadsafe(self._arm_acks)
             if refund is not None:
                 refund()
 
@@ -409,22 +411,49 @@ class PurgeService:
         """This node has applied and reclaimed a purge: its tasks succeed, with the counts."""
         by_target = matched_by_target(self._pending.pop(purge.seq, ()), matched)
         with self._acks_lock:
+            if not self._acks:
+                self._acks_since = time.monotonic()
             self._acks.append((purge.seq, by_target))
-            if self._acks_scheduled:
-                return
-            self._acks_scheduled = True
-        asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_soon)
+        self._arm_acks()
 
-    def _flush_soon(self) -> None:
-        # Atomic: the operation keeps its own savepoint and never raises.
-        self._writer.submit(self._flush_acks, atomic=True)
+    def _take_acks(self) -> list[tuple[int, dict[str, int]]]:
+        """Every acknowledgement gathered so far, for the transaction that will record them."""
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        return acks
+
+    def _return_acks(self, acks: list[tuple[int, dict[str, int]]]) -> None:
+        """Acknowledgements whose transaction did not commit: first in line again."""
+        with self._acks_lock:
+            if not self._acks:
+                self._acks_since = time.monotonic()
+            self._acks[:0] = acks
+
+    def _arm_acks(self) -> None:
+        """On the event loop: make sure a timer will record the gathered acknowledgements."""
+        with self._acks_lock:
+            if self._acks_timer or not self._acks:
+                return
+            self._acks_timer = True
+            wait = self._acks_since + ACK_DELAY - time.monotonic()
+        asyncio.get_running_loop().call_later(max(0.0, wait), self._acks_due)
+
+    def _acks_due(self) -> None:
+        # A ledger write takes the acknowledgements as well: when one did, this timer has nothing to
+        # do, or only younger ones to wait for (their own ACK_DELAY), and no transaction is spent.
+        with self._acks_lock:
+            self._acks_timer = False
+            due = bool(self._acks) and self._acks_since + ACK_DELAY <= time.monotonic()
+        if due:
+            # Atomic: the operation keeps its own savepoint and never raises.
+            self._writer.submit(self._flush_acks, atomic=True)
+        else:
+            self._arm_acks()
 
     def _flush_acks(self, conn: Connection) -> None:
         """On the writer thread: record every acknowledgement gathered so far, in the group's
         transaction."""
-        with self._acks_lock:
-            acks, self._acks = self._acks, []
-            self._acks_scheduled = False
+        acks = self._take_acks()
         if not acks:
             return  # a ledger write took them
         try:

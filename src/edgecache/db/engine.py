@@ -103,13 +103,18 @@ def _sqlite_engine(url: URL) -> Engine:
     return engine
 
 
+def for_writes(conn: Connection) -> Connection:
+    """Make every transaction ``conn`` begins from now on a write transaction (``BEGIN IMMEDIATE``
+    on SQLite): for a connection held across many of them (the group writers)."""
+    conn.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
+    return conn
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: committed on normal exit, rolled back on an exception."""
-    with engine.connect() as conn:
-        conn.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
-        with conn.begin():
-            yield conn
+    with engine.connect() as conn, for_writes(conn).begin():
+        yield conn
 
 
 @contextmanager
