@@ -353,22 +353,25 @@ class PurgeService:
             # On the writer thread, as the commit's outcome is known; before the caller resumes.
             if fut.cancelled():
                 return  # never ran: nothing charged but the bucket (kept, see decision 0015)
-            if fut.exception() is None:
-                loop.call_soon_threadsafe(self._put_in_effect, fut.result(), items)
-                return
-            for undo in give_back:
-                undo()
-            if taken:
-                self._return_acks(taken)
-                loop.call_soon_threadsafe(self._arm_acks)
-            if refund is not None:
-                refund()
+            if fut.exception() is not None:
+                for undo in give_back:
+                    undo()
+                if taken:
+                    self._return_acks(taken)
+                if refund is not None:
+                    refund()
+            # One wake-up of the loop both puts the purge in effect and resumes the caller (through
+            # ``asyncio.wrap_future`` they were two, each a write to the loop's self-pipe).
+            loop.call_soon_threadsafe(self._settle_on_loop, fut, answer, items)
 
         refund = self._take_rate(zone, request) if rate_limited else None
         # Atomic: ``write`` undoes its own writes (its savepoint) when it raises.
         fut = self._writer.submit(write, atomic=True)
+        answer: asyncio.Future[Purge] = loop.create_future()
+        # A caller that goes away before its write runs takes the write with it.
+        answer.add_done_callback(lambda a: fut.cancel() if a.cancelled() else None)
         fut.add_done_callback(settled)
-        purge = await asyncio.wrap_future(fut)
+        purge = await answer
         log.info(
             "purge accepted: %s %s on zone %s by %s via %s",
             mode.value,
@@ -389,10 +392,24 @@ class PurgeService:
         )
         return AcceptedPurge(job_id, purge, items)
 
-    def _put_in_effect(self, purge: Purge, items: tuple[PurgeItem, ...]) -> None:
-        """On the event loop, in ledger order: the committed purge is applied on this node."""
-        self._pending[purge.seq] = items
-        self._apply(purge)
+    def _settle_on_loop(
+        self, fut: Future[Purge], answer: asyncio.Future[Purge], items: tuple[PurgeItem, ...]
+    ) -> None:
+        """On the event loop, in ledger order: a committed purge is applied on this node, whether or
+        not its caller still waits; then the caller hears the outcome."""
+        exc = fut.exception()
+        if exc is None:
+            purge = fut.result()
+            self._pending[purge.seq] = items
+            self._apply(purge)
+        else:
+            self._arm_acks()  # the failed write's acknowledgements are back in line
+        if answer.done():
+            return
+        if exc is None:
+            answer.set_result(purge)
+        else:
+            answer.set_exception(exc)
 
     def replay(self, zone: ZoneRuntime, row: LedgerRow) -> Purge:
         """A purge read back from the ledger, with the selectors its submission put in effect: how a
