@@ -186,6 +186,11 @@ class PurgeService:
         # One writer: ledger rows are committed, and applied, in sequence order.
         self._writer = GroupWriter(ledger_store.engine, name="edgecache-ledger")
 
+    @property
+    def commits(self) -> int:
+        """Ledger transactions committed so far (purges per commit shows the grouping)."""
+        return self._writer.commits
+
     def close(self) -> None:
         """Stop the writer thread (pending writes and acknowledgements are committed first)."""
         self._writer.submit(self._flush_acks, atomic=True)
