@@ -345,13 +345,12 @@ class PurgeService:
         taken: list[tuple[int, dict[str, int]]] = []
 
         def write(conn: Connection) -> Purge:
-            with savepoint(conn, "purge"):
-                give_back.append(self._quotas.charge(zone.config, counts))
-                acks = self._take_acks()
-                taken.extend(acks)
-                seq = append_in(conn, row)
-                if acks:
-                    finish_purges_in(conn, acks, datetime.now(UTC))
+            give_back.append(self._quotas.charge(zone.config, counts))
+            acks = self._take_acks()
+            taken.extend(acks)
+            seq = append_in(conn, row)
+            if acks:
+                finish_purges_in(conn, acks, datetime.now(UTC))
             return Purge(seq, zone.config.id, mode, selectors, now)
 
         def settled(fut: Future[Purge]) -> None:
@@ -370,8 +369,9 @@ class PurgeService:
             loop.call_soon_threadsafe(self._settle_on_loop, fut, answer, items)
 
         refund = self._take_rate(zone, request) if rate_limited else None
-        # Atomic: ``write`` undoes its own writes (its savepoint) when it raises.
-        fut = self._writer.submit(write, atomic=True)
+        # Not atomic: when ``write`` raises, the writer undoes what it wrote (its savepoint, or the
+        # whole transaction when it is alone in it).
+        fut = self._writer.submit(write)
         answer: asyncio.Future[Purge] = loop.create_future()
         # A caller that goes away before its write runs takes the write with it.
         answer.add_done_callback(lambda a: fut.cancel() if a.cancelled() else None)
