@@ -99,8 +99,8 @@ def _sqlite_engine(url: URL) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # On the driver's connection: through ``exec_driver_sql`` the statement went through
-        # SQLAlchemy's whole execution path, a fifth of the ledger writer's Python per purge
-        # (cProfile, ``bench/purge_stream_cpu.py --profile``).
+        # SQLAlchemy's whole execution path, 13% of the ledger thread's profiled time in a paced
+        # purge stream (cProfile, ``bench/purge_stream_cpu.py --profile``).
         raw = conn.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
         raw.execute(conn.get_execution_options().get(_BEGIN, "BEGIN"))

@@ -13,10 +13,11 @@ Rules:
   back (a paced stream of purges is groups of one). Savepoints are the driver's statements, not
   SQLAlchemy's nested transactions (``edgecache.db.prepared.savepoint``: a fraction of the Python).
 - The writer holds its connection from one group to the next while they keep coming (a pool
-  checkout and check-in per transaction was a fifth of the ledger thread's CPU per purge: cProfile,
-  ``bench/purge_stream_cpu.py --profile``); after ``IDLE_RELEASE`` seconds without work it goes back
-  to the pool, so that a connection the database dropped meanwhile is replaced at the next checkout
-  (PostgreSQL's pre-ping), and a group that fails gives its connection up.
+  checkout and check-in per transaction were 16% of the ledger thread's profiled time in a paced
+  purge stream: cProfile, ``bench/purge_stream_cpu.py --profile``); after ``IDLE_RELEASE`` seconds
+  without work it goes back to the pool, so that a connection the database dropped meanwhile is
+  replaced at the next checkout (PostgreSQL's pre-ping), and a group that fails gives its
+  connection up.
 - One writer per process keeps SQLite's write lock in one place (other processes queue for it with
   ``BEGIN IMMEDIATE`` and the busy timeout); on PostgreSQL the operations themselves must be safe
   against other nodes' writers (``FOR UPDATE SKIP LOCKED`` where they claim rows).
