@@ -80,6 +80,15 @@ static inline void put64(unsigned char *p, uint64_t v) {
     put32(p + 4, (uint32_t)(v >> 32));
 }
 
+/* A header word a reader in another process polls: one aligned store (never seen half-written),
+ * ordered after every store before it. */
+static inline void publish64(unsigned char *p, uint64_t v) {
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE);
+}
+
 static inline int64_t now_ns(void) {
     struct timespec ts;
     /* The clock of Python's time.monotonic() on Linux, shared by every process of the machine. */
@@ -167,27 +176,18 @@ static void write_batch(Capture *self) {
     int64_t segment = (int64_t)(pos >> self->segment_shift);
     if (segment != self->segment) {
         self->segment = segment;
-        put64(self->header + SEGMENTS_AT + (segment % SEGMENTS) * 8, pos);
+        publish64(self->header + SEGMENTS_AT + (segment % SEGMENTS) * 8, pos);
     }
     memcpy(self->ring + off + BATCH_HEADER, self->batch, length);
     commit(self->ring + off, size, self->seq, self->count, self->batch, length);
     self->seq += self->count;
     self->head = pos + size;
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    put64(self->header + HEAD_AT, self->head);
-    put64(self->header + HEAD_AT + 8, self->seq);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    publish64(self->header + HEAD_AT, self->head);
+    publish64(self->header + HEAD_AT + 8, self->seq);
     self->used = 0;
     self->count = 0;
 }
 
-static int ring_open(Capture *self) {
-    if (!self->has_view) {
-        PyErr_SetString(PyExc_ValueError, "the access-log ring is closed");
-        return -1;
-    }
-    return 0;
-}
 
 /* Room for a record of `size` bytes in the batch, copying the batch into the ring first if full. */
 static unsigned char *reserve(Capture *self, uint32_t size) {
@@ -198,7 +198,7 @@ static unsigned char *reserve(Capture *self, uint32_t size) {
 
 /* Count the record just written; a full batch goes to the ring, a batch's first record arms the
  * owner's timer (so a small batch is not kept long). */
-static int appended(Capture *self, uint32_t size) {
+static void appended(Capture *self, uint32_t size) {
     self->used += size;
     self->count += 1;
     if (self->count >= BATCH_RECORDS) {
@@ -206,10 +206,10 @@ static int appended(Capture *self, uint32_t size) {
     } else if (self->count == 1 && self->on_batch != Py_None) {
         PyObject *r = PyObject_CallNoArgs(self->on_batch);
         if (r == NULL)
-            return -1;
-        Py_DECREF(r);
+            /* Not the answer's failure: the batch then waits until it is full or flushed. */
+            PyErr_WriteUnraisable(self->on_batch);
+        Py_XDECREF(r);
     }
-    return 0;
 }
 
 /* A str value's bytes as received (the server decodes them as latin-1: one byte per character). */
@@ -343,7 +343,8 @@ static int append(Capture *self, int64_t end, const int64_t *times, const char *
             p += 2 + values->len[i];
         }
     }
-    return appended(self, size);
+    appended(self, size);
+    return 0;
 }
 
 /* Whether `raw` (the read a request's head began, or None) can stand for the request: it begins
@@ -441,8 +442,8 @@ static PyObject *Capture_hit(Capture *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "hit(req, data: bytes)");
         return NULL;
     }
-    if (ring_open(self) < 0)
-        return NULL;
+    if (!self->has_view)
+        Py_RETURN_NONE; /* a connection still answering while the node stops: nothing to keep */
     PyObject *data = args[1];
     Py_ssize_t len = PyBytes_GET_SIZE(data);
     Py_ssize_t status_len = len >= 12 ? 3 : len > 9 ? len - 9 : 0;
@@ -466,8 +467,8 @@ static PyObject *Capture_add(Capture *self, PyObject *const *args, Py_ssize_t na
                         "sent: int, status: bytes)");
         return NULL;
     }
-    if (ring_open(self) < 0)
-        return NULL;
+    if (!self->has_view)
+        Py_RETURN_NONE;
     double end = PyFloat_AsDouble(args[1]);
     double start = PyFloat_AsDouble(args[2]);
     double head_at = PyFloat_AsDouble(args[3]);
@@ -485,9 +486,7 @@ static PyObject *Capture_add(Capture *self, PyObject *const *args, Py_ssize_t na
 PyDoc_STRVAR(flush_doc, "flush()\n--\n\nCopy the batch gathered so far into the ring.");
 
 static PyObject *Capture_flush(Capture *self, PyObject *Py_UNUSED(ignored)) {
-    if (ring_open(self) < 0)
-        return NULL;
-    if (self->count)
+    if (self->has_view && self->count)
         write_batch(self);
     Py_RETURN_NONE;
 }

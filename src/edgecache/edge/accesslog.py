@@ -6,17 +6,19 @@ Theory of operation:
   that sets its own ``_alog`` hook (``Connection._alog``) and times what the handler writes;
   when off, it does not exist and the hit path pays three ``is not None`` tests.
 - A fresh hit is answered through ``Connection.respond`` (the cache's one-write answer), which
-  calls the hook (:func:`hit_recorder`): it reads the clock once, takes the status digits from the
-  head and adds six references to the ring writer's batch with one ``+=``. Its cache status is HIT
-  by what ``respond`` is for, so the head is not searched. The request is, as a rule, the bytes of
-  the read its head began (the server keeps that read when it began between requests), which the
-  formatter parses for method, target, version, Host, Referer and User-Agent; otherwise (a head
-  split over reads, a pipelined request after the first, a read of more than 4 KiB) its values.
-  Any other answer goes through ``write``/``writelines``/``finish``, where the clock is read at
-  the handler's return (a task's start, or a ``PENDING`` return), the first write and the end,
-  and the head is searched for ``CF-Cache-Status``.
-- Every 64 requests (or 50 ms) the batch is copied into the shared-memory ring in a few C calls
-  (:class:`RingWriter`). No formatting, no clock conversion, no I/O, no lock, never a wait.
+  calls the hook: the ring's C capture (:attr:`RingWriter.hit`, ``edge/_logcapture.c``,
+  decision 0017). In C it reads the request's ``raw`` and ``client_ip`` slots, the clock and the
+  status digits of the response, and packs one record into its batch buffer; no Python object is
+  made. Its cache status is HIT by what ``respond`` is for, so the head is not searched. The
+  request is, as a rule, the bytes of the read its head began (the server keeps that read when
+  it began between requests), which the formatter parses for method, target, version, Host,
+  Referer and User-Agent; otherwise (a head split over reads, a pipelined request after the
+  first, a read of more than 4 KiB) its values. Any other answer goes through
+  ``write``/``writelines``/``finish``, where the clock is read at the handler's return (a task's
+  start, or a ``PENDING`` return), the first write and the end, the head is searched for
+  ``CF-Cache-Status``, and the same capture packs the record (:attr:`RingWriter.add`).
+- Every 64 requests (or 50 ms) the capture copies its batch into the shared-memory ring (one
+  memcpy and a CRC-32C). No formatting, no clock conversion, no I/O, no lock, never a wait.
 - Every data-plane process writes its own ring (``<pid>-<token>.ring`` in the node's ring
   directory, on tmpfs when there is one); :class:`FormatterProcess` runs
   ``edgecache.edge.logtail`` as a child process that reads every ring in that directory and

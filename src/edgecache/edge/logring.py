@@ -9,15 +9,25 @@ Theory of operation:
   pid and start time, so a reader tells a live owner from a gone one (:func:`owner_alive`).
 - The file is a 256-byte header and a data area of ``capacity`` bytes (a power of two). Positions
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
-- The writer appends a batch of records at ``head`` (the batch's values as one ``marshal`` blob:
-  times, byte count, status and cache values, the client's address, and the request as
-  received: the bytes of the read its head began, or its method, target, version and raw
-  fields). It writes the
-  payload first, then the batch's header (its commit word: size, sequence number of its first
-  record, record count, payload length and a CRC-32 of all of them), then the ring's ``head`` and
-  record count. A batch that would cross the end of the area is preceded by a wrap header (size 0)
+- The writer is the C capture (``edge/_logcapture.c``, decision 0017): it packs each request's
+  record into a batch buffer in process memory and appends the batch at ``head`` when it holds
+  ``BATCH_RECORDS`` records, when a record would not fit in ``MAX_BATCH``, or ``FLUSH_DELAY``
+  after its first record. It writes the payload first, then the batch's header (its commit word:
+  size, sequence number of its first record, record count, payload length and a CRC-32C of all
+  of them), then the ring's ``head`` and record count, with a release fence before each of the
+  last two. A batch that would cross the end of the area is preceded by a wrap header (size 0)
   and starts at the beginning. The writer never reads the readers' state and never waits: it
   simply overwrites.
+- One record format, for a fresh hit and any other answer alike (little-endian; :func:`record`
+  decodes it): size (u16), kind (0: a fresh hit answered at once: cache status HIT, start and
+  head at its end; 1: another answer), request form (0: the read its head began; 1: its values),
+  the status digits as sent (3 bytes, NUL-padded), the client address's length (u8), end
+  (monotonic ns, i64), bytes sent (u64); for kind 1 its start and response head (monotonic ns)
+  and its cache status (u8 length, bytes); the client address; then the request: form 0 is the
+  read (u16 length, at most ``MAX_FIELD`` bytes; the reader parses method, target, version,
+  Host, Referer and User-Agent from it with httptools, the parser the server used), form 1 is
+  method, target, version, Host, Referer and User-Agent (u16 length and bytes each, cut to
+  ``MAX_FIELD``).
 - A reader keeps its own position and the sequence number it expects next. A batch is accepted
   only if its header's CRC matches the bytes copied and its sequence number is the one expected
   (a seqlock whose check is the CRC): a batch seen before all its bytes are visible, or one being
@@ -29,12 +39,12 @@ Theory of operation:
   drops the batches it copied from before that safe line (the writer may have reached them
   meanwhile), keeping the later ones; when none is safe, its next read resumes at the oldest safe
   batch. Every loss is counted exactly.
-- Store order: CPython writes to an ``mmap`` with plain memory copies and issues no memory
-  barrier between two of them. On x86 (TSO) other cores see the payload, the batch header and
-  ``head`` in that order; on weakly ordered CPUs (ARM, POWER) they may not. The reader therefore
-  never trusts ``head`` alone: a batch whose bytes are not all visible yet fails its CRC or shows
-  an older sequence number, and the reader stops there and tries again on its next read (a batch
-  that still fails then is counted lost and skipped).
+- Store order: the writer's fences order the payload, the batch header and ``head`` on every
+  CPU, but the reader is Python, which copies from an ``mmap`` with plain loads and has no fence:
+  on weakly ordered CPUs (ARM, POWER) it may see the new ``head`` or commit word before the
+  payload's bytes. The reader therefore never trusts ``head`` alone: a batch whose bytes are not
+  all visible yet fails its CRC or shows an older sequence number, and the reader stops there
+  and tries again on its next read (a batch that still fails then is counted lost and skipped).
 - The node's own formatter (the one that writes the access-log file) keeps its position, the next
   sequence number, the lost and written counts in the header's reader fields, so a restarted
   formatter resumes where the last one stopped and ``/metrics`` reads the counts from the ring.
@@ -58,7 +68,8 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpRequestParse
 
 from edgecache.edge._logcapture import Capture, checksum
 
-MAGIC = b"ECVSL\x00\x00\x03"
+MAGIC = b"ECVSL\x00\x00\x04"
+"""The file's kind and version (4: packed records, CRC-32C; 3 was marshalled values, CRC-32)."""
 HEADER_SIZE = 256
 _HEADER = struct.Struct("<8sIIQ")
 """magic, writer pid, reserved, capacity."""
@@ -504,7 +515,8 @@ def remove_stale(directory: Path) -> None:
         except FileNotFoundError:
             continue
         magic, pid, _, _ = _HEADER.unpack_from(header)
-        if magic == MAGIC and not owner_alive(pid, _POS.unpack_from(header, _STARTED_AT)[0]):
+        # Any version's ring: the pid and start time are where they always were.
+        if magic[:5] == MAGIC[:5] and not owner_alive(pid, _POS.unpack_from(header, _STARTED_AT)[0]):
             path.unlink(missing_ok=True)
     remove_if_empty(directory)
 
