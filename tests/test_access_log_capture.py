@@ -179,6 +179,19 @@ def test_a_remembered_hit_line_is_used_only_for_the_same_request_and_answer(tmp_
     writer.close()
 
 
+def test_a_connection_answering_after_its_ring_closed_gets_its_answer_out(tmp_path: Path) -> None:
+    # The node closes its ring after its listener; a connection still finishing an answer then
+    # must not fail it because the log can no longer record it.
+    writer = RingWriter(ring_path(tmp_path), 1 << 20)
+    writer.close(unlink=True)
+    req, data = _hit(b"GET /x HTTP/1.1\r\n\r\n")
+    writer.hit(req, data)
+    now = time.monotonic()
+    writer.add(req, now, now, now, b"MISS", 10, b"200")
+    writer.flush()
+    assert not writer.path.exists()
+
+
 def test_a_request_too_large_to_copy_whole_is_logged_cut_with_the_fields_a_line_shows(
     tmp_path: Path,
 ) -> None:

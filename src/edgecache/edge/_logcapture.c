@@ -55,7 +55,7 @@ typedef struct {
     int64_t segment;
     int segment_shift;
     PyObject *on_batch;
-    PyTypeObject *req_type; /* the request type whose slot offsets follow (-1: read by name) */
+    PyTypeObject *req_type; /* the request type the two offsets below are for (-1: by name) */
     Py_ssize_t raw_at;
     Py_ssize_t ip_at;
     unsigned char *batch;
@@ -148,8 +148,8 @@ __attribute__((target("sse4.2"))) static uint32_t crc_sse42(uint32_t crc, const 
 
 static uint32_t (*crc32c)(uint32_t, const unsigned char *, size_t) = crc_tables;
 
-/* A batch's header (its commit word) at `at`, after its payload: the CRC-32 covers the rest of the
- * header and the payload, so a reader that copies a batch still being written (or overwritten)
+/* A batch's header (its commit word) at `at`, after its payload: the CRC-32C covers the rest of
+ * the header and the payload, so a reader that copies a batch still being written (or overwritten)
  * rejects it. */
 static void commit(unsigned char *at, uint32_t size, uint64_t seq, uint32_t count,
                    const unsigned char *payload, uint32_t length) {
@@ -187,7 +187,6 @@ static void write_batch(Capture *self) {
     self->used = 0;
     self->count = 0;
 }
-
 
 /* Room for a record of `size` bytes in the batch, copying the batch into the ring first if full. */
 static unsigned char *reserve(Capture *self, uint32_t size) {

@@ -14,8 +14,8 @@ Theory of operation:
   ``BATCH_RECORDS`` records, when a record would not fit in ``MAX_BATCH``, or ``FLUSH_DELAY``
   after its first record. It writes the payload first, then the batch's header (its commit word:
   size, sequence number of its first record, record count, payload length and a CRC-32C of all
-  of them), then the ring's ``head`` and record count, with a release fence before each of the
-  last two. A batch that would cross the end of the area is preceded by a wrap header (size 0)
+  of them) after a release fence, then the ring's ``head`` and record count, each with one
+  aligned release store. A batch that would cross the end of the area is preceded by a wrap header (size 0)
   and starts at the beginning. The writer never reads the readers' state and never waits: it
   simply overwrites.
 - One record format, for a fresh hit and any other answer alike (little-endian; :func:`record`
