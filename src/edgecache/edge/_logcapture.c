@@ -30,7 +30,10 @@
 #define MAX_SHORT 255
 
 /* Record layout (little-endian): must match logring.py. */
-#define REC_FIXED 24 /* size u16, kind u8, form u8, status 3 bytes, ip length u8, end i64, sent u64 */
+/* End first: a fresh hit's record but its first 8 bytes is the same for every repeat of the same
+ * request and answer, which the formatter keys its remembered lines on. */
+#define REC_FIXED 24 /* end i64, sent u64, size u16, kind u8, form u8, status 3 bytes, ip length u8 */
+#define REC_SIZE_AT 16
 #define REC_TIMES 17 /* start i64, head i64, cache length u8 (kind OTHER only) */
 #define KIND_HIT 0
 #define KIND_OTHER 1
@@ -314,14 +317,14 @@ static int append(Capture *self, int64_t end, const int64_t *times, const char *
             size += 2 + (uint32_t)values->len[i];
     }
     unsigned char *p = reserve(self, size);
-    put16(p, size);
-    p[2] = times == NULL ? KIND_HIT : KIND_OTHER;
-    p[3] = raw != NULL ? FORM_RAW : FORM_VALUES;
-    p[4] = p[5] = p[6] = 0;
-    memcpy(p + 4, status, status_len < 3 ? (size_t)status_len : 3);
-    p[7] = (unsigned char)ip_len;
-    put64(p + 8, (uint64_t)end);
-    put64(p + 16, sent);
+    put64(p, (uint64_t)end);
+    put64(p + 8, sent);
+    put16(p + 16, size);
+    p[18] = times == NULL ? KIND_HIT : KIND_OTHER;
+    p[19] = raw != NULL ? FORM_RAW : FORM_VALUES;
+    p[20] = p[21] = p[22] = 0;
+    memcpy(p + 20, status, status_len < 3 ? (size_t)status_len : 3);
+    p[23] = (unsigned char)ip_len;
     p += REC_FIXED;
     if (times != NULL) {
         put64(p, (uint64_t)times[0]);
@@ -596,8 +599,48 @@ static PyObject *checksum(PyObject *Py_UNUSED(module), PyObject *args) {
     return PyLong_FromUnsignedLong(c);
 }
 
+PyDoc_STRVAR(split_doc, "split(payload, count, /)\n--\n\n"
+                        "A batch's payload as its `count` records (bytes each), or None if it does "
+                        "not hold exactly that many whole records.");
+
+static PyObject *split(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer payload;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*n", &payload, &count))
+        return NULL;
+    const unsigned char *p = payload.buf;
+    Py_ssize_t length = payload.len, at = 0, i = 0;
+    PyObject *records = count >= 0 && count <= length / REC_FIXED ? PyList_New(count) : NULL;
+    if (records == NULL) {
+        PyBuffer_Release(&payload);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    for (; i < count && at + REC_FIXED <= length; i++) {
+        Py_ssize_t size = p[at + REC_SIZE_AT] | (Py_ssize_t)p[at + REC_SIZE_AT + 1] << 8;
+        if (size < REC_FIXED || at + size > length)
+            break;
+        PyObject *record = PyBytes_FromStringAndSize((const char *)p + at, size);
+        if (record == NULL) {
+            Py_DECREF(records);
+            PyBuffer_Release(&payload);
+            return NULL;
+        }
+        PyList_SET_ITEM(records, i, record);
+        at += size;
+    }
+    PyBuffer_Release(&payload);
+    if (i < count || at != length) {
+        Py_DECREF(records);
+        Py_RETURN_NONE;
+    }
+    return records;
+}
+
 static PyMethodDef module_methods[] = {
     {"checksum", checksum, METH_VARARGS, checksum_doc},
+    {"split", split, METH_VARARGS, split_doc},
     {NULL, NULL, 0, NULL},
 };
 

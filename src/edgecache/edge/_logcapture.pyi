@@ -29,3 +29,6 @@ class Capture:
 
 def checksum(data: bytes, crc: int = 0, /) -> int:
     """The CRC-32C of ``data``, continuing ``crc`` (the check of a batch)."""
+
+def split(payload: bytes, count: int, /) -> list[bytes] | None:
+    """A batch's payload as its ``count`` records, or None if it does not hold exactly those."""

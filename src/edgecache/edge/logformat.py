@@ -53,16 +53,16 @@ class LineFormatter:
         memo = self._memo
         out = []
         for rec in records:
-            if rec[2] == HIT_KIND:
-                # Everything but the time: its bytes before and after the end time.
-                key = rec[:8] + rec[16:]
+            if rec[_KIND_AT] == HIT_KIND:
+                # Everything but the time, which is the record's first 8 bytes.
+                key = rec[8:]
                 parts = memo.get(key)
                 if parts is None:
                     if len(memo) >= LINE_MEMO_MAX:
                         memo.clear()
                     before, _, after = line(record(rec), _AT).partition(_AT)
                     parts = memo[key] = (before, after)
-                out.append(parts[0] + stamp(_END.unpack_from(rec, 8)[0] / 1e9 + offset) + parts[1])
+                out.append(parts[0] + stamp(_END.unpack_from(rec)[0] / 1e9 + offset) + parts[1])
             else:
                 decoded = record(rec)
                 out.append(line(decoded, stamp(decoded.end + offset)))
@@ -144,6 +144,7 @@ class LineFormatter:
 
 
 _END = struct.Struct("<q")
+_KIND_AT = 18
 _AT = "\x00"
 """Where the time goes in a hit's memoised line: a character no line holds (requests' values are
 escaped, and the rest is ours)."""

@@ -19,10 +19,10 @@ Theory of operation:
   and starts at the beginning. The writer never reads the readers' state and never waits: it
   simply overwrites.
 - One record format, for a fresh hit and any other answer alike (little-endian; :func:`record`
-  decodes it): size (u16), kind (0: a fresh hit answered at once: cache status HIT, start and
-  head at its end; 1: another answer), request form (0: the read its head began; 1: its values),
-  the status digits as sent (3 bytes, NUL-padded), the client address's length (u8), end
-  (monotonic ns, i64), bytes sent (u64); for kind 1 its start and response head (monotonic ns)
+  decodes it): end (monotonic ns, i64), bytes sent (u64), size (u16), kind (0: a fresh hit
+  answered at once: cache status HIT, start and head at its end; 1: another answer), request
+  form (0: the read its head began; 1: its values), the status digits as sent (3 bytes,
+  NUL-padded), the client address's length (u8); for kind 1 its start and response head (monotonic ns)
   and its cache status (u8 length, bytes); the client address; then the request: form 0 is the
   read (u16 length, at most ``MAX_FIELD`` bytes; the reader parses method, target, version,
   Host, Referer and User-Agent from it with httptools, the parser the server used), form 1 is
@@ -66,7 +66,7 @@ from pathlib import Path
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpRequestParser
 
-from edgecache.edge._logcapture import Capture, checksum
+from edgecache.edge._logcapture import Capture, checksum, split
 
 MAGIC = b"ECVSL\x00\x00\x04"
 """The file's kind and version (4: packed records, CRC-32C; 3 was marshalled values, CRC-32)."""
@@ -94,10 +94,11 @@ size (0: a wrap marker), sequence number of its first record, records, payload b
 is the batch's records, packed one after another (``_RECORD``)."""
 ALIGN = 32
 """Batches start at multiples of this, so a wrap marker always fits before the end of the area."""
-_RECORD = struct.Struct("<HBB3sBqQ")
-"""A record's fixed part: its size in bytes, kind (``HIT_KIND``: a fresh hit answered at once;
-else another answer), request form (``RAW_FORM``: the read its head began; else its values),
-status digits as sent (NUL-padded), client address length, end (monotonic ns), bytes sent."""
+_RECORD = struct.Struct("<qQHBB3sB")
+"""A record's fixed part: end (monotonic ns), bytes sent, its size in bytes, kind (``HIT_KIND``: a
+fresh hit answered at once; else another answer), request form (``RAW_FORM``: the read its head
+began; else its values), status digits as sent (NUL-padded), client address length. The end is
+first so that a fresh hit's record without its first 8 bytes is the same for every repeat."""
 _TIMES = struct.Struct("<qqB")
 """After the fixed part of a record that is not a fresh hit's: start and response head (monotonic
 ns), cache status length (the status follows)."""
@@ -374,15 +375,8 @@ class RingReader:
             return None
         if size == 0:
             return 0, first, []
-        records = []
-        off = 0
-        while off < length:
-            end = off + _LEN.unpack_from(payload, off)[0]
-            if end <= off + _RECORD.size or end > length:
-                return None
-            records.append(payload[off:end])
-            off = end
-        if len(records) != n:
+        records = split(payload, n)
+        if records is None:
             return None
         return size, first, records
 
@@ -414,7 +408,7 @@ class RingReader:
 
 def record(rec: bytes) -> Record:
     """One record from its packed bytes (as :meth:`RingReader.read` gives them)."""
-    _, kind, form, status, ip_len, end_ns, sent = _RECORD.unpack_from(rec)
+    end_ns, sent, _, kind, form, status, ip_len = _RECORD.unpack_from(rec)
     at = _RECORD.size
     end = end_ns / 1e9
     if kind == HIT_KIND:
