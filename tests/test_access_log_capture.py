@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 from conftest import Route
+from edgecache.edge._logcapture import MAX_FIELD
 from edgecache.edge.http1 import Request
 from edgecache.edge.logformat import LineFormatter
-from edgecache.edge.logring import MAX_FIELD, RingReader, RingWriter, record, ring_path
+from edgecache.edge.logring import RingReader, RingWriter, record, ring_path
 from edgecache.edge.zones import ZoneTable
 from test_logs import COMBINED, LoggedNode, _lines, node_factory
 

@@ -702,6 +702,11 @@ PyMODINIT_FUNC PyInit__logcapture(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_FIELD", MAX_FIELD) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&CaptureType);
     if (PyModule_AddObject(m, "Capture", (PyObject *)&CaptureType) < 0) {
         Py_DECREF(&CaptureType);

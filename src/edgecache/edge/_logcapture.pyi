@@ -2,6 +2,11 @@ from collections.abc import Callable
 
 from edgecache.edge.http1 import Request
 
+MAX_BATCH: int
+"""The largest batch, header included."""
+MAX_FIELD: int
+"""A request's read is copied whole up to this size; else its values, each cut to it."""
+
 class Capture:
     """The writing side of one access-log ring (decision 0017)."""
 

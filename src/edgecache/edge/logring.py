@@ -11,23 +11,23 @@ Theory of operation:
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
 - The writer is the C capture (``edge/_logcapture.c``, decision 0017): it packs each request's
   record into a batch buffer in process memory and appends the batch at ``head`` when it holds
-  ``BATCH_RECORDS`` records, when a record would not fit in ``MAX_BATCH``, or ``FLUSH_DELAY``
-  after its first record. It writes the payload first, then the batch's header (its commit word:
-  size, sequence number of its first record, record count, payload length and a CRC-32C of all
-  of them) after a release fence, then the ring's ``head`` and record count, each with one
-  aligned release store. A batch that would cross the end of the area is preceded by a wrap header (size 0)
-  and starts at the beginning. The writer never reads the readers' state and never waits: it
+  64 records, when a record would not fit in ``MAX_BATCH``, or ``FLUSH_DELAY`` after its first
+  record. It writes the payload first, then, after a release fence, the batch's header (its
+  commit word: size, sequence number of its first record, record count, payload length and a
+  CRC-32C of all of them), then the ring's ``head`` and record count, each with one aligned
+  release store. A batch that would cross the end of the area is preceded by a wrap header (size
+  0) and starts at the beginning. The writer never reads the readers' state and never waits: it
   simply overwrites.
 - One record format, for a fresh hit and any other answer alike (little-endian; :func:`record`
   decodes it): end (monotonic ns, i64), bytes sent (u64), size (u16), kind (0: a fresh hit
   answered at once: cache status HIT, start and head at its end; 1: another answer), request
   form (0: the read its head began; 1: its values), the status digits as sent (3 bytes,
-  NUL-padded), the client address's length (u8); for kind 1 its start and response head (monotonic ns)
-  and its cache status (u8 length, bytes); the client address; then the request: form 0 is the
-  read (u16 length, at most ``MAX_FIELD`` bytes; the reader parses method, target, version,
-  Host, Referer and User-Agent from it with httptools, the parser the server used), form 1 is
-  method, target, version, Host, Referer and User-Agent (u16 length and bytes each, cut to
-  ``MAX_FIELD``).
+  NUL-padded), the client address's length (u8); for kind 1 its start and response head
+  (monotonic ns) and its cache status (u8 length, bytes); the client address; then the request:
+  form 0 is the read (u16 length and bytes, at most ``MAX_FIELD``, 4 KiB; the reader parses
+  method, target, version, Host, Referer and User-Agent from it with httptools, the parser the
+  server used), form 1 is method, target, version, Host, Referer and User-Agent (u16 length and
+  bytes each, cut to ``MAX_FIELD``).
 - A reader keeps its own position and the sequence number it expects next. A batch is accepted
   only if its header's CRC matches the bytes copied and its sequence number is the one expected
   (a seqlock whose check is the CRC): a batch seen before all its bytes are visible, or one being
@@ -66,7 +66,7 @@ from pathlib import Path
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpRequestParser
 
-from edgecache.edge._logcapture import Capture, checksum, split
+from edgecache.edge._logcapture import MAX_BATCH, Capture, checksum, split
 
 MAGIC = b"ECVSL\x00\x00\x04"
 """The file's kind and version (4: packed records, CRC-32C; 3 was marshalled values, CRC-32)."""
@@ -106,13 +106,8 @@ _LEN = struct.Struct("<H")
 HIT_KIND = 0
 RAW_FORM = 0
 HIT = "HIT"
-BATCH_RECORDS = 64
-"""Records gathered in process memory before they are copied into the ring together."""
 FLUSH_DELAY = 0.05
 """Seconds a smaller batch waits before it is copied anyway."""
-MAX_FIELD = 4096
-"""A request's bytes are copied whole up to this size; else its values, each cut to it."""
-MAX_BATCH = 256 * 1024
 DEFAULT_CAPACITY = 16 * 1024 * 1024
 SHM = Path("/dev/shm")
 
@@ -158,9 +153,9 @@ def owner_alive(pid: int, started: int) -> bool:
 
 class RingWriter:
     """The writing side of one ring: the file and its mapping; the records are packed and copied
-    by the C capture (:attr:`capture`, decision 0017). Every ``BATCH_RECORDS`` records, or
-    ``FLUSH_DELAY`` after the first of a smaller batch, the batch is copied into the ring
-    (Varnish's workers buffer their log records the same way before they reach shared memory)."""
+    by the C capture (:attr:`capture`, decision 0017). Every 64 records, or ``FLUSH_DELAY``
+    after the first of a smaller batch, the batch is copied into the ring (Varnish's workers
+    buffer their log records the same way before they reach shared memory)."""
 
     __slots__ = ("_armed", "_loop", "_mm", "add", "capacity", "capture", "hit", "path")
 
@@ -295,11 +290,6 @@ class RingReader:
             self.pos, self.next_seq, self.lost, self.logged = 0, 0, 0, 0
         else:
             self.pos, self.next_seq, self.lost, self.logged = head, seq, 0, 0
-
-    def written(self) -> int:
-        """Records the writer has put in the ring so far."""
-        seq: int = _HEAD.unpack_from(self._mm, _HEAD_AT)[1]
-        return seq
 
     def owner_alive(self) -> bool:
         """Whether the process that writes this ring still runs."""
