@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 # Debian's python3 lacks venv's ensurepip until python3-venv is installed (done as root, as CI runs).
 # jemalloc (decision 0019) likewise, when missing and root; without root, runtime.allocator = "auto"
 # falls back to the system allocator and says so.
-$(STAMP): pyproject.toml
+# pip builds the C extension (setup.py) too: a change to its source installs again.
+$(STAMP): pyproject.toml setup.py src/edgecache/edge/_logcapture.c
 	$(PY) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && rm -rf $(VENV) \
 		&& apt-get update -q && apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
 	@if ! ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2; then \
