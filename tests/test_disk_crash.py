@@ -256,6 +256,15 @@ def test_kill_9_during_fills_and_purges(tmp_path: Path) -> None:
     assert acknowledged, "no purge was acknowledged before the kill"
     disk = disk_state(tmp_path, origin)
     jobs = ledger(tmp_path)
+    # Before the kill too: a request sent after a purge was answered gets a version it allows.
+    for sent, _, path, version, cache_status in history.fills:
+        allowed = max(
+            (v[path] for _, answered, _, _, v in history.purges if answered < sent and path in v), default=0
+        )
+        assert version is None or version >= allowed, (
+            f"{path}: served at {sent:.3f}, before the kill, a version an acknowledged purge removed\n"
+            + explain(path, version, cache_status, history, disk, jobs)
+        )
 
     proc, info = start(tmp_path, origin)
     try:
@@ -344,3 +353,34 @@ def test_a_purge_job_removes_what_a_lookup_is_still_deleting(
         assert restarted.get(newer.key) is not None
     finally:
         restarted.close()
+
+
+def test_a_purge_job_removes_a_fill_written_after_a_delete_in_its_batch(tmp_path: Path) -> None:
+    """A lookup's delete of an object, then the fill that replaces it (fetched before a purge that
+    covers it), then that purge's disk job, all in one batch of the writer: the delete is committed
+    before the job runs, and the job must still remove the fill, which the delete did not cover
+    (traced in the crash test: the job took the key for one a lookup was deleting, and the disk kept
+    the fill past ``reclaimed_upto``, to be served once the purge's epoch rows were compacted)."""
+    store = DiskStore(tmp_path / "cache", budget=1 << 30, position=0)
+    store.put(_entry("/obj/0", 0))
+    assert store.flush(10)
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold(_view: WriteView) -> bool:
+        holding.set()
+        return gate.wait(10)
+
+    store.run_job(hold)
+    assert holding.wait(10)
+    refill = _entry("/obj/0", 1)
+    store.delete(refill.key)
+    store.put(refill)
+    purge = DiskReclaim(Purge(2, ZONE, Mode.DELETE, (Tag("t0"),), time.time()))
+    done = store.run_job(purge)
+    gate.set()
+    done.result(10)
+    try:
+        assert store.get(refill.key) is None, "the disk kept a fill the purge covers"
+        assert store.reclaimed_upto == 2
+    finally:
+        store.close()
