@@ -26,10 +26,16 @@ which lets the harness do what the public API cannot:
   writer's thread; ``{"action": "stop", "top": N}`` stops it and answers each thread's N most
   expensive functions by their own time, with the thread's CPU seconds over the window.
 - ``lag``: the longest event-loop stall since the last ``lag`` (``edgecache.looplag.LoopLag`` with a
-  1 ms period, wall and loop-thread CPU), and start a new window. The harness opens a window right
-  before each purge and reads it after the reclaimer is done, so its own fills are never counted.
+  1 ms period, wall and loop-thread CPU; and, from the kernel's per-thread statistics, the longest
+  lateness less the loop thread's wait for a CPU, with that period's CPU and how long a
+  ``malloc_trim`` ran in it), and start a new window. The harness opens a window right before each
+  purge and reads it after the reclaimer is done, so its own fills are never counted.
+- ``trims``: the node's ``malloc_trim`` calls since the last ``trims`` (start and end,
+  ``time.perf_counter()``, the same clock as the harness's; and each one's CPU): what an API call
+  that overlapped one waited for (glibc's arena lock, see ``edgecache.memtrim``).
 
-Instrumentation reads two private attributes (``PurgeService._apply`` and ``Reclaimer._on_reclaimed``
+Instrumentation wraps ``edgecache.memtrim.trim_now`` (to time each trim) and reads two private
+attributes (``PurgeService._apply`` and ``Reclaimer._on_reclaimed``
 are wrapped to time-stamp each purge; ``PurgeService._writer`` is waited on): a benchmark may look
 inside, the product is not changed.
 """
@@ -58,6 +64,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from edgecache import memtrim
 from edgecache.app import Node
 from edgecache.config import Account, Config, Listener, PurgeRate, Quota, Storage, Zone
 from edgecache.control import purges as purges_module
@@ -115,6 +122,28 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
+TRIMS: list[tuple[float, float, float]] = []
+"""Each of the node's trims: (start, end, CPU seconds)."""
+_trim_now = memtrim.trim_now
+
+
+def timed_trim() -> bool:
+    """``memtrim.trim_now``, recorded in ``TRIMS`` (it runs in a worker thread)."""
+    t0, c0 = time.perf_counter(), time.thread_time()
+    try:
+        return _trim_now()
+    finally:
+        TRIMS.append((t0, time.perf_counter(), time.thread_time() - c0))
+
+
+memtrim.trim_now = timed_trim
+
+
+def trimming(start: float, end: float) -> float:
+    """Seconds of the node's trims between ``start`` and ``end``."""
+    return sum(max(0.0, min(end, b) - max(start, a)) for a, b, _ in TRIMS)
+
+
 def malloc_trim() -> bool:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -169,7 +198,7 @@ class Bench:
         self.reclaimed: dict[int, tuple[float, int]] = {}
         self.last_seq = 0
         self.gc_pauses: list[list[float]] = [[], [], []]
-        self.probe = LoopLag(0.001)
+        self.probe = LoopLag(0.001, schedstat=True)
         """Seconds of each collection per generation (the whole loop stops meanwhile)."""
         self._gc_t0 = 0.0
         gc.callbacks.append(self._gc_timer)
@@ -460,8 +489,21 @@ class Bench:
                 "ledger_commits": getattr(writer, "commits", None),
             }
         elif op == "lag":
-            wall, cpu = self.probe.reset()
-            result = {"ms": wall * 1000, "cpu_ms": cpu * 1000}
+            probe = self.probe
+            late, busy, _ = probe.worst
+            trim = trimming(probe.worst_end - late - probe.every, probe.worst_end)
+            own = probe.longest_unqueued
+            wall, cpu = probe.reset()
+            result = {
+                "ms": wall * 1000,
+                "cpu_ms": cpu * 1000,
+                "unqueued_ms": own * 1000,
+                "unqueued_cpu_ms": busy * 1000,
+                "unqueued_trim_ms": trim * 1000,
+            }
+        elif op == "trims":
+            result = {"trims": list(TRIMS)}
+            TRIMS.clear()
         else:
             return web.json_response({"error": f"unknown op {op!r}"}, status=400)
         return web.json_response(result)

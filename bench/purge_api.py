@@ -258,6 +258,11 @@ class KindResult:
     matched: list[int] = field(default_factory=list)
     stall_ms: list[float] = field(default_factory=list)
     stall_cpu_ms: list[float] = field(default_factory=list)
+    unqueued: list[tuple[float, float, float]] = field(default_factory=list)
+    """Per purge: the longest lateness not spent waiting for a CPU, that period's loop-thread CPU and
+    how long a ``malloc_trim`` ran in it (ms)."""
+    trim_ms: list[float] = field(default_factory=list)
+    """Per timed API call: how long a ``malloc_trim`` of the node ran during it (ms)."""
     refill_s: list[float] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)
     """Node process CPU from just before the purge to just after its answer, less the probe's own
@@ -288,11 +293,34 @@ def budget_for(n: int) -> int:
     return max(256 << 20, int(n * ENTRY_BYTES * 1.25))
 
 
-def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: int) -> ApiResult:
+ALLOCATORS = {
+    "glibc": {},
+    # Background threads return freed pages (after a second, not jemalloc's default ten): no trim.
+    "jemalloc": {
+        "LD_PRELOAD": "/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "MALLOC_CONF": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
+    },
+}
+"""The API node's allocator (``--allocator``): environment variables for its process."""
+
+
+def run_api(
+    n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: int, allocator: str = "glibc"
+) -> ApiResult:
     rng = random.Random(seed)
     t_start = time.monotonic()
-    print(f"[api] N={n:,}: starting node and filling", flush=True)
-    node = EdgeNode(f"api-{n_label(n)}", tmp, origin, budget_for(n))
+    print(f"[api] N={n:,}: starting node ({allocator}) and filling", flush=True)
+    env = ALLOCATORS[allocator]
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the node's process inherits them
+    try:
+        node = EdgeNode(f"api-{n_label(n)}", tmp, origin, budget_for(n))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
     with stopping([node]):
         fill = node.cmd("fill", n=n)
         print(
@@ -324,8 +352,11 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
             kr.after_refill.append(ms)
             node.cmd("drain")
             node.cmd("lag")  # a new window: the harness's refill before this purge is not counted
+            node.cmd("trims")
             cpu0 = node.cmd("cpu")["process_s"] if kind in CPU_KINDS else 0.0
+            t0 = time.perf_counter()
             ms, status, answer = node.purge(s.body, soft=s.soft)
+            t1 = time.perf_counter()
             if kind in CPU_KINDS:
                 kr.cpu_ms.append((node.cmd("cpu")["process_s"] - cpu0) * 1000 - probe_ms)
             if status != 200 or not (answer or {}).get("success"):
@@ -340,6 +371,9 @@ def run_api(n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: 
             lag = node.cmd("lag")
             kr.stall_ms.append(lag["ms"])
             kr.stall_cpu_ms.append(lag["cpu_ms"])
+            kr.unqueued.append((lag["unqueued_ms"], lag["unqueued_cpu_ms"], lag["unqueued_trim_ms"]))
+            trims = node.cmd("trims")["trims"]
+            kr.trim_ms.append(sum(max(0.0, min(t1, b) - max(t0, a)) for a, b, _ in trims) * 1000)
             if d["gone_ms"] is not None:
                 kr.gone_ms.append(d["gone_ms"])
             if d["matched"] is not None:
@@ -402,7 +436,10 @@ def api_tables(results: list[ApiResult]) -> str:
         for r in results:
             k = r.kinds[kind]
             err = f" ({len(k.errors)} errors)" if k.errors else ""
-            cells.append(f"{fmt_ms(pct(k.lat, 50))} / {fmt_ms(pct(k.lat, 99))} (n={len(k.lat)}){err}")
+            during = [ms for ms, t in zip(k.lat, k.trim_ms, strict=True) if t > 0]
+            trimmed = f", {len(during)} during a trim (max {fmt_ms(max(during))})" if during else ""
+            n_err = f"(n={len(k.lat)}{trimmed}){err}"
+            cells.append(f"{fmt_ms(pct(k.lat, 50))} / {fmt_ms(pct(k.lat, 99))} {n_err}")
         p99_ok = all(pct(r.kinds[kind].lat, 99) <= 5 for r in results)
         if ratio:
             a, b = first.kinds[kind].lat, last.kinds[kind].lat
@@ -424,8 +461,9 @@ def api_tables(results: list[ApiResult]) -> str:
         "",
         "| selector | N | uncovered GET: status, ms p50 / max | covered GET: status | covered GET ms p50/max "
         "| reclaimer done after, ms p50 / p99 / max | longest loop stall, ms wall / loop-thread CPU"
+        " | longest stall not queued for a CPU, ms: late / CPU / of it a trim ran"
         " | refill s (harness, not timed) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def seen(c: Counter[str]) -> str:
@@ -445,9 +483,10 @@ def api_tables(results: list[ApiResult]) -> str:
             )
             refill = f"{statistics.median(k.refill_s):.3f}" if k.refill_s else "-"
             stall = f"{fmt_ms(max(k.stall_ms))} / {fmt_ms(max(k.stall_cpu_ms))}" if k.stall_ms else "-"
+            own = " / ".join(fmt_ms(v) for v in max(k.unqueued)) if k.unqueued else "-"
             out.append(
                 f"| {LABELS[kind]} | {n_label(r.n)} | {other} | {seen(k.probe)} | {p50max(k.probe_ms)}"
-                f" | {gone} | {stall} | {refill} |"
+                f" | {gone} | {stall} | {own} | {refill} |"
             )
     out += [
         "",
@@ -914,6 +953,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, help="purges per kind (default 200, quick 50)")
     p.add_argument("--skip", nargs="*", default=[], choices=["api", "hits", "varnish"])
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument(
+        "--allocator",
+        choices=sorted(ALLOCATORS),
+        default="glibc",
+        help="the API nodes' malloc (jemalloc: preloaded, to compare; edgecache starts on glibc's)",
+    )
     args = p.parse_args()
     need_tools()
     quick = args.quick
@@ -977,7 +1022,8 @@ def main() -> None:
             if "api" not in args.skip:
                 for i, n in enumerate(sizes):
                     try:
-                        api.append(run_api(n, rounds, everything.get(n, 3), tmp, origin.port, seed=i))
+                        per = everything.get(n, 3)
+                        api.append(run_api(n, rounds, per, tmp, origin.port, i, args.allocator))
                     except Exception as e:
                         failed(f"API N={n:,}", e)
                     report(False)

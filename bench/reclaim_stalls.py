@@ -9,12 +9,18 @@ one after the other: a 1% tag, a 1% URL prefix, the ``site`` tag (every entry of
 a tag snapshot, so reclaimed by paging through the zone), and everything of the zone (refilled first).
 
 Printed: per purge, entries removed, reclaim wall time, and the longest stall: loop-thread CPU
-time within one probe period (independent of the machine's other load) and wall lateness. And the
+time within one probe period (independent of the machine's other load) and wall lateness; and the
+longest lateness less the time the loop thread waited for a CPU (the kernel's per-thread
+scheduler statistics: what the process caused, computing or blocked on a lock), with that period's
+CPU and how much of it a ``malloc_trim`` was running (a loop blocked on glibc's arena lock). And the
 trims (``malloc_trim`` in a worker thread, as the node runs it): how many, the longest one's CPU time
 (glibc holds an arena's lock while it returns that arena's pages; the time it holds it is at least
 this), and the longest the loop waited for one 4 KiB allocation (a ``bytearray`` every 1 ms on the
 loop: what a response being stored waits for while a trim holds the lock; wall time, so noisy on a
-shared machine). ``--trim-after-mb`` sets the reclaimer's trim step (``TRIM_AFTER_BYTES``).
+shared machine). ``--trim-after-mb`` sets the reclaimer's trim step (``TRIM_AFTER_BYTES``). To
+compare allocators, run it with jemalloc preloaded (``LD_PRELOAD=/lib/x86_64-linux-gnu/libjemalloc.so.2
+MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0``): ``edgecache.memtrim``
+then trims nothing (decision 0002, addendum 5).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import statistics
 import time
 
 import uvloop
@@ -41,15 +48,22 @@ class Trims:
 
     def __init__(self) -> None:
         self.cpu: list[float] = []
+        self.spans: list[tuple[float, float]] = []
+        """Each trim's (start, end), ``time.perf_counter()``."""
 
     async def release(self) -> bool:
         return await asyncio.to_thread(self._trim)
 
     def _trim(self) -> bool:
-        t0 = time.thread_time()
+        t0, c0 = time.perf_counter(), time.thread_time()
         released = trim_now()
-        self.cpu.append(time.thread_time() - t0)
+        self.cpu.append(time.thread_time() - c0)
+        self.spans.append((t0, time.perf_counter()))
         return released
+
+    def overlapping(self, start: float, end: float) -> float:
+        """Seconds of trimming between ``start`` and ``end``."""
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in self.spans)
 
 
 class AllocProbe:
@@ -92,7 +106,7 @@ async def run(n: int) -> None:
     trims = Trims()
     rec = Reclaimer(tier, index, lambda: None, release_memory=trims.release)
     rec.start()
-    probe = LoopLag(0.001)
+    probe = LoopLag(0.001, schedstat=True)
     alloc = AllocProbe()
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(probe.run()), loop.create_task(alloc.run())]
@@ -106,10 +120,11 @@ async def run(n: int) -> None:
     print(f"n = {n:,}, trim step {step} MB\n")
     print(
         "| purge | removed | reclaim s (wall) | longest stall, loop-thread CPU ms | wall ms | ≤ 10 ms (CPU) "
-        "| trims | longest trim, CPU ms | longest 4 KiB allocation on the loop, wall ms "
+        "| longest stall not queued for a CPU, ms: late / CPU / of it trimming | ≤ 10 ms (not queued) "
+        "| trims | trim CPU ms, median / longest | longest 4 KiB allocation on the loop, wall ms "
         "| RSS MB before → after |"
     )
-    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---|")
     for seq, (label, selector) in enumerate(plan, start=1):
         if isinstance(selector, Everything):
             fill()
@@ -117,6 +132,7 @@ async def run(n: int) -> None:
         probe.reset()
         alloc.longest = 0.0
         trims.cpu.clear()
+        trims.spans.clear()
         rss0 = rss_mb()
         before = len(tier)
         purge = Purge(seq, "bench", Mode.DELETE, (selector,), time.time())
@@ -126,11 +142,16 @@ async def run(n: int) -> None:
         await rec.drain()
         took = time.perf_counter() - t0
         await asyncio.sleep(1.2)  # compaction and the trim, in the background
+        own, (late, busy, _) = probe.longest_unqueued, probe.worst
+        trimming = trims.overlapping(probe.worst_end - late - probe.every, probe.worst_end)
         wall, cpu = probe.reset()
         print(
             f"| {label} | {before - len(tier):,} | {took:.2f} | {cpu * 1e3:.2f} | {wall * 1e3:.1f}"
-            f" | {'yes' if cpu <= 0.010 else '**no**'} | {len(trims.cpu)}"
-            f" | {max(trims.cpu, default=0.0) * 1e3:.1f} | {alloc.longest * 1e3:.1f}"
+            f" | {'yes' if cpu <= 0.010 else '**no**'}"
+            f" | {own * 1e3:.1f} / {busy * 1e3:.1f} / {trimming * 1e3:.1f}"
+            f" | {'yes' if own <= 0.010 else '**no**'}"
+            f" | {len(trims.cpu)} | {statistics.median(trims.cpu or [0.0]) * 1e3:.1f}"
+            f" / {max(trims.cpu, default=0.0) * 1e3:.1f} | {alloc.longest * 1e3:.1f}"
             f" | {rss0:,} → {rss_mb():,} |",
             flush=True,
         )

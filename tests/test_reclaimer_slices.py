@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 
 import pytest
@@ -170,6 +171,38 @@ def test_the_probe_counts_cpu_work_that_held_the_loop() -> None:
     assert probe.longest_cpu >= 0.03
 
 
+def test_the_probe_tells_a_loop_blocked_on_a_lock_from_one_computing() -> None:
+    """A lock another thread holds (as glibc's arena lock during a trim) stalls the loop without
+    CPU: with ``schedstat`` the probe shows the stall, and that the loop neither computed nor waited
+    for a CPU through it."""
+    held = threading.Lock()
+
+    def holder(ready: threading.Event) -> None:
+        with held:
+            ready.set()
+            time.sleep(0.05)
+
+    async def go() -> LoopLag:
+        probe = LoopLag(0.002, schedstat=True)
+        task = asyncio.get_running_loop().create_task(probe.run())
+        await asyncio.sleep(0.02)
+        ready = threading.Event()
+        thread = threading.Thread(target=holder, args=(ready,))
+        thread.start()
+        ready.wait()
+        with held:  # the loop's thread blocks here for the rest of the 50 ms
+            pass
+        await asyncio.sleep(0.02)
+        task.cancel()
+        thread.join()
+        return probe
+
+    probe = asyncio.run(go())
+    late, cpu, _ = probe.worst
+    assert probe.longest_unqueued >= 0.03 and late >= probe.longest_unqueued
+    assert cpu < 0.02 and probe.longest_cpu < 0.02
+
+
 def test_a_tag_on_more_entries_than_a_snapshot_is_reclaimed_through_the_zone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -216,3 +249,32 @@ def test_a_large_reclaim_releases_memory_in_steps_as_it_goes_and_a_small_one_doe
     assert calls[-1][0] == 50, "and the last one for its rest, once it had"
     freed = [before - calls[0][1]] + [a[1] - b[1] for a, b in itertools.pairwise(calls)]
     assert all(f < 2 * step for f in freed[:-1]), f"each trim returns about one step: {freed}"
+
+
+def test_drain_waits_for_the_trim_that_follows_a_large_reclaim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A benchmark that drains before its next purge must not have the last purge's trim (glibc's
+    arena lock held: every allocation of the loop waits) fall into the next one's measurement."""
+    tier = filled(3000)
+    monkeypatch.setattr(reclaimer_module, "TRIM_AFTER_BYTES", tier.bytes_used * 2 // 3)
+    trims: list[str] = []
+
+    async def release() -> bool:
+        trims.append("started")
+        await asyncio.sleep(0.05)
+        trims.append("done")
+        return True
+
+    async def go() -> list[str]:
+        index = EpochIndex()
+        rec = Reclaimer(tier, index, lambda: None, release_memory=release)
+        rec.start()
+        purge = Purge(1, "a", Mode.DELETE, (Everything(),), time.time())
+        index.apply(purge)
+        rec.enqueue(purge)
+        await rec.drain()
+        seen = list(trims)
+        await rec.stop()
+        return seen
+
+    seen = asyncio.run(go())
+    assert seen == ["started", "done"] * 2, "a trim on the way and one for the rest, both over by then"

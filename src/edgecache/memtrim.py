@@ -4,7 +4,14 @@ Why: glibc's allocator keeps freed blocks in its arenas; after a purge of a mill
 the process kept 1.8 GB of RSS until ``malloc_trim(0)`` (`docs/benchmarks.md`), which returns the
 free pages at the top of each arena and ``madvise``s free whole pages inside them. The reclaimer
 calls this after large reclaims only (it walks the heap), and in a worker thread: ctypes releases
-the GIL for the call, so the event loop keeps serving while it runs.
+the GIL for the call, so the event loop keeps serving while it runs, unless it allocates: glibc
+holds each arena's lock for the whole of that arena's trim, and a trim walks every free chunk of the
+arena and ``madvise``s each again, so at a million entries one costs several milliseconds however
+little was freed since the last (decision 0002, addendum 5).
+
+A process started with jemalloc preloaded (``LD_PRELOAD``) does not need it: jemalloc's own
+background threads return freed pages without a lock the event loop waits for, and glibc's arenas
+then hold next to nothing. ``trim_now`` does nothing there.
 """
 
 from __future__ import annotations
@@ -31,11 +38,20 @@ def _load_trim() -> ctypes._NamedFuncPointer | None:
     return trim
 
 
-_TRIM = _load_trim()
+def _jemalloc_in_process() -> bool:
+    """Whether ``malloc`` of this process is jemalloc's (its control call is then linked in)."""
+    return hasattr(ctypes.CDLL(None), "mallctl")
+
+
+JEMALLOC = _jemalloc_in_process()
+"""This process allocates through jemalloc (preloaded): nothing to trim."""
+
+_TRIM = None if JEMALLOC else _load_trim()
 
 
 def trim_now() -> bool:
-    """Return free heap memory to the OS now; whether any was returned (False without glibc)."""
+    """Return free heap memory to the OS now; whether any was returned (False without glibc's
+    allocator)."""
     return bool(_TRIM is not None and _TRIM(0))
 
 

@@ -121,6 +121,7 @@ class Reclaimer:
         """The tier's ``bytes_used`` when the running reclaim last counted what it freed."""
         self._trimmed = False
         """A trim ran during the reclaims since the queue last drained."""
+        self._trimming = False
         self._released = asyncio.Event()
         self._released.set()
         self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, asyncio.Future[None]]] = deque()
@@ -170,8 +171,9 @@ class Reclaimer:
                     await task
 
     async def drain(self) -> None:
-        """Wait until every enqueued purge has been reclaimed (for tests and benchmarks)."""
-        while self._queue or self._busy or self._disk_jobs:
+        """Wait until every enqueued purge has been reclaimed, and the memory it freed released (for
+        tests and benchmarks: a trim that outlived its purge would be counted against the next)."""
+        while self._queue or self._busy or self._disk_jobs or self._trimming:
             await asyncio.sleep(0.001)
 
     async def _run(self) -> None:
@@ -223,11 +225,13 @@ class Reclaimer:
         if self._release_memory is None or self._freed < max(1, limit):
             return
         self._freed = 0
-        self._trimmed = True
+        self._trimmed = self._trimming = True
         try:
             await self._release_memory()
         except Exception:
             log.exception("releasing freed memory failed")
+        finally:
+            self._trimming = False
 
     async def _pause(self) -> None:
         """Yield to the event loop if this slice of work has lasted ``SLICE`` seconds."""
