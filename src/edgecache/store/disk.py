@@ -329,9 +329,11 @@ class WriteView:
         return rec.entry
 
     def removing(self, key: str) -> bool:
-        """Whether a delete of ``key`` (or of its primary URL) is queued in this process: whoever
-        asked for it accounts for the record. A job removes it all the same: the delete may commit
-        after the job's own transaction, and a crash in between must not find the record there."""
+        """Whether a delete of ``key`` (or of its primary URL) is queued in this process (or was
+        committed in the batch whose jobs are running): whoever asked for it accounts for the
+        record. A job removes the record all the same: the delete may have been of an older record
+        of the key (a refill put after it in the batch), or may commit after the job's own
+        transaction, and a crash in between must not find the record there."""
         hidden = self._s._hidden
         return bool(hidden) and (key in hidden or _primary(key) in hidden)
 
