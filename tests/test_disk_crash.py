@@ -1,5 +1,8 @@
-"""kill -9 in the middle of fills and purges: the restarted node serves no corrupt object and no
-object that an acknowledged purge covered (real processes, the official SDK for the purges)."""
+"""kill -9 in the middle of fills and purges: neither the node before the kill nor the restarted one
+serves a corrupt object or one that an acknowledged purge covered (real processes, the official SDK
+for the purges; a failure prints what the purges, the fills and the disk did for that object). And
+the two interleavings of a purge's disk job with a lookup's delete that once let a purged object
+survive (decision 0009, addendum on the crash test), built deterministically on the store."""
 
 from __future__ import annotations
 
@@ -156,11 +159,10 @@ def disk_state(data: Path, origin: Origin) -> DiskState:
         store.close()
 
 
-def ledger(data: Path) -> dict[str, tuple[int, str]]:
-    """Job id -> (seq, selectors) of every purge in the node's ledger."""
+def ledger(data: Path) -> dict[str, int]:
+    """Job id -> seq of every purge in the node's ledger."""
     with sqlite3.connect(data / "edgecache.db") as db:
-        rows = db.execute("SELECT job_id, seq, selectors FROM purge_ledger").fetchall()
-    return {job: (seq, selectors) for job, seq, selectors in rows}
+        return dict(db.execute("SELECT job_id, seq FROM purge_ledger").fetchall())
 
 
 def explain(
@@ -169,7 +171,7 @@ def explain(
     cache_status: str,
     history: History,
     disk: DiskState,
-    jobs: dict[str, tuple[int, str]],
+    jobs: dict[str, int],
 ) -> str:
     """A failure's account: the purges of ``path``'s tag, its fills, and its record on disk."""
     lines = [f"{path} v{served} served ({cache_status}); disk reclaimed_upto={disk.reclaimed_upto}"]
@@ -180,9 +182,9 @@ def explain(
     )
     for sent, answered, tag, job, versions in history.purges:
         if path in versions:
-            seq = jobs.get(job, (None, ""))[0]
             lines.append(
-                f"purge t{tag} seq={seq} -> v{versions[path]}: sent {sent:.3f} answered {answered:.3f}"
+                f"purge t{tag} seq={jobs.get(job)} -> v{versions[path]}: "
+                f"sent {sent:.3f} answered {answered:.3f}"
             )
     for sent, answered, p, version, status in history.fills:
         if p == path:
