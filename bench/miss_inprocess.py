@@ -19,7 +19,9 @@ for a sampling profile, run ``--memory-only`` (or ``--disk-only`` with ``--threa
 ``py-spy record --native``.
 
 Run it against another build to compare (the harness uses only APIs both sides have):
-``PYTHONPATH=/path/to/other/src .venv/bin/python bench/miss_inprocess.py``.
+``PYTHONPATH=/path/to/other/src .venv/bin/python bench/miss_inprocess.py``. ``--second-fill`` adds
+the whole miss with ``storage.disk.admission = "second_fill"`` (decision 0018: never-seen keys are
+not written to disk); builds without that option do not have it.
 """
 
 from __future__ import annotations
@@ -161,15 +163,16 @@ class TaskCounter:
 
 
 async def whole_miss(
-    origin_port: int, data_dir: Path, *, disk: bool, first: int, profile: bool
+    origin_port: int, data_dir: Path, *, disk: bool, first: int, profile: bool, second_fill: bool = False
 ) -> tuple[tuple[float, float], float, int, float]:
     """Best CPU µs per miss (with the writer thread's part of it), tasks created per miss, origin
     fetches, and the disk tier's records written per commit, for one node configuration."""
+    admission = {"admission": "second_fill"} if second_fill else {}
     config = Config(
         data_dir=data_dir,
         data=Listener(port=srv.free_port()),
         control=Listener(port=srv.free_port()),
-        storage=Storage(disk=DiskStorage(enabled=disk)),
+        storage=Storage(disk=DiskStorage(enabled=disk, **admission)),
         zones=(
             Zone(
                 id=srv.ZONE_ID,
@@ -203,7 +206,7 @@ async def whole_miss(
     return min(costs), tasks, fetches, per_commit
 
 
-async def main(origin_port: int, tmp: Path, profile: bool, only: str | None) -> None:
+async def main(origin_port: int, tmp: Path, profile: bool, only: str | None, second_fill: bool) -> None:
     print(f"edgecache from {Path(edgecache.__file__).parent}")
     print("| measure | CPU µs per request |")
     print("|---|---:|")
@@ -222,6 +225,12 @@ async def main(origin_port: int, tmp: Path, profile: bool, only: str | None) -> 
         print(f"| whole miss, memory + disk tier (the default), writer thread included | {disk:.1f} |")
         print(f"| of which the disk tier's writer thread (same round) | {writer:.1f} |")
         print(f"| (records written per disk commit, over the whole run) | {per_commit:.0f} |")
+    if second_fill:
+        (admitted, writer), _, more, _ = await whole_miss(
+            origin_port, tmp / "second", disk=True, first=3 * 10**7, profile=False, second_fill=True
+        )
+        fetches += more
+        print(f"| whole miss, memory + disk tier, admission second_fill (nothing written) | {admitted:.1f} |")
     if only is None:
         alone = min([await client_alone(origin_port, (r + 5) * 10**7) for r in range(ROUNDS)])
         print(f"| origin client alone (request, head, body) | {alone:.1f} |")
@@ -243,6 +252,9 @@ def run() -> None:
     parser.add_argument(
         "--disk-only", action="store_true", help="only the miss with the disk tier (py-spy --threads)"
     )
+    parser.add_argument(
+        "--second-fill", action="store_true", help="also with storage.disk.admission = second_fill"
+    )
     args = parser.parse_args()
     N, ROUNDS = args.requests, args.rounds
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-miss-"))
@@ -250,7 +262,7 @@ def run() -> None:
     origin = srv.start_origin(tmp)
     try:
         only = "memory" if args.memory_only else "disk" if args.disk_only else None
-        uvloop.run(main(origin.port, tmp, args.profile, only))
+        uvloop.run(main(origin.port, tmp, args.profile, only, args.second_fill))
     finally:
         srv.stop(origin)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,6 +12,7 @@ import cloudflare
 import pytest
 
 from conftest import ZONE_ID, Route, Stack
+from edgecache.config import DiskStorage, Storage
 from edgecache.control.livestats import read
 from edgecache.db.ledger import LedgerStore
 from edgecache.edge.reclaimer import DiskReclaim
@@ -291,3 +292,25 @@ def test_a_memory_eviction_of_an_entry_no_purge_covers_is_written_back_after_a_p
     fresh.restart()
     status, headers, body = fresh.request("/kept")
     assert (status, body) == (200, b"kept") and headers["cache-status"].endswith("detail=disk")
+
+
+def test_with_second_fill_admission_only_an_object_fetched_twice_survives_a_restart() -> None:
+    """``storage.disk.admission = "second_fill"``: memory serves every object from its first fill,
+    the disk keeps only what was filled twice (here: fetched again after it went stale)."""
+    stack = Stack(storage=Storage(disk=DiskStorage(admission="second_fill")))
+    try:
+        stack.origin.routes["/once"] = Route(headers={"Cache-Control": "max-age=600"})
+        stack.origin.routes["/twice"] = Route(headers={"Cache-Control": "max-age=1"})
+        assert stack.request("/once")[1]["cf-cache-status"] == "MISS"
+        assert stack.request("/once")[1]["cf-cache-status"] == "HIT"
+        assert stack.request("/twice")[1]["cf-cache-status"] == "MISS"
+        time.sleep(1.1)
+        stack.origin.routes["/twice"] = Route(headers={"Cache-Control": "max-age=600"})
+        assert stack.request("/twice")[1]["cf-cache-status"] in ("EXPIRED", "REVALIDATED")
+        flush(stack)
+        stack.restart()
+        assert stack.request("/twice")[1]["cache-status"].endswith("; detail=disk")
+        assert stack.request("/once")[1]["cf-cache-status"] == "MISS"
+        assert stack.origin.hits["/once"] == 2
+    finally:
+        stack.close()

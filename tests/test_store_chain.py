@@ -106,3 +106,46 @@ def test_an_eviction_while_the_fill_waits_for_the_writer_is_not_written_twice(ch
     release.set()
     assert chain.disk.flush(10)
     assert chain.disk.stats.writes == 400, "each record written once, not again at its eviction"
+
+
+@pytest.fixture
+def second_fill(tmp_path: Path) -> Iterator[TierChain]:
+    disk = DiskStore(tmp_path, budget=1 << 28, position=0, map_size=1 << 28)
+    tiers = TierChain(
+        MemoryTier(1 << 20),
+        disk,
+        reserve_on=lambda zone: False,
+        reserve_eligible=lambda e: False,
+        still_valid=lambda e: True,
+        admit_second_fill=True,
+    )
+    try:
+        yield tiers
+    finally:
+        disk.close()
+
+
+def test_with_second_fill_admission_only_a_key_filled_again_reaches_the_disk(second_fill: TierChain) -> None:
+    second_fill.put(make("http://h/once"))
+    second_fill.put(make("http://h/twice"))
+    second_fill.put(make("http://h/twice"))
+    assert second_fill.disk.flush(10)
+    assert second_fill.get("http://h/once") is not None, "memory takes every fill"
+    assert [e.key for e in second_fill.disk] == ["http://h/twice"]
+    assert second_fill.disk.stats.writes == 1
+
+
+def test_with_second_fill_admission_memory_evictions_write_nothing_back(second_fill: TierChain) -> None:
+    for i in range(3000):  # 3 MiB of fresh one-hit wonders through a 1 MiB memory tier
+        second_fill.put(make(f"http://h/{i}"))
+    assert second_fill.disk.flush(10)
+    assert second_fill.memory.evictions > 1000
+    assert len(second_fill.disk) == 0 and second_fill.disk.stats.writes == 0
+
+
+def test_by_default_every_fill_is_written_through_and_evictions_are_kept(chain: TierChain) -> None:
+    for i in range(3000):
+        chain.put(make(f"http://h/{i}"))
+    assert chain.disk.flush(10)
+    assert chain.memory.evictions > 1000
+    assert len(chain.disk) == 3000

@@ -109,8 +109,8 @@ def test_entries_and_vary_survive_a_reopen(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     found = store.get("http://h/a")
     assert found is not None and found[0].body == b"A" * 70000 and not found[1]
-    assert store.vary("http://h/v") == ("accept-language",)
-    assert store.vary("http://h/none") is None
+    assert store.lookup("http://h/v")[0] == ("accept-language",)
+    assert store.lookup("http://h/none")[0] is None
     assert store.get("http://h/b") is None
     store.close()
 
@@ -418,7 +418,7 @@ def test_a_zone_wipe_removes_what_predates_it_and_every_index_row(tmp_path: Path
     assert scan(store, lambda v: v.scan_tag("z", "a", None, 100)) == sorted(
         [later.key, later.key, "http://h/kept"]
     )
-    assert store.vary("http://h/later") == ("accept",) and store.vary("http://h/gone") is None
+    assert store.lookup("http://h/later")[0] == ("accept",) and store.lookup("http://h/gone")[0] is None
     # later (c, r), kept (c), other (c, r): 5 records, each with a seq row and one tag row; 3 in
     # eviction order (tick and order rows), 2 in a retention order; one Vary row.
     assert _rows(store) == {"e": 5, "s": 5, "t": 5, "k": 3, "o": 3, "x": 2, "v": 1}
@@ -459,12 +459,12 @@ def test_vary_names_go_with_the_last_variant(tmp_path: Path) -> None:
     assert store.flush(10)
     store.delete(en)
     assert store.flush(10)
-    assert store.vary(base) == ("accept-language",)  # fr is still under it
+    assert store.lookup(base)[0] == ("accept-language",)  # fr is still under it
     store.put(make(fr, b"newer"))  # a replacement keeps them
-    assert store.flush(10) and store.vary(base) == ("accept-language",)
+    assert store.flush(10) and store.lookup(base)[0] == ("accept-language",)
     store.delete(fr)
     assert store.flush(10)
-    assert store.vary(base) is None
+    assert store.lookup(base)[0] is None
     assert "v" not in _rows(store)
     store.close()
 
@@ -534,7 +534,7 @@ def test_a_delete_in_the_batch_of_its_hosts_first_put_finds_it(tmp_path: Path) -
     gate.set()
     assert store.flush(10)
     assert store.get("http://new.example/a") is None and len(store) == 1
-    assert store.vary("http://new.example/v") == ("a",)
+    assert store.lookup("http://new.example/v")[0] == ("a",)
     store.close()
 
 
@@ -583,4 +583,34 @@ def test_a_put_numbered_below_the_reclaimed_position_is_dropped(tmp_path: Path) 
     store.put(large)
     assert store.flush(10)
     assert store.get("http://h/large") is None and store.read_chunk(large.object_id, 0) is None
+    store.close()
+
+
+def test_a_batch_of_new_and_replaced_fills_keeps_one_place_and_the_counts_each(tmp_path: Path) -> None:
+    """Fills written as one run (new keys, a key replaced within the run and one replaced from an
+    earlier batch, a large record's neighbours): every record has one place in the eviction order,
+    the places are distinct and in the order of the puts, and the counters match what is stored."""
+    store = open_store(tmp_path)
+    store.put(make("http://h/old", b"o" * 300, tags=("t",)))
+    assert store.flush(10)
+    puts = ["http://h/a", "http://h/b", "http://h/a", "http://h/old", "http://h/c"]
+    for i, key in enumerate(puts):
+        store.put(make(key, b"x" * (100 + i), tags=("t", f"u{i}")))
+    assert store.flush(10)
+    entries = {e.key: e for e in store}
+    assert sorted(entries) == ["http://h/a", "http://h/b", "http://h/c", "http://h/old"]
+    assert entries["http://h/a"].body == b"x" * 102 and entries["http://h/old"].body == b"x" * 103
+    with store.env.begin() as txn:
+        db = store._dbs[(CACHE, "z")]
+        rows = [bytes(k) for k, _ in txn.cursor(db=db)]
+        records = [bytes(v) for k, v in txn.cursor(db=db) if bytes(k)[:1] == b"e"]
+    order = [r[9:].decode() for r in rows if r[:1] == b"o"]
+    ticks = [r for r in rows if r[:1] == b"k"]
+    # Last written last: b, then a (its second put), old, c.
+    assert order == ["http://h/b", "http://h/a", "http://h/old", "http://h/c"]
+    assert len(ticks) == 4
+    tagged = [r for r in rows if r[:1] == b"t"]
+    assert len(tagged) == 8  # two tags per record, none left from the replaced records
+    used, count = store.usage()
+    assert count == 4 and used == sum(len(r) for r in records)
     store.close()

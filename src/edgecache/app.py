@@ -134,6 +134,7 @@ class Node:
                 reserve_on=self.cache_reserve.is_on,
                 reserve_eligible=eligibility({z.id: z.cache_reserve for z in config.zones}),
                 still_valid=still_valid(self.index),
+                admit_second_fill=config.storage.disk.admission == "second_fill",
             )
         self.origin = origin_client(config.limits)
         self.proxy = Proxy(

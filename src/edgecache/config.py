@@ -239,6 +239,12 @@ class DiskStorage(_Model):
     path: Path = Path("cache")
     budget_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
     """Bytes of records in the disk cache (the Cache Reserve has its own budgets, per zone)."""
+    admission: Literal["every_fill", "second_fill"] = "every_fill"
+    """Which fills are written to disk (memory takes every one): ``every_fill`` (write-through: an
+    object one worker fetched is a disk hit for the others, and survives a restart, from its first
+    fill) or ``second_fill`` (only a key's second fill within about the memory tier's entry count of
+    fills, per process, as nginx's ``proxy_cache_min_uses 2``: a stream of one-hit wonders costs the
+    disk nothing, at the price of a fetch per worker before an object is shared). Decision 0018."""
 
 
 class Storage(_Model):

@@ -14,7 +14,12 @@ Rules of this module:
 - Objects larger than the memory tier's ``max_object_bytes`` live on disk only (``ChunkedEntry``,
   ``store/chunked.py``): a fill writes them through :meth:`open_large`, and a hit streams them from
   disk without promoting them.
-- A memory eviction writes the entry back to disk only when it is worth keeping: still fresh, no
+- With ``admit_second_fill`` (``storage.disk.admission: second_fill``, decision 0018), a fill is
+  written to disk only when its key was filled before within the last ``len(memory)`` fills or so
+  (a second doorkeeper, per process): a one-hit wonder stays in memory and costs the disk nothing.
+  Memory evictions then write nothing back (what was never admitted must not reach the disk that
+  way). Large objects (``ChunkedEntry``) still go to disk: they cannot live in memory.
+- Otherwise a memory eviction writes the entry back to disk only when it is worth keeping: still fresh, no
   longer on disk (the disk evicted it while memory served it), and covered by no purge
   (``still_valid``, which raises its ``stored_seq`` to the purges it was checked against: the disk
   drops a put below the position it has reclaimed, since a purge it has already applied may cover
@@ -41,6 +46,35 @@ DOORKEEPER_MIN = 1024
 RESERVE = b"reserve"
 
 
+class Doorkeeper:
+    """Keys seen once recently, in two generations of about ``size()`` keys each (TinyLFU's
+    doorkeeper, exact): :meth:`seen_before` says whether a key is seen for the second time."""
+
+    def __init__(self, size: Callable[[], int]) -> None:
+        self._size = size
+        self._seen: set[str] = set()
+        self._seen_before: set[str] = set()
+        self._max = DOORKEEPER_MIN
+
+    def seen_before(self, key: str) -> bool:
+        """True (and the key forgotten) when ``key`` was seen since the older generation began;
+        otherwise remember it and return False."""
+        seen = self._seen
+        if key in seen:
+            seen.discard(key)
+            return True
+        if key in self._seen_before:
+            self._seen_before.discard(key)
+            return True
+        if len(seen) >= self._max:
+            self._seen_before, self._seen = seen, {key}
+            # Sized again at each change of generation.
+            self._max = max(DOORKEEPER_MIN, self._size())
+            return False
+        seen.add(key)
+        return False
+
+
 class TierChain:
     """Memory tier as L1, persistent tier as L2 (implements ``edgecache.store.base.Tier``)."""
 
@@ -52,19 +86,22 @@ class TierChain:
         reserve_on: Callable[[str], bool],
         reserve_eligible: Callable[[Entry], bool],
         still_valid: Callable[[Entry], bool],
+        admit_second_fill: bool = False,
     ) -> None:
         """``still_valid(entry)``: whether no purge covers an entry memory evicts, its ``stored_seq``
-        raised to the purges it was checked against when none does (run on the event loop)."""
+        raised to the purges it was checked against when none does (run on the event loop).
+        ``admit_second_fill``: write a fill to disk only on its key's second fill (module rules)."""
         self.memory = memory
         self._still_valid = still_valid
         self.disk = disk
         self._reserve_on = reserve_on
         self._eligible = reserve_eligible
-        memory.on_evict = self._evicted
-        self._seen: set[str] = set()
-        self._seen_before: set[str] = set()
-        """The doorkeeper: keys read from disk once and not promoted, in two generations."""
-        self._seen_max = DOORKEEPER_MIN
+        if not admit_second_fill:
+            memory.on_evict = self._evicted
+        self._promote = Doorkeeper(memory.__len__)
+        """Keys read from disk once and not promoted."""
+        self._admit_fill = Doorkeeper(memory.__len__) if admit_second_fill else None
+        """Keys filled once and not written to disk (``admit_second_fill``)."""
         self._looked_up: Lookup | None = None
         """What ``vary`` read from disk for a base key without Vary names, for the ``get`` of that
         key that follows it on a memory miss (one read transaction instead of two); any other call
@@ -107,20 +144,7 @@ class TierChain:
         memory = self.memory
         if memory.bytes_used + entry.size <= memory.budget:
             return True
-        seen = self._seen
-        if key in seen:
-            seen.discard(key)
-            return True
-        if key in self._seen_before:
-            self._seen_before.discard(key)
-            return True
-        if len(seen) >= self._seen_max:
-            self._seen_before, self._seen = seen, {key}
-            # A generation holds about as many keys as memory has entries (sized at each change).
-            self._seen_max = max(DOORKEEPER_MIN, len(memory))
-            return False
-        seen.add(key)
-        return False
+        return self._promote.seen_before(key)
 
     def peek(self, key: str) -> Entry | None:
         return self.memory.peek(key)
@@ -133,7 +157,7 @@ class TierChain:
             self.disk.put(entry)
             return
         self.memory.put(entry)
-        if type(entry) is Entry:
+        if type(entry) is Entry and (self._admit_fill is None or self._admit_fill.seen_before(entry.key)):
             self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
 
     def open_large(self) -> LargeWrite:

@@ -454,8 +454,6 @@ class DiskStore:
         self.stats = DiskStats()
         self._dbs: dict[tuple[bytes, str], Any] = {}
         """Published databases by (area, zone): readers use only these."""
-        self._cache_dbs: dict[str, Any] = {}
-        """The disk-cache databases of ``_dbs`` by zone alone: the hit path's lookup."""
         self._new_dbs: dict[tuple[bytes, str], Any] = {}
         """Databases opened in the writer's open transaction, published when it commits."""
         self._asked: set[str] = set()
@@ -554,7 +552,6 @@ class DiskStore:
                             self._dbs[(area, zone)] = env.open_db(db_name(area, zone), txn=txn)
                         except lmdb.DbsFullError:
                             log.error("disk tier: no room for zone %s (%d zones at most)", zone, MAX_ZONES)
-            self._cache_dbs = {zone: db for (area, zone), db in self._dbs.items() if area == CACHE}
             cur = txn.cursor(db=meta)
             if cur.set_range(b"host:"):
                 for k, v in cur.iternext():
@@ -739,7 +736,7 @@ class DiskStore:
         zone = self._hosts.get(host) or self._zone_of(key)
         if zone is None:
             return None
-        cdb = self._cache_dbs.get(zone)
+        cdb = self._dbs.get((CACHE, zone))
         if cdb is None:
             return zone, self._reader_db(CACHE, zone), self._dbs.get((RESERVE, zone))
         where = zone, cdb, self._dbs.get((RESERVE, zone))
@@ -798,16 +795,6 @@ class DiskStore:
             with self.env.begin(db=db) as txn:
                 return txn.get(ENTRY + key_bytes(key)) is not None
         return txn.get(ENTRY + key_bytes(key), db=db) is not None
-
-    def vary(self, base_key: str) -> tuple[str, ...] | None:
-        """The Vary field names recorded for a base key."""
-        zone = self._zone_of(base_key)
-        db = None if zone is None else self._dbs.get((CACHE, zone))
-        if db is None:
-            return None
-        with self.env.begin(db=db) as txn:
-            raw = txn.get(VARY + key_bytes(base_key))
-        return None if raw is None else tuple(bytes(raw).decode().split("\x00"))
 
     @property
     def reclaimed_upto(self) -> int:
@@ -1067,12 +1054,16 @@ class DiskStore:
                 reclaimed = max(self._stored(txn, b"reclaimed_upto"), self._reclaimed_later)
                 if renewals:
                     self._renew(txn, renewals, now)
-                put = self._put
+                fills: list[tuple[Any, ...]] = []
                 for op in batch:
                     kind = op[0]
                     if kind == "put":
-                        put(txn, op[1], op[2], now, reclaimed)
-                    elif kind == "del":
+                        fills.append(op)
+                        continue
+                    if fills:
+                        self._put_fills(txn, fills, now, reclaimed)
+                        fills = []
+                    if kind == "del":
                         self._delete_key(txn, op[1])
                     elif kind == "delprimary":
                         self._delete_primary(txn, op[1])
@@ -1088,6 +1079,8 @@ class DiskStore:
                             self._zdb(txn, area, op[1], create=False)
                     elif kind == "job":
                         jobs.append(op)
+                if fills:
+                    self._put_fills(txn, fills, now, reclaimed)
                 if len(jobs) < len(batch):
                     self._write_reclaimed_later(txn)
                 self._evict(txn, now)
@@ -1131,7 +1124,6 @@ class DiskStore:
         self._generation += 1
         if self._new_dbs:
             self._dbs.update(self._new_dbs)
-            self._cache_dbs.update((zone, db) for (area, zone), db in self._new_dbs.items() if area == CACHE)
             self._new_dbs = {}
             self._wheres = {}
         if self._new_hosts:
@@ -1158,34 +1150,76 @@ class DiskStore:
         self._new_dbs[key] = db
         return db
 
-    def _put(self, txn: lmdb.Transaction, entry: Entry, reserve: bool, now: float, reclaimed: int) -> None:
-        zone = entry.zone
-        # Below the reclaimed position, a purge already applied to the disk may cover the entry
-        # (its fetch began before the purge, or memory evicted it after the purge's disk job) and
-        # would not be replayed after a restart: not written (see the module rules).
-        cdb = None if entry.stored_seq < reclaimed else self._zdb(txn, CACHE, zone, create=True)
-        if cdb is None:
-            self.stats.dropped += 1
-            if type(entry) is ChunkedEntry:
-                self._delete_chunks(txn, entry.object_id)
-            return
-        key = entry.key
-        host = host_of(key)
-        if (self._new_hosts.get(host) or self._hosts.get(host)) != zone:
-            txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
-            self._new_hosts[host] = zone
-        kb = key_bytes(key)
-        record = encode_entry(entry, 0.0)
-        self._insert(txn, cdb, CACHE, zone, kb, record, entry)
-        self._place(txn, cdb, kb)
-        self.stats.writes += 1
-        # A large object never enters the reserve (store/chunked.py): its chunks have one owner.
-        reserve = reserve and type(entry) is not ChunkedEntry
-        rdb = self._zdb(txn, RESERVE, zone, create=True) if reserve else None
-        if rdb is not None:
-            expires = now + self._reserve_retention(zone)
-            self._insert(txn, rdb, RESERVE, zone, kb, with_reserve_expires(record, expires), entry)
-            txn.put(expiry_row(expires, kb), b"", db=rdb)
+    def _put_fills(
+        self, txn: lmdb.Transaction, fills: list[tuple[Any, ...]], now: float, reclaimed: int
+    ) -> None:
+        """Write a run of fills (a batch's consecutive puts). The run, not each record, reads the
+        clock and adds to the counters, and a new record's index rows go in one ``putmulti``."""
+        delta = self._delta
+        stored_clock = self._meta_get(txn, b"clock")
+        ticks = 0
+        added: dict[str, list[int]] = {}
+        """Zone → bytes and records that the run's new records add to its disk cache."""
+        cursors: dict[str, lmdb.Cursor] = {}
+        new_hosts, hosts = self._new_hosts, self._hosts
+        pack = U64.pack
+        for op in fills:
+            entry: Entry = op[1]
+            zone = entry.zone
+            # Below the reclaimed position, a purge already applied to the disk may cover the entry
+            # (its fetch began before the purge, or memory evicted it after the purge's disk job)
+            # and would not be replayed after a restart: not written (see the module rules).
+            cdb = None if entry.stored_seq < reclaimed else self._zdb(txn, CACHE, zone, create=True)
+            if cdb is None:
+                self.stats.dropped += 1
+                if type(entry) is ChunkedEntry:
+                    self._delete_chunks(txn, entry.object_id)
+                continue
+            key = entry.key
+            host = host_of(key)
+            if (new_hosts.get(host) or hosts.get(host)) != zone:
+                txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
+                new_hosts[host] = zone
+            kb = key_bytes(key)
+            record = encode_entry(entry, 0.0)
+            self.stats.writes += 1
+            # A new key (the usual fill): the record without overwriting (one call), its index rows
+            # in one more.
+            if type(entry) is not ChunkedEntry and txn.put(ENTRY + kb, record, db=cdb, overwrite=False):
+                ticks += 1
+                packed = pack(stored_clock + ticks)
+                rows = [(seq_row(entry.stored_seq, kb), b""), (TICK + kb, packed), (ORDER + packed + kb, b"")]
+                for tag in entry.tags:
+                    rows.append((tag_row(tag, kb), b""))
+                cur = cursors.get(zone)
+                if cur is None:
+                    cur = cursors[zone] = txn.cursor(db=cdb)
+                cur.putmulti(rows)
+                totals = added.get(zone)
+                if totals is None:
+                    added[zone] = [len(record), 1]
+                else:
+                    totals[0] += len(record)
+                    totals[1] += 1
+            else:
+                # A replacement, or a large object: ``_insert`` removes what it replaces, and the
+                # clock ``_place`` reads counts the run's ticks so far.
+                delta[b"clock"] = delta.get(b"clock", 0) + ticks
+                ticks = 0
+                self._insert(txn, cdb, CACHE, zone, kb, record, entry)
+                self._place(txn, cdb, kb)
+                stored_clock = self._meta_get(txn, b"clock")
+            # A large object never enters the reserve (store/chunked.py): its chunks have one owner.
+            if op[2] and type(entry) is not ChunkedEntry:
+                rdb = self._zdb(txn, RESERVE, zone, create=True)
+                if rdb is not None:
+                    expires = now + self._reserve_retention(zone)
+                    self._insert(txn, rdb, RESERVE, zone, kb, with_reserve_expires(record, expires), entry)
+                    txn.put(expiry_row(expires, kb), b"", db=rdb)
+        if ticks:
+            delta[b"clock"] = delta.get(b"clock", 0) + ticks
+        for zone, (size, count) in added.items():
+            self._account(CACHE, zone, size, count)
 
     def _insert(
         self, txn: lmdb.Transaction, db: Any, area: bytes, zone: str, kb: bytes, record: bytes, entry: Entry
