@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint bench install
 
 # Debian's python3 lacks venv's ensurepip until python3-venv is installed (done as root, as CI runs).
-$(STAMP): pyproject.toml
+# pip builds the C extension (setup.py) too: a change to its source installs again.
+$(STAMP): pyproject.toml setup.py src/edgecache/edge/_logcapture.c
 	$(PY) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && rm -rf $(VENV) \
 		&& apt-get update -q && apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip

@@ -4,13 +4,13 @@ Method:
 - In process (as ``hit_inprocess.py``): a demo node with the access log on (its formatter process
   running and writing a file), one URL warmed, the same request bytes fed straight into data-plane
   connections whose transport only counts writes. "off" is the plain ``Connection`` and the cache
-  handler. "ring" is ``LoggedConnection`` putting records in the node's ring
-  (the shipped design). Two alternatives, built here with the same capture and the same formatter
-  code so that only the hand-over differs: "thread" (decision 0011's design: a deque drained by a
-  writer thread that formats and writes every 100 ms) and "queue to a process" (a
-  ``multiprocessing.Queue`` whose feeder thread pickles records for a formatter process).
-  Best of ``--inprocess-rounds`` interleaved rounds of 100,000 hits; per hit, wall-clock µs and CPU
-  µs of this process (``process_time``: the loop and any thread of ours, not the formatter process,
+  handler. "on" is ``LoggedConnection`` putting records in the node's ring through the C
+  capture (the shipped design, decision 0017); "hooks only" is the same connection calling a C
+  callable that records nothing. ``PYTHONPATH=<another checkout>/src ... --no-wrk`` measures
+  that checkout's capture, for a before/after (decision 0016's rejected hand-overs, a writer
+  thread and a queue to a process, were measured with this bench at commit c4eded1). Best of
+  ``--inprocess-rounds`` interleaved rounds of 100,000 hits; per hit, wall-clock µs and CPU µs
+  of this process (``process_time``: the loop and any thread of ours, not the formatter process,
   whose own CPU per line is shown apart).
 - End to end: two ``edgecache serve`` processes with the same configuration but the access log
   (combined), each in front of its own built-in demo origin, warmed; ``wrk -t1 -c50`` on one hot
@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import _servers as srv
 import _wrk as wrk
@@ -49,9 +47,7 @@ from edgecache.app import Node
 from edgecache.config import Logging, demo_config
 from edgecache.edge.accesslog import LoggedConnection
 from edgecache.edge.http1 import Connection, HttpServer, Request
-from edgecache.edge.logformat import LineFormatter
 from edgecache.edge.logring import RingWriter
-from edgecache.edge.zones import ZoneTable
 
 REPO = Path(__file__).resolve().parent.parent
 BINARY = REPO / ".venv" / "bin" / "edgecache"
@@ -75,117 +71,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ThreadSink:
-    """Decision 0011's hand-over: the loop appends, a thread formats and writes every 100 ms."""
-
-    def __init__(self, path: Path, zones: ZoneTable) -> None:
-        self.pending: list[Any] = []
-        self.formatter = LineFormatter("combined", zones)
-        self.file = path.open("a", encoding="utf-8")
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def flush(self) -> None:
-        """Nothing to do on the loop: the thread takes what gathered."""
-
-    def batch_started(self) -> None:
-        """As :meth:`flush`."""
-
-    def _run(self) -> None:
-        while not self.stop.wait(FLUSH_EVERY):
-            self._drain()
-        self._drain()
-
-    def _drain(self) -> None:
-        pending = self.pending
-        batch = pending[:]
-        # The loop only appends meanwhile, so what was copied is the list's head.
-        del pending[: len(batch)]
-        self.file.write(self.formatter.lines(batch))
-        self.file.flush()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.file.close()
-
-
-def _queue_formatter(queue: Any, path: str) -> None:
-    formatter = LineFormatter("combined", ZoneTable(()))
-    with open(path, "a", encoding="utf-8") as out:
-        while (batch := queue.get()) is not None:
-            out.write(formatter.lines(batch))
-            out.flush()
-
-
-class QueueSink:
-    """A ``multiprocessing.Queue`` to a formatter process, a batch of ``BATCH_RECORDS`` per message (its
-    feeder thread pickles them on our side)."""
-
-    def __init__(self, path: Path) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.pending: list[Any] = []
-        self.queue: Any = ctx.Queue()
-        self.proc = ctx.Process(target=_queue_formatter, args=(self.queue, str(path)), daemon=True)
-        self.proc.start()
-
-    def flush(self) -> None:
-        if self.pending:
-            self.queue.put(self.pending[:])
-            self.pending.clear()
-
-    def batch_started(self) -> None:
-        """Batches go when full (and at the end), enough for a benchmark."""
-
-    def close(self) -> None:
-        self.flush()
-        self.queue.put(None)
-        self.proc.join(60)
-
-
 def _child_cpu(pid: int) -> float:
     return srv.cpu_seconds([pid]) if pid else 0.0
 
 
-class DiscardSink:
-    """Takes batches and drops them: the capture without the copy into the ring."""
-
-    def __init__(self) -> None:
-        self.pending: list[Any] = []
-
-    def flush(self) -> None:
-        self.pending.clear()
-
-    def batch_started(self) -> None:
-        """Nothing to arm: batches go when full."""
-
-
 class HooksOnly(LoggedConnection):
-    """The access log's hook on the hit path (the server's test in ``respond`` and a call),
+    """The access log's hook on the hit path (the server's test in ``respond`` and a C call),
     recording nothing: what reaching the capture costs before any value is captured."""
 
     __slots__ = ()
 
     def __init__(self, server: HttpServer, ring: RingWriter) -> None:
         super().__init__(server, ring)
-        self._alog = _ignore
+        self._alog = _IGNORE
 
 
-def _ignore(req: Request, data: bytes) -> None:
-    """A hit recorder that records nothing."""
+_IGNORE: Callable[[Request, bytes], object] = {}.get
+"""A C callable of two arguments that keeps nothing (the capture's call, without its work)."""
 
 
-async def in_process(
-    tmp: Path, rounds: int, alternatives: bool, browser: bool
-) -> tuple[list[tuple[str, float, float]], float]:
+async def in_process(tmp: Path, rounds: int, browser: bool) -> tuple[list[tuple[str, float, float]], float]:
     data, control, origin = free_port(), free_port(), free_port()
     config = demo_config(data, control, origin).model_copy(
         update={"data_dir": tmp, "logging": Logging(access_log=tmp / "access-ring.log")}
     )
     node = Node(config)
     await node.start()
-    sinks: list[ThreadSink | QueueSink] = []
     try:
         url = f"http://127.0.0.1:{data}/products/1"
         await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
@@ -200,14 +111,7 @@ async def in_process(
             "off": Connection(server),
             SHIPPED: LoggedConnection(server, ring),
             "  hooks only (nothing recorded)": HooksOnly(server, ring),
-            "  capture, batches dropped (no ring copy)": LoggedConnection(server, DiscardSink()),  # type: ignore[arg-type]
         }
-        if alternatives:
-            thread = ThreadSink(tmp / "access-thread.log", node.zones)
-            queue = QueueSink(tmp / "access-queue.log")
-            sinks += [thread, queue]
-            for name, sink in (("thread (decision 0011)", thread), ("queue to a process", queue)):
-                conns[name] = LoggedConnection(server, sink)  # type: ignore[arg-type]
         for conn in conns.values():
             conn.connection_made(CountingTransport())  # type: ignore[arg-type]
         proc = formatter._proc
@@ -231,8 +135,6 @@ async def in_process(
                     formatter_cpu += _child_cpu(fpid) - before
                 await asyncio.sleep(0)
     finally:
-        for sink in sinks:
-            await asyncio.to_thread(sink.close)
         await node.stop()
     lines = sum(1 for _ in (tmp / "access-ring.log").open())
     per_line = formatter_cpu / max(1, rounds * N) * 1e6
@@ -324,9 +226,8 @@ def _print_in_process(figures: list[tuple[str, float, float]], per_line: float, 
     print(
         "In process (parse + handler + response of a hot hit), best of "
         f"{rounds} interleaved rounds x {N:,}. CPU is this process's (the loop and any thread): "
-        "the trustworthy figure on a shared machine; wall time is noisy. The indented rows are "
-        "parts of the shipped capture: its hooks alone, then the whole capture but for the copy "
-        "into the ring:\n"
+        "the trustworthy figure on a shared machine; wall time is noisy. The indented row is "
+        "the shipped capture's hooks alone (the server's tests and the call, recording nothing):\n"
     )
     print("| access log | CPU µs per hit | vs off | wall µs per hit (noisy) | vs off |")
     print("|---|---:|---:|---:|---:|")
@@ -343,9 +244,6 @@ def main() -> None:
     parser.add_argument("--no-wrk", action="store_true", help="only the in-process figures")
     parser.add_argument("--no-inprocess", action="store_true", help="only the end-to-end figures")
     parser.add_argument(
-        "--alternatives", action="store_true", help="also the hand-overs decision 0016 rejected"
-    )
-    parser.add_argument(
         "--browser", action="store_true", help="in process, requests with a browser's 12 more fields"
     )
     args = parser.parse_args()
@@ -359,9 +257,7 @@ def main() -> None:
         if args.no_inprocess:
             figures, per_line = [], 0.0
         else:
-            figures, per_line = asyncio.run(
-                in_process(tmp, args.inprocess_rounds, args.alternatives, args.browser)
-            )
+            figures, per_line = asyncio.run(in_process(tmp, args.inprocess_rounds, args.browser))
         if figures:
             _print_in_process(figures, per_line, args.inprocess_rounds)
         if args.no_wrk:

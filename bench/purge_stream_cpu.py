@@ -94,7 +94,7 @@ def run_stream(tmp: Path, origin: int, seconds: float, rate: float, profile: boo
         lat = stream(node, seconds, rate, "stream")
         node.cmd("drain")
         c2 = node.cmd("cpu")
-        prof = node.cmd("profile", action="stop", top=25) if profile else None
+        prof = node.cmd("profile", action="stop", top=45) if profile else None
         idle, busy = cpu_delta(c0, c1), cpu_delta(c1, c2)
         n = len(lat)
         # The stream lasted about as long as the idle window: subtract the idle CPU as a whole.
@@ -236,6 +236,7 @@ def main() -> None:
                         f"(CPU clock, {prof['cpu_s'] * 1000 / n:.2f} ms per purge)\n"
                     )
                     print("```\n" + prof["tottime"].strip() + "\n```\n")
+                    print("```\n" + prof["cumulative"].strip() + "\n```\n")
         if "burst" not in args.skip:
             b = run_burst(tmp, origin.port, args.burst_clients, args.burst_purges)
             n = b["n"]

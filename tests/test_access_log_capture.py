@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 from conftest import Route
+from edgecache.edge._logcapture import MAX_FIELD
+from edgecache.edge.http1 import Request
 from edgecache.edge.logformat import LineFormatter
-from edgecache.edge.logring import MAX_FIELD, RingReader, RingWriter, ring_path
+from edgecache.edge.logring import RingReader, RingWriter, record, ring_path
 from edgecache.edge.zones import ZoneTable
 from test_logs import COMBINED, LoggedNode, _lines, node_factory
 
@@ -128,42 +130,82 @@ def test_hits_of_many_requests_fill_batches_and_repeat_lines_without_mixing_them
     assert got == [(f"GET /p{1 + i % 2} HTTP/1.1", f"ua{i % 3}", "HIT") for i in range(150)]
 
 
-def test_a_remembered_hit_line_is_used_only_for_the_same_request_and_answer() -> None:
-    formatter = LineFormatter("combined", ZoneTable(()))
-    head = b"GET /x HTTP/1.1\r\nHost: a.example\r\nUser-Agent: ua\r\n\r\n"
-    base = [time.monotonic(), None, 100, b"200", "10.0.0.1", head]
-    variants = [
-        base,
-        [*base[:2], 101, *base[3:]],
-        [*base[:3], b"404", *base[4:]],
-        [*base[:4], "10.0.0.2", head],
-        [*base[:5], head.replace(b"ua", b"other")],
-        [*base[:5], head.replace(b"\r\n\r\n", b"\r\nReferer: http://r/\r\n\r\n")],
-        [*base[:5], ("GET", "/x", "1.1", ("host", b"a.example"), ("user-agent", b"values"))],
-    ]
-    first = formatter.lines([v for variant in variants for v in variant]).splitlines()
-    again = formatter.lines([v for variant in variants for v in variant]).splitlines()
-    assert first == again and len(set(first)) == len(variants)
-    parsed = [COMBINED.match(line) for line in first]
-    assert [(m["ip"], m["status"], m["bytes"], m["referer"], m["ua"]) for m in parsed if m] == [
-        ("10.0.0.1", "200", "100", "-", "ua"),
-        ("10.0.0.1", "200", "101", "-", "ua"),
-        ("10.0.0.1", "404", "100", "-", "ua"),
-        ("10.0.0.2", "200", "100", "-", "ua"),
-        ("10.0.0.1", "200", "100", "-", "other"),
-        ("10.0.0.1", "200", "100", "http://r/", "ua"),
-        ("10.0.0.1", "200", "100", "-", "values"),
-    ]
+def _hit(
+    raw: bytes | None, client: str = "10.0.0.1", sent: int = 100, status: bytes = b"200"
+) -> tuple[Request, bytes]:
+    """A fresh hit as ``Connection.respond`` hands it to the capture: the request (with the read
+    its head began, or None with its values) and the response's bytes."""
+    req = Request("GET", "/x", {}, b"", "1.1", True, client)
+    req._fields = [("host", b"a.example"), ("user-agent", b"values")]
+    req.raw = raw
+    head = b"HTTP/1.1 " + status + b" X\r\n\r\n"
+    return req, head + b"x" * (sent - len(head))
 
 
-def test_a_request_too_large_for_a_batch_is_logged_cut_with_the_fields_a_line_shows(tmp_path: Path) -> None:
+def test_a_remembered_hit_line_is_used_only_for_the_same_request_and_answer(tmp_path: Path) -> None:
     writer = RingWriter(ring_path(tmp_path), 1 << 20)
     reader = RingReader(writer.path)
-    cookie = ("cookie", b"c" * 300_000)
-    request = ("GET", "/" + "t" * 300_000, "1.1", ("host", b"a.example"), cookie, ("user-agent", b"ua"))
-    writer.pending += (time.monotonic(), None, 10, b"200", "10.0.0.1", request)
+    formatter = LineFormatter("combined", ZoneTable(()))
+    head = b"GET /x HTTP/1.1\r\nHost: a.example\r\nUser-Agent: ua\r\n\r\n"
+    variants = [
+        _hit(head),
+        _hit(head, sent=101),
+        _hit(head, status=b"404"),
+        _hit(head, client="10.0.0.2"),
+        _hit(head.replace(b"ua", b"other")),
+        _hit(head.replace(b"\r\n\r\n", b"\r\nReferer: http://r/\r\n\r\n")),
+        _hit(None),
+        _hit(b"\r\n" + head),  # a read that began with an empty line: the values are kept
+    ]
+    for _ in range(2):
+        for req, data in variants:
+            writer.hit(req, data)
     writer.flush()
-    (rec,) = reader.read()
+    records = reader.read()
+    first = formatter.lines(records[: len(variants)]).splitlines()
+    again = formatter.lines(records[len(variants) :]).splitlines()
+    assert first == again and len(set(first)) == len(variants) - 1
+    parsed = [COMBINED.match(line) for line in first]
+    assert [(m["ip"], m["status"], m["bytes"], m["referer"], m["ua"], m["cache"]) for m in parsed if m] == [
+        ("10.0.0.1", "200", "100", "-", "ua", "HIT"),
+        ("10.0.0.1", "200", "101", "-", "ua", "HIT"),
+        ("10.0.0.1", "404", "100", "-", "ua", "HIT"),
+        ("10.0.0.2", "200", "100", "-", "ua", "HIT"),
+        ("10.0.0.1", "200", "100", "-", "other", "HIT"),
+        ("10.0.0.1", "200", "100", "http://r/", "ua", "HIT"),
+        ("10.0.0.1", "200", "100", "-", "values", "HIT"),
+        ("10.0.0.1", "200", "100", "-", "values", "HIT"),
+    ]
+    reader.close()
+    writer.close()
+
+
+def test_a_connection_answering_after_its_ring_closed_gets_its_answer_out(tmp_path: Path) -> None:
+    # The node closes its ring after its listener; a connection still finishing an answer then
+    # must not fail it because the log can no longer record it.
+    writer = RingWriter(ring_path(tmp_path), 1 << 20)
+    writer.close(unlink=True)
+    req, data = _hit(b"GET /x HTTP/1.1\r\n\r\n")
+    writer.hit(req, data)
+    now = time.monotonic()
+    writer.add(req, now, now, now, b"MISS", 10, b"200")
+    writer.flush()
+    assert not writer.path.exists()
+
+
+def test_a_request_too_large_to_copy_whole_is_logged_cut_with_the_fields_a_line_shows(
+    tmp_path: Path,
+) -> None:
+    writer = RingWriter(ring_path(tmp_path), 1 << 20)
+    reader = RingReader(writer.path)
+    target = "/" + "t" * 300_000
+    req = Request("GET", target, {}, b"", "1.1", True, "10.0.0.1")
+    req._fields = [("host", b"a.example"), ("cookie", b"c" * 300_000), ("user-agent", b"ua")]
+    req.raw = f"GET {target} HTTP/1.1\r\n".encode()
+    now = time.monotonic()
+    writer.add(req, now, now, now, b"MISS", 10, b"200")
+    writer.flush()
+    (rec,) = map(record, reader.read())
     assert rec.target == "/" + "t" * (MAX_FIELD - 1)
     assert (rec.host, rec.user_agent, rec.method, rec.version) == ("a.example", "ua", "GET", "1.1")
     reader.close()

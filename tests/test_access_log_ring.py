@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -24,12 +25,13 @@ import pytest
 import test_logs
 from conftest import Route
 from edgecache.edge import logring
+from edgecache.edge.http1 import Request
 from edgecache.edge.logring import (
-    FIELDS,
     RingCounts,
     RingReader,
     RingWriter,
     read_counts,
+    record,
     ring_directory,
     ring_path,
 )
@@ -62,16 +64,16 @@ def _metrics(n: LoggedNode) -> dict[str, float]:
     }
 
 
-def _record(i: int) -> tuple[object, ...]:
+def _add(writer: RingWriter, i: int) -> None:
+    """Record a MISS of ``/r/<i>`` whose head arrived over several reads (so its values are kept)."""
+    req = Request("GET", f"/r/{i}", {}, b"", "1.1", True, "127.0.0.1")
+    req._fields = [("host", b"a.example"), ("user-agent", b"t")]
     now = time.monotonic()
-    return (
-        now,
-        None,
-        1000 + i,
-        b"200",
-        "127.0.0.1",
-        ("GET", f"/r/{i}", "1.1", ("host", b"a.example"), ("user-agent", b"t")),
-    )
+    writer.add(req, now, now, now, b"MISS", 1000 + i, b"200")
+
+
+def _targets(reader: RingReader) -> list[str]:
+    return [record(rec).target for rec in reader.read()]
 
 
 def test_formatter_is_a_process_that_writes_lines_and_comes_back_when_killed(
@@ -119,8 +121,8 @@ def test_a_formatter_that_falls_behind_loses_records_and_counts_them(
         total = 30_000
         started = time.monotonic()
         for i in range(total):
-            ring.pending.extend(_record(i))
-            if len(ring.pending) >= 32 * FIELDS:
+            _add(ring, i)
+            if i % 32 == 31:
                 ring.flush()
         ring.flush()
         assert time.monotonic() - started < 30
@@ -149,12 +151,12 @@ def test_a_reader_counts_exactly_what_it_missed(tmp_path: Path, caplog: pytest.L
     tail = Tail(directory, out, "json", keep=True)
     tail.rescan()
     for i in range(100):
-        writer.pending.extend(_record(i))
+        _add(writer, i)
     writer.flush()
     assert tail.pump() == 100
     for i in range(100, 40_100):
-        writer.pending.extend(_record(i))
-        if len(writer.pending) >= 32 * FIELDS:
+        _add(writer, i)
+        if i % 32 == 31:
             writer.flush()
     writer.flush()
     with caplog.at_level(logging.WARNING, logger="edgecache.edge.logtail"):
@@ -166,9 +168,9 @@ def test_a_reader_counts_exactly_what_it_missed(tmp_path: Path, caplog: pytest.L
     assert (counts.written, counts.lost, counts.logged) == (40_100, tail.lost(), 100 + got)
     # A second reader started by hand keeps its own place and writes nothing in the ring.
     by_hand = RingReader(writer.path)
-    writer.pending.extend(_record(40_100))
+    _add(writer, 40_100)
     writer.flush()
-    assert [r.target for r in by_hand.read()] == ["/r/40100"]
+    assert _targets(by_hand) == ["/r/40100"]
     assert read_counts(writer.path) == RingCounts(written=40_101, lost=counts.lost, logged=counts.logged)
     writer.close()
 
@@ -247,6 +249,7 @@ def test_each_worker_process_writes_its_own_ring_and_one_formatter_writes_them_a
 STRESS_WRITER = """
 import random, sys, zlib
 from pathlib import Path
+from edgecache.edge.http1 import Request
 from edgecache.edge.logring import RingWriter
 path, total = Path(sys.argv[1]), int(sys.argv[2])
 writer = RingWriter(path, 1 << 20)
@@ -256,8 +259,12 @@ for i in range(total):
     target = "/r/%d/%s" % (i, "x" * rng.randrange(300))
     agent = b"a" * rng.randrange(50)
     check = zlib.crc32(agent, zlib.crc32(target.encode()))
-    request = ("GET", target, "1.1", ("host", b"h"), ("user-agent", agent))
-    writer.pending += (1.0, None, check, b"200", "10.0.0.1", request)
+    req = Request("GET", target, {}, b"", "1.1", True, "10.0.0.1")
+    req._fields = [("host", b"h"), ("user-agent", agent)]
+    if i % 2:
+        # Half as the bytes of a read, half as values: both forms of a record.
+        req.raw = b"GET %s HTTP/1.1\\r\\nHost: h\\r\\nUser-Agent: %s\\r\\n\\r\\n" % (target.encode(), agent)
+    writer.add(req, 1.0, 1.0, 1.0, b"MISS", check, b"200")
     if rng.random() < 0.05:
         writer.flush()
 writer.close()
@@ -278,7 +285,7 @@ def test_a_reader_in_another_process_never_sees_a_torn_record(tmp_path: Path) ->
     seen: list[int] = []
     while True:
         done = writer.poll() is not None
-        for rec in reader.read():
+        for rec in map(record, reader.read()):
             check = zlib.crc32(rec.user_agent.encode(), zlib.crc32(rec.target.encode()))
             assert rec.sent == check, f"torn record {rec.target[:20]!r}"
             seen.append(int(rec.target.split("/")[2]))
@@ -299,9 +306,9 @@ def test_a_batch_whose_bytes_are_not_all_visible_yet_is_read_later_not_garbled(t
     mm = writer._mm
 
     def batch(first: int) -> tuple[int, int]:
-        at = logring.HEADER_SIZE + (writer._head & (writer.capacity - 1))
+        at = logring.HEADER_SIZE + (writer.capture.head & (writer.capacity - 1))
         for i in range(first, first + 5):
-            writer.pending.extend(_record(i))
+            _add(writer, i)
         writer.flush()
         return at, at + logring._BATCH.size + 3
 
@@ -309,21 +316,23 @@ def test_a_batch_whose_bytes_are_not_all_visible_yet_is_read_later_not_garbled(t
     mm[byte] ^= 0xFF  # a payload byte still stale
     assert reader.read() == [] and reader.lost == 0
     mm[byte] ^= 0xFF
-    assert [r.target for r in reader.read()] == [f"/r/{i}" for i in range(5)]
+    assert _targets(reader) == [f"/r/{i}" for i in range(5)]
 
     at, _ = batch(5)
     whole = mm[at : at + logring._BATCH.size]
-    logring._commit(mm, at, 64, 0, 5, b"")  # an older batch's commit word still showing
+    # An older batch's commit word still showing.
+    meta = struct.pack("<IQII", 64, 0, 5, 0)
+    mm[at : at + logring._BATCH.size] = struct.pack("<I", logring.checksum(meta)) + meta
     assert reader.read() == [] and reader.lost == 0
     mm[at : at + logring._BATCH.size] = whole
-    assert [r.target for r in reader.read()] == [f"/r/{i}" for i in range(5, 10)]
+    assert _targets(reader) == [f"/r/{i}" for i in range(5, 10)]
 
     _, byte = batch(10)
     mm[byte] ^= 0xFF  # and this one stays bad: skipped on the next read, counted lost
     assert reader.read() == []
     assert reader.read() == [] and reader.lost == 5
     batch(15)
-    assert [r.target for r in reader.read()] == [f"/r/{i}" for i in range(15, 20)]
+    assert _targets(reader) == [f"/r/{i}" for i in range(15, 20)]
     reader.close()
     writer.close()
 
@@ -355,7 +364,7 @@ def test_a_dead_process_ring_is_logged_then_removed_even_when_its_pid_is_reused(
     directory = ring_directory(tmp_path)
     crashed = RingWriter(ring_path(directory), ONE_MIB)
     for i in range(3):
-        crashed.pending.extend(_record(i))
+        _add(crashed, i)
     crashed.flush()
     started = logring._POS.unpack_from(crashed._mm, logring._STARTED_AT)[0]
     logring._POS.pack_into(crashed._mm, logring._STARTED_AT, started - 1)
@@ -377,7 +386,7 @@ def test_a_node_with_the_log_off_frees_the_rings_a_crashed_run_left(
 ) -> None:
     directory = ring_directory(tmp_path)
     crashed = RingWriter(ring_path(directory), ONE_MIB)
-    crashed.pending.extend(_record(0))
+    _add(crashed, 0)
     crashed.flush()
     started = logring._POS.unpack_from(crashed._mm, logring._STARTED_AT)[0]
     logring._POS.pack_into(crashed._mm, logring._STARTED_AT, started - 1)

@@ -61,3 +61,33 @@ def test_without_a_following_purge_the_acknowledgement_is_committed_on_its_own(s
     while statuses(stack, job.id) != [("success", 1)] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert statuses(stack, job.id) == [("success", 1)]
+
+
+def test_a_stream_of_purges_spends_no_commit_on_acknowledgements(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The timer of the first acknowledgement fires while purges keep coming: each purge's write has
+    # taken the acknowledgements gathered before it, so the timer finds only younger ones and waits
+    # for them instead of committing a transaction of its own.
+    monkeypatch.setattr(purges, "ACK_DELAY", 1.0)
+    stack = Stack()  # its own node: nothing else may commit to its ledger meanwhile
+    try:
+        cf = client(stack)
+        cached(stack, "/fold/stream", "fold-stream")
+        before = stack.node.purges.commits
+        jobs: list[str] = []
+        start = time.monotonic()
+        while time.monotonic() - start < 3.5:
+            tag = "fold-stream" if not jobs else f"fold-stream-{len(jobs)}"
+            job = cf.cache.purge(zone_id=ZONE_ID, tags=[tag])
+            assert job is not None
+            jobs.append(job.id)
+            time.sleep(0.1)
+        during = stack.node.purges.commits - before
+        assert during == len(jobs), f"{during} commits for {len(jobs)} purges"
+        deadline = time.monotonic() + 10
+        while any(statuses(stack, j)[0][0] != "success" for j in jobs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert statuses(stack, jobs[0]) == [("success", 1)]
+        assert all(statuses(stack, j) == [("success", 0)] for j in jobs[1:])
+        assert stack.node.purges.commits - before == len(jobs) + 1  # the last acknowledgement's own
+    finally:
+        stack.close()

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ZONE_ID, Route, Stack
 from edgecache.config import Storage
-from edgecache.db.ledger import LedgerStore
+from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.purge.selectors import Mode, Purge, Tag
 from edgecache.store.chunked import CHUNK_BYTES, ChunkedEntry, LargeWrite
 from edgecache.store.disk import DiskStore, WriteView
@@ -117,13 +117,15 @@ def test_head_and_conditionals_on_a_large_object(big: Stack) -> None:
 def purge_tag(stack: Stack, tag: str, mode: Mode = Mode.DELETE) -> None:
     purge = Purge(stack.node.index.position + 1, ZONE_ID, mode, (Tag(tag),), time.time())
     LedgerStore(stack.node.database).append(
-        zone_id=ZONE_ID,
-        mode=mode.value,
-        selectors={"tags": [tag]},
-        principal="test",
-        dialect="cli",
-        job_id="b" * 32,
-        created_at=datetime.now(UTC),
+        NewPurge(
+            zone_id=ZONE_ID,
+            mode=mode.value,
+            selectors={"tags": [tag]},
+            principal="test",
+            dialect="cli",
+            job_id="b" * 32,
+            created_at=datetime.now(UTC),
+        )
     )
     stack.call(lambda: stack.node.apply_purge(purge))
 

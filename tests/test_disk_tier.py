@@ -14,7 +14,7 @@ import pytest
 from conftest import ZONE_ID, Route, Stack
 from edgecache.config import DiskStorage, Storage
 from edgecache.control.livestats import read
-from edgecache.db.ledger import LedgerStore
+from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.edge.reclaimer import DiskReclaim
 from edgecache.purge.selectors import Mode, Purge, Tag
 from edgecache.store.disk import _MAX_BATCH_OPS
@@ -69,13 +69,15 @@ def test_purges_reach_the_disk(fresh: Stack) -> None:
     flush(fresh)
     purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag("red"),), 0.0)
     LedgerStore(fresh.node.database).append(
-        zone_id=ZONE_ID,
-        mode="delete",
-        selectors={"tags": ["red"]},
-        principal="test",
-        dialect="cli",
-        job_id="a" * 32,
-        created_at=datetime.now(UTC),
+        NewPurge(
+            zone_id=ZONE_ID,
+            mode="delete",
+            selectors={"tags": ["red"]},
+            principal="test",
+            dialect="cli",
+            job_id="a" * 32,
+            created_at=datetime.now(UTC),
+        )
     )
     fresh.call(lambda: fresh.node.apply_purge(purge))
     flush(fresh)
@@ -94,13 +96,15 @@ def test_a_purge_committed_but_never_reclaimed_is_replayed(fresh: Stack) -> None
     fresh.request("/safe")
     flush(fresh)
     LedgerStore(fresh.node.database).append(
-        zone_id=ZONE_ID,
-        mode="delete",
-        selectors={"tags": ["doomed"]},
-        principal="test",
-        dialect="cli",
-        job_id="b" * 32,
-        created_at=datetime.now(UTC),
+        NewPurge(
+            zone_id=ZONE_ID,
+            mode="delete",
+            selectors={"tags": ["doomed"]},
+            principal="test",
+            dialect="cli",
+            job_id="b" * 32,
+            created_at=datetime.now(UTC),
+        )
     )
     fresh.restart()
     assert fresh.request("/doomed")[1]["cf-cache-status"] == "MISS"
@@ -128,13 +132,15 @@ def test_a_soft_purge_on_disk_survives_a_restart(fresh: Stack) -> None:
     fresh.call(lambda: fresh.node.store.delete("http://test.example/soft"))  # only the disk has it now
     purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.INVALIDATE, (Tag("soft"),), 1.0)
     LedgerStore(fresh.node.database).append(
-        zone_id=ZONE_ID,
-        mode="invalidate",
-        selectors={"tags": ["soft"]},
-        principal="test",
-        dialect="cli",
-        job_id="c" * 32,
-        created_at=datetime.now(UTC),
+        NewPurge(
+            zone_id=ZONE_ID,
+            mode="invalidate",
+            selectors={"tags": ["soft"]},
+            principal="test",
+            dialect="cli",
+            job_id="c" * 32,
+            created_at=datetime.now(UTC),
+        )
     )
     fresh.call(lambda: fresh.node.apply_purge(purge))
     flush(fresh)
@@ -234,13 +240,15 @@ def test_a_purged_entry_evicted_from_memory_after_the_disk_reclaim_stays_purged_
     fresh.call(fresh.node.reclaimer.hold)
     purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag("raced"),), time.time())
     LedgerStore(fresh.node.database).append(
-        zone_id=ZONE_ID,
-        mode="delete",
-        selectors={"tags": ["raced"]},
-        principal="test",
-        dialect="cli",
-        job_id="d" * 32,
-        created_at=datetime.now(UTC),
+        NewPurge(
+            zone_id=ZONE_ID,
+            mode="delete",
+            selectors={"tags": ["raced"]},
+            principal="test",
+            dialect="cli",
+            job_id="d" * 32,
+            created_at=datetime.now(UTC),
+        )
     )
     fresh.call(lambda: fresh.node.apply_purge(purge))
     # The purge's disk job runs (the memory pass is held): the object leaves the disk.
@@ -272,13 +280,15 @@ def test_a_memory_eviction_of_an_entry_no_purge_covers_is_written_back_after_a_p
     key = "http://test.example/kept"
     purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag("other"),), time.time())
     LedgerStore(fresh.node.database).append(
-        zone_id=ZONE_ID,
-        mode="delete",
-        selectors={"tags": ["other"]},
-        principal="test",
-        dialect="cli",
-        job_id="e" * 32,
-        created_at=datetime.now(UTC),
+        NewPurge(
+            zone_id=ZONE_ID,
+            mode="delete",
+            selectors={"tags": ["other"]},
+            principal="test",
+            dialect="cli",
+            job_id="e" * 32,
+            created_at=datetime.now(UTC),
+        )
     )
     fresh.call(lambda: fresh.node.apply_purge(purge))
     flush(fresh)

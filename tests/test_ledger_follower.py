@@ -34,7 +34,7 @@ from edgecache.cluster.collector import NodeCollector, WorkerView
 from edgecache.cluster.worker import Worker
 from edgecache.config import Config, DiskStorage, Listener, Storage, Zone
 from edgecache.control.credentials import Permission
-from edgecache.db.ledger import LedgerStore
+from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Purge, Selector, Tag, Url
 
 T = TypeVar("T")
@@ -282,13 +282,15 @@ def test_a_worker_applies_nothing_past_the_announced_position(pair: Pair) -> Non
 
     def commit(tag: str, job: str) -> int:
         return ledger.append(
-            zone_id=ZONE,
-            mode="delete",
-            selectors={"tags": [tag]},
-            principal="test",
-            dialect="cloudflare",
-            job_id=job * 32,
-            created_at=datetime.now(UTC),
+            NewPurge(
+                zone_id=ZONE,
+                mode="delete",
+                selectors={"tags": [tag]},
+                principal="test",
+                dialect="cloudflare",
+                job_id=job * 32,
+                created_at=datetime.now(UTC),
+            )
         )
 
     announced = commit("follow-other", "e")

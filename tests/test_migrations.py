@@ -33,7 +33,7 @@ from edgecache.config import Account, Config, Listener, Zone
 from edgecache.control.credentials import CredentialService, Permission
 from edgecache.control.secrets import MasterKey, SecretService
 from edgecache.db.engine import connect, migration_transaction, open_database, sqlite_url
-from edgecache.db.ledger import LedgerStore
+from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.db.migrate import LEGACY_REVISION, SCRIPTS, head, state
 from edgecache.db.schema import metadata
 from edgecache.db.tasks import NewTask, TaskStore
@@ -78,14 +78,16 @@ class Filled:
         ledger = LedgerStore(engine)
         seqs = [
             ledger.append(
-                zone_id=ZONE,
-                mode=mode,
-                selectors={"files": [f"http://example.com/{i}"]},
-                principal=f"token:{self.token_info.id}",
-                dialect="cloudflare",
-                job_id=f"{i:032x}",
-                created_at=T0 + timedelta(seconds=i),
-                tasks=[NewTask(f"http://example.com/{i}", "purge_url", "example.com", mode)],
+                NewPurge(
+                    zone_id=ZONE,
+                    mode=mode,
+                    selectors={"files": [f"http://example.com/{i}"]},
+                    principal=f"token:{self.token_info.id}",
+                    dialect="cloudflare",
+                    job_id=f"{i:032x}",
+                    created_at=T0 + timedelta(seconds=i),
+                    tasks=[NewTask(f"http://example.com/{i}", "purge_url", "example.com", mode)],
+                )
             )
             for i, mode in enumerate(("delete", "invalidate", "delete"))
         ]
@@ -171,13 +173,15 @@ class MigrationContract:
             assert [t.status for t in tasks.by_job(f"{1:032x}")] == ["processing"]
             ledger = LedgerStore(engine)
             next_seq = ledger.append(
-                zone_id=ZONE,
-                mode="delete",
-                selectors={"everything": True},
-                principal="cli",
-                dialect="cli",
-                job_id="d" * 32,
-                created_at=T0,
+                NewPurge(
+                    zone_id=ZONE,
+                    mode="delete",
+                    selectors={"everything": True},
+                    principal="cli",
+                    dialect="cli",
+                    job_id="d" * 32,
+                    created_at=T0,
+                )
             )
             assert next_seq > filled.highest_seq
             assert drift(engine) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgecache.app import Node
 from edgecache.config import Config, Listener, Zone
-from edgecache.db.ledger import LedgerStore
+from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.db.tasks import NewTask
 
 ZONE = "c" * 32
@@ -26,14 +26,16 @@ def test_restart_keeps_ledger_numbering_and_settles_interrupted_tasks(tmp_path: 
         await node.stop()
         # A purge accepted just before a crash: durable, its task still processing.
         return LedgerStore(node.database).append(
-            zone_id=ZONE,
-            mode="delete",
-            selectors={"tags": ["t"]},
-            principal="token:x",
-            dialect="cloudflare",
-            job_id="d" * 32,
-            created_at=datetime.now(UTC),
-            tasks=[NewTask("t", "purge_cache_tag", None, "delete")],
+            NewPurge(
+                zone_id=ZONE,
+                mode="delete",
+                selectors={"tags": ["t"]},
+                principal="token:x",
+                dialect="cloudflare",
+                job_id="d" * 32,
+                created_at=datetime.now(UTC),
+                tasks=[NewTask("t", "purge_cache_tag", None, "delete")],
+            )
         )
 
     async def second_run() -> tuple[int, str]:

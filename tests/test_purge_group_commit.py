@@ -160,3 +160,30 @@ def test_a_group_commit_that_fails_gives_every_charge_back(stack: Stack) -> None
     assert node.quotas.state(zone.config, "purge_cache_tag").daily_available == tags_left
     rows = LedgerStore(node.database).after(0)
     assert not any(r.selectors.get("tags") == ["never-committed"] for r in rows)
+
+
+def test_a_purge_that_fails_alone_in_its_transaction_leaves_nothing(any_stack: Stack) -> None:
+    # A paced stream is groups of one, which run without a savepoint: the failed purge's ledger
+    # row, written before its task failed, goes with the whole transaction.
+    stack = any_stack
+    node = stack.node
+    zone = node.zones.by_id[ZONE_ID]
+    url_quota = node.quotas.state(zone.config, "purge_url").daily_available
+    commits = node.purges.commits
+    bad = PurgeRequest(files=(FileTarget("http://test.example/alone/\ud800"),))
+
+    async def submit_bad() -> None:
+        items = node.purges.items(zone, bad)
+        await node.purges.submit(zone, Mode.DELETE, items, bad, principal="test", dialect="test")
+
+    with pytest.raises(UnicodeEncodeError):
+        stack.run(submit_bad())
+    assert node.purges.commits == commits
+    assert not any("files" in r.selectors for r in LedgerStore(node.database).after(0))
+    assert node.quotas.state(zone.config, "purge_url").daily_available == url_quota
+    cf = cloudflare.Cloudflare(
+        base_url=f"http://127.0.0.1:{node.control_port}/client/v4", max_retries=0, api_token=stack.token()
+    )
+    job = cf.cache.purge(zone_id=ZONE_ID, files=["http://test.example/alone/next"])
+    assert job is not None
+    assert [t.target for t in node.tasks.by_job(job.id)] == ["http://test.example/alone/next"]

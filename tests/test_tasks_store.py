@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.identity import IdentityStore
-from edgecache.db.ledger import LedgerStore
+from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.db.tasks import NewTask, TaskQuery, TaskStore
 from pg import PostgresServer, postgres_server_fixture  # noqa: F401
 
@@ -37,14 +37,16 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 def purge(ledger: LedgerStore, job: str, targets: list[str], at: datetime) -> int:
     return ledger.append(
-        zone_id=ZONE,
-        mode="delete",
-        selectors={"files": targets},
-        principal="token:x",
-        dialect="cloudflare",
-        job_id=job,
-        created_at=at,
-        tasks=[NewTask(t, "purge_url", "example.com", "delete") for t in targets],
+        NewPurge(
+            zone_id=ZONE,
+            mode="delete",
+            selectors={"files": targets},
+            principal="token:x",
+            dialect="cloudflare",
+            job_id=job,
+            created_at=at,
+            tasks=[NewTask(t, "purge_url", "example.com", "delete") for t in targets],
+        )
     )
 
 

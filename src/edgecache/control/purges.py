@@ -45,7 +45,7 @@ from sqlalchemy import Connection
 
 from edgecache.control.quotas import QuotaService
 from edgecache.control.ratelimit import Bucket, PlanLimits, RateLimiter
-from edgecache.db.ledger import LedgerRow, LedgerStore, append_in
+from edgecache.db.ledger import LedgerRow, LedgerStore, NewPurge, append_in
 from edgecache.db.prepared import savepoint
 from edgecache.db.tasks import NewTask, TaskStore, finish_purges_in
 from edgecache.db.writer import GroupWriter
@@ -176,12 +176,20 @@ class PurgeService:
         """Items of purges not yet reclaimed, to attribute matched counts to their tasks."""
         self._acks: list[tuple[int, dict[str, int]]] = []
         self._acks_lock = threading.Lock()
-        self._acks_scheduled = False
+        self._acks_since = 0.0
+        """When the oldest acknowledgement in ``_acks`` came (monotonic)."""
+        self._acks_timer = False
+        """Whether a timer will look at ``_acks`` (one at a time)."""
         self._limiter = limiter
         self._limits_for = limits_for
         self._apply = apply
         # One writer: ledger rows are committed, and applied, in sequence order.
         self._writer = GroupWriter(ledger_store.engine, name="edgecache-ledger")
+
+    @property
+    def commits(self) -> int:
+        """Ledger transactions committed so far (purges per commit shows the grouping)."""
+        return self._writer.commits
 
     def close(self) -> None:
         """Stop the writer thread (pending writes and acknowledgements are committed first)."""
@@ -322,51 +330,53 @@ class PurgeService:
         counts: dict[str, int] = {}
         for item in items:
             counts[item.type] = counts.get(item.type, 0) + 1
-        new_tasks = [NewTask(i.target, i.type, i.domain, mode.value) for i in items]
+        row = NewPurge(
+            zone_id=zone.config.id,
+            mode=mode.value,
+            selectors=record,
+            principal=principal,
+            dialect=dialect,
+            job_id=job_id,
+            created_at=created_at,
+            tasks=[NewTask(i.target, i.type, i.domain, mode.value) for i in items],
+        )
         give_back: list[Callable[[], None]] = []
         """What to undo when the write does not commit (filled on the writer thread)."""
         taken: list[tuple[int, dict[str, int]]] = []
 
         def write(conn: Connection) -> Purge:
-            with savepoint(conn, "purge"):
-                give_back.append(self._quotas.charge(zone.config, counts))
-                with self._acks_lock:
-                    acks, self._acks = self._acks, []
-                taken.extend(acks)
-                seq = append_in(
-                    conn,
-                    zone_id=zone.config.id,
-                    mode=mode.value,
-                    selectors=record,
-                    principal=principal,
-                    dialect=dialect,
-                    job_id=job_id,
-                    created_at=created_at,
-                    tasks=new_tasks,
-                )
-                if acks:
-                    finish_purges_in(conn, acks, datetime.now(UTC))
+            give_back.append(self._quotas.charge(zone.config, counts))
+            acks = self._take_acks()
+            taken.extend(acks)
+            seq = append_in(conn, row)
+            if acks:
+                finish_purges_in(conn, acks, datetime.now(UTC))
             return Purge(seq, zone.config.id, mode, selectors, now)
 
         def settled(fut: Future[Purge]) -> None:
             # On the writer thread, as the commit's outcome is known; before the caller resumes.
             if fut.cancelled():
                 return  # never ran: nothing charged but the bucket (kept, see decision 0015)
-            if fut.exception() is None:
-                loop.call_soon_threadsafe(self._put_in_effect, fut.result(), items)
-                return
-            for undo in give_back:
-                undo()
-            with self._acks_lock:
-                self._acks[:0] = taken  # not committed: the next write or the timer takes them
-            if refund is not None:
-                refund()
+            if fut.exception() is not None:
+                for undo in give_back:
+                    undo()
+                if taken:
+                    self._return_acks(taken)
+                if refund is not None:
+                    refund()
+            # One wake-up of the loop both puts the purge in effect and resumes the caller (through
+            # ``asyncio.wrap_future`` they were two, each a write to the loop's self-pipe).
+            loop.call_soon_threadsafe(self._settle_on_loop, fut, answer, items)
 
         refund = self._take_rate(zone, request) if rate_limited else None
-        # Atomic: ``write`` undoes its own writes (its savepoint) when it raises.
-        fut = self._writer.submit(write, atomic=True)
+        # Not atomic: when ``write`` raises, the writer undoes what it wrote (its savepoint, or the
+        # whole transaction when it is alone in it).
+        fut = self._writer.submit(write)
+        answer: asyncio.Future[Purge] = loop.create_future()
+        # A caller that goes away before its write runs takes the write with it.
+        answer.add_done_callback(lambda a: fut.cancel() if a.cancelled() else None)
         fut.add_done_callback(settled)
-        purge = await asyncio.wrap_future(fut)
+        purge = await answer
         log.info(
             "purge accepted: %s %s on zone %s by %s via %s",
             mode.value,
@@ -387,10 +397,24 @@ class PurgeService:
         )
         return AcceptedPurge(job_id, purge, items)
 
-    def _put_in_effect(self, purge: Purge, items: tuple[PurgeItem, ...]) -> None:
-        """On the event loop, in ledger order: the committed purge is applied on this node."""
-        self._pending[purge.seq] = items
-        self._apply(purge)
+    def _settle_on_loop(
+        self, fut: Future[Purge], answer: asyncio.Future[Purge], items: tuple[PurgeItem, ...]
+    ) -> None:
+        """On the event loop, in ledger order: a committed purge is applied on this node, whether or
+        not its caller still waits; then the caller hears the outcome."""
+        exc = fut.exception()
+        if exc is None:
+            purge = fut.result()
+            self._pending[purge.seq] = items
+            self._apply(purge)
+        else:
+            self._arm_acks()  # the failed write's acknowledgements are back in line
+        if answer.done():
+            return
+        if exc is None:
+            answer.set_result(purge)
+        else:
+            answer.set_exception(exc)
 
     def replay(self, zone: ZoneRuntime, row: LedgerRow) -> Purge:
         """A purge read back from the ledger, with the selectors its submission put in effect: how a
@@ -409,22 +433,49 @@ class PurgeService:
         """This node has applied and reclaimed a purge: its tasks succeed, with the counts."""
         by_target = matched_by_target(self._pending.pop(purge.seq, ()), matched)
         with self._acks_lock:
+            if not self._acks:
+                self._acks_since = time.monotonic()
             self._acks.append((purge.seq, by_target))
-            if self._acks_scheduled:
-                return
-            self._acks_scheduled = True
-        asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_soon)
+        self._arm_acks()
 
-    def _flush_soon(self) -> None:
-        # Atomic: the operation keeps its own savepoint and never raises.
-        self._writer.submit(self._flush_acks, atomic=True)
+    def _take_acks(self) -> list[tuple[int, dict[str, int]]]:
+        """Every acknowledgement gathered so far, for the transaction that will record them."""
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        return acks
+
+    def _return_acks(self, acks: list[tuple[int, dict[str, int]]]) -> None:
+        """Acknowledgements whose transaction did not commit: first in line again."""
+        with self._acks_lock:
+            if not self._acks:
+                self._acks_since = time.monotonic()
+            self._acks[:0] = acks
+
+    def _arm_acks(self) -> None:
+        """On the event loop: make sure a timer will record the gathered acknowledgements."""
+        with self._acks_lock:
+            if self._acks_timer or not self._acks:
+                return
+            self._acks_timer = True
+            wait = self._acks_since + ACK_DELAY - time.monotonic()
+        asyncio.get_running_loop().call_later(max(0.0, wait), self._acks_due)
+
+    def _acks_due(self) -> None:
+        # A ledger write takes the acknowledgements as well: when one did, this timer has nothing to
+        # do, or only younger ones to wait for (their own ACK_DELAY), and no transaction is spent.
+        with self._acks_lock:
+            self._acks_timer = False
+            due = bool(self._acks) and self._acks_since + ACK_DELAY <= time.monotonic()
+        if due:
+            # Atomic: the operation keeps its own savepoint and never raises.
+            self._writer.submit(self._flush_acks, atomic=True)
+        else:
+            self._arm_acks()
 
     def _flush_acks(self, conn: Connection) -> None:
         """On the writer thread: record every acknowledgement gathered so far, in the group's
         transaction."""
-        with self._acks_lock:
-            acks, self._acks = self._acks, []
-            self._acks_scheduled = False
+        acks = self._take_acks()
         if not acks:
             return  # a ledger write took them
         try:

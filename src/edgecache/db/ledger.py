@@ -45,42 +45,45 @@ _INSERT = Prepared(
 )
 
 
-def append_in(
-    conn: Connection,
-    *,
-    zone_id: str,
-    mode: str,
-    selectors: dict[str, Any],
-    principal: str,
-    dialect: str,
-    job_id: str,
-    created_at: datetime,
-    tasks: Sequence[NewTask] = (),
-) -> int:
+@dataclass(frozen=True, slots=True)
+class NewPurge:
+    """A purge to record, with its tasks."""
+
+    zone_id: str
+    mode: str
+    selectors: dict[str, Any]
+    principal: str
+    dialect: str
+    job_id: str
+    created_at: datetime
+    tasks: Sequence[NewTask] = ()
+
+
+def append_in(conn: Connection, purge: NewPurge) -> int:
     """Insert one purge and its tasks inside the caller's transaction; returns its sequence number."""
     rows = _INSERT.rows(
         conn,
         {
-            "zone_id": zone_id,
-            "mode": mode,
-            "selectors": json.dumps(selectors, separators=(",", ":")),
-            "principal": principal,
-            "dialect": dialect,
-            "job_id": job_id,
-            "created_at": created_at,
+            "zone_id": purge.zone_id,
+            "mode": purge.mode,
+            "selectors": json.dumps(purge.selectors, separators=(",", ":")),
+            "principal": purge.principal,
+            "dialect": purge.dialect,
+            "job_id": purge.job_id,
+            "created_at": purge.created_at,
         },
     )
     seq = int(rows[0][0])
     insert_tasks(
         conn,
-        job_id=job_id,
+        job_id=purge.job_id,
         kind="purge",
-        zone_id=zone_id,
+        zone_id=purge.zone_id,
         seq=seq,
-        items=tasks,
-        principal=principal,
-        dialect=dialect,
-        created_at=created_at,
+        items=purge.tasks,
+        principal=purge.principal,
+        dialect=purge.dialect,
+        created_at=purge.created_at,
     )
     return seq
 
@@ -96,33 +99,11 @@ class LedgerStore:
         """The database the ledger is in (the purge service's writer commits to it)."""
         return self._engine
 
-    def append(
-        self,
-        *,
-        zone_id: str,
-        mode: str,
-        selectors: dict[str, Any],
-        principal: str,
-        dialect: str,
-        job_id: str,
-        created_at: datetime,
-        tasks: Sequence[NewTask] = (),
-    ) -> int:
+    def append(self, purge: NewPurge) -> int:
         """Insert one purge and its tasks, and commit; returns its sequence number (the purge
         service writes through :func:`append_in` instead, in its group writer's transactions)."""
         with write_transaction(self._engine) as conn:
-            seq = append_in(
-                conn,
-                zone_id=zone_id,
-                mode=mode,
-                selectors=selectors,
-                principal=principal,
-                dialect=dialect,
-                job_id=job_id,
-                created_at=created_at,
-                tasks=tasks,
-            )
-            return seq
+            return append_in(conn, purge)
 
     def position(self) -> int:
         """The highest sequence number stored (0 for an empty ledger)."""

@@ -83,13 +83,17 @@ class TaskQuery:
     limit: int = 20
 
 
-_PROCESSING_OF_SEQ = Prepared(
-    select(tasks.c.id, tasks.c.target).where(tasks.c.seq == bindparam("seq"), tasks.c.status == PROCESSING)
-)
-_SUCCEED = Prepared(
+_SUCCEED_TARGET = Prepared(
     update(tasks)
-    .where(tasks.c.id == bindparam("task_id"), tasks.c.status == PROCESSING)
+    .where(
+        tasks.c.seq == bindparam("seq"), tasks.c.target == bindparam("target"), tasks.c.status == PROCESSING
+    )
     .values(status="success", matched=bindparam("n"), updated_at=bindparam("now"))
+)
+_SUCCEED_REST = Prepared(
+    update(tasks)
+    .where(tasks.c.seq == bindparam("seq"), tasks.c.status == PROCESSING)
+    .values(status="success", matched=0, updated_at=bindparam("now"))
 )
 _TASK_COLUMNS = (
     "job_id",
@@ -114,11 +118,12 @@ def finish_purges_in(conn: Connection, acks: Sequence[tuple[int, dict[str, int]]
     acknowledgements gathered since its last write into its next one)."""
     done = 0
     for seq, matched in acks:
-        rows = _PROCESSING_OF_SEQ.rows(conn, {"seq": seq})
-        if not rows:
-            continue
-        _SUCCEED.run_many(conn, ({"task_id": r[0], "n": matched.get(r[1], 0), "now": now} for r in rows))
-        done += len(rows)
+        # The targets that matched something first, then the rest of the purge's tasks at 0: one
+        # statement for the common acknowledgement (nothing matched), none to read the tasks.
+        for target, n in matched.items():
+            if n:
+                done += _SUCCEED_TARGET.run(conn, {"seq": seq, "target": target, "n": n, "now": now})
+        done += _SUCCEED_REST.run(conn, {"seq": seq, "now": now})
     return done
 
 

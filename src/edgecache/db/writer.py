@@ -8,7 +8,16 @@ Rules:
 - An operation that raises is rolled back to its savepoint and gets the exception; the others in
   the group still commit. A failed commit fails the whole group. An operation submitted with
   ``atomic=True`` is one statement (or raises before writing anything), so it needs no savepoint:
-  two statements fewer, which on PostgreSQL are two network round trips fewer per push.
+  two statements fewer, which on PostgreSQL are two network round trips fewer per push. An
+  operation alone in its group needs none either: when it raises, the whole transaction is rolled
+  back (a paced stream of purges is groups of one). Savepoints are the driver's statements, not
+  SQLAlchemy's nested transactions (``edgecache.db.prepared.savepoint``: a fraction of the Python).
+- The writer holds its connection from one group to the next while they keep coming (a pool
+  checkout and check-in per transaction were 16% of the ledger thread's profiled time in a paced
+  purge stream: cProfile, ``bench/purge_stream_cpu.py --profile``); after ``IDLE_RELEASE`` seconds
+  without work it goes back to the pool, so that a connection the database dropped meanwhile is
+  replaced at the next checkout (PostgreSQL's pre-ping), and a group that fails gives its
+  connection up.
 - One writer per process keeps SQLite's write lock in one place (other processes queue for it with
   ``BEGIN IMMEDIATE`` and the busy timeout); on PostgreSQL the operations themselves must be safe
   against other nodes' writers (``FOR UPDATE SKIP LOCKED`` where they claim rows).
@@ -27,13 +36,17 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from edgecache.db.engine import write_transaction
+from edgecache.db.engine import for_writes
+from edgecache.db.prepared import savepoint
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _STOP = object()
+
+IDLE_RELEASE = 1.0
+"""Seconds without work after which a writer returns its connection to the pool."""
 
 
 class GroupWriter:
@@ -43,10 +56,12 @@ class GroupWriter:
         self._engine = engine
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._conn: Connection | None = None
+        """The connection held between groups (only the writer thread touches it)."""
         self.commits = 0
         """Transactions committed so far (for metrics: operations per commit shows the grouping)."""
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
     def submit(self, op: Callable[[Connection], T], *, atomic: bool = False) -> Future[T]:
         """Queue ``op``; its future resolves once the transaction holding it has committed."""
@@ -68,8 +83,18 @@ class GroupWriter:
         self._thread.join()
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._release()
+
+    def _serve(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=IDLE_RELEASE) if self._conn is not None else self._queue.get()
+            except queue.Empty:
+                self._release()
+                continue
             if item is _STOP:
                 return
             group = [item]
@@ -94,35 +119,53 @@ class GroupWriter:
         if not group:
             return
         outcomes: list[tuple[bool, Any]] = []
+        committed = True
         try:
-            with write_transaction(self._engine) as conn:
-                for op, _fut, atomic in group:
-                    if atomic:
-                        try:
-                            outcomes.append((True, op(conn)))
-                        except Exception as exc:
-                            outcomes.append((False, exc))
-                        continue
-                    savepoint = conn.begin_nested()
+            if self._conn is None:
+                self._conn = for_writes(self._engine.connect())
+            conn = self._conn
+            with conn.begin() as transaction:
+                if len(group) == 1:
                     try:
-                        value = op(conn)
+                        outcomes.append((True, group[0][0](conn)))
                     except Exception as exc:
-                        savepoint.rollback()
                         outcomes.append((False, exc))
-                    else:
-                        savepoint.commit()
-                        outcomes.append((True, value))
+                        transaction.rollback()
+                        committed = False
+                else:
+                    for op, _fut, atomic in group:
+                        outcomes.append(_run_one(conn, op, atomic))
         except Exception as exc:
             log.exception("group commit of %d operations failed", len(group))
+            self._release()
             for _op, fut, _atomic in group:
                 fut.set_exception(exc)
             return
-        self.commits += 1
+        self.commits += committed
         for (_op, fut, _atomic), (ok, value) in zip(group, outcomes, strict=True):
             if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                log.exception("returning the writer's connection failed")
+
+
+def _run_one(conn: Connection, op: Callable[[Connection], Any], atomic: bool) -> tuple[bool, Any]:
+    """Run one operation of a group: its value, or the exception it raised with its writes undone."""
+    try:
+        if atomic:
+            return True, op(conn)
+        with savepoint(conn, "op"):
+            return True, op(conn)
+    except Exception as exc:
+        return False, exc
 
 
 class WriterPool:

@@ -6,17 +6,19 @@ Theory of operation:
   that sets its own ``_alog`` hook (``Connection._alog``) and times what the handler writes;
   when off, it does not exist and the hit path pays three ``is not None`` tests.
 - A fresh hit is answered through ``Connection.respond`` (the cache's one-write answer), which
-  calls the hook (:func:`hit_recorder`): it reads the clock once, takes the status digits from the
-  head and adds six references to the ring writer's batch with one ``+=``. Its cache status is HIT
-  by what ``respond`` is for, so the head is not searched. The request is, as a rule, the bytes of
-  the read its head began (the server keeps that read when it began between requests), which the
-  formatter parses for method, target, version, Host, Referer and User-Agent; otherwise (a head
-  split over reads, a pipelined request after the first, a read of more than 4 KiB) its values.
-  Any other answer goes through ``write``/``writelines``/``finish``, where the clock is read at
-  the handler's return (a task's start, or a ``PENDING`` return), the first write and the end,
-  and the head is searched for ``CF-Cache-Status``.
-- Every 64 requests (or 50 ms) the batch is copied into the shared-memory ring in a few C calls
-  (:class:`RingWriter`). No formatting, no clock conversion, no I/O, no lock, never a wait.
+  calls the hook: the ring's C capture (:attr:`RingWriter.hit`, ``edge/_logcapture.c``,
+  decision 0017). In C it reads the request's ``raw`` and ``client_ip`` slots, the clock and the
+  status digits of the response, and packs one record into its batch buffer; no Python object is
+  made. Its cache status is HIT by what ``respond`` is for, so the head is not searched. The
+  request is, as a rule, the bytes of the read its head began (the server keeps that read when
+  it began between requests), which the formatter parses for method, target, version, Host,
+  Referer and User-Agent; otherwise (a head split over reads, a pipelined request after the
+  first, a read of more than 4 KiB) its values. Any other answer goes through
+  ``write``/``writelines``/``finish``, where the clock is read at the handler's return (a task's
+  start, or a ``PENDING`` return), the first write and the end, the head is searched for
+  ``CF-Cache-Status``, and the same capture packs the record (:attr:`RingWriter.add`).
+- Every 64 requests (or 50 ms) the capture copies its batch into the shared-memory ring (one
+  memcpy and a CRC-32C). No formatting, no clock conversion, no I/O, no lock, never a wait.
 - Every data-plane process writes its own ring (``<pid>-<token>.ring`` in the node's ring
   directory, on tmpfs when there is one); :class:`FormatterProcess` runs
   ``edgecache.edge.logtail`` as a child process that reads every ring in that directory and
@@ -43,16 +45,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from edgecache.edge.http1 import Connection, HttpServer, Request
+from edgecache.edge.http1 import Connection, HttpServer
 from edgecache.edge.logformat import Format
-from edgecache.edge.logring import BATCH_RECORDS, FIELDS, MAX_FIELD, RingWriter, read_counts
+from edgecache.edge.logring import RingWriter, read_counts
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 _CF = b"\r\nCF-Cache-Status: "
 _CF_LEN = len(_CF)
-_FULL = BATCH_RECORDS * FIELDS
 RESTART_AFTER = 1.0
 """Seconds between a formatter's unexpected exit and its restart."""
 READY = b"ready\n"
@@ -61,72 +62,17 @@ STOP_GRACE = 10.0
 """Seconds a stopping formatter has to write what is left before it is killed."""
 
 
-def request_values(req: Request) -> bytes | tuple[Any, ...]:
-    """What a record keeps of a request: the read its head began, if that read began with it
-    (one reference now, one copy into the ring, and the formatter parses it); else its method,
-    target, version and raw fields (a head split over reads, the second of pipelined requests,
-    a head after empty lines, or a read too large to copy whole)."""
-    raw = req.raw
-    if raw is not None and len(raw) <= MAX_FIELD and raw.startswith(_prefix(req.method)):
-        return raw
-    return (req.method, req.target, req.http_version, *req._fields)
-
-
-def _prefix(method: str) -> bytes:
-    """What a read that begins with a request of ``method`` starts with (a read that began with
-    the rest of a method split over two reads does not)."""
-    prefix = _PREFIXES.get(method)
-    if prefix is None:
-        prefix = _PREFIXES[method] = method.encode("ascii") + b" "
-    return prefix
-
-
-_PREFIXES: dict[str, bytes] = {}
-"""By method (llhttp's fixed table, so it stays small)."""
-_G_OR_H = frozenset(b"GH")
-"""The first byte of a read that began with a request a fresh hit answers (GET or HEAD). A read
-that began between requests but after their first byte starts with the rest of the method (E, T,
-A or D here) or with the empty lines a client may send first: its request's values are recorded
-instead."""
-
-
-def hit_recorder(ring: RingWriter) -> Callable[[Request, bytes], None]:
-    """What ``Connection.respond`` calls with the access log on: the record of a fresh hit."""
-    pending = ring.pending
-    flush = ring.flush
-    batch_started = ring.batch_started
-
-    def hit(req: Request, data: bytes) -> None:
-        # A fresh hit is written at once, so its cache status is HIT without looking and its
-        # start, head and end are one clock read (the record's None). The request is, as a rule,
-        # the bytes it arrived in (request_values(), without the call and its method lookup).
-        nonlocal pending
-        raw = req.raw
-        request = (
-            raw if raw is not None and raw[0] in _G_OR_H and len(raw) <= MAX_FIELD else request_values(req)
-        )
-        pending += (_monotonic(), None, len(data), data[9:12], req.client_ip, request)
-        n = len(pending)
-        if n >= _FULL:
-            flush()
-        elif n == FIELDS:
-            batch_started()
-
-    return hit
-
-
 class LoggedConnection(Connection):
     """A data-plane connection that records, per request, what its handler wrote and when. A fresh
-    hit is recorded by the server's own ``respond`` (through :func:`hit_recorder`); this class
-    times and records every other answer."""
+    hit is recorded by the server's own ``respond`` (through the ring's C capture,
+    :attr:`RingWriter.hit`); this class times and records every other answer."""
 
-    __slots__ = ("_pending", "_ring", "al_bytes", "al_head", "al_head_at", "al_start")
+    __slots__ = ("_add", "al_bytes", "al_head", "al_head_at", "al_start")
 
     def __init__(self, server: HttpServer, ring: RingWriter) -> None:
         super().__init__(server)
-        self._ring = ring
-        self._pending = ring.pending
-        self._alog = hit_recorder(ring)
+        self._alog = ring.hit
+        self._add = ring.add
         self.al_start = self.al_head_at = 0.0
         self.al_head: bytes | None = None
         self.al_bytes = 0
@@ -184,22 +130,10 @@ class LoggedConnection(Connection):
             if i >= 0:
                 i += _CF_LEN
                 cache = head[i : head.find(b"\r", i)]
-        self._pending += (
-            end,
-            (start, head_at, cache),
-            self.al_bytes,
-            status,
-            req.client_ip,
-            request_values(req),
-        )
+        self._add(req, end, start, head_at, cache, self.al_bytes, status)
         self.al_start = 0.0
         self.al_head = None
         self.al_bytes = 0
-        n = len(self._pending)
-        if n >= _FULL:
-            self._ring.flush()
-        elif n == FIELDS:
-            self._ring.batch_started()
 
 
 def connection_factory(ring: RingWriter) -> Callable[[HttpServer], Connection]:

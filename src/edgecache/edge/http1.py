@@ -437,7 +437,8 @@ class Connection(asyncio.Protocol):
         alog = self._alog
         if alog is not None:
             # The access log's capture of a hit is here, behind one test, rather than in an
-            # override: a Python-level wrapper cost a hit more than the record itself (decision 0016).
+            # override: a Python-level wrapper cost a hit more than the record itself (decision
+            # 0016). The call is to C, which packs the record into the ring (decision 0017).
             req = self._areq
             if req is not None:
                 self._areq = None

@@ -11,12 +11,13 @@ REVALIDATED, BYPASS, DYNAMIC; for a collapsed request, its wait for the shared f
 from __future__ import annotations
 
 import re
+import struct
 import time
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
-from typing import Any, Literal
+from typing import Literal
 
-from edgecache.edge.logring import FIELDS, Record, record
+from edgecache.edge.logring import HIT_KIND, Record, record
 from edgecache.edge.zones import ZoneTable
 
 Format = Literal["combined", "json"]
@@ -26,43 +27,45 @@ LINE_MEMO_MAX = 4096
 
 
 class LineFormatter:
-    """Turns ring values into lines of one format. Monotonic times become wall-clock ones through
+    """Turns ring records into lines of one format. Monotonic times become wall-clock ones through
     the offset between the clocks when a batch is formatted (the monotonic clock is the same in
     every process of the machine).
 
     A fresh hit's line is its time plus text that depends only on the request and the answer, and
     hits repeat: that text is formatted once and kept (up to ``LINE_MEMO_MAX`` requests), keyed
-    by the record's values; the time string is made once a second (once a millisecond for JSON)."""
+    by the record's bytes but its time; the time string is made once a second (once a
+    millisecond for JSON)."""
 
     def __init__(self, fmt: Format, zones: ZoneTable) -> None:
         self.line: Callable[[Record, str], str] = self._json if fmt == "json" else self._combined
         self._stamp: Callable[[float], str] = self._iso_time if fmt == "json" else self._clf_time
         self._zones = zones
         self._zone_names: dict[str, str] = {}
-        self._memo: dict[tuple[Any, ...], tuple[str, str]] = {}
+        self._memo: dict[bytes, tuple[str, str]] = {}
         self._second = self._ms = -1
         self._second_text = self._ms_text = ""
 
-    def lines(self, values: list[Any]) -> str:
-        """The lines of a ring's values (``FIELDS`` per record), joined."""
+    def lines(self, records: list[bytes]) -> str:
+        """The lines of a ring's packed records (as :meth:`RingReader.read` gives them), joined."""
         offset = time.time() - time.monotonic()
         line = self.line
         stamp = self._stamp
         memo = self._memo
         out = []
-        for i in range(0, len(values), FIELDS):
-            v = values[i : i + FIELDS]
-            if v[1] is None:
-                key = (v[2], v[3], v[4], v[5])
+        for rec in records:
+            if rec[_KIND_AT] == HIT_KIND:
+                # Everything but the time, which is the record's first 8 bytes.
+                key = rec[8:]
                 parts = memo.get(key)
                 if parts is None:
                     if len(memo) >= LINE_MEMO_MAX:
                         memo.clear()
-                    before, _, after = line(record(v), _AT).partition(_AT)
+                    before, _, after = line(record(rec), _AT).partition(_AT)
                     parts = memo[key] = (before, after)
-                out.append(parts[0] + stamp(v[0] + offset) + parts[1])
+                out.append(parts[0] + stamp(_END.unpack_from(rec)[0] / 1e9 + offset) + parts[1])
             else:
-                out.append(line(record(v), stamp(v[0] + offset)))
+                decoded = record(rec)
+                out.append(line(decoded, stamp(decoded.end + offset)))
         return "".join(out)
 
     def _fields(self, rec: Record) -> tuple[str, str, str, str]:
@@ -140,6 +143,8 @@ class LineFormatter:
         return self._ms_text
 
 
+_END = struct.Struct("<q")
+_KIND_AT = 18
 _AT = "\x00"
 """Where the time goes in a hit's memoised line: a character no line holds (requests' values are
 escaped, and the rest is ours)."""

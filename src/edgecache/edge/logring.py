@@ -9,15 +9,25 @@ Theory of operation:
   pid and start time, so a reader tells a live owner from a gone one (:func:`owner_alive`).
 - The file is a 256-byte header and a data area of ``capacity`` bytes (a power of two). Positions
   are absolute byte counts that only grow; a position's place in the data area is ``pos & mask``.
-- The writer appends a batch of records at ``head`` (the batch's values as one ``marshal`` blob:
-  times, byte count, status and cache values, the client's address, and the request as
-  received: the bytes of the read its head began, or its method, target, version and raw
-  fields). It writes the
-  payload first, then the batch's header (its commit word: size, sequence number of its first
-  record, record count, payload length and a CRC-32 of all of them), then the ring's ``head`` and
-  record count. A batch that would cross the end of the area is preceded by a wrap header (size 0)
-  and starts at the beginning. The writer never reads the readers' state and never waits: it
+- The writer is the C capture (``edge/_logcapture.c``, decision 0017): it packs each request's
+  record into a batch buffer in process memory and appends the batch at ``head`` when it holds
+  64 records, when a record would not fit in ``MAX_BATCH``, or ``FLUSH_DELAY`` after its first
+  record. It writes the payload first, then, after a release fence, the batch's header (its
+  commit word: size, sequence number of its first record, record count, payload length and a
+  CRC-32C of all of them), then the ring's ``head`` and record count, each with one aligned
+  release store. A batch that would cross the end of the area is preceded by a wrap header (size
+  0) and starts at the beginning. The writer never reads the readers' state and never waits: it
   simply overwrites.
+- One record format, for a fresh hit and any other answer alike (little-endian; :func:`record`
+  decodes it): end (monotonic ns, i64), bytes sent (u64), size (u16), kind (0: a fresh hit
+  answered at once: cache status HIT, start and head at its end; 1: another answer), request
+  form (0: the read its head began; 1: its values), the status digits as sent (3 bytes,
+  NUL-padded), the client address's length (u8); for kind 1 its start and response head
+  (monotonic ns) and its cache status (u8 length, bytes); the client address; then the request:
+  form 0 is the read (u16 length and bytes, at most ``MAX_FIELD``, 4 KiB; the reader parses
+  method, target, version, Host, Referer and User-Agent from it with httptools, the parser the
+  server used), form 1 is method, target, version, Host, Referer and User-Agent (u16 length and
+  bytes each, cut to ``MAX_FIELD``).
 - A reader keeps its own position and the sequence number it expects next. A batch is accepted
   only if its header's CRC matches the bytes copied and its sequence number is the one expected
   (a seqlock whose check is the CRC): a batch seen before all its bytes are visible, or one being
@@ -29,12 +39,12 @@ Theory of operation:
   drops the batches it copied from before that safe line (the writer may have reached them
   meanwhile), keeping the later ones; when none is safe, its next read resumes at the oldest safe
   batch. Every loss is counted exactly.
-- Store order: CPython writes to an ``mmap`` with plain memory copies and issues no memory
-  barrier between two of them. On x86 (TSO) other cores see the payload, the batch header and
-  ``head`` in that order; on weakly ordered CPUs (ARM, POWER) they may not. The reader therefore
-  never trusts ``head`` alone: a batch whose bytes are not all visible yet fails its CRC or shows
-  an older sequence number, and the reader stops there and tries again on its next read (a batch
-  that still fails then is counted lost and skipped).
+- Store order: the writer's fences order the payload, the batch header and ``head`` on every
+  CPU, but the reader is Python, which copies from an ``mmap`` with plain loads and has no fence:
+  on weakly ordered CPUs (ARM, POWER) it may see the new ``head`` or commit word before the
+  payload's bytes. The reader therefore never trusts ``head`` alone: a batch whose bytes are not
+  all visible yet fails its CRC or shows an older sequence number, and the reader stops there
+  and tries again on its next read (a batch that still fails then is counted lost and skipped).
 - The node's own formatter (the one that writes the access-log file) keeps its position, the next
   sequence number, the lost and written counts in the header's reader fields, so a restarted
   formatter resumes where the last one stopped and ``/metrics`` reads the counts from the ring.
@@ -46,20 +56,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import marshal
 import mmap
 import os
 import secrets
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpRequestParser
 
-MAGIC = b"ECVSL\x00\x00\x03"
+from edgecache.edge._logcapture import MAX_BATCH, Capture, checksum, split
+
+MAGIC = b"ECVSL\x00\x00\x04"
+"""The file's kind and version (4: packed records, CRC-32C; 3 was marshalled values, CRC-32)."""
 HEADER_SIZE = 256
 _HEADER = struct.Struct("<8sIIQ")
 """magic, writer pid, reserved, capacity."""
@@ -79,24 +89,25 @@ process with the same pid."""
 _POS = struct.Struct("<Q")
 
 _BATCH = struct.Struct("<IIQII")
-"""A batch's header, written after its payload: CRC-32 of the rest of the header and the payload,
+"""A batch's header, written after its payload: CRC-32C of the rest of the header and the payload,
 size (0: a wrap marker), sequence number of its first record, records, payload bytes. The payload
-is the batch's values, ``FIELDS`` per record, as one ``marshal`` blob (CPython's own binary
-format for plain values: one C call to write, one to read; both sides run the same Python)."""
-_META = struct.Struct("<IQII")
-"""The part of a batch header its CRC covers."""
+is the batch's records, packed one after another (``_RECORD``)."""
 ALIGN = 32
 """Batches start at multiples of this, so a wrap marker always fits before the end of the area."""
-FIELDS = 6
-"""Values per record in :attr:`RingWriter.pending` (and in a batch's payload)."""
+_RECORD = struct.Struct("<qQHBB3sB")
+"""A record's fixed part: end (monotonic ns), bytes sent, its size in bytes, kind (``HIT_KIND``: a
+fresh hit answered at once; else another answer), request form (``RAW_FORM``: the read its head
+began; else its values), status digits as sent (NUL-padded), client address length. The end is
+first so that a fresh hit's record without its first 8 bytes is the same for every repeat."""
+_TIMES = struct.Struct("<qqB")
+"""After the fixed part of a record that is not a fresh hit's: start and response head (monotonic
+ns), cache status length (the status follows)."""
+_LEN = struct.Struct("<H")
+HIT_KIND = 0
+RAW_FORM = 0
 HIT = "HIT"
-BATCH_RECORDS = 64
-"""Records gathered in process memory before they are copied into the ring together."""
 FLUSH_DELAY = 0.05
 """Seconds a smaller batch waits before it is copied anyway."""
-MAX_FIELD = 4096
-"""When one request alone would exceed ``MAX_BATCH``, its strings are cut to this many bytes."""
-MAX_BATCH = 256 * 1024
 DEFAULT_CAPACITY = 16 * 1024 * 1024
 SHM = Path("/dev/shm")
 
@@ -141,32 +152,18 @@ def owner_alive(pid: int, started: int) -> bool:
 
 
 class RingWriter:
-    """The writing side of one ring. On the event loop, a request's values are appended to
-    :attr:`pending` (one ``list.extend``); every ``BATCH_RECORDS`` records, or ``FLUSH_DELAY``
-    after the first of a smaller batch, :meth:`flush` copies the batch into the ring, so the
-    per-request cost is a list append and the copy is a few C calls per batch
-    (Varnish's workers buffer their log records the same way before they reach shared memory)."""
+    """The writing side of one ring: the file and its mapping; the records are packed and copied
+    by the C capture (:attr:`capture`, decision 0017). Every 64 records, or ``FLUSH_DELAY``
+    after the first of a smaller batch, the batch is copied into the ring (Varnish's workers
+    buffer their log records the same way before they reach shared memory)."""
 
-    __slots__ = (
-        "_armed",
-        "_head",
-        "_loop",
-        "_mask",
-        "_mm",
-        "_segment",
-        "_segment_shift",
-        "_seq",
-        "capacity",
-        "path",
-        "pending",
-    )
+    __slots__ = ("_armed", "_loop", "_mm", "add", "capacity", "capture", "hit", "path")
 
     def __init__(self, path: Path, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity & (capacity - 1) or capacity < 4 * MAX_BATCH:
             raise ValueError(f"ring capacity must be a power of two of at least {4 * MAX_BATCH} bytes")
         self.path = path
         self.capacity = capacity
-        self._mask = capacity - 1
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_suffix(".new")
         # Request lines and client addresses: readable by the node's user only.
@@ -190,25 +187,21 @@ class RingWriter:
         tmp.replace(path)
         with path.open("r+b") as f:
             self._mm = mmap.mmap(f.fileno(), HEADER_SIZE + capacity)
-        self._head = 0
-        self._seq = 0
-        self._segment_shift = (capacity // SEGMENTS).bit_length() - 1
-        self._segment = -1
         self._armed = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.pending: list[Any] = []
-        """``FIELDS`` values per request: end (monotonic), ``None`` for a fresh hit answered at
-        once (start and head at the end, cache status HIT) or else (start, head written, cache
-        status bytes), bytes sent, status digits, client ip, then the request: the bytes of the
-        read its head began (the reader parses method, target, version, Host, Referer and
-        User-Agent from them, so the loop does not look for them), or else a tuple of method,
-        target, version and the raw fields, (lower-case name, value) each."""
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            # Written from a plain script: a batch waits for the next full one, flush() or close().
+            self._loop = None
+        self.capture = Capture(self._mm, capacity, self._batch_started if self._loop else None)
+        self.hit = self.capture.hit
+        """What ``Connection.respond`` calls for a fresh hit: ``hit(req, data)``."""
+        self.add = self.capture.add
+        """Any other answer: ``add(req, end, start, head_at, cache, sent, status)``."""
 
-    def batch_started(self) -> None:
-        """Called when ``pending`` holds its first record: copy it within ``FLUSH_DELAY``."""
-        if not self._armed:
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
+    def _batch_started(self) -> None:
+        # The capture's batch has its first record: it is copied within FLUSH_DELAY.
+        if not self._armed and self._loop is not None:
             self._armed = True
             self._loop.call_later(FLUSH_DELAY, self._timer)
 
@@ -217,69 +210,17 @@ class RingWriter:
         self.flush()
 
     def flush(self) -> None:
-        """Copy the pending records into the ring (never blocks; overwrites what readers have not
-        read)."""
-        pending = self.pending
-        if pending:
-            self._write(pending)
-            pending.clear()
-
-    def _write(self, rec: list[Any]) -> None:
-        n = len(rec) // FIELDS
-        payload = marshal.dumps(rec)
-        size = (_BATCH.size + len(payload) + ALIGN - 1) & -ALIGN
-        if size > MAX_BATCH:
-            if n > 1:
-                half = n // 2 * FIELDS
-                self._write(rec[:half])
-                self._write(rec[half:])
-            else:
-                self._write([_cut(v) for v in rec])
-            return
-        mm = self._mm
-        pos = self._head
-        off = pos & self._mask
-        if off + size > self.capacity:
-            _commit(mm, HEADER_SIZE + off, 0, self._seq, 0, b"")
-            pos += self.capacity - off
-            off = 0
-        segment = pos >> self._segment_shift
-        if segment != self._segment:
-            self._segment = segment
-            _POS.pack_into(mm, _SEGMENTS_AT + (segment % SEGMENTS) * 8, pos)
-        at = HEADER_SIZE + off
-        mm[at + _BATCH.size : at + _BATCH.size + len(payload)] = payload
-        _commit(mm, at, size, self._seq, n, payload)
-        self._seq += n
-        self._head = pos + size
-        _HEAD.pack_into(mm, _HEAD_AT, self._head, self._seq)
+        """Copy the batch gathered so far into the ring (never blocks; overwrites what readers have
+        not read)."""
+        self.capture.flush()
 
     def close(self, unlink: bool = False) -> None:
         """Copy what is pending, unmap the ring; ``unlink`` also removes its file."""
-        self.flush()
+        self.capture.flush()
+        self.capture.release()
         self._mm.close()
         if unlink:
             self.path.unlink(missing_ok=True)
-
-
-def _cut(value: Any) -> Any:
-    """A value of a request too large for one batch, cut to what a line can use."""
-    if isinstance(value, str | bytes):
-        return value[:MAX_FIELD]
-    if isinstance(value, tuple):
-        method, target, version, *fields = value
-        kept = [(k, v[:MAX_FIELD]) for k, v in fields if k in _LOGGED_FIELDS]
-        return (method, target[:MAX_FIELD], version, *kept)
-    return value
-
-
-_LOGGED_FIELDS = frozenset({"host", "referer", "user-agent"})
-
-
-def _commit(mm: mmap.mmap, at: int, size: int, seq: int, n: int, payload: bytes) -> None:
-    """Write a batch's header (its commit word) at ``at``, after its payload."""
-    crc = zlib.crc32(payload, zlib.crc32(_META.pack(size, seq, n, len(payload))))
-    _BATCH.pack_into(mm, at, crc, size, seq, n, len(payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,22 +291,13 @@ class RingReader:
         else:
             self.pos, self.next_seq, self.lost, self.logged = head, seq, 0, 0
 
-    def written(self) -> int:
-        """Records the writer has put in the ring so far."""
-        seq: int = _HEAD.unpack_from(self._mm, _HEAD_AT)[1]
-        return seq
-
     def owner_alive(self) -> bool:
         """Whether the process that writes this ring still runs."""
         return owner_alive(self.pid, self.started)
 
-    def read(self) -> list[Record]:
-        """Every record written since the last call (fewer, with ``lost`` counting the rest, when
-        the writer lapped this reader)."""
-        return records(self.read_values())
-
-    def read_values(self) -> list[Any]:
-        """As :meth:`read`, the records' values as the writer gave them (``FIELDS`` each)."""
+    def read(self) -> list[bytes]:
+        """Every record written since the last call, packed (:func:`record` decodes one); fewer,
+        with ``lost`` counting the rest, when the writer lapped this reader."""
         mm = self._mm
         head, seq = _HEAD.unpack_from(mm, _HEAD_AT)
         start = self.pos
@@ -374,10 +306,10 @@ class RingReader:
             if start == head:
                 self._skip_to(head, seq)
                 return []
-        values: list[Any] = []
+        records: list[bytes] = []
         pos, expect = start, self.next_seq
         lost = 0
-        # Per batch copied: its position and where its values begin in `values`.
+        # Per batch copied: its position and where its records begin in `records`.
         marks: list[tuple[int, int]] = []
         while pos < head:
             batch = self._batch(pos, expect)
@@ -389,15 +321,15 @@ class RingReader:
                     return []
                 self._stuck = pos
                 break
-            size, first, payload = batch
+            size, first, got = batch
             lost += first - expect
             if size == 0:
                 pos += self.capacity - (pos & self._mask)
                 continue
-            marks.append((pos, len(values)))
+            marks.append((pos, len(records)))
             pos += size
-            expect = first + len(payload) // FIELDS
-            values += payload
+            expect = first + len(got)
+            records += got
         now, now_seq = _HEAD.unpack_from(mm, _HEAD_AT)
         safe = now + 2 * MAX_BATCH - self.capacity
         if safe > start:
@@ -414,32 +346,29 @@ class RingReader:
                 else:
                     self.pos = resume
                 return []
-            values = values[kept:]
-            lost = expect - self.next_seq - len(values) // FIELDS
+            records = records[kept:]
+            lost = expect - self.next_seq - len(records)
         self.lost += lost
         self.pos, self.next_seq = pos, expect
-        return values
+        return records
 
-    def _batch(self, pos: int, expect: int) -> tuple[int, int, list[Any]] | None:
+    def _batch(self, pos: int, expect: int) -> tuple[int, int, list[bytes]] | None:
         """The batch at ``pos``, if it is whole and not older than ``expect``: its size (0 for a
-        wrap marker), first sequence number and values."""
+        wrap marker), first sequence number and records."""
         at = HEADER_SIZE + (pos & self._mask)
         header = self._mm[at : at + _BATCH.size]
         crc, size, first, n, length = _BATCH.unpack(header)
         if first < expect or length > MAX_BATCH or (size and size < _BATCH.size + length):
             return None
         payload = self._mm[at + _BATCH.size : at + _BATCH.size + length]
-        if zlib.crc32(payload, zlib.crc32(header[4:])) != crc:
+        if checksum(payload, checksum(header[4:])) != crc:
             return None
         if size == 0:
             return 0, first, []
-        try:
-            values = marshal.loads(payload)
-        except (EOFError, ValueError, TypeError):
+        records = split(payload, n)
+        if records is None:
             return None
-        if not isinstance(values, list) or len(values) != n * FIELDS:
-            return None
-        return size, first, values
+        return size, first, records
 
     def _oldest_safe(self, head: int) -> int:
         """The oldest batch the writer cannot be overwriting now (or ``head`` if none is known)."""
@@ -467,39 +396,47 @@ class RingReader:
         self._mm.close()
 
 
-def records(values: list[Any]) -> list[Record]:
-    """The records of a batch's values (``FIELDS`` each, as :attr:`RingWriter.pending` holds them)."""
-    return [record(values[i : i + FIELDS]) for i in range(0, len(values), FIELDS)]
-
-
-def record(v: list[Any]) -> Record:
-    """One record from its ``FIELDS`` values."""
-    end, detail, sent, status, ip, request = v
-    if isinstance(request, bytes):
-        method, target, version, fields = _parse_head(request)
-    else:
-        method, target, version, *fields = request
-    host = referer = agent = b""
-    # As Request.headers would give them (the last of repeated Referer or User-Agent fields).
-    for key, value in fields:
-        if key == "host":
-            host = value
-        elif key == "referer":
-            referer = value
-        elif key == "user-agent":
-            agent = value
-    if detail is None:
+def record(rec: bytes) -> Record:
+    """One record from its packed bytes (as :meth:`RingReader.read` gives them)."""
+    end_ns, sent, _, kind, form, status, ip_len = _RECORD.unpack_from(rec)
+    at = _RECORD.size
+    end = end_ns / 1e9
+    if kind == HIT_KIND:
         start = head_at = end
         cache = HIT
     else:
-        start, head_at, raw = detail
-        cache = raw.decode("latin-1")
+        start_ns, head_ns, cache_len = _TIMES.unpack_from(rec, at)
+        start, head_at = start_ns / 1e9, head_ns / 1e9
+        at += _TIMES.size
+        cache = rec[at : at + cache_len].decode("latin-1")
+        at += cache_len
+    ip = rec[at : at + ip_len].decode("latin-1")
+    at += ip_len
+    values = []
+    for _ in range(1 if form == RAW_FORM else 6):
+        (n,) = _LEN.unpack_from(rec, at)
+        values.append(rec[at + 2 : at + 2 + n])
+        at += 2 + n
+    if form == RAW_FORM:
+        method, target, version, fields = _parse_head(values[0])
+        host = referer = agent = b""
+        # As Request.headers would give them (the last of repeated Referer or User-Agent fields).
+        for key, value in fields:
+            if key == "host":
+                host = value
+            elif key == "referer":
+                referer = value
+            elif key == "user-agent":
+                agent = value
+    else:
+        method, target, version = (v.decode("latin-1") for v in values[:3])
+        host, referer, agent = values[3:]
     return Record(
         start,
         head_at,
         end,
         sent,
-        status.decode("latin-1"),
+        status.rstrip(b"\x00").decode("latin-1"),
         cache,
         ip,
         method,
@@ -562,7 +499,8 @@ def remove_stale(directory: Path) -> None:
         except FileNotFoundError:
             continue
         magic, pid, _, _ = _HEADER.unpack_from(header)
-        if magic == MAGIC and not owner_alive(pid, _POS.unpack_from(header, _STARTED_AT)[0]):
+        # Any version's ring: the pid and start time are where they always were.
+        if magic[:5] == MAGIC[:5] and not owner_alive(pid, _POS.unpack_from(header, _STARTED_AT)[0]):
             path.unlink(missing_ok=True)
     remove_if_empty(directory)
 

@@ -25,7 +25,7 @@ from typing import IO
 
 from edgecache.config import Zone
 from edgecache.edge.logformat import Format, LineFormatter
-from edgecache.edge.logring import FIELDS, RingReader, ring_files
+from edgecache.edge.logring import RingReader, ring_files
 from edgecache.edge.zones import ZoneTable
 
 log = logging.getLogger(__name__)
@@ -96,13 +96,13 @@ class Tail:
         """Read, format and write what every ring gathered; the number of lines written."""
         total = 0
         for reader in self.readers.values():
-            values = reader.read_values()
-            if values:
-                self.out.write(self.formatter.lines(values))
+            records = reader.read()
+            if records:
+                self.out.write(self.formatter.lines(records))
                 self.out.flush()
             # Saved after the flush: a formatter killed in between writes these lines again
             # rather than losing them.
-            count = len(values) // FIELDS
+            count = len(records)
             reader.commit(count)
             total += count
         lost = self.lost()
