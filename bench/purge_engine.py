@@ -190,8 +190,8 @@ def main() -> None:
         share = ns / (args.hit_us * 1000)
         print(f"| {name} | {ns:,.0f} | {share:.1%} | {1 / (1 + share):.3f}x |")
     print(
-        "\nAfter a None verdict the caller may record the entry as checked up to `index.zone_seq(zone)`;"
-        " its later checks are then case (a) until the zone gets a newer purge."
+        "\nAfter a None verdict the caller may record the entry as checked up to `index.position`;"
+        " its later checks are then case (a) until the next purge."
     )
     print(
         f"\ntook {time.monotonic() - t0:.0f} s;"

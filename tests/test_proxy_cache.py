@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 
+import cloudflare
 import pytest
 
 from conftest import ZONE_ID, Route, Stack
@@ -399,3 +400,26 @@ def test_forwarding_fields_added_and_control_fields_dropped(stack: Stack) -> Non
     assert lower["x-forwarded-proto"] == "http"
     assert "x-auth-key" not in lower and "x-auth-email" not in lower
     assert lower["host"] == "test.example"
+
+
+def test_an_entry_no_purge_covers_is_back_on_the_fast_path_after_the_purge_is_reclaimed(stack: Stack) -> None:
+    """A hit after a purge checks the entry once against the purges and then records it as checked
+    up to the node's position, so that its later hits compare one number again. Recording the zone's
+    newest purge instead would leave it at 0 once the reclaimer had compacted the zone's rows away,
+    and every later hit on the entry would take the purge check until it was fetched again."""
+    for path in ("/kept", "/gone"):
+        stack.origin.routes[path] = Route(headers={"Cache-Control": "max-age=600", "Cache-Tag": path[1:]})
+        assert stack.request(path)[1]["cf-cache-status"] == "MISS"
+    api = f"http://127.0.0.1:{stack.node.control_port}/client/v4"
+    cf = cloudflare.Cloudflare(base_url=api, max_retries=0, api_token=stack.token())
+    cf.cache.purge(zone_id=ZONE_ID, tags=["gone"])
+    index = stack.node.index
+    deadline = time.monotonic() + 10
+    while len(index) and time.monotonic() < deadline:
+        stack.run(stack.node.reclaimer.drain())
+        time.sleep(0.05)
+    assert len(index) == 0  # reclaimed and compacted: the zone has no rows left
+    assert stack.request("/kept")[1]["cf-cache-status"] == "HIT"
+    assert stack.request("/gone")[1]["cf-cache-status"] == "MISS"
+    entry = stack.call(lambda: stack.node.store.peek("http://test.example/kept"))
+    assert entry is not None and entry.stored_seq == index.position

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -49,7 +50,14 @@ def test_concurrent_purges_share_a_commit_and_a_failing_one_is_undone_alone(any_
         stack.request(f"/group/{i}")
         assert stack.request(f"/group/{i}")[1]["cf-cache-status"] == "HIT"
     # The token is verified now (a write of its last use), not while the writer holds the lock.
-    assert cf.cache.purge(zone_id=ZONE_ID, tags=["group-warm-up"]) is not None
+    warm_up = cf.cache.purge(zone_id=ZONE_ID, tags=["group-warm-up"])
+    assert warm_up is not None
+    # And its acknowledgement is written now (its own commit, ACK_DELAY after the reclaim): queued
+    # while the writer is held, it would count as one of the six below and let the gate open early.
+    deadline = time.monotonic() + 30
+    while any(t.status == "processing" for t in node.tasks.by_job(warm_up.id)):
+        assert time.monotonic() < deadline, "the warm-up purge was never acknowledged"
+        time.sleep(0.01)
     url_quota = node.quotas.state(zone.config, "purge_url").daily_available
 
     # Hold the writer so that everything below is waiting when it next looks at its queue.
@@ -63,6 +71,7 @@ def test_concurrent_purges_share_a_commit_and_a_failing_one_is_undone_alone(any_
     held = writer.submit(hold)
     assert running.wait(30)
     commits = writer.commits
+    ledger_rows = len(LedgerStore(node.database).after(0))
 
     # A URL the database cannot encode (a lone surrogate): its ledger row is written first, then
     # its task fails. The wire formats refuse such a body; this reaches the service directly.
@@ -77,12 +86,22 @@ def test_concurrent_purges_share_a_commit_and_a_failing_one_is_undone_alone(any_
         answers = [pool.submit(cf.cache.purge, zone_id=ZONE_ID, tags=[f"group-{i}"]) for i in range(5)]
         while writer._queue.qsize() < 6:
             threading.Event().wait(0.01)
+        # Queued after the six: committed with them. What the writer has committed is read as this
+        # group's futures are resolved, on the writer thread, before it can take another group
+        # (the purges' own acknowledgements follow them in a commit of their own).
+        committed: list[int] = []
+        probe = writer.submit(
+            lambda conn: conn.exec_driver_sql("SELECT count(*) FROM purge_ledger").scalar_one()
+        )
+        probe.add_done_callback(lambda _fut: committed.append(writer.commits))
         gate.set()
         jobs = [a.result(30) for a in answers]
     held.result(30)
+    probe.result(30)
 
     assert all(job is not None for job in jobs)
-    assert writer.commits == commits + 2, "the holder's transaction, then one for all six purges"
+    assert committed == [commits + 2], "the holder's transaction, then one for all six purges"
+    assert probe.result() == ledger_rows + 5, "the five good purges were written before the probe"
     try:
         failed.result(30)
         raise AssertionError("the purge of an unencodable URL was accepted")

@@ -316,10 +316,14 @@ class Proxy:
 
     def _purge_check(self, entry: Entry) -> Entry | None:
         """Apply the purges accepted since the entry was fetched (design: the epoch index)."""
-        verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
+        index = self.index
+        verdict = index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
         if verdict is None:
-            # Checked against every purge so far: later lookups take the one-comparison path.
-            entry.stored_seq = self.index.zone_seq(entry.zone)
+            # Checked against every purge applied so far: later lookups take the one-comparison path
+            # until the next purge. Not the zone's newest purge, which another zone's purges leave
+            # behind the position, and compaction sets to 0 once the zone's rows are all reclaimed:
+            # the entry would then take this path on every hit until it is fetched again.
+            entry.stored_seq = index.position
             return entry
         if verdict.hard:
             self.store.delete(entry.key)

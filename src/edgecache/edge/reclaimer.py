@@ -460,17 +460,19 @@ class DiskReclaim:
                     continue
                 if not hard and _counted_before(purge, self._i, entry.zone, entry.key, entry.tags):
                     continue
-                if view.removing(entry.key):
-                    # A lookup found it first and removed it; its credit counts it (lookup_credits).
-                    continue
+                # A lookup that found it first has queued its delete, and its credit counts it
+                # (lookup_credits). Removed here all the same: that delete may have removed an older
+                # record of the key, or may commit after this job has moved reclaimed_upto past the
+                # purge (decision 0009, addendum on the crash test).
+                credited = view.removing(entry.key)
                 if hard:
-                    # And from here on a lookup does not find it: this job counts it.
+                    # And from here on a lookup does not find it.
                     view.taking(entry.key)
                     view.delete(handle)
                 else:
                     view.mark_stale(handle, purge.at)
                 self._changed = True
-                if handle[:1] == b"c":
+                if handle[:1] == b"c" and not credited:
                     done += 1
             self.counts[selector] = done
             if len(handles) >= JOB_STEP:

@@ -28,9 +28,9 @@ Rules of this module:
 - Verdict: ``hard`` when any covering hard purge is newer than ``stored_seq`` (``seq``/``at`` are the
   newest such purge's); otherwise, when some covering soft purge is newer, the oldest such one
   (``seq``/``at`` of the first purge that made the entry stale); otherwise None.
-- A None verdict stays valid until the zone gets a newer purge: after ``check`` returned None, a
-  caller may treat the entry as if stored at ``zone_seq(zone)`` (checked up to there), which keeps
-  later checks on the fast path even while old rules are outstanding.
+- A None verdict holds for every purge applied so far: after ``check`` returned None, a caller may
+  treat the entry as if stored at ``position`` (checked up to there), which keeps later checks on
+  the fast path, even while old rules are outstanding, until the next purge.
 - ``compact(upto)`` forgets every row with seq <= upto. Such a row only covers entries with
   ``stored_seq < upto``; the reclaimer calls it once those entries have been dealt with (deleted or
   marked stale) and no fetch that started before ``upto`` is in flight. Verdicts of entries with
@@ -233,11 +233,6 @@ class EpochIndex:
 
     def __len__(self) -> int:
         return self._rows
-
-    def zone_seq(self, zone: str) -> int:
-        """Seq of the newest live purge of ``zone`` (0 when none): entries stored at or after it are valid."""
-        z = self._zones.get(zone)
-        return 0 if z is None else z.last_seq
 
     # --- apply --------------------------------------------------------------------------------------
 

@@ -329,8 +329,11 @@ class WriteView:
         return rec.entry
 
     def removing(self, key: str) -> bool:
-        """Whether a delete of ``key`` (or of its primary URL) is queued in this process: the record
-        is as good as gone, and whoever asked for the delete accounts for it."""
+        """Whether a delete of ``key`` (or of its primary URL) is queued in this process (or was
+        committed in the batch whose jobs are running): whoever asked for it accounts for the
+        record. A job removes the record all the same: the delete may have been of an older record
+        of the key (a refill put after it in the batch), or may commit after the job's own
+        transaction, and a crash in between must not find the record there."""
         hidden = self._s._hidden
         return bool(hidden) and (key in hidden or _primary(key) in hidden)
 
@@ -1635,7 +1638,8 @@ class DiskStore:
         self, view: WriteView, zone: str, areas: tuple[bytes, ...], before: int, report: Reported
     ) -> bool:
         """Too many records to keep for one transaction: remove the covered ones, oldest position
-        first, ``JOB_STEP`` per transaction (those with a delete queued are left to it)."""
+        first, ``JOB_STEP`` per transaction (those with a delete queued too, uncounted: see
+        ``WriteView.removing``)."""
         txn = view.txn
         removed = dict.fromkeys(AREAS, 0)
         freed = 0
@@ -1658,11 +1662,11 @@ class DiskStore:
                 if entry is None:
                     txn.delete(k, db=db)  # a position row left without its record
                     continue
-                if view.removing(entry.key):
-                    continue
+                credited = view.removing(entry.key)
                 view.taking(entry.key)
                 freed += view.delete(handle(a, zone, kb))
-                removed[a] += 1
+                if not credited:
+                    removed[a] += 1
             budget -= len(batch)
             if budget <= 0:
                 break
