@@ -357,12 +357,23 @@ def test_a_purge_job_removes_what_a_lookup_is_still_deleting(
         restarted.close()
 
 
-def test_a_purge_job_removes_a_fill_written_after_a_delete_in_its_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("selector", "keep_max"),
+    [(Tag("t0"), None), (Everything(), 0), (Everything(), None)],
+    ids=["tag", "everything-step-by-step", "everything-one-drop"],
+)
+def test_a_purge_job_removes_a_fill_written_after_a_delete_in_its_batch(
+    tmp_path: Path, selector: Selector, keep_max: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A lookup's delete of an object, then the fill that replaces it (fetched before a purge that
     covers it), then that purge's disk job, all in one batch of the writer: the delete is committed
     before the job runs, and the job must still remove the fill, which the delete did not cover
     (traced in the crash test: the job took the key for one a lookup was deleting, and the disk kept
-    the fill past ``reclaimed_upto``, to be served once the purge's epoch rows were compacted)."""
+    the fill past ``reclaimed_upto``, to be served once the purge's epoch rows were compacted).
+    And count it: the lookup's credit was for the record its delete removed, so the purge's
+    matched count (the task's, in both APIs) would otherwise miss the fill."""
+    if keep_max is not None:
+        monkeypatch.setattr("edgecache.store.disk.WIPE_KEEP_MAX", keep_max)
     store = DiskStore(tmp_path / "cache", budget=1 << 30, position=0)
     store.put(_entry("/obj/0", 0))
     assert store.flush(10)
@@ -377,12 +388,13 @@ def test_a_purge_job_removes_a_fill_written_after_a_delete_in_its_batch(tmp_path
     refill = _entry("/obj/0", 1)
     store.delete(refill.key)
     store.put(refill)
-    purge = DiskReclaim(Purge(2, ZONE, Mode.DELETE, (Tag("t0"),), time.time()))
+    purge = DiskReclaim(Purge(2, ZONE, Mode.DELETE, (selector,), time.time()))
     done = store.run_job(purge)
     gate.set()
     done.result(10)
     try:
         assert store.get(refill.key) is None, "the disk kept a fill the purge covers"
         assert store.reclaimed_upto == 2
+        assert purge.counts == {selector: 1}, "the fill the job removed was not counted"
     finally:
         store.close()

@@ -19,9 +19,10 @@ Rules:
   the reclaimer takes the larger of the two sums as it does for its own counts, so an object the
   lookup removed from both tiers is counted once.
 - The disk job and a lookup never both count one record: the job does not count a record whose
-  delete a lookup has queued (``WriteView.removing``; it removes it all the same, see there), and
-  while the job's transaction is open a lookup does not read a record the job is removing
-  (``WriteView.taking``).
+  delete a lookup has queued and not yet committed (``WriteView.removing``; it removes it all the
+  same, see there), and while the job's transaction is open a lookup does not read a record the job
+  is removing (``WriteView.taking``). A record the job finds under a key whose delete has committed
+  was put after that delete, so no lookup credited it, and the job counts it.
 - A soft mark leaves the entry stored, so the reclaimer's memory pass counts it itself: it is
   credited only when, right after that pass, the memory tier no longer holds that very entry (it
   was revalidated, refetched or evicted in between).

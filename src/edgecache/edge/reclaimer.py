@@ -461,9 +461,9 @@ class DiskReclaim:
                 if not hard and _counted_before(purge, self._i, entry.zone, entry.key, entry.tags):
                     continue
                 # A lookup that found it first has queued its delete, and its credit counts it
-                # (lookup_credits). Removed here all the same: that delete may have removed an older
-                # record of the key, or may commit after this job has moved reclaimed_upto past the
-                # purge (decision 0009, addendum on the crash test).
+                # (lookup_credits). Removed here all the same: that delete may commit after this job
+                # has moved reclaimed_upto past the purge (decision 0009, addendum on the crash
+                # test). A delete committed before this job does not hide a refill put after it.
                 credited = view.removing(entry.key)
                 if hard:
                     # And from here on a lookup does not find it.

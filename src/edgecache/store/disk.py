@@ -329,11 +329,12 @@ class WriteView:
         return rec.entry
 
     def removing(self, key: str) -> bool:
-        """Whether a delete of ``key`` (or of its primary URL) is queued in this process (or was
-        committed in the batch whose jobs are running): whoever asked for it accounts for the
-        record. A job removes the record all the same: the delete may have been of an older record
-        of the key (a refill put after it in the batch), or may commit after the job's own
-        transaction, and a crash in between must not find the record there."""
+        """Whether a delete of ``key`` (or of its primary URL) is queued in this process and not
+        yet committed: whoever asked for it accounts for the record. A job removes the record all
+        the same: the delete may commit after the job's own transaction, and a crash in between
+        must not find the record there. A delete committed in the batch whose jobs are running no
+        longer counts (``_apply``): a record the job finds then was put after it (a refill), which
+        no lookup credited."""
         hidden = self._s._hidden
         return bool(hidden) and (key in hidden or _primary(key) in hidden)
 
@@ -1014,23 +1015,29 @@ class DiskStore:
             with self._idle:
                 self._queued -= len(batch)
                 for op in batch:
-                    kind = op[0]
-                    if kind == "put":
+                    if op[0] == "put":
                         key = op[1].key
                         n = pending[key] - 1
                         if n > 0:
                             pending[key] = n
                         else:
                             del pending[key]
-                    elif kind == "del" or kind == "delprimary":
-                        self._hidden[op[1]] -= 1
-                        if self._hidden[op[1]] <= 0:
-                            del self._hidden[op[1]]
-                        if kind == "delprimary":
-                            self._hidden_primaries[op[1]] -= 1
-                            if self._hidden_primaries[op[1]] <= 0:
-                                del self._hidden_primaries[op[1]]
                 self._idle.notify_all()
+
+    def _unhide(self, batch: list[tuple[Any, ...]]) -> None:
+        """The batch's deletes are committed (or failed): their keys are read from disk again."""
+        hidden, primaries = self._hidden, self._hidden_primaries
+        with self._lock:
+            for op in batch:
+                kind = op[0]
+                if kind == "del" or kind == "delprimary":
+                    hidden[op[1]] -= 1
+                    if hidden[op[1]] <= 0:
+                        del hidden[op[1]]
+                    if kind == "delprimary":
+                        primaries[op[1]] -= 1
+                        if primaries[op[1]] <= 0:
+                            del primaries[op[1]]
 
     def _apply(self, batch: list[tuple[Any, ...]]) -> None:
         jobs = []
@@ -1088,6 +1095,11 @@ class DiskStore:
             self._publish()
         finally:
             self._new_dbs, self._new_hosts = {}, {}
+            # Before the batch's jobs run (after ``_publish``, so that a reader finding the key no
+            # longer hidden begins a snapshot with the delete in it): a record a job finds under
+            # such a key was put after the delete, so no lookup credited it and the job counts it
+            # (``WriteView.removing``).
+            self._unhide(batch)
         self.stats.commits += 1
         for op in jobs:
             self._step(op[1], op[2])
