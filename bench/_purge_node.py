@@ -64,7 +64,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from edgecache import memtrim
+from edgecache import allocator, memtrim
 from edgecache.app import Node
 from edgecache.config import Account, Config, Listener, PurgeRate, Quota, Storage, Zone
 from edgecache.control import purges as purges_module
@@ -553,5 +553,11 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+ALLOCATOR_ENV = "EDGECACHE_BENCH_ALLOCATOR"
+"""``runtime.allocator`` for this launcher ("auto" when unset): it re-executes itself on jemalloc as
+``edgecache serve`` does (decision 0019), so that a benchmark's node runs on what a served one does."""
+
+
 if __name__ == "__main__":
+    allocator.ensure(os.environ.get(ALLOCATOR_ENV, "auto"), None)
     uvloop.run(main(parse_args()))

@@ -84,6 +84,9 @@ import _client as client
 import _servers as srv
 import _wrk as wrk
 from _purge_client import ALT_HOST, ALT_MOD, HOST, ApiClient, BenchError, Conn, EdgeNode, Varnish
+from _purge_node import ALLOCATOR_ENV
+
+from edgecache.allocator import find as find_jemalloc
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out" / "purge.md"
@@ -293,15 +296,10 @@ def budget_for(n: int) -> int:
     return max(256 << 20, int(n * ENTRY_BYTES * 1.25))
 
 
-ALLOCATORS = {
-    "glibc": {},
-    # Background threads return freed pages (after a second, not jemalloc's default ten): no trim.
-    "jemalloc": {
-        "LD_PRELOAD": "/lib/x86_64-linux-gnu/libjemalloc.so.2",
-        "MALLOC_CONF": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
-    },
-}
-"""The API node's allocator (``--allocator``): environment variables for its process."""
+_JEMALLOC = find_jemalloc(None)
+ALLOCATORS = {"glibc": {ALLOCATOR_ENV: "system"}, "jemalloc": {ALLOCATOR_ENV: "jemalloc"}}
+"""The API node's allocator (``--allocator``): the launcher re-executes itself on it as ``edgecache
+serve`` does (decision 0019); by default, what ``serve`` would choose here."""
 
 
 def run_api(
@@ -956,8 +954,8 @@ def main() -> None:
     p.add_argument(
         "--allocator",
         choices=sorted(ALLOCATORS),
-        default="glibc",
-        help="the API nodes' malloc (jemalloc: preloaded, to compare; edgecache starts on glibc's)",
+        default="jemalloc" if _JEMALLOC else "glibc",
+        help="the API nodes' malloc (default: what edgecache serve runs on here; glibc to compare)",
     )
     args = p.parse_args()
     need_tools()

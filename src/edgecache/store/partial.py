@@ -24,6 +24,7 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
+from edgecache.store.blocks import slack
 from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry, tags_charge
 
 PARTIAL_SUFFIX = VARIANT_SEP + "partial"
@@ -52,10 +53,13 @@ class PartialEntry(Entry):
 
     @property
     def size(self) -> int:
-        """Bytes this entry is charged for against the tier's budget."""
-        charged = (
-            self.held + PART_OVERHEAD * len(self.parts) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
-        )
+        """Bytes this entry is charged for against the tier's budget (each part's data as the
+        allocator rounds it, as a full entry's body: ``edgecache.store.blocks``)."""
+        data = 0
+        for _, part in self.parts:
+            n = len(part)
+            data += n + slack(n)
+        charged = data + PART_OVERHEAD * len(self.parts) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
         return charged + tags_charge(self.tags)
 
     @property
