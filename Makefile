@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py src/edgecache/edge/_logcapture.c
 	$(PY) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && rm -rf $(VENV) \
 		&& apt-get update -q && apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
-	@if ! ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2; then \
+	@if ! PATH="$$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			{ apt-get update -q && apt-get install -y -q libjemalloc2; } || echo "libjemalloc2: install failed"; \
 		else echo "libjemalloc2 is not installed (needs root): edgecache runs on the system allocator"; fi; \

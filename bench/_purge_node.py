@@ -559,5 +559,8 @@ ALLOCATOR_ENV = "EDGECACHE_BENCH_ALLOCATOR"
 
 
 if __name__ == "__main__":
-    allocator.ensure(os.environ.get(ALLOCATOR_ENV, "auto"), None)
+    setting = os.environ.get(ALLOCATOR_ENV, "auto")
+    if setting not in ("auto", "jemalloc", "system"):
+        raise SystemExit(f"{ALLOCATOR_ENV}={setting!r}: expected auto, jemalloc or system")
+    allocator.ensure(setting, None)
     uvloop.run(main(parse_args()))

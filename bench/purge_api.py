@@ -303,7 +303,7 @@ serve`` does (decision 0019); by default, what ``serve`` would choose here."""
 
 
 def run_api(
-    n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: int, allocator: str = "glibc"
+    n: int, rounds: int, everything: int, tmp: Path, origin: int, seed: int, allocator: str
 ) -> ApiResult:
     rng = random.Random(seed)
     t_start = time.monotonic()

@@ -397,3 +397,12 @@ def test_a_node_with_the_log_off_frees_the_rings_a_crashed_run_left(
     n.close()
     live.close(unlink=True)
     directory.rmdir()
+
+
+def test_the_batch_check_is_crc32c() -> None:
+    # CRC-32C's (Castagnoli's) check value and RFC 3720's 32-byte vectors (longer than the 8-byte
+    # steps of the hardware path): a reader built elsewhere must compute the same values.
+    assert logring.checksum(b"123456789") == 0xE3069283
+    assert logring.checksum(bytes(32)) == 0x8A9136AA
+    assert logring.checksum(b"\xff" * 32) == 0x62A8AB43
+    assert logring.checksum(bytes(range(32))) == 0x46DD794E

@@ -69,7 +69,7 @@ def serve(config: Path, env: dict[str, str] | None = None) -> Iterator[tuple[sub
 def metric(base: str) -> str:
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
         text: str = resp.read().decode()
-    found = re.search(r'^edgecache_allocator_info\{allocator="(\w+)"\} 1\.0$', text, re.M)
+    found = re.search(r'^edgecache_allocator_processes\{allocator="(\w+)"\} 1\.0$', text, re.M)
     assert found, text
     return found.group(1)
 
@@ -157,7 +157,7 @@ def test_workers_inherit_jemalloc(tmp_path: Path) -> None:
         # The node's /metrics sums its processes: every one that serves data runs on jemalloc.
         with urllib.request.urlopen(f"http://127.0.0.1:{node.control_port}/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        assert 'edgecache_allocator_info{allocator="jemalloc"} 2.0' in text
+        assert 'edgecache_allocator_processes{allocator="jemalloc"} 2.0' in text
         assert 'allocator="system"' not in text
     finally:
         node.stop()

@@ -6,6 +6,7 @@ the bottom run them on SQLite, ``test_db_postgres.py`` runs them on a real Postg
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -26,6 +27,7 @@ from edgecache.control.credentials import (
     is_well_formed_global_key,
     is_well_formed_token,
 )
+from edgecache.db import engine as engine_module
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.migrate import head, state
 from edgecache.db.schema import (
@@ -349,6 +351,30 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
             pragmas = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in names]
         assert pragmas == ["wal", 2, 1, 10000]  # synchronous 2 = FULL
+    finally:
+        engine.dispose()
+
+
+def test_a_valid_token_is_accepted_while_another_process_holds_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording a token's use is bookkeeping: when the database stays locked past the busy timeout,
+    the token is still accepted (the failure must reach the service as an SQLAlchemy error)."""
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    engine = open_database(sqlite_url(tmp_path))
+    try:
+        clock = FakeClock()
+        service = CredentialService(engine, clock=clock)
+        seed(service)
+        info, secret = service.create_token(ACCOUNT, "t", [Permission.CACHE_PURGE])
+        other = sqlite3.connect(tmp_path / "edgecache.db", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process's write lock
+            clock.advance(days=1)  # the token's use is due to be recorded
+            principal = service.verify_token(secret)
+            assert principal is not None and principal.id == info.id
+        finally:
+            other.close()
     finally:
         engine.dispose()
 

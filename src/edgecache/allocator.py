@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import platform
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -42,9 +43,11 @@ def running() -> str:
 
 
 def candidates() -> list[Path]:
-    """Where Debian (``libjemalloc2``) and other distributions put the library."""
-    arch = sysconfig.get_config_var("MULTIARCH")
-    multiarch = [f"/usr/lib/{arch}", f"/lib/{arch}"] if arch else []
+    """Where Debian (``libjemalloc2``) and other distributions put the library. The multiarch
+    directory is also derived from the machine, for interpreters built without ``MULTIARCH``."""
+    arches = [sysconfig.get_config_var("MULTIARCH") or "", f"{platform.machine()}-linux-gnu"]
+    unique = dict.fromkeys(a for a in arches if a)
+    multiarch = [f"{root}/{arch}" for arch in unique for root in ("/usr/lib", "/lib")]
     dirs = [*multiarch, "/usr/lib64", "/usr/lib", "/usr/local/lib"]
     return [Path(d) / LIBRARY for d in dirs]
 
@@ -98,8 +101,11 @@ def ensure(setting: Setting, path: Path | None) -> None:
     """Re-execute this process (same interpreter, same arguments) on jemalloc when the setting asks
     for it and it is not running yet; return when nothing is to be done. Call before starting
     anything: ``os.execve`` replaces the process, keeping its pid."""
+    # Already on jemalloc (preloaded by a service manager from anywhere): nothing to find or do.
+    if running() == "jemalloc":
+        return
     choice = choose(setting, path)
-    if choice.library is None or running() == "jemalloc" or REEXEC_MARKER in os.environ:
+    if choice.library is None or REEXEC_MARKER in os.environ:
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -109,11 +115,19 @@ def ensure(setting: Setting, path: Path | None) -> None:
 def report(setting: Setting, path: Path | None) -> None:
     """Log which allocator this process runs on, and why, once it is settled (the start log line).
     Raise ``AllocatorError`` when jemalloc is required and did not load."""
-    now = running()
+    if running() == "jemalloc":
+        conf = os.environ.get("MALLOC_CONF", "")
+        log.info("allocator: jemalloc (MALLOC_CONF=%r)", conf)
+        if "background_thread:true" not in conf:
+            # An operator's own MALLOC_CONF (theirs wins): without background threads, freed pages go
+            # back only as later allocations let jemalloc decay them, and nothing trims instead.
+            log.warning(
+                "allocator: jemalloc without background_thread:true in MALLOC_CONF: memory a purge "
+                "frees returns to the OS only as the node goes on allocating"
+            )
+        return
     choice = choose(setting, path)
-    if now == "jemalloc":
-        line = f"allocator: jemalloc (MALLOC_CONF={os.environ.get('MALLOC_CONF', '')!r})"
-    elif choice.library is not None:
+    if choice.library is not None:
         if setting == "jemalloc":
             raise AllocatorError(f"{choice.library} was preloaded but the process does not run on it")
         line = f"allocator: system ({choice.library} did not load: the dynamic linker refused it)"

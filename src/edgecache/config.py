@@ -293,6 +293,15 @@ class Runtime(_Model):
     jemalloc_path: Path | None = None
     """The jemalloc shared library; default: the first ``libjemalloc.so.2`` in the usual directories."""
 
+    @field_validator("jemalloc_path")
+    @classmethod
+    def _preloadable(cls, v: Path | None) -> Path | None:
+        # LD_PRELOAD looks a name without a slash up in the linker's path (not this one) and splits
+        # entries at colons and spaces.
+        if v is not None and (not v.is_absolute() or any(c in str(v) for c in ": \t")):
+            raise ValueError("jemalloc_path must be an absolute path without colons or spaces")
+        return v
+
 
 class Limits(_Model):
     """Data-plane hardening limits."""

@@ -62,6 +62,7 @@ class LoopLag:
         ended = (self.longest, self.longest_cpu)
         self.longest = self.longest_cpu = self.longest_unqueued = 0.0
         self.worst = (0.0, 0.0, 0.0)
+        self.worst_end = 0.0
         return ended
 
     async def run(self) -> None:

@@ -120,7 +120,7 @@ class EdgeCollector(Collector):
             value=self._looplag.longest_cpu,
         )
         allocator = GaugeMetricFamily(
-            "edgecache_allocator_info", "Processes running on this malloc", labels=["allocator"]
+            "edgecache_allocator_processes", "Processes running on this malloc", labels=["allocator"]
         )
         allocator.add_metric([self._allocator], 1)
         yield allocator

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -103,7 +104,13 @@ def _sqlite_engine(url: URL) -> Engine:
         # purge stream (cProfile, ``bench/purge_stream_cpu.py --profile``).
         raw = conn.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
-        raw.execute(conn.get_execution_options().get(_BEGIN, "BEGIN"))
+        statement = conn.get_execution_options().get(_BEGIN, "BEGIN")
+        try:
+            raw.execute(statement)
+        except sqlite3.Error as err:
+            # Outside SQLAlchemy's error wrapping here: a busy database ("database is locked" after
+            # the busy timeout) must reach callers as the SQLAlchemyError they handle.
+            raise OperationalError(statement, (), err) from err
 
     return engine
 

@@ -205,7 +205,7 @@ static void appended(Capture *self, uint32_t size) {
     self->count += 1;
     if (self->count >= BATCH_RECORDS) {
         write_batch(self);
-    } else if (self->count == 1 && self->on_batch != Py_None) {
+    } else if (self->count == 1 && self->on_batch != NULL && self->on_batch != Py_None) {
         PyObject *r = PyObject_CallNoArgs(self->on_batch);
         if (r == NULL)
             /* Not the answer's failure: the batch then waits until it is full or flushed. */
@@ -249,8 +249,8 @@ static void values_release(Values *v) {
         Py_XDECREF(v->refs[i]);
 }
 
-/* The request's method, target, version and the last Host, Referer and User-Agent fields (as
- * Request.headers would give them), each cut to MAX_FIELD bytes. */
+/* The request's method, target, version and the last of each of its Host, Referer and User-Agent
+ * fields (repeated ones are not joined, as Request.headers would), each cut to MAX_FIELD bytes. */
 static int values_of(PyObject *req, Values *v) {
     PyObject *names[4] = {s_method, s_target, s_http_version, s_fields};
     for (int i = 0; i < 4; i++)
@@ -316,6 +316,10 @@ static int append(Capture *self, int64_t end, const int64_t *times, const char *
         for (int i = 0; i < VALUES; i++)
             size += 2 + (uint32_t)values->len[i];
     }
+    /* Gathering the request may have run Python code (a property, a finalizer) that closed the
+     * ring since the caller's check: nothing to write into then. */
+    if (!self->has_view)
+        return 0;
     unsigned char *p = reserve(self, size);
     put64(p, (uint64_t)end);
     put64(p + 8, sent);
@@ -380,7 +384,9 @@ static Py_ssize_t slot_offset(PyTypeObject *type, PyObject *name) {
         return -1;
     }
     Py_ssize_t at = -1;
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+    /* Only a slot of the type or of a base: another class's descriptor (assigned as an attribute)
+     * would give an offset that is not this object's. */
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && PyType_IsSubtype(type, PyDescr_TYPE(descr))) {
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
         if (member->type == T_OBJECT_EX)
             at = member->offset;
@@ -449,8 +455,8 @@ static PyObject *Capture_hit(Capture *self, PyObject *const *args, Py_ssize_t na
     PyObject *data = args[1];
     Py_ssize_t len = PyBytes_GET_SIZE(data);
     Py_ssize_t status_len = len >= 12 ? 3 : len > 9 ? len - 9 : 0;
-    if (record_request(self, args[0], now_ns(), NULL, NULL, 0, (uint64_t)len,
-                       PyBytes_AS_STRING(data) + 9, status_len) < 0)
+    const char *status = status_len > 0 ? PyBytes_AS_STRING(data) + 9 : "";
+    if (record_request(self, args[0], now_ns(), NULL, NULL, 0, (uint64_t)len, status, status_len) < 0)
         return NULL;
     Py_RETURN_NONE;
 }

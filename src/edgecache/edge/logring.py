@@ -29,9 +29,10 @@ Theory of operation:
   server used), form 1 is method, target, version, Host, Referer and User-Agent (u16 length and
   bytes each, cut to ``MAX_FIELD``).
 - A reader keeps its own position and the sequence number it expects next. A batch is accepted
-  only if its header's CRC matches the bytes copied and its sequence number is the one expected
-  (a seqlock whose check is the CRC): a batch seen before all its bytes are visible, or one being
-  overwritten while it was copied, fails the check. If the writer is more than
+  only if its header's CRC matches the bytes copied and its sequence number is not older than the
+  one expected (a newer one counts the gap as lost; a seqlock whose check is the CRC): a batch
+  seen before all its bytes are visible, or one being overwritten while it was copied, fails the
+  check. If the writer is more than
   ``capacity - 2 * MAX_BATCH`` ahead, what the reader has not read may already be overwritten, so
   it resumes at the oldest batch still safe to read (the header keeps where the first batch of
   each eighth of the area starts, as Varnish's log keeps segment starts), or at ``head`` when none
@@ -44,7 +45,8 @@ Theory of operation:
   on weakly ordered CPUs (ARM, POWER) it may see the new ``head`` or commit word before the
   payload's bytes. The reader therefore never trusts ``head`` alone: a batch whose bytes are not
   all visible yet fails its CRC or shows an older sequence number, and the reader stops there
-  and tries again on its next read (a batch that still fails then is counted lost and skipped).
+  and tries again on its next read (if the batch still fails then, the reader resumes at ``head``
+  and counts what it skipped as lost).
 - The node's own formatter (the one that writes the access-log file) keeps its position, the next
   sequence number, the lost and written counts in the header's reader fields, so a restarted
   formatter resumes where the last one stopped and ``/metrics`` reads the counts from the ring.
@@ -252,6 +254,16 @@ class RingCounts:
     logged: int
 
 
+def _position(mm: mmap.mmap) -> tuple[int, int]:
+    """The writer's ``head`` and sequence number. Two loads, the number first: the writer stores
+    ``head`` first, so a reader can see the new head with the old number (harmless: the batch
+    before it counts as skipped) but never the new number with the old head, which would make the
+    last batch look already read."""
+    (seq,) = _POS.unpack_from(mm, _HEAD_AT + 8)
+    (head,) = _POS.unpack_from(mm, _HEAD_AT)
+    return head, seq
+
+
 def read_counts(path: Path) -> RingCounts:
     """The counters in a ring file's header (without mapping the data area)."""
     with path.open("rb") as f:
@@ -283,7 +295,7 @@ class RingReader:
         self.next_seq: int
         self.lost: int
         self.logged: int
-        head, seq = _HEAD.unpack_from(self._mm, _HEAD_AT)
+        head, seq = _position(self._mm)
         if keep:
             self.pos, self.next_seq, self.lost, self.logged = _READER.unpack_from(self._mm, _READER_AT)
         elif from_start:
@@ -299,7 +311,7 @@ class RingReader:
         """Every record written since the last call, packed (:func:`record` decodes one); fewer,
         with ``lost`` counting the rest, when the writer lapped this reader."""
         mm = self._mm
-        head, seq = _HEAD.unpack_from(mm, _HEAD_AT)
+        head, seq = _position(mm)
         start = self.pos
         if head - start > self.capacity - 2 * MAX_BATCH:
             start = self._oldest_safe(head)
@@ -330,7 +342,7 @@ class RingReader:
             pos += size
             expect = first + len(got)
             records += got
-        now, now_seq = _HEAD.unpack_from(mm, _HEAD_AT)
+        now, now_seq = _position(mm)
         safe = now + 2 * MAX_BATCH - self.capacity
         if safe > start:
             # The writer came close enough to have overwritten the batches copied from before
@@ -420,7 +432,8 @@ def record(rec: bytes) -> Record:
     if form == RAW_FORM:
         method, target, version, fields = _parse_head(values[0])
         host = referer = agent = b""
-        # As Request.headers would give them (the last of repeated Referer or User-Agent fields).
+        # The last of repeated Referer or User-Agent fields, as the capture keeps them (not joined,
+        # as Request.headers would).
         for key, value in fields:
             if key == "host":
                 host = value

@@ -122,6 +122,7 @@ class Reclaimer:
         self._trimmed = False
         """A trim ran during the reclaims since the queue last drained."""
         self._trimming = False
+        """A release of freed memory is running (``drain`` waits for it)."""
         self._released = asyncio.Event()
         self._released.set()
         self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, asyncio.Future[None]]] = deque()
