@@ -4,10 +4,13 @@ does not stay broken: on a real PostgreSQL server, whose backend is terminated u
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from edgecache.db import writer as writer_module
 from edgecache.db.engine import connect, open_database
@@ -75,6 +78,37 @@ def test_a_group_on_a_dropped_connection_fails_and_the_next_one_commits(
         with engine.connect() as conn:
             assert conn.execute(text("SELECT n FROM writes")).scalars().all() == [2]
         assert writer.call(backend) != first
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def test_an_atomic_operation_that_fails_does_not_take_its_group_down(postgres_url: str) -> None:
+    """On PostgreSQL a failed statement aborts the transaction: the operations grouped with an
+    atomic one that failed must still be written, and told so only once they are."""
+    engine = open_database(postgres_url)
+    writer = GroupWriter(engine, name="test-writer")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE grouped (n integer)"))
+        gate, held = threading.Event(), threading.Event()
+        first = writer.submit(lambda conn: held.set() or gate.wait(10))
+        assert held.wait(10)  # the writer is busy: the next three queue up as one group
+
+        def insert(n: int) -> Callable[[Connection], object]:
+            return lambda conn: conn.execute(text(f"INSERT INTO grouped VALUES ({n})"))
+
+        before = writer.submit(insert(1))
+        failing = writer.submit(lambda conn: conn.execute(text("SELECT 1/0")), atomic=True)
+        after = writer.submit(insert(3), atomic=True)
+        gate.set()
+        first.result(10)
+        before.result(10)
+        with pytest.raises(DBAPIError):
+            failing.result(10)
+        after.result(10)
+        with engine.connect() as conn:
+            assert sorted(conn.execute(text("SELECT n FROM grouped")).scalars()) == [1, 3]
     finally:
         writer.close()
         engine.dispose()

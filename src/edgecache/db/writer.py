@@ -8,7 +8,11 @@ Rules:
 - An operation that raises is rolled back to its savepoint and gets the exception; the others in
   the group still commit. A failed commit fails the whole group. An operation submitted with
   ``atomic=True`` is one statement (or raises before writing anything), so it needs no savepoint:
-  two statements fewer, which on PostgreSQL are two network round trips fewer per push. An
+  two statements fewer, which on PostgreSQL are two network round trips fewer per push. But on
+  PostgreSQL a failed statement aborts the whole transaction, and its COMMIT would roll back what
+  the operations before it wrote: the group is then rolled back and run again without the failed
+  operation, every other one in a savepoint (operations are functions of the connection alone, so
+  running one again after a rollback is running it once). An
   operation alone in its group needs none either: when it raises, the whole transaction is rolled
   back (a paced stream of purges is groups of one). Savepoints are the driver's statements, not
   SQLAlchemy's nested transactions (``edgecache.db.prepared.savepoint``: a fraction of the Python).
@@ -34,6 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from psycopg import pq
 from sqlalchemy import Connection, Engine
 
 from edgecache.db.engine import for_writes
@@ -120,6 +125,7 @@ class GroupWriter:
             return
         outcomes: list[tuple[bool, Any]] = []
         committed = True
+        failed: int | None = None
         try:
             if self._conn is None:
                 self._conn = for_writes(self._engine.connect())
@@ -133,8 +139,21 @@ class GroupWriter:
                         transaction.rollback()
                         committed = False
                 else:
-                    for op, _fut, atomic in group:
+                    for i, (op, _fut, atomic) in enumerate(group):
                         outcomes.append(_run_one(conn, op, atomic))
+                        if atomic and not outcomes[-1][0] and _aborted(conn):
+                            # PostgreSQL aborts the whole transaction on a failed statement: what
+                            # ran before it would be lost at COMMIT (which then rolls back).
+                            transaction.rollback()
+                            failed = i
+                            break
+            if failed is not None:
+                with conn.begin():
+                    # Again without it, every other operation in a savepoint of its own.
+                    outcomes = [
+                        outcomes[failed] if i == failed else _run_one(conn, op, False)
+                        for i, (op, _fut, _atomic) in enumerate(group)
+                    ]
         except Exception as exc:
             log.exception("group commit of %d operations failed", len(group))
             self._release()
@@ -155,6 +174,13 @@ class GroupWriter:
                 conn.close()
             except Exception:
                 log.exception("returning the writer's connection failed")
+
+
+def _aborted(conn: Connection) -> bool:
+    """Whether the connection's transaction can no longer commit (PostgreSQL, after a failed
+    statement); SQLite's connections never say so: a failed statement leaves the rest standing."""
+    info = getattr(conn.connection.driver_connection, "info", None)
+    return getattr(info, "transaction_status", None) == pq.TransactionStatus.INERROR
 
 
 def _run_one(conn: Connection, op: Callable[[Connection], Any], atomic: bool) -> tuple[bool, Any]:
