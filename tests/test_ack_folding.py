@@ -5,6 +5,7 @@ real node with SQLite."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import cloudflare
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import ZONE_ID, Route, Stack
 from edgecache.control import purges
+from edgecache.purge.selectors import Mode, Purge, Tag
 
 
 def client(stack: Stack) -> cloudflare.Cloudflare:
@@ -90,4 +92,47 @@ def test_a_stream_of_purges_spends_no_commit_on_acknowledgements(monkeypatch: py
         assert all(statuses(stack, j) == [("success", 0)] for j in jobs[1:])
         assert stack.node.purges.commits - before == len(jobs) + 1  # the last acknowledgement's own
     finally:
+        stack.close()
+
+
+def test_an_acknowledgement_that_comes_while_a_flush_is_queued_rides_in_that_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The writer is busy when the first acknowledgement's timer queues its flush, and another
+    # acknowledgement comes before that flush runs. The queued flush takes both: no second timer,
+    # and no second flush that would find nothing and commit an empty transaction of its own.
+    monkeypatch.setattr(purges, "ACK_DELAY", 0.05)
+    stack = Stack()
+    gate, held = threading.Event(), threading.Event()
+    try:
+        service = stack.node.purges
+        cf = client(stack)
+        cached(stack, "/fold/queued", "fold-queued")
+        job = cf.cache.purge(zone_id=ZONE_ID, tags=["fold-queued"])
+        assert job is not None
+        service._writer.submit(lambda conn: held.set() or gate.wait(10))
+        assert held.wait(10)
+        taken: list[int] = []
+        take = service._take_acks
+
+        def counted() -> list[tuple[int, dict[str, int]]]:
+            acks = take()
+            taken.append(len(acks))
+            return acks
+
+        monkeypatch.setattr(service, "_take_acks", counted)
+        stack.run(stack.node.reclaimer.drain())  # the purge's acknowledgement: its timer queues a flush
+        time.sleep(0.2)
+        later = Purge(10**9, ZONE_ID, Mode.DELETE, (Tag("none"),), time.time())
+        stack.call(lambda: service.reclaimed(later, {}))
+        time.sleep(0.2)  # a second timer, if one were armed, would have fired and queued a flush
+        gate.set()
+        deadline = time.monotonic() + 10
+        while statuses(stack, job.id) != [("success", 1)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert statuses(stack, job.id) == [("success", 1)]
+        time.sleep(0.2)
+        assert taken == [2], "one flush took both acknowledgements"
+    finally:
+        gate.set()
         stack.close()

@@ -180,6 +180,9 @@ class PurgeService:
         """When the oldest acknowledgement in ``_acks`` came (monotonic)."""
         self._acks_timer = False
         """Whether a timer will look at ``_acks`` (one at a time)."""
+        self._acks_queued = False
+        """Whether a flush of ``_acks`` is queued on the writer and has not taken them yet: no timer
+        is armed meanwhile, since that flush will take what comes in the meantime too."""
         self._limiter = limiter
         self._limits_for = limits_for
         self._apply = apply
@@ -442,6 +445,7 @@ class PurgeService:
         """Every acknowledgement gathered so far, for the transaction that will record them."""
         with self._acks_lock:
             acks, self._acks = self._acks, []
+            self._acks_queued = False
         return acks
 
     def _return_acks(self, acks: list[tuple[int, dict[str, int]]]) -> None:
@@ -454,7 +458,7 @@ class PurgeService:
     def _arm_acks(self) -> None:
         """On the event loop: make sure a timer will record the gathered acknowledgements."""
         with self._acks_lock:
-            if self._acks_timer or not self._acks:
+            if self._acks_timer or self._acks_queued or not self._acks:
                 return
             self._acks_timer = True
             wait = self._acks_since + ACK_DELAY - time.monotonic()
@@ -466,11 +470,25 @@ class PurgeService:
         with self._acks_lock:
             self._acks_timer = False
             due = bool(self._acks) and self._acks_since + ACK_DELAY <= time.monotonic()
+            self._acks_queued = due
         if due:
             # Atomic: the operation keeps its own savepoint and never raises.
-            self._writer.submit(self._flush_acks, atomic=True)
+            loop = asyncio.get_running_loop()
+
+            def done(flush: Future[None]) -> None:
+                if flush.exception() is not None:
+                    loop.call_soon_threadsafe(self._flush_failed)
+
+            self._writer.submit(self._flush_acks, atomic=True).add_done_callback(done)
         else:
             self._arm_acks()
+
+    def _flush_failed(self) -> None:
+        """On the event loop: the writer failed the flush's transaction before the flush took the
+        acknowledgements (a lost connection): a timer looks at them again."""
+        with self._acks_lock:
+            self._acks_queued = False
+        self._arm_acks()
 
     def _flush_acks(self, conn: Connection) -> None:
         """On the writer thread: record every acknowledgement gathered so far, in the group's
