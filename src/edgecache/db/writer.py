@@ -8,14 +8,13 @@ Rules:
 - An operation that raises is rolled back to its savepoint and gets the exception; the others in
   the group still commit. A failed commit fails the whole group. An operation submitted with
   ``atomic=True`` is one statement (or raises before writing anything), so it needs no savepoint:
-  two statements fewer, which on PostgreSQL are two network round trips fewer per push. But on
-  PostgreSQL a failed statement aborts the whole transaction, and its COMMIT would roll back what
-  the operations before it wrote: the group is then rolled back and run again without the failed
-  operation, every other one in a savepoint (operations are functions of the connection alone, so
-  running one again after a rollback is running it once). An
-  operation alone in its group needs none either: when it raises, the whole transaction is rolled
-  back (a paced stream of purges is groups of one). Savepoints are the driver's statements, not
-  SQLAlchemy's nested transactions (``edgecache.db.prepared.savepoint``: a fraction of the Python).
+  two statements fewer. That holds on SQLite only: on PostgreSQL a failed statement aborts the
+  whole transaction, whose COMMIT would then roll back what the other operations of the group wrote
+  while their callers were told it was written, so there every operation of a group of more than
+  one gets its savepoint. An operation alone in its group needs none on either: when it raises,
+  the whole transaction is rolled back (a paced stream of purges is groups of one). Savepoints are
+  the driver's statements, not SQLAlchemy's nested transactions (``edgecache.db.prepared.savepoint``:
+  a fraction of the Python).
 - The writer holds its connection from one group to the next while they keep coming (a pool
   checkout and check-in per transaction were 16% of the ledger thread's profiled time in a paced
   purge stream: cProfile, ``bench/purge_stream_cpu.py --profile``); after ``IDLE_RELEASE`` seconds
@@ -38,7 +37,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from psycopg import pq
 from sqlalchemy import Connection, Engine
 
 from edgecache.db.engine import for_writes
@@ -125,7 +123,6 @@ class GroupWriter:
             return
         outcomes: list[tuple[bool, Any]] = []
         committed = True
-        failed: int | None = None
         try:
             if self._conn is None:
                 self._conn = for_writes(self._engine.connect())
@@ -139,21 +136,12 @@ class GroupWriter:
                         transaction.rollback()
                         committed = False
                 else:
-                    for i, (op, _fut, atomic) in enumerate(group):
-                        outcomes.append(_run_one(conn, op, atomic))
-                        if atomic and not outcomes[-1][0] and _aborted(conn):
-                            # PostgreSQL aborts the whole transaction on a failed statement: what
-                            # ran before it would be lost at COMMIT (which then rolls back).
-                            transaction.rollback()
-                            failed = i
-                            break
-            if failed is not None:
-                with conn.begin():
-                    # Again without it, every other operation in a savepoint of its own.
-                    outcomes = [
-                        outcomes[failed] if i == failed else _run_one(conn, op, False)
-                        for i, (op, _fut, _atomic) in enumerate(group)
-                    ]
+                    # PostgreSQL aborts the whole transaction on a failed statement, and its COMMIT
+                    # would then roll back what the other operations wrote: no operation runs
+                    # without a savepoint there.
+                    bare = conn.dialect.name != "postgresql"
+                    for op, _fut, atomic in group:
+                        outcomes.append(_run_one(conn, op, atomic and bare))
         except Exception as exc:
             log.exception("group commit of %d operations failed", len(group))
             self._release()
@@ -174,13 +162,6 @@ class GroupWriter:
                 conn.close()
             except Exception:
                 log.exception("returning the writer's connection failed")
-
-
-def _aborted(conn: Connection) -> bool:
-    """Whether the connection's transaction can no longer commit (PostgreSQL, after a failed
-    statement); SQLite's connections never say so: a failed statement leaves the rest standing."""
-    info = getattr(conn.connection.driver_connection, "info", None)
-    return getattr(info, "transaction_status", None) == pq.TransactionStatus.INERROR
 
 
 def _run_one(conn: Connection, op: Callable[[Connection], Any], atomic: bool) -> tuple[bool, Any]:
