@@ -11,7 +11,6 @@ executing itself again.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import platform
@@ -20,6 +19,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from edgecache.store.blocks import JEMALLOC
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class AllocatorError(Exception):
 def running() -> str:
     """The allocator this process runs on: ``jemalloc`` when its control call is linked in (it was
     preloaded), else ``system``."""
-    return "jemalloc" if hasattr(ctypes.CDLL(None), "mallctl") else "system"
+    return "jemalloc" if JEMALLOC else "system"
 
 
 def candidates() -> list[Path]:

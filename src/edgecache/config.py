@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
 
+from edgecache.allocator import Setting
 from edgecache.httpcache.headers import EDGE_ONLY
 
 Plan = Literal["free", "pro", "business", "enterprise"]
@@ -286,7 +287,7 @@ class Runtime(_Model):
     """Seconds a stopping worker lets in-flight responses finish before it resets what is left."""
     loop_probe_every: float = Field(default=0.005, gt=0)
     """Period of the loop-lag probe (``edgecache.looplag``): the resolution of the stall it reports."""
-    allocator: Literal["auto", "jemalloc", "system"] = "auto"
+    allocator: Setting = "auto"
     """``malloc`` of ``edgecache serve`` (``edgecache.allocator``, decision 0019): ``auto`` runs on
     jemalloc when the library is found, else on the system's; ``jemalloc`` refuses to start without
     it; ``system`` is glibc's (the reclaimer then trims after mass purges)."""
