@@ -35,6 +35,21 @@ def flush(stack: Stack) -> None:
     assert stack.node.disk.flush(10)
 
 
+def record_purge(stack: Stack, tag: str, mode: str, job: str) -> None:
+    """Commit a ledger row purging ``tag``, as the control plane does before it applies a purge."""
+    LedgerStore(stack.node.database).append(
+        NewPurge(
+            zone_id=ZONE_ID,
+            mode=mode,
+            selectors={"tags": [tag]},
+            principal="test",
+            dialect="cli",
+            job_id=job * 32,
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
 def test_restart_serves_from_disk_then_from_memory(fresh: Stack) -> None:
     fresh.origin.routes["/kept"] = Route(body=b"x" * 5000, headers={"Cache-Control": "max-age=600"})
     assert fresh.request("/kept")[1]["cf-cache-status"] == "MISS"
@@ -68,17 +83,7 @@ def test_purges_reach_the_disk(fresh: Stack) -> None:
         fresh.request(p)
     flush(fresh)
     purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag("red"),), 0.0)
-    LedgerStore(fresh.node.database).append(
-        NewPurge(
-            zone_id=ZONE_ID,
-            mode="delete",
-            selectors={"tags": ["red"]},
-            principal="test",
-            dialect="cli",
-            job_id="a" * 32,
-            created_at=datetime.now(UTC),
-        )
-    )
+    record_purge(fresh, "red", "delete", "a")
     fresh.call(lambda: fresh.node.apply_purge(purge))
     flush(fresh)
     assert fresh.node.disk is not None and fresh.node.disk.reclaimed_upto == purge.seq
@@ -95,17 +100,7 @@ def test_a_purge_committed_but_never_reclaimed_is_replayed(fresh: Stack) -> None
     fresh.request("/doomed")
     fresh.request("/safe")
     flush(fresh)
-    LedgerStore(fresh.node.database).append(
-        NewPurge(
-            zone_id=ZONE_ID,
-            mode="delete",
-            selectors={"tags": ["doomed"]},
-            principal="test",
-            dialect="cli",
-            job_id="b" * 32,
-            created_at=datetime.now(UTC),
-        )
-    )
+    record_purge(fresh, "doomed", "delete", "b")
     fresh.restart()
     assert fresh.request("/doomed")[1]["cf-cache-status"] == "MISS"
     assert fresh.request("/safe")[1]["cache-status"].endswith("detail=disk")
@@ -131,17 +126,7 @@ def test_a_soft_purge_on_disk_survives_a_restart(fresh: Stack) -> None:
     flush(fresh)
     fresh.call(lambda: fresh.node.store.delete("http://test.example/soft"))  # only the disk has it now
     purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.INVALIDATE, (Tag("soft"),), 1.0)
-    LedgerStore(fresh.node.database).append(
-        NewPurge(
-            zone_id=ZONE_ID,
-            mode="invalidate",
-            selectors={"tags": ["soft"]},
-            principal="test",
-            dialect="cli",
-            job_id="c" * 32,
-            created_at=datetime.now(UTC),
-        )
-    )
+    record_purge(fresh, "soft", "invalidate", "c")
     fresh.call(lambda: fresh.node.apply_purge(purge))
     flush(fresh)
     fresh.restart()
@@ -239,17 +224,7 @@ def test_a_purged_entry_evicted_from_memory_after_the_disk_reclaim_stays_purged_
     key = "http://test.example/raced"
     fresh.call(fresh.node.reclaimer.hold)
     purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag("raced"),), time.time())
-    LedgerStore(fresh.node.database).append(
-        NewPurge(
-            zone_id=ZONE_ID,
-            mode="delete",
-            selectors={"tags": ["raced"]},
-            principal="test",
-            dialect="cli",
-            job_id="d" * 32,
-            created_at=datetime.now(UTC),
-        )
-    )
+    record_purge(fresh, "raced", "delete", "d")
     fresh.call(lambda: fresh.node.apply_purge(purge))
     # The purge's disk job runs (the memory pass is held): the object leaves the disk.
     disk.run_job(DiskReclaim(purge)).result(10)
@@ -279,17 +254,7 @@ def test_a_memory_eviction_of_an_entry_no_purge_covers_is_written_back_after_a_p
     assert disk is not None
     key = "http://test.example/kept"
     purge = Purge(fresh.node.index.position + 1, ZONE_ID, Mode.DELETE, (Tag("other"),), time.time())
-    LedgerStore(fresh.node.database).append(
-        NewPurge(
-            zone_id=ZONE_ID,
-            mode="delete",
-            selectors={"tags": ["other"]},
-            principal="test",
-            dialect="cli",
-            job_id="e" * 32,
-            created_at=datetime.now(UTC),
-        )
-    )
+    record_purge(fresh, "other", "delete", "e")
     fresh.call(lambda: fresh.node.apply_purge(purge))
     flush(fresh)
     assert disk.reclaimed_upto == purge.seq
