@@ -17,7 +17,7 @@ from edgecache.control.livestats import read
 from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.edge.reclaimer import DiskReclaim
 from edgecache.purge.selectors import Mode, Purge, Tag
-from edgecache.store.disk import _MAX_BATCH_OPS
+from edgecache.store.disk import MAX_BATCH_OPS
 
 
 @pytest.fixture
@@ -184,15 +184,15 @@ def test_purge_everything_counts_each_disk_object_once_when_requests_reach_them_
     assert busy.wait(10)
     # Changes that do nothing fill the writer's next batch up to the purge's job, so that the
     # requests' deletes land in the batch after it: the job's drop finds their records still there.
-    for i in range(_MAX_BATCH_OPS - 1):
+    for i in range(MAX_BATCH_OPS - 1):
         disk.set_vary(f"http://filler.invalid/{i}", ("accept",))
     try:
         job = cf.cache.purge(zone_id=ZONE_ID, purge_everything=True)
         assert job is not None
         deadline = time.monotonic() + 10
-        while disk.queue_depth < _MAX_BATCH_OPS + 1 and time.monotonic() < deadline:
+        while disk.queue_depth < MAX_BATCH_OPS + 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert disk.queue_depth == _MAX_BATCH_OPS + 1  # the blocking job, the fillers, the purge's
+        assert disk.queue_depth == MAX_BATCH_OPS + 1  # the blocking job, the fillers, the purge's
         for p in paths[:4]:
             assert fresh.request(p)[1]["cf-cache-status"] == "MISS"
         assert fresh.node.stats.purged_on_lookup >= 4

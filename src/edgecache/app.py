@@ -43,6 +43,7 @@ from edgecache.db.ledger import LedgerStore
 from edgecache.db.tasks import TaskStore
 from edgecache.demo import origin as demo_origin
 from edgecache.edge.accesslog import FormatterProcess, close_ring, connection_factory
+from edgecache.edge.fillwriter import FillWriterProcess
 from edgecache.edge.http1 import Connection, Handler, HttpServer, start_server
 from edgecache.edge.logring import (
     RingWriter,
@@ -199,6 +200,8 @@ class Node:
             if log_cfg.access_log is not None
             else None
         )
+        self.fill_writer: FillWriterProcess | None = None
+        """The disk tier's fill writer (decision 0020): started with the data plane."""
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
         self._demo: web.AppRunner | None = None
@@ -329,6 +332,9 @@ class Node:
         if self.disk is not None:
             # The hit path's disk reads share a read transaction per turn of this loop.
             self.disk.read_in_turns(asyncio.get_running_loop().call_soon)
+            if cfg.storage.disk.fill_writer == "process":
+                self.fill_writer = FillWriterProcess(cfg, self.disk)
+                await self.fill_writer.start()
         # The bound method: calling the Proxy instance itself goes through its type's call slot first.
         serve: Handler = handler or self.proxy.__call__
         connection: Callable[[HttpServer], Connection] = Connection
@@ -378,6 +384,8 @@ class Node:
             await self._demo.cleanup()
         self.purges.close()
         self.queues.close()
+        if self.fill_writer is not None:
+            await self.fill_writer.stop()
         if self.disk is not None:
             await asyncio.to_thread(self.disk.close)
         self.database.dispose()

@@ -246,6 +246,10 @@ class DiskStorage(_Model):
     fill) or ``second_fill`` (only a key's second fill within about the memory tier's entry count of
     fills, per process, as nginx's ``proxy_cache_min_uses 2``: a stream of one-hit wonders costs the
     disk nothing, at the price of a fetch per worker before an object is shared). Decision 0018."""
+    fill_writer: Literal["process", "thread"] = "process"
+    """Who writes fills to disk: a child process per data-plane process, fed through a shared-memory
+    ring (its Python does not take the event loop's interpreter lock), or the disk writer thread
+    of the data-plane process itself. Decision 0020."""
 
 
 class Storage(_Model):

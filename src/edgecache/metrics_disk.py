@@ -12,8 +12,8 @@ from edgecache.store.disk import DiskStore
 
 
 class DiskCollector(Collector):
-    """What one process did with the disk tier (its reads, its writer's work): a node of worker
-    processes sums these over its workers."""
+    """What one process did with the disk tier (its reads, its writer thread's and its fill writer
+    process's work): a node of worker processes sums these over its workers."""
 
     def __init__(self, disk: DiskStore) -> None:
         self._disk = disk
@@ -21,7 +21,7 @@ class DiskCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Yield the current values (called by the registry on each scrape)."""
         d = self._disk
-        s = d.stats
+        s = d.counters()  # the fill writer process's work included (decision 0020)
         yield CounterMetricFamily(
             "edgecache_disk_hits", "Memory misses answered by the disk cache", value=s.hits
         )

@@ -66,10 +66,10 @@ import queue
 import struct
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -110,6 +110,7 @@ from edgecache.store.disk_layout import (
     with_reserve_expires,
 )
 from edgecache.store.entry import VARIANT_SEP, Entry
+from edgecache.store.fillring import COUNTERS, FillRing
 
 __all__ = [
     "CACHE",
@@ -136,8 +137,10 @@ MAX_ZONES = 1024
 """Zones the store can hold (two named databases each; LMDB fixes the number when it opens)."""
 MAX_WHERES = 4096
 """Hosts whose zone and databases the hit path remembers (a zone may serve many hosts)."""
-_MAX_BATCH_OPS = 512
-_MAX_BATCH_BYTES = 64 << 20
+MAX_BATCH_OPS = 512
+"""Changes one write transaction takes at most (the writer thread's, or a fill writer's)."""
+MAX_BATCH_BYTES = 64 << 20
+"""Bytes of bodies one write transaction takes at most (past its first change)."""
 GROUP_WAIT = 0.025
 """Seconds the writer waits after the first fill of a batch for more fills to share its
 transaction, when fills keep coming (``GROUP_QUIET``): a commit writes and fsyncs every page the
@@ -432,12 +435,14 @@ class DiskStore:
         reserve_budget: Callable[[str], int] = lambda zone: 0,
         reserve_retention: Callable[[str], float] = lambda zone: 30 * 86400.0,
         zones: Iterable[str] = (),
+        writer: bool = True,
     ) -> None:
         """Open (or create) the store at ``path``. ``position`` is the purge-ledger position to
         record as reclaimed when the store is new (nothing on disk predates it), or was written in
         another layout (it is emptied: see ``_open_layout``). ``zones``: the configured zones,
         whose databases are opened (created when new) at once, so that what another process
-        writes for them is readable here from its first lookup."""
+        writes for them is readable here from its first lookup. ``writer``: False in a fill-writer
+        process, which writes with :meth:`write_fills` alone (no writer thread, no queue)."""
         path.mkdir(parents=True, exist_ok=True)
         self.budget = budget
         self._reserve_budget = reserve_budget
@@ -508,10 +513,17 @@ class DiskStore:
         self._turn_generation = -1
         self._turn_thread = -1
         self._call_soon: Callable[[Callable[[], None]], object] | None = None
+        self._ring: FillRing | None = None
+        """Where fills go when a fill-writer process writes them (``attach_fills``), else None."""
+        self._ring_keys: deque[tuple[int, str]] = deque()
+        """Keys put in the ring (``_pending``), with the position after their record."""
+        self._fenced = 0
+        """The ring position of the last fence queued (``_enqueue``)."""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
-        self._thread.start()
+        if writer:
+            self._thread.start()
 
     def _open_layout(self, position: int, zones: Iterable[str]) -> Any:
         """Open the meta database and every zone's, after bringing the layout to ``LAYOUT``.
@@ -785,6 +797,8 @@ class DiskStore:
         queued counts as held, so that nothing is written back over a pending removal, nor twice."""
         if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
             return True
+        if self._ring_keys:
+            self._forget_committed()
         if key in self._pending:
             return True
         zone = self._zone_of(key)
@@ -840,13 +854,92 @@ class DiskStore:
 
     @property
     def queue_depth(self) -> int:
-        """Changes waiting for the writer."""
-        return self._queued
+        """Changes waiting for the writer (and, with a fill ring, for the fill writer)."""
+        ring = self._ring
+        return self._queued + (0 if ring is None else ring.pending())
+
+    def counters(self) -> DiskStats:
+        """This process's counters, with the fill writer's (``attach_fills``) added: what the metrics
+        report."""
+        ring = self._ring
+        if ring is None:
+            return self.stats
+        total = replace(self.stats)
+        for name, value in ring.counters().items():
+            setattr(total, name, getattr(total, name) + value)
+        return total
+
+    # -- the fill ring (decision 0020) ------------------------------------------------------------
+
+    def attach_fills(self, ring: FillRing | None) -> None:
+        """From now on, put fills in ``ring`` for a fill-writer process to write (None: the writer
+        thread writes them again). The ring must be empty or fully committed when it changes.
+        With a ring, ``put`` is called on one thread only (the event loop's)."""
+        with self._lock:
+            self._ring = ring
+            self._ring_keys.clear()
+            self._fenced = 0 if ring is None else ring.committed
+            self._pending.clear()
+
+    def _forget_committed(self) -> None:
+        """Keys whose ring records are committed are no longer pending."""
+        ring = self._ring
+        keys = self._ring_keys
+        if ring is None:
+            return
+        committed = ring.committed
+        pending = self._pending
+        with self._lock:
+            while keys and keys[0][0] <= committed:
+                key = keys.popleft()[1]
+                n = pending.get(key, 0) - 1
+                if n > 0:
+                    pending[key] = n
+                else:
+                    pending.pop(key, None)
+
+    def _await_fills(self, position: int) -> None:
+        """On the writer thread: wait until the fill writer has committed the ring up to
+        ``position`` (a change queued after fills must not overtake them). A dead fill writer's
+        records are skipped by its supervisor, so the wait ends then too."""
+        ring = self._ring
+        if ring is None or ring.committed >= position:
+            return
+        ring.want(position)
+        delay = 0.0002
+        while self._ring is ring and ring.committed < position:
+            time.sleep(delay)
+            delay = min(2 * delay, 0.005)
+
+    def write_fills(self, records: list[tuple[bytes, bool]]) -> None:
+        """In a fill-writer process: write fills (encoded records, and whether each goes to its
+        zone's reserve too) in one transaction, by the same rules as the writer thread's puts."""
+        batch: list[tuple[Any, ...]] = []
+        for payload, reserve in records:
+            try:
+                entry = decode_entry(payload).entry
+            except (struct.error, UnicodeDecodeError):
+                self.stats.write_errors += 1
+                continue
+            batch.append(("put", entry, reserve))
+        try:
+            self._apply(batch)
+        except Exception:
+            self.stats.write_errors += 1
+            log.exception("disk tier: a batch of %d fills was not written", len(batch))
+
+    def fill_counters(self) -> dict[str, int]:
+        """The counters a fill writer publishes in its ring."""
+        return {name: getattr(self.stats, name) for name in COUNTERS}
 
     # -- writes (queued) --------------------------------------------------------------------------
 
     def put(self, entry: Entry, *, reserve: bool = False) -> None:
         """Store an entry in the disk cache, and in its zone's reserve when ``reserve``."""
+        ring = self._ring
+        if ring is not None and type(entry) is Entry:
+            self._put_in_ring(ring, entry, reserve)
+            return
         if self._queued >= MAX_QUEUED:
             self.stats.dropped += 1
             return
@@ -857,6 +950,25 @@ class DiskStore:
             self._queued += 1
         # A fill does not wake the writer: it waits for more of them (``GROUP_WAIT``).
         self._queue.put(("put", entry, reserve))
+
+    def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> None:
+        record = encode_entry(entry, 0.0)
+        if len(record) > ring.max_record:
+            # Rare (memory's largest objects): the writer thread takes it, after a fence.
+            with self._lock:
+                self._pending[entry.key] = self._pending.get(entry.key, 0) + 1
+            self._enqueue(("put", entry, reserve))
+            return
+        if self._ring_keys:
+            self._forget_committed()
+        if not ring.append(record, reserve):
+            self.stats.dropped += 1
+            return
+        key = entry.key
+        pending = self._pending
+        with self._lock:
+            pending[key] = pending.get(key, 0) + 1
+        self._ring_keys.append((ring.head, key))
 
     def delete(self, key: str) -> None:
         """Remove the entry under ``key`` from both areas (hidden from readers at once)."""
@@ -940,17 +1052,24 @@ class DiskStore:
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the environment."""
-        self._queue.put(None)
-        self._wake.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._wake.set()
+            self._thread.join()
         self._call_soon = None
         self._turn = None
         self.env.close()
 
     def _enqueue(self, op: tuple[Any, ...]) -> None:
+        ring = self._ring
         with self._lock:
+            if ring is not None and ring.head > self._fenced:
+                # Ordered after the fills already in the ring: the writer waits for their commit.
+                self._fenced = ring.head
+                self._queued += 1
+                self._queue.put(("fence", self._fenced))
             self._queued += 1
-        self._queue.put(op)
+            self._queue.put(op)
         self._wake.set()
 
     # -- the writer thread ------------------------------------------------------------------------
@@ -965,7 +1084,7 @@ class DiskStore:
                 if self._renewals:
                     self._write_batch([])
                 continue
-            if op is not None and op[0] in _FILLS and self._queued < _MAX_BATCH_OPS:
+            if op is not None and op[0] in _FILLS and self._queued < MAX_BATCH_OPS:
                 # More fills share this transaction's commit (``GROUP_WAIT``) if they keep coming; a
                 # change of any other kind, or a full batch already queued, does not wait.
                 queued = self._queued
@@ -983,7 +1102,7 @@ class DiskStore:
                     size += len(op[1].body)
                 elif kind == "chunk":
                     size += len(op[3])
-                if len(batch) >= _MAX_BATCH_OPS or size >= _MAX_BATCH_BYTES:
+                if len(batch) >= MAX_BATCH_OPS or size >= MAX_BATCH_BYTES:
                     break
                 try:
                     op = get_nowait()
@@ -1048,11 +1167,15 @@ class DiskStore:
             # Readers keep adding to the set they see; a renewal lost in the swap is only a hint.
             renewals, self._renewals = self._renewals, {}
             self._renewed = time.monotonic()
-        if not renewals and all(op[0] == "job" for op in batch):
+        fence = max((op[1] for op in batch if op[0] == "fence"), default=0)
+        if fence:
+            self._await_fills(fence)
+        if not renewals and all(op[0] == "job" or op[0] == "fence" for op in batch):
             # Only jobs (a purge's reclaim, usually): each has its own transaction below, and an
             # empty one here would still take the environment's write lock from every process.
             for op in batch:
-                self._step(op[1], op[2])
+                if op[0] == "job":
+                    self._step(op[1], op[2])
             return
         try:
             with self.env.begin(write=True) as txn:

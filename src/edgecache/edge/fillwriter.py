@@ -1,0 +1,217 @@
+"""The disk tier's fill writer as a child process of each data-plane process (decision 0020).
+
+The event loop puts each fill's encoded record in a shared-memory ring (``store/fillring.py``)
+instead of the disk writer thread's queue; this process reads the ring and writes the records to
+the same LMDB environment in group-committed transactions, by the store's own rules
+(``DiskStore.write_fills``: a put below ``reclaimed_upto`` is dropped, and so on). Its Python runs
+under its own interpreter lock, not the loop's. Everything else (deletes, removal jobs, large
+objects, renewals) stays on the writer thread, which waits for the ring's commit before any change
+queued after fills (``DiskStore._await_fills``).
+
+:class:`FillWriterProcess` starts it, restarts it when it dies (the records it had not committed
+are skipped and counted as dropped: a cache may drop a fill; the loop never waits for it), and at
+stop asks it to commit what is left and exit. The child exits on its own, after writing what the
+ring holds, when its parent is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from edgecache.config import Config
+from edgecache.store.disk import GROUP_QUIET, GROUP_WAIT, MAX_BATCH_BYTES, MAX_BATCH_OPS, DiskStore
+from edgecache.store.fillring import FillRing
+
+log = logging.getLogger(__name__)
+
+RESTART_AFTER = 1.0
+"""Seconds between a fill writer's unexpected exit and its restart."""
+STOP_GRACE = 10.0
+"""Seconds a stopping fill writer has to commit what the ring holds before it is killed."""
+IDLE_MAX = 0.01
+"""Longest sleep of an idle fill writer between looks at the ring (a flush waits at most this)."""
+SHM = Path("/dev/shm")
+
+
+def ring_file(data_dir: Path, shm: Path = SHM) -> Path:
+    """A new ring file for this process: on tmpfs when the machine has one (its pages are never
+    written back to a disk), else in the data directory."""
+    directory = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else data_dir
+    return directory / f"edgecache-fills-{os.getpid()}-{secrets.token_hex(6)}.ring"
+
+
+class FillWriterProcess:
+    """One data-plane process's fill writer, supervised."""
+
+    def __init__(self, config: Config, disk: DiskStore) -> None:
+        self.config = config
+        self.disk = disk
+        self.ring = FillRing.create(ring_file(config.data_dir))
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Start the child and send fills through the ring from now on."""
+        self._proc = await self._spawn()
+        self.disk.attach_fills(self.ring)
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's pid (None before it started)."""
+        return None if self._proc is None else self._proc.pid
+
+    def _args(self) -> list[str]:
+        cfg = self.config
+        reserve = {
+            z.id: [z.cache_reserve.budget_bytes, z.cache_reserve.retention_days * 86400.0] for z in cfg.zones
+        }
+        return [
+            "--ring",
+            str(self.ring.path),
+            "--disk",
+            str(cfg.data_dir / cfg.storage.disk.path),
+            "--budget",
+            str(cfg.storage.disk.budget_bytes),
+            "--reserve",
+            json.dumps(reserve),
+        ]
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edgecache.edge.fillwriter", *self._args()
+        )
+
+    async def _supervise(self) -> None:
+        while True:
+            assert self._proc is not None
+            code = await self._proc.wait()
+            if self._stopping:
+                return
+            lost = self.ring.skip()
+            self.disk.stats.dropped += lost
+            self.restarts += 1
+            log.warning(
+                "disk fill writer exited with status %s (%d fills not written); starting it again",
+                code,
+                lost,
+                extra={"event": "disk_fill_writer_exited", "status": code, "lost": lost},
+            )
+            await asyncio.sleep(RESTART_AFTER)
+            if self._stopping:
+                return
+            self._proc = await self._spawn()
+
+    async def stop(self) -> None:
+        """Let the child commit what the ring holds, end it, and send fills to the writer thread."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        proc = self._proc
+        self.ring.close_writer()
+        if proc is not None and proc.returncode is None:
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except TimeoutError:
+                log.error("disk fill writer did not stop in %g s; killing it", STOP_GRACE)
+                proc.kill()
+                await proc.wait()
+        self.disk.stats.dropped += self.ring.skip()
+        # Every fill is committed (or counted): the writer thread's fences are passed.
+        await asyncio.to_thread(self.disk.flush)
+        self.disk.attach_fills(None)
+        self.ring.close(unlink=True)
+
+
+def run(ring: FillRing, store: DiskStore, stop: list[bool], parent: int) -> None:
+    """Write what the ring gathers until ``stop[0]``, the ring's closing flag or the death of
+    ``parent`` (the appending process), then what is left."""
+    pos = ring.committed
+    idle = GROUP_QUIET
+    while True:
+        seen = ring.available(pos)
+        if not seen:
+            if stop[0] or ring.closing or os.getppid() != parent:
+                return
+            time.sleep(idle)
+            idle = min(2 * idle, IDLE_MAX)
+            continue
+        idle = GROUP_QUIET
+        if not ring.urgent(pos) and not ring.closing:
+            # More fills share the commit if they keep coming (the writer thread's GROUP_WAIT).
+            began = time.monotonic()
+            time.sleep(GROUP_QUIET)
+            while (
+                ring.available(pos) > seen
+                and time.monotonic() - began < GROUP_WAIT
+                and not ring.urgent(pos)
+                and ring.available(pos) < MAX_BATCH_BYTES
+            ):
+                seen = ring.available(pos)
+                time.sleep(GROUP_QUIET)
+        batch = ring.read(pos, MAX_BATCH_OPS, MAX_BATCH_BYTES)
+        if batch.end == pos:
+            time.sleep(GROUP_QUIET)  # a record whose bytes are not all visible yet
+            continue
+        if batch.records:
+            store.write_fills(batch.records)
+        ring.commit(batch, store.fill_counters())
+        pos = batch.end
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m edgecache.edge.fillwriter``: how a data-plane process starts its fill writer."""
+    parser = argparse.ArgumentParser(description="edgecache disk fill writer")
+    parser.add_argument("--ring", type=Path, required=True)
+    parser.add_argument("--disk", type=Path, required=True)
+    parser.add_argument("--budget", type=int, required=True)
+    parser.add_argument("--reserve", type=json.loads, default={})
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    reserve: dict[str, list[float]] = args.reserve
+    stop = [False]
+
+    def stopping(*_: object) -> None:
+        stop[0] = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stopping)
+    ring = FillRing.open(args.ring)
+    ring.claim()
+    store = DiskStore(
+        args.disk,
+        budget=args.budget,
+        position=0,
+        reserve_budget=lambda zone: int(reserve[zone][0]) if zone in reserve else 0,
+        reserve_retention=lambda zone: reserve[zone][1] if zone in reserve else 0.0,
+        zones=list(reserve),
+        writer=False,
+    )
+    # Counted on from where the last fill writer of this ring stopped.
+    for name, value in ring.counters().items():
+        setattr(store.stats, name, value)
+    parent = os.getppid()
+    try:
+        run(ring, store, stop, parent)
+    finally:
+        store.close()
+        # The appender removes its ring at stop; one that died cannot.
+        ring.close(unlink=os.getppid() != parent)
+
+
+if __name__ == "__main__":
+    main()

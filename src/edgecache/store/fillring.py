@@ -1,0 +1,245 @@
+"""The fill ring: a shared-memory ring of encoded disk records, from one data-plane process (the
+event loop, which appends) to its fill-writer process (which writes them to LMDB): decision 0020.
+
+Theory of operation:
+- One file (on tmpfs when the machine has one), mapped by both processes: a 256-byte header and a
+  data area of ``capacity`` bytes (a power of two). Positions are absolute byte counts that only
+  grow; a position's place in the data area is ``pos & (capacity - 1)``. Every header word has
+  one writer: the appender (``head``, ``appended``, ``urgent``, ``closing``), or the fill writer
+  (``committed``, ``done``, its counters, its pid), or, only while no fill writer runs, the
+  supervisor that restarts it (:meth:`FillRing.skip`).
+- A record is a 12-byte head (length, CRC-32 of the payload, reserve flag) and the payload (the
+  record ``encode_entry`` makes, what LMDB stores), padded to 8 bytes. A record that would cross
+  the end of the area is preceded by a wrap mark (length 0) and starts at the beginning.
+- The appender never waits: a record that does not fit in what the fill writer has not yet
+  committed is refused (the caller counts it as dropped: a cache may drop a fill). It writes the
+  record, then ``head`` (one aligned store). The reader checks each record's CRC before it
+  trusts it: on a CPU that reorders stores (ARM, POWER) Python's copies have no fence, so a record
+  seen before its bytes fails the check and is read again later.
+- The fill writer publishes ``committed`` (the position up to which every record is committed to
+  LMDB, or dropped by the store's rules) after the transaction that wrote them: whoever must
+  order a change after the fills queued so far waits for ``committed`` to pass the ``head`` it saw
+  (``store/disk.py``'s fences), and may set ``urgent`` so the writer does not wait for more fills.
+- Records appended but not committed when the fill writer dies are skipped and counted by the
+  supervisor before it starts the next one (:meth:`FillRing.skip`); the next resumes at
+  ``committed``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+MAGIC = b"ECFILL\x00\x01"
+HEADER_SIZE = 256
+DEFAULT_CAPACITY = 16 << 20
+_Q = struct.Struct("<Q")
+_REC = struct.Struct("<IIB3x")
+_REC_SIZE = 12
+_ALIGN = 8
+# Header words (byte offsets), each with a single writer (see the module's rules).
+_CAPACITY = 8
+_HEAD = 16
+_APPENDED = 24
+_URGENT = 32
+_CLOSING = 40
+_COMMITTED = 48
+_DONE = 56
+_COUNTERS = 64
+COUNTERS = (
+    "writes",
+    "dropped",
+    "commits",
+    "write_errors",
+    "evictions",
+    "reserve_evictions",
+    "reserve_expired",
+)
+"""The fill writer's counters, kept in the header so that they outlive a restart and the data-plane
+process reports them (the names are ``DiskStats``' fields)."""
+_PID = _COUNTERS + 8 * len(COUNTERS)
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the fill writer read: the records (payload, reserve flag) and the position after them."""
+
+    records: list[tuple[bytes, bool]]
+    end: int
+
+
+class FillRing:
+    """One fill ring, mapped (created by the appending process, opened by the fill writer)."""
+
+    def __init__(self, path: Path, mm: mmap.mmap) -> None:
+        self.path = path
+        self._mm = mm
+        self.capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
+        self._mask = self.capacity - 1
+        self._head: int = _Q.unpack_from(mm, _HEAD)[0]
+        self._appended: int = _Q.unpack_from(mm, _APPENDED)[0]
+        self.max_record = self.capacity // 8
+        """Payloads larger than this are not put in the ring (the caller writes them otherwise)."""
+
+    @classmethod
+    def create(cls, path: Path, capacity: int = DEFAULT_CAPACITY) -> FillRing:
+        """A new, empty ring at ``path`` (readable by this user only: it holds cached responses)."""
+        if capacity & (capacity - 1) or capacity < 1 << 16:
+            raise ValueError("fill ring capacity must be a power of two of at least 64 KiB")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            # Every page allocated now: a full tmpfs fails here, not with a SIGBUS on the loop.
+            os.posix_fallocate(fd, 0, HEADER_SIZE + capacity)
+            mm = mmap.mmap(fd, HEADER_SIZE + capacity)
+        finally:
+            os.close(fd)
+        mm[:8] = MAGIC
+        _Q.pack_into(mm, _CAPACITY, capacity)
+        return cls(path, mm)
+
+    @classmethod
+    def open(cls, path: Path) -> FillRing:
+        """Map an existing ring (the fill writer's side)."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            mm = mmap.mmap(fd, 0)
+        finally:
+            os.close(fd)
+        if mm[:8] != MAGIC:
+            mm.close()
+            raise ValueError(f"{path} is not a fill ring")
+        return cls(path, mm)
+
+    def close(self, *, unlink: bool = False) -> None:
+        """Unmap the ring (and remove its file)."""
+        self._mm.close()
+        if unlink:
+            self.path.unlink(missing_ok=True)
+
+    # -- the appender ------------------------------------------------------------------------------
+
+    def append(self, payload: bytes, reserve: bool) -> bool:
+        """Add one record; False (nothing written) when the ring has no room for it."""
+        size = len(payload)
+        need = (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
+        head = self._head
+        mm = self._mm
+        at = head & self._mask
+        room = self.capacity - at
+        wrap = room if need > room else 0
+        if head + wrap + need - _Q.unpack_from(mm, _COMMITTED)[0] > self.capacity:
+            return False
+        if wrap:
+            _REC.pack_into(mm, HEADER_SIZE + at, 0, 0, 0)
+            head += wrap
+            at = 0
+        start = HEADER_SIZE + at
+        _REC.pack_into(mm, start, size, zlib.crc32(payload), reserve)
+        mm[start + _REC_SIZE : start + _REC_SIZE + size] = payload
+        self._head = head = head + need
+        self._appended += 1
+        _Q.pack_into(mm, _APPENDED, self._appended)
+        # Last: the reader trusts nothing past ``head``.
+        _Q.pack_into(mm, _HEAD, head)
+        return True
+
+    @property
+    def head(self) -> int:
+        """The position after the last record appended."""
+        return self._head
+
+    def want(self, position: int) -> None:
+        """Ask the fill writer to commit up to ``position`` without waiting for more fills."""
+        if position > _Q.unpack_from(self._mm, _URGENT)[0]:
+            _Q.pack_into(self._mm, _URGENT, position)
+
+    def pending(self) -> int:
+        """Records appended and not yet committed (nor skipped)."""
+        return self._appended - int(_Q.unpack_from(self._mm, _DONE)[0])
+
+    def skip(self) -> int:
+        """Give up the records appended and not committed (their fill writer died): the next one
+        starts after them. Returns how many. Only while no fill writer runs."""
+        mm = self._mm
+        lost = self._appended - int(_Q.unpack_from(mm, _DONE)[0])
+        _Q.pack_into(mm, _DONE, self._appended)
+        _Q.pack_into(mm, _COMMITTED, self._head)
+        return lost
+
+    def close_writer(self) -> None:
+        """Tell the fill writer to commit what is left and exit."""
+        _Q.pack_into(self._mm, _CLOSING, 1)
+
+    # -- either side -------------------------------------------------------------------------------
+
+    @property
+    def committed(self) -> int:
+        """The position up to which every record is committed (or dropped by the store's rules)."""
+        return int(_Q.unpack_from(self._mm, _COMMITTED)[0])
+
+    def counters(self) -> dict[str, int]:
+        """The fill writer's counters (``COUNTERS``)."""
+        mm = self._mm
+        return {name: _Q.unpack_from(mm, _COUNTERS + 8 * i)[0] for i, name in enumerate(COUNTERS)}
+
+    @property
+    def writer_pid(self) -> int:
+        """The pid of the fill writer that last opened the ring (0: none yet)."""
+        return int(_Q.unpack_from(self._mm, _PID)[0])
+
+    # -- the fill writer ---------------------------------------------------------------------------
+
+    def claim(self) -> None:
+        """This process is the ring's fill writer from now on."""
+        _Q.pack_into(self._mm, _PID, os.getpid())
+
+    @property
+    def closing(self) -> bool:
+        """Whether the appender asked the fill writer to finish."""
+        return bool(_Q.unpack_from(self._mm, _CLOSING)[0])
+
+    def urgent(self, position: int) -> bool:
+        """Whether the appender waits for a commit past ``position``."""
+        return int(_Q.unpack_from(self._mm, _URGENT)[0]) > position
+
+    def available(self, position: int) -> int:
+        """Bytes appended after ``position``."""
+        return int(_Q.unpack_from(self._mm, _HEAD)[0]) - position
+
+    def read(self, position: int, max_records: int, max_bytes: int) -> Batch:
+        """The records after ``position`` (at most ``max_records``, and ``max_bytes`` of payload
+        unless the first alone is more), stopping at one whose bytes are not all visible yet."""
+        mm = self._mm
+        head = _Q.unpack_from(mm, _HEAD)[0]
+        records: list[tuple[bytes, bool]] = []
+        size_sum = 0
+        pos = position
+        while pos < head and len(records) < max_records:
+            at = pos & self._mask
+            start = HEADER_SIZE + at
+            size, crc, reserve = _REC.unpack_from(mm, start)
+            if size == 0:
+                pos += self.capacity - at  # a wrap mark
+                continue
+            if records and size_sum + size > max_bytes:
+                break
+            payload = mm[start + _REC_SIZE : start + _REC_SIZE + size]
+            if zlib.crc32(payload) != crc:
+                break
+            records.append((payload, bool(reserve)))
+            size_sum += size
+            pos += (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
+        return Batch(records, pos)
+
+    def commit(self, batch: Batch, counters: dict[str, int]) -> None:
+        """Publish that ``batch`` is committed, with the fill writer's counters."""
+        mm = self._mm
+        for i, name in enumerate(COUNTERS):
+            _Q.pack_into(mm, _COUNTERS + 8 * i, counters[name])
+        _Q.pack_into(mm, _DONE, _Q.unpack_from(mm, _DONE)[0] + len(batch.records))
+        # Last: whoever waits for ``committed`` finds the counters already there.
+        _Q.pack_into(mm, _COMMITTED, batch.end)
