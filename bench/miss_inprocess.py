@@ -6,8 +6,10 @@ straight into data-plane connections whose transports only collect writes (no cl
 the client side), 50 connections at a time, each miss going through the cache handler, the fetch,
 the origin client over real loopback to nginx, and the store. "origin client alone": the client
 fetches the same objects itself, 50 at a time, reading each body. The figure is this process's CPU
-time (user + system, `time.process_time`, so the disk tier's writer thread is in it) divided by the
-requests: nginx's CPU is not in it, and a busy neighbour slows the run without changing it much.
+time (user + system, `time.process_time`, so the disk tier's writer thread is in it), plus the CPU
+of the disk tier's fill writer process when the node runs one (decision 0020; its own row too),
+divided by the requests: nginx's CPU is not in it, and a busy neighbour slows the run without
+changing it much.
 The whole miss is measured twice, with the persistent (LMDB) tier on, as a node runs by default,
 and memory only, which is the miss path's own cost. With the disk tier, a round ends when the
 writer has committed its fills (``DiskStore.flush``), and the writer thread's own CPU clock gives
@@ -92,9 +94,10 @@ class TimedConnection(Connection):
             self.done.set_result(None)
 
 
-async def miss_path(node: Node, start: int) -> tuple[float, float]:
-    """CPU µs per miss of the whole process, and of the disk tier's writer thread alone (0 without
-    one), for one round of ``N`` never-seen keys."""
+async def miss_path(node: Node, start: int) -> tuple[float, float, float]:
+    """CPU µs per miss of the whole process with its fill writer process, of the disk tier's
+    writer thread alone (0 without one), and of the fill writer process alone (0 without one),
+    for one round of ``N`` never-seen keys."""
     server = node._data
     assert server is not None
     loop = asyncio.get_running_loop()
@@ -110,15 +113,34 @@ async def miss_path(node: Node, start: int) -> tuple[float, float]:
             await conn.done
 
     writer = _writer_clock(node)
+    child = _fill_writer_pid(node)
     cpu = time.process_time()
     wcpu = 0.0 if writer is None else time.clock_gettime(writer)
+    ccpu = _process_cpu(child)
     await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
     if node.disk is not None:
-        # The writer's work for this round's fills belongs to this round.
+        # The writers' work for this round's fills belongs to this round.
         node.disk.flush()
     used = time.process_time() - cpu
     wused = 0.0 if writer is None else time.clock_gettime(writer) - wcpu
-    return used / N * 1e6, wused / N * 1e6
+    cused = _process_cpu(child) - ccpu
+    return (used + cused) / N * 1e6, wused / N * 1e6, cused / N * 1e6
+
+
+def _fill_writer_pid(node: Node) -> int | None:
+    """The pid of the node's fill writer process (None: none, or a build without one)."""
+    fw = getattr(node, "fill_writer", None)
+    return None if fw is None else fw.pid
+
+
+def _process_cpu(pid: int | None) -> float:
+    """Seconds of CPU a process has used (its threads' time on CPU, from /proc: nanoseconds)."""
+    if pid is None:
+        return 0.0
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def _writer_clock(node: Node) -> int | None:
@@ -164,9 +186,10 @@ class TaskCounter:
 
 async def whole_miss(
     origin_port: int, data_dir: Path, *, disk: bool, first: int, profile: bool, second_fill: bool = False
-) -> tuple[tuple[float, float], float, int, float]:
-    """Best CPU µs per miss (with the writer thread's part of it), tasks created per miss, origin
-    fetches, and the disk tier's records written per commit, for one node configuration."""
+) -> tuple[tuple[float, float, float], float, int, float]:
+    """Best CPU µs per miss (with the writer thread's and the fill writer process's parts of it),
+    tasks created per miss, origin fetches, and the disk tier's records written per commit, for
+    one node configuration."""
     admission = {"admission": "second_fill"} if second_fill else {}
     config = Config(
         data_dir=data_dir,
@@ -199,7 +222,8 @@ async def whole_miss(
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(40)
         fetches = node.stats.origin_fetches
-        per_commit = 0.0 if node.disk is None else node.disk.stats.writes / max(node.disk.stats.commits, 1)
+        counted = None if node.disk is None else getattr(node.disk, "counters", lambda: node.disk.stats)()
+        per_commit = 0.0 if counted is None else counted.writes / max(counted.commits, 1)
     finally:
         loop.set_task_factory(None)
         await node.stop()
@@ -212,21 +236,24 @@ async def main(origin_port: int, tmp: Path, profile: bool, only: str | None, sec
     print("|---|---:|")
     tasks, fetches = 0.0, 0
     if only != "disk":
-        (memory, _), tasks, fetches, _ = await whole_miss(
+        (memory, _, _), tasks, fetches, _ = await whole_miss(
             origin_port, tmp / "memory", disk=False, first=10**7, profile=profile
         )
         what = "whole miss, memory tier only (parse, handler, fetch, origin client, store)"
         print(f"| {what} | {memory:.1f} |")
     if only != "memory":
-        (disk, writer), tasks, more, per_commit = await whole_miss(
+        (disk, writer, child), tasks, more, per_commit = await whole_miss(
             origin_port, tmp / "disk", disk=True, first=2 * 10**7, profile=False
         )
         fetches += more
-        print(f"| whole miss, memory + disk tier (the default), writer thread included | {disk:.1f} |")
+        what = "whole miss, memory + disk tier (the default), writer thread and fill writer process included"
+        print(f"| {what} | {disk:.1f} |")
         print(f"| of which the disk tier's writer thread (same round) | {writer:.1f} |")
+        print(f"| of which the disk tier's fill writer process (same round) | {child:.1f} |")
+        print(f"| the data-plane process alone (the event loop's bound), disk tier on | {disk - child:.1f} |")
         print(f"| (records written per disk commit, over the whole run) | {per_commit:.0f} |")
     if second_fill:
-        (admitted, writer), _, more, _ = await whole_miss(
+        (admitted, _, _), _, more, _ = await whole_miss(
             origin_port, tmp / "second", disk=True, first=3 * 10**7, profile=False, second_fill=True
         )
         fetches += more

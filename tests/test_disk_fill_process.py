@@ -1,20 +1,24 @@
 """The disk tier's fill writer process (decision 0020): fills reach the disk through it, a change
 queued after a fill never overtakes it, ``flush`` covers the ring, and a dead fill writer is
-restarted while the loop goes on serving (its unwritten fills counted as dropped)."""
+restarted while the loop goes on serving (its unwritten fills counted as dropped), and dies with
+the process it writes for."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 
 from conftest import Route, Stack
-from edgecache.edge.fillwriter import FillWriterProcess
+from edgecache.edge.fillwriter import SHM, FillWriterProcess
+from test_disk_crash import Origin, get, start
 
 
 @pytest.fixture
@@ -104,3 +108,43 @@ def test_stop_commits_what_the_ring_holds(fresh: Stack) -> None:
     fresh.restart()
     headers = fresh.request("/late")[1]
     assert headers["cf-cache-status"] == "HIT" and headers["cache-status"].endswith("detail=disk")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                out.append(int(stat.parent.name))
+    return out
+
+
+def _fill_rings() -> set[Path]:
+    return set(SHM.glob("edgecache-fills-*.ring"))
+
+
+def test_a_killed_node_takes_its_fill_writer_along(tmp_path: Path) -> None:
+    origin = Origin()
+    threading.Thread(target=origin.server.serve_forever, daemon=True).start()
+    before = _fill_rings()
+    proc, info = start(tmp_path, origin)
+    try:
+        assert get(info["data"], "/obj/1")[0] == 200
+        (child,) = _children(proc.pid)
+        ring = {p for p in _fill_rings() - before if p.name.startswith(f"edgecache-fills-{proc.pid}-")}
+        assert len(ring) == 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{child}").exists(), "the fill writer outlived its node"
+        # The next node removes the ring the killed one left.
+        proc, info = start(tmp_path, origin)
+        assert not ring & _fill_rings()
+        assert get(info["data"], "/obj/1")[0] == 200
+    finally:
+        proc.kill()
+        proc.wait()
+        origin.server.shutdown()

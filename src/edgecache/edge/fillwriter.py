@@ -10,8 +10,10 @@ queued after fills (``DiskStore._await_fills``).
 
 :class:`FillWriterProcess` starts it, restarts it when it dies (the records it had not committed
 are skipped and counted as dropped: a cache may drop a fill; the loop never waits for it), and at
-stop asks it to commit what is left and exit. The child exits on its own, after writing what the
-ring holds, when its parent is gone.
+stop asks it to commit what is left and exit. The child dies with its parent (``PR_SET_PDEATHSIG``):
+a kill -9 of the data-plane process loses the fills it had not committed, as it loses the writer
+thread's queue, and no fill writer outlives the node it wrote for. The rings of data-plane
+processes that are gone are removed when a new one is created.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -41,13 +44,30 @@ STOP_GRACE = 10.0
 IDLE_MAX = 0.01
 """Longest sleep of an idle fill writer between looks at the ring (a flush waits at most this)."""
 SHM = Path("/dev/shm")
+_PREFIX = "edgecache-fills-"
+_PR_SET_PDEATHSIG = 1
 
 
 def ring_file(data_dir: Path, shm: Path = SHM) -> Path:
     """A new ring file for this process: on tmpfs when the machine has one (its pages are never
-    written back to a disk), else in the data directory."""
+    written back to a disk), else in the data directory. The rings there of processes that are
+    gone (killed before they could remove theirs) are removed first."""
     directory = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else data_dir
-    return directory / f"edgecache-fills-{os.getpid()}-{secrets.token_hex(6)}.ring"
+    for stale in directory.glob(f"{_PREFIX}*.ring"):
+        pid = stale.name[len(_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    return directory / f"{_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.ring"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class FillWriterProcess:
@@ -79,6 +99,8 @@ class FillWriterProcess:
             z.id: [z.cache_reserve.budget_bytes, z.cache_reserve.retention_days * 86400.0] for z in cfg.zones
         }
         return [
+            "--parent",
+            str(os.getpid()),
             "--ring",
             str(self.ring.path),
             "--disk",
@@ -139,7 +161,8 @@ class FillWriterProcess:
 
 def run(ring: FillRing, store: DiskStore, stop: list[bool], parent: int) -> None:
     """Write what the ring gathers until ``stop[0]``, the ring's closing flag or the death of
-    ``parent`` (the appending process), then what is left."""
+    ``parent`` (the appending process, where no ``PR_SET_PDEATHSIG`` ends this one with it), then
+    what is left."""
     pos = ring.committed
     idle = GROUP_QUIET
     while True:
@@ -176,6 +199,7 @@ def run(ring: FillRing, store: DiskStore, stop: list[bool], parent: int) -> None
 def main(argv: list[str] | None = None) -> None:
     """``python -m edgecache.edge.fillwriter``: how a data-plane process starts its fill writer."""
     parser = argparse.ArgumentParser(description="edgecache disk fill writer")
+    parser.add_argument("--parent", type=int, required=True, help="the appending process's pid")
     parser.add_argument("--ring", type=Path, required=True)
     parser.add_argument("--disk", type=Path, required=True)
     parser.add_argument("--budget", type=int, required=True)
@@ -188,8 +212,14 @@ def main(argv: list[str] | None = None) -> None:
     def stopping(*_: object) -> None:
         stop[0] = True
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stopping)
+    signal.signal(signal.SIGTERM, stopping)
+    # A terminal's Ctrl-C reaches the whole process group: the node stops this one (``closing``)
+    # once it has stopped taking fills, so none is dropped on the way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != args.parent:
+        return  # the parent died before the line above could tie this process to it
     ring = FillRing.open(args.ring)
     ring.claim()
     store = DiskStore(
@@ -204,13 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     # Counted on from where the last fill writer of this ring stopped.
     for name, value in ring.counters().items():
         setattr(store.stats, name, value)
-    parent = os.getppid()
     try:
-        run(ring, store, stop, parent)
+        run(ring, store, stop, args.parent)
     finally:
         store.close()
         # The appender removes its ring at stop; one that died cannot.
-        ring.close(unlink=os.getppid() != parent)
+        ring.close(unlink=os.getppid() != args.parent)
 
 
 if __name__ == "__main__":

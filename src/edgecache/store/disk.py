@@ -19,6 +19,12 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   any other change is written at once.
   The queue is ordered, so a put enqueued before a purge's removal job is on disk before that job
   looks for it. A delete is hidden from readers from the moment it is enqueued.
+- With a fill ring attached (``attach_fills``, decision 0020), a fill of a whole object in memory
+  goes instead to the ring (``store/fillring.py``), for a fill-writer process to write with
+  ``write_fills`` by the same rules; the loop never waits for it (a fill the ring has no room for
+  is dropped and counted). Ordering is kept by fences: any change queued after fills were put in
+  the ring is applied by the writer thread only once the ring is committed up to where it was,
+  so a delete, a removal job or a ``flush`` is never overtaken by a fill put before it.
 - Indexes live in the record's own database, maintained in the same transaction as the record, never
   rebuilt at start. Only the writer opens databases (LMDB allows one opener at a time in a process);
   a database is published to readers once the transaction that created it has committed. The
@@ -947,9 +953,8 @@ class DiskStore:
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
-            self._queued += 1
         # A fill does not wake the writer: it waits for more of them (``GROUP_WAIT``).
-        self._queue.put(("put", entry, reserve))
+        self._enqueue(("put", entry, reserve), wake=False)
 
     def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> None:
         record = encode_entry(entry, 0.0)
@@ -985,9 +990,8 @@ class DiskStore:
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
         """Remember the Vary field names of a base key (ignored when nothing is stored under it)."""
-        with self._lock:
-            self._queued += 1
-        self._queue.put(("vary", base_key, names))
+        # After the fill it names (queued just before it, maybe in the ring): a fence orders it.
+        self._enqueue(("vary", base_key, names), wake=False)
 
     def run_job(self, job: Job) -> Future[None]:
         """Run a removal job on the writer, a step per transaction, interleaved with other changes
@@ -1060,7 +1064,7 @@ class DiskStore:
         self._turn = None
         self.env.close()
 
-    def _enqueue(self, op: tuple[Any, ...]) -> None:
+    def _enqueue(self, op: tuple[Any, ...], *, wake: bool = True) -> None:
         ring = self._ring
         with self._lock:
             if ring is not None and ring.head > self._fenced:
@@ -1070,7 +1074,8 @@ class DiskStore:
                 self._queue.put(("fence", self._fenced))
             self._queued += 1
             self._queue.put(op)
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     # -- the writer thread ------------------------------------------------------------------------
 
