@@ -7,14 +7,17 @@ it finds it. The delay is from the ``put`` to the first successful read in the o
 writer's wait for more fills to share the commit (``GROUP_WAIT``), the batch's write and commit,
 and the reader's polling. Measured idle (one probe at a time, nothing else written) and under a
 stream of other fills (``--rate`` per second, written from a thread of this process as a node's
-misses would be). Prints p50, p99 and the largest delay in ms.
+misses would be). Prints p50, p99 and the largest delay in ms. By default the fills go through a
+fill ring to a fill writer process, as a node's do (decision 0020); ``--fill-writer thread``
+measures the disk writer thread instead.
 
-Run: ``.venv/bin/python bench/disk_visibility.py [--probes 200] [--rate 5000]``
+Run: ``.venv/bin/python bench/disk_visibility.py [--probes 200] [--rate 5000] [--fill-writer thread]``
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,10 +25,14 @@ import threading
 import time
 from pathlib import Path
 
+from edgecache.edge.fillwriter import ring_file
 from edgecache.store.disk import DiskStore
 from edgecache.store.entry import Entry
+from edgecache.store.fillring import FillRing
 
 ZONE = "z"
+PUT = threading.Lock()
+"""Puts come from two threads here; a fill ring has one appender (a node's loop)."""
 
 
 def entry(key: str) -> Entry:
@@ -63,7 +70,8 @@ def probe(store: DiskStore, child: subprocess.Popen[str], name: str, n: int) -> 
     delays = []
     for i in range(n):
         key = f"http://vis.test/{name}/{i}"
-        store.put(entry(key))
+        with PUT:
+            store.put(entry(key))
         child.stdin.write(f"{key} {time.monotonic()!r}\n")
         child.stdin.flush()
         delays.append(float(child.stdout.readline()))
@@ -75,7 +83,8 @@ def stream(store: DiskStore, rate: float, stop: threading.Event) -> None:
     i = 0
     start = time.monotonic()
     while not stop.is_set():
-        store.put(entry(f"http://vis.test/fill/{i}"))
+        with PUT:
+            store.put(entry(f"http://vis.test/fill/{i}"))
         i += 1
         ahead = start + i / rate - time.monotonic()
         if ahead > 0:
@@ -91,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--rate", type=float, default=5000.0, help="other fills per second")
+    parser.add_argument("--fill-writer", choices=("process", "thread"), default="process")
     parser.add_argument("--reader", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reader is not None:
@@ -98,6 +108,18 @@ def main() -> None:
         return
     path = Path(tempfile.mkdtemp(prefix="edgecache-vis-"))
     store = open_store(path)
+    writer = None
+    if args.fill_writer == "process":
+        ring = FillRing.create(ring_file(path))
+        writer = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "edgecache.edge.fillwriter", "--parent", str(os.getpid())),
+                *("--ring", str(ring.path), "--wake-fd", str(ring.wake_fd)),
+                *("--disk", str(path), "--budget", str(1 << 30)),
+            ],
+            pass_fds=(ring.wake_fd,),
+        )
+        store.attach_fills(ring)
     store.put(entry("http://vis.test/first"))  # the zone's host row, before the reader starts
     store.flush()
     child = subprocess.Popen(
@@ -120,6 +142,13 @@ def main() -> None:
         assert child.stdin is not None
         child.stdin.close()
         child.wait()
+        store.flush()
+        counted = store.counters()
+        if writer is not None:
+            ring.close_writer()
+            writer.wait()
+            store.attach_fills(None)
+            ring.close(unlink=True)
         store.close()
     print("| writes | p50 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|")
@@ -127,7 +156,7 @@ def main() -> None:
     print(row(f"while other fills are written at {args.rate:,.0f}/s", busy))
     print(
         f"\n{args.probes} probes each; disk records written per commit: "
-        f"{store.stats.writes / max(store.stats.commits, 1):.0f}"
+        f"{counted.writes / max(counted.commits, 1):.0f} ({args.fill_writer} writer)"
     )
 
 

@@ -41,8 +41,9 @@ RESTART_AFTER = 1.0
 """Seconds between a fill writer's unexpected exit and its restart."""
 STOP_GRACE = 10.0
 """Seconds a stopping fill writer has to commit what the ring holds before it is killed."""
-IDLE_MAX = 0.01
-"""Longest sleep of an idle fill writer between looks at the ring (a flush waits at most this)."""
+IDLE_MAX = 0.05
+"""Longest sleep of an idle fill writer between looks at the ring, when no wake came (a wake the
+store ordering lost: ``store/fillring.py``)."""
 SHM = Path("/dev/shm")
 _PREFIX = "edgecache-fills-"
 _PR_SET_PDEATHSIG = 1
@@ -103,6 +104,8 @@ class FillWriterProcess:
             str(os.getpid()),
             "--ring",
             str(self.ring.path),
+            "--wake-fd",
+            str(self.ring.wake_fd),
             "--disk",
             str(cfg.data_dir / cfg.storage.disk.path),
             "--budget",
@@ -113,7 +116,7 @@ class FillWriterProcess:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edgecache.edge.fillwriter", *self._args()
+            sys.executable, "-m", "edgecache.edge.fillwriter", *self._args(), pass_fds=(self.ring.wake_fd,)
         )
 
     async def _supervise(self) -> None:
@@ -164,16 +167,13 @@ def run(ring: FillRing, store: DiskStore, stop: list[bool], parent: int) -> None
     ``parent`` (the appending process, where no ``PR_SET_PDEATHSIG`` ends this one with it), then
     what is left."""
     pos = ring.committed
-    idle = GROUP_QUIET
     while True:
         seen = ring.available(pos)
         if not seen:
             if stop[0] or ring.closing or os.getppid() != parent:
                 return
-            time.sleep(idle)
-            idle = min(2 * idle, IDLE_MAX)
+            ring.wait(pos, IDLE_MAX)
             continue
-        idle = GROUP_QUIET
         if not ring.urgent(pos) and not ring.closing:
             # More fills share the commit if they keep coming (the writer thread's GROUP_WAIT).
             began = time.monotonic()
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="edgecache disk fill writer")
     parser.add_argument("--parent", type=int, required=True, help="the appending process's pid")
     parser.add_argument("--ring", type=Path, required=True)
+    parser.add_argument("--wake-fd", type=int, required=True)
     parser.add_argument("--disk", type=Path, required=True)
     parser.add_argument("--budget", type=int, required=True)
     parser.add_argument("--reserve", type=json.loads, default={})
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != args.parent:
         return  # the parent died before the line above could tie this process to it
-    ring = FillRing.open(args.ring)
+    ring = FillRing.open(args.ring, args.wake_fd)
     ring.claim()
     store = DiskStore(
         args.disk,

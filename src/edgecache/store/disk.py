@@ -157,6 +157,9 @@ later at most, plus the batch's own write (decision 0009, addendum of 2026-11-30
 GROUP_QUIET = 0.002
 """When no other change arrives this long after the first fill, the batch is written at once:
 sparse fills would only wait for nothing, and be seen later by the other processes."""
+FORGET_EVERY = 64
+"""Ring fills a process keeps as pending (``has``) before it looks for those committed since: once
+per fill cost the loop a lock and a header read per miss (``has`` looks every time)."""
 _FILLS = frozenset(("put", "vary"))
 """The changes that wait for others to share their commit (see ``GROUP_WAIT``)."""
 RENEW_EVERY = 1.0
@@ -964,7 +967,7 @@ class DiskStore:
                 self._pending[entry.key] = self._pending.get(entry.key, 0) + 1
             self._enqueue(("put", entry, reserve))
             return
-        if self._ring_keys:
+        if len(self._ring_keys) >= FORGET_EVERY:
             self._forget_committed()
         if not ring.append(record, reserve):
             self.stats.dropped += 1

@@ -20,6 +20,11 @@ Theory of operation:
   LMDB, or dropped by the store's rules) after the transaction that wrote them: whoever must
   order a change after the fills queued so far waits for ``committed`` to pass the ``head`` it saw
   (``store/disk.py``'s fences), and may set ``urgent`` so the writer does not wait for more fills.
+- An idle fill writer sets ``asleep`` and waits on an eventfd (``wake_fd``, inherited): the
+  appender writes to it after a record when it finds ``asleep`` set, so a fill after a quiet
+  spell is not left waiting for a poll, and an idle fill writer costs nothing. Both sides store
+  their word and then read the other's; a CPU may reorder that (x86 does), so a wake can be
+  missed: the fill writer's wait has a timeout (``edge/fillwriter.py``'s ``IDLE_MAX``).
 - Records appended but not committed when the fill writer dies are skipped and counted by the
   supervisor before it starts the next one (:meth:`FillRing.skip`); the next resumes at
   ``committed``.
@@ -27,8 +32,10 @@ Theory of operation:
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+import select
 import struct
 import zlib
 from dataclasses import dataclass
@@ -62,6 +69,7 @@ COUNTERS = (
 """The fill writer's counters, kept in the header so that they outlive a restart and the data-plane
 process reports them (the names are ``DiskStats``' fields)."""
 _PID = _COUNTERS + 8 * len(COUNTERS)
+_ASLEEP = _PID + 8
 
 
 @dataclass(slots=True)
@@ -75,9 +83,11 @@ class Batch:
 class FillRing:
     """One fill ring, mapped (created by the appending process, opened by the fill writer)."""
 
-    def __init__(self, path: Path, mm: mmap.mmap) -> None:
+    def __init__(self, path: Path, mm: mmap.mmap, wake_fd: int) -> None:
         self.path = path
         self._mm = mm
+        self.wake_fd = wake_fd
+        """The eventfd that wakes an idle fill writer."""
         self.capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
         self._mask = self.capacity - 1
         self._head: int = _Q.unpack_from(mm, _HEAD)[0]
@@ -99,11 +109,11 @@ class FillRing:
             os.close(fd)
         mm[:8] = MAGIC
         _Q.pack_into(mm, _CAPACITY, capacity)
-        return cls(path, mm)
+        return cls(path, mm, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
 
     @classmethod
-    def open(cls, path: Path) -> FillRing:
-        """Map an existing ring (the fill writer's side)."""
+    def open(cls, path: Path, wake_fd: int) -> FillRing:
+        """Map an existing ring (the fill writer's side), woken through ``wake_fd``."""
         fd = os.open(path, os.O_RDWR)
         try:
             mm = mmap.mmap(fd, 0)
@@ -112,11 +122,12 @@ class FillRing:
         if mm[:8] != MAGIC:
             mm.close()
             raise ValueError(f"{path} is not a fill ring")
-        return cls(path, mm)
+        return cls(path, mm, wake_fd)
 
     def close(self, *, unlink: bool = False) -> None:
         """Unmap the ring (and remove its file)."""
         self._mm.close()
+        os.close(self.wake_fd)
         if unlink:
             self.path.unlink(missing_ok=True)
 
@@ -145,7 +156,14 @@ class FillRing:
         _Q.pack_into(mm, _APPENDED, self._appended)
         # Last: the reader trusts nothing past ``head``.
         _Q.pack_into(mm, _HEAD, head)
+        if _Q.unpack_from(mm, _ASLEEP)[0]:
+            self.wake()
         return True
+
+    def wake(self) -> None:
+        """Wake the fill writer if it waits for records."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_write(self.wake_fd, 1)
 
     @property
     def head(self) -> int:
@@ -156,6 +174,7 @@ class FillRing:
         """Ask the fill writer to commit up to ``position`` without waiting for more fills."""
         if position > _Q.unpack_from(self._mm, _URGENT)[0]:
             _Q.pack_into(self._mm, _URGENT, position)
+            self.wake()
 
     def pending(self) -> int:
         """Records appended and not yet committed (nor skipped)."""
@@ -173,6 +192,7 @@ class FillRing:
     def close_writer(self) -> None:
         """Tell the fill writer to commit what is left and exit."""
         _Q.pack_into(self._mm, _CLOSING, 1)
+        self.wake()
 
     # -- either side -------------------------------------------------------------------------------
 
@@ -196,6 +216,18 @@ class FillRing:
     def claim(self) -> None:
         """This process is the ring's fill writer from now on."""
         _Q.pack_into(self._mm, _PID, os.getpid())
+
+    def wait(self, position: int, timeout: float) -> None:
+        """Sleep until a record is appended after ``position`` (or ``timeout`` seconds pass)."""
+        mm = self._mm
+        _Q.pack_into(mm, _ASLEEP, 1)
+        try:
+            if _Q.unpack_from(mm, _HEAD)[0] == position and not self.closing:
+                select.select([self.wake_fd], [], [], timeout)
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self.wake_fd)
+        finally:
+            _Q.pack_into(mm, _ASLEEP, 0)
 
     @property
     def closing(self) -> bool:
