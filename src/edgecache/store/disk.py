@@ -884,19 +884,19 @@ class DiskStore:
         """From now on, put fills in ``ring`` for a fill-writer process to write (None: the writer
         thread writes them again). The ring must be empty or fully committed when it changes.
         With a ring, ``put`` is called on one thread only (the event loop's)."""
+        self._forget_committed(everything=True)
         with self._lock:
             self._ring = ring
-            self._ring_keys.clear()
             self._fenced = 0 if ring is None else ring.committed
-            self._pending.clear()
 
-    def _forget_committed(self) -> None:
-        """Keys whose ring records are committed are no longer pending."""
+    def _forget_committed(self, *, everything: bool = False) -> None:
+        """Keys whose ring records are committed are no longer pending (``everything``: the ring is
+        committed or given up to its end)."""
         ring = self._ring
         keys = self._ring_keys
-        if ring is None:
+        if ring is None or not keys:
             return
-        committed = ring.committed
+        committed = (1 << 63) if everything else ring.committed
         pending = self._pending
         with self._lock:
             while keys and keys[0][0] <= committed:

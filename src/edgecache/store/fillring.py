@@ -9,8 +9,8 @@ Theory of operation:
   (``committed``, ``done``, its counters, its pid), or, only while no fill writer runs, the
   supervisor that restarts it (:meth:`FillRing.skip`).
 - A record is a 12-byte head (length, CRC-32 of the payload, reserve flag) and the payload (the
-  record ``encode_entry`` makes, what LMDB stores), padded to 8 bytes. A record that would cross
-  the end of the area is preceded by a wrap mark (length 0) and starts at the beginning.
+  record ``encode_entry`` makes, what LMDB stores), padded to 16 bytes. A record that would cross
+  the end of the area is preceded by a wrap mark (length ``_WRAP``) and starts at the beginning.
 - The appender never waits: a record that does not fit in what the fill writer has not yet
   committed is refused (the caller counts it as dropped: a cache may drop a fill). It writes the
   record, then ``head`` (one aligned store). The reader checks each record's CRC before it
@@ -47,7 +47,10 @@ DEFAULT_CAPACITY = 16 << 20
 _Q = struct.Struct("<Q")
 _REC = struct.Struct("<IIB3x")
 _REC_SIZE = 12
-_ALIGN = 8
+_WRAP = 0xFFFFFFFF
+"""A record head with this length marks the rest of the area unused: the next record is at its start."""
+_ALIGN = 16
+"""Records start at multiples of this, so a wrap mark (a record head) always fits before the end."""
 # Header words (byte offsets), each with a single writer (see the module's rules).
 _CAPACITY = 8
 _HEAD = 16
@@ -145,7 +148,7 @@ class FillRing:
         if head + wrap + need - _Q.unpack_from(mm, _COMMITTED)[0] > self.capacity:
             return False
         if wrap:
-            _REC.pack_into(mm, HEADER_SIZE + at, 0, 0, 0)
+            _REC.pack_into(mm, HEADER_SIZE + at, _WRAP, 0, 0)
             head += wrap
             at = 0
         start = HEADER_SIZE + at
@@ -254,8 +257,8 @@ class FillRing:
             at = pos & self._mask
             start = HEADER_SIZE + at
             size, crc, reserve = _REC.unpack_from(mm, start)
-            if size == 0:
-                pos += self.capacity - at  # a wrap mark
+            if size == _WRAP:
+                pos += self.capacity - at
                 continue
             if records and size_sum + size > max_bytes:
                 break
