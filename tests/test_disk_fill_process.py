@@ -66,6 +66,7 @@ def test_a_delete_queued_after_a_fill_waits_for_it(fresh: Stack) -> None:
         disk = fresh.node.disk
         assert disk is not None
         (key,) = [e.key for e in fresh.node.store]
+        assert disk.queue_depth == 1, "the fill waiting in the ring is reported"
         fresh.call(lambda: disk.delete(key))
         # The delete is queued; the fill before it is still in the ring, unwritten.
         time.sleep(0.3)
