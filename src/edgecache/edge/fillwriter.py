@@ -155,10 +155,11 @@ class FillWriterProcess:
                 log.error("disk fill writer did not stop in %g s; killing it", STOP_GRACE)
                 proc.kill()
                 await proc.wait()
-        self.disk.stats.dropped += self.ring.skip()
-        # Every fill is committed (or counted): the writer thread's fences are passed.
-        await asyncio.to_thread(self.disk.flush)
+        # Detached before the next await: a fill the loop puts from now on goes to the writer
+        # thread, not to a ring nobody reads (a fence on it would never pass).
         self.disk.attach_fills(None)
+        self.disk.stats.dropped += self.ring.skip()
+        await asyncio.to_thread(self.disk.flush)
         self.ring.close(unlink=True)
 
 
