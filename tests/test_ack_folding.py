@@ -144,7 +144,7 @@ def test_acknowledgements_younger_than_the_fold_age_wait_and_then_ride_together(
     # A purge that comes right after another's acknowledgement leaves it waiting; the first write
     # once it is ACK_FOLD_AGE old takes every acknowledgement gathered by then, in one transaction.
     monkeypatch.setattr(purges, "ACK_DELAY", 3600.0)
-    monkeypatch.setattr(purges, "ACK_FOLD_AGE", 1.0)
+    monkeypatch.setattr(purges, "ACK_FOLD_AGE", 2.0)
     stack = Stack()
     try:
         cf = client(stack)
@@ -156,7 +156,7 @@ def test_acknowledgements_younger_than_the_fold_age_wait_and_then_ride_together(
         assert second is not None
         assert statuses(stack, first.id) == [("processing", None)], "too young to ride"
         stack.run(stack.node.reclaimer.drain())
-        time.sleep(1.1)
+        time.sleep(2.1)
         third = cf.cache.purge(zone_id=ZONE_ID, tags=["fold-young-3"])
         assert third is not None
         assert statuses(stack, first.id) == [("success", 1)]
