@@ -850,7 +850,7 @@ class Proxy:
         finally:
             fetch.leave(reader)
 
-    async def _fill(
+    def _fill(
         self,
         req: Request,
         conn: Connection,
@@ -861,7 +861,11 @@ class Proxy:
         *,
         coalesce: bool,
         ranged: str | None = None,
-    ) -> None:
+    ) -> Awaitable[None]:
+        """Join the fill in flight for the key (or start one) now, and return the coroutine that
+        answers from it. The join happens here, not when the coroutine's task first runs: the
+        fill may end (and leave ``inflight``) before then, and a client that found it in flight
+        would otherwise fetch the object a second time (issue 11)."""
         flight = _flight(key, req, ranged)
         if coalesce:
             until = self._hit_for_miss.get(flight)
@@ -874,6 +878,22 @@ class Proxy:
         reader = fetch.join()
         if req.http_version == "1.1" and not fetch.head_ready.done():
             fetch.relay_interim(_interim_sink(req, conn))
+        return self._answer_joined(req, conn, zone, host, key, stale, fetch, reader, collapsed, ranged)
+
+    async def _answer_joined(
+        self,
+        req: Request,
+        conn: Connection,
+        zone: ZoneRuntime,
+        host: str,
+        key: str,
+        stale: Entry | None,
+        fetch: Fetch,
+        reader: Reader,
+        collapsed: bool,
+        ranged: str | None,
+    ) -> None:
+        """Answer one client from the fill it joined, once the fill's head is in."""
         try:
             await fetch.head_ready
             if fetch.error is not None or (stale is not None and fetch.origin_status >= 500):
