@@ -169,6 +169,8 @@ class Fetch:
     task: asyncio.Task[None] | None = None
     """Opens or waits for a connection, when none was idle; done once the request is sent."""
     _followers: list[Callable[[], None]] | None = None
+    lock = 0
+    """The fill lock this fetch holds for the node's other processes (the proxy's), or 0."""
     client_headers: Sequence[tuple[str, str]] = ()
     _tag_source: Sequence[tuple[str, str]] = ()
 
