@@ -17,15 +17,34 @@ BYTES_HEADER = 33
 """A ``bytes`` object's header before its data (CPython 3.11 on 64-bit: 32 B and the trailing NUL)."""
 SMALL_OBJECT_MAX = 512
 """Largest request Python serves from its own arenas (``pymalloc``)."""
-PAGE = 4096
-LARGE_MIN = 16384
-"""jemalloc's first large size class (4 KiB pages): blocks from here on are whole extents, padded
+
+
+_PROCESS = ctypes.CDLL(None)
+JEMALLOC = hasattr(_PROCESS, "mallctl")
+"""This process allocates through jemalloc (it was preloaded before it started: fixed for its life)."""
+
+
+def _mallctl_size(name: bytes, default: int) -> int:
+    """One of jemalloc's ``size_t`` settings, or ``default`` when jemalloc is not what allocates."""
+    if not JEMALLOC:
+        return default
+    value = ctypes.c_size_t(0)
+    length = ctypes.c_size_t(ctypes.sizeof(value))
+    if _PROCESS.mallctl(name, ctypes.byref(value), ctypes.byref(length), None, ctypes.c_size_t(0)) != 0:
+        return default
+    return value.value
+
+
+PAGE = _mallctl_size(b"arenas.page", 4096)
+"""jemalloc's page, fixed when it was built (4 KiB on x86-64; Debian's arm64 build may use 64 KiB)."""
+LARGE_MIN = _mallctl_size(b"arenas.lextent.0.size", 4 * PAGE)
+"""jemalloc's first large size class (four pages): blocks from here on are whole extents, padded
 by a page."""
 
 
 def jemalloc_block(n: int) -> int:
-    """Bytes jemalloc 5 takes for a request of ``n`` bytes (x86-64, default options): its size class,
-    plus a page for a large block."""
+    """Bytes jemalloc 5 takes for a request of ``n`` bytes (default options): its size class, plus a
+    page for a large block."""
     if n <= 8:
         return 8
     if n <= 128:
@@ -43,9 +62,6 @@ def _jemalloc_slack(length: int) -> int:
 def _no_slack(length: int) -> int:
     return 0
 
-
-JEMALLOC = hasattr(ctypes.CDLL(None), "mallctl")
-"""This process allocates through jemalloc (it was preloaded before it started: fixed for its life)."""
 
 slack = _jemalloc_slack if JEMALLOC else _no_slack
 """Bytes a ``bytes`` object of this length costs beyond what tracemalloc counts (``ENTRY_OVERHEAD``
