@@ -8,10 +8,13 @@ Theory of operation:
   coalesces) and is released when its process exits, ``kill -9`` included: no lock outlives its
   fetcher. Taking or testing it is one non-blocking system call, made on a miss only.
 - Before it releases a lock, the fetcher writes the fill's outcome in the board's fill table (slot
-  ``hash % FILL_SLOTS``, one aligned 8-byte word: the hash with its two low bits replaced by the
-  outcome). A waiter that then finds the lock free reads it: ``STORED`` means the entry is on its
-  way to the disk tier (whose group commit delays it by milliseconds), anything else (not
-  storable, failed, a fetcher that died, or another key's outcome in the slot) means fetch now.
+  ``hash % FILL_SLOTS``, one aligned 8-byte word, so a reader sees it whole): a stored fill writes
+  40 bits of the hash and the time in milliseconds (24 bits, wrapping every 4.6 hours), any other
+  outcome a zero. A process that then finds the lock free reads it: a stored fill less than
+  ``STORED_RECENTLY`` old is on its way to the disk tier (whose group commit makes it visible
+  milliseconds later), so the process waits for it there rather than fetching it again; anything
+  else (not storable, failed, a fetcher that died, an older fill, another key's outcome in the
+  slot) means fetch now.
 - The waiting itself (polling the disk tier, the timeout) is the proxy's: ``edge/proxy.py``.
 """
 
@@ -19,15 +22,27 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import time
 from enum import Enum
 
 from edgecache.cluster.board import FILL_SLOTS, PositionBoard
 from edgecache.config import Config
 
 _HASH_MASK = (1 << 62) - 4
-"""62 bits of the key's hash, the two low ones cleared: a lock's offset, and an outcome's tag."""
-_STORED = 1
-_NOT_STORED = 2
+"""62 bits of the key's hash, the two low ones cleared: a lock's offset."""
+_TAG_SHIFT = 22
+"""A stored fill's record keeps the hash's top 40 bits (none of those the slot is chosen by)..."""
+_MS_BITS = 24
+"""...above the time it was stored, in milliseconds modulo 2**24."""
+_MS_MASK = (1 << _MS_BITS) - 1
+STORED_RECENTLY = 0.5
+"""Seconds after a fill was stored during which a process waits for it in the disk tier instead of
+fetching it: the disk tier's group commit makes an entry visible within milliseconds."""
+
+
+def _now_ms() -> int:
+    # CLOCK_MONOTONIC is the machine's: every process of the node reads the same clock.
+    return int(time.monotonic() * 1000) & _MS_MASK
 
 
 class Fill(Enum):
@@ -36,9 +51,9 @@ class Fill(Enum):
     HELD = "held"
     """Another process is fetching it."""
     STORED = "stored"
-    """The fetch ended and stored the object: it is, or will shortly be, in the disk tier."""
+    """The fetch ended and stored the object just now: it is, or shortly will be, in the disk tier."""
     GONE = "gone"
-    """Nobody is fetching it and no stored fill is announced: fetch it."""
+    """Nobody is fetching it and no recent stored fill is announced: fetch it."""
 
 
 class FillLocks:
@@ -64,19 +79,28 @@ class FillLocks:
             return False
         return True
 
+    def unlock(self, token: int) -> None:
+        """Unlock ``token`` without announcing anything (this process did not fetch)."""
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, token)
+
     def release(self, token: int, *, stored: bool) -> None:
         """Announce the fill's outcome, then unlock ``token``."""
-        self._words[token % FILL_SLOTS] = token | (_STORED if stored else _NOT_STORED)
+        self._words[token % FILL_SLOTS] = (token >> _TAG_SHIFT) << _MS_BITS | _now_ms() if stored else 0
         fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, token)
+
+    def stored_recently(self, token: int) -> bool:
+        """Whether the last fill of ``token``'s key was stored less than ``STORED_RECENTLY`` ago."""
+        word = int(self._words[token % FILL_SLOTS])
+        if word >> _MS_BITS != token >> _TAG_SHIFT:
+            return False
+        return (_now_ms() - word) & _MS_MASK < STORED_RECENTLY * 1000
 
     def probe(self, token: int) -> Fill:
         """Whether another process still fetches ``token``'s key, and if not, what it announced."""
         if not self.take(token):
             return Fill.HELD
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, token)
-        if self._words[token % FILL_SLOTS] == token | _STORED:
-            return Fill.STORED
-        return Fill.GONE
+        self.unlock(token)
+        return Fill.STORED if self.stored_recently(token) else Fill.GONE
 
 
 def shares_fills(config: Config) -> bool:

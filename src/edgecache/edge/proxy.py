@@ -124,9 +124,6 @@ RANGE_FLIGHT = "\x00range:"
 FILL_POLL = 0.005
 """Seconds between two looks, by a process waiting for another's fill, at the disk tier and the
 fill's lock (decision 0022)."""
-FILL_VISIBLE_WAIT = 0.5
-"""Seconds a waiter keeps looking for a fill whose process announced it stored, before it fetches
-the object itself: the disk tier's group commit makes an entry visible within milliseconds."""
 
 
 class Proxy:
@@ -851,8 +848,13 @@ class Proxy:
             elif key in self.inflight:
                 return self._fill(req, conn, zone, host, key, None, coalesce=True)
             elif self.fill_locks is not None:
-                lock = self.fill_locks.token(key)
-                if not self.fill_locks.take(lock):
+                locks = self.fill_locks
+                lock = locks.token(key)
+                if not locks.take(lock):
+                    return self._wait_elsewhere(req, conn, zone, host, key, lock)
+                if locks.stored_recently(lock):
+                    # Another process has just stored it: on its way to the disk tier.
+                    locks.unlock(lock)
                     return self._wait_elsewhere(req, conn, zone, host, key, lock)
         fetch = self._start_fetch(zone, host, key, req, None, coalesce=coalesce, lock=lock)
         reader = fetch.join()
@@ -1021,12 +1023,12 @@ class Proxy:
         self, key: str, lock: int, headers: Mapping[str, str], done: asyncio.Future[None]
     ) -> None:
         """Look for the end of another process's fill of ``key`` every ``FILL_POLL`` seconds: its
-        entry in the store, its lock released without a stored fill announced, or the timeout."""
+        entry in the store, its lock released without a recent stored fill announced (one whose
+        entry did not show up in time included), or the timeout."""
         locks = self.fill_locks
         assert locks is not None
         clock = time.monotonic
         deadline = clock() + self._fill_lock_timeout
-        visible_by = 0.0
         base = _strip_vary(key)
         store = self.store
         try:
@@ -1035,14 +1037,8 @@ class Proxy:
                 vary = store.vary(base)
                 if store.get(base + vary_suffix(vary, headers) if vary else base) is not None:
                     return
-                state = locks.probe(lock)
-                if state is Fill.GONE:
+                if locks.probe(lock) is Fill.GONE:
                     return
-                if state is Fill.STORED:
-                    if not visible_by:
-                        visible_by = clock() + FILL_VISIBLE_WAIT
-                    elif clock() > visible_by:
-                        return
         finally:
             del self._elsewhere[key]
             done.set_result(None)
