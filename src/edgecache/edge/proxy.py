@@ -744,17 +744,10 @@ class Proxy:
             self.inflight[flight] = fetch
         if lock:
             fetch.lock = lock
-            fetch.head_ready.add_done_callback(lambda _: self._release_unshared(fetch))
         self._fetch_seqs[fetch.stored_seq] += 1
         self.stats.origin_fetches += 1
         fetch.start(self.origin)
         return fetch
-
-    def _release_unshared(self, fetch: Fetch) -> None:
-        """A fill that will not be stored releases the other processes' waiters at once: they
-        fetch on their own, as the waiters of this process do (hit-for-miss)."""
-        if fetch.lock and not fetch.storable and not fetch.storing_large:
-            self._release_lock(fetch)
 
     def _release_lock(self, fetch: Fetch) -> None:
         locks = self.fill_locks
@@ -830,7 +823,9 @@ class Proxy:
             self._hit_for_miss[fetch.flight] = time.monotonic() + HIT_FOR_MISS_SECONDS
         if fetch.done and fetch.storable:
             self._hit_for_miss.pop(fetch.flight, None)
-        if fetch.lock and fetch.done:
+        if fetch.lock and (fetch.done or not (fetch.storable or fetch.storing_large)):
+            # A fill that will not be stored releases the other processes' waiters at once: they
+            # fetch on their own, as the waiters of this process do (hit-for-miss).
             self._release_lock(fetch)
 
     def _miss(
