@@ -28,7 +28,8 @@ Method:
   request to make it look (a request that arrives first applies it itself, before it is served).
 - (4) Origin fetches for one hot new object: ``wrk -c50`` for 1 s on a never-seen URL, with 1 and
   with 2 workers; the node's ``edgecache_origin_fetches_total`` before and after (``/metrics``,
-  summed over the workers). Coalescing is per process, so each process may fetch it.
+  summed over the workers). One process coalesces its misses on one fetch; the processes of a
+  node coalesce through their fill locks (decision 0022), so the figure to expect is 1 either way.
 - Rounds are interleaved; medians with min-max. The machine is shared with other work now: every
   figure is noisy, and the "other CPU" line says how busy the rest of the machine was.
 

@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import cloudflare
 import pytest
 
 from conftest import ZONE_ID, Route, Stack
@@ -104,8 +106,9 @@ def test_a_miss_waits_for_the_fill_another_process_holds_and_is_answered_from_th
     path = "/fill-locks/held"
     stack.origin.routes[path] = Route(body=b"from the origin")
     assert other.say("take", key_of(stack, path)) == "True"
-    stack.call(lambda: stack.loop.call_later(0.3, stored_elsewhere, stack, path, b"from the other worker"))
-    stack.call(lambda: stack.loop.call_later(0.35, other.say, "stored", key_of(stack, path)))
+    # Released as stored, then visible in the disk tier a little later, as its commit makes it.
+    stack.call(lambda: stack.loop.call_later(0.25, other.say, "stored", key_of(stack, path)))
+    stack.call(lambda: stack.loop.call_later(0.28, stored_elsewhere, stack, path, b"from the other worker"))
     status, headers, body = stack.request(path)
     assert (status, body) == (200, b"from the other worker")
     assert headers["cf-cache-status"] == "HIT"
@@ -122,8 +125,15 @@ def test_a_fill_stored_elsewhere_just_now_is_waited_for_though_its_lock_is_free(
     key = key_of(stack, path)
     assert other.say("take", key) == "True"
     assert other.say("stored", key) == "released"
-    stack.call(lambda: stack.loop.call_later(0.1, stored_elsewhere, stack, path, b"from the other worker"))
-    status, _, body = stack.request(path)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(stack.request, path)
+        # Once the miss is waiting (the synchronisation is all the test reads of the proxy), the
+        # entry shows up in the disk tier, as the other worker's commit would make it.
+        deadline = time.monotonic() + 10
+        while not stack.call(lambda: key in stack.node.proxy._elsewhere) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        stack.call(lambda: stored_elsewhere(stack, path, b"from the other worker"))
+        status, _, body = answer.result(timeout=20)
     assert (status, body) == (200, b"from the other worker")
     assert stack.origin.hits[path] == 0
 
@@ -157,6 +167,33 @@ def test_a_waiter_fetches_itself_when_the_lock_timeout_passes(
     assert (status, body) == (200, b"from the origin")
     assert stack.origin.hits[path] == 1
     assert 0.3 <= waited < 4.0
+
+
+def test_right_after_a_purge_a_miss_fetches_without_waiting_for_another_process(
+    stack: Stack, other: OtherWorker
+) -> None:
+    """This process's removal of the purged object from the disk tier is queued and may commit
+    after another worker's new fill of it, removing that too: waiting for that fill could last
+    until the timeout, so the miss fetches at once."""
+    path = "/fill-locks/purged-here"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    assert stack.request(path)[1]["cf-cache-status"] == "MISS"
+    assert stack.request(path)[1]["cf-cache-status"] == "HIT"
+    assert other.say("take", key_of(stack, path)) == "True"  # and never releases it
+    cf = cloudflare.Cloudflare(
+        api_token=stack.token(),
+        base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4",
+        max_retries=0,
+    )
+    try:
+        cf.cache.purge(zone_id=ZONE_ID, files=[f"http://test.example{path}"])
+    finally:
+        cf.close()
+    started = time.monotonic()
+    status, headers, body = stack.request(path)
+    assert (status, body, headers["cf-cache-status"]) == (200, b"from the origin", "MISS")
+    assert stack.origin.hits[path] == 2
+    assert time.monotonic() - started < 2.0  # not the 5 s timeout
 
 
 def test_a_process_killed_holding_a_lock_leaves_it_free(board: PositionBoard) -> None:

@@ -121,9 +121,13 @@ VARY_SEP = "\x00v:"
 """Where the Vary-selected part of a key starts (see ``httpcache.key.vary_suffix``)."""
 RANGE_FLIGHT = "\x00range:"
 """Separates a key from the range a range fill forwards, in the key its readers share it under."""
-FILL_POLL = 0.005
+FILL_POLL = 0.002
 """Seconds between two looks, by a process waiting for another's fill, at the disk tier and the
 fill's lock (decision 0022)."""
+PURGE_SETTLE = 1.0
+"""Seconds after this process applied a purge during which its misses do not wait for other
+processes' fills (:meth:`Proxy._purges_settled`): the purge's removals from the disk tier, queued
+by the reclaimer within its gathering time and committed milliseconds later, are done by then."""
 
 
 class Proxy:
@@ -166,6 +170,9 @@ class Proxy:
         self.fill_locks: FillLocks | None = None
         """The node's fill locks, when its worker processes coalesce fills (:meth:`share_fills`)."""
         self._fill_lock_timeout = 0.0
+        self._purge_position = index.position
+        self._purge_seen = 0.0
+        """When a miss first saw the index at ``_purge_position`` (see :meth:`_purges_settled`)."""
         self._elsewhere: dict[str, tuple[asyncio.Future[None], asyncio.Task[None]]] = {}
         """Keys whose fill another process holds → what this process's waiters for it await, and
         the task that looks for the fill's end."""
@@ -749,6 +756,19 @@ class Proxy:
         fetch.start(self.origin)
         return fetch
 
+    def _purges_settled(self) -> bool:
+        """Whether this process has applied no purge for ``PURGE_SETTLE`` seconds. A purge's
+        removals from the disk tier are queued (by a lookup, or the reclaimer) and remove by key:
+        one that commits after another process's new fill of the key removes that too, and a miss
+        waiting for the fill would wait for nothing. So right after a purge, misses fetch here."""
+        position = self.index.position
+        now = time.monotonic()
+        if position != self._purge_position:
+            self._purge_position = position
+            self._purge_seen = now
+            return False
+        return now - self._purge_seen >= PURGE_SETTLE
+
     def _release_lock(self, fetch: Fetch) -> None:
         locks = self.fill_locks
         assert locks is not None
@@ -842,7 +862,7 @@ class Proxy:
                 coalesce = False
             elif key in self.inflight:
                 return self._fill(req, conn, zone, host, key, None, coalesce=True)
-            elif self.fill_locks is not None:
+            elif self.fill_locks is not None and self._purges_settled():
                 locks = self.fill_locks
                 lock = locks.token(key)
                 if not locks.take(lock):
