@@ -77,7 +77,7 @@ class FillLocks:
         """Lock ``token`` for this process, unless another process holds it."""
         try:
             fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, token)
-        except OSError:
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held elsewhere
             return False
         return True
 

@@ -15,8 +15,11 @@ Theory of operation, for one request:
    (REVALIDATED on 304, EXPIRED on a new response), or served stale if the origin fails and
    ``stale-if-error`` allows (STALE).
 5. A miss joins the in-flight fetch for that key, or starts one (see ``fetch.py``), and streams the
-   response as it arrives. A miss that starts its own fetch is answered from the fetch's callbacks
-   when the whole response comes in one read (no task: ``_miss``, ``http1.PENDING``).
+   response as it arrives. With worker processes, the processes of a node coalesce too: one takes
+   the key's fill lock and fetches, the others wait for its entry in the shared disk tier
+   (``cluster/fill_locks.py``, decision 0022). A miss that starts its own fetch is answered from
+   the fetch's callbacks when the whole response comes in one read (no task: ``_miss``,
+   ``http1.PENDING``).
 6. A GET with Range that finds no usable full entry looks for the URL's partial entry (stored 206
    parts, ``store/partial.py``): ranges it holds are a HIT; otherwise one client range is fetched
    from the origin, relayed, and combined with the stored parts; complete parts become a full
@@ -854,7 +857,9 @@ class Proxy:
         """A miss with nothing stored and no Range. Joining a fill in flight is ``_fill``'s job;
         a fetch of its own is answered from the fetch's callbacks (``Fetch.follow``) when the
         whole response arrives in one read, as a small object's usually does: no task, no
-        future. If a read leaves the body unfinished, the answer streams on in a task from there."""
+        future. If a read leaves the body unfinished, the answer streams on in a task from there.
+        With worker processes, a miss that would start a fetch takes the key's fill lock first, or
+        waits for another process's fill (``_wait_elsewhere``, decision 0022)."""
         lock = 0
         if coalesce:
             until = self._hit_for_miss.get(key)
@@ -1006,8 +1011,9 @@ class Proxy:
         lookup would; still a miss, the object is fetched here (nginx's ``proxy_cache_lock``)."""
         waiting = self._elsewhere.get(key)
         if waiting is None:
-            done = asyncio.get_running_loop().create_future()
-            poll = asyncio.get_running_loop().create_task(self._poll_elsewhere(key, lock, req.headers, done))
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            poll = loop.create_task(self._poll_elsewhere(key, lock, req.headers, done))
             waiting = self._elsewhere[key] = (done, poll)
         await waiting[0]
         base = _strip_vary(key)
@@ -1031,7 +1037,7 @@ class Proxy:
         if key not in self.inflight:
             lock = locks.token(key)
             if not locks.take(lock):
-                lock = 0  # the wait timed out with the other fill still going: fetched here too
+                lock = 0  # another process fetches it (the wait timed out, or it took the lock first)
         await self._fill(req, conn, zone, host, key, None, coalesce=True, lock=lock)
 
     async def _poll_elsewhere(
