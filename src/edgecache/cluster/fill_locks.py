@@ -35,11 +35,11 @@ _TAG_SHIFT = 22
 _MS_BITS = 24
 """...above the time it was stored, in milliseconds modulo 2**24."""
 _MS_MASK = (1 << _MS_BITS) - 1
-STORED_RECENTLY = 0.1
+STORED_RECENTLY = 0.5
 """Seconds after a fill was stored during which a process waits for it in the disk tier instead of
-fetching it: the disk tier's group commit makes an entry visible within milliseconds (2-25 ms in
-``bench/disk_visibility.py``); past this, an entry that never showed up (a purge's removal queued
-in another process committed after it, say) is fetched again."""
+fetching it: the disk tier's group commit makes an entry visible within milliseconds (a median of
+4-30 ms in ``bench/disk_visibility.py``, but a commit's fsync on a busy disk has taken up to 0.5 s);
+past this, an entry that never showed up (removed meanwhile, say) is fetched again."""
 
 
 def _now_ms() -> int:
