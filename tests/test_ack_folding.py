@@ -136,3 +136,31 @@ def test_an_acknowledgement_that_comes_while_a_flush_is_queued_rides_in_that_flu
     finally:
         gate.set()
         stack.close()
+
+
+def test_acknowledgements_younger_than_the_fold_age_wait_and_then_ride_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A purge that comes right after another's acknowledgement leaves it waiting; the first write
+    # once it is ACK_FOLD_AGE old takes every acknowledgement gathered by then, in one transaction.
+    monkeypatch.setattr(purges, "ACK_DELAY", 3600.0)
+    monkeypatch.setattr(purges, "ACK_FOLD_AGE", 2.0)
+    stack = Stack()
+    try:
+        cf = client(stack)
+        cached(stack, "/fold/young", "fold-young")
+        first = cf.cache.purge(zone_id=ZONE_ID, tags=["fold-young"])
+        assert first is not None
+        stack.run(stack.node.reclaimer.drain())
+        second = cf.cache.purge(zone_id=ZONE_ID, tags=["fold-young-2"])
+        assert second is not None
+        assert statuses(stack, first.id) == [("processing", None)], "too young to ride"
+        stack.run(stack.node.reclaimer.drain())
+        time.sleep(2.1)
+        third = cf.cache.purge(zone_id=ZONE_ID, tags=["fold-young-3"])
+        assert third is not None
+        assert statuses(stack, first.id) == [("success", 1)]
+        assert statuses(stack, second.id) == [("success", 0)]
+        assert statuses(stack, third.id) == [("processing", None)]
+    finally:
+        stack.close()

@@ -56,6 +56,7 @@ from edgecache.edge.logring import (
 from edgecache.edge.logtail import write_zones
 from edgecache.edge.origin import OriginClient
 from edgecache.edge.proxy import Proxy
+from edgecache.edge.reclaimer import SPACING as RECLAIM_SPACING
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.stats import EdgeStats
 from edgecache.edge.warm import Warmer
@@ -181,6 +182,7 @@ class Node:
             disk=self.disk,
             credits=self.proxy.credits,
             gather=reclaim_gather,
+            spacing=0.0 if reclaim_gather else RECLAIM_SPACING,
         )
         self.looplag = LoopLag(config.runtime.loop_probe_every)
         self._replayed = [

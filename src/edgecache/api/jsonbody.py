@@ -26,7 +26,9 @@ def load_json(raw: bytes) -> Any:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw, parse_constant=_constant)
+        # What ``json.loads(raw, parse_constant=_constant)`` does, without building a decoder for
+        # every body.
+        value = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except RecursionError:
         raise BadJson(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except BadJson:
@@ -40,6 +42,9 @@ def load_json(raw: bytes) -> Any:
 def _constant(name: str) -> Any:
     # The parser accepts NaN and Infinity, which RFC 8259 does not.
     raise BadJson(f"{name} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_constant)
 
 
 def _check(value: Any) -> None:

@@ -15,9 +15,10 @@ Rules of this module:
   alone and the others commit. The writer thread, as each commit completes, schedules the in-memory
   application on the event loop *before* the callers resume, in ledger order, so every purge is in
   effect on this node when the API answers, whether or not its caller is still waiting.
-- Acknowledgements (this node reclaimed a purge: its tasks succeed) ride in the next ledger write's
-  transaction; when no purge comes within ``ACK_DELAY`` seconds they get a transaction of their
-  own. A stream of purges so costs one commit per purge, not two.
+- Acknowledgements (this node reclaimed a purge: its tasks succeed) ride in the transaction of the
+  first ledger write that comes once they are ``ACK_FOLD_AGE`` old; when none comes within
+  ``ACK_DELAY`` seconds they get a transaction of their own. A stream of purges so costs one commit
+  per purge, not two, and updates the tasks of several acknowledged purges at a time.
 - What a purge was charged (the account's rate-limit tokens, the zone's quotas) is given back when
   its write does not commit, by the writer thread as the outcome is known: a caller that went away
   meanwhile cannot leave a charge behind.
@@ -58,6 +59,11 @@ log = logging.getLogger(__name__)
 
 ACK_DELAY = 0.1
 """Seconds an acknowledgement waits for the next ledger write before it is committed on its own."""
+
+ACK_FOLD_AGE = 0.05
+"""Seconds an acknowledgement waits before a ledger write takes it (at most ``ACK_DELAY / 2``): in
+a stream of purges the acknowledgements of a few purges ride in one write together, one pass over
+the tasks' indexes instead of one in every write (decision 0015, third addendum)."""
 
 MAX_TAG_LENGTH = 1024
 MAX_HOST_LENGTH = 200
@@ -262,7 +268,9 @@ class PurgeService:
         if len(tag) > MAX_TAG_LENGTH:
             raise TagTooLong(f"Tag exceeds maximum length of {MAX_TAG_LENGTH} characters")
         normal = normalise_tag(tag)
-        if not normal or any(c.isspace() or not c.isprintable() for c in normal):
+        # No whitespace and no control characters: the space is the one whitespace character
+        # ``isprintable`` lets through, so this is one pass in C rather than two calls a character.
+        if not normal or not normal.isprintable() or " " in normal:
             raise InvalidTag(f"Invalid tag '{tag}'")
         return Tag(normal)
 
@@ -349,7 +357,7 @@ class PurgeService:
 
         def write(conn: Connection) -> Purge:
             give_back.append(self._quotas.charge(zone.config, counts))
-            acks = self._take_acks()
+            acks = self._take_due_acks()
             taken.extend(acks)
             seq = append_in(conn, row)
             if acks:
@@ -447,6 +455,15 @@ class PurgeService:
             acks, self._acks = self._acks, []
             self._acks_queued = False
         return acks
+
+    def _take_due_acks(self) -> list[tuple[int, dict[str, int]]]:
+        """For a ledger write: the gathered acknowledgements once the oldest is ``ACK_FOLD_AGE`` old,
+        else none (they wait for a later write, or for their timer)."""
+        with self._acks_lock:
+            fresh = time.monotonic() - self._acks_since < min(ACK_FOLD_AGE, ACK_DELAY / 2)
+            if not self._acks or fresh:
+                return []
+        return self._take_acks()
 
     def _return_acks(self, acks: list[tuple[int, dict[str, int]]]) -> None:
         """Acknowledgements whose transaction did not commit: first in line again."""

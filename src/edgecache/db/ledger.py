@@ -45,6 +45,10 @@ _INSERT = Prepared(
 )
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""``json.dumps(..., separators=(",", ":"))`` without building an encoder for every purge."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewPurge:
     """A purge to record, with its tasks."""
@@ -66,7 +70,7 @@ def append_in(conn: Connection, purge: NewPurge) -> int:
         {
             "zone_id": purge.zone_id,
             "mode": purge.mode,
-            "selectors": json.dumps(purge.selectors, separators=(",", ":")),
+            "selectors": _COMPACT.encode(purge.selectors),
             "principal": purge.principal,
             "dialect": purge.dialect,
             "job_id": purge.job_id,

@@ -37,6 +37,10 @@ Theory of operation:
   that long for more before it reclaims, so a burst of purges pays one wake-up of the reclaimer, of
   the disk writer and of the acknowledgement path instead of one each. The epoch index has every
   purge already (it is in effect); only freeing memory and the tasks' success wait.
+- ``spacing`` (a single-process node sets it): a reclaiming pass starts at least that long after
+  the previous one started. A lone purge is reclaimed at once; a stream of purges is reclaimed a
+  few at a time, with the wake-ups, the disk job and the acknowledgements of one pass shared, as
+  ``gather`` does for a worker (decision 0015, third addendum).
 - ``hold()`` / ``release()`` keep purges queued without reclaiming them. Nothing in the node holds
   it; tests do, to prove that the lookup-time check alone puts a purge in effect (the reclaimer
   usually wins the race with the next request, which would hide that check's loss).
@@ -70,6 +74,9 @@ PAGE = 1024
 """Keys read from the tier at a time for host, prefix and zone selectors (O(log n + PAGE) a read)."""
 TAG_SNAPSHOT_MAX = 65536
 """A tag on more entries than this is reclaimed by paging through its zone's keys (see ``_candidates``)."""
+SPACING = 0.05
+"""The ``spacing`` a single-process node gives its reclaimer: at 50 purges a second, about three
+purges a pass."""
 COMPACT_EVERY = 1.0
 COMPACT_PURGES = 256
 """Purges forgotten by the epoch index between yields (O(their selectors) each)."""
@@ -94,11 +101,16 @@ class Reclaimer:
         disk: DiskStore | None = None,
         credits: LookupCredits | None = None,
         gather: float = 0.0,
+        spacing: float = 0.0,
     ) -> None:
         """``gather``: seconds to let purges accumulate after the first one arrives before reclaiming
-        them together (0: at once); see the module rules."""
+        them together (0: at once); ``spacing``: the least time between the starts of two passes
+        (0: none); see the module rules."""
         self._store = store
         self._gather = gather
+        self._spacing = spacing
+        self._pass_at = -spacing
+        """When the last pass started (monotonic)."""
         self._tick: asyncio.TimerHandle | None = None
         self._credits = LookupCredits() if credits is None else credits
         self._release_memory = release_memory
@@ -182,6 +194,12 @@ class Reclaimer:
             await self._wake.wait()
             if self._gather and self._queue:
                 await asyncio.sleep(self._gather)
+            elif self._spacing and self._queue:
+                early = self._pass_at + self._spacing - time.monotonic()
+                if early > 0:
+                    await asyncio.sleep(early)
+            if self._queue:
+                self._pass_at = time.monotonic()
             self._wake.clear()
             await self._released.wait()
             batch: list[tuple[Purge, dict[Selector, int], DiskReclaim]] = []

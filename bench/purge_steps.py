@@ -1,0 +1,300 @@
+"""What the steps of one purge cost when purges come one at a time: thread CPU per step, paced.
+
+Run: ``.venv/bin/python bench/purge_steps.py [--n N] [--gap S]`` (about a minute). Each step runs
+``--n`` times, ``--gap`` seconds apart (default 0.02: a stream of 50 purges/s), so that each run
+starts with the caches another process left, as a purge of a paced stream does; the same step in
+a tight loop is printed next to it. CPU time of the thread that runs the step (``thread_time``:
+user and kernel), read right before and after the step (the sleeps are not in it).
+
+1. The ledger writer's statements (``edgecache.db``: SQLite, WAL, ``synchronous=FULL``, the
+   product's schema and prepared statements): ``BEGIN``, the ledger row, the task row, the
+   acknowledgement of three earlier purges in every third write (as ``ACK_FOLD_AGE`` folds them),
+   one acknowledgement in every write (as before it), the commit with its sync.
+2. An HTTP request on the event loop (uvloop): aiohttp with one route whose handler reads the body
+   and answers prebuilt bytes, against a bare ``asyncio.Protocol`` on httptools that answers the
+   same bytes: what the server costs before any of the purge's own code.
+3. The ``purge accepted`` log line as ``edgecache serve`` configures logging (text and JSON
+   formats, to ``/dev/null``): the benchmark nodes run without it.
+
+CPU time is the figure to trust on a shared machine; it still moves with what else runs (the cold
+figures most): compare rows within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httptools
+import uvloop
+from aiohttp import web
+from sqlalchemy import text
+
+from edgecache import logs
+from edgecache.config import Logging
+from edgecache.db import migrate
+from edgecache.db.engine import for_writes, open_database, sqlite_url
+from edgecache.db.ledger import NewPurge, append_in
+from edgecache.db.tasks import NewTask, finish_purges_in
+
+ZONE = "b" * 32
+ANSWER = json.dumps({"success": True, "errors": [], "messages": [], "result": {"id": "0" * 32}}).encode()
+PURGE_PATH = f"/client/v4/zones/{ZONE}/purge_cache"
+
+
+def paced(step: Callable[[int], None], n: int, gap: float) -> float:
+    """ms of thread CPU per run of ``step``, runs ``gap`` seconds apart."""
+    used = 0.0
+    for i in range(n):
+        t0 = time.thread_time()
+        step(i)
+        used += time.thread_time() - t0
+        time.sleep(gap)
+    return used / n * 1000
+
+
+def hot(step: Callable[[int], None], n: int) -> float:
+    t0 = time.thread_time()
+    for i in range(n):
+        step(i)
+    return (time.thread_time() - t0) / n * 1000
+
+
+# -- 1. the ledger writer ------------------------------------------------------------------------
+
+
+def ledger_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
+    tmp = Path(tempfile.mkdtemp(prefix="edgecache-steps-"))
+    engine = open_database(sqlite_url(tmp))
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO accounts (id, name, plan, created_at) VALUES ('a', 'a', 'free', '2026-01-01')")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO zones (id, account_id, name, plan, created_at)"
+                " VALUES (:z, 'a', 'z', 'free', '2026-01-01')"
+            ),
+            {"z": ZONE},
+        )
+    conn = for_writes(engine.connect())
+    seqs: list[int] = []
+
+    def write(i: int, acks: str, clock: dict[str, float]) -> None:
+        t = time.thread_time
+        t0 = t()
+        tx = conn.begin()
+        t1 = t()
+        now = datetime.now(UTC)
+        job = uuid.uuid4().hex
+        row = NewPurge(
+            ZONE,
+            "delete",
+            {"tags": [f"t{i}"]},
+            "p",
+            "cloudflare",
+            job,
+            now,
+            [NewTask(f"t{i}", "purge_cache_tag", None, "delete")],
+        )
+        seq = append_in(conn, row)
+        t2 = t()
+        if acks == "every" and seqs:
+            finish_purges_in(conn, [(seqs[-1], {})], now)
+        elif acks == "third" and len(seqs) >= 3 and i % 3 == 2:
+            finish_purges_in(conn, [(s, {}) for s in seqs[-3:]], now)
+        seqs.append(seq)
+        t3 = t()
+        tx.commit()
+        t4 = t()
+        for name, dt in (
+            ("BEGIN", t1 - t0),
+            ("ledger and task rows", t2 - t1),
+            ("acknowledgements", t3 - t2),
+            ("COMMIT and sync", t4 - t3),
+        ):
+            clock[name] = clock.get(name, 0.0) + dt
+
+    out: list[tuple[str, float, float]] = []
+    for acks, label in (
+        ("every", "one acknowledgement in every write"),
+        ("third", "three acknowledgements in every third write"),
+    ):
+        cold: dict[str, float] = {}
+        warm: dict[str, float] = {}
+        for i in range(n):
+            write(i, acks, cold)
+            time.sleep(gap)
+        for i in range(n, 2 * n):
+            write(i, acks, warm)
+        for name in cold:
+            out.append((f"{name} ({label})", cold[name] / n * 1000, warm[name] / n * 1000))
+        out.append(
+            (f"**writer total** ({label})", sum(cold.values()) / n * 1000, sum(warm.values()) / n * 1000)
+        )
+    conn.close()
+    engine.dispose()
+    return out
+
+
+# -- 2. the HTTP server ---------------------------------------------------------------------------
+
+
+async def _read_and_answer(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(body=ANSWER, content_type="application/json")
+
+
+class _Bare(asyncio.Protocol):
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(
+            ANSWER
+        )
+        self.transport.write(head + ANSWER)
+
+
+def _client(port: int, n: int, gap: float) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    body = json.dumps({"tags": ["x"]})
+    headers = {"Authorization": "Bearer " + "t" * 40, "Content-Type": "application/json"}
+    for _ in range(n):
+        conn.request("POST", PURGE_PATH, body=body, headers=headers)
+        conn.getresponse().read()
+        time.sleep(gap)
+    conn.close()
+
+
+async def _server_cpu(kind: str, n: int, gap: float) -> float:
+    loop = asyncio.get_running_loop()
+    runner: web.AppRunner | None = None
+    if kind == "aiohttp":
+        app = web.Application()
+        app.router.add_post("/client/v4/zones/{zone_id}/purge_cache", _read_and_answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = int(runner.addresses[0][1])
+        server = None
+    else:
+        server = await loop.create_server(_Bare, "127.0.0.1", 0)
+        port = int(server.sockets[0].getsockname()[1])
+
+    async def run(count: int) -> float:
+        th = threading.Thread(target=_client, args=(port, count, gap))
+        c0 = time.thread_time()
+        w0 = time.monotonic()
+        th.start()
+        while th.is_alive():
+            await asyncio.sleep(0.005)
+        busy = time.thread_time() - c0
+        c1 = time.thread_time()
+        await asyncio.sleep(time.monotonic() - w0)  # the same time idle: the loop's own polling
+        return (busy - (time.thread_time() - c1)) / count * 1000
+
+    await run(20)
+    cpu = await run(n)
+    if runner is not None:
+        await runner.cleanup()
+    if server is not None:
+        server.close()
+    return cpu
+
+
+def server_steps(n: int, gap: float) -> list[tuple[str, float]]:
+    out = []
+    for kind, label in (
+        ("aiohttp", "aiohttp: read the body, answer prebuilt bytes"),
+        ("bare", "bare httptools protocol, same answer"),
+    ):
+        cpu = uvloop.run(_server_cpu(kind, n, gap))
+        out.append((label, cpu))
+    return out
+
+
+# -- 3. the log line ------------------------------------------------------------------------------
+
+
+def log_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
+    out = []
+    saved = sys.stderr
+    try:
+        with open("/dev/null", "w") as null:
+            sys.stderr = null
+            for fmt in ("text", "json"):
+                logs.configure(Logging(format=fmt))
+                log = logging.getLogger("edgecache.control.purges")
+
+                def line(i: int, log: logging.Logger = log) -> None:
+                    record = {"tags": [f"t{i}"]}
+                    log.info(
+                        "purge accepted: %s %s on zone %s by %s via %s",
+                        "delete",
+                        record,
+                        ZONE,
+                        "token:0123",
+                        "cloudflare",
+                        extra={
+                            "event": "purge_accepted",
+                            "job_id": "0" * 32,
+                            "seq": i,
+                            "zone_id": ZONE,
+                            "mode": "delete",
+                            "selectors": record,
+                            "principal": "token:0123",
+                            "dialect": "cloudflare",
+                        },
+                    )
+
+                out.append((f"`purge accepted` log line, {fmt}", paced(line, n, gap), hot(line, n * 10)))
+    finally:
+        sys.stderr = saved
+        logging.getLogger().handlers.clear()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--gap", type=float, default=0.02)
+    args = p.parse_args()
+    print(
+        f"### 1. Ledger writer, {args.n} writes {args.gap * 1000:.0f} ms apart, then {args.n} back to back\n"
+    )
+    print("| step | paced ms | back to back ms |\n|---|---:|---:|")
+    for name, cold, warm in ledger_steps(args.n, args.gap):
+        print(f"| {name} | {cold:.3f} | {warm:.3f} |")
+    print(
+        f"\n### 2. Event loop CPU per request, {args.n} requests {args.gap * 1000:.0f} ms apart"
+        " (net of the idle loop)\n"
+    )
+    print("| server | ms per request |\n|---|---:|")
+    for name, cpu in server_steps(args.n, args.gap):
+        print(f"| {name} | {cpu:.3f} |")
+    print("\n### 3. The log line per purge, as `edgecache serve` logs (INFO)\n")
+    print("| line | paced ms | back to back ms |\n|---|---:|---:|")
+    for name, cold, warm in log_steps(args.n, args.gap):
+        print(f"| {name} | {cold:.3f} | {warm:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
