@@ -28,7 +28,12 @@ Method:
   request to make it look (a request that arrives first applies it itself, before it is served).
 - (4) Origin fetches for one hot new object: ``wrk -c50`` for 1 s on a never-seen URL, with 1 and
   with 2 workers; the node's ``edgecache_origin_fetches_total`` before and after (``/metrics``,
-  summed over the workers). Coalescing is per process, so each process may fetch it.
+  summed over the workers). One process coalesces its misses on one fetch; the processes of a
+  node coalesce through their fill locks (decision 0022), so the figure to expect is 1 either way.
+  Then what coalescing costs the clients of the process that waits: two kept-alive connections,
+  one held by each worker, ask for a never-seen object at once (no purge in the last second, which
+  turns the waiting off); the figure is when the later answer's head arrives (a MISS, and a MISS or
+  a disk hit on what the other fetched). Before decision 0022 both processes fetched.
 - Rounds are interleaved; medians with min-max. The machine is shared with other work now: every
   figure is noisy, and the "other CPU" line says how busy the rest of the machine was.
 
@@ -351,6 +356,17 @@ def hot_new_object(server: srv.Server, label: str, trials: int) -> list[float]:
     return out
 
 
+def both_miss(server: srv.Server, api: Api, count: int) -> list[float]:
+    """Seconds until the later answer when each worker is asked for a never-seen object at once."""
+    time.sleep(1.1)  # the proxy's PURGE_SETTLE after section 3's purges
+    socks = one_per_worker(server, server.pids()[1:])
+    try:
+        return [first_miss_everywhere(socks, f"/obj/{i:04d}99", api, purge=False) for i in range(count)]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -493,6 +509,13 @@ def main() -> None:
             print("|---|---:|---|")
             for name, counts in fetches.items():
                 print(f"| {name} | {len(counts)} | {', '.join(f'{c:.0f}' for c in counts)} |")
+            ms = [v * 1000 for v in both_miss(ec2, api, args.purges)]
+            print(
+                f"\n(4b) a never-seen object asked for by both workers at once, {args.purges} objects (ms)\n"
+            )
+            print("| | p50 | p99 | max |")
+            print("|---|---:|---:|---:|")
+            print(f"| until the later answer | {pct(ms, 0.5):.2f} | {pct(ms, 0.99):.2f} | {max(ms):.2f} |")
     finally:
         for server in reversed(started):
             srv.stop(server)

@@ -27,7 +27,8 @@ HOST = "workers.example"
 
 class VersionedOrigin:
     """Answers every path with ``<path> v<version>``, cacheable for 10 minutes, tagged ``obj``;
-    paths under ``/slow/`` take ``slow`` seconds."""
+    paths under ``/slow/`` take ``slow`` seconds; paths that contain ``/private/`` are private
+    (not stored)."""
 
     def __init__(self) -> None:
         self.version = 1
@@ -45,7 +46,8 @@ class VersionedOrigin:
                 body = f"{self.path} v{origin.version}".encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "public, max-age=600")
+                private = "/private/" in self.path
+                self.send_header("Cache-Control", "private" if private else "public, max-age=600")
                 self.send_header("Cache-Tag", "obj")
                 self.end_headers()
                 self.wfile.write(body)
@@ -67,7 +69,13 @@ class WorkerNode:
     """``edgecache serve`` with ``[runtime] workers = N`` on free ports, in ``data_dir``."""
 
     def __init__(
-        self, data_dir: Path, origin: VersionedOrigin, workers: int = 2, grace: float = 5.0, extra: str = ""
+        self,
+        data_dir: Path,
+        origin: VersionedOrigin,
+        workers: int = 2,
+        grace: float = 5.0,
+        extra: str = "",
+        fill_lock_timeout: float = 5.0,
     ) -> None:
         """``extra``: TOML appended to the configuration."""
         self.data_dir = data_dir
@@ -81,6 +89,7 @@ port = 0
 [runtime]
 workers = {workers}
 shutdown_grace = {grace}
+fill_lock_timeout = {fill_lock_timeout}
 [[zones]]
 id = "{ZONE}"
 name = "{HOST}"

@@ -289,6 +289,11 @@ class Runtime(_Model):
     connections), or one inherited listening socket (decision 0014 compares them)."""
     shutdown_grace: float = Field(default=10.0, gt=0)
     """Seconds a stopping worker lets in-flight responses finish before it resets what is left."""
+    fill_lock_timeout: float = Field(default=5.0, ge=0)
+    """Seconds a worker waits for another worker's fill of the same new object to reach the shared
+    disk tier before it fetches the object itself (nginx's ``proxy_cache_lock_timeout``; decision
+    0022). 0: every worker fetches on its own. Only with ``workers`` > 1 and a disk tier that
+    takes every fill (``storage.disk.admission = "every_fill"``)."""
     loop_probe_every: float = Field(default=0.005, gt=0)
     """Period of the loop-lag probe (``edgecache.looplag``): the resolution of the stall it reports."""
     allocator: Setting = "auto"

@@ -9,6 +9,8 @@ machine never meet):
 - one cache line per worker slot: the position it has *applied* (its epoch index has every purge up
   to it) and the one it has *reclaimed*, written by that worker only, read by the control plane for
   ``/metrics``. A line per writer keeps one process's writes from invalidating another's reads.
+- after the worker lines, :data:`FILL_SLOTS` words of fill outcomes, and the file's descriptor
+  carries the fill locks (``cluster/fill_locks.py``, decision 0022).
 
 An aligned 8-byte store is a single instruction on the platforms CPython runs on, so a reader sees
 the old value or the new one, never a mix; positions only grow, so a stale read means "not behind
@@ -21,6 +23,8 @@ import mmap
 import os
 
 _LINE = 8  # words per 64-byte cache line
+FILL_SLOTS = 4096
+"""Words of the fill-outcome table (``cluster/fill_locks.py``)."""
 _APPLIED = 0
 _RECLAIMED = 1
 
@@ -28,21 +32,23 @@ _RECLAIMED = 1
 class PositionBoard:
     """The published position and each worker slot's applied and reclaimed positions."""
 
-    __slots__ = ("_map", "fd", "slots", "words")
+    __slots__ = ("_map", "fd", "fill_words", "slots", "words")
 
     def __init__(self, fd: int, slots: int) -> None:
         """Map an existing board (a worker does this with the descriptor it inherited)."""
         self.fd = fd
         self.slots = slots
-        self._map = mmap.mmap(fd, _size(slots))
-        self.words = memoryview(self._map).cast("Q")
+        self._map = mmap.mmap(fd, _size(slots) + FILL_SLOTS * 8)
+        self.words = memoryview(self._map)[: _size(slots)].cast("Q")
         """The raw words; ``words[0]`` is the published position (read inline on the hit path)."""
+        self.fill_words = memoryview(self._map)[_size(slots) :].cast("Q")
+        """The fill-outcome table (``cluster/fill_locks.py``)."""
 
     @classmethod
     def create(cls, slots: int) -> PositionBoard:
         """A new zeroed board for ``slots`` workers; its descriptor is inheritable by children."""
         fd = os.memfd_create("edgecache-positions", 0)
-        os.ftruncate(fd, _size(slots))
+        os.ftruncate(fd, _size(slots) + FILL_SLOTS * 8)
         os.set_inheritable(fd, True)
         return cls(fd, slots)
 
@@ -74,6 +80,7 @@ class PositionBoard:
     def close(self) -> None:
         """Unmap (and close the descriptor)."""
         self.words.release()
+        self.fill_words.release()
         self._map.close()
         os.close(self.fd)
 

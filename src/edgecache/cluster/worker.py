@@ -30,6 +30,7 @@ from edgecache.app import Node
 from edgecache.cluster.board import PositionBoard
 from edgecache.cluster.channel import Channel, Message, decode_purge
 from edgecache.cluster.collector import families
+from edgecache.cluster.fill_locks import FillLocks, shares_fills
 from edgecache.cluster.follower import LedgerFollower, SharedWordWaker
 from edgecache.config import Config
 from edgecache.db.ledger import LedgerRow, LedgerTail
@@ -81,6 +82,8 @@ class Worker:
         self._channel = channel
         self._acks: list[list[object]] = []
         self.node = Node(config, acknowledge=self._acknowledge, reclaim_gather=RECLAIM_GATHER)
+        if shares_fills(config) and self.node.disk is not None:
+            self.node.proxy.share_fills(FillLocks(board), config.runtime.fill_lock_timeout)
         self.waker = SharedWordWaker(board)
         self._tail = LedgerTail(self.node.database)
         self.follower = LedgerFollower(

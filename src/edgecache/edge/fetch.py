@@ -169,6 +169,10 @@ class Fetch:
     task: asyncio.Task[None] | None = None
     """Opens or waits for a connection, when none was idle; done once the request is sent."""
     _followers: list[Callable[[], None]] | None = None
+    lock = 0
+    """The fill lock this fetch holds for the node's other processes (the proxy's), or 0. A fetch
+    holding one calls ``on_done`` at its head too when it will not be stored, so that the proxy
+    hands the lock back at once."""
     client_headers: Sequence[tuple[str, str]] = ()
     _tag_source: Sequence[tuple[str, str]] = ()
 
@@ -464,6 +468,9 @@ class Fetch:
         self.storable = storable and not too_big
         if storable and too_big:
             self._begin_large()
+        if self.lock and not self.storable and not self.storing_large:
+            # Not shared: the fill lock goes back now, not when the body ends (decision 0022).
+            self._on_done(self)
         if not self.head_ready.done():
             self.head_ready.set_result(None)
 

@@ -15,8 +15,11 @@ Theory of operation, for one request:
    (REVALIDATED on 304, EXPIRED on a new response), or served stale if the origin fails and
    ``stale-if-error`` allows (STALE).
 5. A miss joins the in-flight fetch for that key, or starts one (see ``fetch.py``), and streams the
-   response as it arrives. A miss that starts its own fetch is answered from the fetch's callbacks
-   when the whole response comes in one read (no task: ``_miss``, ``http1.PENDING``).
+   response as it arrives. With worker processes, the processes of a node coalesce too: one takes
+   the key's fill lock and fetches, the others wait for its entry in the shared disk tier
+   (``cluster/fill_locks.py``, decision 0022). A miss that starts its own fetch is answered from
+   the fetch's callbacks when the whole response comes in one read (no task: ``_miss``,
+   ``http1.PENDING``).
 6. A GET with Range that finds no usable full entry looks for the URL's partial entry (stored 206
    parts, ``store/partial.py``): ranges it holds are a HIT; otherwise one client range is fetched
    from the origin, relayed, and combined with the stored parts; complete parts become a full
@@ -34,6 +37,7 @@ the key's authority as Host and the key's path (decision 0012).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import Counter
@@ -43,6 +47,7 @@ from http import HTTPStatus
 from typing import Literal
 from urllib.parse import urlsplit
 
+from edgecache.cluster.fill_locks import Fill, FillLocks
 from edgecache.edge.fetch import Fetch, Reader, interim_response
 from edgecache.edge.forwarding import forward_headers
 from edgecache.edge.http1 import PENDING, Connection, Pending, Request
@@ -119,6 +124,13 @@ VARY_SEP = "\x00v:"
 """Where the Vary-selected part of a key starts (see ``httpcache.key.vary_suffix``)."""
 RANGE_FLIGHT = "\x00range:"
 """Separates a key from the range a range fill forwards, in the key its readers share it under."""
+FILL_POLL = 0.002
+"""Seconds between two looks, by a process waiting for another's fill, at the disk tier and the
+fill's lock (decision 0022)."""
+PURGE_SETTLE = 1.0
+"""Seconds after this process applied a purge during which its misses do not wait for other
+processes' fills (:meth:`Proxy._purges_settled`): the purge's removals from the disk tier, queued
+by the reclaimer within its gathering time and committed milliseconds later, are done by then."""
 
 
 class Proxy:
@@ -158,6 +170,22 @@ class Proxy:
         """stored_seq of every origin fetch in flight: the reclaimer may not compact past the oldest."""
         self._open_large = store.open_large if isinstance(store, TierChain) else None
         """Where fills too large for memory are written (in chunks), when the tier has a disk."""
+        self.fill_locks: FillLocks | None = None
+        """The node's fill locks, when its worker processes coalesce fills (:meth:`share_fills`)."""
+        self._fill_lock_timeout = 0.0
+        self._purge_position = index.position
+        self._purge_seen = 0.0
+        """When a miss first saw the index at ``_purge_position`` (see :meth:`_purges_settled`)."""
+        self._elsewhere: dict[str, tuple[asyncio.Future[None], asyncio.Task[None]]] = {}
+        """Keys whose fill another process holds → what this process's waiters for it await, and
+        the task that looks for the fill's end."""
+
+    def share_fills(self, locks: FillLocks, timeout: float) -> None:
+        """Coalesce fills with the node's other processes (decision 0022): a miss whose key another
+        process is fetching waits, at most ``timeout`` seconds, for its entry in the shared disk
+        tier instead of fetching it again."""
+        self.fill_locks = locks
+        self._fill_lock_timeout = timeout
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -700,7 +728,10 @@ class Proxy:
         *,
         coalesce: bool,
         ranged: str | None = None,
+        lock: int = 0,
     ) -> Fetch:
+        """Start an origin fetch; ``lock``: the fill lock it holds for the node's other processes,
+        released when it ends, or as soon as its head shows it will not be stored."""
         flight = _flight(key, req, ranged)
         fetch = Fetch(
             zone=zone,
@@ -721,10 +752,32 @@ class Proxy:
         )
         if coalesce:
             self.inflight[flight] = fetch
+        if lock:
+            fetch.lock = lock
         self._fetch_seqs[fetch.stored_seq] += 1
         self.stats.origin_fetches += 1
         fetch.start(self.origin)
         return fetch
+
+    def _purges_settled(self) -> bool:
+        """Whether this process has applied no purge for ``PURGE_SETTLE`` seconds. A purge's
+        removals from the disk tier are queued (by a lookup, or the reclaimer) and remove by key:
+        one that commits after another process's new fill of the key removes that too, and a miss
+        waiting for the fill would wait for nothing. So right after a purge, misses fetch here."""
+        position = self.index.position
+        now = time.monotonic()
+        if position != self._purge_position:
+            self._purge_position = position
+            self._purge_seen = now
+            return False
+        return now - self._purge_seen >= PURGE_SETTLE
+
+    def _release_lock(self, fetch: Fetch) -> None:
+        locks = self.fill_locks
+        assert locks is not None
+        stored = fetch.done and fetch.error is None and (fetch.storable or fetch.storing_large)
+        locks.release(fetch.lock, stored=stored)
+        fetch.lock = 0
 
     def _store_entry(self, entry: Entry, vary: tuple[str, ...], request_headers: Mapping[str, str]) -> None:
         """Store a fill under the key its Vary fields select (RFC 9111 §4.1), unless a purge
@@ -793,6 +846,10 @@ class Proxy:
             self._hit_for_miss[fetch.flight] = time.monotonic() + HIT_FOR_MISS_SECONDS
         if fetch.done and fetch.storable:
             self._hit_for_miss.pop(fetch.flight, None)
+        if fetch.lock and (fetch.done or not (fetch.storable or fetch.storing_large)):
+            # A fill that will not be stored releases the other processes' waiters at once: they
+            # fetch on their own, as the waiters of this process do (hit-for-miss).
+            self._release_lock(fetch)
 
     def _miss(
         self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, *, coalesce: bool
@@ -800,14 +857,26 @@ class Proxy:
         """A miss with nothing stored and no Range. Joining a fill in flight is ``_fill``'s job;
         a fetch of its own is answered from the fetch's callbacks (``Fetch.follow``) when the
         whole response arrives in one read, as a small object's usually does: no task, no
-        future. If a read leaves the body unfinished, the answer streams on in a task from there."""
+        future. If a read leaves the body unfinished, the answer streams on in a task from there.
+        With worker processes, a miss that would start a fetch takes the key's fill lock first, or
+        waits for another process's fill (``_wait_elsewhere``, decision 0022)."""
+        lock = 0
         if coalesce:
             until = self._hit_for_miss.get(key)
             if until is not None and until > time.monotonic():
                 coalesce = False
             elif key in self.inflight:
                 return self._fill(req, conn, zone, host, key, None, coalesce=True)
-        fetch = self._start_fetch(zone, host, key, req, None, coalesce=coalesce)
+            elif self.fill_locks is not None and self._purges_settled():
+                locks = self.fill_locks
+                lock = locks.token(key)
+                if not locks.take(lock):
+                    return self._wait_elsewhere(req, conn, zone, host, key, lock)
+                if locks.stored_recently(lock):
+                    # Another process has just stored it: on its way to the disk tier.
+                    locks.unlock(lock)
+                    return self._wait_elsewhere(req, conn, zone, host, key, lock)
+        fetch = self._start_fetch(zone, host, key, req, None, coalesce=coalesce, lock=lock)
         reader = fetch.join()
         if fetch.done:
             # It failed as it was sent (nothing to wait for): answered now.
@@ -850,7 +919,7 @@ class Proxy:
         finally:
             fetch.leave(reader)
 
-    async def _fill(
+    def _fill(
         self,
         req: Request,
         conn: Connection,
@@ -861,7 +930,13 @@ class Proxy:
         *,
         coalesce: bool,
         ranged: str | None = None,
-    ) -> None:
+        lock: int = 0,
+    ) -> Awaitable[None]:
+        """Join the fill in flight for the key (or start one) now, and return the coroutine that
+        answers from it. The join happens here, not when the coroutine's task first runs: the
+        fill may end (and leave ``inflight``) before then, and a client that found it in flight
+        would otherwise fetch the object a second time (issue 11). ``lock``: a fill lock the caller
+        took for the fetch this starts (it must not be in flight here)."""
         flight = _flight(key, req, ranged)
         if coalesce:
             until = self._hit_for_miss.get(flight)
@@ -870,10 +945,28 @@ class Proxy:
         fetch = self.inflight.get(flight) if coalesce else None
         collapsed = fetch is not None
         if fetch is None:
-            fetch = self._start_fetch(zone, host, key, req, stale, coalesce=coalesce, ranged=ranged)
+            fetch = self._start_fetch(
+                zone, host, key, req, stale, coalesce=coalesce, ranged=ranged, lock=lock
+            )
         reader = fetch.join()
         if req.http_version == "1.1" and not fetch.head_ready.done():
             fetch.relay_interim(_interim_sink(req, conn))
+        return self._answer_joined(req, conn, zone, host, key, stale, fetch, reader, collapsed, ranged)
+
+    async def _answer_joined(
+        self,
+        req: Request,
+        conn: Connection,
+        zone: ZoneRuntime,
+        host: str,
+        key: str,
+        stale: Entry | None,
+        fetch: Fetch,
+        reader: Reader,
+        collapsed: bool,
+        ranged: str | None,
+    ) -> None:
+        """Answer one client from the fill it joined, once the fill's head is in."""
         try:
             await fetch.head_ready
             if fetch.error is not None or (stale is not None and fetch.origin_status >= 500):
@@ -909,6 +1002,67 @@ class Proxy:
             await self._stream(req, conn, fetch, reader, stale, collapsed)
         finally:
             fetch.leave(reader)
+
+    async def _wait_elsewhere(
+        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, lock: int
+    ) -> None:
+        """Another process of the node is fetching this new object (it holds the fill lock): wait
+        for its entry in the shared disk tier, at most ``fill_lock_timeout``, then answer as a
+        lookup would; still a miss, the object is fetched here (nginx's ``proxy_cache_lock``)."""
+        waiting = self._elsewhere.get(key)
+        if waiting is None:
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            poll = loop.create_task(self._poll_elsewhere(key, lock, req.headers, done))
+            waiting = self._elsewhere[key] = (done, poll)
+        await waiting[0]
+        base = _strip_vary(key)
+        vary = self.store.vary(base)
+        if vary:
+            key = base + vary_suffix(vary, req.headers)
+        entry = self.store.get(key)
+        if entry is not None and entry.stored_seq < self.index.position:
+            entry = self._purge_check(entry)
+        if entry is not None:
+            now = _time()
+            ttl = entry.ttl(now)
+            if ttl > 0 and not entry.no_cache:
+                answer = self._hit(req, conn, entry, now, ttl)
+                if answer is not None:
+                    await answer
+                return
+        locks = self.fill_locks
+        assert locks is not None
+        lock = 0
+        if key not in self.inflight:
+            lock = locks.token(key)
+            if not locks.take(lock):
+                lock = 0  # another process fetches it (the wait timed out, or it took the lock first)
+        await self._fill(req, conn, zone, host, key, None, coalesce=True, lock=lock)
+
+    async def _poll_elsewhere(
+        self, key: str, lock: int, headers: Mapping[str, str], done: asyncio.Future[None]
+    ) -> None:
+        """Look for the end of another process's fill of ``key`` every ``FILL_POLL`` seconds: its
+        entry in the store, its lock released without a recent stored fill announced (one whose
+        entry did not show up in time included), or the timeout."""
+        locks = self.fill_locks
+        assert locks is not None
+        clock = time.monotonic
+        deadline = clock() + self._fill_lock_timeout
+        base = _strip_vary(key)
+        store = self.store
+        try:
+            while clock() < deadline:
+                await asyncio.sleep(FILL_POLL)
+                vary = store.vary(base)
+                if store.get(base + vary_suffix(vary, headers) if vary else base) is not None:
+                    return
+                if locks.probe(lock) is Fill.GONE:
+                    return
+        finally:
+            del self._elsewhere[key]
+            done.set_result(None)
 
     async def _stream(
         self,

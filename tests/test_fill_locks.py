@@ -1,0 +1,208 @@
+"""Fill locks between processes (``cluster/fill_locks.py``, decision 0022), end to end: a node on
+loopback whose proxy shares its fill locks with another real process, which takes and releases a
+key's lock the way a second worker's fill does. The other process never fetches; what the tests
+watch is whether the node asks the origin, and what its client gets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import cloudflare
+import pytest
+
+from conftest import ZONE_ID, Route, Stack
+from edgecache.cluster.board import PositionBoard
+from edgecache.cluster.fill_locks import FillLocks
+from edgecache.httpcache.key import primary_key
+from edgecache.store.entry import Entry
+
+OTHER_WORKER = """
+import sys
+from edgecache.cluster.board import PositionBoard
+from edgecache.cluster.fill_locks import FillLocks
+locks = FillLocks(PositionBoard(int(sys.argv[1]), 1))
+for line in sys.stdin:
+    command, key = line.split()
+    token = locks.token(key)
+    if command == "take":
+        print(locks.take(token), flush=True)
+    else:
+        locks.release(token, stored=command == "stored")
+        print("released", flush=True)
+"""
+
+
+class OtherWorker:
+    """A second process of the node, holding fill locks on the same board."""
+
+    def __init__(self, board: PositionBoard) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", OTHER_WORKER, str(board.fd)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            pass_fds=(board.fd,),
+        )
+
+    def say(self, command: str, key: str) -> str:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{command} {key}\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def board(stack: Stack) -> Iterator[PositionBoard]:
+    b = PositionBoard.create(1)
+    yield b
+    stack.node.proxy.fill_locks = None
+    b.close()
+
+
+@pytest.fixture
+def other(stack: Stack, board: PositionBoard) -> Iterator[OtherWorker]:
+    stack.node.proxy.share_fills(FillLocks(board), 5.0)
+    o = OtherWorker(board)
+    yield o
+    o.close()
+
+
+def key_of(stack: Stack, path: str) -> str:
+    return primary_key("http", "test.example", path, stack.node.zones.by_id[ZONE_ID].key_options)
+
+
+def stored_elsewhere(stack: Stack, path: str, body: bytes) -> None:
+    """What the other worker's fill leaves in the shared disk tier."""
+    now = time.time()
+    entry = Entry(
+        zone=ZONE_ID,
+        key=key_of(stack, path),
+        status=200,
+        head=b"Cache-Control: public, max-age=60\r\n",
+        body=body,
+        tags=(),
+        stored_seq=stack.node.index.position,
+        response_time=now,
+        initial_age=0.0,
+        freshness_lifetime=60.0,
+        length_known=True,
+    )
+    disk = stack.node.disk
+    assert disk is not None
+    disk.put(entry)
+
+
+def test_a_miss_waits_for_the_fill_another_process_holds_and_is_answered_from_the_disk_tier(
+    stack: Stack, other: OtherWorker
+) -> None:
+    path = "/fill-locks/held"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    assert other.say("take", key_of(stack, path)) == "True"
+    # Released as stored, then visible in the disk tier a little later, as its commit makes it.
+    stack.call(lambda: stack.loop.call_later(0.25, other.say, "stored", key_of(stack, path)))
+    stack.call(lambda: stack.loop.call_later(0.28, stored_elsewhere, stack, path, b"from the other worker"))
+    status, headers, body = stack.request(path)
+    assert (status, body) == (200, b"from the other worker")
+    assert headers["cf-cache-status"] == "HIT"
+    assert stack.origin.hits[path] == 0
+
+
+def test_a_fill_stored_elsewhere_just_now_is_waited_for_though_its_lock_is_free(
+    stack: Stack, other: OtherWorker
+) -> None:
+    """The other worker has stored its fill and released the lock, and the disk tier has not
+    committed the entry yet: a miss now must wait for it there, not fetch it again."""
+    path = "/fill-locks/stored-just-now"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    key = key_of(stack, path)
+    assert other.say("take", key) == "True"
+    assert other.say("stored", key) == "released"
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(stack.request, path)
+        # Once the miss is waiting (the synchronisation is all the test reads of the proxy), the
+        # entry shows up in the disk tier, as the other worker's commit would make it.
+        deadline = time.monotonic() + 10
+        while not stack.call(lambda: key in stack.node.proxy._elsewhere) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        stack.call(lambda: stored_elsewhere(stack, path, b"from the other worker"))
+        status, _, body = answer.result(timeout=20)
+    assert (status, body) == (200, b"from the other worker")
+    assert stack.origin.hits[path] == 0
+
+
+def test_a_lock_released_without_a_stored_fill_lets_the_waiter_fetch_at_once(
+    stack: Stack, other: OtherWorker
+) -> None:
+    path = "/fill-locks/not-stored"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    key = key_of(stack, path)
+    assert other.say("take", key) == "True"
+    stack.call(lambda: stack.loop.call_later(0.2, other.say, "failed", key))
+    started = time.monotonic()
+    status, headers, body = stack.request(path)
+    assert (status, body) == (200, b"from the origin")
+    assert headers["cf-cache-status"] == "MISS"
+    assert stack.origin.hits[path] == 1
+    assert time.monotonic() - started < 2.0  # not the 5 s timeout
+
+
+def test_a_waiter_fetches_itself_when_the_lock_timeout_passes(
+    stack: Stack, board: PositionBoard, other: OtherWorker
+) -> None:
+    stack.node.proxy.share_fills(FillLocks(board), 0.3)
+    path = "/fill-locks/timeout"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    assert other.say("take", key_of(stack, path)) == "True"
+    started = time.monotonic()
+    status, _, body = stack.request(path)
+    waited = time.monotonic() - started
+    assert (status, body) == (200, b"from the origin")
+    assert stack.origin.hits[path] == 1
+    assert 0.3 <= waited < 4.0
+
+
+def test_right_after_a_purge_a_miss_fetches_without_waiting_for_another_process(
+    stack: Stack, other: OtherWorker
+) -> None:
+    """This process's removal of the purged object from the disk tier is queued and may commit
+    after another worker's new fill of it, removing that too: waiting for that fill could last
+    until the timeout, so the miss fetches at once."""
+    path = "/fill-locks/purged-here"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    assert stack.request(path)[1]["cf-cache-status"] == "MISS"
+    assert stack.request(path)[1]["cf-cache-status"] == "HIT"
+    assert other.say("take", key_of(stack, path)) == "True"  # and never releases it
+    cf = cloudflare.Cloudflare(
+        api_token=stack.token(),
+        base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4",
+        max_retries=0,
+    )
+    try:
+        cf.cache.purge(zone_id=ZONE_ID, files=[f"http://test.example{path}"])
+    finally:
+        cf.close()
+    started = time.monotonic()
+    status, headers, body = stack.request(path)
+    assert (status, body, headers["cf-cache-status"]) == (200, b"from the origin", "MISS")
+    assert stack.origin.hits[path] == 2
+    assert time.monotonic() - started < 2.0  # not the 5 s timeout
+
+
+def test_a_process_killed_holding_a_lock_leaves_it_free(board: PositionBoard) -> None:
+    other = OtherWorker(board)
+    locks = FillLocks(board)
+    token = locks.token("http://test.example/fill-locks/killed")
+    assert other.say("take", "http://test.example/fill-locks/killed") == "True"
+    assert not locks.take(token)
+    other.process.kill()  # SIGKILL
+    other.process.wait()
+    assert locks.take(token)
+    locks.unlock(token)
