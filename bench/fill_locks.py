@@ -1,4 +1,4 @@
-"""What the fill locks of a node's worker processes (decision 0022) cost a miss: CPU per miss in one
+"""What the fill locks of a node's worker processes (decision 0021) cost a miss: CPU per miss in one
 process, with the proxy sharing fill locks on a position board and without, rounds interleaved on
 one node.
 

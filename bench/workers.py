@@ -29,11 +29,11 @@ Method:
 - (4) Origin fetches for one hot new object: ``wrk -c50`` for 1 s on a never-seen URL, with 1 and
   with 2 workers; the node's ``edgecache_origin_fetches_total`` before and after (``/metrics``,
   summed over the workers). One process coalesces its misses on one fetch; the processes of a
-  node coalesce through their fill locks (decision 0022), so the figure to expect is 1 either way.
+  node coalesce through their fill locks (decision 0021), so the figure to expect is 1 either way.
   Then what coalescing costs the clients of the process that waits: two kept-alive connections,
   one held by each worker, ask for a never-seen object at once (no purge in the last second, which
   turns the waiting off); the figure is when the later answer's head arrives (a MISS, and a MISS or
-  a disk hit on what the other fetched). Before decision 0022 both processes fetched.
+  a disk hit on what the other fetched). Before decision 0021 both processes fetched.
 - Rounds are interleaved; medians with min-max. The machine is shared with other work now: every
   figure is noisy, and the "other CPU" line says how busy the rest of the machine was.
 

@@ -1,4 +1,4 @@
-"""Fill locks between processes (``cluster/fill_locks.py``, decision 0022), end to end: a node on
+"""Fill locks between processes (``cluster/fill_locks.py``, decision 0021), end to end: a node on
 loopback whose proxy shares its fill locks with another real process, which takes and releases a
 key's lock the way a second worker's fill does. The other process never fetches; what the tests
 watch is whether the node asks the origin, and what its client gets."""

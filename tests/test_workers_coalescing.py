@@ -1,4 +1,4 @@
-"""Request coalescing across the worker processes of a node (decision 0022), as real processes on
+"""Request coalescing across the worker processes of a node (decision 0021), as real processes on
 loopback: clients held by both workers ask for one new object at once and the origin is asked
 once; an answer that is not stored lets the other worker's clients go at once; a fetching worker
 killed with SIGKILL does not leave the other's clients waiting for the lock timeout."""

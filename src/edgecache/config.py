@@ -292,7 +292,7 @@ class Runtime(_Model):
     fill_lock_timeout: float = Field(default=5.0, ge=0)
     """Seconds a worker waits for another worker's fill of the same new object to reach the shared
     disk tier before it fetches the object itself (nginx's ``proxy_cache_lock_timeout``; decision
-    0022). 0: every worker fetches on its own. Only with ``workers`` > 1 and a disk tier that
+    0021). 0: every worker fetches on its own. Only with ``workers`` > 1 and a disk tier that
     takes every fill (``storage.disk.admission = "every_fill"``)."""
     loop_probe_every: float = Field(default=0.005, gt=0)
     """Period of the loop-lag probe (``edgecache.looplag``): the resolution of the stall it reports."""

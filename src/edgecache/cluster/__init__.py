@@ -7,7 +7,7 @@
 - ``supervisor`` / ``worker``: ``[runtime] workers = N`` processes on one data port, one control plane.
 - ``collector``: ``/metrics`` for the node as a whole and per process.
 - ``fill_locks``: which process fetches a new object, the others waiting for it in the disk tier
-  (docs/decisions/0022-coalescing-fills-across-workers.md).
+  (docs/decisions/0021-coalescing-fills-across-workers.md).
 
 See docs/decisions/0014-following-the-ledger.md.
 """

@@ -10,7 +10,7 @@ machine never meet):
   to it) and the one it has *reclaimed*, written by that worker only, read by the control plane for
   ``/metrics``. A line per writer keeps one process's writes from invalidating another's reads.
 - after the worker lines, :data:`FILL_SLOTS` words of fill outcomes, and the file's descriptor
-  carries the fill locks (``cluster/fill_locks.py``, decision 0022).
+  carries the fill locks (``cluster/fill_locks.py``, decision 0021).
 
 An aligned 8-byte store is a single instruction on the platforms CPython runs on, so a reader sees
 the old value or the new one, never a mix; positions only grow, so a stale read means "not behind

@@ -1,5 +1,5 @@
 """Fill locks: one process of a node fetches a new object from the origin, the others wait for it
-in the shared disk tier (request coalescing across worker processes, decision 0022).
+in the shared disk tier (request coalescing across worker processes, decision 0021).
 
 Theory of operation:
 - A key's lock is a POSIX record lock (``fcntl``) on one byte of the position board's ``memfd``,

@@ -469,7 +469,7 @@ class Fetch:
         if storable and too_big:
             self._begin_large()
         if self.lock and not self.storable and not self.storing_large:
-            # Not shared: the fill lock goes back now, not when the body ends (decision 0022).
+            # Not shared: the fill lock goes back now, not when the body ends (decision 0021).
             self._on_done(self)
         if not self.head_ready.done():
             self.head_ready.set_result(None)

@@ -17,7 +17,7 @@ Theory of operation, for one request:
 5. A miss joins the in-flight fetch for that key, or starts one (see ``fetch.py``), and streams the
    response as it arrives. With worker processes, the processes of a node coalesce too: one takes
    the key's fill lock and fetches, the others wait for its entry in the shared disk tier
-   (``cluster/fill_locks.py``, decision 0022). A miss that starts its own fetch is answered from
+   (``cluster/fill_locks.py``, decision 0021). A miss that starts its own fetch is answered from
    the fetch's callbacks when the whole response comes in one read (no task: ``_miss``,
    ``http1.PENDING``).
 6. A GET with Range that finds no usable full entry looks for the URL's partial entry (stored 206
@@ -126,7 +126,7 @@ RANGE_FLIGHT = "\x00range:"
 """Separates a key from the range a range fill forwards, in the key its readers share it under."""
 FILL_POLL = 0.002
 """Seconds between two looks, by a process waiting for another's fill, at the disk tier and the
-fill's lock (decision 0022)."""
+fill's lock (decision 0021)."""
 PURGE_SETTLE = 1.0
 """Seconds after this process applied a purge during which its misses do not wait for other
 processes' fills (:meth:`Proxy._purges_settled`): the purge's removals from the disk tier, queued
@@ -181,7 +181,7 @@ class Proxy:
         the task that looks for the fill's end."""
 
     def share_fills(self, locks: FillLocks, timeout: float) -> None:
-        """Coalesce fills with the node's other processes (decision 0022): a miss whose key another
+        """Coalesce fills with the node's other processes (decision 0021): a miss whose key another
         process is fetching waits, at most ``timeout`` seconds, for its entry in the shared disk
         tier instead of fetching it again."""
         self.fill_locks = locks
@@ -859,7 +859,7 @@ class Proxy:
         whole response arrives in one read, as a small object's usually does: no task, no
         future. If a read leaves the body unfinished, the answer streams on in a task from there.
         With worker processes, a miss that would start a fetch takes the key's fill lock first, or
-        waits for another process's fill (``_wait_elsewhere``, decision 0022)."""
+        waits for another process's fill (``_wait_elsewhere``, decision 0021)."""
         lock = 0
         if coalesce:
             until = self._hit_for_miss.get(key)
