@@ -16,7 +16,8 @@ writer has committed its fills (``DiskStore.flush``), and the writer thread's ow
 its part; the records written per commit are printed. Best of ``--rounds`` rounds of ``--requests``.
 It also counts the asyncio tasks created per miss (a task factory that counts), since each one
 costs a loop iteration or more. ``--profile`` prints cProfile's top functions for one memory-only
-round (deterministic profiling inflates small functions: read it for where, not for how much);
+round, or of one round with the disk tier with ``--disk-only`` (deterministic profiling inflates
+small functions: read it for where, not for how much);
 for a sampling profile, run ``--memory-only`` (or ``--disk-only`` with ``--threads``) under
 ``py-spy record --native``.
 
@@ -243,7 +244,7 @@ async def main(origin_port: int, tmp: Path, profile: bool, only: str | None, sec
         print(f"| {what} | {memory:.1f} |")
     if only != "memory":
         (disk, writer, child), tasks, more, per_commit = await whole_miss(
-            origin_port, tmp / "disk", disk=True, first=2 * 10**7, profile=False
+            origin_port, tmp / "disk", disk=True, first=2 * 10**7, profile=profile and only == "disk"
         )
         fetches += more
         what = "whole miss, memory + disk tier (the default), writer thread and fill writer process included"
@@ -272,7 +273,7 @@ def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--requests", type=int, default=N, help="per round")
-    parser.add_argument("--profile", action="store_true", help="cProfile one memory-only round")
+    parser.add_argument("--profile", action="store_true", help="cProfile one round (memory-only, or with --disk-only the disk tier's)")
     parser.add_argument(
         "--memory-only", action="store_true", help="only the memory-tier miss (e.g. under py-spy)"
     )

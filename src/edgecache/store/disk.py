@@ -158,8 +158,9 @@ GROUP_QUIET = 0.002
 """When no other change arrives this long after the first fill, the batch is written at once:
 sparse fills would only wait for nothing, and be seen later by the other processes."""
 FORGET_EVERY = 64
-"""Ring fills a process keeps as pending (``has``) before it looks for those committed since: once
-per fill cost the loop a lock and a header read per miss (``has`` looks every time)."""
+"""Ring fills a process appends between two looks for those committed since (which are no longer
+pending for ``has``): once per fill cost the loop a lock and a header read per miss (``has`` looks
+every time)."""
 _FILLS = frozenset(("put", "vary"))
 """The changes that wait for others to share their commit (see ``GROUP_WAIT``)."""
 RENEW_EVERY = 1.0
@@ -526,6 +527,8 @@ class DiskStore:
         """Where fills go when a fill-writer process writes them (``attach_fills``), else None."""
         self._ring_keys: deque[tuple[int, str]] = deque()
         """Keys put in the ring (``_pending``), with the position after their record."""
+        self._unforgotten = 0
+        """Ring fills since the fill path last looked for committed ones (``FORGET_EVERY``)."""
         self._fenced = 0
         """The ring position of the last fence queued (``_enqueue``)."""
         self._lock = threading.Lock()
@@ -967,7 +970,11 @@ class DiskStore:
                 self._pending[entry.key] = self._pending.get(entry.key, 0) + 1
             self._enqueue(("put", entry, reserve))
             return
-        if len(self._ring_keys) >= FORGET_EVERY:
+        self._unforgotten += 1
+        if self._unforgotten >= FORGET_EVERY:
+            # Counted, not the deque's length: while the fill writer batches, more than
+            # ``FORGET_EVERY`` fills wait uncommitted, and the length alone looked on every fill.
+            self._unforgotten = 0
             self._forget_committed()
         if not ring.append(record, reserve):
             self.stats.dropped += 1
