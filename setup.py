@@ -1,5 +1,5 @@
-"""The package's C extension (the access log's capture, decision 0017); everything else is in
-pyproject.toml."""
+"""The package's C extensions (the access log's capture, decision 0017; the fill ring's appender,
+decision 0020's addendum); everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -9,6 +9,12 @@ setup(
             "edgecache.edge._logcapture",
             ["src/edgecache/edge/_logcapture.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
-        )
+        ),
+        Extension(
+            "edgecache.store._fillring",
+            ["src/edgecache/store/_fillring.c"],
+            libraries=["z"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+        ),
     ]
 )

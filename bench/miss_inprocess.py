@@ -273,7 +273,11 @@ def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--requests", type=int, default=N, help="per round")
-    parser.add_argument("--profile", action="store_true", help="cProfile one round (memory-only, or with --disk-only the disk tier's)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile one round (memory-only; with --disk-only, the disk tier's)",
+    )
     parser.add_argument(
         "--memory-only", action="store_true", help="only the memory-tier miss (e.g. under py-spy)"
     )

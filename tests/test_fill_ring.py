@@ -1,9 +1,13 @@
 """The fill ring (store/fillring.py): records come out in order and whole across wrap-arounds, a
 full ring refuses a record rather than overwrite one not yet committed, a record whose bytes are
-not all there is not read, and a dead fill writer's records are skipped and counted."""
+not all there is not read, and a dead fill writer's records are skipped and counted; with either
+appender (the C one, ``store/_fillring.c``, and ``PyAppender``), which write the same bytes: an
+entry's record is ``encode_entry``'s, and the fill writer reads the entry back."""
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,16 +15,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecache.store.fillring import HEADER_SIZE, FillRing
+from edgecache.store._fillring import Appender
+from edgecache.store.disk_layout import decode_entry, encode_entry
+from edgecache.store.entry import Entry
+from edgecache.store.fillring import _ASLEEP, _Q, APPENDER, HEADER_SIZE, FillRing, PyAppender
 
 CAPACITY = 1 << 16
+APPENDERS = [Appender, PyAppender]
 
 
-@pytest.fixture
-def ring(tmp_path: Path) -> Iterator[FillRing]:
-    r = FillRing.create(tmp_path / "r.ring", CAPACITY)
+@pytest.fixture(params=APPENDERS, ids=["c", "python"])
+def ring(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[FillRing]:
+    r = FillRing.create(tmp_path / "r.ring", CAPACITY, appender=request.param)
     yield r
     r.close()
+
+
+def test_a_node_appends_in_c() -> None:
+    assert APPENDER is Appender
 
 
 def drain(reader: FillRing, pos: int) -> tuple[list[tuple[bytes, bool]], int]:
@@ -43,13 +55,16 @@ def drain(reader: FillRing, pos: int) -> tuple[list[tuple[bytes, bool]], int]:
     return batch.records, batch.end
 
 
+@pytest.mark.parametrize("appender", APPENDERS, ids=["c", "python"])
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 9000), st.booleans(), st.booleans()), max_size=120))
 def test_records_come_out_in_order_and_whole(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, bool, bool]]
+    tmp_path_factory: pytest.TempPathFactory,
+    appender: type[Appender | PyAppender],
+    steps: list[tuple[int, bool, bool]],
 ) -> None:
     path = tmp_path_factory.mktemp("ring") / "r.ring"
-    ring = FillRing.create(path, CAPACITY)
+    ring = FillRing.create(path, CAPACITY, appender=appender)
     reader = FillRing.open(path, ring.wake_fd)
     sent: list[tuple[bytes, bool]] = []
     got: list[tuple[bytes, bool]] = []
@@ -106,3 +121,78 @@ def test_skip_gives_up_what_a_dead_writer_left(ring: FillRing) -> None:
     assert ring.pending() == 3
     assert ring.skip() == 3
     assert ring.pending() == 0 and ring.committed == ring.head
+
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+entries = st.builds(
+    Entry,
+    zone=text,
+    # Keys may hold lone surrogates (a request target's undecodable bytes): stored as they are.
+    key=st.text(max_size=600),
+    status=st.integers(100, 599),
+    head=st.binary(max_size=300),
+    body=st.binary(max_size=5000),
+    # Tags are never empty (``httpcache/tags.py`` drops empty ones) and hold no NUL (a header
+    # value cannot): the record joins them with NUL.
+    tags=st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1), max_size=5).map(
+        tuple
+    ),
+    stored_seq=st.integers(-(2**63), 2**63 - 1),
+    response_time=st.floats(allow_nan=False),
+    initial_age=st.floats(allow_nan=False),
+    freshness_lifetime=st.floats(allow_nan=False),
+    stale_while_revalidate=st.floats(allow_nan=False),
+    stale_if_error=st.floats(allow_nan=False),
+    must_revalidate=st.booleans(),
+    no_cache=st.booleans(),
+    auth_ok=st.booleans(),
+    length_known=st.booleans(),
+    stale_since=st.none() | st.floats(allow_nan=False),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(entries, st.booleans()), min_size=1, max_size=30))
+def test_both_appenders_write_an_entry_as_its_record(
+    tmp_path_factory: pytest.TempPathFactory, fills: list[tuple[Entry, bool]]
+) -> None:
+    at = tmp_path_factory.mktemp("rings")
+    c = FillRing.create(at / "c.ring", CAPACITY, appender=Appender)
+    py = FillRing.create(at / "py.ring", CAPACITY, appender=PyAppender)
+    for entry, reserve in fills:
+        added = c.append_entry(entry, reserve)
+        assert added == py.append_entry(entry, reserve)
+        # Too large for the ring exactly when its record is, and then nothing is written.
+        assert (added == -1) == (len(encode_entry(entry, 0.0)) > c.max_record)
+    assert bytes(c._mm) == bytes(py._mm)
+    reader = FillRing.open(c.path, c.wake_fd)
+    records, _ = drain(reader, 0)
+    kept = [(e, r) for e, r in fills if len(encode_entry(e, 0.0)) <= c.max_record]
+    assert [payload for payload, _ in records] == [encode_entry(e, 0.0) for e, _ in kept]
+    for (payload, reserve), (entry, sent) in zip(records, kept, strict=True):
+        back = decode_entry(payload)
+        assert reserve == sent and back.reserve_expires == 0.0
+        assert (back.entry.key, back.entry.body, back.entry.tags) == (entry.key, entry.body, entry.tags)
+        if entry.stale_since is None:
+            assert back.entry.stale_since is None or math.isnan(back.entry.stale_since)
+    reader._mm.close()
+    c.close(unlink=True)
+    py.close(unlink=True)
+
+
+def test_an_entry_too_large_for_the_ring_is_left_to_the_caller(ring: FillRing) -> None:
+    entry = Entry("z", "https://a.test/big", 200, b"", b"x" * ring.max_record, (), 1, 0.0, 0.0, 60.0)
+    assert ring.append_entry(entry, False) == -1
+    assert ring.head == 0 and ring.pending() == 0
+
+
+def test_an_append_wakes_a_sleeping_fill_writer(ring: FillRing) -> None:
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd))
+    assert ring.append(b"awake", False)
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(ring.wake_fd)  # awake: nobody is woken
+    _Q.pack_into(reader._mm, _ASLEEP, 1)  # what ``wait`` sets before it sleeps
+    entry = Entry("z", "https://a.test/x", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
+    assert ring.append_entry(entry, False) == 1
+    assert os.eventfd_read(ring.wake_fd) == 1
+    reader.close()

@@ -963,20 +963,21 @@ class DiskStore:
         self._enqueue(("put", entry, reserve), wake=False)
 
     def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> None:
-        record = encode_entry(entry, 0.0)
-        if len(record) > ring.max_record:
-            # Rare (memory's largest objects): the writer thread takes it, after a fence.
-            with self._lock:
-                self._pending[entry.key] = self._pending.get(entry.key, 0) + 1
-            self._enqueue(("put", entry, reserve))
-            return
         self._unforgotten += 1
         if self._unforgotten >= FORGET_EVERY:
             # Counted, not the deque's length: while the fill writer batches, more than
             # ``FORGET_EVERY`` fills wait uncommitted, and the length alone looked on every fill.
             self._unforgotten = 0
             self._forget_committed()
-        if not ring.append(record, reserve):
+        # Encoded straight into the ring (in C when built: decision 0020's addendum).
+        added = ring.append_entry(entry, reserve)
+        if added < 0:
+            # Rare (memory's largest objects): the writer thread takes it, after a fence.
+            with self._lock:
+                self._pending[entry.key] = self._pending.get(entry.key, 0) + 1
+            self._enqueue(("put", entry, reserve))
+            return
+        if not added:
             self.stats.dropped += 1
             return
         key = entry.key

@@ -41,6 +41,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecache.store.disk_layout import encode_entry
+from edgecache.store.entry import Entry
+
 MAGIC = b"ECFILL\x00\x01"
 HEADER_SIZE = 256
 DEFAULT_CAPACITY = 16 << 20
@@ -75,6 +78,74 @@ _PID = _COUNTERS + 8 * len(COUNTERS)
 _ASLEEP = _PID + 8
 
 
+def _wake(wake_fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        os.eventfd_write(wake_fd, 1)
+
+
+class PyAppender:
+    """The appending side of a ring in Python: what ``_fillring.Appender`` does in C, byte for byte
+    (the tests hold them to the same records), for a build without the extension and for the
+    fill writer's side, which never appends."""
+
+    def __init__(self, mm: mmap.mmap, wake_fd: int) -> None:
+        self._mm = mm
+        self._wake_fd = wake_fd
+        self._capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
+        self._mask = self._capacity - 1
+        self.head: int = _Q.unpack_from(mm, _HEAD)[0]
+        """The position after the last record appended."""
+        self.appended: int = _Q.unpack_from(mm, _APPENDED)[0]
+        """Records appended so far."""
+
+    def append(self, payload: bytes, reserve: bool) -> bool:
+        """Add one record; False (nothing written) when the ring has no room for it."""
+        size = len(payload)
+        need = (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
+        head = self.head
+        mm = self._mm
+        at = head & self._mask
+        room = self._capacity - at
+        wrap = room if need > room else 0
+        if head + wrap + need - _Q.unpack_from(mm, _COMMITTED)[0] > self._capacity:
+            return False
+        if wrap:
+            _REC.pack_into(mm, HEADER_SIZE + at, _WRAP, 0, 0)
+            head += wrap
+            at = 0
+        start = HEADER_SIZE + at
+        _REC.pack_into(mm, start, size, zlib.crc32(payload), reserve)
+        mm[start + _REC_SIZE : start + _REC_SIZE + size] = payload
+        self.head = head = head + need
+        self.appended += 1
+        _Q.pack_into(mm, _APPENDED, self.appended)
+        # Last: the reader trusts nothing past ``head``.
+        _Q.pack_into(mm, _HEAD, head)
+        if _Q.unpack_from(mm, _ASLEEP)[0]:
+            _wake(self._wake_fd)
+        return True
+
+    def append_entry(self, entry: Entry, reserve: bool, max_record: int) -> int:
+        """Add an entry's record (``encode_entry``'s, with no reserve expiry): 1 when added, 0 when
+        the ring has no room for it, -1 when it is larger than ``max_record`` (nothing written)."""
+        record = encode_entry(entry, 0.0)
+        if len(record) > max_record:
+            return -1
+        return 1 if self.append(record, reserve) else 0
+
+    def release(self) -> None:
+        """Nothing to let go of (the C appender's buffer export)."""
+
+
+try:
+    from edgecache.store._fillring import Appender
+except ImportError:  # a checkout whose extension is not built: the same ring, slower to append
+    APPENDER: type[Appender | PyAppender] = PyAppender
+else:
+    APPENDER = Appender
+"""The appender a new ring gets."""
+
+
 @dataclass(slots=True)
 class Batch:
     """What the fill writer read: the records (payload, reserve flag) and the position after them."""
@@ -86,21 +157,25 @@ class Batch:
 class FillRing:
     """One fill ring, mapped (created by the appending process, opened by the fill writer)."""
 
-    def __init__(self, path: Path, mm: mmap.mmap, wake_fd: int) -> None:
+    def __init__(
+        self, path: Path, mm: mmap.mmap, wake_fd: int, appender: type[Appender | PyAppender]
+    ) -> None:
         self.path = path
         self._mm = mm
         self.wake_fd = wake_fd
         """The eventfd that wakes an idle fill writer."""
         self.capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
         self._mask = self.capacity - 1
-        self._head: int = _Q.unpack_from(mm, _HEAD)[0]
-        self._appended: int = _Q.unpack_from(mm, _APPENDED)[0]
+        self._appender = appender(mm, wake_fd)
         self.max_record = self.capacity // 8
         """Payloads larger than this are not put in the ring (the caller writes them otherwise)."""
 
     @classmethod
-    def create(cls, path: Path, capacity: int = DEFAULT_CAPACITY) -> FillRing:
-        """A new, empty ring at ``path`` (readable by this user only: it holds cached responses)."""
+    def create(
+        cls, path: Path, capacity: int = DEFAULT_CAPACITY, appender: type[Appender | PyAppender] = APPENDER
+    ) -> FillRing:
+        """A new, empty ring at ``path`` (readable by this user only: it holds cached responses),
+        appended to by ``appender`` (the C one when the package is built with it)."""
         if capacity & (capacity - 1) or capacity < 1 << 16:
             raise ValueError("fill ring capacity must be a power of two of at least 64 KiB")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -112,7 +187,7 @@ class FillRing:
             os.close(fd)
         mm[:8] = MAGIC
         _Q.pack_into(mm, _CAPACITY, capacity)
-        return cls(path, mm, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
+        return cls(path, mm, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC), appender)
 
     @classmethod
     def open(cls, path: Path, wake_fd: int) -> FillRing:
@@ -125,10 +200,12 @@ class FillRing:
         if mm[:8] != MAGIC:
             mm.close()
             raise ValueError(f"{path} is not a fill ring")
-        return cls(path, mm, wake_fd)
+        # The fill writer's side never appends: the Python appender holds no export of the map.
+        return cls(path, mm, wake_fd, PyAppender)
 
     def close(self, *, unlink: bool = False) -> None:
         """Unmap the ring (and remove its file)."""
+        self._appender.release()
         self._mm.close()
         os.close(self.wake_fd)
         if unlink:
@@ -138,40 +215,22 @@ class FillRing:
 
     def append(self, payload: bytes, reserve: bool) -> bool:
         """Add one record; False (nothing written) when the ring has no room for it."""
-        size = len(payload)
-        need = (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
-        head = self._head
-        mm = self._mm
-        at = head & self._mask
-        room = self.capacity - at
-        wrap = room if need > room else 0
-        if head + wrap + need - _Q.unpack_from(mm, _COMMITTED)[0] > self.capacity:
-            return False
-        if wrap:
-            _REC.pack_into(mm, HEADER_SIZE + at, _WRAP, 0, 0)
-            head += wrap
-            at = 0
-        start = HEADER_SIZE + at
-        _REC.pack_into(mm, start, size, zlib.crc32(payload), reserve)
-        mm[start + _REC_SIZE : start + _REC_SIZE + size] = payload
-        self._head = head = head + need
-        self._appended += 1
-        _Q.pack_into(mm, _APPENDED, self._appended)
-        # Last: the reader trusts nothing past ``head``.
-        _Q.pack_into(mm, _HEAD, head)
-        if _Q.unpack_from(mm, _ASLEEP)[0]:
-            self.wake()
-        return True
+        return self._appender.append(payload, reserve)
+
+    def append_entry(self, entry: Entry, reserve: bool) -> int:
+        """Add the record of a whole entry (``Entry``, not a large object's ``ChunkedEntry``):
+        1 when added, 0 when the ring has no room for it, -1 when it is larger than
+        ``max_record`` (nothing written: the caller writes it otherwise)."""
+        return self._appender.append_entry(entry, reserve, self.max_record)
 
     def wake(self) -> None:
         """Wake the fill writer if it waits for records."""
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_write(self.wake_fd, 1)
+        _wake(self.wake_fd)
 
     @property
     def head(self) -> int:
         """The position after the last record appended."""
-        return self._head
+        return self._appender.head
 
     def want(self, position: int) -> None:
         """Ask the fill writer to commit up to ``position`` without waiting for more fills."""
@@ -181,15 +240,16 @@ class FillRing:
 
     def pending(self) -> int:
         """Records appended and not yet committed (nor skipped)."""
-        return self._appended - int(_Q.unpack_from(self._mm, _DONE)[0])
+        return self._appender.appended - int(_Q.unpack_from(self._mm, _DONE)[0])
 
     def skip(self) -> int:
         """Give up the records appended and not committed (their fill writer died): the next one
         starts after them. Returns how many. Only while no fill writer runs."""
         mm = self._mm
-        lost = self._appended - int(_Q.unpack_from(mm, _DONE)[0])
-        _Q.pack_into(mm, _DONE, self._appended)
-        _Q.pack_into(mm, _COMMITTED, self._head)
+        appended = self._appender.appended
+        lost = appended - int(_Q.unpack_from(mm, _DONE)[0])
+        _Q.pack_into(mm, _DONE, appended)
+        _Q.pack_into(mm, _COMMITTED, self._appender.head)
         return lost
 
     def close_writer(self) -> None:
