@@ -11,6 +11,9 @@ Theory of operation:
 - A record is a 12-byte head (length, CRC-32 of the payload, reserve flag) and the payload (the
   record ``encode_entry`` makes, what LMDB stores), padded to 16 bytes. A record that would cross
   the end of the area is preceded by a wrap mark (length ``_WRAP``) and starts at the beginning.
+- The appender is ``_fillring.Appender`` (C: it encodes an entry's record straight into the
+  ring, decision 0020's addendum) when the package is built with it, else :class:`PyAppender`,
+  which writes the same bytes; the fill writer's side, which never appends, has the latter.
 - The appender never waits: a record that does not fit in what the fill writer has not yet
   committed is refused (the caller counts it as dropped: a cache may drop a fill). It writes the
   record, then ``head`` (one aligned store). The reader checks each record's CRC before it
