@@ -21,7 +21,7 @@ from edgecache.edge.writeback import still_valid
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Everything, Mode, Purge, Selector, Url
 from edgecache.store.chain import TierChain
-from edgecache.store.disk import DiskStore
+from edgecache.store.disk import DiskStore, WriteView
 from edgecache.store.entry import Entry
 from edgecache.store.fillring import FillRing
 from edgecache.store.memory import MemoryTier
@@ -32,7 +32,7 @@ KEY = "http://h.example/hot"
 _OTHER_WORKER = """
 import sys
 from pathlib import Path
-from edgecache.store.disk import DiskStore
+from edgecache.store.disk import DiskStore, WriteView
 from edgecache.store.entry import Entry
 
 store = DiskStore(Path(sys.argv[1]), budget=1 << 30, position=0, map_size=1 << 28, zones=("z",))
@@ -191,3 +191,21 @@ def test_a_covered_record_is_still_removed_and_counted_once(tmp_path: Path) -> N
 
     asyncio.run(go())
     assert acked == [{Everything(): 1}]
+
+
+def test_a_job_counts_a_record_a_queued_bounded_delete_leaves(tmp_path: Path) -> None:
+    """While a lookup's bounded delete is queued, a removal job leaves uncounted (the lookup's
+    credit counts it) only a record that delete removes: one stored before its bound."""
+    _, disk = chain(tmp_path, EpochIndex())
+    with writer_held(disk, tmp_path):
+        disk.delete(KEY, 5)
+        disk.delete_primary("http://h.example/all")
+        with disk.env.begin() as txn:
+            view = WriteView(disk, txn)
+            assert view.removing(KEY, 4)
+            assert not view.removing(KEY, 5), "stored at the purge: the delete keeps it"
+            assert view.removing("http://h.example/all", 9), "a URL's invalidation takes every record"
+            assert not view.removing("http://h.example/else", 0)
+    with disk.env.begin() as txn:
+        assert not WriteView(disk, txn).removing(KEY, 4), "committed: no longer queued"
+    disk.close()

@@ -18,7 +18,11 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   A stream of fills is gathered for up to ``GROUP_WAIT`` into one batch (the commit's cost is shared);
   any other change is written at once.
   The queue is ordered, so a put enqueued before a purge's removal job is on disk before that job
-  looks for it. A delete is hidden from readers from the moment it is enqueued.
+  looks for it. A delete is hidden from readers from the moment it is enqueued. A purge's delete
+  carries the purge's position (``delete(key, below)``) and removes only a record stored before
+  it, checked in the writer's transaction: another process may have stored a newer fill of the key
+  after the delete was queued, which the purge does not cover. Until it commits, such a delete
+  hides that newer record from this process's readers too (a short miss, never a stale answer).
 - With a fill ring attached (``attach_fills``, decision 0020), a fill of a whole object in memory
   goes instead to the ring (``store/fillring.py``), for a fill-writer process to write with
   ``write_fills`` by the same rules; the loop never waits for it (a fill the ring has no room for
