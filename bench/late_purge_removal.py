@@ -49,10 +49,10 @@ def pair(node: WorkerNode) -> tuple[http.client.HTTPConnection, http.client.HTTP
 
 
 def trial(node: WorkerNode, a: http.client.HTTPConnection, b: http.client.HTTPConnection, path: str) -> str:
-    assert node.get(a, path)[1] == "MISS"
+    assert node.get(b, path)[1] == "MISS"  # B's own fill: in B's memory
     deadline = time.monotonic() + 5
-    while node.get(b, path)[1] != "HIT":  # from the disk tier, then kept in B's memory
-        assert time.monotonic() < deadline, "B never read A's fill"
+    while node.get(a, path)[1] != "HIT":  # from the disk tier
+        assert time.monotonic() < deadline, "A never read B's fill"
         time.sleep(0.01)
     node.purge({"files": [f"http://{'workers.example'}{path}"]})
     deadline = time.monotonic() + 5

@@ -10,12 +10,18 @@ change queued after ring fills waits for them) while a second real process store
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cloudflare
+import pytest
+
+from conftest import ZONE_ID, Route, Stack
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.edge.writeback import still_valid
 from edgecache.purge.index import EpochIndex
@@ -28,6 +34,7 @@ from edgecache.store.memory import MemoryTier
 
 ZONE = "z"
 KEY = "http://h.example/hot"
+KEY_OF_HOT = "http://test.example/late/hot"
 
 _OTHER_WORKER = """
 import sys
@@ -41,6 +48,15 @@ store.put(Entry("z", sys.argv[2], 200, b"", b"refetched", (), seq, 1000.0, 0.0, 
 assert store.flush(10)
 store.close()
 """
+
+
+@pytest.fixture
+def fresh() -> Iterator[Stack]:
+    s = Stack()
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def entry(key: str, stored_seq: int, body: bytes = b"old") -> Entry:
@@ -106,35 +122,40 @@ async def until(check: object, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.002)
 
 
-def test_a_late_reclaim_removal_keeps_the_other_workers_refill(tmp_path: Path) -> None:
-    acked: list[dict[Selector, int]] = []
-
-    async def go() -> None:
-        index = EpochIndex()
-        tiers, disk = chain(tmp_path, index)
-        tiers.put(entry(KEY, 0))
-        assert disk.flush(10)
-        rec = Reclaimer(
-            tiers, index, lambda: None, on_reclaimed=lambda p, m: acked.append(dict(m)), disk=disk
-        )
-        rec.start()
-        purge = Purge(1, ZONE, Mode.DELETE, (Url(KEY),), 1.0)
-        with writer_held(disk, tmp_path):
-            index.apply(purge)
-            rec.enqueue(purge)
-            # The memory part is done and the disk removal queued, behind the held writer.
-            await until(lambda: tiers.memory.peek(KEY) is None)
-            # Meanwhile the other worker misses, refetches and stores, numbered past the purge.
-            await asyncio.to_thread(other_worker_stores, tmp_path, KEY, 1)
-        await rec.drain()
-        await rec.stop()
-        found = disk.get(KEY)
-        assert found is not None, "the purge's late removal took the other worker's new fill"
-        assert found[0].body == b"refetched"
-        disk.close()
-
-    asyncio.run(go())
-    assert acked == [{Url(KEY): 1}], "the purged copy is counted once"
+def test_a_lookups_late_removal_keeps_the_refill_that_follows_it(fresh: Stack) -> None:
+    """A real node (its fill writer process, decision 0020): a request finds the purged object,
+    queues its removal, fetches it again and stores the refill. The removal waits behind the fills
+    the ring held before it (a fence), and the fill writer commits the refill, appended after it,
+    in the same batch: the removal then reaches the disk after the refill, which the purge does
+    not cover. Across worker processes the same late removal met another worker's refill."""
+    fw = fresh.node.fill_writer
+    disk = fresh.node.disk
+    assert fw is not None and fw.pid is not None and disk is not None
+    for path in ("/late/hot", "/late/other"):
+        fresh.origin.routes[path] = Route(body=b"b" * 2000, headers={"Cache-Control": "max-age=600"})
+    assert fresh.request("/late/hot")[1]["cf-cache-status"] == "MISS"
+    assert disk.flush(10)
+    cf = cloudflare.Cloudflare(
+        base_url=f"http://127.0.0.1:{fresh.node.control_port}/client/v4",
+        max_retries=0,
+        api_token=fresh.token(),
+    )
+    fresh.call(fresh.node.reclaimer.hold)  # the request, not the reclaimer, meets the purge
+    os.kill(fw.pid, signal.SIGSTOP)
+    try:
+        assert fresh.request("/late/other")[1]["cf-cache-status"] == "MISS"  # a fill left in the ring
+        cf.cache.purge(zone_id=ZONE_ID, files=[KEY_OF_HOT])
+        assert fresh.request("/late/hot")[1]["cf-cache-status"] == "MISS"
+        assert fresh.node.stats.purged_on_lookup == 1
+    finally:
+        os.kill(fw.pid, signal.SIGCONT)
+        fresh.call(fresh.node.reclaimer.release)
+    assert disk.flush(10)
+    fresh.run(fresh.node.reclaimer.drain())
+    found = disk.get(KEY_OF_HOT)
+    assert found is not None, "the purge's late removal took the refill"
+    fresh.restart()
+    assert fresh.request("/late/hot")[1]["cf-cache-status"] == "HIT", "the refill survives a restart"
 
 
 def test_a_late_lookup_removal_keeps_the_other_workers_refill(tmp_path: Path) -> None:
@@ -163,8 +184,8 @@ def test_a_late_lookup_removal_keeps_the_other_workers_refill(tmp_path: Path) ->
 
 def test_a_covered_record_is_still_removed_and_counted_once(tmp_path: Path) -> None:
     """What the bound keeps is only what the purge does not cover: a fill the other worker
-    fetched before it learnt of the purge (numbered below it) goes, and a whole-zone purge
-    counts the record its lookup removed once."""
+    fetched before it learnt of the purge (numbered below it) is removed by the purge's disk job
+    (the node's reclaimer works on the memory tier, its job on the disk), counted once."""
     acked: list[dict[Selector, int]] = []
 
     async def go() -> None:
@@ -173,7 +194,7 @@ def test_a_covered_record_is_still_removed_and_counted_once(tmp_path: Path) -> N
         tiers.put(entry(KEY, 0))
         assert disk.flush(10)
         rec = Reclaimer(
-            tiers, index, lambda: None, on_reclaimed=lambda p, m: acked.append(dict(m)), disk=disk
+            tiers.memory, index, lambda: None, on_reclaimed=lambda p, m: acked.append(dict(m)), disk=disk
         )
         rec.start()
         purge = Purge(2, ZONE, Mode.DELETE, (Everything(),), 1.0)

@@ -320,8 +320,8 @@ class Reclaimer:
                     if not hard and _counted_before(purge, i, entry.zone, entry.key, entry.tags):
                         continue
                     if hard:
-                        # Bounded: with worker processes, another one may store a new fill of
-                        # the key before this removal commits on disk (store/chain.py).
+                        # Bounded by the purge, as every purge's removal: a tier with a disk
+                        # behind it removes there later, maybe after a newer fill (store/chain.py).
                         store.delete(key, purge.seq)
                         self.removed += 1
                     else:
