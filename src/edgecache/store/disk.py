@@ -1414,7 +1414,7 @@ class DiskStore:
                 db = self._zdb(txn, area, zone, create=False)
                 raw = None if db is None else txn.get(ENTRY + kb, db=db)
                 if raw is None or REC.unpack_from(raw)[1] >= below:
-                    # Stored at or after the purge (another process's refill): not covered.
+                    # Stored at or after the purge (a refill, maybe by another process): not covered.
                     continue
             self._remove(txn, area, zone, kb)
 
