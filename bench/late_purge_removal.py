@@ -1,13 +1,14 @@
 """How often a purged, refetched object is lost from the shared disk tier by a late purge removal.
 
 Method (a node of two worker processes, ``edgecache serve`` as ``make run`` starts it, and the
-versioned origin of ``tests/workers_node.py``): per trial, a fresh URL is fetched by worker A and
-read from the disk tier by worker B, so both hold it in memory; it is purged by URL (hard) through
+versioned origin of ``tests/workers_node.py``): per trial, a fresh URL is fetched by worker B and
+read from the disk tier by worker A, so both hold it in memory; it is purged by URL (hard) through
 the API; A's next request is a MISS that refetches and stores it, numbered past the purge; 1.5 s
-later B asks for it. B's purge removal (its reclaimer's, or its lookup's) was queued on B's disk
-writer; if it removed A's newer fill, B's answer is a MISS (another origin fetch) instead of a hit
-from the disk tier. Prints the trials and how many of them lost the fill. A correctness count, not
-a timing: the machine's load changes how often the race is met, not what a lost fill is.
+later B asks for it. A removal of the purged key by key (a request's, queued on a disk writer)
+that commits after A's refill used to delete it: B's answer is then a MISS (another origin fetch)
+instead of a hit from the disk tier. Prints the trials and how many of them lost the fill. A
+correctness count, not a timing: the machine's load changes how often the race is met (the
+deterministic reproduction is ``tests/test_purge_late_removal.py``), not what a lost fill is.
 
 Run: ``.venv/bin/python bench/late_purge_removal.py [--trials 20]``; for the code before a change,
 point ``PYTHONPATH`` at a copy of its ``src`` (the node's processes inherit it).
@@ -25,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from workers_node import VersionedOrigin, WorkerNode  # noqa: E402
+from workers_node import HOST, VersionedOrigin, WorkerNode  # noqa: E402
 
 SETTLE = 1.5
 """Seconds between A's refetch and B's request (the reproduction of the defect)."""
@@ -54,7 +55,7 @@ def trial(node: WorkerNode, a: http.client.HTTPConnection, b: http.client.HTTPCo
     while node.get(a, path)[1] != "HIT":  # from the disk tier
         assert time.monotonic() < deadline, "A never read B's fill"
         time.sleep(0.01)
-    node.purge({"files": [f"http://{'workers.example'}{path}"]})
+    node.purge({"files": [f"http://{HOST}{path}"]})
     deadline = time.monotonic() + 5
     while node.get(a, path)[1] != "MISS":  # until A has the purge: its refetch
         assert time.monotonic() < deadline, "A never applied the purge"
