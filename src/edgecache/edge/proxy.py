@@ -354,7 +354,9 @@ class Proxy:
             entry.stored_seq = index.position
             return entry
         if verdict.hard:
-            self.store.delete(entry.key)
+            # Bounded by the purge: another worker's newer fill of the key may reach the disk
+            # tier before this removal does (store/chain.py).
+            self.store.delete(entry.key, verdict.seq)
             self.stats.purged_on_lookup += 1
             self.credits.removed(entry, verdict.seq)
             return None
@@ -797,7 +799,7 @@ class Proxy:
             self.store.delete(partial)
         if verdict is not None:
             if verdict.hard:
-                self.store.delete(entry.key)
+                self.store.delete(entry.key, verdict.seq)
                 return
             entry.stale_since = verdict.at
         else:

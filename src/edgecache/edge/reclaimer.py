@@ -320,7 +320,9 @@ class Reclaimer:
                     if not hard and _counted_before(purge, i, entry.zone, entry.key, entry.tags):
                         continue
                     if hard:
-                        store.delete(key)
+                        # Bounded by the purge, as every purge's removal: a tier with a disk
+                        # behind it removes there later, maybe after a newer fill (store/chain.py).
+                        store.delete(key, purge.seq)
                         self.removed += 1
                     else:
                         store.mark_stale(key, purge.at)
@@ -483,7 +485,7 @@ class DiskReclaim:
                 # (lookup_credits). Removed here all the same: that delete may commit after this job
                 # has moved reclaimed_upto past the purge (decision 0009, addendum on the crash
                 # test). A delete committed before this job does not hide a refill put after it.
-                credited = view.removing(entry.key)
+                credited = view.removing(entry.key, entry.stored_seq)
                 if hard:
                     # And from here on a lookup does not find it.
                     view.taking(entry.key)

@@ -69,8 +69,9 @@ class Tier(Protocol):
         """Store ``entry`` under ``entry.key``, replacing any entry with that key."""
         ...
 
-    def delete(self, key: str) -> Entry | None:
-        """Remove and return the entry under ``key``."""
+    def delete(self, key: str, below: int | None = None) -> Entry | None:
+        """Remove and return the entry under ``key``; with ``below`` (a purge's position), only an
+        entry stored before it (one the purge covers: a newer fill of the key stays)."""
         ...
 
     def delete_primary(self, primary: str) -> int:

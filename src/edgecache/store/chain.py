@@ -25,6 +25,12 @@ Rules of this module:
   drops a put below the position it has reclaimed, since a purge it has already applied may cover
   it, see ``store/disk.py``). Otherwise the disk copy is already there, and its place in the
   disk's order is renewed by disk reads, not by evictions.
+- A purge's removal of one key (``delete`` with ``below``, the purge's position) removes only what
+  it covers: the memory entry and the disk records stored before the purge. The disk's check is
+  the writer's, when the delete commits: by then another worker process may have stored a newer
+  fill of the key, which the purge does not cover and which must stay (decision 0009, addendum on
+  late purge removals). Any other delete (a replaced object, a Vary change) removes whatever is
+  there.
 - The purge selectors (``variants``, ``keys_*``), ``peek`` and ``mark_stale`` are the memory tier's:
   the reclaimer covers the disk with its own job (see ``edge/reclaimer.py``), inside the disk
   writer's transactions.
@@ -168,10 +174,12 @@ class TierChain:
             self.disk.sweep_orphans()
         return LargeWrite(self.disk)
 
-    def delete(self, key: str) -> Entry | None:
+    def delete(self, key: str, below: int | None = None) -> Entry | None:
         self._looked_up = None
-        self.disk.delete(key)
-        return self.memory.delete(key)
+        # Bounded or not, queued for the disk: the writer checks the bound in its transaction,
+        # where another process's newer fill may have arrived since (module rules).
+        self.disk.delete(key, below)
+        return self.memory.delete(key, below)
 
     def delete_primary(self, primary: str) -> int:
         self._looked_up = None

@@ -18,7 +18,11 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   A stream of fills is gathered for up to ``GROUP_WAIT`` into one batch (the commit's cost is shared);
   any other change is written at once.
   The queue is ordered, so a put enqueued before a purge's removal job is on disk before that job
-  looks for it. A delete is hidden from readers from the moment it is enqueued.
+  looks for it. A delete is hidden from readers from the moment it is enqueued. A purge's delete
+  carries the purge's position (``delete(key, below)``) and removes only a record stored before
+  it, checked in the writer's transaction: another process may have stored a newer fill of the key
+  after the delete was queued, which the purge does not cover. Until it commits, such a delete
+  hides that newer record from this process's readers too (a short miss, never a stale answer).
 - With a fill ring attached (``attach_fills``, decision 0020), a fill of a whole object in memory
   goes instead to the ring (``store/fillring.py``), for a fill-writer process to write with
   ``write_fills`` by the same rules; the loop never waits for it (a fill the ring has no room for
@@ -178,6 +182,8 @@ WIPE_KEEP_MAX = 20_000
 """Records a whole-zone removal writes back at most (those stored after the purge): more, and it
 removes the covered ones ``JOB_STEP`` at a time instead, so that no transaction grows unbounded."""
 _SEP = VARIANT_SEP.encode()
+UNBOUNDED = 1 << 63
+"""The bound of a delete that removes whatever record is under its key."""
 _SEQ_AT = len(SEQ) + U64.size
 _ORDER_AT = len(ORDER) + U64.size
 
@@ -341,15 +347,15 @@ class WriteView:
         self._peeked = (h, rec, len(raw))
         return rec.entry
 
-    def removing(self, key: str) -> bool:
-        """Whether a delete of ``key`` (or of its primary URL) is queued in this process and not
-        yet committed: whoever asked for it accounts for the record. A job removes the record all
-        the same: the delete may commit after the job's own transaction, and a crash in between
-        must not find the record there. A delete committed in the batch whose jobs are running no
-        longer counts (``_apply``): a record the job finds then was put after it (a refill), which
-        no lookup credited."""
-        hidden = self._s._hidden
-        return bool(hidden) and (key in hidden or _primary(key) in hidden)
+    def removing(self, key: str, stored_seq: int) -> bool:
+        """Whether a delete queued in this process and not yet committed will remove the record
+        of ``key`` stored at ``stored_seq`` (a delete of its key or its primary URL, bounded below
+        a purge's position or not, see :meth:`DiskStore.delete`): whoever asked for it accounts
+        for the record. A job removes the record all the same: the delete may commit after the
+        job's own transaction, and a crash in between must not find the record there. A delete
+        committed in the batch whose jobs are running no longer counts (``_apply``): a record the
+        job finds then was put after it (a refill), which no lookup credited."""
+        return self._s._removes(key, stored_seq)
 
     def taking(self, key: str) -> None:
         """This job removes ``key``: until its transaction commits, reads on other threads (which
@@ -490,6 +496,9 @@ class DiskStore:
         self._hidden: Counter[str] = Counter()
         self._hidden_primaries: Counter[str] = Counter()
         """The subset of ``_hidden`` queued by ``delete_primary`` (all variants go)."""
+        self._bounds: dict[str, list[int]] = {}
+        """Per key hidden by ``delete``, the bound of each of its queued deletes (``UNBOUNDED``
+        for one that removes whatever is there): what ``_removes`` tells the removal jobs."""
         self._pending: dict[str, int] = {}
         """Keys with a put still queued: ``has`` counts them as held, so that a memory eviction
         does not queue the same record a second time while the first is waiting for the writer."""
@@ -986,11 +995,16 @@ class DiskStore:
             pending[key] = pending.get(key, 0) + 1
         self._ring_keys.append((ring.head, key))
 
-    def delete(self, key: str) -> None:
-        """Remove the entry under ``key`` from both areas (hidden from readers at once)."""
+    def delete(self, key: str, below: int | None = None) -> None:
+        """Remove the entry under ``key`` from both areas (hidden from readers at once, until the
+        delete commits). With ``below`` (a purge's position), only a record stored before it: a
+        purge's removal, queued here while another process may store a newer fill of the key
+        before it commits, must not remove that fill, which the purge does not cover (decision
+        0009, addendum on late purge removals); the check is made in the writer's transaction."""
         with self._lock:
             self._hidden[key] += 1
-        self._enqueue(("del", key))
+            self._bounds.setdefault(key, []).append(UNBOUNDED if below is None else below)
+        self._enqueue(("del", key, below))
 
     def delete_primary(self, primary: str) -> None:
         """Remove every variant of one URL from both areas (hidden from readers at once)."""
@@ -1161,10 +1175,15 @@ class DiskStore:
 
     def _unhide(self, batch: list[tuple[Any, ...]]) -> None:
         """The batch's deletes are committed (or failed): their keys are read from disk again."""
-        hidden, primaries = self._hidden, self._hidden_primaries
+        hidden, primaries, bounds = self._hidden, self._hidden_primaries, self._bounds
         with self._lock:
             for op in batch:
                 kind = op[0]
+                if kind == "del":
+                    left = bounds[op[1]]
+                    left.remove(UNBOUNDED if op[2] is None else op[2])
+                    if not left:
+                        del bounds[op[1]]
                 if kind == "del" or kind == "delprimary":
                     hidden[op[1]] -= 1
                     if hidden[op[1]] <= 0:
@@ -1210,7 +1229,7 @@ class DiskStore:
                         self._put_fills(txn, fills, now, reclaimed)
                         fills = []
                     if kind == "del":
-                        self._delete_key(txn, op[1])
+                        self._delete_key(txn, op[1], op[2])
                     elif kind == "delprimary":
                         self._delete_primary(txn, op[1])
                     elif kind == "vary":
@@ -1393,12 +1412,29 @@ class DiskStore:
             extra = entry.length
         self._account(area, zone, len(record) + extra, 1)
 
-    def _delete_key(self, txn: lmdb.Transaction, key: str) -> None:
+    def _delete_key(self, txn: lmdb.Transaction, key: str, below: int | None) -> None:
         zone = self._writer_zone_of(key)
-        if zone is not None:
-            kb = key_bytes(key)
-            self._remove(txn, CACHE, zone, kb)
-            self._remove(txn, RESERVE, zone, kb)
+        if zone is None:
+            return
+        kb = key_bytes(key)
+        for area in AREAS:
+            if below is not None:
+                db = self._zdb(txn, area, zone, create=False)
+                raw = None if db is None else txn.get(ENTRY + kb, db=db)
+                if raw is None or REC.unpack_from(raw)[1] >= below:
+                    # Stored at or after the purge (a refill, maybe by another process): not covered.
+                    continue
+            self._remove(txn, area, zone, kb)
+
+    def _removes(self, key: str, stored_seq: int) -> bool:
+        """Whether a delete queued in this process and not yet committed removes the record of
+        ``key`` stored at ``stored_seq`` (see ``WriteView.removing``)."""
+        if not self._hidden:
+            return False
+        if _primary(key) in self._hidden_primaries:
+            return True
+        bounds = self._bounds.get(key)
+        return bounds is not None and any(stored_seq < b for b in tuple(bounds))
 
     def _delete_primary(self, txn: lmdb.Transaction, primary: str) -> None:
         zone = self._writer_zone_of(primary)
@@ -1768,7 +1804,10 @@ class DiskStore:
         for key in keys:
             if self._hosts.get(host_of(key)) == zone:
                 raw = snapshot.get(ENTRY + key_bytes(key), db=db)
-                if raw is not None and REC.unpack_from(raw)[1] < before:
+                if raw is None:
+                    continue
+                seq = REC.unpack_from(raw)[1]
+                if seq < before and self._removes(key, seq):
                     seen.add(key_bytes(key))
         for primary in primaries:
             if self._hosts.get(host_of(primary)) != zone:
@@ -1813,7 +1852,7 @@ class DiskStore:
                 if entry is None:
                     txn.delete(k, db=db)  # a position row left without its record
                     continue
-                credited = view.removing(entry.key)
+                credited = view.removing(entry.key, entry.stored_seq)
                 view.taking(entry.key)
                 freed += view.delete(handle(a, zone, kb))
                 if not credited:

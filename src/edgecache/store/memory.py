@@ -305,10 +305,11 @@ class MemoryTier:
             self._compact_read = self._compact_write = 0
             self._compact_step()
 
-    def delete(self, key: str) -> Entry | None:
+    def delete(self, key: str, below: int | None = None) -> Entry | None:
         entry = self._entries.get(key)
-        if entry is not None:
-            self._retire(entry)
+        if entry is None or (below is not None and entry.stored_seq >= below):
+            return None
+        self._retire(entry)
         return entry
 
     def delete_primary(self, primary: str) -> int:
