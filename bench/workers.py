@@ -358,7 +358,6 @@ def hot_new_object(server: srv.Server, label: str, trials: int) -> list[float]:
 
 def both_miss(server: srv.Server, api: Api, count: int) -> list[float]:
     """Seconds until the later answer when each worker is asked for a never-seen object at once."""
-    time.sleep(1.1)  # the proxy's PURGE_SETTLE after section 3's purges
     socks = one_per_worker(server, server.pids()[1:])
     try:
         return [first_miss_everywhere(socks, f"/obj/{i:04d}99", api, purge=False) for i in range(count)]

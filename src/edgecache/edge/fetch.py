@@ -169,6 +169,9 @@ class Fetch:
     task: asyncio.Task[None] | None = None
     """Opens or waits for a connection, when none was idle; done once the request is sent."""
     _followers: list[Callable[[], None]] | None = None
+    stored = False
+    """Whether its response went into the store whole (a purge accepted since the fetch began may
+    have kept it out): what the fill lock announces to the node's other processes."""
     lock = 0
     """The fill lock this fetch holds for the node's other processes (the proxy's), or 0. A fetch
     holding one calls ``on_done`` at its head too when it will not be stored, so that the proxy
@@ -191,7 +194,7 @@ class Fetch:
         stored_seq: int,
         stale: Entry | None,
         max_object_bytes: int,
-        store_entry: Callable[[Entry, tuple[str, ...], Mapping[str, str]], None],
+        store_entry: Callable[[Entry, tuple[str, ...], Mapping[str, str]], bool],
         on_done: Callable[[Fetch], None],
         open_large: Callable[[], LargeWrite] | None = None,
     ) -> None:
@@ -510,7 +513,7 @@ class Fetch:
         entry = self._entry(decision, stale.body, new_tags or stale.tags, response_time, self.head_bytes)
         self.storable = decision.storable
         if self.storable:
-            self._store_entry(entry, decision.vary, self.request_headers)
+            self.stored = self._store_entry(entry, decision.vary, self.request_headers)
         if not self.head_ready.done():
             self.head_ready.set_result(None)
 
@@ -552,7 +555,7 @@ class Fetch:
             self.storing_large = False
         else:
             entry.status = 200
-            self._store_entry(entry, decision.vary, self.request_headers)
+            self.stored = self._store_entry(entry, decision.vary, self.request_headers)
 
     def _give_up_large(self) -> None:
         """The body will not arrive whole: what was written to disk of it goes."""
@@ -584,7 +587,7 @@ class Fetch:
             if len(body) != last - first + 1:
                 return
             entry = self._part(decision, (first, body), length, tags, response_time)
-        self._store_entry(entry, decision.vary, self.request_headers)
+        self.stored = self._store_entry(entry, decision.vary, self.request_headers)
 
     def _part(
         self,

@@ -127,10 +127,6 @@ RANGE_FLIGHT = "\x00range:"
 FILL_POLL = 0.002
 """Seconds between two looks, by a process waiting for another's fill, at the disk tier and the
 fill's lock (decision 0021)."""
-PURGE_SETTLE = 1.0
-"""Seconds after this process applied a purge during which its misses do not wait for other
-processes' fills (:meth:`Proxy._purges_settled`): the purge's removals from the disk tier, queued
-by the reclaimer within its gathering time and committed milliseconds later, are done by then."""
 
 
 class Proxy:
@@ -173,9 +169,6 @@ class Proxy:
         self.fill_locks: FillLocks | None = None
         """The node's fill locks, when its worker processes coalesce fills (:meth:`share_fills`)."""
         self._fill_lock_timeout = 0.0
-        self._purge_position = index.position
-        self._purge_seen = 0.0
-        """When a miss first saw the index at ``_purge_position`` (see :meth:`_purges_settled`)."""
         self._elsewhere: dict[str, tuple[asyncio.Future[None], asyncio.Task[None]]] = {}
         """Keys whose fill another process holds → what this process's waiters for it await, and
         the task that looks for the fill's end."""
@@ -761,33 +754,22 @@ class Proxy:
         fetch.start(self.origin)
         return fetch
 
-    def _purges_settled(self) -> bool:
-        """Whether this process has applied no purge for ``PURGE_SETTLE`` seconds. A purge's
-        removals from the disk tier are queued (by a lookup, or the reclaimer) and remove by key:
-        one that commits after another process's new fill of the key removes that too, and a miss
-        waiting for the fill would wait for nothing. So right after a purge, misses fetch here."""
-        position = self.index.position
-        now = time.monotonic()
-        if position != self._purge_position:
-            self._purge_position = position
-            self._purge_seen = now
-            return False
-        return now - self._purge_seen >= PURGE_SETTLE
-
     def _release_lock(self, fetch: Fetch) -> None:
         locks = self.fill_locks
         assert locks is not None
-        stored = fetch.done and fetch.error is None and (fetch.storable or fetch.storing_large)
-        locks.release(fetch.lock, stored=stored)
+        # Only a fill that is in the store is announced: one a purge covered (its fetch began before
+        # the purge) or one given up releases the other processes' waiters at once.
+        locks.release(fetch.lock, stored=fetch.done and fetch.error is None and fetch.stored)
         fetch.lock = 0
 
-    def _store_entry(self, entry: Entry, vary: tuple[str, ...], request_headers: Mapping[str, str]) -> None:
+    def _store_entry(self, entry: Entry, vary: tuple[str, ...], request_headers: Mapping[str, str]) -> bool:
         """Store a fill under the key its Vary fields select (RFC 9111 §4.1), unless a purge
         accepted after its fetch started covers it (design: no purge/fetch race). A full response
-        replaces the parts stored for its key."""
+        replaces the parts stored for its key. Returns whether the entry went into the store as a
+        whole response (parts live in this process's memory only)."""
         if isinstance(entry, PartialEntry):
             self._store_part(entry, vary, request_headers)
-            return
+            return False
         base = _strip_vary(entry.key)
         if vary:
             entry.key = base + vary_suffix(vary, request_headers)
@@ -800,7 +782,7 @@ class Proxy:
         if verdict is not None:
             if verdict.hard:
                 self.store.delete(entry.key, verdict.seq)
-                return
+                return False
             entry.stale_since = verdict.at
         else:
             # Checked against every purge so far: the disk tier would drop a fill still numbered
@@ -810,6 +792,7 @@ class Proxy:
         self.store.put(entry)
         if vary:
             self.store.set_vary(base, vary)
+        return True
 
     def _forget_other_vary(self, base: str, vary: tuple[str, ...], primary: str) -> None:
         """When the origin changed its Vary, the variants (and parts) selected by the old fields
@@ -869,7 +852,7 @@ class Proxy:
                 coalesce = False
             elif key in self.inflight:
                 return self._fill(req, conn, zone, host, key, None, coalesce=True)
-            elif self.fill_locks is not None and self._purges_settled():
+            elif self.fill_locks is not None:
                 locks = self.fill_locks
                 lock = locks.token(key)
                 if not locks.take(lock):
