@@ -15,15 +15,15 @@ import cloudflare
 import pytest
 
 from conftest import ZONE_ID, Route, Stack
-from edgecache.cluster.board import PositionBoard
-from edgecache.cluster.fill_locks import FillLocks
+from edgecache.cluster.board import FILL_SLOTS, PositionBoard
+from edgecache.cluster.fill_locks import FillLocks, _slot
 from edgecache.httpcache.key import primary_key
 from edgecache.store.entry import Entry
 
 OTHER_WORKER = """
 import sys
-from edgecache.cluster.board import PositionBoard
-from edgecache.cluster.fill_locks import FillLocks
+from edgecache.cluster.board import FILL_SLOTS, PositionBoard
+from edgecache.cluster.fill_locks import FillLocks, _slot
 locks = FillLocks(PositionBoard(int(sys.argv[1]), 1))
 for line in sys.stdin:
     command, key = line.split()
@@ -211,3 +211,25 @@ def test_a_process_killed_holding_a_lock_leaves_it_free(board: PositionBoard) ->
     other.process.wait()
     assert locks.take(token)
     locks.unlock(token)
+
+
+def test_fill_outcomes_spread_over_the_whole_table(board: PositionBoard) -> None:
+    # An outcome another key writes in the same slot overwrites a "stored" announcement: the
+    # tokens' fixed low bits must not confine 10,000 keys to an eighth of the slots.
+    slots = {_slot(FillLocks.token(f"http://test.example/spread/{i}")) for i in range(10_000)}
+    assert len(slots) > 0.9 * FILL_SLOTS
+
+
+def test_a_second_fetch_here_keeps_the_lock_when_the_first_releases_it(board: PositionBoard) -> None:
+    other = OtherWorker(board)
+    locks = FillLocks(board)
+    key = "http://test.example/fill-locks/twice-here"
+    token = locks.token(key)
+    try:
+        assert locks.take(token) and locks.take(token)  # two fetches of this process
+        locks.release(token, stored=False)
+        assert other.say("take", key) == "False"  # the second still holds it
+        locks.unlock(token)
+        assert other.say("take", key) == "True"
+    finally:
+        other.close()

@@ -7,8 +7,12 @@ Theory of operation:
   to its process, so it conflicts between the workers (within one, the proxy's in-flight table
   coalesces) and is released when its process exits, ``kill -9`` included: no lock outlives its
   fetcher. Taking or testing it is one non-blocking system call, made on a miss only.
+- A process counts the locks it holds itself (``_held``): a POSIX lock is the process's, so a
+  second fetch of the same key here (a body found too large, which leaves the in-flight table)
+  takes it again without a system call, and neither the first one's release nor a poller's probe
+  drops it while another fetch here still holds it.
 - Before it releases a lock, the fetcher writes the fill's outcome in the board's fill table (slot
-  ``hash % FILL_SLOTS``, one aligned 8-byte word, so a reader sees it whole): a stored fill writes
+  ``(hash >> 3) % FILL_SLOTS``, one aligned 8-byte word, so a reader sees it whole): a stored fill writes
   40 bits of the hash and the time in milliseconds (24 bits, wrapping every 4.6 hours), any other
   outcome a zero. A process that then finds the lock free reads it: a stored fill less than
   ``STORED_RECENTLY`` old is on its way to the disk tier (whose group commit makes it visible
@@ -42,6 +46,11 @@ fetching it: the disk tier's group commit makes an entry visible within millisec
 past this, an entry that never showed up (removed meanwhile, say) is fetched again."""
 
 
+def _slot(token: int) -> int:
+    # The token's three low bits are fixed (``_HASH_MASK``, ``| 4``): the slot comes from above them.
+    return (token >> 3) % FILL_SLOTS
+
+
 def _now_ms() -> int:
     # CLOCK_MONOTONIC is the machine's: every process of the node reads the same clock.
     return int(time.monotonic() * 1000) & _MS_MASK
@@ -61,11 +70,14 @@ class Fill(Enum):
 class FillLocks:
     """The fill locks of one node, on its position board."""
 
-    __slots__ = ("_fd", "_words")
+    __slots__ = ("_fd", "_held", "_words")
 
     def __init__(self, board: PositionBoard) -> None:
+        """The locks live on ``board``'s file, their outcomes in its fill table."""
         self._fd = board.fd
         self._words = board.fill_words
+        self._held: dict[int, int] = {}
+        """Tokens this process holds → how many of its fetches hold each."""
 
     @staticmethod
     def token(key: str) -> int:
@@ -75,31 +87,40 @@ class FillLocks:
 
     def take(self, token: int) -> bool:
         """Lock ``token`` for this process, unless another process holds it."""
-        try:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, token)
-        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held elsewhere
-            return False
+        held = self._held.get(token)
+        if held is None:
+            try:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, token)
+            except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held elsewhere
+                return False
+            held = 0
+        self._held[token] = held + 1
         return True
 
     def unlock(self, token: int) -> None:
         """Unlock ``token`` without announcing anything (this process did not fetch)."""
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, token)
+        held = self._held.pop(token) - 1
+        if held:
+            self._held[token] = held
+        else:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, token)
 
     def release(self, token: int, *, stored: bool) -> None:
         """Announce the fill's outcome, then unlock ``token``."""
-        self._words[token % FILL_SLOTS] = (token >> _TAG_SHIFT) << _MS_BITS | _now_ms() if stored else 0
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, token)
+        self._words[_slot(token)] = (token >> _TAG_SHIFT) << _MS_BITS | _now_ms() if stored else 0
+        self.unlock(token)
 
     def stored_recently(self, token: int) -> bool:
         """Whether the last fill of ``token``'s key was stored less than ``STORED_RECENTLY`` ago."""
-        word = int(self._words[token % FILL_SLOTS])
+        word = int(self._words[_slot(token)])
         if word >> _MS_BITS != token >> _TAG_SHIFT:
             return False
         return (_now_ms() - word) & _MS_MASK < STORED_RECENTLY * 1000
 
     def probe(self, token: int) -> Fill:
-        """Whether another process still fetches ``token``'s key, and if not, what it announced."""
-        if not self.take(token):
+        """Whether another process still fetches ``token``'s key, and if not, what it announced
+        (held here: a fetch of this process took it since, and answers the waiters)."""
+        if token in self._held or not self.take(token):
             return Fill.HELD
         self.unlock(token)
         return Fill.STORED if self.stored_recently(token) else Fill.GONE
