@@ -1,13 +1,16 @@
 """The disk tier's fill writer process (decision 0020): fills reach the disk through it, a change
-queued after a fill never overtakes it, ``flush`` covers the ring, and a dead fill writer is
-restarted while the loop goes on serving (its unwritten fills counted as dropped), and dies with
-the process it writes for."""
+queued after a fill never overtakes it nor is overtaken by a fill queued after it, ``flush`` covers
+the ring, a dead fill writer is restarted while the loop goes on serving (its unwritten fills
+counted as dropped), a hung one is killed and restarted, and it dies with the process it writes
+for; a ring that does not fit in tmpfs goes in the data directory."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +20,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from conftest import Route, Stack
-from edgecache.edge.fillwriter import SHM, FillWriterProcess
+from edgecache.edge.fillwriter import SHM, FillWriterProcess, create_ring
+from edgecache.store.fillring import DEFAULT_CAPACITY
 from test_disk_crash import Origin, get, start
 
 
@@ -78,6 +82,80 @@ def test_a_delete_queued_after_a_fill_waits_for_it(fresh: Stack) -> None:
     assert fresh.request("/gone")[1]["cf-cache-status"] == "MISS"
 
 
+@pytest.mark.parametrize("removal", ["delete", "delete_primary"])
+def test_a_fill_after_a_queued_delete_is_not_removed_by_it(fresh: Stack, removal: str) -> None:
+    # The writer thread waits (a fence) for a fill the stopped child has not committed, with an
+    # unbounded delete (the proxy's, after an unsafe method) queued behind it; a refill of the key
+    # comes next and must come out stored.
+    pid = writer(fresh).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        cached(fresh, "/refilled")
+        disk = fresh.node.disk
+        assert disk is not None
+        (entry,) = list(fresh.node.store)
+        fresh.call(lambda: getattr(disk, removal)(entry.key))
+        fresh.call(lambda: disk.put(entry))
+        time.sleep(0.2)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert disk.flush(10)
+    assert len(disk) == 1, "the delete queued before the refill removed it"
+    assert fresh.call(lambda: disk.get(entry.key)) is not None
+
+
+def test_a_hung_fill_writer_is_killed_and_its_fences_released(fresh: Stack) -> None:
+    fw = writer(fresh)
+    fw.hung_after = 1.0
+    pid = fw.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    cached(fresh, "/stuck")
+    disk = fresh.node.disk
+    assert disk is not None
+    (key,) = [e.key for e in fresh.node.store]
+    fresh.call(lambda: disk.delete(key))
+    # The delete waits behind the stopped child's fill until the supervisor kills the child.
+    started = time.monotonic()
+    assert disk.flush(20), "the writer thread's fence waited for a stopped child"
+    assert time.monotonic() - started >= 0.5
+    deadline = time.monotonic() + 15
+    while (fw.restarts == 0 or fw.pid == pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fw.restarts == 1 and fw.pid != pid
+    assert disk.counters().dropped == 1
+    cached(fresh, "/after")
+    assert disk.flush(10)
+    assert len(disk) == 1 and disk.counters().writes == 1
+
+
+def test_a_full_tmpfs_puts_the_ring_in_the_data_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    small = tmp_path / "shm"
+    small.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    # A tmpfs smaller than a ring, as a container's /dev/shm shared by several workers' rings.
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgecache.edge.fillwriter"):
+            ring = create_ring(data, shm=small)
+        try:
+            assert ring.path.parent == data and ring.capacity == DEFAULT_CAPACITY
+            assert not list(small.iterdir()), "the ring that did not fit was left behind"
+            assert any(r.getMessage().startswith("no room for a disk fill ring") for r in caplog.records)
+        finally:
+            ring.close(unlink=True)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 def test_a_dead_fill_writer_is_restarted_and_its_fills_counted(fresh: Stack) -> None:
     fw = writer(fresh)
     pid = fw.pid
@@ -98,6 +176,25 @@ def test_a_dead_fill_writer_is_restarted_and_its_fills_counted(fresh: Stack) -> 
     cached(fresh, "/kept")
     assert disk.flush(10)
     assert len(disk) == 1 and disk.counters().writes == 1
+
+
+def test_a_fill_writer_that_keeps_failing_is_restarted_ever_later(
+    fresh: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    fw = writer(fresh)
+    pid = fw.pid
+    assert pid is not None
+    # Its ring gone from tmpfs (the node keeps its mapping), every new child fails at start.
+    fw.ring.path.unlink()
+    with caplog.at_level(logging.WARNING, logger="edgecache.edge.fillwriter"):
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while fw.restarts < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    delays = [
+        r.getMessage().rsplit(" in ", 1)[1] for r in caplog.records if "starting it again" in r.getMessage()
+    ]
+    assert delays[:2] == ["1 s", "2 s"]
 
 
 def test_stop_commits_what_the_ring_holds(fresh: Stack) -> None:

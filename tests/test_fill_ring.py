@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgecache.edge.fillwriter import run
 from edgecache.store._fillring import Appender
+from edgecache.store.disk import DiskStore
 from edgecache.store.disk_layout import decode_entry, encode_entry
 from edgecache.store.entry import Entry
 from edgecache.store.fillring import _ASLEEP, _Q, APPENDER, HEADER_SIZE, FillRing, PyAppender
@@ -196,3 +200,36 @@ def test_an_append_wakes_a_sleeping_fill_writer(ring: FillRing) -> None:
     assert ring.append_entry(entry, False) == 1
     assert os.eventfd_read(ring.wake_fd) == 1
     reader.close()
+
+
+def test_a_record_that_never_matches_its_crc_is_given_up(ring: FillRing, tmp_path: Path) -> None:
+    entries = [Entry("z", f"https://a.test/{n}", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0) for n in "abc"]
+    assert ring.append_entry(entries[0], False) == 1
+    damaged = ring.head
+    assert ring.append_entry(entries[1], False) == 1 and ring.append_entry(entries[2], False) == 1
+    # A byte of the second record's payload damaged for good: its CRC never matches.
+    at = HEADER_SIZE + damaged + 12 + 20
+    ring._mm[at] ^= 0xFF
+    store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0, writer=False)
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd))
+    stop = [False]
+    child = threading.Thread(target=run, args=(reader, store, stop, os.getppid(), 0.2))
+    child.start()
+    try:
+        deadline = time.monotonic() + 10
+        while ring.committed < ring.head and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ring.committed == ring.head, "the fill writer stays stuck on the damaged record"
+        assert ring.pending() == 0 and ring.counters()["dropped"] == 2
+        assert [e.key for e in store] == [entries[0].key]
+        # It goes on with what comes after.
+        assert ring.append_entry(entries[2], False) == 1
+        deadline = time.monotonic() + 10
+        while ring.committed < ring.head and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(e.key for e in store) == [entries[0].key, entries[2].key]
+    finally:
+        stop[0] = True
+        child.join(10)
+        store.close()
+        reader.close()

@@ -9,8 +9,11 @@ objects, renewals) stays on the writer thread, which waits for the ring's commit
 queued after fills (``DiskStore._await_fills``).
 
 :class:`FillWriterProcess` starts it, restarts it when it dies (the records it had not committed
-are skipped and counted as dropped: a cache may drop a fill; the loop never waits for it), and at
-stop asks it to commit what is left and exit. The child dies with its parent (``PR_SET_PDEATHSIG``):
+are skipped and counted as dropped: a cache may drop a fill; the loop never waits for it), kills
+it first when it hangs (records waiting and no commit for ``HUNG_AFTER``: the writer thread's
+fences would wait forever), waits longer between restarts of a child that keeps failing, and at
+stop asks it to commit what is left and exit. A ring that tmpfs has no room for goes in the data
+directory. The child dies with its parent (``PR_SET_PDEATHSIG``):
 a kill -9 of the data-plane process loses the fills it had not committed, as it loses the writer
 thread's queue, and no fill writer outlives the node it wrote for. The rings of data-plane
 processes that are gone are removed when a new one is created.
@@ -38,7 +41,19 @@ from edgecache.store.fillring import FillRing
 log = logging.getLogger(__name__)
 
 RESTART_AFTER = 1.0
-"""Seconds between a fill writer's unexpected exit and its restart."""
+"""Seconds between a fill writer's unexpected exit and its restart, doubled after each exit of one
+that ran less than ``RESTART_MAX`` (a child that keeps failing at start is not respawned in a
+tight loop), up to ``RESTART_MAX``."""
+RESTART_MAX = 30.0
+HUNG_AFTER = 10.0
+"""Seconds a fill writer may leave records uncommitted without committing any before it is killed
+(and restarted, its records skipped): a stopped or stuck child would otherwise hold the writer
+thread's fences, so deletes, reclaim steps and reserve clears, forever. Far above a group commit
+(``GROUP_WAIT`` and one fsync of at most ``MAX_BATCH_BYTES``), and above a child's start."""
+UNREADABLE_AFTER = 1.0
+"""Seconds a fill writer waits on a record whose bytes do not match its CRC before it gives up the
+records up to ``head`` (counted as dropped): a record being appended matches within microseconds,
+a damaged one never does."""
 STOP_GRACE = 10.0
 """Seconds a stopping fill writer has to commit what the ring holds before it is killed."""
 IDLE_MAX = 0.05
@@ -53,7 +68,28 @@ def ring_file(data_dir: Path, shm: Path = SHM) -> Path:
     """A new ring file for this process: on tmpfs when the machine has one (its pages are never
     written back to a disk), else in the data directory. The rings there of processes that are
     gone (killed before they could remove theirs) are removed first."""
-    directory = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else data_dir
+    return _ring_in(shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else data_dir)
+
+
+def create_ring(data_dir: Path, shm: Path = SHM) -> FillRing:
+    """A new ring for this process (``ring_file``); in the data directory when tmpfs has no room
+    for it (Docker gives a container 64 MiB of ``/dev/shm``: a few workers' rings fill it)."""
+    path = ring_file(data_dir, shm)
+    try:
+        return FillRing.create(path)
+    except OSError as exc:
+        if path.parent == data_dir:
+            raise
+        log.warning(
+            "no room for a disk fill ring in %s (%s); the ring goes in the data directory",
+            path.parent,
+            exc.strerror,
+            extra={"event": "disk_fill_ring_fallback", "directory": str(path.parent)},
+        )
+    return FillRing.create(_ring_in(data_dir))
+
+
+def _ring_in(directory: Path) -> Path:
     for stale in directory.glob(f"{_PREFIX}*.ring"):
         pid = stale.name[len(_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
@@ -77,8 +113,10 @@ class FillWriterProcess:
     def __init__(self, config: Config, disk: DiskStore) -> None:
         self.config = config
         self.disk = disk
-        self.ring = FillRing.create(ring_file(config.data_dir))
+        self.ring = create_ring(config.data_dir)
         self.restarts = 0
+        self.hung_after = HUNG_AFTER
+        """Seconds without a commit, while records wait, after which the child is killed."""
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -120,24 +158,56 @@ class FillWriterProcess:
         )
 
     async def _supervise(self) -> None:
+        delay = RESTART_AFTER
         while True:
             assert self._proc is not None
-            code = await self._proc.wait()
+            began = time.monotonic()
+            code = await self._watch(self._proc)
             if self._stopping:
                 return
+            # Before the restart's wait: the writer thread's fences pass at once.
             lost = self.ring.skip()
             self.disk.stats.dropped += lost
             self.restarts += 1
+            if time.monotonic() - began >= RESTART_MAX:
+                delay = RESTART_AFTER
             log.warning(
-                "disk fill writer exited with status %s (%d fills not written); starting it again",
+                "disk fill writer exited with status %s (%d fills not written); starting it again in %g s",
                 code,
                 lost,
+                delay,
                 extra={"event": "disk_fill_writer_exited", "status": code, "lost": lost},
             )
-            await asyncio.sleep(RESTART_AFTER)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RESTART_MAX)
             if self._stopping:
                 return
             self._proc = await self._spawn()
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> int:
+        """The child's exit status, once it exits, or is killed for committing nothing for
+        ``hung_after`` seconds while records wait in the ring."""
+        exited = asyncio.ensure_future(proc.wait())
+        ring = self.ring
+        committed, since = ring.committed, time.monotonic()
+        try:
+            while not exited.done():
+                await asyncio.wait((exited,), timeout=min(1.0, self.hung_after / 4))
+                now = time.monotonic()
+                if ring.committed != committed or not ring.pending():
+                    committed, since = ring.committed, now
+                elif now - since >= self.hung_after and proc.returncode is None and not self._stopping:
+                    log.error(
+                        "disk fill writer committed nothing in %.1f s with %d fills waiting; killing it",
+                        now - since,
+                        ring.pending(),
+                        extra={"event": "disk_fill_writer_hung", "pending": ring.pending()},
+                    )
+                    proc.kill()
+                    since = now
+            return exited.result()
+        finally:
+            exited.cancel()
 
     async def stop(self) -> None:
         """Let the child commit what the ring holds, end it, and send fills to the writer thread."""
@@ -163,11 +233,19 @@ class FillWriterProcess:
         self.ring.close(unlink=True)
 
 
-def run(ring: FillRing, store: DiskStore, stop: list[bool], parent: int) -> None:
+def run(
+    ring: FillRing,
+    store: DiskStore,
+    stop: list[bool],
+    parent: int,
+    unreadable_after: float = UNREADABLE_AFTER,
+) -> None:
     """Write what the ring gathers until ``stop[0]``, the ring's closing flag or the death of
     ``parent`` (the appending process, where no ``PR_SET_PDEATHSIG`` ends this one with it), then
-    what is left."""
+    what is left. A record unreadable for ``unreadable_after`` seconds is given up, with the
+    records after it."""
     pos = ring.committed
+    stuck = 0.0  # since when the record at ``pos`` has not been readable (0: it was)
     while True:
         seen = ring.available(pos)
         if not seen:
@@ -189,8 +267,25 @@ def run(ring: FillRing, store: DiskStore, stop: list[bool], parent: int) -> None
                 time.sleep(GROUP_QUIET)
         batch = ring.read(pos, MAX_BATCH_OPS, MAX_BATCH_BYTES)
         if batch.end == pos:
-            time.sleep(GROUP_QUIET)  # a record whose bytes are not all visible yet
+            # A record whose bytes are not all visible yet, or never will be.
+            now = time.monotonic()
+            stuck = stuck or now
+            settled = ring.settled() if now - stuck >= unreadable_after else None
+            if settled is None:
+                time.sleep(GROUP_QUIET)
+                continue
+            batch, skipped = settled
+            store.stats.dropped += skipped
+            log.error(
+                "disk fill ring: the record at %d does not match its CRC; %d fills given up",
+                pos,
+                skipped,
+                extra={"event": "disk_fill_ring_unreadable", "position": pos, "lost": skipped},
+            )
+            ring.commit(batch, store.fill_counters(), skipped)
+            pos, stuck = batch.end, 0.0
             continue
+        stuck = 0.0
         if batch.records:
             store.write_fills(batch.records)
         ring.commit(batch, store.fill_counters())
@@ -223,7 +318,6 @@ def main(argv: list[str] | None = None) -> None:
     if os.getppid() != args.parent:
         return  # the parent died before the line above could tie this process to it
     ring = FillRing.open(args.ring, args.wake_fd)
-    ring.claim()
     store = DiskStore(
         args.disk,
         budget=args.budget,

@@ -171,8 +171,8 @@ static PyObject *Appender_append(Appender *self, PyObject *const *args, Py_ssize
         Py_RETURN_FALSE;
     }
     memcpy(self->data + at + REC_SIZE, payload.buf, size);
-    PyBuffer_Release(&payload);
     seal(self, (uint64_t)at, size, need, reserve);
+    PyBuffer_Release(&payload);
     Py_RETURN_TRUE;
 }
 
@@ -325,7 +325,10 @@ static PyObject *Appender_append_entry(Appender *self, PyObject *const *args, Py
 
     Py_ssize_t zlen = PyBytes_GET_SIZE(p.zone), klen = PyBytes_GET_SIZE(p.key),
                tlen = PyBytes_GET_SIZE(p.tags), hlen = p.head_view.len, blen = p.body_view.len;
-    /* The ranges struct.pack enforces in encode_entry: the same error for the same entry. */
+    /* The ranges struct.pack enforces in encode_entry, refused with its exception type
+     * (struct.error, another message). A field no C type holds (an int beyond 64 bits, a value
+     * that is not a number) raised OverflowError or TypeError above, where encode_entry raises
+     * struct.error: either way the entry is refused and nothing is written. */
     if (status < 0 || status > 0xFFFF || zlen > 0xFFFF || tlen > 0xFFFF ||
         (unsigned long long)klen > 0xFFFFFFFFull || (unsigned long long)hlen > 0xFFFFFFFFull) {
         PyErr_SetString(struct_error, "a field of the record is out of its range");
@@ -393,9 +396,10 @@ static int Appender_init(Appender *self, PyObject *args, PyObject *kwds) {
     if (PyObject_GetBuffer(ring, &self->view, PyBUF_WRITABLE) < 0)
         return -1;
     unsigned char *header = self->view.buf;
-    uint64_t capacity = self->view.len >= HEADER_SIZE ? load64(header + CAPACITY_AT) : 0;
-    if (capacity == 0 || capacity & (capacity - 1) || (uint64_t)self->view.len < HEADER_SIZE + capacity ||
-        ((uintptr_t)header & 7)) {
+    /* Aligned first: the header words are read and written with 8-byte atomics. */
+    uint64_t capacity =
+        self->view.len >= HEADER_SIZE && !((uintptr_t)header & 7) ? load64(header + CAPACITY_AT) : 0;
+    if (capacity == 0 || capacity & (capacity - 1) || (uint64_t)self->view.len < HEADER_SIZE + capacity) {
         PyBuffer_Release(&self->view);
         PyErr_SetString(PyExc_ValueError, "not a fill ring's memory");
         return -1;

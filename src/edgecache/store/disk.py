@@ -28,7 +28,10 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   ``write_fills`` by the same rules; the loop never waits for it (a fill the ring has no room for
   is dropped and counted). Ordering is kept by fences: any change queued after fills were put in
   the ring is applied by the writer thread only once the ring is committed up to where it was,
-  so a delete, a removal job or a ``flush`` is never overtaken by a fill put before it.
+  so a delete, a removal job or a ``flush`` is never overtaken by a fill put before it. The other
+  way round, a fill of a key whose delete (or its primary's) is still queued goes to the writer
+  thread's queue, behind that delete, not to the ring, where it could be committed first and
+  then removed by the older delete.
 - Indexes live in the record's own database, maintained in the same transaction as the record, never
   rebuilt at start. Only the writer opens databases (LMDB allows one opener at a time in a process);
   a database is published to readers once the transaction that created it has committed. The
@@ -922,7 +925,8 @@ class DiskStore:
     def _await_fills(self, position: int) -> None:
         """On the writer thread: wait until the fill writer has committed the ring up to
         ``position`` (a change queued after fills must not overtake them). A dead fill writer's
-        records are skipped by its supervisor, so the wait ends then too."""
+        records are skipped by its supervisor, so the wait ends then too, and a hung one is killed
+        (``edge/fillwriter.py``'s ``HUNG_AFTER``)."""
         ring = self._ring
         if ring is None or ring.committed >= position:
             return
@@ -958,20 +962,31 @@ class DiskStore:
     def put(self, entry: Entry, *, reserve: bool = False) -> None:
         """Store an entry in the disk cache, and in its zone's reserve when ``reserve``."""
         ring = self._ring
-        if ring is not None and type(entry) is Entry:
-            self._put_in_ring(ring, entry, reserve)
+        key = entry.key
+        hidden = self._hidden
+        # A fill of a key whose delete (or its primary's) is still queued goes behind that delete,
+        # on the writer thread: in the ring, the fill writer could commit it before the delete,
+        # which would then remove this newer record.
+        if (
+            ring is not None
+            and type(entry) is Entry
+            and not (hidden and (key in hidden or _primary(key) in hidden))
+            and self._put_in_ring(ring, entry, reserve) >= 0
+        ):
             return
         if self._queued >= MAX_QUEUED:
             self.stats.dropped += 1
             return
-        key = entry.key
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
         # A fill does not wake the writer: it waits for more of them (``GROUP_WAIT``).
         self._enqueue(("put", entry, reserve), wake=False)
 
-    def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> None:
+    def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> int:
+        """Append a fill to the ring: 1 when it took it, 0 when it had no room (dropped, counted),
+        -1 when it is too large for the ring (nothing done: the writer thread takes it, after a
+        fence; rare, memory's largest objects)."""
         self._unforgotten += 1
         if self._unforgotten >= FORGET_EVERY:
             # Counted, not the deque's length: while the fill writer batches, more than
@@ -981,19 +996,16 @@ class DiskStore:
         # Encoded straight into the ring (in C when built: decision 0020's addendum).
         added = ring.append_entry(entry, reserve)
         if added < 0:
-            # Rare (memory's largest objects): the writer thread takes it, after a fence.
-            with self._lock:
-                self._pending[entry.key] = self._pending.get(entry.key, 0) + 1
-            self._enqueue(("put", entry, reserve))
-            return
+            return added
         if not added:
             self.stats.dropped += 1
-            return
+            return added
         key = entry.key
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
         self._ring_keys.append((ring.head, key))
+        return added
 
     def delete(self, key: str, below: int | None = None) -> None:
         """Remove the entry under ``key`` from both areas (hidden from readers at once, until the
@@ -1194,7 +1206,7 @@ class DiskStore:
                             del primaries[op[1]]
 
     def _apply(self, batch: list[tuple[Any, ...]]) -> None:
-        jobs = []
+        jobs: list[tuple[Any, ...]] = []
         self._delta = {}
         renewals: dict[str, bytes] = {}
         due = time.monotonic() - self._renewed >= RENEW_EVERY or any(op[0] == "renew" for op in batch)
@@ -1203,54 +1215,15 @@ class DiskStore:
             renewals, self._renewals = self._renewals, {}
             self._renewed = time.monotonic()
         fence = max((op[1] for op in batch if op[0] == "fence"), default=0)
-        if fence:
-            self._await_fills(fence)
-        if not renewals and all(op[0] == "job" or op[0] == "fence" for op in batch):
-            # Only jobs (a purge's reclaim, usually): each has its own transaction below, and an
-            # empty one here would still take the environment's write lock from every process.
-            for op in batch:
-                if op[0] == "job":
-                    self._step(op[1], op[2])
-            return
+        # Only jobs (a purge's reclaim, usually): each has its own transaction, and an empty one
+        # here would still take the environment's write lock from every process.
+        only_jobs = not renewals and all(op[0] == "job" or op[0] == "fence" for op in batch)
         try:
-            with self.env.begin(write=True) as txn:
-                self._seen, self._grown = {}, set()
-                now = time.time()
-                reclaimed = max(self._stored(txn, b"reclaimed_upto"), self._reclaimed_later)
-                if renewals:
-                    self._renew(txn, renewals, now)
-                fills: list[tuple[Any, ...]] = []
-                for op in batch:
-                    kind = op[0]
-                    if kind == "put":
-                        fills.append(op)
-                        continue
-                    if fills:
-                        self._put_fills(txn, fills, now, reclaimed)
-                        fills = []
-                    if kind == "del":
-                        self._delete_key(txn, op[1], op[2])
-                    elif kind == "delprimary":
-                        self._delete_primary(txn, op[1])
-                    elif kind == "vary":
-                        self._set_vary(txn, op[1], op[2])
-                    elif kind == "chunk":
-                        txn.put(chunk_key(op[1], op[2]), op[3], db=self._chunks)
-                    elif kind == "dropobject":
-                        if txn.get(op[1], db=self._chunks) is None:
-                            self._delete_chunks(txn, op[1])
-                    elif kind == "open":
-                        for area in AREAS:
-                            self._zdb(txn, area, op[1], create=False)
-                    elif kind == "job":
-                        jobs.append(op)
-                if fills:
-                    self._put_fills(txn, fills, now, reclaimed)
-                if len(jobs) < len(batch):
-                    self._write_reclaimed_later(txn)
-                self._evict(txn, now)
-                self._write_counts(txn)
-            self._publish()
+            if fence:
+                self._await_fills(fence)
+            if not only_jobs:
+                self._commit(batch, renewals, jobs)
+                self._publish()
         finally:
             self._new_dbs, self._new_hosts = {}, {}
             # Before the batch's jobs run (after ``_publish``, so that a reader finding the key no
@@ -1258,9 +1231,56 @@ class DiskStore:
             # such a key was put after the delete, so no lookup credited it and the job counts it
             # (``WriteView.removing``).
             self._unhide(batch)
+        if only_jobs:
+            for op in batch:
+                if op[0] == "job":
+                    self._step(op[1], op[2])
+            return
         self.stats.commits += 1
         for op in jobs:
             self._step(op[1], op[2])
+
+    def _commit(
+        self, batch: list[tuple[Any, ...]], renewals: dict[str, bytes], jobs: list[tuple[Any, ...]]
+    ) -> None:
+        """Apply a batch's changes but its jobs (added to ``jobs``) in one write transaction."""
+        with self.env.begin(write=True) as txn:
+            self._seen, self._grown = {}, set()
+            now = time.time()
+            reclaimed = max(self._stored(txn, b"reclaimed_upto"), self._reclaimed_later)
+            if renewals:
+                self._renew(txn, renewals, now)
+            fills: list[tuple[Any, ...]] = []
+            for op in batch:
+                kind = op[0]
+                if kind == "put":
+                    fills.append(op)
+                    continue
+                if fills:
+                    self._put_fills(txn, fills, now, reclaimed)
+                    fills = []
+                if kind == "del":
+                    self._delete_key(txn, op[1], op[2])
+                elif kind == "delprimary":
+                    self._delete_primary(txn, op[1])
+                elif kind == "vary":
+                    self._set_vary(txn, op[1], op[2])
+                elif kind == "chunk":
+                    txn.put(chunk_key(op[1], op[2]), op[3], db=self._chunks)
+                elif kind == "dropobject":
+                    if txn.get(op[1], db=self._chunks) is None:
+                        self._delete_chunks(txn, op[1])
+                elif kind == "open":
+                    for area in AREAS:
+                        self._zdb(txn, area, op[1], create=False)
+                elif kind == "job":
+                    jobs.append(op)
+            if fills:
+                self._put_fills(txn, fills, now, reclaimed)
+            if len(jobs) < len(batch):
+                self._write_reclaimed_later(txn)
+            self._evict(txn, now)
+            self._write_counts(txn)
 
     def _step(self, job: Job, fut: Future[None]) -> None:
         self._delta = {}

@@ -5,9 +5,10 @@ Theory of operation:
 - One file (on tmpfs when the machine has one), mapped by both processes: a 256-byte header and a
   data area of ``capacity`` bytes (a power of two). Positions are absolute byte counts that only
   grow; a position's place in the data area is ``pos & (capacity - 1)``. Every header word has
-  one writer: the appender (``head``, ``appended``, ``urgent``, ``closing``), or the fill writer
-  (``committed``, ``done``, its counters, its pid), or, only while no fill writer runs, the
-  supervisor that restarts it (:meth:`FillRing.skip`).
+  one writer: the appender (``head``, ``appended``), the data-plane process's disk writer thread
+  (``urgent``: :meth:`FillRing.want`), its fill-writer supervisor (``closing``), or the fill
+  writer (``committed``, ``done``, its counters, ``asleep``); ``committed`` and ``done`` also the
+  supervisor, only while no fill writer runs (:meth:`FillRing.skip`).
 - A record is a 12-byte head (length, CRC-32 of the payload, reserve flag) and the payload (the
   record ``encode_entry`` makes, what LMDB stores), padded to 16 bytes. A record that would cross
   the end of the area is preceded by a wrap mark (length ``_WRAP``) and starts at the beginning.
@@ -25,12 +26,14 @@ Theory of operation:
   (``store/disk.py``'s fences), and may set ``urgent`` so the writer does not wait for more fills.
 - An idle fill writer sets ``asleep`` and waits on an eventfd (``wake_fd``, inherited): the
   appender writes to it after a record when it finds ``asleep`` set, so a fill after a quiet
-  spell is not left waiting for a poll, and an idle fill writer costs nothing. Both sides store
+  spell is not left waiting for a poll, and an idle fill writer costs nothing (the writer thread
+  writes to it too, with ``urgent``, and the supervisor with ``closing``). Both sides store
   their word and then read the other's; a CPU may reorder that (x86 does), so a wake can be
   missed: the fill writer's wait has a timeout (``edge/fillwriter.py``'s ``IDLE_MAX``).
-- Records appended but not committed when the fill writer dies are skipped and counted by the
-  supervisor before it starts the next one (:meth:`FillRing.skip`); the next resumes at
-  ``committed``.
+- Records appended but not committed when the fill writer dies (or hangs, and is killed) are
+  skipped and counted by the supervisor before it starts the next one (:meth:`FillRing.skip`);
+  the next resumes at ``committed``. A record whose CRC never matches (its bytes were damaged)
+  is given up by the fill writer with every record up to ``head`` (:meth:`FillRing.settled`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import mmap
 import os
 import select
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +57,9 @@ DEFAULT_CAPACITY = 16 << 20
 _Q = struct.Struct("<Q")
 _REC = struct.Struct("<IIB3x")
 _REC_SIZE = 12
+SETTLE = 0.005
+"""Seconds between the two reads of ``head`` and ``appended`` that must agree (``settled``): far
+longer than an append takes between its two stores."""
 _WRAP = 0xFFFFFFFF
 """A record head with this length marks the rest of the area unused: the next record is at its start."""
 _ALIGN = 16
@@ -77,8 +84,8 @@ COUNTERS = (
 )
 """The fill writer's counters, kept in the header so that they outlive a restart and the data-plane
 process reports them (the names are ``DiskStats``' fields)."""
-_PID = _COUNTERS + 8 * len(COUNTERS)
-_ASLEEP = _PID + 8
+_ASLEEP = _COUNTERS + 8 * len(COUNTERS) + 8
+"""After the counters and one word unused (the C appender's ``ASLEEP_AT``)."""
 
 
 def _wake(wake_fd: int) -> None:
@@ -183,9 +190,13 @@ class FillRing:
             raise ValueError("fill ring capacity must be a power of two of at least 64 KiB")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            # Every page allocated now: a full tmpfs fails here, not with a SIGBUS on the loop.
+            # Every page allocated now: a full tmpfs fails here (OSError, the file removed), not
+            # with a SIGBUS on the loop.
             os.posix_fallocate(fd, 0, HEADER_SIZE + capacity)
             mm = mmap.mmap(fd, HEADER_SIZE + capacity)
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
         finally:
             os.close(fd)
         mm[:8] = MAGIC
@@ -272,16 +283,7 @@ class FillRing:
         mm = self._mm
         return {name: _Q.unpack_from(mm, _COUNTERS + 8 * i)[0] for i, name in enumerate(COUNTERS)}
 
-    @property
-    def writer_pid(self) -> int:
-        """The pid of the fill writer that last opened the ring (0: none yet)."""
-        return int(_Q.unpack_from(self._mm, _PID)[0])
-
     # -- the fill writer ---------------------------------------------------------------------------
-
-    def claim(self) -> None:
-        """This process is the ring's fill writer from now on."""
-        _Q.pack_into(self._mm, _PID, os.getpid())
 
     def wait(self, position: int, timeout: float) -> None:
         """Sleep until a record is appended after ``position`` (or ``timeout`` seconds pass)."""
@@ -333,11 +335,25 @@ class FillRing:
             pos += (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
         return Batch(records, pos)
 
-    def commit(self, batch: Batch, counters: dict[str, int]) -> None:
-        """Publish that ``batch`` is committed, with the fill writer's counters."""
+    def settled(self) -> tuple[Batch, int] | None:
+        """Every record appended so far, given up unread (one of them cannot be read: its CRC
+        never matches): an empty batch ending at ``head``, to commit with :meth:`commit`, and how
+        many records it skips. None while an append may be under way (the appender stores
+        ``appended``, then ``head``): both are read twice, ``SETTLE`` seconds apart, and must agree."""
+        mm = self._mm
+        first = _Q.unpack_from(mm, _HEAD)[0], _Q.unpack_from(mm, _APPENDED)[0]
+        time.sleep(SETTLE)
+        head, appended = _Q.unpack_from(mm, _HEAD)[0], _Q.unpack_from(mm, _APPENDED)[0]
+        if (head, appended) != first:
+            return None
+        return Batch([], head), appended - int(_Q.unpack_from(mm, _DONE)[0])
+
+    def commit(self, batch: Batch, counters: dict[str, int], skipped: int = 0) -> None:
+        """Publish that ``batch`` is committed (and the ``skipped`` records before its end given
+        up), with the fill writer's counters."""
         mm = self._mm
         for i, name in enumerate(COUNTERS):
             _Q.pack_into(mm, _COUNTERS + 8 * i, counters[name])
-        _Q.pack_into(mm, _DONE, _Q.unpack_from(mm, _DONE)[0] + len(batch.records))
+        _Q.pack_into(mm, _DONE, _Q.unpack_from(mm, _DONE)[0] + len(batch.records) + skipped)
         # Last: whoever waits for ``committed`` finds the counters already there.
         _Q.pack_into(mm, _COMMITTED, batch.end)
