@@ -1,7 +1,7 @@
 """A purge stream costs one commit per purge: the acknowledgement of a reclaimed purge (its tasks
-become ``success``, with counts) rides in the first purge's ledger transaction that comes once it is
-``ACK_FOLD_AGE`` old, and is committed on its own only when no purge follows within ``ACK_DELAY``. Through the official Cloudflare SDK on a
-real node with SQLite."""
+become ``success``, with counts) rides in the first purge's ledger transaction that comes once it
+is ``ACK_FOLD_AGE`` old, and is committed on its own only when no purge follows within
+``ACK_DELAY``. Through the official Cloudflare SDK on a real node with SQLite."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ reclaimed together in it, each with its own counts, in order."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -106,5 +107,5 @@ def test_a_pass_ends_after_pass_max_and_the_rest_waits_for_the_next(monkeypatch:
     asyncio.run(go())
     assert [seq for seq, _ in acked] == [1, 2, 3]
     assert len(store) == 0
-    gaps = [b - a for (_, a), (_, b) in zip(acked, acked[1:], strict=False)]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(acked)]
     assert min(gaps) >= SPACING * 0.99, "each later purge waited for a pass of its own"
