@@ -168,6 +168,8 @@ class Proxy:
         """Where fills too large for memory are written (in chunks), when the tier has a disk."""
         self.fill_locks: FillLocks | None = None
         """The node's fill locks, when its worker processes coalesce fills (:meth:`share_fills`)."""
+        self._purge_position = index.position
+        """The index position the fill locks were last told of (``FillLocks.purged``)."""
         self._fill_lock_timeout = 0.0
         self._elsewhere: dict[str, tuple[asyncio.Future[None], asyncio.Task[None]]] = {}
         """Keys whose fill another process holds → what this process's waiters for it await, and
@@ -854,6 +856,10 @@ class Proxy:
                 return self._fill(req, conn, zone, host, key, None, coalesce=True)
             elif self.fill_locks is not None:
                 locks = self.fill_locks
+                if self.index.position != self._purge_position:
+                    # Fills announced before a purge may be covered by it: not waited for.
+                    self._purge_position = self.index.position
+                    locks.purged()
                 lock = locks.token(key)
                 if not locks.take(lock):
                     return self._wait_elsewhere(req, conn, zone, host, key, lock)
