@@ -959,8 +959,9 @@ class DiskStore:
 
     # -- writes (queued) --------------------------------------------------------------------------
 
-    def put(self, entry: Entry, *, reserve: bool = False) -> None:
-        """Store an entry in the disk cache, and in its zone's reserve when ``reserve``."""
+    def put(self, entry: Entry, *, reserve: bool = False) -> bool:
+        """Store an entry in the disk cache, and in its zone's reserve when ``reserve``; returns
+        False when it is dropped (counted) because the queue or the ring is full."""
         ring = self._ring
         key = entry.key
         hidden = self._hidden
@@ -971,17 +972,19 @@ class DiskStore:
             ring is not None
             and type(entry) is Entry
             and not (hidden and (key in hidden or _primary(key) in hidden))
-            and self._put_in_ring(ring, entry, reserve) >= 0
         ):
-            return
+            added = self._put_in_ring(ring, entry, reserve)
+            if added >= 0:
+                return added > 0
         if self._queued >= MAX_QUEUED:
             self.stats.dropped += 1
-            return
+            return False
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
         # A fill does not wake the writer: it waits for more of them (``GROUP_WAIT``).
         self._enqueue(("put", entry, reserve), wake=False)
+        return True
 
     def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> int:
         """Append a fill to the ring: 1 when it took it, 0 when it had no room (dropped, counted),
