@@ -955,23 +955,24 @@ class DiskStore:
 
     # -- writes (queued) --------------------------------------------------------------------------
 
-    def put(self, entry: Entry, *, reserve: bool = False) -> None:
-        """Store an entry in the disk cache, and in its zone's reserve when ``reserve``."""
+    def put(self, entry: Entry, *, reserve: bool = False) -> bool:
+        """Store an entry in the disk cache, and in its zone's reserve when ``reserve``; returns
+        False when it is dropped (counted) because the queue or the ring is full."""
         ring = self._ring
         if ring is not None and type(entry) is Entry:
-            self._put_in_ring(ring, entry, reserve)
-            return
+            return self._put_in_ring(ring, entry, reserve)
         if self._queued >= MAX_QUEUED:
             self.stats.dropped += 1
-            return
+            return False
         key = entry.key
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
         # A fill does not wake the writer: it waits for more of them (``GROUP_WAIT``).
         self._enqueue(("put", entry, reserve), wake=False)
+        return True
 
-    def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> None:
+    def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> bool:
         self._unforgotten += 1
         if self._unforgotten >= FORGET_EVERY:
             # Counted, not the deque's length: while the fill writer batches, more than
@@ -985,15 +986,16 @@ class DiskStore:
             with self._lock:
                 self._pending[entry.key] = self._pending.get(entry.key, 0) + 1
             self._enqueue(("put", entry, reserve))
-            return
+            return True
         if not added:
             self.stats.dropped += 1
-            return
+            return False
         key = entry.key
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
         self._ring_keys.append((ring.head, key))
+        return True
 
     def delete(self, key: str, below: int | None = None) -> None:
         """Remove the entry under ``key`` from both areas (hidden from readers at once, until the
