@@ -43,6 +43,7 @@ Usage: ``.venv/bin/python bench/workers.py [--duration S] [--rounds N] [--purges
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import mmap
@@ -221,6 +222,17 @@ def owner(port: int, sock: socket.socket, pids: list[int]) -> int:
     return 0
 
 
+def worker_pids(server: srv.Server) -> list[int]:
+    """The supervisor's worker processes: its children (each worker's own children, the disk tier's
+    fill writers, are not workers)."""
+    master = server.pids()[0]
+    out: list[int] = []
+    for task in Path(f"/proc/{master}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            out.extend(int(c) for c in task.read_text().split())
+    return out
+
+
 def one_per_worker(server: srv.Server, workers: list[int]) -> list[socket.socket]:
     """A kept-alive connection held by each worker."""
     held: dict[int, socket.socket] = {}
@@ -282,7 +294,7 @@ def first_miss_everywhere(socks: list[socket.socket], path: str, api: Api, *, pu
 
 def purge_to_miss(server: srv.Server, api: Api, count: int) -> tuple[list[float], list[float]]:
     """(API answer → every process's MISS, plain MISS in every process) in seconds, ``count`` each."""
-    workers = server.pids()[1:]
+    workers = worker_pids(server)
     socks = one_per_worker(server, workers)
     purged, plain = [], []
     for i in range(count):
@@ -317,8 +329,8 @@ class BoardView:
 def purge_to_applied(server: srv.Server, api: Api, count: int) -> list[float]:
     """Seconds from the purge API's answer until every worker's applied position reaches the
     purge (spinning on the board; no request is made)."""
-    supervisor, *workers = server.pids()
-    board = BoardView(supervisor, len(workers))
+    supervisor = server.pids()[0]
+    board = BoardView(supervisor, len(worker_pids(server)))
     out = []
     for i in range(count):
         api.purge_url(f"/board/{i}")
@@ -358,7 +370,7 @@ def hot_new_object(server: srv.Server, label: str, trials: int) -> list[float]:
 
 def both_miss(server: srv.Server, api: Api, count: int) -> list[float]:
     """Seconds until the later answer when each worker is asked for a never-seen object at once."""
-    socks = one_per_worker(server, server.pids()[1:])
+    socks = one_per_worker(server, worker_pids(server))
     try:
         return [first_miss_everywhere(socks, f"/obj/{i:04d}99", api, purge=False) for i in range(count)]
     finally:

@@ -1,7 +1,7 @@
 """A purge stream costs one commit per purge: the acknowledgement of a reclaimed purge (its tasks
-become ``success``, with counts) rides in the next purge's ledger transaction, and is committed on
-its own only when no purge follows within ``ACK_DELAY``. Through the official Cloudflare SDK on a
-real node with SQLite."""
+become ``success``, with counts) rides in the first purge's ledger transaction that comes once it
+is ``ACK_FOLD_AGE`` old, and is committed on its own only when no purge follows within
+``ACK_DELAY``. Through the official Cloudflare SDK on a real node with SQLite."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_an_acknowledgement_rides_in_the_next_purge_transaction(monkeypatch: pyt
         first = cf.cache.purge(zone_id=ZONE_ID, tags=["fold-a"])
         assert first is not None
         stack.run(stack.node.reclaimer.drain())
-        time.sleep(0.2)
+        time.sleep(0.2)  # past ACK_FOLD_AGE: the next purge's write takes the acknowledgement
         assert statuses(stack, first.id) == [("processing", None)], "reclaimed, not yet committed"
         second = cf.cache.purge(zone_id=ZONE_ID, tags=["fold-nothing"])
         assert second is not None

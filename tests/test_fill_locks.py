@@ -396,3 +396,27 @@ def test_a_second_fetch_here_keeps_the_lock_when_the_first_releases_it(board: Po
         assert other.say("take", key) == "True"
     finally:
         other.close()
+
+
+def test_a_fill_announced_before_a_purge_here_is_not_waited_for(stack: Stack, other: OtherWorker) -> None:
+    """The other worker stored the object just before a purge of it: the purge removes that fill
+    from the disk tier, so a miss here must fetch at once, not wait for an entry that will not come
+    (with two real workers, both waited the whole ``STORED_RECENTLY`` after every purge)."""
+    path = "/fill-locks/announced-before-a-purge"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    key = key_of(stack, path)
+    cf = cloudflare.Cloudflare(
+        api_token=stack.token(),
+        base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4",
+        max_retries=0,
+    )
+    try:
+        assert other.say("take", key) == "True"
+        assert other.say("stored", key) == "released"
+        cf.cache.purge(zone_id=ZONE_ID, files=[f"http://test.example{path}"])
+    finally:
+        cf.close()
+    started = time.monotonic()
+    status, headers, body = stack.request(path)
+    assert (status, body, headers["cf-cache-status"]) == (200, b"from the origin", "MISS")
+    assert time.monotonic() - started < 0.3  # not STORED_RECENTLY (0.5 s) of waiting

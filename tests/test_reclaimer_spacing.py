@@ -5,8 +5,12 @@ reclaimed together in it, each with its own counts, in order."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
+import pytest
+
+from edgecache.edge import reclaimer
 from edgecache.edge.reclaimer import Reclaimer
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Mode, Purge, Selector, Url
@@ -73,3 +77,35 @@ def test_a_lone_purge_is_reclaimed_at_once_and_a_stream_a_pass_at_a_time() -> No
     assert first - start < SPACING / 2, "a lone purge waits for nothing"
     assert min(rest) - start >= SPACING * 0.99, "the stream waits for the next pass"
     assert max(rest) - min(rest) < SPACING / 2, "and is reclaimed in that one pass"
+
+
+def test_a_pass_ends_after_pass_max_and_the_rest_waits_for_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Purges queued faster than the reclaimer are not all reclaimed in one endless pass: those done
+    when ``PASS_MAX`` is up get their disk job and acknowledgements, the rest go in the next pass."""
+    monkeypatch.setattr(reclaimer, "PASS_MAX", 0.0)  # one purge a pass
+    acked: list[tuple[int, float]] = []
+    store = MemoryTier(1 << 24)
+
+    async def go() -> None:
+        index = EpochIndex()
+        rec = Reclaimer(
+            store,
+            index,
+            lambda: None,
+            on_reclaimed=lambda p, matched: acked.append((p.seq, time.monotonic())),
+            spacing=SPACING,
+        )
+        for i in range(1, 4):
+            store.put(entry(f"/{i}"))
+        for seq in (1, 2, 3):
+            index.apply(purge(seq, f"/{seq}"))
+            rec.enqueue(purge(seq, f"/{seq}"))
+        rec.start()
+        await rec.drain()
+        await rec.stop()
+
+    asyncio.run(go())
+    assert [seq for seq, _ in acked] == [1, 2, 3]
+    assert len(store) == 0
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(acked)]
+    assert min(gaps) >= SPACING * 0.99, "each later purge waited for a pass of its own"

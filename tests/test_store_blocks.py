@@ -90,12 +90,14 @@ def test_a_full_tier_on_glibc_stays_within_its_budget() -> None:
 @needs_jemalloc
 def test_size_classes_are_jemallocs_own() -> None:
     # nallocx answers the size class jemalloc gives a request; a large one is padded by a page (the
-    # page and the first large class are the ones jemalloc reports, 4 KiB and 16 KiB on x86-64).
+    # page and the first large class as jemalloc reports them, 4 KiB and 16 KiB on x86-64).
     probe = (
-        "import ctypes; from edgecache.store.blocks import LARGE_MIN, PAGE, jemalloc_block;"
-        "lib = ctypes.CDLL(None);"
+        "import ctypes; from edgecache.store.blocks import jemalloc_block;"
+        "lib = ctypes.CDLL(None); v = ctypes.c_size_t(); n = ctypes.c_size_t(8);"
+        "lib.mallctl(b'arenas.page', ctypes.byref(v), ctypes.byref(n), None, 0); page = v.value;"
+        "lib.mallctl(b'arenas.lextent.0.size', ctypes.byref(v), ctypes.byref(n), None, 0); large = v.value;"
         "lib.nallocx.restype = ctypes.c_size_t; lib.nallocx.argtypes = [ctypes.c_size_t, ctypes.c_int];"
-        "u = lambda n: lib.nallocx(n, 0) + (PAGE if lib.nallocx(n, 0) >= LARGE_MIN else 0);"
+        "u = lambda n: lib.nallocx(n, 0) + (page if lib.nallocx(n, 0) >= large else 0);"
         "print(sum(u(n) != jemalloc_block(n) for n in range(1, 1 << 17)))"
     )
     out = subprocess.run(

@@ -70,7 +70,7 @@ class Fill(Enum):
 class FillLocks:
     """The fill locks of one node, on its position board."""
 
-    __slots__ = ("_fd", "_held", "_words")
+    __slots__ = ("_fd", "_held", "_purged_at", "_words")
 
     def __init__(self, board: PositionBoard) -> None:
         """The locks live on ``board``'s file, their outcomes in its fill table."""
@@ -78,6 +78,13 @@ class FillLocks:
         self._words = board.fill_words
         self._held: dict[int, int] = {}
         """Tokens this process holds → how many of its fetches hold each."""
+        self._purged_at = -STORED_RECENTLY
+        """When this process last saw a purge applied (monotonic seconds): see :meth:`purged`."""
+
+    def purged(self) -> None:
+        """A purge was applied in this process: a fill announced as stored before now may be one it
+        covers, which the purge's removal takes out of the disk tier, so it is not waited for."""
+        self._purged_at = time.monotonic()
 
     @staticmethod
     def token(key: str) -> int:
@@ -111,11 +118,13 @@ class FillLocks:
         self.unlock(token)
 
     def stored_recently(self, token: int) -> bool:
-        """Whether the last fill of ``token``'s key was stored less than ``STORED_RECENTLY`` ago."""
+        """Whether the last fill of ``token``'s key was stored less than ``STORED_RECENTLY`` ago,
+        and after the last purge this process saw (:meth:`purged`)."""
         word = int(self._words[_slot(token)])
         if word >> _MS_BITS != token >> _TAG_SHIFT:
             return False
-        return (_now_ms() - word) & _MS_MASK < STORED_RECENTLY * 1000
+        since_purge = (time.monotonic() - self._purged_at) * 1000
+        return (_now_ms() - word) & _MS_MASK < min(STORED_RECENTLY * 1000, since_purge)
 
     def probe(self, token: int) -> Fill:
         """Whether another process still fetches ``token``'s key, and if not, what it announced

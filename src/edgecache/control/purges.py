@@ -16,7 +16,8 @@ Rules of this module:
   application on the event loop *before* the callers resume, in ledger order, so every purge is in
   effect on this node when the API answers, whether or not its caller is still waiting.
 - Acknowledgements (this node reclaimed a purge: its tasks succeed) ride in the transaction of the
-  first ledger write that comes once they are ``ACK_FOLD_AGE`` old; when none comes within
+  first ledger write that comes once the oldest of them is ``ACK_FOLD_AGE`` old (the younger ones
+  with it); when none comes within
   ``ACK_DELAY`` seconds they get a transaction of their own. A stream of purges so costs one commit
   per purge, not two, and updates the tasks of several acknowledged purges at a time.
 - What a purge was charged (the account's rate-limit tokens, the zone's quotas) is given back when
@@ -61,7 +62,8 @@ ACK_DELAY = 0.1
 """Seconds an acknowledgement waits for the next ledger write before it is committed on its own."""
 
 ACK_FOLD_AGE = 0.05
-"""Seconds an acknowledgement waits before a ledger write takes it (at most ``ACK_DELAY / 2``): in
+"""Seconds the oldest gathered acknowledgement waits before a ledger write takes it, with the
+younger ones (at most ``ACK_DELAY / 2``): in
 a stream of purges the acknowledgements of a few purges ride in one write together, one pass over
 the tasks' indexes instead of one in every write (decision 0015, third addendum)."""
 
@@ -460,10 +462,11 @@ class PurgeService:
         """For a ledger write: the gathered acknowledgements once the oldest is ``ACK_FOLD_AGE`` old,
         else none (they wait for a later write, or for their timer)."""
         with self._acks_lock:
-            fresh = time.monotonic() - self._acks_since < min(ACK_FOLD_AGE, ACK_DELAY / 2)
-            if not self._acks or fresh:
+            if not self._acks or time.monotonic() - self._acks_since < min(ACK_FOLD_AGE, ACK_DELAY / 2):
                 return []
-        return self._take_acks()
+            acks, self._acks = self._acks, []
+            self._acks_queued = False
+        return acks
 
     def _return_acks(self, acks: list[tuple[int, dict[str, int]]]) -> None:
         """Acknowledgements whose transaction did not commit: first in line again."""

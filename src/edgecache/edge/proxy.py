@@ -181,6 +181,8 @@ class Proxy:
         """Where fills too large for memory are written (in chunks), when the tier has a disk."""
         self.fill_locks: FillLocks | None = None
         """The node's fill locks, when its worker processes coalesce fills (:meth:`share_fills`)."""
+        self._purge_position = index.position
+        """The index position the fill locks were last told of (``FillLocks.purged``)."""
         self._fill_lock_timeout = 0.0
         self._fill_wait_keys = FILL_WAIT_KEYS
         self._elsewhere: dict[str, tuple[asyncio.Future[None], asyncio.Task[None]]] = {}
@@ -892,6 +894,10 @@ class Proxy:
                 return self._fill(req, conn, zone, host, key, None, coalesce=True)
             elif self.fill_locks is not None:
                 locks = self.fill_locks
+                if self.index.position != self._purge_position:
+                    # Fills announced before a purge may be covered by it: not waited for.
+                    self._purge_position = self.index.position
+                    locks.purged()
                 token = locks.token(key)
                 may_wait = key in self._elsewhere or len(self._elsewhere) < self._fill_wait_keys
                 if locks.take(token):

@@ -41,6 +41,8 @@ Theory of operation:
   the previous one started. A lone purge is reclaimed at once; a stream of purges is reclaimed a
   few at a time, with the wake-ups, the disk job and the acknowledgements of one pass shared, as
   ``gather`` does for a worker (decision 0015, third addendum).
+- A pass ends once it has reclaimed for ``PASS_MAX``, with purges still queued: under a stream faster
+  than the reclaimer, those reclaimed so far get their disk job and acknowledgements at once.
 - ``hold()`` / ``release()`` keep purges queued without reclaiming them. Nothing in the node holds
   it; tests do, to prove that the lookup-time check alone puts a purge in effect (the reclaimer
   usually wins the race with the next request, which would hide that check's loss).
@@ -77,6 +79,10 @@ TAG_SNAPSHOT_MAX = 65536
 SPACING = 0.05
 """The ``spacing`` a single-process node gives its reclaimer: at 50 purges a second, about three
 purges a pass."""
+PASS_MAX = 0.1
+"""Seconds of reclaiming after which a pass ends, and the next begins: under a stream of purges
+faster than the reclaimer (or arriving during a mass purge), the purges reclaimed so far get their
+disk job and their acknowledgements, instead of waiting for the stream to pause."""
 COMPACT_EVERY = 1.0
 COMPACT_PURGES = 256
 """Purges forgotten by the epoch index between yields (O(their selectors) each)."""
@@ -203,6 +209,7 @@ class Reclaimer:
             self._wake.clear()
             await self._released.wait()
             batch: list[tuple[Purge, dict[Selector, int], DiskReclaim]] = []
+            started = time.monotonic()
             while self._queue and self._released.is_set():
                 purge = self._queue[0]
                 self._busy = True
@@ -224,6 +231,9 @@ class Reclaimer:
                     self._finish(purge, matched)
                 else:
                     batch.append((purge, matched, DiskReclaim(purge, self._disk_failed)))
+                if self._queue and time.monotonic() - started >= PASS_MAX:
+                    self._wake.set()  # the rest in the next pass
+                    break
             if batch and self._disk is not None:
                 # The disk's part runs on its writer, in purge order, one job for the purges taken
                 # together (one hand-over to the writer thread and back); the next purges' memory
@@ -320,8 +330,9 @@ class Reclaimer:
                     if not hard and _counted_before(purge, i, entry.zone, entry.key, entry.tags):
                         continue
                     if hard:
-                        # Bounded by the purge, as every purge's removal: a tier with a disk
-                        # behind it removes there later, maybe after a newer fill (store/chain.py).
+                        # Bounded by the purge, as the ``Tier`` contract asks of every purge's
+                        # removal; it matters only to a ``TierChain`` (tests): a node gives the
+                        # reclaimer its memory tier, and the peek above already skipped newer entries.
                         store.delete(key, purge.seq)
                         self.removed += 1
                     else:

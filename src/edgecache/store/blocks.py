@@ -3,9 +3,10 @@
 Why: the memory tier's budget must bound real memory within 5% (decision 0002). Its per-entry
 overheads were measured with tracemalloc, which counts the bytes Python asks for; glibc adds 8-16 B
 a block on top, but jemalloc (which ``edgecache serve`` runs on by default, decision 0019) rounds each
-block up to its size class: four classes per doubling, so up to 25% more, and a large block
-(from 16 KiB) takes a page more for its cache-oblivious offset. Measured in RSS by
-``bench/tier_accounting.py --rss``: 1 KiB bodies cost 14% more than charged, 16 KiB ones 47%.
+block up to its size class: four classes per doubling, so up to 25% more, and a large block (from
+``LARGE_MIN``, 16 KiB with 4 KiB pages) takes a page more for its cache-oblivious offset. Measured
+in RSS by ``bench/tier_accounting.py --rss``: 1 KiB bodies cost 14% more than charged, 16 KiB ones
+47%.
 Blocks of up to 512 B come from Python's own small-object allocator, not ``malloc``.
 """
 
