@@ -5,19 +5,24 @@ watch is whether the node asks the origin, and what its client gets."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import cloudflare
 import pytest
 
 from conftest import ZONE_ID, Route, Stack
 from edgecache.cluster.board import FILL_SLOTS, PositionBoard
-from edgecache.cluster.fill_locks import FillLocks, _slot
-from edgecache.httpcache.key import primary_key
+from edgecache.cluster.fill_locks import STORED_RECENTLY, FillLocks, _slot
+from edgecache.httpcache.key import primary_key, vary_suffix
 from edgecache.store.entry import Entry
 
 OTHER_WORKER = """
@@ -81,14 +86,16 @@ def key_of(stack: Stack, path: str) -> str:
     return primary_key("http", "test.example", path, stack.node.zones.by_id[ZONE_ID].key_options)
 
 
-def stored_elsewhere(stack: Stack, path: str, body: bytes) -> None:
-    """What the other worker's fill leaves in the shared disk tier."""
+def entry_for(
+    stack: Stack, path: str, body: bytes, names: tuple[str, ...] = (), variant: dict[str, str] | None = None
+) -> Entry:
+    """A fresh entry for ``path`` (the variant ``variant`` selects, when it varies by ``names``)."""
     now = time.time()
-    entry = Entry(
+    return Entry(
         zone=ZONE_ID,
-        key=key_of(stack, path),
+        key=key_of(stack, path) + vary_suffix(names, variant or {}),
         status=200,
-        head=b"Cache-Control: public, max-age=60\r\n",
+        head=b"Cache-Control: public, max-age=60\r\n" + b"".join(b"Vary: %s\r\n" % n.encode() for n in names),
         body=body,
         tags=(),
         stored_seq=stack.node.index.position,
@@ -97,9 +104,25 @@ def stored_elsewhere(stack: Stack, path: str, body: bytes) -> None:
         freshness_lifetime=60.0,
         length_known=True,
     )
+
+
+def stored_elsewhere(stack: Stack, path: str, body: bytes, *, variant: dict[str, str] | None = None) -> None:
+    """What the other worker's fill leaves in the shared disk tier; with ``variant``, for a URL
+    whose answers vary by those request fields: the variant they select, and the URL's Vary names."""
+    names = tuple(sorted(variant or ()))
     disk = stack.node.disk
     assert disk is not None
-    disk.put(entry)
+    assert disk.put(entry_for(stack, path, body, names, variant))
+    if names:
+        disk.set_vary(key_of(stack, path), names)
+
+
+def wait_for_the_wait(stack: Stack, key: str) -> None:
+    """Until this process waits for another's fill of ``key`` (read from the proxy: when to act as
+    the other worker)."""
+    deadline = time.monotonic() + 10
+    while not stack.call(lambda: key in stack.node.proxy._elsewhere) and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 def test_a_miss_waits_for_the_fill_another_process_holds_and_is_answered_from_the_disk_tier(
@@ -111,10 +134,12 @@ def test_a_miss_waits_for_the_fill_another_process_holds_and_is_answered_from_th
     # Released as stored, then visible in the disk tier a little later, as its commit makes it.
     stack.call(lambda: stack.loop.call_later(0.25, other.say, "stored", key_of(stack, path)))
     stack.call(lambda: stack.loop.call_later(0.28, stored_elsewhere, stack, path, b"from the other worker"))
+    started = time.monotonic()
     status, headers, body = stack.request(path)
     assert (status, body) == (200, b"from the other worker")
     assert headers["cf-cache-status"] == "HIT"
     assert stack.origin.hits[path] == 0
+    assert time.monotonic() - started < 2.0  # not the 5 s timeout
 
 
 def test_a_fill_stored_elsewhere_just_now_is_waited_for_though_its_lock_is_free(
@@ -127,17 +152,17 @@ def test_a_fill_stored_elsewhere_just_now_is_waited_for_though_its_lock_is_free(
     key = key_of(stack, path)
     assert other.say("take", key) == "True"
     assert other.say("stored", key) == "released"
+    started = time.monotonic()
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(stack.request, path)
-        # Once the miss is waiting (the synchronisation is all the test reads of the proxy), the
-        # entry shows up in the disk tier, as the other worker's commit would make it.
-        deadline = time.monotonic() + 10
-        while not stack.call(lambda: key in stack.node.proxy._elsewhere) and time.monotonic() < deadline:
-            time.sleep(0.002)
+        # Once the miss is waiting, the entry shows up in the disk tier, as the other worker's
+        # commit would make it.
+        wait_for_the_wait(stack, key)
         stack.call(lambda: stored_elsewhere(stack, path, b"from the other worker"))
         status, _, body = answer.result(timeout=20)
     assert (status, body) == (200, b"from the other worker")
     assert stack.origin.hits[path] == 0
+    assert time.monotonic() - started < 2.0  # not the 5 s timeout
 
 
 def test_a_lock_released_without_a_stored_fill_lets_the_waiter_fetch_at_once(
@@ -147,13 +172,13 @@ def test_a_lock_released_without_a_stored_fill_lets_the_waiter_fetch_at_once(
     stack.origin.routes[path] = Route(body=b"from the origin")
     key = key_of(stack, path)
     assert other.say("take", key) == "True"
-    stack.call(lambda: stack.loop.call_later(0.2, other.say, "failed", key))
     started = time.monotonic()
+    stack.call(lambda: stack.loop.call_later(0.2, other.say, "failed", key))
     status, headers, body = stack.request(path)
     assert (status, body) == (200, b"from the origin")
     assert headers["cf-cache-status"] == "MISS"
     assert stack.origin.hits[path] == 1
-    assert time.monotonic() - started < 2.0  # not the 5 s timeout
+    assert 0.2 <= time.monotonic() - started < 2.0  # it waited for the release, not the 5 s timeout
 
 
 def test_a_waiter_fetches_itself_when_the_lock_timeout_passes(
@@ -177,7 +202,8 @@ def test_a_fill_a_purge_kept_out_of_the_store_is_not_announced_as_stored(
     """This process's fetch began before a purge of its URL, so the fill is not stored: the other
     processes' waiters must learn at once that there is nothing to wait for in the disk tier."""
     path = "/fill-locks/purged-during-the-fetch"
-    stack.origin.routes[path] = Route(body=b"from the origin", delay=0.5)
+    # Long enough for the purge below to land while the origin is still answering.
+    stack.origin.routes[path] = Route(body=b"from the origin", delay=2.0)
     key = key_of(stack, path)
     cf = cloudflare.Cloudflare(
         api_token=stack.token(),
@@ -199,6 +225,143 @@ def test_a_fill_a_purge_kept_out_of_the_store_is_not_announced_as_stored(
     assert other.say("probe", key) == "gone"
     assert stack.request(path)[1]["cf-cache-status"] == "MISS"
     assert stack.origin.hits[path] == 2
+
+
+def test_another_variant_stored_elsewhere_ends_the_wait_at_once(stack: Stack, other: OtherWorker) -> None:
+    """The first fill of a URL whose answers vary: the lock and the "stored" announcement are the
+    URL's, and the other worker stored its own client's variant. A client here that asks for
+    another variant must fetch its own at once, not wait ``STORED_RECENTLY`` for one that will
+    not come."""
+    path = "/fill-locks/vary"
+    stack.origin.routes[path] = Route(
+        body=b"fr from the origin", headers={"Cache-Control": "public, max-age=60", "Vary": "Accept-Language"}
+    )
+    key = key_of(stack, path)
+    assert other.say("take", key) == "True"
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(stack.request, path, headers={"Accept-Language": "fr"})
+        wait_for_the_wait(stack, key)
+        started = time.monotonic()
+        assert other.say("stored", key) == "released"
+        en = {"accept-language": "en"}
+        stack.call(lambda: stored_elsewhere(stack, path, b"en from elsewhere", variant=en))
+        status, _, body = answer.result(timeout=20)
+        elapsed = time.monotonic() - started
+    assert (status, body) == (200, b"fr from the origin")
+    assert stack.origin.hits[path] == 1
+    assert elapsed < STORED_RECENTLY
+    # The other worker's variant is a hit from the disk tier.
+    status, headers, body = stack.request(path, headers={"Accept-Language": "en"})
+    assert (status, body, headers["cf-cache-status"]) == (200, b"en from elsewhere", "HIT")
+    assert stack.origin.hits[path] == 1
+
+
+def test_past_the_keys_a_process_may_wait_for_a_miss_fetches_at_once(
+    stack: Stack, board: PositionBoard, other: OtherWorker
+) -> None:
+    stack.node.proxy.share_fills(FillLocks(board), 5.0, wait_keys=1)
+    waited, fetched = "/fill-locks/cap/waited", "/fill-locks/cap/fetched"
+    for path in (waited, fetched):
+        stack.origin.routes[path] = Route(body=b"from the origin")
+        assert other.say("take", key_of(stack, path)) == "True"
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(stack.request, waited)
+        wait_for_the_wait(stack, key_of(stack, waited))
+        started = time.monotonic()
+        status, headers, body = stack.request(fetched)
+        assert time.monotonic() - started < 2.0  # not the 5 s lock timeout
+        assert (status, body, headers["cf-cache-status"]) == (200, b"from the origin", "MISS")
+        assert not first.done()  # the key waited for is waited for still
+        assert other.say("failed", key_of(stack, waited)) == "released"
+        assert first.result(timeout=20)[0] == 200
+    assert stack.origin.hits[fetched] == 1
+    assert stack.origin.hits[waited] == 1
+
+
+def test_a_waiter_cancelled_leaves_the_others_waiting(stack: Stack, other: OtherWorker) -> None:
+    """Two clients wait for the same fill of another process; one's answer is cancelled (its
+    connection reset, its task cancelled, as a stopping server does). The other must still be
+    answered when the fill is stored."""
+    path = "/fill-locks/one-cancelled"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    key = key_of(stack, path)
+    assert other.say("take", key) == "True"
+    server = stack.node._data
+    assert server is not None
+
+    def answering() -> list[asyncio.Task[None]]:
+        return [c._task for c in server.connections if c._task is not None and not c._task.done()]
+
+    def cancel_one() -> None:
+        for conn in server.connections:
+            task = conn._task
+            if task is not None and not task.done():
+                conn.abort()
+                task.cancel()
+                return
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = [pool.submit(stack.request, path) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while len(stack.call(answering)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        stack.call(cancel_one)
+        time.sleep(0.1)  # the cancellation reaches the waiter
+        assert other.say("stored", key) == "released"
+        stack.call(lambda: stored_elsewhere(stack, path, b"from the other worker"))
+        outcomes: list[tuple[int, bytes] | None] = []
+        for answer in answers:
+            try:
+                status, _, body = answer.result(timeout=30)
+                outcomes.append((status, body))
+            except (OSError, http.client.HTTPException):
+                outcomes.append(None)
+    assert sorted(outcomes, key=repr) == [(200, b"from the other worker"), None]
+    assert stack.origin.hits[path] == 0
+
+
+def test_a_fill_the_disk_tier_dropped_is_not_announced_as_stored(stack: Stack, other: OtherWorker) -> None:
+    """The disk tier's fill writer is stalled and its ring full, so this process's fill is dropped
+    on its way to the disk (counted): it will never show up there, and the other processes'
+    waiters must learn at once that there is nothing to wait for."""
+    path = "/fill-locks/dropped-by-the-disk"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    disk, writer = stack.node.disk, stack.node.fill_writer
+    assert disk is not None and writer is not None and writer.pid is not None
+
+    def fill(i: int, size: int) -> bool:
+        return disk.put(entry_for(stack, f"/fill-locks/filler/{size}/{i}", b"f" * size))
+
+    os.kill(writer.pid, signal.SIGSTOP)
+    try:
+        # Filled to the last few bytes: large fillers, then ever smaller ones in what is left.
+        for size in (1 << 20, 1 << 14, 1 << 8, 1):
+            assert not all(stack.call(partial(fill, i, size)) for i in range(64)), "the ring never filled"
+        dropped = disk.counters().dropped
+        status, _, body = stack.request(path)
+        assert (status, body) == (200, b"from the origin")
+        assert disk.counters().dropped == dropped + 1
+        assert other.say("probe", key_of(stack, path)) == "gone"
+    finally:
+        os.kill(writer.pid, signal.SIGCONT)
+
+
+def test_the_waits_end_when_the_node_stops_waiting(stack: Stack, other: OtherWorker) -> None:
+    """What a stopping node does after its server has cancelled the answers (``Node.stop``): no
+    poller is left running, and a waiter still there fetches at once."""
+    path = "/fill-locks/stop-waiting"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    key = key_of(stack, path)
+    assert other.say("take", key) == "True"
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(stack.request, path)
+        wait_for_the_wait(stack, key)
+        started = time.monotonic()
+        stack.run(stack.node.proxy.stop_waiting())
+        assert not stack.call(lambda: stack.node.proxy._elsewhere)
+        status, _, body = answer.result(timeout=20)
+    assert (status, body) == (200, b"from the origin")
+    assert time.monotonic() - started < 2.0  # not the 5 s timeout
 
 
 def test_a_process_killed_holding_a_lock_leaves_it_free(board: PositionBoard) -> None:

@@ -72,7 +72,6 @@ def test_a_client_that_finds_a_fill_as_it_ends_is_answered_from_it(stack: Stack)
             time.sleep(0.05)
             gate.set()  # the origin's whole answer is written while the loop is still held
             answers = [_answer(first), _answer(second)]
-            gate.set()
     finally:
         first.close()
         second.close()

@@ -28,12 +28,15 @@ HOST = "workers.example"
 class VersionedOrigin:
     """Answers every path with ``<path> v<version>``, cacheable for 10 minutes, tagged ``obj``;
     paths under ``/slow/`` take ``slow`` seconds; paths that contain ``/private/`` are private
-    (not stored)."""
+    (not stored); paths that contain ``/late-body/`` send their head, then their body
+    ``late_body`` seconds later, the first time they are asked for."""
 
     def __init__(self) -> None:
         self.version = 1
         self.slow = 1.0
+        self.late_body = 0.0
         self.fetches = 0
+        self.asked: set[str] = set()
         origin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +53,10 @@ class VersionedOrigin:
                 self.send_header("Cache-Control", "private" if private else "public, max-age=600")
                 self.send_header("Cache-Tag", "obj")
                 self.end_headers()
+                if "/late-body/" in self.path and self.path not in origin.asked:
+                    origin.asked.add(self.path)
+                    self.wfile.flush()
+                    time.sleep(origin.late_body)
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:

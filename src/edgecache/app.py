@@ -367,6 +367,7 @@ class Node:
         """Close the listeners, then the background work and the origin pool."""
         if self._data is not None:
             await self._data.close()
+        await self.proxy.stop_waiting()
         if self.access_ring is not None:
             self.access_ring.flush()  # the last requests' batch, before the formatter's last read
         if self.access_formatter is not None:

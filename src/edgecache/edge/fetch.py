@@ -171,7 +171,8 @@ class Fetch:
     _followers: list[Callable[[], None]] | None = None
     stored = False
     """Whether its response went into the store whole (a purge accepted since the fetch began may
-    have kept it out): what the fill lock announces to the node's other processes."""
+    have kept it out), and the disk tier took it when there is one (a full queue drops a put):
+    what the fill lock announces to the node's other processes."""
     lock = 0
     """The fill lock this fetch holds for the node's other processes (the proxy's), or 0. A fetch
     holding one calls ``on_done`` at its head too when it will not be stored, so that the proxy

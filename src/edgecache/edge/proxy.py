@@ -41,10 +41,10 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from functools import partial
 from http import HTTPStatus
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from edgecache.cluster.fill_locks import Fill, FillLocks
@@ -125,8 +125,21 @@ VARY_SEP = "\x00v:"
 RANGE_FLIGHT = "\x00range:"
 """Separates a key from the range a range fill forwards, in the key its readers share it under."""
 FILL_POLL = 0.002
-"""Seconds between two looks, by a process waiting for another's fill, at the disk tier and the
-fill's lock (decision 0021)."""
+"""Seconds before the first look, by a process waiting for another's fill, at the disk tier and the
+fill's lock (decision 0021); each look after it waits twice as long as the one before, up to
+``FILL_POLL_MAX``."""
+FILL_POLL_MAX = 0.05
+"""The longest a waiting process goes between two looks at one key. A look (a Vary read and a read
+of the disk tier, two ``fcntl`` calls) is made per waiting key on the loop that serves the hits: at
+a fixed 2 ms, a burst of new URLs on a slow origin kept hundreds of keys looked at 500 times a second
+each. A fill that ends after the first looks is seen at most this late (nginx's waiters look every
+500 ms)."""
+FILL_WAIT_KEYS = 64
+"""The most keys one process waits for at once (``Proxy.share_fills``): a miss on another key,
+past them, fetches on its own, as without fill locks. The waits cost per key, not per client (one
+poller per key), so this bounds their cost on the loop: at ``FILL_POLL_MAX``, some 1,300 looks a
+second. Past it, a burst of new keys costs the origin a fetch per worker for those keys, which a
+node without workers' coalescing paid for every key."""
 
 
 class Proxy:
@@ -171,16 +184,29 @@ class Proxy:
         self._purge_position = index.position
         """The index position the fill locks were last told of (``FillLocks.purged``)."""
         self._fill_lock_timeout = 0.0
+        self._fill_wait_keys = FILL_WAIT_KEYS
         self._elsewhere: dict[str, tuple[asyncio.Future[None], asyncio.Task[None]]] = {}
         """Keys whose fill another process holds → what this process's waiters for it await, and
-        the task that looks for the fill's end."""
+        the task that looks for the fill's end (this reference is the one that keeps it alive: the
+        loop holds its tasks weakly)."""
 
-    def share_fills(self, locks: FillLocks, timeout: float) -> None:
+    def share_fills(self, locks: FillLocks, timeout: float, *, wait_keys: int = FILL_WAIT_KEYS) -> None:
         """Coalesce fills with the node's other processes (decision 0021): a miss whose key another
         process is fetching waits, at most ``timeout`` seconds, for its entry in the shared disk
-        tier instead of fetching it again."""
+        tier instead of fetching it again; for at most ``wait_keys`` keys at once (a miss on
+        another key past them fetches on its own)."""
         self.fill_locks = locks
         self._fill_lock_timeout = timeout
+        self._fill_wait_keys = wait_keys
+
+    async def stop_waiting(self) -> None:
+        """End every wait for another process's fill now (the node stops, after its server has
+        cancelled the answers): the pollers end, and a waiter still there looks its key up again
+        and fetches what is still missing."""
+        polls = [poll for _, poll in self._elsewhere.values()]
+        for poll in polls:
+            poll.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -757,6 +783,8 @@ class Proxy:
         return fetch
 
     def _release_lock(self, fetch: Fetch) -> None:
+        """Hand back the fill lock ``fetch`` holds, announcing whether its fill went into the store
+        (what the other processes' waiters then look for in the disk tier, or fetch at once)."""
         locks = self.fill_locks
         assert locks is not None
         # Only a fill that is in the store is announced: one a purge covered (its fetch began before
@@ -768,7 +796,10 @@ class Proxy:
         """Store a fill under the key its Vary fields select (RFC 9111 §4.1), unless a purge
         accepted after its fetch started covers it (design: no purge/fetch race). A full response
         replaces the parts stored for its key. Returns whether the entry went into the store as a
-        whole response (parts live in this process's memory only)."""
+        whole response, and with a disk tier whether the disk took it (a full queue drops a put):
+        what the fill lock announces to the other processes, which look for it there. A part
+        returns False, even when it completes a full entry with the parts stored before it: range
+        fills take no fill lock, and parts live in this process's memory only."""
         if isinstance(entry, PartialEntry):
             self._store_part(entry, vary, request_headers)
             return False
@@ -791,10 +822,16 @@ class Proxy:
             # below a purge it has reclaimed meanwhile (store/disk.py).
             entry.stored_seq = self.index.position
         self._forget_other_vary(base, vary, entry.primary)
-        self.store.put(entry)
+        store = self.store
+        if isinstance(store, TierChain):
+            # The other processes look for the fill in the disk tier: whether it took it is the answer.
+            stored = store.put(entry)
+        else:
+            store.put(entry)
+            stored = True
         if vary:
-            self.store.set_vary(base, vary)
-        return True
+            store.set_vary(base, vary)
+        return stored
 
     def _forget_other_vary(self, base: str, vary: tuple[str, ...], primary: str) -> None:
         """When the origin changed its Vary, the variants (and parts) selected by the old fields
@@ -846,7 +883,8 @@ class Proxy:
         whole response arrives in one read, as a small object's usually does: no task, no
         future. If a read leaves the body unfinished, the answer streams on in a task from there.
         With worker processes, a miss that would start a fetch takes the key's fill lock first, or
-        waits for another process's fill (``_wait_elsewhere``, decision 0021)."""
+        waits for another process's fill (``_wait_elsewhere``, decision 0021), unless this process
+        already waits for as many other keys as it may (``FILL_WAIT_KEYS``): then it fetches."""
         lock = 0
         if coalesce:
             until = self._hit_for_miss.get(key)
@@ -860,13 +898,16 @@ class Proxy:
                     # Fills announced before a purge may be covered by it: not waited for.
                     self._purge_position = self.index.position
                     locks.purged()
-                lock = locks.token(key)
-                if not locks.take(lock):
-                    return self._wait_elsewhere(req, conn, zone, host, key, lock)
-                if locks.stored_recently(lock):
-                    # Another process has just stored it: on its way to the disk tier.
-                    locks.unlock(lock)
-                    return self._wait_elsewhere(req, conn, zone, host, key, lock)
+                token = locks.token(key)
+                may_wait = key in self._elsewhere or len(self._elsewhere) < self._fill_wait_keys
+                if locks.take(token):
+                    if locks.stored_recently(token) and may_wait:
+                        # Another process has just stored it: on its way to the disk tier.
+                        locks.unlock(token)
+                        return self._wait_elsewhere(req, conn, zone, host, key, token)
+                    lock = token
+                elif may_wait:
+                    return self._wait_elsewhere(req, conn, zone, host, key, token)
         fetch = self._start_fetch(zone, host, key, req, None, coalesce=coalesce, lock=lock)
         reader = fetch.join()
         if fetch.done:
@@ -927,8 +968,10 @@ class Proxy:
         answers from it. The join happens here, not when the coroutine's task first runs: the
         fill may end (and leave ``inflight``) before then, and a client that found it in flight
         would otherwise fetch the object a second time (issue 11). ``lock``: a fill lock the caller
-        took for the fetch this starts (it must not be in flight here)."""
+        took for the fetch this starts (it must not be in flight here). The answer leaves the fill
+        when it ends, or when it is dropped unstarted (``_JoinedAnswer``)."""
         flight = _flight(key, req, ranged)
+        assert lock == 0 or flight not in self.inflight
         if coalesce:
             until = self._hit_for_miss.get(flight)
             if until is not None and until > time.monotonic():
@@ -942,7 +985,11 @@ class Proxy:
         reader = fetch.join()
         if req.http_version == "1.1" and not fetch.head_ready.done():
             fetch.relay_interim(_interim_sink(req, conn))
-        return self._answer_joined(req, conn, zone, host, key, stale, fetch, reader, collapsed, ranged)
+        return _JoinedAnswer(
+            self._answer_joined(req, conn, zone, host, key, stale, fetch, reader, collapsed, ranged),
+            fetch,
+            reader,
+        )
 
     async def _answer_joined(
         self,
@@ -1006,7 +1053,9 @@ class Proxy:
             done = loop.create_future()
             poll = loop.create_task(self._poll_elsewhere(key, lock, req.headers, done))
             waiting = self._elsewhere[key] = (done, poll)
-        await waiting[0]
+        # Shielded: the future is every waiter's, and a cancelled waiter must not cancel it for
+        # the others.
+        await asyncio.shield(waiting[0])
         base = _strip_vary(key)
         vary = self.store.vary(base)
         if vary:
@@ -1034,26 +1083,36 @@ class Proxy:
     async def _poll_elsewhere(
         self, key: str, lock: int, headers: Mapping[str, str], done: asyncio.Future[None]
     ) -> None:
-        """Look for the end of another process's fill of ``key`` every ``FILL_POLL`` seconds: its
-        entry in the store, its lock released without a recent stored fill announced (one whose
-        entry did not show up in time included), or the timeout."""
+        """Look for the end of another process's fill of ``key``, after ``FILL_POLL`` seconds, then
+        twice as long each time up to ``FILL_POLL_MAX``: its entry in the store, its lock released
+        without a recent stored fill announced (one whose entry did not show up in time included),
+        or the timeout. A key looked up before its URL's Vary names were known (no Vary part) ends
+        the wait as soon as they are: the lock and the announcement are the base key's, the fill
+        stored may be another variant than the first waiter's, and each waiter must look up (and
+        lock, or fetch) its own."""
         locks = self.fill_locks
         assert locks is not None
         clock = time.monotonic
         deadline = clock() + self._fill_lock_timeout
         base = _strip_vary(key)
+        unvaried = base == key
         store = self.store
+        pause = FILL_POLL
         try:
             while clock() < deadline:
-                await asyncio.sleep(FILL_POLL)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, FILL_POLL_MAX)
                 vary = store.vary(base)
+                if vary and unvaried:
+                    return
                 if store.get(base + vary_suffix(vary, headers) if vary else base) is not None:
                     return
                 if locks.probe(lock) is Fill.GONE:
                     return
         finally:
             del self._elsewhere[key]
-            done.set_result(None)
+            if not done.done():
+                done.set_result(None)
 
     async def _stream(
         self,
@@ -1375,6 +1434,31 @@ def _drop_connection_options(headers: dict[str, str]) -> bool:
             del headers[name]
             dropped = True
     return dropped
+
+
+class _JoinedAnswer:
+    """The answer of a client that joined a fill (``Proxy._fill``): awaits the coroutine that gives
+    it, which leaves the fill's reader when it ends. Dropped before it was awaited (its task
+    cancelled before its first step, say, when the node stops), it leaves the reader itself: the
+    coroutine's own ``finally`` never runs then, and the fill would keep its chunks for a reader
+    that never reads."""
+
+    __slots__ = ("_answer", "_awaited", "_fetch", "_reader")
+
+    def __init__(self, answer: Coroutine[Any, Any, None], fetch: Fetch, reader: Reader) -> None:
+        self._answer = answer
+        self._fetch = fetch
+        self._reader = reader
+        self._awaited = False
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self._awaited = True
+        return self._answer.__await__()
+
+    def __del__(self) -> None:
+        if not self._awaited:
+            self._answer.close()
+            self._fetch.leave(self._reader)
 
 
 def _flight(key: str, req: Request, ranged: str | None) -> str:

@@ -65,8 +65,9 @@ class Tier(Protocol):
         """The entry under ``key``, without telling the eviction policy."""
         ...
 
-    def put(self, entry: Entry) -> None:
-        """Store ``entry`` under ``entry.key``, replacing any entry with that key."""
+    def put(self, entry: Entry) -> object:
+        """Store ``entry`` under ``entry.key``, replacing any entry with that key. What it returns
+        is the tier's own (``TierChain``: whether its disk took the entry)."""
         ...
 
     def delete(self, key: str, below: int | None = None) -> Entry | None:

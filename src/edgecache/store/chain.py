@@ -155,16 +155,18 @@ class TierChain:
     def peek(self, key: str) -> Entry | None:
         return self.memory.peek(key)
 
-    def put(self, entry: Entry) -> None:
+    def put(self, entry: Entry) -> bool:
+        """Store ``entry`` (see the module's rules); returns whether the disk took it (not admitted,
+        a part, or dropped by a full queue: False), which the other processes wait for there."""
         self._looked_up = None
         if type(entry) is ChunkedEntry:
             # Replaces whatever memory held under the key, as a put into memory would.
             self.memory.delete(entry.key)
-            self.disk.put(entry)
-            return
+            return self.disk.put(entry)
         self.memory.put(entry)
         if type(entry) is Entry and (self._admit_fill is None or self._admit_fill.seen_before(entry.key)):
-            self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
+            return self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
+        return False
 
     def open_large(self) -> LargeWrite:
         """Start writing an object too large for memory to disk (``store/chunked.py``): store the
