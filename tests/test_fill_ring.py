@@ -1,6 +1,7 @@
 """The fill ring (store/fillring.py): records come out in order and whole across wrap-arounds, a
 full ring refuses a record rather than overwrite one not yet committed, a record whose bytes are
-not all there is not read, and a dead fill writer's records are skipped and counted; with either
+not all there is not read, one whose CRC never matches is given up (with those after it, counted),
+and a dead fill writer's records are skipped and counted; with either
 appender (the C one, ``store/_fillring.c``, and ``PyAppender``), which write the same bytes: an
 entry's record is ``encode_entry``'s, and the fill writer reads the entry back."""
 
