@@ -280,3 +280,13 @@ def stack() -> Iterator[Stack]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def fresh() -> Iterator[Stack]:
+    """A node of its own for one test (``stack`` is shared by a module's tests)."""
+    s = Stack()
+    try:
+        yield s
+    finally:
+        s.close()

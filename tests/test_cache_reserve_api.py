@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import cloudflare
@@ -14,15 +13,6 @@ import pytest
 
 from conftest import ZONE_ID, Route, Stack
 from edgecache.control.credentials import Permission
-
-
-@pytest.fixture
-def fresh() -> Iterator[Stack]:
-    s = Stack()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def sdk(stack: Stack, *permissions: Permission) -> cloudflare.Cloudflare:

@@ -13,25 +13,16 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 
 from conftest import Route, Stack
-from edgecache.edge.fillwriter import SHM, FillWriterProcess, create_ring
+from edgecache.edge.fillwriter import FillWriterProcess, create_ring
+from edgecache.edge.logring import SHM
 from edgecache.store.fillring import DEFAULT_CAPACITY
 from test_disk_crash import Origin, get, start
-
-
-@pytest.fixture
-def fresh() -> Iterator[Stack]:
-    s = Stack()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def writer(stack: Stack) -> FillWriterProcess:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import cloudflare
-import pytest
 
 from conftest import ZONE_ID, Route, Stack
 from edgecache.config import DiskStorage, Storage
@@ -18,15 +16,6 @@ from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.edge.reclaimer import DiskReclaim
 from edgecache.purge.selectors import Mode, Purge, Tag
 from edgecache.store.disk import MAX_BATCH_OPS
-
-
-@pytest.fixture
-def fresh() -> Iterator[Stack]:
-    s = Stack()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def flush(stack: Stack) -> None:

@@ -23,7 +23,7 @@ from edgecache.store._fillring import Appender
 from edgecache.store.disk import DiskStore
 from edgecache.store.disk_layout import decode_entry, encode_entry
 from edgecache.store.entry import Entry
-from edgecache.store.fillring import _ASLEEP, _Q, APPENDER, HEADER_SIZE, FillRing, PyAppender
+from edgecache.store.fillring import _ASLEEP, _Q, APPENDER, COUNTERS, HEADER_SIZE, FillRing, PyAppender
 
 CAPACITY = 1 << 16
 APPENDERS = [Appender, PyAppender]
@@ -42,21 +42,7 @@ def test_a_node_appends_in_c() -> None:
 
 def drain(reader: FillRing, pos: int) -> tuple[list[tuple[bytes, bool]], int]:
     batch = reader.read(pos, 1 << 20, 1 << 30)
-    reader.commit(
-        batch,
-        dict.fromkeys(
-            (
-                "writes",
-                "dropped",
-                "commits",
-                "write_errors",
-                "evictions",
-                "reserve_evictions",
-                "reserve_expired",
-            ),
-            0,
-        ),
-    )
+    reader.commit(batch, dict.fromkeys(COUNTERS, 0))
     return batch.records, batch.end
 
 

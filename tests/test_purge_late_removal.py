@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import cloudflare
-import pytest
 
 from conftest import ZONE_ID, Route, Stack
 from edgecache.edge.reclaimer import Reclaimer
@@ -48,15 +47,6 @@ store.put(Entry("z", sys.argv[2], 200, b"", b"refetched", (), seq, 1000.0, 0.0, 
 assert store.flush(10)
 store.close()
 """
-
-
-@pytest.fixture
-def fresh() -> Iterator[Stack]:
-    s = Stack()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def entry(key: str, stored_seq: int, body: bytes = b"old") -> Entry:

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from edgecache.config import Config
+from edgecache.edge.logring import SHM, on_tmpfs, owner_alive
 from edgecache.store.disk import GROUP_QUIET, GROUP_WAIT, MAX_BATCH_BYTES, MAX_BATCH_OPS, DiskStore
 from edgecache.store.fillring import FillRing
 
@@ -59,7 +60,6 @@ STOP_GRACE = 10.0
 IDLE_MAX = 0.05
 """Longest sleep of an idle fill writer between looks at the ring, when no wake came (a wake the
 store ordering lost: ``store/fillring.py``)."""
-SHM = Path("/dev/shm")
 _PREFIX = "edgecache-fills-"
 _PR_SET_PDEATHSIG = 1
 
@@ -68,7 +68,7 @@ def ring_file(data_dir: Path, shm: Path = SHM) -> Path:
     """A new ring file for this process: on tmpfs when the machine has one (its pages are never
     written back to a disk), else in the data directory. The rings there of processes that are
     gone (killed before they could remove theirs) are removed first."""
-    return _ring_in(shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else data_dir)
+    return _ring_in(shm if on_tmpfs(shm) else data_dir)
 
 
 def create_ring(data_dir: Path, shm: Path = SHM) -> FillRing:
@@ -92,19 +92,9 @@ def create_ring(data_dir: Path, shm: Path = SHM) -> FillRing:
 def _ring_in(directory: Path) -> Path:
     for stale in directory.glob(f"{_PREFIX}*.ring"):
         pid = stale.name[len(_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not owner_alive(int(pid), 0):
             stale.unlink(missing_ok=True)
     return directory / f"{_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.ring"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class FillWriterProcess:

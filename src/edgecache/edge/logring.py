@@ -114,11 +114,17 @@ DEFAULT_CAPACITY = 16 * 1024 * 1024
 SHM = Path("/dev/shm")
 
 
+def on_tmpfs(shm: Path = SHM) -> bool:
+    """Whether rings can live on the machine's tmpfs (``shm``): their pages are never written back
+    to a disk (the access log's rings here, the disk tier's fill rings in ``edge/fillwriter.py``)."""
+    return shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
+
+
 def ring_directory(data_dir: Path, shm: Path = SHM) -> Path:
     """Where a node's rings live: a directory of its own on tmpfs (``shm``) when the machine has
     one, named after the data directory so every process of the node (and ``edgecache log tail``)
     finds it; else ``<data_dir>/accesslog``."""
-    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+    if on_tmpfs(shm):
         digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
         return shm / f"edgecache-accesslog-{digest}"
     return data_dir / "accesslog"

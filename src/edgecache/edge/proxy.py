@@ -822,15 +822,10 @@ class Proxy:
             # below a purge it has reclaimed meanwhile (store/disk.py).
             entry.stored_seq = self.index.position
         self._forget_other_vary(base, vary, entry.primary)
-        store = self.store
-        if isinstance(store, TierChain):
-            # The other processes look for the fill in the disk tier: whether it took it is the answer.
-            stored = store.put(entry)
-        else:
-            store.put(entry)
-            stored = True
+        # The other processes look for the fill in the disk tier: whether it took it is the answer.
+        stored = self.store.put(entry)
         if vary:
-            store.set_vary(base, vary)
+            self.store.set_vary(base, vary)
         return stored
 
     def _forget_other_vary(self, base: str, vary: tuple[str, ...], primary: str) -> None:

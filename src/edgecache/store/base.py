@@ -65,9 +65,10 @@ class Tier(Protocol):
         """The entry under ``key``, without telling the eviction policy."""
         ...
 
-    def put(self, entry: Entry) -> object:
-        """Store ``entry`` under ``entry.key``, replacing any entry with that key. What it returns
-        is the tier's own (``TierChain``: whether its disk took the entry)."""
+    def put(self, entry: Entry) -> bool:
+        """Store ``entry`` under ``entry.key``, replacing any entry with that key. Returns whether
+        the tier took it where the node's processes find it (memory: False for an entry larger
+        than the budget; ``TierChain``: whether its disk took it)."""
         ...
 
     def delete(self, key: str, below: int | None = None) -> Entry | None:

@@ -684,7 +684,7 @@ class DiskStore:
         renewed in the last thirtieth of the period: a write per hit would cost more than the
         precision is worth. ``looked_up``: what :meth:`lookup` just read, used instead of reading
         again when it is of ``key``."""
-        if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
+        if self._hides(key):
             return None
         if self._taking and key in self._taking:
             return None
@@ -819,7 +819,7 @@ class DiskStore:
     def has(self, key: str) -> bool:
         """Whether the disk cache holds a record under ``key``; a key with a delete or a put still
         queued counts as held, so that nothing is written back over a pending removal, nor twice."""
-        if self._hidden and (key in self._hidden or _primary(key) in self._hidden):
+        if self._hides(key):
             return True
         if self._ring_keys:
             self._forget_committed()
@@ -964,15 +964,10 @@ class DiskStore:
         False when it is dropped (counted) because the queue or the ring is full."""
         ring = self._ring
         key = entry.key
-        hidden = self._hidden
         # A fill of a key whose delete (or its primary's) is still queued goes behind that delete,
         # on the writer thread: in the ring, the fill writer could commit it before the delete,
         # which would then remove this newer record.
-        if (
-            ring is not None
-            and type(entry) is Entry
-            and not (hidden and (key in hidden or _primary(key) in hidden))
-        ):
+        if ring is not None and type(entry) is Entry and not self._hides(key):
             added = self._put_in_ring(ring, entry, reserve)
             if added >= 0:
                 return added > 0
@@ -1448,6 +1443,11 @@ class DiskStore:
                     # Stored at or after the purge (a refill, maybe by another process): not covered.
                     continue
             self._remove(txn, area, zone, kb)
+
+    def _hides(self, key: str) -> bool:
+        """Whether a delete of ``key`` (or of its primary URL) is queued and not yet committed."""
+        hidden = self._hidden
+        return bool(hidden) and (key in hidden or _primary(key) in hidden)
 
     def _removes(self, key: str, stored_seq: int) -> bool:
         """Whether a delete queued in this process and not yet committed removes the record of

@@ -277,16 +277,16 @@ class MemoryTier:
             return entry
         return None
 
-    def put(self, entry: Entry) -> None:
+    def put(self, entry: Entry) -> bool:
         old = self._entries.get(entry.key)
         if old is entry:
-            return
+            return True
         size = entry.size
         if old is not None:
             # A replacement keeps the base key's Vary names: the new entry is under the same base key.
             self._retire(old, forget_vary=size > self._budget)
         if size > self._budget:
-            return
+            return False
         entry.visited = False
         # Linked before evicting, so that evicting a sibling variant does not take the Vary names,
         # and appended after, so that the hand cannot choose it.
@@ -297,13 +297,14 @@ class MemoryTier:
             entry.retired = False
             self._retired_count -= 1
             self._retired_bytes -= size
-            return
+            return True
         self._ring.append(entry)
         if self._compact_read >= 0:
             self._compact_step()
         elif len(self._ring) > 2 * (len(self._entries) + self._retired_count) + _MIN_DEAD_SLOTS:
             self._compact_read = self._compact_write = 0
             self._compact_step()
+        return True
 
     def delete(self, key: str, below: int | None = None) -> Entry | None:
         entry = self._entries.get(key)
