@@ -73,6 +73,7 @@ from edgecache.purge.selectors import Purge, Selector
 from edgecache.store.base import Tier
 from edgecache.store.chain import TierChain
 from edgecache.store.disk import DiskStore, JobProgress, clear_reserve_job
+from edgecache.store.keyfilter import KeyFilter, expected_keys
 from edgecache.store.memory import MemoryTier
 
 log = logging.getLogger(__name__)
@@ -104,11 +105,13 @@ class Node:
         acknowledge: Callable[[Purge, dict[Selector, int]], None] | None = None,
         collector: Collector | None = None,
         reclaim_gather: float = 0.0,
+        key_filter: KeyFilter | None = None,
     ) -> None:
         """``apply`` receives each accepted purge (default: this process's own index and reclaimer);
         ``acknowledge`` receives each reclaimed one (default: its tasks succeed); ``collector`` is
         what ``/metrics`` reports (default: this process's counters); ``reclaim_gather`` lets purges
-        accumulate that many seconds before the reclaimer takes them together. A node of worker processes
+        accumulate that many seconds before the reclaimer takes them together; ``key_filter``: the
+        disk's key filter a worker inherited from its control plane. A node of worker processes
         (``edgecache.cluster``) routes all three through its control plane."""
         self.config = config
         self.stats = EdgeStats()
@@ -122,8 +125,11 @@ class Node:
         """What the data plane reads and writes: memory alone, or memory in front of disk."""
         self.cache_reserve = CacheReserveService(CacheReserveStore(self.database), self._run_reserve_clear)
         self.cache_reserve.load()
+        self.key_filter: KeyFilter | None = None
+        """The node's filter of the keys on its disk (``store/keyfilter.py``), shared by its processes."""
         if config.storage.disk.enabled:
             self.disk = self._open_disk(position)
+            self.key_filter = self._use_filter(self.disk, key_filter)
         # Objects on disk may predate purges that were never applied to the disk (a crash between
         # a purge's commit and its reclaim): those purges are put in effect again, from the ledger.
         # Without a disk the memory tier starts empty, and the purges need only their numbering.
@@ -247,6 +253,19 @@ class Node:
             reserve_retention=lambda zone: reserve[zone].retention_days * 86400.0 if zone in reserve else 0.0,
             zones=list(reserve),
         )
+
+    def _use_filter(self, disk: DiskStore, key_filter: KeyFilter | None) -> KeyFilter:
+        """The filter ``key_filter`` (a worker's, created by its control plane), else a new one this
+        process builds from the disk's keys: the node's first process to open the disk."""
+        if key_filter is not None:
+            disk.use_filter(key_filter, build=False)
+            return key_filter
+        budgets = self.config.storage.disk.budget_bytes + sum(
+            z.cache_reserve.budget_bytes for z in self.config.zones
+        )
+        created = KeyFilter.create(expected_keys(budgets, disk.usage()[1]))
+        disk.use_filter(created, build=True)
+        return created
 
     def _run_reserve_clear(self, zone_id: str, progress: JobProgress) -> Future[None]:
         if self.disk is None:
@@ -391,4 +410,6 @@ class Node:
             await self.fill_writer.stop()
         if self.disk is not None:
             await asyncio.to_thread(self.disk.close)
+        if self.key_filter is not None:
+            self.key_filter.close()
         self.database.dispose()

@@ -29,6 +29,11 @@ class DiskCollector(Collector):
             "edgecache_disk_misses", "Memory misses the disk could not answer", value=s.misses
         )
         yield CounterMetricFamily(
+            "edgecache_disk_filtered",
+            "Memory misses the disk's key filter answered without reading the disk",
+            value=s.filtered,
+        )
+        yield CounterMetricFamily(
             "edgecache_disk_writes", "Records written to the disk cache", value=s.writes
         )
         yield CounterMetricFamily("edgecache_disk_evictions", "Disk cache records evicted", value=s.evictions)

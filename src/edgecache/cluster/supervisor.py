@@ -177,8 +177,11 @@ class Supervisor:
         wakes, wakes_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         wakes.setblocking(False)
         listen_fd = self._shared.fileno() if self._shared is not None else -1
-        fds = [self.board.fd, child.fileno(), wakes_child.fileno()] + ([listen_fd] if listen_fd >= 0 else [])
-        args = (slot.index, len(self._slots), self.board.fd, child.fileno(), wakes_child.fileno(), listen_fd)
+        # The disk's key filter (its control plane built it from the disk, store/keyfilter.py).
+        keys_fd = -1 if self.node.key_filter is None else self.node.key_filter.fd
+        inherited = [self.board.fd, child.fileno(), wakes_child.fileno(), listen_fd, keys_fd]
+        fds = [fd for fd in inherited if fd >= 0]
+        args = (slot.index, len(self._slots), *inherited)
         slot.ready = asyncio.Event()
         slot.process = await asyncio.create_subprocess_exec(
             sys.executable,

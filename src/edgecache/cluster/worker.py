@@ -6,8 +6,8 @@ compares the published position with the one it has applied, and catches up firs
 reclaimer's acknowledgements, and its metrics when asked, go to the supervisor over the channel.
 
 Arguments: slot, number of slots, then the descriptors it inherited: the position board, the
-channel, the wake socket (datagrams: one purge each, see ``woken``), and the listening socket (-1:
-bind its own with SO_REUSEPORT). The configuration arrives
+channel, the wake socket (datagrams: one purge each, see ``woken``), the listening socket (-1:
+bind its own with SO_REUSEPORT) and the disk's key filter (-1: no disk tier). The configuration arrives
 as JSON in ``EDGECACHE_WORKER_CONFIG``.
 """
 
@@ -36,6 +36,7 @@ from edgecache.config import Config
 from edgecache.db.ledger import LedgerRow, LedgerTail
 from edgecache.edge.http1 import Connection, Handler, Pending, Request
 from edgecache.purge.selectors import Purge, Selector
+from edgecache.store.keyfilter import KeyFilter
 
 CONFIG_ENV = "EDGECACHE_WORKER_CONFIG"
 RECLAIM_GATHER = 0.05
@@ -73,15 +74,19 @@ class Worker:
         board: PositionBoard,
         channel: Channel,
         wakes: socket.socket | None = None,
+        key_filter: KeyFilter | None = None,
     ) -> None:
-        """``wakes``: the datagram socket the supervisor sends each published purge on."""
+        """``wakes``: the datagram socket the supervisor sends each published purge on;
+        ``key_filter``: the node's disk key filter, which the supervisor created."""
         self.slot = slot
         self._wakes = wakes
         self._buffer = bytearray(WAKE_MAX)
         self._board = board
         self._channel = channel
         self._acks: list[list[object]] = []
-        self.node = Node(config, acknowledge=self._acknowledge, reclaim_gather=RECLAIM_GATHER)
+        self.node = Node(
+            config, acknowledge=self._acknowledge, reclaim_gather=RECLAIM_GATHER, key_filter=key_filter
+        )
         if shares_fills(config) and self.node.disk is not None:
             self.node.proxy.share_fills(FillLocks(board), config.runtime.fill_lock_timeout)
         self.waker = SharedWordWaker(board)
@@ -214,7 +219,14 @@ class Worker:
 
 
 async def _main(
-    config: Config, slot: int, slots: int, board_fd: int, channel_fd: int, wakes_fd: int, listen_fd: int
+    config: Config,
+    slot: int,
+    slots: int,
+    board_fd: int,
+    channel_fd: int,
+    wakes_fd: int,
+    listen_fd: int,
+    keys_fd: int,
 ) -> None:
     board = PositionBoard(board_fd, slots)
     channel = await Channel.open(socket.socket(fileno=channel_fd))
@@ -225,7 +237,7 @@ async def _main(
         sock.setblocking(False)
     else:
         sock = reuseport_socket(config.data.host, config.data.port)
-    worker = Worker(config, slot, board, channel, wakes)
+    worker = Worker(config, slot, board, channel, wakes, None if keys_fd < 0 else KeyFilter(keys_fd))
     await worker.serve(sock, config.runtime.shutdown_grace)
 
 
@@ -233,9 +245,9 @@ def main(argv: list[str]) -> None:
     """Entry point of a worker process."""
     config = Config.model_validate_json(os.environ[CONFIG_ENV])
     logs.configure(config.logging)
-    slot, slots, board_fd, channel_fd, wakes_fd, listen_fd = (int(a) for a in argv[:6])
+    slot, slots, board_fd, channel_fd, wakes_fd, listen_fd, keys_fd = (int(a) for a in argv[:7])
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_main(config, slot, slots, board_fd, channel_fd, wakes_fd, listen_fd))
+        uvloop.run(_main(config, slot, slots, board_fd, channel_fd, wakes_fd, listen_fd, keys_fd))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from edgecache.config import Config
 from edgecache.edge.logring import SHM, on_tmpfs, owner_alive
 from edgecache.store.disk import GROUP_QUIET, GROUP_WAIT, MAX_BATCH_BYTES, MAX_BATCH_OPS, DiskStore
 from edgecache.store.fillring import FillRing
+from edgecache.store.keyfilter import KeyFilter
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ class FillWriterProcess:
         self.config = config
         self.disk = disk
         self.ring = create_ring(config.data_dir)
+        keys = disk.key_filter
+        self._keys_fd = -1 if keys is None else keys.fd
+        """The node's key filter, which the child sets for what it writes (-1: none)."""
         self.restarts = 0
         self.hung_after = HUNG_AFTER
         """Seconds without a commit, while records wait, after which the child is killed."""
@@ -140,11 +144,17 @@ class FillWriterProcess:
             str(cfg.storage.disk.budget_bytes),
             "--reserve",
             json.dumps(reserve),
+            "--keys-fd",
+            str(self._keys_fd),
         ]
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edgecache.edge.fillwriter", *self._args(), pass_fds=(self.ring.wake_fd,)
+            sys.executable,
+            "-m",
+            "edgecache.edge.fillwriter",
+            *self._args(),
+            pass_fds=(self.ring.wake_fd,) if self._keys_fd < 0 else (self.ring.wake_fd, self._keys_fd),
         )
 
     async def _supervise(self) -> None:
@@ -291,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--disk", type=Path, required=True)
     parser.add_argument("--budget", type=int, required=True)
     parser.add_argument("--reserve", type=json.loads, default={})
+    parser.add_argument("--keys-fd", type=int, default=-1, help="the node's disk key filter (memfd)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reserve: dict[str, list[float]] = args.reserve
@@ -317,6 +328,9 @@ def main(argv: list[str] | None = None) -> None:
         zones=list(reserve),
         writer=False,
     )
+    if args.keys_fd >= 0:
+        # Before the first commit: what this child writes is "maybe" for every process at once.
+        store.use_filter(KeyFilter(args.keys_fd), build=False)
     # Counted on from where the last fill writer of this ring stopped.
     for name, value in ring.counters().items():
         setattr(store.stats, name, value)

@@ -124,6 +124,7 @@ from edgecache.store.disk_layout import (
 )
 from edgecache.store.entry import VARIANT_SEP, Entry
 from edgecache.store.fillring import COUNTERS, FillRing
+from edgecache.store.keyfilter import KeyFilter
 
 __all__ = [
     "CACHE",
@@ -150,6 +151,8 @@ MAX_ZONES = 1024
 """Zones the store can hold (two named databases each; LMDB fixes the number when it opens)."""
 MAX_WHERES = 4096
 """Hosts whose zone and databases the hit path remembers (a zone may serve many hosts)."""
+FILTER_STEP = 65536
+"""Rows the key filter's build reads per read transaction (``_build_filter``)."""
 MAX_BATCH_OPS = 512
 """Changes one write transaction takes at most (the writer thread's, or a fill writer's)."""
 MAX_BATCH_BYTES = 64 << 20
@@ -205,6 +208,8 @@ class DiskStats:
     commits: int = 0
     write_errors: int = 0
     dropped: int = 0
+    filtered: int = 0
+    """Memory misses the key filter answered without a disk read (``store/keyfilter.py``)."""
 
 
 @dataclass(slots=True)
@@ -543,6 +548,10 @@ class DiskStore:
         """Ring fills since the fill path last looked for committed ones (``FORGET_EVERY``)."""
         self._fenced = 0
         """The ring position of the last fence queued (``_enqueue``)."""
+        self._keys: KeyFilter | None = None
+        """The node's filter of the keys on disk (``use_filter``), or None: every key is read."""
+        self._builder: threading.Thread | None = None
+        self._closing = False
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
@@ -691,9 +700,14 @@ class DiskStore:
         if looked_up is not None and looked_up[0] == key:
             found = looked_up[1]
         else:
+            kb = key_bytes(key)
+            keys = self._keys
+            if keys is not None and not keys.may_hold(kb):
+                self.stats.filtered += 1
+                self.stats.misses += 1
+                return None
             where = self._where(key)
             # Buffers: the record is read in place from the map; only the head and body are copied.
-            kb = key_bytes(key)
             txn = self._reader()
             if txn is None:
                 with self.env.begin(buffers=True) as txn:
@@ -723,24 +737,30 @@ class DiskStore:
     ) -> tuple[tuple[str, ...] | None, Lookup | None]:
         """The Vary field names recorded for a base key and, when it has none, the record under the
         base key itself (for the :meth:`get` that follows), in one read transaction: a memory miss
-        asks both. Counts nothing: the ``get`` does."""
+        asks both. Counts nothing: the ``get`` does (a key the filter rules out as ``filtered``)."""
+        kb = key_bytes(base_key)
+        keys = self._keys
+        if keys is not None and not keys.may_hold(kb):
+            # Neither a Vary row nor a record under it: the memory miss's disk read is skipped.
+            self.stats.filtered += 1
+            return None, (base_key, None)
         where = self._where(base_key)
         txn = self._reader()
         if txn is None:
             with self.env.begin(buffers=True) as txn:
-                return self._lookup(txn, base_key, where, reserve)
-        return self._lookup(txn, base_key, where, reserve)
+                return self._lookup(txn, base_key, kb, where, reserve)
+        return self._lookup(txn, base_key, kb, where, reserve)
 
     def _lookup(
         self,
         txn: lmdb.Transaction,
         base_key: str,
+        kb: bytes,
         where: tuple[str, Any, Any] | None,
         reserve: Callable[[str], bool] | None,
     ) -> tuple[tuple[str, ...] | None, Lookup | None]:
         if where is None:
             return None, (base_key, None)
-        kb = key_bytes(base_key)
         cdb = where[1]
         names = None if cdb is None else txn.get(VARY + kb, db=cdb)
         if names is not None:
@@ -825,6 +845,10 @@ class DiskStore:
             self._forget_committed()
         if key in self._pending:
             return True
+        kb = key_bytes(key)
+        keys = self._keys
+        if keys is not None and not keys.may_hold(kb):
+            return False
         zone = self._zone_of(key)
         db = None if zone is None else self._dbs.get((CACHE, zone))
         if db is None:
@@ -832,8 +856,8 @@ class DiskStore:
         txn = self._reader()
         if txn is None:
             with self.env.begin(db=db) as txn:
-                return txn.get(ENTRY + key_bytes(key)) is not None
-        return txn.get(ENTRY + key_bytes(key), db=db) is not None
+                return txn.get(ENTRY + kb) is not None
+        return txn.get(ENTRY + kb, db=db) is not None
 
     @property
     def reclaimed_upto(self) -> int:
@@ -892,6 +916,73 @@ class DiskStore:
         for name, value in ring.counters().items():
             setattr(total, name, getattr(total, name) + value)
         return total
+
+    # -- the key filter (decision 0020, addendum ``missfilter``) ------------------------------------
+
+    def use_filter(self, keys: KeyFilter, *, build: bool) -> None:
+        """Skip the disk read of a key ``keys`` rules out, and set its slots for every key this
+        process writes, before the commit. Called before this process writes anything. ``build``:
+        this process is the node's first, which adds every key on disk in a thread (once per node
+        start) and then marks the filter trusted for every process."""
+        self._keys = keys
+        if build:
+            self._builder = threading.Thread(
+                target=self._build_filter, args=(keys,), name="edgecache-disk-filter", daemon=True
+            )
+            self._builder.start()
+
+    @property
+    def key_filter(self) -> KeyFilter | None:
+        """The filter given to ``use_filter`` (a fill writer child inherits it), or None."""
+        return self._keys
+
+    def _build_filter(self, keys: KeyFilter) -> None:
+        """Add the key of every record and Vary row of every area on disk, then trust the filter.
+        A transaction per ``FILTER_STEP`` rows, so a large store pins no pages for long: a record
+        committed between two of them was written by a process that set its slots itself."""
+        began = time.monotonic()
+        added = 0
+        for db in list(self._dbs.values()):
+            for prefix in (ENTRY, VARY):
+                after = prefix
+                while not self._closing:
+                    with self.env.begin(db=db, buffers=True) as txn:
+                        cur = txn.cursor()
+                        found = cur.set_range(after)
+                        n = 0
+                        while found and n < FILTER_STEP:
+                            k = cur.key()
+                            if k[:1] != prefix:
+                                found = False
+                                break
+                            keys.add(bytes(k[1:]))
+                            n += 1
+                            found = cur.next()
+                        if found:
+                            after = bytes(cur.key())
+                    added += n
+                    if not found:
+                        break
+        if self._closing:
+            return
+        keys.set_ready()
+        log.info(
+            "disk tier: key filter built from %d keys in %.2f s",
+            added,
+            time.monotonic() - began,
+            extra={"event": "disk_key_filter_built", "keys": added, "slots": keys.slots},
+        )
+
+    def _announce(self, keys: KeyFilter, batch: list[tuple[Any, ...]]) -> None:
+        """Before a batch's commit: set the filter's slots of every key it may store anything
+        under. A fill (a large object's record and a reserve copy are fills too) stores under its
+        key, a Vary row under its base key; nothing else a batch or a job writes adds a key."""
+        for op in batch:
+            kind = op[0]
+            if kind == "put":
+                keys.add(key_bytes(op[1].key))
+            elif kind == "vary":
+                keys.add(key_bytes(op[1]))
 
     # -- the fill ring (decision 0020) ------------------------------------------------------------
 
@@ -1091,6 +1182,9 @@ class DiskStore:
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the environment."""
+        self._closing = True
+        if self._builder is not None:
+            self._builder.join()
         if self._thread.is_alive():
             self._queue.put(None)
             self._wake.set()
@@ -1220,6 +1314,9 @@ class DiskStore:
             if fence:
                 self._await_fills(fence)
             if not only_jobs:
+                keys = self._keys
+                if keys is not None:
+                    self._announce(keys, batch)
                 self._commit(batch, renewals, jobs)
                 self._publish()
         finally:

@@ -1,0 +1,252 @@
+"""The disk tier's key filter (store/keyfilter.py, decision 0020's addendum ``missfilter``): a memory
+miss of a key never stored skips the disk read, and a key any writer of the node stored (the fill
+writer child, the writer thread's Vary rows and large objects, another worker process, the disk as
+found at a start) is never answered "absent"."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import Route, Stack
+from edgecache.config import DiskStorage, Storage
+from edgecache.store.disk import DiskStore
+from edgecache.store.entry import Entry
+from edgecache.store.keyfilter import KeyFilter, slots_for
+from workers_node import VersionedOrigin, WorkerNode
+
+OBJECT = Route(body=b"k" * 2000, headers={"Cache-Control": "max-age=600"})
+
+
+def trusted(stack: Stack) -> DiskStore:
+    """The node's disk tier, once its key filter is built (answers "absent" at all)."""
+    disk = stack.node.disk
+    assert disk is not None and stack.node.key_filter is not None
+    deadline = time.monotonic() + 10
+    while not stack.node.key_filter.ready:
+        assert time.monotonic() < deadline, "the key filter was never built"
+        time.sleep(0.01)
+    return disk
+
+
+def flush(stack: Stack) -> None:
+    assert stack.node.disk is not None
+    assert stack.node.disk.flush(20)
+
+
+def forget_in_memory(stack: Stack, primary: str) -> None:
+    """Drop a URL's entries from the memory tier only: its next request is a memory miss."""
+    stack.call(lambda: stack.node.store.delete_primary(primary))
+
+
+@pytest.fixture
+def filtered() -> Iterator[Stack]:
+    s = Stack()
+    s.origin.routes["/obj"] = OBJECT
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_a_never_seen_key_does_not_read_the_disk(filtered: Stack) -> None:
+    disk = trusted(filtered)
+    before = disk.stats.filtered, disk.stats.misses
+    for i in range(20):
+        filtered.origin.routes[f"/new/{i}"] = OBJECT
+        assert filtered.request(f"/new/{i}")[1]["cf-cache-status"] == "MISS"
+    # Every one of these disk misses was the filter's answer: none began a read of LMDB.
+    assert (disk.stats.filtered - before[0], disk.stats.misses - before[1]) == (20, 20)
+
+
+def test_a_fill_the_fill_writer_child_stored_is_found_on_disk(filtered: Stack) -> None:
+    disk = trusted(filtered)
+    assert filtered.node.fill_writer is not None  # the fills go through the child's ring
+    filtered.request("/obj")
+    flush(filtered)
+    forget_in_memory(filtered, "http://test.example/obj")
+    headers = filtered.request("/obj")[1]
+    assert headers["cache-status"].endswith("detail=disk")
+    assert filtered.origin.hits["/obj"] == 1
+    assert disk.stats.filtered == 1  # the first request's memory miss only
+
+
+def test_a_vary_variant_is_found_on_disk(filtered: Stack) -> None:
+    trusted(filtered)
+    filtered.origin.routes["/v"] = Route(
+        body=b"en", headers={"Cache-Control": "max-age=600", "Vary": "Accept-Language"}
+    )
+    filtered.request("/v", headers={"Accept-Language": "en"})
+    flush(filtered)
+    forget_in_memory(filtered, "http://test.example/v")
+    headers = filtered.request("/v", headers={"Accept-Language": "en"})[1]
+    assert headers["cache-status"].endswith("detail=disk")
+    assert filtered.origin.hits["/v"] == 1
+
+
+def test_a_large_object_is_found_on_disk() -> None:
+    stack = Stack(storage=Storage(max_object_bytes=64 * 1024))
+    try:
+        trusted(stack)
+        stack.origin.routes["/big"] = Route(body=b"b" * 300_000, headers={"Cache-Control": "max-age=600"})
+        assert stack.request("/big")[1]["cf-cache-status"] == "MISS"
+        flush(stack)
+        # Never in memory: every request of it reads the disk, through the writer thread's record.
+        status, headers, body = stack.request("/big")
+        assert (status, len(body), headers["cf-cache-status"]) == (200, 300_000, "HIT")
+        assert stack.origin.hits["/big"] == 1
+    finally:
+        stack.close()
+
+
+def test_what_the_writer_thread_stores_is_found_on_disk() -> None:
+    stack = Stack(storage=Storage(disk=DiskStorage(fill_writer="thread")))
+    try:
+        trusted(stack)
+        stack.origin.routes["/obj"] = OBJECT
+        stack.request("/obj")
+        flush(stack)
+        forget_in_memory(stack, "http://test.example/obj")
+        assert stack.request("/obj")[1]["cache-status"].endswith("detail=disk")
+        assert stack.origin.hits["/obj"] == 1
+    finally:
+        stack.close()
+
+
+def test_the_disk_found_at_a_restart_is_in_the_new_filter(filtered: Stack) -> None:
+    for i in range(5):
+        filtered.origin.routes[f"/kept/{i}"] = OBJECT
+        filtered.request(f"/kept/{i}")
+    flush(filtered)
+    filtered.restart()
+    disk = trusted(filtered)
+    for i in range(5):
+        assert filtered.request(f"/kept/{i}")[1]["cache-status"].endswith("detail=disk")
+    assert disk.stats.filtered == 0
+    assert filtered.request("/obj")[1]["cf-cache-status"] == "MISS"
+    assert disk.stats.filtered == 1
+
+
+def entry(key: str) -> Entry:
+    return Entry(
+        key=key,
+        zone="z",
+        status=200,
+        head=b"Content-Type: text/plain\r\n",
+        body=b"x" * 100,
+        stored_seq=0,
+        response_time=time.time(),
+        initial_age=0.0,
+        freshness_lifetime=600.0,
+        tags=(),
+    )
+
+
+def test_keys_written_while_the_filter_is_built_are_never_absent(tmp_path: Path) -> None:
+    first = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
+    old = [f"http://h.example/old/{i}" for i in range(20_000)]
+    for i in range(0, len(old), 2000):
+        for key in old[i : i + 2000]:
+            first.put(entry(key))
+        assert first.flush(30)
+    first.close()
+    store = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
+    keys = KeyFilter.create(50_000)
+    try:
+        new = [f"http://h.example/new/{i}" for i in range(2000)]
+        writing = threading.Thread(target=lambda: [store.put(entry(key)) for key in new])
+        store.use_filter(keys, build=True)
+        writing.start()
+        writing.join()
+        assert store.flush(30)
+        deadline = time.monotonic() + 30
+        while not keys.ready:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert all(store.get(key) is not None for key in old + new)
+        assert store.stats.filtered == 0
+        assert store.get("http://h.example/never") is None
+        assert store.stats.filtered == 1
+    finally:
+        store.close()
+        keys.close()
+
+
+def test_an_untrusted_filter_rules_nothing_out() -> None:
+    keys = KeyFilter.create(1000)
+    try:
+        assert keys.may_hold(b"anything")
+        keys.set_ready()
+        assert not keys.may_hold(b"anything")
+        # Another process maps the same descriptor and sees both the slots and the flag.
+        other = KeyFilter(os.dup(keys.fd))
+        keys.add(b"anything")
+        assert other.may_hold(b"anything") and other.ready
+        other.close()
+    finally:
+        keys.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=600), max_size=300), st.lists(st.binary(max_size=600), max_size=50))
+def test_a_key_once_added_is_never_absent(added: list[bytes], others: list[bytes]) -> None:
+    keys = KeyFilter.create(10)
+    try:
+        keys.set_ready()
+        for kb in added:
+            keys.add(kb)
+        for kb in others:
+            keys.may_hold(kb)
+        assert all(keys.may_hold(kb) for kb in added)
+    finally:
+        keys.close()
+
+
+@given(st.integers(min_value=0, max_value=1 << 30))
+def test_the_size_is_a_power_of_two_with_room_for_the_keys(expected: int) -> None:
+    slots = slots_for(expected)
+    assert slots & (slots - 1) == 0 and slots >= 16 * expected
+
+
+def test_a_key_stored_by_another_worker_process_is_found(tmp_path: Path) -> None:
+    origin = VersionedOrigin()
+    node = WorkerNode(tmp_path, origin)
+    held: dict[int, http.client.HTTPConnection] = {}
+    try:
+        # Never seen, on both workers: their memory misses are the filter's answers once it is
+        # built (the control plane builds it; the workers only map it).
+        deadline = time.monotonic() + 20
+        i = 0
+        while len(held) < 2 or node.metrics().get("edgecache_disk_filtered_total", 0.0) < 4:
+            assert time.monotonic() < deadline, "no worker's memory miss was filtered"
+            conn = node.connection()
+            assert node.get(conn, f"/never/{i}")[1] == "MISS"
+            i += 1
+            pid = node.owner(conn)
+            if pid in held:
+                conn.close()
+            else:
+                held[pid] = conn
+        first, second = held.values()
+        written = node.metrics()["edgecache_disk_writes_total"]
+        assert node.get(first, "/shared") == (200, "MISS", "/shared v1")
+        # Committed by the first worker's fill writer child before the second worker is asked.
+        while node.metrics()["edgecache_disk_writes_total"] <= written:
+            assert time.monotonic() < deadline + 10, "the fill was never written"
+            time.sleep(0.02)
+        # A filter without the child's key would answer "absent": a miss, and a second fetch.
+        assert node.get(second, "/shared") == (200, "HIT", "/shared v1")
+        assert origin.fetches == i + 1
+    finally:
+        for conn in held.values():
+            conn.close()
+        assert node.stop() == 0
+        origin.close()
