@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import Route, Stack
 from edgecache.config import DiskStorage, Storage
+from edgecache.store import disk as disk_module
 from edgecache.store.disk import DiskStore
 from edgecache.store.entry import Entry
 from edgecache.store.keyfilter import KeyFilter, slots_for
@@ -150,7 +151,11 @@ def entry(key: str) -> Entry:
     )
 
 
-def test_keys_written_while_the_filter_is_built_are_never_absent(tmp_path: Path) -> None:
+def test_keys_written_while_the_filter_is_built_are_never_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Many read transactions, each going on from where the last one stopped.
+    monkeypatch.setattr(disk_module, "FILTER_STEP", 777)
     first = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
     old = [f"http://h.example/old/{i}" for i in range(20_000)]
     for i in range(0, len(old), 2000):

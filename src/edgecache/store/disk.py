@@ -942,27 +942,29 @@ class DiskStore:
         committed between two of them was written by a process that set its slots itself."""
         began = time.monotonic()
         added = 0
+        add = keys.add
         for db in list(self._dbs.values()):
             for prefix in (ENTRY, VARY):
+                mark = prefix[0]
                 after = prefix
                 while not self._closing:
+                    n = 0
+                    last = None
                     with self.env.begin(db=db, buffers=True) as txn:
                         cur = txn.cursor()
-                        found = cur.set_range(after)
-                        n = 0
-                        while found and n < FILTER_STEP:
-                            k = cur.key()
-                            if k[:1] != prefix:
-                                found = False
-                                break
-                            keys.add(bytes(k[1:]))
-                            n += 1
-                            found = cur.next()
-                        if found:
-                            after = bytes(cur.key())
+                        if cur.set_range(after):
+                            for k in cur.iternext(keys=True, values=False):
+                                if k[0] != mark:
+                                    break
+                                add(k[1:])
+                                n += 1
+                                if n == FILTER_STEP:
+                                    last = bytes(k)
+                                    break
                     added += n
-                    if not found:
+                    if last is None:
                         break
+                    after = last + b"\x00"  # the next row's key: the least one above ``last``
         if self._closing:
             return
         keys.set_ready()

@@ -84,7 +84,7 @@ class KeyFilter:
         os.set_inheritable(fd, True)
         return cls(fd)
 
-    def add(self, kb: bytes) -> None:
+    def add(self, kb: bytes | memoryview) -> None:
         """Note that a key (its stored bytes) may be on disk from now on: before its commit."""
         h = zlib.crc32(kb)
         mask, slots = self._mask, self._slots

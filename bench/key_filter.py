@@ -1,0 +1,117 @@
+"""The disk tier's key filter (``store/keyfilter.py``): its build at a node's start, its false
+"maybe" rate, and the cost of its calls.
+
+Method: a disk store in a temporary directory is filled with ``--records`` records of ``--body``
+bytes through ``DiskStore.put`` (the writer thread), then closed and opened again, as a restarted
+node opens it; a filter sized as a node sizes it (``expected_keys`` of ``--budget``) is built from
+it by ``DiskStore.use_filter(build=True)``, and the build's wall time and this process's CPU time
+while it runs are printed (the process does nothing else meanwhile). Then ``--probes`` keys never
+stored are asked (the share answered "maybe" is the false-maybe rate), and ``may_hold`` / ``add``
+are timed per call (best of five rounds of ``timeit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+import timeit
+from pathlib import Path
+
+from edgecache.store.disk import DiskStore
+from edgecache.store.disk_layout import key_bytes
+from edgecache.store.entry import Entry
+from edgecache.store.keyfilter import KeyFilter, expected_keys
+
+STEP = 10_000
+
+
+def entry(key: str, body: bytes) -> Entry:
+    return Entry(
+        zone="z",
+        key=key,
+        status=200,
+        head=b"Content-Type: application/octet-stream\r\nCache-Control: max-age=600\r\n",
+        body=body,
+        tags=(),
+        stored_seq=0,
+        response_time=time.time(),
+        initial_age=0.0,
+        freshness_lifetime=600.0,
+    )
+
+
+def fill(path: Path, records: int, body: bytes, budget: int) -> None:
+    store = DiskStore(path, budget=budget, position=0, zones=["z"], map_size=4 * budget)
+    try:
+        for start in range(0, records, STEP):
+            for i in range(start, min(records, start + STEP)):
+                store.put(entry(f"http://bench.example/obj/{i:08d}", body))
+            store.flush()
+    finally:
+        store.close()
+
+
+def per_call(fn: object, number: int = 200_000) -> float:
+    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e9  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--body", type=int, default=1024, help="bytes per record's body")
+    parser.add_argument("--budget", type=int, default=2 << 30, help="the disk budget the filter is sized for")
+    parser.add_argument("--probes", type=int, default=1_000_000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="keyfilter-bench-"))
+    try:
+        began = time.monotonic()
+        fill(tmp, args.records, b"b" * args.body, args.budget)
+        print(f"stored {args.records} records of {args.body} B in {time.monotonic() - began:.1f} s")
+        store = DiskStore(tmp, budget=args.budget, position=0, zones=["z"], map_size=4 * args.budget)
+        keys = KeyFilter.create(expected_keys(args.budget, store.usage()[1]))
+        try:
+            wall, cpu = time.monotonic(), time.process_time()
+            store.use_filter(keys, build=True)
+            while not keys.ready:
+                time.sleep(0.001)
+            wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+            new = (key_bytes(f"http://bench.example/new/{i:08d}") for i in range(args.probes))
+            maybe = sum(keys.may_hold(kb) for kb in new)
+            stored = (key_bytes(f"http://bench.example/obj/{i:08d}") for i in range(args.records))
+            assert all(keys.may_hold(kb) for kb in stored)
+            absent = key_bytes("http://bench.example/new/x")
+            present = key_bytes("http://bench.example/obj/00000001")
+            rows = [
+                ("records on disk", f"{args.records:,}"),
+                (
+                    "filter slots (bytes of shared memory)",
+                    f"{keys.slots:,} ({keys.slots / args.records:.1f}/record)",
+                ),
+                ("build, wall (noisy)", f"{wall:.2f} s"),
+                ("build, CPU of the process", f"{cpu:.2f} s"),
+                (
+                    f'false "maybe" over {args.probes:,} never-stored keys',
+                    f"{100 * maybe / args.probes:.2f}%",
+                ),
+                ("`may_hold`, a never-stored key", f"{per_call(lambda: keys.may_hold(absent)):.0f} ns"),
+                ("`may_hold`, a stored key", f"{per_call(lambda: keys.may_hold(present)):.0f} ns"),
+                (
+                    "`key_bytes` of a 26-byte key",
+                    f"{per_call(lambda: key_bytes('http://bench.example/new/x')):.0f} ns",
+                ),
+                ("`add`", f"{per_call(lambda: keys.add(present)):.0f} ns"),
+            ]
+            print("\n| figure | value |\n|---|---:|")
+            for name, value in rows:
+                print(f"| {name} | {value} |")
+        finally:
+            store.close()
+            keys.close()
+    finally:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
