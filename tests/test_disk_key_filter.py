@@ -221,6 +221,19 @@ def test_the_size_is_a_power_of_two_with_room_for_the_keys(expected: int) -> Non
     assert slots & (slots - 1) == 0 and slots >= 16 * expected
 
 
+def committed(node: WorkerNode, at_least: float = 0) -> float:
+    """The records the node's disk writers have written, once they are ``at_least`` and none waits
+    in a queue or a ring."""
+    deadline = time.monotonic() + 30
+    while True:
+        samples = node.metrics()
+        written = samples["edgecache_disk_writes_total"]
+        if samples["edgecache_disk_write_queue"] == 0 and written >= at_least:
+            return written
+        assert time.monotonic() < deadline, "the disk writers never caught up"
+        time.sleep(0.02)
+
+
 def test_a_key_stored_by_another_worker_process_is_found(tmp_path: Path) -> None:
     origin = VersionedOrigin()
     node = WorkerNode(tmp_path, origin)
@@ -241,12 +254,10 @@ def test_a_key_stored_by_another_worker_process_is_found(tmp_path: Path) -> None
             else:
                 held[pid] = conn
         first, second = held.values()
-        written = node.metrics()["edgecache_disk_writes_total"]
+        written = committed(node)
         assert node.get(first, "/shared") == (200, "MISS", "/shared v1")
         # Committed by the first worker's fill writer child before the second worker is asked.
-        while node.metrics()["edgecache_disk_writes_total"] <= written:
-            assert time.monotonic() < deadline + 10, "the fill was never written"
-            time.sleep(0.02)
+        assert committed(node, written + 1) == written + 1
         # A filter without the child's key would answer "absent": a miss, and a second fetch.
         assert node.get(second, "/shared") == (200, "HIT", "/shared v1")
         assert origin.fetches == i + 1
