@@ -200,6 +200,31 @@ def test_an_untrusted_filter_rules_nothing_out() -> None:
         keys.close()
 
 
+def test_a_store_reads_the_disk_until_the_filter_is_trusted(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
+    keys = KeyFilter.create(1000)
+    try:
+        store.use_filter(keys, build=False)  # another process builds it: not yet
+        assert store.get("http://h.example/never") is None
+        assert store.stats.filtered == 0
+        keys.set_ready()
+        assert store.get("http://h.example/never") is None
+        assert store.stats.filtered == 1
+    finally:
+        store.close()
+        keys.close()
+
+
+def test_without_a_disk_tier_there_is_no_filter() -> None:
+    stack = Stack(storage=Storage(disk=DiskStorage(enabled=False)))
+    try:
+        assert stack.node.key_filter is None
+        stack.origin.routes["/obj"] = OBJECT
+        assert [stack.request("/obj")[1]["cf-cache-status"] for _ in range(2)] == ["MISS", "HIT"]
+    finally:
+        stack.close()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=600), max_size=300), st.lists(st.binary(max_size=600), max_size=50))
 def test_a_key_once_added_is_never_absent(added: list[bytes], others: list[bytes]) -> None:

@@ -34,6 +34,7 @@ SLOTS_PER_KEY = 16
 a key's two slots answer "maybe" for a never-seen key 0.4-1.4% of the time when the expected number is
 stored (``bench/key_filter.py`` measures it)."""
 MIN_SLOTS = 1 << 20
+"""At least 1 MiB of slots: a small budget's filter then stays near-empty for what little it costs."""
 RECORD_BYTES = 2048
 """The mean record size the filter is sized for from the disk's budgets: smaller records fill the
 budget with more keys, and only raise the false "maybe" rate (4.9% at twice the keys)."""
