@@ -505,11 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         "wrk": f"wrk -t1 -c50 -d{args.duration}s",
         "h2load": f"h2load --h1 -t1 -c50 -m1 -D{args.duration}",
     }[args.client]
-    method = (
-        f"{load}, {args.rounds} interleaved rounds; median (min-max); {setup_line(args.workers)} "
-        if plan(args)[0]
-        else ""
-    )
+    method = f"{load}, {args.rounds} interleaved rounds; median (min-max); " if plan(args)[0] else ""
     header = (
         f"# edgecache hit-path benchmark, {datetime.now():%Y-%m-%d %H:%M}\n\n"
         f"{os.cpu_count()} CPUs, {platform.platform()}; {versions(args.client)}.\n"
