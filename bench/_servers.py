@@ -6,7 +6,10 @@ Rules:
   hold is the master's; it is stopped by that PID (SIGTERM, SIGKILL after a grace period), never by name.
 - Children get PR_SET_PDEATHSIG, so a harness killed with SIGKILL does not leave servers running.
 - Everything listens on 127.0.0.1 on ports the kernel reported free (bind to port 0).
-- Configs are the ones in /work/shared/reference/bench-anchors.md, with our ports and temp paths.
+- Configs are the ones in /work/shared/reference/bench-anchors.md, with our ports and temp paths, but
+  nginx's upstream keeps 64 idle connections (not 32: fewer than the 50 client connections closed
+  and reopened ~1,200 origin connections/s); ``run.py`` puts nginx's cache on tmpfs
+  (``docs/benchmarks.md``, "nginx's slow miss rounds").
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Method (see /work/shared/reference/bench-anchors.md for the reference setup and 
 
 - One nginx origin serves /small (1 KiB), /medium (64 KiB) and /obj/NNNNNN (1 KiB, tagged), all with
   `Cache-Control: public, max-age=3600`. In front of it, each on its own port: nginx proxy_cache
-  (1 worker, sendfile off), Varnish (`-s malloc`) and edgecache. All are started here from configs written
-  into a temp dir, and stopped here by PID.
+  (1 worker, sendfile off, its cache files on tmpfs, 64 idle origin connections kept), Varnish
+  (`-s malloc`) and edgecache (its defaults: memory tier and LMDB disk tier). All are started here
+  from configs written into a temp dir, and stopped here by PID.
 - The ceiling: "bare" (`_bare.py`) is an asyncio Protocol on httptools + uvloop that answers prebuilt
   bytes (no key, no lookup, no Age). It runs in the hit scenarios (not the miss mix, where it would
   answer without an origin) so that every run says how far edgecache is from what Python on this stack
@@ -117,16 +118,17 @@ LATENCY = {"wrk": ("p50", "p99"), "h2load": ("mean", "max")}
 """The two latency figures each client reports (h2load prints no percentiles without a per-request log)."""
 
 
-def setup_line(workers: int) -> str:
-    """What each table says about the servers' configuration."""
+def setup_line(workers: int, ceiling: bool = True) -> str:
+    """What each table says about the servers' configuration (``ceiling``: the bare server runs too)."""
+    bare = ", bare one process" if ceiling else ""
     if workers == 1:
         return (
             "One process per server: edgecache `workers = 1`, nginx `worker_processes 1`, "
-            "Varnish with its default thread pools, bare one process."
+            f"Varnish with its default thread pools{bare}."
         )
     return (
         f"Whole machine: edgecache `workers = {workers}`, nginx `worker_processes {workers}`, "
-        "Varnish with its default thread pools, bare one process."
+        f"Varnish with its default thread pools{bare}."
     )
 
 
@@ -305,7 +307,7 @@ def run_scenario(
         unavailable=dict(unavailable),
         client=args.client,
         latency=LATENCY[args.client],
-        setup=setup_line(args.workers),
+        setup=setup_line(args.workers, spec.ceiling),
     )
     ready = []
     for server in servers:

@@ -133,6 +133,7 @@ def test_table_names_the_client_its_latency_figures_and_the_configuration() -> N
     assert "| h2load CPU % |" in table
     assert "edgecache `workers = 2`, nginx `worker_processes 2`" in table
     assert "| 0.50 | 9.00 |" in table
+    assert "bare" not in run.setup_line(2, ceiling=False)
     assert "`workers = 1`" in report.scenario_table(
         report.Scenario("small", "(a)", samples={"edgecache": [sample]}, setup=run.setup_line(1))
     )
