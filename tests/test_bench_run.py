@@ -56,6 +56,9 @@ def _ensure_h2load() -> None:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         cmd = ["timeout", "300", "apt-get", "install", "-y", "-q", "nghttp2-client"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:  # a fresh machine's package lists may be empty
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         why = None if shutil.which("h2load") else f"apt-get install failed: {done.stderr[-300:]}"
     _need("h2load", why)
 
