@@ -114,10 +114,10 @@ def main() -> None:
         writer = subprocess.Popen(
             [
                 *(sys.executable, "-m", "edgecache.edge.fillwriter", "--parent", str(os.getpid())),
-                *("--ring", str(ring.path), "--wake-fd", str(ring.wake_fd)),
+                *("--ring", str(ring.path), "--wake-fd", str(ring.wake_fd), "--done-fd", str(ring.done_fd)),
                 *("--disk", str(path), "--budget", str(1 << 30)),
             ],
-            pass_fds=(ring.wake_fd,),
+            pass_fds=(ring.wake_fd, ring.done_fd),
         )
         store.attach_fills(ring)
     store.put(entry("http://vis.test/first"))  # the zone's host row, before the reader starts

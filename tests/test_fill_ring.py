@@ -56,7 +56,7 @@ def test_records_come_out_in_order_and_whole(
 ) -> None:
     path = tmp_path_factory.mktemp("ring") / "r.ring"
     ring = FillRing.create(path, CAPACITY, appender=appender)
-    reader = FillRing.open(path, ring.wake_fd)
+    reader = FillRing.open(path, ring.wake_fd, ring.done_fd)
     sent: list[tuple[bytes, bool]] = []
     got: list[tuple[bytes, bool]] = []
     refused = 0
@@ -87,7 +87,7 @@ def test_a_full_ring_refuses_and_a_committed_one_takes_again(ring: FillRing) -> 
         taken += 1
     assert taken == CAPACITY // 4016
     assert ring.pending() == taken
-    reader = FillRing.open(ring.path, ring.wake_fd)
+    reader = FillRing.open(ring.path, ring.wake_fd, ring.done_fd)
     records, _ = drain(reader, 0)
     assert len(records) == taken and ring.pending() == 0
     assert ring.append(record, True)
@@ -98,7 +98,7 @@ def test_a_record_whose_bytes_are_not_there_is_not_read(ring: FillRing) -> None:
     # The second record's payload as a reader that saw ``head`` before the bytes would find it.
     at = HEADER_SIZE + 32 + 12
     ring._mm[at : at + 6] = b"\x00" * 6
-    reader = FillRing.open(ring.path, ring.wake_fd)
+    reader = FillRing.open(ring.path, ring.wake_fd, ring.done_fd)
     batch = reader.read(0, 100, 1 << 20)
     assert batch.records == [(b"first", False)] and batch.end == 32
 
@@ -106,7 +106,7 @@ def test_a_record_whose_bytes_are_not_there_is_not_read(ring: FillRing) -> None:
 def test_skip_gives_up_what_a_dead_writer_left(ring: FillRing) -> None:
     for i in range(5):
         assert ring.append(b"%d" % i, False)
-    reader = FillRing.open(ring.path, ring.wake_fd)
+    reader = FillRing.open(ring.path, ring.wake_fd, ring.done_fd)
     batch = reader.read(0, 2, 1 << 20)
     reader.commit(batch, reader.counters())
     assert ring.pending() == 3
@@ -156,7 +156,7 @@ def test_both_appenders_write_an_entry_as_its_record(
         # Too large for the ring exactly when its record is, and then nothing is written.
         assert (added == -1) == (len(encode_entry(entry, 0.0)) > c.max_record)
     assert bytes(c._mm) == bytes(py._mm)
-    reader = FillRing.open(c.path, c.wake_fd)
+    reader = FillRing.open(c.path, c.wake_fd, c.done_fd)
     records, _ = drain(reader, 0)
     kept = [(e, r) for e, r in fills if len(encode_entry(e, 0.0)) <= c.max_record]
     assert [payload for payload, _ in records] == [encode_entry(e, 0.0) for e, _ in kept]
@@ -178,7 +178,7 @@ def test_an_entry_too_large_for_the_ring_is_left_to_the_caller(ring: FillRing) -
 
 
 def test_an_append_wakes_a_sleeping_fill_writer(ring: FillRing) -> None:
-    reader = FillRing.open(ring.path, os.dup(ring.wake_fd))
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
     assert ring.append(b"awake", False)
     with pytest.raises(BlockingIOError):
         os.eventfd_read(ring.wake_fd)  # awake: nobody is woken
@@ -198,7 +198,7 @@ def test_a_record_that_never_matches_its_crc_is_given_up(ring: FillRing, tmp_pat
     at = HEADER_SIZE + damaged + 12 + 20
     ring._mm[at] ^= 0xFF
     store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0, writer=False)
-    reader = FillRing.open(ring.path, os.dup(ring.wake_fd))
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
     stop = [False]
     child = threading.Thread(target=run, args=(reader, store, stop, os.getppid(), 0.2))
     child.start()
@@ -220,3 +220,57 @@ def test_a_record_that_never_matches_its_crc_is_given_up(ring: FillRing, tmp_pat
         child.join(10)
         store.close()
         reader.close()
+
+
+def _waiter(ring: FillRing, position: int, timeout: float) -> tuple[threading.Thread, list[float]]:
+    """A thread that waits for ``position``'s commit as the disk writer's fence does; the list gets
+    how long it waited, negative when it timed out."""
+    took: list[float] = []
+
+    def wait() -> None:
+        began = time.monotonic()
+        ok = ring.await_commit(position, timeout)
+        took.append((time.monotonic() - began) * (1 if ok else -1))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread, took
+
+
+def test_a_fence_makes_the_fill_writer_commit_at_once(
+    ring: FillRing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Group waits far longer than the fence may take: without ``want`` ending the fill writer's
+    # wait for more fills, the fenced change would wait for them.
+    monkeypatch.setattr("edgecache.edge.fillwriter.GROUP_QUIET", 3.0)
+    monkeypatch.setattr("edgecache.edge.fillwriter.GROUP_WAIT", 6.0)
+    store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0, writer=False)
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+    stop = [False]
+    child = threading.Thread(target=run, args=(reader, store, stop, os.getppid()))
+    child.start()
+    try:
+        entry = Entry("z", "https://a.test/fenced", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
+        assert ring.append_entry(entry, False) == 1
+        time.sleep(0.3)  # the fill writer has seen it and waits for more fills
+        assert ring.committed < ring.head
+        waiter, took = _waiter(ring, ring.head, 10.0)
+        ring.want(ring.head)
+        waiter.join(10)
+        assert took and 0 <= took[0] < 2.0, f"the fence waited {took} s, not woken by the commit"
+        assert [e.key for e in store] == [entry.key]
+    finally:
+        stop[0] = True
+        ring.close_writer()
+        child.join(10)
+        store.close()
+        reader.close()
+
+
+def test_a_dead_fill_writers_skip_releases_a_fence(ring: FillRing) -> None:
+    assert ring.append(b"never written", False)
+    waiter, took = _waiter(ring, ring.head, 10.0)
+    time.sleep(0.1)
+    ring.skip()
+    waiter.join(10)
+    assert took and 0 <= took[0] < 2.0

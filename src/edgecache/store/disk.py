@@ -168,6 +168,9 @@ FORGET_EVERY = 64
 """Ring fills a process appends between two looks for those committed since (which are no longer
 pending for ``has``): once per fill cost the loop a lock and a header read per miss (``has`` looks
 every time)."""
+FENCE_LOOK = 0.05
+"""Seconds between the fence's looks at whether its ring is still attached (``_await_fills``): the
+fill writer's commits wake it, and a dead one's supervisor wakes it when it skips its records."""
 _FILLS = frozenset(("put", "vary"))
 """The changes that wait for others to share their commit (see ``GROUP_WAIT``)."""
 RENEW_EVERY = 1.0
@@ -931,10 +934,10 @@ class DiskStore:
         if ring is None or ring.committed >= position:
             return
         ring.want(position)
-        delay = 0.0002
-        while self._ring is ring and ring.committed < position:
-            time.sleep(delay)
-            delay = min(2 * delay, 0.005)
+        # Woken by the fill writer's commit; the timeout only bounds a look at whether the ring
+        # was detached meanwhile.
+        while self._ring is ring and not ring.await_commit(position, FENCE_LOOK):
+            pass
 
     def write_fills(self, records: list[tuple[bytes, bool]]) -> None:
         """In a fill-writer process: write fills (encoded records, and whether each goes to its

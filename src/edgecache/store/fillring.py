@@ -23,7 +23,12 @@ Theory of operation:
 - The fill writer publishes ``committed`` (the position up to which every record is committed to
   LMDB, or dropped by the store's rules) after the transaction that wrote them: whoever must
   order a change after the fills queued so far waits for ``committed`` to pass the ``head`` it saw
-  (``store/disk.py``'s fences), and may set ``urgent`` so the writer does not wait for more fills.
+  (``store/disk.py``'s fences), and sets ``urgent`` so the writer does not wait for more fills:
+  :meth:`FillRing.want` also writes the wake eventfd, which ends the fill writer's wait for more
+  fills (:meth:`FillRing.doze`) at once. After each commit (and each :meth:`FillRing.skip`) the
+  fill writer writes a second eventfd (``done_fd``, inherited too), on which such a waiter sleeps
+  (:meth:`FillRing.await_commit`) instead of polling ``committed``: a write per commit, hundreds
+  of fills each, and no store ordering to get wrong (the waiter reads ``committed`` after it).
 - An idle fill writer sets ``asleep`` and waits on an eventfd (``wake_fd``, inherited): the
   appender writes to it after a record when it finds ``asleep`` set, so a fill after a quiet
   spell is not left waiting for a poll, and an idle fill writer costs nothing (the writer thread
@@ -168,12 +173,19 @@ class FillRing:
     """One fill ring, mapped (created by the appending process, opened by the fill writer)."""
 
     def __init__(
-        self, path: Path, mm: mmap.mmap, wake_fd: int, appender: type[Appender | PyAppender]
+        self,
+        path: Path,
+        mm: mmap.mmap,
+        wake_fd: int,
+        done_fd: int,
+        appender: type[Appender | PyAppender],
     ) -> None:
         self.path = path
         self._mm = mm
         self.wake_fd = wake_fd
         """The eventfd that wakes an idle fill writer."""
+        self.done_fd = done_fd
+        """The eventfd the fill writer writes after each commit (:meth:`await_commit`)."""
         self.capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
         self._mask = self.capacity - 1
         self._appender = appender(mm, wake_fd)
@@ -201,11 +213,13 @@ class FillRing:
             os.close(fd)
         mm[:8] = MAGIC
         _Q.pack_into(mm, _CAPACITY, capacity)
-        return cls(path, mm, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC), appender)
+        flags = os.EFD_NONBLOCK | os.EFD_CLOEXEC
+        return cls(path, mm, os.eventfd(0, flags), os.eventfd(0, flags), appender)
 
     @classmethod
-    def open(cls, path: Path, wake_fd: int) -> FillRing:
-        """Map an existing ring (the fill writer's side), woken through ``wake_fd``."""
+    def open(cls, path: Path, wake_fd: int, done_fd: int) -> FillRing:
+        """Map an existing ring (the fill writer's side), woken through ``wake_fd``, telling of its
+        commits through ``done_fd``."""
         fd = os.open(path, os.O_RDWR)
         try:
             mm = mmap.mmap(fd, 0)
@@ -215,13 +229,14 @@ class FillRing:
             mm.close()
             raise ValueError(f"{path} is not a fill ring")
         # The fill writer's side never appends: the Python appender holds no export of the map.
-        return cls(path, mm, wake_fd, PyAppender)
+        return cls(path, mm, wake_fd, done_fd, PyAppender)
 
     def close(self, *, unlink: bool = False) -> None:
         """Unmap the ring (and remove its file)."""
         self._appender.release()
         self._mm.close()
         os.close(self.wake_fd)
+        os.close(self.done_fd)
         if unlink:
             self.path.unlink(missing_ok=True)
 
@@ -252,6 +267,19 @@ class FillRing:
             _Q.pack_into(self._mm, _URGENT, position)
             self.wake()
 
+    def await_commit(self, position: int, timeout: float) -> bool:
+        """Sleep until ``committed`` reaches ``position`` (True) or ``timeout`` seconds pass
+        (False); woken by each commit (``done_fd``). One thread at a time (the disk writer's)."""
+        deadline = time.monotonic() + timeout
+        while self.committed < position:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            select.select([self.done_fd], [], [], left)
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self.done_fd)
+        return True
+
     def pending(self) -> int:
         """Records appended and not yet committed (nor skipped)."""
         return self._appender.appended - int(_Q.unpack_from(self._mm, _DONE)[0])
@@ -264,6 +292,7 @@ class FillRing:
         lost = appended - int(_Q.unpack_from(mm, _DONE)[0])
         _Q.pack_into(mm, _DONE, appended)
         _Q.pack_into(mm, _COMMITTED, self._appender.head)
+        _wake(self.done_fd)
         return lost
 
     def close_writer(self) -> None:
@@ -284,6 +313,14 @@ class FillRing:
         return {name: _Q.unpack_from(mm, _COUNTERS + 8 * i)[0] for i, name in enumerate(COUNTERS)}
 
     # -- the fill writer ---------------------------------------------------------------------------
+
+    def doze(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds while more fills gather, unless :meth:`want` (or
+        :meth:`close_writer`) wakes the fill writer first. An append does not: it writes the
+        eventfd only to a fill writer that sleeps for lack of records (:meth:`wait`)."""
+        select.select([self.wake_fd], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.wake_fd)
 
     def wait(self, position: int, timeout: float) -> None:
         """Sleep until a record is appended after ``position`` (or ``timeout`` seconds pass)."""
@@ -357,3 +394,4 @@ class FillRing:
         _Q.pack_into(mm, _DONE, _Q.unpack_from(mm, _DONE)[0] + len(batch.records) + skipped)
         # Last: whoever waits for ``committed`` finds the counters already there.
         _Q.pack_into(mm, _COMMITTED, batch.end)
+        _wake(self.done_fd)
