@@ -16,7 +16,11 @@ Three measures, each printed as a table:
    fill writer a process) are started; one client asks for never-seen 1 KiB objects one at a time,
    ``--gap`` apart, so the fill writer is asleep at each fill and each fill wakes it. Client-side
    latency (connect excluded: one keep-alive connection) and the node's CPU per miss (its process
-   tree, the fill writer included).
+   tree, the fill writer included). With ``--strace``, the node's event-loop thread runs under
+   ``strace`` during the misses, and the table counts, for each answer, whether the eventfd write
+   that wakes the fill writer came before the answer's write to the client socket or after it:
+   the order, not the latency, is what a busy machine cannot blur (strace slows every syscall, so
+   the latency of that run is not reported).
 
 Every figure here but the commit counts is wall clock or CPU on a shared machine: noisy. Run it
 against another build to compare (``PYTHONPATH=/path/to/other/src``; the node of section 3 is
@@ -30,7 +34,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -178,7 +184,26 @@ def varies(ringed: Ringed, n: int, gap: float) -> None:
     print(row("put + set_vary + flush", ms, f" {per:.2f} | {cpu_per:.2f} |"))
 
 
-def lone_misses(n: int, gap: float) -> None:
+def wake_order(trace: Path) -> tuple[int, int, int]:
+    """From ``strace -y`` of the loop thread, per miss (from its request to the origin to the next
+    one): whether the eventfd write that wakes the fill writer came before the answer's write to
+    the client, after it, or not at all."""
+    before = after = neither = 0
+    state = ""  # "" before the answer, then "answered"; "woken" / "late" once a wake is seen
+    for line in [*trace.read_text().splitlines(), 'write(0<socket:[0]>, "GET "']:
+        if re.search(r"^(write|writev|sendto|sendmsg)\(\d+<socket:[^,]*, \"GET ", line):
+            before += state == "woken+answered"
+            after += state == "answered+late"
+            neither += state == "answered"
+            state = ""
+        elif re.search(r"^write\(\d+<anon_inode:\[eventfd\]>", line):
+            state = "woken" if state == "" else state + "+late" if state == "answered" else state
+        elif re.search(r"^(write|writev|sendto|sendmsg)\(\d+<socket:.*HTTP/1\.1 200", line):
+            state = "answered" if state == "" else state + "+answered" if state == "woken" else state
+    return before, after, neither
+
+
+def lone_misses(n: int, gap: float, trace: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-fence-"))
     tmp.chmod(0o755)
     origin = srv.start_origin(tmp)
@@ -205,6 +230,17 @@ def lone_misses(n: int, gap: float) -> None:
         cpu = srv.cpu_seconds(pids)
         ms = cycles(n, gap, lambda i: get(f"/obj/{i:06d}"))
         cpu_per = (srv.cpu_seconds(pids) - cpu) / n * 1000
+        seen = dict(statuses)
+        order = None
+        if trace:
+            out = tmp / "loop.strace"
+            argv = ["strace", "-y", "-s", "16", "-e", "trace=write,writev,sendto,sendmsg", "-o", str(out)]
+            tracer = subprocess.Popen([*argv, "-p", str(node.proc.pid)])
+            time.sleep(1.0)  # attached
+            cycles(n, gap, lambda i: get(f"/obj/{n + i:06d}"))
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(10)
+            order = wake_order(out)
         conn.close()
     finally:
         if node is not None:
@@ -214,8 +250,12 @@ def lone_misses(n: int, gap: float) -> None:
     print(f"\n### 3. A lone miss, {gap * 1000:.0f} ms apart (the fill writer asleep at each fill)\n")
     print("| request | wall ms p50 | p99 | max | node CPU ms per miss (fill writer included) |")
     print("|---|---:|---:|---:|---:|")
-    print(row(f"GET of a never-seen 1 KiB object ({statuses})", ms, f" {cpu_per:.3f} |"))
+    print(row(f"GET of a never-seen 1 KiB object ({seen})", ms, f" {cpu_per:.3f} |"))
     print(f"\nmean {statistics.fmean(ms):.3f} ms")
+    if order is not None:
+        print("\n| answers under strace (the loop thread) | wake right before the answer | after | neither |")
+        print("|---|---:|---:|---:|")
+        print(f"| {n} lone misses | {order[0]} | {order[1]} | {order[2]} |")
 
 
 def main() -> None:
@@ -224,6 +264,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between cycles")
     parser.add_argument("--node", action="store_true", help="also section 3 (a node, nginx as origin)")
     parser.add_argument("--only-node", action="store_true", help="only section 3")
+    parser.add_argument("--strace", action="store_true", help="section 3: the wake's order, under strace")
     args = parser.parse_args()
     print(f"edgecache from {Path(edgecache.__file__).parent}; load {os.getloadavg()[0]:.1f}")
     if not args.only_node:
@@ -236,7 +277,7 @@ def main() -> None:
             ringed.close()
             shutil.rmtree(path, ignore_errors=True)
     if args.node or args.only_node:
-        lone_misses(args.cycles, args.gap)
+        lone_misses(args.cycles, args.gap, args.strace)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ entry's record is ``encode_entry``'s, and the fill writer reads the entry back."
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import threading
@@ -179,14 +180,64 @@ def test_an_entry_too_large_for_the_ring_is_left_to_the_caller(ring: FillRing) -
 
 def test_an_append_wakes_a_sleeping_fill_writer(ring: FillRing) -> None:
     reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
-    assert ring.append(b"awake", False)
+    entry = Entry("z", "https://a.test/x", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
+    assert ring.append(b"awake", False) and ring.append_entry(entry, False) == 1
     with pytest.raises(BlockingIOError):
         os.eventfd_read(ring.wake_fd)  # awake: nobody is woken
     _Q.pack_into(reader._mm, _ASLEEP, 1)  # what ``wait`` sets before it sleeps
-    entry = Entry("z", "https://a.test/x", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
-    assert ring.append_entry(entry, False) == 1
+    assert ring.append(b"asleep", False)
     assert os.eventfd_read(ring.wake_fd) == 1
+    # An entry's append reports the sleeper and leaves its wake to the caller.
+    assert ring.append_entry(entry, False) == 2
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(ring.wake_fd)
+    ring.wake_if_asleep()
+    assert os.eventfd_read(ring.wake_fd) == 1
+    _Q.pack_into(reader._mm, _ASLEEP, 0)
+    ring.wake_if_asleep()
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(ring.wake_fd)
     reader.close()
+
+
+def test_the_loop_wakes_the_fill_writer_once_at_the_end_of_its_turn(ring: FillRing, tmp_path: Path) -> None:
+    # A lone miss's answer is written after its put, in the same turn of the loop: the woken fill
+    # writer must not take the CPU before it (decision 0020's addendum on the wake).
+    store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0)
+    store.attach_fills(ring)
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+    _Q.pack_into(reader._mm, _ASLEEP, 1)
+    seen: list[str] = []
+
+    def readable() -> bool:
+        try:
+            os.eventfd_read(ring.wake_fd)
+        except BlockingIOError:
+            return False
+        return True
+
+    def turn() -> None:
+        for n in "ab":
+            assert store.put(Entry("z", f"https://a.test/{n}", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0))
+        seen.append("woken in the turn" if readable() else "answered first")
+
+    async def main() -> None:
+        store.read_in_turns(asyncio.get_running_loop().call_soon)
+        asyncio.get_running_loop().call_soon(turn)
+        await asyncio.sleep(0.01)
+        seen.append("woken after" if readable() else "never woken")
+        seen.append("woken twice" if readable() else "once")
+
+    try:
+        asyncio.run(main())
+        assert seen == ["answered first", "woken after", "once"]
+        # Off the loop (no turns on this thread), at once.
+        assert store.put(Entry("z", "https://a.test/c", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0))
+        assert readable()
+    finally:
+        store.attach_fills(None)
+        store.close()
+        reader.close()
 
 
 def test_a_record_that_never_matches_its_crc_is_given_up(ring: FillRing, tmp_path: Path) -> None:
@@ -210,7 +261,8 @@ def test_a_record_that_never_matches_its_crc_is_given_up(ring: FillRing, tmp_pat
         assert ring.pending() == 0 and ring.counters()["dropped"] == 2
         assert [e.key for e in store] == [entries[0].key]
         # It goes on with what comes after.
-        assert ring.append_entry(entries[2], False) == 1
+        assert ring.append_entry(entries[2], False) > 0
+        ring.wake_if_asleep()
         deadline = time.monotonic() + 10
         while ring.committed < ring.head and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -251,7 +303,8 @@ def test_a_fence_makes_the_fill_writer_commit_at_once(
     child.start()
     try:
         entry = Entry("z", "https://a.test/fenced", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
-        assert ring.append_entry(entry, False) == 1
+        assert ring.append_entry(entry, False) > 0
+        ring.wake_if_asleep()
         time.sleep(0.3)  # the fill writer has seen it and waits for more fills
         assert ring.committed < ring.head
         waiter, took = _waiter(ring, ring.head, 10.0)

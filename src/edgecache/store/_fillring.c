@@ -113,9 +113,18 @@ static int64_t reserve_room(Appender *self, uint64_t need) {
     return (int64_t)at;
 }
 
+static void wake(Appender *self) {
+    uint64_t one = 1;
+    /* A failure is EAGAIN (the counter is full: the writer wakes anyway). */
+    ssize_t written = write(self->wake_fd, &one, 8);
+    (void)written;
+}
+
 /* Seal the record written at `at` (its head and CRC) and publish it: the record count, then the
- * head, each one release store; then wake the fill writer when it sleeps. */
-static void seal(Appender *self, uint64_t at, uint64_t size, uint64_t need, int reserve) {
+ * head, each one release store. Returns whether the fill writer sleeps (its wake is the caller's:
+ * append_entry's is deferred by the event loop until its answers are out, decision 0020's
+ * addendum on the wake). */
+static int seal(Appender *self, uint64_t at, uint64_t size, uint64_t need, int reserve) {
     unsigned char *rec = self->data + at;
     uLong crc = crc32_z(0L, rec + REC_SIZE, (z_size_t)size);
     put32(rec, (uint32_t)size);
@@ -129,12 +138,7 @@ static void seal(Appender *self, uint64_t at, uint64_t size, uint64_t need, int 
     /* Both sides store their word then read the other's; the fill writer's wait has a timeout for
      * the wake this may still miss on its side (fillring.py). */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (load64(self->header + ASLEEP_AT)) {
-        uint64_t one = 1;
-        /* A failure is EAGAIN (the counter is full: the writer wakes anyway). */
-        ssize_t written = write(self->wake_fd, &one, 8);
-        (void)written;
-    }
+    return load64(self->header + ASLEEP_AT) != 0;
 }
 
 static inline uint64_t aligned(uint64_t n) { return (REC_SIZE + n + ALIGN - 1) & ~(uint64_t)(ALIGN - 1); }
@@ -147,8 +151,9 @@ static int check_open(Appender *self) {
     return 0;
 }
 
-PyDoc_STRVAR(append_doc, "append(payload, reserve, /)\n--\n\nAdd one record; False (nothing "
-                         "written) when the ring has no room for it.");
+PyDoc_STRVAR(append_doc, "append(payload, reserve, /)\n--\n\nAdd one record (and wake the fill "
+                         "writer if it sleeps); False (nothing written) when the ring has no room "
+                         "for it.");
 
 static PyObject *Appender_append(Appender *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
@@ -171,8 +176,10 @@ static PyObject *Appender_append(Appender *self, PyObject *const *args, Py_ssize
         Py_RETURN_FALSE;
     }
     memcpy(self->data + at + REC_SIZE, payload.buf, size);
-    seal(self, (uint64_t)at, size, need, reserve);
+    int sleeping = seal(self, (uint64_t)at, size, need, reserve);
     PyBuffer_Release(&payload);
+    if (sleeping)
+        wake(self);
     Py_RETURN_TRUE;
 }
 
@@ -261,8 +268,9 @@ static PyObject *joined_tags(PyObject *entry) {
 
 PyDoc_STRVAR(append_entry_doc,
              "append_entry(entry, reserve, max_record, /)\n--\n\nAdd an entry's disk record "
-             "(encode_entry's, with no reserve expiry): 1 when added, 0 when the ring has no room "
-             "for it, -1 when the record is larger than max_record (nothing written).");
+             "(encode_entry's, with no reserve expiry): 1 when added, 2 when added and the fill "
+             "writer sleeps (the caller wakes it: not done here), 0 when the ring has no room for "
+             "it, -1 when the record is larger than max_record (nothing written).");
 
 static PyObject *Appender_append_entry(Appender *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
@@ -365,8 +373,7 @@ static PyObject *Appender_append_entry(Appender *self, PyObject *const *args, Py
     memcpy(w, p.head_view.buf, (size_t)hlen);
     w += hlen;
     memcpy(w, p.body_view.buf, (size_t)blen);
-    seal(self, (uint64_t)at, size, need, reserve);
-    result = PyLong_FromLong(1);
+    result = PyLong_FromLong(seal(self, (uint64_t)at, size, need, reserve) ? 2 : 1);
 done:
     parts_release(&p);
     return result;

@@ -546,6 +546,8 @@ class DiskStore:
         """Ring fills since the fill path last looked for committed ones (``FORGET_EVERY``)."""
         self._fenced = 0
         """The ring position of the last fence queued (``_enqueue``)."""
+        self._waking = False
+        """A wake of the sleeping fill writer is scheduled for the end of the loop's turn."""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
@@ -1001,12 +1003,39 @@ class DiskStore:
         if not added:
             self.stats.dropped += 1
             return added
+        if added == 2:
+            self._wake_later(ring)
         key = entry.key
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
         self._ring_keys.append((ring.head, key))
         return added
+
+    def _wake_later(self, ring: FillRing) -> None:
+        """Wake the sleeping fill writer at the end of the loop's turn, once (decision 0020's
+        addendum on the wake): the put is made before the fill's answer is written (the proxy stores
+        a fill as its body completes), and the woken fill writer, on a machine with few cores, took
+        the CPU from the loop inside the eventfd write, before that answer left. Off the loop's
+        turn (no ``read_in_turns``, or another thread), at once."""
+        if self._waking:
+            return
+        call_soon = self._call_soon
+        if call_soon is not None and threading.get_ident() == self._turn_thread:
+            try:
+                call_soon(self._wake_deferred)
+            except RuntimeError:  # the loop has closed
+                pass
+            else:
+                self._waking = True
+                return
+        ring.wake_if_asleep()
+
+    def _wake_deferred(self) -> None:
+        self._waking = False
+        ring = self._ring
+        if ring is not None:
+            ring.wake_if_asleep()
 
     def delete(self, key: str, below: int | None = None) -> None:
         """Remove the entry under ``key`` from both areas (hidden from readers at once, until the

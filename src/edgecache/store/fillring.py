@@ -30,8 +30,11 @@ Theory of operation:
   (:meth:`FillRing.await_commit`) instead of polling ``committed``: a write per commit, hundreds
   of fills each, and no store ordering to get wrong (the waiter reads ``committed`` after it).
 - An idle fill writer sets ``asleep`` and waits on an eventfd (``wake_fd``, inherited): the
-  appender writes to it after a record when it finds ``asleep`` set, so a fill after a quiet
-  spell is not left waiting for a poll, and an idle fill writer costs nothing (the writer thread
+  appending process writes to it after a record when the append found ``asleep`` set, so a fill
+  after a quiet spell is not left waiting for a poll, and an idle fill writer costs nothing. An
+  entry's append (``append_entry``) only reports it: the event loop writes the eventfd at the
+  end of its turn, after the answers of that turn went out, so that the woken fill writer does
+  not take the CPU from a lone miss's answer (``store/disk.py``'s ``_wake_later``). (The writer thread
   writes to it too, with ``urgent``, and the supervisor with ``closing``). Both sides store
   their word and then read the other's; a CPU may reorder that (x86 does), so a wake can be
   missed: the fill writer's wait has a timeout (``edge/fillwriter.py``'s ``IDLE_MAX``).
@@ -114,7 +117,14 @@ class PyAppender:
         """Records appended so far."""
 
     def append(self, payload: bytes, reserve: bool) -> bool:
-        """Add one record; False (nothing written) when the ring has no room for it."""
+        """Add one record (and wake the fill writer if it sleeps); False (nothing written) when the
+        ring has no room for it."""
+        added = self._put(payload, reserve)
+        if added == 2:
+            _wake(self._wake_fd)
+        return added > 0
+
+    def _put(self, payload: bytes, reserve: bool) -> int:
         size = len(payload)
         need = (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
         head = self.head
@@ -123,7 +133,7 @@ class PyAppender:
         room = self._capacity - at
         wrap = room if need > room else 0
         if head + wrap + need - _Q.unpack_from(mm, _COMMITTED)[0] > self._capacity:
-            return False
+            return 0
         if wrap:
             _REC.pack_into(mm, HEADER_SIZE + at, _WRAP, 0, 0)
             head += wrap
@@ -136,17 +146,16 @@ class PyAppender:
         _Q.pack_into(mm, _APPENDED, self.appended)
         # Last: the reader trusts nothing past ``head``.
         _Q.pack_into(mm, _HEAD, head)
-        if _Q.unpack_from(mm, _ASLEEP)[0]:
-            _wake(self._wake_fd)
-        return True
+        return 2 if _Q.unpack_from(mm, _ASLEEP)[0] else 1
 
     def append_entry(self, entry: Entry, reserve: bool, max_record: int) -> int:
-        """Add an entry's record (``encode_entry``'s, with no reserve expiry): 1 when added, 0 when
-        the ring has no room for it, -1 when it is larger than ``max_record`` (nothing written)."""
+        """Add an entry's record (``encode_entry``'s, with no reserve expiry): 1 when added, 2 when
+        added and the fill writer sleeps (the caller wakes it: not done here), 0 when the ring has
+        no room for it, -1 when it is larger than ``max_record`` (nothing written)."""
         record = encode_entry(entry, 0.0)
         if len(record) > max_record:
             return -1
-        return 1 if self.append(record, reserve) else 0
+        return self._put(record, reserve)
 
     def release(self) -> None:
         """Nothing to let go of (the C appender's buffer export)."""
@@ -248,13 +257,21 @@ class FillRing:
 
     def append_entry(self, entry: Entry, reserve: bool) -> int:
         """Add the record of a whole entry (``Entry``, not a large object's ``ChunkedEntry``):
-        1 when added, 0 when the ring has no room for it, -1 when it is larger than
-        ``max_record`` (nothing written: the caller writes it otherwise)."""
+        1 when added, 2 when added and the fill writer sleeps (wake it: :meth:`wake_if_asleep`,
+        which is left to the caller so that the event loop's answers go out first), 0 when the
+        ring has no room for it, -1 when it is larger than ``max_record`` (nothing written: the
+        caller writes it otherwise)."""
         return self._appender.append_entry(entry, reserve, self.max_record)
 
     def wake(self) -> None:
         """Wake the fill writer if it waits for records."""
         _wake(self.wake_fd)
+
+    def wake_if_asleep(self) -> None:
+        """Wake the fill writer if it sleeps for lack of records (after an ``append_entry`` that
+        returned 2; a fill writer that woke on its own since is left alone)."""
+        if _Q.unpack_from(self._mm, _ASLEEP)[0]:
+            _wake(self.wake_fd)
 
     @property
     def head(self) -> int:
