@@ -24,7 +24,18 @@ from edgecache.store._fillring import Appender
 from edgecache.store.disk import DiskStore
 from edgecache.store.disk_layout import decode_entry, encode_entry
 from edgecache.store.entry import Entry
-from edgecache.store.fillring import _ASLEEP, _Q, APPENDER, COUNTERS, HEADER_SIZE, FillRing, PyAppender
+from edgecache.store.fillring import (
+    _ASLEEP,
+    _Q,
+    APPENDER,
+    COUNTERS,
+    HEADER_SIZE,
+    RESERVE_FLAG,
+    VARY_FLAG,
+    FillRing,
+    PyAppender,
+    decode_vary,
+)
 
 CAPACITY = 1 << 16
 APPENDERS = [Appender, PyAppender]
@@ -143,27 +154,44 @@ entries = st.builds(
 )
 
 
+vary_names = st.lists(st.from_regex(r"[a-z0-9!#$%&'*+.^_`|~-]{1,20}", fullmatch=True), max_size=4).map(tuple)
+"""Field names as a response's Vary lists them (tokens, lower-cased by the proxy)."""
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(entries, st.booleans()), min_size=1, max_size=30))
+@given(st.lists(st.tuples(entries, st.booleans(), st.none() | vary_names), min_size=1, max_size=30))
 def test_both_appenders_write_an_entry_as_its_record(
-    tmp_path_factory: pytest.TempPathFactory, fills: list[tuple[Entry, bool]]
+    tmp_path_factory: pytest.TempPathFactory, fills: list[tuple[Entry, bool, tuple[str, ...] | None]]
 ) -> None:
+    # Each fill, then (a Vary fill) its base key's names as a VARY_FLAG record.
     at = tmp_path_factory.mktemp("rings")
     c = FillRing.create(at / "c.ring", CAPACITY, appender=Appender)
     py = FillRing.create(at / "py.ring", CAPACITY, appender=PyAppender)
-    for entry, reserve in fills:
+    kept: list[tuple[Entry, bool] | tuple[str, tuple[str, ...]]] = []
+    for entry, reserve, names in fills:
         added = c.append_entry(entry, reserve)
         assert added == py.append_entry(entry, reserve)
         # Too large for the ring exactly when its record is, and then nothing is written.
         assert (added == -1) == (len(encode_entry(entry, 0.0)) > c.max_record)
+        if added > 0:
+            kept.append((entry, reserve))
+        if names is not None and added > 0:
+            varied = c.append_vary(entry.key, names)
+            assert varied == py.append_vary(entry.key, names)
+            if varied:
+                kept.append((entry.key, names))
     assert bytes(c._mm) == bytes(py._mm)
     reader = FillRing.open(c.path, c.wake_fd, c.done_fd)
     records, _ = drain(reader, 0)
-    kept = [(e, r) for e, r in fills if len(encode_entry(e, 0.0)) <= c.max_record]
-    assert [payload for payload, _ in records] == [encode_entry(e, 0.0) for e, _ in kept]
-    for (payload, reserve), (entry, sent) in zip(records, kept, strict=True):
+    assert len(records) == len(kept)
+    for (payload, flags), sent in zip(records, kept, strict=True):
+        if isinstance(sent[0], str):
+            assert flags == VARY_FLAG and decode_vary(payload) == sent
+            continue
+        entry, reserve = sent
+        assert isinstance(entry, Entry) and payload == encode_entry(entry, 0.0)
         back = decode_entry(payload)
-        assert reserve == sent and back.reserve_expires == 0.0
+        assert flags == (RESERVE_FLAG if reserve else 0) and back.reserve_expires == 0.0
         assert (back.entry.key, back.entry.body, back.entry.tags) == (entry.key, entry.body, entry.tags)
         if entry.stale_since is None:
             assert back.entry.stale_since is None or math.isnan(back.entry.stale_since)
@@ -178,19 +206,15 @@ def test_an_entry_too_large_for_the_ring_is_left_to_the_caller(ring: FillRing) -
     assert ring.head == 0 and ring.pending() == 0
 
 
-def test_an_append_wakes_a_sleeping_fill_writer(ring: FillRing) -> None:
+def test_an_append_reports_a_sleeping_fill_writer_for_the_caller_to_wake(ring: FillRing) -> None:
     reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
     entry = Entry("z", "https://a.test/x", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
-    assert ring.append(b"awake", False) and ring.append_entry(entry, False) == 1
-    with pytest.raises(BlockingIOError):
-        os.eventfd_read(ring.wake_fd)  # awake: nobody is woken
+    assert ring.append(b"awake", 0) == 1 and ring.append_entry(entry, False) == 1
     _Q.pack_into(reader._mm, _ASLEEP, 1)  # what ``wait`` sets before it sleeps
-    assert ring.append(b"asleep", False)
-    assert os.eventfd_read(ring.wake_fd) == 1
-    # An entry's append reports the sleeper and leaves its wake to the caller.
-    assert ring.append_entry(entry, False) == 2
+    assert ring.append(b"asleep", 0) == 2 and ring.append_entry(entry, False) == 2
+    assert ring.append_vary("https://a.test/x", ("accept",)) == 2
     with pytest.raises(BlockingIOError):
-        os.eventfd_read(ring.wake_fd)
+        os.eventfd_read(ring.wake_fd)  # the appends wrote nothing to it
     ring.wake_if_asleep()
     assert os.eventfd_read(ring.wake_fd) == 1
     _Q.pack_into(reader._mm, _ASLEEP, 0)

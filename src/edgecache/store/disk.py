@@ -123,7 +123,7 @@ from edgecache.store.disk_layout import (
     with_reserve_expires,
 )
 from edgecache.store.entry import VARIANT_SEP, Entry
-from edgecache.store.fillring import COUNTERS, FillRing
+from edgecache.store.fillring import COUNTERS, RESERVE_FLAG, VARY_FLAG, FillRing, decode_vary
 
 __all__ = [
     "CACHE",
@@ -548,6 +548,8 @@ class DiskStore:
         """The ring position of the last fence queued (``_enqueue``)."""
         self._waking = False
         """A wake of the sleeping fill writer is scheduled for the end of the loop's turn."""
+        self._ringed: str | None = None
+        """The key of the last fill ``put``, when it went to the ring (``set_vary`` follows it)."""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
@@ -941,17 +943,19 @@ class DiskStore:
         while self._ring is ring and not ring.await_commit(position, FENCE_LOOK):
             pass
 
-    def write_fills(self, records: list[tuple[bytes, bool]]) -> None:
-        """In a fill-writer process: write fills (encoded records, and whether each goes to its
-        zone's reserve too) in one transaction, by the same rules as the writer thread's puts."""
+    def write_fills(self, records: list[tuple[bytes, int]]) -> None:
+        """In a fill-writer process: write a ring's records (payload, flags: fills, each to its
+        zone's reserve too with ``RESERVE_FLAG``, and the Vary names of ``VARY_FLAG`` records) in one
+        transaction, in their order, by the same rules as the writer thread's puts and Vary rows."""
         batch: list[tuple[Any, ...]] = []
-        for payload, reserve in records:
+        for payload, flags in records:
             try:
-                entry = decode_entry(payload).entry
+                if flags & VARY_FLAG:
+                    batch.append(("vary", *decode_vary(payload)))
+                else:
+                    batch.append(("put", decode_entry(payload).entry, bool(flags & RESERVE_FLAG)))
             except (struct.error, UnicodeDecodeError):
                 self.stats.write_errors += 1
-                continue
-            batch.append(("put", entry, reserve))
         try:
             self._apply(batch)
         except Exception:
@@ -972,9 +976,12 @@ class DiskStore:
         # A fill of a key whose delete (or its primary's) is still queued goes behind that delete,
         # on the writer thread: in the ring, the fill writer could commit it before the delete,
         # which would then remove this newer record.
+        self._ringed = None
         if ring is not None and type(entry) is Entry and not self._hides(key):
             added = self._put_in_ring(ring, entry, reserve)
             if added >= 0:
+                if added:
+                    self._ringed = key
                 return added > 0
         if self._queued >= MAX_QUEUED:
             self.stats.dropped += 1
@@ -1057,7 +1064,18 @@ class DiskStore:
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
         """Remember the Vary field names of a base key (ignored when nothing is stored under it)."""
-        # After the fill it names (queued just before it, maybe in the ring): a fence orders it.
+        ring, ringed = self._ring, self._ringed
+        self._ringed = None
+        if ring is not None and ringed is not None and base_key in _bases(ringed):
+            # Right after its fill, in the ring: the fill writer writes both in one transaction
+            # (decision 0020's addendum on Vary fills), where the writer thread would wait for the
+            # fill's commit behind a fence, then commit the row on its own.
+            added = ring.append_vary(base_key, names)
+            if added:
+                if added == 2:
+                    self._wake_later(ring)
+                return
+        # After the fill it names (queued just before it, or in the ring: a fence orders it).
         self._enqueue(("vary", base_key, names), wake=False)
 
     def run_job(self, job: Job) -> Future[None]:

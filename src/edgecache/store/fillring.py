@@ -9,9 +9,15 @@ Theory of operation:
   (``urgent``: :meth:`FillRing.want`), its fill-writer supervisor (``closing``), or the fill
   writer (``committed``, ``done``, its counters, ``asleep``); ``committed`` and ``done`` also the
   supervisor, only while no fill writer runs (:meth:`FillRing.skip`).
-- A record is a 12-byte head (length, CRC-32 of the payload, reserve flag) and the payload (the
-  record ``encode_entry`` makes, what LMDB stores), padded to 16 bytes. A record that would cross
-  the end of the area is preceded by a wrap mark (length ``_WRAP``) and starts at the beginning.
+- A record is a 12-byte head (length, CRC-32 of the payload, a flags byte) and the payload,
+  padded to 16 bytes: a fill's record as ``encode_entry`` makes it (what LMDB stores; with
+  ``RESERVE_FLAG`` it goes to its zone's reserve too), or, with ``VARY_FLAG``, a base key's Vary
+  field names (:func:`encode_vary`), written in the same transaction as the fill before them
+  (decision 0020's addendum on Vary fills). A record that would cross the end of the area is
+  preceded by a wrap mark (length ``_WRAP``) and starts at the beginning. The format's version
+  is ``MAGIC``'s last byte, unchanged by ``VARY_FLAG``: a ring lives as long as the process that
+  created it, and a fill writer of a newer version reading an older appender's ring (the package
+  upgraded under a running node, its fill writer restarted) meets flags 0 and 1 only.
 - The appender is ``_fillring.Appender`` (C: it encodes an entry's record straight into the
   ring, decision 0020's addendum) when the package is built with it, else :class:`PyAppender`,
   which writes the same bytes; the fill writer's side, which never appends, has the latter.
@@ -68,6 +74,11 @@ _REC_SIZE = 12
 SETTLE = 0.005
 """Seconds between the two reads of ``head`` and ``appended`` that must agree (``settled``): far
 longer than an append takes between its two stores."""
+RESERVE_FLAG = 1
+"""Record flag: the fill goes to its zone's reserve too."""
+VARY_FLAG = 2
+"""Record flag: the payload is a base key's Vary names (:func:`encode_vary`), not a fill."""
+_KEY_LEN = struct.Struct("<I")
 _WRAP = 0xFFFFFFFF
 """A record head with this length marks the rest of the area unused: the next record is at its start."""
 _ALIGN = 16
@@ -101,14 +112,32 @@ def _wake(wake_fd: int) -> None:
         os.eventfd_write(wake_fd, 1)
 
 
+def encode_vary(base_key: str, names: tuple[str, ...]) -> bytes:
+    """A ``VARY_FLAG`` record's payload: the key's length, the key (keys hold NULs and may hold lone
+    surrogates), then the names NUL-joined, as the store keeps them."""
+    key = base_key.encode("utf-8", "surrogatepass")
+    return _KEY_LEN.pack(len(key)) + key + "\x00".join(names).encode()
+
+
+def decode_vary(payload: bytes) -> tuple[str, tuple[str, ...]]:
+    """The base key and Vary names of a ``VARY_FLAG`` record's payload."""
+    (n,) = _KEY_LEN.unpack_from(payload)
+    end = _KEY_LEN.size + n
+    if end > len(payload):
+        raise struct.error("a Vary record shorter than its key")
+    names = payload[end:].decode()
+    return payload[_KEY_LEN.size : end].decode("utf-8", "surrogatepass"), tuple(
+        names.split("\x00")
+    ) if names else ()
+
+
 class PyAppender:
     """The appending side of a ring in Python: what ``_fillring.Appender`` does in C, byte for byte
     (the tests hold them to the same records), for a build without the extension and for the
     fill writer's side, which never appends."""
 
-    def __init__(self, mm: mmap.mmap, wake_fd: int) -> None:
+    def __init__(self, mm: mmap.mmap) -> None:
         self._mm = mm
-        self._wake_fd = wake_fd
         self._capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
         self._mask = self._capacity - 1
         self.head: int = _Q.unpack_from(mm, _HEAD)[0]
@@ -116,15 +145,11 @@ class PyAppender:
         self.appended: int = _Q.unpack_from(mm, _APPENDED)[0]
         """Records appended so far."""
 
-    def append(self, payload: bytes, reserve: bool) -> bool:
-        """Add one record (and wake the fill writer if it sleeps); False (nothing written) when the
-        ring has no room for it."""
-        added = self._put(payload, reserve)
-        if added == 2:
-            _wake(self._wake_fd)
-        return added > 0
-
-    def _put(self, payload: bytes, reserve: bool) -> int:
+    def append(self, payload: bytes, flags: int) -> int:
+        """Add one record with its flags (a byte): 1 when added, 2 when added and the fill writer
+        sleeps (the caller wakes it), 0 when the ring has no room for it (nothing written)."""
+        if not 0 <= flags <= 0xFF:
+            raise ValueError("a record's flags are one byte")
         size = len(payload)
         need = (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
         head = self.head
@@ -139,7 +164,7 @@ class PyAppender:
             head += wrap
             at = 0
         start = HEADER_SIZE + at
-        _REC.pack_into(mm, start, size, zlib.crc32(payload), reserve)
+        _REC.pack_into(mm, start, size, zlib.crc32(payload), flags)
         mm[start + _REC_SIZE : start + _REC_SIZE + size] = payload
         self.head = head = head + need
         self.appended += 1
@@ -155,7 +180,7 @@ class PyAppender:
         record = encode_entry(entry, 0.0)
         if len(record) > max_record:
             return -1
-        return self._put(record, reserve)
+        return self.append(record, RESERVE_FLAG if reserve else 0)
 
     def release(self) -> None:
         """Nothing to let go of (the C appender's buffer export)."""
@@ -172,9 +197,9 @@ else:
 
 @dataclass(slots=True)
 class Batch:
-    """What the fill writer read: the records (payload, reserve flag) and the position after them."""
+    """What the fill writer read: the records (payload, flags) and the position after them."""
 
-    records: list[tuple[bytes, bool]]
+    records: list[tuple[bytes, int]]
     end: int
 
 
@@ -197,7 +222,7 @@ class FillRing:
         """The eventfd the fill writer writes after each commit (:meth:`await_commit`)."""
         self.capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
         self._mask = self.capacity - 1
-        self._appender = appender(mm, wake_fd)
+        self._appender = appender(mm)
         self.max_record = self.capacity // 8
         """Payloads larger than this are not put in the ring (the caller writes them otherwise)."""
 
@@ -251,14 +276,21 @@ class FillRing:
 
     # -- the appender ------------------------------------------------------------------------------
 
-    def append(self, payload: bytes, reserve: bool) -> bool:
-        """Add one record; False (nothing written) when the ring has no room for it."""
-        return self._appender.append(payload, reserve)
+    def append(self, payload: bytes, flags: int) -> int:
+        """Add one record with its flags (``RESERVE_FLAG``, ``VARY_FLAG``): 1 when added, 2 when
+        added and the fill writer sleeps (wake it: :meth:`wake_if_asleep`), 0 when the ring has no
+        room for it (nothing written)."""
+        return self._appender.append(payload, flags)
+
+    def append_vary(self, base_key: str, names: tuple[str, ...]) -> int:
+        """Add a base key's Vary names (a ``VARY_FLAG`` record), to be written in the transaction of
+        the fill appended before them, or a later one: as :meth:`append`."""
+        return self._appender.append(encode_vary(base_key, names), VARY_FLAG)
 
     def append_entry(self, entry: Entry, reserve: bool) -> int:
         """Add the record of a whole entry (``Entry``, not a large object's ``ChunkedEntry``):
         1 when added, 2 when added and the fill writer sleeps (wake it: :meth:`wake_if_asleep`,
-        which is left to the caller so that the event loop's answers go out first), 0 when the
+        left to the caller so that the event loop's answers go out first), 0 when the
         ring has no room for it, -1 when it is larger than ``max_record`` (nothing written: the
         caller writes it otherwise)."""
         return self._appender.append_entry(entry, reserve, self.max_record)
@@ -268,8 +300,8 @@ class FillRing:
         _wake(self.wake_fd)
 
     def wake_if_asleep(self) -> None:
-        """Wake the fill writer if it sleeps for lack of records (after an ``append_entry`` that
-        returned 2; a fill writer that woke on its own since is left alone)."""
+        """Wake the fill writer if it sleeps for lack of records (after an append that returned 2;
+        a fill writer that woke on its own since is left alone)."""
         if _Q.unpack_from(self._mm, _ASLEEP)[0]:
             _wake(self.wake_fd)
 
@@ -369,13 +401,13 @@ class FillRing:
         unless the first alone is more), stopping at one whose bytes are not all visible yet."""
         mm = self._mm
         head = _Q.unpack_from(mm, _HEAD)[0]
-        records: list[tuple[bytes, bool]] = []
+        records: list[tuple[bytes, int]] = []
         size_sum = 0
         pos = position
         while pos < head and len(records) < max_records:
             at = pos & self._mask
             start = HEADER_SIZE + at
-            size, crc, reserve = _REC.unpack_from(mm, start)
+            size, crc, flags = _REC.unpack_from(mm, start)
             if size == _WRAP:
                 pos += self.capacity - at
                 continue
@@ -384,7 +416,7 @@ class FillRing:
             payload = mm[start + _REC_SIZE : start + _REC_SIZE + size]
             if zlib.crc32(payload) != crc:
                 break
-            records.append((payload, bool(reserve)))
+            records.append((payload, flags))
             size_sum += size
             pos += (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
         return Batch(records, pos)
