@@ -5,8 +5,9 @@ Three measures, each printed as a table:
 1. **A change after a fill** (in this process: a ``DiskStore`` with a fill ring and a real fill
    writer process, as ``bench/disk_visibility.py`` builds them). Each cycle puts one 1 KiB fill in
    the ring (the fill writer asleep: cycles are ``--gap`` apart) and at once queues a change behind
-   it: a removal job that does nothing (what the purge reclaimer's disk job is when the purge
-   covers nothing on disk), or a delete of another key, waited for with ``flush``. The writer
+   it (or 1 ms later, when the fill writer has woken and waits for more fills to share the
+   commit): a removal job that does nothing (what the purge reclaimer's disk job is when the
+   purge covers nothing on disk), or a delete of another key, waited for with ``flush``. The writer
    thread applies it only once the fill writer has committed the fill (the fence). Wall-clock ms
    from the change's enqueue to its end; and, for comparison, the same change with no fill before it.
 2. **Vary fills**: each cycle stores one fill and its base key's Vary names (``set_vary``, as the
@@ -136,9 +137,11 @@ def row(name: str, ms: list[float], extra: str = "") -> str:
 def fences(ringed: Ringed, n: int, gap: float) -> None:
     store = ringed.store
 
-    def job(i: int, fill: bool) -> float:
+    def job(i: int, fill: bool, later: float = 0.0) -> float:
         if fill:
             store.put(entry(f"http://fence.test/job/{i}"))
+        if later:
+            time.sleep(later)
         t = time.perf_counter()
         store.run_job(nothing).result(10)
         return (time.perf_counter() - t) * 1000
@@ -153,12 +156,14 @@ def fences(ringed: Ringed, n: int, gap: float) -> None:
     cpu = ringed.cpu()
     after = cycles(n, gap, lambda i: job(i, True))
     cpu_job = (ringed.cpu() - cpu) / n * 1000
+    dozing = cycles(n, gap, lambda i: job(n + i, True, 0.001))
     alone = cycles(n, gap, lambda i: job(i, False))
     deleted = cycles(n, gap, delete)
     print("\n### 1. A change queued right after a fill (the fence)\n")
     print("| change | wall ms p50 | p99 | max |")
     print("|---|---:|---:|---:|")
     print(row("a removal job that does nothing, right after a fill", after))
+    print(row("the same job 1 ms after a fill (the fill writer waits for more fills)", dozing))
     print(row("the same job, no fill before it", alone))
     print(row("a delete of another key right after a fill, then flush", deleted))
     print(f"\nCPU (this process + the fill writer) per cycle of the first row: {cpu_job:.2f} ms.")
