@@ -620,6 +620,7 @@ class DiskStore:
         self._end_turn()  # one a loop that has stopped since may have left open
         self._turn_thread = threading.get_ident()
         self._call_soon = call_soon
+        self._waking = False  # a wake a stopped loop never ran
 
     def _reader(self) -> lmdb.Transaction | None:
         """This turn's read transaction (begun when there is none or the writer committed since),
@@ -1066,7 +1067,12 @@ class DiskStore:
         """Remember the Vary field names of a base key (ignored when nothing is stored under it)."""
         ring, ringed = self._ring, self._ringed
         self._ringed = None
-        if ring is not None and ringed is not None and base_key in _bases(ringed):
+        if (
+            ring is not None
+            and ringed is not None
+            and base_key in _bases(ringed)
+            and not self._hides(base_key)
+        ):
             # Right after its fill, in the ring: the fill writer writes both in one transaction
             # (decision 0020's addendum on Vary fills), where the writer thread would wait for the
             # fill's commit behind a fence, then commit the row on its own.

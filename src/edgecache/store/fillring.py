@@ -40,8 +40,8 @@ Theory of operation:
   after a quiet spell is not left waiting for a poll, and an idle fill writer costs nothing. An
   entry's append (``append_entry``) only reports it: the event loop writes the eventfd at the
   end of its turn, after the answers of that turn went out, so that the woken fill writer does
-  not take the CPU from a lone miss's answer (``store/disk.py``'s ``_wake_later``). (The writer thread
-  writes to it too, with ``urgent``, and the supervisor with ``closing``). Both sides store
+  not take the CPU from a lone miss's answer (``store/disk.py``'s ``_wake_later``). The writer
+  thread writes to it too, with ``urgent``, and the supervisor with ``closing``. Both sides store
   their word and then read the other's; a CPU may reorder that (x86 does), so a wake can be
   missed: the fill writer's wait has a timeout (``edge/fillwriter.py``'s ``IDLE_MAX``).
 - Records appended but not committed when the fill writer dies (or hangs, and is killed) are
@@ -125,10 +125,9 @@ def decode_vary(payload: bytes) -> tuple[str, tuple[str, ...]]:
     end = _KEY_LEN.size + n
     if end > len(payload):
         raise struct.error("a Vary record shorter than its key")
+    key = payload[_KEY_LEN.size : end].decode("utf-8", "surrogatepass")
     names = payload[end:].decode()
-    return payload[_KEY_LEN.size : end].decode("utf-8", "surrogatepass"), tuple(
-        names.split("\x00")
-    ) if names else ()
+    return key, tuple(names.split("\x00")) if names else ()
 
 
 class PyAppender:
