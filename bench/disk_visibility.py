@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -150,6 +151,7 @@ def main() -> None:
             store.attach_fills(None)
             ring.close(unlink=True)
         store.close()
+        shutil.rmtree(path, ignore_errors=True)
     print("| writes | p50 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|")
     print(row("idle: one object at a time", idle))
