@@ -138,6 +138,8 @@ class FillWriterProcess:
             str(self.ring.path),
             "--wake-fd",
             str(self.ring.wake_fd),
+            "--done-fd",
+            str(self.ring.done_fd),
             "--disk",
             str(cfg.data_dir / cfg.storage.disk.path),
             "--budget",
@@ -154,7 +156,7 @@ class FillWriterProcess:
             "-m",
             "edgecache.edge.fillwriter",
             *self._args(),
-            pass_fds=(self.ring.wake_fd,) if self._keys_fd < 0 else (self.ring.wake_fd, self._keys_fd),
+            pass_fds=tuple(fd for fd in (self.ring.wake_fd, self.ring.done_fd, self._keys_fd) if fd >= 0),
         )
 
     async def _supervise(self) -> None:
@@ -254,9 +256,10 @@ def run(
             ring.wait(pos, IDLE_MAX)
             continue
         if not ring.urgent(pos) and not ring.closing:
-            # More fills share the commit if they keep coming (the writer thread's GROUP_WAIT).
+            # More fills share the commit if they keep coming (the writer thread's GROUP_WAIT);
+            # a fence (``want``) ends the wait at once, not at the next look.
             began = time.monotonic()
-            time.sleep(GROUP_QUIET)
+            ring.doze(GROUP_QUIET)
             while (
                 ring.available(pos) > seen
                 and time.monotonic() - began < GROUP_WAIT
@@ -264,7 +267,7 @@ def run(
                 and ring.available(pos) < MAX_BATCH_BYTES
             ):
                 seen = ring.available(pos)
-                time.sleep(GROUP_QUIET)
+                ring.doze(GROUP_QUIET)
         batch = ring.read(pos, MAX_BATCH_OPS, MAX_BATCH_BYTES)
         if batch.end == pos:
             # A record whose bytes are not all visible yet, or never will be.
@@ -298,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent", type=int, required=True, help="the appending process's pid")
     parser.add_argument("--ring", type=Path, required=True)
     parser.add_argument("--wake-fd", type=int, required=True)
+    parser.add_argument("--done-fd", type=int, required=True)
     parser.add_argument("--disk", type=Path, required=True)
     parser.add_argument("--budget", type=int, required=True)
     parser.add_argument("--reserve", type=json.loads, default={})
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != args.parent:
         return  # the parent died before the line above could tie this process to it
-    ring = FillRing.open(args.ring, args.wake_fd)
+    ring = FillRing.open(args.ring, args.wake_fd, args.done_fd)
     store = DiskStore(
         args.disk,
         budget=args.budget,
