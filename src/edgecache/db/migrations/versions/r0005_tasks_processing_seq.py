@@ -1,0 +1,28 @@
+"""One index of the tasks still processing, by ledger position, instead of two.
+
+``ix_tasks_seq`` (every task, by seq) and ``ix_tasks_processing`` (the processing tasks, by
+creation time) become ``ix_tasks_processing_seq``: the processing tasks by seq. Every query that
+used either names ``status = 'processing'`` (the acknowledgements by seq, the timeout sweep, the
+purges to resume at start), and a task leaves the index once it is final, so the sweep reads it
+whole; each purge's task row goes into five indexes instead of six (decision 0022).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision: str | None = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Replace the two indexes by the one."""
+    op.drop_index("ix_tasks_seq", table_name="tasks")
+    op.drop_index("ix_tasks_processing", table_name="tasks")
+    processing = sa.text("status = 'processing'")
+    op.create_index(
+        "ix_tasks_processing_seq", "tasks", ["seq"], sqlite_where=processing, postgresql_where=processing
+    )
