@@ -179,6 +179,17 @@ class Fetch:
     hands the lock back at once."""
     client_headers: Sequence[tuple[str, str]] = ()
     _tag_source: Sequence[tuple[str, str]] = ()
+    head_in = False
+    """The final head is in, or the fetch ended without one: readers may start (``wait_head``)."""
+    _head_waiter: asyncio.Future[None] | None = None
+    """What ``wait_head`` awaits, made by the first reader that has to wait: a small miss answered
+    from the fetch's callbacks never waits, so never makes one."""
+    _interim: tuple[tuple[int, bytes], ...] = ()
+    """The 1xx responses relayed so far (a new tuple per 1xx: they are rare)."""
+    _interim_sinks: list[InterimSink] | None = None
+    """Made by the first reader that joins before the head (most misses have one: their own)."""
+    _waiters: list[asyncio.Future[None]] | None = None
+    """Made by the first reader that waits for more of the body (a small miss never does)."""
 
     def __init__(
         self,
@@ -227,10 +238,6 @@ class Fetch:
         self._fwd = fwd
         self.chunks: list[bytes] = []
         self.readers: list[Reader] = []
-        self.head_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._interim: list[tuple[int, bytes]] = []
-        self._interim_sinks: list[InterimSink] = []
-        self._waiters: list[asyncio.Future[None]] = []
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -328,7 +335,7 @@ class Fetch:
     def origin_read_end(self, resp: OriginResponse) -> None:
         """A read left the response unfinished: followers that have the head stop hoping for the
         whole of it at once."""
-        if self._followers is not None and self.head_ready.done() and not self.done:
+        if self._followers is not None and self.head_in and not self.done:
             self._call_followers()
 
     def _abandon(self) -> None:
@@ -337,7 +344,7 @@ class Fetch:
         if self.task is not None and not self.task.done():
             self.task.cancel()
             return
-        if self.head_ready.done():
+        if self.head_in:
             self.storable = False
             self._give_up_large()
         else:
@@ -349,8 +356,8 @@ class Fetch:
 
     def _on_interim(self, status: int, fields: list[tuple[str, str]]) -> None:
         data = interim_response(status, fields)
-        self._interim.append((status, data))
-        for sink in self._interim_sinks:
+        self._interim += ((status, data),)
+        for sink in self._interim_sinks or ():
             sink(status, data)
 
     def _accept_head(self, resp: OriginResponse, request_time: float, response_time: float) -> None:
@@ -451,7 +458,7 @@ class Fetch:
             age_header=age, date_header=date, request_time=request_time, response_time=response_time
         )
         self._tag_source = tag_fields
-        self._interim_sinks = []
+        self._interim_sinks = None
         self.client_headers = shown
         self.head_bytes = encode_head(shown)
         too_big = resp.content_length is not None and resp.content_length > self._max
@@ -475,8 +482,7 @@ class Fetch:
         if self.lock and not self.storable and not self.storing_large:
             # Not shared: the fill lock goes back now, not when the body ends (decision 0021).
             self._on_done(self)
-        if not self.head_ready.done():
-            self.head_ready.set_result(None)
+        self._head_is_in()
 
     def _revalidate(self, fresh: list[tuple[str, str]], request_time: float, response_time: float) -> None:
         """RFC 9111 §4.3.4: a 304 freshens the stored response with the fields it carries."""
@@ -515,8 +521,7 @@ class Fetch:
         self.storable = decision.storable
         if self.storable:
             self.stored = self._store_entry(entry, decision.vary, self.request_headers)
-        if not self.head_ready.done():
-            self.head_ready.set_result(None)
+        self._head_is_in()
 
     def _begin_large(self) -> None:
         """Write this response to disk in chunks, with the chunks received so far: a 200, or a 206
@@ -642,12 +647,18 @@ class Fetch:
 
     def _finish(self) -> None:
         self.done = True
-        if not self.head_ready.done():
-            self.head_ready.set_result(None)
-        self._interim_sinks = []
+        self._head_is_in()
+        self._interim_sinks = None
         self._on_done(self)
         self._wake()
         self._call_followers()
+
+    def _head_is_in(self) -> None:
+        if not self.head_in:
+            self.head_in = True
+            waiter = self._head_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def _call_followers(self) -> None:
         followers = self._followers
@@ -657,7 +668,10 @@ class Fetch:
                 callback()
 
     def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
+        waiters = self._waiters
+        if waiters is None:
+            return
+        self._waiters = None
         for w in waiters:
             if not w.done():
                 w.set_result(None)
@@ -682,11 +696,14 @@ class Fetch:
 
     def relay_interim(self, sink: InterimSink) -> None:
         """Pass this fetch's 1xx responses to ``sink`` until the final head: past ones, then new ones."""
-        if self.head_ready.done():
+        if self.head_in:
             return
         for status, data in self._interim:
             sink(status, data)
-        self._interim_sinks.append(sink)
+        if self._interim_sinks is None:
+            self._interim_sinks = [sink]
+        else:
+            self._interim_sinks.append(sink)
 
     def leave(self, reader: Reader) -> None:
         """A reader is finished (or its client went away)."""
@@ -711,8 +728,20 @@ class Fetch:
         if self.done:
             return
         fut = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        if self._waiters is None:
+            self._waiters = [fut]
+        else:
+            self._waiters.append(fut)
         await fut
+
+    async def wait_head(self) -> None:
+        """Wait until the final head is in, or the fetch has ended without one."""
+        if self.head_in:
+            return
+        waiter = self._head_waiter
+        if waiter is None:
+            waiter = self._head_waiter = asyncio.get_running_loop().create_future()
+        await waiter
 
     def _release_space(self) -> None:
         if self._paused and self._buffered <= HIGH_WATER:

@@ -978,7 +978,7 @@ class Proxy:
                 zone, host, key, req, stale, coalesce=coalesce, ranged=ranged, lock=lock
             )
         reader = fetch.join()
-        if req.http_version == "1.1" and not fetch.head_ready.done():
+        if req.http_version == "1.1" and not fetch.head_in:
             fetch.relay_interim(_interim_sink(req, conn))
         return _JoinedAnswer(
             self._answer_joined(req, conn, zone, host, key, stale, fetch, reader, collapsed, ranged),
@@ -1001,7 +1001,7 @@ class Proxy:
     ) -> None:
         """Answer one client from the fill it joined, once the fill's head is in."""
         try:
-            await fetch.head_ready
+            await fetch.wait_head()
             if fetch.error is not None or (stale is not None and fetch.origin_status >= 500):
                 why = str(fetch.error) if fetch.error is not None else f"origin status {fetch.origin_status}"
                 if stale is not None and self._serve_stale_on_error(req, conn, zone, stale, why):

@@ -59,6 +59,7 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
 from __future__ import annotations
 
 import sys
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from itertools import chain, islice
 from typing import Protocol
@@ -99,6 +100,8 @@ class _SortedKeys(Protocol):
 
     def irange(self, minimum: str, maximum: str | None, inclusive: tuple[bool, bool]) -> Iterator[str]: ...
 
+    def first_from(self, lowest: str, /) -> str | None: ...
+
 
 class _UntrackedKeys(SortedList):  # type: ignore[misc]
     """The key index: a ``SortedList`` whose sublists (lists of key strings, which cannot be in a
@@ -116,6 +119,16 @@ class _UntrackedKeys(SortedList):  # type: ignore[misc]
             untrack(lists[pos + 1])
         elif self._index:
             SortedList._expand(self, pos)
+
+    def first_from(self, lowest: str) -> str | None:
+        """The least key at or above ``lowest``, or None: two bisections in C, where ``irange``
+        builds an iterator in Python (a fill of a new URL asks whether anything is under its key)."""
+        maxes = self._maxes
+        pos = bisect_left(maxes, lowest)
+        if pos == len(maxes):
+            return None
+        sublist = self._lists[pos]
+        return sublist[bisect_left(sublist, lowest)]  # type: ignore[no-any-return]
 
 
 def _prefix_end(prefix: str) -> str | None:
@@ -320,6 +333,8 @@ class MemoryTier:
         return len(keys)
 
     def variants(self, primary: str) -> list[str]:
+        if not self._has_under(primary):
+            return []  # every fill of a new URL asks
         return list(self._keys.irange(primary, primary + _AFTER_VARIANTS, inclusive=(True, False)))
 
     def keys_with_prefix(self, prefix: str, after: str | None = None, limit: int | None = None) -> list[str]:
@@ -467,8 +482,8 @@ class MemoryTier:
             end = key.rfind(VARIANT_SEP, 0, end)
 
     def _has_under(self, base_key: str) -> bool:
-        under = self._keys.irange(base_key, base_key + _AFTER_VARIANTS, inclusive=(True, False))
-        return next(under, None) is not None
+        first = self._keys.first_from(base_key)
+        return first is not None and first < base_key + _AFTER_VARIANTS
 
     def _retire(self, entry: Entry, forget_vary: bool = True) -> None:
         self._unlink(entry, forget_vary)
