@@ -93,6 +93,7 @@ def check_indexes(tier: MemoryTier) -> None:
     ranges = Counter((e.zone, memory._host_range(e.key)) for e in stored)
     assert {(z, r): n for z, by_range in tier._zones.items() for r, n in by_range.items()} == ranges
     assert tier._zones_of_range == Counter(r for _, r in ranges)
+    assert tier._with_variants == Counter(e.key.split(S)[0] for e in stored if S in e.key)
     assert pages(lambda after: tier.keys_with_prefix("http://", after, 2), 2) == tier.keys_with_prefix(
         "http://"
     )

@@ -804,14 +804,19 @@ class Proxy:
             self._store_part(entry, vary, request_headers)
             return False
         base = _strip_vary(entry.key)
-        if vary:
-            entry.key = base + vary_suffix(vary, request_headers)
+        # A refill of a variant whose response no longer varies is stored under the URL itself,
+        # where lookups now look (the old variants go below).
+        entry.key = base + vary_suffix(vary, request_headers) if vary else base
         verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
-        partial = entry.key + PARTIAL_SUFFIX
-        if self.store.peek(partial) is not None:
-            # Parts live in memory only (store/chain.py), so peek sees them all; a delete of a key
-            # that is not there would still cost the disk tier a queued removal on every fill.
-            self.store.delete(partial)
+        # What memory holds under the URL: nothing for a new one (most fills), and then neither
+        # its parts nor other variants need looking for.
+        listed = self.store.variants(entry.primary)
+        if listed:
+            partial = entry.key + PARTIAL_SUFFIX
+            if partial in listed:
+                # Parts live in memory only (store/chain.py), so memory lists them all; a delete of
+                # a key that is not there would still cost the disk tier a queued removal.
+                self.store.delete(partial)
         if verdict is not None:
             if verdict.hard:
                 self.store.delete(entry.key, verdict.seq)
@@ -821,7 +826,8 @@ class Proxy:
             # Checked against every purge so far: the disk tier would drop a fill still numbered
             # below a purge it has reclaimed meanwhile (store/disk.py).
             entry.stored_seq = self.index.position
-        self._forget_other_vary(base, vary, entry.primary)
+        if listed:
+            self._forget_other_vary(base, vary, entry.primary)
         # The other processes look for the fill in the disk tier: whether it took it is the answer.
         stored = self.store.put(entry)
         if vary:
