@@ -486,7 +486,11 @@ class OriginConnection(asyncio.Protocol):
         parser = self._parser
         status = parser.get_status_code()
         fields = self._fields
-        self._field_bytes += len("".join(chain.from_iterable(fields)))
+        if status < 200 or self._head_bytes > MAX_HEAD:
+            # Counted exactly for an interim head, and for a final one when the exchange's reads
+            # so far (heads, and maybe body bytes) exceed the limit; otherwise the final head and
+            # the interim ones before it are within it together.
+            self._field_bytes += len("".join(chain.from_iterable(fields)))
         if len(fields) > MAX_FIELDS or self._field_bytes > MAX_HEAD:
             self._protocol_error(f"response head over {MAX_FIELDS} fields or {MAX_HEAD} bytes")
             raise _Stop
