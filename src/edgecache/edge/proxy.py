@@ -1204,27 +1204,28 @@ class Proxy:
     def _relay_start(
         self, req: Request, conn: Connection, status: int, head: bytes, fields: bytes, length: int | None
     ) -> tuple[list[bytes], bool, bool] | None:
-        """The head of a relayed answer, framed, as the first piece to write, whether the connection
-        is kept and whether the body is chunked; None when the answer has no body and is written."""
+        """The head of a relayed answer, framed, as the first pieces to write (joined with the body
+        by ``_flush``: one copy), whether the connection is kept and whether the body is chunked;
+        None when the answer has no body and is written."""
         keep = req.keep_alive
         bodyless = req.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         chunked = False
+        pieces = [STATUS_LINES[status], head, fields]
         if length is not None:
-            fields += b"Content-Length: %d\r\n" % length
+            pieces.append(b"Content-Length: %d\r\n" % length)
         elif bodyless:
             pass
         elif req.http_version == "1.1":
             chunked = True
-            fields += b"Transfer-Encoding: chunked\r\n"
+            pieces.append(b"Transfer-Encoding: chunked\r\n")
         else:
             keep = False
-        connection = _connection_field(req) if keep else b"Connection: close\r\n"
-        first = STATUS_LINES[status] + head + fields + connection + b"\r\n"
+        pieces += (_connection_field(req) if keep else b"Connection: close\r\n", b"\r\n")
         if bodyless:
-            conn.write(first)
+            conn.write(b"".join(pieces))
             conn.finish(keep)
             return None
-        return [first], keep, chunked
+        return pieces, keep, chunked
 
     def _relay_end(
         self,
