@@ -415,18 +415,17 @@ class Fetch:
                     kind = _field_kind(name)
                 if named and name.lower() in named:
                     continue
+                # The kinds most responses carry first: each test is a step of every miss.
                 if kind == _SHOWN:
-                    shown.append(field)
-                elif kind == _HOP_BY_HOP:
-                    pass
-                elif kind == _TAG:
-                    tag_fields.append(field)
-                elif kind == _CACHE_CONTROL:
-                    cache_control.append(field[1])
                     shown.append(field)
                 elif kind == _DATE:
                     if date is None:
                         date = field[1]
+                    shown.append(field)
+                elif kind == _NOT_SHOWN:
+                    pass  # Content-Length: recomputed on every answer
+                elif kind == _CACHE_CONTROL:
+                    cache_control.append(field[1])
                     shown.append(field)
                 elif kind == _LAST_MODIFIED:
                     if last_modified is None:
@@ -435,6 +434,15 @@ class Fetch:
                 elif kind == _ETAG:
                     etag = True
                     shown.append(field)
+                elif kind == _CONNECTION:
+                    extra = connection_options(field[1]) - HOP_BY_HOP
+                    if extra - named:
+                        named = named | extra
+                        again = True
+                elif kind == _HOP_BY_HOP:
+                    pass
+                elif kind == _TAG:
+                    tag_fields.append(field)
                 elif kind == _AGE:
                     if age is None:
                         age = field[1]
@@ -449,12 +457,6 @@ class Fetch:
                     shown.append(field)
                 elif kind == _CDN_CACHE_CONTROL:
                     cdn_cache_control.append(field[1])
-                elif kind == _CONNECTION:
-                    extra = connection_options(field[1]) - HOP_BY_HOP
-                    if extra - named:
-                        named = named | extra
-                        again = True
-                # _NOT_SHOWN (Content-Length): recomputed on every answer.
             if not again:
                 break
         if date is None:
