@@ -756,22 +756,24 @@ class Proxy:
         """Start an origin fetch; ``lock``: the fill lock it holds for the node's other processes,
         released when it ends, or as soon as its head shows it will not be stored."""
         flight = _flight(key, req, ranged)
+        # Positional, in the signature's order: a call with fifteen keywords cost ~7k instructions
+        # more, on every miss (decision 0008, "Update 4").
         fetch = Fetch(
-            zone=zone,
-            host=host,
-            key=key,
-            flight=flight,
-            range_value=ranged,
-            method="GET",
-            url=zone.origin + origin_target(req.target),
-            headers=req.headers,
-            client_ip=req.client_ip,
-            stored_seq=self.index.position,
-            stale=stale,
-            max_object_bytes=self._max,
-            store_entry=self._store_entry,
-            on_done=self._fetch_done,
-            open_large=self._open_large,
+            zone,
+            host,
+            key,
+            flight,
+            ranged,  # range_value
+            "GET",  # method
+            zone.origin + origin_target(req.target),  # url
+            req.headers,
+            req.client_ip,
+            self.index.position,  # stored_seq
+            stale,
+            self._max,  # max_object_bytes
+            self._store_entry,
+            self._fetch_done,  # on_done
+            self._open_large,
         )
         if coalesce:
             self.inflight[flight] = fetch
