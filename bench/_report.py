@@ -4,6 +4,8 @@ Rules: every metric is summarised on its own (median of the req/s runs, median o
 the reference measurements; a server that could not run gets a row that says why instead of numbers.
 Requests per server CPU-second are taken per run (req/s / server CPU share) and summarised the same way.
 Each server's req/s is also given as a fraction of the bare ceiling's from the same run.
+Each table names the load generator (its CPU column and its two latency figures: wrk's p50 and p99,
+h2load's mean and maximum) and the servers' configuration (``run.py --client``, ``--workers``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ BASELINE = "edgecache-baseline"
 @dataclass(frozen=True)
 class Sample:
     rps: float
-    p50_ms: float
-    p99_ms: float
+    latency_ms: tuple[float, float]
+    """The client's two latency figures, named by ``Scenario.latency`` (wrk: p50, p99)."""
     errors: int
     server_cpu: float
-    wrk_cpu: float
+    client_cpu: float
     origin_cpu: float
     other_cpu: float
     """CPU taken by processes outside the benchmark during the run (a noisy neighbour), % of one core."""
@@ -43,6 +45,10 @@ class Scenario:
     title: str
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    client: str = "wrk"
+    latency: tuple[str, str] = ("p50", "p99")
+    setup: str = ""
+    """The servers' configuration, printed under the title (e.g. how many worker processes)."""
 
     def median_rps(self, server: str) -> float | None:
         runs = self.samples.get(server)
@@ -86,12 +92,16 @@ def best_peer(scn: Scenario) -> tuple[str, float] | None:
 
 
 def scenario_table(scn: Scenario) -> str:
+    first, second = scn.latency
     head = (
-        "| server | req/s median (min-max) | req per server CPU-s | p50 ms | p99 ms | errors | server CPU % "
-        "| wrk CPU % | origin CPU % | other CPU % | vs best peer | of bare |\n"
+        f"| server | req/s median (min-max) | req per server CPU-s | {first} ms | {second} ms | errors "
+        f"| server CPU % | {scn.client} CPU % | origin CPU % | other CPU % | vs best peer | of bare |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
-    rows = [f"### {scn.title}", "", head]
+    rows = [f"### {scn.title}", ""]
+    if scn.setup:
+        rows += [scn.setup, ""]
+    rows.append(head)
     best = best_peer(scn)
     ceiling = scn.median_rps(CEILING)
     for server, runs in scn.samples.items():
@@ -103,10 +113,11 @@ def scenario_table(scn: Scenario) -> str:
         rows.append(
             f"| {server} | {_spread([s.rps for s in runs], ',.0f')}"
             f" | {_spread([s.per_cpu_second for s in runs], ',.0f')}"
-            f" | {_spread([s.p50_ms for s in runs], '.2f')} | {_spread([s.p99_ms for s in runs], '.2f')}"
+            f" | {_spread([s.latency_ms[0] for s in runs], '.2f')}"
+            f" | {_spread([s.latency_ms[1] for s in runs], '.2f')}"
             f" | {sum(s.errors for s in runs)}"
             f" | {statistics.median(s.server_cpu for s in runs):.0f}"
-            f" | {statistics.median(s.wrk_cpu for s in runs):.0f}"
+            f" | {statistics.median(s.client_cpu for s in runs):.0f}"
             f" | {statistics.median(s.origin_cpu for s in runs):.0f}"
             f" | {statistics.median(s.other_cpu for s in runs):.0f} | {ratio} | {of_bare} |"
         )

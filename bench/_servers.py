@@ -6,7 +6,10 @@ Rules:
   hold is the master's; it is stopped by that PID (SIGTERM, SIGKILL after a grace period), never by name.
 - Children get PR_SET_PDEATHSIG, so a harness killed with SIGKILL does not leave servers running.
 - Everything listens on 127.0.0.1 on ports the kernel reported free (bind to port 0).
-- Configs are the ones in /work/shared/reference/bench-anchors.md, with our ports and temp paths.
+- Configs are the ones in /work/shared/reference/bench-anchors.md, with our ports and temp paths, but
+  nginx's upstream keeps 64 idle connections (not 32: fewer than the 50 client connections closed
+  and reopened ~1,200 origin connections/s); ``run.py`` puts nginx's cache on tmpfs
+  (``docs/benchmarks.md``, "nginx's slow miss rounds").
 """
 
 from __future__ import annotations
@@ -113,15 +116,41 @@ def wait_listening(server: Server, timeout: float) -> None:
 
 
 def stop(server: Server, grace: float = 10.0) -> None:
-    """SIGTERM the server's own PID, then SIGKILL it if it is still there after `grace` seconds."""
+    """SIGTERM the server's own PID, then SIGKILL it if it is still there after `grace` seconds; then
+    wait (as long again) for the processes it had started, and SIGKILL those still there.
+
+    The master's exit is not the end of its tree: an edgecache supervisor stopped while it is still
+    starting exits at once and its workers stop seconds later, on their own, writing to the data
+    directory the caller is about to remove (and taking CPU from whatever is measured next)."""
     if server.proc.poll() is not None:
         return
+    descendants = [(pid, _start_time(pid)) for pid in server.pids()[1:]]
     server.proc.terminate()
     try:
         server.proc.wait(grace)
     except subprocess.TimeoutExpired:
         server.proc.kill()
         server.proc.wait(5)
+    deadline = time.monotonic() + grace
+    while (left := [d for d in descendants if _still_running(*d)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid, _started in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks (tells a PID from a later process that reuses it)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    return None
+
+
+def _still_running(pid: int, started: int | None) -> bool:
+    with contextlib.suppress(OSError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0] != "Z" and started is not None and int(fields[19]) == started
+    return False
 
 
 # --- /proc helpers -------------------------------------------------------------------------------------
@@ -194,7 +223,7 @@ def varnish_child(server: Server) -> int:
 # --- the servers ---------------------------------------------------------------------------------------
 
 _NGINX_COMMON = """\
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {tmp}/{name}.pid;
 error_log {tmp}/{name}.log warn;
@@ -251,8 +280,8 @@ http {{
     + _NGINX_HTTP_COMMON
     + """\
   sendfile off; tcp_nopush off; tcp_nodelay on;
-  proxy_cache_path {tmp}/nginx-cache levels=1:2 keys_zone=edge:64m max_size=4g inactive=1d use_temp_path=off;
-  upstream origin {{ server 127.0.0.1:{origin}; keepalive 32; }}
+  proxy_cache_path {cache} levels=1:2 keys_zone=edge:64m max_size=4g inactive=1d use_temp_path=off;
+  upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location / {{
@@ -300,10 +329,21 @@ origin = "http://127.0.0.1:{origin}"
 """
 
 
-def _nginx(name: str, template: str, tmp: Path, origin: int, status_header: str) -> Server:
+def _nginx(
+    name: str,
+    template: str,
+    tmp: Path,
+    origin: int,
+    status_header: str,
+    workers: int = 1,
+    cache: Path | None = None,
+) -> Server:
     port = free_port()
     conf = tmp / f"{name}.conf"
-    conf.write_text(template.format(tmp=tmp, name=name, port=port, origin=origin))
+    cache = cache or tmp / "nginx-cache"
+    conf.write_text(
+        template.format(tmp=tmp, name=name, port=port, origin=origin, workers=workers, cache=cache)
+    )
     argv = ["nginx", "-p", f"{tmp}/", "-e", str(tmp / f"{name}.log"), "-c", str(conf)]
     return spawn(name, argv, port, status_header, tmp)
 
@@ -317,8 +357,10 @@ def start_origin(tmp: Path) -> Server:
     return _nginx("origin", ORIGIN_CONF, tmp, 0, "")
 
 
-def start_nginx_cache(tmp: Path, origin: int) -> Server:
-    return _nginx("nginx", NGINX_CACHE_CONF, tmp, origin, "x-cache")
+def start_nginx_cache(tmp: Path, origin: int, workers: int = 1, cache: Path | None = None) -> Server:
+    """nginx ``proxy_cache`` in front of ``origin``, with ``worker_processes workers``, its cache files
+    in ``cache`` (default: ``nginx-cache`` in ``tmp``)."""
+    return _nginx("nginx", NGINX_CACHE_CONF, tmp, origin, "x-cache", workers, cache)
 
 
 def start_varnish(tmp: Path, origin: int, name: str = "varnish", storage: str = "malloc,2g") -> Server:

@@ -4,8 +4,9 @@ Method (see /work/shared/reference/bench-anchors.md for the reference setup and 
 
 - One nginx origin serves /small (1 KiB), /medium (64 KiB) and /obj/NNNNNN (1 KiB, tagged), all with
   `Cache-Control: public, max-age=3600`. In front of it, each on its own port: nginx proxy_cache
-  (1 worker, sendfile off), Varnish (`-s malloc`) and edgecache. All are started here from configs written
-  into a temp dir, and stopped here by PID.
+  (1 worker, sendfile off, its cache files on tmpfs, 64 idle origin connections kept), Varnish
+  (`-s malloc`) and edgecache (its defaults: memory tier and LMDB disk tier). All are started here
+  from configs written into a temp dir, and stopped here by PID.
 - The ceiling: "bare" (`_bare.py`) is an asyncio Protocol on httptools + uvloop that answers prebuilt
   bytes (no key, no lookup, no Age). It runs in the hit scenarios (not the miss mix, where it would
   answer without an origin) so that every run says how far edgecache is from what Python on this stack
@@ -16,13 +17,19 @@ Method (see /work/shared/reference/bench-anchors.md for the reference setup and 
   figure that carries to machines with more cores.
 - Each cache is warmed (every URL requested until the cache itself says HIT) before its runs; the
   origin's CPU during a hit run is reported, and should be ~0.
-- Load is `wrk -t1 -c50 -d10s --latency` per run. Runs are interleaved (A B C, A B C, ...), not all runs
-  of one server and then the next, so slow drift on this noisy shared VM affects every server alike.
+- Load is `wrk -t1 -c50 -d10s --latency` per run (`--client h2load`: `h2load --h1 -t1 -c50 -m1 -D10`,
+  the same keep-alive load from a client that costs less CPU per 64 KiB response; it requests one
+  fixed URL, so it runs the hit scenarios (a) and (b) only; decision 0023). Runs are interleaved (A B C,
+  A B C, ...), not all runs of one server and then the next, so slow drift on this noisy shared VM
+  affects every server alike.
 - Each metric is reported as the median of the rounds with min-max, because single runs vary by
   ±10-15% here and outliers are common; the median ignores one bad run, min-max shows the spread.
 - wrk runs on the same 2 cores as the server and the kernel's loopback path: the figures are what the
-  whole box does end to end, not server capacity. wrk's CPU is reported; near 100% of a core means the
-  figure is a lower bound set by the client.
+  whole box does end to end, not server capacity. The client's CPU is reported; near 100% of a core
+  means the figure is a lower bound set by the client.
+- One process per server by default. `--workers N` runs edgecache with `runtime.workers = N` and nginx
+  with `worker_processes N` (Varnish runs its thread pools either way; the bare ceiling and the origin
+  stay one process), for a whole-machine comparison next to the one-process one; each table says which.
 - The machine is shared with other work. Before each run the harness waits (at most 10 s) until processes
   outside the benchmark use < 15% of a core, and each row reports what they took during its runs
   ("other CPU %"); a row with a high figure there was measured against a noisy neighbour.
@@ -31,7 +38,8 @@ Method (see /work/shared/reference/bench-anchors.md for the reference setup and 
   the disk tier's) before and after gives the growth per object; overhead = growth - 1,024 bytes of body.
 
 Usage: `.venv/bin/python bench/run.py [--rounds N] [--duration S] [--only SCENARIO ...] [--memory |
---no-memory] [--keep] [--baseline EXE]`. Results are printed and written to bench/out/results.md.
+--no-memory] [--keep] [--baseline EXE] [--client wrk|h2load] [--workers N]`. Results are printed and
+written to bench/out/results.md.
 ``--baseline`` adds another build of edgecache (its ``edgecache`` executable) as one more server in
 the same interleaved rounds, so a change is measured before and after against the same peers.
 """
@@ -56,6 +64,7 @@ from datetime import datetime
 from pathlib import Path
 
 import _client as client
+import _h2load as h2load
 import _report as report
 import _servers as srv
 import _wrk as wrk
@@ -64,7 +73,11 @@ REPO = Path(__file__).resolve().parent.parent
 EDGECACHE_BIN = REPO / ".venv" / "bin" / "edgecache"
 OUT = REPO / "bench" / "out" / "results.md"
 PACKAGES = ("nginx", "varnish", "varnish-modules", "wrk")
+CLIENT_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client"}
+"""The Debian package of each load generator ``--client`` can name."""
+WRK_VERSION, H2LOAD_VERSION = r"wrk \S+/(\S+)", r"nghttp2/(\S+)"
 MEMORY_OBJECTS = 100_000
+SHM = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -101,20 +114,45 @@ SCENARIOS = (
 )
 
 
+LATENCY = {"wrk": ("p50", "p99"), "h2load": ("mean", "max")}
+"""The two latency figures each client reports (h2load prints no percentiles without a per-request log)."""
+
+
+def setup_line(workers: int, ceiling: bool = True) -> str:
+    """What each table says about the servers' configuration (``ceiling``: the bare server runs too)."""
+    bare = ", bare one process" if ceiling else ""
+    if workers == 1:
+        return (
+            "One process per server: edgecache `workers = 1`, nginx `worker_processes 1`, "
+            f"Varnish with its default thread pools{bare}."
+        )
+    return (
+        f"Whole machine: edgecache `workers = {workers}`, nginx `worker_processes {workers}`, "
+        f"Varnish with its default thread pools{bare}."
+    )
+
+
+def fixed_url(spec: Spec) -> bool:
+    """Whether the scenario requests one URL (all h2load can do: it has no per-request script)."""
+    return spec.script is None
+
+
 # --- tools ---------------------------------------------------------------------------------------------
 
 
-def _have_tools() -> bool:
+def _have_tools(load_client: str) -> bool:
     xkey = list(Path("/usr/lib").glob("*/varnish/vmods/libvmod_xkey.so"))
-    return bool(xkey) and all(shutil.which(t) for t in ("nginx", "varnishd", "wrk"))
+    return bool(xkey) and all(shutil.which(t) for t in ("nginx", "varnishd", "wrk", load_client))
 
 
-def ensure_tools() -> None:
-    """apt-get install the servers and wrk if missing, without letting Debian start its services."""
-    if _have_tools():
+def ensure_tools(load_client: str = "wrk") -> None:
+    """apt-get install the servers, wrk and the chosen client if missing, without letting Debian start
+    its services."""
+    if _have_tools(load_client):
         return
+    packages = sorted({*PACKAGES, CLIENT_PACKAGES[load_client]})
     if os.geteuid() != 0:
-        sys.exit(f"missing tools; as root run: apt-get install -y {' '.join(PACKAGES)}")
+        sys.exit(f"missing tools; as root run: apt-get install -y {' '.join(packages)}")
     policy = Path("/usr/sbin/policy-rc.d")
     created = not policy.exists()
     if created:
@@ -123,13 +161,13 @@ def ensure_tools() -> None:
     try:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["timeout", "600", "apt-get", "update", "-q"], check=True, env=env)
-        subprocess.run(["timeout", "900", "apt-get", "install", "-y", "-q", *PACKAGES], check=True, env=env)
+        subprocess.run(["timeout", "900", "apt-get", "install", "-y", "-q", *packages], check=True, env=env)
     finally:
         if created:
             policy.unlink()
 
 
-def versions() -> str:
+def versions(load_client: str = "wrk") -> str:
     def version(argv: list[str], pattern: str) -> str:
         p = subprocess.run(argv, capture_output=True, text=True, check=False)
         found = re.search(pattern, p.stdout + p.stderr)
@@ -137,8 +175,11 @@ def versions() -> str:
 
     nginx = version(["nginx", "-v"], r"nginx/(\S+)")
     varnish = version(["varnishd", "-V"], r"varnish-(\S+)")
-    wrk_version = version(["wrk", "-v"], r"wrk \S+/(\S+)")
-    return f"nginx {nginx}, Varnish {varnish}, wrk {wrk_version}"
+    if load_client == "h2load":
+        client = f"h2load {version(['h2load', '--version'], H2LOAD_VERSION)}"
+    else:
+        client = f"wrk {version(['wrk', '-v'], WRK_VERSION)}"
+    return f"nginx {nginx}, Varnish {varnish}, {client}"
 
 
 # --- servers -------------------------------------------------------------------------------------------
@@ -147,8 +188,10 @@ def versions() -> str:
 class Fleet:
     """Every server this run started, so they can all be stopped by PID on the way out."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, nginx_cache: Path) -> None:
         self.tmp = tmp
+        self.nginx_cache = nginx_cache
+        """Where nginx's proxy_cache keeps its files: on tmpfs (see ``workspace``)."""
         self.started: list[srv.Server] = []
 
     def start(self, name: str, starter: Callable[[], srv.Server]) -> srv.Server | str:
@@ -171,17 +214,19 @@ class Fleet:
 
 
 def start_caches(
-    fleet: Fleet, origin: srv.Server, baseline: Path | None = None
+    fleet: Fleet, origin: srv.Server, baseline: Path | None = None, workers: int = 1
 ) -> tuple[list[srv.Server], dict[str, str]]:
     tmp, port = fleet.tmp, origin.port
     starters: dict[str, Callable[[], srv.Server]] = {
-        "nginx": lambda: srv.start_nginx_cache(tmp, port),
+        "nginx": lambda: srv.start_nginx_cache(tmp, port, workers, fleet.nginx_cache),
         "varnish": lambda: srv.start_varnish(tmp, port),
-        "edgecache": lambda: srv.start_edgecache(tmp, port, EDGECACHE_BIN),
+        "edgecache": lambda: srv.start_edgecache(tmp, port, EDGECACHE_BIN, workers=workers),
         report.CEILING: lambda: srv.start_bare(tmp),
     }
     if baseline is not None:
-        starters[report.BASELINE] = lambda: srv.start_edgecache(tmp, port, baseline, report.BASELINE)
+        starters[report.BASELINE] = lambda: srv.start_edgecache(
+            tmp, port, baseline, report.BASELINE, workers=workers
+        )
     servers, unavailable = [], {}
     for name, starter in starters.items():
         got = fleet.start(name, starter)
@@ -232,14 +277,20 @@ def measure(
     pids, opids = server.pids(), origin.pids()
     others0 = srv.others_cpu()
     cpu0, ocpu0, t0 = srv.cpu_seconds(pids), srv.cpu_seconds(opids), time.monotonic()
-    script = scripts[spec.script] if spec.script else None
-    extra = (str((round_no + 1) * 10**8),) if spec.name == "missmix" else ()
-    res = wrk.run(f"http://127.0.0.1:{server.port}{spec.path}", args.duration, script, extra)
+    url = f"http://127.0.0.1:{server.port}{spec.path}"
+    if args.client == "h2load":
+        h2 = h2load.run(url, args.duration)
+        rps, latency, errors, client_cpu = h2.rps, (h2.mean_ms, h2.max_ms), h2.errors, h2.cpu
+    else:
+        script = scripts[spec.script] if spec.script else None
+        extra = (str((round_no + 1) * 10**8),) if spec.name == "missmix" else ()
+        res = wrk.run(url, args.duration, script, extra)
+        rps, latency, errors, client_cpu = res.rps, (res.p50_ms, res.p99_ms), res.errors, res.wrk_cpu
     wall = time.monotonic() - t0
     cpu = 100 * (srv.cpu_seconds(pids) - cpu0) / wall
     ocpu = 100 * (srv.cpu_seconds(opids) - ocpu0) / wall
     others = 100 * sum(max(0.0, t - others0.get(pid, 0.0)) for pid, t in srv.others_cpu().items()) / wall
-    return report.Sample(res.rps, res.p50_ms, res.p99_ms, res.errors, cpu, res.wrk_cpu, ocpu, others)
+    return report.Sample(rps, latency, errors, cpu, client_cpu, ocpu, others)
 
 
 def run_scenario(
@@ -250,7 +301,14 @@ def run_scenario(
     scripts: dict[str, Path],
     unavailable: dict[str, str],
 ) -> report.Scenario:
-    scn = report.Scenario(spec.name, spec.title, unavailable=dict(unavailable))
+    scn = report.Scenario(
+        spec.name,
+        spec.title,
+        unavailable=dict(unavailable),
+        client=args.client,
+        latency=LATENCY[args.client],
+        setup=setup_line(args.workers, spec.ceiling),
+    )
     ready = []
     for server in servers:
         if server.name == report.CEILING and not spec.ceiling:
@@ -269,14 +327,15 @@ def run_scenario(
             wait_quiet()
             try:
                 sample = measure(server, origin, spec, args, scripts, round_no)
-            except wrk.WrkError as e:
+            except (wrk.WrkError, h2load.H2loadError) as e:
                 scn.unavailable[server.name] = str(e)
                 ready.remove(server)
                 continue
             scn.samples.setdefault(server.name, []).append(sample)
             print(
                 f"  {spec.name} round {round_no + 1} {server.name}: {sample.rps:,.0f} req/s, "
-                f"p99 {sample.p99_ms:.2f} ms, errors {sample.errors}, other CPU {sample.other_cpu:.0f}%",
+                f"{scn.latency[1]} {sample.latency_ms[1]:.2f} ms, errors {sample.errors}, "
+                f"other CPU {sample.other_cpu:.0f}%",
                 flush=True,
             )
     for name in scn.samples:
@@ -356,11 +415,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="an edgecache executable of another build (e.g. main), measured in the same rounds",
     )
+    p.add_argument(
+        "--client",
+        choices=sorted(LATENCY),
+        default="wrk",
+        help="load generator (default wrk); h2load runs the one-URL scenarios small and medium only",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="edgecache runtime.workers and nginx worker_processes (default 1)",
+    )
     args = p.parse_args(argv)
     if args.memory and args.no_memory:
         p.error("--memory and --no-memory exclude each other")
     if args.rounds < 1 or args.duration < 1:
         p.error("--rounds and --duration must be at least 1")
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    if args.client == "h2load" and args.only:
+        scripted = [s.name for s in SCENARIOS if s.name in args.only and not fixed_url(s)]
+        if scripted:
+            p.error(f"--client h2load cannot run {', '.join(scripted)} (one URL per run only)")
     return args
 
 
@@ -370,19 +447,29 @@ def plan(args: argparse.Namespace) -> tuple[list[Spec], bool]:
         return [s for s in SCENARIOS if s.name in args.only], args.memory
     if args.memory:
         return [], True
-    return list(SCENARIOS), not args.no_memory
+    runnable = [s for s in SCENARIOS if args.client == "wrk" or fixed_url(s)]
+    return runnable, not args.no_memory
 
 
 @contextlib.contextmanager
 def workspace(keep: bool) -> Iterator[Fleet]:
-    """A temp dir and a fleet; on exit (also Ctrl-C / SIGTERM) every server is stopped, the dir removed."""
+    """A temp dir, a tmpfs dir for nginx's cache files, and a fleet; on exit (also Ctrl-C / SIGTERM)
+    every server is stopped and both dirs are removed.
+
+    nginx's cache goes to tmpfs because on the machine's ext4 (no journal) creating a file skips every
+    inode freed in the last 60-300 s one by one: after a mass delete (a previous run's temp dir, a test
+    suite) its misses cost 10x the CPU (``docs/benchmarks.md``, "nginx's slow miss rounds").
+    """
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-bench-"))
     tmp.chmod(0o755)  # nginx workers and Varnish's sandbox user read configs and files here
-    fleet = Fleet(tmp)
+    shm = Path(tempfile.mkdtemp(prefix="edgecache-bench-nginx-", dir=SHM if SHM.is_dir() else None))
+    shm.chmod(0o755)
+    fleet = Fleet(tmp, shm / "nginx-cache")
     try:
         yield fleet
     finally:
         fleet.stop_all()
+        shutil.rmtree(shm, ignore_errors=True)
         if keep:
             print(f"kept {tmp}")
         else:
@@ -395,7 +482,7 @@ def bench(fleet: Fleet, args: argparse.Namespace) -> str:
     fleet.started.append(origin)
     parts = []
     if specs:
-        servers, unavailable = start_caches(fleet, origin, args.baseline)
+        servers, unavailable = start_caches(fleet, origin, args.baseline, args.workers)
         scripts = wrk.write_scripts(fleet.tmp)
         for spec in specs:
             print(f"scenario {spec.title}", flush=True)
@@ -411,19 +498,19 @@ def bench(fleet: Fleet, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    ensure_tools()
+    ensure_tools(args.client)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     with workspace(args.keep) as fleet:
         tables = bench(fleet, args)
-    method = (
-        f"wrk -t1 -c50 -d{args.duration}s, {args.rounds} interleaved rounds; median (min-max); "
-        if plan(args)[0]
-        else ""
-    )
+    load = {
+        "wrk": f"wrk -t1 -c50 -d{args.duration}s",
+        "h2load": f"h2load --h1 -t1 -c50 -m1 -D{args.duration}",
+    }[args.client]
+    method = f"{load}, {args.rounds} interleaved rounds; median (min-max); " if plan(args)[0] else ""
     header = (
         f"# edgecache hit-path benchmark, {datetime.now():%Y-%m-%d %H:%M}\n\n"
-        f"{os.cpu_count()} CPUs, {platform.platform()}; {versions()}.\n"
+        f"{os.cpu_count()} CPUs, {platform.platform()}; {versions(args.client)}.\n"
         f"{method}took {time.monotonic() - started:.0f} s.\n"
     )
     text = header + "\n" + tables

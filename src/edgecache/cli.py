@@ -109,13 +109,17 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
 async def _serve(cfg: Config) -> None:
     supervisor = Supervisor(cfg) if cfg.runtime.workers > 1 else None
     node = supervisor.node if supervisor is not None else Node(cfg)
-    await (supervisor.start() if supervisor is not None else node.start())
-    token = await asyncio.to_thread(_demo_token, node) if cfg.demo_origin is not None else None
-    typer.echo(_banner(node, cfg, token))
+    # Before the start: a signal while workers are being started (or a disk tier opened) stops
+    # the node once it is up, where the default action killed the supervisor and left its
+    # workers running on their own.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await (supervisor.start() if supervisor is not None else node.start())
+    if not stop.is_set():
+        token = await asyncio.to_thread(_demo_token, node) if cfg.demo_origin is not None else None
+        typer.echo(_banner(node, cfg, token))
     await stop.wait()
     if supervisor is not None:
         await supervisor.stop()
