@@ -1206,9 +1206,10 @@ class Proxy:
     def _relay_start(
         self, req: Request, conn: Connection, status: int, head: bytes, fields: bytes, length: int | None
     ) -> tuple[list[bytes], bool, bool] | None:
-        """The head of a relayed answer, framed, as the first pieces to write (joined with the body
-        by ``_flush``: one copy), whether the connection is kept and whether the body is chunked;
-        None when the answer has no body and is written."""
+        """The head of a relayed answer, framed, as the first piece to write, whether the connection
+        is kept and whether the body is chunked; None when the answer has no body and is written.
+        The head is one piece, joined once: a large body is written after it with ``writelines``,
+        and the access log's capture reads the answer's head from the first buffer written."""
         keep = req.keep_alive
         bodyless = req.method == "HEAD" or status in (204, 304) or 100 <= status < 200
         chunked = False
@@ -1223,11 +1224,12 @@ class Proxy:
         else:
             keep = False
         pieces += (_connection_field(req) if keep else b"Connection: close\r\n", b"\r\n")
+        first = b"".join(pieces)
         if bodyless:
-            conn.write(b"".join(pieces))
+            conn.write(first)
             conn.finish(keep)
             return None
-        return pieces, keep, chunked
+        return [first], keep, chunked
 
     def _relay_end(
         self,
