@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -114,10 +115,10 @@ def main() -> None:
         writer = subprocess.Popen(
             [
                 *(sys.executable, "-m", "edgecache.edge.fillwriter", "--parent", str(os.getpid())),
-                *("--ring", str(ring.path), "--wake-fd", str(ring.wake_fd)),
+                *("--ring", str(ring.path), "--wake-fd", str(ring.wake_fd), "--done-fd", str(ring.done_fd)),
                 *("--disk", str(path), "--budget", str(1 << 30)),
             ],
-            pass_fds=(ring.wake_fd,),
+            pass_fds=(ring.wake_fd, ring.done_fd),
         )
         store.attach_fills(ring)
     store.put(entry("http://vis.test/first"))  # the zone's host row, before the reader starts
@@ -150,6 +151,7 @@ def main() -> None:
             store.attach_fills(None)
             ring.close(unlink=True)
         store.close()
+        shutil.rmtree(path, ignore_errors=True)
     print("| writes | p50 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|")
     print(row("idle: one object at a time", idle))

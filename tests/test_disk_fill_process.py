@@ -52,6 +52,29 @@ def test_fills_are_written_by_the_child_and_reported(fresh: Stack) -> None:
     assert headers["cf-cache-status"] == "HIT" and headers["cache-status"].endswith("detail=disk")
 
 
+def test_a_vary_fill_and_its_vary_row_are_one_commit(fresh: Stack) -> None:
+    # The Vary names go through the ring behind their fill: the fill writer writes both in one
+    # transaction (one fsync), where the writer thread used to wait for the fill's commit and
+    # commit the names on its own.
+    writer(fresh)
+    disk = fresh.node.disk
+    assert disk is not None
+    fresh.origin.routes["/v"] = Route(
+        body=b"v" * 2000, headers={"Cache-Control": "max-age=600", "Vary": "Accept-Encoding"}
+    )
+    before = disk.counters().commits
+    assert fresh.request("/v", headers={"Accept-Encoding": "gzip"})[1]["cf-cache-status"] == "MISS"
+    deadline = time.monotonic() + 10
+    while (disk.queue_depth or disk.counters().commits == before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # a commit of the names on their own would come after the fill's
+    assert disk.counters().commits - before == 1
+    fresh.restart()
+    headers = fresh.request("/v", headers={"Accept-Encoding": "gzip"})[1]
+    assert headers["cf-cache-status"] == "HIT" and headers["cache-status"].endswith("detail=disk")
+    assert fresh.request("/v", headers={"Accept-Encoding": "br"})[1]["cf-cache-status"] == "MISS"
+
+
 def test_a_delete_queued_after_a_fill_waits_for_it(fresh: Stack) -> None:
     pid = writer(fresh).pid
     assert pid is not None

@@ -7,6 +7,7 @@ entry's record is ``encode_entry``'s, and the fill writer reads the entry back."
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import threading
@@ -23,7 +24,18 @@ from edgecache.store._fillring import Appender
 from edgecache.store.disk import DiskStore
 from edgecache.store.disk_layout import decode_entry, encode_entry
 from edgecache.store.entry import Entry
-from edgecache.store.fillring import _ASLEEP, _Q, APPENDER, COUNTERS, HEADER_SIZE, FillRing, PyAppender
+from edgecache.store.fillring import (
+    _ASLEEP,
+    _Q,
+    APPENDER,
+    COUNTERS,
+    HEADER_SIZE,
+    RESERVE_FLAG,
+    VARY_FLAG,
+    FillRing,
+    PyAppender,
+    decode_vary,
+)
 
 CAPACITY = 1 << 16
 APPENDERS = [Appender, PyAppender]
@@ -56,7 +68,7 @@ def test_records_come_out_in_order_and_whole(
 ) -> None:
     path = tmp_path_factory.mktemp("ring") / "r.ring"
     ring = FillRing.create(path, CAPACITY, appender=appender)
-    reader = FillRing.open(path, ring.wake_fd)
+    reader = FillRing.open(path, ring.wake_fd, ring.done_fd)
     sent: list[tuple[bytes, bool]] = []
     got: list[tuple[bytes, bool]] = []
     refused = 0
@@ -87,7 +99,7 @@ def test_a_full_ring_refuses_and_a_committed_one_takes_again(ring: FillRing) -> 
         taken += 1
     assert taken == CAPACITY // 4016
     assert ring.pending() == taken
-    reader = FillRing.open(ring.path, ring.wake_fd)
+    reader = FillRing.open(ring.path, ring.wake_fd, ring.done_fd)
     records, _ = drain(reader, 0)
     assert len(records) == taken and ring.pending() == 0
     assert ring.append(record, True)
@@ -98,7 +110,7 @@ def test_a_record_whose_bytes_are_not_there_is_not_read(ring: FillRing) -> None:
     # The second record's payload as a reader that saw ``head`` before the bytes would find it.
     at = HEADER_SIZE + 32 + 12
     ring._mm[at : at + 6] = b"\x00" * 6
-    reader = FillRing.open(ring.path, ring.wake_fd)
+    reader = FillRing.open(ring.path, ring.wake_fd, ring.done_fd)
     batch = reader.read(0, 100, 1 << 20)
     assert batch.records == [(b"first", False)] and batch.end == 32
 
@@ -106,7 +118,7 @@ def test_a_record_whose_bytes_are_not_there_is_not_read(ring: FillRing) -> None:
 def test_skip_gives_up_what_a_dead_writer_left(ring: FillRing) -> None:
     for i in range(5):
         assert ring.append(b"%d" % i, False)
-    reader = FillRing.open(ring.path, ring.wake_fd)
+    reader = FillRing.open(ring.path, ring.wake_fd, ring.done_fd)
     batch = reader.read(0, 2, 1 << 20)
     reader.commit(batch, reader.counters())
     assert ring.pending() == 3
@@ -142,27 +154,44 @@ entries = st.builds(
 )
 
 
+vary_names = st.lists(st.from_regex(r"[a-z0-9!#$%&'*+.^_`|~-]{1,20}", fullmatch=True), max_size=4).map(tuple)
+"""Field names as a response's Vary lists them (tokens, lower-cased by the proxy)."""
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(entries, st.booleans()), min_size=1, max_size=30))
+@given(st.lists(st.tuples(entries, st.booleans(), st.none() | vary_names), min_size=1, max_size=30))
 def test_both_appenders_write_an_entry_as_its_record(
-    tmp_path_factory: pytest.TempPathFactory, fills: list[tuple[Entry, bool]]
+    tmp_path_factory: pytest.TempPathFactory, fills: list[tuple[Entry, bool, tuple[str, ...] | None]]
 ) -> None:
+    # Each fill, then (a Vary fill) its base key's names as a VARY_FLAG record.
     at = tmp_path_factory.mktemp("rings")
     c = FillRing.create(at / "c.ring", CAPACITY, appender=Appender)
     py = FillRing.create(at / "py.ring", CAPACITY, appender=PyAppender)
-    for entry, reserve in fills:
+    kept: list[tuple[Entry, bool] | tuple[str, tuple[str, ...]]] = []
+    for entry, reserve, names in fills:
         added = c.append_entry(entry, reserve)
         assert added == py.append_entry(entry, reserve)
         # Too large for the ring exactly when its record is, and then nothing is written.
         assert (added == -1) == (len(encode_entry(entry, 0.0)) > c.max_record)
+        if added > 0:
+            kept.append((entry, reserve))
+        if names is not None and added > 0:
+            varied = c.append_vary(entry.key, names)
+            assert varied == py.append_vary(entry.key, names)
+            if varied:
+                kept.append((entry.key, names))
     assert bytes(c._mm) == bytes(py._mm)
-    reader = FillRing.open(c.path, c.wake_fd)
+    reader = FillRing.open(c.path, c.wake_fd, c.done_fd)
     records, _ = drain(reader, 0)
-    kept = [(e, r) for e, r in fills if len(encode_entry(e, 0.0)) <= c.max_record]
-    assert [payload for payload, _ in records] == [encode_entry(e, 0.0) for e, _ in kept]
-    for (payload, reserve), (entry, sent) in zip(records, kept, strict=True):
+    assert len(records) == len(kept)
+    for (payload, flags), sent in zip(records, kept, strict=True):
+        if isinstance(sent[0], str):
+            assert flags == VARY_FLAG and decode_vary(payload) == sent
+            continue
+        entry, reserve = sent
+        assert isinstance(entry, Entry) and payload == encode_entry(entry, 0.0)
         back = decode_entry(payload)
-        assert reserve == sent and back.reserve_expires == 0.0
+        assert flags == (RESERVE_FLAG if reserve else 0) and back.reserve_expires == 0.0
         assert (back.entry.key, back.entry.body, back.entry.tags) == (entry.key, entry.body, entry.tags)
         if entry.stale_since is None:
             assert back.entry.stale_since is None or math.isnan(back.entry.stale_since)
@@ -177,16 +206,62 @@ def test_an_entry_too_large_for_the_ring_is_left_to_the_caller(ring: FillRing) -
     assert ring.head == 0 and ring.pending() == 0
 
 
-def test_an_append_wakes_a_sleeping_fill_writer(ring: FillRing) -> None:
-    reader = FillRing.open(ring.path, os.dup(ring.wake_fd))
-    assert ring.append(b"awake", False)
-    with pytest.raises(BlockingIOError):
-        os.eventfd_read(ring.wake_fd)  # awake: nobody is woken
-    _Q.pack_into(reader._mm, _ASLEEP, 1)  # what ``wait`` sets before it sleeps
+def test_an_append_reports_a_sleeping_fill_writer_for_the_caller_to_wake(ring: FillRing) -> None:
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
     entry = Entry("z", "https://a.test/x", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
-    assert ring.append_entry(entry, False) == 1
+    assert ring.append(b"awake", 0) == 1 and ring.append_entry(entry, False) == 1
+    _Q.pack_into(reader._mm, _ASLEEP, 1)  # what ``wait`` sets before it sleeps
+    assert ring.append(b"asleep", 0) == 2 and ring.append_entry(entry, False) == 2
+    assert ring.append_vary("https://a.test/x", ("accept",)) == 2
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(ring.wake_fd)  # the appends wrote nothing to it
+    ring.wake_if_asleep()
     assert os.eventfd_read(ring.wake_fd) == 1
+    _Q.pack_into(reader._mm, _ASLEEP, 0)
+    ring.wake_if_asleep()
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(ring.wake_fd)
     reader.close()
+
+
+def test_the_loop_wakes_the_fill_writer_once_at_the_end_of_its_turn(ring: FillRing, tmp_path: Path) -> None:
+    # A lone miss's answer is written after its put, in the same turn of the loop: the woken fill
+    # writer must not take the CPU before it (decision 0020's addendum on the wake).
+    store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0)
+    store.attach_fills(ring)
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+    _Q.pack_into(reader._mm, _ASLEEP, 1)
+    seen: list[str] = []
+
+    def readable() -> bool:
+        try:
+            os.eventfd_read(ring.wake_fd)
+        except BlockingIOError:
+            return False
+        return True
+
+    def turn() -> None:
+        for n in "ab":
+            assert store.put(Entry("z", f"https://a.test/{n}", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0))
+        seen.append("woken in the turn" if readable() else "answered first")
+
+    async def main() -> None:
+        store.read_in_turns(asyncio.get_running_loop().call_soon)
+        asyncio.get_running_loop().call_soon(turn)
+        await asyncio.sleep(0.01)
+        seen.append("woken after" if readable() else "never woken")
+        seen.append("woken twice" if readable() else "once")
+
+    try:
+        asyncio.run(main())
+        assert seen == ["answered first", "woken after", "once"]
+        # Off the loop (no turns on this thread), at once.
+        assert store.put(Entry("z", "https://a.test/c", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0))
+        assert readable()
+    finally:
+        store.attach_fills(None)
+        store.close()
+        reader.close()
 
 
 def test_a_record_that_never_matches_its_crc_is_given_up(ring: FillRing, tmp_path: Path) -> None:
@@ -198,7 +273,7 @@ def test_a_record_that_never_matches_its_crc_is_given_up(ring: FillRing, tmp_pat
     at = HEADER_SIZE + damaged + 12 + 20
     ring._mm[at] ^= 0xFF
     store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0, writer=False)
-    reader = FillRing.open(ring.path, os.dup(ring.wake_fd))
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
     stop = [False]
     child = threading.Thread(target=run, args=(reader, store, stop, os.getppid(), 0.2))
     child.start()
@@ -210,7 +285,8 @@ def test_a_record_that_never_matches_its_crc_is_given_up(ring: FillRing, tmp_pat
         assert ring.pending() == 0 and ring.counters()["dropped"] == 2
         assert [e.key for e in store] == [entries[0].key]
         # It goes on with what comes after.
-        assert ring.append_entry(entries[2], False) == 1
+        assert ring.append_entry(entries[2], False) > 0
+        ring.wake_if_asleep()
         deadline = time.monotonic() + 10
         while ring.committed < ring.head and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -220,3 +296,58 @@ def test_a_record_that_never_matches_its_crc_is_given_up(ring: FillRing, tmp_pat
         child.join(10)
         store.close()
         reader.close()
+
+
+def _waiter(ring: FillRing, position: int, timeout: float) -> tuple[threading.Thread, list[float]]:
+    """A thread that waits for ``position``'s commit as the disk writer's fence does; the list gets
+    how long it waited, negative when it timed out."""
+    took: list[float] = []
+
+    def wait() -> None:
+        began = time.monotonic()
+        ok = ring.await_commit(position, timeout)
+        took.append((time.monotonic() - began) * (1 if ok else -1))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread, took
+
+
+def test_a_fence_makes_the_fill_writer_commit_at_once(
+    ring: FillRing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Group waits far longer than the fence may take: without ``want`` ending the fill writer's
+    # wait for more fills, the fenced change would wait for them.
+    monkeypatch.setattr("edgecache.edge.fillwriter.GROUP_QUIET", 3.0)
+    monkeypatch.setattr("edgecache.edge.fillwriter.GROUP_WAIT", 6.0)
+    store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0, writer=False)
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+    stop = [False]
+    child = threading.Thread(target=run, args=(reader, store, stop, os.getppid()))
+    child.start()
+    try:
+        entry = Entry("z", "https://a.test/fenced", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
+        assert ring.append_entry(entry, False) > 0
+        ring.wake_if_asleep()
+        time.sleep(0.3)  # the fill writer has seen it and waits for more fills
+        assert ring.committed < ring.head
+        waiter, took = _waiter(ring, ring.head, 10.0)
+        ring.want(ring.head)
+        waiter.join(10)
+        assert took and 0 <= took[0] < 2.0, f"the fence waited {took} s, not woken by the commit"
+        assert [e.key for e in store] == [entry.key]
+    finally:
+        stop[0] = True
+        ring.close_writer()
+        child.join(10)
+        store.close()
+        reader.close()
+
+
+def test_a_dead_fill_writers_skip_releases_a_fence(ring: FillRing) -> None:
+    assert ring.append(b"never written", False)
+    waiter, took = _waiter(ring, ring.head, 10.0)
+    time.sleep(0.1)
+    ring.skip()
+    waiter.join(10)
+    assert took and 0 <= took[0] < 2.0

@@ -134,6 +134,8 @@ class FillWriterProcess:
             str(self.ring.path),
             "--wake-fd",
             str(self.ring.wake_fd),
+            "--done-fd",
+            str(self.ring.done_fd),
             "--disk",
             str(cfg.data_dir / cfg.storage.disk.path),
             "--budget",
@@ -144,7 +146,11 @@ class FillWriterProcess:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edgecache.edge.fillwriter", *self._args(), pass_fds=(self.ring.wake_fd,)
+            sys.executable,
+            "-m",
+            "edgecache.edge.fillwriter",
+            *self._args(),
+            pass_fds=(self.ring.wake_fd, self.ring.done_fd),
         )
 
     async def _supervise(self) -> None:
@@ -244,9 +250,10 @@ def run(
             ring.wait(pos, IDLE_MAX)
             continue
         if not ring.urgent(pos) and not ring.closing:
-            # More fills share the commit if they keep coming (the writer thread's GROUP_WAIT).
+            # More fills share the commit if they keep coming (the writer thread's GROUP_WAIT);
+            # a fence (``want``) ends the wait at once, not at the next look.
             began = time.monotonic()
-            time.sleep(GROUP_QUIET)
+            ring.doze(GROUP_QUIET)
             while (
                 ring.available(pos) > seen
                 and time.monotonic() - began < GROUP_WAIT
@@ -254,7 +261,7 @@ def run(
                 and ring.available(pos) < MAX_BATCH_BYTES
             ):
                 seen = ring.available(pos)
-                time.sleep(GROUP_QUIET)
+                ring.doze(GROUP_QUIET)
         batch = ring.read(pos, MAX_BATCH_OPS, MAX_BATCH_BYTES)
         if batch.end == pos:
             # A record whose bytes are not all visible yet, or never will be.
@@ -288,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent", type=int, required=True, help="the appending process's pid")
     parser.add_argument("--ring", type=Path, required=True)
     parser.add_argument("--wake-fd", type=int, required=True)
+    parser.add_argument("--done-fd", type=int, required=True)
     parser.add_argument("--disk", type=Path, required=True)
     parser.add_argument("--budget", type=int, required=True)
     parser.add_argument("--reserve", type=json.loads, default={})
@@ -307,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != args.parent:
         return  # the parent died before the line above could tie this process to it
-    ring = FillRing.open(args.ring, args.wake_fd)
+    ring = FillRing.open(args.ring, args.wake_fd, args.done_fd)
     store = DiskStore(
         args.disk,
         budget=args.budget,

@@ -13,7 +13,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <unistd.h>
 #include <zlib.h>
 
 /* Ring layout: must match fillring.py. */
@@ -23,7 +22,8 @@
 #define APPENDED_AT 24
 #define COMMITTED_AT 48
 #define ASLEEP_AT 128 /* _COUNTERS (64) + 8 * len(COUNTERS) (7) + 8 */
-#define REC_SIZE 12   /* payload length u32, CRC-32 u32, reserve u8, 3 bytes of padding */
+#define REC_SIZE 12   /* payload length u32, CRC-32 u32, flags u8, 3 bytes of padding */
+#define F_RESERVE 1   /* fillring.RESERVE_FLAG: the fill goes to its zone's reserve too */
 #define ALIGN 16
 #define WRAP 0xFFFFFFFFu
 
@@ -46,7 +46,6 @@ typedef struct {
     uint64_t head;
     uint64_t appended;
     uint64_t committed; /* the last value read: it only grows, so it is read again only when short */
-    int wake_fd;
 } Appender;
 
 static PyObject *struct_error;
@@ -114,13 +113,14 @@ static int64_t reserve_room(Appender *self, uint64_t need) {
 }
 
 /* Seal the record written at `at` (its head and CRC) and publish it: the record count, then the
- * head, each one release store; then wake the fill writer when it sleeps. */
-static void seal(Appender *self, uint64_t at, uint64_t size, uint64_t need, int reserve) {
+ * head, each one release store. Returns whether the fill writer sleeps: its wake is the caller's
+ * (the event loop defers it until its answers are out: decision 0020's addendum on the wake). */
+static int seal(Appender *self, uint64_t at, uint64_t size, uint64_t need, unsigned char flags) {
     unsigned char *rec = self->data + at;
     uLong crc = crc32_z(0L, rec + REC_SIZE, (z_size_t)size);
     put32(rec, (uint32_t)size);
     put32(rec + 4, (uint32_t)crc);
-    rec[8] = reserve ? 1 : 0;
+    rec[8] = flags;
     rec[9] = rec[10] = rec[11] = 0;
     self->head += need;
     self->appended += 1;
@@ -129,12 +129,7 @@ static void seal(Appender *self, uint64_t at, uint64_t size, uint64_t need, int 
     /* Both sides store their word then read the other's; the fill writer's wait has a timeout for
      * the wake this may still miss on its side (fillring.py). */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (load64(self->header + ASLEEP_AT)) {
-        uint64_t one = 1;
-        /* A failure is EAGAIN (the counter is full: the writer wakes anyway). */
-        ssize_t written = write(self->wake_fd, &one, 8);
-        (void)written;
-    }
+    return load64(self->header + ASLEEP_AT) != 0;
 }
 
 static inline uint64_t aligned(uint64_t n) { return (REC_SIZE + n + ALIGN - 1) & ~(uint64_t)(ALIGN - 1); }
@@ -147,19 +142,24 @@ static int check_open(Appender *self) {
     return 0;
 }
 
-PyDoc_STRVAR(append_doc, "append(payload, reserve, /)\n--\n\nAdd one record; False (nothing "
-                         "written) when the ring has no room for it.");
+PyDoc_STRVAR(append_doc, "append(payload, flags, /)\n--\n\nAdd one record with its flags (a byte): "
+                         "1 when added, 2 when added and the fill writer sleeps (the caller wakes "
+                         "it), 0 when the ring has no room for it (nothing written).");
 
 static PyObject *Appender_append(Appender *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "append(payload, reserve) takes 2 arguments");
+        PyErr_SetString(PyExc_TypeError, "append(payload, flags) takes 2 arguments");
         return NULL;
     }
     if (check_open(self) < 0)
         return NULL;
-    int reserve = PyObject_IsTrue(args[1]);
-    if (reserve < 0)
+    long flags = PyLong_AsLong(args[1]);
+    if (flags == -1 && PyErr_Occurred())
         return NULL;
+    if (flags < 0 || flags > 0xFF) {
+        PyErr_SetString(PyExc_ValueError, "a record's flags are one byte");
+        return NULL;
+    }
     Py_buffer payload;
     if (PyObject_GetBuffer(args[0], &payload, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -168,12 +168,12 @@ static PyObject *Appender_append(Appender *self, PyObject *const *args, Py_ssize
     int64_t at = size >= WRAP ? -1 : reserve_room(self, need);
     if (at < 0) {
         PyBuffer_Release(&payload);
-        Py_RETURN_FALSE;
+        return PyLong_FromLong(0);
     }
     memcpy(self->data + at + REC_SIZE, payload.buf, size);
-    seal(self, (uint64_t)at, size, need, reserve);
+    int sleeping = seal(self, (uint64_t)at, size, need, (unsigned char)flags);
     PyBuffer_Release(&payload);
-    Py_RETURN_TRUE;
+    return PyLong_FromLong(sleeping ? 2 : 1);
 }
 
 /* One attribute as a double (None: NaN, for stale_since). */
@@ -261,8 +261,9 @@ static PyObject *joined_tags(PyObject *entry) {
 
 PyDoc_STRVAR(append_entry_doc,
              "append_entry(entry, reserve, max_record, /)\n--\n\nAdd an entry's disk record "
-             "(encode_entry's, with no reserve expiry): 1 when added, 0 when the ring has no room "
-             "for it, -1 when the record is larger than max_record (nothing written).");
+             "(encode_entry's, with no reserve expiry): 1 when added, 2 when added and the fill "
+             "writer sleeps (the caller wakes it: not done here), 0 when the ring has no room for "
+             "it, -1 when the record is larger than max_record (nothing written).");
 
 static PyObject *Appender_append_entry(Appender *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
@@ -365,8 +366,7 @@ static PyObject *Appender_append_entry(Appender *self, PyObject *const *args, Py
     memcpy(w, p.head_view.buf, (size_t)hlen);
     w += hlen;
     memcpy(w, p.body_view.buf, (size_t)blen);
-    seal(self, (uint64_t)at, size, need, reserve);
-    result = PyLong_FromLong(1);
+    result = PyLong_FromLong(seal(self, (uint64_t)at, size, need, reserve ? F_RESERVE : 0) ? 2 : 1);
 done:
     parts_release(&p);
     return result;
@@ -384,10 +384,9 @@ static PyObject *Appender_release(Appender *self, PyObject *Py_UNUSED(ignored)) 
 }
 
 static int Appender_init(Appender *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"ring", "wake_fd", NULL};
+    static char *kwlist[] = {"ring", NULL};
     PyObject *ring;
-    int wake_fd;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi", kwlist, &ring, &wake_fd))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &ring))
         return -1;
     if (self->has_view) {
         PyErr_SetString(PyExc_RuntimeError, "Appender is already initialised");
@@ -412,7 +411,6 @@ static int Appender_init(Appender *self, PyObject *args, PyObject *kwds) {
     self->head = load64(header + HEAD_AT);
     self->appended = load64(header + APPENDED_AT);
     self->committed = load64(header + COMMITTED_AT);
-    self->wake_fd = wake_fd;
     return 0;
 }
 
@@ -446,8 +444,8 @@ static PyGetSetDef Appender_getset[] = {
 static PyTypeObject AppenderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "edgecache.store._fillring.Appender",
-    .tp_doc = PyDoc_STR("Appender(ring, wake_fd): the appending side of the fill ring mapped at "
-                        "`ring` (header included), waking its fill writer through `wake_fd`."),
+    .tp_doc = PyDoc_STR("Appender(ring): the appending side of the fill ring mapped at `ring` "
+                        "(header included)."),
     .tp_basicsize = sizeof(Appender),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,

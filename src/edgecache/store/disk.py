@@ -123,7 +123,7 @@ from edgecache.store.disk_layout import (
     with_reserve_expires,
 )
 from edgecache.store.entry import VARIANT_SEP, Entry
-from edgecache.store.fillring import COUNTERS, FillRing
+from edgecache.store.fillring import COUNTERS, RESERVE_FLAG, VARY_FLAG, FillRing, decode_vary
 
 __all__ = [
     "CACHE",
@@ -168,6 +168,9 @@ FORGET_EVERY = 64
 """Ring fills a process appends between two looks for those committed since (which are no longer
 pending for ``has``): once per fill cost the loop a lock and a header read per miss (``has`` looks
 every time)."""
+FENCE_LOOK = 0.05
+"""Seconds between the fence's looks at whether its ring is still attached (``_await_fills``): the
+fill writer's commits wake it, and a dead one's supervisor wakes it when it skips its records."""
 _FILLS = frozenset(("put", "vary"))
 """The changes that wait for others to share their commit (see ``GROUP_WAIT``)."""
 RENEW_EVERY = 1.0
@@ -543,6 +546,10 @@ class DiskStore:
         """Ring fills since the fill path last looked for committed ones (``FORGET_EVERY``)."""
         self._fenced = 0
         """The ring position of the last fence queued (``_enqueue``)."""
+        self._waking = False
+        """A wake of the sleeping fill writer is scheduled for the end of the loop's turn."""
+        self._ringed: str | None = None
+        """The key of the last fill ``put``, when it went to the ring (``set_vary`` follows it)."""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="edgecache-disk-writer", daemon=True)
@@ -613,6 +620,7 @@ class DiskStore:
         self._end_turn()  # one a loop that has stopped since may have left open
         self._turn_thread = threading.get_ident()
         self._call_soon = call_soon
+        self._waking = False  # a wake a stopped loop never ran
 
     def _reader(self) -> lmdb.Transaction | None:
         """This turn's read transaction (begun when there is none or the writer committed since),
@@ -931,22 +939,24 @@ class DiskStore:
         if ring is None or ring.committed >= position:
             return
         ring.want(position)
-        delay = 0.0002
-        while self._ring is ring and ring.committed < position:
-            time.sleep(delay)
-            delay = min(2 * delay, 0.005)
+        # Woken by the fill writer's commit; the timeout only bounds a look at whether the ring
+        # was detached meanwhile.
+        while self._ring is ring and not ring.await_commit(position, FENCE_LOOK):
+            pass
 
-    def write_fills(self, records: list[tuple[bytes, bool]]) -> None:
-        """In a fill-writer process: write fills (encoded records, and whether each goes to its
-        zone's reserve too) in one transaction, by the same rules as the writer thread's puts."""
+    def write_fills(self, records: list[tuple[bytes, int]]) -> None:
+        """In a fill-writer process: write a ring's records (payload, flags: fills, each to its
+        zone's reserve too with ``RESERVE_FLAG``, and the Vary names of ``VARY_FLAG`` records) in one
+        transaction, in their order, by the same rules as the writer thread's puts and Vary rows."""
         batch: list[tuple[Any, ...]] = []
-        for payload, reserve in records:
+        for payload, flags in records:
             try:
-                entry = decode_entry(payload).entry
+                if flags & VARY_FLAG:
+                    batch.append(("vary", *decode_vary(payload)))
+                else:
+                    batch.append(("put", decode_entry(payload).entry, bool(flags & RESERVE_FLAG)))
             except (struct.error, UnicodeDecodeError):
                 self.stats.write_errors += 1
-                continue
-            batch.append(("put", entry, reserve))
         try:
             self._apply(batch)
         except Exception:
@@ -967,9 +977,12 @@ class DiskStore:
         # A fill of a key whose delete (or its primary's) is still queued goes behind that delete,
         # on the writer thread: in the ring, the fill writer could commit it before the delete,
         # which would then remove this newer record.
+        self._ringed = None
         if ring is not None and type(entry) is Entry and not self._hides(key):
             added = self._put_in_ring(ring, entry, reserve)
             if added >= 0:
+                if added:
+                    self._ringed = key
                 return added > 0
         if self._queued >= MAX_QUEUED:
             self.stats.dropped += 1
@@ -998,12 +1011,39 @@ class DiskStore:
         if not added:
             self.stats.dropped += 1
             return added
+        if added == 2:
+            self._wake_later(ring)
         key = entry.key
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
         self._ring_keys.append((ring.head, key))
         return added
+
+    def _wake_later(self, ring: FillRing) -> None:
+        """Wake the sleeping fill writer at the end of the loop's turn, once (decision 0020's
+        addendum on the wake): the put is made before the fill's answer is written (the proxy stores
+        a fill as its body completes), and the woken fill writer, on a machine with few cores, took
+        the CPU from the loop inside the eventfd write, before that answer left. Off the loop's
+        turn (no ``read_in_turns``, or another thread), at once."""
+        if self._waking:
+            return
+        call_soon = self._call_soon
+        if call_soon is not None and threading.get_ident() == self._turn_thread:
+            try:
+                call_soon(self._wake_deferred)
+            except RuntimeError:  # the loop has closed
+                pass
+            else:
+                self._waking = True
+                return
+        ring.wake_if_asleep()
+
+    def _wake_deferred(self) -> None:
+        self._waking = False
+        ring = self._ring
+        if ring is not None:
+            ring.wake_if_asleep()
 
     def delete(self, key: str, below: int | None = None) -> None:
         """Remove the entry under ``key`` from both areas (hidden from readers at once, until the
@@ -1025,7 +1065,23 @@ class DiskStore:
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
         """Remember the Vary field names of a base key (ignored when nothing is stored under it)."""
-        # After the fill it names (queued just before it, maybe in the ring): a fence orders it.
+        ring, ringed = self._ring, self._ringed
+        self._ringed = None
+        if (
+            ring is not None
+            and ringed is not None
+            and base_key in _bases(ringed)
+            and not self._hides(base_key)
+        ):
+            # Right after its fill, in the ring: the fill writer writes both in one transaction
+            # (decision 0020's addendum on Vary fills), where the writer thread would wait for the
+            # fill's commit behind a fence, then commit the row on its own.
+            added = ring.append_vary(base_key, names)
+            if added:
+                if added == 2:
+                    self._wake_later(ring)
+                return
+        # After the fill it names (queued just before it, or in the ring: a fence orders it).
         self._enqueue(("vary", base_key, names), wake=False)
 
     def run_job(self, job: Job) -> Future[None]:

@@ -9,9 +9,15 @@ Theory of operation:
   (``urgent``: :meth:`FillRing.want`), its fill-writer supervisor (``closing``), or the fill
   writer (``committed``, ``done``, its counters, ``asleep``); ``committed`` and ``done`` also the
   supervisor, only while no fill writer runs (:meth:`FillRing.skip`).
-- A record is a 12-byte head (length, CRC-32 of the payload, reserve flag) and the payload (the
-  record ``encode_entry`` makes, what LMDB stores), padded to 16 bytes. A record that would cross
-  the end of the area is preceded by a wrap mark (length ``_WRAP``) and starts at the beginning.
+- A record is a 12-byte head (length, CRC-32 of the payload, a flags byte) and the payload,
+  padded to 16 bytes: a fill's record as ``encode_entry`` makes it (what LMDB stores; with
+  ``RESERVE_FLAG`` it goes to its zone's reserve too), or, with ``VARY_FLAG``, a base key's Vary
+  field names (:func:`encode_vary`), written in the same transaction as the fill before them
+  (decision 0020's addendum on Vary fills). A record that would cross the end of the area is
+  preceded by a wrap mark (length ``_WRAP``) and starts at the beginning. The format's version
+  is ``MAGIC``'s last byte, unchanged by ``VARY_FLAG``: a ring lives as long as the process that
+  created it, and a fill writer of a newer version reading an older appender's ring (the package
+  upgraded under a running node, its fill writer restarted) meets flags 0 and 1 only.
 - The appender is ``_fillring.Appender`` (C: it encodes an entry's record straight into the
   ring, decision 0020's addendum) when the package is built with it, else :class:`PyAppender`,
   which writes the same bytes; the fill writer's side, which never appends, has the latter.
@@ -23,11 +29,19 @@ Theory of operation:
 - The fill writer publishes ``committed`` (the position up to which every record is committed to
   LMDB, or dropped by the store's rules) after the transaction that wrote them: whoever must
   order a change after the fills queued so far waits for ``committed`` to pass the ``head`` it saw
-  (``store/disk.py``'s fences), and may set ``urgent`` so the writer does not wait for more fills.
+  (``store/disk.py``'s fences), and sets ``urgent`` so the writer does not wait for more fills:
+  :meth:`FillRing.want` also writes the wake eventfd, which ends the fill writer's wait for more
+  fills (:meth:`FillRing.doze`) at once. After each commit (and each :meth:`FillRing.skip`) the
+  fill writer writes a second eventfd (``done_fd``, inherited too), on which such a waiter sleeps
+  (:meth:`FillRing.await_commit`) instead of polling ``committed``: a write per commit, hundreds
+  of fills each, and no store ordering to get wrong (the waiter reads ``committed`` after it).
 - An idle fill writer sets ``asleep`` and waits on an eventfd (``wake_fd``, inherited): the
-  appender writes to it after a record when it finds ``asleep`` set, so a fill after a quiet
-  spell is not left waiting for a poll, and an idle fill writer costs nothing (the writer thread
-  writes to it too, with ``urgent``, and the supervisor with ``closing``). Both sides store
+  appending process writes to it after a record when the append found ``asleep`` set, so a fill
+  after a quiet spell is not left waiting for a poll, and an idle fill writer costs nothing. An
+  entry's append (``append_entry``) only reports it: the event loop writes the eventfd at the
+  end of its turn, after the answers of that turn went out, so that the woken fill writer does
+  not take the CPU from a lone miss's answer (``store/disk.py``'s ``_wake_later``). The writer
+  thread writes to it too, with ``urgent``, and the supervisor with ``closing``. Both sides store
   their word and then read the other's; a CPU may reorder that (x86 does), so a wake can be
   missed: the fill writer's wait has a timeout (``edge/fillwriter.py``'s ``IDLE_MAX``).
 - Records appended but not committed when the fill writer dies (or hangs, and is killed) are
@@ -60,6 +74,11 @@ _REC_SIZE = 12
 SETTLE = 0.005
 """Seconds between the two reads of ``head`` and ``appended`` that must agree (``settled``): far
 longer than an append takes between its two stores."""
+RESERVE_FLAG = 1
+"""Record flag: the fill goes to its zone's reserve too."""
+VARY_FLAG = 2
+"""Record flag: the payload is a base key's Vary names (:func:`encode_vary`), not a fill."""
+_KEY_LEN = struct.Struct("<I")
 _WRAP = 0xFFFFFFFF
 """A record head with this length marks the rest of the area unused: the next record is at its start."""
 _ALIGN = 16
@@ -93,14 +112,31 @@ def _wake(wake_fd: int) -> None:
         os.eventfd_write(wake_fd, 1)
 
 
+def encode_vary(base_key: str, names: tuple[str, ...]) -> bytes:
+    """A ``VARY_FLAG`` record's payload: the key's length, the key (keys hold NULs and may hold lone
+    surrogates), then the names NUL-joined, as the store keeps them."""
+    key = base_key.encode("utf-8", "surrogatepass")
+    return _KEY_LEN.pack(len(key)) + key + "\x00".join(names).encode()
+
+
+def decode_vary(payload: bytes) -> tuple[str, tuple[str, ...]]:
+    """The base key and Vary names of a ``VARY_FLAG`` record's payload."""
+    (n,) = _KEY_LEN.unpack_from(payload)
+    end = _KEY_LEN.size + n
+    if end > len(payload):
+        raise struct.error("a Vary record shorter than its key")
+    key = payload[_KEY_LEN.size : end].decode("utf-8", "surrogatepass")
+    names = payload[end:].decode()
+    return key, tuple(names.split("\x00")) if names else ()
+
+
 class PyAppender:
     """The appending side of a ring in Python: what ``_fillring.Appender`` does in C, byte for byte
     (the tests hold them to the same records), for a build without the extension and for the
     fill writer's side, which never appends."""
 
-    def __init__(self, mm: mmap.mmap, wake_fd: int) -> None:
+    def __init__(self, mm: mmap.mmap) -> None:
         self._mm = mm
-        self._wake_fd = wake_fd
         self._capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
         self._mask = self._capacity - 1
         self.head: int = _Q.unpack_from(mm, _HEAD)[0]
@@ -108,8 +144,11 @@ class PyAppender:
         self.appended: int = _Q.unpack_from(mm, _APPENDED)[0]
         """Records appended so far."""
 
-    def append(self, payload: bytes, reserve: bool) -> bool:
-        """Add one record; False (nothing written) when the ring has no room for it."""
+    def append(self, payload: bytes, flags: int) -> int:
+        """Add one record with its flags (a byte): 1 when added, 2 when added and the fill writer
+        sleeps (the caller wakes it), 0 when the ring has no room for it (nothing written)."""
+        if not 0 <= flags <= 0xFF:
+            raise ValueError("a record's flags are one byte")
         size = len(payload)
         need = (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
         head = self.head
@@ -118,30 +157,29 @@ class PyAppender:
         room = self._capacity - at
         wrap = room if need > room else 0
         if head + wrap + need - _Q.unpack_from(mm, _COMMITTED)[0] > self._capacity:
-            return False
+            return 0
         if wrap:
             _REC.pack_into(mm, HEADER_SIZE + at, _WRAP, 0, 0)
             head += wrap
             at = 0
         start = HEADER_SIZE + at
-        _REC.pack_into(mm, start, size, zlib.crc32(payload), reserve)
+        _REC.pack_into(mm, start, size, zlib.crc32(payload), flags)
         mm[start + _REC_SIZE : start + _REC_SIZE + size] = payload
         self.head = head = head + need
         self.appended += 1
         _Q.pack_into(mm, _APPENDED, self.appended)
         # Last: the reader trusts nothing past ``head``.
         _Q.pack_into(mm, _HEAD, head)
-        if _Q.unpack_from(mm, _ASLEEP)[0]:
-            _wake(self._wake_fd)
-        return True
+        return 2 if _Q.unpack_from(mm, _ASLEEP)[0] else 1
 
     def append_entry(self, entry: Entry, reserve: bool, max_record: int) -> int:
-        """Add an entry's record (``encode_entry``'s, with no reserve expiry): 1 when added, 0 when
-        the ring has no room for it, -1 when it is larger than ``max_record`` (nothing written)."""
+        """Add an entry's record (``encode_entry``'s, with no reserve expiry): 1 when added, 2 when
+        added and the fill writer sleeps (the caller wakes it: not done here), 0 when the ring has
+        no room for it, -1 when it is larger than ``max_record`` (nothing written)."""
         record = encode_entry(entry, 0.0)
         if len(record) > max_record:
             return -1
-        return 1 if self.append(record, reserve) else 0
+        return self.append(record, RESERVE_FLAG if reserve else 0)
 
     def release(self) -> None:
         """Nothing to let go of (the C appender's buffer export)."""
@@ -158,9 +196,9 @@ else:
 
 @dataclass(slots=True)
 class Batch:
-    """What the fill writer read: the records (payload, reserve flag) and the position after them."""
+    """What the fill writer read: the records (payload, flags) and the position after them."""
 
-    records: list[tuple[bytes, bool]]
+    records: list[tuple[bytes, int]]
     end: int
 
 
@@ -168,15 +206,22 @@ class FillRing:
     """One fill ring, mapped (created by the appending process, opened by the fill writer)."""
 
     def __init__(
-        self, path: Path, mm: mmap.mmap, wake_fd: int, appender: type[Appender | PyAppender]
+        self,
+        path: Path,
+        mm: mmap.mmap,
+        wake_fd: int,
+        done_fd: int,
+        appender: type[Appender | PyAppender],
     ) -> None:
         self.path = path
         self._mm = mm
         self.wake_fd = wake_fd
         """The eventfd that wakes an idle fill writer."""
+        self.done_fd = done_fd
+        """The eventfd the fill writer writes after each commit (:meth:`await_commit`)."""
         self.capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
         self._mask = self.capacity - 1
-        self._appender = appender(mm, wake_fd)
+        self._appender = appender(mm)
         self.max_record = self.capacity // 8
         """Payloads larger than this are not put in the ring (the caller writes them otherwise)."""
 
@@ -201,11 +246,13 @@ class FillRing:
             os.close(fd)
         mm[:8] = MAGIC
         _Q.pack_into(mm, _CAPACITY, capacity)
-        return cls(path, mm, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC), appender)
+        flags = os.EFD_NONBLOCK | os.EFD_CLOEXEC
+        return cls(path, mm, os.eventfd(0, flags), os.eventfd(0, flags), appender)
 
     @classmethod
-    def open(cls, path: Path, wake_fd: int) -> FillRing:
-        """Map an existing ring (the fill writer's side), woken through ``wake_fd``."""
+    def open(cls, path: Path, wake_fd: int, done_fd: int) -> FillRing:
+        """Map an existing ring (the fill writer's side), woken through ``wake_fd``, telling of its
+        commits through ``done_fd``."""
         fd = os.open(path, os.O_RDWR)
         try:
             mm = mmap.mmap(fd, 0)
@@ -215,31 +262,47 @@ class FillRing:
             mm.close()
             raise ValueError(f"{path} is not a fill ring")
         # The fill writer's side never appends: the Python appender holds no export of the map.
-        return cls(path, mm, wake_fd, PyAppender)
+        return cls(path, mm, wake_fd, done_fd, PyAppender)
 
     def close(self, *, unlink: bool = False) -> None:
         """Unmap the ring (and remove its file)."""
         self._appender.release()
         self._mm.close()
         os.close(self.wake_fd)
+        os.close(self.done_fd)
         if unlink:
             self.path.unlink(missing_ok=True)
 
     # -- the appender ------------------------------------------------------------------------------
 
-    def append(self, payload: bytes, reserve: bool) -> bool:
-        """Add one record; False (nothing written) when the ring has no room for it."""
-        return self._appender.append(payload, reserve)
+    def append(self, payload: bytes, flags: int) -> int:
+        """Add one record with its flags (``RESERVE_FLAG``, ``VARY_FLAG``): 1 when added, 2 when
+        added and the fill writer sleeps (wake it: :meth:`wake_if_asleep`), 0 when the ring has no
+        room for it (nothing written)."""
+        return self._appender.append(payload, flags)
+
+    def append_vary(self, base_key: str, names: tuple[str, ...]) -> int:
+        """Add a base key's Vary names (a ``VARY_FLAG`` record), to be written in the transaction of
+        the fill appended before them, or a later one: as :meth:`append`."""
+        return self._appender.append(encode_vary(base_key, names), VARY_FLAG)
 
     def append_entry(self, entry: Entry, reserve: bool) -> int:
         """Add the record of a whole entry (``Entry``, not a large object's ``ChunkedEntry``):
-        1 when added, 0 when the ring has no room for it, -1 when it is larger than
-        ``max_record`` (nothing written: the caller writes it otherwise)."""
+        1 when added, 2 when added and the fill writer sleeps (wake it: :meth:`wake_if_asleep`,
+        left to the caller so that the event loop's answers go out first), 0 when the
+        ring has no room for it, -1 when it is larger than ``max_record`` (nothing written: the
+        caller writes it otherwise)."""
         return self._appender.append_entry(entry, reserve, self.max_record)
 
     def wake(self) -> None:
         """Wake the fill writer if it waits for records."""
         _wake(self.wake_fd)
+
+    def wake_if_asleep(self) -> None:
+        """Wake the fill writer if it sleeps for lack of records (after an append that returned 2;
+        a fill writer that woke on its own since is left alone)."""
+        if _Q.unpack_from(self._mm, _ASLEEP)[0]:
+            _wake(self.wake_fd)
 
     @property
     def head(self) -> int:
@@ -251,6 +314,19 @@ class FillRing:
         if position > _Q.unpack_from(self._mm, _URGENT)[0]:
             _Q.pack_into(self._mm, _URGENT, position)
             self.wake()
+
+    def await_commit(self, position: int, timeout: float) -> bool:
+        """Sleep until ``committed`` reaches ``position`` (True) or ``timeout`` seconds pass
+        (False); woken by each commit (``done_fd``). One thread at a time (the disk writer's)."""
+        deadline = time.monotonic() + timeout
+        while self.committed < position:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            select.select([self.done_fd], [], [], left)
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self.done_fd)
+        return True
 
     def pending(self) -> int:
         """Records appended and not yet committed (nor skipped)."""
@@ -264,6 +340,7 @@ class FillRing:
         lost = appended - int(_Q.unpack_from(mm, _DONE)[0])
         _Q.pack_into(mm, _DONE, appended)
         _Q.pack_into(mm, _COMMITTED, self._appender.head)
+        _wake(self.done_fd)
         return lost
 
     def close_writer(self) -> None:
@@ -284,6 +361,14 @@ class FillRing:
         return {name: _Q.unpack_from(mm, _COUNTERS + 8 * i)[0] for i, name in enumerate(COUNTERS)}
 
     # -- the fill writer ---------------------------------------------------------------------------
+
+    def doze(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds while more fills gather, unless :meth:`want` (or
+        :meth:`close_writer`) wakes the fill writer first. An append does not: it writes the
+        eventfd only to a fill writer that sleeps for lack of records (:meth:`wait`)."""
+        select.select([self.wake_fd], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.wake_fd)
 
     def wait(self, position: int, timeout: float) -> None:
         """Sleep until a record is appended after ``position`` (or ``timeout`` seconds pass)."""
@@ -315,13 +400,13 @@ class FillRing:
         unless the first alone is more), stopping at one whose bytes are not all visible yet."""
         mm = self._mm
         head = _Q.unpack_from(mm, _HEAD)[0]
-        records: list[tuple[bytes, bool]] = []
+        records: list[tuple[bytes, int]] = []
         size_sum = 0
         pos = position
         while pos < head and len(records) < max_records:
             at = pos & self._mask
             start = HEADER_SIZE + at
-            size, crc, reserve = _REC.unpack_from(mm, start)
+            size, crc, flags = _REC.unpack_from(mm, start)
             if size == _WRAP:
                 pos += self.capacity - at
                 continue
@@ -330,7 +415,7 @@ class FillRing:
             payload = mm[start + _REC_SIZE : start + _REC_SIZE + size]
             if zlib.crc32(payload) != crc:
                 break
-            records.append((payload, bool(reserve)))
+            records.append((payload, flags))
             size_sum += size
             pos += (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
         return Batch(records, pos)
@@ -357,3 +442,4 @@ class FillRing:
         _Q.pack_into(mm, _DONE, _Q.unpack_from(mm, _DONE)[0] + len(batch.records) + skipped)
         # Last: whoever waits for ``committed`` finds the counters already there.
         _Q.pack_into(mm, _COMMITTED, batch.end)
+        _wake(self.done_fd)
