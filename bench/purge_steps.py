@@ -7,7 +7,8 @@ a tight loop is printed next to it. CPU time of the thread that runs the step (`
 user and kernel), read right before and after the step (the sleeps are not in it).
 
 1. The ledger writer's statements (``edgecache.db``: SQLite, WAL, ``synchronous=FULL``, the
-   product's schema and prepared statements): ``BEGIN``, the ledger row, the task row, the
+   product's schema, prepared statements and the transaction on the driver's connection, as the
+   group writer runs them): ``BEGIN IMMEDIATE``, the ledger row, the task row, the
    acknowledgement of three earlier purges in every third write (as ``ACK_FOLD_AGE`` folds them),
    one acknowledgement in every write (as before it), the commit with its sync.
 2. An HTTP request on the event loop (uvloop): aiohttp with one route whose handler reads the body
@@ -27,6 +28,7 @@ import asyncio
 import http.client
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import threading
@@ -45,7 +47,7 @@ from sqlalchemy import text
 from edgecache import logs
 from edgecache.config import Logging
 from edgecache.db import migrate
-from edgecache.db.engine import for_writes, open_database, sqlite_url
+from edgecache.db.engine import begin_on_driver, end_on_driver, for_writes, open_database, sqlite_url
 from edgecache.db.ledger import NewPurge, append_in
 from edgecache.db.tasks import NewTask, finish_purges_in
 
@@ -96,7 +98,7 @@ def ledger_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
     def write(i: int, acks: str, clock: dict[str, float]) -> None:
         t = time.thread_time
         t0 = t()
-        tx = conn.begin()
+        begin_on_driver(conn)
         t1 = t()
         now = datetime.now(UTC)
         job = uuid.uuid4().hex
@@ -118,7 +120,7 @@ def ledger_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
             finish_purges_in(conn, [(s, {}) for s in seqs[-3:]], now)
         seqs.append(seq)
         t3 = t()
-        tx.commit()
+        end_on_driver(conn, commit=True)
         t4 = t()
         for name, dt in (
             ("BEGIN", t1 - t0),
@@ -147,6 +149,7 @@ def ledger_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
         )
     conn.close()
     engine.dispose()
+    shutil.rmtree(tmp)
     return out
 
 

@@ -83,8 +83,9 @@ QUERIES = {
     "d": "7 days, no filter, Limit 100",
     "e": "1 day, type (rotating)",
 }
-# The schema now has these (src/edgecache/db/schema.py, under other names but ix_tasks_processing);
-# "before" is therefore the shipped schema, and adding them again shows what duplicates cost.
+# The schema now has these (src/edgecache/db/schema.py, under other names; ix_tasks_processing_seq
+# of decision 0022 replaced the last one); "before" is therefore the shipped schema, and adding them
+# again shows what duplicates cost.
 FIX_INDEXES = (
     # (a): job id first, then the columns every listing pins, then the order: no plan can prefer the
     # (zone_id, kind, created_at) index any more, with or without a time range.
@@ -96,8 +97,8 @@ FIX_INDEXES = (
     # (e) and QuotaService's count_since.
     "CREATE INDEX IF NOT EXISTS ix_tasks_zone_id_kind_type_created_at"
     " ON tasks (zone_id, kind, type, created_at)",
-    # TaskStore.expire (every 5 s): only the few processing rows are indexed.
-    "CREATE INDEX IF NOT EXISTS ix_tasks_processing ON tasks (created_at) WHERE status = 'processing'",
+    # TaskStore.expire (every 5 s) and the acknowledgements: only the few processing rows are indexed.
+    "CREATE INDEX IF NOT EXISTS ix_tasks_processing_seq_dup ON tasks (seq) WHERE status = 'processing'",
 )
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from edgecache.db import writer as writer_module
-from edgecache.db.engine import connect, open_database
+from edgecache.db.engine import connect, open_database, sqlite_url
 from edgecache.db.writer import GroupWriter
 from pg import postgres_server_fixture, postgres_url_fixture  # noqa: F401
 
@@ -109,6 +110,63 @@ def test_an_atomic_operation_that_fails_does_not_take_its_group_down(postgres_ur
         after.result(10)
         with engine.connect() as conn:
             assert sorted(conn.execute(text("SELECT n FROM grouped")).scalars()) == [1, 3]
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path)
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_driver_and_sqlalchemy_operations_share_the_transaction(any_url: str) -> None:
+    """The writer opens and commits its transaction on the driver (decision 0022); operations that
+    write through ``Connection.execute`` (the queues') join it: in a group, and alone, where one
+    that fails is rolled back whole and the next commits."""
+    engine = open_database(any_url)
+    writer = GroupWriter(engine, name="test-writer")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE mixed (n integer)"))
+        on_driver = (
+            "INSERT INTO mixed VALUES (%s)"
+            if engine.dialect.name == "postgresql"
+            else "INSERT INTO mixed VALUES (?)"
+        )
+
+        def raw(n: int) -> Callable[[Connection], object]:
+            return lambda conn: conn.connection.cursor().execute(on_driver, (n,))
+
+        def through(n: int) -> Callable[[Connection], object]:
+            return lambda conn: conn.execute(text("INSERT INTO mixed VALUES (:n)"), {"n": n})
+
+        def nested(conn: Connection) -> None:
+            with conn.begin_nested():
+                conn.execute(text("INSERT INTO mixed VALUES (4)"))
+
+        def fails_after_writing(conn: Connection) -> None:
+            conn.execute(text("INSERT INTO mixed VALUES (99)"))
+            raise RuntimeError("refused")
+
+        gate, held = threading.Event(), threading.Event()
+        first = writer.submit(lambda conn: held.set() or gate.wait(10))
+        assert held.wait(10)
+        group = [writer.submit(op) for op in (raw(1), through(2), fails_after_writing, raw(3), nested)]
+        gate.set()
+        first.result(10)
+        for fut in group[:2] + group[3:]:
+            fut.result(10)
+        with pytest.raises(RuntimeError):
+            group[2].result(10)
+        with pytest.raises(RuntimeError):
+            writer.call(fails_after_writing)  # alone: the whole transaction is rolled back
+        writer.call(raw(5))
+        writer.call(through(6))
+        with engine.connect() as conn:
+            assert sorted(conn.execute(text("SELECT n FROM mixed")).scalars()) == [1, 2, 3, 4, 5, 6]
     finally:
         writer.close()
         engine.dispose()

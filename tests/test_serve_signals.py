@@ -15,15 +15,19 @@ from pathlib import Path
 from workers_node import HOST, ZONE, VersionedOrigin
 
 
-def _children(pid: int) -> list[int]:
+def _children(pid: int, *, workers: bool = False) -> list[int]:
+    """``pid``'s children; with ``workers``, only its worker processes (the start also runs short
+    lived helpers, such as the dynamic loader's cache query, before the node starts)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 stat = Path(f"/proc/{entry}/stat").read_text()
+                command = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if stat.rsplit(")", 1)[1].split()[1] == str(pid):
+            is_worker = b"edgecache.cluster.worker" in command
+            if stat.rsplit(")", 1)[1].split()[1] == str(pid) and (is_worker or not workers):
                 found.append(int(entry))
     return found
 
@@ -61,9 +65,9 @@ origin = "http://127.0.0.1:{origin.port}"
         deadline = time.monotonic() + 30
         children: list[int] = []
         while not children and time.monotonic() < deadline and proc.poll() is None:
-            children = _children(proc.pid)
+            children = _children(proc.pid, workers=True)
             time.sleep(0.005)
-        assert children, "the supervisor started no process"
+        assert children, "the supervisor started no worker"
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
         seen = set(children) | set(_children(proc.pid))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -99,20 +99,27 @@ def _sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # On the driver's connection: through ``exec_driver_sql`` the statement went through
-        # SQLAlchemy's whole execution path, 13% of the ledger thread's profiled time in a paced
-        # purge stream (cProfile, ``bench/purge_stream_cpu.py --profile``).
         raw = conn.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
-        statement = conn.get_execution_options().get(_BEGIN, "BEGIN")
-        try:
-            raw.execute(statement)
-        except sqlite3.Error as err:
-            # Outside SQLAlchemy's error wrapping here: a busy database ("database is locked" after
-            # the busy timeout) must reach callers as the SQLAlchemyError they handle.
-            raise OperationalError(statement, (), err) from err
+        if raw.in_transaction:
+            # Opened by ``begin_on_driver`` (the group writers): SQLAlchemy's transaction, begun
+            # by an operation's first ``Connection.execute``, joins it.
+            return
+        _begin_sqlite(raw, conn.get_execution_options().get(_BEGIN, "BEGIN"))
 
     return engine
+
+
+def _begin_sqlite(raw: sqlite3.Connection, statement: str) -> None:
+    # On the driver's connection: through ``exec_driver_sql`` the statement went through
+    # SQLAlchemy's whole execution path, 13% of the ledger thread's profiled time in a paced
+    # purge stream (cProfile, ``bench/purge_stream_cpu.py --profile``).
+    try:
+        raw.execute(statement)
+    except sqlite3.Error as err:
+        # Outside SQLAlchemy's error wrapping here: a busy database ("database is locked" after
+        # the busy timeout) must reach callers as the SQLAlchemyError they handle.
+        raise OperationalError(statement, (), err) from err
 
 
 def for_writes(conn: Connection) -> Connection:
@@ -120,6 +127,45 @@ def for_writes(conn: Connection) -> Connection:
     on SQLite): for a connection held across many of them (the group writers)."""
     conn.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"})
     return conn
+
+
+def begin_on_driver(conn: Connection) -> None:
+    """Open a transaction on ``conn``'s driver connection, outside SQLAlchemy's transaction
+    bookkeeping (``BEGIN IMMEDIATE`` after :func:`for_writes` on SQLite; on PostgreSQL the driver
+    opens it with the first statement). End it with :func:`end_on_driver`.
+
+    Why: SQLAlchemy's ``begin`` and ``commit`` are ~0.08 ms of Python per transaction, paid on the
+    interpreter the data plane runs on, by every purge (``bench/purge_steps.py``, decision 0022).
+    A statement run through ``conn`` meanwhile starts SQLAlchemy's transaction as usual; it joins
+    the one already open (``_on_begin``), and :func:`end_on_driver` then ends it through
+    SQLAlchemy, so both views of the connection agree."""
+    if conn.dialect.name != "sqlite":
+        return
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    _begin_sqlite(raw, conn.get_execution_options().get(_BEGIN, "BEGIN"))
+
+
+def end_on_driver(conn: Connection, *, commit: bool) -> None:
+    """Commit (or roll back) the transaction :func:`begin_on_driver` opened: through SQLAlchemy
+    when a statement run through ``conn`` began its transaction, else on the driver. A failed
+    commit rolls the transaction back before it raises (SQLite keeps it open when a deferred
+    constraint fails at ``COMMIT``, and the connection would go back to the pool with it)."""
+    raw: Any = conn.connection.driver_connection
+    try:
+        if conn.in_transaction():
+            if commit:
+                conn.commit()
+            else:
+                conn.rollback()
+        elif commit:
+            raw.commit()
+        else:
+            raw.rollback()
+    except BaseException:
+        with suppress(Exception):  # a connection the database dropped: the pool discards it
+            raw.rollback()
+        raise
 
 
 @contextmanager

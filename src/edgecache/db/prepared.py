@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -34,14 +35,16 @@ class _Compiled:
     fixed: dict[str, Any]
     """Values of the binds the statement carries itself."""
     processors: dict[str, Callable[[Any], Any]]
+    pick: Callable[[dict[str, Any]], tuple[Any, ...]] | None
+    """The positional values in ``order`` (one C call rather than a generator per statement)."""
 
     def bind(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         values = {**self.fixed, **params} if self.fixed else dict(params)
         for name, process in self.processors.items():
             values[name] = process(values[name])
-        if self.order is None:
+        if self.pick is None:
             return values
-        return tuple(values[name] for name in self.order)
+        return self.pick(values)
 
 
 class Prepared:
@@ -65,34 +68,47 @@ class Prepared:
                     processors[name] = process
             fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
             order = tuple(compiled.positiontup) if compiled.positional else None
-            found = _Compiled(compiled.string, order, fixed, processors)
+            found = _Compiled(compiled.string, order, fixed, processors, _picker(order))
             self._by_dialect[key] = found
         return found
 
-    @contextmanager
-    def _cursor(self, conn: Connection) -> Iterator[Any]:
-        with closing(conn.connection.cursor()) as cursor:
-            yield cursor
-
+    # try/finally rather than a context manager: these run on every purge (decision 0022).
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Run it once; the rows it returns."""
         compiled = self._compiled(conn.dialect)
-        with self._cursor(conn) as cursor:
+        cursor: Any = conn.connection.cursor()
+        try:
             cursor.execute(compiled.sql, compiled.bind(params))
             return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Run it once; the rows it changed."""
         compiled = self._compiled(conn.dialect)
-        with self._cursor(conn) as cursor:
+        cursor: Any = conn.connection.cursor()
+        try:
             cursor.execute(compiled.sql, compiled.bind(params))
             return int(cursor.rowcount)
+        finally:
+            cursor.close()
 
     def run_many(self, conn: Connection, params: Iterable[Mapping[str, Any]]) -> None:
         """Run it once per parameter set, in one driver call."""
         compiled = self._compiled(conn.dialect)
-        with self._cursor(conn) as cursor:
+        cursor: Any = conn.connection.cursor()
+        try:
             cursor.executemany(compiled.sql, [compiled.bind(p) for p in params])
+        finally:
+            cursor.close()
+
+
+def _picker(order: tuple[str, ...] | None) -> Callable[[dict[str, Any]], tuple[Any, ...]] | None:
+    if order is None:
+        return None
+    if len(order) > 1:
+        return itemgetter(*order)  # a tuple of the values
+    return lambda values: tuple(values[name] for name in order)
 
 
 @contextmanager

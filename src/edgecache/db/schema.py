@@ -156,7 +156,9 @@ purge_ledger = Table(
     # Which API dialect the purge came through: "cloudflare", "edgeone", "cli", ...
     Column("dialect", String(16), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
-    Column("job_id", String(32), nullable=False, index=True),
+    # Not indexed: a job is found through its tasks (``ix_tasks_job``), which carry the seq; an index
+    # here was one more page written by every purge (decision 0022).
+    Column("job_id", String(32), nullable=False),
     CheckConstraint(_in("mode", PURGE_MODES), name="mode"),
     sqlite_autoincrement=True,
 )
@@ -193,7 +195,7 @@ tasks = Table(
     Column("kind", String(8), nullable=False),
     Column("zone_id", String(32), ForeignKey("zones.id"), nullable=False),
     # The purge's ledger position (NULL for prefetch), to acknowledge a purge's tasks at once.
-    Column("seq", BigInteger, nullable=True, index=True),
+    Column("seq", BigInteger, nullable=True),
     Column("target", Text, nullable=False),
     # The target's hostname, for the ``domains`` filter (NULL for tags and purge-all).
     Column("domain", String(253), nullable=True),
@@ -217,9 +219,11 @@ tasks = Table(
     Index("ix_tasks_job", "job_id", "zone_id", "kind", "created_at"),
     Index("ix_tasks_zone_kind_status_created", "zone_id", "kind", "status", "created_at"),
     Index("ix_tasks_zone_kind_type_created", "zone_id", "kind", "type", "created_at"),
+    # The tasks still processing, by ledger position: the acknowledgements (by seq), the timeout
+    # sweep and the restart's resume read only these; a task leaves it once final (decision 0022).
     Index(
-        "ix_tasks_processing",
-        "created_at",
+        "ix_tasks_processing_seq",
+        "seq",
         sqlite_where=text("status = 'processing'"),
         postgresql_where=text("status = 'processing'"),
     ),

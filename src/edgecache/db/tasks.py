@@ -9,7 +9,9 @@ Rules:
   status, so a late acknowledgement cannot overwrite a timeout.
 - Queries always name a zone and a time range or a job id, and are served by the
   ``(zone_id, kind, created_at)`` and ``job_id`` indexes; ``target`` filters may be fuzzy
-  (substring) and are evaluated within that range.
+  (substring) and are evaluated within that range. What reads only processing tasks (the
+  acknowledgements by seq, the timeout sweep, the restart's resume) uses the partial index of
+  processing tasks by seq (decision 0022; ``tests/test_tasks_query_plans.py`` reads every plan).
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ Rules:
   the whole transaction is rolled back (a paced stream of purges is groups of one). Savepoints are
   the driver's statements, not SQLAlchemy's nested transactions (``edgecache.db.prepared.savepoint``:
   a fraction of the Python).
+- The transaction is opened and committed on the driver's connection
+  (``edgecache.db.engine.begin_on_driver``), not through SQLAlchemy's ``begin``/``commit``: the
+  purge writes run on the driver's cursor already, and an operation that uses
+  ``Connection.execute`` joins the open transaction, which then ends through SQLAlchemy (decision
+  0022).
 - The writer holds its connection from one group to the next while they keep coming (a pool
   checkout and check-in per transaction were 16% of the ledger thread's profiled time in a paced
   purge stream: cProfile, ``bench/purge_stream_cpu.py --profile``); after ``IDLE_RELEASE`` seconds
@@ -39,7 +44,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from edgecache.db.engine import for_writes
+from edgecache.db.engine import begin_on_driver, end_on_driver, for_writes
 from edgecache.db.prepared import savepoint
 
 log = logging.getLogger(__name__)
@@ -127,21 +132,22 @@ class GroupWriter:
             if self._conn is None:
                 self._conn = for_writes(self._engine.connect())
             conn = self._conn
-            with conn.begin() as transaction:
-                if len(group) == 1:
-                    try:
-                        outcomes.append((True, group[0][0](conn)))
-                    except Exception as exc:
-                        outcomes.append((False, exc))
-                        transaction.rollback()
-                        committed = False
-                else:
-                    # PostgreSQL aborts the whole transaction on a failed statement, and its COMMIT
-                    # would then roll back what the other operations wrote: no operation runs
-                    # without a savepoint there.
-                    bare = conn.dialect.name != "postgresql"
-                    for op, _fut, atomic in group:
-                        outcomes.append(_run_one(conn, op, atomic and bare))
+            # A failure below releases the connection, and the pool rolls back what is open.
+            begin_on_driver(conn)
+            if len(group) == 1:
+                try:
+                    outcomes.append((True, group[0][0](conn)))
+                except Exception as exc:
+                    outcomes.append((False, exc))
+                    committed = False
+            else:
+                # PostgreSQL aborts the whole transaction on a failed statement, and its COMMIT
+                # would then roll back what the other operations wrote: no operation runs
+                # without a savepoint there.
+                bare = conn.dialect.name != "postgresql"
+                for op, _fut, atomic in group:
+                    outcomes.append(_run_one(conn, op, atomic and bare))
+            end_on_driver(conn, commit=committed)
         except Exception as exc:
             log.exception("group commit of %d operations failed", len(group))
             self._release()
