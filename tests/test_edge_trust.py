@@ -55,6 +55,7 @@ REFLECTED = (
     "x-forwarded-port",
     "x-forwarded-scheme",
     "x-host",
+    "x-custom",
 )
 
 
@@ -391,3 +392,28 @@ def test_trust_configuration_is_explicit() -> None:
     zone = Zone.model_validate({**custom, "trust": {"fields": ["X-Geo"], "proxies": ["::/0", "0.0.0.0/0"]}})
     assert zone.trust.fields == ("x-geo",)
     assert Zone.model_validate(base).trust.fields == ()
+
+
+def test_each_fill_forwards_its_own_request_fields(edge: Edge) -> None:
+    """Fills remember their encoded fields per distinct request (``fetch._fill_fields``): a fill
+    sends what its own request carried, whether the same fields came before or not, and what the
+    zone's trust makes of them, never another request's."""
+    seen = [
+        edge.get(f"/own/{i}", host=host, X_Custom=custom, X_Forwarded_For=xff)[1]
+        for i, (host, custom, xff) in enumerate(
+            [
+                ("example.com", "a", "203.0.113.9"),
+                ("example.com", "b", "203.0.113.9"),
+                ("example.com", "a", "203.0.113.9"),
+                ("t.example", "a", "203.0.113.9"),
+                ("example.com", "a", "198.51.100.7"),
+            ]
+        )
+    ]
+    assert [(s["x-custom"], s["x-forwarded-host"], s["x-forwarded-for"]) for s in seen] == [
+        ("a", "example.com", "127.0.0.1"),
+        ("b", "example.com", "127.0.0.1"),
+        ("a", "example.com", "127.0.0.1"),
+        ("a", "t.example", "203.0.113.9, 127.0.0.1"),
+        ("a", "example.com", "127.0.0.1"),
+    ]

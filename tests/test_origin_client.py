@@ -218,6 +218,60 @@ def test_malformed_framing_is_an_error_not_a_response(response: bytes, why: str)
         run(main())
 
 
+def test_a_head_at_the_limits_is_taken_and_trailer_fields_are_dropped() -> None:
+    """256 fields are allowed (257 are not, above); a chunked body's trailer fields, however many,
+    are neither part of the response's fields nor an error, and the connection is reused."""
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(255))
+    answers = [
+        b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+        + b"X-Trailer: t\r\n" * 400
+        + b"\r\n",
+        OK,
+    ]
+
+    with raw_origin(serve_each(answers)) as origin:
+
+        async def main() -> list[tuple[int, list[tuple[str, str]], bytes]]:
+            c = client()
+            try:
+                out = []
+                for _ in answers:
+                    resp = await c.request("GET", origin.url + "/", {})
+                    out.append((resp.status, resp.headers, await body_of(resp)))
+                return out
+            finally:
+                await c.close()
+
+        (s1, h1, b1), (s2, h2, b2), (s3, h3, b3) = run(main())
+        assert (s1, len(h1), h1[0], h1[-1], b1) == (200, 256, ("X-0", "v"), ("Content-Length", "2"), b"ok")
+        assert (s2, h2, b2) == (200, [("Transfer-Encoding", "chunked")], b"ok")
+        assert (s3, h3, b3) == (200, [("Content-Length", "5")], b"hello")
+        assert origin.connections == 1
+
+
+def test_interim_heads_count_towards_the_head_limit() -> None:
+    big = b"X-Big: " + b"a" * 40_000 + b"\r\n"
+
+    def handler(sock: socket.socket, n: int) -> None:
+        read_request(sock)
+        sock.sendall(b"HTTP/1.1 103 Early Hints\r\n" + big + b"\r\n")
+        sock.sendall(b"HTTP/1.1 200 OK\r\n" + big + b"Content-Length: 2\r\n\r\nok")
+        time.sleep(1.0)
+
+    with raw_origin(handler) as origin:
+
+        async def main() -> None:
+            c = client()
+            try:
+                with pytest.raises(OriginInvalid, match="head over"):
+                    await get(c, origin)
+            finally:
+                await c.close()
+
+        run(main())
+
+
 def test_early_close_mid_body_fails_the_body_for_both_framings() -> None:
     answers = [
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 40,

@@ -161,6 +161,26 @@ def test_vary_selects_variants_and_vary_star_is_not_stored(stack: Stack) -> None
     assert stack.request("/varystar")[1]["cf-cache-status"] != "HIT"
 
 
+def test_the_variants_go_when_the_origin_drops_its_vary(stack: Stack) -> None:
+    """A refill whose response no longer varies removes the variants the old Vary selected, and is
+    stored where every later request finds it: one origin fetch serves both languages again."""
+    en, fr = {"Accept-Language": "en"}, {"Accept-Language": "fr"}
+    stack.origin.routes["/revary"] = Route(
+        body=b"v1", headers={"Cache-Control": "max-age=1", "Vary": "Accept-Language"}
+    )
+    stack.request("/revary", headers=en)
+    stack.request("/revary", headers=fr)
+    assert stack.request("/revary", headers=fr)[1]["cf-cache-status"] == "HIT"
+    stack.origin.routes["/revary"] = Route(body=b"v2", headers={"Cache-Control": "max-age=60"})
+    time.sleep(1.1)
+    assert stack.request("/revary", headers=en)[2] == b"v2"
+    hits = stack.origin.hits["/revary"]
+    for headers in (fr, en, {}):
+        _, h, body = stack.request("/revary", headers=headers)
+        assert (h["cf-cache-status"], body) == ("HIT", b"v2")
+    assert stack.origin.hits["/revary"] == hits
+
+
 def test_age_counts_the_origins_age(stack: Stack) -> None:
     stack.origin.routes["/aged"] = Route(headers={"Cache-Control": "max-age=600", "Age": "100"})
     stack.request("/aged")

@@ -93,6 +93,7 @@ def check_indexes(tier: MemoryTier) -> None:
     ranges = Counter((e.zone, memory._host_range(e.key)) for e in stored)
     assert {(z, r): n for z, by_range in tier._zones.items() for r, n in by_range.items()} == ranges
     assert tier._zones_of_range == Counter(r for _, r in ranges)
+    assert tier._with_variants == Counter(e.key.split(S)[0] for e in stored if S in e.key)
     assert pages(lambda after: tier.keys_with_prefix("http://", after, 2), 2) == tier.keys_with_prefix(
         "http://"
     )
@@ -190,6 +191,31 @@ def test_variants_and_prefixes_stop_where_they_should() -> None:
     assert tier.keys_with_prefix("") == sorted(a + others)
     assert tier.keys_with_prefix("http://h/c") == [] and tier.keys_with_prefix("https://") == []
     check_internals(tier)
+
+
+def test_variants_across_the_key_index_sublists() -> None:
+    """``variants`` (and the Vary names' life) look for the first key under a base key by bisection
+    over the sorted key index's sublists: right at a sublist's first and last key, between two
+    sublists, and past the last key."""
+    tier = MemoryTier(10**9)
+    urls = [f"http://h/{i:05d}" for i in range(0, 9000, 2)]  # a gap before and after each URL
+    for url in urls:
+        tier.put(make(url))
+        if url.endswith("0"):
+            tier.put(make(url + S + "gzip"))
+    sublists = tier._keys._lists
+    assert len(sublists) > 3
+    edges = {k.split(S)[0] for sub in sublists for k in (sub[0], sub[-1])}
+    for url in sorted(edges) + urls[:50]:
+        want = [url, url + S + "gzip"] if url.endswith("0") else [url]
+        assert tier.variants(url) == want
+    for i in range(1, 9001, 2):  # never stored, sorting between two stored URLs or after the last
+        assert tier.variants(f"http://h/{i:05d}") == []
+    assert tier.variants("http://h/~") == [] and tier.variants("http://a/") == []
+    tier.set_vary(urls[-1], ("accept",))
+    assert tier.vary(urls[-1]) == ("accept",)
+    tier.set_vary("http://h/99999", ("accept",))  # nothing stored under it: not kept
+    assert tier.vary("http://h/99999") is None
 
 
 def test_prefix_ending_in_the_last_character() -> None:

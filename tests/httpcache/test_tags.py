@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgecache.httpcache import tags as tags_module
 from edgecache.httpcache.tags import (
     MAX_AGGREGATE_BYTES,
     MAX_TAG_LENGTH,
@@ -68,3 +69,26 @@ def test_limits_always_hold(headers: list[tuple[str, str]]) -> None:
     assert len(set(tags)) == len(tags)
     assert all(t and t == normalise_tag(t) and len(t) <= MAX_TAG_LENGTH for t in tags)
     assert sum(len(t.encode()) + 1 for t in tags) <= MAX_AGGREGATE_BYTES
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Cache-Tag", "xkey", "Surrogate-Key", "Edge-Cache-Tag", "Vary"]),
+            st.text(max_size=40),
+        ),
+        max_size=4,
+    )
+)
+def test_a_remembered_parse_is_the_parse(fields: list[tuple[str, str]]) -> None:
+    first = parse_tags(fields)
+    assert parse_tags(list(fields)) == first == tags_module._parse(fields)
+
+
+def test_the_memo_is_bounded_and_skips_long_values() -> None:
+    for i in range(2 * tags_module.MEMO_MAX + 5):
+        assert parse_tags([("Cache-Tag", f"t{i}")]) == (f"t{i}",)
+    assert len(tags_module._MEMO) <= tags_module.MEMO_MAX
+    long_value = ",".join(f"tag{i}" for i in range(100))
+    assert parse_tags([("Cache-Tag", long_value)]) == tuple(f"tag{i}" for i in range(100))
+    assert (("Cache-Tag", long_value),) not in tags_module._MEMO

@@ -3,7 +3,8 @@
 Rules of this module:
 - The caller gives the request fields to send (``edge/forwarding.py`` decides them);
   :func:`encode_request` only frames them (request line, ``Host`` when none was given,
-  ``Content-Length``).
+  ``Content-Length``). A caller that sends the same fields again may encode them once
+  (:class:`FieldLines`): the fill path remembers the lines per distinct request (``fetch.py``).
 - Bodies are never decompressed or re-encoded: the cache stores what the origin sent.
 - One pool per origin (``origin_pool.py``), one request at a time per connection
   (``origin_conn.py``). A request is retried once, on a new connection, only when it is idempotent
@@ -41,6 +42,7 @@ from edgecache.edge.origin_conn import (
 from edgecache.edge.origin_pool import OriginPool, OriginStats
 
 __all__ = [
+    "FieldLines",
     "OriginClient",
     "OriginError",
     "OriginInvalid",
@@ -61,29 +63,53 @@ FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "connection"}
 """Set by :func:`encode_request` alone, whatever the caller passed."""
 
 
-def encode_request(
-    method: str, target: str, headers: Mapping[str, str], body: bytes, authority: str
-) -> bytes:
-    """The request as bytes: request line, the given fields, ``Host`` if absent, Content-Length.
-
-    Raises ValueError for a target with whitespace or a field value with CR or LF (either would
-    change how the origin splits the request).
-    """
-    if " " in target or "\r" in target or "\n" in target or "\t" in target:
-        raise ValueError(f"whitespace in the request target {target!r}")
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    if "host" not in headers:
-        lines.append(f"host: {authority}\r\n")
+def _encode_fields(headers: Mapping[str, str]) -> str:
+    lines = []
     for name, value in headers.items():
         if name in FRAMING_FIELDS:
             continue
         if "\r" in value or "\n" in value:
             raise ValueError(f"CR or LF in the value of request field {name!r}")
         lines.append(f"{name}: {value}\r\n")
+    return "".join(lines)
+
+
+class FieldLines(str):
+    """Request fields encoded once (``name: value`` lines, the framing fields left out, ``Host``
+    among them), for a caller that sends the same fields again: :func:`encode_request` takes them
+    as they are."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> FieldLines:
+        """Encode ``headers``, which must carry ``host``. Raises ValueError for a value with CR or
+        LF (it would change how the origin splits the request), or without ``host``."""
+        if "host" not in headers:
+            raise ValueError("encoded request fields must carry host")
+        return cls(_encode_fields(headers))
+
+
+def encode_request(
+    method: str, target: str, headers: Mapping[str, str] | FieldLines, body: bytes, authority: str
+) -> bytes:
+    """The request as bytes: request line, the given fields (a mapping, or :class:`FieldLines`),
+    ``Host`` if a mapping has none, Content-Length.
+
+    Raises ValueError for a target with whitespace or a field value with CR or LF (either would
+    change how the origin splits the request).
+    """
+    if " " in target or "\r" in target or "\n" in target or "\t" in target:
+        raise ValueError(f"whitespace in the request target {target!r}")
+    if isinstance(headers, FieldLines):
+        fields: str = headers
+    else:
+        fields = _encode_fields(headers)
+        if "host" not in headers:
+            fields = f"host: {authority}\r\n{fields}"
     if body or method in CONTENT_METHODS:
-        lines.append(f"content-length: {len(body)}\r\n")
-    lines.append("\r\n")
-    head = "".join(lines).encode("latin-1")
+        fields += f"content-length: {len(body)}\r\n"
+    head = f"{method} {target} HTTP/1.1\r\n{fields}\r\n".encode("latin-1")
     return head + body if body else head
 
 
@@ -156,7 +182,7 @@ class OriginClient:
         self,
         method: str,
         url: str,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | FieldLines,
         listener: ResponseListener,
         *,
         on_interim: Interim | None = None,
@@ -176,7 +202,7 @@ class OriginClient:
         self,
         method: str,
         url: str,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | FieldLines,
         listener: ResponseListener,
         *,
         on_interim: Interim | None = None,
@@ -204,7 +230,7 @@ class OriginClient:
             self._deadlines = None
 
     def _prepare(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+        self, method: str, url: str, headers: Mapping[str, str] | FieldLines, body: bytes
     ) -> tuple[OriginPool, bytes]:
         pool, target, authority = self._route(url)
         return pool, encode_request(method, target, headers, body, authority)

@@ -54,6 +54,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
+from itertools import chain
 from typing import Protocol, cast
 
 from httptools import HttpParserError, HttpResponseParser
@@ -67,6 +68,16 @@ Interim = Callable[[int, list[tuple[str, str]]], None]
 """``on_interim(status, fields)``: called for each 1xx response before the final one."""
 
 _log = logging.getLogger(__name__)
+
+
+class _Dropped(list[tuple[str, str]]):
+    """Where a chunked body's trailer fields go: nowhere (they are framing, never stored or relayed)."""
+
+    def append(self, field: tuple[str, str], /) -> None:
+        pass
+
+
+_TRAILERS = _Dropped()
 
 
 class OriginError(Exception):
@@ -464,21 +475,26 @@ class OriginConnection(asyncio.Protocol):
             raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._final:
-            return  # trailer fields: framing only, never part of the stored or relayed response
-        fields = self._fields
-        self._field_bytes += len(name) + len(value)
-        if len(fields) >= MAX_FIELDS or self._field_bytes > MAX_HEAD:
-            self._protocol_error(f"response head over {MAX_FIELDS} fields or {MAX_HEAD} bytes")
-            raise _Stop
-        fields.append((name.decode("latin-1"), value.decode("latin-1")))
+        # One call per field of every response: nothing but the append. The head's limits are
+        # checked when it is complete (data_received bounds the raw bytes parsed until then), and
+        # after the final head ``_fields`` is a sink that drops trailer fields (rule 1).
+        self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         resp = self.exchange
         assert resp is not None
         parser = self._parser
         status = parser.get_status_code()
-        fields, self._fields = self._fields, []
+        fields = self._fields
+        if status < 200 or self._head_bytes > MAX_HEAD:
+            # Counted exactly for an interim head, and for a final one when the exchange's reads
+            # so far (heads, and maybe body bytes) exceed the limit; otherwise the final head and
+            # the interim ones before it are within it together.
+            self._field_bytes += len("".join(chain.from_iterable(fields)))
+        if len(fields) > MAX_FIELDS or self._field_bytes > MAX_HEAD:
+            self._protocol_error(f"response head over {MAX_FIELDS} fields or {MAX_HEAD} bytes")
+            raise _Stop
+        self._fields = _TRAILERS if status >= 200 else []
         if not 100 <= status <= 599:
             # RFC 9110 §15: outside 100..599 is not a status code; llhttp reads any three digits.
             self._protocol_error(f"invalid status code {status}")

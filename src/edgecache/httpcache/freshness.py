@@ -138,7 +138,6 @@ def decide_storage(
 
 def decide_from_fields(
     status: int,
-    *,
     cache_control: list[str],
     cdn_cache_control: list[str],
     expires: list[str],
@@ -157,7 +156,8 @@ def decide_from_fields(
     """:func:`decide_storage` for a GET, from the response fields it reads, already gathered by a
     caller that passes over the fields anyway (the fill does): every Cache-Control, CDN-Cache-Control,
     Expires and Vary line, the first Date and Last-Modified, whether an ETag or a Set-Cookie was
-    sent; ``authorization`` says whether the request carried one."""
+    sent; ``authorization`` says whether the request carried one. Not keyword-only: the fill calls
+    it positionally (a call with fifteen keywords costs ~7k instructions more)."""
     if status < 200 or status == 304 or status == 416:
         return _refuse("status")
     cdn = parse_cdn_cache_control(", ".join(cdn_cache_control)) if cdn_cache_control else None

@@ -7,6 +7,10 @@ Rules of this module:
 - Limits follow Cloudflare: a tag longer than 1024 characters is dropped; once the tags kept so far
   would exceed 16 KiB in aggregate (UTF-8 bytes plus one separator each), later tags are not added.
   Duplicates are removed, keeping first-seen order across all fields; they count once.
+- Parsing is memoised per distinct list of tag fields whose values are short (every fill parses its
+  response's tags, and many responses carry the same few), as ``cachecontrol`` memoises its values:
+  the result is a tuple of strings, so sharing it is safe, and the memo is bounded and emptied when
+  full, so an origin cannot grow it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from collections.abc import Sequence
 TAG_HEADERS = frozenset({"cache-tag", "surrogate-key", "xkey", "edge-cache-tag"})
 MAX_TAG_LENGTH = 1024
 MAX_AGGREGATE_BYTES = 16 * 1024
+MEMO_MAX = 1024
+"""Distinct lists of tag fields remembered before the memo is emptied."""
+MEMO_VALUE_MAX = 256
+"""Lists whose values add up to more characters are parsed each time."""
+_MEMO: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = {}
 
 
 def normalise_tag(tag: str) -> str:
@@ -34,6 +43,18 @@ def _split(name: str, value: str) -> list[str]:
 
 def parse_tags(response_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     """The normalised tags of a response, in first-seen order, within the length limits."""
+    fields = tuple(response_headers)
+    tags = _MEMO.get(fields)
+    if tags is None:
+        tags = _parse(fields)
+        if sum(len(value) for _, value in fields) <= MEMO_VALUE_MAX:
+            if len(_MEMO) >= MEMO_MAX:
+                _MEMO.clear()
+            _MEMO[fields] = tags
+    return tags
+
+
+def _parse(response_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     kept: dict[str, None] = {}
     total = 0
     for name, value in response_headers:

@@ -54,11 +54,16 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
   that very range, so a range of one zone yields only that zone's keys; the keys from a range two
   zones share (a host moved between zones while its entries are cached) or from a malformed one
   are kept only if their entry is in the zone.
+- Variant index: primary key → how many stored keys under it have a variant part. With the
+  entries' dict it answers "is anything stored under this URL?" in two hash probes; the key index
+  answers it by bisection, a few cold cache lines, and every fill of a new URL asks
+  (``variants``).
 """
 
 from __future__ import annotations
 
 import sys
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from itertools import chain, islice
 from typing import Protocol
@@ -99,6 +104,8 @@ class _SortedKeys(Protocol):
 
     def irange(self, minimum: str, maximum: str | None, inclusive: tuple[bool, bool]) -> Iterator[str]: ...
 
+    def first_from(self, lowest: str, /) -> str | None: ...
+
 
 class _UntrackedKeys(SortedList):  # type: ignore[misc]
     """The key index: a ``SortedList`` whose sublists (lists of key strings, which cannot be in a
@@ -116,6 +123,16 @@ class _UntrackedKeys(SortedList):  # type: ignore[misc]
             untrack(lists[pos + 1])
         elif self._index:
             SortedList._expand(self, pos)
+
+    def first_from(self, lowest: str) -> str | None:
+        """The least key at or above ``lowest``, or None: two bisections in C, where ``irange``
+        builds an iterator in Python (a fill of a new URL asks whether anything is under its key)."""
+        maxes = self._maxes
+        pos = bisect_left(maxes, lowest)
+        if pos == len(maxes):
+            return None
+        sublist = self._lists[pos]
+        return sublist[bisect_left(sublist, lowest)]  # type: ignore[no-any-return]
 
 
 def _prefix_end(prefix: str) -> str | None:
@@ -211,6 +228,7 @@ class MemoryTier:
         "_tags",
         "_used",
         "_vary",
+        "_with_variants",
         "_zones",
         "_zones_of_range",
         "on_evict",
@@ -237,6 +255,9 @@ class MemoryTier:
         self._zones: dict[str, dict[str, int]] = {}
         self._zones_of_range: dict[str, int] = {}
         self._vary: dict[str, tuple[str, ...]] = {}
+        self._with_variants: dict[str, int] = {}
+        """Primary key → how many stored keys under it have a variant part: with the entries' dict,
+        it says in two probes whether a URL has anything stored (a fill of a new URL asks)."""
         self.on_evict: Callable[[Entry], None] | None = None
         """Told of each entry the eviction policy removes (the persistent tier renews its copy)."""
 
@@ -320,6 +341,8 @@ class MemoryTier:
         return len(keys)
 
     def variants(self, primary: str) -> list[str]:
+        if primary not in self._entries and primary not in self._with_variants and VARIANT_SEP not in primary:
+            return []  # every fill of a new URL asks: no bisection of the key index for it
         return list(self._keys.irange(primary, primary + _AFTER_VARIANTS, inclusive=(True, False)))
 
     def keys_with_prefix(self, prefix: str, after: str | None = None, limit: int | None = None) -> list[str]:
@@ -394,6 +417,10 @@ class MemoryTier:
         untrack(self._entries)  # inserting an object the collector may track re-tracks the dict
         self._used += size
         self._keys.add(key)
+        sep = key.find(VARIANT_SEP)
+        if sep >= 0:
+            primary = key[:sep]
+            self._with_variants[primary] = self._with_variants.get(primary, 0) + 1
         ranges = self._zones.get(zone)
         if ranges is None:
             ranges = self._zones[zone] = {}
@@ -428,6 +455,14 @@ class MemoryTier:
         del self._entries[key]
         self._used -= entry.size
         self._keys.remove(key)
+        sep = key.find(VARIANT_SEP)
+        if sep >= 0:
+            primary = key[:sep]
+            n = self._with_variants[primary]
+            if n > 1:
+                self._with_variants[primary] = n - 1
+            else:
+                del self._with_variants[primary]
         zone = entry.zone
         ranges = self._zones[zone]
         r = _host_range(key)
@@ -467,8 +502,8 @@ class MemoryTier:
             end = key.rfind(VARIANT_SEP, 0, end)
 
     def _has_under(self, base_key: str) -> bool:
-        under = self._keys.irange(base_key, base_key + _AFTER_VARIANTS, inclusive=(True, False))
-        return next(under, None) is not None
+        first = self._keys.first_from(base_key)
+        return first is not None and first < base_key + _AFTER_VARIANTS
 
     def _retire(self, entry: Entry, forget_vary: bool = True) -> None:
         self._unlink(entry, forget_vary)
