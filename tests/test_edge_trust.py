@@ -21,11 +21,17 @@ from typing import Any, TypeVar
 import cloudflare
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edgecache.app import Node
 from edgecache.config import DEFAULT_ACCOUNT_ID, CacheKeyOptions, ClientTrust, Config, Listener, Zone
 from edgecache.control.credentials import Permission
+from edgecache.edge import fetch as fetch_module
+from edgecache.edge.forwarding import forward_headers
+from edgecache.edge.origin import FieldLines
+from edgecache.edge.zones import ZoneRuntime, ZoneTable
 
 T = TypeVar("T")
 
@@ -417,3 +423,111 @@ def test_each_fill_forwards_its_own_request_fields(edge: Edge) -> None:
         ("a", "t.example", "203.0.113.9, 127.0.0.1"),
         ("a", "example.com", "127.0.0.1"),
     ]
+
+
+def _runtime_zones() -> list[ZoneRuntime]:
+    """A plain zone, one trusting 10.0.0.0/8 for CF-IPCountry, and one keyed by a country header it
+    trusts from any IPv6 proxy."""
+    origin = "http://127.0.0.1:9"
+    return list(
+        ZoneTable(
+            (
+                Zone.model_validate(
+                    {"id": "a" * 32, "name": "a", "hostnames": ["a.example"], "origin": origin}
+                ),
+                Zone.model_validate(
+                    {
+                        "id": "b" * 32,
+                        "name": "b",
+                        "hostnames": ["b.example"],
+                        "origin": origin,
+                        "trust": {"fields": ["CF-IPCountry"], "proxies": ["10.0.0.0/8"]},
+                    }
+                ),
+                Zone.model_validate(
+                    {
+                        "id": "c" * 32,
+                        "name": "c",
+                        "hostnames": ["c.example"],
+                        "origin": origin,
+                        "cache_key": {"country": True, "country_header": "X-Geo", "device_type": True},
+                        "trust": {"fields": ["X-Geo"], "proxies": ["::/0"]},
+                    }
+                ),
+            )
+        ).by_id.values()
+    )
+
+
+FILL_ZONES = _runtime_zones()
+FILL_IPS = ("10.1.2.3", "203.0.113.9", "::ffff:10.0.0.1", "2001:db8::1")
+FILL_HOSTS = ("a.example", "b.example", "c.example")
+FILL_NAMES = (
+    "accept",
+    "authorization",
+    "cf-connecting-ip",
+    "cf-ipcountry",
+    "connection",
+    "cookie",
+    "if-none-match",
+    "range",
+    "user-agent",
+    "x-custom",
+    "x-edgecache-debug",
+    "x-forwarded-for",
+    "x-geo",
+)
+fill_requests = st.dictionaries(
+    st.sampled_from(FILL_NAMES),
+    st.sampled_from(("a", "b", "x-custom", "x-geo, keep-alive", "10.0.0.7", "DE")),
+    max_size=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(fill_requests, min_size=1, max_size=4),
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.sampled_from(FILL_IPS),
+            st.integers(0, len(FILL_ZONES) - 1),
+            st.sampled_from(FILL_HOSTS),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_remembered_fill_fields_are_each_requests_own(
+    requests: list[dict[str, str]], calls: list[tuple[int, str, int, str]]
+) -> None:
+    """Whatever fills came before, in whatever order, a fill's encoded fields are exactly what
+    ``forward_headers`` makes of its own request, client address, zone and host: a memo keyed on
+    less (or on the wrong thing) would hand one request another's lines, trusted fields included."""
+    fetch_module._FILL_FIELDS.clear()
+    for i, ip, z, host in calls + calls[::-1] + calls:
+        headers = requests[i % len(requests)]
+        zone = FILL_ZONES[z]
+        expected = FieldLines.of(
+            forward_headers(headers, ip, zone, host, drop=fetch_module.NOT_FORWARDED_TO_ORIGIN_ON_FILL)
+        )
+        assert fetch_module._fill_fields(headers, ip, zone, host) == expected
+
+
+def test_fill_fields_with_credentials_or_many_characters_are_not_remembered() -> None:
+    """The memo of a fill's fields keeps no client's cookie or authorization after its request,
+    nor a request whose fields are long (each would hold them all)."""
+    zone = FILL_ZONES[0]
+    fetch_module._FILL_FIELDS.clear()
+    fetch_module._fill_fields({"accept": "*/*"}, "203.0.113.9", zone, "a.example")
+    assert len(fetch_module._FILL_FIELDS) == 1
+    for headers in (
+        {"accept": "*/*", "cookie": "session=secret"},
+        {"accept": "*/*", "authorization": "Bearer secret"},
+        {"accept": "*/*", "proxy-authorization": "Basic secret"},
+        {"accept": "*/*", "x-custom": "v" * 4096},
+    ):
+        lines = fetch_module._fill_fields(headers, "203.0.113.9", zone, "a.example")
+        assert lines == fetch_module._encode_fill_fields(headers, "203.0.113.9", zone, "a.example")
+    assert len(fetch_module._FILL_FIELDS) == 1
+    assert not any("secret" in str(key) for key in fetch_module._FILL_FIELDS)

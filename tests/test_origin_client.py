@@ -5,6 +5,7 @@ node does; the origins are raw sockets (``rawhttp.py``) or an asyncio TLS server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import threading
@@ -193,7 +194,7 @@ def test_post_is_never_retried_and_nothing_is_retried_after_a_response_byte() ->
         (b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 1\r\n\r\na", "whitespace"),
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n", "101"),
         (b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n", "head over"),
-        (b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 300 + b"Content-Length: 0\r\n\r\n", "fields"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 256 + b"Content-Length: 0\r\n\r\n", "over 256 fields"),
         (b"SSH-2.0-OpenSSH_9.2\r\n", "malformed"),
         (b"HTTP/1.1 600 Beyond\r\nContent-Length: 0\r\n\r\n", "invalid status code 600"),
         (b"HTTP/1.1 099 Early\r\n\r\n", "invalid status code 99"),
@@ -219,8 +220,9 @@ def test_malformed_framing_is_an_error_not_a_response(response: bytes, why: str)
 
 
 def test_a_head_at_the_limits_is_taken_and_trailer_fields_are_dropped() -> None:
-    """256 fields are allowed (257 are not, above); a chunked body's trailer fields, however many,
-    are neither part of the response's fields nor an error, and the connection is reused."""
+    """256 fields are allowed (257 are not: ``test_malformed_framing_is_an_error_not_a_response``);
+    a chunked body's trailer fields, however many, are neither part of the response's fields nor an
+    error, and the connection is reused."""
     fields = b"".join(b"X-%d: v\r\n" % i for i in range(255))
     answers = [
         b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok",
@@ -248,6 +250,31 @@ def test_a_head_at_the_limits_is_taken_and_trailer_fields_are_dropped() -> None:
         assert (s2, h2, b2) == (200, [("Transfer-Encoding", "chunked")], b"ok")
         assert (s3, h3, b3) == (200, [("Content-Length", "5")], b"hello")
         assert origin.connections == 1
+
+
+def test_a_head_of_many_tiny_fields_fails_before_it_is_parsed_whole() -> None:
+    """An origin sending 100,000 fields of five bytes gets the field-count error within the first
+    slices of its head (``origin_conn._feed_head``), not after the parser has built a field per
+    line up to the raw head limit (tens of thousands of them, megabytes per connection)."""
+    head = b"HTTP/1.1 200 OK\r\n" + b"a:b\r\n" * 100_000
+
+    def handler(sock: socket.socket, n: int) -> None:
+        read_request(sock)
+        with contextlib.suppress(OSError):  # the client gives up on the head, as it should
+            sock.sendall(head)
+        time.sleep(1.0)
+
+    with raw_origin(handler) as origin:
+
+        async def main() -> None:
+            c = client()
+            try:
+                with pytest.raises(OriginInvalid, match=r"head over 256 fields$"):
+                    await get(c, origin)
+            finally:
+                await c.close()
+
+        run(main())
 
 
 def test_interim_heads_count_towards_the_head_limit() -> None:

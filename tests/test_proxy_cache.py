@@ -181,6 +181,33 @@ def test_the_variants_go_when_the_origin_drops_its_vary(stack: Stack) -> None:
     assert stack.origin.hits["/revary"] == hits
 
 
+def test_a_refill_that_drops_vary_is_found_on_disk_and_no_old_variant_is(fresh: Stack) -> None:
+    """The origin drops Vary for a URL whose variants only the disk tier holds (memory emptied by a
+    restart): the refill removes the variants and the Vary names from every tier, so once memory is
+    empty again the disk answers every client with the refill, never with an old variant."""
+    en, fr = {"Accept-Language": "en"}, {"Accept-Language": "fr"}
+    fresh.origin.routes["/dropvary"] = Route(
+        body=b"v1", headers={"Cache-Control": "max-age=1", "Vary": "Accept-Language"}
+    )
+    fresh.request("/dropvary", headers=en)
+    fresh.request("/dropvary", headers=fr)
+    assert fresh.node.disk is not None and fresh.node.disk.flush(10)
+    fresh.restart()
+    fresh.origin.routes["/dropvary"] = Route(body=b"v2", headers={"Cache-Control": "max-age=600"})
+    time.sleep(1.1)
+    assert fresh.request("/dropvary", headers=en)[2] == b"v2"
+    assert fresh.node.disk is not None and fresh.node.disk.flush(10)
+    fresh.restart()
+    hits = fresh.origin.hits["/dropvary"]
+    _, h, body = fresh.request("/dropvary", headers=fr)
+    assert (h["cf-cache-status"], body) == ("HIT", b"v2")
+    assert h["cache-status"].endswith("detail=disk")
+    for headers in (en, {}):
+        _, h, body = fresh.request("/dropvary", headers=headers)
+        assert (h["cf-cache-status"], body) == ("HIT", b"v2")
+    assert fresh.origin.hits["/dropvary"] == hits
+
+
 def test_age_counts_the_origins_age(stack: Stack) -> None:
     stack.origin.routes["/aged"] = Route(headers={"Cache-Control": "max-age=600", "Age": "100"})
     stack.request("/aged")

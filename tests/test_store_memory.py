@@ -194,9 +194,10 @@ def test_variants_and_prefixes_stop_where_they_should() -> None:
 
 
 def test_variants_across_the_key_index_sublists() -> None:
-    """``variants`` (and the Vary names' life) look for the first key under a base key by bisection
-    over the sorted key index's sublists: right at a sublist's first and last key, between two
-    sublists, and past the last key."""
+    """Whether anything is stored under a base key, asked at a sublist's first and last key, between
+    two sublists and past the last key: ``variants`` (``irange``) lists the keys under it, and the
+    Vary names' life (``_has_under``, a bisection over the sublists' maxima with ``first_from``)
+    keeps names only for a base key with something under it, and drops them with its last key."""
     tier = MemoryTier(10**9)
     urls = [f"http://h/{i:05d}" for i in range(0, 9000, 2)]  # a gap before and after each URL
     for url in urls:
@@ -206,16 +207,24 @@ def test_variants_across_the_key_index_sublists() -> None:
     sublists = tier._keys._lists
     assert len(sublists) > 3
     edges = {k.split(S)[0] for sub in sublists for k in (sub[0], sub[-1])}
-    for url in sorted(edges) + urls[:50]:
+    for url in sorted(edges) + urls[:50] + urls[-3:]:
         want = [url, url + S + "gzip"] if url.endswith("0") else [url]
         assert tier.variants(url) == want
-    for i in range(1, 9001, 2):  # never stored, sorting between two stored URLs or after the last
-        assert tier.variants(f"http://h/{i:05d}") == []
-    assert tier.variants("http://h/~") == [] and tier.variants("http://a/") == []
-    tier.set_vary(urls[-1], ("accept",))
-    assert tier.vary(urls[-1]) == ("accept",)
-    tier.set_vary("http://h/99999", ("accept",))  # nothing stored under it: not kept
-    assert tier.vary("http://h/99999") is None
+        tier.set_vary(url, ("accept",))
+        assert tier.vary(url) == ("accept",)
+    never = [f"http://h/{i:05d}" for i in range(1, 9001, 2)] + ["http://h/~", "http://a/"]
+    for url in never:  # sorting between two stored URLs, before the first or after the last
+        assert tier.variants(url) == []
+        tier.set_vary(url, ("accept",))
+        assert tier.vary(url) is None
+    for url in sorted(edges):
+        variants = tier.variants(url)
+        tier.delete(variants[-1])
+        assert tier.vary(url) == (("accept",) if len(variants) > 1 else None)
+        for key in variants[:-1]:
+            tier.delete(key)
+        assert tier.vary(url) is None
+    check_internals(tier)
 
 
 def test_prefix_ending_in_the_last_character() -> None:

@@ -92,3 +92,15 @@ def test_the_memo_is_bounded_and_skips_long_values() -> None:
     long_value = ",".join(f"tag{i}" for i in range(100))
     assert parse_tags([("Cache-Tag", long_value)]) == tuple(f"tag{i}" for i in range(100))
     assert (("Cache-Tag", long_value),) not in tags_module._MEMO
+
+
+def test_the_memo_skips_lists_of_many_fields_or_long_names() -> None:
+    many = [("Cache-Tag", f"m{i}") for i in range(tags_module.MEMO_FIELDS_MAX + 1)]
+    assert parse_tags(many) == tuple(f"m{i}" for i in range(len(many)))
+    assert tuple(many) not in tags_module._MEMO
+    long_name = [("Cache-Tag" + " " * tags_module.MEMO_VALUE_MAX, "n")]
+    assert parse_tags(long_name) == ()
+    assert tuple(long_name) not in tags_module._MEMO
+    few = [("Cache-Tag", f"f{i}") for i in range(tags_module.MEMO_FIELDS_MAX)]
+    parse_tags(few)
+    assert tuple(few) in tags_module._MEMO

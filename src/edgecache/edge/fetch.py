@@ -122,25 +122,42 @@ _FILL_FIELDS: dict[tuple[int, str, str, tuple[tuple[str, str], ...]], tuple[Zone
 """(zone, host, client address, the request's fields) → what a fill of it sends to the origin,
 encoded; bounded (emptied when full)."""
 _FILL_FIELDS_MAX = 256
+_FILL_FIELDS_CHARS = 2048
+"""Requests whose field names and values add up to more characters are encoded each time: a key
+holds the request's whole fields, so the memo's size stays ~``_FILL_FIELDS_MAX`` times this."""
+_CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
+"""Requests carrying any of these are encoded each time: their values are one client's secrets,
+which the memo would keep after the request has ended."""
 
 
 def _fill_fields(headers: Mapping[str, str], client_ip: str, zone: ZoneRuntime, host: str) -> FieldLines:
     """The fields a plain fill (no range, no revalidation) sends: ``forward_headers`` encoded, once
-    per distinct request. What it returns is a function of exactly these four inputs, so a
-    remembered answer is the one ``forward_headers`` would give; a client's connection usually
-    repeats its fields, and deciding and encoding them was ~7% of a miss's instructions."""
-    memo_key = (id(zone), host, client_ip, tuple(headers.items()))
+    per distinct request without credentials and short (``_CREDENTIALS``, ``_FILL_FIELDS_CHARS``).
+    What it returns is a function of exactly these four inputs, so a remembered answer is the one
+    ``forward_headers`` would give; a client's connection usually repeats its fields, and deciding
+    and encoding them was ~7% of a miss's instructions."""
+    if any(name in headers for name in _CREDENTIALS):
+        return _encode_fill_fields(headers, client_ip, zone, host)
+    fields = tuple(headers.items())
+    memo_key = (id(zone), host, client_ip, fields)
     found = _FILL_FIELDS.get(memo_key)
     # The zone is kept with the lines, so its id cannot name another zone while they are here.
     if found is not None and found[0] is zone:
         return found[1]
-    lines = FieldLines.of(
-        forward_headers(headers, client_ip, zone, host, drop=NOT_FORWARDED_TO_ORIGIN_ON_FILL)
-    )
-    if len(_FILL_FIELDS) >= _FILL_FIELDS_MAX:
-        _FILL_FIELDS.clear()
-    _FILL_FIELDS[memo_key] = (zone, lines)
+    lines = _encode_fill_fields(headers, client_ip, zone, host)
+    if sum(len(name) + len(value) for name, value in fields) <= _FILL_FIELDS_CHARS:
+        if len(_FILL_FIELDS) >= _FILL_FIELDS_MAX:
+            _FILL_FIELDS.clear()
+        _FILL_FIELDS[memo_key] = (zone, lines)
     return lines
+
+
+def _encode_fill_fields(
+    headers: Mapping[str, str], client_ip: str, zone: ZoneRuntime, host: str
+) -> FieldLines:
+    """``_fill_fields``' answer, made afresh."""
+    drop = NOT_FORWARDED_TO_ORIGIN_ON_FILL
+    return FieldLines.of(forward_headers(headers, client_ip, zone, host, drop=drop))
 
 
 InterimSink = Callable[[int, bytes], None]
@@ -774,7 +791,8 @@ class Fetch:
         waiter = self._head_waiter
         if waiter is None:
             waiter = self._head_waiter = asyncio.get_running_loop().create_future()
-        await waiter
+        # Shared by every reader waiting: one reader cancelled must not cancel the others' wait.
+        await asyncio.shield(waiter)
 
     def _release_space(self) -> None:
         if self._paused and self._buffered <= HIGH_WATER:

@@ -62,6 +62,8 @@ from httptools import HttpParserError, HttpResponseParser
 MAX_HEAD = 64 * 1024
 """Bytes of field names and values in a response's heads (interim responses included)."""
 MAX_FIELDS = 256
+HEAD_SLICE = 4096
+"""Bytes of a head parsed between two looks at its field count (``_feed_head``)."""
 HIGH_WATER = 256 * 1024
 
 Interim = Callable[[int, list[tuple[str, str]]], None]
@@ -422,7 +424,10 @@ class OriginConnection(asyncio.Protocol):
         else:
             self._stamp = 0.0
         try:
-            self._parser.feed_data(data)
+            if self._final:
+                self._parser.feed_data(data)
+            elif not self._feed_head(data):
+                return
         except HttpParserError as exc:
             # A callback's _Stop arrives here too, wrapped by httptools (HttpParserCallbackError).
             cause = exc.__context__
@@ -455,6 +460,24 @@ class OriginConnection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.pause_reading()
 
+    def _feed_head(self, data: bytes) -> bool:
+        """Parse a read that begins inside a head, ``HEAD_SLICE`` bytes at a time until the final
+        head is complete, the rest at once; returns False when the head has too many fields (the
+        exchange has failed). The field count is looked at between slices, not per field
+        (``on_header`` only appends): a slice completes at most ``HEAD_SLICE // 4 + 1`` fields
+        (``a:`` and CRLF), so the list stays near ``MAX_FIELDS`` however many an origin sends."""
+        parser = self._parser
+        view = memoryview(data)
+        while True:
+            if len(self._fields) > MAX_FIELDS:
+                self._protocol_error(f"response head over {MAX_FIELDS} fields")
+                return False
+            if self._final or len(view) <= HEAD_SLICE:
+                parser.feed_data(view)
+                return True
+            parser.feed_data(view[:HEAD_SLICE])
+            view = view[HEAD_SLICE:]
+
     def eof_received(self) -> bool | None:
         resp = self.exchange
         if resp is not None and self._final and self._until_close:
@@ -476,8 +499,9 @@ class OriginConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # One call per field of every response: nothing but the append. The head's limits are
-        # checked when it is complete (data_received bounds the raw bytes parsed until then), and
-        # after the final head ``_fields`` is a sink that drops trailer fields (rule 1).
+        # checked when it is complete; until then data_received bounds the raw bytes parsed and
+        # ``_feed_head`` the fields kept. After the final head ``_fields`` is a sink that drops
+        # trailer fields (rule 1).
         self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:

@@ -692,7 +692,7 @@ class Proxy:
         if part.complete:
             self._store_entry(part.as_full(key), vary, request_headers)
             return
-        self._forget_other_vary(base, vary, part.primary)
+        self._forget_other_vary(base, vary, self.store.variants(part.primary))
         self.store.put(part)
         if vary:
             self.store.set_vary(base, vary)
@@ -806,6 +806,9 @@ class Proxy:
             self._store_part(entry, vary, request_headers)
             return False
         base = _strip_vary(entry.key)
+        # The fetch's key had a Vary part: the URL had Vary names when it was looked up, in memory
+        # or in the disk tier.
+        varied = len(base) < len(entry.key)
         # A refill of a variant whose response no longer varies is stored under the URL itself,
         # where lookups now look (the old variants go below).
         entry.key = base + vary_suffix(vary, request_headers) if vary else base
@@ -819,6 +822,7 @@ class Proxy:
                 # Parts live in memory only (store/chain.py), so memory lists them all; a delete of
                 # a key that is not there would still cost the disk tier a queued removal.
                 self.store.delete(partial)
+                listed.remove(partial)
         if verdict is not None:
             if verdict.hard:
                 self.store.delete(entry.key, verdict.seq)
@@ -828,23 +832,29 @@ class Proxy:
             # Checked against every purge so far: the disk tier would drop a fill still numbered
             # below a purge it has reclaimed meanwhile (store/disk.py).
             entry.stored_seq = self.index.position
-        if listed:
-            self._forget_other_vary(base, vary, entry.primary)
+        if not vary and (varied or any(VARY_SEP in key for key in listed)):
+            # The origin dropped its Vary. Every tier forgets the URL's variants, and with them its
+            # Vary names (the disk tier reads those before the record under the URL, so while they
+            # stay the fill is never found there, and old variants stay servable). Memory may list
+            # none of them (evicted, or filled by another process): the disk's removal goes by the
+            # URL, queued before the put below, which the disk tier orders behind it.
+            self.store.delete_primary(entry.primary)
+        elif listed:
+            self._forget_other_vary(base, vary, listed)
         # The other processes look for the fill in the disk tier: whether it took it is the answer.
         stored = self.store.put(entry)
         if vary:
             self.store.set_vary(base, vary)
         return stored
 
-    def _forget_other_vary(self, base: str, vary: tuple[str, ...], primary: str) -> None:
+    def _forget_other_vary(self, base: str, vary: tuple[str, ...], listed: list[str]) -> None:
         """When the origin changed its Vary, the variants (and parts) selected by the old fields
-        are unreachable: remove them."""
+        are unreachable: remove the ones memory lists (``listed``, what ``variants`` returned for
+        the URL: the caller asks once)."""
         store = self.store
-        # Only what memory lists is removed, so with nothing listed under the base key (a fill of
-        # a new URL) the Vary names are not asked for: with a disk tier, that was a disk read per fill.
         stale = [
             key
-            for key in store.variants(primary)
+            for key in listed
             if key == base or key.startswith(base + VARY_SEP) or key == base + PARTIAL_SUFFIX
         ]
         if not stale or store.vary(base) == (vary or None):

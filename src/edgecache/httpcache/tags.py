@@ -7,10 +7,10 @@ Rules of this module:
 - Limits follow Cloudflare: a tag longer than 1024 characters is dropped; once the tags kept so far
   would exceed 16 KiB in aggregate (UTF-8 bytes plus one separator each), later tags are not added.
   Duplicates are removed, keeping first-seen order across all fields; they count once.
-- Parsing is memoised per distinct list of tag fields whose values are short (every fill parses its
-  response's tags, and many responses carry the same few), as ``cachecontrol`` memoises its values:
-  the result is a tuple of strings, so sharing it is safe, and the memo is bounded and emptied when
-  full, so an origin cannot grow it.
+- Parsing is memoised per distinct list of tag fields that is short, in fields and in characters
+  of names and values together (every fill parses its response's tags, and many responses carry
+  the same few), as ``cachecontrol`` memoises its values: the result is a tuple of strings, so
+  sharing it is safe, and the memo is bounded and emptied when full, so an origin cannot grow it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ MAX_AGGREGATE_BYTES = 16 * 1024
 MEMO_MAX = 1024
 """Distinct lists of tag fields remembered before the memo is emptied."""
 MEMO_VALUE_MAX = 256
-"""Lists whose values add up to more characters are parsed each time."""
+"""Lists whose names and values add up to more characters are parsed each time."""
+MEMO_FIELDS_MAX = 8
+"""Lists of more fields are parsed each time (each would hold a key of that many tuples)."""
 _MEMO: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = {}
 
 
@@ -47,7 +49,7 @@ def parse_tags(response_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     tags = _MEMO.get(fields)
     if tags is None:
         tags = _parse(fields)
-        if sum(len(value) for _, value in fields) <= MEMO_VALUE_MAX:
+        if len(fields) <= MEMO_FIELDS_MAX and sum(len(n) + len(v) for n, v in fields) <= MEMO_VALUE_MAX:
             if len(_MEMO) >= MEMO_MAX:
                 _MEMO.clear()
             _MEMO[fields] = tags
