@@ -139,6 +139,14 @@ def test_table_names_the_client_its_latency_figures_and_the_configuration() -> N
     assert "edgecache `workers = 2`, nginx `worker_processes 2`" in table
     assert "| 0.50 | 9.00 |" in table
     assert "bare" not in run.setup_line(2, ceiling=False)
+    # where the caches live: nginx's files on tmpfs, edgecache's disk tier in the temp dir's filesystem
+    caches = run.setup_line(1)
+    assert run.filesystem(Path("/proc/self")) == "proc"
+    on_disk = run.filesystem(Path(tempfile.gettempdir()))
+    assert on_disk != "an unknown filesystem"
+    assert f"edgecache's LMDB disk tier (behind its memory tier) on {on_disk}" in caches
+    if run.SHM.is_dir():
+        assert "nginx's files on tmpfs (/dev/shm)" in caches
     assert "`workers = 1`" in report.scenario_table(
         report.Scenario("small", "(a)", samples={"edgecache": [sample]}, setup=run.setup_line(1))
     )
