@@ -37,8 +37,8 @@ long as the advisory lock is held)."""
 _BEGIN = "edgecache_begin"
 """Execution option: the statement that opens a transaction on SQLite."""
 _ON_DRIVER = "edgecache_on_driver"
-"""Key in a connection's ``info``: :func:`begin_on_driver` opened the transaction open on its
-driver connection, the only one SQLAlchemy's transaction may join (``_on_begin``)."""
+"""Key in a connection's ``info``, set while the transaction open on its driver connection is one
+:func:`begin_on_driver` opened: the only kind SQLAlchemy's transaction may join (``_on_begin``)."""
 # An arbitrary constant: the key of the PostgreSQL advisory lock held while migrating, so nodes
 # starting together migrate one after the other.
 _MIGRATION_LOCK_KEY = 0x6564676563616368  # "edgecach"
