@@ -188,7 +188,9 @@ def test_a_failing_commit_of_driver_only_operations_raises_sqlalchemys_error(any
                 text("CREATE TABLE child (p integer REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)")
             )
         on_driver = (
-            "INSERT INTO child VALUES (%s)" if engine.dialect.name == "postgresql" else "INSERT INTO child VALUES (?)"
+            "INSERT INTO child VALUES (%s)"
+            if engine.dialect.name == "postgresql"
+            else "INSERT INTO child VALUES (?)"
         )
         with pytest.raises(IntegrityError):
             writer.call(lambda conn: conn.connection.cursor().execute(on_driver, (7,)))

@@ -171,7 +171,10 @@ def test_every_task_query_uses_an_index(engine: Engine, monkeypatch: pytest.Monk
             root = json.loads(found) if isinstance(found, str) else found
             used = []
             for node in plan_nodes(root[0]["Plan"]):
-                scan = node["Node Type"] == "Seq Scan" and node.get("Relation Name") in ("tasks", "purge_ledger")
+                scan = node["Node Type"] == "Seq Scan" and node.get("Relation Name") in (
+                    "tasks",
+                    "purge_ledger",
+                )
                 assert not scan, (sql, params, root)
                 name = node.get("Index Name")
                 if name not in LEADING:
