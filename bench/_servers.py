@@ -118,7 +118,7 @@ def wait_listening(server: Server, timeout: float) -> None:
 
 def stop(server: Server, grace: float = 10.0) -> None:
     """SIGTERM the server's own PID, then SIGKILL it if it is still there after `grace` seconds; then
-    wait (as long again) for the rest of its session, and SIGKILL what is still there.
+    wait (as long again) for the rest of its session, and SIGKILL what is still there (until it is gone).
 
     Every server runs in a session of its own (``spawn``), and the processes it starts stay in it
     (an edgecache supervisor's workers, nginx's): the session is swept after the master's exit,
@@ -141,6 +141,10 @@ def stop(server: Server, grace: float = 10.0) -> None:
         if _still_running(pid, started):  # not a later process that reuses the PID
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+    # SIGKILL is delivered, not waited for: the caller goes on to remove what they were writing.
+    deadline = time.monotonic() + 5.0
+    while any(_still_running(*member) for member in left) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def session_members(session: int) -> list[tuple[int, int]]:
