@@ -38,6 +38,9 @@ class H2loadError(RuntimeError):
 
 @dataclass(frozen=True)
 class H2loadResult:
+    """One h2load run's figures: requests per second, mean and max latency in milliseconds
+    (h2load prints no percentiles without a per-request log), requests done, errors and its CPU."""
+
     rps: float
     mean_ms: float
     max_ms: float

@@ -3,7 +3,8 @@ and the bare Python ceiling (``_bare.py``).
 
 Rules:
 - Every server runs in the foreground as our own child (nginx `daemon off`, `varnishd -F`), so the PID we
-  hold is the master's; it is stopped by that PID (SIGTERM, SIGKILL after a grace period), never by name.
+  hold is the master's; it is stopped by that PID (SIGTERM, SIGKILL after a grace period), never by name,
+  and then what is left of its session (each runs in its own) is killed.
 - Children get PR_SET_PDEATHSIG, so a harness killed with SIGKILL does not leave servers running.
 - Everything listens on 127.0.0.1 on ports the kernel reported free (bind to port 0).
 - Configs are the ones in /work/shared/reference/bench-anchors.md, with our ports and temp paths, but
@@ -117,39 +118,52 @@ def wait_listening(server: Server, timeout: float) -> None:
 
 def stop(server: Server, grace: float = 10.0) -> None:
     """SIGTERM the server's own PID, then SIGKILL it if it is still there after `grace` seconds; then
-    wait (as long again) for the processes it had started, and SIGKILL those still there.
+    wait (as long again) for the rest of its session, and SIGKILL what is still there (until it is gone).
 
-    The master's exit is not the end of its tree: an edgecache supervisor stopped while it is still
-    starting exits at once and its workers stop seconds later, on their own, writing to the data
-    directory the caller is about to remove (and taking CPU from whatever is measured next)."""
-    if server.proc.poll() is not None:
-        return
-    descendants = [(pid, _start_time(pid)) for pid in server.pids()[1:]]
-    server.proc.terminate()
-    try:
-        server.proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait(5)
+    Every server runs in a session of its own (``spawn``), and the processes it starts stay in it
+    (an edgecache supervisor's workers, nginx's): the session is swept after the master's exit,
+    rather than the tree seen before the signal, because a tree can outlive its master and grow
+    while it stops. An orphan is no longer anyone's descendant, and a process the master starts on
+    its way out was not there to be seen; either would go on writing to the directory the caller
+    is about to remove (and take CPU from whatever is measured next)."""
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait(5)
+    session = server.proc.pid
     deadline = time.monotonic() + grace
-    while (left := [d for d in descendants if _still_running(*d)]) and time.monotonic() < deadline:
+    while (left := session_members(session)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid, _started in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    for pid, started in left:
+        if _still_running(pid, started):  # not a later process that reuses the PID
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    # SIGKILL is delivered, not waited for: the caller goes on to remove what they were writing.
+    deadline = time.monotonic() + 5.0
+    while any(_still_running(*member) for member in left) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (tells a PID from a later process that reuses it)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    return None
+def session_members(session: int) -> list[tuple[int, int]]:
+    """The live processes of session `session` (a server's: its master's PID), with their start times."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session and fields[0] != "Z":
+                out.append((int(entry.name), int(fields[19])))
+    return out
 
 
-def _still_running(pid: int, started: int | None) -> bool:
+def _still_running(pid: int, started: int) -> bool:
     with contextlib.suppress(OSError, IndexError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0] != "Z" and started is not None and int(fields[19]) == started
+        return fields[0] != "Z" and int(fields[19]) == started
     return False
 
 

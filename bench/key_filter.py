@@ -3,15 +3,16 @@
 
 Method: a disk store in a temporary directory is filled with ``--records`` records of ``--body``
 bytes through ``DiskStore.put`` (the writer thread), then closed and opened again, as a restarted
-node opens it; a filter sized as a node sizes it (``expected_keys`` of ``--budget``) is built from
-it by ``DiskStore.use_filter(build=True)``, and the build's wall time and this process's CPU time
-while it runs are printed (the process does nothing else meanwhile). Then ``--probes`` keys never
-stored are asked (the share answered "maybe" is the false-maybe rate), and ``may_hold`` / ``add``
-are timed per call (best of five rounds of ``timeit``). Last, what the filter saves: the thread CPU
-of a memory miss's disk part for a never-stored key (``DiskStore.lookup`` then ``get`` with what
-it found, as ``TierChain`` calls them, reads sharing a transaction per 50 keys as the event loop's
-turns do), on the same store before the filter is given to it and after it is built (best of
-five rounds of ``--misses`` keys each).
+node opens it; a filter sized as a node sizes it (``expected_keys`` of ``--budget`` plus
+``--reserve-budget``, the budgets of the zones' reserves on at the start: none by default) is built
+from it by ``DiskStore.use_filter(build=True)``, and the build's wall time and this process's CPU
+time while it runs are printed (the process does nothing else meanwhile). Then ``--probes`` keys
+never stored are asked (the share answered "maybe" is the false-maybe rate), and ``may_hold`` /
+``add`` are timed per call (best of five rounds of ``timeit``). Last, what the filter saves: the
+thread CPU of a memory miss's disk part for a never-stored key (``DiskStore.lookup`` then ``get``
+with what it found, as ``TierChain`` calls them, reads sharing a transaction per 50 keys as the
+event loop's turns do), on the same store before the filter is given to it and after it is built
+(best of five rounds of ``--misses`` keys each).
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--body", type=int, default=1024, help="bytes per record's body")
     parser.add_argument("--budget", type=int, default=2 << 30, help="the disk budget the filter is sized for")
+    parser.add_argument(
+        "--reserve-budget",
+        type=int,
+        default=0,
+        help="the budgets of the reserves on at the start, summed (a node adds them to the disk budget)",
+    )
     parser.add_argument("--probes", type=int, default=1_000_000)
     parser.add_argument("--misses", type=int, default=100_000, help="never-stored keys per round")
     args = parser.parse_args()
@@ -98,7 +105,7 @@ def main() -> None:
         fill(tmp, args.records, b"b" * args.body, args.budget)
         print(f"stored {args.records} records of {args.body} B in {time.monotonic() - began:.1f} s")
         store = DiskStore(tmp, budget=args.budget, position=0, zones=["z"], map_size=4 * args.budget)
-        keys = KeyFilter.create(expected_keys(args.budget, store.usage()[1]))
+        keys = KeyFilter.create(expected_keys(args.budget + args.reserve_budget, store.usage()[1]))
         try:
             unfiltered = memory_miss(store, "before", args.misses)
             wall, cpu = time.monotonic(), time.process_time()

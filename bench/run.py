@@ -5,8 +5,9 @@ Method (see /work/shared/reference/bench-anchors.md for the reference setup and 
 - One nginx origin serves /small (1 KiB), /medium (64 KiB) and /obj/NNNNNN (1 KiB, tagged), all with
   `Cache-Control: public, max-age=3600`. In front of it, each on its own port: nginx proxy_cache
   (1 worker, sendfile off, its cache files on tmpfs, 64 idle origin connections kept), Varnish
-  (`-s malloc`) and edgecache (its defaults: memory tier and LMDB disk tier). All are started here
-  from configs written into a temp dir, and stopped here by PID.
+  (`-s malloc`) and edgecache (its defaults: memory tier and LMDB disk tier, the latter in the temp dir,
+  not on tmpfs; each table's setup line names the filesystems). All are started here from configs
+  written into a temp dir, and stopped here by PID.
 - The ceiling: "bare" (`_bare.py`) is an asyncio Protocol on httptools + uvloop that answers prebuilt
   bytes (no key, no lookup, no Age). It runs in the hit scenarios (not the miss mix, where it would
   answer without an origin) so that every run says how far edgecache is from what Python on this stack
@@ -119,17 +120,42 @@ LATENCY = {"wrk": ("p50", "p99"), "h2load": ("mean", "max")}
 
 
 def setup_line(workers: int, ceiling: bool = True) -> str:
-    """What each table says about the servers' configuration (``ceiling``: the bare server runs too)."""
+    """What each table says about the servers' configuration (``ceiling``: the bare server runs too),
+    and where their caches live: nginx's cache files and edgecache's disk tier are on different
+    filesystems (``workspace``), and what a cached file costs depends on its filesystem."""
     bare = ", bare one process" if ceiling else ""
     if workers == 1:
-        return (
+        processes = (
             "One process per server: edgecache `workers = 1`, nginx `worker_processes 1`, "
             f"Varnish with its default thread pools{bare}."
         )
-    return (
-        f"Whole machine: edgecache `workers = {workers}`, nginx `worker_processes {workers}`, "
-        f"Varnish with its default thread pools{bare}."
+    else:
+        processes = (
+            f"Whole machine: edgecache `workers = {workers}`, nginx `worker_processes {workers}`, "
+            f"Varnish with its default thread pools{bare}."
+        )
+    tmp = Path(tempfile.gettempdir())
+    nginx = SHM if SHM.is_dir() else tmp
+    caches = (
+        f"Caches: nginx's files on {filesystem(nginx)} ({nginx}), edgecache's LMDB disk tier (behind its "
+        f"memory tier) on {filesystem(tmp)} ({tmp}), Varnish in memory (`-s malloc`)."
     )
+    return f"{processes} {caches}"
+
+
+def filesystem(path: Path) -> str:
+    """The type of the filesystem ``path`` is on (``ext4``, ``tmpfs``...), from /proc/mounts."""
+    path = path.resolve()
+    best, kind = "", "an unknown filesystem"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            mount = Path(fields[1])
+            if (mount == path or mount in path.parents) and len(fields[1]) > len(best):
+                best, kind = fields[1], fields[2]
+    return kind
 
 
 def fixed_url(spec: Spec) -> bool:

@@ -13,9 +13,11 @@ import http.client
 import importlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -137,6 +139,14 @@ def test_table_names_the_client_its_latency_figures_and_the_configuration() -> N
     assert "edgecache `workers = 2`, nginx `worker_processes 2`" in table
     assert "| 0.50 | 9.00 |" in table
     assert "bare" not in run.setup_line(2, ceiling=False)
+    # where the caches live: nginx's files on tmpfs, edgecache's disk tier in the temp dir's filesystem
+    caches = run.setup_line(1)
+    assert run.filesystem(Path("/proc/self")) == "proc"
+    on_disk = run.filesystem(Path(tempfile.gettempdir()))
+    assert on_disk != "an unknown filesystem"
+    assert f"edgecache's LMDB disk tier (behind its memory tier) on {on_disk}" in caches
+    if run.SHM.is_dir():
+        assert "nginx's files on tmpfs (/dev/shm)" in caches
     assert "`workers = 1`" in report.scenario_table(
         report.Scenario("small", "(a)", samples={"edgecache": [sample]}, setup=run.setup_line(1))
     )
@@ -167,20 +177,25 @@ def test_workers_reach_nginx_and_edgecache_and_nginx_caches_on_tmpfs() -> None:
     assert not shm.exists()
 
 
-def test_stopping_a_server_stops_the_processes_it_started(tmp: Path) -> None:
-    _ensure_nginx()
-    with running(srv.start_origin(tmp)) as origin:
-        # stopped as soon as it answers: its supervisor is still starting, and leaves its workers behind
-        edgecache = srv.start_edgecache(tmp, origin.port, run.EDGECACHE_BIN, workers=2)
-        tree = edgecache.pids()
-        assert len(tree) >= 3
-        srv.stop(edgecache)
-        left = [p for p in tree if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
-    assert left == []
-
-
-def _state(pid: int) -> str:
+def test_stopping_a_server_stops_what_outlives_its_master(tmp: Path) -> None:
+    """A master whose children outlive it, one of them started as it stops: a shell that runs
+    ``sleep`` in the background, and on SIGTERM starts another and exits. ``stop`` leaves neither
+    running."""
+    script = "trap 'sleep 300 & exit 0' TERM; sleep 300 & wait"
+    log = tmp / "shell.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            ["sh", "-c", script], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = srv.Server("shell", 0, "", proc, log)
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
+        deadline = time.monotonic() + 10
+        while len(server.pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(server.pids()) == 2, "the shell started no background sleep"
+        srv.stop(server, grace=1.0)
+        assert proc.returncode == 0  # the trap ran: it started a child as the shell stopped
+        assert srv.session_members(proc.pid) == []
+    finally:
+        for pid, _started in srv.session_members(proc.pid):
+            os.kill(pid, signal.SIGKILL)

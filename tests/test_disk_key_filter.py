@@ -6,6 +6,7 @@ found at a start) is never answered "absent"."""
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import threading
 import time
@@ -17,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Route, Stack
-from edgecache.config import DiskStorage, Storage
+from edgecache.config import CacheReserve, DiskStorage, Storage, Zone
 from edgecache.store import disk as disk_module
 from edgecache.store.disk import DiskStore
 from edgecache.store.entry import Entry
-from edgecache.store.keyfilter import KeyFilter, slots_for
+from edgecache.store.keyfilter import MAX_SLOTS, MIN_SLOTS, RECORD_BYTES, KeyFilter, slots_for
 from workers_node import VersionedOrigin, WorkerNode
 
 OBJECT = Route(body=b"k" * 2000, headers={"Cache-Control": "max-age=600"})
@@ -126,11 +127,19 @@ def test_the_disk_found_at_a_restart_is_in_the_new_filter(filtered: Stack) -> No
     for i in range(5):
         filtered.origin.routes[f"/kept/{i}"] = OBJECT
         filtered.request(f"/kept/{i}")
+    # A varying URL: its base key is on disk only as the Vary row, its variant as a record.
+    filtered.origin.routes["/v"] = Route(
+        body=b"en", headers={"Cache-Control": "max-age=600", "Vary": "Accept-Language"}
+    )
+    filtered.request("/v", headers={"Accept-Language": "en"})
     flush(filtered)
     filtered.restart()
     disk = trusted(filtered)
     for i in range(5):
         assert filtered.request(f"/kept/{i}")[1]["cache-status"].endswith("detail=disk")
+    headers = filtered.request("/v", headers={"Accept-Language": "en"})[1]
+    assert headers["cache-status"].endswith("detail=disk")
+    assert filtered.origin.hits["/v"] == 1
     assert disk.stats.filtered == 0
     assert filtered.request("/obj")[1]["cf-cache-status"] == "MISS"
     assert disk.stats.filtered == 1
@@ -151,18 +160,24 @@ def entry(key: str) -> Entry:
     )
 
 
+def stored(path: Path, count: int) -> list[str]:
+    """Store ``count`` records in a disk store at ``path`` and close it: the disk a node finds."""
+    first = DiskStore(path, budget=1 << 30, position=0, zones=["z"])
+    keys = [f"http://h.example/old/{i}" for i in range(count)]
+    for i in range(0, count, 2000):
+        for key in keys[i : i + 2000]:
+            first.put(entry(key))
+        assert first.flush(30)
+    first.close()
+    return keys
+
+
 def test_keys_written_while_the_filter_is_built_are_never_absent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Many read transactions, each going on from where the last one stopped.
     monkeypatch.setattr(disk_module, "FILTER_STEP", 777)
-    first = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
-    old = [f"http://h.example/old/{i}" for i in range(20_000)]
-    for i in range(0, len(old), 2000):
-        for key in old[i : i + 2000]:
-            first.put(entry(key))
-        assert first.flush(30)
-    first.close()
+    old = stored(tmp_path, 20_000)
     store = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
     keys = KeyFilter.create(50_000)
     try:
@@ -191,13 +206,91 @@ def test_an_untrusted_filter_rules_nothing_out() -> None:
         assert keys.may_hold(b"anything")
         keys.set_ready()
         assert not keys.may_hold(b"anything")
-        # Another process maps the same descriptor and sees both the slots and the flag.
+        # A second mapping of the filter (as a worker's, through its own descriptor) sees both the
+        # slots and the flag that the first one set.
         other = KeyFilter(os.dup(keys.fd))
         keys.add(b"anything")
         assert other.may_hold(b"anything") and other.ready
         other.close()
     finally:
         keys.close()
+
+
+def test_a_close_during_the_build_leaves_the_filter_untrusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(disk_module, "FILTER_STEP", 1)  # a transaction per row: a long build
+    stored(tmp_path, 20_000)
+    store = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
+    keys = KeyFilter.create(1000)
+    try:
+        store.use_filter(keys, build=True)
+        store.close()
+        # A build stopped part-way would answer "absent" for the keys it never reached.
+        assert not keys.ready and keys.may_hold(b"anything")
+    finally:
+        keys.close()
+
+
+class FailingFilter(KeyFilter):
+    """A filter whose every ``add`` fails, as a build's read of the disk may."""
+
+    def add(self, kb: bytes | memoryview) -> None:
+        raise OSError("injected: the build cannot add a key")
+
+
+def test_a_failing_build_is_logged_and_leaves_the_filter_untrusted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stored(tmp_path, 10)
+    store = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
+    keys = FailingFilter.create(1000)
+    try:
+        with caplog.at_level(logging.ERROR, logger="edgecache.store.disk"):
+            store.use_filter(keys, build=True)
+            deadline = time.monotonic() + 10
+            while not any(getattr(r, "event", None) == "disk_key_filter_failed" for r in caplog.records):
+                assert time.monotonic() < deadline, "the failed build was not logged"
+                time.sleep(0.01)
+        assert not keys.ready
+        assert store.get("http://h.example/never") is None
+        assert store.stats.filtered == 0  # read from disk: the filter answered "maybe"
+        assert store.get("http://h.example/old/3") is not None
+    finally:
+        store.close()
+        keys.close()
+
+
+def reserve_zone(i: int, budget: int = 1 << 30) -> Zone:
+    """A zone whose reserve has ``budget`` bytes (the default's 1 GiB), off until turned on."""
+    return Zone(
+        id=f"{i:012x}" + "e" * 20,
+        name=f"z{i}.example",
+        hostnames=(f"z{i}.example",),
+        origin="http://127.0.0.1:9",
+        cache_reserve=CacheReserve(budget_bytes=budget),
+    )
+
+
+def test_the_filter_is_sized_for_the_reserves_on_at_the_start() -> None:
+    zones = [reserve_zone(i) for i in range(100)]
+    huge = reserve_zone(100, budget=1 << 40)
+    stack = Stack(extra_zones=(*zones, huge))
+    try:
+        disk_budget = stack.config.storage.disk.budget_bytes
+        assert stack.node.key_filter is not None
+        assert stack.node.key_filter.slots == slots_for(disk_budget // RECORD_BYTES) == 8 * MIN_SLOTS
+        stack.run(stack.node.cache_reserve.set(zones[0].id, "on"))
+        stack.restart()
+        assert stack.node.key_filter is not None
+        assert stack.node.key_filter.slots == slots_for((disk_budget + (1 << 30)) // RECORD_BYTES)
+        # A reserve of 1 TiB: the filter stays at its cap (its false "maybe" rate rises instead).
+        stack.run(stack.node.cache_reserve.set(huge.id, "on"))
+        stack.restart()
+        assert stack.node.key_filter is not None
+        assert stack.node.key_filter.slots == MAX_SLOTS == 64 * MIN_SLOTS
+    finally:
+        stack.close()
 
 
 def test_a_store_reads_the_disk_until_the_filter_is_trusted(tmp_path: Path) -> None:
@@ -240,10 +333,11 @@ def test_a_key_once_added_is_never_absent(added: list[bytes], others: list[bytes
         keys.close()
 
 
-@given(st.integers(min_value=0, max_value=1 << 30))
-def test_the_size_is_a_power_of_two_with_room_for_the_keys(expected: int) -> None:
+@given(st.integers(min_value=0, max_value=1 << 40))
+def test_the_size_is_a_power_of_two_with_room_for_the_keys_up_to_the_cap(expected: int) -> None:
     slots = slots_for(expected)
-    assert slots & (slots - 1) == 0 and slots >= 16 * expected
+    assert slots & (slots - 1) == 0 and slots >= min(MAX_SLOTS, 16 * expected)
+    assert MIN_SLOTS <= slots <= MAX_SLOTS
 
 
 def committed(node: WorkerNode, at_least: float = 0) -> float:

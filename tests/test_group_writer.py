@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from edgecache.db import writer as writer_module
-from edgecache.db.engine import connect, open_database, sqlite_url
+from edgecache.db.engine import connect, for_writes, open_database, sqlite_url
 from edgecache.db.writer import GroupWriter
 from pg import postgres_server_fixture, postgres_url_fixture  # noqa: F401
 
@@ -73,8 +73,11 @@ def test_a_group_on_a_dropped_connection_fails_and_the_next_one_commits(
             conn.execute(text("CREATE TABLE writes (n integer)"))
         first = writer.call(backend)
         terminate(postgres_url, first)
-        with pytest.raises(Exception):  # noqa: B017 - the driver's error for a dead connection
+        # The operation's own error (SQLAlchemy invalidated the connection), not the
+        # PendingRollbackError that reaching for its driver connection afterwards raises.
+        with pytest.raises(OperationalError) as caught:
             writer.call(lambda conn: conn.execute(text("INSERT INTO writes VALUES (1)")))
+        assert caught.value.connection_invalidated
         writer.call(lambda conn: conn.execute(text("INSERT INTO writes VALUES (2)")))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT n FROM writes")).scalars().all() == [2]
@@ -169,4 +172,49 @@ def test_driver_and_sqlalchemy_operations_share_the_transaction(any_url: str) ->
             assert sorted(conn.execute(text("SELECT n FROM mixed")).scalars()) == [1, 2, 3, 4, 5, 6]
     finally:
         writer.close()
+        engine.dispose()
+
+
+def test_a_failing_commit_of_driver_only_operations_raises_sqlalchemys_error(any_url: str) -> None:
+    """An operation that writes on the driver alone is committed on the driver; a deferred foreign
+    key failing at that COMMIT reaches the caller as SQLAlchemy's IntegrityError (what the callers
+    handle), nothing is written, and the writer goes on."""
+    engine = open_database(any_url)
+    writer = GroupWriter(engine, name="test-writer")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE parent (id integer PRIMARY KEY)"))
+            conn.execute(
+                text("CREATE TABLE child (p integer REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)")
+            )
+        on_driver = (
+            "INSERT INTO child VALUES (%s)"
+            if engine.dialect.name == "postgresql"
+            else "INSERT INTO child VALUES (?)"
+        )
+        with pytest.raises(IntegrityError):
+            writer.call(lambda conn: conn.connection.cursor().execute(on_driver, (7,)))
+        writer.call(lambda conn: conn.execute(text("INSERT INTO parent VALUES (1)")))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM child")).scalar_one() == 0
+            assert conn.execute(text("SELECT id FROM parent")).scalars().all() == [1]
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def test_a_transaction_left_open_on_the_driver_is_not_joined(tmp_path: Path) -> None:
+    """Only the transaction a group writer opened on the driver is joined by SQLAlchemy's: on any
+    other connection a transaction still open on the driver (a leak) makes the next BEGIN fail
+    loudly, rather than the read or write silently becoming part of it."""
+    engine = open_database(sqlite_url(tmp_path))
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("BEGIN")
+            with pytest.raises(OperationalError, match="within a transaction"), for_writes(conn).begin():
+                conn.execute(text("SELECT 1"))
+            raw.rollback()
+    finally:
         engine.dispose()

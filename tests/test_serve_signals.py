@@ -1,7 +1,7 @@
-"""``edgecache serve`` stopped while it starts: a SIGTERM that arrives while the supervisor is
-starting its workers stops the whole node, workers included, rather than killing the supervisor
-alone and leaving its workers to run on (and to write to a data directory an operator may be
-removing)."""
+"""``edgecache serve`` stopped while it starts, or failing to start: a SIGTERM that arrives while the
+supervisor is starting its workers ends the start and stops the whole node, workers included, and
+a start that fails stops the workers it got to before the error ends the command; neither leaves
+workers to run on (and to write to a data directory an operator may be removing)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from edgecache.cluster.worker import CONFIG_ENV
 from workers_node import HOST, ZONE, VersionedOrigin
+
+BANNER = b"edgecache serving on"
 
 
 def _children(pid: int, *, workers: bool = False) -> list[int]:
@@ -32,6 +35,24 @@ def _children(pid: int, *, workers: bool = False) -> list[int]:
     return found
 
 
+def _workers_of(data_dir: Path) -> list[int]:
+    """Live worker processes of the node whose data directory is ``data_dir``, whoever their
+    parent is now (an orphan is adopted by init): their configuration, in their environment,
+    names it."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                command = Path(f"/proc/{entry}/cmdline").read_bytes()
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:
+                continue
+            worker = b"edgecache.cluster.worker" in command and CONFIG_ENV.encode() in environ
+            if worker and str(data_dir).encode() in environ and _alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -40,8 +61,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_sigterm_during_start_stops_the_workers_too(tmp_path: Path) -> None:
-    origin = VersionedOrigin()
+def _config(tmp_path: Path, origin: VersionedOrigin) -> Path:
     config = tmp_path / "edgecache.toml"
     config.write_text(
         f"""data_dir = "{tmp_path}"
@@ -59,23 +79,67 @@ hostnames = ["{HOST}"]
 origin = "http://127.0.0.1:{origin.port}"
 """
     )
-    argv = [sys.executable, "-c", "from edgecache.cli import main; main()", "serve", "--config", str(config)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return config
+
+
+def _serve(config: Path, prelude: str = "") -> subprocess.Popen[bytes]:
+    # Output to files, not pipes: the workers inherit them, and reading a pipe to its end would
+    # wait for workers left running as well as for the command.
+    code = f"{prelude}from edgecache.cli import main; main()"
+    argv = [sys.executable, "-c", code, "serve", "--config", str(config)]
+    with (config.parent / "out").open("wb") as out, (config.parent / "err").open("wb") as err:
+        return subprocess.Popen(argv, stdout=out, stderr=err)
+
+
+def _output(config_dir: Path) -> tuple[bytes, bytes]:
+    return (config_dir / "out").read_bytes(), (config_dir / "err").read_bytes()
+
+
+def test_sigterm_during_start_stops_the_workers_too(tmp_path: Path) -> None:
+    origin = VersionedOrigin()
+    proc = _serve(_config(tmp_path, origin))
     try:
         deadline = time.monotonic() + 30
-        children: list[int] = []
-        while not children and time.monotonic() < deadline and proc.poll() is None:
-            children = _children(proc.pid, workers=True)
+        workers: list[int] = []
+        while not workers and time.monotonic() < deadline and proc.poll() is None:
+            workers = _children(proc.pid, workers=True)
             time.sleep(0.005)
-        assert children, "the supervisor started no worker"
+        assert workers, "the supervisor started no worker"
+        seen = set(_children(proc.pid)) | set(workers)  # before the signal: the exit reaps them
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
-        seen = set(children) | set(_children(proc.pid))
-        assert code == 0, f"serve exited with {code} on SIGTERM during its start"
-        left = [pid for pid in seen if _alive(pid)]
+        out, err = _output(tmp_path)
+        assert code == 0, f"serve exited with {code} on SIGTERM during its start: {err!r}"
+        assert BANNER not in out, "serve announced a node it was stopping"
+        left = [pid for pid in seen if _alive(pid)] + _workers_of(tmp_path)
         assert not left, f"processes of the node still running after it exited: {left}"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pid in _workers_of(tmp_path):  # left by a failure above: not by the next test
+            os.kill(pid, signal.SIGKILL)
+        origin.close()
+
+
+def test_a_start_that_fails_stops_the_workers_it_started(tmp_path: Path) -> None:
+    """Workers not serving in time (the supervisor's start timeout, set below zero here so that it
+    expires as soon as both workers are spawned rather than after a minute): the command fails, and
+    the workers it spawned are stopped, not left running."""
+    origin = VersionedOrigin()
+    prelude = "import edgecache.cluster.supervisor as s; s.START_TIMEOUT = -1.0; "
+    proc = _serve(_config(tmp_path, origin), prelude)
+    try:
+        code = proc.wait(timeout=60)
+        out, err = _output(tmp_path)
+        assert code != 0, "serve succeeded although its workers never served"
+        assert b"TimeoutError" in err and BANNER not in out
+        left = _workers_of(tmp_path)
+        assert not left, f"workers still running after serve failed to start: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in _workers_of(tmp_path):  # left by a failure above: not by the next test
+            os.kill(pid, signal.SIGKILL)
         origin.close()

@@ -6,19 +6,21 @@ the whole table, a million rows in ``bench/tasks_api.py``)."""
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import Engine
 
 from edgecache.db.engine import open_database, sqlite_url
 from edgecache.db.identity import IdentityStore
 from edgecache.db.ledger import LedgerStore, NewPurge
+from edgecache.db.prepared import Prepared
 from edgecache.db.schema import tasks as tasks_table
 from edgecache.db.tasks import NewTask, TaskQuery, TaskStore
 from pg import PostgresServer, postgres_server_fixture  # noqa: F401
@@ -105,62 +107,83 @@ def run_every_query(engine: Engine) -> None:
     tasks.forget(now - 24 * hour, [ZONE])
 
 
-def sqlite_statements(engine: Engine) -> list[str]:
-    """Every statement on ``tasks`` the stores send (SQLite's trace: bound values written in, and
-    the statements run on the driver's cursor as well)."""
-    sent: list[str] = []
-    event.listen(engine, "connect", lambda dbapi, _record: dbapi.set_trace_callback(sent.append))
-    engine.dispose()  # connections from here on are traced
-    run_every_query(engine)
-    return [s for s in sent if re.search(TABLES, s) and not s.lstrip().upper().startswith("INSERT")]
+def statements_sent(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every statement on ``tasks`` and ``purge_ledger`` the stores send but inserts, with its bound
+    values, as the driver receives it: through SQLAlchemy, and the prepared ones (the
+    acknowledgements) as ``Prepared`` compiles and binds them for this engine's dialect."""
+    sent: list[tuple[str, Any]] = []
+
+    def keep(statement: str, parameters: Any) -> None:
+        if re.search(TABLES, statement) and not statement.lstrip().upper().startswith("INSERT"):
+            sent.append((statement, parameters))
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        keep(statement, parameters)
+
+    def recorded(method: Callable[[Prepared, Connection, Mapping[str, Any]], Any]) -> Callable[..., Any]:
+        def run(self: Prepared, conn: Connection, params: Mapping[str, Any]) -> Any:
+            compiled = self._compiled(conn.dialect)
+            keep(compiled.sql, compiled.bind(params))
+            return method(self, conn, params)
+
+        return run
+
+    monkeypatch.setattr(Prepared, "run", recorded(Prepared.run))
+    monkeypatch.setattr(Prepared, "rows", recorded(Prepared.rows))
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        run_every_query(engine)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return sent
 
 
-def test_every_task_query_uses_an_index(engine: Engine) -> None:
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A PostgreSQL JSON plan node and every node under it."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def test_every_task_query_uses_an_index(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = statements_sent(engine, monkeypatch)
+    assert {sql.split()[0].upper() for sql, _params in sent} == {"SELECT", "UPDATE", "DELETE"}
+    # Both acknowledgement statements, as ``Prepared`` sends them (only they set ``matched``).
+    assert len({sql for sql, _params in sent if sql.startswith("UPDATE") and "matched" in sql}) == 2
     if engine.dialect.name == "sqlite":
-        statements = sqlite_statements(engine)
-        kinds = {s.split()[0].upper() for s in statements}
-        assert kinds == {"SELECT", "UPDATE", "DELETE"}, kinds
         with engine.connect() as conn:
-            for sql in statements:
-                plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+            for sql, params in sent:
+                plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]
                 on_tables = [d for d in plan if re.search(r"\b(SCAN|SEARCH) " + TABLES, d)]
                 assert on_tables, (sql, plan)
                 for detail in on_tables:
                     # SEARCH: by an index's (or the rowid's) leading columns; the one walk allowed
                     # is of the partial index, which holds only the processing tasks.
                     walk = detail == "SCAN tasks USING INDEX ix_tasks_processing_seq"
-                    assert detail.startswith("SEARCH") or walk, (sql, plan)
+                    assert detail.startswith("SEARCH") or walk, (sql, params, plan)
         return
-    sent: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        if re.search(TABLES, statement) and not statement.lstrip().upper().startswith("INSERT"):
-            sent.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    run_every_query(engine)
-    event.remove(engine, "before_cursor_execute", record)
-    # The acknowledgement's statements run on the driver's cursor, outside SQLAlchemy's events.
-    sent += [
-        (
-            "UPDATE tasks SET status = 'success' WHERE seq = 1 AND target = 'x' AND status = 'processing'",
-            None,
-        ),
-        ("UPDATE tasks SET status = 'success' WHERE seq = 1 AND status = 'processing'", None),
-    ]
     with engine.connect() as conn:
         # A table this small is cheaper to scan: make scans dearest, so the plan shows what the
         # indexes can serve.
         conn.execute(text("SET enable_seqscan = off"))
         for sql, params in sent:
-            plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql, params))
-            assert not re.search("Seq Scan on " + TABLES, plan), (sql, plan)
-            used = [name for name, _table in re.findall(r"using (\w+) on " + TABLES, plan)]
-            used += re.findall(r"Bitmap Index Scan on (\w+)", plan)
-            assert used, (sql, plan)
-            for name in used:
+            found = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar_one()
+            root = json.loads(found) if isinstance(found, str) else found
+            used = []
+            for node in plan_nodes(root[0]["Plan"]):
+                scan = node["Node Type"] == "Seq Scan" and node.get("Relation Name") in (
+                    "tasks",
+                    "purge_ledger",
+                )
+                assert not scan, (sql, params, root)
+                name = node.get("Index Name")
+                if name not in LEADING:
+                    continue
+                used.append(name)
                 # A walk of the partial index reads only the processing tasks; any other index
-                # must be searched by its leading column (PostgreSQL also checks later columns
-                # of an index in a walk of all of it: a scan of the table in index order).
+                # must be searched by its leading column, in this node's own condition
+                # (PostgreSQL also walks a whole index checking later columns: a scan of the
+                # table in index order).
                 if name != "ix_tasks_processing_seq":
-                    assert re.search(rf"Index Cond: .*\b{LEADING[name]}\b", plan), (sql, plan)
+                    assert re.search(rf"\b{LEADING[name]}\b", node.get("Index Cond", "")), (sql, params, node)
+            assert used, (sql, params, root)

@@ -65,6 +65,15 @@ def test_ledger_numbers_purges_and_tasks_follow_them(engine: Engine) -> None:
     assert row is not None and row.seq == second and row.selectors == {"files": ["https://example.com/c"]}
 
 
+def test_ledger_by_job_finds_nothing_once_retention_deleted_the_tasks(engine: Engine) -> None:
+    ledger, tasks = LedgerStore(engine), TaskStore(engine)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    seq = purge(ledger, "3" * 32, ["https://example.com/old"], long_ago)
+    assert tasks.forget(long_ago + timedelta(seconds=1), [ZONE]) == 1
+    assert ledger.by_job("3" * 32) is None
+    assert [row.seq for row in ledger.after(seq - 1)] == [seq]  # the ledger row itself is kept
+
+
 def test_timeout_is_final_and_late_acknowledgements_do_not_undo_it(engine: Engine) -> None:
     ledger, tasks = LedgerStore(engine), TaskStore(engine)
     long_ago = datetime.now(UTC) - timedelta(minutes=10)

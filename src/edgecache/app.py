@@ -111,7 +111,7 @@ class Node:
         ``acknowledge`` receives each reclaimed one (default: its tasks succeed); ``collector`` is
         what ``/metrics`` reports (default: this process's counters); ``reclaim_gather`` lets purges
         accumulate that many seconds before the reclaimer takes them together; ``key_filter``: the
-        disk's key filter a worker inherited from its control plane. A node of worker processes
+        disk's key filter a worker was passed by its control plane. A node of worker processes
         (``edgecache.cluster``) routes all three through its control plane."""
         self.config = config
         self.stats = EdgeStats()
@@ -256,12 +256,14 @@ class Node:
 
     def _use_filter(self, disk: DiskStore, key_filter: KeyFilter | None) -> KeyFilter:
         """The filter ``key_filter`` (a worker's, created by its control plane), else a new one this
-        process builds from the disk's keys: the node's first process to open the disk."""
+        process builds from the disk's keys: the node's first process to open the disk. Sized for
+        the disk budget and the budgets of the reserves on now: a reserve turned on later only
+        raises the false "maybe" rate (``store/keyfilter.py``)."""
         if key_filter is not None:
             disk.use_filter(key_filter, build=False)
             return key_filter
         budgets = self.config.storage.disk.budget_bytes + sum(
-            z.cache_reserve.budget_bytes for z in self.config.zones
+            z.cache_reserve.budget_bytes for z in self.config.zones if self.cache_reserve.is_on(z.id)
         )
         created = KeyFilter.create(expected_keys(budgets, disk.usage()[1]))
         disk.use_filter(created, build=True)

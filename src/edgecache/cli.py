@@ -13,8 +13,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvloop
@@ -109,23 +110,45 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
 async def _serve(cfg: Config) -> None:
     supervisor = Supervisor(cfg) if cfg.runtime.workers > 1 else None
     node = supervisor.node if supervisor is not None else Node(cfg)
-    # Before the start: a signal while workers are being started (or a disk tier opened) stops
-    # the node once it is up, where the default action killed the supervisor and left its
-    # workers running on their own.
+    # Before the start: a signal while workers are being started (or a disk tier opened) ends the
+    # start and stops what it started, where the default action killed the supervisor and left
+    # its workers running on their own.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await (supervisor.start() if supervisor is not None else node.start())
-    if not stop.is_set():
-        token = await asyncio.to_thread(_demo_token, node) if cfg.demo_origin is not None else None
-        typer.echo(_banner(node, cfg, token))
-    await stop.wait()
-    if supervisor is not None:
-        await supervisor.stop()
-    else:
-        await node.drain(cfg.runtime.shutdown_grace)
-        await node.stop()
+    try:
+        if await _start(supervisor.start() if supervisor is not None else node.start(), stop):
+            token = await asyncio.to_thread(_demo_token, node) if cfg.demo_origin is not None else None
+            typer.echo(_banner(node, cfg, token))
+            await stop.wait()
+    finally:
+        # Also after a start that failed (a port taken, workers not serving in time) or was ended
+        # by a signal: the workers and listeners it got to are stopped before the error goes on.
+        if supervisor is not None:
+            await supervisor.stop()
+        else:
+            await node.drain(cfg.runtime.shutdown_grace)
+            await node.stop()
+
+
+async def _start(start: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``start``; True once it is done, False when ``stop`` was set first. Then the start is
+    cancelled rather than awaited: a start that is stuck (a worker that never reports ready waits
+    a minute for it) must not hold up a signal. The start's own error is raised."""
+    starting = asyncio.ensure_future(start)
+    signalled = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((starting, signalled), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.wait((starting,))
+    if starting.cancelled():
+        return False
+    starting.result()
+    return not stop.is_set()
 
 
 @app.command()

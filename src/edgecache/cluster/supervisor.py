@@ -177,7 +177,8 @@ class Supervisor:
         wakes, wakes_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         wakes.setblocking(False)
         listen_fd = self._shared.fileno() if self._shared is not None else -1
-        # The disk's key filter (its control plane built it from the disk, store/keyfilter.py).
+        # The disk's key filter (store/keyfilter.py): close-on-exec, so passed here explicitly. Its
+        # build from the disk may still be running; a worker trusts it once the ready byte is set.
         keys_fd = -1 if self.node.key_filter is None else self.node.key_filter.fd
         inherited = [self.board.fd, child.fileno(), wakes_child.fileno(), listen_fd, keys_fd]
         fds = [fd for fd in inherited if fd >= 0]

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -36,6 +36,9 @@ long as the advisory lock is held)."""
 
 _BEGIN = "edgecache_begin"
 """Execution option: the statement that opens a transaction on SQLite."""
+_ON_DRIVER = "edgecache_on_driver"
+"""Key in a connection's ``info``, set while the transaction open on its driver connection is one
+:func:`begin_on_driver` opened: the only kind SQLAlchemy's transaction may join (``_on_begin``)."""
 # An arbitrary constant: the key of the PostgreSQL advisory lock held while migrating, so nodes
 # starting together migrate one after the other.
 _MIGRATION_LOCK_KEY = 0x6564676563616368  # "edgecach"
@@ -101,9 +104,10 @@ def _sqlite_engine(url: URL) -> Engine:
     def _on_begin(conn: Connection) -> None:
         raw = conn.connection.driver_connection
         assert isinstance(raw, sqlite3.Connection)
-        if raw.in_transaction:
-            # Opened by ``begin_on_driver`` (the group writers): SQLAlchemy's transaction, begun
-            # by an operation's first ``Connection.execute``, joins it.
+        # The transaction ``begin_on_driver`` opened (the group writers) is joined by the one an
+        # operation's first ``Connection.execute`` begins. Any other transaction open on the
+        # driver is a leak: BEGIN fails on it rather than a read or write silently joining it.
+        if conn.info.pop(_ON_DRIVER, False) and raw.in_transaction:
             return
         _begin_sqlite(raw, conn.get_execution_options().get(_BEGIN, "BEGIN"))
 
@@ -137,35 +141,61 @@ def begin_on_driver(conn: Connection) -> None:
     Why: SQLAlchemy's ``begin`` and ``commit`` are ~0.08 ms of Python per transaction, paid on the
     interpreter the data plane runs on, by every purge (``bench/purge_steps.py``, decision 0022).
     A statement run through ``conn`` meanwhile starts SQLAlchemy's transaction as usual; it joins
-    the one already open (``_on_begin``), and :func:`end_on_driver` then ends it through
-    SQLAlchemy, so both views of the connection agree."""
+    the one already open (``_on_begin``, which joins only one this function opened), and
+    :func:`end_on_driver` then ends it through SQLAlchemy, so both views of the connection agree."""
     if conn.dialect.name != "sqlite":
         return
     raw = conn.connection.driver_connection
     assert isinstance(raw, sqlite3.Connection)
     _begin_sqlite(raw, conn.get_execution_options().get(_BEGIN, "BEGIN"))
+    conn.info[_ON_DRIVER] = True
 
 
 def end_on_driver(conn: Connection, *, commit: bool) -> None:
     """Commit (or roll back) the transaction :func:`begin_on_driver` opened: through SQLAlchemy
     when a statement run through ``conn`` began its transaction, else on the driver. A failed
     commit rolls the transaction back before it raises (SQLite keeps it open when a deferred
-    constraint fails at ``COMMIT``, and the connection would go back to the pool with it)."""
+    constraint fails at ``COMMIT``, and the connection would go back to the pool with it); the
+    error raised is a ``SQLAlchemyError`` on either path."""
+    if conn.invalidated:
+        # A statement through ``conn`` met a disconnect and SQLAlchemy invalidated the
+        # connection: reaching for its driver connection would raise PendingRollbackError in
+        # place of that statement's own error. Its rollback (or failing commit) is all that is left.
+        _end_through_sqlalchemy(conn, commit)
+        return
+    conn.info.pop(_ON_DRIVER, None)
     raw: Any = conn.connection.driver_connection
     try:
         if conn.in_transaction():
-            if commit:
-                conn.commit()
-            else:
-                conn.rollback()
-        elif commit:
-            raw.commit()
+            _end_through_sqlalchemy(conn, commit)
         else:
-            raw.rollback()
+            _end_on_driver(conn.dialect, raw, commit)
     except BaseException:
         with suppress(Exception):  # a connection the database dropped: the pool discards it
             raw.rollback()
         raise
+
+
+def _end_through_sqlalchemy(conn: Connection, commit: bool) -> None:
+    if commit:
+        conn.commit()
+    else:
+        conn.rollback()
+
+
+def _end_on_driver(dialect: Dialect, raw: Any, commit: bool) -> None:
+    dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+    try:
+        if commit:
+            raw.commit()
+        else:
+            raw.rollback()
+    except dbapi_error as err:
+        # Outside SQLAlchemy's error wrapping, as in ``_begin_sqlite``: callers handle
+        # SQLAlchemyError (a deferred foreign key failing at COMMIT is the driver's IntegrityError,
+        # and becomes SQLAlchemy's).
+        statement = "COMMIT" if commit else "ROLLBACK"
+        raise DBAPIError.instance(statement, None, err, dbapi_error, dialect=dialect) from err
 
 
 @contextmanager

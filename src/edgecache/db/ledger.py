@@ -123,8 +123,12 @@ class LedgerStore:
         return [_row(r) for r in rows]
 
     def by_job(self, job_id: str) -> LedgerRow | None:
-        """The purge with this job id (found through its tasks, which carry its seq: the ledger's
-        job id has no index of its own, see decision 0022)."""
+        """The purge with this job id, for tests: no product code reads the ledger by job.
+
+        Found through the job's tasks, which carry its seq (the ledger's job id has no index of its
+        own, see decision 0022), so it is None for a job with no purge (a prefetch job) and also
+        once retention (:meth:`TaskStore.forget`) has deleted the job's tasks, although the
+        ledger row is still there."""
         seq = select(tasks.c.seq).where(tasks.c.job_id == job_id, tasks.c.kind == "purge").limit(1)
         with read_transaction(self._engine) as conn:
             row = conn.execute(

@@ -30,13 +30,12 @@ from sqlalchemy.sql.expression import ClauseElement
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
-    order: tuple[str, ...] | None
-    """Positional parameter order (qmark/format styles); None for named styles."""
     fixed: dict[str, Any]
     """Values of the binds the statement carries itself."""
     processors: dict[str, Callable[[Any], Any]]
     pick: Callable[[dict[str, Any]], tuple[Any, ...]] | None
-    """The positional values in ``order`` (one C call rather than a generator per statement)."""
+    """The positional values in the statement's parameter order (qmark/format styles); None for
+    named styles, which take the dict."""
 
     def bind(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         values = {**self.fixed, **params} if self.fixed else dict(params)
@@ -68,7 +67,7 @@ class Prepared:
                     processors[name] = process
             fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
             order = tuple(compiled.positiontup) if compiled.positional else None
-            found = _Compiled(compiled.string, order, fixed, processors, _picker(order))
+            found = _Compiled(compiled.string, fixed, processors, _picker(order))
             self._by_dialect[key] = found
         return found
 
@@ -107,7 +106,10 @@ def _picker(order: tuple[str, ...] | None) -> Callable[[dict[str, Any]], tuple[A
     if order is None:
         return None
     if len(order) > 1:
-        return itemgetter(*order)  # a tuple of the values
+        # One C call rather than a generator per statement.
+        return itemgetter(*order)
+    # itemgetter with a single key returns the bare value, not a 1-tuple: the driver wants a
+    # sequence.
     return lambda values: tuple(values[name] for name in order)
 
 

@@ -714,8 +714,7 @@ class DiskStore:
             found = looked_up[1]
         else:
             kb = key_bytes(key)
-            keys = self._keys
-            if keys is not None and not keys.may_hold(kb):
+            if self._ruled_out(kb):
                 self.stats.filtered += 1
                 self.stats.misses += 1
                 return None
@@ -750,10 +749,10 @@ class DiskStore:
     ) -> tuple[tuple[str, ...] | None, Lookup | None]:
         """The Vary field names recorded for a base key and, when it has none, the record under the
         base key itself (for the :meth:`get` that follows), in one read transaction: a memory miss
-        asks both. Counts nothing: the ``get`` does (a key the filter rules out as ``filtered``)."""
+        asks both. Counts a key the filter rules out as ``filtered``, nothing else: the ``get``
+        that follows counts the hit or the miss."""
         kb = key_bytes(base_key)
-        keys = self._keys
-        if keys is not None and not keys.may_hold(kb):
+        if self._ruled_out(kb):
             # Neither a Vary row nor a record under it: the memory miss's disk read is skipped.
             self.stats.filtered += 1
             return None, (base_key, None)
@@ -779,6 +778,12 @@ class DiskStore:
         if names is not None:
             return tuple(bytes(names).decode().split("\x00")), None
         return None, (base_key, self._read(txn, base_key, kb, where, reserve))
+
+    def _ruled_out(self, kb: bytes) -> bool:
+        """Whether the key filter says nothing is on disk under the key stored as ``kb`` (counts
+        nothing: the caller knows what the answer saved)."""
+        keys = self._keys
+        return keys is not None and not keys.may_hold(kb)
 
     def _where(self, key: str) -> tuple[str, Any, Any] | None:
         """The zone of ``key`` and its published disk-cache and reserve databases (None: none, or
@@ -859,8 +864,7 @@ class DiskStore:
         if key in self._pending:
             return True
         kb = key_bytes(key)
-        keys = self._keys
-        if keys is not None and not keys.may_hold(kb):
+        if self._ruled_out(kb):
             return False
         zone = self._zone_of(key)
         db = None if zone is None else self._dbs.get((CACHE, zone))
@@ -946,14 +950,36 @@ class DiskStore:
 
     @property
     def key_filter(self) -> KeyFilter | None:
-        """The filter given to ``use_filter`` (a fill writer child inherits it), or None."""
+        """The filter given to ``use_filter`` (passed on to a fill writer child), or None."""
         return self._keys
 
     def _build_filter(self, keys: KeyFilter) -> None:
         """Add the key of every record and Vary row of every area on disk, then trust the filter.
-        A transaction per ``FILTER_STEP`` rows, so a large store pins no pages for long: a record
-        committed between two of them was written by a process that set its slots itself."""
+        A build that fails is logged (``disk_key_filter_failed``) and leaves the filter untrusted,
+        every key "maybe" (a disk read), until the node's next start."""
         began = time.monotonic()
+        try:
+            added = self._add_disk_keys(keys)
+        except Exception:
+            log.exception(
+                "disk tier: key filter build failed: every memory miss reads the disk until a restart",
+                extra={"event": "disk_key_filter_failed"},
+            )
+            return
+        if self._closing:
+            return
+        keys.set_ready()
+        log.info(
+            "disk tier: key filter built from %d keys in %.2f s",
+            added,
+            time.monotonic() - began,
+            extra={"event": "disk_key_filter_built", "keys": added, "slots": keys.slots},
+        )
+
+    def _add_disk_keys(self, keys: KeyFilter) -> int:
+        """Add the keys of ``_build_filter`` (until the store closes); how many. A transaction per
+        ``FILTER_STEP`` rows, so a large store pins no pages for long: a record committed between
+        two of them was written by a process that set its slots itself."""
         added = 0
         add = keys.add
         for db in list(self._dbs.values()):
@@ -978,15 +1004,7 @@ class DiskStore:
                     if last is None:
                         break
                     after = last + b"\x00"  # the next row's key: the least one above ``last``
-        if self._closing:
-            return
-        keys.set_ready()
-        log.info(
-            "disk tier: key filter built from %d keys in %.2f s",
-            added,
-            time.monotonic() - began,
-            extra={"event": "disk_key_filter_built", "keys": added, "slots": keys.slots},
-        )
+        return added
 
     def _announce(self, keys: KeyFilter, batch: list[tuple[Any, ...]]) -> None:
         """Before a batch's commit: set the filter's slots of every key it may store anything

@@ -3,10 +3,12 @@ the node has never stored skips the disk read (decision 0020, addendum ``missfil
 
 Theory of operation:
 - A Bloom filter of one byte per slot in an anonymous shared mapping (a ``memfd``) that every
-  process of a node maps: the process that opens the node's disk tier first creates it, its
-  worker processes and every fill-writer child inherit the descriptor. A ``memfd`` lives exactly
-  as long as the processes that hold it, so a node that starts always starts a new one (nothing a
-  crashed run left can be trusted by mistake) and two nodes on one machine never meet.
+  process of a node maps: the process that opens the node's disk tier first creates it,
+  close-on-exec, and passes the descriptor explicitly to each child that maps it (a worker
+  process: the supervisor's ``pass_fds``; a fill-writer child: ``--keys-fd``, with ``pass_fds``).
+  A ``memfd`` lives exactly as long as the processes that hold it, so a node that starts always
+  starts a new one (nothing a crashed run left can be trusted by mistake) and two nodes on one
+  machine never meet.
 - A slot is a byte, not a bit: setting it is a single byte store, which never undoes a store of
   another process to a neighbouring slot. Setting a bit would be a read-modify-write of its byte,
   which loses a concurrent writer's bit unless it is atomic, and Python has no atomic OR on a
@@ -32,9 +34,13 @@ import zlib
 SLOTS_PER_KEY = 16
 """Slots sized per expected key, before rounding up to a power of two: at 16 to 32 slots per key,
 a key's two slots answer "maybe" for a never-seen key 0.4-1.4% of the time when the expected number is
-stored (``bench/key_filter.py`` measures it)."""
+stored (``bench/key_filter.py`` measures it), up to ``MAX_SLOTS``."""
 MIN_SLOTS = 1 << 20
 """At least 1 MiB of slots: a small budget's filter then stays near-empty for what little it costs."""
+MAX_SLOTS = 1 << 26
+"""At most 64 MiB of slots, whatever the budgets (shared memory that no budget counts): past 4 Mi
+expected keys (8 GiB of budgets at ``RECORD_BYTES``) the false "maybe" rate rises instead, 4.9% at
+8 Mi keys stored, 15% at 16 Mi; it is never a wrong answer, only a disk read."""
 RECORD_BYTES = 2048
 """The mean record size the filter is sized for from the disk's budgets: smaller records fill the
 budget with more keys, and only raise the false "maybe" rate (4.9% at twice the keys)."""
@@ -46,14 +52,16 @@ _MIX = 0x9E3779B97F4A7C15
 
 
 def expected_keys(budget_bytes: int, stored: int) -> int:
-    """The keys to size a node's filter for: its disk budgets' worth of ``RECORD_BYTES`` records,
-    or twice the records on disk when they are more (a budget lowered since they were stored)."""
+    """The keys to size a node's filter for: ``budget_bytes`` (its disk budget and the budgets of
+    the reserves on at its start) worth of ``RECORD_BYTES`` records, or twice the records on disk
+    when they are more (a budget lowered since they were stored)."""
     return max(budget_bytes // RECORD_BYTES, 2 * stored)
 
 
 def slots_for(expected_keys: int) -> int:
-    """The number of slots for ``expected_keys`` keys: a power of two (a mask picks a slot)."""
-    want = max(MIN_SLOTS, SLOTS_PER_KEY * expected_keys)
+    """The number of slots for ``expected_keys`` keys: a power of two (a mask picks a slot), at most
+    ``MAX_SLOTS``."""
+    want = min(MAX_SLOTS, max(MIN_SLOTS, SLOTS_PER_KEY * expected_keys))
     return 1 << (want - 1).bit_length()
 
 
@@ -63,8 +71,8 @@ class KeyFilter:
     __slots__ = ("_map", "_mask", "_slots", "_trusted", "fd", "slots")
 
     def __init__(self, fd: int) -> None:
-        """Map an existing filter (a worker or a fill writer does this with the descriptor it
-        inherited)."""
+        """Map an existing filter (a worker or a fill writer does this with the descriptor its
+        parent passed it)."""
         self.fd = fd
         size = os.fstat(fd).st_size
         self._map = mmap.mmap(fd, size)
@@ -76,13 +84,12 @@ class KeyFilter:
 
     @classmethod
     def create(cls, expected_keys: int) -> KeyFilter:
-        """A new empty, untrusted filter sized for ``expected_keys``; its descriptor is inheritable
-        by child processes."""
+        """A new empty, untrusted filter sized for ``expected_keys``; its descriptor is close-on-exec
+        (a child that maps it is given it with ``pass_fds``)."""
         slots = slots_for(expected_keys)
-        fd = os.memfd_create("edgecache-disk-keys", 0)
+        fd = os.memfd_create("edgecache-disk-keys")
         os.ftruncate(fd, _HEADER + slots)
         os.pwrite(fd, slots.to_bytes(8, "little"), _SLOTS_AT)
-        os.set_inheritable(fd, True)
         return cls(fd)
 
     def add(self, kb: bytes | memoryview) -> None:
