@@ -11,8 +11,10 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,9 @@ from prometheus_client import generate_latest
 from conftest import Route, Stack
 from edgecache.edge.fillwriter import FillWriterProcess, create_ring
 from edgecache.edge.logring import SHM
-from edgecache.store.fillring import DEFAULT_CAPACITY
+from edgecache.store.disk import DiskStore
+from edgecache.store.entry import VARIANT_SEP, Entry
+from edgecache.store.fillring import DEFAULT_CAPACITY, FillRing
 from test_disk_crash import Origin, get, start
 
 
@@ -117,6 +121,67 @@ def test_a_fill_after_a_queued_delete_is_not_removed_by_it(fresh: Stack, removal
     assert disk.flush(10)
     assert len(disk) == 1, "the delete queued before the refill removed it"
     assert fresh.call(lambda: disk.get(entry.key)) is not None
+
+
+def test_vary_names_queued_on_the_writer_thread_are_not_overtaken_by_newer_ones(fresh: Stack) -> None:
+    # Names for a base go to the writer thread (behind a fence) when the last fill in the ring is
+    # not one of its variants; newer names for the same base, right after their fill, must not go
+    # through the ring: the fill writer would commit them with the fenced fills, and the writer
+    # thread would then write the older names over them.
+    cached(fresh, "/v")
+    disk = fresh.node.disk
+    assert disk is not None and disk.flush(10)
+    (entry,) = list(fresh.node.store)
+    base = entry.key
+    pid = writer(fresh).pid
+    assert pid is not None
+
+    def fills() -> None:
+        assert disk.put(replace(entry, key=base + VARIANT_SEP + "gzip"))
+        assert disk.put(replace(entry, key=base + "-other"))
+        disk.set_vary(base, ("old",))
+        assert disk.put(replace(entry, key=base + VARIANT_SEP + "br"))
+        disk.set_vary(base, ("new",))
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        fresh.call(fills)
+        time.sleep(0.2)  # the writer thread waits for the fills before the older names
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert disk.flush(10)
+    assert fresh.call(lambda: disk.lookup(base)[0]) == ("new",), "the older Vary names came last"
+
+
+def test_a_fill_writer_started_without_a_done_fd_commits(tmp_path: Path) -> None:
+    # A node running an older version, whose fill writer is restarted from upgraded files, passes
+    # no ``--done-fd`` (its writer thread polls ``committed``).
+    ring = FillRing.create(tmp_path / "old.ring", 1 << 16)
+    entry = Entry("z", "https://a.test/old-node", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
+    args = ["--parent", str(os.getpid()), "--ring", str(ring.path), "--wake-fd", str(ring.wake_fd)]
+    args += ["--disk", str(tmp_path / "disk"), "--budget", str(1 << 20)]
+    command = [sys.executable, "-m", "edgecache.edge.fillwriter", *args]
+    proc = subprocess.Popen(command, pass_fds=(ring.wake_fd,))
+    try:
+        assert ring.append_entry(entry, False) > 0
+        ring.want(ring.head)
+        deadline = time.monotonic() + 30
+        while ring.committed < ring.head and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the fill writer exited with status {proc.returncode}"
+        assert ring.committed == ring.head and ring.counters()["writes"] == 1
+        ring.close_writer()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ring.close(unlink=True)
+    store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0)
+    try:
+        assert [e.key for e in store] == [entry.key]
+    finally:
+        store.close()
 
 
 def test_a_hung_fill_writer_is_killed_and_its_fences_released(fresh: Stack) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import resource
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,10 @@ from hypothesis import strategies as st
 
 from edgecache.edge.fillwriter import run
 from edgecache.store._fillring import Appender
+from edgecache.store.chain import TierChain
 from edgecache.store.disk import DiskStore
 from edgecache.store.disk_layout import decode_entry, encode_entry
-from edgecache.store.entry import Entry
+from edgecache.store.entry import VARIANT_SEP, Entry
 from edgecache.store.fillring import (
     _ASLEEP,
     _Q,
@@ -36,6 +38,7 @@ from edgecache.store.fillring import (
     PyAppender,
     decode_vary,
 )
+from edgecache.store.memory import MemoryTier
 
 CAPACITY = 1 << 16
 APPENDERS = [Appender, PyAppender]
@@ -52,7 +55,7 @@ def test_a_node_appends_in_c() -> None:
     assert APPENDER is Appender
 
 
-def drain(reader: FillRing, pos: int) -> tuple[list[tuple[bytes, bool]], int]:
+def drain(reader: FillRing, pos: int) -> tuple[list[tuple[bytes, int]], int]:
     batch = reader.read(pos, 1 << 20, 1 << 30)
     reader.commit(batch, dict.fromkeys(COUNTERS, 0))
     return batch.records, batch.end
@@ -69,14 +72,15 @@ def test_records_come_out_in_order_and_whole(
     path = tmp_path_factory.mktemp("ring") / "r.ring"
     ring = FillRing.create(path, CAPACITY, appender=appender)
     reader = FillRing.open(path, ring.wake_fd, ring.done_fd)
-    sent: list[tuple[bytes, bool]] = []
-    got: list[tuple[bytes, bool]] = []
+    sent: list[tuple[bytes, int]] = []
+    got: list[tuple[bytes, int]] = []
     refused = 0
     pos = 0
     for i, (size, reserve, read_now) in enumerate(steps):
         payload = bytes([i % 251]) * size
-        if ring.append(payload, reserve):
-            sent.append((payload, reserve))
+        flags = RESERVE_FLAG if reserve else 0
+        if ring.append(payload, flags):
+            sent.append((payload, flags))
         else:
             refused += 1
             # At most a record's size is lost to a wrap: a refusal leaves less than twice that free.
@@ -95,29 +99,29 @@ def test_records_come_out_in_order_and_whole(
 def test_a_full_ring_refuses_and_a_committed_one_takes_again(ring: FillRing) -> None:
     record = b"x" * 4000
     taken = 0
-    while ring.append(record, False):
+    while ring.append(record, 0):
         taken += 1
     assert taken == CAPACITY // 4016
     assert ring.pending() == taken
     reader = FillRing.open(ring.path, ring.wake_fd, ring.done_fd)
     records, _ = drain(reader, 0)
     assert len(records) == taken and ring.pending() == 0
-    assert ring.append(record, True)
+    assert ring.append(record, RESERVE_FLAG)
 
 
 def test_a_record_whose_bytes_are_not_there_is_not_read(ring: FillRing) -> None:
-    assert ring.append(b"first", False) and ring.append(b"second", False)
+    assert ring.append(b"first", 0) and ring.append(b"second", 0)
     # The second record's payload as a reader that saw ``head`` before the bytes would find it.
     at = HEADER_SIZE + 32 + 12
     ring._mm[at : at + 6] = b"\x00" * 6
     reader = FillRing.open(ring.path, ring.wake_fd, ring.done_fd)
     batch = reader.read(0, 100, 1 << 20)
-    assert batch.records == [(b"first", False)] and batch.end == 32
+    assert batch.records == [(b"first", 0)] and batch.end == 32
 
 
 def test_skip_gives_up_what_a_dead_writer_left(ring: FillRing) -> None:
     for i in range(5):
-        assert ring.append(b"%d" % i, False)
+        assert ring.append(b"%d" % i, 0)
     reader = FillRing.open(ring.path, ring.wake_fd, ring.done_fd)
     batch = reader.read(0, 2, 1 << 20)
     reader.commit(batch, reader.counters())
@@ -224,6 +228,18 @@ def test_an_append_reports_a_sleeping_fill_writer_for_the_caller_to_wake(ring: F
     reader.close()
 
 
+def _fill(name: str) -> Entry:
+    return Entry("z", f"https://a.test/{name}", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
+
+
+def _wakes(ring: FillRing) -> int:
+    """The wakes written to the ring's eventfd since the last look (the fill writer's side)."""
+    try:
+        return os.eventfd_read(ring.wake_fd)
+    except BlockingIOError:
+        return 0
+
+
 def test_the_loop_wakes_the_fill_writer_once_at_the_end_of_its_turn(ring: FillRing, tmp_path: Path) -> None:
     # A lone miss's answer is written after its put, in the same turn of the loop: the woken fill
     # writer must not take the CPU before it (decision 0020's addendum on the wake).
@@ -231,33 +247,51 @@ def test_the_loop_wakes_the_fill_writer_once_at_the_end_of_its_turn(ring: FillRi
     store.attach_fills(ring)
     reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
     _Q.pack_into(reader._mm, _ASLEEP, 1)
-    seen: list[str] = []
-
-    def readable() -> bool:
-        try:
-            os.eventfd_read(ring.wake_fd)
-        except BlockingIOError:
-            return False
-        return True
+    seen: list[int] = []
 
     def turn() -> None:
         for n in "ab":
-            assert store.put(Entry("z", f"https://a.test/{n}", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0))
-        seen.append("woken in the turn" if readable() else "answered first")
+            assert store.put(_fill(n))
+        seen.append(_wakes(ring))  # none yet: the answers of the turn go out first
 
     async def main() -> None:
         store.read_in_turns(asyncio.get_running_loop().call_soon)
         asyncio.get_running_loop().call_soon(turn)
         await asyncio.sleep(0.01)
-        seen.append("woken after" if readable() else "never woken")
-        seen.append("woken twice" if readable() else "once")
+        seen.append(_wakes(ring))  # one for the turn's two puts
+        # A put on another thread wakes at once.
+        assert await asyncio.to_thread(store.put, _fill("c"))
+        seen.append(_wakes(ring))
 
     try:
         asyncio.run(main())
-        assert seen == ["answered first", "woken after", "once"]
-        # Off the loop (no turns on this thread), at once.
-        assert store.put(Entry("z", "https://a.test/c", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0))
-        assert readable()
+        assert seen == [0, 1, 1]
+        # On the loop's thread once the loop has closed (its ``call_soon`` refuses), at once.
+        assert store.put(_fill("d"))
+        assert _wakes(ring) == 1
+    finally:
+        store.attach_fills(None)
+        store.close()
+        reader.close()
+
+
+def test_a_wake_the_stopped_loop_never_ran_does_not_silence_other_threads(
+    ring: FillRing, tmp_path: Path
+) -> None:
+    store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0)
+    store.attach_fills(ring)
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+    _Q.pack_into(reader._mm, _ASLEEP, 1)
+    never_run: list[Callable[[], None]] = []
+    try:
+        # A loop that stops with its end-of-turn wake scheduled: it never runs.
+        store.read_in_turns(never_run.append)
+        assert store.put(_fill("a"))
+        assert len(never_run) == 1 and _wakes(ring) == 0
+        other = threading.Thread(target=store.put, args=(_fill("b"),))
+        other.start()
+        other.join(10)
+        assert _wakes(ring) == 1, "another thread's put left the sleeping fill writer asleep"
     finally:
         store.attach_fills(None)
         store.close()
@@ -345,9 +379,84 @@ def test_a_fence_makes_the_fill_writer_commit_at_once(
 
 
 def test_a_dead_fill_writers_skip_releases_a_fence(ring: FillRing) -> None:
-    assert ring.append(b"never written", False)
+    assert ring.append(b"never written", 0)
     waiter, took = _waiter(ring, ring.head, 10.0)
     time.sleep(0.1)
     ring.skip()
     waiter.join(10)
     assert took and 0 <= took[0] < 2.0
+
+
+def _in_use(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_the_waits_take_eventfds_numbered_past_1024(ring: FillRing) -> None:
+    # A node with many connections open gets high descriptors; ``select`` refuses them.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = next(fd for fd in range(1500, 1600) if not _in_use(fd) and not _in_use(fd + 1))
+    if hard != resource.RLIM_INFINITY and hard <= high + 1:
+        pytest.skip(f"descriptors are limited to {hard} here")
+    if soft <= high + 1:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (high + 2, hard))
+    try:
+        reader = FillRing.open(
+            ring.path, os.dup2(ring.wake_fd, high, False), os.dup2(ring.done_fd, high + 1, False)
+        )
+        try:
+            ring.want(1)
+            began = time.monotonic()
+            reader.doze(10.0)
+            reader.wait(0, 0.01)
+            assert time.monotonic() - began < 5, "the wake did not end the doze"
+            assert ring.append(b"fill", 0)
+            assert not reader.await_commit(ring.head, 0.01)
+            batch = reader.read(0, 10, 1 << 20)
+            threading.Timer(0.05, reader.commit, (batch, reader.counters())).start()
+            assert reader.await_commit(ring.head, 10.0)
+        finally:
+            reader.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_fill_writer_given_no_done_fd_commits(ring: FillRing) -> None:
+    # Started by an older node (its supervisor passes no ``--done-fd``), it still commits.
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), -1)
+    assert ring.append(b"fill", 0)
+    reader.commit(reader.read(0, 10, 1 << 20), reader.counters())
+    assert ring.committed == ring.head and ring.pending() == 0
+    reader.close()
+
+
+def test_vary_names_after_a_fill_the_disk_did_not_take_do_not_go_in_the_ring(
+    ring: FillRing, tmp_path: Path
+) -> None:
+    # The names of a variant that stayed in memory (a second-fill admission declined it) follow no
+    # fill in the ring: not the earlier variant's, which the ring took.
+    disk = DiskStore(tmp_path / "disk", budget=1 << 20, position=0)
+    disk.attach_fills(ring)
+    tiers = TierChain(
+        MemoryTier(1 << 20),
+        disk,
+        reserve_on=lambda zone: False,
+        reserve_eligible=lambda e: False,
+        still_valid=lambda e: True,
+        admit_second_fill=True,
+    )
+    base = "https://a.test/v"
+    try:
+        gzip = _fill("v" + VARIANT_SEP + "gzip")
+        assert not tiers.put(gzip) and tiers.put(gzip), "a second fill goes to the disk"
+        head = ring.head
+        assert not tiers.put(_fill("v" + VARIANT_SEP + "br"))
+        tiers.set_vary(base, ("accept-encoding",))
+        assert ring.head == head, "the names went in the ring behind a fill that is not there"
+    finally:
+        ring.skip()  # no fill writer: the writer thread's fence passes
+        disk.attach_fills(None)
+        disk.close()

@@ -301,7 +301,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent", type=int, required=True, help="the appending process's pid")
     parser.add_argument("--ring", type=Path, required=True)
     parser.add_argument("--wake-fd", type=int, required=True)
-    parser.add_argument("--done-fd", type=int, required=True)
+    parser.add_argument(
+        "--done-fd",
+        type=int,
+        default=-1,
+        help="the eventfd to write after each commit (none from an older node, which polls instead)",
+    )
     parser.add_argument("--disk", type=Path, required=True)
     parser.add_argument("--budget", type=int, required=True)
     parser.add_argument("--reserve", type=json.loads, default={})

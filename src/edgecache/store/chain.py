@@ -166,6 +166,9 @@ class TierChain:
         self.memory.put(entry)
         if type(entry) is Entry and (self._admit_fill is None or self._admit_fill.seen_before(entry.key)):
             return self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
+        # A ``set_vary`` after this fill follows no fill of the disk's ring: not the last one, nor
+        # the one a memory eviction may just have written back (``_evicted``).
+        self.disk.skip_fill()
         return False
 
     def open_large(self) -> LargeWrite:

@@ -554,7 +554,12 @@ class DiskStore:
         self._waking = False
         """A wake of the sleeping fill writer is scheduled for the end of the loop's turn."""
         self._ringed: str | None = None
-        """The key of the last fill ``put``, when it went to the ring (``set_vary`` follows it)."""
+        """The key of the last fill ``put``, when it went to the ring (``set_vary`` follows it); None
+        once any other fill was stored above this tier without coming here (``skip_fill``)."""
+        self._varying: Counter[str] = Counter()
+        """Base keys → their Vary names queued on the writer thread and not yet written: names for
+        such a base do not go through the ring (``set_vary``), where they could be committed first
+        and then overwritten by the older names."""
         self._keys: KeyFilter | None = None
         """The node's filter of the keys on disk (``use_filter``), or None: every key is read."""
         self._builder: threading.Thread | None = None
@@ -1136,11 +1141,12 @@ class DiskStore:
         addendum on the wake): the put is made before the fill's answer is written (the proxy stores
         a fill as its body completes), and the woken fill writer, on a machine with few cores, took
         the CPU from the loop inside the eventfd write, before that answer left. Off the loop's
-        turn (no ``read_in_turns``, or another thread), at once."""
-        if self._waking:
-            return
+        turn (no ``read_in_turns``, or another thread), at once: ``_waking`` is the loop's alone
+        (a loop that stopped with its wake still scheduled leaves it set until ``read_in_turns``)."""
         call_soon = self._call_soon
         if call_soon is not None and threading.get_ident() == self._turn_thread:
+            if self._waking:
+                return
             try:
                 call_soon(self._wake_deferred)
             except RuntimeError:  # the loop has closed
@@ -1174,6 +1180,11 @@ class DiskStore:
             self._hidden_primaries[primary] += 1
         self._enqueue(("delprimary", primary))
 
+    def skip_fill(self) -> None:
+        """The fill just stored in the tier above does not come here (a part, or one the admission
+        filter declined): a ``set_vary`` after it follows no fill in the ring."""
+        self._ringed = None
+
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
         """Remember the Vary field names of a base key (ignored when nothing is stored under it)."""
         ring, ringed = self._ring, self._ringed
@@ -1183,6 +1194,9 @@ class DiskStore:
             and ringed is not None
             and base_key in _bases(ringed)
             and not self._hides(base_key)
+            # Older names for the base still queued on the writer thread, behind a fence: the fill
+            # writer could commit these first, and the thread then write the older ones over them.
+            and not self._varying.get(base_key)
         ):
             # Right after its fill, in the ring: the fill writer writes both in one transaction
             # (decision 0020's addendum on Vary fills), where the writer thread would wait for the
@@ -1193,6 +1207,8 @@ class DiskStore:
                     self._wake_later(ring)
                 return
         # After the fill it names (queued just before it, or in the ring: a fence orders it).
+        with self._lock:
+            self._varying[base_key] += 1
         self._enqueue(("vary", base_key, names), wake=False)
 
     def run_job(self, job: Job) -> Future[None]:
@@ -1343,14 +1359,21 @@ class DiskStore:
             pending = self._pending
             with self._idle:
                 self._queued -= len(batch)
+                varying = self._varying
                 for op in batch:
-                    if op[0] == "put":
+                    kind = op[0]
+                    if kind == "put":
                         key = op[1].key
                         n = pending[key] - 1
                         if n > 0:
                             pending[key] = n
                         else:
                             del pending[key]
+                    elif kind == "vary":
+                        base = op[1]
+                        varying[base] -= 1
+                        if varying[base] <= 0:
+                            del varying[base]
                 self._idle.notify_all()
 
     def _unhide(self, batch: list[tuple[Any, ...]]) -> None:

@@ -35,6 +35,8 @@ Theory of operation:
   fill writer writes a second eventfd (``done_fd``, inherited too), on which such a waiter sleeps
   (:meth:`FillRing.await_commit`) instead of polling ``committed``: a write per commit, hundreds
   of fills each, and no store ordering to get wrong (the waiter reads ``committed`` after it).
+  A fill writer started by an older appender, which has no ``done_fd`` (it polls ``committed``),
+  is given none (-1) and writes nothing there.
 - An idle fill writer sets ``asleep`` and waits on an eventfd (``wake_fd``, inherited): the
   appending process writes to it after a record when the append found ``asleep`` set, so a fill
   after a quiet spell is not left waiting for a poll, and an idle fill writer costs nothing. An
@@ -107,9 +109,22 @@ _ASLEEP = _COUNTERS + 8 * len(COUNTERS) + 8
 """After the counters and one word unused (the C appender's ``ASLEEP_AT``)."""
 
 
-def _wake(wake_fd: int) -> None:
+def _wake(fd: int) -> None:
+    """Write an eventfd; none (-1: ``done_fd`` given by an older appender) is skipped."""
+    if fd >= 0:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_write(fd, 1)
+
+
+def _sleep_on(fd: int, timeout: float) -> None:
+    """Sleep until ``fd`` is readable or ``timeout`` seconds pass, then empty it (an eventfd).
+    ``poll``, not ``select``, which refuses a descriptor at or above 1024 (a node with many
+    connections open when it starts a fill writer, or when the ring is created)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.poll(max(0.0, timeout) * 1000)
     with contextlib.suppress(BlockingIOError):
-        os.eventfd_write(wake_fd, 1)
+        os.eventfd_read(fd)
 
 
 def encode_vary(base_key: str, names: tuple[str, ...]) -> bytes:
@@ -218,7 +233,8 @@ class FillRing:
         self.wake_fd = wake_fd
         """The eventfd that wakes an idle fill writer."""
         self.done_fd = done_fd
-        """The eventfd the fill writer writes after each commit (:meth:`await_commit`)."""
+        """The eventfd the fill writer writes after each commit (:meth:`await_commit`); -1 in a fill
+        writer whose appender has none (an older version's: it polls ``committed``)."""
         self.capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
         self._mask = self.capacity - 1
         self._appender = appender(mm)
@@ -268,8 +284,9 @@ class FillRing:
         """Unmap the ring (and remove its file)."""
         self._appender.release()
         self._mm.close()
-        os.close(self.wake_fd)
-        os.close(self.done_fd)
+        for fd in (self.wake_fd, self.done_fd):
+            if fd >= 0:
+                os.close(fd)
         if unlink:
             self.path.unlink(missing_ok=True)
 
@@ -323,9 +340,7 @@ class FillRing:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            select.select([self.done_fd], [], [], left)
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_read(self.done_fd)
+            _sleep_on(self.done_fd, left)
         return True
 
     def pending(self) -> int:
@@ -366,19 +381,15 @@ class FillRing:
         """Sleep ``timeout`` seconds while more fills gather, unless :meth:`want` (or
         :meth:`close_writer`) wakes the fill writer first. An append does not: it writes the
         eventfd only to a fill writer that sleeps for lack of records (:meth:`wait`)."""
-        select.select([self.wake_fd], [], [], timeout)
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self.wake_fd)
+        _sleep_on(self.wake_fd, timeout)
 
     def wait(self, position: int, timeout: float) -> None:
         """Sleep until a record is appended after ``position`` (or ``timeout`` seconds pass)."""
         mm = self._mm
         _Q.pack_into(mm, _ASLEEP, 1)
         try:
-            if _Q.unpack_from(mm, _HEAD)[0] == position and not self.closing:
-                select.select([self.wake_fd], [], [], timeout)
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_read(self.wake_fd)
+            idle = _Q.unpack_from(mm, _HEAD)[0] == position and not self.closing
+            _sleep_on(self.wake_fd, timeout if idle else 0.0)
         finally:
             _Q.pack_into(mm, _ASLEEP, 0)
 
