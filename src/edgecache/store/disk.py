@@ -639,26 +639,36 @@ class DiskStore:
     def _reader(self) -> lmdb.Transaction | None:
         """This turn's read transaction (begun when there is none or the writer committed since),
         or None on a thread that does not read in turns: it begins its own."""
-        call_soon = self._call_soon
-        if call_soon is None or threading.get_ident() != self._turn_thread:
+        if not self._in_turn():
             return None
         txn = self._turn
         if txn is not None:
             if self._turn_generation == self._generation:
                 return txn
             txn.abort()
-        else:
-            try:
-                call_soon(self._end_turn)
-            except RuntimeError:
-                # The loop has closed: reads on this thread begin their own transactions again.
-                self._call_soon = None
-                return None
+        elif not self._at_turn_end(self._end_turn):
+            return None
         # Read before the transaction begins: a commit in between only makes the next read begin
         # again, never lets a snapshot older than a commit pass for newer.
         self._turn_generation = self._generation
         self._turn = txn = self.env.begin(buffers=True)
         return txn
+
+    def _in_turn(self) -> bool:
+        """Whether the calling thread reads in turns (the event loop's, after ``read_in_turns``)."""
+        return self._call_soon is not None and threading.get_ident() == self._turn_thread
+
+    def _at_turn_end(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` at the end of the loop's current turn; False when the loop has closed,
+        and from then on this thread no longer reads in turns (it begins its own transactions)."""
+        call_soon = self._call_soon
+        assert call_soon is not None
+        try:
+            call_soon(callback)
+        except RuntimeError:
+            self._call_soon = None
+            return False
+        return True
 
     def _end_turn(self) -> None:
         txn, self._turn = self._turn, None
@@ -1143,15 +1153,10 @@ class DiskStore:
         the CPU from the loop inside the eventfd write, before that answer left. Off the loop's
         turn (no ``read_in_turns``, or another thread), at once: ``_waking`` is the loop's alone
         (a loop that stopped with its wake still scheduled leaves it set until ``read_in_turns``)."""
-        call_soon = self._call_soon
-        if call_soon is not None and threading.get_ident() == self._turn_thread:
+        if self._in_turn():
             if self._waking:
                 return
-            try:
-                call_soon(self._wake_deferred)
-            except RuntimeError:  # the loop has closed
-                pass
-            else:
+            if self._at_turn_end(self._wake_deferred):
                 self._waking = True
                 return
         ring.wake_if_asleep()
