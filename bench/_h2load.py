@@ -16,10 +16,9 @@ Rules:
 from __future__ import annotations
 
 import re
-import resource
-import subprocess
-import time
 from dataclasses import dataclass
+
+from _wrk import run_client
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 _DURATION = r"([\d.]+)(us|ms|s)"
@@ -71,21 +70,8 @@ def run(url: str, duration: int, connections: int = 50) -> H2loadResult:
     """Load ``url`` for ``duration`` seconds; raise H2loadError if h2load fails or no request succeeds."""
     argv = ["timeout", str(duration + 20), "h2load", "--h1", "-t1", f"-c{connections}", "-m1"]
     argv += [f"-D{duration}", url]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        try:
-            out, err = proc.communicate()
-        except BaseException:  # Ctrl-C: `timeout` runs h2load in its own process group; TERM reaches both
-            proc.terminate()
-            proc.wait(5)
-            raise
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise H2loadError(f"h2load exited {proc.returncode}: {(err or out).strip()[-300:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    out, cpu = run_client(argv, "h2load", H2loadError)
     rps, mean, hi, done, errors = parse(out)
     if rps == 0:
         raise H2loadError(f"h2load completed no request: {out.strip()[-300:]!r}")
-    return H2loadResult(rps, mean, hi, done, errors, 100.0 * cpu / wall)
+    return H2loadResult(rps, mean, hi, done, errors, cpu)

@@ -78,6 +78,26 @@ def parse(text: str) -> tuple[float, float, float, int, int]:
     return float(rps.group(1)), lat["50"], lat["99"], int(total.group(1)), errors
 
 
+def run_client(argv: list[str], name: str, error: type[Exception]) -> tuple[str, float]:
+    """Run a load client's ``argv`` (wrapped in ``timeout``); return its stdout and its CPU time as a
+    percentage of one core over the wall time; raise ``error`` if it exits nonzero."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, err = proc.communicate()
+        except BaseException:  # Ctrl-C: `timeout` runs the client in its own process group; TERM reaches both
+            proc.terminate()
+            proc.wait(5)
+            raise
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise error(f"{name} exited {proc.returncode}: {(err or out).strip()[-300:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out, 100.0 * cpu / wall
+
+
 def run(
     url: str, duration: int, script: Path | None = None, args: tuple[str, ...] = (), connections: int = 50
 ) -> WrkResult:
@@ -87,19 +107,6 @@ def run(
     argv.append(url)
     if args:
         argv += ["--", *args]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        try:
-            out, err = proc.communicate()
-        except BaseException:  # Ctrl-C: `timeout` runs wrk in its own process group; TERM reaches both
-            proc.terminate()
-            proc.wait(5)
-            raise
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise WrkError(f"wrk exited {proc.returncode}: {(err or out).strip()[-300:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    out, cpu = run_client(argv, "wrk", WrkError)
     rps, p50, p99, total, errors = parse(out)
-    return WrkResult(rps, p50, p99, total, errors, 100.0 * cpu / wall)
+    return WrkResult(rps, p50, p99, total, errors, cpu)

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _entries import entry
+
 from edgecache.store.disk import DiskStore
-from edgecache.store.entry import Entry
 
 HEAD = (
     b"Server: nginx\r\nDate: Mon, 30 Nov 2026 06:00:00 GMT\r\nContent-Type: application/octet-stream\r\n"
@@ -39,17 +40,10 @@ def batches(first: int, size: int, count: int) -> list[list[tuple[Any, ...]]]:
         [
             (
                 "put",
-                Entry(
-                    zone="z",
-                    key=f"http://127.0.0.1/obj/{first + b * size + i:08d}",
-                    status=200,
+                entry(
+                    f"http://127.0.0.1/obj/{first + b * size + i:08d}",
                     head=HEAD,
-                    body=b"x" * 1024,
                     tags=("z",),
-                    stored_seq=0,
-                    response_time=time.time(),
-                    initial_age=0.0,
-                    freshness_lifetime=3600.0,
                     length_known=True,
                 ),
                 False,

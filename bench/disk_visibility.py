@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+import _entries
+
 from edgecache.edge.fillwriter import ring_file
 from edgecache.store.disk import DiskStore
 from edgecache.store.entry import Entry
@@ -37,18 +39,7 @@ PUT = threading.Lock()
 
 
 def entry(key: str) -> Entry:
-    return Entry(
-        zone=ZONE,
-        key=key,
-        status=200,
-        head=b"Content-Type: text/plain\r\nCache-Control: max-age=3600\r\n",
-        body=b"x" * 1024,
-        tags=("bench",),
-        stored_seq=0,
-        response_time=time.time(),
-        initial_age=0.0,
-        freshness_lifetime=3600.0,
-    )
+    return _entries.entry(key, zone=ZONE)
 
 
 def open_store(path: Path) -> DiskStore:

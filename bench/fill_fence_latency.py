@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _entries
 import _servers as srv
 
 import edgecache
@@ -57,20 +58,11 @@ from edgecache.store.fillring import FillRing
 
 ZONE = "z"
 
+HEAD = b"Content-Type: text/plain\r\nCache-Control: max-age=3600\r\nVary: Accept-Encoding\r\n"
+
 
 def entry(key: str) -> Entry:
-    return Entry(
-        zone=ZONE,
-        key=key,
-        status=200,
-        head=b"Content-Type: text/plain\r\nCache-Control: max-age=3600\r\nVary: Accept-Encoding\r\n",
-        body=b"x" * 1024,
-        tags=("bench",),
-        stored_seq=0,
-        response_time=time.time(),
-        initial_age=0.0,
-        freshness_lifetime=3600.0,
-    )
+    return _entries.entry(key, zone=ZONE, head=HEAD)
 
 
 def nothing(view: WriteView) -> bool:

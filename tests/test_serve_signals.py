@@ -13,26 +13,12 @@ import time
 from pathlib import Path
 
 from edgecache.cluster.worker import CONFIG_ENV
-from workers_node import HOST, ZONE, VersionedOrigin
+from workers_node import VersionedOrigin, children, write_config
 
 BANNER = b"edgecache serving on"
-
-
-def _children(pid: int, *, workers: bool = False) -> list[int]:
-    """``pid``'s children; with ``workers``, only its worker processes (the start also runs short
-    lived helpers, such as the dynamic loader's cache query, before the node starts)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                command = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            is_worker = b"edgecache.cluster.worker" in command
-            if stat.rsplit(")", 1)[1].split()[1] == str(pid) and (is_worker or not workers):
-                found.append(int(entry))
-    return found
+WORKER = b"edgecache.cluster.worker"
+"""In a worker's command line (the start also runs short lived helpers, such as the dynamic loader's
+cache query, before the node starts)."""
 
 
 def _workers_of(data_dir: Path) -> list[int]:
@@ -47,7 +33,7 @@ def _workers_of(data_dir: Path) -> list[int]:
                 environ = Path(f"/proc/{entry}/environ").read_bytes()
             except OSError:
                 continue
-            worker = b"edgecache.cluster.worker" in command and CONFIG_ENV.encode() in environ
+            worker = WORKER in command and CONFIG_ENV.encode() in environ
             if worker and str(data_dir).encode() in environ and _alive(int(entry)):
                 found.append(int(entry))
     return found
@@ -62,24 +48,7 @@ def _alive(pid: int) -> bool:
 
 
 def _config(tmp_path: Path, origin: VersionedOrigin) -> Path:
-    config = tmp_path / "edgecache.toml"
-    config.write_text(
-        f"""data_dir = "{tmp_path}"
-[data]
-port = 0
-[control]
-port = 0
-[runtime]
-workers = 2
-shutdown_grace = 1
-[[zones]]
-id = "{ZONE}"
-name = "{HOST}"
-hostnames = ["{HOST}"]
-origin = "http://127.0.0.1:{origin.port}"
-"""
-    )
-    return config
+    return write_config(tmp_path, origin, workers=2, grace=1.0)
 
 
 def _serve(config: Path, prelude: str = "") -> subprocess.Popen[bytes]:
@@ -102,10 +71,10 @@ def test_sigterm_during_start_stops_the_workers_too(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         workers: list[int] = []
         while not workers and time.monotonic() < deadline and proc.poll() is None:
-            workers = _children(proc.pid, workers=True)
+            workers = children(proc.pid, WORKER)
             time.sleep(0.005)
         assert workers, "the supervisor started no worker"
-        seen = set(_children(proc.pid)) | set(workers)  # before the signal: the exit reaps them
+        seen = set(children(proc.pid)) | set(workers)  # before the signal: the exit reaps them
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
         out, err = _output(tmp_path)

@@ -10,45 +10,24 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import Engine
 
-from edgecache.db.engine import open_database, sqlite_url
-from edgecache.db.identity import IdentityStore
 from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.db.prepared import Prepared
 from edgecache.db.schema import tasks as tasks_table
 from edgecache.db.tasks import NewTask, TaskQuery, TaskStore
-from pg import PostgresServer, postgres_server_fixture  # noqa: F401
+from zoned_db import ZONE, engine_fixture, postgres_server_fixture  # noqa: F401
 
-ACCOUNT = "a" * 32
-ZONE = "b" * 32
 JOB = "1" * 32
 LEADING = {"pk_tasks": "id", "pk_purge_ledger": "seq"} | {
     ix.name: next(iter(ix.columns)).name for ix in tasks_table.indexes
 }
 """The first column of each index of ``tasks`` and ``purge_ledger``."""
 TABLES = r"\b(tasks|purge_ledger)\b"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path)
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        url = server.create_database()
-    eng = open_database(url)
-    now = datetime.now(UTC)
-    ids = IdentityStore(eng)
-    ids.upsert_account(ACCOUNT, "acme", "enterprise", now)
-    ids.upsert_zone(ZONE, ACCOUNT, "example.com", "enterprise", now)
-    yield eng
-    eng.dispose()
 
 
 def run_every_query(engine: Engine) -> None:

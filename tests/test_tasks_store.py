@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import Engine
 
-from edgecache.db.engine import open_database, sqlite_url
-from edgecache.db.identity import IdentityStore
 from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.db.tasks import NewTask, TaskQuery, TaskStore
-from pg import PostgresServer, postgres_server_fixture  # noqa: F401
-
-ACCOUNT = "a" * 32
-ZONE = "b" * 32
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path)
-    else:
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        url = server.create_database()
-    eng = open_database(url)
-    now = datetime.now(UTC)
-    ids = IdentityStore(eng)
-    ids.upsert_account(ACCOUNT, "acme", "enterprise", now)
-    ids.upsert_zone(ZONE, ACCOUNT, "example.com", "enterprise", now)
-    yield eng
-    eng.dispose()
+from zoned_db import ZONE, engine_fixture, postgres_server_fixture  # noqa: F401
 
 
 def purge(ledger: LedgerStore, job: str, targets: list[str], at: datetime) -> int:

@@ -72,23 +72,20 @@ class VersionedOrigin:
         self._server.server_close()
 
 
-class WorkerNode:
-    """``edgecache serve`` with ``[runtime] workers = N`` on free ports, in ``data_dir``."""
-
-    def __init__(
-        self,
-        data_dir: Path,
-        origin: VersionedOrigin,
-        workers: int = 2,
-        grace: float = 5.0,
-        extra: str = "",
-        fill_lock_timeout: float = 5.0,
-    ) -> None:
-        """``extra``: TOML appended to the configuration."""
-        self.data_dir = data_dir
-        config = data_dir / "edgecache.toml"
-        config.write_text(
-            f"""data_dir = "{data_dir}"
+def write_config(
+    data_dir: Path,
+    origin: VersionedOrigin,
+    *,
+    workers: int = 2,
+    grace: float = 5.0,
+    fill_lock_timeout: float = 5.0,
+    extra: str = "",
+) -> Path:
+    """Write ``data_dir/edgecache.toml``: free ports, ``workers`` workers, one zone (``ZONE`` on
+    ``HOST``) in front of ``origin``; ``extra`` is TOML appended to it."""
+    config = data_dir / "edgecache.toml"
+    config.write_text(
+        f"""data_dir = "{data_dir}"
 [data]
 port = 0
 [control]
@@ -103,6 +100,44 @@ name = "{HOST}"
 hostnames = ["{HOST}"]
 origin = "http://127.0.0.1:{origin.port}"
 {extra}"""
+    )
+    return config
+
+
+def children(pid: int, marker: bytes | None = None, *, exclude: bytes | None = None) -> list[int]:
+    """Process ids of ``pid``'s children, from /proc; with ``marker``, only those whose command
+    line contains it; with ``exclude``, none whose command line contains that."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                command = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] != str(pid):
+                continue
+            if (marker is None or marker in command) and (exclude is None or exclude not in command):
+                found.append(int(entry))
+    return found
+
+
+class WorkerNode:
+    """``edgecache serve`` with ``[runtime] workers = N`` on free ports, in ``data_dir``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        origin: VersionedOrigin,
+        workers: int = 2,
+        grace: float = 5.0,
+        extra: str = "",
+        fill_lock_timeout: float = 5.0,
+    ) -> None:
+        """``extra``: TOML appended to the configuration."""
+        self.data_dir = data_dir
+        config = write_config(
+            data_dir, origin, workers=workers, grace=grace, fill_lock_timeout=fill_lock_timeout, extra=extra
         )
         self.log = (data_dir / "serve.log").open("w")
         self.process = subprocess.Popen(
@@ -141,18 +176,7 @@ origin = "http://127.0.0.1:{origin.port}"
     def workers(self) -> list[int]:
         """Process ids of the running workers (the supervisor's children but its access-log
         formatter)."""
-        me = str(self.process.pid)
-        out = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                    command = Path(f"/proc/{entry}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if stat.rsplit(")", 1)[1].split()[1] == me and b"edgecache.edge.logtail" not in command:
-                    out.append(int(entry))
-        return sorted(out)
+        return sorted(children(self.process.pid, exclude=b"edgecache.edge.logtail"))
 
     def connection(self) -> http.client.HTTPConnection:
         conn = http.client.HTTPConnection("127.0.0.1", self.data_port, timeout=10)
