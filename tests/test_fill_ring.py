@@ -14,6 +14,7 @@ import resource
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,14 @@ from edgecache.edge.fillwriter import run
 from edgecache.store._fillring import Appender
 from edgecache.store.chain import TierChain
 from edgecache.store.disk import DiskStore
-from edgecache.store.disk_layout import decode_entry, encode_entry
+from edgecache.store.disk_layout import (
+    ENTRY,
+    EXPIRY,
+    RESERVE,
+    decode_entry,
+    encode_entry,
+    with_reserve_expires,
+)
 from edgecache.store.entry import VARIANT_SEP, Entry
 from edgecache.store.fillring import (
     _ASLEEP,
@@ -460,3 +468,68 @@ def test_vary_names_after_a_fill_the_disk_did_not_take_do_not_go_in_the_ring(
         ring.skip()  # no fill writer: the writer thread's fence passes
         disk.attach_fills(None)
         disk.close()
+
+
+def _rows(store: DiskStore) -> dict[bytes, list[tuple[bytes, bytes]]]:
+    """Every row of every database of a store, a reserve record's expiry (the clock's, at its
+    commit) left out."""
+    out: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    with store.env.begin() as txn:
+        names = [k for k, _ in txn.cursor()]
+    for name in names:
+        db = store.env.open_db(name, create=False)
+        with store.env.begin(db=db) as txn:
+            rows = []
+            for k, v in txn.cursor():
+                if name.startswith(RESERVE + b"/"):
+                    if k.startswith(EXPIRY):
+                        k = EXPIRY + k[9:]
+                    elif k.startswith(ENTRY):
+                        v = with_reserve_expires(v, 0.0)
+                rows.append((k, v))
+        out[name] = rows
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(entries.map(lambda e: replace(e, zone="z")), st.booleans(), st.integers(0, 3)),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_a_ring_record_is_stored_as_the_writer_thread_stores_its_entry(
+    tmp_path_factory: pytest.TempPathFactory, fills: list[tuple[Entry, bool, int]]
+) -> None:
+    # The fill writer stores a ring record's bytes as they are (decision 0020's addendum
+    # ``fillchild``): every row, record and index, must be what the writer thread writes for the
+    # entry it decodes, replacements (a key filled again), reserve copies and drops included.
+    at = tmp_path_factory.mktemp("stores")
+    ring = FillRing.create(at / "r.ring", CAPACITY)
+    child = DiskStore(at / "child", budget=1 << 30, position=1, zones=["z"], writer=False)
+    thread = DiskStore(at / "thread", budget=1 << 30, position=1, zones=["z"], writer=False)
+    ops = []
+    for entry, reserve, again in fills:
+        # A few keys only, so that some fills replace an earlier one.
+        e = replace(entry, key=f"https://a.test/{again}{entry.key}"[: 20 + 600 * (again == 3)])
+        if ring.append_entry(e, reserve) > 0:
+            ops.append(("put", decode_entry(encode_entry(e, 0.0)).entry, reserve))
+    records, _ = drain(FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd)), 0)
+    child.write_fills(records)
+    thread._apply(ops)
+    assert _rows(child) == _rows(thread)
+    assert child.fill_counters() == thread.fill_counters()
+    child.close()
+    thread.close()
+    ring.close(unlink=True)
+
+
+def test_a_damaged_ring_record_is_counted_and_the_rest_written(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0, zones=["z"], writer=False)
+    good = encode_entry(_fill("good"), 0.0)
+    bad_zone = good[:79] + b"\xff" + good[80:]  # the zone's one byte: not UTF-8
+    store.write_fills([(good[:40], 0), (bad_zone, RESERVE_FLAG), (good, 0)])
+    assert store.fill_counters()["write_errors"] == 2 and store.fill_counters()["writes"] == 1
+    assert store.get("https://a.test/good") is not None
+    store.close()

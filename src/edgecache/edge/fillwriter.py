@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -343,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     # Counted on from where the last fill writer of this ring stopped.
     for name, value in ring.counters().items():
         setattr(store.stats, name, value)
+    # What start-up made (modules, the store) lives as long as the process: out of the collector's
+    # sight, a collection walks only a batch's own objects (decision 0020's addendum ``fillchild``).
+    gc.freeze()
     try:
         run(ring, store, stop, args.parent)
     finally:

@@ -111,6 +111,7 @@ from edgecache.store.disk_layout import (
     decode_hit,
     encode_entry,
     expiry_row,
+    fill_fields,
     handle,
     host_of,
     key_bytes,
@@ -176,6 +177,9 @@ FENCE_LOOK = 0.05
 fill writer's commits wake it, and a dead one's supervisor wakes it when it skips its records."""
 _FILLS = frozenset(("put", "vary"))
 """The changes that wait for others to share their commit (see ``GROUP_WAIT``)."""
+_KEYED = frozenset(("put", "fill", "vary"))
+"""The changes that may store a key not on disk yet (``_announce``): a fill (queued, or read from
+the fill ring: ``write_fills``) and a Vary row."""
 RENEW_EVERY = 1.0
 """Seconds between the writes that renew the records read from disk."""
 RENEW_OLDEST = 8
@@ -1020,12 +1024,11 @@ class DiskStore:
         """Before a batch's commit: set the filter's slots of every key it may store anything
         under. A fill (a large object's record and a reserve copy are fills too) stores under its
         key, a Vary row under its base key; nothing else a batch or a job writes adds a key."""
-        for op in batch:
-            kind = op[0]
-            if kind == "put":
-                keys.add(key_bytes(op[1].key))
-            elif kind == "vary":
-                keys.add(key_bytes(op[1]))
+        keys.add_all(
+            op[4] if op[0] == "fill" else key_bytes(op[1].key if op[0] == "put" else op[1])
+            for op in batch
+            if op[0] in _KEYED
+        )
 
     # -- the fill ring (decision 0020) ------------------------------------------------------------
 
@@ -1075,12 +1078,18 @@ class DiskStore:
         zone's reserve too with ``RESERVE_FLAG``, and the Vary names of ``VARY_FLAG`` records) in one
         transaction, in their order, by the same rules as the writer thread's puts and Vary rows."""
         batch: list[tuple[Any, ...]] = []
+        append = batch.append
         for payload, flags in records:
             try:
                 if flags & VARY_FLAG:
-                    batch.append(("vary", *decode_vary(payload)))
+                    append(("vary", *decode_vary(payload)))
+                    continue
+                fields = fill_fields(payload)
+                if fields is None:
+                    append(("put", decode_entry(payload).entry, bool(flags & RESERVE_FLAG)))
                 else:
-                    batch.append(("put", decode_entry(payload).entry, bool(flags & RESERVE_FLAG)))
+                    # The record is what LMDB stores (``encode_entry``'s bytes): written as it is.
+                    append(("fill", payload, *fields, bool(flags & RESERVE_FLAG)))
             except (struct.error, UnicodeDecodeError):
                 self.stats.write_errors += 1
         try:
@@ -1452,7 +1461,7 @@ class DiskStore:
             fills: list[tuple[Any, ...]] = []
             for op in batch:
                 kind = op[0]
-                if kind == "put":
+                if kind == "put" or kind == "fill":
                     fills.append(op)
                     continue
                 if fills:
@@ -1542,43 +1551,59 @@ class DiskStore:
     def _put_fills(
         self, txn: lmdb.Transaction, fills: list[tuple[Any, ...]], now: float, reclaimed: int
     ) -> None:
-        """Write a run of fills (a batch's consecutive puts). The run, not each record, reads the
-        clock and adds to the counters, and a new record's index rows go in one ``putmulti``."""
+        """Write a run of fills (a batch's consecutive puts: ``("put", entry, reserve)`` queued on
+        the writer thread, or ``("fill", record, zone, key, key bytes, stored_seq, tags, reserve)``
+        read from the fill ring, whose record is stored as it is). The run, not each record, reads
+        the clock and adds to the counters, and a new record's index rows go in one ``putmulti``."""
         delta = self._delta
         stored_clock = self._meta_get(txn, b"clock")
         ticks = 0
+        writes = 0
         added: dict[str, list[int]] = {}
         """Zone → bytes and records that the run's new records add to its disk cache."""
         cursors: dict[str, lmdb.Cursor] = {}
+        cdbs: dict[str, Any] = {}
         new_hosts, hosts = self._new_hosts, self._hosts
         pack = U64.pack
         for op in fills:
-            entry: Entry = op[1]
-            zone = entry.zone
+            chunked: ChunkedEntry | None = None
+            if op[0] == "fill":
+                _, record, zone, key, kb, seq, tags, reserve = op
+            else:
+                entry: Entry = op[1]
+                zone, key, seq, tags, reserve = entry.zone, entry.key, entry.stored_seq, entry.tags, op[2]
+                if type(entry) is ChunkedEntry:
+                    chunked = entry
+                record = b""
             # Below the reclaimed position, a purge already applied to the disk may cover the entry
             # (its fetch began before the purge, or memory evicted it after the purge's disk job)
             # and would not be replayed after a restart: not written (see the module rules).
-            cdb = None if entry.stored_seq < reclaimed else self._zdb(txn, CACHE, zone, create=True)
+            if seq < reclaimed:
+                cdb = None
+            else:
+                cdb = cdbs.get(zone)
+                if cdb is None:
+                    cdb = cdbs[zone] = self._zdb(txn, CACHE, zone, create=True)
             if cdb is None:
                 self.stats.dropped += 1
-                if type(entry) is ChunkedEntry:
-                    self._delete_chunks(txn, entry.object_id)
+                if chunked is not None:
+                    self._delete_chunks(txn, chunked.object_id)
                 continue
-            key = entry.key
             host = host_of(key)
             if (new_hosts.get(host) or hosts.get(host)) != zone:
                 txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
                 new_hosts[host] = zone
-            kb = key_bytes(key)
-            record = encode_entry(entry, 0.0)
-            self.stats.writes += 1
+            if op[0] == "put":
+                kb = key_bytes(key)
+                record = encode_entry(entry, 0.0)
+            writes += 1
             # A new key (the usual fill): the record without overwriting (one call), its index rows
             # in one more.
-            if type(entry) is not ChunkedEntry and txn.put(ENTRY + kb, record, db=cdb, overwrite=False):
+            if chunked is None and txn.put(ENTRY + kb, record, db=cdb, overwrite=False):
                 ticks += 1
                 packed = pack(stored_clock + ticks)
-                rows = [(seq_row(entry.stored_seq, kb), b""), (TICK + kb, packed), (ORDER + packed + kb, b"")]
-                for tag in entry.tags:
+                rows = [(seq_row(seq, kb), b""), (TICK + kb, packed), (ORDER + packed + kb, b"")]
+                for tag in tags:
                     rows.append((tag_row(tag, kb), b""))
                 cur = cursors.get(zone)
                 if cur is None:
@@ -1595,25 +1620,38 @@ class DiskStore:
                 # clock ``_place`` reads counts the run's ticks so far.
                 delta[b"clock"] = delta.get(b"clock", 0) + ticks
                 ticks = 0
-                self._insert(txn, cdb, CACHE, zone, kb, record, entry)
+                self._insert(txn, cdb, CACHE, zone, kb, record, seq, tags, chunked)
                 self._place(txn, cdb, kb)
                 stored_clock = self._meta_get(txn, b"clock")
             # A large object never enters the reserve (store/chunked.py): its chunks have one owner.
-            if op[2] and type(entry) is not ChunkedEntry:
+            if reserve and chunked is None:
                 rdb = self._zdb(txn, RESERVE, zone, create=True)
                 if rdb is not None:
                     expires = now + self._reserve_retention(zone)
-                    self._insert(txn, rdb, RESERVE, zone, kb, with_reserve_expires(record, expires), entry)
+                    self._insert(
+                        txn, rdb, RESERVE, zone, kb, with_reserve_expires(record, expires), seq, tags, None
+                    )
                     txn.put(expiry_row(expires, kb), b"", db=rdb)
+        self.stats.writes += writes
         if ticks:
             delta[b"clock"] = delta.get(b"clock", 0) + ticks
         for zone, (size, count) in added.items():
             self._account(CACHE, zone, size, count)
 
     def _insert(
-        self, txn: lmdb.Transaction, db: Any, area: bytes, zone: str, kb: bytes, record: bytes, entry: Entry
+        self,
+        txn: lmdb.Transaction,
+        db: Any,
+        area: bytes,
+        zone: str,
+        kb: bytes,
+        record: bytes,
+        seq: int,
+        tags: tuple[str, ...],
+        chunked: ChunkedEntry | None,
     ) -> None:
-        """Write a record and its index rows, replacing the key's record in that area if there is one
+        """Write a record (of an entry stored at ``seq`` with ``tags``; ``chunked``: the large
+        object it is) and its index rows, replacing the key's record in that area if there is one
         (its index rows go, its Vary names stay: the new record is under the same base key)."""
         ek = ENTRY + kb
         # Tried without overwriting: for a new key (the usual fill) that is the one call, where
@@ -1621,14 +1659,14 @@ class DiskStore:
         if not txn.put(ek, record, db=db, overwrite=False):
             self._remove(txn, area, zone, kb, keep_vary=True)
             txn.put(ek, record, db=db)
-        txn.put(seq_row(entry.stored_seq, kb), b"", db=db)
-        for tag in entry.tags:
+        txn.put(seq_row(seq, kb), b"", db=db)
+        for tag in tags:
             txn.put(tag_row(tag, kb), b"", db=db)
         extra = 0
-        if type(entry) is ChunkedEntry:
-            txn.put(LARGE + kb, entry.object_id, db=db)
-            txn.put(entry.object_id, handle(area, zone, kb), db=self._chunks)
-            extra = entry.length
+        if chunked is not None:
+            txn.put(LARGE + kb, chunked.object_id, db=db)
+            txn.put(chunked.object_id, handle(area, zone, kb), db=self._chunks)
+            extra = chunked.length
         self._account(area, zone, len(record) + extra, 1)
 
     def _delete_key(self, txn: lmdb.Transaction, key: str, below: int | None) -> None:

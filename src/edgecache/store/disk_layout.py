@@ -76,7 +76,10 @@ INT = struct.Struct("<q")
 
 def key_bytes(key: str) -> bytes:
     """The stored form of a cache key (cut and digested when too long)."""
-    raw = key.encode("utf-8", "surrogatepass")
+    return _stored_key(key.encode("utf-8", "surrogatepass"))
+
+
+def _stored_key(raw: bytes) -> bytes:
     if len(raw) <= MAX_INLINE_KEY:
         return raw
     return raw[:MAX_INLINE_KEY] + DIGEST_MARK + hashlib.sha256(raw).digest()[:16]
@@ -232,6 +235,24 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
     if flags & _F_CHUNKED:
         entry = chunked_from(entry, view[p:])
     return Record(entry, rexp)
+
+
+def fill_fields(raw: bytes) -> tuple[str, str, bytes, int, tuple[str, ...]] | None:
+    """What a writer needs to store a whole entry's record as it is (the fill writer's records:
+    decision 0020's addendum ``fillchild``): its zone, key, key bytes (``key_bytes``), stored_seq
+    and tags, without decoding the rest. None for a large object's record (``decode_entry`` it).
+    Raises as ``decode_entry`` on a bad one (the same fields are decoded)."""
+    _, seq, _, _, _, _, _, _, _, flags, lz, lk, lt, _ = REC.unpack_from(raw)
+    if flags & _F_CHUNKED:
+        return None
+    p = REC.size
+    zone = raw[p : p + lz].decode()
+    p += lz
+    kraw = raw[p : p + lk]
+    key = kraw.decode("utf-8", "surrogatepass")
+    p += lk
+    tags = tuple(raw[p : p + lt].decode().split("\x00")) if lt else ()
+    return zone, key, _stored_key(kraw), seq, tags
 
 
 def decode_hit(raw: bytes | memoryview, key: str, zone: str, cut: bytes | None) -> tuple[Entry, float] | None:

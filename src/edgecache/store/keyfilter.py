@@ -30,6 +30,7 @@ from __future__ import annotations
 import mmap
 import os
 import zlib
+from collections.abc import Iterable
 
 SLOTS_PER_KEY = 16
 """Slots sized per expected key, before rounding up to a power of two: at 16 to 32 slots per key,
@@ -98,6 +99,14 @@ class KeyFilter:
         mask, slots = self._mask, self._slots
         slots[h & mask] = 1
         slots[((h * _MIX) >> 32) & mask] = 1
+
+    def add_all(self, kbs: Iterable[bytes | memoryview]) -> None:
+        """``add`` each key of ``kbs`` (a batch's, before its commit), in one call."""
+        mask, slots, crc32 = self._mask, self._slots, zlib.crc32
+        for kb in kbs:
+            h = crc32(kb)
+            slots[h & mask] = 1
+            slots[((h * _MIX) >> 32) & mask] = 1
 
     def may_hold(self, kb: bytes) -> bool:
         """False only when no record of the key (its stored bytes) can be on disk."""
