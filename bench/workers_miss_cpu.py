@@ -1,10 +1,12 @@
 """Where a miss's CPU goes, per process of a node, with one worker and with two.
 
 Method: an nginx origin and an edgecache node (``bench/run.py``'s configuration and its miss-heavy
-mix (d): ~90% never-seen keys, ~10% one hot key, ``wrk -t1 -c50``), once with ``runtime.workers = 1``
-and once with ``--workers`` (2), rounds interleaved, a fresh node per run. During each run every
-process of the node is read from ``/proc/<pid>/stat`` (utime + stime) and named by its role:
-the supervisor (the ``edgecache serve`` process), the data-plane workers, their fill-writer children,
+mix (d): ~90% never-seen keys, ~10% one hot key, ``wrk -t1 -c50``), once with ``runtime.workers = 1``,
+once with ``--workers`` (2), and once with as many workers and no fill locks
+(``runtime.fill_lock_timeout = 0``, decision 0021), rounds interleaved, a fresh node per run.
+During each run every process of the node is read from ``/proc/<pid>/stat`` (utime + stime) and
+named by its role: the ``edgecache serve`` process (the data plane itself with one worker, the
+supervisor with more), the data-plane workers, their fill-writer children,
 anything else. The figure is each role's CPU µs per request served (all the run's requests), best
 run of ``--rounds`` by the whole node's CPU per request. ``--profile DIR``: one more run of each
 with ``py-spy record --native`` on every process of the node (raw stacks in DIR; py-spy takes CPU
@@ -21,19 +23,22 @@ import argparse
 import contextlib
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import _servers as srv
 import _wrk as wrk
 
-ROLES = ("supervisor", "workers", "fill writers", "other")
+ROLES = ("serve process", "workers", "fill writers", "other")
+"""The ``edgecache serve`` process is the data plane with one worker, the supervisor with more."""
 
 
 def role(pid: int, root: int) -> str:
     """What a process of the node is, by its command line."""
     if pid == root:
-        return "supervisor"
+        return "serve process"
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -45,36 +50,115 @@ def role(pid: int, root: int) -> str:
     return "other"
 
 
+def switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of every thread of ``pid`` so far (an event
+    loop's waits for events, a thread's for the interpreter lock; preemptions by other processes)."""
+    total = [0, 0]
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total[0] += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    total[1] += int(line.split()[1])
+    return total[0], total[1]
+
+
+def start(tmp: Path, origin: int, binary: Path, workers: int, locks: bool) -> srv.Server:
+    """``_servers.start_edgecache``'s node, with ``runtime.fill_lock_timeout = 0`` (no fill locks:
+    decision 0021) unless ``locks``."""
+    tmp.mkdir()
+    port, control = srv.free_port(), srv.free_port()
+    toml = srv.EDGECACHE_TOML.format(
+        tmp=tmp,
+        name="edgecache",
+        port=port,
+        control=control,
+        origin=origin,
+        zone=srv.ZONE_ID,
+        memory=2147483648,
+        max_object=8 << 20,
+        disk_budget=1 << 30,
+        workers=workers,
+        listen="reuseport",
+    )
+    if not locks:
+        toml = toml.replace("[runtime]\n", "[runtime]\nfill_lock_timeout = 0\n")
+    (tmp / "edgecache.toml").write_text(toml)
+    argv = [str(binary), "serve", "--config", str(tmp / "edgecache.toml")]
+    return srv.spawn("edgecache", argv, port, "cf-cache-status", tmp)
+
+
+def settled(node: srv.Server, workers: int) -> list[int]:
+    """The node's processes once each data-plane process runs its fill writer (their start-up's
+    CPU is not the load's)."""
+    deadline = time.monotonic() + 30
+    while True:
+        pids = node.pids()
+        writers = sum(role(p, node.proc.pid) == "fill writers" for p in pids)
+        if writers >= workers or time.monotonic() > deadline:
+            time.sleep(1.0)
+            return node.pids()
+        time.sleep(0.2)
+
+
 def run_once(
-    tmp: Path, origin: srv.Server, workers: int, seconds: int, first: int, script: Path, spy: Path | None
+    tmp: Path,
+    origin: srv.Server,
+    workers: int,
+    locks: bool,
+    seconds: int,
+    first: int,
+    script: Path,
+    spy: Path | None,
 ) -> tuple[float, dict[str, float]]:
     """(requests/s, CPU µs per request by role) of one run on a fresh node."""
     binary = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "edgecache"
-    node = srv.start_edgecache(tmp / f"w{workers}-{first}", origin.port, binary, workers=workers)
+    node = start(tmp / f"w{workers}-{first}", origin.port, binary, workers, locks)
     spies: list[subprocess.Popen[bytes]] = []
     try:
         root = node.proc.pid
-        pids = node.pids()
+        pids = settled(node, workers)
         before = {p: srv.cpu_seconds([p]) for p in pids}
+        waits = {p: switches(p) for p in pids}
         if spy is not None:
             for p in pids:
                 out = spy / f"w{workers}-{role(p, root).replace(' ', '-')}-{p}.txt"
-                argv = ["py-spy", "record", "--native", "-r", "200", "-f", "raw", "-o", str(out)]
+                argv = [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--native",
+                    "-r",
+                    "200",
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(out),
+                ]
                 spies.append(
                     subprocess.Popen([*argv, "-p", str(p), "-d", str(seconds)], stderr=subprocess.DEVNULL)
                 )
         res = wrk.run(f"http://127.0.0.1:{node.port}/", seconds, script, (str(first),))
         used: dict[str, float] = dict.fromkeys(ROLES, 0.0)
+        waited: dict[str, tuple[int, int]] = dict.fromkeys(ROLES, (0, 0))
         for p in node.pids():
             used[role(p, root)] += srv.cpu_seconds([p]) - before.get(p, 0.0)
+            now, was, had = switches(p), waits.get(p, (0, 0)), waited[role(p, root)]
+            waited[role(p, root)] = (had[0] + now[0] - was[0], had[1] + now[1] - was[1])
         for s in spies:
             s.wait(timeout=seconds + 30)
+        named = ", ".join(f"{p} {role(p, root)}" for p in sorted(before))
+        print(f"workers {workers}: processes {named}", flush=True)
+        per = ", ".join(
+            f"{name} {v / res.requests:.2f} / {i / res.requests:.2f}" for name, (v, i) in waited.items() if v
+        )
+        print(f"context switches per request, voluntary / involuntary: {per}", flush=True)
     finally:
         for s in spies:
             with contextlib.suppress(ProcessLookupError):
                 s.kill()
         srv.stop(node)
-    return res.rps, {name: 1e6 * cpu / res.total for name, cpu in used.items()}
+    return res.rps, {name: 1e6 * cpu / res.requests for name, cpu in used.items()}
 
 
 def main() -> None:
@@ -89,32 +173,34 @@ def main() -> None:
     origin = srv.start_origin(tmp)
     try:
         script = wrk.write_scripts(tmp)["missmix"]
-        best: dict[int, tuple[float, dict[str, float]]] = {}
+        variants = ((1, True), (args.workers, True), (args.workers, False))
+        best: dict[tuple[int, bool], tuple[float, dict[str, float]]] = {}
         for r in range(args.rounds):
-            for workers in (1, args.workers):
-                rps, cpu = run_once(
-                    tmp, origin, workers, args.duration, (r * 2 + workers) * 10**8, script, None
-                )
+            for n, (workers, locks) in enumerate(variants):
+                first = (r * len(variants) + n + 1) * 10**8
+                rps, cpu = run_once(tmp, origin, workers, locks, args.duration, first, script, None)
                 total = sum(cpu.values())
-                print(f"round {r + 1}, workers {workers}: {rps:,.0f} req/s, {total:.1f} CPU µs per request")
-                if workers not in best or sum(cpu.values()) < sum(best[workers][1].values()):
-                    best[workers] = (rps, cpu)
+                what = f"workers {workers}{'' if locks else ', no fill locks'}"
+                print(f"round {r + 1}, {what}: {rps:,.0f} req/s, {total:.1f} CPU µs per request", flush=True)
+                if (workers, locks) not in best or total < sum(best[workers, locks][1].values()):
+                    best[workers, locks] = (rps, cpu)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
-            for workers in (1, args.workers):
-                run_once(tmp, origin, workers, args.duration, (99 + workers) * 10**8, script, args.profile)
+            for n, (workers, locks) in enumerate(variants[:2]):
+                run_once(tmp, origin, workers, locks, args.duration, (90 + n) * 10**8, script, args.profile)
     finally:
         srv.stop(origin)
         shutil.rmtree(tmp, ignore_errors=True)
     w = args.workers
-    print(f"\n| CPU µs per request (best of {args.rounds} by the node's total) | workers 1 | workers {w} |")
-    print("|---|---:|---:|")
+    head = f"CPU µs per request, best of {args.rounds} | workers 1 | workers {w} | workers {w}, no fill locks"
+    print(f"\n| {head} |")
+    print("|---|---:|---:|---:|")
     for name in ROLES:
-        print(f"| {name} | {best[1][1][name]:.1f} | {best[args.workers][1][name]:.1f} |")
-    total = {w: sum(best[w][1].values()) for w in best}
-    print(f"| whole node | {total[1]:.1f} | {total[args.workers]:.1f} |")
-    print(f"| requests per node CPU-second | {1e6 / total[1]:,.0f} | {1e6 / total[args.workers]:,.0f} |")
-    print(f"| req/s of that run (noise on a shared machine) | {best[1][0]:,.0f} | {best[w][0]:,.0f} |")
+        print(f"| {name} | " + " | ".join(f"{best[v][1][name]:.1f}" for v in variants) + " |")
+    totals = [sum(best[v][1].values()) for v in variants]
+    print("| whole node | " + " | ".join(f"{t:.1f}" for t in totals) + " |")
+    print("| requests per node CPU-second | " + " | ".join(f"{1e6 / t:,.0f}" for t in totals) + " |")
+    print("| req/s of that run (noise here) | " + " | ".join(f"{best[v][0]:,.0f}" for v in variants) + " |")
 
 
 if __name__ == "__main__":
