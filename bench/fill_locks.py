@@ -7,10 +7,10 @@ data-plane connections whose transports collect writes, 50 at a time, each miss 
 nginx origin over loopback and stored, memory and disk tier on, as a worker runs), once with
 ``Proxy.share_fills`` on (every miss hashes its key, takes its lock, announces the outcome and
 releases it: nobody else holds a lock, so nothing waits) and once with it off, alternating. The
-figure is this process's CPU time (``time.process_time``) per miss, and the same without the disk
-tier's writer thread (its own CPU clock; the writer's commits are the noisiest part and the locks
-add nothing to them), best of the rounds of each; the difference is the locks' cost. Also the lock calls alone
-(take + release, and a probe) in a loop.
+figure is the CPU time per miss of this process and its disk fill writer child, and the same for
+this process alone without the disk tier's writer thread (its own CPU clock; the writers' commits
+are the noisiest part and the locks add nothing to them), best of the rounds of each; the
+difference is the locks' cost. Also the lock calls alone (take + release, and a probe) in a loop.
 
 Usage: ``.venv/bin/python bench/fill_locks.py [--rounds N] [--requests N]``.
 """
