@@ -186,7 +186,7 @@ def gil_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
     raw: Any = conn.connection.driver_connection
     dialect = conn.dialect
     # The statements as the product compiles them (db/prepared.py), bound outside the timed part.
-    ledger_insert = ledger._INSERT._compiled(dialect)
+    ledger_insert = ledger._INSERT_ROWID._compiled(dialect)
     task_insert = tasks_db._INSERT._compiled(dialect)
     succeed = tasks_db._SUCCEED_REST._compiled(dialect)
     seqs: list[int] = []
@@ -235,7 +235,7 @@ def gil_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
         raw.execute("BEGIN IMMEDIATE")
         cur = raw.cursor()
         cur.execute(ledger_insert.sql, ledger_values)
-        seq = cur.fetchall()[0][0]
+        seq = cur.lastrowid
         cur.executemany(task_insert.sql, [task_insert.bind({**task_fields, "seq": seq})])
         for values in acks:
             cur.execute(succeed.sql, values)
