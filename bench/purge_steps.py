@@ -177,7 +177,7 @@ def _purge_row(i: int) -> NewPurge:
     )
 
 
-def gil_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
+def gil_steps(n: int, gap: float) -> list[tuple[str, float]]:
     """The writer's Python per write, which holds the GIL, as the product's write path less the same
     statements sent to the driver with their values bound beforehand (the driver releases the GIL
     while SQLite runs). Both kinds of write alternate, paced, on one database."""
@@ -254,9 +254,9 @@ def gil_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
     shutil.rmtree(tmp)
     product_ms, driver_ms = spent["product"] / n * 1000, spent["driver"] / n * 1000
     return [
-        ("product's write path (begin, ledger and task rows, acknowledgements, commit)", product_ms, 0.0),
-        ("the same statements on the driver, values bound beforehand", driver_ms, 0.0),
-        ("**the writer's Python around them (holds the GIL)**", product_ms - driver_ms, 0.0),
+        ("product's write path (begin, ledger and task rows, acknowledgements, commit)", product_ms),
+        ("the same statements on the driver, values bound beforehand", driver_ms),
+        ("**the writer's Python around them (holds the GIL)**", product_ms - driver_ms),
     ]
 
 
@@ -398,7 +398,7 @@ def main() -> None:
         f" {args.gap * 1000:.0f} ms apart\n"
     )
     print("| step | paced ms |\n|---|---:|")
-    for name, cpu, _ in gil_steps(args.n, args.gap):
+    for name, cpu in gil_steps(args.n, args.gap):
         print(f"| {name} | {cpu:.3f} |")
     print(
         f"\n### 2. Event loop CPU per request, {args.n} requests {args.gap * 1000:.0f} ms apart"

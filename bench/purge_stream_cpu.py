@@ -10,7 +10,9 @@ nobody carries (the durable commit and the bookkeeping, nothing to reclaim).
    timers), then receives ``--rate`` purges a second on one keep-alive connection for
    ``--seconds``. Printed: node CPU per purge (every thread, from the kernel's per-thread run time),
    gross and net of the idle baseline, per thread, and the API latency. ``--profile`` adds the
-   cProfile of the event loop's and the ledger writer's threads (CPU clock) for the stream.
+   cProfile of the event loop's and the ledger writer's threads (CPU clock) for the stream, and
+   for a round of hits with the stream before section 3's measured ones (the purges' steps under
+   hits: the profiler slows the hits, so that round is not in the table).
 2. Burst: ``--burst-clients`` connections (threads of this process) each send purges back to back
    until 1,000 are answered; printed: purges per ledger commit, CPU per purge, latency.
 3. Hits: ``wrk -t1 -c50`` on a warm 1 KiB ``/small``, ``--hit-rounds`` rounds of alternated runs
