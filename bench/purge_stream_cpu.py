@@ -25,6 +25,7 @@ noisy and say so.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import threading
@@ -313,6 +314,7 @@ def main() -> None:
             )
     finally:
         srv.stop(origin)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
