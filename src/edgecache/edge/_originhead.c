@@ -12,8 +12,9 @@ scan(buf, start) -> None | (end, nfields, field_bytes, content_length, chunked, 
     cdn_cache_control, expires, vary, date, last_modified, age, etag, set_cookie, tag_fields)):
     what the connection's framing and a fill's storage decision read, and the stored head (fields
     shown to clients, "Name: value\r\n" each). None when the head is one the common path does not
-    take (a Transfer-Encoding other than one "chunked", a Content-Length that is not digits, more
-    Connection options than kept here): the caller then runs the Python path over fields(). */
+    take (a Transfer-Encoding other than one "chunked", a Content-Length that is not 1 to 18 digits,
+    a Connection field naming a field the fill reads or more than 16 names, over 1024 lines): the
+    caller then runs the Python path over fields(). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

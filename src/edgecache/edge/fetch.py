@@ -163,9 +163,10 @@ def _encode_fill_fields(
 
 def _field_pass(fields: Sequence[tuple[str, str]]) -> Fill:
     """What ``_originhead.scan`` returns for a fill, from the fields in Python, for the heads the
-    scan leaves to Python (a Connection field naming a field the fill reads, a framing error's
-    head): hop-by-hop fields and those Connection names dropped, the tags and the fields clients
-    are shown kept (encoded as the stored head), what the storage decision reads gathered."""
+    scan leaves to Python (a Connection field naming a field the fill reads or more than 16
+    names, a Content-Length of over 18 digits): hop-by-hop fields and those Connection names
+    dropped, the tags and the fields clients are shown kept (encoded as the stored head), what
+    the storage decision reads gathered."""
     kinds = _FIELD_KINDS
     # Fields named in Connection that are not hop-by-hop anyway (RFC 9110 §7.6.1): a Connection
     # field that names one starts the pass again, dropping them.
