@@ -32,6 +32,20 @@ def test_freed_bodies_leave_the_process_after_a_trim() -> None:
     assert len(survivors) == 391
 
 
+def test_finding_malloc_trim_runs_no_program() -> None:
+    # Every process of a node imports this module; looking the C library up by name would run
+    # ldconfig in a subprocess each time (ctypes.util.find_library).
+    probe = (
+        "import sys; spawned = []\n"
+        "runs = ('subprocess.Popen', 'os.posix_spawn', 'os.exec')\n"
+        "sys.addaudithook(lambda e, a: spawned.append(e) if e in runs else None)\n"
+        "import edgecache.memtrim as m\n"
+        "print(m._TRIM is not None, spawned)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().split(maxsplit=1) == ["True", "[]"]
+
+
 JEMALLOC = Path("/lib/x86_64-linux-gnu/libjemalloc.so.2")
 
 

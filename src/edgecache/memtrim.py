@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 
 from edgecache.allocator import running
@@ -27,12 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def _load_trim() -> ctypes._NamedFuncPointer | None:
-    """glibc's ``malloc_trim``, or None on a C library without it (musl)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """glibc's ``malloc_trim``, or None on a C library without it (musl).
+
+    Looked up among the symbols the interpreter already has loaded (``CDLL(None)``, i.e.
+    ``dlsym(RTLD_DEFAULT)``): ``ctypes.util.find_library`` would run ``ldconfig -p`` in a
+    subprocess to find the C library the process is linked against anyway."""
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]

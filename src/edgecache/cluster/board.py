@@ -46,10 +46,11 @@ class PositionBoard:
 
     @classmethod
     def create(cls, slots: int) -> PositionBoard:
-        """A new zeroed board for ``slots`` workers; its descriptor is inheritable by children."""
-        fd = os.memfd_create("edgecache-positions", 0)
+        """A new zeroed board for ``slots`` workers. Its descriptor is close-on-exec: the supervisor
+        passes it to each worker explicitly (``pass_fds``), and no other child (a fill writer, a
+        helper program) inherits a writable view of every worker's position."""
+        fd = os.memfd_create("edgecache-positions")
         os.ftruncate(fd, _size(slots) + FILL_SLOTS * 8)
-        os.set_inheritable(fd, True)
         return cls(fd, slots)
 
     @property
