@@ -13,8 +13,9 @@ Rules:
   entry's varying fields, formatted for this hit, equal ``fields``: a wrong Age or ttl is never
   sent. It dies with its entry: a purged or replaced entry is no longer found by a lookup, so its
   memo is never read again.
-- The first hit of a second only marks the entry (``[fields, b""]``); the second makes the memo. An
-  entry hit once a second or less (a long tail of large objects) is never copied.
+- The first hit of a second only marks the entry (``[fields, None]``); the second makes the memo,
+  or marks the entry as refused for that second (``[fields, b""]``, below). An entry hit once a
+  second or less (a long tail of large objects) is never copied.
 - Memory is bounded: the responses held by this process's memos are counted (``bytes``) and never
   exceed ``limit``. A memo made a second ago or more can no longer match (its Age has moved on) and
   is emptied at the next memo made; when the memos of the last second fill the budget, no memo is
@@ -51,16 +52,17 @@ class HitMemos:
     __slots__ = ("_held", "bytes", "limit")
 
     def __init__(self, limit: int = HIT_MEMO_BYTES) -> None:
-        self._held: deque[tuple[float, list[bytes]]] = deque()
+        self._held: deque[tuple[float, list[bytes | None]]] = deque()
         """(when made, memo): every memo that holds a response (its entry's, or one its entry has
         replaced by a mark since)."""
         self.bytes = 0
         """Bytes of responses the memos hold now (at most ``limit``)."""
         self.limit = limit
 
-    def make(self, entry: Entry, fields: bytes, parts: tuple[bytes, bytes, bytes, bytes]) -> bytes | None:
+    def make(self, entry: Entry, fields: bytes, parts: tuple[bytes, bytes, bytes, bytes]) -> bytes:
         """``entry``'s whole answer (``parts`` joined), remembered while its varying fields are
-        ``fields``; None, with nothing joined, when the memos of the last second fill the budget."""
+        ``fields``; b"", with nothing joined, when the memos of the last second fill the budget
+        (the entry is then marked so that its other hits of that second do not ask again)."""
         size = sum(map(len, parts))
         held = self._held
         now = _monotonic()
@@ -69,11 +71,12 @@ class HitMemos:
             if made > now - MEMO_LIFE:
                 break  # and so is every memo after it
             held.popleft()
-            self.bytes -= len(memo[1])
+            self.bytes -= len(memo[1] or b"")
             # Emptied, also on the entry: no fields equal b"", so its next hit marks it anew.
             memo[0] = memo[1] = b""
         if self.bytes + size > self.limit:
-            return None
+            entry.memo = [fields, b""]
+            return b""
         response = b"".join(parts)
         memo = entry.memo = [fields, response]
         held.append((now, memo))

@@ -421,12 +421,14 @@ class Proxy:
                 # Joined once a second, from the second hit of that second (edge/hitmemo.py).
                 memo = entry.memo
                 if memo is None or memo[0] != fields:
-                    entry.memo = [fields, b""]
+                    entry.memo = [fields, None]
                 else:
-                    out = memo[1] or self._hit_memos.make(
-                        entry, fields, (STATUS_LINES[entry.status], entry.head, fields, body)
-                    )
-            if out is not None:
+                    out = memo[1]
+                    if out is None:
+                        out = self._hit_memos.make(
+                            entry, fields, (STATUS_LINES[entry.status], entry.head, fields, body)
+                        )
+            if out:
                 self.stats.bytes_sent += len(out)
                 conn.respond(out, keep)
             else:

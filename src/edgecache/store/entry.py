@@ -61,12 +61,12 @@ class Entry:
     tier: bytes = b""
     """Set when the entry was just read from the persistent tier (``b"disk"``, ``b"reserve"``): the
     answer that uses it first says so in Cache-Status, then clears it."""
-    memo: list[bytes] | None = field(default=None, init=False, repr=False)
+    memo: list[bytes | None] | None = field(default=None, init=False, repr=False)
     """Owned by the data plane's hit path (``edge/hitmemo.py``): ``[fields, response]``, a large
-    entry's whole answer for the Age and ttl in ``fields``. Not an ``__init__`` argument, so that no
-    entry built from another (``dataclasses.replace``, a partial or chunked copy) inherits it. Two
-    bytes objects in a list: no reference cycle, so the entry may stay untracked by the collector
-    (``store/untracked.py``)."""
+    entry's whole answer for the Age and ttl in ``fields`` (or a mark, without one). Not an
+    ``__init__`` argument, so that no entry built from another (``dataclasses.replace``, a partial
+    or chunked copy) inherits it. A list of bytes (or None): no reference cycle, so the entry may
+    stay untracked by the collector (``store/untracked.py``)."""
 
     @property
     def etag(self) -> str | None:
