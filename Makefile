@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # jemalloc (decision 0019) likewise, when missing and root; without root, runtime.allocator = "auto"
 # falls back to the system allocator and says so.
 # pip builds the C extension (setup.py) too: a change to its source installs again.
-$(STAMP): pyproject.toml setup.py src/edgecache/edge/_logcapture.c src/edgecache/store/_fillring.c
+$(STAMP): pyproject.toml setup.py src/edgecache/edge/_logcapture.c src/edgecache/edge/_originhead.c src/edgecache/store/_fillring.c
 	$(PY) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && rm -rf $(VENV) \
 		&& apt-get update -q && apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
 	@if ! PATH="$$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2; then \

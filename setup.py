@@ -1,5 +1,5 @@
 """The package's C extensions (the access log's capture, decision 0017; the fill ring's appender,
-decision 0020's addendum); everything else is in pyproject.toml."""
+decision 0020's addendum; an origin response's head, decision 0024); everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -8,6 +8,11 @@ setup(
         Extension(
             "edgecache.edge._logcapture",
             ["src/edgecache/edge/_logcapture.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+        ),
+        Extension(
+            "edgecache.edge._originhead",
+            ["src/edgecache/edge/_originhead.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(

@@ -11,6 +11,10 @@ user and kernel), read right before and after the step (the sleeps are not in it
    group writer runs them): ``BEGIN IMMEDIATE``, the ledger row, the task row, the
    acknowledgement of three earlier purges in every third write (as ``ACK_FOLD_AGE`` folds them),
    one acknowledgement in every write (as before it), the commit with its sync.
+1b. The ledger writer's Python, which holds the GIL and so competes with the event loop: the
+   product's write path (as in 1) less the same statements sent to the ``sqlite3`` connection with
+   their values bound beforehand (SQLite's own work, during which the driver releases the GIL);
+   both kinds of write alternate on one database.
 2. An HTTP request on the event loop (uvloop): aiohttp with one route whose handler reads the body
    and answers prebuilt bytes, against a bare ``asyncio.Protocol`` on httptools that answers the
    same bytes: what the server costs before any of the purge's own code.
@@ -42,11 +46,12 @@ from typing import Any
 import httptools
 import uvloop
 from aiohttp import web
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from edgecache import logs
 from edgecache.config import Logging
-from edgecache.db import migrate
+from edgecache.db import ledger, migrate
+from edgecache.db import tasks as tasks_db
 from edgecache.db.engine import begin_on_driver, end_on_driver, for_writes, open_database, sqlite_url
 from edgecache.db.ledger import NewPurge, append_in
 from edgecache.db.tasks import NewTask, finish_purges_in
@@ -77,7 +82,8 @@ def hot(step: Callable[[int], None], n: int) -> float:
 # -- 1. the ledger writer ------------------------------------------------------------------------
 
 
-def ledger_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
+def _ledger_db() -> tuple[Path, Engine]:
+    """A fresh database with the product's schema and one zone."""
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-steps-"))
     engine = open_database(sqlite_url(tmp))
     migrate.upgrade(engine)
@@ -92,6 +98,11 @@ def ledger_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
             ),
             {"z": ZONE},
         )
+    return tmp, engine
+
+
+def ledger_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
+    tmp, engine = _ledger_db()
     conn = for_writes(engine.connect())
     seqs: list[int] = []
 
@@ -151,6 +162,102 @@ def ledger_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
     engine.dispose()
     shutil.rmtree(tmp)
     return out
+
+
+def _purge_row(i: int) -> NewPurge:
+    return NewPurge(
+        ZONE,
+        "delete",
+        {"tags": [f"t{i}"]},
+        "p",
+        "cloudflare",
+        uuid.uuid4().hex,
+        datetime.now(UTC),
+        [NewTask(f"t{i}", "purge_cache_tag", None, "delete")],
+    )
+
+
+def gil_steps(n: int, gap: float) -> list[tuple[str, float]]:
+    """The writer's Python per write, which holds the GIL, as the product's write path less the same
+    statements sent to the driver with their values bound beforehand (the driver releases the GIL
+    while SQLite runs). Both kinds of write alternate, paced, on one database."""
+    tmp, engine = _ledger_db()
+    conn = for_writes(engine.connect())
+    raw: Any = conn.connection.driver_connection
+    dialect = conn.dialect
+    # The statements as the product compiles them (db/prepared.py), bound outside the timed part.
+    ledger_insert = ledger._INSERT_ROWID._compiled(dialect)
+    task_insert = tasks_db._INSERT._compiled(dialect)
+    succeed = tasks_db._SUCCEED_REST._compiled(dialect)
+    seqs: list[int] = []
+    spent = {"product": 0.0, "driver": 0.0}
+
+    def product(i: int) -> float:
+        row = _purge_row(i)
+        t0 = time.thread_time()
+        begin_on_driver(conn)
+        seqs.append(append_in(conn, row))
+        if i % 3 == 2:
+            finish_purges_in(conn, [(s, {}) for s in seqs[-4:-1]], row.created_at)
+        end_on_driver(conn, commit=True)
+        return time.thread_time() - t0
+
+    def driver(i: int) -> float:
+        row = _purge_row(i)
+        ledger_values = ledger_insert.bind(
+            {
+                "zone_id": row.zone_id,
+                "mode": row.mode,
+                "selectors": json.dumps(row.selectors, separators=(",", ":")),
+                "principal": row.principal,
+                "dialect": row.dialect,
+                "job_id": row.job_id,
+                "created_at": row.created_at,
+            }
+        )
+        task = row.tasks[0]
+        task_fields = {
+            "job_id": row.job_id,
+            "kind": "purge",
+            "zone_id": row.zone_id,
+            "target": task.target,
+            "domain": task.domain,
+            "type": task.type,
+            "method": task.method,
+            "status": "processing",
+            "created_at": row.created_at,
+            "updated_at": row.created_at,
+            "principal": row.principal,
+            "dialect": row.dialect,
+        }
+        acks = [succeed.bind({"seq": s, "now": row.created_at}) for s in seqs[-4:-1]] if i % 3 == 2 else []
+        t0 = time.thread_time()
+        raw.execute("BEGIN IMMEDIATE")
+        cur = raw.cursor()
+        cur.execute(ledger_insert.sql, ledger_values)
+        seq = cur.lastrowid
+        cur.executemany(task_insert.sql, [task_insert.bind({**task_fields, "seq": seq})])
+        for values in acks:
+            cur.execute(succeed.sql, values)
+        cur.close()
+        raw.commit()
+        spent_here = time.thread_time() - t0
+        seqs.append(seq)
+        return spent_here
+
+    for i in range(2 * n):
+        kind = "product" if i % 2 == 0 else "driver"
+        spent[kind] += (product if kind == "product" else driver)(i)
+        time.sleep(gap)
+    conn.close()
+    engine.dispose()
+    shutil.rmtree(tmp)
+    product_ms, driver_ms = spent["product"] / n * 1000, spent["driver"] / n * 1000
+    return [
+        ("product's write path (begin, ledger and task rows, acknowledgements, commit)", product_ms),
+        ("the same statements on the driver, values bound beforehand", driver_ms),
+        ("**the writer's Python around them (holds the GIL)**", product_ms - driver_ms),
+    ]
 
 
 # -- 2. the HTTP server ---------------------------------------------------------------------------
@@ -286,6 +393,13 @@ def main() -> None:
     print("| step | paced ms | back to back ms |\n|---|---:|---:|")
     for name, cold, warm in ledger_steps(args.n, args.gap):
         print(f"| {name} | {cold:.3f} | {warm:.3f} |")
+    print(
+        f"\n### 1b. The ledger writer's Python per write, {args.n} of each kind alternating"
+        f" {args.gap * 1000:.0f} ms apart\n"
+    )
+    print("| step | paced ms |\n|---|---:|")
+    for name, cpu in gil_steps(args.n, args.gap):
+        print(f"| {name} | {cpu:.3f} |")
     print(
         f"\n### 2. Event loop CPU per request, {args.n} requests {args.gap * 1000:.0f} ms apart"
         " (net of the idle loop)\n"

@@ -10,7 +10,9 @@ nobody carries (the durable commit and the bookkeeping, nothing to reclaim).
    timers), then receives ``--rate`` purges a second on one keep-alive connection for
    ``--seconds``. Printed: node CPU per purge (every thread, from the kernel's per-thread run time),
    gross and net of the idle baseline, per thread, and the API latency. ``--profile`` adds the
-   cProfile of the event loop's and the ledger writer's threads (CPU clock) for the stream.
+   cProfile of the event loop's and the ledger writer's threads (CPU clock) for the stream, and
+   for a round of hits with the stream before section 3's measured ones (the purges' steps under
+   hits: the profiler slows the hits, so that round is not in the table).
 2. Burst: ``--burst-clients`` connections (threads of this process) each send purges back to back
    until 1,000 are answered; printed: purges per ledger commit, CPU per purge, latency.
 3. Hits: ``wrk -t1 -c50`` on a warm 1 KiB ``/small``, ``--hit-rounds`` rounds of alternated runs
@@ -23,6 +25,7 @@ noisy and say so.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import threading
@@ -162,15 +165,29 @@ def _background(
 
 
 def run_hits(
-    tmp: Path, origin: int, rounds: int, duration: int, rate: float
-) -> dict[str, list[dict[str, float]]]:
+    tmp: Path, origin: int, rounds: int, duration: int, rate: float, profile: bool = False
+) -> dict[str, Any]:
     node = EdgeNode("hits", tmp, origin, 64 << 20)
-    out: dict[str, list[dict[str, float]]] = {"none": [], "stream": []}
+    out: dict[str, Any] = {"none": [], "stream": []}
     try:
         if client.warm(node.data_port, ["/small"], "cf-cache-status"):
             raise RuntimeError("/small never answered HIT")
         url = f"http://127.0.0.1:{node.data_port}/small"
         wrk.run(url, 2)  # warm-up
+        if profile:
+            # A round of its own, before the measured ones: the profiler slows the hits.
+            stop = threading.Event()
+            profiled: list[list[float]] = []
+            th = threading.Thread(target=_background, args=(node, duration + 5, rate, stop, profiled))
+            th.start()
+            time.sleep(0.5)
+            node.cmd("profile", action="start")
+            wrk.run(url, duration)
+            out["profile"] = node.cmd("profile", action="stop", top=90)
+            stop.set()
+            th.join(30)
+            out["profile_purges"] = len(profiled[0])
+            node.cmd("drain")
         for _ in range(rounds):
             for kind in ("none", "stream"):
                 stop = threading.Event()
@@ -255,7 +272,17 @@ def main() -> None:
                 f"{n / b['wall']:,.0f} |\n"
             )
         if "hits" not in args.skip:
-            h = run_hits(tmp, origin.port, args.hit_rounds, args.hit_seconds, args.rate)
+            h = run_hits(tmp, origin.port, args.hit_rounds, args.hit_seconds, args.rate, args.profile)
+            prof = h.pop("profile", None)
+            purges = h.pop("profile_purges", 0)
+            if prof is not None:
+                for name, one in prof.items():
+                    print(
+                        f"#### cProfile under hits, {name} thread, first round with the stream "
+                        f"({purges} purges; CPU clock, {one['cpu_s'] * 1000 / max(1, purges):.2f} ms per "
+                        "purge with the hits' share)\n"
+                    )
+                    print("```\n" + one["cumulative"].strip() + "\n```\n")
             print(
                 f"### 3. Hits, 1 KiB /small, wrk -t1 -c50 {args.hit_seconds} s, "
                 f"{args.hit_rounds} rounds alternated\n"
@@ -287,6 +314,7 @@ def main() -> None:
             )
     finally:
         srv.stop(origin)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

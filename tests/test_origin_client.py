@@ -254,8 +254,8 @@ def test_a_head_at_the_limits_is_taken_and_trailer_fields_are_dropped() -> None:
 
 def test_a_head_of_many_tiny_fields_fails_before_it_is_parsed_whole() -> None:
     """An origin sending 100,000 fields of five bytes gets the field-count error within the first
-    slices of its head (``origin_conn._feed_head``), not after the parser has built a field per
-    line up to the raw head limit (tens of thousands of them, megabytes per connection)."""
+    slices of its head (``origin_conn._feed_head`` counts the incomplete head's lines), not the raw
+    head limit's error after tens of thousands of lines."""
     head = b"HTTP/1.1 200 OK\r\n" + b"a:b\r\n" * 100_000
 
     def handler(sock: socket.socket, n: int) -> None:

@@ -39,10 +39,13 @@ class LedgerRow:
     job_id: str
 
 
-_INSERT = Prepared(
-    insert(purge_ledger).returning(purge_ledger.c.seq),
-    column_keys=("zone_id", "mode", "selectors", "principal", "dialect", "job_id", "created_at"),
-)
+_LEDGER_COLUMNS = ("zone_id", "mode", "selectors", "principal", "dialect", "job_id", "created_at")
+_INSERT = Prepared(insert(purge_ledger).returning(purge_ledger.c.seq), column_keys=_LEDGER_COLUMNS)
+_INSERT_ROWID = Prepared(insert(purge_ledger), column_keys=_LEDGER_COLUMNS)
+"""SQLite's: the seq is the row's INTEGER PRIMARY KEY, which the driver reports as ``lastrowid``;
+without ``RETURNING`` the statement is one step in the driver rather than a step and a fetch (about
+20 µs less a paced write, and one hand-back of the GIL fewer: ``bench/purge_steps.py``, decision
+0025)."""
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -65,19 +68,19 @@ class NewPurge:
 
 def append_in(conn: Connection, purge: NewPurge) -> int:
     """Insert one purge and its tasks inside the caller's transaction; returns its sequence number."""
-    rows = _INSERT.rows(
-        conn,
-        {
-            "zone_id": purge.zone_id,
-            "mode": purge.mode,
-            "selectors": _COMPACT.encode(purge.selectors),
-            "principal": purge.principal,
-            "dialect": purge.dialect,
-            "job_id": purge.job_id,
-            "created_at": purge.created_at,
-        },
-    )
-    seq = int(rows[0][0])
+    values = {
+        "zone_id": purge.zone_id,
+        "mode": purge.mode,
+        "selectors": _COMPACT.encode(purge.selectors),
+        "principal": purge.principal,
+        "dialect": purge.dialect,
+        "job_id": purge.job_id,
+        "created_at": purge.created_at,
+    }
+    if conn.dialect.name == "sqlite":
+        seq = _INSERT_ROWID.insert_rowid(conn, values)
+    else:
+        seq = int(_INSERT.rows(conn, values)[0][0])
     insert_tasks(
         conn,
         job_id=purge.job_id,

@@ -92,6 +92,17 @@ class Prepared:
         finally:
             cursor.close()
 
+    def insert_rowid(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """Run an ``INSERT`` once on SQLite; the rowid of the row it inserted (the table's
+        ``INTEGER PRIMARY KEY``), as the driver reports it."""
+        compiled = self._compiled(conn.dialect)
+        cursor: Any = conn.connection.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.bind(params))
+            return int(cursor.lastrowid)
+        finally:
+            cursor.close()
+
     def run_many(self, conn: Connection, params: Iterable[Mapping[str, Any]]) -> None:
         """Run it once per parameter set, in one driver call."""
         compiled = self._compiled(conn.dialect)

@@ -71,6 +71,7 @@ from edgecache.store.entry import Entry
 from edgecache.store.partial import PartialEntry
 
 if TYPE_CHECKING:
+    from edgecache.edge._originhead import Fill
     from edgecache.edge.zones import ZoneRuntime
 
 HIGH_WATER = 1024 * 1024
@@ -160,6 +161,92 @@ def _encode_fill_fields(
     return FieldLines.of(forward_headers(headers, client_ip, zone, host, drop=drop))
 
 
+def _field_pass(fields: Sequence[tuple[str, str]]) -> Fill:
+    """What ``_originhead.scan`` returns for a fill, from the fields in Python, for the heads the
+    scan leaves to Python (a Connection field naming a field the fill reads or more than 16
+    names, a Content-Length of over 18 digits): hop-by-hop fields and those Connection names
+    dropped, the tags and the fields clients are shown kept (encoded as the stored head), what
+    the storage decision reads gathered."""
+    kinds = _FIELD_KINDS
+    # Fields named in Connection that are not hop-by-hop anyway (RFC 9110 §7.6.1): a Connection
+    # field that names one starts the pass again, dropping them.
+    named: frozenset[str] = frozenset()
+    while True:
+        shown: list[tuple[str, str]] = []
+        tag_fields: list[tuple[str, str]] = []
+        cache_control: list[str] = []
+        cdn_cache_control: list[str] = []
+        expires: list[str] = []
+        vary: list[str] = []
+        date = age = last_modified = None
+        etag = set_cookie = False
+        again = False
+        for field in fields:
+            name = field[0]
+            kind = kinds.get(name)
+            if kind is None:
+                kind = _field_kind(name)
+            if named and name.lower() in named:
+                continue
+            if kind == _SHOWN:
+                shown.append(field)
+            elif kind == _DATE:
+                if date is None:
+                    date = field[1]
+                shown.append(field)
+            elif kind == _NOT_SHOWN:
+                pass  # Content-Length: recomputed on every answer
+            elif kind == _CACHE_CONTROL:
+                cache_control.append(field[1])
+                shown.append(field)
+            elif kind == _LAST_MODIFIED:
+                if last_modified is None:
+                    last_modified = field[1]
+                shown.append(field)
+            elif kind == _ETAG:
+                etag = True
+                shown.append(field)
+            elif kind == _CONNECTION:
+                extra = connection_options(field[1]) - HOP_BY_HOP
+                if extra - named:
+                    named = named | extra
+                    again = True
+            elif kind == _HOP_BY_HOP:
+                pass
+            elif kind == _TAG:
+                tag_fields.append(field)
+            elif kind == _AGE:
+                if age is None:
+                    age = field[1]
+            elif kind == _EXPIRES:
+                expires.append(field[1])
+                shown.append(field)
+            elif kind == _VARY:
+                vary.append(field[1])
+                shown.append(field)
+            elif kind == _SET_COOKIE:
+                set_cookie = True
+                shown.append(field)
+            elif kind == _CDN_CACHE_CONTROL:
+                cdn_cache_control.append(field[1])
+        if not again:
+            break
+    head = encode_head(shown)
+    return (
+        head,
+        cache_control,
+        cdn_cache_control,
+        expires,
+        vary,
+        date,
+        last_modified,
+        age,
+        etag,
+        set_cookie,
+        tag_fields,
+    )
+
+
 InterimSink = Callable[[int, bytes], None]
 """``sink(status, response_bytes)``: writes one 1xx response to a client waiting for the head."""
 
@@ -220,7 +307,6 @@ class Fetch:
     """The fill lock this fetch holds for the node's other processes (the proxy's), or 0. A fetch
     holding one calls ``on_done`` at its head too when it will not be stored, so that the proxy
     hands the lock back at once."""
-    client_headers: Sequence[tuple[str, str]] = ()
     _tag_source: Sequence[tuple[str, str]] = ()
     head_in = False
     """The final head is in, or the fetch ended without one: readers may start (``wait_head``)."""
@@ -406,79 +492,28 @@ class Fetch:
             sink(status, data)
 
     def _accept_head(self, resp: OriginResponse, request_time: float, response_time: float) -> None:
-        # One pass over the fields (this is every miss): hop-by-hop ones dropped, the tags and the
-        # fields clients are shown kept, and what the storage decision reads gathered on the way.
-        # Each spelling's kind is remembered (_FIELD_KINDS), so a field costs one probe, not a
-        # lower() and a probe per rule.
-        kinds = _FIELD_KINDS
-        # Fields named in Connection that are not hop-by-hop anyway (RFC 9110 §7.6.1) are rare: a
-        # Connection field that names one starts the pass again, dropping them.
-        named: frozenset[str] = frozenset()
-        while True:
-            shown: list[tuple[str, str]] = []
-            tag_fields: list[tuple[str, str]] = []
-            cache_control: list[str] = []
-            cdn_cache_control: list[str] = []
-            expires: list[str] = []
-            vary: list[str] = []
-            date = age = last_modified = None
-            etag = set_cookie = False
-            again = False
-            for field in resp.headers:
-                name = field[0]
-                kind = kinds.get(name)
-                if kind is None:
-                    kind = _field_kind(name)
-                if named and name.lower() in named:
-                    continue
-                # The kinds most responses carry first: each test is a step of every miss.
-                if kind == _SHOWN:
-                    shown.append(field)
-                elif kind == _DATE:
-                    if date is None:
-                        date = field[1]
-                    shown.append(field)
-                elif kind == _NOT_SHOWN:
-                    pass  # Content-Length: recomputed on every answer
-                elif kind == _CACHE_CONTROL:
-                    cache_control.append(field[1])
-                    shown.append(field)
-                elif kind == _LAST_MODIFIED:
-                    if last_modified is None:
-                        last_modified = field[1]
-                    shown.append(field)
-                elif kind == _ETAG:
-                    etag = True
-                    shown.append(field)
-                elif kind == _CONNECTION:
-                    extra = connection_options(field[1]) - HOP_BY_HOP
-                    if extra - named:
-                        named = named | extra
-                        again = True
-                elif kind == _HOP_BY_HOP:
-                    pass
-                elif kind == _TAG:
-                    tag_fields.append(field)
-                elif kind == _AGE:
-                    if age is None:
-                        age = field[1]
-                elif kind == _EXPIRES:
-                    expires.append(field[1])
-                    shown.append(field)
-                elif kind == _VARY:
-                    vary.append(field[1])
-                    shown.append(field)
-                elif kind == _SET_COOKIE:
-                    set_cookie = True
-                    shown.append(field)
-                elif kind == _CDN_CACHE_CONTROL:
-                    cdn_cache_control.append(field[1])
-            if not again:
-                break
+        # What the storage decision reads and the stored head, read from the head's bytes in C
+        # (decision 0024), or by the same pass in Python for a head the C scan leaves to it.
+        fill = resp.fill
+        if fill is None:
+            fill = _field_pass(resp.headers)
+        (
+            head,
+            cache_control,
+            cdn_cache_control,
+            expires,
+            vary,
+            date,
+            last_modified,
+            age,
+            etag,
+            set_cookie,
+            tag_fields,
+        ) = fill
         if date is None:
             # RFC 9110 §6.6.1: a recipient with a clock adds Date to what it caches or forwards.
             date = format_http_date(response_time)
-            shown.append(("Date", date))
+            head += b"Date: %s\r\n" % date.encode("latin-1")
         zone = self.zone.config
         # Positional, in the signature's order: on this path (every miss) a call with fifteen
         # keywords cost some 7k instructions more (callgrind), and so did the Entry's below.
@@ -508,12 +543,11 @@ class Fetch:
         )
         self._tag_source = tag_fields
         self._interim_sinks = None
-        self.client_headers = shown
-        self.head_bytes = encode_head(shown)
+        self.head_bytes = head
         too_big = resp.content_length is not None and resp.content_length > self._max
         placed = True
         if resp.status == 206:
-            cr = _field(shown, "content-range")
+            cr = _field(self.client_headers, "content-range")
             self.content_range = parse_content_range(cr) if cr is not None else None
             placed = self.content_range is not None and (
                 resp.content_length is None
@@ -553,8 +587,7 @@ class Fetch:
         self.decision = decision
         self.revalidated = True
         self.status = stale.status
-        self.client_headers = [(k, v) for k, v in merged if k.lower() not in NOT_STORED]
-        self.head_bytes = encode_head(self.client_headers)
+        self.head_bytes = encode_head([(k, v) for k, v in merged if k.lower() not in NOT_STORED])
         self.content_length = len(stale.body)
         self.length_known = stale.length_known
         self.initial_age = initial_age(
@@ -694,6 +727,12 @@ class Fetch:
             decision.auth_ok,
             self.length_known,
         )
+
+    @property
+    def client_headers(self) -> list[tuple[str, str]]:
+        """The fields clients are shown (the stored head's), decoded for the rare paths that read
+        them (a 206, a conditional request answered from the fill)."""
+        return decode_head(self.head_bytes)
 
     def _finish(self) -> None:
         self.done = True

@@ -55,9 +55,15 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from itertools import chain
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from httptools import HttpParserError, HttpResponseParser
+
+from edgecache.edge._originhead import fields as head_fields
+from edgecache.edge._originhead import scan as scan_head
+
+if TYPE_CHECKING:
+    from edgecache.edge._originhead import Fill
 
 MAX_HEAD = 64 * 1024
 """Bytes of field names and values in a response's heads (interim responses included)."""
@@ -70,16 +76,6 @@ Interim = Callable[[int, list[tuple[str, str]]], None]
 """``on_interim(status, fields)``: called for each 1xx response before the final one."""
 
 _log = logging.getLogger(__name__)
-
-
-class _Dropped(list[tuple[str, str]]):
-    """Where a chunked body's trailer fields go: nowhere (they are framing, never stored or relayed)."""
-
-    def append(self, field: tuple[str, str], /) -> None:
-        pass
-
-
-_TRAILERS = _Dropped()
 
 
 class OriginError(Exception):
@@ -162,10 +158,13 @@ class OriginResponse:
         "_complete",
         "_conn",
         "_error",
+        "_fields",
+        "_raw",
+        "_start",
         "_waiter",
         "content_length",
+        "fill",
         "head",
-        "headers",
         "listener",
         "method",
         "on_interim",
@@ -192,8 +191,12 @@ class OriginResponse:
         self.reused = reused
         """Sent on a connection that had carried an earlier exchange (see the client's retry rule)."""
         self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        """Field names as the origin spelt them; hop-by-hop fields included (the caller strips them)."""
+        self._fields: list[tuple[str, str]] | None = []
+        self._raw: bytes | bytearray = b""
+        self._start = 0
+        self.fill: Fill | None = None
+        """What a fill reads of the final head, read in C (``_originhead.scan``); None when the
+        head is one the Python path takes (the fill reads ``headers`` then)."""
         self.content_length: int | None = None
         self.received_any = False
         self._chunks: list[bytes] = []
@@ -201,6 +204,16 @@ class OriginResponse:
         self._complete = False
         self._error: OriginError | None = None
         self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The final head's fields, names as the origin spelt them, hop-by-hop fields included (the
+        caller strips them). Made from the raw head on first use: a fill reads ``fill`` instead."""
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = head_fields(self._raw, self._start)[1]
+            self._raw = b""
+        return fields
 
     @property
     def complete(self) -> bool:
@@ -299,13 +312,16 @@ class OriginConnection(asyncio.Protocol):
     """One connection to an origin; see the module's rules."""
 
     __slots__ = (
+        "_counted",
         "_field_bytes",
-        "_fields",
         "_final",
         "_head_bytes",
+        "_head_start",
         "_keep_alive",
+        "_lines",
         "_parser",
         "_paused",
+        "_raw",
         "_reusable_after",
         "_stamp",
         "_until_close",
@@ -343,7 +359,13 @@ class OriginConnection(asyncio.Protocol):
         self.idle_since = 0.0
         """When the last exchange ended, by ``Deadlines.now`` (the pool's idle timeout counts from it)."""
         self._parser = HttpResponseParser(self)
-        self._fields: list[tuple[str, str]] = []
+        self._raw: bytes | bytearray = b""
+        """The exchange's bytes until its final head is complete (heads are read from them in C)."""
+        self._head_start = 0
+        """Where in ``_raw`` the head being parsed begins (after the exchange's interim heads)."""
+        self._counted = 0
+        self._lines = 0
+        """Line ends in ``_raw[_head_start:_counted]``: the incomplete head's lines so far."""
         self._final = False
         """The final (non-1xx) head of the current exchange is complete."""
         self._head_bytes = 0
@@ -377,7 +399,8 @@ class OriginConnection(asyncio.Protocol):
             resp._fail(OriginUnreachable("origin connection closed before the request was sent"))
             return resp
         self.exchange = resp
-        self._fields = []
+        self._raw = b""
+        self._head_start = self._counted = self._lines = 0
         self._final = False
         self._head_bytes = 0
         self._field_bytes = 0
@@ -417,6 +440,14 @@ class OriginConnection(asyncio.Protocol):
             return
         resp.received_any = True
         if not self._final:
+            raw = self._raw
+            if not raw:
+                self._raw = data
+            else:
+                # A head over several reads (rare): one buffer, grown in place.
+                if not isinstance(raw, bytearray):
+                    raw = self._raw = bytearray(raw)
+                raw += data
             self._head_bytes += len(data)
             if self._head_bytes > 2 * MAX_HEAD + len(data):
                 self._protocol_error(f"response head over {MAX_HEAD} bytes")
@@ -463,15 +494,20 @@ class OriginConnection(asyncio.Protocol):
     def _feed_head(self, data: bytes) -> bool:
         """Parse a read that begins inside a head, ``HEAD_SLICE`` bytes at a time until the final
         head is complete, the rest at once; returns False when the head has too many fields (the
-        exchange has failed). The field count is looked at between slices, not per field
-        (``on_header`` only appends): a slice completes at most ``HEAD_SLICE // 4 + 1`` fields
-        (``a:`` and CRLF), so the list stays near ``MAX_FIELDS`` however many an origin sends."""
+        exchange has failed). The incomplete head's lines are counted between slices (each byte
+        once), so an origin sending endless tiny fields fails within a slice of ``MAX_FIELDS``
+        lines, not at the raw limit."""
         parser = self._parser
         view = memoryview(data)
+        raw = self._raw
         while True:
-            if len(self._fields) > MAX_FIELDS:
-                self._protocol_error(f"response head over {MAX_FIELDS} fields")
-                return False
+            fed = len(raw) - len(view)
+            if fed > self._counted and not self._final:
+                self._lines += raw.count(b"\n", self._counted, fed)
+                self._counted = fed
+                if self._lines > MAX_FIELDS + 1:  # the status line and the fields
+                    self._protocol_error(f"response head over {MAX_FIELDS} fields")
+                    return False
             if self._final or len(view) <= HEAD_SLICE:
                 parser.feed_data(view)
                 return True
@@ -497,28 +533,33 @@ class OriginConnection(asyncio.Protocol):
         if self.exchange is None:
             raise _Stop
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # One call per field of every response: nothing but the append. The head's limits are
-        # checked when it is complete; until then data_received bounds the raw bytes parsed and
-        # ``_feed_head`` the fields kept. After the final head ``_fields`` is a sink that drops
-        # trailer fields (rule 1).
-        self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
+    # No on_header: a head's fields are read from its raw bytes once llhttp has accepted them
+    # (decision 0024), and a chunked body's trailer fields are never read (rule 1).
 
     def on_headers_complete(self) -> None:
         resp = self.exchange
         assert resp is not None
         parser = self._parser
         status = parser.get_status_code()
-        fields = self._fields
+        raw = self._raw
+        start = self._head_start
+        fields: list[tuple[str, str]] | None = None
+        scan = scan_head(raw, start) if status >= 200 else None
+        if scan is None:
+            end, fields = head_fields(raw, start)
+            count = len(fields)
+            field_bytes = len("".join(chain.from_iterable(fields)))
+            fill = None
+        else:
+            end, count, field_bytes, length, chunked, fill = scan
         if status < 200 or self._head_bytes > MAX_HEAD:
             # Counted exactly for an interim head, and for a final one when the exchange's reads
             # so far (heads, and maybe body bytes) exceed the limit; otherwise the final head and
             # the interim ones before it are within it together.
-            self._field_bytes += len("".join(chain.from_iterable(fields)))
-        if len(fields) > MAX_FIELDS or self._field_bytes > MAX_HEAD:
+            self._field_bytes += field_bytes
+        if count > MAX_FIELDS or self._field_bytes > MAX_HEAD:
             self._protocol_error(f"response head over {MAX_FIELDS} fields or {MAX_HEAD} bytes")
             raise _Stop
-        self._fields = _TRAILERS if status >= 200 else []
         if not 100 <= status <= 599:
             # RFC 9110 §15: outside 100..599 is not a status code; llhttp reads any three digits.
             self._protocol_error(f"invalid status code {status}")
@@ -527,25 +568,35 @@ class OriginConnection(asyncio.Protocol):
             if status == 101:
                 self._protocol_error("origin switched protocols (101) without being asked to")
                 raise _Stop
+            self._head_start = self._counted = end
+            self._lines = 0
             if resp.on_interim is not None:
+                assert fields is not None
                 resp.on_interim(status, fields)
             return
-        length: int | None = None
-        chunked = False
-        for name, value in fields:
-            size = len(name)  # compared first: most names are neither, and lower() costs more
-            if size == 17 and name.lower() == "transfer-encoding":
-                if chunked or value.strip().lower() != "chunked":
-                    self._protocol_error(f"unsupported Transfer-Encoding: {value!r}")
-                    raise _Stop
-                chunked = True
-            elif size == 14 and name.lower() == "content-length":
-                length = int(value)  # llhttp has checked it: digits only, one field
+        if fields is not None:
+            # The heads scan_head leaves to Python: the framing rules, as they read the fields.
+            length = None
+            chunked = False
+            for name, value in fields:
+                size = len(name)  # compared first: most names are neither, and lower() costs more
+                if size == 17 and name.lower() == "transfer-encoding":
+                    if chunked or value.strip().lower() != "chunked":
+                        self._protocol_error(f"unsupported Transfer-Encoding: {value!r}")
+                        raise _Stop
+                    chunked = True
+                elif size == 14 and name.lower() == "content-length":
+                    length = int(value)  # llhttp has checked it: digits only, one field
+        else:
+            resp._raw = raw
+            resp._start = start
+        self._raw = b""
         self._final = True
         self._keep_alive = parser.should_keep_alive()
         self._stamp = 0.0
         resp.status = status
-        resp.headers = fields
+        resp._fields = fields
+        resp.fill = fill
         resp.content_length = length
         bodyless = resp.method == "HEAD" or status == 204 or status == 304
         self._until_close = length is None and not chunked and not bodyless

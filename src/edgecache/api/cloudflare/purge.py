@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from edgecache.api.cloudflare.auth import authenticate, denied
-from edgecache.api.cloudflare.envelope import CfError, no_route, success
+from edgecache.api.cloudflare.envelope import CfError, no_route, success_id
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.api.jsonbody import BadJson, load_json
 from edgecache.control.credentials import Permission
@@ -166,7 +166,7 @@ async def _purge(request: web.Request, mode: Mode) -> web.Response:
         raise rejected(exc) from exc
     except QuotaExceeded as exc:
         raise quota_error(exc) from exc
-    return success({"id": accepted.job_id})
+    return success_id(accepted.job_id)
 
 
 async def purge_cache(request: web.Request) -> web.Response:

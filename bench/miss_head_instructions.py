@@ -1,0 +1,149 @@
+"""A fill's head step in CPU instructions, counted by valgrind (callgrind): a figure the load of a
+shared machine does not move, unlike CPU time (decision 0024).
+
+Method: a child process parses the bench origin's response head (nginx's 11 fields for a 1 KiB
+object under ``/obj/``: Server, Date, Content-Type, Content-Length, Last-Modified, Connection,
+ETag, Cache-Control, Cache-Tag, xkey, Accept-Ranges) N times with httptools' parser, as the
+origin connection does it in the build on ``PYTHONPATH`` (``on_header`` per field and the framing
+loop where the build has no ``edgecache.edge._originhead``; one ``scan`` in C where it has), then
+runs ``Fetch._accept_head`` on a bare fetch (the field pass or the C scan's result, the storage
+decision, Age, the stored head). Each build runs under ``valgrind --tool=callgrind`` with N=0 and
+N=``--fills``; the difference over N is the instructions per head step, start-up excluded. A real
+connection makes its parser once, not per response: that cost is in both builds' figures.
+
+Run: ``.venv/bin/python bench/miss_head_instructions.py [--fills N] [--src PATH ...]`` (``--src``
+counts another checkout's ``src`` too, say main's; needs valgrind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 15:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: 1024\r\n"
+    b"Last-Modified: Mon, 30 Nov 2026 14:00:00 GMT\r\nConnection: keep-alive\r\n"
+    b'ETag: "6929a0e0-400"\r\nCache-Control: public, max-age=3600\r\n'
+    b"Cache-Tag: tag7\r\nxkey: tag7\r\nAccept-Ranges: bytes\r\n\r\n"
+)
+
+
+class _Zone:
+    cache_set_cookie = False
+    heuristic_fraction = 0.1
+    heuristic_max = 86400.0
+
+
+class _ZoneRuntime:
+    config = _Zone()
+
+
+class _Response:
+    """What ``_accept_head`` reads of an ``OriginResponse``."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.content_length: int | None = None
+        self.fill: Any = None
+        self.headers: list[tuple[str, str]] = []
+
+
+class _Fields:
+    """The origin connection before decision 0024: on_header per field, then the framing loop."""
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[str, str]] = []
+        self.resp = _Response()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        length = None
+        for name, value in self.fields:
+            size = len(name)
+            if size == 17 and name.lower() == "transfer-encoding":
+                pass
+            elif size == 14 and name.lower() == "content-length":
+                length = int(value)
+        self.resp.headers = self.fields
+        self.resp.content_length = length
+
+
+class _Scan:
+    """The origin connection with decision 0024: one C scan of the accepted head."""
+
+    def __init__(self, scan: Any) -> None:
+        self.scan = scan
+        self.resp = _Response()
+
+    def on_headers_complete(self) -> None:
+        _end, _count, _size, length, _chunked, fill = self.scan(RESPONSE, 0)
+        self.resp.fill = fill
+        self.resp.content_length = length
+
+
+def child(fills: int) -> None:
+    """Run ``fills`` head steps (under valgrind)."""
+    from httptools import HttpResponseParser
+
+    from edgecache.edge.fetch import Fetch
+
+    try:
+        from edgecache.edge._originhead import scan
+    except ImportError:
+        scan = None
+    for _ in range(fills):
+        proto = _Fields() if scan is None else _Scan(scan)
+        HttpResponseParser(proto).feed_data(RESPONSE)
+        fetch: Any = object.__new__(Fetch)
+        fetch.zone = _ZoneRuntime()
+        fetch.request_headers = {}
+        fetch._max = 1 << 20
+        fetch._method = "GET"
+        now = time.time()
+        fetch._accept_head(proto.resp, now, now)
+
+
+def instructions(src: Path, fills: int) -> int:
+    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(
+        [*VALGRIND, sys.executable, __file__, "--child", "--fills", str(fills)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"refs:\s+([\d,]+)", proc.stderr)
+    assert found, proc.stderr[-2000:]
+    return int(found.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fills", type=int, default=5_000)
+    parser.add_argument("--src", type=Path, action="append", default=[])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.fills)
+        return
+    print(f"instructions per head step of a fill (callgrind), {args.fills:,} fills after start-up\n")
+    print("| src | instructions per head step |")
+    print("|---|---:|")
+    for src in [REPO / "src", *args.src]:
+        per = (instructions(src, args.fills) - instructions(src, 0)) / args.fills
+        print(f"| {src} | {per:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()

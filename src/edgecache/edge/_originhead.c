@@ -1,0 +1,448 @@
+/* An origin response's head, read from its raw bytes after llhttp has validated them (decision 0024).
+
+Why in C: a fill's head step (httptools' on_header per field, the fill's field pass, encode_head)
+made two strings and a tuple per field in Python; these functions read the same bytes once and make
+only what the miss path uses. llhttp has already accepted the head, so its shape is known: a status
+line, then lines "name:" OWS value CRLF (no obs-fold, no bare CR or LF, names are tokens), then CRLF.
+The value is what llhttp reports: leading SP/HTAB skipped, everything up to the CR kept.
+
+fields(buf, start) -> (end, [(name, value), ...]): the head beginning at ``start``, each field as
+    httptools' on_header gives it (latin-1), and the offset just after it.
+scan(buf, start) -> None | (end, nfields, field_bytes, content_length, chunked, (head, cache_control,
+    cdn_cache_control, expires, vary, date, last_modified, age, etag, set_cookie, tag_fields)):
+    what the connection's framing and a fill's storage decision read, and the stored head (fields
+    shown to clients, "Name: value\r\n" each). None when the head is one the common path does not
+    take (a Transfer-Encoding other than one "chunked", a Content-Length that is not 1 to 18 digits,
+    a Connection field naming a field the fill reads or more than 16 names, over 1024 lines): the
+    caller then runs the Python path over fields(). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+enum kind {
+    K_SHOWN,
+    K_HOP,
+    K_CONNECTION,
+    K_TE,
+    K_TAG,
+    K_AGE,
+    K_CONTENT_LENGTH,
+    K_CDN_CACHE_CONTROL,
+    K_CACHE_CONTROL,
+    K_DATE,
+    K_LAST_MODIFIED,
+    K_ETAG,
+    K_EXPIRES,
+    K_VARY,
+    K_SET_COOKIE,
+};
+
+struct name_kind {
+    const char *name;
+    enum kind kind;
+};
+
+/* httpcache.headers.HOP_BY_HOP, httpcache.tags.TAG_HEADERS and the fields the fill reads
+   (fetch._KIND_BY_NAME); tests/test_originhead.py checks that the lists agree. */
+static const struct name_kind KINDS[] = {
+    {"connection", K_CONNECTION},
+    {"keep-alive", K_HOP},
+    {"proxy-connection", K_HOP},
+    {"te", K_HOP},
+    {"trailer", K_HOP},
+    {"transfer-encoding", K_TE},
+    {"upgrade", K_HOP},
+    {"proxy-authenticate", K_HOP},
+    {"proxy-authorization", K_HOP},
+    {"cache-tag", K_TAG},
+    {"surrogate-key", K_TAG},
+    {"xkey", K_TAG},
+    {"edge-cache-tag", K_TAG},
+    {"age", K_AGE},
+    {"content-length", K_CONTENT_LENGTH},
+    {"cdn-cache-control", K_CDN_CACHE_CONTROL},
+    {"cache-control", K_CACHE_CONTROL},
+    {"date", K_DATE},
+    {"last-modified", K_LAST_MODIFIED},
+    {"etag", K_ETAG},
+    {"expires", K_EXPIRES},
+    {"vary", K_VARY},
+    {"set-cookie", K_SET_COOKIE},
+};
+
+#define NKINDS (sizeof(KINDS) / sizeof(KINDS[0]))
+#define MAX_NAMED 16
+#define MAX_NAMED_LEN 64
+#define MAX_LINES 1024
+
+static int lower_eq(const char *a, Py_ssize_t n, const char *lower) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 32;
+        if (c != (unsigned char)lower[i])
+            return 0;
+    }
+    return lower[n] == '\0';
+}
+
+static enum kind kind_of(const char *name, Py_ssize_t n) {
+    for (size_t i = 0; i < NKINDS; i++)
+        if (lower_eq(name, n, KINDS[i].name))
+            return KINDS[i].kind;
+    return K_SHOWN;
+}
+
+/* What Python's str.strip() removes from a latin-1 string. */
+static int is_space(unsigned char c) {
+    return (c >= 9 && c <= 13) || (c >= 28 && c <= 32) || c == 0x85 || c == 0xa0;
+}
+
+struct line {
+    const char *name;
+    Py_ssize_t name_len;
+    const char *value;
+    Py_ssize_t value_len;
+};
+
+/* Splits the head at buf[start:] into lines; returns the count and sets *end, or -1 with an
+   exception set when the bytes are not a complete head of llhttp's shape. At most ``cap`` lines are
+   kept; *count gets the whole number. */
+static Py_ssize_t split_head(const char *buf, Py_ssize_t len, Py_ssize_t start, struct line *lines,
+                             Py_ssize_t cap, Py_ssize_t *end) {
+    if (start < 0 || start > len)
+        goto bad;
+    const char *p = buf + start, *stop = buf + len;
+    const char *nl = memchr(p, '\n', (size_t)(stop - p));
+    if (nl == NULL)
+        goto bad;
+    p = nl + 1;
+    Py_ssize_t count = 0;
+    for (;;) {
+        nl = memchr(p, '\n', (size_t)(stop - p));
+        if (nl == NULL || nl == p || nl[-1] != '\r')
+            goto bad;
+        if (nl - 1 == p) {
+            *end = nl + 1 - buf;
+            return count;
+        }
+        const char *colon = memchr(p, ':', (size_t)(nl - 1 - p));
+        if (colon == NULL)
+            goto bad;
+        const char *v = colon + 1;
+        while (v < nl - 1 && (*v == ' ' || *v == '\t'))
+            v++;
+        if (count < cap) {
+            lines[count].name = p;
+            lines[count].name_len = colon - p;
+            lines[count].value = v;
+            lines[count].value_len = nl - 1 - v;
+        }
+        count++;
+        p = nl + 1;
+    }
+bad:
+    PyErr_SetString(PyExc_ValueError, "not a complete response head");
+    return -1;
+}
+
+static PyObject *field_tuple(const struct line *l) {
+    PyObject *name = PyUnicode_DecodeLatin1(l->name, l->name_len, NULL);
+    if (name == NULL)
+        return NULL;
+    PyObject *value = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL);
+    if (value == NULL) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_DECREF(name);
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, name);
+    PyTuple_SET_ITEM(t, 1, value);
+    return t;
+}
+
+static PyObject *head_fields(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t start;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*n:fields", &view, &start))
+        return NULL;
+    PyObject *out = NULL, *list = NULL;
+    Py_ssize_t end = 0;
+    Py_ssize_t count = split_head(view.buf, view.len, start, NULL, 0, &end);
+    if (count < 0)
+        goto done;
+    struct line *lines = PyMem_Malloc(sizeof(struct line) * (size_t)(count ? count : 1));
+    if (lines == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    split_head(view.buf, view.len, start, lines, count, &end);
+    list = PyList_New(count);
+    if (list != NULL) {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyObject *t = field_tuple(&lines[i]);
+            if (t == NULL) {
+                Py_CLEAR(list);
+                break;
+            }
+            PyList_SET_ITEM(list, i, t);
+        }
+    }
+    PyMem_Free(lines);
+    if (list != NULL)
+        out = Py_BuildValue("(nN)", end, list);
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/* Appends the latin-1 value of a line to a list made on demand. */
+static int add_value(PyObject **list, const struct line *l) {
+    if (*list == NULL && (*list = PyList_New(0)) == NULL)
+        return -1;
+    PyObject *s = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL);
+    if (s == NULL)
+        return -1;
+    int r = PyList_Append(*list, s);
+    Py_DECREF(s);
+    return r;
+}
+
+static PyObject *or_empty(PyObject *list) { return list != NULL ? list : PyList_New(0); }
+
+static PyObject *head_scan(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t start;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*n:scan", &view, &start))
+        return NULL;
+    PyObject *out = NULL;
+    struct line lines[MAX_LINES];
+    unsigned char kinds[MAX_LINES];
+    Py_ssize_t end = 0;
+    Py_ssize_t count = split_head(view.buf, view.len, start, lines, MAX_LINES, &end);
+    if (count < 0)
+        goto release;
+    if (count > MAX_LINES) {
+        out = Py_None;  /* over any limit: the Python path says which */
+        Py_INCREF(out);
+        goto release;
+    }
+
+    /* First pass: kinds, framing, bytes, and the names Connection lists (RFC 9110 §7.6.1). */
+    char named[MAX_NAMED][MAX_NAMED_LEN];
+    Py_ssize_t named_len[MAX_NAMED];
+    int nnamed = 0;
+    Py_ssize_t field_bytes = 0, head_size = 0;
+    unsigned long long length = 0;
+    int have_length = 0, chunked = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const struct line *l = &lines[i];
+        enum kind k = kind_of(l->name, l->name_len);
+        kinds[i] = (unsigned char)k;
+        field_bytes += l->name_len + l->value_len;
+        head_size += l->name_len + l->value_len + 4;
+        if (k == K_TE) {
+            const char *v = l->value, *e = l->value + l->value_len;
+            while (v < e && is_space((unsigned char)*v))
+                v++;
+            while (e > v && is_space((unsigned char)e[-1]))
+                e--;
+            if (chunked || !lower_eq(v, e - v, "chunked"))
+                goto fallback;
+            chunked = 1;
+        } else if (k == K_CONTENT_LENGTH) {
+            const char *v = l->value, *e = l->value + l->value_len;
+            while (v < e && is_space((unsigned char)*v))
+                v++;
+            while (e > v && is_space((unsigned char)e[-1]))
+                e--;
+            if (v == e || e - v > 18)
+                goto fallback;
+            length = 0;
+            for (; v < e; v++) {
+                if (*v < '0' || *v > '9')
+                    goto fallback;
+                length = length * 10 + (unsigned long long)(*v - '0');
+            }
+            have_length = 1;
+        } else if (k == K_CONNECTION) {
+            const char *v = l->value, *e = l->value + l->value_len;
+            while (v <= e) {
+                const char *comma = memchr(v, ',', (size_t)(e - v));
+                const char *te = comma != NULL ? comma : e;
+                const char *ts = v;
+                while (ts < te && is_space((unsigned char)*ts))
+                    ts++;
+                while (te > ts && is_space((unsigned char)te[-1]))
+                    te--;
+                int ascii = 1;
+                for (const char *c = ts; c < te; c++)
+                    if ((unsigned char)*c >= 0x80)
+                        ascii = 0;
+                /* A token with a non-ASCII byte names no field (names are tokens); hop-by-hop
+                   names go anyway. */
+                if (ts < te && ascii && kind_of(ts, te - ts) == K_SHOWN) {
+                    if (nnamed == MAX_NAMED || te - ts >= MAX_NAMED_LEN)
+                        goto fallback;
+                    for (Py_ssize_t j = 0; j < te - ts; j++) {
+                        char c = ts[j];
+                        named[nnamed][j] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+                    }
+                    named[nnamed][te - ts] = '\0';
+                    named_len[nnamed] = te - ts;
+                    nnamed++;
+                } else if (ts < te && ascii && kind_of(ts, te - ts) != K_HOP &&
+                           kind_of(ts, te - ts) != K_CONNECTION && kind_of(ts, te - ts) != K_TE) {
+                    /* It names a field the fill reads (Cache-Control, Date, a tag...): rare. */
+                    goto fallback;
+                }
+                if (comma == NULL)
+                    break;
+                v = comma + 1;
+            }
+        }
+    }
+
+    /* Second pass: the stored head and what the storage decision reads. */
+    PyObject *head = PyBytes_FromStringAndSize(NULL, head_size);
+    if (head == NULL)
+        goto release;
+    char *w = PyBytes_AS_STRING(head);
+    PyObject *cc = NULL, *cdn = NULL, *expires = NULL, *vary = NULL, *tags = NULL;
+    PyObject *date = NULL, *last_modified = NULL, *age = NULL;
+    int etag = 0, set_cookie = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const struct line *l = &lines[i];
+        enum kind k = (enum kind)kinds[i];
+        if (nnamed && k == K_SHOWN) {
+            int drop = 0;
+            for (int j = 0; j < nnamed && !drop; j++)
+                drop = named_len[j] == l->name_len && lower_eq(l->name, l->name_len, named[j]);
+            if (drop)
+                continue;
+        }
+        int shown = 0;
+        switch (k) {
+        case K_SHOWN:
+            shown = 1;
+            break;
+        case K_DATE:
+            if (date == NULL && (date = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL)) == NULL)
+                goto fail;
+            shown = 1;
+            break;
+        case K_CACHE_CONTROL:
+            if (add_value(&cc, l) < 0)
+                goto fail;
+            shown = 1;
+            break;
+        case K_LAST_MODIFIED:
+            if (last_modified == NULL &&
+                (last_modified = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL)) == NULL)
+                goto fail;
+            shown = 1;
+            break;
+        case K_ETAG:
+            etag = 1;
+            shown = 1;
+            break;
+        case K_TAG: {
+            if (tags == NULL && (tags = PyList_New(0)) == NULL)
+                goto fail;
+            PyObject *t = field_tuple(l);
+            if (t == NULL || PyList_Append(tags, t) < 0) {
+                Py_XDECREF(t);
+                goto fail;
+            }
+            Py_DECREF(t);
+            break;
+        }
+        case K_AGE:
+            if (age == NULL && (age = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL)) == NULL)
+                goto fail;
+            break;
+        case K_EXPIRES:
+            if (add_value(&expires, l) < 0)
+                goto fail;
+            shown = 1;
+            break;
+        case K_VARY:
+            if (add_value(&vary, l) < 0)
+                goto fail;
+            shown = 1;
+            break;
+        case K_SET_COOKIE:
+            set_cookie = 1;
+            shown = 1;
+            break;
+        case K_CDN_CACHE_CONTROL:
+            if (add_value(&cdn, l) < 0)
+                goto fail;
+            break;
+        default:
+            break; /* hop-by-hop, Connection, Content-Length: never stored */
+        }
+        if (shown) {
+            memcpy(w, l->name, (size_t)l->name_len);
+            w += l->name_len;
+            *w++ = ':';
+            *w++ = ' ';
+            memcpy(w, l->value, (size_t)l->value_len);
+            w += l->value_len;
+            *w++ = '\r';
+            *w++ = '\n';
+        }
+    }
+    if (_PyBytes_Resize(&head, w - PyBytes_AS_STRING(head)) < 0)
+        goto fail;
+    PyObject *length_obj = have_length ? PyLong_FromUnsignedLongLong(length) : Py_NewRef(Py_None);
+    if (length_obj == NULL)
+        goto fail;
+    out = Py_BuildValue("(nnnNO(NNNNNNNNOON))", end, count, field_bytes, length_obj,
+                        chunked ? Py_True : Py_False, head, or_empty(cc), or_empty(cdn),
+                        or_empty(expires), or_empty(vary), date ? date : Py_NewRef(Py_None),
+                        last_modified ? last_modified : Py_NewRef(Py_None),
+                        age ? age : Py_NewRef(Py_None), etag ? Py_True : Py_False,
+                        set_cookie ? Py_True : Py_False, or_empty(tags));
+    goto release;
+fail:
+    Py_XDECREF(head);
+    Py_XDECREF(cc);
+    Py_XDECREF(cdn);
+    Py_XDECREF(expires);
+    Py_XDECREF(vary);
+    Py_XDECREF(tags);
+    Py_XDECREF(date);
+    Py_XDECREF(last_modified);
+    Py_XDECREF(age);
+    goto release;
+fallback:
+    out = Py_NewRef(Py_None);
+release:
+    PyBuffer_Release(&view);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"fields", head_fields, METH_VARARGS, "fields(buf, start) -> (end, [(name, value), ...])"},
+    {"scan", head_scan, METH_VARARGS, "scan(buf, start) -> what a fill reads, or None (see the module)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "edgecache.edge._originhead",
+    .m_doc = "An origin response's head from its raw bytes (decision 0024).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__originhead(void) { return PyModule_Create(&module); }

@@ -1,0 +1,23 @@
+Fill = tuple[
+    bytes,
+    list[str],
+    list[str],
+    list[str],
+    list[str],
+    str | None,
+    str | None,
+    str | None,
+    bool,
+    bool,
+    list[tuple[str, str]],
+]
+"""(stored head, Cache-Control, CDN-Cache-Control, Expires, Vary values, first Date, first
+Last-Modified, first Age, ETag sent, Set-Cookie sent, tag fields): what a fill reads (decision 0024)."""
+
+def fields(buf: bytes | bytearray, start: int, /) -> tuple[int, list[tuple[str, str]]]:
+    """The head at ``buf[start:]`` (validated by llhttp) as httptools' on_header gives its fields,
+    and the offset after it."""
+
+def scan(buf: bytes | bytearray, start: int, /) -> tuple[int, int, int, int | None, bool, Fill] | None:
+    """(end, fields, bytes of names and values, Content-Length, chunked, what a fill reads), or
+    None for a head the Python path takes (see ``_originhead.c``)."""

@@ -1,0 +1,75 @@
+"""The body check's shortcut (``api/jsonbody.py: _plain``): bodies it lets through without walking
+the document are exactly those the walk accepts."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgecache.api import jsonbody
+
+
+def _walked(raw: bytes) -> object:
+    """What ``load_json`` answers when every document is walked (the shortcut's reference)."""
+    try:
+        value = jsonbody._DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    except RecursionError:
+        return "too deep"
+    except ValueError:
+        return "invalid"
+    try:
+        jsonbody._check(value)
+    except jsonbody.BadJson as exc:
+        return str(exc)
+    return value
+
+
+_JSON_PIECES = st.sampled_from(
+    [
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        '"',
+        "\\",
+        "\\ud800",
+        "\\uDC00",
+        "\\u00e9",
+        "\\ud83d\\ude00",
+        "a",
+        "1",
+        "\ud800",
+        "é",
+        "\\\\ud800",
+        " ",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_JSON_PIECES, max_size=80), st.sampled_from([0, 1, 2, 63, 64, 65, 66]))
+def test_the_body_checks_shortcut_answers_as_the_walk(pieces: list[str], depth: int) -> None:
+    """Bodies the shortcut lets through unwalked (a UTF-8 body without a surrogate's escape or
+    encoding, and with no more opening brackets than the depth allowed) are exactly those the walk
+    accepts: the same document, the same refusals."""
+    for raw in (
+        "".join(pieces).encode("utf-8", "surrogatepass"),
+        ("[" * depth + '"' + "".join(p for p in pieces if p not in '[]{}"') + '"' + "]" * depth).encode(
+            "utf-8", "surrogatepass"
+        ),
+    ):
+        if not raw.strip():
+            continue
+        expected = _walked(raw)
+        try:
+            got: object = jsonbody.load_json(raw)
+        except jsonbody.BadJson as exc:
+            got = str(exc)
+        if isinstance(expected, str) and expected in ("too deep", "invalid"):
+            assert isinstance(got, str)
+        else:
+            assert got == expected
