@@ -6,7 +6,7 @@ calls ``writev``; a small body is joined to its head instead, one ``write``. Joi
 costs a copy of it per hit. The answer of a plain hit changes only with its Age and ttl, once a
 second: so an entry hit twice in one second has its head and body joined once, and every later
 hit of that second writes the same bytes object, one ``write`` as the bare server does
-(docs/decisions/0001-data-plane-http-server.md, addendum "Large hits").
+(docs/decisions/0001-data-plane-http-server.md, addendum "large hits, one write").
 
 Rules:
 - A memo hangs on its entry (``Entry.memo``: ``[fields, response]``) and is used only when the
