@@ -6,7 +6,9 @@ For a change to the hit path on a shared machine, where req/s are noise: both bu
 `wrk -t1 -c50` against one build and then the other (the order flips every round). The user / system
 split comes from `/proc/<pid>/stat` of the server's processes; it tells Python's share (user) from
 the kernel's `read` and `write` (system). `bench/run.py --baseline EXE` compares against nginx and
-Varnish too, without the split.
+Varnish too, without the split. Scenarios: ``small`` (1 KiB), ``medium`` (64 KiB), ``rand10k``
+(10,000 random 1 KiB keys) and ``mrand2k`` (2,000 random 64 KiB keys: more large objects hit each
+second than the hit path's memos hold, ``edge/hitmemo.py``).
 
 Run: ``.venv/bin/python bench/hit_ab.py --before EXE [--after EXE] [--only small,rand10k]``, where EXE
 is another build's ``edgecache`` executable (e.g. a script running ``edgecache.cli.main`` with
@@ -30,7 +32,15 @@ SCENARIOS = {
     "small": ("/small", None, lambda: ["/small"]),
     "medium": ("/medium", None, lambda: ["/medium"]),
     "rand10k": ("/", "rand10k", lambda: [f"/obj/{i:06d}" for i in range(10_000)]),
+    "mrand2k": ("/", "mrand2k", lambda: [f"/mobj/{i:06d}" for i in range(2_000)]),
 }
+MRAND2K_LUA = """\
+-- 2,000 warm 64 KiB keys, uniformly random: more large objects hit each second than the hit
+-- path's memos hold (edge/hitmemo.py), so most hits are written as they were before the memo
+request = function()
+  return wrk.format("GET", string.format("/mobj/%06d", math.random(0, 1999)))
+end
+"""
 
 
 def user_system(pids: list[int]) -> tuple[float, float]:
@@ -50,7 +60,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, required=True, help="the other build's edgecache executable")
     parser.add_argument("--after", type=Path, default=REPO / ".venv" / "bin" / "edgecache")
-    parser.add_argument("--only", default="small,rand10k", help="comma-separated: small, medium, rand10k")
+    parser.add_argument(
+        "--only", default="small,rand10k", help="comma-separated: small, medium, rand10k, mrand2k"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     args = parser.parse_args()
@@ -59,6 +71,8 @@ def main() -> None:
         tmp = Path(tmpdir)
         tmp.chmod(0o755)  # nginx's workers read the origin's files here
         scripts = wrk.write_scripts(tmp)
+        scripts["mrand2k"] = tmp / "mrand2k.lua"
+        scripts["mrand2k"].write_text(MRAND2K_LUA)
         origin = srv.start_origin(tmp)
         servers: list[srv.Server] = []
         try:

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 from edgecache.cluster.fill_locks import Fill, FillLocks
 from edgecache.edge.fetch import Fetch, Reader, interim_response
 from edgecache.edge.forwarding import forward_headers
+from edgecache.edge.hitmemo import HIT_MEMO_BODY_MAX, HIT_MEMO_BODY_MIN, HitMemos
 from edgecache.edge.http1 import PENDING, Connection, Pending, Request
 from edgecache.edge.lookup_credits import LookupCredits
 from edgecache.edge.origin import OriginClient, OriginError, OriginInvalid, OriginTimeout
@@ -173,6 +174,8 @@ class Proxy:
         self.index = index
         self.credits = LookupCredits() if credits is None else credits
         """What lookups removed or marked stale for a purge before the reclaimer got there."""
+        self._hit_memos = HitMemos()
+        """The whole answers of large hot entries (``_plain_hit``)."""
         self.inflight: dict[str, Fetch] = {}
         self._hit_for_miss: dict[str, float] = {}
         self._fetch_seqs: Counter[int] = Counter()
@@ -390,7 +393,8 @@ class Proxy:
 
     def _plain_hit(self, req: Request, conn: Connection, entry: Entry, age: float, ttl: float) -> None:
         """Write a fresh entry as it is: its varying fields (Age, ttl, Content-Length) are formatted
-        once per distinct value, not once per hit, and head and body leave in one write."""
+        once per distinct value, not once per hit, and head and body leave in one write (a large
+        entry's whole answer is joined once a second: ``edge/hitmemo.py``)."""
         self.stats.hits += 1
         body = entry.body
         # Age is a non-negative integer (RFC 9111 §5.1); a clock stepped back since the fetch makes the
@@ -407,16 +411,32 @@ class Proxy:
             head = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields))
             self.stats.bytes_sent += len(head)
             conn.respond(head, keep)
-        elif len(body) < 16384:
+        elif len(body) < HIT_MEMO_BODY_MIN:
             out = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields, body))
             self.stats.bytes_sent += len(out)
             conn.respond(out, keep)
         else:
-            # A large body is not copied: head and body leave in one gathered write.
-            head = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields))
-            self.stats.bytes_sent += len(head) + len(body)
-            conn.writelines([head, body])
-            conn.finish(keep)
+            out = None
+            if not connection and len(body) <= HIT_MEMO_BODY_MAX:
+                # Joined once a second, from the second hit of that second (edge/hitmemo.py).
+                memo = entry.memo
+                if memo is None or memo[0] != fields:
+                    entry.memo = [fields, None]
+                else:
+                    out = memo[1]
+                    if out is None:
+                        out = self._hit_memos.make(
+                            entry, fields, (STATUS_LINES[entry.status], entry.head, fields, body)
+                        )
+            if out:
+                self.stats.bytes_sent += len(out)
+                conn.respond(out, keep)
+            else:
+                # A large body is not copied: head and body leave in one gathered write.
+                head = b"".join((STATUS_LINES[entry.status], entry.head, connection, fields))
+                self.stats.bytes_sent += len(head) + len(body)
+                conn.writelines([head, body])
+                conn.finish(keep)
 
     def _hit(
         self, req: Request, conn: Connection, entry: Entry, now: float, ttl: float

@@ -110,7 +110,7 @@ def chunked_from(entry: Entry, manifest: bytes | memoryview) -> ChunkedEntry:
 
 
 def _chunked(entry: Entry, length: int, object_id: bytes, chunk_size: int) -> ChunkedEntry:
-    values = {f.name: getattr(entry, f.name) for f in fields(Entry)}
+    values = {f.name: getattr(entry, f.name) for f in fields(Entry) if f.init}
     values["body"] = b""
     return ChunkedEntry(**values, length=length, object_id=object_id, chunk_size=chunk_size)
 

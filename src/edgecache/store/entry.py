@@ -61,6 +61,12 @@ class Entry:
     tier: bytes = b""
     """Set when the entry was just read from the persistent tier (``b"disk"``, ``b"reserve"``): the
     answer that uses it first says so in Cache-Status, then clears it."""
+    memo: list[bytes | None] | None = field(default=None, init=False, repr=False)
+    """Owned by the data plane's hit path (``edge/hitmemo.py``): ``[fields, response]``, a large
+    entry's whole answer for the Age and ttl in ``fields`` (or a mark, without one). Not an
+    ``__init__`` argument, so that no entry built from another (``dataclasses.replace``, a partial
+    or chunked copy) inherits it. A list of bytes (or None): no reference cycle, so the entry may
+    stay untracked by the collector (``store/untracked.py``)."""
 
     @property
     def etag(self) -> str | None:
@@ -109,9 +115,10 @@ def _head_field(head: bytes, marker: bytes) -> str | None:
     return head[start : end if end >= 0 else len(head)].strip().decode("latin-1")
 
 
-ENTRY_OVERHEAD = 368
-"""Bytes an entry costs beyond its body, head and key strings and its tags: the entry object, the
-bytes and str object headers, and the tier's dict, ring and key-index slots. Measured with
+ENTRY_OVERHEAD = 376
+"""Bytes an entry costs beyond its body, head and key strings and its tags: the entry object (its
+``memo`` slot included: 8 B), the bytes and str object headers, and the tier's dict, ring and
+key-index slots. Measured with
 tracemalloc by ``bench/tier_accounting.py`` (docs/decisions/0002-memory-tier-eviction.md), so that
 a full tier's real use is within 5% of its budget."""
 

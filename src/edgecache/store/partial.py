@@ -119,7 +119,7 @@ class PartialEntry(Entry):
         cls, entry: Entry, length: int, parts: tuple[tuple[int, bytes], ...], validator: str
     ) -> PartialEntry:
         """A partial entry with ``entry``'s fields (its body aside) holding ``parts``."""
-        values = {f.name: getattr(entry, f.name) for f in fields(Entry)}
+        values = {f.name: getattr(entry, f.name) for f in fields(Entry) if f.init}
         values["status"] = 206
         values["body"] = b""
         values["visited"] = values["retired"] = False  # the tier's state of ``entry``, not of this one
@@ -127,7 +127,7 @@ class PartialEntry(Entry):
 
     def as_full(self, key: str) -> Entry:
         """The complete response these parts make, stored as a 200 under ``key`` (RFC 9111 §3.4)."""
-        values = {f.name: getattr(self, f.name) for f in fields(Entry)}
+        values = {f.name: getattr(self, f.name) for f in fields(Entry) if f.init}
         values.update(
             key=key, status=200, body=b"".join(data for _, data in self.parts), visited=False, retired=False
         )
