@@ -255,7 +255,8 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*n:scan", &view, &start))
         return NULL;
     PyObject *out = NULL;
-    /* Most heads fit the stack's table (2.5 KiB); a longer one is split again into a block. */
+    /* Most heads fit the stack's table (2.5 KiB; 3.5 KiB of stack with scan_lines' names, on the
+       event loop's thread); a longer one is split again into a block. */
     struct line small[STACK_LINES];
     Py_ssize_t end = 0;
     Py_ssize_t count = split_head(view.buf, view.len, start, small, STACK_LINES, &end);
