@@ -462,7 +462,7 @@ class Proxy:
                 head = b"".join((STATUS_LINES[entry.status], entry.head, fields))
                 self.stats.bytes_sent += len(head)
                 conn.respond(head, keep)
-            elif len(body) < 16384:
+            elif len(body) < HIT_MEMO_BODY_MIN:
                 # Joined once, as the memory tier's plain hit (a chain of concatenations copies more).
                 out = b"".join((STATUS_LINES[entry.status], entry.head, fields, body))
                 self.stats.bytes_sent += len(out)
