@@ -56,12 +56,14 @@ def test_the_body_checks_shortcut_answers_as_the_walk(pieces: list[str], depth: 
     """Bodies the shortcut lets through unwalked (a UTF-8 body without a surrogate's escape or
     encoding, and with no more opening brackets than the depth allowed) are exactly those the walk
     accepts: the same document, the same refusals."""
-    for raw in (
-        "".join(pieces).encode("utf-8", "surrogatepass"),
-        ("[" * depth + '"' + "".join(p for p in pieces if p not in '[]{}"') + '"' + "]" * depth).encode(
-            "utf-8", "surrogatepass"
-        ),
-    ):
+    texts = (
+        "".join(pieces),
+        "[" * depth + '"' + "".join(p for p in pieces if p not in '[]{}"') + '"' + "]" * depth,
+    )
+    # Every encoding RFC 8259's detection reads: only UTF-8 may skip the walk (a UTF-16 body's raw
+    # surrogate has no 0xED byte).
+    encodings = ("utf-8", "utf-8-sig", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+    for raw in (text.encode(encoding, "surrogatepass") for text in texts for encoding in encodings):
         if not raw.strip():
             continue
         expected = _walked(raw)

@@ -603,3 +603,34 @@ def test_https_origin_with_a_private_ca_and_keepalive(tmp_path: Path) -> None:
         run(untrusted())
     finally:
         origin.close()
+
+
+@pytest.mark.parametrize("pieces", [1, 2], ids=["one-read", "head-over-two-reads"])
+def test_a_response_keeps_only_its_head_for_headers(pieces: int) -> None:
+    """``headers`` is made on demand from the final head's bytes: the response keeps those alone,
+    not the interim heads and body bytes that came in the same reads (up to 128 KiB and more)."""
+    head = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 100000\r\n\r\n"
+    answer = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\r\n" + head + b"b" * 100_000
+    cut = len(answer) - 100_010 if pieces == 2 else len(answer)
+
+    def handler(sock: socket.socket, n: int) -> None:
+        read_request(sock)
+        sock.sendall(answer[:cut])
+        time.sleep(0.05)
+        sock.sendall(answer[cut:])
+        time.sleep(0.5)
+
+    with raw_origin(handler) as origin:
+
+        async def main() -> tuple[int, list[tuple[str, str]], int]:
+            c = client()
+            try:
+                resp = await c.request("GET", origin.url + "/", {})
+                kept = len(resp._raw)
+                return kept, resp.headers, len(await body_of(resp))
+            finally:
+                await c.close()
+
+        kept, headers, size = run(main())
+        assert kept <= len(head) + 2  # the blank line before it, at most
+        assert (headers, size) == ([("X-A", "1"), ("Content-Length", "100000")], 100_000)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from edgecache.edge._originhead import fields as head_fields
 from edgecache.edge._originhead import scan
-from edgecache.edge.fetch import _KIND_BY_NAME, _field_pass
+from edgecache.edge.fetch import _CONNECTION, _HOP_BY_HOP, _KIND_BY_NAME, _field_pass
 
 KNOWN = [*sorted(_KIND_BY_NAME), "content-type", "close", "x-a", "server"]
 
@@ -56,6 +56,34 @@ def _accepted(head: bytes) -> list[tuple[str, str]] | None:
     return proto.fields if proto.complete else None
 
 
+def _left_to_python(fields: list[tuple[str, str]]) -> bool:
+    """Whether ``scan`` leaves this head to the Python path, by the rules the module states: over
+    1024 lines; a Transfer-Encoding other than one "chunked"; a Content-Length not of 1 to 18
+    digits; a Connection field naming a field the fill reads, more than 16 other names (repeats
+    count), or one of 64 bytes or more."""
+    if len(fields) > 1024 or _old_framing(fields) is None:
+        return True
+    named = 0
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered == "content-length":
+            digits = value.strip()
+            if not 1 <= len(digits) <= 18 or digits.strip("0123456789"):
+                return True
+        elif lowered == "connection":
+            for token in (t.strip() for t in value.split(",")):
+                if not token or not token.isascii():
+                    continue  # names no field
+                kind = _KIND_BY_NAME.get(token.lower())
+                if kind is None:
+                    named += 1
+                    if named > 16 or len(token) >= 64:
+                        return True
+                elif kind not in (_HOP_BY_HOP, _CONNECTION):
+                    return True
+    return False
+
+
 def _case(name: str, flips: list[bool]) -> str:
     flips = (flips + [False] * len(name))[: len(name)]
     return "".join(c.upper() if flip else c for c, flip in zip(name, flips, strict=True))
@@ -89,7 +117,7 @@ def _field_lines(draw: Any) -> bytes:
     return name.encode("latin-1") + b":" + ows + value + b"\r\n"
 
 
-_heads = st.tuples(
+_status_lines = st.one_of(
     st.sampled_from(
         [
             b"HTTP/1.1 200 OK",
@@ -99,46 +127,90 @@ _heads = st.tuples(
             b"HTTP/1.1 200 \xe9t\xe9",
         ]
     ),
-    st.lists(_field_lines(), max_size=14),
-).map(lambda t: t[0] + b"\r\n" + b"".join(t[1]) + b"\r\n")
+    # A reason phrase with a colon looks like a field line: it must never be read as one.
+    st.tuples(
+        st.sampled_from([b"200", b"404"]),
+        st.lists(st.sampled_from([b"a", b":", b" ", b"\t", b"Cache-Control", b"no-store", b"\xff"])),
+    ).map(lambda t: b"HTTP/1.1 " + t[0] + b" " + b"".join(t[1])),
+)
+_heads = st.tuples(_status_lines, st.lists(_field_lines(), max_size=14)).map(
+    lambda t: t[0] + b"\r\n" + b"".join(t[1]) + b"\r\n"
+)
+_blank = st.text(alphabet="\r\n", max_size=6).map(lambda s: s.encode())
+"""What llhttp skips before a status line: any CR and LF, before the first head and after an
+interim one."""
+_INTERIM = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(
     head=_heads,
-    before=st.sampled_from([b"", b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"]),
+    lead=_blank,
+    interim=st.booleans(),
+    blank=_blank,
     body=st.sampled_from([b"", b"ok", b"\r\n\r\nA: b\r\n"]),
 )
-def test_the_c_head_is_the_python_head(head: bytes, before: bytes, body: bytes) -> None:
+def test_the_c_head_is_the_python_head(
+    head: bytes, lead: bytes, interim: bool, blank: bytes, body: bytes
+) -> None:
     old = _accepted(head)
     assume(old is not None)
     assert old is not None
-    raw = before + head + body
+    # Where the connection starts reading a head: the exchange's first byte, or the end of the
+    # interim head before it; blank lines may follow either (llhttp skips them).
+    before = lead + _INTERIM if interim else b""
     start = len(before)
+    assert _accepted(before + blank + head) == ([("Link", "</a>")] if interim else []) + old
+    raw = before + blank + head + body
+    end = start + len(blank) + len(head)
     for buf in (raw, bytearray(raw)):
-        assert head_fields(buf, start) == (start + len(head), old)
-        framing = (
-            _old_framing(old)
-            if all(n.lower() != "content-length" or v.strip(" \t").isdigit() for n, v in old)
-            else None
-        )
-        result = scan(buf, start)
-        if result is None:
-            # Left to Python: a framing error, a Content-Length of over 18 digits, or a Connection
-            # field that names a field the fill reads (what the Python pass is for).
-            named = {t.strip().lower() for n, v in old if n.lower() == "connection" for t in v.split(",")}
-            long_length = any(n.lower() == "content-length" and len(v.strip()) > 18 for n, v in old)
-            assert framing is None or long_length or named & set(_KIND_BY_NAME)
-            continue
-        end, count, field_bytes, length, chunked, fill = result
-        assert framing is not None
-        assert (end, count, field_bytes) == (
-            start + len(head),
-            len(old),
-            sum(len(n) + len(v) for n, v in old),
-        )
-        assert (length, chunked) == framing
-        assert fill == _field_pass(old)
+        if interim:
+            assert head_fields(buf, 0) == (start, [("Link", "</a>")])
+        assert head_fields(buf, start) == (end, old)
+        _check_scan(buf, start, end, old)
+
+
+def _check_scan(buf: bytes | bytearray, start: int, end: int, old: list[tuple[str, str]]) -> None:
+    """``scan`` leaves a head to Python exactly in the documented cases, and otherwise reads it as
+    the old framing loop and field pass did."""
+    result = scan(buf, start)
+    assert (result is None) == _left_to_python(old)
+    if result is None:
+        return
+    framing = _old_framing(old)
+    end_, count, field_bytes, length, chunked, fill = result
+    assert framing is not None
+    assert (end_, count, field_bytes) == (end, len(old), sum(len(n) + len(v) for n, v in old))
+    assert (length, chunked) == framing
+    assert fill == _field_pass(old)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    line=_field_lines(),
+    lines=st.sampled_from([60, 63, 64, 65, 70, 1023, 1024, 1025, 1100]),
+    names=st.lists(
+        st.one_of(
+            st.sampled_from(["close", "X-A", "keep-alive", "upgrade", ""]),
+            st.integers(min_value=60, max_value=70).map(lambda n: "x" * n),
+        ),
+        min_size=14,
+        max_size=20,
+    ),
+    connections=st.integers(min_value=1, max_value=3),
+)
+def test_the_heads_left_to_python(line: bytes, lines: int, names: list[str], connections: int) -> None:
+    """The fallbacks' edges: around 64 lines (where scan's table leaves the stack) and 1024 (where
+    it gives up), 16 names in Connection (repeats count: "close" seventeen times is seventeen
+    names), names of 64 bytes and more; the head's Connection list split over several fields."""
+    parts = [names[i::connections] for i in range(connections)]
+    connection = b"".join(b"Connection: " + ", ".join(p).encode() + b"\r\n" for p in parts)
+    head = b"HTTP/1.1 200 OK\r\n" + connection + line * (lines - connections) + b"\r\n"
+    old = _accepted(head)
+    assume(old is not None)
+    assert old is not None and len(old) == lines
+    assert head_fields(head, 0) == (len(head), old)
+    _check_scan(head, 0, len(head), old)
 
 
 @pytest.mark.parametrize("name", sorted(_KIND_BY_NAME))
@@ -159,3 +231,17 @@ def test_a_connection_field_drops_the_fields_it_names() -> None:
     result = scan(head, 0)
     assert result is not None
     assert result[5][0] == b"X-Kept: k\r\n"
+
+
+def test_a_nul_where_a_known_name_ends_is_not_that_name() -> None:
+    """``fields``/``scan`` are callable on any bytes: a name that is a known one, a NUL, then more
+    (the next known name, as the table may lie next in memory) is no known name: it is stored as
+    sent and decides nothing."""
+    names = [name for name, _ in sorted(_KIND_BY_NAME.items())]
+    for known in names:
+        for after in [*names, "x"]:
+            name = f"{known}\0{after}"
+            result = scan(f"HTTP/1.1 200 OK\r\n{name}: 1\r\n\r\n".encode("latin-1"), 0)
+            assert result is not None, name
+            shown = f"{name}: 1\r\n".encode("latin-1")
+            assert result[5] == (shown, [], [], [], [], None, None, None, False, False, [])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import socket
 import time
 import urllib.request
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from conftest import ZONE_ID, Route, Stack
+from edgecache.edge import origin_conn
 from rawhttp import exchange, raw_origin, read_request, reset
 
 HandlerT = Callable[[socket.socket, int], None]
@@ -329,3 +331,126 @@ def test_100_continue_from_the_origin_reaches_only_clients_that_expect_it(stack:
         # The edge's own 100 (sent before it read the body), then the origin's, then the answer.
         assert expecting.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n")
         assert b"HTTP/1.1 201 Created\r\n" in expecting and expecting.endswith(b"created")
+
+
+# -- blank lines before a head, and a head over several reads ---------------------------------------
+
+FINAL = (
+    b"HTTP/1.1 200 a:b\r\nX-Origin: yes\r\nCache-Control: %s\r\nVary: X-Lang\r\nContent-Length: 5\r\n\r\n"
+    b"final"
+)
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        b"\r\n",
+        b"\r\n\r\n",
+        b"\n\r\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n\n\r\r\n",
+    ],
+)
+def test_blank_lines_before_a_head_are_skipped_and_its_fields_kept(stack: Stack, before: bytes) -> None:
+    """llhttp skips CR and LF before a status line (before the first head and after an interim
+    one); the head after them is read whole: its fields reach the client and decide storage."""
+
+    def handler(sock: socket.socket, n: int) -> None:
+        while (request := read_request(sock)) is not None:
+            policy = b"no-store" if b" /blank-no-store-" in request else b"max-age=60"
+            sock.sendall(before + FINAL % policy)
+
+    tag = before.hex()
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        for path, storable in ((f"/blank-no-store-{tag}", False), (f"/blank-kept-{tag}", True)):
+            status, headers, body = stack.request(path)
+            assert (status, body, headers["x-origin"], headers["vary"]) == (200, b"final", "yes", "X-Lang")
+            assert headers["cache-control"] == ("max-age=60" if storable else "no-store")
+            again = stack.request(path)[1]
+            assert (again["cf-cache-status"], again["x-origin"]) == ("HIT" if storable else "BYPASS", "yes")
+
+
+def send_in_pieces(pieces: list[bytes]) -> HandlerT:
+    """An origin writing each answer in ``pieces``, a pause between them: the node reads each
+    piece on its own."""
+
+    def handler(sock: socket.socket, n: int) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while read_request(sock) is not None:
+            for piece in pieces:
+                sock.sendall(piece)
+                time.sleep(0.05)
+
+    return handler
+
+
+SPLIT = (
+    b"HTTP/1.1 100 Continue\r\n\r",  # inside the CRLF that ends the interim head
+    b"\n",  # between the interim head and the blank line after it
+    b"\r",  # inside that blank line
+    b"\nHTTP/1.1 200 OK\r\nX-Ori",  # inside a name
+    b"gin: yes\r\nConnection: X-Private\r",  # inside a field's CRLF
+    b"\nX-Private: secret\r\nCache-Control: max-age=60\r\nContent-Length: 10\r\n\r",  # inside the end
+    b"\n01234",
+    b"56789",
+)
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["pieces", "one-read"])
+def test_a_head_over_several_reads_is_read_as_in_one(stack: Stack, whole: bool) -> None:
+    """A final head after an interim one, cut inside CRLFs, a name and the blank line between the
+    two heads: the client and the stored copy get the same fields and body as from one read."""
+    pieces = [b"".join(SPLIT)] if whole else list(SPLIT)
+    path = f"/pieces-{whole}"
+    with raw_origin(send_in_pieces(pieces)) as origin, stack.origin_at(origin.url):
+        for cf in ("MISS", "HIT"):
+            status, headers, body = stack.request(path)
+            assert (status, body, headers["cf-cache-status"]) == (200, b"0123456789", cf)
+            assert (headers["x-origin"], headers["cache-control"], headers["content-length"]) == (
+                "yes",
+                "max-age=60",
+                "10",
+            )
+            assert "x-private" not in headers and "connection" not in headers
+
+
+def test_blank_lines_after_an_interim_head_are_not_counted_as_fields(stack: Stack) -> None:
+    """A head of exactly 256 fields, read after an interim head and blank lines, in two reads (the
+    second holding only its end): the lines counted before it is complete are its own."""
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(254))
+    pieces = [
+        b"HTTP/1.1 100 Continue\r\n\r\n\r\n\r\n\n",
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n" + fields + b"Content-Length: 2\r\n",
+        b"\r\nok",
+    ]
+    with raw_origin(send_in_pieces(pieces)) as origin, stack.origin_at(origin.url):
+        raw = exchange(
+            stack.node.data_port,
+            b"GET /many-after-interim HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n",
+        )
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == b"ok"
+        assert b"\r\nX-253: v\r\n" in head + b"\r\n" and b"\r\nCache-Control: max-age=60\r\n" in head
+
+
+def test_a_head_the_c_reader_refuses_is_a_502_without_a_traceback(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should the C reader ever disagree with llhttp on a head (no head llhttp accepts does so
+    now: the reader's refusal is injected here), the exchange fails as any malformed response does:
+    a 502, and no "callback failed" error with a traceback, which an origin could cause on every
+    request."""
+
+    def refuse(buf: bytes | bytearray, start: int) -> None:
+        raise ValueError("not a complete response head")
+
+    def handler(sock: socket.socket, n: int) -> None:
+        while read_request(sock) is not None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4\r\n\r\nbad!")
+
+    monkeypatch.setattr(origin_conn, "scan_head", refuse)
+    with raw_origin(handler) as origin, stack.origin_at(origin.url), caplog.at_level(logging.INFO):
+        status, _, body = stack.request("/refused-head")
+        assert status == 502 and b"bad!" not in body
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not stored(stack, "/refused-head")

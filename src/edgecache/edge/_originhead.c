@@ -4,7 +4,9 @@ Why in C: a fill's head step (httptools' on_header per field, the fill's field p
 made two strings and a tuple per field in Python; these functions read the same bytes once and make
 only what the miss path uses. llhttp has already accepted the head, so its shape is known: a status
 line, then lines "name:" OWS value CRLF (no obs-fold, no bare CR or LF, names are tokens), then CRLF.
-The value is what llhttp reports: leading SP/HTAB skipped, everything up to the CR kept.
+The value is what llhttp reports: leading SP/HTAB skipped, everything up to the CR kept. Any CR and
+LF bytes before a status line are skipped, as llhttp's start state skips them (before the first head
+and between an interim head and the next).
 
 fields(buf, start) -> (end, [(name, value), ...]): the head beginning at ``start``, each field as
     httptools' on_header gives it (latin-1), and the offset just after it.
@@ -13,8 +15,10 @@ scan(buf, start) -> None | (end, nfields, field_bytes, content_length, chunked, 
     what the connection's framing and a fill's storage decision read, and the stored head (fields
     shown to clients, "Name: value\r\n" each). None when the head is one the common path does not
     take (a Transfer-Encoding other than one "chunked", a Content-Length that is not 1 to 18 digits,
-    a Connection field naming a field the fill reads or more than 16 names, over 1024 lines): the
-    caller then runs the Python path over fields(). */
+    a Connection field naming a field the fill reads, more than 16 other names (repeats count) or one
+    of 64 bytes or more, over 1024 lines): the caller then runs the Python path over fields().
+Both raise ValueError when buf[start:] holds no complete head (a status line ending in LF, then lines
+ending in CRLF, each with a colon, up to an empty one); they check no more than that. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -36,6 +40,7 @@ enum kind {
     K_EXPIRES,
     K_VARY,
     K_SET_COOKIE,
+    K_NAMED, /* a field a Connection field names: not stored */
 };
 
 struct name_kind {
@@ -75,9 +80,13 @@ static const struct name_kind KINDS[] = {
 #define MAX_NAMED 16
 #define MAX_NAMED_LEN 64
 #define MAX_LINES 1024
+/* Lines kept on the C stack by scan; a head with more gets a PyMem block. */
+#define STACK_LINES 64
 
 static int lower_eq(const char *a, Py_ssize_t n, const char *lower) {
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (lower[i] == '\0')
+            return 0; /* a is longer; a NUL in a must not match the terminator */
         unsigned char c = (unsigned char)a[i];
         if (c >= 'A' && c <= 'Z')
             c += 32;
@@ -104,6 +113,7 @@ struct line {
     Py_ssize_t name_len;
     const char *value;
     Py_ssize_t value_len;
+    enum kind kind; /* set by scan */
 };
 
 /* Splits the head at buf[start:] into lines; returns the count and sets *end, or -1 with an
@@ -114,6 +124,8 @@ static Py_ssize_t split_head(const char *buf, Py_ssize_t len, Py_ssize_t start, 
     if (start < 0 || start > len)
         goto bad;
     const char *p = buf + start, *stop = buf + len;
+    while (p < stop && (*p == '\r' || *p == '\n'))
+        p++;
     const char *nl = memchr(p, '\n', (size_t)(stop - p));
     if (nl == NULL)
         goto bad;
@@ -217,6 +229,25 @@ static int add_value(PyObject **list, const struct line *l) {
 
 static PyObject *or_empty(PyObject *list) { return list != NULL ? list : PyList_New(0); }
 
+/* Whether a field of this kind is in the stored head. */
+static int stored(enum kind k) {
+    switch (k) {
+    case K_SHOWN:
+    case K_DATE:
+    case K_CACHE_CONTROL:
+    case K_LAST_MODIFIED:
+    case K_ETAG:
+    case K_EXPIRES:
+    case K_VARY:
+    case K_SET_COOKIE:
+        return 1;
+    default:
+        return 0; /* hop-by-hop, Connection and what it names, tags, Age, Content-Length, CDN-CC */
+    }
+}
+
+static PyObject *scan_lines(struct line *lines, Py_ssize_t count, Py_ssize_t end);
+
 static PyObject *head_scan(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t start;
@@ -224,31 +255,47 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*n:scan", &view, &start))
         return NULL;
     PyObject *out = NULL;
-    struct line lines[MAX_LINES];
-    unsigned char kinds[MAX_LINES];
+    /* Most heads fit the stack's table (2.5 KiB; 3.5 KiB of stack with scan_lines' names, on the
+       event loop's thread); a longer one is split again into a block. */
+    struct line small[STACK_LINES];
     Py_ssize_t end = 0;
-    Py_ssize_t count = split_head(view.buf, view.len, start, lines, MAX_LINES, &end);
+    Py_ssize_t count = split_head(view.buf, view.len, start, small, STACK_LINES, &end);
     if (count < 0)
         goto release;
     if (count > MAX_LINES) {
-        out = Py_None;  /* over any limit: the Python path says which */
-        Py_INCREF(out);
+        out = Py_NewRef(Py_None); /* over any limit: the Python path says which */
         goto release;
     }
+    if (count <= STACK_LINES) {
+        out = scan_lines(small, count, end);
+        goto release;
+    }
+    struct line *lines = PyMem_Malloc(sizeof(struct line) * (size_t)count);
+    if (lines == NULL) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    split_head(view.buf, view.len, start, lines, count, &end);
+    out = scan_lines(lines, count, end);
+    PyMem_Free(lines);
+release:
+    PyBuffer_Release(&view);
+    return out;
+}
 
+/* scan's result for a head's lines (see the module). */
+static PyObject *scan_lines(struct line *lines, Py_ssize_t count, Py_ssize_t end) {
     /* First pass: kinds, framing, bytes, and the names Connection lists (RFC 9110 §7.6.1). */
     char named[MAX_NAMED][MAX_NAMED_LEN];
     Py_ssize_t named_len[MAX_NAMED];
     int nnamed = 0;
-    Py_ssize_t field_bytes = 0, head_size = 0;
+    Py_ssize_t field_bytes = 0;
     unsigned long long length = 0;
     int have_length = 0, chunked = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
-        const struct line *l = &lines[i];
-        enum kind k = kind_of(l->name, l->name_len);
-        kinds[i] = (unsigned char)k;
+        struct line *l = &lines[i];
+        enum kind k = l->kind = kind_of(l->name, l->name_len);
         field_bytes += l->name_len + l->value_len;
-        head_size += l->name_len + l->value_len + 4;
         if (k == K_TE) {
             const char *v = l->value, *e = l->value + l->value_len;
             while (v < e && is_space((unsigned char)*v))
@@ -256,7 +303,7 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
             while (e > v && is_space((unsigned char)e[-1]))
                 e--;
             if (chunked || !lower_eq(v, e - v, "chunked"))
-                goto fallback;
+                return Py_NewRef(Py_None);
             chunked = 1;
         } else if (k == K_CONTENT_LENGTH) {
             const char *v = l->value, *e = l->value + l->value_len;
@@ -265,11 +312,11 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
             while (e > v && is_space((unsigned char)e[-1]))
                 e--;
             if (v == e || e - v > 18)
-                goto fallback;
+                return Py_NewRef(Py_None);
             length = 0;
             for (; v < e; v++) {
                 if (*v < '0' || *v > '9')
-                    goto fallback;
+                    return Py_NewRef(Py_None);
                 length = length * 10 + (unsigned long long)(*v - '0');
             }
             have_length = 1;
@@ -291,7 +338,7 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
                    names go anyway. */
                 if (ts < te && ascii && kind_of(ts, te - ts) == K_SHOWN) {
                     if (nnamed == MAX_NAMED || te - ts >= MAX_NAMED_LEN)
-                        goto fallback;
+                        return Py_NewRef(Py_None);
                     for (Py_ssize_t j = 0; j < te - ts; j++) {
                         char c = ts[j];
                         named[nnamed][j] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
@@ -302,7 +349,7 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
                 } else if (ts < te && ascii && kind_of(ts, te - ts) != K_HOP &&
                            kind_of(ts, te - ts) != K_CONNECTION && kind_of(ts, te - ts) != K_TE) {
                     /* It names a field the fill reads (Cache-Control, Date, a tag...): rare. */
-                    goto fallback;
+                    return Py_NewRef(Py_None);
                 }
                 if (comma == NULL)
                     break;
@@ -311,48 +358,46 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
         }
     }
 
+    /* The fields Connection names go, then the stored head's exact size: one bytes object. */
+    Py_ssize_t head_size = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        struct line *l = &lines[i];
+        if (nnamed && l->kind == K_SHOWN)
+            for (int j = 0; j < nnamed; j++)
+                if (named_len[j] == l->name_len && lower_eq(l->name, l->name_len, named[j])) {
+                    l->kind = K_NAMED;
+                    break;
+                }
+        if (stored(l->kind))
+            head_size += l->name_len + l->value_len + 4;
+    }
+
     /* Second pass: the stored head and what the storage decision reads. */
     PyObject *head = PyBytes_FromStringAndSize(NULL, head_size);
     if (head == NULL)
-        goto release;
+        return NULL;
     char *w = PyBytes_AS_STRING(head);
     PyObject *cc = NULL, *cdn = NULL, *expires = NULL, *vary = NULL, *tags = NULL;
     PyObject *date = NULL, *last_modified = NULL, *age = NULL;
     int etag = 0, set_cookie = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         const struct line *l = &lines[i];
-        enum kind k = (enum kind)kinds[i];
-        if (nnamed && k == K_SHOWN) {
-            int drop = 0;
-            for (int j = 0; j < nnamed && !drop; j++)
-                drop = named_len[j] == l->name_len && lower_eq(l->name, l->name_len, named[j]);
-            if (drop)
-                continue;
-        }
-        int shown = 0;
-        switch (k) {
-        case K_SHOWN:
-            shown = 1;
-            break;
+        switch (l->kind) {
         case K_DATE:
             if (date == NULL && (date = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL)) == NULL)
                 goto fail;
-            shown = 1;
             break;
         case K_CACHE_CONTROL:
             if (add_value(&cc, l) < 0)
                 goto fail;
-            shown = 1;
             break;
         case K_LAST_MODIFIED:
             if (last_modified == NULL &&
                 (last_modified = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL)) == NULL)
                 goto fail;
-            shown = 1;
             break;
         case K_ETAG:
             etag = 1;
-            shown = 1;
             break;
         case K_TAG: {
             if (tags == NULL && (tags = PyList_New(0)) == NULL)
@@ -372,25 +417,22 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
         case K_EXPIRES:
             if (add_value(&expires, l) < 0)
                 goto fail;
-            shown = 1;
             break;
         case K_VARY:
             if (add_value(&vary, l) < 0)
                 goto fail;
-            shown = 1;
             break;
         case K_SET_COOKIE:
             set_cookie = 1;
-            shown = 1;
             break;
         case K_CDN_CACHE_CONTROL:
             if (add_value(&cdn, l) < 0)
                 goto fail;
             break;
         default:
-            break; /* hop-by-hop, Connection, Content-Length: never stored */
+            break;
         }
-        if (shown) {
+        if (stored(l->kind)) {
             memcpy(w, l->name, (size_t)l->name_len);
             w += l->name_len;
             *w++ = ':';
@@ -401,20 +443,17 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
             *w++ = '\n';
         }
     }
-    if (_PyBytes_Resize(&head, w - PyBytes_AS_STRING(head)) < 0)
-        goto fail;
     PyObject *length_obj = have_length ? PyLong_FromUnsignedLongLong(length) : Py_NewRef(Py_None);
     if (length_obj == NULL)
         goto fail;
-    out = Py_BuildValue("(nnnNO(NNNNNNNNOON))", end, count, field_bytes, length_obj,
-                        chunked ? Py_True : Py_False, head, or_empty(cc), or_empty(cdn),
-                        or_empty(expires), or_empty(vary), date ? date : Py_NewRef(Py_None),
-                        last_modified ? last_modified : Py_NewRef(Py_None),
-                        age ? age : Py_NewRef(Py_None), etag ? Py_True : Py_False,
-                        set_cookie ? Py_True : Py_False, or_empty(tags));
-    goto release;
+    return Py_BuildValue("(nnnNO(NNNNNNNNOON))", end, count, field_bytes, length_obj,
+                         chunked ? Py_True : Py_False, head, or_empty(cc), or_empty(cdn),
+                         or_empty(expires), or_empty(vary), date ? date : Py_NewRef(Py_None),
+                         last_modified ? last_modified : Py_NewRef(Py_None),
+                         age ? age : Py_NewRef(Py_None), etag ? Py_True : Py_False,
+                         set_cookie ? Py_True : Py_False, or_empty(tags));
 fail:
-    Py_XDECREF(head);
+    Py_DECREF(head);
     Py_XDECREF(cc);
     Py_XDECREF(cdn);
     Py_XDECREF(expires);
@@ -423,12 +462,7 @@ fail:
     Py_XDECREF(date);
     Py_XDECREF(last_modified);
     Py_XDECREF(age);
-    goto release;
-fallback:
-    out = Py_NewRef(Py_None);
-release:
-    PyBuffer_Release(&view);
-    return out;
+    return NULL;
 }
 
 static PyMethodDef methods[] = {

@@ -272,6 +272,8 @@ class Fetch:
     (it stays True once the object is stored)."""
     status = 0
     head_bytes = b""
+    _decoded: tuple[bytes, Sequence[tuple[str, str]]] | None = None
+    """``head_bytes`` and its fields, once ``client_headers`` has decoded them."""
     content_length: int | None = None
     length_known = False
     """The origin's response (or, after a 304, the stored one's) carried a Content-Length."""
@@ -729,10 +731,14 @@ class Fetch:
         )
 
     @property
-    def client_headers(self) -> list[tuple[str, str]]:
-        """The fields clients are shown (the stored head's), decoded for the rare paths that read
-        them (a 206, a conditional request answered from the fill)."""
-        return decode_head(self.head_bytes)
+    def client_headers(self) -> Sequence[tuple[str, str]]:
+        """The fields clients are shown (the stored head's), decoded once, for the rare paths that
+        read them (a 206, a conditional request answered from the fill)."""
+        head = self.head_bytes
+        decoded = self._decoded
+        if decoded is None or decoded[0] is not head:
+            decoded = self._decoded = (head, tuple(decode_head(head)))
+        return decoded[1]
 
     def _finish(self) -> None:
         self.done = True

@@ -11,8 +11,9 @@ hit of that second writes the same bytes object, one ``write`` as the bare serve
 Rules:
 - A memo hangs on its entry (``Entry.memo``: ``[fields, response]``) and is used only when the
   entry's varying fields, formatted for this hit, equal ``fields``: a wrong Age or ttl is never
-  sent. It dies with its entry: a purged or replaced entry is no longer found by a lookup, so its
-  memo is never read again.
+  sent. An entry's status, head and body never change (a revalidation or a refill stores a new
+  entry), and a purged or replaced entry is no longer found by a lookup, so its memo is never read
+  again; its bytes stay counted until the next memo made a second or more later empties it.
 - The first hit of a second only marks the entry (``[fields, None]``); the second makes the memo,
   or marks the entry as refused for that second (``[fields, b""]``, below). An entry hit once a
   second or less (a long tail of large objects) is never copied.

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from itertools import chain
@@ -71,6 +72,8 @@ MAX_FIELDS = 256
 HEAD_SLICE = 4096
 """Bytes of a head parsed between two looks at its field count (``_feed_head``)."""
 HIGH_WATER = 256 * 1024
+_BLANK = re.compile(rb"[\r\n]*")
+"""What llhttp skips before a status line (before the first head, and after an interim one)."""
 
 Interim = Callable[[int, list[tuple[str, str]]], None]
 """``on_interim(status, fields)``: called for each 1xx response before the final one."""
@@ -160,7 +163,6 @@ class OriginResponse:
         "_error",
         "_fields",
         "_raw",
-        "_start",
         "_waiter",
         "content_length",
         "fill",
@@ -192,8 +194,8 @@ class OriginResponse:
         """Sent on a connection that had carried an earlier exchange (see the client's retry rule)."""
         self.status = 0
         self._fields: list[tuple[str, str]] | None = []
-        self._raw: bytes | bytearray = b""
-        self._start = 0
+        self._raw = b""
+        """The final head's bytes (with any blank lines before it), until ``headers`` is read."""
         self.fill: Fill | None = None
         """What a fill reads of the final head, read in C (``_originhead.scan``); None when the
         head is one the Python path takes (the fill reads ``headers`` then)."""
@@ -211,7 +213,7 @@ class OriginResponse:
         caller strips them). Made from the raw head on first use: a fill reads ``fill`` instead."""
         fields = self._fields
         if fields is None:
-            fields = self._fields = head_fields(self._raw, self._start)[1]
+            fields = self._fields = head_fields(self._raw, 0)[1]
             self._raw = b""
         return fields
 
@@ -362,7 +364,8 @@ class OriginConnection(asyncio.Protocol):
         self._raw: bytes | bytearray = b""
         """The exchange's bytes until its final head is complete (heads are read from them in C)."""
         self._head_start = 0
-        """Where in ``_raw`` the head being parsed begins (after the exchange's interim heads)."""
+        """Where in ``_raw`` the head being parsed begins (after the exchange's interim heads, and
+        after the blank lines before it once ``_feed_head`` has seen them)."""
         self._counted = 0
         self._lines = 0
         """Line ends in ``_raw[_head_start:_counted]``: the incomplete head's lines so far."""
@@ -503,7 +506,13 @@ class OriginConnection(asyncio.Protocol):
         while True:
             fed = len(raw) - len(view)
             if fed > self._counted and not self._final:
-                self._lines += raw.count(b"\n", self._counted, fed)
+                counted = self._counted
+                if counted == self._head_start:
+                    # Blank lines before a status line are not the head's (llhttp skips them).
+                    skipped = _BLANK.match(raw, counted, fed)
+                    assert skipped is not None  # it matches everywhere, if only the empty string
+                    counted = self._head_start = skipped.end()
+                self._lines += raw.count(b"\n", counted, fed)
                 self._counted = fed
                 if self._lines > MAX_FIELDS + 1:  # the status line and the fields
                     self._protocol_error(f"response head over {MAX_FIELDS} fields")
@@ -544,9 +553,17 @@ class OriginConnection(asyncio.Protocol):
         raw = self._raw
         start = self._head_start
         fields: list[tuple[str, str]] | None = None
-        scan = scan_head(raw, start) if status >= 200 else None
+        try:
+            scan = scan_head(raw, start) if status >= 200 else None
+            if scan is None:
+                end, fields = head_fields(raw, start)
+        except ValueError as exc:
+            # The C reader and llhttp disagree on where the head is: the origin's bytes are not
+            # trusted (no traceback: an origin could send them on every request).
+            self._protocol_error(f"unreadable head ({exc})")
+            raise _Stop from None
         if scan is None:
-            end, fields = head_fields(raw, start)
+            assert fields is not None
             count = len(fields)
             field_bytes = len("".join(chain.from_iterable(fields)))
             fill = None
@@ -588,8 +605,10 @@ class OriginConnection(asyncio.Protocol):
                 elif size == 14 and name.lower() == "content-length":
                     length = int(value)  # llhttp has checked it: digits only, one field
         else:
-            resp._raw = raw
-            resp._start = start
+            # Only the head, for ``headers`` (rarely read): not the interim heads or body bytes
+            # that arrived in the same reads.
+            kept = raw[start:end]
+            resp._raw = kept if type(kept) is bytes else bytes(kept)
         self._raw = b""
         self._final = True
         self._keep_alive = parser.should_keep_alive()

@@ -462,7 +462,7 @@ class Proxy:
                 head = b"".join((STATUS_LINES[entry.status], entry.head, fields))
                 self.stats.bytes_sent += len(head)
                 conn.respond(head, keep)
-            elif len(body) < 16384:
+            elif len(body) < HIT_MEMO_BODY_MIN:
                 # Joined once, as the memory tier's plain hit (a chain of concatenations copies more).
                 out = b"".join((STATUS_LINES[entry.status], entry.head, fields, body))
                 self.stats.bytes_sent += len(out)
@@ -1187,12 +1187,11 @@ class Proxy:
             return fields
         headers = req.headers
         if fetch.status == 200 and any(name in headers for name in CONDITIONAL):
-            etag = _field(fetch.client_headers, "etag")
-            last_modified = _field(fetch.client_headers, "last-modified")
+            shown = fetch.client_headers
+            etag = _field(shown, "etag")
+            last_modified = _field(shown, "last-modified")
             if evaluate_preconditions(req.method, req.headers, etag, last_modified) == 304:
-                head = encode_head(
-                    [(k, v) for k, v in fetch.client_headers if k.lower() in NOT_MODIFIED_FIELDS]
-                )
+                head = encode_head([(k, v) for k, v in shown if k.lower() in NOT_MODIFIED_FIELDS])
                 conn.write(STATUS_LINES[304] + head + fields + _connection_field(req) + b"\r\n")
                 conn.finish(req.keep_alive)
                 return None
