@@ -322,15 +322,22 @@ def test_without_a_disk_tier_there_is_no_filter() -> None:
 @given(st.lists(st.binary(max_size=600), max_size=300), st.lists(st.binary(max_size=600), max_size=50))
 def test_a_key_once_added_is_never_absent(added: list[bytes], others: list[bytes]) -> None:
     keys = KeyFilter.create(10)
+    batch = KeyFilter.create(10)
     try:
         keys.set_ready()
+        batch.set_ready()
         for kb in added:
             keys.add(kb)
+        # A writer's batch (``add_all``) sets the very slots its keys one by one would.
+        batch.add_all(memoryview(kb) for kb in added)
+        assert bytes(batch._slots) == bytes(keys._slots)
         for kb in others:
             keys.may_hold(kb)
         assert all(keys.may_hold(kb) for kb in added)
+        assert all(batch.may_hold(kb) for kb in added)
     finally:
         keys.close()
+        batch.close()
 
 
 @given(st.integers(min_value=0, max_value=1 << 40))

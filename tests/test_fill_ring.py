@@ -3,19 +3,25 @@ full ring refuses a record rather than overwrite one not yet committed, a record
 not all there is not read, one whose CRC never matches is given up (with those after it, counted),
 and a dead fill writer's records are skipped and counted; with either
 appender (the C one, ``store/_fillring.c``, and ``PyAppender``), which write the same bytes: an
-entry's record is ``encode_entry``'s, and the fill writer reads the entry back."""
+entry's record is ``encode_entry``'s, and the fill writer reads the entry back. The fill writer
+stores a record as the writer thread stores its entry (every row, the counters, the key filter), a
+record it cannot read or a large object's is counted, not written, and a batch that fails counts
+its fills dropped."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import resource
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,13 +30,19 @@ from hypothesis import strategies as st
 from edgecache.edge.fillwriter import run
 from edgecache.store._fillring import Appender
 from edgecache.store.chain import TierChain
+from edgecache.store.chunked import ChunkedEntry
 from edgecache.store.disk import DiskStore
 from edgecache.store.disk_layout import (
+    CACHE,
     ENTRY,
     EXPIRY,
+    REC,
     RESERVE,
+    VARY,
     decode_entry,
     encode_entry,
+    fill_fields,
+    key_bytes,
     with_reserve_expires,
 )
 from edgecache.store.entry import VARIANT_SEP, Entry
@@ -46,6 +58,7 @@ from edgecache.store.fillring import (
     PyAppender,
     decode_vary,
 )
+from edgecache.store.keyfilter import KeyFilter
 from edgecache.store.memory import MemoryTier
 
 CAPACITY = 1 << 16
@@ -491,38 +504,156 @@ def _rows(store: DiskStore) -> dict[bytes, list[tuple[bytes, bytes]]]:
     return out
 
 
+ZONES = ("z", "y")
+
+
+def _committed_keys(store: DiskStore) -> list[bytes]:
+    """The stored bytes of every key a store holds a record or Vary row of, in either area."""
+    return [
+        k[1:]
+        for name, rows in _rows(store).items()
+        if name[:1] in (CACHE, RESERVE) and name[1:2] == b"/"
+        for k, _ in rows
+        if k[:1] in (ENTRY, VARY)
+    ]
+
+
+@pytest.mark.parametrize("appender", APPENDERS, ids=["c", "python"])
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(entries.map(lambda e: replace(e, zone="z")), st.booleans(), st.integers(0, 3)),
+        st.tuples(entries, st.sampled_from(ZONES), st.booleans(), st.integers(0, 3), st.none() | vary_names),
         min_size=1,
         max_size=25,
     )
 )
 def test_a_ring_record_is_stored_as_the_writer_thread_stores_its_entry(
-    tmp_path_factory: pytest.TempPathFactory, fills: list[tuple[Entry, bool, int]]
+    tmp_path_factory: pytest.TempPathFactory,
+    appender: type[Appender | PyAppender],
+    fills: list[tuple[Entry, str, bool, int, tuple[str, ...] | None]],
 ) -> None:
     # The fill writer stores a ring record's bytes as they are (decision 0020's addendum
     # ``fillchild``): every row, record and index, must be what the writer thread writes for the
-    # entry it decodes, replacements (a key filled again), reserve copies and drops included.
+    # entry itself, replacements (a key filled again), reserve copies, drops, two zones and the
+    # Vary names that follow a fill (a run of fills split around each) included. And every key the
+    # fill writer commits is "maybe" in the node's key filter (``_announce``, before the commit).
     at = tmp_path_factory.mktemp("stores")
-    ring = FillRing.create(at / "r.ring", CAPACITY)
-    child = DiskStore(at / "child", budget=1 << 30, position=1, zones=["z"], writer=False)
-    thread = DiskStore(at / "thread", budget=1 << 30, position=1, zones=["z"], writer=False)
-    ops = []
-    for entry, reserve, again in fills:
-        # A few keys only, so that some fills replace an earlier one.
-        e = replace(entry, key=f"https://a.test/{again}{entry.key}"[: 20 + 600 * (again == 3)])
-        if ring.append_entry(e, reserve) > 0:
-            ops.append(("put", decode_entry(encode_entry(e, 0.0)).entry, reserve))
-    records, _ = drain(FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd)), 0)
-    child.write_fills(records)
-    thread._apply(ops)
-    assert _rows(child) == _rows(thread)
-    assert child.fill_counters() == thread.fill_counters()
-    child.close()
-    thread.close()
-    ring.close(unlink=True)
+    with contextlib.ExitStack() as closing:
+        ring = FillRing.create(at / "r.ring", CAPACITY, appender=appender)
+        closing.callback(ring.close, unlink=True)
+        keys = KeyFilter.create(1000)
+        closing.callback(keys.close)
+        keys.set_ready()
+        child = DiskStore(at / "child", budget=1 << 30, position=1, zones=ZONES, writer=False)
+        closing.callback(child.close)
+        child.use_filter(keys, build=False)
+        thread = DiskStore(at / "thread", budget=1 << 30, position=1, zones=ZONES, writer=False)
+        closing.callback(thread.close)
+        reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+        closing.callback(reader.close)
+        ops: list[tuple[Any, ...]] = []
+        for entry, zone, reserve, again, names in fills:
+            # A few keys per zone only, so that some fills replace an earlier one.
+            key = f"https://{zone}.test/{again}{entry.key}"[: 20 + 600 * (again == 3)]
+            e = replace(entry, zone=zone, key=key)
+            if ring.append_entry(e, reserve) <= 0:
+                continue
+            ops.append(("put", e, reserve))
+            if names is not None and ring.append_vary(key, names):
+                ops.append(("vary", key, names))
+        records, _ = drain(reader, 0)
+        child.write_fills(records)
+        thread._apply(ops)
+        assert _rows(child) == _rows(thread)
+        assert child.fill_counters() == thread.fill_counters()
+        absent = [kb for kb in _committed_keys(child) if not keys.may_hold(kb)]
+        assert not absent, f"committed, but absent from the key filter: {absent}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    entries,
+    # Here a tag may be empty or hold a NUL (a record's, not what the proxy parses).
+    st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=6), max_size=3).map(tuple),
+    st.none() | st.integers(0, 3),
+)
+def test_fill_fields_read_what_decode_entry_reads(
+    entry: Entry, tags: tuple[str, ...], cut: int | None
+) -> None:
+    # ``cut``: the record ends that many bytes past its key (a record cut short), where
+    # ``decode_entry`` reads what is there: no tag text is no tags.
+    raw = encode_entry(replace(entry, tags=tags), 0.0)
+    if cut is not None:
+        raw = raw[
+            : REC.size + len(entry.zone.encode()) + len(entry.key.encode("utf-8", "surrogatepass")) + cut
+        ]
+    try:
+        decoded = decode_entry(raw).entry
+    except (struct.error, UnicodeDecodeError) as exc:
+        with pytest.raises(type(exc)):
+            fill_fields(raw)
+        return
+    want = (decoded.zone, decoded.key, key_bytes(decoded.key), decoded.stored_seq, decoded.tags)
+    assert fill_fields(raw) == want
+
+
+def test_a_large_objects_record_in_the_ring_is_counted_not_written(tmp_path: Path) -> None:
+    # No appender puts one there (its chunks go through the writer thread, and its record after
+    # them), but a record the ring holds is written or counted, never half-written.
+    ring = FillRing.create(tmp_path / "r.ring", CAPACITY, appender=PyAppender)
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+    store = DiskStore(tmp_path / "disk", budget=1 << 20, position=0, zones=["z"], writer=False)
+    try:
+        large = ChunkedEntry(
+            "z", "https://a.test/large", 200, b"", b"", (), 1, 0.0, 0.0, 60.0, length=10, object_id=b"o" * 16
+        )
+        assert ring.append_entry(large, True) > 0 and ring.append_entry(_fill("small"), False) > 0
+        records, _ = drain(reader, 0)
+        store.write_fills(records)
+        counters = store.fill_counters()
+        assert (counters["write_errors"], counters["writes"]) == (1, 1)
+        assert [e.key for e in store] == ["https://a.test/small"]
+    finally:
+        store.close()
+        reader.close()
+        ring.close(unlink=True)
+
+
+def _failing_batch() -> list[Entry]:
+    """Fills for a 2 MiB map: three dropped (below the reclaimed position, 1), then two larger than
+    the map, so that a transaction holding either fails (however the writer groups them)."""
+    below = [replace(_fill(f"old{i}"), stored_seq=0) for i in range(3)]
+    return below + [replace(_fill(f"big{i}"), body=bytes([i]) * (3 << 20)) for i in range(2)]
+
+
+def test_a_failed_batch_of_ring_fills_is_counted_dropped(tmp_path: Path) -> None:
+    store = DiskStore(
+        tmp_path / "disk", budget=1 << 30, position=1, map_size=2 << 20, zones=["z"], writer=False
+    )
+    try:
+        fills = _failing_batch()
+        store.write_fills([(encode_entry(e, 0.0), 0) for e in fills])
+        counters = store.fill_counters()
+        # Every fill of the failed transaction is not written, the dropped ones too: each counted
+        # once, and no write counted.
+        assert (counters["write_errors"], counters["writes"], counters["dropped"]) == (1, 0, len(fills))
+        assert list(store) == []
+    finally:
+        store.close()
+
+
+def test_a_failed_batch_of_the_writer_threads_fills_is_counted_dropped(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path / "disk", budget=1 << 30, position=1, map_size=2 << 20, zones=["z"])
+    try:
+        fills = _failing_batch()
+        for e in fills:
+            assert store.put(e)
+        assert store.flush(20)
+        stats = store.stats
+        assert stats.write_errors >= 1 and stats.writes == 0 and stats.dropped == len(fills)
+        assert list(store) == []
+    finally:
+        store.close()
 
 
 def test_a_damaged_ring_record_is_counted_and_the_rest_written(tmp_path: Path) -> None:

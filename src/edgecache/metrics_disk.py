@@ -41,11 +41,13 @@ class DiskCollector(Collector):
             "edgecache_disk_commits", "Disk write transactions committed", value=s.commits
         )
         yield CounterMetricFamily(
-            "edgecache_disk_write_errors", "Disk write batches that failed", value=s.write_errors
+            "edgecache_disk_write_errors",
+            "Disk write batches that failed, and fill-ring records that could not be read",
+            value=s.write_errors,
         )
         yield CounterMetricFamily(
             "edgecache_disk_dropped_writes",
-            "Fills not written because the writer was behind",
+            "Fills not written: the writer behind, a purge covering them, or their write failed",
             value=s.dropped,
         )
         yield GaugeMetricFamily(

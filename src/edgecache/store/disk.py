@@ -84,7 +84,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import lmdb
 
@@ -214,9 +214,43 @@ class DiskStats:
     reserve_expired: int = 0
     commits: int = 0
     write_errors: int = 0
+    """Write batches that failed, and fill-ring records that could not be read (``write_fills``)."""
     dropped: int = 0
+    """Fills not written: the queue or the ring was full, a purge already applied to the disk may
+    cover them (below ``reclaimed_upto``), the fill ring gave them up (its fill writer died, or a
+    record never matched its CRC), or their batch failed (which counts once in ``write_errors``)."""
     filtered: int = 0
     """Memory misses the key filter answered without a disk read (``store/keyfilter.py``)."""
+
+
+class RingFill(NamedTuple):
+    """A fill read from the fill ring (``write_fills``), a change ``_put_fills`` writes: its
+    record (``encode_entry``'s bytes) is stored as it is, beside what ``fill_fields`` read of it."""
+
+    kind: str
+    """Always ``"fill"``: a batch's changes are told apart by their first item."""
+    record: bytes
+    zone: str
+    key: str
+    kb: bytes
+    """The key's stored bytes (``key_bytes``)."""
+    stored_seq: int
+    tags: tuple[str, ...]
+    reserve: bool
+
+
+def _fills_in(batch: list[tuple[Any, ...]]) -> int:
+    """The fills of a batch (queued puts and ring fills): what a failed batch did not write."""
+    return sum(1 for op in batch if op[0] == "put" or op[0] == "fill")
+
+
+def _stored_form(op: tuple[Any, ...]) -> tuple[bytes, bytes]:
+    """A fill's record and its key's stored bytes, as ``_put_fills`` writes them: a ring fill's as
+    they came, a queued put's entry encoded."""
+    if type(op) is RingFill:
+        return op.record, op.kb
+    entry: Entry = op[1]
+    return encode_entry(entry, 0.0), key_bytes(entry.key)
 
 
 @dataclass(slots=True)
@@ -1025,7 +1059,7 @@ class DiskStore:
         under. A fill (a large object's record and a reserve copy are fills too) stores under its
         key, a Vary row under its base key; nothing else a batch or a job writes adds a key."""
         keys.add_all(
-            op[4] if op[0] == "fill" else key_bytes(op[1].key if op[0] == "put" else op[1])
+            op.kb if type(op) is RingFill else key_bytes(op[1].key if op[0] == "put" else op[1])
             for op in batch
             if op[0] in _KEYED
         )
@@ -1076,7 +1110,9 @@ class DiskStore:
     def write_fills(self, records: list[tuple[bytes, int]]) -> None:
         """In a fill-writer process: write a ring's records (payload, flags: fills, each to its
         zone's reserve too with ``RESERVE_FLAG``, and the Vary names of ``VARY_FLAG`` records) in one
-        transaction, in their order, by the same rules as the writer thread's puts and Vary rows."""
+        transaction, in their order, by the same rules as the writer thread's puts and Vary rows.
+        A record that cannot be read (damaged, or a large object's) is counted in ``write_errors``
+        and left out; a transaction that fails counts once there, and its fills in ``dropped``."""
         batch: list[tuple[Any, ...]] = []
         append = batch.append
         for payload, flags in records:
@@ -1085,17 +1121,22 @@ class DiskStore:
                     append(("vary", *decode_vary(payload)))
                     continue
                 fields = fill_fields(payload)
-                if fields is None:
-                    append(("put", decode_entry(payload).entry, bool(flags & RESERVE_FLAG)))
-                else:
-                    # The record is what LMDB stores (``encode_entry``'s bytes): written as it is.
-                    append(("fill", payload, *fields, bool(flags & RESERVE_FLAG)))
             except (struct.error, UnicodeDecodeError):
                 self.stats.write_errors += 1
+                continue
+            if fields is None:
+                # A large object's record: ``put`` queues it on the writer thread, behind its
+                # chunks; no appender puts one in the ring.
+                self.stats.write_errors += 1
+                continue
+            zone, key, kb, seq, tags = fields
+            # The record is what LMDB stores (``encode_entry``'s bytes): written as it is.
+            append(RingFill("fill", payload, zone, key, kb, seq, tags, bool(flags & RESERVE_FLAG)))
         try:
             self._apply(batch)
         except Exception:
             self.stats.write_errors += 1
+            self.stats.dropped += _fills_in(batch)
             log.exception("disk tier: a batch of %d fills was not written", len(batch))
 
     def fill_counters(self) -> dict[str, int]:
@@ -1361,6 +1402,7 @@ class DiskStore:
             self._apply(batch)
         except Exception as exc:
             self.stats.write_errors += 1
+            self.stats.dropped += _fills_in(batch)
             log.exception("disk tier: a batch of %d changes was not written", len(batch))
             for op in batch:
                 if op[0] == "chunk":
@@ -1451,7 +1493,9 @@ class DiskStore:
     def _commit(
         self, batch: list[tuple[Any, ...]], renewals: dict[str, bytes], jobs: list[tuple[Any, ...]]
     ) -> None:
-        """Apply a batch's changes but its jobs (added to ``jobs``) in one write transaction."""
+        """Apply a batch's changes but its jobs (added to ``jobs``) in one write transaction. The fills
+        it writes and drops are counted once it has committed: a batch that fails writes none."""
+        written = dropped = 0
         with self.env.begin(write=True) as txn:
             self._seen, self._grown = {}, set()
             now = time.time()
@@ -1465,7 +1509,8 @@ class DiskStore:
                     fills.append(op)
                     continue
                 if fills:
-                    self._put_fills(txn, fills, now, reclaimed)
+                    counts = self._put_fills(txn, fills, now, reclaimed)
+                    written, dropped = written + counts[0], dropped + counts[1]
                     fills = []
                 if kind == "del":
                     self._delete_key(txn, op[1], op[2])
@@ -1484,11 +1529,14 @@ class DiskStore:
                 elif kind == "job":
                     jobs.append(op)
             if fills:
-                self._put_fills(txn, fills, now, reclaimed)
+                counts = self._put_fills(txn, fills, now, reclaimed)
+                written, dropped = written + counts[0], dropped + counts[1]
             if len(jobs) < len(batch):
                 self._write_reclaimed_later(txn)
             self._evict(txn, now)
             self._write_counts(txn)
+        self.stats.writes += written
+        self.stats.dropped += dropped
 
     def _step(self, job: Job, fut: Future[None]) -> None:
         self._delta = {}
@@ -1550,31 +1598,31 @@ class DiskStore:
 
     def _put_fills(
         self, txn: lmdb.Transaction, fills: list[tuple[Any, ...]], now: float, reclaimed: int
-    ) -> None:
+    ) -> tuple[int, int]:
         """Write a run of fills (a batch's consecutive puts: ``("put", entry, reserve)`` queued on
-        the writer thread, or ``("fill", record, zone, key, key bytes, stored_seq, tags, reserve)``
-        read from the fill ring, whose record is stored as it is). The run, not each record, reads
-        the clock and adds to the counters, and a new record's index rows go in one ``putmulti``."""
+        the writer thread, or a ``RingFill`` read from the fill ring, whose record is stored as it
+        is); how many it wrote and how many it dropped, for ``_commit`` to count once committed.
+        The run, not each record, reads the clock and adds to the counters, and a new record's
+        index rows go in one ``putmulti``."""
         delta = self._delta
         stored_clock = self._meta_get(txn, b"clock")
         ticks = 0
-        writes = 0
+        writes = dropped = 0
         added: dict[str, list[int]] = {}
         """Zone → bytes and records that the run's new records add to its disk cache."""
         cursors: dict[str, lmdb.Cursor] = {}
         cdbs: dict[str, Any] = {}
         new_hosts, hosts = self._new_hosts, self._hosts
         pack = U64.pack
+        chunked: ChunkedEntry | None
         for op in fills:
-            chunked: ChunkedEntry | None = None
-            if op[0] == "fill":
-                _, record, zone, key, kb, seq, tags, reserve = op
+            if type(op) is RingFill:
+                zone, key, seq, tags, reserve = op.zone, op.key, op.stored_seq, op.tags, op.reserve
+                chunked = None
             else:
                 entry: Entry = op[1]
                 zone, key, seq, tags, reserve = entry.zone, entry.key, entry.stored_seq, entry.tags, op[2]
-                if type(entry) is ChunkedEntry:
-                    chunked = entry
-                record = b""
+                chunked = entry if type(entry) is ChunkedEntry else None
             # Below the reclaimed position, a purge already applied to the disk may cover the entry
             # (its fetch began before the purge, or memory evicted it after the purge's disk job)
             # and would not be replayed after a restart: not written (see the module rules).
@@ -1585,7 +1633,7 @@ class DiskStore:
                 if cdb is None:
                     cdb = cdbs[zone] = self._zdb(txn, CACHE, zone, create=True)
             if cdb is None:
-                self.stats.dropped += 1
+                dropped += 1
                 if chunked is not None:
                     self._delete_chunks(txn, chunked.object_id)
                 continue
@@ -1593,9 +1641,7 @@ class DiskStore:
             if (new_hosts.get(host) or hosts.get(host)) != zone:
                 txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
                 new_hosts[host] = zone
-            if op[0] == "put":
-                kb = key_bytes(key)
-                record = encode_entry(entry, 0.0)
+            record, kb = _stored_form(op)
             writes += 1
             # A new key (the usual fill): the record without overwriting (one call), its index rows
             # in one more.
@@ -1632,11 +1678,11 @@ class DiskStore:
                         txn, rdb, RESERVE, zone, kb, with_reserve_expires(record, expires), seq, tags, None
                     )
                     txn.put(expiry_row(expires, kb), b"", db=rdb)
-        self.stats.writes += writes
         if ticks:
             delta[b"clock"] = delta.get(b"clock", 0) + ticks
         for zone, (size, count) in added.items():
             self._account(CACHE, zone, size, count)
+        return writes, dropped
 
     def _insert(
         self,

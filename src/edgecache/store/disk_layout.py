@@ -240,8 +240,9 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
 def fill_fields(raw: bytes) -> tuple[str, str, bytes, int, tuple[str, ...]] | None:
     """What a writer needs to store a whole entry's record as it is (the fill writer's records:
     decision 0020's addendum ``fillchild``): its zone, key, key bytes (``key_bytes``), stored_seq
-    and tags, without decoding the rest. None for a large object's record (``decode_entry`` it).
-    Raises as ``decode_entry`` on a bad one (the same fields are decoded)."""
+    and tags, without decoding the rest. None for a large object's record (the fill ring never
+    holds one). Raises as ``decode_entry`` on a bad one (the same fields are decoded the same way:
+    ``test_fill_fields_read_what_decode_entry_reads``)."""
     _, seq, _, _, _, _, _, _, _, flags, lz, lk, lt, _ = REC.unpack_from(raw)
     if flags & _F_CHUNKED:
         return None
@@ -251,7 +252,8 @@ def fill_fields(raw: bytes) -> tuple[str, str, bytes, int, tuple[str, ...]] | No
     kraw = raw[p : p + lk]
     key = kraw.decode("utf-8", "surrogatepass")
     p += lk
-    tags = tuple(raw[p : p + lt].decode().split("\x00")) if lt else ()
+    tags_raw = raw[p : p + lt].decode()
+    tags = tuple(tags_raw.split("\x00")) if tags_raw else ()
     return zone, key, _stored_key(kraw), seq, tags
 
 

@@ -95,13 +95,11 @@ class KeyFilter:
 
     def add(self, kb: bytes | memoryview) -> None:
         """Note that a key (its stored bytes) may be on disk from now on: before its commit."""
-        h = zlib.crc32(kb)
-        mask, slots = self._mask, self._slots
-        slots[h & mask] = 1
-        slots[((h * _MIX) >> 32) & mask] = 1
+        self.add_all((kb,))
 
     def add_all(self, kbs: Iterable[bytes | memoryview]) -> None:
-        """``add`` each key of ``kbs`` (a batch's, before its commit), in one call."""
+        """Note that each key of ``kbs`` may be on disk from now on (a batch's, before its commit),
+        in one call. The one place a key's slots are set (``may_hold`` reads the same two)."""
         mask, slots, crc32 = self._mask, self._slots, zlib.crc32
         for kb in kbs:
             h = crc32(kb)
