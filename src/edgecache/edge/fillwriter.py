@@ -344,8 +344,11 @@ def main(argv: list[str] | None = None) -> None:
     # Counted on from where the last fill writer of this ring stopped.
     for name, value in ring.counters().items():
         setattr(store.stats, name, value)
-    # What start-up made (modules, the store) lives as long as the process: out of the collector's
-    # sight, a collection walks only a batch's own objects (decision 0020's addendum ``fillchild``).
+    # What start-up made (modules, the store) lives as long as the process. Collected first (frozen
+    # garbage would stay for good), then frozen: a full collection walks only what came after, where
+    # it walked every module (decision 0020's addendum ``fillchild``); a young collection never
+    # walks the old objects, frozen or not.
+    gc.collect()
     gc.freeze()
     try:
         run(ring, store, stop, args.parent)
