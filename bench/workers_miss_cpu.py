@@ -83,7 +83,10 @@ def start(tmp: Path, origin: int, binary: Path, workers: int, locks: bool) -> sr
         listen="reuseport",
     )
     if not locks:
-        toml = toml.replace("[runtime]\n", "[runtime]\nfill_lock_timeout = 0\n")
+        unlocked = toml.replace("[runtime]\n", "[runtime]\nfill_lock_timeout = 0\n")
+        # Else the "no fill locks" column would measure the locks on, silently.
+        assert unlocked != toml, "the node's configuration has no [runtime] table to turn the locks off in"
+        toml = unlocked
     (tmp / "edgecache.toml").write_text(toml)
     argv = [str(binary), "serve", "--config", str(tmp / "edgecache.toml")]
     return srv.spawn("edgecache", argv, port, "cf-cache-status", tmp)
