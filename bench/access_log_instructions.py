@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from _callgrind import instructions
+
 REPO = Path(__file__).resolve().parent.parent
-VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + b"x" * 1024
 REQUEST = b"GET /products/1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: bench\r\n\r\n"
 
@@ -72,18 +69,9 @@ def child(mode: str, hits: int) -> None:
     asyncio.run(run())
 
 
-def instructions(src: Path, mode: str, hits: int) -> int:
-    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
-    proc = subprocess.run(
-        [*VALGRIND, sys.executable, __file__, "--child", mode, "--hits", str(hits)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found = re.search(r"refs:\s+([\d,]+)", proc.stderr)
-    assert found, proc.stderr[-2000:]
-    return int(found.group(1).replace(",", ""))
+def count(src: Path, mode: str, hits: int) -> int:
+    """Instructions of a child run of ``hits`` hits with the log ``mode`` on ``src``."""
+    return instructions(__file__, src, mode, "--hits", str(hits))
 
 
 def main() -> None:
@@ -101,7 +89,7 @@ def main() -> None:
     for src in [REPO / "src", *args.src]:
         per = {}
         for mode in ("off", "on"):
-            per[mode] = (instructions(src, mode, args.hits) - instructions(src, mode, 0)) / args.hits
+            per[mode] = (count(src, mode, args.hits) - count(src, mode, 0)) / args.hits
         added = per["on"] - per["off"]
         print(f"| {src} | {per['off']:,.0f} | {per['on']:,.0f} | {added:,.0f} ({added / per['off']:+.1%}) |")
 

@@ -18,16 +18,13 @@ counts another checkout's ``src`` too, say main's; needs valgrind).
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _callgrind import instructions
+
 REPO = Path(__file__).resolve().parent.parent
-VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 15:00:00 GMT\r\n"
     b"Content-Type: application/octet-stream\r\nContent-Length: 1024\r\n"
@@ -114,18 +111,9 @@ def child(fills: int) -> None:
         fetch._accept_head(proto.resp, now, now)
 
 
-def instructions(src: Path, fills: int) -> int:
-    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
-    proc = subprocess.run(
-        [*VALGRIND, sys.executable, __file__, "--child", "--fills", str(fills)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found = re.search(r"refs:\s+([\d,]+)", proc.stderr)
-    assert found, proc.stderr[-2000:]
-    return int(found.group(1).replace(",", ""))
+def count(src: Path, fills: int) -> int:
+    """Instructions of a child run of ``fills`` head steps on ``src``."""
+    return instructions(__file__, src, "--fills", str(fills))
 
 
 def main() -> None:
@@ -141,7 +129,7 @@ def main() -> None:
     print("| src | instructions per head step |")
     print("|---|---:|")
     for src in [REPO / "src", *args.src]:
-        per = (instructions(src, args.fills) - instructions(src, 0)) / args.fills
+        per = (count(src, args.fills) - count(src, 0)) / args.fills
         print(f"| {src} | {per:,.0f} |")
 
 
