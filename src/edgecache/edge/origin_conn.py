@@ -607,8 +607,9 @@ class OriginConnection(asyncio.Protocol):
         else:
             # Only the head, for ``headers`` (rarely read): not the interim heads or body bytes
             # that arrived in the same reads.
-            kept = raw[start:end]
-            resp._raw = kept if type(kept) is bytes else bytes(kept)
+            # A head in one read is sliced (no copy when the read held nothing else); one over
+            # several reads is copied once out of its buffer.
+            resp._raw = raw[start:end] if type(raw) is bytes else bytes(memoryview(raw)[start:end])
         self._raw = b""
         self._final = True
         self._keep_alive = parser.should_keep_alive()
