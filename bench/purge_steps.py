@@ -46,13 +46,14 @@ from typing import Any
 import httptools
 import uvloop
 from aiohttp import web
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from edgecache import logs
 from edgecache.config import Logging
-from edgecache.db import ledger, migrate
+from edgecache.db import ledger
 from edgecache.db import tasks as tasks_db
 from edgecache.db.engine import begin_on_driver, end_on_driver, for_writes, open_database, sqlite_url
+from edgecache.db.identity import IdentityStore
 from edgecache.db.ledger import NewPurge, append_in
 from edgecache.db.tasks import NewTask, finish_purges_in
 
@@ -86,18 +87,10 @@ def _ledger_db() -> tuple[Path, Engine]:
     """A fresh database with the product's schema and one zone."""
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-steps-"))
     engine = open_database(sqlite_url(tmp))
-    migrate.upgrade(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO accounts (id, name, plan, created_at) VALUES ('a', 'a', 'free', '2026-01-01')")
-        )
-        conn.execute(
-            text(
-                "INSERT INTO zones (id, account_id, name, plan, created_at)"
-                " VALUES (:z, 'a', 'z', 'free', '2026-01-01')"
-            ),
-            {"z": ZONE},
-        )
+    ids = IdentityStore(engine)
+    now = datetime.now(UTC)
+    ids.upsert_account("a" * 32, "bench", "free", now)
+    ids.upsert_zone(ZONE, "a" * 32, "z.example", "free", now)
     return tmp, engine
 
 
@@ -111,18 +104,8 @@ def ledger_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
         t0 = t()
         begin_on_driver(conn)
         t1 = t()
-        now = datetime.now(UTC)
-        job = uuid.uuid4().hex
-        row = NewPurge(
-            ZONE,
-            "delete",
-            {"tags": [f"t{i}"]},
-            "p",
-            "cloudflare",
-            job,
-            now,
-            [NewTask(f"t{i}", "purge_cache_tag", None, "delete")],
-        )
+        row = _purge_row(i)
+        now = row.created_at
         seq = append_in(conn, row)
         t2 = t()
         if acks == "every" and seqs:

@@ -5,42 +5,17 @@ in the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, delete, text
+from sqlalchemy import Engine, delete
 
-from edgecache.db.engine import open_database, sqlite_url, write_transaction
+from edgecache.db.engine import write_transaction
 from edgecache.db.ledger import LedgerStore, NewPurge, append_in
 from edgecache.db.prepared import savepoint
 from edgecache.db.schema import purge_ledger
 from edgecache.db.tasks import NewTask
-from pg import postgres_server_fixture, postgres_url_fixture  # noqa: F401
-
-ZONE = "c" * 32
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else sqlite_url(tmp_path)
-    eng = open_database(url)
-    with eng.begin() as conn:
-        conn.execute(
-            text("INSERT INTO accounts (id, name, plan, created_at) VALUES ('a', 'a', 'free', '2026-01-01')")
-        )
-        conn.execute(
-            text(
-                "INSERT INTO zones (id, account_id, name, plan, created_at)"
-                " VALUES (:z, 'a', 'z', 'free', '2026-01-01')"
-            ),
-            {"z": ZONE},
-        )
-    try:
-        yield eng
-    finally:
-        eng.dispose()
+from zoned_db import ZONE, engine_fixture, postgres_server_fixture  # noqa: F401
 
 
 def _purge(i: int, target: str | None = None) -> NewPurge:
