@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -233,9 +233,9 @@ def test_a_close_during_the_build_leaves_the_filter_untrusted(
 
 
 class FailingFilter(KeyFilter):
-    """A filter whose every ``add`` fails, as a build's read of the disk may."""
+    """A filter that fails to take keys, as a build's read of the disk may."""
 
-    def add(self, kb: bytes | memoryview) -> None:
+    def add_all(self, kbs: Iterable[bytes | memoryview]) -> None:
         raise OSError("injected: the build cannot add a key")
 
 

@@ -28,10 +28,10 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Protocol
 
-from edgecache.store.entry import Entry
+from edgecache.store.entry import Entry, init_values
 
 CHUNK_BYTES = 1 << 20
 """Bytes per chunk: a commit (and its fsync) per MiB written, and at most a MiB read per step."""
@@ -110,7 +110,7 @@ def chunked_from(entry: Entry, manifest: bytes | memoryview) -> ChunkedEntry:
 
 
 def _chunked(entry: Entry, length: int, object_id: bytes, chunk_size: int) -> ChunkedEntry:
-    values = {f.name: getattr(entry, f.name) for f in fields(Entry) if f.init}
+    values = init_values(entry)
     values["body"] = b""
     return ChunkedEntry(**values, length=length, object_id=object_id, chunk_size=chunk_size)
 

@@ -1029,13 +1029,12 @@ class DiskStore:
         ``FILTER_STEP`` rows, so a large store pins no pages for long: a record committed between
         two of them was written by a process that set its slots itself."""
         added = 0
-        add = keys.add
         for db in list(self._dbs.values()):
             for prefix in (ENTRY, VARY):
                 mark = prefix[0]
                 after = prefix
                 while not self._closing:
-                    n = 0
+                    step: list[memoryview] = []
                     last = None
                     with self.env.begin(db=db, buffers=True) as txn:
                         cur = txn.cursor()
@@ -1043,12 +1042,13 @@ class DiskStore:
                             for k in cur.iternext(keys=True, values=False):
                                 if k[0] != mark:
                                     break
-                                add(k[1:])
-                                n += 1
-                                if n == FILTER_STEP:
+                                step.append(k[1:])
+                                if len(step) == FILTER_STEP:
                                     last = bytes(k)
                                     break
-                    added += n
+                        # Inside the transaction: the keys are views of its pages.
+                        keys.add_all(step)
+                    added += len(step)
                     if last is None:
                         break
                     after = last + b"\x00"  # the next row's key: the least one above ``last``

@@ -14,7 +14,8 @@ Rules of this module:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from edgecache.store.blocks import slack
 
@@ -113,6 +114,12 @@ def _head_field(head: bytes, marker: bytes) -> str | None:
     start = i + len(marker) - 2
     end = head.find(b"\r\n", start)
     return head[start : end if end >= 0 else len(head)].strip().decode("latin-1")
+
+
+def init_values(entry: Entry) -> dict[str, Any]:
+    """``entry``'s constructor arguments, for an entry built from it (a partial or chunked copy):
+    what is not an ``__init__`` field (the hit path's ``memo``) is not carried over."""
+    return {f.name: getattr(entry, f.name) for f in fields(Entry) if f.init}
 
 
 ENTRY_OVERHEAD = 376

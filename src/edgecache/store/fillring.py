@@ -122,9 +122,11 @@ def _sleep_on(fd: int, timeout: float) -> None:
     connections open when it starts a fill writer, or when the ring is created)."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    poller.poll(max(0.0, timeout) * 1000)
-    with contextlib.suppress(BlockingIOError):
-        os.eventfd_read(fd)
+    if poller.poll(max(0.0, timeout) * 1000):
+        # Read only when woken (a doze that times out costs no read); another reader may have
+        # emptied it meanwhile.
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(fd)
 
 
 def encode_vary(base_key: str, names: tuple[str, ...]) -> bytes:

@@ -41,7 +41,8 @@ MIN_SLOTS = 1 << 20
 MAX_SLOTS = 1 << 26
 """At most 64 MiB of slots, whatever the budgets (shared memory that no budget counts): past 4 Mi
 expected keys (8 GiB of budgets at ``RECORD_BYTES``) the false "maybe" rate rises instead, 4.9% at
-8 Mi keys stored, 15% at 16 Mi; it is never a wrong answer, only a disk read."""
+8 Mi keys stored, 15% at 16 Mi (computed from the two-slot formula, not measured); it is never a
+wrong answer, only a disk read."""
 RECORD_BYTES = 2048
 """The mean record size the filter is sized for from the disk's budgets: smaller records fill the
 budget with more keys, and only raise the false "maybe" rate (4.9% at twice the keys)."""

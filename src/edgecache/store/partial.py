@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from edgecache.store.blocks import slack
-from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry, tags_charge
+from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry, init_values, tags_charge
 
 PARTIAL_SUFFIX = VARIANT_SEP + "partial"
 """Appended to a full entry's key. Variant parts are ``name=value``; this one has no ``=``."""
@@ -119,7 +119,7 @@ class PartialEntry(Entry):
         cls, entry: Entry, length: int, parts: tuple[tuple[int, bytes], ...], validator: str
     ) -> PartialEntry:
         """A partial entry with ``entry``'s fields (its body aside) holding ``parts``."""
-        values = {f.name: getattr(entry, f.name) for f in fields(Entry) if f.init}
+        values = init_values(entry)
         values["status"] = 206
         values["body"] = b""
         values["visited"] = values["retired"] = False  # the tier's state of ``entry``, not of this one
@@ -127,7 +127,7 @@ class PartialEntry(Entry):
 
     def as_full(self, key: str) -> Entry:
         """The complete response these parts make, stored as a 200 under ``key`` (RFC 9111 §3.4)."""
-        values = {f.name: getattr(self, f.name) for f in fields(Entry) if f.init}
+        values = init_values(self)
         values.update(
             key=key, status=200, body=b"".join(data for _, data in self.parts), visited=False, retired=False
         )
