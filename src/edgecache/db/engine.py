@@ -138,8 +138,8 @@ def begin_on_driver(conn: Connection) -> None:
     bookkeeping (``BEGIN IMMEDIATE`` after :func:`for_writes` on SQLite; on PostgreSQL the driver
     opens it with the first statement). End it with :func:`end_on_driver`.
 
-    Why: SQLAlchemy's ``begin`` and ``commit`` are ~0.08 ms of Python per transaction, paid on the
-    interpreter the data plane runs on, by every purge (``bench/purge_steps.py``, decision 0022).
+    Why: SQLAlchemy's ``begin`` and ``commit`` are Python per transaction, paid on the interpreter
+    the data plane runs on, by every purge (decision 0022 has the measurement).
     A statement run through ``conn`` meanwhile starts SQLAlchemy's transaction as usual; it joins
     the one already open (``_on_begin``, which joins only one this function opened), and
     :func:`end_on_driver` then ends it through SQLAlchemy, so both views of the connection agree."""

@@ -43,9 +43,8 @@ _LEDGER_COLUMNS = ("zone_id", "mode", "selectors", "principal", "dialect", "job_
 _INSERT = Prepared(insert(purge_ledger).returning(purge_ledger.c.seq), column_keys=_LEDGER_COLUMNS)
 _INSERT_ROWID = Prepared(insert(purge_ledger), column_keys=_LEDGER_COLUMNS)
 """SQLite's: the seq is the row's INTEGER PRIMARY KEY, which the driver reports as ``lastrowid``;
-without ``RETURNING`` the statement is one step in the driver rather than a step and a fetch (about
-20 µs less a paced write, and one hand-back of the GIL fewer: ``bench/purge_steps.py``, decision
-0025)."""
+without ``RETURNING`` the statement is one step in the driver rather than a step and a fetch, and
+one hand-back of the GIL fewer (decision 0025)."""
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))

@@ -121,7 +121,8 @@ def _picker(order: tuple[str, ...] | None) -> Callable[[dict[str, Any]], tuple[A
         return itemgetter(*order)
     # itemgetter with a single key returns the bare value, not a 1-tuple: the driver wants a
     # sequence.
-    return lambda values: tuple(values[name] for name in order)
+    name = order[0]
+    return lambda values: (values[name],)
 
 
 @contextmanager

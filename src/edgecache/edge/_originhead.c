@@ -334,9 +334,10 @@ static PyObject *scan_lines(struct line *lines, Py_ssize_t count, Py_ssize_t end
                 for (const char *c = ts; c < te; c++)
                     if ((unsigned char)*c >= 0x80)
                         ascii = 0;
-                /* A token with a non-ASCII byte names no field (names are tokens); hop-by-hop
-                   names go anyway. */
-                if (ts < te && ascii && kind_of(ts, te - ts) == K_SHOWN) {
+                /* A token with a non-ASCII byte, or an empty one, names no field (names are
+                   tokens): taken as a hop-by-hop name, which goes anyway. */
+                enum kind tk = ts < te && ascii ? kind_of(ts, te - ts) : K_HOP;
+                if (tk == K_SHOWN) {
                     if (nnamed == MAX_NAMED || te - ts >= MAX_NAMED_LEN)
                         return Py_NewRef(Py_None);
                     for (Py_ssize_t j = 0; j < te - ts; j++) {
@@ -346,8 +347,7 @@ static PyObject *scan_lines(struct line *lines, Py_ssize_t count, Py_ssize_t end
                     named[nnamed][te - ts] = '\0';
                     named_len[nnamed] = te - ts;
                     nnamed++;
-                } else if (ts < te && ascii && kind_of(ts, te - ts) != K_HOP &&
-                           kind_of(ts, te - ts) != K_CONNECTION && kind_of(ts, te - ts) != K_TE) {
+                } else if (tk != K_HOP && tk != K_CONNECTION && tk != K_TE) {
                     /* It names a field the fill reads (Cache-Control, Date, a tag...): rare. */
                     return Py_NewRef(Py_None);
                 }

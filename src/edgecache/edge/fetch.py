@@ -58,7 +58,6 @@ from edgecache.httpcache.dates import format_http_date
 from edgecache.httpcache.freshness import StorageDecision, decide_from_fields, decide_storage, initial_age
 from edgecache.httpcache.headers import (
     HOP_BY_HOP,
-    connection_options,
     decode_head,
     encode_head,
     merge_304,
@@ -106,19 +105,6 @@ _KIND_BY_NAME = {
 """What a fill does with a response field, by lower-case name: shown to clients and stored
 (``_SHOWN``, the default) or not (hop-by-hop, tags, Age, Content-Length, CDN-Cache-Control: see
 ``NOT_STORED``), and whether the storage decision reads it."""
-_FIELD_KINDS: dict[str, int] = {}
-"""The origin's spelling of a field name → its kind; bounded (emptied when full)."""
-_FIELD_KINDS_MAX = 1024
-
-
-def _field_kind(name: str) -> int:
-    kind = _KIND_BY_NAME.get(name.lower(), _SHOWN)
-    if len(_FIELD_KINDS) >= _FIELD_KINDS_MAX:
-        _FIELD_KINDS.clear()
-    _FIELD_KINDS[name] = kind
-    return kind
-
-
 _FILL_FIELDS: dict[tuple[int, str, str, tuple[tuple[str, str], ...]], tuple[ZoneRuntime, FieldLines]] = {}
 """(zone, host, client address, the request's fields) → what a fill of it sends to the origin,
 encoded; bounded (emptied when full)."""
@@ -136,7 +122,7 @@ def _fill_fields(headers: Mapping[str, str], client_ip: str, zone: ZoneRuntime, 
     per distinct request without credentials and short (``_CREDENTIALS``, ``_FILL_FIELDS_CHARS``).
     What it returns is a function of exactly these four inputs, so a remembered answer is the one
     ``forward_headers`` would give; a client's connection usually repeats its fields, and deciding
-    and encoding them was ~7% of a miss's instructions."""
+    and encoding them was a miss's largest Python step (decision 0008, "Update 4")."""
     if any(name in headers for name in _CREDENTIALS):
         return _encode_fill_fields(headers, client_ip, zone, host)
     fields = tuple(headers.items())
@@ -165,72 +151,51 @@ def _field_pass(fields: Sequence[tuple[str, str]]) -> Fill:
     """What ``_originhead.scan`` returns for a fill, from the fields in Python, for the heads the
     scan leaves to Python (a Connection field naming a field the fill reads or more than 16
     names, a Content-Length of over 18 digits): hop-by-hop fields and those Connection names
-    dropped, the tags and the fields clients are shown kept (encoded as the stored head), what
-    the storage decision reads gathered."""
-    kinds = _FIELD_KINDS
-    # Fields named in Connection that are not hop-by-hop anyway (RFC 9110 §7.6.1): a Connection
-    # field that names one starts the pass again, dropping them.
-    named: frozenset[str] = frozenset()
-    while True:
-        shown: list[tuple[str, str]] = []
-        tag_fields: list[tuple[str, str]] = []
-        cache_control: list[str] = []
-        cdn_cache_control: list[str] = []
-        expires: list[str] = []
-        vary: list[str] = []
-        date = age = last_modified = None
-        etag = set_cookie = False
-        again = False
-        for field in fields:
-            name = field[0]
-            kind = kinds.get(name)
-            if kind is None:
-                kind = _field_kind(name)
-            if named and name.lower() in named:
-                continue
-            if kind == _SHOWN:
-                shown.append(field)
-            elif kind == _DATE:
-                if date is None:
-                    date = field[1]
-                shown.append(field)
-            elif kind == _NOT_SHOWN:
-                pass  # Content-Length: recomputed on every answer
-            elif kind == _CACHE_CONTROL:
-                cache_control.append(field[1])
-                shown.append(field)
-            elif kind == _LAST_MODIFIED:
-                if last_modified is None:
-                    last_modified = field[1]
-                shown.append(field)
-            elif kind == _ETAG:
-                etag = True
-                shown.append(field)
-            elif kind == _CONNECTION:
-                extra = connection_options(field[1]) - HOP_BY_HOP
-                if extra - named:
-                    named = named | extra
-                    again = True
-            elif kind == _HOP_BY_HOP:
-                pass
-            elif kind == _TAG:
-                tag_fields.append(field)
-            elif kind == _AGE:
-                if age is None:
-                    age = field[1]
-            elif kind == _EXPIRES:
-                expires.append(field[1])
-                shown.append(field)
-            elif kind == _VARY:
-                vary.append(field[1])
-                shown.append(field)
-            elif kind == _SET_COOKIE:
-                set_cookie = True
-                shown.append(field)
-            elif kind == _CDN_CACHE_CONTROL:
-                cdn_cache_control.append(field[1])
-        if not again:
-            break
+    dropped (``strip_hop_by_hop``), the tags and the fields clients are shown kept (encoded as
+    the stored head), what the storage decision reads gathered."""
+    shown: list[tuple[str, str]] = []
+    tag_fields: list[tuple[str, str]] = []
+    cache_control: list[str] = []
+    cdn_cache_control: list[str] = []
+    expires: list[str] = []
+    vary: list[str] = []
+    date = age = last_modified = None
+    etag = set_cookie = False
+    for field in strip_hop_by_hop(fields):
+        kind = _KIND_BY_NAME.get(field[0].lower(), _SHOWN)
+        if kind == _SHOWN:
+            shown.append(field)
+        elif kind == _DATE:
+            if date is None:
+                date = field[1]
+            shown.append(field)
+        elif kind == _CACHE_CONTROL:
+            cache_control.append(field[1])
+            shown.append(field)
+        elif kind == _LAST_MODIFIED:
+            if last_modified is None:
+                last_modified = field[1]
+            shown.append(field)
+        elif kind == _ETAG:
+            etag = True
+            shown.append(field)
+        elif kind == _TAG:
+            tag_fields.append(field)
+        elif kind == _AGE:
+            if age is None:
+                age = field[1]
+        elif kind == _EXPIRES:
+            expires.append(field[1])
+            shown.append(field)
+        elif kind == _VARY:
+            vary.append(field[1])
+            shown.append(field)
+        elif kind == _SET_COOKIE:
+            set_cookie = True
+            shown.append(field)
+        elif kind == _CDN_CACHE_CONTROL:
+            cdn_cache_control.append(field[1])
+        # Content-Length (_NOT_SHOWN) is recomputed on every answer.
     head = encode_head(shown)
     return (
         head,
@@ -517,8 +482,8 @@ class Fetch:
             date = format_http_date(response_time)
             head += b"Date: %s\r\n" % date.encode("latin-1")
         zone = self.zone.config
-        # Positional, in the signature's order: on this path (every miss) a call with fifteen
-        # keywords cost some 7k instructions more (callgrind), and so did the Entry's below.
+        # Positional, in the signature's order, as the Entry's below: keywords cost more on this
+        # path, every miss (decision 0008, "Update 4").
         decision = decide_from_fields(
             resp.status,
             cache_control,

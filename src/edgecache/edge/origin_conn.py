@@ -55,7 +55,6 @@ import logging
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
-from itertools import chain
 from typing import TYPE_CHECKING, Protocol, cast
 
 from httptools import HttpParserError, HttpResponseParser
@@ -565,7 +564,7 @@ class OriginConnection(asyncio.Protocol):
         if scan is None:
             assert fields is not None
             count = len(fields)
-            field_bytes = len("".join(chain.from_iterable(fields)))
+            field_bytes = sum(len(name) + len(value) for name, value in fields)
             fill = None
         else:
             end, count, field_bytes, length, chunked, fill = scan

@@ -776,8 +776,8 @@ class Proxy:
         """Start an origin fetch; ``lock``: the fill lock it holds for the node's other processes,
         released when it ends, or as soon as its head shows it will not be stored."""
         flight = _flight(key, req, ranged)
-        # Positional, in the signature's order: a call with fifteen keywords cost ~7k instructions
-        # more, on every miss (decision 0008, "Update 4").
+        # Positional, in the signature's order: keywords cost more, on every miss (decision 0008,
+        # "Update 4").
         fetch = Fetch(
             zone,
             host,
