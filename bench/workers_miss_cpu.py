@@ -81,6 +81,7 @@ def start(tmp: Path, origin: int, binary: Path, workers: int, locks: bool) -> sr
         disk_budget=1 << 30,
         workers=workers,
         listen="reuseport",
+        control_plane="auto",
     )
     if not locks:
         unlocked = toml.replace("[runtime]\n", "[runtime]\nfill_lock_timeout = 0\n")
