@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from edgecache.cluster.worker import CONFIG_ENV
 from workers_node import VersionedOrigin, children, write_config
 
@@ -47,8 +49,16 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _config(tmp_path: Path, origin: VersionedOrigin) -> Path:
-    return write_config(tmp_path, origin, workers=2, grace=1.0)
+LAYOUTS = pytest.mark.parametrize(
+    ("workers", "control_plane"),
+    [(2, "auto"), (1, "process")],
+    ids=["2 workers", "1 worker, control process"],
+)
+"""Every supervised layout: two workers, and one behind a control plane of its own (decision 0026)."""
+
+
+def _config(tmp_path: Path, origin: VersionedOrigin, workers: int, control_plane: str) -> Path:
+    return write_config(tmp_path, origin, workers=workers, grace=1.0, control_plane=control_plane)
 
 
 def _serve(config: Path, prelude: str = "") -> subprocess.Popen[bytes]:
@@ -64,9 +74,10 @@ def _output(config_dir: Path) -> tuple[bytes, bytes]:
     return (config_dir / "out").read_bytes(), (config_dir / "err").read_bytes()
 
 
-def test_sigterm_during_start_stops_the_workers_too(tmp_path: Path) -> None:
+@LAYOUTS
+def test_sigterm_during_start_stops_the_workers_too(tmp_path: Path, workers: int, control_plane: str) -> None:
     origin = VersionedOrigin()
-    proc = _serve(_config(tmp_path, origin))
+    proc = _serve(_config(tmp_path, origin, workers, control_plane))
     try:
         deadline = time.monotonic() + 30
         workers: list[int] = []
@@ -91,13 +102,16 @@ def test_sigterm_during_start_stops_the_workers_too(tmp_path: Path) -> None:
         origin.close()
 
 
-def test_a_start_that_fails_stops_the_workers_it_started(tmp_path: Path) -> None:
+@LAYOUTS
+def test_a_start_that_fails_stops_the_workers_it_started(
+    tmp_path: Path, workers: int, control_plane: str
+) -> None:
     """Workers not serving in time (the supervisor's start timeout, set below zero here so that it
     expires as soon as both workers are spawned rather than after a minute): the command fails, and
     the workers it spawned are stopped, not left running."""
     origin = VersionedOrigin()
     prelude = "import edgecache.cluster.supervisor as s; s.START_TIMEOUT = -1.0; "
-    proc = _serve(_config(tmp_path, origin), prelude)
+    proc = _serve(_config(tmp_path, origin, workers, control_plane), prelude)
     try:
         code = proc.wait(timeout=60)
         out, err = _output(tmp_path)
