@@ -36,8 +36,10 @@ Method:
   a disk hit on what the other fetched). Before decision 0021 both processes fetched.
 - (5) The layouts a node can run, side by side (decision 0026): one process for the data and
   control planes (``workers = 1``, ``control_plane = "inline"``), the control plane in the
-  supervisor with one data-plane worker (``workers = 1``, ``control_plane = "process"``), and 2
-  workers. Each, rounds interleaved: ``wrk -t1 -c50`` on a warm /small without purges and with a
+  supervisor with one data-plane worker (``workers = 1``, ``control_plane = "process"``), the same
+  with that worker pinned to the last CPU and the control plane, wrk and this harness to the others
+  (what the layout gives a machine with a core for the control plane), and 2 workers. Each, rounds
+  interleaved: ``wrk -t1 -c50`` on a warm /small without purges and with a
   purge of an unrelated URL every 20 ms (50/s, sent through the API from a thread of this
   process, started 0.5 s before wrk); printed: req/s (noisy), requests per server CPU-second (the
   whole process tree, /proc) and the ratios with / without, also of requests per data-plane
@@ -392,11 +394,22 @@ def both_miss(server: srv.Server, api: Api, count: int) -> list[float]:
 
 
 LAYOUTS = {
-    "one process (inline)": (1, "inline"),
-    "control process + 1 worker": (1, "process"),
-    "control process + 2 workers": (2, "process"),
+    "one process (inline)": (1, "inline", False),
+    "control process + 1 worker": (1, "process", False),
+    "control process + 1 worker, pinned": (1, "process", True),
+    "control process + 2 workers": (2, "process", False),
 }
-"""Section 5's nodes: ``[runtime] workers`` and ``control_plane`` of each."""
+"""Section 5's nodes: ``[runtime] workers`` and ``control_plane`` of each, and whether its
+descendants (the worker, its fill writer) run pinned to the last CPU, away from the control plane,
+wrk and this harness (pinned to the others): what the layout gives where the control plane has
+cores of its own, which a shared 2-core box does not otherwise show."""
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process ``pid`` on ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def tree_cpu(server: srv.Server) -> tuple[float, float]:
@@ -405,12 +418,23 @@ def tree_cpu(server: srv.Server) -> tuple[float, float]:
     return srv.cpu_seconds([main]), srv.cpu_seconds(rest)
 
 
-def layout_run(server: srv.Server, api: Api, duration: int, *, purges: bool, load: bool) -> dict[str, float]:
+def layout_run(
+    server: srv.Server, api: Api, duration: int, *, purges: bool, load: bool, pinned: bool = False
+) -> dict[str, float]:
     """One run of section 5: wrk on /small when ``load`` (else a wait), with a purge of an
     unrelated URL every 20 ms when ``purges``. Requests, purges sent, CPU seconds of the serve
-    process and of its descendants."""
+    process and of its descendants. ``pinned``: see ``LAYOUTS``."""
     stop = threading.Event()
     sent = [0]
+    everywhere = os.sched_getaffinity(0)
+    if pinned and len(everywhere) > 1:
+        own = {max(everywhere)}
+        main, *rest = server.pids()
+        for pid in rest:
+            pin(pid, own)
+        pin(main, everywhere - own)
+        # This thread's mask: wrk and the purging thread, started from here, inherit it.
+        os.sched_setaffinity(0, everywhere - own)
 
     def purger() -> None:
         next_at = time.monotonic()
@@ -441,6 +465,7 @@ def layout_run(server: srv.Server, api: Api, duration: int, *, purges: bool, loa
         stop.set()
         if purges:
             thread.join()
+        os.sched_setaffinity(0, everywhere)
     return {
         "requests": requests,
         "rps": rps,
@@ -454,7 +479,7 @@ def layouts(tmp: Path, origin: int, duration: int, rounds: int) -> None:
     """Section 5: hits with and without 50 purges/s, and CPU per purge by process, per layout."""
     servers: dict[str, srv.Server] = {}
     try:
-        for n, (label, (workers, control_plane)) in enumerate(LAYOUTS.items()):
+        for n, (label, (workers, control_plane, _)) in enumerate(LAYOUTS.items()):
             servers[label] = srv.start_edgecache(
                 tmp, origin, EDGECACHE_BIN, f"layout-{n}", workers=workers, control_plane=control_plane
             )
@@ -469,12 +494,16 @@ def layouts(tmp: Path, origin: int, duration: int, rounds: int) -> None:
         for _ in range(rounds):
             for label, server in servers.items():
                 for purges in (False, True):
-                    run = layout_run(server, apis[label], duration, purges=purges, load=True)
+                    run = layout_run(
+                        server, apis[label], duration, purges=purges, load=True, pinned=LAYOUTS[label][2]
+                    )
                     hits.setdefault((label, purges), []).append(run)
         for _ in range(rounds):
             for label, server in servers.items():
                 for purges in (False, True):
-                    run = layout_run(server, apis[label], duration, purges=purges, load=False)
+                    run = layout_run(
+                        server, apis[label], duration, purges=purges, load=False, pinned=LAYOUTS[label][2]
+                    )
                     quiet.setdefault((label, purges), []).append(run)
     finally:
         for server in servers.values():
