@@ -65,9 +65,9 @@ class NewPurge:
     tasks: Sequence[NewTask] = ()
 
 
-def append_in(conn: Connection, purge: NewPurge) -> int:
-    """Insert one purge and its tasks inside the caller's transaction; returns its sequence number."""
-    values = {
+def ledger_values(purge: NewPurge) -> dict[str, Any]:
+    """The values the ledger row of ``purge`` is inserted with, by column."""
+    return {
         "zone_id": purge.zone_id,
         "mode": purge.mode,
         "selectors": _COMPACT.encode(purge.selectors),
@@ -76,6 +76,11 @@ def append_in(conn: Connection, purge: NewPurge) -> int:
         "job_id": purge.job_id,
         "created_at": purge.created_at,
     }
+
+
+def append_in(conn: Connection, purge: NewPurge) -> int:
+    """Insert one purge and its tasks inside the caller's transaction; returns its sequence number."""
+    values = ledger_values(purge)
     if conn.dialect.name == "sqlite":
         seq = _INSERT_ROWID.insert_rowid(conn, values)
     else:

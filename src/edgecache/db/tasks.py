@@ -146,25 +146,49 @@ def insert_tasks(
         return
     _INSERT.run_many(
         conn,
-        (
-            {
-                "job_id": job_id,
-                "kind": kind,
-                "zone_id": zone_id,
-                "seq": seq,
-                "target": item.target,
-                "domain": item.domain,
-                "type": item.type,
-                "method": item.method,
-                "status": PROCESSING,
-                "created_at": created_at,
-                "updated_at": created_at,
-                "principal": principal,
-                "dialect": dialect,
-            }
-            for item in items
+        task_values(
+            job_id=job_id,
+            kind=kind,
+            zone_id=zone_id,
+            seq=seq,
+            items=items,
+            principal=principal,
+            dialect=dialect,
+            created_at=created_at,
         ),
     )
+
+
+def task_values(
+    *,
+    job_id: str,
+    kind: str,
+    zone_id: str,
+    seq: int | None,
+    items: Sequence[NewTask],
+    principal: str,
+    dialect: str,
+    created_at: datetime,
+) -> list[dict[str, Any]]:
+    """The values a job's task rows are inserted with, by column, one mapping a task."""
+    return [
+        {
+            "job_id": job_id,
+            "kind": kind,
+            "zone_id": zone_id,
+            "seq": seq,
+            "target": item.target,
+            "domain": item.domain,
+            "type": item.type,
+            "method": item.method,
+            "status": PROCESSING,
+            "created_at": created_at,
+            "updated_at": created_at,
+            "principal": principal,
+            "dialect": dialect,
+        }
+        for item in items
+    ]
 
 
 def _row(r: Any) -> TaskRow:
