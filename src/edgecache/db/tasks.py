@@ -142,25 +142,11 @@ def insert_tasks(
     created_at: datetime,
 ) -> None:
     """Insert a job's tasks inside the caller's transaction."""
-    if not items:
-        return
-    _INSERT.run_many(
-        conn,
-        task_values(
-            job_id=job_id,
-            kind=kind,
-            zone_id=zone_id,
-            seq=seq,
-            items=items,
-            principal=principal,
-            dialect=dialect,
-            created_at=created_at,
-        ),
-    )
+    if items:
+        _INSERT.run_many(conn, task_values(job_id, kind, zone_id, seq, items, principal, dialect, created_at))
 
 
 def task_values(
-    *,
     job_id: str,
     kind: str,
     zone_id: str,
@@ -170,7 +156,8 @@ def task_values(
     dialect: str,
     created_at: datetime,
 ) -> list[dict[str, Any]]:
-    """The values a job's task rows are inserted with, by column, one mapping a task."""
+    """The values a job's task rows are inserted with (:func:`insert_tasks`), by column, one
+    mapping a task."""
     return [
         {
             "job_id": job_id,
