@@ -222,7 +222,9 @@ def _lost(conn: Connection) -> bool:
         return False
     raw: Any = conn.connection.driver_connection
     if isinstance(raw, sqlite3.Connection):
-        return not raw.in_transaction or ended_under_driver(conn)
+        # The mark is set only as SQLAlchemy begins its transaction: the purge writes, on the
+        # driver alone, skip reading it.
+        return not raw.in_transaction or (conn.in_transaction() and ended_under_driver(conn))
     # No savepoint-less operation of a group on PostgreSQL, and each RELEASE is a statement: an
     # operation that rolled back on the driver leaves the transaction aborted (INERROR), not
     # IDLE. Alone in its group, IDLE is also an operation that ran nothing, and an operation that
