@@ -173,7 +173,7 @@ def test_inline_with_several_workers_is_refused_with_the_reason(
     with pytest.raises(ValidationError, match=r'control_plane = "inline".*needs workers = 1, not 2'):
         load_config(config)
     result = CliRunner().invoke(app, ["serve", "--config", str(config)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "invalid configuration" in result.output and "needs workers = 1" in result.output
     assert "Traceback" not in result.output
 
@@ -185,3 +185,14 @@ def test_the_default_keeps_one_worker_inline_and_the_fill_locks_off() -> None:
     assert Config.model_validate({"runtime": {"workers": 2}}).runtime.supervised
     split = Config.model_validate({"runtime": {"workers": 1, "control_plane": "process"}})
     assert split.runtime.supervised and not shares_fills(split)
+
+
+def test_inline_without_a_count_is_one_worker_whatever_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default count is the usable cores; ``inline`` alone must not depend on them (accepted on
+    one core, refused on four), and an explicit count above 1 is still refused."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert Config.model_validate({"runtime": {}}).runtime.workers == 4
+    inline = Config.model_validate({"runtime": {"control_plane": "inline"}}).runtime
+    assert inline.workers == 1 and not inline.supervised
+    with pytest.raises(ValidationError, match="needs workers = 1, not 2"):
+        Config.model_validate({"runtime": {"control_plane": "inline", "workers": 2}})

@@ -10,7 +10,6 @@ import shutil
 import signal
 import sys
 import time
-import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,10 +19,10 @@ from typing import Annotated, Any
 
 import typer
 import uvloop
-from pydantic import ValidationError
 
 from edgecache import allocator, logs
 from edgecache.app import Node
+from edgecache.cli_common import read_config
 from edgecache.cli_credentials import credentials_app
 from edgecache.cli_db import db_app
 from edgecache.cli_log import log_app
@@ -32,7 +31,7 @@ from edgecache.cli_reserve import reserve_app
 from edgecache.cli_tasks import tasks_app
 from edgecache.cli_tokens import tokens_app
 from edgecache.cluster.supervisor import Supervisor
-from edgecache.config import DEMO_ZONE_ID, ZONE_ID, Config, demo_config, load_config
+from edgecache.config import DEMO_ZONE_ID, ZONE_ID, Config, demo_config
 from edgecache.control.credentials import Permission
 from edgecache.demo.origin import DEMO_PATHS
 
@@ -171,14 +170,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run a node: the data plane, the control plane, and (without --config) the demo origin."""
-    try:
-        cfg = load_config(config) if config is not None else demo_config()
-    except OSError as err:
-        typer.echo(f"error: cannot read the configuration {config}: {err.strerror or err}", err=True)
-        raise typer.Exit(2) from None
-    except (tomllib.TOMLDecodeError, ValidationError) as err:
-        typer.echo(f"error: invalid configuration {config}: {err}", err=True)
-        raise typer.Exit(2) from None
+    cfg = read_config(config) if config is not None else demo_config()
     try:
         allocator.ensure(cfg.runtime.allocator, cfg.runtime.jemalloc_path)
         logs.configure(cfg.logging)

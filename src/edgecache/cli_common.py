@@ -13,7 +13,6 @@ Rules:
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from edgecache.config import Config, load_config
@@ -79,12 +77,17 @@ class State:
     config_path: Path | None
 
 
-def _config(path: Path) -> Config:
+def read_config(path: Path) -> Config:
+    """The configuration in ``path``; a file that cannot be read or is not a valid configuration
+    (not UTF-8, not TOML, or refused by validation) is reported and exits with code 1, as every
+    other refusal of the CLI (``fail``), never with a traceback."""
     try:
         return load_config(path)
     except OSError as e:
         raise fail(f"cannot read the configuration {path}: {e.strerror or e}") from None
-    except (tomllib.TOMLDecodeError, ValidationError) as e:
+    # ValueError covers tomllib's TOMLDecodeError, a UnicodeDecodeError (a file that is not UTF-8)
+    # and pydantic's ValidationError.
+    except ValueError as e:
         raise fail(f"invalid configuration {path}: {e}") from None
 
 
@@ -93,7 +96,7 @@ def locate(
 ) -> tuple[Config | None, Path, str]:
     """The configuration, data directory and control database URL the options name (see the module
     rules)."""
-    config = _config(config_path) if config_path is not None else None
+    config = read_config(config_path) if config_path is not None else None
     directory = data_dir or (config.data_dir if config is not None else DEFAULT_DATA_DIR)
     url = database_url or (config.database_url if config is not None and data_dir is None else None)
     return config, directory, url or sqlite_url(directory)

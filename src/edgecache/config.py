@@ -287,8 +287,9 @@ class Runtime(_Model):
     control_plane: Literal["auto", "inline", "process"] = "auto"
     """Where the control plane (APIs, ``/metrics``, the ledger writer, tasks) runs: ``process``, in
     the process ``edgecache serve`` starts, which supervises the data-plane workers (always so with
-    ``workers`` > 1); ``inline``, in the one data-plane process (``workers = 1`` only); ``auto``:
-    inline with one worker, a process of its own with more (decision 0026)."""
+    ``workers`` > 1); ``inline``, in the one data-plane process (``workers = 1`` only, which is
+    then the default count); ``auto``: inline with one worker, a process of its own with more
+    (decision 0026)."""
     listen: Literal["reuseport", "shared"] = "reuseport"
     """How workers share the data port: a socket each with SO_REUSEPORT (the kernel spreads
     connections), or one inherited listening socket (decision 0014 compares them)."""
@@ -307,6 +308,15 @@ class Runtime(_Model):
     it; ``system`` is glibc's (the reclaimer then trims after mass purges)."""
     jemalloc_path: Path | None = None
     """The jemalloc shared library; default: the first ``libjemalloc.so.2`` in the usual directories."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline_defaults_to_one_worker(cls, data: object) -> object:
+        # The default worker count is the machine's cores: "inline" without a count would be
+        # accepted on one core and refused on two. Inline means one worker, so that is its default.
+        if isinstance(data, dict) and data.get("control_plane") == "inline" and "workers" not in data:
+            return {**data, "workers": 1}
+        return data
 
     @model_validator(mode="after")
     def _inline_needs_one_worker(self) -> Runtime:
