@@ -15,6 +15,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zlib
@@ -379,6 +380,38 @@ def test_a_dead_process_ring_is_logged_then_removed_even_when_its_pid_is_reused(
     assert ring.path.exists()
     n.close()
     assert [line.split('"')[1] for line in _lines(path)] == [f"GET /r/{i} HTTP/1.1" for i in range(3)]
+
+
+EXITING_WRITER = """
+import sys, time
+from pathlib import Path
+from edgecache.edge.http1 import Request
+from edgecache.edge.logring import RingWriter, ring_path
+writer = RingWriter(ring_path(Path(sys.argv[1])), 1 << 20)
+for i in range(3):
+    req = Request("GET", "/last/%d" % i, {}, b"", "1.1", True, "10.0.0.1")
+    req._fields = [("host", b"h")]
+    writer.add(req, time.monotonic(), time.monotonic(), time.monotonic(), b"MISS", 10, b"200")
+writer.close()
+"""
+
+
+def test_a_stopping_formatter_logs_and_removes_the_ring_of_a_process_that_exited_unread(
+    tmp_path: Path,
+) -> None:
+    # A worker's last batch reaches its ring as it exits, and the node's formatter is told to stop
+    # before it read it: its last read logs the batch, and the ring (16 MiB of tmpfs by default)
+    # must go with it rather than stay behind for a formatter that may never come.
+    directory = tmp_path / "rings"
+    subprocess.run([sys.executable, "-c", EXITING_WRITER, str(directory)], check=True)
+    [ring] = list(directory.glob("*.ring"))
+    out = tmp_path / "access.log"
+    stop = threading.Event()
+    stop.set()
+    with out.open("w") as f:
+        Tail(directory, f, "json", keep=True).run(stop)
+    assert [json.loads(line)["target"] for line in _lines(out)] == ["/last/0", "/last/1", "/last/2"]
+    assert not ring.exists()
 
 
 def test_a_node_with_the_log_off_frees_the_rings_a_crashed_run_left(
