@@ -12,6 +12,7 @@ plane inline with several workers is refused with a message that says why.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import time
@@ -120,21 +121,35 @@ def test_a_killed_worker_is_replaced_and_follows_later_purges(
     assert victim > 0  # os.kill(0) would hit our own process group
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(node.workers()) == 1 and victim not in node.workers())
-    wait_for(lambda: node.metrics().get('edgecache_worker_restarts_total{worker="0"}') == 1)
-    origin.version = 4
-    sdk(node).cache.purge(zone_id=ZONE, tags=["obj"])
+    # The restart is counted before the backoff and the new spawn: wait until the replacement
+    # itself answers, so the purge below is one it follows, not one it reads as it starts.
+    held: list[http.client.HTTPConnection] = []
 
-    def served() -> bool:
+    def replacement_answers() -> bool:
         try:
-            conn = node.connection()
-        except ConnectionRefusedError:  # the replacement is still starting
+            c = node.connection()
+        except ConnectionRefusedError:  # no listening socket yet
             return False
         try:
-            return node.get(conn, "/kill/a")[2] == "/kill/a v4"
-        finally:
-            conn.close()
+            node.get(c, "/kill/b")
+        except (ConnectionError, http.client.HTTPException):  # still starting
+            c.close()
+            return False
+        held.append(c)
+        return True
 
-    wait_for(served)
+    wait_for(replacement_answers)
+    [conn] = held
+    try:
+        assert node.owner(conn) not in (0, victim)
+        node.get(conn, "/kill/a")  # from the disk tier or the origin: v3 either way
+        assert node.get(conn, "/kill/a")[1:] == ("HIT", "/kill/a v3")
+        assert node.metrics().get('edgecache_worker_restarts_total{worker="0"}') == 1
+        origin.version = 4
+        sdk(node).cache.purge(zone_id=ZONE, tags=["obj"])
+        assert node.get(conn, "/kill/a")[1:] == ("MISS", "/kill/a v4")
+    finally:
+        conn.close()
 
 
 def test_sigint_stops_every_process_and_leaves_nothing_in_dev_shm(
