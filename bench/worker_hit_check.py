@@ -6,10 +6,11 @@ That is what a node with its control plane in a process of its own (``control_pl
 pays per request over one process serving both planes, which calls the proxy directly.
 
 Method: one ``Worker`` in this process (its own board and channel, no supervisor), serving the
-demo origin's ``/products/1`` warmed by a real request; then, alternating in rounds, the proxy
-alone and the worker's handler on the same prebuilt request (``bench/hit_inprocess.py``'s
-"handler alone"), and the server path (``Connection.data_received`` of the raw request: parse,
-handler, response) of a connection served by each. CPU µs per hit (the thread's clock), best of
+demo origin's ``/products/1`` warmed by a real request; then, in rounds (each starting one
+measure later than the one before), the proxy alone and the worker's handler on the same prebuilt
+request (``bench/hit_inprocess.py``'s "handler alone"), and the server path
+(``Connection.data_received`` of the raw request: parse, handler, response) of a connection served
+by each. CPU µs per hit (the thread's clock), best of
 ``--rounds`` runs of 100,000 each; the difference is the check's cost.
 
 Run: ``.venv/bin/python bench/worker_hit_check.py [--rounds 7]``
@@ -59,12 +60,12 @@ async def main(rounds: int) -> None:
             await worker.node.start_data(handler=worker.handler())
             url = f"http://127.0.0.1:{data}/products/1"
             await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
-            server = worker.node._data
-            assert server is not None
-            checked = Connection(server)
+            # Two servers built as the node builds its own (``start_server``: the handler and the
+            # limits), one with the worker's handler, one with the proxy itself: one process's data plane.
+            loop = asyncio.get_running_loop()
+            checked = Connection(HttpServer(worker.handler(), config.limits, loop))
             checked.connection_made(CountingTransport())  # type: ignore[arg-type]
-            # The same server's settings with the proxy itself as the handler: one process's data plane.
-            plain_server = HttpServer(worker.node.proxy.__call__, config.limits, asyncio.get_running_loop())
+            plain_server = HttpServer(worker.node.proxy.__call__, config.limits, loop)
             plain = Connection(plain_server)
             plain.connection_made(CountingTransport())  # type: ignore[arg-type]
             raw = f"GET /products/1 HTTP/1.1\r\nHost: 127.0.0.1:{data}\r\n\r\n".encode()
@@ -81,8 +82,10 @@ async def main(rounds: int) -> None:
                 "server path, one process's handler": lambda: plain.data_received(raw),
                 "server path, the worker's handler": lambda: checked.data_received(raw),
             }
-            for _ in range(rounds):
-                for label, fn in measures.items():
+            order = list(measures.items())
+            for r in range(rounds):
+                # Each round starts one measure later: none always runs first (or after another).
+                for label, fn in order[r % len(order) :] + order[: r % len(order)]:
                     runs.setdefault(label, []).append(per_call(fn))
             served = worker.node.stats.hits - hits
             assert served == rounds * len(measures) * N, "every request must be a hit"

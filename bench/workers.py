@@ -405,11 +405,26 @@ wrk and this harness (pinned to the others): what the layout gives where the con
 cores of its own, which a shared 2-core box does not otherwise show."""
 
 
+def wait_serving(server: srv.Server, timeout: float = 60.0) -> None:
+    """Wait for ``edgecache serve``'s banner: it is printed once every worker serves, where the data
+    port already accepts connections once the first one listens (``spawn`` waits for that only)."""
+    deadline = time.monotonic() + timeout
+    while "edgecache serving on" not in server.log.read_text(errors="replace"):
+        if not server.alive():
+            raise srv.ServerError(server.why_dead())
+        if time.monotonic() > deadline:
+            tail = srv.log_tail(server.log)
+            raise srv.ServerError(f"{server.name}: no banner after {timeout:.0f} s: {tail}")
+        time.sleep(0.05)
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Every thread of process ``pid`` on ``cpus``."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(task.name), cpus)
+    # A process (or a thread) that exited meanwhile has nothing left to pin.
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task.name), cpus)
 
 
 def tree_cpu(server: srv.Server) -> tuple[float, float]:
@@ -483,7 +498,8 @@ def layouts(tmp: Path, origin: int, duration: int, rounds: int) -> None:
             servers[label] = srv.start_edgecache(
                 tmp, origin, EDGECACHE_BIN, f"layout-{n}", workers=workers, control_plane=control_plane
             )
-        time.sleep(2.0)  # the workers bind after the supervisor answers
+        for server in servers.values():
+            wait_serving(server)
         apis = {
             label: Api(server, tmp / f"layout-{n}-data") for n, (label, server) in enumerate(servers.items())
         }
@@ -491,16 +507,18 @@ def layouts(tmp: Path, origin: int, duration: int, rounds: int) -> None:
             warm(server, ["/small"])
         hits: dict[tuple[str, bool], list[dict[str, float]]] = {}
         quiet: dict[tuple[str, bool], list[dict[str, float]]] = {}
-        for _ in range(rounds):
+        # The runs with purges come second in even rounds and first in odd ones: neither kind
+        # always follows the other (a warmer cache, a neighbour's load that grows or fades).
+        for r in range(rounds):
             for label, server in servers.items():
-                for purges in (False, True):
+                for purges in (False, True) if r % 2 == 0 else (True, False):
                     run = layout_run(
                         server, apis[label], duration, purges=purges, load=True, pinned=LAYOUTS[label][2]
                     )
                     hits.setdefault((label, purges), []).append(run)
-        for _ in range(rounds):
+        for r in range(rounds):
             for label, server in servers.items():
-                for purges in (False, True):
+                for purges in (False, True) if r % 2 == 0 else (True, False):
                     run = layout_run(
                         server, apis[label], duration, purges=purges, load=False, pinned=LAYOUTS[label][2]
                     )
@@ -599,7 +617,9 @@ def main() -> None:
                 **servers,
             }
         started += servers.values()
-        time.sleep(2.0)  # the workers of edgecache-2 bind after the supervisor answers
+        for server in servers.values():
+            if server.name.startswith("edgecache"):
+                wait_serving(server)
         for server in servers.values():
             warm(server, ["/small", "/medium"])
 
