@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -237,8 +238,6 @@ class Fetch:
     (it stays True once the object is stored)."""
     status = 0
     head_bytes = b""
-    _decoded: tuple[bytes, Sequence[tuple[str, str]]] | None = None
-    """``head_bytes`` and its fields, once ``client_headers`` has decoded them."""
     content_length: int | None = None
     length_known = False
     """The origin's response (or, after a 304, the stored one's) carried a Content-Length."""
@@ -695,15 +694,12 @@ class Fetch:
             self.length_known,
         )
 
-    @property
+    @cached_property
     def client_headers(self) -> Sequence[tuple[str, str]]:
         """The fields clients are shown (the stored head's), decoded once, for the rare paths that
-        read them (a 206, a conditional request answered from the fill)."""
-        head = self.head_bytes
-        decoded = self._decoded
-        if decoded is None or decoded[0] is not head:
-            decoded = self._decoded = (head, tuple(decode_head(head)))
-        return decoded[1]
+        read them (a 206, a conditional request answered from the fill). Read only once the head is
+        in: ``head_bytes`` is set once per fetch (``_accept_head`` or ``_revalidate``)."""
+        return tuple(decode_head(self.head_bytes))
 
     def _finish(self) -> None:
         self.done = True
