@@ -416,18 +416,10 @@ class Proxy:
             self.stats.bytes_sent += len(out)
             conn.respond(out, keep)
         else:
-            out = None
+            out = b""
             if not connection and len(body) <= HIT_MEMO_BODY_MAX:
                 # Joined once a second, from the second hit of that second (edge/hitmemo.py).
-                memo = entry.memo
-                if memo is None or memo[0] != fields:
-                    entry.memo = [fields, None]
-                else:
-                    out = memo[1]
-                    if out is None:
-                        out = self._hit_memos.make(
-                            entry, fields, (STATUS_LINES[entry.status], entry.head, fields, body)
-                        )
+                out = self._hit_memos.answer(entry, fields, STATUS_LINES[entry.status])
             if out:
                 self.stats.bytes_sent += len(out)
                 conn.respond(out, keep)
