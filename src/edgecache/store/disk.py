@@ -1180,8 +1180,10 @@ class DiskStore:
             # ``FORGET_EVERY`` fills wait uncommitted, and the length alone looked on every fill.
             self._unforgotten = 0
             self._forget_committed()
-        # Encoded straight into the ring (in C when built: decision 0020's addendum).
-        added = ring.append_entry(entry, reserve)
+        # Encoded straight into the ring (in C when built: decision 0020's addendum), by the
+        # appender itself: ``FillRing.append_entry``'s frame is a Python call more on every fill.
+        appender = ring.appender
+        added = appender.append_entry(entry, reserve, ring.max_record)
         if added < 0:
             return added
         if not added:
@@ -1193,7 +1195,7 @@ class DiskStore:
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
-        self._ring_keys.append((ring.head, key))
+        self._ring_keys.append((appender.head, key))
         return added
 
     def _wake_later(self, ring: FillRing) -> None:
