@@ -454,6 +454,28 @@ def test_a_fill_writer_given_no_done_fd_commits(ring: FillRing) -> None:
     reader.close()
 
 
+def test_vary_names_put_with_their_fill_follow_it_in_the_ring_and_names_set_alone_do_not(
+    ring: FillRing, tmp_path: Path
+) -> None:
+    # ``put``'s ``vary``: the names go in the ring as the record right after their fill (one
+    # transaction for both in the fill writer); ``set_vary`` alone follows no fill there.
+    disk = DiskStore(tmp_path / "disk", budget=1 << 20, position=0)
+    disk.attach_fills(ring)
+    base = "https://a.test/v"
+    try:
+        assert disk.put(_fill("v" + VARIANT_SEP + "gzip"), vary=(base, ("accept-encoding",)))
+        records = ring.read(0, 10, 1 << 20).records
+        assert [flags for _, flags in records] == [0, VARY_FLAG]
+        assert decode_vary(records[1][0]) == (base, ("accept-encoding",))
+        head = ring.head
+        disk.set_vary(base, ("accept",))
+        assert ring.head == head, "names set without their fill went in the ring"
+    finally:
+        ring.skip()  # no fill writer: the writer thread's fence passes
+        disk.attach_fills(None)
+        disk.close()
+
+
 def test_vary_names_after_a_fill_the_disk_did_not_take_do_not_go_in_the_ring(
     ring: FillRing, tmp_path: Path
 ) -> None:
@@ -474,9 +496,9 @@ def test_vary_names_after_a_fill_the_disk_did_not_take_do_not_go_in_the_ring(
         gzip = _fill("v" + VARIANT_SEP + "gzip")
         assert not tiers.put(gzip) and tiers.put(gzip), "a second fill goes to the disk"
         head = ring.head
-        assert not tiers.put(_fill("v" + VARIANT_SEP + "br"))
-        tiers.set_vary(base, ("accept-encoding",))
+        assert not tiers.put(_fill("v" + VARIANT_SEP + "br"), (base, ("accept-encoding",)))
         assert ring.head == head, "the names went in the ring behind a fill that is not there"
+        assert tiers.vary(base) == ("accept-encoding",)
     finally:
         ring.skip()  # no fill writer: the writer thread's fence passes
         disk.attach_fills(None)
