@@ -61,9 +61,9 @@ REC = struct.Struct("<HqdddddddBHIHI")
 stale_since (NaN: none), reserve_expires, flags, len(zone), len(key), len(tags), len(head);
 then zone, key, tags (NUL-joined), head, body."""
 _FILL_HEAD = struct.Struct("<2xq56xBHIH4x")
-"""``REC`` with only what ``fill_fields`` reads unpacked (stored_seq, flags, the lengths of zone,
-key and tags): the other eight fields would be Python objects made and dropped per record."""
-assert _FILL_HEAD.size == REC.size
+"""``REC``'s layout with only what ``fill_fields`` reads unpacked (stored_seq, flags, the lengths
+of zone, key and tags): the other nine fields would be Python objects made and dropped per record
+(``test_fill_fields_read_what_decode_entry_reads`` holds the two layouts to the same fields)."""
 _F_MUST_REVALIDATE = 1
 _F_NO_CACHE = 2
 _F_AUTH_OK = 4
