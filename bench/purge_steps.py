@@ -187,39 +187,20 @@ def gil_steps(n: int, gap: float) -> list[tuple[str, float]]:
 
     def driver(i: int) -> float:
         row = _purge_row(i)
-        ledger_values = ledger_insert.bind(
-            {
-                "zone_id": row.zone_id,
-                "mode": row.mode,
-                "selectors": json.dumps(row.selectors, separators=(",", ":")),
-                "principal": row.principal,
-                "dialect": row.dialect,
-                "job_id": row.job_id,
-                "created_at": row.created_at,
-            }
+        ledger_row = ledger_insert.bind(ledger.ledger_values(row))
+        # The task rows' values but their seq, which the ledger row's insert gives.
+        task_rows = tasks_db.task_values(
+            row.job_id, "purge", row.zone_id, None, row.tasks, row.principal, row.dialect, row.created_at
         )
-        task = row.tasks[0]
-        task_fields = {
-            "job_id": row.job_id,
-            "kind": "purge",
-            "zone_id": row.zone_id,
-            "target": task.target,
-            "domain": task.domain,
-            "type": task.type,
-            "method": task.method,
-            "status": "processing",
-            "created_at": row.created_at,
-            "updated_at": row.created_at,
-            "principal": row.principal,
-            "dialect": row.dialect,
-        }
         acks = [succeed.bind({"seq": s, "now": row.created_at}) for s in seqs[-4:-1]] if i % 3 == 2 else []
         t0 = time.thread_time()
         raw.execute("BEGIN IMMEDIATE")
         cur = raw.cursor()
-        cur.execute(ledger_insert.sql, ledger_values)
+        cur.execute(ledger_insert.sql, ledger_row)
         seq = cur.lastrowid
-        cur.executemany(task_insert.sql, [task_insert.bind({**task_fields, "seq": seq})])
+        for values in task_rows:
+            values["seq"] = seq
+        cur.executemany(task_insert.sql, [task_insert.bind(values) for values in task_rows])
         for values in acks:
             cur.execute(succeed.sql, values)
         cur.close()

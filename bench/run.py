@@ -20,9 +20,9 @@ Method (see /work/shared/reference/bench-anchors.md for the reference setup and 
   origin's CPU during a hit run is reported, and should be ~0.
 - Load is `wrk -t1 -c50 -d10s --latency` per run (`--client h2load`: `h2load --h1 -t1 -c50 -m1 -D10`,
   the same keep-alive load from a client that costs less CPU per 64 KiB response; it requests one
-  fixed URL, so it runs the hit scenarios (a) and (b) only; decision 0023). Runs are interleaved (A B C,
-  A B C, ...), not all runs of one server and then the next, so slow drift on this noisy shared VM
-  affects every server alike.
+  fixed URL, so it runs the hit scenarios (a) and (b) only; decision 0023). Runs are interleaved and
+  rotated (A B C, B C A, C A B, ...), not all runs of one server and then the next, nor one server
+  always first, so slow drift on this noisy shared VM and a round's place affect every server alike.
 - Each metric is reported as the median of the rounds with min-max, because single runs vary by
   ±10-15% here and outliers are common; the median ignores one bad run, min-max shows the spread.
 - wrk runs on the same 2 cores as the server and the kernel's loopback path: the figures are what the
@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import _client as client
 import _h2load as h2load
@@ -319,6 +320,19 @@ def measure(
     return report.Sample(rps, latency, errors, cpu, client_cpu, ocpu, others)
 
 
+T = TypeVar("T")
+
+
+def round_order(servers: list[T], round_no: int) -> list[T]:
+    """The servers in the order round ``round_no`` runs them: each round starts one server further
+    on, so that over as many rounds as servers each runs in every place (on a busy machine the
+    place in a round biases a server, and the baseline, added last, would always run last)."""
+    if not servers:
+        return []
+    turn = round_no % len(servers)
+    return servers[turn:] + servers[:turn]
+
+
 def run_scenario(
     spec: Spec,
     servers: list[srv.Server],
@@ -345,7 +359,7 @@ def run_scenario(
         else:
             ready.append(server)
     for round_no in range(args.rounds):
-        for server in list(ready):
+        for server in round_order(ready, round_no):
             if not server.alive():
                 scn.unavailable[server.name] = f"died during the runs: {server.why_dead()}"
                 ready.remove(server)

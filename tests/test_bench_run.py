@@ -123,6 +123,16 @@ def test_h2load_runs_only_the_one_url_scenarios() -> None:
         run.parse_args(["--workers", "0"])
 
 
+def test_each_server_runs_in_every_place_of_a_round_the_baseline_too() -> None:
+    servers = ["nginx", "varnish", "edgecache", "bare", "baseline"]
+    orders = [run.round_order(servers, r) for r in range(2 * len(servers))]
+    assert all(sorted(order) == sorted(servers) for order in orders)
+    for place in range(len(servers)):
+        assert sorted(order[place] for order in orders[: len(servers)]) == sorted(servers)
+    assert orders[: len(servers)] == orders[len(servers) :]
+    assert run.round_order([], 3) == []
+
+
 def test_table_names_the_client_its_latency_figures_and_the_configuration() -> None:
     sample = report.Sample(50_000, (0.5, 9.0), 0, 80, 90, 0, 1)
     scn = report.Scenario(

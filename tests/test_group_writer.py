@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from edgecache.db import writer as writer_module
 from edgecache.db.engine import connect, for_writes, open_database, sqlite_url
-from edgecache.db.writer import GroupWriter
+from edgecache.db.writer import GroupWriter, TransactionLost
 from pg import postgres_server_fixture, postgres_url_fixture  # noqa: F401
 
 
@@ -217,4 +218,61 @@ def test_a_transaction_left_open_on_the_driver_is_not_joined(tmp_path: Path) -> 
                 conn.execute(text("SELECT 1"))
             raw.rollback()
     finally:
+        engine.dispose()
+
+
+def _end_the_transaction(engine: Engine) -> Callable[[Connection], object]:
+    """An operation after which the group's transaction is gone, not just the operation's writes:
+    on SQLite a statement the database answers by rolling back the whole transaction (its own
+    ``RAISE(ROLLBACK)``, as it may on a full disk or an I/O error); on PostgreSQL a failed
+    statement the operation swallows, which aborts the transaction past any savepoint."""
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE doomed (n integer)"))
+            conn.execute(
+                text("CREATE TRIGGER doom BEFORE INSERT ON doomed BEGIN SELECT RAISE(ROLLBACK, 'full'); END")
+            )
+        return lambda conn: conn.connection.cursor().execute("INSERT INTO doomed VALUES (1)")
+    return lambda conn: _swallowing(lambda c: c.connection.cursor().execute("SELECT 1/0"), conn)
+
+
+def _swallowing(op: Callable[[Connection], object], conn: Connection) -> None:
+    with suppress(Exception):
+        op(conn)
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+def test_a_transaction_lost_under_a_group_answers_none_of_it_as_written(any_url: str, atomic: bool) -> None:
+    """When one operation ends the group's whole transaction, no operation of the group is told it
+    was written, and none is written: before this check the writes before it were answered as
+    committed while rolled back, and on SQLite those after it were committed outside any
+    transaction. Alone in its group, an operation that lost the transaction is not answered as
+    written either. The writer goes on with the next group."""
+    engine = open_database(any_url)
+    writer = GroupWriter(engine, name="test-writer")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE kept (n integer)"))
+        ender = _end_the_transaction(engine)
+
+        def insert(n: int) -> Callable[[Connection], object]:
+            return lambda conn: conn.execute(text("INSERT INTO kept VALUES (:n)"), {"n": n})
+
+        gate, held = threading.Event(), threading.Event()
+        first = writer.submit(lambda conn: held.set() or gate.wait(10))
+        assert held.wait(10)
+        group = [writer.submit(insert(1)), writer.submit(ender, atomic=atomic), writer.submit(insert(3))]
+        gate.set()
+        first.result(10)
+        for fut in (group[0], group[2]):
+            with pytest.raises(TransactionLost):
+                fut.result(10)
+        assert group[1].exception(10) is not None
+        with pytest.raises(TransactionLost):
+            writer.call(lambda conn: (insert(4)(conn), _swallowing(ender, conn)))
+        writer.call(insert(5))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT n FROM kept")).scalars().all() == [5]
+    finally:
+        writer.close()
         engine.dispose()

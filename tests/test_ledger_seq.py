@@ -15,6 +15,7 @@ from edgecache.db.ledger import LedgerStore, NewPurge, append_in
 from edgecache.db.prepared import savepoint
 from edgecache.db.schema import purge_ledger
 from edgecache.db.tasks import NewTask
+from ledger_rows import ledger_row_of_job
 from zoned_db import ZONE, engine_fixture, postgres_server_fixture  # noqa: F401
 
 
@@ -35,7 +36,7 @@ def test_the_seq_a_write_returns_is_its_rows_and_is_never_handed_out_again(engin
     store = LedgerStore(engine)
     seqs = [store.append(_purge(i)) for i in range(3)]
     assert [r.seq for r in store.after(0)] == seqs
-    assert [store.by_job(f"{i:032x}").seq for i in range(3)] == seqs  # type: ignore[union-attr]
+    assert [ledger_row_of_job(engine, f"{i:032x}").seq for i in range(3)] == seqs  # type: ignore[union-attr]
     with write_transaction(engine) as conn:
         conn.execute(delete(purge_ledger).where(purge_ledger.c.seq >= seqs[1]))
     after = store.append(_purge(3))

@@ -37,6 +37,7 @@ from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.db.migrate import LEGACY_REVISION, SCRIPTS, head, state
 from edgecache.db.schema import metadata
 from edgecache.db.tasks import NewTask, TaskStore
+from ledger_rows import ledger_row_of_job
 from pg import PostgresServer, postgres_server_fixture, postgres_url_fixture  # noqa: F401
 
 ACCOUNT = "a" * 32
@@ -346,7 +347,7 @@ def test_a_node_started_on_a_0_1_0_data_directory_upgrades_it_and_its_tokens_sti
         await node.start()
         try:
             job = await asyncio.to_thread(purge_with_the_old_token, node.control_port)
-            row = LedgerStore(node.database).by_job(job)
+            row = ledger_row_of_job(node.database, job)
             assert row is not None
             return job, row.seq
         finally:

@@ -12,8 +12,9 @@ from httptools import HttpParserError, HttpResponseParser
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from edgecache.edge import origin_conn
+from edgecache.edge._originhead import MAX_FIELDS, scan
 from edgecache.edge._originhead import fields as head_fields
-from edgecache.edge._originhead import scan
 from edgecache.edge.fetch import _CONNECTION, _HOP_BY_HOP, _KIND_BY_NAME, _field_pass
 
 KNOWN = [*sorted(_KIND_BY_NAME), "content-type", "close", "x-a", "server"]
@@ -58,10 +59,10 @@ def _accepted(head: bytes) -> list[tuple[str, str]] | None:
 
 def _left_to_python(fields: list[tuple[str, str]]) -> bool:
     """Whether ``scan`` leaves this head to the Python path, by the rules the module states: over
-    1024 lines; a Transfer-Encoding other than one "chunked"; a Content-Length not of 1 to 18
+    ``MAX_FIELDS`` fields; a Transfer-Encoding other than one "chunked"; a Content-Length not of 1 to 18
     digits; a Connection field naming a field the fill reads, more than 16 other names (repeats
     count), or one of 64 bytes or more."""
-    if len(fields) > 1024 or _old_framing(fields) is None:
+    if len(fields) > MAX_FIELDS or _old_framing(fields) is None:
         return True
     named = 0
     for name, value in fields:
@@ -188,7 +189,7 @@ def _check_scan(buf: bytes | bytearray, start: int, end: int, old: list[tuple[st
 @settings(max_examples=300, deadline=None)
 @given(
     line=_field_lines(),
-    lines=st.sampled_from([60, 63, 64, 65, 70, 1023, 1024, 1025, 1100]),
+    lines=st.sampled_from([60, 63, 64, 65, 70, 255, 256, 257, 258, 1100]),
     names=st.lists(
         st.one_of(
             st.sampled_from(["close", "X-A", "keep-alive", "upgrade", ""]),
@@ -200,17 +201,37 @@ def _check_scan(buf: bytes | bytearray, start: int, end: int, old: list[tuple[st
     connections=st.integers(min_value=1, max_value=3),
 )
 def test_the_heads_left_to_python(line: bytes, lines: int, names: list[str], connections: int) -> None:
-    """The fallbacks' edges: around 64 lines (where scan's table leaves the stack) and 1024 (where
-    it gives up), 16 names in Connection (repeats count: "close" seventeen times is seventeen
-    names), names of 64 bytes and more; the head's Connection list split over several fields."""
+    """The fallbacks' edges: around 64 lines (where scan's table leaves the stack) and MAX_FIELDS
+    (where a head is refused, and read no further by either function), 16 names in Connection
+    (repeats count: "close" seventeen times is seventeen names), names of 64 bytes and more; the
+    head's Connection list split over several fields."""
     parts = [names[i::connections] for i in range(connections)]
     connection = b"".join(b"Connection: " + ", ".join(p).encode() + b"\r\n" for p in parts)
     head = b"HTTP/1.1 200 OK\r\n" + connection + line * (lines - connections) + b"\r\n"
     old = _accepted(head)
     assume(old is not None)
     assert old is not None and len(old) == lines
+    if lines > MAX_FIELDS:
+        read = old[: MAX_FIELDS + 1]
+        end = len(head) - 2 - (lines - MAX_FIELDS - 1) * len(line)
+        assert head_fields(head, 0) == (end, read)
+        assert scan(head, 0) is None
+        return
     assert head_fields(head, 0) == (len(head), old)
     _check_scan(head, 0, len(head), old)
+
+
+def test_a_head_over_the_field_limit_is_read_no_further() -> None:
+    """Refused by its caller (``origin_conn.MAX_FIELDS``, the same limit) once the count passes the
+    limit: the lines after are not looked at, so a long head costs no more than one just over it
+    (here they are not even a head's; scanned whole, they were an error)."""
+    assert MAX_FIELDS == origin_conn.MAX_FIELDS
+    over = b"".join(b"X-F%d: v\r\n" % i for i in range(MAX_FIELDS + 1))
+    head = b"HTTP/1.1 200 OK\r\n" + over + b"no colon, no end\r\n" * 1000
+    assert scan(head, 0) is None
+    end, read = head_fields(head, 0)
+    assert (end, len(read)) == (len(b"HTTP/1.1 200 OK\r\n" + over), MAX_FIELDS + 1)
+    assert read[-1] == (f"X-F{MAX_FIELDS}", "v")
 
 
 @pytest.mark.parametrize("name", sorted(_KIND_BY_NAME))

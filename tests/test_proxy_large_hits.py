@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cloudflare
@@ -63,6 +64,25 @@ def _hits_until_memo(stack: Stack, path: str, body: bytes) -> None:
     raise AssertionError("no memo after five hits")
 
 
+@pytest.fixture
+def memoized(stack: Stack) -> Iterator[Callable[..., bytes]]:
+    """Serves a large body (tagged ``tag``) at ``path``, fetches it once and hits it until its
+    entry holds a memo; the body. The routes it served are gone afterwards."""
+    served: list[str] = []
+
+    def make(path: str, tag: bytes, max_age: int = 600) -> bytes:
+        body = _body(tag)
+        _serve(stack, path, body, max_age)
+        served.append(path)
+        assert stack.request(path)[1]["cf-cache-status"] == "MISS"
+        _hits_until_memo(stack, path, body)
+        return body
+
+    yield make
+    for path in served:
+        stack.origin.routes.pop(path, None)
+
+
 def _responses(data: bytes) -> list[tuple[bytes, bytes]]:
     """Split the bytes of answers to GETs received on one connection into (head, body) pairs."""
     out = []
@@ -77,12 +97,12 @@ def _responses(data: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def test_a_purged_large_entry_is_never_answered_from_its_memo(stack: Stack) -> None:
+def test_a_purged_large_entry_is_never_answered_from_its_memo(
+    stack: Stack, memoized: Callable[..., bytes]
+) -> None:
     path = "/large/purged"
-    old, new = _body(b"old"), _body(b"new")
-    _serve(stack, path, old)
-    assert stack.request(path)[1]["cf-cache-status"] == "MISS"
-    _hits_until_memo(stack, path, old)
+    memoized(path, b"old")
+    new = _body(b"new")
     api = f"http://127.0.0.1:{stack.node.control_port}/client/v4"
     cf = cloudflare.Cloudflare(base_url=api, max_retries=0, api_token=stack.token())
     cf.cache.purge(zone_id=ZONE_ID, tags=["large-purged"])
@@ -94,12 +114,12 @@ def test_a_purged_large_entry_is_never_answered_from_its_memo(stack: Stack) -> N
     assert new in _memo(stack, path)
 
 
-def test_a_large_entry_fetched_again_is_answered_with_its_new_body(stack: Stack) -> None:
+def test_a_large_entry_fetched_again_is_answered_with_its_new_body(
+    stack: Stack, memoized: Callable[..., bytes]
+) -> None:
     path = "/large/refilled"
-    old, new = _body(b"one"), _body(b"two")
-    _serve(stack, path, old, max_age=1)
-    stack.request(path)
-    _hits_until_memo(stack, path, old)
+    memoized(path, b"one", max_age=1)
+    new = _body(b"two")
     _serve(stack, path, new)
     time.sleep(1.2)
     status, headers, body = stack.request(path)
@@ -109,12 +129,11 @@ def test_a_large_entry_fetched_again_is_answered_with_its_new_body(stack: Stack)
         assert (headers["cf-cache-status"], body) == ("HIT", new)
 
 
-def test_the_age_of_memoized_large_hits_advances_with_the_clock(stack: Stack) -> None:
+def test_the_age_of_memoized_large_hits_advances_with_the_clock(
+    stack: Stack, memoized: Callable[..., bytes]
+) -> None:
     path = "/large/aging"
-    body = _body(b"age")
-    _serve(stack, path, body)
-    stack.request(path)
-    _hits_until_memo(stack, path, body)
+    body = memoized(path, b"age")
     age1, ttl1, got = _hit(stack, path)
     assert got == body
     time.sleep(1.1)
@@ -124,12 +143,11 @@ def test_the_age_of_memoized_large_hits_advances_with_the_clock(stack: Stack) ->
         assert age2 >= age1 + 1 and ttl2 <= ttl1 - 1 and age2 + ttl2 in (599, 600)
 
 
-def test_head_and_connection_fields_are_right_next_to_a_memo(stack: Stack) -> None:
+def test_head_and_connection_fields_are_right_next_to_a_memo(
+    stack: Stack, memoized: Callable[..., bytes]
+) -> None:
     path = "/large/fields"
-    body = _body(b"fld")
-    _serve(stack, path, body)
-    stack.request(path)
-    _hits_until_memo(stack, path, body)
+    body = memoized(path, b"fld")
     status, headers, got = stack.request(path, method="HEAD")
     assert (status, headers["cf-cache-status"], got) == (200, "HIT", b"")
     assert int(headers["content-length"]) == LARGE
@@ -150,16 +168,15 @@ def test_head_and_connection_fields_are_right_next_to_a_memo(stack: Stack) -> No
         assert got == body
 
 
-def test_pipelined_large_hits_arrive_whole_and_in_order_also_to_a_slow_reader(stack: Stack) -> None:
+def test_pipelined_large_hits_arrive_whole_and_in_order_also_to_a_slow_reader(
+    stack: Stack, memoized: Callable[..., bytes]
+) -> None:
     """Answers queue behind a client that does not read (the server stops reading it once its
     write buffer is full) and all arrive, in order, once it does."""
     large, small = "/large/piped", "/large/piped-small"
-    body = _body(b"pip")
-    _serve(stack, large, body)
+    body = memoized(large, b"pip")
     stack.origin.routes[small] = Route(body=b"small", headers={"Cache-Control": "max-age=600"})
-    stack.request(large)
     stack.request(small)
-    _hits_until_memo(stack, large, body)
     # 100 large answers, more than the kernel's buffers on both sides hold (6.5 MB).
     paths = [large if i % 3 else small for i in range(150)]
     pipeline = b"".join(b"GET %b HTTP/1.1\r\nHost: test.example\r\n\r\n" % p.encode() for p in paths)

@@ -8,7 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import cloudflare
@@ -18,8 +18,23 @@ from sqlalchemy import Connection
 from conftest import ZONE_ID, Route, Stack
 from edgecache.control.purges import FileTarget, PurgeRequest
 from edgecache.db.ledger import LedgerStore
+from edgecache.db.writer import GroupWriter
 from edgecache.purge.selectors import Mode
 from pg import PostgresServer, postgres_server_fixture  # noqa: F401
+
+
+def _hold(writer: GroupWriter) -> tuple[threading.Event, Future[None]]:
+    """Occupy ``writer`` until the gate returned is set: what is submitted meanwhile waits, and is
+    taken as one group."""
+    gate, running = threading.Event(), threading.Event()
+
+    def hold(_conn: Connection) -> None:
+        running.set()
+        gate.wait(30)
+
+    held = writer.submit(hold)
+    assert running.wait(30)
+    return gate, held
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -61,15 +76,8 @@ def test_concurrent_purges_share_a_commit_and_a_failing_one_is_undone_alone(any_
     url_quota = node.quotas.state(zone.config, "purge_url").daily_available
 
     # Hold the writer so that everything below is waiting when it next looks at its queue.
-    gate, running = threading.Event(), threading.Event()
     writer = node.purges._writer
-
-    def hold(_conn: Connection) -> None:
-        running.set()
-        gate.wait(30)
-
-    held = writer.submit(hold)
-    assert running.wait(30)
+    gate, held = _hold(writer)
     commits = writer.commits
     ledger_rows = len(LedgerStore(node.database).after(0))
 
@@ -120,12 +128,7 @@ def test_a_group_commit_that_fails_gives_every_charge_back(stack: Stack) -> None
     node = stack.node
     zone = node.zones.by_id[ZONE_ID]
     tags_left = node.quotas.state(zone.config, "purge_cache_tag").daily_available
-    gate, running = threading.Event(), threading.Event()
     writer = node.purges._writer
-
-    def hold(_conn: Connection) -> None:
-        running.set()
-        gate.wait(30)
 
     def fail_the_commit(conn: Connection) -> None:
         # Checked at COMMIT: every operation of the group succeeds, then the commit fails.
@@ -137,8 +140,7 @@ def test_a_group_commit_that_fails_gives_every_charge_back(stack: Stack) -> None
             f"'{now}', '{now}', 'p', 'd')"
         )
 
-    held = writer.submit(hold)
-    assert running.wait(30)
+    gate, held = _hold(writer)
     failing = writer.submit(fail_the_commit, atomic=True)
     req = PurgeRequest(tags=("never-committed",))
 
@@ -187,3 +189,46 @@ def test_a_purge_that_fails_alone_in_its_transaction_leaves_nothing(any_stack: S
     job = cf.cache.purge(zone_id=ZONE_ID, files=["http://test.example/alone/next"])
     assert job is not None
     assert [t.target for t in node.tasks.by_job(job.id)] == ["http://test.example/alone/next"]
+
+
+def test_purges_in_a_transaction_the_database_rolled_back_are_not_accepted(stack: Stack) -> None:
+    """SQLite rolls back a whole transaction on some errors (a full disk, an I/O error; here a
+    trigger's ``RAISE(ROLLBACK)`` on one purge's task stands in for them): the purges grouped with
+    that one are answered as failed, none is recorded, and their charges are given back. Before
+    the writer looked, the purge ahead of it was answered as accepted and lost, and the one after
+    it committed outside the transaction."""
+    node = stack.node
+    zone = node.zones.by_id[ZONE_ID]
+    tags_left = node.quotas.state(zone.config, "purge_cache_tag").daily_available
+    with node.database.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER doomed_task BEFORE INSERT ON tasks WHEN NEW.target = 'doomed' "
+            "BEGIN SELECT RAISE(ROLLBACK, 'the transaction is gone'); END"
+        )
+    writer = node.purges._writer
+    gate = threading.Event()
+
+    async def submit(tag: str) -> None:
+        req = PurgeRequest(tags=(tag,))
+        items = node.purges.items(zone, req)
+        await node.purges.submit(zone, Mode.DELETE, items, req, principal="test", dialect="test")
+
+    try:
+        gate, held = _hold(writer)
+        pending = []
+        for n, tag in enumerate(("lost-before", "doomed", "lost-after"), start=1):
+            pending.append(asyncio.run_coroutine_threadsafe(submit(tag), stack.loop))
+            while writer._queue.qsize() < n:
+                threading.Event().wait(0.01)
+        gate.set()
+        held.result(30)
+        for fut in pending:
+            with pytest.raises(Exception, match=r"rolled back|the transaction is gone|no such savepoint"):
+                fut.result(30)
+        assert node.quotas.state(zone.config, "purge_cache_tag").daily_available == tags_left
+        recorded = {tag for r in LedgerStore(node.database).after(0) for tag in r.selectors.get("tags", ())}
+        assert not recorded & {"lost-before", "doomed", "lost-after"}
+    finally:
+        gate.set()
+        with node.database.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER doomed_task")

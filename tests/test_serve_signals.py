@@ -10,7 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from edgecache.cluster.worker import CONFIG_ENV
 from workers_node import VersionedOrigin, children, write_config
@@ -47,68 +50,70 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _config(tmp_path: Path, origin: VersionedOrigin) -> Path:
-    return write_config(tmp_path, origin, workers=2, grace=1.0)
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """Starts ``edgecache serve`` with two workers and its data in ``tmp_path`` (``prelude``: Python
+    run before the command); afterwards kills what is left of it, so that a failed test leaves no
+    process to the next one."""
+    origin = VersionedOrigin()
+    started: list[subprocess.Popen[bytes]] = []
 
+    def start(prelude: str) -> subprocess.Popen[bytes]:
+        config = write_config(tmp_path, origin, workers=2, grace=1.0)
+        # Output to files, not pipes: the workers inherit them, and reading a pipe to its end would
+        # wait for workers left running as well as for the command.
+        code = f"{prelude}from edgecache.cli import main; main()"
+        argv = [sys.executable, "-c", code, "serve", "--config", str(config)]
+        with (tmp_path / "out").open("wb") as out, (tmp_path / "err").open("wb") as err:
+            started.append(subprocess.Popen(argv, stdout=out, stderr=err))
+        return started[-1]
 
-def _serve(config: Path, prelude: str = "") -> subprocess.Popen[bytes]:
-    # Output to files, not pipes: the workers inherit them, and reading a pipe to its end would
-    # wait for workers left running as well as for the command.
-    code = f"{prelude}from edgecache.cli import main; main()"
-    argv = [sys.executable, "-c", code, "serve", "--config", str(config)]
-    with (config.parent / "out").open("wb") as out, (config.parent / "err").open("wb") as err:
-        return subprocess.Popen(argv, stdout=out, stderr=err)
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for pid in _workers_of(tmp_path):
+            os.kill(pid, signal.SIGKILL)
+        origin.close()
 
 
 def _output(config_dir: Path) -> tuple[bytes, bytes]:
     return (config_dir / "out").read_bytes(), (config_dir / "err").read_bytes()
 
 
-def test_sigterm_during_start_stops_the_workers_too(tmp_path: Path) -> None:
-    origin = VersionedOrigin()
-    proc = _serve(_config(tmp_path, origin))
-    try:
-        deadline = time.monotonic() + 30
-        workers: list[int] = []
-        while not workers and time.monotonic() < deadline and proc.poll() is None:
-            workers = children(proc.pid, WORKER)
-            time.sleep(0.005)
-        assert workers, "the supervisor started no worker"
-        seen = set(children(proc.pid)) | set(workers)  # before the signal: the exit reaps them
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-        out, err = _output(tmp_path)
-        assert code == 0, f"serve exited with {code} on SIGTERM during its start: {err!r}"
-        assert BANNER not in out, "serve announced a node it was stopping"
-        left = [pid for pid in seen if _alive(pid)] + _workers_of(tmp_path)
-        assert not left, f"processes of the node still running after it exited: {left}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in _workers_of(tmp_path):  # left by a failure above: not by the next test
-            os.kill(pid, signal.SIGKILL)
-        origin.close()
+def test_sigterm_during_start_stops_the_workers_too(
+    tmp_path: Path, serve: Callable[[str], subprocess.Popen[bytes]]
+) -> None:
+    proc = serve("")
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        workers = children(proc.pid, WORKER)
+        time.sleep(0.005)
+    assert workers, "the supervisor started no worker"
+    seen = set(children(proc.pid)) | set(workers)  # before the signal: the exit reaps them
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    out, err = _output(tmp_path)
+    assert code == 0, f"serve exited with {code} on SIGTERM during its start: {err!r}"
+    assert BANNER not in out, "serve announced a node it was stopping"
+    left = [pid for pid in seen if _alive(pid)] + _workers_of(tmp_path)
+    assert not left, f"processes of the node still running after it exited: {left}"
 
 
-def test_a_start_that_fails_stops_the_workers_it_started(tmp_path: Path) -> None:
+def test_a_start_that_fails_stops_the_workers_it_started(
+    tmp_path: Path, serve: Callable[[str], subprocess.Popen[bytes]]
+) -> None:
     """Workers not serving in time (the supervisor's start timeout, set below zero here so that it
     expires as soon as both workers are spawned rather than after a minute): the command fails, and
     the workers it spawned are stopped, not left running."""
-    origin = VersionedOrigin()
-    prelude = "import edgecache.cluster.supervisor as s; s.START_TIMEOUT = -1.0; "
-    proc = _serve(_config(tmp_path, origin), prelude)
-    try:
-        code = proc.wait(timeout=60)
-        out, err = _output(tmp_path)
-        assert code != 0, "serve succeeded although its workers never served"
-        assert b"TimeoutError" in err and BANNER not in out
-        left = _workers_of(tmp_path)
-        assert not left, f"workers still running after serve failed to start: {left}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in _workers_of(tmp_path):  # left by a failure above: not by the next test
-            os.kill(pid, signal.SIGKILL)
-        origin.close()
+    proc = serve("import edgecache.cluster.supervisor as s; s.START_TIMEOUT = -1.0; ")
+    code = proc.wait(timeout=60)
+    out, err = _output(tmp_path)
+    assert code != 0, "serve succeeded although its workers never served"
+    assert b"TimeoutError" in err and BANNER not in out
+    left = _workers_of(tmp_path)
+    assert not left, f"workers still running after serve failed to start: {left}"

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from edgecache.db.engine import read_transaction, write_transaction
 from edgecache.db.prepared import Prepared
-from edgecache.db.schema import purge_ledger, tasks
+from edgecache.db.schema import purge_ledger
 from edgecache.db.tasks import NewTask, insert_tasks
 
 
@@ -65,9 +65,9 @@ class NewPurge:
     tasks: Sequence[NewTask] = ()
 
 
-def append_in(conn: Connection, purge: NewPurge) -> int:
-    """Insert one purge and its tasks inside the caller's transaction; returns its sequence number."""
-    values = {
+def ledger_values(purge: NewPurge) -> dict[str, Any]:
+    """The values the ledger row of ``purge`` is inserted with, by column."""
+    return {
         "zone_id": purge.zone_id,
         "mode": purge.mode,
         "selectors": _COMPACT.encode(purge.selectors),
@@ -76,6 +76,11 @@ def append_in(conn: Connection, purge: NewPurge) -> int:
         "job_id": purge.job_id,
         "created_at": purge.created_at,
     }
+
+
+def append_in(conn: Connection, purge: NewPurge) -> int:
+    """Insert one purge and its tasks inside the caller's transaction; returns its sequence number."""
+    values = ledger_values(purge)
     if conn.dialect.name == "sqlite":
         seq = _INSERT_ROWID.insert_rowid(conn, values)
     else:
@@ -123,22 +128,6 @@ class LedgerStore:
                 select(purge_ledger).where(purge_ledger.c.seq > seq).order_by(purge_ledger.c.seq)
             ).all()
         return [_row(r) for r in rows]
-
-    def by_job(self, job_id: str) -> LedgerRow | None:
-        """The purge with this job id, for tests: no product code reads the ledger by job.
-
-        Found through the job's tasks, which carry its seq (the ledger's job id has no index of its
-        own, see decision 0022), so it is None for a job with no purge (a prefetch job) and also
-        once retention (:meth:`TaskStore.forget`) has deleted the job's tasks, although the
-        ledger row is still there."""
-        seq = select(tasks.c.seq).where(tasks.c.job_id == job_id, tasks.c.kind == "purge").limit(1)
-        with read_transaction(self._engine) as conn:
-            row = conn.execute(
-                select(purge_ledger).where(
-                    purge_ledger.c.seq == seq.scalar_subquery(), purge_ledger.c.job_id == job_id
-                )
-            ).first()
-        return None if row is None else _row(row)
 
 
 _AFTER = (

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import attrgetter, itemgetter, methodcaller
 from typing import Any
 
 from sqlalchemy import Connection
@@ -71,46 +71,47 @@ class Prepared:
             self._by_dialect[key] = found
         return found
 
-    # try/finally rather than a context manager: these run on every purge (decision 0022).
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Run it once; the rows it returns."""
         compiled = self._compiled(conn.dialect)
-        cursor: Any = conn.connection.cursor()
-        try:
-            cursor.execute(compiled.sql, compiled.bind(params))
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        return list(_on_cursor(conn, "execute", compiled.sql, compiled.bind(params), _FETCHALL))
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Run it once; the rows it changed."""
         compiled = self._compiled(conn.dialect)
-        cursor: Any = conn.connection.cursor()
-        try:
-            cursor.execute(compiled.sql, compiled.bind(params))
-            return int(cursor.rowcount)
-        finally:
-            cursor.close()
+        return int(_on_cursor(conn, "execute", compiled.sql, compiled.bind(params), _ROWCOUNT))
 
     def insert_rowid(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Run an ``INSERT`` once on SQLite; the rowid of the row it inserted (the table's
         ``INTEGER PRIMARY KEY``), as the driver reports it."""
         compiled = self._compiled(conn.dialect)
-        cursor: Any = conn.connection.cursor()
-        try:
-            cursor.execute(compiled.sql, compiled.bind(params))
-            return int(cursor.lastrowid)
-        finally:
-            cursor.close()
+        return int(_on_cursor(conn, "execute", compiled.sql, compiled.bind(params), _LASTROWID))
 
     def run_many(self, conn: Connection, params: Iterable[Mapping[str, Any]]) -> None:
         """Run it once per parameter set, in one driver call."""
         compiled = self._compiled(conn.dialect)
-        cursor: Any = conn.connection.cursor()
-        try:
-            cursor.executemany(compiled.sql, [compiled.bind(p) for p in params])
-        finally:
-            cursor.close()
+        _on_cursor(conn, "executemany", compiled.sql, [compiled.bind(p) for p in params], _nothing)
+
+
+_FETCHALL = methodcaller("fetchall")
+_ROWCOUNT = attrgetter("rowcount")
+_LASTROWID = attrgetter("lastrowid")
+
+
+def _nothing(cursor: Any) -> None:
+    return None
+
+
+def _on_cursor(conn: Connection, method: str, sql: str, args: Any, read: Callable[[Any], Any]) -> Any:
+    """``method`` of a new cursor of the driver's connection, then what ``read`` takes from it; the
+    cursor closed either way. try/finally and readers built once rather than a context manager:
+    every purge runs this (decision 0022)."""
+    cursor: Any = conn.connection.cursor()
+    try:
+        getattr(cursor, method)(sql, args)
+        return read(cursor)
+    finally:
+        cursor.close()
 
 
 def _picker(order: tuple[str, ...] | None) -> Callable[[dict[str, Any]], tuple[Any, ...]] | None:

@@ -142,29 +142,40 @@ def insert_tasks(
     created_at: datetime,
 ) -> None:
     """Insert a job's tasks inside the caller's transaction."""
-    if not items:
-        return
-    _INSERT.run_many(
-        conn,
-        (
-            {
-                "job_id": job_id,
-                "kind": kind,
-                "zone_id": zone_id,
-                "seq": seq,
-                "target": item.target,
-                "domain": item.domain,
-                "type": item.type,
-                "method": item.method,
-                "status": PROCESSING,
-                "created_at": created_at,
-                "updated_at": created_at,
-                "principal": principal,
-                "dialect": dialect,
-            }
-            for item in items
-        ),
-    )
+    if items:
+        _INSERT.run_many(conn, task_values(job_id, kind, zone_id, seq, items, principal, dialect, created_at))
+
+
+def task_values(
+    job_id: str,
+    kind: str,
+    zone_id: str,
+    seq: int | None,
+    items: Sequence[NewTask],
+    principal: str,
+    dialect: str,
+    created_at: datetime,
+) -> list[dict[str, Any]]:
+    """The values a job's task rows are inserted with (:func:`insert_tasks`), by column, one
+    mapping a task."""
+    return [
+        {
+            "job_id": job_id,
+            "kind": kind,
+            "zone_id": zone_id,
+            "seq": seq,
+            "target": item.target,
+            "domain": item.domain,
+            "type": item.type,
+            "method": item.method,
+            "status": PROCESSING,
+            "created_at": created_at,
+            "updated_at": created_at,
+            "principal": principal,
+            "dialect": dialect,
+        }
+        for item in items
+    ]
 
 
 def _row(r: Any) -> TaskRow:

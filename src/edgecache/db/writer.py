@@ -15,6 +15,13 @@ Rules:
   the whole transaction is rolled back (a paced stream of purges is groups of one). Savepoints are
   the driver's statements, not SQLAlchemy's nested transactions (``edgecache.db.prepared.savepoint``:
   a fraction of the Python).
+- A transaction can end under its group, not just an operation's writes: SQLite rolls the whole
+  transaction back on some errors (a full disk, an I/O error, ``RAISE(ROLLBACK)``), and on
+  PostgreSQL an error an operation swallows aborts it past every savepoint. The writer looks after
+  each operation (one attribute of the driver's connection); once the transaction is gone it runs
+  no further operation of the group (on SQLite it would run outside any transaction and be kept),
+  rolls back, and fails every operation of the group (:class:`TransactionLost`, or the error of
+  the one that failed): none is told it was written.
 - The transaction is opened and committed on the driver's connection
   (``edgecache.db.engine.begin_on_driver``), not through SQLAlchemy's ``begin``/``commit``: the
   purge writes run on the driver's cursor already, and an operation that uses
@@ -37,12 +44,15 @@ import asyncio
 import itertools
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from edgecache.db.engine import begin_on_driver, end_on_driver, for_writes
 from edgecache.db.prepared import savepoint
@@ -140,6 +150,9 @@ class GroupWriter:
                 except Exception as exc:
                     outcomes.append((False, exc))
                     committed = False
+                if committed and _lost(conn):
+                    committed = False
+                    outcomes = _all_lost(outcomes, 1)
             else:
                 # PostgreSQL aborts the whole transaction on a failed statement, and its COMMIT
                 # would then roll back what the other operations wrote: no operation runs
@@ -147,6 +160,11 @@ class GroupWriter:
                 bare = conn.dialect.name != "postgresql"
                 for op, _fut, atomic in group:
                     outcomes.append(_run_one(conn, op, atomic and bare))
+                    if _lost(conn):
+                        # On SQLite the next operation would run outside any transaction.
+                        committed = False
+                        outcomes = _all_lost(outcomes, len(group))
+                        break
             end_on_driver(conn, commit=committed)
         except Exception as exc:
             log.exception("group commit of %d operations failed", len(group))
@@ -179,6 +197,32 @@ def _run_one(conn: Connection, op: Callable[[Connection], Any], atomic: bool) ->
             return True, op(conn)
     except Exception as exc:
         return False, exc
+
+
+class TransactionLost(SQLAlchemyError):
+    """The group's transaction ended under it (rolled back by the database, or aborted past the
+    savepoints): nothing the group wrote is kept."""
+
+
+def _lost(conn: Connection) -> bool:
+    """Whether the transaction the group opened is gone or can no longer commit. A connection
+    SQLAlchemy invalidated is not asked: its rollback and the operations' own errors follow."""
+    if conn.invalidated:
+        return False
+    raw: Any = conn.connection.driver_connection
+    if isinstance(raw, sqlite3.Connection):
+        return not raw.in_transaction
+    return bool(raw.info.transaction_status == TransactionStatus.INERROR)
+
+
+def _all_lost(outcomes: list[tuple[bool, Any]], size: int) -> list[tuple[bool, Any]]:
+    """Every operation's outcome once the transaction is lost: an operation that failed keeps its
+    own error, every other one (written, or not run) hears that nothing was written."""
+    cause = next((value for ok, value in outcomes if not ok), None)
+    lost = TransactionLost("the group's transaction was rolled back; nothing of it was written")
+    lost.__cause__ = cause
+    kept = [(False, value if not ok else lost) for ok, value in outcomes]
+    return kept + [(False, lost)] * (size - len(kept))
 
 
 class WriterPool:

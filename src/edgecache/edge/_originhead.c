@@ -9,14 +9,17 @@ LF bytes before a status line are skipped, as llhttp's start state skips them (b
 and between an interim head and the next).
 
 fields(buf, start) -> (end, [(name, value), ...]): the head beginning at ``start``, each field as
-    httptools' on_header gives it (latin-1), and the offset just after it.
+    httptools' on_header gives it (latin-1), and the offset just after it. A head of more than
+    MAX_FIELDS fields (origin_conn.MAX_FIELDS), which its caller refuses, is read no further than its
+    first MAX_FIELDS + 1 (end is then the offset after them): an origin's long head costs no more.
 scan(buf, start) -> None | (end, nfields, field_bytes, content_length, chunked, (head, cache_control,
     cdn_cache_control, expires, vary, date, last_modified, age, etag, set_cookie, tag_fields)):
     what the connection's framing and a fill's storage decision read, and the stored head (fields
     shown to clients, "Name: value\r\n" each). None when the head is one the common path does not
     take (a Transfer-Encoding other than one "chunked", a Content-Length that is not 1 to 18 digits,
     a Connection field naming a field the fill reads, more than 16 other names (repeats count) or one
-    of 64 bytes or more, over 1024 lines): the caller then runs the Python path over fields().
+    of 64 bytes or more, over MAX_FIELDS fields, found once the count passes it): the caller then
+    runs the Python path over fields().
 Both raise ValueError when buf[start:] holds no complete head (a status line ending in LF, then lines
 ending in CRLF, each with a colon, up to an empty one); they check no more than that. */
 
@@ -79,7 +82,7 @@ static const struct name_kind KINDS[] = {
 #define NKINDS (sizeof(KINDS) / sizeof(KINDS[0]))
 #define MAX_NAMED 16
 #define MAX_NAMED_LEN 64
-#define MAX_LINES 1024
+#define MAX_FIELDS 256
 /* Lines kept on the C stack by scan; a head with more gets a PyMem block. */
 #define STACK_LINES 64
 
@@ -118,7 +121,8 @@ struct line {
 
 /* Splits the head at buf[start:] into lines; returns the count and sets *end, or -1 with an
    exception set when the bytes are not a complete head of llhttp's shape. At most ``cap`` lines are
-   kept; *count gets the whole number. */
+   kept. Past MAX_FIELDS + 1 lines it stops: the count is then MAX_FIELDS + 1 and *end the offset
+   after them. */
 static Py_ssize_t split_head(const char *buf, Py_ssize_t len, Py_ssize_t start, struct line *lines,
                              Py_ssize_t cap, Py_ssize_t *end) {
     if (start < 0 || start > len)
@@ -153,6 +157,10 @@ static Py_ssize_t split_head(const char *buf, Py_ssize_t len, Py_ssize_t start, 
         }
         count++;
         p = nl + 1;
+        if (count > MAX_FIELDS) {
+            *end = p - buf;
+            return count;
+        }
     }
 bad:
     PyErr_SetString(PyExc_ValueError, "not a complete response head");
@@ -262,8 +270,8 @@ static PyObject *head_scan(PyObject *self, PyObject *args) {
     Py_ssize_t count = split_head(view.buf, view.len, start, small, STACK_LINES, &end);
     if (count < 0)
         goto release;
-    if (count > MAX_LINES) {
-        out = Py_NewRef(Py_None); /* over any limit: the Python path says which */
+    if (count > MAX_FIELDS) {
+        out = Py_NewRef(Py_None); /* over the limit: the Python path refuses it */
         goto release;
     }
     if (count <= STACK_LINES) {
@@ -479,4 +487,9 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__originhead(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__originhead(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "MAX_FIELDS", MAX_FIELDS) < 0)
+        Py_CLEAR(m);
+    return m;
+}

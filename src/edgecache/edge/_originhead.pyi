@@ -14,9 +14,13 @@ Fill = tuple[
 """(stored head, Cache-Control, CDN-Cache-Control, Expires, Vary values, first Date, first
 Last-Modified, first Age, ETag sent, Set-Cookie sent, tag fields): what a fill reads (decision 0024)."""
 
+MAX_FIELDS: int
+"""Fields a head may have (``origin_conn.MAX_FIELDS``): one with more is read no further."""
+
 def fields(buf: bytes | bytearray, start: int, /) -> tuple[int, list[tuple[str, str]]]:
     """The head at ``buf[start:]`` (validated by llhttp) as httptools' on_header gives its fields,
-    and the offset after it."""
+    and the offset after it; of a head over ``MAX_FIELDS`` fields, the first ``MAX_FIELDS + 1`` and
+    the offset after them."""
 
 def scan(buf: bytes | bytearray, start: int, /) -> tuple[int, int, int, int | None, bool, Fill] | None:
     """(end, fields, bytes of names and values, Content-Length, chunked, what a fill reads), or

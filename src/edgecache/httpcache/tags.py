@@ -10,13 +10,16 @@ Rules of this module:
 - Parsing is memoised per distinct list of tag fields that is short, in fields and in characters
   of names and values together (every fill parses its response's tags, and many responses carry
   the same few), as ``cachecontrol`` memoises its values: the result is a tuple of strings, so
-  sharing it is safe, and the memo is bounded and emptied when full, so an origin cannot grow it.
+  sharing it is safe, and the memo is bounded and emptied when full (``edgecache.httpcache.memo``),
+  so an origin cannot grow it.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+
+from edgecache.httpcache.memo import remember
 
 TAG_HEADERS = frozenset({"cache-tag", "surrogate-key", "xkey", "edge-cache-tag"})
 MAX_TAG_LENGTH = 1024
@@ -50,9 +53,7 @@ def parse_tags(response_headers: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     if tags is None:
         tags = _parse(fields)
         if len(fields) <= MEMO_FIELDS_MAX and sum(len(n) + len(v) for n, v in fields) <= MEMO_VALUE_MAX:
-            if len(_MEMO) >= MEMO_MAX:
-                _MEMO.clear()
-            _MEMO[fields] = tags
+            remember(_MEMO, fields, tags, MEMO_MAX)
     return tags
 
 

@@ -83,6 +83,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -195,6 +196,8 @@ JOB_STEP = 2048
 WIPE_KEEP_MAX = 20_000
 """Records a whole-zone removal writes back at most (those stored after the purge): more, and it
 removes the covered ones ``JOB_STEP`` at a time instead, so that no transaction grows unbounded."""
+_END_OF_BATCH: tuple[tuple[Any, ...]] = (("end",),)
+"""Follows a batch's changes in ``_commit``: no change of that kind exists."""
 _SEP = VARIANT_SEP.encode()
 UNBOUNDED = 1 << 63
 """The bound of a delete that removes whatever record is under its key."""
@@ -238,11 +241,6 @@ class RingFill(NamedTuple):
     stored_seq: int
     tags: tuple[str, ...]
     reserve: bool
-
-
-def _fills_in(batch: list[tuple[Any, ...]]) -> int:
-    """The fills of a batch (queued puts and ring fills): what a failed batch did not write."""
-    return sum(1 for op in batch if op[0] == "put" or op[0] == "fill")
 
 
 def _stored_form(op: tuple[Any, ...]) -> tuple[bytes, bytes]:
@@ -1133,9 +1131,7 @@ class DiskStore:
         try:
             self._apply(batch)
         except Exception:
-            self.stats.write_errors += 1
-            self.stats.dropped += _fills_in(batch)
-            log.exception("disk tier: a batch of %d fills was not written", len(batch))
+            self._batch_failed(batch, "fills")
 
     def fill_counters(self) -> dict[str, int]:
         """The counters a fill writer publishes in its ring."""
@@ -1398,13 +1394,18 @@ class DiskStore:
                 self._seen = {}
                 self._write_reclaimed_later(txn)
 
+    def _batch_failed(self, batch: list[tuple[Any, ...]], what: str) -> None:
+        """Count a batch that was not written (once in ``write_errors``, its fills, queued puts and
+        ring fills, in ``dropped``) and log it with the error being handled."""
+        self.stats.write_errors += 1
+        self.stats.dropped += sum(1 for op in batch if op[0] == "put" or op[0] == "fill")
+        log.exception("disk tier: a batch of %d %s was not written", len(batch), what)
+
     def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
         try:
             self._apply(batch)
         except Exception as exc:
-            self.stats.write_errors += 1
-            self.stats.dropped += _fills_in(batch)
-            log.exception("disk tier: a batch of %d changes was not written", len(batch))
+            self._batch_failed(batch, "changes")
             for op in batch:
                 if op[0] == "chunk":
                     op[4].set_exception(exc)
@@ -1504,7 +1505,8 @@ class DiskStore:
             if renewals:
                 self._renew(txn, renewals, now)
             fills: list[tuple[Any, ...]] = []
-            for op in batch:
+            # The end mark takes no branch but the one that writes the run of fills before it.
+            for op in chain(batch, _END_OF_BATCH):
                 kind = op[0]
                 if kind == "put" or kind == "fill":
                     fills.append(op)
@@ -1529,9 +1531,6 @@ class DiskStore:
                         self._zdb(txn, area, op[1], create=False)
                 elif kind == "job":
                     jobs.append(op)
-            if fills:
-                counts = self._put_fills(txn, fills, now, reclaimed)
-                written, dropped = written + counts[0], dropped + counts[1]
             if len(jobs) < len(batch):
                 self._write_reclaimed_later(txn)
             self._evict(txn, now)
