@@ -64,6 +64,7 @@ from edgecache.httpcache.headers import (
     merge_304,
     strip_hop_by_hop,
 )
+from edgecache.httpcache.memo import remember
 from edgecache.httpcache.ranges import parse_content_range, strong_validator
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
 from edgecache.store.chunked import LargeWrite
@@ -108,7 +109,7 @@ _KIND_BY_NAME = {
 ``NOT_STORED``), and whether the storage decision reads it."""
 _FILL_FIELDS: dict[tuple[int, str, str, tuple[tuple[str, str], ...]], tuple[ZoneRuntime, FieldLines]] = {}
 """(zone, host, client address, the request's fields) → what a fill of it sends to the origin,
-encoded; bounded (emptied when full)."""
+encoded; bounded (``httpcache.memo.remember``: emptied when full)."""
 _FILL_FIELDS_MAX = 256
 _FILL_FIELDS_CHARS = 2048
 """Requests whose field names and values add up to more characters are encoded each time: a key
@@ -134,9 +135,7 @@ def _fill_fields(headers: Mapping[str, str], client_ip: str, zone: ZoneRuntime, 
         return found[1]
     lines = _encode_fill_fields(headers, client_ip, zone, host)
     if sum(len(name) + len(value) for name, value in fields) <= _FILL_FIELDS_CHARS:
-        if len(_FILL_FIELDS) >= _FILL_FIELDS_MAX:
-            _FILL_FIELDS.clear()
-        _FILL_FIELDS[memo_key] = (zone, lines)
+        remember(_FILL_FIELDS, memo_key, (zone, lines), _FILL_FIELDS_MAX)
     return lines
 
 
