@@ -296,7 +296,7 @@ class Bench:
     async def _writer_idle(self) -> None:
         writer = getattr(self.node.purges, "_writer", None)
         if writer is not None:
-            await asyncio.wrap_future(writer.submit(self.node.purges._flush_acks))
+            await asyncio.wrap_future(writer.submit(lambda conn: self.node.purges._flush_acks(conn, [])))
 
     async def drain(self) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -190,7 +190,14 @@ def gil_steps(n: int, gap: float) -> list[tuple[str, float]]:
         ledger_row = ledger_insert.bind(ledger.ledger_values(row))
         # The task rows' values but their seq, which the ledger row's insert gives.
         task_rows = tasks_db.task_values(
-            row.job_id, "purge", row.zone_id, None, row.tasks, row.principal, row.dialect, row.created_at
+            job_id=row.job_id,
+            kind="purge",
+            zone_id=row.zone_id,
+            seq=None,
+            items=row.tasks,
+            principal=row.principal,
+            dialect=row.dialect,
+            created_at=row.created_at,
         )
         acks = [succeed.bind({"seq": s, "now": row.created_at}) for s in seqs[-4:-1]] if i % 3 == 2 else []
         t0 = time.thread_time()

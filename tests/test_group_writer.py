@@ -4,12 +4,15 @@ does not stay broken: on a real PostgreSQL server, whose backend is terminated u
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import suppress
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -221,19 +224,16 @@ def test_a_transaction_left_open_on_the_driver_is_not_joined(tmp_path: Path) -> 
         engine.dispose()
 
 
-def _end_the_transaction(engine: Engine) -> Callable[[Connection], object]:
+def _doom(engine: Engine) -> Callable[[Connection], object]:
     """An operation after which the group's transaction is gone, not just the operation's writes:
-    on SQLite a statement the database answers by rolling back the whole transaction (its own
-    ``RAISE(ROLLBACK)``, as it may on a full disk or an I/O error); on PostgreSQL a failed
-    statement the operation swallows, which aborts the transaction past any savepoint."""
-    if engine.dialect.name == "sqlite":
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE doomed (n integer)"))
-            conn.execute(
-                text("CREATE TRIGGER doom BEFORE INSERT ON doomed BEGIN SELECT RAISE(ROLLBACK, 'full'); END")
-            )
-        return lambda conn: conn.connection.cursor().execute("INSERT INTO doomed VALUES (1)")
-    return lambda conn: _swallowing(lambda c: c.connection.cursor().execute("SELECT 1/0"), conn)
+    a statement SQLite answers by rolling back the whole transaction (a trigger's
+    ``RAISE(ROLLBACK)``, as SQLite itself does on a full disk or an I/O error)."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE doomed (n integer)"))
+        conn.execute(
+            text("CREATE TRIGGER doom BEFORE INSERT ON doomed BEGIN SELECT RAISE(ROLLBACK, 'full'); END")
+        )
+    return lambda conn: conn.connection.cursor().execute("INSERT INTO doomed VALUES (1)")
 
 
 def _swallowing(op: Callable[[Connection], object], conn: Connection) -> None:
@@ -241,38 +241,152 @@ def _swallowing(op: Callable[[Connection], object], conn: Connection) -> None:
         op(conn)
 
 
+def _insert(n: int) -> Callable[[Connection], object]:
+    return lambda conn: conn.execute(text("INSERT INTO kept VALUES (:n)"), {"n": n})
+
+
+def _group(writer: GroupWriter, *ops: tuple[Callable[[Connection], object], bool]) -> list[Future[object]]:
+    """``ops`` (each with its ``atomic``) submitted while the writer is busy: taken as one group."""
+    gate, held = threading.Event(), threading.Event()
+    first = writer.submit(lambda conn: held.set() or gate.wait(10))
+    assert held.wait(10)
+    group = [writer.submit(op, atomic=atomic) for op, atomic in ops]
+    gate.set()
+    first.result(10)
+    for fut in group:
+        fut.exception(10)
+    return group
+
+
 @pytest.mark.parametrize("atomic", [False, True])
-def test_a_transaction_lost_under_a_group_answers_none_of_it_as_written(any_url: str, atomic: bool) -> None:
-    """When one operation ends the group's whole transaction, no operation of the group is told it
-    was written, and none is written: before this check the writes before it were answered as
-    committed while rolled back, and on SQLite those after it were committed outside any
-    transaction. Alone in its group, an operation that lost the transaction is not answered as
-    written either. The writer goes on with the next group."""
-    engine = open_database(any_url)
+def test_a_transaction_lost_under_a_group_answers_none_of_it_as_written(
+    tmp_path: Path, atomic: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When SQLite ends the group's whole transaction under one operation, that operation gets the
+    database's own error, no other operation of the group is told it was written, none is
+    written, and the error is logged: before this check the writes before it were answered as
+    committed while rolled back, and those after it were committed outside any transaction.
+    Alone in its group, an operation that lost the transaction is not answered as written
+    either. The writer goes on with the next group."""
+    engine = open_database(sqlite_url(tmp_path))
     writer = GroupWriter(engine, name="test-writer")
     try:
         with engine.begin() as conn:
             conn.execute(text("CREATE TABLE kept (n integer)"))
-        ender = _end_the_transaction(engine)
-
-        def insert(n: int) -> Callable[[Connection], object]:
-            return lambda conn: conn.execute(text("INSERT INTO kept VALUES (:n)"), {"n": n})
-
-        gate, held = threading.Event(), threading.Event()
-        first = writer.submit(lambda conn: held.set() or gate.wait(10))
-        assert held.wait(10)
-        group = [writer.submit(insert(1)), writer.submit(ender, atomic=atomic), writer.submit(insert(3))]
-        gate.set()
-        first.result(10)
-        for fut in (group[0], group[2]):
+        doom = _doom(engine)
+        group = _group(writer, (_insert(1), False), (_insert(2), False), (doom, atomic), (_insert(3), False))
+        for fut in (group[0], group[1], group[3]):
             with pytest.raises(TransactionLost):
-                fut.result(10)
-        assert group[1].exception(10) is not None
+                fut.result()
+        own = group[2].exception()
+        assert isinstance(own, sqlite3.IntegrityError) and str(own) == "full", own
+        assert any(r.levelname == "ERROR" and "full" in r.getMessage() for r in caplog.records)
         with pytest.raises(TransactionLost):
-            writer.call(lambda conn: (insert(4)(conn), _swallowing(ender, conn)))
-        writer.call(insert(5))
+            writer.call(lambda conn: (_insert(4)(conn), _swallowing(doom, conn)))
+        writer.call(_insert(5))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT n FROM kept")).scalars().all() == [5]
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def test_a_cause_names_the_operation_that_lost_the_transaction(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operation of the group that failed earlier, undone to its savepoint, is not the cause
+    the others hear of: the one that ended the transaction is."""
+    engine = open_database(sqlite_url(tmp_path))
+    writer = GroupWriter(engine, name="test-writer")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE kept (n integer)"))
+        doom = _doom(engine)
+
+        def refused(_conn: Connection) -> None:
+            raise RuntimeError("refused")
+
+        group = _group(writer, (refused, False), (_insert(1), False), (doom, False))
+        assert isinstance(group[0].exception(), RuntimeError)
+        lost = group[1].exception()
+        assert isinstance(lost, TransactionLost)
+        assert lost.__cause__ is group[2].exception()
+        assert isinstance(lost.__cause__, sqlite3.IntegrityError)
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_a_statement_after_a_swallowed_rollback_does_not_pass_for_the_transaction(
+    tmp_path: Path, alone: bool
+) -> None:
+    """An operation that swallows SQLite's rollback of the whole transaction and then writes
+    through ``Connection.execute`` as the group's first statement there begins a new transaction;
+    that one is not committed in place of the lost one: the operations before it (on the driver,
+    answered as written while rolled back before the mark) and what it wrote are all refused."""
+    engine = open_database(sqlite_url(tmp_path))
+    writer = GroupWriter(engine, name="test-writer")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE kept (n integer)"))
+        doom = _doom(engine)
+
+        def swallow_then_write(conn: Connection) -> None:
+            _swallowing(doom, conn)
+            _insert(2)(conn)
+
+        def on_driver(conn: Connection) -> None:
+            conn.connection.cursor().execute("INSERT INTO kept VALUES (1)")
+
+        if alone:
+            with pytest.raises(TransactionLost):
+                writer.call(lambda conn: (on_driver(conn), swallow_then_write(conn)))
+        else:
+            group = _group(writer, (on_driver, False), (swallow_then_write, False), (_insert(3), False))
+            for fut in (group[0], group[2]):
+                with pytest.raises(TransactionLost):
+                    fut.result()
+            assert group[1].exception() is not None
+        writer.call(_insert(5))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT n FROM kept")).scalars().all() == [5]
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+def test_an_error_swallowed_on_postgresql_fails_only_its_operation(postgres_url: str) -> None:
+    """On PostgreSQL a failed statement aborts the transaction; an operation that swallows the
+    error is rolled back to its savepoint, which recovers the transaction: that operation fails,
+    the others of its group are written. Alone in its group (no savepoint) it loses the
+    transaction. An operation that rolls back on the driver loses its group's transaction: none
+    of the group is answered as written."""
+    engine = open_database(postgres_url)
+    writer = GroupWriter(engine, name="test-writer")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE kept (n integer)"))
+
+        def swallow(conn: Connection) -> None:
+            _swallowing(lambda c: c.connection.cursor().execute("SELECT 1/0"), conn)
+
+        group = _group(writer, (_insert(1), False), (swallow, True), (_insert(3), False))
+        assert group[0].exception() is None and group[2].exception() is None
+        assert isinstance(group[1].exception(), psycopg.errors.InFailedSqlTransaction)
+        with pytest.raises(TransactionLost):
+            writer.call(lambda conn: (_insert(4)(conn), swallow(conn)))
+
+        def roll_back(conn: Connection) -> None:
+            conn.connection.driver_connection.rollback()  # type: ignore[union-attr]
+
+        group = _group(writer, (_insert(5), False), (roll_back, False), (_insert(6), False))
+        for fut in (group[0], group[2]):
+            with pytest.raises(TransactionLost):
+                fut.result()
+        writer.call(_insert(7))
+        with engine.connect() as conn:
+            assert sorted(conn.execute(text("SELECT n FROM kept")).scalars()) == [1, 3, 7]
     finally:
         writer.close()
         engine.dispose()

@@ -5,6 +5,7 @@ quota charged. Through the official Cloudflare SDK on a real node, with SQLite a
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +17,10 @@ import pytest
 from sqlalchemy import Connection
 
 from conftest import ZONE_ID, Route, Stack
-from edgecache.control.purges import FileTarget, PurgeRequest
+from edgecache.control import purges as purges_module
+from edgecache.control.purges import AcceptedPurge, FileTarget, PurgeRequest
 from edgecache.db.ledger import LedgerStore
-from edgecache.db.writer import GroupWriter
+from edgecache.db.writer import GroupWriter, TransactionLost
 from edgecache.purge.selectors import Mode
 from pg import PostgresServer, postgres_server_fixture  # noqa: F401
 
@@ -222,12 +224,64 @@ def test_purges_in_a_transaction_the_database_rolled_back_are_not_accepted(stack
                 threading.Event().wait(0.01)
         gate.set()
         held.result(30)
-        for fut in pending:
-            with pytest.raises(Exception, match=r"rolled back|the transaction is gone|no such savepoint"):
+        for fut in (pending[0], pending[2]):
+            with pytest.raises(TransactionLost):
                 fut.result(30)
+        with pytest.raises(sqlite3.IntegrityError, match="the transaction is gone"):
+            pending[1].result(30)
         assert node.quotas.state(zone.config, "purge_cache_tag").daily_available == tags_left
         recorded = {tag for r in LedgerStore(node.database).after(0) for tag in r.selectors.get("tags", ())}
         assert not recorded & {"lost-before", "doomed", "lost-after"}
+    finally:
+        gate.set()
+        with node.database.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER doomed_task")
+
+
+def test_acknowledgements_written_in_a_transaction_the_database_rolled_back_are_written_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reclaimed purge's acknowledgement is written by a flush of its own; when that flush ran
+    but a purge grouped after it lost the transaction (SQLite's rollback, as above), the flush
+    fails with the group and its acknowledgements are written by a later one: the purge's task
+    ends as success, not as a timeout while the purge was applied."""
+    # Long enough for the writer to be held before the acknowledgement's flush is queued.
+    monkeypatch.setattr(purges_module, "ACK_DELAY", 1.0)
+    node = stack.node
+    zone = node.zones.by_id[ZONE_ID]
+    with node.database.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER doomed_task BEFORE INSERT ON tasks WHEN NEW.target = 'doomed' "
+            "BEGIN SELECT RAISE(ROLLBACK, 'the transaction is gone'); END"
+        )
+    writer = node.purges._writer
+    gate = threading.Event()
+
+    async def submit(tag: str) -> AcceptedPurge:
+        req = PurgeRequest(tags=(tag,))
+        items = node.purges.items(zone, req)
+        return await node.purges.submit(zone, Mode.DELETE, items, req, principal="test", dialect="test")
+
+    try:
+        acked = stack.run(submit("acked"))
+        gate, held = _hold(writer)
+        deadline = time.monotonic() + 30
+        while writer._queue.qsize() < 1:  # the acknowledgement's flush
+            assert time.monotonic() < deadline, "the acknowledgement was never flushed"
+            threading.Event().wait(0.01)
+        assert [t.status for t in node.tasks.by_job(acked.job_id)] == ["processing"]
+        doomed = asyncio.run_coroutine_threadsafe(submit("doomed"), stack.loop)
+        while writer._queue.qsize() < 2:
+            threading.Event().wait(0.01)
+        gate.set()
+        held.result(30)
+        with pytest.raises(sqlite3.IntegrityError, match="the transaction is gone"):
+            doomed.result(30)
+        deadline = time.monotonic() + 15
+        while [t.status for t in node.tasks.by_job(acked.job_id)] == ["processing"]:
+            assert time.monotonic() < deadline, "the acknowledgement was lost with the transaction"
+            time.sleep(0.05)
+        assert [t.status for t in node.tasks.by_job(acked.job_id)] == ["success"]
     finally:
         gate.set()
         with node.database.begin() as conn:

@@ -204,7 +204,8 @@ class PurgeService:
 
     def close(self) -> None:
         """Stop the writer thread (pending writes and acknowledgements are committed first)."""
-        self._writer.submit(self._flush_acks, atomic=True)
+        # Nothing is retried after this one: what it took is not given back.
+        self._writer.submit(lambda conn: self._flush_acks(conn, []), atomic=True)
         self._writer.close()
 
     # -- validation -------------------------------------------------------------------------------
@@ -492,28 +493,35 @@ class PurgeService:
             due = bool(self._acks) and self._acks_since + ACK_DELAY <= time.monotonic()
             self._acks_queued = due
         if due:
-            # Atomic: the operation keeps its own savepoint and never raises.
             loop = asyncio.get_running_loop()
+            taken: list[tuple[int, dict[str, int]]] = []
 
             def done(flush: Future[None]) -> None:
+                # On the writer thread, as the commit's outcome is known.
                 if flush.exception() is not None:
+                    if taken:
+                        self._return_acks(taken)
                     loop.call_soon_threadsafe(self._flush_failed)
 
-            self._writer.submit(self._flush_acks, atomic=True).add_done_callback(done)
+            # Atomic: the operation keeps its own savepoint and never raises.
+            flush = self._writer.submit(lambda conn: self._flush_acks(conn, taken), atomic=True)
+            flush.add_done_callback(done)
         else:
             self._arm_acks()
 
     def _flush_failed(self) -> None:
-        """On the event loop: the writer failed the flush's transaction before the flush took the
-        acknowledgements (a lost connection): a timer looks at them again."""
+        """On the event loop: the flush's transaction did not commit (a lost connection, or another
+        operation of its group lost the transaction), and the acknowledgements it took, if it ran,
+        are back in line: a timer looks at them again."""
         with self._acks_lock:
             self._acks_queued = False
         self._arm_acks()
 
-    def _flush_acks(self, conn: Connection) -> None:
+    def _flush_acks(self, conn: Connection, taken: list[tuple[int, dict[str, int]]]) -> None:
         """On the writer thread: record every acknowledgement gathered so far, in the group's
-        transaction."""
+        transaction; ``taken`` gets them, to be given back if that transaction does not commit."""
         acks = self._take_acks()
+        taken.extend(acks)
         if not acks:
             return  # a ledger write took them
         try:

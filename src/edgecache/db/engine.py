@@ -39,6 +39,11 @@ _BEGIN = "edgecache_begin"
 _ON_DRIVER = "edgecache_on_driver"
 """Key in a connection's ``info``, set while the transaction open on its driver connection is one
 :func:`begin_on_driver` opened: the only kind SQLAlchemy's transaction may join (``_on_begin``)."""
+_ENDED = "edgecache_ended"
+"""Key in a connection's ``info``, set when the transaction :func:`begin_on_driver` opened had
+ended (SQLite rolled it back whole) before a statement through ``Connection.execute`` began
+SQLAlchemy's: that statement runs in a new transaction, which must not pass for the old one
+(:func:`ended_under_driver`)."""
 # An arbitrary constant: the key of the PostgreSQL advisory lock held while migrating, so nodes
 # starting together migrate one after the other.
 _MIGRATION_LOCK_KEY = 0x6564676563616368  # "edgecach"
@@ -107,8 +112,14 @@ def _sqlite_engine(url: URL) -> Engine:
         # The transaction ``begin_on_driver`` opened (the group writers) is joined by the one an
         # operation's first ``Connection.execute`` begins. Any other transaction open on the
         # driver is a leak: BEGIN fails on it rather than a read or write silently joining it.
-        if conn.info.pop(_ON_DRIVER, False) and raw.in_transaction:
-            return
+        if conn.info.pop(_ON_DRIVER, False):
+            if raw.in_transaction:
+                return
+            # Ended under the operation, which swallowed the error. Not raised here: an error from
+            # this event leaves SQLAlchemy's Connection never beginning again, each later
+            # statement committed on its own. The new transaction holds what follows, and the
+            # mark makes the group writer roll it back.
+            conn.info[_ENDED] = True
         _begin_sqlite(raw, conn.get_execution_options().get(_BEGIN, "BEGIN"))
 
     return engine
@@ -149,6 +160,13 @@ def begin_on_driver(conn: Connection) -> None:
     assert isinstance(raw, sqlite3.Connection)
     _begin_sqlite(raw, conn.get_execution_options().get(_BEGIN, "BEGIN"))
     conn.info[_ON_DRIVER] = True
+    conn.info.pop(_ENDED, None)
+
+
+def ended_under_driver(conn: Connection) -> bool:
+    """Whether the transaction :func:`begin_on_driver` opened on SQLite ended before a statement
+    through ``conn`` began SQLAlchemy's (which is then a new one, not to be committed for it)."""
+    return bool(conn.info.get(_ENDED))
 
 
 def end_on_driver(conn: Connection, *, commit: bool) -> None:
@@ -164,6 +182,7 @@ def end_on_driver(conn: Connection, *, commit: bool) -> None:
         _end_through_sqlalchemy(conn, commit)
         return
     conn.info.pop(_ON_DRIVER, None)
+    conn.info.pop(_ENDED, None)
     raw: Any = conn.connection.driver_connection
     try:
         if conn.in_transaction():

@@ -16,12 +16,14 @@ literal values in the statement (``status == 'processing'``) keep the values the
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter, methodcaller
 from typing import Any
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement
@@ -126,17 +128,43 @@ def _picker(order: tuple[str, ...] | None) -> Callable[[dict[str, Any]], tuple[A
     return lambda values: (values[name],)
 
 
+_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+"""psycopg's transaction states in which a savepoint of the transaction can still be rolled back to."""
+
+
 @contextmanager
 def savepoint(conn: Connection, name: str) -> Iterator[None]:
     """A savepoint on the driver's connection: released on normal exit, rolled back to (and
     released) when the block raises, so the block's writes are all kept or all undone while the
-    enclosing transaction goes on."""
+    enclosing transaction goes on.
+
+    When the block raises after the database ended the whole transaction (SQLite's rollback on a
+    full disk or an I/O error), there is no savepoint left to roll back to: the block's own error is
+    raised, not the driver's "no such savepoint". When the block swallowed a failed statement on
+    PostgreSQL, the transaction is aborted and ``RELEASE`` refused, but the savepoint is still
+    there: rolling back to it recovers the transaction, and ``RELEASE``'s error is raised (the
+    block's writes undone, as when it raises)."""
+    raw: Any = conn.connection.driver_connection
     with closing(conn.connection.cursor()) as cursor:
         cursor.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
-            cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            cursor.execute(f"RELEASE SAVEPOINT {name}")
+            _undo(raw, cursor, name)
             raise
-        cursor.execute(f"RELEASE SAVEPOINT {name}")
+        try:
+            cursor.execute(f"RELEASE SAVEPOINT {name}")
+        except Exception:
+            _undo(raw, cursor, name)
+            raise
+
+
+def _undo(raw: Any, cursor: Any, name: str) -> None:
+    """Roll back to savepoint ``name`` and release it, if the transaction holding it is still open."""
+    if isinstance(raw, sqlite3.Connection):
+        if not raw.in_transaction:
+            return
+    elif raw.info.transaction_status not in _OPEN:
+        return  # ended by the block, or the connection is gone
+    cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+    cursor.execute(f"RELEASE SAVEPOINT {name}")

@@ -143,10 +143,23 @@ def insert_tasks(
 ) -> None:
     """Insert a job's tasks inside the caller's transaction."""
     if items:
-        _INSERT.run_many(conn, task_values(job_id, kind, zone_id, seq, items, principal, dialect, created_at))
+        _INSERT.run_many(
+            conn,
+            task_values(
+                job_id=job_id,
+                kind=kind,
+                zone_id=zone_id,
+                seq=seq,
+                items=items,
+                principal=principal,
+                dialect=dialect,
+                created_at=created_at,
+            ),
+        )
 
 
 def task_values(
+    *,
     job_id: str,
     kind: str,
     zone_id: str,

@@ -16,12 +16,23 @@ Rules:
   the driver's statements, not SQLAlchemy's nested transactions (``edgecache.db.prepared.savepoint``:
   a fraction of the Python).
 - A transaction can end under its group, not just an operation's writes: SQLite rolls the whole
-  transaction back on some errors (a full disk, an I/O error, ``RAISE(ROLLBACK)``), and on
-  PostgreSQL an error an operation swallows aborts it past every savepoint. The writer looks after
-  each operation (one attribute of the driver's connection); once the transaction is gone it runs
-  no further operation of the group (on SQLite it would run outside any transaction and be kept),
-  rolls back, and fails every operation of the group (:class:`TransactionLost`, or the error of
-  the one that failed): none is told it was written.
+  transaction back on some errors (a full disk, an I/O error, ``RAISE(ROLLBACK)``). The writer
+  looks after each operation (one attribute of the driver's connection); once the transaction is
+  gone it runs no further operation of the group (on SQLite it would run outside any transaction
+  and be kept), rolls back, logs the error, and fails every operation of the group (the one that
+  ended the transaction with its own error, every other with :class:`TransactionLost`): none is
+  told it was written. On PostgreSQL a failed statement aborts the transaction; an operation that
+  swallows the error leaves it aborted, and its savepoint's ``RELEASE`` is refused: the writer
+  rolls back to that savepoint, which recovers the transaction, and fails that operation alone
+  (``savepoint``). Alone in its group it has no savepoint, and the transaction is lost with it.
+  An operation that swallows SQLite's rollback and goes on writing is seen too: a first
+  ``Connection.execute`` after it begins a new transaction, marked so that the writer rolls it
+  back (``edgecache.db.engine.ended_under_driver``); a statement after it on the driver, or
+  through a ``Connection`` whose transaction had already joined, runs outside any transaction
+  and is kept, but no other operation is answered as written. An operation that rolls back on
+  the driver ends the transaction on either database: on SQLite ``in_transaction`` shows it; on
+  PostgreSQL the ``RELEASE`` of its savepoint then fails in a new transaction, which is aborted.
+  Alone in its group it undoes only its own writes (no operation of the product does either).
 - The transaction is opened and committed on the driver's connection
   (``edgecache.db.engine.begin_on_driver``), not through SQLAlchemy's ``begin``/``commit``: the
   purge writes run on the driver's cursor already, and an operation that uses
@@ -54,7 +65,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from edgecache.db.engine import begin_on_driver, end_on_driver, for_writes
+from edgecache.db.engine import begin_on_driver, end_on_driver, ended_under_driver, for_writes
 from edgecache.db.prepared import savepoint
 
 log = logging.getLogger(__name__)
@@ -200,8 +211,8 @@ def _run_one(conn: Connection, op: Callable[[Connection], Any], atomic: bool) ->
 
 
 class TransactionLost(SQLAlchemyError):
-    """The group's transaction ended under it (rolled back by the database, or aborted past the
-    savepoints): nothing the group wrote is kept."""
+    """The group's transaction ended under it (rolled back by the database, or aborted with no
+    savepoint to return to): nothing the group wrote is kept."""
 
 
 def _lost(conn: Connection) -> bool:
@@ -211,14 +222,30 @@ def _lost(conn: Connection) -> bool:
         return False
     raw: Any = conn.connection.driver_connection
     if isinstance(raw, sqlite3.Connection):
-        return not raw.in_transaction
+        # The mark is set only as SQLAlchemy begins its transaction: the purge writes, on the
+        # driver alone, skip reading it.
+        return not raw.in_transaction or (conn.in_transaction() and ended_under_driver(conn))
+    # No savepoint-less operation of a group on PostgreSQL, and each RELEASE is a statement: an
+    # operation that rolled back on the driver leaves the transaction aborted (INERROR), not
+    # IDLE. Alone in its group, IDLE is also an operation that ran nothing, and an operation that
+    # rolled back its own transaction undid only its own writes.
     return bool(raw.info.transaction_status == TransactionStatus.INERROR)
 
 
 def _all_lost(outcomes: list[tuple[bool, Any]], size: int) -> list[tuple[bool, Any]]:
-    """Every operation's outcome once the transaction is lost: an operation that failed keeps its
-    own error, every other one (written, or not run) hears that nothing was written."""
-    cause = next((value for ok, value in outcomes if not ok), None)
+    """Every operation's outcome once the transaction is lost (logged here): an operation that
+    failed keeps its own error, every other one (written, or not run) hears that nothing was
+    written. The cause is the error of the operation that ended the transaction, the last one
+    run (an earlier one that failed was undone to its savepoint, the transaction intact); None
+    when it swallowed the error."""
+    ok, value = outcomes[-1]
+    cause = None if ok else value
+    log.error(
+        "a group's transaction of %d operations was lost under it, none written (cause: %s)",
+        size,
+        "swallowed by the operation" if cause is None else repr(cause),
+        exc_info=cause,
+    )
     lost = TransactionLost("the group's transaction was rolled back; nothing of it was written")
     lost.__cause__ = cause
     kept = [(False, value if not ok else lost) for ok, value in outcomes]

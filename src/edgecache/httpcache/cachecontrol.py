@@ -25,11 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from edgecache.httpcache.memo import remember
 
 DELTA_MAX = 2**31
 """The largest delta-seconds we represent (RFC 9111 §1.2.2)."""
+_T = TypeVar("_T")
 MEMO_MAX = 1024
 """Distinct field values remembered by each parser's memo before it is emptied."""
 MEMO_VALUE_MAX = 256
@@ -112,14 +114,19 @@ def parse_cache_control(values: Iterable[str]) -> CacheControl:
         cc = _CC_MEMO.get(line)
         if cc is None:
             cc = _parse_cache_control(values)
-            if len(line) <= MEMO_VALUE_MAX:
-                remember(_CC_MEMO, line, cc, MEMO_MAX)
+            _remember(_CC_MEMO, line, cc)
         return cc
     return _parse_cache_control(values)
 
 
 _CC_MEMO: dict[str, CacheControl] = {}
 _CDN_MEMO: dict[str, CacheControl | None] = {}
+
+
+def _remember(memo: dict[str, _T], value: str, cc: _T) -> None:
+    """Keep ``cc`` for the field value ``value`` in ``memo``, if the value is short enough."""
+    if len(value) <= MEMO_VALUE_MAX:
+        remember(memo, value, cc, MEMO_MAX)
 
 
 def _parse_cache_control(values: Iterable[str]) -> CacheControl:
@@ -176,8 +183,7 @@ def parse_cdn_cache_control(value: str) -> CacheControl | None:
     if value in _CDN_MEMO:
         return _CDN_MEMO[value]
     cc = _parse_cdn_cache_control(value)
-    if len(value) <= MEMO_VALUE_MAX:
-        remember(_CDN_MEMO, value, cc, MEMO_MAX)
+    _remember(_CDN_MEMO, value, cc)
     return cc
 
 

@@ -5,6 +5,9 @@ A memo is a plain dict owned by its caller, which decides which inputs are short
 When it holds ``limit`` entries it is emptied before the next one is added, so a stream of distinct
 inputs (an origin, a client) cannot grow it; the results it holds must be immutable, since every
 caller that parses the same input shares them.
+
+Used by ``cachecontrol`` (its Cache-Control and CDN-Cache-Control memos) and ``tags``; public so
+that a parser outside ``httpcache`` can keep a memo the same way.
 """
 
 from __future__ import annotations
