@@ -225,6 +225,45 @@ def test_both_appenders_write_an_entry_as_its_record(
     py.close(unlink=True)
 
 
+class _Fields:
+    """An entry's fields as plain instance attributes (no slots): what the C appender reads by name."""
+
+    def __init__(self, entry: Entry) -> None:
+        for name in entry.__slots__:
+            setattr(self, name, getattr(entry, name))
+
+
+def test_the_c_appender_reads_what_attribute_access_gives_whatever_the_type(tmp_path: Path) -> None:
+    # It reads an Entry's slots by their offset; an object without slots, a subclass whose field is
+    # a property, and a type changed after an append are read as attribute access reads them.
+    class Renamed(Entry):
+        __slots__ = ()
+
+    def records(entries: list[Any]) -> list[bytes]:
+        ring = FillRing.create(tmp_path / "slots.ring", CAPACITY, appender=Appender)
+        try:
+            for e in entries:
+                assert ring.append_entry(e, False) > 0
+            return [payload for payload, _ in ring.read(0, 100, 1 << 20).records]
+        finally:
+            ring.close(unlink=True)
+
+    plain = _fill("plain")
+    renamed = Renamed("z", "https://a.test/renamed", 200, b"H: 1\r\n", b"body", ("t",), 1, 0.0, 0.0, 60.0)
+    assert records([plain, _Fields(plain), renamed]) == [
+        encode_entry(plain, 0.0),
+        encode_entry(plain, 0.0),
+        encode_entry(renamed, 0.0),
+    ]
+    try:
+        Renamed.zone = property(lambda self: "other")  # type: ignore[assignment]
+        (after,) = records([renamed])
+    finally:
+        del Renamed.zone
+    assert decode_entry(after).entry.zone == "other"
+    assert records([renamed]) == [encode_entry(renamed, 0.0)]
+
+
 def test_an_entry_too_large_for_the_ring_is_left_to_the_caller(ring: FillRing) -> None:
     entry = Entry("z", "https://a.test/big", 200, b"", b"x" * ring.max_record, (), 1, 0.0, 0.0, 60.0)
     assert ring.append_entry(entry, False) == -1
