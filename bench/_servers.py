@@ -334,6 +334,7 @@ max_object_bytes = {max_object}
 budget_bytes = {disk_budget}
 [runtime]
 workers = {workers}
+control_plane = "{control_plane}"
 listen = "{listen}"
 [[zones]]
 id = "{zone}"
@@ -410,6 +411,7 @@ def start_edgecache(
     max_object: int = 8 << 20,
     disk_budget: int = 1 << 30,
     listen: str = "reuseport",
+    control_plane: str = "auto",
 ) -> Server:
     """Start edgecache; a second call with the same ``name`` restarts it on the same data directory."""
     if not binary.exists():
@@ -429,6 +431,7 @@ def start_edgecache(
             disk_budget=disk_budget,
             workers=workers,
             listen=listen,
+            control_plane=control_plane,
         )
     )
     server = spawn(name, [str(binary), "serve", "--config", str(toml)], port, "cf-cache-status", tmp)

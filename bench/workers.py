@@ -34,10 +34,25 @@ Method:
   one held by each worker, ask for a never-seen object at once (no purge in the last second, which
   turns the waiting off); the figure is when the later answer's head arrives (a MISS, and a MISS or
   a disk hit on what the other fetched). Before decision 0021 both processes fetched.
+- (5) The layouts a node can run, side by side (decision 0026): one process for the data and
+  control planes (``workers = 1``, ``control_plane = "inline"``), the control plane in the
+  supervisor with one data-plane worker (``workers = 1``, ``control_plane = "process"``), the same
+  with that worker pinned to the last CPU and the control plane, wrk and this harness to the others
+  (what the layout gives a machine with a core for the control plane), and 2 workers. Each, rounds
+  interleaved: ``wrk -t1 -c50`` on a warm /small without purges and with a
+  purge of an unrelated URL every 20 ms (50/s, sent through the API from a thread of this
+  process, started 0.5 s before wrk); printed: req/s (noisy), requests per server CPU-second (the
+  whole process tree, /proc) and the ratios with / without, also of requests per data-plane
+  CPU-second (the workers and their fill writers; inline, the whole process). Then without
+  traffic, an idle window and a window with the same 50 purges/s: CPU per purge net of idle,
+  split by process: the ``edgecache serve`` process (the whole node inline; the control plane
+  when split) and its descendants (the workers and their disk fill writers; inline, the fill
+  writer alone).
 - Rounds are interleaved; medians with min-max. The machine is shared with other work now: every
   figure is noisy, and the "other CPU" line says how busy the rest of the machine was.
 
-Usage: ``.venv/bin/python bench/workers.py [--duration S] [--rounds N] [--purges N] [--sections 1234]``.
+Usage: ``.venv/bin/python bench/workers.py [--duration S] [--rounds N] [--purges N] [--sections 12345]``
+(section 5 alone: ``--sections 5 --rounds 3``).
 """
 
 from __future__ import annotations
@@ -378,6 +393,170 @@ def both_miss(server: srv.Server, api: Api, count: int) -> list[float]:
             sock.close()
 
 
+LAYOUTS = {
+    "one process (inline)": (1, "inline", False),
+    "control process + 1 worker": (1, "process", False),
+    "control process + 1 worker, pinned": (1, "process", True),
+    "control process + 2 workers": (2, "process", False),
+}
+"""Section 5's nodes: ``[runtime] workers`` and ``control_plane`` of each, and whether its
+descendants (the worker, its fill writer) run pinned to the last CPU, away from the control plane,
+wrk and this harness (pinned to the others): what the layout gives where the control plane has
+cores of its own, which a shared 2-core box does not otherwise show."""
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process ``pid`` on ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def tree_cpu(server: srv.Server) -> tuple[float, float]:
+    """CPU seconds so far of the ``edgecache serve`` process and of all its descendants."""
+    main, *rest = server.pids()
+    return srv.cpu_seconds([main]), srv.cpu_seconds(rest)
+
+
+def layout_run(
+    server: srv.Server, api: Api, duration: int, *, purges: bool, load: bool, pinned: bool = False
+) -> dict[str, float]:
+    """One run of section 5: wrk on /small when ``load`` (else a wait), with a purge of an
+    unrelated URL every 20 ms when ``purges``. Requests, purges sent, CPU seconds of the serve
+    process and of its descendants. ``pinned``: see ``LAYOUTS``."""
+    stop = threading.Event()
+    sent = [0]
+    everywhere = os.sched_getaffinity(0)
+    if pinned and len(everywhere) > 1:
+        own = {max(everywhere)}
+        main, *rest = server.pids()
+        for pid in rest:
+            pin(pid, own)
+        pin(main, everywhere - own)
+        # This thread's mask: wrk and the purging thread, started from here, inherit it.
+        os.sched_setaffinity(0, everywhere - own)
+
+    def purger() -> None:
+        next_at = time.monotonic()
+        while not stop.is_set():
+            api.purge_url(f"/unrelated/{time.monotonic_ns()}")
+            sent[0] += 1
+            next_at += 0.020
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    thread = threading.Thread(target=purger)
+    if purges:
+        thread.start()
+        time.sleep(0.5)
+    main0, rest0 = tree_cpu(server)
+    sent0 = sent[0]
+    try:
+        if load:
+            result = wrk.run(f"http://127.0.0.1:{server.port}/small", duration)
+            requests, rps = result.requests, result.rps
+            if result.errors:
+                print(f"  {server.name}: {result.errors} errors", file=sys.stderr)
+        else:
+            time.sleep(duration)
+            requests, rps = 0, 0.0
+        main1, rest1 = tree_cpu(server)
+        count = sent[0] - sent0
+    finally:
+        stop.set()
+        if purges:
+            thread.join()
+        os.sched_setaffinity(0, everywhere)
+    return {
+        "requests": requests,
+        "rps": rps,
+        "purges": count,
+        "main": main1 - main0,
+        "rest": rest1 - rest0,
+    }
+
+
+def layouts(tmp: Path, origin: int, duration: int, rounds: int) -> None:
+    """Section 5: hits with and without 50 purges/s, and CPU per purge by process, per layout."""
+    servers: dict[str, srv.Server] = {}
+    try:
+        for n, (label, (workers, control_plane, _)) in enumerate(LAYOUTS.items()):
+            servers[label] = srv.start_edgecache(
+                tmp, origin, EDGECACHE_BIN, f"layout-{n}", workers=workers, control_plane=control_plane
+            )
+        time.sleep(2.0)  # the workers bind after the supervisor answers
+        apis = {
+            label: Api(server, tmp / f"layout-{n}-data") for n, (label, server) in enumerate(servers.items())
+        }
+        for server in servers.values():
+            warm(server, ["/small"])
+        hits: dict[tuple[str, bool], list[dict[str, float]]] = {}
+        quiet: dict[tuple[str, bool], list[dict[str, float]]] = {}
+        for _ in range(rounds):
+            for label, server in servers.items():
+                for purges in (False, True):
+                    run = layout_run(
+                        server, apis[label], duration, purges=purges, load=True, pinned=LAYOUTS[label][2]
+                    )
+                    hits.setdefault((label, purges), []).append(run)
+        for _ in range(rounds):
+            for label, server in servers.items():
+                for purges in (False, True):
+                    run = layout_run(
+                        server, apis[label], duration, purges=purges, load=False, pinned=LAYOUTS[label][2]
+                    )
+                    quiet.setdefault((label, purges), []).append(run)
+    finally:
+        for server in servers.values():
+            srv.stop(server)
+
+    def per_cpu(run: dict[str, float]) -> float:
+        return run["requests"] / (run["main"] + run["rest"])
+
+    def per_data_cpu(label: str, run: dict[str, float]) -> float:
+        # Inline, the one process is the data plane too.
+        return run["requests"] / (
+            run["rest"] if LAYOUTS[label][1] == "process" else run["main"] + run["rest"]
+        )
+
+    print(
+        f"\n(5) 1 KiB hits (wrk -t1 -c50, {duration} s), without purges and with 50 purges/s, "
+        f"by layout; median (min-max) of {rounds} interleaved rounds\n"
+    )
+    print(
+        "| layout | req/s, none (noisy) | req/s, 50 purges/s (noisy) | req per server CPU-s, none "
+        "| req per server CPU-s, 50 purges/s "
+        "| with / without: req/s, per server CPU-s, per data-plane CPU-s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for label in LAYOUTS:
+        none, busy = hits[(label, False)], hits[(label, True)]
+        rps = [spread([r["rps"] for r in runs]) for runs in (none, busy)]
+        cpu = [spread([per_cpu(r) for r in runs]) for runs in (none, busy)]
+        ratio_rps = statistics.median(r["rps"] for r in busy) / statistics.median(r["rps"] for r in none)
+        ratio_cpu = statistics.median(per_cpu(r) for r in busy) / statistics.median(per_cpu(r) for r in none)
+        ratio_data = statistics.median(per_data_cpu(label, r) for r in busy) / statistics.median(
+            per_data_cpu(label, r) for r in none
+        )
+        print(
+            f"| {label} | {rps[0]} | {rps[1]} | {cpu[0]} | {cpu[1]} "
+            f"| {ratio_rps:.3f}, {ratio_cpu:.3f}, {ratio_data:.3f} |"
+        )
+    print(
+        f"\n(5b) without traffic: CPU ms per purge at 50/s net of an idle window ({duration} s each, "
+        f"median of {rounds}), by process\n"
+    )
+    print("| layout | serve process | its descendants | whole node |")
+    print("|---|---:|---:|---:|")
+    for label in LAYOUTS:
+        idle, busy = quiet[(label, False)], quiet[(label, True)]
+        n = statistics.median(r["purges"] for r in busy)
+        cells = [
+            1000 * (statistics.median(r[k] for r in busy) - statistics.median(r[k] for r in idle)) / n
+            for k in ("main", "rest")
+        ]
+        print(f"| {label} | {cells[0]:.2f} | {cells[1]:.2f} | {sum(cells):.2f} |")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -392,7 +571,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--purges", type=int, default=200)
-    parser.add_argument("--sections", default="1234", help="which measurements to run, e.g. 23")
+    parser.add_argument("--sections", default="12345", help="which measurements to run, e.g. 23")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-workers-bench-"))
     tmp.chmod(0o755)  # nginx workers and Varnish's sandbox user read configs and files here
@@ -400,6 +579,11 @@ def main() -> None:
     try:
         origin = srv.start_origin(tmp)
         started.append(origin)
+        if "5" in args.sections:
+            # Its own servers, stopped before any other section starts its own.
+            layouts(tmp, origin.port, args.duration, args.rounds)
+        if not set(args.sections) & set("1234"):
+            return
         servers = {
             "edgecache, 2 workers": srv.start_edgecache(
                 tmp, origin.port, EDGECACHE_BIN, "edgecache-2", workers=2

@@ -14,7 +14,8 @@ itself, so those runs are not in the table).
 
 The machine is shared: wall-clock rates are noise, CPU per request less so; say which when quoting.
 
-Run: ``.venv/bin/python bench/workers_miss_cpu.py [--rounds 3] [--duration 8] [--workers 2]``
+Run: ``.venv/bin/python bench/workers_miss_cpu.py [--rounds 3] [--duration 8] [--workers 2] [--split]``
+(``--split`` adds a column: one worker behind a control plane in a process of its own, decision 0026).
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ def switches(pid: int) -> tuple[int, int]:
     return total[0], total[1]
 
 
-def start(tmp: Path, origin: int, binary: Path, workers: int, locks: bool) -> srv.Server:
+def start(
+    tmp: Path, origin: int, binary: Path, workers: int, locks: bool, control_plane: str = "auto"
+) -> srv.Server:
     """``_servers.start_edgecache``'s node, with ``runtime.fill_lock_timeout = 0`` (no fill locks:
-    decision 0021) unless ``locks``."""
+    decision 0021) unless ``locks``, and ``runtime.control_plane``."""
     tmp.mkdir()
     port, control = srv.free_port(), srv.free_port()
     toml = srv.EDGECACHE_TOML.format(
@@ -81,6 +84,7 @@ def start(tmp: Path, origin: int, binary: Path, workers: int, locks: bool) -> sr
         disk_budget=1 << 30,
         workers=workers,
         listen="reuseport",
+        control_plane=control_plane,
     )
     if not locks:
         unlocked = toml.replace("[runtime]\n", "[runtime]\nfill_lock_timeout = 0\n")
@@ -114,10 +118,13 @@ def run_once(
     first: int,
     script: Path,
     spy: Path | None,
+    control_plane: str = "auto",
 ) -> tuple[float, dict[str, float]]:
     """(requests/s, CPU µs per request by role) of one run on a fresh node."""
     binary = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "edgecache"
-    node = start(tmp / f"w{workers}-{first}", origin.port, binary, workers, locks)
+    node = start(
+        tmp / f"w{workers}-{control_plane}-{first}", origin.port, binary, workers, locks, control_plane
+    )
     spies: list[subprocess.Popen[bytes]] = []
     try:
         root = node.proc.pid
@@ -164,40 +171,67 @@ def run_once(
     return res.rps, {name: 1e6 * cpu / res.requests for name, cpu in used.items()}
 
 
+def label(variant: tuple[int, bool, str]) -> str:
+    """A column's name: the node's workers, and how it differs from the default."""
+    workers, locks, control_plane = variant
+    split = ", control plane in its own process" if workers == 1 and control_plane == "process" else ""
+    return f"workers {workers}{split}{'' if locks else ', no fill locks'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=8, help="seconds of load per run")
     parser.add_argument("--workers", type=int, default=2, help="the run compared with one worker")
     parser.add_argument("--profile", type=Path, help="also one py-spy run of each, stacks in this directory")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help='also one worker behind a control plane of its own (control_plane = "process", decision 0026)',
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="edgecache-wmiss-"))
     tmp.chmod(0o755)
     origin = srv.start_origin(tmp)
     try:
         script = wrk.write_scripts(tmp)["missmix"]
-        variants = ((1, True), (args.workers, True), (args.workers, False))
-        best: dict[tuple[int, bool], tuple[float, dict[str, float]]] = {}
+        variants = [(1, True, "auto"), (args.workers, True, "auto"), (args.workers, False, "auto")]
+        if args.split:
+            variants.insert(1, (1, True, "process"))
+        best: dict[tuple[int, bool, str], tuple[float, dict[str, float]]] = {}
         for r in range(args.rounds):
-            for n, (workers, locks) in enumerate(variants):
+            for n, v in enumerate(variants):
+                workers, locks, control_plane = v
                 first = (r * len(variants) + n + 1) * 10**8
-                rps, cpu = run_once(tmp, origin, workers, locks, args.duration, first, script, None)
+                rps, cpu = run_once(
+                    tmp, origin, workers, locks, args.duration, first, script, None, control_plane
+                )
                 total = sum(cpu.values())
-                what = f"workers {workers}{'' if locks else ', no fill locks'}"
-                print(f"round {r + 1}, {what}: {rps:,.0f} req/s, {total:.1f} CPU µs per request", flush=True)
-                if (workers, locks) not in best or total < sum(best[workers, locks][1].values()):
-                    best[workers, locks] = (rps, cpu)
+                print(
+                    f"round {r + 1}, {label(v)}: {rps:,.0f} req/s, {total:.1f} CPU µs per request", flush=True
+                )
+                if v not in best or total < sum(best[v][1].values()):
+                    best[v] = (rps, cpu)
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
-            for n, (workers, locks) in enumerate(variants[:2]):
-                run_once(tmp, origin, workers, locks, args.duration, (90 + n) * 10**8, script, args.profile)
+            for n, (workers, locks, control_plane) in enumerate([v for v in variants if v[2] == "auto"][:2]):
+                run_once(
+                    tmp,
+                    origin,
+                    workers,
+                    locks,
+                    args.duration,
+                    (90 + n) * 10**8,
+                    script,
+                    args.profile,
+                    control_plane,
+                )
     finally:
         srv.stop(origin)
         shutil.rmtree(tmp, ignore_errors=True)
-    w = args.workers
-    head = f"CPU µs per request, best of {args.rounds} | workers 1 | workers {w} | workers {w}, no fill locks"
-    print(f"\n| {head} |")
-    print("|---|---:|---:|---:|")
+    head = " | ".join(label(v) for v in variants)
+    print(f"\n| CPU µs per request, best of {args.rounds} | {head} |")
+    print("|---|" + "---:|" * len(variants))
     for name in ROLES:
         print(f"| {name} | " + " | ".join(f"{best[v][1][name]:.1f}" for v in variants) + " |")
     totals = [sum(best[v][1].values()) for v in variants]

@@ -50,16 +50,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
-    """Starts ``edgecache serve`` with two workers and its data in ``tmp_path`` (``prelude``: Python
-    run before the command); afterwards kills what is left of it, so that a failed test leaves no
-    process to the next one."""
+@pytest.fixture(params=[(2, "auto"), (1, "process")], ids=["2 workers", "1 worker, control process"])
+def serve(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """Starts ``edgecache serve`` with its data in ``tmp_path`` (``prelude``: Python run before the
+    command) in each supervised layout: two workers, and one behind a control plane of its own
+    (decision 0026); afterwards kills what is left of it, so that a failed test leaves no process
+    to the next one."""
     origin = VersionedOrigin()
     started: list[subprocess.Popen[bytes]] = []
+    workers, control_plane = request.param
 
     def start(prelude: str) -> subprocess.Popen[bytes]:
-        config = write_config(tmp_path, origin, workers=2, grace=1.0)
+        config = write_config(tmp_path, origin, workers=workers, grace=1.0, control_plane=control_plane)
         # Output to files, not pipes: the workers inherit them, and reading a pipe to its end would
         # wait for workers left running as well as for the command.
         code = f"{prelude}from edgecache.cli import main; main()"
@@ -108,7 +112,7 @@ def test_a_start_that_fails_stops_the_workers_it_started(
     tmp_path: Path, serve: Callable[[str], subprocess.Popen[bytes]]
 ) -> None:
     """Workers not serving in time (the supervisor's start timeout, set below zero here so that it
-    expires as soon as both workers are spawned rather than after a minute): the command fails, and
+    expires as soon as the workers are spawned rather than after a minute): the command fails, and
     the workers it spawned are stopped, not left running."""
     proc = serve("import edgecache.cluster.supervisor as s; s.START_TIMEOUT = -1.0; ")
     code = proc.wait(timeout=60)

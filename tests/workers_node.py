@@ -80,9 +80,11 @@ def write_config(
     grace: float = 5.0,
     fill_lock_timeout: float = 5.0,
     extra: str = "",
+    control_plane: str = "auto",
 ) -> Path:
-    """Write ``data_dir/edgecache.toml``: free ports, ``workers`` workers, one zone (``ZONE`` on
-    ``HOST``) in front of ``origin``; ``extra`` is TOML appended to it."""
+    """Write ``data_dir/edgecache.toml``: free ports, ``workers`` workers, the control plane where
+    ``control_plane`` says, one zone (``ZONE`` on ``HOST``) in front of ``origin``; ``extra`` is TOML
+    appended to it."""
     config = data_dir / "edgecache.toml"
     config.write_text(
         f"""data_dir = "{data_dir}"
@@ -92,6 +94,7 @@ port = 0
 port = 0
 [runtime]
 workers = {workers}
+control_plane = "{control_plane}"
 shutdown_grace = {grace}
 fill_lock_timeout = {fill_lock_timeout}
 [[zones]]
@@ -123,7 +126,8 @@ def children(pid: int, marker: bytes | None = None, *, exclude: bytes | None = N
 
 
 class WorkerNode:
-    """``edgecache serve`` with ``[runtime] workers = N`` on free ports, in ``data_dir``."""
+    """``edgecache serve`` with ``[runtime] workers = N`` (and ``control_plane``) on free ports, in
+    ``data_dir``."""
 
     def __init__(
         self,
@@ -133,11 +137,18 @@ class WorkerNode:
         grace: float = 5.0,
         extra: str = "",
         fill_lock_timeout: float = 5.0,
+        control_plane: str = "auto",
     ) -> None:
         """``extra``: TOML appended to the configuration."""
         self.data_dir = data_dir
         config = write_config(
-            data_dir, origin, workers=workers, grace=grace, fill_lock_timeout=fill_lock_timeout, extra=extra
+            data_dir,
+            origin,
+            workers=workers,
+            grace=grace,
+            fill_lock_timeout=fill_lock_timeout,
+            extra=extra,
+            control_plane=control_plane,
         )
         self.log = (data_dir / "serve.log").open("w")
         self.process = subprocess.Popen(
@@ -155,6 +166,7 @@ class WorkerNode:
         )
         assert self.process.stdout is not None
         banner = self.process.stdout.readline()
+        self.banner = banner
         found = re.search(r"http://127\.0\.0\.1:(\d+) \(control plane on http://127\.0\.0\.1:(\d+)/", banner)
         assert found, f"no banner: {banner!r}; log: {(data_dir / 'serve.log').read_text()}"
         self.data_port, self.control_port = int(found[1]), int(found[2])
@@ -166,9 +178,10 @@ class WorkerNode:
         finally:
             engine.dispose()
 
-    def stop(self) -> int:
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Stop the node with ``sig``; its exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
         code = self.process.wait(timeout=60)
         self.log.close()
         return code

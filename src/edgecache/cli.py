@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 import uvloop
+from pydantic import ValidationError
 
 from edgecache import allocator, logs
 from edgecache.app import Node
@@ -80,11 +82,22 @@ def _self() -> str:
     return os.path.relpath(here)
 
 
+def layout(cfg: Config) -> str:
+    """Which processes ``edgecache serve`` runs for ``cfg`` (``[runtime] workers`` and
+    ``control_plane``), as the banner says it."""
+    rt = cfg.runtime
+    if not rt.supervised:
+        return "one process runs the data and control planes"
+    workers = (
+        "1 data-plane worker process" if rt.workers == 1 else f"{rt.workers} data-plane worker processes"
+    )
+    return f"control plane in the supervisor process, {workers}"
+
+
 def _banner(node: Node, cfg: Config, token: str | None) -> str:
     data = f"http://{cfg.data.host}:{node.data_port}"
     api = f"http://{cfg.control.host}:{node.control_port}/client/v4"
-    workers = f", {cfg.runtime.workers} worker processes" if cfg.runtime.workers > 1 else ""
-    lines = [f"edgecache serving on {data} (control plane on {api}){workers}"]
+    lines = [f"edgecache serving on {data} (control plane on {api}); {layout(cfg)}"]
     if cfg.demo_origin is not None:
         lines.append("Demo zone in front of the built-in origin. Try (run each twice: MISS, then HIT):")
         lines += [f"  curl -si {data}{p} | grep -i cache-status" for p in DEMO_PATHS[:4]]
@@ -108,7 +121,7 @@ def _banner(node: Node, cfg: Config, token: str | None) -> str:
 
 
 async def _serve(cfg: Config) -> None:
-    supervisor = Supervisor(cfg) if cfg.runtime.workers > 1 else None
+    supervisor = Supervisor(cfg) if cfg.runtime.supervised else None
     node = supervisor.node if supervisor is not None else Node(cfg)
     # Before the start: a signal while workers are being started (or a disk tier opened) ends the
     # start and stops what it started, where the default action killed the supervisor and left
@@ -158,7 +171,14 @@ def serve(
     ] = None,
 ) -> None:
     """Run a node: the data plane, the control plane, and (without --config) the demo origin."""
-    cfg = load_config(config) if config is not None else demo_config()
+    try:
+        cfg = load_config(config) if config is not None else demo_config()
+    except OSError as err:
+        typer.echo(f"error: cannot read the configuration {config}: {err.strerror or err}", err=True)
+        raise typer.Exit(2) from None
+    except (tomllib.TOMLDecodeError, ValidationError) as err:
+        typer.echo(f"error: invalid configuration {config}: {err}", err=True)
+        raise typer.Exit(2) from None
     try:
         allocator.ensure(cfg.runtime.allocator, cfg.runtime.jemalloc_path)
         logs.configure(cfg.logging)

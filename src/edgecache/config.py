@@ -283,7 +283,12 @@ class Runtime(_Model):
     gc_freeze_every: float = Field(default=5.0, gt=0)
     gc_sweep_every: float = Field(default=3600.0, gt=0)
     workers: int = Field(default_factory=usable_cores, ge=1, le=256)
-    """Data-plane processes of ``edgecache serve``; 1 is one process serving data and control."""
+    """Data-plane processes of ``edgecache serve``."""
+    control_plane: Literal["auto", "inline", "process"] = "auto"
+    """Where the control plane (APIs, ``/metrics``, the ledger writer, tasks) runs: ``process``, in
+    the process ``edgecache serve`` starts, which supervises the data-plane workers (always so with
+    ``workers`` > 1); ``inline``, in the one data-plane process (``workers = 1`` only); ``auto``:
+    inline with one worker, a process of its own with more (decision 0026)."""
     listen: Literal["reuseport", "shared"] = "reuseport"
     """How workers share the data port: a socket each with SO_REUSEPORT (the kernel spreads
     connections), or one inherited listening socket (decision 0014 compares them)."""
@@ -302,6 +307,22 @@ class Runtime(_Model):
     it; ``system`` is glibc's (the reclaimer then trims after mass purges)."""
     jemalloc_path: Path | None = None
     """The jemalloc shared library; default: the first ``libjemalloc.so.2`` in the usual directories."""
+
+    @model_validator(mode="after")
+    def _inline_needs_one_worker(self) -> Runtime:
+        if self.control_plane == "inline" and self.workers > 1:
+            raise ValueError(
+                f'control_plane = "inline" runs the control plane in the one data-plane process: '
+                f"it needs workers = 1, not {self.workers} (with more workers the control plane "
+                f'runs in a process of its own: "process" or "auto")'
+            )
+        return self
+
+    @property
+    def supervised(self) -> bool:
+        """Whether ``edgecache serve`` runs the control plane in a process of its own that
+        supervises the data-plane workers (``edgecache.cluster``), rather than one process for both."""
+        return self.workers > 1 or self.control_plane == "process"
 
     @field_validator("jemalloc_path")
     @classmethod

@@ -131,6 +131,10 @@ class Tail:
             self.pump()
         self.rescan()
         self.pump()
+        # Once more after the last read: the rings of processes that stopped with records unread
+        # (their last batch, closed before this formatter read it) are drained only now, and a
+        # ring left on tmpfs holds its memory until someone removes it.
+        self.rescan()
         for reader in self.readers.values():
             reader.close()
 
