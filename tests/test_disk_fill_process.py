@@ -124,10 +124,10 @@ def test_a_fill_after_a_queued_delete_is_not_removed_by_it(fresh: Stack, removal
 
 
 def test_vary_names_queued_on_the_writer_thread_are_not_overtaken_by_newer_ones(fresh: Stack) -> None:
-    # Names for a base go to the writer thread (behind a fence) when the last fill in the ring is
-    # not one of its variants; newer names for the same base, right after their fill, must not go
-    # through the ring: the fill writer would commit them with the fenced fills, and the writer
-    # thread would then write the older names over them.
+    # Names for a base set without their fill go to the writer thread (behind a fence); newer names
+    # for the same base, put with their fill, must not go through the ring: the fill writer would
+    # commit them with the fenced fills, and the writer thread would then write the older names
+    # over them.
     cached(fresh, "/v")
     disk = fresh.node.disk
     assert disk is not None and disk.flush(10)
@@ -140,8 +140,7 @@ def test_vary_names_queued_on_the_writer_thread_are_not_overtaken_by_newer_ones(
         assert disk.put(replace(entry, key=base + VARIANT_SEP + "gzip"))
         assert disk.put(replace(entry, key=base + "-other"))
         disk.set_vary(base, ("old",))
-        assert disk.put(replace(entry, key=base + VARIANT_SEP + "br"))
-        disk.set_vary(base, ("new",))
+        assert disk.put(replace(entry, key=base + VARIANT_SEP + "br"), vary=(base, ("new",)))
 
     os.kill(pid, signal.SIGSTOP)
     try:

@@ -225,6 +225,45 @@ def test_both_appenders_write_an_entry_as_its_record(
     py.close(unlink=True)
 
 
+class _Fields:
+    """An entry's fields as plain instance attributes (no slots): what the C appender reads by name."""
+
+    def __init__(self, entry: Entry) -> None:
+        for name in entry.__slots__:
+            setattr(self, name, getattr(entry, name))
+
+
+def test_the_c_appender_reads_what_attribute_access_gives_whatever_the_type(tmp_path: Path) -> None:
+    # It reads an Entry's slots by their offset; an object without slots, a subclass whose field is
+    # a property, and a type changed after an append are read as attribute access reads them.
+    class Renamed(Entry):
+        __slots__ = ()
+
+    def records(entries: list[Any]) -> list[bytes]:
+        ring = FillRing.create(tmp_path / "slots.ring", CAPACITY, appender=Appender)
+        try:
+            for e in entries:
+                assert ring.append_entry(e, False) > 0
+            return [payload for payload, _ in ring.read(0, 100, 1 << 20).records]
+        finally:
+            ring.close(unlink=True)
+
+    plain = _fill("plain")
+    renamed = Renamed("z", "https://a.test/renamed", 200, b"H: 1\r\n", b"body", ("t",), 1, 0.0, 0.0, 60.0)
+    assert records([plain, _Fields(plain), renamed]) == [
+        encode_entry(plain, 0.0),
+        encode_entry(plain, 0.0),
+        encode_entry(renamed, 0.0),
+    ]
+    try:
+        Renamed.zone = property(lambda self: "other")  # type: ignore[assignment]
+        (after,) = records([renamed])
+    finally:
+        del Renamed.zone
+    assert decode_entry(after).entry.zone == "other"
+    assert records([renamed]) == [encode_entry(renamed, 0.0)]
+
+
 def test_an_entry_too_large_for_the_ring_is_left_to_the_caller(ring: FillRing) -> None:
     entry = Entry("z", "https://a.test/big", 200, b"", b"x" * ring.max_record, (), 1, 0.0, 0.0, 60.0)
     assert ring.append_entry(entry, False) == -1
@@ -454,6 +493,28 @@ def test_a_fill_writer_given_no_done_fd_commits(ring: FillRing) -> None:
     reader.close()
 
 
+def test_vary_names_put_with_their_fill_follow_it_in_the_ring_and_names_set_alone_do_not(
+    ring: FillRing, tmp_path: Path
+) -> None:
+    # ``put``'s ``vary``: the names go in the ring as the record right after their fill (one
+    # transaction for both in the fill writer); ``set_vary`` alone follows no fill there.
+    disk = DiskStore(tmp_path / "disk", budget=1 << 20, position=0)
+    disk.attach_fills(ring)
+    base = "https://a.test/v"
+    try:
+        assert disk.put(_fill("v" + VARIANT_SEP + "gzip"), vary=(base, ("accept-encoding",)))
+        records = ring.read(0, 10, 1 << 20).records
+        assert [flags for _, flags in records] == [0, VARY_FLAG]
+        assert decode_vary(records[1][0]) == (base, ("accept-encoding",))
+        head = ring.head
+        disk.set_vary(base, ("accept",))
+        assert ring.head == head, "names set without their fill went in the ring"
+    finally:
+        ring.skip()  # no fill writer: the writer thread's fence passes
+        disk.attach_fills(None)
+        disk.close()
+
+
 def test_vary_names_after_a_fill_the_disk_did_not_take_do_not_go_in_the_ring(
     ring: FillRing, tmp_path: Path
 ) -> None:
@@ -474,9 +535,9 @@ def test_vary_names_after_a_fill_the_disk_did_not_take_do_not_go_in_the_ring(
         gzip = _fill("v" + VARIANT_SEP + "gzip")
         assert not tiers.put(gzip) and tiers.put(gzip), "a second fill goes to the disk"
         head = ring.head
-        assert not tiers.put(_fill("v" + VARIANT_SEP + "br"))
-        tiers.set_vary(base, ("accept-encoding",))
+        assert not tiers.put(_fill("v" + VARIANT_SEP + "br"), (base, ("accept-encoding",)))
         assert ring.head == head, "the names went in the ring behind a fill that is not there"
+        assert tiers.vary(base) == ("accept-encoding",)
     finally:
         ring.skip()  # no fill writer: the writer thread's fence passes
         disk.attach_fills(None)

@@ -266,3 +266,18 @@ def test_memos_hold_at_most_their_budget_and_make_room_only_from_memos_a_second_
     assert answer.endswith(entries[3].body) and entries[3].memo == [b"F", answer]
     assert [e.memo for e in entries[:3]] == [[b"", b""]] * 3
     assert memos.bytes == len(answer) <= memos.limit
+
+
+def test_a_memo_answers_from_the_second_hit_of_its_second_while_its_fields_hold() -> None:
+    """``HitMemos.answer``: the first hit with some fields only marks the entry (the caller writes
+    head and body), the second joins the answer, later ones get that same answer; other fields
+    (Age moved on) mark the entry anew, and no answer with old fields is ever returned."""
+    memos = HitMemos()
+    entry = _entry(1, 20_000)
+    status = b"HTTP/1.1 200 OK\r\n"
+    assert memos.answer(entry, b"Age: 1\r\n", status) == b""
+    made = memos.answer(entry, b"Age: 1\r\n", status)
+    assert made == status + entry.head + b"Age: 1\r\n" + entry.body
+    assert memos.answer(entry, b"Age: 1\r\n", status) is made
+    assert memos.answer(entry, b"Age: 2\r\n", status) == b""
+    assert memos.answer(entry, b"Age: 2\r\n", status) == status + entry.head + b"Age: 2\r\n" + entry.body

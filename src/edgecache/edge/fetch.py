@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,7 @@ from edgecache.httpcache.headers import (
     merge_304,
     strip_hop_by_hop,
 )
+from edgecache.httpcache.memo import remember
 from edgecache.httpcache.ranges import parse_content_range, strong_validator
 from edgecache.httpcache.tags import TAG_HEADERS, parse_tags
 from edgecache.store.chunked import LargeWrite
@@ -107,7 +109,7 @@ _KIND_BY_NAME = {
 ``NOT_STORED``), and whether the storage decision reads it."""
 _FILL_FIELDS: dict[tuple[int, str, str, tuple[tuple[str, str], ...]], tuple[ZoneRuntime, FieldLines]] = {}
 """(zone, host, client address, the request's fields) → what a fill of it sends to the origin,
-encoded; bounded (emptied when full)."""
+encoded; bounded (``httpcache.memo.remember``: emptied when full)."""
 _FILL_FIELDS_MAX = 256
 _FILL_FIELDS_CHARS = 2048
 """Requests whose field names and values add up to more characters are encoded each time: a key
@@ -133,9 +135,7 @@ def _fill_fields(headers: Mapping[str, str], client_ip: str, zone: ZoneRuntime, 
         return found[1]
     lines = _encode_fill_fields(headers, client_ip, zone, host)
     if sum(len(name) + len(value) for name, value in fields) <= _FILL_FIELDS_CHARS:
-        if len(_FILL_FIELDS) >= _FILL_FIELDS_MAX:
-            _FILL_FIELDS.clear()
-        _FILL_FIELDS[memo_key] = (zone, lines)
+        remember(_FILL_FIELDS, memo_key, (zone, lines), _FILL_FIELDS_MAX)
     return lines
 
 
@@ -237,8 +237,6 @@ class Fetch:
     (it stays True once the object is stored)."""
     status = 0
     head_bytes = b""
-    _decoded: tuple[bytes, Sequence[tuple[str, str]]] | None = None
-    """``head_bytes`` and its fields, once ``client_headers`` has decoded them."""
     content_length: int | None = None
     length_known = False
     """The origin's response (or, after a 304, the stored one's) carried a Content-Length."""
@@ -695,15 +693,12 @@ class Fetch:
             self.length_known,
         )
 
-    @property
+    @cached_property
     def client_headers(self) -> Sequence[tuple[str, str]]:
         """The fields clients are shown (the stored head's), decoded once, for the rare paths that
-        read them (a 206, a conditional request answered from the fill)."""
-        head = self.head_bytes
-        decoded = self._decoded
-        if decoded is None or decoded[0] is not head:
-            decoded = self._decoded = (head, tuple(decode_head(head)))
-        return decoded[1]
+        read them (a 206, a conditional request answered from the fill). Read only once the head is
+        in: ``head_bytes`` is set once per fetch (``_accept_head`` or ``_revalidate``)."""
+        return tuple(decode_head(self.head_bytes))
 
     def _finish(self) -> None:
         self.done = True

@@ -59,6 +59,20 @@ class HitMemos:
         """Bytes of responses the memos hold now (at most ``limit``)."""
         self.limit = limit
 
+    def answer(self, entry: Entry, fields: bytes, status_line: bytes) -> bytes:
+        """``entry``'s whole answer (``status_line``, head, ``fields``, body) when its memo holds it
+        for these ``fields``, made now on the second hit of their second; b"" when the caller writes
+        head and body itself: the first hit of a second only marks the entry, and a refused one
+        (``make``) stays refused for that second."""
+        memo = entry.memo
+        if memo is None or memo[0] != fields:
+            entry.memo = [fields, None]
+            return b""
+        out = memo[1]
+        if out is None:
+            return self.make(entry, fields, (status_line, entry.head, fields, entry.body))
+        return out
+
     def make(self, entry: Entry, fields: bytes, parts: tuple[bytes, bytes, bytes, bytes]) -> bytes:
         """``entry``'s whole answer (``parts`` joined), remembered while its varying fields are
         ``fields``; b"", with nothing joined, when the memos of the last second fill the budget

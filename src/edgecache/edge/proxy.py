@@ -416,18 +416,10 @@ class Proxy:
             self.stats.bytes_sent += len(out)
             conn.respond(out, keep)
         else:
-            out = None
+            out = b""
             if not connection and len(body) <= HIT_MEMO_BODY_MAX:
                 # Joined once a second, from the second hit of that second (edge/hitmemo.py).
-                memo = entry.memo
-                if memo is None or memo[0] != fields:
-                    entry.memo = [fields, None]
-                else:
-                    out = memo[1]
-                    if out is None:
-                        out = self._hit_memos.make(
-                            entry, fields, (STATUS_LINES[entry.status], entry.head, fields, body)
-                        )
+                out = self._hit_memos.answer(entry, fields, STATUS_LINES[entry.status])
             if out:
                 self.stats.bytes_sent += len(out)
                 conn.respond(out, keep)
@@ -713,9 +705,7 @@ class Proxy:
             self._store_entry(part.as_full(key), vary, request_headers)
             return
         self._forget_other_vary(base, vary, self.store.variants(part.primary))
-        self.store.put(part)
-        if vary:
-            self.store.set_vary(base, vary)
+        self.store.put(part, (base, vary) if vary else None)
 
     # -- stale entries ----------------------------------------------------------------------------
 
@@ -862,10 +852,7 @@ class Proxy:
         elif listed:
             self._forget_other_vary(base, vary, listed)
         # The other processes look for the fill in the disk tier: whether it took it is the answer.
-        stored = self.store.put(entry)
-        if vary:
-            self.store.set_vary(base, vary)
-        return stored
+        return self.store.put(entry, (base, vary) if vary else None)
 
     def _forget_other_vary(self, base: str, vary: tuple[str, ...], listed: list[str]) -> None:
         """When the origin changed its Vary, the variants (and parts) selected by the old fields

@@ -38,6 +38,9 @@ from typing import Protocol
 
 from edgecache.store.entry import Entry
 
+VaryNames = tuple[str, tuple[str, ...]]
+"""A fill's base key and the Vary field names its response named, stored with it (``Tier.put``)."""
+
 
 class Tier(Protocol):
     """A store of entries with a byte budget and an eviction policy."""
@@ -65,10 +68,12 @@ class Tier(Protocol):
         """The entry under ``key``, without telling the eviction policy."""
         ...
 
-    def put(self, entry: Entry) -> bool:
-        """Store ``entry`` under ``entry.key``, replacing any entry with that key. Returns whether
-        the tier took it where the node's processes find it (memory: False for an entry larger
-        than the budget; ``TierChain``: whether its disk took it)."""
+    def put(self, entry: Entry, vary: VaryNames | None = None) -> bool:
+        """Store ``entry`` under ``entry.key``, replacing any entry with that key, and with ``vary``
+        (its base key, the URL's Vary field names) record those names right after it, as
+        ``set_vary`` does. Returns whether the tier took the entry where the node's processes find
+        it (memory: False for an entry larger than the budget; ``TierChain``: whether its disk
+        took it)."""
         ...
 
     def delete(self, key: str, below: int | None = None) -> Entry | None:

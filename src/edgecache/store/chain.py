@@ -41,6 +41,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+from edgecache.store.base import VaryNames
 from edgecache.store.chunked import ORPHAN_AGE, ChunkedEntry, LargeWrite
 from edgecache.store.disk import DiskStore, Lookup
 from edgecache.store.entry import Entry
@@ -155,20 +156,24 @@ class TierChain:
     def peek(self, key: str) -> Entry | None:
         return self.memory.peek(key)
 
-    def put(self, entry: Entry) -> bool:
-        """Store ``entry`` (see the module's rules); returns whether the disk took it (not admitted,
-        a part, or dropped by a full queue: False), which the other processes wait for there."""
+    def put(self, entry: Entry, vary: VaryNames | None = None) -> bool:
+        """Store ``entry`` (see the module's rules) with its Vary names (``Tier.put``); returns
+        whether the disk took it (not admitted, a part, or dropped by a full queue: False), which
+        the other processes wait for there."""
         self._looked_up = None
         if type(entry) is ChunkedEntry:
             # Replaces whatever memory held under the key, as a put into memory would.
             self.memory.delete(entry.key)
-            return self.disk.put(entry)
-        self.memory.put(entry)
+            if vary is not None:
+                self.memory.set_vary(*vary)
+            return self.disk.put(entry, vary=vary)
+        self.memory.put(entry, vary)
         if type(entry) is Entry and (self._admit_fill is None or self._admit_fill.seen_before(entry.key)):
-            return self.disk.put(entry, reserve=self._reserve_on(entry.zone) and self._eligible(entry))
-        # A ``set_vary`` after this fill follows no fill of the disk's ring: not the last one, nor
-        # the one a memory eviction may just have written back (``_evicted``).
-        self.disk.skip_fill()
+            reserve = self._reserve_on(entry.zone) and self._eligible(entry)
+            return self.disk.put(entry, reserve=reserve, vary=vary)
+        if vary is not None:
+            # Not after a fill of the disk's ring: the writer thread records them.
+            self.disk.set_vary(*vary)
         return False
 
     def open_large(self) -> LargeWrite:

@@ -89,6 +89,7 @@ from typing import Any, NamedTuple, cast
 
 import lmdb
 
+from edgecache.store.base import VaryNames
 from edgecache.store.chunked import ORPHAN_AGE, ChunkedEntry, chunk_key, object_age
 from edgecache.store.disk_layout import (
     AREAS,
@@ -589,9 +590,6 @@ class DiskStore:
         """The ring position of the last fence queued (``_enqueue``)."""
         self._waking = False
         """A wake of the sleeping fill writer is scheduled for the end of the loop's turn."""
-        self._ringed: str | None = None
-        """The key of the last fill ``put``, when it went to the ring (``set_vary`` follows it); None
-        once any other fill was stored above this tier without coming here (``skip_fill``)."""
         self._varying: Counter[str] = Counter()
         """Base keys → their Vary names queued on the writer thread and not yet written: names for
         such a base do not go through the ring (``set_vary``), where they could be committed first
@@ -1141,30 +1139,33 @@ class DiskStore:
 
     # -- writes (queued) --------------------------------------------------------------------------
 
-    def put(self, entry: Entry, *, reserve: bool = False) -> bool:
-        """Store an entry in the disk cache, and in its zone's reserve when ``reserve``; returns
-        False when it is dropped (counted) because the queue or the ring is full."""
+    def put(self, entry: Entry, *, reserve: bool = False, vary: VaryNames | None = None) -> bool:
+        """Store an entry in the disk cache, and in its zone's reserve when ``reserve``, then with
+        ``vary`` its base key's Vary names (``Tier.put``); returns False when the entry is dropped
+        (counted) because the queue or the ring is full."""
         ring = self._ring
         key = entry.key
         # A fill of a key whose delete (or its primary's) is still queued goes behind that delete,
         # on the writer thread: in the ring, the fill writer could commit it before the delete,
         # which would then remove this newer record.
-        self._ringed = None
         if ring is not None and type(entry) is Entry and not self._hides(key):
             added = self._put_in_ring(ring, entry, reserve)
             if added >= 0:
-                if added:
-                    self._ringed = key
+                if vary is not None and not (added and self._vary_in_ring(ring, key, vary)):
+                    self.set_vary(*vary)
                 return added > 0
-        if self._queued >= MAX_QUEUED:
+        taken = self._queued < MAX_QUEUED
+        if taken:
+            pending = self._pending
+            with self._lock:
+                pending[key] = pending.get(key, 0) + 1
+            # A fill does not wake the writer: it waits for more of them (``GROUP_WAIT``).
+            self._enqueue(("put", entry, reserve), wake=False)
+        else:
             self.stats.dropped += 1
-            return False
-        pending = self._pending
-        with self._lock:
-            pending[key] = pending.get(key, 0) + 1
-        # A fill does not wake the writer: it waits for more of them (``GROUP_WAIT``).
-        self._enqueue(("put", entry, reserve), wake=False)
-        return True
+        if vary is not None:
+            self.set_vary(*vary)
+        return taken
 
     def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> int:
         """Append a fill to the ring: 1 when it took it, 0 when it had no room (dropped, counted),
@@ -1176,8 +1177,10 @@ class DiskStore:
             # ``FORGET_EVERY`` fills wait uncommitted, and the length alone looked on every fill.
             self._unforgotten = 0
             self._forget_committed()
-        # Encoded straight into the ring (in C when built: decision 0020's addendum).
-        added = ring.append_entry(entry, reserve)
+        # Encoded straight into the ring (in C when built: decision 0020's addendum), by the
+        # appender itself: ``FillRing.append_entry``'s frame is a Python call more on every fill.
+        appender = ring.appender
+        added = appender.append_entry(entry, reserve, ring.max_record)
         if added < 0:
             return added
         if not added:
@@ -1189,7 +1192,7 @@ class DiskStore:
         pending = self._pending
         with self._lock:
             pending[key] = pending.get(key, 0) + 1
-        self._ring_keys.append((ring.head, key))
+        self._ring_keys.append((appender.head, key))
         return added
 
     def _wake_later(self, ring: FillRing) -> None:
@@ -1231,33 +1234,31 @@ class DiskStore:
             self._hidden_primaries[primary] += 1
         self._enqueue(("delprimary", primary))
 
-    def skip_fill(self) -> None:
-        """The fill just stored in the tier above does not come here (a part, or one the admission
-        filter declined): a ``set_vary`` after it follows no fill in the ring."""
-        self._ringed = None
-
-    def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
-        """Remember the Vary field names of a base key (ignored when nothing is stored under it)."""
-        ring, ringed = self._ring, self._ringed
-        self._ringed = None
+    def _vary_in_ring(self, ring: FillRing, key: str, vary: VaryNames) -> bool:
+        """Put a fill's Vary names (``vary``: its base key, the names) in the ring right after the
+        fill of ``key`` just appended there, when they may go there; whether they went."""
+        base_key, names = vary
         if (
-            ring is not None
-            and ringed is not None
-            and base_key in _bases(ringed)
+            base_key in _bases(key)
             and not self._hides(base_key)
             # Older names for the base still queued on the writer thread, behind a fence: the fill
             # writer could commit these first, and the thread then write the older ones over them.
             and not self._varying.get(base_key)
         ):
-            # Right after its fill, in the ring: the fill writer writes both in one transaction
-            # (decision 0020's addendum on Vary fills), where the writer thread would wait for the
-            # fill's commit behind a fence, then commit the row on its own.
+            # Right after its fill: the fill writer writes both in one transaction (decision
+            # 0020's addendum on Vary fills), where the writer thread would wait for the fill's
+            # commit behind a fence, then commit the row on its own.
             added = ring.append_vary(base_key, names)
             if added:
                 if added == 2:
                     self._wake_later(ring)
-                return
-        # After the fill it names (queued just before it, or in the ring: a fence orders it).
+                return True
+        return False
+
+    def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:
+        """Remember the Vary field names of a base key (ignored when nothing is stored under it), on
+        the writer thread: after the fills put before (queued before it, or in the ring: a fence
+        orders it). Names that come with their fill go with it (``put``'s ``vary``)."""
         with self._lock:
             self._varying[base_key] += 1
         self._enqueue(("vary", base_key, names), wake=False)

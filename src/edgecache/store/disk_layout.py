@@ -60,6 +60,10 @@ REC = struct.Struct("<HqdddddddBHIHI")
 """status, stored_seq, response_time, initial_age, freshness_lifetime, swr, sie,
 stale_since (NaN: none), reserve_expires, flags, len(zone), len(key), len(tags), len(head);
 then zone, key, tags (NUL-joined), head, body."""
+_FILL_HEAD = struct.Struct("<2xq56xBHIH4x")
+"""``REC``'s layout with only what ``fill_fields`` reads unpacked (stored_seq, flags, the lengths
+of zone, key and tags): the other nine fields would be Python objects made and dropped per record
+(``test_fill_fields_read_what_decode_entry_reads`` holds the two layouts to the same fields)."""
 _F_MUST_REVALIDATE = 1
 _F_NO_CACHE = 2
 _F_AUTH_OK = 4
@@ -243,7 +247,7 @@ def fill_fields(raw: bytes) -> tuple[str, str, bytes, int, tuple[str, ...]] | No
     and tags, without decoding the rest. None for a large object's record (the fill ring never
     holds one). Raises as ``decode_entry`` on a bad one (the same fields are decoded the same way:
     ``test_fill_fields_read_what_decode_entry_reads``)."""
-    _, seq, _, _, _, _, _, _, _, flags, lz, lk, lt, _ = REC.unpack_from(raw)
+    seq, flags, lz, lk, lt = _FILL_HEAD.unpack_from(raw)
     if flags & _F_CHUNKED:
         return None
     p = REC.size

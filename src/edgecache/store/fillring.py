@@ -239,7 +239,9 @@ class FillRing:
         writer whose appender has none (an older version's: it polls ``committed``)."""
         self.capacity: int = _Q.unpack_from(mm, _CAPACITY)[0]
         self._mask = self.capacity - 1
-        self._appender = appender(mm)
+        self.appender = appender(mm)
+        """Appends the records (:meth:`append`, :meth:`append_entry`, :attr:`head` ask it); the
+        event loop's fill path calls it directly (``DiskStore.put``), without a Python frame more."""
         self.max_record = self.capacity // 8
         """Payloads larger than this are not put in the ring (the caller writes them otherwise)."""
 
@@ -284,7 +286,7 @@ class FillRing:
 
     def close(self, *, unlink: bool = False) -> None:
         """Unmap the ring (and remove its file)."""
-        self._appender.release()
+        self.appender.release()
         self._mm.close()
         for fd in (self.wake_fd, self.done_fd):
             if fd >= 0:
@@ -298,12 +300,12 @@ class FillRing:
         """Add one record with its flags (``RESERVE_FLAG``, ``VARY_FLAG``): 1 when added, 2 when
         added and the fill writer sleeps (wake it: :meth:`wake_if_asleep`), 0 when the ring has no
         room for it (nothing written)."""
-        return self._appender.append(payload, flags)
+        return self.appender.append(payload, flags)
 
     def append_vary(self, base_key: str, names: tuple[str, ...]) -> int:
         """Add a base key's Vary names (a ``VARY_FLAG`` record), to be written in the transaction of
         the fill appended before them, or a later one: as :meth:`append`."""
-        return self._appender.append(encode_vary(base_key, names), VARY_FLAG)
+        return self.appender.append(encode_vary(base_key, names), VARY_FLAG)
 
     def append_entry(self, entry: Entry, reserve: bool) -> int:
         """Add the record of a whole entry (``Entry``, not a large object's ``ChunkedEntry``):
@@ -311,7 +313,7 @@ class FillRing:
         left to the caller so that the event loop's answers go out first), 0 when the
         ring has no room for it, -1 when it is larger than ``max_record`` (nothing written: the
         caller writes it otherwise)."""
-        return self._appender.append_entry(entry, reserve, self.max_record)
+        return self.appender.append_entry(entry, reserve, self.max_record)
 
     def wake(self) -> None:
         """Wake the fill writer if it waits for records."""
@@ -326,7 +328,7 @@ class FillRing:
     @property
     def head(self) -> int:
         """The position after the last record appended."""
-        return self._appender.head
+        return self.appender.head
 
     def want(self, position: int) -> None:
         """Ask the fill writer to commit up to ``position`` without waiting for more fills."""
@@ -347,16 +349,16 @@ class FillRing:
 
     def pending(self) -> int:
         """Records appended and not yet committed (nor skipped)."""
-        return self._appender.appended - int(_Q.unpack_from(self._mm, _DONE)[0])
+        return self.appender.appended - int(_Q.unpack_from(self._mm, _DONE)[0])
 
     def skip(self) -> int:
         """Give up the records appended and not committed (their fill writer died): the next one
         starts after them. Returns how many. Only while no fill writer runs."""
         mm = self._mm
-        appended = self._appender.appended
+        appended = self.appender.appended
         lost = appended - int(_Q.unpack_from(mm, _DONE)[0])
         _Q.pack_into(mm, _DONE, appended)
-        _Q.pack_into(mm, _COMMITTED, self._appender.head)
+        _Q.pack_into(mm, _COMMITTED, self.appender.head)
         _wake(self.done_fd)
         return lost
 

@@ -70,6 +70,7 @@ from typing import Protocol
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
+from edgecache.store.base import VaryNames
 from edgecache.store.entry import VARIANT_SEP, Entry
 from edgecache.store.untracked import untrack
 
@@ -298,7 +299,11 @@ class MemoryTier:
             return entry
         return None
 
-    def put(self, entry: Entry) -> bool:
+    def put(self, entry: Entry, vary: VaryNames | None = None) -> bool:
+        if vary is not None:
+            stored = self.put(entry)
+            self.set_vary(*vary)
+            return stored
         old = self._entries.get(entry.key)
         if old is entry:
             return True
