@@ -59,10 +59,12 @@ static PyObject *s_zone, *s_key, *s_status, *s_head, *s_body, *s_tags, *s_stored
  * in the type first (sixteen reads per fill, ~2.4k instructions: decision 0020's addendum of
  * branch missloop3). Learnt from the type of the entry read, and trusted while the type is that
  * one with the same version tag (CPython gives a type a new tag whenever it or a base changes, and
- * never reuses one within an interpreter); anything else is read through PyObject_GetAttr, as
- * before: no member descriptor, a type with its own getattro, an unset slot, and a member that
- * getattr would not read at its offset as it stands (one of a type the object's is not, which
- * getattr refuses with TypeError; one audited on read; from 3.12 one with a relative offset). */
+ * never reuses one within an interpreter: from 3.12 tags are per interpreter, and these caches are
+ * the process's, so one interpreter appends, as in the node). Anything else is read through
+ * PyObject_GetAttr, as before: no member descriptor, a type with its own getattro, an unset slot,
+ * and a member getattr would not read at its offset as it stands (one of a type the object's is
+ * not, which getattr refuses with TypeError; one audited on read; from 3.12 one with a relative
+ * offset). */
 typedef struct {
     PyObject **name;
     PyTypeObject *type; /* compared only, with `version`: not a reference */
