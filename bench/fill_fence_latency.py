@@ -10,10 +10,10 @@ Three measures, each printed as a table:
    purge covers nothing on disk), or a delete of another key, waited for with ``flush``. The writer
    thread applies it only once the fill writer has committed the fill (the fence). Wall-clock ms
    from the change's enqueue to its end; and, for comparison, the same change with no fill before it.
-2. **Vary fills**: each cycle stores one fill and its base key's Vary names (``set_vary``, as the
-   proxy does for a response with Vary), and waits until nothing is queued (``queue_depth``;
-   not ``flush``, which commits on its own): the LMDB commits per cycle (the fill writer's and
-   the writer thread's: each is an fsync) and the wall-clock ms of the cycle.
+2. **Vary fills**: each cycle stores one fill with its base key's Vary names (``put(entry,
+   vary=...)``, as the proxy does for a response with Vary), and waits until nothing is queued
+   (``queue_depth``; not ``flush``, which commits on its own): the LMDB commits per cycle (the fill
+   writer's and the writer thread's: each is an fsync) and the wall-clock ms of the cycle.
 3. **A lone miss** (``--node``): an nginx origin and an ``edgecache serve`` node (disk tier on, its
    fill writer a process) are started; one client asks for never-seen 1 KiB objects one at a time,
    ``--gap`` apart, so the fill writer is asleep at each fill and each fill wakes it. Client-side
@@ -167,8 +167,7 @@ def varies(ringed: Ringed, n: int, gap: float) -> None:
     def one(i: int) -> float:
         base = f"http://fence.test/vary/{i}"
         t = time.perf_counter()
-        store.put(entry(base + "\x00accept-encoding=gzip"))
-        store.set_vary(base, ("accept-encoding",))
+        store.put(entry(base + "\x00accept-encoding=gzip"), vary=(base, ("accept-encoding",)))
         # Not ``flush``: it commits on its own. Until the writer thread and the ring hold nothing.
         while store.queue_depth:
             time.sleep(0.0002)
@@ -181,7 +180,7 @@ def varies(ringed: Ringed, n: int, gap: float) -> None:
     print("\n### 2. Vary fills: a fill and its Vary names, until both are committed\n")
     print("| cycle | wall ms p50 | p99 | max | commits (fsyncs) per cycle | CPU ms per cycle |")
     print("|---|---:|---:|---:|---:|---:|")
-    print(row("put + set_vary, until committed", ms, f" {per:.2f} | {cpu_per:.2f} |"))
+    print(row("put with its Vary names, until committed", ms, f" {per:.2f} | {cpu_per:.2f} |"))
 
 
 def wake_order(trace: Path) -> tuple[int, int, int]:

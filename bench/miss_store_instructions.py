@@ -5,7 +5,9 @@ Method: a child process builds ``--fills`` never-seen 1 KiB entries (``_entries.
 one step per entry: ``vary``, ``get`` and ``put`` as the proxy's miss does them, on a memory tier
 alone (``memory``) or on a memory tier over a disk tier with a fill ring and a ready key filter, as
 a node runs by default (``chain``); the disk tier's ``put`` alone (``disk-put``: the ring append and
-its bookkeeping) and the ring's C append alone (``ring-append``); or the fill writer's
+its bookkeeping) and the ring's C append alone (``ring-append``, through ``FillRing.append_entry``
+so that trees from before ``FillRing.appender`` count the same call: its Python frame is counted,
+which the disk tier's ``put`` no longer pays, as it calls the appender itself); or the fill writer's
 ``fill_fields`` on one record (``fill-fields``). Nothing reads the ring (the appends fit in it), so
 no fill writer's work is counted. Each step runs with ``--fills 0`` and ``--fills N``; the
 difference over N is the instructions per fill, start-up excluded. ``build`` (the entries alone)

@@ -233,35 +233,73 @@ class _Fields:
             setattr(self, name, getattr(entry, name))
 
 
+def _c_records(path: Path, entries: list[Any]) -> list[bytes]:
+    """The records the C appender writes for ``entries``, in a ring of its own."""
+    ring = FillRing.create(path, CAPACITY, appender=Appender)
+    try:
+        for e in entries:
+            assert ring.append_entry(e, False) > 0
+        return [payload for payload, _ in ring.read(0, 100, 1 << 20).records]
+    finally:
+        ring.close(unlink=True)
+
+
 def test_the_c_appender_reads_what_attribute_access_gives_whatever_the_type(tmp_path: Path) -> None:
     # It reads an Entry's slots by their offset; an object without slots, a subclass whose field is
     # a property, and a type changed after an append are read as attribute access reads them.
     class Renamed(Entry):
         __slots__ = ()
 
-    def records(entries: list[Any]) -> list[bytes]:
-        ring = FillRing.create(tmp_path / "slots.ring", CAPACITY, appender=Appender)
-        try:
-            for e in entries:
-                assert ring.append_entry(e, False) > 0
-            return [payload for payload, _ in ring.read(0, 100, 1 << 20).records]
-        finally:
-            ring.close(unlink=True)
+    class Propertied(Entry):
+        __slots__ = ()
+        # Over Entry's slot, which stays unset: ``__init__``'s store goes to the setter.
+        zone = property(lambda self: "propertied", lambda self, value: None)  # type: ignore[assignment]
 
     plain = _fill("plain")
     renamed = Renamed("z", "https://a.test/renamed", 200, b"H: 1\r\n", b"body", ("t",), 1, 0.0, 0.0, 60.0)
-    assert records([plain, _Fields(plain), renamed]) == [
+    propertied = Propertied("z", "https://a.test/prop", 200, b"", b"body", (), 1, 0.0, 0.0, 60.0)
+    assert _c_records(tmp_path / "slots.ring", [plain, _Fields(plain), renamed, propertied]) == [
         encode_entry(plain, 0.0),
         encode_entry(plain, 0.0),
         encode_entry(renamed, 0.0),
+        encode_entry(propertied, 0.0),
     ]
+    assert decode_entry(encode_entry(propertied, 0.0)).entry.zone == "propertied"
     try:
         Renamed.zone = property(lambda self: "other")  # type: ignore[assignment]
-        (after,) = records([renamed])
+        (after,) = _c_records(tmp_path / "slots.ring", [renamed])
     finally:
         del Renamed.zone
     assert decode_entry(after).entry.zone == "other"
-    assert records([renamed]) == [encode_entry(renamed, 0.0)]
+    assert _c_records(tmp_path / "slots.ring", [renamed]) == [encode_entry(renamed, 0.0)]
+
+
+class _Decoy:
+    """Entry's ``zone`` member descriptor on a type that is not Entry's: attribute access refuses
+    it (TypeError); where Entry keeps its slots, this type keeps strings of its own."""
+
+    __slots__ = (*(f"pad{i:02}" for i in range(len(Entry.__slots__))), "__dict__")
+    zone = Entry.__dict__["zone"]
+
+    def __init__(self, entry: Entry) -> None:
+        for i in range(len(Entry.__slots__)):
+            setattr(self, f"pad{i:02}", "decoy")
+        for name in entry.__slots__:
+            if name != "zone":
+                self.__dict__[name] = getattr(entry, name)
+
+
+def test_the_c_appender_fails_as_attribute_access_fails(ring: FillRing) -> None:
+    # A member descriptor of another type is not read at its offset, nor is an unset slot: the
+    # append raises what getattr raises and adds nothing.
+    decoy, unset = _Decoy(_fill("decoy")), object.__new__(Entry)
+    for obj, error in ((decoy, TypeError), (unset, AttributeError)):
+        with pytest.raises(error):
+            _ = obj.zone
+        with pytest.raises(error):
+            ring.append_entry(obj, False)
+        assert ring.head == 0 and ring.pending() == 0
+    assert ring.append_entry(_fill("after"), False) == 1
 
 
 def test_an_entry_too_large_for_the_ring_is_left_to_the_caller(ring: FillRing) -> None:

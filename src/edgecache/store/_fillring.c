@@ -59,8 +59,12 @@ static PyObject *s_zone, *s_key, *s_status, *s_head, *s_body, *s_tags, *s_stored
  * in the type first (sixteen reads per fill, ~2.4k instructions: decision 0020's addendum of
  * branch missloop3). Learnt from the type of the entry read, and trusted while the type is that
  * one with the same version tag (CPython gives a type a new tag whenever it or a base changes, and
- * never reuses one); anything else (no member descriptor, a type with its own getattro, an unset
- * slot) is read through PyObject_GetAttr, as before. */
+ * never reuses one within an interpreter: from 3.12 tags are per interpreter, and these caches are
+ * the process's, so one interpreter appends, as in the node). Anything else is read through
+ * PyObject_GetAttr, as before: no member descriptor, a type with its own getattro, an unset slot,
+ * and a member getattr would not read at its offset as it stands (one of a type the object's is
+ * not, which getattr refuses with TypeError; one audited on read; from 3.12 one with a relative
+ * offset). */
 typedef struct {
     PyObject **name;
     PyTypeObject *type; /* compared only, with `version`: not a reference */
@@ -81,19 +85,44 @@ static Slot a_zone = {&s_zone, NULL, 0, -1}, a_key = {&s_key, NULL, 0, -1},
             a_length_known = {&s_length_known, NULL, 0, -1},
             a_stale_since = {&s_stale_since, NULL, 0, -1};
 
+/* Whether `tp` holds a version tag now: CPython drops it whenever the type or a base changes. From
+ * 3.12 a tag of 0 says so (3.13 no longer keeps Py_TPFLAGS_VALID_VERSION_TAG up to date). */
+static inline int has_version(PyTypeObject *tp) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return tp->tp_version_tag != 0;
+#else
+    return PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG);
+#endif
+}
+
+#ifdef Py_RELATIVE_OFFSET
+#define NOT_AT_OFFSET (PY_AUDIT_READ | Py_RELATIVE_OFFSET)
+#else
+#define NOT_AT_OFFSET PY_AUDIT_READ
+#endif
+
+/* The offset getattr reads `descr` at in an object of type `tp`, or -1 when it would not read it
+ * from there alone (see Slot). */
+static Py_ssize_t member_offset(PyTypeObject *tp, PyObject *descr) {
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type))
+        return -1;
+    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+    if (member->type != T_OBJECT_EX || (member->flags & NOT_AT_OFFSET) ||
+        !PyType_IsSubtype(tp, PyDescr_TYPE(descr)))
+        return -1;
+    return member->offset;
+}
+
 /* The attribute `slot` names of `obj`, a new reference (NULL with an exception set). */
 static PyObject *slot_get(PyObject *obj, Slot *slot) {
     PyTypeObject *tp = Py_TYPE(obj);
-    if (tp != slot->type || tp->tp_version_tag != slot->version ||
-        !PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG)) {
+    if (tp != slot->type || tp->tp_version_tag != slot->version || !has_version(tp)) {
         slot->type = NULL;
         slot->offset = -1;
         if (tp->tp_getattro == PyObject_GenericGetAttr) {
             PyObject *descr = _PyType_Lookup(tp, *slot->name); /* borrowed; tags the type */
-            if (PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG)) {
-                if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                    ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
-                    slot->offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+            if (has_version(tp)) {
+                slot->offset = member_offset(tp, descr);
                 slot->type = tp;
                 slot->version = tp->tp_version_tag;
             }

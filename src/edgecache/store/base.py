@@ -11,9 +11,10 @@ Rules of this module:
   is *under* a base key when its key equals it or continues it with ``VARIANT_SEP``.
 - ``get`` is the hit path and informs the eviction policy; ``peek`` never does, so administrative
   reads (purge, debug, revalidation) do not keep an entry alive.
-- The Vary field names of a base key are remembered only while an entry is stored under it: call
-  ``set_vary`` after the ``put`` that stores the variant (it is ignored when nothing is under the base
-  key), and the names go with the last entry under that base key, whatever removed it.
+- The Vary field names of a base key are remembered only while an entry is stored under it: they go
+  with the fill of the variant, ``put(entry, vary=(base key, names))``, which records them right
+  after the entry; ``set_vary`` is for names set without a fill (ignored when nothing is under the
+  base key). The names go with the last entry under that base key, whatever removed it.
 - A stored entry's key, head and body do not change while it is stored (its size is charged once),
   nor do its zone and tags (the tier indexes them); its tags are distinct and already normalised, as
   ``edgecache.httpcache.tags.parse_tags`` makes them. Other fields may be changed in place through
