@@ -189,16 +189,7 @@ def gil_steps(n: int, gap: float) -> list[tuple[str, float]]:
         row = _purge_row(i)
         ledger_row = ledger_insert.bind(ledger.ledger_values(row))
         # The task rows' values but their seq, which the ledger row's insert gives.
-        task_rows = tasks_db.task_values(
-            job_id=row.job_id,
-            kind="purge",
-            zone_id=row.zone_id,
-            seq=None,
-            items=row.tasks,
-            principal=row.principal,
-            dialect=row.dialect,
-            created_at=row.created_at,
-        )
+        task_rows = ledger.purge_task_values(row, None)
         acks = [succeed.bind({"seq": s, "now": row.created_at}) for s in seqs[-4:-1]] if i % 3 == 2 else []
         t0 = time.thread_time()
         raw.execute("BEGIN IMMEDIATE")

@@ -71,7 +71,7 @@ from tencentcloud.teo.v20220901 import models
 from edgecache.control.credentials import CredentialService
 from edgecache.db.engine import open_database, read_transaction, sqlite_url, write_transaction
 from edgecache.db.schema import tasks
-from edgecache.db.tasks import NewTask, TaskQuery, TaskStore, insert_tasks
+from edgecache.db.tasks import NewTask, TaskQuery, TaskStore, insert_tasks, task_values
 
 BENCH = Path(__file__).resolve().parent
 CELL_SECONDS = 60.0
@@ -303,14 +303,16 @@ def commit_latency(directory: Path, n: int) -> list[float]:
         with write_transaction(engine) as conn:
             insert_tasks(
                 conn,
-                job_id=f"{i:032x}",
-                kind="purge",
-                zone_id=ZONE_ID,
-                seq=None,
-                items=item,
-                principal="bench",
-                dialect="edgeone",
-                created_at=datetime.now(UTC),
+                task_values(
+                    job_id=f"{i:032x}",
+                    kind="purge",
+                    zone_id=ZONE_ID,
+                    seq=None,
+                    items=item,
+                    principal="bench",
+                    dialect="edgeone",
+                    created_at=datetime.now(UTC),
+                ),
             )
         out.append((time.perf_counter() - t) * 1000)
     engine.dispose()

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from edgecache.db.engine import read_transaction, write_transaction
 from edgecache.db.prepared import Prepared
 from edgecache.db.schema import purge_ledger
-from edgecache.db.tasks import NewTask, insert_tasks
+from edgecache.db.tasks import NewTask, insert_tasks, task_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +85,13 @@ def append_in(conn: Connection, purge: NewPurge) -> int:
         seq = _INSERT_ROWID.insert_rowid(conn, values)
     else:
         seq = int(_INSERT.rows(conn, values)[0][0])
-    insert_tasks(
-        conn,
+    insert_tasks(conn, purge_task_values(purge, seq))
+    return seq
+
+
+def purge_task_values(purge: NewPurge, seq: int | None) -> list[dict[str, Any]]:
+    """The rows of ``purge``'s tasks (``seq``: its ledger row's), as :func:`append_in` inserts them."""
+    return task_values(
         job_id=purge.job_id,
         kind="purge",
         zone_id=purge.zone_id,
@@ -96,7 +101,6 @@ def append_in(conn: Connection, purge: NewPurge) -> int:
         dialect=purge.dialect,
         created_at=purge.created_at,
     )
-    return seq
 
 
 class LedgerStore:

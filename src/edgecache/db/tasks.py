@@ -129,33 +129,10 @@ def finish_purges_in(conn: Connection, acks: Sequence[tuple[int, dict[str, int]]
     return done
 
 
-def insert_tasks(
-    conn: Connection,
-    *,
-    job_id: str,
-    kind: str,
-    zone_id: str,
-    seq: int | None,
-    items: Sequence[NewTask],
-    principal: str,
-    dialect: str,
-    created_at: datetime,
-) -> None:
-    """Insert a job's tasks inside the caller's transaction."""
-    if items:
-        _INSERT.run_many(
-            conn,
-            task_values(
-                job_id=job_id,
-                kind=kind,
-                zone_id=zone_id,
-                seq=seq,
-                items=items,
-                principal=principal,
-                dialect=dialect,
-                created_at=created_at,
-            ),
-        )
+def insert_tasks(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert a job's task rows (:func:`task_values`) inside the caller's transaction."""
+    if rows:
+        _INSERT.run_many(conn, rows)
 
 
 def task_values(
@@ -169,8 +146,7 @@ def task_values(
     dialect: str,
     created_at: datetime,
 ) -> list[dict[str, Any]]:
-    """The values a job's task rows are inserted with (:func:`insert_tasks`), by column, one
-    mapping a task."""
+    """The rows :func:`insert_tasks` writes for a job's tasks, by column, one mapping a task."""
     return [
         {
             "job_id": job_id,
@@ -246,14 +222,16 @@ class TaskStore:
         with write_transaction(self._engine) as conn:
             insert_tasks(
                 conn,
-                job_id=job_id,
-                kind=kind,
-                zone_id=zone_id,
-                seq=None,
-                items=items,
-                principal=principal,
-                dialect=dialect,
-                created_at=created_at,
+                task_values(
+                    job_id=job_id,
+                    kind=kind,
+                    zone_id=zone_id,
+                    seq=None,
+                    items=items,
+                    principal=principal,
+                    dialect=dialect,
+                    created_at=created_at,
+                ),
             )
 
     def finished_jobs(self, zone_ids: Sequence[str], kind: str, since: datetime) -> list[FinishedJob]:
