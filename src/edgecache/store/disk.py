@@ -83,7 +83,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from itertools import chain
+from itertools import groupby
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -196,8 +196,6 @@ JOB_STEP = 2048
 WIPE_KEEP_MAX = 20_000
 """Records a whole-zone removal writes back at most (those stored after the purge): more, and it
 removes the covered ones ``JOB_STEP`` at a time instead, so that no transaction grows unbounded."""
-_END_OF_BATCH: tuple[tuple[Any, ...]] = (("end",),)
-"""Follows a batch's changes in ``_commit``: no change of that kind exists."""
 _SEP = VARIANT_SEP.encode()
 UNBOUNDED = 1 << 63
 """The bound of a delete that removes whatever record is under its key."""
@@ -241,6 +239,14 @@ class RingFill(NamedTuple):
     stored_seq: int
     tags: tuple[str, ...]
     reserve: bool
+
+
+_FILL_KINDS = frozenset(("put", "fill"))
+
+
+def _is_fill(op: tuple[Any, ...]) -> bool:
+    """A queued put or a ring fill: ``_commit`` writes each run of them together (``_put_fills``)."""
+    return op[0] in _FILL_KINDS
 
 
 def _stored_form(op: tuple[Any, ...]) -> tuple[bytes, bytes]:
@@ -1398,7 +1404,7 @@ class DiskStore:
         """Count a batch that was not written (once in ``write_errors``, its fills, queued puts and
         ring fills, in ``dropped``) and log it with the error being handled."""
         self.stats.write_errors += 1
-        self.stats.dropped += sum(1 for op in batch if op[0] == "put" or op[0] == "fill")
+        self.stats.dropped += sum(map(_is_fill, batch))
         log.exception("disk tier: a batch of %d %s was not written", len(batch), what)
 
     def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
@@ -1504,33 +1510,29 @@ class DiskStore:
             reclaimed = max(self._stored(txn, b"reclaimed_upto"), self._reclaimed_later)
             if renewals:
                 self._renew(txn, renewals, now)
-            fills: list[tuple[Any, ...]] = []
-            # The end mark takes no branch but the one that writes the run of fills before it.
-            for op in chain(batch, _END_OF_BATCH):
-                kind = op[0]
-                if kind == "put" or kind == "fill":
-                    fills.append(op)
-                    continue
-                if fills:
-                    counts = self._put_fills(txn, fills, now, reclaimed)
+            for filling, run in groupby(batch, _is_fill):
+                if filling:
+                    counts = self._put_fills(txn, list(run), now, reclaimed)
                     written, dropped = written + counts[0], dropped + counts[1]
-                    fills = []
-                if kind == "del":
-                    self._delete_key(txn, op[1], op[2])
-                elif kind == "delprimary":
-                    self._delete_primary(txn, op[1])
-                elif kind == "vary":
-                    self._set_vary(txn, op[1], op[2])
-                elif kind == "chunk":
-                    txn.put(chunk_key(op[1], op[2]), op[3], db=self._chunks)
-                elif kind == "dropobject":
-                    if txn.get(op[1], db=self._chunks) is None:
-                        self._delete_chunks(txn, op[1])
-                elif kind == "open":
-                    for area in AREAS:
-                        self._zdb(txn, area, op[1], create=False)
-                elif kind == "job":
-                    jobs.append(op)
+                    continue
+                for op in run:
+                    kind = op[0]
+                    if kind == "del":
+                        self._delete_key(txn, op[1], op[2])
+                    elif kind == "delprimary":
+                        self._delete_primary(txn, op[1])
+                    elif kind == "vary":
+                        self._set_vary(txn, op[1], op[2])
+                    elif kind == "chunk":
+                        txn.put(chunk_key(op[1], op[2]), op[3], db=self._chunks)
+                    elif kind == "dropobject":
+                        if txn.get(op[1], db=self._chunks) is None:
+                            self._delete_chunks(txn, op[1])
+                    elif kind == "open":
+                        for area in AREAS:
+                            self._zdb(txn, area, op[1], create=False)
+                    elif kind == "job":
+                        jobs.append(op)
             if len(jobs) < len(batch):
                 self._write_reclaimed_later(txn)
             self._evict(txn, now)
