@@ -15,8 +15,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cloudflare
@@ -28,7 +27,7 @@ from edgecache.cli import app
 from edgecache.cluster.fill_locks import shares_fills
 from edgecache.config import Config, load_config
 from edgecache.edge.logring import SHM, ring_directory
-from workers_node import ZONE, VersionedOrigin, WorkerNode, children, write_config
+from workers_node import ZONE, VersionedOrigin, WorkerNode, children, wait_for, write_config
 
 SPLIT = "control plane in the supervisor process, 1 data-plane worker process"
 
@@ -45,15 +44,6 @@ def node(origin: VersionedOrigin, tmp_path_factory: pytest.TempPathFactory) -> I
     n = WorkerNode(tmp_path_factory.mktemp("split"), origin, workers=1, control_plane="process")
     yield n
     assert n.stop() == 0
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def sdk(node: WorkerNode) -> cloudflare.Cloudflare:

@@ -12,12 +12,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from workers_node import HOST, VersionedOrigin, WorkerNode
+from workers_node import HOST, VersionedOrigin, WorkerNode, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +32,6 @@ def node(origin: VersionedOrigin, tmp_path_factory: pytest.TempPathFactory) -> I
     n = WorkerNode(tmp_path_factory.mktemp("workers"), origin)
     yield n
     assert n.stop() == 0
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_an_object_one_worker_fetched_is_a_hit_for_the_other(
