@@ -27,8 +27,12 @@ def cf(stack: Stack) -> Iterator[cloudflare.Cloudflare]:
         base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4",
         max_retries=0,
     )
+    assert stack.node.control_site is not None
+    answered = stack.node.control_site.answered
     yield client
     client.close()
+    # The SDK's POST purges were answered by the control listener's own purge route (decision 0027).
+    assert stack.node.control_site.answered >= answered + 10
 
 
 def client_for(stack: Stack, **auth: str) -> cloudflare.Cloudflare:

@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from edgecache.api.console.app import build_console_app
 from edgecache.api.context import ControlContext
-from edgecache.api.control_app import build_control_app
+from edgecache.api.control_app import MAX_BODY, build_control_app
+from edgecache.api.control_listener import PurgeSite
 from edgecache.api.edgeone import actions as _edgeone_actions  # noqa: F401  (registers the actions)
 from edgecache.api.edgeone.dispatch import EdgeOneServices, quota_source
 from edgecache.background import Background
@@ -212,6 +213,7 @@ class Node:
         """The disk tier's fill writer (decision 0020): started with the data plane."""
         self._data: HttpServer | None = None
         self._control: web.AppRunner | None = None
+        self.control_site: PurgeSite | None = None
         self._demo: web.AppRunner | None = None
         # /metrics: this process's data-plane figures, or (a control plane of worker processes) the
         # given collector's sums of its workers'; what the node holds as a whole is added by
@@ -341,8 +343,10 @@ class Node:
             shutdown_timeout=5.0,
         )
         await self._control.setup()
-        await web.TCPSite(self._control, cfg.control.host, cfg.control.port).start()
-        self.control_port = int(self._control.addresses[0][1])
+        # Purges answered on httptools, everything else by the app (decision 0027).
+        self.control_site = PurgeSite(self._control, cfg.control.host, cfg.control.port, MAX_BODY)
+        await self.control_site.start()
+        self.control_port = self.control_site.port
 
     async def start_data(self, sock: socket.socket | None = None, handler: Handler | None = None) -> None:
         """The data plane: the reclaimer and the data listener (on ``sock`` when given), serving

@@ -15,6 +15,8 @@ from edgecache.api.edgeone.dispatch import add_routes as add_edgeone_routes
 from edgecache.api.native import add_routes as add_native_routes
 from edgecache.api.native import native_errors
 
+MAX_BODY = 4 * 1024 * 1024
+"""The largest request body the control listener reads (aiohttp's ``client_max_size``)."""
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 REFRESH_KEY = web.AppKey("refresh_metrics", object)
 
@@ -43,7 +45,7 @@ def build_control_app(
     """The control-plane application: Cloudflare v4 under ``/client/v4`` (and ``/zones/...``),
     EdgeOne API 3.0 at ``POST /``, metrics (gathered by ``refresh_metrics`` first, when the
     node's counters live in other processes) and health, and the web console under ``/console/``."""
-    app = web.Application(middlewares=[envelope_errors, native_errors], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[envelope_errors, native_errors], client_max_size=MAX_BODY)
     app[REGISTRY_KEY] = registry
     if refresh_metrics is not None:
         app[REFRESH_KEY] = refresh_metrics

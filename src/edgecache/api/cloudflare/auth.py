@@ -13,6 +13,7 @@ Rules, in the order they are applied (reference ``cloudflare-api.md`` §1.4 to 1
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -39,8 +40,14 @@ def _malformed(code: int, what: str) -> CfError:
 
 async def authenticate(request: web.Request, credentials: CredentialService) -> Principal:
     """The caller of ``request``, or a :class:`CfError` to answer with."""
-    email = request.headers.get("X-Auth-Email")
-    key = request.headers.get("X-Auth-Key")
+    return await caller(request.headers, credentials)
+
+
+async def caller(headers: Mapping[str, str], credentials: CredentialService) -> Principal:
+    """The caller who sent ``headers`` (a request's, looked up case-insensitively), or a
+    :class:`CfError` to answer with."""
+    email = headers.get("X-Auth-Email")
+    key = headers.get("X-Auth-Key")
     if email is not None or key is not None:
         if email is None or not is_well_formed_email(email.strip()):
             raise _malformed(6102, "X-Auth-Email")
@@ -48,7 +55,7 @@ async def authenticate(request: web.Request, credentials: CredentialService) -> 
             raise _malformed(6103, "X-Auth-Key")
         principal = await asyncio.to_thread(credentials.verify_global_key, email.strip(), key.strip())
     else:
-        auth = request.headers.get("Authorization")
+        auth = headers.get("Authorization")
         if auth is None:
             raise MISSING
         scheme, _, token = auth.strip().partition(" ")

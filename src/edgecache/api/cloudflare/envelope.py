@@ -43,6 +43,15 @@ class CfError(Exception):
         errors = [first] + [{"code": c, "message": m} for c, m in self.extra]
         return {"success": False, "errors": errors, "messages": [], "result": None}
 
+    def payload(self) -> bytes:
+        """The failure envelope's bytes, as :func:`failure` sends them."""
+        return json.dumps(self.body()).encode()
+
+
+def internal_error() -> CfError:
+    """500/10001: what an unexpected failure below a route answers (it is logged, not shown)."""
+    return CfError(500, 10001, "Internal server error")
+
 
 def success(result: Any, *, status: int = 200, result_info: dict[str, int] | None = None) -> web.Response:
     """The success envelope around ``result``."""
@@ -58,13 +67,18 @@ _ID_HEAD = b'{"success": true, "errors": [], "messages": [], "result": {"id": "'
 _ID_TAIL = b'"}}'
 
 
-def success_id(job_id: str) -> web.Response:
-    """``success({"id": job_id})``, the answer of every accepted purge, from prebuilt bytes when
-    the id needs no escaping (a job id is hex): the same body without building and encoding the
-    envelope's dict on each purge."""
+def id_payload(job_id: str) -> bytes:
+    """The bytes of ``success({"id": job_id})``, the answer of every accepted purge, from prebuilt
+    bytes when the id needs no escaping (a job id is hex): the same body without building and
+    encoding the envelope's dict on each purge."""
     if not (job_id.isascii() and job_id.isalnum()):
-        return success({"id": job_id})
-    return web.Response(body=_ID_HEAD + job_id.encode() + _ID_TAIL, content_type="application/json")
+        return json.dumps({"success": True, "errors": [], "messages": [], "result": {"id": job_id}}).encode()
+    return _ID_HEAD + job_id.encode() + _ID_TAIL
+
+
+def success_id(job_id: str) -> web.Response:
+    """``success({"id": job_id})`` as a response (see :func:`id_payload`)."""
+    return web.Response(body=id_payload(job_id), content_type="application/json")
 
 
 def page_info(page: int, per_page: int, count: int, total: int) -> dict[str, int]:

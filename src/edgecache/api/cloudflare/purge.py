@@ -14,14 +14,15 @@ string either way, and ours lets the tasks API find the purge).
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from edgecache.api.cloudflare.auth import authenticate, denied
+from edgecache.api.cloudflare.auth import caller, denied
 from edgecache.api.cloudflare.envelope import CfError, no_route, success_id
-from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.context import CONTEXT_KEY, ControlContext
 from edgecache.api.jsonbody import BadJson, load_json
 from edgecache.control.credentials import Permission
 from edgecache.control.purges import (
@@ -39,7 +40,7 @@ from edgecache.control.purges import (
 )
 from edgecache.control.quotas import QuotaExceeded
 from edgecache.control.ratelimit import retry_after
-from edgecache.edge.zones import ZoneRuntime
+from edgecache.edge.zones import ZoneRuntime, ZoneTable
 from edgecache.purge.selectors import Mode
 
 ZONE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -143,20 +144,35 @@ def quota_error(exc: QuotaExceeded) -> CfError:
 
 def zone_for(request: web.Request) -> ZoneRuntime:
     """The zone named in the path, or 7003 for an identifier that names no zone."""
-    zone_id = request.match_info["zone_id"]
-    zone = request.app[CONTEXT_KEY].zones.by_id.get(zone_id) if ZONE_ID.match(zone_id) else None
+    return zone_named(request.app[CONTEXT_KEY].zones, request.match_info["zone_id"], request.path)
+
+
+def zone_named(zones: ZoneTable, zone_id: str, path: str) -> ZoneRuntime:
+    """The zone ``zone_id`` names, or 7003 (about ``path``) for an identifier that names none."""
+    zone = zones.by_id.get(zone_id) if ZONE_ID.match(zone_id) else None
     if zone is None:
-        raise no_route(request.path)
+        raise no_route(path)
     return zone
 
 
-async def _purge(request: web.Request, mode: Mode) -> web.Response:
-    ctx = request.app[CONTEXT_KEY]
-    principal = await authenticate(request, ctx.credentials)
-    zone = zone_for(request)
+async def accept(
+    ctx: ControlContext,
+    headers: Mapping[str, str],
+    zone_id: str,
+    path: str,
+    read_body: Callable[[], Awaitable[bytes]],
+    mode: Mode,
+) -> str:
+    """Decide a purge request and, accepted, write it durably: its job id, or the :class:`CfError`
+    to answer with (nothing charged or written then). The one decision for both listeners of the
+    route: the aiohttp handler below and the control listener's own (``api/control_listener.py``).
+    ``read_body`` is called only once the caller may purge the zone, so an unauthorized caller's
+    body is never read."""
+    principal = await caller(headers, ctx.credentials)
+    zone = zone_named(ctx.zones, zone_id, path)
     if not principal.allows(Permission.CACHE_PURGE, zone.config.id, zone.config.account_id):
         raise denied()
-    req = parse_body(await request.read())
+    req = parse_body(await read_body())
     try:
         items = ctx.purges.items(zone, req)
         accepted = await ctx.purges.submit(
@@ -166,7 +182,14 @@ async def _purge(request: web.Request, mode: Mode) -> web.Response:
         raise rejected(exc) from exc
     except QuotaExceeded as exc:
         raise quota_error(exc) from exc
-    return success_id(accepted.job_id)
+    return accepted.job_id
+
+
+async def _purge(request: web.Request, mode: Mode) -> web.Response:
+    ctx = request.app[CONTEXT_KEY]
+    return success_id(
+        await accept(ctx, request.headers, request.match_info["zone_id"], request.path, request.read, mode)
+    )
 
 
 async def purge_cache(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from edgecache.api.cloudflare import cache_reserve, openapi, purge, queues, subscriptions
-from edgecache.api.cloudflare.envelope import CfError, failure, no_route
+from edgecache.api.cloudflare.envelope import CfError, failure, internal_error, no_route
 
 log = logging.getLogger(__name__)
 
@@ -55,4 +55,4 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         raise
     except Exception:
         log.exception("control-plane request failed: %s %s", request.method, request.path)
-        return failure(CfError(500, 10001, "Internal server error"))
+        return failure(internal_error())

@@ -1,0 +1,365 @@
+"""The control listener: Cloudflare purges answered on httptools, every other request by aiohttp.
+
+Why (decision 0027): with one process a purge's HTTP handling shares the GIL with the hits, and
+aiohttp's own share of a purge (its parser, request and response objects, middlewares, routing) was
+the largest item of a paced purge left on the event loop.
+
+Theory of operation: every accepted connection starts with :class:`PurgeFront`, which buffers what
+arrives and looks at one request at a time. A request it answers itself is exactly
+``POST /client/v4/zones/<32 hex>/purge_cache`` (or ``invalidate_cache``, with or without the
+``/client/v4`` prefix) in HTTP/1.1, with an ASCII head that httptools parses without complaint, at
+most one ``Content-Length`` within the app's body limit, and none of ``Transfer-Encoding``,
+``Expect``, ``Upgrade`` or a ``Connection`` other than ``keep-alive``. Its body is read whole, then
+:func:`edgecache.api.cloudflare.purge.accept` decides it, the same function the aiohttp handler
+calls, and the answer is written with the headers aiohttp writes. Requests are answered one at a
+time, in order: bytes of pipelined requests wait in the buffer until the answer before them is
+written.
+
+Anything else (another route, another method, a head that is odd in any way, a body over the
+limit, chunked framing, ``Expect: 100-continue``, a client's EOF) hands the connection over from
+the first byte of that request: aiohttp's own protocol takes the transport
+(``transport.set_protocol``) and is fed the bytes buffered so far, and answers them and the rest of
+the connection as it always has. So every answer that is not an accepted or refused purge is
+aiohttp's, byte for byte, and a refused one is the envelope aiohttp's handler would have sent.
+
+Connections idle on this side close after aiohttp's keep-alive time; at shutdown, idle ones close
+at once and busy ones right after their answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import time
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+from httptools import HttpParserError, HttpRequestParser
+from multidict import CIMultiDict
+
+from edgecache.api.cloudflare.envelope import CfError, id_payload, internal_error
+from edgecache.api.cloudflare.purge import accept
+from edgecache.api.context import CONTEXT_KEY
+from edgecache.purge.selectors import Mode
+
+log = logging.getLogger(__name__)
+
+_LINE = re.compile(
+    rb"POST ((?:/client/v4)?/zones/([0-9a-f]{32})/(purge_cache|invalidate_cache)) HTTP/1\.1\r\n"
+)
+_START = b"POST /"
+_MAX_HEAD = 8190
+"""aiohttp's limit on a request line or one field; a longer head goes to aiohttp, which judges it."""
+_ODD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]|\r\n[ \t]")
+"""Control bytes, non-ASCII bytes and folded lines: heads that aiohttp decides, not this side."""
+_REFUSED = frozenset({"transfer-encoding", "expect", "upgrade"})
+_SERVER = SERVER_SOFTWARE.encode()
+_MODES = {b"purge_cache": Mode.DELETE, b"invalidate_cache": Mode.INVALIDATE}
+IDLE_TIMEOUT = 3630.0
+"""aiohttp's keep-alive time (``RequestHandler``'s default), so an idle connection lasts as long on
+either side."""
+_PAUSE_AT = 1 << 20
+"""Buffered bytes of requests still to answer at which reading pauses until the answer is written."""
+
+
+class _Head:
+    """httptools' callbacks for one request head: its fields, in order."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[str, str]] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.decode("ascii"), value.decode("ascii")))
+
+
+def _fields(head: bytes) -> CIMultiDict[str] | None:
+    """The head's fields, or None for a head aiohttp must judge (odd bytes, or one httptools
+    refuses)."""
+    if _ODD.search(head) is not None:
+        return None
+    collect = _Head()
+    try:
+        HttpRequestParser(collect).feed_data(head)
+    except HttpParserError:
+        return None
+    return CIMultiDict(collect.fields)
+
+
+def _body_length(fields: CIMultiDict[str]) -> int | None:
+    """The body's length for fields whose framing this side takes, None for others."""
+    length: int | None = None
+    for name, value in fields.items():
+        lowered = name.lower()
+        if lowered in _REFUSED:
+            return None
+        if lowered == "content-length":
+            if length is not None or not value.isdigit():
+                return None
+            length = int(value)
+        elif lowered == "connection" and value.strip().lower() != "keep-alive":
+            return None
+    return length or 0
+
+
+class _Date:
+    """The ``Date`` field's value, formatted once a second."""
+
+    __slots__ = ("second", "value")
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.value = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self.second:
+            self.second = second
+            self.value = email.utils.formatdate(second, usegmt=True).encode()
+        return self.value
+
+
+class PurgeSite(web.TCPSite):
+    """A TCP site of an :class:`aiohttp.web.AppRunner` whose connections start with
+    :class:`PurgeFront`; ``max_body`` is the app's ``client_max_size``."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, max_body: int) -> None:
+        super().__init__(runner, host, port)
+        self.context = runner.app[CONTEXT_KEY]
+        self.max_body = max_body
+        self.answered = 0
+        """Purge requests answered on this side (accepted or refused), for tests and benchmarks."""
+        self.fronts: set[PurgeFront] = set()
+        self.date = _Date()
+        self.stopping = False
+
+    async def start(self) -> None:
+        """Listen, as :class:`aiohttp.web.TCPSite` does, with :class:`PurgeFront` per connection."""
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: PurgeFront(self, server), self._host, self._port, backlog=self._backlog
+        )
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening; close this side's idle connections (busy ones close after their answer)."""
+        self.stopping = True
+        busy = []
+        for front in list(self.fronts):
+            if front.task is not None and not front.task.done():
+                busy.append(front.task)
+            else:
+                front.close()
+        await super().stop()
+        if busy:
+            # As aiohttp waits for its handlers at shutdown: an accepted purge gets its answer.
+            await asyncio.wait(busy, timeout=5.0)
+
+
+class PurgeFront(asyncio.Protocol):
+    """One connection of the control listener while it is on this side (see the module's text)."""
+
+    __slots__ = (
+        "aiohttp",
+        "buf",
+        "busy",
+        "closed",
+        "eof",
+        "idle_handle",
+        "last_seen",
+        "paused_reading",
+        "paused_writing",
+        "site",
+        "task",
+        "transport",
+    )
+
+    def __init__(self, site: PurgeSite, aiohttp: web.Server) -> None:
+        self.site = site
+        self.aiohttp = aiohttp
+        self.transport: asyncio.Transport | None = None
+        self.buf: bytes | bytearray = b""
+        self.busy = False
+        self.eof = False
+        self.closed = False
+        self.paused_writing = False
+        self.paused_reading = False
+        self.last_seen = 0.0
+        self.idle_handle: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.site.fronts.add(self)
+        loop = asyncio.get_running_loop()
+        self.last_seen = loop.time()
+        self.idle_handle = loop.call_at(self.last_seen + IDLE_TIMEOUT, self._idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self.buf:
+            if isinstance(self.buf, bytes):
+                # Pieces of one large body: grow in place rather than copy the whole each time.
+                self.buf = bytearray(self.buf)
+            self.buf += data
+        else:
+            self.buf = data
+        if not self.busy:
+            self._next()
+        elif len(self.buf) > _PAUSE_AT and self.transport is not None and not self.paused_reading:
+            self.paused_reading = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if not self.busy:
+            self._next()
+        # Keep the transport open: aiohttp, once handed the connection, decides when it closes.
+        return True
+
+    def pause_writing(self) -> None:
+        self.paused_writing = True
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        if not self.busy:
+            self._next()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self.transport = None
+        self.site.fronts.discard(self)
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
+
+    def close(self) -> None:
+        """Close the connection (nothing of a request is in flight on this side)."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def _idle(self) -> None:
+        self.idle_handle = None
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        due = self.last_seen + IDLE_TIMEOUT
+        if self.busy or self.buf or loop.time() < due:
+            # Activity since the timer was armed: one timer per connection, moved lazily.
+            self.idle_handle = loop.call_at(max(due, loop.time() + 1.0), self._idle)
+        else:
+            self.close()
+
+    def _next(self) -> None:
+        """Answer the next buffered request if it is a purge this side takes, hand the connection
+        to aiohttp if it is anything else, or wait for more bytes."""
+        if self.closed or self.paused_writing or self.transport is None:
+            return
+        buf = self.buf
+        if not buf:
+            if self.eof:
+                self._hand_over()
+            elif self.site.stopping:
+                self.close()
+            return
+        line = _LINE.match(buf)
+        if line is None:
+            if b"\n" not in buf and not self.eof and len(buf) <= _MAX_HEAD and _START.startswith(buf[:6]):
+                return  # what may be a purge's request line, still arriving
+            self._hand_over()
+            return
+        end = buf.find(b"\r\n\r\n", line.end() - 2)
+        if end < 0:
+            if len(buf) > _MAX_HEAD or self.eof:
+                self._hand_over()
+            return
+        head_end = end + 4
+        head = bytes(buf[:head_end])
+        fields = _fields(head) if head_end <= _MAX_HEAD else None
+        length = None if fields is None else _body_length(fields)
+        if fields is None or length is None or length > self.site.max_body:
+            self._hand_over()
+            return
+        if len(buf) < head_end + length:
+            if self.eof:
+                self._hand_over()
+            return
+        body = bytes(buf[head_end : head_end + length])
+        self.buf = bytes(buf[head_end + length :])
+        self.busy = True
+        self.task = asyncio.get_running_loop().create_task(
+            self._answer(fields, line.group(2).decode(), line.group(1).decode(), _MODES[line.group(3)], body)
+        )
+
+    async def _answer(
+        self, fields: CIMultiDict[str], zone_id: str, path: str, mode: Mode, body: bytes
+    ) -> None:
+        async def read_body() -> bytes:
+            return body
+
+        extra: dict[str, str] = {}
+        try:
+            job_id = await accept(self.site.context, fields, zone_id, path, read_body, mode)
+            status, payload = 200, id_payload(job_id)
+        except Exception as exc:
+            if isinstance(exc, CfError):
+                err = exc
+            else:
+                log.exception("control-plane request failed: POST %s", path)
+                err = internal_error()
+            status, payload = err.status, err.payload()
+            extra = err.headers
+        self.site.answered += 1
+        self.busy = False
+        if self.transport is None:
+            return
+        self.last_seen = asyncio.get_running_loop().time()
+        self.transport.write(self._response(status, payload, extra))
+        if self.paused_reading:
+            self.paused_reading = False
+            self.transport.resume_reading()
+        self._next()
+
+    def _response(self, status: int, payload: bytes, extra: dict[str, str]) -> bytes:
+        # aiohttp's fields, in its order, so that either side's answer reads the same.
+        head = b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
+        for name, value in extra.items():
+            head += b"%s: %s\r\n" % (name.encode(), value.encode())
+        return (
+            b"%sContent-Type: application/json\r\nContent-Length: %d\r\nDate: %s\r\nServer: %s\r\n\r\n%s"
+            % (
+                head,
+                len(payload),
+                self.site.date.now(),
+                _SERVER,
+                payload,
+            )
+        )
+
+    def _hand_over(self) -> None:
+        """Give the connection, from the first byte of the request at hand, to aiohttp."""
+        transport = self.transport
+        assert transport is not None
+        self.transport = None
+        self.closed = True
+        self.site.fronts.discard(self)
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
+        handler: Any = self.aiohttp()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self.buf:
+            handler.data_received(bytes(self.buf))
+        if self.eof and not handler.eof_received():
+            # What the transport does when a protocol's eof_received says not to keep it open.
+            transport.close()
+        if self.paused_reading:
+            transport.resume_reading()

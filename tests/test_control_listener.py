@@ -1,0 +1,381 @@
+"""The control listener's own purge route (decision 0027): Cloudflare purges are answered on
+httptools, everything else by aiohttp, and a client cannot tell the two apart.
+
+Each comparison sends the same bytes twice over loopback: on a fresh connection (the purge route's
+own side) and on a connection whose first request was ``GET /healthz`` (aiohttp's from then on),
+and compares the answers with their ``Date`` (and a job id) blanked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import time
+from typing import Any
+
+import cloudflare
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from conftest import LIMITED_ZONE_ID, VARIANT_ZONE_ID, ZONE_ID, Route, Stack
+from edgecache.api import control_listener
+from edgecache.api.control_listener import PurgeSite
+from edgecache.control.credentials import Permission
+from test_control_inputs import CF_BODY, snapshot, weighted
+
+PATH = f"/client/v4/zones/{ZONE_ID}/purge_cache"
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def token(stack: Stack) -> str:
+    return stack.token()
+
+
+def site(stack: Stack) -> PurgeSite:
+    assert stack.node.control_site is not None
+    return stack.node.control_site
+
+
+def purge_bytes(token: str | None, body: bytes, path: str = PATH, extra: bytes = b"") -> bytes:
+    auth = b"" if token is None else b"Authorization: Bearer %s\r\n" % token.encode()
+    return b"POST %s HTTP/1.1\r\nHost: x\r\n%s%sContent-Length: %d\r\n\r\n%s" % (
+        path.encode(),
+        auth,
+        extra,
+        len(body),
+        body,
+    )
+
+
+class Conn:
+    """A raw connection to the control listener, reading whole answers (1xx ones skipped)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", stack.node.control_port), timeout=10)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def answer(self, head_only: bool = False) -> bytes:
+        """One answer's bytes (its head alone for a HEAD), b"" when the server closed instead."""
+        while True:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = self.file.readline()
+                if not line:
+                    return head
+                head += line
+            if not head.startswith(b"HTTP/1.1 1"):
+                break
+        length = None if head_only else re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        return head + (self.file.read(int(length.group(1))) if length else b"")
+
+    def closed(self) -> bool:
+        return self.file.read(1) == b""
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def blank(answer: bytes) -> bytes:
+    """The answer without what differs between any two answers: the date and a job id."""
+    answer = re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", answer)
+    return re.sub(rb'"id": "[0-9a-f]{32}"', b'"id": "-"', answer)
+
+
+def _exchange(conn: Conn, data: bytes, head_only: bool) -> tuple[bytes, bool]:
+    # The server may answer and close before taking all of it: its answer is still there.
+    with contextlib.suppress(OSError):
+        conn.send(data)
+    answer = conn.answer(head_only)
+    try:
+        conn.send(HEALTH)
+        return answer, conn.answer() == b""
+    except OSError:
+        return answer, True
+
+
+def on_front(stack: Stack, data: bytes, head_only: bool = False) -> tuple[bytes, bool]:
+    """The answer to ``data`` on a fresh connection, and whether the server then closed it."""
+    conn = Conn(stack)
+    try:
+        return _exchange(conn, data, head_only)
+    finally:
+        conn.close()
+
+
+def on_aiohttp(stack: Stack, data: bytes, head_only: bool = False) -> tuple[bytes, bool]:
+    """The same on a connection aiohttp serves (its first request was another route's)."""
+    conn = Conn(stack)
+    try:
+        conn.send(HEALTH)
+        assert b'"status": "ok"' in conn.answer()
+        return _exchange(conn, data, head_only)
+    finally:
+        conn.close()
+
+
+def same_on_both(stack: Stack, data: bytes, head_only: bool = False) -> bytes:
+    before = snapshot(stack)
+    fast, fast_closed = on_front(stack, data, head_only)
+    assert snapshot(stack) == before or re.match(rb"HTTP/1\.[01] 200 ", fast), fast
+    slow, slow_closed = on_aiohttp(stack, data, head_only)
+    assert blank(fast) == blank(slow)
+    assert fast_closed == slow_closed
+    return fast
+
+
+def test_sdk_purges_are_answered_on_the_purge_route(stack: Stack, token: str) -> None:
+    stack.origin.routes["/listener/tagged"] = Route(
+        headers={"Cache-Control": "max-age=600", "Cache-Tag": "listener-tag"}
+    )
+    stack.request("/listener/tagged")
+    assert stack.request("/listener/tagged")[1]["cf-cache-status"] == "HIT"
+    cf = cloudflare.Cloudflare(
+        api_token=token, base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4", max_retries=0
+    )
+    answered = site(stack).answered
+    try:
+        cf.cache.purge(zone_id=ZONE_ID, tags=["listener-tag"])
+        stack.run(stack.node.reclaimer.drain())
+        assert stack.request("/listener/tagged")[1]["cf-cache-status"] == "MISS"
+        cf.cache.purge(zone_id=ZONE_ID, hosts=["test.example"])
+        cf.cache.purge(zone_id=ZONE_ID, prefixes=["test.example/nothing/"])
+        cf.cache.purge(zone_id=ZONE_ID, files=["http://test.example/nothing"])
+        with pytest.raises(cloudflare.PermissionDeniedError):
+            cf.cache.purge(zone_id=LIMITED_ZONE_ID, tags=["x"])
+    finally:
+        cf.close()
+    assert site(stack).answered == answered + 5
+
+
+def test_pipelined_purges_then_another_route_on_one_connection(stack: Stack, token: str) -> None:
+    answered = site(stack).answered
+    invalidate = f"/zones/{ZONE_ID}/invalidate_cache"
+    conn = Conn(stack)
+    try:
+        conn.send(
+            purge_bytes(token, b'{"tags": ["p1"]}')
+            + purge_bytes(token, b'{"tags": ["p2"]}', invalidate)
+            + HEALTH
+            + purge_bytes(token, b'{"tags": ["p3"]}')
+        )
+        ids = []
+        for _ in range(2):
+            answer = conn.answer()
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+            ids.append(json.loads(answer.split(b"\r\n\r\n", 1)[1])["result"]["id"])
+        assert b'"status": "ok"' in conn.answer()
+        # From the other route on, the connection is aiohttp's; it still purges.
+        assert conn.answer().startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        conn.close()
+    assert site(stack).answered == answered + 2
+    assert len(set(ids)) == 2
+    for job_id in ids:
+        assert stack.node.tasks.by_job(job_id), job_id
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "not bearer", "short", "unknown", "no purge permission", "other zone", "legacy malformed"],
+)
+def test_refused_callers_get_aiohttps_answer_byte_for_byte(stack: Stack, token: str, case: str) -> None:
+    body = b'{"tags": ["refused"]}'
+    data = {
+        "missing": purge_bytes(None, body),
+        "not bearer": purge_bytes(None, body, extra=b"Authorization: Basic " + b"a" * 40 + b"\r\n"),
+        "short": purge_bytes("abc", body),
+        "unknown": purge_bytes("u" * 40, body),
+        "no purge permission": purge_bytes(stack.token((Permission.ZONE_SETTINGS_READ,)), body),
+        "other zone": purge_bytes(stack.token(zones=[VARIANT_ZONE_ID]), body),
+        "legacy malformed": purge_bytes(None, body, extra=b"X-Auth-Email: nobody\r\nX-Auth-Key: k\r\n"),
+    }[case]
+    answered = site(stack).answered
+    answer = same_on_both(stack, data)
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 403 ")), answer
+    assert site(stack).answered == answered + 1
+
+
+def test_a_spent_quota_gets_aiohttps_429_byte_for_byte(stack: Stack, token: str) -> None:
+    path = f"/client/v4/zones/{VARIANT_ZONE_ID}/purge_cache"
+    data = purge_bytes(token, b'{"hosts": ["variants.example"]}', path)
+    for _ in range(3):  # the zone's daily purge_host quota
+        assert on_front(stack, data)[0].startswith(b"HTTP/1.1 200 ")
+    answer = same_on_both(stack, data)
+    assert answer.startswith(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: "), answer
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "expect 100-continue",
+        "chunked body",
+        "body over the limit",
+        "malformed head",
+        "bare LF",
+        "HEAD on the route",
+        "GET on the route",
+        "DELETE on the route",
+        "connection close",
+        "HTTP/1.0",
+        "query string",
+        "zone id not hex",
+        "non-ASCII field",
+    ],
+)
+def test_any_other_request_is_aiohttps_to_answer(stack: Stack, token: str, case: str) -> None:
+    body = b'{"tags": ["other"]}'
+    auth = b"Authorization: Bearer %s\r\n" % token.encode()
+    route = PATH.encode()
+    data = {
+        "expect 100-continue": purge_bytes(token, body, extra=b"Expect: 100-continue\r\n"),
+        "chunked body": b"POST %s HTTP/1.1\r\nHost: x\r\n%sTransfer-Encoding: chunked\r\n\r\n" % (route, auth)
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body),
+        "body over the limit": purge_bytes(token, b" " * (4 * 1024 * 1024 + 1)),
+        "malformed head": b"POST %s HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n" % route,
+        "bare LF": b"POST %s HTTP/1.1\nHost: x\n%s\n" % (route, auth.replace(b"\r\n", b"\n")),
+        "HEAD on the route": b"HEAD %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (route, auth),
+        "GET on the route": b"GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (route, auth),
+        "DELETE on the route": b"DELETE %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+        % (route, auth, len(body), body),
+        "connection close": purge_bytes(token, body, extra=b"Connection: close\r\n"),
+        "HTTP/1.0": purge_bytes(token, body).replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+        "query string": purge_bytes(token, body, PATH + "?a=1"),
+        "zone id not hex": purge_bytes(token, body, "/client/v4/zones/not-a-zone/purge_cache"),
+        "non-ASCII field": purge_bytes(token, body, extra="X-Name: caf\u00e9\r\n".encode()),
+    }[case]
+    answered = site(stack).answered
+    same_on_both(stack, data, head_only=case == "HEAD on the route")
+    assert site(stack).answered == answered
+
+
+def test_early_close_leaves_nothing_behind(stack: Stack, token: str) -> None:
+    for data in (b"POST /client/v4/zo", purge_bytes(token, b'{"tags": ["x"]}')[:-3], b""):
+        conn = Conn(stack)
+        conn.send(data)
+        conn.close()
+    # A whole purge whose client leaves before the answer: accepted and written all the same.
+    before = snapshot(stack)[0]
+    conn = Conn(stack)
+    conn.send(purge_bytes(token, b'{"tags": ["left"]}'))
+    conn.close()
+    deadline = time.monotonic() + 10
+    while (site(stack).fronts or snapshot(stack)[0] == before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not site(stack).fronts
+    assert snapshot(stack)[0] == before + 1
+    assert on_front(stack, purge_bytes(token, b'{"tags": ["after"]}'))[0].startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_idle_connection_closes_after_the_keep_alive_time(
+    stack: Stack, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control_listener, "IDLE_TIMEOUT", 0.3)
+    conn = Conn(stack)
+    try:
+        conn.send(purge_bytes(token, b'{"tags": ["idle"]}'))
+        assert conn.answer().startswith(b"HTTP/1.1 200 ")
+        start = time.monotonic()
+        assert conn.closed()
+        assert 0.2 < time.monotonic() - start < 5
+    finally:
+        conn.close()
+
+
+def test_stopping_the_node_closes_idle_purge_connections(fresh: Stack) -> None:
+    conn = Conn(fresh)
+    try:
+        conn.send(purge_bytes(fresh.token(), b'{"tags": ["stop"]}'))
+        assert conn.answer().startswith(b"HTTP/1.1 200 ")
+        fresh.run(fresh.node.stop())
+        assert conn.closed()
+    finally:
+        conn.close()
+        fresh.node = type(fresh.node)(fresh.config)
+        fresh.run(fresh.node.start())
+
+
+FIELD_NAMES = (
+    "Authorization",
+    "authorization",
+    "X-Auth-Email",
+    "X-Auth-Key",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Expect",
+    "Connection",
+    "Content-Type",
+    "Host",
+    "Upgrade",
+    "X-Other",
+)
+VALUES = st.one_of(
+    st.sampled_from(["", "0", "10", "chunked", "100-continue", "keep-alive", "close", "application/json"]),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
+    st.binary(max_size=8).map(lambda b: b.decode("latin-1")),
+)
+
+
+def _head_st(token_st: st.SearchStrategy[str]) -> st.SearchStrategy[list[tuple[str, str]]]:
+    """Mostly a bearer token first (so that many requests reach the body), then any fields."""
+    auth = weighted((6, token_st.map(lambda t: [("Authorization", f"Bearer {t}")])), (1, st.just([])))
+    other = st.lists(st.tuples(st.sampled_from(FIELD_NAMES), VALUES), max_size=4)
+    return st.builds(list.__add__, auth, other)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=st.data(),
+    line=st.sampled_from(
+        [
+            f"POST {PATH} HTTP/1.1",
+            f"POST /zones/{ZONE_ID}/invalidate_cache HTTP/1.1",
+            f"POST /client/v4/zones/{LIMITED_ZONE_ID}/purge_cache HTTP/1.1",
+            f"POST /client/v4/zones/{'0' * 32}/purge_cache HTTP/1.1",
+        ]
+    ),
+    body=CF_BODY,
+    framing=st.sampled_from(["length", "none", "as drawn"]),
+)
+def test_arbitrary_heads_on_the_route(
+    stack: Stack, token: str, data: Any, line: str, body: bytes, framing: str
+) -> None:
+    fields = data.draw(_head_st(weighted((6, st.just(token)), (1, st.sampled_from(["t" * 40, "bad"])))))
+    head = (
+        line.encode()
+        + b"\r\n"
+        + b"".join(b"%s: %s\r\n" % (n.encode(), v.encode("latin-1")) for n, v in fields)
+    )
+    if framing == "length":
+        head += b"Content-Length: %d\r\n" % len(body)
+    request = head + b"\r\n" + (b"" if framing == "none" else body)
+    before = snapshot(stack)
+    conn = Conn(stack)
+    try:
+        conn.send(request)
+        if framing == "as drawn":
+            conn.sock.shutdown(socket.SHUT_WR)
+        conn.sock.settimeout(1.0)
+        try:
+            answer = conn.answer()
+        except TimeoutError:
+            answer = b""  # the server waits for the rest of a body the drawn fields announced
+    finally:
+        conn.close()
+    status = int(answer[9:12]) if answer else 0
+    code = re.search(rb'"code": (\d+)', answer)
+    event(f"{status} {code.group(1).decode() if code else '-'} {framing}")
+    assert status < 500, answer
+    if status not in (0, 200):
+        assert snapshot(stack) == before, answer
