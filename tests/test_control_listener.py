@@ -8,15 +8,18 @@ and compares the answers with their ``Date`` (and a job id) blanked.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import cloudflare
 import pytest
+import uvloop
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +31,22 @@ from test_control_inputs import CF_BODY, snapshot, weighted
 
 PATH = f"/client/v4/zones/{ZONE_ID}/purge_cache"
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A node on each event loop: the tests' own, and uvloop, which ``edgecache serve`` runs."""
+    policy = asyncio.get_event_loop_policy()
+    if request.param == "uvloop":
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        s = Stack()
+    finally:
+        asyncio.set_event_loop_policy(policy)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ import logging
 import re
 import time
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
@@ -196,8 +196,8 @@ class PurgeFront(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: a cast, not an isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
         self.site.fronts.add(self)
         loop = asyncio.get_running_loop()
         self.last_seen = loop.time()
@@ -251,9 +251,12 @@ class PurgeFront(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         due = self.last_seen + IDLE_TIMEOUT
-        if self.busy or self.buf or loop.time() < due:
-            # Activity since the timer was armed: one timer per connection, moved lazily.
-            self.idle_handle = loop.call_at(max(due, loop.time() + 1.0), self._idle)
+        if self.busy or self.buf:
+            # A request in progress is not idle (aiohttp times no request out either).
+            self.idle_handle = loop.call_at(loop.time() + IDLE_TIMEOUT, self._idle)
+        elif loop.time() < due:
+            # Answers since the timer was armed: one timer per connection, moved lazily.
+            self.idle_handle = loop.call_at(due, self._idle)
         else:
             self.close()
 
