@@ -265,12 +265,14 @@ class PurgeFront(asyncio.Protocol):
         to aiohttp if it is anything else, or wait for more bytes."""
         if self.closed or self.paused_writing or self.transport is None:
             return
+        if self.site.stopping:
+            # The node is stopping: no new request is taken (aiohttp closes its connections too).
+            self.close()
+            return
         buf = self.buf
         if not buf:
             if self.eof:
                 self._hand_over()
-            elif self.site.stopping:
-                self.close()
             return
         line = _LINE.match(buf)
         if line is None:
