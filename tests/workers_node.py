@@ -91,7 +91,7 @@ def write_config(
     fill_lock_timeout: float = 5.0,
     extra: str = "",
     control_plane: str = "auto",
-    listen: str = "reuseport",
+    listen: str = "auto",
 ) -> Path:
     """Write ``data_dir/edgecache.toml``: free ports, ``workers`` workers sharing the data port as
     ``listen`` says, the control plane where ``control_plane`` says, one zone (``ZONE`` on
@@ -150,7 +150,7 @@ class WorkerNode:
         extra: str = "",
         fill_lock_timeout: float = 5.0,
         control_plane: str = "auto",
-        listen: str = "reuseport",
+        listen: str = "auto",
     ) -> None:
         """``extra``: TOML appended to the configuration."""
         self.data_dir = data_dir
