@@ -12,7 +12,8 @@ the loop's CPU from the request's bytes to its answer: the HTTP server, the hand
 to the ledger writer and the wake-up on its commit (the writer's own thread is not in it; the
 reclaimer's pass after the answer mostly is not either). With ``--before SRC`` the rounds alternate
 between this tree's code and ``SRC`` (a copy of another commit's ``src``, by ``PYTHONPATH``), so
-that both sides see the same machine.
+that both sides see the same machine. The process's CPU clock (every thread: the loop, the ledger
+writer with its commit's sync, the client thread itself) is read around each request as well.
 
 Printed: each round's median and mean µs per request, and per side the best round's median (CPU
 time, the figure to trust on a shared machine; it still moves with what else runs). ``--profile``
@@ -42,21 +43,33 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 
 
-def _client(port: int, token: str, zone: str, n: int, gap: float, loop_clock: int, out: list[float]) -> None:
+def _client(
+    port: int,
+    token: str,
+    zone: str,
+    n: int,
+    gap: float,
+    loop_clock: int,
+    out: list[float],
+    whole: list[float],
+) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     path = f"/client/v4/zones/{zone}/purge_cache"
     try:
         for i in range(n):
             body = json.dumps({"tags": [f"nobody-{i}"]}).encode()
+            p0 = time.clock_gettime(time.CLOCK_PROCESS_CPUTIME_ID)
             c0 = time.clock_gettime(loop_clock)
             conn.request("POST", path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
             c1 = time.clock_gettime(loop_clock)
+            p1 = time.clock_gettime(time.CLOCK_PROCESS_CPUTIME_ID)
             if resp.status != 200:
                 raise RuntimeError(f"purge answered {resp.status}: {data[:200]!r}")
             out.append((c1 - c0) * 1e6)
+            whole.append((p1 - p0) * 1e6)
             time.sleep(gap)
     finally:
         conn.close()
@@ -82,12 +95,13 @@ async def _round(n: int, gap: float, profile: bool) -> dict[str, Any]:
             )
             clock = time.pthread_getcpuclockid(threading.get_ident())
             warm: list[float] = []
-            await asyncio.to_thread(_client, node.control_port, token, ZONE_ID, 20, gap, clock, warm)
+            await asyncio.to_thread(_client, node.control_port, token, ZONE_ID, 20, gap, clock, warm, [])
             samples: list[float] = []
+            whole: list[float] = []
             prof = cProfile.Profile(time.thread_time) if profile else None
             if prof is not None:
                 prof.enable()
-            await asyncio.to_thread(_client, node.control_port, token, ZONE_ID, n, gap, clock, samples)
+            await asyncio.to_thread(_client, node.control_port, token, ZONE_ID, n, gap, clock, samples, whole)
             text = ""
             if prof is not None:
                 prof.disable()
@@ -96,7 +110,7 @@ async def _round(n: int, gap: float, profile: bool) -> dict[str, Any]:
                 text = buf.getvalue()
         finally:
             await node.stop()
-    return {"samples": samples, "profile": text}
+    return {"samples": samples, "whole": whole, "profile": text}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -130,24 +144,30 @@ def main() -> None:
         return
     sides = [("this tree", SRC)] + ([("before", args.before)] if args.before else [])
     rounds: dict[str, list[list[float]]] = {name: [] for name, _ in sides}
+    wholes: dict[str, list[list[float]]] = {name: [] for name, _ in sides}
     profiles: dict[str, str] = {}
     for r in range(args.rounds):
         order = sides if r % 2 == 0 else sides[::-1]
         for name, src in order:
             result = _spawn(src, args, args.profile and r == 0)
             rounds[name].append(result["samples"])
+            wholes[name].append(result["whole"])
             if result["profile"]:
                 profiles[name] = result["profile"]
     print(f"### Loop CPU per purge request, paced {args.gap * 1000:.0f} ms apart, {args.n} per round\n")
-    print("| code | round medians, µs | round means, µs | best round's median, µs |")
-    print("|---|---|---|---:|")
+    print(
+        "| code | loop: round medians, µs | loop: round means, µs | loop: best round's median, µs "
+        "| process (every thread, the client's too): round medians, µs | best |"
+    )
+    print("|---|---|---|---:|---|---:|")
     for name, src in sides:
         meds = [statistics.median(s) for s in rounds[name]]
         means = [statistics.mean(s) for s in rounds[name]]
+        whole = [statistics.median(s) for s in wholes[name]]
         label = f"{name} (`{src}`)"
         print(
             f"| {label} | {', '.join(f'{m:.0f}' for m in meds)} | {', '.join(f'{m:.0f}' for m in means)}"
-            f" | {min(meds):.0f} |"
+            f" | {min(meds):.0f} | {', '.join(f'{m:.0f}' for m in whole)} | {min(whole):.0f} |"
         )
     for name, text in profiles.items():
         print(
