@@ -201,6 +201,20 @@ def test_pipelined_purges_then_another_route_on_one_connection(stack: Stack, tok
         assert stack.node.tasks.by_job(job_id), job_id
 
 
+def test_a_large_pipelined_body_behind_an_answer_pauses_reading_then_resumes(
+    stack: Stack, token: str
+) -> None:
+    padded = b'{"tags": ["big"], "pad": "' + b"a" * (3 << 19) + b'"}'  # 1.5 MiB, past the pause mark
+    conn = Conn(stack)
+    try:
+        conn.send(purge_bytes(token, b'{"tags": ["first"]}') + purge_bytes(token, padded) + HEALTH)
+        for _ in range(2):
+            assert conn.answer().startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b'"status": "ok"' in conn.answer()
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize(
     "case",
     ["missing", "not bearer", "short", "unknown", "no purge permission", "other zone", "legacy malformed"],

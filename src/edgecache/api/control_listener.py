@@ -53,7 +53,8 @@ _LINE = re.compile(
 )
 _START = b"POST /"
 _MAX_HEAD = 8190
-"""aiohttp's limit on a request line or one field; a longer head goes to aiohttp, which judges it."""
+"""A head longer than this (aiohttp's limit on one line or field) goes to aiohttp, which judges it;
+a purge's head is a few hundred bytes."""
 _ODD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]|\r\n[ \t]")
 """Control bytes, non-ASCII bytes and folded lines: heads that aiohttp decides, not this side."""
 _REFUSED = frozenset({"transfer-encoding", "expect", "upgrade"})
@@ -213,7 +214,13 @@ class PurgeFront(asyncio.Protocol):
             self.buf = data
         if not self.busy:
             self._next()
-        elif len(self.buf) > _PAUSE_AT and self.transport is not None and not self.paused_reading:
+        if (
+            (self.busy or self.paused_writing)
+            and len(self.buf) > _PAUSE_AT
+            and self.transport is not None
+            and not self.paused_reading
+        ):
+            # Requests pile up behind an answer not yet written: read on once it is.
             self.paused_reading = True
             self.transport.pause_reading()
 
@@ -269,6 +276,9 @@ class PurgeFront(asyncio.Protocol):
             # The node is stopping: no new request is taken (aiohttp closes its connections too).
             self.close()
             return
+        if self.paused_reading:
+            self.paused_reading = False
+            self.transport.resume_reading()
         buf = self.buf
         if not buf:
             if self.eof:
@@ -309,27 +319,22 @@ class PurgeFront(asyncio.Protocol):
         async def read_body() -> bytes:
             return body
 
-        extra: dict[str, str] = {}
         try:
             job_id = await accept(self.site.context, fields, zone_id, path, read_body, mode)
-            status, payload = 200, id_payload(job_id)
-        except Exception as exc:
-            if isinstance(exc, CfError):
-                err = exc
-            else:
-                log.exception("control-plane request failed: POST %s", path)
-                err = internal_error()
-            status, payload = err.status, err.payload()
-            extra = err.headers
+            answer = self._response(200, id_payload(job_id), {})
+        except CfError as err:
+            answer = self._response(err.status, err.payload(), err.headers)
+        except Exception:
+            # As the aiohttp app's envelope_errors middleware logs and answers it.
+            log.exception("control-plane request failed: POST %s", path)
+            failed = internal_error()
+            answer = self._response(failed.status, failed.payload(), failed.headers)
         self.site.answered += 1
         self.busy = False
         if self.transport is None:
             return
         self.last_seen = asyncio.get_running_loop().time()
-        self.transport.write(self._response(status, payload, extra))
-        if self.paused_reading:
-            self.paused_reading = False
-            self.transport.resume_reading()
+        self.transport.write(answer)
         self._next()
 
     def _response(self, status: int, payload: bytes, extra: dict[str, str]) -> bytes:
@@ -366,5 +371,3 @@ class PurgeFront(asyncio.Protocol):
         if self.eof and not handler.eof_received():
             # What the transport does when a protocol's eof_received says not to keep it open.
             transport.close()
-        if self.paused_reading:
-            transport.resume_reading()
