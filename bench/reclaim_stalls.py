@@ -53,11 +53,15 @@ class Trims:
         """Each trim's (start, end), ``time.perf_counter()``."""
 
     async def release(self) -> bool:
+        if JEMALLOC:
+            # Nothing to trim, and no thread either, as ``memtrim.release_freed_memory`` does: a
+            # worker thread started in the middle of a mass purge made jemalloc set up an arena for
+            # it, waiting (with the GIL held) while jemalloc's background thread returned pages: the
+            # loop waited ~10 ms for the GIL (docs/benchmarks.md, 2026-11-30, branch `stall`).
+            return False
         return await asyncio.to_thread(self._trim)
 
     def _trim(self) -> bool:
-        if JEMALLOC:
-            return False  # nothing to trim (memtrim): not counted as a trim that ran
         t0, c0 = time.perf_counter(), time.thread_time()
         released = trim_now()
         self.cpu.append(time.thread_time() - c0)
