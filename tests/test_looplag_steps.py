@@ -52,7 +52,7 @@ def test_the_schedstat_probe_reads_a_short_stall_s_cpu_exactly() -> None:
         return probe
 
     probe = asyncio.run(go())
-    assert cost * 0.9 <= probe.longest_cpu < cost * 1.3 + 0.0005
+    assert cost * 0.9 <= probe.longest_cpu < cost * 1.5 + 0.001
 
 
 def test_the_step_timer_names_the_task_that_held_the_loop() -> None:
