@@ -63,7 +63,7 @@ async def main(origin_port: int, data_dir: Path, rounds: int) -> None:
         ),
     )
     board = PositionBoard.create(2)
-    locks = FillLocks(board)
+    locks = FillLocks(board, 0)
     node = Node(config)
     await node.start()
     costs: dict[bool, list[float]] = {False: [], True: []}
