@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from edgecache.cluster._claims import SharedWords
+from edgecache.cluster._claims import SharedWords, siphash
 
 
 @pytest.fixture
@@ -134,9 +134,24 @@ def test_a_table_is_initialised_once(buf: mmap.mmap) -> None:
     words.release()
 
 
+def test_siphash_is_siphash_2_4() -> None:
+    """The reference vectors (Aumasson and Bernstein's paper and its test vectors: key 00..0f,
+    messages 00, 00 01, ...), every length of the tail included."""
+    k0 = int.from_bytes(bytes(range(8)), "little")
+    k1 = int.from_bytes(bytes(range(8, 16)), "little")
+    assert siphash(b"", k0, k1) == 0x726FDB47DD0E0E31
+    assert siphash(bytes(range(15)), k0, k1) == 0xA129CA6149BE45E5
+    assert siphash(bytes(range(8)), k0, k1) == 0x93F5F5799A932462
+    assert siphash("é/key", 1, 2) == siphash("é/key".encode(), 1, 2)
+    with pytest.raises(UnicodeEncodeError):
+        siphash("\udc80", 1, 2)
+    with pytest.raises(TypeError):
+        siphash(42, 1, 2)  # type: ignore[arg-type]
+
+
 RACER = """
 import mmap, sys
-from edgecache.cluster._claims import SharedWords
+from edgecache.cluster._claims import SharedWords, siphash
 fd, me = int(sys.argv[1]), int(sys.argv[2])
 words = SharedWords(mmap.mmap(fd, 8 * 1024), 0, 1024)
 while words.load(0) == 0:

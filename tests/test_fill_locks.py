@@ -396,11 +396,24 @@ def test_a_process_killed_holding_a_claim_leaves_it_free_once_reaped(board: Posi
 def test_fill_outcomes_spread_over_the_whole_table(board: PositionBoard) -> None:
     # An outcome another key writes in the same slot overwrites a "stored" announcement: the
     # tokens' fixed low bits must not confine 10,000 keys to an eighth of the slots.
-    slots = {_slot(FillLocks.token(f"http://test.example/spread/{i}")) for i in range(10_000)}
+    token = FillLocks(board, 0).token
+    slots = {_slot(token(f"http://test.example/spread/{i}")) for i in range(10_000)}
     assert len(slots) > 0.9 * FILL_SLOTS
     # Likewise the claims: keys fetched at once share a word (and one fetches unclaimed) rarely.
-    claims = {_claim_slot(FillLocks.token(f"http://test.example/spread/{i}")) for i in range(50_000)}
+    claims = {_claim_slot(token(f"http://test.example/spread/{i}")) for i in range(50_000)}
     assert len(claims) > 0.9 * CLAIM_SLOTS
+
+
+def test_tokens_are_keyed_by_the_node(board: PositionBoard) -> None:
+    """Every process of a node makes the same token for a key (they map one board); another node
+    makes another, so a client cannot work out from one node which URLs collide on another."""
+    key = "http://test.example/fill-locks/keyed"
+    other = PositionBoard.create(2)
+    try:
+        assert FillLocks(PositionBoard(board.fd, 2), 1).token(key) == FillLocks(board, 0).token(key)
+        assert FillLocks(other, 0).token(key) != FillLocks(board, 0).token(key)
+    finally:
+        other.close()
 
 
 def test_a_second_fetch_here_keeps_the_lock_when_the_first_releases_it(board: PositionBoard) -> None:

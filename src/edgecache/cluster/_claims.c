@@ -1,7 +1,8 @@
 /* Atomic words in shared memory: the fill claims of a node's workers and their fills' outcomes
  * (cluster/fill_locks.py, decision 0028). Python has no compare-and-swap on a mapping; this module
  * gives one, with the loads and stores that pair with it, on a range of 64-bit words of a buffer
- * (the position board's mmap).
+ * (the position board's mmap); and the keyed hash (SipHash-2-4) that makes a key's claim token,
+ * which hashlib's BLAKE2b made in 0.55 us per miss.
  *
  * Every access is bounds-checked here: a SharedWords refuses a range that is not inside its buffer
  * or not 8-byte aligned, and every call an index outside the range, so no offset from Python can
@@ -14,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct {
     PyObject_HEAD
@@ -202,14 +204,97 @@ static PyTypeObject SharedWordsType = {
     .tp_getset = SharedWords_getset,
 };
 
+/* SipHash-2-4 (Aumasson and Bernstein), the reference algorithm: a keyed hash, so that a client
+ * who does not know the node's key cannot choose URLs whose tokens collide with another's. */
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                                  \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                     \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                     \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                  \
+    } while (0)
+
+static uint64_t siphash24(const unsigned char *in, size_t len, uint64_t k0, uint64_t k1) {
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1,
+             v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+    const unsigned char *end = in + len - (len % 8);
+    uint64_t b = ((uint64_t)len) << 56, m;
+    for (; in != end; in += 8) {
+        memcpy(&m, in, 8); /* little-endian hosts only (x86-64, arm64): checked at import */
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    switch (len & 7) {
+    case 7: b |= ((uint64_t)in[6]) << 48; /* fall through */
+    case 6: b |= ((uint64_t)in[5]) << 40; /* fall through */
+    case 5: b |= ((uint64_t)in[4]) << 32; /* fall through */
+    case 4: b |= ((uint64_t)in[3]) << 24; /* fall through */
+    case 3: b |= ((uint64_t)in[2]) << 16; /* fall through */
+    case 2: b |= ((uint64_t)in[1]) << 8;  /* fall through */
+    case 1: b |= ((uint64_t)in[0]); break;
+    case 0: break;
+    }
+    v3 ^= b;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+PyDoc_STRVAR(siphash_doc, "siphash(data, k0, k1)\n--\n\nSipHash-2-4 of `data` (a str, as UTF-8, "
+                          "or bytes) under the 128-bit key (k0, k1), as an unsigned 64-bit int.");
+
+static PyObject *claims_siphash(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "siphash(data, k0, k1) takes 3 arguments");
+        return NULL;
+    }
+    const char *data;
+    Py_ssize_t len;
+    if (PyUnicode_Check(args[0])) {
+        data = PyUnicode_AsUTF8AndSize(args[0], &len);
+        if (data == NULL)
+            return NULL;
+    } else if (PyBytes_Check(args[0])) {
+        data = PyBytes_AS_STRING(args[0]);
+        len = PyBytes_GET_SIZE(args[0]);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "siphash() hashes a str or bytes");
+        return NULL;
+    }
+    uint64_t k0, k1;
+    if (value_of(args[1], &k0) < 0 || value_of(args[2], &k1) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(siphash24((const unsigned char *)data, (size_t)len, k0, k1));
+}
+
+static PyMethodDef module_methods[] = {
+    {"siphash", (PyCFunction)(void (*)(void))claims_siphash, METH_FASTCALL, siphash_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "edgecache.cluster._claims",
-    .m_doc = "Atomic 64-bit words in shared memory (decision 0028).",
+    .m_doc = "Atomic 64-bit words in shared memory, and the keyed hash of the fill claims "
+             "(decision 0028).",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__claims(void) {
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    PyErr_SetString(PyExc_ImportError, "edgecache.cluster._claims reads words little-endian");
+    return NULL;
+#endif
     if (PyType_Ready(&SharedWordsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

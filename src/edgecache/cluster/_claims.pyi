@@ -12,3 +12,6 @@ class SharedWords:
     def release(self) -> None: ...
     @property
     def count(self) -> int: ...
+
+def siphash(data: str | bytes, k0: int, k1: int, /) -> int:
+    """SipHash-2-4 of ``data`` (a str as UTF-8) under the key (k0, k1)."""

@@ -13,7 +13,8 @@ machine never meet):
   of fill claims (``cluster/fill_locks.py``, decisions 0021 and 0028), both read and written through
   ``_claims.SharedWords`` (atomic, bounds-checked). A worker's claims name its slot; the supervisor
   clears the claims of a worker it has reaped (:meth:`PositionBoard.clear_claims`) before it starts
-  the slot's next worker, so no claim outlives its fetcher.
+  the slot's next worker, so no claim outlives its fetcher. Last, a line holding the node's random
+  128-bit key for the claims' keyed hash (:attr:`PositionBoard.token_key`), written at creation.
 
 An aligned 8-byte store is a single instruction on the platforms CPython runs on, so a reader sees
 the old value or the new one, never a mix; positions only grow, so a stale read means "not behind
@@ -43,7 +44,7 @@ _RECLAIMED = 1
 class PositionBoard:
     """The published position and each worker slot's applied and reclaimed positions."""
 
-    __slots__ = ("_map", "claims", "fd", "fills", "slots", "words")
+    __slots__ = ("_map", "claims", "fd", "fills", "slots", "token_key", "words")
 
     def __init__(self, fd: int, slots: int) -> None:
         """Map an existing board (a worker does this with the descriptor it inherited)."""
@@ -56,6 +57,12 @@ class PositionBoard:
         """The fill-outcome table (``cluster/fill_locks.py``)."""
         self.claims = SharedWords(self._map, _size(slots) + FILL_SLOTS * 8, CLAIM_SLOTS)
         """The fill-claim table (``cluster/fill_locks.py``)."""
+        at = _key_at(slots)
+        self.token_key = (
+            int.from_bytes(self._map[at : at + 8], "little"),
+            int.from_bytes(self._map[at + 8 : at + 16], "little"),
+        )
+        """The node's key for the fill claims' SipHash (the same in every process of the node)."""
 
     @classmethod
     def create(cls, slots: int) -> PositionBoard:
@@ -64,6 +71,7 @@ class PositionBoard:
         helper program) inherits a writable view of every worker's position."""
         fd = os.memfd_create("edgecache-positions")
         os.ftruncate(fd, _total(slots))
+        os.pwrite(fd, os.urandom(16), _key_at(slots))
         return cls(fd, slots)
 
     @property
@@ -109,5 +117,9 @@ def _size(slots: int) -> int:
     return (slots + 1) * _LINE * 8
 
 
-def _total(slots: int) -> int:
+def _key_at(slots: int) -> int:
     return _size(slots) + (FILL_SLOTS + CLAIM_SLOTS) * 8
+
+
+def _total(slots: int) -> int:
+    return _key_at(slots) + _LINE * 8

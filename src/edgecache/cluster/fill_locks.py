@@ -7,6 +7,9 @@ Theory of operation (decision 0028; 0021 for why and when):
   token with the holder's worker slot + 1 in its low ``HOLDER_BITS``, and set back to 0 by the same
   holder on release. No system call: taking, releasing and testing a claim are one atomic
   instruction each (``_claims.c``).
+- A key's token is its SipHash-2-4 (``_claims.siphash``, in C) under the node's random key (on the
+  board, the same in every worker): a client cannot choose URLs whose tokens collide with another
+  URL's to make its misses wait or go unclaimed.
 - No claim outlives its fetcher: only the holder clears its claim, and when a worker dies
   (``kill -9`` included) the supervisor, once it has reaped it and before it starts the slot's next
   worker, clears every claim that names the slot (``PositionBoard.clear_claims``). A claim of the
@@ -33,10 +36,10 @@ Theory of operation (decision 0028; 0021 for why and when):
 
 from __future__ import annotations
 
-import hashlib
 import time
 from enum import Enum
 
+from edgecache.cluster._claims import siphash
 from edgecache.cluster.board import CLAIM_SLOTS, FILL_SLOTS, HOLDER_BITS, PositionBoard
 from edgecache.config import Config
 
@@ -82,7 +85,7 @@ class Fill(Enum):
 class FillLocks:
     """The fill locks of one node, on its position board."""
 
-    __slots__ = ("_claims", "_fills", "_held", "_holder", "_purged_at")
+    __slots__ = ("_claims", "_fills", "_held", "_holder", "_k0", "_k1", "_purged_at")
 
     def __init__(self, board: PositionBoard, slot: int) -> None:
         """The claims of worker ``slot`` live in ``board``'s claim table, their outcomes in its
@@ -91,6 +94,7 @@ class FillLocks:
             raise ValueError(f"worker slot {slot} is not one of the board's {board.slots}")
         self._claims = board.claims
         self._fills = board.fills
+        self._k0, self._k1 = board.token_key
         self._holder = slot + 1
         self._held: dict[int, int] = {}
         """Tokens this process holds, or fetches without a claim (the word was another key's) →
@@ -103,12 +107,10 @@ class FillLocks:
         covers, which the purge's removal takes out of the disk tier, so it is not waited for."""
         self._purged_at = time.monotonic()
 
-    @staticmethod
-    def token(key: str) -> int:
-        """The key's token: 64 bits of its hash, the holder's bits clear (never 0, so that 0 can
-        mean "no lock")."""
-        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") & _TOKEN_MASK or 1 << HOLDER_BITS
+    def token(self, key: str) -> int:
+        """The key's token: its SipHash under the node's key, the holder's bits clear (never 0, so
+        that 0 can mean "no lock")."""
+        return siphash(key, self._k0, self._k1) & _TOKEN_MASK or 1 << HOLDER_BITS
 
     def take(self, token: int) -> bool:
         """Claim ``token``'s key for this process, unless another process holds its claim. True
