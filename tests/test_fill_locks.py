@@ -453,3 +453,30 @@ def test_a_fill_announced_before_a_purge_here_is_not_waited_for(stack: Stack, ot
     status, headers, body = stack.request(path)
     assert (status, body, headers["cf-cache-status"]) == (200, b"from the origin", "MISS")
     assert time.monotonic() - started < 0.3  # not STORED_RECENTLY (0.5 s) of waiting
+
+
+def test_a_fill_announced_after_a_purge_here_is_waited_for(stack: Stack, other: OtherWorker) -> None:
+    """A purge was applied here, then the other worker stored the object: that fill is newer than
+    the purge, so a miss here waits for it in the disk tier. The purge used to be dated from this
+    process's first miss after it, which took the fill for older and fetched it again (with two
+    real workers: the first hot object after any purge fetched twice, ``bench/workers.py`` §4)."""
+    path = "/fill-locks/announced-after-a-purge"
+    stack.origin.routes[path] = Route(body=b"from the origin")
+    key = key_of(stack, path)
+    cf = cloudflare.Cloudflare(
+        api_token=stack.token(),
+        base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4",
+        max_retries=0,
+    )
+    try:
+        cf.cache.purge(zone_id=ZONE_ID, files=[f"http://test.example{path}/another"])
+    finally:
+        cf.close()
+    time.sleep(0.05)
+    assert other.say("take", key) == "True"
+    assert other.say("stored", key) == "released"
+    stack.call(lambda: stack.loop.call_later(0.1, stored_elsewhere, stack, path, b"from the other worker"))
+    status, headers, body = stack.request(path)
+    assert (status, body) == (200, b"from the other worker")
+    assert headers["cf-cache-status"] == "HIT"
+    assert stack.origin.hits[path] == 0
