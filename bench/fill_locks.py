@@ -1,6 +1,6 @@
-"""What the fill locks of a node's worker processes (decision 0021) cost a miss: CPU per miss in one
-process, with the proxy sharing fill locks on a position board and without, rounds interleaved on
-one node.
+"""What the fill locks of a node's worker processes (decisions 0021, 0028: claims by compare-and-swap
+on the position board) cost a miss: CPU per miss in one process, with the proxy sharing fill locks
+on a position board and without, rounds interleaved on one node.
 
 Method: ``bench/miss_inprocess.py``'s miss path (request bytes for never-seen keys fed into
 data-plane connections whose transports collect writes, 50 at a time, each miss fetched from an
@@ -10,7 +10,8 @@ releases it: nobody else holds a lock, so nothing waits) and once with it off, a
 figure is the CPU time per miss of this process and its disk fill writer child, and the same for
 this process alone without the disk tier's writer thread (its own CPU clock; the writers' commits
 are the noisiest part and the locks add nothing to them), best of the rounds of each; the
-difference is the locks' cost. Also the lock calls alone (take + release, and a probe) in a loop.
+difference is the locks' cost. Also the lock calls alone (token + take + release, and a probe) in
+a loop.
 
 Usage: ``.venv/bin/python bench/fill_locks.py [--rounds N] [--requests N]``.
 """

@@ -31,9 +31,11 @@ Method:
   summed over the workers). One process coalesces its misses on one fetch; the processes of a
   node coalesce through their fill locks (decision 0021), so the figure to expect is 1 either way.
   Then what coalescing costs the clients of the process that waits: two kept-alive connections,
-  one held by each worker, ask for a never-seen object at once (no purge in the last second, which
-  turns the waiting off); the figure is when the later answer's head arrives (a MISS, and a MISS or
-  a disk hit on what the other fetched). Before decision 0021 both processes fetched.
+  one held by each worker, ask for a never-seen object at once; the figure is when the later
+  answer's head arrives (a MISS, and a MISS or a disk hit on what the other fetched). Before
+  decision 0021 both processes fetched. Run after section 3, the first object is the first miss
+  after its purges (decision 0028: it was fetched twice while a purge was dated from a worker's
+  next miss).
 - (5) The layouts a node can run, side by side (decision 0026): one process for the data and
   control planes (``workers = 1``, ``control_plane = "inline"``), the control plane in the
   supervisor with one data-plane worker (``workers = 1``, ``control_plane = "process"``), the same
