@@ -1,5 +1,5 @@
 """The package's C extensions (the access log's capture, decision 0017; the fill ring's appender,
-decision 0020's addendum; an origin response's head, decision 0024); everything else is in pyproject.toml."""
+decision 0020's addendum; an origin response's head, decision 0024; the workers' fill claims, decision 0028); everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -19,6 +19,11 @@ setup(
             "edgecache.store._fillring",
             ["src/edgecache/store/_fillring.c"],
             libraries=["z"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+        ),
+        Extension(
+            "edgecache.cluster._claims",
+            ["src/edgecache/cluster/_claims.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
     ]
