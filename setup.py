@@ -21,5 +21,10 @@ setup(
             libraries=["z"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
+        Extension(
+            "edgecache.store._untrack",
+            ["src/edgecache/store/_untrack.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+        ),
     ]
 )
