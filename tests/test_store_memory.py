@@ -680,3 +680,23 @@ def test_an_entry_is_charged_its_body_head_key_overhead_and_tags(
     entry = Entry("z", key, 200, head, body, tags, 0, 0.0, 0.0, 60.0)
     expected = len(body) + slack(len(body)) + len(head) + len(key) + ENTRY_OVERHEAD + tags_charge(tags)
     assert entry.size == expected
+
+
+@settings(max_examples=50)
+@given(
+    keys=st.lists(st.text(min_size=1, max_size=6), unique=True, min_size=1, max_size=300),
+    at=st.integers(0, 299),
+)
+def test_the_key_index_stays_sorted_and_positional_across_its_own_add(keys: list[str], at: int) -> None:
+    # ``_UntrackedKeys.add`` inlines the common case of ``SortedList.add``: sublists still split
+    # (load 4 here), and a positional index, once built, is still kept up to date.
+    index = memory._UntrackedKeys()
+    index._reset(4)
+    for i, key in enumerate(keys):
+        index.add(key)
+        if i == at:
+            assert index[0] == min(keys[: i + 1])  # builds the positional index
+    expected = sorted(keys)
+    assert list(index) == expected
+    assert [index[i] for i in range(len(expected))] == expected
+    assert all(len(sub) <= 8 for sub in index._lists)
