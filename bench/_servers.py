@@ -410,7 +410,7 @@ def start_edgecache(
     workers: int = 1,
     max_object: int = 8 << 20,
     disk_budget: int = 1 << 30,
-    listen: str = "reuseport",
+    listen: str = "auto",
     control_plane: str = "auto",
 ) -> Server:
     """Start edgecache; a second call with the same ``name`` restarts it on the same data directory."""

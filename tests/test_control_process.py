@@ -142,6 +142,30 @@ def test_a_killed_worker_is_replaced_and_follows_later_purges(
         conn.close()
 
 
+@pytest.mark.parametrize("listen", ["auto", "shared"])
+def test_a_connection_made_while_the_worker_restarts_is_answered_by_its_replacement(
+    origin: VersionedOrigin, tmp_path: Path, listen: str
+) -> None:
+    """With one worker, the default listen mode keeps the supervisor's socket listening: a client
+    that connects while the killed worker is being replaced waits in its backlog and is answered by
+    the replacement, where a ``SO_REUSEPORT`` socket per worker would have left no socket listening
+    and refused it."""
+    node = WorkerNode(tmp_path, origin, workers=1, control_plane="process", listen=listen)
+    try:
+        [victim] = node.workers()
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in node.workers(), timeout=10)
+        conn = node.connection()
+        try:
+            status, _, body = node.get(conn, "/restart/a")
+            assert (status, body) == (200, f"/restart/a v{origin.version}")
+            assert node.owner(conn) not in (0, victim)
+        finally:
+            conn.close()
+    finally:
+        assert node.stop() == 0
+
+
 def test_sigint_stops_every_process_and_leaves_nothing_in_dev_shm(
     origin: VersionedOrigin, tmp_path: Path
 ) -> None:

@@ -91,10 +91,11 @@ def write_config(
     fill_lock_timeout: float = 5.0,
     extra: str = "",
     control_plane: str = "auto",
+    listen: str = "auto",
 ) -> Path:
-    """Write ``data_dir/edgecache.toml``: free ports, ``workers`` workers, the control plane where
-    ``control_plane`` says, one zone (``ZONE`` on ``HOST``) in front of ``origin``; ``extra`` is TOML
-    appended to it."""
+    """Write ``data_dir/edgecache.toml``: free ports, ``workers`` workers sharing the data port as
+    ``listen`` says, the control plane where ``control_plane`` says, one zone (``ZONE`` on
+    ``HOST``) in front of ``origin``; ``extra`` is TOML appended to it."""
     config = data_dir / "edgecache.toml"
     config.write_text(
         f"""data_dir = "{data_dir}"
@@ -105,6 +106,7 @@ port = 0
 [runtime]
 workers = {workers}
 control_plane = "{control_plane}"
+listen = "{listen}"
 shutdown_grace = {grace}
 fill_lock_timeout = {fill_lock_timeout}
 [[zones]]
@@ -148,6 +150,7 @@ class WorkerNode:
         extra: str = "",
         fill_lock_timeout: float = 5.0,
         control_plane: str = "auto",
+        listen: str = "auto",
     ) -> None:
         """``extra``: TOML appended to the configuration."""
         self.data_dir = data_dir
@@ -159,6 +162,7 @@ class WorkerNode:
             fill_lock_timeout=fill_lock_timeout,
             extra=extra,
             control_plane=control_plane,
+            listen=listen,
         )
         self.log = (data_dir / "serve.log").open("w")
         self.process = subprocess.Popen(

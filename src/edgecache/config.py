@@ -290,9 +290,12 @@ class Runtime(_Model):
     ``workers`` > 1); ``inline``, in the one data-plane process (``workers = 1`` only, which is
     then the default count); ``auto``: inline with one worker, a process of its own with more
     (decision 0026)."""
-    listen: Literal["reuseport", "shared"] = "reuseport"
-    """How workers share the data port: a socket each with SO_REUSEPORT (the kernel spreads
-    connections), or one inherited listening socket (decision 0014 compares them)."""
+    listen: Literal["auto", "reuseport", "shared"] = "auto"
+    """How the workers of a supervised node listen on the data port: ``reuseport``, a socket each
+    with SO_REUSEPORT (the kernel spreads connections); ``shared``, one listening socket the
+    supervisor holds and every worker inherits; ``auto``, shared with one worker (nothing to spread,
+    and the supervisor's backlog keeps new connections while a killed worker is replaced, where
+    ``reuseport`` would refuse them), reuseport with more (decisions 0014 and 0026)."""
     shutdown_grace: float = Field(default=10.0, gt=0)
     """Seconds a stopping worker lets in-flight responses finish before it resets what is left."""
     fill_lock_timeout: float = Field(default=5.0, ge=0)
@@ -333,6 +336,12 @@ class Runtime(_Model):
         """Whether ``edgecache serve`` runs the control plane in a process of its own that
         supervises the data-plane workers (``edgecache.cluster``), rather than one process for both."""
         return self.workers > 1 or self.control_plane == "process"
+
+    @property
+    def shares_listener(self) -> bool:
+        """Whether a supervised node's workers accept from one listening socket the supervisor
+        holds, rather than from a ``SO_REUSEPORT`` socket each (``listen``)."""
+        return self.listen == "shared" or (self.listen == "auto" and self.workers == 1)
 
     @field_validator("jemalloc_path")
     @classmethod

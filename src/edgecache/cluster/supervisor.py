@@ -116,7 +116,7 @@ class Supervisor:
         cfg = self.config
         self.board.publish(self.node.index.position)
         host = cfg.data.host
-        if cfg.runtime.listen == "shared":
+        if cfg.runtime.shares_listener:
             self._shared = socket.create_server((host, cfg.data.port), backlog=1024)
             port = self._shared.getsockname()[1]
         else:

@@ -246,6 +246,12 @@ def main(argv: list[str]) -> None:
     config = Config.model_validate_json(os.environ[CONFIG_ENV])
     logs.configure(config.logging)
     slot, slots, board_fd, channel_fd, wakes_fd, listen_fd, keys_fd = (int(a) for a in argv[:7])
+    # The supervisor's pass_fds left these inheritable here, and uvloop's process spawn ignores
+    # close_fds: without this, the fill-writer child would hold the data port's listening socket,
+    # the board and this worker's channel. The key filter goes to it through its own pass_fds.
+    for fd in (board_fd, channel_fd, wakes_fd, listen_fd, keys_fd):
+        if fd >= 0:
+            os.set_inheritable(fd, False)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(_main(config, slot, slots, board_fd, channel_fd, wakes_fd, listen_fd, keys_fd))
 
