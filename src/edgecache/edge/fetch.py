@@ -126,7 +126,7 @@ def _fill_fields(headers: Mapping[str, str], client_ip: str, zone: ZoneRuntime, 
     ``forward_headers`` would give; a client's connection usually repeats its fields, and deciding
     and encoding them was a miss's largest Python step (decision 0008, "Update 4")."""
     # One C pass over the request's field names: ``any()`` over a generator cost every miss a
-    # generator and four resumptions (decision 0008, addendum of branch memput).
+    # generator and four resumptions (decision 0008, update 7).
     if not _CREDENTIALS.isdisjoint(headers):
         return _encode_fill_fields(headers, client_ip, zone, host)
     fields = tuple(headers.items())

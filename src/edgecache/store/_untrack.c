@@ -3,8 +3,7 @@
  *
  * Written in C because the memory tier calls it on every put (the entry, and the entries' dict,
  * which inserting an entry tracks again): through ctypes.pythonapi each call cost ~3k instructions
- * (argument conversion, a foreign call), a METH_O function a few dozen (decision 0002's addendum of
- * branch memput).
+ * (argument conversion, a foreign call), this METH_O function ~0.26k (decision 0002, addendum 8).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -91,8 +91,8 @@ class Entry:
         """Bytes this entry is charged for against the tier's budget (the body as the allocator rounds
         it: ``edgecache.store.blocks``)."""
         # Computed on every put and removal: the allocator's slack only where there is one, and
-        # the tags' charge (``tags_charge``, their characters counted by one join) inline: 4.9k → 2.5k
-        # instructions on glibc; decision 0002's addendum of branch memput).
+        # the tags' charge (``tags_charge``, their characters counted by one join) inline, 4.9k →
+        # 2.5k instructions on glibc (decision 0002, addendum 8).
         body = len(self.body)
         charged = body + len(self.head) + len(self.key) + ENTRY_OVERHEAD
         if JEMALLOC:

@@ -117,7 +117,7 @@ class _UntrackedKeys(SortedList):  # type: ignore[misc]
     def add(self, value: str) -> None:
         """``SortedList.add``, calling ``_expand`` only when it has something to do (a sublist to
         split, a positional index to update): every put adds a key, and the call it saves is ~0.6k
-        instructions of the ~3.4k an add cost (decision 0002's addendum of branch memput)."""
+        instructions of the ~3.4k an add cost (decision 0002, addendum 8)."""
         maxes = self._maxes
         if not maxes:
             SortedList.add(self, value)
