@@ -30,6 +30,8 @@ which lets the harness do what the public API cannot:
   lateness less the loop thread's wait for a CPU, with that period's CPU and how long a
   ``malloc_trim`` ran in it), and start a new window. The harness opens a window right before each
   purge and reads it after the reclaimer is done, so its own fills are never counted.
+  The same window's longest task step (``edgecache.looplag.StepTimer``: the task's function, its
+  CPU and wall ms) names what held the loop.
 - ``trims``: the node's ``malloc_trim`` calls since the last ``trims`` (start and end,
   ``time.perf_counter()``, the same clock as the harness's; and each one's CPU): what an API call
   that overlapped one waited for (glibc's arena lock, see ``edgecache.memtrim``).
@@ -70,7 +72,7 @@ from edgecache.config import Account, Config, Listener, PurgeRate, Quota, Storag
 from edgecache.control import purges as purges_module
 from edgecache.control.credentials import Permission
 from edgecache.control.purges import PurgeRequest
-from edgecache.looplag import LoopLag
+from edgecache.looplag import LoopLag, StepTimer
 from edgecache.purge.selectors import Mode, Purge, Selector
 from edgecache.store.entry import Entry
 
@@ -198,8 +200,10 @@ class Bench:
         self.reclaimed: dict[int, tuple[float, int]] = {}
         self.last_seq = 0
         self.gc_pauses: list[list[float]] = [[], [], []]
-        self.probe = LoopLag(0.001, schedstat=True)
         """Seconds of each collection per generation (the whole loop stops meanwhile)."""
+        self.probe = LoopLag(0.001, schedstat=True)
+        self.steps = StepTimer()
+        """The longest task step in the probe's window (installed on the loop by ``main``)."""
         self._gc_t0 = 0.0
         gc.callbacks.append(self._gc_timer)
         self._wrap()
@@ -323,7 +327,11 @@ class Bench:
         gc.collect()
         rss0, used0, n0 = rss_bytes(), node.store.bytes_used, len(node.store)
         removed0 = node.reclaimer.removed
+        # The probe's period under way began before the collection and the reads above: let it end
+        # before the window opens, so that they are not counted against the purge.
+        await asyncio.sleep(0.005)
         self.probe.reset()
+        self.steps.reset()
         t0 = time.perf_counter()
         accepted = await node.purges.submit(zone, Mode.DELETE, items, req, principal="bench", dialect="bench")
         t_ack = time.perf_counter()
@@ -333,6 +341,7 @@ class Bench:
         await self._writer_idle()
         await asyncio.sleep(1.5)  # the reclaimer's compaction and its malloc_trim, in the background
         stall, stall_cpu = self.probe.reset()
+        step, step_cpu, step_wall = self.steps.reset()
         rss1 = rss_bytes()
         gc.collect()
         rss2 = rss_bytes()
@@ -355,6 +364,9 @@ class Bench:
             "rss_after_trim": rss3 if trimmed else None,
             "stall_ms": stall * 1000,
             "stall_cpu_ms": stall_cpu * 1000,
+            "step": step,
+            "step_cpu_ms": step_cpu * 1000,
+            "step_wall_ms": step_wall * 1000,
             "entries_after": len(node.store),
             # Deleted entries are "retired": out of the index, still holding their bodies until the ring
             # is compacted (when retired bytes pass budget/8). Private; read for this table only.
@@ -494,7 +506,11 @@ class Bench:
             trim = trimming(probe.worst_end - late - probe.every, probe.worst_end)
             own = probe.longest_unqueued
             wall, cpu = probe.reset()
+            step, step_cpu, step_wall = self.steps.reset()
             result = {
+                "step": step,
+                "step_cpu_ms": step_cpu * 1000,
+                "step_wall_ms": step_wall * 1000,
                 "ms": wall * 1000,
                 "cpu_ms": cpu * 1000,
                 "unqueued_ms": own * 1000,
@@ -514,12 +530,15 @@ async def main(args: argparse.Namespace) -> None:
     if args.ack_delay is not None:
         purges_module.ACK_DELAY = args.ack_delay
     data_dir.mkdir(parents=True, exist_ok=True)
+    steps = StepTimer()
+    steps.install(asyncio.get_running_loop())  # before the node's tasks (the reclaimer's) exist
     node = Node(build_config(data_dir, args.origin, args.memory_bytes))
     await node.start()
     if args.no_reclaimer:
         # Purges stay outstanding (in the index, never compacted) until the process ends.
         await node.reclaimer.stop()
     bench = Bench(node, data_dir)
+    bench.steps = steps
     probe = asyncio.get_running_loop().create_task(bench.probe.run())
     _, bench.token = await asyncio.to_thread(
         node.credentials.create_token, node.config.accounts[0].id, "bench", [Permission.CACHE_PURGE], None

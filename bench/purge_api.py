@@ -43,7 +43,9 @@ Method (reference setup and Varnish figures: /work/shared/reference/bench-anchor
    while ~50 purges/s of unrelated tags arrive. The random-key pair runs once; the others once per
    round. ``EpochIndex.check`` is also timed inside the node.
 3. Reclaimer throughput: inside the node, one tag purge and one purge everything are submitted through
-   ``node.purges``; objects/s, ``bytes_used`` and RSS before and after (and after ``malloc_trim``).
+   ``node.purges``; objects/s, ``bytes_used`` and RSS before and after (and after ``malloc_trim``);
+   the longest loop stall from the submission to 1.5 s after the reclaimer finished, and the longest
+   task step in that window (``edgecache.looplag.StepTimer``: which task held the loop, its CPU).
 4. Varnish 7.1 with the anchors' VCL (PURGE, BAN, XKEYPURGE with xkey), a fresh varnishd per N, filled
    over HTTP by 64 connections; ``ban_lurker_age=0`` is set before any ban. Single-URL PURGE, xkey.purge
    of one tag (N/100 objects) and a URL-prefix ban (accepted, and time until the lurker killed every
@@ -521,8 +523,9 @@ def reclaim_table(results: list[ApiResult]) -> str:
         "",
         "| N | purge | entries before | removed | accepted ms | reclaimer s | objects/s "
         "| bytes_used MB before → after | retired MB after | RSS MB before → after (node's own trim)"
-        " → gc → malloc_trim | longest loop stall ms, wall / loop-thread CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " → gc → malloc_trim | longest loop stall ms, wall / loop-thread CPU"
+        " | longest task step: task, loop-thread CPU / wall ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for c in r.reclaim:
@@ -539,7 +542,9 @@ def reclaim_table(results: list[ApiResult]) -> str:
                 f" | {c['rss_before'] / 1e6:,.0f} → {c['rss_after'] / 1e6:,.0f}"
                 f" → {c['rss_after_gc'] / 1e6:,.0f}"
                 f" → {'-' if trim is None else f'{trim / 1e6:,.0f}'}"
-                f" | {fmt_ms(c.get('stall_ms'))} / {fmt_ms(c.get('stall_cpu_ms'))} |"
+                f" | {fmt_ms(c.get('stall_ms'))} / {fmt_ms(c.get('stall_cpu_ms'))}"
+                f" | {c.get('step') or '-'}, {fmt_ms(c.get('step_cpu_ms'))}"
+                f" / {fmt_ms(c.get('step_wall_ms'))} |"
             )
     return "\n".join(out) + "\n"
 

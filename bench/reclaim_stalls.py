@@ -9,7 +9,8 @@ one after the other: a 1% tag, a 1% URL prefix, the ``site`` tag (every entry of
 a tag snapshot, so reclaimed by paging through the zone), and everything of the zone (refilled first).
 
 Printed: per purge, entries removed, reclaim wall time, and the longest stall: loop-thread CPU
-time within one probe period (independent of the machine's other load) and wall lateness; and the
+time within one probe period (independent of the machine's other load) and wall lateness; the
+longest task step (``edgecache.looplag.StepTimer``: which task held the loop, with its CPU); and the
 longest lateness less the time the loop thread waited for a CPU (the kernel's per-thread
 scheduler statistics: what the process caused, computing or blocked on a lock), with that period's
 CPU and how much of it a ``malloc_trim`` was running (a loop blocked on glibc's arena lock). And the
@@ -36,7 +37,7 @@ from store_memory import make_entry
 
 from edgecache.edge import reclaimer as reclaimer_module
 from edgecache.edge.reclaimer import Reclaimer
-from edgecache.looplag import LoopLag
+from edgecache.looplag import LoopLag, StepTimer
 from edgecache.memtrim import JEMALLOC, trim_now
 from edgecache.purge.index import EpochIndex
 from edgecache.purge.selectors import Everything, Mode, Prefix, Purge, Selector, Tag
@@ -52,11 +53,15 @@ class Trims:
         """Each trim's (start, end), ``time.perf_counter()``."""
 
     async def release(self) -> bool:
+        if JEMALLOC:
+            # Nothing to trim, and no thread either, as ``memtrim.release_freed_memory`` does: a
+            # worker thread started in the middle of a mass purge made jemalloc set up an arena for
+            # it, waiting (with the GIL held) while jemalloc's background thread returned pages: the
+            # loop waited ~10 ms for the GIL (docs/benchmarks.md, 2026-11-30, branch `stall`).
+            return False
         return await asyncio.to_thread(self._trim)
 
     def _trim(self) -> bool:
-        if JEMALLOC:
-            return False  # nothing to trim (memtrim): not counted as a trim that ran
         t0, c0 = time.perf_counter(), time.thread_time()
         released = trim_now()
         self.cpu.append(time.thread_time() - c0)
@@ -93,6 +98,8 @@ def rss_mb() -> int:
 
 
 async def run(n: int) -> None:
+    steps = StepTimer()
+    steps.install(asyncio.get_running_loop())
     tier = MemoryTier(int(n * make_entry(0, n).size * 1.05))
 
     def fill() -> None:
@@ -122,16 +129,18 @@ async def run(n: int) -> None:
     print(f"n = {n:,}, trim step {step} MB\n")
     print(
         "| purge | removed | reclaim s (wall) | longest stall, loop-thread CPU ms | wall ms | ≤ 10 ms (CPU) "
+        "| longest task step: task, CPU / wall ms "
         "| longest stall not queued for a CPU, ms: late / CPU / of it trimming | ≤ 10 ms (not queued) "
         "| trims | trim CPU ms, median / longest | longest 4 KiB allocation on the loop, wall ms "
         "| RSS MB before → after |"
     )
-    print("|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---|---|---|---|---:|---:|---:|---|")
     for seq, (label, selector) in enumerate(plan, start=1):
         if isinstance(selector, Everything):
             fill()
         await asyncio.sleep(0.2)
         probe.reset()
+        steps.reset()
         alloc.longest = 0.0
         trims.cpu.clear()
         trims.spans.clear()
@@ -147,9 +156,11 @@ async def run(n: int) -> None:
         own, (late, busy, _) = probe.longest_unqueued, probe.worst
         trimming = trims.overlapping(probe.worst_end - late - probe.every, probe.worst_end)
         wall, cpu = probe.reset()
+        step, step_cpu, step_wall = steps.reset()
         print(
             f"| {label} | {before - len(tier):,} | {took:.2f} | {cpu * 1e3:.2f} | {wall * 1e3:.1f}"
             f" | {'yes' if cpu <= 0.010 else '**no**'}"
+            f" | {step}, {step_cpu * 1e3:.2f} / {step_wall * 1e3:.1f}"
             f" | {own * 1e3:.1f} / {busy * 1e3:.1f} / {trimming * 1e3:.1f}"
             f" | {'yes' if own <= 0.010 else '**no**'}"
             f" | {len(trims.cpu)} | {statistics.median(trims.cpu or [0.0]) * 1e3:.1f}"

@@ -15,6 +15,16 @@ holds (glibc's arena lock during a ``malloc_trim``, the GIL during a long C call
 (``/proc/thread-self/schedstat``: time on a CPU and time runnable but waiting for one), so that a
 period's lateness splits into computing, waiting for a CPU (the machine's load) and the rest:
 blocked in the process. One small read per period, so benchmarks turn it on, the node does not.
+The CPU time is ``time.thread_time`` in both modes, never the schedstat file's first field: the
+kernel brings a running thread's figure there up to date only at a scheduler tick or a switch, so
+two reads can be a tick apart in error (4 ms at this kernel's 250 Hz: a millisecond of computing
+read as 0, 11.4 ms as 8.8; docs/benchmarks.md, the "Purges" subsection of 2026-11-30, `stall`).
+The wait for a CPU is exact there: the kernel adds it when the thread gets a CPU again, before it
+can read the file.
+
+What held the loop: ``StepTimer`` times each step of every task (one ``send`` into its coroutine,
+from one ``await`` that suspended to the next) and keeps the longest, named by the coroutine's
+function, so that a benchmark can say which task held the loop when the probe saw a stall.
 """
 
 from __future__ import annotations
@@ -22,15 +32,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Coroutine, Generator
+from typing import Any
 
 STALL = 0.010
 """Lateness counted as a stall (the data plane's budget for one uninterrupted piece of work)."""
 
 
-def _schedstat(fd: int) -> tuple[int, int]:
-    """This thread's nanoseconds on a CPU and runnable waiting for one, from an open schedstat file."""
-    run, queued, _ = os.pread(fd, 64, 0).split()
-    return int(run), int(queued)
+def _queued(fd: int) -> int:
+    """This thread's nanoseconds runnable waiting for a CPU so far, from an open schedstat file."""
+    return int(os.pread(fd, 64, 0).split()[1])
 
 
 class LoopLag:
@@ -90,12 +101,12 @@ class LoopLag:
         try:
             while True:
                 due = time.perf_counter() + every
-                run0, queued0 = _schedstat(fd)
+                cpu = time.thread_time()
+                queued0 = _queued(fd)
                 await asyncio.sleep(every)
                 late = time.perf_counter() - due
-                run1, queued1 = _schedstat(fd)
-                busy = (run1 - run0) / 1e9
-                queued = (queued1 - queued0) / 1e9
+                busy = time.thread_time() - cpu
+                queued = (_queued(fd) - queued0) / 1e9
                 if late > self.longest:
                     self.longest = late
                 if busy > self.longest_cpu:
@@ -108,3 +119,64 @@ class LoopLag:
                     self.stalls += 1
         finally:
             os.close(fd)
+
+
+class StepTimer:
+    """The longest step of any task on a loop (see the module): install it as the loop's task
+    factory before the tasks to watch are created. Each step costs four clock reads and a Python
+    call more (1.6 µs on uvloop, against 0.85 µs for a bare step: docs/benchmarks.md): for
+    benchmarks, not the node."""
+
+    def __init__(self) -> None:
+        self.longest: tuple[str, float, float] = ("", 0.0, 0.0)
+        """(name, loop-thread CPU seconds, wall seconds) of the step with the most CPU since the
+        start (or ``reset``)."""
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Time the steps of every task created on ``loop`` from now on."""
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            return asyncio.Task(_Timed(coro, self), loop=loop, **kwargs)
+
+        loop.set_task_factory(factory)
+
+    def reset(self) -> tuple[str, float, float]:
+        """Start a new window; returns the longest step of the one that ends."""
+        ended = self.longest
+        self.longest = ("", 0.0, 0.0)
+        return ended
+
+    def _took(self, name: str, cpu: float, wall: float) -> None:
+        if cpu > self.longest[1]:
+            self.longest = (name, cpu, wall)
+
+
+class _Timed(Coroutine[Any, Any, Any]):
+    """A coroutine that times each step of the one it wraps (what a task runs in one callback)."""
+
+    __slots__ = ("_coro", "_name", "_timer")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], timer: StepTimer) -> None:
+        self._coro = coro
+        self._name: str = getattr(coro, "__qualname__", type(coro).__name__)
+        self._timer = timer
+
+    def send(self, value: Any) -> Any:
+        cpu, wall = time.thread_time(), time.perf_counter()
+        try:
+            return self._coro.send(value)
+        finally:
+            self._timer._took(self._name, time.thread_time() - cpu, time.perf_counter() - wall)
+
+    def throw(self, *args: Any) -> Any:
+        cpu, wall = time.thread_time(), time.perf_counter()
+        try:
+            return self._coro.throw(*args)
+        finally:
+            self._timer._took(self._name, time.thread_time() - cpu, time.perf_counter() - wall)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coro.__await__()
