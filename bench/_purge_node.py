@@ -192,7 +192,7 @@ def build_config(data_dir: Path, origin: str, memory_bytes: int) -> Config:
 class Bench:
     """The command handlers; everything runs on the node's event loop."""
 
-    def __init__(self, node: Node, data_dir: Path) -> None:
+    def __init__(self, node: Node, data_dir: Path, steps: StepTimer) -> None:
         self.node = node
         self.data_dir = data_dir
         self.token = ""
@@ -202,7 +202,7 @@ class Bench:
         self.gc_pauses: list[list[float]] = [[], [], []]
         """Seconds of each collection per generation (the whole loop stops meanwhile)."""
         self.probe = LoopLag(0.001, schedstat=True)
-        self.steps = StepTimer()
+        self.steps = steps
         """The longest task step in the probe's window (installed on the loop by ``main``)."""
         self._gc_t0 = 0.0
         gc.callbacks.append(self._gc_timer)
@@ -537,8 +537,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.no_reclaimer:
         # Purges stay outstanding (in the index, never compacted) until the process ends.
         await node.reclaimer.stop()
-    bench = Bench(node, data_dir)
-    bench.steps = steps
+    bench = Bench(node, data_dir, steps)
     probe = asyncio.get_running_loop().create_task(bench.probe.run())
     _, bench.token = await asyncio.to_thread(
         node.credentials.create_token, node.config.accounts[0].id, "bench", [Permission.CACHE_PURGE], None

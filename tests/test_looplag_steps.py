@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 import pytest
+import uvloop
 
 from edgecache.looplag import LoopLag, StepTimer
 
@@ -55,7 +57,11 @@ def test_the_schedstat_probe_reads_a_short_stall_s_cpu_exactly() -> None:
     assert cost * 0.9 <= probe.longest_cpu < cost * 1.5 + 0.001
 
 
-def test_the_step_timer_names_the_task_that_held_the_loop() -> None:
+RUNNERS = [pytest.param(asyncio.run, id="asyncio"), pytest.param(uvloop.run, id="uvloop")]
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_the_step_timer_names_the_task_that_held_the_loop(run: Any) -> None:
     async def hog() -> str:
         await asyncio.sleep(0)
         spin(0.02)  # one step of 20 ms
@@ -71,17 +77,20 @@ def test_the_step_timer_names_the_task_that_held_the_loop() -> None:
     async def go() -> tuple[StepTimer, str, int]:
         timer = StepTimer()
         timer.install(asyncio.get_running_loop())
-        a, b = await asyncio.gather(asyncio.ensure_future(hog()), asyncio.ensure_future(chatter()))
+        named = asyncio.get_running_loop().create_task(chatter(), name="chatter-task")
+        a, b = await asyncio.gather(asyncio.ensure_future(hog()), named)
+        assert named.get_name() == "chatter-task"  # the factory passes the task's name on
         return timer, a, b
 
-    timer, a, b = asyncio.run(go())
+    timer, a, b = run(go())
     assert (a, b) == ("done", 50)  # results go through the timed steps unchanged
     name, cpu, wall = timer.longest
-    assert name.endswith("hog") and cpu >= 0.02 and wall >= cpu * 0.9
+    assert name.endswith("hog") and cpu >= 0.02
     assert timer.reset() == (name, cpu, wall) and timer.longest == ("", 0.0, 0.0)
 
 
-def test_timed_tasks_still_raise_and_cancel() -> None:
+@pytest.mark.parametrize("run", RUNNERS)
+def test_timed_tasks_still_raise_and_cancel(run: Any) -> None:
     async def fails() -> None:
         await asyncio.sleep(0)
         raise ValueError("boom")
@@ -104,5 +113,5 @@ def test_timed_tasks_still_raise_and_cancel() -> None:
             await slow
         return bad.exception(), slow.cancelled(), timer.longest[0]
 
-    error, cancelled, name = asyncio.run(go())
-    assert isinstance(error, ValueError) and cancelled and name
+    error, cancelled, name = run(go())
+    assert isinstance(error, ValueError) and cancelled and name.endswith(("fails", "waits", "go"))

@@ -65,6 +65,8 @@ def test_a_fill_writer_holds_none_of_its_workers_descriptors(
             held = _descriptors(writer)
             assert not [d for d in held if d.startswith("socket:")], (worker, held)
             assert not [d for d in held if "edgecache-positions" in d], (worker, held)
+            # What it is given on purpose it still holds: the disk's key filter (its own pass_fds).
+            assert any("edgecache-disk-keys" in d for d in held), (worker, held)
             # The worker itself still holds the board, which it was given.
             assert any("edgecache-positions" in d for d in _descriptors(worker))
     finally:
