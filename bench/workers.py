@@ -31,9 +31,12 @@ Method:
   summed over the workers). One process coalesces its misses on one fetch; the processes of a
   node coalesce through their fill locks (decision 0021), so the figure to expect is 1 either way.
   Then what coalescing costs the clients of the process that waits: two kept-alive connections,
-  one held by each worker, ask for a never-seen object at once (no purge in the last second, which
-  turns the waiting off); the figure is when the later answer's head arrives (a MISS, and a MISS or
-  a disk hit on what the other fetched). Before decision 0021 both processes fetched.
+  one held by each worker, ask for a never-seen object at once; the figure is when the later
+  answer's head arrives (a MISS, and a MISS or a disk hit on what the other fetched). Before
+  decision 0021 both processes fetched. Also with 2 workers: a hot new object 1 s after a purge of
+  an unrelated URL (each worker's first miss after it), and the first hot new object of a node
+  started for it, asked for as soon as it serves: decision 0028's two causes of a first object
+  fetched twice.
 - (5) The layouts a node can run, side by side (decision 0026): one process for the data and
   control planes (``workers = 1``, ``control_plane = "inline"``), the control plane in the
   supervisor with one data-plane worker (``workers = 1``, ``control_plane = "process"``), the same
@@ -383,6 +386,32 @@ def hot_new_object(server: srv.Server, label: str, trials: int) -> list[float]:
     return out
 
 
+def first_objects(tmp: Path, origin: int, trials: int) -> list[float]:
+    """Origin fetches for the first hot new object of ``trials`` freshly started 2-worker nodes,
+    asked for as soon as each says it serves (decision 0028: a worker used to serve before its
+    disk fill writer could commit)."""
+    out = []
+    for i in range(trials):
+        server = srv.start_edgecache(tmp, origin, EDGECACHE_BIN, f"edgecache-fresh-{i}", workers=2)
+        try:
+            wait_serving(server)
+            out += hot_new_object(server, f"{i}7", 1)
+        finally:
+            srv.stop(server)
+    return out
+
+
+def after_a_purge(server: srv.Server, api: Api, trials: int) -> list[float]:
+    """Origin fetches for a hot new object 1 s after a purge of an unrelated URL, ``trials`` times
+    (decision 0028: a purge used to be dated from each worker's next miss)."""
+    out = []
+    for i in range(trials):
+        api.purge_url("/small")
+        time.sleep(1)
+        out += hot_new_object(server, f"{i}6", 1)
+    return out
+
+
 def both_miss(server: srv.Server, api: Api, count: int) -> list[float]:
     """Seconds until the later answer when each worker is asked for a never-seen object at once."""
     socks = one_per_worker(server, worker_pids(server))
@@ -719,6 +748,10 @@ def main() -> None:
                 fetches["edgecache, 1 worker"] = hot_new_object(
                     servers["edgecache, 1 worker"], "1", args.rounds * 5
                 )
+            fetches["edgecache, 2 workers, 1 s after a purge"] = after_a_purge(ec2, api, args.rounds * 3)
+            fetches["edgecache, 2 workers, first object of a new node"] = first_objects(
+                tmp, origin.port, args.rounds * 2
+            )
             print("\n(4) origin fetches for one hot new object (wrk -c50, 1 s each)\n")
             print("| server | objects | fetches per object (each) |")
             print("|---|---:|---|")

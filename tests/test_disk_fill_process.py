@@ -56,6 +56,21 @@ def test_fills_are_written_by_the_child_and_reported(fresh: Stack) -> None:
     assert headers["cf-cache-status"] == "HIT" and headers["cache-status"].endswith("detail=disk")
 
 
+def test_a_node_serves_only_once_its_fill_writer_can_commit(fresh: Stack) -> None:
+    """A fill made before the child had opened the store waited in the ring for its start
+    (hundreds of milliseconds), long enough for another worker, told the fill was stored, to stop
+    waiting for it and fetch it again (decision 0028: the first hot object of a node)."""
+    fresh.restart()  # a node that has just started
+    fw = writer(fresh)
+    assert fw.ring.started == fw.pid
+    started = time.monotonic()
+    cached(fresh, "/first")
+    disk = fresh.node.disk
+    assert disk is not None and disk.flush(10)
+    assert disk.counters().writes == 1
+    assert time.monotonic() - started < 2.0
+
+
 def test_a_vary_fill_and_its_vary_row_are_one_commit(fresh: Stack) -> None:
     # The Vary names go through the ring behind their fill: the fill writer writes both in one
     # transaction (one fsync), where the writer thread used to wait for the fill's commit and

@@ -279,6 +279,7 @@ class Node:
     def apply_purge(self, purge: Purge) -> None:
         """Put a durable purge in effect on this node: the index at once, the reclaimer after."""
         self.index.apply(purge)
+        self.proxy.purge_applied()
         self.reclaimer.enqueue(purge)
 
     def _seed(self) -> None:

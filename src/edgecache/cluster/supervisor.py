@@ -16,8 +16,10 @@ reclaimer acknowledges over its channel, a batch of purges per message; ``AckBoo
 purge's tasks when every worker that could hold covered entries has acknowledged.
 
 Workers that die are replaced with a backoff (logged, counted in ``/metrics``); a replacement starts
-from the ledger's end with an empty memory tier. SIGTERM and SIGINT stop the workers first (each
-drains its connections within ``runtime.shutdown_grace``), then the control plane.
+from the ledger's end with an empty memory tier. The fill claims a dead worker held on the board are
+cleared as soon as it is reaped, before the replacement starts (decision 0028). SIGTERM and SIGINT
+stop the workers first (each drains its connections within ``runtime.shutdown_grace``), then the
+control plane.
 """
 
 from __future__ import annotations
@@ -218,6 +220,9 @@ class Supervisor:
         process = slot.process
         assert process is not None
         code = await process.wait()
+        # Reaped: it can claim nothing more, and its fetches are over. Its claims go before the
+        # slot's next worker starts, which is what lets a claim of the slot mean a live fetch.
+        cleared = self.board.clear_claims(slot.index)
         self.acks.left(slot.index)
         if slot.channel is not None:
             slot.channel.close()
@@ -231,11 +236,12 @@ class Supervisor:
         slot.backoff = 0.0 if uptime >= STEADY_AFTER else min(MAX_BACKOFF, max(0.1, 2 * slot.backoff))
         slot.restarts += 1
         log.warning(
-            "worker %d (pid %d) exited with %s after %.1f s; restarting in %.1f s",
+            "worker %d (pid %d) exited with %s after %.1f s, holding %d fill claims; restarting in %.1f s",
             slot.index,
             process.pid,
             code,
             uptime,
+            cleared,
             slot.backoff,
         )
         await asyncio.sleep(slot.backoff)

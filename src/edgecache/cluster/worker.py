@@ -88,7 +88,7 @@ class Worker:
             config, acknowledge=self._acknowledge, reclaim_gather=RECLAIM_GATHER, key_filter=key_filter
         )
         if shares_fills(config) and self.node.disk is not None:
-            self.node.proxy.share_fills(FillLocks(board), config.runtime.fill_lock_timeout)
+            self.node.proxy.share_fills(FillLocks(board, slot), config.runtime.fill_lock_timeout)
         self.waker = SharedWordWaker(board)
         self._tail = LedgerTail(self.node.database)
         self.follower = LedgerFollower(

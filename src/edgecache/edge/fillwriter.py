@@ -57,6 +57,9 @@ UNREADABLE_AFTER = 1.0
 """Seconds a fill writer waits on a record whose bytes do not match its CRC before it gives up the
 records up to ``head`` (counted as dropped): a record being appended matches within microseconds,
 a damaged one never does."""
+START_WAIT = 10.0
+"""Seconds ``FillWriterProcess.start`` waits at most for its child to be ready to commit."""
+START_POLL = 0.005
 STOP_GRACE = 10.0
 """Seconds a stopping fill writer has to commit what the ring holds before it is killed."""
 IDLE_MAX = 0.05
@@ -117,10 +120,20 @@ class FillWriterProcess:
         self._stopping = False
 
     async def start(self) -> None:
-        """Start the child and send fills through the ring from now on."""
-        self._proc = await self._spawn()
+        """Start the child and send fills through the ring from now on; return once the child is
+        ready to commit them (or has exited, or ``START_WAIT`` has passed: its supervision goes
+        on). Until then a fill would wait in the ring for the child's start, hundreds of
+        milliseconds in which the node's other workers, told it was stored, would not find it on
+        disk and fetch it again (decision 0028: the first hot object fetched twice)."""
+        proc = self._proc = await self._spawn()
         self.disk.attach_fills(self.ring)
         self._task = asyncio.get_running_loop().create_task(self._supervise())
+        deadline = time.monotonic() + START_WAIT
+        while self.ring.started != proc.pid and proc.returncode is None:
+            if time.monotonic() > deadline:
+                log.warning("disk fill writer not ready after %g s; going on without it", START_WAIT)
+                return
+            await asyncio.sleep(START_POLL)
 
     @property
     def pid(self) -> int | None:
@@ -350,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     # walks the old objects, frozen or not.
     gc.collect()
     gc.freeze()
+    ring.mark_started()
     try:
         run(ring, store, stop, args.parent)
     finally:

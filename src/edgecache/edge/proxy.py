@@ -184,8 +184,6 @@ class Proxy:
         """Where fills too large for memory are written (in chunks), when the tier has a disk."""
         self.fill_locks: FillLocks | None = None
         """The node's fill locks, when its worker processes coalesce fills (:meth:`share_fills`)."""
-        self._purge_position = index.position
-        """The index position the fill locks were last told of (``FillLocks.purged``)."""
         self._fill_lock_timeout = 0.0
         self._fill_wait_keys = FILL_WAIT_KEYS
         self._elsewhere: dict[str, tuple[asyncio.Future[None], asyncio.Task[None]]] = {}
@@ -201,6 +199,14 @@ class Proxy:
         self.fill_locks = locks
         self._fill_lock_timeout = timeout
         self._fill_wait_keys = wait_keys
+
+    def purge_applied(self) -> None:
+        """A purge was just put in effect here (``Node.apply_purge``): the fill locks date what
+        other processes announced as stored before it, which the purge may remove from the disk
+        tier, from now; not from this process's next miss, which would take the fills announced
+        in between for older than the purge and fetch them again (decision 0028)."""
+        if self.fill_locks is not None:
+            self.fill_locks.purged()
 
     async def stop_waiting(self) -> None:
         """End every wait for another process's fill now (the node stops, after its server has
@@ -915,10 +921,6 @@ class Proxy:
                 return self._fill(req, conn, zone, host, key, None, coalesce=True)
             elif self.fill_locks is not None:
                 locks = self.fill_locks
-                if self.index.position != self._purge_position:
-                    # Fills announced before a purge may be covered by it: not waited for.
-                    self._purge_position = self.index.position
-                    locks.purged()
                 token = locks.token(key)
                 may_wait = key in self._elsewhere or len(self._elsewhere) < self._fill_wait_keys
                 if locks.take(token):

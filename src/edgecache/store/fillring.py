@@ -7,8 +7,8 @@ Theory of operation:
   grow; a position's place in the data area is ``pos & (capacity - 1)``. Every header word has
   one writer: the appender (``head``, ``appended``), the data-plane process's disk writer thread
   (``urgent``: :meth:`FillRing.want`), its fill-writer supervisor (``closing``), or the fill
-  writer (``committed``, ``done``, its counters, ``asleep``); ``committed`` and ``done`` also the
-  supervisor, only while no fill writer runs (:meth:`FillRing.skip`).
+  writer (``committed``, ``done``, its counters, ``started``, ``asleep``); ``committed`` and
+  ``done`` also the supervisor, only while no fill writer runs (:meth:`FillRing.skip`).
 - A record is a 12-byte head (length, CRC-32 of the payload, a flags byte) and the payload,
   padded to 16 bytes: a fill's record as ``encode_entry`` makes it (what LMDB stores; with
   ``RESERVE_FLAG`` it goes to its zone's reserve too), or, with ``VARY_FLAG``, a base key's Vary
@@ -105,8 +105,10 @@ COUNTERS = (
 )
 """The fill writer's counters, kept in the header so that they outlive a restart and the data-plane
 process reports them (the names are ``DiskStats``' fields)."""
-_ASLEEP = _COUNTERS + 8 * len(COUNTERS) + 8
-"""After the counters and one word unused (the C appender's ``ASLEEP_AT``)."""
+_STARTED = _COUNTERS + 8 * len(COUNTERS)
+"""The pid of the fill writer that has opened the store and is about to read the ring."""
+_ASLEEP = _STARTED + 8
+"""After the counters and ``_STARTED`` (the C appender's ``ASLEEP_AT``)."""
 
 
 def _wake(fd: int) -> None:
@@ -370,6 +372,12 @@ class FillRing:
     # -- either side -------------------------------------------------------------------------------
 
     @property
+    def started(self) -> int:
+        """The pid of the last fill writer that was ready to commit (:meth:`mark_started`), 0
+        before the first."""
+        return int(_Q.unpack_from(self._mm, _STARTED)[0])
+
+    @property
     def committed(self) -> int:
         """The position up to which every record is committed (or dropped by the store's rules)."""
         return int(_Q.unpack_from(self._mm, _COMMITTED)[0])
@@ -380,6 +388,11 @@ class FillRing:
         return {name: _Q.unpack_from(mm, _COUNTERS + 8 * i)[0] for i, name in enumerate(COUNTERS)}
 
     # -- the fill writer ---------------------------------------------------------------------------
+
+    def mark_started(self) -> None:
+        """This fill writer has opened the store: from now on a record is committed within a
+        group commit (``FillWriterProcess.start`` waits for this)."""
+        _Q.pack_into(self._mm, _STARTED, os.getpid())
 
     def doze(self, timeout: float) -> None:
         """Sleep ``timeout`` seconds while more fills gather, unless :meth:`want` (or
