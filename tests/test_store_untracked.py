@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import weakref
 
 from edgecache.store.entry import Entry
 from edgecache.store.untracked import untrack
@@ -26,6 +27,20 @@ def test_untrack_takes_a_container_out_of_the_collector_and_it_is_still_freed() 
     assert held["e"] is entry
     # No reference taken or dropped: reference counting frees both as before.
     assert (sys.getrefcount(entry), sys.getrefcount(held)) == refs
+
+
+class _Plain:
+    pass
+
+
+def test_an_untracked_object_is_freed_when_its_last_reference_goes() -> None:
+    obj = _Plain()
+    obj.attrs = {"k": [1, 2]}  # type: ignore[attr-defined]
+    gone = weakref.ref(obj)
+    untrack(obj)
+    assert not gc.is_tracked(obj)
+    del obj
+    assert gone() is None  # freed at once, without a collection
 
 
 def test_untrack_leaves_untracked_and_non_collector_objects_alone() -> None:

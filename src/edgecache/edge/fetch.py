@@ -121,7 +121,9 @@ which the memo would keep after the request has ended."""
 
 def _fill_fields(headers: Mapping[str, str], client_ip: str, zone: ZoneRuntime, host: str) -> FieldLines:
     """The fields a plain fill (no range, no revalidation) sends: ``forward_headers`` encoded, once
-    per distinct request without credentials and short (``_CREDENTIALS``, ``_FILL_FIELDS_CHARS``).
+    per distinct request without credentials and short (``_CREDENTIALS``, ``_FILL_FIELDS_CHARS``;
+    ``headers``' names are lower-case, as ``Request.headers`` keeps them, and the credentials check
+    compares them as they are).
     What it returns is a function of exactly these four inputs, so a remembered answer is the one
     ``forward_headers`` would give; a client's connection usually repeats its fields, and deciding
     and encoding them was a miss's largest Python step (decision 0008, "Update 4")."""

@@ -117,7 +117,8 @@ class _UntrackedKeys(SortedList):  # type: ignore[misc]
     def add(self, value: str) -> None:
         """``SortedList.add``, calling ``_expand`` only when it has something to do (a sublist to
         split, a positional index to update): every put adds a key, and the call it saves is ~0.6k
-        instructions of the ~3.4k an add cost (decision 0002, addendum 8)."""
+        instructions of the ~3.4k an add cost (decision 0002, addendum 8). It reads sortedcontainers'
+        internals (``_maxes``, ``_lists``, ``_load``, ``_index``, ``_len``): pinned below 3."""
         maxes = self._maxes
         if not maxes:
             SortedList.add(self, value)
@@ -135,8 +136,9 @@ class _UntrackedKeys(SortedList):  # type: ignore[misc]
         self._len += 1
 
     def _expand(self, pos: int) -> None:
-        # Called after every add; sortedcontainers makes a sublist only when it splits one in two
-        # here (the first sublist, made when the list was empty, is untracked at its first split).
+        # Called by ``add`` when a sublist outgrew twice the load or the positional index exists,
+        # and by SortedList's other inserts; sortedcontainers makes a sublist only when it splits one
+        # in two here (the first sublist, made when the list was empty, is untracked at its first split).
         lists = self._lists
         if len(lists[pos]) > self._load << 1:
             SortedList._expand(self, pos)
