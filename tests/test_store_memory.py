@@ -692,11 +692,15 @@ def test_the_key_index_stays_sorted_and_positional_across_its_own_add(keys: list
     # (load 4 here), and a positional index, once built, is still kept up to date.
     index = memory._UntrackedKeys()
     index._reset(4)
+    at %= len(keys)  # the index is built before the last add at the latest
     for i, key in enumerate(keys):
         index.add(key)
         if i == at:
             index._build_index()  # the positional index exists from here on: add keeps it right
             assert index._index
+        if i >= at:  # after each add, a split's or not: every position answers its key
+            so_far = sorted(keys[: i + 1])
+            assert [index[k] for k in range(len(so_far))] == so_far
     expected = sorted(keys)
     assert list(index) == expected
     assert [index[i] for i in range(len(expected))] == expected
