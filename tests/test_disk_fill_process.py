@@ -6,6 +6,7 @@ for; a ring that does not fit in tmpfs goes in the data directory."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -22,7 +23,7 @@ from prometheus_client import generate_latest
 
 from conftest import Route, Stack
 from edgecache.cluster.fill_locks import STORED_RECENTLY
-from edgecache.edge.fillwriter import FillWriterProcess, create_ring
+from edgecache.edge.fillwriter import START_WAIT, FillWriterProcess, create_ring
 from edgecache.edge.logring import SHM
 from edgecache.store.disk import DiskStore
 from edgecache.store.entry import VARIANT_SEP, Entry
@@ -295,6 +296,32 @@ def test_a_fill_writer_that_keeps_failing_is_restarted_ever_later(
         r.getMessage().rsplit(" in ", 1)[1] for r in caplog.records if "starting it again" in r.getMessage()
     ]
     assert delays[:2] == ["1 s", "2 s"]
+
+
+def test_a_fill_writer_that_dies_before_it_is_ready_is_reported_at_once(
+    fresh: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``start`` returns when its child exits before it was ready, not after ``START_WAIT``, and
+    says so: the node serves on, its fills waiting in the ring for the restarted child."""
+    config = fresh.config.model_copy(update={"data_dir": tmp_path})
+    disk = DiskStore(tmp_path / "disk", budget=1 << 20, position=0)
+    fw = FillWriterProcess(config, disk)
+    fw.ring.path.unlink()  # the child cannot open its ring
+
+    async def start_and_stop() -> float:
+        began = time.monotonic()
+        await fw.start()
+        took = time.monotonic() - began
+        await fw.stop()
+        return took
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgecache.edge.fillwriter"):
+            took = asyncio.run(start_and_stop())
+    finally:
+        disk.close()
+    assert took < START_WAIT
+    assert any("exited with status 1 before it was ready" in r.getMessage() for r in caplog.records)
 
 
 def test_stop_commits_what_the_ring_holds(fresh: Stack) -> None:
