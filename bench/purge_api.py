@@ -27,15 +27,14 @@ Method (reference setup and Varnish figures: /work/shared/reference/bench-anchor
    API answers); then the harness waits until the reclaimer is done ("reclaimer done after" = from the
    purge entering the index to the reclaimer finishing it, time-stamped inside the node; 1b also
    gives that window's longest loop stall and longest task step) and puts the purged objects back as
-   fresh entries, so every purge of a kind sees the same N. Purge everything
-   empties the tier, so it gets fewer repetitions, each on a tier refilled to N. p50/p99 are
-   nearest-rank percentiles. For one URL and the floor (nothing to reclaim after the answer) the node's
-   process CPU from just before the purge to just after its answer is read too (less what two
-   back-to-back reads cost; it includes the commit's sync in the kernel). To split the floor: GET
-   /healthz (aiohttp alone, on a connection of its own), an authenticated purge with an empty body
-   (auth + validation, answered 400, no commit) and a bare SQLite INSERT+COMMIT (WAL,
-   synchronous=FULL) in the node's data dir. The node's garbage-collector pauses during the rounds
-   are recorded (``gc.callbacks``).
+   fresh entries, so every purge of a kind sees the same N. Purge everything empties the tier, so it
+   gets fewer repetitions, each on a tier refilled to N. p50/p99 are nearest-rank percentiles. For one
+   URL and the floor (nothing to reclaim after the answer) the node's process CPU from just before the
+   purge to just after its answer is read too (less what two back-to-back reads cost; it includes the
+   commit's sync in the kernel). To split the floor: GET /healthz (aiohttp alone, on a connection of
+   its own), an authenticated purge with an empty body (auth + validation, answered 400, no commit) and
+   a bare SQLite INSERT+COMMIT (WAL, synchronous=FULL) in the node's data dir. The node's
+   garbage-collector pauses during the rounds are recorded (``gc.callbacks``).
 2. Hit throughput with 0 and with 100k outstanding purge rules: two nodes in front of the nginx origin,
    each warmed over the real data plane with /small and 10k /obj/ keys. One runs with the reclaimer
    stopped (so nothing is ever compacted) and gets 100k non-matching rules through the API (40k tags,
