@@ -31,7 +31,10 @@ which lets the harness do what the public API cannot:
   ``malloc_trim`` ran in it), and start a new window. The harness opens a window right before each
   purge and reads it after the reclaimer is done, so its own fills are never counted.
   The same window's longest task step (``edgecache.looplag.StepTimer``: the task's function, its
-  CPU and wall ms) names what held the loop.
+  CPU and wall ms) names what held the loop. The StepTimer is installed for the node's whole life,
+  not only while a window is read: each task step of the node costs +1.6 µs (docs/benchmarks.md)
+  in every section that runs this launcher (1, 2 and 3 of purge_api.py; a hit answered without
+  awaiting is no task step).
 - ``trims``: the node's ``malloc_trim`` calls since the last ``trims`` (start and end,
   ``time.perf_counter()``, the same clock as the harness's; and each one's CPU): what an API call
   that overlapped one waited for (glibc's arena lock, see ``edgecache.memtrim``).

@@ -25,16 +25,16 @@ Method (reference setup and Varnish figures: /work/shared/reference/bench-anchor
    not refills. After each answer: a GET of an object the purge does not cover (a HIT, served while the
    reclaimer works) and one of an object it covers (must not be a HIT: the purge is in effect when the
    API answers); then the harness waits until the reclaimer is done ("reclaimer done after" = from the
-   purge entering the index to the reclaimer finishing it, time-stamped inside the node) and puts the
-   purged objects back as fresh entries, so every purge of a kind sees the same N. Purge everything
-   empties the tier, so it gets fewer repetitions, each on a tier refilled to N. p50/p99 are
-   nearest-rank percentiles. For one URL and the floor (nothing to reclaim after the answer) the node's
-   process CPU from just before the purge to just after its answer is read too (less what two
-   back-to-back reads cost; it includes the commit's sync in the kernel). To split the floor: GET
-   /healthz (aiohttp alone, on a connection of its own), an authenticated purge with an empty body
-   (auth + validation, answered 400, no commit) and a bare SQLite INSERT+COMMIT (WAL,
-   synchronous=FULL) in the node's data dir. The node's garbage-collector pauses during the rounds
-   are recorded (``gc.callbacks``).
+   purge entering the index to the reclaimer finishing it, time-stamped inside the node; 1b also
+   gives that window's longest loop stall and longest task step) and puts the purged objects back as
+   fresh entries, so every purge of a kind sees the same N. Purge everything empties the tier, so it
+   gets fewer repetitions, each on a tier refilled to N. p50/p99 are nearest-rank percentiles. For one
+   URL and the floor (nothing to reclaim after the answer) the node's process CPU from just before the
+   purge to just after its answer is read too (less what two back-to-back reads cost; it includes the
+   commit's sync in the kernel). To split the floor: GET /healthz (aiohttp alone, on a connection of
+   its own), an authenticated purge with an empty body (auth + validation, answered 400, no commit) and
+   a bare SQLite INSERT+COMMIT (WAL, synchronous=FULL) in the node's data dir. The node's
+   garbage-collector pauses during the rounds are recorded (``gc.callbacks``).
 2. Hit throughput with 0 and with 100k outstanding purge rules: two nodes in front of the nginx origin,
    each warmed over the real data plane with /small and 10k /obj/ keys. One runs with the reclaimer
    stopped (so nothing is ever compacted) and gets 100k non-matching rules through the API (40k tags,
@@ -267,6 +267,9 @@ class KindResult:
     unqueued: list[tuple[float, float, float]] = field(default_factory=list)
     """Per purge: the longest lateness not spent waiting for a CPU, that period's loop-thread CPU and
     how long a ``malloc_trim`` ran in it (ms)."""
+    steps: list[tuple[str, float, float]] = field(default_factory=list)
+    """Per purge: the window's longest task step (``StepTimer``): the task, its loop-thread CPU and
+    wall ms."""
     trim_ms: list[float] = field(default_factory=list)
     """Per timed API call: how long a ``malloc_trim`` of the node ran during it (ms)."""
     refill_s: list[float] = field(default_factory=list)
@@ -374,6 +377,7 @@ def run_api(
             kr.stall_ms.append(lag["ms"])
             kr.stall_cpu_ms.append(lag["cpu_ms"])
             kr.unqueued.append((lag["unqueued_ms"], lag["unqueued_cpu_ms"], lag["unqueued_trim_ms"]))
+            kr.steps.append((lag["step"], lag["step_cpu_ms"], lag["step_wall_ms"]))
             trims = node.cmd("trims")["trims"]
             kr.trim_ms.append(sum(max(0.0, min(t1, b) - max(t0, a)) for a, b, _ in trims) * 1000)
             if d["gone_ms"] is not None:
@@ -468,8 +472,8 @@ def api_tables(results: list[ApiResult]) -> str:
         "| selector | N | uncovered GET: status, ms p50 / max | covered GET: status | covered GET ms p50/max "
         "| reclaimer done after, ms p50 / p99 / max | longest loop stall, ms wall / loop-thread CPU"
         " | longest stall not queued for a CPU, ms: late / CPU / of it a trim ran"
-        " | refill s (harness, not timed) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " | longest task step: task, loop-thread CPU / wall ms | refill s (harness, not timed) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def seen(c: Counter[str]) -> str:
@@ -490,9 +494,13 @@ def api_tables(results: list[ApiResult]) -> str:
             refill = f"{statistics.median(k.refill_s):.3f}" if k.refill_s else "-"
             stall = f"{fmt_ms(max(k.stall_ms))} / {fmt_ms(max(k.stall_cpu_ms))}" if k.stall_ms else "-"
             own = " / ".join(fmt_ms(v) for v in max(k.unqueued)) if k.unqueued else "-"
+            step = "-"
+            if k.steps:
+                name, step_cpu, step_wall = max(k.steps, key=lambda t: t[1])
+                step = f"{name or '-'}, {fmt_ms(step_cpu)} / {fmt_ms(step_wall)}"
             out.append(
                 f"| {LABELS[kind]} | {n_label(r.n)} | {other} | {seen(k.probe)} | {p50max(k.probe_ms)}"
-                f" | {gone} | {stall} | {own} | {refill} |"
+                f" | {gone} | {stall} | {own} | {step} | {refill} |"
             )
     out += [
         "",

@@ -409,10 +409,12 @@ def test_tokens_are_keyed_by_the_node(board: PositionBoard) -> None:
     makes another, so a client cannot work out from one node which URLs collide on another."""
     key = "http://test.example/fill-locks/keyed"
     other = PositionBoard.create(2)
+    again = PositionBoard(board.fd, 2)
     try:
-        assert FillLocks(PositionBoard(board.fd, 2), 1).token(key) == FillLocks(board, 0).token(key)
+        assert FillLocks(again, 1).token(key) == FillLocks(board, 0).token(key)
         assert FillLocks(other, 0).token(key) != FillLocks(board, 0).token(key)
     finally:
+        again.unmap()  # the descriptor is the board fixture's
         other.close()
 
 

@@ -166,7 +166,7 @@ static PyObject *SharedWords_release(SharedWords *self, PyObject *Py_UNUSED(igno
     Py_RETURN_NONE;
 }
 
-static PyObject *SharedWords_len(SharedWords *self, void *Py_UNUSED(closure)) {
+static PyObject *SharedWords_count(SharedWords *self, void *Py_UNUSED(closure)) {
     return PyLong_FromSsize_t(self->count);
 }
 
@@ -186,7 +186,7 @@ static PyMethodDef SharedWords_methods[] = {
 };
 
 static PyGetSetDef SharedWords_getset[] = {
-    {"count", (getter)SharedWords_len, NULL, "How many words (0 once released).", NULL},
+    {"count", (getter)SharedWords_count, NULL, "How many words (0 once released).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -260,6 +260,8 @@ static PyObject *claims_siphash(PyObject *Py_UNUSED(module), PyObject *const *ar
     const char *data;
     Py_ssize_t len;
     if (PyUnicode_Check(args[0])) {
+        /* An ASCII str is its own UTF-8; a non-ASCII one gets a UTF-8 copy cached in the str for
+         * its lifetime (a key's string, alive for one request: acceptable, and no copy per call). */
         data = PyUnicode_AsUTF8AndSize(args[0], &len);
         if (data == NULL)
             return NULL;

@@ -68,7 +68,16 @@ class PositionBoard:
     def create(cls, slots: int) -> PositionBoard:
         """A new zeroed board for ``slots`` workers. Its descriptor is close-on-exec: the supervisor
         passes it to each worker explicitly (``pass_fds``), and no other child (a fill writer, a
-        helper program) inherits a writable view of every worker's position."""
+        helper program) inherits a writable view of every worker's position.
+
+        ``slots`` must be below ``1 << HOLDER_BITS``: a claim names its holder as slot + 1 in its
+        low ``HOLDER_BITS``, and a slot past them would name another slot's worker (whose claims
+        it could release, and the supervisor clear)."""
+        if slots >= 1 << HOLDER_BITS:
+            raise ValueError(
+                f"a position board holds at most {(1 << HOLDER_BITS) - 1} worker slots "
+                f"(a fill claim names its holder in {HOLDER_BITS} bits), not {slots}"
+            )
         fd = os.memfd_create("edgecache-positions")
         os.ftruncate(fd, _total(slots))
         os.pwrite(fd, os.urandom(16), _key_at(slots))
@@ -104,12 +113,17 @@ class PositionBoard:
         worker and before it starts the slot's next one): how many there were."""
         return self.claims.clear(_HOLDER_MASK, slot + 1)
 
-    def close(self) -> None:
-        """Unmap (and close the descriptor)."""
+    def unmap(self) -> None:
+        """Release this mapping of the board and leave the descriptor open (another mapping of it
+        in this process uses it)."""
         self.words.release()
         self.fills.release()
         self.claims.release()
         self._map.close()
+
+    def close(self) -> None:
+        """Unmap and close the descriptor."""
+        self.unmap()
         os.close(self.fd)
 
 

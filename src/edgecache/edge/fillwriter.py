@@ -60,6 +60,8 @@ a damaged one never does."""
 START_WAIT = 10.0
 """Seconds ``FillWriterProcess.start`` waits at most for its child to be ready to commit."""
 START_POLL = 0.005
+"""Seconds between two looks, by ``FillWriterProcess.start``, at whether its child has marked the
+ring (a child opens the store in hundreds of milliseconds: a look costs a shared-memory read)."""
 STOP_GRACE = 10.0
 """Seconds a stopping fill writer has to commit what the ring holds before it is killed."""
 IDLE_MAX = 0.05
@@ -129,7 +131,15 @@ class FillWriterProcess:
         self.disk.attach_fills(self.ring)
         self._task = asyncio.get_running_loop().create_task(self._supervise())
         deadline = time.monotonic() + START_WAIT
-        while self.ring.started != proc.pid and proc.returncode is None:
+        while self.ring.started != proc.pid:
+            if proc.returncode is not None:
+                # Its supervision reports the exit too and starts it again: the node serves on.
+                log.warning(
+                    "disk fill writer exited with status %s before it was ready; going on without it",
+                    proc.returncode,
+                    extra={"event": "disk_fill_writer_start_failed", "status": proc.returncode},
+                )
+                return
             if time.monotonic() > deadline:
                 log.warning("disk fill writer not ready after %g s; going on without it", START_WAIT)
                 return

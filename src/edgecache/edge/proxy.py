@@ -130,11 +130,11 @@ FILL_POLL = 0.002
 fill's lock (decision 0021); each look after it waits twice as long as the one before, up to
 ``FILL_POLL_MAX``."""
 FILL_POLL_MAX = 0.05
-"""The longest a waiting process goes between two looks at one key. A look (a Vary read and a read
-of the disk tier, two ``fcntl`` calls) is made per waiting key on the loop that serves the hits: at
-a fixed 2 ms, a burst of new URLs on a slow origin kept hundreds of keys looked at 500 times a second
-each. A fill that ends after the first looks is seen at most this late (nginx's waiters look every
-500 ms)."""
+"""The longest a waiting process goes between two looks at one key. A look (a Vary read, a read of
+the disk tier, and the lock's probe: a load or two of shared memory, the claim and the fill's
+outcome) is made per waiting key on the loop that serves the hits: at a fixed 2 ms, a burst of new
+URLs on a slow origin kept hundreds of keys looked at 500 times a second each. A fill that ends
+after the first looks is seen at most this late (nginx's waiters look every 500 ms)."""
 FILL_WAIT_KEYS = 64
 """The most keys one process waits for at once (``Proxy.share_fills``): a miss on another key,
 past them, fetches on its own, as without fill locks. The waits cost per key, not per client (one
