@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import re
 import socket
@@ -261,6 +262,13 @@ def test_a_spent_quota_gets_aiohttps_429_byte_for_byte(stack: Stack, token: str)
         "query string",
         "zone id not hex",
         "non-ASCII field",
+        "connection upgrade",
+        "no host",
+        "host twice",
+        "content-type twice",
+        "user-agent twice",
+        "129 fields",
+        "gzip content-encoding",
     ],
 )
 def test_any_other_request_is_aiohttps_to_answer(stack: Stack, token: str, case: str) -> None:
@@ -283,6 +291,15 @@ def test_any_other_request_is_aiohttps_to_answer(stack: Stack, token: str, case:
         "query string": purge_bytes(token, body, PATH + "?a=1"),
         "zone id not hex": purge_bytes(token, body, "/client/v4/zones/not-a-zone/purge_cache"),
         "non-ASCII field": purge_bytes(token, body, extra="X-Name: caf\u00e9\r\n".encode()),
+        "connection upgrade": purge_bytes(token, body, extra=b"Connection: upgrade\r\nUpgrade: x\r\n"),
+        "no host": purge_bytes(token, body).replace(b"Host: x\r\n", b"", 1),
+        "host twice": purge_bytes(token, body, extra=b"Host: y\r\n"),
+        "content-type twice": purge_bytes(
+            token, body, extra=b"Content-Type: application/json\r\nContent-Type: application/json\r\n"
+        ),
+        "user-agent twice": purge_bytes(token, body, extra=b"User-Agent: a\r\nUser-Agent: b\r\n"),
+        "129 fields": purge_bytes(token, body, extra=b"".join(b"X-F%d: v\r\n" % i for i in range(126))),
+        "gzip content-encoding": purge_bytes(token, gzip.compress(body), extra=b"Content-Encoding: gzip\r\n"),
     }[case]
     answered = site(stack).answered
     same_on_both(stack, data, head_only=case == "HEAD on the route")

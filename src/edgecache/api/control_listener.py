@@ -38,7 +38,7 @@ from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
-from httptools import HttpParserError, HttpRequestParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from multidict import CIMultiDict
 
 from edgecache.api.cloudflare.envelope import CfError, id_payload, internal_error
@@ -57,7 +57,25 @@ _MAX_HEAD = 8190
 a purge's head is a few hundred bytes."""
 _ODD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]|\r\n[ \t]")
 """Control bytes, non-ASCII bytes and folded lines: heads that aiohttp decides, not this side."""
-_REFUSED = frozenset({"transfer-encoding", "expect", "upgrade"})
+_REFUSED = frozenset({"transfer-encoding", "expect", "upgrade", "content-encoding"})
+"""Fields whose framing or meaning aiohttp handles (``Content-Encoding``: it decompresses)."""
+_SINGLETONS = frozenset(
+    {
+        "content-length",
+        "content-location",
+        "content-range",
+        "content-type",
+        "etag",
+        "host",
+        "max-forwards",
+        "server",
+        "transfer-encoding",
+        "user-agent",
+    }
+)
+"""Fields aiohttp's parser refuses to see twice (its ``SINGLETON_HEADERS``)."""
+_MAX_FIELDS = 128
+"""aiohttp's limit on a head's fields (``RequestHandler``'s ``max_headers``)."""
 _SERVER = SERVER_SOFTWARE.encode()
 _MODES = {b"purge_cache": Mode.DELETE, b"invalidate_cache": Mode.INVALIDATE}
 IDLE_TIMEOUT = 3630.0
@@ -87,20 +105,29 @@ def _fields(head: bytes) -> CIMultiDict[str] | None:
     collect = _Head()
     try:
         HttpRequestParser(collect).feed_data(head)
-    except HttpParserError:
+    except (HttpParserError, HttpParserUpgrade):
+        # HttpParserUpgrade (``Connection: upgrade``) is no HttpParserError: an upgrade is aiohttp's.
         return None
     return CIMultiDict(collect.fields)
 
 
 def _body_length(fields: CIMultiDict[str]) -> int | None:
-    """The body's length for fields whose framing this side takes, None for others."""
+    """The body's length for fields whose framing this side takes, None for fields aiohttp refuses
+    or treats otherwise (no ``Host`` in HTTP/1.1, a singleton field twice, too many fields)."""
+    if len(fields) > _MAX_FIELDS or "host" not in fields:
+        return None
     length: int | None = None
+    seen: set[str] = set()
     for name, value in fields.items():
         lowered = name.lower()
         if lowered in _REFUSED:
             return None
+        if lowered in _SINGLETONS:
+            if lowered in seen:
+                return None
+            seen.add(lowered)
         if lowered == "content-length":
-            if length is not None or not value.isdigit():
+            if not value.isdigit():
                 return None
             length = int(value)
         elif lowered == "connection" and value.strip().lower() != "keep-alive":
