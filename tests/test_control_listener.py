@@ -216,6 +216,24 @@ def test_a_large_pipelined_body_behind_an_answer_pauses_reading_then_resumes(
         conn.close()
 
 
+def test_pipelined_purges_from_a_client_that_reads_nothing_keep_the_buffer_bounded(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mark = 1 << 16
+    monkeypatch.setattr(control_listener, "_PAUSE_AT", mark)
+    refused = purge_bytes(None, b'{"tags": ["flood"]}')  # no credentials: cheap for anyone to send
+    site(stack).most_buffered = 0
+    conn = Conn(stack)
+    conn.sock.settimeout(3)
+    try:
+        with contextlib.suppress(TimeoutError):
+            conn.send(refused * ((8 << 20) // len(refused)))
+    finally:
+        conn.close()
+    # The mark, plus what one read brings (256 KiB on either loop), plus a request's worth.
+    assert 0 < site(stack).most_buffered < mark + (256 << 10) + len(refused)
+
+
 @pytest.mark.parametrize(
     "case",
     ["missing", "not bearer", "short", "unknown", "no purge permission", "other zone", "legacy malformed"],

@@ -162,6 +162,8 @@ class PurgeSite(web.TCPSite):
         self.max_body = max_body
         self.answered = 0
         """Purge requests answered on this side (accepted or refused), for tests and benchmarks."""
+        self.most_buffered = 0
+        """The most bytes one connection has held on this side, for tests."""
         self.fronts: set[PurgeFront] = set()
         self.date = _Date()
         self.stopping = False
@@ -213,7 +215,8 @@ class PurgeFront(asyncio.Protocol):
         self.site = site
         self.aiohttp = aiohttp
         self.transport: asyncio.Transport | None = None
-        self.buf: bytes | bytearray = b""
+        # One buffer per connection, consumed from the front: pipelined requests are not copied.
+        self.buf = bytearray()
         self.busy = False
         self.eof = False
         self.closed = False
@@ -232,13 +235,9 @@ class PurgeFront(asyncio.Protocol):
         self.idle_handle = loop.call_at(self.last_seen + IDLE_TIMEOUT, self._idle)
 
     def data_received(self, data: bytes) -> None:
-        if self.buf:
-            if isinstance(self.buf, bytes):
-                # Pieces of one large body: grow in place rather than copy the whole each time.
-                self.buf = bytearray(self.buf)
-            self.buf += data
-        else:
-            self.buf = data
+        self.buf += data
+        if len(self.buf) > self.site.most_buffered:
+            self.site.most_buffered = len(self.buf)
         if not self.busy:
             self._next()
         if (
@@ -303,9 +302,18 @@ class PurgeFront(asyncio.Protocol):
             # The node is stopping: no new request is taken (aiohttp closes its connections too).
             self.close()
             return
-        if self.paused_reading:
+        self._take()
+        if (
+            self.paused_reading
+            and self.transport is not None
+            and (not self.busy or len(self.buf) < _PAUSE_AT)
+        ):
+            # Read on once the requests waiting are under the mark, or a request needs more bytes.
             self.paused_reading = False
             self.transport.resume_reading()
+
+    def _take(self) -> None:
+        """Start answering the buffered request, hand over, or leave it to wait for more bytes."""
         buf = self.buf
         if not buf:
             if self.eof:
@@ -333,12 +341,12 @@ class PurgeFront(asyncio.Protocol):
             if self.eof:
                 self._hand_over()
             return
+        # The match's groups read the buffer itself: take them before its front is dropped.
+        zone_id, path, mode = line.group(2).decode(), line.group(1).decode(), _MODES[line.group(3)]
         body = bytes(buf[head_end : head_end + length])
-        self.buf = bytes(buf[head_end + length :])
+        del buf[: head_end + length]
         self.busy = True
-        self.task = asyncio.get_running_loop().create_task(
-            self._answer(fields, line.group(2).decode(), line.group(1).decode(), _MODES[line.group(3)], body)
-        )
+        self.task = asyncio.get_running_loop().create_task(self._answer(fields, zone_id, path, mode, body))
 
     async def _answer(
         self, fields: CIMultiDict[str], zone_id: str, path: str, mode: Mode, body: bytes
