@@ -357,6 +357,21 @@ def test_an_idle_connection_closes_after_the_keep_alive_time(
         conn.close()
 
 
+def test_a_connection_holding_a_partial_head_closes_after_the_keep_alive_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control_listener, "IDLE_TIMEOUT", 0.3)
+    conn = Conn(stack)
+    conn.sock.settimeout(5)
+    try:
+        conn.send(b"POST %s HTTP/1.1\r\nHost: x\r\n" % PATH.encode())
+        start = time.monotonic()
+        assert conn.closed()
+        assert 0.2 < time.monotonic() - start < 5
+    finally:
+        conn.close()
+
+
 def test_stopping_the_node_closes_idle_purge_connections(fresh: Stack) -> None:
     conn = Conn(fresh)
     try:

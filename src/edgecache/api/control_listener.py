@@ -189,8 +189,9 @@ class PurgeSite(web.TCPSite):
                 front.close()
         await super().stop()
         if busy:
-            # As aiohttp waits for its handlers at shutdown: an accepted purge gets its answer.
-            await asyncio.wait(busy, timeout=5.0)
+            # As aiohttp waits for its handlers at shutdown, for as long: an accepted purge gets its
+            # answer.
+            await asyncio.wait(busy, timeout=self._runner._shutdown_timeout)
 
 
 class PurgeFront(asyncio.Protocol):
@@ -284,8 +285,10 @@ class PurgeFront(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         due = self.last_seen + IDLE_TIMEOUT
-        if self.busy or self.buf:
-            # A request in progress is not idle (aiohttp times no request out either).
+        if self.busy or self.buf.find(b"\r\n\r\n") >= 0:
+            # A request whose head is whole is in progress, and aiohttp times out no request it has
+            # begun; a partial head is idle, as aiohttp's keep-alive closes a connection waiting for
+            # one.
             self.idle_handle = loop.call_at(loop.time() + IDLE_TIMEOUT, self._idle)
         elif loop.time() < due:
             # Answers since the timer was armed: one timer per connection, moved lazily.
