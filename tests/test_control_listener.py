@@ -1,9 +1,10 @@
 """The control listener's own purge route (decision 0027): Cloudflare purges are answered on
-httptools, everything else by aiohttp, and a client cannot tell the two apart.
+httptools, everything else by aiohttp, and the answers are aiohttp's (one known difference: see the
+hypothesis test).
 
 Each comparison sends the same bytes twice over loopback: on a fresh connection (the purge route's
-own side) and on a connection whose first request was ``GET /healthz`` (aiohttp's from then on),
-and compares the answers with their ``Date`` (and a job id) blanked.
+own side) and on a connection aiohttp serves (whose first request was ``GET /healthz``, or a plain
+aiohttp site of the same app), and compares the answers with their ``Date`` (and a job id) blanked.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ Theory of operation: every accepted connection starts with :class:`PurgeFront`, 
 arrives and looks at one request at a time. A request it answers itself is exactly
 ``POST /client/v4/zones/<32 hex>/purge_cache`` (or ``invalidate_cache``, with or without the
 ``/client/v4`` prefix) in HTTP/1.1, with an ASCII head that httptools parses without complaint, at
-most one ``Content-Length`` within the app's body limit, and none of ``Transfer-Encoding``,
-``Expect``, ``Upgrade`` or a ``Connection`` other than ``keep-alive``. Its body is read whole, then
+most one ``Content-Length`` within the app's body limit, a ``Host``, no singleton field of
+aiohttp's twice, at most 128 fields, and none of ``Transfer-Encoding``, ``Expect``, ``Upgrade``,
+``Content-Encoding`` or a ``Connection`` other than ``keep-alive``. Its body is read whole (before
+the caller is checked: at most the body limit), then
 :func:`edgecache.api.cloudflare.purge.accept` decides it, the same function the aiohttp handler
 calls, and the answer is written with the headers aiohttp writes. Requests are answered one at a
 time, in order: bytes of pipelined requests wait in the buffer until the answer before them is
@@ -20,7 +22,10 @@ limit, chunked framing, ``Expect: 100-continue``, a client's EOF) hands the conn
 the first byte of that request: aiohttp's own protocol takes the transport
 (``transport.set_protocol``) and is fed the bytes buffered so far, and answers them and the rest of
 the connection as it always has. So every answer that is not an accepted or refused purge is
-aiohttp's, byte for byte, and a refused one is the envelope aiohttp's handler would have sent.
+aiohttp's own, and an accepted or refused one has the bytes aiohttp's handler would have sent
+(``Date`` and job id aside). What a client can still tell (``tests/test_control_listener.py``): a
+valid purge followed, in the same read, by bytes that are no request is answered here and the rest
+by aiohttp (400), where aiohttp alone answers 400 in place of both.
 
 Connections idle on this side close after aiohttp's keep-alive time; at shutdown, idle ones close
 at once and busy ones right after their answer.
@@ -34,10 +39,11 @@ import logging
 import re
 import time
 from http import HTTPStatus
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.web_protocol import RequestHandler
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from multidict import CIMultiDict
 
@@ -401,11 +407,13 @@ class PurgeFront(asyncio.Protocol):
         if self.idle_handle is not None:
             self.idle_handle.cancel()
             self.idle_handle = None
-        handler: Any = self.aiohttp()
+        handler: RequestHandler = self.aiohttp()
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if self.buf:
             handler.data_received(bytes(self.buf))
-        if self.eof and not handler.eof_received():
-            # What the transport does when a protocol's eof_received says not to keep it open.
+        if self.eof:
+            handler.eof_received()
+            # aiohttp's eof_received returns None, not keep-open: the transport closes, as it would
+            # have for aiohttp's own protocol.
             transport.close()

@@ -163,11 +163,12 @@ async def accept(
     read_body: Callable[[], Awaitable[bytes]],
     mode: Mode,
 ) -> str:
-    """Decide a purge request and, accepted, write it durably: its job id, or the :class:`CfError`
-    to answer with (nothing charged or written then). The one decision for both listeners of the
-    route: the aiohttp handler below and the control listener's own (``api/control_listener.py``).
-    ``read_body`` is called only once the caller may purge the zone, so an unauthorized caller's
-    body is never read."""
+    """Decide a purge request and, accepted, write it durably: returns its job id, or raises the
+    :class:`CfError` to answer with (nothing charged or written then). The one decision for both
+    listeners of the route: the aiohttp handler below and the control listener's own
+    (``api/control_listener.py``). ``read_body`` is called only once the caller may purge the zone:
+    the aiohttp handler reads no body of a caller it refuses; the control listener has the body
+    (at most the app's body limit) buffered before it calls this, and drops it unparsed."""
     principal = await caller(headers, ctx.credentials)
     zone = zone_named(ctx.zones, zone_id, path)
     if not principal.allows(Permission.CACHE_PURGE, zone.config.id, zone.config.account_id):
