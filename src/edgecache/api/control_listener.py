@@ -48,14 +48,17 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from multidict import CIMultiDict
 
 from edgecache.api.cloudflare.envelope import CfError, id_payload, internal_error
-from edgecache.api.cloudflare.purge import accept
+from edgecache.api.cloudflare.purge import MODES, accept
+from edgecache.api.cloudflare.routes import PREFIXES
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.purge.selectors import Mode
 
 log = logging.getLogger(__name__)
 
+_MODES = {name.encode(): mode for name, mode in MODES.items()}
 _LINE = re.compile(
-    rb"POST ((?:/client/v4)?/zones/([0-9a-f]{32})/(purge_cache|invalidate_cache)) HTTP/1\.1\r\n"
+    rb"POST ((?:%s)/zones/([0-9a-f]{32})/(%s)) HTTP/1\.1\r\n"
+    % (b"|".join(re.escape(p.encode()) for p in PREFIXES), b"|".join(map(re.escape, _MODES)))
 )
 _START = b"POST /"
 _MAX_HEAD = 8190
@@ -83,7 +86,6 @@ _SINGLETONS = frozenset(
 _MAX_FIELDS = 128
 """aiohttp's limit on a head's fields (``RequestHandler``'s ``max_headers``)."""
 _SERVER = SERVER_SOFTWARE.encode()
-_MODES = {b"purge_cache": Mode.DELETE, b"invalidate_cache": Mode.INVALIDATE}
 IDLE_TIMEOUT = 3630.0
 """aiohttp's keep-alive time (``RequestHandler``'s default), so an idle connection lasts as long on
 either side."""

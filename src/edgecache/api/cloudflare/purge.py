@@ -155,6 +155,11 @@ def zone_named(zones: ZoneTable, zone_id: str, path: str) -> ZoneRuntime:
     return zone
 
 
+MODES = {"purge_cache": Mode.DELETE, "invalidate_cache": Mode.INVALIDATE}
+"""The purge routes' last path segment and the mode each asks for (the control listener matches
+its own route from this)."""
+
+
 async def accept(
     ctx: ControlContext,
     headers: Mapping[str, str],
@@ -195,9 +200,9 @@ async def _purge(request: web.Request, mode: Mode) -> web.Response:
 
 async def purge_cache(request: web.Request) -> web.Response:
     """Hard purge: matched entries are deleted; the next request is a MISS."""
-    return await _purge(request, Mode.DELETE)
+    return await _purge(request, MODES["purge_cache"])
 
 
 async def invalidate_cache(request: web.Request) -> web.Response:
     """Soft purge: matched entries are stale; the next request revalidates (REVALIDATED/EXPIRED)."""
-    return await _purge(request, Mode.INVALIDATE)
+    return await _purge(request, MODES["invalidate_cache"])
