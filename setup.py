@@ -1,5 +1,7 @@
 """The package's C extensions (the access log's capture, decision 0017; the fill ring's appender,
-decision 0020's addendum; an origin response's head, decision 0024; the workers' fill claims, decision 0028); everything else is in pyproject.toml."""
+decision 0020's addendum; an origin response's head, decision 0024; the workers' fill claims,
+decision 0028; the memory tier's untrack, decision 0002's addendum 8); everything else is in
+pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -19,6 +21,11 @@ setup(
             "edgecache.store._fillring",
             ["src/edgecache/store/_fillring.c"],
             libraries=["z"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+        ),
+        Extension(
+            "edgecache.store._untrack",
+            ["src/edgecache/store/_untrack.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(

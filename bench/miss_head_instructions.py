@@ -10,6 +10,10 @@ runs ``Fetch._accept_head`` on a bare fetch (the field pass or the C scan's resu
 decision, Age, the stored head). Each build runs under ``valgrind --tool=callgrind`` with N=0 and
 N=``--fills``; the difference over N is the instructions per head step, start-up excluded. A real
 connection makes its parser once, not per response: that cost is in both builds' figures.
+``--parts`` also counts the step's parts on each build (each run alone, the same way): ``parse``
+(the parser made and fed, the framing: what the origin connection does), ``decide`` (the storage
+decision alone, ``decide_from_fields`` on the scan's values), ``age`` (``initial_age`` alone);
+what the whole step has beyond ``parse`` is the Python that runs once the C scan has.
 
 Run: ``.venv/bin/python bench/miss_head_instructions.py [--fills N] [--src PATH ...]`` (``--src``
 counts another checkout's ``src`` too, say main's; needs valgrind).
@@ -89,19 +93,37 @@ class _Scan:
         self.resp.content_length = length
 
 
-def child(fills: int) -> None:
-    """Run ``fills`` head steps (under valgrind)."""
+PARTS = ("whole", "parse", "decide", "age")
+
+
+def child(fills: int, part: str) -> None:
+    """Run ``fills`` head steps, or ``part`` of each (under valgrind)."""
     from httptools import HttpResponseParser
 
     from edgecache.edge.fetch import Fetch
+    from edgecache.httpcache.freshness import decide_from_fields, initial_age
 
     try:
         from edgecache.edge._originhead import scan
     except ImportError:
         scan = None
+    if part in ("decide", "age"):
+        date, last_modified = "Mon, 30 Nov 2026 15:00:00 GMT", "Mon, 30 Nov 2026 14:00:00 GMT"
+        for _ in range(fills):
+            now = time.time()
+            if part == "age":
+                initial_age(age_header=None, date_header=date, request_time=now, response_time=now)
+            else:
+                decide_from_fields(
+                    200, ["public, max-age=3600"], [], [], date, last_modified, True, [], False,
+                    False, now, now, False, 0.1, 86400.0,
+                )  # fmt: skip
+        return
     for _ in range(fills):
         proto = _Fields() if scan is None else _Scan(scan)
         HttpResponseParser(proto).feed_data(RESPONSE)
+        if part == "parse":
+            continue
         fetch: Any = object.__new__(Fetch)
         fetch.zone = _ZoneRuntime()
         fetch.request_headers = {}
@@ -111,26 +133,29 @@ def child(fills: int) -> None:
         fetch._accept_head(proto.resp, now, now)
 
 
-def count(src: Path, fills: int) -> int:
-    """Instructions of a child run of ``fills`` head steps on ``src``."""
-    return instructions(__file__, src, "--fills", str(fills))
+def count(src: Path, fills: int, part: str = "whole") -> int:
+    """Instructions of a child run of ``fills`` head steps (or ``part`` of each) on ``src``."""
+    return instructions(__file__, src, "--fills", str(fills), "--part", part)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fills", type=int, default=5_000)
     parser.add_argument("--src", type=Path, action="append", default=[])
+    parser.add_argument("--parts", action="store_true", help="also count the step's parts")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--part", choices=PARTS, default="whole", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.fills)
+        child(args.fills, args.part)
         return
+    parts = PARTS if args.parts else PARTS[:1]
     print(f"instructions per head step of a fill (callgrind), {args.fills:,} fills after start-up\n")
-    print("| src | instructions per head step |")
-    print("|---|---:|")
+    print("| src | " + " | ".join(f"{p}" for p in parts) + " |")
+    print("|---|" + "---:|" * len(parts))
     for src in [REPO / "src", *args.src]:
-        per = (count(src, args.fills) - count(src, 0)) / args.fills
-        print(f"| {src} | {per:,.0f} |")
+        row = [(count(src, args.fills, p) - count(src, 0, p)) / args.fills for p in parts]
+        print(f"| {src} | " + " | ".join(f"{per:,.0f}" for per in row) + " |")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,31 @@ def test_a_fill_after_a_queued_delete_is_not_removed_by_it(fresh: Stack, removal
     assert fresh.call(lambda: disk.get(entry.key)) is not None
 
 
+@pytest.mark.parametrize("removal", ["delete", "delete_primary"])
+def test_a_variant_fill_after_a_queued_delete_of_it_or_its_url_is_not_removed_by_it(
+    fresh: Stack, removal: str
+) -> None:
+    # As above for a key with a variant part, where the variant's own key and its URL are two
+    # names a queued delete may hide: the fill goes behind either (``DiskStore.put`` checks both).
+    pid = writer(fresh).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        cached(fresh, "/refilled-variant")
+        disk = fresh.node.disk
+        assert disk is not None
+        (entry,) = list(fresh.node.store)
+        variant = replace(entry, key=entry.key + VARIANT_SEP + "gzip")
+        target = variant.key if removal == "delete" else entry.key
+        fresh.call(lambda: getattr(disk, removal)(target))
+        fresh.call(lambda: disk.put(variant))
+        time.sleep(0.2)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert disk.flush(10)
+    assert fresh.call(lambda: disk.get(variant.key)) is not None, "the queued delete removed the fill"
+
+
 def test_vary_names_queued_on_the_writer_thread_are_not_overtaken_by_newer_ones(fresh: Stack) -> None:
     # Names for a base set without their fill go to the writer thread (behind a fence); newer names
     # for the same base, put with their fill, must not go through the ring: the fill writer would

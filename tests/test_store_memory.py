@@ -16,7 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from edgecache.store import memory
 from edgecache.store.base import Tier
-from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry
+from edgecache.store.blocks import slack
+from edgecache.store.entry import ENTRY_OVERHEAD, VARIANT_SEP, Entry, tags_charge
 from edgecache.store.memory import MemoryTier
 from edgecache.store.partial import PartialEntry
 
@@ -663,3 +664,44 @@ def test_an_entry_built_from_a_retired_one_is_stored_like_any_other() -> None:
     tier.put(part)
     assert tier.get(part.key) is part and not part.retired
     check_internals(tier)
+
+
+@given(
+    body=st.binary(max_size=3000),
+    head=st.binary(max_size=300),
+    key=st.text(min_size=1, max_size=80),
+    tags=st.lists(st.text(max_size=40), unique=True, max_size=12).map(tuple),
+)
+def test_an_entry_is_charged_its_body_head_key_overhead_and_tags(
+    body: bytes, head: bytes, key: str, tags: tuple[str, ...]
+) -> None:
+    # ``Entry.size`` computes the tags' charge inline (it runs on every put and removal); partial
+    # entries charge theirs through ``tags_charge``: the two must agree, characters not bytes.
+    entry = Entry("z", key, 200, head, body, tags, 0, 0.0, 0.0, 60.0)
+    expected = len(body) + slack(len(body)) + len(head) + len(key) + ENTRY_OVERHEAD + tags_charge(tags)
+    assert entry.size == expected
+
+
+@settings(max_examples=50)
+@given(
+    keys=st.lists(st.text(min_size=1, max_size=6), unique=True, min_size=1, max_size=300),
+    at=st.integers(0, 299),
+)
+def test_the_key_index_stays_sorted_and_positional_across_its_own_add(keys: list[str], at: int) -> None:
+    # ``_UntrackedKeys.add`` inlines the common case of ``SortedList.add``: sublists still split
+    # (load 4 here), and a positional index, once built, is still kept up to date.
+    index = memory._UntrackedKeys()
+    index._reset(4)
+    at %= len(keys)  # the index is built before the last add at the latest
+    for i, key in enumerate(keys):
+        index.add(key)
+        if i == at:
+            index._build_index()  # the positional index exists from here on: add keeps it right
+            assert index._index
+        if i >= at:  # after each add, a split's or not: every position answers its key
+            so_far = sorted(keys[: i + 1])
+            assert [index[k] for k in range(len(so_far))] == so_far
+    expected = sorted(keys)
+    assert list(index) == expected
+    assert [index[i] for i in range(len(expected))] == expected
+    assert all(len(sub) <= 8 for sub in index._lists)

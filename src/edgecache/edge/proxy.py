@@ -848,7 +848,8 @@ class Proxy:
             # Checked against every purge so far: the disk tier would drop a fill still numbered
             # below a purge it has reclaimed meanwhile (store/disk.py).
             entry.stored_seq = self.index.position
-        if not vary and (varied or any(VARY_SEP in key for key in listed)):
+        # ``listed and``: no generator for a new URL's fill (nothing listed), the usual miss.
+        if not vary and (varied or (listed and any(VARY_SEP in key for key in listed))):
             # The origin dropped its Vary. Every tier forgets the URL's variants, and with them its
             # Vary names (the disk tier reads those before the record under the URL, so while they
             # stay the fill is never found there, and old variants stay servable). Memory may list

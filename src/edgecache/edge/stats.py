@@ -8,6 +8,8 @@ Why not prometheus_client counters directly: each ``inc()`` takes a lock, about 
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from edgecache.httpcache.status import CfStatus
 
 ORIGIN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
@@ -45,10 +47,10 @@ class EdgeStats:
         """Record the time to an origin's response head (a histogram, non-cumulative buckets)."""
         self.origin_count += 1
         self.origin_sum += seconds
-        for i, bound in enumerate(ORIGIN_BUCKETS):
-            if seconds <= bound:
-                self.origin_buckets[i] += 1
-                return
+        # The first bucket whose bound is at or above ``seconds`` (the last is infinite), by
+        # bisection in C: every fill records one, and a loop over the bounds in Python cost a
+        # slow origin's fill a dozen iterations.
+        self.origin_buckets[bisect_left(ORIGIN_BUCKETS, seconds)] += 1
 
     def count(self, status: CfStatus) -> None:
         """Count one answer by its CF-Cache-Status (HIT is counted by ``hits``)."""

@@ -1151,10 +1151,16 @@ class DiskStore:
         (counted) because the queue or the ring is full."""
         ring = self._ring
         key = entry.key
+        hidden = self._hidden
         # A fill of a key whose delete (or its primary's) is still queued goes behind that delete,
         # on the writer thread: in the ring, the fill writer could commit it before the delete,
-        # which would then remove this newer record.
-        if ring is not None and type(entry) is Entry and not self._hides(key):
+        # which would then remove this newer record. (``_hides``, inline: every fill asks, and
+        # nearly always nothing is hidden.)
+        if (
+            ring is not None
+            and type(entry) is Entry
+            and not (hidden and (key in hidden or _primary(key) in hidden))
+        ):
             added = self._put_in_ring(ring, entry, reserve)
             if added >= 0:
                 if vary is not None and not (added and self._vary_in_ring(ring, key, vary)):

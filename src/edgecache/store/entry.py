@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from edgecache.store.blocks import slack
+from edgecache.store.blocks import JEMALLOC, slack
 
 VARIANT_SEP = "\x00"
 
@@ -90,9 +90,17 @@ class Entry:
     def size(self) -> int:
         """Bytes this entry is charged for against the tier's budget (the body as the allocator rounds
         it: ``edgecache.store.blocks``)."""
+        # Computed on every put and removal: the allocator's slack only where there is one, and
+        # the tags' charge (``tags_charge``, their characters counted by one join) inline, 4.9k →
+        # 2.5k instructions on glibc (decision 0002, addendum 8).
         body = len(self.body)
-        charged = body + slack(body) + len(self.head) + len(self.key) + ENTRY_OVERHEAD
-        return charged + tags_charge(self.tags) if self.tags else charged
+        charged = body + len(self.head) + len(self.key) + ENTRY_OVERHEAD
+        if JEMALLOC:
+            charged += slack(body)
+        tags = self.tags
+        if tags:
+            charged += TAG_OVERHEAD * len(tags) + len("".join(tags))
+        return charged
 
     def age(self, now: float) -> float:
         """current_age of RFC 9111 §4.2.3."""

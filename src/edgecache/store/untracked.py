@@ -10,21 +10,15 @@ Rule: ``untrack`` only objects that can never be part of a reference cycle: the 
 (which hold keys, counts and entries, never anything that refers back to them). CPython re-tracks
 some containers by itself (a dict when a container value is inserted), so the tier untracks again
 after such inserts. edgecache runs on CPython only (uvloop, httptools).
+
+``untrack`` is ``PyObject_GC_UnTrack`` in a small C module (``_untrack.c``): the tier calls it twice
+a put, and through ``ctypes.pythonapi`` each call cost ~3k instructions. It does nothing for an
+object that is not tracked or not a collector's object at all; an untracked object is freed
+normally by reference counting.
 """
 
 from __future__ import annotations
 
-import ctypes
+from edgecache.store._untrack import untrack
 
-# Through ``pythonapi``: the call keeps the GIL, as a C API call must.
-_untrack = ctypes.pythonapi.PyObject_GC_UnTrack
-_untrack.argtypes = [ctypes.py_object]
-_untrack.restype = None
-
-
-def untrack(obj: object) -> None:
-    """Take ``obj`` out of the collector's view (it stays alive as long as it is referenced).
-
-    ``PyObject_GC_UnTrack`` does nothing for an object that is not tracked, and an untracked object is
-    freed normally by reference counting."""
-    _untrack(obj)
+__all__ = ["untrack"]
