@@ -1,15 +1,17 @@
 """The control listener's own purge route (decision 0027): Cloudflare purges are answered on
-httptools, everything else by aiohttp, and a client cannot tell the two apart.
+httptools, everything else by aiohttp, and the answers are aiohttp's (one known difference: see the
+hypothesis test).
 
 Each comparison sends the same bytes twice over loopback: on a fresh connection (the purge route's
-own side) and on a connection whose first request was ``GET /healthz`` (aiohttp's from then on),
-and compares the answers with their ``Date`` (and a job id) blanked.
+own side) and on a connection aiohttp serves (whose first request was ``GET /healthz``, or a plain
+aiohttp site of the same app), and compares the answers with their ``Date`` (and a job id) blanked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import re
 import socket
@@ -20,6 +22,7 @@ from typing import Any
 import cloudflare
 import pytest
 import uvloop
+from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +57,17 @@ def token(stack: Stack) -> str:
     return stack.token()
 
 
+@pytest.fixture(scope="module")
+def plain_port(stack: Stack) -> Iterator[int]:
+    """A port of the same control app served by aiohttp alone: the reference for fresh connections."""
+    plain = web.TCPSite(site(stack)._runner, "127.0.0.1", 0)
+    stack.run(plain.start())
+    try:
+        yield plain.port
+    finally:
+        stack.run(plain.stop())
+
+
 def site(stack: Stack) -> PurgeSite:
     assert stack.node.control_site is not None
     return stack.node.control_site
@@ -73,8 +87,9 @@ def purge_bytes(token: str | None, body: bytes, path: str = PATH, extra: bytes =
 class Conn:
     """A raw connection to the control listener, reading whole answers (1xx ones skipped)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", stack.node.control_port), timeout=10)
+    def __init__(self, stack: Stack, port: int | None = None) -> None:
+        port = stack.node.control_port if port is None else port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.file = self.sock.makefile("rb")
 
     def send(self, data: bytes) -> None:
@@ -215,6 +230,24 @@ def test_a_large_pipelined_body_behind_an_answer_pauses_reading_then_resumes(
         conn.close()
 
 
+def test_pipelined_purges_from_a_client_that_reads_nothing_keep_the_buffer_bounded(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mark = 1 << 16
+    monkeypatch.setattr(control_listener, "_PAUSE_AT", mark)
+    refused = purge_bytes(None, b'{"tags": ["flood"]}')  # no credentials: cheap for anyone to send
+    site(stack).most_buffered = 0
+    conn = Conn(stack)
+    conn.sock.settimeout(3)
+    try:
+        with contextlib.suppress(TimeoutError):
+            conn.send(refused * ((8 << 20) // len(refused)))
+    finally:
+        conn.close()
+    # The mark, plus what one read brings (256 KiB on either loop), plus a request's worth.
+    assert 0 < site(stack).most_buffered < mark + (256 << 10) + len(refused)
+
+
 @pytest.mark.parametrize(
     "case",
     ["missing", "not bearer", "short", "unknown", "no purge permission", "other zone", "legacy malformed"],
@@ -261,6 +294,13 @@ def test_a_spent_quota_gets_aiohttps_429_byte_for_byte(stack: Stack, token: str)
         "query string",
         "zone id not hex",
         "non-ASCII field",
+        "connection upgrade",
+        "no host",
+        "host twice",
+        "content-type twice",
+        "user-agent twice",
+        "129 fields",
+        "gzip content-encoding",
     ],
 )
 def test_any_other_request_is_aiohttps_to_answer(stack: Stack, token: str, case: str) -> None:
@@ -283,6 +323,15 @@ def test_any_other_request_is_aiohttps_to_answer(stack: Stack, token: str, case:
         "query string": purge_bytes(token, body, PATH + "?a=1"),
         "zone id not hex": purge_bytes(token, body, "/client/v4/zones/not-a-zone/purge_cache"),
         "non-ASCII field": purge_bytes(token, body, extra="X-Name: caf\u00e9\r\n".encode()),
+        "connection upgrade": purge_bytes(token, body, extra=b"Connection: upgrade\r\nUpgrade: x\r\n"),
+        "no host": purge_bytes(token, body).replace(b"Host: x\r\n", b"", 1),
+        "host twice": purge_bytes(token, body, extra=b"Host: y\r\n"),
+        "content-type twice": purge_bytes(
+            token, body, extra=b"Content-Type: application/json\r\nContent-Type: application/json\r\n"
+        ),
+        "user-agent twice": purge_bytes(token, body, extra=b"User-Agent: a\r\nUser-Agent: b\r\n"),
+        "129 fields": purge_bytes(token, body, extra=b"".join(b"X-F%d: v\r\n" % i for i in range(126))),
+        "gzip content-encoding": purge_bytes(token, gzip.compress(body), extra=b"Content-Encoding: gzip\r\n"),
     }[case]
     answered = site(stack).answered
     same_on_both(stack, data, head_only=case == "HEAD on the route")
@@ -322,6 +371,21 @@ def test_an_idle_connection_closes_after_the_keep_alive_time(
         conn.close()
 
 
+def test_a_connection_holding_a_partial_head_closes_after_the_keep_alive_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control_listener, "IDLE_TIMEOUT", 0.3)
+    conn = Conn(stack)
+    conn.sock.settimeout(5)
+    try:
+        conn.send(b"POST %s HTTP/1.1\r\nHost: x\r\n" % PATH.encode())
+        start = time.monotonic()
+        assert conn.closed()
+        assert 0.2 < time.monotonic() - start < 5
+    finally:
+        conn.close()
+
+
 def test_stopping_the_node_closes_idle_purge_connections(fresh: Stack) -> None:
     conn = Conn(fresh)
     try:
@@ -341,26 +405,64 @@ FIELD_NAMES = (
     "X-Auth-Email",
     "X-Auth-Key",
     "Content-Length",
+    "Content-Encoding",
     "Transfer-Encoding",
     "Expect",
     "Connection",
     "Content-Type",
     "Host",
     "Upgrade",
+    "User-Agent",
     "X-Other",
 )
 VALUES = st.one_of(
-    st.sampled_from(["", "0", "10", "chunked", "100-continue", "keep-alive", "close", "application/json"]),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "10",
+            "chunked",
+            "100-continue",
+            "keep-alive",
+            "close",
+            "upgrade",
+            "gzip",
+            "application/json",
+        ]
+    ),
     st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
     st.binary(max_size=8).map(lambda b: b.decode("latin-1")),
 )
 
 
 def _head_st(token_st: st.SearchStrategy[str]) -> st.SearchStrategy[list[tuple[str, str]]]:
-    """Mostly a bearer token first (so that many requests reach the body), then any fields."""
+    """Mostly a bearer token and a Host first (so that many requests reach the body), then any
+    fields (a second Host among them)."""
     auth = weighted((6, token_st.map(lambda t: [("Authorization", f"Bearer {t}")])), (1, st.just([])))
+    host = weighted((6, st.just([("Host", "x")])), (1, st.just([])))
     other = st.lists(st.tuples(st.sampled_from(FIELD_NAMES), VALUES), max_size=4)
-    return st.builds(list.__add__, auth, other)
+    return st.builds(lambda a, h, o: a + h + o, auth, host, other)
+
+
+def _outcome(conn: Conn, request: bytes) -> tuple[int, str, str]:
+    """The answer's status and error code (0 and "-": none within a second), and what the
+    connection does with a request sent next: "open" (answers it), "closed" or "silent"."""
+    with contextlib.suppress(OSError):
+        conn.send(request)
+    conn.sock.settimeout(1.0)
+    try:
+        answer = conn.answer()
+    except TimeoutError:
+        return 0, "-", "silent"
+    code = re.search(rb'"code": (\d+)', answer)
+    outcome = (int(answer[9:12]) if answer else 0, code.group(1).decode() if code else "-")
+    try:
+        conn.send(HEALTH)
+        return *outcome, "closed" if conn.answer() == b"" else "open"
+    except TimeoutError:
+        return *outcome, "silent"
+    except OSError:
+        return *outcome, "closed"
 
 
 @settings(
@@ -379,10 +481,11 @@ def _head_st(token_st: st.SearchStrategy[str]) -> st.SearchStrategy[list[tuple[s
         ]
     ),
     body=CF_BODY,
+    # "as drawn": the body follows the drawn fields' framing, if any (the server may wait for more).
     framing=st.sampled_from(["length", "none", "as drawn"]),
 )
-def test_arbitrary_heads_on_the_route(
-    stack: Stack, token: str, data: Any, line: str, body: bytes, framing: str
+def test_arbitrary_heads_on_the_route_get_aiohttps_answer(
+    stack: Stack, token: str, plain_port: int, data: Any, line: str, body: bytes, framing: str
 ) -> None:
     fields = data.draw(_head_st(weighted((6, st.just(token)), (1, st.sampled_from(["t" * 40, "bad"])))))
     head = (
@@ -394,21 +497,29 @@ def test_arbitrary_heads_on_the_route(
         head += b"Content-Length: %d\r\n" % len(body)
     request = head + b"\r\n" + (b"" if framing == "none" else body)
     before = snapshot(stack)
-    conn = Conn(stack)
+    fast_conn = Conn(stack)
     try:
-        conn.send(request)
-        if framing == "as drawn":
-            conn.sock.shutdown(socket.SHUT_WR)
-        conn.sock.settimeout(1.0)
-        try:
-            answer = conn.answer()
-        except TimeoutError:
-            answer = b""  # the server waits for the rest of a body the drawn fields announced
+        answered = site(stack).answered
+        fast = _outcome(fast_conn, request)
+        answered = site(stack).answered - answered
     finally:
-        conn.close()
-    status = int(answer[9:12]) if answer else 0
-    code = re.search(rb'"code": (\d+)', answer)
-    event(f"{status} {code.group(1).decode() if code else '-'} {framing}")
-    assert status < 500, answer
-    if status not in (0, 200):
-        assert snapshot(stack) == before, answer
+        fast_conn.close()
+    if fast[0] not in (0, 200):
+        assert snapshot(stack) == before, fast
+    slow_conn = Conn(stack, plain_port)
+    try:
+        slow = _outcome(slow_conn, request)
+    finally:
+        slow_conn.close()
+    event(f"{fast[0]} {fast[1]} {framing} {'purge route' if answered else 'aiohttp'}")
+    if framing != "as drawn" or not body:
+        # A body the drawn fields do not frame is a second request's start, read with the first:
+        # aiohttp then answers 400 in place of the first; the purge route answers the first and
+        # hands the rest to aiohttp, which answers it 400. The one difference, so not compared.
+        assert fast == slow
+    if answered:
+        # aiohttp's own 5xx (it answers 500 to a non-ASCII Expect) are compared above, not judged.
+        assert fast[0] < 500, fast
+    drawn = {n.lower() for n, _ in fields}
+    if framing != "as drawn" and drawn.isdisjoint({"content-length", "transfer-encoding", "expect"}):
+        assert fast[0] != 0, fast

@@ -8,8 +8,10 @@ Theory of operation: every accepted connection starts with :class:`PurgeFront`, 
 arrives and looks at one request at a time. A request it answers itself is exactly
 ``POST /client/v4/zones/<32 hex>/purge_cache`` (or ``invalidate_cache``, with or without the
 ``/client/v4`` prefix) in HTTP/1.1, with an ASCII head that httptools parses without complaint, at
-most one ``Content-Length`` within the app's body limit, and none of ``Transfer-Encoding``,
-``Expect``, ``Upgrade`` or a ``Connection`` other than ``keep-alive``. Its body is read whole, then
+most one ``Content-Length`` within the app's body limit, a ``Host``, no singleton field of
+aiohttp's twice, at most 128 fields, and none of ``Transfer-Encoding``, ``Expect``, ``Upgrade``,
+``Content-Encoding`` or a ``Connection`` other than ``keep-alive``. Its body is read whole (before
+the caller is checked: at most the body limit), then
 :func:`edgecache.api.cloudflare.purge.accept` decides it, the same function the aiohttp handler
 calls, and the answer is written with the headers aiohttp writes. Requests are answered one at a
 time, in order: bytes of pipelined requests wait in the buffer until the answer before them is
@@ -20,7 +22,10 @@ limit, chunked framing, ``Expect: 100-continue``, a client's EOF) hands the conn
 the first byte of that request: aiohttp's own protocol takes the transport
 (``transport.set_protocol``) and is fed the bytes buffered so far, and answers them and the rest of
 the connection as it always has. So every answer that is not an accepted or refused purge is
-aiohttp's, byte for byte, and a refused one is the envelope aiohttp's handler would have sent.
+aiohttp's own, and an accepted or refused one has the bytes aiohttp's handler would have sent
+(``Date`` and job id aside). What a client can still tell (``tests/test_control_listener.py``): a
+valid purge followed, in the same read, by bytes that are no request is answered here and the rest
+by aiohttp (400), where aiohttp alone answers 400 in place of both.
 
 Connections idle on this side close after aiohttp's keep-alive time; at shutdown, idle ones close
 at once and busy ones right after their answer.
@@ -34,22 +39,26 @@ import logging
 import re
 import time
 from http import HTTPStatus
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
-from httptools import HttpParserError, HttpRequestParser
+from aiohttp.web_protocol import RequestHandler
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from multidict import CIMultiDict
 
 from edgecache.api.cloudflare.envelope import CfError, id_payload, internal_error
-from edgecache.api.cloudflare.purge import accept
+from edgecache.api.cloudflare.purge import MODES, accept
+from edgecache.api.cloudflare.routes import PREFIXES
 from edgecache.api.context import CONTEXT_KEY
 from edgecache.purge.selectors import Mode
 
 log = logging.getLogger(__name__)
 
+_MODES = {name.encode(): mode for name, mode in MODES.items()}
 _LINE = re.compile(
-    rb"POST ((?:/client/v4)?/zones/([0-9a-f]{32})/(purge_cache|invalidate_cache)) HTTP/1\.1\r\n"
+    rb"POST ((?:%s)/zones/([0-9a-f]{32})/(%s)) HTTP/1\.1\r\n"
+    % (b"|".join(re.escape(p.encode()) for p in PREFIXES), b"|".join(map(re.escape, _MODES)))
 )
 _START = b"POST /"
 _MAX_HEAD = 8190
@@ -57,9 +66,26 @@ _MAX_HEAD = 8190
 a purge's head is a few hundred bytes."""
 _ODD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]|\r\n[ \t]")
 """Control bytes, non-ASCII bytes and folded lines: heads that aiohttp decides, not this side."""
-_REFUSED = frozenset({"transfer-encoding", "expect", "upgrade"})
+_REFUSED = frozenset({"transfer-encoding", "expect", "upgrade", "content-encoding"})
+"""Fields whose framing or meaning aiohttp handles (``Content-Encoding``: it decompresses)."""
+_SINGLETONS = frozenset(
+    {
+        "content-length",
+        "content-location",
+        "content-range",
+        "content-type",
+        "etag",
+        "host",
+        "max-forwards",
+        "server",
+        "transfer-encoding",
+        "user-agent",
+    }
+)
+"""Fields aiohttp's parser refuses to see twice (its ``SINGLETON_HEADERS``)."""
+_MAX_FIELDS = 128
+"""aiohttp's limit on a head's fields (``RequestHandler``'s ``max_headers``)."""
 _SERVER = SERVER_SOFTWARE.encode()
-_MODES = {b"purge_cache": Mode.DELETE, b"invalidate_cache": Mode.INVALIDATE}
 IDLE_TIMEOUT = 3630.0
 """aiohttp's keep-alive time (``RequestHandler``'s default), so an idle connection lasts as long on
 either side."""
@@ -87,20 +113,29 @@ def _fields(head: bytes) -> CIMultiDict[str] | None:
     collect = _Head()
     try:
         HttpRequestParser(collect).feed_data(head)
-    except HttpParserError:
+    except (HttpParserError, HttpParserUpgrade):
+        # HttpParserUpgrade (``Connection: upgrade``) is no HttpParserError: an upgrade is aiohttp's.
         return None
     return CIMultiDict(collect.fields)
 
 
 def _body_length(fields: CIMultiDict[str]) -> int | None:
-    """The body's length for fields whose framing this side takes, None for others."""
+    """The body's length for fields whose framing this side takes, None for fields aiohttp refuses
+    or treats otherwise (no ``Host`` in HTTP/1.1, a singleton field twice, too many fields)."""
+    if len(fields) > _MAX_FIELDS or "host" not in fields:
+        return None
     length: int | None = None
+    seen: set[str] = set()
     for name, value in fields.items():
         lowered = name.lower()
         if lowered in _REFUSED:
             return None
+        if lowered in _SINGLETONS:
+            if lowered in seen:
+                return None
+            seen.add(lowered)
         if lowered == "content-length":
-            if length is not None or not value.isdigit():
+            if not value.isdigit():
                 return None
             length = int(value)
         elif lowered == "connection" and value.strip().lower() != "keep-alive":
@@ -135,6 +170,8 @@ class PurgeSite(web.TCPSite):
         self.max_body = max_body
         self.answered = 0
         """Purge requests answered on this side (accepted or refused), for tests and benchmarks."""
+        self.most_buffered = 0
+        """The most bytes one connection has held on this side, for tests."""
         self.fronts: set[PurgeFront] = set()
         self.date = _Date()
         self.stopping = False
@@ -160,8 +197,9 @@ class PurgeSite(web.TCPSite):
                 front.close()
         await super().stop()
         if busy:
-            # As aiohttp waits for its handlers at shutdown: an accepted purge gets its answer.
-            await asyncio.wait(busy, timeout=5.0)
+            # As aiohttp waits for its handlers at shutdown, for as long: an accepted purge gets its
+            # answer.
+            await asyncio.wait(busy, timeout=self._runner._shutdown_timeout)
 
 
 class PurgeFront(asyncio.Protocol):
@@ -186,7 +224,8 @@ class PurgeFront(asyncio.Protocol):
         self.site = site
         self.aiohttp = aiohttp
         self.transport: asyncio.Transport | None = None
-        self.buf: bytes | bytearray = b""
+        # One buffer per connection, consumed from the front: pipelined requests are not copied.
+        self.buf = bytearray()
         self.busy = False
         self.eof = False
         self.closed = False
@@ -205,13 +244,9 @@ class PurgeFront(asyncio.Protocol):
         self.idle_handle = loop.call_at(self.last_seen + IDLE_TIMEOUT, self._idle)
 
     def data_received(self, data: bytes) -> None:
-        if self.buf:
-            if isinstance(self.buf, bytes):
-                # Pieces of one large body: grow in place rather than copy the whole each time.
-                self.buf = bytearray(self.buf)
-            self.buf += data
-        else:
-            self.buf = data
+        self.buf += data
+        if len(self.buf) > self.site.most_buffered:
+            self.site.most_buffered = len(self.buf)
         if not self.busy:
             self._next()
         if (
@@ -258,8 +293,10 @@ class PurgeFront(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         due = self.last_seen + IDLE_TIMEOUT
-        if self.busy or self.buf:
-            # A request in progress is not idle (aiohttp times no request out either).
+        if self.busy or self.buf.find(b"\r\n\r\n") >= 0:
+            # A request whose head is whole is in progress, and aiohttp times out no request it has
+            # begun; a partial head is idle, as aiohttp's keep-alive closes a connection waiting for
+            # one.
             self.idle_handle = loop.call_at(loop.time() + IDLE_TIMEOUT, self._idle)
         elif loop.time() < due:
             # Answers since the timer was armed: one timer per connection, moved lazily.
@@ -276,9 +313,18 @@ class PurgeFront(asyncio.Protocol):
             # The node is stopping: no new request is taken (aiohttp closes its connections too).
             self.close()
             return
-        if self.paused_reading:
+        self._take()
+        if (
+            self.paused_reading
+            and self.transport is not None
+            and (not self.busy or len(self.buf) < _PAUSE_AT)
+        ):
+            # Read on once the requests waiting are under the mark, or a request needs more bytes.
             self.paused_reading = False
             self.transport.resume_reading()
+
+    def _take(self) -> None:
+        """Start answering the buffered request, hand over, or leave it to wait for more bytes."""
         buf = self.buf
         if not buf:
             if self.eof:
@@ -306,12 +352,12 @@ class PurgeFront(asyncio.Protocol):
             if self.eof:
                 self._hand_over()
             return
+        # The match's groups read the buffer itself: take them before its front is dropped.
+        zone_id, path, mode = line.group(2).decode(), line.group(1).decode(), _MODES[line.group(3)]
         body = bytes(buf[head_end : head_end + length])
-        self.buf = bytes(buf[head_end + length :])
+        del buf[: head_end + length]
         self.busy = True
-        self.task = asyncio.get_running_loop().create_task(
-            self._answer(fields, line.group(2).decode(), line.group(1).decode(), _MODES[line.group(3)], body)
-        )
+        self.task = asyncio.get_running_loop().create_task(self._answer(fields, zone_id, path, mode, body))
 
     async def _answer(
         self, fields: CIMultiDict[str], zone_id: str, path: str, mode: Mode, body: bytes
@@ -363,11 +409,13 @@ class PurgeFront(asyncio.Protocol):
         if self.idle_handle is not None:
             self.idle_handle.cancel()
             self.idle_handle = None
-        handler: Any = self.aiohttp()
+        handler: RequestHandler = self.aiohttp()
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if self.buf:
             handler.data_received(bytes(self.buf))
-        if self.eof and not handler.eof_received():
-            # What the transport does when a protocol's eof_received says not to keep it open.
+        if self.eof:
+            handler.eof_received()
+            # aiohttp's eof_received returns None, not keep-open: the transport closes, as it would
+            # have for aiohttp's own protocol.
             transport.close()

@@ -155,6 +155,11 @@ def zone_named(zones: ZoneTable, zone_id: str, path: str) -> ZoneRuntime:
     return zone
 
 
+MODES = {"purge_cache": Mode.DELETE, "invalidate_cache": Mode.INVALIDATE}
+"""The purge routes' last path segment and the mode each asks for (the control listener matches
+its own route from this)."""
+
+
 async def accept(
     ctx: ControlContext,
     headers: Mapping[str, str],
@@ -163,11 +168,12 @@ async def accept(
     read_body: Callable[[], Awaitable[bytes]],
     mode: Mode,
 ) -> str:
-    """Decide a purge request and, accepted, write it durably: its job id, or the :class:`CfError`
-    to answer with (nothing charged or written then). The one decision for both listeners of the
-    route: the aiohttp handler below and the control listener's own (``api/control_listener.py``).
-    ``read_body`` is called only once the caller may purge the zone, so an unauthorized caller's
-    body is never read."""
+    """Decide a purge request and, accepted, write it durably: returns its job id, or raises the
+    :class:`CfError` to answer with (nothing charged or written then). The one decision for both
+    listeners of the route: the aiohttp handler below and the control listener's own
+    (``api/control_listener.py``). ``read_body`` is called only once the caller may purge the zone:
+    the aiohttp handler reads no body of a caller it refuses; the control listener has the body
+    (at most the app's body limit) buffered before it calls this, and drops it unparsed."""
     principal = await caller(headers, ctx.credentials)
     zone = zone_named(ctx.zones, zone_id, path)
     if not principal.allows(Permission.CACHE_PURGE, zone.config.id, zone.config.account_id):
@@ -194,9 +200,9 @@ async def _purge(request: web.Request, mode: Mode) -> web.Response:
 
 async def purge_cache(request: web.Request) -> web.Response:
     """Hard purge: matched entries are deleted; the next request is a MISS."""
-    return await _purge(request, Mode.DELETE)
+    return await _purge(request, MODES["purge_cache"])
 
 
 async def invalidate_cache(request: web.Request) -> web.Response:
     """Soft purge: matched entries are stale; the next request revalidates (REVALIDATED/EXPIRED)."""
-    return await _purge(request, Mode.INVALIDATE)
+    return await _purge(request, MODES["invalidate_cache"])

@@ -26,6 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def add_routes(app: web.Application) -> None:
     """Register the v4 routes on ``app`` under both prefixes."""
     for prefix in PREFIXES:
+        # The names are purge.MODES's (the control listener matches the same routes from it).
         app.router.add_post(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
         app.router.add_delete(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
         app.router.add_post(prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
