@@ -8,27 +8,31 @@ Theory of operation: every accepted connection starts with :class:`PurgeFront`, 
 arrives and looks at one request at a time. A request it answers itself is exactly
 ``POST /client/v4/zones/<32 hex>/purge_cache`` (or ``invalidate_cache``, with or without the
 ``/client/v4`` prefix) in HTTP/1.1, with an ASCII head that httptools parses without complaint, at
-most one ``Content-Length`` within the app's body limit, a ``Host``, no singleton field of
-aiohttp's twice, at most 128 fields, and none of ``Transfer-Encoding``, ``Expect``, ``Upgrade``,
-``Content-Encoding`` or a ``Connection`` other than ``keep-alive``. Its body is read whole (before
-the caller is checked: at most the body limit), then
+most one ``Content-Length`` of at most 64 KiB, a ``Host``, no singleton field of aiohttp's twice,
+at most 128 fields, and none of ``Transfer-Encoding``, ``Expect``, ``Upgrade``,
+``Content-Encoding``, ``Sec-WebSocket-Key1`` or a ``Connection`` other than ``keep-alive``. Its
+body is read whole before the caller is checked, hence the small limit (a purge's body is a few
+KB; a longer one goes to aiohttp, which checks the caller before it reads the body), then
 :func:`edgecache.api.cloudflare.purge.accept` decides it, the same function the aiohttp handler
 calls, and the answer is written with the headers aiohttp writes. Requests are answered one at a
 time, in order: bytes of pipelined requests wait in the buffer until the answer before them is
-written.
+written, and reading pauses while over 64 KiB of them wait.
 
-Anything else (another route, another method, a head that is odd in any way, a body over the
-limit, chunked framing, ``Expect: 100-continue``, a client's EOF) hands the connection over from
+Anything else (another route, another method, a head that is odd in any way, a body over 64 KiB,
+chunked framing, ``Expect: 100-continue``, a client's EOF) hands the connection over from
 the first byte of that request: aiohttp's own protocol takes the transport
 (``transport.set_protocol``) and is fed the bytes buffered so far, and answers them and the rest of
 the connection as it always has. So every answer that is not an accepted or refused purge is
 aiohttp's own, and an accepted or refused one has the bytes aiohttp's handler would have sent
 (``Date`` and job id aside). What a client can still tell (``tests/test_control_listener.py``): a
 valid purge followed, in the same read, by bytes that are no request is answered here and the rest
-by aiohttp (400), where aiohttp alone answers 400 in place of both.
+by aiohttp (400), where aiohttp alone answers 400 in place of both; and a purge whose client then
+half-closes (shuts down its sending side) is answered here, where aiohttp accepts the purge and
+never answers. Answering is kept: the client may still read.
 
 Connections idle on this side close after aiohttp's keep-alive time; at shutdown, idle ones close
-at once and busy ones right after their answer.
+at once and busy ones right after their answer (or, as aiohttp's handlers, when the runner's
+shutdown timeout passes without one: the purge is cancelled and its connection closed).
 """
 
 from __future__ import annotations
@@ -66,8 +70,9 @@ _MAX_HEAD = 8190
 a purge's head is a few hundred bytes."""
 _ODD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff]|\r\n[ \t]")
 """Control bytes, non-ASCII bytes and folded lines: heads that aiohttp decides, not this side."""
-_REFUSED = frozenset({"transfer-encoding", "expect", "upgrade", "content-encoding"})
-"""Fields whose framing or meaning aiohttp handles (``Content-Encoding``: it decompresses)."""
+_REFUSED = frozenset({"transfer-encoding", "expect", "upgrade", "content-encoding", "sec-websocket-key1"})
+"""Fields whose framing or meaning aiohttp handles (``Content-Encoding``: it decompresses;
+``Sec-WebSocket-Key1``, the old WebSocket draft's: its C parser answers 400)."""
 _SINGLETONS = frozenset(
     {
         "content-length",
@@ -89,7 +94,11 @@ _SERVER = SERVER_SOFTWARE.encode()
 IDLE_TIMEOUT = 3630.0
 """aiohttp's keep-alive time (``RequestHandler``'s default), so an idle connection lasts as long on
 either side."""
-_PAUSE_AT = 1 << 20
+_MAX_BODY = 1 << 16
+"""The longest body taken here, read before the caller is checked: a purge's is a few KB. A longer
+one goes to aiohttp, so that a caller without credentials cannot make a connection hold up to the
+app's body limit here."""
+_PAUSE_AT = 1 << 16
 """Buffered bytes of requests still to answer at which reading pauses until the answer is written."""
 
 
@@ -172,6 +181,8 @@ class PurgeSite(web.TCPSite):
         """Purge requests answered on this side (accepted or refused), for tests and benchmarks."""
         self.most_buffered = 0
         """The most bytes one connection has held on this side, for tests."""
+        self.pauses = 0
+        """Times a connection paused reading on this side, for tests."""
         self.fronts: set[PurgeFront] = set()
         self.date = _Date()
         self.stopping = False
@@ -187,7 +198,8 @@ class PurgeSite(web.TCPSite):
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Stop listening; close this side's idle connections (busy ones close after their answer)."""
+        """Stop listening; close this side's idle connections (busy ones close after their answer,
+        or when the runner's shutdown timeout passes without one)."""
         self.stopping = True
         busy = []
         for front in list(self.fronts):
@@ -197,9 +209,15 @@ class PurgeSite(web.TCPSite):
                 front.close()
         await super().stop()
         if busy:
-            # As aiohttp waits for its handlers at shutdown, for as long: an accepted purge gets its
-            # answer.
-            await asyncio.wait(busy, timeout=self._runner._shutdown_timeout)
+            # As aiohttp waits for its handlers at shutdown, for as long, then cancels them: an
+            # accepted purge gets its answer, one still pending then has its connection closed.
+            timeout = getattr(self._runner, "_shutdown_timeout", 60.0)
+            _, pending = await asyncio.wait(busy, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                # Let them end before the node closes what they use.
+                await asyncio.wait(pending)
 
 
 class PurgeFront(asyncio.Protocol):
@@ -257,6 +275,7 @@ class PurgeFront(asyncio.Protocol):
         ):
             # Requests pile up behind an answer not yet written: read on once it is.
             self.paused_reading = True
+            self.site.pauses += 1
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
@@ -345,7 +364,7 @@ class PurgeFront(asyncio.Protocol):
         head = bytes(buf[:head_end])
         fields = _fields(head) if head_end <= _MAX_HEAD else None
         length = None if fields is None else _body_length(fields)
-        if fields is None or length is None or length > self.site.max_body:
+        if fields is None or length is None or length > min(_MAX_BODY, self.site.max_body):
             self._hand_over()
             return
         if len(buf) < head_end + length:
@@ -362,26 +381,44 @@ class PurgeFront(asyncio.Protocol):
     async def _answer(
         self, fields: CIMultiDict[str], zone_id: str, path: str, mode: Mode, body: bytes
     ) -> None:
-        async def read_body() -> bytes:
-            return body
-
+        answer: bytes | None = None
         try:
-            job_id = await accept(self.site.context, fields, zone_id, path, read_body, mode)
-            answer = self._response(200, id_payload(job_id), {})
-        except CfError as err:
-            answer = self._response(err.status, err.payload(), err.headers)
+            answer = await self._decide(fields, zone_id, path, mode, body)
         except Exception:
-            # As the aiohttp app's envelope_errors middleware logs and answers it.
-            log.exception("control-plane request failed: POST %s", path)
-            failed = internal_error()
-            answer = self._response(failed.status, failed.payload(), failed.headers)
+            log.exception("control-plane answer failed: POST %s", path)
+        finally:
+            self.busy = False
+            if answer is None:
+                # No answer to write (its making failed, or the node stopped waiting for it): the
+                # connection closes rather than leave the client waiting for one.
+                self.close()
+        if answer is None:
+            return
         self.site.answered += 1
-        self.busy = False
         if self.transport is None:
             return
         self.last_seen = asyncio.get_running_loop().time()
         self.transport.write(answer)
         self._next()
+
+    async def _decide(
+        self, fields: CIMultiDict[str], zone_id: str, path: str, mode: Mode, body: bytes
+    ) -> bytes:
+        """The answer's bytes: the job id, the v4 error, or 500 for an unexpected error."""
+
+        async def read_body() -> bytes:
+            return body
+
+        try:
+            job_id = await accept(self.site.context, fields, zone_id, path, read_body, mode)
+            return self._response(200, id_payload(job_id), {})
+        except CfError as err:
+            return self._response(err.status, err.payload(), err.headers)
+        except Exception:
+            # As the aiohttp app's envelope_errors middleware logs and answers it.
+            log.exception("control-plane request failed: POST %s", path)
+            failed = internal_error()
+            return self._response(failed.status, failed.payload(), failed.headers)
 
     def _response(self, status: int, payload: bytes, extra: dict[str, str]) -> bytes:
         # aiohttp's fields, in its order, so that either side's answer reads the same.
@@ -412,6 +449,10 @@ class PurgeFront(asyncio.Protocol):
         handler: RequestHandler = self.aiohttp()
         transport.set_protocol(handler)
         handler.connection_made(transport)
+        if self.paused_reading:
+            # aiohttp does not know the transport is paused and resumes only a pause of its own:
+            # read on, and aiohttp pauses again if its flow control needs to.
+            transport.resume_reading()
         if self.buf:
             handler.data_received(bytes(self.buf))
         if self.eof:

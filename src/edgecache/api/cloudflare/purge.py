@@ -173,7 +173,8 @@ async def accept(
     listeners of the route: the aiohttp handler below and the control listener's own
     (``api/control_listener.py``). ``read_body`` is called only once the caller may purge the zone:
     the aiohttp handler reads no body of a caller it refuses; the control listener has the body
-    (at most the app's body limit) buffered before it calls this, and drops it unparsed."""
+    (at most 64 KiB: it leaves longer ones to aiohttp) buffered before it calls this, and drops it
+    unparsed."""
     principal = await caller(headers, ctx.credentials)
     zone = zone_named(ctx.zones, zone_id, path)
     if not principal.allows(Permission.CACHE_PURGE, zone.config.id, zone.config.account_id):
