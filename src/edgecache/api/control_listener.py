@@ -450,8 +450,9 @@ class PurgeFront(asyncio.Protocol):
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if self.paused_reading:
-            # aiohttp does not know the transport is paused and resumes only a pause of its own:
-            # read on, and aiohttp pauses again if its flow control needs to.
+            # aiohttp does not know the transport is paused: it resumes it only as a body is read
+            # or its own flow control goes, so a head not yet read whole would wait for ever. Read
+            # on; aiohttp pauses again if its flow control needs to.
             transport.resume_reading()
         if self.buf:
             handler.data_received(bytes(self.buf))
