@@ -86,6 +86,12 @@ def other(stack: Stack, board: PositionBoard) -> Iterator[OtherWorker]:
     o.close()
 
 
+def sdk(stack: Stack) -> cloudflare.Cloudflare:
+    """The official Cloudflare SDK pointed at the node's control listener."""
+    base_url = f"http://127.0.0.1:{stack.node.control_port}/client/v4"
+    return cloudflare.Cloudflare(api_token=stack.token(), base_url=base_url, max_retries=0)
+
+
 def key_of(stack: Stack, path: str) -> str:
     return primary_key("http", "test.example", path, stack.node.zones.by_id[ZONE_ID].key_options)
 
@@ -209,11 +215,7 @@ def test_a_fill_a_purge_kept_out_of_the_store_is_not_announced_as_stored(
     # Long enough for the purge below to land while the origin is still answering.
     stack.origin.routes[path] = Route(body=b"from the origin", delay=2.0)
     key = key_of(stack, path)
-    cf = cloudflare.Cloudflare(
-        api_token=stack.token(),
-        base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4",
-        max_retries=0,
-    )
+    cf = sdk(stack)
     try:
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(stack.request, path)
@@ -440,11 +442,7 @@ def test_a_fill_announced_before_a_purge_here_is_not_waited_for(stack: Stack, ot
     path = "/fill-locks/announced-before-a-purge"
     stack.origin.routes[path] = Route(body=b"from the origin")
     key = key_of(stack, path)
-    cf = cloudflare.Cloudflare(
-        api_token=stack.token(),
-        base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4",
-        max_retries=0,
-    )
+    cf = sdk(stack)
     try:
         assert other.say("take", key) == "True"
         assert other.say("stored", key) == "released"
@@ -465,11 +463,7 @@ def test_a_fill_announced_after_a_purge_here_is_waited_for(stack: Stack, other: 
     path = "/fill-locks/announced-after-a-purge"
     stack.origin.routes[path] = Route(body=b"from the origin")
     key = key_of(stack, path)
-    cf = cloudflare.Cloudflare(
-        api_token=stack.token(),
-        base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4",
-        max_retries=0,
-    )
+    cf = sdk(stack)
     try:
         cf.cache.purge(zone_id=ZONE_ID, files=[f"http://test.example{path}/another"])
     finally:
