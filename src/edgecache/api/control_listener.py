@@ -294,6 +294,10 @@ class PurgeFront(asyncio.Protocol):
             self._next()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._detach()
+
+    def _detach(self) -> None:
+        """This side is done with the connection (closed, or handed to aiohttp)."""
         self.closed = True
         self.transport = None
         self.site.fronts.discard(self)
@@ -440,12 +444,7 @@ class PurgeFront(asyncio.Protocol):
         """Give the connection, from the first byte of the request at hand, to aiohttp."""
         transport = self.transport
         assert transport is not None
-        self.transport = None
-        self.closed = True
-        self.site.fronts.discard(self)
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
+        self._detach()
         handler: RequestHandler = self.aiohttp()
         transport.set_protocol(handler)
         handler.connection_made(transport)

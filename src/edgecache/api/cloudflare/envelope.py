@@ -53,14 +53,20 @@ def internal_error() -> CfError:
     return CfError(500, 10001, "Internal server error")
 
 
-def success(result: Any, *, status: int = 200, result_info: dict[str, int] | None = None) -> web.Response:
-    """The success envelope around ``result``."""
+def success_payload(result: Any, result_info: dict[str, int] | None = None) -> bytes:
+    """The bytes of the success envelope around ``result``."""
     body: dict[str, Any] = {"success": True, "errors": [], "messages": [], "result": result}
     if result_info is not None:
         body["result_info"] = result_info
+    return json.dumps(body).encode()
+
+
+def success(result: Any, *, status: int = 200, result_info: dict[str, int] | None = None) -> web.Response:
+    """The success envelope around ``result``."""
     # Bytes: aiohttp sends them as they are, where a str goes through its payload registry; the
     # same Content-Type on the wire.
-    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
+    body = success_payload(result, result_info)
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 _ID_HEAD = b'{"success": true, "errors": [], "messages": [], "result": {"id": "'
@@ -72,7 +78,7 @@ def id_payload(job_id: str) -> bytes:
     bytes when the id needs no escaping (a job id is hex): the same body without building and
     encoding the envelope's dict on each purge."""
     if not (job_id.isascii() and job_id.isalnum()):
-        return json.dumps({"success": True, "errors": [], "messages": [], "result": {"id": job_id}}).encode()
+        return success_payload({"id": job_id})
     return _ID_HEAD + job_id.encode() + _ID_TAIL
 
 
