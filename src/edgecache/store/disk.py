@@ -156,9 +156,10 @@ MAX_WHERES = 4096
 """Hosts whose zone and databases the hit path remembers (a zone may serve many hosts)."""
 FILTER_STEP = 65536
 """Rows the key filter's build reads per read transaction (``_build_filter``)."""
-FILTER_CHECK_EVERY = 10.0
+FILTER_CHECK_EVERY = 1.0
 """Seconds between two looks at how full the key filter is (``_keep_filter``): a look samples 256
-KiB of it."""
+KiB of it (~0.1 ms). At 10 s a miss-heavy load had set a tenth of a small filter's slots more
+between two looks (``bench/key_filter.py --churn``)."""
 MAX_BATCH_OPS = 512
 """Changes one write transaction takes at most (the writer thread's, or a fill writer's)."""
 MAX_BATCH_BYTES = 64 << 20

@@ -13,8 +13,8 @@ Theory of operation:
   another process to a neighbouring slot. Setting a bit would be a read-modify-write of its byte,
   which loses a concurrent writer's bit unless it is atomic, and Python has no atomic OR on a
   mapping. Eight times the memory buys that, without a C extension.
-- A key sets two slots, chosen by the CRC-32 of its stored bytes (``key_bytes``: stable
-  across processes, where Python's ``hash`` is not) and a multiplicative mix of it. Slots are only
+- A key sets two slots, two bit ranges of the CRC-32 of its stored bytes (``key_bytes``: stable
+  across processes, where Python's ``hash`` is not) times a multiplicative constant. Slots are only
   ever set while the node runs: a delete leaves its key "maybe", which costs a disk read, never a
   wrong answer.
 - Every LMDB writer of the node sets a key's slots before the commit that stores anything under
@@ -68,7 +68,13 @@ _SAMPLES = 64
 _SAMPLE_BYTES = 4096
 _CLEAR_STEP = 1 << 20
 _MIX = 0x9E3779B97F4A7C15
-"""Knuth's multiplicative constant (2**64 / golden ratio): the second slot from the CRC's bits."""
+"""Knuth's multiplicative constant (2**64 / golden ratio): the CRC times it gives both slots, from
+bits 32 and 58 of the product (at most 26 bits each). CRC-32 is linear: the CRCs of URLs that
+differ only in a counter (``/obj/000123``) fall in a few patterns in their low bits, and with the
+first slot taken from those bits as they are, the false "maybe" rate of such keys strayed from
+the fill's square by up to 1.5x either way (a simulation of 130k stored and 50k never-stored keys
+in 1 Mi slots: 4.2-7.4% against 5.1%); from the product it stays at the square (4.7-5.0% against
+4.8%), which is what the rebuild's trigger assumes."""
 
 
 def expected_keys(budget_bytes: int, stored: int) -> int:
@@ -143,14 +149,14 @@ class KeyFilter:
         if gen & 1:
             other = self._halves[((gen >> 1) & 1) ^ 1]
             for kb in kbs:
-                h = crc32(kb)
-                a, b = h & mask, ((h * _MIX) >> 32) & mask
+                h = crc32(kb) * _MIX
+                a, b = (h >> 32) & mask, (h >> 58) & mask
                 active[a] = active[b] = other[a] = other[b] = 1
         else:
             for kb in kbs:
-                h = crc32(kb)
-                active[h & mask] = 1
-                active[((h * _MIX) >> 32) & mask] = 1
+                h = crc32(kb) * _MIX
+                active[(h >> 32) & mask] = 1
+                active[(h >> 58) & mask] = 1
         return gen
 
     def may_hold(self, kb: bytes) -> bool:
@@ -161,9 +167,9 @@ class KeyFilter:
                 return True
             self._trusted = True
         gen = m[_GEN]
-        h = zlib.crc32(kb)
+        h = zlib.crc32(kb) * _MIX
         mask, slots = self._mask, self._halves[(gen >> 1) & 1]
-        if slots[h & mask] and slots[((h * _MIX) >> 32) & mask]:
+        if slots[(h >> 32) & mask] and slots[(h >> 58) & mask]:
             return True
         # A swap between reading the generation and the slots: the half read may lack a key that a
         # writer announced in the new half only and has committed since.
