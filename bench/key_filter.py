@@ -13,11 +13,20 @@ thread CPU of a memory miss's disk part for a never-stored key (``DiskStore.look
 with what it found, as ``TierChain`` calls them, reads sharing a transaction per 50 keys as the
 event loop's turns do), on the same store before the filter is given to it and after it is built
 (best of five rounds of ``--misses`` keys each).
+
+``--churn PUTS`` measures instead what a long-running node's churning disk does to the filter: a
+store of ``--churn-budget`` bytes (which evicts its oldest records once full) takes ``PUTS`` new
+records through ``DiskStore.put``, twice: once as a node keeps its filter (rebuilt when deletes
+have left it too full, decision 0020's addendum "rebuild"), once never rebuilt (as before that
+addendum). After every tenth of the puts: the records on disk, the share of the active half's
+slots set, the false "maybe" rate over ``--churn-probes`` never-stored keys, and the rebuilds so
+far.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import tempfile
 import time
@@ -25,6 +34,7 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
+from edgecache.store import disk as disk_module
 from edgecache.store.disk import DiskStore
 from edgecache.store.disk_layout import key_bytes
 from edgecache.store.entry import Entry
@@ -85,6 +95,56 @@ def per_call(fn: object, number: int = 200_000) -> float:
     return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e9  # type: ignore[arg-type]
 
 
+class _Rebuilds(logging.Handler):
+    """Counts the store's ``disk_key_filter_rebuilt`` records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += getattr(record, "event", None) == "disk_key_filter_rebuilt"
+
+
+def churn(
+    puts: int, budget: int, body: bytes, probes: int, rebuild: bool
+) -> list[tuple[int, int, float, float, int]]:
+    """(puts so far, records on disk, share of slots set, false "maybe" rate, rebuilds) after each
+    tenth of ``puts`` new records into a full-budget store."""
+    tmp = Path(tempfile.mkdtemp(prefix="keyfilter-churn-"))
+    checks = disk_module.FILTER_CHECK_EVERY
+    if not rebuild:
+        disk_module.FILTER_CHECK_EVERY = 1e9
+    counter = _Rebuilds()
+    logger = logging.getLogger("edgecache.store.disk")
+    logger.addHandler(counter)
+    logger.setLevel(logging.INFO)
+    store = DiskStore(tmp, budget=budget, position=0, zones=["z"], map_size=4 * budget)
+    keys = KeyFilter.create(expected_keys(budget, 0))
+    rows = []
+    try:
+        store.use_filter(keys, build=True)
+        while not keys.ready:
+            time.sleep(0.001)
+        tenth = max(1, puts // 10)
+        for start in range(0, puts, STEP):
+            for i in range(start, min(puts, start + STEP)):
+                store.put(entry(f"http://bench.example/churn/{i:09d}", body))
+            store.flush()
+            done = min(puts, start + STEP)
+            if done % tenth < STEP or done == puts:
+                never = (key_bytes(f"http://bench.example/never/{done}/{i}") for i in range(probes))
+                maybe = sum(keys.may_hold(kb) for kb in never) / probes
+                rows.append((done, store.usage()[1], keys.fill(), maybe, counter.count))
+    finally:
+        store.close()
+        keys.close()
+        logger.removeHandler(counter)
+        disk_module.FILTER_CHECK_EVERY = checks
+        shutil.rmtree(tmp)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -98,7 +158,31 @@ def main() -> None:
     )
     parser.add_argument("--probes", type=int, default=1_000_000)
     parser.add_argument("--misses", type=int, default=100_000, help="never-stored keys per round")
+    parser.add_argument("--churn", type=int, default=0, help="measure a churning disk with this many puts")
+    parser.add_argument("--churn-budget", type=int, default=128 << 20)
+    parser.add_argument("--churn-probes", type=int, default=100_000)
     args = parser.parse_args()
+    if args.churn:
+        body = b"b" * args.body
+        kept = churn(args.churn, args.churn_budget, body, args.churn_probes, rebuild=True)
+        never = churn(args.churn, args.churn_budget, body, args.churn_probes, rebuild=False)
+        print(
+            f"\n{args.churn:,} puts of {args.body} B bodies into a {args.churn_budget >> 20} MiB disk "
+            f"(filter checked every {disk_module.FILTER_CHECK_EVERY:g} s)\n"
+        )
+        print(
+            "| puts | records on disk | slots set, kept / never rebuilt "
+            '| false "maybe", kept / never | rebuilds |'
+        )
+        print("|---:|---:|---|---|---:|")
+        for (done, records, filled, maybe, rebuilds), (_, _, filled0, maybe0, _) in zip(
+            kept, never, strict=True
+        ):
+            print(
+                f"| {done:,} | {records:,} | {100 * filled:.1f}% / {100 * filled0:.1f}% "
+                f"| {100 * maybe:.2f}% / {100 * maybe0:.2f}% | {rebuilds} |"
+            )
+        return
     tmp = Path(tempfile.mkdtemp(prefix="keyfilter-bench-"))
     try:
         began = time.monotonic()

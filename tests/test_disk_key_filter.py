@@ -10,8 +10,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from conftest import Route, Stack
 from edgecache.config import CacheReserve, DiskStorage, Storage, Zone
 from edgecache.store import disk as disk_module
+from edgecache.store import keyfilter as keyfilter_module
 from edgecache.store.disk import DiskStore
 from edgecache.store.entry import Entry
 from edgecache.store.keyfilter import MAX_SLOTS, MIN_SLOTS, RECORD_BYTES, KeyFilter, slots_for
@@ -235,7 +237,7 @@ def test_a_close_during_the_build_leaves_the_filter_untrusted(
 class FailingFilter(KeyFilter):
     """A filter that fails to take keys, as a build's read of the disk may."""
 
-    def add_all(self, kbs: Iterable[bytes | memoryview]) -> None:
+    def add_all(self, kbs: Iterable[bytes | memoryview]) -> int:
         raise OSError("injected: the build cannot add a key")
 
 
@@ -330,7 +332,7 @@ def test_a_key_once_added_is_never_absent(added: list[bytes], others: list[bytes
             keys.add(kb)
         # A writer's batch (``add_all``) sets the very slots its keys one by one would.
         batch.add_all(memoryview(kb) for kb in added)
-        assert bytes(batch._slots) == bytes(keys._slots)
+        assert bytes(batch._halves[0]) == bytes(keys._halves[0])
         for kb in others:
             keys.may_hold(kb)
         assert all(keys.may_hold(kb) for kb in added)
@@ -392,3 +394,179 @@ def test_a_key_stored_by_another_worker_process_is_found(tmp_path: Path) -> None
             conn.close()
         assert node.stop() == 0
         origin.close()
+
+
+# -- the rebuild: a churning disk's filter forgets the keys no longer on disk ---------------------
+
+
+def rebuilds(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(getattr(r, "event", None) == "disk_key_filter_rebuilt" for r in caplog.records)
+
+
+@pytest.fixture
+def small_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filters of 4,096 slots, looked at every 50 ms: a few thousand keys fill one."""
+    monkeypatch.setattr(keyfilter_module, "MIN_SLOTS", 1 << 12)
+    monkeypatch.setattr(disk_module, "FILTER_CHECK_EVERY", 0.05)
+
+
+def built(path: Path) -> tuple[DiskStore, KeyFilter]:
+    store = DiskStore(path, budget=1 << 30, position=0, zones=["z"])
+    keys = KeyFilter.create(0)
+    store.use_filter(keys, build=True)
+    deadline = time.monotonic() + 10
+    while not keys.ready:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return store, keys
+
+
+@pytest.mark.usefixtures("small_filter")
+def test_a_churning_disk_has_its_filter_rebuilt_without_the_keys_it_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, keys = built(tmp_path)
+    try:
+        with caplog.at_level(logging.INFO, logger="edgecache.store.disk"):
+            gone = [f"http://h.example/churn/{i}" for i in range(3000)]
+            kept = [f"http://h.example/kept/{i}" for i in range(50)]
+            for key in gone:
+                store.put(entry(key))
+            assert store.flush(30)
+            for key in gone:
+                store.delete(key)
+            for key in kept:
+                store.put(entry(key))
+            assert store.flush(30)
+            deadline = time.monotonic() + 10
+            while not rebuilds(caplog):
+                assert time.monotonic() < deadline, "the filter was never rebuilt"
+                time.sleep(0.02)
+        assert all(store.get(key) is not None for key in kept)
+        assert store.stats.filtered == 0
+        # 3,000 keys left ~77% of the slots set: a never-stored key read the disk 59% of the time.
+        # Rebuilt from the 50 keys left, the filter rules nearly every one of them out again.
+        assert all(store.get(key) is None for key in gone)
+        assert store.stats.filtered >= 2950
+        assert keys.fill() < 0.05
+    finally:
+        store.close()
+        keys.close()
+
+
+@pytest.mark.usefixtures("small_filter")
+def test_a_filter_full_of_keys_still_on_disk_is_not_rebuilt_again_and_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = stored(tmp_path, 3000)
+    with caplog.at_level(logging.INFO, logger="edgecache.store.disk"):
+        store, keys = built(tmp_path)
+        try:
+            # Every key is on disk: a rebuild would set the same slots. None in ten looks.
+            time.sleep(0.5)
+            assert keys.fill() > 0.5
+            assert rebuilds(caplog) == 0
+            assert all(store.get(key) is not None for key in old[:100])
+        finally:
+            store.close()
+            keys.close()
+
+
+class RebuildingFilter(KeyFilter):
+    """A filter rebuilt (by ``rebuild``) once, in the writer thread, right after a batch's keys
+    were set and before its write transaction begins."""
+
+    rebuild: Callable[[], None] | None = None
+
+    def add_all(self, kbs: Iterable[bytes | memoryview]) -> int:
+        gen = super().add_all(kbs)
+        rebuild, type(self).rebuild = type(self).rebuild, None
+        if rebuild is not None and threading.current_thread().name != "edgecache-disk-filter":
+            rebuild()
+        return gen
+
+
+def test_a_key_announced_before_a_rebuild_and_committed_after_it_is_never_absent(
+    tmp_path: Path,
+) -> None:
+    stored(tmp_path, 100)
+    store = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
+    keys = RebuildingFilter.create(1000)
+    try:
+        store.use_filter(keys, build=True)
+        deadline = time.monotonic() + 10
+        while not keys.ready:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # The rebuild reads the disk before the batch commits and swaps the halves: the batch's
+        # key is set in the old half only, unless the writer announces it again in its transaction.
+        RebuildingFilter.rebuild = lambda: store._rebuild_filter(keys, 1.0)
+        store.put(entry("http://h.example/late"))
+        assert store.flush(30)
+        assert RebuildingFilter.rebuild is None and keys.generation == 2
+        assert store.get("http://h.example/late") is not None
+        assert store.stats.filtered == 0
+    finally:
+        store.close()
+        keys.close()
+
+
+def test_a_key_committed_while_a_rebuild_begins_is_never_absent(tmp_path: Path) -> None:
+    stored(tmp_path, 100)
+    store = DiskStore(tmp_path, budget=1 << 30, position=0, zones=["z"])
+    keys = KeyFilter.create(1000)
+    rebuilding: list[threading.Thread] = []
+    write_counts = store._write_counts
+
+    def rebuild_inside_the_commit(txn: Any) -> None:
+        # The batch holds the write lock, its keys set in the active half only: a rebuild that
+        # read the disk now would not see its key, and would swap the halves before it commits.
+        write_counts(txn)
+        if not rebuilding:
+            rebuilding.append(threading.Thread(target=store._rebuild_filter, args=(keys, 1.0)))
+            rebuilding[0].start()
+            time.sleep(0.3)
+
+    try:
+        store.use_filter(keys, build=True)
+        deadline = time.monotonic() + 10
+        while not keys.ready:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        store._write_counts = rebuild_inside_the_commit  # type: ignore[method-assign]
+        store.put(entry("http://h.example/late"))
+        assert store.flush(30)
+        rebuilding[0].join(10)
+        assert not rebuilding[0].is_alive() and keys.generation == 2
+        assert store.get("http://h.example/late") is not None
+        assert store.stats.filtered == 0
+    finally:
+        store.close()
+        keys.close()
+
+
+def test_a_rebuild_swaps_the_halves_and_an_abandoned_one_keeps_the_active_half() -> None:
+    keys = KeyFilter.create(1000)
+    try:
+        keys.set_ready()
+        keys.add(b"before")
+        keys.begin_rebuild()
+        keys.add(b"during")  # set in both halves
+        keys.abandon_rebuild()
+        assert keys.generation == 4
+        assert keys.may_hold(b"before") and keys.may_hold(b"during")
+        keys.begin_rebuild()
+        with pytest.raises(RuntimeError):
+            keys.begin_rebuild()
+        keys.add(b"again")
+        keys.end_rebuild()
+        # The new half holds what was added during its rebuild only (the store adds the disk's).
+        assert keys.may_hold(b"again") and not keys.may_hold(b"before")
+        with pytest.raises(RuntimeError):
+            keys.end_rebuild()
+        other = KeyFilter(os.dup(keys.fd))
+        assert other.generation == keys.generation and other.may_hold(b"again")
+        assert not other.may_hold(b"during")
+        other.close()
+    finally:
+        keys.close()

@@ -127,7 +127,7 @@ from edgecache.store.disk_layout import (
 )
 from edgecache.store.entry import VARIANT_SEP, Entry
 from edgecache.store.fillring import COUNTERS, RESERVE_FLAG, VARY_FLAG, FillRing, decode_vary
-from edgecache.store.keyfilter import KeyFilter
+from edgecache.store.keyfilter import REBUILD_AT, KeyFilter, expected_fill
 
 __all__ = [
     "CACHE",
@@ -156,6 +156,10 @@ MAX_WHERES = 4096
 """Hosts whose zone and databases the hit path remembers (a zone may serve many hosts)."""
 FILTER_STEP = 65536
 """Rows the key filter's build reads per read transaction (``_build_filter``)."""
+FILTER_CHECK_EVERY = 1.0
+"""Seconds between two looks at how full the key filter is (``_keep_filter``): a look samples 256
+KiB of it (~0.1 ms). At 10 s a miss-heavy load had set a tenth of a small filter's slots more
+between two looks (``bench/key_filter.py --churn``)."""
 MAX_BATCH_OPS = 512
 """Changes one write transaction takes at most (the writer thread's, or a fill writer's)."""
 MAX_BATCH_BYTES = 64 << 20
@@ -603,6 +607,7 @@ class DiskStore:
         self._keys: KeyFilter | None = None
         """The node's filter of the keys on disk (``use_filter``), or None: every key is read."""
         self._builder: threading.Thread | None = None
+        self._filter_stop = threading.Event()
         self._closing = False
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -1004,9 +1009,10 @@ class DiskStore:
         return self._keys
 
     def _build_filter(self, keys: KeyFilter) -> None:
-        """Add the key of every record and Vary row of every area on disk, then trust the filter.
-        A build that fails is logged (``disk_key_filter_failed``) and leaves the filter untrusted,
-        every key "maybe" (a disk read), until the node's next start."""
+        """Add the key of every record and Vary row of every area on disk, then trust the filter
+        and keep it (``_keep_filter``) until the store closes. A build that fails is logged
+        (``disk_key_filter_failed``) and leaves the filter untrusted, every key "maybe" (a disk
+        read), until the node's next start."""
         began = time.monotonic()
         try:
             added = self._add_disk_keys(keys)
@@ -1025,6 +1031,64 @@ class DiskStore:
             time.monotonic() - began,
             extra={"event": "disk_key_filter_built", "keys": added, "slots": keys.slots},
         )
+        self._keep_filter(keys)
+
+    def _keep_filter(self, keys: KeyFilter) -> None:
+        """Rebuild the filter from the disk whenever ``REBUILD_AT`` of its slots are set and a
+        rebuild from the records on disk now would set at most half as many: deletes never clear
+        a slot, so a churning disk would otherwise make every memory miss read it. A disk that
+        holds more keys than the filter was sized for is not rebuilt for nothing."""
+        while not self._filter_stop.wait(FILTER_CHECK_EVERY):
+            now = keys.fill()
+            if now < REBUILD_AT or now < 2 * expected_fill(self._records(), keys.slots):
+                continue
+            if not self._rebuild_filter(keys, now):
+                return
+
+    def _records(self) -> int:
+        """The records on disk, both areas, every zone (a key with a reserve copy counts twice)."""
+        with self.env.begin(db=self._meta) as txn:
+            cur = txn.cursor()
+            total = _int(txn.get(b"count:c"))
+            if cur.set_range(b"count:r:"):
+                for name, value in cur.iternext():
+                    if not name.startswith(b"count:r:"):
+                        break
+                    total += _int(value)
+            return total
+
+    def _rebuild_filter(self, keys: KeyFilter, before: float) -> bool:
+        """Rebuild the filter's inactive half from the keys on disk and make it the active one;
+        whether the store goes on (False once it closes or the rebuild failed, which is logged
+        as ``disk_key_filter_failed`` and leaves the filter as it was: still right, only fuller)."""
+        began = time.monotonic()
+        keys.begin_rebuild()
+        try:
+            # Wait out the write transaction in progress, whose writer may have announced its keys
+            # in the active half only: it commits before this read of the disk begins. Every later
+            # one sees the rebuild inside its transaction and announces in both (``_commit``).
+            self.env.begin(write=True).abort()
+            added = self._add_disk_keys(keys)
+        except Exception:
+            keys.abandon_rebuild()
+            log.exception(
+                "disk tier: key filter rebuild failed: it stays as it was, fuller",
+                extra={"event": "disk_key_filter_failed"},
+            )
+            return False
+        if self._closing:
+            keys.abandon_rebuild()
+            return False
+        keys.end_rebuild()
+        log.info(
+            "disk tier: key filter rebuilt from %d keys in %.2f s: %.1f%% of its slots set, was %.1f%%",
+            added,
+            time.monotonic() - began,
+            100 * keys.fill(),
+            100 * before,
+            extra={"event": "disk_key_filter_rebuilt", "keys": added, "slots": keys.slots},
+        )
+        return True
 
     def _add_disk_keys(self, keys: KeyFilter) -> int:
         """Add the keys of ``_build_filter`` (until the store closes); how many. A transaction per
@@ -1056,11 +1120,12 @@ class DiskStore:
                     after = last + b"\x00"  # the next row's key: the least one above ``last``
         return added
 
-    def _announce(self, keys: KeyFilter, batch: list[tuple[Any, ...]]) -> None:
+    def _announce(self, keys: KeyFilter, batch: list[tuple[Any, ...]]) -> int:
         """Before a batch's commit: set the filter's slots of every key it may store anything
-        under. A fill (a large object's record and a reserve copy are fills too) stores under its
-        key, a Vary row under its base key; nothing else a batch or a job writes adds a key."""
-        keys.add_all(
+        under; the filter's generation they were set at. A fill (a large object's record and a
+        reserve copy are fills too) stores under its key, a Vary row under its base key; nothing
+        else a batch or a job writes adds a key."""
+        return keys.add_all(
             op.kb if type(op) is RingFill else key_bytes(op[1].key if op[0] == "put" else op[1])
             for op in batch
             if op[0] in _KEYED
@@ -1339,6 +1404,7 @@ class DiskStore:
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the environment."""
         self._closing = True
+        self._filter_stop.set()
         if self._builder is not None:
             self._builder.join()
         if self._thread.is_alive():
@@ -1484,9 +1550,8 @@ class DiskStore:
                 self._await_fills(fence)
             if not only_jobs:
                 keys = self._keys
-                if keys is not None:
-                    self._announce(keys, batch)
-                self._commit(batch, renewals, jobs)
+                announced = -1 if keys is None else self._announce(keys, batch)
+                self._commit(batch, renewals, jobs, announced)
                 self._publish()
         finally:
             self._new_dbs, self._new_hosts = {}, {}
@@ -1505,12 +1570,22 @@ class DiskStore:
             self._step(op[1], op[2])
 
     def _commit(
-        self, batch: list[tuple[Any, ...]], renewals: dict[str, bytes], jobs: list[tuple[Any, ...]]
+        self,
+        batch: list[tuple[Any, ...]],
+        renewals: dict[str, bytes],
+        jobs: list[tuple[Any, ...]],
+        announced: int,
     ) -> None:
         """Apply a batch's changes but its jobs (added to ``jobs``) in one write transaction. The fills
-        it writes and drops are counted once it has committed: a batch that fails writes none."""
+        it writes and drops are counted once it has committed: a batch that fails writes none.
+        ``announced``: the key filter's generation ``_announce`` set the batch's keys at."""
         written = dropped = 0
         with self.env.begin(write=True) as txn:
+            keys = self._keys
+            if keys is not None and keys.generation != announced:
+                # A rebuild of the filter began or ended since: announced again, in the halves in
+                # use now that this transaction holds the write lock (``_rebuild_filter``).
+                self._announce(keys, batch)
             self._seen, self._grown = {}, set()
             now = time.time()
             reclaimed = max(self._stored(txn, b"reclaimed_upto"), self._reclaimed_later)
