@@ -410,9 +410,18 @@ def small_filter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(disk_module, "FILTER_CHECK_EVERY", 0.05)
 
 
-def built(path: Path) -> tuple[DiskStore, KeyFilter]:
+class GatedFilter(KeyFilter):
+    """A filter whose keeper sees it empty until ``opened`` is set: no rebuild before then."""
+
+    opened = threading.Event()
+
+    def fill(self) -> float:
+        return super().fill() if self.opened.is_set() else 0.0
+
+
+def built(path: Path, kind: type[KeyFilter] = KeyFilter) -> tuple[DiskStore, KeyFilter]:
     store = DiskStore(path, budget=1 << 30, position=0, zones=["z"])
-    keys = KeyFilter.create(0)
+    keys = kind.create(0)
     store.use_filter(keys, build=True)
     deadline = time.monotonic() + 10
     while not keys.ready:
@@ -421,11 +430,19 @@ def built(path: Path) -> tuple[DiskStore, KeyFilter]:
     return store, keys
 
 
+def wait_for(caplog: pytest.LogCaptureFixture, event: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 10
+    while sum(getattr(r, "event", None) == event for r in caplog.records) < count:
+        assert time.monotonic() < deadline, f"no {event}"
+        time.sleep(0.02)
+
+
 @pytest.mark.usefixtures("small_filter")
 def test_a_churning_disk_has_its_filter_rebuilt_without_the_keys_it_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store, keys = built(tmp_path)
+    GatedFilter.opened.clear()
+    store, keys = built(tmp_path, GatedFilter)
     try:
         with caplog.at_level(logging.INFO, logger="edgecache.store.disk"):
             gone = [f"http://h.example/churn/{i}" for i in range(3000)]
@@ -438,14 +455,15 @@ def test_a_churning_disk_has_its_filter_rebuilt_without_the_keys_it_lost(
             for key in kept:
                 store.put(entry(key))
             assert store.flush(30)
-            deadline = time.monotonic() + 10
-            while not rebuilds(caplog):
-                assert time.monotonic() < deadline, "the filter was never rebuilt"
-                time.sleep(0.02)
+            # 3,000 keys left ~77% of the slots set: a never-stored key read the disk 59% of the time.
+            GatedFilter.opened.set()
+            wait_for(caplog, "disk_key_filter_rebuilt")
+        assert [r.keys for r in caplog.records if getattr(r, "event", None) == "disk_key_filter_rebuilt"] == [
+            50
+        ]
         assert all(store.get(key) is not None for key in kept)
         assert store.stats.filtered == 0
-        # 3,000 keys left ~77% of the slots set: a never-stored key read the disk 59% of the time.
-        # Rebuilt from the 50 keys left, the filter rules nearly every one of them out again.
+        # Rebuilt from the 50 keys left, the filter rules nearly every deleted one out again.
         assert all(store.get(key) is None for key in gone)
         assert store.stats.filtered >= 2950
         assert keys.fill() < 0.05
@@ -525,7 +543,11 @@ def test_a_key_committed_while_a_rebuild_begins_is_never_absent(tmp_path: Path) 
         if not rebuilding:
             rebuilding.append(threading.Thread(target=store._rebuild_filter, args=(keys, 1.0)))
             rebuilding[0].start()
-            time.sleep(0.3)
+            deadline = time.monotonic() + 10
+            while not keys.generation & 1:
+                assert time.monotonic() < deadline, "the rebuild never began"
+                time.sleep(0.005)
+            time.sleep(0.3)  # time enough for a rebuild that did not wait to read the disk and swap
 
     try:
         store.use_filter(keys, build=True)
@@ -570,3 +592,81 @@ def test_a_rebuild_swaps_the_halves_and_an_abandoned_one_keeps_the_active_half()
         other.close()
     finally:
         keys.close()
+
+
+class _Between:
+    """A half of a reader's mapping that runs ``meanwhile`` once, before its first slot is read."""
+
+    def __init__(self, half: memoryview, meanwhile: Callable[[], None]) -> None:
+        self.half, self.meanwhile = half, meanwhile
+
+    def __getitem__(self, at: int) -> int:
+        meanwhile, self.meanwhile = self.meanwhile, lambda: None
+        meanwhile()
+        return int(self.half[at])
+
+
+def test_a_reader_whose_half_is_swapped_while_it_reads_answers_maybe() -> None:
+    keys = KeyFilter.create(1000)
+    reader = KeyFilter(os.dup(keys.fd))
+    try:
+        keys.set_ready()
+
+        def swap_then_store() -> None:
+            # Another process rebuilds and swaps, then a writer stores the key: in the new half only.
+            keys.begin_rebuild()
+            keys.end_rebuild()
+            keys.add(b"stored meanwhile")
+
+        old = reader._halves
+        reader._halves = (_Between(old[0], swap_then_store), old[1])  # type: ignore[assignment]
+        # Read from the half named when the read began: it lacks the key, but the generation moved.
+        assert reader.may_hold(b"stored meanwhile")
+        reader._halves = old
+        assert reader.may_hold(b"stored meanwhile")
+        assert not reader.may_hold(b"never stored")
+    finally:
+        reader.close()
+        keys.close()
+
+
+class FailingOnceFilter(KeyFilter):
+    """A filter whose first rebuild fails while it reads the disk."""
+
+    failed = False
+
+    def add_all(self, kbs: Iterable[bytes | memoryview]) -> int:
+        if self.generation & 1 and not FailingOnceFilter.failed:
+            FailingOnceFilter.failed = True
+            raise OSError("injected: the rebuild cannot add a key")
+        return super().add_all(kbs)
+
+
+@pytest.mark.usefixtures("small_filter")
+def test_a_failed_rebuild_leaves_the_filter_right_and_is_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(disk_module, "FILTER_RETRY_AFTER", 0.2)
+    FailingOnceFilter.failed = False
+    stored(tmp_path, 100)
+    with caplog.at_level(logging.INFO, logger="edgecache.store.disk"):
+        store, keys = built(tmp_path, FailingOnceFilter)
+        try:
+            gone = [f"http://h.example/churn/{i}" for i in range(3000)]
+            for key in gone:
+                store.put(entry(key))
+            assert store.flush(30)
+            for key in gone:
+                store.delete(key)
+            assert store.flush(30)
+            wait_for(caplog, "disk_key_filter_failed")
+            # Abandoned: the same half as before it began, every key on disk still "maybe".
+            assert keys.generation == 4
+            assert all(store.get(f"http://h.example/old/{i}") is not None for i in range(100))
+            wait_for(caplog, "disk_key_filter_rebuilt")
+            assert keys.generation == 6
+            assert all(store.get(f"http://h.example/old/{i}") is not None for i in range(100))
+            assert store.stats.filtered == 0
+        finally:
+            store.close()
+            keys.close()

@@ -160,6 +160,8 @@ FILTER_CHECK_EVERY = 1.0
 """Seconds between two looks at how full the key filter is (``_keep_filter``): a look samples 256
 KiB of it (~0.1 ms). At 10 s a miss-heavy load had set a tenth of a small filter's slots more
 between two looks (``bench/key_filter.py --churn``)."""
+FILTER_RETRY_AFTER = 60.0
+"""Seconds before the key filter is looked at again after a look or a rebuild failed."""
 MAX_BATCH_OPS = 512
 """Changes one write transaction takes at most (the writer thread's, or a fill writer's)."""
 MAX_BATCH_BYTES = 64 << 20
@@ -1037,13 +1039,23 @@ class DiskStore:
         """Rebuild the filter from the disk whenever ``REBUILD_AT`` of its slots are set and a
         rebuild from the records on disk now would set at most half as many: deletes never clear
         a slot, so a churning disk would otherwise make every memory miss read it. A disk that
-        holds more keys than the filter was sized for is not rebuilt for nothing."""
-        while not self._filter_stop.wait(FILTER_CHECK_EVERY):
-            now = keys.fill()
-            if now < REBUILD_AT or now < 2 * expected_fill(self._records(), keys.slots):
-                continue
-            if not self._rebuild_filter(keys, now):
-                return
+        holds more keys than the filter was sized for is not rebuilt for nothing. A look or a
+        rebuild that fails is logged (``disk_key_filter_failed``) and tried again
+        ``FILTER_RETRY_AFTER`` later; the filter stays as it was meanwhile: right, only fuller."""
+        pause = FILTER_CHECK_EVERY
+        while not self._filter_stop.wait(pause):
+            pause = FILTER_CHECK_EVERY
+            try:
+                now = keys.fill()
+                if now >= REBUILD_AT and now >= 2 * expected_fill(self._records(), keys.slots):
+                    self._rebuild_filter(keys, now)
+            except Exception:
+                log.exception(
+                    "disk tier: key filter rebuild failed: it stays as it was, tried again in %g s",
+                    FILTER_RETRY_AFTER,
+                    extra={"event": "disk_key_filter_failed"},
+                )
+                pause = FILTER_RETRY_AFTER
 
     def _records(self) -> int:
         """The records on disk, both areas, every zone (a key with a reserve copy counts twice)."""
@@ -1057,10 +1069,9 @@ class DiskStore:
                     total += _int(value)
             return total
 
-    def _rebuild_filter(self, keys: KeyFilter, before: float) -> bool:
-        """Rebuild the filter's inactive half from the keys on disk and make it the active one;
-        whether the store goes on (False once it closes or the rebuild failed, which is logged
-        as ``disk_key_filter_failed`` and leaves the filter as it was: still right, only fuller)."""
+    def _rebuild_filter(self, keys: KeyFilter, before: float) -> None:
+        """Rebuild the filter's inactive half from the keys on disk and make it the active one; a
+        rebuild that fails or that a close cuts short is abandoned (the active half stays)."""
         began = time.monotonic()
         keys.begin_rebuild()
         try:
@@ -1069,16 +1080,12 @@ class DiskStore:
             # one sees the rebuild inside its transaction and announces in both (``_commit``).
             self.env.begin(write=True).abort()
             added = self._add_disk_keys(keys)
-        except Exception:
+        except BaseException:
             keys.abandon_rebuild()
-            log.exception(
-                "disk tier: key filter rebuild failed: it stays as it was, fuller",
-                extra={"event": "disk_key_filter_failed"},
-            )
-            return False
+            raise
         if self._closing:
             keys.abandon_rebuild()
-            return False
+            return
         keys.end_rebuild()
         log.info(
             "disk tier: key filter rebuilt from %d keys in %.2f s: %.1f%% of its slots set, was %.1f%%",
@@ -1088,7 +1095,6 @@ class DiskStore:
             100 * before,
             extra={"event": "disk_key_filter_rebuilt", "keys": added, "slots": keys.slots},
         )
-        return True
 
     def _add_disk_keys(self, keys: KeyFilter) -> int:
         """Add the keys of ``_build_filter`` (until the store closes); how many. A transaction per
