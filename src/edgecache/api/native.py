@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.expectations import UNMET, routes
 from edgecache.control.credentials import Permission, Principal, is_well_formed_token
 from edgecache.db.tasks import MAX_OFFSET, TaskQuery, TaskRow
 from edgecache.edge.zones import ZoneRuntime
@@ -68,7 +69,7 @@ async def native_errors(
 ) -> web.StreamResponse:
     """Every answer under ``/edgecache/`` in this API's error shape: unknown routes and methods,
     and (logged) unexpected failures."""
-    if not request.path.startswith(PREFIX):
+    if not owns(request.path):
         return await handler(request)
     try:
         return await handler(request)
@@ -238,7 +239,18 @@ async def zone_reserve(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the native routes."""
-    app.router.add_get("/edgecache/v1/zones/{zone_id}/cache_reserve", zone_reserve)
-    app.router.add_get("/edgecache/v1/jobs/{job_id}", job)
-    app.router.add_get("/edgecache/v1/zones/{zone_id}", zone_info)
-    app.router.add_get("/edgecache/v1/zones/{zone_id}/tasks", zone_tasks)
+    r = routes(app)
+    r.add_get("/edgecache/v1/zones/{zone_id}/cache_reserve", zone_reserve)
+    r.add_get("/edgecache/v1/jobs/{job_id}", job)
+    r.add_get("/edgecache/v1/zones/{zone_id}", zone_info)
+    r.add_get("/edgecache/v1/zones/{zone_id}/tasks", zone_tasks)
+
+
+def owns(path: str) -> bool:
+    """Whether ``path`` is this API's (its errors, unknown routes included, are in its shape)."""
+    return path.startswith(PREFIX)
+
+
+def expectation_failed(request: web.Request) -> web.Response:
+    """417 in this API's error shape: the request's ``Expect`` cannot be met (decision 0030)."""
+    return _error(NativeError(417, f"the Expect header cannot be met: {UNMET}"))

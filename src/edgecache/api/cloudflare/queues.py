@@ -25,6 +25,7 @@ from aiohttp import web
 from edgecache.api.cloudflare.auth import authenticate, denied
 from edgecache.api.cloudflare.envelope import CfError, no_route, page_info, success
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.expectations import routes
 from edgecache.control.credentials import Permission
 from edgecache.control.queue_rules import (
     ConsumerExists,
@@ -631,7 +632,7 @@ def add_routes(app: web.Application, prefix: str) -> None:
     """Register the queue routes under ``prefix``."""
     base = prefix + "/accounts/{account_id}/queues"
     one = base + "/{queue_id}"
-    r = app.router
+    r = routes(app)
     r.add_get(base, list_queues)
     r.add_post(base, create_queue)
     r.add_get(one, get_queue)

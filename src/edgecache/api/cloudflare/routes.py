@@ -15,6 +15,7 @@ from aiohttp import web
 
 from edgecache.api.cloudflare import cache_reserve, openapi, purge, queues, subscriptions
 from edgecache.api.cloudflare.envelope import CfError, failure, internal_error, no_route
+from edgecache.api.expectations import UNMET, routes
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +26,25 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def add_routes(app: web.Application) -> None:
     """Register the v4 routes on ``app`` under both prefixes."""
+    r = routes(app)
     for prefix in PREFIXES:
         # The names are purge.MODES's (the control listener matches the same routes from it).
-        app.router.add_post(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
-        app.router.add_delete(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
-        app.router.add_post(prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
-        app.router.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.get_setting)
-        app.router.add_patch(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.edit_setting)
-        app.router.add_post(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.start_clear)
-        app.router.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.clear_status)
-        app.router.add_get(prefix + "/openapi.json", openapi.document)
+        r.add_post(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
+        r.add_delete(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
+        r.add_post(prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
+        r.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.get_setting)
+        r.add_patch(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.edit_setting)
+        r.add_post(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.start_clear)
+        r.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.clear_status)
+        r.add_get(prefix + "/openapi.json", openapi.document)
         queues.add_routes(app, prefix)
         subscriptions.add_routes(app, prefix)
+
+
+def expectation_failed(request: web.Request) -> web.Response:
+    """417/6003 in the envelope: the request's ``Expect`` cannot be met (decision 0030; 6003 is the
+    real API's code for a header it refuses)."""
+    return failure(CfError(417, 6003, f"Invalid request headers: {UNMET}"))
 
 
 @web.middleware

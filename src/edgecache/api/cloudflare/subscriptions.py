@@ -16,6 +16,7 @@ from aiohttp import web
 from edgecache.api.cloudflare.envelope import CfError, page_info, success
 from edgecache.api.cloudflare.queues import bool_field, caller, json_body, json_object, rejected, when
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.expectations import routes
 from edgecache.control.queue_rules import QueueRejected
 from edgecache.control.subscriptions import SubscriptionNotFound, SubscriptionSpec
 from edgecache.db.subscriptions import SubscriptionRow
@@ -149,8 +150,9 @@ def add_routes(app: web.Application, prefix: str) -> None:
     """Register the event-subscription routes under ``prefix``."""
     base = prefix + "/accounts/{account_id}/event_subscriptions/subscriptions"
     one = base + "/{subscription_id}"
-    app.router.add_get(base, list_subscriptions)
-    app.router.add_post(base, create_subscription)
-    app.router.add_get(one, get_subscription)
-    app.router.add_patch(one, update_subscription)
-    app.router.add_delete(one, delete_subscription)
+    r = routes(app)
+    r.add_get(base, list_subscriptions)
+    r.add_post(base, create_subscription)
+    r.add_get(one, get_subscription)
+    r.add_patch(one, update_subscription)
+    r.add_delete(one, delete_subscription)

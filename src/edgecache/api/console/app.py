@@ -36,6 +36,7 @@ from edgecache.api.console.guard import (
     signed_in,
 )
 from edgecache.api.console.render import READ, render, reserve_zones, zones_allowing
+from edgecache.api.expectations import UNMET, install, routes
 from edgecache.control.credentials import is_well_formed_token
 from edgecache.control.livestats import LiveStats
 from edgecache.control.sessions import SessionService
@@ -72,10 +73,24 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = render(
             request, "error.html", {"status": exc.status, "message": exc.reason}, status=exc.status
         )
+    return _with_headers(response, static=static)
+
+
+def _with_headers(response: web.StreamResponse, *, static: bool) -> web.StreamResponse:
+    """The headers every console answer carries (a page is never stored)."""
     if not static:
         response.headers["Cache-Control"] = "no-store"
     response.headers.update(SECURITY_HEADERS)
     return response
+
+
+def expectation_failed(request: web.Request) -> web.StreamResponse:
+    """The error page, 417: the request's ``Expect`` cannot be met (decision 0030). It is answered
+    before this app's middleware runs, so with no session looked up."""
+    page = render(
+        request, "error.html", {"status": 417, "message": f"Expectation Failed: {UNMET}."}, status=417
+    )
+    return _with_headers(page, static=False)
 
 
 def _safe_next(target: str) -> str:
@@ -182,16 +197,18 @@ def build_console_app(sessions: SessionService, live_stats: LiveStats) -> web.Ap
         autoescape=jinja2.select_autoescape(default=True),
         undefined=jinja2.StrictUndefined,
     )
-    app.router.add_get("/", home)
-    app.router.add_get("/signin", signin_form)
-    app.router.add_post("/signin", signin)
-    app.router.add_post("/signout", signout)
+    r = routes(app)
+    r.add_get("/", home)
+    r.add_get("/signin", signin_form)
+    r.add_post("/signin", signin)
+    r.add_post("/signout", signout)
     purge.add_routes(app)
     tasks.add_routes(app)
     live.add_routes(app)
     reserve.add_routes(app)
     queues.add_routes(app)
-    static = app.router.add_static("/static", HERE / "static", append_version=True)
+    static = r.add_static("/static", HERE / "static", append_version=True)
     env.globals["asset"] = lambda name: str(static.url_for(filename=name))
+    install(app, expectation_failed)
     app.on_shutdown.append(live.close_streams)
     return app

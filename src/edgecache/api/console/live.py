@@ -16,6 +16,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from edgecache.api.console.guard import SESSION, signed_in
 from edgecache.api.console.render import render
+from edgecache.api.expectations import routes
 from edgecache.control.livestats import LiveStats
 
 LIVE_KEY = web.AppKey("live", LiveStats)
@@ -70,6 +71,7 @@ async def close_streams(app: web.Application) -> None:
 
 def add_routes(app: web.Application) -> None:
     """Register the live routes."""
+    r = routes(app)
     app[STREAMS_KEY] = set()
-    app.router.add_get("/live", live_page)
-    app.router.add_get("/live/events", live_events)
+    r.add_get("/live", live_page)
+    r.add_get("/live/events", live_events)

@@ -16,6 +16,7 @@ from aiohttp import web
 from edgecache.api.console.guard import signed_in
 from edgecache.api.console.render import READ, allowed_zone, render, zones_allowing
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.expectations import routes
 from edgecache.control.credentials import Permission
 from edgecache.control.purges import FileTarget, PurgeRejected, PurgeRequest
 from edgecache.control.quotas import QuotaExceeded
@@ -164,8 +165,9 @@ async def job_tasks(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the purge and job routes."""
-    app.router.add_get("/purge", purge_home)
-    app.router.add_get("/zones/{zone_id}/purge", purge_form)
-    app.router.add_post("/zones/{zone_id}/purge", purge_submit)
-    app.router.add_get("/jobs/{job_id}", job)
-    app.router.add_get("/jobs/{job_id}/tasks", job_tasks)
+    r = routes(app)
+    r.add_get("/purge", purge_home)
+    r.add_get("/zones/{zone_id}/purge", purge_form)
+    r.add_post("/zones/{zone_id}/purge", purge_submit)
+    r.add_get("/jobs/{job_id}", job)
+    r.add_get("/jobs/{job_id}/tasks", job_tasks)

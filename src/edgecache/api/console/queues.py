@@ -18,6 +18,7 @@ from edgecache.api.cloudflare.queues import CHANGE, PURGE_UNCONFIRMED, VIEW
 from edgecache.api.console.guard import signed_in
 from edgecache.api.console.render import render
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.expectations import routes
 from edgecache.control.queue_rules import QueueNotFound, QueueRejected, QueueSettings
 from edgecache.control.queues import QueueService
 from edgecache.control.sessions import Session
@@ -128,8 +129,9 @@ async def start_purge(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """Register the Queues routes."""
-    app.router.add_get("/queues", queue_list)
-    app.router.add_get("/queues/{queue_id}", queue_page)
-    app.router.add_get("/queues/{queue_id}/purge", purge_fragment)
-    app.router.add_post("/queues/{queue_id}/delivery", set_delivery)
-    app.router.add_post("/queues/{queue_id}/purge", start_purge)
+    r = routes(app)
+    r.add_get("/queues", queue_list)
+    r.add_get("/queues/{queue_id}", queue_page)
+    r.add_get("/queues/{queue_id}/purge", purge_fragment)
+    r.add_post("/queues/{queue_id}/delivery", set_delivery)
+    r.add_post("/queues/{queue_id}/purge", start_purge)

@@ -18,6 +18,7 @@ from edgecache.api.cloudflare.cache_reserve import BAD_VALUE, CHANGE, VALUES, VI
 from edgecache.api.console.guard import signed_in
 from edgecache.api.console.render import allowed_zone, render, reserve_zones
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.expectations import routes
 from edgecache.control.cache_reserve import IN_PROGRESS, CacheReserveService, ReserveRejected
 from edgecache.edge.zones import ZoneRuntime
 
@@ -115,8 +116,9 @@ async def reserve_clear(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """Register the Cache Reserve routes."""
-    app.router.add_get("/reserve", reserve_home)
-    app.router.add_get("/zones/{zone_id}/reserve", reserve_page)
-    app.router.add_post("/zones/{zone_id}/reserve", reserve_set)
-    app.router.add_get("/zones/{zone_id}/reserve/clear", reserve_clear_status)
-    app.router.add_post("/zones/{zone_id}/reserve/clear", reserve_clear)
+    r = routes(app)
+    r.add_get("/reserve", reserve_home)
+    r.add_get("/zones/{zone_id}/reserve", reserve_page)
+    r.add_post("/zones/{zone_id}/reserve", reserve_set)
+    r.add_get("/zones/{zone_id}/reserve/clear", reserve_clear_status)
+    r.add_post("/zones/{zone_id}/reserve/clear", reserve_clear)

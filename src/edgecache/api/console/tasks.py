@@ -17,6 +17,7 @@ from aiohttp import web
 from edgecache.api.console.guard import signed_in
 from edgecache.api.console.render import READ, render, zones_allowing
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.expectations import routes
 from edgecache.control.credentials import CredentialService
 from edgecache.db.tasks import TaskQuery, TaskRow
 
@@ -150,4 +151,5 @@ def _page_url(request: web.Request, page: int) -> str:
 
 def add_routes(app: web.Application) -> None:
     """Register the tasks route."""
-    app.router.add_get("/tasks", task_list)
+    r = routes(app)
+    r.add_get("/tasks", task_list)

@@ -48,6 +48,7 @@ from edgecache.api.edgeone.envelope import (
     success,
     unknown_parameter,
 )
+from edgecache.api.expectations import UNMET, routes
 from edgecache.api.jsonbody import BadJson, load_json
 from edgecache.config import TASK_TYPES
 from edgecache.control.credentials import Permission, Principal
@@ -175,7 +176,13 @@ def register(name: str) -> Callable[[ActionHandler], ActionHandler]:
 def add_routes(app: web.Application, services: EdgeOneServices) -> None:
     """Serve the EdgeOne dialect at ``/`` of ``app`` (which must also carry ``CONTEXT_KEY``)."""
     app[EDGEONE_KEY] = services
-    app.router.add_route("*", "/", handle)
+    routes(app).add_route("*", "/", handle)
+
+
+def expectation_failed(request: web.Request) -> web.Response:
+    """417 in the error envelope: the request's ``Expect`` cannot be met (decision 0030)."""
+    err = EoError("InvalidParameter", f"The request header `Expect` is not supported: {UNMET}.")
+    return failure(new_request_id(), err, status=417)
 
 
 # Parameter validation -----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Rules (reference ``edgeone-api.md`` §2.5):
 - Every answer is HTTP 200 with ``Content-Type`` exactly ``application/json`` (no charset) and a
   ``RequestId``. The official Python SDK turns any other status into ``ServerNetworkError`` (losing
   the code), ignores errors whose Content-Type differs from that exact string, and raises
-  ``KeyError`` on an error without ``RequestId``.
+  ``KeyError`` on an error without ``RequestId``. One exception: an ``Expect`` the server cannot
+  meet is HTTP 417 (decision 0030), the status HTTP gives it; the SDK never sends one.
 - Errors are raised as :class:`EoError` anywhere below the dispatcher and turned into the error
   envelope there; nothing else builds error bodies.
 - Codes are the reference's (§2.4, §2.6). Messages copy the live service's wording where it has been
@@ -35,10 +36,10 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def _answer(response: dict[str, Any]) -> web.Response:
+def _answer(response: dict[str, Any], status: int = 200) -> web.Response:
     # body= (bytes) rather than text=: aiohttp would append "; charset=utf-8" to a text body's type.
     return web.Response(
-        status=200, body=json.dumps({"Response": response}).encode(), content_type="application/json"
+        status=status, body=json.dumps({"Response": response}).encode(), content_type="application/json"
     )
 
 
@@ -49,9 +50,10 @@ def success(request_id: str, fields: Mapping[str, Any]) -> web.Response:
     return _answer({**fields, "RequestId": request_id})
 
 
-def failure(request_id: str, err: EoError) -> web.Response:
-    """The error envelope for ``err``."""
-    return _answer({"Error": {"Code": err.code, "Message": err.message}, "RequestId": request_id})
+def failure(request_id: str, err: EoError, *, status: int = 200) -> web.Response:
+    """The error envelope for ``err``; with HTTP status 200 unless the HTTP layer itself refuses the
+    request (``status``: a 417 for an unmet ``Expect``, decision 0030)."""
+    return _answer({"Error": {"Code": err.code, "Message": err.message}, "RequestId": request_id}, status)
 
 
 def missing_parameter(name: str) -> EoError:
