@@ -507,9 +507,7 @@ class Fetch:
         self.status = resp.status
         self.content_length = resp.content_length
         self.length_known = resp.content_length is not None
-        self.initial_age = initial_age(
-            age_header=age, date_header=date, request_time=request_time, response_time=response_time
-        )
+        self.initial_age = initial_age(age, date, request_time, response_time)
         self._tag_source = tag_fields
         self._interim_sinks = None
         self.head_bytes = head
