@@ -484,6 +484,7 @@ class Fetch:
             date = format_http_date(response_time)
             head += b"Date: %s\r\n" % date.encode("latin-1")
         zone = self.zone.config
+        authorization = "authorization" in self.request_headers
         # Positional, in the signature's order, as the Entry's below: keywords cost more on this
         # path, every miss (decision 0008, "Update 4").
         decision = decide_from_fields(
@@ -496,7 +497,7 @@ class Fetch:
             etag,
             vary,
             set_cookie,
-            "authorization" in self.request_headers,  # authorization
+            authorization,
             response_time,  # now
             response_time,
             zone.cache_set_cookie,
@@ -524,7 +525,7 @@ class Fetch:
             decision.storable
             and placed
             and self._method == "GET"
-            and ("authorization" not in self.request_headers or decision.auth_ok)
+            and (not authorization or decision.auth_ok)
         )
         self.storable = storable and not too_big
         if storable and too_big:
