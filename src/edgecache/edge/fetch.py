@@ -522,10 +522,7 @@ class Fetch:
                 or resp.content_length == self.content_range[1] - self.content_range[0] + 1
             )
         storable = (
-            decision.storable
-            and placed
-            and self._method == "GET"
-            and (not authorization or decision.auth_ok)
+            decision.storable and placed and self._method == "GET" and (not authorization or decision.auth_ok)
         )
         self.storable = storable and not too_big
         if storable and too_big:

@@ -15,6 +15,9 @@ Rules of this module:
 - HTTP dates are parsed exactly (``dates``). An Expires that is not a date, or several Expires fields
   that disagree, mean "already expired" (RFC 9111 §5.3); an invalid Date counts as the response time,
   an invalid Last-Modified as none.
+- A decision that reads no time (a lifetime from s-maxage or max-age, or a refusal made before the
+  dates) is remembered per the fields that decide it; every other one is made afresh. Either way
+  it is the same decision (``decide_from_fields``, ``_reads_no_time``).
 """
 
 from __future__ import annotations
