@@ -484,6 +484,7 @@ class Fetch:
             date = format_http_date(response_time)
             head += b"Date: %s\r\n" % date.encode("latin-1")
         zone = self.zone.config
+        authorization = "authorization" in self.request_headers
         # Positional, in the signature's order, as the Entry's below: keywords cost more on this
         # path, every miss (decision 0008, "Update 4").
         decision = decide_from_fields(
@@ -496,7 +497,7 @@ class Fetch:
             etag,
             vary,
             set_cookie,
-            "authorization" in self.request_headers,  # authorization
+            authorization,
             response_time,  # now
             response_time,
             zone.cache_set_cookie,
@@ -507,9 +508,7 @@ class Fetch:
         self.status = resp.status
         self.content_length = resp.content_length
         self.length_known = resp.content_length is not None
-        self.initial_age = initial_age(
-            age_header=age, date_header=date, request_time=request_time, response_time=response_time
-        )
+        self.initial_age = initial_age(age, date, request_time, response_time)
         self._tag_source = tag_fields
         self._interim_sinks = None
         self.head_bytes = head
@@ -523,10 +522,7 @@ class Fetch:
                 or resp.content_length == self.content_range[1] - self.content_range[0] + 1
             )
         storable = (
-            decision.storable
-            and placed
-            and self._method == "GET"
-            and ("authorization" not in self.request_headers or decision.auth_ok)
+            decision.storable and placed and self._method == "GET" and (not authorization or decision.auth_ok)
         )
         self.storable = storable and not too_big
         if storable and too_big:

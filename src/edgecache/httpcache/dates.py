@@ -14,7 +14,10 @@ Rules of this module:
 - RFC 850's two-digit year is resolved by the 50-year rule of §5.6.7 against ``now``: a year more
   than 50 years ahead is the most recent past year with those two digits. Without ``now`` the clock
   is read, which happens only for this obsolete form.
-- Parsing is memoised: validators and If-Modified-Since values repeat on every conditional hit.
+- Parsing is memoised: validators and If-Modified-Since values repeat on every conditional hit. In
+  front of that memo, the last value parsed and its result are kept as they are (unless the value
+  is in the RFC 850 form, whose result depends on ``now``): an origin's Date changes once a second,
+  so consecutive fills read the same one, and an equal string is then one comparison away.
 """
 
 from __future__ import annotations
@@ -50,11 +53,17 @@ def parse_http_date(value: str, now: float | None = None) -> float | None:
     ``now`` (POSIX seconds) resolves the two-digit year of the RFC 850 form; the clock when omitted.
     Surrounding spaces and tabs (the field's optional whitespace) are ignored; nothing else is.
     """
-    value = value.strip(" \t")
-    if len(value) > _MAX_DATE_LEN:
+    global _last
+    last = _last
+    if value == last[0]:
+        return last[1]
+    stripped = value.strip(" \t")
+    if len(stripped) > _MAX_DATE_LEN:
         return None
-    parsed = _parse(value)
+    parsed = _parse(stripped)
     if parsed is None or isinstance(parsed, float):
+        # One tuple, swapped whole: a reader in another thread sees a value with its own result.
+        _last = (value, parsed)
         return parsed
     yy, month, day, hour, minute, second, weekday = parsed
     this_year = time.gmtime(time.time() if now is None else now).tm_year
@@ -62,6 +71,10 @@ def parse_http_date(value: str, now: float | None = None) -> float | None:
     if year > this_year + 50:
         year -= 100
     return _instant(year, month, day, hour, minute, second, weekday)
+
+
+_last: tuple[str, float | None] = ("", None)
+"""The last value ``parse_http_date`` read whose result does not depend on ``now``, and that result."""
 
 
 @lru_cache(maxsize=1024)

@@ -15,6 +15,9 @@ Rules of this module:
 - HTTP dates are parsed exactly (``dates``). An Expires that is not a date, or several Expires fields
   that disagree, mean "already expired" (RFC 9111 §5.3); an invalid Date counts as the response time,
   an invalid Last-Modified as none.
+- A decision that reads no time (a lifetime from s-maxage or max-age, or a refusal made before the
+  dates) is remembered per the fields that decide it; every other one is made afresh. Either way
+  it is the same decision (``decide_from_fields``, ``_reads_no_time``).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from functools import cache
 
 from edgecache.httpcache.cachecontrol import (
     DELTA_MAX,
+    MEMO_VALUE_MAX,
     CacheControl,
     parse_cache_control,
     parse_cdn_cache_control,
 )
 from edgecache.httpcache.dates import parse_http_date
+from edgecache.httpcache.memo import remember
 
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 """Status codes that are heuristically cacheable by default (RFC 9110 §15.1)."""
@@ -158,6 +163,70 @@ def decide_from_fields(
     Expires and Vary line, the first Date and Last-Modified, whether an ETag or a Set-Cookie was
     sent; ``authorization`` says whether the request carried one. Not keyword-only: the fill calls
     it positionally (keywords cost more on every miss)."""
+    # An origin sends the same Cache-Control on every response, and most decisions read no time:
+    # a lifetime from s-maxage or max-age, or a refusal before the dates. Those are remembered per
+    # the fields that do decide them (the shape below: one Cache-Control line, at most one Vary
+    # line, no CDN-Cache-Control or Set-Cookie), so a repeat skips the parses and the arithmetic.
+    if len(cache_control) == 1 and not cdn_cache_control and not set_cookie and len(vary) < 2:
+        key = (cache_control[0], vary[0] if vary else None, status, etag, authorization)
+        decision = _TIMELESS.get(key)
+        if decision is None:
+            decision = _decide(
+                status, cache_control, cdn_cache_control, expires, date, last_modified, etag, vary,
+                set_cookie, authorization, now, response_time, cache_set_cookie, heuristic_fraction,
+                heuristic_max,
+            )  # fmt: skip
+            if _reads_no_time(decision, parse_cache_control(cache_control), etag) and all(
+                len(part) <= MEMO_VALUE_MAX for part in cache_control + vary
+            ):
+                remember(_TIMELESS, key, decision, _DECISIONS_MAX)
+        return decision
+    return _decide(
+        status, cache_control, cdn_cache_control, expires, date, last_modified, etag, vary,
+        set_cookie, authorization, now, response_time, cache_set_cookie, heuristic_fraction,
+        heuristic_max,
+    )  # fmt: skip
+
+
+_EARLY_REFUSALS = frozenset({"must-understand", "no-store", "private", "authorization", "vary-star"})
+"""The refusals ``_decide`` makes before it reads Date, Last-Modified, Expires or the clock."""
+
+
+def _reads_no_time(decision: StorageDecision, cc: CacheControl, etag: bool) -> bool:
+    """Whether ``_decide`` reached ``decision`` for a response of the memo's shape without what the
+    memo's key leaves out: Expires, Date, Last-Modified, the clock, the heuristic's settings.
+
+    Sound, not complete (a decision it does not vouch for is made again each time): an early
+    refusal; or a lifetime from s-maxage or max-age (Expires and the heuristic are then not read)
+    where Last-Modified's only use, as a validator, cannot matter: an ETag was sent, or the
+    response is stored with a positive lifetime and no no-cache, which the validator's two
+    refusals (no-validator, no-freshness) both need.
+    """
+    if not decision.storable:
+        return decision.reason in _EARLY_REFUSALS
+    if cc.s_maxage is None and cc.max_age is None:
+        return False
+    return etag or (not decision.no_cache and decision.freshness_lifetime > 0)
+
+
+def _decide(
+    status: int,
+    cache_control: list[str],
+    cdn_cache_control: list[str],
+    expires: list[str],
+    date: str | None,
+    last_modified: str | None,
+    etag: bool,
+    vary: list[str],
+    set_cookie: bool,
+    authorization: bool,
+    now: float,
+    response_time: float,
+    cache_set_cookie: bool,
+    heuristic_fraction: float,
+    heuristic_max: float,
+) -> StorageDecision:
+    """:func:`decide_from_fields` without its memo: every rule, every time."""
     if status < 200 or status == 304 or status == 416:
         return _refuse("status")
     cdn = parse_cdn_cache_control(", ".join(cdn_cache_control)) if cdn_cache_control else None
@@ -221,6 +290,9 @@ def decide_from_fields(
 
 _DECISIONS: dict[tuple[float, float, float, bool, bool, bool, tuple[str, ...]], StorageDecision] = {}
 _DECISIONS_MAX = 1024
+_TIMELESS: dict[tuple[str, str | None, int, bool, bool], StorageDecision] = {}
+"""``decide_from_fields``' memo: (Cache-Control, Vary or None, status, ETag sent, Authorization
+sent) → the decision, for the decisions ``_reads_no_time`` vouches for."""
 
 
 def _vary_names(lines: list[str]) -> tuple[str, ...]:
@@ -255,19 +327,24 @@ def heuristic_lifetime(
 
 
 def initial_age(
-    *, age_header: str | None, date_header: str | None, request_time: float, response_time: float
+    age_header: str | None, date_header: str | None, request_time: float, response_time: float
 ) -> float:
     """corrected_initial_age of RFC 9111 §4.2.3, computed once when the response is received.
 
     The Age value is the first member if the field was repeated; an invalid Age counts as 0 and an
-    invalid or missing Date gives no apparent age.
+    invalid or missing Date gives no apparent age. Not keyword-only: the fill calls it positionally,
+    and its maxima are comparisons rather than ``max()`` calls (each costs more on every miss).
     """
     age_value = 0
     if age_header:
         first = age_header.split(",", 1)[0].strip()
         if first.isascii() and first.isdigit():
             age_value = DELTA_MAX if len(first) > 10 else min(int(first), DELTA_MAX)
-    date_value = parse_http_date(date_header, response_time) if date_header else None
-    apparent_age = max(0.0, response_time - date_value) if date_value is not None else 0.0
-    response_delay = max(0.0, response_time - request_time)
-    return max(apparent_age, age_value + response_delay)
+    apparent_age = 0.0
+    if date_header:
+        date_value = parse_http_date(date_header, response_time)
+        if date_value is not None and response_time - date_value > 0.0:
+            apparent_age = response_time - date_value
+    response_delay = response_time - request_time
+    corrected_age_value = age_value + response_delay if response_delay > 0.0 else age_value + 0.0
+    return corrected_age_value if corrected_age_value > apparent_age else apparent_age
