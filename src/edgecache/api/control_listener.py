@@ -42,6 +42,7 @@ import email.utils
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from http import HTTPStatus
 from typing import cast
 
@@ -55,15 +56,19 @@ from edgecache.api.cloudflare.envelope import CfError, id_payload, internal_erro
 from edgecache.api.cloudflare.purge import MODES, accept
 from edgecache.api.cloudflare.routes import PREFIXES
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.edgeone.actions import PURGE_ACTION
+from edgecache.api.edgeone.dispatch import answer as edgeone_answer
 from edgecache.purge.selectors import Mode
 
 log = logging.getLogger(__name__)
 
 _MODES = {name.encode(): mode for name, mode in MODES.items()}
 _LINE = re.compile(
-    rb"POST ((?:%s)/zones/([0-9a-f]{32})/(%s)) HTTP/1\.1\r\n"
+    rb"POST (/|(?:%s)/zones/([0-9a-f]{32})/(%s)) HTTP/1\.1\r\n"
     % (b"|".join(re.escape(p.encode()) for p in PREFIXES), b"|".join(map(re.escape, _MODES)))
 )
+"""A Cloudflare purge's request line (its path, zone id and mode), or EdgeOne's endpoint (``/``:
+no zone id)."""
 _START = b"POST /"
 _MAX_HEAD = 8190
 """A head longer than this (aiohttp's limit on one line or field) goes to aiohttp, which judges it;
@@ -111,7 +116,9 @@ class _Head:
         self.fields: list[tuple[str, str]] = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name.decode("ascii"), value.decode("ascii")))
+        # llhttp drops the whitespace before a value, not after; aiohttp drops both: either dialect's
+        # decision sees the values aiohttp would give it (EdgeOne's X-TC-Region is kept unstripped).
+        self.fields.append((name.decode("ascii"), value.rstrip(b" \t").decode("ascii")))
 
 
 def _fields(head: bytes) -> CIMultiDict[str] | None:
@@ -175,10 +182,12 @@ class PurgeSite(web.TCPSite):
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, max_body: int) -> None:
         super().__init__(runner, host, port)
+        self.app = runner.app
         self.context = runner.app[CONTEXT_KEY]
         self.max_body = max_body
         self.answered = 0
-        """Purge requests answered on this side (accepted or refused), for tests and benchmarks."""
+        """Purge requests (either dialect's) answered on this side, accepted or refused, for tests
+        and benchmarks."""
         self.most_buffered = 0
         """The most bytes one connection has held on this side, for tests."""
         self.pauses = 0
@@ -368,7 +377,14 @@ class PurgeFront(asyncio.Protocol):
         head = bytes(buf[:head_end])
         fields = _fields(head) if head_end <= _MAX_HEAD else None
         length = None if fields is None else _body_length(fields)
-        if fields is None or length is None or length > min(_MAX_BODY, self.site.max_body):
+        edgeone = line.group(2) is None
+        if (
+            fields is None
+            or length is None
+            or length > min(_MAX_BODY, self.site.max_body)
+            # The EdgeOne endpoint's other actions are aiohttp's, as its dispatcher reads the action.
+            or (edgeone and fields.get("X-TC-Action", "").strip() != PURGE_ACTION)
+        ):
             self._hand_over()
             return
         if len(buf) < head_end + length:
@@ -376,18 +392,21 @@ class PurgeFront(asyncio.Protocol):
                 self._hand_over()
             return
         # The match's groups read the buffer itself: take them before its front is dropped.
-        zone_id, path, mode = line.group(2).decode(), line.group(1).decode(), _MODES[line.group(3)]
+        path = line.group(1).decode()
         body = bytes(buf[head_end : head_end + length])
+        decide = (
+            self._edgeone(fields, body)
+            if edgeone
+            else self._cloudflare(fields, line.group(2).decode(), path, _MODES[line.group(3)], body)
+        )
         del buf[: head_end + length]
         self.busy = True
-        self.task = asyncio.get_running_loop().create_task(self._answer(fields, zone_id, path, mode, body))
+        self.task = asyncio.get_running_loop().create_task(self._answer(decide, path))
 
-    async def _answer(
-        self, fields: CIMultiDict[str], zone_id: str, path: str, mode: Mode, body: bytes
-    ) -> None:
+    async def _answer(self, decide: Coroutine[None, None, bytes], path: str) -> None:
         answer: bytes | None = None
         try:
-            answer = await self._decide(fields, zone_id, path, mode, body)
+            answer = await decide
         except Exception:
             log.exception("control-plane answer failed: POST %s", path)
         finally:
@@ -405,10 +424,10 @@ class PurgeFront(asyncio.Protocol):
         self.transport.write(answer)
         self._next()
 
-    async def _decide(
+    async def _cloudflare(
         self, fields: CIMultiDict[str], zone_id: str, path: str, mode: Mode, body: bytes
     ) -> bytes:
-        """The answer's bytes: the job id, the v4 error, or 500 for an unexpected error."""
+        """A v4 purge's answer: the job id, the v4 error, or 500 for an unexpected error."""
 
         async def read_body() -> bytes:
             return body
@@ -423,6 +442,15 @@ class PurgeFront(asyncio.Protocol):
             log.exception("control-plane request failed: POST %s", path)
             failed = internal_error()
             return self._response(failed.status, failed.payload(), failed.headers)
+
+    async def _edgeone(self, fields: CIMultiDict[str], body: bytes) -> bytes:
+        """A ``CreatePurgeTask``'s answer: the API 3.0 envelope, always 200 (errors and unexpected
+        failures included: :func:`edgeone_answer` answers them)."""
+
+        async def read_body() -> bytes:
+            return body
+
+        return self._response(200, await edgeone_answer(self.site.app, "POST", "", fields, read_body), {})
 
     def _response(self, status: int, payload: bytes, extra: dict[str, str]) -> bytes:
         # aiohttp's fields, in its order, so that either side's answer reads the same.
