@@ -1,34 +1,37 @@
-"""The control listener: Cloudflare purges answered on httptools, every other request by aiohttp.
+"""The control listener: Cloudflare and EdgeOne purges answered on httptools, every other request
+by aiohttp.
 
-Why (decision 0027): with one process a purge's HTTP handling shares the GIL with the hits, and
-aiohttp's own share of a purge (its parser, request and response objects, middlewares, routing) was
-the largest item of a paced purge left on the event loop.
+Why (decision 0027 and its addendum): with one process a purge's HTTP handling shares the GIL with
+the hits, and aiohttp's own share of a purge (its parser, request and response objects,
+middlewares, routing) was the largest item of a paced purge left on the event loop.
 
 Theory of operation: every accepted connection starts with :class:`PurgeFront`, which buffers what
 arrives and looks at one request at a time. A request it answers itself is exactly
 ``POST /client/v4/zones/<32 hex>/purge_cache`` (or ``invalidate_cache``, with or without the
-``/client/v4`` prefix) in HTTP/1.1, with an ASCII head that httptools parses without complaint, at
+``/client/v4`` prefix), or ``POST /`` with ``X-TC-Action: CreatePurgeTask`` (EdgeOne's), in
+HTTP/1.1, with an ASCII head that httptools parses without complaint, at
 most one ``Content-Length`` of at most 64 KiB, a ``Host``, no singleton field of aiohttp's twice,
 at most 128 fields, and none of ``Transfer-Encoding``, ``Expect``, ``Upgrade``,
 ``Content-Encoding``, ``Sec-WebSocket-Key1`` or a ``Connection`` other than ``keep-alive``. Its
 body is read whole before the caller is checked, hence the small limit (a purge's body is a few
 KB; a longer one goes to aiohttp, which checks the caller before it reads the body), then
-:func:`edgecache.api.cloudflare.purge.accept` decides it, the same function the aiohttp handler
-calls, and the answer is written with the headers aiohttp writes. Requests are answered one at a
+:func:`edgecache.api.cloudflare.purge.accept` (or :func:`edgecache.api.edgeone.dispatch.answer`)
+decides it, the same function the aiohttp handler calls, and the answer is written with the headers
+aiohttp writes. Requests are answered one at a
 time, in order: bytes of pipelined requests wait in the buffer until the answer before them is
 written, and reading pauses while over 64 KiB of them wait.
 
-Anything else (another route, another method, a head that is odd in any way, a body over 64 KiB,
-chunked framing, ``Expect: 100-continue``, a client's EOF) hands the connection over from
-the first byte of that request: aiohttp's own protocol takes the transport
+Anything else (another route, another method, another EdgeOne action, a head that is odd in any way,
+a body over 64 KiB, chunked framing, ``Expect: 100-continue``, a client's EOF) hands the connection
+over from the first byte of that request: aiohttp's own protocol takes the transport
 (``transport.set_protocol``) and is fed the bytes buffered so far, and answers them and the rest of
 the connection as it always has. So every answer that is not an accepted or refused purge is
 aiohttp's own, and an accepted or refused one has the bytes aiohttp's handler would have sent
-(``Date`` and job id aside). What a client can still tell (``tests/test_control_listener.py``): a
-valid purge followed, in the same read, by bytes that are no request is answered here and the rest
-by aiohttp (400), where aiohttp alone answers 400 in place of both; and a purge whose client then
-half-closes (shuts down its sending side) is answered here, where aiohttp accepts the purge and
-never answers. Answering is kept: the client may still read.
+(``Date``, job and request ids aside). What a client can still tell
+(``tests/test_control_listener.py``): a valid purge followed, in the same read, by bytes that are no
+request is answered here and the rest by aiohttp (400), where aiohttp alone answers 400 in place of
+both; and a purge whose client then half-closes (shuts down its sending side) is answered here,
+where aiohttp accepts the purge and never answers. Answering is kept: the client may still read.
 
 Connections idle on this side close after aiohttp's keep-alive time; at shutdown, idle ones close
 at once and busy ones right after their answer (or, as aiohttp's handlers, when the runner's

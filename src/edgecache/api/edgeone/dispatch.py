@@ -17,6 +17,10 @@ Authentication comes before routing, so an unauthenticated caller learns nothing
 Rules:
 - Only the exact path ``/`` is EdgeOne's (the Cloudflare dialect also lives at the root, under
   ``/zones/...``), and every method there gets the EdgeOne envelope, errors included.
+- :func:`answer` is the endpoint's one decision, from the method, query, fields and body to the
+  envelope's bytes: the aiohttp route (:func:`handle`) and the control listener's own route for
+  ``CreatePurgeTask`` (``api/control_listener.py``, decision 0027's addendum) both call it, so
+  either gives the same answer.
 - Action handlers raise :class:`EoError` (use :func:`require`, :func:`optional`,
   :func:`reject_unknown`, :func:`resolve_zone`); any other exception is logged and answered with
   ``InternalError`` and the request id, so the envelope never breaks.
