@@ -202,6 +202,36 @@ def _spawn(src: Path, args: argparse.Namespace, profile: bool) -> dict[str, Any]
     return result
 
 
+def _instructions(args: argparse.Namespace) -> None:
+    """Each side's instructions per purge: a round of ``--n`` purges less a round of none (the
+    node's start, the warm-up and the stop), both unpaced, counted by callgrind for the event loop's
+    thread (the main thread) and for the whole process (with the ledger writer, the worker threads
+    and the client's signing and parsing, which is the same on both sides). Rounds alternate
+    between the sides."""
+    from _callgrind import thread_instructions
+
+    sides = [("this tree", SRC)] + ([("before", args.before)] if args.before else [])
+    loop: dict[str, list[float]] = {name: [] for name, _ in sides}
+    whole: dict[str, list[float]] = {name: [] for name, _ in sides}
+    for r in range(args.rounds):
+        for name, src in sides if r % 2 == 0 else sides[::-1]:
+            none, some = (
+                thread_instructions(__file__, src, "--api", args.api, "--n", str(n), "--gap", "0")
+                for n in (0, args.n)
+            )
+            loop[name].append((some[1] - none[1]) / args.n)
+            whole[name].append((sum(some.values()) - sum(none.values())) / args.n)
+    print(f"### Instructions per {args.api} purge request, {args.n} unpaced less none (callgrind)\n")
+    print("| code | loop thread: rounds | median | whole process: rounds | median |")
+    print("|---|---|---:|---|---:|")
+    for name, src in sides:
+        print(
+            f"| {name} (`{src}`) | {', '.join(f'{x:,.0f}' for x in loop[name])} | "
+            f"{statistics.median(loop[name]):,.0f} | {', '.join(f'{x:,.0f}' for x in whole[name])} | "
+            f"{statistics.median(whole[name]):,.0f} |"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -212,10 +242,18 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200, help="purges per round")
     p.add_argument("--gap", type=float, default=0.02)
     p.add_argument("--profile", action="store_true")
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead: instructions per purge by callgrind (loop thread, whole process), --n unpaced",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         _child(args)
+        return
+    if args.instructions:
+        _instructions(args)
         return
     sides = [("this tree", SRC)] + ([("before", args.before)] if args.before else [])
     rounds: dict[str, list[list[float]]] = {name: [] for name, _ in sides}
