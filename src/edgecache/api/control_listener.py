@@ -9,17 +9,17 @@ Theory of operation: every accepted connection starts with :class:`PurgeFront`, 
 arrives and looks at one request at a time. A request it answers itself is exactly
 ``POST /client/v4/zones/<32 hex>/purge_cache`` (or ``invalidate_cache``, with or without the
 ``/client/v4`` prefix), or ``POST /`` with ``X-TC-Action: CreatePurgeTask`` (EdgeOne's), in
-HTTP/1.1, with an ASCII head that httptools parses without complaint, at
-most one ``Content-Length`` of at most 64 KiB, a ``Host``, no singleton field of aiohttp's twice,
-at most 128 fields, and none of ``Transfer-Encoding``, ``Expect``, ``Upgrade``,
-``Content-Encoding``, ``Sec-WebSocket-Key1`` or a ``Connection`` other than ``keep-alive``. Its
-body is read whole before the caller is checked, hence the small limit (a purge's body is a few
-KB; a longer one goes to aiohttp, which checks the caller before it reads the body), then
+HTTP/1.1, with an ASCII head that httptools parses without complaint, at most one ``Content-Length``
+of at most 64 KiB, a ``Host``, no singleton field of aiohttp's twice, at most 128 fields, and none
+of ``Transfer-Encoding``, ``Expect``, ``Upgrade``, ``Content-Encoding``, ``Sec-WebSocket-Key1`` or a
+``Connection`` other than ``keep-alive``. Its body is read whole before the caller is checked, hence
+the small limit (a purge's body is a few KB; a longer one goes to aiohttp, which checks a v4 caller
+before it reads the body; an EdgeOne signature covers the body, so both sides read it first), then
 :func:`edgecache.api.cloudflare.purge.accept` (or :func:`edgecache.api.edgeone.dispatch.answer`)
 decides it, the same function the aiohttp handler calls, and the answer is written with the headers
-aiohttp writes. Requests are answered one at a
-time, in order: bytes of pipelined requests wait in the buffer until the answer before them is
-written, and reading pauses while over 64 KiB of them wait.
+aiohttp writes. Requests are answered one at a time, in order: bytes of pipelined requests wait in
+the buffer until the answer before them is written, and reading pauses while over 64 KiB of them
+wait.
 
 Anything else (another route, another method, another EdgeOne action, a head that is odd in any way,
 a body over 64 KiB, chunked framing, ``Expect: 100-continue``, a client's EOF) hands the connection
@@ -120,7 +120,7 @@ class _Head:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp drops the whitespace before a value, not after; aiohttp drops both: either dialect's
-        # decision sees the values aiohttp would give it (EdgeOne's X-TC-Region is kept unstripped).
+        # decision sees the values aiohttp would give it (EdgeOne's keeps X-TC-Region as given).
         self.fields.append((name.decode("ascii"), value.rstrip(b" \t").decode("ascii")))
 
 
