@@ -3,10 +3,12 @@ through the data plane: exactly the purged content becomes MISS (or REVALIDATED)
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import traceback
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import cloudflare
 import pytest
@@ -15,6 +17,8 @@ from sqlalchemy import select
 
 from conftest import LIMITED_ACCOUNT_ID, LIMITED_ZONE_ID, VARIANT_ZONE_ID, ZONE_ID, Route, Stack
 from edgecache.api.cloudflare import openapi
+from edgecache.api.cloudflare.auth import caller
+from edgecache.api.cloudflare.envelope import CfError
 from edgecache.api.cloudflare.routes import add_routes
 from edgecache.control.credentials import Permission
 from edgecache.db.schema import purge_ledger
@@ -227,6 +231,22 @@ def test_malformed_json(stack: Stack) -> None:
         {"Authorization": f"Bearer {stack.token()}"},
     )
     assert code == 400 and body["errors"][0]["code"] == 6007
+
+
+def test_each_refusal_is_an_error_of_its_own() -> None:
+    """A refusal raised as one shared exception object kept every earlier raise's frames in its
+    traceback: memory that grew with each call without credentials, and a log line of an error
+    raised while answering one (chained to it) that took seconds to format."""
+
+    async def refuse() -> int:
+        """The refusal's traceback's length, read at once."""
+        with pytest.raises(CfError) as info:
+            await caller({}, cast(Any, None))
+        assert info.value.code == 9106
+        return len(traceback.extract_tb(info.value.__traceback__))
+
+    first = asyncio.run(refuse())
+    assert [asyncio.run(refuse()) for _ in range(3)] == [first] * 3
 
 
 def test_authentication_errors(stack: Stack) -> None:

@@ -617,7 +617,9 @@ def test_arbitrary_heads_on_the_route_get_aiohttps_answer(
     finally:
         slow_conn.close()
     event(f"{fast[0]} {fast[1]} {framing} {'purge route' if answered else 'aiohttp'}")
-    if framing != "as drawn" or not body:
+    # A drawn value with a line break ends the head there: the rest is a second request's start.
+    split = any("\n" in v for _, v in fields)
+    if (framing != "as drawn" or not body) and not split:
         # A body the drawn fields do not frame is a second request's start, read with the first:
         # aiohttp then answers 400 in place of the first; the purge route answers the first and
         # hands the rest to aiohttp, which answers it 400. The one difference, so not compared.

@@ -1,34 +1,37 @@
-"""The control listener: Cloudflare purges answered on httptools, every other request by aiohttp.
+"""The control listener: Cloudflare and EdgeOne purges answered on httptools, every other request
+by aiohttp.
 
-Why (decision 0027): with one process a purge's HTTP handling shares the GIL with the hits, and
-aiohttp's own share of a purge (its parser, request and response objects, middlewares, routing) was
-the largest item of a paced purge left on the event loop.
+Why (decision 0027 and its addendum): with one process a purge's HTTP handling shares the GIL with
+the hits, and aiohttp's own share of a purge (its parser, request and response objects,
+middlewares, routing) was the largest item of a paced purge left on the event loop.
 
 Theory of operation: every accepted connection starts with :class:`PurgeFront`, which buffers what
 arrives and looks at one request at a time. A request it answers itself is exactly
 ``POST /client/v4/zones/<32 hex>/purge_cache`` (or ``invalidate_cache``, with or without the
-``/client/v4`` prefix) in HTTP/1.1, with an ASCII head that httptools parses without complaint, at
-most one ``Content-Length`` of at most 64 KiB, a ``Host``, no singleton field of aiohttp's twice,
-at most 128 fields, and none of ``Transfer-Encoding``, ``Expect``, ``Upgrade``,
-``Content-Encoding``, ``Sec-WebSocket-Key1`` or a ``Connection`` other than ``keep-alive``. Its
-body is read whole before the caller is checked, hence the small limit (a purge's body is a few
-KB; a longer one goes to aiohttp, which checks the caller before it reads the body), then
-:func:`edgecache.api.cloudflare.purge.accept` decides it, the same function the aiohttp handler
-calls, and the answer is written with the headers aiohttp writes. Requests are answered one at a
-time, in order: bytes of pipelined requests wait in the buffer until the answer before them is
-written, and reading pauses while over 64 KiB of them wait.
+``/client/v4`` prefix), or ``POST /`` with ``X-TC-Action: CreatePurgeTask`` (EdgeOne's), in
+HTTP/1.1, with an ASCII head that httptools parses without complaint, at most one ``Content-Length``
+of at most 64 KiB, a ``Host``, no singleton field of aiohttp's twice, at most 128 fields, and none
+of ``Transfer-Encoding``, ``Expect``, ``Upgrade``, ``Content-Encoding``, ``Sec-WebSocket-Key1`` or a
+``Connection`` other than ``keep-alive``. Its body is read whole before the caller is checked, hence
+the small limit (a purge's body is a few KB; a longer one goes to aiohttp, which checks a v4 caller
+before it reads the body; an EdgeOne signature covers the body, so both sides read it first), then
+:func:`edgecache.api.cloudflare.purge.accept` (or :func:`edgecache.api.edgeone.dispatch.answer`)
+decides it, the same function the aiohttp handler calls, and the answer is written with the headers
+aiohttp writes. Requests are answered one at a time, in order: bytes of pipelined requests wait in
+the buffer until the answer before them is written, and reading pauses while over 64 KiB of them
+wait.
 
-Anything else (another route, another method, a head that is odd in any way, a body over 64 KiB,
-chunked framing, ``Expect: 100-continue``, a client's EOF) hands the connection over from
-the first byte of that request: aiohttp's own protocol takes the transport
+Anything else (another route, another method, another EdgeOne action, a head that is odd in any way,
+a body over 64 KiB, chunked framing, ``Expect: 100-continue``, a client's EOF) hands the connection
+over from the first byte of that request: aiohttp's own protocol takes the transport
 (``transport.set_protocol``) and is fed the bytes buffered so far, and answers them and the rest of
 the connection as it always has. So every answer that is not an accepted or refused purge is
 aiohttp's own, and an accepted or refused one has the bytes aiohttp's handler would have sent
-(``Date`` and job id aside). What a client can still tell (``tests/test_control_listener.py``): a
-valid purge followed, in the same read, by bytes that are no request is answered here and the rest
-by aiohttp (400), where aiohttp alone answers 400 in place of both; and a purge whose client then
-half-closes (shuts down its sending side) is answered here, where aiohttp accepts the purge and
-never answers. Answering is kept: the client may still read.
+(``Date``, job and request ids aside). What a client can still tell
+(``tests/test_control_listener.py``): a valid purge followed, in the same read, by bytes that are no
+request is answered here and the rest by aiohttp (400), where aiohttp alone answers 400 in place of
+both; and a purge whose client then half-closes (shuts down its sending side) is answered here,
+where aiohttp accepts the purge and never answers. Answering is kept: the client may still read.
 
 Connections idle on this side close after aiohttp's keep-alive time; at shutdown, idle ones close
 at once and busy ones right after their answer (or, as aiohttp's handlers, when the runner's
@@ -42,6 +45,7 @@ import email.utils
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from http import HTTPStatus
 from typing import cast
 
@@ -55,15 +59,19 @@ from edgecache.api.cloudflare.envelope import CfError, id_payload, internal_erro
 from edgecache.api.cloudflare.purge import MODES, accept
 from edgecache.api.cloudflare.routes import PREFIXES
 from edgecache.api.context import CONTEXT_KEY
+from edgecache.api.edgeone.actions import PURGE_ACTION
+from edgecache.api.edgeone.dispatch import answer as edgeone_answer
 from edgecache.purge.selectors import Mode
 
 log = logging.getLogger(__name__)
 
 _MODES = {name.encode(): mode for name, mode in MODES.items()}
 _LINE = re.compile(
-    rb"POST ((?:%s)/zones/([0-9a-f]{32})/(%s)) HTTP/1\.1\r\n"
+    rb"POST (/|(?:%s)/zones/([0-9a-f]{32})/(%s)) HTTP/1\.1\r\n"
     % (b"|".join(re.escape(p.encode()) for p in PREFIXES), b"|".join(map(re.escape, _MODES)))
 )
+"""A Cloudflare purge's request line (its path, zone id and mode), or EdgeOne's endpoint (``/``:
+no zone id)."""
 _START = b"POST /"
 _MAX_HEAD = 8190
 """A head longer than this (aiohttp's limit on one line or field) goes to aiohttp, which judges it;
@@ -111,7 +119,9 @@ class _Head:
         self.fields: list[tuple[str, str]] = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name.decode("ascii"), value.decode("ascii")))
+        # llhttp drops the whitespace before a value, not after; aiohttp drops both: either dialect's
+        # decision sees the values aiohttp would give it (EdgeOne's keeps X-TC-Region as given).
+        self.fields.append((name.decode("ascii"), value.rstrip(b" \t").decode("ascii")))
 
 
 def _fields(head: bytes) -> CIMultiDict[str] | None:
@@ -175,10 +185,12 @@ class PurgeSite(web.TCPSite):
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, max_body: int) -> None:
         super().__init__(runner, host, port)
+        self.app = runner.app
         self.context = runner.app[CONTEXT_KEY]
         self.max_body = max_body
         self.answered = 0
-        """Purge requests answered on this side (accepted or refused), for tests and benchmarks."""
+        """Purge requests (either dialect's) answered on this side, accepted or refused, for tests
+        and benchmarks."""
         self.most_buffered = 0
         """The most bytes one connection has held on this side, for tests."""
         self.pauses = 0
@@ -368,7 +380,14 @@ class PurgeFront(asyncio.Protocol):
         head = bytes(buf[:head_end])
         fields = _fields(head) if head_end <= _MAX_HEAD else None
         length = None if fields is None else _body_length(fields)
-        if fields is None or length is None or length > min(_MAX_BODY, self.site.max_body):
+        edgeone = line.group(2) is None
+        if (
+            fields is None
+            or length is None
+            or length > min(_MAX_BODY, self.site.max_body)
+            # The EdgeOne endpoint's other actions are aiohttp's, as its dispatcher reads the action.
+            or (edgeone and fields.get("X-TC-Action", "").strip() != PURGE_ACTION)
+        ):
             self._hand_over()
             return
         if len(buf) < head_end + length:
@@ -376,18 +395,21 @@ class PurgeFront(asyncio.Protocol):
                 self._hand_over()
             return
         # The match's groups read the buffer itself: take them before its front is dropped.
-        zone_id, path, mode = line.group(2).decode(), line.group(1).decode(), _MODES[line.group(3)]
+        path = line.group(1).decode()
         body = bytes(buf[head_end : head_end + length])
+        decide = (
+            self._edgeone(fields, body)
+            if edgeone
+            else self._cloudflare(fields, line.group(2).decode(), path, _MODES[line.group(3)], body)
+        )
         del buf[: head_end + length]
         self.busy = True
-        self.task = asyncio.get_running_loop().create_task(self._answer(fields, zone_id, path, mode, body))
+        self.task = asyncio.get_running_loop().create_task(self._answer(decide, path))
 
-    async def _answer(
-        self, fields: CIMultiDict[str], zone_id: str, path: str, mode: Mode, body: bytes
-    ) -> None:
+    async def _answer(self, decide: Coroutine[None, None, bytes], path: str) -> None:
         answer: bytes | None = None
         try:
-            answer = await self._decide(fields, zone_id, path, mode, body)
+            answer = await decide
         except Exception:
             log.exception("control-plane answer failed: POST %s", path)
         finally:
@@ -405,10 +427,10 @@ class PurgeFront(asyncio.Protocol):
         self.transport.write(answer)
         self._next()
 
-    async def _decide(
+    async def _cloudflare(
         self, fields: CIMultiDict[str], zone_id: str, path: str, mode: Mode, body: bytes
     ) -> bytes:
-        """The answer's bytes: the job id, the v4 error, or 500 for an unexpected error."""
+        """A v4 purge's answer: the job id, the v4 error, or 500 for an unexpected error."""
 
         async def read_body() -> bytes:
             return body
@@ -423,6 +445,15 @@ class PurgeFront(asyncio.Protocol):
             log.exception("control-plane request failed: POST %s", path)
             failed = internal_error()
             return self._response(failed.status, failed.payload(), failed.headers)
+
+    async def _edgeone(self, fields: CIMultiDict[str], body: bytes) -> bytes:
+        """A ``CreatePurgeTask``'s answer: the API 3.0 envelope, always 200 (errors and unexpected
+        failures included: :func:`edgeone_answer` answers them)."""
+
+        async def read_body() -> bytes:
+            return body
+
+        return self._response(200, await edgeone_answer(self.site.app, "POST", "", fields, read_body), {})
 
     def _response(self, status: int, payload: bytes, extra: dict[str, str]) -> bytes:
         # aiohttp's fields, in its order, so that either side's answer reads the same.

@@ -26,7 +26,11 @@ from edgecache.control.credentials import (
     is_well_formed_token,
 )
 
-MISSING = CfError(400, 9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers")
+
+def missing() -> CfError:
+    """400/9106: no credentials at all. A new error per refusal: one shared exception object would
+    gather every raise's frames in its traceback (and with them each request's fields and body)."""
+    return CfError(400, 9106, "Missing X-Auth-Key, X-Auth-Email or Authorization headers")
 
 
 def denied() -> CfError:
@@ -57,7 +61,7 @@ async def caller(headers: Mapping[str, str], credentials: CredentialService) -> 
     else:
         auth = headers.get("Authorization")
         if auth is None:
-            raise MISSING
+            raise missing()
         scheme, _, token = auth.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not is_well_formed_token(token):

@@ -68,6 +68,8 @@ STATUSES = ("processing", "success", "failed", "timeout", "canceled")
 MAX_LIMIT = 1000
 MAX_FILTER_VALUES = 20
 DOMAIN_NOT_VALID = "domain not valid"
+PURGE_ACTION = "CreatePurgeTask"
+"""The action the control listener answers itself (decision 0027's addendum)."""
 
 
 def _param_error(message: str) -> EoError:
@@ -92,7 +94,7 @@ def _host_of(target: str, type_: str) -> str | None:
     return None if parsed is None else parsed[0]
 
 
-@register("CreatePurgeTask")
+@register(PURGE_ACTION)
 async def create_purge_task(ctx: ActionContext) -> dict[str, Any]:
     """Reference §3: one job, one task per target; JobId and FailedList."""
     p = ctx.params

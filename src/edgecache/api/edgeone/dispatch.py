@@ -17,6 +17,10 @@ Authentication comes before routing, so an unauthenticated caller learns nothing
 Rules:
 - Only the exact path ``/`` is EdgeOne's (the Cloudflare dialect also lives at the root, under
   ``/zones/...``), and every method there gets the EdgeOne envelope, errors included.
+- :func:`answer` is the endpoint's one decision, from the method, query, fields and body to the
+  envelope's bytes: the aiohttp route (:func:`handle`) and the control listener's own route for
+  ``CreatePurgeTask`` (``api/control_listener.py``, decision 0027's addendum) both call it, so
+  either gives the same answer.
 - Action handlers raise :class:`EoError` (use :func:`require`, :func:`optional`,
   :func:`reject_unknown`, :func:`resolve_zone`); any other exception is logged and answered with
   ``InternalError`` and the request id, so the envelope never breaks.
@@ -35,17 +39,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict, TypeVar
 
 from aiohttp import web
+from aiohttp.helpers import parse_content_type
+from multidict import MultiMapping
 
 from edgecache.api.context import CONTEXT_KEY, ControlContext
 from edgecache.api.edgeone import tc3
 from edgecache.api.edgeone.envelope import (
     EoError,
-    failure,
+    failure_payload,
     invalid_parameter,
     invalid_parameter_value,
     missing_parameter,
     new_request_id,
-    success,
+    response,
+    success_payload,
     unknown_parameter,
 )
 from edgecache.api.expectations import UNMET, routes
@@ -60,6 +67,8 @@ from edgecache.edge.zones import ZoneRuntime, ZoneTable
 log = logging.getLogger(__name__)
 
 API_VERSION = "2022-09-01"
+JSON = "application/json"
+"""The only body type the endpoint takes."""
 LANGUAGES = ("zh-CN", "en-US")
 DEFAULT_LANGUAGE = "zh-CN"
 """The SDK's default, used when ``X-TC-Language`` is absent."""
@@ -182,7 +191,7 @@ def add_routes(app: web.Application, services: EdgeOneServices) -> None:
 def expectation_failed(request: web.Request) -> web.Response:
     """417 in the error envelope: the request's ``Expect`` cannot be met (decision 0030)."""
     err = EoError("InvalidParameter", f"The request header `Expect` is not supported: {UNMET}.")
-    return failure(new_request_id(), err, status=417)
+    return response(failure_payload(new_request_id(), err), status=417)
 
 
 # Parameter validation -----------------------------------------------------------------------------
@@ -254,15 +263,37 @@ def resolve_zone(ctx: ActionContext, zone_id: str, permission: Permission) -> Zo
 
 
 async def handle(request: web.Request) -> web.Response:
-    """Answer one request at ``/``: always HTTP 200 and the API 3.0 envelope."""
+    """Answer one request at ``/``, any method: always HTTP 200 and the API 3.0 envelope."""
+    payload = await answer(
+        request.app, request.method, request.rel_url.raw_query_string, request.headers, request.read
+    )
+    return response(payload)
+
+
+async def answer(
+    app: web.Application,
+    method: str,
+    query: str,
+    headers: MultiMapping[str],
+    read_body: Callable[[], Awaitable[bytes]],
+) -> bytes:
+    """The envelope's bytes for one request at ``/`` (answered with HTTP 200 whatever they say).
+
+    The one decision for both listeners of the endpoint: :func:`handle` and the control listener's
+    own route for ``CreatePurgeTask`` (``api/control_listener.py``, decision 0027's addendum).
+    ``headers`` are the request's fields in order, repeats included (the signature covers them as
+    received), ``query`` the raw query string. An accepted purge is durably written before this
+    returns. Raises nothing but cancellation: an unexpected error is logged and answered
+    ``InternalError`` with the request id."""
     request_id = new_request_id()
     try:
-        return success(request_id, await _dispatch(request, request_id))
+        fields = await _dispatch(app, method, query, headers, read_body, request_id)
+        return success_payload(request_id, fields)
     except EoError as err:
-        return failure(request_id, err)
+        return failure_payload(request_id, err)
     except Exception:
-        log.exception("EdgeOne request %s (%s) failed", request_id, request.headers.get("X-TC-Action"))
-        return failure(
+        log.exception("EdgeOne request %s (%s) failed", request_id, headers.get("X-TC-Action"))
+        return failure_payload(
             request_id,
             EoError(
                 "InternalError", "An internal error has occurred; the server log has it under this RequestId."
@@ -270,28 +301,42 @@ async def handle(request: web.Request) -> web.Response:
         )
 
 
-async def _dispatch(request: web.Request, request_id: str) -> dict[str, Any]:
-    if request.method != "POST":
+def content_type(headers: MultiMapping[str]) -> str:
+    """The media type of the request's body, as aiohttp's ``Request.content_type`` reads it from the
+    first ``Content-Type`` (lower-cased, parameters dropped; ``application/octet-stream`` without
+    one)."""
+    raw = headers.get("Content-Type")
+    if raw is None:
+        return "application/octet-stream"
+    if raw == JSON:
+        # The SDK's value, whose parse is itself: no email parser on the purge's path.
+        return JSON
+    return parse_content_type(raw)[0]
+
+
+async def _dispatch(
+    app: web.Application,
+    method: str,
+    query: str,
+    headers: MultiMapping[str],
+    read_body: Callable[[], Awaitable[bytes]],
+    request_id: str,
+) -> dict[str, Any]:
+    if method != "POST":
         raise EoError(
             "UnsupportedProtocol",
-            f"The HTTP method {request.method} is not supported: send POST with an application/json body.",
+            f"The HTTP method {method} is not supported: send POST with an application/json body.",
         )
-    services = request.app[EDGEONE_KEY]
+    services = app[EDGEONE_KEY]
     try:
-        body = await request.read()
+        body = await read_body()
     except web.HTTPRequestEntityTooLarge:
         raise EoError("InvalidParameter", "The request body is too large.") from None
-    signed = tc3.prepare(
-        method=request.method,
-        query=request.rel_url.raw_query_string,
-        headers=request.headers.items(),
-        body=body,
-        now=services.clock(),
-    )
-    action = request.headers.get("X-TC-Action", "").strip()
+    signed = tc3.prepare(method=method, query=query, headers=headers.items(), body=body, now=services.clock())
+    action = headers.get("X-TC-Action", "").strip()
     if not action:
         raise missing_parameter("Action")
-    version = request.headers.get("X-TC-Version", "").strip()
+    version = headers.get("X-TC-Version", "").strip()
     if not version:
         raise missing_parameter("Version")
     secret_id = signed.authorization.secret_id
@@ -303,8 +348,8 @@ async def _dispatch(request: web.Request, request_id: str) -> dict[str, Any]:
     secret_key, principal = found
     tc3.verify(signed, secret_key)
 
-    if request.content_type != "application/json":
-        raise invalid_parameter("Content-Type", "application/json")
+    if content_type(headers) != JSON:
+        raise invalid_parameter("Content-Type", JSON)
     handler = ACTIONS.get(action)
     if handler is None:
         raise EoError("InvalidAction", f"The requested action `{action}` is invalid or not found.")
@@ -312,7 +357,7 @@ async def _dispatch(request: web.Request, request_id: str) -> dict[str, Any]:
         raise EoError(
             "NoSuchVersion", f"The requested version `{version}` does not exist; this API is {API_VERSION}."
         )
-    language = request.headers.get("X-TC-Language", DEFAULT_LANGUAGE).strip()
+    language = headers.get("X-TC-Language", DEFAULT_LANGUAGE).strip()
     if language not in LANGUAGES:
         raise invalid_parameter_value("Language", f"must be one of {', '.join(LANGUAGES)}")
     if not services.limiter.allow(principal.account_id, action):
@@ -334,8 +379,8 @@ async def _dispatch(request: web.Request, request_id: str) -> dict[str, Any]:
         principal=principal,
         request_id=request_id,
         language=language,
-        region=request.headers.get("X-TC-Region"),
-        app=request.app,
+        region=headers.get("X-TC-Region"),
+        app=app,
     )
     return await handler(ctx)
 

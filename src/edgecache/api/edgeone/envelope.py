@@ -36,24 +36,28 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-def _answer(response: dict[str, Any], status: int = 200) -> web.Response:
-    # body= (bytes) rather than text=: aiohttp would append "; charset=utf-8" to a text body's type.
-    return web.Response(
-        status=status, body=json.dumps({"Response": response}).encode(), content_type="application/json"
-    )
+def _payload(response: dict[str, Any]) -> bytes:
+    return json.dumps({"Response": response}).encode()
 
 
-def success(request_id: str, fields: Mapping[str, Any]) -> web.Response:
-    """The success envelope: ``fields`` plus ``RequestId``."""
+def success_payload(request_id: str, fields: Mapping[str, Any]) -> bytes:
+    """The success envelope's bytes: ``fields`` plus ``RequestId``."""
     if "RequestId" in fields or "Error" in fields:
         raise ValueError("an action's result must not carry RequestId or Error")
-    return _answer({**fields, "RequestId": request_id})
+    return _payload({**fields, "RequestId": request_id})
 
 
-def failure(request_id: str, err: EoError, *, status: int = 200) -> web.Response:
-    """The error envelope for ``err``; with HTTP status 200 unless the HTTP layer itself refuses the
-    request (``status``: a 417 for an unmet ``Expect``, decision 0030)."""
-    return _answer({"Error": {"Code": err.code, "Message": err.message}, "RequestId": request_id}, status)
+def failure_payload(request_id: str, err: EoError) -> bytes:
+    """The error envelope's bytes for ``err``."""
+    return _payload({"Error": {"Code": err.code, "Message": err.message}, "RequestId": request_id})
+
+
+def response(payload: bytes, status: int = 200) -> web.Response:
+    """An envelope's bytes as the answer: ``Content-Type`` exactly ``application/json``, and 200
+    unless the HTTP layer itself refuses the request (``status``: a 417 for an unmet ``Expect``,
+    decision 0030)."""
+    # body= (bytes) rather than text=: aiohttp would append "; charset=utf-8" to a text body's type.
+    return web.Response(status=status, body=payload, content_type="application/json")
 
 
 def missing_parameter(name: str) -> EoError:
