@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecache.httpcache import freshness
+from edgecache.httpcache import dates, freshness
 from edgecache.httpcache.cachecontrol import DELTA_MAX
 from edgecache.httpcache.dates import format_http_date, parse_http_date
 from edgecache.httpcache.freshness import decide_from_fields, initial_age
@@ -244,6 +244,8 @@ def test_a_decision_a_validator_decides_is_made_for_each_response() -> None:
     assert fill("max-age=0", good).storable
     assert fill("max-age=0", bad).reason == "no-freshness"
     assert fill("max-age=0", good).storable
+    # Each order: a decision the validator made, remembered, would answer the other one wrongly.
+    assert fill("no-cache, max-age=60", good).storable
     assert fill("no-cache, max-age=60", bad).reason == "no-validator"
     assert fill("no-cache, max-age=60", good).storable
     assert fill("public", good).freshness_lifetime == 100
@@ -256,3 +258,12 @@ def test_a_decision_read_from_the_fields_alone_is_the_same_for_every_date() -> N
     assert fill("public, max-age=3600", "not a date") == first
     assert fill("public, max-age=3600", None, etag=True) == first
     assert fill("private, max-age=60", imf(T)).reason == "private"
+
+
+def test_a_decision_read_from_the_fields_alone_is_remembered_and_the_last_date_kept() -> None:
+    freshness._TIMELESS.clear()
+    assert fill("public, max-age=7200", imf(T - 1000)).storable
+    assert ("public, max-age=7200", None, 200, False, False) in freshness._TIMELESS
+    assert fill("max-age=0", imf(T - 1000)).storable
+    assert ("max-age=0", None, 200, False, False) not in freshness._TIMELESS
+    assert dates.parse_http_date(imf(T)) == T and dates._last == (imf(T), T)
