@@ -52,13 +52,13 @@ def build_control_app(
         app[REFRESH_KEY] = refresh_metrics
     app[CONTEXT_KEY] = context
     r = routes(app)
-    r.add_get("/metrics", metrics)
-    r.add_get("/healthz", health)
+    r.add_route("GET", "/metrics", metrics)
+    r.add_route("GET", "/healthz", health)
     cloudflare.add_routes(app)
     native.add_routes(app)
     edgeone_api.add_routes(app, edgeone)
     if console is not None:
-        r.add_get("/console", to_console)
+        r.add_route("GET", "/console", to_console)
         app.add_subapp("/console/", console)
     install(app, expectation_failed)
     return app

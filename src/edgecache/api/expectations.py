@@ -65,28 +65,11 @@ class Routes:
         self._router = router
 
     def add_route(self, method: str, path: str, handler: Handler) -> web.AbstractRoute:
-        """A route for ``method`` (``*``: any) at ``path``."""
+        """A route for ``method`` (``*``: any) at ``path``; ``GET`` answers ``HEAD`` too, as
+        aiohttp's ``add_get`` does."""
+        if method == hdrs.METH_GET:
+            return self._router.add_get(path, handler, expect_handler=meet)
         return self._router.add_route(method, path, handler, expect_handler=meet)
-
-    def add_get(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """GET (and HEAD) at ``path``."""
-        return self._router.add_get(path, handler, expect_handler=meet)
-
-    def add_post(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """POST at ``path``."""
-        return self._router.add_post(path, handler, expect_handler=meet)
-
-    def add_put(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """PUT at ``path``."""
-        return self._router.add_put(path, handler, expect_handler=meet)
-
-    def add_patch(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """PATCH at ``path``."""
-        return self._router.add_patch(path, handler, expect_handler=meet)
-
-    def add_delete(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """DELETE at ``path``."""
-        return self._router.add_delete(path, handler, expect_handler=meet)
 
     def add_static(self, prefix: str, directory: Path, **kwargs: Any) -> web.AbstractResource:
         """Files under ``directory`` at ``prefix`` (``kwargs`` as aiohttp's ``add_static``)."""

@@ -29,14 +29,14 @@ def add_routes(app: web.Application) -> None:
     r = routes(app)
     for prefix in PREFIXES:
         # The names are purge.MODES's (the control listener matches the same routes from it).
-        r.add_post(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
-        r.add_delete(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
-        r.add_post(prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
-        r.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.get_setting)
-        r.add_patch(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.edit_setting)
-        r.add_post(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.start_clear)
-        r.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.clear_status)
-        r.add_get(prefix + "/openapi.json", openapi.document)
+        r.add_route("POST", prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
+        r.add_route("DELETE", prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
+        r.add_route("POST", prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
+        r.add_route("GET", prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.get_setting)
+        r.add_route("PATCH", prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.edit_setting)
+        r.add_route("POST", prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.start_clear)
+        r.add_route("GET", prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.clear_status)
+        r.add_route("GET", prefix + "/openapi.json", openapi.document)
         queues.add_routes(app, prefix)
         subscriptions.add_routes(app, prefix)
 
