@@ -42,9 +42,12 @@ def add_routes(app: web.Application) -> None:
 
 
 def expectation_failed(request: web.Request) -> web.Response:
-    """417/6003 in the envelope: the request's ``Expect`` cannot be met (decision 0030; 6003 is the
-    real API's code for a header it refuses)."""
-    return failure(CfError(417, 6003, f"Invalid request headers: {UNMET}"))
+    """417/6003 in the envelope, shaped as the other refused headers are: the request's ``Expect``
+    cannot be met (decision 0030). The real API has no code of its own for ``Expect``, so the
+    chained detail repeats 6003."""
+    return failure(
+        CfError(417, 6003, "Invalid request headers", chain=[(6003, f"Invalid Expect header: {UNMET}")])
+    )
 
 
 @web.middleware
