@@ -58,7 +58,6 @@ def build_control_app(
     native.add_routes(app)
     edgeone_api.add_routes(app, edgeone)
     if console is not None:
-        r.add_route("GET", "/console", to_console)
         app.add_subapp("/console/", console)
     install(app, expectation_failed)
     return app
@@ -72,8 +71,3 @@ def expectation_failed(request: web.Request) -> web.StreamResponse:
     if request.path == "/":
         return edgeone_api.expectation_failed(request)
     return cloudflare.expectation_failed(request)
-
-
-async def to_console(request: web.Request) -> web.Response:
-    """``/console`` without the slash: the console's home."""
-    raise web.HTTPPermanentRedirect("/console/")
