@@ -59,7 +59,7 @@ def build_control_app(
     edgeone_api.add_routes(app, edgeone)
     if console is not None:
         app.add_subapp("/console/", console)
-    install(app, expectation_failed)
+    install(app, expectation_failed, root=True)
     return app
 
 

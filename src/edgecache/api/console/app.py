@@ -217,6 +217,6 @@ def build_console_app(sessions: SessionService, live_stats: LiveStats) -> web.Ap
     queues.add_routes(app)
     static = r.add_static("/static", HERE / "static", append_version=True)
     env.globals["asset"] = lambda name: str(static.url_for(filename=name))
-    install(app, expectation_failed)
+    install(app, expectation_failed, root=False)
     app.on_shutdown.append(live.close_streams)
     return app
