@@ -303,7 +303,8 @@ def test_a_request_without_a_path_refuses_in_the_envelope(
     stack: Stack, method: str, target: str, expect: bytes
 ) -> None:
     """The absolute form with no path and CONNECT's authority form reach aiohttp with an empty
-    path, which its router matches no resource of the index for."""
+    path, which its router matches no resource of the index for; ``*`` (OPTIONS) is routed through
+    the index's root entry, and is here so that it stays so."""
     port = stack.node.control_port
     plain = exchange(port, method, request_head(method, target, {}, b"", None))
     answer = exchange(port, method, request_head(method, target, {}, b"", expect))
