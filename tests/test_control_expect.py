@@ -22,7 +22,9 @@ from hypothesis import strategies as st
 
 from conftest import DEFAULT_ACCOUNT_ID, ZONE_ID, Stack
 from edgecache.api.console.guard import COOKIE, SIGNIN_COOKIE
+from edgecache.api.edgeone.dispatch import EDGEONE_KEY
 from edgecache.control.credentials import Permission
+from edgecache.control.ratelimit import RateLimiter, TokenBucket
 from test_control_inputs import snapshot
 from test_edgeone_transport import signed_headers
 
@@ -191,17 +193,24 @@ def cloudflare_refused(answer: Answer) -> None:
     assert answer.headers["content-type"] == "application/json", answer
     body = answer.json()
     assert body["success"] is False and body["result"] is None, body
-    assert body["errors"][0]["code"] == 6003 and "100-continue" in body["errors"][0]["message"], body
+    error = body["errors"][0]
+    # The shape of every other refused header (a malformed Authorization, say): the detail chained.
+    assert error["code"] == 6003 and error["message"] == "Invalid request headers", body
+    assert error["error_chain"][0]["code"] == 6003, body
+    assert "100-continue" in error["error_chain"][0]["message"], body
 
 
 def edgeone_refused(answer: Answer) -> None:
     assert answer.headers["content-type"] == "application/json", answer
     response = answer.json()["Response"]
     assert response["Error"]["Code"] == "InvalidParameter" and response["RequestId"], response
-    assert "Expect" in response["Error"]["Message"], response
+    # The wording of this dialect's other refused parameters (a wrong Content-Type, say).
+    assert response["Error"]["Message"] == "Parameter `Expect` type error: expected 100-continue.", response
 
 
 def native_refused(answer: Answer) -> None:
+    # As every answer of this API: aiohttp's json_response, with its charset.
+    assert answer.headers["content-type"] == "application/json; charset=utf-8", answer
     error = answer.json()["error"]
     assert error["code"] == 417 and "100-continue" in error["message"], error
 
@@ -219,6 +228,27 @@ DIALECTS: dict[str, tuple[Callable[[Stack], Call], Callable[[Answer], None], Cal
     "native": (native_call, native_ok, native_refused),
     "console": (console_call, console_ok, console_refused),
 }
+
+
+def _buckets(limiter: object) -> dict[tuple[str, str], tuple[float, float]]:
+    """Each rate-limit bucket's tokens and when they were last counted: a token taken, or one given
+    back, changes both. Read without a refill, which would change them with time alone."""
+    buckets: dict[tuple[str, str], TokenBucket] = limiter._buckets  # type: ignore[attr-defined]
+    return {key: (b._tokens, b._stamp) for key, b in buckets.items()}
+
+
+def state(stack: Stack) -> tuple[object, ...]:
+    """What a request may change: ledger and task rows, quotas, console sessions, and the buckets
+    of both rate limiters (purges', and EdgeOne's per action)."""
+    assert stack.node._control is not None
+    limiter = stack.node.purges._limiter
+    assert isinstance(limiter, RateLimiter)
+    return (
+        snapshot(stack),
+        len(stack.node.sessions),
+        _buckets(limiter),
+        _buckets(stack.node._control.app[EDGEONE_KEY].limiter),
+    )
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -241,12 +271,12 @@ def test_an_expectation_not_met_is_the_dialects_417_and_changes_nothing(
 ) -> None:
     make, _, refused = DIALECTS[dialect]
     call = make(stack)
-    before = snapshot(stack)
+    before = state(stack)
     head = request_head(call.method, call.path, call.fields, call.body, expect)
     answer = exchange(stack.node.control_port, call.method, head)
     assert answer.status == 417 and not answer.interim, answer
     refused(answer)
-    assert snapshot(stack) == before
+    assert state(stack) == before
     token = stack.node.credentials.get_token(call.token_id)
     assert token is not None and token.last_used_at is None, "the token was checked"
 
@@ -263,6 +293,63 @@ def test_an_unmatched_path_refuses_in_the_dialect_of_its_404(stack: Stack, path:
     assert plain.status in (400, 403, 404, 405), plain
     assert refused.status == 417, refused
     assert refused.headers["content-type"].split(";")[0] == plain.headers["content-type"].split(";")[0]
+
+
+@pytest.mark.parametrize("expect", [b"foo", HIGH_BYTES])
+@pytest.mark.parametrize(
+    ("method", "target"), [("GET", "http://127.0.0.1"), ("CONNECT", "127.0.0.1:1"), ("OPTIONS", "*")]
+)
+def test_a_request_without_a_path_refuses_in_the_envelope(
+    stack: Stack, method: str, target: str, expect: bytes
+) -> None:
+    """The absolute form with no path and CONNECT's authority form reach aiohttp with an empty
+    path, which its router matches no resource of the index for; ``*`` (OPTIONS) is routed through
+    the index's root entry, and is here so that it stays so."""
+    port = stack.node.control_port
+    plain = exchange(port, method, request_head(method, target, {}, b"", None))
+    answer = exchange(port, method, request_head(method, target, {}, b"", expect))
+    assert plain.status < 500 and plain.headers["content-type"] == "application/json", plain
+    assert answer.status == 417, answer
+    cloudflare_refused(answer)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+def test_the_console_without_its_slash_refuses_in_the_consoles_dialect(stack: Stack, method: str) -> None:
+    port = stack.node.control_port
+    answer = exchange(port, method, request_head(method, "/console", {}, b"", b"foo"))
+    assert answer.status == 417, answer
+    if method == "HEAD":
+        assert answer.headers["content-type"].startswith("text/html"), answer
+    else:
+        console_refused(answer)
+    home = exchange(port, "GET", request_head("GET", "/console", {}, b"", None))
+    assert home.status == 308 and home.headers["location"] == "/console/", home
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_after_a_417_the_next_request_is_not_read_as_the_withheld_body(stack: Stack, dialect: str) -> None:
+    """A client may withhold the body it announced once refused (RFC 9110 §10.1.1) and send its
+    next request. The server reads as much as was announced, as it must, then closes: it never
+    answers what is left as a request of its own."""
+    make, _, refused = DIALECTS[dialect]
+    call = make(stack)
+    head = request_head(call.method, call.path, call.fields, call.body, b"foo")
+    head = head.replace(b"Connection: close\r\n", b"")
+    # Longer than the withheld body, so that a server still reading requests would parse the rest.
+    pad = b"a" * len(call.body)
+    following = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + pad + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", stack.node.control_port), timeout=5) as sock:
+        sock.sendall(head)
+        answer = _answer(sock, call.method)
+        assert answer.status == 417, answer
+        refused(answer)
+        assert answer.headers.get("connection", "").lower() == "close", answer
+        sock.sendall(following)
+        try:
+            rest = sock.recv(65536)
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b"", f"answered after the 417: {rest[:200]!r}"
 
 
 def test_every_route_refuses_an_unmet_expectation_with_a_417(stack: Stack) -> None:
@@ -328,9 +415,17 @@ METHODS = st.sampled_from(
     ]
 )
 """Methods llhttp knows (it answers 400 to any other name before aiohttp routes the request)."""
-SEGMENT = st.text(
-    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="?#%"), max_size=12
+SEGMENT = st.one_of(
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="?#%"), max_size=12),
+    st.binary(min_size=1, max_size=6).map(lambda b: "".join(f"%{c:02X}" for c in b)),
+    st.sampled_from(["%", "%2", "%zz", "%2F", "%00", "%2e%2e"]),
 )
+"""A path segment: printable characters, %-escapes of any byte, and broken escapes."""
+TARGETS = st.sampled_from(
+    [("GET", "http://127.0.0.1"), ("POST", "http://127.0.0.1"), ("CONNECT", "127.0.0.1:1"), ("OPTIONS", "*")]
+)
+"""Request targets aiohttp routes with no path (the absolute form without one, CONNECT's
+authority form) or with ``*``, each with a method that may carry it."""
 
 
 @pytest.mark.timeout(900)
@@ -343,18 +438,17 @@ SEGMENT = st.text(
 def test_no_expect_on_any_path_and_method_is_a_5xx(
     stack: Stack, data: Any, method: str, expect: bytes, body: bytes
 ) -> None:
-    path = data.draw(
-        st.one_of(
-            st.sampled_from(_paths(stack)),
-            st.builds(
-                lambda base, tail: base.rstrip("/") + "/" + tail,
-                st.sampled_from(["/", "/client/v4", "/edgecache/v1", "/console", "/zones/" + ZONE_ID]),
-                SEGMENT,
-            ),
+    paths = st.one_of(
+        st.sampled_from(_paths(stack)),
+        st.builds(
+            lambda base, tail: base.rstrip("/") + "/" + tail,
+            st.sampled_from(["/", "/client/v4", "/edgecache/v1", "/console", "/zones/" + ZONE_ID]),
+            SEGMENT,
         ),
-        label="path",
     )
-    answer = exchange(stack.node.control_port, method, request_head(method, path, {}, body, expect))
+    method, path = data.draw(st.one_of(paths.map(lambda p: (method, p)), TARGETS), label="target")
+    # The body announced is sent too: a route that reads it must not wait for it.
+    answer = exchange(stack.node.control_port, method, request_head(method, path, {}, body, expect), body)
     event(f"{answer.status}")
     assert answer.status < 500, (method, path, expect, answer)
     value = expect.strip(b" \t")

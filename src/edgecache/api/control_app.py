@@ -52,15 +52,14 @@ def build_control_app(
         app[REFRESH_KEY] = refresh_metrics
     app[CONTEXT_KEY] = context
     r = routes(app)
-    r.add_get("/metrics", metrics)
-    r.add_get("/healthz", health)
+    r.add_route("GET", "/metrics", metrics)
+    r.add_route("GET", "/healthz", health)
     cloudflare.add_routes(app)
     native.add_routes(app)
     edgeone_api.add_routes(app, edgeone)
     if console is not None:
-        r.add_get("/console", to_console)
         app.add_subapp("/console/", console)
-    install(app, expectation_failed)
+    install(app, expectation_failed, root=True)
     return app
 
 
@@ -72,8 +71,3 @@ def expectation_failed(request: web.Request) -> web.StreamResponse:
     if request.path == "/":
         return edgeone_api.expectation_failed(request)
     return cloudflare.expectation_failed(request)
-
-
-async def to_console(request: web.Request) -> web.Response:
-    """``/console`` without the slash: the console's home."""
-    raise web.HTTPPermanentRedirect("/console/")

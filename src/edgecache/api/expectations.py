@@ -12,10 +12,15 @@ Rules:
   HTTP/1.1 client only (an HTTP/1.0 one goes on without it, RFC 9110 §10.1.1).
 - Any other value, undecodable bytes included, is answered 417 by the application's refusal
   (:data:`REFUSAL`, set by :func:`install`) before any middleware, handler, token check or read
-  of the body runs, so it changes nothing.
-- A path no route matches is refused the same way: :func:`install` adds, last, a resource that
-  matches any path only for such a request (every other unmatched request is aiohttp's 404 or 405,
-  as before). Without it aiohttp's own handler would answer, with the same 500.
+  of the body runs, so it changes nothing. The 417 closes the connection (once aiohttp has read
+  the body announced, for at most its lingering time): a client may withhold that body, and what it
+  sent next must not be answered as a request.
+- A path no route matches is refused the same way: :func:`install` adds a resource that matches
+  any path only for such a request (every other unmatched request is aiohttp's 404 or 405, as
+  before). Without it aiohttp's own handler would answer, with the same 500. The router must reach
+  it: for a non-empty path the resource sits at the application's root in aiohttp's index, which
+  the router looks at for every path, and a sub-application's copy is reached from inside it; the
+  empty path, which the index is never looked at for, has a resource of its own (:class:`_Pathless`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import HttpVersion11, hdrs, web
+
+# _InfoDict: the type aiohttp's resources describe themselves with; it exports no public name for it.
+from aiohttp.web_urldispatcher import MatchedSubAppResource, _InfoDict
 from yarl import URL
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,8 +57,11 @@ async def meet(request: web.Request) -> web.StreamResponse | None:
     """The expect handler of every control route: None (go on) once ``100-continue`` is met, else
     the application's refusal."""
     if unmet(request):
-        refuse = request.app[REFUSAL]
-        return refuse(request)
+        refusal = request.app[REFUSAL](request)
+        # The client may withhold its body after a 417 (RFC 9110 §10.1.1): on an open connection
+        # what it sends next would be read as that body.
+        refusal.force_close()
+        return refusal
     if request.version == HttpVersion11:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # As aiohttp's own handler: the interim answer is not part of the response's size.
@@ -65,28 +76,11 @@ class Routes:
         self._router = router
 
     def add_route(self, method: str, path: str, handler: Handler) -> web.AbstractRoute:
-        """A route for ``method`` (``*``: any) at ``path``."""
+        """A route for ``method`` (``*``: any) at ``path``; ``GET`` answers ``HEAD`` too, as
+        aiohttp's ``add_get`` does."""
+        if method == hdrs.METH_GET:
+            return self._router.add_get(path, handler, expect_handler=meet)
         return self._router.add_route(method, path, handler, expect_handler=meet)
-
-    def add_get(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """GET (and HEAD) at ``path``."""
-        return self._router.add_get(path, handler, expect_handler=meet)
-
-    def add_post(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """POST at ``path``."""
-        return self._router.add_post(path, handler, expect_handler=meet)
-
-    def add_put(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """PUT at ``path``."""
-        return self._router.add_put(path, handler, expect_handler=meet)
-
-    def add_patch(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """PATCH at ``path``."""
-        return self._router.add_patch(path, handler, expect_handler=meet)
-
-    def add_delete(self, path: str, handler: Handler) -> web.AbstractRoute:
-        """DELETE at ``path``."""
-        return self._router.add_delete(path, handler, expect_handler=meet)
 
     def add_static(self, prefix: str, directory: Path, **kwargs: Any) -> web.AbstractResource:
         """Files under ``directory`` at ``prefix`` (``kwargs`` as aiohttp's ``add_static``)."""
@@ -98,11 +92,15 @@ def routes(app: web.Application) -> Routes:
     return Routes(app.router)
 
 
-def install(app: web.Application, refusal: Refusal) -> None:
+def install(app: web.Application, refusal: Refusal, *, root: bool) -> None:
     """Make ``refusal`` the 417 of ``app``'s routes, and refuse an unmet expectation on a path no
-    route of ``app`` matches. Call it once the routes are added (its resource must come last)."""
+    route of ``app`` matches; ``root`` for the application that is served, not added to another as
+    a sub-application: only there can a request's path be empty. Where among the routes the
+    resources go does not matter: whichever matches first, the answer is ``app``'s refusal."""
     app[REFUSAL] = refusal
     app.router.register_resource(_Unmatched())
+    if root:
+        app.router.register_resource(_Pathless())
 
 
 async def _unmatched(request: web.Request) -> web.StreamResponse:
@@ -113,11 +111,13 @@ async def _unmatched(request: web.Request) -> web.StreamResponse:
 
 class _Unmatched(web.AbstractResource):
     """Any path, for a request with an unmet expectation only. Its canonical path is the
-    application's root, the index entry aiohttp's router visits last, after every route of the
-    application (it is registered last)."""
+    application's root, so aiohttp's router reaches it for every non-empty path once no route of a
+    longer path has matched; a sub-application's copy is reached from inside that sub-application."""
 
     def __init__(self) -> None:
-        super().__init__()
+        # Not super(): in _Pathless the next class is MatchedSubAppResource, whose __init__ wants
+        # an application this resource has not got.
+        web.AbstractResource.__init__(self)
         self._prefix = ""
         self._route = web.ResourceRoute(hdrs.METH_ANY, _unmatched, self, expect_handler=meet)
 
@@ -125,7 +125,7 @@ class _Unmatched(web.AbstractResource):
     def canonical(self) -> str:
         return self._prefix or "/"
 
-    def url_for(self, **kwargs: str) -> URL:
+    def url_for(self, *args: str, **kwargs: str) -> URL:
         raise RuntimeError("the resource of unmatched paths has no URL")
 
     async def resolve(self, request: web.Request) -> tuple[web.UrlMappingMatchInfo | None, set[str]]:
@@ -136,7 +136,7 @@ class _Unmatched(web.AbstractResource):
     def add_prefix(self, prefix: str) -> None:
         self._prefix = prefix + self._prefix
 
-    def get_info(self) -> dict[str, str]:  # type: ignore[override]
+    def get_info(self) -> _InfoDict:
         return {"prefix": self.canonical}
 
     def raw_match(self, path: str) -> bool:
@@ -147,3 +147,15 @@ class _Unmatched(web.AbstractResource):
 
     def __iter__(self) -> Iterator[web.AbstractRoute]:
         yield self._route
+
+
+class _Pathless(_Unmatched, MatchedSubAppResource):
+    """The empty path (``GET http://host HTTP/1.1``, ``CONNECT host:port``), for a request with an
+    unmet expectation only. aiohttp's router looks up no indexed resource for an empty path, so
+    :class:`_Unmatched` is never reached; it does ask every resource of this kind (made for
+    ``add_domain``), first, whatever the path."""
+
+    async def resolve(self, request: web.Request) -> tuple[web.UrlMappingMatchInfo | None, set[str]]:
+        if request.rel_url.path_safe:
+            return None, set()
+        return await super().resolve(request)

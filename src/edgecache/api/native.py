@@ -240,10 +240,10 @@ async def zone_reserve(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the native routes."""
     r = routes(app)
-    r.add_get("/edgecache/v1/zones/{zone_id}/cache_reserve", zone_reserve)
-    r.add_get("/edgecache/v1/jobs/{job_id}", job)
-    r.add_get("/edgecache/v1/zones/{zone_id}", zone_info)
-    r.add_get("/edgecache/v1/zones/{zone_id}/tasks", zone_tasks)
+    r.add_route("GET", "/edgecache/v1/zones/{zone_id}/cache_reserve", zone_reserve)
+    r.add_route("GET", "/edgecache/v1/jobs/{job_id}", job)
+    r.add_route("GET", "/edgecache/v1/zones/{zone_id}", zone_info)
+    r.add_route("GET", "/edgecache/v1/zones/{zone_id}/tasks", zone_tasks)
 
 
 def owns(path: str) -> bool:

@@ -29,22 +29,25 @@ def add_routes(app: web.Application) -> None:
     r = routes(app)
     for prefix in PREFIXES:
         # The names are purge.MODES's (the control listener matches the same routes from it).
-        r.add_post(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
-        r.add_delete(prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
-        r.add_post(prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
-        r.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.get_setting)
-        r.add_patch(prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.edit_setting)
-        r.add_post(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.start_clear)
-        r.add_get(prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.clear_status)
-        r.add_get(prefix + "/openapi.json", openapi.document)
+        r.add_route("POST", prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
+        r.add_route("DELETE", prefix + "/zones/{zone_id}/purge_cache", purge.purge_cache)
+        r.add_route("POST", prefix + "/zones/{zone_id}/invalidate_cache", purge.invalidate_cache)
+        r.add_route("GET", prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.get_setting)
+        r.add_route("PATCH", prefix + "/zones/{zone_id}/cache/cache_reserve", cache_reserve.edit_setting)
+        r.add_route("POST", prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.start_clear)
+        r.add_route("GET", prefix + "/zones/{zone_id}/cache/cache_reserve_clear", cache_reserve.clear_status)
+        r.add_route("GET", prefix + "/openapi.json", openapi.document)
         queues.add_routes(app, prefix)
         subscriptions.add_routes(app, prefix)
 
 
 def expectation_failed(request: web.Request) -> web.Response:
-    """417/6003 in the envelope: the request's ``Expect`` cannot be met (decision 0030; 6003 is the
-    real API's code for a header it refuses)."""
-    return failure(CfError(417, 6003, f"Invalid request headers: {UNMET}"))
+    """417/6003 in the envelope, shaped as the other refused headers are: the request's ``Expect``
+    cannot be met (decision 0030). The real API has no code of its own for ``Expect``, so the
+    chained detail repeats 6003."""
+    return failure(
+        CfError(417, 6003, "Invalid request headers", chain=[(6003, f"Invalid Expect header: {UNMET}")])
+    )
 
 
 @web.middleware

@@ -151,8 +151,8 @@ def add_routes(app: web.Application, prefix: str) -> None:
     base = prefix + "/accounts/{account_id}/event_subscriptions/subscriptions"
     one = base + "/{subscription_id}"
     r = routes(app)
-    r.add_get(base, list_subscriptions)
-    r.add_post(base, create_subscription)
-    r.add_get(one, get_subscription)
-    r.add_patch(one, update_subscription)
-    r.add_delete(one, delete_subscription)
+    r.add_route("GET", base, list_subscriptions)
+    r.add_route("POST", base, create_subscription)
+    r.add_route("GET", one, get_subscription)
+    r.add_route("PATCH", one, update_subscription)
+    r.add_route("DELETE", one, delete_subscription)

@@ -93,6 +93,11 @@ def expectation_failed(request: web.Request) -> web.StreamResponse:
     return _with_headers(page, static=False)
 
 
+async def to_home(request: web.Request) -> web.Response:
+    """``/console`` without the slash: the console's home."""
+    raise web.HTTPPermanentRedirect(f"{PATH}/")
+
+
 def _safe_next(target: str) -> str:
     """Where to go after signing in: a console path, never another site."""
     if target.startswith(f"{PATH}/") and not target.startswith("//") and "\\" not in target:
@@ -198,10 +203,13 @@ def build_console_app(sessions: SessionService, live_stats: LiveStats) -> web.Ap
         undefined=jinja2.StrictUndefined,
     )
     r = routes(app)
-    r.add_get("/", home)
-    r.add_get("/signin", signin_form)
-    r.add_post("/signin", signin)
-    r.add_post("/signout", signout)
+    # The console's own path without the slash: a route of this app, not of the one it is added
+    # to, so that everything under /console is answered in the console's dialect (its 417 too).
+    r.add_route("GET", "", to_home)
+    r.add_route("GET", "/", home)
+    r.add_route("GET", "/signin", signin_form)
+    r.add_route("POST", "/signin", signin)
+    r.add_route("POST", "/signout", signout)
     purge.add_routes(app)
     tasks.add_routes(app)
     live.add_routes(app)
@@ -209,6 +217,6 @@ def build_console_app(sessions: SessionService, live_stats: LiveStats) -> web.Ap
     queues.add_routes(app)
     static = r.add_static("/static", HERE / "static", append_version=True)
     env.globals["asset"] = lambda name: str(static.url_for(filename=name))
-    install(app, expectation_failed)
+    install(app, expectation_failed, root=False)
     app.on_shutdown.append(live.close_streams)
     return app

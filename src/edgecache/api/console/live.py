@@ -73,5 +73,5 @@ def add_routes(app: web.Application) -> None:
     """Register the live routes."""
     r = routes(app)
     app[STREAMS_KEY] = set()
-    r.add_get("/live", live_page)
-    r.add_get("/live/events", live_events)
+    r.add_route("GET", "/live", live_page)
+    r.add_route("GET", "/live/events", live_events)

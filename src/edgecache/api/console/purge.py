@@ -166,8 +166,8 @@ async def job_tasks(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the purge and job routes."""
     r = routes(app)
-    r.add_get("/purge", purge_home)
-    r.add_get("/zones/{zone_id}/purge", purge_form)
-    r.add_post("/zones/{zone_id}/purge", purge_submit)
-    r.add_get("/jobs/{job_id}", job)
-    r.add_get("/jobs/{job_id}/tasks", job_tasks)
+    r.add_route("GET", "/purge", purge_home)
+    r.add_route("GET", "/zones/{zone_id}/purge", purge_form)
+    r.add_route("POST", "/zones/{zone_id}/purge", purge_submit)
+    r.add_route("GET", "/jobs/{job_id}", job)
+    r.add_route("GET", "/jobs/{job_id}/tasks", job_tasks)

@@ -130,8 +130,8 @@ async def start_purge(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     """Register the Queues routes."""
     r = routes(app)
-    r.add_get("/queues", queue_list)
-    r.add_get("/queues/{queue_id}", queue_page)
-    r.add_get("/queues/{queue_id}/purge", purge_fragment)
-    r.add_post("/queues/{queue_id}/delivery", set_delivery)
-    r.add_post("/queues/{queue_id}/purge", start_purge)
+    r.add_route("GET", "/queues", queue_list)
+    r.add_route("GET", "/queues/{queue_id}", queue_page)
+    r.add_route("GET", "/queues/{queue_id}/purge", purge_fragment)
+    r.add_route("POST", "/queues/{queue_id}/delivery", set_delivery)
+    r.add_route("POST", "/queues/{queue_id}/purge", start_purge)

@@ -117,8 +117,8 @@ async def reserve_clear(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     """Register the Cache Reserve routes."""
     r = routes(app)
-    r.add_get("/reserve", reserve_home)
-    r.add_get("/zones/{zone_id}/reserve", reserve_page)
-    r.add_post("/zones/{zone_id}/reserve", reserve_set)
-    r.add_get("/zones/{zone_id}/reserve/clear", reserve_clear_status)
-    r.add_post("/zones/{zone_id}/reserve/clear", reserve_clear)
+    r.add_route("GET", "/reserve", reserve_home)
+    r.add_route("GET", "/zones/{zone_id}/reserve", reserve_page)
+    r.add_route("POST", "/zones/{zone_id}/reserve", reserve_set)
+    r.add_route("GET", "/zones/{zone_id}/reserve/clear", reserve_clear_status)
+    r.add_route("POST", "/zones/{zone_id}/reserve/clear", reserve_clear)

@@ -152,4 +152,4 @@ def _page_url(request: web.Request, page: int) -> str:
 def add_routes(app: web.Application) -> None:
     """Register the tasks route."""
     r = routes(app)
-    r.add_get("/tasks", task_list)
+    r.add_route("GET", "/tasks", task_list)

@@ -55,7 +55,7 @@ from edgecache.api.edgeone.envelope import (
     success_payload,
     unknown_parameter,
 )
-from edgecache.api.expectations import UNMET, routes
+from edgecache.api.expectations import CONTINUE, routes
 from edgecache.api.jsonbody import BadJson, load_json
 from edgecache.config import TASK_TYPES
 from edgecache.control.credentials import Permission, Principal
@@ -190,8 +190,7 @@ def add_routes(app: web.Application, services: EdgeOneServices) -> None:
 
 def expectation_failed(request: web.Request) -> web.Response:
     """417 in the error envelope: the request's ``Expect`` cannot be met (decision 0030)."""
-    err = EoError("InvalidParameter", f"The request header `Expect` is not supported: {UNMET}.")
-    return response(failure_payload(new_request_id(), err), status=417)
+    return response(failure_payload(new_request_id(), invalid_parameter("Expect", CONTINUE)), status=417)
 
 
 # Parameter validation -----------------------------------------------------------------------------
