@@ -28,9 +28,9 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.teo.v20220901 import models, teo_client
 
-from conftest import LIMITED_ZONE_ID, VARIANT_ZONE_ID, ZONE_ID, Route, Stack
+from conftest import LIMITED_ACCOUNT_ID, LIMITED_ZONE_ID, VARIANT_ZONE_ID, ZONE_ID, Route, Stack
 from edgecache.api.control_listener import PurgeSite
-from edgecache.api.edgeone.dispatch import EDGEONE_KEY
+from edgecache.api.edgeone.dispatch import DEFAULT_RATE, EDGEONE_KEY
 from edgecache.api.edgeone.tc3 import MAX_SKEW_S
 from edgecache.control.credentials import Permission
 from edgecache.control.ratelimit import Rate
@@ -57,7 +57,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     finally:
         asyncio.set_event_loop_policy(policy)
     # Comparisons send every request twice, faster than EdgeOne's 20 per second and action; that
-    # limit is tested in test_edgeone_transport.py.
+    # limit is tested in test_edgeone_transport.py, and on this route for an account of its own.
     assert s.node._control is not None
     s.node._control.app[EDGEONE_KEY].limiter.rate = Rate(10_000, 10_000)
     try:
@@ -76,6 +76,22 @@ def secret(stack: Stack) -> Iterator[Secret]:
         yield stack.node.secrets.create(
             stack.node.config.accounts[0].id, "listener", [Permission.CACHE_PURGE]
         )
+
+
+@pytest.fixture(scope="module")
+def barred(stack: Stack) -> dict[str, Secret]:
+    """Secrets of the zone's account that may not purge it: by the case that refuses them."""
+    account = stack.node.config.accounts[0].id
+    create = stack.node.secrets.create
+    revoked = create(account, "revoked", [Permission.CACHE_PURGE])
+    assert stack.node.secrets.revoke(revoked[0])
+    return {
+        "no purge permission": create(account, "reader", [Permission.ZONE_SETTINGS_READ]),
+        "secret of another zone": create(
+            account, "variants only", [Permission.CACHE_PURGE], [VARIANT_ZONE_ID]
+        ),
+        "revoked secret": revoked,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -214,27 +230,32 @@ def test_sdk_create_purge_task_is_answered_on_the_purge_route(stack: Stack, secr
         assert stack.node.tasks.by_job(job_id), job_id
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "bad signature",
-        "stale timestamp",
-        "unknown secret id",
-        "malformed secret id",
-        "no authorization",
-        "body not JSON",
-        "body not an object",
-        "unknown parameter",
-        "bad type",
-        "zone of another account",
-        "no target of the zone",
-        "temporary credentials",
-        "wrong version",
-        "text content type",
-    ],
-)
+# Each refused call, by the code of the check that refuses it (not an earlier one).
+REFUSALS = {
+    "bad signature": "AuthFailure.SignatureFailure",
+    "stale timestamp": "AuthFailure.SignatureExpire",
+    "unknown secret id": "AuthFailure.SecretIdNotFound",
+    "malformed secret id": "AuthFailure.InvalidSecretId",
+    "no authorization": "AuthFailure.InvalidAuthorization",
+    "body not JSON": "InvalidParameter",
+    "body not an object": "InvalidParameter",
+    "unknown parameter": "UnknownParameter",
+    "bad type": "InvalidParameterValue",
+    "zone of another account": "ResourceNotFound.ZoneNotFound",
+    "no target of the zone": "InvalidParameter.DomainNotFound",
+    "temporary credentials": "AuthFailure.TokenFailure",
+    "wrong version": "NoSuchVersion",
+    "text content type": "InvalidParameter",
+    "no purge permission": "UnauthorizedOperation.NoPermission",
+    "secret of another zone": "UnauthorizedOperation.NoPermission",
+    "revoked secret": "AuthFailure.SecretIdNotFound",
+    "unknown language": "InvalidParameterValue",
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
 def test_refused_calls_get_aiohttps_answer_byte_for_byte(
-    stack: Stack, secret: Secret, plain_port: int, case: str
+    stack: Stack, secret: Secret, barred: dict[str, Secret], plain_port: int, case: str
 ) -> None:
     body = purge_body(eo_zone(stack))
     good = eo_bytes(secret, body)
@@ -255,12 +276,38 @@ def test_refused_calls_get_aiohttps_answer_byte_for_byte(
         "temporary credentials": eo_bytes(secret, body, extra=b"X-TC-Token: t\r\n"),
         "wrong version": good.replace(b"X-TC-Version: 2022-09-01", b"X-TC-Version: 2020-01-01"),
         "text content type": eo_bytes(secret, body, content_type="text/plain"),
+        "unknown language": eo_bytes(secret, body, extra=b"X-TC-Language: fr-FR\r\n"),
+        **{name: eo_bytes(barred_secret, body) for name, barred_secret in barred.items()},
     }[case]
     answered = site(stack).answered
     answer = same_on_both(stack, plain_port, data)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"), answer
-    assert error_of(answer) is not None
+    assert error_of(answer) == REFUSALS[case]
     assert site(stack).answered == answered + 1
+
+
+def test_the_rate_limit_refusal_is_aiohttps(
+    stack: Stack, plain_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EdgeOne's own rate, per account and action, on an account no other test here calls with: the
+    call past the burst is refused on the purge route as aiohttp refuses it, and writes nothing."""
+    assert stack.node._control is not None
+    limiter = stack.node._control.app[EDGEONE_KEY].limiter
+    monkeypatch.setattr(limiter, "rate", DEFAULT_RATE)
+    # Frozen, the bucket does not refill during the test, however slow the box.
+    frozen = time.monotonic()
+    monkeypatch.setattr(limiter, "_clock", lambda: frozen)
+    secret = stack.node.secrets.create(LIMITED_ACCOUNT_ID, "rate", [Permission.CACHE_PURGE])
+    # Counted by the limiter, then refused as no object: the burst spent, nothing written.
+    spend = eo_bytes(secret, b"[1, 2]")
+    answered = site(stack).answered
+    for _ in range(int(DEFAULT_RATE.burst)):
+        assert error_of(exchange(stack, spend)[0]) == "InvalidParameter"
+    before = snapshot(stack)
+    purge = eo_bytes(secret, purge_body(eo_zone(stack, LIMITED_ZONE_ID), "purge_host", ["limited.example"]))
+    assert error_of(same_on_both(stack, plain_port, purge)) == "RequestLimitExceeded"
+    assert snapshot(stack) == before
+    assert site(stack).answered == answered + int(DEFAULT_RATE.burst) + 1
 
 
 def test_quota_refusals_get_aiohttps_answer(stack: Stack, secret: Secret, plain_port: int) -> None:
