@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 import uvloop
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 from tencentcloud.common import credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.common.profile.client_profile import ClientProfile
@@ -30,6 +32,7 @@ from tencentcloud.teo.v20220901 import models, teo_client
 
 from conftest import LIMITED_ACCOUNT_ID, LIMITED_ZONE_ID, VARIANT_ZONE_ID, ZONE_ID, Route, Stack
 from edgecache.api.control_listener import PurgeSite
+from edgecache.api.edgeone import dispatch
 from edgecache.api.edgeone.dispatch import DEFAULT_RATE, EDGEONE_KEY
 from edgecache.api.edgeone.tc3 import MAX_SKEW_S
 from edgecache.control.credentials import Permission
@@ -530,3 +533,33 @@ def test_arbitrary_create_purge_tasks_get_aiohttps_answer(
         assert fast[0] == 200, fast
     if expected:
         assert fast[0] != 0, fast
+
+
+@given(
+    values=st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "application/json",
+                    "application/json; charset=utf-8",
+                    "Application/JSON",
+                    " application/json",
+                    "application/json ",
+                    "application/json;",
+                    "application/json,text/plain",
+                    "text/plain",
+                    "json",
+                    "",
+                ]
+            ),
+            st.text(max_size=30),
+        ),
+        max_size=2,
+    )
+)
+def test_the_content_type_read_is_aiohttps(values: list[str]) -> None:
+    """``dispatch.content_type`` (aiohttp's private ``parse_content_type`` behind a shortcut for the
+    SDK's value) reads what aiohttp's ``Request.content_type`` does, so an upgrade that changes
+    either one is caught: any values, none, or a repeat (the first counts)."""
+    headers = CIMultiDict(("Content-Type", v) for v in values)
+    assert dispatch.content_type(headers) == make_mocked_request("POST", "/", headers=headers).content_type
