@@ -184,7 +184,6 @@ class OriginClient:
         url: str,
         headers: Mapping[str, str] | FieldLines,
         listener: ResponseListener,
-        *,
         on_interim: Interim | None = None,
     ) -> OriginResponse | None:
         """Send a bodiless request at once on an idle keep-alive connection to ``listener``, or
