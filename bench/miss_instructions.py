@@ -10,10 +10,11 @@ a thread, outside callgrind's count: it answers every request with the bench ori
 key's last two digits) on kept-alive connections. The child first warms up (``--warmup`` misses:
 the origin connections opened, the memos warm), then runs ``--misses`` N more, ``--concurrency``
 at a time; each tree runs with N and with 0, and the difference over N is the instructions per
-miss, start-up and warm-up excluded. The kernel's work (the sends and reads) is not in it;
-the loop's own (uvloop, epoll's wrapper) and the Python around it are. Timers that fire by the
-clock (sweeps, the loop-lag probe) run more often under valgrind's slowness than in real time:
-a small share of the figure, the same for every tree.
+miss, start-up and warm-up excluded. Only the main thread (the event loop's) is counted, and the
+node's background tasks (housekeeping, the loop-lag probe) are stopped after the warm-up: work
+that runs by the clock would put a share in each miss that varies with valgrind's slowness and the
+machine's load. The kernel's work (the sends and reads) is not in the figure; the loop's own
+(uvloop, epoll's wrapper) and the Python around it are.
 
 Run: ``.venv/bin/python bench/miss_instructions.py [--misses N] [--src PATH ...]`` (``--src`` counts
 another checkout's ``src`` too, say main's, in the same run; ``--rounds R`` alternates the trees R
@@ -137,6 +138,9 @@ def child(origin_port: int, misses: int, warmup: int, concurrency: int, bytecode
         await node.start()
         try:
             await run(node, 10_000_000, warmup)
+            # Work that runs by the clock (the control plane's housekeeping, the loop-lag probe):
+            # under valgrind, and on a loaded machine, a varying amount of it would fall in each run.
+            await node._background.stop()
             if bytecodes:
                 counter = BytecodeCounter()
                 sys.settrace(counter.trace)
