@@ -71,7 +71,7 @@ from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
 from edgecache.store.chain import TierChain
 from edgecache.store.chunked import ChunkedEntry
-from edgecache.store.entry import Entry
+from edgecache.store.entry import VARIANT_SEP, Entry
 from edgecache.store.memory import MemoryTier
 from edgecache.store.partial import MAX_PARTS, PARTIAL_SUFFIX, PartialEntry
 
@@ -333,7 +333,7 @@ class Proxy:
             return self._stale(req, conn, zone, host, key, entry, _time())
         if method == "GET" and "range" in headers:
             return self._range_miss(req, conn, zone, host, key)
-        return self._miss(req, conn, zone, host, key, coalesce="authorization" not in headers)
+        return self._miss(req, conn, zone, host, key, "authorization" not in headers)
 
     def _other_target_form(self, req: Request, conn: Connection) -> tuple[ZoneRuntime, str] | int | None:
         """A request-target that is not origin-form (RFC 9112 §3.2). Absolute-form selects the zone by
@@ -821,17 +821,23 @@ class Proxy:
         if isinstance(entry, PartialEntry):
             self._store_part(entry, vary, request_headers)
             return False
-        base = _strip_vary(entry.key)
+        key = entry.key
+        # _strip_vary and Entry.primary, inline (every fill): the key without its Vary part, and
+        # the URL's key (without any variant part).
+        cut = key.find(VARY_SEP)
+        base = key if cut < 0 else key[:cut]
+        cut = base.find(VARIANT_SEP)
+        primary = base if cut < 0 else base[:cut]
         # The fetch's key had a Vary part: the URL had Vary names when it was looked up, in memory
         # or in the disk tier.
-        varied = len(base) < len(entry.key)
+        varied = len(base) < len(key)
         # A refill of a variant whose response no longer varies is stored under the URL itself,
         # where lookups now look (the old variants go below).
         entry.key = base + vary_suffix(vary, request_headers) if vary else base
         verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
         # What memory holds under the URL: nothing for a new one (most fills), and then neither
         # its parts nor other variants need looking for.
-        listed = self.store.variants(entry.primary)
+        listed = self.store.variants(primary)
         if listed:
             partial = entry.key + PARTIAL_SUFFIX
             if partial in listed:
@@ -855,7 +861,7 @@ class Proxy:
             # stay the fill is never found there, and old variants stay servable). Memory may list
             # none of them (evicted, or filled by another process): the disk's removal goes by the
             # URL, queued before the put below, which the disk tier orders behind it.
-            self.store.delete_primary(entry.primary)
+            self.store.delete_primary(primary)
         elif listed:
             self._forget_other_vary(base, vary, listed)
         # The other processes look for the fill in the disk tier: whether it took it is the answer.
@@ -910,7 +916,7 @@ class Proxy:
             self._release_lock(fetch)
 
     def _miss(
-        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, *, coalesce: bool
+        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, coalesce: bool
     ) -> Awaitable[None] | Pending | None:
         """A miss with nothing stored and no Range. Joining a fill in flight is ``_fill``'s job;
         a fetch of its own is answered from the fetch's callbacks (``Fetch.follow``) when the
