@@ -188,7 +188,14 @@ class OriginClient:
     ) -> OriginResponse | None:
         """Send a bodiless request at once on an idle keep-alive connection to ``listener``, or
         return None, having sent nothing, when the origin has no idle connection."""
-        pool, target, authority = self._route(url)
+        # _route, inline (every fill); a pool is made by send_new, which any first request takes.
+        scheme_end = url.find("://") + 3
+        slash = url.find("/", scheme_end)
+        found = self._pools.get(url if slash < 0 else url[:slash])
+        if found is None:
+            return None
+        pool, authority = found
+        target = "/" if slash < 0 else url[slash:]
         conn = pool.take_idle()
         if conn is None:
             # Encoded only once a connection is had: send_new encodes it for the one it gets.
