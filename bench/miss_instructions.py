@@ -11,10 +11,12 @@ key's last two digits) on kept-alive connections. The child first warms up (``--
 the origin connections opened, the memos warm), then runs ``--misses`` N more, ``--concurrency``
 at a time; each tree runs with N and with 0, and the difference over N is the instructions per
 miss, start-up and warm-up excluded. Only the main thread (the event loop's) is counted, and the
-node's background tasks (housekeeping, the loop-lag probe) are stopped after the warm-up: work
-that runs by the clock would put a share in each miss that varies with valgrind's slowness and the
-machine's load. The kernel's work (the sends and reads) is not in the figure; the loop's own
-(uvloop, epoll's wrapper) and the Python around it are.
+node's background tasks (housekeeping, the loop-lag probe, the collector policy) are stopped after
+the warm-up, and what it left is collected and frozen (as the collector policy does): work that
+runs by the clock would put a share in each miss that varies with valgrind's slowness and the
+machine's load, and a full collection of start-up's heap one that varies with where it falls.
+The kernel's work (the sends and reads) is not in the figure; the loop's own (uvloop, epoll's
+wrapper) and the Python around it are.
 
 Run: ``.venv/bin/python bench/miss_instructions.py [--misses N] [--src PATH ...]`` (``--src`` counts
 another checkout's ``src`` too, say main's, in the same run; ``--rounds R`` alternates the trees R
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import socket
 import statistics
 import sys
@@ -141,6 +144,11 @@ def child(origin_port: int, misses: int, warmup: int, concurrency: int, bytecode
             # Work that runs by the clock (the control plane's housekeeping, the loop-lag probe):
             # under valgrind, and on a loaded machine, a varying amount of it would fall in each run.
             await node._background.stop()
+            # The node's collector policy (gcpolicy.keep_gc), once, at a fixed point: what the
+            # warm-up left is frozen, so the collections in the counted misses are those their own
+            # allocations trigger, not a full one that start-up's heap would make costly.
+            gc.collect()
+            gc.freeze()
             if bytecodes:
                 counter = BytecodeCounter()
                 sys.settrace(counter.trace)

@@ -73,6 +73,7 @@ HEAD_SLICE = 4096
 HIGH_WATER = 256 * 1024
 _BLANK = re.compile(rb"[\r\n]*")
 """What llhttp skips before a status line (before the first head, and after an interim one)."""
+_CRLF = b"\r\n"
 
 Interim = Callable[[int, list[tuple[str, str]]], None]
 """``on_interim(status, fields)``: called for each 1xx response before the final one."""
@@ -499,8 +500,10 @@ class OriginConnection(asyncio.Protocol):
             fed = len(raw) - len(view)
             if fed > self._counted and not self._final:
                 counted = self._counted
-                if counted == self._head_start:
-                    # Blank lines before a status line are not the head's (llhttp skips them).
+                if counted == self._head_start and raw[counted] in _CRLF:
+                    # Blank lines before a status line are not the head's (llhttp skips them). The
+                    # byte is looked at first: a head that starts with its status line (every one,
+                    # nearly) needs no match.
                     skipped = _BLANK.match(raw, counted, fed)
                     assert skipped is not None  # it matches everywhere, if only the empty string
                     counted = self._head_start = skipped.end()
