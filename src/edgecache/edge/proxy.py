@@ -768,8 +768,7 @@ class Proxy:
         lock: int = 0,
     ) -> Fetch:
         """Start an origin fetch; ``lock``: the fill lock it holds for the node's other processes,
-        released when it ends, or as soon as its head shows it will not be stored. Called
-        positionally on a miss: keywords cost every miss more (decision 0008, update 4)."""
+        released when it ends, or as soon as its head shows it will not be stored."""
         flight = key if ranged is None else _flight(key, req, ranged)
         # Positional, in the signature's order: keywords cost more, on every miss (decision 0008,
         # "Update 4").
