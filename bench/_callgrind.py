@@ -13,16 +13,26 @@ from pathlib import Path
 VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 
 
-def instructions(script: str, src: Path, *child_args: str) -> int:
-    """Instructions of ``python script --child *child_args`` with ``src`` first on the path."""
+def instructions(script: str, src: Path, *child_args: str, main_thread: bool = False) -> int:
+    """Instructions of ``python script --child *child_args`` with ``src`` first on the path; with
+    ``main_thread``, of its main thread alone (the event loop's, without the worker threads whose
+    periodic work grows with the run's length rather than with what it runs)."""
     env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
-    proc = subprocess.run(
-        [*VALGRIND, sys.executable, script, "--child", *child_args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="edgecache-callgrind-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        tool = (*VALGRIND[:2], "--separate-threads=yes", f"--callgrind-out-file={out}")
+        proc = subprocess.run(
+            [*(tool if main_thread else VALGRIND), sys.executable, script, "--child", *child_args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if main_thread:
+            # One file per thread, numbered in the order they started: -01 is the main thread.
+            summary = re.search(r"^summary:\s+(\d+)", Path(f"{out}-01").read_text(), re.MULTILINE)
+            assert summary, proc.stderr[-2000:]
+            return int(summary.group(1))
     found = re.search(r"refs:\s+([\d,]+)", proc.stderr)
     assert found, proc.stderr[-2000:]
     return int(found.group(1).replace(",", ""))

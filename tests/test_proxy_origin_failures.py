@@ -454,3 +454,73 @@ def test_a_head_the_c_reader_refuses_is_a_502_without_a_traceback(
         assert status == 502 and b"bad!" not in body
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert not stored(stack, "/refused-head")
+
+
+def test_a_fill_sends_the_same_request_bytes_on_a_kept_alive_connection_as_on_a_new_one(
+    stack: Stack,
+) -> None:
+    """The first miss opens the origin connection (its request is encoded by ``encode_request``);
+    the next ones are sent at once on it (``OriginClient.send_idle``, which frames a fill's
+    remembered fields itself): the bytes differ by the path alone (as the key normalises it)."""
+    seen: list[bytes] = []
+
+    def handler(sock: socket.socket, n: int) -> None:
+        while read_request(sock, seen) is not None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4\r\n\r\nfill")
+
+    paths = {b"/wire-a": b"/wire-a", b"/wire-b?q=1": b"/wire-b?q=1", b"/wire-%7Ec/./d": b"/wire-~c/d"}
+    with raw_origin(handler) as origin, stack.origin_at(origin.url):
+        for path in paths:
+            fields = b"Host: test.example\r\nUser-Agent: wire\r\nConnection: close\r\n"
+            raw = exchange(stack.node.data_port, b"GET %b HTTP/1.1\r\n%b\r\n" % (path, fields))
+            assert raw.startswith(b"HTTP/1.1 200 ") and raw.endswith(b"\r\n\r\nfill")
+        assert origin.connections == 1
+    first = seen[0]
+    assert first.startswith(b"GET /wire-a HTTP/1.1\r\n") and b"user-agent: wire\r\n" in first
+    assert seen == [first.replace(b"/wire-a", sent, 1) for sent in paths.values()]
+
+
+@pytest.mark.parametrize(
+    ("request_line", "connection"),
+    [
+        (b"GET /answer-11 HTTP/1.1\r\nHost: test.example\r\n", b""),
+        (
+            b"GET /answer-11c HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n",
+            b"Connection: close\r\n",
+        ),
+        (b"GET /answer-10 HTTP/1.0\r\nHost: test.example\r\n", b"Connection: close\r\n"),
+        (
+            b"GET /answer-10k HTTP/1.0\r\nHost: test.example\r\nConnection: keep-alive\r\n",
+            b"Connection: keep-alive\r\n",
+        ),
+    ],
+)
+def test_a_small_miss_is_answered_with_its_length_and_connection_field(
+    stack: Stack, request_line: bytes, connection: bytes
+) -> None:
+    """A miss whose whole response comes in one read is answered from the fetch's callbacks, head
+    and body in one piece: framed by the origin's Content-Length, with the client's connection
+    field (none for a kept-alive HTTP/1.1 client)."""
+
+    def handler(sock: socket.socket, n: int) -> None:
+        while read_request(sock) is not None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4\r\n\r\nfill")
+
+    port = stack.node.data_port
+    with (
+        raw_origin(handler) as origin,
+        stack.origin_at(origin.url),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(request_line + b"\r\n")
+        raw = b""
+        while not raw.endswith(b"fill"):
+            chunk = sock.recv(65536)
+            assert chunk, raw
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert body == b"fill"
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n")
+    assert b"\r\nCF-Cache-Status: MISS\r\n" in head
+    assert (head + b"\r\n").endswith(b"\r\nContent-Length: 4\r\n" + connection)
+    assert head.count(b"Connection:") == (1 if connection else 0)

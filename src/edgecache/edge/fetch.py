@@ -223,10 +223,9 @@ InterimSink = Callable[[int, bytes], None]
 class Reader:
     """One client's position in a fetch's chunk list."""
 
-    __slots__ = ("pos",)
-
-    def __init__(self) -> None:
-        self.pos = 0
+    # A class default and no ``__init__``: made on every miss, and a Python ``__init__`` cost each
+    # one a frame.
+    pos = 0
 
 
 class Fetch:
@@ -345,7 +344,7 @@ class Fetch:
         """Send the request: at once on an idle connection, else from a task that gets one."""
         self._origin = origin
         self._request_time = time.time()
-        resp = origin.send_idle(self._method, self._url, self._fwd, self, on_interim=self._on_interim)
+        resp = origin.send_idle(self._method, self._url, self._fwd, self, self._on_interim)
         if resp is None:
             self.task = asyncio.get_running_loop().create_task(self._send(origin, retry=False))
         elif not resp.ended:
@@ -400,7 +399,8 @@ class Fetch:
         elif self._large is not None and not self._large.add(data):
             self._large = None
             self.storing_large = False
-        self._wake()
+        if self._waiters is not None:
+            self._wake()
         if not self.storable:
             self._trim()
             if self._buffered > HIGH_WATER and self.readers and not self._paused:
@@ -702,11 +702,16 @@ class Fetch:
 
     def _finish(self) -> None:
         self.done = True
-        self._head_is_in()
+        if not self.head_in:
+            self._head_is_in()
         self._interim_sinks = None
         self._on_done(self)
-        self._wake()
-        self._call_followers()
+        # Each tested here: a small miss has followers but no waiters, and a call that finds
+        # nothing to do costs every miss a frame.
+        if self._waiters is not None:
+            self._wake()
+        if self._followers is not None:
+            self._call_followers()
 
     def _head_is_in(self) -> None:
         if not self.head_in:
@@ -762,11 +767,13 @@ class Fetch:
 
     def leave(self, reader: Reader) -> None:
         """A reader is finished (or its client went away)."""
-        if reader in self.readers:
-            self.readers.remove(reader)
-        if not self.readers and not self.storable and not self.done:
+        readers = self.readers
+        if reader in readers:
+            readers.remove(reader)
+        if not readers and not self.storable and not self.done:
             self._abandon()
-        self._release_space()
+        if self._paused:
+            self._release_space()
 
     def available(self, reader: Reader) -> list[bytes]:
         """The chunks this reader has not written yet; advances the reader past them."""

@@ -184,17 +184,35 @@ class OriginClient:
         url: str,
         headers: Mapping[str, str] | FieldLines,
         listener: ResponseListener,
-        *,
         on_interim: Interim | None = None,
     ) -> OriginResponse | None:
         """Send a bodiless request at once on an idle keep-alive connection to ``listener``, or
         return None, having sent nothing, when the origin has no idle connection."""
-        pool, target, authority = self._route(url)
+        # _route, inline (every fill); a pool is made by send_new, which any first request takes.
+        scheme_end = url.find("://") + 3
+        slash = url.find("/", scheme_end)
+        found = self._pools.get(url if slash < 0 else url[:slash])
+        if found is None:
+            return None
+        pool, authority = found
+        target = "/" if slash < 0 else url[slash:]
         conn = pool.take_idle()
         if conn is None:
             # Encoded only once a connection is had: send_new encodes it for the one it gets.
             return None
-        data = encode_request(method, target, headers, b"", authority)
+        if (
+            type(headers) is FieldLines
+            and method not in CONTENT_METHODS
+            and " " not in target
+            and target.isprintable()
+        ):
+            # encode_request's answer for a fill's remembered fields (the usual miss), without its
+            # call: a target without whitespace (isprintable is False for CR, LF and tab; any
+            # other target takes encode_request, which refuses or frames it), the lines as they
+            # are, no body and no Content-Length.
+            data = f"{method} {target} HTTP/1.1\r\n{headers}\r\n".encode("latin-1")
+        else:
+            data = encode_request(method, target, headers, b"", authority)
         self.stats.requests += 1
         return conn.send(data, method, on_interim, listener=listener, reused=True)
 

@@ -73,6 +73,7 @@ HEAD_SLICE = 4096
 HIGH_WATER = 256 * 1024
 _BLANK = re.compile(rb"[\r\n]*")
 """What llhttp skips before a status line (before the first head, and after an interim one)."""
+_CRLF = b"\r\n"
 
 Interim = Callable[[int, list[tuple[str, str]]], None]
 """``on_interim(status, fields)``: called for each 1xx response before the final one."""
@@ -154,25 +155,23 @@ class _Stop(Exception):
 class OriginResponse:
     """A response from the origin: ``status``, ``headers`` and ``content_length`` once ``head`` is done."""
 
-    __slots__ = (
-        "_buffered",
-        "_chunks",
-        "_complete",
-        "_conn",
-        "_error",
-        "_fields",
-        "_raw",
-        "_waiter",
-        "content_length",
-        "fill",
-        "head",
-        "listener",
-        "method",
-        "on_interim",
-        "received_any",
-        "reused",
-        "status",
-    )
+    # What a response keeps at its first value until its head is in (or for good), as class
+    # attributes and not in ``__slots__``: one is made on every fetch, and an instance pays only for
+    # the attributes it sets (eleven stores fewer per fetch).
+    status = 0
+    _fields: list[tuple[str, str]] | None = None
+    """The final head's fields, once read (None: not read yet, or no head)."""
+    _raw = b""
+    """The final head's bytes (with any blank lines before it), until ``headers`` is read."""
+    fill: Fill | None = None
+    """What a fill reads of the final head, read in C (``_originhead.scan``); None when the
+    head is one the Python path takes (the fill reads ``headers`` then)."""
+    content_length: int | None = None
+    received_any = False
+    _buffered = 0
+    _complete = False
+    _error: OriginError | None = None
+    _waiter: asyncio.Future[None] | None = None
 
     def __init__(
         self,
@@ -191,20 +190,9 @@ class OriginResponse:
         self.listener = listener
         self.reused = reused
         """Sent on a connection that had carried an earlier exchange (see the client's retry rule)."""
-        self.status = 0
-        self._fields: list[tuple[str, str]] | None = []
-        self._raw = b""
-        """The final head's bytes (with any blank lines before it), until ``headers`` is read."""
-        self.fill: Fill | None = None
-        """What a fill reads of the final head, read in C (``_originhead.scan``); None when the
-        head is one the Python path takes (the fill reads ``headers`` then)."""
-        self.content_length: int | None = None
-        self.received_any = False
-        self._chunks: list[bytes] = []
-        self._buffered = 0
-        self._complete = False
-        self._error: OriginError | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        if listener is None:
+            # Only a response read through ``chunks()`` keeps its body (a listener takes it).
+            self._chunks: list[bytes] = []
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -212,7 +200,7 @@ class OriginResponse:
         caller strips them). Made from the raw head on first use: a fill reads ``fill`` instead."""
         fields = self._fields
         if fields is None:
-            fields = self._fields = head_fields(self._raw, 0)[1]
+            fields = self._fields = head_fields(self._raw, 0)[1] if self._raw else []
             self._raw = b""
         return fields
 
@@ -409,7 +397,12 @@ class OriginConnection(asyncio.Protocol):
         self._until_close = False
         self._reusable_after = False
         self._stamp = 0.0
-        self.deadlines.watch(self)
+        deadlines = self.deadlines
+        if deadlines._handle is None:
+            deadlines.watch(self)
+        else:
+            # Deadlines.watch when its sweep is already armed (every request under load): a set add.
+            deadlines.active.add(self)
         self.transport.write(request)
         return resp
 
@@ -477,7 +470,8 @@ class OriginConnection(asyncio.Protocol):
             self._protocol_error(str(exc) or type(exc).__name__)
             return
         listener = resp.listener
-        if listener is not None and not resp.ended:
+        # resp.ended, without the property's call.
+        if listener is not None and not resp._complete and resp._error is None:
             listener.origin_read_end(resp)
         if self._reusable_after:
             self._reusable_after = False
@@ -506,8 +500,10 @@ class OriginConnection(asyncio.Protocol):
             fed = len(raw) - len(view)
             if fed > self._counted and not self._final:
                 counted = self._counted
-                if counted == self._head_start:
-                    # Blank lines before a status line are not the head's (llhttp skips them).
+                if counted == self._head_start and raw[counted] in _CRLF:
+                    # Blank lines before a status line are not the head's (llhttp skips them). The
+                    # byte is looked at first: a head that starts with its status line (every one,
+                    # nearly) needs no match.
                     skipped = _BLANK.match(raw, counted, fed)
                     assert skipped is not None  # it matches everywhere, if only the empty string
                     counted = self._head_start = skipped.end()
@@ -635,7 +631,12 @@ class OriginConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         resp = self.exchange
         assert resp is not None
-        resp._body(body)
+        listener = resp.listener
+        if listener is not None:
+            # OriginResponse._body's first step, here: a frame less for every body a listener takes.
+            listener.origin_body(resp, body)
+        else:
+            resp._body(body)
         if self.closed:
             raise _Stop  # a listener gave up on the response
 
@@ -654,7 +655,13 @@ class OriginConnection(asyncio.Protocol):
     def _end_exchange(self, resp: OriginResponse) -> None:
         self.exchange = None
         self.deadlines.active.discard(self)
-        resp._done()
+        # OriginResponse._done, inline: every exchange ends here.
+        resp._complete = True
+        listener = resp.listener
+        if listener is not None:
+            listener.origin_done(resp)
+        else:
+            resp._wake()
 
     def _protocol_error(self, why: str) -> None:
         resp = self.exchange

@@ -134,7 +134,8 @@ class OriginPool:
 
     def _release(self, conn: OriginConnection) -> None:
         self._idle.append(conn)
-        self._wake_one()
+        if self._waiters:
+            self._wake_one()
         if self._sweep is None:
             self._sweep = conn.loop.call_later(self._idle_timeout, self._sweep_idle)
 

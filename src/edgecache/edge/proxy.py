@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from functools import partial
 from http import HTTPStatus
@@ -72,7 +71,7 @@ from edgecache.purge.index import EpochIndex
 from edgecache.store.base import Tier
 from edgecache.store.chain import TierChain
 from edgecache.store.chunked import ChunkedEntry
-from edgecache.store.entry import Entry
+from edgecache.store.entry import VARIANT_SEP, Entry
 from edgecache.store.memory import MemoryTier
 from edgecache.store.partial import MAX_PARTS, PARTIAL_SUFFIX, PartialEntry
 
@@ -178,7 +177,7 @@ class Proxy:
         """The whole answers of large hot entries (``_plain_hit``)."""
         self.inflight: dict[str, Fetch] = {}
         self._hit_for_miss: dict[str, float] = {}
-        self._fetch_seqs: Counter[int] = Counter()
+        self._fetch_seqs: dict[int, int] = {}
         """stored_seq of every origin fetch in flight: the reclaimer may not compact past the oldest."""
         self._open_large = store.open_large if isinstance(store, TierChain) else None
         """Where fills too large for memory are written (in chunks), when the tier has a disk."""
@@ -334,7 +333,7 @@ class Proxy:
             return self._stale(req, conn, zone, host, key, entry, _time())
         if method == "GET" and "range" in headers:
             return self._range_miss(req, conn, zone, host, key)
-        return self._miss(req, conn, zone, host, key, coalesce="authorization" not in headers)
+        return self._miss(req, conn, zone, host, key, "authorization" not in headers)
 
     def _other_target_form(self, req: Request, conn: Connection) -> tuple[ZoneRuntime, str] | int | None:
         """A request-target that is not origin-form (RFC 9112 §3.2). Absolute-form selects the zone by
@@ -725,7 +724,7 @@ class Proxy:
         if not entry.must_revalidate and not entry.no_cache and staleness <= entry.stale_while_revalidate:
             # RFC 5861 §3: serve stale now, refresh in the background (one refresh per key).
             if key not in self.inflight:
-                self._start_fetch(zone, host, key, req, entry, coalesce=True)
+                self._start_fetch(zone, host, key, req, entry, True)
             self.stats.count(CfStatus.UPDATING)
             fields = (
                 b"Cache-Status: "
@@ -764,14 +763,13 @@ class Proxy:
         key: str,
         req: Request,
         stale: Entry | None,
-        *,
         coalesce: bool,
         ranged: str | None = None,
         lock: int = 0,
     ) -> Fetch:
         """Start an origin fetch; ``lock``: the fill lock it holds for the node's other processes,
         released when it ends, or as soon as its head shows it will not be stored."""
-        flight = _flight(key, req, ranged)
+        flight = key if ranged is None else _flight(key, req, ranged)
         # Positional, in the signature's order: keywords cost more, on every miss (decision 0008,
         # "Update 4").
         fetch = Fetch(
@@ -795,7 +793,8 @@ class Proxy:
             self.inflight[flight] = fetch
         if lock:
             fetch.lock = lock
-        self._fetch_seqs[fetch.stored_seq] += 1
+        seqs = self._fetch_seqs
+        seqs[fetch.stored_seq] = seqs.get(fetch.stored_seq, 0) + 1
         self.stats.origin_fetches += 1
         fetch.start(self.origin)
         return fetch
@@ -821,17 +820,23 @@ class Proxy:
         if isinstance(entry, PartialEntry):
             self._store_part(entry, vary, request_headers)
             return False
-        base = _strip_vary(entry.key)
+        key = entry.key
+        # _strip_vary and Entry.primary, inline (every fill): the key without its Vary part, and
+        # the URL's key (without any variant part).
+        cut = key.find(VARY_SEP)
+        base = key if cut < 0 else key[:cut]
+        cut = base.find(VARIANT_SEP)
+        primary = base if cut < 0 else base[:cut]
         # The fetch's key had a Vary part: the URL had Vary names when it was looked up, in memory
         # or in the disk tier.
-        varied = len(base) < len(entry.key)
+        varied = len(base) < len(key)
         # A refill of a variant whose response no longer varies is stored under the URL itself,
         # where lookups now look (the old variants go below).
         entry.key = base + vary_suffix(vary, request_headers) if vary else base
         verdict = self.index.check(entry.zone, entry.key, entry.tags, entry.stored_seq)
         # What memory holds under the URL: nothing for a new one (most fills), and then neither
         # its parts nor other variants need looking for.
-        listed = self.store.variants(entry.primary)
+        listed = self.store.variants(primary)
         if listed:
             partial = entry.key + PARTIAL_SUFFIX
             if partial in listed:
@@ -855,7 +860,7 @@ class Proxy:
             # stay the fill is never found there, and old variants stay servable). Memory may list
             # none of them (evicted, or filled by another process): the disk's removal goes by the
             # URL, queued before the put below, which the disk tier orders behind it.
-            self.store.delete_primary(entry.primary)
+            self.store.delete_primary(primary)
         elif listed:
             self._forget_other_vary(base, vary, listed)
         # The other processes look for the fill in the disk tier: whether it took it is the answer.
@@ -881,29 +886,36 @@ class Proxy:
         return min(self._fetch_seqs) if self._fetch_seqs else None
 
     def _fetch_done(self, fetch: Fetch) -> None:
+        flight = fetch.flight
         if fetch.done:
-            n = self._fetch_seqs[fetch.stored_seq] - 1
+            seqs = self._fetch_seqs
+            seq = fetch.stored_seq
+            n = seqs.get(seq, 0) - 1
             if n > 0:
-                self._fetch_seqs[fetch.stored_seq] = n
+                seqs[seq] = n
             else:
-                self._fetch_seqs.pop(fetch.stored_seq, None)
-        if fetch.latency is not None and fetch.done:
-            self.stats.observe_origin(fetch.latency)
-        if self.inflight.get(fetch.flight) is fetch:
-            del self.inflight[fetch.flight]
-        if fetch.done and fetch.decision is not None and not fetch.storable and fetch.error is None:
-            if len(self._hit_for_miss) >= HIT_FOR_MISS_MAX:
-                del self._hit_for_miss[next(iter(self._hit_for_miss))]
-            self._hit_for_miss[fetch.flight] = time.monotonic() + HIT_FOR_MISS_SECONDS
-        if fetch.done and fetch.storable:
-            self._hit_for_miss.pop(fetch.flight, None)
+                seqs.pop(seq, None)
+            if fetch.latency is not None:
+                self.stats.observe_origin(fetch.latency)
+            hit_for_miss = self._hit_for_miss
+            if fetch.storable:
+                # ``hit_for_miss and``: no call when nothing is remembered (the usual case).
+                if hit_for_miss:
+                    hit_for_miss.pop(flight, None)
+            elif fetch.decision is not None and fetch.error is None:
+                if len(hit_for_miss) >= HIT_FOR_MISS_MAX:
+                    del hit_for_miss[next(iter(hit_for_miss))]
+                hit_for_miss[flight] = time.monotonic() + HIT_FOR_MISS_SECONDS
+        inflight = self.inflight
+        if inflight.get(flight) is fetch:
+            del inflight[flight]
         if fetch.lock and (fetch.done or not (fetch.storable or fetch.storing_large)):
             # A fill that will not be stored releases the other processes' waiters at once: they
             # fetch on their own, as the waiters of this process do (hit-for-miss).
             self._release_lock(fetch)
 
     def _miss(
-        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, *, coalesce: bool
+        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, coalesce: bool
     ) -> Awaitable[None] | Pending | None:
         """A miss with nothing stored and no Range. Joining a fill in flight is ``_fill``'s job;
         a fetch of its own is answered from the fetch's callbacks (``Fetch.follow``) when the
@@ -931,15 +943,17 @@ class Proxy:
                     lock = token
                 elif may_wait:
                     return self._wait_elsewhere(req, conn, zone, host, key, token)
-        fetch = self._start_fetch(zone, host, key, req, None, coalesce=coalesce, lock=lock)
+        fetch = self._start_fetch(zone, host, key, req, None, coalesce, None, lock)
         reader = fetch.join()
         if fetch.done:
             # It failed as it was sent (nothing to wait for): answered now.
             self._answer_fill(req, conn, fetch, reader)
             return None
         if req.http_version == "1.1":
-            fetch.relay_interim(_interim_sink(req, conn))
-        fetch.follow(lambda: self._answer_fill(req, conn, fetch, reader))
+            fetch.relay_interim(partial(_write_interim, req, conn))
+        # A partial, not a lambda: a closure would make a cell of each name it reads, on every
+        # miss, and put a Python frame between the fetch's callback and the answer.
+        fetch.follow(partial(self._answer_fill, req, conn, fetch, reader))
         return PENDING
 
     def _answer_fill(self, req: Request, conn: Connection, fetch: Fetch, reader: Reader) -> None:
@@ -958,10 +972,15 @@ class Proxy:
             if fields is None:
                 return
             length = fetch.content_length
-            started = self._relay_start(req, conn, fetch.status, fetch.head_bytes, fields, length)
-            if started is not None:
-                pending, keep, chunked = started
-                self._relay_end(conn, fetch, reader, pending, keep, chunked, length, 0)
+            status = fetch.status
+            if length is None or req.method == "HEAD" or status == 204 or status == 304:
+                # Chunked, until the close, or no body: the streaming path's framing.
+                started = self._relay_start(req, conn, status, fetch.head_bytes, fields, length)
+                if started is not None:
+                    pending, keep, chunked = started
+                    self._relay_end(conn, fetch, reader, pending, keep, chunked, length, 0)
+                return
+            self._relay_whole(req, conn, fetch, reader, fields, length)
         except Exception as exc:
             conn.fail(exc)
         finally:
@@ -1002,9 +1021,7 @@ class Proxy:
         fetch = self.inflight.get(flight) if coalesce else None
         collapsed = fetch is not None
         if fetch is None:
-            fetch = self._start_fetch(
-                zone, host, key, req, stale, coalesce=coalesce, ranged=ranged, lock=lock
-            )
+            fetch = self._start_fetch(zone, host, key, req, stale, coalesce, ranged, lock)
         reader = fetch.join()
         if req.http_version == "1.1" and not fetch.head_in:
             fetch.relay_interim(_interim_sink(req, conn))
@@ -1165,7 +1182,7 @@ class Proxy:
         else:
             cf = CfStatus.REVALIDATED if fetch.revalidated else CfStatus.EXPIRED
             fwd = "stale"
-        self.stats.count(cf)
+        self.stats.by_status[cf] += 1  # EdgeStats.count, inline: every miss
         detail = None if stored or fetch.decision is None else fetch.decision.reason or None
         stamp = (cf, fwd, fetch.origin_status, stored, collapsed, detail)
         fields = _FWD_FIELDS_MEMO.get(stamp)
@@ -1276,6 +1293,32 @@ class Proxy:
         if chunked:
             pending.append(b"0\r\n\r\n")
         _flush(conn, pending)
+        conn.finish(keep)
+
+    def _relay_whole(
+        self, req: Request, conn: Connection, fetch: Fetch, reader: Reader, fields: bytes, length: int
+    ) -> None:
+        """``_relay_start`` and ``_relay_end`` in one step for an ended fetch with a Content-Length
+        and a body to send (a small object's miss, answered from the origin connection's
+        callbacks): the same bytes, head and body in one write, with two Python calls fewer."""
+        keep = req.keep_alive
+        connection = b"" if keep and req.http_version == "1.1" else _connection_field(req)
+        chunks = fetch.available(reader)
+        sent = sum(map(len, chunks))
+        self.stats.bytes_sent += sent
+        if fetch.error is not None or sent != length:
+            conn.abort()
+            return
+        head = b"".join(
+            (STATUS_LINES[fetch.status], fetch.head_bytes, fields, b"Content-Length: %d\r\n" % length,
+             connection, b"\r\n")
+        )  # fmt: skip
+        # As ``_flush``: one piece when small; else the head as one piece (the access log's capture
+        # reads it from the first buffer written) and the body without a copy.
+        if len(head) + sent <= 65536:
+            conn.write(head + chunks[0] if len(chunks) == 1 else b"".join([head, *chunks]))
+        else:
+            conn.writelines([head, *chunks])
         conn.finish(keep)
 
     def _origin_failure(self, req: Request, conn: Connection, error: OriginError) -> None:
