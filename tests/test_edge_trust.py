@@ -532,3 +532,28 @@ def test_fill_fields_with_credentials_or_many_characters_are_not_remembered() ->
         assert lines == FieldLines.of(forward_headers(headers, "203.0.113.9", zone, "a.example", drop=drop))
     assert len(fetch_module._FILL_FIELDS) == 1
     assert not any("secret" in str(key) for key in fetch_module._FILL_FIELDS)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:abc",
+        "http://[::1",
+        "http://127.0.0.1:0",
+        "http://user@127.0.0.1",
+        "http://127.0.0.1?x",
+        "http://127.0.0.1#f",
+        "ftp://127.0.0.1",
+        "http://127.0.0.1/path",
+    ],
+)
+def test_an_origin_every_fill_would_fail_on_is_refused_by_the_configuration(origin: str) -> None:
+    with pytest.raises(ValidationError, match="origin"):
+        Zone.model_validate({"id": PLAIN_ID, "name": "x", "hostnames": ["x.example"], "origin": origin})
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:8080", "http://[::1]:8080", "https://o.example/"])
+def test_an_origin_with_a_host_and_a_port_is_taken(origin: str) -> None:
+    zone = Zone.model_validate({"id": PLAIN_ID, "name": "x", "hostnames": ["x.example"], "origin": origin})
+    assert zone.origin == origin.rstrip("/")

@@ -634,3 +634,19 @@ def test_a_response_keeps_only_its_head_for_headers(pieces: int) -> None:
         kept, headers, size = run(main())
         assert kept <= len(head) + 2  # the blank line before it, at most
         assert (headers, size) == ([("X-A", "1"), ("Content-Length", "100000")], 100_000)
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:99999", "http://127.0.0.1:abc", "http://[::1"])
+def test_an_origin_the_url_parser_refuses_is_unreachable_not_an_error_of_the_fill(origin: str) -> None:
+    # A zone's configuration refuses these; the client must still fail the fill as an origin error
+    # (a 502 the fetch reports), not with the parser's ValueError, which would end the fill's task
+    # and leave its clients waiting.
+    async def main() -> None:
+        c = client()
+        try:
+            with pytest.raises(OriginUnreachable, match="not an http"):
+                await c.request("GET", origin + "/x", {"host": "o.example"})
+        finally:
+            await c.close()
+
+    run(main())

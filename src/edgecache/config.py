@@ -10,6 +10,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator, model_validator
 
@@ -230,6 +231,17 @@ class Zone(_Model):
     def _origin(cls, v: str) -> str:
         if not re.match(r"^https?://[^/\s]+/?$", v):
             raise ValueError("origin must be http(s)://host[:port] with no path")
+        # The origin client splits it as urlsplit does: a port out of range, a port that is not a
+        # number or an unclosed IPv6 bracket passes the pattern and would fail every fill instead.
+        try:
+            parts = urlsplit(v)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"origin must be http(s)://host[:port] with no path ({exc})") from None
+        if not parts.hostname or parts.username is not None or parts.query or parts.fragment:
+            raise ValueError("origin must be http(s)://host[:port] with no path")
+        if port == 0:
+            raise ValueError("origin port must be 1-65535")
         return v.rstrip("/")
 
 

@@ -274,7 +274,13 @@ class OriginClient:
             raise
 
     def _new_pool(self, origin: str) -> tuple[OriginPool, str]:
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+            port = parts.port
+        except ValueError:
+            # An origin the zone's configuration should have refused: a 502 for the fill, which
+            # the fetch reports, rather than an error that ends its task with the client waiting.
+            raise OriginUnreachable(f"not an http(s) origin: {origin!r}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise OriginUnreachable(f"not an http(s) origin: {origin!r}")
         if self._deadlines is None:
@@ -288,7 +294,7 @@ class OriginClient:
             deadlines=self._deadlines,
             stats=self.stats,
             host=parts.hostname,
-            port=parts.port or (443 if tls else 80),
+            port=port or (443 if tls else 80),
             ssl_context=context,
             connect_timeout=self._connect_timeout,
             first_byte_timeout=self._first_byte_timeout,
