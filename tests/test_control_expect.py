@@ -12,7 +12,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,15 +30,6 @@ from test_edgeone_transport import signed_headers
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HIGH_BYTES = bytes(range(0x80, 0x100))
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    s = Stack()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @dataclass(frozen=True)

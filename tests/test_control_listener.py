@@ -558,9 +558,15 @@ def answer_expected(framing: str, drawn: set[str]) -> bool:
     return framing != "as drawn" and drawn.isdisjoint({"content-length", "transfer-encoding"})
 
 
-def _outcome(conn: Conn, request: bytes, wait: float) -> tuple[int, str, str]:
-    """The answer's status and error code (0 and "-": none within ``wait`` seconds), and what the
-    connection does with a request sent next: "open" (answers it), "closed" or "silent"."""
+CF_CODE = re.compile(rb'"code": (\d+)')
+
+
+def outcome(
+    conn: Conn, request: bytes, wait: float, code_of: re.Pattern[bytes] = CF_CODE, none: str = "-"
+) -> tuple[int, str, str]:
+    """The answer's status and error code (``code_of``'s group in its body, or ``none``; 0 and "-":
+    no answer within ``wait`` seconds), and what the connection does with a request sent next:
+    "open" (answers it), "closed" or "silent"."""
     with contextlib.suppress(OSError):
         conn.send(request)
     conn.sock.settimeout(wait)
@@ -568,15 +574,15 @@ def _outcome(conn: Conn, request: bytes, wait: float) -> tuple[int, str, str]:
         answer = conn.answer()
     except TimeoutError:
         return 0, "-", "silent"
-    code = re.search(rb'"code": (\d+)', answer)
-    outcome = (int(answer[9:12]) if answer else 0, code.group(1).decode() if code else "-")
+    code = code_of.search(answer)
+    answered = (int(answer[9:12]) if answer else 0, code.group(1).decode() if code else none)
     try:
         conn.send(HEALTH)
-        return *outcome, "closed" if conn.answer() == b"" else "open"
+        return *answered, "closed" if conn.answer() == b"" else "open"
     except TimeoutError:
-        return *outcome, "silent"
+        return *answered, "silent"
     except OSError:
-        return *outcome, "closed"
+        return *answered, "closed"
 
 
 @settings(
@@ -618,7 +624,7 @@ def test_arbitrary_heads_on_the_route_get_aiohttps_answer(
     fast_conn = Conn(stack)
     try:
         answered = site(stack).answered
-        fast = _outcome(fast_conn, request, wait)
+        fast = outcome(fast_conn, request, wait)
         answered = site(stack).answered - answered
     finally:
         fast_conn.close()
@@ -626,7 +632,7 @@ def test_arbitrary_heads_on_the_route_get_aiohttps_answer(
         assert snapshot(stack) == before, fast
     slow_conn = Conn(stack, plain_port)
     try:
-        slow = _outcome(slow_conn, request, wait)
+        slow = outcome(slow_conn, request, wait)
     finally:
         slow_conn.close()
     event(f"{fast[0]} {fast[1]} {framing} {'purge route' if answered else 'aiohttp'}")

@@ -38,7 +38,7 @@ from edgecache.api.edgeone.tc3 import MAX_SKEW_S
 from edgecache.control.credentials import Permission
 from edgecache.control.ratelimit import Rate
 from test_control_inputs import EO_REQUESTS, snapshot, weighted
-from test_control_listener import HEALTH, VALUES, Conn, answer_expected, ends_early
+from test_control_listener import HEALTH, VALUES, Conn, answer_expected, ends_early, outcome
 from test_edgeone_transport import sign
 
 Secret = tuple[str, str]
@@ -428,26 +428,7 @@ CONTENT_TYPES = weighted(
 )
 
 
-def _outcome(conn: Conn, request: bytes, wait: float) -> tuple[int, str, str]:
-    """The answer's status and EdgeOne error code (0 and "-": no answer within ``wait`` seconds;
-    "ok": a success), and what the connection does with a request sent next: "open" (answers it),
-    "closed" or "silent"."""
-    with contextlib.suppress(OSError):
-        conn.send(request)
-    conn.sock.settimeout(wait)
-    try:
-        answer = conn.answer()
-    except TimeoutError:
-        return 0, "-", "silent"
-    code = re.search(rb'"Code": "([^"]*)"', answer)
-    outcome = (int(answer[9:12]) if answer else 0, code.group(1).decode() if code else "ok")
-    try:
-        conn.send(HEALTH)
-        return *outcome, "closed" if conn.answer() == b"" else "open"
-    except TimeoutError:
-        return *outcome, "silent"
-    except OSError:
-        return *outcome, "closed"
+EO_CODE = re.compile(rb'"Code": "([^"]*)"')
 
 
 @settings(
@@ -509,7 +490,7 @@ def test_arbitrary_create_purge_tasks_get_aiohttps_answer(
     fast_conn = Conn(stack)
     try:
         answered = site(stack).answered
-        fast = _outcome(fast_conn, request, wait)
+        fast = outcome(fast_conn, request, wait, EO_CODE, "ok")
         answered = site(stack).answered - answered
     finally:
         fast_conn.close()
@@ -517,7 +498,7 @@ def test_arbitrary_create_purge_tasks_get_aiohttps_answer(
         assert snapshot(stack) == before, fast
     slow_conn = Conn(stack, plain_port)
     try:
-        slow = _outcome(slow_conn, request, wait)
+        slow = outcome(slow_conn, request, wait, EO_CODE, "ok")
     finally:
         slow_conn.close()
     event(f"{fast[0]} {fast[1]} {framing} {'purge route' if answered else 'aiohttp'}")

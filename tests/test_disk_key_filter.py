@@ -147,6 +147,14 @@ def test_the_disk_found_at_a_restart_is_in_the_new_filter(filtered: Stack) -> No
     assert disk.stats.filtered == 1
 
 
+def wait_trusted(keys: KeyFilter, within: float = 10) -> None:
+    """Until the start's build has made the filter trusted."""
+    deadline = time.monotonic() + within
+    while not keys.ready:
+        assert time.monotonic() < deadline, "the key filter was never built"
+        time.sleep(0.01)
+
+
 def entry(key: str) -> Entry:
     return Entry(
         key=key,
@@ -189,10 +197,7 @@ def test_keys_written_while_the_filter_is_built_are_never_absent(
         writing.start()
         writing.join()
         assert store.flush(30)
-        deadline = time.monotonic() + 30
-        while not keys.ready:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_trusted(keys, 30)
         assert all(store.get(key) is not None for key in old + new)
         assert store.stats.filtered == 0
         assert store.get("http://h.example/never") is None
@@ -423,10 +428,7 @@ def built(path: Path, kind: type[KeyFilter] = KeyFilter) -> tuple[DiskStore, Key
     store = DiskStore(path, budget=1 << 30, position=0, zones=["z"])
     keys = kind.create(0)
     store.use_filter(keys, build=True)
-    deadline = time.monotonic() + 10
-    while not keys.ready:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_trusted(keys)
     return store, keys
 
 
@@ -512,10 +514,7 @@ def test_a_key_announced_before_a_rebuild_and_committed_after_it_is_never_absent
     keys = RebuildingFilter.create(1000)
     try:
         store.use_filter(keys, build=True)
-        deadline = time.monotonic() + 10
-        while not keys.ready:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_trusted(keys)
         # The rebuild reads the disk before the batch commits and swaps the halves: the batch's
         # key is set in the old half only, unless the writer announces it again in its transaction.
         RebuildingFilter.rebuild = lambda: store._rebuild_filter(keys, 1.0)
@@ -551,10 +550,7 @@ def test_a_key_committed_while_a_rebuild_begins_is_never_absent(tmp_path: Path) 
 
     try:
         store.use_filter(keys, build=True)
-        deadline = time.monotonic() + 10
-        while not keys.ready:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_trusted(keys)
         store._write_counts = rebuild_inside_the_commit  # type: ignore[method-assign]
         store.put(entry("http://h.example/late"))
         assert store.flush(30)
