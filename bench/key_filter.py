@@ -222,6 +222,10 @@ def main() -> None:
                     f"{per_call(lambda: key_bytes('http://bench.example/new/x')):.0f} ns",
                 ),
                 ("`add`", f"{per_call(lambda: keys.add(present)):.0f} ns"),
+                (
+                    "`fill`, the keeper's look at the filter (once a second)",
+                    f"{per_call(keys.fill, number=200) / 1000:.0f} µs",
+                ),
                 ("a memory miss's disk part, never-stored key, no filter", f"{unfiltered:.2f} µs"),
                 ("the same, filter built", f"{memory_miss(store, 'after', args.misses):.2f} µs"),
             ]

@@ -72,9 +72,9 @@ _MIX = 0x9E3779B97F4A7C15
 bits 32 and 58 of the product (at most 26 bits each). CRC-32 is linear: the CRCs of URLs that
 differ only in a counter (``/obj/000123``) fall in a few patterns in their low bits, and with the
 first slot taken from those bits as they are, the false "maybe" rate of such keys strayed from
-the fill's square by up to 1.5x either way (a simulation of 130k stored and 50k never-stored keys
-in 1 Mi slots: 4.2-7.4% against 5.1%); from the product it stays at the square (4.7-5.0% against
-4.8%), which is what the rebuild's trigger assumes."""
+the fill's square (``bench/key_filter.py``, 200k stored ``/obj/00000123`` keys in 16 Mi slots:
+0.32% against the square's 0.06%); from the product it stays at the square (0.04%), which is what
+the rebuild's trigger assumes (decision 0020, addendum "rebuild")."""
 
 
 def expected_keys(budget_bytes: int, stored: int) -> int:
