@@ -158,8 +158,8 @@ FILTER_STEP = 65536
 """Rows the key filter's build reads per read transaction (``_build_filter``)."""
 FILTER_CHECK_EVERY = 1.0
 """Seconds between two looks at how full the key filter is (``_keep_filter``): a look samples 256
-KiB of it (118 µs, ``bench/key_filter.py``). At 10 s a miss-heavy load had set a tenth of a small filter's slots more
-between two looks (``bench/key_filter.py --churn``)."""
+KiB of it (118 µs, ``bench/key_filter.py``). At 10 s a miss-heavy load had set a tenth of a small
+filter's slots more between two looks (``bench/key_filter.py --churn``)."""
 FILTER_RETRY_AFTER = 60.0
 """Seconds before the key filter is looked at again after a look or a rebuild failed."""
 MAX_BATCH_OPS = 512
