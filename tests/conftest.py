@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import os
 import tempfile
 import threading
 from collections import Counter
@@ -271,6 +272,36 @@ class Stack:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.tmp.cleanup()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def environment_kept() -> Iterator[None]:
+    """Fails the module that leaves ``os.environ`` changed: what one module sets (a proxy variable,
+    a master key) would otherwise decide how the modules after it run."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    # pytest itself names the running test in the environment.
+    changed = sorted(
+        k
+        for k in before.keys() | after.keys()
+        if before.get(k) != after.get(k) and k != "PYTEST_CURRENT_TEST"
+    )
+    assert not changed, f"this module changed {changed} in os.environ for the modules after it"
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+@pytest.fixture(scope="module")
+def direct_to_loopback() -> Iterator[None]:
+    """The official SDKs' HTTP clients go through a proxy named in the environment: unset the proxy
+    variables and name loopback in ``NO_PROXY`` for one module, and put them back after it."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in PROXY_VARIABLES:
+            mp.delenv(var, raising=False)
+        mp.setenv("NO_PROXY", "127.0.0.1")
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -70,10 +69,7 @@ def token(stack: Stack) -> str:
 
 
 @pytest.fixture(scope="module")
-def secret(stack: Stack) -> tuple[str, str]:
-    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        os.environ.pop(var, None)
-    os.environ["NO_PROXY"] = "127.0.0.1"
+def secret(stack: Stack, direct_to_loopback: None) -> tuple[str, str]:
     return stack.node.secrets.create(stack.node.config.accounts[0].id, "inputs", [Permission.CACHE_PURGE])
 
 

@@ -70,15 +70,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def secret(stack: Stack) -> Iterator[Secret]:
-    # The SDK's requests would go through a proxy named in the environment; unset for this module only.
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-            mp.delenv(var, raising=False)
-        mp.setenv("NO_PROXY", "127.0.0.1")
-        yield stack.node.secrets.create(
-            stack.node.config.accounts[0].id, "listener", [Permission.CACHE_PURGE]
-        )
+def secret(stack: Stack, direct_to_loopback: None) -> Secret:
+    return stack.node.secrets.create(stack.node.config.accounts[0].id, "listener", [Permission.CACHE_PURGE])
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ the cache really purged or warmed."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,10 +29,7 @@ def eo_zone(stack: Stack) -> str:
 
 
 @pytest.fixture(scope="module")
-def teo(stack: Stack) -> Iterator[Any]:
-    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        os.environ.pop(var, None)
-    os.environ["NO_PROXY"] = "127.0.0.1"
+def teo(stack: Stack, direct_to_loopback: None) -> Iterator[Any]:
     # This module calls CreatePurgeTask faster than 20/s; the limit itself is tested in
     # test_edgeone_transport.py.
     assert stack.node._control is not None

@@ -14,7 +14,6 @@ the code's tables: a change to a table that breaks a promise fails this file.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -119,10 +118,7 @@ def test_a_prefix_may_have_31_slashes_not_32(stack: Stack, enterprise: cloudflar
     assert refused(stack, enterprise, ZONE_ID, prefixes=["test.example" + "/a" * 32]) == 1115
 
 
-def test_edgeone_purges_100_cache_tags_per_request_not_101(stack: Stack) -> None:
-    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        os.environ.pop(var, None)
-    os.environ["NO_PROXY"] = "127.0.0.1"
+def test_edgeone_purges_100_cache_tags_per_request_not_101(stack: Stack, direct_to_loopback: None) -> None:
     secret_id, secret_key = stack.node.secrets.create(
         stack.node.config.accounts[0].id, "limits", [Permission.CACHE_PURGE]
     )

@@ -11,7 +11,6 @@ when the next request arrives and only the check on the hit can answer MISS (har
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,10 +63,7 @@ class Clients:
 
 
 @pytest.fixture(scope="module")
-def clients(stack: Stack) -> Iterator[Clients]:
-    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        os.environ.pop(var, None)
-    os.environ["NO_PROXY"] = "127.0.0.1"
+def clients(stack: Stack, direct_to_loopback: None) -> Iterator[Clients]:
     token = stack.token()
     cf = cloudflare.Cloudflare(
         api_token=token, base_url=f"http://127.0.0.1:{stack.node.control_port}/client/v4", max_retries=0
