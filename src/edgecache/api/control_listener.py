@@ -107,6 +107,8 @@ _MAX_BODY = 1 << 16
 """The longest body taken here, read before the caller is checked: a purge's is a few KB. A longer
 one goes to aiohttp, so that a caller without credentials cannot make a connection hold up to the
 app's body limit here."""
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+"""Each status's line, made once: ``HTTPStatus(status)`` is an enum's Python call an answer."""
 _PAUSE_AT = 1 << 16
 """Buffered bytes of requests still to answer at which reading pauses until the answer is written."""
 
@@ -460,7 +462,7 @@ class PurgeFront(asyncio.Protocol):
 
     def _response(self, status: int, payload: bytes, extra: dict[str, str]) -> bytes:
         # aiohttp's fields, in its order, so that either side's answer reads the same.
-        head = b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
+        head = _STATUS_LINES[status]
         for name, value in extra.items():
             head += b"%s: %s\r\n" % (name.encode(), value.encode())
         return (

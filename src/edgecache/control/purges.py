@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -336,7 +336,7 @@ class PurgeService:
         recorded and nothing charged.
         """
         loop = asyncio.get_running_loop()
-        job_id = uuid.uuid4().hex
+        job_id = new_job_id()
         now = time.time()
         created_at = datetime.fromtimestamp(now, UTC)
         record = _describe(request)
@@ -391,6 +391,22 @@ class PurgeService:
         answer.add_done_callback(lambda a: fut.cancel() if a.cancelled() else None)
         fut.add_done_callback(settled)
         purge = await answer
+        if log.isEnabledFor(logging.INFO):
+            self._log_accepted(purge, job_id, mode, record, zone, principal, dialect)
+        return AcceptedPurge(job_id, purge, items)
+
+    @staticmethod
+    def _log_accepted(
+        purge: Purge,
+        job_id: str,
+        mode: Mode,
+        record: dict[str, Any],
+        zone: ZoneRuntime,
+        principal: str,
+        dialect: str,
+    ) -> None:
+        # Its fields are built only when the line is written (a node that logs at WARNING pays
+        # for neither).
         log.info(
             "purge accepted: %s %s on zone %s by %s via %s",
             mode.value,
@@ -409,7 +425,6 @@ class PurgeService:
                 "dialect": dialect,
             },
         )
-        return AcceptedPurge(job_id, purge, items)
 
     def _settle_on_loop(
         self, fut: Future[Purge], answer: asyncio.Future[Purge], items: tuple[PurgeItem, ...]
@@ -530,6 +545,16 @@ class PurgeService:
         except Exception:
             # The tasks stay processing and end as timeout: visible, not silent.
             log.exception("recording %d purge acknowledgements failed", len(acks))
+
+
+def new_job_id() -> str:
+    """A new job id: a random (version 4) UUID's 32 hex digits, as ``uuid.uuid4().hex`` makes it,
+    without the ``UUID`` object's Python (a third of its cost, the rest being the random bytes'
+    system call; every purge makes one on the event loop)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
 
 
 def _selectors(items: tuple[PurgeItem, ...]) -> tuple[Selector, ...]:
