@@ -1,10 +1,12 @@
 """The purge path's shortcuts give what the general code they replace gives (decision 0025's
 addendum): a UTC time's text on SQLite is SQLAlchemy's, a job id is a version 4 UUID's hex, the
-quotas' day turns at UTC midnight, and the control listener leaves to aiohttp exactly the heads
-with a control byte, a non-ASCII byte or a folded line."""
+quotas' day turns at UTC midnight, a ledger row's selectors are compact JSON, and the control
+listener leaves to aiohttp exactly the heads with a control byte, a non-ASCII byte or a folded
+line."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,6 +19,7 @@ from edgecache.api.control_listener import _fields
 from edgecache.config import Quota, Zone
 from edgecache.control.purges import new_job_id
 from edgecache.control.quotas import QuotaExceeded, QuotaService
+from edgecache.db.ledger import compact_json
 from edgecache.db.schema import UTCDateTime, sqlite_utc_text
 
 _DIALECT = sqlite.dialect()
@@ -121,3 +124,15 @@ def test_a_folded_line_is_left_to_aiohttp() -> None:
     assert _fields(_HEAD % b"v") is not None
     assert _fields(_HEAD % b"v\r\n folded") is None
     assert _fields(_HEAD % b"v\r\n\tfolded") is None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=5))
+def test_a_ledger_rows_selectors_are_stored_as_compact_json(selectors: dict[str, object]) -> None:
+    assert compact_json(selectors) == json.dumps(selectors, separators=(",", ":"))
