@@ -21,6 +21,14 @@ user and kernel), read right before and after the step (the sleeps are not in it
 3. The ``purge accepted`` log line as ``edgecache serve`` configures logging (text and JSON
    formats, to ``/dev/null``): the benchmark nodes run without it.
 
+``--instructions [--before SRC]`` instead counts instructions (callgrind, ``bench/_callgrind.py``) of
+a purge through the product's ``PurgeService.submit`` (one unknown tag, the Cloudflare dialect's
+rate limit, the zone's quotas, the reclaimer's acknowledgement of the purge before the next):
+``--n`` purges less none, each in a process of its own, ``--gap`` apart, by thread: the event
+loop's (the service's part of the purge: its record, the hand-over, the wake-up on the commit)
+and the ledger writer's (the ``write`` operation, its statements, the commit, the group writer's
+Python); with ``--before``, rounds alternate with another tree's ``src``.
+
 CPU time is the figure to trust on a shared machine; it still moves with what else runs (the cold
 figures most): compare rows within one run.
 """
@@ -32,7 +40,10 @@ import asyncio
 import http.client
 import json
 import logging
+import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -50,6 +61,7 @@ from sqlalchemy import Engine
 
 from edgecache import logs
 from edgecache.config import Logging
+from edgecache.control.ratelimit import RateLimiter
 from edgecache.db import ledger
 from edgecache.db import tasks as tasks_db
 from edgecache.db.engine import begin_on_driver, end_on_driver, for_writes, open_database, sqlite_url
@@ -344,11 +356,136 @@ def log_steps(n: int, gap: float) -> list[tuple[str, float, float]]:
     return out
 
 
+# -- 4. instructions of a purge through the service ----------------------------------------------
+
+
+def _service_db(tmp: Path) -> None:
+    """A database with the product's schema, the zone and its account in ``tmp`` (made before the
+    counted child starts: the migrations are most of a child's instructions otherwise)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _purge_node import ZONE_ID, build_config
+
+    config = build_config(tmp, "http://127.0.0.1:1", 1 << 20)
+    engine = open_database(sqlite_url(tmp))
+    ids = IdentityStore(engine)
+    account = config.accounts[0]
+    now = datetime.now(UTC)
+    ids.upsert_account(account.id, "bench", account.plan, now)
+    ids.upsert_zone(ZONE_ID, account.id, config.zones[0].name, "enterprise", now)
+    engine.dispose()
+
+
+async def _service_purges(tmp: Path, n: int, gap: float) -> None:
+    """``n`` purges through ``PurgeService.submit`` as the Cloudflare dialect makes them, each
+    acknowledged (as the reclaimer acknowledges an applied purge) before the next, on the
+    database :func:`_service_db` made in ``tmp``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _purge_node import ZONE_ID, build_config
+
+    from edgecache.control.purges import PurgeRequest, PurgeService
+    from edgecache.control.quotas import QuotaService
+    from edgecache.control.ratelimit import limits_by_account
+    from edgecache.db.engine import connect
+    from edgecache.db.ledger import LedgerStore
+    from edgecache.db.tasks import TaskStore
+    from edgecache.edge.zones import ZoneTable
+    from edgecache.purge.selectors import Mode
+
+    config = build_config(tmp, "http://127.0.0.1:1", 1 << 20)
+    engine = connect(sqlite_url(tmp))
+    account = config.accounts[0]
+    zone = ZoneTable(config.zones).by_id[ZONE_ID]
+    limits = limits_by_account({account.id: account.plan})
+    tasks = TaskStore(engine)
+    # callgrind numbers threads as they start: the ledger writer must be the second (see _count).
+    assert threading.active_count() == 1, threading.enumerate()
+    service = PurgeService(
+        ledger_store=LedgerStore(engine),
+        task_store=tasks,
+        quotas=QuotaService(tasks.count_since),
+        limiter=RateLimiter(limits),
+        limits_for=limits,
+        apply=lambda purge: None,
+    )
+    try:
+        for i in range(n + 1):
+            req = PurgeRequest(tags=(f"nobody-{i}",))
+            items = service.items(zone, req)
+            accepted = await service.submit(
+                zone, Mode.DELETE, items, req, principal="token:b", dialect="cloudflare", rate_limited=True
+            )
+            if i == 0:
+                continue  # the first purge warms what every later one finds ready (counted with none)
+            service.reclaimed(accepted.purge, {})
+            await asyncio.sleep(gap)
+    finally:
+        service.close()
+        engine.dispose()
+
+
+def _count(src: Path, n: int, gap: float) -> tuple[int, int]:
+    """Instructions of a child that runs ``n`` purges through the service: (event loop, ledger
+    writer)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _callgrind import thread_instructions
+
+    tmp = Path(tempfile.mkdtemp(prefix="edgecache-steps-"))
+    try:
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        subprocess.run([sys.executable, __file__, "--prepare", str(tmp)], env=env, check=True)
+        counts = thread_instructions(__file__, src, "--db", str(tmp), "--n", str(n), "--gap", str(gap))
+    finally:
+        shutil.rmtree(tmp)
+    return counts[1], counts[2]
+
+
+def service_instructions(before: Path | None, n: int, gap: float, rounds: int) -> None:
+    """Print instructions per purge by thread, this tree against ``before`` in alternate rounds."""
+    here = Path(__file__).resolve().parent.parent / "src"
+    sides = [("this tree", here)] + ([("before", before)] if before else [])
+    loop: dict[str, list[float]] = {name: [] for name, _ in sides}
+    writer: dict[str, list[float]] = {name: [] for name, _ in sides}
+    for r in range(rounds):
+        for name, src in sides if r % 2 == 0 else sides[::-1]:
+            none, some = _count(src, 0, gap), _count(src, n, gap)
+            loop[name].append((some[0] - none[0]) / n)
+            writer[name].append((some[1] - none[1]) / n)
+    print(f"### Instructions per purge, `PurgeService.submit`, {n} less none, {gap * 1000:.0f} ms apart")
+    print()
+    print("| code | event loop: rounds | median | ledger writer: rounds | median |")
+    print("|---|---|---:|---|---:|")
+    for name, src in sides:
+        print(
+            f"| {name} (`{src}`) | {', '.join(f'{x:,.0f}' for x in loop[name])} | "
+            f"{statistics.median(loop[name]):,.0f} | {', '.join(f'{x:,.0f}' for x in writer[name])} | "
+            f"{statistics.median(writer[name]):,.0f} |"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--gap", type=float, default=0.02)
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead: instructions per purge through the service by callgrind (loop, ledger writer)",
+    )
+    p.add_argument("--before", type=Path, help="with --instructions: another tree's src, alternated")
+    p.add_argument("--rounds", type=int, default=3, help="with --instructions: rounds per side")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.prepare:
+        _service_db(args.prepare)
+        return
+    if args.child:
+        uvloop.run(_service_purges(args.db, args.n, args.gap))
+        return
+    if args.instructions:
+        service_instructions(args.before, args.n, args.gap, args.rounds)
+        return
     print(
         f"### 1. Ledger writer, {args.n} writes {args.gap * 1000:.0f} ms apart, then {args.n} back to back\n"
     )

@@ -6,8 +6,8 @@ the driver itself (cProfile of the ledger thread, ``bench/purge_stream_cpu.py --
 benchmark's own figure is the purge's whole CPU); a purge writes three statements and its
 acknowledgement two more, on the same interpreter as the data plane. The SQL is still
 SQLAlchemy's: compiled from the schema's ``Table`` objects for the connection's dialect, with the
-columns' own bind processors (``UTCDateTime``), so each engine receives the text and values it
-would receive through ``execute``.
+columns' own bind processors, so each engine receives the text and values it would receive through
+``execute`` (``UTCDateTime`` on SQLite by ``schema.sqlite_utc_text``, the same text from C calls).
 
 Rules: a :class:`Prepared` runs inside the caller's transaction (it uses the connection's driver
 connection, where that transaction is open); its parameters are the statement's required bind names;
@@ -27,6 +27,8 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement
+
+from edgecache.db.schema import UTCDateTime, sqlite_utc_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,11 @@ class Prepared:
             compiled: Any = self._statement.compile(dialect=dialect, column_keys=self._keys)
             processors = {}
             for name, bind in compiled.binds.items():
-                process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                process = (
+                    sqlite_utc_text
+                    if dialect.name == "sqlite" and isinstance(bind.type, UTCDateTime)
+                    else bind.type.dialect_impl(dialect).bind_processor(dialect)
+                )
                 if process is not None:
                     processors[name] = process
             fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -85,16 +85,18 @@ class TaskQuery:
     limit: int = 20
 
 
+_IS_PROCESSING = tasks.c.status == literal_column(f"'{PROCESSING}'")
+"""The status in the SQL text, not bound: SQLite re-prepares a statement at each execution when a
+bound value decides whether a partial index applies (``ix_tasks_processing_seq``), about two
+thirds of an acknowledgement's statement (decision 0025's addendum)."""
 _SUCCEED_TARGET = Prepared(
     update(tasks)
-    .where(
-        tasks.c.seq == bindparam("seq"), tasks.c.target == bindparam("target"), tasks.c.status == PROCESSING
-    )
+    .where(tasks.c.seq == bindparam("seq"), tasks.c.target == bindparam("target"), _IS_PROCESSING)
     .values(status="success", matched=bindparam("n"), updated_at=bindparam("now"))
 )
 _SUCCEED_REST = Prepared(
     update(tasks)
-    .where(tasks.c.seq == bindparam("seq"), tasks.c.status == PROCESSING)
+    .where(tasks.c.seq == bindparam("seq"), _IS_PROCESSING)
     .values(status="success", matched=0, updated_at=bindparam("now"))
 )
 _TASK_COLUMNS = (

@@ -59,7 +59,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine
@@ -71,8 +71,27 @@ from edgecache.db.prepared import savepoint
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 
 _STOP = object()
+
+
+class Taker(Protocol[T_contra]):
+    """What takes an operation's outcome on the writer thread: the part of
+    :class:`concurrent.futures.Future` the writer uses. A caller on the event loop that needs no
+    future of its own (the purge service) hands one of its own, and is spared the future's
+    condition, locks and callbacks, per purge on the interpreter the data plane runs on
+    (decision 0025's addendum)."""
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """False when the caller gave up before its turn: the operation is not run."""
+
+    def set_result(self, result: T_contra) -> None:
+        """The operation's value, once the transaction holding it has committed."""
+
+    def set_exception(self, exception: BaseException) -> None:
+        """The operation's error, or the group's when its transaction did not commit."""
+
 
 IDLE_RELEASE = 1.0
 """Seconds without work after which a writer returns its connection to the pool."""
@@ -97,6 +116,10 @@ class GroupWriter:
         fut: Future[T] = Future()
         self._queue.put((op, fut, atomic))
         return fut
+
+    def hand(self, op: Callable[[Connection], T], taker: Taker[T], *, atomic: bool = False) -> None:
+        """Queue ``op`` with what takes its outcome in place of a future (see :class:`Taker`)."""
+        self._queue.put((op, taker, atomic))
 
     async def run(self, op: Callable[[Connection], T], *, atomic: bool = False) -> T:
         """Queue ``op`` and wait for it from the event loop."""
@@ -141,7 +164,7 @@ class GroupWriter:
             if stop:
                 return
 
-    def _commit(self, group: list[tuple[Callable[[Connection], Any], Future[Any], bool]]) -> None:
+    def _commit(self, group: list[tuple[Callable[[Connection], Any], Taker[Any], bool]]) -> None:
         # A caller that gave up before its turn (a cancelled task) gets nothing written; once
         # running, a future can no longer be cancelled, so every result below has a taker.
         group = [(op, fut, atomic) for op, fut, atomic in group if fut.set_running_or_notify_cancel()]
