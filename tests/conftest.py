@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from hypothesis import settings
 from multidict import CIMultiDict
 
 from edgecache.app import Node
@@ -272,6 +273,12 @@ class Stack:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.tmp.cleanup()
+
+
+settings.register_profile("edgecache", deadline=None)
+settings.load_profile("edgecache")
+"""No per-example deadline: what the properties assert is behaviour, and a deadline is a timing
+assertion that a loaded machine (CI's, or helpers sharing two cores) fails at random."""
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -627,9 +627,16 @@ def test_a_reader_whose_half_is_swapped_while_it_reads_answers_maybe() -> None:
 
 
 class FailingOnceFilter(KeyFilter):
-    """A filter whose first rebuild fails while it reads the disk."""
+    """A filter whose first rebuild fails while it reads the disk; the next one begins once
+    ``retry`` is set (the test looks at the abandoned rebuild's filter before it)."""
 
     failed = False
+    retry = threading.Event()
+
+    def begin_rebuild(self) -> None:
+        if FailingOnceFilter.failed:
+            assert FailingOnceFilter.retry.wait(30), "the test never let the rebuild be tried again"
+        super().begin_rebuild()
 
     def add_all(self, kbs: Iterable[bytes | memoryview]) -> int:
         if self.generation & 1 and not FailingOnceFilter.failed:
@@ -644,6 +651,7 @@ def test_a_failed_rebuild_leaves_the_filter_right_and_is_tried_again(
 ) -> None:
     monkeypatch.setattr(disk_module, "FILTER_RETRY_AFTER", 0.2)
     FailingOnceFilter.failed = False
+    FailingOnceFilter.retry.clear()
     stored(tmp_path, 100)
     with caplog.at_level(logging.INFO, logger="edgecache.store.disk"):
         store, keys = built(tmp_path, FailingOnceFilter)
@@ -659,10 +667,12 @@ def test_a_failed_rebuild_leaves_the_filter_right_and_is_tried_again(
             # Abandoned: the same half as before it began, every key on disk still "maybe".
             assert keys.generation == 4
             assert all(store.get(f"http://h.example/old/{i}") is not None for i in range(100))
+            FailingOnceFilter.retry.set()
             wait_for(caplog, "disk_key_filter_rebuilt")
             assert keys.generation == 6
             assert all(store.get(f"http://h.example/old/{i}") is not None for i in range(100))
             assert store.stats.filtered == 0
         finally:
+            FailingOnceFilter.retry.set()
             store.close()
             keys.close()
