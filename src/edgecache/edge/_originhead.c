@@ -103,11 +103,29 @@ static int lower_eq(const char *a, Py_ssize_t n, const char *lower) {
     return lower[n] == '\0';
 }
 
-/* The length is compared first: a name's bytes are read only against names of its length. */
+#define LONGEST_KIND 19
+/* KINDS' indexes by length (init_kinds): a name is compared only with the names of its length, and
+   by its first byte before the rest. */
+static unsigned char KINDS_OF_LEN[LONGEST_KIND + 1][NKINDS], NKINDS_OF_LEN[LONGEST_KIND + 1];
+
+static void init_kinds(void) {
+    for (size_t i = 0; i < NKINDS; i++) {
+        Py_ssize_t n = KINDS[i].len;
+        KINDS_OF_LEN[n][NKINDS_OF_LEN[n]++] = (unsigned char)i;
+    }
+}
+
 static enum kind kind_of(const char *name, Py_ssize_t n) {
-    for (size_t i = 0; i < NKINDS; i++)
-        if (KINDS[i].len == n && lower_eq(name, n, KINDS[i].name))
-            return KINDS[i].kind;
+    if (n < 1 || n > LONGEST_KIND)
+        return K_SHOWN;
+    unsigned char first = (unsigned char)name[0];
+    if (first >= 'A' && first <= 'Z')
+        first += 32;
+    for (int j = 0; j < NKINDS_OF_LEN[n]; j++) {
+        const struct name_kind *k = &KINDS[KINDS_OF_LEN[n][j]];
+        if ((unsigned char)k->name[0] == first && lower_eq(name + 1, n - 1, k->name + 1))
+            return k->kind;
+    }
     return K_SHOWN;
 }
 
@@ -662,6 +680,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__originhead(void) {
+    init_kinds();
     init_tables();
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && (PyModule_AddIntConstant(m, "MAX_FIELDS", MAX_FIELDS) < 0 ||
