@@ -138,20 +138,27 @@ def _responses(draw: Any) -> bytes:
 def _common_responses() -> st.SearchStrategy[bytes]:
     """Heads of the shape read without llhttp, so that the properties see many of them taken."""
     ordinary = st.tuples(
-        st.sampled_from([b"200 OK", b"404 Not Found", b"206 Partial", b"503 "]),
+        st.sampled_from(
+            [b"1.1 200 OK", b"1.1 404 Not Found", b"1.1 206 Partial", b"1.1 503 ", b"1.1 204 No Content",
+             b"1.1 304 Not Modified", b"1.1 100 Continue", b"1.1 101 Switching", b"1.1 103 Early",
+             b"1.0 200 OK"]
+        ),
         st.lists(
             st.sampled_from(
                 [b"Server: nginx", b"Connection: keep-alive", b"Connection: close",
                  b"Cache-Control: max-age=60", b"ETag: \"x\"", b"Cache-Tag: a, b",
                  b"Connection: X-A", b"X-A: 1", b"Vary: Accept",
-                 b"Date: Mon, 30 Nov 2026 15:00:00 GMT", b"Age: 5", b"Set-Cookie: a=b", b"X-B:\t v \t"]
+                 b"Date: Mon, 30 Nov 2026 15:00:00 GMT", b"Age: 5", b"Set-Cookie: a=b", b"X-B:\t v \t",
+                 b"Transfer-Encoding: chunked", b"Content-Length: 4", b"Upgrade: h2c",
+                 b"Proxy-Connection: close", b"Connection: keep-alive, close", b"Connection: upgrade"]
             ),
             max_size=8,
         ),
         st.sampled_from([b"0", b"4", b"10"]),
         st.sampled_from([b"", b"ab", b"abcd", b"abcdefgh", b"abcd\r\n", b"abcdHTTP/1.1 200 OK\r\n"]),
+        st.sampled_from([b""] * 6 + [b"HTTP/1.1 100 Continue\r\n\r\n", b"\r\n"]),
     ).map(
-        lambda t: b"HTTP/1.1 " + t[0] + b"\r\n" + b"".join(line + b"\r\n" for line in t[1])
+        lambda t: t[4] + b"HTTP/" + t[0] + b"\r\n" + b"".join(line + b"\r\n" for line in t[1])
         + b"Content-Length: " + t[2] + b"\r\n\r\n" + t[3]
     )  # fmt: skip
     return st.one_of(ordinary, _responses())
