@@ -11,7 +11,10 @@ decision, Age, the stored head). Each build runs under ``valgrind --tool=callgri
 N=``--fills``; the difference over N is the instructions per head step, start-up excluded. A real
 connection makes its parser once, not per response: that cost is in both builds' figures.
 ``--parts`` also counts the step's parts on each build (each run alone, the same way): ``parse``
-(the parser made and fed, the framing: what the origin connection does), ``decide`` (the storage
+(the parser made and fed, the framing: what the origin connection does; where the build has
+``_originhead.response``, a whole head is read by it without feeding llhttp, the parser made all
+the same), ``parser`` (the parser alone made, with the build's protocol object: in ``parse``, a
+cost a connection pays once, not per response), ``decide`` (the storage
 decision alone, ``decide_from_fields`` on the scan's values), ``age`` (``initial_age`` alone);
 what the whole step has beyond ``parse`` is the Python that runs once the C scan has.
 
@@ -93,7 +96,22 @@ class _Scan:
         self.resp.content_length = length
 
 
-PARTS = ("whole", "parse", "decide", "age")
+class _Whole:
+    """The origin connection with decision 0024's addendum of 2026-12-01: a whole final head in the
+    exchange's first read is read in C without llhttp (``response``), its body then counted."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.resp = _Response()
+
+    def feed(self, data: bytes) -> None:
+        _end, status, _keep_alive, length, fill = self.response(data)
+        self.resp.status = status
+        self.resp.fill = fill
+        self.resp.content_length = length
+
+
+PARTS = ("whole", "parse", "parser", "decide", "age")
 
 
 def child(fills: int, part: str) -> None:
@@ -107,6 +125,10 @@ def child(fills: int, part: str) -> None:
         from edgecache.edge._originhead import scan
     except ImportError:
         scan = None
+    try:
+        from edgecache.edge._originhead import response
+    except ImportError:
+        response = None
     if part in ("decide", "age"):
         date, last_modified = "Mon, 30 Nov 2026 15:00:00 GMT", "Mon, 30 Nov 2026 14:00:00 GMT"
         for _ in range(fills):
@@ -119,9 +141,20 @@ def child(fills: int, part: str) -> None:
                     False, now, now, False, 0.1, 86400.0,
                 )  # fmt: skip
         return
+    if part == "parser":
+        for _ in range(fills):
+            HttpResponseParser(_Fields() if scan is None else _Scan(scan))
+        return
     for _ in range(fills):
-        proto = _Fields() if scan is None else _Scan(scan)
-        HttpResponseParser(proto).feed_data(RESPONSE)
+        proto: Any
+        if response is not None:
+            # The connection's parser is made all the same (it holds one): not fed.
+            proto = _Whole(response)
+            HttpResponseParser(proto)
+            proto.feed(RESPONSE)
+        else:
+            proto = _Fields() if scan is None else _Scan(scan)
+            HttpResponseParser(proto).feed_data(RESPONSE)
         if part == "parse":
             continue
         fetch: Any = object.__new__(Fetch)

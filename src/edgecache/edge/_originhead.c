@@ -48,41 +48,45 @@ enum kind {
 
 struct name_kind {
     const char *name;
+    Py_ssize_t len;
     enum kind kind;
 };
+
+#define KIND(name, kind) {name, sizeof(name) - 1, kind}
 
 /* httpcache.headers.HOP_BY_HOP, httpcache.tags.TAG_HEADERS and the fields the fill reads
    (fetch._KIND_BY_NAME); tests/test_originhead.py checks that the lists agree. */
 static const struct name_kind KINDS[] = {
-    {"connection", K_CONNECTION},
-    {"keep-alive", K_HOP},
-    {"proxy-connection", K_HOP},
-    {"te", K_HOP},
-    {"trailer", K_HOP},
-    {"transfer-encoding", K_TE},
-    {"upgrade", K_HOP},
-    {"proxy-authenticate", K_HOP},
-    {"proxy-authorization", K_HOP},
-    {"cache-tag", K_TAG},
-    {"surrogate-key", K_TAG},
-    {"xkey", K_TAG},
-    {"edge-cache-tag", K_TAG},
-    {"age", K_AGE},
-    {"content-length", K_CONTENT_LENGTH},
-    {"cdn-cache-control", K_CDN_CACHE_CONTROL},
-    {"cache-control", K_CACHE_CONTROL},
-    {"date", K_DATE},
-    {"last-modified", K_LAST_MODIFIED},
-    {"etag", K_ETAG},
-    {"expires", K_EXPIRES},
-    {"vary", K_VARY},
-    {"set-cookie", K_SET_COOKIE},
+    KIND("connection", K_CONNECTION),
+    KIND("keep-alive", K_HOP),
+    KIND("proxy-connection", K_HOP),
+    KIND("te", K_HOP),
+    KIND("trailer", K_HOP),
+    KIND("transfer-encoding", K_TE),
+    KIND("upgrade", K_HOP),
+    KIND("proxy-authenticate", K_HOP),
+    KIND("proxy-authorization", K_HOP),
+    KIND("cache-tag", K_TAG),
+    KIND("surrogate-key", K_TAG),
+    KIND("xkey", K_TAG),
+    KIND("edge-cache-tag", K_TAG),
+    KIND("age", K_AGE),
+    KIND("content-length", K_CONTENT_LENGTH),
+    KIND("cdn-cache-control", K_CDN_CACHE_CONTROL),
+    KIND("cache-control", K_CACHE_CONTROL),
+    KIND("date", K_DATE),
+    KIND("last-modified", K_LAST_MODIFIED),
+    KIND("etag", K_ETAG),
+    KIND("expires", K_EXPIRES),
+    KIND("vary", K_VARY),
+    KIND("set-cookie", K_SET_COOKIE),
 };
 
 #define NKINDS (sizeof(KINDS) / sizeof(KINDS[0]))
 #define MAX_NAMED 16
 #define MAX_NAMED_LEN 64
 #define MAX_FIELDS 256
+#define MAX_HEAD (64 * 1024) /* origin_conn.MAX_HEAD: bytes of names and values in a head */
 /* Lines kept on the C stack by scan; a head with more gets a PyMem block. */
 #define STACK_LINES 64
 
@@ -99,10 +103,29 @@ static int lower_eq(const char *a, Py_ssize_t n, const char *lower) {
     return lower[n] == '\0';
 }
 
+#define LONGEST_KIND 19
+/* KINDS' indexes by length (init_kinds): a name is compared only with the names of its length, and
+   by its first byte before the rest. */
+static unsigned char KINDS_OF_LEN[LONGEST_KIND + 1][NKINDS], NKINDS_OF_LEN[LONGEST_KIND + 1];
+
+static void init_kinds(void) {
+    for (size_t i = 0; i < NKINDS; i++) {
+        Py_ssize_t n = KINDS[i].len;
+        KINDS_OF_LEN[n][NKINDS_OF_LEN[n]++] = (unsigned char)i;
+    }
+}
+
 static enum kind kind_of(const char *name, Py_ssize_t n) {
-    for (size_t i = 0; i < NKINDS; i++)
-        if (lower_eq(name, n, KINDS[i].name))
-            return KINDS[i].kind;
+    if (n < 1 || n > LONGEST_KIND)
+        return K_SHOWN;
+    unsigned char first = (unsigned char)name[0];
+    if (first >= 'A' && first <= 'Z')
+        first += 32;
+    for (int j = 0; j < NKINDS_OF_LEN[n]; j++) {
+        const struct name_kind *k = &KINDS[KINDS_OF_LEN[n][j]];
+        if ((unsigned char)k->name[0] == first && lower_eq(name + 1, n - 1, k->name + 1))
+            return k->kind;
+    }
     return K_SHOWN;
 }
 
@@ -254,7 +277,28 @@ static int stored(enum kind k) {
     }
 }
 
-static PyObject *scan_lines(struct line *lines, Py_ssize_t count, Py_ssize_t end);
+struct framing {
+    Py_ssize_t field_bytes;
+    unsigned long long length;
+    int have_length, chunked;
+};
+
+static PyObject *scan_fill(struct line *lines, Py_ssize_t count, struct framing *f);
+
+/* scan's result for a head's lines (see the module). */
+static PyObject *scan_lines(struct line *lines, Py_ssize_t count, Py_ssize_t end) {
+    struct framing f;
+    PyObject *fill = scan_fill(lines, count, &f);
+    if (fill == NULL || fill == Py_None)
+        return fill;
+    PyObject *length = f.have_length ? PyLong_FromUnsignedLongLong(f.length) : Py_NewRef(Py_None);
+    if (length == NULL) {
+        Py_DECREF(fill);
+        return NULL;
+    }
+    return Py_BuildValue("(nnnNON)", end, count, f.field_bytes, length,
+                         f.chunked ? Py_True : Py_False, fill);
+}
 
 static PyObject *head_scan(PyObject *self, PyObject *args) {
     Py_buffer view;
@@ -291,8 +335,9 @@ release:
     return out;
 }
 
-/* scan's result for a head's lines (see the module). */
-static PyObject *scan_lines(struct line *lines, Py_ssize_t count, Py_ssize_t end) {
+/* What a fill reads of a head's lines (the ``fill`` of scan's result), with the framing in *f;
+   Py_None (a new reference) for a head left to Python, NULL with an exception set on error. */
+static PyObject *scan_fill(struct line *lines, Py_ssize_t count, struct framing *f) {
     /* First pass: kinds, framing, bytes, and the names Connection lists (RFC 9110 §7.6.1). */
     char named[MAX_NAMED][MAX_NAMED_LEN];
     Py_ssize_t named_len[MAX_NAMED];
@@ -451,15 +496,29 @@ static PyObject *scan_lines(struct line *lines, Py_ssize_t count, Py_ssize_t end
             *w++ = '\n';
         }
     }
-    PyObject *length_obj = have_length ? PyLong_FromUnsignedLongLong(length) : Py_NewRef(Py_None);
-    if (length_obj == NULL)
+    PyObject *fill = PyTuple_New(11);
+    if (fill == NULL)
         goto fail;
-    return Py_BuildValue("(nnnNO(NNNNNNNNOON))", end, count, field_bytes, length_obj,
-                         chunked ? Py_True : Py_False, head, or_empty(cc), or_empty(cdn),
-                         or_empty(expires), or_empty(vary), date ? date : Py_NewRef(Py_None),
-                         last_modified ? last_modified : Py_NewRef(Py_None),
-                         age ? age : Py_NewRef(Py_None), etag ? Py_True : Py_False,
-                         set_cookie ? Py_True : Py_False, or_empty(tags));
+    PyObject *items[11] = {head, or_empty(cc), or_empty(cdn), or_empty(expires), or_empty(vary),
+                           date ? date : Py_NewRef(Py_None),
+                           last_modified ? last_modified : Py_NewRef(Py_None),
+                           age ? age : Py_NewRef(Py_None), Py_NewRef(etag ? Py_True : Py_False),
+                           Py_NewRef(set_cookie ? Py_True : Py_False), or_empty(tags)};
+    int failed = 0;
+    for (int i = 0; i < 11; i++) {
+        if (items[i] == NULL)
+            failed = 1;
+        PyTuple_SET_ITEM(fill, i, items[i]);
+    }
+    if (failed) {
+        Py_DECREF(fill);
+        return NULL;
+    }
+    f->field_bytes = field_bytes;
+    f->length = length;
+    f->have_length = have_length;
+    f->chunked = chunked;
+    return fill;
 fail:
     Py_DECREF(head);
     Py_XDECREF(cc);
@@ -473,9 +532,142 @@ fail:
     return NULL;
 }
 
+/* Bytes the fast path takes in a name (RFC 9110's tchar) and in a value or reason phrase (HTAB,
+   visible ASCII, SP, obs-text): a line with any other byte is left to llhttp, which decides. */
+static unsigned char TCHAR[256], VCHAR[256];
+
+static void init_tables(void) {
+    for (int c = 0; c < 256; c++) {
+        TCHAR[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                   (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+        VCHAR[c] = c == '\t' || (c >= 0x20 && c != 0x7f);
+    }
+}
+
+/* Whether buf[0:len] begins with a head the fast path may read without llhttp, by rules narrower
+   than llhttp's: "HTTP/1.1 " and a status of 200 to 599 other than 204 and 304, SP, a reason
+   phrase, CRLF; then at most STACK_LINES lines of a token, ":", OWS and a value, each ending in
+   CRLF; then CRLF. Every head it takes llhttp accepts alike (tests/test_origin_fast.py); of the
+   fields llhttp reads itself, exactly one Content-Length of 1 to 18 digits, Connection only as
+   one "close" or "keep-alive", and no Transfer-Encoding, Upgrade or Proxy-Connection: the framing
+   is then the Content-Length, and the connection stays open unless a Connection says close.
+   Fills lines, *count, *status, *keep_alive and *end when it returns 1. */
+static int strict_head(const char *buf, Py_ssize_t len, struct line *lines, Py_ssize_t *count,
+                       int *status, int *keep_alive, Py_ssize_t *end) {
+    const unsigned char *p = (const unsigned char *)buf, *stop = p + len;
+    if (len < 13 || memcmp(p, "HTTP/1.1 ", 9) != 0 || p[9] < '2' || p[9] > '5' || p[10] < '0' ||
+        p[10] > '9' || p[11] < '0' || p[11] > '9' || p[12] != ' ')
+        return 0;
+    int code = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    if (code == 204 || code == 304)
+        return 0;
+    p += 13;
+    while (p < stop && VCHAR[*p])
+        p++;
+    if (stop - p < 2 || p[0] != '\r' || p[1] != '\n')
+        return 0;
+    p += 2;
+    Py_ssize_t n = 0;
+    int close = 0, lengths = 0;
+    for (;;) {
+        if (p == stop)
+            return 0;
+        if (*p == '\r') {
+            if (stop - p < 2 || p[1] != '\n')
+                return 0;
+            p += 2;
+            break;
+        }
+        const unsigned char *name = p;
+        while (p < stop && TCHAR[*p])
+            p++;
+        if (p == name || p == stop || *p != ':' || n == STACK_LINES)
+            return 0;
+        Py_ssize_t name_len = p - name;
+        p++;
+        while (p < stop && (*p == ' ' || *p == '\t'))
+            p++;
+        const unsigned char *value = p;
+        while (p < stop && VCHAR[*p])
+            p++;
+        if (stop - p < 2 || p[0] != '\r' || p[1] != '\n')
+            return 0;
+        Py_ssize_t value_len = p - value;
+        const char *nm = (const char *)name, *v = (const char *)value;
+        if ((name_len == 7 && lower_eq(nm, 7, "upgrade")) ||
+            (name_len == 16 && lower_eq(nm, 16, "proxy-connection")) ||
+            (name_len == 17 && lower_eq(nm, 17, "transfer-encoding")))
+            return 0;
+        if (name_len == 10 && lower_eq(nm, 10, "connection")) {
+            if (lower_eq(v, value_len, "close"))
+                close = 1;
+            else if (!lower_eq(v, value_len, "keep-alive"))
+                return 0;
+        } else if (name_len == 14 && lower_eq(nm, 14, "content-length")) {
+            if (lengths++ || value_len < 1 || value_len > 18)
+                return 0;
+            for (Py_ssize_t i = 0; i < value_len; i++)
+                if (v[i] < '0' || v[i] > '9')
+                    return 0;
+        }
+        lines[n].name = nm;
+        lines[n].name_len = name_len;
+        lines[n].value = v;
+        lines[n].value_len = value_len;
+        n++;
+        p += 2;
+    }
+    if (lengths != 1)
+        return 0;
+    *count = n;
+    *status = code;
+    *keep_alive = !close;
+    *end = (const char *)p - buf;
+    return 1;
+}
+
+static PyObject *head_response(PyObject *self, PyObject *buf) {
+    (void)self;
+    if (!PyBytes_Check(buf))
+        Py_RETURN_NONE;
+    struct line lines[STACK_LINES];
+    Py_ssize_t count, end;
+    int status, keep_alive;
+    if (!strict_head(PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), lines, &count, &status,
+                     &keep_alive, &end))
+        Py_RETURN_NONE;
+    struct framing f;
+    PyObject *fill = scan_fill(lines, count, &f);
+    if (fill == NULL || fill == Py_None)
+        return fill;
+    if (f.field_bytes > MAX_HEAD) {
+        Py_DECREF(fill); /* the limit's error is the connection's to give */
+        Py_RETURN_NONE;
+    }
+    PyObject *length = PyLong_FromUnsignedLongLong(f.length);
+    PyObject *out = PyTuple_New(5);
+    PyObject *items[5] = {PyLong_FromSsize_t(end), PyLong_FromLong(status),
+                          Py_NewRef(keep_alive ? Py_True : Py_False), length, fill};
+    int failed = out == NULL;
+    for (int i = 0; i < 5; i++) {
+        if (items[i] == NULL)
+            failed = 1;
+        if (out != NULL)
+            PyTuple_SET_ITEM(out, i, items[i]);
+        else
+            Py_XDECREF(items[i]);
+    }
+    if (failed) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"fields", head_fields, METH_VARARGS, "fields(buf, start) -> (end, [(name, value), ...])"},
     {"scan", head_scan, METH_VARARGS, "scan(buf, start) -> what a fill reads, or None (see the module)"},
+    {"response", head_response, METH_O, "response(read) -> a final head read without llhttp, or None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -488,8 +680,11 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__originhead(void) {
+    init_kinds();
+    init_tables();
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "MAX_FIELDS", MAX_FIELDS) < 0)
+    if (m != NULL && (PyModule_AddIntConstant(m, "MAX_FIELDS", MAX_FIELDS) < 0 ||
+                      PyModule_AddIntConstant(m, "MAX_HEAD", MAX_HEAD) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -46,6 +46,13 @@ Rules:
    ``resume()``), so rule 5 does not apply to it. After each read that leaves the response
    unfinished it is told so (``origin_read_end``): a caller that hoped for the whole response in
    one read (a small object's usual case) knows then that it has to wait.
+9. A final head that arrives whole at the start of the exchange's first read, in a shape narrower
+   than llhttp's (HTTP/1.1, a status of 200..599 other than 204 and 304, token names, plain value
+   bytes, one Content-Length, Connection only as "close" or "keep-alive", no Transfer-Encoding,
+   Upgrade or Proxy-Connection; not for HEAD), is read in C without llhttp (``_originhead.response``:
+   decision 0024's addendum of 2026-12-01), and its body counted against its Content-Length in
+   Python. llhttp would accept every such head alike, so nothing llhttp refuses gets through;
+   any other read goes to llhttp as before, and bytes after such a body go to llhttp too.
 """
 
 from __future__ import annotations
@@ -60,10 +67,11 @@ from typing import TYPE_CHECKING, Protocol, cast
 from httptools import HttpParserError, HttpResponseParser
 
 from edgecache.edge._originhead import fields as head_fields
+from edgecache.edge._originhead import response as read_response
 from edgecache.edge._originhead import scan as scan_head
 
 if TYPE_CHECKING:
-    from edgecache.edge._originhead import Fill
+    from edgecache.edge._originhead import Fill, Response
 
 MAX_HEAD = 64 * 1024
 """Bytes of field names and values in a response's heads (interim responses included)."""
@@ -307,6 +315,7 @@ class OriginConnection(asyncio.Protocol):
         "_head_bytes",
         "_head_start",
         "_keep_alive",
+        "_left",
         "_lines",
         "_parser",
         "_paused",
@@ -363,6 +372,9 @@ class OriginConnection(asyncio.Protocol):
         self._field_bytes = 0
         """Bytes of field names and values in the exchange's heads (interim ones included)."""
         self._keep_alive = False
+        self._left = -1
+        """Body bytes still to come when the exchange's head was read without llhttp (rule 9); -1
+        when llhttp frames the body."""
         self._until_close = False
         self._paused = False
         self._stamp = 0.0
@@ -394,6 +406,7 @@ class OriginConnection(asyncio.Protocol):
         self._final = False
         self._head_bytes = 0
         self._field_bytes = 0
+        self._left = -1
         self._until_close = False
         self._reusable_after = False
         self._stamp = 0.0
@@ -434,7 +447,12 @@ class OriginConnection(asyncio.Protocol):
             self.close()
             return
         resp.received_any = True
-        if not self._final:
+        whole = None
+        if self._final:
+            self._stamp = 0.0
+        elif not self._raw and resp.method != "HEAD" and (whole := read_response(data)) is not None:
+            pass  # a whole final head in the exchange's first read (rule 9): nothing kept
+        else:
             raw = self._raw
             if not raw:
                 self._raw = data
@@ -447,10 +465,12 @@ class OriginConnection(asyncio.Protocol):
             if self._head_bytes > 2 * MAX_HEAD + len(data):
                 self._protocol_error(f"response head over {MAX_HEAD} bytes")
                 return
-        else:
-            self._stamp = 0.0
         try:
-            if self._final:
+            if whole is not None:
+                self._whole_head(resp, data, whole)
+            elif self._left >= 0:
+                self._counted_body(resp, data, 0)
+            elif self._final:
                 self._parser.feed_data(data)
             elif not self._feed_head(data):
                 return
@@ -461,13 +481,13 @@ class OriginConnection(asyncio.Protocol):
                 # Our bug (a callback or a listener failed), not the origin's: say so, and fail the
                 # exchange all the same.
                 _log.error("origin response callback failed", exc_info=cause)
-            if self.closed:
-                return
-            if resp.complete:
-                # The response ended inside this read and bytes followed it: framing is not trusted.
-                self.close()
-                return
-            self._protocol_error(str(exc) or type(exc).__name__)
+            self._failed_read(resp, str(exc) or type(exc).__name__)
+            return
+        except Exception as exc:
+            # A listener failed in a read that llhttp did not parse (rule 9): the same bug, told
+            # and handled as above.
+            _log.error("origin response callback failed", exc_info=exc)
+            self._failed_read(resp, f"callback failed: {exc!r}")
             return
         listener = resp.listener
         # resp.ended, without the property's call.
@@ -486,6 +506,59 @@ class OriginConnection(asyncio.Protocol):
             self._paused = True
             assert self.transport is not None
             self.transport.pause_reading()
+
+    def _failed_read(self, resp: OriginResponse, why: str) -> None:
+        if self.closed:
+            return
+        if resp.complete:
+            # The response ended inside this read and bytes followed it: framing is not trusted.
+            self.close()
+            return
+        self._protocol_error(why)
+
+    def _whole_head(self, resp: OriginResponse, data: bytes, whole: Response) -> None:
+        """The exchange's first read holds a whole final head that ``read_response`` took (rule
+        9): what ``on_headers_complete`` does for it, then its body bytes."""
+        end, status, keep_alive, length, fill = whole
+        self._final = True
+        self._keep_alive = keep_alive
+        self._stamp = 0.0
+        resp.status = status
+        resp._raw = data[:end]
+        resp.fill = fill
+        resp.content_length = length
+        head = resp.head
+        if head is not None and not head.done():
+            head.set_result(None)
+        listener = resp.listener
+        if listener is not None:
+            listener.origin_head(resp)
+            if self.closed:
+                return  # the listener gave up on the response
+        self._left = length
+        self._counted_body(resp, data, end)
+
+    def _counted_body(self, resp: OriginResponse, data: bytes, start: int) -> None:
+        """Body bytes of a response framed by its Content-Length without llhttp (rule 9), from
+        ``data[start:]``, as llhttp's callbacks give them: one piece per read, then the end. Bytes
+        after the body go to llhttp, which reads them as it would after any response."""
+        left = self._left
+        size = len(data) - start
+        if size > 0 and left > 0:
+            piece = data if start == 0 and size <= left else data[start : start + left]
+            listener = resp.listener
+            if listener is not None:
+                listener.origin_body(resp, piece)
+            else:
+                resp._body(piece)
+            if self.closed:
+                return  # a listener gave up on the response
+            left = self._left = left - len(piece)
+            start += len(piece)
+        if left == 0:
+            self.on_message_complete()
+            if start < len(data) and not self.closed:
+                self._parser.feed_data(memoryview(data)[start:])
 
     def _feed_head(self, data: bytes) -> bool:
         """Parse a read that begins inside a head, ``HEAD_SLICE`` bytes at a time until the final
