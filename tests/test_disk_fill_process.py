@@ -237,13 +237,16 @@ def test_a_hung_fill_writer_is_killed_and_its_fences_released(fresh: Stack) -> N
     pid = fw.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
+    # Timed from before the fill: the supervisor kills the child at least ``hung_after`` less one
+    # look (a quarter of it) after the fill was appended, however long the request and the delete
+    # take on a loaded machine.
+    started = time.monotonic()
     cached(fresh, "/stuck")
     disk = fresh.node.disk
     assert disk is not None
     (key,) = [e.key for e in fresh.node.store]
     fresh.call(lambda: disk.delete(key))
     # The delete waits behind the stopped child's fill until the supervisor kills the child.
-    started = time.monotonic()
     assert disk.flush(20), "the writer thread's fence waited for a stopped child"
     assert time.monotonic() - started >= 0.5
     deadline = time.monotonic() + 15
