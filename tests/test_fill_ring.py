@@ -18,14 +18,16 @@ import resource
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from isal.isal_zlib import crc32 as isal_crc32
 
 from edgecache.edge.fillwriter import run
 from edgecache.store._fillring import Appender
@@ -763,3 +765,69 @@ def test_a_damaged_ring_record_is_counted_and_the_rest_written(tmp_path: Path) -
     assert store.fill_counters()["write_errors"] == 2 and store.fill_counters()["writes"] == 1
     assert store.get("https://a.test/good") is not None
     store.close()
+
+
+# Keys whose hosts a run of fills tells apart by a prefix (``host_prefix``): one host's paths, a
+# host that extends another's name, the same host without a path, no scheme at all.
+TRICKY_KEYS = ("https://a.test/", "https://a.test/x/", "https://a.testx/", "https://a.test", "a.test/", "")
+
+
+@pytest.mark.parametrize("appender", APPENDERS, ids=["c", "python"])
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(TRICKY_KEYS),
+            st.integers(0, 2),
+            st.sampled_from(ZONES),
+            st.booleans(),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+@example([("https://a.test/", 0, "z", False, 2), ("https://a.test/", 1, "y", False, 2)])
+def test_a_run_of_ring_fills_writes_what_each_fill_alone_writes(
+    tmp_path_factory: pytest.TempPathFactory,
+    appender: type[Appender | PyAppender],
+    fills: list[tuple[str, int, str, bool, int]],
+) -> None:
+    # A run of ring fills in one transaction (its index rows written per zone at once, its host
+    # rows looked up once per host prefix, decision 0020's addendum ``childput``) stores every row
+    # that the same fills store each in a transaction of its own: replacements of a key in the
+    # run, reserve copies, hosts moving between zones and puts below the reclaimed position
+    # included.
+    at = tmp_path_factory.mktemp("runs")
+    with contextlib.ExitStack() as closing:
+        ring = FillRing.create(at / "r.ring", CAPACITY, appender=appender)
+        closing.callback(ring.close, unlink=True)
+        child = DiskStore(at / "child", budget=1 << 30, position=1, zones=ZONES, writer=False)
+        closing.callback(child.close)
+        alone = DiskStore(at / "alone", budget=1 << 30, position=1, zones=ZONES, writer=False)
+        closing.callback(alone.close)
+        for store in (child, alone):
+            with store.env.begin(write=True) as txn:
+                store._meta_put(txn, b"reclaimed_upto", 2)
+        reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+        closing.callback(reader.close)
+        ops: list[tuple[Any, ...]] = []
+        for prefix, path, zone, reserve, seq in fills:
+            e = Entry(zone, f"{prefix}{path}", 200, b"h", b"body", ("t", f"u{path}"), seq, 0.0, 0.0, 60.0)
+            assert ring.append_entry(e, reserve) > 0
+            ops.append(("put", e, reserve))
+        records, _ = drain(reader, 0)
+        child.write_fills(records)
+        for op in ops:
+            alone._apply([op])
+        assert _rows(child) == _rows(alone)
+        written, dropped = (child.counters().writes, child.counters().dropped)
+        assert (written, dropped) == (alone.counters().writes, alone.counters().dropped)
+        assert written == sum(seq >= 2 for *_, seq in fills)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=5000), st.integers(0, 2**32 - 1))
+def test_the_readers_crc_is_the_c_appenders(data: bytes, start: int) -> None:
+    # The C appender seals a record with zlib's CRC-32, the reader checks it with ISA-L's.
+    assert isal_crc32(data, start) == zlib.crc32(data, start)

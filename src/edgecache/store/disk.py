@@ -82,8 +82,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -116,6 +117,7 @@ from edgecache.store.disk_layout import (
     fill_fields,
     handle,
     host_of,
+    host_prefix,
     key_bytes,
     large_bytes,
     parse_handle,
@@ -185,9 +187,6 @@ FENCE_LOOK = 0.05
 fill writer's commits wake it, and a dead one's supervisor wakes it when it skips its records."""
 _FILLS = frozenset(("put", "vary"))
 """The changes that wait for others to share their commit (see ``GROUP_WAIT``)."""
-_KEYED = frozenset(("put", "fill", "vary"))
-"""The changes that may store a key not on disk yet (``_announce``): a fill (queued, or read from
-the fill ring: ``write_fills``) and a Vary row."""
 RENEW_EVERY = 1.0
 """Seconds between the writes that renew the records read from disk."""
 RENEW_OLDEST = 8
@@ -231,37 +230,74 @@ class DiskStats:
     """Memory misses the key filter answered without a disk read (``store/keyfilter.py``)."""
 
 
-class RingFill(NamedTuple):
-    """A fill read from the fill ring (``write_fills``), a change ``_put_fills`` writes: its
-    record (``encode_entry``'s bytes) is stored as it is, beside what ``fill_fields`` read of it."""
+Fill = tuple[bytes, str, str, bytes, int, tuple[str, ...], bool, ChunkedEntry | None]
+"""A fill as ``_put_fills`` writes it: its record (``encode_entry``'s bytes, stored as they are),
+zone, key, the key's stored bytes (``key_bytes``), ``stored_seq``, tags, whether it goes to its
+zone's reserve too, and the large object it is (None: a whole entry, as every ring record is)."""
+
+
+class RingFills(NamedTuple):
+    """Consecutive fills read from the fill ring (``write_fills``): one change of a batch for the
+    whole run, so that what ``_apply`` and ``_commit`` look at per change is not done per fill."""
 
     kind: str
-    """Always ``"fill"``: a batch's changes are told apart by their first item."""
-    record: bytes
-    zone: str
-    key: str
-    kb: bytes
-    """The key's stored bytes (``key_bytes``)."""
-    stored_seq: int
-    tags: tuple[str, ...]
-    reserve: bool
+    """Always ``"fills"``: a batch's changes are told apart by their first item."""
+    fills: list[Fill]
 
 
-_FILL_KINDS = frozenset(("put", "fill"))
+def _is_put(op: tuple[Any, ...]) -> bool:
+    """A queued put: ``_commit`` writes each run of them together (``_put_fills``)."""
+    kind: str = op[0]
+    return kind == "put"
 
 
-def _is_fill(op: tuple[Any, ...]) -> bool:
-    """A queued put or a ring fill: ``_commit`` writes each run of them together (``_put_fills``)."""
-    return op[0] in _FILL_KINDS
+def _fills_in(op: tuple[Any, ...]) -> int:
+    """How many fills a change carries: a queued put one, a run of ring fills its length."""
+    kind = op[0]
+    return 1 if kind == "put" else len(op[1]) if kind == "fills" else 0
 
 
-def _stored_form(op: tuple[Any, ...]) -> tuple[bytes, bytes]:
-    """A fill's record and its key's stored bytes, as ``_put_fills`` writes them: a ring fill's as
-    they came, a queued put's entry encoded."""
-    if type(op) is RingFill:
-        return op.record, op.kb
+def _put_form(op: tuple[Any, ...]) -> Fill:
+    """A queued ``("put", entry, reserve)`` as ``_put_fills`` writes it: its entry encoded."""
     entry: Entry = op[1]
-    return encode_entry(entry, 0.0), key_bytes(entry.key)
+    key = entry.key
+    chunked = entry if type(entry) is ChunkedEntry else None
+    return (
+        encode_entry(entry, 0.0),
+        entry.zone,
+        key,
+        key_bytes(key),
+        entry.stored_seq,
+        entry.tags,
+        op[2],
+        chunked,
+    )
+
+
+_KB = itemgetter(3)
+"""A ``Fill``'s key bytes."""
+
+
+@dataclass(slots=True)
+class _RunZone:
+    """What a run of fills (``_put_fills``) writes in one zone's disk cache."""
+
+    db: Any
+    cursor: lmdb.Cursor
+    rows: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Index rows of new records, not written yet (``_write_rows``)."""
+    size: int = 0
+    """Bytes of the run's new records."""
+    records: int = 0
+    """The run's new records."""
+
+
+def _write_rows(zones: dict[str, _RunZone | None]) -> None:
+    """Write the index rows a run of fills holds, each zone's in one ``putmulti``."""
+    for run in zones.values():
+        if run is not None and run.rows:
+            run.cursor.putmulti(run.rows)
+            run.rows.clear()
 
 
 @dataclass(slots=True)
@@ -1131,11 +1167,16 @@ class DiskStore:
         under; the filter's generation they were set at. A fill (a large object's record and a
         reserve copy are fills too) stores under its key, a Vary row under its base key; nothing
         else a batch or a job writes adds a key."""
-        return keys.add_all(
-            op.kb if type(op) is RingFill else key_bytes(op[1].key if op[0] == "put" else op[1])
-            for op in batch
-            if op[0] in _KEYED
-        )
+        kbs: list[bytes] = []
+        for op in batch:
+            kind = op[0]
+            if kind == "fills":
+                kbs += map(_KB, op[1])
+            elif kind == "put":
+                kbs.append(key_bytes(op[1].key))
+            elif kind == "vary":
+                kbs.append(key_bytes(op[1]))
+        return keys.add_all(kbs)
 
     # -- the fill ring (decision 0020) ------------------------------------------------------------
 
@@ -1187,11 +1228,18 @@ class DiskStore:
         A record that cannot be read (damaged, or a large object's) is counted in ``write_errors``
         and left out; a transaction that fails counts once there, and its fills in ``dropped``."""
         batch: list[tuple[Any, ...]] = []
-        append = batch.append
+        fills: list[Fill] = []
+        append = fills.append
         for payload, flags in records:
             try:
                 if flags & VARY_FLAG:
-                    append(("vary", *decode_vary(payload)))
+                    vary = ("vary", *decode_vary(payload))
+                    # In the ring's order: the fills before it, it, then the fills after it.
+                    if fills:
+                        batch.append(RingFills("fills", fills))
+                        fills = []
+                        append = fills.append
+                    batch.append(vary)
                     continue
                 fields = fill_fields(payload)
             except (struct.error, UnicodeDecodeError):
@@ -1204,7 +1252,9 @@ class DiskStore:
                 continue
             zone, key, kb, seq, tags = fields
             # The record is what LMDB stores (``encode_entry``'s bytes): written as it is.
-            append(RingFill("fill", payload, zone, key, kb, seq, tags, bool(flags & RESERVE_FLAG)))
+            append((payload, zone, key, kb, seq, tags, flags & RESERVE_FLAG != 0, None))
+        if fills:
+            batch.append(RingFills("fills", fills))
         try:
             self._apply(batch)
         except Exception:
@@ -1482,7 +1532,7 @@ class DiskStore:
         """Count a batch that was not written (once in ``write_errors``, its fills, queued puts and
         ring fills, in ``dropped``) and log it with the error being handled."""
         self.stats.write_errors += 1
-        self.stats.dropped += sum(map(_is_fill, batch))
+        self.stats.dropped += sum(map(_fills_in, batch))
         log.exception("disk tier: a batch of %d %s was not written", len(batch), what)
 
     def _write_batch(self, batch: list[tuple[Any, ...]]) -> None:
@@ -1597,14 +1647,17 @@ class DiskStore:
             reclaimed = max(self._stored(txn, b"reclaimed_upto"), self._reclaimed_later)
             if renewals:
                 self._renew(txn, renewals, now)
-            for filling, run in groupby(batch, _is_fill):
-                if filling:
-                    counts = self._put_fills(txn, list(run), now, reclaimed)
+            for putting, run in groupby(batch, _is_put):
+                if putting:
+                    counts = self._put_fills(txn, list(map(_put_form, run)), now, reclaimed)
                     written, dropped = written + counts[0], dropped + counts[1]
                     continue
                 for op in run:
                     kind = op[0]
-                    if kind == "del":
+                    if kind == "fills":
+                        counts = self._put_fills(txn, op[1], now, reclaimed)
+                        written, dropped = written + counts[0], dropped + counts[1]
+                    elif kind == "del":
                         self._delete_key(txn, op[1], op[2])
                     elif kind == "delprimary":
                         self._delete_primary(txn, op[1])
@@ -1686,73 +1739,70 @@ class DiskStore:
         return db
 
     def _put_fills(
-        self, txn: lmdb.Transaction, fills: list[tuple[Any, ...]], now: float, reclaimed: int
+        self, txn: lmdb.Transaction, fills: list[Fill], now: float, reclaimed: int
     ) -> tuple[int, int]:
-        """Write a run of fills (a batch's consecutive puts: ``("put", entry, reserve)`` queued on
-        the writer thread, or a ``RingFill`` read from the fill ring, whose record is stored as it
-        is); how many it wrote and how many it dropped, for ``_commit`` to count once committed.
-        The run, not each record, reads the clock and adds to the counters, and a new record's
-        index rows go in one ``putmulti``."""
+        """Write a run of fills (a batch's consecutive puts queued on the writer thread, or a run
+        of records read from the fill ring); how many it wrote and how many it dropped, for
+        ``_commit`` to count once committed.
+        The run, not each record, reads the clock and adds to the counters, looks up a zone's
+        database and cursor and a tag's row prefix, and writes the new records' index rows (one
+        ``putmulti`` per zone, before anything that may read them: a replacement, a reserve copy,
+        the run's end); a new record is one put, without overwriting, through its zone's cursor."""
         delta = self._delta
         stored_clock = self._meta_get(txn, b"clock")
         ticks = 0
         writes = dropped = 0
-        added: dict[str, list[int]] = {}
-        """Zone → bytes and records that the run's new records add to its disk cache."""
-        cursors: dict[str, lmdb.Cursor] = {}
-        cdbs: dict[str, Any] = {}
+        zones: dict[str, _RunZone | None] = {}
+        """Zone → what the run writes there (None: no database for it)."""
+        tag_heads: dict[str, bytes] = {}
         new_hosts, hosts = self._new_hosts, self._hosts
+        # Keys that start with ``last_prefix`` (``host_prefix``) are of a host whose row names
+        # ``last_zone`` already: a run's fills are mostly a few sites'.
+        last_prefix: str | None = None
+        last_zone = ""
         pack = U64.pack
-        chunked: ChunkedEntry | None
-        for op in fills:
-            if type(op) is RingFill:
-                zone, key, seq, tags, reserve = op.zone, op.key, op.stored_seq, op.tags, op.reserve
-                chunked = None
-            else:
-                entry: Entry = op[1]
-                zone, key, seq, tags, reserve = entry.zone, entry.key, entry.stored_seq, entry.tags, op[2]
-                chunked = entry if type(entry) is ChunkedEntry else None
+        for record, zone, key, kb, seq, tags, reserve, chunked in fills:
             # Below the reclaimed position, a purge already applied to the disk may cover the entry
             # (its fetch began before the purge, or memory evicted it after the purge's disk job)
             # and would not be replayed after a restart: not written (see the module rules).
             if seq < reclaimed:
-                cdb = None
+                run = None
             else:
-                cdb = cdbs.get(zone)
-                if cdb is None:
-                    cdb = cdbs[zone] = self._zdb(txn, CACHE, zone, create=True)
-            if cdb is None:
+                run = zones.get(zone)
+                if run is None and zone not in zones:
+                    cdb = self._zdb(txn, CACHE, zone, create=True)
+                    run = zones[zone] = None if cdb is None else _RunZone(cdb, txn.cursor(db=cdb))
+            if run is None:
                 dropped += 1
                 if chunked is not None:
                     self._delete_chunks(txn, chunked.object_id)
                 continue
-            host = host_of(key)
-            if (new_hosts.get(host) or hosts.get(host)) != zone:
-                txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
-                new_hosts[host] = zone
-            record, kb = _stored_form(op)
+            if zone != last_zone or last_prefix is None or not key.startswith(last_prefix):
+                host = host_of(key)
+                if (new_hosts.get(host) or hosts.get(host)) != zone:
+                    txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
+                    new_hosts[host] = zone
+                last_prefix, last_zone = host_prefix(key), zone
             writes += 1
-            # A new key (the usual fill): the record without overwriting (one call), its index rows
-            # in one more.
-            if chunked is None and txn.put(ENTRY + kb, record, db=cdb, overwrite=False):
+            # A new key (the usual fill): the record without overwriting (one call); its index rows
+            # wait for the zone's next ``putmulti``.
+            if chunked is None and run.cursor.put(ENTRY + kb, record, overwrite=False):
                 ticks += 1
                 packed = pack(stored_clock + ticks)
-                rows = [(seq_row(seq, kb), b""), (TICK + kb, packed), (ORDER + packed + kb, b"")]
+                rows = run.rows
+                rows += ((seq_row(seq, kb), b""), (TICK + kb, packed), (ORDER + packed + kb, b""))
                 for tag in tags:
-                    rows.append((tag_row(tag, kb), b""))
-                cur = cursors.get(zone)
-                if cur is None:
-                    cur = cursors[zone] = txn.cursor(db=cdb)
-                cur.putmulti(rows)
-                totals = added.get(zone)
-                if totals is None:
-                    added[zone] = [len(record), 1]
-                else:
-                    totals[0] += len(record)
-                    totals[1] += 1
+                    head = tag_heads.get(tag)
+                    if head is None:
+                        head = tag_heads[tag] = tag_row(tag, b"")
+                    rows.append((head + kb, b""))
+                run.size += len(record)
+                run.records += 1
             else:
-                # A replacement, or a large object: ``_insert`` removes what it replaces, and the
-                # clock ``_place`` reads counts the run's ticks so far.
+                # A replacement, or a large object: ``_insert`` removes what it replaces (its index
+                # rows too: written first), and the clock ``_place`` reads counts the run's ticks.
+                _write_rows(zones)
+                cdb = run.db
                 delta[b"clock"] = delta.get(b"clock", 0) + ticks
                 ticks = 0
                 self._insert(txn, cdb, CACHE, zone, kb, record, seq, tags, chunked)
@@ -1760,6 +1810,7 @@ class DiskStore:
                 stored_clock = self._meta_get(txn, b"clock")
             # A large object never enters the reserve (store/chunked.py): its chunks have one owner.
             if reserve and chunked is None:
+                _write_rows(zones)
                 rdb = self._zdb(txn, RESERVE, zone, create=True)
                 if rdb is not None:
                     expires = now + self._reserve_retention(zone)
@@ -1767,10 +1818,12 @@ class DiskStore:
                         txn, rdb, RESERVE, zone, kb, with_reserve_expires(record, expires), seq, tags, None
                     )
                     txn.put(expiry_row(expires, kb), b"", db=rdb)
+        _write_rows(zones)
         if ticks:
             delta[b"clock"] = delta.get(b"clock", 0) + ticks
-        for zone, (size, count) in added.items():
-            self._account(CACHE, zone, size, count)
+        for zone, run in zones.items():
+            if run is not None and run.records:
+                self._account(CACHE, zone, run.size, run.records)
         return writes, dropped
 
     def _insert(

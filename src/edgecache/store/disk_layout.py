@@ -75,6 +75,8 @@ _EXPIRES = struct.Struct("<d")
 _EXPIRES_AT = struct.calcsize("<Hqdddddd")
 U64 = struct.Struct(">Q")
 """Big-endian, so that ticks, expiries and positions sort as numbers."""
+_SEQ_HEAD = struct.Struct(">cQ")
+"""``SEQ`` and a ledger position (as ``U64``) packed in one call: every fill writes a ``seq_row``."""
 INT = struct.Struct("<q")
 
 
@@ -109,7 +111,7 @@ def tag_digest(tag: str) -> bytes:
 
 def seq_row(seq: int, kb: bytes) -> bytes:
     """The row placing a record by the ledger position it was stored at."""
-    return SEQ + U64.pack(max(seq, 0)) + kb
+    return _SEQ_HEAD.pack(SEQ, seq if seq > 0 else 0) + kb
 
 
 def expiry_row(expires: float, kb: bytes) -> bytes:
@@ -140,6 +142,16 @@ def host_of(key: str) -> str:
         return ""
     j = key.find("/", i + 3)
     return key[i + 3 :] if j < 0 else key[i + 3 : j]
+
+
+def host_prefix(key: str) -> str | None:
+    """The start of a cache key up to the end of its host (``scheme://host/``): every key that
+    starts with it has the host ``host_of`` finds in this one. None when no path follows the host."""
+    i = key.find("://")
+    if i < 0:
+        return None
+    j = key.find("/", i + 3)
+    return None if j < 0 else key[: j + 1]
 
 
 def encode_entry(entry: Entry, reserve_expires: float) -> bytes:
@@ -258,7 +270,7 @@ def fill_fields(raw: bytes) -> tuple[str, str, bytes, int, tuple[str, ...]] | No
     p += lk
     tags_raw = raw[p : p + lt].decode()
     tags = tuple(tags_raw.split("\x00")) if tags_raw else ()
-    return zone, key, _stored_key(kraw), seq, tags
+    return zone, key, kraw if len(kraw) <= MAX_INLINE_KEY else _stored_key(kraw), seq, tags
 
 
 def decode_hit(raw: bytes | memoryview, key: str, zone: str, cut: bytes | None) -> tuple[Entry, float] | None:

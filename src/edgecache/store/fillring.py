@@ -60,9 +60,10 @@ import os
 import select
 import struct
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from isal.isal_zlib import crc32
 
 from edgecache.store.disk_layout import encode_entry
 from edgecache.store.entry import Entry
@@ -182,7 +183,7 @@ class PyAppender:
             head += wrap
             at = 0
         start = HEADER_SIZE + at
-        _REC.pack_into(mm, start, size, zlib.crc32(payload), flags)
+        _REC.pack_into(mm, start, size, crc32(payload), flags)
         mm[start + _REC_SIZE : start + _REC_SIZE + size] = payload
         self.head = head = head + need
         self.appended += 1
@@ -429,22 +430,28 @@ class FillRing:
         mm = self._mm
         head = _Q.unpack_from(mm, _HEAD)[0]
         records: list[tuple[bytes, int]] = []
+        append, unpack, mask = records.append, _REC.unpack_from, self._mask
         size_sum = 0
         pos = position
-        while pos < head and len(records) < max_records:
-            at = pos & self._mask
+        left = max_records
+        while pos < head and left:
+            at = pos & mask
             start = HEADER_SIZE + at
-            size, crc, flags = _REC.unpack_from(mm, start)
+            size, crc, flags = unpack(mm, start)
             if size == _WRAP:
                 pos += self.capacity - at
                 continue
             if records and size_sum + size > max_bytes:
                 break
-            payload = mm[start + _REC_SIZE : start + _REC_SIZE + size]
-            if zlib.crc32(payload) != crc:
+            start += _REC_SIZE
+            payload = mm[start : start + size]
+            # ISA-L's CRC-32: zlib's (the C appender's), in a sixth of the instructions (decision
+            # 0020's addendum ``childput``).
+            if crc32(payload) != crc:
                 break
-            records.append((payload, flags))
+            append((payload, flags))
             size_sum += size
+            left -= 1
             pos += (_REC_SIZE + size + _ALIGN - 1) & ~(_ALIGN - 1)
         return Batch(records, pos)
 
