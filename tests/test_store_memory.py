@@ -44,6 +44,13 @@ def unit(key: str) -> Entry:
     return make(key, 1000 - ENTRY_OVERHEAD - len(key))
 
 
+def host_range(key: str) -> str:
+    """A key's host range as the memory module's rules define it: ``scheme://host/``, or the key
+    itself when it has no "/" after the host."""
+    slash = key.find("/", len("https://"))
+    return key if slash < 0 else key[: slash + 1]
+
+
 def check_internals(tier: MemoryTier) -> None:
     """The ring invariants stated in the memory module's docstring."""
     slots = [e for e in tier._ring if e is not None]
@@ -91,8 +98,8 @@ def check_indexes(tier: MemoryTier) -> None:
         isinstance(ks, str) or len(ks) >= 2 for by_tag in tier._tags.values() for ks in by_tag.values()
     )
     assert all(tier._tags.values()) and all(tier._zones.values()), "no slot for a zone without entries"
-    assert all(e.key.startswith(memory._host_range(e.key)) for e in stored)
-    ranges = Counter((e.zone, memory._host_range(e.key)) for e in stored)
+    assert all(e.key.startswith(host_range(e.key)) for e in stored)
+    ranges = Counter((e.zone, host_range(e.key)) for e in stored)
     assert {(z, r): n for z, by_range in tier._zones.items() for r, n in by_range.items()} == ranges
     assert tier._zones_of_range == Counter(r for _, r in ranges)
     assert tier._with_variants == Counter(e.key.split(S)[0] for e in stored if S in e.key)

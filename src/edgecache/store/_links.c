@@ -165,7 +165,7 @@ keys_add(Links *self, PyObject *key)
     return r;
 }
 
-/* ``scheme://host/`` of a well-formed key, else the key itself (memory._host_range). */
+/* ``scheme://host/`` of a well-formed key, else the key itself: in any case a prefix of it. */
 static PyObject *
 host_range(Links *self, PyObject *key)
 {

@@ -172,13 +172,8 @@ def _prefix_end(prefix: str) -> str | None:
 
 
 _HOST_START = len("https://")
-"""Where the host starts at the latest in a key (the scheme is http or https)."""
-
-
-def _host_range(key: str) -> str:
-    """``scheme://host/`` of a well-formed key, else the key itself: in any case a prefix of it."""
-    slash = key.find("/", _HOST_START)
-    return key if slash < 0 else key[: slash + 1]
+"""Where the host starts at the latest in a key (the scheme is http or https): a key's host range
+(module rules) is its prefix up to the first "/" from here (``_links.c``'s ``host_range``)."""
 
 
 def _well_formed(host_range: str) -> bool:
