@@ -1,7 +1,7 @@
 """The package's C extensions (the access log's capture, decision 0017; the fill ring's appender,
 decision 0020's addendum; an origin response's head, decision 0024; the workers' fill claims,
-decision 0028; the memory tier's untrack, decision 0002's addendum 8); everything else is in
-pyproject.toml."""
+decision 0028; the memory tier's untrack and index bookkeeping, decision 0002's addenda 8 and 9);
+everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -26,6 +26,11 @@ setup(
         Extension(
             "edgecache.store._untrack",
             ["src/edgecache/store/_untrack.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+        ),
+        Extension(
+            "edgecache.store._links",
+            ["src/edgecache/store/_links.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(

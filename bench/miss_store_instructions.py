@@ -3,7 +3,8 @@ counted by valgrind (callgrind): figures the load of a shared machine does not m
 
 Method: a child process builds ``--fills`` never-seen 1 KiB entries (``_entries.entry``), then runs
 one step per entry: ``vary``, ``get`` and ``put`` as the proxy's miss does them, on a memory tier
-alone (``memory``) or on a memory tier over a disk tier with a fill ring and a ready key filter, as
+alone (``memory``; ``memory-lookup``, its ``vary`` and ``get`` without the ``put``: ``memory`` minus
+this is the put) or on a memory tier over a disk tier with a fill ring and a ready key filter, as
 a node runs by default (``chain``); the disk tier's ``put`` alone (``disk-put``: the ring append and
 its bookkeeping) and the ring's C append alone (``ring-append``, through ``FillRing.append_entry``
 so that trees from before ``FillRing.appender`` count the same call: its Python frame is counted,
@@ -27,7 +28,7 @@ from _callgrind import instructions
 from _entries import entry
 
 REPO = Path(__file__).resolve().parent.parent
-STEPS = ("build", "memory", "chain", "disk-put", "ring-append", "fill-fields")
+STEPS = ("build", "memory", "memory-lookup", "chain", "disk-put", "ring-append", "fill-fields")
 
 
 def child(step: str, fills: int) -> None:
@@ -53,6 +54,12 @@ def child(step: str, fills: int) -> None:
             memory.vary(e.key)
             memory.get(e.key)
             memory.put(e)
+        return
+    if step == "memory-lookup":
+        memory = MemoryTier(1 << 30)
+        for e in entries:
+            memory.vary(e.key)
+            memory.get(e.key)
         return
     with tempfile.TemporaryDirectory(prefix="edgecache-store-", dir="/var/tmp") as tmp:
         ring = FillRing.create(Path(tmp) / "bench.ring")

@@ -44,6 +44,13 @@ def unit(key: str) -> Entry:
     return make(key, 1000 - ENTRY_OVERHEAD - len(key))
 
 
+def host_range(key: str) -> str:
+    """A key's host range as the memory module's rules define it: ``scheme://host/``, or the key
+    itself when it has no "/" after the host."""
+    slash = key.find("/", len("https://"))
+    return key if slash < 0 else key[: slash + 1]
+
+
 def check_internals(tier: MemoryTier) -> None:
     """The ring invariants stated in the memory module's docstring."""
     slots = [e for e in tier._ring if e is not None]
@@ -90,8 +97,9 @@ def check_indexes(tier: MemoryTier) -> None:
     assert all(
         isinstance(ks, str) or len(ks) >= 2 for by_tag in tier._tags.values() for ks in by_tag.values()
     )
-    assert all(e.key.startswith(memory._host_range(e.key)) for e in stored)
-    ranges = Counter((e.zone, memory._host_range(e.key)) for e in stored)
+    assert all(tier._tags.values()) and all(tier._zones.values()), "no slot for a zone without entries"
+    assert all(e.key.startswith(host_range(e.key)) for e in stored)
+    ranges = Counter((e.zone, host_range(e.key)) for e in stored)
     assert {(z, r): n for z, by_range in tier._zones.items() for r, n in by_range.items()} == ranges
     assert tier._zones_of_range == Counter(r for _, r in ranges)
     assert tier._with_variants == Counter(e.key.split(S)[0] for e in stored if S in e.key)
@@ -545,9 +553,18 @@ class TierMachine(RuleBasedStateMachine):
         self.pool: list[Entry] = []
         self.evicted = 0
 
-    @initialize(budget=st.sampled_from([0, 700, 3000, 8000, 40000]))
-    def start(self, budget: int) -> None:
-        self.tier = MemoryTier(budget)
+    @initialize(
+        budget=st.sampled_from([0, 700, 3000, 8000, 40000, 400_000]), shard_at=st.sampled_from([3, 4096])
+    )
+    def start(self, budget: int, shard_at: int) -> None:
+        # A tag's keys go to shards from ``_TAG_SHARD_AT`` keys, read when the tier is made: 3 takes
+        # the path of a tag on thousands of entries with the few keys a run stores.
+        saved = memory._TAG_SHARD_AT
+        memory._TAG_SHARD_AT = shard_at
+        try:
+            self.tier = MemoryTier(budget)
+        finally:
+            memory._TAG_SHARD_AT = saved
 
     def _settle(self) -> None:
         """Whatever the model holds and the tier does not was evicted."""
@@ -615,6 +632,33 @@ class TierMachine(RuleBasedStateMachine):
         if e is not None and before is not None:
             assert e.stale_since == (at if before[0] is None else min(before[0], at))
             assert e.visited is before[1]
+
+    @rule(zone=st.sampled_from(ZONES), tag=st.sampled_from(TAGS))
+    def purge_tag(self, zone: str, tag: str) -> None:
+        """A purge by tag deletes exactly the stored entries of the zone carrying the tag."""
+        keys = self.tier.keys_for_tag(zone, tag)
+        assert sorted(keys) == sorted(k for k, e in self.model.items() if e.zone == zone and tag in e.tags)
+        for k in keys:
+            assert self.tier.delete(k) is self.model.pop(k)
+        self._settle()
+
+    @rule(zone=st.sampled_from(ZONES))
+    def purge_zone(self, zone: str) -> None:
+        """A purge of everything deletes exactly the zone's stored entries."""
+        keys = self.tier.keys_for_zone(zone)
+        assert sorted(keys) == sorted(k for k, e in self.model.items() if e.zone == zone)
+        for k in keys:
+            assert self.tier.delete(k) is self.model.pop(k)
+        self._settle()
+
+    @rule(prefix=st.sampled_from(["http://h/", "http://h/a", "http://g/", "http://h"]))
+    def purge_prefix(self, prefix: str) -> None:
+        """A purge by prefix or host deletes exactly the stored keys under it."""
+        keys = self.tier.keys_with_prefix(prefix)
+        assert keys == sorted(k for k in self.model if k.startswith(prefix))
+        for k in keys:
+            assert self.tier.delete(k) is self.model.pop(k)
+        self._settle()
 
     @rule(data=st.data())
     def prefix(self, data: st.DataObject) -> None:

@@ -33,8 +33,10 @@ argued in docs/decisions/0002-memory-tier-eviction.md):
   ``entry.retired`` set and exactly one slot; every other slot is ``None``. Retirement is a flag on
   the entry, not a set: a set of the retired entries would be rehashed as a mass purge grows it, a
   pause of several ms at a hundred thousand entries.
-- Every change to what is stored goes through ``_link`` and ``_unlink``, and so does every index:
-  an index holds exactly the stored entries, never a retired or evicted one.
+- Every change to what is stored goes through ``Links.link`` (``put``) and ``_unlink``, and so does
+  every index: an index holds exactly the stored entries, never a retired or evicted one. The
+  bookkeeping of both is in C (``_links.c``, decision 0002, addendum 9) over the containers below,
+  which stay plain Python objects that the readers (``keys_for_*``, ``variants``) use as they are.
 - Key index: every stored key in one sorted list (``sortedcontainers.SortedList``: a list of sorted
   sublists, ~8-9 bytes a key, the key string itself shared with the dict; the sublists are kept
   out of the collector, see ``_UntrackedKeys``). The keys starting with a
@@ -70,6 +72,7 @@ from typing import Protocol
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
+from edgecache.store._links import Links
 from edgecache.store.base import VaryNames
 from edgecache.store.entry import VARIANT_SEP, Entry
 from edgecache.store.untracked import untrack
@@ -117,8 +120,10 @@ class _UntrackedKeys(SortedList):  # type: ignore[misc]
     def add(self, value: str) -> None:
         """``SortedList.add``, calling ``_expand`` only when it has something to do (a sublist to
         split, a positional index to update): every put adds a key, and the call it saves is ~0.6k
-        instructions of the ~3.4k an add cost (decision 0002, addendum 8). It reads sortedcontainers'
-        internals (``_maxes``, ``_lists``, ``_load``, ``_index``, ``_len``): pinned below 3."""
+        instructions of the ~3.4k an add cost (decision 0002, addendum 8). A put runs the same steps
+        in C (``_links.c``'s ``keys_add``, which calls this only for the first key). It reads
+        sortedcontainers' internals (``_maxes``, ``_lists``, ``_load``, ``_index``, ``_len``): pinned
+        below 3."""
         maxes = self._maxes
         if not maxes:
             SortedList.add(self, value)
@@ -167,13 +172,8 @@ def _prefix_end(prefix: str) -> str | None:
 
 
 _HOST_START = len("https://")
-"""Where the host starts at the latest in a key (the scheme is http or https)."""
-
-
-def _host_range(key: str) -> str:
-    """``scheme://host/`` of a well-formed key, else the key itself: in any case a prefix of it."""
-    slash = key.find("/", _HOST_START)
-    return key if slash < 0 else key[: slash + 1]
+"""Where the host starts at the latest in a key (the scheme is http or https): a key's host range
+(module rules) is its prefix up to the first "/" from here (``_links.c``'s ``host_range``)."""
 
 
 def _well_formed(host_range: str) -> bool:
@@ -244,6 +244,7 @@ class MemoryTier:
         "_evictions",
         "_hand",
         "_keys",
+        "_links",
         "_retired_bytes",
         "_retired_count",
         "_ring",
@@ -281,6 +282,18 @@ class MemoryTier:
         self._with_variants: dict[str, int] = {}
         """Primary key → how many stored keys under it have a variant part: with the entries' dict,
         it says in two probes whether a URL has anything stored (a fill of a new URL asks)."""
+        self._links = Links(
+            self._entries,
+            self._keys,
+            self._zones,
+            self._zones_of_range,
+            self._with_variants,
+            self._tags,
+            _TagShards,
+            _TAG_SHARD_AT,
+            _HOST_START,
+        )
+        """The indexes' bookkeeping of a put and a removal, in C, over the containers above."""
         self.on_evict: Callable[[Entry], None] | None = None
         """Told of each entry the eviction policy removes (the persistent tier renews its copy)."""
 
@@ -341,7 +354,8 @@ class MemoryTier:
         entry.visited = False
         # Linked before evicting, so that evicting a sibling variant does not take the Vary names,
         # and appended after, so that the hand cannot choose it.
-        self._link(entry, size)
+        self._links.link(entry)
+        self._used += size
         while self._used > self._budget:
             self._evict()
         if entry.retired:
@@ -439,89 +453,11 @@ class MemoryTier:
             self._vary[base_key] = names
             untrack(self._vary)
 
-    def _link(self, entry: Entry, size: int) -> None:
-        key = entry.key
-        zone = entry.zone
-        untrack(entry)
-        self._entries[key] = entry
-        untrack(self._entries)  # inserting an object the collector may track re-tracks the dict
-        self._used += size
-        self._keys.add(key)
-        sep = key.find(VARIANT_SEP)
-        if sep >= 0:
-            primary = key[:sep]
-            self._with_variants[primary] = self._with_variants.get(primary, 0) + 1
-        ranges = self._zones.get(zone)
-        if ranges is None:
-            ranges = self._zones[zone] = {}
-        slash = key.find("/", _HOST_START)  # _host_range(key), inline: a Python call less a put
-        r = key if slash < 0 else key[: slash + 1]
-        n = ranges.get(r)
-        if n is None:
-            ranges[r] = 1
-            self._zones_of_range[r] = self._zones_of_range.get(r, 0) + 1
-        else:
-            ranges[r] = n + 1
-        if entry.tags:
-            tags = self._tags.get(zone)
-            if tags is None:
-                tags = self._tags[zone] = {}
-            for tag in entry.tags:
-                keys = tags.get(tag)
-                if keys is None:
-                    tags[tag] = key
-                elif isinstance(keys, str):
-                    pair = {keys, key}
-                    untrack(pair)
-                    tags[tag] = pair
-                    untrack(tags)
-                else:
-                    keys.add(key)
-                    if type(keys) is set and len(keys) >= _TAG_SHARD_AT:
-                        tags[tag] = _TagShards(keys)
-                        untrack(tags)
-
     def _unlink(self, entry: Entry, forget_vary: bool = True) -> None:
-        key = entry.key
-        del self._entries[key]
+        self._links.unlink(entry)
         self._used -= entry.size
-        self._keys.remove(key)
-        sep = key.find(VARIANT_SEP)
-        if sep >= 0:
-            primary = key[:sep]
-            n = self._with_variants[primary]
-            if n > 1:
-                self._with_variants[primary] = n - 1
-            else:
-                del self._with_variants[primary]
-        zone = entry.zone
-        ranges = self._zones[zone]
-        r = _host_range(key)
-        n = ranges[r]
-        if n > 1:
-            ranges[r] = n - 1
-        else:
-            del ranges[r]
-            if not ranges:
-                del self._zones[zone]
-            if self._zones_of_range[r] > 1:
-                self._zones_of_range[r] -= 1
-            else:
-                del self._zones_of_range[r]
-        if entry.tags:
-            tags = self._tags[zone]
-            for tag in entry.tags:
-                keys = tags[tag]
-                if isinstance(keys, str):
-                    del tags[tag]
-                else:
-                    keys.remove(key)
-                    if len(keys) == 1:
-                        tags[tag] = keys.pop()
-            if not tags:
-                del self._tags[zone]
         if forget_vary and self._vary:
-            self._forget_vary(key)
+            self._forget_vary(entry.key)
 
     def _forget_vary(self, key: str) -> None:
         """Drop the Vary names of every base key that ``key`` was under and that is now empty."""

@@ -1,0 +1,24 @@
+from collections.abc import Callable, Mapping
+
+from edgecache.store.entry import Entry
+
+class Links:
+    """The memory tier's index bookkeeping of a put and a removal, over the tier's containers."""
+
+    def __init__(
+        self,
+        entries: dict[str, Entry],
+        keys: object,
+        zones: dict[str, dict[str, int]],
+        zones_of_range: dict[str, int],
+        with_variants: dict[str, int],
+        tags: Mapping[str, Mapping[str, object]],
+        shards: Callable[[set[str]], object],
+        shard_at: int,
+        host_start: int,
+        /,
+    ) -> None: ...
+    def link(self, entry: Entry, /) -> None:
+        """Add ``entry`` to the entries' dict and every index (it is not stored yet)."""
+    def unlink(self, entry: Entry, /) -> None:
+        """Remove ``entry`` from the entries' dict and every index (it is stored)."""
