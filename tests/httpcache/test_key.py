@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecache.httpcache.key import (
@@ -107,6 +107,7 @@ odd_hosts = st.builds(
 )
 
 
+@settings(deadline=None)
 @given(odd_hosts, raw_targets, query_modes)
 def test_key_and_target_is_the_key_and_the_origin_target_in_one_pass(host: str, tail: str, mode: str) -> None:
     """The miss path's one-pass key and target (``Proxy._lookup_in``) are exactly what the key and
