@@ -769,10 +769,11 @@ class Proxy:
         coalesce: bool,
         ranged: str | None = None,
         lock: int = 0,
+        target: str | None = None,
     ) -> Fetch:
         """Start an origin fetch; ``lock``: the fill lock it holds for the node's other processes,
-        released when it ends, or as soon as its head shows it will not be stored. ``_miss`` has
-        this method's steps inline, for a plain fill: a change here is a change there."""
+        released when it ends, or as soon as its head shows it will not be stored; ``target``: what
+        ``origin_target`` gives for the request's target, when the caller has it (``key_and_target``)."""
         flight = key if ranged is None else _flight(key, req, ranged)
         # Positional, in the signature's order: keywords cost more, on every miss (decision 0008,
         # "Update 4").
@@ -783,7 +784,7 @@ class Proxy:
             flight,
             ranged,  # range_value
             "GET",  # method
-            zone.origin + origin_target(req.target),  # url
+            zone.origin + (origin_target(req.target) if target is None else target),  # url
             req.headers,
             req.client_ip,
             self.index.position,  # stored_seq
@@ -957,35 +958,7 @@ class Proxy:
                     lock = token
                 elif may_wait:
                     return self._wait_elsewhere(req, conn, zone, host, key, token)
-        # _start_fetch's steps, inline (a frame and its ten arguments fewer on every plain miss):
-        # no range, nothing stale, so the flight is the key; the target is the one the key was
-        # made with when it was made here.
-        position = self.index.position
-        fetch = Fetch(
-            zone,
-            host,
-            key,
-            key,  # flight
-            None,  # range_value
-            "GET",  # method
-            zone.origin + (origin_target(req.target) if sent is None else sent),  # url
-            headers,
-            req.client_ip,
-            position,  # stored_seq
-            None,  # stale
-            self._max,  # max_object_bytes
-            self._on_store,
-            self._on_fetch_done,
-            self._open_large,
-        )
-        if coalesce:
-            self.inflight[key] = fetch
-        if lock:
-            fetch.lock = lock
-        seqs = self._fetch_seqs
-        seqs[position] = seqs.get(position, 0) + 1
-        self.stats.origin_fetches += 1
-        fetch.start(self.origin)
+        fetch = self._start_fetch(zone, host, key, req, None, coalesce, None, lock, sent)
         reader = fetch.join()
         if fetch.done:
             # It failed as it was sent (nothing to wait for): answered now.
@@ -1010,22 +983,9 @@ class Proxy:
             if fetch.error is not None:
                 self._origin_failure(req, conn, fetch.error)
                 return
-            stored = fetch.storable or fetch.storing_large
-            if stored and req.plain:
-                # ``_forwarded_fields``' answer for the usual miss (stored, no conditional to
-                # answer), inline: a frame and its five arguments fewer.
-                self.stats.by_status[CfStatus.MISS] += 1
-                stamp = (CfStatus.MISS, "uri-miss", fetch.origin_status, stored, False, None)
-                fields = _FWD_FIELDS_MEMO.get(stamp)
-                if fields is None:
-                    fields = _fwd_fields(stamp)
-                if fetch.initial_age >= 1:
-                    fields += b"Age: %d\r\n" % int(fetch.initial_age)
-            else:
-                found = self._forwarded_fields(req, conn, fetch, None, False)
-                if found is None:
-                    return
-                fields = found
+            fields = self._forwarded_fields(req, conn, fetch, None, False)
+            if fields is None:
+                return
             length = fetch.content_length
             status = fetch.status
             if length is None or req.method == "HEAD" or status == 204 or status == 304:
