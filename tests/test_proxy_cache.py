@@ -215,6 +215,18 @@ def test_age_counts_the_origins_age(stack: Stack) -> None:
     assert 100 <= int(headers["age"]) < 110
 
 
+def test_a_miss_shows_the_origins_age_and_its_own_status(stack: Stack) -> None:
+    """The usual miss's status fields are made inline in ``Proxy._answer_fill``: the origin's Age
+    is shown on the miss itself, as on the conditional and not-stored misses' path."""
+    stack.origin.routes["/aged-miss"] = Route(headers={"Cache-Control": "max-age=600", "Age": "100"})
+    _, headers, _ = stack.request("/aged-miss")
+    assert headers["cf-cache-status"] == "MISS"
+    assert 100 <= int(headers["age"]) < 110
+    stack.origin.routes["/young-miss"] = Route(headers={"Cache-Control": "max-age=600"})
+    _, headers, _ = stack.request("/young-miss")
+    assert headers["cf-cache-status"] == "MISS" and "age" not in headers
+
+
 def test_hit_fields_follow_the_clock_and_each_object(stack: Stack) -> None:
     """The plain hit's Age / ttl / Content-Length are formatted once per value and reused: a hit a
     second later still shows the newer Age and the shorter ttl, and two objects of different sizes

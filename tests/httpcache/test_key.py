@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecache.httpcache.key import (
     KeyOptions,
     device_type,
     host_and_path,
+    key_and_target,
     normalise_accept_language,
     origin_target,
     primary_key,
@@ -91,6 +92,33 @@ def test_dot_segments_are_removed_but_slashes_kept() -> None:
 def test_origin_target_is_the_keyed_path_with_the_query_as_sent() -> None:
     assert origin_target("/c/x/%2E%2E/g%61p?b=2&a=/../1") == "/c/gap?b=2&a=/../1"
     assert origin_target("/a#frag") == "/a"
+
+
+_target_piece = st.sampled_from(
+    ["a", "B", "/", ".", "..", "/./", "/../", "%2e", "%2E", "%2e%2E", "%41", "%7e", "%7E", "%2F", "%2f",
+     "%25", "%c3%a9", "%", "%g1", "%4", "?", "&", "=", "#", "x.y", "..a", "~", ";", ":"]
+)  # fmt: skip
+raw_targets = st.lists(_target_piece, max_size=14).map("".join)
+odd_hosts = st.builds(
+    lambda name, port, dot: name + dot + port,
+    st.sampled_from(["example.com", "EXAMPLE.com", "Example.COM", "a" * 600]),
+    st.sampled_from(["", ":", ":80", ":080", ":443", ":8080"]),
+    st.sampled_from(["", "."]),
+)
+
+
+@settings(deadline=None)
+@given(odd_hosts, raw_targets, query_modes)
+def test_key_and_target_is_the_key_and_the_origin_target_in_one_pass(host: str, tail: str, mode: str) -> None:
+    """The miss path's one-pass key and target (``Proxy._lookup_in``) are exactly what the key and
+    the origin's target were, for any spelling: %-escapes valid or not, dot-segments, empty,
+    repeated or odd queries, fragments, hosts with ports, dots or of any case and length."""
+    opts = KeyOptions(query=mode)  # type: ignore[arg-type]
+    for target in ("/" + tail, "//" + tail, "/" + tail + "?", "/?" + tail):
+        assert key_and_target(host, target, opts) == (
+            primary_key("http", host, target, opts),
+            origin_target(target),
+        )
 
 
 def test_fragment_is_dropped() -> None:

@@ -57,7 +57,7 @@ from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import BAD_HOST, NO_ZONE, ZoneRuntime, ZoneTable
 from edgecache.httpcache.conditional import evaluate_preconditions, if_range_allows
 from edgecache.httpcache.headers import connection_options, decode_head, encode_head, strip_hop_by_hop
-from edgecache.httpcache.key import origin_target, primary_key, variant_suffix, vary_suffix
+from edgecache.httpcache.key import key_and_target, origin_target, primary_key, variant_suffix, vary_suffix
 from edgecache.httpcache.ranges import (
     content_range,
     multipart_byteranges,
@@ -180,6 +180,10 @@ class Proxy:
         self._fetch_seqs: dict[int, int] = {}
         """stored_seq of every origin fetch in flight: the reclaimer may not compact past the oldest."""
         self._open_large = store.open_large if isinstance(store, TierChain) else None
+        # Bound once: every miss hands these to its fetch (a bound method made per miss else).
+        self._on_store = self._store_entry
+        self._on_fetch_done = self._fetch_done
+        self._on_answer_fill = self._answer_fill
         """Where fills too large for memory are written (in chunks), when the tier has a disk."""
         self.fill_locks: FillLocks | None = None
         """The node's fill locks, when its worker processes coalesce fills (:meth:`share_fills`)."""
@@ -243,11 +247,8 @@ class Proxy:
                     if ttl > 0:
                         self._plain_hit(req, conn, entry, age, ttl)
                         return None
-        return self._lookup(req, conn)
-
-    def _lookup(self, req: Request, conn: Connection) -> Awaitable[None] | Pending | None:
-        """Everything but the hot path: zone, key (variants, Vary), purge check, hit, stale or miss."""
-        target = req.target
+        # Everything but the hot path: the zone, then the key (variants, Vary), purge check, hit,
+        # stale or miss in it. Here rather than in a method of its own: one frame less per miss.
         origin_form = target[0] == "/"
         if origin_form:
             found = self.zones.for_host(req.host)
@@ -256,12 +257,11 @@ class Proxy:
             if other is None:
                 return None
             found = other
-            target = req.target
         if isinstance(found, int):
             self._plain(conn, req, found, HOST_ERRORS[found])
             return None
         zone, host = found
-        if req.method != "GET" and req.method != "HEAD":
+        if method != "GET" and method != "HEAD":
             return self._pass(req, conn, zone, host)
         return self._lookup_in(req, conn, zone, host, origin_form)
 
@@ -271,8 +271,11 @@ class Proxy:
         """A GET or HEAD in the zone already chosen (by Host, or by an absolute-form authority)."""
         target = req.target
         method = req.method
+        # The target a fill sends, when the key was made here: its path is the key's, normalised
+        # once (``key_and_target``). A key from the memo leaves it to ``_start_fetch``.
+        sent = None
         if zone.has_variants:
-            base = primary_key("http", host, target, zone.key_options)
+            base, sent = key_and_target(host, target, zone.key_options)
             base += variant_suffix(req.headers, zone.key_options, zone.trusted_from(req.client_ip))
         elif origin_form:
             # The primary key of a (Host, target) never changes (zones are fixed for the process's
@@ -282,13 +285,13 @@ class Proxy:
             memo_key = req.host + " " + target
             cached = memo.get(memo_key)
             if cached is None:
-                cached = primary_key("http", host, target, zone.key_options)
+                cached, sent = key_and_target(host, target, zone.key_options)
                 if len(memo) >= KEY_MEMO_MAX:
                     memo.clear()
                 memo[memo_key] = cached
             base = cached
         else:
-            base = primary_key("http", host, target, zone.key_options)
+            base, sent = key_and_target(host, target, zone.key_options)
         key = base
         store = self.store
         vary = store.vary(base)
@@ -333,7 +336,7 @@ class Proxy:
             return self._stale(req, conn, zone, host, key, entry, _time())
         if method == "GET" and "range" in headers:
             return self._range_miss(req, conn, zone, host, key)
-        return self._miss(req, conn, zone, host, key, "authorization" not in headers)
+        return self._miss(req, conn, zone, host, key, headers, sent)
 
     def _other_target_form(self, req: Request, conn: Connection) -> tuple[ZoneRuntime, str] | int | None:
         """A request-target that is not origin-form (RFC 9112 §3.2). Absolute-form selects the zone by
@@ -766,9 +769,11 @@ class Proxy:
         coalesce: bool,
         ranged: str | None = None,
         lock: int = 0,
+        target: str | None = None,
     ) -> Fetch:
         """Start an origin fetch; ``lock``: the fill lock it holds for the node's other processes,
-        released when it ends, or as soon as its head shows it will not be stored."""
+        released when it ends, or as soon as its head shows it will not be stored; ``target``: what
+        ``origin_target`` gives for the request's target, when the caller has it (``key_and_target``)."""
         flight = key if ranged is None else _flight(key, req, ranged)
         # Positional, in the signature's order: keywords cost more, on every miss (decision 0008,
         # "Update 4").
@@ -779,14 +784,14 @@ class Proxy:
             flight,
             ranged,  # range_value
             "GET",  # method
-            zone.origin + origin_target(req.target),  # url
+            zone.origin + (origin_target(req.target) if target is None else target),  # url
             req.headers,
             req.client_ip,
             self.index.position,  # stored_seq
             stale,
             self._max,  # max_object_bytes
-            self._store_entry,
-            self._fetch_done,  # on_done
+            self._on_store,
+            self._on_fetch_done,
             self._open_large,
         )
         if coalesce:
@@ -915,7 +920,14 @@ class Proxy:
             self._release_lock(fetch)
 
     def _miss(
-        self, req: Request, conn: Connection, zone: ZoneRuntime, host: str, key: str, coalesce: bool
+        self,
+        req: Request,
+        conn: Connection,
+        zone: ZoneRuntime,
+        host: str,
+        key: str,
+        headers: dict[str, str],
+        sent: str | None,
     ) -> Awaitable[None] | Pending | None:
         """A miss with nothing stored and no Range. Joining a fill in flight is ``_fill``'s job;
         a fetch of its own is answered from the fetch's callbacks (``Fetch.follow``) when the
@@ -923,8 +935,11 @@ class Proxy:
         future. If a read leaves the body unfinished, the answer streams on in a task from there.
         With worker processes, a miss that would start a fetch takes the key's fill lock first, or
         waits for another process's fill (``_wait_elsewhere``, decision 0021), unless this process
-        already waits for as many other keys as it may (``FILL_WAIT_KEYS``): then it fetches."""
+        already waits for as many other keys as it may (``FILL_WAIT_KEYS``): then it fetches.
+        ``headers``: ``req.headers``; ``sent``: the target the key was made with, if it was made
+        (``_lookup_in``)."""
         lock = 0
+        coalesce = "authorization" not in headers
         if coalesce:
             until = self._hit_for_miss.get(key)
             if until is not None and until > time.monotonic():
@@ -943,7 +958,7 @@ class Proxy:
                     lock = token
                 elif may_wait:
                     return self._wait_elsewhere(req, conn, zone, host, key, token)
-        fetch = self._start_fetch(zone, host, key, req, None, coalesce, None, lock)
+        fetch = self._start_fetch(zone, host, key, req, None, coalesce, None, lock, sent)
         reader = fetch.join()
         if fetch.done:
             # It failed as it was sent (nothing to wait for): answered now.
@@ -953,7 +968,7 @@ class Proxy:
             fetch.relay_interim(partial(_write_interim, req, conn))
         # A partial, not a lambda: a closure would make a cell of each name it reads, on every
         # miss, and put a Python frame between the fetch's callback and the answer.
-        fetch.follow(partial(self._answer_fill, req, conn, fetch, reader))
+        fetch.follow(partial(self._on_answer_fill, req, conn, fetch, reader))
         return PENDING
 
     def _answer_fill(self, req: Request, conn: Connection, fetch: Fetch, reader: Reader) -> None:
@@ -980,7 +995,27 @@ class Proxy:
                     pending, keep, chunked = started
                     self._relay_end(conn, fetch, reader, pending, keep, chunked, length, 0)
                 return
-            self._relay_whole(req, conn, fetch, reader, fields, length)
+            # The same bytes as ``_relay_start`` and ``_relay_end`` in one step, here rather than in
+            # a method of its own (a frame less per miss): head and body in one write.
+            keep = req.keep_alive
+            connection = b"" if keep and req.http_version == "1.1" else _connection_field(req)
+            chunks = fetch.available(reader)
+            sent = sum(map(len, chunks))
+            self.stats.bytes_sent += sent
+            if fetch.error is not None or sent != length:
+                conn.abort()
+                return
+            head = b"".join(
+                (STATUS_LINES[status], fetch.head_bytes, fields, b"Content-Length: %d\r\n" % length,
+                 connection, b"\r\n")
+            )  # fmt: skip
+            # As ``_flush``: one piece when small; else the head as one piece (the access log's
+            # capture reads it from the first buffer written) and the body without a copy.
+            if len(head) + sent <= 65536:
+                conn.write(head + chunks[0] if len(chunks) == 1 else b"".join([head, *chunks]))
+            else:
+                conn.writelines([head, *chunks])
+            conn.finish(keep)
         except Exception as exc:
             conn.fail(exc)
         finally:
@@ -1293,32 +1328,6 @@ class Proxy:
         if chunked:
             pending.append(b"0\r\n\r\n")
         _flush(conn, pending)
-        conn.finish(keep)
-
-    def _relay_whole(
-        self, req: Request, conn: Connection, fetch: Fetch, reader: Reader, fields: bytes, length: int
-    ) -> None:
-        """``_relay_start`` and ``_relay_end`` in one step for an ended fetch with a Content-Length
-        and a body to send (a small object's miss, answered from the origin connection's
-        callbacks): the same bytes, head and body in one write, with two Python calls fewer."""
-        keep = req.keep_alive
-        connection = b"" if keep and req.http_version == "1.1" else _connection_field(req)
-        chunks = fetch.available(reader)
-        sent = sum(map(len, chunks))
-        self.stats.bytes_sent += sent
-        if fetch.error is not None or sent != length:
-            conn.abort()
-            return
-        head = b"".join(
-            (STATUS_LINES[fetch.status], fetch.head_bytes, fields, b"Content-Length: %d\r\n" % length,
-             connection, b"\r\n")
-        )  # fmt: skip
-        # As ``_flush``: one piece when small; else the head as one piece (the access log's capture
-        # reads it from the first buffer written) and the body without a copy.
-        if len(head) + sent <= 65536:
-            conn.write(head + chunks[0] if len(chunks) == 1 else b"".join([head, *chunks]))
-        else:
-            conn.writelines([head, *chunks])
         conn.finish(keep)
 
     def _origin_failure(self, req: Request, conn: Connection, error: OriginError) -> None:

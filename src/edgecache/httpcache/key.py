@@ -208,6 +208,30 @@ def primary_key(scheme: str, host: str, target: str, opts: KeyOptions) -> str:
     return key + "?" + (_sort_query(query) if opts.query == "sort" else query)
 
 
+def key_and_target(host: str, target: str, opts: KeyOptions) -> tuple[str, str]:
+    """``(primary_key("http", host, target, opts), origin_target(target))`` for an origin-form
+    ``target``, with its path normalised once: a miss needs both, the key to look up and file the
+    fill, the target to send, and they must name the same path (decision 0012, rule 4).
+
+    One call where there were five (the two functions, a ``normalise_path`` each and
+    ``normalise_host``): the common path, with no "%" and no "/.", is already normal, and the
+    host's memo is asked directly.
+    """
+    h = target.find("#")
+    if h >= 0:
+        target = target[:h]
+    path, sep, query = target.partition("?")
+    if "%" in path or "/." in path or path[:1] != "/":
+        path = normalise_path(path)
+    # normalise_host, without its frame.
+    host = _normalise_host_memo("http", host) if len(host) <= _MAX_MEMO_LEN else _normalise_host("http", host)
+    key = "http://" + host + path
+    sent = path + sep + query
+    if not query or opts.query == "ignore":
+        return key, sent
+    return key + "?" + (_sort_query(query) if opts.query == "sort" else query), sent
+
+
 def url_key(url: str, opts: KeyOptions) -> str:
     """The primary key for an absolute URL given in a purge request; without a scheme, http is assumed.
 
