@@ -390,3 +390,46 @@ def test_an_error_swallowed_on_postgresql_fails_only_its_operation(postgres_url:
     finally:
         writer.close()
         engine.dispose()
+
+
+class _Raising:
+    """A taker whose outcome handler raises (a closed event loop, a failed give-back)."""
+
+    def __init__(self) -> None:
+        self.told = threading.Event()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return True
+
+    def set_result(self, result: object) -> None:
+        self.told.set()
+        raise RuntimeError("Event loop is closed")
+
+    def set_exception(self, exception: BaseException) -> None:
+        self.told.set()
+        raise RuntimeError("Event loop is closed")
+
+
+def test_a_taker_that_raises_does_not_stop_the_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A taker's error is logged, as a future logs its callbacks' errors: the writer thread goes on,
+    the operations grouped with it are told, and later operations are written."""
+    engine = open_database(sqlite_url(tmp_path))
+    writer = GroupWriter(engine, name="test-writer")
+    gate = threading.Event()
+    try:
+        held = writer.submit(lambda conn: gate.wait(10))
+        raising = _Raising()
+        writer.hand(lambda conn: 1, raising)
+        after = writer.submit(lambda conn: 2)
+        gate.set()
+        assert held.result(10) is True
+        assert raising.told.wait(10)
+        assert after.result(10) == 2, "an operation grouped after the raising taker was not told"
+        assert writer.call(lambda conn: 42) == 42, "the writer stopped after a taker raised"
+        assert "outcome failed" in caplog.text
+    finally:
+        gate.set()
+        writer.close()
+        engine.dispose()

@@ -248,14 +248,17 @@ class _Write:
 
     def set_exception(self, exception: BaseException) -> None:
         # What was charged goes back, by the writer thread as the outcome is known: a caller that
-        # went away meanwhile cannot leave a charge behind.
-        if self.give_back is not None:
-            self.give_back()
-        if self.taken:
-            self.service._return_acks(self.taken)
-        if self.refund is not None:
-            self.refund()
-        self._settled(exception)
+        # went away meanwhile cannot leave a charge behind. The caller hears the outcome even when
+        # a give-back fails.
+        try:
+            if self.give_back is not None:
+                self.give_back()
+            if self.taken:
+                self.service._return_acks(self.taken)
+            if self.refund is not None:
+                self.refund()
+        finally:
+            self._settled(exception)
 
     def _settled(self, outcome: Purge | BaseException) -> None:
         # One wake-up of the loop both puts the purge in effect and resumes the caller (through

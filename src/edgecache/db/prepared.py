@@ -68,7 +68,7 @@ class Prepared:
             for name, bind in compiled.binds.items():
                 process = (
                     sqlite_utc_text
-                    if dialect.name == "sqlite" and isinstance(bind.type, UTCDateTime)
+                    if dialect.name == "sqlite" and type(bind.type) is UTCDateTime
                     else bind.type.dialect_impl(dialect).bind_processor(dialect)
                 )
                 if process is not None:

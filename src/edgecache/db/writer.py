@@ -204,14 +204,11 @@ class GroupWriter:
             log.exception("group commit of %d operations failed", len(group))
             self._release()
             for _op, fut, _atomic in group:
-                fut.set_exception(exc)
+                _tell(fut, False, exc)
             return
         self.commits += committed
         for (_op, fut, _atomic), (ok, value) in zip(group, outcomes, strict=True):
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+            _tell(fut, ok, value)
 
     def _release(self) -> None:
         conn, self._conn = self._conn, None
@@ -220,6 +217,20 @@ class GroupWriter:
                 conn.close()
             except Exception:
                 log.exception("returning the writer's connection failed")
+
+
+def _tell(taker: Taker[Any], ok: bool, value: Any) -> None:
+    """Give an operation its outcome. A taker that raises is logged and the writer goes on, as a
+    future logs its callbacks' errors: else one taker's error (a closed event loop, a failed
+    give-back) would end the writer thread, the group's other takers never told and every later
+    operation left waiting."""
+    try:
+        if ok:
+            taker.set_result(value)
+        else:
+            taker.set_exception(value)
+    except Exception:
+        log.exception("telling an operation of the ledger writer its outcome failed")
 
 
 def _run_one(conn: Connection, op: Callable[[Connection], Any], atomic: bool) -> tuple[bool, Any]:
