@@ -292,6 +292,7 @@ class MemoryTier:
             _TagShards,
             _TAG_SHARD_AT,
             _HOST_START,
+            VARIANT_SEP,
         )
         """The indexes' bookkeeping of a put and a removal, in C, over the containers above."""
         self.on_evict: Callable[[Entry], None] | None = None
