@@ -115,7 +115,8 @@ def test_the_tier_dropping_a_tag_dict_during_a_put_does_not_crash() -> None:
         memory._TAG_SHARD_AT = 2
         tier = memory.MemoryTier(1 << 30)
         tier.put(make("http://h/0", tuple(f"t{i}" for i in range(100))))
-        tier.put(make("http://h/1", ("t0",) + tuple(f"u{i}" for i in range(100))))
+        tier.put(make("http://h/1", ("t0",)))
+        tier.put(make("http://h/2", ("t0",) + tuple(f"u{i}" for i in range(100))))
         print("ok")
         """
     )
