@@ -356,6 +356,7 @@ class MemoryTier:
         # Linked before evicting, so that evicting a sibling variant does not take the Vary names,
         # and appended after, so that the hand cannot choose it.
         self._links.link(entry)
+        # Counted once linked: a link refused for its fields' types (not exact str) changed nothing.
         self._used += size
         while self._used > self._budget:
             self._evict()
