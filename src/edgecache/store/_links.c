@@ -11,8 +11,13 @@
  * shards (``_TagShards``).
  *
  * No object here can be part of a reference cycle (the containers hold strings, counts and entries,
- * never a Links), so the type is not a collector's object; the containers it fills are untracked
- * as store/untracked.py requires.
+ * never a Links), so the type is not a collector's object. The containers it fills are untracked as
+ * store/untracked.py requires, except the zone and tag dicts (zone -> dict): they are as few as the
+ * zones, so the collector's walk of them is small, and they were tracked in the Python as well.
+ *
+ * Keys, zones and tags must be exact str (``fields``): then no dict or set step below runs Python
+ * (no user ``__hash__`` or ``__eq__``), so a container borrowed here cannot change under it except
+ * through the calls back into Python named above, around which the C holds references.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,6 +36,7 @@ typedef struct {
     PyObject *shards;         /* the _TagShards class */
     Py_ssize_t shard_at;
     Py_ssize_t host_start;
+    Py_UCS4 variant_sep;      /* entry.VARIANT_SEP */
 } Links;
 
 static PyObject *s_key, *s_zone, *s_tags, *s_load, *s_len, *s_expand, *s_add, *s_remove, *s_pop;
@@ -64,36 +70,40 @@ bisect_right(PyObject *list, PyObject *x, Py_ssize_t *at)
     return 0;
 }
 
-/* counts[name] += delta, the slot dropped at zero; returns the count before, or -1 on error. */
-static Py_ssize_t
-count(PyObject *counts, PyObject *name, Py_ssize_t delta)
+/* counts[name] += delta, the slot dropped at zero, the count before in *before; -1 on error. A
+ * decrement of a missing slot is a KeyError, as ``counts[name] -= 1`` was in the Python, and a count
+ * that would go below zero an error too: either means the index lost track, and storing it would
+ * only move the failure to a later put. */
+static int
+count(PyObject *counts, PyObject *name, Py_ssize_t delta, Py_ssize_t *before)
 {
     PyObject *n = PyDict_GetItemWithError(counts, name);
-    Py_ssize_t before = 0;
+    *before = 0;
     if (n != NULL) {
-        before = PyLong_AsSsize_t(n);
-        if (before == -1 && PyErr_Occurred()) {
+        *before = PyLong_AsSsize_t(n);
+        if (*before == -1 && PyErr_Occurred()) {
             return -1;
         }
     } else if (PyErr_Occurred()) {
         return -1;
+    } else if (delta < 0) {
+        PyErr_SetObject(PyExc_KeyError, name);
+        return -1;
     }
-    if (before + delta == 0) {
-        return PyDict_DelItem(counts, name) < 0 ? -1 : before;
+    if (*before + delta < 0) {
+        PyErr_Format(PyExc_ValueError, "the count of %R would go below zero", name);
+        return -1;
     }
-    PyObject *after = PyLong_FromSsize_t(before + delta);
+    if (*before + delta == 0) {
+        return PyDict_DelItem(counts, name);
+    }
+    PyObject *after = PyLong_FromSsize_t(*before + delta);
     if (after == NULL) {
         return -1;
     }
     int r = PyDict_SetItem(counts, name, after);
     Py_DECREF(after);
-    return r < 0 ? -1 : before;
-}
-
-static PyObject *
-call_one(PyObject *obj, PyObject *method, PyObject *arg)
-{
-    return PyObject_CallMethodOneArg(obj, method, arg);
+    return r;
 }
 
 /* The key index's add: SortedList.add's common case, inline (_UntrackedKeys.add says what it reads). */
@@ -102,7 +112,7 @@ keys_add(Links *self, PyObject *key)
 {
     Py_ssize_t n = PyList_GET_SIZE(self->maxes);
     if (n == 0) {
-        PyObject *r = call_one(self->keys, s_add, key);
+        PyObject *r = PyObject_CallMethodOneArg(self->keys, s_add, key);
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
     }
@@ -142,7 +152,7 @@ keys_add(Links *self, PyObject *key)
         if (at == NULL) {
             return -1;
         }
-        PyObject *r = call_one(self->keys, s_expand, at);
+        PyObject *r = PyObject_CallMethodOneArg(self->keys, s_expand, at);
         Py_DECREF(at);
         if (r == NULL) {
             return -1;
@@ -183,9 +193,9 @@ host_range(Links *self, PyObject *key)
 
 /* The primary key of a key with a variant part (new reference), Py_None without one (borrowed). */
 static PyObject *
-primary_of(PyObject *key)
+primary_of(Links *self, PyObject *key)
 {
-    Py_ssize_t sep = PyUnicode_FindChar(key, 0, 0, PyUnicode_GET_LENGTH(key), 1);
+    Py_ssize_t sep = PyUnicode_FindChar(key, self->variant_sep, 0, PyUnicode_GET_LENGTH(key), 1);
     if (sep == -2) {
         return NULL;
     }
@@ -195,10 +205,15 @@ primary_of(PyObject *key)
     return PyUnicode_Substring(key, 0, sep);
 }
 
-/* Zone, key and tags of an entry (new references). */
+/* Zone, key and tags of an entry (new references), checked before any change: a wrong type then
+ * fails with the tier untouched, and an exact str runs no Python when hashed or compared. */
 static int
-fields(PyObject *entry, PyObject **key, PyObject **zone, PyObject **tags)
+fields(Links *self, PyObject *entry, PyObject **key, PyObject **zone, PyObject **tags)
 {
+    if (self->entries == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Links.__init__ was not called");
+        return -1;
+    }
     *key = PyObject_GetAttr(entry, s_key);
     *zone = *key == NULL ? NULL : PyObject_GetAttr(entry, s_zone);
     *tags = *zone == NULL ? NULL : PyObject_GetAttr(entry, s_tags);
@@ -207,8 +222,12 @@ fields(PyObject *entry, PyObject **key, PyObject **zone, PyObject **tags)
         Py_XDECREF(*zone);
         return -1;
     }
-    if (!PyUnicode_Check(*key) || !PyTuple_Check(*tags)) {
-        PyErr_SetString(PyExc_TypeError, "an entry's key is a str and its tags a tuple");
+    int ok = PyUnicode_CheckExact(*key) && PyUnicode_CheckExact(*zone) && PyTuple_Check(*tags);
+    for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(*tags); i++) {
+        ok = PyUnicode_CheckExact(PyTuple_GET_ITEM(*tags, i));
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "an entry's key and zone are a str and its tags a tuple of str");
         Py_DECREF(*key);
         Py_DECREF(*zone);
         Py_DECREF(*tags);
@@ -234,6 +253,7 @@ dict_at(PyObject *d, PyObject *name)
     return r < 0 ? NULL : inner;
 }
 
+/* The caller holds a reference to by_tag: the calls into Python here could drop the tier's. */
 static int
 link_tag(Links *self, PyObject *by_tag, PyObject *tag, PyObject *key)
 {
@@ -256,7 +276,9 @@ link_tag(Links *self, PyObject *by_tag, PyObject *tag, PyObject *key)
         return 0;
     }
     if (!PySet_CheckExact(keys)) {
-        PyObject *r = call_one(keys, s_add, key);
+        Py_INCREF(keys);
+        PyObject *r = PyObject_CallMethodOneArg(keys, s_add, key);
+        Py_DECREF(keys);
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
     }
@@ -264,7 +286,9 @@ link_tag(Links *self, PyObject *by_tag, PyObject *tag, PyObject *key)
         return -1;
     }
     if (PySet_GET_SIZE(keys) >= self->shard_at) {
+        Py_INCREF(keys);
         PyObject *sharded = PyObject_CallOneArg(self->shards, keys);
+        Py_DECREF(keys);
         if (sharded == NULL) {
             return -1;
         }
@@ -280,10 +304,11 @@ static PyObject *
 links_link(Links *self, PyObject *entry)
 {
     PyObject *key, *zone, *tags;
-    if (fields(entry, &key, &zone, &tags) < 0) {
+    if (fields(self, entry, &key, &zone, &tags) < 0) {
         return NULL;
     }
-    PyObject *primary = NULL, *r = NULL;
+    PyObject *primary = NULL, *range = NULL, *result = NULL;
+    Py_ssize_t before;
     untrack(entry);
     if (PyDict_SetItem(self->entries, key, entry) < 0) {
         goto done;
@@ -292,45 +317,43 @@ links_link(Links *self, PyObject *entry)
     if (keys_add(self, key) < 0) {
         goto done;
     }
-    primary = primary_of(key);
-    if (primary == NULL || (primary != Py_None && count(self->with_variants, primary, 1) < 0)) {
+    primary = primary_of(self, key);
+    if (primary == NULL || (primary != Py_None && count(self->with_variants, primary, 1, &before) < 0)) {
         goto done;
     }
     PyObject *ranges = dict_at(self->zones, zone);
-    r = ranges == NULL ? NULL : host_range(self, key);
-    if (r == NULL) {
-        goto done;
-    }
-    Py_ssize_t before = count(ranges, r, 1);
-    if (before < 0 || (before == 0 && count(self->zones_of_range, r, 1) < 0)) {
-        Py_CLEAR(r);
+    range = ranges == NULL ? NULL : host_range(self, key);
+    if (range == NULL || count(ranges, range, 1, &before) < 0
+        || (before == 0 && count(self->zones_of_range, range, 1, &before) < 0)) {
         goto done;
     }
     Py_ssize_t ntags = PyTuple_GET_SIZE(tags);
     if (ntags) {
         PyObject *by_tag = dict_at(self->tags, zone);
         if (by_tag == NULL) {
-            Py_CLEAR(r);
             goto done;
         }
-        for (Py_ssize_t i = 0; i < ntags; i++) {
-            if (link_tag(self, by_tag, PyTuple_GET_ITEM(tags, i), key) < 0) {
-                Py_CLEAR(r);
-                goto done;
-            }
+        Py_INCREF(by_tag);
+        int ok = 0;
+        for (Py_ssize_t i = 0; i < ntags && ok == 0; i++) {
+            ok = link_tag(self, by_tag, PyTuple_GET_ITEM(tags, i), key);
+        }
+        Py_DECREF(by_tag);
+        if (ok < 0) {
+            goto done;
         }
     }
-    Py_DECREF(r);
-    r = Py_None;
-    Py_INCREF(r);
+    result = Py_None;
+    Py_INCREF(result);
 done:
+    Py_XDECREF(range);
     if (primary != Py_None) {
         Py_XDECREF(primary);
     }
     Py_DECREF(key);
     Py_DECREF(zone);
     Py_DECREF(tags);
-    return r;
+    return result;
 }
 
 static int
@@ -355,7 +378,7 @@ unlink_tag(PyObject *by_tag, PyObject *tag, PyObject *key)
         }
         left = found == 1 ? PySet_GET_SIZE(keys) : -1;
     } else {
-        PyObject *r = call_one(keys, s_remove, key);
+        PyObject *r = PyObject_CallMethodOneArg(keys, s_remove, key);
         Py_XDECREF(r);
         left = r == NULL ? -1 : PyObject_Length(keys);
     }
@@ -373,20 +396,21 @@ static PyObject *
 links_unlink(Links *self, PyObject *entry)
 {
     PyObject *key, *zone, *tags;
-    if (fields(entry, &key, &zone, &tags) < 0) {
+    if (fields(self, entry, &key, &zone, &tags) < 0) {
         return NULL;
     }
-    PyObject *primary = NULL, *r = NULL, *done_ok = NULL;
+    PyObject *primary = NULL, *range = NULL, *result = NULL;
+    Py_ssize_t before;
     if (PyDict_DelItem(self->entries, key) < 0) {
         goto done;
     }
-    PyObject *gone = call_one(self->keys, s_remove, key);
+    PyObject *gone = PyObject_CallMethodOneArg(self->keys, s_remove, key);
     if (gone == NULL) {
         goto done;
     }
     Py_DECREF(gone);
-    primary = primary_of(key);
-    if (primary == NULL || (primary != Py_None && count(self->with_variants, primary, -1) < 0)) {
+    primary = primary_of(self, key);
+    if (primary == NULL || (primary != Py_None && count(self->with_variants, primary, -1, &before) < 0)) {
         goto done;
     }
     PyObject *ranges = PyDict_GetItemWithError(self->zones, zone);
@@ -396,19 +420,18 @@ links_unlink(Links *self, PyObject *entry)
         }
         goto done;
     }
-    r = host_range(self, key);
-    if (r == NULL) {
+    range = host_range(self, key);
+    if (range == NULL) {
         goto done;
     }
-    Py_ssize_t before = count(ranges, r, -1);
-    if (before < 0) {
+    if (count(ranges, range, -1, &before) < 0) {
         goto done;
     }
     if (before == 1) {
         if (PyDict_GET_SIZE(ranges) == 0 && PyDict_DelItem(self->zones, zone) < 0) {
             goto done;
         }
-        if (count(self->zones_of_range, r, -1) < 0) {
+        if (count(self->zones_of_range, range, -1, &before) < 0) {
             goto done;
         }
     }
@@ -434,17 +457,17 @@ links_unlink(Links *self, PyObject *entry)
             goto done;
         }
     }
-    done_ok = Py_None;
-    Py_INCREF(done_ok);
+    result = Py_None;
+    Py_INCREF(result);
 done:
-    Py_XDECREF(r);
+    Py_XDECREF(range);
     if (primary != Py_None) {
         Py_XDECREF(primary);
     }
     Py_DECREF(key);
     Py_DECREF(zone);
     Py_DECREF(tags);
-    return done_ok;
+    return result;
 }
 
 static int
@@ -452,9 +475,10 @@ links_init(Links *self, PyObject *args, PyObject *Py_UNUSED(kwds))
 {
     PyObject *entries, *keys, *zones, *zones_of_range, *with_variants, *tags, *shards;
     Py_ssize_t shard_at, host_start;
-    if (!PyArg_ParseTuple(args, "O!OO!O!O!O!Onn:Links", &PyDict_Type, &entries, &keys, &PyDict_Type, &zones,
+    int variant_sep;
+    if (!PyArg_ParseTuple(args, "O!OO!O!O!O!OnnC:Links", &PyDict_Type, &entries, &keys, &PyDict_Type, &zones,
                           &PyDict_Type, &zones_of_range, &PyDict_Type, &with_variants, &PyDict_Type, &tags,
-                          &shards, &shard_at, &host_start)) {
+                          &shards, &shard_at, &host_start, &variant_sep)) {
         return -1;
     }
     PyObject *maxes = PyObject_GetAttrString(keys, "_maxes");
@@ -488,6 +512,7 @@ links_init(Links *self, PyObject *args, PyObject *Py_UNUSED(kwds))
     Py_XSETREF(self->shards, shards);
     self->shard_at = shard_at;
     self->host_start = host_start;
+    self->variant_sep = (Py_UCS4)variant_sep;
     return 0;
 }
 

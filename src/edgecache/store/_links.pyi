@@ -1,6 +1,9 @@
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from typing import TypeVar
 
 from edgecache.store.entry import Entry
+
+_T = TypeVar("_T")
 
 class Links:
     """The memory tier's index bookkeeping of a put and a removal, over the tier's containers."""
@@ -12,10 +15,11 @@ class Links:
         zones: dict[str, dict[str, int]],
         zones_of_range: dict[str, int],
         with_variants: dict[str, int],
-        tags: Mapping[str, Mapping[str, object]],
+        tags: dict[str, dict[str, _T]],
         shards: Callable[[set[str]], object],
         shard_at: int,
         host_start: int,
+        variant_sep: str,
         /,
     ) -> None: ...
     def link(self, entry: Entry, /) -> None:

@@ -292,6 +292,7 @@ class MemoryTier:
             _TagShards,
             _TAG_SHARD_AT,
             _HOST_START,
+            VARIANT_SEP,
         )
         """The indexes' bookkeeping of a put and a removal, in C, over the containers above."""
         self.on_evict: Callable[[Entry], None] | None = None
@@ -355,6 +356,7 @@ class MemoryTier:
         # Linked before evicting, so that evicting a sibling variant does not take the Vary names,
         # and appended after, so that the hand cannot choose it.
         self._links.link(entry)
+        # Counted once linked: a link refused for its fields' types (not exact str) changed nothing.
         self._used += size
         while self._used > self._budget:
             self._evict()
