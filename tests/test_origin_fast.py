@@ -164,12 +164,11 @@ def _common_responses() -> st.SearchStrategy[bytes]:
     return st.one_of(ordinary, _responses())
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(raw=_common_responses())
-def test_every_head_read_without_llhttp_is_one_llhttp_accepts_alike(raw: bytes) -> None:
+def _llhttp_accepts_alike(raw: bytes) -> bool:
+    """Whether ``response`` takes ``raw``; if it does, llhttp must accept its head alike."""
     taken = response(raw)
     if taken is None:
-        return
+        return False
     end, status, keep_alive, length, fill = taken
     llhttp = _Llhttp()
     parser = llhttp.parser = HttpResponseParser(llhttp)
@@ -192,6 +191,35 @@ def test_every_head_read_without_llhttp_is_one_llhttp_accepts_alike(raw: bytes) 
         assert llhttp.complete and llhttp.body == body
     else:
         assert not llhttp.complete
+    return True
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=_common_responses())
+def test_every_head_read_without_llhttp_is_one_llhttp_accepts_alike(raw: bytes) -> None:
+    _llhttp_accepts_alike(raw)
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\nX-A: v\r\n\r\nabcHTTP",
+        b"HTTP/1.1 404 N\r\nConnection: keep-alive\r\nContent-Length: 10\r\n\r\n0123456789\r\n",
+        b"HTTP/1.1 599 \r\nA:\r\ncontent-length:0\r\n\r\n",
+        NGINX + b"body",
+    ],
+)
+def test_every_one_byte_change_read_without_llhttp_is_accepted_alike(base: bytes) -> None:
+    """Every byte value set or inserted at every offset of a taken response, and every byte
+    deleted (the exhaustive part of the differential fuzz in decision 0024's addendum): whatever
+    ``response`` takes, llhttp accepts alike; and some of them are taken."""
+    taken = 0
+    for at in range(len(base) + 1):
+        taken += _llhttp_accepts_alike(base[:at] + base[at + 1 :])
+        for byte in range(256):
+            taken += _llhttp_accepts_alike(base[:at] + bytes([byte]) + base[at:])
+            taken += _llhttp_accepts_alike(base[:at] + bytes([byte]) + base[at + 1 :])
+    assert taken > len(base)
 
 
 def test_the_common_head_is_read_without_llhttp() -> None:
@@ -251,19 +279,27 @@ class _Transport(asyncio.Transport):
 
 
 class _Listener:
-    """Records what a response's listener is told, in order."""
+    """Records what a response's listener is told, in order; raises in ``raises`` (a method's name)
+    after recording, as a listener with a bug would, while ``armed``."""
 
-    def __init__(self, log: list[Any]) -> None:
+    def __init__(self, log: list[Any], raises: str | None) -> None:
         self.log = log
+        self.raises = raises
+        self.armed = False
+
+    def _told(self, method: str, entry: tuple[Any, ...]) -> None:
+        self.log.append(entry)
+        if self.armed and method == self.raises:
+            raise RuntimeError("boom")
 
     def origin_head(self, resp: OriginResponse) -> None:
-        self.log.append(("head", resp.status, resp.content_length, resp.fill, resp.headers))
+        self._told("origin_head", ("head", resp.status, resp.content_length, resp.fill, resp.headers))
 
     def origin_body(self, resp: OriginResponse, data: bytes) -> None:
-        self.log.append(("body", bytes(data)))
+        self._told("origin_body", ("body", bytes(data)))
 
     def origin_done(self, resp: OriginResponse) -> None:
-        self.log.append(("done",))
+        self._told("origin_done", ("done",))
 
     def origin_failed(self, resp: OriginResponse, error: OriginError) -> None:
         self.log.append(("failed", type(error).__name__, str(error)))
@@ -280,10 +316,16 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def _exchanges(
-    loop: asyncio.AbstractEventLoop, responses: list[bytes], cuts: list[int], method: str, listen: bool
+    loop: asyncio.AbstractEventLoop,
+    responses: list[bytes],
+    cuts: list[int],
+    method: str,
+    listen: bool,
+    raises: str | None = None,
 ) -> list[Any]:
     """What a connection tells of ``responses`` sent one after another while it stays reusable, the
-    bytes of each cut into reads at ``cuts``, the origin closing after the last."""
+    bytes of each cut into reads at ``cuts``, the origin closing after the last; a listener raises
+    in ``raises``."""
     log: list[Any] = []
     deadlines = Deadlines(loop, 60.0)
     conn = OriginConnection(
@@ -298,14 +340,19 @@ def _exchanges(
     for i, raw in enumerate(responses):
         if conn.closed or (i and conn.exchange is not None):
             break  # the pool sends on a connection only once it is reusable
-        resp = conn.send(b"GET / HTTP/1.1\r\n\r\n", method, None, listener=_Listener(log) if listen else None)
+        listener = _Listener(log, raises)
+        resp = conn.send(b"GET / HTTP/1.1\r\n\r\n", method, None, listener=listener if listen else None)
         # A transport never delivers an empty read.
         bounds = zip([0, *cuts], [*cuts, len(raw)], strict=True)
         reads = [read for read in (raw[a:b] for a, b in bounds) if read]
+        # Raising only in a read: the origin's EOF reaches the listener by the same code on both
+        # paths, and its exception leaves eof_received() (the event loop's to log).
+        listener.armed = True
         for read in reads:
             if conn.closed:
                 break
             conn.data_received(read)
+        listener.armed = False
         if not listen:
             error = resp._error
             log.append(("read", resp.status, resp.content_length, resp.fill, resp.complete))
@@ -318,12 +365,48 @@ def _exchanges(
     return log
 
 
+def _both(
+    loop: asyncio.AbstractEventLoop,
+    responses: list[bytes],
+    cuts: list[int],
+    method: str = "GET",
+    listen: bool = True,
+    raises: str | None = None,
+) -> list[Any]:
+    """What a connection tells of ``responses`` (see ``_exchanges``), asserted the same when a whole
+    head is read without llhttp as when llhttp parses every byte (``read_response`` replaced by one
+    that takes nothing)."""
+    fast = _exchanges(loop, responses, cuts, method, listen, raises)
+    real = origin_conn.read_response
+    origin_conn.read_response = lambda read: None
+    try:
+        slow = _exchanges(loop, responses, cuts, method, listen, raises)
+    finally:
+        origin_conn.read_response = real
+    assert fast == slow
+    return fast
+
+
+def _head_end(raw: bytes) -> int:
+    """Where the head of a generated response ends, or its length when it has no blank line."""
+    end = raw.find(b"\r\n\r\n")
+    return len(raw) if end < 0 else end + 2
+
+
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     responses=st.lists(_common_responses(), min_size=1, max_size=3),
     cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=3).map(sorted),
     method=st.sampled_from(["GET", "GET", "HEAD"]),
     listen=st.booleans(),
+    raises=st.sampled_from([None, None, None, "origin_head", "origin_body", "origin_done"]),
+    splice=st.one_of(
+        st.none(),
+        st.tuples(
+            st.integers(min_value=0, max_value=10**6),
+            _common_responses().filter(lambda raw: raw.startswith(b"HTTP/")),
+        ),
+    ),
 )
 def test_a_connection_tells_the_same_with_and_without_llhttp_for_the_head(
     loop: asyncio.AbstractEventLoop,
@@ -331,15 +414,75 @@ def test_a_connection_tells_the_same_with_and_without_llhttp_for_the_head(
     cuts: list[int],
     method: str,
     listen: bool,
+    raises: str | None,
+    splice: tuple[int, bytes] | None,
 ) -> None:
-    """Heads, bodies in pieces, the end, failures and their messages, reuse and closes: the same
-    when a whole head is read without llhttp as when llhttp parses every byte (``read_response``
-    replaced by one that takes nothing)."""
-    fast = _exchanges(loop, responses, cuts, method, listen)
-    real = origin_conn.read_response
-    origin_conn.read_response = lambda read: None
-    try:
-        slow = _exchanges(loop, responses, cuts, method, listen)
-    finally:
-        origin_conn.read_response = real
-    assert fast == slow
+    """Heads, bodies in pieces, the end, failures and their messages (a listener's exception's
+    too), reuse and closes: the same whether a whole head is read without llhttp or not. With
+    ``splice``, the first response is cut inside its head and the next read starts with a status
+    line: a read that is not the exchange's first must not be read as a head of its own."""
+    if splice is not None:
+        at, rest = splice
+        first = responses[0]
+        at = 1 + at % max(1, _head_end(first) - 1)
+        responses = [first[:at] + rest, *responses[1:]]
+        cuts = sorted({*cuts, at})
+    _both(loop, responses, cuts, method, listen, raises)
+
+
+def test_a_status_line_after_part_of_a_head_continues_that_head(loop: asyncio.AbstractEventLoop) -> None:
+    """A head with Transfer-Encoding cut inside a field's value, and a read that starts with a
+    status line and a Content-Length: llhttp reads it as the same head and refuses both framings;
+    the read is not taken as a head of its own (which would give a 200, a body of "EVIL!" and a
+    reusable connection)."""
+    first = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: "
+    second = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
+    assert response(second) is not None
+    log = _both(loop, [first + second], [len(first)])
+    assert log == [
+        ("read end",),
+        (
+            "failed",
+            "OriginInvalid",
+            "origin sent a malformed response: Content-Length can't be present with Transfer-Encoding",
+        ),
+        ("closed",),
+    ]
+
+
+def _fields_head(count: int, size: int) -> bytes:
+    """A 200 head of ``count`` fields of ``size`` bytes of name and value, then Content-Length: 4."""
+    lines = b"".join(b"X-%03d:%s\r\n" % (i, b"v" * (size - 5)) for i in range(count))
+    return b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 4\r\n\r\n"
+
+
+def test_a_head_over_max_head_is_refused_as_on_the_llhttp_path(loop: asyncio.AbstractEventLoop) -> None:
+    """63 fields of 1,100 bytes (~69 KB of names and values, over MAX_HEAD) in one read: not read
+    without llhttp, and the exchange fails as llhttp's path fails it (a 502)."""
+    raw = _fields_head(63, 1100) + b"body"
+    assert MAX_HEAD < 63 * 1100 and response(raw) is None
+    log = _both(loop, [raw], [])
+    assert log == [
+        (
+            "failed",
+            "OriginInvalid",
+            "origin sent a malformed response: response head over "
+            f"{origin_conn.MAX_FIELDS} fields or {MAX_HEAD} bytes",
+        ),
+        ("closed",),
+    ]
+
+
+def test_a_head_of_64_lines_is_read_without_llhttp_and_one_of_65_is_not(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """``response`` reads at most 64 lines (its stack's): 63 fields and Content-Length are taken,
+    64 and Content-Length left to llhttp, which reads them alike (under MAX_FIELDS)."""
+    taken = _fields_head(63, 20)
+    refused = _fields_head(64, 20)
+    assert response(taken + b"body") is not None
+    assert response(refused + b"body") is None
+    for raw in (taken, refused):
+        log = _both(loop, [raw + b"body"], [])
+        assert log[0][:3] == ("head", 200, 4)
+        assert log[1:] == [("body", b"body"), ("done",), ("reusable",), ("closed",)]

@@ -1,9 +1,10 @@
-/* An origin response's head, read from its raw bytes after llhttp has validated them (decision 0024).
+/* An origin response's head, read from its raw bytes (decision 0024 and its 2026-12-01 addendum).
 
 Why in C: a fill's head step (httptools' on_header per field, the fill's field pass, encode_head)
 made two strings and a tuple per field in Python; these functions read the same bytes once and make
-only what the miss path uses. llhttp has already accepted the head, so its shape is known: a status
-line, then lines "name:" OWS value CRLF (no obs-fold, no bare CR or LF, names are tokens), then CRLF.
+only what the miss path uses. fields() and scan() read a head llhttp has already accepted, so its
+shape is known: a status line, then lines "name:" OWS value CRLF (no obs-fold, no bare CR or LF,
+names are tokens), then CRLF. response() reads a head llhttp has not seen, and validates it itself.
 The value is what llhttp reports: leading SP/HTAB skipped, everything up to the CR kept. Any CR and
 LF bytes before a status line are skipped, as llhttp's start state skips them (before the first head
 and between an interim head and the next).
@@ -21,7 +22,15 @@ scan(buf, start) -> None | (end, nfields, field_bytes, content_length, chunked, 
     of 64 bytes or more, over MAX_FIELDS fields, found once the count passes it): the caller then
     runs the Python path over fields().
 Both raise ValueError when buf[start:] holds no complete head (a status line ending in LF, then lines
-ending in CRLF, each with a colon, up to an empty one); they check no more than that. */
+ending in CRLF, each with a colon, up to an empty one); they check no more than that.
+response(read) -> None | (end, status, keep_alive, content_length, fill): the exchange's first read
+    when it begins with a whole final head of a shape narrower than llhttp's (strict_head below),
+    read without llhttp (origin_conn's rule 9); fill is scan()'s last item. None for anything else,
+    which the caller then feeds to llhttp as before. Its checks must stay narrower than llhttp's, not
+    try to match them: a head it takes is never shown to llhttp, so one that llhttp would refuse or
+    read otherwise (another framing, another keep-alive) would reach a fill and the connection's reuse
+    unchecked, while one it leaves to llhttp costs only llhttp's parse. Narrow rules are ones whose
+    every head llhttp evidently accepts alike (tests/test_origin_fast.py holds each to its verdict). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -594,6 +603,9 @@ static int strict_head(const char *buf, Py_ssize_t len, struct line *lines, Py_s
             return 0;
         Py_ssize_t value_len = p - value;
         const char *nm = (const char *)name, *v = (const char *)value;
+        /* Upgrade is belt-and-braces: llhttp upgrades only on a 101 or with "Connection: upgrade",
+           both refused already. Transfer-Encoding changes the framing, and llhttp reads
+           Proxy-Connection as it reads Connection, which the keep-alive here does not follow. */
         if ((name_len == 7 && lower_eq(nm, 7, "upgrade")) ||
             (name_len == 16 && lower_eq(nm, 16, "proxy-connection")) ||
             (name_len == 17 && lower_eq(nm, 17, "transfer-encoding")))
@@ -674,7 +686,9 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "edgecache.edge._originhead",
-    .m_doc = "An origin response's head from its raw bytes (decision 0024).",
+    .m_doc = "An origin response's head from its raw bytes (decision 0024): fields() and scan() read a "
+             "head llhttp has accepted; response() reads and validates, by rules narrower than "
+             "llhttp's, a whole final head llhttp has not seen (origin_conn's rule 9).",
     .m_size = -1,
     .m_methods = methods,
 };

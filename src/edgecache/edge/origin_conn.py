@@ -450,6 +450,9 @@ class OriginConnection(asyncio.Protocol):
         whole = None
         if self._final:
             self._stamp = 0.0
+        # Only while no byte of this exchange's head is kept: a read that starts with a status line
+        # after part of a head (say one with Transfer-Encoding) continues that head; read alone it
+        # would frame a body the origin did not send (tests/test_origin_fast.py).
         elif not self._raw and resp.method != "HEAD" and (whole := read_response(data)) is not None:
             pass  # a whole final head in the exchange's first read (rule 9): nothing kept
         else:
@@ -477,17 +480,14 @@ class OriginConnection(asyncio.Protocol):
         except HttpParserError as exc:
             # A callback's _Stop arrives here too, wrapped by httptools (HttpParserCallbackError).
             cause = exc.__context__
-            if cause is not None and not isinstance(cause, _Stop):
-                # Our bug (a callback or a listener failed), not the origin's: say so, and fail the
-                # exchange all the same.
-                _log.error("origin response callback failed", exc_info=cause)
-            self._failed_read(resp, str(exc) or type(exc).__name__)
+            if cause is None or isinstance(cause, _Stop):
+                self._failed_read(resp, str(exc) or type(exc).__name__)
+            else:
+                self._callback_failed(resp, cause)
             return
         except Exception as exc:
-            # A listener failed in a read that llhttp did not parse (rule 9): the same bug, told
-            # and handled as above.
-            _log.error("origin response callback failed", exc_info=exc)
-            self._failed_read(resp, f"callback failed: {exc!r}")
+            # A listener failed in a read that llhttp did not parse (rule 9).
+            self._callback_failed(resp, exc)
             return
         listener = resp.listener
         # resp.ended, without the property's call.
@@ -506,6 +506,14 @@ class OriginConnection(asyncio.Protocol):
             self._paused = True
             assert self.transport is not None
             self.transport.pause_reading()
+
+    def _callback_failed(self, resp: OriginResponse, exc: BaseException) -> None:
+        """Our bug (a callback or a listener failed), not the origin's: say so, and fail the
+        exchange all the same. The message names the exception, whether llhttp parsed the read or
+        not (rule 9): httptools' own ("User callback error", "`on_body` callback error") names
+        neither the exception nor the path, and both paths must tell the same."""
+        _log.error("origin response callback failed", exc_info=exc)
+        self._failed_read(resp, f"callback failed: {exc!r}")
 
     def _failed_read(self, resp: OriginResponse, why: str) -> None:
         if self.closed:
