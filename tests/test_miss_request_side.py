@@ -5,9 +5,10 @@ the request's fields on without asking for them again (decision 0008, update 9).
 request heads are sent over loopback to a real node in front of an origin that records the bytes it
 receives: the key the fill is stored under and the request the origin got must be what the
 functions that define them say (``primary_key``, ``variant_suffix``, ``vary_suffix``,
-``origin_target``, ``forward_headers`` framed by ``encode_request``) for the fields as decision
-0012 reads them: names lower-cased, trailing whitespace dropped, repeats joined, the fields named
-in Connection removed.
+``forward_headers`` framed by ``encode_request``) for the fields as decision 0012 reads them:
+names lower-cased, trailing whitespace dropped, repeats joined, the fields named in Connection
+removed; and the target the origin got is the key's own path and query, whatever the zone's query
+option (what the cache keys on is what it asked the origin for).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from edgecache.edge.forwarding import forward_headers
 from edgecache.edge.origin import encode_request
 from edgecache.edge.zones import ZoneRuntime
 from edgecache.httpcache.headers import connection_options
-from edgecache.httpcache.key import origin_target, primary_key, variant_suffix, vary_suffix
+from edgecache.httpcache.key import primary_key, variant_suffix, vary_suffix
 
 T = TypeVar("T")
 
@@ -65,8 +66,8 @@ class Recorder(asyncio.Protocol):
 
 
 class Edge:
-    """A memory-only node in front of the recorder, on its own loop thread: a plain zone and one
-    keyed by device type and country."""
+    """A memory-only node in front of the recorder, on its own loop thread: a plain zone, one
+    keyed by device type and country, one that ignores the query and one that sorts it."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -93,6 +94,20 @@ class Edge:
                         hostnames=("v.example",),
                         origin=origin,
                         cache_key=CacheKeyOptions(device_type=True, country=True),
+                    ),
+                    Zone(
+                        id="3" * 32,
+                        name="i.example",
+                        hostnames=("i.example",),
+                        origin=origin,
+                        cache_key=CacheKeyOptions(query="ignore"),
+                    ),
+                    Zone(
+                        id="4" * 32,
+                        name="s.example",
+                        hostnames=("s.example",),
+                        origin=origin,
+                        cache_key=CacheKeyOptions(query="sort"),
                     ),
                 ),
             )
@@ -124,7 +139,7 @@ class Edge:
 
     def close(self) -> None:
         self.run(self.node.stop())
-        self.origin.close()
+        self.call(self.origin.close)  # on its loop: asyncio.Server is not thread-safe
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.tmp.cleanup()
@@ -147,7 +162,7 @@ _piece = st.sampled_from(
     ["a", "B", "/", "/./", "/../", "/.", "/..", "%2e", "%2E", "%2e%2E/", "%41", "%7e", "%2F", "%25",
      "%c3%a9", "%g1", "x.y", "~", ";", ":", "//"]
 )  # fmt: skip
-_query = st.sampled_from(["", "?", "?a=1", "?b=2&a=1", "?a=%2e&a=/../x", "?%41=%7e"])
+_query = st.sampled_from(["", "?", "?a=1", "?b=2&a=1", "?a=%2e&a=/../x", "?%41=%7e", "?z&b=1&a"])
 _value = st.text(alphabet="ab ,;=-q.0xyz", max_size=10)
 _names = [
     "accept-language",
@@ -166,12 +181,33 @@ _names = [
 _connection_values = ["", "keep-alive", "x-custom", "Accept-Language, keep-alive", "host", "via, cookie"]
 
 
+HOSTS = [
+    "example.com",
+    "EXAMPLE.com",
+    "example.com:80",
+    "example.com.",
+    "v.example",
+    "i.example",
+    "S.example",
+]
+
+
 @st.composite
 def request_heads(draw: st.DrawFn) -> tuple[str, str, list[tuple[str, str]]]:
     """(Host, target, the fields after Host as sent): paths with %-escapes, dot-segments and
     queries; repeated, odd-cased fields, the Vary-relevant ones among them, and Connection."""
     host = draw(
-        st.sampled_from(["example.com", "EXAMPLE.com", "example.com:80", "example.com.", "v.example"])
+        st.sampled_from(
+            [
+                "example.com",
+                "EXAMPLE.com",
+                "example.com:80",
+                "example.com.",
+                "v.example",
+                "i.example",
+                "S.example",
+            ]
+        )
     )
     target = "/" + "".join(draw(st.lists(_piece, max_size=8))) + draw(_query)
     fields = [
@@ -225,8 +261,8 @@ def test_a_miss_stores_under_and_forwards_the_request_the_key_names(
     assert b"\r\ncf-cache-status: miss\r\n" in answer.lower()
     assert len(edge.heads) == before + 1
     forwarded = forward_headers(headers, "127.0.0.1", zone, zone_host, drop=NOT_FORWARDED_TO_ORIGIN_ON_FILL)
-    assert edge.heads[-1] == encode_request(
-        "GET", origin_target(target), forwarded, b"", edge.origin_authority
-    )
+    # The key names what the origin was asked: its path and query after "http://" and the host.
+    asked = "/" + primary.split("/", 3)[3]
+    assert edge.heads[-1] == encode_request("GET", asked, forwarded, b"", edge.origin_authority)
     key = primary + variant_suffix(headers, opts, zone.trusted_from("127.0.0.1")) + vary_suffix(VARY, headers)
     assert edge.call(edge.node.store.variants, primary) == [key]

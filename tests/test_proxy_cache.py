@@ -216,8 +216,8 @@ def test_age_counts_the_origins_age(stack: Stack) -> None:
 
 
 def test_a_miss_shows_the_origins_age_and_its_own_status(stack: Stack) -> None:
-    """The usual miss's status fields are made inline in ``Proxy._answer_fill``: the origin's Age
-    is shown on the miss itself, as on the conditional and not-stored misses' path."""
+    """The usual miss's status fields (``Proxy._forwarded_fields``, from ``_answer_fill``) show the
+    origin's Age on the miss itself, and none when the origin sent none."""
     stack.origin.routes["/aged-miss"] = Route(headers={"Cache-Control": "max-age=600", "Age": "100"})
     _, headers, _ = stack.request("/aged-miss")
     assert headers["cf-cache-status"] == "MISS"

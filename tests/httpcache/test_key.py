@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 from edgecache.httpcache.key import (
     KeyOptions,
     device_type,
+    fill_target,
     host_and_path,
     key_and_target,
     normalise_accept_language,
+    normalise_host,
     origin_target,
     primary_key,
     split_key,
@@ -117,8 +119,29 @@ def test_key_and_target_is_the_key_and_the_origin_target_in_one_pass(host: str, 
     for target in ("/" + tail, "//" + tail, "/" + tail + "?", "/?" + tail):
         assert key_and_target(host, target, opts) == (
             primary_key("http", host, target, opts),
-            origin_target(target),
+            fill_target(target, opts),
         )
+
+
+@given(odd_hosts, raw_targets, query_modes)
+def test_a_fill_asks_the_origin_for_exactly_what_it_is_keyed_under(host: str, tail: str, mode: str) -> None:
+    """Whatever the query option, the target a fill sends is the key's own path and query: a query
+    the key ignores (or sorts) never reaches the origin as sent, so no client can choose by its
+    query what every other client of the key receives."""
+    opts = KeyOptions(query=mode)  # type: ignore[arg-type]
+    for target in ("/" + tail, "/" + tail + "?", "/?" + tail, "/p?" + tail):
+        asked = fill_target(target, opts)
+        assert primary_key("http", host, target, opts) == "http://" + normalise_host("http", host) + asked
+
+
+def test_a_fill_target_follows_the_query_option() -> None:
+    target = "/p?b=2&a=1&b=1"
+    assert fill_target(target, KeyOptions(query="include")) == "/p?b=2&a=1&b=1"
+    assert fill_target(target, KeyOptions(query="ignore")) == "/p"
+    assert fill_target(target, KeyOptions(query="sort")) == "/p?a=1&b=2&b=1"
+    assert fill_target("/x?", KeyOptions(query="include")) == "/x"
+    # A request the cache does not store is passed on as received.
+    assert origin_target(target) == target
 
 
 def test_fragment_is_dropped() -> None:

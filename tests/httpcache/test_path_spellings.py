@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgecache.httpcache.key import KeyOptions, normalise_path, origin_target, primary_key, url_key
+from edgecache.httpcache.key import KeyOptions, fill_target, normalise_path, primary_key, url_key
 from edgecache.purge.selectors import Prefix, Url, matches
 
 PLAIN = KeyOptions()
@@ -77,7 +77,7 @@ def test_a_prefix_covers_every_spelling_below_it(pair: tuple[str, str]) -> None:
 @given(spelled_paths(), st.sampled_from(["", "?a=1", "?a=/../b"]))
 def test_the_origin_is_asked_for_the_object_the_key_names(pair: tuple[str, str], query: str) -> None:
     normal, spelled = pair
-    sent = origin_target(spelled + query)
+    sent = fill_target(spelled + query, PLAIN)
     assert sent == normal + query
     assert primary_key("http", HOST, sent, PLAIN) == primary_key("http", HOST, spelled + query, PLAIN)
 

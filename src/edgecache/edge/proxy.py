@@ -57,7 +57,14 @@ from edgecache.edge.stats import EdgeStats
 from edgecache.edge.zones import BAD_HOST, NO_ZONE, ZoneRuntime, ZoneTable
 from edgecache.httpcache.conditional import evaluate_preconditions, if_range_allows
 from edgecache.httpcache.headers import connection_options, decode_head, encode_head, strip_hop_by_hop
-from edgecache.httpcache.key import key_and_target, origin_target, primary_key, variant_suffix, vary_suffix
+from edgecache.httpcache.key import (
+    fill_target,
+    key_and_target,
+    origin_target,
+    primary_key,
+    variant_suffix,
+    vary_suffix,
+)
 from edgecache.httpcache.ranges import (
     content_range,
     multipart_byteranges,
@@ -180,11 +187,11 @@ class Proxy:
         self._fetch_seqs: dict[int, int] = {}
         """stored_seq of every origin fetch in flight: the reclaimer may not compact past the oldest."""
         self._open_large = store.open_large if isinstance(store, TierChain) else None
+        """Where fills too large for memory are written (in chunks), when the tier has a disk."""
         # Bound once: every miss hands these to its fetch (a bound method made per miss else).
         self._on_store = self._store_entry
         self._on_fetch_done = self._fetch_done
         self._on_answer_fill = self._answer_fill
-        """Where fills too large for memory are written (in chunks), when the tier has a disk."""
         self.fill_locks: FillLocks | None = None
         """The node's fill locks, when its worker processes coalesce fills (:meth:`share_fills`)."""
         self._fill_lock_timeout = 0.0
@@ -773,7 +780,7 @@ class Proxy:
     ) -> Fetch:
         """Start an origin fetch; ``lock``: the fill lock it holds for the node's other processes,
         released when it ends, or as soon as its head shows it will not be stored; ``target``: what
-        ``origin_target`` gives for the request's target, when the caller has it (``key_and_target``)."""
+        ``fill_target`` gives for the request's target, when the caller has it (``key_and_target``)."""
         flight = key if ranged is None else _flight(key, req, ranged)
         # Positional, in the signature's order: keywords cost more, on every miss (decision 0008,
         # "Update 4").
@@ -784,7 +791,7 @@ class Proxy:
             flight,
             ranged,  # range_value
             "GET",  # method
-            zone.origin + (origin_target(req.target) if target is None else target),  # url
+            zone.origin + (fill_target(req.target, zone.key_options) if target is None else target),  # url
             req.headers,
             req.client_ip,
             self.index.position,  # stored_seq

@@ -115,13 +115,29 @@ def _remove_dot_segments(path: str) -> str:
 
 
 def origin_target(target: str) -> str:
-    """The origin-form target to send to the origin for an origin-form ``target``: the path exactly as
-    the key normalises it, the query as received (the zone's query option shapes the key only)."""
+    """The origin-form target a request the cache does not store (a pass-through method) sends for
+    an origin-form ``target``: the path exactly as the key normalises it, the query as received."""
     h = target.find("#")
     if h >= 0:
         target = target[:h]
     path, sep, query = target.partition("?")
     return normalise_path(path) + sep + query
+
+
+def fill_target(target: str, opts: KeyOptions) -> str:
+    """The origin-form target a fill sends for an origin-form ``target``: the key's path and query
+    exactly (the query dropped with ``ignore``, its parameters sorted with ``sort``, none when
+    empty). What is stored under a key must be what the origin answered for that key: were the
+    query sent as received while the key ignores it, the first client's query would choose what
+    every client of the key gets (decision 0012, rule 4)."""
+    h = target.find("#")
+    if h >= 0:
+        target = target[:h]
+    path, _sep, query = target.partition("?")
+    path = normalise_path(path)
+    if not query or opts.query == "ignore":
+        return path
+    return path + "?" + (_sort_query(query) if opts.query == "sort" else query)
 
 
 def normalise_host(scheme: str, host: str) -> str:
@@ -209,27 +225,29 @@ def primary_key(scheme: str, host: str, target: str, opts: KeyOptions) -> str:
 
 
 def key_and_target(host: str, target: str, opts: KeyOptions) -> tuple[str, str]:
-    """``(primary_key("http", host, target, opts), origin_target(target))`` for an origin-form
+    """``(primary_key("http", host, target, opts), fill_target(target, opts))`` for an origin-form
     ``target``, with its path normalised once: a miss needs both, the key to look up and file the
-    fill, the target to send, and they must name the same path (decision 0012, rule 4).
+    fill, the target to send, and they must name the same path and query (decision 0012, rule 4).
+    Any other form goes to the two functions (``primary_key`` takes an absolute form's authority).
 
     One call where there were five (the two functions, a ``normalise_path`` each and
     ``normalise_host``): the common path, with no "%" and no "/.", is already normal, and the
     host's memo is asked directly.
     """
+    if target[:1] != "/":
+        return primary_key("http", host, target, opts), fill_target(target, opts)
     h = target.find("#")
     if h >= 0:
         target = target[:h]
-    path, sep, query = target.partition("?")
-    if "%" in path or "/." in path or path[:1] != "/":
+    path, _sep, query = target.partition("?")
+    if "%" in path or "/." in path:
         path = normalise_path(path)
     # normalise_host, without its frame.
     host = _normalise_host_memo("http", host) if len(host) <= _MAX_MEMO_LEN else _normalise_host("http", host)
-    key = "http://" + host + path
-    sent = path + sep + query
     if not query or opts.query == "ignore":
-        return key, sent
-    return key + "?" + (_sort_query(query) if opts.query == "sort" else query), sent
+        return "http://" + host + path, path
+    sent = path + "?" + (_sort_query(query) if opts.query == "sort" else query)
+    return "http://" + host + sent, sent
 
 
 def url_key(url: str, opts: KeyOptions) -> str:
