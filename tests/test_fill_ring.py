@@ -16,11 +16,15 @@ import math
 import os
 import resource
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ from edgecache.edge.fillwriter import run
 from edgecache.store._fillring import Appender
 from edgecache.store.chain import TierChain
 from edgecache.store.chunked import ChunkedEntry
-from edgecache.store.disk import DiskStore
+from edgecache.store.disk import DiskStore, Fill
 from edgecache.store.disk_layout import (
     CACHE,
     ENTRY,
@@ -43,7 +47,9 @@ from edgecache.store.disk_layout import (
     VARY,
     decode_entry,
     encode_entry,
+    expiry_row,
     fill_fields,
+    host_of,
     key_bytes,
     with_reserve_expires,
 )
@@ -608,6 +614,41 @@ def _rows(store: DiskStore) -> dict[bytes, list[tuple[bytes, bytes]]]:
 ZONES = ("z", "y")
 
 
+def _put_each(store: DiskStore, txn: Any, fills: list[Fill], now: float, reclaimed: int) -> tuple[int, int]:
+    """``DiskStore._put_fills`` as plain per-record steps (``_insert`` and ``_place``, the host row
+    written every time, no cache of zones, rows or hosts): the oracle the run is compared with."""
+    writes = dropped = 0
+    for record, zone, key, kb, seq, tags, reserve, chunked in fills:
+        cdb = None if seq < reclaimed else store._zdb(txn, CACHE, zone, create=True)
+        if cdb is None:
+            dropped += 1
+            continue
+        host = host_of(key)
+        txn.put(b"host:" + host.encode(), zone.encode(), db=store._meta)
+        store._new_hosts[host] = zone
+        writes += 1
+        store._insert(txn, cdb, CACHE, zone, kb, record, seq, tags, chunked)
+        store._place(txn, cdb, kb)
+        if reserve and chunked is None:
+            rdb = store._zdb(txn, RESERVE, zone, create=True)
+            assert rdb is not None
+            expires = now + store._reserve_retention(zone)
+            store._insert(txn, rdb, RESERVE, zone, kb, with_reserve_expires(record, expires), seq, tags, None)
+            txn.put(expiry_row(expires, kb), b"", db=rdb)
+    return writes, dropped
+
+
+def _apply_each(store: DiskStore, ops: list[tuple[Any, ...]]) -> None:
+    """Apply the writer thread's changes each in a transaction of its own, a put written by
+    ``_put_each``."""
+    store._put_fills = partial(_put_each, store)  # type: ignore[method-assign]
+    try:
+        for op in ops:
+            store._apply([op])
+    finally:
+        del store._put_fills
+
+
 def _committed_keys(store: DiskStore) -> list[bytes]:
     """The stored bytes of every key a store holds a record or Vary row of, in either area."""
     return [
@@ -634,10 +675,12 @@ def test_a_ring_record_is_stored_as_the_writer_thread_stores_its_entry(
     fills: list[tuple[Entry, str, bool, int, tuple[str, ...] | None]],
 ) -> None:
     # The fill writer stores a ring record's bytes as they are (decision 0020's addendum
-    # ``fillchild``): every row, record and index, must be what the writer thread writes for the
-    # entry itself, replacements (a key filled again), reserve copies, drops, two zones and the
-    # Vary names that follow a fill (a run of fills split around each) included. And every key the
-    # fill writer commits is "maybe" in the node's key filter (``_announce``, before the commit).
+    # ``fillchild``): every row, record and index, must be what the writer thread's entry stores,
+    # each by the plain per-record steps in a transaction of its own (``_apply_each``: not the run's
+    # loop, which both sides would share), replacements (a key filled again), reserve copies,
+    # drops, two zones and the Vary names that follow a fill (a run of fills split around each)
+    # included. And every key the fill writer commits is "maybe" in the node's key filter
+    # (``_announce``, before the commit).
     at = tmp_path_factory.mktemp("stores")
     with contextlib.ExitStack() as closing:
         ring = FillRing.create(at / "r.ring", CAPACITY, appender=appender)
@@ -664,9 +707,11 @@ def test_a_ring_record_is_stored_as_the_writer_thread_stores_its_entry(
                 ops.append(("vary", key, names))
         records, _ = drain(reader, 0)
         child.write_fills(records)
-        thread._apply(ops)
+        _apply_each(thread, ops)
         assert _rows(child) == _rows(thread)
-        assert child.fill_counters() == thread.fill_counters()
+        # The fill counters (commits and evictions follow the transactions, not the fills).
+        fill_counts = itemgetter("writes", "dropped", "write_errors")
+        assert fill_counts(child.fill_counters()) == fill_counts(thread.fill_counters())
         absent = [kb for kb in _committed_keys(child) if not keys.may_hold(kb)]
         assert not absent, f"committed, but absent from the key filter: {absent}"
 
@@ -781,22 +826,31 @@ TRICKY_KEYS = ("https://a.test/", "https://a.test/x/", "https://a.testx/", "http
             st.integers(0, 2),
             st.sampled_from(ZONES),
             st.booleans(),
-            st.integers(0, 2),
+            # Mostly written (at or above the reclaimed position, 2), so that a run often replaces
+            # a key it wrote.
+            st.sampled_from((1, 2, 2, 3)),
+            # Vary names after the fill: they end the run.
+            st.booleans(),
         ),
         min_size=1,
         max_size=30,
-    )
+    ),
+    # Fills on disk before the run: the run replaces them.
+    st.lists(st.tuples(st.sampled_from(TRICKY_KEYS), st.integers(0, 2), st.sampled_from(ZONES)), max_size=4),
 )
-@example([("https://a.test/", 0, "z", False, 2), ("https://a.test/", 1, "y", False, 2)])
+@example([("https://a.test/", 0, "z", False, 2, False)] * 2, [])
+@example([("https://a.test/", 0, "z", False, 2, False), ("https://a.test/", 1, "y", False, 2, False)], [])
 def test_a_run_of_ring_fills_writes_what_each_fill_alone_writes(
     tmp_path_factory: pytest.TempPathFactory,
     appender: type[Appender | PyAppender],
-    fills: list[tuple[str, int, str, bool, int]],
+    fills: list[tuple[str, int, str, bool, int, bool]],
+    on_disk: list[tuple[str, int, str]],
 ) -> None:
     # A run of ring fills in one transaction (its index rows written per zone at once, its host
     # rows looked up once per host prefix, decision 0020's addendum ``childput``) stores every row
-    # that the same fills store each in a transaction of its own: replacements of a key in the
-    # run, reserve copies, hosts moving between zones and puts below the reclaimed position
+    # that the same fills store each in a transaction of its own by the plain per-record steps
+    # (``_apply_each``): replacements of a key in the run or on disk before it, reserve copies,
+    # Vary names between runs, hosts moving between zones and puts below the reclaimed position
     # included.
     at = tmp_path_factory.mktemp("runs")
     with contextlib.ExitStack() as closing:
@@ -811,19 +865,54 @@ def test_a_run_of_ring_fills_writes_what_each_fill_alone_writes(
                 store._meta_put(txn, b"reclaimed_upto", 2)
         reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
         closing.callback(reader.close)
+        before = [
+            ("put", Entry(zone, f"{prefix}{path}", 200, b"old", b"", ("t", "old"), 2, 0.0, 0.0, 60.0), True)
+            for prefix, path, zone in on_disk
+        ]
+        for store in (child, alone):
+            _apply_each(store, before)
         ops: list[tuple[Any, ...]] = []
-        for prefix, path, zone, reserve, seq in fills:
-            e = Entry(zone, f"{prefix}{path}", 200, b"h", b"body", ("t", f"u{path}"), seq, 0.0, 0.0, 60.0)
+        for prefix, path, zone, reserve, seq, vary in fills:
+            key = f"{prefix}{path}"
+            e = Entry(zone, key, 200, b"h", b"body", ("t", f"u{path}"), seq, 0.0, 0.0, 60.0)
             assert ring.append_entry(e, reserve) > 0
             ops.append(("put", e, reserve))
+            if vary:
+                assert ring.append_vary(key, ("accept",))
+                ops.append(("vary", key, ("accept",)))
         records, _ = drain(reader, 0)
         child.write_fills(records)
-        for op in ops:
-            alone._apply([op])
+        _apply_each(alone, ops)
         assert _rows(child) == _rows(alone)
         written, dropped = (child.counters().writes, child.counters().dropped)
         assert (written, dropped) == (alone.counters().writes, alone.counters().dropped)
-        assert written == sum(seq >= 2 for *_, seq in fills)
+        assert written == len(before) + sum(seq >= 2 for *_, seq, _ in fills)
+
+
+def test_without_isal_the_ring_checks_crcs_with_zlib(tmp_path: Path) -> None:
+    # isal is a speed-up, not a need: with its import failing, the node still imports (the CLI
+    # imports the disk tier, which imports the ring) and a fill writer reads the C appender's
+    # records, whose CRCs it checks with zlib's CRC-32.
+    script = """
+import os, sys, zlib
+sys.modules["isal"] = None
+import edgecache.cli
+from edgecache.store import fillring
+from edgecache.store._fillring import Appender
+from edgecache.store.disk_layout import fill_fields
+from edgecache.store.entry import Entry
+assert fillring.crc32 is zlib.crc32
+ring = fillring.FillRing.create(sys.argv[1], 1 << 16, appender=Appender)
+reader = fillring.FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+fill = Entry("z", "https://a.test/", 200, b"h", b"body", (), 1, 0.0, 0.0, 60.0)
+assert ring.append_entry(fill, False) > 0
+batch = reader.read(0, 1 << 20, 1 << 30)
+assert [fill_fields(r)[1] for r, _ in batch.records] == ["https://a.test/"]
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "r.ring")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
 
 
 @settings(max_examples=200, deadline=None)

@@ -1746,8 +1746,8 @@ class DiskStore:
         ``_commit`` to count once committed.
         The run, not each record, reads the clock and adds to the counters, looks up a zone's
         database and cursor and a tag's row prefix, and writes the new records' index rows (one
-        ``putmulti`` per zone, before anything that may read them: a replacement, a reserve copy,
-        the run's end); a new record is one put, without overwriting, through its zone's cursor."""
+        ``putmulti`` per zone, before anything that may read them: a replacement, the run's end);
+        a new record is one put, without overwriting, through its zone's cursor."""
         delta = self._delta
         stored_clock = self._meta_get(txn, b"clock")
         ticks = 0
@@ -1810,7 +1810,8 @@ class DiskStore:
                 stored_clock = self._meta_get(txn, b"clock")
             # A large object never enters the reserve (store/chunked.py): its chunks have one owner.
             if reserve and chunked is None:
-                _write_rows(zones)
+                # The pending index rows stay pending: a reserve copy reads and writes only the
+                # reserve's database (``_remove`` with ``keep_vary`` does not look at Vary names).
                 rdb = self._zdb(txn, RESERVE, zone, create=True)
                 if rdb is not None:
                     expires = now + self._reserve_retention(zone)
