@@ -278,8 +278,8 @@ class Proxy:
         """A GET or HEAD in the zone already chosen (by Host, or by an absolute-form authority)."""
         target = req.target
         method = req.method
-        # The target a fill sends, when the key was made here: its path is the key's, normalised
-        # once (``key_and_target``). A key from the memo leaves it to ``_start_fetch``.
+        # The target a fill sends, when the key was made here: the key's own path and query, the
+        # path normalised once (``key_and_target``). A key from the memo leaves it to ``_start_fetch``.
         sent = None
         if zone.has_variants:
             base, sent = key_and_target(host, target, zone.key_options)
@@ -943,8 +943,8 @@ class Proxy:
         With worker processes, a miss that would start a fetch takes the key's fill lock first, or
         waits for another process's fill (``_wait_elsewhere``, decision 0021), unless this process
         already waits for as many other keys as it may (``FILL_WAIT_KEYS``): then it fetches.
-        ``headers``: ``req.headers``; ``sent``: the target the key was made with, if it was made
-        (``_lookup_in``)."""
+        ``headers``: ``req.headers``, handed on (the property's call once a miss, not twice);
+        ``sent``: the key's path and query, when ``_lookup_in`` made the key."""
         lock = 0
         coalesce = "authorization" not in headers
         if coalesce:
