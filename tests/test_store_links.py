@@ -10,23 +10,9 @@ import textwrap
 import pytest
 
 from edgecache.store._links import Links
-from edgecache.store.entry import VARIANT_SEP, Entry
+from edgecache.store.entry import VARIANT_SEP
 from edgecache.store.memory import MemoryTier
-
-
-def make(key: str, zone: str = "z", tags: tuple[str, ...] = ()) -> Entry:
-    return Entry(
-        zone=zone,
-        key=key,
-        status=200,
-        head=b"",
-        body=b"x",
-        tags=tags,
-        stored_seq=0,
-        response_time=0.0,
-        initial_age=0.0,
-        freshness_lifetime=60.0,
-    )
+from test_store_memory import make
 
 
 def indexes(tier: MemoryTier) -> object:

@@ -622,8 +622,8 @@ class PurgeService:
 
 def new_job_id() -> str:
     """A new job id: a random (version 4) UUID's 32 hex digits, as ``uuid.uuid4().hex`` makes it,
-    without the ``UUID`` object's Python (a third of its cost, the rest being the random bytes'
-    system call; every purge makes one on the event loop)."""
+    without the ``UUID`` object's Python: every purge makes one on the event loop (its share is in
+    ``bench/purge_steps.py --instructions``'s loop count, not measured apart)."""
     raw = bytearray(os.urandom(16))
     raw[6] = raw[6] & 0x0F | 0x40
     raw[8] = raw[8] & 0x3F | 0x80

@@ -450,8 +450,6 @@ class FillRing:
                 break
             start += _REC_SIZE
             payload = mm[start : start + size]
-            # ISA-L's CRC-32: zlib's (the C appender's), in a sixth of the instructions (decision
-            # 0020's addendum ``childput``).
             if crc32(payload) != crc:
                 break
             append((payload, flags))
