@@ -85,7 +85,10 @@ def test_the_step_timer_names_the_task_that_held_the_loop(run: Any) -> None:
     timer, a, b = run(go())
     assert (a, b) == ("done", 50)  # results go through the timed steps unchanged
     name, cpu, wall = timer.longest
-    assert name.endswith("hog") and cpu >= 0.02
+    # The task's function, then the two awaits around the step: hog's first and second sleep.
+    first, second = (hog.__code__.co_firstlineno + n for n in (1, 3))
+    q = hog.__qualname__
+    assert name == f"{q} ({q}:{first} → {q}:{second})" and cpu >= 0.02
     assert timer.reset() == (name, cpu, wall) and timer.longest == ("", 0.0, 0.0)
 
 
@@ -114,4 +117,6 @@ def test_timed_tasks_still_raise_and_cancel(run: Any) -> None:
         return bad.exception(), slow.cancelled(), timer.longest[0]
 
     error, cancelled, name = run(go())
-    assert isinstance(error, ValueError) and cancelled and name.endswith(("fails", "waits", "go"))
+    assert (
+        isinstance(error, ValueError) and cancelled and name.split(" (")[0].endswith(("fails", "waits", "go"))
+    )

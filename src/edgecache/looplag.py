@@ -24,7 +24,9 @@ can read the file.
 
 What held the loop: ``StepTimer`` times each step of every task (one ``send`` into its coroutine,
 from one ``await`` that suspended to the next) and keeps the longest, named by the coroutine's
-function, so that a benchmark can say which task held the loop when the probe saw a stall.
+function and by where it resumed and where it suspended again (the innermost coroutine's function
+and line at each end), so that a benchmark can say which task held the loop when the probe saw a
+stall, and between which two awaits.
 """
 
 from __future__ import annotations
@@ -126,12 +128,14 @@ class StepTimer:
     factory before the tasks to watch are created. Each step costs four clock reads and a Python
     call more (+1.6 µs on uvloop over a bare step's 0.85 µs: docs/benchmarks.md): for benchmarks
     that run a node in process, not the node; it sits beside ``LoopLag``, whose windows it names.
-    Only task steps are timed: plain callbacks (``call_soon``, timers, protocols) are not."""
+    Only task steps are timed: plain callbacks (``call_soon``, timers, protocols) are not. Finding
+    where a step ended walks the task's chain of awaited coroutines (about a microsecond more)."""
 
     def __init__(self) -> None:
         self.longest: tuple[str, float, float] = ("", 0.0, 0.0)
         """(name, loop-thread CPU seconds, wall seconds) of the step with the most CPU since the
-        start (or ``reset``)."""
+        start (or ``reset``); the name is the task's function, then where the step resumed and
+        where it suspended, e.g. ``Reclaimer._run (Reclaimer._pause:270 → Reclaimer.compact:391)``."""
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Time the steps of every task created on ``loop`` from now on."""
@@ -147,34 +151,59 @@ class StepTimer:
         self.longest = ("", 0.0, 0.0)
         return ended
 
-    def _took(self, name: str, cpu: float, wall: float) -> None:
-        if cpu > self.longest[1]:
-            self.longest = (name, cpu, wall)
+
+_ASYNCIO = os.path.dirname(asyncio.__file__)
+
+
+def _where(coro: Any) -> str:
+    """Where a suspended coroutine waits: the function and line of the innermost coroutine in the
+    chain it awaits, asyncio's own (``sleep``'s) left out; "start" before its first step, "end" after
+    its last."""
+    frame = None
+    while coro is not None:
+        inner = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if inner is None or inner.f_code.co_filename.startswith(_ASYNCIO):
+            break
+        frame = inner
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    if frame is None:
+        return "end"
+    if frame.f_lasti < 0:
+        return "start"
+    return f"{frame.f_code.co_qualname}:{frame.f_lineno}"
 
 
 class _Timed(Coroutine[Any, Any, Any]):
     """A coroutine that times each step of the one it wraps (what a task runs in one callback)."""
 
-    __slots__ = ("_coro", "_name", "_timer")
+    __slots__ = ("_at", "_coro", "_name", "_timer")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], timer: StepTimer) -> None:
         self._coro = coro
         self._name: str = getattr(coro, "__qualname__", type(coro).__name__)
         self._timer = timer
+        self._at = "start"
+        """Where the coroutine waits between two steps (``_where``)."""
+
+    def _stepped(self, cpu: float, wall: float) -> None:
+        resumed, self._at = self._at, _where(self._coro)
+        timer = self._timer
+        if cpu > timer.longest[1]:
+            timer.longest = (f"{self._name} ({resumed} → {self._at})", cpu, wall)
 
     def send(self, value: Any) -> Any:
         cpu, wall = time.thread_time(), time.perf_counter()
         try:
             return self._coro.send(value)
         finally:
-            self._timer._took(self._name, time.thread_time() - cpu, time.perf_counter() - wall)
+            self._stepped(time.thread_time() - cpu, time.perf_counter() - wall)
 
     def throw(self, *args: Any) -> Any:
         cpu, wall = time.thread_time(), time.perf_counter()
         try:
             return self._coro.throw(*args)
         finally:
-            self._timer._took(self._name, time.thread_time() - cpu, time.perf_counter() - wall)
+            self._stepped(time.thread_time() - cpu, time.perf_counter() - wall)
 
     def close(self) -> None:
         self._coro.close()
