@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from isal.isal_zlib import crc32 as isal_crc32
 
 from edgecache.edge.fillwriter import run
+from edgecache.store import disk_layout
 from edgecache.store._fillring import Appender
 from edgecache.store.chain import TierChain
 from edgecache.store.chunked import ChunkedEntry
@@ -743,6 +744,16 @@ def test_fill_fields_read_what_decode_entry_reads(
     assert fill_fields(raw) == want
 
 
+def test_fill_fields_keeps_a_bounded_memory_of_tag_lists() -> None:
+    # A node whose objects each have their own tags (say a product id) must not grow the decoded
+    # tag lists fill_fields remembers without bound, nor read a forgotten list wrong.
+    fill = _fill("tagged")
+    for i in range(2 * disk_layout._REMEMBERED + 3):
+        fields = fill_fields(encode_entry(replace(fill, tags=("all", f"product-{i}")), 0.0))
+        assert fields is not None and fields[4] == ("all", f"product-{i}")
+        assert len(disk_layout._tag_lists) <= disk_layout._REMEMBERED
+
+
 def test_a_large_objects_record_in_the_ring_is_counted_not_written(tmp_path: Path) -> None:
     # No appender puts one there (its chunks go through the writer thread, and its record after
     # them), but a record the ring holds is written or counted, never half-written.
@@ -898,6 +909,7 @@ import os, sys, zlib
 sys.modules["isal"] = None
 import edgecache.cli
 from edgecache.store import fillring
+from edgecache.store import disk_layout
 from edgecache.store._fillring import Appender
 from edgecache.store.disk_layout import fill_fields
 from edgecache.store.entry import Entry
