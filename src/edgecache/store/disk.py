@@ -1244,18 +1244,17 @@ class DiskStore:
                         append = fills.append
                     batch.append(vary)
                     continue
-                fields = fill_fields(payload)
+                # The record is what LMDB stores (``encode_entry``'s bytes): written as it is.
+                fill = fill_fields(payload, flags & RESERVE_FLAG != 0)
             except (struct.error, UnicodeDecodeError):
                 self.stats.write_errors += 1
                 continue
-            if fields is None:
+            if fill is None:
                 # A large object's record: ``put`` queues it on the writer thread, behind its
                 # chunks; no appender puts one in the ring.
                 self.stats.write_errors += 1
                 continue
-            zone, key, kb, seq, tags = fields
-            # The record is what LMDB stores (``encode_entry``'s bytes): written as it is.
-            append((payload, zone, key, kb, seq, tags, flags & RESERVE_FLAG != 0, None))
+            append(fill)
         if fills:
             batch.append(RingFills("fills", fills))
         try:

@@ -265,11 +265,14 @@ def _make_room(seen: dict[bytes, str] | dict[bytes, tuple[str, ...]]) -> None:
         seen.clear()
 
 
-def fill_fields(raw: bytes) -> tuple[str, str, bytes, int, tuple[str, ...]] | None:
+def fill_fields(
+    raw: bytes, reserve: bool = False
+) -> tuple[bytes, str, str, bytes, int, tuple[str, ...], bool, None] | None:
     """What a writer needs to store a whole entry's record as it is (the fill writer's records:
-    decision 0020's addendum ``fillchild``): its zone, key, key bytes (``key_bytes``), stored_seq
-    and tags, without decoding the rest. None for a large object's record (the fill ring never
-    holds one). Raises as ``decode_entry`` on a bad one (the same fields are decoded the same way:
+    decision 0020's addendum ``fillchild``), as ``store/disk.py``'s ``Fill``: the record, its zone,
+    key, key bytes (``key_bytes``), stored_seq and tags, without decoding the rest, ``reserve``,
+    and None (not a large object). None for a large object's record (the fill ring never holds
+    one). Raises as ``decode_entry`` on a bad one (the same fields are decoded the same way:
     ``test_fill_fields_read_what_decode_entry_reads``)."""
     seq, flags, lz, lk, lt = _FILL_HEAD.unpack_from(raw)
     if flags & _F_CHUNKED:
@@ -294,7 +297,8 @@ def fill_fields(raw: bytes) -> tuple[str, str, bytes, int, tuple[str, ...]] | No
         tags = tuple(text.split("\x00")) if text else ()
         _make_room(_tag_lists)
         _tag_lists[traw] = tags
-    return zone, key, kraw if len(kraw) <= MAX_INLINE_KEY else _stored_key(kraw), seq, tags
+    kb = kraw if len(kraw) <= MAX_INLINE_KEY else _stored_key(kraw)
+    return raw, zone, key, kb, seq, tags, reserve, None
 
 
 def decode_hit(raw: bytes | memoryview, key: str, zone: str, cut: bytes | None) -> tuple[Entry, float] | None:
