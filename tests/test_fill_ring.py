@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from isal.isal_zlib import crc32 as isal_crc32
 
 from edgecache.edge.fillwriter import run
+from edgecache.store import disk_layout
 from edgecache.store._fillring import Appender
 from edgecache.store.chain import TierChain
 from edgecache.store.chunked import ChunkedEntry
@@ -740,7 +741,17 @@ def test_fill_fields_read_what_decode_entry_reads(
             fill_fields(raw)
         return
     want = (decoded.zone, decoded.key, key_bytes(decoded.key), decoded.stored_seq, decoded.tags)
-    assert fill_fields(raw) == want
+    assert fill_fields(raw) == (raw, *want, False, None)
+
+
+def test_fill_fields_keeps_a_bounded_memory_of_tag_lists() -> None:
+    # A node whose objects each have their own tags (say a product id) must not grow the decoded
+    # tag lists fill_fields remembers without bound, nor read a forgotten list wrong.
+    fill = _fill("tagged")
+    for i in range(2 * disk_layout._REMEMBERED + 3):
+        fields = fill_fields(encode_entry(replace(fill, tags=("all", f"product-{i}")), 0.0))
+        assert fields is not None and fields[5] == ("all", f"product-{i}")
+        assert len(disk_layout._tag_lists) <= disk_layout._REMEMBERED
 
 
 def test_a_large_objects_record_in_the_ring_is_counted_not_written(tmp_path: Path) -> None:
@@ -898,6 +909,7 @@ import os, sys, zlib
 sys.modules["isal"] = None
 import edgecache.cli
 from edgecache.store import fillring
+from edgecache.store import disk_layout
 from edgecache.store._fillring import Appender
 from edgecache.store.disk_layout import fill_fields
 from edgecache.store.entry import Entry
@@ -907,7 +919,7 @@ reader = fillring.FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.don
 fill = Entry("z", "https://a.test/", 200, b"h", b"body", (), 1, 0.0, 0.0, 60.0)
 assert ring.append_entry(fill, False) > 0
 batch = reader.read(0, 1 << 20, 1 << 30)
-assert [fill_fields(r)[1] for r, _ in batch.records] == ["https://a.test/"]
+assert [fill_fields(r)[2] for r, _ in batch.records] == ["https://a.test/"]
 """
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "r.ring")], capture_output=True, text=True, timeout=120

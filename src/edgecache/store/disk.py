@@ -105,6 +105,7 @@ from edgecache.store.disk_layout import (
     REC,
     RESERVE,
     SEQ,
+    SEQ_HEAD,
     TICK,
     U64,
     VARY,
@@ -284,6 +285,8 @@ class _RunZone:
 
     db: Any
     cursor: lmdb.Cursor
+    put: Callable[..., bool]
+    """``cursor.put``, looked up once per run."""
     rows: list[tuple[bytes, bytes]] = field(default_factory=list)
     """Index rows of new records, not written yet (``_write_rows``)."""
     size: int = 0
@@ -1241,18 +1244,17 @@ class DiskStore:
                         append = fills.append
                     batch.append(vary)
                     continue
-                fields = fill_fields(payload)
+                # The record is what LMDB stores (``encode_entry``'s bytes): written as it is.
+                fill = fill_fields(payload, flags & RESERVE_FLAG != 0)
             except (struct.error, UnicodeDecodeError):
                 self.stats.write_errors += 1
                 continue
-            if fields is None:
+            if fill is None:
                 # A large object's record: ``put`` queues it on the writer thread, behind its
                 # chunks; no appender puts one in the ring.
                 self.stats.write_errors += 1
                 continue
-            zone, key, kb, seq, tags = fields
-            # The record is what LMDB stores (``encode_entry``'s bytes): written as it is.
-            append((payload, zone, key, kb, seq, tags, flags & RESERVE_FLAG != 0, None))
+            append(fill)
         if fills:
             batch.append(RingFills("fills", fills))
         try:
@@ -1751,7 +1753,7 @@ class DiskStore:
         delta = self._delta
         stored_clock = self._meta_get(txn, b"clock")
         ticks = 0
-        writes = dropped = 0
+        dropped = 0
         zones: dict[str, _RunZone | None] = {}
         """Zone → what the run writes there (None: no database for it)."""
         tag_heads: dict[str, bytes] = {}
@@ -1760,7 +1762,7 @@ class DiskStore:
         # ``last_zone`` already: a run's fills are mostly a few sites'.
         last_prefix: str | None = None
         last_zone = ""
-        pack = U64.pack
+        pack, seq_head = U64.pack, SEQ_HEAD.pack
         for record, zone, key, kb, seq, tags, reserve, chunked in fills:
             # Below the reclaimed position, a purge already applied to the disk may cover the entry
             # (its fetch began before the purge, or memory evicted it after the purge's disk job)
@@ -1771,7 +1773,11 @@ class DiskStore:
                 run = zones.get(zone)
                 if run is None and zone not in zones:
                     cdb = self._zdb(txn, CACHE, zone, create=True)
-                    run = zones[zone] = None if cdb is None else _RunZone(cdb, txn.cursor(db=cdb))
+                    if cdb is None:
+                        run = zones[zone] = None
+                    else:
+                        cursor = txn.cursor(db=cdb)
+                        run = zones[zone] = _RunZone(cdb, cursor, cursor.put)
             if run is None:
                 dropped += 1
                 if chunked is not None:
@@ -1783,14 +1789,14 @@ class DiskStore:
                     txn.put(b"host:" + host.encode(), zone.encode(), db=self._meta)
                     new_hosts[host] = zone
                 last_prefix, last_zone = host_prefix(key), zone
-            writes += 1
-            # A new key (the usual fill): the record without overwriting (one call); its index rows
-            # wait for the zone's next ``putmulti``.
-            if chunked is None and run.cursor.put(ENTRY + kb, record, overwrite=False):
+            # A new key (the usual fill): the record without overwriting (one call, its flags
+            # positional: dupdata, overwrite); its index rows wait for the zone's next ``putmulti``.
+            if chunked is None and run.put(ENTRY + kb, record, True, False):
                 ticks += 1
                 packed = pack(stored_clock + ticks)
                 rows = run.rows
-                rows += ((seq_row(seq, kb), b""), (TICK + kb, packed), (ORDER + packed + kb, b""))
+                # ``seq_row`` inline: a written fill's ``seq`` is at least ``reclaimed``, never negative.
+                rows += ((seq_head(SEQ, seq) + kb, b""), (TICK + kb, packed), (ORDER + packed + kb, b""))
                 for tag in tags:
                     head = tag_heads.get(tag)
                     if head is None:
@@ -1825,7 +1831,7 @@ class DiskStore:
         for zone, run in zones.items():
             if run is not None and run.records:
                 self._account(CACHE, zone, run.size, run.records)
-        return writes, dropped
+        return len(fills) - dropped, dropped
 
     def _insert(
         self,

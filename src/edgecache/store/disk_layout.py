@@ -75,7 +75,7 @@ _EXPIRES = struct.Struct("<d")
 _EXPIRES_AT = struct.calcsize("<Hqdddddd")
 U64 = struct.Struct(">Q")
 """Big-endian, so that ticks, expiries and positions sort as numbers."""
-_SEQ_HEAD = struct.Struct(">cQ")
+SEQ_HEAD = struct.Struct(">cQ")
 """``SEQ`` and a ledger position (as ``U64``) packed in one call: every fill writes a ``seq_row``."""
 INT = struct.Struct("<q")
 
@@ -111,7 +111,7 @@ def tag_digest(tag: str) -> bytes:
 
 def seq_row(seq: int, kb: bytes) -> bytes:
     """The row placing a record by the ledger position it was stored at."""
-    return _SEQ_HEAD.pack(SEQ, seq if seq > 0 else 0) + kb
+    return SEQ_HEAD.pack(SEQ, seq if seq > 0 else 0) + kb
 
 
 def expiry_row(expires: float, kb: bytes) -> bytes:
@@ -253,24 +253,52 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
     return Record(entry, rexp)
 
 
-def fill_fields(raw: bytes) -> tuple[str, str, bytes, int, tuple[str, ...]] | None:
+_REC_SIZE = REC.size
+_REMEMBERED = 4096
+"""Distinct zone and tag-list bytes ``fill_fields`` keeps decoded (forgotten all at once beyond)."""
+_zone_names: dict[bytes, str] = {}
+_tag_lists: dict[bytes, tuple[str, ...]] = {}
+
+
+def _make_room(seen: dict[bytes, str] | dict[bytes, tuple[str, ...]]) -> None:
+    if len(seen) >= _REMEMBERED:
+        seen.clear()
+
+
+def fill_fields(
+    raw: bytes, reserve: bool = False
+) -> tuple[bytes, str, str, bytes, int, tuple[str, ...], bool, None] | None:
     """What a writer needs to store a whole entry's record as it is (the fill writer's records:
-    decision 0020's addendum ``fillchild``): its zone, key, key bytes (``key_bytes``), stored_seq
-    and tags, without decoding the rest. None for a large object's record (the fill ring never
-    holds one). Raises as ``decode_entry`` on a bad one (the same fields are decoded the same way:
+    decision 0020's addendum ``fillchild``), as ``store/disk.py``'s ``Fill``: the record, its zone,
+    key, key bytes (``key_bytes``), stored_seq and tags, without decoding the rest, ``reserve``,
+    and None (not a large object). None for a large object's record (the fill ring never holds
+    one). Raises as ``decode_entry`` on a bad one (the same fields are decoded the same way:
     ``test_fill_fields_read_what_decode_entry_reads``)."""
     seq, flags, lz, lk, lt = _FILL_HEAD.unpack_from(raw)
     if flags & _F_CHUNKED:
         return None
-    p = REC.size
-    zone = raw[p : p + lz].decode()
-    p += lz
-    kraw = raw[p : p + lk]
+    p = _REC_SIZE + lz
+    q = p + lk
+    # A node's fills name a few zones and, mostly, a few tag lists: their decoded forms are looked
+    # up by their bytes (a dictionary read) instead of decoded and split per record
+    # (decision 0020's addendum ``childlmdb``). Bytes that do not decode are never remembered.
+    zraw = raw[_REC_SIZE:p]
+    zone = _zone_names.get(zraw)
+    if zone is None:
+        zone = zraw.decode()
+        _make_room(_zone_names)
+        _zone_names[zraw] = zone
+    kraw = raw[p:q]
     key = kraw.decode("utf-8", "surrogatepass")
-    p += lk
-    tags_raw = raw[p : p + lt].decode()
-    tags = tuple(tags_raw.split("\x00")) if tags_raw else ()
-    return zone, key, kraw if len(kraw) <= MAX_INLINE_KEY else _stored_key(kraw), seq, tags
+    traw = raw[q : q + lt]
+    tags = _tag_lists.get(traw)
+    if tags is None:
+        text = traw.decode()
+        tags = tuple(text.split("\x00")) if text else ()
+        _make_room(_tag_lists)
+        _tag_lists[traw] = tags
+    kb = kraw if len(kraw) <= MAX_INLINE_KEY else _stored_key(kraw)
+    return raw, zone, key, kb, seq, tags, reserve, None
 
 
 def decode_hit(raw: bytes | memoryview, key: str, zone: str, cut: bytes | None) -> tuple[Entry, float] | None:
