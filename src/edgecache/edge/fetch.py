@@ -371,7 +371,8 @@ class Fetch:
         resp = origin.send_idle(self._method, self._url, self._fwd, self, self._on_interim)
         if resp is None:
             self.task = asyncio.get_running_loop().create_task(self._send(origin, retry=False))
-        elif not resp.ended:
+        # ``resp.ended``, without the property's call (every miss asks).
+        elif not resp._complete and resp._error is None:
             # (An exchange that failed as it was sent has been handled by origin_failed already.)
             self._resp = resp
 
@@ -437,7 +438,19 @@ class Fetch:
             return
         self._resp = None
         if self.storable:
-            self._store(self._response_time)
+            # What ``_store`` was, inline: its one caller, on every stored fill.
+            decision = self.decision
+            assert decision is not None
+            body = b"".join(self.chunks)
+            tags = parse_tags(self._tag_source)
+            if self.content_range is None:
+                entry = self._entry(decision, body, tags, self._response_time, self.head_bytes)
+                self.stored = self._store_entry(entry, decision.vary, self.request_headers)
+            else:
+                first, last, length = self.content_range
+                if len(body) == last - first + 1:
+                    entry = self._part(decision, (first, body), length, tags, self._response_time)
+                    self.stored = self._store_entry(entry, decision.vary, self.request_headers)
         elif self._large is not None:
             self._store_large(self._response_time)
         self._finish()
@@ -554,7 +567,12 @@ class Fetch:
         if self.lock and not self.storable and not self.storing_large:
             # Not shared: the fill lock goes back now, not when the body ends (decision 0021).
             self._on_done(self)
-        self._head_is_in()
+        # ``_head_is_in``, inline (every fill's head comes here).
+        if not self.head_in:
+            self.head_in = True
+            waiter = self._head_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def _revalidate(self, fresh: list[tuple[str, str]], request_time: float, response_time: float) -> None:
         """RFC 9111 §4.3.4: a 304 freshens the stored response with the fields it carries."""
@@ -652,20 +670,6 @@ class Fetch:
             del self.chunks[:drop]
             self._base = low
 
-    def _store(self, response_time: float) -> None:
-        decision = self.decision
-        assert decision is not None
-        body = b"".join(self.chunks)
-        tags = parse_tags(self._tag_source)
-        if self.content_range is None:
-            entry = self._entry(decision, body, tags, response_time, self.head_bytes)
-        else:
-            first, last, length = self.content_range
-            if len(body) != last - first + 1:
-                return
-            entry = self._part(decision, (first, body), length, tags, response_time)
-        self.stored = self._store_entry(entry, decision.vary, self.request_headers)
-
     def _part(
         self,
         decision: StorageDecision,
@@ -737,8 +741,12 @@ class Fetch:
         # nothing to do costs every miss a frame.
         if self._waiters is not None:
             self._wake()
-        if self._followers is not None:
-            self._call_followers()
+        followers = self._followers
+        if followers is not None:
+            # ``_call_followers``, inline: a small miss's leader follows every fill to its end.
+            self._followers = None
+            for callback in followers:
+                callback()
 
     def _head_is_in(self) -> None:
         if not self.head_in:
