@@ -162,6 +162,12 @@ def child(fills: int, part: str) -> None:
         fetch.request_headers = {}
         fetch._max = 1 << 20
         fetch._method = "GET"
+        if "__slots__" in vars(Fetch):
+            # A build whose Fetch has slots sets every first value in ``__init__``: what
+            # ``_accept_head`` reads beyond the four above (a build with class defaults has them).
+            fetch.lock = 0
+            fetch.storing_large = fetch.head_in = False
+            fetch._head_waiter = None
         now = time.time()
         fetch._accept_head(proto.resp, now, now)
 

@@ -1,7 +1,8 @@
-"""A whole memory-only miss in the data-plane process, in CPU instructions counted by valgrind
-(callgrind): a figure the load of a shared machine does not move, unlike CPU time.
+"""A whole miss in the data-plane process, in CPU instructions counted by valgrind (callgrind): a
+figure the load of a shared machine does not move, unlike CPU time.
 
-Method: a child process runs a node (memory tier only, no disk tier) and feeds request bytes for
+Method: a child process runs a node (memory tier only, no disk tier; with ``--disk``, the node's
+default storage: the disk tier, its key filter and its fill writer child) and feeds request bytes for
 never-seen keys straight into data-plane connections whose transports only collect writes, as
 ``miss_inprocess.py`` does: each miss goes through the request parse, the cache handler, the fetch,
 the origin client over real loopback and the store. The origin runs in this (parent) process, on
@@ -16,11 +17,14 @@ the warm-up, and what it left is collected and frozen (as the collector policy d
 runs by the clock would put a share in each miss that varies with valgrind's slowness and the
 machine's load, and a full collection of start-up's heap one that varies with where it falls.
 The kernel's work (the sends and reads) is not in the figure; the loop's own (uvloop, epoll's
-wrapper) and the Python around it are.
+wrapper) and the Python around it are. With ``--disk``, so is the loop's share of the disk tier (the
+lookups the key filter answers, the ring append, the wake); the fill writer child's and the disk
+writer thread's work is not (the child runs outside valgrind; only the main thread is counted). The
+warm-up waits for the key filter's start-up build, so that every counted miss is answered by it.
 
-Run: ``.venv/bin/python bench/miss_instructions.py [--misses N] [--src PATH ...]`` (``--src`` counts
-another checkout's ``src`` too, say main's, in the same run; ``--rounds R`` alternates the trees R
-times; needs valgrind).
+Run: ``.venv/bin/python bench/miss_instructions.py [--disk] [--misses N] [--src PATH ...]``
+(``--src`` counts another checkout's ``src`` too, say main's, in the same run; ``--rounds R``
+alternates the trees R times; needs valgrind).
 """
 
 from __future__ import annotations
@@ -98,9 +102,12 @@ def start_origin() -> int:
     return int(sock.getsockname()[1])
 
 
-def child(origin_port: int, misses: int, warmup: int, concurrency: int, bytecodes: bool = False) -> None:
-    """Start a memory-only node, warm it up, then run ``misses`` misses (under valgrind; with
-    ``bytecodes``, not: the bytecodes and calls of each Python function are counted instead)."""
+def child(
+    origin_port: int, misses: int, warmup: int, concurrency: int, disk: bool, bytecodes: bool = False
+) -> None:
+    """Start a node (memory-only, or with ``disk`` the default storage), warm it up, then run
+    ``misses`` misses (under valgrind; with ``bytecodes``, not: the bytecodes and calls of each
+    Python function are counted instead)."""
     import uvloop
     from miss_inprocess import BytecodeCounter, CollectingTransport, TimedConnection
 
@@ -127,7 +134,7 @@ def child(origin_port: int, misses: int, warmup: int, concurrency: int, bytecode
             data_dir=data_dir,
             data=Listener(port=0),
             control=Listener(port=0),
-            storage=Storage(disk=DiskStorage(enabled=False)),
+            storage=Storage() if disk else Storage(disk=DiskStorage(enabled=False)),
             zones=(
                 Zone(
                     id="0123456789abcdef0123456789abcdef",
@@ -140,6 +147,9 @@ def child(origin_port: int, misses: int, warmup: int, concurrency: int, bytecode
         node = Node(config)
         await node.start()
         try:
+            while node.key_filter is not None and not node.key_filter.ready:
+                # Its build runs on a thread: until it ends, every miss would read the disk.
+                await asyncio.sleep(0.05)
             await run(node, 10_000_000, warmup)
             # Work that runs by the clock (the control plane's housekeeping, the loop-lag probe):
             # under valgrind, and on a loaded machine, a varying amount of it would fall in each run.
@@ -164,11 +174,12 @@ def child(origin_port: int, misses: int, warmup: int, concurrency: int, bytecode
         uvloop.run(main(Path(tmp)))
 
 
-def count(src: Path, origin_port: int, misses: int, warmup: int, concurrency: int) -> int:
+def count(src: Path, origin_port: int, misses: int, warmup: int, concurrency: int, disk: bool) -> int:
     """Instructions of a child run of ``misses`` misses after the warm-up, on ``src``."""
     return instructions(
         __file__, src, "--port", str(origin_port), "--misses", str(misses),
-        "--warmup", str(warmup), "--concurrency", str(concurrency), main_thread=True,
+        "--warmup", str(warmup), "--concurrency", str(concurrency), *(["--disk"] if disk else []),
+        main_thread=True,
     )  # fmt: skip
 
 
@@ -179,6 +190,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=1, help="rounds, each tree's pair in turn")
     parser.add_argument("--src", type=Path, action="append", default=[])
+    parser.add_argument("--disk", action="store_true", help="the node's default storage: with its disk tier")
     parser.add_argument(
         "--bytecodes",
         action="store_true",
@@ -189,21 +201,22 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        child(args.port, args.misses, args.warmup, args.concurrency)
+        child(args.port, args.misses, args.warmup, args.concurrency, args.disk)
         return
     port = start_origin()
     if args.bytecodes:
-        child(port, args.misses, args.warmup, args.concurrency, bytecodes=True)
+        child(port, args.misses, args.warmup, args.concurrency, args.disk, bytecodes=True)
         return
     trees = [REPO / "src", *args.src]
     per: dict[Path, list[float]] = {t: [] for t in trees}
     for _ in range(args.rounds):
         for src in trees:
-            base = count(src, port, 0, args.warmup, args.concurrency)
-            n = count(src, port, args.misses, args.warmup, args.concurrency)
+            base = count(src, port, 0, args.warmup, args.concurrency, args.disk)
+            n = count(src, port, args.misses, args.warmup, args.concurrency, args.disk)
             per[src].append((n - base) / args.misses)
+    kind = "miss with the disk tier" if args.disk else "memory-only miss"
     print(
-        f"instructions per memory-only miss (callgrind), {args.misses:,} misses after "
+        f"instructions per {kind} (callgrind), {args.misses:,} misses after "
         f"{args.warmup:,}, {args.concurrency} at a time, {args.rounds} round(s)\n"
     )
     print("| src | per miss (median) | rounds |\n|---|---:|---|")

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from isal.isal_zlib import crc32 as isal_crc32
 
 from edgecache.edge.fillwriter import run
+from edgecache.store import disk as disk_module
 from edgecache.store import disk_layout
 from edgecache.store._fillring import Appender
 from edgecache.store.chain import TierChain
@@ -589,6 +590,53 @@ def test_vary_names_after_a_fill_the_disk_did_not_take_do_not_go_in_the_ring(
         ring.skip()  # no fill writer: the writer thread's fence passes
         disk.attach_fills(None)
         disk.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    # Puts of six keys, and commits of up to five records: mostly puts, so that several
+    # generations of ring keys are made before the fill writer has committed them.
+    st.lists(st.tuples(st.sampled_from(("put", "put", "put", "commit")), st.integers(0, 5)), max_size=40),
+    st.sampled_from([2, 3, disk_module.RING_KEYS_KEPT]),
+)
+@example([("put", n) for n in range(6)], 2)
+def test_a_fill_in_the_ring_is_held_until_the_fill_writer_commits_it(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int]], kept: int
+) -> None:
+    # ``has`` (a memory eviction's "is it on disk already?") counts a key as held while any record
+    # of it waits in the ring, and only then: nothing is on disk here (the fill writer commits
+    # without writing). Small generations of ring keys drop the older one often.
+    at = tmp_path_factory.mktemp("held")
+    ring = FillRing.create(at / "r.ring", CAPACITY)
+    reader = FillRing.open(ring.path, os.dup(ring.wake_fd), os.dup(ring.done_fd))
+    disk = DiskStore(at / "disk", budget=1 << 20, position=0)
+    disk.attach_fills(ring)
+    kept_before = disk_module.RING_KEYS_KEPT
+    disk_module.RING_KEYS_KEPT = kept
+    appended: list[tuple[str, int]] = []  # (key, the position after its record)
+    read = 0
+    try:
+        for step, n in steps:
+            if step == "put":
+                fill = _fill(f"k{n}")
+                assert disk.put(fill)
+                appended.append((fill.key, ring.head))
+            else:
+                batch = reader.read(read, n, 1 << 20)
+                reader.commit(batch, reader.counters())
+                read = batch.end
+            committed = ring.committed
+            for i in range(6):
+                key = _fill(f"k{i}").key
+                waiting = any(k == key and end > committed for k, end in appended)
+                assert disk.has(key) == waiting, (key, appended, committed)
+    finally:
+        disk_module.RING_KEYS_KEPT = kept_before
+        ring.skip()
+        disk.attach_fills(None)
+        disk.close()
+        reader.close()
+        ring.close()
 
 
 def _rows(store: DiskStore) -> dict[bytes, list[tuple[bytes, bytes]]]:

@@ -402,13 +402,9 @@ class OriginConnection(asyncio.Protocol):
             return resp
         self.exchange = resp
         self._raw = b""
-        self._head_start = self._counted = self._lines = 0
-        self._final = False
-        self._head_bytes = 0
-        self._field_bytes = 0
+        self._head_start = self._counted = self._lines = self._head_bytes = self._field_bytes = 0
+        self._final = self._until_close = self._reusable_after = False
         self._left = -1
-        self._until_close = False
-        self._reusable_after = False
         self._stamp = 0.0
         deadlines = self.deadlines
         if deadlines._handle is None:
@@ -564,7 +560,12 @@ class OriginConnection(asyncio.Protocol):
             left = self._left = left - len(piece)
             start += len(piece)
         if left == 0:
-            self.on_message_complete()
+            # ``on_message_complete``, inline: this exchange (``resp``) has its final head.
+            self._end_exchange(resp)
+            if self._keep_alive:
+                self._reusable_after = True
+            else:
+                self.close()
             if start < len(data) and not self.closed:
                 self._parser.feed_data(memoryview(data)[start:])
 

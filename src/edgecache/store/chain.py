@@ -137,7 +137,8 @@ class TierChain:
             entry = self.memory.get(key)
             if entry is not None:
                 return entry
-        found = self.disk.get(key, reserve=self._reserve_on, looked_up=looked_up)
+        # Positional (as the two calls below): keywords cost more, on every memory miss.
+        found = self.disk.get(key, self._reserve_on, looked_up)
         if found is None:
             return None
         entry, from_reserve = found
@@ -170,7 +171,7 @@ class TierChain:
         self.memory.put(entry, vary)
         if type(entry) is Entry and (self._admit_fill is None or self._admit_fill.seen_before(entry.key)):
             reserve = self._reserve_on(entry.zone) and self._eligible(entry)
-            return self.disk.put(entry, reserve=reserve, vary=vary)
+            return self.disk.put(entry, reserve, vary)
         if vary is not None:
             # Not after a fill of the disk's ring: the writer thread records them.
             self.disk.set_vary(*vary)
@@ -219,7 +220,7 @@ class TierChain:
         if names is not None or self.memory.peek(base_key) is not None:
             # An entry under the bare base key means the URL has no Vary: no disk read on that hit.
             return names
-        names, self._looked_up = self.disk.lookup(base_key, reserve=self._reserve_on)
+        names, self._looked_up = self.disk.lookup(base_key, self._reserve_on)
         return names
 
     def set_vary(self, base_key: str, names: tuple[str, ...]) -> None:

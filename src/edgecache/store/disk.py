@@ -79,7 +79,7 @@ import queue
 import struct
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -179,10 +179,10 @@ later at most, plus the batch's own write (decision 0009, addendum of 2026-11-30
 GROUP_QUIET = 0.002
 """When no other change arrives this long after the first fill, the batch is written at once:
 sparse fills would only wait for nothing, and be seen later by the other processes."""
-FORGET_EVERY = 64
-"""Ring fills a process appends between two looks for those committed since (which are no longer
-pending for ``has``): once per fill cost the loop a lock and a header read per miss (``has`` looks
-every time)."""
+RING_KEYS_KEPT = 4096
+"""Keys of ring fills one generation of ``DiskStore._in_ring`` holds before the older generation
+is dropped (once all of it is committed): a key's last ring position is kept until then, and
+``has`` compares it with the ring's committed position."""
 FENCE_LOOK = 0.05
 """Seconds between the fence's looks at whether its ring is still attached (``_await_fills``): the
 fill writer's commits wake it, and a dead one's supervisor wakes it when it skips its records."""
@@ -633,10 +633,18 @@ class DiskStore:
         self._call_soon: Callable[[Callable[[], None]], object] | None = None
         self._ring: FillRing | None = None
         """Where fills go when a fill-writer process writes them (``attach_fills``), else None."""
-        self._ring_keys: deque[tuple[int, str]] = deque()
-        """Keys put in the ring (``_pending``), with the position after their record."""
-        self._unforgotten = 0
-        """Ring fills since the fill path last looked for committed ones (``FORGET_EVERY``)."""
+        self._in_ring: dict[str, int] = {}
+        """Keys put in the ring → the position after their last record there: pending for ``has``
+        until the fill writer has committed that far (the event loop's thread alone reads and
+        writes it, as it alone puts in the ring). A key's latest position is all ``has`` needs:
+        the ring commits in order. It replaced a deque of every fill and a count per key in
+        ``_pending`` under the lock, which cost each fill ~2k instructions (decision 0020's
+        addendum "missdisk")."""
+        self._in_ring_old: dict[str, int] = {}
+        """The generation before ``_in_ring``: dropped when ``_in_ring`` reaches ``RING_KEYS_KEPT``
+        keys and the ring is committed past ``_in_ring_top``."""
+        self._in_ring_top = 0
+        """The ring position after the last record of a key in ``_in_ring_old``."""
         self._fenced = 0
         """The ring position of the last fence queued (``_enqueue``)."""
         self._waking = False
@@ -791,7 +799,6 @@ class DiskStore:
     def get(
         self,
         key: str,
-        *,
         reserve: Callable[[str], bool] | None = None,
         looked_up: Lookup | None = None,
     ) -> tuple[Entry, bool] | None:
@@ -802,7 +809,9 @@ class DiskStore:
         renewed in the last thirtieth of the period: a write per hit would cost more than the
         precision is worth. ``looked_up``: what :meth:`lookup` just read, used instead of reading
         again when it is of ``key``."""
-        if self._hides(key):
+        hidden = self._hidden
+        # ``_hides``, inline: every memory miss asks, and nearly always nothing is hidden.
+        if hidden and (key in hidden or _primary(key) in hidden):
             return None
         if self._taking and key in self._taking:
             return None
@@ -841,14 +850,19 @@ class DiskStore:
         return entry, True
 
     def lookup(
-        self, base_key: str, *, reserve: Callable[[str], bool] | None = None
+        self, base_key: str, reserve: Callable[[str], bool] | None = None
     ) -> tuple[tuple[str, ...] | None, Lookup | None]:
         """The Vary field names recorded for a base key and, when it has none, the record under the
         base key itself (for the :meth:`get` that follows), in one read transaction: a memory miss
         asks both. Counts a key the filter rules out as ``filtered``, nothing else: the ``get``
         that follows counts the hit or the miss."""
-        kb = key_bytes(base_key)
-        if self._ruled_out(kb):
+        # ``key_bytes`` and ``_ruled_out``, inline (every memory miss asks): a key of at most
+        # ``MAX_INLINE_KEY`` bytes is stored as it is.
+        kb = base_key.encode("utf-8", "surrogatepass")
+        if len(kb) > MAX_INLINE_KEY:
+            kb = key_bytes(base_key)
+        keys = self._keys
+        if keys is not None and not keys.may_hold(kb):
             # Neither a Vary row nor a record under it: the memory miss's disk read is skipped.
             self.stats.filtered += 1
             return None, (base_key, None)
@@ -955,8 +969,13 @@ class DiskStore:
         queued counts as held, so that nothing is written back over a pending removal, nor twice."""
         if self._hides(key):
             return True
-        if self._ring_keys:
-            self._forget_committed()
+        ring = self._ring
+        if ring is not None:
+            at = self._in_ring.get(key)
+            if at is None:
+                at = self._in_ring_old.get(key)
+            if at is not None and at > ring.committed:
+                return True
         if key in self._pending:
             return True
         kb = key_bytes(key)
@@ -1187,28 +1206,20 @@ class DiskStore:
         """From now on, put fills in ``ring`` for a fill-writer process to write (None: the writer
         thread writes them again). The ring must be empty or fully committed when it changes.
         With a ring, ``put`` is called on one thread only (the event loop's)."""
-        self._forget_committed(everything=True)
+        # Committed or given up to its end: no key of its records is pending any more.
+        self._in_ring = {}
+        self._in_ring_old = {}
         with self._lock:
             self._ring = ring
             self._fenced = 0 if ring is None else ring.committed
 
-    def _forget_committed(self, *, everything: bool = False) -> None:
-        """Keys whose ring records are committed are no longer pending (``everything``: the ring is
-        committed or given up to its end)."""
-        ring = self._ring
-        keys = self._ring_keys
-        if ring is None or not keys:
-            return
-        committed = (1 << 63) if everything else ring.committed
-        pending = self._pending
-        with self._lock:
-            while keys and keys[0][0] <= committed:
-                key = keys.popleft()[1]
-                n = pending.get(key, 0) - 1
-                if n > 0:
-                    pending[key] = n
-                else:
-                    pending.pop(key, None)
+    def _age_ring_keys(self, ring: FillRing) -> None:
+        """Drop the older generation of ring keys when every record of it is committed (none of its
+        keys is pending then, but for a newer record, which the newer generation holds)."""
+        if ring.committed >= self._in_ring_top:
+            self._in_ring_old = self._in_ring
+            self._in_ring = {}
+            self._in_ring_top = ring.appender.head
 
     def _await_fills(self, position: int) -> None:
         """On the writer thread: wait until the fill writer has committed the ring up to
@@ -1268,7 +1279,7 @@ class DiskStore:
 
     # -- writes (queued) --------------------------------------------------------------------------
 
-    def put(self, entry: Entry, *, reserve: bool = False, vary: VaryNames | None = None) -> bool:
+    def put(self, entry: Entry, reserve: bool = False, vary: VaryNames | None = None) -> bool:
         """Store an entry in the disk cache, and in its zone's reserve when ``reserve``, then with
         ``vary`` its base key's Vary names (``Tier.put``); returns False when the entry is dropped
         (counted) because the queue or the ring is full."""
@@ -1284,11 +1295,29 @@ class DiskStore:
             and type(entry) is Entry
             and not (hidden and (key in hidden or _primary(key) in hidden))
         ):
-            added = self._put_in_ring(ring, entry, reserve)
-            if added >= 0:
-                if vary is not None and not (added and self._vary_in_ring(ring, key, vary)):
+            # Encoded straight into the ring (in C when built: decision 0020's addendum), by the
+            # appender itself: ``FillRing.append_entry``'s frame is a Python call more on every fill.
+            appender = ring.appender
+            added = appender.append_entry(entry, reserve, ring.max_record)
+            if added > 0:
+                if added == 2:
+                    self._wake_later(ring)
+                in_ring = self._in_ring
+                if len(in_ring) >= RING_KEYS_KEPT:
+                    self._age_ring_keys(ring)
+                    in_ring = self._in_ring
+                in_ring[key] = appender.head
+                if vary is not None and not self._vary_in_ring(ring, key, vary):
                     self.set_vary(*vary)
-                return added > 0
+                return True
+            if added == 0:
+                # No room in the ring: dropped, counted (its Vary names still go to the writer).
+                self.stats.dropped += 1
+                if vary is not None:
+                    self.set_vary(*vary)
+                return False
+            # Too large for the ring (-1, nothing done): the writer thread takes it, after a fence
+            # (rare: memory's largest objects).
         taken = self._queued < MAX_QUEUED
         if taken:
             pending = self._pending
@@ -1302,34 +1331,6 @@ class DiskStore:
             self.set_vary(*vary)
         return taken
 
-    def _put_in_ring(self, ring: FillRing, entry: Entry, reserve: bool) -> int:
-        """Append a fill to the ring: 1 when it took it, 0 when it had no room (dropped, counted),
-        -1 when it is too large for the ring (nothing done: the writer thread takes it, after a
-        fence; rare, memory's largest objects)."""
-        self._unforgotten += 1
-        if self._unforgotten >= FORGET_EVERY:
-            # Counted, not the deque's length: while the fill writer batches, more than
-            # ``FORGET_EVERY`` fills wait uncommitted, and the length alone looked on every fill.
-            self._unforgotten = 0
-            self._forget_committed()
-        # Encoded straight into the ring (in C when built: decision 0020's addendum), by the
-        # appender itself: ``FillRing.append_entry``'s frame is a Python call more on every fill.
-        appender = ring.appender
-        added = appender.append_entry(entry, reserve, ring.max_record)
-        if added < 0:
-            return added
-        if not added:
-            self.stats.dropped += 1
-            return added
-        if added == 2:
-            self._wake_later(ring)
-        key = entry.key
-        pending = self._pending
-        with self._lock:
-            pending[key] = pending.get(key, 0) + 1
-        self._ring_keys.append((appender.head, key))
-        return added
-
     def _wake_later(self, ring: FillRing) -> None:
         """Wake the sleeping fill writer at the end of the loop's turn, once (decision 0020's
         addendum on the wake): the put is made before the fill's answer is written (the proxy stores
@@ -1337,7 +1338,8 @@ class DiskStore:
         the CPU from the loop inside the eventfd write, before that answer left. Off the loop's
         turn (no ``read_in_turns``, or another thread), at once: ``_waking`` is the loop's alone
         (a loop that stopped with its wake still scheduled leaves it set until ``read_in_turns``)."""
-        if self._in_turn():
+        # ``_in_turn``, inline: nearly every fill wakes the fill writer on a quiet node.
+        if self._call_soon is not None and threading.get_ident() == self._turn_thread:
             if self._waking:
                 return
             if self._at_turn_end(self._wake_deferred):
