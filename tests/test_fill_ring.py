@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import mmap
 import os
 import platform
 import random
@@ -1009,6 +1010,10 @@ def test_a_ring_of_another_format_version_is_refused(tmp_path: Path) -> None:
     (tmp_path / "other").write_bytes(b"\x00" * (HEADER_SIZE + CAPACITY))
     with pytest.raises(ValueError, match="is not a fill ring"):
         FillRing.open(tmp_path / "other", -1, -1)
+    with mmap.mmap(-1, HEADER_SIZE + CAPACITY) as other:
+        _Q.pack_into(other, 8, CAPACITY)
+        with pytest.raises(ValueError, match="not a fill ring's memory"):
+            Appender(other)
     ring.close(unlink=True)
 
 
