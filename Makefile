@@ -10,8 +10,8 @@ STAMP := $(VENV)/.installed
 # jemalloc (decision 0019) likewise, when missing and root; without root, runtime.allocator = "auto"
 # falls back to the system allocator and says so.
 # pip builds the C extensions (setup.py) too: a change to their source installs again. They need a C
-# compiler, Python's headers and zlib's (the fill ring's CRC): installed from Debian when one is
-# missing and root, as python3-venv is.
+# compiler and Python's headers: installed from Debian when one is missing and root, as python3-venv
+# is.
 $(STAMP): pyproject.toml setup.py src/edgecache/edge/_logcapture.c src/edgecache/edge/_originhead.c src/edgecache/store/_fillring.c src/edgecache/store/_untrack.c src/edgecache/store/_links.c src/edgecache/cluster/_claims.c
 	$(PY) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && rm -rf $(VENV) \
 		&& apt-get update -q && apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml setup.py src/edgecache/edge/_logcapture.c src/edgecache
 			{ apt-get update -q && apt-get install -y -q libjemalloc2; } || echo "libjemalloc2: install failed"; \
 		else echo "libjemalloc2 is not installed (needs root): edgecache runs on the system allocator"; fi; \
 	fi
-	@if ! { command -v cc >/dev/null && [ -f /usr/include/zlib.h ] \
+	@if ! { command -v cc >/dev/null \
 		&& [ -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; }; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -q && apt-get install -y -q gcc python3-dev zlib1g-dev; \
-		else echo "the C extensions need a C compiler, Python's headers and zlib's (gcc python3-dev zlib1g-dev)"; fi; \
+			apt-get update -q && apt-get install -y -q gcc python3-dev; \
+		else echo "the C extensions need a C compiler and Python's headers (gcc python3-dev)"; fi; \
 	fi
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -20,7 +20,6 @@ setup(
         Extension(
             "edgecache.store._fillring",
             ["src/edgecache/store/_fillring.c"],
-            libraries=["z"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(

@@ -9,18 +9,25 @@ Theory of operation:
   (``urgent``: :meth:`FillRing.want`), its fill-writer supervisor (``closing``), or the fill
   writer (``committed``, ``done``, its counters, ``started``, ``asleep``); ``committed`` and
   ``done`` also the supervisor, only while no fill writer runs (:meth:`FillRing.skip`).
-- A record is a 12-byte head (length, CRC-32 of the payload, a flags byte) and the payload,
+- A record is a 12-byte head (length, CRC-32C of the payload, a flags byte) and the payload,
   padded to 16 bytes: a fill's record as ``encode_entry`` makes it (what LMDB stores; with
   ``RESERVE_FLAG`` it goes to its zone's reserve too), or, with ``VARY_FLAG``, a base key's Vary
   field names (:func:`encode_vary`), written in the same transaction as the fill before them
   (decision 0020's addendum on Vary fills). A record that would cross the end of the area is
-  preceded by a wrap mark (length ``_WRAP``) and starts at the beginning. The format's version
-  is ``MAGIC``'s last byte, unchanged by ``VARY_FLAG``: a ring lives as long as the process that
-  created it, and a fill writer of a newer version reading an older appender's ring (the package
-  upgraded under a running node, its fill writer restarted) meets flags 0 and 1 only.
+  preceded by a wrap mark (length ``_WRAP``) and starts at the beginning.
+- The format's version is ``MAGIC``'s last byte: 2 since the check became CRC-32C (1 had zlib's
+  CRC-32; ``VARY_FLAG`` did not change it: an older reader meets flags 0 and 1 only). A ring
+  lives as long as the process that created it, so the two sides differ only when the package
+  is upgraded under a running node and its fill writer restarts: a fill writer refuses a ring
+  of another version (:meth:`FillRing.open` raises ``ValueError`` naming both, the child exits,
+  its supervisor counts the fills dropped and starts it again, to the same refusal, until the
+  node restarts), as version 1's refuses version 2's (``MAGIC`` differs: "not a fill ring"),
+  and the C appender refuses to append to one: no side misreads the other's records.
 - The appender is ``_fillring.Appender`` (C: it encodes an entry's record straight into the
-  ring, decision 0020's addendum) when the package is built with it, else :class:`PyAppender`,
-  which writes the same bytes; the fill writer's side, which never appends, has the latter.
+  ring, decision 0020's addendum); :class:`PyAppender` writes the same bytes in Python, for the
+  tests and for the fill writer's side, which never appends. Both sides' CRC-32C is
+  ``_fillring``'s (SSE 4.2's instruction, else tables): the extension is needed, as the other
+  C extensions of the package are.
 - The appender never waits: a record that does not fit in what the fill writer has not yet
   committed is refused (the caller counts it as dropped: a cache may drop a fill). It writes the
   record, then ``head`` (one aligned store). The reader checks each record's CRC before it
@@ -63,18 +70,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    # isal's CRC-32 costs ~4.7k instructions less than zlib's a 1 KiB fill in the fill writer
-    # (decision 0020, addendum childput); zlib's gives the same value, so without isal the node
-    # still starts.
-    from isal.isal_zlib import crc32
-except ImportError:
-    from zlib import crc32
-
+from edgecache.store._fillring import Appender, checked, crc32c
 from edgecache.store.disk_layout import encode_entry
 from edgecache.store.entry import Entry
 
-MAGIC = b"ECFILL\x00\x01"
+MAGIC = b"ECFILL\x00\x02"
 HEADER_SIZE = 256
 DEFAULT_CAPACITY = 16 << 20
 _Q = struct.Struct("<Q")
@@ -158,8 +158,7 @@ def decode_vary(payload: bytes) -> tuple[str, tuple[str, ...]]:
 
 class PyAppender:
     """The appending side of a ring in Python: what ``_fillring.Appender`` does in C, byte for byte
-    (the tests hold them to the same records), for a build without the extension and for the
-    fill writer's side, which never appends."""
+    (the tests hold them to the same records), for the fill writer's side, which never appends."""
 
     def __init__(self, mm: mmap.mmap) -> None:
         self._mm = mm
@@ -189,7 +188,7 @@ class PyAppender:
             head += wrap
             at = 0
         start = HEADER_SIZE + at
-        _REC.pack_into(mm, start, size, crc32(payload), flags)
+        _REC.pack_into(mm, start, size, crc32c(payload), flags)
         mm[start + _REC_SIZE : start + _REC_SIZE + size] = payload
         self.head = head = head + need
         self.appended += 1
@@ -209,15 +208,6 @@ class PyAppender:
 
     def release(self) -> None:
         """Nothing to let go of (the C appender's buffer export)."""
-
-
-try:
-    from edgecache.store._fillring import Appender
-except ImportError:  # a checkout whose extension is not built: the same ring, slower to append
-    APPENDER: type[Appender | PyAppender] = PyAppender
-else:
-    APPENDER = Appender
-"""The appender a new ring gets."""
 
 
 @dataclass(slots=True)
@@ -256,10 +246,10 @@ class FillRing:
 
     @classmethod
     def create(
-        cls, path: Path, capacity: int = DEFAULT_CAPACITY, appender: type[Appender | PyAppender] = APPENDER
+        cls, path: Path, capacity: int = DEFAULT_CAPACITY, appender: type[Appender | PyAppender] = Appender
     ) -> FillRing:
         """A new, empty ring at ``path`` (readable by this user only: it holds cached responses),
-        appended to by ``appender`` (the C one when the package is built with it)."""
+        appended to by ``appender`` (the C one unless a test asks for the Python one)."""
         if capacity & (capacity - 1) or capacity < 1 << 16:
             raise ValueError("fill ring capacity must be a power of two of at least 64 KiB")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -287,9 +277,15 @@ class FillRing:
             mm = mmap.mmap(fd, 0)
         finally:
             os.close(fd)
-        if mm[:8] != MAGIC:
+        magic = mm[:8]
+        if magic != MAGIC:
             mm.close()
-            raise ValueError(f"{path} is not a fill ring")
+            if magic[:-1] != MAGIC[:-1]:
+                raise ValueError(f"{path} is not a fill ring")
+            raise ValueError(
+                f"{path} is a fill ring of format version {magic[-1]}, where this fill writer reads "
+                f"version {MAGIC[-1]} (the package changed under a running node: restart the node)"
+            )
         # The fill writer's side never appends: the Python appender holds no export of the map.
         return cls(path, mm, wake_fd, done_fd, PyAppender)
 
@@ -436,7 +432,7 @@ class FillRing:
         mm = self._mm
         head = _Q.unpack_from(mm, _HEAD)[0]
         records: list[tuple[bytes, int]] = []
-        append, unpack, mask = records.append, _REC.unpack_from, self._mask
+        append, unpack, check, mask = records.append, _REC.unpack_from, checked, self._mask
         size_sum = 0
         pos = position
         left = max_records
@@ -449,9 +445,8 @@ class FillRing:
                 continue
             if records and size_sum + size > max_bytes:
                 break
-            start += _REC_SIZE
-            payload = mm[start : start + size]
-            if crc32(payload) != crc:
+            payload = check(mm, start + _REC_SIZE, size, crc)
+            if payload is None:
                 break
             append((payload, flags))
             size_sum += size
