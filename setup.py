@@ -10,6 +10,7 @@ setup(
         Extension(
             "edgecache.edge._logcapture",
             ["src/edgecache/edge/_logcapture.c"],
+            depends=["src/edgecache/_crc32c.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(
@@ -20,6 +21,7 @@ setup(
         Extension(
             "edgecache.store._fillring",
             ["src/edgecache/store/_fillring.c"],
+            depends=["src/edgecache/_crc32c.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(

@@ -13,9 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
-#if defined(__x86_64__)
-#include <nmmintrin.h>
-#endif
+
+#include "../_crc32c.h"
 
 /* Ring file layout: must match logring.py. */
 #define HEADER_SIZE 256
@@ -99,57 +98,6 @@ static inline int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* CRC-32C (Castagnoli), the batches' check: with SSE 4.2's crc32 instruction where the CPU has
- * it (8 bytes an instruction; zlib's table-driven CRC-32 took about 4 instructions a byte, a fifth
- * of a hit's budget), else by tables, 8 bytes a step. */
-static uint32_t crc_table[8][256];
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82f63b78 : c >> 1;
-        crc_table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
-}
-
-static uint32_t crc_tables(uint32_t crc, const unsigned char *p, size_t n) {
-    uint32_t c = ~crc;
-    while (n >= 8) {
-        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff] ^
-            crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^
-            crc_table[0][p[7]];
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = crc_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
-    return ~c;
-}
-
-#if defined(__x86_64__)
-__attribute__((target("sse4.2"))) static uint32_t crc_sse42(uint32_t crc, const unsigned char *p,
-                                                            size_t n) {
-    uint64_t c = ~crc;
-    while (n >= 8) {
-        uint64_t word;
-        memcpy(&word, p, 8);
-        c = _mm_crc32_u64(c, word);
-        p += 8;
-        n -= 8;
-    }
-    uint32_t c32 = (uint32_t)c;
-    while (n--)
-        c32 = _mm_crc32_u8(c32, *p++);
-    return ~c32;
-}
-#endif
-
-static uint32_t (*crc32c)(uint32_t, const unsigned char *, size_t) = crc_tables;
 
 /* A batch's header (its commit word) at `at`, after its payload: the CRC-32C covers the rest of
  * the header and the payload, so a reader that copies a batch still being written (or overwritten)
@@ -691,10 +639,6 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__logcapture(void) {
     crc_init();
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("sse4.2"))
-        crc32c = crc_sse42;
-#endif
     if (PyType_Ready(&CaptureType) < 0)
         return NULL;
     s_raw = PyUnicode_InternFromString("raw");

@@ -17,9 +17,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__x86_64__)
-#include <nmmintrin.h>
-#endif
+
+#include "../_crc32c.h"
 
 /* Ring layout: must match fillring.py. */
 #define HEADER_SIZE 256
@@ -143,57 +142,6 @@ static PyObject *slot_get(PyObject *obj, Slot *slot) {
     return PyObject_GetAttr(obj, *slot->name);
 }
 
-/* CRC-32C (Castagnoli): SSE 4.2's crc32 instruction, 8 bytes an instruction, where the CPU has it
- * (zlib's table-driven CRC-32 took ~4 instructions a byte: replacing it halved the append's 8.2k
- * instructions a 1 KiB fill, decision 0020's addendum crc32c), else tables, 8 bytes a step
- * (another architecture, or a CPU without it). The same CRC as edge/_logcapture.c's batches. */
-static uint32_t crc_table[8][256];
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82f63b78 : c >> 1;
-        crc_table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
-}
-
-static uint32_t crc_tables(const unsigned char *p, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    while (n >= 8) {
-        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff] ^
-            crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^
-            crc_table[0][p[7]];
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = crc_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
-    return ~c;
-}
-
-#if defined(__x86_64__)
-__attribute__((target("sse4.2"))) static uint32_t crc_sse42(const unsigned char *p, size_t n) {
-    uint64_t c = 0xFFFFFFFFu;
-    while (n >= 8) {
-        uint64_t word; /* memcpy: an unaligned load, which the instruction takes */
-        memcpy(&word, p, 8);
-        c = _mm_crc32_u64(c, word);
-        p += 8;
-        n -= 8;
-    }
-    uint32_t c32 = (uint32_t)c;
-    while (n--)
-        c32 = _mm_crc32_u8(c32, *p++);
-    return ~c32;
-}
-#endif
-
-static uint32_t (*crc32c)(const unsigned char *, size_t) = crc_tables;
 
 static inline uint64_t load64(const unsigned char *p) {
     uint64_t v = __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE);
@@ -260,7 +208,7 @@ static int64_t reserve_room(Appender *self, uint64_t need) {
 static int seal(Appender *self, uint64_t at, uint64_t size, uint64_t need, unsigned char flags) {
     unsigned char *rec = self->data + at;
     put32(rec, (uint32_t)size);
-    put32(rec + 4, crc32c(rec + REC_SIZE, (size_t)size));
+    put32(rec + 4, crc32c(0, rec + REC_SIZE, (size_t)size));
     rec[8] = flags;
     rec[9] = rec[10] = rec[11] = 0;
     self->head += need;
@@ -586,7 +534,7 @@ static PyObject *Appender_get_appended(Appender *self, void *Py_UNUSED(closure))
 PyDoc_STRVAR(crc32c_doc, "crc32c(data, /)\n--\n\nThe CRC-32C of `data` (a bytes-like object), by "
                          "the CPU's instruction where it has one (HARDWARE), as a record is sealed.");
 
-static PyObject *crc_of(PyObject *const *args, Py_ssize_t nargs, uint32_t (*crc)(const unsigned char *, size_t)) {
+static PyObject *crc_of(PyObject *const *args, Py_ssize_t nargs, uint32_t (*crc)(uint32_t, const unsigned char *, size_t)) {
     if (nargs != 1) {
         PyErr_SetString(PyExc_TypeError, "takes 1 argument (data)");
         return NULL;
@@ -594,7 +542,7 @@ static PyObject *crc_of(PyObject *const *args, Py_ssize_t nargs, uint32_t (*crc)
     Py_buffer data;
     if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
         return NULL;
-    uint32_t c = crc(data.buf, (size_t)data.len);
+    uint32_t c = crc(0, data.buf, (size_t)data.len);
     PyBuffer_Release(&data);
     return PyLong_FromUnsignedLong(c);
 }
@@ -636,7 +584,7 @@ static PyObject *checked(PyObject *Py_UNUSED(module), PyObject *const *args, Py_
         return NULL;
     PyObject *out;
     if (start < 0 || size < 0 || start > ring.len || size > ring.len - start ||
-        crc32c((const unsigned char *)ring.buf + start, (size_t)size) != crc) {
+        crc32c(0, (const unsigned char *)ring.buf + start, (size_t)size) != crc) {
         out = Py_NewRef(Py_None);
     } else {
         out = PyBytes_FromStringAndSize((const char *)ring.buf + start, size);
@@ -694,10 +642,6 @@ static int intern(PyObject **slot, const char *name) {
 
 PyMODINIT_FUNC PyInit__fillring(void) {
     crc_init();
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("sse4.2"))
-        crc32c = crc_sse42;
-#endif
     if (PyType_Ready(&AppenderType) < 0)
         return NULL;
     if (intern(&s_zone, "zone") < 0 || intern(&s_key, "key") < 0 || intern(&s_status, "status") < 0 ||
