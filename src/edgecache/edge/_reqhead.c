@@ -135,15 +135,17 @@ static int reader_init(HeadReader *self, PyObject *args, PyObject *kwds) {
         return -1;
     for (int i = 0; i < NSLOTS; i++) {
         PyObject *descr = PyObject_GetAttrString((PyObject *)type, SLOT_NAMES[i]);
-        if (descr == NULL)
-            return -1;
         Py_ssize_t at = -1;
-        if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && PyDescr_TYPE(descr) == type) {
-            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-            if (member->type == T_OBJECT_EX)
-                at = member->offset;
+        if (descr == NULL) {
+            PyErr_Clear();
+        } else {
+            if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && PyDescr_TYPE(descr) == type) {
+                PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+                if (member->type == T_OBJECT_EX)
+                    at = member->offset;
+            }
+            Py_DECREF(descr);
         }
-        Py_DECREF(descr);
         if (at < 0) {
             PyErr_Format(PyExc_TypeError, "%s is not a slot of the request type", SLOT_NAMES[i]);
             return -1;
