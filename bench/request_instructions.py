@@ -14,7 +14,8 @@ excluded. ``PYTHONHASHSEED=0`` keeps the start-up the same in both runs.
   tasks are stopped after the warm-up and the heap is frozen, as in ``miss_instructions.py``.
 Heads: "host" (Host only, as wrk and ``miss_instructions.py`` send), "twelve" (Host and 12 more
 fields, ``hit_inprocess.py``'s "browser" row), "chrome" (a real browser's head: Chrome 131's
-navigation, 15 fields, with a cookie).
+navigation, 15 fields, with a cookie), "length0" (Host and ``Content-Length: 0``: a head decision
+0031's reader leaves to llhttp).
 
 Run: ``.venv/bin/python bench/request_instructions.py [--requests N] [--src PATH ...]`` (``--src``
 counts another checkout's ``src`` too, say main's, in the same run; needs valgrind).
@@ -51,6 +52,7 @@ HEADS = {
     b"Sec-Fetch-Dest: document\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n"
     b"Accept-Language: en-GB,en-US;q=0.9,en;q=0.8\r\nCookie: _ga=GA1.1.1234567890.1733011200; "
     b"session=3f9a2c1e7b\r\n\r\n",
+    "length0": b"GET %b HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 0\r\n\r\n",
 }
 
 
