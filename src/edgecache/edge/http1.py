@@ -12,9 +12,9 @@ BODY until the message is complete, then IDLE again. When a read arrives while I
 holds nothing of a message), a whole head of an ordinary shape at its start is read in C instead
 (``_reqhead``, decision 0031): it becomes the ``Request`` the callbacks would have built and takes
 their path from ``on_message_complete`` on; the rest of the read is tried again, and what is not
-taken is fed to llhttp as before. The callbacks build the ``Request``
-and check every limit and framing rule as the bytes arrive; a violation records a status
-(``_status``) and raises ``_Stop``, which ends parsing for good. What the callbacks cannot see (a
+taken is fed to llhttp as before. The callbacks build the ``Request`` and check every limit and
+framing rule as the bytes arrive; a violation records a status (``_status``) and raises
+``_Stop``, which ends parsing for good. What the callbacks cannot see (a
 field httptools is still buffering, chunk extensions llhttp skips) is bounded by counting the raw
 bytes of each phase (``_raw``) in ``data_received``.
 
