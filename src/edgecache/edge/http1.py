@@ -14,9 +14,9 @@ holds nothing of a message), a whole head of an ordinary shape at its start is r
 their path from ``on_message_complete`` on; the rest of the read is tried again, and what is not
 taken is fed to llhttp as before. The callbacks build the ``Request`` and check every limit and
 framing rule as the bytes arrive; a violation records a status (``_status``) and raises
-``_Stop``, which ends parsing for good. What the callbacks cannot see (a
-field httptools is still buffering, chunk extensions llhttp skips) is bounded by counting the raw
-bytes of each phase (``_raw``) in ``data_received``.
+``_Stop``, which ends parsing for good. What the callbacks cannot see (a field httptools is still
+buffering, chunk extensions llhttp skips) is bounded by counting the raw bytes of each phase
+(``_raw``) in ``data_received``.
 
 The response side is the handler. ``_busy`` is True from the moment a request is handed to the
 handler until it calls ``finish()`` or ``abort()``.
