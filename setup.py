@@ -1,7 +1,7 @@
 """The package's C extensions (the access log's capture, decision 0017; the fill ring's appender,
-decision 0020's addendum; an origin response's head, decision 0024; the workers' fill claims,
-decision 0028; the memory tier's untrack and index bookkeeping, decision 0002's addenda 8 and 9);
-everything else is in pyproject.toml."""
+decision 0020's addendum; an origin response's head, decision 0024; a client's request head,
+decision 0031; the workers' fill claims, decision 0028; the memory tier's untrack and index
+bookkeeping, decision 0002's addenda 8 and 9); everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -16,6 +16,11 @@ setup(
         Extension(
             "edgecache.edge._originhead",
             ["src/edgecache/edge/_originhead.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+        ),
+        Extension(
+            "edgecache.edge._reqhead",
+            ["src/edgecache/edge/_reqhead.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(

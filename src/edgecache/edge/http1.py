@@ -7,12 +7,16 @@ Theory of operation
 One ``Connection`` per TCP connection. It has two sides that move independently.
 
 The parser side is llhttp, fed every byte that arrives, calling back into the connection. Its phase
-(``_pphase``) is IDLE between messages, HEAD from the first byte of a request-target until the end
-of the head, BODY until the message is complete, then IDLE again. The callbacks build the ``Request``
-and check every limit and framing rule as the bytes arrive; a violation records a status
-(``_status``) and raises ``_Stop``, which ends parsing for good. What the callbacks cannot see (a
-field httptools is still buffering, chunk extensions llhttp skips) is bounded by counting the raw
-bytes of each phase (``_raw``) in ``data_received``.
+(``_pphase``) is IDLE between messages, HEAD from a message's first byte until the end of the head,
+BODY until the message is complete, then IDLE again. When a read arrives while IDLE (llhttp then
+holds nothing of a message), a whole head of an ordinary shape at its start is read in C instead
+(``_reqhead``, decision 0031): it becomes the ``Request`` the callbacks would have built and takes
+their path from ``on_message_complete`` on; the rest of the read is tried again, and what is not
+taken is fed to llhttp as before. The callbacks build the ``Request`` and check every limit and
+framing rule as the bytes arrive; a violation records a status (``_status``) and raises
+``_Stop``, which ends parsing for good. What the callbacks cannot see (a field httptools is still
+buffering, chunk extensions llhttp skips) is bounded by counting the raw bytes of each phase
+(``_raw``) in ``data_received``.
 
 The response side is the handler. ``_busy`` is True from the moment a request is handed to the
 handler until it calls ``finish()`` or ``abort()``.
@@ -75,6 +79,7 @@ from typing import NoReturn, cast
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from edgecache.config import Limits
+from edgecache.edge._reqhead import HeadReader
 
 __all__ = [
     "PENDING",
@@ -327,6 +332,7 @@ class Connection(asyncio.Protocol):
         "_handler",
         "_hbytes",
         "_hcount",
+        "_head",
         "_keep_alive",
         "_limits",
         "_linger",
@@ -383,6 +389,7 @@ class Connection(asyncio.Protocol):
         # Chunk framing may add to the body; an honest client's overhead is far below this.
         self._max_body_wire = 2 * limits.max_body_bytes + 65536
         self._parser = _strict_parser(self)
+        self._head = server.read_head
         self._versions_strict = server.versions_strict
         self.client_ip = ""
         self.closed = False
@@ -536,6 +543,20 @@ class Connection(asyncio.Protocol):
             return
         if self._alog is not None:
             self._achunk = None if self._pphase else data
+        if not self._pphase:
+            taken = self._head(data, 0, self.client_ip)
+            if taken is not None:
+                while True:
+                    end, req = taken
+                    # The sweeper gives a connection that has sent a request the idle deadline.
+                    self._method = req.method
+                    self._accept(req)
+                    if self._stopped or end == len(data):
+                        return
+                    taken = self._head(data, end, self.client_ip)
+                    if taken is None:
+                        break
+                data = data[end:]
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as exc:
@@ -564,17 +585,20 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        # From the message's first byte llhttp holds part of it, so the next read may not be taken
+        # by the C reader until on_message_complete; on_message_complete has already reset the
+        # per-message state.
+        if self._stopped:
+            raise _Stop
+        self._pphase = _HEAD
+        self._t_head = 0.0
+        self._fresh = True
+
     def on_url(self, url: bytes) -> None:
-        # The first piece of the target starts a message (no on_message_begin: one callback less
-        # per request); on_message_complete has already reset the per-message state.
         if self._url:
             url = self._url + url
         else:
-            if self._stopped:
-                raise _Stop
-            self._pphase = _HEAD
-            self._t_head = 0.0
-            self._fresh = True
             raw = self._parser.get_method()
             method = _METHODS.get(raw)
             if method is None:
@@ -717,8 +741,14 @@ class Connection(asyncio.Protocol):
         self._seen = {}
         self._plain = True
         self._hcount = self._hbytes = 0
+        self._accept(req)
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _accept(self, req: Request) -> None:
+        """A complete request, from llhttp's callbacks or the C reader: to the handler (rule 1)."""
         self._stats.requests += 1
-        if not self._keep_alive:
+        if not req.keep_alive:
             self._stopped = True
         queue = self._queue
         if self._busy or queue or self._write_paused:
@@ -751,8 +781,6 @@ class Connection(asyncio.Protocol):
                 self._answers_later()
         elif self._busy:
             self._handler_failed(None)
-
-    # -- internals --------------------------------------------------------------------------------------
 
     def _partial_message(self, received: int) -> None:
         # httptools buffers a field until it is complete, and llhttp skips chunk extensions of any
@@ -937,6 +965,7 @@ class HttpServer:
         "handler",
         "limits",
         "loop",
+        "read_head",
         "stats",
         "versions_strict",
     )
@@ -952,6 +981,10 @@ class HttpServer:
         self.connections: set[Connection] = set()
         self.versions_strict = _versions_strict()
         """Checked once per server: see :func:`_versions_strict`."""
+        self.read_head: Callable[[bytes, int, str], tuple[int, Request] | None] = HeadReader(
+            Request, limits.max_request_line, limits.max_header_count, limits.max_header_bytes
+        ).read
+        """The C reader of a whole ordinary head (decision 0031): what ``Connection._head`` calls."""
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
