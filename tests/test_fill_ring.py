@@ -804,6 +804,12 @@ def test_fill_fields_keeps_a_bounded_memory_of_tag_lists() -> None:
         fields = fill_fields(encode_entry(replace(fill, tags=("all", f"product-{i}")), 0.0))
         assert fields is not None and fields[5] == ("all", f"product-{i}")
         assert len(disk_layout._tag_lists) <= disk_layout._REMEMBERED
+    # Nor keep long lists at all: their number bounds nothing (an origin's 16 KiB lists, 4,096 of
+    # them, held ~760 MiB in the child).
+    disk_layout._tag_lists.clear()
+    long_tags = tuple(f"listing-{i:04}" for i in range(40))
+    fields = fill_fields(encode_entry(replace(fill, tags=long_tags), 0.0))
+    assert fields is not None and fields[5] == long_tags and not disk_layout._tag_lists
 
 
 def test_a_large_objects_record_in_the_ring_is_counted_not_written(tmp_path: Path) -> None:

@@ -1209,6 +1209,9 @@ class DiskStore:
         # Committed or given up to its end: no key of its records is pending any more.
         self._in_ring = {}
         self._in_ring_old = {}
+        # Another ring's positions start again from its own: the old ring's head would hold the
+        # older generation until the new ring passed it.
+        self._in_ring_top = 0
         with self._lock:
             self._ring = ring
             self._fenced = 0 if ring is None else ring.committed

@@ -256,6 +256,10 @@ def decode_entry(raw: bytes | memoryview, *, body: bool = True) -> Record:
 _REC_SIZE = REC.size
 _REMEMBERED = 4096
 """Distinct zone and tag-list bytes ``fill_fields`` keeps decoded (forgotten all at once beyond)."""
+_REMEMBERED_TAGS_MAX = 256
+"""The longest tag list (in bytes) ``fill_fields`` remembers, as ``httpcache/tags.py`` memoises
+only short fields: the origin chooses the lists, and 4,096 lists of 16 KiB each held ~760 MiB in
+every fill writer child."""
 _zone_names: dict[bytes, str] = {}
 _tag_lists: dict[bytes, tuple[str, ...]] = {}
 
@@ -281,7 +285,8 @@ def fill_fields(
     q = p + lk
     # A node's fills name a few zones and, mostly, a few tag lists: their decoded forms are looked
     # up by their bytes (a dictionary read) instead of decoded and split per record
-    # (decision 0020's addendum ``childlmdb``). Bytes that do not decode are never remembered.
+    # (decision 0020's addendum ``childlmdb``). Bytes that do not decode are never remembered, nor
+    # long tag lists.
     zraw = raw[_REC_SIZE:p]
     zone = _zone_names.get(zraw)
     if zone is None:
@@ -295,8 +300,9 @@ def fill_fields(
     if tags is None:
         text = traw.decode()
         tags = tuple(text.split("\x00")) if text else ()
-        _make_room(_tag_lists)
-        _tag_lists[traw] = tags
+        if lt <= _REMEMBERED_TAGS_MAX:
+            _make_room(_tag_lists)
+            _tag_lists[traw] = tags
     kb = kraw if len(kraw) <= MAX_INLINE_KEY else _stored_key(kraw)
     return raw, zone, key, kb, seq, tags, reserve, None
 
