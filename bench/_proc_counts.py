@@ -1,7 +1,8 @@
 """Software counts of another process, by thread, that the machine's load does not move: the
 kernel's per-thread accounting in ``/proc/<pid>/task/<tid>/`` (user and system ticks, run time,
 minor and major faults, voluntary and involuntary context switches) and the syscalls ``strace -ff``
-records per thread. Used by ``bench/purge_steps.py --counts``."""
+records per thread, and where ``perf record -e cpu-clock`` samples land. Used by
+``bench/purge_steps.py --counts``."""
 
 from __future__ import annotations
 
@@ -127,3 +128,83 @@ def by_label(calls: dict[int, Counter[str]], names: dict[int, str]) -> dict[str,
     for tid, counts in calls.items():
         out.setdefault(names.get(tid, str(tid)), Counter()).update(counts)
     return out
+
+
+SWITCH = re.compile(
+    r"finish_task_switch|_raw_spin_unlock_irq|schedule|try_to_wake_up|ttwu|futex|select_task_rq"
+)
+"""Kernel symbols a sample lands on around a context switch or a wake-up (a sampled interrupt is
+taken when interrupts are enabled again, so a switch's cost gathers at these symbols)."""
+
+BLOCK_IO = re.compile(
+    r"iowrite|virtqueue|virtio|vp_notify|blk_|bio|ext4_|filemap_|folio|mark_buffer|buffer|writeback|"
+    r"vfs_write|generic_perform_write|copy_page|rep_movs|memcpy|xas_|fsync|_copy_from_user|iomap"
+)
+"""Kernel symbols of a file write and its sync: the page cache, ext4, the block layer and the
+virtio notification (a VM exit, charged to the thread that rings it)."""
+
+
+class PerfRecord:
+    """``perf record -e cpu-clock`` of every thread of a process for a window (a software event:
+    it works without hardware counters): where each thread's samples land, user or kernel, and in
+    the kernel by kind (``SWITCH``, ``BLOCK_IO``, the rest)."""
+
+    def __init__(self, pid: int, frequency: int = 4999) -> None:
+        self._dir = tempfile.mkdtemp(prefix="edgecache-perf-")
+        self._data = f"{self._dir}/perf.data"
+        self._proc = subprocess.Popen(
+            [
+                "perf",
+                "record",
+                "-q",
+                "-e",
+                "cpu-clock",
+                "-F",
+                str(frequency),
+                "-p",
+                str(pid),
+                "-o",
+                self._data,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"perf failed: {self._proc.stderr.read() if self._proc.stderr else ''!r}")
+
+    def stop(self) -> tuple[dict[int, Counter[str]], dict[int, Counter[str]]]:
+        """Detach; per thread id, samples by kind (``user``, ``kernel: switch``, ``kernel: block
+        I/O``, ``kernel: other``) and the kernel samples by symbol."""
+        self._proc.send_signal(signal.SIGINT)
+        self._proc.wait(60)
+        script = subprocess.run(
+            ["perf", "script", "-i", self._data, "-F", "tid,ip,sym,dso"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        kinds: dict[int, Counter[str]] = {}
+        symbols: dict[int, Counter[str]] = {}
+        for line in script.splitlines():
+            parts = line.split(None, 2)  # thread id, address, symbol and (object)
+            if len(parts) < 3 or not parts[0].isdigit():
+                continue
+            tid, rest = int(parts[0]), parts[2]
+            symbol = rest.rsplit("(", 1)[0].strip()
+            if "[kernel" in rest:
+                kind = (
+                    "kernel: switch"
+                    if SWITCH.search(symbol)
+                    else "kernel: block I/O"
+                    if BLOCK_IO.search(symbol)
+                    else "kernel: other"
+                )
+                symbols.setdefault(tid, Counter())[symbol] += 1
+            else:
+                kind = "user"
+            kinds.setdefault(tid, Counter())[kind] += 1
+        for path in Path(self._dir).glob("*"):
+            path.unlink()
+        Path(self._dir).rmdir()
+        return kinds, symbols

@@ -36,8 +36,11 @@ Cloudflare purges of one unknown tag sent ``--gap`` apart on one keep-alive conn
 process, less an idle window of the same length: user and system CPU (the kernel's ticks, 10 ms
 each: trust them over a few hundred purges), run time (``schedstat``, exact), minor and major
 faults, voluntary and involuntary context switches (``/proc/<pid>/task/<tid>/``), and, in a second
-stream with ``strace -ff`` attached, the syscalls by name (``bench/_proc_counts.py``). Counts,
-not timings: the machine's load does not move them (the involuntary switches excepted).
+stream with ``strace -ff`` attached, the syscalls by name (``bench/_proc_counts.py``); with
+``--perf``, in a third stream, where each thread's CPU samples land (``perf record -e cpu-clock``, a
+software event: user code, or the kernel's context switches and wake-ups, file writes and their
+sync down to the virtio notification, the rest). Counts, not timings: the machine's load does not
+move them (the involuntary switches excepted; the perf shares are samples of time).
 
 CPU time is the figure to trust on a shared machine; it still moves with what else runs (the cold
 figures most): compare rows within one run.
@@ -537,7 +540,7 @@ class _NodeChild:
         self.proc.wait(60)
 
 
-def _count_round(src: Path, n: int, gap: float, log: bool, strace: bool) -> dict[str, Any]:
+def _count_round(src: Path, n: int, gap: float, log: bool, strace: bool, perf: bool) -> dict[str, Any]:
     """One node: per paced purge, each thread's counters and syscalls, net of an idle window."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _proc_counts as pc
@@ -570,7 +573,20 @@ def _count_round(src: Path, n: int, gap: float, log: bool, strace: bool) -> dict
             for label, counts in traced.items():
                 base = quiet.get(label, Counter())
                 calls[label] = {k: (v - base.get(k, 0) * scale) / n for k, v in counts.items()}
-        return {"counts": per, "calls": calls}
+        kinds: dict[str, dict[str, float]] = {}
+        kernel: dict[str, Counter[str]] = {}
+        if perf:
+            recorder = pc.PerfRecord(child.pid)
+            _paced(send, 200_000, n, gap)
+            samples, symbols = recorder.stop()
+            names = child.threads()
+            for tid, counts in samples.items():
+                label = names.get(tid, str(tid))
+                acc = kinds.setdefault(label, {})
+                for kind, k in counts.items():
+                    acc[kind] = acc.get(kind, 0.0) + k
+                kernel.setdefault(label, Counter()).update(symbols.get(tid, Counter()))
+        return {"counts": per, "calls": calls, "kinds": kinds, "kernel": kernel}
     finally:
         child.stop()
 
@@ -586,7 +602,7 @@ def _median_table(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[s
     }
 
 
-def counts(before: Path | None, n: int, gap: float, rounds: int, log: bool, strace: bool) -> None:
+def counts(before: Path | None, n: int, gap: float, rounds: int, log: bool, strace: bool, perf: bool) -> None:
     """Print per paced purge and per thread: CPU split user/system, faults, context switches and
     syscalls by name, this tree against ``before`` in alternate rounds (medians of the rounds)."""
     here = Path(__file__).resolve().parent.parent / "src"
@@ -594,7 +610,7 @@ def counts(before: Path | None, n: int, gap: float, rounds: int, log: bool, stra
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sides}
     for r in range(rounds):
         for name, src in sides if r % 2 == 0 else sides[::-1]:
-            results[name].append(_count_round(src, n, gap, log, strace))
+            results[name].append(_count_round(src, n, gap, log, strace, perf))
     print(
         f"### Software counts per paced purge, {n} purges {gap * 1000:.0f} ms apart less an idle window,"
         f" median of {rounds} rounds{' (log line on)' if log else ''}\n"
@@ -615,6 +631,8 @@ def counts(before: Path | None, n: int, gap: float, rounds: int, log: bool, stra
                 f"{c.get('run_ms', 0):.3f} | {c.get('minflt', 0):.1f} | {c.get('majflt', 0):.2f} | "
                 f"{c.get('vcsw', 0):.2f} | {c.get('ivcsw', 0):.2f} |"
             )
+    if perf:
+        _print_perf(sides, results)
     if not strace:
         return
     print("\n### Syscalls per paced purge by thread (strace -ff, net of an idle window; median of rounds)\n")
@@ -628,6 +646,32 @@ def counts(before: Path | None, n: int, gap: float, rounds: int, log: bool, stra
                 continue
             named = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]))
             print(f"| {name} | {label} | {sum(c.values()):.2f} | {named} |")
+
+
+def _print_perf(sides: list[tuple[str, Path]], results: dict[str, list[dict[str, Any]]]) -> None:
+    """Where each thread's CPU samples land (``perf record -e cpu-clock`` over a third stream, the
+    idle work of its window included), summed over the rounds."""
+    kinds = ("user", "kernel: switch", "kernel: block I/O", "kernel: other")
+    print("\n### Where each thread's CPU samples land (perf record -e cpu-clock, a stream's window)\n")
+    print("| code | thread | samples | " + " | ".join(kinds) + " | top kernel symbols |")
+    print("|---|---|---:|" + "---:|" * len(kinds) + "---|")
+    for name, _src in sides:
+        total: dict[str, Counter[str]] = {}
+        symbols: dict[str, Counter[str]] = {}
+        for res in results[name]:
+            for label, counts in res["kinds"].items():
+                total.setdefault(label, Counter()).update({k: int(v) for k, v in counts.items()})
+            for label, syms in res["kernel"].items():
+                symbols.setdefault(label, Counter()).update(syms)
+        for label in sorted(total, key=lambda lb: -sum(total[lb].values())):
+            all_ = sum(total[label].values())
+            if all_ < 20:
+                continue
+            shares = " | ".join(f"{100 * total[label][k] / all_:.0f}%" for k in kinds)
+            top = ", ".join(
+                f"{sym} {100 * c / all_:.1f}%" for sym, c in symbols.get(label, Counter()).most_common(4)
+            )
+            print(f"| {name} | {label} | {all_} | {shares} | {top} |")
 
 
 async def _node_child(log: bool) -> None:
@@ -684,6 +728,11 @@ def main() -> None:
     )
     p.add_argument("--log", action="store_true", help="with --counts: log at INFO as `edgecache serve` does")
     p.add_argument("--no-strace", action="store_true", help="with --counts: no syscall counts")
+    p.add_argument(
+        "--perf",
+        action="store_true",
+        help="with --counts: where each thread's CPU samples land (perf record)",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -702,7 +751,7 @@ def main() -> None:
         uvloop.run(_node_child(args.log))
         return
     if args.counts:
-        counts(args.before, args.n, args.gap, args.rounds, args.log, not args.no_strace)
+        counts(args.before, args.n, args.gap, args.rounds, args.log, not args.no_strace, args.perf)
         return
     if args.instructions:
         service_instructions(args.before, args.n, args.gap, args.rounds)
