@@ -29,6 +29,19 @@ loop's (the service's part of the purge: its record, the hand-over, the wake-up 
 and the ledger writer's (the ``write`` operation, its statements, the commit, the group writer's
 Python); with ``--before``, rounds alternate with another tree's ``src``.
 
+``--counts [--before SRC] [--log] [--no-strace]`` instead counts what a paced purge costs the node
+beyond its instructions, by thread: a ``Node`` in a child process as ``edgecache serve`` runs one
+(uvloop, jemalloc when installed; ``--log``: its INFO log line too, to ``/dev/null``), ``--n``
+Cloudflare purges of one unknown tag sent ``--gap`` apart on one keep-alive connection by this
+process, less an idle window of the same length: user and system CPU (the kernel's ticks, 10 ms
+each: trust them over a few hundred purges), run time (``schedstat``, exact), minor and major
+faults, voluntary and involuntary context switches (``/proc/<pid>/task/<tid>/``), and, in a second
+stream with ``strace -ff`` attached, the syscalls by name (``bench/_proc_counts.py``); with
+``--perf``, in a third stream, where each thread's CPU samples land (``perf record -e cpu-clock``, a
+software event: user code, or the kernel's context switches and wake-ups, file writes and their
+sync down to the virtio notification, the rest). Counts, not timings: the machine's load does not
+move them (the involuntary switches excepted; the perf shares are samples of time).
+
 CPU time is the figure to trust on a shared machine; it still moves with what else runs (the cold
 figures most): compare rows within one run.
 """
@@ -49,6 +62,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -462,6 +476,240 @@ def service_instructions(before: Path | None, n: int, gap: float, rounds: int) -
         )
 
 
+# -- 5. software counts of a paced purge, by thread --------------------------------------------------
+
+
+def _purge_request(port: int, token: str) -> Callable[[int], None]:
+    """A keep-alive client for ``POST …/purge_cache`` of one unknown tag, as the stream benchmark sends."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _purge_node import ZONE_ID
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    path = f"/client/v4/zones/{ZONE_ID}/purge_cache"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def send(i: int) -> None:
+        conn.request("POST", path, body=json.dumps({"tags": [f"nobody-{i}"]}), headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"purge answered {resp.status}: {body[:200]!r}")
+
+    return send
+
+
+def _paced(send: Callable[[int], None], first: int, n: int, gap: float) -> float:
+    """``n`` purges ``gap`` apart (on a fixed schedule, as the stream benchmark sends them); the wall
+    seconds they took, with a settle time for the last one's acknowledgement."""
+    t0 = time.monotonic()
+    for i in range(n):
+        send(first + i)
+        time.sleep(max(0.0, t0 + (i + 1) * gap - time.monotonic()))
+    time.sleep(SETTLE)
+    return time.monotonic() - t0
+
+
+SETTLE = 0.3
+"""Seconds after a stream's last purge for its reclaim and acknowledgement (``ACK_DELAY`` 0.1 s)."""
+
+
+class _NodeChild:
+    """``purge_steps.py --node-child`` with ``src`` first on the path: a ``Node`` as ``edgecache
+    serve`` runs one (uvloop, jemalloc when it is installed), answering ``threads`` on its stdin."""
+
+    def __init__(self, src: Path, log: bool) -> None:
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        argv = [sys.executable, __file__, "--node-child"] + (["--log"] if log else [])
+        self.proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.proc.stdout is not None
+        ready = json.loads(self.proc.stdout.readline())
+        self.pid, self.port, self.token = int(ready["pid"]), int(ready["port"]), str(ready["token"])
+
+    def threads(self) -> dict[int, str]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("threads\n")
+        self.proc.stdin.flush()
+        return {int(k): v for k, v in json.loads(self.proc.stdout.readline()).items()}
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.flush()
+        self.proc.wait(60)
+
+
+def _count_round(src: Path, n: int, gap: float, log: bool, strace: bool, perf: bool) -> dict[str, Any]:
+    """One node: per paced purge, each thread's counters and syscalls, net of an idle window."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _proc_counts as pc
+
+    child = _NodeChild(src, log)
+    try:
+        send = _purge_request(child.port, child.token)
+        _paced(send, 0, 50, gap)  # warm-up
+        s0 = pc.snapshot(child.pid)
+        time.sleep(n * gap + SETTLE)
+        s1 = pc.snapshot(child.pid)
+        wall = _paced(send, 1000, n, gap)
+        s2 = pc.snapshot(child.pid)
+        names = child.threads()
+        idle, busy = pc.delta(s0, s1, names), pc.delta(s1, s2, names)
+        scale = wall / (n * gap + SETTLE)
+        per: dict[str, dict[str, float]] = {}
+        for label, counts in busy.items():
+            base = idle.get(label, dict.fromkeys(counts, 0.0))
+            per[label] = {k: (v - base.get(k, 0.0) * scale) / n for k, v in counts.items()}
+        calls: dict[str, dict[str, float]] = {}
+        if strace:
+            tracer = pc.Strace(child.pid)
+            time.sleep(n * gap + SETTLE)
+            quiet = pc.by_label(tracer.stop(), names)
+            tracer = pc.Strace(child.pid)
+            wall = _paced(send, 100_000, n, gap)
+            traced = pc.by_label(tracer.stop(), child.threads())
+            scale = wall / (n * gap + SETTLE)
+            for label, counts in traced.items():
+                base = quiet.get(label, Counter())
+                calls[label] = {k: (v - base.get(k, 0) * scale) / n for k, v in counts.items()}
+        kinds: dict[str, dict[str, float]] = {}
+        kernel: dict[str, Counter[str]] = {}
+        if perf:
+            recorder = pc.PerfRecord(child.pid)
+            _paced(send, 200_000, n, gap)
+            samples, symbols = recorder.stop()
+            names = child.threads()
+            for tid, counts in samples.items():
+                label = names.get(tid, str(tid))
+                acc = kinds.setdefault(label, {})
+                for kind, k in counts.items():
+                    acc[kind] = acc.get(kind, 0.0) + k
+                kernel.setdefault(label, Counter()).update(symbols.get(tid, Counter()))
+        return {"counts": per, "calls": calls, "kinds": kinds, "kernel": kernel}
+    finally:
+        child.stop()
+
+
+def _median_table(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    labels = {label for r in rounds for label in r}
+    return {
+        label: {
+            k: statistics.median(r.get(label, {}).get(k, 0.0) for r in rounds)
+            for k in {k for r in rounds for k in r.get(label, {})}
+        }
+        for label in labels
+    }
+
+
+def counts(before: Path | None, n: int, gap: float, rounds: int, log: bool, strace: bool, perf: bool) -> None:
+    """Print per paced purge and per thread: CPU split user/system, faults, context switches and
+    syscalls by name, this tree against ``before`` in alternate rounds (medians of the rounds)."""
+    here = Path(__file__).resolve().parent.parent / "src"
+    sides = [("this tree", here)] + ([("before", before)] if before else [])
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sides}
+    for r in range(rounds):
+        for name, src in sides if r % 2 == 0 else sides[::-1]:
+            results[name].append(_count_round(src, n, gap, log, strace, perf))
+    print(
+        f"### Software counts per paced purge, {n} purges {gap * 1000:.0f} ms apart less an idle window,"
+        f" median of {rounds} rounds{' (log line on)' if log else ''}\n"
+    )
+    print(
+        "| code | thread | user ms | system ms | run ms (schedstat) | minor faults | major faults "
+        "| voluntary cs | involuntary cs |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, _src in sides:
+        table = _median_table([res["counts"] for res in results[name]])
+        for label in sorted(table, key=lambda lb: (lb == "process", -table[lb].get("run_ms", 0.0))):
+            c = table[label]
+            if label != "process" and abs(c.get("run_ms", 0.0)) < 0.005 and abs(c.get("minflt", 0.0)) < 0.5:
+                continue
+            print(
+                f"| {name} | {label} | {c.get('utime_ms', 0):.3f} | {c.get('stime_ms', 0):.3f} | "
+                f"{c.get('run_ms', 0):.3f} | {c.get('minflt', 0):.1f} | {c.get('majflt', 0):.2f} | "
+                f"{c.get('vcsw', 0):.2f} | {c.get('ivcsw', 0):.2f} |"
+            )
+    if perf:
+        _print_perf(sides, results)
+    if not strace:
+        return
+    print("\n### Syscalls per paced purge by thread (strace -ff, net of an idle window; median of rounds)\n")
+    print("| code | thread | total | by name |")
+    print("|---|---|---:|---|")
+    for name, _src in sides:
+        table = _median_table([res["calls"] for res in results[name]])
+        for label in sorted(table, key=lambda lb: -sum(table[lb].values())):
+            c = {k: v for k, v in table[label].items() if abs(v) >= 0.05}
+            if not c:
+                continue
+            named = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]))
+            print(f"| {name} | {label} | {sum(c.values()):.2f} | {named} |")
+
+
+def _print_perf(sides: list[tuple[str, Path]], results: dict[str, list[dict[str, Any]]]) -> None:
+    """Where each thread's CPU samples land (``perf record -e cpu-clock`` over a third stream, the
+    idle work of its window included), summed over the rounds."""
+    kinds = ("user", "kernel: switch", "kernel: block I/O", "kernel: other")
+    print("\n### Where each thread's CPU samples land (perf record -e cpu-clock, a stream's window)\n")
+    print("| code | thread | samples | " + " | ".join(kinds) + " | top kernel symbols |")
+    print("|---|---|---:|" + "---:|" * len(kinds) + "---|")
+    for name, _src in sides:
+        total: dict[str, Counter[str]] = {}
+        symbols: dict[str, Counter[str]] = {}
+        for res in results[name]:
+            for label, counts in res["kinds"].items():
+                total.setdefault(label, Counter()).update({k: int(v) for k, v in counts.items()})
+            for label, syms in res["kernel"].items():
+                symbols.setdefault(label, Counter()).update(syms)
+        for label in sorted(total, key=lambda lb: -sum(total[lb].values())):
+            all_ = sum(total[label].values())
+            if all_ < 20:
+                continue
+            shares = " | ".join(f"{100 * total[label][k] / all_:.0f}%" for k in kinds)
+            top = ", ".join(
+                f"{sym} {100 * c / all_:.1f}%" for sym, c in symbols.get(label, Counter()).most_common(4)
+            )
+            print(f"| {name} | {label} | {all_} | {shares} | {top} |")
+
+
+async def _node_child(log: bool) -> None:
+    """The node of ``--counts``: started, its token printed, then ``threads`` and ``stop`` on stdin."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _purge_node import build_config
+
+    from edgecache.app import Node
+    from edgecache.control.credentials import Permission
+
+    with tempfile.TemporaryDirectory(prefix="edgecache-counts-") as tmp:
+        config = build_config(Path(tmp), "http://127.0.0.1:1", 64 << 20)
+        if log:
+            logs.configure(config.logging)
+        node = Node(config)
+        await node.start()
+        _, token = await asyncio.to_thread(
+            node.credentials.create_token, config.accounts[0].id, "bench", [Permission.CACHE_PURGE], None
+        )
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def commands() -> None:
+            # A thread blocked in ``read`` makes no syscall while the counts are read.
+            for line in sys.stdin:
+                if line.strip() == "threads":
+                    names = {t.native_id: t.name for t in threading.enumerate()}
+                    print(json.dumps(names), flush=True)
+                else:
+                    break
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=commands, name="bench-commands", daemon=True).start()
+        print(json.dumps({"pid": os.getpid(), "port": node.control_port, "token": token}), flush=True)
+        await stop.wait()
+        await node.stop()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=200)
@@ -473,7 +721,20 @@ def main() -> None:
     )
     p.add_argument("--before", type=Path, help="with --instructions: another tree's src, alternated")
     p.add_argument("--rounds", type=int, default=3, help="with --instructions: rounds per side")
+    p.add_argument(
+        "--counts",
+        action="store_true",
+        help="instead: per paced purge and thread, CPU user/system, faults, context switches, syscalls",
+    )
+    p.add_argument("--log", action="store_true", help="with --counts: log at INFO as `edgecache serve` does")
+    p.add_argument("--no-strace", action="store_true", help="with --counts: no syscall counts")
+    p.add_argument(
+        "--perf",
+        action="store_true",
+        help="with --counts: where each thread's CPU samples land (perf record)",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -482,6 +743,15 @@ def main() -> None:
         return
     if args.child:
         uvloop.run(_service_purges(args.db, args.n, args.gap))
+        return
+    if args.node_child:
+        from edgecache import allocator
+
+        allocator.ensure("auto", None)  # as `edgecache serve` does: jemalloc when installed
+        uvloop.run(_node_child(args.log))
+        return
+    if args.counts:
+        counts(args.before, args.n, args.gap, args.rounds, args.log, not args.no_strace, args.perf)
         return
     if args.instructions:
         service_instructions(args.before, args.n, args.gap, args.rounds)

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -181,19 +181,63 @@ def _get_other_host(port: int) -> None:
 
 
 @pytest.fixture
-def json_stderr() -> Iterator[io.StringIO]:
+def configured() -> Iterator[Callable[[str], io.StringIO]]:
+    """``logs.configure`` in a format, its stream captured; everything it set is put back after."""
     root = logging.getLogger()
     ours = logging.getLogger("edgecache")
     saved = root.handlers[:], root.level, ours.level
-    out = io.StringIO()
-    logs.configure(Logging(format="json"))
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(out)
-    yield out
+    switches = (logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile)
+
+    def configure(fmt: str) -> io.StringIO:
+        out = io.StringIO()
+        logs.configure(Logging(format=fmt))  # type: ignore[arg-type]
+        handler = root.handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(out)
+        return out
+
+    yield configure
     root.handlers[:], level, our_level = saved
     root.setLevel(level)
     ours.setLevel(our_level)
+    logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile = switches
+
+
+@pytest.fixture
+def json_stderr(configured: Callable[[str], io.StringIO]) -> io.StringIO:
+    return configured("json")
+
+
+def _log_a_purge_and_a_failure() -> None:
+    log = logging.getLogger("edgecache.control.purges")
+    log.info("purge accepted: %s", {"tags": ["news"]}, extra={"event": "purge_accepted", "seq": 7})
+    try:
+        raise ValueError("disk full")
+    except ValueError:
+        log.exception("recording %d purge acknowledgements failed", 3)
+
+
+def test_json_lines_carry_their_fields_and_a_traceback(configured: Callable[[str], io.StringIO]) -> None:
+    out = configured("json")
+    _log_a_purge_and_a_failure()
+    accepted, failed = (json.loads(line) for line in out.getvalue().splitlines())
+    assert set(accepted) == {"time", "level", "logger", "message", "event", "seq"}
+    assert accepted["message"] == "purge accepted: {'tags': ['news']}" and accepted["seq"] == 7
+    assert accepted["logger"] == "edgecache.control.purges" and accepted["level"] == "INFO"
+    assert datetime.strptime(accepted["time"], "%Y-%m-%dT%H:%M:%S%z")
+    assert set(failed) == {"time", "level", "logger", "message", "exc_info"}
+    assert "ValueError: disk full" in failed["exc_info"] and "Traceback" in failed["exc_info"]
+
+
+def test_text_lines_say_time_level_logger_and_message(configured: Callable[[str], io.StringIO]) -> None:
+    out = configured("text")
+    _log_a_purge_and_a_failure()
+    lines = out.getvalue().splitlines()
+    line = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|ERROR) edgecache\.control\.purges: (.*)$")
+    first, second = line.match(lines[0]), line.match(lines[1])
+    assert first and first[2] == "purge accepted: {'tags': ['news']}"
+    assert second and second[1] == "ERROR" and second[2] == "recording 3 purge acknowledgements failed"
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: disk full"
 
 
 def _events(out: io.StringIO, name: str) -> list[dict[str, object]]:

@@ -331,6 +331,12 @@ async def _dispatch(
         body = await read_body()
     except web.HTTPRequestEntityTooLarge:
         raise EoError("InvalidParameter", "The request body is too large.") from None
+    except web.RequestPayloadError:
+        # aiohttp decodes a Content-Encoding as it reads the body: bytes that are not what the field
+        # names are the caller's error, not an InternalError.
+        raise EoError(
+            "InvalidParameter", "The request body cannot be decoded as its encoding says."
+        ) from None
     signed = tc3.prepare(method=method, query=query, headers=headers.items(), body=body, now=services.clock())
     action = headers.get("X-TC-Action", "").strip()
     if not action:
