@@ -560,6 +560,22 @@ def test_a_request_type_without_the_slots_is_refused() -> None:
         HeadReader(Other, 256, 10, 1024)  # type: ignore[arg-type]
 
 
+def test_a_failed_second_init_leaves_the_reader_as_it_was() -> None:
+    # A type whose first slots check out and whose last does not: the reader must keep its own
+    # type's offsets and limits (it kept the other's, and wrote past the Request it allocated).
+    padding = tuple(f"pad{i}" for i in range(60))
+
+    class Other:
+        __slots__ = (*padding, "method", "target", "body", "http_version", "keep_alive")
+
+    reader = HeadReader(Request, 8192, 100, 32768)
+    with pytest.raises(TypeError):
+        reader.__init__(Other, 16, 1, 16)  # type: ignore[arg-type, misc]
+    taken = reader.read(WRK, 0, IP)
+    assert taken is not None and type(taken[1]) is Request
+    assert (taken[1].method, taken[1].target, taken[1].client_ip) == ("GET", "/", IP)
+
+
 def test_reading_heads_leaks_nothing() -> None:
     reader = _reader()
     heads = [WRK, CURL, CHROME, SMUGGLING["request-in-value"], SMUGGLING["duplicate-host"], b"GET"]

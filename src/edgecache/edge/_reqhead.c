@@ -125,13 +125,17 @@ typedef struct {
 static PyObject *s_get, *s_head, *s_version, *s_empty;
 
 static int reader_init(HeadReader *self, PyObject *args, PyObject *kwds) {
+    /* Everything is read into locals and kept only once the whole type checks out: a second
+       __init__ that failed half-way would otherwise leave another type's offsets next to the
+       type read() allocates (a write past the Request, found in review). */
     PyTypeObject *type;
+    Py_ssize_t at_of[NSLOTS], max_line, max_count, max_bytes;
     if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "HeadReader takes no keyword arguments");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "O!nnn:HeadReader", &PyType_Type, &type, &self->max_line,
-                          &self->max_count, &self->max_bytes))
+    if (!PyArg_ParseTuple(args, "O!nnn:HeadReader", &PyType_Type, &type, &max_line, &max_count,
+                          &max_bytes))
         return -1;
     for (int i = 0; i < NSLOTS; i++) {
         PyObject *descr = PyObject_GetAttrString((PyObject *)type, SLOT_NAMES[i]);
@@ -150,8 +154,12 @@ static int reader_init(HeadReader *self, PyObject *args, PyObject *kwds) {
             PyErr_Format(PyExc_TypeError, "%s is not a slot of the request type", SLOT_NAMES[i]);
             return -1;
         }
-        self->at[i] = at;
+        at_of[i] = at;
     }
+    memcpy(self->at, at_of, sizeof at_of);
+    self->max_line = max_line;
+    self->max_count = max_count;
+    self->max_bytes = max_bytes;
     Py_XSETREF(self->type, (PyTypeObject *)Py_NewRef(type));
     return 0;
 }
