@@ -16,11 +16,13 @@ setup(
         Extension(
             "edgecache.edge._originhead",
             ["src/edgecache/edge/_originhead.c"],
+            depends=["src/edgecache/edge/_fieldline.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(
             "edgecache.edge._reqhead",
             ["src/edgecache/edge/_reqhead.c"],
+            depends=["src/edgecache/edge/_fieldline.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(

@@ -36,6 +36,8 @@ response(read) -> None | (end, status, keep_alive, content_length, fill): the ex
 #include <Python.h>
 #include <string.h>
 
+#include "_fieldline.h"
+
 enum kind {
     K_SHOWN,
     K_HOP,
@@ -98,19 +100,6 @@ static const struct name_kind KINDS[] = {
 #define MAX_HEAD (64 * 1024) /* origin_conn.MAX_HEAD: bytes of names and values in a head */
 /* Lines kept on the C stack by scan; a head with more gets a PyMem block. */
 #define STACK_LINES 64
-
-static int lower_eq(const char *a, Py_ssize_t n, const char *lower) {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (lower[i] == '\0')
-            return 0; /* a is longer; a NUL in a must not match the terminator */
-        unsigned char c = (unsigned char)a[i];
-        if (c >= 'A' && c <= 'Z')
-            c += 32;
-        if (c != (unsigned char)lower[i])
-            return 0;
-    }
-    return lower[n] == '\0';
-}
 
 #define LONGEST_KIND 19
 /* KINDS' indexes by length (init_kinds): a name is compared only with the names of its length, and
@@ -541,18 +530,6 @@ fail:
     return NULL;
 }
 
-/* Bytes the fast path takes in a name (RFC 9110's tchar) and in a value or reason phrase (HTAB,
-   visible ASCII, SP, obs-text): a line with any other byte is left to llhttp, which decides. */
-static unsigned char TCHAR[256], VCHAR[256];
-
-static void init_tables(void) {
-    for (int c = 0; c < 256; c++) {
-        TCHAR[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                   (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-        VCHAR[c] = c == '\t' || (c >= 0x20 && c != 0x7f);
-    }
-}
-
 /* Whether buf[0:len] begins with a head the fast path may read without llhttp, by rules narrower
    than llhttp's: "HTTP/1.1 " and a status of 200 to 599 other than 204 and 304, SP, a reason
    phrase, CRLF; then at most STACK_LINES lines of a token, ":", OWS and a value, each ending in
@@ -579,30 +556,13 @@ static int strict_head(const char *buf, Py_ssize_t len, struct line *lines, Py_s
     Py_ssize_t n = 0;
     int close = 0, lengths = 0;
     for (;;) {
-        if (p == stop)
+        const char *nm, *v;
+        Py_ssize_t name_len, value_len;
+        int got = next_field(&p, stop, &nm, &name_len, &v, &value_len);
+        if (got < 0 || (got && n == STACK_LINES))
             return 0;
-        if (*p == '\r') {
-            if (stop - p < 2 || p[1] != '\n')
-                return 0;
-            p += 2;
+        if (!got)
             break;
-        }
-        const unsigned char *name = p;
-        while (p < stop && TCHAR[*p])
-            p++;
-        if (p == name || p == stop || *p != ':' || n == STACK_LINES)
-            return 0;
-        Py_ssize_t name_len = p - name;
-        p++;
-        while (p < stop && (*p == ' ' || *p == '\t'))
-            p++;
-        const unsigned char *value = p;
-        while (p < stop && VCHAR[*p])
-            p++;
-        if (stop - p < 2 || p[0] != '\r' || p[1] != '\n')
-            return 0;
-        Py_ssize_t value_len = p - value;
-        const char *nm = (const char *)name, *v = (const char *)value;
         /* Upgrade is belt-and-braces: llhttp upgrades only on a 101 or with "Connection: upgrade",
            both refused already. Transfer-Encoding changes the framing, and llhttp reads
            Proxy-Connection as it reads Connection, which the keep-alive here does not follow. */
@@ -627,7 +587,6 @@ static int strict_head(const char *buf, Py_ssize_t len, struct line *lines, Py_s
         lines[n].value = v;
         lines[n].value_len = value_len;
         n++;
-        p += 2;
     }
     if (lengths != 1)
         return 0;
@@ -695,7 +654,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__originhead(void) {
     init_kinds();
-    init_tables();
+    init_field_tables();
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && (PyModule_AddIntConstant(m, "MAX_FIELDS", MAX_FIELDS) < 0 ||
                       PyModule_AddIntConstant(m, "MAX_HEAD", MAX_HEAD) < 0))

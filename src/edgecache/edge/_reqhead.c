@@ -27,30 +27,20 @@ keep-alive (tests/test_reqhead.py holds it to their verdict). */
 #include <structmember.h>
 #include <string.h>
 
+#include "_fieldline.h"
+
 /* Lines read on the C stack; a head with more is left to llhttp (the server's default limit is
    100 fields, a browser sends about 15). */
 #define MAX_LINES 64
 
-static unsigned char TCHAR[256], VCHAR[256], URLCHAR[256];
+static unsigned char URLCHAR[256];
 
 static void init_tables(void) {
+    init_field_tables();
     for (int c = 0; c < 256; c++) {
         int alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-        TCHAR[c] = alnum || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-        VCHAR[c] = c == '\t' || (c >= 0x20 && c != 0x7f);
         URLCHAR[c] = alnum || (c != 0 && strchr("-._~!$&'()*+,;=:@/?%", c) != NULL);
     }
-}
-
-static int lower_eq(const char *a, Py_ssize_t n, const char *lower) {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)a[i];
-        if (c >= 'A' && c <= 'Z')
-            c += 32;
-        if (c != (unsigned char)lower[i])
-            return 0;
-    }
-    return lower[n] == '\0';
 }
 
 enum kind {
@@ -231,34 +221,17 @@ static int narrow_head(const HeadReader *self, const char *buf, Py_ssize_t len, 
     *plain = 1;
     *close = 0;
     for (;;) {
-        if (p == stop)
+        const char *nm, *v;
+        Py_ssize_t name_len, value_len;
+        int got = next_field(&p, stop, &nm, &name_len, &v, &value_len);
+        if (got < 0 || (got && n == MAX_LINES))
             return 0;
-        if (*p == '\r') {
-            if (stop - p < 2 || p[1] != '\n')
-                return 0;
-            p += 2;
+        if (!got)
             break;
-        }
-        const unsigned char *name = p;
-        while (p < stop && TCHAR[*p])
-            p++;
-        if (p == name || p == stop || *p != ':' || n == MAX_LINES)
-            return 0;
-        Py_ssize_t name_len = p - name;
-        p++;
-        while (p < stop && (*p == ' ' || *p == '\t'))
-            p++;
-        const unsigned char *value = p;
-        while (p < stop && VCHAR[*p])
-            p++;
-        if (stop - p < 2 || p[0] != '\r' || p[1] != '\n')
-            return 0;
-        Py_ssize_t value_len = p - value;
         /* on_header's count: over either limit the callbacks answer 431. */
         bytes += name_len + value_len + 4;
         if (n + 1 > self->max_count || bytes > self->max_bytes)
             return 0;
-        const char *nm = (const char *)name, *v = (const char *)value;
         switch (kind_of(nm, name_len)) {
         case K_HOST:
             if (*host >= 0)
@@ -286,7 +259,6 @@ static int narrow_head(const HeadReader *self, const char *buf, Py_ssize_t len, 
         lines[n].value = v;
         lines[n].value_len = value_len;
         n++;
-        p += 2;
     }
     if (*host < 0)
         return 0;
