@@ -233,6 +233,31 @@ def test_malformed_json(stack: Stack) -> None:
     assert code == 400 and body["errors"][0]["code"] == 6007
 
 
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"tags": ["t1"], "hosts": [1]}, "hosts"),
+        ({"hosts": ["test.example"], "prefixes": ["test.example/a", None]}, "prefixes"),
+        ({"tags": [2], "hosts": [3], "prefixes": [4]}, "tags"),
+        ({"prefixes": [{}], "tags": ["t1"]}, "prefixes"),
+    ],
+)
+def test_a_field_of_non_strings_is_named_in_its_1014_and_changes_nothing(
+    stack: Stack, body: dict[str, Any], named: str
+) -> None:
+    warm(stack, ["/cf/untouched"], headers={"Cache-Control": "max-age=600", "Cache-Tag": "t1,a"})
+    code, answer = raw(
+        stack,
+        "POST",
+        f"/client/v4/zones/{ZONE_ID}/purge_cache",
+        json.dumps(body).encode(),
+        {"Authorization": f"Bearer {stack.token()}"},
+    )
+    assert code == 400
+    assert answer["errors"][0] == {"code": 1014, "message": f'"{named}" must be an array of strings'}
+    assert status(stack, "/cf/untouched") == "HIT"
+
+
 def test_each_refusal_is_an_error_of_its_own() -> None:
     """A refusal raised as one shared exception object kept every earlier raise's frames in its
     traceback: memory that grew with each call without credentials, and a log line of an error

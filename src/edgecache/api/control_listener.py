@@ -113,18 +113,13 @@ _PAUSE_AT = 1 << 16
 """Buffered bytes of requests still to answer at which reading pauses until the answer is written."""
 
 
-class _Head:
-    """httptools' callbacks for one request head: its fields, in order."""
+class _Check:
+    """httptools' callbacks for a head that is only checked: none (its fields are split from it)."""
 
-    __slots__ = ("fields",)
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self.fields: list[tuple[str, str]] = []
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # llhttp drops the whitespace before a value, not after; aiohttp drops both: either dialect's
-        # decision sees the values aiohttp would give it (EdgeOne's keeps X-TC-Region as given).
-        self.fields.append((name.decode("ascii"), value.rstrip(b" \t").decode("ascii")))
+_CHECK = _Check()
 
 
 def _fields(head: bytes) -> CIMultiDict[str] | None:
@@ -134,13 +129,20 @@ def _fields(head: bytes) -> CIMultiDict[str] | None:
     # tried its two branches at every byte: ~60k instructions a purge (decision 0025's addendum).
     if head.translate(None, _PLAIN) or b"\r\n " in head or b"\r\n\t" in head:
         return None
-    collect = _Head()
     try:
-        HttpRequestParser(collect).feed_data(head)
+        HttpRequestParser(_CHECK).feed_data(head)
     except (HttpParserError, HttpParserUpgrade):
         # HttpParserUpgrade (``Connection: upgrade``) is no HttpParserError: an upgrade is aiohttp's.
         return None
-    return CIMultiDict(collect.fields)
+    # llhttp took the head, so each of its lines ends in CRLF and each field's is ``name:value``:
+    # the fields are its lines after the first, split at the first colon (one decode of the head
+    # rather than a Python callback per field). Both sides of a value are stripped as aiohttp
+    # strips them, so either dialect's decision sees the values aiohttp would give it (EdgeOne's
+    # keeps X-TC-Region as given).
+    lines = head.decode("ascii").split("\r\n")
+    return CIMultiDict(
+        [(name, value.strip(" \t")) for name, _, value in (line.partition(":") for line in lines[1:-2])]
+    )
 
 
 def _body_length(fields: CIMultiDict[str]) -> int | None:
@@ -165,6 +167,27 @@ def _body_length(fields: CIMultiDict[str]) -> int | None:
         elif lowered == "connection" and value.strip().lower() != "keep-alive":
             return None
     return length or 0
+
+
+class _Parsed:
+    """A purge's head taken on this side: where its body starts, how long it is, its fields, and
+    what its request line says (``cloudflare``: the zone id and mode, None for EdgeOne's endpoint)."""
+
+    __slots__ = ("cloudflare", "fields", "head_end", "length", "path")
+
+    def __init__(
+        self,
+        head_end: int,
+        length: int,
+        fields: CIMultiDict[str],
+        path: str,
+        cloudflare: tuple[str, Mode] | None,
+    ) -> None:
+        self.head_end = head_end
+        self.length = length
+        self.fields = fields
+        self.path = path
+        self.cloudflare = cloudflare
 
 
 class _Date:
@@ -248,6 +271,7 @@ class PurgeFront(asyncio.Protocol):
         "eof",
         "idle_handle",
         "last_seen",
+        "parsed",
         "paused_reading",
         "paused_writing",
         "site",
@@ -268,6 +292,8 @@ class PurgeFront(asyncio.Protocol):
         self.paused_reading = False
         self.last_seen = 0.0
         self.idle_handle: asyncio.TimerHandle | None = None
+        self.parsed: _Parsed | None = None
+        """The head of the request at the buffer's front while its body is still arriving."""
         self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -366,24 +392,51 @@ class PurgeFront(asyncio.Protocol):
     def _take(self) -> None:
         """Start answering the buffered request, hand over, or leave it to wait for more bytes."""
         buf = self.buf
-        if not buf:
+        parsed = self.parsed
+        if parsed is None:
+            parsed = self._parse()
+            if parsed is None:
+                return
+        end = parsed.head_end + parsed.length
+        if len(buf) < end:
+            # Clients send the body in a read of its own: its head is parsed once, not per read.
+            self.parsed = parsed
             if self.eof:
                 self._hand_over()
             return
+        self.parsed = None
+        body = bytes(buf[parsed.head_end : end])
+        route = parsed.cloudflare
+        decide = (
+            self._edgeone(parsed.fields, body)
+            if route is None
+            else self._cloudflare(parsed.fields, route[0], parsed.path, route[1], body)
+        )
+        del buf[:end]
+        self.busy = True
+        self.task = asyncio.get_running_loop().create_task(self._answer(decide, parsed.path))
+
+    def _parse(self) -> _Parsed | None:
+        """The buffered request's head if it is a purge this side takes; None when the head is still
+        arriving, or when it is not such a purge (the connection is then aiohttp's)."""
+        buf = self.buf
+        if not buf:
+            if self.eof:
+                self._hand_over()
+            return None
         line = _LINE.match(buf)
         if line is None:
             if b"\n" not in buf and not self.eof and len(buf) <= _MAX_HEAD and _START.startswith(buf[:6]):
-                return  # what may be a purge's request line, still arriving
+                return None  # what may be a purge's request line, still arriving
             self._hand_over()
-            return
+            return None
         end = buf.find(b"\r\n\r\n", line.end() - 2)
         if end < 0:
             if len(buf) > _MAX_HEAD or self.eof:
                 self._hand_over()
-            return
+            return None
         head_end = end + 4
-        head = bytes(buf[:head_end])
-        fields = _fields(head) if head_end <= _MAX_HEAD else None
+        fields = _fields(bytes(buf[:head_end])) if head_end <= _MAX_HEAD else None
         length = None if fields is None else _body_length(fields)
         edgeone = line.group(2) is None
         if (
@@ -394,22 +447,15 @@ class PurgeFront(asyncio.Protocol):
             or (edgeone and fields.get("X-TC-Action", "").strip() != PURGE_ACTION)
         ):
             self._hand_over()
-            return
-        if len(buf) < head_end + length:
-            if self.eof:
-                self._hand_over()
-            return
-        # The match's groups read the buffer itself: take them before its front is dropped.
-        path = line.group(1).decode()
-        body = bytes(buf[head_end : head_end + length])
-        decide = (
-            self._edgeone(fields, body)
-            if edgeone
-            else self._cloudflare(fields, line.group(2).decode(), path, _MODES[line.group(3)], body)
+            return None
+        # The match's groups read the buffer itself: taken now, while its front is the head's.
+        return _Parsed(
+            head_end,
+            length,
+            fields,
+            line.group(1).decode(),
+            None if edgeone else (line.group(2).decode(), _MODES[line.group(3)]),
         )
-        del buf[: head_end + length]
-        self.busy = True
-        self.task = asyncio.get_running_loop().create_task(self._answer(decide, path))
 
     async def _answer(self, decide: Coroutine[None, None, bytes], path: str) -> None:
         answer: bytes | None = None

@@ -82,9 +82,11 @@ def parse_body(raw: bytes) -> PurgeRequest:
             raise _bad(1012, MSG_1012)
     if "files" in present:
         return PurgeRequest(files=tuple(_file(item) for item in body["files"]))
-    lists: dict[str, tuple[str, ...]] = {}
-    for name in FLEX_FIELDS:
-        items = body.get(name, [])
+    # Only the fields present are checked (in FLEX_FIELDS' order, which ``present`` keeps): an
+    # absent one is an empty list, which passes.
+    lists: dict[str, tuple[str, ...]] = dict.fromkeys(FLEX_FIELDS, ())
+    for name in present:
+        items = body[name]
         if not all(isinstance(i, str) for i in items):
             raise _bad(1014, f'"{name}" must be an array of strings')
         lists[name] = tuple(items)
