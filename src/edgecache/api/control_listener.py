@@ -46,6 +46,7 @@ import logging
 import re
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import cast
 
@@ -169,25 +170,16 @@ def _body_length(fields: CIMultiDict[str]) -> int | None:
     return length or 0
 
 
+@dataclass(slots=True)
 class _Parsed:
     """A purge's head taken on this side: where its body starts, how long it is, its fields, and
     what its request line says (``cloudflare``: the zone id and mode, None for EdgeOne's endpoint)."""
 
-    __slots__ = ("cloudflare", "fields", "head_end", "length", "path")
-
-    def __init__(
-        self,
-        head_end: int,
-        length: int,
-        fields: CIMultiDict[str],
-        path: str,
-        cloudflare: tuple[str, Mode] | None,
-    ) -> None:
-        self.head_end = head_end
-        self.length = length
-        self.fields = fields
-        self.path = path
-        self.cloudflare = cloudflare
+    head_end: int
+    length: int
+    fields: CIMultiDict[str]
+    path: str
+    cloudflare: tuple[str, Mode] | None
 
 
 class _Date:

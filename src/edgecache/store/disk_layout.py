@@ -258,8 +258,8 @@ _REMEMBERED = 4096
 """Distinct zone and tag-list bytes ``fill_fields`` keeps decoded (forgotten all at once beyond)."""
 _REMEMBERED_TAGS_MAX = 256
 """The longest tag list (in bytes) ``fill_fields`` remembers, as ``httpcache/tags.py`` memoises
-only short fields: the origin chooses the lists, and 4,096 lists of 16 KiB each held ~760 MiB in
-every fill writer child."""
+only short fields: the origin chooses the lists, and 4,096 long lists held hundreds of MiB in every
+fill writer child (the review's count, decision 0020's addendum ``childlmdb``)."""
 _zone_names: dict[bytes, str] = {}
 _tag_lists: dict[bytes, tuple[str, ...]] = {}
 
