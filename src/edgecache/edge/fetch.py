@@ -371,8 +371,7 @@ class Fetch:
         resp = origin.send_idle(self._method, self._url, self._fwd, self, self._on_interim)
         if resp is None:
             self.task = asyncio.get_running_loop().create_task(self._send(origin, retry=False))
-        # ``resp.ended``, without the property's call (every miss asks).
-        elif not resp._complete and resp._error is None:
+        elif not resp.ended:
             # (An exchange that failed as it was sent has been handled by origin_failed already.)
             self._resp = resp
 
@@ -567,12 +566,7 @@ class Fetch:
         if self.lock and not self.storable and not self.storing_large:
             # Not shared: the fill lock goes back now, not when the body ends (decision 0021).
             self._on_done(self)
-        # ``_head_is_in``, inline (every fill's head comes here).
-        if not self.head_in:
-            self.head_in = True
-            waiter = self._head_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        self._head_is_in()
 
     def _revalidate(self, fresh: list[tuple[str, str]], request_time: float, response_time: float) -> None:
         """RFC 9111 §4.3.4: a 304 freshens the stored response with the fields it carries."""
@@ -741,12 +735,8 @@ class Fetch:
         # nothing to do costs every miss a frame.
         if self._waiters is not None:
             self._wake()
-        followers = self._followers
-        if followers is not None:
-            # ``_call_followers``, inline: a small miss's leader follows every fill to its end.
-            self._followers = None
-            for callback in followers:
-                callback()
+        if self._followers is not None:
+            self._call_followers()
 
     def _head_is_in(self) -> None:
         if not self.head_in:

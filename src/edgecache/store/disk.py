@@ -1298,7 +1298,7 @@ class DiskStore:
             and type(entry) is Entry
             and not (hidden and (key in hidden or _primary(key) in hidden))
         ):
-            # Encoded straight into the ring (in C when built: decision 0020's addendum), by the
+            # Encoded straight into the ring (in C: decision 0020's addendum), by the
             # appender itself: ``FillRing.append_entry``'s frame is a Python call more on every fill.
             appender = ring.appender
             added = appender.append_entry(entry, reserve, ring.max_record)
