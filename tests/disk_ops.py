@@ -212,7 +212,7 @@ def to_layout2(path: Any) -> None:
             for k, v in old:
                 if k[:1] == b"s" and v:
                     txn.put(k, b"", db=db)
-                    txn.put(b"k" + k[9:], v, db=db)
+                    txn.put(b"k" + k[9:], v[1:], db=db)
                 elif k[:1] == b"~":
                     txn.delete(k, db=db)
                     txn.put(b"o" + k[1:], b"", db=db)

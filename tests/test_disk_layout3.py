@@ -57,8 +57,8 @@ def _placed_once(store: Any) -> None:
         records = {k[1:] for k, _ in got if k[:1] == b"e"}
         ticks = {k[9:]: v for k, v in got if k[:1] == b"s"}
         order = sorted(k for k, _ in got if k[:1] == b"~")
-        assert set(ticks) == records and all(len(v) == 8 for v in ticks.values())
-        assert order == sorted(b"~" + v + kb for kb, v in ticks.items())
+        assert set(ticks) == records and all(len(v) == 9 and v[:1] == b"~" for v in ticks.values())
+        assert order == sorted(v + kb for kb, v in ticks.items())
 
 
 def _same_from_here(a: Any, b: Any, ops: list[Any]) -> None:

@@ -609,8 +609,8 @@ def test_a_batch_of_new_and_replaced_fills_keeps_one_place_and_the_counts_each(t
     order = [r[9:].decode() for r in rows if r[:1] == b"~"]
     # Last written last: b, then a (its second put), old, c.
     assert order == ["http://h/b", "http://h/a", "http://h/old", "http://h/c"]
-    # Each record's seq row holds the tick of its one order row.
-    assert sorted(b"~" + t + kb for kb, t in ticks.items()) == [r for r in rows if r[:1] == b"~"]
+    # Each record's seq row names its one order row.
+    assert sorted(t + kb for kb, t in ticks.items()) == [r for r in rows if r[:1] == b"~"]
     tagged = [r for r in rows if r[:1] == b"t"]
     assert len(tagged) == 8  # two tags per record, none left from the replaced records
     used, count = store.usage()

@@ -103,6 +103,7 @@ from edgecache.store.disk_layout import (
     LAYOUT,
     MAX_INLINE_KEY,
     ORDER,
+    ORDER_HEAD,
     REC,
     RESERVE,
     SEQ,
@@ -294,7 +295,7 @@ class _RunZone:
     size: int = 0
     """Bytes of the run's new records."""
     records: int = 0
-    """The run's new records."""
+    """The run's new records (counted by their order rows, as ``_write_rows`` writes them)."""
 
 
 def _write_rows(zones: dict[str, _RunZone | None]) -> None:
@@ -310,6 +311,7 @@ def _write_rows(zones: dict[str, _RunZone | None]) -> None:
             run.rows.clear()
         order = run.order
         if order:
+            run.records += len(order)
             # py-lmdb skips a row that would not be the last one, without raising: were the clock
             # ever behind a stored tick, those rows are put where they belong instead.
             if cursor.putmulti(order, append=True)[1] != len(order):
@@ -1794,8 +1796,7 @@ class DiskStore:
         ``putmulti`` per zone, before anything that may read them: a replacement, the run's end);
         a new record is one put, without overwriting, through its zone's cursor."""
         delta = self._delta
-        stored_clock = self._meta_get(txn, b"clock")
-        ticks = 0
+        clock = stored_clock = self._meta_get(txn, b"clock")
         dropped = 0
         zones: dict[str, _RunZone | None] = {}
         """Zone → what the run writes there (None: no database for it)."""
@@ -1805,7 +1806,11 @@ class DiskStore:
         # ``last_zone`` already: a run's fills are mostly a few sites'.
         last_prefix: str | None = None
         last_zone = ""
-        pack, seq_head = U64.pack, SEQ_HEAD.pack
+        # A run's fills are mostly of one ledger position (it moves with purges only): its ``s``
+        # rows' head is packed once for each.
+        last_seq = -1
+        seq_rows = b""
+        order_head, seq_head = ORDER_HEAD.pack, SEQ_HEAD.pack
         for record, zone, key, kb, seq, tags, reserve, chunked in fills:
             # Below the reclaimed position, a purge already applied to the disk may cover the entry
             # (its fetch began before the purge, or memory evicted it after the purge's disk job)
@@ -1835,28 +1840,28 @@ class DiskStore:
             # A new key (the usual fill): the record without overwriting (one call, its flags
             # positional: dupdata, overwrite); its index rows wait for the zone's next ``putmulti``.
             if chunked is None and run.put(ENTRY + kb, record, True, False):
-                ticks += 1
-                packed = pack(stored_clock + ticks)
+                clock += 1
+                place = order_head(ORDER, clock)
+                if seq != last_seq:
+                    # ``seq_row`` inline: a written fill's ``seq`` is at least ``reclaimed``.
+                    seq_rows, last_seq = seq_head(SEQ, seq), seq
                 rows = run.rows
-                # ``seq_row`` inline: a written fill's ``seq`` is at least ``reclaimed``, never
-                # negative. Its value is the tick: layout 3 has no key → tick row (decision 0033).
-                rows.append((seq_head(SEQ, seq) + kb, packed))
-                run.order.append((ORDER + packed + kb, b""))
+                # The ``s`` row's value names the order row: layout 3 has no key → tick row.
+                rows.append((seq_rows + kb, place))
+                run.order.append((place + kb, b""))
                 for tag in tags:
                     head = tag_heads.get(tag)
                     if head is None:
                         head = tag_heads[tag] = tag_row(tag, b"")
                     rows.append((head + kb, b""))
                 run.size += len(record)
-                run.records += 1
             else:
                 # A replacement, or a large object: ``_insert`` removes what it replaces (its index
                 # rows too: written first), and the clock its ``_place`` reads counts the run's ticks.
                 _write_rows(zones)
-                delta[b"clock"] = delta.get(b"clock", 0) + ticks
-                ticks = 0
+                delta[b"clock"] = delta.get(b"clock", 0) + clock - stored_clock
                 self._insert(txn, run.db, CACHE, zone, kb, record, seq, tags, chunked)
-                stored_clock = self._meta_get(txn, b"clock")
+                clock = stored_clock = self._meta_get(txn, b"clock")
             # A large object never enters the reserve (store/chunked.py): its chunks have one owner.
             if reserve and chunked is None:
                 # The pending index rows stay pending: a reserve copy reads and writes only the
@@ -1869,8 +1874,8 @@ class DiskStore:
                     )
                     txn.put(expiry_row(expires, kb), b"", db=rdb)
         _write_rows(zones)
-        if ticks:
-            delta[b"clock"] = delta.get(b"clock", 0) + ticks
+        if clock != stored_clock:
+            delta[b"clock"] = delta.get(b"clock", 0) + clock - stored_clock
         for zone, run in zones.items():
             if run is not None and run.records:
                 self._account(CACHE, zone, run.size, run.records)
@@ -2010,13 +2015,13 @@ class DiskStore:
             txn.delete(LARGE + kb, db=db)
             self._delete_chunks(txn, entry.object_id)
             size += entry.length
-        # In the disk cache the ``s`` row's value is the record's tick, which names its order row.
-        tick = txn.pop(seq_row(entry.stored_seq, kb), db=db)
+        # In the disk cache the ``s`` row's value is the record's order row, less the key.
+        place = txn.pop(seq_row(entry.stored_seq, kb), db=db)
         for tag in entry.tags:
             txn.delete(tag_row(tag, kb), db=db)
         if area == CACHE:
-            if tick:
-                txn.delete(ORDER + bytes(tick) + kb, db=db)
+            if place:
+                txn.delete(bytes(place) + kb, db=db)
         else:
             txn.delete(expiry_row(rec.reserve_expires, kb), db=db)
         self._account(area, zone, -size, -1)
@@ -2068,7 +2073,7 @@ class DiskStore:
         clock = start = self._meta_get(txn, b"clock")
         count = self._meta_get(txn, b"count:c")
         young = count - count // RENEW_OLDEST
-        unpack, pack = U64.unpack, U64.pack
+        unpack, pack = ORDER_HEAD.unpack, ORDER_HEAD.pack
         for key, seq in renewals.items():
             zone = self._writer_zone_of(key)
             if zone is None:
@@ -2080,17 +2085,17 @@ class DiskStore:
             if db is None:
                 continue
             kb = key_bytes(key)
-            # The ``s`` row of the record read holds its tick: none when that record is gone (a
+            # The ``s`` row of the record read holds its place: none when that record is gone (a
             # record stored since at another position was placed when it was written).
             srow = seq_row(seq, kb)
             old = txn.get(srow, db=db)
-            if not old or clock - unpack(old)[0] < young:
+            if not old or clock - unpack(old)[1] < young:
                 continue
-            txn.delete(ORDER + bytes(old) + kb, db=db)
+            txn.delete(bytes(old) + kb, db=db)
             clock += 1
-            packed = pack(clock)
-            txn.put(srow, packed, db=db)
-            txn.put(ORDER + packed + kb, b"", db=db)
+            place = pack(ORDER, clock)
+            txn.put(srow, place, db=db)
+            txn.put(place + kb, b"", db=db)
         if clock != start:
             self._delta[b"clock"] = self._delta.get(b"clock", 0) + clock - start
 
@@ -2110,14 +2115,14 @@ class DiskStore:
 
     def _place(self, txn: lmdb.Transaction, db: Any, srow: bytes, kb: bytes) -> None:
         """Put a disk-cache record (its ``s`` row ``srow``) at the most recent end of the eviction
-        order. The order lives beside the record (the tick as the ``s`` row's value, a ``~`` row),
-        so renewing it never rewrites the record."""
+        order. The order lives beside the record (a ``~`` row, named by the ``s`` row's value), so
+        renewing it never rewrites the record."""
         # The clock is a counter like the others: read once per transaction, written at its end.
         delta = self._delta
         delta[b"clock"] = delta.get(b"clock", 0) + 1
-        packed = U64.pack(self._meta_get(txn, b"clock"))
-        txn.put(srow, packed, db=db)
-        txn.put(ORDER + packed + kb, b"", db=db)
+        place = ORDER_HEAD.pack(ORDER, self._meta_get(txn, b"clock"))
+        txn.put(srow, place, db=db)
+        txn.put(place + kb, b"", db=db)
 
     def _zone_dbs(self, area: bytes) -> list[tuple[str, Any]]:
         return [(zone, db) for (a, zone), db in {**self._dbs, **self._new_dbs}.items() if a == area]

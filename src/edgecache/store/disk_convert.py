@@ -1,7 +1,7 @@
 """Converting a disk store of layout 2 to layout 3 at open (decision 0033).
 
 Layout 3 differs from layout 2 in the disk cache's index rows alone: the ``k`` + key → tick row is
-gone (the tick is the ``s`` row's value instead) and the eviction order's rows moved from ``o`` +
+gone (``~`` + the tick is the ``s`` row's value instead) and the eviction order's rows moved from ``o`` +
 tick + key to ``~`` + tick + key. Records, tag, expiry, Vary and large-object rows, the reserve's
 databases and ``meta``'s counters and clock stay as they are, so a conversion rewrites three index
 rows per disk-cache record and reads no record. It runs inside the open's write transaction
@@ -42,8 +42,8 @@ def _convert_cache(txn: lmdb.Transaction, db: Any) -> int:
 
 
 def _ticks_into_seq_rows(txn: lmdb.Transaction, db: Any) -> int:
-    """Give each ``s`` row its record's tick (the ``k`` row's value); a record without a ``k``
-    row keeps an empty one, as it had no place in the order."""
+    """Give each ``s`` row its record's place (``~`` and the ``k`` row's value); a record without
+    a ``k`` row keeps an empty one, as it had no place in the order."""
     cur = txn.cursor(db=db)
     get = txn.get
     placed = 0
@@ -57,7 +57,7 @@ def _ticks_into_seq_rows(txn: lmdb.Transaction, db: Any) -> int:
                     break
                 tick = get(V2_TICK + k[_SEQ_AT:], db=db)
                 if tick is not None:
-                    rows.append((k, bytes(tick)))
+                    rows.append((k, ORDER + bytes(tick)))
                 after = k + b"\x00"
                 if len(rows) == STEP:
                     break

@@ -7,12 +7,12 @@ Rules of this module (pure encoding, no LMDB calls; the store is ``store/disk.py
   left behind elsewhere (decision 0009). Rows are told apart by their first byte:
   ``e`` + key → the record; ``t`` + tag digest + key → tag index; ``s`` + stored_seq + key → the
   records by ledger position (what a purge of everything keeps: those stored after it), whose
-  value in the disk cache is the record's tick (empty in the reserve); ``~`` + tick + key (disk
-  cache: the eviction order; ``~`` sorts above every other row's byte, and ticks only grow, so a
-  run of fills appends its order rows at the database's end); ``x`` + expiry + key
-  (reserve: the retention order); ``v`` + base key → Vary names (disk cache database only);
-  ``g`` + key → object id (disk cache only: the zone's large objects, so that removing the zone
-  whole finds their chunks without reading every record).
+  value in the disk cache is ``~`` + tick, its order row's key less the key (empty in the
+  reserve); ``~`` + tick + key (disk cache: the eviction order; ``~`` sorts above every other
+  row's byte, and ticks only grow, so a run of fills appends its order rows at the database's
+  end); ``x`` + expiry + key (reserve: the retention order); ``v`` + base key → Vary names (disk
+  cache database only); ``g`` + key → object id (disk cache only: the zone's large objects, so
+  that removing the zone whole finds their chunks without reading every record).
 - ``chunks`` (one database for the environment) holds large objects' bytes under ``object id +
   chunk number``, and ``object id`` → the handle of the record pointing to them
   (``store/chunked.py``); a large object's record holds a manifest in place of the body and has
@@ -82,6 +82,8 @@ U64 = struct.Struct(">Q")
 """Big-endian, so that ticks, expiries and positions sort as numbers."""
 SEQ_HEAD = struct.Struct(">cQ")
 """``SEQ`` and a ledger position (as ``U64``) packed in one call: every fill writes a ``seq_row``."""
+ORDER_HEAD = SEQ_HEAD
+"""``ORDER`` and a tick: a disk-cache record's place, its ``s`` row's value (layout 3)."""
 INT = struct.Struct("<q")
 
 
