@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgecache.store.disk_convert as disk_convert
-from disk_ops import after_ops, apply, observe, open_store, rows, setup_ops, to_layout2
+from disk_ops import after_ops, apply, make, observe, open_store, rows, setup_ops, to_layout2
 from edgecache.purge.selectors import Everything, Host, Mode, Prefix, Tag, Url
 
 FIXTURE = Path(__file__).parent / "data" / "layout2"
@@ -265,3 +265,24 @@ def test_a_store_converted_midway_answers_as_one_never_converted(
     _same_from_here(a, b, ops[cut:])
     a.close()
     b.close()
+
+
+def test_a_conversion_that_does_not_fit_in_the_map_empties_the_store_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No room for the conversion's copy of the index pages: the store is emptied (as any other
+    layout is), opens, and stores again; nothing on disk predates the position given."""
+    import edgecache.store.disk as disk
+
+    store = tmp_path / "store"
+    shutil.copytree(FIXTURE, store)
+
+    def full(env: lmdb.Environment, txn: lmdb.Transaction) -> int:
+        raise lmdb.MapFullError("mdb_put", 0)
+
+    monkeypatch.setattr(disk, "convert_layout2", full)
+    opened = disk.DiskStore(store, budget=1 << 30, position=40, map_size=1 << 28, zones=("z", "y"))
+    assert len(opened) == 0 and opened.reclaimed_upto == 40 and opened.reserve_usage("z") == (0, 0)
+    opened.put(make("z", "p/1", 40, 10, ("a",)))
+    assert opened.flush(10) and opened.get("http://h.test/p/1") is not None
+    opened.close()
