@@ -39,7 +39,7 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   record another worker process stored is a hit here from the first lookup; a zone outside them is
   opened when this process first misses on it (the writer is asked to).
 - Eviction in the disk cache is least-recently-used by a logical clock shared by the zones (each
-  zone's ``o`` rows are merged): a record's position is renewed when it is read from disk (a
+  zone's ``~`` rows are merged): a record's position is renewed when it is read from disk (a
   memory-tier miss), if it is among the oldest ``1/RENEW_OLDEST`` of the order (the writer decides,
   reading the clock and the count once per batch); memory hits never write. Reserve records expire
   ``retention`` after their last read, and over a zone's budget the one expiring soonest goes first.
@@ -880,7 +880,7 @@ class DiskStore:
             self.stats.hits += 1
             # Whether the place needs renewing is the writer's question (``_renew``): asking it here
             # cost three more reads per hit.
-            # Its position names its ``s`` row, which holds its tick (layout 3: no key → tick row).
+            # Its position names its ``s`` row, which holds its place (layout 3: no key → tick row).
             self._renewals[key] = entry.stored_seq
             return entry, False
         self.stats.reserve_hits += 1

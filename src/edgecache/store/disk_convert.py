@@ -1,8 +1,8 @@
 """Converting a disk store of layout 2 to layout 3 at open (decision 0033).
 
 Layout 3 differs from layout 2 in the disk cache's index rows alone: the ``k`` + key → tick row is
-gone (``~`` + the tick is the ``s`` row's value instead) and the eviction order's rows moved from ``o`` +
-tick + key to ``~`` + tick + key. Records, tag, expiry, Vary and large-object rows, the reserve's
+gone (``~`` + the tick is the ``s`` row's value instead) and the eviction order's rows moved from
+``o`` + tick + key to ``~`` + tick + key. Records, tag, expiry, Vary and large-object rows, the reserve's
 databases and ``meta``'s counters and clock stay as they are, so a conversion rewrites three index
 rows per disk-cache record and reads no record. It runs inside the open's write transaction
 (``DiskStore._open_layout``): a crash before its commit leaves layout 2 whole, for the next open
