@@ -668,8 +668,9 @@ ZONES = ("z", "y")
 
 
 def _put_each(store: DiskStore, txn: Any, fills: list[Fill], now: float, reclaimed: int) -> tuple[int, int]:
-    """``DiskStore._put_fills`` as plain per-record steps (``_insert`` and ``_place``, the host row
-    written every time, no cache of zones, rows or hosts): the oracle the run is compared with."""
+    """``DiskStore._put_fills`` as plain per-record steps (``_insert``, which places a disk-cache
+    record too; the host row written every time, no cache of zones, rows or hosts): the oracle the
+    run is compared with."""
     writes = dropped = 0
     for record, zone, key, kb, seq, tags, reserve, chunked in fills:
         cdb = None if seq < reclaimed else store._zdb(txn, CACHE, zone, create=True)
@@ -681,7 +682,6 @@ def _put_each(store: DiskStore, txn: Any, fills: list[Fill], now: float, reclaim
         store._new_hosts[host] = zone
         writes += 1
         store._insert(txn, cdb, CACHE, zone, kb, record, seq, tags, chunked)
-        store._place(txn, cdb, kb)
         if reserve and chunked is None:
             rdb = store._zdb(txn, RESERVE, zone, create=True)
             assert rdb is not None

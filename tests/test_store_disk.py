@@ -420,8 +420,9 @@ def test_a_zone_wipe_removes_what_predates_it_and_every_index_row(tmp_path: Path
     )
     assert store.lookup("http://h/later")[0] == ("accept",) and store.lookup("http://h/gone")[0] is None
     # later (c, r), kept (c), other (c, r): 5 records, each with a seq row and one tag row; 3 in
-    # eviction order (tick and order rows), 2 in a retention order; one Vary row.
-    assert _rows(store) == {"e": 5, "s": 5, "t": 5, "k": 3, "o": 3, "x": 2, "v": 1}
+    # eviction order (an order row each, the tick in their seq row), 2 in a retention order; one
+    # Vary row.
+    assert _rows(store) == {"e": 5, "s": 5, "t": 5, "~": 3, "x": 2, "v": 1}
     sizes = {e.key: len(encode_entry(e, 0.0)) for e in store}
     assert store.usage() == (sizes[later.key] + sizes["http://h/kept"] + sizes["http://g/other"], 3)
     assert store.reserve_usage("z") == (sizes[later.key], 1)
@@ -444,7 +445,7 @@ def test_a_zone_wipe_with_many_survivors_goes_record_by_record(tmp_path: Path, m
     assert store.flush(10)
     assert wipe(store, "z", None, 6)[:2] == [6, 0]
     assert sorted(e.key for e in store) == [f"http://h/{i}" for i in range(6, 10)]
-    assert _rows(store) == {"e": 4, "s": 4, "t": 4, "k": 4, "o": 4}
+    assert _rows(store) == {"e": 4, "s": 4, "t": 4, "~": 4}
     assert store.usage()[1] == 4
     store.close()
 
@@ -516,7 +517,7 @@ def test_a_store_in_the_old_layout_is_emptied_at_open(tmp_path: Path) -> None:
     assert store.flush(10)
     store.close()
     store = DiskStore(tmp_path, budget=1 << 30, position=99, map_size=1 << 28)
-    assert store.reclaimed_upto == 40 and store.get("http://h/a") is not None  # layout 2 is kept
+    assert store.reclaimed_upto == 40 and store.get("http://h/a") is not None  # layout 3 is kept
     store.close()
 
 
@@ -604,11 +605,12 @@ def test_a_batch_of_new_and_replaced_fills_keeps_one_place_and_the_counts_each(t
         db = store._dbs[(CACHE, "z")]
         rows = [bytes(k) for k, _ in txn.cursor(db=db)]
         records = [bytes(v) for k, v in txn.cursor(db=db) if bytes(k)[:1] == b"e"]
-    order = [r[9:].decode() for r in rows if r[:1] == b"o"]
-    ticks = [r for r in rows if r[:1] == b"k"]
+        ticks = {bytes(k)[9:]: bytes(v) for k, v in txn.cursor(db=db) if bytes(k)[:1] == b"s"}
+    order = [r[9:].decode() for r in rows if r[:1] == b"~"]
     # Last written last: b, then a (its second put), old, c.
     assert order == ["http://h/b", "http://h/a", "http://h/old", "http://h/c"]
-    assert len(ticks) == 4
+    # Each record's seq row names its one order row.
+    assert sorted(t + kb for kb, t in ticks.items()) == [r for r in rows if r[:1] == b"~"]
     tagged = [r for r in rows if r[:1] == b"t"]
     assert len(tagged) == 8  # two tags per record, none left from the replaced records
     used, count = store.usage()

@@ -39,7 +39,7 @@ docs/decisions/0009-persistent-tier.md; the layout itself is ``store/disk_layout
   record another worker process stored is a hit here from the first lookup; a zone outside them is
   opened when this process first misses on it (the writer is asked to).
 - Eviction in the disk cache is least-recently-used by a logical clock shared by the zones (each
-  zone's ``o`` rows are merged): a record's position is renewed when it is read from disk (a
+  zone's ``~`` rows are merged): a record's position is renewed when it is read from disk (a
   memory-tier miss), if it is among the oldest ``1/RENEW_OLDEST`` of the order (the writer decides,
   reading the clock and the count once per batch); memory hits never write. Reserve records expire
   ``retention`` after their last read, and over a zone's budget the one expiring soonest goes first.
@@ -92,6 +92,7 @@ import lmdb
 
 from edgecache.store.base import VaryNames
 from edgecache.store.chunked import ORPHAN_AGE, ChunkedEntry, chunk_key, object_age
+from edgecache.store.disk_convert import convert_layout2
 from edgecache.store.disk_layout import (
     AREAS,
     CACHE,
@@ -102,11 +103,11 @@ from edgecache.store.disk_layout import (
     LAYOUT,
     MAX_INLINE_KEY,
     ORDER,
+    ORDER_HEAD,
     REC,
     RESERVE,
     SEQ,
     SEQ_HEAD,
-    TICK,
     U64,
     VARY,
     Record,
@@ -288,19 +289,34 @@ class _RunZone:
     put: Callable[..., bool]
     """``cursor.put``, looked up once per run."""
     rows: list[tuple[bytes, bytes]] = field(default_factory=list)
-    """Index rows of new records, not written yet (``_write_rows``)."""
+    """Index rows of new records, not written yet (``_write_rows``), but their order rows."""
+    order: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Order rows of new records, in tick order: the database's last rows (``_write_rows``)."""
     size: int = 0
     """Bytes of the run's new records."""
     records: int = 0
-    """The run's new records."""
+    """The run's new records (counted by their order rows, as ``_write_rows`` writes them)."""
 
 
 def _write_rows(zones: dict[str, _RunZone | None]) -> None:
-    """Write the index rows a run of fills holds, each zone's in one ``putmulti``."""
+    """Write the index rows a run of fills holds, each zone's in one ``putmulti``, and its order
+    rows in another that appends them (MDB_APPEND: no descent from the root, pages split at their
+    end): their ticks are above every tick given before, and ``ORDER`` sorts above every other row."""
     for run in zones.values():
-        if run is not None and run.rows:
-            run.cursor.putmulti(run.rows)
+        if run is None:
+            continue
+        cursor = run.cursor
+        if run.rows:
+            cursor.putmulti(run.rows)
             run.rows.clear()
+        order = run.order
+        if order:
+            run.records += len(order)
+            # py-lmdb skips a row that would not be the last one, without raising: were the clock
+            # ever behind a stored tick, those rows are put where they belong instead.
+            if cursor.putmulti(order, append=True)[1] != len(order):
+                cursor.putmulti(order)
+            order.clear()
 
 
 @dataclass(slots=True)
@@ -619,10 +635,10 @@ class DiskStore:
         """Keys the running job removes in its uncommitted transaction (``WriteView.taking``)."""
         self._dropping: set[tuple[bytes, str]] = set()
         """Zone areas the running job is emptying in its uncommitted transaction."""
-        self._renewals: dict[str, bytes] = {}
-        """Keys read from disk → their area, whose place (or retention) to renew, written every
-        ``RENEW_EVERY`` seconds: a commit, and its fsync, per few hits slowed the hits several times
-        (measured with bench/disk_hits.py)."""
+        self._renewals: dict[str, int | None] = {}
+        """Keys read from disk → the disk-cache record's ``stored_seq`` (None: the reserve's), whose
+        place (or retention) to renew, written every ``RENEW_EVERY`` seconds: a commit, and its
+        fsync, per few hits slowed the hits several times (measured with bench/disk_hits.py)."""
         self._renewed = 0.0
         self._generation = 0
         """Bumped by the writer after each commit, before it publishes what the commit created."""
@@ -667,19 +683,42 @@ class DiskStore:
     def _open_layout(self, position: int, zones: Iterable[str]) -> Any:
         """Open the meta database and every zone's, after bringing the layout to ``LAYOUT``.
 
-        A store in another layout (or none: a new one) is emptied, not converted: it is a cache, a
-        conversion would read and rewrite every record before the node could serve (about 10 s per
-        million records at the rates in decision 0009), and the ledger position it was reclaimed
-        up to means nothing once its records are gone. Done in one write transaction, which LMDB
-        serialises across processes: the first process to open converts, the others find ``LAYOUT``."""
+        A layout-2 store is converted (``store/disk_convert.py``: index rows only, no record read):
+        the Cache Reserve is a tier users rely on across upgrades (decision 0033). A store in any
+        other layout (or none: a new one) is emptied, and so is a layout-2 one whose conversion
+        does not fit in the map. Done in one write transaction, which LMDB serialises across
+        processes: the first process to open converts, the others find ``LAYOUT``; a crash before
+        its commit leaves the store as it was, for the next open."""
+        try:
+            return self._open_in(position, zones, convert=True)
+        except lmdb.MapFullError:
+            log.warning("disk tier: no room in the map to convert %s: emptied instead", self.env.path())
+            self._dbs.clear()
+            self._hosts.clear()
+            return self._open_in(position, zones, convert=False)
+
+    def _open_in(self, position: int, zones: Iterable[str], *, convert: bool) -> Any:
         env = self.env
         with env.begin(write=True) as txn:
             meta = env.open_db(b"meta", txn=txn)
             found = txn.get(b"layout", db=meta)
-            if found is None or INT.unpack(found)[0] != LAYOUT:
+            was = None if found is None else INT.unpack(found)[0]
+            if was == 2 and convert:
+                began = time.monotonic()
+                placed = convert_layout2(env, txn)
+                txn.put(b"layout", INT.pack(LAYOUT), db=meta)
+                log.warning(
+                    "disk tier: layout 2 at %s converted to layout %d (%d records placed) in %.2f s",
+                    env.path(),
+                    LAYOUT,
+                    placed,
+                    time.monotonic() - began,
+                )
+            elif was != LAYOUT:
                 if found is not None or txn.get(b"reclaimed_upto", db=meta) is not None:
-                    was = 1 if found is None else INT.unpack(found)[0]
-                    log.warning("disk tier: layout %d at %s emptied for layout %d", was, env.path(), LAYOUT)
+                    log.warning(
+                        "disk tier: layout %d at %s emptied for layout %d", was or 1, env.path(), LAYOUT
+                    )
                 names = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
                 for name in names:
                     if name == b"meta":
@@ -841,12 +880,13 @@ class DiskStore:
             self.stats.hits += 1
             # Whether the place needs renewing is the writer's question (``_renew``): asking it here
             # cost three more reads per hit.
-            self._renewals[key] = CACHE
+            # Its position names its ``s`` row, which holds its place (layout 3: no key → tick row).
+            self._renewals[key] = entry.stored_seq
             return entry, False
         self.stats.reserve_hits += 1
         retention = self._reserve_retention(entry.zone)
         if expires - time.time() <= retention * 29 / 30:
-            self._renewals[key] = RESERVE
+            self._renewals[key] = None
         return entry, True
 
     def lookup(
@@ -1598,7 +1638,7 @@ class DiskStore:
     def _apply(self, batch: list[tuple[Any, ...]]) -> None:
         jobs: list[tuple[Any, ...]] = []
         self._delta = {}
-        renewals: dict[str, bytes] = {}
+        renewals: dict[str, int | None] = {}
         due = time.monotonic() - self._renewed >= RENEW_EVERY or any(op[0] == "renew" for op in batch)
         if self._renewals and due:
             # Readers keep adding to the set they see; a renewal lost in the swap is only a hint.
@@ -1635,7 +1675,7 @@ class DiskStore:
     def _commit(
         self,
         batch: list[tuple[Any, ...]],
-        renewals: dict[str, bytes],
+        renewals: dict[str, int | None],
         jobs: list[tuple[Any, ...]],
         announced: int,
     ) -> None:
@@ -1756,8 +1796,7 @@ class DiskStore:
         ``putmulti`` per zone, before anything that may read them: a replacement, the run's end);
         a new record is one put, without overwriting, through its zone's cursor."""
         delta = self._delta
-        stored_clock = self._meta_get(txn, b"clock")
-        ticks = 0
+        clock = stored_clock = self._meta_get(txn, b"clock")
         dropped = 0
         zones: dict[str, _RunZone | None] = {}
         """Zone → what the run writes there (None: no database for it)."""
@@ -1767,7 +1806,11 @@ class DiskStore:
         # ``last_zone`` already: a run's fills are mostly a few sites'.
         last_prefix: str | None = None
         last_zone = ""
-        pack, seq_head = U64.pack, SEQ_HEAD.pack
+        # A run's fills are mostly of one ledger position (it moves with purges only): its ``s``
+        # rows' head is packed once for each.
+        last_seq = -1
+        seq_rows = b""
+        order_head, seq_head = ORDER_HEAD.pack, SEQ_HEAD.pack
         for record, zone, key, kb, seq, tags, reserve, chunked in fills:
             # Below the reclaimed position, a purge already applied to the disk may cover the entry
             # (its fetch began before the purge, or memory evicted it after the purge's disk job)
@@ -1797,28 +1840,28 @@ class DiskStore:
             # A new key (the usual fill): the record without overwriting (one call, its flags
             # positional: dupdata, overwrite); its index rows wait for the zone's next ``putmulti``.
             if chunked is None and run.put(ENTRY + kb, record, True, False):
-                ticks += 1
-                packed = pack(stored_clock + ticks)
+                clock += 1
+                place = order_head(ORDER, clock)
+                if seq != last_seq:
+                    # ``seq_row`` inline: a written fill's ``seq`` is at least ``reclaimed``.
+                    seq_rows, last_seq = seq_head(SEQ, seq), seq
                 rows = run.rows
-                # ``seq_row`` inline: a written fill's ``seq`` is at least ``reclaimed``, never negative.
-                rows += ((seq_head(SEQ, seq) + kb, b""), (TICK + kb, packed), (ORDER + packed + kb, b""))
+                # The ``s`` row's value names the order row: layout 3 has no key → tick row.
+                rows.append((seq_rows + kb, place))
+                run.order.append((place + kb, b""))
                 for tag in tags:
                     head = tag_heads.get(tag)
                     if head is None:
                         head = tag_heads[tag] = tag_row(tag, b"")
                     rows.append((head + kb, b""))
                 run.size += len(record)
-                run.records += 1
             else:
                 # A replacement, or a large object: ``_insert`` removes what it replaces (its index
-                # rows too: written first), and the clock ``_place`` reads counts the run's ticks.
+                # rows too: written first), and the clock its ``_place`` reads counts the run's ticks.
                 _write_rows(zones)
-                cdb = run.db
-                delta[b"clock"] = delta.get(b"clock", 0) + ticks
-                ticks = 0
-                self._insert(txn, cdb, CACHE, zone, kb, record, seq, tags, chunked)
-                self._place(txn, cdb, kb)
-                stored_clock = self._meta_get(txn, b"clock")
+                delta[b"clock"] = delta.get(b"clock", 0) + clock - stored_clock
+                self._insert(txn, run.db, CACHE, zone, kb, record, seq, tags, chunked)
+                clock = stored_clock = self._meta_get(txn, b"clock")
             # A large object never enters the reserve (store/chunked.py): its chunks have one owner.
             if reserve and chunked is None:
                 # The pending index rows stay pending: a reserve copy reads and writes only the
@@ -1831,8 +1874,8 @@ class DiskStore:
                     )
                     txn.put(expiry_row(expires, kb), b"", db=rdb)
         _write_rows(zones)
-        if ticks:
-            delta[b"clock"] = delta.get(b"clock", 0) + ticks
+        if clock != stored_clock:
+            delta[b"clock"] = delta.get(b"clock", 0) + clock - stored_clock
         for zone, run in zones.items():
             if run is not None and run.records:
                 self._account(CACHE, zone, run.size, run.records)
@@ -1852,14 +1895,18 @@ class DiskStore:
     ) -> None:
         """Write a record (of an entry stored at ``seq`` with ``tags``; ``chunked``: the large
         object it is) and its index rows, replacing the key's record in that area if there is one
-        (its index rows go, its Vary names stay: the new record is under the same base key)."""
+        (its index rows go, its Vary names stay: the new record is under the same base key); in
+        the disk cache, at the most recent end of the eviction order."""
         ek = ENTRY + kb
         # Tried without overwriting: for a new key (the usual fill) that is the one call, where
         # reading first for a record to replace was a second.
         if not txn.put(ek, record, db=db, overwrite=False):
             self._remove(txn, area, zone, kb, keep_vary=True)
             txn.put(ek, record, db=db)
-        txn.put(seq_row(seq, kb), b"", db=db)
+        if area == CACHE:
+            self._place(txn, db, seq_row(seq, kb), kb)
+        else:
+            txn.put(seq_row(seq, kb), b"", db=db)
         for tag in tags:
             txn.put(tag_row(tag, kb), b"", db=db)
         extra = 0
@@ -1968,13 +2015,13 @@ class DiskStore:
             txn.delete(LARGE + kb, db=db)
             self._delete_chunks(txn, entry.object_id)
             size += entry.length
-        txn.delete(seq_row(entry.stored_seq, kb), db=db)
+        # In the disk cache the ``s`` row's value is the record's order row, less the key.
+        place = txn.pop(seq_row(entry.stored_seq, kb), db=db)
         for tag in entry.tags:
             txn.delete(tag_row(tag, kb), db=db)
         if area == CACHE:
-            tick = txn.pop(TICK + kb, db=db)
-            if tick is not None:
-                txn.delete(ORDER + bytes(tick) + kb, db=db)
+            if place:
+                txn.delete(bytes(place) + kb, db=db)
         else:
             txn.delete(expiry_row(rec.reserve_expires, kb), db=db)
         self._account(area, zone, -size, -1)
@@ -2018,33 +2065,37 @@ class DiskStore:
             if d:
                 self._meta_put(txn, name, self._stored(txn, name) + d)
 
-    def _renew(self, txn: lmdb.Transaction, renewals: dict[str, bytes], now: float) -> None:
-        """Renew the records read from disk since the last renewal: a disk-cache record moves to the
-        most recent end of the order if it is among the oldest ``1/RENEW_OLDEST``, a reserve record's
-        retention starts again (``_touch``). The clock and the count are read once per batch."""
+    def _renew(self, txn: lmdb.Transaction, renewals: dict[str, int | None], now: float) -> None:
+        """Renew the records read from disk since the last renewal (key → the disk-cache record's
+        ``stored_seq``, None for the reserve's): a disk-cache record moves to the most recent end
+        of the order if it is among the oldest ``1/RENEW_OLDEST``, a reserve record's retention
+        starts again (``_touch``). The clock and the count are read once per batch."""
         clock = start = self._meta_get(txn, b"clock")
         count = self._meta_get(txn, b"count:c")
         young = count - count // RENEW_OLDEST
-        unpack, pack = U64.unpack, U64.pack
-        for key, area in renewals.items():
+        unpack, pack = ORDER_HEAD.unpack, ORDER_HEAD.pack
+        for key, seq in renewals.items():
             zone = self._writer_zone_of(key)
             if zone is None:
                 continue
-            if area != CACHE:
+            if seq is None:
                 self._touch(txn, zone, key, now)
                 continue
             db = self._zdb(txn, CACHE, zone, create=False)
             if db is None:
                 continue
             kb = key_bytes(key)
-            old = txn.get(TICK + kb, db=db)
-            if old is None or clock - unpack(old)[0] < young:
+            # The ``s`` row of the record read holds its place: none when that record is gone (a
+            # record stored since at another position was placed when it was written).
+            srow = seq_row(seq, kb)
+            old = txn.get(srow, db=db)
+            if not old or clock - unpack(old)[1] < young:
                 continue
-            txn.delete(ORDER + bytes(old) + kb, db=db)
+            txn.delete(bytes(old) + kb, db=db)
             clock += 1
-            packed = pack(clock)
-            txn.put(TICK + kb, packed, db=db)
-            txn.put(ORDER + packed + kb, b"", db=db)
+            place = pack(ORDER, clock)
+            txn.put(srow, place, db=db)
+            txn.put(place + kb, b"", db=db)
         if clock != start:
             self._delta[b"clock"] = self._delta.get(b"clock", 0) + clock - start
 
@@ -2062,15 +2113,16 @@ class DiskStore:
         txn.put(expiry_row(expires, kb), b"", db=db)
         txn.put(ENTRY + kb, with_reserve_expires(raw, expires), db=db)
 
-    def _place(self, txn: lmdb.Transaction, db: Any, kb: bytes) -> None:
-        """Put a disk-cache record at the most recent end of the eviction order. The order lives
-        beside the record (``k``, ``o`` rows), so renewing it never rewrites the record."""
+    def _place(self, txn: lmdb.Transaction, db: Any, srow: bytes, kb: bytes) -> None:
+        """Put a disk-cache record (its ``s`` row ``srow``) at the most recent end of the eviction
+        order. The order lives beside the record (a ``~`` row, named by the ``s`` row's value), so
+        renewing it never rewrites the record."""
         # The clock is a counter like the others: read once per transaction, written at its end.
         delta = self._delta
         delta[b"clock"] = delta.get(b"clock", 0) + 1
-        packed = U64.pack(self._meta_get(txn, b"clock"))
-        txn.put(TICK + kb, packed, db=db)
-        txn.put(ORDER + packed + kb, b"", db=db)
+        place = ORDER_HEAD.pack(ORDER, self._meta_get(txn, b"clock"))
+        txn.put(srow, place, db=db)
+        txn.put(place + kb, b"", db=db)
 
     def _zone_dbs(self, area: bytes) -> list[tuple[str, Any]]:
         return [(zone, db) for (a, zone), db in {**self._dbs, **self._new_dbs}.items() if a == area]
@@ -2183,14 +2235,17 @@ class DiskStore:
             txn.drop(db, delete=False)
             self._account(a, zone, -used, -count)
             kept_bytes = 0
+            srow = b""
             for k, v in rows:
                 txn.put(k, v, db=db)
-                if k[:1] == ENTRY:
+                if k[:1] == SEQ:
+                    srow = k
+                elif k[:1] == ENTRY:
                     size = len(v) + large_bytes(v)
                     kept_bytes += size
                     self._account(a, zone, size, 1)
                     if a == CACHE:
-                        self._place(txn, db, k[len(ENTRY) :])
+                        self._place(txn, db, srow, k[len(ENTRY) :])
             removed[a] = count - sum(1 for k, _ in rows if k[:1] == ENTRY)
             freed += used - kept_bytes
 
@@ -2207,8 +2262,9 @@ class DiskStore:
         return True
 
     def _kept_rows(self, txn: lmdb.Transaction, db: Any, before: int) -> list[tuple[bytes, bytes]] | None:
-        """The rows of the records stored at or after ``before`` (record, seq, tag, expiry and Vary
-        rows: the eviction place is given anew), or None when there are more than ``WIPE_KEEP_MAX``."""
+        """The rows of the records stored at or after ``before`` (each record's seq row, then its
+        record, tag, expiry and Vary rows: the eviction place, the seq row's value in the disk
+        cache, is given anew), or None when there are more than ``WIPE_KEEP_MAX``."""
         cur = txn.cursor(db=db)
         rows: list[tuple[bytes, bytes]] = []
         if not cur.set_range(SEQ + U64.pack(max(before, 0))):

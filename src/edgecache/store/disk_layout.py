@@ -1,4 +1,4 @@
-"""The persistent tier's on-disk layout: what is stored under which LMDB key (layout version 2).
+"""The persistent tier's on-disk layout: what is stored under which LMDB key (layout version 3).
 
 Rules of this module (pure encoding, no LMDB calls; the store is ``store/disk.py``):
 - Every zone has two named databases, one per area: ``c/<zone>`` (the disk cache) and ``r/<zone>``
@@ -6,11 +6,13 @@ Rules of this module (pure encoding, no LMDB calls; the store is ``store/disk.py
   database, so emptying that database (one ``mdb_drop``) removes a zone's area whole, with no row
   left behind elsewhere (decision 0009). Rows are told apart by their first byte:
   ``e`` + key → the record; ``t`` + tag digest + key → tag index; ``s`` + stored_seq + key → the
-  records by ledger position (what a purge of everything keeps: those stored after it);
-  ``k`` + key → tick and ``o`` + tick + key (disk cache: the eviction order); ``x`` + expiry + key
-  (reserve: the retention order); ``v`` + base key → Vary names (disk cache database only);
-  ``g`` + key → object id (disk cache only: the zone's large objects, so that removing the zone
-  whole finds their chunks without reading every record).
+  records by ledger position (what a purge of everything keeps: those stored after it), whose
+  value in the disk cache is ``~`` + tick, its order row's key less the key (empty in the
+  reserve); ``~`` + tick + key (disk cache: the eviction order; ``~`` sorts above every other
+  row's byte, and ticks only grow, so a run of fills appends its order rows at the database's
+  end); ``x`` + expiry + key (reserve: the retention order); ``v`` + base key → Vary names (disk
+  cache database only); ``g`` + key → object id (disk cache only: the zone's large objects, so
+  that removing the zone whole finds their chunks without reading every record).
 - ``chunks`` (one database for the environment) holds large objects' bytes under ``object id +
   chunk number``, and ``object id`` → the handle of the record pointing to them
   (``store/chunked.py``); a large object's record holds a manifest in place of the body and has
@@ -34,9 +36,11 @@ from dataclasses import dataclass
 from edgecache.store.chunked import MANIFEST, ChunkedEntry, chunked_from
 from edgecache.store.entry import Entry
 
-LAYOUT = 2
+LAYOUT = 3
 """On-disk layout version. 1 (no ``layout`` row): one ``entries`` database for every zone, with
-global index databases. A store found at another version is emptied at open (``DiskStore``)."""
+global index databases. 2: a ``k`` + key → tick row per disk-cache record, the ``s`` rows empty,
+the order rows under ``o`` (``V2_TICK``, ``V2_ORDER``). A layout-2 store is converted at open, any
+other is emptied (``DiskStore``, decision 0033)."""
 
 CACHE = b"c"
 RESERVE = b"r"
@@ -50,8 +54,9 @@ DIGEST_MARK = b"\xff"
 ENTRY = b"e"
 TAG = b"t"
 SEQ = b"s"
-TICK = b"k"
-ORDER = b"o"
+ORDER = b"~"
+V2_TICK = b"k"
+V2_ORDER = b"o"
 EXPIRY = b"x"
 VARY = b"v"
 LARGE = b"g"
@@ -77,6 +82,8 @@ U64 = struct.Struct(">Q")
 """Big-endian, so that ticks, expiries and positions sort as numbers."""
 SEQ_HEAD = struct.Struct(">cQ")
 """``SEQ`` and a ledger position (as ``U64``) packed in one call: every fill writes a ``seq_row``."""
+ORDER_HEAD = SEQ_HEAD
+"""``ORDER`` and a tick: a disk-cache record's place, its ``s`` row's value (layout 3)."""
 INT = struct.Struct("<q")
 
 
