@@ -167,7 +167,7 @@ async def accept(
     headers: Mapping[str, str],
     zone_id: str,
     path: str,
-    read_body: Callable[[], Awaitable[bytes]],
+    read_body: bytes | Callable[[], Awaitable[bytes]],
     mode: Mode,
 ) -> str:
     """Decide a purge request and, accepted, write it durably: returns its job id, or raises the
@@ -175,13 +175,13 @@ async def accept(
     listeners of the route: the aiohttp handler below and the control listener's own
     (``api/control_listener.py``). ``read_body`` is called only once the caller may purge the zone:
     the aiohttp handler reads no body of a caller it refuses; the control listener has the body
-    (at most 64 KiB: it leaves longer ones to aiohttp) buffered before it calls this, and drops it
-    unparsed."""
+    (at most 64 KiB: it leaves longer ones to aiohttp) buffered before it calls this, passes the
+    bytes themselves, and they are dropped unparsed."""
     principal = await caller(headers, ctx.credentials)
     zone = zone_named(ctx.zones, zone_id, path)
     if not principal.allows(Permission.CACHE_PURGE, zone.config.id, zone.config.account_id):
         raise denied()
-    req = parse_body(await read_body())
+    req = parse_body(read_body if isinstance(read_body, bytes) else await read_body())
     try:
         items = ctx.purges.items(zone, req)
         accepted = await ctx.purges.submit(
