@@ -231,7 +231,7 @@ class _Write:
         return Purge(seq, p.zone, p.mode, p.selectors, p.at)
 
     def caller_gone(self, answer: asyncio.Future[Purge]) -> None:
-        """On the event loop, as the caller's answer is done: cancelled before the write ran, it
+        """On the event loop, as the caller goes away: its answer cancelled before the write ran
         takes the write with it (never run: nothing charged but the bucket, kept, see decision
         0015)."""
         if answer.cancelled():
@@ -463,9 +463,13 @@ class PurgeService:
         # Not atomic: when ``write`` raises, the writer undoes what it wrote (its savepoint, or the
         # whole transaction when it is alone in it).
         self._writer.hand(write.run, write)
-        # A caller that goes away before its write runs takes the write with it.
-        answer.add_done_callback(write.caller_gone)
-        purge = await answer
+        try:
+            purge = await answer
+        except asyncio.CancelledError:
+            # A caller that goes away before its write runs takes the write with it (here rather
+            # than in a done callback: that would be a call_soon of its own for every purge).
+            write.caller_gone(answer)
+            raise
         if log.isEnabledFor(logging.INFO):
             self._log_accepted(purge, job_id, mode, record, zone, principal, dialect)
         return AcceptedPurge(job_id, purge, items)
@@ -538,7 +542,10 @@ class PurgeService:
             if not self._acks:
                 self._acks_since = time.monotonic()
             self._acks.append((purge.seq, by_target))
-        self._arm_acks()
+            # Usually a timer or a queued flush will take it already: no second round of the lock.
+            armed = self._acks_timer or self._acks_queued
+        if not armed:
+            self._arm_acks()
 
     def _take_acks(self) -> list[tuple[int, dict[str, int]]]:
         """Every acknowledgement gathered so far, for the transaction that will record them."""
