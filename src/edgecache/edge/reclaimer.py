@@ -57,6 +57,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
 
 from edgecache.edge.lookup_credits import LookupCredits
 from edgecache.purge.index import EpochIndex
@@ -143,10 +144,12 @@ class Reclaimer:
         """A release of freed memory is running (``drain`` waits for it)."""
         self._released = asyncio.Event()
         self._released.set()
-        self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, asyncio.Future[None]]] = deque()
+        self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, Future[None]]] = deque()
         self._disk_wake = asyncio.Event()
         self._disk_failed = threading.Event()
         self._acks: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop ``_run`` runs on, which a disk job's end wakes."""
 
     def hold(self) -> None:
         """Stop reclaiming after the purge in progress; purges queue up until ``release()``."""
@@ -195,17 +198,34 @@ class Reclaimer:
         while self._queue or self._busy or self._disk_jobs or self._trimming:
             await asyncio.sleep(0.001)
 
+    def _disk_job_ended(self, _: Future[None]) -> None:
+        """On the disk writer's thread (or the loop's, for a job already ended): wake
+        ``_acknowledge``."""
+        assert self._loop is not None  # a job is run only by ``_run``
+        self._loop.call_soon_threadsafe(self._disk_wake.set)
+
     async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
+            waited = False
             if self._gather and self._queue:
                 await asyncio.sleep(self._gather)
+                waited = True
             elif self._spacing and self._queue:
                 early = self._pass_at + self._spacing - time.monotonic()
                 if early > 0:
                     await asyncio.sleep(early)
+                    waited = True
             if self._queue:
                 self._pass_at = time.monotonic()
+                if not waited:
+                    # The purge was applied by a callback that also woke its API request: let that
+                    # answer go out before the first slice of reclaiming (and the first page of a
+                    # large selector's keys), whatever woke the reclaimer. Once a pass: a purge
+                    # applied later in it was applied while the pass yielded, and its answer went
+                    # out in that yield.
+                    await asyncio.sleep(0)
             self._wake.clear()
             await self._released.wait()
             batch: list[tuple[Purge, dict[Selector, int], DiskReclaim]] = []
@@ -214,12 +234,11 @@ class Reclaimer:
                 purge = self._queue[0]
                 self._busy = True
                 try:
-                    # The purge was applied by a callback that also woke its API request: let that
-                    # answer go out before the first slice of reclaiming (and the first page of a
-                    # large selector's keys), whatever woke the reclaimer.
-                    await asyncio.sleep(0)
                     matched = await self.reclaim(purge)
-                    matched = _plus(matched, self._credits.claim_soft(purge, self._store.peek))
+                    if self._credits:
+                        # Lookups removed or marked nothing since the last claim, usually: no pass
+                        # over their records.
+                        matched = _plus(matched, self._credits.claim_soft(purge, self._store.peek))
                 except Exception:
                     log.exception("reclaiming purge %d failed; its epoch rows stay in force", purge.seq)
                     matched = {}
@@ -238,9 +257,11 @@ class Reclaimer:
                 # The disk's part runs on its writer, in purge order, one job for the purges taken
                 # together (one hand-over to the writer thread and back); the next purges' memory
                 # part need not wait for it. Acknowledged in order by ``_acknowledge``.
-                done = asyncio.wrap_future(self._disk.run_job(_Jobs([job for _, _, job in batch])))
+                done = self._disk.run_job(_Jobs([job for _, _, job in batch]))
                 self._disk_jobs.extend((purge, matched, job, done) for purge, matched, job in batch)
-                self._disk_wake.set()
+                # Its end wakes ``_acknowledge`` (no asyncio future chained to it: one wake-up of the
+                # loop either way, without the chain's callbacks).
+                done.add_done_callback(self._disk_job_ended)
             # The rest of a large reclaim (less than a step), now rather than after the next one.
             await self._trim_if_due(self._freed if self._trimmed else None)
             self._trimmed = False
@@ -276,13 +297,17 @@ class Reclaimer:
             self._disk_wake.clear()
             while self._disk_jobs:
                 purge, matched, job, done = self._disk_jobs[0]
+                if not done.done():
+                    break  # its end wakes this again
                 try:
-                    await done
+                    done.result()
                     # Most objects are in both tiers (fills are written through): the larger count
                     # is the closer one to the number of distinct objects. What lookups removed
                     # counts with the tier they found it in (see ``lookup_credits.py``).
-                    memory = _plus(matched, self._credits.claim_hard(purge, on_disk=False))
-                    disk = _plus(job.counts, self._credits.claim_hard(purge, on_disk=True))
+                    memory, disk = matched, job.counts
+                    if self._credits:
+                        memory = _plus(memory, self._credits.claim_hard(purge, on_disk=False))
+                        disk = _plus(disk, self._credits.claim_hard(purge, on_disk=True))
                     matched = {s: max(memory.get(s, 0), disk.get(s, 0)) for s in purge.selectors}
                 except Exception:
                     log.exception("reclaiming purge %d on disk failed; replayed at the next start", purge.seq)
@@ -300,9 +325,10 @@ class Reclaimer:
             self._compact_limit = purge.seq - 1
 
     def _finish(self, purge: Purge, matched: dict[Selector, int]) -> None:
-        if self._disk is None:
-            matched = _plus(matched, self._credits.claim_hard(purge, on_disk=False))
-        self._credits.forget(purge.seq)
+        if self._credits:
+            if self._disk is None:
+                matched = _plus(matched, self._credits.claim_hard(purge, on_disk=False))
+            self._credits.forget(purge.seq)
         self.reclaimed_upto = purge.seq
         if self._on_reclaimed is not None:
             self._on_reclaimed(purge, matched)
@@ -339,7 +365,9 @@ class Reclaimer:
                         store.mark_stale(key, purge.at)
                         self.marked_stale += 1
                     done += 1
-                await self._step()
+                if page:
+                    # An empty page freed nothing and took no time: no step to count.
+                    await self._step()
             counts[selector] = done
         return counts
 
