@@ -58,6 +58,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
+from functools import partial
 
 from edgecache.edge.lookup_credits import LookupCredits
 from edgecache.purge.index import EpochIndex
@@ -144,7 +145,7 @@ class Reclaimer:
         """A release of freed memory is running (``drain`` waits for it)."""
         self._released = asyncio.Event()
         self._released.set()
-        self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, Future[None]]] = deque()
+        self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, _Jobs]] = deque()
         self._disk_wake = asyncio.Event()
         self._disk_failed = threading.Event()
         self._acks: asyncio.Task[None] | None = None
@@ -198,11 +199,18 @@ class Reclaimer:
         while self._queue or self._busy or self._disk_jobs or self._trimming:
             await asyncio.sleep(0.001)
 
-    def _disk_job_ended(self, _: Future[None]) -> None:
-        """On the disk writer's thread (or the loop's, for a job already ended): wake
-        ``_acknowledge``."""
+    def _disk_job_ended(self, jobs: _Jobs, done: Future[None]) -> None:
+        """On the disk writer's thread (or the loop's, for a job already ended): hand its outcome
+        to the loop."""
         assert self._loop is not None  # a job is run only by ``_run``
-        self._loop.call_soon_threadsafe(self._disk_wake.set)
+        self._loop.call_soon_threadsafe(self._disk_job_settled, jobs, done)
+
+    def _disk_job_settled(self, jobs: _Jobs, done: Future[None]) -> None:
+        """On the loop: the purges of ``jobs`` may be acknowledged (their outcome read once for
+        them all, not a locked read of the future per purge)."""
+        jobs.error = done.exception()
+        jobs.ended = True
+        self._disk_wake.set()
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -257,11 +265,12 @@ class Reclaimer:
                 # The disk's part runs on its writer, in purge order, one job for the purges taken
                 # together (one hand-over to the writer thread and back); the next purges' memory
                 # part need not wait for it. Acknowledged in order by ``_acknowledge``.
-                done = self._disk.run_job(_Jobs([job for _, _, job in batch]))
-                self._disk_jobs.extend((purge, matched, job, done) for purge, matched, job in batch)
+                jobs = _Jobs([job for _, _, job in batch])
+                for purge, matched, job in batch:
+                    self._disk_jobs.append((purge, matched, job, jobs))
                 # Its end wakes ``_acknowledge`` (no asyncio future chained to it: one wake-up of the
                 # loop either way, without the chain's callbacks).
-                done.add_done_callback(self._disk_job_ended)
+                self._disk.run_job(jobs).add_done_callback(partial(self._disk_job_ended, jobs))
             # The rest of a large reclaim (less than a step), now rather than after the next one.
             await self._trim_if_due(self._freed if self._trimmed else None)
             self._trimmed = False
@@ -296,11 +305,12 @@ class Reclaimer:
             await self._disk_wake.wait()
             self._disk_wake.clear()
             while self._disk_jobs:
-                purge, matched, job, done = self._disk_jobs[0]
-                if not done.done():
+                purge, matched, job, jobs = self._disk_jobs[0]
+                if not jobs.ended:
                     break  # its end wakes this again
                 try:
-                    done.result()
+                    if jobs.error is not None:
+                        raise jobs.error
                     # Most objects are in both tiers (fills are written through): the larger count
                     # is the closer one to the number of distinct objects. What lookups removed
                     # counts with the tier they found it in (see ``lookup_credits.py``).
@@ -457,8 +467,13 @@ class _Jobs:
     that changed something the rest go on in the next, so that its changes, and what runs once they
     are committed (a whole-zone removal's count), are settled before the next purge's part."""
 
+    __slots__ = ("_jobs", "ended", "error")
+
     def __init__(self, jobs: list[DiskReclaim]) -> None:
         self._jobs = deque(jobs)
+        self.ended = False
+        """Set on the loop once the writer has run them all, or failed."""
+        self.error: BaseException | None = None
 
     def __call__(self, view: WriteView) -> bool:
         while self._jobs:
