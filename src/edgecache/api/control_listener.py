@@ -481,7 +481,9 @@ class PurgeFront(asyncio.Protocol):
             return
         self.last_seen = asyncio.get_running_loop().time()
         self.transport.write(answer)
-        self._next()
+        if self.buf or self.eof or self.paused_reading or self.site.stopping:
+            # Else there is nothing to take yet: the next read calls ``_next``.
+            self._next()
 
     async def _edgeone(self, fields: CIMultiDict[str], body: bytes) -> bytes:
         """A ``CreatePurgeTask``'s answer: the API 3.0 envelope, always 200 (errors and unexpected

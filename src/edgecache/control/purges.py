@@ -445,15 +445,17 @@ class PurgeService:
         counts: dict[str, int] = {}
         for item in items:
             counts[item.type] = counts.get(item.type, 0) + 1
+        # Read once: an enum's ``value`` is a Python property.
+        mode_value = mode.value
         row = NewPurge(
             zone_id=zone.config.id,
-            mode=mode.value,
+            mode=mode_value,
             selectors=record,
             principal=principal,
             dialect=dialect,
             job_id=job_id,
             created_at=created_at,
-            tasks=[NewTask(i.target, i.type, i.domain, mode.value) for i in items],
+            tasks=[NewTask(i.target, i.type, i.domain, mode_value) for i in items],
         )
         answer: asyncio.Future[Purge] = loop.create_future()
         write = _Write(
@@ -640,6 +642,9 @@ def new_job_id() -> str:
 def _selectors(items: tuple[PurgeItem, ...]) -> tuple[Selector, ...]:
     """A purge's selectors, each once, in the order of its items (acknowledgements count per
     selector in this order, so every process must derive the same tuple)."""
+    if len(items) == 1 and len(items[0].selectors) == 1:
+        # The usual purge of one target: nothing to deduplicate (and no selector to hash).
+        return items[0].selectors
     return tuple(dict.fromkeys(s for item in items for s in item.selectors))
 
 
@@ -662,7 +667,14 @@ def _request_from_record(record: dict[str, Any]) -> PurgeRequest:
 
 def matched_by_target(items: tuple[PurgeItem, ...], matched: Mapping[Selector, int]) -> dict[str, int]:
     """How many entries each target's selectors matched (the reclaimer counts per selector)."""
-    return {item.target: sum(matched.get(s, 0) for s in item.selectors) for item in items}
+    out: dict[str, int] = {}
+    for item in items:
+        selectors = item.selectors
+        # One selector (every target but a tag limited to hostnames): no generator to sum.
+        out[item.target] = (
+            matched.get(selectors[0], 0) if len(selectors) == 1 else sum(matched.get(s, 0) for s in selectors)
+        )
+    return out
 
 
 def _describe(req: PurgeRequest) -> dict[str, Any]:

@@ -87,8 +87,10 @@ def parse_body(raw: bytes) -> PurgeRequest:
     lists: dict[str, tuple[str, ...]] = dict.fromkeys(FLEX_FIELDS, ())
     for name in present:
         items = body[name]
-        if not all(isinstance(i, str) for i in items):
-            raise _bad(1014, f'"{name}" must be an array of strings')
+        # A loop rather than ``all`` over a generator: no generator to make and resume per item.
+        for i in items:
+            if not isinstance(i, str):
+                raise _bad(1014, f'"{name}" must be an array of strings')
         lists[name] = tuple(items)
     return PurgeRequest(tags=lists["tags"], hosts=lists["hosts"], prefixes=lists["prefixes"])
 
