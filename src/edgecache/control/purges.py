@@ -197,7 +197,7 @@ class _Write:
         zone: ZoneRuntime,
         counts: dict[str, int],
         row: NewPurge,
-        purge: Purge,
+        purge: tuple[Mode, tuple[Selector, ...], float],
         items: tuple[PurgeItem, ...],
     ) -> None:
         self.service = service
@@ -207,7 +207,8 @@ class _Write:
         self.counts = counts
         self.row = row
         self.purge = purge
-        """The purge as it will be in effect, but its seq (the write's)."""
+        """The purge's mode, selectors and time, as it will be in effect once the write gives it a
+        seq (a tuple: a frozen ``Purge`` is made once, by the write, not twice a purge)."""
         self.items = items
         self.refund: Callable[[], None] | None = None
         """What gives the account's rate-limit tokens back."""
@@ -227,8 +228,8 @@ class _Write:
         seq = append_in(conn, self.row)
         if acks:
             finish_purges_in(conn, acks, datetime.now(UTC))
-        p = self.purge
-        return Purge(seq, p.zone, p.mode, p.selectors, p.at)
+        mode, selectors, at = self.purge
+        return Purge(seq, self.zone.config.id, mode, selectors, at)
 
     def caller_gone(self, answer: asyncio.Future[Purge]) -> None:
         """On the event loop, as the caller goes away: its answer cancelled before the write ran
@@ -458,9 +459,7 @@ class PurgeService:
             tasks=[NewTask(i.target, i.type, i.domain, mode_value) for i in items],
         )
         answer: asyncio.Future[Purge] = loop.create_future()
-        write = _Write(
-            self, loop, answer, zone, counts, row, Purge(0, zone.config.id, mode, selectors, now), items
-        )
+        write = _Write(self, loop, answer, zone, counts, row, (mode, selectors, now), items)
         write.refund = self._take_rate(zone, request) if rate_limited else None
         # Not atomic: when ``write`` raises, the writer undoes what it wrote (its savepoint, or the
         # whole transaction when it is alone in it).
