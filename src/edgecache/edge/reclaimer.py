@@ -146,9 +146,7 @@ class Reclaimer:
         self._released = asyncio.Event()
         self._released.set()
         self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, _Jobs]] = deque()
-        self._disk_wake = asyncio.Event()
         self._disk_failed = threading.Event()
-        self._acks: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         """The loop ``_run`` runs on, which a disk job's end wakes."""
 
@@ -174,7 +172,6 @@ class Reclaimer:
         """Run in the background on the current loop."""
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run())
-        self._acks = loop.create_task(self._acknowledge())
         self._tick = loop.call_later(COMPACT_EVERY, self._compact_tick)
 
     def _compact_tick(self) -> None:
@@ -187,11 +184,10 @@ class Reclaimer:
         """Stop the background tasks."""
         if self._tick is not None:
             self._tick.cancel()
-        for task in (self._task, self._acks):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def drain(self) -> None:
         """Wait until every enqueued purge has been reclaimed, and the memory it freed released (for
@@ -210,7 +206,8 @@ class Reclaimer:
         them all, not a locked read of the future per purge)."""
         jobs.error = done.exception()
         jobs.ended = True
-        self._disk_wake.set()
+        # Acknowledged here, in this callback: no task to wake for it.
+        self._acknowledge()
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -268,13 +265,15 @@ class Reclaimer:
                 jobs = _Jobs([job for _, _, job in batch])
                 for purge, matched, job in batch:
                     self._disk_jobs.append((purge, matched, job, jobs))
-                # Its end wakes ``_acknowledge`` (no asyncio future chained to it: one wake-up of the
-                # loop either way, without the chain's callbacks).
+                # Its end acknowledges them in a callback on the loop (no asyncio future chained to
+                # it, no task woken: one wake-up of the loop, without the chain's callbacks).
                 self._disk.run_job(jobs).add_done_callback(partial(self._disk_job_ended, jobs))
             # The rest of a large reclaim (less than a step), now rather than after the next one.
-            await self._trim_if_due(self._freed if self._trimmed else None)
+            if self._trimmed or self._freed >= TRIM_AFTER_BYTES:
+                await self._trim_if_due(self._freed if self._trimmed else None)
             self._trimmed = False
-            await self.compact()
+            if self.reclaimed_upto > self.compacted_upto:
+                await self.compact()
 
     async def _trim_if_due(self, threshold: int | None = None) -> None:
         """Run ``release_memory`` once ``threshold`` bytes of the tier (default ``TRIM_AFTER_BYTES``;
@@ -299,33 +298,37 @@ class Reclaimer:
             await asyncio.sleep(0)
             self._last_yield = time.perf_counter()
 
-    async def _acknowledge(self) -> None:
-        """Acknowledge each purge once its disk job has finished too, in purge order."""
-        while True:
-            await self._disk_wake.wait()
-            self._disk_wake.clear()
-            while self._disk_jobs:
-                purge, matched, job, jobs = self._disk_jobs[0]
-                if not jobs.ended:
-                    break  # its end wakes this again
-                try:
-                    if jobs.error is not None:
-                        raise jobs.error
-                    # Most objects are in both tiers (fills are written through): the larger count
-                    # is the closer one to the number of distinct objects. What lookups removed
-                    # counts with the tier they found it in (see ``lookup_credits.py``).
-                    memory, disk = matched, job.counts
-                    if self._credits:
-                        memory = _plus(memory, self._credits.claim_hard(purge, on_disk=False))
-                        disk = _plus(disk, self._credits.claim_hard(purge, on_disk=True))
-                    matched = {s: max(memory.get(s, 0), disk.get(s, 0)) for s in purge.selectors}
-                except Exception:
-                    log.exception("reclaiming purge %d on disk failed; replayed at the next start", purge.seq)
-                    matched = {}
-                    self._failed(purge)
-                self._disk_jobs.popleft()
-                self._finish(purge, matched)
-            await self.compact()
+    def _acknowledge(self) -> None:
+        """Acknowledge each purge whose disk job has finished too, in purge order; then forget the
+        epoch rows that allows (a slice here, the rest by ``_run``)."""
+        while self._disk_jobs:
+            purge, matched, job, jobs = self._disk_jobs[0]
+            if not jobs.ended:
+                break  # its end calls this again
+            try:
+                if jobs.error is not None:
+                    raise jobs.error
+                # Most objects are in both tiers (fills are written through): the larger count is
+                # the closer one to the number of distinct objects. What lookups removed counts
+                # with the tier they found it in (see ``lookup_credits.py``).
+                memory, disk = matched, job.counts
+                if self._credits:
+                    memory = _plus(memory, self._credits.claim_hard(purge, on_disk=False))
+                    disk = _plus(disk, self._credits.claim_hard(purge, on_disk=True))
+                matched = {s: max(memory.get(s, 0), disk.get(s, 0)) for s in purge.selectors}
+            except Exception:
+                log.exception("reclaiming purge %d on disk failed; replayed at the next start", purge.seq)
+                matched = {}
+                self._failed(purge)
+            self._disk_jobs.popleft()
+            self._finish(purge, matched)
+        upto = self._compact_upto()
+        if upto > self.compacted_upto:
+            self._index.compact(upto, COMPACT_PURGES)
+            if self._index.compactable(upto):
+                self._wake.set()  # the rest a slice at a time, by ``_run``
+            else:
+                self.compacted_upto = upto
 
     def _failed(self, purge: Purge) -> None:
         """Keep the epoch rows of this purge and every later one (and the disk's reclaimed
@@ -352,6 +355,10 @@ class Reclaimer:
         self._used = store.bytes_used
         self._last_yield = time.perf_counter()
         for i, selector in enumerate(purge.selectors):
+            if type(selector) is Tag and not store.tag_size(purge.zone, selector.tag):
+                # A tag nothing in memory carries (the usual tag purge): no pages to read.
+                counts[selector] = 0
+                continue
             done = 0
             for page in self._candidates(purge.zone, selector):
                 for key in page:
@@ -414,14 +421,21 @@ class Reclaimer:
             case Everything():
                 yield from _pages(lambda after: store.keys_for_zone(zone, after, PAGE))
 
-    async def compact(self) -> int:
-        """Forget the epoch rows that no stored entry or in-flight fetch can need any more."""
+    def _compact_upto(self) -> int:
+        """How far the epoch rows may be forgotten now (``compacted_upto`` or less: nothing to do)."""
         upto = self.reclaimed_upto
+        if upto <= self.compacted_upto:
+            return upto  # nothing reclaimed since: no in-flight fetch to ask about
         oldest = self._oldest_fetch_seq()
         if oldest is not None:
             upto = min(upto, oldest)
         if self._compact_limit is not None:
             upto = min(upto, self._compact_limit)
+        return upto
+
+    async def compact(self) -> int:
+        """Forget the epoch rows that no stored entry or in-flight fetch can need any more."""
+        upto = self._compact_upto()
         if upto <= self.compacted_upto:
             return 0
         removed = self._index.compact(upto, COMPACT_PURGES)
