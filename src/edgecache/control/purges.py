@@ -175,6 +175,7 @@ class _Write:
 
     __slots__ = (
         "answer",
+        "applied",
         "cancelled",
         "counts",
         "give_back",
@@ -218,6 +219,8 @@ class _Write:
         """Acknowledgements this write took, given back if it does not commit."""
         self.started = False
         self.cancelled = False
+        self.applied = False
+        """Set on the loop once the committed purge is in effect on this node."""
 
     def run(self, conn: Connection) -> Purge:
         """The write, on the writer thread, in its transaction."""
@@ -264,7 +267,7 @@ class _Write:
     def _settled(self, outcome: Purge | BaseException) -> None:
         # One wake-up of the loop both puts the purge in effect and resumes the caller (through
         # ``asyncio.wrap_future`` they were two, each a write to the loop's self-pipe).
-        self.loop.call_soon_threadsafe(self.service._settle_on_loop, outcome, self.answer, self.items)
+        self.loop.call_soon_threadsafe(self.service._settle_on_loop, outcome, self)
 
 
 class PurgeService:
@@ -471,6 +474,10 @@ class PurgeService:
             # than in a done callback: that would be a call_soon of its own for every purge).
             write.caller_gone(answer)
             raise
+        if not write.applied:
+            # Its callback resumed this caller but failed to put the purge in effect here (logged by
+            # the loop): committed, so a restart applies it, but not answered as accepted.
+            raise RuntimeError(f"purge {purge.seq} was committed but not applied on this node")
         if log.isEnabledFor(logging.INFO):
             self._log_accepted(purge, job_id, mode, record, zone, principal, dialect)
         return AcceptedPurge(job_id, purge, items)
@@ -506,21 +513,23 @@ class PurgeService:
             },
         )
 
-    def _settle_on_loop(
-        self, outcome: Purge | BaseException, answer: asyncio.Future[Purge], items: tuple[PurgeItem, ...]
-    ) -> None:
+    def _settle_on_loop(self, outcome: Purge | BaseException, write: _Write) -> None:
         """On the event loop, in ledger order: a committed purge is applied on this node, whether or
-        not its caller still waits; then the caller hears the outcome."""
+        not its caller still waits, and the caller hears the outcome."""
+        answer = write.answer
         if isinstance(outcome, Purge):
-            self._pending[outcome.seq] = items
+            self._pending[outcome.seq] = write.items
+            # The caller is woken first, but resumes only after this callback: the purge is in
+            # effect before its answer is made (and the caller checks ``applied``). Woken before the
+            # reclaimer (which the apply wakes), the answer goes out before the reclaimer's pass
+            # without a yield of the reclaimer's for it.
+            if not answer.done():
+                answer.set_result(outcome)
             self._apply(outcome)
-        else:
-            self._arm_acks()  # the failed write's acknowledgements are back in line
-        if answer.done():
+            write.applied = True
             return
-        if isinstance(outcome, Purge):
-            answer.set_result(outcome)
-        else:
+        self._arm_acks()  # the failed write's acknowledgements are back in line
+        if not answer.done():
             answer.set_exception(outcome)
 
     def replay(self, zone: ZoneRuntime, row: LedgerRow) -> Purge:

@@ -212,25 +212,17 @@ class Reclaimer:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         while True:
+            # No yield for an API request's answer before the pass: the callback that applies a
+            # purge wakes its request before the reclaimer (``PurgeService._settle_on_loop``).
             await self._wake.wait()
-            waited = False
             if self._gather and self._queue:
                 await asyncio.sleep(self._gather)
-                waited = True
             elif self._spacing and self._queue:
                 early = self._pass_at + self._spacing - time.monotonic()
                 if early > 0:
                     await asyncio.sleep(early)
-                    waited = True
             if self._queue:
                 self._pass_at = time.monotonic()
-                if not waited:
-                    # The purge was applied by a callback that also woke its API request: let that
-                    # answer go out before the first slice of reclaiming (and the first page of a
-                    # large selector's keys), whatever woke the reclaimer. Once a pass: a purge
-                    # applied later in it was applied while the pass yielded, and its answer went
-                    # out in that yield.
-                    await asyncio.sleep(0)
             self._wake.clear()
             await self._released.wait()
             batch: list[tuple[Purge, dict[Selector, int], DiskReclaim]] = []
