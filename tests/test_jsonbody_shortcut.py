@@ -75,3 +75,27 @@ def test_the_body_checks_shortcut_answers_as_the_walk(pieces: list[str], depth: 
             assert isinstance(got, str)
         else:
             assert got == expected
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00", b" ", b"{", b"["]),
+    st.binary(max_size=8),
+    st.sampled_from(["utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"]),
+)
+def test_any_body_is_read_in_the_encoding_json_detects(lead: bytes, noise: bytes, encoding: str) -> None:
+    """Whatever its first bytes (a BOM, a NUL, ASCII, anything), a body is decoded as
+    ``json.detect_encoding`` says (the shortcut for an ASCII byte then a non-NUL one included): the
+    same document, or a refusal where the reference refuses."""
+    for raw in (lead + noise, lead + '{"tags": ["a"]}'.encode(encoding), noise + b'["x"]'):
+        if not raw.strip():
+            continue
+        expected = _walked(raw)
+        try:
+            got: object = jsonbody.load_json(raw)
+        except jsonbody.BadJson as exc:
+            got = str(exc)
+        if isinstance(expected, str) and expected in ("too deep", "invalid"):
+            assert isinstance(got, str)
+        else:
+            assert got == expected

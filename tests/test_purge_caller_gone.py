@@ -127,3 +127,32 @@ def test_a_caller_gone_while_its_write_runs_still_has_the_purge_committed_and_in
     rows = LedgerStore(engine).after(0)
     assert [r.selectors for r in rows] == [{"tags": ["running"]}]
     assert [p.seq for p in held.applied] == [rows[0].seq]
+
+
+def test_a_purge_committed_but_not_applied_here_is_no_success_for_its_caller(engine: Engine) -> None:
+    """The caller is woken as its purge commits and the purge is applied in the same loop callback:
+    when the apply fails, the caller gets an error (its API answers 500), never an accepted purge
+    that this node does not enforce, and it is not left waiting either."""
+    limits = PLAN_LIMITS["enterprise"]
+
+    def apply(purge: Purge) -> None:
+        raise RuntimeError("the index refused it")
+
+    svc = PurgeService(
+        ledger_store=LedgerStore(engine),
+        task_store=TaskStore(engine),
+        quotas=QuotaService(TaskStore(engine).count_since),
+        limiter=RateLimiter(lambda _: limits),
+        limits_for=lambda _: limits,
+        apply=apply,
+    )
+
+    async def go() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+        with pytest.raises(RuntimeError, match="not applied"):
+            await asyncio.wait_for(_submit(svc, "t"), 10)
+
+    try:
+        asyncio.run(go())
+    finally:
+        svc.close()

@@ -5,6 +5,7 @@ own counts, also when one of them empties the whole zone."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future
 from pathlib import Path
 
 from edgecache.edge.reclaimer import Reclaimer
@@ -81,3 +82,56 @@ def test_a_gathered_batch_with_two_zone_removals_acknowledges_each_purge(tmp_pat
     assert acked[0][1] == {Url("http://h.example/old/0"): 1}
     assert acked[1][1] == {Everything(): 2}
     assert acked[2][1] == {Everything(): 1}
+
+
+class _FailingDisk(DiskStore):
+    """A disk tier whose writer cannot run removal jobs (as when a job raises on it)."""
+
+    def run_job(self, job: object) -> Future[None]:  # type: ignore[override]
+        failed: Future[None] = Future()
+        failed.set_exception(OSError("disk job failed"))
+        return failed
+
+
+def test_a_failed_disk_job_acknowledges_its_purges_with_nothing_and_keeps_their_rows(
+    tmp_path: Path,
+) -> None:
+    """Every purge of a batch whose disk part failed is acknowledged (with no counts, so its tasks
+    end), in order, and the epoch index keeps their rows: a restart replays them."""
+    acked: list[tuple[int, dict[Selector, int]]] = []
+
+    async def go() -> tuple[int, int]:
+        disk = _FailingDisk(tmp_path, budget=1 << 30, position=0, map_size=1 << 28)
+        index = EpochIndex()
+        tiers = TierChain(
+            MemoryTier(1 << 24),
+            disk,
+            reserve_on=lambda zone: False,
+            reserve_eligible=lambda e: False,
+            still_valid=still_valid(index),
+        )
+        rec = Reclaimer(
+            tiers,
+            index,
+            lambda: None,
+            on_reclaimed=lambda purge, matched: acked.append((purge.seq, dict(matched))),
+            disk=disk,
+            gather=0.05,
+        )
+        tiers.put(entry("/old/0", 0))
+        disk.flush(10)
+        rec.start()
+        for seq in (1, 2):
+            purge = Purge(seq, ZONE, Mode.DELETE, (Url(f"http://h.example/old/{seq - 1}"),), float(seq))
+            index.apply(purge)
+            rec.enqueue(purge)
+        await rec.drain()
+        await rec.compact()
+        await rec.stop()
+        disk.close()
+        return rec.compacted_upto, index.rows
+
+    compacted, rows = asyncio.run(go())
+    assert acked == [(1, {}), (2, {})]
+    assert compacted == 0
+    assert rows == 2

@@ -175,6 +175,7 @@ class _Write:
 
     __slots__ = (
         "answer",
+        "applied",
         "cancelled",
         "counts",
         "give_back",
@@ -197,7 +198,7 @@ class _Write:
         zone: ZoneRuntime,
         counts: dict[str, int],
         row: NewPurge,
-        purge: Purge,
+        purge: tuple[Mode, tuple[Selector, ...], float],
         items: tuple[PurgeItem, ...],
     ) -> None:
         self.service = service
@@ -207,7 +208,8 @@ class _Write:
         self.counts = counts
         self.row = row
         self.purge = purge
-        """The purge as it will be in effect, but its seq (the write's)."""
+        """The purge's mode, selectors and time, as it will be in effect once the write gives it a
+        seq (a tuple: a frozen ``Purge`` is made once, by the write, not twice a purge)."""
         self.items = items
         self.refund: Callable[[], None] | None = None
         """What gives the account's rate-limit tokens back."""
@@ -217,6 +219,8 @@ class _Write:
         """Acknowledgements this write took, given back if it does not commit."""
         self.started = False
         self.cancelled = False
+        self.applied = False
+        """Set on the loop once the committed purge is in effect on this node."""
 
     def run(self, conn: Connection) -> Purge:
         """The write, on the writer thread, in its transaction."""
@@ -227,11 +231,11 @@ class _Write:
         seq = append_in(conn, self.row)
         if acks:
             finish_purges_in(conn, acks, datetime.now(UTC))
-        p = self.purge
-        return Purge(seq, p.zone, p.mode, p.selectors, p.at)
+        mode, selectors, at = self.purge
+        return Purge(seq, self.zone.config.id, mode, selectors, at)
 
     def caller_gone(self, answer: asyncio.Future[Purge]) -> None:
-        """On the event loop, as the caller's answer is done: cancelled before the write ran, it
+        """On the event loop, as the caller goes away: its answer cancelled before the write ran
         takes the write with it (never run: nothing charged but the bucket, kept, see decision
         0015)."""
         if answer.cancelled():
@@ -263,7 +267,7 @@ class _Write:
     def _settled(self, outcome: Purge | BaseException) -> None:
         # One wake-up of the loop both puts the purge in effect and resumes the caller (through
         # ``asyncio.wrap_future`` they were two, each a write to the loop's self-pipe).
-        self.loop.call_soon_threadsafe(self.service._settle_on_loop, outcome, self.answer, self.items)
+        self.loop.call_soon_threadsafe(self.service._settle_on_loop, outcome, self)
 
 
 class PurgeService:
@@ -445,27 +449,35 @@ class PurgeService:
         counts: dict[str, int] = {}
         for item in items:
             counts[item.type] = counts.get(item.type, 0) + 1
+        # Read once: an enum's ``value`` is a Python property.
+        mode_value = mode.value
         row = NewPurge(
             zone_id=zone.config.id,
-            mode=mode.value,
+            mode=mode_value,
             selectors=record,
             principal=principal,
             dialect=dialect,
             job_id=job_id,
             created_at=created_at,
-            tasks=[NewTask(i.target, i.type, i.domain, mode.value) for i in items],
+            tasks=[NewTask(i.target, i.type, i.domain, mode_value) for i in items],
         )
         answer: asyncio.Future[Purge] = loop.create_future()
-        write = _Write(
-            self, loop, answer, zone, counts, row, Purge(0, zone.config.id, mode, selectors, now), items
-        )
+        write = _Write(self, loop, answer, zone, counts, row, (mode, selectors, now), items)
         write.refund = self._take_rate(zone, request) if rate_limited else None
         # Not atomic: when ``write`` raises, the writer undoes what it wrote (its savepoint, or the
         # whole transaction when it is alone in it).
         self._writer.hand(write.run, write)
-        # A caller that goes away before its write runs takes the write with it.
-        answer.add_done_callback(write.caller_gone)
-        purge = await answer
+        try:
+            purge = await answer
+        except asyncio.CancelledError:
+            # A caller that goes away before its write runs takes the write with it (here rather
+            # than in a done callback: that would be a call_soon of its own for every purge).
+            write.caller_gone(answer)
+            raise
+        if not write.applied:
+            # Its callback resumed this caller but failed to put the purge in effect here (logged by
+            # the loop): committed, so a restart applies it, but not answered as accepted.
+            raise RuntimeError(f"purge {purge.seq} was committed but not applied on this node")
         if log.isEnabledFor(logging.INFO):
             self._log_accepted(purge, job_id, mode, record, zone, principal, dialect)
         return AcceptedPurge(job_id, purge, items)
@@ -501,21 +513,23 @@ class PurgeService:
             },
         )
 
-    def _settle_on_loop(
-        self, outcome: Purge | BaseException, answer: asyncio.Future[Purge], items: tuple[PurgeItem, ...]
-    ) -> None:
+    def _settle_on_loop(self, outcome: Purge | BaseException, write: _Write) -> None:
         """On the event loop, in ledger order: a committed purge is applied on this node, whether or
-        not its caller still waits; then the caller hears the outcome."""
+        not its caller still waits, and the caller hears the outcome."""
+        answer = write.answer
         if isinstance(outcome, Purge):
-            self._pending[outcome.seq] = items
+            self._pending[outcome.seq] = write.items
+            # The caller is woken first, but resumes only after this callback: the purge is in
+            # effect before its answer is made (and the caller checks ``applied``). Woken before the
+            # reclaimer (which the apply wakes), the answer goes out before the reclaimer's pass
+            # without a yield of the reclaimer's for it.
+            if not answer.done():
+                answer.set_result(outcome)
             self._apply(outcome)
-        else:
-            self._arm_acks()  # the failed write's acknowledgements are back in line
-        if answer.done():
+            write.applied = True
             return
-        if isinstance(outcome, Purge):
-            answer.set_result(outcome)
-        else:
+        self._arm_acks()  # the failed write's acknowledgements are back in line
+        if not answer.done():
             answer.set_exception(outcome)
 
     def replay(self, zone: ZoneRuntime, row: LedgerRow) -> Purge:
@@ -538,7 +552,10 @@ class PurgeService:
             if not self._acks:
                 self._acks_since = time.monotonic()
             self._acks.append((purge.seq, by_target))
-        self._arm_acks()
+            # Usually a timer or a queued flush will take it already: no second round of the lock.
+            armed = self._acks_timer or self._acks_queued
+        if not armed:
+            self._arm_acks()
 
     def _take_acks(self) -> list[tuple[int, dict[str, int]]]:
         """Every acknowledgement gathered so far, for the transaction that will record them."""
@@ -633,6 +650,9 @@ def new_job_id() -> str:
 def _selectors(items: tuple[PurgeItem, ...]) -> tuple[Selector, ...]:
     """A purge's selectors, each once, in the order of its items (acknowledgements count per
     selector in this order, so every process must derive the same tuple)."""
+    if len(items) == 1 and len(items[0].selectors) == 1:
+        # The usual purge of one target: nothing to deduplicate (and no selector to hash).
+        return items[0].selectors
     return tuple(dict.fromkeys(s for item in items for s in item.selectors))
 
 
@@ -655,7 +675,14 @@ def _request_from_record(record: dict[str, Any]) -> PurgeRequest:
 
 def matched_by_target(items: tuple[PurgeItem, ...], matched: Mapping[Selector, int]) -> dict[str, int]:
     """How many entries each target's selectors matched (the reclaimer counts per selector)."""
-    return {item.target: sum(matched.get(s, 0) for s in item.selectors) for item in items}
+    out: dict[str, int] = {}
+    for item in items:
+        selectors = item.selectors
+        # One selector (every target but a tag limited to hostnames): no generator to sum.
+        out[item.target] = (
+            matched.get(selectors[0], 0) if len(selectors) == 1 else sum(matched.get(s, 0) for s in selectors)
+        )
+    return out
 
 
 def _describe(req: PurgeRequest) -> dict[str, Any]:

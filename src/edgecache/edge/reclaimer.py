@@ -57,6 +57,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from functools import partial
 
 from edgecache.edge.lookup_credits import LookupCredits
 from edgecache.purge.index import EpochIndex
@@ -143,10 +145,10 @@ class Reclaimer:
         """A release of freed memory is running (``drain`` waits for it)."""
         self._released = asyncio.Event()
         self._released.set()
-        self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, asyncio.Future[None]]] = deque()
-        self._disk_wake = asyncio.Event()
+        self._disk_jobs: deque[tuple[Purge, dict[Selector, int], DiskReclaim, _Jobs]] = deque()
         self._disk_failed = threading.Event()
-        self._acks: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop ``_run`` runs on, which a disk job's end wakes."""
 
     def hold(self) -> None:
         """Stop reclaiming after the purge in progress; purges queue up until ``release()``."""
@@ -170,7 +172,6 @@ class Reclaimer:
         """Run in the background on the current loop."""
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run())
-        self._acks = loop.create_task(self._acknowledge())
         self._tick = loop.call_later(COMPACT_EVERY, self._compact_tick)
 
     def _compact_tick(self) -> None:
@@ -183,11 +184,10 @@ class Reclaimer:
         """Stop the background tasks."""
         if self._tick is not None:
             self._tick.cancel()
-        for task in (self._task, self._acks):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def drain(self) -> None:
         """Wait until every enqueued purge has been reclaimed, and the memory it freed released (for
@@ -195,8 +195,25 @@ class Reclaimer:
         while self._queue or self._busy or self._disk_jobs or self._trimming:
             await asyncio.sleep(0.001)
 
+    def _disk_job_ended(self, jobs: _Jobs, done: Future[None]) -> None:
+        """On the disk writer's thread (or the loop's, for a job already ended): hand its outcome
+        to the loop."""
+        assert self._loop is not None  # a job is run only by ``_run``
+        self._loop.call_soon_threadsafe(self._disk_job_settled, jobs, done)
+
+    def _disk_job_settled(self, jobs: _Jobs, done: Future[None]) -> None:
+        """On the loop: the purges of ``jobs`` may be acknowledged (their outcome read once for
+        them all, not a locked read of the future per purge)."""
+        jobs.error = done.exception()
+        jobs.ended = True
+        # Acknowledged here, in this callback: no task to wake for it.
+        self._acknowledge()
+
     async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
+            # No yield for an API request's answer before the pass: the callback that applies a
+            # purge wakes its request before the reclaimer (``PurgeService._settle_on_loop``).
             await self._wake.wait()
             if self._gather and self._queue:
                 await asyncio.sleep(self._gather)
@@ -214,12 +231,11 @@ class Reclaimer:
                 purge = self._queue[0]
                 self._busy = True
                 try:
-                    # The purge was applied by a callback that also woke its API request: let that
-                    # answer go out before the first slice of reclaiming (and the first page of a
-                    # large selector's keys), whatever woke the reclaimer.
-                    await asyncio.sleep(0)
                     matched = await self.reclaim(purge)
-                    matched = _plus(matched, self._credits.claim_soft(purge, self._store.peek))
+                    if self._credits:
+                        # Lookups removed or marked nothing since the last claim, usually: no pass
+                        # over their records.
+                        matched = _plus(matched, self._credits.claim_soft(purge, self._store.peek))
                 except Exception:
                     log.exception("reclaiming purge %d failed; its epoch rows stay in force", purge.seq)
                     matched = {}
@@ -238,13 +254,18 @@ class Reclaimer:
                 # The disk's part runs on its writer, in purge order, one job for the purges taken
                 # together (one hand-over to the writer thread and back); the next purges' memory
                 # part need not wait for it. Acknowledged in order by ``_acknowledge``.
-                done = asyncio.wrap_future(self._disk.run_job(_Jobs([job for _, _, job in batch])))
-                self._disk_jobs.extend((purge, matched, job, done) for purge, matched, job in batch)
-                self._disk_wake.set()
+                jobs = _Jobs([job for _, _, job in batch])
+                for purge, matched, job in batch:
+                    self._disk_jobs.append((purge, matched, job, jobs))
+                # Its end acknowledges them in a callback on the loop (no asyncio future chained to
+                # it, no task woken: one wake-up of the loop, without the chain's callbacks).
+                self._disk.run_job(jobs).add_done_callback(partial(self._disk_job_ended, jobs))
             # The rest of a large reclaim (less than a step), now rather than after the next one.
-            await self._trim_if_due(self._freed if self._trimmed else None)
+            if self._trimmed or self._freed >= TRIM_AFTER_BYTES:
+                await self._trim_if_due(self._freed if self._trimmed else None)
             self._trimmed = False
-            await self.compact()
+            if self.reclaimed_upto > self.compacted_upto:
+                await self.compact()
 
     async def _trim_if_due(self, threshold: int | None = None) -> None:
         """Run ``release_memory`` once ``threshold`` bytes of the tier (default ``TRIM_AFTER_BYTES``;
@@ -269,28 +290,37 @@ class Reclaimer:
             await asyncio.sleep(0)
             self._last_yield = time.perf_counter()
 
-    async def _acknowledge(self) -> None:
-        """Acknowledge each purge once its disk job has finished too, in purge order."""
-        while True:
-            await self._disk_wake.wait()
-            self._disk_wake.clear()
-            while self._disk_jobs:
-                purge, matched, job, done = self._disk_jobs[0]
-                try:
-                    await done
-                    # Most objects are in both tiers (fills are written through): the larger count
-                    # is the closer one to the number of distinct objects. What lookups removed
-                    # counts with the tier they found it in (see ``lookup_credits.py``).
-                    memory = _plus(matched, self._credits.claim_hard(purge, on_disk=False))
-                    disk = _plus(job.counts, self._credits.claim_hard(purge, on_disk=True))
-                    matched = {s: max(memory.get(s, 0), disk.get(s, 0)) for s in purge.selectors}
-                except Exception:
-                    log.exception("reclaiming purge %d on disk failed; replayed at the next start", purge.seq)
-                    matched = {}
-                    self._failed(purge)
-                self._disk_jobs.popleft()
-                self._finish(purge, matched)
-            await self.compact()
+    def _acknowledge(self) -> None:
+        """Acknowledge each purge whose disk job has finished too, in purge order; then forget the
+        epoch rows that allows (a slice here, the rest by ``_run``)."""
+        while self._disk_jobs:
+            purge, matched, job, jobs = self._disk_jobs[0]
+            if not jobs.ended:
+                break  # its end calls this again
+            try:
+                if jobs.error is not None:
+                    raise jobs.error
+                # Most objects are in both tiers (fills are written through): the larger count is
+                # the closer one to the number of distinct objects. What lookups removed counts
+                # with the tier they found it in (see ``lookup_credits.py``).
+                memory, disk = matched, job.counts
+                if self._credits:
+                    memory = _plus(memory, self._credits.claim_hard(purge, on_disk=False))
+                    disk = _plus(disk, self._credits.claim_hard(purge, on_disk=True))
+                matched = {s: max(memory.get(s, 0), disk.get(s, 0)) for s in purge.selectors}
+            except Exception:
+                log.exception("reclaiming purge %d on disk failed; replayed at the next start", purge.seq)
+                matched = {}
+                self._failed(purge)
+            self._disk_jobs.popleft()
+            self._finish(purge, matched)
+        upto = self._compact_upto()
+        if upto > self.compacted_upto:
+            self._index.compact(upto, COMPACT_PURGES)
+            if self._index.compactable(upto):
+                self._wake.set()  # the rest a slice at a time, by ``_run``
+            else:
+                self.compacted_upto = upto
 
     def _failed(self, purge: Purge) -> None:
         """Keep the epoch rows of this purge and every later one (and the disk's reclaimed
@@ -300,9 +330,10 @@ class Reclaimer:
             self._compact_limit = purge.seq - 1
 
     def _finish(self, purge: Purge, matched: dict[Selector, int]) -> None:
-        if self._disk is None:
-            matched = _plus(matched, self._credits.claim_hard(purge, on_disk=False))
-        self._credits.forget(purge.seq)
+        if self._credits:
+            if self._disk is None:
+                matched = _plus(matched, self._credits.claim_hard(purge, on_disk=False))
+            self._credits.forget(purge.seq)
         self.reclaimed_upto = purge.seq
         if self._on_reclaimed is not None:
             self._on_reclaimed(purge, matched)
@@ -316,6 +347,10 @@ class Reclaimer:
         self._used = store.bytes_used
         self._last_yield = time.perf_counter()
         for i, selector in enumerate(purge.selectors):
+            if type(selector) is Tag and not store.tag_size(purge.zone, selector.tag):
+                # A tag nothing in memory carries (the usual tag purge): no pages to read.
+                counts[selector] = 0
+                continue
             done = 0
             for page in self._candidates(purge.zone, selector):
                 for key in page:
@@ -339,7 +374,9 @@ class Reclaimer:
                         store.mark_stale(key, purge.at)
                         self.marked_stale += 1
                     done += 1
-                await self._step()
+                if page:
+                    # An empty page freed nothing and took no time: no step to count.
+                    await self._step()
             counts[selector] = done
         return counts
 
@@ -376,14 +413,21 @@ class Reclaimer:
             case Everything():
                 yield from _pages(lambda after: store.keys_for_zone(zone, after, PAGE))
 
-    async def compact(self) -> int:
-        """Forget the epoch rows that no stored entry or in-flight fetch can need any more."""
+    def _compact_upto(self) -> int:
+        """How far the epoch rows may be forgotten now (``compacted_upto`` or less: nothing to do)."""
         upto = self.reclaimed_upto
+        if upto <= self.compacted_upto:
+            return upto  # nothing reclaimed since: no in-flight fetch to ask about
         oldest = self._oldest_fetch_seq()
         if oldest is not None:
             upto = min(upto, oldest)
         if self._compact_limit is not None:
             upto = min(upto, self._compact_limit)
+        return upto
+
+    async def compact(self) -> int:
+        """Forget the epoch rows that no stored entry or in-flight fetch can need any more."""
+        upto = self._compact_upto()
         if upto <= self.compacted_upto:
             return 0
         removed = self._index.compact(upto, COMPACT_PURGES)
@@ -429,8 +473,13 @@ class _Jobs:
     that changed something the rest go on in the next, so that its changes, and what runs once they
     are committed (a whole-zone removal's count), are settled before the next purge's part."""
 
+    __slots__ = ("_jobs", "ended", "error")
+
     def __init__(self, jobs: list[DiskReclaim]) -> None:
         self._jobs = deque(jobs)
+        self.ended = False
+        """Set on the loop once the writer has run them all, or failed."""
+        self.error: BaseException | None = None
 
     def __call__(self, view: WriteView) -> bool:
         while self._jobs:

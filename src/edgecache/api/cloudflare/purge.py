@@ -87,8 +87,10 @@ def parse_body(raw: bytes) -> PurgeRequest:
     lists: dict[str, tuple[str, ...]] = dict.fromkeys(FLEX_FIELDS, ())
     for name in present:
         items = body[name]
-        if not all(isinstance(i, str) for i in items):
-            raise _bad(1014, f'"{name}" must be an array of strings')
+        # A loop rather than ``all`` over a generator: no generator to make and resume per item.
+        for i in items:
+            if not isinstance(i, str):
+                raise _bad(1014, f'"{name}" must be an array of strings')
         lists[name] = tuple(items)
     return PurgeRequest(tags=lists["tags"], hosts=lists["hosts"], prefixes=lists["prefixes"])
 
@@ -167,7 +169,7 @@ async def accept(
     headers: Mapping[str, str],
     zone_id: str,
     path: str,
-    read_body: Callable[[], Awaitable[bytes]],
+    read_body: bytes | Callable[[], Awaitable[bytes]],
     mode: Mode,
 ) -> str:
     """Decide a purge request and, accepted, write it durably: returns its job id, or raises the
@@ -175,13 +177,13 @@ async def accept(
     listeners of the route: the aiohttp handler below and the control listener's own
     (``api/control_listener.py``). ``read_body`` is called only once the caller may purge the zone:
     the aiohttp handler reads no body of a caller it refuses; the control listener has the body
-    (at most 64 KiB: it leaves longer ones to aiohttp) buffered before it calls this, and drops it
-    unparsed."""
+    (at most 64 KiB: it leaves longer ones to aiohttp) buffered before it calls this, passes the
+    bytes themselves, and they are dropped unparsed."""
     principal = await caller(headers, ctx.credentials)
     zone = zone_named(ctx.zones, zone_id, path)
     if not principal.allows(Permission.CACHE_PURGE, zone.config.id, zone.config.account_id):
         raise denied()
-    req = parse_body(await read_body())
+    req = parse_body(read_body if isinstance(read_body, bytes) else await read_body())
     try:
         items = ctx.purges.items(zone, req)
         accepted = await ctx.purges.submit(
