@@ -106,22 +106,30 @@ static const struct name_kind KINDS[] = {
    by its first byte before the rest. */
 static unsigned char KINDS_OF_LEN[LONGEST_KIND + 1][NKINDS], NKINDS_OF_LEN[LONGEST_KIND + 1];
 
+/* Each byte with ASCII letters lowered. */
+static unsigned char LOWER[256];
+
 static void init_kinds(void) {
     for (size_t i = 0; i < NKINDS; i++) {
         Py_ssize_t n = KINDS[i].len;
         KINDS_OF_LEN[n][NKINDS_OF_LEN[n]++] = (unsigned char)i;
     }
+    for (int c = 0; c < 256; c++)
+        LOWER[c] = (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
 }
 
 static enum kind kind_of(const char *name, Py_ssize_t n) {
     if (n < 1 || n > LONGEST_KIND)
         return K_SHOWN;
-    unsigned char first = (unsigned char)name[0];
-    if (first >= 'A' && first <= 'Z')
-        first += 32;
+    const unsigned char *a = (const unsigned char *)name;
     for (int j = 0; j < NKINDS_OF_LEN[n]; j++) {
         const struct name_kind *k = &KINDS[KINDS_OF_LEN[n][j]];
-        if ((unsigned char)k->name[0] == first && lower_eq(name + 1, n - 1, k->name + 1))
+        /* The lengths are equal: a byte-for-byte comparison of the lowered name, first byte
+           first (it tells most names of a length apart). */
+        Py_ssize_t i = 0;
+        while (i < n && LOWER[a[i]] == (unsigned char)k->name[i])
+            i++;
+        if (i == n)
             return k->kind;
     }
     return K_SHOWN;
