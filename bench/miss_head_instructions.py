@@ -14,8 +14,8 @@ connection makes its parser once, not per response: that cost is in both builds'
 (the parser made and fed, the framing: what the origin connection does; where the build has
 ``_originhead.response``, a whole head is read by it without feeding llhttp, the parser made all
 the same unless the build's connection makes it only when a read needs llhttp (its
-``OriginConnection._llhttp``)), ``parser`` (the parser alone made, with the build's protocol object: in ``parse``, a
-cost a connection pays once, not per response), ``decide`` (the storage
+``OriginConnection._llhttp``)), ``parser`` (the parser alone made, with the build's protocol
+object: in ``parse``, a cost a connection pays once, not per response), ``decide`` (the storage
 decision alone, ``decide_from_fields`` on the scan's values), ``age`` (``initial_age`` alone);
 what the whole step has beyond ``parse`` is the Python that runs once the C scan has.
 

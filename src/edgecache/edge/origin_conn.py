@@ -72,7 +72,7 @@ from edgecache.edge._originhead import response as read_response
 from edgecache.edge._originhead import scan as scan_head
 
 if TYPE_CHECKING:
-    from edgecache.edge._originhead import Fill, Response
+    from edgecache.edge._originhead import Fill
 
 MAX_HEAD = 64 * 1024
 """Bytes of field names and values in a response's heads (interim responses included)."""
@@ -470,7 +470,25 @@ class OriginConnection(asyncio.Protocol):
                 return
         try:
             if whole is not None:
-                self._whole_head(resp, data, whole)
+                # A whole final head read without llhttp (rule 9; here, its one place, a frame
+                # less per miss): what on_headers_complete does for it, then its body bytes.
+                end, status, keep_alive, length, fill = whole
+                self._final = True
+                self._keep_alive = keep_alive
+                self._stamp = 0.0
+                resp.status = status
+                resp._raw = data[:end]
+                resp.fill = fill
+                resp.content_length = length
+                head = resp.head
+                if head is not None and not head.done():
+                    head.set_result(None)
+                listener = resp.listener
+                if listener is not None:
+                    listener.origin_head(resp)
+                if not self.closed:  # unless the listener gave up on the response
+                    self._left = length
+                    self._counted_body(resp, data, end)
             elif self._left >= 0:
                 self._counted_body(resp, data, 0)
             elif self._final:
@@ -525,28 +543,6 @@ class OriginConnection(asyncio.Protocol):
             self.close()
             return
         self._protocol_error(why)
-
-    def _whole_head(self, resp: OriginResponse, data: bytes, whole: Response) -> None:
-        """The exchange's first read holds a whole final head that ``read_response`` took (rule
-        9): what ``on_headers_complete`` does for it, then its body bytes."""
-        end, status, keep_alive, length, fill = whole
-        self._final = True
-        self._keep_alive = keep_alive
-        self._stamp = 0.0
-        resp.status = status
-        resp._raw = data[:end]
-        resp.fill = fill
-        resp.content_length = length
-        head = resp.head
-        if head is not None and not head.done():
-            head.set_result(None)
-        listener = resp.listener
-        if listener is not None:
-            listener.origin_head(resp)
-            if self.closed:
-                return  # the listener gave up on the response
-        self._left = length
-        self._counted_body(resp, data, end)
 
     def _counted_body(self, resp: OriginResponse, data: bytes, start: int) -> None:
         """Body bytes of a response framed by its Content-Length without llhttp (rule 9), from
