@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from edgecache.demo.origin import start
+from edgecache.edge import origin_conn
 from edgecache.edge._originhead import response
-from edgecache.edge.origin_conn import Deadlines, OriginConnection
+from edgecache.edge.origin_conn import Deadlines, OriginConnection, OriginError, OriginResponse
 from test_origin_fast import NGINX, _both, _llhttp_accepts_alike, _Transport
 
 
@@ -197,4 +198,43 @@ def test_the_bytes_after_a_response_read_without_llhttp_go_to_a_new_parser(
     conn.data_received(NGINX + b"bodyHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!")
     assert resp.complete and resp._chunks == [b"body"]
     assert conn.closed and log == ["closed"]
+    conn.deadlines.stop()
+
+
+class _GivesUp:
+    """A listener that gives up on the response when its head arrives (a client gone, say)."""
+
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+
+    def origin_head(self, resp: OriginResponse) -> None:
+        self.log.append("head")
+        resp.close()
+
+    def origin_body(self, resp: OriginResponse, data: bytes) -> None:
+        self.log.append(("body", data))
+
+    def origin_done(self, resp: OriginResponse) -> None:
+        self.log.append("done")
+
+    def origin_failed(self, resp: OriginResponse, error: OriginError) -> None:
+        self.log.append(("failed", str(error)))
+
+    def origin_read_end(self, resp: OriginResponse) -> None:
+        self.log.append("read end")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_listener_that_gives_up_at_the_head_is_told_no_body(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    """With or without llhttp for the head, a listener that closes the response in ``origin_head``
+    hears of its failure and of nothing after it, and the connection is closed, not reused."""
+    if not fast:
+        monkeypatch.setattr(origin_conn, "read_response", lambda read: None)
+    log: list[Any] = []
+    conn = _connection(loop, log)
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", "GET", None, listener=_GivesUp(log))
+    conn.data_received(NGINX + b"body")
+    assert log == ["head", ("failed", "response abandoned before its end"), "closed"]
     conn.deadlines.stop()
