@@ -13,8 +13,9 @@ connection makes its parser once, not per response: that cost is in both builds'
 ``--parts`` also counts the step's parts on each build (each run alone, the same way): ``parse``
 (the parser made and fed, the framing: what the origin connection does; where the build has
 ``_originhead.response``, a whole head is read by it without feeding llhttp, the parser made all
-the same), ``parser`` (the parser alone made, with the build's protocol object: in ``parse``, a
-cost a connection pays once, not per response), ``decide`` (the storage
+the same unless the build's connection makes it only when a read needs llhttp (its
+``OriginConnection._llhttp``)), ``parser`` (the parser alone made, with the build's protocol
+object: in ``parse``, a cost a connection pays once, not per response), ``decide`` (the storage
 decision alone, ``decide_from_fields`` on the scan's values), ``age`` (``initial_age`` alone);
 what the whole step has beyond ``parse`` is the Python that runs once the C scan has.
 
@@ -129,6 +130,9 @@ def child(fills: int, part: str) -> None:
         from edgecache.edge._originhead import response
     except ImportError:
         response = None
+    from edgecache.edge.origin_conn import OriginConnection
+
+    lazy = "_llhttp" in vars(OriginConnection)
     if part in ("decide", "age"):
         date, last_modified = "Mon, 30 Nov 2026 15:00:00 GMT", "Mon, 30 Nov 2026 14:00:00 GMT"
         for _ in range(fills):
@@ -148,9 +152,11 @@ def child(fills: int, part: str) -> None:
     for _ in range(fills):
         proto: Any
         if response is not None:
-            # The connection's parser is made all the same (it holds one): not fed.
+            # The connection's parser is made all the same (it holds one) unless it is made
+            # lazily: not fed.
             proto = _Whole(response)
-            HttpResponseParser(proto)
+            if not lazy:
+                HttpResponseParser(proto)
             proto.feed(RESPONSE)
         else:
             proto = _Fields() if scan is None else _Scan(scan)

@@ -9,6 +9,7 @@
 #define EDGECACHE_FIELDLINE_H
 
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 /* Bytes of a name (RFC 9110's tchar) and of a value or reason phrase. */
@@ -61,6 +62,17 @@ static int next_field(const unsigned char **pp, const unsigned char *stop, const
     while (p < stop && (*p == ' ' || *p == '\t'))
         p++;
     const unsigned char *v = p;
+    /* Eight bytes at a time while none is below SP or is DEL (values are mostly plain ASCII; HTAB
+       and the CR that ends the line stop the word loop, and the byte loop decides them). */
+    while (stop - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t del = w ^ 0x7f7f7f7f7f7f7f7fULL;
+        if (((w - 0x2020202020202020ULL) & ~w & 0x8080808080808080ULL) |
+            ((del - 0x0101010101010101ULL) & ~del & 0x8080808080808080ULL))
+            break;
+        p += 8;
+    }
     while (p < stop && VCHAR[*p])
         p++;
     if (stop - p < 2 || p[0] != '\r' || p[1] != '\n')

@@ -106,22 +106,30 @@ static const struct name_kind KINDS[] = {
    by its first byte before the rest. */
 static unsigned char KINDS_OF_LEN[LONGEST_KIND + 1][NKINDS], NKINDS_OF_LEN[LONGEST_KIND + 1];
 
+/* Each byte with ASCII letters lowered. */
+static unsigned char LOWER[256];
+
 static void init_kinds(void) {
     for (size_t i = 0; i < NKINDS; i++) {
         Py_ssize_t n = KINDS[i].len;
         KINDS_OF_LEN[n][NKINDS_OF_LEN[n]++] = (unsigned char)i;
     }
+    for (int c = 0; c < 256; c++)
+        LOWER[c] = (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
 }
 
 static enum kind kind_of(const char *name, Py_ssize_t n) {
     if (n < 1 || n > LONGEST_KIND)
         return K_SHOWN;
-    unsigned char first = (unsigned char)name[0];
-    if (first >= 'A' && first <= 'Z')
-        first += 32;
+    const unsigned char *a = (const unsigned char *)name;
     for (int j = 0; j < NKINDS_OF_LEN[n]; j++) {
         const struct name_kind *k = &KINDS[KINDS_OF_LEN[n][j]];
-        if ((unsigned char)k->name[0] == first && lower_eq(name + 1, n - 1, k->name + 1))
+        /* The lengths are equal: a byte-for-byte comparison of the lowered name, first byte
+           first (it tells most names of a length apart). */
+        Py_ssize_t i = 0;
+        while (i < n && LOWER[a[i]] == (unsigned char)k->name[i])
+            i++;
+        if (i == n)
             return k->kind;
     }
     return K_SHOWN;
@@ -131,6 +139,27 @@ static enum kind kind_of(const char *name, Py_ssize_t n) {
 static int is_space(unsigned char c) {
     return (c >= 9 && c <= 13) || (c >= 28 && c <= 32) || c == 0x85 || c == 0xa0;
 }
+
+/* The strings of the values an origin repeats from response to response (its Cache-Control, its
+   Date within a second, a Last-Modified, the tag fields' names), each given again while the bytes
+   are the same: one allocation less each, and the memos that read them downstream (the storage
+   decision's, the tags', the Date's) find a string whose hash is already computed. */
+enum cached { C_CACHE_CONTROL, C_VARY, C_DATE, C_LAST_MODIFIED, C_TAG_NAME, NCACHED = C_TAG_NAME + 4 };
+static PyObject *CACHED[NCACHED];
+
+static PyObject *latin1_cached(int slot, const char *s, Py_ssize_t n) {
+    PyObject *last = CACHED[slot];
+    if (last != NULL && PyUnicode_GET_LENGTH(last) == n && PyUnicode_KIND(last) == PyUnicode_1BYTE_KIND &&
+        memcmp(PyUnicode_1BYTE_DATA(last), s, (size_t)n) == 0)
+        return Py_NewRef(last);
+    PyObject *str = PyUnicode_DecodeLatin1(s, n, NULL);
+    if (str != NULL)
+        Py_XSETREF(CACHED[slot], Py_NewRef(str));
+    return str;
+}
+
+/* A tag field's slot among the cached names: the four tag names have four lengths. */
+static int tag_slot(Py_ssize_t n) { return C_TAG_NAME + (n == 9 ? 0 : n == 13 ? 1 : n == 4 ? 2 : 3); }
 
 struct line {
     const char *name;
@@ -208,6 +237,21 @@ static PyObject *field_tuple(const struct line *l) {
     return t;
 }
 
+/* field_tuple for a tag field, its name from the cache. */
+static PyObject *tag_tuple(const struct line *l) {
+    PyObject *name = latin1_cached(tag_slot(l->name_len), l->name, l->name_len);
+    PyObject *value = name != NULL ? PyUnicode_DecodeLatin1(l->value, l->value_len, NULL) : NULL;
+    PyObject *t = value != NULL ? PyTuple_New(2) : NULL;
+    if (t == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, name);
+    PyTuple_SET_ITEM(t, 1, value);
+    return t;
+}
+
 static PyObject *head_fields(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t start;
@@ -244,11 +288,14 @@ done:
     return out;
 }
 
-/* Appends the latin-1 value of a line to a list made on demand. */
-static int add_value(PyObject **list, const struct line *l) {
-    if (*list == NULL && (*list = PyList_New(0)) == NULL)
+/* Appends the latin-1 value of a line to a list made on demand; the list's first value from the
+   slot's cache when ``slot`` is not negative. */
+static int add_value(PyObject **list, const struct line *l, int slot) {
+    int first = *list == NULL;
+    if (first && (*list = PyList_New(0)) == NULL)
         return -1;
-    PyObject *s = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL);
+    PyObject *s = first && slot >= 0 ? latin1_cached(slot, l->value, l->value_len)
+                                     : PyUnicode_DecodeLatin1(l->value, l->value_len, NULL);
     if (s == NULL)
         return -1;
     int r = PyList_Append(*list, s);
@@ -435,16 +482,16 @@ static PyObject *scan_fill(struct line *lines, Py_ssize_t count, struct framing 
         const struct line *l = &lines[i];
         switch (l->kind) {
         case K_DATE:
-            if (date == NULL && (date = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL)) == NULL)
+            if (date == NULL && (date = latin1_cached(C_DATE, l->value, l->value_len)) == NULL)
                 goto fail;
             break;
         case K_CACHE_CONTROL:
-            if (add_value(&cc, l) < 0)
+            if (add_value(&cc, l, C_CACHE_CONTROL) < 0)
                 goto fail;
             break;
         case K_LAST_MODIFIED:
             if (last_modified == NULL &&
-                (last_modified = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL)) == NULL)
+                (last_modified = latin1_cached(C_LAST_MODIFIED, l->value, l->value_len)) == NULL)
                 goto fail;
             break;
         case K_ETAG:
@@ -453,7 +500,7 @@ static PyObject *scan_fill(struct line *lines, Py_ssize_t count, struct framing 
         case K_TAG: {
             if (tags == NULL && (tags = PyList_New(0)) == NULL)
                 goto fail;
-            PyObject *t = field_tuple(l);
+            PyObject *t = tag_tuple(l);
             if (t == NULL || PyList_Append(tags, t) < 0) {
                 Py_XDECREF(t);
                 goto fail;
@@ -466,18 +513,18 @@ static PyObject *scan_fill(struct line *lines, Py_ssize_t count, struct framing 
                 goto fail;
             break;
         case K_EXPIRES:
-            if (add_value(&expires, l) < 0)
+            if (add_value(&expires, l, -1) < 0)
                 goto fail;
             break;
         case K_VARY:
-            if (add_value(&vary, l) < 0)
+            if (add_value(&vary, l, C_VARY) < 0)
                 goto fail;
             break;
         case K_SET_COOKIE:
             set_cookie = 1;
             break;
         case K_CDN_CACHE_CONTROL:
-            if (add_value(&cdn, l) < 0)
+            if (add_value(&cdn, l, -1) < 0)
                 goto fail;
             break;
         default:
