@@ -578,16 +578,8 @@ class DiskStore:
         self.budget = budget
         self._reserve_budget = reserve_budget
         self._reserve_retention = reserve_retention
-        self.env = lmdb.open(
-            str(path),
-            map_size=map_size or max(1 << 30, 4 * budget),
-            max_dbs=2 * MAX_ZONES + 2,
-            readahead=True,
-            max_readers=1024,
-            # A read transaction ended is kept and renewed by the next ``begin`` (no reader-table
-            # lock and scan, no allocation): the hit path begins one per loop turn (``read_in_turns``).
-            max_spare_txns=1,
-        )
+        self._map_size = map_size or max(1 << 30, 4 * budget)
+        self.env = self._open_env(path)
         self.stats = DiskStats()
         self._dbs: dict[tuple[bytes, str], Any] = {}
         """Published databases by (area, zone): readers use only these."""
@@ -689,15 +681,44 @@ class DiskStore:
         does not fit in the map. Done in one write transaction, which LMDB serialises across
         processes: the first process to open converts, the others find ``LAYOUT``; a crash before
         its commit leaves the store as it was, for the next open."""
+        zones = tuple(zones)
         try:
-            return self._open_in(position, zones, convert=True)
-        except lmdb.MapFullError:
-            log.warning("disk tier: no room in the map to convert %s: emptied instead", self.env.path())
+            meta, converted = self._open_in(position, zones, convert=True)
+        except lmdb.Error as exc:
+            # No room in the map, or a file that cannot grow (ENOSPC, EIO at the commit): nothing
+            # was changed, and a node that failed here would fail at every restart.
+            log.warning("disk tier: could not convert %s (%s): emptied instead", self.env.path(), exc)
+            converted = False
             self._dbs.clear()
             self._hosts.clear()
-            return self._open_in(position, zones, convert=False)
+            meta, _ = self._open_in(position, zones, convert=False)
+        if converted:
+            # LMDB keeps a transaction's freed dirty pages in the environment until it is closed:
+            # after converting a million records that is ~100 MiB held for the process's life.
+            path = Path(self.env.path())
+            self.env.close()
+            self._dbs.clear()
+            self._hosts.clear()
+            self.env = self._open_env(path)
+            meta, _ = self._open_in(position, zones, convert=False)
+        return meta
 
-    def _open_in(self, position: int, zones: Iterable[str], *, convert: bool) -> Any:
+    def _open_env(self, path: Path) -> lmdb.Environment:
+        return lmdb.open(
+            str(path),
+            map_size=self._map_size,
+            max_dbs=2 * MAX_ZONES + 2,
+            readahead=True,
+            max_readers=1024,
+            # A read transaction ended is kept and renewed by the next ``begin`` (no reader-table
+            # lock and scan, no allocation): the hit path begins one per loop turn (``read_in_turns``).
+            max_spare_txns=1,
+        )
+
+    def _open_in(self, position: int, zones: Iterable[str], *, convert: bool) -> tuple[Any, bool]:
+        """The meta database, after bringing the layout to ``LAYOUT`` (converting a layout-2 store
+        when ``convert``, else emptying it), and whether it converted."""
+        converted = False
         env = self.env
         with env.begin(write=True) as txn:
             meta = env.open_db(b"meta", txn=txn)
@@ -706,6 +727,7 @@ class DiskStore:
             if was == 2 and convert:
                 began = time.monotonic()
                 placed = convert_layout2(env, txn)
+                converted = True
                 txn.put(b"layout", INT.pack(LAYOUT), db=meta)
                 log.warning(
                     "disk tier: layout 2 at %s converted to layout %d (%d records placed) in %.2f s",
@@ -749,7 +771,7 @@ class DiskStore:
                     if not bytes(k).startswith(b"host:"):
                         break
                     self._hosts[bytes(k[5:]).decode()] = bytes(v).decode()
-        return meta
+        return meta, converted
 
     # -- reads (any thread) -----------------------------------------------------------------------
 
