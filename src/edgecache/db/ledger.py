@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from edgecache.db.engine import read_transaction, write_transaction
+from edgecache.db.ids import above_high_water
 from edgecache.db.prepared import Prepared
 from edgecache.db.schema import purge_ledger
 from edgecache.db.tasks import NewTask, insert_tasks, task_values
@@ -41,10 +42,13 @@ class LedgerRow:
 
 _LEDGER_COLUMNS = ("zone_id", "mode", "selectors", "principal", "dialect", "job_id", "created_at")
 _INSERT = Prepared(insert(purge_ledger).returning(purge_ledger.c.seq), column_keys=_LEDGER_COLUMNS)
-_INSERT_ROWID = Prepared(insert(purge_ledger), column_keys=_LEDGER_COLUMNS)
-"""SQLite's: the seq is the row's INTEGER PRIMARY KEY, which the driver reports as ``lastrowid``;
-without ``RETURNING`` the statement is one step in the driver rather than a step and a fetch, and
-one hand-back of the GIL fewer (decision 0025)."""
+_INSERT_ROWID = Prepared(
+    insert(purge_ledger).values(seq=above_high_water(purge_ledger, purge_ledger.c.seq)),
+    column_keys=_LEDGER_COLUMNS,
+)
+"""SQLite's: the seq is the row's INTEGER PRIMARY KEY, above any deleted (``edgecache.db.ids``),
+which the driver reports as ``lastrowid``; without ``RETURNING`` the statement is one step in the
+driver rather than a step and a fetch, and one hand-back of the GIL fewer (decision 0025)."""
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))

@@ -8,8 +8,9 @@ Rules:
   ``timeout``, ``canceled``, and ``invalid`` for prefetch); updates name the expected current
   status, so a late acknowledgement cannot overwrite a timeout.
 - Queries always name a zone and a time range or a job id, and are served by the
-  ``(zone_id, kind, created_at)`` and ``job_id`` indexes; ``target`` filters may be fuzzy
-  (substring) and are evaluated within that range. What reads only processing tasks (the
+  ``(zone_id, kind, created_at, type, status)`` and ``job_id`` indexes; the type and status
+  filters are read from the first within the range (decision 0034); ``target`` filters may be
+  fuzzy (substring) and are evaluated within that range. What reads only processing tasks (the
   acknowledgements by seq, the timeout sweep, the restart's resume) uses the partial index of
   processing tasks by seq (decision 0022; ``tests/test_tasks_query_plans.py`` reads every plan).
 """
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from edgecache.db.engine import read_transaction, write_transaction
+from edgecache.db.ids import above_high_water
 from edgecache.db.prepared import Prepared
 from edgecache.db.schema import TASK_KINDS, tasks
 
@@ -115,6 +117,10 @@ _TASK_COLUMNS = (
     "dialect",
 )
 _INSERT = Prepared(insert(tasks), column_keys=_TASK_COLUMNS)
+_INSERT_SQLITE = Prepared(
+    insert(tasks).values(id=above_high_water(tasks, tasks.c.id)), column_keys=_TASK_COLUMNS
+)
+"""SQLite's: ids above any deleted (``edgecache.db.ids``); PostgreSQL's identity never goes back."""
 
 
 def finish_purges_in(conn: Connection, acks: Sequence[tuple[int, dict[str, int]]], now: datetime) -> int:
@@ -134,7 +140,7 @@ def finish_purges_in(conn: Connection, acks: Sequence[tuple[int, dict[str, int]]
 def insert_tasks(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert a job's task rows (:func:`task_values`) inside the caller's transaction."""
     if rows:
-        _INSERT.run_many(conn, rows)
+        (_INSERT_SQLITE if conn.dialect.name == "sqlite" else _INSERT).run_many(conn, rows)
 
 
 def task_values(
