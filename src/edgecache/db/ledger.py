@@ -23,7 +23,7 @@ from edgecache.db.engine import read_transaction, write_transaction
 from edgecache.db.ids import above_high_water
 from edgecache.db.prepared import Prepared
 from edgecache.db.schema import purge_ledger
-from edgecache.db.tasks import NewTask, insert_tasks, task_values
+from edgecache.db.tasks import NewTask, insert_task_rows, task_mapping, task_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,33 +86,39 @@ class NewPurge:
     tasks: Sequence[NewTask] = ()
 
 
+def ledger_row(purge: NewPurge) -> tuple[Any, ...]:
+    """The values the ledger row of ``purge`` is inserted with, in ``_LEDGER_COLUMNS``' order."""
+    return (
+        purge.zone_id,
+        purge.mode,
+        compact_json(purge.selectors),
+        purge.principal,
+        purge.dialect,
+        purge.job_id,
+        purge.created_at,
+    )
+
+
 def ledger_values(purge: NewPurge) -> dict[str, Any]:
     """The values the ledger row of ``purge`` is inserted with, by column."""
-    return {
-        "zone_id": purge.zone_id,
-        "mode": purge.mode,
-        "selectors": compact_json(purge.selectors),
-        "principal": purge.principal,
-        "dialect": purge.dialect,
-        "job_id": purge.job_id,
-        "created_at": purge.created_at,
-    }
+    return dict(zip(_LEDGER_COLUMNS, ledger_row(purge), strict=True))
 
 
 def append_in(conn: Connection, purge: NewPurge) -> int:
     """Insert one purge and its tasks inside the caller's transaction; returns its sequence number."""
-    values = ledger_values(purge)
     if conn.dialect.name == "sqlite":
-        seq = _INSERT_ROWID.insert_rowid(conn, values)
+        seq = _INSERT_ROWID.insert_row(conn, ledger_row(purge))
     else:
-        seq = int(_INSERT.rows(conn, values)[0][0])
-    insert_tasks(conn, purge_task_values(purge, seq))
+        seq = int(_INSERT.rows(conn, ledger_values(purge))[0][0])
+    if purge.tasks:
+        insert_task_rows(conn, purge_task_rows(purge, seq))
     return seq
 
 
-def purge_task_values(purge: NewPurge, seq: int | None) -> list[dict[str, Any]]:
-    """The rows of ``purge``'s tasks (``seq``: its ledger row's), as :func:`append_in` inserts them."""
-    return task_values(
+def purge_task_rows(purge: NewPurge, seq: int | None) -> list[tuple[Any, ...]]:
+    """The rows of ``purge``'s tasks (``seq``: its ledger row's), as :func:`append_in` inserts them
+    (:func:`edgecache.db.tasks.task_rows`)."""
+    return task_rows(
         job_id=purge.job_id,
         kind="purge",
         zone_id=purge.zone_id,
@@ -122,6 +128,11 @@ def purge_task_values(purge: NewPurge, seq: int | None) -> list[dict[str, Any]]:
         dialect=purge.dialect,
         created_at=purge.created_at,
     )
+
+
+def purge_task_values(purge: NewPurge, seq: int | None) -> list[dict[str, Any]]:
+    """The rows of ``purge``'s tasks by column (see :func:`purge_task_rows`)."""
+    return [task_mapping(row) for row in purge_task_rows(purge, seq)]
 
 
 class LedgerStore:

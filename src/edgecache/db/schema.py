@@ -313,7 +313,8 @@ queue_messages = Table(
     "queue_messages",
     metadata,
     # Push order; also the message id (as 32 hex digits) and what a purge's bound compares with.
-    # AUTOINCREMENT on SQLite so a number is never handed out twice (see purge_ledger).
+    # AUTOINCREMENT on SQLite so a number is never handed out twice (the ledger and the tasks use a
+    # high-water mark instead, decision 0034: the queues were not measured for it).
     Column("seq", BigInteger().with_variant(Integer(), "sqlite"), Identity(start=1), primary_key=True),
     # No foreign key: deleting a queue must not delete a million rows in one transaction; the
     # sweeper removes the messages of deleted queues (queue_tombstones) in small batches.

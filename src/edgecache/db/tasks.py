@@ -143,6 +143,50 @@ def insert_tasks(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         (_INSERT_SQLITE if conn.dialect.name == "sqlite" else _INSERT).run_many(conn, rows)
 
 
+def insert_task_rows(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """:func:`insert_tasks` with the rows of :func:`task_rows` (no mapping a task: every purge's)."""
+    if rows:
+        (_INSERT_SQLITE if conn.dialect.name == "sqlite" else _INSERT).run_rows(conn, rows)
+
+
+def task_rows(
+    *,
+    job_id: str,
+    kind: str,
+    zone_id: str,
+    seq: int | None,
+    items: Sequence[NewTask],
+    principal: str,
+    dialect: str,
+    created_at: datetime,
+) -> list[tuple[Any, ...]]:
+    """The rows :func:`insert_task_rows` writes for a job's tasks, one tuple a task, its values in
+    ``_TASK_COLUMNS``' order."""
+    return [
+        (
+            job_id,
+            kind,
+            zone_id,
+            seq,
+            item.target,
+            item.domain,
+            item.type,
+            item.method,
+            PROCESSING,
+            created_at,
+            created_at,
+            principal,
+            dialect,
+        )
+        for item in items
+    ]
+
+
+def task_mapping(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of :func:`task_rows` by column."""
+    return dict(zip(_TASK_COLUMNS, row, strict=True))
+
+
 def task_values(
     *,
     job_id: str,
@@ -155,24 +199,17 @@ def task_values(
     created_at: datetime,
 ) -> list[dict[str, Any]]:
     """The rows :func:`insert_tasks` writes for a job's tasks, by column, one mapping a task."""
-    return [
-        {
-            "job_id": job_id,
-            "kind": kind,
-            "zone_id": zone_id,
-            "seq": seq,
-            "target": item.target,
-            "domain": item.domain,
-            "type": item.type,
-            "method": item.method,
-            "status": PROCESSING,
-            "created_at": created_at,
-            "updated_at": created_at,
-            "principal": principal,
-            "dialect": dialect,
-        }
-        for item in items
-    ]
+    rows = task_rows(
+        job_id=job_id,
+        kind=kind,
+        zone_id=zone_id,
+        seq=seq,
+        items=items,
+        principal=principal,
+        dialect=dialect,
+        created_at=created_at,
+    )
+    return [task_mapping(row) for row in rows]
 
 
 def _row(r: Any) -> TaskRow:
@@ -228,9 +265,9 @@ class TaskStore:
     ) -> None:
         """Insert a job that has no ledger row (prefetch)."""
         with write_transaction(self._engine) as conn:
-            insert_tasks(
+            insert_task_rows(
                 conn,
-                task_values(
+                task_rows(
                     job_id=job_id,
                     kind=kind,
                     zone_id=zone_id,
