@@ -131,7 +131,7 @@ def test_the_upgrade_keeps_every_row_and_id(upgraded: tuple[Engine, int, int, di
     assert {t: rows(engine, t) for t in before} == before
     with engine.connect() as conn:
         indexes = {ix["name"] for ix in inspect(conn).get_indexes("tasks")}
-    assert indexes == {"ix_tasks_listing", "ix_tasks_job", "ix_tasks_processing_seq"}
+    assert indexes == {"ix_tasks_listing", "ix_tasks_unsuccessful", "ix_tasks_job", "ix_tasks_processing_seq"}
 
 
 def test_numbers_deleted_before_or_after_the_upgrade_are_never_handed_out_again(

@@ -22,14 +22,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, literal_column, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from edgecache.db.engine import read_transaction, write_transaction
 from edgecache.db.ids import above_high_water
 from edgecache.db.prepared import Prepared
-from edgecache.db.schema import TASK_KINDS, tasks
+from edgecache.db.schema import TASK_KINDS, UNSUCCESSFUL, tasks
 
 PROCESSING = "processing"
 MAX_OFFSET = 2**63 - 1
@@ -409,6 +420,9 @@ class TaskStore:
             conds.append(or_(*(tasks.c.domain == d for d in q.domains)))
         if q.statuses:
             conds.append(tasks.c.status.in_(q.statuses))
+            if not {PROCESSING, "success"} & set(q.statuses):
+                # The partial index's own condition, so that both planners see it applies.
+                conds.append(literal_column(UNSUCCESSFUL))
         if q.types:
             conds.append(tasks.c.type.in_(q.types))
         where = and_(*conds)
