@@ -29,6 +29,7 @@ from edgecache.control.credentials import (
 )
 from edgecache.db import engine as engine_module
 from edgecache.db.engine import open_database, sqlite_url
+from edgecache.db.ledger import NewPurge, append_in
 from edgecache.db.migrate import head, state
 from edgecache.db.schema import (
     global_keys,
@@ -301,8 +302,19 @@ class DatabaseContract:
             with engine.begin() as conn:
 
                 def append() -> int:
-                    stmt = insert(purge_ledger).values(**ledger_row()).returning(purge_ledger.c.seq)
-                    return int(conn.execute(stmt).scalar_one())
+                    # The product's insert: on SQLite it numbers the row above the high-water mark
+                    # of deleted rows (decision 0034), which a bare INSERT does not read.
+                    row = ledger_row()
+                    purge = NewPurge(
+                        str(row["zone_id"]),
+                        "delete",
+                        {"tags": ["a"]},
+                        "token:x",
+                        "cloudflare",
+                        "f" * 32,
+                        datetime.now(UTC),
+                    )
+                    return append_in(conn, purge)
 
                 seqs = [append(), append()]
                 # Compaction may delete the newest rows; their numbers must never be handed out again.

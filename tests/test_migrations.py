@@ -36,7 +36,7 @@ from edgecache.db.engine import connect, migration_transaction, open_database, s
 from edgecache.db.ledger import LedgerStore, NewPurge
 from edgecache.db.migrate import LEGACY_REVISION, SCRIPTS, head, state
 from edgecache.db.schema import metadata
-from edgecache.db.tasks import NewTask, TaskStore
+from edgecache.db.tasks import TaskStore
 from ledger_rows import ledger_row_of_job
 from pg import PostgresServer, postgres_server_fixture, postgres_url_fixture  # noqa: F401
 
@@ -76,38 +76,68 @@ class Filled:
         self.secret_id, self.secret_key = SecretService(engine, MasterKey(data_dir)).create(
             ACCOUNT, "ci", [Permission.CACHE_PURGE]
         )
-        ledger = LedgerStore(engine)
-        seqs = [
-            ledger.append(
-                NewPurge(
-                    zone_id=ZONE,
-                    mode=mode,
-                    selectors={"files": [f"http://example.com/{i}"]},
-                    principal=f"token:{self.token_info.id}",
-                    dialect="cloudflare",
-                    job_id=f"{i:032x}",
-                    created_at=T0 + timedelta(seconds=i),
-                    tasks=[NewTask(f"http://example.com/{i}", "purge_url", "example.com", mode)],
-                )
-            )
-            for i, mode in enumerate(("delete", "invalidate", "delete"))
-        ]
-        tasks = TaskStore(engine)
-        tasks.finish_purge(seqs[0], {"http://example.com/0": 3}, T0 + timedelta(minutes=1))
-        tasks.create_job(
-            job_id="e" * 32,
-            kind="prefetch",
-            zone_id=ZONE,
-            items=[NewTask("http://example.com/warm", "prefetch_url", "example.com")],
-            principal="cli",
-            dialect="edgeone",
-            created_at=T0,
-        )
+        # Written as 0.1.0 wrote them, not through today's stores: their statements are the newest
+        # schema's (the ledger's insert reads ``high_water``, which 0.1.0 did not have).
+        seqs = []
         with engine.begin() as conn:
+            for i, mode in enumerate(("delete", "invalidate", "delete")):
+                at = _stored(engine, T0 + timedelta(seconds=i))
+                seq = conn.execute(
+                    text(
+                        "INSERT INTO purge_ledger (zone_id, mode, selectors, principal, dialect, created_at,"
+                        " job_id) VALUES (:z, :m, :s, :p, 'cloudflare', :at, :j) RETURNING seq"
+                    ),
+                    {
+                        "z": ZONE,
+                        "m": mode,
+                        "s": f'{{"files":["http://example.com/{i}"]}}',
+                        "p": f"token:{self.token_info.id}",
+                        "at": at,
+                        "j": f"{i:032x}",
+                    },
+                ).scalar_one()
+                seqs.append(int(seq))
+                conn.execute(
+                    text(
+                        "INSERT INTO tasks (job_id, kind, zone_id, seq, target, domain, type, method, status,"
+                        " created_at, updated_at, principal, dialect) VALUES (:j, 'purge', :z, :seq, :t,"
+                        " 'example.com', 'purge_url', :m, 'processing', :at, :at, :p, 'cloudflare')"
+                    ),
+                    {
+                        "j": f"{i:032x}",
+                        "z": ZONE,
+                        "seq": seq,
+                        "t": f"http://example.com/{i}",
+                        "m": mode,
+                        "at": at,
+                        "p": f"token:{self.token_info.id}",
+                    },
+                )
+            conn.execute(
+                text(
+                    "UPDATE tasks SET status = 'success', matched = 3, updated_at = :at"
+                    " WHERE seq = :seq AND target = 'http://example.com/0'"
+                ),
+                {"seq": seqs[0], "at": _stored(engine, T0 + timedelta(minutes=1))},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO tasks (job_id, kind, zone_id, seq, target, domain, type, method, status,"
+                    " created_at, updated_at, principal, dialect) VALUES (:j, 'prefetch', :z, NULL,"
+                    " 'http://example.com/warm', 'example.com', 'prefetch_url', NULL, 'processing', :at,"
+                    " :at, 'cli', 'edgeone')"
+                ),
+                {"j": "e" * 32, "z": ZONE, "at": _stored(engine, T0)},
+            )
             # Compaction deletes the newest ledger rows too; their numbers must stay used.
             conn.execute(text("DELETE FROM tasks WHERE seq = :s"), {"s": seqs[-1]})
             conn.execute(text("DELETE FROM purge_ledger WHERE seq = :s"), {"s": seqs[-1]})
         self.highest_seq = seqs[-1]
+
+
+def _stored(engine: Engine, at: datetime) -> Any:
+    """``at`` as a raw statement binds a UTC time on ``engine`` (SQLite: ``UTCDateTime``'s text)."""
+    return at if engine.dialect.name == "postgresql" else at.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -121,9 +151,10 @@ def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def intact(before: dict[str, list[tuple[Any, ...]]], after: dict[str, list[tuple[Any, ...]]]) -> bool:
-    """Every row of ``before`` is still there, and the tables later revisions added are empty."""
+    """Every row of ``before`` is still there, and the tables later revisions added are empty (but
+    ``high_water``, where SQLite's ``sqlite_sequence`` numbers of the ledger and the tasks go)."""
     return {t: after.get(t) for t in before} == before and not any(
-        rows for t, rows in after.items() if t not in before
+        rows for t, rows in after.items() if t not in before and t != "high_water"
     )
 
 

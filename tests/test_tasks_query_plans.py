@@ -164,3 +164,39 @@ def test_every_task_query_uses_an_index(engine: Engine, monkeypatch: pytest.Monk
                 if name != "ix_tasks_processing_seq":
                     assert re.search(rf"\b{LEADING[name]}\b", node.get("Index Cond", "")), (sql, params, node)
             assert used, (sql, params, root)
+
+
+def test_a_listing_of_unsuccessful_tasks_reads_their_own_index(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day's listing of failed (timed out, canceled, invalid) tasks reads the partial index of
+    them, not the zone's whole day (decision 0034); one naming a success walks the day."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's plans; PostgreSQL's index use is checked above")
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        now = datetime.now(UTC)
+        start = now - timedelta(days=1)
+        TaskStore(engine).query(TaskQuery(ZONE, "purge", statuses=("failed",), start=start, end=now))
+        unsuccessful = list(sent)
+        sent.clear()
+        TaskStore(engine).query(
+            TaskQuery(ZONE, "purge", statuses=("failed", "success"), start=start, end=now)
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    with engine.connect() as conn:
+
+        def plans(statements: list[tuple[str, Any]]) -> list[str]:
+            return [
+                " ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))
+                for sql, params in statements
+            ]
+
+        assert all("ix_tasks_unsuccessful" in plan for plan in plans(unsuccessful)), plans(unsuccessful)
+        assert all("ix_tasks_listing" in plan for plan in plans(sent)), plans(sent)

@@ -20,9 +20,10 @@ from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from edgecache.db.engine import read_transaction, write_transaction
+from edgecache.db.ids import above_high_water
 from edgecache.db.prepared import Prepared
 from edgecache.db.schema import purge_ledger
-from edgecache.db.tasks import NewTask, insert_tasks, task_values
+from edgecache.db.tasks import NewTask, insert_task_rows, task_mapping, task_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +42,13 @@ class LedgerRow:
 
 _LEDGER_COLUMNS = ("zone_id", "mode", "selectors", "principal", "dialect", "job_id", "created_at")
 _INSERT = Prepared(insert(purge_ledger).returning(purge_ledger.c.seq), column_keys=_LEDGER_COLUMNS)
-_INSERT_ROWID = Prepared(insert(purge_ledger), column_keys=_LEDGER_COLUMNS)
-"""SQLite's: the seq is the row's INTEGER PRIMARY KEY, which the driver reports as ``lastrowid``;
-without ``RETURNING`` the statement is one step in the driver rather than a step and a fetch, and
-one hand-back of the GIL fewer (decision 0025)."""
+_INSERT_ROWID = Prepared(
+    insert(purge_ledger).values(seq=above_high_water(purge_ledger, purge_ledger.c.seq)),
+    column_keys=_LEDGER_COLUMNS,
+)
+"""SQLite's: the seq is the row's INTEGER PRIMARY KEY, above any deleted (``edgecache.db.ids``),
+which the driver reports as ``lastrowid``; without ``RETURNING`` the statement is one step in the
+driver rather than a step and a fetch, and one hand-back of the GIL fewer (decision 0025)."""
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -82,33 +86,39 @@ class NewPurge:
     tasks: Sequence[NewTask] = ()
 
 
+def ledger_row(purge: NewPurge) -> tuple[Any, ...]:
+    """The values the ledger row of ``purge`` is inserted with, in ``_LEDGER_COLUMNS``' order."""
+    return (
+        purge.zone_id,
+        purge.mode,
+        compact_json(purge.selectors),
+        purge.principal,
+        purge.dialect,
+        purge.job_id,
+        purge.created_at,
+    )
+
+
 def ledger_values(purge: NewPurge) -> dict[str, Any]:
     """The values the ledger row of ``purge`` is inserted with, by column."""
-    return {
-        "zone_id": purge.zone_id,
-        "mode": purge.mode,
-        "selectors": compact_json(purge.selectors),
-        "principal": purge.principal,
-        "dialect": purge.dialect,
-        "job_id": purge.job_id,
-        "created_at": purge.created_at,
-    }
+    return dict(zip(_LEDGER_COLUMNS, ledger_row(purge), strict=True))
 
 
 def append_in(conn: Connection, purge: NewPurge) -> int:
     """Insert one purge and its tasks inside the caller's transaction; returns its sequence number."""
-    values = ledger_values(purge)
     if conn.dialect.name == "sqlite":
-        seq = _INSERT_ROWID.insert_rowid(conn, values)
+        seq = _INSERT_ROWID.insert_row(conn, ledger_row(purge))
     else:
-        seq = int(_INSERT.rows(conn, values)[0][0])
-    insert_tasks(conn, purge_task_values(purge, seq))
+        seq = int(_INSERT.rows(conn, ledger_values(purge))[0][0])
+    if purge.tasks:
+        insert_task_rows(conn, purge_task_rows(purge, seq))
     return seq
 
 
-def purge_task_values(purge: NewPurge, seq: int | None) -> list[dict[str, Any]]:
-    """The rows of ``purge``'s tasks (``seq``: its ledger row's), as :func:`append_in` inserts them."""
-    return task_values(
+def purge_task_rows(purge: NewPurge, seq: int | None) -> list[tuple[Any, ...]]:
+    """The rows of ``purge``'s tasks (``seq``: its ledger row's), as :func:`append_in` inserts them
+    (:func:`edgecache.db.tasks.task_rows`)."""
+    return task_rows(
         job_id=purge.job_id,
         kind="purge",
         zone_id=purge.zone_id,
@@ -118,6 +128,11 @@ def purge_task_values(purge: NewPurge, seq: int | None) -> list[dict[str, Any]]:
         dialect=purge.dialect,
         created_at=purge.created_at,
     )
+
+
+def purge_task_values(purge: NewPurge, seq: int | None) -> list[dict[str, Any]]:
+    """The rows of ``purge``'s tasks by column (see :func:`purge_task_rows`)."""
+    return [task_mapping(row) for row in purge_task_rows(purge, seq)]
 
 
 class LedgerStore:

@@ -164,9 +164,11 @@ global_keys = Table(
 purge_ledger = Table(
     "purge_ledger",
     metadata,
-    # The ledger position. SQLite: INTEGER PRIMARY KEY AUTOINCREMENT (sqlite_autoincrement below), so
-    # a number is never reused even after the newest rows are compacted away; a plain rowid would
-    # hand out max(rowid)+1 again. PostgreSQL: a BIGINT identity.
+    # The ledger position, never handed out twice. PostgreSQL: a BIGINT identity. SQLite: the rowid
+    # (INTEGER PRIMARY KEY), which alone would hand out max(rowid)+1 again once the newest rows are
+    # deleted: a trigger records the highest number deleted in ``high_water`` and the insert starts
+    # above it (``edgecache.db.ids``). Not AUTOINCREMENT: its ``sqlite_sequence`` row was one more
+    # page written by every purge (decision 0034).
     Column(
         "seq",
         BigInteger().with_variant(Integer(), "sqlite"),
@@ -186,7 +188,16 @@ purge_ledger = Table(
     # here was one more page written by every purge (decision 0022).
     Column("job_id", String(32), nullable=False),
     CheckConstraint(_in("mode", PURGE_MODES), name="mode"),
-    sqlite_autoincrement=True,
+)
+
+high_water = Table(
+    "high_water",
+    metadata,
+    # The highest id of table ``name`` deleted while above every id left in it (SQLite only: written by
+    # the ``tr_<table>_high_water`` triggers of revision 0006, read by the inserts of
+    # ``edgecache.db.ids``; PostgreSQL's identities never go back). No row: nothing such deleted.
+    Column("name", String(63), primary_key=True),
+    Column("last", BigInteger, nullable=False),
 )
 
 api_secrets = Table(
@@ -210,6 +221,8 @@ api_secrets = Table(
 
 TASK_KINDS = ("purge", "prefetch")
 TASK_STATUSES = ("processing", "success", "failed", "timeout", "canceled", "invalid")
+UNSUCCESSFUL = "status NOT IN ('processing', 'success')"
+"""The tasks ``ix_tasks_unsuccessful`` holds; a query names this very text to be served by it."""
 
 tasks = Table(
     "tasks",
@@ -239,12 +252,23 @@ tasks = Table(
     Column("matched", Integer, nullable=True),
     CheckConstraint(_in("kind", TASK_KINDS), name="kind"),
     CheckConstraint(_in("status", TASK_STATUSES), name="status"),
-    # Measured on 1M tasks (bench/tasks_api.py): each listing filter needs its own leading columns
-    # ahead of created_at, or the planner walks the zone's whole time range in created_at order.
-    Index("ix_tasks_zone_kind_created", "zone_id", "kind", "created_at"),
+    # The listing: a zone's tasks of one kind by time, with the type and status the listing's filters
+    # and the quota's count read from the index itself (no row read for a row they reject). One index
+    # rather than one per filter: each index is a page more in every purge's commit (decision 0034);
+    # a type filter walks the time range here (60 ms for a day of a million tasks over a week).
+    Index("ix_tasks_listing", "zone_id", "kind", "created_at", "type", "status"),
+    # The tasks that did not succeed, for the listing's status filter: few, and a purge's commit
+    # never writes here (its task is processing, its acknowledgement a success).
+    Index(
+        "ix_tasks_unsuccessful",
+        "zone_id",
+        "kind",
+        "status",
+        "created_at",
+        sqlite_where=text(UNSUCCESSFUL),
+        postgresql_where=text(UNSUCCESSFUL),
+    ),
     Index("ix_tasks_job", "job_id", "zone_id", "kind", "created_at"),
-    Index("ix_tasks_zone_kind_status_created", "zone_id", "kind", "status", "created_at"),
-    Index("ix_tasks_zone_kind_type_created", "zone_id", "kind", "type", "created_at"),
     # The tasks still processing, by ledger position: the acknowledgements (by seq), the timeout
     # sweep and the restart's resume read only these; a task leaves it once final (decision 0022).
     Index(
@@ -253,7 +277,6 @@ tasks = Table(
         sqlite_where=text("status = 'processing'"),
         postgresql_where=text("status = 'processing'"),
     ),
-    sqlite_autoincrement=True,
 )
 
 QUEUE_CONSUMER_TYPES = ("http_pull", "http_push")
@@ -304,7 +327,8 @@ queue_messages = Table(
     "queue_messages",
     metadata,
     # Push order; also the message id (as 32 hex digits) and what a purge's bound compares with.
-    # AUTOINCREMENT on SQLite so a number is never handed out twice (see purge_ledger).
+    # AUTOINCREMENT on SQLite so a number is never handed out twice (the ledger and the tasks use a
+    # high-water mark instead, decision 0034: the queues were not measured for it).
     Column("seq", BigInteger().with_variant(Integer(), "sqlite"), Identity(start=1), primary_key=True),
     # No foreign key: deleting a queue must not delete a million rows in one transaction; the
     # sweeper removes the messages of deleted queues (queue_tombstones) in small batches.

@@ -8,8 +8,9 @@ Rules:
   ``timeout``, ``canceled``, and ``invalid`` for prefetch); updates name the expected current
   status, so a late acknowledgement cannot overwrite a timeout.
 - Queries always name a zone and a time range or a job id, and are served by the
-  ``(zone_id, kind, created_at)`` and ``job_id`` indexes; ``target`` filters may be fuzzy
-  (substring) and are evaluated within that range. What reads only processing tasks (the
+  ``(zone_id, kind, created_at, type, status)`` and ``job_id`` indexes; the type and status
+  filters are read from the first within the range (decision 0034); ``target`` filters may be
+  fuzzy (substring) and are evaluated within that range. What reads only processing tasks (the
   acknowledgements by seq, the timeout sweep, the restart's resume) uses the partial index of
   processing tasks by seq (decision 0022; ``tests/test_tasks_query_plans.py`` reads every plan).
 """
@@ -21,13 +22,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, literal_column, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from edgecache.db.engine import read_transaction, write_transaction
+from edgecache.db.ids import above_high_water
 from edgecache.db.prepared import Prepared
-from edgecache.db.schema import TASK_KINDS, tasks
+from edgecache.db.schema import TASK_KINDS, UNSUCCESSFUL, tasks
 
 PROCESSING = "processing"
 MAX_OFFSET = 2**63 - 1
@@ -115,6 +128,10 @@ _TASK_COLUMNS = (
     "dialect",
 )
 _INSERT = Prepared(insert(tasks), column_keys=_TASK_COLUMNS)
+_INSERT_SQLITE = Prepared(
+    insert(tasks).values(id=above_high_water(tasks, tasks.c.id)), column_keys=_TASK_COLUMNS
+)
+"""SQLite's: ids above any deleted (``edgecache.db.ids``); PostgreSQL's identity never goes back."""
 
 
 def finish_purges_in(conn: Connection, acks: Sequence[tuple[int, dict[str, int]]], now: datetime) -> int:
@@ -134,7 +151,51 @@ def finish_purges_in(conn: Connection, acks: Sequence[tuple[int, dict[str, int]]
 def insert_tasks(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert a job's task rows (:func:`task_values`) inside the caller's transaction."""
     if rows:
-        _INSERT.run_many(conn, rows)
+        (_INSERT_SQLITE if conn.dialect.name == "sqlite" else _INSERT).run_many(conn, rows)
+
+
+def insert_task_rows(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """:func:`insert_tasks` with the rows of :func:`task_rows` (no mapping a task: every purge's)."""
+    if rows:
+        (_INSERT_SQLITE if conn.dialect.name == "sqlite" else _INSERT).run_rows(conn, rows)
+
+
+def task_rows(
+    *,
+    job_id: str,
+    kind: str,
+    zone_id: str,
+    seq: int | None,
+    items: Sequence[NewTask],
+    principal: str,
+    dialect: str,
+    created_at: datetime,
+) -> list[tuple[Any, ...]]:
+    """The rows :func:`insert_task_rows` writes for a job's tasks, one tuple a task, its values in
+    ``_TASK_COLUMNS``' order."""
+    return [
+        (
+            job_id,
+            kind,
+            zone_id,
+            seq,
+            item.target,
+            item.domain,
+            item.type,
+            item.method,
+            PROCESSING,
+            created_at,
+            created_at,
+            principal,
+            dialect,
+        )
+        for item in items
+    ]
+
+
+def task_mapping(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of :func:`task_rows` by column."""
+    return dict(zip(_TASK_COLUMNS, row, strict=True))
 
 
 def task_values(
@@ -149,24 +210,17 @@ def task_values(
     created_at: datetime,
 ) -> list[dict[str, Any]]:
     """The rows :func:`insert_tasks` writes for a job's tasks, by column, one mapping a task."""
-    return [
-        {
-            "job_id": job_id,
-            "kind": kind,
-            "zone_id": zone_id,
-            "seq": seq,
-            "target": item.target,
-            "domain": item.domain,
-            "type": item.type,
-            "method": item.method,
-            "status": PROCESSING,
-            "created_at": created_at,
-            "updated_at": created_at,
-            "principal": principal,
-            "dialect": dialect,
-        }
-        for item in items
-    ]
+    rows = task_rows(
+        job_id=job_id,
+        kind=kind,
+        zone_id=zone_id,
+        seq=seq,
+        items=items,
+        principal=principal,
+        dialect=dialect,
+        created_at=created_at,
+    )
+    return [task_mapping(row) for row in rows]
 
 
 def _row(r: Any) -> TaskRow:
@@ -222,9 +276,9 @@ class TaskStore:
     ) -> None:
         """Insert a job that has no ledger row (prefetch)."""
         with write_transaction(self._engine) as conn:
-            insert_tasks(
+            insert_task_rows(
                 conn,
-                task_values(
+                task_rows(
                     job_id=job_id,
                     kind=kind,
                     zone_id=zone_id,
@@ -366,6 +420,9 @@ class TaskStore:
             conds.append(or_(*(tasks.c.domain == d for d in q.domains)))
         if q.statuses:
             conds.append(tasks.c.status.in_(q.statuses))
+            if not {PROCESSING, "success"} & set(q.statuses):
+                # The partial index's own condition, so that both planners see it applies.
+                conds.append(literal_column(UNSUCCESSFUL))
         if q.types:
             conds.append(tasks.c.type.in_(q.types))
         where = and_(*conds)
