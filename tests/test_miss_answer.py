@@ -1,6 +1,6 @@
 """A miss's answer and its fill, end to end over loopback, where decision 0008's update 12 cut
-them: the answer's head built in C (``_answerhead``), and the purge check a fill skips when no purge
-was accepted since its fetch began."""
+them: the answer's head built in C (``_answerhead``), the purge check a fill skips when no purge
+was accepted since its fetch began, and the zone's settings a fill reads from ``ZoneRuntime``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import http.client
 import json
 import socket
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import ZONE_ID, Route, Stack
+from edgecache.config import Zone
 from edgecache.edge._answerhead import answer_head
 from rawhttp import raw_origin, read_request
 
@@ -103,3 +106,48 @@ def test_a_purge_accepted_during_a_fetch_keeps_only_what_it_covers_out(stack: St
     assert (status, body) == (200, b"from the origin")
     assert headers["cf-cache-status"] == ("MISS" if covered else "HIT")
     assert stack.origin.hits[path] == (2 if covered else 1)
+
+
+OWN_ZONE = Zone(
+    id="0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f",
+    name="own.example",
+    hostnames=("own.example",),
+    origin="http://127.0.0.1:1",
+    cache_set_cookie=True,
+    heuristic_fraction=0.5,
+    heuristic_max=30.0,
+)
+
+
+@pytest.fixture(scope="module")
+def own() -> Iterator[Stack]:
+    s = Stack(extra_zones=(OWN_ZONE,))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def ttl(headers: dict[str, str]) -> int:
+    return int(headers["cache-status"].rsplit("ttl=", 1)[1].split(";")[0])
+
+
+def test_a_fill_follows_its_zones_own_storage_settings(own: Stack) -> None:
+    """A zone that stores Set-Cookie responses and caps heuristic freshness at 30 s, next to the
+    defaults (no Set-Cookie stored, 10% of the Last-Modified age up to a day)."""
+    own.origin.routes["/set-cookie"] = Route(
+        body=b"with a cookie", headers={"Cache-Control": "public, max-age=60", "Set-Cookie": "s=1"}
+    )
+    modified = formatdate(time.time() - 10 * 86400, usegmt=True)
+    own.origin.routes["/heuristic"] = Route(body=b"no lifetime given", headers={"Last-Modified": modified})
+    for host, stored_cookie, lifetime in (
+        ("own.example", True, (25, 30)),
+        ("test.example", False, (86000, 86400)),
+    ):
+        for path in ("/set-cookie", "/heuristic"):
+            own.request(path, host=host)
+        _, headers, _ = own.request("/set-cookie", host=host)
+        assert headers["cf-cache-status"] == ("HIT" if stored_cookie else "BYPASS"), host
+        _, headers, _ = own.request("/heuristic", host=host)
+        assert headers["cf-cache-status"] == "HIT", host
+        assert lifetime[0] <= ttl(headers) <= lifetime[1], (host, headers["cache-status"])
