@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # pip builds the C extensions (setup.py) too: a change to their source installs again. They need a C
 # compiler and Python's headers: installed from Debian when one is missing and root, as python3-venv
 # is.
-$(STAMP): pyproject.toml setup.py src/edgecache/edge/_logcapture.c src/edgecache/edge/_originhead.c src/edgecache/edge/_reqhead.c src/edgecache/edge/_fieldline.h src/edgecache/store/_fillring.c src/edgecache/_crc32c.h src/edgecache/store/_untrack.c src/edgecache/store/_links.c src/edgecache/cluster/_claims.c
+$(STAMP): pyproject.toml setup.py src/edgecache/edge/_logcapture.c src/edgecache/edge/_originhead.c src/edgecache/edge/_reqhead.c src/edgecache/edge/_answerhead.c src/edgecache/edge/_fieldline.h src/edgecache/store/_fillring.c src/edgecache/_crc32c.h src/edgecache/store/_untrack.c src/edgecache/store/_links.c src/edgecache/cluster/_claims.c
 	$(PY) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && rm -rf $(VENV) \
 		&& apt-get update -q && apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
 	@if ! PATH="$$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null | grep -q libjemalloc.so.2; then \

@@ -20,6 +20,11 @@ setup(
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
         ),
         Extension(
+            "edgecache.edge._answerhead",
+            ["src/edgecache/edge/_answerhead.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+        ),
+        Extension(
             "edgecache.edge._reqhead",
             ["src/edgecache/edge/_reqhead.c"],
             depends=["src/edgecache/edge/_fieldline.h"],

@@ -50,6 +50,11 @@ class _Zone:
 
 class _ZoneRuntime:
     config = _Zone()
+    # What _accept_head reads of the zone where a build keeps it on ZoneRuntime (decision 0008,
+    # update 12).
+    cache_set_cookie = config.cache_set_cookie
+    heuristic_fraction = config.heuristic_fraction
+    heuristic_max = config.heuristic_max
 
 
 class _Response:

@@ -519,7 +519,7 @@ class Fetch:
             # RFC 9110 §6.6.1: a recipient with a clock adds Date to what it caches or forwards.
             date = format_http_date(response_time)
             head += b"Date: %s\r\n" % date.encode("latin-1")
-        zone = self.zone.config
+        zone = self.zone
         authorization = "authorization" in self.request_headers
         # Positional, in the signature's order, as the Entry's below: keywords cost more on this
         # path, every miss (decision 0008, "Update 4").
@@ -581,9 +581,9 @@ class Fetch:
             response_headers=merged + [(k, v) for k, v in fresh if k.lower() in TAG_HEADERS],
             now=response_time,
             response_time=response_time,
-            cache_set_cookie=self.zone.config.cache_set_cookie,
-            heuristic_fraction=self.zone.config.heuristic_fraction,
-            heuristic_max=self.zone.config.heuristic_max,
+            cache_set_cookie=self.zone.cache_set_cookie,
+            heuristic_fraction=self.zone.heuristic_fraction,
+            heuristic_max=self.zone.heuristic_max,
         )
         self.decision = decision
         self.revalidated = True
@@ -696,7 +696,7 @@ class Fetch:
     ) -> Entry:
         # Positional, in the fields' order (see _accept_head for why).
         return Entry(
-            self.zone.config.id,  # zone
+            self.zone.id,  # zone
             self.key,
             self.status,
             head,

@@ -210,7 +210,8 @@ class OriginClient:
             # call: a target without whitespace (isprintable is False for CR, LF and tab; any
             # other target takes encode_request, which refuses or frames it), the lines as they
             # are, no body and no Content-Length.
-            data = f"{method} {target} HTTP/1.1\r\n{headers}\r\n".encode("latin-1")
+            # A join, not an f-string: formatting a str subclass copies it first.
+            data = "".join((method, " ", target, " HTTP/1.1\r\n", headers, "\r\n")).encode("latin-1")
         else:
             data = encode_request(method, target, headers, b"", authority)
         self.stats.requests += 1
