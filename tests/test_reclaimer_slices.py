@@ -278,3 +278,39 @@ def test_drain_waits_for_the_trim_that_follows_a_large_reclaim(monkeypatch: pyte
 
     seen = asyncio.run(go())
     assert seen == ["started", "done"] * 2, "a trim on the way and one for the rest, both over by then"
+
+
+@pytest.mark.parametrize("spacing", [0.0, 0.05])
+def test_a_backlog_of_purges_that_find_nothing_is_reclaimed_in_slices(
+    monkeypatch: pytest.MonkeyPatch, spacing: float
+) -> None:
+    """A replay at start-up or a follower catching up enqueues thousands of purges at once, and in
+    an empty memory tier none of them reaches a step: the loop must still run between slices (here
+    every purge is a slice's worth), not once for the whole backlog."""
+    monkeypatch.setattr(reclaimer_module, "SLICE", 0.0)
+    tier = MemoryTier(1 << 20)
+    backlog = 2000
+    reclaimed: list[int] = []
+    most = 0
+
+    async def go() -> None:
+        nonlocal most
+        index = EpochIndex()
+        rec = Reclaimer(
+            tier, index, lambda: None, on_reclaimed=lambda p, m: reclaimed.append(p.seq), spacing=spacing
+        )
+        rec.start()
+        for seq in range(1, backlog + 1):
+            purge = Purge(seq, "a", Mode.DELETE, (Tag(f"gone{seq}"),), time.time())
+            index.apply(purge)
+            rec.enqueue(purge)
+        seen = 0
+        while len(reclaimed) < backlog:
+            await asyncio.sleep(0)
+            most = max(most, len(reclaimed) - seen)
+            seen = len(reclaimed)
+        await rec.stop()
+
+    asyncio.run(go())
+    assert reclaimed == list(range(1, backlog + 1))
+    assert most <= 2, f"{most} purges reclaimed while the loop ran nothing else"

@@ -227,6 +227,7 @@ class Reclaimer:
             await self._released.wait()
             batch: list[tuple[Purge, dict[Selector, int], DiskReclaim]] = []
             started = time.monotonic()
+            self._last_yield = time.perf_counter()
             while self._queue and self._released.is_set():
                 purge = self._queue[0]
                 self._busy = True
@@ -250,6 +251,9 @@ class Reclaimer:
                 if self._queue and time.monotonic() - started >= PASS_MAX:
                     self._wake.set()  # the rest in the next pass
                     break
+                # A backlog of purges that find nothing in memory (a replay at start-up, a follower
+                # catching up) reaches no step: the slice is kept here, between purges.
+                await self._pause()
             if batch and self._disk is not None:
                 # The disk's part runs on its writer, in purge order, one job for the purges taken
                 # together (one hand-over to the writer thread and back); the next purges' memory
@@ -345,7 +349,6 @@ class Reclaimer:
         hard = purge.mode is Mode.DELETE
         store = self._store
         self._used = store.bytes_used
-        self._last_yield = time.perf_counter()
         for i, selector in enumerate(purge.selectors):
             if type(selector) is Tag and not store.tag_size(purge.zone, selector.tag):
                 # A tag nothing in memory carries (the usual tag purge): no pages to read.
