@@ -196,7 +196,7 @@ def gil_steps(n: int, gap: float) -> list[tuple[str, float]]:
     dialect = conn.dialect
     # The statements as the product compiles them (db/prepared.py), bound outside the timed part.
     ledger_insert = ledger._INSERT_ROWID._compiled(dialect)
-    task_insert = tasks_db._INSERT._compiled(dialect)
+    task_insert = tasks_db._INSERT_SQLITE._compiled(dialect)
     succeed = tasks_db._SUCCEED_REST._compiled(dialect)
     seqs: list[int] = []
     spent = {"product": 0.0, "driver": 0.0}
@@ -213,9 +213,9 @@ def gil_steps(n: int, gap: float) -> list[tuple[str, float]]:
 
     def driver(i: int) -> float:
         row = _purge_row(i)
-        ledger_row = ledger_insert.bind(ledger.ledger_values(row))
-        # The task rows' values but their seq, which the ledger row's insert gives.
-        task_rows = ledger.purge_task_values(row, None)
+        ledger_row = ledger_insert.row(ledger.ledger_row(row))
+        # The task rows' values but their seq (the fourth), which the ledger row's insert gives.
+        task_rows = [list(values) for values in ledger.purge_task_rows(row, None)]
         acks = [succeed.bind({"seq": s, "now": row.created_at}) for s in seqs[-4:-1]] if i % 3 == 2 else []
         t0 = time.thread_time()
         raw.execute("BEGIN IMMEDIATE")
@@ -223,8 +223,8 @@ def gil_steps(n: int, gap: float) -> list[tuple[str, float]]:
         cur.execute(ledger_insert.sql, ledger_row)
         seq = cur.lastrowid
         for values in task_rows:
-            values["seq"] = seq
-        cur.executemany(task_insert.sql, [task_insert.bind(values) for values in task_rows])
+            values[3] = seq
+        cur.executemany(task_insert.sql, [task_insert.row(values) for values in task_rows])
         for values in acks:
             cur.execute(succeed.sql, values)
         cur.close()

@@ -71,7 +71,7 @@ from tencentcloud.teo.v20220901 import models
 from edgecache.control.credentials import CredentialService
 from edgecache.db.engine import open_database, read_transaction, sqlite_url, write_transaction
 from edgecache.db.schema import tasks
-from edgecache.db.tasks import NewTask, TaskQuery, TaskStore, insert_tasks, task_values
+from edgecache.db.tasks import NewTask, TaskQuery, TaskStore, insert_task_rows, task_rows
 
 BENCH = Path(__file__).resolve().parent
 CELL_SECONDS = 60.0
@@ -301,9 +301,9 @@ def commit_latency(directory: Path, n: int) -> list[float]:
     for i in range(n):
         t = time.perf_counter()
         with write_transaction(engine) as conn:
-            insert_tasks(
+            insert_task_rows(
                 conn,
-                task_values(
+                task_rows(
                     job_id=f"{i:032x}",
                     kind="purge",
                     zone_id=ZONE_ID,

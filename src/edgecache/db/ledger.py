@@ -23,7 +23,7 @@ from edgecache.db.engine import read_transaction, write_transaction
 from edgecache.db.ids import above_high_water
 from edgecache.db.prepared import Prepared
 from edgecache.db.schema import purge_ledger
-from edgecache.db.tasks import NewTask, insert_task_rows, task_mapping, task_rows
+from edgecache.db.tasks import NewTask, insert_task_rows, task_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +128,6 @@ def purge_task_rows(purge: NewPurge, seq: int | None) -> list[tuple[Any, ...]]:
         dialect=purge.dialect,
         created_at=purge.created_at,
     )
-
-
-def purge_task_values(purge: NewPurge, seq: int | None) -> list[dict[str, Any]]:
-    """The rows of ``purge``'s tasks by column (see :func:`purge_task_rows`)."""
-    return [task_mapping(row) for row in purge_task_rows(purge, seq)]
 
 
 class LedgerStore:

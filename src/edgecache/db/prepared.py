@@ -103,25 +103,14 @@ class Prepared:
         compiled = self._compiled(conn.dialect)
         return int(_on_cursor(conn, "execute", compiled.sql, compiled.bind(params), _ROWCOUNT))
 
-    def insert_rowid(self, conn: Connection, params: Mapping[str, Any]) -> int:
-        """Run an ``INSERT`` once on SQLite; the rowid of the row it inserted (the table's
-        ``INTEGER PRIMARY KEY``), as the driver reports it."""
-        compiled = self._compiled(conn.dialect)
-        return int(_on_cursor(conn, "execute", compiled.sql, compiled.bind(params), _LASTROWID))
-
-    def run_many(self, conn: Connection, params: Iterable[Mapping[str, Any]]) -> None:
-        """Run it once per parameter set, in one driver call."""
-        compiled = self._compiled(conn.dialect)
-        _on_cursor(conn, "executemany", compiled.sql, [compiled.bind(p) for p in params], _nothing)
-
     def insert_row(self, conn: Connection, row: Sequence[Any]) -> int:
-        """:meth:`insert_rowid` with the values of ``column_keys`` in their order: no mapping built
+        """The row id of an ``INSERT`` of the values of ``column_keys`` in their order: no mapping built
         and taken apart again for the driver (the purge write's rows, decision 0034)."""
         compiled = self._compiled(conn.dialect)
         return int(_on_cursor(conn, "execute", compiled.sql, compiled.row(row), _LASTROWID))
 
     def run_rows(self, conn: Connection, rows: Iterable[Sequence[Any]]) -> None:
-        """:meth:`run_many` with rows of the ``column_keys`` values in their order."""
+        """``executemany`` of rows of the ``column_keys`` values in their order."""
         compiled = self._compiled(conn.dialect)
         binder = compiled.row
         _on_cursor(conn, "executemany", compiled.sql, [binder(r) for r in rows], _nothing)

@@ -148,14 +148,9 @@ def finish_purges_in(conn: Connection, acks: Sequence[tuple[int, dict[str, int]]
     return done
 
 
-def insert_tasks(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert a job's task rows (:func:`task_values`) inside the caller's transaction."""
-    if rows:
-        (_INSERT_SQLITE if conn.dialect.name == "sqlite" else _INSERT).run_many(conn, rows)
-
-
 def insert_task_rows(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
-    """:func:`insert_tasks` with the rows of :func:`task_rows` (no mapping a task: every purge's)."""
+    """Insert a job's task rows (:func:`task_rows`) inside the caller's transaction, bound as
+    tuples (no mapping a task: every purge's)."""
     if rows:
         (_INSERT_SQLITE if conn.dialect.name == "sqlite" else _INSERT).run_rows(conn, rows)
 
@@ -191,36 +186,6 @@ def task_rows(
         )
         for item in items
     ]
-
-
-def task_mapping(row: Sequence[Any]) -> dict[str, Any]:
-    """A row of :func:`task_rows` by column."""
-    return dict(zip(_TASK_COLUMNS, row, strict=True))
-
-
-def task_values(
-    *,
-    job_id: str,
-    kind: str,
-    zone_id: str,
-    seq: int | None,
-    items: Sequence[NewTask],
-    principal: str,
-    dialect: str,
-    created_at: datetime,
-) -> list[dict[str, Any]]:
-    """The rows :func:`insert_tasks` writes for a job's tasks, by column, one mapping a task."""
-    rows = task_rows(
-        job_id=job_id,
-        kind=kind,
-        zone_id=zone_id,
-        seq=seq,
-        items=items,
-        principal=principal,
-        dialect=dialect,
-        created_at=created_at,
-    )
-    return [task_mapping(row) for row in rows]
 
 
 def _row(r: Any) -> TaskRow:

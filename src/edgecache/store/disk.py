@@ -689,16 +689,12 @@ class DiskStore:
             # was changed, and a node that failed here would fail at every restart.
             log.warning("disk tier: could not convert %s (%s): emptied instead", self.env.path(), exc)
             converted = False
-            self._dbs.clear()
-            self._hosts.clear()
             meta, _ = self._open_in(position, zones, convert=False)
         if converted:
             # LMDB keeps a transaction's freed dirty pages in the environment until it is closed:
             # after converting a million records that is ~100 MiB held for the process's life.
             path = Path(self.env.path())
             self.env.close()
-            self._dbs.clear()
-            self._hosts.clear()
             self.env = self._open_env(path)
             meta, _ = self._open_in(position, zones, convert=False)
         return meta
@@ -717,7 +713,10 @@ class DiskStore:
 
     def _open_in(self, position: int, zones: Iterable[str], *, convert: bool) -> tuple[Any, bool]:
         """The meta database, after bringing the layout to ``LAYOUT`` (converting a layout-2 store
-        when ``convert``, else emptying it), and whether it converted."""
+        when ``convert``, else emptying it), and whether it converted. What an earlier try found
+        is forgotten: its databases' handles may be of a transaction that did not commit."""
+        self._dbs.clear()
+        self._hosts.clear()
         converted = False
         env = self.env
         with env.begin(write=True) as txn:
