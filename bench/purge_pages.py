@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sqlite3
 import struct
-import subprocess
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import uvloop
+from _tree_child import child_figures
 
 HERE = Path(__file__).resolve().parent
 FRAME_HEADER = 24
@@ -73,19 +70,6 @@ def child(tmp: Path, n: int, gap: float) -> None:
     print(json.dumps({"commits": commits, "frames": len(frames), "by_tree": by_tree}))
 
 
-def count(src: Path, n: int, gap: float) -> dict[str, object]:
-    """The child's figures with ``src`` first on the path."""
-    tmp = Path(tempfile.mkdtemp(prefix="edgecache-pages-"))
-    try:
-        env = {**os.environ, "PYTHONPATH": str(src)}
-        argv = [sys.executable, __file__, "--child", str(tmp), "--n", str(n), "--gap", str(gap)]
-        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-        found: dict[str, object] = json.loads(out.strip().splitlines()[-1])
-        return found
-    finally:
-        shutil.rmtree(tmp)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=200)
@@ -103,7 +87,7 @@ def main() -> None:
     print("| code | commits | pages | pages per commit | by B-tree, per commit |")
     print("|---|---:|---:|---:|---|")
     for name, src in sides:
-        c = count(src, args.n, args.gap)
+        c = child_figures(__file__, src, "--n", str(args.n), "--gap", str(args.gap))
         commits = int(c["commits"])  # type: ignore[call-overload]
         frames = int(c["frames"])  # type: ignore[call-overload]
         by_tree: dict[str, int] = c["by_tree"]  # type: ignore[assignment]

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from _tree_child import child_figures
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,19 +60,6 @@ def child(tmp: Path, tasks: int, calls: int) -> None:
     engine.dispose()
 
 
-def run(src: Path, tasks: int, calls: int) -> dict[str, object]:
-    """One tree's figures."""
-    tmp = Path(tempfile.mkdtemp(prefix="edgecache-listing-"))
-    try:
-        env = {**os.environ, "PYTHONPATH": str(src)}
-        argv = [sys.executable, __file__, "--child", str(tmp), "--tasks", str(tasks), "--calls", str(calls)]
-        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-        found: dict[str, object] = json.loads(out.strip().splitlines()[-1])
-        return found
-    finally:
-        shutil.rmtree(tmp)
-
-
 NAMES = {
     "a": "(a) job id",
     "b": "(b) 1 day, statuses=[failed]",
@@ -96,7 +81,10 @@ def main() -> None:
         child(args.child, args.tasks, args.calls)
         return
     sides = [("this tree", HERE.parent / "src")] + ([("before", args.before)] if args.before else [])
-    results = {name: run(src, args.tasks, args.calls) for name, src in sides}
+    results = {
+        name: child_figures(__file__, src, "--tasks", str(args.tasks), "--calls", str(args.calls))
+        for name, src in sides
+    }
     print(f"### `TaskStore.query` over {args.tasks:,} tasks, {args.calls} calls each: p50 / p99 ms\n")
     print("| query | TotalCount (median) | " + " | ".join(name for name, _ in sides) + " |")
     print("|---|---:|" + "---:|" * len(sides))
