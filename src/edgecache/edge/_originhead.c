@@ -217,29 +217,8 @@ bad:
     return -1;
 }
 
-static PyObject *field_tuple(const struct line *l) {
-    PyObject *name = PyUnicode_DecodeLatin1(l->name, l->name_len, NULL);
-    if (name == NULL)
-        return NULL;
-    PyObject *value = PyUnicode_DecodeLatin1(l->value, l->value_len, NULL);
-    if (value == NULL) {
-        Py_DECREF(name);
-        return NULL;
-    }
-    PyObject *t = PyTuple_New(2);
-    if (t == NULL) {
-        Py_DECREF(name);
-        Py_DECREF(value);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(t, 0, name);
-    PyTuple_SET_ITEM(t, 1, value);
-    return t;
-}
-
-/* field_tuple for a tag field, its name from the cache. */
-static PyObject *tag_tuple(const struct line *l) {
-    PyObject *name = latin1_cached(tag_slot(l->name_len), l->name, l->name_len);
+/* (name, value) of line ``l``, ``name`` already made (a new reference, taken; NULL: an error set). */
+static PyObject *pair_of(PyObject *name, const struct line *l) {
     PyObject *value = name != NULL ? PyUnicode_DecodeLatin1(l->value, l->value_len, NULL) : NULL;
     PyObject *t = value != NULL ? PyTuple_New(2) : NULL;
     if (t == NULL) {
@@ -250,6 +229,15 @@ static PyObject *tag_tuple(const struct line *l) {
     PyTuple_SET_ITEM(t, 0, name);
     PyTuple_SET_ITEM(t, 1, value);
     return t;
+}
+
+static PyObject *field_tuple(const struct line *l) {
+    return pair_of(PyUnicode_DecodeLatin1(l->name, l->name_len, NULL), l);
+}
+
+/* field_tuple for a tag field, its name from the cache. */
+static PyObject *tag_tuple(const struct line *l) {
+    return pair_of(latin1_cached(tag_slot(l->name_len), l->name, l->name_len), l);
 }
 
 static PyObject *head_fields(PyObject *self, PyObject *args) {
