@@ -35,27 +35,35 @@ def entry(path: str, stored_seq: int) -> Entry:
     )
 
 
+def _gathering(
+    disk: DiskStore, acked: list[tuple[int, dict[Selector, int]]]
+) -> tuple[EpochIndex, TierChain, Reclaimer]:
+    """A worker's reclaimer (it gathers purges) over memory and ``disk``, noting its acknowledgements."""
+    index = EpochIndex()
+    tiers = TierChain(
+        MemoryTier(1 << 24),
+        disk,
+        reserve_on=lambda zone: False,
+        reserve_eligible=lambda e: False,
+        still_valid=still_valid(index),
+    )
+    rec = Reclaimer(
+        tiers,
+        index,
+        lambda: None,
+        on_reclaimed=lambda purge, matched: acked.append((purge.seq, dict(matched))),
+        disk=disk,
+        gather=0.05,
+    )
+    return index, tiers, rec
+
+
 def test_a_gathered_batch_with_two_zone_removals_acknowledges_each_purge(tmp_path: Path) -> None:
     acked: list[tuple[int, dict[Selector, int]]] = []
 
     async def go() -> None:
         disk = DiskStore(tmp_path, budget=1 << 30, position=0, map_size=1 << 28)
-        index = EpochIndex()
-        tiers = TierChain(
-            MemoryTier(1 << 24),
-            disk,
-            reserve_on=lambda zone: False,
-            reserve_eligible=lambda e: False,
-            still_valid=still_valid(index),
-        )
-        rec = Reclaimer(
-            tiers,
-            index,
-            lambda: None,
-            on_reclaimed=lambda purge, matched: acked.append((purge.seq, dict(matched))),
-            disk=disk,
-            gather=0.05,
-        )
+        index, tiers, rec = _gathering(disk, acked)
         for i in range(3):
             tiers.put(entry(f"/old/{i}", 0))
         disk.flush(10)
@@ -102,22 +110,7 @@ def test_a_failed_disk_job_acknowledges_its_purges_with_nothing_and_keeps_their_
 
     async def go() -> tuple[int, int]:
         disk = _FailingDisk(tmp_path, budget=1 << 30, position=0, map_size=1 << 28)
-        index = EpochIndex()
-        tiers = TierChain(
-            MemoryTier(1 << 24),
-            disk,
-            reserve_on=lambda zone: False,
-            reserve_eligible=lambda e: False,
-            still_valid=still_valid(index),
-        )
-        rec = Reclaimer(
-            tiers,
-            index,
-            lambda: None,
-            on_reclaimed=lambda purge, matched: acked.append((purge.seq, dict(matched))),
-            disk=disk,
-            gather=0.05,
-        )
+        index, tiers, rec = _gathering(disk, acked)
         tiers.put(entry("/old/0", 0))
         disk.flush(10)
         rec.start()
